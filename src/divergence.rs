@@ -1,0 +1,445 @@
+//! Divergences between the predictive distributions of M classifiers,
+//! computed per sample from log-probabilities.
+//!
+//! Every divergence takes M tensors of log-probabilities `[B, K]` (one per
+//! model, e.g. `log_softmax` of the logits) and returns one value per sample,
+//! `[B]`. With p_m = exp(log p_m) and sums over the K classes:
+//!
+//! | name | formula | models |
+//! | --- | --- | --- |
+//! | `kl` | KL(p_1 ‖ p_2) = Σ_k p_1k (log p_1k − log p_2k) | 2, ordered |
+//! | `reverse-kl` | KL(p_2 ‖ p_1) | 2, ordered |
+//! | `jeffreys` | KL(p_1 ‖ p_2) + KL(p_2 ‖ p_1) = Σ_k (p_1k − p_2k)(log p_1k − log p_2k) | 2 |
+//! | `js` | Σ_m w_m KL(p_m ‖ p̄), p̄ = Σ_m w_m p_m (= H(p̄) − Σ_m w_m H(p_m)) | M ≥ 2 |
+//! | `tv` | ½ Σ_k \|p_1k − p_2k\| | 2 |
+//!
+//! The weights w of `js` are uniform unless given; given weights are
+//! normalised to sum to 1. Then 0 ≤ JS ≤ H(w), which is ln M for uniform
+//! weights: 0 when all models agree, ln M when their supports are disjoint.
+//!
+//! # Numerical stability
+//!
+//! Everything is computed in log space: the mixture of `js` is
+//! log p̄_k = logsumexp_m(log w_m + log p_mk), never the log of a sum of
+//! probabilities. A probability that underflows to 0 contributes
+//! 0 · (finite) = 0, so the results and their gradients stay finite.
+//! Log-probabilities are first clamped below at [`LOG_PROB_FLOOR`] (−100),
+//! so a log-probability of −∞ (a class given probability exactly 0) counts as
+//! e^−100 ≈ 3.7e−44 rather than producing ∞ or NaN: KL(p ‖ q) for a q that
+//! rules out a class p allows is then about 100 · p_k nats, large and finite.
+
+use std::fmt;
+use std::str::FromStr;
+
+use candle_core::{Tensor, D};
+
+use crate::error::{Error, Result};
+
+/// Log-probabilities below this are clamped to it before any divergence is
+/// computed (see the [module docs](self)).
+pub const LOG_PROB_FLOOR: f64 = -100.0;
+
+/// A divergence between the predictive distributions of the models of one
+/// search. See the [module docs](self) for the formulas.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Divergence {
+    /// KL(p_1 ‖ p_2): directed, so the order of the two models matters.
+    Kl,
+    /// KL(p_2 ‖ p_1).
+    ReverseKl,
+    /// Symmetric KL: KL(p_1 ‖ p_2) + KL(p_2 ‖ p_1).
+    Jeffreys,
+    /// Generalised Jensen-Shannon divergence of M ≥ 2 models.
+    Js {
+        /// Positive weights, one per model; uniform when `None`.
+        weights: Option<Vec<f64>>,
+    },
+    /// Total variation distance: ½ Σ_k |p_1k − p_2k|.
+    Tv,
+}
+
+impl Divergence {
+    /// Every divergence's name, as [`FromStr`] takes it.
+    pub const NAMES: [&'static str; 5] = ["kl", "reverse-kl", "jeffreys", "js", "tv"];
+
+    /// The Jensen-Shannon divergence with uniform weights.
+    pub fn js() -> Self {
+        Divergence::Js { weights: None }
+    }
+
+    /// The name, as [`FromStr`] takes it: `kl`, `reverse-kl`, `jeffreys`,
+    /// `js` or `tv`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Divergence::Kl => "kl",
+            Divergence::ReverseKl => "reverse-kl",
+            Divergence::Jeffreys => "jeffreys",
+            Divergence::Js { .. } => "js",
+            Divergence::Tv => "tv",
+        }
+    }
+
+    /// Checks that the divergence is defined for `models` models (and, for
+    /// `js`, that its weights fit them).
+    pub fn check(&self, models: usize) -> Result<()> {
+        let arity = |expected: &str| Error::DivergenceArity {
+            divergence: self.name().to_string(),
+            expected: expected.to_string(),
+            got: models,
+        };
+        match self {
+            Divergence::Js { weights } => {
+                if models < 2 {
+                    return Err(arity("2 or more"));
+                }
+                if let Some(w) = weights {
+                    if w.len() != models {
+                        return Err(Error::setting(
+                            "js.weights",
+                            format!("{w:?}"),
+                            format!("one weight per model ({models})"),
+                        ));
+                    }
+                    if w.iter().any(|w| !(w.is_finite() && *w > 0.0)) {
+                        return Err(Error::setting(
+                            "js.weights",
+                            format!("{w:?}"),
+                            "finite weights > 0",
+                        ));
+                    }
+                }
+                Ok(())
+            }
+            _ if models != 2 => Err(arity("exactly 2")),
+            _ => Ok(()),
+        }
+    }
+
+    /// The divergence per sample, `[B]`, of M log-probability tensors
+    /// `[B, K]`. Differentiable with respect to its inputs.
+    pub fn compute(&self, log_probs: &[Tensor]) -> Result<Tensor> {
+        self.check(log_probs.len())?;
+        self.compute_unchecked(log_probs)
+            .map_err(Error::tensor(format!(
+                "compute the `{}` divergence",
+                self.name()
+            )))
+    }
+
+    fn compute_unchecked(&self, log_probs: &[Tensor]) -> candle_core::Result<Tensor> {
+        let lp = log_probs
+            .iter()
+            .map(|t| t.maximum(LOG_PROB_FLOOR))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        match self {
+            Divergence::Kl => kl(&lp[0], &lp[1]),
+            Divergence::ReverseKl => kl(&lp[1], &lp[0]),
+            Divergence::Jeffreys => {
+                let diff_p = (lp[0].exp()? - lp[1].exp()?)?;
+                let diff_lp = (&lp[0] - &lp[1])?;
+                (diff_p * diff_lp)?.sum(D::Minus1)
+            }
+            Divergence::Tv => {
+                let diff_p = (lp[0].exp()? - lp[1].exp()?)?;
+                diff_p.abs()?.sum(D::Minus1)?.affine(0.5, 0.0)
+            }
+            Divergence::Js { weights } => {
+                let m = lp.len();
+                let w: Vec<f64> = match weights {
+                    Some(w) => {
+                        let total: f64 = w.iter().sum();
+                        w.iter().map(|w| w / total).collect()
+                    }
+                    None => vec![1.0 / m as f64; m],
+                };
+                // log p̄ = logsumexp_m(log w_m + log p_m), stacked over models.
+                let shifted = lp
+                    .iter()
+                    .zip(&w)
+                    .map(|(lp, w)| lp.affine(1.0, w.ln()))
+                    .collect::<candle_core::Result<Vec<_>>>()?;
+                let stacked = Tensor::stack(&shifted, 0)?;
+                let max = stacked.max_keepdim(0)?;
+                let log_mix = (stacked.broadcast_sub(&max)?.exp()?.sum_keepdim(0)?.log()? + max)?
+                    .squeeze(0)?;
+                let mut total: Option<Tensor> = None;
+                for (lp, w) in lp.iter().zip(&w) {
+                    let term = kl(lp, &log_mix)?.affine(*w, 0.0)?;
+                    total = Some(match total {
+                        None => term,
+                        Some(t) => (t + term)?,
+                    });
+                }
+                Ok(total.expect("js has at least 2 models"))
+            }
+        }
+    }
+}
+
+/// KL(p ‖ q) per row, from clamped log-probabilities.
+fn kl(lp: &Tensor, lq: &Tensor) -> candle_core::Result<Tensor> {
+    (lp.exp()? * (lp - lq)?)?.sum(D::Minus1)
+}
+
+impl fmt::Display for Divergence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Divergence {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s {
+            "kl" => Divergence::Kl,
+            "reverse-kl" => Divergence::ReverseKl,
+            "jeffreys" => Divergence::Jeffreys,
+            "js" => Divergence::js(),
+            "tv" => Divergence::Tv,
+            _ => {
+                return Err(Error::setting(
+                    "divergence",
+                    format!("{s:?}"),
+                    format!("one of {}", Divergence::NAMES.join(", ")),
+                ))
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    fn log_probs(rows: &[&[f64]]) -> Tensor {
+        let k = rows[0].len();
+        let flat: Vec<f64> = rows.iter().flat_map(|r| r.iter().map(|p| p.ln())).collect();
+        Tensor::from_vec(flat, (rows.len(), k), &Device::Cpu).unwrap()
+    }
+
+    fn eval(d: &Divergence, lps: &[Tensor]) -> Vec<f64> {
+        d.compute(lps).unwrap().to_vec1::<f64>().unwrap()
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() <= 1e-12 + 1e-9 * b.abs()
+    }
+
+    // Worked by hand: p = (1/2, 1/2), q = (1/4, 3/4).
+    // KL(p‖q) = ½ ln 2 + ½ ln(2/3)             = ½ ln(4/3)
+    // KL(q‖p) = ¼ ln(1/2) + ¾ ln(3/2)           = ¾ ln 3 − ln 2
+    // JS: m = (3/8, 5/8); ½ KL(p‖m) + ½ KL(q‖m)
+    //   KL(p‖m) = ½ ln(4/3) + ½ ln(4/5);  KL(q‖m) = ¼ ln(2/3) + ¾ ln(6/5)
+    // TV = ½ (¼ + ¼) = ¼
+    #[test]
+    fn two_class_values_match_hand_calculations() {
+        let p = log_probs(&[&[0.5, 0.5]]);
+        let q = log_probs(&[&[0.25, 0.75]]);
+        let pq = [p.clone(), q.clone()];
+        let kl_pq = 0.5 * (4.0f64 / 3.0).ln();
+        let kl_qp = 0.75 * 3f64.ln() - 2f64.ln();
+        assert!(close(eval(&Divergence::Kl, &pq)[0], kl_pq));
+        assert!(close(eval(&Divergence::ReverseKl, &pq)[0], kl_qp));
+        assert!(close(eval(&Divergence::Jeffreys, &pq)[0], kl_pq + kl_qp));
+        let js = 0.5 * (0.5 * (4.0f64 / 3.0).ln() + 0.5 * 0.8f64.ln())
+            + 0.5 * (0.25 * (2.0f64 / 3.0).ln() + 0.75 * 1.2f64.ln());
+        assert!(close(eval(&Divergence::js(), &pq)[0], js));
+        assert!(close(eval(&Divergence::Tv, &pq)[0], 0.25));
+    }
+
+    // Three models, three classes, weights (1, 1, 2) normalised to
+    // (¼, ¼, ½); checked against the entropy form H(p̄) − Σ w_m H(p_m).
+    #[test]
+    fn weighted_js_of_three_models_matches_entropy_form() {
+        let rows: [[f64; 3]; 3] = [[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6]];
+        let w = [0.25, 0.25, 0.5];
+        let h = |p: &[f64]| -p.iter().map(|p| p * p.ln()).sum::<f64>();
+        let mix: Vec<f64> = (0..3)
+            .map(|k| (0..3).map(|m| w[m] * rows[m][k]).sum())
+            .collect();
+        let expected = h(&mix) - (0..3).map(|m| w[m] * h(&rows[m])).sum::<f64>();
+        let lps: Vec<Tensor> = rows.iter().map(|r| log_probs(&[r])).collect();
+        let js = Divergence::Js {
+            weights: Some(vec![1.0, 1.0, 2.0]),
+        };
+        assert!(close(eval(&js, &lps)[0], expected), "{expected}");
+    }
+
+    #[test]
+    fn kl_is_nonnegative_and_zero_on_identical_inputs() {
+        let p = log_probs(&[&[0.7, 0.2, 0.1], &[0.1, 0.1, 0.8], &[1e-30, 0.5, 0.5]]);
+        let q = log_probs(&[&[0.2, 0.2, 0.6], &[0.3, 0.3, 0.4], &[0.4, 0.3, 0.3]]);
+        for d in [Divergence::Kl, Divergence::ReverseKl, Divergence::Jeffreys] {
+            assert!(eval(&d, &[p.clone(), q.clone()]).iter().all(|v| *v > 0.0));
+            assert!(eval(&d, &[p.clone(), p.clone()]).iter().all(|v| *v == 0.0));
+        }
+    }
+
+    #[test]
+    fn js_is_symmetric_in_its_models() {
+        let a = log_probs(&[&[0.7, 0.2, 0.1], &[0.3, 0.3, 0.4]]);
+        let b = log_probs(&[&[0.2, 0.2, 0.6], &[0.9, 0.05, 0.05]]);
+        let c = log_probs(&[&[0.1, 0.8, 0.1], &[0.2, 0.5, 0.3]]);
+        let js = Divergence::js();
+        let abc = eval(&js, &[a.clone(), b.clone(), c.clone()]);
+        for perm in [[&b, &a, &c], [&c, &b, &a], [&b, &c, &a]] {
+            let other = eval(&js, &perm.map(|t| t.clone()));
+            for (x, y) in abc.iter().zip(&other) {
+                assert!(close(*x, *y), "{x} vs {y}");
+            }
+        }
+        let ab = eval(&js, &[a.clone(), b.clone()]);
+        let ba = eval(&js, &[b, a]);
+        assert_eq!(ab.len(), 2);
+        for (x, y) in ab.iter().zip(&ba) {
+            assert!(close(*x, *y));
+        }
+    }
+
+    #[test]
+    fn js_lies_between_zero_and_ln_m_with_both_equalities() {
+        let js = Divergence::js();
+        for m in 2..=4usize {
+            // Equal distributions: JS = 0.
+            let same = log_probs(&[&[0.1, 0.2, 0.3, 0.4]]);
+            let v = eval(&js, &vec![same; m])[0];
+            assert!(v.abs() < 1e-15, "m={m}: {v}");
+            // Disjoint supports (model i puts all its mass on class i; the
+            // other classes underflow to exactly 0): JS = ln M.
+            let disjoint: Vec<Tensor> = (0..m)
+                .map(|i| {
+                    let row: Vec<f64> = (0..4).map(|k| if k == i { 1.0 } else { 0.0 }).collect();
+                    log_probs(&[&row])
+                })
+                .collect();
+            let v = eval(&js, &disjoint)[0];
+            assert!(v.is_finite());
+            assert!((v - (m as f64).ln()).abs() < 1e-12, "m={m}: {v}");
+            // Anything in between.
+            let mixed: Vec<Tensor> = (0..m)
+                .map(|i| {
+                    let mut row = vec![0.1; 4];
+                    row[i] = 0.7;
+                    log_probs(&[&row])
+                })
+                .collect();
+            let v = eval(&js, &mixed)[0];
+            assert!(v > 0.0 && v < (m as f64).ln());
+        }
+    }
+
+    #[test]
+    fn underflowed_probabilities_give_finite_values_and_gradients() {
+        // Logits 1000 apart: log_softmax is finite, but exp underflows to 0,
+        // and a hand-made −∞ log-probability is clamped.
+        let dev = Device::Cpu;
+        let logits = Var::new(&[[0f32, 1000.0, -1000.0], [5.0, 5.0, 5.0]], &dev).unwrap();
+        let lp1 = candle_nn::ops::log_softmax(logits.as_tensor(), 1).unwrap();
+        let lp2 = Tensor::new(
+            &[
+                [0f32, f32::NEG_INFINITY, f32::NEG_INFINITY],
+                [-1.0, -2.0, -0.5],
+            ],
+            &dev,
+        )
+        .unwrap();
+        for d in [
+            Divergence::Kl,
+            Divergence::ReverseKl,
+            Divergence::Jeffreys,
+            Divergence::js(),
+            Divergence::Tv,
+        ] {
+            let out = d.compute(&[lp1.clone(), lp2.clone()]).unwrap();
+            let values = out.to_vec1::<f32>().unwrap();
+            assert!(values.iter().all(|v| v.is_finite()), "{d}: {values:?}");
+            let grads = out.sum_all().unwrap().backward().unwrap();
+            let g = grads
+                .get(logits.as_tensor())
+                .expect("gradient reaches the logits");
+            let g = g.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert!(g.iter().all(|v| v.is_finite()), "{d}: {g:?}");
+        }
+        // KL where q rules out p's class: large, finite, ≈ 100 nats.
+        let kl = Divergence::Kl
+            .compute(&[lp1, lp2])
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert!((kl[0] - 100.0).abs() < 1e-3, "{kl:?}");
+    }
+
+    #[test]
+    fn gradients_match_finite_differences() {
+        let dev = Device::Cpu;
+        let base = [[0.3f64, -1.2, 0.5, 2.0], [1.0, 0.0, -0.5, 0.2]];
+        let other = Tensor::new(&[[0.1f64, 0.4, -0.3, 0.0], [-1.0, 2.0, 0.5, 0.1]], &dev).unwrap();
+        let lp_other = candle_nn::ops::log_softmax(&other, 1).unwrap();
+        for d in [
+            Divergence::Kl,
+            Divergence::ReverseKl,
+            Divergence::Jeffreys,
+            Divergence::js(),
+        ] {
+            let f = |x: &Tensor| {
+                let lp = candle_nn::ops::log_softmax(x, 1).unwrap();
+                d.compute(&[lp, lp_other.clone()])
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+            };
+            let x = Var::new(&base, &dev).unwrap();
+            let g = f(x.as_tensor()).backward().unwrap();
+            let g = g.get(x.as_tensor()).unwrap().to_vec2::<f64>().unwrap();
+            let h = 1e-6;
+            for i in 0..2 {
+                for j in 0..4 {
+                    let mut plus = base;
+                    plus[i][j] += h;
+                    let mut minus = base;
+                    minus[i][j] -= h;
+                    let fp = f(&Tensor::new(&plus, &dev).unwrap())
+                        .to_scalar::<f64>()
+                        .unwrap();
+                    let fm = f(&Tensor::new(&minus, &dev).unwrap())
+                        .to_scalar::<f64>()
+                        .unwrap();
+                    let fd = (fp - fm) / (2.0 * h);
+                    assert!(
+                        (g[i][j] - fd).abs() < 1e-7,
+                        "{d} [{i},{j}]: {} vs {fd}",
+                        g[i][j]
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn names_round_trip_and_arity_is_checked() {
+        for name in Divergence::NAMES {
+            assert_eq!(name.parse::<Divergence>().unwrap().name(), name);
+        }
+        let err = "kld".parse::<Divergence>().unwrap_err().to_string();
+        assert!(
+            err.contains("one of kl, reverse-kl, jeffreys, js, tv"),
+            "{err}"
+        );
+        let lp = log_probs(&[&[0.5, 0.5]]);
+        let err = Divergence::Kl
+            .compute(&[lp.clone(), lp.clone(), lp.clone()])
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("compares exactly 2 models, but 3"),
+            "{err}"
+        );
+        assert!(Divergence::js().compute(&[lp.clone()]).is_err());
+        let bad = Divergence::Js {
+            weights: Some(vec![1.0, -1.0]),
+        };
+        assert!(bad.compute(&[lp.clone(), lp]).is_err());
+    }
+}

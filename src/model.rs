@@ -1,0 +1,178 @@
+//! The two kinds of model gevaldi works with: [`Classifier`]s, which are
+//! compared, and a [`Generator`], whose latent space is searched.
+//!
+//! Both traits return `candle_core::Result` so that a model written with
+//! candle-nn implements them by forwarding to its `Module::forward`; gevaldi
+//! adds the model's name and what it was doing when an error comes back.
+
+use candle_core::{DType, Device, Tensor};
+use rand::RngCore;
+use rand_distr::{Distribution, StandardNormal};
+
+/// A discriminative model p(y | x) over K classes.
+///
+/// Its weights are frozen: gevaldi only ever asks for gradients with respect
+/// to the input, so load weights as plain tensors (e.g. from safetensors), not
+/// as `candle_core::Var`s.
+pub trait Classifier {
+    /// Maps an input batch (e.g. `[B, 1, 28, 28]`) to logits `[B, K]`.
+    ///
+    /// Must be differentiable with respect to `x`, with correct backward
+    /// passes: check with [`crate::GradientAudit`].
+    fn logits(&self, x: &Tensor) -> candle_core::Result<Tensor>;
+
+    /// The names of the K classes, in logit order.
+    fn class_names(&self) -> &[String];
+
+    /// The number of classes K. (Default: `class_names().len()`.)
+    fn num_classes(&self) -> usize {
+        self.class_names().len()
+    }
+}
+
+/// A generative model x = g(z) (or g(z, c) with a class condition c) with a
+/// prior p(z) over its latent space.
+pub trait Generator {
+    /// The dimension d of a latent vector z.
+    fn latent_dim(&self) -> usize;
+
+    /// The number of classes of the condition for class-conditional
+    /// generators; `None` for unconditional ones. (Default: `None`.)
+    fn num_conditions(&self) -> Option<usize> {
+        None
+    }
+
+    /// Decodes latents `z` `[B, d]` to a batch the classifiers take.
+    ///
+    /// `condition` is `[B, C]` for class-conditional generators (a one-hot
+    /// row, or a soft mixture of classes), and `None` otherwise. Must be
+    /// differentiable with respect to `z`.
+    fn decode(&self, z: &Tensor, condition: Option<&Tensor>) -> candle_core::Result<Tensor>;
+
+    /// The log-density log p(z) of the prior, one value per sample: `[B]`.
+    /// (Default: the standard normal, see [`standard_normal_log_density`].)
+    fn log_prior(&self, z: &Tensor) -> candle_core::Result<Tensor> {
+        standard_normal_log_density(z)
+    }
+
+    /// Draws `n` latents `[n, d]` from the prior with the caller's seeded RNG.
+    /// (Default: the standard normal, see [`sample_standard_normal`].)
+    ///
+    /// candle's own CPU RNG cannot be seeded, so implementations draw from
+    /// `rng` and build the tensor from the values.
+    fn sample_prior(
+        &self,
+        n: usize,
+        rng: &mut dyn RngCore,
+        device: &Device,
+    ) -> candle_core::Result<Tensor> {
+        sample_standard_normal((n, self.latent_dim()), rng, device)
+    }
+}
+
+impl<T: Classifier + ?Sized> Classifier for &T {
+    fn logits(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        (**self).logits(x)
+    }
+    fn class_names(&self) -> &[String] {
+        (**self).class_names()
+    }
+}
+
+impl<T: Generator + ?Sized> Generator for &T {
+    fn latent_dim(&self) -> usize {
+        (**self).latent_dim()
+    }
+    fn num_conditions(&self) -> Option<usize> {
+        (**self).num_conditions()
+    }
+    fn decode(&self, z: &Tensor, condition: Option<&Tensor>) -> candle_core::Result<Tensor> {
+        (**self).decode(z, condition)
+    }
+    fn log_prior(&self, z: &Tensor) -> candle_core::Result<Tensor> {
+        (**self).log_prior(z)
+    }
+    fn sample_prior(
+        &self,
+        n: usize,
+        rng: &mut dyn RngCore,
+        device: &Device,
+    ) -> candle_core::Result<Tensor> {
+        (**self).sample_prior(n, rng, device)
+    }
+}
+
+/// log N(z; 0, I) per row of `z` `[B, d]`:
+/// `-0.5 * sum_i z_i^2 - (d / 2) * ln(2 pi)`, shape `[B]`.
+pub fn standard_normal_log_density(z: &Tensor) -> candle_core::Result<Tensor> {
+    let d = z.dim(1)? as f64;
+    z.sqr()?
+        .sum(1)?
+        .affine(-0.5, -0.5 * d * (2.0 * std::f64::consts::PI).ln())
+}
+
+/// An f32 tensor of the given shape with independent standard-normal entries
+/// drawn, in row-major order, from `rng`.
+pub fn sample_standard_normal(
+    shape: impl Into<candle_core::Shape>,
+    rng: &mut dyn RngCore,
+    device: &Device,
+) -> candle_core::Result<Tensor> {
+    let shape = shape.into();
+    let values: Vec<f32> = (0..shape.elem_count())
+        .map(|_| StandardNormal.sample(rng))
+        .collect();
+    Tensor::from_vec(values, shape, device)
+}
+
+/// `n` one-hot rows `[n, classes]` (f32) for the given labels.
+pub fn one_hot(labels: &[usize], classes: usize, device: &Device) -> candle_core::Result<Tensor> {
+    let mut values = vec![0f32; labels.len() * classes];
+    for (row, &label) in labels.iter().enumerate() {
+        if label >= classes {
+            candle_core::bail!("label {label} is out of range for {classes} classes");
+        }
+        values[row * classes + label] = 1.0;
+    }
+    Tensor::from_vec(values, (labels.len(), classes), device)?.to_dtype(DType::F32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn standard_normal_log_density_matches_the_formula() {
+        let z = Tensor::new(&[[0f32, 0.0], [1.0, -2.0]], &Device::Cpu).unwrap();
+        let lp = standard_normal_log_density(&z)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let c = -(2.0 * std::f64::consts::PI).ln();
+        assert!((lp[0] as f64 - c).abs() < 1e-6);
+        assert!((lp[1] as f64 - (c - 2.5)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn prior_samples_are_seeded() {
+        let draw = |seed| {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            sample_standard_normal((3, 4), &mut rng, &Device::Cpu)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        };
+        assert_eq!(draw(7), draw(7));
+        assert_ne!(draw(7), draw(8));
+    }
+
+    #[test]
+    fn one_hot_rejects_out_of_range_labels() {
+        let t = one_hot(&[2, 0], 3, &Device::Cpu).unwrap();
+        assert_eq!(t.to_vec2::<f32>().unwrap(), [[0., 0., 1.], [1., 0., 0.]]);
+        assert!(one_hot(&[3], 3, &Device::Cpu).is_err());
+    }
+}

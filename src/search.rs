@@ -1,0 +1,691 @@
+//! The MDS search: Algorithm 1 of the paper, batched and seeded.
+//!
+//! For latents z (a batch of B, searched at once) the objective of sample b is
+//!
+//! ```text
+//! L_b(z_b) = D[{p_m(y | g(z_b))}_m] + lambda * log p(z_b)
+//! ```
+//!
+//! and each step ascends it: `z <- z + lr * grad_z sum_b L_b` (SGD) or the
+//! Adam update of the same gradient. Because the samples are independent, the
+//! gradient of the sum with respect to z_b is the gradient of L_b alone, so
+//! `lambda` and `lr` mean the same whatever the batch size. Only z is a
+//! variable: the classifiers and the generator are frozen and no gradient of
+//! theirs is kept.
+//!
+//! The search records, per sample, z0, z, the divergence and every model's
+//! probabilities before and after, and dz = ‖z − z0‖ / ‖z‖; per step, the
+//! mean objective, the mean and max divergence and the mean dz; and a null
+//! baseline: the divergence over B fresh prior samples, drawn from the same
+//! seeded stream. `lift` = mean divergence after the search / mean baseline
+//! divergence.
+
+use std::fmt;
+use std::str::FromStr;
+
+use candle_core::{DType, Device, Tensor, Var};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::divergence::Divergence;
+use crate::error::{Error, Result};
+use crate::model::{Classifier, Generator};
+
+/// How z is moved along the gradient of the objective (always upwards).
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Optimizer {
+    /// Plain gradient ascent: z ← z + lr · g, as in Algorithm 1.
+    Sgd,
+    /// Adam (Kingma & Ba, 2015) on the ascent direction, with bias
+    /// correction: z ← z + lr · m̂ / (√v̂ + epsilon).
+    Adam {
+        /// Decay of the first moment. (Default: `0.9`.)
+        beta1: f64,
+        /// Decay of the second moment. (Default: `0.999`.)
+        beta2: f64,
+        /// Added to √v̂. (Default: `1e-8`.)
+        epsilon: f64,
+    },
+}
+
+impl Optimizer {
+    /// Adam with its usual defaults (0.9, 0.999, 1e-8).
+    pub fn adam() -> Self {
+        Optimizer::Adam {
+            beta1: 0.9,
+            beta2: 0.999,
+            epsilon: 1e-8,
+        }
+    }
+
+    /// `sgd` or `adam`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Optimizer::Sgd => "sgd",
+            Optimizer::Adam { .. } => "adam",
+        }
+    }
+}
+
+impl fmt::Display for Optimizer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Optimizer {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "sgd" => Ok(Optimizer::Sgd),
+            "adam" => Ok(Optimizer::adam()),
+            _ => Err(Error::setting("optimizer", format!("{s:?}"), "sgd or adam")),
+        }
+    }
+}
+
+/// Stop before `steps` when the search has stalled: at step t ≥ `window`, if
+/// the mean objective rose by less than `tolerance` since step t − `window`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EarlyStop {
+    /// Steps to look back. Must be ≥ 1.
+    pub window: usize,
+    /// The least rise of the mean objective over `window` steps that keeps
+    /// the search going. Must be ≥ 0.
+    pub tolerance: f64,
+}
+
+/// The settings of one search. Every field has a documented default.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct SearchConfig {
+    /// Ascent steps N. (Default: `200`.)
+    pub steps: usize,
+    /// Learning rate γ. (Default: `0.05`.)
+    pub lr: f64,
+    /// The optimizer. (Default: Adam.)
+    pub optimizer: Optimizer,
+    /// λ, the weight of log p(z) in each sample's objective. (Default: `0.01`.)
+    pub lambda: f64,
+    /// Samples searched at once, B; ignored when a starting z0 is given.
+    /// (Default: `64`.)
+    pub batch: usize,
+    /// Seed of the prior samples z0 and of the baseline. (Default: `0`.)
+    pub seed: u64,
+    /// The divergence ascended. (Default: `kl`.)
+    pub divergence: Divergence,
+    /// Optional early stop. (Default: `None`, run all steps.)
+    pub early_stop: Option<EarlyStop>,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        SearchConfig {
+            steps: 200,
+            lr: 0.05,
+            optimizer: Optimizer::adam(),
+            lambda: 0.01,
+            batch: 64,
+            seed: 0,
+            divergence: Divergence::Kl,
+            early_stop: None,
+        }
+    }
+}
+
+impl SearchConfig {
+    /// Sets [`steps`](Self::steps).
+    pub fn steps(mut self, steps: usize) -> Self {
+        self.steps = steps;
+        self
+    }
+    /// Sets [`lr`](Self::lr).
+    pub fn lr(mut self, lr: f64) -> Self {
+        self.lr = lr;
+        self
+    }
+    /// Sets [`optimizer`](Self::optimizer).
+    pub fn optimizer(mut self, optimizer: Optimizer) -> Self {
+        self.optimizer = optimizer;
+        self
+    }
+    /// Sets [`lambda`](Self::lambda).
+    pub fn lambda(mut self, lambda: f64) -> Self {
+        self.lambda = lambda;
+        self
+    }
+    /// Sets [`batch`](Self::batch).
+    pub fn batch(mut self, batch: usize) -> Self {
+        self.batch = batch;
+        self
+    }
+    /// Sets [`seed`](Self::seed).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+    /// Sets [`divergence`](Self::divergence).
+    pub fn divergence(mut self, divergence: Divergence) -> Self {
+        self.divergence = divergence;
+        self
+    }
+    /// Sets [`early_stop`](Self::early_stop).
+    pub fn early_stop(mut self, early_stop: Option<EarlyStop>) -> Self {
+        self.early_stop = early_stop;
+        self
+    }
+
+    /// Checks every setting, naming the first one out of range.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return Err(Error::setting("lr", self.lr, "a finite number > 0"));
+        }
+        if !(self.lambda.is_finite() && self.lambda >= 0.0) {
+            return Err(Error::setting(
+                "lambda",
+                self.lambda,
+                "a finite number >= 0",
+            ));
+        }
+        if self.batch == 0 {
+            return Err(Error::setting("batch", 0, "at least 1"));
+        }
+        if let Optimizer::Adam {
+            beta1,
+            beta2,
+            epsilon,
+        } = self.optimizer
+        {
+            for (key, b) in [("adam.beta1", beta1), ("adam.beta2", beta2)] {
+                if !(0.0..1.0).contains(&b) {
+                    return Err(Error::setting(key, b, "a number in [0, 1)"));
+                }
+            }
+            if !(epsilon.is_finite() && epsilon > 0.0) {
+                return Err(Error::setting(
+                    "adam.epsilon",
+                    epsilon,
+                    "a finite number > 0",
+                ));
+            }
+        }
+        if let Some(es) = &self.early_stop {
+            if es.window == 0 {
+                return Err(Error::setting("early_stop.window", 0, "at least 1"));
+            }
+            if !(es.tolerance.is_finite() && es.tolerance >= 0.0) {
+                return Err(Error::setting(
+                    "early_stop.tolerance",
+                    es.tolerance,
+                    "a finite number >= 0",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One sample of a finished search.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SampleRecord {
+    /// The starting latent z0.
+    pub z0: Vec<f32>,
+    /// The latent the search ended at.
+    pub z: Vec<f32>,
+    /// The divergence at z0.
+    pub divergence_before: f64,
+    /// The divergence at z.
+    pub divergence_after: f64,
+    /// Each model's probabilities at z0: `[model][class]`.
+    pub probs_before: Vec<Vec<f32>>,
+    /// Each model's probabilities at z: `[model][class]`.
+    pub probs_after: Vec<Vec<f32>>,
+    /// ‖z − z0‖ / ‖z‖.
+    pub dz: f64,
+}
+
+/// The state of the batch at one step (step 0 is z0).
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepRecord {
+    /// The step: 0 is the starting point, t is after t updates.
+    pub step: usize,
+    /// Mean over samples of D + λ log p(z).
+    pub mean_objective: f64,
+    /// Mean divergence over samples.
+    pub mean_divergence: f64,
+    /// Largest divergence over samples.
+    pub max_divergence: f64,
+    /// Mean over samples of ‖z − z0‖ / ‖z‖.
+    pub mean_dz: f64,
+}
+
+/// The divergence over fresh prior samples: what the search must beat.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Baseline {
+    /// One divergence per fresh sample (as many as the search's batch).
+    pub divergences: Vec<f64>,
+    /// Their mean.
+    pub mean: f64,
+    /// Their maximum.
+    pub max: f64,
+}
+
+/// Everything a search found.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct SearchOutcome {
+    /// The settings it ran with.
+    pub config: SearchConfig,
+    /// The classifiers' names, in order.
+    pub model_names: Vec<String>,
+    /// The class names of the first classifier.
+    pub class_names: Vec<String>,
+    /// One record per sample.
+    pub samples: Vec<SampleRecord>,
+    /// One record per step, from 0 (z0) to `steps_run` (the final z).
+    pub trajectory: Vec<StepRecord>,
+    /// The null baseline.
+    pub baseline: Baseline,
+    /// Ascent steps taken (fewer than `config.steps` after an early stop).
+    pub steps_run: usize,
+    /// Whether the early stop ended the search.
+    pub stopped_early: bool,
+    /// The decoded starting batch g(z0).
+    pub x0: Tensor,
+    /// The decoded final batch g(z).
+    pub x: Tensor,
+}
+
+impl SearchOutcome {
+    /// Mean divergence at z0.
+    pub fn mean_divergence_before(&self) -> f64 {
+        mean(self.samples.iter().map(|s| s.divergence_before))
+    }
+    /// Mean divergence at the final z.
+    pub fn mean_divergence_after(&self) -> f64 {
+        mean(self.samples.iter().map(|s| s.divergence_after))
+    }
+    /// Mean of ‖z − z0‖ / ‖z‖ over samples.
+    pub fn mean_dz(&self) -> f64 {
+        mean(self.samples.iter().map(|s| s.dz))
+    }
+    /// Mean divergence after the search / mean baseline divergence. Infinite
+    /// when the baseline is exactly 0 and the search found any divergence.
+    pub fn lift(&self) -> f64 {
+        self.mean_divergence_after() / self.baseline.mean
+    }
+}
+
+fn mean(values: impl ExactSizeIterator<Item = f64>) -> f64 {
+    let n = values.len();
+    values.sum::<f64>() / n as f64
+}
+
+/// A search over the latent space of one generator for the samples on which
+/// its classifiers disagree most.
+///
+/// ```
+/// # fn main() -> gevaldi::Result<()> {
+/// use candle_core::Device;
+/// use gevaldi::{zoo, Search, SearchConfig};
+///
+/// let dev = Device::Cpu;
+/// let (a, b) = (zoo::MnistCnn::random(&zoo::MnistCnnConfig::cnn_a(), 1, &dev)?,
+///               zoo::MnistCnn::random(&zoo::MnistCnnConfig::cnn_b(), 2, &dev)?);
+/// let vae = zoo::MnistVae::random(&zoo::MnistVaeConfig::default(), 3, &dev)?;
+/// let outcome = Search::new("vae", &vae)
+///     .classifier("cnn_a", &a)
+///     .classifier("cnn_b", &b)
+///     .config(SearchConfig::default().steps(5).batch(4))
+///     .run(&dev)?;
+/// assert_eq!(outcome.trajectory.len(), 6);
+/// # Ok(()) }
+/// ```
+pub struct Search<'a> {
+    generator_name: String,
+    generator: &'a dyn Generator,
+    classifiers: Vec<(String, &'a dyn Classifier)>,
+    config: SearchConfig,
+    z0: Option<Tensor>,
+    condition: Option<Tensor>,
+}
+
+struct Evaluation {
+    x: Tensor,
+    log_probs: Vec<Tensor>,
+    divergence: Tensor,
+}
+
+impl<'a> Search<'a> {
+    /// A search over the latent space of `generator`, with the default
+    /// [`SearchConfig`] and no classifiers yet.
+    pub fn new(name: impl Into<String>, generator: &'a dyn Generator) -> Self {
+        Search {
+            generator_name: name.into(),
+            generator,
+            classifiers: Vec::new(),
+            config: SearchConfig::default(),
+            z0: None,
+            condition: None,
+        }
+    }
+
+    /// Adds a classifier. Order matters for directed divergences (`kl` is
+    /// KL(first ‖ second)).
+    pub fn classifier(mut self, name: impl Into<String>, classifier: &'a dyn Classifier) -> Self {
+        self.classifiers.push((name.into(), classifier));
+        self
+    }
+
+    /// Sets the search's settings. (Default: [`SearchConfig::default`].)
+    pub fn config(mut self, config: SearchConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Starts from the given latents `[B, d]` instead of prior samples; B
+    /// then overrides `config.batch`. (Default: B prior samples drawn with
+    /// `config.seed`.)
+    pub fn z0(mut self, z0: Tensor) -> Self {
+        self.z0 = Some(z0);
+        self
+    }
+
+    /// The class condition `[B, C]` of a class-conditional generator, held
+    /// fixed during the search and used for the baseline too. (Default: none;
+    /// required when the generator is conditional.)
+    pub fn condition(mut self, condition: Tensor) -> Self {
+        self.condition = Some(condition);
+        self
+    }
+
+    /// Runs the search on `device`.
+    pub fn run(&self, device: &Device) -> Result<SearchOutcome> {
+        let cfg = &self.config;
+        cfg.validate()?;
+        cfg.divergence.check(self.classifiers.len())?;
+        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+        let d = self.generator.latent_dim();
+        let sample = |n, rng: &mut ChaCha8Rng| {
+            self.generator
+                .sample_prior(n, rng, device)
+                .map_err(Error::model(&self.generator_name, "sample the prior"))
+        };
+        let z0 = match &self.z0 {
+            Some(z0) => z0
+                .to_device(device)
+                .and_then(|z| z.to_dtype(DType::F32))
+                .map_err(Error::tensor("move z0 to the device"))?,
+            None => sample(cfg.batch, &mut rng)?,
+        };
+        let (b, dz0) = z0.dims2().map_err(Error::tensor("read the shape of z0"))?;
+        if dz0 != d {
+            return Err(self.shape_error("z0", format!("[B, {d}]"), &z0));
+        }
+        // Drawn before any step so that the baseline does not depend on the
+        // number of steps.
+        let z_baseline = sample(b, &mut rng)?;
+        self.check_condition(b)?;
+
+        let z = Var::from_tensor(&z0).map_err(Error::tensor("make z a variable"))?;
+        let mut adam_state: Option<(Tensor, Tensor)> = None;
+        let mut trajectory = Vec::with_capacity(cfg.steps + 1);
+        // x0, the probabilities and the divergence at z0.
+        let mut first: Option<(Tensor, Vec<Vec<Vec<f32>>>, Vec<f64>)> = None;
+        let mut step = 0;
+        let (last, last_div) = loop {
+            let eval = self.evaluate(z.as_tensor(), b)?;
+            let log_prior = self
+                .generator
+                .log_prior(z.as_tensor())
+                .map_err(Error::model(&self.generator_name, "compute log p(z)"))?;
+            let objective = log_prior
+                .affine(cfg.lambda, 0.0)
+                .and_then(|prior| &eval.divergence + prior)
+                .map_err(Error::tensor("add the prior term to the objective"))?;
+            let div = to_f64(&eval.divergence, "read the divergence")?;
+            let obj = to_f64(&objective, "read the objective")?;
+            check_finite("divergence", step, &div)?;
+            check_finite("objective", step, &obj)?;
+            let dz = self.dz(z.as_tensor(), &z0)?;
+            trajectory.push(StepRecord {
+                step,
+                mean_objective: mean(obj.iter().copied()),
+                mean_divergence: mean(div.iter().copied()),
+                max_divergence: div.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                mean_dz: mean(dz.iter().copied()),
+            });
+            let stalled = cfg.early_stop.as_ref().is_some_and(|es| {
+                step >= es.window
+                    && trajectory[step].mean_objective - trajectory[step - es.window].mean_objective
+                        < es.tolerance
+            });
+            if step == cfg.steps || stalled {
+                break (eval, div);
+            }
+            if first.is_none() {
+                first = Some((eval.x.detach(), probs(&eval.log_probs)?, div));
+            }
+
+            let grads = objective
+                .sum_all()
+                .and_then(|o| o.backward())
+                .map_err(Error::tensor(format!("backpropagate at step {step}")))?;
+            let grad = grads
+                .get(z.as_tensor())
+                .ok_or_else(|| Error::MissingGradient {
+                    model: self.chain_name(),
+                    input: "latent z",
+                })?;
+            let grad_norms = grad
+                .sqr()
+                .and_then(|g| g.sum(1))
+                .map_err(Error::tensor("measure the gradient"))?;
+            check_finite("gradient", step, &to_f64(&grad_norms, "read the gradient")?)?;
+            let update = self
+                .update(grad, &mut adam_state, step + 1)
+                .map_err(Error::tensor(format!("update z at step {step}")))?;
+            z.set(&(z.as_tensor() + update).map_err(Error::tensor("update z"))?)
+                .map_err(Error::tensor("update z"))?;
+            step += 1;
+        };
+        let stopped_early = step < cfg.steps;
+        let probs_after = probs(&last.log_probs)?;
+        let (x0, probs_before, first_div) = match first {
+            Some(f) => f,
+            None => (last.x.detach(), probs_after.clone(), last_div.clone()),
+        };
+
+        let baseline = self.evaluate(&z_baseline, b)?;
+        let baseline_div = to_f64(&baseline.divergence, "read the baseline divergence")?;
+        let dz = self.dz(z.as_tensor(), &z0)?;
+        let z0_rows = z0.to_vec2::<f32>().map_err(Error::tensor("read z0"))?;
+        let z_rows = z
+            .as_tensor()
+            .to_vec2::<f32>()
+            .map_err(Error::tensor("read z"))?;
+        let samples = (0..b)
+            .map(|i| SampleRecord {
+                z0: z0_rows[i].clone(),
+                z: z_rows[i].clone(),
+                divergence_before: first_div[i],
+                divergence_after: last_div[i],
+                probs_before: probs_before.iter().map(|m| m[i].clone()).collect(),
+                probs_after: probs_after.iter().map(|m| m[i].clone()).collect(),
+                dz: dz[i],
+            })
+            .collect();
+        Ok(SearchOutcome {
+            config: SearchConfig {
+                batch: b,
+                ..cfg.clone()
+            },
+            model_names: self.classifiers.iter().map(|(n, _)| n.clone()).collect(),
+            class_names: self.classifiers[0].1.class_names().to_vec(),
+            samples,
+            trajectory,
+            baseline: Baseline {
+                mean: mean(baseline_div.iter().copied()),
+                max: baseline_div
+                    .iter()
+                    .copied()
+                    .fold(f64::NEG_INFINITY, f64::max),
+                divergences: baseline_div,
+            },
+            steps_run: step,
+            stopped_early,
+            x0,
+            x: last.x.detach(),
+        })
+    }
+
+    /// Decodes z, runs every classifier and computes the divergence.
+    fn evaluate(&self, z: &Tensor, b: usize) -> Result<Evaluation> {
+        let x = self
+            .generator
+            .decode(z, self.condition.as_ref())
+            .map_err(Error::model(&self.generator_name, "decode z"))?;
+        let mut log_probs = Vec::with_capacity(self.classifiers.len());
+        let mut classes = None;
+        for (name, classifier) in &self.classifiers {
+            let logits = classifier
+                .logits(&x)
+                .map_err(Error::model(name, "compute logits"))?;
+            let k = classifier.num_classes();
+            if logits.dims() != [b, k] {
+                return Err(self.shape_error_of(name, "logits", format!("[{b}, {k}]"), &logits));
+            }
+            match classes {
+                None => classes = Some((name, k)),
+                Some((first, expected)) if expected != k => {
+                    return Err(Error::ClassCount {
+                        first: first.clone(),
+                        expected,
+                        model: name.clone(),
+                        got: k,
+                    })
+                }
+                Some(_) => {}
+            }
+            let lp = candle_nn::ops::log_softmax(&logits, 1)
+                .map_err(Error::model(name, "compute log-probabilities"))?;
+            log_probs.push(lp);
+        }
+        let divergence = self.config.divergence.compute(&log_probs)?;
+        Ok(Evaluation {
+            x,
+            log_probs,
+            divergence,
+        })
+    }
+
+    fn update(
+        &self,
+        grad: &Tensor,
+        adam_state: &mut Option<(Tensor, Tensor)>,
+        t: usize,
+    ) -> candle_core::Result<Tensor> {
+        let lr = self.config.lr;
+        match self.config.optimizer {
+            Optimizer::Sgd => grad.affine(lr, 0.0),
+            Optimizer::Adam {
+                beta1,
+                beta2,
+                epsilon,
+            } => {
+                let (m, v) = match adam_state.take() {
+                    Some(state) => state,
+                    None => (grad.zeros_like()?, grad.zeros_like()?),
+                };
+                let m = (m.affine(beta1, 0.0)? + grad.affine(1.0 - beta1, 0.0)?)?;
+                let v = (v.affine(beta2, 0.0)? + grad.sqr()?.affine(1.0 - beta2, 0.0)?)?;
+                let m_hat = m.affine(1.0 / (1.0 - beta1.powi(t as i32)), 0.0)?;
+                let v_hat = v.affine(1.0 / (1.0 - beta2.powi(t as i32)), 0.0)?;
+                let update = (m_hat / (v_hat.sqrt()? + epsilon)?)?.affine(lr, 0.0)?;
+                *adam_state = Some((m, v));
+                Ok(update)
+            }
+        }
+    }
+
+    /// ‖z − z0‖ / ‖z‖ per sample.
+    fn dz(&self, z: &Tensor, z0: &Tensor) -> Result<Vec<f64>> {
+        let norm = |t: &Tensor| t.sqr()?.sum(1)?.sqrt();
+        let dz = (|| norm(&(z - z0)?)? / norm(z)?)().map_err(Error::tensor("compute dz"))?;
+        to_f64(&dz, "read dz")
+    }
+
+    fn check_condition(&self, b: usize) -> Result<()> {
+        match (self.generator.num_conditions(), &self.condition) {
+            (None, None) => Ok(()),
+            (Some(c), Some(cond)) if cond.dims() == [b, c] => Ok(()),
+            (Some(c), Some(cond)) => Err(Error::setting(
+                "condition",
+                format!("a tensor of shape {:?}", cond.dims()),
+                format!("[{b}, {c}] for generator `{}`", self.generator_name),
+            )),
+            (Some(c), None) => Err(Error::setting(
+                "condition",
+                "none",
+                format!(
+                    "a class condition [B, {c}]: generator `{}` is class-conditional",
+                    self.generator_name
+                ),
+            )),
+            (None, Some(_)) => Err(Error::setting(
+                "condition",
+                "a tensor",
+                format!("none: generator `{}` is unconditional", self.generator_name),
+            )),
+        }
+    }
+
+    fn chain_name(&self) -> String {
+        let names: Vec<&str> = self.classifiers.iter().map(|(n, _)| n.as_str()).collect();
+        format!("{} -> {}", self.generator_name, names.join(", "))
+    }
+
+    fn shape_error(&self, what: &str, expected: String, t: &Tensor) -> Error {
+        self.shape_error_of(&self.generator_name, what, expected, t)
+    }
+
+    fn shape_error_of(&self, model: &str, what: &str, expected: String, t: &Tensor) -> Error {
+        Error::Shape {
+            model: model.to_string(),
+            what: what.to_string(),
+            expected,
+            got: t.dims().to_vec(),
+        }
+    }
+}
+
+fn to_f64(t: &Tensor, action: &str) -> Result<Vec<f64>> {
+    t.to_dtype(DType::F64)
+        .and_then(|t| t.to_vec1::<f64>())
+        .map_err(Error::tensor(action))
+}
+
+fn check_finite(what: &'static str, step: usize, values: &[f64]) -> Result<()> {
+    match values.iter().position(|v| !v.is_finite()) {
+        None => Ok(()),
+        Some(sample) => Err(Error::NonFinite {
+            what,
+            step,
+            sample,
+            value: values[sample],
+        }),
+    }
+}
+
+/// exp of each model's log-probabilities, as `[model][sample][class]`.
+fn probs(log_probs: &[Tensor]) -> Result<Vec<Vec<Vec<f32>>>> {
+    log_probs
+        .iter()
+        .map(|lp| {
+            lp.exp()
+                .and_then(|p| p.to_vec2::<f32>())
+                .map_err(Error::tensor("read probabilities"))
+        })
+        .collect()
+}

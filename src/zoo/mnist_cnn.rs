@@ -1,0 +1,109 @@
+//! The MNIST CNN classifiers.
+
+use candle_core::{Device, Module, Tensor};
+use candle_nn::{conv2d, linear, Conv2d, Conv2dConfig, Linear, VarBuilder};
+
+use super::layers::{frozen, max_pool2x2, seeded_varmap};
+use crate::model::Classifier;
+
+/// Shape of an MNIST CNN: two 3×3 conv layers (padding 1), each followed by
+/// ReLU and 2×2 max-pooling, then a hidden linear layer with ReLU and the
+/// output layer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MnistCnnConfig {
+    /// Output channels of the two conv layers.
+    pub channels: [usize; 2],
+    /// Width of the hidden linear layer.
+    pub hidden: usize,
+    /// Number of classes. (Default: `10`.)
+    pub classes: usize,
+}
+
+impl MnistCnnConfig {
+    /// The smaller fixture classifier, `mnist-cnn-a`: channels 16, 32;
+    /// hidden 64 (about 110k parameters).
+    pub fn cnn_a() -> Self {
+        MnistCnnConfig {
+            channels: [16, 32],
+            hidden: 64,
+            classes: 10,
+        }
+    }
+
+    /// The larger fixture classifier, `mnist-cnn-b`: channels 32, 64;
+    /// hidden 128 (about 420k parameters).
+    pub fn cnn_b() -> Self {
+        MnistCnnConfig {
+            channels: [32, 64],
+            hidden: 128,
+            classes: 10,
+        }
+    }
+}
+
+/// A CNN classifier of 28×28 greyscale digits in [0, 1].
+///
+/// Input `[B, 1, 28, 28]` (or `[B, 784]`); output logits `[B, classes]`.
+///
+/// Tensor names: `conv1.weight` `[c1, 1, 3, 3]`, `conv1.bias` `[c1]`,
+/// `conv2.weight` `[c2, c1, 3, 3]`, `conv2.bias` `[c2]`,
+/// `fc1.weight` `[hidden, c2·49]`, `fc1.bias`, `fc2.weight`
+/// `[classes, hidden]`, `fc2.bias`. The flatten before `fc1` is in
+/// (channel, row, column) order, as PyTorch's `flatten(1)`.
+#[derive(Clone, Debug)]
+pub struct MnistCnn {
+    conv1: Conv2d,
+    conv2: Conv2d,
+    fc1: Linear,
+    fc2: Linear,
+    class_names: Vec<String>,
+}
+
+impl MnistCnn {
+    /// Loads the weights from `vb` (e.g. a safetensors file).
+    pub fn load(vb: VarBuilder, cfg: &MnistCnnConfig) -> candle_core::Result<Self> {
+        let pad = Conv2dConfig {
+            padding: 1,
+            ..Default::default()
+        };
+        let [c1, c2] = cfg.channels;
+        Ok(MnistCnn {
+            conv1: conv2d(1, c1, 3, pad, vb.pp("conv1"))?,
+            conv2: conv2d(c1, c2, 3, pad, vb.pp("conv2"))?,
+            fc1: linear(c2 * 7 * 7, cfg.hidden, vb.pp("fc1"))?,
+            fc2: linear(cfg.hidden, cfg.classes, vb.pp("fc2"))?,
+            class_names: if cfg.classes == 10 {
+                super::mnist_class_names()
+            } else {
+                (0..cfg.classes).map(|c| c.to_string()).collect()
+            },
+        })
+    }
+
+    /// A frozen model with seeded random weights (see
+    /// [`seeded_varmap`](super::seeded_varmap)).
+    pub fn random(cfg: &MnistCnnConfig, seed: u64, device: &Device) -> candle_core::Result<Self> {
+        let (_, varmap) = seeded_varmap(seed, device, |vb| Self::load(vb, cfg))?;
+        Self::load(frozen(&varmap, device), cfg)
+    }
+}
+
+impl Module for MnistCnn {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let b = x.dim(0)?;
+        let x = x.reshape((b, 1, 28, 28))?;
+        let x = max_pool2x2(&self.conv1.forward(&x)?.relu()?)?;
+        let x = max_pool2x2(&self.conv2.forward(&x)?.relu()?)?;
+        let x = self.fc1.forward(&x.flatten_from(1)?)?.relu()?;
+        self.fc2.forward(&x)
+    }
+}
+
+impl Classifier for MnistCnn {
+    fn logits(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.forward(x)
+    }
+    fn class_names(&self) -> &[String] {
+        &self.class_names
+    }
+}

@@ -1,0 +1,166 @@
+//! The gradient audit catches wrong and missing gradients, and passes every
+//! built-in architecture.
+
+use candle_core::{Device, Module, Tensor};
+use candle_nn::{conv2d, linear, Conv2d, Conv2dConfig, Linear, VarBuilder};
+use gevaldi::model::{one_hot, sample_standard_normal, Classifier};
+use gevaldi::zoo::{self, MnistCnn, MnistCnnConfig, MnistVae, MnistVaeConfig};
+use gevaldi::{Error, GradientAudit};
+use rand::SeedableRng;
+
+fn images(n: usize, seed: u64) -> Tensor {
+    // Values in [0, 1], like decoded digits.
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let z = sample_standard_normal((n, 1, 28, 28), &mut rng, &Device::Cpu).unwrap();
+    candle_nn::ops::sigmoid(&z).unwrap()
+}
+
+/// The same network as `MnistCnn`, but pooled with candle's `max_pool2d`,
+/// whose backward pass scales the gradient by 1/4.
+struct CandlePoolCnn {
+    conv1: Conv2d,
+    conv2: Conv2d,
+    fc: Linear,
+    names: Vec<String>,
+}
+
+impl CandlePoolCnn {
+    fn load(vb: VarBuilder) -> candle_core::Result<Self> {
+        let pad = Conv2dConfig {
+            padding: 1,
+            ..Default::default()
+        };
+        Ok(CandlePoolCnn {
+            conv1: conv2d(1, 8, 3, pad, vb.pp("conv1"))?,
+            conv2: conv2d(8, 16, 3, pad, vb.pp("conv2"))?,
+            fc: linear(16 * 49, 10, vb.pp("fc"))?,
+            names: zoo::mnist_class_names(),
+        })
+    }
+}
+
+impl Classifier for CandlePoolCnn {
+    fn logits(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let x = self.conv1.forward(x)?.relu()?.max_pool2d(2)?;
+        let x = self.conv2.forward(&x)?.relu()?.max_pool2d(2)?;
+        self.fc.forward(&x.flatten_from(1)?)
+    }
+    fn class_names(&self) -> &[String] {
+        &self.names
+    }
+}
+
+/// A classifier whose last op, candle-nn's `softmax_last_dim`, has no
+/// backward pass: the gradient is silently dropped.
+struct SoftmaxLastDim {
+    fc: Linear,
+    names: Vec<String>,
+}
+
+impl Classifier for SoftmaxLastDim {
+    fn logits(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        candle_nn::ops::softmax_last_dim(&self.fc.forward(&x.flatten_from(1)?)?)
+    }
+    fn class_names(&self) -> &[String] {
+        &self.names
+    }
+}
+
+#[test]
+fn passes_every_builtin_classifier() {
+    let dev = Device::Cpu;
+    for (name, cfg) in [
+        ("mnist-cnn-a", MnistCnnConfig::cnn_a()),
+        ("mnist-cnn-b", MnistCnnConfig::cnn_b()),
+    ] {
+        let cnn = MnistCnn::random(&cfg, 7, &dev).unwrap();
+        let report = GradientAudit::default()
+            .classifier(name, &cnn, &images(4, 1))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(report.directions.len(), 4);
+        println!(
+            "{name}: worst |ratio - 1| = {:.2e}",
+            report.worst_deviation()
+        );
+        assert!(report.worst_deviation() < 0.02);
+    }
+}
+
+#[test]
+fn passes_the_builtin_generators() {
+    let dev = Device::Cpu;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    let vae = MnistVae::random(&MnistVaeConfig::default(), 5, &dev).unwrap();
+    let z = sample_standard_normal((4, 8), &mut rng, &dev).unwrap();
+    let report = GradientAudit::default()
+        .generator("mnist-vae", &vae, &z, None)
+        .unwrap_or_else(|e| panic!("{e}"));
+    println!(
+        "mnist-vae: worst |ratio - 1| = {:.2e}",
+        report.worst_deviation()
+    );
+
+    let cvae = MnistVae::random(&MnistVaeConfig::conditional(), 6, &dev).unwrap();
+    let c = one_hot(&[0, 3, 7, 9], 10, &dev).unwrap();
+    let report = GradientAudit::default()
+        .generator("mnist-cvae", &cvae, &z, Some(&c))
+        .unwrap_or_else(|e| panic!("{e}"));
+    println!(
+        "mnist-cvae: worst |ratio - 1| = {:.2e}",
+        report.worst_deviation()
+    );
+}
+
+#[test]
+fn fails_a_classifier_built_on_candles_max_pool2d() {
+    let dev = Device::Cpu;
+    let (model, _varmap) = zoo::seeded_varmap(11, &dev, CandlePoolCnn::load).unwrap();
+    let err = GradientAudit::default()
+        .classifier("candle-pool-cnn", &model, &images(4, 2))
+        .unwrap_err();
+    match &err {
+        Error::GradientMismatch { model, ratio, .. } => {
+            assert_eq!(model, "candle-pool-cnn");
+            // Two pools, each scaling the gradient by 1/4: 1/16 in all.
+            assert!((ratio - 1.0 / 16.0).abs() < 0.005, "ratio {ratio}");
+        }
+        other => panic!("expected a gradient mismatch, got {other}"),
+    }
+    let msg = err.to_string();
+    assert!(
+        msg.contains("gradient audit of `candle-pool-cnn` failed"),
+        "{msg}"
+    );
+    println!("{msg}");
+}
+
+#[test]
+fn reports_a_missing_gradient_by_model_name() {
+    let dev = Device::Cpu;
+    let (fc, _varmap) = zoo::seeded_varmap(12, &dev, |vb| linear(784, 10, vb.pp("fc"))).unwrap();
+    let model = SoftmaxLastDim {
+        fc,
+        names: zoo::mnist_class_names(),
+    };
+    let err = GradientAudit::default()
+        .classifier("softmax-head", &model, &images(2, 3))
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::MissingGradient { model, .. } if model == "softmax-head"),
+        "{err}"
+    );
+}
+
+#[test]
+fn rejects_bad_settings() {
+    let dev = Device::Cpu;
+    let cnn = MnistCnn::random(&MnistCnnConfig::cnn_a(), 1, &dev).unwrap();
+    for audit in [
+        GradientAudit::default().directions(0),
+        GradientAudit::default().step(0.0),
+        GradientAudit::default().tolerance(f64::NAN),
+    ] {
+        let err = audit.classifier("cnn", &cnn, &images(1, 1)).unwrap_err();
+        assert!(matches!(err, Error::Setting { .. }), "{err}");
+    }
+}
