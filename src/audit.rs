@@ -218,7 +218,8 @@ impl GradientAudit {
             } else {
                 backprop / finite_difference
             };
-            if !((ratio - 1.0).abs() <= self.tolerance) {
+            let within = (ratio - 1.0).abs() <= self.tolerance; // false for NaN
+            if !within {
                 return Err(Error::GradientMismatch {
                     model: name.to_string(),
                     direction,

@@ -436,7 +436,7 @@ mod tests {
             err.to_string().contains("compares exactly 2 models, but 3"),
             "{err}"
         );
-        assert!(Divergence::js().compute(&[lp.clone()]).is_err());
+        assert!(Divergence::js().compute(std::slice::from_ref(&lp)).is_err());
         let bad = Divergence::Js {
             weights: Some(vec![1.0, -1.0]),
         };

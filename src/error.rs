@@ -23,7 +23,7 @@ pub enum Error {
         action: String,
         /// candle's error.
         #[source]
-        source: candle_core::Error,
+        source: Box<candle_core::Error>,
     },
     /// A tensor operation outside any one model failed.
     #[error("failed to {action}: {source}")]
@@ -32,12 +32,12 @@ pub enum Error {
         action: String,
         /// candle's error.
         #[source]
-        source: candle_core::Error,
+        source: Box<candle_core::Error>,
     },
     /// A tensor operation failed where no better context was known (for
     /// example in a user's code that used `?` on a candle result).
     #[error("tensor operation failed: {0}")]
-    Candle(#[from] candle_core::Error),
+    Candle(#[source] Box<candle_core::Error>),
     /// A model produced a tensor of the wrong shape.
     #[error("model `{model}` produced {what} of shape {got:?}, expected {expected}")]
     Shape {
@@ -162,13 +162,16 @@ impl Error {
         move |source| Error::Model {
             model,
             action,
-            source,
+            source: Box::new(source),
         }
     }
 
     pub(crate) fn tensor(action: impl Into<String>) -> impl FnOnce(candle_core::Error) -> Self {
         let action = action.into();
-        move |source| Error::Tensor { action, source }
+        move |source| Error::Tensor {
+            action,
+            source: Box::new(source),
+        }
     }
 
     pub(crate) fn setting(
@@ -181,5 +184,11 @@ impl Error {
             value: value.to_string(),
             expected: expected.into(),
         }
+    }
+}
+
+impl From<candle_core::Error> for Error {
+    fn from(e: candle_core::Error) -> Self {
+        Error::Candle(Box::new(e))
     }
 }

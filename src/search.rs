@@ -431,8 +431,7 @@ impl<'a> Search<'a> {
         let z = Var::from_tensor(&z0).map_err(Error::tensor("make z a variable"))?;
         let mut adam_state: Option<(Tensor, Tensor)> = None;
         let mut trajectory = Vec::with_capacity(cfg.steps + 1);
-        // x0, the probabilities and the divergence at z0.
-        let mut first: Option<(Tensor, Vec<Vec<Vec<f32>>>, Vec<f64>)> = None;
+        let mut first: Option<Start> = None;
         let mut step = 0;
         let (last, last_div) = loop {
             let eval = self.evaluate(z.as_tensor(), b)?;
@@ -468,6 +467,9 @@ impl<'a> Search<'a> {
                 first = Some((eval.x.detach(), probs(&eval.log_probs)?, div));
             }
 
+            if step == 0 {
+                self.check_divergence_reaches_z(&eval.divergence, &z)?;
+            }
             let grads = objective
                 .sum_all()
                 .and_then(|o| o.backward())
@@ -580,6 +582,24 @@ impl<'a> Search<'a> {
         })
     }
 
+    /// The prior term always has a gradient, so a divergence whose gradient
+    /// was dropped (an op without backward in a model) would leave a search
+    /// that only walks towards the prior's mode. One extra backward pass, at
+    /// step 0, rules that out.
+    fn check_divergence_reaches_z(&self, divergence: &Tensor, z: &Var) -> Result<()> {
+        let grads = divergence
+            .sum_all()
+            .and_then(|d| d.backward())
+            .map_err(Error::tensor("backpropagate the divergence"))?;
+        match grads.get(z.as_tensor()) {
+            Some(_) => Ok(()),
+            None => Err(Error::MissingGradient {
+                model: self.chain_name(),
+                input: "latent z",
+            }),
+        }
+    }
+
     fn update(
         &self,
         grad: &Tensor,
@@ -659,6 +679,10 @@ impl<'a> Search<'a> {
         }
     }
 }
+
+/// x0, each model's probabilities `[model][sample][class]` and the
+/// divergence at z0.
+type Start = (Tensor, Vec<Vec<Vec<f32>>>, Vec<f64>);
 
 fn to_f64(t: &Tensor, action: &str) -> Result<Vec<f64>> {
     t.to_dtype(DType::F64)

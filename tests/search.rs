@@ -1,0 +1,423 @@
+//! The MDS search on small built-in models with seeded random weights.
+
+use std::cell::Cell;
+use std::hash::{Hash, Hasher};
+
+use candle_core::{Device, Tensor};
+use gevaldi::model::{one_hot, Classifier, Generator};
+use gevaldi::search::EarlyStop;
+use gevaldi::zoo::{MnistCnn, MnistCnnConfig, MnistVae, MnistVaeConfig};
+use gevaldi::{Divergence, Error, Optimizer, Search, SearchConfig, SearchOutcome};
+
+struct Models {
+    a: MnistCnn,
+    b: MnistCnn,
+    vae: MnistVae,
+}
+
+fn models() -> Models {
+    let dev = Device::Cpu;
+    Models {
+        a: MnistCnn::random(&MnistCnnConfig::cnn_a(), 1, &dev).unwrap(),
+        b: MnistCnn::random(&MnistCnnConfig::cnn_b(), 2, &dev).unwrap(),
+        vae: MnistVae::random(&MnistVaeConfig::default(), 3, &dev).unwrap(),
+    }
+}
+
+fn search<'a>(m: &'a Models, config: SearchConfig) -> Search<'a> {
+    Search::new("vae", &m.vae)
+        .classifier("cnn_a", &m.a)
+        .classifier("cnn_b", &m.b)
+        .config(config)
+}
+
+fn run(m: &Models, config: SearchConfig) -> SearchOutcome {
+    search(m, config)
+        .run(&Device::Cpu)
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn adam_raises_the_divergence_above_its_start_and_the_baseline() {
+    let m = models();
+    // Random-weight models are nearly uniform (KL ~ 1e-4), so any prior
+    // weight would dominate: search the divergence alone.
+    let out = run(
+        &m,
+        SearchConfig::default()
+            .steps(60)
+            .batch(16)
+            .lr(0.1)
+            .lambda(0.0),
+    );
+    let (before, after) = (out.mean_divergence_before(), out.mean_divergence_after());
+    println!(
+        "kl before {before:.4e}, after {after:.4e}, baseline {:.4e}, lift {:.1}, dz {:.3}",
+        out.baseline.mean,
+        out.lift(),
+        out.mean_dz()
+    );
+    assert!(after > before, "{after} <= {before}");
+    assert!(
+        after > out.baseline.mean,
+        "{after} <= {}",
+        out.baseline.mean
+    );
+    assert!(out.lift() > 1.0);
+    assert!(out.mean_dz() > 0.0);
+    assert!(out.samples.iter().all(|s| s.dz > 0.0));
+
+    // The records are consistent with each other.
+    assert_eq!(out.steps_run, 60);
+    assert!(!out.stopped_early);
+    assert_eq!(out.trajectory.len(), 61);
+    assert_eq!(out.samples.len(), 16);
+    assert_eq!(out.baseline.divergences.len(), 16);
+    assert_eq!(out.model_names, ["cnn_a", "cnn_b"]);
+    let t0 = &out.trajectory[0];
+    assert!((t0.mean_divergence - before).abs() <= 1e-12 * before.abs().max(1.0));
+    assert_eq!(t0.mean_dz, 0.0);
+    let last = out.trajectory.last().unwrap();
+    assert!((last.mean_divergence - after).abs() <= 1e-12 * after.abs().max(1.0));
+    assert!((last.mean_dz - out.mean_dz()).abs() < 1e-12);
+    for s in &out.samples {
+        assert_eq!(s.z0.len(), 8);
+        assert_eq!(s.probs_before.len(), 2);
+        for p in s.probs_before.iter().chain(&s.probs_after) {
+            assert_eq!(p.len(), 10);
+            assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-4);
+        }
+        let diff: f64 =
+            s.z.iter()
+                .zip(&s.z0)
+                .map(|(a, b)| ((a - b) as f64).powi(2))
+                .sum();
+        let norm: f64 = s.z.iter().map(|a| (*a as f64).powi(2)).sum();
+        assert!((s.dz - (diff / norm).sqrt()).abs() < 1e-5);
+    }
+    assert_eq!(out.x0.dims(), [16, 1, 28, 28]);
+    assert_eq!(out.x.dims(), [16, 1, 28, 28]);
+}
+
+#[test]
+fn sgd_ascends_too_and_every_divergence_runs() {
+    let m = models();
+    for d in Divergence::NAMES {
+        let d: Divergence = d.parse().unwrap();
+        let out = run(
+            &m,
+            SearchConfig::default()
+                .steps(30)
+                .batch(8)
+                .lambda(0.0)
+                .optimizer(Optimizer::Sgd)
+                .lr(50.0)
+                .divergence(d.clone()),
+        );
+        let (before, after) = (out.mean_divergence_before(), out.mean_divergence_after());
+        assert!(after > before, "{d}: {after} <= {before}");
+    }
+}
+
+#[test]
+fn js_compares_three_models_and_kl_refuses_them() {
+    let m = models();
+    let c = MnistCnn::random(&MnistCnnConfig::cnn_a(), 9, &Device::Cpu).unwrap();
+    let three = |d| {
+        let cfg = SearchConfig::default().steps(10).batch(4).lambda(0.0);
+        search(&m, cfg.divergence(d))
+            .classifier("cnn_c", &c)
+            .run(&Device::Cpu)
+    };
+    let out = three(Divergence::js()).unwrap();
+    assert!(out.mean_divergence_after() > out.mean_divergence_before());
+    assert!(out.mean_divergence_after() <= 3f64.ln());
+    let err = three(Divergence::Kl).unwrap_err();
+    assert!(
+        matches!(err, Error::DivergenceArity { got: 3, .. }),
+        "{err}"
+    );
+}
+
+/// The objective is per sample: the samples of a batch of 8 follow the same
+/// path as the same samples searched in a batch of 4.
+#[test]
+fn lambda_and_lr_mean_the_same_at_any_batch_size() {
+    let m = models();
+    let cfg = SearchConfig::default().steps(20).lambda(0.5);
+    let big = run(&m, cfg.clone().batch(8));
+    let z0: Vec<f32> = big.samples[..4].iter().flat_map(|s| s.z0.clone()).collect();
+    let small = search(&m, cfg)
+        .z0(Tensor::from_vec(z0, (4, 8), &Device::Cpu).unwrap())
+        .run(&Device::Cpu)
+        .unwrap();
+    for (s, b) in small.samples.iter().zip(&big.samples) {
+        for (x, y) in s.z.iter().zip(&b.z) {
+            assert!((x - y).abs() < 1e-4, "{x} vs {y}");
+        }
+    }
+}
+
+#[test]
+fn the_prior_term_pulls_towards_the_origin() {
+    let m = models();
+    let norm = |o: &SearchOutcome| {
+        o.samples
+            .iter()
+            .map(|s| s.z.iter().map(|v| v * v).sum::<f32>())
+            .sum::<f32>()
+    };
+    let free = run(&m, SearchConfig::default().steps(40).batch(8).lambda(0.0));
+    let held = run(&m, SearchConfig::default().steps(40).batch(8).lambda(10.0));
+    assert!(
+        norm(&held) < norm(&free),
+        "{} vs {}",
+        norm(&held),
+        norm(&free)
+    );
+}
+
+#[test]
+fn early_stop_ends_a_stalled_search() {
+    let m = models();
+    let stop = EarlyStop {
+        window: 5,
+        tolerance: 1e9,
+    };
+    let out = run(
+        &m,
+        SearchConfig::default()
+            .steps(100)
+            .batch(4)
+            .early_stop(Some(stop)),
+    );
+    assert!(out.stopped_early);
+    assert_eq!(out.steps_run, 5);
+    assert_eq!(out.trajectory.len(), 6);
+}
+
+/// A classifier that emits NaN from its `nan_from`-th call on.
+struct NanAfter<'a> {
+    inner: &'a MnistCnn,
+    calls: Cell<usize>,
+    nan_from: usize,
+}
+
+impl Classifier for NanAfter<'_> {
+    fn logits(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let n = self.calls.get();
+        self.calls.set(n + 1);
+        let logits = self.inner.logits(x)?;
+        if n >= self.nan_from {
+            logits.affine(f64::NAN, 0.0)
+        } else {
+            Ok(logits)
+        }
+    }
+    fn class_names(&self) -> &[String] {
+        self.inner.class_names()
+    }
+}
+
+#[test]
+fn a_nan_is_an_error_naming_the_step() {
+    let m = models();
+    for nan_from in [0, 7] {
+        let nan = NanAfter {
+            inner: &m.b,
+            calls: Cell::new(0),
+            nan_from,
+        };
+        let err = Search::new("vae", &m.vae)
+            .classifier("cnn_a", &m.a)
+            .classifier("nan", &nan)
+            .config(SearchConfig::default().steps(20).batch(4))
+            .run(&Device::Cpu)
+            .unwrap_err();
+        match err {
+            Error::NonFinite { step, sample, .. } => {
+                assert_eq!(step, nan_from);
+                assert_eq!(sample, 0);
+            }
+            other => panic!("expected a non-finite error, got {other}"),
+        }
+    }
+}
+
+#[test]
+fn settings_out_of_range_are_named() {
+    let m = models();
+    let cases = [
+        (SearchConfig::default().lr(0.0), "lr"),
+        (SearchConfig::default().lr(f64::NAN), "lr"),
+        (SearchConfig::default().lambda(-1.0), "lambda"),
+        (SearchConfig::default().batch(0), "batch"),
+        (
+            SearchConfig::default().early_stop(Some(EarlyStop {
+                window: 0,
+                tolerance: 0.0,
+            })),
+            "early_stop.window",
+        ),
+    ];
+    for (cfg, key) in cases {
+        match search(&m, cfg).run(&Device::Cpu).unwrap_err() {
+            Error::Setting { key: k, .. } => assert_eq!(k, key),
+            other => panic!("expected a setting error for {key}, got {other}"),
+        }
+    }
+    let err = search(&m, SearchConfig::default())
+        .z0(Tensor::zeros((2, 5), candle_core::DType::F32, &Device::Cpu).unwrap())
+        .run(&Device::Cpu)
+        .unwrap_err();
+    assert!(err.to_string().contains("expected [B, 8]"), "{err}");
+}
+
+#[test]
+fn a_conditional_generator_needs_its_condition() {
+    let m = models();
+    let dev = Device::Cpu;
+    let cvae = MnistVae::random(&MnistVaeConfig::conditional(), 4, &dev).unwrap();
+    let cfg = SearchConfig::default().steps(10).batch(4).lambda(0.0);
+    let base = || {
+        Search::new("cvae", &cvae)
+            .classifier("cnn_a", &m.a)
+            .classifier("cnn_b", &m.b)
+            .config(cfg.clone())
+    };
+    let err = base().run(&dev).unwrap_err();
+    assert!(err.to_string().contains("class-conditional"), "{err}");
+    let c = one_hot(&[1, 2, 3, 4], 10, &dev).unwrap();
+    let out = base().condition(c).run(&dev).unwrap();
+    assert!(out.mean_divergence_after() > out.mean_divergence_before());
+    assert_eq!(cvae.num_conditions(), Some(10));
+}
+
+#[test]
+fn classifiers_must_share_their_classes() {
+    let m = models();
+    let cfg = MnistCnnConfig {
+        classes: 5,
+        ..MnistCnnConfig::cnn_a()
+    };
+    let five = MnistCnn::random(&cfg, 5, &Device::Cpu).unwrap();
+    let err = Search::new("vae", &m.vae)
+        .classifier("cnn_a", &m.a)
+        .classifier("five", &five)
+        .config(SearchConfig::default().steps(1).batch(2))
+        .run(&Device::Cpu)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::ClassCount {
+                got: 5,
+                expected: 10,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+/// A generator built on candle-nn's `softmax_last_dim`, whose backward is
+/// missing: the search must refuse rather than stand still.
+struct SoftmaxGenerator<'a>(&'a MnistVae);
+
+impl Generator for SoftmaxGenerator<'_> {
+    fn latent_dim(&self) -> usize {
+        8
+    }
+    fn decode(&self, z: &Tensor, c: Option<&Tensor>) -> candle_core::Result<Tensor> {
+        let z = candle_nn::ops::softmax_last_dim(z)?;
+        self.0.decode(&z, c)
+    }
+}
+
+#[test]
+fn a_missing_gradient_is_an_error() {
+    let m = models();
+    let g = SoftmaxGenerator(&m.vae);
+    let err = Search::new("softmax-vae", &g)
+        .classifier("cnn_a", &m.a)
+        .classifier("cnn_b", &m.b)
+        .config(SearchConfig::default().steps(3).batch(2))
+        .run(&Device::Cpu)
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::MissingGradient { model, .. } if model == "softmax-vae -> cnn_a, cnn_b"),
+        "{err}"
+    );
+}
+
+/// A digest of every number a search recorded, bit for bit.
+fn digest(o: &SearchOutcome) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    for s in &o.samples {
+        for v in s.z0.iter().chain(&s.z) {
+            v.to_bits().hash(&mut h);
+        }
+        for p in s.probs_before.iter().chain(&s.probs_after).flatten() {
+            p.to_bits().hash(&mut h);
+        }
+        s.divergence_before.to_bits().hash(&mut h);
+        s.divergence_after.to_bits().hash(&mut h);
+    }
+    for t in &o.trajectory {
+        t.mean_objective.to_bits().hash(&mut h);
+        t.max_divergence.to_bits().hash(&mut h);
+        t.mean_dz.to_bits().hash(&mut h);
+    }
+    for b in &o.baseline.divergences {
+        b.to_bits().hash(&mut h);
+    }
+    h.finish()
+}
+
+fn determinism_digest() -> u64 {
+    let m = models();
+    digest(&run(
+        &m,
+        SearchConfig::default().steps(25).batch(8).seed(42),
+    ))
+}
+
+#[test]
+fn the_same_seed_gives_bit_identical_results_in_one_process() {
+    let m = models();
+    let cfg = SearchConfig::default().steps(25).batch(8).seed(42);
+    let (one, two) = (run(&m, cfg.clone()), run(&m, cfg.clone()));
+    assert_eq!(one.samples, two.samples);
+    assert_eq!(one.trajectory, two.trajectory);
+    assert_eq!(one.baseline, two.baseline);
+    assert_eq!(digest(&one), digest(&two));
+    let other = run(&m, cfg.seed(43));
+    assert_ne!(digest(&one), digest(&other));
+}
+
+/// Run by `the_same_seed_gives_bit_identical_results_across_processes` in a
+/// child process.
+#[test]
+#[ignore = "run as a child process by the cross-process determinism test"]
+fn determinism_child() {
+    println!("GEVALDI-DIGEST {:016x}", determinism_digest());
+}
+
+#[test]
+fn the_same_seed_gives_bit_identical_results_across_processes() {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "determinism_child", "--ignored", "--nocapture"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let child = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("GEVALDI-DIGEST "))
+        .unwrap_or_else(|| panic!("no digest in child output:\n{stdout}"));
+    assert_eq!(child, format!("{:016x}", determinism_digest()));
+}
