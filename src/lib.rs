@@ -36,7 +36,9 @@
 //! let outcome = Search::new("vae", &vae)
 //!     .classifier("cnn_a", &cnn_a)
 //!     .classifier("cnn_b", &cnn_b)
-//!     .config(SearchConfig::default().steps(20).batch(8).divergence(Divergence::Kl))
+//!     // λ = 0: random-weight models barely disagree, and any prior weight
+//!     // would dominate their tiny divergence.
+//!     .config(SearchConfig::default().steps(20).batch(8).lambda(0.0).divergence(Divergence::Kl))
 //!     .run(&dev)?;
 //!
 //! // The search ascended the divergence...
