@@ -17,12 +17,23 @@
 //! ratio              = backprop / finite difference
 //! ```
 //!
+//! Each direction tries h, h/10 and h/100 and keeps the ratio closest to 1:
+//! in f32, a large h crosses ReLU kinks and a small one drowns in rounding,
+//! so one step size can fail a right gradient by a few percent; a wrong
+//! gradient is wrong at every step size.
+//!
 //! The first direction is the backpropagated gradient itself, the others mix
 //! it half and half with a random unit vector: a purely random direction in
 //! a space of thousands of pixels is nearly orthogonal to the gradient, and
 //! its tiny directional derivative drowns in f32 rounding and ReLU kinks.
 //! A gradient scaled by c gives ratio c along every direction; a gradient
 //! missing a component gives ratios below 1.
+//!
+//! Audit at generic inputs, such as decoded samples (where the search
+//! evaluates models). At a kink the model is not differentiable and no
+//! gradient matches finite differences: real MNIST digits have blank
+//! backgrounds where a conv's output is constant and every position of a
+//! max-pool window ties.
 //!
 //! The audit passes when every ratio is within 1 ± `tolerance` (a ratio of
 //! exactly 1 is recorded when both are 0). No gradient at all is an error of
@@ -41,10 +52,11 @@ use crate::model::{sample_standard_normal, Classifier, Generator};
 pub struct GradientAudit {
     /// Random directions checked. (Default: `4`.)
     pub directions: usize,
-    /// Relative finite-difference step: h = step · max(‖x‖, 1).
-    /// (Default: `1e-4`.)
+    /// Largest relative finite-difference step: h = step · max(‖x‖, 1),
+    /// then h/10 and h/100. (Default: `1e-4`.)
     pub step: f64,
-    /// Allowed |ratio − 1|. (Default: `0.02`.)
+    /// Allowed |ratio − 1|. (Default: `0.05`; candle's max_pool2d bug gives
+    /// ratios of 1/4 per pooling layer.)
     pub tolerance: f64,
     /// Seed of the directions and of the output weighting r. (Default: `0`.)
     pub seed: u64,
@@ -55,7 +67,7 @@ impl Default for GradientAudit {
         GradientAudit {
             directions: 4,
             step: 1e-4,
-            tolerance: 0.02,
+            tolerance: 0.05,
             seed: 0,
         }
     }
@@ -202,22 +214,31 @@ impl GradientAudit {
             let backprop = (&grad * v.to_dtype(DType::F64).map_err(Error::tensor("cast"))?)
                 .and_then(|p| p.sum_all()?.to_scalar::<f64>())
                 .map_err(Error::tensor("project the gradient"))?;
-            let shifted = |sign: f64| -> Result<f64> {
-                let xs = (&x
-                    + v.affine(sign * h, 0.0)
-                        .map_err(Error::tensor("shift the input"))?)
-                .and_then(|xs| xs.to_dtype(x.dtype()))
-                .map_err(Error::tensor("shift the input"))?;
+            let shifted = |h: f64| -> Result<f64> {
+                let xs = (&x + v.affine(h, 0.0).map_err(Error::tensor("shift the input"))?)
+                    .and_then(|xs| xs.to_dtype(x.dtype()))
+                    .map_err(Error::tensor("shift the input"))?;
                 scalar(&eval(&xs)?)
                     .and_then(|s| s.to_scalar::<f64>())
                     .map_err(Error::tensor("evaluate the shifted input"))
             };
-            let finite_difference = (shifted(1.0)? - shifted(-1.0)?) / (2.0 * h);
-            let ratio = if backprop == 0.0 && finite_difference == 0.0 {
-                1.0
-            } else {
-                backprop / finite_difference
+            let ratio_of = |fd: f64| {
+                if backprop == 0.0 && fd == 0.0 {
+                    1.0
+                } else {
+                    backprop / fd
+                }
             };
+            let mut best: Option<(f64, f64)> = None;
+            for h in [h, h / 10.0, h / 100.0] {
+                let fd = (shifted(h)? - shifted(-h)?) / (2.0 * h);
+                let ratio = ratio_of(fd);
+                let closer = best.is_none_or(|(_, r)| (ratio - 1.0).abs() < (r - 1.0).abs());
+                if closer {
+                    best = Some((fd, ratio));
+                }
+            }
+            let (finite_difference, ratio) = best.expect("three step sizes");
             let within = (ratio - 1.0).abs() <= self.tolerance; // false for NaN
             if !within {
                 return Err(Error::GradientMismatch {

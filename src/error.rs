@@ -122,7 +122,8 @@ pub enum Error {
         "gradient audit of `{model}` failed: along direction {direction}, backprop gives \
          {backprop:.6e} but central finite differences give {finite_difference:.6e} \
          (ratio {ratio:.4}, allowed 1 ± {tolerance}); an op's backward is wrong \
-         (e.g. candle's max_pool2d scales its gradient by 1/k²)"
+         (e.g. candle's max_pool2d scales its gradient by 1/k²), or the input sits on a \
+         kink (e.g. max-pool ties over a blank background): audit at decoded samples"
     )]
     GradientMismatch {
         /// The model's name.
@@ -140,6 +141,25 @@ pub enum Error {
     },
 
     // === Files ===
+    /// A data file (IDX) is malformed or does not match its partner.
+    #[error("failed to read `{}`: {problem}", path.display())]
+    Data {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it and what was expected.
+        problem: String,
+    },
+    /// A weights file could not be loaded into a model.
+    #[error("failed to load weights `{}` for `{model}`: {source}", path.display())]
+    Weights {
+        /// The weights file.
+        path: PathBuf,
+        /// The model or architecture being loaded.
+        model: String,
+        /// candle's error (missing tensor, wrong shape, not safetensors, ...).
+        #[source]
+        source: Box<candle_core::Error>,
+    },
     /// A file could not be read or written.
     #[error("failed to {action} `{}`: {source}", path.display())]
     Io {

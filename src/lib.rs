@@ -63,7 +63,7 @@
 //! let cnn = MnistCnn::random(&MnistCnnConfig::cnn_a(), 1, &dev)?;
 //! let x = Tensor::rand(0f32, 1.0, (2, 1, 28, 28), &dev)?;
 //! let report = gevaldi::GradientAudit::default().classifier("cnn_a", &cnn, &x)?;
-//! assert!(report.worst_deviation() < 0.02);
+//! assert!(report.worst_deviation() < 0.05);
 //! # Ok(()) }
 //! ```
 //!
@@ -90,6 +90,7 @@
 #![warn(missing_docs)]
 
 pub mod audit;
+pub mod data;
 pub mod divergence;
 mod error;
 pub mod model;

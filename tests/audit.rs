@@ -82,7 +82,7 @@ fn passes_every_builtin_classifier() {
             "{name}: worst |ratio - 1| = {:.2e}",
             report.worst_deviation()
         );
-        assert!(report.worst_deviation() < 0.02);
+        assert!(report.worst_deviation() < 0.05);
     }
 }
 
@@ -102,6 +102,7 @@ fn passes_the_builtin_generators() {
 
     let cvae = MnistVae::random(&MnistVaeConfig::conditional(), 6, &dev).unwrap();
     let c = one_hot(&[0, 3, 7, 9], 10, &dev).unwrap();
+    let z = sample_standard_normal((4, 4), &mut rng, &dev).unwrap();
     let report = GradientAudit::default()
         .generator("mnist-cvae", &cvae, &z, Some(&c))
         .unwrap_or_else(|e| panic!("{e}"));

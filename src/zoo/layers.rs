@@ -8,18 +8,27 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Uniform};
 
-/// 2×2 max-pooling with stride 2 on `[B, C, H, W]` (H and W even), built as
-/// `reshape` + `max` so that its backward pass is right.
+/// 2×2 max-pooling with stride 2 on `[B, C, H, W]` (H and W even), built
+/// from ops whose backward pass is right.
 ///
 /// candle 0.11's `Tensor::max_pool2d` multiplies the gradient at the
-/// maximum by 1/k² (0.25 here) instead of 1; `max` over a reshaped window
-/// sends the whole gradient to the maximum (to every maximum on a tie).
+/// maximum by 1/k² (0.25 here) instead of 1. `max` over a reshaped window
+/// gets that right but sends the whole gradient to every tied maximum (4× the
+/// gradient in a constant region, e.g. the bias of a conv over a blank
+/// background), which is not a valid subgradient. This picks one maximum per
+/// window with `argmax` and takes it with `gather`, whose backward sends the
+/// gradient to exactly that position, as PyTorch's `max_pool2d` does.
 pub fn max_pool2x2(x: &Tensor) -> candle_core::Result<Tensor> {
     let (b, c, h, w) = x.dims4()?;
     if h % 2 != 0 || w % 2 != 0 {
         candle_core::bail!("max_pool2x2 needs even height and width, got {h}x{w}");
     }
-    x.reshape((b, c, h / 2, 2, w / 2, 2))?.max(5)?.max(3)
+    let windows = x
+        .reshape((b, c, h / 2, 2, w / 2, 2))?
+        .permute((0, 1, 2, 4, 3, 5))?
+        .reshape((b, c, h / 2, w / 2, 4))?;
+    let first_max = windows.argmax_keepdim(4)?;
+    windows.gather(&first_max, 4)?.squeeze(4)
 }
 
 /// Builds a model on a fresh [`VarMap`] and overwrites every variable with
@@ -87,6 +96,25 @@ mod tests {
         let g = y.sum_all().unwrap().backward().unwrap();
         let g = g.get(x.as_tensor()).unwrap().flatten_all().unwrap();
         assert_eq!(g.to_vec1::<f32>().unwrap(), [0.0, 0.0, 0.0, 1.0]);
+    }
+
+    // A tie (a constant region) must not multiply the gradient: the window's
+    // gradient sums to 1, as for any valid subgradient of max.
+    #[test]
+    fn max_pool2x2_sends_a_tied_windows_gradient_to_one_position() {
+        let dev = Device::Cpu;
+        let x = Var::new(&[[[[0.5f32, 0.5, 1.0, 2.0], [0.5, 0.5, 2.0, 0.0]]]], &dev).unwrap();
+        let y = max_pool2x2(x.as_tensor()).unwrap();
+        assert_eq!(
+            y.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            [0.5, 2.0]
+        );
+        let g = y.sum_all().unwrap().backward().unwrap();
+        let g = g.get(x.as_tensor()).unwrap().flatten_all().unwrap();
+        let g = g.to_vec1::<f32>().unwrap();
+        let left: f32 = [g[0], g[1], g[4], g[5]].iter().sum();
+        let right: f32 = [g[2], g[3], g[6], g[7]].iter().sum();
+        assert_eq!((left, right), (1.0, 1.0), "{g:?}");
     }
 
     #[test]

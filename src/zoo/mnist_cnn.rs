@@ -21,7 +21,7 @@ pub struct MnistCnnConfig {
 
 impl MnistCnnConfig {
     /// The smaller fixture classifier, `mnist-cnn-a`: channels 16, 32;
-    /// hidden 64 (about 110k parameters).
+    /// hidden 64 (about 106k parameters).
     pub fn cnn_a() -> Self {
         MnistCnnConfig {
             channels: [16, 32],
@@ -30,11 +30,11 @@ impl MnistCnnConfig {
         }
     }
 
-    /// The larger fixture classifier, `mnist-cnn-b`: channels 32, 64;
-    /// hidden 128 (about 420k parameters).
+    /// The larger fixture classifier, `mnist-cnn-b`: channels 24, 48;
+    /// hidden 128 (about 313k parameters).
     pub fn cnn_b() -> Self {
         MnistCnnConfig {
-            channels: [32, 64],
+            channels: [24, 48],
             hidden: 128,
             classes: 10,
         }

@@ -30,10 +30,13 @@ impl Default for MnistVaeConfig {
 }
 
 impl MnistVaeConfig {
-    /// The conditional VAE of the fixtures, `mnist-cvae`: like the default,
-    /// conditioned on the 10 digit classes.
+    /// The conditional VAE of the fixtures, `mnist-cvae`: conditioned on the
+    /// 10 digit classes, with a 4-dimensional latent. (With 8 dimensions the
+    /// latent also carries the label, and its prior samples followed their
+    /// condition less often: 85% against 97%, by cnn_a.)
     pub fn conditional() -> Self {
         MnistVaeConfig {
+            latent: 4,
             conditions: Some(10),
             ..Self::default()
         }

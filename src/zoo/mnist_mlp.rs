@@ -1,0 +1,71 @@
+//! The small MLP base learner of the bagging ensemble.
+
+use candle_core::{Device, Module, Tensor};
+use candle_nn::{linear, Linear, VarBuilder};
+
+use super::layers::{frozen, seeded_varmap};
+use crate::model::Classifier;
+
+/// Shape of an MNIST MLP: one hidden layer with ReLU.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MnistMlpConfig {
+    /// Width of the hidden layer. (Default: `32`.)
+    pub hidden: usize,
+    /// Number of classes. (Default: `10`.)
+    pub classes: usize,
+}
+
+impl Default for MnistMlpConfig {
+    fn default() -> Self {
+        MnistMlpConfig {
+            hidden: 32,
+            classes: 10,
+        }
+    }
+}
+
+/// A one-hidden-layer MLP classifier of 28×28 digits in [0, 1]: the base
+/// learner of the fixtures' bagging ensemble (`mnist-mlp`).
+///
+/// Input `[B, 1, 28, 28]` or `[B, 784]`; logits `[B, classes]`.
+/// Tensor names: `fc1.weight` `[hidden, 784]`, `fc1.bias`,
+/// `fc2.weight` `[classes, hidden]`, `fc2.bias`.
+#[derive(Clone, Debug)]
+pub struct MnistMlp {
+    fc1: Linear,
+    fc2: Linear,
+    class_names: Vec<String>,
+}
+
+impl MnistMlp {
+    /// Loads the weights from `vb`.
+    pub fn load(vb: VarBuilder, cfg: &MnistMlpConfig) -> candle_core::Result<Self> {
+        Ok(MnistMlp {
+            fc1: linear(784, cfg.hidden, vb.pp("fc1"))?,
+            fc2: linear(cfg.hidden, cfg.classes, vb.pp("fc2"))?,
+            class_names: (0..cfg.classes).map(|c| c.to_string()).collect(),
+        })
+    }
+
+    /// A frozen model with seeded random weights.
+    pub fn random(cfg: &MnistMlpConfig, seed: u64, device: &Device) -> candle_core::Result<Self> {
+        let (_, varmap) = seeded_varmap(seed, device, |vb| Self::load(vb, cfg))?;
+        Self::load(frozen(&varmap, device), cfg)
+    }
+}
+
+impl Module for MnistMlp {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let x = self.fc1.forward(&x.flatten_from(1)?)?.relu()?;
+        self.fc2.forward(&x)
+    }
+}
+
+impl Classifier for MnistMlp {
+    fn logits(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.forward(x)
+    }
+    fn class_names(&self) -> &[String] {
+        &self.class_names
+    }
+}
