@@ -89,12 +89,17 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod artifact;
 pub mod audit;
+pub mod config;
 pub mod data;
 pub mod divergence;
 mod error;
+pub mod harness;
 pub mod model;
 pub mod search;
+pub mod snapshot;
+pub mod verdict;
 pub mod zoo;
 
 pub use audit::{AuditReport, GradientAudit};
@@ -108,5 +113,34 @@ pub use candle_core;
 pub use candle_nn;
 pub use rand;
 
+pub use gevaldi_macros::main;
+
+/// Not part of the public API: used by the code `main!` expands to.
 #[doc(hidden)]
-pub use gevaldi_macros as __macros;
+pub mod __private {
+    pub use crate::harness::{run, Registry};
+    pub use candle_core::Device;
+    #[cfg(feature = "mimalloc")]
+    pub use mimalloc::MiMalloc;
+
+    /// Installs mimalloc as the global allocator when the `mimalloc`
+    /// feature is on (the default).
+    #[cfg(feature = "mimalloc")]
+    #[macro_export]
+    #[doc(hidden)]
+    macro_rules! __gevaldi_allocator {
+        () => {
+            #[global_allocator]
+            static GEVALDI_GLOBAL_ALLOCATOR: $crate::__private::MiMalloc =
+                $crate::__private::MiMalloc;
+        };
+    }
+
+    /// Installs nothing: the `mimalloc` feature is off.
+    #[cfg(not(feature = "mimalloc"))]
+    #[macro_export]
+    #[doc(hidden)]
+    macro_rules! __gevaldi_allocator {
+        () => {};
+    }
+}

@@ -227,7 +227,7 @@ impl SearchConfig {
 }
 
 /// One sample of a finished search.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct SampleRecord {
     /// The starting latent z0.
     pub z0: Vec<f32>,
@@ -246,7 +246,7 @@ pub struct SampleRecord {
 }
 
 /// The state of the batch at one step (step 0 is z0).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct StepRecord {
     /// The step: 0 is the starting point, t is after t updates.
     pub step: usize,
@@ -261,7 +261,7 @@ pub struct StepRecord {
 }
 
 /// The divergence over fresh prior samples: what the search must beat.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Baseline {
     /// One divergence per fresh sample (as many as the search's batch).
     pub divergences: Vec<f64>,

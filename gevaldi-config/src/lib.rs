@@ -1,0 +1,57 @@
+//! The `gevaldi.toml` schema, shared by the gevaldi library (at run time)
+//! and its `main!` macro (at compile time), so that both report the same
+//! mistakes the same way: every mistake of a file at once, each as
+//! `file:line:column: `key.path`: what is wrong, what was expected`.
+//!
+//! Most users never name this crate: `gevaldi::config` re-exports it.
+//!
+//! # The schema
+//!
+//! ```toml
+//! [search]                 # defaults for every pair (all optional)
+//! divergence = "kl"        # kl, reverse-kl, jeffreys, js, tv
+//! optimizer = "adam"       # sgd, adam
+//! lr = 0.05                # > 0
+//! lambda = 0.01            # >= 0, weight of log p(z)
+//! batch = 64               # >= 1
+//! steps = 200              # >= 1
+//! seed = 0                 # >= 0
+//! early_stop = { window = 20, tolerance = 1e-4 }   # optional
+//!
+//! [generator.vae]          # a built-in architecture and its weights,
+//! arch = "mnist-vae"       # relative to this file
+//! weights = "vae.safetensors"
+//!
+//! [classifier.mine]        # no `arch`: registered from Rust under this name
+//!
+//! [[pair]]                 # one test, `pair::<name>`
+//! name = "a-vs-b"
+//! models = ["a", "b"]      # 2 or more classifiers, in order (kl is directed)
+//! generator = "vae"
+//! max_divergence = 1.5     # optional: fail when the statistic exceeds it
+//! statistic = "max"        # max (default), mean, or quantile (with `quantile = 0.9`)
+//! min_lift = 2.0           # optional: fail when MDS / baseline divergence is below it
+//! ignore = false           # optional
+//! steps = 50               # any [search] key overrides it for this pair
+//! ```
+//!
+//! Unknown keys are errors. A NaN threshold is an error.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod error;
+mod parse;
+mod schema;
+
+pub use error::{ConfigError, ConfigErrors};
+pub use parse::{load, parse, parse_in};
+pub use schema::{Config, ModelDecl, PairDecl, SearchSettings, Statistic, Thresholds};
+
+/// The divergences a config may name.
+pub const DIVERGENCES: &[&str] = &["kl", "reverse-kl", "jeffreys", "js", "tv"];
+/// The optimizers a config may name.
+pub const OPTIMIZERS: &[&str] = &["sgd", "adam"];
+/// The built-in classifier architectures.
+pub const CLASSIFIER_ARCHS: &[&str] = &["mnist-cnn-a", "mnist-cnn-b", "mnist-mlp"];
+/// The built-in generator architectures.
+pub const GENERATOR_ARCHS: &[&str] = &["mnist-vae", "mnist-cvae"];

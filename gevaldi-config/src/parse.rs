@@ -1,0 +1,651 @@
+//! The walk over a parsed `gevaldi.toml` that validates every key, collecting
+//! every mistake with its position rather than stopping at the first.
+
+use std::collections::BTreeSet;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
+use crate::error::{ConfigError, ConfigErrors};
+use crate::schema::{Config, ModelDecl, PairDecl, SearchSettings, Statistic, Thresholds};
+use crate::{CLASSIFIER_ARCHS, DIVERGENCES, GENERATOR_ARCHS, OPTIMIZERS};
+
+const SEARCH_KEYS: [&str; 8] = [
+    "steps",
+    "lr",
+    "optimizer",
+    "lambda",
+    "batch",
+    "seed",
+    "divergence",
+    "early_stop",
+];
+const PAIR_KEYS: [&str; 9] = [
+    "name",
+    "models",
+    "generator",
+    "ignore",
+    "max_divergence",
+    "statistic",
+    "quantile",
+    "min_lift",
+    "search keys",
+];
+
+/// Reads and validates a `gevaldi.toml`.
+pub fn load(path: impl AsRef<Path>) -> Result<Config, ConfigErrors> {
+    let path = path.as_ref();
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse(&text, path),
+        Err(e) => Err(ConfigErrors {
+            file: path.to_path_buf(),
+            errors: vec![ConfigError {
+                file: path.to_path_buf(),
+                line: 0,
+                column: 0,
+                key: String::new(),
+                message: format!("failed to read the file: {e}"),
+            }],
+        }),
+    }
+}
+
+/// Validates the text of a `gevaldi.toml` read from `path` (weights paths
+/// are resolved against `path`'s directory, and must exist).
+pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    parse_in(text, path, &dir)
+}
+
+/// Like [`parse`], but errors name the file as `display` and weights paths
+/// are resolved against `dir` (the macro names files as the user wrote
+/// them).
+pub fn parse_in(text: &str, display: &Path, dir: &Path) -> Result<Config, ConfigErrors> {
+    let mut cx = Cx {
+        text,
+        file: display.to_path_buf(),
+        dir: dir.to_path_buf(),
+        errors: Vec::new(),
+    };
+    let (root, syntax) = DeTable::parse_recoverable(text);
+    if !syntax.is_empty() {
+        for e in syntax {
+            let span = e.span().unwrap_or(0..0);
+            let message = e.message().trim().to_string();
+            cx.err(span, "", format!("invalid TOML: {message}"));
+        }
+        return Err(cx.finish());
+    }
+    let config = cx.config(root.get_ref());
+    if cx.errors.is_empty() {
+        Ok(config)
+    } else {
+        Err(cx.finish())
+    }
+}
+
+struct Cx<'t> {
+    text: &'t str,
+    file: PathBuf,
+    dir: PathBuf,
+    errors: Vec<ConfigError>,
+}
+
+type Value<'i> = Spanned<DeValue<'i>>;
+
+impl Cx<'_> {
+    fn err(&mut self, span: Range<usize>, key: &str, message: impl Into<String>) {
+        let (line, column) = self.position(span.start);
+        self.errors.push(ConfigError {
+            file: self.file.clone(),
+            line,
+            column,
+            key: key.to_string(),
+            message: message.into(),
+        });
+    }
+
+    fn position(&self, offset: usize) -> (usize, usize) {
+        let before = &self.text[..offset.min(self.text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        (line, column)
+    }
+
+    fn line(&self, span: &Range<usize>) -> usize {
+        self.position(span.start).0
+    }
+
+    fn finish(mut self) -> ConfigErrors {
+        self.errors.sort_by_key(|e| (e.line, e.column));
+        ConfigErrors {
+            file: self.file,
+            errors: self.errors,
+        }
+    }
+
+    fn config(&mut self, root: &DeTable<'_>) -> Config {
+        let mut config = Config {
+            path: self.file.clone(),
+            search: SearchSettings::default(),
+            generators: Vec::new(),
+            classifiers: Vec::new(),
+            pairs: Vec::new(),
+        };
+        let mut pair_values = Vec::new();
+        for (key, value) in root {
+            match key.get_ref().as_ref() {
+                "search" => {
+                    if let Some(table) = self.table(value, "search") {
+                        config.search = self.search(table, "search", &[]);
+                    }
+                }
+                "generator" => config.generators = self.models(value, "generator", GENERATOR_ARCHS),
+                "classifier" => {
+                    config.classifiers = self.models(value, "classifier", CLASSIFIER_ARCHS)
+                }
+                "pair" => match value.get_ref() {
+                    DeValue::Array(items) => pair_values = items.iter().collect(),
+                    other => self.err(
+                        value.span(),
+                        "pair",
+                        format!(
+                            "expected an array of tables ([[pair]]), found {}",
+                            other.type_str()
+                        ),
+                    ),
+                },
+                other => self.err(
+                    key.span(),
+                    other,
+                    "unknown key, expected one of `search`, `generator`, `classifier`, `pair`",
+                ),
+            }
+        }
+        for (i, value) in pair_values.into_iter().enumerate() {
+            if let Some(pair) = self.pair(value, i, &config) {
+                config.pairs.push(pair);
+            }
+        }
+        if config.pairs.is_empty() && self.errors.is_empty() {
+            self.err(
+                0..0,
+                "pair",
+                "no [[pair]] entries: declare at least one pair to test",
+            );
+        }
+        config
+    }
+
+    fn table<'a, 'i>(&mut self, value: &'a Value<'i>, key: &str) -> Option<&'a DeTable<'i>> {
+        match value.get_ref() {
+            DeValue::Table(t) => Some(t),
+            other => {
+                self.err(
+                    value.span(),
+                    key,
+                    format!("expected a table, found {}", other.type_str()),
+                );
+                None
+            }
+        }
+    }
+
+    fn search(&mut self, table: &DeTable<'_>, path: &str, extra: &[&str]) -> SearchSettings {
+        let mut s = SearchSettings::default();
+        for (key, value) in table {
+            let name = key.get_ref().as_ref();
+            let key_path = format!("{path}.{name}");
+            let k = key_path.as_str();
+            match name {
+                "steps" => s.steps = self.uint(value, k, 1),
+                "batch" => s.batch = self.uint(value, k, 1),
+                "seed" => s.seed = self.uint(value, k, 0),
+                "lr" => s.lr = self.float(value, k, |v| v > 0.0, "a finite number > 0"),
+                "lambda" => s.lambda = self.float(value, k, |v| v >= 0.0, "a finite number >= 0"),
+                "optimizer" => s.optimizer = self.choice(value, k, OPTIMIZERS),
+                "divergence" => s.divergence = self.choice(value, k, DIVERGENCES),
+                "early_stop" => s.early_stop = self.early_stop(value, k),
+                _ if extra.contains(&name) => {}
+                _ => {
+                    let mut expected: Vec<&str> = SEARCH_KEYS.to_vec();
+                    if !extra.is_empty() {
+                        expected = PAIR_KEYS[..PAIR_KEYS.len() - 1].to_vec();
+                        expected.extend(SEARCH_KEYS);
+                    }
+                    self.err(
+                        key.span(),
+                        k,
+                        format!("unknown key, expected one of {}", quote_list(&expected)),
+                    );
+                }
+            }
+        }
+        s
+    }
+
+    fn early_stop(&mut self, value: &Value<'_>, key: &str) -> Option<(u64, f64)> {
+        let table = self.table(value, key)?;
+        let (mut window, mut tolerance) = (None, None);
+        for (k, v) in table {
+            let path = format!("{key}.{}", k.get_ref());
+            match k.get_ref().as_ref() {
+                "window" => window = self.uint(v, &path, 1),
+                "tolerance" => {
+                    tolerance = self.float(v, &path, |t| t >= 0.0, "a finite number >= 0")
+                }
+                _ => self.err(
+                    k.span(),
+                    &path,
+                    "unknown key, expected `window` or `tolerance`",
+                ),
+            }
+        }
+        match (window, tolerance) {
+            (Some(w), Some(t)) => Some((w, t)),
+            _ => {
+                self.err(
+                    value.span(),
+                    key,
+                    "expected both `window` (steps) and `tolerance`",
+                );
+                None
+            }
+        }
+    }
+
+    fn models(&mut self, value: &Value<'_>, kind: &str, archs: &[&str]) -> Vec<ModelDecl> {
+        let Some(table) = self.table(value, kind) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (name, decl) in table {
+            let name_str = name.get_ref().to_string();
+            let path = format!("{kind}.{name_str}");
+            let Some(fields) = self.table(decl, &path) else {
+                continue;
+            };
+            let (mut arch, mut weights) = (None, None);
+            for (k, v) in fields {
+                let key_path = format!("{path}.{}", k.get_ref());
+                match k.get_ref().as_ref() {
+                    "arch" => arch = self.choice(v, &key_path, archs).map(|a| (a, v.span())),
+                    "weights" => weights = self.string(v, &key_path).map(|w| (w, v.span())),
+                    _ => self.err(
+                        k.span(),
+                        &key_path,
+                        "unknown key, expected `arch` and `weights` (or neither, for a model \
+                         registered from Rust)",
+                    ),
+                }
+            }
+            let builtin = match (arch, weights) {
+                (Some((arch, _)), Some((weights, span))) => {
+                    let resolved = self.dir.join(&weights);
+                    if !resolved.is_file() {
+                        self.err(
+                            span,
+                            &format!("{path}.weights"),
+                            format!(
+                                "weights file `{weights}` does not exist (looked for `{}`; paths \
+                                 are relative to this file)",
+                                resolved.display()
+                            ),
+                        );
+                    }
+                    Some((arch, resolved))
+                }
+                (Some((_, span)), None) => {
+                    self.err(
+                        span,
+                        &format!("{path}.arch"),
+                        "a built-in `arch` needs `weights`, a safetensors file",
+                    );
+                    None
+                }
+                (None, Some((_, span))) => {
+                    self.err(
+                        span,
+                        &format!("{path}.weights"),
+                        "`weights` needs `arch` (a model without `arch` is registered from Rust)",
+                    );
+                    None
+                }
+                (None, None) => None,
+            };
+            out.push(ModelDecl {
+                name: name_str,
+                builtin,
+                line: self.line(&decl.span()),
+            });
+        }
+        out
+    }
+
+    fn pair(&mut self, value: &Value<'_>, index: usize, config: &Config) -> Option<PairDecl> {
+        let path = format!("pair[{index}]");
+        let table = self.table(value, &path)?;
+        let search = self.search(table, &path, &PAIR_KEYS);
+        let errors_before = self.errors.len();
+        let get = |k: &str| table.get(k);
+        let name = match get("name") {
+            Some(v) => {
+                let name = self.string(v, &format!("{path}.name"));
+                if let Some(n) = &name {
+                    if n.is_empty()
+                        || !n
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+                    {
+                        self.err(
+                            v.span(),
+                            &format!("{path}.name"),
+                            format!(
+                                "invalid name {n:?}: expected letters, digits, `_`, `-` or `.`"
+                            ),
+                        );
+                    } else if config.pairs.iter().any(|p| &p.name == n) {
+                        self.err(
+                            v.span(),
+                            &format!("{path}.name"),
+                            format!("duplicate pair name `{n}`"),
+                        );
+                    }
+                }
+                name
+            }
+            None => {
+                self.err(value.span(), &path, "missing `name`");
+                None
+            }
+        };
+        let mut models = Vec::new();
+        match get("models") {
+            Some(v) => match v.get_ref() {
+                DeValue::Array(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        let key = format!("{path}.models[{i}]");
+                        if let Some(m) = self.string(item, &key) {
+                            if config.classifier(&m).is_none() {
+                                self.err(
+                                    item.span(),
+                                    &key,
+                                    unknown("classifier", &m, &config.classifiers),
+                                );
+                            } else if models.contains(&m) {
+                                self.err(item.span(), &key, format!("`{m}` is listed twice"));
+                            }
+                            models.push(m);
+                        }
+                    }
+                    if items.len() < 2 {
+                        self.err(
+                            v.span(),
+                            &format!("{path}.models"),
+                            format!(
+                                "expected 2 or more classifiers to compare, found {}",
+                                items.len()
+                            ),
+                        );
+                    }
+                }
+                other => self.err(
+                    v.span(),
+                    &format!("{path}.models"),
+                    format!(
+                        "expected an array of classifier names, found {}",
+                        other.type_str()
+                    ),
+                ),
+            },
+            None => self.err(
+                value.span(),
+                &path,
+                "missing `models` (2 or more classifier names)",
+            ),
+        }
+        let generator = match get("generator") {
+            Some(v) => {
+                let g = self.string(v, &format!("{path}.generator"));
+                if let Some(g) = &g {
+                    if config.generator(g).is_none() {
+                        self.err(
+                            v.span(),
+                            &format!("{path}.generator"),
+                            unknown("generator", g, &config.generators),
+                        );
+                    }
+                }
+                g
+            }
+            None => {
+                self.err(value.span(), &path, "missing `generator`");
+                None
+            }
+        };
+        let divergence = search
+            .divergence
+            .clone()
+            .or_else(|| config.search.divergence.clone());
+        let divergence = divergence.as_deref().unwrap_or("kl");
+        if divergence != "js" && models.len() > 2 {
+            let span = get("models").map(|v| v.span()).unwrap_or(value.span());
+            self.err(
+                span,
+                &format!("{path}.models"),
+                format!(
+                    "divergence `{divergence}` compares exactly 2 models; use `js` for {}",
+                    models.len()
+                ),
+            );
+        }
+        let threshold = |cx: &mut Self, k: &str| {
+            get(k).and_then(|v| {
+                cx.float(
+                    v,
+                    &format!("{path}.{k}"),
+                    |t| t >= 0.0,
+                    "a finite number >= 0",
+                )
+            })
+        };
+        let max_divergence = threshold(self, "max_divergence");
+        let min_lift = threshold(self, "min_lift");
+        let quantile = get("quantile").and_then(|v| {
+            self.float(
+                v,
+                &format!("{path}.quantile"),
+                |q| (0.0..=1.0).contains(&q),
+                "a number in [0, 1]",
+            )
+            .map(|q| (q, v.span()))
+        });
+        let statistic = match get("statistic") {
+            None => None,
+            Some(v) => self
+                .choice(
+                    v,
+                    &format!("{path}.statistic"),
+                    &["max", "mean", "quantile"],
+                )
+                .map(|s| (s, v.span())),
+        };
+        let statistic = match statistic {
+            Some((s, span)) if s == "quantile" => match quantile {
+                Some((q, _)) => Statistic::Quantile(q),
+                None => {
+                    self.err(
+                        span,
+                        &format!("{path}.statistic"),
+                        "`statistic = \"quantile\"` needs `quantile`, a number in [0, 1]",
+                    );
+                    Statistic::Max
+                }
+            },
+            other => {
+                if let Some((_, span)) = quantile {
+                    self.err(
+                        span,
+                        &format!("{path}.quantile"),
+                        "`quantile` is only read with `statistic = \"quantile\"`",
+                    );
+                }
+                match other {
+                    Some((s, _)) if s == "mean" => Statistic::Mean,
+                    _ => Statistic::Max,
+                }
+            }
+        };
+        let ignore = match get("ignore") {
+            Some(v) => match v.get_ref() {
+                DeValue::Boolean(b) => *b,
+                other => {
+                    self.err(
+                        v.span(),
+                        &format!("{path}.ignore"),
+                        format!("expected true or false, found {}", other.type_str()),
+                    );
+                    false
+                }
+            },
+            None => false,
+        };
+        if self.errors.len() > errors_before {
+            return None;
+        }
+        Some(PairDecl {
+            name: name?,
+            models,
+            generator: generator?,
+            search,
+            thresholds: Thresholds {
+                max_divergence,
+                statistic,
+                min_lift,
+            },
+            ignore,
+            line: self.line(&value.span()),
+        })
+    }
+
+    fn string(&mut self, value: &Value<'_>, key: &str) -> Option<String> {
+        match value.get_ref() {
+            DeValue::String(s) => Some(s.to_string()),
+            other => {
+                self.err(
+                    value.span(),
+                    key,
+                    format!("expected a string, found {}", other.type_str()),
+                );
+                None
+            }
+        }
+    }
+
+    fn choice(&mut self, value: &Value<'_>, key: &str, options: &[&str]) -> Option<String> {
+        let s = self.string(value, key)?;
+        if options.contains(&s.as_str()) {
+            Some(s)
+        } else {
+            self.err(
+                value.span(),
+                key,
+                format!(
+                    "unknown value {s:?}, expected one of {}",
+                    quote_list(options)
+                ),
+            );
+            None
+        }
+    }
+
+    fn uint(&mut self, value: &Value<'_>, key: &str, min: u64) -> Option<u64> {
+        let expected = format!("an integer >= {min}");
+        match value.get_ref() {
+            DeValue::Integer(i) => {
+                let digits = i.as_str().replace('_', "");
+                match i64::from_str_radix(&digits, i.radix()) {
+                    Ok(v) if v >= min as i64 => Some(v as u64),
+                    Ok(v) => {
+                        self.err(
+                            value.span(),
+                            key,
+                            format!("{v} is out of range: expected {expected}"),
+                        );
+                        None
+                    }
+                    Err(_) => {
+                        self.err(value.span(), key, format!("expected {expected}"));
+                        None
+                    }
+                }
+            }
+            other => {
+                self.err(
+                    value.span(),
+                    key,
+                    format!("expected {expected}, found {}", other.type_str()),
+                );
+                None
+            }
+        }
+    }
+
+    fn float(
+        &mut self,
+        value: &Value<'_>,
+        key: &str,
+        ok: impl Fn(f64) -> bool,
+        expected: &str,
+    ) -> Option<f64> {
+        let v = match value.get_ref() {
+            DeValue::Integer(i) => i64::from_str_radix(&i.as_str().replace('_', ""), i.radix())
+                .ok()
+                .map(|v| v as f64),
+            DeValue::Float(f) => f.as_str().replace('_', "").parse::<f64>().ok(),
+            other => {
+                self.err(
+                    value.span(),
+                    key,
+                    format!("expected {expected}, found {}", other.type_str()),
+                );
+                return None;
+            }
+        };
+        match v {
+            Some(v) if v.is_finite() && ok(v) => Some(v),
+            Some(v) => {
+                self.err(
+                    value.span(),
+                    key,
+                    format!("{v} is out of range: expected {expected}"),
+                );
+                None
+            }
+            None => {
+                self.err(value.span(), key, format!("expected {expected}"));
+                None
+            }
+        }
+    }
+}
+
+fn quote_list(items: &[&str]) -> String {
+    let quoted: Vec<String> = items.iter().map(|i| format!("`{i}`")).collect();
+    quoted.join(", ")
+}
+
+fn unknown(kind: &str, name: &str, declared: &[ModelDecl]) -> String {
+    let names: BTreeSet<&str> = declared.iter().map(|m| m.name.as_str()).collect();
+    if names.is_empty() {
+        format!("unknown {kind} `{name}`: no [{kind}.<name>] tables are declared")
+    } else {
+        let list: Vec<&str> = names.into_iter().collect();
+        format!(
+            "unknown {kind} `{name}`: declared {kind}s are {}",
+            quote_list(&list)
+        )
+    }
+}

@@ -1,0 +1,127 @@
+//! The validated contents of a `gevaldi.toml`.
+
+use std::path::PathBuf;
+
+/// Search settings as written; `None` means "inherit" (from `[search]`, then
+/// from gevaldi's defaults).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SearchSettings {
+    /// `steps`: ascent steps, ≥ 1.
+    pub steps: Option<u64>,
+    /// `lr`: learning rate, > 0.
+    pub lr: Option<f64>,
+    /// `optimizer`: `sgd` or `adam`.
+    pub optimizer: Option<String>,
+    /// `lambda`: weight of log p(z), ≥ 0.
+    pub lambda: Option<f64>,
+    /// `batch`: samples searched at once, ≥ 1.
+    pub batch: Option<u64>,
+    /// `seed`: ≥ 0.
+    pub seed: Option<u64>,
+    /// `divergence`: one of [`crate::DIVERGENCES`].
+    pub divergence: Option<String>,
+    /// `early_stop = { window, tolerance }`.
+    pub early_stop: Option<(u64, f64)>,
+}
+
+impl SearchSettings {
+    /// These settings with the unset ones taken from `base`.
+    pub fn or(&self, base: &SearchSettings) -> SearchSettings {
+        SearchSettings {
+            steps: self.steps.or(base.steps),
+            lr: self.lr.or(base.lr),
+            optimizer: self.optimizer.clone().or_else(|| base.optimizer.clone()),
+            lambda: self.lambda.or(base.lambda),
+            batch: self.batch.or(base.batch),
+            seed: self.seed.or(base.seed),
+            divergence: self.divergence.clone().or_else(|| base.divergence.clone()),
+            early_stop: self.early_stop.or(base.early_stop),
+        }
+    }
+}
+
+/// A `[generator.<name>]` or `[classifier.<name>]` table.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelDecl {
+    /// The table's name.
+    pub name: String,
+    /// A built-in architecture and its weights file (resolved against the
+    /// config's directory); `None` for a model registered from Rust.
+    pub builtin: Option<(String, PathBuf)>,
+    /// The line of the table's header.
+    pub line: usize,
+}
+
+/// The summary statistic of the per-sample divergences that
+/// `max_divergence` bounds.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Statistic {
+    /// The largest divergence over the samples (the default).
+    Max,
+    /// The mean over the samples.
+    Mean,
+    /// A quantile q in [0, 1] (linear interpolation between order
+    /// statistics).
+    Quantile(f64),
+}
+
+/// The thresholds of one pair.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Thresholds {
+    /// `max_divergence`: fail when the statistic of the divergences after the
+    /// search is above it.
+    pub max_divergence: Option<f64>,
+    /// `statistic` (and `quantile`): what `max_divergence` bounds.
+    pub statistic: Statistic,
+    /// `min_lift`: fail when mean divergence after / baseline is below it.
+    pub min_lift: Option<f64>,
+}
+
+/// A `[[pair]]` entry: one test.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PairDecl {
+    /// `name`: the test is `pair::<name>`.
+    pub name: String,
+    /// `models`: two or more classifier names, in order.
+    pub models: Vec<String>,
+    /// `generator`: a generator name.
+    pub generator: String,
+    /// Overrides of `[search]`.
+    pub search: SearchSettings,
+    /// The thresholds.
+    pub thresholds: Thresholds,
+    /// `ignore = true` marks the test ignored (run with `--ignored`).
+    pub ignore: bool,
+    /// The line of its `[[pair]]` header.
+    pub line: usize,
+}
+
+/// A validated `gevaldi.toml`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// `[search]`: defaults of every pair.
+    pub search: SearchSettings,
+    /// `[generator.*]`, in file order.
+    pub generators: Vec<ModelDecl>,
+    /// `[classifier.*]`, in file order.
+    pub classifiers: Vec<ModelDecl>,
+    /// `[[pair]]`, in file order.
+    pub pairs: Vec<PairDecl>,
+}
+
+impl Config {
+    /// The pair called `name`.
+    pub fn pair(&self, name: &str) -> Option<&PairDecl> {
+        self.pairs.iter().find(|p| p.name == name)
+    }
+    /// The generator called `name`.
+    pub fn generator(&self, name: &str) -> Option<&ModelDecl> {
+        self.generators.iter().find(|m| m.name == name)
+    }
+    /// The classifier called `name`.
+    pub fn classifier(&self, name: &str) -> Option<&ModelDecl> {
+        self.classifiers.iter().find(|m| m.name == name)
+    }
+}

@@ -1,0 +1,173 @@
+//! The schema's checks, each pointing at its line and key.
+
+use std::path::Path;
+
+use gevaldi_config::{parse, ConfigErrors, Statistic};
+
+fn dir() -> &'static Path {
+    // A directory with a file to stand in for weights.
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn errors(text: &str) -> ConfigErrors {
+    parse(text, &dir().join("gevaldi.toml")).unwrap_err()
+}
+
+const MODELS: &str = r#"
+[generator.vae]
+arch = "mnist-vae"
+weights = "Cargo.toml"
+
+[classifier.a]
+arch = "mnist-cnn-a"
+weights = "Cargo.toml"
+
+[classifier.b]
+
+[classifier.c]
+arch = "mnist-mlp"
+weights = "Cargo.toml"
+"#;
+
+#[test]
+fn a_good_file_parses_with_defaults_and_overrides() {
+    let text = format!(
+        r#"
+[search]
+steps = 10
+lr = 1e-2
+divergence = "js"
+
+{MODELS}
+[[pair]]
+name = "a-vs-b"
+models = ["a", "b", "c"]
+generator = "vae"
+max_divergence = 0.5
+statistic = "quantile"
+quantile = 0.9
+steps = 3
+
+[[pair]]
+name = "b-vs-a"
+models = ["b", "a"]
+generator = "vae"
+divergence = "kl"
+min_lift = 2
+ignore = true
+"#
+    );
+    let c = parse(&text, &dir().join("gevaldi.toml")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.search.steps, Some(10));
+    assert_eq!(c.pairs.len(), 2);
+    let p = &c.pairs[0];
+    assert_eq!(p.models, ["a", "b", "c"]);
+    assert_eq!(p.search.or(&c.search).steps, Some(3));
+    assert_eq!(p.search.or(&c.search).lr, Some(0.01));
+    assert_eq!(p.thresholds.statistic, Statistic::Quantile(0.9));
+    assert_eq!(p.thresholds.max_divergence, Some(0.5));
+    assert_eq!(c.pairs[1].thresholds.min_lift, Some(2.0));
+    assert!(c.pairs[1].ignore);
+    assert_eq!(c.classifier("b").unwrap().builtin, None);
+    assert_eq!(
+        c.generator("vae").unwrap().builtin.as_ref().unwrap().0,
+        "mnist-vae"
+    );
+    assert_eq!(c.pairs[1].line, 31);
+}
+
+/// See issue 4: five different mistakes give five errors, each with
+/// file:line and key.
+#[test]
+fn five_mistakes_give_five_errors_with_lines_and_keys() {
+    let text = r#"[search]
+stepz = 10
+lr = "fast"
+
+[generator.vae]
+arch = "mnist-vae"
+weights = "missing.safetensors"
+
+[classifier.a]
+arch = "mnist-cnn-a"
+weights = "Cargo.toml"
+
+[[pair]]
+name = "p"
+models = ["a", "nobody"]
+generator = "vae"
+max_divergence = -1.0
+"#;
+    let e = errors(text);
+    let shown: Vec<String> = e.errors.iter().map(|e| e.to_string()).collect();
+    println!("{e}");
+    assert_eq!(e.errors.len(), 5, "{shown:#?}");
+    let expect = [
+        (2, "search.stepz", "unknown key"),
+        (3, "search.lr", "expected a finite number > 0, found string"),
+        (
+            7,
+            "generator.vae.weights",
+            "weights file `missing.safetensors` does not exist",
+        ),
+        (
+            15,
+            "pair[0].models[1]",
+            "unknown classifier `nobody`: declared classifiers are `a`",
+        ),
+        (
+            17,
+            "pair[0].max_divergence",
+            "-1 is out of range: expected a finite number >= 0",
+        ),
+    ];
+    for (err, (line, key, msg)) in e.errors.iter().zip(expect) {
+        assert_eq!((err.line, err.key.as_str()), (line, key), "{err}");
+        assert!(err.message.contains(msg), "{err}");
+        assert!(err
+            .to_string()
+            .starts_with(&format!("{}:{line}:", dir().join("gevaldi.toml").display())));
+    }
+    assert!(e.to_string().starts_with("5 errors in `"));
+}
+
+#[test]
+fn structural_mistakes_are_named() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("[[pair]]\nname = \"p\"\nmodels = [\"a\"]\ngenerator = \"vae\"\n", "pair[0].models", "expected 2 or more"),
+        ("[[pair]]\nname = \"p\"\nmodels = [\"a\", \"a\"]\ngenerator = \"vae\"\n", "pair[0].models[1]", "listed twice"),
+        ("[[pair]]\nname = \"p\"\nmodels = [\"a\", \"b\"]\ngenerator = \"gan\"\n", "pair[0].generator", "unknown generator `gan`"),
+        ("[[pair]]\nname = \"p\"\nmodels = [\"a\", \"b\", \"c\"]\ngenerator = \"vae\"\n", "pair[0].models", "use `js` for 3"),
+        ("[[pair]]\nname = \"p\"\nmodels = [\"a\", \"b\"]\ngenerator = \"vae\"\nmax_divergence = nan\n", "pair[0].max_divergence", "NaN is out of range"),
+        ("[[pair]]\nname = \"p\"\nmodels = [\"a\", \"b\"]\ngenerator = \"vae\"\nstatistic = \"quantile\"\n", "pair[0].statistic", "needs `quantile`"),
+        ("[[pair]]\nname = \"p\"\nmodels = [\"a\", \"b\"]\ngenerator = \"vae\"\nquantile = 0.5\n", "pair[0].quantile", "only read with"),
+        ("[[pair]]\nname = \"p q\"\nmodels = [\"a\", \"b\"]\ngenerator = \"vae\"\n", "pair[0].name", "invalid name"),
+        ("[[pair]]\nmodels = [\"a\", \"b\"]\ngenerator = \"vae\"\n", "pair[0]", "missing `name`"),
+        ("[[pair]]\nname = \"p\"\nmodels = [\"a\", \"b\"]\ngenerator = \"vae\"\n[[pair]]\nname = \"p\"\nmodels = [\"a\", \"b\"]\ngenerator = \"vae\"\n", "pair[1].name", "duplicate pair name `p`"),
+        ("[classifier.d]\nweights = \"Cargo.toml\"\n[[pair]]\nname = \"p\"\nmodels = [\"a\", \"b\"]\ngenerator = \"vae\"\n", "classifier.d.weights", "`weights` needs `arch`"),
+        ("[classifier.d]\narch = \"resnet\"\nweights = \"Cargo.toml\"\n[[pair]]\nname = \"p\"\nmodels = [\"a\", \"b\"]\ngenerator = \"vae\"\n", "classifier.d.arch", "unknown value \"resnet\""),
+        ("[search]\nbatch = 0\n[[pair]]\nname = \"p\"\nmodels = [\"a\", \"b\"]\ngenerator = \"vae\"\n", "search.batch", "0 is out of range: expected an integer >= 1"),
+        ("[search]\noptimizer = \"rmsprop\"\n[[pair]]\nname = \"p\"\nmodels = [\"a\", \"b\"]\ngenerator = \"vae\"\n", "search.optimizer", "expected one of `sgd`, `adam`"),
+        ("[serach]\n[[pair]]\nname = \"p\"\nmodels = [\"a\", \"b\"]\ngenerator = \"vae\"\n", "serach", "unknown key"),
+    ];
+    for (extra, key, msg) in cases {
+        let e = errors(&format!("{MODELS}\n{extra}"));
+        assert!(
+            e.errors
+                .iter()
+                .any(|e| e.key == *key && e.message.contains(msg)),
+            "expected `{key}`: {msg}\ngot: {e}"
+        );
+    }
+}
+
+#[test]
+fn syntax_errors_and_empty_files_are_reported() {
+    let e = errors("[search\nsteps = 1\n");
+    assert!(e.errors[0].message.starts_with("invalid TOML"), "{e}");
+    assert_eq!(e.errors[0].line, 1);
+    let e = errors(MODELS);
+    assert!(e.errors[0].message.contains("no [[pair]] entries"), "{e}");
+    let e = gevaldi_config::load("/no/such/gevaldi.toml").unwrap_err();
+    assert!(e.to_string().contains("failed to read the file"), "{e}");
+}

@@ -1,0 +1,366 @@
+//! The cargo test harness: one libtest-mimic trial per `[[pair]]` of a
+//! `gevaldi.toml`, named `pair::<name>`.
+//!
+//! `gevaldi::main!` expands to a `main` that calls [`run`]; see the crate
+//! docs. Listing (`--list`) loads no model; each trial loads only its own
+//! models when it runs, so `--exact pair::x` (one nextest process per test)
+//! builds only that trial's models.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use candle_core::Device;
+use libtest_mimic::{Arguments, Failed, Trial};
+
+use crate::artifact::{target_dir, Artifact};
+use crate::config::{self, Config, ModelDecl, PairDecl};
+use crate::error::{Error, Result};
+use crate::model::{Classifier, Generator};
+use crate::search::Search;
+use crate::snapshot::Summary;
+use crate::verdict::Verdict;
+use crate::zoo::{self, Arch};
+
+type ClassifierFactory = Box<dyn Fn(&Device) -> Result<Box<dyn Classifier>> + Send + Sync>;
+type GeneratorFactory = Box<dyn Fn(&Device) -> Result<Box<dyn Generator>> + Send + Sync>;
+
+/// Models registered from Rust under the names a `gevaldi.toml` uses for
+/// tables without `arch`.
+#[derive(Default)]
+pub struct Registry {
+    classifiers: Vec<(String, ClassifierFactory)>,
+    generators: Vec<(String, GeneratorFactory)>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers the classifier `name`, built by `build` when a trial needs it.
+    pub fn classifier<C: Classifier + 'static>(
+        &mut self,
+        name: &str,
+        build: impl Fn(&Device) -> Result<C> + Send + Sync + 'static,
+    ) -> &mut Self {
+        let factory: ClassifierFactory =
+            Box::new(move |d| build(d).map(|c| Box::new(c) as Box<dyn Classifier>));
+        self.classifiers.push((name.to_string(), factory));
+        self
+    }
+
+    /// Registers the generator `name`, built by `build` when a trial needs it.
+    pub fn generator<G: Generator + 'static>(
+        &mut self,
+        name: &str,
+        build: impl Fn(&Device) -> Result<G> + Send + Sync + 'static,
+    ) -> &mut Self {
+        let factory: GeneratorFactory =
+            Box::new(move |d| build(d).map(|g| Box::new(g) as Box<dyn Generator>));
+        self.generators.push((name.to_string(), factory));
+        self
+    }
+}
+
+struct Harness {
+    config: Config,
+    dir: PathBuf,
+    registry: Registry,
+    device: Device,
+}
+
+/// The device trials run on: `GEVALDI_DEVICE` (`cpu`, `cuda`, `metal`) if
+/// set, else the first GPU of an enabled back end (features `cuda`,
+/// `metal`), else the CPU.
+pub fn device() -> Result<Device> {
+    let choice = std::env::var("GEVALDI_DEVICE").unwrap_or_default();
+    let gpu_error = |e| Error::Tensor {
+        action: format!("open the `{choice}` device named by GEVALDI_DEVICE"),
+        source: Box::new(e),
+    };
+    match choice.as_str() {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => Device::new_cuda(0).map_err(gpu_error),
+        "metal" => Device::new_metal(0).map_err(gpu_error),
+        "" => {
+            if cfg!(feature = "cuda") {
+                if let Ok(d) = Device::new_cuda(0) {
+                    return Ok(d);
+                }
+            }
+            if cfg!(feature = "metal") {
+                if let Ok(d) = Device::new_metal(0) {
+                    return Ok(d);
+                }
+            }
+            Ok(Device::Cpu)
+        }
+        other => Err(Error::setting(
+            "GEVALDI_DEVICE",
+            other,
+            "cpu, cuda or metal",
+        )),
+    }
+}
+
+/// Runs the trials of the config at `config_path` with libtest's command
+/// line, and returns the process's exit code (101 when a trial failed).
+pub fn run(config_path: &str, registry: Registry) -> ExitCode {
+    run_with_args(config_path, registry, Arguments::from_args())
+}
+
+/// [`run`] with the given libtest arguments instead of the process's.
+pub fn run_with_args(config_path: &str, registry: Registry, mut args: Arguments) -> ExitCode {
+    let path = PathBuf::from(config_path);
+    let config = match config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(101);
+        }
+    };
+    if let Err(e) = check_registry(&config, &registry) {
+        eprintln!("error: {e}");
+        return ExitCode::from(101);
+    }
+    let device = match device() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(101);
+        }
+    };
+    // One trial at a time unless asked otherwise (--test-threads, or
+    // RUST_TEST_THREADS): a GPU runs one search at a time, and on the CPU
+    // candle already spreads every op over all cores, so parallel trials only
+    // oversubscribe them.
+    if args.test_threads.is_none() {
+        let from_env = std::env::var("RUST_TEST_THREADS")
+            .ok()
+            .and_then(|v| v.parse().ok());
+        args.test_threads = Some(from_env.unwrap_or(1));
+    }
+    if cfg!(debug_assertions) && !args.list {
+        eprintln!(
+            "warning: this gevaldi harness was built without optimisations; candle is ~15x \
+             slower so. Add to Cargo.toml:\n\n[profile.dev.package.\"*\"]\nopt-level = 3\n\n\
+             [profile.test.package.\"*\"]\nopt-level = 3\n\nor run with --release.\n"
+        );
+    }
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let harness = Arc::new(Harness {
+        config,
+        dir,
+        registry,
+        device,
+    });
+    let summaries = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let trials = harness
+        .config
+        .pairs
+        .iter()
+        .map(|pair| {
+            let h = Arc::clone(&harness);
+            let name = pair.name.clone();
+            let summaries = Arc::clone(&summaries);
+            Trial::test(format!("pair::{}", pair.name), move || {
+                let line = h.run_pair(&name)?;
+                summaries.lock().expect("summaries").push(line);
+                Ok(())
+            })
+            .with_ignored_flag(pair.ignore)
+        })
+        .collect();
+    let conclusion = libtest_mimic::run(&args, trials);
+    // Printed after libtest's lines rather than between "test x ..." and "ok".
+    for line in summaries.lock().expect("summaries").iter() {
+        println!("{line}");
+    }
+    conclusion.exit_code()
+}
+
+fn check_registry(config: &Config, registry: &Registry) -> Result<()> {
+    let check = |decls: &[ModelDecl], registered: Vec<&str>, kind: &str| -> Result<()> {
+        for d in decls.iter().filter(|d| d.builtin.is_none()) {
+            if !registered.contains(&d.name.as_str()) {
+                return Err(Error::setting(
+                    format!("{kind}.{}", d.name),
+                    format!(
+                        "a table without `arch` ({}:{})",
+                        config.path.display(),
+                        d.line
+                    ),
+                    format!("a {kind} registered from Rust under the name `{}`", d.name),
+                ));
+            }
+        }
+        Ok(())
+    };
+    check(
+        &config.classifiers,
+        registry
+            .classifiers
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect(),
+        "classifier",
+    )?;
+    check(
+        &config.generators,
+        registry
+            .generators
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect(),
+        "generator",
+    )
+}
+
+impl Harness {
+    fn classifier(&self, name: &str) -> Result<Box<dyn Classifier>> {
+        let decl = self.config.classifier(name).expect("validated config");
+        match &decl.builtin {
+            Some((arch, weights)) => {
+                let arch: Arch = arch.parse()?;
+                zoo::load_file(weights, name, &self.device, |vb| arch.classifier(vb))
+            }
+            None => {
+                let (_, build) = self
+                    .registry
+                    .classifiers
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .expect("checked registry");
+                build(&self.device)
+            }
+        }
+    }
+
+    fn generator(&self, name: &str) -> Result<Box<dyn Generator>> {
+        let decl = self.config.generator(name).expect("validated config");
+        match &decl.builtin {
+            Some((arch, weights)) => {
+                let arch: Arch = arch.parse()?;
+                zoo::load_file(weights, name, &self.device, |vb| arch.generator(vb))
+            }
+            None => {
+                let (_, build) = self
+                    .registry
+                    .generators
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .expect("checked registry");
+                build(&self.device)
+            }
+        }
+    }
+
+    /// Runs one pair; its one-line summary when it passed.
+    fn run_pair(&self, name: &str) -> std::result::Result<String, Failed> {
+        let pair = self.config.pair(name).expect("trial of a declared pair");
+        self.try_pair(pair).map_err(Failed::from)
+    }
+
+    fn try_pair(&self, pair: &PairDecl) -> std::result::Result<String, String> {
+        let started = Instant::now();
+        let fail = |e: Error| {
+            format!(
+                "pair `{}` ({}:{}): {e}",
+                pair.name,
+                self.config.path.display(),
+                pair.line
+            )
+        };
+        let settings = pair.search.or(&self.config.search);
+        let search_config = config::search_config(&settings).map_err(fail)?;
+        let generator = self.generator(&pair.generator).map_err(fail)?;
+        let classifiers = pair
+            .models
+            .iter()
+            .map(|m| self.classifier(m))
+            .collect::<Result<Vec<_>>>()
+            .map_err(fail)?;
+        if generator.num_conditions().is_some() {
+            return Err(fail(Error::setting(
+                format!("pair[{}].generator", pair.name),
+                &pair.generator,
+                "an unconditional generator: class-conditional pairs are not supported yet",
+            )));
+        }
+        let mut search = Search::new(&pair.generator, generator.as_ref()).config(search_config);
+        for (m, c) in pair.models.iter().zip(&classifiers) {
+            search = search.classifier(m, c.as_ref());
+        }
+        let outcome = search.run(&self.device).map_err(fail)?;
+        let verdict = Verdict::check(&outcome, &pair.thresholds);
+        let summary = Summary::new(&pair.name, &pair.generator, &outcome, &pair.thresholds);
+
+        let artifact_path = self.artifact_path(&pair.name);
+        let artifact = Artifact {
+            pair: &pair.name,
+            config: &self.config.path,
+            generator: &pair.generator,
+            models: &outcome.model_names,
+            class_names: &outcome.class_names,
+            settings: &summary.settings,
+            passed: verdict.passed(),
+            failures: &verdict.failures,
+            steps_run: outcome.steps_run,
+            lift: verdict.lift,
+            trajectory: &outcome.trajectory,
+            baseline: &outcome.baseline,
+            samples: &outcome.samples,
+        };
+        artifact.write(&artifact_path).map_err(fail)?;
+        let snapshot = summary.assert_snapshot(&pair.name, &self.dir, &self.config.path);
+
+        let d = outcome.config.divergence.name();
+        let line = format!(
+            "pair::{}: mean {d} {:.4} -> {:.4} (max {:.4}), baseline {:.4}, lift {:.1}x, {} steps in {:.1} s",
+            pair.name,
+            outcome.mean_divergence_before(),
+            outcome.mean_divergence_after(),
+            crate::verdict::statistic(
+                &outcome.samples.iter().map(|s| s.divergence_after).collect::<Vec<_>>(),
+                config::Statistic::Max
+            ),
+            outcome.baseline.mean,
+            verdict.lift,
+            outcome.steps_run,
+            started.elapsed().as_secs_f64()
+        );
+        let mut problems = Vec::new();
+        if !verdict.passed() {
+            problems.push(verdict.message(&outcome, &pair.thresholds));
+        }
+        if let Err(s) = snapshot {
+            problems.push(s);
+        }
+        if problems.is_empty() {
+            Ok(line)
+        } else {
+            Err(format!(
+                "{line}\n{}\nartifact: {}",
+                problems.join("\n"),
+                artifact_path.display()
+            ))
+        }
+    }
+
+    fn artifact_path(&self, pair: &str) -> PathBuf {
+        let name = |p: Option<&std::ffi::OsStr>| {
+            p.map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "suite".into())
+        };
+        let suite = name(self.dir.file_name());
+        let stem = name(self.config.path.file_stem());
+        target_dir()
+            .join("gevaldi")
+            .join(suite)
+            .join(stem)
+            .join(format!("{pair}.json"))
+    }
+}

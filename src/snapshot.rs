@@ -1,0 +1,226 @@
+//! The insta snapshot of a trial: a deterministic, rounded YAML summary that
+//! changes when a model's behaviour changes.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::config::{Statistic, Thresholds};
+use crate::search::SearchOutcome;
+use crate::verdict::{statistic, top};
+
+/// Samples whose predictions the snapshot lists.
+pub const SAMPLES_SHOWN: usize = 5;
+
+/// Values are rounded to this many decimals, so that last-bit differences
+/// between CPUs do not churn snapshots.
+const DECIMALS: i32 = 3;
+
+/// The snapshot of one trial.
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    /// The trial's pair name.
+    pub pair: String,
+    /// The classifiers, in order.
+    pub models: Vec<String>,
+    /// The generator.
+    pub generator: String,
+    /// The search's settings.
+    pub settings: Settings,
+    /// Ascent steps taken.
+    pub steps_run: usize,
+    /// Divergence statistics before and after the search.
+    pub divergence: BeforeAfter,
+    /// The null baseline.
+    pub baseline: Stats,
+    /// Mean divergence after / baseline mean.
+    pub lift: f64,
+    /// Mean ‖z − z0‖ / ‖z‖.
+    pub mean_dz: f64,
+    /// The thresholds checked.
+    pub thresholds: ThresholdSummary,
+    /// The first samples' top predictions, before and after.
+    pub samples: Vec<SampleSummary>,
+}
+
+/// Search settings as snapshotted.
+#[derive(Clone, Debug, Serialize)]
+pub struct Settings {
+    /// `divergence`.
+    pub divergence: String,
+    /// `optimizer`.
+    pub optimizer: String,
+    /// `lr`.
+    pub lr: f64,
+    /// `lambda`.
+    pub lambda: f64,
+    /// `batch`.
+    pub batch: usize,
+    /// `steps`.
+    pub steps: usize,
+    /// `seed`.
+    pub seed: u64,
+}
+
+/// Statistics of per-sample divergences.
+#[derive(Clone, Debug, Serialize)]
+pub struct Stats {
+    /// Mean.
+    pub mean: f64,
+    /// Median.
+    pub median: f64,
+    /// Maximum.
+    pub max: f64,
+}
+
+/// Before and after the search.
+#[derive(Clone, Debug, Serialize)]
+pub struct BeforeAfter {
+    /// At z0.
+    pub before: Stats,
+    /// At the final z.
+    pub after: Stats,
+}
+
+/// Thresholds as snapshotted.
+#[derive(Clone, Debug, Serialize)]
+pub struct ThresholdSummary {
+    /// `max_divergence`, if set.
+    pub max_divergence: Option<f64>,
+    /// What it bounds.
+    pub statistic: String,
+    /// `min_lift`, if set.
+    pub min_lift: Option<f64>,
+}
+
+/// One sample's predictions, as "class (probability)" per model.
+#[derive(Clone, Debug, Serialize)]
+pub struct SampleSummary {
+    /// The sample's index in the batch.
+    pub index: usize,
+    /// Divergence at z0 and at z.
+    pub divergence: [f64; 2],
+    /// Each model's top prediction at z0.
+    pub before: Vec<String>,
+    /// Each model's top prediction at z.
+    pub after: Vec<String>,
+}
+
+fn round(v: f64) -> f64 {
+    let scale = 10f64.powi(DECIMALS);
+    let r = (v * scale).round() / scale;
+    if r == 0.0 {
+        0.0 // no "-0.0"
+    } else {
+        r
+    }
+}
+
+fn stats(values: &[f64]) -> Stats {
+    Stats {
+        mean: round(statistic(values, Statistic::Mean)),
+        median: round(statistic(values, Statistic::Quantile(0.5))),
+        max: round(statistic(values, Statistic::Max)),
+    }
+}
+
+impl Summary {
+    /// The summary of a finished trial.
+    pub fn new(
+        pair: &str,
+        generator: &str,
+        outcome: &SearchOutcome,
+        thresholds: &Thresholds,
+    ) -> Self {
+        let before: Vec<f64> = outcome
+            .samples
+            .iter()
+            .map(|s| s.divergence_before)
+            .collect();
+        let after: Vec<f64> = outcome.samples.iter().map(|s| s.divergence_after).collect();
+        let c = &outcome.config;
+        let predictions = |probs: &[Vec<f32>]| -> Vec<String> {
+            probs
+                .iter()
+                .map(|p| {
+                    let (k, v) = top(p);
+                    format!("{} ({:.2})", outcome.class_names[k], v)
+                })
+                .collect()
+        };
+        Summary {
+            pair: pair.to_string(),
+            models: outcome.model_names.clone(),
+            generator: generator.to_string(),
+            settings: Settings {
+                divergence: c.divergence.name().to_string(),
+                optimizer: c.optimizer.name().to_string(),
+                lr: c.lr,
+                lambda: c.lambda,
+                batch: c.batch,
+                steps: c.steps,
+                seed: c.seed,
+            },
+            steps_run: outcome.steps_run,
+            divergence: BeforeAfter {
+                before: stats(&before),
+                after: stats(&after),
+            },
+            baseline: stats(&outcome.baseline.divergences),
+            lift: round(outcome.lift()),
+            mean_dz: round(outcome.mean_dz()),
+            thresholds: ThresholdSummary {
+                max_divergence: thresholds.max_divergence,
+                statistic: match thresholds.statistic {
+                    Statistic::Max => "max".into(),
+                    Statistic::Mean => "mean".into(),
+                    Statistic::Quantile(q) => format!("quantile {q}"),
+                },
+                min_lift: thresholds.min_lift,
+            },
+            samples: outcome
+                .samples
+                .iter()
+                .take(SAMPLES_SHOWN)
+                .enumerate()
+                .map(|(index, s)| SampleSummary {
+                    index,
+                    divergence: [round(s.divergence_before), round(s.divergence_after)],
+                    before: predictions(&s.probs_before),
+                    after: predictions(&s.probs_after),
+                })
+                .collect(),
+        }
+    }
+
+    /// Asserts the summary against `<dir>/snapshots/<name>.snap` with insta,
+    /// binding insta's settings on this thread (trials run on worker
+    /// threads). Returns the assertion's message instead of panicking.
+    ///
+    /// insta's usual rules apply: locally a new or changed snapshot writes
+    /// `<name>.snap.new` for `cargo insta review` and fails; with `CI` set
+    /// (or `INSTA_UPDATE=no`) it fails and writes nothing.
+    pub fn assert_snapshot(&self, name: &str, dir: &Path, config: &Path) -> Result<(), String> {
+        let mut settings = insta::Settings::clone_current();
+        settings.set_snapshot_path(dir.join("snapshots"));
+        settings.set_prepend_module_to_snapshot(false);
+        settings.set_omit_expression(true);
+        settings.set_input_file(config);
+        settings.set_description(format!("gevaldi trial pair::{name}"));
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            settings.bind(|| insta::assert_yaml_snapshot!(name.to_string(), self));
+        }));
+        result.map_err(|payload| {
+            let msg = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            format!(
+                "snapshot `{}` does not match ({msg}): review with `cargo insta review`, \
+                 or accept with INSTA_UPDATE=always",
+                dir.join("snapshots").join(format!("{name}.snap")).display()
+            )
+        })
+    }
+}

@@ -1,0 +1,2 @@
+// The macro's own arguments are checked.
+gevaldi::main!(gevaldi_toml);

@@ -1,0 +1,1 @@
+gevaldi::main!("no_such_gevaldi.toml");

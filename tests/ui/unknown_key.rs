@@ -1,0 +1,1 @@
+gevaldi::main!("rust_models.toml", allocater = "system");

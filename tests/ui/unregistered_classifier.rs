@@ -1,0 +1,2 @@
+// A table without `arch` that Rust does not register is a compile error.
+gevaldi::main!("rust_models.toml");
