@@ -22,6 +22,9 @@ pub struct Artifact<'a> {
     pub models: &'a [String],
     /// The class names.
     pub class_names: &'a [String],
+    /// The names of the measures in each sample's `measures_before` /
+    /// `measures_after` and each step's `mean_measures`.
+    pub measure_names: &'a [String],
     /// The search settings.
     pub settings: &'a Settings,
     /// Whether every threshold held.

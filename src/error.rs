@@ -149,6 +149,17 @@ pub enum Error {
         /// What is wrong with it and what was expected.
         problem: String,
     },
+    /// A label hierarchy file is malformed, or its graph is not a connected
+    /// DAG over the class list.
+    #[error("failed to load hierarchy: {}:{line}: {problem}", path.display())]
+    Hierarchy {
+        /// The file with the mistake.
+        path: PathBuf,
+        /// Its 1-based line (0 for the whole file).
+        line: usize,
+        /// What is wrong and what was expected.
+        problem: String,
+    },
     /// A weights file could not be loaded into a model.
     #[error("failed to load weights `{}` for `{model}`: {source}", path.display())]
     Weights {

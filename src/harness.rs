@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use candle_core::Device;
@@ -17,6 +17,7 @@ use libtest_mimic::{Arguments, Failed, Trial};
 use crate::artifact::{target_dir, Artifact};
 use crate::config::{self, Config, ModelDecl, PairDecl};
 use crate::error::{Error, Result};
+use crate::hierarchy::{Hierarchy, SetDistance};
 use crate::model::{Classifier, Generator};
 use crate::search::Search;
 use crate::snapshot::Summary;
@@ -70,6 +71,9 @@ struct Harness {
     dir: PathBuf,
     registry: Registry,
     device: Device,
+    /// The `[hierarchy]` of the config, loaded by the first trial that needs
+    /// it and shared by the others.
+    hierarchy: OnceLock<std::result::Result<Arc<Hierarchy>, String>>,
 }
 
 /// The device trials run on: `GEVALDI_DEVICE` (`cpu`, `cuda`, `metal`) if
@@ -156,6 +160,7 @@ pub fn run_with_args(config_path: &str, registry: Registry, mut args: Arguments)
         dir,
         registry,
         device,
+        hierarchy: OnceLock::new(),
     });
     let summaries = Arc::new(std::sync::Mutex::new(Vec::new()));
     let trials = harness
@@ -290,9 +295,30 @@ impl Harness {
                 "an unconditional generator: class-conditional pairs are not supported yet",
             )));
         }
+        let hierarchy = self.hierarchy(&pair.models, &classifiers).map_err(|e| {
+            format!(
+                "pair `{}` ({}:{}): {e}",
+                pair.name,
+                self.config.path.display(),
+                pair.line
+            )
+        })?;
+        // Set distances of the top-1, 3 and 5 predictions (paper fig. 2) and
+        // of the pair's own top_n.
+        let mut ns = vec![1, 3, 5, pair.thresholds.top_n];
+        ns.sort_unstable();
+        ns.dedup();
+        ns.retain(|&n| n <= hierarchy.len());
+        let measures: Vec<SetDistance> = ns
+            .into_iter()
+            .map(|n| SetDistance::new(Arc::clone(&hierarchy), n))
+            .collect();
         let mut search = Search::new(&pair.generator, generator.as_ref()).config(search_config);
         for (m, c) in pair.models.iter().zip(&classifiers) {
             search = search.classifier(m, c.as_ref());
+        }
+        for m in &measures {
+            search = search.measure(m);
         }
         let outcome = search.run(&self.device).map_err(fail)?;
         let verdict = Verdict::check(&outcome, &pair.thresholds);
@@ -305,6 +331,7 @@ impl Harness {
             generator: &pair.generator,
             models: &outcome.model_names,
             class_names: &outcome.class_names,
+            measure_names: &outcome.measure_names,
             settings: &summary.settings,
             passed: verdict.passed(),
             failures: &verdict.failures,
@@ -348,6 +375,41 @@ impl Harness {
                 artifact_path.display()
             ))
         }
+    }
+
+    /// The config's hierarchy (loaded once), or the flat hierarchy over the
+    /// first classifier's classes; checked against every classifier's
+    /// number of classes.
+    fn hierarchy(
+        &self,
+        names: &[String],
+        classifiers: &[Box<dyn Classifier>],
+    ) -> std::result::Result<Arc<Hierarchy>, String> {
+        let hierarchy = match &self.config.hierarchy {
+            None => Arc::new(Hierarchy::flat(classifiers[0].class_names())),
+            Some(decl) => self
+                .hierarchy
+                .get_or_init(|| {
+                    Hierarchy::load(&decl.classes, &decl.edges, decl.names.as_deref())
+                        .map(Arc::new)
+                        .map_err(|e| e.to_string())
+                })
+                .clone()?,
+        };
+        for (name, c) in names.iter().zip(classifiers) {
+            if c.num_classes() != hierarchy.len() {
+                let file = match &self.config.hierarchy {
+                    Some(d) => format!("the hierarchy `{}`", d.classes.display()),
+                    None => "the flat hierarchy".into(),
+                };
+                return Err(format!(
+                    "{file} has {} classes but classifier `{name}` has {}: the label sets must match",
+                    hierarchy.len(),
+                    c.num_classes()
+                ));
+            }
+        }
+        Ok(hierarchy)
     }
 
     fn artifact_path(&self, pair: &str) -> PathBuf {

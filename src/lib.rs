@@ -96,6 +96,7 @@ pub mod data;
 pub mod divergence;
 mod error;
 pub mod harness;
+pub mod hierarchy;
 pub mod model;
 pub mod search;
 pub mod snapshot;

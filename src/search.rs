@@ -243,6 +243,10 @@ pub struct SampleRecord {
     pub probs_after: Vec<Vec<f32>>,
     /// ‖z − z0‖ / ‖z‖.
     pub dz: f64,
+    /// Each [`Measure`]'s value at z0, in the order they were added.
+    pub measures_before: Vec<f64>,
+    /// Each [`Measure`]'s value at z.
+    pub measures_after: Vec<f64>,
 }
 
 /// The state of the batch at one step (step 0 is z0).
@@ -258,6 +262,19 @@ pub struct StepRecord {
     pub max_divergence: f64,
     /// Mean over samples of ‖z − z0‖ / ‖z‖.
     pub mean_dz: f64,
+    /// Mean over samples of each [`Measure`], in the order they were added.
+    pub mean_measures: Vec<f64>,
+}
+
+/// A per-sample quantity measured from every model's probabilities at each
+/// step of a search and recorded beside the divergence (the hierarchical
+/// prediction-set distance of [`crate::hierarchy`] is one). It observes the
+/// search; it does not steer it.
+pub trait Measure {
+    /// Its name, e.g. `set distance (top-3)`.
+    fn name(&self) -> String;
+    /// One value per sample, from the probabilities `[model][sample][class]`.
+    fn measure(&self, probs: &[Vec<Vec<f32>>]) -> Vec<f64>;
 }
 
 /// The divergence over fresh prior samples: what the search must beat.
@@ -281,6 +298,8 @@ pub struct SearchOutcome {
     pub model_names: Vec<String>,
     /// The class names of the first classifier.
     pub class_names: Vec<String>,
+    /// The names of the [`Measure`]s recorded, in order.
+    pub measure_names: Vec<String>,
     /// One record per sample.
     pub samples: Vec<SampleRecord>,
     /// One record per step, from 0 (z0) to `steps_run` (the final z).
@@ -346,6 +365,7 @@ pub struct Search<'a> {
     generator_name: String,
     generator: &'a dyn Generator,
     classifiers: Vec<(String, &'a dyn Classifier)>,
+    measures: Vec<&'a dyn Measure>,
     config: SearchConfig,
     z0: Option<Tensor>,
     condition: Option<Tensor>,
@@ -365,6 +385,7 @@ impl<'a> Search<'a> {
             generator_name: name.into(),
             generator,
             classifiers: Vec::new(),
+            measures: Vec::new(),
             config: SearchConfig::default(),
             z0: None,
             condition: None,
@@ -375,6 +396,13 @@ impl<'a> Search<'a> {
     /// KL(first ‖ second)).
     pub fn classifier(mut self, name: impl Into<String>, classifier: &'a dyn Classifier) -> Self {
         self.classifiers.push((name.into(), classifier));
+        self
+    }
+
+    /// Records `measure` per sample before and after the search, and its
+    /// mean at every step. (Default: no measures.)
+    pub fn measure(mut self, measure: &'a dyn Measure) -> Self {
+        self.measures.push(measure);
         self
     }
 
@@ -433,7 +461,7 @@ impl<'a> Search<'a> {
         let mut trajectory = Vec::with_capacity(cfg.steps + 1);
         let mut first: Option<Start> = None;
         let mut step = 0;
-        let (last, last_div) = loop {
+        let (last, last_div, last_measured) = loop {
             let eval = self.evaluate(z.as_tensor(), b)?;
             let log_prior = self
                 .generator
@@ -448,12 +476,14 @@ impl<'a> Search<'a> {
             check_finite("divergence", step, &div)?;
             check_finite("objective", step, &obj)?;
             let dz = self.dz(z.as_tensor(), &z0)?;
+            let measured = self.measured(&eval)?;
             trajectory.push(StepRecord {
                 step,
                 mean_objective: mean(obj.iter().copied()),
                 mean_divergence: mean(div.iter().copied()),
                 max_divergence: div.iter().copied().fold(f64::NEG_INFINITY, f64::max),
                 mean_dz: mean(dz.iter().copied()),
+                mean_measures: measured.iter().map(|m| mean(m.iter().copied())).collect(),
             });
             let stalled = cfg.early_stop.as_ref().is_some_and(|es| {
                 step >= es.window
@@ -461,10 +491,10 @@ impl<'a> Search<'a> {
                         < es.tolerance
             });
             if step == cfg.steps || stalled {
-                break (eval, div);
+                break (eval, div, measured);
             }
             if first.is_none() {
-                first = Some((eval.x.detach(), probs(&eval.log_probs)?, div));
+                first = Some((eval.x.detach(), probs(&eval.log_probs)?, div, measured));
             }
 
             if step == 0 {
@@ -494,9 +524,14 @@ impl<'a> Search<'a> {
         };
         let stopped_early = step < cfg.steps;
         let probs_after = probs(&last.log_probs)?;
-        let (x0, probs_before, first_div) = match first {
+        let (x0, probs_before, first_div, first_measured) = match first {
             Some(f) => f,
-            None => (last.x.detach(), probs_after.clone(), last_div.clone()),
+            None => (
+                last.x.detach(),
+                probs_after.clone(),
+                last_div.clone(),
+                last_measured.clone(),
+            ),
         };
 
         let baseline = self.evaluate(&z_baseline, b)?;
@@ -516,6 +551,8 @@ impl<'a> Search<'a> {
                 probs_before: probs_before.iter().map(|m| m[i].clone()).collect(),
                 probs_after: probs_after.iter().map(|m| m[i].clone()).collect(),
                 dz: dz[i],
+                measures_before: first_measured.iter().map(|m| m[i]).collect(),
+                measures_after: last_measured.iter().map(|m| m[i]).collect(),
             })
             .collect();
         Ok(SearchOutcome {
@@ -525,6 +562,7 @@ impl<'a> Search<'a> {
             },
             model_names: self.classifiers.iter().map(|(n, _)| n.clone()).collect(),
             class_names: self.classifiers[0].1.class_names().to_vec(),
+            measure_names: self.measures.iter().map(|m| m.name()).collect(),
             samples,
             trajectory,
             baseline: Baseline {
@@ -580,6 +618,16 @@ impl<'a> Search<'a> {
             log_probs,
             divergence,
         })
+    }
+
+    /// Each measure's values `[measure][sample]` (nothing to read when there
+    /// are no measures).
+    fn measured(&self, eval: &Evaluation) -> Result<Vec<Vec<f64>>> {
+        if self.measures.is_empty() {
+            return Ok(Vec::new());
+        }
+        let p = probs(&eval.log_probs)?;
+        Ok(self.measures.iter().map(|m| m.measure(&p)).collect())
     }
 
     /// The prior term always has a gradient, so a divergence whose gradient
@@ -680,9 +728,9 @@ impl<'a> Search<'a> {
     }
 }
 
-/// x0, each model's probabilities `[model][sample][class]` and the
-/// divergence at z0.
-type Start = (Tensor, Vec<Vec<Vec<f32>>>, Vec<f64>);
+/// x0, each model's probabilities `[model][sample][class]`, the divergence
+/// and the measures `[measure][sample]` at z0.
+type Start = (Tensor, Vec<Vec<Vec<f32>>>, Vec<f64>, Vec<Vec<f64>>);
 
 fn to_f64(t: &Tensor, action: &str) -> Result<Vec<f64>> {
     t.to_dtype(DType::F64)

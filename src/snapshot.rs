@@ -37,6 +37,8 @@ pub struct Summary {
     pub lift: f64,
     /// Mean ‖z − z0‖ / ‖z‖.
     pub mean_dz: f64,
+    /// The hierarchical set distance of the models' top-n predictions.
+    pub set_distance: Option<SetDistanceSummary>,
     /// The thresholds checked.
     pub thresholds: ThresholdSummary,
     /// The first samples' top predictions, before and after.
@@ -82,6 +84,17 @@ pub struct BeforeAfter {
     pub after: Stats,
 }
 
+/// The set distance of the top-n predictions, before and after.
+#[derive(Clone, Debug, Serialize)]
+pub struct SetDistanceSummary {
+    /// n.
+    pub top_n: usize,
+    /// At z0.
+    pub before: Stats,
+    /// At the final z.
+    pub after: Stats,
+}
+
 /// Thresholds as snapshotted.
 #[derive(Clone, Debug, Serialize)]
 pub struct ThresholdSummary {
@@ -91,6 +104,8 @@ pub struct ThresholdSummary {
     pub statistic: String,
     /// `min_lift`, if set.
     pub min_lift: Option<f64>,
+    /// `max_set_distance`, if set.
+    pub max_set_distance: Option<f64>,
 }
 
 /// One sample's predictions, as "class (probability)" per model.
@@ -100,6 +115,8 @@ pub struct SampleSummary {
     pub index: usize,
     /// Divergence at z0 and at z.
     pub divergence: [f64; 2],
+    /// Set distance of the top-n predictions at z0 and at z.
+    pub set_distance: Option<[f64; 2]>,
     /// Each model's top prediction at z0.
     pub before: Vec<String>,
     /// Each model's top prediction at z.
@@ -139,6 +156,12 @@ impl Summary {
             .collect();
         let after: Vec<f64> = outcome.samples.iter().map(|s| s.divergence_after).collect();
         let c = &outcome.config;
+        let n = thresholds.top_n;
+        let measure = outcome
+            .measure_names
+            .iter()
+            .position(|m| *m == crate::verdict::set_distance_name(n));
+        let pick = |values: &[f64], m: usize| values[m];
         let predictions = |probs: &[Vec<f32>]| -> Vec<String> {
             probs
                 .iter()
@@ -169,6 +192,23 @@ impl Summary {
             baseline: stats(&outcome.baseline.divergences),
             lift: round(outcome.lift()),
             mean_dz: round(outcome.mean_dz()),
+            set_distance: measure.map(|m| SetDistanceSummary {
+                top_n: n,
+                before: stats(
+                    &outcome
+                        .samples
+                        .iter()
+                        .map(|s| pick(&s.measures_before, m))
+                        .collect::<Vec<_>>(),
+                ),
+                after: stats(
+                    &outcome
+                        .samples
+                        .iter()
+                        .map(|s| pick(&s.measures_after, m))
+                        .collect::<Vec<_>>(),
+                ),
+            }),
             thresholds: ThresholdSummary {
                 max_divergence: thresholds.max_divergence,
                 statistic: match thresholds.statistic {
@@ -177,6 +217,7 @@ impl Summary {
                     Statistic::Quantile(q) => format!("quantile {q}"),
                 },
                 min_lift: thresholds.min_lift,
+                max_set_distance: thresholds.max_set_distance,
             },
             samples: outcome
                 .samples
@@ -186,6 +227,12 @@ impl Summary {
                 .map(|(index, s)| SampleSummary {
                     index,
                     divergence: [round(s.divergence_before), round(s.divergence_after)],
+                    set_distance: measure.map(|m| {
+                        [
+                            round(pick(&s.measures_before, m)),
+                            round(pick(&s.measures_after, m)),
+                        ]
+                    }),
                     before: predictions(&s.probs_before),
                     after: predictions(&s.probs_after),
                 })

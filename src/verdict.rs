@@ -18,6 +18,9 @@ pub struct Verdict {
     pub statistic: f64,
     /// The search's lift.
     pub lift: f64,
+    /// The statistic of the set distances after the search, when
+    /// `max_set_distance` is set.
+    pub set_distance: Option<f64>,
     /// One line per broken threshold; empty when the search passed.
     pub failures: Vec<String>,
 }
@@ -47,9 +50,24 @@ impl Verdict {
                 ));
             }
         }
+        let mut set_distance = None;
+        if let Some(max) = thresholds.max_set_distance {
+            let values = set_distances(outcome, thresholds.top_n);
+            let s = self::statistic(&values, thresholds.statistic);
+            set_distance = Some(s);
+            if !at_most(s, max) {
+                failures.push(format!(
+                    "{} set distance of the top-{} predictions after the search is {s:.4}, \
+                     above max_set_distance = {max}",
+                    describe(thresholds.statistic),
+                    thresholds.top_n
+                ));
+            }
+        }
         Verdict {
             statistic,
             lift,
+            set_distance,
             failures,
         }
     }
@@ -64,6 +82,26 @@ impl Verdict {
     /// many more samples are above the threshold.
     pub fn message(&self, outcome: &SearchOutcome, thresholds: &Thresholds) -> String {
         let mut out = self.failures.join("\n");
+        let divergence_failed = thresholds
+            .max_divergence
+            .is_some_and(|max| !at_most(self.statistic, max))
+            || thresholds
+                .min_lift
+                .is_some_and(|min| !at_most(min, self.lift));
+        if divergence_failed {
+            out.push_str(&self.divergence_message(outcome, thresholds));
+        }
+        if let (Some(t), Some(s)) = (thresholds.max_set_distance, self.set_distance) {
+            if !at_most(s, t) {
+                out.push_str(&self.set_distance_message(outcome, thresholds.top_n, t));
+            }
+        }
+        out
+    }
+
+    /// The worst samples by divergence, with every model's top prediction.
+    fn divergence_message(&self, outcome: &SearchOutcome, thresholds: &Thresholds) -> String {
+        let mut out = String::new();
         let name = outcome.config.divergence.name();
         let mut order: Vec<usize> = (0..outcome.samples.len()).collect();
         order.sort_by(|&a, &b| {
@@ -116,6 +154,68 @@ impl Verdict {
             out.push_str(&format!("\n  and {} more{what}", above - shown));
         }
         out
+    }
+
+    /// The worst samples by set distance, with every model's top-n classes.
+    fn set_distance_message(&self, outcome: &SearchOutcome, n: usize, limit: f64) -> String {
+        let values = set_distances(outcome, n);
+        let mut order: Vec<usize> = (0..values.len()).collect();
+        order.sort_by(|&a, &b| values[b].total_cmp(&values[a]));
+        let above = order
+            .iter()
+            .filter(|&&i| !at_most(values[i], limit))
+            .count();
+        let mut out = format!(
+            "\nworst samples (set distance of the top-{n} predictions vs max_set_distance {limit}):"
+        );
+        for &i in order.iter().take(above.clamp(1, WORST_SHOWN)) {
+            let Some(s) = outcome.samples.get(i) else {
+                break;
+            };
+            let tops: Vec<String> = outcome
+                .model_names
+                .iter()
+                .zip(&s.probs_after)
+                .map(|(m, p)| {
+                    let names: Vec<&str> = crate::hierarchy::top_n(p, n)
+                        .into_iter()
+                        .map(|k| outcome.class_names[k].as_str())
+                        .collect();
+                    format!("{m}: {}", names.join(", "))
+                })
+                .collect();
+            out.push_str(&format!(
+                "\n  #{i:<4} {:.2}  {}",
+                values[i],
+                tops.join("  |  ")
+            ));
+        }
+        if above > WORST_SHOWN {
+            out.push_str(&format!(
+                "\n  and {} more above the threshold",
+                above - WORST_SHOWN
+            ));
+        }
+        out
+    }
+}
+
+/// The name of the set-distance measure of top-n predictions.
+pub fn set_distance_name(top_n: usize) -> String {
+    format!("set distance (top-{top_n})")
+}
+
+/// Each sample's set distance of the top-n predictions after the search
+/// (NaN when the search did not measure it: a missing measure fails).
+pub fn set_distances(outcome: &SearchOutcome, top_n: usize) -> Vec<f64> {
+    let name = set_distance_name(top_n);
+    match outcome.measure_names.iter().position(|n| *n == name) {
+        Some(m) => outcome
+            .samples
+            .iter()
+            .map(|s| s.measures_after[m])
+            .collect(),
+        None => vec![f64::NAN; outcome.samples.len().max(1)],
     }
 }
 
@@ -173,12 +273,15 @@ mod tests {
             probs_before: vec![vec![0.5, 0.5]; 2],
             probs_after: vec![vec![0.9, 0.1], vec![0.2, 0.8]],
             dz: 1.0,
+            measures_before: Vec::new(),
+            measures_after: Vec::new(),
         };
         let x = Tensor::zeros(1, DType::F32, &Device::Cpu).unwrap();
         SearchOutcome {
             config: SearchConfig::default(),
             model_names: vec!["a".into(), "b".into()],
             class_names: vec!["cat".into(), "dog".into()],
+            measure_names: Vec::new(),
             samples: after.iter().map(|d| sample(*d)).collect(),
             trajectory: Vec::new(),
             baseline: Baseline {
@@ -198,7 +301,35 @@ mod tests {
             max_divergence: max,
             statistic: Statistic::Max,
             min_lift,
+            max_set_distance: None,
+            top_n: 1,
         }
+    }
+
+    #[test]
+    fn set_distances_are_checked_and_listed_with_class_names() {
+        let mut o = outcome(&[0.1, 0.2], 1.0);
+        o.measure_names = vec![set_distance_name(1)];
+        o.samples[0].measures_after = vec![0.0];
+        o.samples[1].measures_after = vec![1.0];
+        let t = Thresholds {
+            max_set_distance: Some(0.5),
+            ..thresholds(None, None)
+        };
+        let v = Verdict::check(&o, &t);
+        assert_eq!(v.set_distance, Some(1.0));
+        let m = v.message(&o, &t);
+        assert!(m.contains("the max set distance of the top-1 predictions after the search is 1.0000, above max_set_distance = 0.5"), "{m}");
+        assert!(m.contains("#1    1.00  a: cat  |  b: dog"), "{m}");
+        // A set distance the search did not measure never passes.
+        let t = Thresholds { top_n: 3, ..t };
+        assert!(!Verdict::check(&o, &t).passed());
+        let t = Thresholds {
+            max_set_distance: Some(1.0),
+            top_n: 1,
+            ..t
+        };
+        assert!(Verdict::check(&o, &t).passed());
     }
 
     #[test]

@@ -38,7 +38,11 @@ fn a_failing_pair_exits_101_with_its_worst_samples() {
     assert_eq!(out.status.code(), Some(101), "{all}");
     assert_eq!(status(&all, "pair::lenient"), Some("ok"), "{all}");
     assert_eq!(status(&all, "pair::strict"), Some("FAILED"), "{all}");
-    assert_eq!(failed_tests(&all), ["pair::strict"], "{all}");
+    assert_eq!(
+        failed_tests(&all),
+        ["pair::strict", "pair::strict-set-distance"],
+        "{all}"
+    );
     assert!(all.contains("pair::lenient: mean kl "), "{all}");
     assert!(all.contains("the max kl after the search is"), "{all}");
     assert!(all.contains("above max_divergence = 0.05"), "{all}");
@@ -49,7 +53,18 @@ fn a_failing_pair_exits_101_with_its_worst_samples() {
     assert!(all.contains(" > 0.05  cnn_a: "), "{all}");
     assert!(all.contains("more above the threshold"), "{all}");
     assert!(
-        all.contains("test result: FAILED. 1 passed; 1 failed"),
+        all.contains("test result: FAILED. 1 passed; 2 failed"),
+        "{all}"
+    );
+    // The set distance, with class names.
+    assert!(
+        all.contains("set distance of the top-2 predictions after the search is"),
+        "{all}"
+    );
+    assert!(
+        all.contains(
+            "worst samples (set distance of the top-2 predictions vs max_set_distance 0):"
+        ),
         "{all}"
     );
     // Not a snapshot problem: the snapshots of both pairs are committed.
@@ -75,6 +90,7 @@ fn failed_tests(all: &str) -> Vec<&str> {
         .collect()
 }
 
+/// Runs the quick suite under nextest.
 fn nextest(args: &[&str]) -> Output {
     Command::new(env!("CARGO"))
         .current_dir(root())
@@ -113,13 +129,31 @@ const QUICK: [&str; 5] = [
     "pair::three-js",
 ];
 
+/// See issue 4: nextest runs the dogfood suites, each pair as its own test
+/// (nextest runs every test in a process of its own).
 #[test]
 fn nextest_runs_each_pair_as_its_own_test() {
-    let out = nextest(&[]);
+    let out = Command::new(env!("CARGO"))
+        .current_dir(root())
+        .args(["nextest", "run", "--release", "--no-fail-fast"])
+        .args(["--test", "gevaldi", "--test", "harness_quick"])
+        .env("INSTA_UPDATE", "no")
+        .env_remove("INSTA_FORCE_PASS")
+        .output()
+        .expect("cargo nextest is installed (.ci/run installs it)");
     let all = text(&out);
     assert!(out.status.success(), "{all}");
-    assert_eq!(passed(&out), QUICK, "{all}");
-    assert!(all.contains("5 tests run: 5 passed, 1 skipped"), "{all}");
+    let mut expected = vec!["pair::cnn_a-vs-cnn_b", "pair::cnn_b-vs-cnn_a"];
+    expected.extend(QUICK);
+    expected.sort();
+    assert_eq!(passed(&out), expected, "{all}");
+    // "7 passed (2 slow), 1 skipped" when the dogfood pairs take long.
+    assert!(all.contains("7 tests run: 7 passed"), "{all}");
+    assert!(all.contains(", 1 skipped"), "{all}");
+    assert!(
+        all.contains("gevaldi::gevaldi pair::cnn_a-vs-cnn_b"),
+        "{all}"
+    );
 }
 
 #[test]
@@ -256,5 +290,60 @@ fn snapshots_repeat_and_a_changed_model_fails_its_snapshot() {
         "{third}"
     );
     assert_eq!(read_all(), written, "CI=true must write nothing");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A made-up grouping of the ten digits by shape (loops, strokes, curves),
+/// for the `[hierarchy]` table on MNIST-sized label sets.
+const DIGIT_HIERARCHY: &str = r#"
+[hierarchy]
+classes = "ROOT/tests/harness/digits_classes.tsv"
+edges = "ROOT/tests/harness/digits_edges.tsv"
+"#;
+
+fn quick_with(extra: &str, dir: &Path) -> PathBuf {
+    let quick = std::fs::read_to_string(root().join("tests/harness/quick.toml")).unwrap();
+    let quick = quick[..quick.find("# Registered from Rust").unwrap()].replace(
+        "../../fixtures/mnist/",
+        &format!("{}/fixtures/mnist/", root().display()),
+    );
+    let text = format!(
+        "{}\n{quick}",
+        extra.replace("ROOT", &root().display().to_string())
+    );
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join("gevaldi.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The `[hierarchy]` of a config is used for the set distance (written to
+/// the snapshot), and a hierarchy whose label set does not match the
+/// classifiers fails the trial with both counts.
+#[test]
+fn a_config_hierarchy_is_used_and_checked_against_the_classifiers() {
+    let dir = std::env::temp_dir().join(format!("gevaldi-hier-{}", std::process::id()));
+    let path = quick_with(DIGIT_HIERARCHY, &dir.join("digits"));
+    // Distances reach 2 in this hierarchy, against 1 in the flat one.
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replace("max_set_distance = 1.0", "max_set_distance = 2.0"),
+    )
+    .unwrap();
+    let out = run_child(&path, &[("INSTA_UPDATE", "always")]);
+    assert!(out.contains("GEVALDI-CHILD passed"), "{out}");
+    let snap = std::fs::read_to_string(dir.join("digits/snapshots/three-js.snap")).unwrap();
+    assert!(snap.contains("set_distance:\n  top_n: 3"), "{snap}");
+
+    let imagenet = r#"
+[hierarchy]
+classes = "ROOT/fixtures/imagenet/imagenet1k_classes.tsv"
+edges = "ROOT/fixtures/imagenet/imagenet1k_wordnet_hypernyms.tsv"
+"#;
+    let path = quick_with(imagenet, &dir.join("imagenet"));
+    let out = run_child(&path, &[("INSTA_UPDATE", "always")]);
+    assert!(out.contains("GEVALDI-CHILD failed"), "{out}");
+    assert!(out.contains("imagenet1k_classes.tsv` has 1000 classes but classifier `cnn_a` has 10: the label sets must match"), "{out}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -18,6 +18,11 @@
 //! seed = 0                 # >= 0
 //! early_stop = { window = 20, tolerance = 1e-4 }   # optional
 //!
+//! [hierarchy]              # optional: the label hierarchy of the set
+//! classes = "classes.tsv"  # distance (index, id, name); with none, every
+//! edges = "edges.tsv"      # class is a child of one root. (child, parent)
+//! names = "names.tsv"      # optional (id, name) of every node
+//!
 //! [generator.vae]          # a built-in architecture and its weights,
 //! arch = "mnist-vae"       # relative to this file
 //! weights = "vae.safetensors"
@@ -31,6 +36,8 @@
 //! max_divergence = 1.5     # optional: fail when the statistic exceeds it
 //! statistic = "max"        # max (default), mean, or quantile (with `quantile = 0.9`)
 //! min_lift = 2.0           # optional: fail when MDS / baseline divergence is below it
+//! top_n = 3                # the n of the set distance (default 1)
+//! max_set_distance = 2.0   # optional: fail when the statistic of the set distances exceeds it
 //! ignore = false           # optional
 //! steps = 50               # any [search] key overrides it for this pair
 //! ```
@@ -45,7 +52,9 @@ mod schema;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use parse::{load, parse, parse_in};
-pub use schema::{Config, ModelDecl, PairDecl, SearchSettings, Statistic, Thresholds};
+pub use schema::{
+    Config, HierarchyDecl, ModelDecl, PairDecl, SearchSettings, Statistic, Thresholds,
+};
 
 /// The divergences a config may name.
 pub const DIVERGENCES: &[&str] = &["kl", "reverse-kl", "jeffreys", "js", "tv"];

@@ -9,7 +9,9 @@ use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
 use crate::error::{ConfigError, ConfigErrors};
-use crate::schema::{Config, ModelDecl, PairDecl, SearchSettings, Statistic, Thresholds};
+use crate::schema::{
+    Config, HierarchyDecl, ModelDecl, PairDecl, SearchSettings, Statistic, Thresholds,
+};
 use crate::{CLASSIFIER_ARCHS, DIVERGENCES, GENERATOR_ARCHS, OPTIMIZERS};
 
 const SEARCH_KEYS: [&str; 8] = [
@@ -22,7 +24,7 @@ const SEARCH_KEYS: [&str; 8] = [
     "divergence",
     "early_stop",
 ];
-const PAIR_KEYS: [&str; 9] = [
+const PAIR_KEYS: [&str; 11] = [
     "name",
     "models",
     "generator",
@@ -31,6 +33,8 @@ const PAIR_KEYS: [&str; 9] = [
     "statistic",
     "quantile",
     "min_lift",
+    "max_set_distance",
+    "top_n",
     "search keys",
 ];
 
@@ -130,6 +134,7 @@ impl Cx<'_> {
         let mut config = Config {
             path: self.file.clone(),
             search: SearchSettings::default(),
+            hierarchy: None,
             generators: Vec::new(),
             classifiers: Vec::new(),
             pairs: Vec::new(),
@@ -142,6 +147,7 @@ impl Cx<'_> {
                         config.search = self.search(table, "search", &[]);
                     }
                 }
+                "hierarchy" => config.hierarchy = self.hierarchy(value),
                 "generator" => config.generators = self.models(value, "generator", GENERATOR_ARCHS),
                 "classifier" => {
                     config.classifiers = self.models(value, "classifier", CLASSIFIER_ARCHS)
@@ -160,7 +166,8 @@ impl Cx<'_> {
                 other => self.err(
                     key.span(),
                     other,
-                    "unknown key, expected one of `search`, `generator`, `classifier`, `pair`",
+                    "unknown key, expected one of `search`, `hierarchy`, `generator`, `classifier`, \
+                     `pair`",
                 ),
             }
         }
@@ -250,6 +257,63 @@ impl Cx<'_> {
                     value.span(),
                     key,
                     "expected both `window` (steps) and `tolerance`",
+                );
+                None
+            }
+        }
+    }
+
+    /// A file path relative to the config, which must exist.
+    fn file(&mut self, value: &Value<'_>, key: &str, what: &str) -> Option<PathBuf> {
+        let written = self.string(value, key)?;
+        let resolved = self.dir.join(&written);
+        if resolved.is_file() {
+            Some(resolved)
+        } else {
+            self.err(
+                value.span(),
+                key,
+                format!(
+                    "{what} `{written}` does not exist (looked for `{}`; paths are relative to \
+                     this file)",
+                    resolved.display()
+                ),
+            );
+            None
+        }
+    }
+
+    fn hierarchy(&mut self, value: &Value<'_>) -> Option<HierarchyDecl> {
+        let table = self.table(value, "hierarchy")?;
+        let (mut classes, mut edges, mut names) = (None, None, None);
+        let before = self.errors.len();
+        for (k, v) in table {
+            let key = format!("hierarchy.{}", k.get_ref());
+            match k.get_ref().as_ref() {
+                "classes" => classes = self.file(v, &key, "class list"),
+                "edges" => edges = self.file(v, &key, "edge list"),
+                "names" => names = self.file(v, &key, "names list"),
+                _ => self.err(
+                    k.span(),
+                    &key,
+                    "unknown key, expected `classes`, `edges` and optionally `names`",
+                ),
+            }
+        }
+        if self.errors.len() > before {
+            return None;
+        }
+        match (classes, edges) {
+            (Some(classes), Some(edges)) => Some(HierarchyDecl {
+                classes,
+                edges,
+                names,
+            }),
+            _ => {
+                self.err(
+                    value.span(),
+                    "hierarchy",
+                    "expected `classes` (index, id, name) and `edges` (child, parent) TSV files",
                 );
                 None
             }
@@ -453,6 +517,11 @@ impl Cx<'_> {
         };
         let max_divergence = threshold(self, "max_divergence");
         let min_lift = threshold(self, "min_lift");
+        let max_set_distance = threshold(self, "max_set_distance");
+        let top_n = match get("top_n") {
+            Some(v) => self.uint(v, &format!("{path}.top_n"), 1).unwrap_or(1) as usize,
+            None => 1,
+        };
         let quantile = get("quantile").and_then(|v| {
             self.float(
                 v,
@@ -524,6 +593,8 @@ impl Cx<'_> {
                 max_divergence,
                 statistic,
                 min_lift,
+                max_set_distance,
+                top_n,
             },
             ignore,
             line: self.line(&value.span()),

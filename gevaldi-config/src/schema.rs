@@ -65,6 +65,17 @@ pub enum Statistic {
     Quantile(f64),
 }
 
+/// The `[hierarchy]` table: the label hierarchy of the set distance.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HierarchyDecl {
+    /// `classes`: the class list (index, id, name), resolved.
+    pub classes: PathBuf,
+    /// `edges`: the (child, parent) list, resolved.
+    pub edges: PathBuf,
+    /// `names`: optionally, every node's (id, name), resolved.
+    pub names: Option<PathBuf>,
+}
+
 /// The thresholds of one pair.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Thresholds {
@@ -75,6 +86,12 @@ pub struct Thresholds {
     pub statistic: Statistic,
     /// `min_lift`: fail when mean divergence after / baseline is below it.
     pub min_lift: Option<f64>,
+    /// `max_set_distance`: fail when the statistic of the hierarchical set
+    /// distances of the models' top-n predictions after the search is above
+    /// it.
+    pub max_set_distance: Option<f64>,
+    /// `top_n`: the n of the set distance (default 1).
+    pub top_n: usize,
 }
 
 /// A `[[pair]]` entry: one test.
@@ -103,6 +120,8 @@ pub struct Config {
     pub path: PathBuf,
     /// `[search]`: defaults of every pair.
     pub search: SearchSettings,
+    /// `[hierarchy]`: the label hierarchy; `None` for a flat one.
+    pub hierarchy: Option<HierarchyDecl>,
     /// `[generator.*]`, in file order.
     pub generators: Vec<ModelDecl>,
     /// `[classifier.*]`, in file order.
