@@ -19,6 +19,7 @@ use crate::config::{self, Config, ModelDecl, PairDecl};
 use crate::error::{Error, Result};
 use crate::hierarchy::{Hierarchy, SetDistance};
 use crate::model::{Classifier, Generator};
+use crate::preprocess::{Channels, Preprocess, Preprocessed};
 use crate::search::Search;
 use crate::snapshot::Summary;
 use crate::verdict::Verdict;
@@ -187,6 +188,22 @@ pub fn run_with_args(config_path: &str, registry: Registry, mut args: Arguments)
     conclusion.exit_code()
 }
 
+/// The [`Preprocess`] a config declares (validated by the config).
+fn preprocess(p: &config::PreprocessDecl) -> Preprocess {
+    let default = Preprocess::default();
+    Preprocess {
+        input_range: p.input_range.unwrap_or(default.input_range),
+        resize: p.resize,
+        channels: match p.channels.as_deref() {
+            Some("bgr") => Channels::Bgr,
+            Some("grey-to-rgb") => Channels::GreyToRgb,
+            _ => Channels::Rgb,
+        },
+        mean: p.mean.clone(),
+        std: p.std.clone(),
+    }
+}
+
 fn check_registry(config: &Config, registry: &Registry) -> Result<()> {
     let check = |decls: &[ModelDecl], registered: Vec<&str>, kind: &str| -> Result<()> {
         for d in decls.iter().filter(|d| d.builtin.is_none()) {
@@ -227,6 +244,17 @@ fn check_registry(config: &Config, registry: &Registry) -> Result<()> {
 impl Harness {
     fn classifier(&self, name: &str) -> Result<Box<dyn Classifier>> {
         let decl = self.config.classifier(name).expect("validated config");
+        let model = self.bare_classifier(name, decl)?;
+        Ok(match &decl.preprocess {
+            None => model,
+            Some(p) => Box::new(Preprocessed {
+                inner: model,
+                preprocess: preprocess(p),
+            }),
+        })
+    }
+
+    fn bare_classifier(&self, name: &str, decl: &ModelDecl) -> Result<Box<dyn Classifier>> {
         match &decl.builtin {
             Some((arch, weights)) => {
                 let arch: Arch = arch.parse()?;

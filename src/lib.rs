@@ -98,6 +98,7 @@ mod error;
 pub mod harness;
 pub mod hierarchy;
 pub mod model;
+pub mod preprocess;
 pub mod search;
 pub mod snapshot;
 pub mod verdict;

@@ -79,6 +79,15 @@ impl<T: Classifier + ?Sized> Classifier for &T {
     }
 }
 
+impl<T: Classifier + ?Sized> Classifier for Box<T> {
+    fn logits(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        (**self).logits(x)
+    }
+    fn class_names(&self) -> &[String] {
+        (**self).class_names()
+    }
+}
+
 impl<T: Generator + ?Sized> Generator for &T {
     fn latent_dim(&self) -> usize {
         (**self).latent_dim()

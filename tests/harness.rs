@@ -190,31 +190,29 @@ fn listing_loads_no_model() {
         );
     let path = dir.join("gevaldi.toml");
     std::fs::write(&path, text).unwrap();
-    let path = path.to_str().unwrap();
-    let args = |a: &[&str]| {
-        let mut all = vec!["harness"];
-        all.extend(a);
-        libtest_mimic::Arguments::from_iter(all)
-    };
-    let list = gevaldi::harness::run_with_args(path, Default::default(), args(&["--list"]));
-    assert_eq!(list, std::process::ExitCode::SUCCESS);
-    let run = gevaldi::harness::run_with_args(
-        path,
-        Default::default(),
-        args(&["--exact", "pair::a-vs-b", "--test-threads", "1"]),
-    );
-    assert_eq!(run, std::process::ExitCode::from(101));
+    let list = run_child(&path, &[("GEVALDI_CHILD_ARGS", "--list")]);
+    assert!(list.contains("GEVALDI-CHILD passed"), "{list}");
+    assert!(list.contains("pair::a-vs-b: test"), "{list}");
+    let run = run_child(&path, &[("GEVALDI_CHILD_ARGS", "--exact pair::a-vs-b")]);
+    assert!(run.contains("GEVALDI-CHILD failed"), "{run}");
+    assert!(run.contains("garbage.safetensors"), "{run}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// Runs the suite at `GEVALDI_CHILD_CONFIG` in this process; spawned by
-/// `snapshots_repeat_and_a_changed_model_fails_its_snapshot` with its own
-/// environment (insta reads `CI` and `INSTA_UPDATE` from the process's).
+/// Runs the suite at `GEVALDI_CHILD_CONFIG` (with the libtest arguments in
+/// `GEVALDI_CHILD_ARGS`) in this process; spawned by the tests here with an
+/// environment of their own (insta reads `CI` and `INSTA_UPDATE` from the
+/// process's).
 #[test]
-#[ignore = "run as a child process by the snapshot test"]
-fn snapshot_child() {
+#[ignore = "run as a child process by the tests here"]
+fn harness_child() {
     let path = std::env::var("GEVALDI_CHILD_CONFIG").unwrap();
-    let args = libtest_mimic::Arguments::from_iter(["harness", "--test-threads", "1"]);
+    let extra = std::env::var("GEVALDI_CHILD_ARGS").unwrap_or_default();
+    let args = libtest_mimic::Arguments::from_iter(
+        ["harness", "--test-threads", "1"]
+            .into_iter()
+            .chain(extra.split_whitespace()),
+    );
     let code = gevaldi::harness::run_with_args(&path, Default::default(), args);
     let ok = code == std::process::ExitCode::SUCCESS;
     println!("GEVALDI-CHILD {}", if ok { "passed" } else { "failed" });
@@ -222,7 +220,7 @@ fn snapshot_child() {
 
 fn run_child(config: &Path, env: &[(&str, &str)]) -> String {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(["--exact", "snapshot_child", "--ignored", "--nocapture"])
+    cmd.args(["--exact", "harness_child", "--ignored", "--nocapture"])
         .env("GEVALDI_CHILD_CONFIG", config)
         .env_remove("INSTA_FORCE_PASS")
         .env_remove("CI")
@@ -345,5 +343,86 @@ edges = "ROOT/fixtures/imagenet/imagenet1k_wordnet_hypernyms.tsv"
     let out = run_child(&path, &[("INSTA_UPDATE", "always")]);
     assert!(out.contains("GEVALDI-CHILD failed"), "{out}");
     assert!(out.contains("imagenet1k_classes.tsv` has 1000 classes but classifier `cnn_a` has 10: the label sets must match"), "{out}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The paper's ImageNet chain on a small scale: two torchvision-named
+/// classifiers (seeded random weights saved as safetensors), preprocessing
+/// from the MNIST VAE's grey 28×28 output to normalised RGB 64×64, and the
+/// WordNet hierarchy's set distance of the top-5 predictions.
+#[test]
+fn imagenet_classifiers_run_through_preprocessing_and_the_wordnet_hierarchy() {
+    use gevaldi::candle_core::Device;
+    use gevaldi::zoo::{self, ResNet, ResNetDepth, SqueezeNet, SqueezeNetVersion};
+    let dir = std::env::temp_dir().join(format!("gevaldi-imagenet-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let dev = Device::Cpu;
+    let (_, vm) = zoo::seeded_varmap(1, &dev, |vb| {
+        SqueezeNet::load(vb, SqueezeNetVersion::V1_1, 1000)
+    })
+    .unwrap();
+    vm.save(dir.join("squeezenet1_1.safetensors")).unwrap();
+    let (_, vm) =
+        zoo::seeded_varmap(2, &dev, |vb| ResNet::load(vb, ResNetDepth::R18, 1000)).unwrap();
+    vm.save(dir.join("resnet18.safetensors")).unwrap();
+    let root = root().display().to_string();
+    let config = format!(
+        r#"
+[search]
+batch = 2
+steps = 3
+lambda = 0.0
+
+[hierarchy]
+classes = "{root}/fixtures/imagenet/imagenet1k_classes.tsv"
+edges = "{root}/fixtures/imagenet/imagenet1k_wordnet_hypernyms.tsv"
+names = "{root}/fixtures/imagenet/imagenet1k_wordnet_names.tsv"
+
+[generator.vae]
+arch = "mnist-vae"
+weights = "{root}/fixtures/mnist/vae.safetensors"
+
+[classifier.squeezenet]
+arch = "squeezenet1_1"
+weights = "squeezenet1_1.safetensors"
+preprocess = {{ resize = 64, channels = "grey-to-rgb", mean = [0.485, 0.456, 0.406], std = [0.229, 0.224, 0.225] }}
+
+[classifier.resnet]
+arch = "resnet18"
+weights = "resnet18.safetensors"
+preprocess = {{ resize = [64, 64], channels = "grey-to-rgb", mean = [0.485, 0.456, 0.406], std = [0.229, 0.224, 0.225] }}
+
+[[pair]]
+name = "squeezenet-vs-resnet"
+models = ["squeezenet", "resnet"]
+generator = "vae"
+top_n = 5
+max_set_distance = 20.0
+"#
+    );
+    let path = dir.join("gevaldi.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = run_child(&path, &[("INSTA_UPDATE", "always")]);
+    assert!(out.contains("GEVALDI-CHILD passed"), "{out}");
+    let snap = std::fs::read_to_string(dir.join("snapshots/squeezenet-vs-resnet.snap")).unwrap();
+    assert!(snap.contains("set_distance:\n  top_n: 5"), "{snap}");
+    // Predictions are named by ImageNet class names, not indices.
+    let names = std::fs::read_to_string(format!("{root}/fixtures/imagenet/imagenet1k_classes.tsv"))
+        .unwrap();
+    let first = snap
+        .lines()
+        .skip_while(|l| *l != "samples:")
+        .skip_while(|l| l.trim() != "after:")
+        .nth(1)
+        .unwrap()
+        .trim_start_matches([' ', '-'])
+        .rsplit_once(" (")
+        .unwrap()
+        .0
+        .to_string();
+    assert!(
+        names.lines().any(|l| l.ends_with(&format!("\t{first}"))),
+        "{first:?} in {snap}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

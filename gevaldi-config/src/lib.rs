@@ -29,6 +29,12 @@
 //!
 //! [classifier.mine]        # no `arch`: registered from Rust under this name
 //!
+//! [classifier.alexnet]     # torchvision's names (state dict as safetensors)
+//! arch = "alexnet"
+//! weights = "alexnet.safetensors"
+//! preprocess = { input_range = [-1, 1], resize = 224, channels = "rgb",
+//!                mean = [0.485, 0.456, 0.406], std = [0.229, 0.224, 0.225] }
+//!
 //! [[pair]]                 # one test, `pair::<name>`
 //! name = "a-vs-b"
 //! models = ["a", "b"]      # 2 or more classifiers, in order (kl is directed)
@@ -53,7 +59,8 @@ mod schema;
 pub use error::{ConfigError, ConfigErrors};
 pub use parse::{load, parse, parse_in};
 pub use schema::{
-    Config, HierarchyDecl, ModelDecl, PairDecl, SearchSettings, Statistic, Thresholds,
+    Config, HierarchyDecl, ModelDecl, PairDecl, PreprocessDecl, SearchSettings, Statistic,
+    Thresholds,
 };
 
 /// The divergences a config may name.
@@ -61,6 +68,19 @@ pub const DIVERGENCES: &[&str] = &["kl", "reverse-kl", "jeffreys", "js", "tv"];
 /// The optimizers a config may name.
 pub const OPTIMIZERS: &[&str] = &["sgd", "adam"];
 /// The built-in classifier architectures.
-pub const CLASSIFIER_ARCHS: &[&str] = &["mnist-cnn-a", "mnist-cnn-b", "mnist-mlp"];
+pub const CLASSIFIER_ARCHS: &[&str] = &[
+    "mnist-cnn-a",
+    "mnist-cnn-b",
+    "mnist-mlp",
+    "alexnet",
+    "googlenet",
+    "squeezenet1_0",
+    "squeezenet1_1",
+    "resnet18",
+    "resnet50",
+    "convnext_tiny",
+    "convnext_small",
+    "convnext_base",
+];
 /// The built-in generator architectures.
 pub const GENERATOR_ARCHS: &[&str] = &["mnist-vae", "mnist-cvae"];

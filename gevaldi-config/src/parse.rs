@@ -10,7 +10,8 @@ use toml::Spanned;
 
 use crate::error::{ConfigError, ConfigErrors};
 use crate::schema::{
-    Config, HierarchyDecl, ModelDecl, PairDecl, SearchSettings, Statistic, Thresholds,
+    Config, HierarchyDecl, ModelDecl, PairDecl, PreprocessDecl, SearchSettings, Statistic,
+    Thresholds,
 };
 use crate::{CLASSIFIER_ARCHS, DIVERGENCES, GENERATOR_ARCHS, OPTIMIZERS};
 
@@ -331,17 +332,25 @@ impl Cx<'_> {
             let Some(fields) = self.table(decl, &path) else {
                 continue;
             };
-            let (mut arch, mut weights) = (None, None);
+            let (mut arch, mut weights, mut preprocess) = (None, None, None);
             for (k, v) in fields {
                 let key_path = format!("{path}.{}", k.get_ref());
                 match k.get_ref().as_ref() {
                     "arch" => arch = self.choice(v, &key_path, archs).map(|a| (a, v.span())),
                     "weights" => weights = self.string(v, &key_path).map(|w| (w, v.span())),
+                    "preprocess" if kind == "classifier" => {
+                        preprocess = self.preprocess(v, &key_path)
+                    }
                     _ => self.err(
                         k.span(),
                         &key_path,
-                        "unknown key, expected `arch` and `weights` (or neither, for a model \
-                         registered from Rust)",
+                        if kind == "classifier" {
+                            "unknown key, expected `arch`, `weights` (or neither, for a model \
+                             registered from Rust) and optionally `preprocess`"
+                        } else {
+                            "unknown key, expected `arch` and `weights` (or neither, for a model \
+                             registered from Rust)"
+                        },
                     ),
                 }
             }
@@ -382,10 +391,101 @@ impl Cx<'_> {
             out.push(ModelDecl {
                 name: name_str,
                 builtin,
+                preprocess,
                 line: self.line(&decl.span()),
             });
         }
         out
+    }
+
+    fn numbers(
+        &mut self,
+        value: &Value<'_>,
+        key: &str,
+        ok: impl Fn(f64) -> bool,
+        expected: &str,
+    ) -> Option<Vec<f64>> {
+        match value.get_ref() {
+            DeValue::Array(items) => {
+                let mut out = Vec::new();
+                for (i, item) in items.iter().enumerate() {
+                    out.push(self.float(item, &format!("{key}[{i}]"), &ok, expected)?);
+                }
+                Some(out)
+            }
+            other => {
+                self.err(
+                    value.span(),
+                    key,
+                    format!("expected an array of numbers, found {}", other.type_str()),
+                );
+                None
+            }
+        }
+    }
+
+    fn preprocess(&mut self, value: &Value<'_>, key: &str) -> Option<PreprocessDecl> {
+        let table = self.table(value, key)?;
+        let before = self.errors.len();
+        let mut p = PreprocessDecl::default();
+        for (k, v) in table {
+            let path = format!("{key}.{}", k.get_ref());
+            match k.get_ref().as_ref() {
+                "input_range" => {
+                    if let Some(r) = self.numbers(v, &path, |_| true, "a finite number") {
+                        if r.len() == 2 && r[0] < r[1] {
+                            p.input_range = Some((r[0], r[1]));
+                        } else {
+                            self.err(
+                                v.span(),
+                                &path,
+                                "expected [lo, hi] with lo < hi, e.g. [-1, 1]",
+                            );
+                        }
+                    }
+                }
+                "resize" => match v.get_ref() {
+                    DeValue::Integer(_) => {
+                        p.resize = self.uint(v, &path, 1).map(|s| (s as usize, s as usize))
+                    }
+                    _ => {
+                        if let Some(r) = self.numbers(
+                            v,
+                            &path,
+                            |x| x >= 1.0 && x.fract() == 0.0,
+                            "an integer >= 1",
+                        ) {
+                            if r.len() == 2 {
+                                p.resize = Some((r[0] as usize, r[1] as usize));
+                            } else {
+                                self.err(v.span(), &path, "expected a size or [height, width]");
+                            }
+                        }
+                    }
+                },
+                "channels" => p.channels = self.choice(v, &path, &["rgb", "bgr", "grey-to-rgb"]),
+                "mean" => p.mean = self.numbers(v, &path, |_| true, "a finite number"),
+                "std" => p.std = self.numbers(v, &path, |s| s > 0.0, "a finite number > 0"),
+                _ => self.err(
+                    k.span(),
+                    &path,
+                    "unknown key, expected `input_range`, `resize`, `channels`, `mean`, `std`",
+                ),
+            }
+        }
+        match (&p.mean, &p.std) {
+            (Some(m), Some(s)) if m.len() != s.len() || !(m.len() == 1 || m.len() == 3) => self
+                .err(
+                    value.span(),
+                    key,
+                    "`mean` and `std` need the same length, 1 or 3 (one per channel)",
+                ),
+            (Some(_), None) | (None, Some(_)) => {
+                self.err(value.span(), key, "`mean` and `std` go together")
+            }
+            _ => {}
+        }
+        (self.errors.len() == before).then_some(p)
     }
 
     fn pair(&mut self, value: &Value<'_>, index: usize, config: &Config) -> Option<PairDecl> {

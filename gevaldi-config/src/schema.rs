@@ -40,6 +40,23 @@ impl SearchSettings {
     }
 }
 
+/// A classifier's `preprocess = { … }`: what a generator's output goes
+/// through before the classifier sees it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PreprocessDecl {
+    /// `input_range = [lo, hi]`: the generator's output range, mapped onto
+    /// [0, 1] (default [0, 1]).
+    pub input_range: Option<(f64, f64)>,
+    /// `resize = 224` or `[h, w]`: bilinear resize.
+    pub resize: Option<(usize, usize)>,
+    /// `channels = "rgb" | "bgr" | "grey-to-rgb"`.
+    pub channels: Option<String>,
+    /// `mean = [..]`: per-channel mean (1 or 3 numbers), with `std`.
+    pub mean: Option<Vec<f64>>,
+    /// `std = [..]`: per-channel standard deviation, > 0, with `mean`.
+    pub std: Option<Vec<f64>>,
+}
+
 /// A `[generator.<name>]` or `[classifier.<name>]` table.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelDecl {
@@ -48,6 +65,8 @@ pub struct ModelDecl {
     /// A built-in architecture and its weights file (resolved against the
     /// config's directory); `None` for a model registered from Rust.
     pub builtin: Option<(String, PathBuf)>,
+    /// `preprocess`, classifiers only.
+    pub preprocess: Option<PreprocessDecl>,
     /// The line of the table's header.
     pub line: usize,
 }

@@ -148,6 +148,10 @@ fn structural_mistakes_are_named() {
         ("[classifier.d]\narch = \"resnet\"\nweights = \"Cargo.toml\"\n[[pair]]\nname = \"p\"\nmodels = [\"a\", \"b\"]\ngenerator = \"vae\"\n", "classifier.d.arch", "unknown value \"resnet\""),
         ("[search]\nbatch = 0\n[[pair]]\nname = \"p\"\nmodels = [\"a\", \"b\"]\ngenerator = \"vae\"\n", "search.batch", "0 is out of range: expected an integer >= 1"),
         ("[search]\noptimizer = \"rmsprop\"\n[[pair]]\nname = \"p\"\nmodels = [\"a\", \"b\"]\ngenerator = \"vae\"\n", "search.optimizer", "expected one of `sgd`, `adam`"),
+        ("[classifier.d]\narch = \"alexnet\"\nweights = \"Cargo.toml\"\npreprocess = { mean = [0.5, 0.5, 0.5] }\n[[pair]]\nname = \"p\"\nmodels = [\"a\", \"b\"]\ngenerator = \"vae\"\n", "classifier.d.preprocess", "`mean` and `std` go together"),
+        ("[classifier.d]\narch = \"alexnet\"\nweights = \"Cargo.toml\"\npreprocess = { input_range = [1, -1] }\n[[pair]]\nname = \"p\"\nmodels = [\"a\", \"b\"]\ngenerator = \"vae\"\n", "classifier.d.preprocess.input_range", "lo < hi"),
+        ("[classifier.d]\narch = \"alexnet\"\nweights = \"Cargo.toml\"\npreprocess = { std = [0.2, 0.0, 0.2], mean = [0, 0, 0] }\n[[pair]]\nname = \"p\"\nmodels = [\"a\", \"b\"]\ngenerator = \"vae\"\n", "classifier.d.preprocess.std[1]", "expected a finite number > 0"),
+        ("[hierarchy]\nclasses = \"nope.tsv\"\nedges = \"Cargo.toml\"\n[[pair]]\nname = \"p\"\nmodels = [\"a\", \"b\"]\ngenerator = \"vae\"\n", "hierarchy.classes", "class list `nope.tsv` does not exist"),
         ("[serach]\n[[pair]]\nname = \"p\"\nmodels = [\"a\", \"b\"]\ngenerator = \"vae\"\n", "serach", "unknown key"),
     ];
     for (extra, key, msg) in cases {

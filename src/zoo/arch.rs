@@ -7,7 +7,10 @@ use std::str::FromStr;
 use candle_core::Device;
 use candle_nn::VarBuilder;
 
-use super::{MnistCnn, MnistCnnConfig, MnistMlp, MnistMlpConfig, MnistVae, MnistVaeConfig};
+use super::{
+    AlexNet, ConvNext, ConvNextSize, GoogLeNet, MnistCnn, MnistCnnConfig, MnistMlp, MnistMlpConfig,
+    MnistVae, MnistVaeConfig, ResNet, ResNetDepth, SqueezeNet, SqueezeNetVersion,
+};
 use crate::error::{Error, Result};
 use crate::model::{Classifier, Generator};
 
@@ -25,20 +28,50 @@ pub enum Arch {
     MnistVae,
     /// [`MnistVae`] with [`MnistVaeConfig::conditional`].
     MnistCvae,
+    /// [`AlexNet`], 1000 classes.
+    AlexNet,
+    /// [`GoogLeNet`], 1000 classes, with torchvision's `transform_input`.
+    GoogLeNet,
+    /// [`SqueezeNet`] 1.0, 1000 classes.
+    SqueezeNet1_0,
+    /// [`SqueezeNet`] 1.1, 1000 classes.
+    SqueezeNet1_1,
+    /// [`ResNet`]-18, 1000 classes.
+    ResNet18,
+    /// [`ResNet`]-50, 1000 classes.
+    ResNet50,
+    /// [`ConvNext`] tiny, 1000 classes.
+    ConvNextTiny,
+    /// [`ConvNext`] small, 1000 classes.
+    ConvNextSmall,
+    /// [`ConvNext`] base, 1000 classes.
+    ConvNextBase,
 }
 
 impl Arch {
     /// Every architecture.
-    pub const ALL: [Arch; 5] = [
+    pub const ALL: [Arch; 14] = [
         Arch::MnistCnnA,
         Arch::MnistCnnB,
         Arch::MnistMlp,
         Arch::MnistVae,
         Arch::MnistCvae,
+        Arch::AlexNet,
+        Arch::GoogLeNet,
+        Arch::SqueezeNet1_0,
+        Arch::SqueezeNet1_1,
+        Arch::ResNet18,
+        Arch::ResNet50,
+        Arch::ConvNextTiny,
+        Arch::ConvNextSmall,
+        Arch::ConvNextBase,
     ];
 
     /// The name configs use: `mnist-cnn-a`, `mnist-cnn-b`, `mnist-mlp`,
-    /// `mnist-vae`, `mnist-cvae`.
+    /// `mnist-vae`, `mnist-cvae`, and torchvision's builder names for the
+    /// ImageNet classifiers (`alexnet`, `googlenet`, `squeezenet1_0`,
+    /// `squeezenet1_1`, `resnet18`, `resnet50`, `convnext_tiny`,
+    /// `convnext_small`, `convnext_base`).
     pub fn name(self) -> &'static str {
         match self {
             Arch::MnistCnnA => "mnist-cnn-a",
@@ -46,6 +79,15 @@ impl Arch {
             Arch::MnistMlp => "mnist-mlp",
             Arch::MnistVae => "mnist-vae",
             Arch::MnistCvae => "mnist-cvae",
+            Arch::AlexNet => "alexnet",
+            Arch::GoogLeNet => "googlenet",
+            Arch::SqueezeNet1_0 => "squeezenet1_0",
+            Arch::SqueezeNet1_1 => "squeezenet1_1",
+            Arch::ResNet18 => "resnet18",
+            Arch::ResNet50 => "resnet50",
+            Arch::ConvNextTiny => "convnext_tiny",
+            Arch::ConvNextSmall => "convnext_small",
+            Arch::ConvNextBase => "convnext_base",
         }
     }
 
@@ -60,6 +102,15 @@ impl Arch {
             Arch::MnistCnnA => Box::new(MnistCnn::load(vb, &MnistCnnConfig::cnn_a())?),
             Arch::MnistCnnB => Box::new(MnistCnn::load(vb, &MnistCnnConfig::cnn_b())?),
             Arch::MnistMlp => Box::new(MnistMlp::load(vb, &MnistMlpConfig::default())?),
+            Arch::AlexNet => Box::new(AlexNet::load(vb, 1000)?),
+            Arch::GoogLeNet => Box::new(GoogLeNet::load(vb, 1000, true)?),
+            Arch::SqueezeNet1_0 => Box::new(SqueezeNet::load(vb, SqueezeNetVersion::V1_0, 1000)?),
+            Arch::SqueezeNet1_1 => Box::new(SqueezeNet::load(vb, SqueezeNetVersion::V1_1, 1000)?),
+            Arch::ResNet18 => Box::new(ResNet::load(vb, ResNetDepth::R18, 1000)?),
+            Arch::ResNet50 => Box::new(ResNet::load(vb, ResNetDepth::R50, 1000)?),
+            Arch::ConvNextTiny => Box::new(ConvNext::load(vb, ConvNextSize::Tiny, 1000)?),
+            Arch::ConvNextSmall => Box::new(ConvNext::load(vb, ConvNextSize::Small, 1000)?),
+            Arch::ConvNextBase => Box::new(ConvNext::load(vb, ConvNextSize::Base, 1000)?),
             Arch::MnistVae | Arch::MnistCvae => {
                 candle_core::bail!("`{}` is a generator, not a classifier", self.name())
             }

@@ -37,17 +37,20 @@ pub fn max_pool2x2(x: &Tensor) -> candle_core::Result<Tensor> {
 ///
 /// Variables are visited in name order. A tensor of rank ≥ 2 with fan-in n
 /// (the product of all dims but the first) gets U(−1/√n, 1/√n), PyTorch's
-/// default for linear and conv layers; rank-1 tensors (biases) get 0.
+/// default for linear and conv layers; rank-1 tensors get 0 (biases, running
+/// means), except normalisation scales and variances (`….weight`,
+/// `….running_var`), which get 1.
 ///
 /// Returns the model, whose weights are the VarMap's variables (for
 /// training), and the VarMap.
 pub fn seeded_varmap<M>(
     seed: u64,
     device: &Device,
-    load: impl FnOnce(VarBuilder) -> candle_core::Result<M>,
+    load: impl Fn(VarBuilder) -> candle_core::Result<M>,
 ) -> candle_core::Result<(M, VarMap)> {
     let varmap = VarMap::new();
-    let model = load(VarBuilder::from_varmap(&varmap, DType::F32, device))?;
+    // A first build registers every variable's name and shape.
+    load(VarBuilder::from_varmap(&varmap, DType::F32, device))?;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let data = varmap.data().lock().expect("VarMap lock poisoned");
     let mut names: Vec<&String> = data.keys().collect();
@@ -62,12 +65,17 @@ pub fn seeded_varmap<M>(
             (0..var.elem_count())
                 .map(|_| dist.sample(&mut rng))
                 .collect()
+        } else if name.ends_with(".weight") || name.ends_with("running_var") {
+            vec![1.0; var.elem_count()]
         } else {
             vec![0.0; var.elem_count()]
         };
         var.set(&Tensor::from_vec(values, dims, device)?)?;
     }
     drop(data);
+    // Built again from the seeded values: layers that derive tensors when
+    // they load (a batch norm folds its statistics) see the seeded ones.
+    let model = load(VarBuilder::from_varmap(&varmap, DType::F32, device))?;
     Ok((model, varmap))
 }
 

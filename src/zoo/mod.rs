@@ -7,17 +7,47 @@
 //!
 //! Tensor names in safetensors files are stable and listed on each model.
 
+mod alexnet;
 mod arch;
+mod convnext;
+mod googlenet;
 mod layers;
 mod mnist_cnn;
 mod mnist_mlp;
 mod mnist_vae;
+mod norm;
+mod pooling;
+mod resnet;
+mod squeezenet;
 
+pub use alexnet::AlexNet;
 pub use arch::{load_file, Arch};
+pub use convnext::{ConvNext, ConvNextSize};
+pub use googlenet::GoogLeNet;
 pub use layers::{frozen, max_pool2x2, seeded_varmap};
 pub use mnist_cnn::{MnistCnn, MnistCnnConfig};
 pub use mnist_mlp::{MnistMlp, MnistMlpConfig};
 pub use mnist_vae::{MnistVae, MnistVaeConfig};
+pub use norm::{BatchNorm, LayerNorm};
+pub use pooling::{adaptive_avg_pool2d, max_pool2d};
+pub use resnet::{ResNet, ResNetDepth};
+pub use squeezenet::{SqueezeNet, SqueezeNetVersion};
+
+/// The ImageNet-1k class names (in logit order, from
+/// `fixtures/imagenet/imagenet1k_classes.tsv`, compiled in) when `classes`
+/// is 1000, else "0", "1", ….
+pub fn imagenet_class_names(classes: usize) -> Vec<String> {
+    const LIST: &str = include_str!("../../fixtures/imagenet/imagenet1k_classes.tsv");
+    if classes == 1000 {
+        LIST.lines()
+            .skip(1)
+            .filter_map(|l| l.split('\t').nth(2))
+            .map(str::to_string)
+            .collect()
+    } else {
+        (0..classes).map(|c| c.to_string()).collect()
+    }
+}
 
 /// The ten MNIST class names, "0" to "9".
 pub fn mnist_class_names() -> Vec<String> {

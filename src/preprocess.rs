@@ -1,0 +1,177 @@
+//! Preprocessing between a generator and a classifier: value range, resize,
+//! channel order and mean/std normalisation, all differentiable with right
+//! backward passes (candle 0.11's `upsample_bilinear2d` has none, so resizing
+//! here is two matrix products).
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::model::Classifier;
+
+/// Channel handling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Channels {
+    /// Keep the channels as they are. (Default.)
+    Rgb,
+    /// Reverse a 3-channel input (RGB to BGR, for Caffe-style weights).
+    Bgr,
+    /// Repeat a 1-channel input 3 times.
+    GreyToRgb,
+}
+
+/// The steps applied to a generator's output before a classifier sees it,
+/// in this order: map `input_range` linearly onto [0, 1]; resize; channels;
+/// subtract `mean` and divide by `std` per channel.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Preprocess {
+    /// The range of the generator's output. (Default: `(0.0, 1.0)`.)
+    pub input_range: (f64, f64),
+    /// Bilinear resize to (height, width), as PyTorch's
+    /// `interpolate(mode="bilinear", align_corners=False)`.
+    /// (Default: `None`.)
+    pub resize: Option<(usize, usize)>,
+    /// Channel handling. (Default: [`Channels::Rgb`].)
+    pub channels: Channels,
+    /// Per-channel mean, after the range is mapped to [0, 1].
+    /// (Default: `None`, no normalisation.)
+    pub mean: Option<Vec<f64>>,
+    /// Per-channel standard deviation. (Default: `None`.)
+    pub std: Option<Vec<f64>>,
+}
+
+impl Default for Preprocess {
+    fn default() -> Self {
+        Preprocess {
+            input_range: (0.0, 1.0),
+            resize: None,
+            channels: Channels::Rgb,
+            mean: None,
+            std: None,
+        }
+    }
+}
+
+impl Preprocess {
+    /// ImageNet's normalisation (torchvision's weights): mean
+    /// (0.485, 0.456, 0.406), std (0.229, 0.224, 0.225), from the given
+    /// input range, resized to `size`×`size`.
+    pub fn imagenet(input_range: (f64, f64), size: usize) -> Self {
+        Preprocess {
+            input_range,
+            resize: Some((size, size)),
+            channels: Channels::Rgb,
+            mean: Some(vec![0.485, 0.456, 0.406]),
+            std: Some(vec![0.229, 0.224, 0.225]),
+        }
+    }
+
+    /// Applies the steps to `[B, C, H, W]`.
+    pub fn apply(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let (lo, hi) = self.input_range;
+        let mut x = x.affine(1.0 / (hi - lo), -lo / (hi - lo))?;
+        if let Some((h, w)) = self.resize {
+            let (_, _, h0, w0) = x.dims4()?;
+            if (h0, w0) != (h, w) {
+                let rh = resize_matrix(h0, h, x.device())?;
+                let rw = resize_matrix(w0, w, x.device())?.t()?;
+                x = rh.broadcast_matmul(&x.broadcast_matmul(&rw)?)?;
+            }
+        }
+        x = match self.channels {
+            Channels::Rgb => x,
+            Channels::Bgr => {
+                let c = |i| x.narrow(1, i, 1);
+                Tensor::cat(&[c(2)?, c(1)?, c(0)?], 1)?
+            }
+            Channels::GreyToRgb => Tensor::cat(&[&x, &x, &x], 1)?,
+        };
+        if let (Some(mean), Some(std)) = (&self.mean, &self.std) {
+            let c = x.dim(1)?;
+            let per = |v: &[f64]| -> candle_core::Result<Tensor> {
+                let v: Vec<f32> = (0..c).map(|i| v[i.min(v.len() - 1)] as f32).collect();
+                Tensor::from_vec(v, (1, c, 1, 1), x.device())
+            };
+            x = x.broadcast_sub(&per(mean)?)?.broadcast_div(&per(std)?)?;
+        }
+        Ok(x)
+    }
+}
+
+/// The `[out, in]` matrix of 1-D bilinear interpolation with PyTorch's
+/// `align_corners=False`: output i samples input (i + 0.5)·in/out − 0.5,
+/// clamped at 0, between its two neighbours.
+pub fn resize_matrix(input: usize, output: usize, device: &Device) -> candle_core::Result<Tensor> {
+    let mut m = vec![0f32; output * input];
+    let scale = input as f64 / output as f64;
+    for i in 0..output {
+        let src = ((i as f64 + 0.5) * scale - 0.5).max(0.0);
+        let i0 = (src.floor() as usize).min(input - 1);
+        let i1 = (i0 + 1).min(input - 1);
+        let w1 = (src - i0 as f64) as f32;
+        m[i * input + i0] += 1.0 - w1;
+        m[i * input + i1] += w1;
+    }
+    Tensor::from_vec(m, (output, input), device)?.to_dtype(DType::F32)
+}
+
+/// A classifier behind a [`Preprocess`]: what a generator's output goes
+/// through before the classifier sees it.
+pub struct Preprocessed<C> {
+    /// The classifier.
+    pub inner: C,
+    /// The preprocessing.
+    pub preprocess: Preprocess,
+}
+
+impl<C: Classifier> Classifier for Preprocessed<C> {
+    fn logits(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.inner.logits(&self.preprocess.apply(x)?)
+    }
+    fn class_names(&self) -> &[String] {
+        self.inner.class_names()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::GradientAudit;
+
+    #[test]
+    fn resize_matches_pytorch_bilinear() {
+        let dev = Device::Cpu;
+        // 2 -> 4 (align_corners=False): sources -0.25→0, 0.25, 0.75, 1.25→1.
+        let m = resize_matrix(2, 4, &dev).unwrap().to_vec2::<f32>().unwrap();
+        assert_eq!(m, [[1.0, 0.0], [0.75, 0.25], [0.25, 0.75], [0.0, 1.0]]);
+        // 4 -> 2: sources 0.5 and 2.5.
+        let m = resize_matrix(4, 2, &dev).unwrap().to_vec2::<f32>().unwrap();
+        assert_eq!(m, [[0.5, 0.5, 0.0, 0.0], [0.0, 0.0, 0.5, 0.5]]);
+    }
+
+    #[test]
+    fn every_step_applies_in_order_and_is_differentiable() {
+        let dev = Device::Cpu;
+        let x = Tensor::new(&[[[[-1f32, 1.0], [1.0, -1.0]]]], &dev).unwrap();
+        let p = Preprocess {
+            input_range: (-1.0, 1.0),
+            resize: Some((4, 4)),
+            channels: Channels::GreyToRgb,
+            mean: Some(vec![0.5, 0.5, 0.0]),
+            std: Some(vec![0.5, 0.5, 1.0]),
+        };
+        let y = p.apply(&x).unwrap();
+        assert_eq!(y.dims(), [1, 3, 4, 4]);
+        // Corner: -1 -> 0 -> (0 - 0.5) / 0.5 = -1 in channels 0, 1; 0 in 2.
+        let corner = y
+            .narrow(2, 0, 1)
+            .unwrap()
+            .narrow(3, 0, 1)
+            .unwrap()
+            .flatten_all()
+            .unwrap();
+        assert_eq!(corner.to_vec1::<f32>().unwrap(), [-1.0, -1.0, 0.0]);
+        let report = GradientAudit::default()
+            .function("preprocess", &x, |x| p.apply(x))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(report.worst_deviation() < 1e-2);
+    }
+}

@@ -1,0 +1,75 @@
+//! Normalisation layers from ops whose backward pass is right (candle-nn's
+//! `LayerNorm` and `ops::layer_norm` have no backward and silently drop the
+//! gradient).
+
+use candle_core::{Module, Tensor, D};
+use candle_nn::VarBuilder;
+
+/// Batch normalisation in inference mode, with PyTorch's tensor names
+/// (`weight`, `bias`, `running_mean`, `running_var`):
+/// y = (x − mean) / √(var + eps) · weight + bias, per channel of `[B, C, …]`.
+#[derive(Clone, Debug)]
+pub struct BatchNorm {
+    scale: Tensor,
+    shift: Tensor,
+}
+
+impl BatchNorm {
+    /// Loads the four tensors of `c` channels.
+    pub fn load(vb: VarBuilder, c: usize, eps: f64) -> candle_core::Result<Self> {
+        let weight = vb.get(c, "weight")?;
+        let bias = vb.get(c, "bias")?;
+        let mean = vb.get(c, "running_mean")?;
+        let var = vb.get(c, "running_var")?;
+        let scale = (weight / (var + eps)?.sqrt()?)?;
+        let shift = (bias - (mean * &scale)?)?;
+        Ok(BatchNorm { scale, shift })
+    }
+}
+
+impl Module for BatchNorm {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let mut shape = vec![1; x.rank()];
+        shape[1] = self.scale.dim(0)?;
+        x.broadcast_mul(&self.scale.reshape(shape.clone())?)?
+            .broadcast_add(&self.shift.reshape(shape)?)
+    }
+}
+
+/// Layer normalisation over the last dimension, with PyTorch's names
+/// (`weight`, `bias`): y = (x − mean) / √(var + eps) · weight + bias.
+#[derive(Clone, Debug)]
+pub struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    /// Loads a layer norm over `c` features.
+    pub fn load(vb: VarBuilder, c: usize, eps: f64) -> candle_core::Result<Self> {
+        Ok(LayerNorm {
+            weight: vb.get(c, "weight")?,
+            bias: vb.get(c, "bias")?,
+            eps,
+        })
+    }
+
+    /// Normalises `[B, C, H, W]` over C (torchvision's `LayerNorm2d`).
+    pub fn forward_channels(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.forward(&x.permute((0, 2, 3, 1))?)?
+            .permute((0, 3, 1, 2))
+    }
+}
+
+impl Module for LayerNorm {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let mean = x.mean_keepdim(D::Minus1)?;
+        let centred = x.broadcast_sub(&mean)?;
+        let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
+        let normed = centred.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+        normed
+            .broadcast_mul(&self.weight)?
+            .broadcast_add(&self.bias)
+    }
+}

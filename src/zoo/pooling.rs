@@ -1,0 +1,223 @@
+//! Pooling built from ops whose backward pass is right.
+//!
+//! candle 0.11's `max_pool2d` scales its gradient by 1/k², and
+//! `max_pool2d_with_stride` with k ≠ s has no backward at all; its
+//! `upsample_bilinear2d` has none either. These pool by slicing every
+//! window offset out of the (padded) input, stacking them, and taking one
+//! maximum per window with `argmax` + `gather`, whose backward sends the
+//! gradient to exactly that position (as PyTorch does).
+
+use candle_core::{Tensor, D};
+
+/// Max-pooling over `k`×`k` windows with stride `s` and padding `p` on
+/// `[B, C, H, W]`, as PyTorch's `MaxPool2d(k, s, p, ceil_mode)`.
+pub fn max_pool2d(
+    x: &Tensor,
+    k: usize,
+    s: usize,
+    p: usize,
+    ceil: bool,
+) -> candle_core::Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    let out = |n: usize| -> candle_core::Result<usize> {
+        let span = n + 2 * p;
+        if span < k {
+            candle_core::bail!(
+                "max_pool2d: input {n} (+2·{p} padding) is smaller than the window {k}"
+            );
+        }
+        let mut o = if ceil {
+            (span - k).div_ceil(s) + 1
+        } else {
+            (span - k) / s + 1
+        };
+        // PyTorch: the last window must start inside the input or the left padding.
+        if ceil && (o - 1) * s >= n + p {
+            o -= 1;
+        }
+        Ok(o)
+    };
+    let (ho, wo) = (out(h)?, out(w)?);
+    // Pad with -inf: p on the left, and on the right enough for every offset
+    // to take `o` strided positions (di + s·o ≤ length).
+    let x = pad_neg_inf(x, 2, p, (k - 1 + s * ho).saturating_sub(h + p))?;
+    let x = pad_neg_inf(&x, 3, p, (k - 1 + s * wo).saturating_sub(w + p))?;
+    let mut windows = Vec::with_capacity(k * k);
+    for di in 0..k {
+        let rows = strided(&x, 2, di, s, ho)?;
+        for dj in 0..k {
+            windows.push(strided(&rows, 3, dj, s, wo)?);
+        }
+    }
+    let stacked = Tensor::stack(&windows, 4)?.contiguous()?;
+    let first_max = stacked.argmax_keepdim(4)?;
+    stacked.gather(&first_max, 4)?.squeeze(4)
+}
+
+/// Positions `start, start + s, …` (n of them) along `dim`.
+fn strided(
+    x: &Tensor,
+    dim: usize,
+    start: usize,
+    s: usize,
+    n: usize,
+) -> candle_core::Result<Tensor> {
+    let x = x.narrow(dim, start, s * n)?;
+    if s == 1 {
+        return Ok(x);
+    }
+    let mut shape = x.dims().to_vec();
+    shape[dim] = n;
+    shape.insert(dim + 1, s);
+    x.reshape(shape)?.narrow(dim + 1, 0, 1)?.squeeze(dim + 1)
+}
+
+fn pad_neg_inf(x: &Tensor, dim: usize, left: usize, right: usize) -> candle_core::Result<Tensor> {
+    if left == 0 && right == 0 {
+        return Ok(x.clone());
+    }
+    let mut parts = Vec::with_capacity(3);
+    let mut shape = x.dims().to_vec();
+    if left > 0 {
+        shape[dim] = left;
+        parts
+            .push(Tensor::full(f32::NEG_INFINITY, shape.clone(), x.device())?.to_dtype(x.dtype())?);
+    }
+    parts.push(x.clone());
+    if right > 0 {
+        shape[dim] = right;
+        parts.push(Tensor::full(f32::NEG_INFINITY, shape, x.device())?.to_dtype(x.dtype())?);
+    }
+    Tensor::cat(&parts, dim)
+}
+
+/// PyTorch's `AdaptiveAvgPool2d((oh, ow))` on `[B, C, H, W]`: output cell
+/// (i, j) averages rows ⌊i·H/oh⌋ .. ⌈(i+1)·H/oh⌉ and the same for columns.
+pub fn adaptive_avg_pool2d(x: &Tensor, oh: usize, ow: usize) -> candle_core::Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    if (h, w) == (oh, ow) {
+        return Ok(x.clone());
+    }
+    if (oh, ow) == (1, 1) {
+        return x.mean_keepdim(D::Minus1)?.mean_keepdim(D::Minus2);
+    }
+    let range = |i: usize, n: usize, o: usize| (i * n / o, ((i + 1) * n).div_ceil(o));
+    let mut rows = Vec::with_capacity(oh);
+    for i in 0..oh {
+        let (r0, r1) = range(i, h, oh);
+        let band = x.narrow(2, r0, r1 - r0)?.mean_keepdim(2)?;
+        let mut cells = Vec::with_capacity(ow);
+        for j in 0..ow {
+            let (c0, c1) = range(j, w, ow);
+            cells.push(band.narrow(3, c0, c1 - c0)?.mean_keepdim(3)?);
+        }
+        rows.push(Tensor::cat(&cells, 3)?);
+    }
+    Tensor::cat(&rows, 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    #[test]
+    fn max_pool2d_matches_hand_values_with_padding_and_ceil() {
+        let dev = Device::Cpu;
+        // 5x5 input 0..25, k3 s2 p0: windows start at 0 and 2 -> 2x2.
+        let x = Tensor::arange(0f32, 25.0, &dev)
+            .unwrap()
+            .reshape((1, 1, 5, 5))
+            .unwrap();
+        let y = max_pool2d(&x, 3, 2, 0, false).unwrap();
+        assert_eq!(
+            y.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            [12., 14., 22., 24.]
+        );
+        // ceil_mode on 6x6: (6-3)/2 -> ceil 2 + 1 = 3 windows, the last one partial.
+        let x = Tensor::arange(0f32, 36.0, &dev)
+            .unwrap()
+            .reshape((1, 1, 6, 6))
+            .unwrap();
+        let y = max_pool2d(&x, 3, 2, 0, true).unwrap();
+        assert_eq!(y.dims(), [1, 1, 3, 3]);
+        assert_eq!(
+            y.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            [14., 16., 17., 26., 28., 29., 32., 34., 35.]
+        );
+        // padding 1, k3 s2 on 4x4 (ResNet's stem pool): 2x2.
+        let x = Tensor::arange(0f32, 16.0, &dev)
+            .unwrap()
+            .reshape((1, 1, 4, 4))
+            .unwrap();
+        let y = max_pool2d(&x, 3, 2, 1, false).unwrap();
+        assert_eq!(
+            y.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            [5., 7., 13., 15.]
+        );
+    }
+
+    #[test]
+    fn max_pool2d_sends_each_windows_gradient_to_one_position() {
+        let dev = Device::Cpu;
+        let x = Var::new(
+            &[[[[1f32, 5.0, 2.0], [0.0, 3.0, 9.0], [4.0, 4.0, 1.0]]]],
+            &dev,
+        )
+        .unwrap();
+        // k2 s1: windows overlap; the 9 and the 5 win twice... each window's
+        // gradient (1) goes to its one maximum.
+        let y = max_pool2d(x.as_tensor(), 2, 1, 0, false).unwrap();
+        assert_eq!(
+            y.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            [5., 9., 4., 9.]
+        );
+        let g = y.sum_all().unwrap().backward().unwrap();
+        let g = g
+            .get(x.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(g, [0., 1., 0., 0., 0., 2., 1., 0., 0.]);
+    }
+
+    // Regression: with stride 1 the stacked windows came out of `cat`
+    // non-contiguous and `gather` refused them (GoogLeNet's branch pools,
+    // k3 s1 p1 ceil).
+    #[test]
+    fn max_pool2d_with_stride_one_and_padding_keeps_the_shape() {
+        let dev = Device::Cpu;
+        let x = Tensor::arange(0f32, 2.0 * 3.0 * 5.0 * 5.0, &dev)
+            .unwrap()
+            .reshape((2, 3, 5, 5))
+            .unwrap();
+        let y = max_pool2d(&x, 3, 1, 1, true).unwrap();
+        assert_eq!(y.dims(), [2, 3, 5, 5]);
+        let first = y.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(&first[..5], &[6., 7., 8., 9., 9.]);
+    }
+
+    #[test]
+    fn adaptive_avg_pool2d_matches_pytorch_ranges() {
+        let dev = Device::Cpu;
+        let x = Tensor::arange(0f32, 9.0, &dev)
+            .unwrap()
+            .reshape((1, 1, 3, 3))
+            .unwrap();
+        // 3 -> 2: rows [0, 2) and [1, 3).
+        let y = adaptive_avg_pool2d(&x, 2, 2).unwrap();
+        assert_eq!(
+            y.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            [2., 3., 5., 6.]
+        );
+        let y = adaptive_avg_pool2d(&x, 1, 1).unwrap();
+        assert_eq!(y.flatten_all().unwrap().to_vec1::<f32>().unwrap(), [4.]);
+        // 1 -> 6 replicates (AlexNet on small inputs).
+        let one = Tensor::new(&[[[[7f32]]]], &dev).unwrap();
+        let y = adaptive_avg_pool2d(&one, 6, 6).unwrap();
+        assert_eq!(y.dims(), [1, 1, 6, 6]);
+        assert_eq!(y.sum_all().unwrap().to_scalar::<f32>().unwrap(), 7.0 * 36.0);
+    }
+}
