@@ -67,6 +67,14 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## In `cargo test`
+//!
+//! [`main!`] turns a `gevaldi.toml` into a test target with one test per
+//! `[[pair]]` (see the README and [`config`]): thresholds on the divergence,
+//! the lift and the hierarchical set distance ([`hierarchy`]) of the models'
+//! top-n predictions, insta snapshots beside the TOML, and a JSON artifact
+//! per trial ([`artifact`]).
+//!
 //! ## Performance
 //!
 //! candle without optimisations is about 15 times slower. Build your tests

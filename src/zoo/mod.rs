@@ -1,5 +1,9 @@
 //! Built-in architectures, in candle-nn style: a `Config`, `load(vb, &cfg)`
-//! from a `VarBuilder`, and `Module::forward`.
+//! from a `VarBuilder`, and `Module::forward`: the MNIST fixtures' CNNs,
+//! MLP and (conditional) VAE, and the paper's ImageNet classifiers with
+//! torchvision's tensor names (AlexNet, GoogLeNet, SqueezeNet 1.0/1.1,
+//! ResNet-18/50, ConvNeXt tiny/small/base). [`Arch`] names them as configs
+//! do.
 //!
 //! Every architecture here is built from ops whose backward pass is right
 //! (max-pooling by reshape + `max`, see [`max_pool2x2`]) and passes the
