@@ -102,6 +102,7 @@ pub mod audit;
 pub mod config;
 pub mod data;
 pub mod divergence;
+pub mod ensemble;
 mod error;
 pub mod harness;
 pub mod hierarchy;

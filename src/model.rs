@@ -134,6 +134,14 @@ pub fn sample_standard_normal(
     Tensor::from_vec(values, shape, device)
 }
 
+/// The index of the largest value (the first on a tie; NaN never wins over
+/// a number).
+pub fn argmax(values: &[f32]) -> usize {
+    (0..values.len())
+        .max_by(|&a, &b| values[a].total_cmp(&values[b]).then(b.cmp(&a)))
+        .unwrap_or(0)
+}
+
 /// `n` one-hot rows `[n, classes]` (f32) for the given labels.
 pub fn one_hot(labels: &[usize], classes: usize, device: &Device) -> candle_core::Result<Tensor> {
     let mut values = vec![0f32; labels.len() * classes];

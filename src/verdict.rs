@@ -226,9 +226,7 @@ fn at_most(value: f64, bound: f64) -> bool {
 
 /// The index and probability of the most probable class.
 pub(crate) fn top(p: &[f32]) -> (usize, f32) {
-    let k = (0..p.len())
-        .max_by(|&a, &b| p[a].total_cmp(&p[b]))
-        .unwrap_or(0);
+    let k = crate::model::argmax(p);
     (k, p.get(k).copied().unwrap_or(f32::NAN))
 }
 

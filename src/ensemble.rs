@@ -1,0 +1,229 @@
+//! Ensembles (paper appendix F): an MDS dataset searched among the base
+//! learners of an ensemble, and the ensemble's metrics on it.
+//!
+//! The MDS dataset has K samples whose class conditions are spread evenly
+//! over the classes (seeded order); each is searched in the latent space of
+//! a class-conditional generator for the largest Jensen-Shannon divergence
+//! among the M members, and its condition is its true label. The ensemble
+//! votes by the mean of its members' probabilities.
+
+use candle_core::{Device, Tensor};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::divergence::Divergence;
+use crate::error::{Error, Result};
+use crate::model::{argmax, one_hot, Classifier, Generator};
+use crate::search::{Search, SearchConfig};
+
+/// An MDS dataset.
+#[derive(Clone, Debug)]
+pub struct MdsDataset {
+    /// Each sample's condition, its true label.
+    pub labels: Vec<usize>,
+    /// Each sample's latent after the search.
+    pub z: Vec<Vec<f32>>,
+    /// The decoded samples, `[K, …]`.
+    pub x: Tensor,
+    /// Each member's probabilities: `[member][sample][class]`.
+    pub member_probs: Vec<Vec<Vec<f32>>>,
+    /// Each sample's JS divergence among the members, after the search.
+    pub divergence: Vec<f64>,
+}
+
+impl MdsDataset {
+    /// Searches `k` samples among `members` over the class-conditional
+    /// `generator` with the M-member `js` divergence, `config.batch` samples
+    /// at a time (chunk c seeded with `config.seed + c`).
+    pub fn search(
+        members: &[(&str, &dyn Classifier)],
+        generator: &dyn Generator,
+        k: usize,
+        config: &SearchConfig,
+        device: &Device,
+    ) -> Result<Self> {
+        let classes = generator.num_conditions().ok_or_else(|| {
+            Error::setting(
+                "generator",
+                "unconditional",
+                "a class-conditional generator",
+            )
+        })?;
+        if k == 0 {
+            return Err(Error::setting("k", 0, "at least 1 sample"));
+        }
+        let mut labels: Vec<usize> = (0..k).map(|i| i % classes).collect();
+        labels.shuffle(&mut ChaCha8Rng::seed_from_u64(config.seed));
+        let mut out = MdsDataset {
+            labels: labels.clone(),
+            z: Vec::with_capacity(k),
+            x: Tensor::zeros(0, candle_core::DType::F32, device)?,
+            member_probs: vec![Vec::with_capacity(k); members.len()],
+            divergence: Vec::with_capacity(k),
+        };
+        let mut xs = Vec::new();
+        for (c, chunk) in labels.chunks(config.batch.max(1)).enumerate() {
+            let cfg = config
+                .clone()
+                .divergence(Divergence::js())
+                .batch(chunk.len())
+                .seed(config.seed + c as u64);
+            let mut search = Search::new("generator", generator)
+                .config(cfg)
+                .condition(one_hot(chunk, classes, device)?);
+            for (name, m) in members {
+                search = search.classifier(*name, *m);
+            }
+            let outcome = search.run(device)?;
+            for s in outcome.samples {
+                out.z.push(s.z);
+                out.divergence.push(s.divergence_after);
+                for (m, p) in s.probs_after.into_iter().enumerate() {
+                    out.member_probs[m].push(p);
+                }
+            }
+            xs.push(outcome.x);
+        }
+        out.x = Tensor::cat(&xs, 0)?;
+        Ok(out)
+    }
+
+    /// The ensemble's mean-probability vote: `[sample][class]`.
+    pub fn vote(&self) -> Vec<Vec<f32>> {
+        mean_probs(&self.member_probs)
+    }
+}
+
+/// The mean over members of `[member][sample][class]` probabilities.
+pub fn mean_probs(member_probs: &[Vec<Vec<f32>>]) -> Vec<Vec<f32>> {
+    let m = member_probs.len() as f32;
+    let n = member_probs.first().map_or(0, Vec::len);
+    (0..n)
+        .map(|i| {
+            let k = member_probs[0][i].len();
+            (0..k)
+                .map(|c| member_probs.iter().map(|p| p[i][c]).sum::<f32>() / m)
+                .collect()
+        })
+        .collect()
+}
+
+/// Accuracy, macro one-vs-rest ROC AUC and macro F1 of probabilities
+/// against labels.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Metrics {
+    /// Fraction of samples whose most probable class is their label.
+    pub accuracy: f64,
+    /// Mean over classes (with both positives and negatives) of the ROC
+    /// AUC of "this class vs the rest", scored by that class's probability
+    /// (ties count half).
+    pub auc: f64,
+    /// Mean over classes (present in the labels or the predictions) of
+    /// 2·precision·recall / (precision + recall), 0 where undefined.
+    pub f1: f64,
+}
+
+impl Metrics {
+    /// The metrics of `probs` `[sample][class]` against `labels`.
+    pub fn of(probs: &[Vec<f32>], labels: &[usize]) -> Metrics {
+        let n = labels.len();
+        let k = probs.first().map_or(0, Vec::len);
+        let pred: Vec<usize> = probs.iter().map(|p| argmax(p)).collect();
+        let accuracy = pred.iter().zip(labels).filter(|(p, l)| p == l).count() as f64 / n as f64;
+        let mut aucs = Vec::new();
+        let mut f1s = Vec::new();
+        for c in 0..k {
+            let pos = labels.iter().filter(|&&l| l == c).count();
+            if pos > 0 && pos < n {
+                let scores: Vec<(f32, bool)> = probs
+                    .iter()
+                    .zip(labels)
+                    .map(|(p, &l)| (p[c], l == c))
+                    .collect();
+                aucs.push(auc(&scores, pos));
+            }
+            let tp = pred
+                .iter()
+                .zip(labels)
+                .filter(|(&p, &l)| p == c && l == c)
+                .count();
+            let predicted = pred.iter().filter(|&&p| p == c).count();
+            if pos > 0 || predicted > 0 {
+                let f1 = if tp == 0 {
+                    0.0
+                } else {
+                    2.0 * tp as f64 / (pos + predicted) as f64
+                };
+                f1s.push(f1);
+            }
+        }
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+        Metrics {
+            accuracy,
+            auc: mean(&aucs),
+            f1: mean(&f1s),
+        }
+    }
+}
+
+/// ROC AUC by the Mann-Whitney statistic with average ranks for ties.
+fn auc(scores: &[(f32, bool)], positives: usize) -> f64 {
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[a].0.total_cmp(&scores[b].0));
+    let mut rank_sum = 0.0;
+    let mut i = 0;
+    while i < order.len() {
+        let mut j = i;
+        while j + 1 < order.len() && scores[order[j + 1]].0 == scores[order[i]].0 {
+            j += 1;
+        }
+        let avg_rank = (i + j) as f64 / 2.0 + 1.0;
+        for &o in &order[i..=j] {
+            if scores[o].1 {
+                rank_sum += avg_rank;
+            }
+        }
+        i = j + 1;
+    }
+    let (p, n) = (positives as f64, (scores.len() - positives) as f64);
+    (rank_sum - p * (p + 1.0) / 2.0) / (p * n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_match_hand_calculations() {
+        // 4 samples, 2 classes. Predictions: 0, 1, 1, 0; labels 0, 1, 0, 0.
+        let probs = vec![
+            vec![0.9, 0.1],
+            vec![0.2, 0.8],
+            vec![0.4, 0.6],
+            vec![0.7, 0.3],
+        ];
+        let labels = [0, 1, 0, 0];
+        let m = Metrics::of(&probs, &labels);
+        assert_eq!(m.accuracy, 0.75);
+        // Class 1 scores: positives {0.8}, negatives {0.1, 0.6, 0.3}: AUC 1;
+        // class 0 is its mirror: AUC 1.
+        assert_eq!(m.auc, 1.0);
+        // Class 0: tp 2, 3 true, 2 predicted: F1 = 4/5; class 1: tp 1,
+        // 1 true, 2 predicted: F1 = 2/3.
+        assert!((m.f1 - (0.8 + 2.0 / 3.0) / 2.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn auc_counts_ties_as_half() {
+        let scores = [(0.5, true), (0.5, false), (0.1, false), (0.9, true)];
+        // Pairs (pos, neg): (0.5, 0.5) half, (0.5, 0.1) 1, (0.9, 0.5) 1, (0.9, 0.1) 1.
+        assert_eq!(auc(&scores, 2), 3.5 / 4.0);
+    }
+
+    #[test]
+    fn the_vote_is_the_mean_of_the_members() {
+        let p = vec![vec![vec![1.0, 0.0]], vec![vec![0.5, 0.5]]];
+        assert_eq!(mean_probs(&p), [[0.75, 0.25]]);
+    }
+}
