@@ -108,6 +108,7 @@ pub mod harness;
 pub mod hierarchy;
 pub mod model;
 pub mod preprocess;
+pub mod regions;
 pub mod search;
 pub mod snapshot;
 pub mod verdict;

@@ -7,6 +7,7 @@ use candle_core::{Device, D};
 use gevaldi::data::{Mnist, Split};
 use gevaldi::ensemble::{mean_probs, MdsDataset, Metrics};
 use gevaldi::model::Classifier;
+use gevaldi::regions::find_regions;
 use gevaldi::zoo::{self, MnistMlp, MnistMlpConfig, MnistVae, MnistVaeConfig};
 use gevaldi::SearchConfig;
 
@@ -75,6 +76,38 @@ fn the_ensemble_is_much_less_accurate_on_its_mds_dataset() {
     for c in 0..10 {
         assert_eq!(mds.labels.iter().filter(|&&l| l == c).count(), 200);
     }
+
+    // Regions of uncertainty: DBSCAN over the MDS latents.
+    let regions = find_regions(&mds, 10, None);
+    println!(
+        "DBSCAN (min_samples 10): eps {:.3} chosen from {:?}",
+        regions.eps,
+        regions
+            .grid
+            .iter()
+            .map(|(e, r, n)| format!("{e:.3}: {r} regions, {n} noise"))
+            .collect::<Vec<_>>()
+    );
+    println!(
+        "{} regions, {} noise samples",
+        regions.regions.len(),
+        regions.noise
+    );
+    for (i, r) in regions.regions.iter().take(5).enumerate() {
+        println!(
+            "  region {i}: {} samples, conditions {:?}, ensemble predicts {:?}",
+            r.members.len(),
+            r.conditions,
+            &r.predictions[..r.predictions.len().min(3)]
+        );
+    }
+    assert!(regions.regions.len() > 1, "{regions:?}");
+    assert!(
+        regions.regions.len() < 2000 / 10,
+        "{} regions",
+        regions.regions.len()
+    );
+
     assert!(
         on_mds.accuracy <= on_test.accuracy - 0.15,
         "MDS accuracy {} is not 15 points below test accuracy {}",
