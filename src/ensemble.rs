@@ -7,11 +7,15 @@
 //! among the M members, and its condition is its true label. The ensemble
 //! votes by the mean of its members' probabilities.
 
+use std::collections::HashMap;
+use std::path::Path;
+
 use candle_core::{Device, Tensor};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+use crate::data::{write_idx, IdxArray};
 use crate::divergence::Divergence;
 use crate::error::{Error, Result};
 use crate::model::{argmax, one_hot, Classifier, Generator};
@@ -87,6 +91,64 @@ impl MdsDataset {
         }
         out.x = Tensor::cat(&xs, 0)?;
         Ok(out)
+    }
+
+    /// Writes the dataset as extra training data: `<stem>-images-idx3-ubyte`
+    /// (the decoded samples `[K, H, W]` as bytes, round(255·x) clamped to
+    /// 0-255; x must be single-channel in [0, 1]), `<stem>-labels-idx1-ubyte`
+    /// (the conditions), and `<stem>.safetensors` with `z` `[K, d]`, `x`,
+    /// `label` (u32) and `probs.<i>` `[K, classes]` for each member i.
+    pub fn export(&self, dir: &Path, stem: &str) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+            action: "create",
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let dims = self.x.dims().to_vec();
+        if dims.len() != 4 || dims[1] != 1 {
+            return Err(Error::setting(
+                "export",
+                format!("samples of shape {dims:?}"),
+                "single-channel images [K, 1, H, W] to write as IDX",
+            ));
+        }
+        let pixels: Vec<u8> = self
+            .x
+            .flatten_all()?
+            .to_vec1::<f32>()?
+            .into_iter()
+            .map(|v| (v * 255.0).round().clamp(0.0, 255.0) as u8)
+            .collect();
+        let images = IdxArray {
+            dims: vec![dims[0], dims[2], dims[3]],
+            data: pixels,
+        };
+        let labels = IdxArray {
+            dims: vec![self.labels.len()],
+            data: self.labels.iter().map(|&l| l as u8).collect(),
+        };
+        write_idx(dir.join(format!("{stem}-images-idx3-ubyte")), &images)?;
+        write_idx(dir.join(format!("{stem}-labels-idx1-ubyte")), &labels)?;
+        let device = self.x.device();
+        let k = self.labels.len();
+        let d = self.z.first().map_or(0, Vec::len);
+        let mut tensors = HashMap::new();
+        let z: Vec<f32> = self.z.iter().flatten().copied().collect();
+        tensors.insert("z".to_string(), Tensor::from_vec(z, (k, d), device)?);
+        tensors.insert("x".to_string(), self.x.clone());
+        let label: Vec<u32> = self.labels.iter().map(|&l| l as u32).collect();
+        tensors.insert("label".to_string(), Tensor::from_vec(label, k, device)?);
+        for (i, member) in self.member_probs.iter().enumerate() {
+            let c = member.first().map_or(0, Vec::len);
+            let p: Vec<f32> = member.iter().flatten().copied().collect();
+            tensors.insert(format!("probs.{i}"), Tensor::from_vec(p, (k, c), device)?);
+        }
+        let path = dir.join(format!("{stem}.safetensors"));
+        candle_core::safetensors::save(&tensors, &path).map_err(|e| Error::Weights {
+            path: path.clone(),
+            model: "mds dataset".into(),
+            source: Box::new(e),
+        })
     }
 
     /// The ensemble's mean-probability vote: `[sample][class]`.

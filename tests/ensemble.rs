@@ -77,6 +77,29 @@ fn the_ensemble_is_much_less_accurate_on_its_mds_dataset() {
         assert_eq!(mds.labels.iter().filter(|&&l| l == c).count(), 200);
     }
 
+    // Exported as extra training data, read back by the project's reader.
+    let out = std::env::temp_dir().join(format!("gevaldi-mds-{}", std::process::id()));
+    mds.export(&out, "mds").unwrap();
+    let images = gevaldi::data::read_idx(out.join("mds-images-idx3-ubyte")).unwrap();
+    assert_eq!(images.dims, [2000, 28, 28]);
+    let raw = std::fs::read(out.join("mds-images-idx3-ubyte")).unwrap();
+    assert_eq!(
+        gevaldi::data::encode_idx(&images).unwrap(),
+        raw,
+        "byte-identical"
+    );
+    let labels = gevaldi::data::read_idx(out.join("mds-labels-idx1-ubyte")).unwrap();
+    assert_eq!(
+        labels.data,
+        mds.labels.iter().map(|l| *l as u8).collect::<Vec<_>>()
+    );
+    let back = Mnist::load(&out, Split::Train);
+    assert!(back.is_err(), "named mds-*, not train-*");
+    let t = candle_core::safetensors::load(out.join("mds.safetensors"), &dev).unwrap();
+    assert_eq!(t["z"].dims(), [2000, 4]);
+    assert_eq!(t["probs.4"].dims(), [2000, 10]);
+    std::fs::remove_dir_all(&out).unwrap();
+
     // Regions of uncertainty: DBSCAN over the MDS latents.
     let regions = find_regions(&mds, 10, None);
     println!(
