@@ -15,13 +15,18 @@ use candle_core::Device;
 use libtest_mimic::{Arguments, Failed, Trial};
 
 use crate::artifact::{target_dir, Artifact};
-use crate::config::{self, Config, ModelDecl, PairDecl};
+use crate::config::{self, Config, EnsembleDecl, ModelDecl, PairDecl};
+use crate::data::{Mnist, Split};
+use crate::ensemble::{mean_probs, MdsDataset, Metrics};
 use crate::error::{Error, Result};
 use crate::hierarchy::{Hierarchy, SetDistance};
 use crate::model::{Classifier, Generator};
+use crate::pca::Pca;
 use crate::preprocess::{Channels, Preprocess, Preprocessed};
+use crate::regions::find_regions;
 use crate::search::Search;
 use crate::snapshot::Summary;
+use crate::snapshot::{EnsembleSummary, RegionsSummary, Settings};
 use crate::verdict::Verdict;
 use crate::zoo::{self, Arch};
 
@@ -179,6 +184,20 @@ pub fn run_with_args(config_path: &str, registry: Registry, mut args: Arguments)
             })
             .with_ignored_flag(pair.ignore)
         })
+        .collect::<Vec<_>>();
+    let trials = trials
+        .into_iter()
+        .chain(harness.config.ensembles.iter().map(|e| {
+            let h = Arc::clone(&harness);
+            let name = e.name.clone();
+            let summaries = Arc::clone(&summaries);
+            Trial::test(format!("ensemble::{}", e.name), move || {
+                let line = h.run_ensemble(&name)?;
+                summaries.lock().expect("summaries").push(line);
+                Ok(())
+            })
+            .with_ignored_flag(e.ignore)
+        }))
         .collect();
     let conclusion = libtest_mimic::run(&args, trials);
     // Printed after libtest's lines rather than between "test x ..." and "ok".
@@ -289,6 +308,171 @@ impl Harness {
                 build(&self.device)
             }
         }
+    }
+
+    /// Runs one ensemble; its one-line summary when it passed.
+    fn run_ensemble(&self, name: &str) -> std::result::Result<String, Failed> {
+        let decl = self
+            .config
+            .ensemble(name)
+            .expect("trial of a declared ensemble");
+        self.try_ensemble(decl).map_err(Failed::from)
+    }
+
+    fn try_ensemble(&self, e: &EnsembleDecl) -> std::result::Result<String, String> {
+        let started = Instant::now();
+        let fail = |err: Error| {
+            format!(
+                "ensemble `{}` ({}:{}): {err}",
+                e.name,
+                self.config.path.display(),
+                e.line
+            )
+        };
+        let search_config = config::search_config(&e.search.or(&self.config.search))
+            .map_err(fail)?
+            .divergence(crate::Divergence::js());
+        let generator = self.generator(&e.generator).map_err(fail)?;
+        if generator.num_conditions().is_none() {
+            return Err(fail(Error::setting(
+                format!("ensemble[{}].generator", e.name),
+                &e.generator,
+                "a class-conditional generator (the MDS samples' conditions are their labels)",
+            )));
+        }
+        let members = e
+            .members
+            .iter()
+            .map(|m| self.classifier(m))
+            .collect::<Result<Vec<_>>>()
+            .map_err(fail)?;
+        let test = Mnist::load(&e.test_data, Split::Test).map_err(fail)?;
+        let x = test.images_tensor(None, &self.device).map_err(fail)?;
+        let member_probs = members
+            .iter()
+            .zip(&e.members)
+            .map(|(m, name)| {
+                m.logits(&x)
+                    .and_then(|l| candle_nn::ops::softmax(&l, 1))
+                    .and_then(|p| p.to_vec2::<f32>())
+                    .map_err(Error::model(name, "classify the test data"))
+            })
+            .collect::<Result<Vec<_>>>()
+            .map_err(fail)?;
+        let labels: Vec<usize> = test.labels.iter().map(|&l| l as usize).collect();
+        let on_test = Metrics::of(&mean_probs(&member_probs), &labels);
+        let named: Vec<(&str, &dyn Classifier)> = e
+            .members
+            .iter()
+            .zip(&members)
+            .map(|(n, m)| (n.as_str(), m.as_ref()))
+            .collect();
+        let mds = MdsDataset::search(
+            &named,
+            generator.as_ref(),
+            e.samples,
+            &search_config,
+            &self.device,
+        )
+        .map_err(fail)?;
+        let on_mds = Metrics::of(&mds.vote(), &mds.labels);
+        let regions = find_regions(&mds, e.min_samples, None);
+        let failures =
+            crate::verdict::ensemble_failures(e, &on_test, &on_mds, regions.regions.len());
+        let class_names = members[0].class_names().to_vec();
+        let summary = EnsembleSummary {
+            ensemble: e.name.clone(),
+            members: e.members.clone(),
+            generator: e.generator.clone(),
+            settings: Settings::of(&search_config),
+            samples: e.samples,
+            test: (&on_test).into(),
+            mds: (&on_mds).into(),
+            regions: RegionsSummary::new(&regions, &class_names),
+        };
+        let artifacts = self
+            .artifact_path(&format!("ensemble-{}", e.name))
+            .with_extension("");
+        mds.export(&artifacts, "mds").map_err(fail)?;
+        let json = serde_json::json!({
+            "ensemble": &summary,
+            "passed": failures.is_empty(),
+            "failures": &failures,
+            "labels": &mds.labels,
+            "z": &mds.z,
+            "divergence": &mds.divergence,
+            "member_probs": &mds.member_probs,
+            "regions": regions.regions.iter().map(|r| &r.members).collect::<Vec<_>>(),
+        });
+        let pca = self
+            .latent_pictures(e, generator.as_ref(), &mds)
+            .map_err(fail)?;
+        let mut json = json;
+        json["pca"] = pca;
+        let path = artifacts.join("ensemble.json");
+        std::fs::write(&path, json.to_string()).map_err(|source| {
+            fail(Error::Io {
+                action: "write",
+                path: path.clone(),
+                source,
+            })
+        })?;
+        let snapshot = summary.assert_snapshot(&e.name, &self.dir, &self.config.path);
+        let line = format!(
+            "ensemble::{}: accuracy {:.1}% on the test data, {:.1}% on {} MDS samples, {} regions \
+             of uncertainty, in {:.1} s",
+            e.name,
+            100.0 * on_test.accuracy,
+            100.0 * on_mds.accuracy,
+            e.samples,
+            regions.regions.len(),
+            started.elapsed().as_secs_f64()
+        );
+        let mut problems = failures;
+        if let Err(s) = snapshot {
+            problems.push(s);
+        }
+        if problems.is_empty() {
+            Ok(line)
+        } else {
+            Err(format!(
+                "{line}\n{}\nartifacts: {}",
+                problems.join("\n"),
+                artifacts.display()
+            ))
+        }
+    }
+
+    /// The training data's latents (encoder means, when the generator has an
+    /// encoder and `test_data` holds a training split too) and the MDS
+    /// latents on the top two principal axes of the training latents (paper
+    /// fig. 5); `null` otherwise.
+    fn latent_pictures(
+        &self,
+        e: &EnsembleDecl,
+        generator: &dyn Generator,
+        mds: &MdsDataset,
+    ) -> Result<serde_json::Value> {
+        let Ok(train) = Mnist::load(&e.test_data, Split::Train) else {
+            return Ok(serde_json::Value::Null);
+        };
+        let classes = generator.num_conditions().unwrap_or(0);
+        let labels: Vec<usize> = train.labels.iter().map(|&l| l as usize).collect();
+        let x = train.images_tensor(None, &self.device)?;
+        let c = crate::model::one_hot(&labels, classes, &self.device)?;
+        let Some(means) = generator.encode(&x, Some(&c)) else {
+            return Ok(serde_json::Value::Null);
+        };
+        let means = means
+            .and_then(|m| m.to_vec2::<f32>())
+            .map_err(Error::model(&e.generator, "encode the training data"))?;
+        let pca = Pca::fit(&means, 2);
+        Ok(serde_json::json!({
+            "axes": &pca,
+            "train": pca.project(&means),
+            "train_labels": labels,
+            "mds": pca.project(&mds.z),
+        }))
     }
 
     /// Runs one pair; its one-line summary when it passed.

@@ -107,6 +107,7 @@ mod error;
 pub mod harness;
 pub mod hierarchy;
 pub mod model;
+pub mod pca;
 pub mod preprocess;
 pub mod regions;
 pub mod search;

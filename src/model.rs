@@ -49,6 +49,18 @@ pub trait Generator {
     /// differentiable with respect to `z`.
     fn decode(&self, z: &Tensor, condition: Option<&Tensor>) -> candle_core::Result<Tensor>;
 
+    /// The mean of the encoder's q(z | x, c) for a batch `x`, when the
+    /// generator has an encoder (a VAE). Used for pictures of the data's
+    /// latents, never by the search. (Default: `None`.)
+    fn encode(
+        &self,
+        x: &Tensor,
+        condition: Option<&Tensor>,
+    ) -> Option<candle_core::Result<Tensor>> {
+        let _ = (x, condition);
+        None
+    }
+
     /// The log-density log p(z) of the prior, one value per sample: `[B]`.
     /// (Default: the standard normal, see [`standard_normal_log_density`].)
     fn log_prior(&self, z: &Tensor) -> candle_core::Result<Tensor> {
@@ -97,6 +109,13 @@ impl<T: Generator + ?Sized> Generator for &T {
     }
     fn decode(&self, z: &Tensor, condition: Option<&Tensor>) -> candle_core::Result<Tensor> {
         (**self).decode(z, condition)
+    }
+    fn encode(
+        &self,
+        x: &Tensor,
+        condition: Option<&Tensor>,
+    ) -> Option<candle_core::Result<Tensor>> {
+        (**self).encode(x, condition)
     }
     fn log_prior(&self, z: &Tensor) -> candle_core::Result<Tensor> {
         (**self).log_prior(z)

@@ -64,6 +64,21 @@ pub struct Settings {
     pub seed: u64,
 }
 
+impl Settings {
+    /// The settings of a search.
+    pub fn of(c: &crate::search::SearchConfig) -> Self {
+        Settings {
+            divergence: c.divergence.name().to_string(),
+            optimizer: c.optimizer.name().to_string(),
+            lr: c.lr,
+            lambda: c.lambda,
+            batch: c.batch,
+            steps: c.steps,
+            seed: c.seed,
+        }
+    }
+}
+
 /// Statistics of per-sample divergences.
 #[derive(Clone, Debug, Serialize)]
 pub struct Stats {
@@ -175,15 +190,7 @@ impl Summary {
             pair: pair.to_string(),
             models: outcome.model_names.clone(),
             generator: generator.to_string(),
-            settings: Settings {
-                divergence: c.divergence.name().to_string(),
-                optimizer: c.optimizer.name().to_string(),
-                lr: c.lr,
-                lambda: c.lambda,
-                batch: c.batch,
-                steps: c.steps,
-                seed: c.seed,
-            },
+            settings: Settings::of(c),
             steps_run: outcome.steps_run,
             divergence: BeforeAfter {
                 before: stats(&before),
@@ -248,26 +255,136 @@ impl Summary {
     /// `<name>.snap.new` for `cargo insta review` and fails; with `CI` set
     /// (or `INSTA_UPDATE=no`) it fails and writes nothing.
     pub fn assert_snapshot(&self, name: &str, dir: &Path, config: &Path) -> Result<(), String> {
-        let mut settings = insta::Settings::clone_current();
-        settings.set_snapshot_path(dir.join("snapshots"));
-        settings.set_prepend_module_to_snapshot(false);
-        settings.set_omit_expression(true);
-        settings.set_input_file(config);
-        settings.set_description(format!("gevaldi trial pair::{name}"));
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            settings.bind(|| insta::assert_yaml_snapshot!(name.to_string(), self));
-        }));
-        result.map_err(|payload| {
-            let msg = payload
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            format!(
-                "snapshot `{}` does not match ({msg}): review with `cargo insta review`, \
-                 or accept with INSTA_UPDATE=always",
-                dir.join("snapshots").join(format!("{name}.snap")).display()
-            )
-        })
+        assert_yaml(self, name, dir, config, "pair")
     }
+}
+
+/// The snapshot of an `[[ensemble]]` trial.
+#[derive(Clone, Debug, Serialize)]
+pub struct EnsembleSummary {
+    /// The ensemble's name.
+    pub ensemble: String,
+    /// The base learners.
+    pub members: Vec<String>,
+    /// The conditional generator.
+    pub generator: String,
+    /// The search's settings (divergence `js`).
+    pub settings: Settings,
+    /// K.
+    pub samples: usize,
+    /// The vote's metrics on the test data.
+    pub test: MetricsSummary,
+    /// The vote's metrics on the MDS dataset.
+    pub mds: MetricsSummary,
+    /// DBSCAN's regions of uncertainty.
+    pub regions: RegionsSummary,
+}
+
+/// Accuracy, macro AUC and macro F1, rounded.
+#[derive(Clone, Debug, Serialize)]
+pub struct MetricsSummary {
+    /// Accuracy.
+    pub accuracy: f64,
+    /// Macro one-vs-rest ROC AUC.
+    pub auc: f64,
+    /// Macro F1.
+    pub f1: f64,
+}
+
+impl From<&crate::ensemble::Metrics> for MetricsSummary {
+    fn from(m: &crate::ensemble::Metrics) -> Self {
+        MetricsSummary {
+            accuracy: round(m.accuracy),
+            auc: round(m.auc),
+            f1: round(m.f1),
+        }
+    }
+}
+
+/// DBSCAN's result, rounded.
+#[derive(Clone, Debug, Serialize)]
+pub struct RegionsSummary {
+    /// The chosen eps.
+    pub eps: f64,
+    /// The number of regions.
+    pub count: usize,
+    /// Samples in no region.
+    pub noise: usize,
+    /// The largest regions: size, conditions present, the vote's most
+    /// common prediction, and the indices of a few example samples (images
+    /// in the exported `mds-images-idx3-ubyte`).
+    pub largest: Vec<String>,
+}
+
+impl RegionsSummary {
+    /// The summary of `regions`, naming classes with `class_names`.
+    pub fn new(regions: &crate::regions::Regions, class_names: &[String]) -> Self {
+        RegionsSummary {
+            eps: round(regions.eps),
+            count: regions.regions.len(),
+            noise: regions.noise,
+            largest: regions
+                .regions
+                .iter()
+                .take(SAMPLES_SHOWN)
+                .map(|r| {
+                    let conditions: Vec<String> = r
+                        .conditions
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, n)| **n > 0)
+                        .map(|(c, n)| format!("{}×{n}", class_names[c]))
+                        .collect();
+                    let (p, n) = r.predictions[0];
+                    let examples: Vec<String> =
+                        r.members.iter().take(3).map(|i| format!("#{i}")).collect();
+                    format!(
+                        "{} samples, conditions {}, predicted {} ×{n}, e.g. {}",
+                        r.members.len(),
+                        conditions.join(" "),
+                        class_names[p],
+                        examples.join(" ")
+                    )
+                })
+                .collect(),
+        }
+    }
+}
+
+impl EnsembleSummary {
+    /// Asserts the summary against `<dir>/snapshots/<name>.snap`, as
+    /// [`Summary::assert_snapshot`] does.
+    pub fn assert_snapshot(&self, name: &str, dir: &Path, config: &Path) -> Result<(), String> {
+        assert_yaml(self, name, dir, config, "ensemble")
+    }
+}
+
+fn assert_yaml<T: Serialize>(
+    value: &T,
+    name: &str,
+    dir: &Path,
+    config: &Path,
+    kind: &str,
+) -> Result<(), String> {
+    let mut settings = insta::Settings::clone_current();
+    settings.set_snapshot_path(dir.join("snapshots"));
+    settings.set_prepend_module_to_snapshot(false);
+    settings.set_omit_expression(true);
+    settings.set_input_file(config);
+    settings.set_description(format!("gevaldi trial {kind}::{name}"));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        settings.bind(|| insta::assert_yaml_snapshot!(name.to_string(), value));
+    }));
+    result.map_err(|payload| {
+        let msg = payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        format!(
+            "snapshot `{}` does not match ({msg}): review with `cargo insta review`, \
+             or accept with INSTA_UPDATE=always",
+            dir.join("snapshots").join(format!("{name}.snap")).display()
+        )
+    })
 }

@@ -200,6 +200,52 @@ impl Verdict {
     }
 }
 
+/// The thresholds of an `[[ensemble]]` that its metrics break, one line
+/// each (a NaN metric breaks every threshold it meets).
+pub fn ensemble_failures(
+    decl: &crate::config::EnsembleDecl,
+    test: &crate::ensemble::Metrics,
+    mds: &crate::ensemble::Metrics,
+    regions: usize,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let drop = test.accuracy - mds.accuracy;
+    if let Some(min) = decl.min_mds_accuracy {
+        if !at_most(min, mds.accuracy) {
+            out.push(format!(
+                "the ensemble's accuracy on its MDS dataset is {:.4}, below min_mds_accuracy = {min}",
+                mds.accuracy
+            ));
+        }
+    }
+    if let Some(max) = decl.max_accuracy_drop {
+        if !at_most(drop, max) {
+            out.push(format!(
+                "the accuracy drops by {drop:.4} from the test data ({:.4}) to the MDS dataset \
+                 ({:.4}), above max_accuracy_drop = {max}",
+                test.accuracy, mds.accuracy
+            ));
+        }
+    }
+    if let Some(min) = decl.min_accuracy_drop {
+        if !at_most(min, drop) {
+            out.push(format!(
+                "the accuracy drops by only {drop:.4} from the test data ({:.4}) to the MDS \
+                 dataset ({:.4}), below min_accuracy_drop = {min}: the search found too little",
+                test.accuracy, mds.accuracy
+            ));
+        }
+    }
+    if let Some(max) = decl.max_regions {
+        if regions > max {
+            out.push(format!(
+                "DBSCAN finds {regions} regions of uncertainty, above max_regions = {max}"
+            ));
+        }
+    }
+    out
+}
+
 /// The name of the set-distance measure of top-n predictions.
 pub fn set_distance_name(top_n: usize) -> String {
     format!("set distance (top-{top_n})")

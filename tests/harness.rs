@@ -129,7 +129,8 @@ const QUICK: [&str; 5] = [
     "pair::three-js",
 ];
 
-/// See issue 4: nextest runs the dogfood suites, each pair as its own test
+/// See issue 4: nextest runs the dogfood suites, each pair (and ensemble)
+/// as its own test
 /// (nextest runs every test in a process of its own).
 #[test]
 fn nextest_runs_each_pair_as_its_own_test() {
@@ -143,12 +144,16 @@ fn nextest_runs_each_pair_as_its_own_test() {
         .expect("cargo nextest is installed (.ci/run installs it)");
     let all = text(&out);
     assert!(out.status.success(), "{all}");
-    let mut expected = vec!["pair::cnn_a-vs-cnn_b", "pair::cnn_b-vs-cnn_a"];
+    let mut expected = vec![
+        "ensemble::bagging",
+        "pair::cnn_a-vs-cnn_b",
+        "pair::cnn_b-vs-cnn_a",
+    ];
     expected.extend(QUICK);
     expected.sort();
     assert_eq!(passed(&out), expected, "{all}");
     // "7 passed (2 slow), 1 skipped" when the dogfood pairs take long.
-    assert!(all.contains("7 tests run: 7 passed"), "{all}");
+    assert!(all.contains("8 tests run: 8 passed"), "{all}");
     assert!(all.contains(", 1 skipped"), "{all}");
     assert!(
         all.contains("gevaldi::gevaldi pair::cnn_a-vs-cnn_b"),

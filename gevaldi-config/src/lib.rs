@@ -48,6 +48,21 @@
 //! steps = 50               # any [search] key overrides it for this pair
 //! ```
 //!
+//! ```toml
+//! [[ensemble]]             # one test, `ensemble::<name>` (paper appendix F)
+//! name = "bagging"
+//! members = ["bag_0", "bag_1", "bag_2"]   # the base learners
+//! generator = "cvae"       # class-conditional
+//! test_data = "data"       # test-images-idx3-ubyte[.gz], test-labels-idx1-ubyte[.gz]
+//! samples = 2000           # K, the MDS dataset's size (default 2000)
+//! min_samples = 10         # DBSCAN's neighbourhood (default 10)
+//! min_accuracy_drop = 0.15 # optional thresholds: fractions of 1
+//! max_accuracy_drop = 0.5
+//! min_mds_accuracy = 0.5
+//! max_regions = 100
+//! steps = 200              # any [search] key but `divergence` (always js)
+//! ```
+//!
 //! Unknown keys are errors. A NaN threshold is an error.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -59,8 +74,8 @@ mod schema;
 pub use error::{ConfigError, ConfigErrors};
 pub use parse::{load, parse, parse_in};
 pub use schema::{
-    Config, HierarchyDecl, ModelDecl, PairDecl, PreprocessDecl, SearchSettings, Statistic,
-    Thresholds,
+    Config, EnsembleDecl, HierarchyDecl, ModelDecl, PairDecl, PreprocessDecl, SearchSettings,
+    Statistic, Thresholds,
 };
 
 /// The divergences a config may name.

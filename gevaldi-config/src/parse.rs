@@ -10,8 +10,8 @@ use toml::Spanned;
 
 use crate::error::{ConfigError, ConfigErrors};
 use crate::schema::{
-    Config, HierarchyDecl, ModelDecl, PairDecl, PreprocessDecl, SearchSettings, Statistic,
-    Thresholds,
+    Config, EnsembleDecl, HierarchyDecl, ModelDecl, PairDecl, PreprocessDecl, SearchSettings,
+    Statistic, Thresholds,
 };
 use crate::{CLASSIFIER_ARCHS, DIVERGENCES, GENERATOR_ARCHS, OPTIMIZERS};
 
@@ -24,6 +24,20 @@ const SEARCH_KEYS: [&str; 8] = [
     "seed",
     "divergence",
     "early_stop",
+];
+const ENSEMBLE_KEYS: [&str; 12] = [
+    "name",
+    "members",
+    "generator",
+    "samples",
+    "test_data",
+    "min_samples",
+    "min_mds_accuracy",
+    "max_accuracy_drop",
+    "min_accuracy_drop",
+    "max_regions",
+    "ignore",
+    "divergence",
 ];
 const PAIR_KEYS: [&str; 11] = [
     "name",
@@ -139,8 +153,10 @@ impl Cx<'_> {
             generators: Vec::new(),
             classifiers: Vec::new(),
             pairs: Vec::new(),
+            ensembles: Vec::new(),
         };
         let mut pair_values = Vec::new();
+        let mut ensemble_values = Vec::new();
         for (key, value) in root {
             match key.get_ref().as_ref() {
                 "search" => {
@@ -153,6 +169,17 @@ impl Cx<'_> {
                 "classifier" => {
                     config.classifiers = self.models(value, "classifier", CLASSIFIER_ARCHS)
                 }
+                "ensemble" => match value.get_ref() {
+                    DeValue::Array(items) => ensemble_values = items.iter().collect(),
+                    other => self.err(
+                        value.span(),
+                        "ensemble",
+                        format!(
+                            "expected an array of tables ([[ensemble]]), found {}",
+                            other.type_str()
+                        ),
+                    ),
+                },
                 "pair" => match value.get_ref() {
                     DeValue::Array(items) => pair_values = items.iter().collect(),
                     other => self.err(
@@ -168,7 +195,7 @@ impl Cx<'_> {
                     key.span(),
                     other,
                     "unknown key, expected one of `search`, `hierarchy`, `generator`, `classifier`, \
-                     `pair`",
+                     `pair`, `ensemble`",
                 ),
             }
         }
@@ -177,11 +204,16 @@ impl Cx<'_> {
                 config.pairs.push(pair);
             }
         }
-        if config.pairs.is_empty() && self.errors.is_empty() {
+        for (i, value) in ensemble_values.into_iter().enumerate() {
+            if let Some(e) = self.ensemble(value, i, &config) {
+                config.ensembles.push(e);
+            }
+        }
+        if config.pairs.is_empty() && config.ensembles.is_empty() && self.errors.is_empty() {
             self.err(
                 0..0,
                 "pair",
-                "no [[pair]] entries: declare at least one pair to test",
+                "no [[pair]] or [[ensemble]] entries: declare at least one test",
             );
         }
         config
@@ -488,107 +520,118 @@ impl Cx<'_> {
         (self.errors.len() == before).then_some(p)
     }
 
+    fn ensemble(
+        &mut self,
+        value: &Value<'_>,
+        index: usize,
+        config: &Config,
+    ) -> Option<EnsembleDecl> {
+        let path = format!("ensemble[{index}]");
+        let table = self.table(value, &path)?;
+        let before = self.errors.len();
+        let search = self.search(table, &path, &ENSEMBLE_KEYS);
+        if let Some(v) = table.get("divergence") {
+            self.err(
+                v.span(),
+                &format!("{path}.divergence"),
+                "an ensemble is always searched with `js`",
+            );
+        }
+        let get = |k: &str| table.get(k);
+        let entry = Entry {
+            value,
+            table,
+            path: &path,
+        };
+        let name = self.entry_name(&entry, "ensemble", |n| config.ensemble(n).is_some());
+        let members = self.entry_classifiers(&entry, "members", config, "base learners");
+        let generator = self.entry_generator(&entry, config);
+        let test_data = match get("test_data") {
+            Some(v) => {
+                let written = self.string(v, &format!("{path}.test_data"));
+                written.and_then(|w| {
+                    let dir = self.dir.join(&w);
+                    if dir.is_dir() {
+                        Some(dir)
+                    } else {
+                        self.err(
+                            v.span(),
+                            &format!("{path}.test_data"),
+                            format!(
+                                "directory `{w}` does not exist (looked for `{}`)",
+                                dir.display()
+                            ),
+                        );
+                        None
+                    }
+                })
+            }
+            None => {
+                self.err(
+                    value.span(),
+                    &path,
+                    "missing `test_data` (a directory of IDX test images and labels)",
+                );
+                None
+            }
+        };
+        let samples = get("samples")
+            .and_then(|v| self.uint(v, &format!("{path}.samples"), 1))
+            .unwrap_or(2000) as usize;
+        let min_samples = get("min_samples")
+            .and_then(|v| self.uint(v, &format!("{path}.min_samples"), 1))
+            .unwrap_or(10) as usize;
+        let fraction = |cx: &mut Self, k: &str| {
+            get(k).and_then(|v| {
+                cx.float(
+                    v,
+                    &format!("{path}.{k}"),
+                    |f| (0.0..=1.0).contains(&f),
+                    "a fraction in [0, 1]",
+                )
+            })
+        };
+        let min_mds_accuracy = fraction(self, "min_mds_accuracy");
+        let max_accuracy_drop = fraction(self, "max_accuracy_drop");
+        let min_accuracy_drop = fraction(self, "min_accuracy_drop");
+        let max_regions = get("max_regions")
+            .and_then(|v| self.uint(v, &format!("{path}.max_regions"), 0))
+            .map(|v| v as usize);
+        let ignore = self.entry_ignore(&entry);
+        if self.errors.len() > before {
+            return None;
+        }
+        Some(EnsembleDecl {
+            name: name?,
+            members,
+            generator: generator?,
+            samples,
+            test_data: test_data?,
+            min_samples,
+            search,
+            min_mds_accuracy,
+            max_accuracy_drop,
+            min_accuracy_drop,
+            max_regions,
+            ignore,
+            line: self.line(&value.span()),
+        })
+    }
+
     fn pair(&mut self, value: &Value<'_>, index: usize, config: &Config) -> Option<PairDecl> {
         let path = format!("pair[{index}]");
         let table = self.table(value, &path)?;
         let search = self.search(table, &path, &PAIR_KEYS);
         let errors_before = self.errors.len();
         let get = |k: &str| table.get(k);
-        let name = match get("name") {
-            Some(v) => {
-                let name = self.string(v, &format!("{path}.name"));
-                if let Some(n) = &name {
-                    if n.is_empty()
-                        || !n
-                            .chars()
-                            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
-                    {
-                        self.err(
-                            v.span(),
-                            &format!("{path}.name"),
-                            format!(
-                                "invalid name {n:?}: expected letters, digits, `_`, `-` or `.`"
-                            ),
-                        );
-                    } else if config.pairs.iter().any(|p| &p.name == n) {
-                        self.err(
-                            v.span(),
-                            &format!("{path}.name"),
-                            format!("duplicate pair name `{n}`"),
-                        );
-                    }
-                }
-                name
-            }
-            None => {
-                self.err(value.span(), &path, "missing `name`");
-                None
-            }
+        let entry = Entry {
+            value,
+            table,
+            path: &path,
         };
-        let mut models = Vec::new();
-        match get("models") {
-            Some(v) => match v.get_ref() {
-                DeValue::Array(items) => {
-                    for (i, item) in items.iter().enumerate() {
-                        let key = format!("{path}.models[{i}]");
-                        if let Some(m) = self.string(item, &key) {
-                            if config.classifier(&m).is_none() {
-                                self.err(
-                                    item.span(),
-                                    &key,
-                                    unknown("classifier", &m, &config.classifiers),
-                                );
-                            } else if models.contains(&m) {
-                                self.err(item.span(), &key, format!("`{m}` is listed twice"));
-                            }
-                            models.push(m);
-                        }
-                    }
-                    if items.len() < 2 {
-                        self.err(
-                            v.span(),
-                            &format!("{path}.models"),
-                            format!(
-                                "expected 2 or more classifiers to compare, found {}",
-                                items.len()
-                            ),
-                        );
-                    }
-                }
-                other => self.err(
-                    v.span(),
-                    &format!("{path}.models"),
-                    format!(
-                        "expected an array of classifier names, found {}",
-                        other.type_str()
-                    ),
-                ),
-            },
-            None => self.err(
-                value.span(),
-                &path,
-                "missing `models` (2 or more classifier names)",
-            ),
-        }
-        let generator = match get("generator") {
-            Some(v) => {
-                let g = self.string(v, &format!("{path}.generator"));
-                if let Some(g) = &g {
-                    if config.generator(g).is_none() {
-                        self.err(
-                            v.span(),
-                            &format!("{path}.generator"),
-                            unknown("generator", g, &config.generators),
-                        );
-                    }
-                }
-                g
-            }
-            None => {
-                self.err(value.span(), &path, "missing `generator`");
-                None
-            }
-        };
+        let name = self.entry_name(&entry, "pair", |n| config.pair(n).is_some());
+        let models = self.entry_classifiers(&entry, "models", config, "classifiers to compare");
+        let generator = self.entry_generator(&entry, config);
         let divergence = search
             .divergence
             .clone()
@@ -667,20 +710,7 @@ impl Cx<'_> {
                 }
             }
         };
-        let ignore = match get("ignore") {
-            Some(v) => match v.get_ref() {
-                DeValue::Boolean(b) => *b,
-                other => {
-                    self.err(
-                        v.span(),
-                        &format!("{path}.ignore"),
-                        format!("expected true or false, found {}", other.type_str()),
-                    );
-                    false
-                }
-            },
-            None => false,
-        };
+        let ignore = self.entry_ignore(&entry);
         if self.errors.len() > errors_before {
             return None;
         }
@@ -798,6 +828,127 @@ impl Cx<'_> {
             None => {
                 self.err(value.span(), key, format!("expected {expected}"));
                 None
+            }
+        }
+    }
+}
+
+/// A `[[pair]]` or `[[ensemble]]` table being read.
+struct Entry<'a, 'i> {
+    value: &'a Value<'i>,
+    table: &'a DeTable<'i>,
+    path: &'a str,
+}
+
+impl Cx<'_> {
+    /// `name`: required, a valid test name, not taken.
+    fn entry_name(
+        &mut self,
+        e: &Entry,
+        kind: &str,
+        taken: impl Fn(&str) -> bool,
+    ) -> Option<String> {
+        let key = format!("{}.name", e.path);
+        let Some(v) = e.table.get("name") else {
+            self.err(e.value.span(), e.path, "missing `name`");
+            return None;
+        };
+        let n = self.string(v, &key)?;
+        if n.is_empty()
+            || !n
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+        {
+            self.err(
+                v.span(),
+                &key,
+                format!("invalid name {n:?}: expected letters, digits, `_`, `-` or `.`"),
+            );
+        } else if taken(&n) {
+            self.err(v.span(), &key, format!("duplicate {kind} name `{n}`"));
+        }
+        Some(n)
+    }
+
+    /// `models` / `members`: 2 or more declared classifiers, none twice.
+    fn entry_classifiers(
+        &mut self,
+        e: &Entry,
+        key: &str,
+        config: &Config,
+        what: &str,
+    ) -> Vec<String> {
+        let path = format!("{}.{key}", e.path);
+        let mut names = Vec::new();
+        let Some(v) = e.table.get(key) else {
+            self.err(
+                e.value.span(),
+                e.path,
+                format!("missing `{key}` (2 or more {what})"),
+            );
+            return names;
+        };
+        let DeValue::Array(items) = v.get_ref() else {
+            let found = v.get_ref().type_str();
+            self.err(
+                v.span(),
+                &path,
+                format!("expected an array of classifier names, found {found}"),
+            );
+            return names;
+        };
+        for (i, item) in items.iter().enumerate() {
+            let key = format!("{path}[{i}]");
+            if let Some(m) = self.string(item, &key) {
+                if config.classifier(&m).is_none() {
+                    self.err(
+                        item.span(),
+                        &key,
+                        unknown("classifier", &m, &config.classifiers),
+                    );
+                } else if names.contains(&m) {
+                    self.err(item.span(), &key, format!("`{m}` is listed twice"));
+                }
+                names.push(m);
+            }
+        }
+        if items.len() < 2 {
+            self.err(
+                v.span(),
+                &path,
+                format!("expected 2 or more {what}, found {}", items.len()),
+            );
+        }
+        names
+    }
+
+    /// `generator`: a declared generator.
+    fn entry_generator(&mut self, e: &Entry, config: &Config) -> Option<String> {
+        let key = format!("{}.generator", e.path);
+        let Some(v) = e.table.get("generator") else {
+            self.err(e.value.span(), e.path, "missing `generator`");
+            return None;
+        };
+        let g = self.string(v, &key)?;
+        if config.generator(&g).is_none() {
+            self.err(v.span(), &key, unknown("generator", &g, &config.generators));
+        }
+        Some(g)
+    }
+
+    /// `ignore`: a boolean, false when absent.
+    fn entry_ignore(&mut self, e: &Entry) -> bool {
+        match e.table.get("ignore").map(|v| (v, v.get_ref())) {
+            None => false,
+            Some((_, DeValue::Boolean(b))) => *b,
+            Some((v, other)) => {
+                let found = other.type_str();
+                self.err(
+                    v.span(),
+                    &format!("{}.ignore", e.path),
+                    format!("expected true or false, found {found}"),
+                );
+                false
             }
         }
     }

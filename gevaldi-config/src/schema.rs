@@ -147,6 +147,48 @@ pub struct Config {
     pub classifiers: Vec<ModelDecl>,
     /// `[[pair]]`, in file order.
     pub pairs: Vec<PairDecl>,
+    /// `[[ensemble]]`, in file order.
+    pub ensembles: Vec<EnsembleDecl>,
+}
+
+/// An `[[ensemble]]` entry: one test, `ensemble::<name>` (paper appendix F).
+#[derive(Clone, Debug, PartialEq)]
+pub struct EnsembleDecl {
+    /// `name`.
+    pub name: String,
+    /// `members`: the base learners, 2 or more classifier names.
+    pub members: Vec<String>,
+    /// `generator`: a class-conditional generator.
+    pub generator: String,
+    /// `samples`: K, the size of the MDS dataset (default 2000).
+    pub samples: usize,
+    /// `test_data`: a directory with `test-images-idx3-ubyte[.gz]` and
+    /// `test-labels-idx1-ubyte[.gz]`, resolved.
+    pub test_data: PathBuf,
+    /// `min_samples`: DBSCAN's neighbourhood size (default 10).
+    pub min_samples: usize,
+    /// Overrides of `[search]` (the divergence is always `js`).
+    pub search: SearchSettings,
+    /// `min_mds_accuracy`: fail when the vote's MDS accuracy is below it.
+    pub min_mds_accuracy: Option<f64>,
+    /// `max_accuracy_drop`: fail when test accuracy − MDS accuracy exceeds it.
+    pub max_accuracy_drop: Option<f64>,
+    /// `min_accuracy_drop`: fail when the search lowered the accuracy by less
+    /// (it found too little).
+    pub min_accuracy_drop: Option<f64>,
+    /// `max_regions`: fail when DBSCAN finds more regions of uncertainty.
+    pub max_regions: Option<usize>,
+    /// `ignore = true` marks the test ignored.
+    pub ignore: bool,
+    /// The line of its header.
+    pub line: usize,
+}
+
+impl Config {
+    /// The ensemble called `name`.
+    pub fn ensemble(&self, name: &str) -> Option<&EnsembleDecl> {
+        self.ensembles.iter().find(|e| e.name == name)
+    }
 }
 
 impl Config {

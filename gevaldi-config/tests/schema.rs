@@ -152,6 +152,10 @@ fn structural_mistakes_are_named() {
         ("[classifier.d]\narch = \"alexnet\"\nweights = \"Cargo.toml\"\npreprocess = { input_range = [1, -1] }\n[[pair]]\nname = \"p\"\nmodels = [\"a\", \"b\"]\ngenerator = \"vae\"\n", "classifier.d.preprocess.input_range", "lo < hi"),
         ("[classifier.d]\narch = \"alexnet\"\nweights = \"Cargo.toml\"\npreprocess = { std = [0.2, 0.0, 0.2], mean = [0, 0, 0] }\n[[pair]]\nname = \"p\"\nmodels = [\"a\", \"b\"]\ngenerator = \"vae\"\n", "classifier.d.preprocess.std[1]", "expected a finite number > 0"),
         ("[hierarchy]\nclasses = \"nope.tsv\"\nedges = \"Cargo.toml\"\n[[pair]]\nname = \"p\"\nmodels = [\"a\", \"b\"]\ngenerator = \"vae\"\n", "hierarchy.classes", "class list `nope.tsv` does not exist"),
+        ("[[ensemble]]\nname = \"e\"\nmembers = [\"a\"]\ngenerator = \"vae\"\ntest_data = \"src\"\n", "ensemble[0].members", "expected 2 or more base learners"),
+        ("[[ensemble]]\nname = \"e\"\nmembers = [\"a\", \"c\"]\ngenerator = \"vae\"\ntest_data = \"src\"\ndivergence = \"kl\"\n", "ensemble[0].divergence", "always searched with `js`"),
+        ("[[ensemble]]\nname = \"e\"\nmembers = [\"a\", \"c\"]\ngenerator = \"vae\"\ntest_data = \"nowhere\"\n", "ensemble[0].test_data", "directory `nowhere` does not exist"),
+        ("[[ensemble]]\nname = \"e\"\nmembers = [\"a\", \"c\"]\ngenerator = \"vae\"\ntest_data = \"src\"\nmax_accuracy_drop = 2.0\n", "ensemble[0].max_accuracy_drop", "a fraction in [0, 1]"),
         ("[serach]\n[[pair]]\nname = \"p\"\nmodels = [\"a\", \"b\"]\ngenerator = \"vae\"\n", "serach", "unknown key"),
     ];
     for (extra, key, msg) in cases {
@@ -171,7 +175,12 @@ fn syntax_errors_and_empty_files_are_reported() {
     assert!(e.errors[0].message.starts_with("invalid TOML"), "{e}");
     assert_eq!(e.errors[0].line, 1);
     let e = errors(MODELS);
-    assert!(e.errors[0].message.contains("no [[pair]] entries"), "{e}");
+    assert!(
+        e.errors[0]
+            .message
+            .contains("no [[pair]] or [[ensemble]] entries"),
+        "{e}"
+    );
     let e = gevaldi_config::load("/no/such/gevaldi.toml").unwrap_err();
     assert!(e.to_string().contains("failed to read the file"), "{e}");
 }

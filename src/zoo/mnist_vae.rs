@@ -141,6 +141,14 @@ impl Generator for MnistVae {
         self.cfg.conditions
     }
 
+    fn encode(
+        &self,
+        x: &Tensor,
+        condition: Option<&Tensor>,
+    ) -> Option<candle_core::Result<Tensor>> {
+        Some(MnistVae::encode(self, x, condition).map(|(mu, _)| mu))
+    }
+
     fn decode(&self, z: &Tensor, condition: Option<&Tensor>) -> candle_core::Result<Tensor> {
         let b = z.dim(0)?;
         candle_nn::ops::sigmoid(&self.decode_logits(z, condition)?)?.reshape((b, 1, 28, 28))
