@@ -96,11 +96,7 @@ fn main() -> Result<()> {
             .divergence_after
             .total_cmp(&out.samples[i].divergence_after)
     });
-    let argmax = |p: &[f32]| {
-        (0..p.len())
-            .max_by(|&a, &b| p[a].total_cmp(&p[b]))
-            .expect("classes")
-    };
+    let argmax = gevaldi::model::argmax;
     let top = |p: &[f32]| format!("{} ({:.2})", out.class_names[argmax(p)], p[argmax(p)]);
     println!("most different samples (before -> after):");
     for &i in order.iter().take(8) {

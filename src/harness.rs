@@ -30,15 +30,15 @@ use crate::snapshot::{EnsembleSummary, RegionsSummary, Settings};
 use crate::verdict::Verdict;
 use crate::zoo::{self, Arch};
 
-type ClassifierFactory = Box<dyn Fn(&Device) -> Result<Box<dyn Classifier>> + Send + Sync>;
-type GeneratorFactory = Box<dyn Fn(&Device) -> Result<Box<dyn Generator>> + Send + Sync>;
+/// Builds a model registered from Rust when a trial needs it.
+type Factory<T> = Box<dyn Fn(&Device) -> Result<Box<T>> + Send + Sync>;
 
 /// Models registered from Rust under the names a `gevaldi.toml` uses for
 /// tables without `arch`.
 #[derive(Default)]
 pub struct Registry {
-    classifiers: Vec<(String, ClassifierFactory)>,
-    generators: Vec<(String, GeneratorFactory)>,
+    classifiers: Vec<(String, Factory<dyn Classifier>)>,
+    generators: Vec<(String, Factory<dyn Generator>)>,
 }
 
 impl Registry {
@@ -53,7 +53,7 @@ impl Registry {
         name: &str,
         build: impl Fn(&Device) -> Result<C> + Send + Sync + 'static,
     ) -> &mut Self {
-        let factory: ClassifierFactory =
+        let factory: Factory<dyn Classifier> =
             Box::new(move |d| build(d).map(|c| Box::new(c) as Box<dyn Classifier>));
         self.classifiers.push((name.to_string(), factory));
         self
@@ -65,7 +65,7 @@ impl Registry {
         name: &str,
         build: impl Fn(&Device) -> Result<G> + Send + Sync + 'static,
     ) -> &mut Self {
-        let factory: GeneratorFactory =
+        let factory: Factory<dyn Generator> =
             Box::new(move |d| build(d).map(|g| Box::new(g) as Box<dyn Generator>));
         self.generators.push((name.to_string(), factory));
         self
@@ -274,38 +274,34 @@ impl Harness {
     }
 
     fn bare_classifier(&self, name: &str, decl: &ModelDecl) -> Result<Box<dyn Classifier>> {
-        match &decl.builtin {
-            Some((arch, weights)) => {
-                let arch: Arch = arch.parse()?;
-                zoo::load_file(weights, name, &self.device, |vb| arch.classifier(vb))
-            }
-            None => {
-                let (_, build) = self
-                    .registry
-                    .classifiers
-                    .iter()
-                    .find(|(n, _)| n == name)
-                    .expect("checked registry");
-                build(&self.device)
-            }
-        }
+        self.load(name, decl, &self.registry.classifiers, Arch::classifier)
     }
 
     fn generator(&self, name: &str) -> Result<Box<dyn Generator>> {
         let decl = self.config.generator(name).expect("validated config");
+        self.load(name, decl, &self.registry.generators, Arch::generator)
+    }
+
+    /// A declared model: its built-in architecture loaded from its weights
+    /// file, or the builder registered from Rust under its name.
+    fn load<T: ?Sized>(
+        &self,
+        name: &str,
+        decl: &ModelDecl,
+        registered: &[(String, Factory<T>)],
+        build: impl FnOnce(Arch, candle_nn::VarBuilder) -> candle_core::Result<Box<T>>,
+    ) -> Result<Box<T>> {
         match &decl.builtin {
             Some((arch, weights)) => {
                 let arch: Arch = arch.parse()?;
-                zoo::load_file(weights, name, &self.device, |vb| arch.generator(vb))
+                zoo::load_file(weights, name, &self.device, |vb| build(arch, vb))
             }
             None => {
-                let (_, build) = self
-                    .registry
-                    .generators
+                let (_, factory) = registered
                     .iter()
                     .find(|(n, _)| n == name)
                     .expect("checked registry");
-                build(&self.device)
+                factory(&self.device)
             }
         }
     }

@@ -5,7 +5,6 @@ use candle_nn::{conv2d, linear, Conv2d, Conv2dConfig, Linear, VarBuilder};
 
 use super::imagenet_class_names;
 use super::pooling::{adaptive_avg_pool2d, max_pool2d};
-use crate::model::Classifier;
 
 /// torchvision's `alexnet` (61.1M parameters), loadable from
 /// `safetensors.torch.save_file(torchvision.models.alexnet(weights=...).state_dict(), path)`.
@@ -69,11 +68,4 @@ impl Module for AlexNet {
     }
 }
 
-impl Classifier for AlexNet {
-    fn logits(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        self.forward(x)
-    }
-    fn class_names(&self) -> &[String] {
-        &self.class_names
-    }
-}
+super::classifier_from_forward!(AlexNet);

@@ -6,7 +6,6 @@ use candle_nn::{conv2d, linear, Conv2d, Conv2dConfig, Linear, VarBuilder};
 use super::imagenet_class_names;
 use super::norm::LayerNorm;
 use super::pooling::adaptive_avg_pool2d;
-use crate::model::Classifier;
 
 /// Which ConvNeXt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -147,11 +146,4 @@ impl Module for ConvNext {
     }
 }
 
-impl Classifier for ConvNext {
-    fn logits(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        self.forward(x)
-    }
-    fn class_names(&self) -> &[String] {
-        &self.class_names
-    }
-}
+super::classifier_from_forward!(ConvNext);

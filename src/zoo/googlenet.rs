@@ -6,7 +6,6 @@ use candle_nn::{conv2d_no_bias, linear, Conv2d, Conv2dConfig, Linear, VarBuilder
 use super::imagenet_class_names;
 use super::norm::BatchNorm;
 use super::pooling::{adaptive_avg_pool2d, max_pool2d};
-use crate::model::Classifier;
 
 #[derive(Clone, Debug)]
 struct BasicConv {
@@ -180,11 +179,4 @@ impl Module for GoogLeNet {
     }
 }
 
-impl Classifier for GoogLeNet {
-    fn logits(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        self.forward(x)
-    }
-    fn class_names(&self) -> &[String] {
-        &self.class_names
-    }
-}
+super::classifier_from_forward!(GoogLeNet);

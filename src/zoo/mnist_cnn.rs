@@ -4,7 +4,6 @@ use candle_core::{Device, Module, Tensor};
 use candle_nn::{conv2d, linear, Conv2d, Conv2dConfig, Linear, VarBuilder};
 
 use super::layers::{frozen, max_pool2x2, seeded_varmap};
-use crate::model::Classifier;
 
 /// Shape of an MNIST CNN: two 3×3 conv layers (padding 1), each followed by
 /// ReLU and 2×2 max-pooling, then a hidden linear layer with ReLU and the
@@ -99,11 +98,4 @@ impl Module for MnistCnn {
     }
 }
 
-impl Classifier for MnistCnn {
-    fn logits(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        self.forward(x)
-    }
-    fn class_names(&self) -> &[String] {
-        &self.class_names
-    }
-}
+super::classifier_from_forward!(MnistCnn);

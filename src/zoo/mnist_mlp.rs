@@ -4,7 +4,6 @@ use candle_core::{Device, Module, Tensor};
 use candle_nn::{linear, Linear, VarBuilder};
 
 use super::layers::{frozen, seeded_varmap};
-use crate::model::Classifier;
 
 /// Shape of an MNIST MLP: one hidden layer with ReLU.
 #[derive(Clone, Debug, PartialEq)]
@@ -61,11 +60,4 @@ impl Module for MnistMlp {
     }
 }
 
-impl Classifier for MnistMlp {
-    fn logits(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        self.forward(x)
-    }
-    fn class_names(&self) -> &[String] {
-        &self.class_names
-    }
-}
+super::classifier_from_forward!(MnistMlp);

@@ -11,6 +11,22 @@
 //!
 //! Tensor names in safetensors files are stable and listed on each model.
 
+/// `Classifier` for a model whose `Module::forward` gives the logits and
+/// whose `class_names` field names the classes.
+macro_rules! classifier_from_forward {
+    ($model:ty) => {
+        impl $crate::model::Classifier for $model {
+            fn logits(&self, x: &candle_core::Tensor) -> candle_core::Result<candle_core::Tensor> {
+                candle_core::Module::forward(self, x)
+            }
+            fn class_names(&self) -> &[String] {
+                &self.class_names
+            }
+        }
+    };
+}
+use classifier_from_forward;
+
 mod alexnet;
 mod arch;
 mod convnext;

@@ -7,7 +7,6 @@ use candle_nn::{conv2d_no_bias, linear, Conv2d, Conv2dConfig, Linear, VarBuilder
 use super::imagenet_class_names;
 use super::norm::BatchNorm;
 use super::pooling::{adaptive_avg_pool2d, max_pool2d};
-use crate::model::Classifier;
 
 /// Which ResNet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -159,11 +158,4 @@ impl Module for ResNet {
     }
 }
 
-impl Classifier for ResNet {
-    fn logits(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        self.forward(x)
-    }
-    fn class_names(&self) -> &[String] {
-        &self.class_names
-    }
-}
+super::classifier_from_forward!(ResNet);

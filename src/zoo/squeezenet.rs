@@ -5,7 +5,6 @@ use candle_nn::{conv2d, Conv2d, Conv2dConfig, VarBuilder};
 
 use super::imagenet_class_names;
 use super::pooling::{adaptive_avg_pool2d, max_pool2d};
-use crate::model::Classifier;
 
 /// Which SqueezeNet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -148,11 +147,4 @@ impl Module for SqueezeNet {
     }
 }
 
-impl Classifier for SqueezeNet {
-    fn logits(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        self.forward(x)
-    }
-    fn class_names(&self) -> &[String] {
-        &self.class_names
-    }
-}
+super::classifier_from_forward!(SqueezeNet);
