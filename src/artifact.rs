@@ -1,67 +1,241 @@
-//! The JSON artifact of a trial, under the target directory: everything a
-//! report needs later (z0, z, divergences, trajectory, predictions).
+//! The records a run leaves under the target directory, one per trial:
+//! everything the HTML report ([`crate::report`]) is built from, without
+//! loading a model again.
+//!
+//! For a config `<dir>/<stem>.toml` they live in
+//! `target/gevaldi/<dir name>/<stem>/` ([`artifact_dir`]):
+//!
+//! | trial | record | pictures |
+//! | --- | --- | --- |
+//! | `pair::<name>` | `<name>.json` | `<name>.png`: the grid of samples before and after |
+//! | `ensemble::<name>` | `ensemble-<name>/ensemble.json` | `ensemble-<name>/regions.png`, and the MDS dataset (IDX, safetensors) |
+//! | any trial that stopped on an error | the same path, a [`Record::Error`] | none |
+//!
+//! and the report writes `index.html` and `plots/` beside them. Every file
+//! is written to a temporary file in its directory and renamed into place
+//! ([`write_atomic`]), so a reader (or a killed run) never sees half of one.
 
 use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::pca::Pca;
 use crate::search::{Baseline, SampleRecord, StepRecord};
-use crate::snapshot::Settings;
+use crate::snapshot::{EnsembleSummary, Summary};
 
-/// The artifact of one trial.
-#[derive(Serialize)]
-pub struct Artifact<'a> {
-    /// The pair's name.
-    pub pair: &'a str,
-    /// The config file.
-    pub config: &'a Path,
-    /// The generator's name.
-    pub generator: &'a str,
-    /// The classifiers' names.
-    pub models: &'a [String],
-    /// The class names.
-    pub class_names: &'a [String],
-    /// The names of the measures in each sample's `measures_before` /
-    /// `measures_after` and each step's `mean_measures`.
-    pub measure_names: &'a [String],
-    /// The search settings.
-    pub settings: &'a Settings,
-    /// Whether every threshold held.
-    pub passed: bool,
-    /// The broken thresholds.
-    pub failures: &'a [String],
-    /// Ascent steps taken.
-    pub steps_run: usize,
-    /// The lift.
-    pub lift: f64,
-    /// Per-step records.
-    pub trajectory: &'a [StepRecord],
-    /// The null baseline.
-    pub baseline: &'a Baseline,
-    /// Per-sample records (z0, z, divergences, probabilities, dz).
-    pub samples: &'a [SampleRecord],
+/// The record of one trial, as written to its JSON file.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Record {
+    /// A `[[pair]]` that ran its search.
+    Pair(PairArtifact),
+    /// An `[[ensemble]]` that searched its MDS dataset.
+    Ensemble(EnsembleArtifact),
+    /// A trial that stopped on an error before it had a result.
+    Error(TrialError),
 }
 
-impl Artifact<'_> {
-    /// Writes the artifact to `path` (creating its directory).
+/// The record of a `[[pair]]` trial.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PairArtifact {
+    /// The config file.
+    pub config: PathBuf,
+    /// The snapshot: settings, statistics, thresholds, first samples.
+    pub summary: Summary,
+    /// Whether every threshold held and the snapshot matched.
+    pub passed: bool,
+    /// What failed: broken thresholds, a changed snapshot.
+    pub failures: Vec<String>,
+    /// The class names.
+    pub class_names: Vec<String>,
+    /// The names of the measures in each sample's `measures_before` /
+    /// `measures_after` and each step's `mean_measures`.
+    pub measure_names: Vec<String>,
+    /// Per-step records (step 0 is the start).
+    pub trajectory: Vec<StepRecord>,
+    /// The null baseline.
+    pub baseline: Baseline,
+    /// Per-sample records (z0, z, divergences, probabilities, dz).
+    pub samples: Vec<SampleRecord>,
+    /// The grid picture, relative to the record's directory, if drawn.
+    pub grid: Option<String>,
+    /// The samples in the grid, most divergent first.
+    pub grid_samples: Vec<usize>,
+    /// Wall-clock seconds the trial took.
+    pub seconds: f64,
+    /// When it was written, seconds since the Unix epoch.
+    pub written_at: u64,
+}
+
+/// The record of an `[[ensemble]]` trial.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EnsembleArtifact {
+    /// The config file.
+    pub config: PathBuf,
+    /// The snapshot: settings, metrics on the test and MDS data, regions.
+    pub summary: EnsembleSummary,
+    /// Whether every threshold held and the snapshot matched.
+    pub passed: bool,
+    /// What failed.
+    pub failures: Vec<String>,
+    /// The class names.
+    pub class_names: Vec<String>,
+    /// Each MDS sample's condition (its true label).
+    pub labels: Vec<usize>,
+    /// Each MDS sample's latent.
+    pub z: Vec<Vec<f32>>,
+    /// Each MDS sample's JS divergence among the members.
+    pub divergence: Vec<f64>,
+    /// `[member][sample][class]` probabilities.
+    pub member_probs: Vec<Vec<Vec<f32>>>,
+    /// The regions of uncertainty: their samples, largest region first.
+    pub regions: Vec<Vec<usize>>,
+    /// The latents on the top two principal axes, when the generator has an
+    /// encoder and a training split is present (paper fig. 5).
+    pub latent_map: Option<LatentMap>,
+    /// The picture of example samples per region, relative to the record's
+    /// directory, if drawn.
+    pub grid: Option<String>,
+    /// Wall-clock seconds the trial took.
+    pub seconds: f64,
+    /// When it was written, seconds since the Unix epoch.
+    pub written_at: u64,
+}
+
+/// Latents projected on the top two principal axes of the training data's
+/// latents (the encoder's means).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LatentMap {
+    /// The principal axes.
+    pub axes: Pca,
+    /// The training data, projected: `[n][2]`.
+    pub train: Vec<Vec<f64>>,
+    /// The training labels.
+    pub train_labels: Vec<usize>,
+    /// The MDS samples, projected: `[K][2]`.
+    pub mds: Vec<Vec<f64>>,
+}
+
+/// A trial that stopped on an error (a missing weights file, a shape that
+/// does not fit, a NaN): recorded so that the report shows it rather than
+/// an older result.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrialError {
+    /// The trial, e.g. `pair::a-vs-b`.
+    pub trial: String,
+    /// The error, as the test printed it.
+    pub message: String,
+    /// When it was written, seconds since the Unix epoch.
+    pub written_at: u64,
+}
+
+impl Record {
+    /// Writes the record as JSON at `path`, atomically.
     pub fn write(&self, path: &Path) -> Result<()> {
-        let io = |action, source| Error::Io {
-            action,
+        let json = serde_json::to_vec(self).map_err(|e| Error::Io {
+            action: "serialise a record to",
+            path: path.to_path_buf(),
+            source: e.into(),
+        })?;
+        write_atomic(path, &json)
+    }
+
+    /// Reads the record at `path`.
+    pub fn read(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+            action: "read",
             path: path.to_path_buf(),
             source,
-        };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| io("create the directory of", e))?;
-        }
-        let json = serde_json::to_vec(self).map_err(|e| io("serialise", e.into()))?;
-        std::fs::write(path, json).map_err(|e| io("write", e))
+        })?;
+        serde_json::from_slice(&bytes).map_err(|e| Error::Io {
+            action: "parse the gevaldi record (written by an older gevaldi? rerun the trial)",
+            path: path.to_path_buf(),
+            source: e.into(),
+        })
     }
+
+    /// Whether the trial passed.
+    pub fn passed(&self) -> bool {
+        match self {
+            Record::Pair(p) => p.passed,
+            Record::Ensemble(e) => e.passed,
+            Record::Error(_) => false,
+        }
+    }
+}
+
+/// Seconds since the Unix epoch, now.
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same directory
+/// (created if needed), renamed into place: readers see the old file or the
+/// new one, never a part of it.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let io = |action, source| Error::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| io("create the directory of", e))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    std::fs::write(&tmp, bytes).map_err(|e| io("write a temporary file for", e))?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        io("move into place", e)
+    })
+}
+
+/// The directory of the records of the config at `config`:
+/// `<target>/gevaldi/<name of the config's directory>/<config's stem>`.
+pub fn artifact_dir(config: &Path) -> PathBuf {
+    let name = |p: Option<&std::ffi::OsStr>| {
+        p.map(|n| n.to_string_lossy().into_owned())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "suite".into())
+    };
+    let dir = config.parent().map(Path::to_path_buf).unwrap_or_default();
+    let dir = if dir.as_os_str().is_empty() {
+        std::env::current_dir().unwrap_or_default()
+    } else {
+        dir
+    };
+    target_dir()
+        .join("gevaldi")
+        .join(name(dir.file_name()))
+        .join(name(config.file_stem()))
+}
+
+/// The record of the pair `name` in `dir`.
+pub fn pair_record(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.json"))
+}
+
+/// The directory of the ensemble `name`'s record and exports in `dir`.
+pub fn ensemble_dir(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("ensemble-{name}"))
+}
+
+/// The record of the ensemble `name` in `dir`.
+pub fn ensemble_record(dir: &Path, name: &str) -> PathBuf {
+    ensemble_dir(dir, name).join("ensemble.json")
 }
 
 /// The target directory of the running binary: `CARGO_TARGET_DIR` if set,
 /// else the `target` directory above the executable
-/// (`target/<profile>/deps/<test>` or `target/<profile>/examples/<name>`).
+/// (`target/<profile>/deps/<test>`, `target/<profile>/examples/<name>` or
+/// `target/<profile>/<bin>`).
 pub fn target_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
         return PathBuf::from(dir);
@@ -79,5 +253,39 @@ pub fn target_dir() -> PathBuf {
         PathBuf::from("target")
     } else {
         dir
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_writes_replace_the_file_and_leave_no_temporary() {
+        let dir = std::env::temp_dir().join(format!("gevaldi-atomic-{}", std::process::id()));
+        let path = dir.join("sub").join("a.json");
+        write_atomic(&path, b"old").unwrap();
+        write_atomic(&path, b"new").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"new");
+        let names: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("a.json")]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn an_error_record_round_trips_and_fails() {
+        let r = Record::Error(TrialError {
+            trial: "pair::x".into(),
+            message: "failed to read `w.safetensors`".into(),
+            written_at: 1,
+        });
+        let json = serde_json::to_string(&r).unwrap();
+        assert!(json.contains(r#""kind":"error""#), "{json}");
+        let back: Record = serde_json::from_str(&json).unwrap();
+        assert!(!back.passed());
+        assert!(matches!(back, Record::Error(e) if e.trial == "pair::x"));
     }
 }

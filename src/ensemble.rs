@@ -47,6 +47,19 @@ impl MdsDataset {
         config: &SearchConfig,
         device: &Device,
     ) -> Result<Self> {
+        Self::search_with_progress(members, generator, k, config, device, &|_, _| {})
+    }
+
+    /// [`MdsDataset::search`], calling `progress(done, total)` as ascent
+    /// steps finish, counted over all chunks.
+    pub fn search_with_progress(
+        members: &[(&str, &dyn Classifier)],
+        generator: &dyn Generator,
+        k: usize,
+        config: &SearchConfig,
+        device: &Device,
+        progress: &dyn Fn(u64, u64),
+    ) -> Result<Self> {
         let classes = generator.num_conditions().ok_or_else(|| {
             Error::setting(
                 "generator",
@@ -67,7 +80,11 @@ impl MdsDataset {
             divergence: Vec::with_capacity(k),
         };
         let mut xs = Vec::new();
+        let chunks = k.div_ceil(config.batch.max(1)) as u64;
+        let total = chunks * config.steps as u64;
         for (c, chunk) in labels.chunks(config.batch.max(1)).enumerate() {
+            let done = c as u64 * config.steps as u64;
+            let report = move |step: usize| progress(done + step as u64, total);
             let cfg = config
                 .clone()
                 .divergence(Divergence::js())
@@ -75,6 +92,7 @@ impl MdsDataset {
                 .seed(config.seed + c as u64);
             let mut search = Search::new("generator", generator)
                 .config(cfg)
+                .progress(&report)
                 .condition(one_hot(chunk, classes, device)?);
             for (name, m) in members {
                 search = search.classifier(*name, *m);

@@ -67,6 +67,9 @@ pub enum Error {
     },
 
     // === Settings ===
+    /// A `gevaldi.toml` has mistakes (every one found, with line and key).
+    #[error("{0}")]
+    Config(#[from] gevaldi_config::ConfigErrors),
     /// A setting has a value it cannot take.
     #[error("invalid setting `{key}` = {value}: expected {expected}")]
     Setting {
@@ -170,6 +173,14 @@ pub enum Error {
         /// candle's error (missing tensor, wrong shape, not safetensors, ...).
         #[source]
         source: Box<candle_core::Error>,
+    },
+    /// A plot or picture of the report could not be drawn.
+    #[error("failed to draw {what}: {problem}")]
+    Picture {
+        /// The plot, e.g. "the divergence of pair::a-vs-b".
+        what: String,
+        /// The drawing back end's message.
+        problem: String,
     },
     /// A file could not be read or written.
     #[error("failed to {action} `{}`: {source}", path.display())]

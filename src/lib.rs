@@ -72,8 +72,13 @@
 //! [`main!`] turns a `gevaldi.toml` into a test target with one test per
 //! `[[pair]]` (see the README and [`config`]): thresholds on the divergence,
 //! the lift and the hierarchical set distance ([`hierarchy`]) of the models'
-//! top-n predictions, insta snapshots beside the TOML, and a JSON artifact
-//! per trial ([`artifact`]).
+//! top-n predictions, insta snapshots beside the TOML, and a JSON record
+//! per trial ([`artifact`]). After the trials it writes an HTML report
+//! ([`report`]): per trial its verdict, figures, a grid of the most
+//! divergent samples before and after the search ([`grid`]) and plots over
+//! the steps ([`plot`]). The trials themselves are a [`suite::Suite`],
+//! which the `cargo gevaldi` command (crate `cargo-gevaldi`) runs outside
+//! cargo test.
 //!
 //! ## Performance
 //!
@@ -104,14 +109,18 @@ pub mod data;
 pub mod divergence;
 pub mod ensemble;
 mod error;
+pub mod grid;
 pub mod harness;
 pub mod hierarchy;
 pub mod model;
 pub mod pca;
+pub mod plot;
 pub mod preprocess;
 pub mod regions;
+pub mod report;
 pub mod search;
 pub mod snapshot;
+pub mod suite;
 pub mod verdict;
 pub mod zoo;
 

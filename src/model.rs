@@ -49,6 +49,14 @@ pub trait Generator {
     /// differentiable with respect to `z`.
     fn decode(&self, z: &Tensor, condition: Option<&Tensor>) -> candle_core::Result<Tensor>;
 
+    /// The range `(low, high)` of the decoded values, mapped onto black ..
+    /// white (0 .. 255) when samples are drawn for the report; values outside
+    /// it are clipped there. Only pictures use it, never the search.
+    /// (Default: `(0.0, 1.0)`; a GAN with a tanh output declares `(-1.0, 1.0)`.)
+    fn output_range(&self) -> (f32, f32) {
+        (0.0, 1.0)
+    }
+
     /// The mean of the encoder's q(z | x, c) for a batch `x`, when the
     /// generator has an encoder (a VAE). Used for pictures of the data's
     /// latents, never by the search. (Default: `None`.)
@@ -109,6 +117,9 @@ impl<T: Generator + ?Sized> Generator for &T {
     }
     fn decode(&self, z: &Tensor, condition: Option<&Tensor>) -> candle_core::Result<Tensor> {
         (**self).decode(z, condition)
+    }
+    fn output_range(&self) -> (f32, f32) {
+        (**self).output_range()
     }
     fn encode(
         &self,

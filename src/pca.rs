@@ -10,7 +10,7 @@
 //! build for what is here a d × d eigenproblem with d ≤ 16.)
 
 /// Principal axes fitted to a set of points.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Pca {
     /// The mean of the fitted points.
     pub mean: Vec<f64>,

@@ -227,7 +227,7 @@ impl SearchConfig {
 }
 
 /// One sample of a finished search.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SampleRecord {
     /// The starting latent z0.
     pub z0: Vec<f32>,
@@ -250,7 +250,7 @@ pub struct SampleRecord {
 }
 
 /// The state of the batch at one step (step 0 is z0).
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct StepRecord {
     /// The step: 0 is the starting point, t is after t updates.
     pub step: usize,
@@ -278,7 +278,7 @@ pub trait Measure {
 }
 
 /// The divergence over fresh prior samples: what the search must beat.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Baseline {
     /// One divergence per fresh sample (as many as the search's batch).
     pub divergences: Vec<f64>,
@@ -369,6 +369,7 @@ pub struct Search<'a> {
     config: SearchConfig,
     z0: Option<Tensor>,
     condition: Option<Tensor>,
+    progress: Option<&'a dyn Fn(usize)>,
 }
 
 struct Evaluation {
@@ -389,6 +390,7 @@ impl<'a> Search<'a> {
             config: SearchConfig::default(),
             z0: None,
             condition: None,
+            progress: None,
         }
     }
 
@@ -425,6 +427,14 @@ impl<'a> Search<'a> {
     /// required when the generator is conditional.)
     pub fn condition(mut self, condition: Tensor) -> Self {
         self.condition = Some(condition);
+        self
+    }
+
+    /// Calls `progress(t)` once the search has evaluated step t (t = 0 is
+    /// the start, t = `steps` the last), e.g. to drive a progress bar.
+    /// (Default: none.)
+    pub fn progress(mut self, progress: &'a dyn Fn(usize)) -> Self {
+        self.progress = Some(progress);
         self
     }
 
@@ -485,6 +495,9 @@ impl<'a> Search<'a> {
                 mean_dz: mean(dz.iter().copied()),
                 mean_measures: measured.iter().map(|m| mean(m.iter().copied())).collect(),
             });
+            if let Some(progress) = self.progress {
+                progress(step);
+            }
             let stalled = cfg.early_stop.as_ref().is_some_and(|es| {
                 step >= es.window
                     && trajectory[step].mean_objective - trajectory[step - es.window].mean_objective

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::{Statistic, Thresholds};
 use crate::search::SearchOutcome;
@@ -17,7 +17,7 @@ pub const SAMPLES_SHOWN: usize = 5;
 const DECIMALS: i32 = 3;
 
 /// The snapshot of one trial.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Summary {
     /// The trial's pair name.
     pub pair: String,
@@ -46,7 +46,7 @@ pub struct Summary {
 }
 
 /// Search settings as snapshotted.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Settings {
     /// `divergence`.
     pub divergence: String,
@@ -80,7 +80,7 @@ impl Settings {
 }
 
 /// Statistics of per-sample divergences.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Stats {
     /// Mean.
     pub mean: f64,
@@ -91,7 +91,7 @@ pub struct Stats {
 }
 
 /// Before and after the search.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BeforeAfter {
     /// At z0.
     pub before: Stats,
@@ -100,7 +100,7 @@ pub struct BeforeAfter {
 }
 
 /// The set distance of the top-n predictions, before and after.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SetDistanceSummary {
     /// n.
     pub top_n: usize,
@@ -111,7 +111,7 @@ pub struct SetDistanceSummary {
 }
 
 /// Thresholds as snapshotted.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ThresholdSummary {
     /// `max_divergence`, if set.
     pub max_divergence: Option<f64>,
@@ -124,7 +124,7 @@ pub struct ThresholdSummary {
 }
 
 /// One sample's predictions, as "class (probability)" per model.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SampleSummary {
     /// The sample's index in the batch.
     pub index: usize,
@@ -260,7 +260,7 @@ impl Summary {
 }
 
 /// The snapshot of an `[[ensemble]]` trial.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EnsembleSummary {
     /// The ensemble's name.
     pub ensemble: String,
@@ -281,7 +281,7 @@ pub struct EnsembleSummary {
 }
 
 /// Accuracy, macro AUC and macro F1, rounded.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct MetricsSummary {
     /// Accuracy.
     pub accuracy: f64,
@@ -302,7 +302,7 @@ impl From<&crate::ensemble::Metrics> for MetricsSummary {
 }
 
 /// DBSCAN's result, rounded.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RegionsSummary {
     /// The chosen eps.
     pub eps: f64,

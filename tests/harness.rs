@@ -69,6 +69,19 @@ fn a_failing_pair_exits_101_with_its_worst_samples() {
     );
     // Not a snapshot problem: the snapshots of both pairs are committed.
     assert!(!all.contains("snapshot `"), "{all}");
+    // Issue 7: the harness writes the HTML report and prints its path once,
+    // at the end; the report shows both failures.
+    let reports: Vec<&str> = all
+        .lines()
+        .filter_map(|l| l.strip_prefix("gevaldi report: "))
+        .collect();
+    assert_eq!(reports.len(), 1, "{all}");
+    let html = std::fs::read_to_string(reports[0]).unwrap();
+    assert!(
+        html.contains("3 trials, 1 passed, 2 failed, 0 without a record"),
+        "{html}"
+    );
+    assert!(html.contains("data-trial=\"pair::strict\" data-verdict=\"failed\""));
 }
 
 /// The result libtest printed for `test`: "ok", "FAILED" or "ignored".

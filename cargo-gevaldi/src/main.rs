@@ -1,0 +1,339 @@
+//! `cargo gevaldi`: runs a `gevaldi.toml` outside `cargo test`, with a
+//! progress bar per trial and a summary table, and writes the HTML report.
+//!
+//! ```text
+//! cargo gevaldi run [CONFIG] [--filter TEXT]...   run the trials, write the report
+//! cargo gevaldi report [CONFIG]                   rebuild the report from the records
+//! cargo gevaldi list [CONFIG]                     list the trials
+//! ```
+//!
+//! CONFIG defaults to `./gevaldi.toml` when there is one, else to the
+//! built-in MNIST suite (`fixtures/mnist/gevaldi.toml` of the gevaldi
+//! crate). Exit status: 0 when every trial run passed, 1 when one failed,
+//! 2 for a usage or config mistake.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use gevaldi::harness::Registry;
+use gevaldi::suite::{Suite, TrialOutcome};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+gevaldi::__gevaldi_allocator!();
+
+const HELP: &str = "\
+cargo-gevaldi: run gevaldi suites outside cargo test
+
+Usage:
+  cargo gevaldi run [CONFIG] [--filter TEXT]...   run the trials and write the HTML report
+  cargo gevaldi report [CONFIG]                   rebuild the HTML report from the last records
+  cargo gevaldi list [CONFIG]                     list the trials
+
+CONFIG is a gevaldi.toml. Without one: ./gevaldi.toml when there is one,
+else the built-in MNIST suite of the gevaldi crate.
+
+Options:
+  --filter TEXT   run only trials whose name contains TEXT (repeatable)
+  -h, --help      print this help
+  -V, --version   print the version
+
+Models registered from Rust (tables without `arch`) run only under cargo test.
+The report is written to <target>/gevaldi/<config dir>/<config stem>/index.html.
+Exit status: 0 when every trial passed, 1 when one failed, 2 for a mistake in
+the command line or the config.";
+
+#[derive(Debug, PartialEq)]
+enum Command {
+    Run {
+        config: Option<PathBuf>,
+        filters: Vec<String>,
+    },
+    Report {
+        config: Option<PathBuf>,
+    },
+    List {
+        config: Option<PathBuf>,
+    },
+    Help,
+    Version,
+}
+
+fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Result<Command> {
+    use lexopt::prelude::*;
+    let mut args: Vec<std::ffi::OsString> = args.into_iter().collect();
+    // `cargo gevaldi x` runs `cargo-gevaldi gevaldi x`.
+    if args.first().is_some_and(|a| a == "gevaldi") {
+        args.remove(0);
+    }
+    let mut parser = lexopt::Parser::from_args(args);
+    let mut command: Option<String> = None;
+    let mut config: Option<PathBuf> = None;
+    let mut filters = Vec::new();
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Command::Help),
+            Short('V') | Long("version") => return Ok(Command::Version),
+            Long("filter") => filters.push(parser.value()?.string()?),
+            Value(v) if command.is_none() => command = Some(v.string()?),
+            Value(v) if config.is_none() => config = Some(PathBuf::from(v)),
+            Value(v) => bail!(
+                "unexpected argument `{}`: one CONFIG at most (see --help)",
+                v.to_string_lossy()
+            ),
+            other => return Err(other.unexpected().into()),
+        }
+    }
+    match command.as_deref() {
+        Some("run") => Ok(Command::Run { config, filters }),
+        Some("report") | Some("list") if !filters.is_empty() => {
+            bail!("--filter applies to `run` only")
+        }
+        Some("report") => Ok(Command::Report { config }),
+        Some("list") => Ok(Command::List { config }),
+        None => Ok(Command::Help),
+        Some(other) => {
+            bail!("unknown command `{other}`: expected run, report or list (see --help)")
+        }
+    }
+}
+
+/// The config to use: the one given, else `./gevaldi.toml`, else the
+/// built-in MNIST suite.
+fn resolve(config: Option<PathBuf>) -> PathBuf {
+    if let Some(c) = config {
+        return c;
+    }
+    let local = PathBuf::from("gevaldi.toml");
+    if local.is_file() {
+        return local;
+    }
+    let builtin = gevaldi::zoo::mnist_fixtures_dir().join("gevaldi.toml");
+    // Shown relative to the working directory when it lies below it (as in
+    // the gevaldi repository itself).
+    let shown = std::env::current_dir()
+        .ok()
+        .and_then(|cwd| builtin.strip_prefix(cwd).ok().map(PathBuf::from))
+        .unwrap_or(builtin);
+    eprintln!(
+        "no gevaldi.toml here: running the built-in MNIST suite {}",
+        shown.display()
+    );
+    shown
+}
+
+fn main() -> ExitCode {
+    match parse(std::env::args_os().skip(1)) {
+        Err(e) => {
+            eprintln!("error: {e}\n\nRun `cargo gevaldi --help` for usage.");
+            ExitCode::from(2)
+        }
+        Ok(Command::Help) => {
+            println!("{HELP}");
+            ExitCode::SUCCESS
+        }
+        Ok(Command::Version) => {
+            println!("cargo-gevaldi {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Ok(command) => match execute(command) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
+            }
+        },
+    }
+}
+
+fn load(config: Option<PathBuf>) -> anyhow::Result<Suite> {
+    let path = resolve(config);
+    Suite::load(&path, Registry::new()).map_err(|e| {
+        let hint = if e.to_string().contains("registered from Rust") {
+            "\nhint: models registered from Rust run only under `cargo test` (gevaldi::main!)"
+        } else {
+            ""
+        };
+        anyhow::anyhow!("{e}{hint}")
+    })
+}
+
+fn execute(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::List { config } => {
+            let suite = load(config)?;
+            for t in suite.trials() {
+                println!("{}{}", t.name, if t.ignored { " (ignored)" } else { "" });
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Report { config } => {
+            let suite = load(config)?;
+            let w = suite.write_report().context("failed to write the report")?;
+            println!(
+                "{} trials: {} passed, {} failed, {} without a record",
+                w.trials, w.passed, w.failed, w.missing
+            );
+            println!("report: {}", w.index.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run { config, filters } => run(load(config)?, &filters),
+        Command::Help | Command::Version => unreachable!("handled in main"),
+    }
+}
+
+fn run(suite: Suite, filters: &[String]) -> anyhow::Result<ExitCode> {
+    let trials: Vec<_> = suite
+        .trials()
+        .into_iter()
+        .filter(|t| filters.is_empty() || filters.iter().any(|f| t.name.contains(f.as_str())))
+        .collect();
+    if trials.is_empty() {
+        bail!("no trial matches the filters {filters:?}");
+    }
+    eprintln!(
+        "running {} trial{} of {} on {:?}; records under {}",
+        trials.len(),
+        if trials.len() == 1 { "" } else { "s" },
+        suite.config().path.display(),
+        suite.device(),
+        suite.artifact_dir().display()
+    );
+    let interactive = std::io::stderr().is_terminal();
+    let mut outcomes: Vec<(TrialOutcome, bool)> = Vec::new();
+    for t in &trials {
+        if t.ignored {
+            outcomes.push((
+                TrialOutcome {
+                    name: t.name.clone(),
+                    passed: true,
+                    line: "ignored (ignore = true)".into(),
+                    message: None,
+                    seconds: 0.0,
+                },
+                true,
+            ));
+            continue;
+        }
+        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+        if !interactive {
+            bar.set_draw_target(ProgressDrawTarget::hidden());
+        }
+        bar.set_style(
+            ProgressStyle::with_template("{prefix:.bold} [{bar:30}] {pos}/{len} steps, {elapsed}")
+                .expect("a valid template")
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(t.name.clone());
+        bar.enable_steady_tick(Duration::from_millis(200));
+        let outcome = suite.run_trial(&t.name, &|done, total| {
+            if bar.length() != Some(total) {
+                bar.set_length(total);
+            }
+            bar.set_position(done);
+        });
+        bar.finish_and_clear();
+        eprintln!(
+            "{} {} ({:.1} s)",
+            if outcome.passed { "ok    " } else { "FAILED" },
+            outcome.name,
+            outcome.seconds
+        );
+        if let Some(m) = &outcome.message {
+            eprintln!("{}", indent(m));
+        }
+        outcomes.push((outcome, false));
+    }
+    print_table(&outcomes);
+    let report = suite.write_report().context("failed to write the report")?;
+    println!("report: {}", report.index.display());
+    let failed = outcomes.iter().filter(|(o, _)| !o.passed).count();
+    if failed > 0 {
+        println!("{failed} of {} trials failed", outcomes.len());
+        Ok(ExitCode::from(1))
+    } else {
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+fn indent(text: &str) -> String {
+    text.lines()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The summary table: trial, verdict, seconds, result.
+fn print_table(outcomes: &[(TrialOutcome, bool)]) {
+    let width = outcomes
+        .iter()
+        .map(|(o, _)| o.name.len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    println!();
+    println!(
+        "{:<width$}  {:<7}  {:>8}  result",
+        "trial", "verdict", "seconds"
+    );
+    for (o, ignored) in outcomes {
+        let verdict = match (ignored, o.passed) {
+            (true, _) => "ignored",
+            (false, true) => "passed",
+            (false, false) => "FAILED",
+        };
+        // The trial's line starts with its name; drop the repetition.
+        let result = o
+            .line
+            .strip_prefix(&format!("{}: ", o.name))
+            .unwrap_or(&o.line);
+        println!(
+            "{:<width$}  {verdict:<7}  {:>8.1}  {result}",
+            o.name, o.seconds
+        );
+    }
+    println!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<std::ffi::OsString> {
+        list.iter().map(Into::into).collect()
+    }
+
+    #[test]
+    fn cargo_passes_the_subcommand_name_first() {
+        let direct = parse(args(&["run", "a.toml"])).unwrap();
+        let via_cargo = parse(args(&["gevaldi", "run", "a.toml"])).unwrap();
+        assert_eq!(direct, via_cargo);
+        assert_eq!(
+            direct,
+            Command::Run {
+                config: Some("a.toml".into()),
+                filters: vec![]
+            }
+        );
+    }
+
+    #[test]
+    fn filters_repeat_and_mistakes_are_named() {
+        assert_eq!(
+            parse(args(&["run", "--filter", "a", "--filter=b"])).unwrap(),
+            Command::Run {
+                config: None,
+                filters: vec!["a".into(), "b".into()]
+            }
+        );
+        let e = parse(args(&["rnu"])).unwrap_err().to_string();
+        assert!(e.contains("unknown command `rnu`"), "{e}");
+        let e = parse(args(&["run", "a", "b"])).unwrap_err().to_string();
+        assert!(e.contains("unexpected argument `b`"), "{e}");
+        let e = parse(args(&["run", "--bogus"])).unwrap_err().to_string();
+        assert!(e.contains("--bogus"), "{e}");
+        assert_eq!(parse(args(&[])).unwrap(), Command::Help);
+    }
+}
