@@ -114,6 +114,21 @@ pub fn device() -> Result<Device> {
     }
 }
 
+/// Sets `RAYON_NUM_THREADS`, when it is not set, to the thread count candle
+/// chooses by itself (the physical cores).
+///
+/// candle 0.11 asks for its thread count on every matmul, and on Linux,
+/// without `RAYON_NUM_THREADS`, that parses `/proc/cpuinfo` each time: 11% of
+/// a search's time on the MNIST fixtures, measured with `perf`. Call it
+/// first thing in `main`, before any other thread starts (the harness of
+/// [`main!`](crate::main), `cargo gevaldi` and the benchmark do).
+pub fn fix_thread_count() {
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        let n = candle_core::utils::get_num_threads();
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    }
+}
+
 /// A loaded config, its registered models and the device its trials run on.
 pub struct Suite {
     config: Config,

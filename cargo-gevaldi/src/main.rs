@@ -125,6 +125,7 @@ fn resolve(config: Option<PathBuf>) -> PathBuf {
 }
 
 fn main() -> ExitCode {
+    gevaldi::suite::fix_thread_count();
     match parse(std::env::args_os().skip(1)) {
         Err(e) => {
             eprintln!("error: {e}\n\nRun `cargo gevaldi --help` for usage.");

@@ -3,6 +3,8 @@
 use candle_core::{Device, Module, Tensor};
 use candle_nn::{conv2d, linear, Conv2d, Conv2dConfig, Linear, VarBuilder};
 
+use super::frozen_ops::{Act, FrozenNet, Layer};
+
 use super::layers::{frozen, max_pool2x2, seeded_varmap};
 
 /// Shape of an MNIST CNN: two 3×3 conv layers (padding 1), each followed by
@@ -55,6 +57,8 @@ pub struct MnistCnn {
     conv2: Conv2d,
     fc1: Linear,
     fc2: Linear,
+    /// The same layers as one op, when the weights are frozen.
+    frozen: Option<FrozenNet>,
     class_names: Vec<String>,
 }
 
@@ -66,11 +70,25 @@ impl MnistCnn {
             ..Default::default()
         };
         let [c1, c2] = cfg.channels;
+        let conv1 = conv2d(1, c1, 3, pad, vb.pp("conv1"))?;
+        let conv2 = conv2d(c1, c2, 3, pad, vb.pp("conv2"))?;
+        let fc1 = linear(c2 * 7 * 7, cfg.hidden, vb.pp("fc1"))?;
+        let fc2 = linear(cfg.hidden, cfg.classes, vb.pp("fc2"))?;
+        let frozen = FrozenNet::new(&[
+            Layer::Conv(conv1.clone(), Act::Relu),
+            Layer::MaxPool2x2,
+            Layer::Conv(conv2.clone(), Act::Relu),
+            Layer::MaxPool2x2,
+            Layer::Flatten(7, 7),
+            Layer::Linear(fc1.clone(), Act::Relu),
+            Layer::Linear(fc2.clone(), Act::Identity),
+        ]);
         Ok(MnistCnn {
-            conv1: conv2d(1, c1, 3, pad, vb.pp("conv1"))?,
-            conv2: conv2d(c1, c2, 3, pad, vb.pp("conv2"))?,
-            fc1: linear(c2 * 7 * 7, cfg.hidden, vb.pp("fc1"))?,
-            fc2: linear(cfg.hidden, cfg.classes, vb.pp("fc2"))?,
+            conv1,
+            conv2,
+            fc1,
+            fc2,
+            frozen,
             class_names: if cfg.classes == 10 {
                 super::mnist_class_names()
             } else {
@@ -91,6 +109,9 @@ impl Module for MnistCnn {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let b = x.dim(0)?;
         let x = x.reshape((b, 1, 28, 28))?;
+        if let Some(net) = self.frozen.as_ref().filter(|_| FrozenNet::applies_to(&x)) {
+            return net.forward(&x);
+        }
         let x = max_pool2x2(&self.conv1.forward(&x)?.relu()?)?;
         let x = max_pool2x2(&self.conv2.forward(&x)?.relu()?)?;
         let x = self.fc1.forward(&x.flatten_from(1)?)?.relu()?;

@@ -3,6 +3,7 @@
 use candle_core::{Device, Tensor};
 use candle_nn::{linear, Linear, Module, VarBuilder};
 
+use super::frozen_ops::{Act, FrozenNet, Layer};
 use super::layers::{frozen, seeded_varmap};
 use crate::model::Generator;
 
@@ -62,6 +63,8 @@ pub struct MnistVae {
     dec_fc1: Linear,
     dec_fc2: Linear,
     dec_out: Linear,
+    /// The decoder (with its sigmoid) as one op, when the weights are frozen.
+    decoder: Option<FrozenNet>,
     cfg: MnistVaeConfig,
 }
 
@@ -71,14 +74,24 @@ impl MnistVae {
         let (h, d, c) = (cfg.hidden, cfg.latent, cfg.conditions.unwrap_or(0));
         let enc = vb.pp("encoder");
         let dec = vb.pp("decoder");
+        let dec_fc1 = linear(d + c, h, dec.pp("fc1"))?;
+        let dec_fc2 = linear(h, h, dec.pp("fc2"))?;
+        let dec_out = linear(h, 784, dec.pp("out"))?;
+        let decoder = FrozenNet::new(&[
+            Layer::Linear(dec_fc1.clone(), Act::Relu),
+            Layer::Linear(dec_fc2.clone(), Act::Relu),
+            Layer::Linear(dec_out.clone(), Act::Sigmoid),
+            Layer::ToImage(28, 28),
+        ]);
         Ok(MnistVae {
             enc_fc1: linear(784 + c, h, enc.pp("fc1"))?,
             enc_fc2: linear(h, h, enc.pp("fc2"))?,
             enc_mu: linear(h, d, enc.pp("mu"))?,
             enc_logvar: linear(h, d, enc.pp("logvar"))?,
-            dec_fc1: linear(d + c, h, dec.pp("fc1"))?,
-            dec_fc2: linear(h, h, dec.pp("fc2"))?,
-            dec_out: linear(h, 784, dec.pp("out"))?,
+            dec_fc1,
+            dec_fc2,
+            dec_out,
+            decoder,
             cfg: cfg.clone(),
         })
     }
@@ -151,6 +164,9 @@ impl Generator for MnistVae {
 
     fn decode(&self, z: &Tensor, condition: Option<&Tensor>) -> candle_core::Result<Tensor> {
         let b = z.dim(0)?;
+        if let Some(net) = self.decoder.as_ref().filter(|_| FrozenNet::applies_to(z)) {
+            return net.forward(&self.with_condition(z, condition)?);
+        }
         candle_nn::ops::sigmoid(&self.decode_logits(z, condition)?)?.reshape((b, 1, 28, 28))
     }
 }

@@ -30,6 +30,7 @@ use classifier_from_forward;
 mod alexnet;
 mod arch;
 mod convnext;
+pub mod frozen_ops;
 mod googlenet;
 mod layers;
 mod mnist_cnn;

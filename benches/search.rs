@@ -1,0 +1,170 @@
+//! Benchmark of the MDS search, the hot loop of every gevaldi trial.
+//!
+//! ```text
+//! cargo bench --bench search                       # MNIST fixtures, batch 64 and 256
+//! cargo bench --bench search -- --batch 64 --steps 200
+//! cargo bench --bench search -- --resnet           # ResNet-18 pair, batch 8, 224×224
+//! cargo bench --bench search -- --save-z0 DIR      # also write z0 for bench/jax_reference.py
+//! ```
+//!
+//! The MNIST search is the fixtures' pair: cnn_a vs cnn_b over the VAE, kl,
+//! Adam, lr 0.05, λ 0.01, from B prior samples drawn with seed 0; the time is
+//! that of `Search::run` (its extra work, the baseline and the step-0 check
+//! of the gradient, included), models loaded before. It prints one line per
+//! batch size:
+//!
+//! ```text
+//! gevaldi batch=64 steps=100 seconds=… steps_per_s=… sample_steps_per_s=… mean_kl_before=… mean_kl_after=…
+//! ```
+//!
+//! The ResNet-18 search runs two ResNet-18s with seeded random weights
+//! behind ImageNet preprocessing (resize to 224 × 224, grey to RGB) over the
+//! MNIST VAE. `bench/compare.sh` runs this and the JAX reference in one go.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{Device, Tensor};
+use gevaldi::preprocess::{Channels, Preprocess, Preprocessed};
+use gevaldi::zoo::{self, MnistCnn, MnistCnnConfig, MnistVae, MnistVaeConfig, ResNet, ResNetDepth};
+use gevaldi::{Divergence, Generator, Search, SearchConfig};
+use rand::SeedableRng;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+struct Args {
+    batches: Vec<usize>,
+    steps: usize,
+    resnet: bool,
+    save_z0: Option<PathBuf>,
+}
+
+fn args() -> Result<Args> {
+    let mut a = Args {
+        batches: Vec::new(),
+        steps: 100,
+        resnet: false,
+        save_z0: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--batch" => a.batches.push(it.next().context("--batch N")?.parse()?),
+            "--steps" => a.steps = it.next().context("--steps N")?.parse()?,
+            "--resnet" => a.resnet = true,
+            "--save-z0" => a.save_z0 = Some(it.next().context("--save-z0 DIR")?.into()),
+            // cargo bench passes --bench to every bench binary.
+            "--bench" => {}
+            other => bail!("unknown argument `{other}` (see benches/search.rs)"),
+        }
+    }
+    if a.batches.is_empty() && !a.resnet {
+        a.batches = vec![64, 256];
+    }
+    Ok(a)
+}
+
+fn main() -> Result<()> {
+    gevaldi::suite::fix_thread_count();
+    let args = args()?;
+    let dev = Device::Cpu;
+    if !args.batches.is_empty() {
+        let dir = zoo::mnist_fixtures_dir();
+        let cnn_a = load(&dir.join("cnn_a.safetensors"), &dev, |vb| {
+            MnistCnn::load(vb, &MnistCnnConfig::cnn_a())
+        })?;
+        let cnn_b = load(&dir.join("cnn_b.safetensors"), &dev, |vb| {
+            MnistCnn::load(vb, &MnistCnnConfig::cnn_b())
+        })?;
+        let vae = load(&dir.join("vae.safetensors"), &dev, |vb| {
+            MnistVae::load(vb, &MnistVaeConfig::default())
+        })?;
+        for &batch in &args.batches {
+            let z0 = prior(&vae, batch, &dev)?;
+            if let Some(d) = &args.save_z0 {
+                std::fs::create_dir_all(d)?;
+                z0.save_safetensors("z0", d.join(format!("z0-b{batch}.safetensors")))?;
+            }
+            let config = SearchConfig::default()
+                .divergence(Divergence::Kl)
+                .steps(args.steps)
+                .lr(0.05)
+                .lambda(0.01);
+            let started = Instant::now();
+            let outcome = Search::new("vae", &vae)
+                .classifier("cnn_a", &cnn_a)
+                .classifier("cnn_b", &cnn_b)
+                .config(config)
+                .z0(z0)
+                .run(&dev)?;
+            let seconds = started.elapsed().as_secs_f64();
+            println!(
+                "gevaldi batch={batch} steps={} seconds={seconds:.3} steps_per_s={:.2} \
+                 sample_steps_per_s={:.0} mean_kl_before={:.4} mean_kl_after={:.4}",
+                args.steps,
+                args.steps as f64 / seconds,
+                (batch * args.steps) as f64 / seconds,
+                outcome.mean_divergence_before(),
+                outcome.mean_divergence_after()
+            );
+        }
+    }
+    if args.resnet {
+        resnet(args.steps.min(5), &dev)?;
+    }
+    Ok(())
+}
+
+fn load<M>(
+    path: &Path,
+    dev: &Device,
+    build: impl FnOnce(candle_nn::VarBuilder) -> candle_core::Result<M>,
+) -> Result<M> {
+    Ok(zoo::load_file(path, "bench", dev, build)?)
+}
+
+/// B latents from the VAE's prior, drawn as the search draws them (seed 0).
+fn prior(vae: &MnistVae, batch: usize, dev: &Device) -> Result<Tensor> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    Ok(vae.sample_prior(batch, &mut rng, dev)?)
+}
+
+fn resnet(steps: usize, dev: &Device) -> Result<()> {
+    let batch = 8;
+    let vae = MnistVae::random(&MnistVaeConfig::default(), 1, dev)?;
+    let pre = Preprocess {
+        channels: Channels::GreyToRgb,
+        ..Preprocess::imagenet((0.0, 1.0), 224)
+    };
+    let build = |seed| -> Result<Preprocessed<ResNet>> {
+        let (_, vm) = zoo::seeded_varmap(seed, dev, |vb| ResNet::load(vb, ResNetDepth::R18, 1000))?;
+        Ok(Preprocessed {
+            inner: ResNet::load(zoo::frozen(&vm, dev), ResNetDepth::R18, 1000)?,
+            preprocess: pre.clone(),
+        })
+    };
+    let (a, b) = (build(2)?, build(3)?);
+    let config = SearchConfig::default()
+        .divergence(Divergence::Kl)
+        .steps(steps)
+        .batch(batch)
+        .lambda(0.0);
+    let started = Instant::now();
+    let outcome = Search::new("vae", &vae)
+        .classifier("resnet18_a", &a)
+        .classifier("resnet18_b", &b)
+        .config(config)
+        .run(dev)?;
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "gevaldi resnet18 batch={batch} size=224 steps={steps} seconds={seconds:.3} steps_per_s={:.3} \
+         sample_steps_per_s={:.2} mean_kl_before={:.4} mean_kl_after={:.4}",
+        steps as f64 / seconds,
+        (batch * steps) as f64 / seconds,
+        outcome.mean_divergence_before(),
+        outcome.mean_divergence_after()
+    );
+    Ok(())
+}
