@@ -53,3 +53,10 @@ for r in "${rows[@]}"; do
   ratio=$(awk -v g="$g" -v j="$j" 'BEGIN { printf "%.2f", g / j }')
   printf '%-6s %14s %14s %8s %16s %14s\n' "$batch" "$g" "$j" "$ratio" "$gkl" "$jkl"
 done
+
+# Peak memory of a batch-256 search (issue 8: under 1 GiB).
+if [ -x /usr/bin/time ]; then
+  bin=$(ls -t target/release/deps/search-* | grep -v '\.d$' | head -1)
+  rss=$(/usr/bin/time -v "$bin" --batch 256 --steps "$STEPS" 2>&1 >/dev/null | sed -n 's/.*Maximum resident set size (kbytes): //p')
+  echo "peak memory of the batch-256 search ($STEPS steps): $((rss / 1024)) MiB"
+fi

@@ -346,7 +346,7 @@ impl CustomOp1 for NetOp {
 
 /// The dims of the chain's output, from the last op's input dims.
 fn output_dims(ops: &[Op], kept: &[(Dims, Kept)]) -> Option<Dims> {
-    let (op, (d, _)) = ops.iter().zip(kept).last()?;
+    let (op, (d, _)) = ops.iter().zip(kept).next_back()?;
     Some(op.output_dims(*d))
 }
 
@@ -412,7 +412,7 @@ impl Op {
                 (y.clone(), out, Kept::Output(y))
             }
             Op::Pool => {
-                if d.h % 2 != 0 || d.w % 2 != 0 {
+                if !d.h.is_multiple_of(2) || !d.w.is_multiple_of(2) {
                     candle_core::bail!(
                         "max_pool2x2 needs even height and width, got {}x{}",
                         d.h,
