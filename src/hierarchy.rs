@@ -230,6 +230,30 @@ impl Hierarchy {
         // Upward distances from each class to each of its ancestors.
         let ancestors: Vec<Vec<(usize, u32)>> =
             (0..ids.len()).map(|c| upward(c, &parents)).collect();
+        // A class in no edge at all (a typo in either file, or a missing
+        // line) is named as such, rather than as cut off from the root.
+        let mut has_child = vec![false; parents.len()];
+        for ps in &parents {
+            for &p in ps {
+                has_child[p] = true;
+            }
+        }
+        if let Some(c) = (0..ids.len()).find(|&c| parents[c].is_empty() && !has_child[c]) {
+            if ids.len() > 1 {
+                return Err(err(
+                    &classes_path,
+                    class_line[&ids[c]],
+                    format!(
+                        "class `{}` ({}) is in no edge of `{}`: expected a `{}<TAB>parent` line \
+                         there (is the ID misspelt in one of the files?)",
+                        ids[c],
+                        class_names[c],
+                        edges_path.display(),
+                        ids[c]
+                    ),
+                ));
+            }
+        }
         // The root: the parentless ancestor that most classes reach.
         let mut reach: HashMap<usize, usize> = HashMap::new();
         for a in &ancestors {
@@ -265,10 +289,12 @@ impl Hierarchy {
                 &classes_path,
                 class_line[&ids[cut[0]]],
                 format!(
-                    "{} class(es) not connected to the root `{}`: {}{more}",
+                    "{} class(es) not connected to the root `{}`: {}{more}; expected a chain \
+                     of `child<TAB>parent` lines in `{}` from each class to the root",
                     cut.len(),
                     nodes[root],
-                    shown.join(", ")
+                    shown.join(", "),
+                    edges_path.display()
                 ),
             ));
         }

@@ -1,7 +1,7 @@
 //! The insta snapshot of a trial: a deterministic, rounded YAML summary that
 //! changes when a model's behaviour changes.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -366,8 +366,15 @@ fn assert_yaml<T: Serialize>(
     config: &Path,
     kind: &str,
 ) -> Result<(), String> {
+    let snapshots = dir.join("snapshots");
+    let staging = Staging::new(&snapshots, name).map_err(|e| {
+        format!(
+            "failed to prepare the snapshot `{}`: {e}",
+            snapshots.join(format!("{name}.snap")).display()
+        )
+    })?;
     let mut settings = insta::Settings::clone_current();
-    settings.set_snapshot_path(dir.join("snapshots"));
+    settings.set_snapshot_path(&staging.dir);
     settings.set_prepend_module_to_snapshot(false);
     settings.set_omit_expression(true);
     settings.set_input_file(config);
@@ -375,7 +382,8 @@ fn assert_yaml<T: Serialize>(
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         settings.bind(|| insta::assert_yaml_snapshot!(name.to_string(), value));
     }));
-    result.map_err(|payload| {
+    let published = staging.publish(result.is_ok());
+    let result = result.map_err(|payload| {
         let msg = payload
             .downcast_ref::<String>()
             .cloned()
@@ -384,7 +392,96 @@ fn assert_yaml<T: Serialize>(
         format!(
             "snapshot `{}` does not match ({msg}): review with `cargo insta review`, \
              or accept with INSTA_UPDATE=always",
-            dir.join("snapshots").join(format!("{name}.snap")).display()
+            snapshots.join(format!("{name}.snap")).display()
         )
-    })
+    });
+    match (result, published) {
+        (r, Ok(())) => r,
+        (_, Err(e)) => Err(format!(
+            "failed to write the snapshot `{}`: {e}",
+            snapshots.join(format!("{name}.snap")).display()
+        )),
+    }
+}
+
+/// Where insta writes a trial's snapshot before it is moved into place.
+///
+/// insta writes `.snap` and `.snap.new` files in place; a run killed while
+/// it writes would leave half a snapshot. Here insta works in a private
+/// directory beside the snapshots (`.gevaldi-staging-<pid>-<name>`, seeded
+/// with the current snapshot), and what it wrote is renamed into place: a
+/// reader, or a killed run, sees the old file or the new one. Directories
+/// left by killed runs are removed by the next run.
+struct Staging {
+    snapshots: PathBuf,
+    dir: PathBuf,
+    file: String,
+}
+
+const STAGING_PREFIX: &str = ".gevaldi-staging-";
+
+impl Staging {
+    fn new(snapshots: &Path, name: &str) -> std::io::Result<Self> {
+        remove_stale_staging(snapshots);
+        let dir = snapshots.join(format!("{STAGING_PREFIX}{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let file = format!("{name}.snap");
+        let current = snapshots.join(&file);
+        if current.is_file() {
+            std::fs::copy(&current, dir.join(&file))?;
+        }
+        Ok(Staging {
+            snapshots: snapshots.to_path_buf(),
+            dir,
+            file,
+        })
+    }
+
+    /// Renames what insta wrote (a new or updated `.snap`, a `.snap.new`)
+    /// into the snapshot directory; after a match, removes a stale
+    /// `.snap.new` as insta would.
+    fn publish(self, matched: bool) -> std::io::Result<()> {
+        let result = (|| {
+            for file in [self.file.clone(), format!("{}.new", self.file)] {
+                let (staged, target) = (self.dir.join(&file), self.snapshots.join(&file));
+                if !staged.is_file() {
+                    continue;
+                }
+                let same = std::fs::read(&target).ok() == Some(std::fs::read(&staged)?);
+                if !same {
+                    std::fs::rename(&staged, &target)?;
+                }
+            }
+            let pending = self.snapshots.join(format!("{}.new", self.file));
+            if matched && !self.dir.join(format!("{}.new", self.file)).exists() && pending.exists()
+            {
+                std::fs::remove_file(pending)?;
+            }
+            Ok(())
+        })();
+        let _ = std::fs::remove_dir_all(&self.dir);
+        result
+    }
+}
+
+/// Removes staging directories of processes that are gone (Linux; elsewhere
+/// they stay until removed by hand).
+fn remove_stale_staging(snapshots: &Path) {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(snapshots) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix(STAGING_PREFIX) else {
+            continue;
+        };
+        let pid = rest.split('-').next().unwrap_or_default();
+        if !pid.is_empty() && !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }

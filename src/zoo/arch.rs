@@ -1,6 +1,7 @@
 //! The built-in architectures by name, as configs and metadata name them.
 
 use std::fmt;
+use std::io::Read;
 use std::path::Path;
 use std::str::FromStr;
 
@@ -176,7 +177,50 @@ pub fn load_file<M>(
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
         });
     }
-    let tensors = candle_core::safetensors::load(path, device).map_err(err)?;
+    let head = std::fs::File::open(path)
+        .and_then(|f| {
+            let mut head = Vec::with_capacity(4);
+            f.take(4).read_to_end(&mut head)?;
+            Ok(head)
+        })
+        .map_err(|source| Error::Io {
+            action: "read weights",
+            path: path.to_path_buf(),
+            source,
+        })?;
+    if is_pickle(&head) {
+        return Err(err(candle_core::Error::Msg(PICKLE.to_string())));
+    }
+    let tensors = candle_core::safetensors::load(path, device).map_err(|e| {
+        err(candle_core::Error::Msg(format!(
+            "not a valid safetensors file ({e}): expected an 8-byte header length, a JSON \
+             header and the tensors' bytes, as `safetensors.torch.save_file` writes them"
+        )))
+    })?;
+    let mut names: Vec<&String> = tensors.keys().collect();
+    names.sort();
+    for name in names {
+        let dtype = tensors[name].dtype();
+        if !dtype.is_float() {
+            return Err(err(candle_core::Error::Msg(format!(
+                "tensor `{name}` has dtype {dtype:?}, expected floats (f32, f16, bf16 or f64)"
+            ))));
+        }
+    }
     let vb = VarBuilder::from_tensors(tensors, candle_core::DType::F32, device);
     load(vb).map_err(err)
+}
+
+/// What a pickled checkpoint gets told.
+const PICKLE: &str = "this is a pickled PyTorch checkpoint (torch.save), and gevaldi loads \
+only safetensors (a pickle can run any code when loaded). Convert it once: python -c \
+\"import torch, safetensors.torch as st; st.save_file(torch.load('model.pt', \
+map_location='cpu'), 'model.safetensors')\" (for a whole pickled model, save its \
+.state_dict())";
+
+/// A zip archive (torch.save since PyTorch 1.6) or a raw pickle (protocol
+/// 2 to 5).
+fn is_pickle(head: &[u8]) -> bool {
+    head.starts_with(b"PK\x03\x04")
+        || (head.len() >= 2 && head[0] == 0x80 && (2..=5).contains(&head[1]))
 }

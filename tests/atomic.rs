@@ -1,0 +1,161 @@
+//! Issue 9: records and snapshots are written atomically. A child process
+//! rewrites a large record and a large insta snapshot in a loop, each time
+//! switching between two versions, and is killed with SIGKILL at seeded
+//! random moments; every time, each file is one of the two versions, whole.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use gevaldi::artifact::{Record, TrialError};
+use gevaldi::snapshot::Summary;
+use rand::{Rng, SeedableRng};
+
+const NAME: &str = "big";
+
+/// A summary with `n` sample lines (a snapshot of ~n × 200 bytes), marked
+/// by `version`.
+fn summary(version: &str, n: usize) -> Summary {
+    let sample = serde_json::json!({
+        "index": 0, "divergence": [0.1, 2.5], "set_distance": null,
+        "before": ["7 (0.41)", "3 (0.35)"], "after": [format!("{version} (0.88)"), "8 (0.87)"],
+    });
+    let stats = serde_json::json!({"mean": 1.0, "median": 1.0, "max": 2.0});
+    serde_json::from_value(serde_json::json!({
+        "pair": format!("version-{version}"),
+        "models": ["a", "b"], "generator": "g",
+        "settings": {"divergence": "kl", "optimizer": "adam", "lr": 0.05, "lambda": 0.01,
+                     "batch": n, "steps": 1, "seed": 0},
+        "steps_run": 1,
+        "divergence": {"before": stats, "after": stats},
+        "baseline": stats, "lift": 1.0, "mean_dz": 0.5, "set_distance": null,
+        "thresholds": {"max_divergence": null, "statistic": "max", "min_lift": null,
+                       "max_set_distance": null},
+        "samples": vec![sample; n],
+    }))
+    .unwrap()
+}
+
+fn record(version: &str) -> Record {
+    Record::Error(TrialError {
+        trial: format!("pair::{version}"),
+        message: version.repeat(3_000_000),
+        written_at: 0,
+    })
+}
+
+/// Rewrites the record and the snapshot in `GEVALDI_ATOMIC_DIR` until
+/// killed; writes `ready` once both versions of each were written.
+#[test]
+#[ignore = "run as a child process by atomic_writes_survive_sigkill"]
+fn atomic_writer_child() {
+    let dir = PathBuf::from(std::env::var("GEVALDI_ATOMIC_DIR").unwrap());
+    let config = dir.join("gevaldi.toml");
+    let (a, b) = (summary("A", 6000), summary("B", 6000));
+    let (ra, rb) = (record("A"), record("B"));
+    let mut first = true;
+    loop {
+        for (s, r, v) in [(&a, &ra, "A"), (&b, &rb, "B")] {
+            s.assert_snapshot(NAME, &dir, &config).unwrap();
+            r.write(&dir.join("record.json")).unwrap();
+            if first {
+                let snap = dir.join("snapshots").join(format!("{NAME}.snap"));
+                std::fs::copy(&snap, dir.join(format!("expected-{v}.snap"))).unwrap();
+            }
+        }
+        if first {
+            std::fs::write(dir.join("ready"), b"").unwrap();
+            first = false;
+        }
+    }
+}
+
+#[test]
+fn atomic_writes_survive_sigkill() {
+    let dir = std::env::temp_dir().join(format!("gevaldi-atomic-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+    let snap = dir.join("snapshots").join(format!("{NAME}.snap"));
+    let record_path = dir.join("record.json");
+    let mut seen = [0usize; 2];
+    for round in 0..8 {
+        let _ = std::fs::remove_file(dir.join("ready"));
+        let mut child = Command::new(&exe)
+            .args(["--ignored", "--exact", "atomic_writer_child", "--nocapture"])
+            .env("GEVALDI_ATOMIC_DIR", &dir)
+            .env("INSTA_UPDATE", "always")
+            .env_remove("CI")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        while !dir.join("ready").exists() {
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "the child never got ready"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(rng.random_range(10..400)));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+
+        let expected = |v: &str| std::fs::read(dir.join(format!("expected-{v}.snap"))).unwrap();
+        let got = std::fs::read(&snap).unwrap();
+        let version = if got == expected("A") {
+            0
+        } else if got == expected("B") {
+            1
+        } else {
+            panic!(
+                "round {round}: the snapshot is neither version ({} bytes)",
+                got.len()
+            );
+        };
+        seen[version] += 1;
+        match Record::read(&record_path) {
+            Ok(Record::Error(e)) => assert!(
+                e.message.len() == 3_000_000 && (e.trial == "pair::A" || e.trial == "pair::B"),
+                "round {round}: a record of the wrong size"
+            ),
+            other => panic!("round {round}: {other:?}"),
+        }
+        // No temporary file of the record is left beside it but the killed
+        // writer's own, which the next write of the same file replaces.
+        assert!(count_tmp(&dir) <= 1, "round {round}");
+    }
+    println!(
+        "the snapshot was version A {} times, B {} times",
+        seen[0], seen[1]
+    );
+    // Staging directories of killed runs are removed by the next run.
+    summary("A", 1)
+        .assert_snapshot("small", &dir, &dir.join("gevaldi.toml"))
+        .ok();
+    let staging: Vec<_> = std::fs::read_dir(dir.join("snapshots"))
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".gevaldi-staging-")
+        })
+        .collect();
+    assert!(
+        staging.is_empty(),
+        "{:?}",
+        staging.iter().map(|e| e.file_name()).collect::<Vec<_>>()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn count_tmp(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .count()
+}

@@ -1,0 +1,267 @@
+//! Issue 9: property-based fuzzing (proptest) of the three parsers that read
+//! user files: the `gevaldi.toml` parser, the IDX reader and the hierarchy
+//! loader. None may panic, whatever the input; what they accept must be
+//! consistent, and what they refuse must be said with a location.
+//!
+//! Under `cargo test` each target runs for a moment; `bash fuzz/run.sh`
+//! runs each for 60 s (`GEVALDI_FUZZ_SECONDS`). cargo-fuzz needs a nightly
+//! compiler, which this project does not require; proptest runs on stable
+//! and shrinks a failure to a minimal input.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use gevaldi::hierarchy::Hierarchy;
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestCaseError, TestError, TestRunner};
+
+/// Runs `test` on inputs from `strategy` for `GEVALDI_FUZZ_SECONDS`
+/// (default 2), in rounds of 256 cases; panics with the minimal failing
+/// input. Returns the number of cases run.
+fn fuzz<S: Strategy>(
+    name: &str,
+    strategy: S,
+    test: impl Fn(S::Value) -> Result<(), TestCaseError>,
+) -> u64
+where
+    S::Value: std::fmt::Debug,
+{
+    let seconds: u64 = std::env::var("GEVALDI_FUZZ_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2);
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut cases = 0;
+    while cases == 0 || Instant::now() < deadline {
+        let mut runner = TestRunner::new(Config {
+            cases: 256,
+            failure_persistence: None,
+            ..Config::default()
+        });
+        match runner.run(&strategy, &test) {
+            Ok(()) => cases += 256,
+            Err(TestError::Fail(why, input)) => {
+                panic!("{name}: {why} for the minimal input {input:?}")
+            }
+            Err(e) => panic!("{name}: {e}"),
+        }
+    }
+    println!("{name}: {cases} cases in {seconds} s, no failure");
+    cases
+}
+
+const VALID_CONFIG: &str = r#"[search]
+divergence = "kl"
+steps = 200
+lr = 0.05
+
+[generator.vae]
+arch = "mnist-vae"
+weights = "vae.safetensors"
+
+[classifier.a]
+arch = "mnist-cnn-a"
+weights = "cnn_a.safetensors"
+
+[classifier.b]
+arch = "mnist-cnn-b"
+weights = "cnn_b.safetensors"
+
+[[pair]]
+name = "a-vs-b"
+models = ["a", "b"]
+generator = "vae"
+max_divergence = 2.0
+statistic = "quantile"
+quantile = 0.9
+"#;
+
+/// Pieces of TOML a mutation inserts.
+const TOKENS: &[&str] = &[
+    "[",
+    "]",
+    "[[",
+    "]]",
+    "=",
+    "\"",
+    "'",
+    "\n",
+    ",",
+    "#",
+    "nan",
+    "inf",
+    "-1",
+    "0",
+    "1e400",
+    "[pair]",
+    "[[pair]]",
+    "[search]",
+    "[hierarchy]",
+    "[classifier.x]",
+    "[generator.y]",
+    "models = []",
+    "name = \"a-vs-b\"",
+    "steps = -3",
+    "lr = nan",
+    "batch = 0",
+    "divergence = \"js\"",
+    "top_n = 99",
+    "quantile = 2",
+    "weights = 3",
+    "arch = {}",
+    "preprocess = { resize = 0 }",
+    "early_stop = [1]",
+    "\u{feff}",
+    "é",
+    "\\u0000",
+];
+
+/// A valid config with up to 8 edits: a token inserted, or a span
+/// deleted, at a char boundary.
+fn mutated_config() -> impl Strategy<Value = String> {
+    let edit = (
+        any::<prop::sample::Index>(),
+        0..TOKENS.len(),
+        any::<bool>(),
+        0usize..40,
+    );
+    prop::collection::vec(edit, 0..8).prop_map(|edits| {
+        let mut text = VALID_CONFIG.to_string();
+        for (at, token, insert, len) in edits {
+            let bounds: Vec<usize> = text
+                .char_indices()
+                .map(|(i, _)| i)
+                .chain([text.len()])
+                .collect();
+            let i = bounds[at.index(bounds.len())];
+            if insert {
+                text.insert_str(i, TOKENS[token]);
+            } else {
+                let end = bounds
+                    .iter()
+                    .copied()
+                    .find(|&b| b >= i + len)
+                    .unwrap_or(text.len());
+                text.replace_range(i..end, "");
+            }
+        }
+        text
+    })
+}
+
+fn check_config(text: &str) -> Result<(), TestCaseError> {
+    let path = Path::new("fuzz/gevaldi.toml");
+    match gevaldi::config::parse_in(text, path, Path::new("fixtures/mnist")) {
+        Ok(_) => Ok(()),
+        Err(errors) => {
+            prop_assert!(!errors.errors.is_empty());
+            let lines = text.lines().count() + 1;
+            for e in &errors.errors {
+                prop_assert!(e.line <= lines, "line {} of {lines}: {e}", e.line);
+                prop_assert!(!e.message.is_empty());
+            }
+            // Every error is printed with the file and its line.
+            let shown = errors.to_string();
+            prop_assert!(shown.contains("fuzz/gevaldi.toml:"), "{shown}");
+            Ok(())
+        }
+    }
+}
+
+#[test]
+fn fuzz_the_config_parser() {
+    fuzz("config (mutated)", mutated_config(), |t| check_config(&t));
+    fuzz("config (arbitrary text)", ".{0,300}", |t| check_config(&t));
+}
+
+fn check_idx(bytes: &[u8]) -> Result<(), TestCaseError> {
+    if let Ok(a) = gevaldi::data::parse_idx(bytes, Path::new("fuzz.idx")) {
+        let n: usize = a.dims.iter().product();
+        prop_assert_eq!(a.data.len(), n);
+        // What it read, it writes back to the same bytes (past the header).
+        let again = gevaldi::data::encode_idx(&a).unwrap();
+        prop_assert_eq!(&again[..], &bytes[..again.len()]);
+    }
+    Ok(())
+}
+
+/// IDX headers with any dims (huge ones included) over a few data bytes,
+/// and arbitrary bytes.
+fn idx_bytes() -> impl Strategy<Value = Vec<u8>> {
+    let header = (
+        prop_oneof![Just(8u8), any::<u8>()],
+        0u8..6,
+        prop::collection::vec(prop_oneof![0u32..5, any::<u32>()], 0..5),
+        prop::collection::vec(any::<u8>(), 0..200),
+    )
+        .prop_map(|(ty, rank, dims, data)| {
+            let mut b = vec![0, 0, ty, rank];
+            for d in dims {
+                b.extend(d.to_be_bytes());
+            }
+            b.extend(data);
+            b
+        });
+    prop_oneof![header, prop::collection::vec(any::<u8>(), 0..64)]
+}
+
+#[test]
+fn fuzz_the_idx_reader() {
+    fuzz("idx", idx_bytes(), |b| check_idx(&b));
+}
+
+/// Class lists and edge lists over a few IDs, headers included or not.
+fn hierarchy_files() -> impl Strategy<Value = (String, String)> {
+    let id = prop::sample::select(vec!["a", "b", "c", "d", "r", "", "a b"]);
+    let classes =
+        prop::collection::vec((0usize..6, id.clone(), "[A-Za-z]{0,3}"), 0..6).prop_map(|rows| {
+            let mut t = String::from("index\twnid\tname\n");
+            for (i, id, name) in rows {
+                t.push_str(&format!("{i}\t{id}\t{name}\n"));
+            }
+            t
+        });
+    let edges = prop::collection::vec((id.clone(), id, any::<bool>()), 0..8).prop_map(|rows| {
+        let mut t = String::from("child\tparent\n");
+        for (c, p, tab) in rows {
+            t.push_str(&format!("{c}{}{p}\n", if tab { "\t" } else { " " }));
+        }
+        t
+    });
+    (classes, edges)
+}
+
+fn check_hierarchy(classes: &str, edges: &str) -> Result<(), TestCaseError> {
+    let parsed = Hierarchy::parse(
+        (classes, Path::new("classes.tsv")),
+        (edges, Path::new("edges.tsv")),
+        None,
+    );
+    match parsed {
+        Ok(h) => {
+            for a in 0..h.len() {
+                prop_assert_eq!(h.distance(a, a), 0.0);
+                for b in 0..h.len() {
+                    let d = h.distance(a, b);
+                    prop_assert!(d.is_finite() && d >= 0.0);
+                    prop_assert_eq!(d, h.distance(b, a));
+                }
+            }
+        }
+        Err(e) => {
+            let shown = e.to_string();
+            prop_assert!(
+                shown.contains("classes.tsv") || shown.contains("edges.tsv"),
+                "{shown}"
+            );
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn fuzz_the_hierarchy_loader() {
+    fuzz("hierarchy", hierarchy_files(), |(c, e)| {
+        check_hierarchy(&c, &e)
+    });
+}
