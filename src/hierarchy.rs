@@ -595,7 +595,17 @@ mod tests {
             msg.contains("classes.tsv:3: index \"2\", expected 1"),
             "{msg}"
         );
+        // A class in no edge is named as such (issue 9), one whose edges
+        // lead elsewhere as cut off from the root.
         let msg = e(&format!("{CLASSES}3\tfish\tfish\n"), EDGES);
+        assert!(
+            msg.contains("classes.tsv:5: class `fish` (fish) is in no edge of `edges.tsv`"),
+            "{msg}"
+        );
+        let msg = e(
+            &format!("{CLASSES}3\tfish\tfish\n"),
+            &format!("{EDGES}fish\tsea\n"),
+        );
         assert!(
             msg.contains("not connected to the root `entity`: `fish` (fish, line 5)"),
             "{msg}"

@@ -29,6 +29,7 @@ use classifier_from_forward;
 
 mod alexnet;
 mod arch;
+mod biggan;
 mod convnext;
 pub mod frozen_ops;
 mod googlenet;
@@ -43,6 +44,7 @@ mod squeezenet;
 
 pub use alexnet::AlexNet;
 pub use arch::{load_file, Arch};
+pub use biggan::{BigGan, BigGanConfig};
 pub use convnext::{ConvNext, ConvNextSize};
 pub use googlenet::GoogLeNet;
 pub use layers::{frozen, max_pool2x2, seeded_varmap};

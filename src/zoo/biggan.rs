@@ -1,0 +1,783 @@
+//! BigGAN-deep (Brock, Donahue and Simonyan, 2018), the class-conditional
+//! ImageNet generator of the paper's headline experiment, with the tensor
+//! names of the widely used PyTorch port (`pytorch-pretrained-BigGAN`, whose
+//! `BigGAN.from_pretrained("biggan-deep-128")` state dict, saved as
+//! safetensors, is what [`BigGan::load`] reads; see the README for the
+//! one-line conversion).
+//!
+//! The generator maps z (dim 128) and a class vector c (1000 classes,
+//! one-hot or a soft mixture) to an RGB image in [−1, 1]:
+//!
+//! ```text
+//! e = c · Eᵀ                          (the shared class embedding, `embeddings.weight`)
+//! h = gen_z([z, e]) → [B, 16·ch, 4, 4]
+//! h = blocks(h, [z, e])               (conditional batch norm in every block,
+//!                                      self-attention at 64×64)
+//! x = tanh(conv_to_rgb(relu(bn(h)))[:, :3])
+//! ```
+//!
+//! The port's layers are spectral-normalised (`torch.nn.utils.spectral_norm`):
+//! each stores `weight_orig`, `weight_u` and `weight_v` instead of `weight`.
+//! At load time each is turned into the plain weight PyTorch uses in eval
+//! mode, `W = weight_orig / σ` with `σ = uᵀ · W_mat · v` (W_mat: weight_orig
+//! as `[out, in·k·k]`); a σ that is not finite and positive is an error
+//! naming the tensor. Batch norms hold running statistics for 51 truncation
+//! values between 0 and 1 (`running_means`, `running_vars`, `[51, C]`); the
+//! generator interpolates them at its truncation exactly as the port does.
+//!
+//! State dict layout (ch = 128 for the pretrained models; each `sn` entry is
+//! the three tensors `weight_orig`, `weight_u`, `weight_v`):
+//!
+//! ```text
+//! embeddings.weight                          [128, 1000]
+//! generator.gen_z.{sn, bias}                 [4·4·16·ch, 256], [4·4·16·ch]
+//! generator.layers.<i>.bn_<j>.running_means  [51, C]  (and running_vars)
+//! generator.layers.<i>.bn_<j>.scale.{sn}     [C, 256] (and offset.{sn}), j = 0..3
+//! generator.layers.<i>.conv_0.{sn, bias}     [C_in/4, C_in, 1, 1]
+//! generator.layers.<i>.conv_1.{sn, bias}     [C_in/4, C_in/4, 3, 3]   (conv_2 alike)
+//! generator.layers.<i>.conv_3.{sn, bias}     [C_out, C_in/4, 1, 1]
+//! generator.layers.8.snconv1x1_theta.{sn}    [C/8, C, 1, 1]  (phi alike; g: [C/2, C, 1, 1];
+//! generator.layers.8.snconv1x1_o_conv.{sn}   [C, C/2, 1, 1]   gamma: [1])
+//! generator.bn.{running_means, running_vars} [51, ch]; generator.bn.{weight, bias} [ch]
+//! generator.conv_to_rgb.{sn, bias}           [ch, ch, 3, 3]
+//! ```
+//!
+//! [`BigGanConfig::tensor_shapes`] lists every name with its shape (506
+//! tensors for BigGAN-deep-128).
+
+use std::collections::HashMap;
+
+use candle_core::{DType, Device, Module, Tensor, D};
+use candle_nn::{Conv2d, Conv2dConfig, Linear, VarBuilder};
+use rand::{RngCore, SeedableRng};
+use rand_distr::{Distribution, StandardNormal, Uniform};
+
+use crate::model::Generator;
+
+/// The shape of a BigGAN-deep generator.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BigGanConfig {
+    /// Latent dimension. (128.)
+    pub z_dim: usize,
+    /// Classes of the condition. (1000.)
+    pub num_classes: usize,
+    /// ch: channels are multiples of it. (128.)
+    pub channel_width: usize,
+    /// Blocks: (upsample?, input channels / ch, output channels / ch).
+    pub layers: Vec<(bool, usize, usize)>,
+    /// The self-attention layer comes before this block. (8: at 64×64.)
+    pub attention_layer_position: usize,
+    /// Batch norm epsilon. (1e-4.)
+    pub eps: f64,
+    /// Truncation values with stored batch norm statistics. (51.)
+    pub n_stats: usize,
+}
+
+impl BigGanConfig {
+    /// BigGAN-deep at 128, 256 or 512 pixels (`None` otherwise). The
+    /// 128 layout is the port's default config; 256 and 512 add blocks by
+    /// the paper's channel multipliers (16, 16, 8, 8, 4, 2, 1 and 16, 16, 8,
+    /// 8, 4, 2, 1, 1), a non-upsampling and an upsampling block each.
+    pub fn deep(resolution: usize) -> Option<Self> {
+        let mults: &[usize] = match resolution {
+            128 => &[16, 16, 8, 4, 2, 1],
+            256 => &[16, 16, 8, 8, 4, 2, 1],
+            512 => &[16, 16, 8, 8, 4, 2, 1, 1],
+            _ => return None,
+        };
+        let layers = mults
+            .windows(2)
+            .flat_map(|m| [(false, m[0], m[0]), (true, m[0], m[1])])
+            .collect();
+        Some(BigGanConfig {
+            z_dim: 128,
+            num_classes: 1000,
+            channel_width: 128,
+            layers,
+            attention_layer_position: 8,
+            eps: 1e-4,
+            n_stats: 51,
+        })
+    }
+
+    /// The same layout at width `channel_width` over `num_classes` classes
+    /// (e.g. a small one for tests).
+    pub fn reduced(resolution: usize, channel_width: usize, num_classes: usize) -> Option<Self> {
+        Some(BigGanConfig {
+            channel_width,
+            num_classes,
+            ..Self::deep(resolution)?
+        })
+    }
+
+    /// The output's side, 4 · 2^(upsampling blocks).
+    pub fn resolution(&self) -> usize {
+        4 << self.layers.iter().filter(|l| l.0).count()
+    }
+
+    /// Every tensor of the port's state dict with its shape, in the order
+    /// of the modules.
+    pub fn tensor_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        let ch = self.channel_width;
+        let cond = 2 * self.z_dim;
+        let mut out = vec![(
+            "embeddings.weight".to_string(),
+            vec![self.z_dim, self.num_classes],
+        )];
+        let mut push = |name: String, shape: Vec<usize>| out.push((name, shape));
+        let sn =
+            |push: &mut dyn FnMut(String, Vec<usize>), p: &str, shape: Vec<usize>, bias: bool| {
+                let inn: usize = shape[1..].iter().product();
+                push(format!("{p}.weight_orig"), shape.clone());
+                push(format!("{p}.weight_u"), vec![shape[0]]);
+                push(format!("{p}.weight_v"), vec![inn]);
+                if bias {
+                    push(format!("{p}.bias"), vec![shape[0]]);
+                }
+            };
+        sn(
+            &mut push,
+            "generator.gen_z",
+            vec![4 * 4 * 16 * ch, cond],
+            true,
+        );
+        let mut index = 0;
+        for (i, &(_, cin, cout)) in self.layers.iter().enumerate() {
+            if i == self.attention_layer_position {
+                let c = ch * cin;
+                let p = format!("generator.layers.{index}");
+                sn(
+                    &mut push,
+                    &format!("{p}.snconv1x1_theta"),
+                    vec![c / 8, c, 1, 1],
+                    false,
+                );
+                sn(
+                    &mut push,
+                    &format!("{p}.snconv1x1_phi"),
+                    vec![c / 8, c, 1, 1],
+                    false,
+                );
+                sn(
+                    &mut push,
+                    &format!("{p}.snconv1x1_g"),
+                    vec![c / 2, c, 1, 1],
+                    false,
+                );
+                sn(
+                    &mut push,
+                    &format!("{p}.snconv1x1_o_conv"),
+                    vec![c, c / 2, 1, 1],
+                    false,
+                );
+                push(format!("{p}.gamma"), vec![1]);
+                index += 1;
+            }
+            let (cin, cout) = (ch * cin, ch * cout);
+            let mid = cin / 4;
+            let p = format!("generator.layers.{index}");
+            for (j, c) in [cin, mid, mid, mid].into_iter().enumerate() {
+                let bn = format!("{p}.bn_{j}");
+                push(format!("{bn}.running_means"), vec![self.n_stats, c]);
+                push(format!("{bn}.running_vars"), vec![self.n_stats, c]);
+                sn(&mut push, &format!("{bn}.scale"), vec![c, cond], false);
+                sn(&mut push, &format!("{bn}.offset"), vec![c, cond], false);
+            }
+            sn(
+                &mut push,
+                &format!("{p}.conv_0"),
+                vec![mid, cin, 1, 1],
+                true,
+            );
+            sn(
+                &mut push,
+                &format!("{p}.conv_1"),
+                vec![mid, mid, 3, 3],
+                true,
+            );
+            sn(
+                &mut push,
+                &format!("{p}.conv_2"),
+                vec![mid, mid, 3, 3],
+                true,
+            );
+            sn(
+                &mut push,
+                &format!("{p}.conv_3"),
+                vec![cout, mid, 1, 1],
+                true,
+            );
+            index += 1;
+        }
+        push("generator.bn.running_means".into(), vec![self.n_stats, ch]);
+        push("generator.bn.running_vars".into(), vec![self.n_stats, ch]);
+        push("generator.bn.weight".into(), vec![ch]);
+        push("generator.bn.bias".into(), vec![ch]);
+        sn(&mut push, "generator.conv_to_rgb", vec![ch, ch, 3, 3], true);
+        out
+    }
+
+    /// A state dict with this layout and seeded random values, consistent
+    /// as PyTorch's would be: `weight_v` a unit vector and `weight_u` the
+    /// normalised `W_mat · v` (so σ > 0), batch norm statistics 0 and 1, and
+    /// a nonzero attention `gamma`. For tests and benchmarks.
+    pub fn random_state_dict(
+        &self,
+        seed: u64,
+        device: &Device,
+    ) -> candle_core::Result<HashMap<String, Tensor>> {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let shapes = self.tensor_shapes();
+        let mut values: HashMap<String, Vec<f32>> = HashMap::new();
+        for (name, shape) in &shapes {
+            let n: usize = shape.iter().product();
+            let v: Vec<f32> = if name.ends_with("running_vars") || name.ends_with("bn.weight") {
+                vec![1.0; n]
+            } else if name.ends_with("running_means") || name.ends_with("bias") {
+                vec![0.0; n]
+            } else if name.ends_with("gamma") {
+                vec![0.5]
+            } else if name.ends_with("weight_u") {
+                Vec::new() // from W and v, below
+            } else {
+                let fan_in: usize = shape[1..].iter().product::<usize>().max(1);
+                let bound = 1.0 / (fan_in as f32).sqrt();
+                let dist = Uniform::new_inclusive(-bound, bound).expect("a valid bound");
+                let mut v: Vec<f32> = (0..n).map(|_| dist.sample(&mut rng)).collect();
+                if name.ends_with("weight_v") {
+                    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+                    v.iter_mut().for_each(|x| *x /= norm);
+                }
+                v
+            };
+            values.insert(name.clone(), v);
+        }
+        for (name, shape) in &shapes {
+            if let Some(p) = name.strip_suffix(".weight_u") {
+                let w = &values[&format!("{p}.weight_orig")];
+                let v = &values[&format!("{p}.weight_v")];
+                let out = shape[0];
+                let mut u: Vec<f32> = (0..out)
+                    .map(|o| {
+                        w[o * v.len()..(o + 1) * v.len()]
+                            .iter()
+                            .zip(v)
+                            .map(|(a, b)| a * b)
+                            .sum()
+                    })
+                    .collect();
+                let norm = u.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+                u.iter_mut().for_each(|x| *x /= norm);
+                values.insert(name.clone(), u);
+            }
+        }
+        shapes
+            .into_iter()
+            .map(|(name, shape)| {
+                let v = values.remove(&name).expect("every name has values");
+                Ok((name, Tensor::from_vec(v, shape, device)?))
+            })
+            .collect()
+    }
+}
+
+/// The plain weight of a spectral-normalised layer under `vb`.
+fn spectral(vb: &VarBuilder, shape: &[usize]) -> candle_core::Result<Tensor> {
+    let w = vb.get(shape, "weight_orig")?;
+    let out = shape[0];
+    let inn: usize = shape[1..].iter().product();
+    let u = vb.get(out, "weight_u")?;
+    let v = vb.get(inn, "weight_v")?;
+    let sigma = u
+        .reshape((1, out))?
+        .matmul(&w.reshape((out, inn))?.matmul(&v.reshape((inn, 1))?)?)?
+        .flatten_all()?
+        .to_vec1::<f32>()?[0];
+    if !(sigma.is_finite() && sigma > 0.0) {
+        candle_core::bail!(
+            "`{}.weight_u` and `{0}.weight_v` give a spectral norm σ = {sigma}: expected the \
+             power-iteration vectors of torch.nn.utils.spectral_norm (σ > 0)",
+            vb.prefix()
+        );
+    }
+    w.affine(1.0 / sigma as f64, 0.0)
+}
+
+fn sn_conv(
+    vb: VarBuilder,
+    cin: usize,
+    cout: usize,
+    k: usize,
+    bias: bool,
+) -> candle_core::Result<Conv2d> {
+    let w = spectral(&vb, &[cout, cin, k, k])?;
+    let b = if bias {
+        Some(vb.get(cout, "bias")?)
+    } else {
+        None
+    };
+    Ok(Conv2d::new(
+        w,
+        b,
+        Conv2dConfig {
+            padding: k / 2,
+            ..Default::default()
+        },
+    ))
+}
+
+/// Running statistics at `truncation`, interpolated as the port does:
+/// with t / step = i + f, `m[i]·f + m[i+1]·(1 − f)` (or `m[i]` when f = 0).
+fn stats_at(
+    vb: &VarBuilder,
+    n_stats: usize,
+    c: usize,
+    truncation: f64,
+) -> candle_core::Result<(Tensor, Tensor)> {
+    let step = 1.0 / (n_stats - 1) as f64;
+    let pos = truncation / step;
+    let (i, f) = (pos.trunc() as usize, pos.fract());
+    let pick = |name: &str| -> candle_core::Result<Tensor> {
+        let all = vb.get((n_stats, c), name)?;
+        if f == 0.0 {
+            all.get(i)
+        } else {
+            all.get(i)?.affine(f, 0.0)? + all.get(i + 1)?.affine(1.0 - f, 0.0)?
+        }
+    };
+    Ok((pick("running_means")?, pick("running_vars")?))
+}
+
+/// Batch norm with frozen statistics; conditional: scale 1 + c·Sᵀ and
+/// offset c·Oᵀ per sample.
+#[derive(Clone, Debug)]
+struct BatchNorm {
+    mean: Tensor,
+    inv_std: Tensor,
+    /// Conditional: the spectral-normalised scale and offset `[C, cond]`;
+    /// else the affine weight and bias `[C]`.
+    scale: Tensor,
+    offset: Tensor,
+    conditional: bool,
+}
+
+impl BatchNorm {
+    fn load(
+        vb: VarBuilder,
+        c: usize,
+        cond: Option<usize>,
+        cfg: &BigGanConfig,
+        t: f64,
+    ) -> candle_core::Result<Self> {
+        let (mean, var) = stats_at(&vb, cfg.n_stats, c, t)?;
+        let inv_std = (var + cfg.eps)?.sqrt()?.recip()?;
+        let (scale, offset) = match cond {
+            Some(d) => (
+                spectral(&vb.pp("scale"), &[c, d])?,
+                spectral(&vb.pp("offset"), &[c, d])?,
+            ),
+            None => (vb.get(c, "weight")?, vb.get(c, "bias")?),
+        };
+        Ok(BatchNorm {
+            mean: mean.reshape((1, c, 1, 1))?,
+            inv_std: inv_std.reshape((1, c, 1, 1))?,
+            scale,
+            offset,
+            conditional: cond.is_some(),
+        })
+    }
+
+    /// Sets the statistics to those of `x` per channel (standing
+    /// statistics), then applies the norm.
+    fn calibrate(&mut self, x: &Tensor, cond: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
+        let x = x.detach();
+        let c = x.dim(1)?;
+        let flat = x.transpose(0, 1)?.flatten_from(1)?; // [C, B·H·W]
+        let mean = flat.mean(1)?;
+        let var = flat.broadcast_sub(&mean.unsqueeze(1)?)?.sqr()?.mean(1)?;
+        self.mean = mean.reshape((1, c, 1, 1))?;
+        self.inv_std = (var + eps)?.sqrt()?.recip()?.reshape((1, c, 1, 1))?;
+        self.forward(&x, cond)
+    }
+
+    fn forward(&self, x: &Tensor, cond: &Tensor) -> candle_core::Result<Tensor> {
+        let normed = x.broadcast_sub(&self.mean)?.broadcast_mul(&self.inv_std)?;
+        let (b, c) = (x.dim(0)?, x.dim(1)?);
+        if self.conditional {
+            let weight = (cond.matmul(&self.scale.t()?)? + 1.0)?.reshape((b, c, 1, 1))?;
+            let bias = cond.matmul(&self.offset.t()?)?.reshape((b, c, 1, 1))?;
+            normed.broadcast_mul(&weight)?.broadcast_add(&bias)
+        } else {
+            normed
+                .broadcast_mul(&self.scale.reshape((1, c, 1, 1))?)?
+                .broadcast_add(&self.offset.reshape((1, c, 1, 1))?)
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Block {
+    bn: [BatchNorm; 4],
+    conv: [Conv2d; 4],
+    up: bool,
+    drop_channels: bool,
+}
+
+impl Block {
+    fn load(
+        vb: VarBuilder,
+        cin: usize,
+        cout: usize,
+        up: bool,
+        cfg: &BigGanConfig,
+        t: f64,
+    ) -> candle_core::Result<Self> {
+        let mid = cin / 4;
+        let cond = Some(2 * cfg.z_dim);
+        let bn = |j: usize, c: usize| BatchNorm::load(vb.pp(format!("bn_{j}")), c, cond, cfg, t);
+        Ok(Block {
+            bn: [bn(0, cin)?, bn(1, mid)?, bn(2, mid)?, bn(3, mid)?],
+            conv: [
+                sn_conv(vb.pp("conv_0"), cin, mid, 1, true)?,
+                sn_conv(vb.pp("conv_1"), mid, mid, 3, true)?,
+                sn_conv(vb.pp("conv_2"), mid, mid, 3, true)?,
+                sn_conv(vb.pp("conv_3"), mid, cout, 1, true)?,
+            ],
+            up,
+            drop_channels: cin != cout,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, cond: &Tensor) -> candle_core::Result<Tensor> {
+        self.clone().run(x, cond, None)
+    }
+
+    /// The block; with `Some(eps)`, each norm's statistics are first set to
+    /// those of its input.
+    fn run(
+        &mut self,
+        x: &Tensor,
+        cond: &Tensor,
+        calibrate: Option<f64>,
+    ) -> candle_core::Result<Tensor> {
+        let mut h = x.clone();
+        for (j, (bn, conv)) in self.bn.iter_mut().zip(&self.conv).enumerate() {
+            h = match calibrate {
+                Some(eps) => bn.calibrate(&h, cond, eps)?,
+                None => bn.forward(&h, cond)?,
+            }
+            .relu()?;
+            if j == 1 && self.up {
+                h = upsample2(&h)?;
+            }
+            h = conv.forward(&h)?;
+        }
+        let mut skip = x.clone();
+        if self.drop_channels {
+            let c = skip.dim(1)?;
+            skip = skip.narrow(1, 0, c / 2)?;
+        }
+        if self.up {
+            skip = upsample2(&skip)?;
+        }
+        h + skip
+    }
+}
+
+/// Nearest-neighbour ×2 upsampling (candle's `upsample_nearest2d`, whose
+/// backward is right).
+fn upsample2(x: &Tensor) -> candle_core::Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    x.upsample_nearest2d(2 * h, 2 * w)
+}
+
+#[derive(Clone, Debug)]
+struct SelfAttention {
+    theta: Conv2d,
+    phi: Conv2d,
+    g: Conv2d,
+    o: Conv2d,
+    gamma: Tensor,
+}
+
+impl SelfAttention {
+    fn load(vb: VarBuilder, c: usize) -> candle_core::Result<Self> {
+        Ok(SelfAttention {
+            theta: sn_conv(vb.pp("snconv1x1_theta"), c, c / 8, 1, false)?,
+            phi: sn_conv(vb.pp("snconv1x1_phi"), c, c / 8, 1, false)?,
+            g: sn_conv(vb.pp("snconv1x1_g"), c, c / 2, 1, false)?,
+            o: sn_conv(vb.pp("snconv1x1_o_conv"), c / 2, c, 1, false)?,
+            gamma: vb.get(1, "gamma")?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let (b, c, h, w) = x.dims4()?;
+        let theta = self.theta.forward(x)?.reshape((b, c / 8, h * w))?;
+        let phi = super::max_pool2x2(&self.phi.forward(x)?)?.reshape((b, c / 8, h * w / 4))?;
+        // softmax (not softmax_last_dim, which has no backward in candle 0.11).
+        let attn = candle_nn::ops::softmax(
+            &theta.transpose(1, 2)?.contiguous()?.matmul(&phi)?,
+            D::Minus1,
+        )?;
+        let g = super::max_pool2x2(&self.g.forward(x)?)?.reshape((b, c / 2, h * w / 4))?;
+        let attn_g = g
+            .matmul(&attn.transpose(1, 2)?.contiguous()?)?
+            .reshape((b, c / 2, h, w))?;
+        x + self.o.forward(&attn_g)?.broadcast_mul(&self.gamma)?
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Layer {
+    Block(Block),
+    Attention(SelfAttention),
+}
+
+/// A BigGAN-deep generator at a fixed truncation; see the module docs.
+#[derive(Clone, Debug)]
+pub struct BigGan {
+    cfg: BigGanConfig,
+    truncation: f64,
+    embeddings: Tensor,
+    gen_z: Linear,
+    layers: Vec<Layer>,
+    bn: BatchNorm,
+    conv_to_rgb: Conv2d,
+}
+
+impl BigGan {
+    /// Loads the port's state dict from `vb` (see the module docs for the
+    /// names) for truncation `truncation` in (0, 1].
+    pub fn load(vb: VarBuilder, cfg: &BigGanConfig, truncation: f64) -> candle_core::Result<Self> {
+        if !(truncation > 0.0 && truncation <= 1.0) {
+            candle_core::bail!("BigGAN truncation {truncation}: expected a number in (0, 1]");
+        }
+        let ch = cfg.channel_width;
+        let cond = 2 * cfg.z_dim;
+        let g = vb.pp("generator");
+        let gen_z = Linear::new(
+            spectral(&g.pp("gen_z"), &[4 * 4 * 16 * ch, cond])?,
+            Some(g.pp("gen_z").get(4 * 4 * 16 * ch, "bias")?),
+        );
+        let mut layers = Vec::new();
+        for (i, &(up, cin, cout)) in cfg.layers.iter().enumerate() {
+            if i == cfg.attention_layer_position {
+                let vb = g.pp(format!("layers.{}", layers.len()));
+                layers.push(Layer::Attention(SelfAttention::load(vb, ch * cin)?));
+            }
+            let vb = g.pp(format!("layers.{}", layers.len()));
+            layers.push(Layer::Block(Block::load(
+                vb,
+                ch * cin,
+                ch * cout,
+                up,
+                cfg,
+                truncation,
+            )?));
+        }
+        Ok(BigGan {
+            cfg: cfg.clone(),
+            truncation,
+            embeddings: vb.get((cfg.z_dim, cfg.num_classes), "embeddings.weight")?,
+            gen_z,
+            layers,
+            bn: BatchNorm::load(g.pp("bn"), ch, None, cfg, truncation)?,
+            conv_to_rgb: sn_conv(g.pp("conv_to_rgb"), ch, ch, 3, true)?,
+        })
+    }
+
+    /// Replaces every batch norm's statistics with those of the
+    /// activations for latents `z` and class vectors `condition`: BigGAN's
+    /// "standing statistics". The pretrained port stores them per
+    /// truncation already; this is for random weights (tests, benchmarks),
+    /// whose activations the stored 0 and 1 would not normalise, and for
+    /// statistics at a truncation of one's own.
+    pub fn calibrate(&mut self, z: &Tensor, condition: &Tensor) -> candle_core::Result<()> {
+        let eps = self.cfg.eps;
+        let cond = self.condition_vector(z, condition)?;
+        let mut h = self.start(&cond)?;
+        for layer in &mut self.layers {
+            h = match layer {
+                Layer::Block(block) => block.run(&h, &cond, Some(eps))?,
+                Layer::Attention(a) => a.forward(&h)?,
+            };
+        }
+        self.bn.calibrate(&h, &cond, eps)?;
+        Ok(())
+    }
+
+    /// [z, c · Eᵀ].
+    fn condition_vector(&self, z: &Tensor, c: &Tensor) -> candle_core::Result<Tensor> {
+        let embed = c.to_dtype(z.dtype())?.matmul(&self.embeddings.t()?)?;
+        Tensor::cat(&[z, &embed], 1)
+    }
+
+    /// The 4×4 start, laid out channels-last by the port (from TF).
+    fn start(&self, cond: &Tensor) -> candle_core::Result<Tensor> {
+        let b = cond.dim(0)?;
+        let ch = self.cfg.channel_width;
+        self.gen_z
+            .forward(cond)?
+            .reshape((b, 4, 4, 16 * ch))?
+            .permute((0, 3, 1, 2))?
+            .contiguous()
+    }
+
+    /// The truncation.
+    pub fn truncation(&self) -> f64 {
+        self.truncation
+    }
+
+    /// The config.
+    pub fn config(&self) -> &BigGanConfig {
+        &self.cfg
+    }
+}
+
+/// P(−2 ≤ u ≤ 2) for a standard normal u: the truncated prior's mass.
+const MASS_WITHIN_2: f64 = 0.954_499_736_103_641_6;
+
+impl Generator for BigGan {
+    fn latent_dim(&self) -> usize {
+        self.cfg.z_dim
+    }
+
+    fn num_conditions(&self) -> Option<usize> {
+        Some(self.cfg.num_classes)
+    }
+
+    fn output_range(&self) -> (f32, f32) {
+        (-1.0, 1.0)
+    }
+
+    /// `[B, 3, R, R]` in [−1, 1] from z `[B, 128]` and the class vector
+    /// `[B, classes]` (one-hot or a soft mixture).
+    fn decode(&self, z: &Tensor, condition: Option<&Tensor>) -> candle_core::Result<Tensor> {
+        let Some(c) = condition else {
+            candle_core::bail!(
+                "BigGAN is class-conditional: give a class vector [B, {}]",
+                self.cfg.num_classes
+            )
+        };
+        let cond = self.condition_vector(z, c)?;
+        let mut h = self.start(&cond)?;
+        for layer in &self.layers {
+            h = match layer {
+                Layer::Block(block) => block.forward(&h, &cond)?,
+                Layer::Attention(a) => a.forward(&h)?,
+            };
+        }
+        let h = self.bn.forward(&h, &cond)?.relu()?;
+        self.conv_to_rgb.forward(&h)?.narrow(1, 0, 3)?.tanh()
+    }
+
+    /// The truncated prior's log-density on its box, without the box: z =
+    /// t·u with u standard normal truncated to [−2, 2] (as the port's
+    /// `truncated_noise_sample`), so log p(z) = Σ_i [log N(z_i / t; 0, 1) −
+    /// log t − log P(|u| ≤ 2)] for |z_i| ≤ 2t. Outside the box the density
+    /// is 0; this returns the same Gaussian expression there (finite, and
+    /// still pulling z towards 0) rather than −∞, so the search is free to
+    /// leave the box: where it matters, keep λ > 0 or check |z| after.
+    fn log_prior(&self, z: &Tensor) -> candle_core::Result<Tensor> {
+        let d = z.dim(1)? as f64;
+        let t = self.truncation;
+        let constant = -d * (0.5 * (2.0 * std::f64::consts::PI).ln() + t.ln() + MASS_WITHIN_2.ln());
+        z.sqr()?.sum(1)?.affine(-0.5 / (t * t), constant)
+    }
+
+    /// z = t·u, u drawn from the standard normal truncated to [−2, 2]
+    /// (by rejection).
+    fn sample_prior(
+        &self,
+        n: usize,
+        rng: &mut dyn RngCore,
+        device: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let t = self.truncation as f32;
+        let values: Vec<f32> = (0..n * self.cfg.z_dim)
+            .map(|_| loop {
+                let u: f32 = StandardNormal.sample(rng);
+                if u.abs() <= 2.0 {
+                    break t * u;
+                }
+            })
+            .collect();
+        Tensor::from_vec(values, (n, self.cfg.z_dim), device)?.to_dtype(DType::F32)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_128_layout_is_the_ports_default_and_has_506_tensors() {
+        let cfg = BigGanConfig::deep(128).unwrap();
+        assert_eq!(
+            cfg.layers,
+            vec![
+                (false, 16, 16),
+                (true, 16, 16),
+                (false, 16, 16),
+                (true, 16, 8),
+                (false, 8, 8),
+                (true, 8, 4),
+                (false, 4, 4),
+                (true, 4, 2),
+                (false, 2, 2),
+                (true, 2, 1)
+            ]
+        );
+        assert_eq!(cfg.resolution(), 128);
+        assert_eq!(BigGanConfig::deep(256).unwrap().resolution(), 256);
+        assert_eq!(BigGanConfig::deep(512).unwrap().resolution(), 512);
+        assert!(BigGanConfig::deep(64).is_none());
+        let shapes: HashMap<String, Vec<usize>> = cfg.tensor_shapes().into_iter().collect();
+        assert_eq!(shapes.len(), 506);
+        // A few entries checked by hand against the port's modules.
+        assert_eq!(shapes["embeddings.weight"], [128, 1000]);
+        assert_eq!(shapes["generator.gen_z.weight_orig"], [32768, 256]);
+        assert_eq!(shapes["generator.layers.0.bn_0.running_means"], [51, 2048]);
+        assert_eq!(
+            shapes["generator.layers.0.conv_1.weight_orig"],
+            [512, 512, 3, 3]
+        );
+        assert_eq!(
+            shapes["generator.layers.8.snconv1x1_theta.weight_orig"],
+            [32, 256, 1, 1]
+        );
+        assert_eq!(shapes["generator.layers.8.gamma"], [1]);
+        assert_eq!(
+            shapes["generator.layers.10.conv_3.weight_orig"],
+            [128, 64, 1, 1]
+        );
+        assert_eq!(
+            shapes["generator.conv_to_rgb.weight_orig"],
+            [128, 128, 3, 3]
+        );
+        assert!(!shapes.contains_key("generator.layers.11.conv_0.bias"));
+    }
+
+    #[test]
+    fn statistics_interpolate_as_the_port_does() {
+        let dev = Device::Cpu;
+        let means = Tensor::arange(0f32, 51.0, &dev)
+            .unwrap()
+            .reshape((51, 1))
+            .unwrap();
+        let vb = VarBuilder::from_tensors(
+            HashMap::from([
+                ("running_means".to_string(), means.clone()),
+                ("running_vars".to_string(), means),
+            ]),
+            DType::F32,
+            &dev,
+        );
+        let at = |t| stats_at(&vb, 51, 1, t).unwrap().0.to_vec1::<f32>().unwrap()[0];
+        assert_eq!(at(1.0), 50.0);
+        assert_eq!(at(0.4), 20.0);
+        // t / step = 20.5: m[20]·0.5 + m[21]·0.5.
+        assert!((at(0.41) - 20.5).abs() < 1e-4);
+    }
+}
