@@ -64,6 +64,9 @@ pub struct PairArtifact {
     pub grid: Option<String>,
     /// The samples in the grid, most divergent first.
     pub grid_samples: Vec<usize>,
+    /// Each sample's class condition, for a class-conditional generator.
+    #[serde(default)]
+    pub conditions: Option<Vec<usize>>,
     /// Wall-clock seconds the trial took.
     pub seconds: f64,
     /// When it was written, seconds since the Unix epoch.

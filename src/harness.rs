@@ -49,6 +49,13 @@ pub fn run_with_args(config_path: &str, registry: Registry, mut args: Arguments)
              [profile.test.package.\"*\"]\nopt-level = 3\n\nor run with --release.\n"
         );
     }
+    if !args.list {
+        for t in suite.trials() {
+            if let Some(why) = &t.skipped {
+                eprintln!("note: {} is ignored: {why}", t.name);
+            }
+        }
+    }
     let summaries = Arc::new(Mutex::new(Vec::new()));
     let trials = suite
         .trials()

@@ -145,8 +145,11 @@ pub struct Suite {
 pub struct TrialInfo {
     /// `pair::<name>` or `ensemble::<name>`.
     pub name: String,
-    /// `ignore = true` in the config.
+    /// `ignore = true` in the config, or skipped (below).
     pub ignored: bool,
+    /// Why it is skipped: the weights of an `optional` model it uses are
+    /// not present.
+    pub skipped: Option<String>,
 }
 
 /// What running one trial gave.
@@ -198,15 +201,58 @@ impl Suite {
 
     /// The trials, pairs first, each in config order.
     pub fn trials(&self) -> Vec<TrialInfo> {
-        let pairs = self.config.pairs.iter().map(|p| TrialInfo {
-            name: format!("pair::{}", p.name),
-            ignored: p.ignore,
+        let info = |name: String, ignore: bool, generator: &str, classifiers: &[String]| {
+            let skipped = self.missing(generator, classifiers);
+            TrialInfo {
+                name,
+                ignored: ignore || skipped.is_some(),
+                skipped,
+            }
+        };
+        let pairs = self.config.pairs.iter().map(|p| {
+            info(
+                format!("pair::{}", p.name),
+                p.ignore,
+                &p.generator,
+                &p.models,
+            )
         });
-        let ensembles = self.config.ensembles.iter().map(|e| TrialInfo {
-            name: format!("ensemble::{}", e.name),
-            ignored: e.ignore,
+        let ensembles = self.config.ensembles.iter().map(|e| {
+            info(
+                format!("ensemble::{}", e.name),
+                e.ignore,
+                &e.generator,
+                &e.members,
+            )
         });
         pairs.chain(ensembles).collect()
+    }
+
+    /// Why a trial of these models is skipped: an `optional` model's
+    /// weights are absent.
+    fn missing(&self, generator: &str, classifiers: &[String]) -> Option<String> {
+        let decls = self
+            .config
+            .generator(generator)
+            .into_iter()
+            .map(|d| ("generator", d))
+            .chain(
+                classifiers
+                    .iter()
+                    .filter_map(|c| self.config.classifier(c))
+                    .map(|d| ("classifier", d)),
+            );
+        for (kind, decl) in decls {
+            if let Some(w) = decl.missing_weights() {
+                return Some(format!(
+                    "the weights of {kind} `{}` are not present (`{}`; it is `optional`): \
+                     skipped",
+                    decl.name,
+                    w.display()
+                ));
+            }
+        }
+        None
     }
 
     /// The directory of this config's records, pictures and report.
@@ -314,7 +360,9 @@ impl Suite {
 
     fn generator(&self, name: &str) -> Result<Box<dyn Generator>> {
         let decl = self.config.generator(name).expect("validated config");
-        self.load_model(name, decl, &self.registry.generators, Arch::generator)
+        self.load_model(name, decl, &self.registry.generators, |arch, vb| {
+            arch.generator_with(vb, decl.truncation)
+        })
     }
 
     /// A declared model: its built-in architecture loaded from its weights
@@ -364,13 +412,15 @@ impl Suite {
             .map(|m| self.classifier(m))
             .collect::<Result<Vec<_>>>()
             .map_err(fail)?;
-        if generator.num_conditions().is_some() {
-            return Err(fail(Error::setting(
-                format!("pair[{}].generator", pair.name),
-                &pair.generator,
-                "an unconditional generator: class-conditional pairs are not supported yet",
-            )));
-        }
+        // A class-conditional generator (BigGAN, a cVAE) gets one class per
+        // sample, drawn uniformly with the search's seed (its own stream).
+        let conditions: Option<Vec<usize>> = generator.num_conditions().map(|k| {
+            use rand::{Rng, SeedableRng};
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(search_config.seed ^ 0x636c_6173);
+            (0..search_config.batch)
+                .map(|_| rng.random_range(0..k))
+                .collect()
+        });
         let hierarchy = self.hierarchy(&pair.models, &classifiers).map_err(|e| {
             format!(
                 "pair `{}` ({}:{}): {e}",
@@ -394,6 +444,11 @@ impl Suite {
         let mut search = Search::new(&pair.generator, generator.as_ref())
             .config(search_config)
             .progress(&report);
+        if let (Some(labels), Some(k)) = (&conditions, generator.num_conditions()) {
+            let one_hot =
+                crate::model::one_hot(labels, k, &self.device).map_err(|e| fail(e.into()))?;
+            search = search.condition(one_hot);
+        }
         for (m, c) in pair.models.iter().zip(&classifiers) {
             search = search.classifier(m, c.as_ref());
         }
@@ -407,7 +462,12 @@ impl Suite {
 
         let dir = self.artifact_dir();
         let grid_samples = most_divergent(&outcome, GRID_SAMPLES);
-        let grid = match pair_grid(&outcome, &grid_samples, generator.output_range()) {
+        let grid = match pair_grid(
+            &outcome,
+            &grid_samples,
+            generator.output_range(),
+            conditions.as_deref(),
+        ) {
             Some(grid) => {
                 let file = format!("{}.png", pair.name);
                 grid.write_png(&dir.join(&file)).map_err(fail)?;
@@ -430,6 +490,7 @@ impl Suite {
             samples: outcome.samples.clone(),
             grid,
             grid_samples,
+            conditions,
             seconds: started.elapsed().as_secs_f64(),
             written_at: artifact::now(),
         });
@@ -746,7 +807,12 @@ fn most_divergent(outcome: &SearchOutcome, n: usize) -> Vec<usize> {
 /// Rows of before/after cells of `samples`, captioned with the divergence
 /// and every model's top class and probability; red frames where the models'
 /// top classes differ. `None` when the samples cannot be drawn as images.
-fn pair_grid(outcome: &SearchOutcome, samples: &[usize], range: (f32, f32)) -> Option<Grid> {
+fn pair_grid(
+    outcome: &SearchOutcome,
+    samples: &[usize],
+    range: (f32, f32),
+    conditions: Option<&[usize]>,
+) -> Option<Grid> {
     let pick = |x: &Tensor| -> Option<Vec<crate::grid::Picture>> {
         let idx = Tensor::new(
             samples.iter().map(|&i| i as u32).collect::<Vec<_>>(),
@@ -760,6 +826,16 @@ fn pair_grid(outcome: &SearchOutcome, samples: &[usize], range: (f32, f32)) -> O
     let d = outcome.config.divergence.name();
     let caption = |i: usize, when: &str, div: f64, probs: &[Vec<f32>]| {
         let mut lines = vec![format!("#{i} {when} {d} {div:.2}")];
+        if let Some(c) = conditions.and_then(|c| c.get(i)) {
+            // The generator's class (named as the classifiers' when they
+            // share the label set).
+            let name = outcome
+                .class_names
+                .get(*c)
+                .cloned()
+                .unwrap_or_else(|| c.to_string());
+            lines.push(format!("class {name}"));
+        }
         for (name, p) in outcome.model_names.iter().zip(probs) {
             let (k, v) = top(p);
             lines.push(format!("{name} {} {v:.2}", outcome.class_names[k]));

@@ -152,3 +152,88 @@ fn a_reduced_biggan_deep_128_round_trips_passes_the_audit_and_searches() {
         .iter()
         .all(|s| s.divergence_after.is_finite()));
 }
+
+/// The paper's ImageNet suite loads without its weights, and every trial is
+/// skipped with a message naming the missing file.
+#[test]
+fn the_imagenet_suite_is_skipped_without_its_weights() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/imagenet/gevaldi.toml");
+    if path
+        .with_file_name("weights")
+        .join("biggan-deep-128.safetensors")
+        .exists()
+    {
+        eprintln!("BigGAN weights present: nothing to skip");
+        return;
+    }
+    let suite = gevaldi::suite::Suite::load(&path, gevaldi::harness::Registry::new()).unwrap();
+    let trials = suite.trials();
+    let names: Vec<&str> = trials.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "pair::googlenet-vs-alexnet",
+            "pair::low-capacity",
+            "pair::high-capacity",
+            "pair::different-capacity",
+            "pair::different-capacity-reversed"
+        ]
+    );
+    for t in &trials {
+        assert!(t.ignored);
+        let why = t.skipped.as_deref().unwrap();
+        assert!(
+            why.contains("biggan-deep-128.safetensors") && why.contains("optional"),
+            "{why}"
+        );
+    }
+    // Run anyway, it fails naming the file rather than passing.
+    let outcome = suite.run_trial("pair::googlenet-vs-alexnet", &|_, _| {});
+    assert!(!outcome.passed);
+    assert!(
+        outcome.line.contains("biggan-deep-128.safetensors"),
+        "{}",
+        outcome.line
+    );
+}
+
+/// A class-conditional generator in a `[[pair]]`: one seeded class per
+/// sample, recorded with the trial.
+#[test]
+fn a_pair_over_a_conditional_generator_draws_a_class_per_sample() {
+    let dir = std::env::temp_dir().join(format!("gevaldi-cond-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fixtures = gevaldi::zoo::mnist_fixtures_dir();
+    let text = format!(
+        "[search]\nbatch = 6\nsteps = 3\n\n[generator.cvae]\narch = \"mnist-cvae\"\nweights = \"{}\"\n\n\
+         [classifier.a]\narch = \"mnist-cnn-a\"\nweights = \"{}\"\n\n[classifier.b]\narch = \"mnist-cnn-b\"\nweights = \"{}\"\n\n\
+         [[pair]]\nname = \"c\"\nmodels = [\"a\", \"b\"]\ngenerator = \"cvae\"\n",
+        fixtures.join("cvae.safetensors").display(),
+        fixtures.join("cnn_a.safetensors").display(),
+        fixtures.join("cnn_b.safetensors").display(),
+    );
+    let path = dir.join("gevaldi.toml");
+    std::fs::write(&path, text).unwrap();
+    let suite = gevaldi::suite::Suite::load(&path, gevaldi::harness::Registry::new()).unwrap();
+    let outcome = suite.run_trial("pair::c", &|_, _| {});
+    // The search ran (a new snapshot may fail under INSTA_UPDATE=no).
+    assert!(
+        outcome.line.starts_with("pair::c: mean kl"),
+        "{}",
+        outcome.line
+    );
+    let record = gevaldi::artifact::Record::read(&gevaldi::artifact::pair_record(
+        &suite.artifact_dir(),
+        "c",
+    ))
+    .unwrap();
+    let gevaldi::artifact::Record::Pair(p) = record else {
+        panic!("not a pair record")
+    };
+    let classes = p.conditions.unwrap();
+    assert_eq!(classes.len(), 6);
+    assert!(classes.iter().all(|&c| c < 10));
+    assert!(classes.iter().any(|&c| c != classes[0]), "{classes:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -210,7 +210,10 @@ fn run(suite: Suite, filters: &[String]) -> anyhow::Result<ExitCode> {
                 TrialOutcome {
                     name: t.name.clone(),
                     passed: true,
-                    line: "ignored (ignore = true)".into(),
+                    line: t
+                        .skipped
+                        .clone()
+                        .unwrap_or_else(|| "ignored (ignore = true)".into()),
                     message: None,
                     seconds: 0.0,
                 },

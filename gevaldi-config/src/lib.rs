@@ -98,4 +98,10 @@ pub const CLASSIFIER_ARCHS: &[&str] = &[
     "convnext_base",
 ];
 /// The built-in generator architectures.
-pub const GENERATOR_ARCHS: &[&str] = &["mnist-vae", "mnist-cvae"];
+pub const GENERATOR_ARCHS: &[&str] = &[
+    "mnist-vae",
+    "mnist-cvae",
+    "biggan-deep-128",
+    "biggan-deep-256",
+    "biggan-deep-512",
+];

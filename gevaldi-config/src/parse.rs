@@ -365,6 +365,7 @@ impl Cx<'_> {
                 continue;
             };
             let (mut arch, mut weights, mut preprocess) = (None, None, None);
+            let (mut truncation, mut optional) = (None, false);
             for (k, v) in fields {
                 let key_path = format!("{path}.{}", k.get_ref());
                 match k.get_ref().as_ref() {
@@ -373,15 +374,27 @@ impl Cx<'_> {
                     "preprocess" if kind == "classifier" => {
                         preprocess = self.preprocess(v, &key_path)
                     }
+                    "truncation" if kind == "generator" => {
+                        truncation =
+                            self.float(v, &key_path, |t| t > 0.0 && t <= 1.0, "a number in (0, 1]")
+                    }
+                    "optional" => match v.get_ref() {
+                        DeValue::Boolean(b) => optional = *b,
+                        other => self.err(
+                            v.span(),
+                            &key_path,
+                            format!("expected true or false, found {}", other.type_str()),
+                        ),
+                    },
                     _ => self.err(
                         k.span(),
                         &key_path,
                         if kind == "classifier" {
                             "unknown key, expected `arch`, `weights` (or neither, for a model \
-                             registered from Rust) and optionally `preprocess`"
+                             registered from Rust), and optionally `preprocess`, `optional`"
                         } else {
                             "unknown key, expected `arch` and `weights` (or neither, for a model \
-                             registered from Rust)"
+                             registered from Rust), and optionally `truncation`, `optional`"
                         },
                     ),
                 }
@@ -389,13 +402,14 @@ impl Cx<'_> {
             let builtin = match (arch, weights) {
                 (Some((arch, _)), Some((weights, span))) => {
                     let resolved = self.dir.join(&weights);
-                    if !resolved.is_file() {
+                    if !resolved.is_file() && !optional {
                         self.err(
                             span,
                             &format!("{path}.weights"),
                             format!(
                                 "weights file `{weights}` does not exist (looked for `{}`; paths \
-                                 are relative to this file)",
+                                 are relative to this file; `optional = true` skips the trials \
+                                 that use it instead)",
                                 resolved.display()
                             ),
                         );
@@ -424,6 +438,8 @@ impl Cx<'_> {
                 name: name_str,
                 builtin,
                 preprocess,
+                truncation,
+                optional,
                 line: self.line(&decl.span()),
             });
         }

@@ -67,8 +67,26 @@ pub struct ModelDecl {
     pub builtin: Option<(String, PathBuf)>,
     /// `preprocess`, classifiers only.
     pub preprocess: Option<PreprocessDecl>,
+    /// `truncation` in (0, 1], generators only (BigGAN). (Default: none,
+    /// the architecture's own: 1 for BigGAN.)
+    pub truncation: Option<f64>,
+    /// `optional = true`: when the weights file is absent, the trials that
+    /// use this model are skipped with a message instead of the config
+    /// being refused (for suites of weights that cannot be committed).
+    /// (Default: `false`.)
+    pub optional: bool,
     /// The line of the table's header.
     pub line: usize,
+}
+
+impl ModelDecl {
+    /// The weights file of an `optional` model that is absent, if so.
+    pub fn missing_weights(&self) -> Option<&std::path::Path> {
+        match &self.builtin {
+            Some((_, w)) if self.optional && !w.is_file() => Some(w),
+            _ => None,
+        }
+    }
 }
 
 /// The summary statistic of the per-sample divergences that

@@ -9,8 +9,9 @@ use candle_core::Device;
 use candle_nn::VarBuilder;
 
 use super::{
-    AlexNet, ConvNext, ConvNextSize, GoogLeNet, MnistCnn, MnistCnnConfig, MnistMlp, MnistMlpConfig,
-    MnistVae, MnistVaeConfig, ResNet, ResNetDepth, SqueezeNet, SqueezeNetVersion,
+    AlexNet, BigGan, BigGanConfig, ConvNext, ConvNextSize, GoogLeNet, MnistCnn, MnistCnnConfig,
+    MnistMlp, MnistMlpConfig, MnistVae, MnistVaeConfig, ResNet, ResNetDepth, SqueezeNet,
+    SqueezeNetVersion,
 };
 use crate::error::{Error, Result};
 use crate::model::{Classifier, Generator};
@@ -47,11 +48,17 @@ pub enum Arch {
     ConvNextSmall,
     /// [`ConvNext`] base, 1000 classes.
     ConvNextBase,
+    /// [`BigGan`], BigGAN-deep at 128 × 128.
+    BigGanDeep128,
+    /// [`BigGan`], BigGAN-deep at 256 × 256.
+    BigGanDeep256,
+    /// [`BigGan`], BigGAN-deep at 512 × 512.
+    BigGanDeep512,
 }
 
 impl Arch {
     /// Every architecture.
-    pub const ALL: [Arch; 14] = [
+    pub const ALL: [Arch; 17] = [
         Arch::MnistCnnA,
         Arch::MnistCnnB,
         Arch::MnistMlp,
@@ -66,13 +73,17 @@ impl Arch {
         Arch::ConvNextTiny,
         Arch::ConvNextSmall,
         Arch::ConvNextBase,
+        Arch::BigGanDeep128,
+        Arch::BigGanDeep256,
+        Arch::BigGanDeep512,
     ];
 
     /// The name configs use: `mnist-cnn-a`, `mnist-cnn-b`, `mnist-mlp`,
     /// `mnist-vae`, `mnist-cvae`, and torchvision's builder names for the
     /// ImageNet classifiers (`alexnet`, `googlenet`, `squeezenet1_0`,
     /// `squeezenet1_1`, `resnet18`, `resnet50`, `convnext_tiny`,
-    /// `convnext_small`, `convnext_base`).
+    /// `convnext_small`, `convnext_base`), and `biggan-deep-128`, `-256`,
+    /// `-512`.
     pub fn name(self) -> &'static str {
         match self {
             Arch::MnistCnnA => "mnist-cnn-a",
@@ -89,12 +100,22 @@ impl Arch {
             Arch::ConvNextTiny => "convnext_tiny",
             Arch::ConvNextSmall => "convnext_small",
             Arch::ConvNextBase => "convnext_base",
+            Arch::BigGanDeep128 => "biggan-deep-128",
+            Arch::BigGanDeep256 => "biggan-deep-256",
+            Arch::BigGanDeep512 => "biggan-deep-512",
         }
     }
 
     /// Whether it is a generator (else a classifier).
     pub fn is_generator(self) -> bool {
-        matches!(self, Arch::MnistVae | Arch::MnistCvae)
+        matches!(
+            self,
+            Arch::MnistVae
+                | Arch::MnistCvae
+                | Arch::BigGanDeep128
+                | Arch::BigGanDeep256
+                | Arch::BigGanDeep512
+        )
     }
 
     /// Builds the classifier from `vb`; an error for a generator.
@@ -112,7 +133,11 @@ impl Arch {
             Arch::ConvNextTiny => Box::new(ConvNext::load(vb, ConvNextSize::Tiny, 1000)?),
             Arch::ConvNextSmall => Box::new(ConvNext::load(vb, ConvNextSize::Small, 1000)?),
             Arch::ConvNextBase => Box::new(ConvNext::load(vb, ConvNextSize::Base, 1000)?),
-            Arch::MnistVae | Arch::MnistCvae => {
+            Arch::MnistVae
+            | Arch::MnistCvae
+            | Arch::BigGanDeep128
+            | Arch::BigGanDeep256
+            | Arch::BigGanDeep512 => {
                 candle_core::bail!("`{}` is a generator, not a classifier", self.name())
             }
         })
@@ -120,9 +145,34 @@ impl Arch {
 
     /// Builds the generator from `vb`; an error for a classifier.
     pub fn generator(self, vb: VarBuilder) -> candle_core::Result<Box<dyn Generator>> {
+        self.generator_with(vb, None)
+    }
+
+    /// [`Arch::generator`] with a truncation (BigGAN's; default 1, an error
+    /// for the others).
+    pub fn generator_with(
+        self,
+        vb: VarBuilder,
+        truncation: Option<f64>,
+    ) -> candle_core::Result<Box<dyn Generator>> {
+        let biggan = |vb, resolution| -> candle_core::Result<Box<dyn Generator>> {
+            let cfg = BigGanConfig::deep(resolution).expect("a BigGAN-deep resolution");
+            Ok(Box::new(BigGan::load(vb, &cfg, truncation.unwrap_or(1.0))?))
+        };
+        if truncation.is_some()
+            && !matches!(
+                self,
+                Arch::BigGanDeep128 | Arch::BigGanDeep256 | Arch::BigGanDeep512
+            )
+        {
+            candle_core::bail!("`{}` takes no truncation", self.name());
+        }
         Ok(match self {
             Arch::MnistVae => Box::new(MnistVae::load(vb, &MnistVaeConfig::default())?),
             Arch::MnistCvae => Box::new(MnistVae::load(vb, &MnistVaeConfig::conditional())?),
+            Arch::BigGanDeep128 => biggan(vb, 128)?,
+            Arch::BigGanDeep256 => biggan(vb, 256)?,
+            Arch::BigGanDeep512 => biggan(vb, 512)?,
             _ => candle_core::bail!("`{}` is a classifier, not a generator", self.name()),
         })
     }
