@@ -82,7 +82,11 @@ pub fn write(config: &Config) -> Result<Written> {
     let mut overview = String::new();
     let mut sections = String::new();
     for (name, path) in &trials {
-        let entry = if path.exists() {
+        let skipped = config.skip_reason(name);
+        let entry = if let Some(why) = &skipped {
+            // A record of an earlier run with the weights is stale now.
+            Entry::Missing(path.clone(), why.clone())
+        } else if path.exists() {
             match Record::read(path) {
                 Ok(r) => Entry::Record(Box::new(r)),
                 Err(e) => Entry::Missing(path.clone(), e.to_string()),
@@ -94,6 +98,7 @@ pub fn write(config: &Config) -> Result<Written> {
             Entry::Record(r) if r.passed() => ("passed", "pass"),
             Entry::Record(r) if matches!(**r, Record::Error(_)) => ("error", "fail"),
             Entry::Record(_) => ("failed", "fail"),
+            Entry::Missing(..) if skipped.is_some() => ("skipped", "missing"),
             Entry::Missing(..) => ("no record", "missing"),
         };
         match class {
@@ -112,6 +117,9 @@ pub fn write(config: &Config) -> Result<Written> {
                     esc(&e.message)
                 ),
             },
+            Entry::Missing(_, why) if skipped.is_some() => {
+                format!("<p>Skipped: {}.</p>", esc(why))
+            }
             Entry::Missing(path, why) => format!(
                 "<p>No record at <code>{}</code>: {}. Run the trial (<code>cargo test</code> or \
                  <code>cargo gevaldi run</code>) to fill this in.</p>",
@@ -142,7 +150,7 @@ pub fn write(config: &Config) -> Result<Written> {
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
          <title>gevaldi report: {config_name}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n\
          <h1>gevaldi report</h1>\n\
-         <p>Config <code>{config_name}</code>: {} trials, {} passed, {} failed, {} without a record.</p>\n\
+         <p>Config <code>{config_name}</code>: {} trials, {} passed, {} failed, {} without a record (not run or skipped).</p>\n\
          <table class=\"overview\">\n<tr><th>trial</th><th>verdict</th><th>result</th></tr>\n{overview}</table>\n\
          {sections}\
          <footer>Written by gevaldi {} from the records in <code>{}</code>.</footer>\n</body>\n</html>\n",

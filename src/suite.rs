@@ -201,58 +201,25 @@ impl Suite {
 
     /// The trials, pairs first, each in config order.
     pub fn trials(&self) -> Vec<TrialInfo> {
-        let info = |name: String, ignore: bool, generator: &str, classifiers: &[String]| {
-            let skipped = self.missing(generator, classifiers);
+        let info = |name: String, ignore: bool| {
+            let skipped = self.config.skip_reason(&name);
             TrialInfo {
                 name,
                 ignored: ignore || skipped.is_some(),
                 skipped,
             }
         };
-        let pairs = self.config.pairs.iter().map(|p| {
-            info(
-                format!("pair::{}", p.name),
-                p.ignore,
-                &p.generator,
-                &p.models,
-            )
-        });
-        let ensembles = self.config.ensembles.iter().map(|e| {
-            info(
-                format!("ensemble::{}", e.name),
-                e.ignore,
-                &e.generator,
-                &e.members,
-            )
-        });
-        pairs.chain(ensembles).collect()
-    }
-
-    /// Why a trial of these models is skipped: an `optional` model's
-    /// weights are absent.
-    fn missing(&self, generator: &str, classifiers: &[String]) -> Option<String> {
-        let decls = self
+        let pairs = self
             .config
-            .generator(generator)
-            .into_iter()
-            .map(|d| ("generator", d))
-            .chain(
-                classifiers
-                    .iter()
-                    .filter_map(|c| self.config.classifier(c))
-                    .map(|d| ("classifier", d)),
-            );
-        for (kind, decl) in decls {
-            if let Some(w) = decl.missing_weights() {
-                return Some(format!(
-                    "the weights of {kind} `{}` are not present (`{}`; it is `optional`): \
-                     skipped",
-                    decl.name,
-                    w.display()
-                ));
-            }
-        }
-        None
+            .pairs
+            .iter()
+            .map(|p| info(format!("pair::{}", p.name), p.ignore));
+        let ensembles = self
+            .config
+            .ensembles
+            .iter()
+            .map(|e| info(format!("ensemble::{}", e.name), e.ignore));
+        pairs.chain(ensembles).collect()
     }
 
     /// The directory of this config's records, pictures and report.

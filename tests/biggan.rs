@@ -196,6 +196,16 @@ fn the_imagenet_suite_is_skipped_without_its_weights() {
         "{}",
         outcome.line
     );
+    // The report lists every trial as skipped, with the reason (the error
+    // record just written is not shown as a result).
+    let written = suite.write_report().unwrap();
+    let html = std::fs::read_to_string(&written.index).unwrap();
+    assert_eq!(html.matches("data-verdict=\"skipped\"").count(), 5);
+    assert_eq!(
+        html.matches("Skipped: the weights of generator `biggan`")
+            .count(),
+        5
+    );
 }
 
 /// A class-conditional generator in a `[[pair]]`: one seeded class per

@@ -222,4 +222,37 @@ impl Config {
     pub fn classifier(&self, name: &str) -> Option<&ModelDecl> {
         self.classifiers.iter().find(|m| m.name == name)
     }
+
+    /// Why the trial `pair::<name>` or `ensemble::<name>` is skipped: the
+    /// weights of an `optional` model it uses are absent.
+    pub fn skip_reason(&self, trial: &str) -> Option<String> {
+        let (generator, classifiers) = if let Some(p) = trial.strip_prefix("pair::") {
+            let p = self.pair(p)?;
+            (&p.generator, &p.models)
+        } else {
+            let e = self.ensemble(trial.strip_prefix("ensemble::")?)?;
+            (&e.generator, &e.members)
+        };
+        let decls = self
+            .generator(generator)
+            .into_iter()
+            .map(|d| ("generator", d))
+            .chain(
+                classifiers
+                    .iter()
+                    .filter_map(|c| self.classifier(c))
+                    .map(|d| ("classifier", d)),
+            );
+        for (kind, decl) in decls {
+            if let Some(w) = decl.missing_weights() {
+                return Some(format!(
+                    "the weights of {kind} `{}` are not present (`{}`; it is `optional`): \
+                     skipped",
+                    decl.name,
+                    w.display()
+                ));
+            }
+        }
+        None
+    }
 }
