@@ -188,6 +188,8 @@ impl Hierarchy {
             .collect();
         let mut nodes: Vec<String> = ids.clone();
         let mut parents: Vec<Vec<usize>> = vec![Vec::new(); ids.len()];
+        // The line of each edge (child, parent), to name a cycle's.
+        let mut edge_line: HashMap<(usize, usize), usize> = HashMap::new();
         for row in rows(edges.0, edges.1, &["child", "parent"])? {
             let mut node = |id: &str| -> Result<usize> {
                 if let Some(d) = &declared {
@@ -217,14 +219,24 @@ impl Hierarchy {
             }
             if !parents[child].contains(&parent) {
                 parents[child].push(parent);
+                edge_line.insert((child, parent), row.line);
             }
         }
         if let Some(cycle) = find_cycle(&parents) {
             let path: Vec<&str> = cycle.iter().map(|&n| nodes[n].as_str()).collect();
+            let lines: Vec<usize> = cycle
+                .windows(2)
+                .filter_map(|w| edge_line.get(&(w[0], w[1])).copied())
+                .collect();
+            let shown: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
             return Err(err(
                 &edges_path,
-                0,
-                format!("the edges form a cycle: {}", path.join(" -> ")),
+                lines.iter().copied().max().unwrap_or(0),
+                format!(
+                    "the edges form a cycle: {} (lines {}); a hierarchy must be acyclic",
+                    path.join(" -> "),
+                    shown.join(", ")
+                ),
             ));
         }
         // Upward distances from each class to each of its ancestors.
@@ -579,7 +591,13 @@ mod tests {
     fn broken_files_are_named_with_their_lines() {
         let e = |c: &str, d: &str| parse(c, d).unwrap_err().to_string();
         let msg = e(CLASSES, &format!("{EDGES}entity\toak\n"));
-        assert!(msg.contains("edges.tsv:0: the edges form a cycle"), "{msg}");
+        // The cycle names the line of its last edge, and all of them (issue
+        // 9: it said line 0).
+        assert!(msg.contains("edges.tsv:7: the edges form a cycle"), "{msg}");
+        assert!(
+            msg.contains("entity -> oak -> plant -> entity (lines 7, 4, 6)"),
+            "{msg}"
+        );
         let msg = e(CLASSES, &format!("{EDGES}oak\toak\n"));
         assert!(
             msg.contains("edges.tsv:7: `oak` is its own parent"),

@@ -602,9 +602,18 @@ impl<'a> Search<'a> {
         let mut log_probs = Vec::with_capacity(self.classifiers.len());
         let mut classes = None;
         for (name, classifier) in &self.classifiers {
-            let logits = classifier
-                .logits(&x)
-                .map_err(Error::model(name, "compute logits"))?;
+            let logits = classifier.logits(&x).map_err(|e| {
+                // Named with the input's shape: a generator whose samples do
+                // not fit the classifier is the usual cause.
+                Error::model(
+                    name,
+                    format!(
+                        "compute logits of `{}`'s samples of shape {:?}",
+                        self.generator_name,
+                        x.dims()
+                    ),
+                )(e)
+            })?;
             let k = classifier.num_classes();
             if logits.dims() != [b, k] {
                 return Err(self.shape_error_of(name, "logits", format!("[{b}, {k}]"), &logits));

@@ -350,7 +350,7 @@ fn catalogue() -> Vec<(&'static str, Vec<&'static str>, Check)> {
     // === hierarchies ===
     add(
         "hierarchy: cycle",
-        vec!["edges.tsv:", "cycle"],
+        vec!["edges.tsv:5:", "cycle", "lines 4, 5"],
         Box::new(|d| hierarchy(d, CLASSES, "child\tparent\na\tr\nb\tx\nx\ty\ny\tx\n")),
     );
     add(
@@ -401,7 +401,12 @@ fn catalogue() -> Vec<(&'static str, Vec<&'static str>, Check)> {
     // === models ===
     add(
         "model: generator output does not fit the classifier",
-        vec!["pair `p`", "gevaldi.toml:", "cnn_a", "shape"],
+        vec![
+            "pair `p`",
+            "gevaldi.toml:",
+            "`cnn_a`",
+            "`wide`'s samples of shape [4, 100]",
+        ],
         Box::new(|d| {
             let text = config_text(
                 "",
