@@ -270,8 +270,9 @@ struct NetOp {
 
 enum Kept {
     Nothing,
-    /// The layer's output (for the activation's gradient).
-    Output(Vec<f32>),
+    /// The layer's output (for the activation's gradient), shared with the
+    /// next layer rather than copied.
+    Output(Arc<Vec<f32>>),
     /// Each pooling window's first maximum, 0..4.
     Argmax(Vec<u8>),
 }
@@ -283,8 +284,8 @@ impl CustomOp1 for NetOp {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let x = f32s(s, l, self.name())?;
-        let (mut h, mut dims) = match *l.dims() {
-            [b, c, hh, w] => (to_nhwc(x, b, c, hh, w), Dims { b, h: hh, w, c }),
+        let (h, mut dims) = match *l.dims() {
+            [b, c, hh, w] => (transpose(x, b, c, hh * w), Dims { b, h: hh, w, c }),
             [b, f] => (
                 x.to_vec(),
                 Dims {
@@ -300,6 +301,7 @@ impl CustomOp1 for NetOp {
                 l.dims()
             ),
         };
+        let mut h = Arc::new(h);
         let mut kept = Vec::with_capacity(self.ops.len());
         for op in self.ops.iter() {
             let (y, d, k) = op.forward(h, dims)?;
@@ -308,11 +310,14 @@ impl CustomOp1 for NetOp {
             dims = d;
         }
         *self.kept.lock().expect("kept") = Some(kept);
+        // The last layer keeps its output too: the result is a copy (of
+        // logits or a decoded batch, the smallest activation).
+        let mut h = Arc::try_unwrap(h).unwrap_or_else(|shared| shared.as_ref().clone());
         let shape = match self.ops.last() {
             Some(Op::ToImage(hh, w)) => Shape::from((dims.b, 1, *hh, *w)),
             _ if dims.h == 1 && dims.w == 1 => Shape::from((dims.b, dims.c)),
             _ => {
-                h = to_nchw(&h, dims);
+                h = transpose(&h, dims.b, dims.h * dims.w, dims.c);
                 Shape::from((dims.b, dims.c, dims.h, dims.w))
             }
         };
@@ -328,7 +333,7 @@ impl CustomOp1 for NetOp {
         // A spatial output left the forward pass in NCHW; NHWC inside.
         if let Some(out) = output_dims(&self.ops, kept) {
             if out.h * out.w > 1 && out.c > 1 {
-                g = to_nhwc(&g, out.b, out.c, out.h, out.w);
+                g = transpose(&g, out.b, out.c, out.h * out.w);
             }
         }
         for (op, (dims, k)) in self.ops.iter().zip(kept).rev() {
@@ -337,7 +342,7 @@ impl CustomOp1 for NetOp {
         let x_dims = x.dims().to_vec();
         if let [b, c, h, w] = x_dims[..] {
             if c > 1 {
-                g = to_nchw(&g, Dims { b, h, w, c });
+                g = transpose(&g, b, h * w, c);
             }
         }
         Ok(Some(Tensor::from_vec(g, x_dims, x.device())?))
@@ -380,7 +385,11 @@ impl Op {
         }
     }
 
-    fn forward(&self, x: Vec<f32>, d: Dims) -> candle_core::Result<(Vec<f32>, Dims, Kept)> {
+    fn forward(
+        &self,
+        x: Arc<Vec<f32>>,
+        d: Dims,
+    ) -> candle_core::Result<(Arc<Vec<f32>>, Dims, Kept)> {
         let out = self.output_dims(d);
         Ok(match self {
             Op::Conv {
@@ -394,8 +403,16 @@ impl Op {
                 if d.c != *cin {
                     candle_core::bail!("frozen conv: {} input channels, expected {cin}", d.c);
                 }
-                let y = conv3x3(&x, d, *cout, forward, Some((bias, *act)), None);
-                (y.clone(), out, Kept::Output(y))
+                let y = Arc::new(product(
+                    &x,
+                    d,
+                    *cout,
+                    forward,
+                    true,
+                    Some((bias, *act)),
+                    None,
+                ));
+                (Arc::clone(&y), out, Kept::Output(y))
             }
             Op::Dense {
                 nin,
@@ -408,8 +425,22 @@ impl Op {
                 if d.per_sample() != *nin {
                     candle_core::bail!("frozen linear: {} inputs, expected {nin}", d.per_sample());
                 }
-                let y = dense(&x, d.b, *nin, *nout, forward, Some((bias, *act)), None);
-                (y.clone(), out, Kept::Output(y))
+                let flat = Dims {
+                    h: 1,
+                    w: 1,
+                    c: *nin,
+                    ..d
+                };
+                let y = Arc::new(product(
+                    &x,
+                    flat,
+                    *nout,
+                    forward,
+                    false,
+                    Some((bias, *act)),
+                    None,
+                ));
+                (Arc::clone(&y), out, Kept::Output(y))
             }
             Op::Pool => {
                 if !d.h.is_multiple_of(2) || !d.w.is_multiple_of(2) {
@@ -420,7 +451,7 @@ impl Op {
                     );
                 }
                 let (y, arg) = pool(&x, d);
-                (y, out, Kept::Argmax(arg))
+                (Arc::new(y), out, Kept::Argmax(arg))
             }
             Op::Flatten => (x, out, Kept::Nothing),
             Op::ToImage(h, w) => {
@@ -448,11 +479,12 @@ impl Op {
                     ..
                 },
                 Kept::Output(y),
-            ) => conv3x3(
+            ) => product(
                 &g,
                 Dims { c: *cout, ..d },
                 *cin,
                 backward,
+                true,
                 None,
                 Some((y, *act)),
             ),
@@ -465,7 +497,15 @@ impl Op {
                     ..
                 },
                 Kept::Output(y),
-            ) => dense(&g, d.b, *nout, *nin, backward, None, Some((y, *act))),
+            ) => {
+                let flat = Dims {
+                    h: 1,
+                    w: 1,
+                    c: *nout,
+                    ..d
+                };
+                product(&g, flat, *nin, backward, false, None, Some((y, *act)))
+            }
             (Op::Pool, Kept::Argmax(arg)) => unpool(&g, arg, d),
             _ => g,
         }
@@ -483,30 +523,18 @@ fn f32s<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> candle_core::Result<&'a 
     }
 }
 
-fn to_nhwc(x: &[f32], b: usize, c: usize, h: usize, w: usize) -> Vec<f32> {
-    if c == 1 {
+/// Each of `b` samples `[r, c]` transposed to `[c, r]`: NCHW to NHWC is
+/// `(C, H·W)`, NHWC to NCHW `(H·W, C)`.
+fn transpose(x: &[f32], b: usize, r: usize, c: usize) -> Vec<f32> {
+    if r == 1 || c == 1 {
         return x.to_vec();
     }
     let mut out = vec![0f32; x.len()];
     for s in 0..b {
-        for ch in 0..c {
-            for p in 0..h * w {
-                out[(s * h * w + p) * c + ch] = x[(s * c + ch) * h * w + p];
-            }
-        }
-    }
-    out
-}
-
-fn to_nchw(x: &[f32], d: Dims) -> Vec<f32> {
-    if d.c == 1 {
-        return x.to_vec();
-    }
-    let mut out = vec![0f32; x.len()];
-    for s in 0..d.b {
-        for ch in 0..d.c {
-            for p in 0..d.h * d.w {
-                out[(s * d.c + ch) * d.h * d.w + p] = x[(s * d.h * d.w + p) * d.c + ch];
+        let (src, dst) = (&x[s * r * c..][..r * c], &mut out[s * r * c..][..r * c]);
+        for i in 0..r {
+            for j in 0..c {
+                dst[j * r + i] = src[i * c + j];
             }
         }
     }
@@ -537,23 +565,26 @@ fn gemm(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
     general_mat_mul(1.0, &a, &b, 0.0, &mut c);
 }
 
-/// 3×3, stride 1, padding 1 conv of NHWC `x` (dims `d`) with the kernel
-/// matrix `k` `[9·d.c, cout]`. `post`: bias and activation applied to the
-/// output; `pre`: the output `y` and activation whose gradient first
-/// multiplies `x` (the backward pass, where `x` is a gradient).
-fn conv3x3(
+/// The product of NHWC `x` (dims `d`) with the kernel matrix `k`, one row
+/// per pixel: for a 3×3, stride 1, padding 1 conv (`im2col`), `k` is
+/// `[9·d.c, nout]` over the pixels' im2col rows; for a linear layer (H = W =
+/// 1), `[d.c, nout]`. `post`: bias and activation applied to the output;
+/// `pre`: the output `y` and activation whose gradient first multiplies `x`
+/// (the backward pass, where `x` is a gradient).
+fn product(
     x: &[f32],
     d: Dims,
-    cout: usize,
+    nout: usize,
     k: &[f32],
+    im2col: bool,
     post: Option<(&[f32], Act)>,
     pre: Option<(&[f32], Act)>,
 ) -> Vec<f32> {
     let (hw, cin) = (d.h * d.w, d.c);
-    let kk = 9 * cin;
+    let kk = if im2col { 9 * cin } else { cin };
     let per = samples_per_task(d.b, hw * kk);
-    let mut out = vec![0f32; d.b * hw * cout];
-    out.par_chunks_mut(per * hw * cout)
+    let mut out = vec![0f32; d.b * hw * nout];
+    out.par_chunks_mut(per * hw * nout)
         .zip(x.par_chunks(per * hw * cin))
         .enumerate()
         .for_each(|(t, (o, xi))| {
@@ -569,14 +600,18 @@ fn conv3x3(
                     }
                     None => xi,
                 };
-                COLS.with(|cols| {
-                    let mut cols = cols.borrow_mut();
-                    im2col3x3(src, Dims { b: n, ..d }, &mut cols);
-                    gemm(n * hw, kk, cout, &cols, k, o);
-                });
+                if im2col {
+                    COLS.with(|cols| {
+                        let mut cols = cols.borrow_mut();
+                        im2col3x3(src, Dims { b: n, ..d }, &mut cols);
+                        gemm(n * hw, kk, nout, &cols, k, o);
+                    });
+                } else {
+                    gemm(n * hw, kk, nout, src, k, o);
+                }
             });
             if let Some((bias, act)) = post {
-                for row in o.chunks_mut(cout) {
+                for row in o.chunks_mut(nout) {
                     for (v, b) in row.iter_mut().zip(bias) {
                         *v = act.apply(*v + b);
                     }
@@ -615,48 +650,6 @@ fn im2col3x3(x: &[f32], d: Dims, cols: &mut Vec<f32>) {
             }
         }
     }
-}
-
-/// `x` `[b, nin]` times `k` `[nin, nout]`, with `post` / `pre` as in
-/// [`conv3x3`].
-fn dense(
-    x: &[f32],
-    b: usize,
-    nin: usize,
-    nout: usize,
-    k: &[f32],
-    post: Option<(&[f32], Act)>,
-    pre: Option<(&[f32], Act)>,
-) -> Vec<f32> {
-    let per = samples_per_task(b, nin);
-    let mut out = vec![0f32; b * nout];
-    out.par_chunks_mut(per * nout)
-        .zip(x.par_chunks(per * nin))
-        .enumerate()
-        .for_each(|(t, (o, xi))| {
-            let n = xi.len() / nin;
-            PRE.with(|buf| {
-                let mut buf = buf.borrow_mut();
-                let src: &[f32] = match pre {
-                    Some((y, act)) => {
-                        let y = &y[t * per * nin..][..xi.len()];
-                        buf.clear();
-                        buf.extend(xi.iter().zip(y).map(|(&g, &y)| act.grad(g, y)));
-                        &buf
-                    }
-                    None => xi,
-                };
-                gemm(n, nin, nout, src, k, o);
-            });
-            if let Some((bias, act)) = post {
-                for row in o.chunks_mut(nout) {
-                    for (v, b) in row.iter_mut().zip(bias) {
-                        *v = act.apply(*v + b);
-                    }
-                }
-            }
-        });
-    out
 }
 
 /// 2×2 max-pooling of NHWC `x`, and each window's first maximum (0..4 in
