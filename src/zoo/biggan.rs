@@ -245,8 +245,7 @@ impl BigGanConfig {
                 let dist = Uniform::new_inclusive(-bound, bound).expect("a valid bound");
                 let mut v: Vec<f32> = (0..n).map(|_| dist.sample(&mut rng)).collect();
                 if name.ends_with("weight_v") {
-                    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-                    v.iter_mut().for_each(|x| *x /= norm);
+                    unit(&mut v);
                 }
                 v
             };
@@ -266,8 +265,7 @@ impl BigGanConfig {
                             .sum()
                     })
                     .collect();
-                let norm = u.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-                u.iter_mut().for_each(|x| *x /= norm);
+                unit(&mut u);
                 values.insert(name.clone(), u);
             }
         }
@@ -279,6 +277,12 @@ impl BigGanConfig {
             })
             .collect()
     }
+}
+
+/// Scales `v` to unit length (left as is when it is 0).
+fn unit(v: &mut [f32]) {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+    v.iter_mut().for_each(|x| *x /= norm);
 }
 
 /// The plain weight of a spectral-normalised layer under `vb`.
@@ -449,29 +453,26 @@ impl Block {
     }
 
     fn forward(&self, x: &Tensor, cond: &Tensor) -> candle_core::Result<Tensor> {
-        self.clone().run(x, cond, None)
+        let mut h = x.clone();
+        for (j, (bn, conv)) in self.bn.iter().zip(&self.conv).enumerate() {
+            h = stage(bn.forward(&h, cond)?, j, self.up, conv)?;
+        }
+        self.join(x, h)
     }
 
-    /// The block; with `Some(eps)`, each norm's statistics are first set to
-    /// those of its input.
-    fn run(
-        &mut self,
-        x: &Tensor,
-        cond: &Tensor,
-        calibrate: Option<f64>,
-    ) -> candle_core::Result<Tensor> {
+    /// [`Block::forward`], each norm's statistics first set to those of its
+    /// input.
+    fn calibrate(&mut self, x: &Tensor, cond: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
+        let up = self.up;
         let mut h = x.clone();
         for (j, (bn, conv)) in self.bn.iter_mut().zip(&self.conv).enumerate() {
-            h = match calibrate {
-                Some(eps) => bn.calibrate(&h, cond, eps)?,
-                None => bn.forward(&h, cond)?,
-            }
-            .relu()?;
-            if j == 1 && self.up {
-                h = upsample2(&h)?;
-            }
-            h = conv.forward(&h)?;
+            h = stage(bn.calibrate(&h, cond, eps)?, j, up, conv)?;
         }
+        self.join(x, h)
+    }
+
+    /// The residual: `h` plus `x` (channels dropped, upsampled as `h` was).
+    fn join(&self, x: &Tensor, h: Tensor) -> candle_core::Result<Tensor> {
         let mut skip = x.clone();
         if self.drop_channels {
             let c = skip.dim(1)?;
@@ -482,6 +483,16 @@ impl Block {
         }
         h + skip
     }
+}
+
+/// A block's stage `j` after its norm: relu, ×2 upsampling before the
+/// first 3×3 conv of an upsampling block, the conv.
+fn stage(normed: Tensor, j: usize, up: bool, conv: &Conv2d) -> candle_core::Result<Tensor> {
+    let mut h = normed.relu()?;
+    if j == 1 && up {
+        h = upsample2(&h)?;
+    }
+    conv.forward(&h)
 }
 
 /// Nearest-neighbour ×2 upsampling (candle's `upsample_nearest2d`, whose
@@ -599,7 +610,7 @@ impl BigGan {
         let mut h = self.start(&cond)?;
         for layer in &mut self.layers {
             h = match layer {
-                Layer::Block(block) => block.run(&h, &cond, Some(eps))?,
+                Layer::Block(block) => block.calibrate(&h, &cond, eps)?,
                 Layer::Attention(a) => a.forward(&h)?,
             };
         }
