@@ -49,16 +49,17 @@ pub fn run_with_args(config_path: &str, registry: Registry, mut args: Arguments)
              [profile.test.package.\"*\"]\nopt-level = 3\n\nor run with --release.\n"
         );
     }
+    let infos = suite.trials();
+    let count = infos.len() as u64;
     if !args.list {
-        for t in suite.trials() {
+        for t in &infos {
             if let Some(why) = &t.skipped {
                 eprintln!("note: {} is ignored: {why}", t.name);
             }
         }
     }
     let summaries = Arc::new(Mutex::new(Vec::new()));
-    let trials = suite
-        .trials()
+    let trials = infos
         .into_iter()
         .map(|info| {
             let (suite, summaries) = (Arc::clone(&suite), Arc::clone(&summaries));
@@ -84,7 +85,7 @@ pub fn run_with_args(config_path: &str, registry: Registry, mut args: Arguments)
     for line in summaries.lock().expect("summaries").iter() {
         println!("{line}");
     }
-    if !args.list && conclusion.num_filtered_out < suite.trials().len() as u64 {
+    if !args.list && conclusion.num_filtered_out < count {
         match suite.write_report() {
             Ok(written) => println!("gevaldi report: {}", written.index.display()),
             Err(e) => eprintln!("warning: {e}"),

@@ -442,27 +442,6 @@ impl Suite {
             }
             None => None,
         };
-        let mut failures = verdict.failures.clone();
-        failures.extend(snapshot.clone().err());
-        let path = artifact::pair_record(&dir, &pair.name);
-        let record = Record::Pair(PairArtifact {
-            config: self.config.path.clone(),
-            summary,
-            passed: failures.is_empty(),
-            failures,
-            class_names: outcome.class_names.clone(),
-            measure_names: outcome.measure_names.clone(),
-            trajectory: outcome.trajectory.clone(),
-            baseline: outcome.baseline.clone(),
-            samples: outcome.samples.clone(),
-            grid,
-            grid_samples,
-            conditions,
-            seconds: started.elapsed().as_secs_f64(),
-            written_at: artifact::now(),
-        });
-        record.write(&path).map_err(fail)?;
-
         let d = outcome.config.divergence.name();
         let line = format!(
             "pair::{}: mean {d} {:.4} -> {:.4} (max {:.4}), baseline {:.4}, lift {:.1}x, {} steps in {:.1} s",
@@ -482,7 +461,28 @@ impl Suite {
         if !verdict.passed() {
             problems.push(verdict.message(&outcome, &pair.thresholds));
         }
+        let mut failures = verdict.failures;
+        failures.extend(snapshot.clone().err());
         problems.extend(snapshot.err());
+        // The record takes the outcome's per-step and per-sample records.
+        let path = artifact::pair_record(&dir, &pair.name);
+        let record = Record::Pair(PairArtifact {
+            config: self.config.path.clone(),
+            summary,
+            passed: failures.is_empty(),
+            failures,
+            class_names: outcome.class_names,
+            measure_names: outcome.measure_names,
+            trajectory: outcome.trajectory,
+            baseline: outcome.baseline,
+            samples: outcome.samples,
+            grid,
+            grid_samples,
+            conditions,
+            seconds: started.elapsed().as_secs_f64(),
+            written_at: artifact::now(),
+        });
+        record.write(&path).map_err(fail)?;
         Ok(Ran {
             line,
             problems,
@@ -595,10 +595,10 @@ impl Suite {
             passed: failures.is_empty(),
             failures,
             class_names,
-            labels: mds.labels.clone(),
-            z: mds.z.clone(),
-            divergence: mds.divergence.clone(),
-            member_probs: mds.member_probs.clone(),
+            labels: mds.labels,
+            z: mds.z,
+            divergence: mds.divergence,
+            member_probs: mds.member_probs,
             regions: region_members,
             latent_map,
             grid,

@@ -378,14 +378,7 @@ impl Cx<'_> {
                         truncation =
                             self.float(v, &key_path, |t| t > 0.0 && t <= 1.0, "a number in (0, 1]")
                     }
-                    "optional" => match v.get_ref() {
-                        DeValue::Boolean(b) => optional = *b,
-                        other => self.err(
-                            v.span(),
-                            &key_path,
-                            format!("expected true or false, found {}", other.type_str()),
-                        ),
-                    },
+                    "optional" => optional = self.boolean(v, &key_path).unwrap_or(false),
                     _ => self.err(
                         k.span(),
                         &key_path,
@@ -747,6 +740,21 @@ impl Cx<'_> {
         })
     }
 
+    fn boolean(&mut self, value: &Value<'_>, key: &str) -> Option<bool> {
+        match value.get_ref() {
+            DeValue::Boolean(b) => Some(*b),
+            other => {
+                let found = other.type_str();
+                self.err(
+                    value.span(),
+                    key,
+                    format!("expected true or false, found {found}"),
+                );
+                None
+            }
+        }
+    }
+
     fn string(&mut self, value: &Value<'_>, key: &str) -> Option<String> {
         match value.get_ref() {
             DeValue::String(s) => Some(s.to_string()),
@@ -954,19 +962,10 @@ impl Cx<'_> {
 
     /// `ignore`: a boolean, false when absent.
     fn entry_ignore(&mut self, e: &Entry) -> bool {
-        match e.table.get("ignore").map(|v| (v, v.get_ref())) {
-            None => false,
-            Some((_, DeValue::Boolean(b))) => *b,
-            Some((v, other)) => {
-                let found = other.type_str();
-                self.err(
-                    v.span(),
-                    &format!("{}.ignore", e.path),
-                    format!("expected true or false, found {found}"),
-                );
-                false
-            }
-        }
+        e.table
+            .get("ignore")
+            .and_then(|v| self.boolean(v, &format!("{}.ignore", e.path)))
+            .unwrap_or(false)
     }
 }
 

@@ -1,9 +1,10 @@
 //! GoogLeNet (Szegedy et al., 2014) as torchvision builds it.
 
 use candle_core::{Module, Tensor};
-use candle_nn::{conv2d_no_bias, linear, Conv2d, Conv2dConfig, Linear, VarBuilder};
+use candle_nn::{linear, Conv2d, Linear, VarBuilder};
 
 use super::imagenet_class_names;
+use super::layers::conv_same;
 use super::norm::BatchNorm;
 use super::pooling::{adaptive_avg_pool2d, max_pool2d};
 
@@ -21,13 +22,8 @@ impl BasicConv {
         k: usize,
         stride: usize,
     ) -> candle_core::Result<Self> {
-        let cfg = Conv2dConfig {
-            padding: k / 2,
-            stride,
-            ..Default::default()
-        };
         Ok(BasicConv {
-            conv: conv2d_no_bias(i, o, k, cfg, vb.pp("conv"))?,
+            conv: conv_same(vb.pp("conv"), i, o, k, stride)?,
             bn: BatchNorm::load(vb.pp("bn"), o, 1e-3)?,
         })
     }

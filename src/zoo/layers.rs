@@ -31,6 +31,23 @@ pub fn max_pool2x2(x: &Tensor) -> candle_core::Result<Tensor> {
     windows.gather(&first_max, 4)?.squeeze(4)
 }
 
+/// A k×k conv without bias, padded to keep the size at stride 1 (k / 2),
+/// as torchvision's ResNet and GoogLeNet build theirs.
+pub(crate) fn conv_same(
+    vb: VarBuilder,
+    i: usize,
+    o: usize,
+    k: usize,
+    stride: usize,
+) -> candle_core::Result<candle_nn::Conv2d> {
+    let cfg = candle_nn::Conv2dConfig {
+        padding: k / 2,
+        stride,
+        ..Default::default()
+    };
+    candle_nn::conv2d_no_bias(i, o, k, cfg, vb)
+}
+
 /// Builds a model on a fresh [`VarMap`] and overwrites every variable with
 /// seeded values, so that "random weights" are the same on every run
 /// (candle's own CPU RNG cannot be seeded).

@@ -2,9 +2,10 @@
 //! (v1.5: a Bottleneck's stride sits on its 3×3 conv).
 
 use candle_core::{Module, Tensor};
-use candle_nn::{conv2d_no_bias, linear, Conv2d, Conv2dConfig, Linear, VarBuilder};
+use candle_nn::{linear, Conv2d, Linear, VarBuilder};
 
 use super::imagenet_class_names;
+use super::layers::conv_same as conv;
 use super::norm::BatchNorm;
 use super::pooling::{adaptive_avg_pool2d, max_pool2d};
 
@@ -18,21 +19,6 @@ pub enum ResNetDepth {
 }
 
 const EPS: f64 = 1e-5;
-
-fn conv(
-    vb: VarBuilder,
-    i: usize,
-    o: usize,
-    k: usize,
-    stride: usize,
-) -> candle_core::Result<Conv2d> {
-    let cfg = Conv2dConfig {
-        padding: k / 2,
-        stride,
-        ..Default::default()
-    };
-    conv2d_no_bias(i, o, k, cfg, vb)
-}
 
 #[derive(Clone, Debug)]
 struct Block {
