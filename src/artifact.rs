@@ -178,31 +178,40 @@ pub fn now() -> u64 {
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same directory
-/// (created if needed), renamed into place: readers see the old file or the
-/// new one, never a part of it.
+/// (created if needed), flushed to disk and renamed into place (`tempfile`'s
+/// `persist`): readers see the old file or the new one, never a part of it.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write as _;
     let io = |action, source| Error::Io {
         action,
         path: path.to_path_buf(),
         source,
     };
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
     std::fs::create_dir_all(dir).map_err(|e| io("create the directory of", e))?;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     remove_stale_temporaries(dir, &name);
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(|e| io("write a temporary file for", e))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        io("move into place", e)
-    })
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}.{}.", std::process::id()))
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(|e| io("create a temporary file for", e))?;
+    tmp.write_all(bytes)
+        .and_then(|()| tmp.as_file().sync_all())
+        .map_err(|e| io("write a temporary file for", e))?;
+    tmp.persist(path)
+        .map_err(|e| io("move into place", e.error))?;
+    Ok(())
 }
 
-/// Removes `.<name>.<pid>.tmp` files of processes that are gone (a run
-/// killed while it wrote), on Linux.
+/// Removes `.<name>.<pid>.*.tmp` files of processes that are gone (a run
+/// killed while it wrote), where process ids can be checked (`/proc`).
 fn remove_stale_temporaries(dir: &Path, name: &str) {
     if !Path::new("/proc/self").exists() {
         return;
@@ -215,11 +224,15 @@ fn remove_stale_temporaries(dir: &Path, name: &str) {
         let file = entry.file_name().to_string_lossy().into_owned();
         let Some(pid) = file
             .strip_prefix(&prefix)
-            .and_then(|rest| rest.strip_suffix(".tmp"))
+            .filter(|rest| rest.ends_with(".tmp"))
+            .and_then(|rest| rest.split('.').next())
         else {
             continue;
         };
-        if pid.bytes().all(|b| b.is_ascii_digit()) && !Path::new("/proc").join(pid).exists() {
+        if !pid.is_empty()
+            && pid.bytes().all(|b| b.is_ascii_digit())
+            && !Path::new("/proc").join(pid).exists()
+        {
             let _ = std::fs::remove_file(entry.path());
         }
     }
@@ -300,6 +313,23 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("a.json")]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn temporaries_of_dead_writers_are_removed() {
+        let dir = std::env::temp_dir().join(format!("gevaldi-stale-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // Process ids stay below 2^22 on Linux: this writer is gone.
+        let stale = dir.join(".a.json.4294967295.x1y2.tmp");
+        let other = dir.join(".b.json.4294967295.x1y2.tmp");
+        std::fs::write(&stale, b"half").unwrap();
+        std::fs::write(&other, b"half").unwrap();
+        write_atomic(&dir.join("a.json"), b"new").unwrap();
+        if Path::new("/proc/self").exists() {
+            assert!(!stale.exists());
+        }
+        assert!(other.exists(), "only temporaries of the file written go");
         std::fs::remove_dir_all(dir).unwrap();
     }
 

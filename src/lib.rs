@@ -114,6 +114,7 @@ pub mod audit;
 pub mod config;
 pub mod data;
 pub mod divergence;
+pub mod engine;
 pub mod ensemble;
 mod error;
 pub mod grid;

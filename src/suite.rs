@@ -132,7 +132,6 @@ pub fn fix_thread_count() {
 /// A loaded config, its registered models and the device its trials run on.
 pub struct Suite {
     config: Config,
-    dir: PathBuf,
     registry: Registry,
     device: Device,
     /// The `[hierarchy]` of the config, loaded by the first trial that needs
@@ -175,13 +174,8 @@ impl Suite {
         let path = path.as_ref();
         let config = config::load(path)?;
         check_registry(&config, &registry)?;
+        crate::engine::Engine::from_env()?;
         Ok(Suite {
-            // Absolute: insta resolves a relative snapshot path against the
-            // source file that asserts, not the working directory.
-            dir: std::path::absolute(path)
-                .ok()
-                .and_then(|p| p.parent().map(Path::to_path_buf))
-                .unwrap_or_default(),
             config,
             registry,
             device: device()?,
@@ -425,7 +419,9 @@ impl Suite {
         let outcome = search.run(&self.device).map_err(fail)?;
         let verdict = Verdict::check(&outcome, &pair.thresholds);
         let summary = Summary::new(&pair.name, &pair.generator, &outcome, &pair.thresholds);
-        let snapshot = summary.assert_snapshot(&pair.name, &self.dir, &self.config.path);
+        let snapshot = summary
+            .check_snapshot(&self.config.path)
+            .map_err(|e| e.to_string());
 
         let dir = self.artifact_dir();
         let grid_samples = most_divergent(&outcome, GRID_SAMPLES);
@@ -535,7 +531,8 @@ impl Suite {
             .collect::<Result<Vec<_>>>()
             .map_err(fail)?;
         let labels: Vec<usize> = test.labels.iter().map(|&l| l as usize).collect();
-        let on_test = Metrics::of(&mean_probs(&member_probs), &labels);
+        let test_vote = mean_probs(&member_probs);
+        let on_test = Metrics::of(&test_vote, &labels);
         let named: Vec<(&str, &dyn Classifier)> = e
             .members
             .iter()
@@ -557,6 +554,7 @@ impl Suite {
         let threshold_failures =
             crate::verdict::ensemble_failures(e, &on_test, &on_mds, regions.regions.len());
         let class_names = members[0].class_names().to_vec();
+        let mds_divergence = crate::verdict::statistic(&mds.divergence, config::Statistic::Mean);
         let summary = EnsembleSummary {
             ensemble: e.name.clone(),
             members: e.members.clone(),
@@ -564,10 +562,14 @@ impl Suite {
             settings: Settings::of(&search_config),
             samples: e.samples,
             test: (&on_test).into(),
+            test_log_loss: crate::snapshot::log_loss(&test_vote, &labels),
             mds: (&on_mds).into(),
+            mds_divergence,
             regions: RegionsSummary::new(&regions, &class_names),
         };
-        let snapshot = summary.assert_snapshot(&e.name, &self.dir, &self.config.path);
+        let snapshot = summary
+            .check_snapshot(&self.config.path)
+            .map_err(|e| e.to_string());
         let dir = artifact::ensemble_dir(&self.artifact_dir(), &e.name);
         mds.export(&dir, "mds").map_err(fail)?;
         let latent_map = self.latent_map(e, generator.as_ref(), &mds).map_err(fail)?;

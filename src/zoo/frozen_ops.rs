@@ -158,10 +158,13 @@ impl FrozenNet {
         Some(FrozenNet { ops: Arc::new(ops) })
     }
 
-    /// Whether [`FrozenNet::forward`] applies to `x` (an f32 CPU tensor);
+    /// Whether [`FrozenNet::forward`] applies to `x` (an f32 CPU tensor,
+    /// and `GEVALDI_ENGINE` is not `candle`: see [`crate::engine`]);
     /// otherwise run the model's own layers.
     pub fn applies_to(x: &Tensor) -> bool {
-        x.device().is_cpu() && x.dtype() == DType::F32
+        x.device().is_cpu()
+            && x.dtype() == DType::F32
+            && crate::engine::Engine::current() != crate::engine::Engine::Candle
     }
 
     /// Runs the chain on `x` (`[B, C, H, W]` or `[B, F]`); the result's
