@@ -441,6 +441,56 @@ fn catalogue() -> Vec<(&'static str, Vec<&'static str>, Check)> {
     cases
 }
 
+/// `message` with the case's directory written `<dir>`, the MNIST fixtures'
+/// `<fixtures>` and the repository's `<root>`.
+fn shorten_paths(message: &str, dir: &Path) -> String {
+    let fixtures = gevaldi::zoo::mnist_fixtures_dir().display().to_string();
+    message
+        .replace(&dir.display().to_string(), "<dir>")
+        .replace(&fixtures, "<fixtures>")
+        .replace(env!("CARGO_MANIFEST_DIR"), "<root>")
+}
+
+/// Whether `message` has `needle`: a substring, or, for a needle that
+/// starts with `^` and ends with `$`, the whole message, where `…` stands
+/// for any text (an OS's or candle's wording).
+fn matches(message: &str, needle: &str) -> bool {
+    let Some(whole) = needle.strip_prefix('^').and_then(|n| n.strip_suffix('$')) else {
+        return message.contains(needle);
+    };
+    let pieces: Vec<&str> = whole.split('…').collect();
+    let (first, last) = (pieces[0], pieces[pieces.len() - 1]);
+    if pieces.len() == 1 {
+        return message == first;
+    }
+    if message.len() < first.len() + last.len()
+        || !message.starts_with(first)
+        || !message.ends_with(last)
+    {
+        return false;
+    }
+    let mut rest = &message[first.len()..message.len() - last.len()];
+    for piece in &pieces[1..pieces.len() - 1] {
+        match rest.find(piece) {
+            Some(at) => rest = &rest[at + piece.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+#[test]
+fn the_matcher_checks_the_whole_message() {
+    let m = "gevaldi.toml:3:1: `search.step`: unknown key, expected one of `steps`, `lr`";
+    assert!(matches(m, "unknown key"));
+    assert!(matches(m, "^gevaldi.toml:3:1: `search.step`: unknown key, expected one of `steps`, `lr`$"));
+    assert!(matches(m, "^gevaldi.toml:3:1: …unknown key…`lr`$"));
+    assert!(!matches(m, "^gevaldi.toml:3:1: `search.step`: unknown key$"));
+    assert!(!matches(m, "^`search.step`…`lr`$"));
+    assert!(!matches(m, "^gevaldi.toml:3:1: …`lr`…unknown key…$"));
+    assert!(!matches(m, "^gevaldi.toml:3:1: …`lr`, `lr`$"));
+}
+
 #[test]
 fn every_mistake_gets_a_clear_error_and_nothing_passes() {
     let root = std::env::temp_dir().join(format!("gevaldi-faults-{}", std::process::id()));
@@ -455,8 +505,9 @@ fn every_mistake_gets_a_clear_error_and_nothing_passes() {
             Err(_) => problems.push(format!("{what}: panicked")),
             Ok(Ok(())) => problems.push(format!("{what}: passed")),
             Ok(Err(message)) => {
+                let message = shorten_paths(&message, &dir);
                 println!("--- {what}\n{message}\n");
-                let missing: Vec<_> = needles.iter().filter(|n| !message.contains(**n)).collect();
+                let missing: Vec<_> = needles.iter().filter(|n| !matches(&message, n)).collect();
                 if !missing.is_empty() {
                     problems.push(format!("{what}: {missing:?} not in\n{message}"));
                 }

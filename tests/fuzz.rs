@@ -3,21 +3,37 @@
 //! loader. None may panic, whatever the input; what they accept must be
 //! consistent, and what they refuse must be said with a location.
 //!
-//! Under `cargo test` each target runs for a moment; `bash fuzz/run.sh`
-//! runs each for 60 s (`GEVALDI_FUZZ_SECONDS`). cargo-fuzz needs a nightly
-//! compiler, which this project does not require; proptest runs on stable
-//! and shrinks a failure to a minimal input.
+//! Under `cargo test` each target runs a fixed number of cases
+//! (`GEVALDI_FUZZ_CASES`, default 1024) from a fixed seed
+//! (`GEVALDI_FUZZ_SEED`, default 0), so that every run, on every machine,
+//! tries the same inputs. `bash fuzz/run.sh` fuzzes for longer:
+//! with `GEVALDI_FUZZ_SECONDS` set, each target runs rounds of that many
+//! cases from the seeds `GEVALDI_FUZZ_SEED`, +1, +2, … until the time is up,
+//! and a failure names the seed that reproduces it. cargo-fuzz needs a
+//! nightly compiler, which this project does not require; proptest runs on
+//! stable and shrinks a failure to a minimal input.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use gevaldi::hierarchy::Hierarchy;
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestCaseError, TestError, TestRunner};
+use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
 
-/// Runs `test` on inputs from `strategy` for `GEVALDI_FUZZ_SECONDS`
-/// (default 2), in rounds of 256 cases; panics with the minimal failing
-/// input. Returns the number of cases run.
+fn env_u64(name: &str) -> Option<u64> {
+    let value = std::env::var(name).ok()?;
+    Some(
+        value
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={value:?}: expected a whole number")),
+    )
+}
+
+/// Runs `test` on `GEVALDI_FUZZ_CASES` (default 1024) inputs from
+/// `strategy`, drawn by a ChaCha generator seeded with `GEVALDI_FUZZ_SEED`
+/// (default 0); with `GEVALDI_FUZZ_SECONDS`, repeats with the next seeds
+/// until that many seconds have passed. Panics with the minimal failing
+/// input and its seed. Returns the number of cases run.
 fn fuzz<S: Strategy>(
     name: &str,
     strategy: S,
@@ -26,28 +42,40 @@ fn fuzz<S: Strategy>(
 where
     S::Value: std::fmt::Debug,
 {
-    let seconds: u64 = std::env::var("GEVALDI_FUZZ_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(2);
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    let mut cases = 0;
-    while cases == 0 || Instant::now() < deadline {
-        let mut runner = TestRunner::new(Config {
-            cases: 256,
+    let cases = env_u64("GEVALDI_FUZZ_CASES").unwrap_or(1024);
+    let first_seed = env_u64("GEVALDI_FUZZ_SEED").unwrap_or(0);
+    let deadline = env_u64("GEVALDI_FUZZ_SECONDS").map(|s| Instant::now() + Duration::from_secs(s));
+    let mut seed = first_seed;
+    loop {
+        let mut bytes = [0u8; 32];
+        bytes[..8].copy_from_slice(&seed.to_le_bytes());
+        let config = Config {
+            cases: u32::try_from(cases).expect("GEVALDI_FUZZ_CASES fits in a u32"),
             failure_persistence: None,
+            rng_algorithm: RngAlgorithm::ChaCha,
             ..Config::default()
-        });
+        };
+        let mut runner =
+            TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &bytes));
         match runner.run(&strategy, &test) {
-            Ok(()) => cases += 256,
-            Err(TestError::Fail(why, input)) => {
-                panic!("{name}: {why} for the minimal input {input:?}")
-            }
-            Err(e) => panic!("{name}: {e}"),
+            Ok(()) => {}
+            Err(TestError::Fail(why, input)) => panic!(
+                "{name}: {why} for the minimal input {input:?} \
+                 (GEVALDI_FUZZ_SEED={seed} GEVALDI_FUZZ_CASES={cases} reproduces it)"
+            ),
+            Err(e) => panic!("{name}: {e} (GEVALDI_FUZZ_SEED={seed})"),
+        }
+        seed += 1;
+        if deadline.is_none_or(|d| Instant::now() >= d) {
+            break;
         }
     }
-    println!("{name}: {cases} cases in {seconds} s, no failure");
-    cases
+    let total = (seed - first_seed) * cases;
+    println!(
+        "{name}: {total} cases in {} round(s) from seed {first_seed}, no failure",
+        seed - first_seed
+    );
+    total
 }
 
 const VALID_CONFIG: &str = r#"[search]
