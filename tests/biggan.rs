@@ -90,7 +90,14 @@ fn port_layout_biggan_deep_128() -> Layout {
             snconv2d(&mut sd, &format!("{p}.snconv1x1_theta"), c, c / 8, 1, false);
             snconv2d(&mut sd, &format!("{p}.snconv1x1_phi"), c, c / 8, 1, false);
             snconv2d(&mut sd, &format!("{p}.snconv1x1_g"), c, c / 2, 1, false);
-            snconv2d(&mut sd, &format!("{p}.snconv1x1_o_conv"), c / 2, c, 1, false);
+            snconv2d(
+                &mut sd,
+                &format!("{p}.snconv1x1_o_conv"),
+                c / 2,
+                c,
+                1,
+                false,
+            );
             sd.insert(format!("{p}.gamma"), vec![1]);
             modules += 1;
         }
@@ -120,8 +127,14 @@ fn port_layout_biggan_deep_128() -> Layout {
 /// running statistics, which are buffers).
 fn assert_port_layout(found: &Layout, what: &str) {
     let expected = port_layout_biggan_deep_128();
-    let missing: Vec<_> = expected.keys().filter(|n| !found.contains_key(*n)).collect();
-    let extra: Vec<_> = found.keys().filter(|n| !expected.contains_key(*n)).collect();
+    let missing: Vec<_> = expected
+        .keys()
+        .filter(|n| !found.contains_key(*n))
+        .collect();
+    let extra: Vec<_> = found
+        .keys()
+        .filter(|n| !expected.contains_key(*n))
+        .collect();
     let wrong: Vec<_> = expected
         .iter()
         .filter_map(|(n, s)| found.get(n).filter(|f| *f != s).map(|f| (n, s, f)))
@@ -359,7 +372,10 @@ fn check_biggan_weights(path: &std::path::Path) {
     let x = g.decode(&z, Some(&c)).unwrap();
     assert_eq!(x.dims(), [2, 3, 128, 128]);
     let v: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
-    assert!(v.iter().all(|v| (-1.0..=1.0).contains(v)), "outside [-1, 1]");
+    assert!(
+        v.iter().all(|v| (-1.0..=1.0).contains(v)),
+        "outside [-1, 1]"
+    );
     let (first, second) = v.split_at(v.len() / 2);
     let spread = |v: &[f32]| v.iter().fold(0f32, |m, x| m.max(x.abs()));
     assert!(spread(first) > 0.1 && spread(second) > 0.1, "a blank image");

@@ -98,7 +98,10 @@ fn cnn_a_and_cnn_b_are_accurate_and_still_disagree() {
     // is deterministic. Elsewhere another summation order may tip a digit
     // whose two top logits nearly tie.
     if common::device().is_cpu() {
-        assert_eq!(disagree, 26, "cnn_a and cnn_b disagree on {disagree} digits");
+        assert_eq!(
+            disagree, 26,
+            "cnn_a and cnn_b disagree on {disagree} digits"
+        );
     } else {
         assert!(
             disagree.abs_diff(26) <= 2,

@@ -75,7 +75,8 @@ fn round_trip_and_audit<M: Classifier + Module>(
 
 #[test]
 fn alexnet_has_torchvisions_names_and_right_gradients() {
-    let (model, vm) = zoo::seeded_varmap(1, &common::device(), |vb| AlexNet::load(vb, 1000)).unwrap();
+    let (model, vm) =
+        zoo::seeded_varmap(1, &common::device(), |vb| AlexNet::load(vb, 1000)).unwrap();
     let (count, shapes) = params(&vm);
     assert_eq!(count, 61_100_840);
     assert_eq!(shapes["features.0.weight"], [64, 3, 11, 11]);
@@ -91,8 +92,10 @@ fn squeezenets_have_torchvisions_names_and_right_gradients() {
         (SqueezeNetVersion::V1_0, "squeezenet1_0", 1_248_424),
         (SqueezeNetVersion::V1_1, "squeezenet1_1", 1_235_496),
     ] {
-        let (model, vm) =
-            zoo::seeded_varmap(2, &common::device(), |vb| SqueezeNet::load(vb, version, 1000)).unwrap();
+        let (model, vm) = zoo::seeded_varmap(2, &common::device(), |vb| {
+            SqueezeNet::load(vb, version, 1000)
+        })
+        .unwrap();
         let (count, shapes) = params(&vm);
         assert_eq!(count, expected, "{name}");
         assert_eq!(

@@ -50,7 +50,11 @@ fn kl(p: &[f32], q: &[f32]) -> f64 {
 
 /// ‖z − z0‖ / ‖z‖, in f64.
 fn dz(z: &[f32], z0: &[f32]) -> f64 {
-    let diff: f64 = z.iter().zip(z0).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
+    let diff: f64 = z
+        .iter()
+        .zip(z0)
+        .map(|(a, b)| ((a - b) as f64).powi(2))
+        .sum();
     let norm: f64 = z.iter().map(|a| (*a as f64).powi(2)).sum();
     (diff / norm).sqrt()
 }
@@ -109,8 +113,16 @@ fn adam_raises_the_divergence_above_its_start_and_the_baseline() {
         .map(|s| kl(&s.probs_after[0], &s.probs_after[1]))
         .collect();
     for ((s, b), a) in out.samples.iter().zip(&kl_before).zip(&kl_after) {
-        assert!(close(s.divergence_before, *b), "{} vs {b}", s.divergence_before);
-        assert!(close(s.divergence_after, *a), "{} vs {a}", s.divergence_after);
+        assert!(
+            close(s.divergence_before, *b),
+            "{} vs {b}",
+            s.divergence_before
+        );
+        assert!(
+            close(s.divergence_after, *a),
+            "{} vs {a}",
+            s.divergence_after
+        );
     }
     let t0 = &out.trajectory[0];
     assert!(close(t0.mean_divergence, mean(&kl_before)), "{t0:?}");
@@ -119,8 +131,8 @@ fn adam_raises_the_divergence_above_its_start_and_the_baseline() {
     let last = out.trajectory.last().unwrap();
     assert!(close(last.mean_divergence, mean(&kl_after)), "{last:?}");
     assert!(close(after, mean(&kl_after)), "{after}");
-    let dz: Vec<f64> = out.samples.iter().map(|s| dz(&s.z, &s.z0)).collect();
-    assert!(close(last.mean_dz, mean(&dz)), "{last:?} vs {dz:?}");
+    let dzs: Vec<f64> = out.samples.iter().map(|s| dz(&s.z, &s.z0)).collect();
+    assert!(close(last.mean_dz, mean(&dzs)), "{last:?} vs {dzs:?}");
     for s in &out.samples {
         assert_eq!(s.z0.len(), 8);
         assert_eq!(s.probs_before.len(), 2);
