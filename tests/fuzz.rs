@@ -4,7 +4,7 @@
 //! consistent, and what they refuse must be said with a location.
 //!
 //! Under `cargo test` each target runs a fixed number of cases
-//! (`GEVALDI_FUZZ_CASES`, default 1024) from a fixed seed
+//! (`GEVALDI_FUZZ_CASES`, default 4096) from a fixed seed
 //! (`GEVALDI_FUZZ_SEED`, default 0), so that every run, on every machine,
 //! tries the same inputs. `bash fuzz/run.sh` fuzzes for longer:
 //! with `GEVALDI_FUZZ_SECONDS` set, each target runs rounds of that many
@@ -29,7 +29,7 @@ fn env_u64(name: &str) -> Option<u64> {
     )
 }
 
-/// Runs `test` on `GEVALDI_FUZZ_CASES` (default 1024) inputs from
+/// Runs `test` on `GEVALDI_FUZZ_CASES` (default 4096) inputs from
 /// `strategy`, drawn by a ChaCha generator seeded with `GEVALDI_FUZZ_SEED`
 /// (default 0); with `GEVALDI_FUZZ_SECONDS`, repeats with the next seeds
 /// until that many seconds have passed. Panics with the minimal failing
@@ -42,7 +42,7 @@ fn fuzz<S: Strategy>(
 where
     S::Value: std::fmt::Debug,
 {
-    let cases = env_u64("GEVALDI_FUZZ_CASES").unwrap_or(1024);
+    let cases = env_u64("GEVALDI_FUZZ_CASES").unwrap_or(4096);
     let first_seed = env_u64("GEVALDI_FUZZ_SEED").unwrap_or(0);
     let deadline = env_u64("GEVALDI_FUZZ_SECONDS").map(|s| Instant::now() + Duration::from_secs(s));
     let mut seed = first_seed;
