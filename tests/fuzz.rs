@@ -78,6 +78,33 @@ where
     total
 }
 
+/// [`fuzz`] over a check that also says whether the input was accepted;
+/// asserts that some inputs were accepted and some refused, since each
+/// side's properties are checked only on inputs of that side (with fewer
+/// than 100 cases, only prints the counts).
+fn fuzz_both_sides<S: Strategy>(
+    name: &str,
+    strategy: S,
+    check: impl Fn(S::Value) -> Result<bool, TestCaseError>,
+) where
+    S::Value: std::fmt::Debug,
+{
+    let accepted = std::cell::Cell::new(0u64);
+    let cases = fuzz(name, strategy, |v| {
+        let ok = check(v)?;
+        accepted.set(accepted.get() + u64::from(ok));
+        Ok(())
+    });
+    let accepted = accepted.get();
+    println!("{name}: {accepted} of {cases} inputs accepted");
+    if cases >= 100 {
+        assert!(
+            accepted > 0 && accepted < cases,
+            "{name}: {accepted} of {cases} inputs accepted: one side is never checked"
+        );
+    }
+}
+
 const VALID_CONFIG: &str = r#"[search]
 divergence = "kl"
 steps = 200
@@ -177,10 +204,11 @@ fn mutated_config() -> impl Strategy<Value = String> {
     })
 }
 
-fn check_config(text: &str) -> Result<(), TestCaseError> {
+/// Checks one config; `Ok(true)` when it was accepted.
+fn check_config(text: &str) -> Result<bool, TestCaseError> {
     let path = Path::new("fuzz/gevaldi.toml");
     match gevaldi::config::parse_in(text, path, Path::new("fixtures/mnist")) {
-        Ok(_) => Ok(()),
+        Ok(_) => Ok(true),
         Err(errors) => {
             prop_assert!(!errors.errors.is_empty());
             let lines = text.lines().count() + 1;
@@ -191,31 +219,51 @@ fn check_config(text: &str) -> Result<(), TestCaseError> {
             // Every error is printed with the file and its line.
             let shown = errors.to_string();
             prop_assert!(shown.contains("fuzz/gevaldi.toml:"), "{shown}");
-            Ok(())
+            Ok(false)
         }
     }
 }
 
 #[test]
 fn fuzz_the_config_parser() {
-    fuzz("config (mutated)", mutated_config(), |t| check_config(&t));
-    fuzz("config (arbitrary text)", ".{0,300}", |t| check_config(&t));
+    fuzz_both_sides("config (mutated)", mutated_config(), |t| check_config(&t));
+    // Arbitrary text is almost never a valid config: only refusals here.
+    fuzz("config (arbitrary text)", ".{0,300}", |t| {
+        check_config(&t).map(|_| ())
+    });
 }
 
-fn check_idx(bytes: &[u8]) -> Result<(), TestCaseError> {
-    if let Ok(a) = gevaldi::data::parse_idx(bytes, Path::new("fuzz.idx")) {
+/// Checks one IDX input; `Ok(true)` when it was accepted.
+fn check_idx(bytes: &[u8]) -> Result<bool, TestCaseError> {
+    let parsed = gevaldi::data::parse_idx(bytes, Path::new("fuzz.idx"));
+    let accepted = parsed.is_ok();
+    if let Ok(a) = parsed {
         let n: usize = a.dims.iter().product();
         prop_assert_eq!(a.data.len(), n);
         // What it read, it writes back to the same bytes (past the header).
         let again = gevaldi::data::encode_idx(&a).unwrap();
         prop_assert_eq!(&again[..], &bytes[..again.len()]);
     }
-    Ok(())
+    Ok(accepted)
 }
 
-/// IDX headers with any dims (huge ones included) over a few data bytes,
-/// and arbitrary bytes.
+/// Valid IDX files (unsigned bytes, rank 1 to 3, small dims, exactly the
+/// data they declare), IDX headers with any dims (huge ones included) over
+/// a few data bytes, and arbitrary bytes.
 fn idx_bytes() -> impl Strategy<Value = Vec<u8>> {
+    let valid = prop::collection::vec(0u32..5, 1..4)
+        .prop_flat_map(|dims| {
+            let n: usize = dims.iter().map(|d| *d as usize).product();
+            (Just(dims), prop::collection::vec(any::<u8>(), n))
+        })
+        .prop_map(|(dims, data)| {
+            let mut b = vec![0, 0, 8, dims.len() as u8];
+            for d in dims {
+                b.extend(d.to_be_bytes());
+            }
+            b.extend(data);
+            b
+        });
     let header = (
         prop_oneof![Just(8u8), any::<u8>()],
         0u8..6,
@@ -230,12 +278,12 @@ fn idx_bytes() -> impl Strategy<Value = Vec<u8>> {
             b.extend(data);
             b
         });
-    prop_oneof![header, prop::collection::vec(any::<u8>(), 0..64)]
+    prop_oneof![valid, header, prop::collection::vec(any::<u8>(), 0..64)]
 }
 
 #[test]
 fn fuzz_the_idx_reader() {
-    fuzz("idx", idx_bytes(), |b| check_idx(&b));
+    fuzz_both_sides("idx", idx_bytes(), |b| check_idx(&b));
 }
 
 /// Class lists and edge lists over a few IDs, headers included or not.
@@ -259,14 +307,17 @@ fn hierarchy_files() -> impl Strategy<Value = (String, String)> {
     (classes, edges)
 }
 
-fn check_hierarchy(classes: &str, edges: &str) -> Result<(), TestCaseError> {
+/// Checks one pair of hierarchy files; `Ok(true)` when they were accepted.
+fn check_hierarchy(classes: &str, edges: &str) -> Result<bool, TestCaseError> {
     let parsed = Hierarchy::parse(
         (classes, Path::new("classes.tsv")),
         (edges, Path::new("edges.tsv")),
         None,
     );
+    let mut accepted = false;
     match parsed {
         Ok(h) => {
+            accepted = true;
             for a in 0..h.len() {
                 prop_assert_eq!(h.distance(a, a), 0.0);
                 for b in 0..h.len() {
@@ -284,12 +335,12 @@ fn check_hierarchy(classes: &str, edges: &str) -> Result<(), TestCaseError> {
             );
         }
     }
-    Ok(())
+    Ok(accepted)
 }
 
 #[test]
 fn fuzz_the_hierarchy_loader() {
-    fuzz("hierarchy", hierarchy_files(), |(c, e)| {
+    fuzz_both_sides("hierarchy", hierarchy_files(), |(c, e)| {
         check_hierarchy(&c, &e)
     });
 }
