@@ -69,7 +69,10 @@ fn args() -> Result<Args> {
 fn main() -> Result<()> {
     gevaldi::suite::fix_thread_count();
     let args = args()?;
-    let dev = Device::Cpu;
+    // GEVALDI_DEVICE (cpu, cuda, metal), else a GPU of an enabled feature,
+    // else the CPU.
+    let dev = gevaldi::suite::device()?;
+    eprintln!("device: {dev:?}");
     if !args.batches.is_empty() {
         let dir = zoo::mnist_fixtures_dir();
         let cnn_a = load(&dir.join("cnn_a.safetensors"), &dev, |vb| {

@@ -10,7 +10,6 @@
 //! models are audited first.
 
 use anyhow::Result;
-use candle_core::Device;
 use gevaldi::zoo::{self, MnistCnn, MnistCnnConfig, MnistVae, MnistVaeConfig};
 use gevaldi::{Divergence, GradientAudit, Search, SearchConfig};
 
@@ -20,7 +19,10 @@ use gevaldi::{Divergence, GradientAudit, Search, SearchConfig};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> Result<()> {
-    let dev = Device::Cpu;
+    // GEVALDI_DEVICE (cpu, cuda, metal), else a GPU of an enabled feature,
+    // else the CPU.
+    let dev = gevaldi::suite::device()?;
+    println!("device: {dev:?}");
     let dir = zoo::mnist_fixtures_dir();
     let weights = |name: &str| dir.join(format!("{name}.safetensors"));
     let cnn_a = zoo::load_file(weights("cnn_a"), "cnn_a", &dev, |vb| {

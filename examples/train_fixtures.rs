@@ -79,7 +79,11 @@ fn main() -> Result<()> {
     let train = Mnist::load(&data_dir, Split::Train)?;
     let test = Mnist::load(&data_dir, Split::Test)?;
     let checksum = data_checksum(&data_dir)?;
-    let dev = Device::Cpu;
+    // GEVALDI_DEVICE (cpu, cuda, metal), else a GPU of an enabled feature,
+    // else the CPU. The committed fixtures were trained on the CPU; another
+    // device gives other (equally valid) weights.
+    let dev = gevaldi::suite::device()?;
+    println!("device: {dev:?}");
     let started = Instant::now();
     for plan in PLANS
         .iter()

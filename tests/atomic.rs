@@ -50,7 +50,11 @@ fn record(version: &str) -> Record {
 #[ignore = "run as a child process by atomic_writes_survive_sigkill"]
 fn atomic_writer_child() {
     let Some(dir) = std::env::var_os("GEVALDI_ATOMIC_DIR").map(PathBuf::from) else {
-        println!("a helper of atomic_writes_survive_sigkill: nothing to do on its own");
+        // Run by itself (`--include-ignored`): nothing to do.
+        println!(
+            "atomic_writer_child is a helper: atomic_writes_survive_sigkill runs it in a \
+             child process with GEVALDI_ATOMIC_DIR set; without it, it does nothing"
+        );
         return;
     };
     let config = dir.join("gevaldi.toml");

@@ -1,7 +1,9 @@
 //! The gradient audit catches wrong and missing gradients, and passes every
 //! built-in architecture.
 
-use candle_core::{Device, Module, Tensor};
+mod common;
+
+use candle_core::{Module, Tensor};
 use candle_nn::{conv2d, linear, Conv2d, Conv2dConfig, Linear, VarBuilder};
 use gevaldi::model::{one_hot, sample_standard_normal, Classifier};
 use gevaldi::zoo::{self, MnistCnn, MnistCnnConfig, MnistVae, MnistVaeConfig};
@@ -11,7 +13,7 @@ use rand::SeedableRng;
 fn images(n: usize, seed: u64) -> Tensor {
     // Values in [0, 1], like decoded digits.
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let z = sample_standard_normal((n, 1, 28, 28), &mut rng, &Device::Cpu).unwrap();
+    let z = sample_standard_normal((n, 1, 28, 28), &mut rng, &common::device()).unwrap();
     candle_nn::ops::sigmoid(&z).unwrap()
 }
 
@@ -68,7 +70,7 @@ impl Classifier for SoftmaxLastDim {
 
 #[test]
 fn passes_every_builtin_classifier() {
-    let dev = Device::Cpu;
+    let dev = common::device();
     for (name, cfg) in [
         ("mnist-cnn-a", MnistCnnConfig::cnn_a()),
         ("mnist-cnn-b", MnistCnnConfig::cnn_b()),
@@ -88,7 +90,7 @@ fn passes_every_builtin_classifier() {
 
 #[test]
 fn passes_the_builtin_generators() {
-    let dev = Device::Cpu;
+    let dev = common::device();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
     let vae = MnistVae::random(&MnistVaeConfig::default(), 5, &dev).unwrap();
     let z = sample_standard_normal((4, 8), &mut rng, &dev).unwrap();
@@ -114,7 +116,7 @@ fn passes_the_builtin_generators() {
 
 #[test]
 fn fails_a_classifier_built_on_candles_max_pool2d() {
-    let dev = Device::Cpu;
+    let dev = common::device();
     let (model, _varmap) = zoo::seeded_varmap(11, &dev, CandlePoolCnn::load).unwrap();
     let err = GradientAudit::default()
         .classifier("candle-pool-cnn", &model, &images(4, 2))
@@ -137,7 +139,7 @@ fn fails_a_classifier_built_on_candles_max_pool2d() {
 
 #[test]
 fn reports_a_missing_gradient_by_model_name() {
-    let dev = Device::Cpu;
+    let dev = common::device();
     let (fc, _varmap) = zoo::seeded_varmap(12, &dev, |vb| linear(784, 10, vb.pp("fc"))).unwrap();
     let model = SoftmaxLastDim {
         fc,
@@ -154,7 +156,7 @@ fn reports_a_missing_gradient_by_model_name() {
 
 #[test]
 fn rejects_bad_settings() {
-    let dev = Device::Cpu;
+    let dev = common::device();
     let cnn = MnistCnn::random(&MnistCnnConfig::cnn_a(), 1, &dev).unwrap();
     for audit in [
         GradientAudit::default().directions(0),

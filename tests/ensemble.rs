@@ -1,9 +1,11 @@
 //! The bagging ensemble of the MNIST fixtures on test data and on an MDS
 //! dataset searched among its members (paper appendix F, Table 1).
 
+mod common;
+
 use std::time::Instant;
 
-use candle_core::{Device, D};
+use candle_core::D;
 use gevaldi::data::{Mnist, Split};
 use gevaldi::ensemble::{mean_probs, MdsDataset, Metrics};
 use gevaldi::model::Classifier;
@@ -16,7 +18,7 @@ use gevaldi::SearchConfig;
 /// is at least 15 points below the test accuracy.
 #[test]
 fn the_ensemble_is_much_less_accurate_on_its_mds_dataset() {
-    let dev = Device::Cpu;
+    let dev = common::device();
     let dir = zoo::mnist_fixtures_dir();
     let members: Vec<MnistMlp> = (0..5)
         .map(|i| {

@@ -158,22 +158,22 @@ fn catalogue() -> Vec<(&'static str, Vec<&'static str>, Check)> {
     // === gevaldi.toml ===
     add(
         "config: TOML syntax error",
-        vec!["gevaldi.toml:17:"],
+        vec!["^2 errors in `<dir>/gevaldi.toml`:\n  <dir>/gevaldi.toml:17:8: invalid TOML: unclosed array table, expected `]`\n…$"],
         Box::new(|d| load(d, &config_text("", &[("[[pair]]", "[[pair]")]))),
     );
     add(
         "config: unknown key (a typo)",
-        vec!["gevaldi.toml:3:", "`search.step`", "unknown key"],
+        vec!["^1 error in `<dir>/gevaldi.toml`:\n  <dir>/gevaldi.toml:3:1: `search.step`: unknown key, expected one of `steps`, `lr`, `optimizer`, `lambda`, `batch`, `seed`, `divergence`, `early_stop`$"],
         Box::new(|d| load(d, &config_text("", &[("steps = 2", "step = 2")]))),
     );
     add(
         "config: wrong type",
-        vec!["gevaldi.toml:3:", "`search.steps`", "integer"],
+        vec!["^1 error in `<dir>/gevaldi.toml`:\n  <dir>/gevaldi.toml:3:9: `search.steps`: expected an integer >= 1, found string$"],
         Box::new(|d| load(d, &config_text("", &[("steps = 2", "steps = \"many\"")]))),
     );
     add(
         "config: value out of range",
-        vec!["gevaldi.toml:", "`search.lr`"],
+        vec!["^1 error in `<dir>/gevaldi.toml`:\n  <dir>/gevaldi.toml:4:6: `search.lr`: -1 is out of range: expected a finite number > 0$"],
         Box::new(|d| {
             load(
                 d,
@@ -183,17 +183,12 @@ fn catalogue() -> Vec<(&'static str, Vec<&'static str>, Check)> {
     );
     add(
         "config: pair names an unknown classifier",
-        vec!["gevaldi.toml:", "cnn_c"],
+        vec!["^1 error in `<dir>/gevaldi.toml`:\n  <dir>/gevaldi.toml:19:20: `pair[0].models[1]`: unknown classifier `cnn_c`: declared classifiers are `cnn_a`, `cnn_b`$"],
         Box::new(|d| load(d, &config_text("", &[("\"cnn_b\"]", "\"cnn_c\"]")]))),
     );
     add(
         "config: pair names an unknown generator",
-        vec![
-            "gevaldi.toml:20:",
-            "`pair[0].generator`",
-            "gan",
-            "declared generators",
-        ],
+        vec!["^1 error in `<dir>/gevaldi.toml`:\n  <dir>/gevaldi.toml:20:13: `pair[0].generator`: unknown generator `gan`: declared generators are `vae`$"],
         Box::new(|d| {
             load(
                 d,
@@ -203,7 +198,7 @@ fn catalogue() -> Vec<(&'static str, Vec<&'static str>, Check)> {
     );
     add(
         "config: pair with one model",
-        vec!["gevaldi.toml:", "models"],
+        vec!["^1 error in `<dir>/gevaldi.toml`:\n  <dir>/gevaldi.toml:19:10: `pair[0].models`: expected 2 or more classifiers to compare, found 1$"],
         Box::new(|d| {
             load(
                 d,
@@ -213,7 +208,7 @@ fn catalogue() -> Vec<(&'static str, Vec<&'static str>, Check)> {
     );
     add(
         "config: duplicate pair names",
-        vec!["gevaldi.toml:", "duplicate", "p"],
+        vec!["^1 error in `<dir>/gevaldi.toml`:\n  <dir>/gevaldi.toml:23:8: `pair[1].name`: duplicate pair name `p`$"],
         Box::new(|d| {
             load(
                 d,
@@ -226,12 +221,12 @@ fn catalogue() -> Vec<(&'static str, Vec<&'static str>, Check)> {
     );
     add(
         "config: NaN threshold",
-        vec!["gevaldi.toml:", "max_divergence"],
+        vec!["^1 error in `<dir>/gevaldi.toml`:\n  <dir>/gevaldi.toml:21:18: `pair[0].max_divergence`: NaN is out of range: expected a finite number >= 0$"],
         Box::new(|d| load(d, &config_text("max_divergence = nan\n", &[]))),
     );
     add(
         "config: weights file missing",
-        vec!["gevaldi.toml:", "missing.safetensors"],
+        vec!["^1 error in `<dir>/gevaldi.toml`:\n  <dir>/gevaldi.toml:15:11: `classifier.cnn_b.weights`: weights file `missing.safetensors` does not exist (looked for `<dir>/missing.safetensors`; paths are relative to this file; `optional = true` skips the trials that use it instead)$"],
         Box::new(|d| {
             load(
                 d,
@@ -244,7 +239,7 @@ fn catalogue() -> Vec<(&'static str, Vec<&'static str>, Check)> {
     );
     add(
         "config: unknown architecture",
-        vec!["gevaldi.toml:", "mnist-cnn-z"],
+        vec!["^2 errors in `<dir>/gevaldi.toml`:\n  <dir>/gevaldi.toml:14:8: `classifier.cnn_b.arch`: unknown value \"mnist-cnn-z\", expected one of `mnist-cnn-a`, `mnist-cnn-b`, `mnist-mlp`, `alexnet`, `googlenet`, `squeezenet1_0`, `squeezenet1_1`, `resnet18`, `resnet50`, `convnext_tiny`, `convnext_small`, `convnext_base`\n…$"],
         Box::new(|d| {
             load(
                 d,
@@ -254,7 +249,9 @@ fn catalogue() -> Vec<(&'static str, Vec<&'static str>, Check)> {
     );
     add(
         "config: file missing",
-        vec!["nowhere.toml"],
+        vec![
+            "^1 error in `<dir>/nowhere.toml`:\n  <dir>/nowhere.toml…: failed to read the file: …$",
+        ],
         Box::new(|d| {
             gevaldi::config::load(d.join("nowhere.toml"))
                 .map(|_| ())
@@ -265,11 +262,7 @@ fn catalogue() -> Vec<(&'static str, Vec<&'static str>, Check)> {
     // === weights ===
     add(
         "weights: truncated",
-        vec![
-            "cnn_b.safetensors",
-            "`cnn_b`",
-            "not a valid safetensors file",
-        ],
+        vec!["^pair `p` (<dir>/gevaldi.toml:17): failed to load weights `<dir>/cnn_b.safetensors` for `cnn_b`: not a valid safetensors file (incomplete metadata, file not fully covered): expected an 8-byte header length, a JSON header and the tensors' bytes, as `safetensors.torch.save_file` writes them$"],
         Box::new(|d| {
             let full = std::fs::read(fixture("cnn_b.safetensors")).unwrap();
             with_weights(d, &full[..full.len() / 2])
@@ -277,35 +270,29 @@ fn catalogue() -> Vec<(&'static str, Vec<&'static str>, Check)> {
     );
     add(
         "weights: not safetensors",
-        vec![
-            "cnn_b.safetensors",
-            "not a valid safetensors file",
-            "expected an 8-byte header",
-        ],
+        vec!["^pair `p` (<dir>/gevaldi.toml:17): failed to load weights `<dir>/cnn_b.safetensors` for `cnn_b`: not a valid safetensors file (header too large): expected an 8-byte header length, a JSON header and the tensors' bytes, as `safetensors.torch.save_file` writes them$"],
         Box::new(|d| with_weights(d, b"hello, I am a text file\n")),
     );
     add(
         "weights: a pickled PyTorch checkpoint",
         vec![
-            "cnn_b.safetensors",
-            "pickled PyTorch checkpoint",
-            "safetensors.torch",
+            r#"^pair `p` (<dir>/gevaldi.toml:17): failed to load weights `<dir>/cnn_b.safetensors` for `cnn_b`: this is a pickled PyTorch checkpoint (torch.save), and gevaldi loads only safetensors (a pickle can run any code when loaded). Convert it once: python -c "import torch, safetensors.torch as st; st.save_file(torch.load('model.pt', map_location='cpu'), 'model.safetensors')" (for a whole pickled model, save its .state_dict())$"#,
         ],
         Box::new(|d| with_weights(d, b"PK\x03\x04archive/data.pkl")),
     );
     add(
         "weights: wrong tensor names",
-        vec!["cnn_b.safetensors", "conv1.weight"],
+        vec!["^pair `p` (<dir>/gevaldi.toml:17): failed to load weights `<dir>/cnn_b.safetensors` for `cnn_b`: cannot find tensor conv1.weight…$"],
         Box::new(|d| with_weights(d, std::fs::read(fixture("vae.safetensors")).unwrap())),
     );
     add(
         "weights: wrong shapes (cnn_a's weights for cnn_b)",
-        vec!["cnn_b.safetensors", "shape"],
+        vec!["^pair `p` (<dir>/gevaldi.toml:17): failed to load weights `<dir>/cnn_b.safetensors` for `cnn_b`: shape mismatch for conv1.weight, expected: [24, 1, 3, 3], got: [16, 1, 3, 3]…$"],
         Box::new(|d| with_weights(d, std::fs::read(fixture("cnn_a.safetensors")).unwrap())),
     );
     add(
         "weights: wrong dtype (integers)",
-        vec!["cnn_b.safetensors", "dtype", "expected floats"],
+        vec!["^pair `p` (<dir>/gevaldi.toml:17): failed to load weights `<dir>/cnn_b.safetensors` for `cnn_b`: tensor `conv1.weight` has dtype U8, expected floats (f32, f16, bf16 or f64)$"],
         Box::new(|d| {
             let t = Tensor::zeros((24, 1, 3, 3), DType::U8, &Device::Cpu).unwrap();
             let bytes = safetensors_bytes(&[("conv1.weight", t)], d);
@@ -316,7 +303,7 @@ fn catalogue() -> Vec<(&'static str, Vec<&'static str>, Check)> {
     // === IDX data ===
     add(
         "IDX: bad magic",
-        vec!["bad.idx", "magic"],
+        vec!["^failed to read `<dir>/bad.idx`: bad magic number 16909060 (0x01020304): expected an IDX file, e.g. 2051 (0x00000803) for images or 2049 (0x00000801) for labels$"],
         Box::new(|d| {
             let p = write(d, "bad.idx", [1u8, 2, 3, 4, 0, 0, 0, 1, 7]);
             gevaldi::data::read_idx(p)
@@ -326,7 +313,7 @@ fn catalogue() -> Vec<(&'static str, Vec<&'static str>, Check)> {
     );
     add(
         "IDX: truncated",
-        vec!["short.idx"],
+        vec!["^failed to read `<dir>/short.idx`: truncated: 2252 data bytes, expected 2352 for dimensions [3, 28, 28]$"],
         Box::new(|d| {
             let full = idx_images(3);
             let p = write(d, "short.idx", &full[..full.len() - 100]);
@@ -337,7 +324,7 @@ fn catalogue() -> Vec<(&'static str, Vec<&'static str>, Check)> {
     );
     add(
         "IDX: image and label counts differ",
-        vec!["test-labels-idx1-ubyte", "5", "4"],
+        vec!["^failed to read `<dir>/test-labels-idx1-ubyte.gz`: 4 labels, but `<dir>/test-images-idx3-ubyte.gz` holds 5 images: the counts must match$"],
         Box::new(|d| {
             write(d, "test-images-idx3-ubyte.gz", gz(&idx_images(5)));
             write(d, "test-labels-idx1-ubyte.gz", gz(&idx_labels(4)));
@@ -350,12 +337,12 @@ fn catalogue() -> Vec<(&'static str, Vec<&'static str>, Check)> {
     // === hierarchies ===
     add(
         "hierarchy: cycle",
-        vec!["edges.tsv:5:", "cycle", "lines 4, 5"],
+        vec!["^failed to load hierarchy: <dir>/edges.tsv:5: the edges form a cycle: x -> y -> x (lines 4, 5); a hierarchy must be acyclic$"],
         Box::new(|d| hierarchy(d, CLASSES, "child\tparent\na\tr\nb\tx\nx\ty\ny\tx\n")),
     );
     add(
         "hierarchy: a class ID that no edge knows",
-        vec!["classes.tsv:3", "`c`", "is in no edge of", "edges.tsv"],
+        vec!["^failed to load hierarchy: <dir>/classes.tsv:3: class `c` (C) is in no edge of `<dir>/edges.tsv`: expected a `c<TAB>parent` line there (is the ID misspelt in one of the files?)$"],
         Box::new(|d| {
             hierarchy(
                 d,
@@ -366,7 +353,7 @@ fn catalogue() -> Vec<(&'static str, Vec<&'static str>, Check)> {
     );
     add(
         "hierarchy: duplicate class",
-        vec!["classes.tsv:3", "a"],
+        vec!["^failed to load hierarchy: <dir>/classes.tsv:3: duplicate class ID `a` (first on line 2)$"],
         Box::new(|d| {
             hierarchy(
                 d,
@@ -377,17 +364,12 @@ fn catalogue() -> Vec<(&'static str, Vec<&'static str>, Check)> {
     );
     add(
         "hierarchy: disconnected classes",
-        vec![
-            "classes.tsv:3",
-            "`b`",
-            "not connected to the root `r`",
-            "edges.tsv",
-        ],
+        vec!["^failed to load hierarchy: <dir>/classes.tsv:3: 1 class(es) not connected to the root `r`: `b` (B, line 3); expected a chain of `child<TAB>parent` lines in `<dir>/edges.tsv` from each class to the root$"],
         Box::new(|d| hierarchy(d, CLASSES, "child\tparent\na\tr\nb\ts\n")),
     );
     add(
         "hierarchy: label set does not match the classifiers",
-        vec!["imagenet1k_classes.tsv", "1000 classes", "10"],
+        vec!["^pair `p` (<dir>/gevaldi.toml:17): the hierarchy `<root>/fixtures/imagenet/imagenet1k_classes.tsv` has 1000 classes but classifier `cnn_a` has 10: the label sets must match$"],
         Box::new(|d| {
             let root = env!("CARGO_MANIFEST_DIR");
             let extra = format!(
@@ -401,12 +383,7 @@ fn catalogue() -> Vec<(&'static str, Vec<&'static str>, Check)> {
     // === models ===
     add(
         "model: generator output does not fit the classifier",
-        vec![
-            "pair `p`",
-            "gevaldi.toml:",
-            "`cnn_a`",
-            "`wide`'s samples of shape [4, 100]",
-        ],
+        vec!["^pair `p` (<dir>/gevaldi.toml:18): failed to compute logits of `wide`'s samples of shape [4, 100] for model `cnn_a`: …$"],
         Box::new(|d| {
             let text = config_text(
                 "",
@@ -423,12 +400,7 @@ fn catalogue() -> Vec<(&'static str, Vec<&'static str>, Check)> {
     );
     add(
         "model: classifier emits NaN",
-        vec![
-            "pair `p`",
-            "gevaldi.toml:17",
-            "non-finite divergence",
-            "step 0",
-        ],
+        vec!["^pair `p` (<dir>/gevaldi.toml:17): the search produced a non-finite divergence (NaN) at step 0 for sample 0: a model or the generator overflowed or emitted NaN; lower `lr` or check the models$"],
         Box::new(|d| {
             let text = config_text("\n[classifier.nan]\n", &[("\"cnn_b\"]", "\"nan\"]")]);
             let mut r = Registry::new();
@@ -439,6 +411,62 @@ fn catalogue() -> Vec<(&'static str, Vec<&'static str>, Check)> {
         }),
     );
     cases
+}
+
+/// `message` with the case's directory written `<dir>`, the MNIST fixtures'
+/// `<fixtures>` and the repository's `<root>`.
+fn shorten_paths(message: &str, dir: &Path) -> String {
+    let fixtures = gevaldi::zoo::mnist_fixtures_dir().display().to_string();
+    message
+        .replace(&dir.display().to_string(), "<dir>")
+        .replace(&fixtures, "<fixtures>")
+        .replace(env!("CARGO_MANIFEST_DIR"), "<root>")
+}
+
+/// Whether `message` has `needle`: a substring, or, for a needle that
+/// starts with `^` and ends with `$`, the whole message, where `…` stands
+/// for any text (an OS's or candle's wording).
+fn matches(message: &str, needle: &str) -> bool {
+    let Some(whole) = needle.strip_prefix('^').and_then(|n| n.strip_suffix('$')) else {
+        return message.contains(needle);
+    };
+    let pieces: Vec<&str> = whole.split('…').collect();
+    let (first, last) = (pieces[0], pieces[pieces.len() - 1]);
+    if pieces.len() == 1 {
+        return message == first;
+    }
+    if message.len() < first.len() + last.len()
+        || !message.starts_with(first)
+        || !message.ends_with(last)
+    {
+        return false;
+    }
+    let mut rest = &message[first.len()..message.len() - last.len()];
+    for piece in &pieces[1..pieces.len() - 1] {
+        match rest.find(piece) {
+            Some(at) => rest = &rest[at + piece.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+#[test]
+fn the_matcher_checks_the_whole_message() {
+    let m = "gevaldi.toml:3:1: `search.step`: unknown key, expected one of `steps`, `lr`";
+    assert!(matches(m, "unknown key"));
+    assert!(matches(
+        m,
+        "^gevaldi.toml:3:1: `search.step`: unknown key, expected one of `steps`, `lr`$"
+    ));
+    assert!(matches(m, "^gevaldi.toml:3:1: …unknown key…`lr`$"));
+    assert!(!matches(
+        m,
+        "^gevaldi.toml:3:1: `search.step`: unknown key$"
+    ));
+    assert!(!matches(m, "^`search.step`…`lr`$"));
+    assert!(!matches(m, "^gevaldi.toml:3:1: …`lr`…unknown key…$"));
+    assert!(!matches(m, "^gevaldi.toml:3:1: …`lr`, `lr`$"));
 }
 
 #[test]
@@ -455,8 +483,9 @@ fn every_mistake_gets_a_clear_error_and_nothing_passes() {
             Err(_) => problems.push(format!("{what}: panicked")),
             Ok(Ok(())) => problems.push(format!("{what}: passed")),
             Ok(Err(message)) => {
+                let message = shorten_paths(&message, &dir);
                 println!("--- {what}\n{message}\n");
-                let missing: Vec<_> = needles.iter().filter(|n| !message.contains(**n)).collect();
+                let missing: Vec<_> = needles.iter().filter(|n| !matches(&message, n)).collect();
                 if !missing.is_empty() {
                     problems.push(format!("{what}: {missing:?} not in\n{message}"));
                 }

@@ -3,21 +3,37 @@
 //! loader. None may panic, whatever the input; what they accept must be
 //! consistent, and what they refuse must be said with a location.
 //!
-//! Under `cargo test` each target runs for a moment; `bash fuzz/run.sh`
-//! runs each for 60 s (`GEVALDI_FUZZ_SECONDS`). cargo-fuzz needs a nightly
-//! compiler, which this project does not require; proptest runs on stable
-//! and shrinks a failure to a minimal input.
+//! Under `cargo test` each target runs a fixed number of cases
+//! (`GEVALDI_FUZZ_CASES`, default 4096) from a fixed seed
+//! (`GEVALDI_FUZZ_SEED`, default 0), so that every run, on every machine,
+//! tries the same inputs. `bash fuzz/run.sh` fuzzes for longer:
+//! with `GEVALDI_FUZZ_SECONDS` set, each target runs rounds of that many
+//! cases from the seeds `GEVALDI_FUZZ_SEED`, +1, +2, … until the time is up,
+//! and a failure names the seed that reproduces it. cargo-fuzz needs a
+//! nightly compiler, which this project does not require; proptest runs on
+//! stable and shrinks a failure to a minimal input.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use gevaldi::hierarchy::Hierarchy;
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestCaseError, TestError, TestRunner};
+use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
 
-/// Runs `test` on inputs from `strategy` for `GEVALDI_FUZZ_SECONDS`
-/// (default 2), in rounds of 256 cases; panics with the minimal failing
-/// input. Returns the number of cases run.
+fn env_u64(name: &str) -> Option<u64> {
+    let value = std::env::var(name).ok()?;
+    Some(
+        value
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={value:?}: expected a whole number")),
+    )
+}
+
+/// Runs `test` on `GEVALDI_FUZZ_CASES` (default 4096) inputs from
+/// `strategy`, drawn by a ChaCha generator seeded with `GEVALDI_FUZZ_SEED`
+/// (default 0); with `GEVALDI_FUZZ_SECONDS`, repeats with the next seeds
+/// until that many seconds have passed. Panics with the minimal failing
+/// input and its seed. Returns the number of cases run.
 fn fuzz<S: Strategy>(
     name: &str,
     strategy: S,
@@ -26,28 +42,67 @@ fn fuzz<S: Strategy>(
 where
     S::Value: std::fmt::Debug,
 {
-    let seconds: u64 = std::env::var("GEVALDI_FUZZ_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(2);
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    let mut cases = 0;
-    while cases == 0 || Instant::now() < deadline {
-        let mut runner = TestRunner::new(Config {
-            cases: 256,
+    let cases = env_u64("GEVALDI_FUZZ_CASES").unwrap_or(4096);
+    let first_seed = env_u64("GEVALDI_FUZZ_SEED").unwrap_or(0);
+    let deadline = env_u64("GEVALDI_FUZZ_SECONDS").map(|s| Instant::now() + Duration::from_secs(s));
+    let mut seed = first_seed;
+    loop {
+        let mut bytes = [0u8; 32];
+        bytes[..8].copy_from_slice(&seed.to_le_bytes());
+        let config = Config {
+            cases: u32::try_from(cases).expect("GEVALDI_FUZZ_CASES fits in a u32"),
             failure_persistence: None,
+            rng_algorithm: RngAlgorithm::ChaCha,
             ..Config::default()
-        });
+        };
+        let mut runner =
+            TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &bytes));
         match runner.run(&strategy, &test) {
-            Ok(()) => cases += 256,
-            Err(TestError::Fail(why, input)) => {
-                panic!("{name}: {why} for the minimal input {input:?}")
-            }
-            Err(e) => panic!("{name}: {e}"),
+            Ok(()) => {}
+            Err(TestError::Fail(why, input)) => panic!(
+                "{name}: {why} for the minimal input {input:?} \
+                 (GEVALDI_FUZZ_SEED={seed} GEVALDI_FUZZ_CASES={cases} reproduces it)"
+            ),
+            Err(e) => panic!("{name}: {e} (GEVALDI_FUZZ_SEED={seed})"),
+        }
+        seed += 1;
+        if deadline.is_none_or(|d| Instant::now() >= d) {
+            break;
         }
     }
-    println!("{name}: {cases} cases in {seconds} s, no failure");
-    cases
+    let total = (seed - first_seed) * cases;
+    println!(
+        "{name}: {total} cases in {} round(s) from seed {first_seed}, no failure",
+        seed - first_seed
+    );
+    total
+}
+
+/// [`fuzz`] over a check that also says whether the input was accepted;
+/// asserts that some inputs were accepted and some refused, since each
+/// side's properties are checked only on inputs of that side (with fewer
+/// than 100 cases, only prints the counts).
+fn fuzz_both_sides<S: Strategy>(
+    name: &str,
+    strategy: S,
+    check: impl Fn(S::Value) -> Result<bool, TestCaseError>,
+) where
+    S::Value: std::fmt::Debug,
+{
+    let accepted = std::cell::Cell::new(0u64);
+    let cases = fuzz(name, strategy, |v| {
+        let ok = check(v)?;
+        accepted.set(accepted.get() + u64::from(ok));
+        Ok(())
+    });
+    let accepted = accepted.get();
+    println!("{name}: {accepted} of {cases} inputs accepted");
+    if cases >= 100 {
+        assert!(
+            accepted > 0 && accepted < cases,
+            "{name}: {accepted} of {cases} inputs accepted: one side is never checked"
+        );
+    }
 }
 
 const VALID_CONFIG: &str = r#"[search]
@@ -149,10 +204,11 @@ fn mutated_config() -> impl Strategy<Value = String> {
     })
 }
 
-fn check_config(text: &str) -> Result<(), TestCaseError> {
+/// Checks one config; `Ok(true)` when it was accepted.
+fn check_config(text: &str) -> Result<bool, TestCaseError> {
     let path = Path::new("fuzz/gevaldi.toml");
     match gevaldi::config::parse_in(text, path, Path::new("fixtures/mnist")) {
-        Ok(_) => Ok(()),
+        Ok(_) => Ok(true),
         Err(errors) => {
             prop_assert!(!errors.errors.is_empty());
             let lines = text.lines().count() + 1;
@@ -163,31 +219,51 @@ fn check_config(text: &str) -> Result<(), TestCaseError> {
             // Every error is printed with the file and its line.
             let shown = errors.to_string();
             prop_assert!(shown.contains("fuzz/gevaldi.toml:"), "{shown}");
-            Ok(())
+            Ok(false)
         }
     }
 }
 
 #[test]
 fn fuzz_the_config_parser() {
-    fuzz("config (mutated)", mutated_config(), |t| check_config(&t));
-    fuzz("config (arbitrary text)", ".{0,300}", |t| check_config(&t));
+    fuzz_both_sides("config (mutated)", mutated_config(), |t| check_config(&t));
+    // Arbitrary text is almost never a valid config: only refusals here.
+    fuzz("config (arbitrary text)", ".{0,300}", |t| {
+        check_config(&t).map(|_| ())
+    });
 }
 
-fn check_idx(bytes: &[u8]) -> Result<(), TestCaseError> {
-    if let Ok(a) = gevaldi::data::parse_idx(bytes, Path::new("fuzz.idx")) {
+/// Checks one IDX input; `Ok(true)` when it was accepted.
+fn check_idx(bytes: &[u8]) -> Result<bool, TestCaseError> {
+    let parsed = gevaldi::data::parse_idx(bytes, Path::new("fuzz.idx"));
+    let accepted = parsed.is_ok();
+    if let Ok(a) = parsed {
         let n: usize = a.dims.iter().product();
         prop_assert_eq!(a.data.len(), n);
         // What it read, it writes back to the same bytes (past the header).
         let again = gevaldi::data::encode_idx(&a).unwrap();
         prop_assert_eq!(&again[..], &bytes[..again.len()]);
     }
-    Ok(())
+    Ok(accepted)
 }
 
-/// IDX headers with any dims (huge ones included) over a few data bytes,
-/// and arbitrary bytes.
+/// Valid IDX files (unsigned bytes, rank 1 to 3, small dims, exactly the
+/// data they declare), IDX headers with any dims (huge ones included) over
+/// a few data bytes, and arbitrary bytes.
 fn idx_bytes() -> impl Strategy<Value = Vec<u8>> {
+    let valid = prop::collection::vec(0u32..5, 1..4)
+        .prop_flat_map(|dims| {
+            let n: usize = dims.iter().map(|d| *d as usize).product();
+            (Just(dims), prop::collection::vec(any::<u8>(), n))
+        })
+        .prop_map(|(dims, data)| {
+            let mut b = vec![0, 0, 8, dims.len() as u8];
+            for d in dims {
+                b.extend(d.to_be_bytes());
+            }
+            b.extend(data);
+            b
+        });
     let header = (
         prop_oneof![Just(8u8), any::<u8>()],
         0u8..6,
@@ -202,12 +278,12 @@ fn idx_bytes() -> impl Strategy<Value = Vec<u8>> {
             b.extend(data);
             b
         });
-    prop_oneof![header, prop::collection::vec(any::<u8>(), 0..64)]
+    prop_oneof![valid, header, prop::collection::vec(any::<u8>(), 0..64)]
 }
 
 #[test]
 fn fuzz_the_idx_reader() {
-    fuzz("idx", idx_bytes(), |b| check_idx(&b));
+    fuzz_both_sides("idx", idx_bytes(), |b| check_idx(&b));
 }
 
 /// Class lists and edge lists over a few IDs, headers included or not.
@@ -231,14 +307,17 @@ fn hierarchy_files() -> impl Strategy<Value = (String, String)> {
     (classes, edges)
 }
 
-fn check_hierarchy(classes: &str, edges: &str) -> Result<(), TestCaseError> {
+/// Checks one pair of hierarchy files; `Ok(true)` when they were accepted.
+fn check_hierarchy(classes: &str, edges: &str) -> Result<bool, TestCaseError> {
     let parsed = Hierarchy::parse(
         (classes, Path::new("classes.tsv")),
         (edges, Path::new("edges.tsv")),
         None,
     );
+    let mut accepted = false;
     match parsed {
         Ok(h) => {
+            accepted = true;
             for a in 0..h.len() {
                 prop_assert_eq!(h.distance(a, a), 0.0);
                 for b in 0..h.len() {
@@ -256,12 +335,12 @@ fn check_hierarchy(classes: &str, edges: &str) -> Result<(), TestCaseError> {
             );
         }
     }
-    Ok(())
+    Ok(accepted)
 }
 
 #[test]
 fn fuzz_the_hierarchy_loader() {
-    fuzz("hierarchy", hierarchy_files(), |(c, e)| {
+    fuzz_both_sides("hierarchy", hierarchy_files(), |(c, e)| {
         check_hierarchy(&c, &e)
     });
 }

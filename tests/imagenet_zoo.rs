@@ -1,9 +1,11 @@
 //! The ImageNet classifiers of the zoo: torchvision's tensor names and
 //! parameter counts, a save/load round trip, and the gradient audit.
 
+mod common;
+
 use std::collections::HashMap;
 
-use candle_core::{Device, Module, Tensor};
+use candle_core::{Module, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use gevaldi::model::{sample_standard_normal, Classifier};
 use gevaldi::zoo::{
@@ -30,7 +32,7 @@ fn params(varmap: &VarMap) -> (usize, HashMap<String, Vec<usize>>) {
 
 fn images(n: usize, size: usize) -> Tensor {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
-    sample_standard_normal((n, 3, size, size), &mut rng, &Device::Cpu).unwrap()
+    sample_standard_normal((n, 3, size, size), &mut rng, &common::device()).unwrap()
 }
 
 /// Saves the seeded weights under their names, loads them back through
@@ -47,7 +49,7 @@ fn round_trip_and_audit<M: Classifier + Module>(
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(format!("{name}.safetensors"));
     varmap.save(&path).unwrap();
-    let loaded = zoo::load_file(&path, name, &Device::Cpu, load).unwrap();
+    let loaded = zoo::load_file(&path, name, &common::device(), load).unwrap();
     std::fs::remove_file(&path).unwrap();
     let x = images(2, size);
     let (a, b) = (model.forward(&x).unwrap(), loaded.forward(&x).unwrap());
@@ -73,7 +75,8 @@ fn round_trip_and_audit<M: Classifier + Module>(
 
 #[test]
 fn alexnet_has_torchvisions_names_and_right_gradients() {
-    let (model, vm) = zoo::seeded_varmap(1, &Device::Cpu, |vb| AlexNet::load(vb, 1000)).unwrap();
+    let (model, vm) =
+        zoo::seeded_varmap(1, &common::device(), |vb| AlexNet::load(vb, 1000)).unwrap();
     let (count, shapes) = params(&vm);
     assert_eq!(count, 61_100_840);
     assert_eq!(shapes["features.0.weight"], [64, 3, 11, 11]);
@@ -89,8 +92,10 @@ fn squeezenets_have_torchvisions_names_and_right_gradients() {
         (SqueezeNetVersion::V1_0, "squeezenet1_0", 1_248_424),
         (SqueezeNetVersion::V1_1, "squeezenet1_1", 1_235_496),
     ] {
-        let (model, vm) =
-            zoo::seeded_varmap(2, &Device::Cpu, |vb| SqueezeNet::load(vb, version, 1000)).unwrap();
+        let (model, vm) = zoo::seeded_varmap(2, &common::device(), |vb| {
+            SqueezeNet::load(vb, version, 1000)
+        })
+        .unwrap();
         let (count, shapes) = params(&vm);
         assert_eq!(count, expected, "{name}");
         assert_eq!(
@@ -107,7 +112,7 @@ fn squeezenets_have_torchvisions_names_and_right_gradients() {
             64,
         );
     }
-    let (_, vm) = zoo::seeded_varmap(2, &Device::Cpu, |vb| {
+    let (_, vm) = zoo::seeded_varmap(2, &common::device(), |vb| {
         SqueezeNet::load(vb, SqueezeNetVersion::V1_0, 1000)
     })
     .unwrap();
@@ -121,7 +126,7 @@ fn resnets_have_torchvisions_names_and_right_gradients() {
         (ResNetDepth::R50, "resnet50", 25_557_032),
     ] {
         let (model, vm) =
-            zoo::seeded_varmap(3, &Device::Cpu, |vb| ResNet::load(vb, depth, 1000)).unwrap();
+            zoo::seeded_varmap(3, &common::device(), |vb| ResNet::load(vb, depth, 1000)).unwrap();
         let (count, shapes) = params(&vm);
         assert_eq!(count, expected, "{name}");
         assert_eq!(shapes["conv1.weight"], [64, 3, 7, 7]);
@@ -137,7 +142,7 @@ fn resnets_have_torchvisions_names_and_right_gradients() {
 /// A checkpoint with a wrong shape is refused with the tensor's name.
 #[test]
 fn a_wrong_tensor_is_named() {
-    let dev = Device::Cpu;
+    let dev = common::device();
     let (_, vm) = zoo::seeded_varmap(4, &dev, |vb| {
         SqueezeNet::load(vb, SqueezeNetVersion::V1_1, 10)
     })
@@ -159,7 +164,7 @@ fn a_wrong_tensor_is_named() {
 #[test]
 fn googlenet_has_torchvisions_names_and_right_gradients() {
     let load = |vb: VarBuilder| GoogLeNet::load(vb, 1000, true);
-    let (model, vm) = zoo::seeded_varmap(5, &Device::Cpu, load).unwrap();
+    let (model, vm) = zoo::seeded_varmap(5, &common::device(), load).unwrap();
     let (count, shapes) = params(&vm);
     assert_eq!(count, 6_624_904);
     assert_eq!(shapes["conv1.conv.weight"], [64, 3, 7, 7]);
@@ -177,7 +182,7 @@ fn convnexts_have_torchvisions_names_and_right_gradients() {
         (ConvNextSize::Base, "convnext_base", 88_591_464),
     ] {
         let load = |vb: VarBuilder| ConvNext::load(vb, size, 1000);
-        let (model, vm) = zoo::seeded_varmap(6, &Device::Cpu, load).unwrap();
+        let (model, vm) = zoo::seeded_varmap(6, &common::device(), load).unwrap();
         let (count, shapes) = params(&vm);
         assert_eq!(count, expected, "{name}");
         assert_eq!(shapes["features.1.0.layer_scale"][1..], [1, 1], "{name}");

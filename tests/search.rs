@@ -1,9 +1,12 @@
-//! The MDS search on small built-in models with seeded random weights.
+//! The MDS search on small built-in models with seeded random weights, on
+//! the device of `GEVALDI_DEVICE` (tests/common).
+
+mod common;
 
 use std::cell::Cell;
 use std::hash::{Hash, Hasher};
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use gevaldi::model::{one_hot, Classifier, Generator};
 use gevaldi::search::EarlyStop;
 use gevaldi::zoo::{MnistCnn, MnistCnnConfig, MnistVae, MnistVaeConfig};
@@ -16,7 +19,7 @@ struct Models {
 }
 
 fn models() -> Models {
-    let dev = Device::Cpu;
+    let dev = common::device();
     Models {
         a: MnistCnn::random(&MnistCnnConfig::cnn_a(), 1, &dev).unwrap(),
         b: MnistCnn::random(&MnistCnnConfig::cnn_b(), 2, &dev).unwrap(),
@@ -33,8 +36,27 @@ fn search<'a>(m: &'a Models, config: SearchConfig) -> Search<'a> {
 
 fn run(m: &Models, config: SearchConfig) -> SearchOutcome {
     search(m, config)
-        .run(&Device::Cpu)
+        .run(&common::device())
         .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// KL(p || q) of two probability vectors, in f64.
+fn kl(p: &[f32], q: &[f32]) -> f64 {
+    p.iter()
+        .zip(q)
+        .map(|(&p, &q)| p as f64 * ((p as f64).ln() - (q as f64).ln()))
+        .sum()
+}
+
+/// ‖z − z0‖ / ‖z‖, in f64.
+fn dz(z: &[f32], z0: &[f32]) -> f64 {
+    let diff: f64 = z
+        .iter()
+        .zip(z0)
+        .map(|(a, b)| ((a - b) as f64).powi(2))
+        .sum();
+    let norm: f64 = z.iter().map(|a| (*a as f64).powi(2)).sum();
+    (diff / norm).sqrt()
 }
 
 #[test]
@@ -74,12 +96,43 @@ fn adam_raises_the_divergence_above_its_start_and_the_baseline() {
     assert_eq!(out.samples.len(), 16);
     assert_eq!(out.baseline.divergences.len(), 16);
     assert_eq!(out.model_names, ["cnn_a", "cnn_b"]);
+    // Each sample's divergences are KL(cnn_a || cnn_b) of the probabilities
+    // recorded with it, before and after; the trajectory's first and last
+    // means are those of the samples; its last mean dz is that of the
+    // recorded z and z0. All recomputed here from the records.
+    let close = |x: f64, y: f64| (x - y).abs() <= 1e-3 * y.abs() + 1e-9;
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let kl_before: Vec<f64> = out
+        .samples
+        .iter()
+        .map(|s| kl(&s.probs_before[0], &s.probs_before[1]))
+        .collect();
+    let kl_after: Vec<f64> = out
+        .samples
+        .iter()
+        .map(|s| kl(&s.probs_after[0], &s.probs_after[1]))
+        .collect();
+    for ((s, b), a) in out.samples.iter().zip(&kl_before).zip(&kl_after) {
+        assert!(
+            close(s.divergence_before, *b),
+            "{} vs {b}",
+            s.divergence_before
+        );
+        assert!(
+            close(s.divergence_after, *a),
+            "{} vs {a}",
+            s.divergence_after
+        );
+    }
     let t0 = &out.trajectory[0];
-    assert!((t0.mean_divergence - before).abs() <= 1e-12 * before.abs().max(1.0));
+    assert!(close(t0.mean_divergence, mean(&kl_before)), "{t0:?}");
+    assert!(close(before, mean(&kl_before)), "{before}");
     assert_eq!(t0.mean_dz, 0.0);
     let last = out.trajectory.last().unwrap();
-    assert!((last.mean_divergence - after).abs() <= 1e-12 * after.abs().max(1.0));
-    assert!((last.mean_dz - out.mean_dz()).abs() < 1e-12);
+    assert!(close(last.mean_divergence, mean(&kl_after)), "{last:?}");
+    assert!(close(after, mean(&kl_after)), "{after}");
+    let dzs: Vec<f64> = out.samples.iter().map(|s| dz(&s.z, &s.z0)).collect();
+    assert!(close(last.mean_dz, mean(&dzs)), "{last:?} vs {dzs:?}");
     for s in &out.samples {
         assert_eq!(s.z0.len(), 8);
         assert_eq!(s.probs_before.len(), 2);
@@ -87,13 +140,7 @@ fn adam_raises_the_divergence_above_its_start_and_the_baseline() {
             assert_eq!(p.len(), 10);
             assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-4);
         }
-        let diff: f64 =
-            s.z.iter()
-                .zip(&s.z0)
-                .map(|(a, b)| ((a - b) as f64).powi(2))
-                .sum();
-        let norm: f64 = s.z.iter().map(|a| (*a as f64).powi(2)).sum();
-        assert!((s.dz - (diff / norm).sqrt()).abs() < 1e-5);
+        assert!((s.dz - dz(&s.z, &s.z0)).abs() < 1e-5);
     }
     assert_eq!(out.x0.dims(), [16, 1, 28, 28]);
     assert_eq!(out.x.dims(), [16, 1, 28, 28]);
@@ -122,12 +169,12 @@ fn sgd_ascends_too_and_every_divergence_runs() {
 #[test]
 fn js_compares_three_models_and_kl_refuses_them() {
     let m = models();
-    let c = MnistCnn::random(&MnistCnnConfig::cnn_a(), 9, &Device::Cpu).unwrap();
+    let c = MnistCnn::random(&MnistCnnConfig::cnn_a(), 9, &common::device()).unwrap();
     let three = |d| {
         let cfg = SearchConfig::default().steps(10).batch(4).lambda(0.0);
         search(&m, cfg.divergence(d))
             .classifier("cnn_c", &c)
-            .run(&Device::Cpu)
+            .run(&common::device())
     };
     let out = three(Divergence::js()).unwrap();
     assert!(out.mean_divergence_after() > out.mean_divergence_before());
@@ -148,8 +195,8 @@ fn lambda_and_lr_mean_the_same_at_any_batch_size() {
     let big = run(&m, cfg.clone().batch(8));
     let z0: Vec<f32> = big.samples[..4].iter().flat_map(|s| s.z0.clone()).collect();
     let small = search(&m, cfg)
-        .z0(Tensor::from_vec(z0, (4, 8), &Device::Cpu).unwrap())
-        .run(&Device::Cpu)
+        .z0(Tensor::from_vec(z0, (4, 8), &common::device()).unwrap())
+        .run(&common::device())
         .unwrap();
     for (s, b) in small.samples.iter().zip(&big.samples) {
         for (x, y) in s.z.iter().zip(&b.z) {
@@ -232,7 +279,7 @@ fn a_nan_is_an_error_naming_the_step() {
             .classifier("cnn_a", &m.a)
             .classifier("nan", &nan)
             .config(SearchConfig::default().steps(20).batch(4))
-            .run(&Device::Cpu)
+            .run(&common::device())
             .unwrap_err();
         match err {
             Error::NonFinite { step, sample, .. } => {
@@ -261,14 +308,14 @@ fn settings_out_of_range_are_named() {
         ),
     ];
     for (cfg, key) in cases {
-        match search(&m, cfg).run(&Device::Cpu).unwrap_err() {
+        match search(&m, cfg).run(&common::device()).unwrap_err() {
             Error::Setting { key: k, .. } => assert_eq!(k, key),
             other => panic!("expected a setting error for {key}, got {other}"),
         }
     }
     let err = search(&m, SearchConfig::default())
-        .z0(Tensor::zeros((2, 5), candle_core::DType::F32, &Device::Cpu).unwrap())
-        .run(&Device::Cpu)
+        .z0(Tensor::zeros((2, 5), candle_core::DType::F32, &common::device()).unwrap())
+        .run(&common::device())
         .unwrap_err();
     assert!(err.to_string().contains("expected [B, 8]"), "{err}");
 }
@@ -276,7 +323,7 @@ fn settings_out_of_range_are_named() {
 #[test]
 fn a_conditional_generator_needs_its_condition() {
     let m = models();
-    let dev = Device::Cpu;
+    let dev = common::device();
     let cvae = MnistVae::random(&MnistVaeConfig::conditional(), 4, &dev).unwrap();
     let cfg = SearchConfig::default().steps(10).batch(4).lambda(0.0);
     let base = || {
@@ -300,12 +347,12 @@ fn classifiers_must_share_their_classes() {
         classes: 5,
         ..MnistCnnConfig::cnn_a()
     };
-    let five = MnistCnn::random(&cfg, 5, &Device::Cpu).unwrap();
+    let five = MnistCnn::random(&cfg, 5, &common::device()).unwrap();
     let err = Search::new("vae", &m.vae)
         .classifier("cnn_a", &m.a)
         .classifier("five", &five)
         .config(SearchConfig::default().steps(1).batch(2))
-        .run(&Device::Cpu)
+        .run(&common::device())
         .unwrap_err();
     assert!(
         matches!(
@@ -342,7 +389,7 @@ fn a_missing_gradient_is_an_error() {
         .classifier("cnn_a", &m.a)
         .classifier("cnn_b", &m.b)
         .config(SearchConfig::default().steps(3).batch(2))
-        .run(&Device::Cpu)
+        .run(&common::device())
         .unwrap_err();
     assert!(
         matches!(&err, Error::MissingGradient { model, .. } if model == "softmax-vae -> cnn_a, cnn_b"),
