@@ -586,7 +586,6 @@ impl Suite {
         let batch = search_config.batch.min(e.samples);
         self.check_memory(generator.as_ref(), &named, batch_key, batch)
             .map_err(fail)?;
-        drop(named);
         let test = Mnist::load(&e.test_data, Split::Test).map_err(fail)?;
         let x = test.images_tensor(None, &self.device).map_err(fail)?;
         let member_probs = members
@@ -602,12 +601,6 @@ impl Suite {
             .map_err(fail)?;
         let labels: Vec<usize> = test.labels.iter().map(|&l| l as usize).collect();
         let on_test = Metrics::of(&mean_probs(&member_probs), &labels);
-        let named: Vec<(&str, &dyn Classifier)> = e
-            .members
-            .iter()
-            .zip(&members)
-            .map(|(n, m)| (n.as_str(), m.as_ref()))
-            .collect();
         let mds = MdsDataset::search_with_progress(
             &named,
             generator.as_ref(),
