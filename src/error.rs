@@ -15,7 +15,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     // === Models ===
     /// A model's forward pass (or another tensor operation) failed.
-    #[error("failed to {action} for model `{model}`: {source}")]
+    #[error("failed to {action} for model `{model}`: {}", candle_message(.source))]
     Model {
         /// The model's name.
         model: String,
@@ -26,7 +26,7 @@ pub enum Error {
         source: Box<candle_core::Error>,
     },
     /// A tensor operation outside any one model failed.
-    #[error("failed to {action}: {source}")]
+    #[error("failed to {action}: {}", candle_message(.source))]
     Tensor {
         /// What was being done.
         action: String,
@@ -36,7 +36,7 @@ pub enum Error {
     },
     /// A tensor operation failed where no better context was known (for
     /// example in a user's code that used `?` on a candle result).
-    #[error("tensor operation failed: {0}")]
+    #[error("tensor operation failed: {}", candle_message(.0))]
     Candle(#[source] Box<candle_core::Error>),
     /// A model produced a tensor of the wrong shape.
     #[error("model `{model}` produced {what} of shape {got:?}, expected {expected}")]
@@ -53,7 +53,7 @@ pub enum Error {
     /// Classifiers of one search disagree on the number of classes.
     #[error(
         "classifier `{model}` has {got} classes but `{first}` has {expected}: \
-         the models of one search must share their label set"
+         the classifiers of a pair or ensemble must share one label set"
     )]
     ClassCount {
         /// The first classifier.
@@ -66,7 +66,55 @@ pub enum Error {
         got: usize,
     },
 
+    /// A classifier's `class_names()` and the width of its logits differ.
+    #[error(
+        "classifier `{model}` names {names} classes (`class_names`) but its logits have \
+         {width} columns: the two must match"
+    )]
+    ClassNames {
+        /// The classifier.
+        model: String,
+        /// `class_names().len()`.
+        names: usize,
+        /// The logits' second dimension.
+        width: usize,
+    },
+
     // === Settings ===
+    /// `top_n` asks for more classes than the classifiers have.
+    #[error(
+        "`top_n` = {top_n} is out of range: expected 1 to {classes}, the number of classes of \
+         classifier `{model}`"
+    )]
+    TopN {
+        /// The `top_n` given.
+        top_n: usize,
+        /// The classifier's number of classes.
+        classes: usize,
+        /// The classifier.
+        model: String,
+    },
+    /// A search's batch would need more memory than there is
+    /// ([`crate::memory`] has the estimate's basis).
+    #[error(
+        "`{key}` = {batch} needs about {} of memory ({} per sample) but {}; lower `{key}`",
+        bytes(*needed),
+        bytes(*per_sample),
+        available
+    )]
+    Memory {
+        /// The setting, e.g. `search.batch`.
+        key: String,
+        /// Its value.
+        batch: usize,
+        /// The estimated bytes per sample.
+        per_sample: u64,
+        /// The estimated bytes of the whole batch.
+        needed: u64,
+        /// What is available, in words, e.g. "20.1 GiB is available
+        /// (MemAvailable in /proc/meminfo)".
+        available: String,
+    },
     /// A `gevaldi.toml` has mistakes (every one found, with line and key).
     #[error("{0}")]
     Config(#[from] gevaldi_config::ConfigErrors),
@@ -164,7 +212,11 @@ pub enum Error {
         problem: String,
     },
     /// A weights file could not be loaded into a model.
-    #[error("failed to load weights `{}` for `{model}`: {source}", path.display())]
+    #[error(
+        "failed to load weights `{}` for `{model}`: {}",
+        path.display(),
+        candle_message(.source)
+    )]
     Weights {
         /// The weights file.
         path: PathBuf,
@@ -204,7 +256,7 @@ impl Error {
         move |source| Error::Model {
             model,
             action,
-            source: Box::new(source),
+            source: Box::new(strip_backtrace(source)),
         }
     }
 
@@ -212,7 +264,7 @@ impl Error {
         let action = action.into();
         move |source| Error::Tensor {
             action,
-            source: Box::new(source),
+            source: Box::new(strip_backtrace(source)),
         }
     }
 
@@ -231,6 +283,158 @@ impl Error {
 
 impl From<candle_core::Error> for Error {
     fn from(e: candle_core::Error) -> Self {
-        Error::Candle(Box::new(e))
+        Error::Candle(Box::new(strip_backtrace(e)))
+    }
+}
+
+/// `e` without the backtraces candle attaches when `RUST_BACKTRACE` is set
+/// (`Error::WithBacktrace`, whose `Display` prints every frame), also under
+/// `Context` and `WithPath`, and without frames that a message formatted
+/// from such an error carries as text.
+pub(crate) fn strip_backtrace(e: candle_core::Error) -> candle_core::Error {
+    use candle_core::Error as E;
+    match e {
+        E::WithBacktrace { inner, .. } => strip_backtrace(*inner),
+        E::Context { inner, context } => E::Context {
+            inner: Box::new(strip_backtrace(*inner)),
+            context,
+        },
+        E::WithPath { inner, path } => E::WithPath {
+            inner: Box::new(strip_backtrace(*inner)),
+            path,
+        },
+        E::Msg(text) => E::Msg(strip_frames(&text)),
+        other => other,
+    }
+}
+
+/// candle's message for `e` on one line: backtraces left out (see
+/// [`strip_backtrace`]), a context joined to its cause with ": " rather than
+/// a line break.
+pub(crate) fn candle_message(e: &candle_core::Error) -> String {
+    use candle_core::Error as E;
+    match e {
+        E::WithBacktrace { inner, .. } => candle_message(inner),
+        E::Context { inner, context } => format!("{context}: {}", candle_message(inner)),
+        E::WithPath { inner, path } => format!("`{}`: {}", path.display(), candle_message(inner)),
+        other => strip_frames(&other.to_string()),
+    }
+}
+
+/// `text` without the lines of a printed backtrace (`stack backtrace:`,
+/// `  12: some::function` and `      at src/file.rs:3:4`), trailing blank
+/// lines trimmed.
+fn strip_frames(text: &str) -> String {
+    let frame = |line: &str| {
+        let t = line.trim_start();
+        let indented = t.len() < line.len();
+        let numbered = t
+            .split_once(": ")
+            .is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        t == "stack backtrace:" || (indented && (numbered || t.starts_with("at ")))
+    };
+    if !text.lines().any(frame) {
+        return text.to_string();
+    }
+    // A line that went on after the backtrace (e.g. the `)` of a message
+    // that wrapped the error) rejoins the line before it.
+    let mut out = String::new();
+    let mut after_frames = false;
+    for line in text.lines() {
+        if frame(line) {
+            after_frames = true;
+            continue;
+        }
+        let rejoin = after_frames && !line.starts_with(|c: char| c.is_alphanumeric());
+        if !out.is_empty() && !rejoin {
+            out.push('\n');
+        }
+        out.push_str(line);
+        after_frames = false;
+    }
+    out.trim_end().to_string()
+}
+
+/// `n` bytes in binary units, e.g. "1.5 GiB".
+pub(crate) fn bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["bytes", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} bytes")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_backtrace(inner: candle_core::Error) -> candle_core::Error {
+        candle_core::Error::WithBacktrace {
+            inner: Box::new(inner),
+            backtrace: Box::new(std::backtrace::Backtrace::force_capture()),
+        }
+    }
+
+    #[test]
+    fn candle_backtraces_stay_out_of_messages() {
+        let e = with_backtrace(candle_core::Error::Msg("boom".into()));
+        assert!(e.to_string().contains(" at "), "a captured backtrace: {e}");
+        let e = Error::model("cnn_a", "compute logits")(e);
+        assert_eq!(
+            e.to_string(),
+            "failed to compute logits for model `cnn_a`: boom"
+        );
+        let Error::Model { source, .. } = &e else {
+            panic!("{e:?}")
+        };
+        assert_eq!(source.to_string(), "boom");
+
+        let nested = with_backtrace(candle_core::Error::Msg("inner".into())).context("outer");
+        let e = Error::from(nested);
+        assert_eq!(e.to_string(), "tensor operation failed: outer: inner");
+
+        // A message formatted from an error with a backtrace, as text.
+        let text = format!(
+            "not a valid safetensors file ({}): expected a header",
+            with_backtrace(candle_core::Error::Msg("bad header".into()))
+        );
+        let e = Error::Weights {
+            path: "w.safetensors".into(),
+            model: "m".into(),
+            source: Box::new(candle_core::Error::Msg(text)),
+        };
+        assert_eq!(
+            e.to_string(),
+            "failed to load weights `w.safetensors` for `m`: not a valid safetensors file \
+             (bad header): expected a header"
+        );
+    }
+
+    #[test]
+    fn strip_frames_keeps_ordinary_text() {
+        let text = "shape mismatch: 3: expected [2, 3]\nat least one tensor";
+        assert_eq!(strip_frames(text), text);
+        assert_eq!(
+            strip_frames("boom\n   0: a::b\n             at src/a.rs:1:2\n   1: c"),
+            "boom"
+        );
+        assert_eq!(
+            strip_frames("a (boom\n   0: a::b\n   1: c\n)\nnext"),
+            "a (boom)\nnext"
+        );
+    }
+
+    #[test]
+    fn bytes_are_written_in_binary_units() {
+        assert_eq!(bytes(512), "512 bytes");
+        assert_eq!(bytes(1536), "1.5 KiB");
+        assert_eq!(bytes(3 << 30), "3.0 GiB");
     }
 }

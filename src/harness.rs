@@ -42,12 +42,10 @@ pub fn run_with_args(config_path: &str, registry: Registry, mut args: Arguments)
             .and_then(|v| v.parse().ok());
         args.test_threads = Some(from_env.unwrap_or(1));
     }
-    if cfg!(debug_assertions) && !args.list {
-        eprintln!(
-            "warning: this gevaldi harness was built without optimisations; candle is ~15x \
-             slower so. Add to Cargo.toml:\n\n[profile.dev.package.\"*\"]\nopt-level = 3\n\n\
-             [profile.test.package.\"*\"]\nopt-level = 3\n\nor run with --release.\n"
-        );
+    if let Some(warning) = slow_build_warning(env!("GEVALDI_OPT_LEVEL")) {
+        if !args.list {
+            eprintln!("{warning}");
+        }
     }
     let infos = suite.trials();
     let count = infos.len() as u64;
@@ -92,4 +90,53 @@ pub fn run_with_args(config_path: &str, registry: Registry, mut args: Arguments)
         }
     }
     conclusion.exit_code()
+}
+
+/// The warning for a harness whose gevaldi (and, under the same
+/// `[profile.*.package."*"]` override, candle) was compiled at the
+/// optimisation level `opt_level` (cargo's `OPT_LEVEL`: `0` to `3`, `s`,
+/// `z`), or `None`.
+///
+/// Only level 0 warns: it leaves the search's loops unvectorised and runs
+/// it about 15 times slower (the dev profile's default; see the README).
+/// Levels 1, 2, 3, `s` and `z` optimise those loops and do not warn. The
+/// level is what matters, not `debug_assertions`: the README's fix,
+/// `[profile.dev.package."*"] opt-level = 3`, leaves `debug_assertions` on.
+fn slow_build_warning(opt_level: &str) -> Option<&'static str> {
+    (opt_level == "0").then_some(
+        "warning: gevaldi was compiled without optimisations (opt-level 0); the search runs \
+         about 15x slower so. Add to Cargo.toml:\n\n[profile.dev.package.\"*\"]\n\
+         opt-level = 3\n\n[profile.test.package.\"*\"]\nopt-level = 3\n\nor run with \
+         --release.\n",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::slow_build_warning;
+
+    #[test]
+    fn only_an_unoptimised_build_warns() {
+        let warning = slow_build_warning("0").expect("opt-level 0 warns");
+        assert!(warning
+            .starts_with("warning: gevaldi was compiled without optimisations (opt-level 0)"));
+        assert!(warning.contains("[profile.dev.package.\"*\"]\nopt-level = 3"));
+        for level in ["1", "2", "3", "s", "z"] {
+            assert_eq!(slow_build_warning(level), None, "opt-level {level}");
+        }
+    }
+
+    #[test]
+    fn the_build_script_passes_the_opt_level_on() {
+        // This crate's own test build: release (3) or the dev profile (0).
+        let level = env!("GEVALDI_OPT_LEVEL");
+        assert!(
+            ["0", "1", "2", "3", "s", "z"].contains(&level),
+            "GEVALDI_OPT_LEVEL = {level:?}"
+        );
+        if !cfg!(debug_assertions) {
+            // The release profile's default level (this repository sets none).
+            assert_eq!(level, "3");
+        }
+    }
 }

@@ -120,6 +120,7 @@ mod error;
 pub mod grid;
 pub mod harness;
 pub mod hierarchy;
+pub mod memory;
 pub mod model;
 pub mod pca;
 pub mod plot;

@@ -231,9 +231,18 @@ impl Suite {
     /// an error fails, and leaves an error record in place of its result.
     pub fn run_trial(&self, name: &str, progress: &dyn Fn(u64, u64)) -> TrialOutcome {
         let started = Instant::now();
+        // A panic (in a registered model, say) fails this trial with an error
+        // record like any error, rather than leaving it "not run yet".
+        let guard = |prefix: String, run: &dyn Fn() -> std::result::Result<Ran, String>| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).unwrap_or_else(|payload| {
+                Err(format!("{prefix}: panicked: {}", panic_message(&*payload)))
+            })
+        };
         let result = if let Some(pair) = name.strip_prefix("pair::") {
             match self.config.pair(pair) {
-                Some(p) => self.try_pair(p, progress),
+                Some(p) => guard(self.location("pair", &p.name, p.line), &|| {
+                    self.try_pair(p, progress)
+                }),
                 None => Err(format!(
                     "no [[pair]] named `{pair}` in {}",
                     self.config.path.display()
@@ -241,7 +250,9 @@ impl Suite {
             }
         } else if let Some(ensemble) = name.strip_prefix("ensemble::") {
             match self.config.ensemble(ensemble) {
-                Some(e) => self.try_ensemble(e, progress),
+                Some(e) => guard(self.location("ensemble", &e.name, e.line), &|| {
+                    self.try_ensemble(e, progress)
+                }),
                 None => Err(format!(
                     "no [[ensemble]] named `{ensemble}` in {}",
                     self.config.path.display()
@@ -290,6 +301,11 @@ impl Suite {
                 }
             }
         }
+    }
+
+    /// "pair `name` (file:line)", how a trial's errors begin.
+    fn location(&self, kind: &str, name: &str, line: usize) -> String {
+        format!("{kind} `{name}` ({}:{line})", self.config.path.display())
     }
 
     /// Where the record of the trial `name` goes.
@@ -350,6 +366,22 @@ impl Suite {
         }
     }
 
+    /// Refuses a batch that would not fit in memory, and a classifier whose
+    /// logits are not as wide as its class names ([`crate::memory`]), before
+    /// a search.
+    fn check_memory(
+        &self,
+        generator: &dyn Generator,
+        classifiers: &[(&str, &dyn Classifier)],
+        key: &str,
+        batch: usize,
+    ) -> Result<()> {
+        match crate::memory::Estimate::probe(generator, classifiers, &self.device)? {
+            Some(estimate) => estimate.check(key, batch, &self.device),
+            None => Ok(()),
+        }
+    }
+
     fn try_pair(
         &self,
         pair: &PairDecl,
@@ -373,6 +405,18 @@ impl Suite {
             .map(|m| self.classifier(m))
             .collect::<Result<Vec<_>>>()
             .map_err(fail)?;
+        let named: Vec<(&str, &dyn Classifier)> = pair
+            .models
+            .iter()
+            .zip(&classifiers)
+            .map(|(n, c)| (n.as_str(), c.as_ref()))
+            .collect();
+        let batch_key = match pair.search.batch {
+            Some(_) => "batch",
+            None => "search.batch",
+        };
+        self.check_memory(generator.as_ref(), &named, batch_key, search_config.batch)
+            .map_err(fail)?;
         // A class-conditional generator (BigGAN, a cVAE) gets one class per
         // sample, drawn uniformly with the search's seed (its own stream).
         let conditions: Option<Vec<usize>> = generator.num_conditions().map(|k| {
@@ -390,6 +434,13 @@ impl Suite {
                 pair.line
             )
         })?;
+        if pair.thresholds.top_n > hierarchy.len() {
+            return Err(fail(Error::TopN {
+                top_n: pair.thresholds.top_n,
+                classes: hierarchy.len(),
+                model: pair.models[0].clone(),
+            }));
+        }
         // Set distances of the top-1, 3 and 5 predictions (paper fig. 2) and
         // of the pair's own top_n.
         let mut ns = vec![1, 3, 5, pair.thresholds.top_n];
@@ -517,6 +568,20 @@ impl Suite {
             .map(|m| self.classifier(m))
             .collect::<Result<Vec<_>>>()
             .map_err(fail)?;
+        let named: Vec<(&str, &dyn Classifier)> = e
+            .members
+            .iter()
+            .zip(&members)
+            .map(|(n, m)| (n.as_str(), m.as_ref()))
+            .collect();
+        let batch_key = match e.search.batch {
+            Some(_) => "batch",
+            None => "search.batch",
+        };
+        // The MDS dataset is searched in chunks of at most `batch`.
+        let batch = search_config.batch.min(e.samples);
+        self.check_memory(generator.as_ref(), &named, batch_key, batch)
+            .map_err(fail)?;
         let test = Mnist::load(&e.test_data, Split::Test).map_err(fail)?;
         let x = test.images_tensor(None, &self.device).map_err(fail)?;
         let member_probs = members
@@ -533,12 +598,6 @@ impl Suite {
         let labels: Vec<usize> = test.labels.iter().map(|&l| l as usize).collect();
         let test_vote = mean_probs(&member_probs);
         let on_test = Metrics::of(&test_vote, &labels);
-        let named: Vec<(&str, &dyn Classifier)> = e
-            .members
-            .iter()
-            .zip(&members)
-            .map(|(n, m)| (n.as_str(), m.as_ref()))
-            .collect();
         let mds = MdsDataset::search_with_progress(
             &named,
             generator.as_ref(),
@@ -660,13 +719,25 @@ impl Suite {
     }
 
     /// The config's hierarchy (loaded once), or the flat hierarchy over the
-    /// first classifier's classes; checked against every classifier's
-    /// number of classes.
+    /// first classifier's classes; the classifiers must share their number
+    /// of classes, and it must be the hierarchy's.
     fn hierarchy(
         &self,
         names: &[String],
         classifiers: &[Box<dyn Classifier>],
     ) -> std::result::Result<Arc<Hierarchy>, String> {
+        let first = (&names[0], classifiers[0].num_classes());
+        for (name, c) in names.iter().zip(classifiers).skip(1) {
+            if c.num_classes() != first.1 {
+                return Err(Error::ClassCount {
+                    first: first.0.clone(),
+                    expected: first.1,
+                    model: name.clone(),
+                    got: c.num_classes(),
+                }
+                .to_string());
+            }
+        }
         let hierarchy = match &self.config.hierarchy {
             None => Arc::new(Hierarchy::flat(classifiers[0].class_names())),
             Some(decl) => self
@@ -678,20 +749,34 @@ impl Suite {
                 })
                 .clone()?,
         };
-        for (name, c) in names.iter().zip(classifiers) {
+        // The classifiers share their class count (above), and the flat
+        // hierarchy is built from it.
+        if let (Some(d), Some((name, c))) =
+            (&self.config.hierarchy, names.iter().zip(classifiers).next())
+        {
             if c.num_classes() != hierarchy.len() {
-                let file = match &self.config.hierarchy {
-                    Some(d) => format!("the hierarchy `{}`", d.classes.display()),
-                    None => "the flat hierarchy".into(),
-                };
                 return Err(format!(
-                    "{file} has {} classes but classifier `{name}` has {}: the label sets must match",
+                    "the hierarchy `{}` has {} classes but classifier `{name}` has {}: the label \
+                     sets must match",
+                    d.classes.display(),
                     hierarchy.len(),
                     c.num_classes()
                 ));
             }
         }
         Ok(hierarchy)
+    }
+}
+
+/// A panic's message: its `&str` or `String` payload.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    match (
+        payload.downcast_ref::<&str>(),
+        payload.downcast_ref::<String>(),
+    ) {
+        (Some(s), _) => s.to_string(),
+        (_, Some(s)) => s.clone(),
+        _ => "a panic without a message".to_string(),
     }
 }
 

@@ -501,3 +501,363 @@ fn every_mistake_gets_a_clear_error_and_nothing_passes() {
         problems.join("\n\n")
     );
 }
+
+// === Issue 17: each message checked in full ===
+
+/// A fresh directory for one case of issue 17.
+fn case_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("gevaldi-faults17-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The one error of a config that has exactly one, as printed.
+fn one_config_error(dir: &Path, text: &str) -> (String, String) {
+    let message = load(dir, text).expect_err("the config must be refused");
+    let path = dir.join("gevaldi.toml").display().to_string();
+    (message, path)
+}
+
+/// A classifier of MNIST-shaped inputs with `width` logits (the first
+/// `width` pixels, scaled) that names `names` classes.
+struct Pixels {
+    width: usize,
+    names: Vec<String>,
+}
+
+impl Pixels {
+    fn new(width: usize, names: usize) -> Self {
+        Pixels {
+            width,
+            names: (0..names).map(|c| c.to_string()).collect(),
+        }
+    }
+}
+
+impl Classifier for Pixels {
+    fn logits(&self, x: &Tensor) -> gevaldi::candle_core::Result<Tensor> {
+        x.flatten_from(1)?.narrow(1, 0, self.width)? * 10.0
+    }
+    fn class_names(&self) -> &[String] {
+        &self.names
+    }
+}
+
+/// A classifier that panics when it is run.
+struct Bomb(Vec<String>);
+
+impl Classifier for Bomb {
+    fn logits(&self, _: &Tensor) -> gevaldi::candle_core::Result<Tensor> {
+        panic!("the bomb went off")
+    }
+    fn class_names(&self) -> &[String] {
+        &self.0
+    }
+}
+
+/// The pair `p` of cnn_a and the registered classifier `mine`, with
+/// `extra` appended to the pair.
+fn with_registered(
+    extra: &str,
+    mine: impl Classifier + Clone + Send + Sync + 'static,
+) -> (String, Registry) {
+    let text = config_text(
+        &format!("{extra}\n[classifier.mine]\n"),
+        &[("\"cnn_b\"]", "\"mine\"]")],
+    );
+    let mut r = Registry::new();
+    r.classifier("mine", move |_| Ok(mine.clone()));
+    (text, r)
+}
+
+impl Clone for Pixels {
+    fn clone(&self) -> Self {
+        Pixels {
+            width: self.width,
+            names: self.names.clone(),
+        }
+    }
+}
+
+impl Clone for Bomb {
+    fn clone(&self) -> Self {
+        Bomb(self.0.clone())
+    }
+}
+
+#[test]
+fn weights_that_are_a_directory_are_called_a_directory() {
+    let d = case_dir("weights-dir");
+    let weights = d.join("cnn_b.safetensors");
+    std::fs::create_dir_all(&weights).unwrap();
+    let w = weights.display().to_string();
+    let (message, path) =
+        one_config_error(&d, &config_text("", &[(&fixture("cnn_b.safetensors"), &w)]));
+    assert_eq!(
+        message,
+        format!(
+            "1 error in `{path}`:\n  {path}:15:11: `classifier.cnn_b.weights`: weights `{w}` is \
+             a directory (`{w}`), expected a safetensors file"
+        )
+    );
+}
+
+#[test]
+fn classifiers_with_different_class_counts_are_told_apart() {
+    let d = case_dir("class-count");
+    let (text, r) = with_registered("", Pixels::new(5, 5));
+    let message = trial(&d, &text, r, "pair::p").unwrap_err();
+    let path = d.join("gevaldi.toml").display().to_string();
+    assert_eq!(
+        message,
+        format!(
+            "pair `p` ({path}:17): classifier `mine` has 5 classes but `cnn_a` has 10: the \
+             classifiers of a pair or ensemble must share one label set"
+        )
+    );
+}
+
+#[test]
+fn a_classifier_whose_logits_and_names_differ_is_named() {
+    let d = case_dir("class-names");
+    let (text, r) = with_registered("", Pixels::new(10, 5));
+    let message = trial(&d, &text, r, "pair::p").unwrap_err();
+    let path = d.join("gevaldi.toml").display().to_string();
+    assert_eq!(
+        message,
+        format!(
+            "pair `p` ({path}:17): classifier `mine` names 5 classes (`class_names`) but its \
+             logits have 10 columns: the two must match"
+        )
+    );
+}
+
+#[test]
+fn a_quantile_out_of_range_is_one_error() {
+    let d = case_dir("quantile");
+    let (message, path) = one_config_error(
+        &d,
+        &config_text("statistic = \"quantile\"\nquantile = 1.5\n", &[]),
+    );
+    assert_eq!(
+        message,
+        format!(
+            "1 error in `{path}`:\n  {path}:22:12: `pair[0].quantile`: 1.5 is out of range: \
+             expected a number in [0, 1]"
+        )
+    );
+}
+
+#[test]
+fn a_seed_beyond_i64_says_the_range() {
+    let d = case_dir("seed");
+    let (message, path) = one_config_error(
+        &d,
+        &config_text(
+            "",
+            &[("steps = 2", "steps = 2\nseed = 18446744073709551615")],
+        ),
+    );
+    assert_eq!(
+        message,
+        format!(
+            "1 error in `{path}`:\n  {path}:4:8: `search.seed`: 18446744073709551615 is out of \
+             range: expected an integer from 0 to 9223372036854775807 (TOML integers are 64-bit \
+             signed)"
+        )
+    );
+}
+
+#[test]
+fn top_n_beyond_a_built_in_classifiers_classes_is_refused_by_the_config() {
+    let d = case_dir("top-n-config");
+    let (message, path) = one_config_error(&d, &config_text("top_n = 11\n", &[]));
+    assert_eq!(
+        message,
+        format!(
+            "1 error in `{path}`:\n  {path}:21:9: `pair[0].top_n`: 11 is out of range: expected \
+             an integer from 1 to 10, the number of classes of classifier `cnn_a` (mnist-cnn-a)"
+        )
+    );
+}
+
+#[test]
+fn top_n_beyond_a_registered_classifiers_classes_is_refused_before_the_search() {
+    let path_of = |d: &Path| d.join("gevaldi.toml").display().to_string();
+    for extra in ["top_n = 11\nmax_set_distance = 1.0\n", "top_n = 11\n"] {
+        let d = case_dir("top-n-trial");
+        let (text, r) = with_registered(extra, Pixels::new(10, 10));
+        let message = trial(&d, &text, r, "pair::p").unwrap_err();
+        assert_eq!(
+            message,
+            format!(
+                "pair `p` ({}:17): `top_n` = 11 is out of range: expected 1 to 10, the number \
+                 of classes of classifier `cnn_a`",
+                path_of(&d)
+            ),
+            "{extra}"
+        );
+    }
+}
+
+#[test]
+fn a_trial_that_panics_fails_with_an_error_record() {
+    let d = case_dir("panic");
+    let (text, r) = with_registered("", Bomb((0..10).map(|c| c.to_string()).collect()));
+    let path = write(&d, "gevaldi.toml", &text);
+    let suite = Suite::load(&path, r).unwrap();
+    let outcome = suite.run_trial("pair::p", &|_, _| {});
+    let expected = format!(
+        "pair `p` ({}:17): panicked: the bomb went off",
+        path.display()
+    );
+    assert!(!outcome.passed);
+    assert_eq!(outcome.message.as_deref(), Some(expected.as_str()));
+    assert_eq!(outcome.line, expected);
+    let record = gevaldi::artifact::pair_record(&suite.artifact_dir(), "p");
+    match gevaldi::artifact::Record::read(&record).unwrap() {
+        gevaldi::artifact::Record::Error(e) => {
+            assert_eq!(e.trial, "pair::p");
+            assert_eq!(e.message, expected);
+        }
+        _ => panic!("{} is not an error record", record.display()),
+    }
+}
+
+#[test]
+fn a_batch_too_large_for_memory_is_refused_before_the_search() {
+    let d = case_dir("batch");
+    let text = config_text("", &[("batch = 4", "batch = 1000000")]);
+    let message = trial(&d, &text, Registry::new(), "pair::p").unwrap_err();
+    // The figures the message must carry: the probe's estimate on the same
+    // models, and /proc/meminfo's (which moves, so it is read from the
+    // message and checked for its form).
+    let dev = Device::Cpu;
+    let dir = gevaldi::zoo::mnist_fixtures_dir();
+    use gevaldi::zoo::{load_file, MnistCnn, MnistCnnConfig, MnistVae, MnistVaeConfig};
+    let a = load_file(dir.join("cnn_a.safetensors"), "cnn_a", &dev, |vb| {
+        MnistCnn::load(vb, &MnistCnnConfig::cnn_a())
+    })
+    .unwrap();
+    let b = load_file(dir.join("cnn_b.safetensors"), "cnn_b", &dev, |vb| {
+        MnistCnn::load(vb, &MnistCnnConfig::cnn_b())
+    })
+    .unwrap();
+    let vae = load_file(dir.join("vae.safetensors"), "vae", &dev, |vb| {
+        MnistVae::load(vb, &MnistVaeConfig::default())
+    })
+    .unwrap();
+    let estimate = gevaldi::memory::Estimate::probe(
+        &vae,
+        &[("cnn_a", &a as &dyn Classifier), ("cnn_b", &b)],
+        &dev,
+    )
+    .unwrap()
+    .expect("the fixtures run");
+    let human = |n: u64| {
+        let units = ["bytes", "KiB", "MiB", "GiB", "TiB", "PiB"];
+        let (mut v, mut u) = (n as f64, 0);
+        while v >= 1024.0 && u + 1 < units.len() {
+            v /= 1024.0;
+            u += 1;
+        }
+        format!("{v:.1} {}", units[u])
+    };
+    let head = format!(
+        "pair `p` ({}:17): `search.batch` = 1000000 needs about {} of memory ({} per sample) but ",
+        d.join("gevaldi.toml").display(),
+        human(estimate.bytes(1_000_000)),
+        human(estimate.per_sample()),
+    );
+    let tail = " is available (MemAvailable in /proc/meminfo); lower `search.batch`";
+    assert!(
+        message.starts_with(&head),
+        "{message}\nexpected it to start with\n{head}"
+    );
+    assert!(message.ends_with(tail), "{message}");
+    let available = &message[head.len()..message.len() - tail.len()];
+    let (number, unit) = available.split_once(' ').expect(available);
+    assert!(
+        number.parse::<f64>().is_ok() && ["MiB", "GiB", "TiB"].contains(&unit),
+        "{available}"
+    );
+}
+
+/// Case 7 runs in a child process of this test binary with
+/// `RUST_BACKTRACE=1` (std reads it once per process), selected by this
+/// variable.
+const CHILD: &str = "GEVALDI_FAULTS_BACKTRACE_CHILD";
+
+#[test]
+fn candle_backtraces_stay_out_of_messages() {
+    if std::env::var_os(CHILD).is_some() {
+        assert_eq!(
+            std::backtrace::Backtrace::capture().status(),
+            std::backtrace::BacktraceStatus::Captured,
+            "RUST_BACKTRACE=1 must be in force in the child"
+        );
+        // cnn_a on the wide generator's [4, 100] samples: candle's reshape
+        // fails with an error that carries a backtrace.
+        let d = case_dir("bt-child");
+        let text = config_text(
+            "",
+            &[(
+                "[generator.vae]\narch = \"mnist-vae\"",
+                "[generator.wide]\n[generator.vae]\narch = \"mnist-vae\"",
+            )],
+        )
+        .replace("generator = \"vae\"", "generator = \"wide\"");
+        let mut r = Registry::new();
+        r.generator("wide", |_| Ok(WideGenerator));
+        let message = trial(&d, &text, r, "pair::p").unwrap_err();
+        println!("<<<{message}>>>");
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "candle_backtraces_stay_out_of_messages",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, "1")
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let start = stdout.find("<<<").expect("the child's message") + 3;
+    let end = stdout.rfind(">>>").unwrap();
+    let message = &stdout[start..end];
+    for frame in ["backtrace", "BACKTRACE", " at ", "\n"] {
+        assert!(!message.contains(frame), "{frame:?} in\n{message}");
+    }
+    // The child's directory: `bt-child` under the child's process id.
+    let path = std::env::temp_dir().join(format!(
+        "gevaldi-faults17-{}-bt-child/gevaldi.toml",
+        out_pid(message)
+    ));
+    assert_eq!(
+        message,
+        format!(
+            "pair `p` ({}:18): failed to compute logits of `wide`'s samples of shape [4, 100] \
+             for model `cnn_a`: Shape mismatch, got buffer of size 400 which is compatible with \
+             shape [4, 1, 28, 28]",
+            path.display()
+        )
+    );
+}
+
+/// The process id in a message naming a `gevaldi-faults17-<pid>-` directory.
+fn out_pid(message: &str) -> u32 {
+    let rest = message
+        .split_once("gevaldi-faults17-")
+        .expect("a case directory")
+        .1;
+    rest.split('-').next().unwrap().parse().unwrap()
+}

@@ -105,3 +105,27 @@ pub const GENERATOR_ARCHS: &[&str] = &[
     "biggan-deep-256",
     "biggan-deep-512",
 ];
+
+/// The number of classes of the built-in classifier architecture `arch`
+/// (`mnist-*`: the 10 digits; the torchvision ImageNet architectures: the
+/// 1000 ImageNet-1k classes), `None` for anything else.
+///
+/// The config checks `top_n` against it where every classifier of a pair is
+/// built in; a pair with a classifier registered from Rust is checked when
+/// its trial starts.
+pub fn classifier_classes(arch: &str) -> Option<usize> {
+    if !CLASSIFIER_ARCHS.contains(&arch) {
+        None
+    } else if arch.starts_with("mnist-") {
+        Some(10)
+    } else {
+        Some(1000)
+    }
+}
+
+/// The longest pair or ensemble name, in bytes. A name becomes file names
+/// (`<name>.snap`, `<name>.json`, `<name>.png`, `ensemble-<name>/`, and
+/// insta's `<name>.snap.new` / `.pending-snap`), which most file systems
+/// cap at 255 bytes: 100 leaves room for every suffix, and for a module
+/// prefix.
+pub const MAX_NAME_LEN: usize = 100;

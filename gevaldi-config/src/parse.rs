@@ -302,6 +302,16 @@ impl Cx<'_> {
         let resolved = self.dir.join(&written);
         if resolved.is_file() {
             Some(resolved)
+        } else if resolved.is_dir() {
+            self.err(
+                value.span(),
+                key,
+                format!(
+                    "{what} `{written}` is a directory (`{}`), expected a TSV file",
+                    resolved.display()
+                ),
+            );
+            None
         } else {
             self.err(
                 value.span(),
@@ -395,7 +405,19 @@ impl Cx<'_> {
             let builtin = match (arch, weights) {
                 (Some((arch, _)), Some((weights, span))) => {
                     let resolved = self.dir.join(&weights);
-                    if !resolved.is_file() && !optional {
+                    if resolved.is_dir() {
+                        // Even when `optional`: a directory is not an
+                        // absent file but a mistake.
+                        self.err(
+                            span,
+                            &format!("{path}.weights"),
+                            format!(
+                                "weights `{weights}` is a directory (`{}`), expected a \
+                                 safetensors file",
+                                resolved.display()
+                            ),
+                        );
+                    } else if !resolved.is_file() && !optional {
                         self.err(
                             span,
                             &format!("{path}.weights"),
@@ -552,7 +574,7 @@ impl Cx<'_> {
             table,
             path: &path,
         };
-        let name = self.entry_name(&entry, "ensemble", |n| config.ensemble(n).is_some());
+        let name = self.entry_name(&entry, "ensemble", config);
         let members = self.entry_classifiers(&entry, "members", config, "base learners");
         let generator = self.entry_generator(&entry, config);
         let test_data = match get("test_data") {
@@ -638,7 +660,7 @@ impl Cx<'_> {
             table,
             path: &path,
         };
-        let name = self.entry_name(&entry, "pair", |n| config.pair(n).is_some());
+        let name = self.entry_name(&entry, "pair", config);
         let models = self.entry_classifiers(&entry, "models", config, "classifiers to compare");
         let generator = self.entry_generator(&entry, config);
         let divergence = search
@@ -671,7 +693,22 @@ impl Cx<'_> {
         let min_lift = threshold(self, "min_lift");
         let max_set_distance = threshold(self, "max_set_distance");
         let top_n = match get("top_n") {
-            Some(v) => self.uint(v, &format!("{path}.top_n"), 1).unwrap_or(1) as usize,
+            Some(v) => {
+                let n = self.uint(v, &format!("{path}.top_n"), 1).unwrap_or(1) as usize;
+                if let Some((model, arch, classes)) = fewest_classes(config, &models) {
+                    if n > classes {
+                        self.err(
+                            v.span(),
+                            &format!("{path}.top_n"),
+                            format!(
+                                "{n} is out of range: expected an integer from 1 to {classes}, \
+                                 the number of classes of classifier `{model}` ({arch})"
+                            ),
+                        );
+                    }
+                }
+                n
+            }
             None => 1,
         };
         let quantile = get("quantile").and_then(|v| {
@@ -696,6 +733,8 @@ impl Cx<'_> {
         let statistic = match statistic {
             Some((s, span)) if s == "quantile" => match quantile {
                 Some((q, _)) => Statistic::Quantile(q),
+                // Given but invalid: its own error says so.
+                None if get("quantile").is_some() => Statistic::Max,
                 None => {
                     self.err(
                         span,
@@ -802,7 +841,17 @@ impl Cx<'_> {
                         None
                     }
                     Err(_) => {
-                        self.err(value.span(), key, format!("expected {expected}"));
+                        // Beyond i64: TOML's integers are 64-bit signed.
+                        self.err(
+                            value.span(),
+                            key,
+                            format!(
+                                "{} is out of range: expected an integer from {min} to {} \
+                                 (TOML integers are 64-bit signed)",
+                                self.text.get(value.span()).unwrap_or(i.as_str()).trim(),
+                                i64::MAX
+                            ),
+                        );
                         None
                     }
                 }
@@ -865,31 +914,44 @@ struct Entry<'a, 'i> {
 }
 
 impl Cx<'_> {
-    /// `name`: required, a valid test name, not taken.
-    fn entry_name(
-        &mut self,
-        e: &Entry,
-        kind: &str,
-        taken: impl Fn(&str) -> bool,
-    ) -> Option<String> {
+    /// `name`: required, a portable file name (see [`name_problem`]), not
+    /// taken by another pair or ensemble, even in another case (pairs and
+    /// ensembles share the snapshot directory).
+    fn entry_name(&mut self, e: &Entry, kind: &str, config: &Config) -> Option<String> {
         let key = format!("{}.name", e.path);
         let Some(v) = e.table.get("name") else {
             self.err(e.value.span(), e.path, "missing `name`");
             return None;
         };
         let n = self.string(v, &key)?;
-        if n.is_empty()
-            || !n
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
-        {
-            self.err(
-                v.span(),
-                &key,
-                format!("invalid name {n:?}: expected letters, digits, `_`, `-` or `.`"),
-            );
-        } else if taken(&n) {
-            self.err(v.span(), &key, format!("duplicate {kind} name `{n}`"));
+        let taken = config
+            .pairs
+            .iter()
+            .map(|p| ("pair", p.name.as_str(), p.line))
+            .chain(
+                config
+                    .ensembles
+                    .iter()
+                    .map(|e| ("ensemble", e.name.as_str(), e.line)),
+            )
+            .find(|(_, other, _)| other.eq_ignore_ascii_case(&n));
+        if let Some(problem) = name_problem(&n) {
+            self.err(v.span(), &key, problem);
+        } else if let Some((other_kind, other, line)) = taken {
+            let message = if other == n && other_kind == kind {
+                format!("duplicate {kind} name `{n}` (first at line {line})")
+            } else if other == n {
+                format!(
+                    "{other_kind} `{other}` (line {line}) has this name too: pairs and \
+                     ensembles share the snapshot directory, so their names must differ"
+                )
+            } else {
+                format!(
+                    "`{n}` differs from {other_kind} `{other}` (line {line}) only in case: \
+                     their files would collide on case-insensitive file systems (macOS, Windows)"
+                )
+            };
+            self.err(v.span(), &key, message);
         }
         Some(n)
     }
@@ -967,6 +1029,78 @@ impl Cx<'_> {
             .and_then(|v| self.boolean(v, &format!("{}.ignore", e.path)))
             .unwrap_or(false)
     }
+}
+
+/// What is wrong with `name` as a pair's or ensemble's name, which becomes
+/// file names (`<name>.snap`, `<name>.json`, `ensemble-<name>/`): it must
+/// be 1 to [`MAX_NAME_LEN`](crate::MAX_NAME_LEN) bytes of the portable
+/// file name characters (ASCII letters, digits, `_`, `-`, `.`), must not
+/// start with `.` (a hidden file, and `.`, `..`) nor end with `.` (Windows
+/// drops it), and must not be a Windows device name (`con`, `nul`, `com1`,
+/// …), which no file there can take, whatever its extension.
+fn name_problem(name: &str) -> Option<String> {
+    let max = crate::MAX_NAME_LEN;
+    if name.is_empty() {
+        return Some("empty name: expected letters, digits, `_`, `-` or `.`".into());
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "_-.".contains(*c)))
+    {
+        return Some(format!(
+            "invalid name {name:?}: {c:?} is not portable in a file name; expected letters, \
+             digits, `_`, `-` or `.`"
+        ));
+    }
+    if name.len() > max {
+        return Some(format!(
+            "name of {} bytes is too long: at most {max}, so that the file names made from it \
+             (with suffixes such as `.pending-snap`) stay within 255 bytes",
+            name.len()
+        ));
+    }
+    if name.starts_with('.') {
+        return Some(format!(
+            "invalid name {name:?}: a name must not start with `.` (its files, such as \
+             `{name}.json`, would be hidden)"
+        ));
+    }
+    if name.ends_with('.') {
+        return Some(format!(
+            "invalid name {name:?}: a name must not end with `.` (Windows drops it from file \
+             names)"
+        ));
+    }
+    let stem = name.split('.').next().unwrap_or(name).to_ascii_lowercase();
+    let device = ["con", "prn", "aux", "nul"].contains(&stem.as_str())
+        || ((stem.starts_with("com") || stem.starts_with("lpt"))
+            && stem.len() == 4
+            && stem.as_bytes()[3].is_ascii_digit()
+            && stem.as_bytes()[3] != b'0');
+    if device {
+        return Some(format!(
+            "invalid name {name:?}: `{stem}` is a Windows device name (CON, PRN, AUX, NUL, \
+             COM1-9, LPT1-9), which no file can take"
+        ));
+    }
+    None
+}
+
+/// The classifier of `models` with the fewest classes, its architecture
+/// and its class count, when every one of `models` is a built-in
+/// architecture (a model registered from Rust has a class count only once
+/// it is built).
+fn fewest_classes<'c>(config: &'c Config, models: &[String]) -> Option<(&'c str, &'c str, usize)> {
+    let mut fewest: Option<(&str, &str, usize)> = None;
+    for m in models {
+        let decl = config.classifier(m)?;
+        let (arch, _) = decl.builtin.as_ref()?;
+        let classes = crate::classifier_classes(arch)?;
+        if fewest.is_none_or(|(_, _, k)| classes < k) {
+            fewest = Some((&decl.name, arch, classes));
+        }
+    }
+    fewest
 }
 
 fn quote_list(items: &[&str]) -> String {
