@@ -263,6 +263,28 @@ fn bias(b: Option<&Tensor>, n: usize) -> Option<Vec<f32>> {
     }
 }
 
+thread_local! {
+    /// Bytes the frozen nets run on this thread kept for their backward
+    /// passes (for the memory estimate, `crate::memory`).
+    static KEPT_BYTES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// The bytes that frozen nets run on this thread kept for their backward
+/// passes since the last call.
+pub(crate) fn take_kept_bytes() -> u64 {
+    KEPT_BYTES.with(|c| c.replace(0))
+}
+
+fn kept_bytes(kept: &[(Dims, Kept)]) -> u64 {
+    kept.iter()
+        .map(|(_, k)| match k {
+            Kept::Nothing => 0,
+            Kept::Output(v) => (v.len() * std::mem::size_of::<f32>()) as u64,
+            Kept::Argmax(v) => v.len() as u64,
+        })
+        .sum()
+}
+
 /// The op candle's graph sees: the whole chain.
 struct NetOp {
     ops: Arc<Vec<Op>>,
@@ -312,6 +334,7 @@ impl CustomOp1 for NetOp {
             h = y;
             dims = d;
         }
+        KEPT_BYTES.with(|c| c.set(c.get() + kept_bytes(&kept)));
         *self.kept.lock().expect("kept") = Some(kept);
         // The last layer keeps its output too: the result is a copy (of
         // logits or a decoded batch, the smallest activation).
