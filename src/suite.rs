@@ -535,7 +535,7 @@ impl Suite {
             .collect::<Result<Vec<_>>>()
             .map_err(fail)?;
         let labels: Vec<usize> = test.labels.iter().map(|&l| l as usize).collect();
-        let on_test = Metrics::of(&mean_probs(&member_probs), &labels);
+        let on_test = Metrics::of(&mean_probs(&member_probs), &labels).map_err(fail)?;
         let named: Vec<(&str, &dyn Classifier)> = e
             .members
             .iter()
@@ -552,7 +552,7 @@ impl Suite {
         )
         .map_err(fail)?;
         let vote = mds.vote();
-        let on_mds = Metrics::of(&vote, &mds.labels);
+        let on_mds = Metrics::of(&vote, &mds.labels).map_err(fail)?;
         let regions = find_regions(&mds, e.min_samples, None);
         let threshold_failures =
             crate::verdict::ensemble_failures(e, &on_test, &on_mds, regions.regions.len());
