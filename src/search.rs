@@ -1068,6 +1068,18 @@ fn first_non_finite(t: &Tensor, at: SearchStage) -> Result<Option<(usize, f64)>>
         .map(|i| (i / per_sample.max(1), values[i])))
 }
 
+/// exp of each model's log-probabilities, as `[model][sample][class]`.
+fn probs(log_probs: &[Tensor]) -> Result<Vec<Vec<Vec<f32>>>> {
+    log_probs
+        .iter()
+        .map(|lp| {
+            lp.exp()
+                .and_then(|p| p.to_vec2::<f32>())
+                .map_err(Error::tensor("read probabilities"))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1118,16 +1130,19 @@ mod tests {
         // ‖z‖ = 10 ‖z0‖ exactly: run away.
         let away = (vec![0.0, 0.5], vec![0.0, 5.0]);
         let almost = (vec![0.0, 0.5], vec![0.0, 4.9]);
-        assert_eq!(outcome(&[1.0, 2.0, 1.5], &[stay.clone()]).warnings(), []);
         assert_eq!(
-            outcome(&[1.0, 2.0, 0.5], &[stay.clone()]).warnings(),
+            outcome(&[1.0, 2.0, 1.5], std::slice::from_ref(&stay)).warnings(),
+            []
+        );
+        assert_eq!(
+            outcome(&[1.0, 2.0, 0.5], std::slice::from_ref(&stay)).warnings(),
             [AscentWarning::ObjectiveFell {
                 start: 1.0,
                 end: 0.5
             }]
         );
         // No steps, nothing to fall.
-        assert_eq!(outcome(&[1.0], &[stay.clone()]).warnings(), []);
+        assert_eq!(outcome(&[1.0], std::slice::from_ref(&stay)).warnings(), []);
         // Half the samples is enough; fewer is not.
         let w = outcome(&[0.0, 1.0], &[stay.clone(), away.clone()]).warnings();
         assert_eq!(
@@ -1176,16 +1191,4 @@ mod tests {
         );
         assert!(msg.contains("check the classifier"), "{msg}");
     }
-}
-
-/// exp of each model's log-probabilities, as `[model][sample][class]`.
-fn probs(log_probs: &[Tensor]) -> Result<Vec<Vec<Vec<f32>>>> {
-    log_probs
-        .iter()
-        .map(|lp| {
-            lp.exp()
-                .and_then(|p| p.to_vec2::<f32>())
-                .map_err(Error::tensor("read probabilities"))
-        })
-        .collect()
 }

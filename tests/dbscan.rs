@@ -59,7 +59,15 @@ fn a_cluster_of_fewer_than_min_samples_whose_border_was_claimed_stays_a_cluster(
     let c = dbscan(&two_clusters_sharing_a_border_point(false), 1.0, 4);
     assert_eq!(
         labels(&c),
-        [Some(0), Some(0), Some(0), Some(0), Some(1), Some(1), Some(1)]
+        [
+            Some(0),
+            Some(0),
+            Some(0),
+            Some(0),
+            Some(1),
+            Some(1),
+            Some(1)
+        ]
     );
     assert_eq!(c.members(), [vec![0, 1, 2, 3], vec![4, 5, 6]]);
     // The border point goes to the cluster whose core point comes first.
@@ -80,7 +88,13 @@ fn all_noise_and_one_cluster() {
     assert_eq!(labels(&dbscan(&near, 1.0, 4)), [Some(0); 4]);
     // More than there are points: nothing is core.
     assert_eq!(dbscan(&near, 1.0, 5).noise(), 4);
-    assert_eq!(dbscan(&[], 1.0, 3), Clustering { labels: vec![], clusters: 0 });
+    assert_eq!(
+        dbscan(&[], 1.0, 3),
+        Clustering {
+            labels: vec![],
+            clusters: 0
+        }
+    );
 }
 
 /// The points (read as the script reads them: f64, then rounded to f32)
@@ -111,10 +125,18 @@ fn check_against_scikit_learn(csv: &str, n: usize, dim: usize, eps: f64, min_sam
     assert!(points.iter().all(|p| p.len() == dim));
     let c = dbscan(&points, eps, min_samples);
     let sizes: Vec<usize> = c.members().iter().map(Vec::len).collect();
-    println!("{} clusters of sizes {sizes:?}, {} noise", c.clusters, c.noise());
+    println!(
+        "{} clusters of sizes {sizes:?}, {} noise",
+        c.clusters,
+        c.noise()
+    );
     assert_eq!(c.noise(), expected.iter().filter(|l| l.is_none()).count());
     let differ: Vec<usize> = (0..n).filter(|&i| c.labels[i] != expected[i]).collect();
-    assert!(differ.is_empty(), "{} labels differ: {differ:?}", differ.len());
+    assert!(
+        differ.is_empty(),
+        "{} labels differ: {differ:?}",
+        differ.len()
+    );
 }
 
 /// 2000 points in 4-d (4 Gaussian blobs of different sizes and a uniform

@@ -289,7 +289,10 @@ impl Generator for InfiniteGradient<'_> {
 fn an_infinite_gradient_and_an_overflowing_update_are_named() {
     let (g, a, b) = plain_models();
     let (site, stage, _, _) = non_finite(run(&InfiniteGradient(&g), &a, &b, config()));
-    assert_eq!((site, stage), (NonFiniteSite::Gradient, SearchStage::Step(0)));
+    assert_eq!(
+        (site, stage),
+        (NonFiniteSite::Gradient, SearchStage::Step(0))
+    );
     // A finite lr whose f32 product overflows moves z to infinity.
     let sgd = config().optimizer(Optimizer::Sgd).lr(1e300);
     let (site, stage, _, _) = non_finite(run(&g, &a, &b, sgd));
@@ -324,7 +327,10 @@ fn the_baseline_is_not_z0_given_or_not() {
     }
     // Deterministic without z0, and seeded.
     let again = run(&m.vae, &m.a, &m.b, cfg.clone()).unwrap();
-    assert_eq!((&again.samples, &again.baseline), (&plain.samples, &plain.baseline));
+    assert_eq!(
+        (&again.samples, &again.baseline),
+        (&plain.samples, &plain.baseline)
+    );
     let other = run(&m.vae, &m.a, &m.b, cfg.seed(6)).unwrap();
     assert_ne!(other.baseline, plain.baseline);
 }

@@ -914,10 +914,9 @@ mod tests {
             let clean = Tensor::from_vec(values.clone(), (3, 1, 8, 12), &Device::Cpu).unwrap();
             // One pixel of sample 1.
             values[8 * 12 + 5 * 12 + 7] = nan;
-            let x = Var::from_tensor(
-                &Tensor::from_vec(values, (3, 1, 8, 12), &Device::Cpu).unwrap(),
-            )
-            .unwrap();
+            let x =
+                Var::from_tensor(&Tensor::from_vec(values, (3, 1, 8, 12), &Device::Cpu).unwrap())
+                    .unwrap();
             let y = net.forward(x.as_tensor()).unwrap();
             let (y, y_clean) = (rows(&y), rows(&net.forward(&clean).unwrap()));
             assert!(y[1].iter().all(|v| v.is_nan()), "{nan:?}: {:?}", y[1]);
