@@ -426,8 +426,7 @@ fn catalogue() -> Vec<(&'static str, Vec<&'static str>, Check)> {
         vec![
             "pair `p`",
             "gevaldi.toml:17",
-            "non-finite divergence",
-            "step 0",
+            "a logit of classifier `nan` is NaN at step 0 for sample 0",
         ],
         Box::new(|d| {
             let text = config_text("\n[classifier.nan]\n", &[("\"cnn_b\"]", "\"nan\"]")]);
