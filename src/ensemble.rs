@@ -206,9 +206,40 @@ pub struct Metrics {
 
 impl Metrics {
     /// The metrics of `probs` `[sample][class]` against `labels`.
-    pub fn of(probs: &[Vec<f32>], labels: &[usize]) -> Metrics {
+    ///
+    /// An error, naming the sample, when there are no samples, when `probs`
+    /// and `labels` differ in length, when a row has a NaN or an infinity
+    /// or another number of classes than the first, or when a label is not
+    /// one of the classes.
+    pub fn of(probs: &[Vec<f32>], labels: &[usize]) -> Result<Metrics> {
         let n = labels.len();
-        let k = probs.first().map_or(0, Vec::len);
+        let problem = |problem: String| Err(Error::Metrics { problem });
+        if n == 0 {
+            return problem("no samples: accuracy, AUC and F1 of 0 samples are undefined".into());
+        }
+        if probs.len() != n {
+            return problem(format!("{} probability rows for {n} labels", probs.len()));
+        }
+        let k = probs[0].len();
+        for (i, (row, &label)) in probs.iter().zip(labels).enumerate() {
+            if row.len() != k {
+                return problem(format!(
+                    "the probabilities of sample {i} have {} classes, those of sample 0 {k}",
+                    row.len()
+                ));
+            }
+            if let Some(c) = row.iter().position(|p| !p.is_finite()) {
+                return problem(format!(
+                    "the probability of class {c} for sample {i} is {}",
+                    row[c]
+                ));
+            }
+            if label >= k {
+                return problem(format!(
+                    "the label {label} of sample {i} is not one of the {k} classes"
+                ));
+            }
+        }
         let pred: Vec<usize> = probs.iter().map(|p| argmax(p)).collect();
         let accuracy = pred.iter().zip(labels).filter(|(p, l)| p == l).count() as f64 / n as f64;
         let mut aucs = Vec::new();
@@ -239,11 +270,11 @@ impl Metrics {
             }
         }
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
-        Metrics {
+        Ok(Metrics {
             accuracy,
             auc: mean(&aucs),
             f1: mean(&f1s),
-        }
+        })
     }
 }
 
@@ -284,7 +315,7 @@ mod tests {
             vec![0.7, 0.3],
         ];
         let labels = [0, 1, 0, 0];
-        let m = Metrics::of(&probs, &labels);
+        let m = Metrics::of(&probs, &labels).unwrap();
         assert_eq!(m.accuracy, 0.75);
         // Class 1 scores: positives {0.8}, negatives {0.1, 0.6, 0.3}: AUC 1;
         // class 0 is its mirror: AUC 1.
@@ -292,6 +323,32 @@ mod tests {
         // Class 0: tp 2, 3 true, 2 predicted: F1 = 4/5; class 1: tp 1,
         // 1 true, 2 predicted: F1 = 2/3.
         assert!((m.f1 - (0.8 + 2.0 / 3.0) / 2.0).abs() < 1e-12);
+    }
+
+    /// Issue 17: a NaN row scored as a number, and 0 samples gave a NaN
+    /// accuracy.
+    #[test]
+    fn metrics_of_nan_or_nothing_are_errors_naming_the_sample() {
+        let err = |probs: &[Vec<f32>], labels: &[usize]| match Metrics::of(probs, labels) {
+            Err(e @ Error::Metrics { .. }) => e.to_string(),
+            other => panic!("expected a metrics error, got {other:?}"),
+        };
+        for bad in [f32::NAN, -f32::NAN, f32::INFINITY] {
+            let probs = vec![vec![0.9, 0.1], vec![0.2, 0.8], vec![bad, 0.5]];
+            let msg = err(&probs, &[0, 1, 0]);
+            assert!(
+                msg.contains(&format!("the probability of class 0 for sample 2 is {bad}")),
+                "{msg}"
+            );
+        }
+        let msg = err(&[], &[]);
+        assert!(msg.contains("no samples"), "{msg}");
+        let msg = err(&[vec![0.5, 0.5]], &[0, 1]);
+        assert!(msg.contains("1 probability rows for 2 labels"), "{msg}");
+        let msg = err(&[vec![0.5, 0.5], vec![1.0]], &[0, 0]);
+        assert!(msg.contains("sample 1 have 1 classes"), "{msg}");
+        let msg = err(&[vec![0.5, 0.5]], &[2]);
+        assert!(msg.contains("label 2 of sample 0"), "{msg}");
     }
 
     #[test]

@@ -140,20 +140,30 @@ pub enum Error {
     },
 
     // === Search ===
-    /// The objective or its gradient stopped being finite during a search.
+    /// A NaN or an infinity appeared in a search: named at the first place
+    /// of the pipeline (gradient, z, the generator's output, each
+    /// classifier's logits, log p(z), divergence, objective) where it was
+    /// found.
     #[error(
-        "the search produced a non-finite {what} ({value}) at step {step} for sample {sample}: \
-         a model or the generator overflowed or emitted NaN; lower `lr` or check the models"
+        "the search met a non-finite value: {site} is {value} {stage} for sample {sample}; {}",
+        site.hint()
     )]
     NonFinite {
-        /// "objective", "divergence" or "gradient".
-        what: &'static str,
-        /// The step (0 is the starting point).
-        step: usize,
-        /// The first sample index affected.
+        /// Where it appeared.
+        site: crate::search::NonFiniteSite,
+        /// When: at a step of the ascent, or in the null baseline.
+        stage: crate::search::SearchStage,
+        /// The first sample affected (its index in the batch).
         sample: usize,
-        /// The value found.
+        /// The first non-finite value of that sample.
         value: f64,
+    },
+    /// Accuracy, AUC or F1 were asked of probabilities they are not defined
+    /// for.
+    #[error("failed to compute the metrics: {problem}")]
+    Metrics {
+        /// What is wrong, naming the sample.
+        problem: String,
     },
 
     // === Gradient audit ===

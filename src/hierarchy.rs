@@ -446,10 +446,19 @@ impl Measure for SetDistance {
 }
 
 /// The indices of the n largest probabilities, largest first (ties by lower
-/// index).
+/// index). A NaN (of either sign) ranks below every number, NaNs among
+/// themselves by index: when every value is NaN, the result is `0..n`.
 pub fn top_n(p: &[f32], n: usize) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..p.len()).collect();
-    idx.sort_by(|&a, &b| p[b].total_cmp(&p[a]).then(a.cmp(&b)));
+    // Numbers first, largest first; `total_cmp` alone would put a positive
+    // NaN above every number.
+    idx.sort_by(|&a, &b| {
+        match (p[a].is_nan(), p[b].is_nan()) {
+            (false, false) => p[b].total_cmp(&p[a]),
+            (nan_a, nan_b) => nan_a.cmp(&nan_b),
+        }
+        .then(a.cmp(&b))
+    });
     idx.truncate(n);
     idx
 }
@@ -565,6 +574,18 @@ mod tests {
             vec![p2.to_vec(), p1.to_vec()],
         ];
         assert_eq!(m.measure(&probs), [2.0, 0.0]);
+    }
+
+    #[test]
+    fn top_n_ranks_nan_of_either_sign_below_every_number() {
+        for nan in [f32::NAN, -f32::NAN] {
+            assert_eq!(top_n(&[0.5, nan, 0.2], 2), [0, 2], "{nan:?}");
+            assert_eq!(top_n(&[nan, 0.2, 0.5], 3), [2, 1, 0], "{nan:?}");
+            assert_eq!(top_n(&[nan, f32::NEG_INFINITY], 1), [1], "{nan:?}");
+            assert_eq!(top_n(&[nan, nan, nan], 2), [0, 1], "all NaN");
+        }
+        assert_eq!(top_n(&[-f32::NAN, f32::NAN, 0.0], 3), [2, 0, 1]);
+        assert_eq!(top_n(&[0.3, 0.3, 0.4], 5), [2, 0, 1]);
     }
 
     #[test]

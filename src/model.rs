@@ -164,12 +164,19 @@ pub fn sample_standard_normal(
     Tensor::from_vec(values, shape, device)
 }
 
-/// The index of the largest value (the first on a tie; NaN never wins over
-/// a number).
+/// The index of the largest value, the first on a tie. A NaN (of either
+/// sign) never wins over a number; when every value is NaN, or `values` is
+/// empty, the result is 0.
 pub fn argmax(values: &[f32]) -> usize {
-    (0..values.len())
-        .max_by(|&a, &b| values[a].total_cmp(&values[b]).then(b.cmp(&a)))
-        .unwrap_or(0)
+    let mut best: Option<usize> = None;
+    for (i, v) in values.iter().enumerate() {
+        // `>` is false for NaN on either side: a NaN never replaces a
+        // number, and a number always replaces the NaN-free start.
+        if !v.is_nan() && best.is_none_or(|b| *v > values[b]) {
+            best = Some(i);
+        }
+    }
+    best.unwrap_or(0)
 }
 
 /// `n` one-hot rows `[n, classes]` (f32) for the given labels.
@@ -214,6 +221,26 @@ mod tests {
         };
         assert_eq!(draw(7), draw(7));
         assert_ne!(draw(7), draw(8));
+    }
+
+    #[test]
+    fn argmax_takes_the_first_maximum() {
+        assert_eq!(argmax(&[0.1, 0.7, 0.2, 0.7]), 1);
+        assert_eq!(argmax(&[-3.0, -1.0, f32::NEG_INFINITY]), 1);
+        assert_eq!(argmax(&[f32::INFINITY, 1.0]), 0);
+        assert_eq!(argmax(&[]), 0);
+    }
+
+    #[test]
+    fn no_nan_of_either_sign_wins_over_a_number() {
+        for nan in [f32::NAN, -f32::NAN] {
+            assert_eq!(argmax(&[0.5, nan, 0.2]), 0, "{nan:?} in the middle");
+            assert_eq!(argmax(&[nan, 0.2, 0.5]), 2, "{nan:?} first");
+            assert_eq!(argmax(&[0.2, 0.5, nan]), 1, "{nan:?} last");
+            assert_eq!(argmax(&[nan, f32::NEG_INFINITY]), 1, "{nan:?} vs -inf");
+            assert_eq!(argmax(&[nan, nan]), 0, "all NaN");
+        }
+        assert_eq!(argmax(&[f32::NAN, -f32::NAN, -1.0]), 2);
     }
 
     #[test]

@@ -1,15 +1,14 @@
 //! Regions of uncertainty (paper appendix F): DBSCAN over the latents of
 //! an MDS dataset, with its radius chosen by a grid search.
 //!
-//! DBSCAN comes from the `petal-clustering` crate. The radius `eps` is
+//! [`dbscan`] is the standard algorithm (Ester et al. 1996, as
+//! scikit-learn's `DBSCAN` runs it), brute force. The radius `eps` is
 //! chosen among candidates, by default the 10th, 20th, …, 90th percentiles
 //! of every sample's distance to its `min_samples`-th nearest neighbour:
 //! the candidate that finds the most regions while leaving at most half of
-//! the samples as noise wins (the smaller eps on a tie).
-
-use ndarray::Array2;
-use petal_clustering::{Dbscan, Fit};
-use petal_neighbors::distance::Euclidean;
+//! the samples as noise wins (the smaller eps on a tie). The candidates are
+//! distances between samples, so a neighbourhood holds the points at
+//! distance `<= eps`, both computed by [`distance`].
 
 use crate::ensemble::MdsDataset;
 use crate::model::argmax;
@@ -41,34 +40,120 @@ pub struct Regions {
     pub grid: Vec<(f64, usize, usize)>,
 }
 
+/// DBSCAN's labels: each point's cluster, or `None` for noise.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Clustering {
+    /// Per point, its cluster (numbered 0.. in the order of each cluster's
+    /// first core point), or `None` for noise.
+    pub labels: Vec<Option<usize>>,
+    /// The number of clusters.
+    pub clusters: usize,
+}
+
+impl Clustering {
+    /// The points of each cluster, ascending.
+    pub fn members(&self) -> Vec<Vec<usize>> {
+        let mut out = vec![Vec::new(); self.clusters];
+        for (i, l) in self.labels.iter().enumerate() {
+            if let Some(c) = l {
+                out[*c].push(i);
+            }
+        }
+        out
+    }
+
+    /// The number of noise points.
+    pub fn noise(&self) -> usize {
+        self.labels.iter().filter(|l| l.is_none()).count()
+    }
+}
+
+/// The Euclidean distance of two points, in f64.
+pub fn distance(a: &[f32], b: &[f32]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
+        .sum::<f64>()
+        .sqrt()
+}
+
+/// DBSCAN (Ester et al. 1996) over `points`, by brute force:
+///
+/// - a point is *core* when at least `min_samples` points, itself included,
+///   lie within [`distance`] `<= eps` of it;
+/// - the clusters are the connected components of the core points, two
+///   core points connected when within `eps`;
+/// - a non-core point within `eps` of a core point (a *border* point) joins
+///   the cluster of the first cluster, in the order of their first core
+///   points, that reaches it, as scikit-learn's `DBSCAN` assigns it;
+/// - every other point is noise.
+pub fn dbscan(points: &[Vec<f32>], eps: f64, min_samples: usize) -> Clustering {
+    let n = points.len();
+    let near = |i: usize, j: usize| distance(&points[i], &points[j]) <= eps;
+    let mut counts = vec![1usize; n];
+    for i in 0..n {
+        for j in (i + 1)..n {
+            if near(i, j) {
+                counts[i] += 1;
+                counts[j] += 1;
+            }
+        }
+    }
+    let core: Vec<bool> = counts.iter().map(|&c| c >= min_samples).collect();
+    let mut labels: Vec<Option<usize>> = vec![None; n];
+    let mut clusters = 0;
+    let mut stack = Vec::new();
+    for start in 0..n {
+        if labels[start].is_some() || !core[start] {
+            continue;
+        }
+        labels[start] = Some(clusters);
+        stack.push(start);
+        // Only core points are expanded; a border point keeps the first
+        // cluster that labelled it.
+        while let Some(p) = stack.pop() {
+            for q in 0..n {
+                if labels[q].is_none() && near(p, q) {
+                    labels[q] = Some(clusters);
+                    if core[q] {
+                        stack.push(q);
+                    }
+                }
+            }
+        }
+        clusters += 1;
+    }
+    Clustering { labels, clusters }
+}
+
 /// Clusters the MDS latents; `eps_grid` overrides the default candidates.
 pub fn find_regions(mds: &MdsDataset, min_samples: usize, eps_grid: Option<&[f64]>) -> Regions {
     let n = mds.z.len();
-    let d = mds.z.first().map_or(0, Vec::len);
-    let points = Array2::from_shape_fn((n, d), |(i, j)| mds.z[i][j] as f64);
     let candidates = match eps_grid {
         Some(g) => g.to_vec(),
         None => knn_percentiles(&mds.z, min_samples),
     };
-    let fit = |eps: f64| Dbscan::new(eps, min_samples, Euclidean::default()).fit(&points, None);
+    let fit = |eps: f64| dbscan(&mds.z, eps, min_samples);
     let mut grid = Vec::new();
     let mut best: Option<(f64, usize)> = None;
     for &eps in &candidates {
-        let (clusters, noise) = fit(eps);
-        grid.push((eps, clusters.len(), noise.len()));
-        let acceptable = noise.len() * 2 <= n;
-        if acceptable && best.is_none_or(|(_, r)| clusters.len() > r) {
-            best = Some((eps, clusters.len()));
+        let c = fit(eps);
+        let noise = c.noise();
+        grid.push((eps, c.clusters, noise));
+        let acceptable = noise * 2 <= n;
+        if acceptable && best.is_none_or(|(_, r)| c.clusters > r) {
+            best = Some((eps, c.clusters));
         }
     }
     let eps = best.map_or_else(|| candidates.last().copied().unwrap_or(1.0), |(e, _)| e);
-    let (clusters, noise) = fit(eps);
+    let clustering = fit(eps);
+    let noise = clustering.noise();
     let vote = mds.vote();
     let classes = vote.first().map_or(0, Vec::len);
-    let mut regions: Vec<Region> = clusters
-        .into_values()
-        .map(|mut members| {
-            members.sort_unstable();
+    let mut regions: Vec<Region> = clustering
+        .members()
+        .into_iter()
+        .map(|members| {
             let mut conditions = vec![0; classes];
             let mut predicted = vec![0; classes];
             for &i in &members {
@@ -98,7 +183,7 @@ pub fn find_regions(mds: &MdsDataset, min_samples: usize, eps_grid: Option<&[f64
         eps,
         min_samples,
         regions,
-        noise: noise.len(),
+        noise,
         grid,
     }
 }
@@ -115,13 +200,7 @@ fn knn_percentiles(z: &[Vec<f32>], k: usize) -> Vec<f64> {
         .map(|i| {
             let mut d: Vec<f64> = (0..n)
                 .filter(|&j| j != i)
-                .map(|j| {
-                    z[i].iter()
-                        .zip(&z[j])
-                        .map(|(a, b)| ((a - b) as f64).powi(2))
-                        .sum::<f64>()
-                        .sqrt()
-                })
+                .map(|j| distance(&z[i], &z[j]))
                 .collect();
             d.select_nth_unstable_by(k - 1, f64::total_cmp);
             d[k - 1]

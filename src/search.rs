@@ -16,9 +16,18 @@
 //! The search records, per sample, z0, z, the divergence and every model's
 //! probabilities before and after, and dz = ‖z − z0‖ / ‖z‖; per step, the
 //! mean objective, the mean and max divergence and the mean dz; and a null
-//! baseline: the divergence over B fresh prior samples, drawn from the same
-//! seeded stream. `lift` = mean divergence after the search / mean baseline
-//! divergence.
+//! baseline: the divergence over B fresh prior samples, drawn from a stream
+//! of the seed of their own (z0 is drawn from another), so that they are the
+//! same whether or not z0 is given. `lift` = mean divergence after the
+//! search / mean baseline divergence.
+//!
+//! A NaN or an infinity anywhere in the pipeline stops the search with
+//! [`Error::NonFinite`], naming where it first appeared (see
+//! [`NonFiniteSite`]): each step sums each checked tensor (a NaN or an
+//! infinity survives the sum) and reads the sums back with the step's
+//! figures; only a sum that is not finite costs a full read, to find the
+//! sample. An ascent that finished but went wrong (its objective fell, or z
+//! ran away) is told by [`SearchOutcome::warnings`].
 
 use std::fmt;
 use std::str::FromStr;
@@ -288,6 +297,140 @@ pub struct Baseline {
     pub max: f64,
 }
 
+/// Where in the search's pipeline a NaN or an infinity first appeared.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NonFiniteSite {
+    /// The latent z itself (after an update, or a z0 given so).
+    Latent,
+    /// The decoded samples g(z) of the named generator.
+    GeneratorOutput(String),
+    /// The logits of the named classifier.
+    Logits(String),
+    /// log p(z) of the named generator's prior.
+    LogPrior(String),
+    /// The divergence, from finite logits.
+    Divergence,
+    /// The objective D + λ log p(z), from a finite divergence and log p(z).
+    Objective,
+    /// The gradient of the objective with respect to z.
+    Gradient,
+}
+
+impl NonFiniteSite {
+    /// What to check or try, for the error message.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            NonFiniteSite::Latent => {
+                "the update overflowed, or z0 was not finite: lower `lr`, or check z0"
+            }
+            NonFiniteSite::GeneratorOutput(_) => {
+                "check the generator's weights and decoder (a NaN image can pass a \
+                 classifier's ReLU as a confident class)"
+            }
+            NonFiniteSite::Logits(_) => {
+                "check the classifier's weights, and that it takes the generator's samples"
+            }
+            NonFiniteSite::LogPrior(_) => "check the generator's `log_prior`",
+            NonFiniteSite::Divergence | NonFiniteSite::Objective => {
+                "the models' probabilities are too extreme for the divergence: lower `lr`, \
+                 or raise `lambda`"
+            }
+            NonFiniteSite::Gradient => {
+                "a backward pass overflowed or emitted NaN: lower `lr`, or audit the models' \
+                 gradients (`GradientAudit`)"
+            }
+        }
+    }
+}
+
+impl fmt::Display for NonFiniteSite {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NonFiniteSite::Latent => f.write_str("the latent z"),
+            NonFiniteSite::GeneratorOutput(g) => write!(f, "the output of generator `{g}`"),
+            NonFiniteSite::Logits(c) => write!(f, "a logit of classifier `{c}`"),
+            NonFiniteSite::LogPrior(g) => write!(f, "log p(z) of generator `{g}`"),
+            NonFiniteSite::Divergence => f.write_str("the divergence"),
+            NonFiniteSite::Objective => f.write_str("the objective"),
+            NonFiniteSite::Gradient => f.write_str("the gradient with respect to z"),
+        }
+    }
+}
+
+/// When in a search something happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SearchStage {
+    /// At step t of the ascent (0 is z0; the gradient of step t is the one
+    /// taken from z_t).
+    Step(usize),
+    /// While computing the null baseline.
+    Baseline,
+}
+
+impl fmt::Display for SearchStage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SearchStage::Step(t) => write!(f, "at step {t}"),
+            SearchStage::Baseline => f.write_str("in the null baseline"),
+        }
+    }
+}
+
+/// A search that ran to the end but whose ascent went wrong; see
+/// [`SearchOutcome::warnings`] for the criteria.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum AscentWarning {
+    /// The mean objective at the last step is below its value at step 0:
+    /// the ascent descended.
+    ObjectiveFell {
+        /// The mean objective at step 0.
+        start: f64,
+        /// The mean objective at the last step.
+        end: f64,
+    },
+    /// z ran away from the prior: at least half the samples ended at least
+    /// [`RUNAWAY_GROWTH`] times as far from the origin as they started, so
+    /// that dz = ‖z − z0‖ / ‖z‖ saturates near 1.
+    RanAway {
+        /// Samples whose ‖z‖ grew at least [`RUNAWAY_GROWTH`]-fold.
+        samples: usize,
+        /// Samples in the batch.
+        batch: usize,
+        /// The mean dz at the end.
+        mean_dz: f64,
+    },
+}
+
+/// The growth of ‖z‖ / ‖z0‖ from which a sample counts as run away (its dz
+/// is then within 0.9 .. 1.1).
+pub const RUNAWAY_GROWTH: f64 = 10.0;
+
+impl fmt::Display for AscentWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AscentWarning::ObjectiveFell { start, end } => write!(
+                f,
+                "the ascent lowered its objective: the mean objective fell from {start:.4e} \
+                 at step 0 to {end:.4e} at the end; lower `lr`, or try the other optimizer"
+            ),
+            AscentWarning::RanAway {
+                samples,
+                batch,
+                mean_dz,
+            } => write!(
+                f,
+                "z ran away: {samples} of {batch} samples ended at least {RUNAWAY_GROWTH} \
+                 times as far from the origin as they started (mean dz {mean_dz:.3}, \
+                 saturated near 1), where the prior holds nothing; lower `lr`, or raise \
+                 `lambda`"
+            ),
+        }
+    }
+}
+
 /// Everything a search found.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -334,6 +477,41 @@ impl SearchOutcome {
     pub fn lift(&self) -> f64 {
         self.mean_divergence_after() / self.baseline.mean
     }
+
+    /// What went wrong in an ascent that ran to the end, in this order:
+    ///
+    /// - [`AscentWarning::ObjectiveFell`]: the mean objective at the last
+    ///   step is below its value at step 0 (none after 0 steps);
+    /// - [`AscentWarning::RanAway`]: at least half the samples have
+    ///   ‖z‖ ≥ [`RUNAWAY_GROWTH`] · ‖z0‖ (and moved at all).
+    ///
+    /// Empty for a sound search.
+    pub fn warnings(&self) -> Vec<AscentWarning> {
+        let mut out = Vec::new();
+        if let (Some(first), Some(last)) = (self.trajectory.first(), self.trajectory.last()) {
+            if self.steps_run > 0 && last.mean_objective < first.mean_objective {
+                out.push(AscentWarning::ObjectiveFell {
+                    start: first.mean_objective,
+                    end: last.mean_objective,
+                });
+            }
+        }
+        let norm = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+        let ran_away = self
+            .samples
+            .iter()
+            .filter(|s| s.z != s.z0 && norm(&s.z) >= RUNAWAY_GROWTH * norm(&s.z0))
+            .count();
+        let batch = self.samples.len();
+        if batch > 0 && 2 * ran_away >= batch {
+            out.push(AscentWarning::RanAway {
+                samples: ran_away,
+                batch,
+                mean_dz: self.mean_dz(),
+            });
+        }
+        out
+    }
 }
 
 fn mean(values: impl ExactSizeIterator<Item = f64>) -> f64 {
@@ -374,6 +552,7 @@ pub struct Search<'a> {
 
 struct Evaluation {
     x: Tensor,
+    logits: Vec<Tensor>,
     log_probs: Vec<Tensor>,
     divergence: Tensor,
 }
@@ -443,7 +622,6 @@ impl<'a> Search<'a> {
         let cfg = &self.config;
         cfg.validate()?;
         cfg.divergence.check(self.classifiers.len())?;
-        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
         let d = self.generator.latent_dim();
         let sample = |n, rng: &mut ChaCha8Rng| {
             self.generator
@@ -455,15 +633,15 @@ impl<'a> Search<'a> {
                 .to_device(device)
                 .and_then(|z| z.to_dtype(DType::F32))
                 .map_err(Error::tensor("move z0 to the device"))?,
-            None => sample(cfg.batch, &mut rng)?,
+            None => sample(cfg.batch, &mut ChaCha8Rng::seed_from_u64(cfg.seed))?,
         };
         let (b, dz0) = z0.dims2().map_err(Error::tensor("read the shape of z0"))?;
         if dz0 != d {
             return Err(self.shape_error("z0", format!("[B, {d}]"), &z0));
         }
         // Drawn before any step so that the baseline does not depend on the
-        // number of steps.
-        let z_baseline = sample(b, &mut rng)?;
+        // number of steps, from its own stream so that it is not z0.
+        let z_baseline = sample(b, &mut baseline_rng(cfg.seed))?;
         self.check_condition(b)?;
 
         let z = Var::from_tensor(&z0).map_err(Error::tensor("make z a variable"))?;
@@ -471,7 +649,9 @@ impl<'a> Search<'a> {
         let mut trajectory = Vec::with_capacity(cfg.steps + 1);
         let mut first: Option<Start> = None;
         let mut step = 0;
-        let (last, last_div, last_measured) = loop {
+        // The gradient of the previous step, checked with this step's read.
+        let mut last_grad: Option<Tensor> = None;
+        let (last, last_div, last_measured, last_dz) = loop {
             let eval = self.evaluate(z.as_tensor(), b)?;
             let log_prior = self
                 .generator
@@ -481,11 +661,33 @@ impl<'a> Search<'a> {
                 .affine(cfg.lambda, 0.0)
                 .and_then(|prior| &eval.divergence + prior)
                 .map_err(Error::tensor("add the prior term to the objective"))?;
-            let div = to_f64(&eval.divergence, "read the divergence")?;
-            let obj = to_f64(&objective, "read the objective")?;
-            check_finite("divergence", step, &div)?;
-            check_finite("objective", step, &obj)?;
             let dz = self.dz(z.as_tensor(), &z0)?;
+            let at = SearchStage::Step(step);
+            let mut probes = Vec::with_capacity(self.classifiers.len() + 4);
+            if let Some(g) = &last_grad {
+                probes.push((NonFiniteSite::Gradient, SearchStage::Step(step - 1), g));
+            }
+            probes.push((NonFiniteSite::Latent, at, z.as_tensor()));
+            probes.extend(self.eval_probes(&eval, at));
+            probes.push((
+                NonFiniteSite::LogPrior(self.generator_name.clone()),
+                at,
+                &log_prior,
+            ));
+            let mut figures = read_checked(
+                &probes,
+                &[
+                    (NonFiniteSite::Divergence, &eval.divergence),
+                    (NonFiniteSite::Objective, &objective),
+                ],
+                &[&dz],
+                at,
+            )?
+            .into_iter();
+            let (div, obj, dz) = match (figures.next(), figures.next(), figures.next()) {
+                (Some(div), Some(obj), Some(dz)) => (div, obj, dz),
+                _ => unreachable!("three figures were read"),
+            };
             let measured = self.measured(&eval)?;
             trajectory.push(StepRecord {
                 step,
@@ -504,7 +706,7 @@ impl<'a> Search<'a> {
                         < es.tolerance
             });
             if step == cfg.steps || stalled {
-                break (eval, div, measured);
+                break (eval, div, measured, dz);
             }
             if first.is_none() {
                 first = Some((eval.x.detach(), probs(&eval.log_probs)?, div, measured));
@@ -523,16 +725,12 @@ impl<'a> Search<'a> {
                     model: self.chain_name(),
                     input: "latent z",
                 })?;
-            let grad_norms = grad
-                .sqr()
-                .and_then(|g| g.sum(1))
-                .map_err(Error::tensor("measure the gradient"))?;
-            check_finite("gradient", step, &to_f64(&grad_norms, "read the gradient")?)?;
             let update = self
                 .update(grad, &mut adam_state, step + 1)
                 .map_err(Error::tensor(format!("update z at step {step}")))?;
             z.set(&(z.as_tensor() + update).map_err(Error::tensor("update z"))?)
                 .map_err(Error::tensor("update z"))?;
+            last_grad = Some(grad.detach());
             step += 1;
         };
         let stopped_early = step < cfg.steps;
@@ -548,8 +746,16 @@ impl<'a> Search<'a> {
         };
 
         let baseline = self.evaluate(&z_baseline, b)?;
-        let baseline_div = to_f64(&baseline.divergence, "read the baseline divergence")?;
-        let dz = self.dz(z.as_tensor(), &z0)?;
+        let at = SearchStage::Baseline;
+        let mut probes = vec![(NonFiniteSite::Latent, at, &z_baseline)];
+        probes.extend(self.eval_probes(&baseline, at));
+        let baseline_div = read_checked(
+            &probes,
+            &[(NonFiniteSite::Divergence, &baseline.divergence)],
+            &[],
+            at,
+        )?
+        .swap_remove(0);
         let z0_rows = z0.to_vec2::<f32>().map_err(Error::tensor("read z0"))?;
         let z_rows = z
             .as_tensor()
@@ -563,7 +769,7 @@ impl<'a> Search<'a> {
                 divergence_after: last_div[i],
                 probs_before: probs_before.iter().map(|m| m[i].clone()).collect(),
                 probs_after: probs_after.iter().map(|m| m[i].clone()).collect(),
-                dz: dz[i],
+                dz: last_dz[i],
                 measures_before: first_measured.iter().map(|m| m[i]).collect(),
                 measures_after: last_measured.iter().map(|m| m[i]).collect(),
             })
@@ -593,6 +799,21 @@ impl<'a> Search<'a> {
         })
     }
 
+    /// The generator's output and each classifier's logits, to check.
+    fn eval_probes<'e>(&self, eval: &'e Evaluation, at: SearchStage) -> Vec<Probe<'e>> {
+        let x = (
+            NonFiniteSite::GeneratorOutput(self.generator_name.clone()),
+            at,
+            &eval.x,
+        );
+        let logits = self
+            .classifiers
+            .iter()
+            .zip(&eval.logits)
+            .map(|((name, _), l)| (NonFiniteSite::Logits(name.clone()), at, l));
+        std::iter::once(x).chain(logits).collect()
+    }
+
     /// Decodes z, runs every classifier and computes the divergence.
     fn evaluate(&self, z: &Tensor, b: usize) -> Result<Evaluation> {
         let x = self
@@ -600,6 +821,7 @@ impl<'a> Search<'a> {
             .decode(z, self.condition.as_ref())
             .map_err(Error::model(&self.generator_name, "decode z"))?;
         let mut log_probs = Vec::with_capacity(self.classifiers.len());
+        let mut all_logits = Vec::with_capacity(self.classifiers.len());
         let mut classes = None;
         for (name, classifier) in &self.classifiers {
             let logits = classifier.logits(&x).map_err(|e| {
@@ -633,10 +855,12 @@ impl<'a> Search<'a> {
             let lp = candle_nn::ops::log_softmax(&logits, 1)
                 .map_err(Error::model(name, "compute log-probabilities"))?;
             log_probs.push(lp);
+            all_logits.push(logits);
         }
         let divergence = self.config.divergence.compute(&log_probs)?;
         Ok(Evaluation {
             x,
+            logits: all_logits,
             log_probs,
             divergence,
         })
@@ -699,11 +923,10 @@ impl<'a> Search<'a> {
         }
     }
 
-    /// ‖z − z0‖ / ‖z‖ per sample.
-    fn dz(&self, z: &Tensor, z0: &Tensor) -> Result<Vec<f64>> {
+    /// ‖z − z0‖ / ‖z‖ per sample, `[B]`.
+    fn dz(&self, z: &Tensor, z0: &Tensor) -> Result<Tensor> {
         let norm = |t: &Tensor| t.sqr()?.sum(1)?.sqrt();
-        let dz = (|| norm(&(z - z0)?)? / norm(z)?)().map_err(Error::tensor("compute dz"))?;
-        to_f64(&dz, "read dz")
+        (|| norm(&(z - z0)?)? / norm(z)?)().map_err(Error::tensor("compute dz"))
     }
 
     fn check_condition(&self, b: usize) -> Result<()> {
@@ -754,22 +977,95 @@ impl<'a> Search<'a> {
 /// and the measures `[measure][sample]` at z0.
 type Start = (Tensor, Vec<Vec<Vec<f32>>>, Vec<f64>, Vec<Vec<f64>>);
 
-fn to_f64(t: &Tensor, action: &str) -> Result<Vec<f64>> {
-    t.to_dtype(DType::F64)
-        .and_then(|t| t.to_vec1::<f64>())
-        .map_err(Error::tensor(action))
+/// A tensor whose first dimension is the batch, checked for NaN and
+/// infinities, with where and when it was computed.
+type Probe<'t> = (NonFiniteSite, SearchStage, &'t Tensor);
+
+/// The seeded stream of the baseline's latents: stream 1 of `seed` (z0 is
+/// drawn from stream 0), so that the baseline is neither z0 nor depends on
+/// whether z0 was given.
+fn baseline_rng(seed: u64) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(1);
+    rng
 }
 
-fn check_finite(what: &'static str, step: usize, values: &[f64]) -> Result<()> {
-    match values.iter().position(|v| !v.is_finite()) {
-        None => Ok(()),
-        Some(sample) => Err(Error::NonFinite {
-            what,
-            step,
-            sample,
-            value: values[sample],
-        }),
+/// Reads, in one transfer, the sum of each probe and every value of the
+/// per-sample `checked` and `plain` figures (`[B]` each), and returns the
+/// figures, `checked` first, as f64. The first probe, in order, that holds
+/// a NaN or an infinity, and then the first checked figure that does, is
+/// an [`Error::NonFinite`]; a probe is read in full only when its sum is
+/// not finite (a sum that merely overflowed is no error).
+fn read_checked(
+    probes: &[Probe<'_>],
+    checked: &[(NonFiniteSite, &Tensor)],
+    plain: &[&Tensor],
+    at: SearchStage,
+) -> Result<Vec<Vec<f64>>> {
+    let read = || -> candle_core::Result<Vec<f64>> {
+        let mut parts = Vec::with_capacity(probes.len() + checked.len() + plain.len());
+        for (_, _, t) in probes {
+            parts.push(t.sum_all()?.to_dtype(DType::F64)?.reshape(1)?);
+        }
+        for t in checked.iter().map(|(_, t)| *t).chain(plain.iter().copied()) {
+            parts.push(t.flatten_all()?.to_dtype(DType::F64)?);
+        }
+        Tensor::cat(&parts, 0)?.to_vec1::<f64>()
+    };
+    let values = read().map_err(Error::tensor(format!("read the figures {at}")))?;
+    let (sums, mut rest) = values.split_at(probes.len());
+    for ((site, stage, t), sum) in probes.iter().zip(sums) {
+        if !sum.is_finite() {
+            if let Some((sample, value)) = first_non_finite(t, *stage)? {
+                return Err(Error::NonFinite {
+                    site: site.clone(),
+                    stage: *stage,
+                    sample,
+                    value,
+                });
+            }
+        }
     }
+    let mut figures = Vec::with_capacity(checked.len() + plain.len());
+    for (i, t) in checked
+        .iter()
+        .map(|(_, t)| *t)
+        .chain(plain.iter().copied())
+        .enumerate()
+    {
+        let (figure, tail) = rest.split_at(t.elem_count());
+        rest = tail;
+        if let Some((site, _)) = checked.get(i) {
+            if let Some(sample) = figure.iter().position(|v| !v.is_finite()) {
+                return Err(Error::NonFinite {
+                    site: site.clone(),
+                    stage: at,
+                    sample,
+                    value: figure[sample],
+                });
+            }
+        }
+        figures.push(figure.to_vec());
+    }
+    Ok(figures)
+}
+
+/// The first sample of `t` (batch first) with a NaN or an infinity, and
+/// that value.
+fn first_non_finite(t: &Tensor, at: SearchStage) -> Result<Option<(usize, f64)>> {
+    let values = t
+        .flatten_all()
+        .and_then(|t| t.to_dtype(DType::F64))
+        .and_then(|t| t.to_vec1::<f64>())
+        .map_err(Error::tensor(format!("read a non-finite tensor {at}")))?;
+    let per_sample = match t.dims().first() {
+        Some(&b) if b > 0 => values.len() / b,
+        _ => values.len(),
+    };
+    Ok(values
+        .iter()
+        .position(|v| !v.is_finite())
+        .map(|i| (i / per_sample.max(1), values[i])))
 }
 
 /// exp of each model's log-probabilities, as `[model][sample][class]`.
@@ -782,4 +1078,117 @@ fn probs(log_probs: &[Tensor]) -> Result<Vec<Vec<Vec<f32>>>> {
                 .map_err(Error::tensor("read probabilities"))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(objectives: &[f64], z0_z: &[(Vec<f32>, Vec<f32>)]) -> SearchOutcome {
+        let step = |(i, &o): (usize, &f64)| StepRecord {
+            step: i,
+            mean_objective: o,
+            mean_divergence: 0.0,
+            max_divergence: 0.0,
+            mean_dz: 0.0,
+            mean_measures: vec![],
+        };
+        let sample = |(z0, z): &(Vec<f32>, Vec<f32>)| SampleRecord {
+            z0: z0.clone(),
+            z: z.clone(),
+            divergence_before: 0.0,
+            divergence_after: 0.0,
+            probs_before: vec![],
+            probs_after: vec![],
+            dz: 0.5,
+            measures_before: vec![],
+            measures_after: vec![],
+        };
+        let x = Tensor::zeros(1, DType::F32, &Device::Cpu).unwrap();
+        SearchOutcome {
+            config: SearchConfig::default(),
+            model_names: vec![],
+            class_names: vec![],
+            measure_names: vec![],
+            samples: z0_z.iter().map(sample).collect(),
+            trajectory: objectives.iter().enumerate().map(step).collect(),
+            baseline: Baseline {
+                divergences: vec![],
+                mean: 1.0,
+                max: 1.0,
+            },
+            steps_run: objectives.len().saturating_sub(1),
+            stopped_early: false,
+            x0: x.clone(),
+            x,
+        }
+    }
+
+    #[test]
+    fn warnings_follow_their_documented_criteria() {
+        let stay = (vec![1.0, 0.0], vec![2.0, 1.0]);
+        // ‖z‖ = 10 ‖z0‖ exactly: run away.
+        let away = (vec![0.0, 0.5], vec![0.0, 5.0]);
+        let almost = (vec![0.0, 0.5], vec![0.0, 4.9]);
+        assert_eq!(
+            outcome(&[1.0, 2.0, 1.5], std::slice::from_ref(&stay)).warnings(),
+            []
+        );
+        assert_eq!(
+            outcome(&[1.0, 2.0, 0.5], std::slice::from_ref(&stay)).warnings(),
+            [AscentWarning::ObjectiveFell {
+                start: 1.0,
+                end: 0.5
+            }]
+        );
+        // No steps, nothing to fall.
+        assert_eq!(outcome(&[1.0], std::slice::from_ref(&stay)).warnings(), []);
+        // Half the samples is enough; fewer is not.
+        let w = outcome(&[0.0, 1.0], &[stay.clone(), away.clone()]).warnings();
+        assert_eq!(
+            w,
+            [AscentWarning::RanAway {
+                samples: 1,
+                batch: 2,
+                mean_dz: 0.5
+            }]
+        );
+        assert!(w[0].to_string().contains("1 of 2 samples"), "{}", w[0]);
+        let three = [stay.clone(), away.clone(), almost.clone()];
+        assert_eq!(outcome(&[0.0, 1.0], &three).warnings(), []);
+        // A sample at the origin that stayed there did not run away.
+        let still = (vec![0.0, 0.0], vec![0.0, 0.0]);
+        assert_eq!(outcome(&[0.0, 1.0], &[still]).warnings(), []);
+    }
+
+    #[test]
+    fn the_baseline_stream_is_not_z0s() {
+        let draw = |rng: &mut ChaCha8Rng| {
+            crate::model::sample_standard_normal((4, 3), rng, &Device::Cpu)
+                .and_then(|t| t.flatten_all())
+                .and_then(|t| t.to_vec1::<f32>())
+                .unwrap()
+        };
+        let z0 = draw(&mut ChaCha8Rng::seed_from_u64(9));
+        let baseline = draw(&mut baseline_rng(9));
+        assert_ne!(z0, baseline);
+        assert_eq!(baseline, draw(&mut baseline_rng(9)));
+        assert_ne!(baseline, draw(&mut baseline_rng(10)));
+    }
+
+    #[test]
+    fn non_finite_sites_and_stages_read_as_sentences() {
+        let err = Error::NonFinite {
+            site: NonFiniteSite::Logits("cnn_a".into()),
+            stage: SearchStage::Step(2),
+            sample: 3,
+            value: f64::INFINITY,
+        };
+        let msg = err.to_string();
+        assert!(
+            msg.contains("a logit of classifier `cnn_a` is inf at step 2 for sample 3"),
+            "{msg}"
+        );
+        assert!(msg.contains("check the classifier"), "{msg}");
+    }
 }

@@ -597,7 +597,7 @@ impl Suite {
             .map_err(fail)?;
         let labels: Vec<usize> = test.labels.iter().map(|&l| l as usize).collect();
         let test_vote = mean_probs(&member_probs);
-        let on_test = Metrics::of(&test_vote, &labels);
+        let on_test = Metrics::of(&test_vote, &labels).map_err(fail)?;
         let mds = MdsDataset::search_with_progress(
             &named,
             generator.as_ref(),
@@ -608,7 +608,7 @@ impl Suite {
         )
         .map_err(fail)?;
         let vote = mds.vote();
-        let on_mds = Metrics::of(&vote, &mds.labels);
+        let on_mds = Metrics::of(&vote, &mds.labels).map_err(fail)?;
         let regions = find_regions(&mds, e.min_samples, None);
         let threshold_failures =
             crate::verdict::ensemble_failures(e, &on_test, &on_mds, regions.regions.len());

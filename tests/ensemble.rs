@@ -46,7 +46,7 @@ fn the_ensemble_is_much_less_accurate_on_its_mds_dataset() {
         })
         .collect();
     let labels: Vec<usize> = test.labels.iter().map(|l| *l as usize).collect();
-    let on_test = Metrics::of(&mean_probs(&member_probs), &labels);
+    let on_test = Metrics::of(&mean_probs(&member_probs), &labels).unwrap();
 
     let named: Vec<(String, &dyn Classifier)> = members
         .iter()
@@ -58,7 +58,7 @@ fn the_ensemble_is_much_less_accurate_on_its_mds_dataset() {
     let config = SearchConfig::default().batch(500).steps(200).lr(0.1);
     let mds = MdsDataset::search(&named, &cvae, 2000, &config, &dev).unwrap();
     let secs = started.elapsed().as_secs_f64();
-    let on_mds = Metrics::of(&mds.vote(), &mds.labels);
+    let on_mds = Metrics::of(&mds.vote(), &mds.labels).unwrap();
 
     println!("bagging ensemble of 5 MLPs, cVAE, K = 2000 MDS samples (js, adam, lr 0.1, 200 steps, {secs:.0} s)");
     println!("           accuracy   AUC    F1");

@@ -400,7 +400,7 @@ fn catalogue() -> Vec<(&'static str, Vec<&'static str>, Check)> {
     );
     add(
         "model: classifier emits NaN",
-        vec!["^pair `p` (<dir>/gevaldi.toml:17): the search produced a non-finite divergence (NaN) at step 0 for sample 0: a model or the generator overflowed or emitted NaN; lower `lr` or check the models$"],
+        vec!["^pair `p` (<dir>/gevaldi.toml:17): the search met a non-finite value: a logit of classifier `nan` is NaN at step 0 for sample 0; check the classifier's weights, and that it takes the generator's samples$"],
         Box::new(|d| {
             let text = config_text("\n[classifier.nan]\n", &[("\"cnn_b\"]", "\"nan\"]")]);
             let mut r = Registry::new();

@@ -8,7 +8,7 @@ use std::hash::{Hash, Hasher};
 
 use candle_core::Tensor;
 use gevaldi::model::{one_hot, Classifier, Generator};
-use gevaldi::search::EarlyStop;
+use gevaldi::search::{EarlyStop, NonFiniteSite, SearchStage};
 use gevaldi::zoo::{MnistCnn, MnistCnnConfig, MnistVae, MnistVaeConfig};
 use gevaldi::{Divergence, Error, Optimizer, Search, SearchConfig, SearchOutcome};
 
@@ -282,8 +282,14 @@ fn a_nan_is_an_error_naming_the_step() {
             .run(&common::device())
             .unwrap_err();
         match err {
-            Error::NonFinite { step, sample, .. } => {
-                assert_eq!(step, nan_from);
+            Error::NonFinite {
+                site,
+                stage,
+                sample,
+                ..
+            } => {
+                assert_eq!(stage, SearchStage::Step(nan_from));
+                assert_eq!(site, NonFiniteSite::Logits("nan".into()));
                 assert_eq!(sample, 0);
             }
             other => panic!("expected a non-finite error, got {other}"),

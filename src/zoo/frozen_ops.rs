@@ -31,6 +31,11 @@
 //! `FrozenNet` for f32 tensors on the CPU when its weights are not
 //! variables; a model being trained, on a GPU, or with a layer this does
 //! not cover (a strided conv) runs candle's ops.
+//!
+//! A NaN propagates as in PyTorch: ReLU of NaN is NaN (candle 0.11's CPU
+//! `relu` is `v.max(0.0)`, which returns 0 for NaN) and a pooling window
+//! with a NaN pools to NaN, so a generator that emits NaN cannot pass as a
+//! confident prediction. (The search checks the generator's output anyway.)
 
 use std::cell::RefCell;
 use std::sync::{Arc, Mutex};
@@ -46,7 +51,7 @@ use rayon::prelude::*;
 pub enum Act {
     /// None.
     Identity,
-    /// max(x, 0).
+    /// max(x, 0), NaN for NaN (as PyTorch's ReLU).
     Relu,
     /// 1 / (1 + e^−x), as candle_nn's `sigmoid` computes it.
     Sigmoid,
@@ -56,7 +61,15 @@ impl Act {
     fn apply(self, v: f32) -> f32 {
         match self {
             Act::Identity => v,
-            Act::Relu => v.max(0.0),
+            // Not `v.max(0.0)`: `f32::max` returns the other argument for
+            // a NaN, which turned a NaN input into a confident 0.
+            Act::Relu => {
+                if v.is_nan() {
+                    v
+                } else {
+                    v.max(0.0)
+                }
+            }
             Act::Sigmoid => ((-v).exp() + 1.0).recip(),
         }
     }
@@ -66,11 +79,13 @@ impl Act {
     fn grad(self, g: f32, y: f32) -> f32 {
         match self {
             Act::Identity => g,
+            // A NaN output passes its gradient on (as PyTorch's
+            // `threshold_backward`), so the NaN reaches z.
             Act::Relu => {
-                if y > 0.0 {
-                    g
-                } else {
+                if y <= 0.0 {
                     0.0
+                } else {
+                    g
                 }
             }
             Act::Sigmoid => g * y * (1.0 - y),
@@ -679,7 +694,8 @@ fn im2col3x3(x: &[f32], d: Dims, cols: &mut Vec<f32>) {
 }
 
 /// 2×2 max-pooling of NHWC `x`, and each window's first maximum (0..4 in
-/// row-major order; `>` keeps the first of tied maxima).
+/// row-major order; `>` keeps the first of tied maxima). A window with a
+/// NaN pools to its first NaN, as PyTorch's `max_pool2d` does.
 fn pool(x: &[f32], d: Dims) -> (Vec<f32>, Vec<u8>) {
     let (h, w, c) = (d.h, d.w, d.c);
     let (oh, ow) = (h / 2, w / 2);
@@ -695,7 +711,10 @@ fn pool(x: &[f32], d: Dims) -> (Vec<f32>, Vec<u8>) {
                         let at = |k: usize| img[((2 * y + k / 2) * w + 2 * xx + k % 2) * c + ch];
                         let mut best = 0;
                         for k in 1..4 {
-                            if at(k) > at(best) {
+                            if at(best).is_nan() {
+                                break;
+                            }
+                            if at(k) > at(best) || at(k).is_nan() {
                                 best = k;
                             }
                         }
@@ -887,6 +906,92 @@ mod tests {
         let x = Var::from_tensor(&Tensor::from_vec(values, (2, 3, 6, 4), &dev).unwrap()).unwrap();
         let net = FrozenNet::new(&[Layer::MaxPool2x2]).unwrap();
         check(&net, &|x| super::super::layers::max_pool2x2(x).unwrap(), &x);
+    }
+
+    fn rows(t: &Tensor) -> Vec<Vec<f32>> {
+        t.flatten_from(1).unwrap().to_vec2::<f32>().unwrap()
+    }
+
+    /// Issue 17: ReLU turned a NaN into 0, so a NaN image came out of the
+    /// CNNs as a confident class.
+    #[test]
+    fn a_nan_propagates_through_every_kernel() {
+        let (c1, c2, l1, l2) = (
+            conv(1, 4, 1),
+            conv(4, 6, 1),
+            linear(6 * 2 * 3, 5),
+            linear(5, 3),
+        );
+        let layers = [
+            Layer::Conv(c1, Act::Relu),
+            Layer::MaxPool2x2,
+            Layer::Conv(c2, Act::Relu),
+            Layer::MaxPool2x2,
+            Layer::Flatten(2, 3),
+            Layer::Linear(l1, Act::Relu),
+            Layer::Linear(l2, Act::Identity),
+        ];
+        let net = FrozenNet::new(&layers).unwrap();
+        for nan in [f32::NAN, -f32::NAN] {
+            let mut values: Vec<f32> = Tensor::randn(0f32, 1.0, 3 * 8 * 12, &Device::Cpu)
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let clean = Tensor::from_vec(values.clone(), (3, 1, 8, 12), &Device::Cpu).unwrap();
+            // One pixel of sample 1.
+            values[8 * 12 + 5 * 12 + 7] = nan;
+            let x =
+                Var::from_tensor(&Tensor::from_vec(values, (3, 1, 8, 12), &Device::Cpu).unwrap())
+                    .unwrap();
+            let y = net.forward(x.as_tensor()).unwrap();
+            let (y, y_clean) = (rows(&y), rows(&net.forward(&clean).unwrap()));
+            assert!(y[1].iter().all(|v| v.is_nan()), "{nan:?}: {:?}", y[1]);
+            assert_eq!((&y[0], &y[2]), (&y_clean[0], &y_clean[2]));
+            // The other samples' gradients are untouched.
+            let grad = |x: &Var| {
+                let g = net
+                    .forward(x.as_tensor())
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .backward()
+                    .unwrap();
+                rows(g.get(x.as_tensor()).unwrap())
+            };
+            let (g, g_clean) = (grad(&x), grad(&Var::from_tensor(&clean).unwrap()));
+            assert_eq!((&g[0], &g[2]), (&g_clean[0], &g_clean[2]));
+        }
+    }
+
+    #[test]
+    fn relu_and_pooling_keep_nan() {
+        let dev = Device::Cpu;
+        for nan in [f32::NAN, -f32::NAN] {
+            // A NaN in each position of one 2×2 window, the other clean.
+            for at in 0..8 {
+                let mut v = vec![1.0f32, 2.0, 3.0, 4.0, 1.0, 2.0, 3.0, 4.0];
+                v[at] = nan;
+                // [1, 1, 2, 4]: windows (v0 v1 v4 v5) and (v2 v3 v6 v7).
+                let x = Tensor::from_vec(v, (1, 1, 2, 4), &dev).unwrap();
+                let y = FrozenNet::new(&[Layer::MaxPool2x2])
+                    .unwrap()
+                    .forward(&x)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap();
+                let window = [0, 0, 1, 1, 0, 0, 1, 1][at];
+                assert!(y[window].is_nan(), "{nan:?} at {at}: {y:?}");
+                assert_eq!(y[1 - window], if window == 0 { 4.0 } else { 2.0 });
+            }
+            let identity = Linear::new(Tensor::ones((1, 1), DType::F32, &dev).unwrap(), None);
+            let relu = FrozenNet::new(&[Layer::Linear(identity, Act::Relu)]).unwrap();
+            let x = Tensor::new(&[[nan], [-1.0], [2.0]], &dev).unwrap();
+            let y = relu.forward(&x).unwrap().to_vec2::<f32>().unwrap();
+            assert!(y[0][0].is_nan(), "{y:?}");
+            assert_eq!((y[1][0], y[2][0]), (0.0, 2.0));
+        }
     }
 
     #[test]
