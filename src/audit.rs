@@ -196,7 +196,7 @@ impl GradientAudit {
         };
         let grad = scalar(&y)
             .and_then(|s| s.backward())
-            .map_err(Error::model(name, "backpropagate"))?
+            .map_err(|e| Error::model(name, "backpropagate")(with_backward_hint(e)))?
             .get(var.as_tensor())
             .cloned()
             .ok_or_else(|| Error::MissingGradient {
@@ -297,6 +297,24 @@ impl GradientAudit {
         }
         unit(&(&g + unit(&u)?).map_err(Error::tensor("mix a direction"))?)
     }
+}
+
+/// A backward pass that failed outright, with what to do about it.
+fn with_backward_hint(e: candle_core::Error) -> candle_core::Error {
+    let hint = if e.to_string().contains("maxpool2d") {
+        "candle 0.11's max_pool2d_with_stride has no backward when the kernel and the stride \
+         differ (and a wrong one when they agree): pool with gevaldi::zoo::max_pool2d, which \
+         has a right one, or use gevaldi's zoo models (e.g. zoo::ResNet for a ResNet)"
+    } else {
+        "an op of the model has no backward pass: build it from ops that have one"
+    };
+    // The backtrace candle captures under RUST_BACKTRACE would split the
+    // cause from the hint; the cause names the op.
+    let e = match e {
+        candle_core::Error::WithBacktrace { inner, .. } => *inner,
+        e => e,
+    };
+    candle_core::Error::Msg(format!("{e}; {hint}"))
 }
 
 fn norm(t: &Tensor) -> Result<f64> {

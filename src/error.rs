@@ -169,8 +169,11 @@ pub enum Error {
     // === Gradient audit ===
     /// Backpropagation produced no gradient at all for a model's input.
     #[error(
-        "gradient audit of `{model}` failed: backpropagation gave no gradient for its {input} \
-         (an op without backward, e.g. candle's softmax_last_dim or layer_norm, dropped it)"
+        "gradient audit of `{model}` failed: backpropagation gave no gradient for its {input}: \
+         an op without backward dropped it (candle 0.11's ops::softmax_last_dim, ops::layer_norm, \
+         ops::rms_norm, candle_nn::LayerNorm and RmsNorm, rotary embeddings, sdpa); build those \
+         from ops that have one: candle_nn::ops::softmax(x, D::Minus1), gevaldi::zoo::LayerNorm \
+         (or candle_nn::ops::layer_norm_slow)"
     )]
     MissingGradient {
         /// The model's name.
@@ -182,9 +185,11 @@ pub enum Error {
     #[error(
         "gradient audit of `{model}` failed: along direction {direction}, backprop gives \
          {backprop:.6e} but central finite differences give {finite_difference:.6e} \
-         (ratio {ratio:.4}, allowed 1 ± {tolerance}); an op's backward is wrong \
-         (e.g. candle's max_pool2d scales its gradient by 1/k²), or the input sits on a \
-         kink (e.g. max-pool ties over a blank background): audit at decoded samples"
+         (ratio {ratio:.4}, allowed 1 ± {tolerance}); either an op's backward is wrong: \
+         candle 0.11's max_pool2d scales its gradient by 1/k² (a ratio of 1/4 per 2×2 pool), \
+         so pool with gevaldi::zoo::max_pool2d (or zoo::max_pool2x2) instead; or the input \
+         sits on a kink (e.g. max-pool ties over a blank background): audit at decoded \
+         samples or random images instead"
     )]
     GradientMismatch {
         /// The model's name.

@@ -109,6 +109,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod adapter;
 pub mod artifact;
 pub mod audit;
 pub mod config;
@@ -133,6 +134,7 @@ pub mod suite;
 pub mod verdict;
 pub mod zoo;
 
+pub use adapter::ModuleClassifier;
 pub use audit::{AuditReport, GradientAudit};
 pub use divergence::Divergence;
 pub use error::{Error, Result};
@@ -142,6 +144,10 @@ pub use search::{Optimizer, Search, SearchConfig, SearchOutcome};
 // Re-exported so that users name the same versions gevaldi uses.
 pub use candle_core;
 pub use candle_nn;
+/// candle-transformers, when the `candle-transformers` feature is on: its
+/// models become classifiers through [`ModuleClassifier`].
+#[cfg(feature = "candle-transformers")]
+pub use candle_transformers;
 pub use rand;
 
 pub use gevaldi_macros::main;

@@ -1,11 +1,13 @@
 //! The built-in architectures by name, as configs and metadata name them.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::io::Read;
 use std::path::Path;
 use std::str::FromStr;
 
-use candle_core::Device;
+use candle_core::{DType, Device, Shape, Tensor};
+use candle_nn::var_builder::SimpleBackend;
 use candle_nn::VarBuilder;
 
 use super::{
@@ -204,6 +206,13 @@ impl FromStr for Arch {
 /// Loads a model from a safetensors file, naming the file and the model in
 /// every error (missing file, not safetensors, missing tensor, wrong shape).
 ///
+/// The file may be a PyTorch state dict exactly as
+/// `safetensors.torch.save_file(model.state_dict(), path)` writes it:
+/// floating-point tensors (f16, bf16, f32, f64) are converted to f32 when
+/// the model takes them, and integer tensors the model never asks for
+/// (batch norms' int64 `num_batches_tracked`) are ignored. A tensor the
+/// model needs that holds integers is refused, naming it.
+///
 /// The file is read into memory (no mmap), so gevaldi stays free of
 /// `unsafe`. Only safetensors is loaded: pickled PyTorch checkpoints are
 /// refused; convert them with
@@ -247,18 +256,77 @@ pub fn load_file<M>(
              header and the tensors' bytes, as `safetensors.torch.save_file` writes them"
         )))
     })?;
-    let mut names: Vec<&String> = tensors.keys().collect();
-    names.sort();
-    for name in names {
-        let dtype = tensors[name].dtype();
-        if !dtype.is_float() {
-            return Err(err(candle_core::Error::Msg(format!(
-                "tensor `{name}` has dtype {dtype:?}, expected floats (f32, f16, bf16 or f64)"
-            ))));
-        }
-    }
-    let vb = VarBuilder::from_tensors(tensors, candle_core::DType::F32, device);
+    let vb = VarBuilder::from_backend(
+        Box::new(StateDict::new(tensors)),
+        candle_core::DType::F32,
+        device.clone(),
+    );
     load(vb).map_err(err)
+}
+
+/// The tensors of a weights file as a `VarBuilder` backend: floating-point
+/// tensors are handed out in the dtype the model asks for (f32), integer
+/// ones only as an error naming them, when a model asks for one.
+struct StateDict {
+    tensors: HashMap<String, Tensor>,
+}
+
+impl StateDict {
+    fn new(tensors: HashMap<String, Tensor>) -> Self {
+        StateDict { tensors }
+    }
+
+    /// The tensor `name`, if it holds floats.
+    fn float(&self, name: &str) -> candle_core::Result<&Tensor> {
+        let tensor = self.tensors.get(name).ok_or_else(|| {
+            candle_core::Error::CannotFindTensor {
+                path: name.to_string(),
+            }
+            .bt()
+        })?;
+        let dtype = tensor.dtype();
+        if !dtype.is_float() {
+            candle_core::bail!(
+                "tensor `{name}` has dtype {dtype:?}, expected floats (f32, f16, bf16 or f64)"
+            );
+        }
+        Ok(tensor)
+    }
+}
+
+impl SimpleBackend for StateDict {
+    fn get(
+        &self,
+        shape: Shape,
+        name: &str,
+        _: candle_nn::Init,
+        dtype: DType,
+        device: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let tensor = self.float(name)?;
+        if tensor.shape() != &shape {
+            return Err(candle_core::Error::UnexpectedShape {
+                msg: format!("shape mismatch for {name}"),
+                expected: shape,
+                got: tensor.shape().clone(),
+            }
+            .bt());
+        }
+        tensor.to_device(device)?.to_dtype(dtype)
+    }
+
+    fn get_unchecked(
+        &self,
+        name: &str,
+        dtype: DType,
+        device: &Device,
+    ) -> candle_core::Result<Tensor> {
+        self.float(name)?.to_device(device)?.to_dtype(dtype)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
 }
 
 /// What a pickled checkpoint gets told.

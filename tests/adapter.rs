@@ -1,0 +1,182 @@
+//! Users' own candle models as classifiers through `ModuleClassifier`,
+//! audited as the search needs them; with the `candle-transformers`
+//! feature, candle-transformers' EfficientNet (right gradients) and ResNet
+//! (a max-pool without backward, refused with what to do).
+
+use candle_core::{Device, Module, Tensor};
+use candle_nn::{Conv2dConfig, VarBuilder};
+use gevaldi::model::sample_standard_normal;
+use gevaldi::zoo::{self, MnistVae, MnistVaeConfig};
+use gevaldi::{Classifier, Error, GradientAudit, ModuleClassifier, Search, SearchConfig};
+use rand::SeedableRng;
+
+fn images(n: usize, c: usize, size: usize, seed: u64) -> Tensor {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    sample_standard_normal((n, c, size, size), &mut rng, &Device::Cpu).unwrap()
+}
+
+/// A small MNIST CNN written with candle-nn, as a user would, pooling with
+/// `pool`.
+fn user_cnn(
+    vb: VarBuilder,
+    pool: fn(&Tensor) -> candle_core::Result<Tensor>,
+) -> candle_core::Result<candle_nn::Sequential> {
+    let conv = candle_nn::conv2d(1, 8, 3, Conv2dConfig::default(), vb.pp("conv"))?;
+    let fc = candle_nn::linear(8 * 13 * 13, 10, vb.pp("fc"))?;
+    Ok(candle_nn::seq()
+        .add(conv)
+        .add(|x: &Tensor| x.relu())
+        .add(move |x: &Tensor| pool(x))
+        .add(|x: &Tensor| x.flatten_from(1))
+        .add(fc))
+}
+
+fn right_pool(x: &Tensor) -> candle_core::Result<Tensor> {
+    zoo::max_pool2d(x, 2, 2, 0, false)
+}
+
+fn candle_pool(x: &Tensor) -> candle_core::Result<Tensor> {
+    x.max_pool2d(2)
+}
+
+/// A `candle_nn::Module` and a closure become classifiers; a right one
+/// passes the audit and drives a search.
+#[test]
+fn a_users_candle_module_is_a_classifier_that_passes_the_audit() {
+    let dev = Device::Cpu;
+    let (_, varmap) = zoo::seeded_varmap(1, &dev, |vb| user_cnn(vb, right_pool)).unwrap();
+    let module = user_cnn(zoo::frozen(&varmap, &dev), right_pool).unwrap();
+    let x = images(2, 1, 28, 2);
+    let expected = module.forward(&x).unwrap();
+    let cnn = ModuleClassifier::new(module, zoo::mnist_class_names());
+    assert_eq!(cnn.num_classes(), 10);
+    let logits = cnn.logits(&x).unwrap();
+    assert_eq!(logits.dims(), [2, 10]);
+    let diff = (logits - expected)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert_eq!(diff, 0.0);
+    let report = GradientAudit::default()
+        .classifier("user-cnn", &cnn, &x)
+        .unwrap_or_else(|e| panic!("{e}"));
+    println!(
+        "user-cnn: worst |ratio - 1| = {:.1e}",
+        report.worst_deviation()
+    );
+
+    // A closure over the same module, with a softmax-free linear head.
+    let (_, head_vars) = zoo::seeded_varmap(3, &dev, |vb| candle_nn::linear(784, 10, vb)).unwrap();
+    let head = candle_nn::linear(784, 10, zoo::frozen(&head_vars, &dev)).unwrap();
+    let mlp = ModuleClassifier::from_fn(
+        move |x: &Tensor| head.forward(&x.flatten_from(1)?),
+        zoo::mnist_class_names(),
+    );
+    GradientAudit::default()
+        .classifier("user-mlp", &mlp, &x)
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    let vae = MnistVae::random(&MnistVaeConfig::default(), 4, &dev).unwrap();
+    let outcome = Search::new("vae", &vae)
+        .classifier("user-cnn", &cnn)
+        .classifier("user-mlp", &mlp)
+        .config(SearchConfig::default().steps(10).batch(4).lambda(0.0))
+        .run(&dev)
+        .unwrap();
+    assert!(outcome.mean_divergence_after().is_finite());
+    assert!(outcome.mean_divergence_after() > outcome.mean_divergence_before());
+}
+
+/// The same module pooling with candle's `max_pool2d` (its gradient is a
+/// quarter of the right one) fails the audit, which says what to use.
+#[test]
+fn a_module_on_candles_max_pool2d_fails_the_audit_with_the_fix() {
+    let dev = Device::Cpu;
+    let (_, varmap) = zoo::seeded_varmap(1, &dev, |vb| user_cnn(vb, candle_pool)).unwrap();
+    let module = user_cnn(zoo::frozen(&varmap, &dev), candle_pool).unwrap();
+    let cnn = ModuleClassifier::new(module, zoo::mnist_class_names());
+    let err = GradientAudit::default()
+        .classifier("user-cnn", &cnn, &images(2, 1, 28, 2))
+        .unwrap_err();
+    match &err {
+        Error::GradientMismatch { ratio, .. } => {
+            assert!((ratio - 0.25).abs() < 0.01, "ratio {ratio}")
+        }
+        other => panic!("expected a gradient mismatch, got {other}"),
+    }
+    let msg = err.to_string();
+    assert!(msg.contains("gevaldi::zoo::max_pool2d"), "{msg}");
+    println!("{msg}");
+}
+
+/// Logits of the wrong width are refused when the classifier is used.
+#[test]
+fn a_module_with_the_wrong_number_of_classes_is_refused() {
+    let dev = Device::Cpu;
+    let (_, varmap) = zoo::seeded_varmap(1, &dev, |vb| user_cnn(vb, right_pool)).unwrap();
+    let module = user_cnn(zoo::frozen(&varmap, &dev), right_pool).unwrap();
+    let cnn = ModuleClassifier::new(module, ["even", "odd"]);
+    let err = cnn.logits(&images(3, 1, 28, 2)).unwrap_err().to_string();
+    assert!(err.contains("[3, 10]"), "{err}");
+    assert!(err.contains("expected logits [3, 2]"), "{err}");
+}
+
+#[cfg(feature = "candle-transformers")]
+mod candle_transformers_models {
+    use super::*;
+    use gevaldi::candle_transformers::models::{efficientnet, resnet};
+
+    /// EfficientNet-B0 from candle-transformers, seeded random weights:
+    /// its input gradients are right.
+    #[test]
+    fn efficientnet_b0_passes_the_audit() {
+        let dev = Device::Cpu;
+        let build = |vb: VarBuilder| {
+            efficientnet::EfficientNet::new(vb, efficientnet::MBConvConfig::b0(), 10)
+        };
+        let (_, varmap) = zoo::seeded_varmap(5, &dev, build).unwrap();
+        let model = build(zoo::frozen(&varmap, &dev)).unwrap();
+        let classifier = ModuleClassifier::new(model, zoo::imagenet_class_names(10));
+        // 32 × 32 is the smallest input its five stride-2 stages take.
+        let x = images(1, 3, 32, 6);
+        let logits = classifier.logits(&x).unwrap();
+        assert_eq!(logits.dims(), [1, 10]);
+        let report = GradientAudit::default()
+            .classifier("efficientnet-b0", &classifier, &x)
+            .unwrap_or_else(|e| panic!("{e}"));
+        println!(
+            "efficientnet-b0: worst |ratio - 1| = {:.1e}",
+            report.worst_deviation()
+        );
+    }
+
+    /// ResNet-18 from candle-transformers pools with
+    /// `max_pool2d_with_stride(3, 2)`, which has no backward in candle 0.11:
+    /// the audit refuses it and names gevaldi's ResNet and max-pool.
+    #[test]
+    fn candle_transformers_resnet18_is_refused_with_what_to_do() {
+        let dev = Device::Cpu;
+        // A `Func` borrows its VarBuilder's lifetime: only the weights are kept.
+        let (_, varmap) =
+            zoo::seeded_varmap(7, &dev, |vb| resnet::resnet18(10, vb).map(drop)).unwrap();
+        let model = resnet::resnet18(10, zoo::frozen(&varmap, &dev)).unwrap();
+        let classifier = ModuleClassifier::new(model, zoo::imagenet_class_names(10));
+        let x = images(2, 3, 64, 8);
+        assert_eq!(classifier.logits(&x).unwrap().dims(), [2, 10]);
+        let err = GradientAudit::default()
+            .classifier("candle-resnet18", &classifier, &x)
+            .unwrap_err();
+        let msg = err.to_string();
+        println!("{msg}");
+        assert!(
+            matches!(&err, Error::Model { model, .. } if model == "candle-resnet18"),
+            "{msg}"
+        );
+        assert!(msg.contains("gevaldi::zoo::max_pool2d"), "{msg}");
+        assert!(msg.contains("zoo::ResNet"), "{msg}");
+    }
+}
