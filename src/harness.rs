@@ -65,7 +65,14 @@ pub fn run_with_args(config_path: &str, registry: Registry, mut args: Arguments)
             Trial::test(info.name, move || {
                 let outcome = suite.run_trial(&name, &|_, _| {});
                 if outcome.passed {
-                    summaries.lock().expect("summaries").push(outcome.line);
+                    let mut summaries = summaries.lock().expect("summaries");
+                    summaries.push(outcome.line);
+                    summaries.extend(
+                        outcome
+                            .warnings
+                            .iter()
+                            .map(|w| format!("warning: {name}: {w}")),
+                    );
                     Ok(())
                 } else {
                     Err(Failed::from(match outcome.message {

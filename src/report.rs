@@ -174,7 +174,7 @@ tabular-nums}.badge{font-size:.6em;padding:.15em .5em;border-radius:.3em;vertica
 color:#9b1c1c}.badge.missing,td.missing{background:#eee;color:#555}figure{margin:1em 0}\
 figure img{max-width:100%;border:1px solid #ddd}figcaption{font-size:.9em;color:#555}\
 .plots{display:flex;flex-wrap:wrap;gap:1em}.plots img{width:560px;max-width:100%}\
-pre{background:#f6f6f6;padding:.6em;overflow-x:auto}ul.failures li{color:#9b1c1c}";
+pre{background:#f6f6f6;padding:.6em;overflow-x:auto}ul.failures li{color:#9b1c1c}ul.warnings li{color:#8a5a00}";
 
 /// HTML-escapes text for element content and quoted attributes.
 fn esc(s: &str) -> String {
@@ -327,6 +327,17 @@ fn pair_section(dir: &Path, p: &PairArtifact, now: u64) -> Result<String> {
         age(p.written_at, now)
     );
     html.push_str(&failures(&p.failures));
+    if !s.warnings.is_empty() {
+        let items: String = s
+            .warnings
+            .iter()
+            .map(|w| format!("<li>{}</li>", esc(&w.message)))
+            .collect();
+        let _ = write!(
+            html,
+            "<p>Warnings about the ascent:</p><ul class=\"warnings\">{items}</ul>"
+        );
+    }
     let row = |label: &str, st: &crate::snapshot::Stats| {
         format!(
             "<tr><td>{}</td><td class=\"num\">{:.3}</td><td class=\"num\">{:.3}</td><td class=\"num\">{:.3}</td></tr>",

@@ -404,6 +404,17 @@ pub enum AscentWarning {
     },
 }
 
+impl AscentWarning {
+    /// A short name of what happened, without figures: `objective fell` or
+    /// `z ran away` (what a snapshot records).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AscentWarning::ObjectiveFell { .. } => "objective fell",
+            AscentWarning::RanAway { .. } => "z ran away",
+        }
+    }
+}
+
 /// The growth of ‖z‖ / ‖z0‖ from which a sample counts as run away (its dz
 /// is then within 0.9 .. 1.1).
 pub const RUNAWAY_GROWTH: f64 = 10.0;

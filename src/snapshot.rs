@@ -97,7 +97,16 @@ pub struct Summary {
     pub samples: Vec<SampleSummary>,
     /// What looked wrong about the ascent (it fell, or z ran away).
     #[serde(default)]
-    pub warnings: Vec<String>,
+    pub warnings: Vec<WarningSummary>,
+}
+
+/// A warning about the ascent ([`crate::search::AscentWarning`]).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WarningSummary {
+    /// What happened, without figures (the snapshot holds this).
+    pub kind: String,
+    /// The whole warning, with its figures and what to try.
+    pub message: String,
 }
 
 /// Search settings as snapshotted.
@@ -311,7 +320,14 @@ impl Summary {
                     after: predictions(&s.probs_after),
                 })
                 .collect(),
-            warnings: Vec::new(),
+            warnings: outcome
+                .warnings()
+                .iter()
+                .map(|w| WarningSummary {
+                    kind: w.kind().to_string(),
+                    message: w.to_string(),
+                })
+                .collect(),
         }
     }
 
@@ -580,11 +596,12 @@ fn opt(v: Option<f64>) -> String {
     v.map_or("~".into(), |v| v.to_string())
 }
 
-fn warnings(w: &[String]) -> String {
+fn warnings(w: &[WarningSummary]) -> String {
     if w.is_empty() {
         "none".into()
     } else {
-        w.join("; ")
+        let kinds: Vec<&str> = w.iter().map(|w| w.kind.as_str()).collect();
+        kinds.join(", ")
     }
 }
 

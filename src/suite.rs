@@ -163,6 +163,9 @@ pub struct TrialOutcome {
     pub line: String,
     /// When it failed: what failed, the worst samples, where the artifact is.
     pub message: Option<String>,
+    /// What looked wrong about the ascent even if it passed (it fell, or z
+    /// ran away): see [`crate::search::AscentWarning`].
+    pub warnings: Vec<String>,
     /// Wall-clock seconds.
     pub seconds: f64,
 }
@@ -268,13 +271,22 @@ impl Suite {
             Ok(Ran {
                 line,
                 problems,
+                warnings,
                 artifact,
             }) => TrialOutcome {
                 name: name.to_string(),
                 passed: problems.is_empty(),
-                message: (!problems.is_empty())
-                    .then(|| format!("{}\nartifact: {}", problems.join("\n"), artifact.display())),
+                message: (!problems.is_empty()).then(|| {
+                    let warned: String =
+                        warnings.iter().map(|w| format!("\nwarning: {w}")).collect();
+                    format!(
+                        "{}{warned}\nartifact: {}",
+                        problems.join("\n"),
+                        artifact.display()
+                    )
+                }),
                 line,
+                warnings,
                 seconds,
             },
             Err(message) => {
@@ -297,6 +309,7 @@ impl Suite {
                     passed: false,
                     line: message.lines().next().unwrap_or_default().to_string(),
                     message: Some(message),
+                    warnings: Vec::new(),
                     seconds,
                 }
             }
@@ -470,6 +483,7 @@ impl Suite {
         let outcome = search.run(&self.device).map_err(fail)?;
         let verdict = Verdict::check(&outcome, &pair.thresholds);
         let summary = Summary::new(&pair.name, &pair.generator, &outcome, &pair.thresholds);
+        let warnings: Vec<String> = summary.warnings.iter().map(|w| w.message.clone()).collect();
         let snapshot = summary
             .check_snapshot(&self.config.path)
             .map_err(|e| e.to_string());
@@ -533,6 +547,7 @@ impl Suite {
         Ok(Ran {
             line,
             problems,
+            warnings,
             artifact: path,
         })
     }
@@ -682,6 +697,7 @@ impl Suite {
         Ok(Ran {
             line,
             problems,
+            warnings: Vec::new(),
             artifact: dir,
         })
     }
@@ -838,6 +854,8 @@ struct Ran {
     line: String,
     /// Empty when it passed.
     problems: Vec<String>,
+    /// Warnings about the ascent.
+    warnings: Vec<String>,
     artifact: PathBuf,
 }
 

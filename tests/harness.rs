@@ -271,7 +271,7 @@ fn snapshots_repeat_and_a_changed_model_fails_its_snapshot() {
     );
     let config = dir.join("gevaldi.toml");
     std::fs::write(&config, &quick).unwrap();
-    let snaps = dir.join("snapshots");
+    let snaps = dir.join("snapshots").join("gevaldi");
     let read_all = || {
         let mut files: Vec<(String, String)> = std::fs::read_dir(&snaps)
             .unwrap()
@@ -307,7 +307,7 @@ fn snapshots_repeat_and_a_changed_model_fails_its_snapshot() {
     );
     assert!(third.contains("snapshot `"), "{third}");
     assert!(
-        third.contains("a-vs-bag-tv.snap` does not match"),
+        third.contains("pair-a-vs-bag-tv.snap` changed: "),
         "{third}"
     );
     assert!(
@@ -358,8 +358,9 @@ fn a_config_hierarchy_is_used_and_checked_against_the_classifiers() {
     .unwrap();
     let out = run_child(&path, &[("INSTA_UPDATE", "always")]);
     assert!(out.contains("GEVALDI-CHILD passed"), "{out}");
-    let snap = std::fs::read_to_string(dir.join("digits/snapshots/three-js.snap")).unwrap();
-    assert!(snap.contains("set_distance:\n  top_n: 3"), "{snap}");
+    let snap =
+        std::fs::read_to_string(dir.join("digits/snapshots/gevaldi/pair-three-js.snap")).unwrap();
+    assert!(snap.contains("\nstart.set_distance: top-3 mean "), "{snap}");
 
     let imagenet = r#"
 [hierarchy]
@@ -430,19 +431,20 @@ max_set_distance = 20.0
     std::fs::write(&path, config).unwrap();
     let out = run_child(&path, &[("INSTA_UPDATE", "always")]);
     assert!(out.contains("GEVALDI-CHILD passed"), "{out}");
-    let snap = std::fs::read_to_string(dir.join("snapshots/squeezenet-vs-resnet.snap")).unwrap();
-    assert!(snap.contains("set_distance:\n  top_n: 5"), "{snap}");
-    // Predictions are named by ImageNet class names, not indices.
+    let snap =
+        std::fs::read_to_string(dir.join("snapshots/gevaldi/pair-squeezenet-vs-resnet.snap"))
+            .unwrap();
+    assert!(snap.contains("\nstart.set_distance: top-5 mean "), "{snap}");
+    // Predictions are named by ImageNet class names, not indices:
+    // "start.sample.0: kl 0.01; squeezenet <name> (0.0012), resnet <name> (…)".
     let names = std::fs::read_to_string(format!("{root}/fixtures/imagenet/imagenet1k_classes.tsv"))
         .unwrap();
     let first = snap
         .lines()
-        .skip_while(|l| *l != "samples:")
-        .skip_while(|l| l.trim() != "after:")
-        .nth(1)
-        .unwrap()
-        .trim_start_matches([' ', '-'])
-        .rsplit_once(" (")
+        .find_map(|l| l.strip_prefix("start.sample.0: "))
+        .and_then(|l| l.split_once("; squeezenet "))
+        .and_then(|(_, rest)| rest.split_once(", resnet "))
+        .and_then(|(p, _)| p.rsplit_once(" ("))
         .unwrap()
         .0
         .to_string();

@@ -215,6 +215,7 @@ fn run(suite: Suite, filters: &[String]) -> anyhow::Result<ExitCode> {
                         .clone()
                         .unwrap_or_else(|| "ignored (ignore = true)".into()),
                     message: None,
+                    warnings: Vec::new(),
                     seconds: 0.0,
                 },
                 true,
@@ -251,6 +252,11 @@ fn run(suite: Suite, filters: &[String]) -> anyhow::Result<ExitCode> {
         outcomes.push((outcome, false));
     }
     print_table(&outcomes);
+    for (o, _) in &outcomes {
+        for w in &o.warnings {
+            println!("warning: {}: {w}", o.name);
+        }
+    }
     let report = suite.write_report().context("failed to write the report")?;
     println!("report: {}", report.index.display());
     let failed = outcomes.iter().filter(|(o, _)| !o.passed).count();
