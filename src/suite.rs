@@ -163,11 +163,8 @@ impl Registry {
         name: &str,
         build: impl BuildModel<G, Args>,
     ) -> &mut Self {
-        let factory: Factory<dyn Generator> = Box::new(move |t, d| {
-            build
-                .build(t, d)
-                .map(|g| Box::new(g) as Box<dyn Generator>)
-        });
+        let factory: Factory<dyn Generator> =
+            Box::new(move |t, d| build.build(t, d).map(|g| Box::new(g) as Box<dyn Generator>));
         self.generators.push((name.to_string(), factory));
         self
     }

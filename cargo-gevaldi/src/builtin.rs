@@ -66,7 +66,11 @@ const STARTER_HEADER: &str = "\
 /// else `%LOCALAPPDATA%` on Windows, `~/Library/Caches` on macOS and
 /// `~/.cache` elsewhere (the system's temporary folder without a home).
 pub fn cache_dir() -> PathBuf {
-    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     let home = env("HOME");
     let cache = env("XDG_CACHE_HOME")
         .or_else(|| {
@@ -94,8 +98,12 @@ pub fn unpack() -> anyhow::Result<PathBuf> {
         if std::fs::read(&target).is_ok_and(|b| b == *bytes) {
             continue;
         }
-        write_atomic(&target, bytes)
-            .with_context(|| format!("failed to unpack the built-in MNIST suite into {}", dir.display()))?;
+        write_atomic(&target, bytes).with_context(|| {
+            format!(
+                "failed to unpack the built-in MNIST suite into {}",
+                dir.display()
+            )
+        })?;
     }
     Ok(dir.join("gevaldi.toml"))
 }

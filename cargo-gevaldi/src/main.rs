@@ -147,7 +147,9 @@ fn choose_target_dir() {
     if std::env::var_os("CARGO_TARGET_DIR").is_some() {
         return;
     }
-    let built_in_target = gevaldi::artifact::target_dir().join("CACHEDIR.TAG").is_file();
+    let built_in_target = gevaldi::artifact::target_dir()
+        .join("CACHEDIR.TAG")
+        .is_file();
     if !built_in_target {
         if let Ok(cwd) = std::env::current_dir() {
             std::env::set_var("CARGO_TARGET_DIR", cwd.join("target"));
@@ -207,7 +209,10 @@ fn rust_models(config: &Config, name: &str) -> Vec<String> {
             None => return Vec::new(),
         }
     } else {
-        match name.strip_prefix("ensemble::").and_then(|e| config.ensemble(e)) {
+        match name
+            .strip_prefix("ensemble::")
+            .and_then(|e| config.ensemble(e))
+        {
             Some(e) => (&e.generator, &e.members),
             None => return Vec::new(),
         }
@@ -285,7 +290,9 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
             } else {
                 format!("cd {} && ", dir.display())
             };
-            println!("next: `{cd}cargo gevaldi run` runs it; edit gevaldi.toml to test your models");
+            println!(
+                "next: `{cd}cargo gevaldi run` runs it; edit gevaldi.toml to test your models"
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Help | Command::Version => unreachable!("handled in main"),

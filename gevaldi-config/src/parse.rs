@@ -407,6 +407,7 @@ impl Cx<'_> {
                     ),
                 }
             }
+            free.sort_by_key(|k| (k.line, k.column));
             // `weights`, resolved; it must exist unless the model is optional.
             let resolved = weights.map(|(weights, span)| {
                 let resolved = self.dir.join(&weights);
@@ -1010,11 +1011,15 @@ fn table_value(value: &DeValue<'_>) -> TableValue {
         DeValue::Array(items) => {
             TableValue::Array(items.iter().map(|v| table_value(v.get_ref())).collect())
         }
-        DeValue::Table(t) => TableValue::Table(
-            t.iter()
-                .map(|(k, v)| (k.get_ref().to_string(), table_value(v.get_ref())))
-                .collect(),
-        ),
+        DeValue::Table(t) => {
+            let mut keys: Vec<_> = t.iter().collect();
+            keys.sort_by_key(|(k, _)| k.span().start);
+            TableValue::Table(
+                keys.into_iter()
+                    .map(|(k, v)| (k.get_ref().to_string(), table_value(v.get_ref())))
+                    .collect(),
+            )
+        }
     }
 }
 

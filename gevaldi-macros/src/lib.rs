@@ -285,7 +285,10 @@ fn expand(input: MainInput) -> syn::Result<TokenStream> {
     // time, so that it keeps working when the checkout moves.
     let abs = path.to_string_lossy().into_owned();
     let Some(relative) = relative.to_str().map(|r| r.replace('\\', "/")) else {
-        return Err(syn::Error::new(span, "the path of the TOML is not valid UTF-8"));
+        return Err(syn::Error::new(
+            span,
+            "the path of the TOML is not valid UTF-8",
+        ));
     };
     let classifiers = input.classifiers.iter().map(|r| {
         let (name, build) = (&r.name, &r.build);
