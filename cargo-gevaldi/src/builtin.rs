@@ -154,7 +154,7 @@ pub fn init(dir: &Path) -> anyhow::Result<Vec<&'static str>> {
 /// The fixtures' `gevaldi.toml` with the starter's comment on top.
 fn starter_toml(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(bytes);
-    let body = text.trim_start_matches(|c| c == '\n');
+    let body = text.trim_start_matches('\n');
     // Drop the fixtures' leading comment (it speaks of the repository).
     let body: String = body
         .lines()

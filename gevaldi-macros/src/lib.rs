@@ -26,7 +26,6 @@ use syn::{braced, Expr, Ident, LitStr, Token};
 ///     // (a closure needs its argument types: |t: &ModelTable, d: &Device| …)
 ///     classifiers = { "mine" => my_crate::load_mine },
 ///     generators = { "gan" => my_crate::load_gan },      // … impl Generator
-
 ///     allocator = "system",                              // optional: keep the system allocator
 /// );
 /// ```
