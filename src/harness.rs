@@ -99,6 +99,35 @@ pub fn run_with_args(config_path: &str, registry: Registry, mut args: Arguments)
     conclusion.exit_code()
 }
 
+/// [`run`] for the config at `relative`, a path relative to the package:
+/// under `CARGO_MANIFEST_DIR` (which `cargo test` and `cargo nextest` set
+/// for test processes), else under the current directory. What
+/// `gevaldi::main!` calls, so that a test binary holds no path of the
+/// machine it was built on.
+pub fn run_in_package(relative: &str, registry: Registry) -> ExitCode {
+    let package = std::env::var_os("CARGO_MANIFEST_DIR").map(std::path::PathBuf::from);
+    let root = package.clone().or_else(|| std::env::current_dir().ok());
+    let config = match &root {
+        Some(dir) => dir.join(relative),
+        None => std::path::PathBuf::from(relative),
+    };
+    if !config.is_file() {
+        eprintln!(
+            "error: failed to find the config `{relative}` of this gevaldi harness: looked for \
+             `{}` ({}). Run it with `cargo test` or `cargo nextest run`, which set \
+             CARGO_MANIFEST_DIR to the package's directory, or set CARGO_MANIFEST_DIR yourself.",
+            config.display(),
+            if package.is_some() {
+                "relative to CARGO_MANIFEST_DIR"
+            } else {
+                "CARGO_MANIFEST_DIR is not set, so relative to the current directory"
+            }
+        );
+        return ExitCode::from(101);
+    }
+    run(&config.to_string_lossy(), registry)
+}
+
 /// The warning for a harness whose gevaldi (and, under the same
 /// `[profile.*.package."*"]` override, candle) was compiled at the
 /// optimisation level `opt_level` (cargo's `OPT_LEVEL`: `0` to `3`, `s`,

@@ -155,7 +155,7 @@ pub use gevaldi_macros::main;
 /// Not part of the public API: used by the code `main!` expands to.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::harness::{run, Registry};
+    pub use crate::harness::{run, run_in_package, Registry};
     pub use candle_core::Device;
     #[cfg(feature = "mimalloc")]
     pub use mimalloc::MiMalloc;

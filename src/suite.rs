@@ -17,7 +17,7 @@ use candle_core::{Device, Tensor};
 use crate::artifact::{
     self, artifact_dir, EnsembleArtifact, LatentMap, PairArtifact, Record, TrialError,
 };
-use crate::config::{self, Config, EnsembleDecl, ModelDecl, PairDecl};
+use crate::config::{self, Config, EnsembleDecl, ModelDecl, ModelTable, PairDecl};
 use crate::data::{Mnist, Split};
 use crate::ensemble::{mean_probs, MdsDataset, Metrics};
 use crate::error::{Error, Result};
@@ -39,7 +39,37 @@ pub const GRID_SAMPLES: usize = 8;
 pub const GRID_REGIONS: (usize, usize) = (5, 8);
 
 /// Builds a model registered from Rust when a trial needs it.
-type Factory<T> = Box<dyn Fn(&Device) -> Result<Box<T>> + Send + Sync>;
+type Factory<T> = Box<dyn Fn(&ModelTable, &Device) -> Result<Box<T>> + Send + Sync>;
+
+/// A function that builds a model registered from Rust, in either shape
+/// `gevaldi::main!` accepts: `Fn(&ModelTable, &Device) -> gevaldi::Result<M>`
+/// (it sees the model's table) or `Fn(&Device) -> gevaldi::Result<M>`.
+/// `Args` (`fn(&ModelTable, &Device)` or `fn(&Device)`) tells them apart
+/// and is inferred for functions; a closure needs its argument types
+/// written out (`|t: &ModelTable, d: &Device| …`).
+#[doc(hidden)]
+pub trait BuildModel<M, Args>: Send + Sync + 'static {
+    /// Builds the model of `table` on `device`.
+    fn build(&self, table: &ModelTable, device: &Device) -> Result<M>;
+}
+
+impl<M, F> BuildModel<M, fn(&ModelTable, &Device)> for F
+where
+    F: Fn(&ModelTable, &Device) -> Result<M> + Send + Sync + 'static,
+{
+    fn build(&self, table: &ModelTable, device: &Device) -> Result<M> {
+        self(table, device)
+    }
+}
+
+impl<M, F> BuildModel<M, fn(&Device)> for F
+where
+    F: Fn(&Device) -> Result<M> + Send + Sync + 'static,
+{
+    fn build(&self, _: &ModelTable, device: &Device) -> Result<M> {
+        self(device)
+    }
+}
 
 /// Models registered from Rust under the names a `gevaldi.toml` uses for
 /// tables without `arch`.
@@ -47,6 +77,8 @@ type Factory<T> = Box<dyn Fn(&Device) -> Result<Box<T>> + Send + Sync>;
 pub struct Registry {
     classifiers: Vec<(String, Factory<dyn Classifier>)>,
     generators: Vec<(String, Factory<dyn Generator>)>,
+    /// Tables without `arch` need no registration; building one fails.
+    without_rust_models: bool,
 }
 
 impl Registry {
@@ -55,26 +87,84 @@ impl Registry {
         Self::default()
     }
 
-    /// Registers the classifier `name`, built by `build` when a trial needs it.
+    /// A registry for loading a config where its Rust models are not at
+    /// hand (`cargo gevaldi` lists trials and rebuilds reports of every
+    /// config): a table without `arch` needs no registration, and a trial
+    /// that needs such a model fails, saying that it runs under
+    /// `cargo test`.
+    pub fn without_rust_models() -> Self {
+        Registry {
+            without_rust_models: true,
+            ..Self::default()
+        }
+    }
+
+    /// Registers the classifier `name`, built by `build` when a trial needs
+    /// it. [`Registry::classifier_with_table`] gives it its TOML table too.
     pub fn classifier<C: Classifier + 'static>(
         &mut self,
         name: &str,
         build: impl Fn(&Device) -> Result<C> + Send + Sync + 'static,
     ) -> &mut Self {
-        let factory: Factory<dyn Classifier> =
-            Box::new(move |d| build(d).map(|c| Box::new(c) as Box<dyn Classifier>));
-        self.classifiers.push((name.to_string(), factory));
-        self
+        self.register_classifier(name, build)
     }
 
-    /// Registers the generator `name`, built by `build` when a trial needs it.
+    /// Registers the classifier `name`, built by `build` from its
+    /// `[classifier.<name>]` table (its `weights`, resolved, and its own
+    /// keys) when a trial needs it.
+    pub fn classifier_with_table<C: Classifier + 'static>(
+        &mut self,
+        name: &str,
+        build: impl Fn(&ModelTable, &Device) -> Result<C> + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.register_classifier(name, build)
+    }
+
+    /// Registers the generator `name`, built by `build` when a trial needs
+    /// it. [`Registry::generator_with_table`] gives it its TOML table too.
     pub fn generator<G: Generator + 'static>(
         &mut self,
         name: &str,
         build: impl Fn(&Device) -> Result<G> + Send + Sync + 'static,
     ) -> &mut Self {
+        self.register_generator(name, build)
+    }
+
+    /// Registers the generator `name`, built by `build` from its
+    /// `[generator.<name>]` table when a trial needs it.
+    pub fn generator_with_table<G: Generator + 'static>(
+        &mut self,
+        name: &str,
+        build: impl Fn(&ModelTable, &Device) -> Result<G> + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.register_generator(name, build)
+    }
+
+    /// Either shape of classifier builder (what `gevaldi::main!` calls).
+    #[doc(hidden)]
+    pub fn register_classifier<C: Classifier + 'static, Args>(
+        &mut self,
+        name: &str,
+        build: impl BuildModel<C, Args>,
+    ) -> &mut Self {
+        let factory: Factory<dyn Classifier> = Box::new(move |t, d| {
+            build
+                .build(t, d)
+                .map(|c| Box::new(c) as Box<dyn Classifier>)
+        });
+        self.classifiers.push((name.to_string(), factory));
+        self
+    }
+
+    /// Either shape of generator builder (what `gevaldi::main!` calls).
+    #[doc(hidden)]
+    pub fn register_generator<G: Generator + 'static, Args>(
+        &mut self,
+        name: &str,
+        build: impl BuildModel<G, Args>,
+    ) -> &mut Self {
         let factory: Factory<dyn Generator> =
-            Box::new(move |d| build(d).map(|g| Box::new(g) as Box<dyn Generator>));
+            Box::new(move |t, d| build.build(t, d).map(|g| Box::new(g) as Box<dyn Generator>));
         self.generators.push((name.to_string(), factory));
         self
     }
@@ -369,13 +459,19 @@ impl Suite {
                 let arch: Arch = arch.parse()?;
                 zoo::load_file(weights, name, &self.device, |vb| build(arch, vb))
             }
-            None => {
-                let (_, factory) = registered
-                    .iter()
-                    .find(|(n, _)| n == name)
-                    .expect("checked registry");
-                factory(&self.device)
-            }
+            None => match registered.iter().find(|(n, _)| n == name) {
+                Some((_, factory)) => factory(&decl.table, &self.device),
+                None => Err(Error::setting(
+                    format!("{}.{name}", decl.table.kind()),
+                    format!(
+                        "a table without `arch` ({}:{})",
+                        self.config.path.display(),
+                        decl.line
+                    ),
+                    "a model registered from Rust, which only the `cargo test` harness of \
+                     `gevaldi::main!` builds",
+                )),
+            },
         }
     }
 
@@ -813,6 +909,9 @@ fn preprocess(p: &config::PreprocessDecl) -> Preprocess {
 }
 
 fn check_registry(config: &Config, registry: &Registry) -> Result<()> {
+    if registry.without_rust_models {
+        return Ok(());
+    }
     let check = |decls: &[ModelDecl], registered: Vec<&str>, kind: &str| -> Result<()> {
         for d in decls.iter().filter(|d| d.builtin.is_none()) {
             if !registered.contains(&d.name.as_str()) {

@@ -5,19 +5,24 @@
 //! cargo gevaldi run [CONFIG] [--filter TEXT]...   run the trials, write the report
 //! cargo gevaldi report [CONFIG]                   rebuild the report from the records
 //! cargo gevaldi list [CONFIG]                     list the trials
+//! cargo gevaldi init [DIR]                        write a starter suite into DIR (default .)
 //! ```
 //!
 //! CONFIG defaults to `./gevaldi.toml` when there is one, else to the
-//! built-in MNIST suite (`fixtures/mnist/gevaldi.toml` of the gevaldi
-//! crate). Exit status: 0 when every trial run passed, 1 when one failed,
-//! 2 for a usage or config mistake.
+//! built-in MNIST suite, which this binary carries and unpacks into the
+//! user's cache directory (see [`builtin::cache_dir`]). Exit status: 0 when
+//! every trial run passed, 1 when one failed, 2 for a usage or config
+//! mistake.
+
+mod builtin;
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use gevaldi::config::Config;
 use gevaldi::harness::Registry;
 use gevaldi::suite::{Suite, TrialOutcome};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -31,19 +36,30 @@ Usage:
   cargo gevaldi run [CONFIG] [--filter TEXT]...   run the trials and write the HTML report
   cargo gevaldi report [CONFIG]                   rebuild the HTML report from the last records
   cargo gevaldi list [CONFIG]                     list the trials
+  cargo gevaldi init [DIR]                        write a starter suite into DIR (default: .)
 
 CONFIG is a gevaldi.toml. Without one: ./gevaldi.toml when there is one,
-else the built-in MNIST suite of the gevaldi crate.
+else the built-in MNIST suite, unpacked into <cache>/gevaldi/<version>/mnist
+(<cache>: $XDG_CACHE_HOME, else ~/.cache; ~/Library/Caches on macOS,
+%LOCALAPPDATA% on Windows).
+
+`init` writes the built-in MNIST suite as a starting point: gevaldi.toml, the
+weights beside it, data/ and snapshots/. It overwrites nothing: when one of
+these files exists it names it and stops.
 
 Options:
   --filter TEXT   run only trials whose name contains TEXT (repeatable)
   -h, --help      print this help
   -V, --version   print the version
 
-Models registered from Rust (tables without `arch`) run only under cargo test.
-The report is written to <target>/gevaldi/<config dir>/<config stem>/index.html.
-Exit status: 0 when every trial passed, 1 when one failed, 2 for a mistake in
-the command line or the config.";
+Models registered from Rust (tables without `arch`) are built by the test
+target of `gevaldi::main!`: `list` and `report` show their trials, `run`
+skips them (run them with `cargo test`) and runs the others.
+The report is written to <target>/gevaldi/<config dir>/<config stem>/index.html,
+where <target> is $CARGO_TARGET_DIR, else the target folder this binary was
+built in, else ./target (an installed cargo-gevaldi).
+Exit status: 0 when every trial run passed, 1 when one failed, 2 for a
+mistake in the command line or the config.";
 
 #[derive(Debug, PartialEq)]
 enum Command {
@@ -56,6 +72,9 @@ enum Command {
     },
     List {
         config: Option<PathBuf>,
+    },
+    Init {
+        dir: Option<PathBuf>,
     },
     Help,
     Version,
@@ -88,44 +107,59 @@ fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Result<C
     }
     match command.as_deref() {
         Some("run") => Ok(Command::Run { config, filters }),
-        Some("report") | Some("list") if !filters.is_empty() => {
+        Some("report") | Some("list") | Some("init") if !filters.is_empty() => {
             bail!("--filter applies to `run` only")
         }
         Some("report") => Ok(Command::Report { config }),
         Some("list") => Ok(Command::List { config }),
+        Some("init") => Ok(Command::Init { dir: config }),
         None => Ok(Command::Help),
         Some(other) => {
-            bail!("unknown command `{other}`: expected run, report or list (see --help)")
+            bail!("unknown command `{other}`: expected run, report, list or init (see --help)")
         }
     }
 }
 
 /// The config to use: the one given, else `./gevaldi.toml`, else the
-/// built-in MNIST suite.
-fn resolve(config: Option<PathBuf>) -> PathBuf {
+/// built-in MNIST suite (unpacked).
+fn resolve(config: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     if let Some(c) = config {
-        return c;
+        return Ok(c);
     }
     let local = PathBuf::from("gevaldi.toml");
     if local.is_file() {
-        return local;
+        return Ok(local);
     }
-    let builtin = gevaldi::zoo::mnist_fixtures_dir().join("gevaldi.toml");
-    // Shown relative to the working directory when it lies below it (as in
-    // the gevaldi repository itself).
-    let shown = std::env::current_dir()
-        .ok()
-        .and_then(|cwd| builtin.strip_prefix(cwd).ok().map(PathBuf::from))
-        .unwrap_or(builtin);
+    let builtin = builtin::unpack()?;
     eprintln!(
-        "no gevaldi.toml here: running the built-in MNIST suite {}",
-        shown.display()
+        "no gevaldi.toml here: running the built-in MNIST suite {} (`cargo gevaldi init` writes \
+         a copy here to edit)",
+        builtin.display()
     );
-    shown
+    Ok(builtin)
+}
+
+/// Unless `CARGO_TARGET_DIR` is set or this binary lies in a cargo target
+/// folder (one with cargo's `CACHEDIR.TAG`), sets `CARGO_TARGET_DIR` to
+/// `./target`: an installed `cargo gevaldi` writes its records and report
+/// there rather than beside itself.
+fn choose_target_dir() {
+    if std::env::var_os("CARGO_TARGET_DIR").is_some() {
+        return;
+    }
+    let built_in_target = gevaldi::artifact::target_dir()
+        .join("CACHEDIR.TAG")
+        .is_file();
+    if !built_in_target {
+        if let Ok(cwd) = std::env::current_dir() {
+            std::env::set_var("CARGO_TARGET_DIR", cwd.join("target"));
+        }
+    }
 }
 
 fn main() -> ExitCode {
     gevaldi::suite::fix_thread_count();
+    choose_target_dir();
     match parse(std::env::args_os().skip(1)) {
         Err(e) => {
             eprintln!("error: {e}\n\nRun `cargo gevaldi --help` for usage.");
@@ -149,16 +183,50 @@ fn main() -> ExitCode {
     }
 }
 
+/// Loads the config. Models registered from Rust are not at hand here: a
+/// trial that needs one is listed, reported, and skipped by `run`.
 fn load(config: Option<PathBuf>) -> anyhow::Result<Suite> {
-    let path = resolve(config);
-    Suite::load(&path, Registry::new()).map_err(|e| {
-        let hint = if e.to_string().contains("registered from Rust") {
-            "\nhint: models registered from Rust run only under `cargo test` (gevaldi::main!)"
-        } else {
-            ""
-        };
-        anyhow::anyhow!("{e}{hint}")
-    })
+    let path = resolve(config)?;
+    Ok(Suite::load(&path, Registry::without_rust_models())?)
+}
+
+/// The models of the trial `name` that are registered from Rust, as
+/// "classifier `x`".
+fn rust_models(config: &Config, name: &str) -> Vec<String> {
+    let (generator, classifiers) = if let Some(p) = name.strip_prefix("pair::") {
+        match config.pair(p) {
+            Some(p) => (&p.generator, &p.models),
+            None => return Vec::new(),
+        }
+    } else {
+        match name
+            .strip_prefix("ensemble::")
+            .and_then(|e| config.ensemble(e))
+        {
+            Some(e) => (&e.generator, &e.members),
+            None => return Vec::new(),
+        }
+    };
+    let generator = config
+        .generator(generator)
+        .filter(|d| d.builtin.is_none())
+        .map(|d| format!("generator `{}`", d.name));
+    let classifiers = classifiers
+        .iter()
+        .filter_map(|c| config.classifier(c))
+        .filter(|d| d.builtin.is_none())
+        .map(|d| format!("classifier `{}`", d.name));
+    generator.into_iter().chain(classifiers).collect()
+}
+
+/// Why `run` skips a trial with models registered from Rust.
+fn rust_skip_reason(models: &[String]) -> String {
+    format!(
+        "skipped: {} {} registered from Rust, so this trial runs under `cargo test` (the test \
+         target of `gevaldi::main!`)",
+        models.join(" and "),
+        if models.len() == 1 { "is" } else { "are" }
+    )
 }
 
 fn execute(command: Command) -> anyhow::Result<ExitCode> {
@@ -166,7 +234,15 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
         Command::List { config } => {
             let suite = load(config)?;
             for t in suite.trials() {
-                println!("{}{}", t.name, if t.ignored { " (ignored)" } else { "" });
+                let rust = rust_models(suite.config(), &t.name);
+                let note = if t.ignored {
+                    " (ignored)"
+                } else if !rust.is_empty() {
+                    " (registered from Rust: runs under cargo test)"
+                } else {
+                    ""
+                };
+                println!("{}{note}", t.name);
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -181,6 +257,34 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Run { config, filters } => run(load(config)?, &filters),
+        Command::Init { dir } => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from("."));
+            let written = builtin::init(&dir)?;
+            let shown = if dir == Path::new(".") {
+                String::new()
+            } else {
+                format!("{}/", dir.display())
+            };
+            println!(
+                "wrote a starter gevaldi suite ({} files) into {}: {shown}gevaldi.toml, its \
+                 weights, {shown}data/ and {shown}snapshots/",
+                written.len(),
+                if shown.is_empty() {
+                    "this folder".to_string()
+                } else {
+                    dir.display().to_string()
+                }
+            );
+            let cd = if shown.is_empty() {
+                String::new()
+            } else {
+                format!("cd {} && ", dir.display())
+            };
+            println!(
+                "next: `{cd}cargo gevaldi run` runs it; edit gevaldi.toml to test your models"
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Help | Command::Version => unreachable!("handled in main"),
     }
 }
@@ -194,6 +298,17 @@ fn run(suite: Suite, filters: &[String]) -> anyhow::Result<ExitCode> {
     if trials.is_empty() {
         bail!("no trial matches the filters {filters:?}");
     }
+    let needs_rust: Vec<Vec<String>> = trials
+        .iter()
+        .map(|t| rust_models(suite.config(), &t.name))
+        .collect();
+    if needs_rust.iter().all(|m| !m.is_empty()) {
+        bail!(
+            "every trial selected uses models registered from Rust ({}), which only the test \
+             target of `gevaldi::main!` builds: run them with `cargo test`",
+            needs_rust.concat().join(", ")
+        );
+    }
     eprintln!(
         "running {} trial{} of {} on {:?}; records under {}",
         trials.len(),
@@ -204,16 +319,23 @@ fn run(suite: Suite, filters: &[String]) -> anyhow::Result<ExitCode> {
     );
     let interactive = std::io::stderr().is_terminal();
     let mut outcomes: Vec<(TrialOutcome, bool)> = Vec::new();
-    for t in &trials {
-        if t.ignored {
+    for (t, rust) in trials.iter().zip(&needs_rust) {
+        if t.ignored || !rust.is_empty() {
+            let why = if rust.is_empty() {
+                t.skipped
+                    .clone()
+                    .unwrap_or_else(|| "ignored (ignore = true)".into())
+            } else {
+                rust_skip_reason(rust)
+            };
+            if !t.ignored {
+                eprintln!("skip   {}: {why}", t.name);
+            }
             outcomes.push((
                 TrialOutcome {
                     name: t.name.clone(),
                     passed: true,
-                    line: t
-                        .skipped
-                        .clone()
-                        .unwrap_or_else(|| "ignored (ignore = true)".into()),
+                    line: why,
                     message: None,
                     warnings: Vec::new(),
                     seconds: 0.0,

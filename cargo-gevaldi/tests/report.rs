@@ -29,6 +29,8 @@ fn cli(target: &Path, args: &[&str]) -> Output {
         .args(args)
         .current_dir(workspace())
         .env("CARGO_TARGET_DIR", target)
+        // The built-in suite is unpacked under here, not in the user's cache.
+        .env("XDG_CACHE_HOME", target.join("cache"))
         .env("INSTA_UPDATE", "no")
         .output()
         .expect("run cargo-gevaldi")
@@ -149,7 +151,14 @@ fn the_first_quick_start_command_writes_a_report_that_chromium_shows_whole() {
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(
-        stderr.contains("running the built-in MNIST suite fixtures/mnist/gevaldi.toml"),
+        stderr.contains(&format!(
+            "running the built-in MNIST suite {}",
+            target
+                .join("cache/gevaldi")
+                .join(env!("CARGO_PKG_VERSION"))
+                .join("mnist/gevaldi.toml")
+                .display()
+        )),
         "{stderr}"
     );
     let config = workspace().join("fixtures/mnist/gevaldi.toml");

@@ -27,7 +27,9 @@
 //! arch = "mnist-vae"       # relative to this file
 //! weights = "vae.safetensors"
 //!
-//! [classifier.mine]        # no `arch`: registered from Rust under this name
+//! [classifier.mine]        # no `arch`: registered from Rust under this name;
+//! weights = "mine.safetensors"   # optional here; with `optional`, `preprocess`
+//! hidden = 128             # and any keys of its own (see `ModelTable`)
 //!
 //! [classifier.alexnet]     # torchvision's names (state dict as safetensors)
 //! arch = "alexnet"
@@ -63,7 +65,7 @@
 //! steps = 200              # any [search] key but `divergence` (always js)
 //! ```
 //!
-//! Unknown keys are errors. A NaN threshold is an error.
+//! Unknown keys are errors, except in a table without `arch`. A NaN threshold is an error.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -74,8 +76,8 @@ mod schema;
 pub use error::{ConfigError, ConfigErrors};
 pub use parse::{load, parse, parse_in};
 pub use schema::{
-    Config, EnsembleDecl, HierarchyDecl, ModelDecl, PairDecl, PreprocessDecl, SearchSettings,
-    Statistic, Thresholds,
+    Config, EnsembleDecl, HierarchyDecl, ModelDecl, ModelTable, PairDecl, PreprocessDecl,
+    SearchSettings, Statistic, TableValue, Thresholds,
 };
 
 /// The divergences a config may name.

@@ -10,8 +10,8 @@ use toml::Spanned;
 
 use crate::error::{ConfigError, ConfigErrors};
 use crate::schema::{
-    Config, EnsembleDecl, HierarchyDecl, ModelDecl, PairDecl, PreprocessDecl, SearchSettings,
-    Statistic, Thresholds,
+    Config, EnsembleDecl, FreeKey, HierarchyDecl, ModelDecl, ModelTable, PairDecl, PreprocessDecl,
+    SearchSettings, Statistic, TableValue, Thresholds,
 };
 use crate::{CLASSIFIER_ARCHS, DIVERGENCES, GENERATOR_ARCHS, OPTIMIZERS};
 
@@ -376,6 +376,10 @@ impl Cx<'_> {
             };
             let (mut arch, mut weights, mut preprocess) = (None, None, None);
             let (mut truncation, mut optional) = (None, false);
+            // A table without `arch` is registered from Rust: its own keys
+            // are the registration's business.
+            let has_arch = fields.get("arch").is_some();
+            let mut free = Vec::new();
             for (k, v) in fields {
                 let key_path = format!("{path}.{}", k.get_ref());
                 match k.get_ref().as_ref() {
@@ -384,53 +388,67 @@ impl Cx<'_> {
                     "preprocess" if kind == "classifier" => {
                         preprocess = self.preprocess(v, &key_path)
                     }
-                    "truncation" if kind == "generator" => {
+                    "truncation" if kind == "generator" && has_arch => {
                         truncation =
                             self.float(v, &key_path, |t| t > 0.0 && t <= 1.0, "a number in (0, 1]")
                     }
                     "optional" => optional = self.boolean(v, &key_path).unwrap_or(false),
+                    other if !has_arch => {
+                        let (line, column) = self.position(k.span().start);
+                        free.push(FreeKey {
+                            name: other.to_string(),
+                            value: table_value(v.get_ref()),
+                            line,
+                            column,
+                        });
+                    }
                     _ => self.err(
                         k.span(),
                         &key_path,
                         if kind == "classifier" {
-                            "unknown key, expected `arch`, `weights` (or neither, for a model \
-                             registered from Rust), and optionally `preprocess`, `optional`"
+                            "unknown key in a table with `arch`: expected `arch`, `weights`, and \
+                             optionally `preprocess`, `optional` (keys of your own go in a table \
+                             without `arch`, registered from Rust)"
                         } else {
-                            "unknown key, expected `arch` and `weights` (or neither, for a model \
-                             registered from Rust), and optionally `truncation`, `optional`"
+                            "unknown key in a table with `arch`: expected `arch`, `weights`, and \
+                             optionally `truncation`, `optional` (keys of your own go in a table \
+                             without `arch`, registered from Rust)"
                         },
                     ),
                 }
             }
-            let builtin = match (arch, weights) {
-                (Some((arch, _)), Some((weights, span))) => {
-                    let resolved = self.dir.join(&weights);
-                    if resolved.is_dir() {
-                        // Even when `optional`: a directory is not an
-                        // absent file but a mistake.
-                        self.err(
-                            span,
-                            &format!("{path}.weights"),
-                            format!(
-                                "weights `{weights}` is a directory (`{}`), expected a \
-                                 safetensors file",
-                                resolved.display()
-                            ),
-                        );
-                    } else if !resolved.is_file() && !optional {
-                        self.err(
-                            span,
-                            &format!("{path}.weights"),
-                            format!(
-                                "weights file `{weights}` does not exist (looked for `{}`; paths \
-                                 are relative to this file; `optional = true` skips the trials \
-                                 that use it instead)",
-                                resolved.display()
-                            ),
-                        );
-                    }
-                    Some((arch, resolved))
+            free.sort_by_key(|k| (k.line, k.column));
+            // `weights`, resolved; it must exist unless the model is optional.
+            let resolved = weights.map(|(weights, span)| {
+                let resolved = self.dir.join(&weights);
+                if resolved.is_dir() {
+                    // Even when `optional`: a directory is not an absent
+                    // file but a mistake.
+                    self.err(
+                        span,
+                        &format!("{path}.weights"),
+                        format!(
+                            "weights `{weights}` is a directory (`{}`), expected a safetensors \
+                             file",
+                            resolved.display()
+                        ),
+                    );
+                } else if !resolved.is_file() && !optional {
+                    self.err(
+                        span,
+                        &format!("{path}.weights"),
+                        format!(
+                            "weights file `{weights}` does not exist (looked for `{}`; paths \
+                             are relative to this file; `optional = true` skips the trials \
+                             that use it instead)",
+                            resolved.display()
+                        ),
+                    );
                 }
+                resolved
+            });
+            let builtin = match (arch, &resolved) {
+                (Some((arch, _)), Some(resolved)) => Some((arch, resolved.clone())),
                 (Some((_, span)), None) => {
                     self.err(
                         span,
@@ -439,23 +457,29 @@ impl Cx<'_> {
                     );
                     None
                 }
-                (None, Some((_, span))) => {
-                    self.err(
-                        span,
-                        &format!("{path}.weights"),
-                        "`weights` needs `arch` (a model without `arch` is registered from Rust)",
-                    );
-                    None
-                }
-                (None, None) => None,
+                (None, _) => None,
             };
+            let line = self.line(&decl.span());
             out.push(ModelDecl {
+                table: ModelTable {
+                    name: name_str.clone(),
+                    weights: resolved,
+                    dir: self.dir.clone(),
+                    kind: if kind == "classifier" {
+                        "classifier"
+                    } else {
+                        "generator"
+                    },
+                    file: self.file.clone(),
+                    line,
+                    keys: free,
+                },
                 name: name_str,
                 builtin,
                 preprocess,
                 truncation,
                 optional,
-                line: self.line(&decl.span()),
+                line,
             });
         }
         out
@@ -1101,6 +1125,36 @@ fn fewest_classes<'c>(config: &'c Config, models: &[String]) -> Option<(&'c str,
         }
     }
     fewest
+}
+
+/// A free-form value as written (numbers as TOML reads them).
+fn table_value(value: &DeValue<'_>) -> TableValue {
+    match value {
+        DeValue::String(s) => TableValue::String(s.to_string()),
+        DeValue::Integer(i) => match i64::from_str_radix(&i.as_str().replace('_', ""), i.radix()) {
+            Ok(v) => TableValue::Integer(v),
+            // Out of i64's range: kept as written.
+            Err(_) => TableValue::String(i.as_str().to_string()),
+        },
+        DeValue::Float(f) => match f.as_str().replace('_', "").parse::<f64>() {
+            Ok(v) => TableValue::Float(v),
+            Err(_) => TableValue::String(f.as_str().to_string()),
+        },
+        DeValue::Boolean(b) => TableValue::Boolean(*b),
+        DeValue::Datetime(d) => TableValue::Datetime(d.to_string()),
+        DeValue::Array(items) => {
+            TableValue::Array(items.iter().map(|v| table_value(v.get_ref())).collect())
+        }
+        DeValue::Table(t) => {
+            let mut keys: Vec<_> = t.iter().collect();
+            keys.sort_by_key(|(k, _)| k.span().start);
+            TableValue::Table(
+                keys.into_iter()
+                    .map(|(k, v)| (k.get_ref().to_string(), table_value(v.get_ref())))
+                    .collect(),
+            )
+        }
+    }
 }
 
 fn quote_list(items: &[&str]) -> String {

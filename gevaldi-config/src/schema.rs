@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use crate::error::{ConfigError, ConfigErrors};
+
 /// Search settings as written; `None` means "inherit" (from `[search]`, then
 /// from gevaldi's defaults).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -65,6 +67,9 @@ pub struct ModelDecl {
     /// A built-in architecture and its weights file (resolved against the
     /// config's directory); `None` for a model registered from Rust.
     pub builtin: Option<(String, PathBuf)>,
+    /// The table as a model registered from Rust sees it: its name, its
+    /// `weights` and, in a table without `arch`, its free-form keys.
+    pub table: ModelTable,
     /// `preprocess`, classifiers only.
     pub preprocess: Option<PreprocessDecl>,
     /// `truncation` in (0, 1], generators only (BigGAN). (Default: none,
@@ -82,9 +87,188 @@ pub struct ModelDecl {
 impl ModelDecl {
     /// The weights file of an `optional` model that is absent, if so.
     pub fn missing_weights(&self) -> Option<&std::path::Path> {
-        match &self.builtin {
-            Some((_, w)) if self.optional && !w.is_file() => Some(w),
+        match &self.table.weights {
+            Some(w) if self.optional && !w.is_file() => Some(w),
             _ => None,
+        }
+    }
+}
+
+/// A value of a free-form key of a table without `arch`, as written.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum TableValue {
+    /// A string.
+    String(String),
+    /// An integer.
+    Integer(i64),
+    /// A float (possibly `inf` or `nan`, as TOML allows).
+    Float(f64),
+    /// `true` or `false`.
+    Boolean(bool),
+    /// A date or time, as written.
+    Datetime(String),
+    /// An array.
+    Array(Vec<TableValue>),
+    /// An inline or nested table, keys in file order.
+    Table(Vec<(String, TableValue)>),
+}
+
+impl TableValue {
+    /// The TOML type's name, for messages: `string`, `integer`, ….
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            TableValue::String(_) => "string",
+            TableValue::Integer(_) => "integer",
+            TableValue::Float(_) => "float",
+            TableValue::Boolean(_) => "boolean",
+            TableValue::Datetime(_) => "datetime",
+            TableValue::Array(_) => "array",
+            TableValue::Table(_) => "table",
+        }
+    }
+}
+
+/// A free-form key of a table without `arch`, and where it was written.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct FreeKey {
+    pub(crate) name: String,
+    pub(crate) value: TableValue,
+    pub(crate) line: usize,
+    pub(crate) column: usize,
+}
+
+/// A model's `[classifier.<name>]` or `[generator.<name>]` table, as the
+/// function that builds a model registered from Rust receives it.
+///
+/// A table without `arch` may hold, besides `weights`, `optional` (and
+/// `preprocess` for a classifier), any keys of its own; read them with the
+/// typed getters, whose errors name the file, line and key. Paths are
+/// resolved against the config's directory.
+///
+/// ```toml
+/// [classifier.mine]
+/// weights = "mine.safetensors"   # `table.weights`, resolved
+/// hidden = 128                   # `table.get_i64("hidden")`
+/// labels = "labels.txt"          # `table.get_path("labels")`, resolved
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelTable {
+    /// The table's name: `mine` for `[classifier.mine]`.
+    pub name: String,
+    /// `weights`, resolved against the config's directory. The file exists
+    /// unless the table says `optional = true` (then the trials that use
+    /// the model are skipped when it is absent).
+    pub weights: Option<PathBuf>,
+    /// The directory of the config, against which paths are resolved.
+    pub dir: PathBuf,
+    pub(crate) kind: &'static str,
+    pub(crate) file: PathBuf,
+    pub(crate) line: usize,
+    pub(crate) keys: Vec<FreeKey>,
+}
+
+impl ModelTable {
+    /// `classifier` or `generator`.
+    pub fn kind(&self) -> &str {
+        self.kind
+    }
+
+    /// The free-form keys, in file order (not `weights`, `optional` or
+    /// `preprocess`; none in a table with `arch`).
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.keys.iter().map(|k| k.name.as_str())
+    }
+
+    /// The free-form key `key`'s value, if the table has it.
+    pub fn get(&self, key: &str) -> Option<&TableValue> {
+        self.find(key).map(|k| &k.value)
+    }
+
+    /// The string `key`, if present; an error when it is not a string.
+    pub fn get_str(&self, key: &str) -> Result<Option<&str>, ConfigErrors> {
+        self.typed(key, "a string", |v| match v {
+            TableValue::String(s) => Some(s.as_str()),
+            _ => None,
+        })
+    }
+
+    /// The integer `key`, if present; an error when it is not an integer.
+    pub fn get_i64(&self, key: &str) -> Result<Option<i64>, ConfigErrors> {
+        self.typed(key, "an integer", |v| match v {
+            TableValue::Integer(i) => Some(*i),
+            _ => None,
+        })
+    }
+
+    /// The number `key` (an integer or a float), if present; an error when
+    /// it is not a finite number.
+    pub fn get_f64(&self, key: &str) -> Result<Option<f64>, ConfigErrors> {
+        self.typed(key, "a finite number", |v| match v {
+            TableValue::Integer(i) => Some(*i as f64),
+            TableValue::Float(f) if f.is_finite() => Some(*f),
+            _ => None,
+        })
+    }
+
+    /// The boolean `key`, if present; an error when it is not `true` or
+    /// `false`.
+    pub fn get_bool(&self, key: &str) -> Result<Option<bool>, ConfigErrors> {
+        self.typed(key, "true or false", |v| match v {
+            TableValue::Boolean(b) => Some(*b),
+            _ => None,
+        })
+    }
+
+    /// The path `key`, a string resolved against the config's directory,
+    /// if present; an error when it is not a string. Whether it exists is
+    /// the caller's question.
+    pub fn get_path(&self, key: &str) -> Result<Option<PathBuf>, ConfigErrors> {
+        Ok(self.get_str(key)?.map(|p| self.dir.join(p)))
+    }
+
+    /// An error about this table's key `key` (at the key's line when the
+    /// table has it, else at the table's header), for a registration's own
+    /// checks: `table.error("hidden", "expected a power of two")`.
+    pub fn error(&self, key: &str, message: impl Into<String>) -> ConfigErrors {
+        let (line, column) = self
+            .find(key)
+            .map_or((self.line, 1), |k| (k.line, k.column));
+        let error = ConfigError {
+            file: self.file.clone(),
+            line,
+            column,
+            key: format!("{}.{}.{key}", self.kind, self.name),
+            message: message.into(),
+        };
+        ConfigErrors {
+            file: self.file.clone(),
+            errors: vec![error],
+        }
+    }
+
+    fn find(&self, key: &str) -> Option<&FreeKey> {
+        self.keys.iter().find(|k| k.name == key)
+    }
+
+    fn typed<'a, T>(
+        &'a self,
+        key: &str,
+        expected: &str,
+        pick: impl Fn(&'a TableValue) -> Option<T>,
+    ) -> Result<Option<T>, ConfigErrors> {
+        match self.find(key) {
+            None => Ok(None),
+            Some(k) => match pick(&k.value) {
+                Some(v) => Ok(Some(v)),
+                None => {
+                    let found = match &k.value {
+                        TableValue::Float(f) if !f.is_finite() => format!("{f}"),
+                        other => other.type_name().to_string(),
+                    };
+                    Err(self.error(key, format!("expected {expected}, found {found}")))
+                }
+            },
         }
     }
 }

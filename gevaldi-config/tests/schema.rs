@@ -144,7 +144,7 @@ fn structural_mistakes_are_named() {
         ("[[pair]]\nname = \"p q\"\nmodels = [\"a\", \"b\"]\ngenerator = \"vae\"\n", "pair[0].name", "invalid name"),
         ("[[pair]]\nmodels = [\"a\", \"b\"]\ngenerator = \"vae\"\n", "pair[0]", "missing `name`"),
         ("[[pair]]\nname = \"p\"\nmodels = [\"a\", \"b\"]\ngenerator = \"vae\"\n[[pair]]\nname = \"p\"\nmodels = [\"a\", \"b\"]\ngenerator = \"vae\"\n", "pair[1].name", "duplicate pair name `p`"),
-        ("[classifier.d]\nweights = \"Cargo.toml\"\n[[pair]]\nname = \"p\"\nmodels = [\"a\", \"b\"]\ngenerator = \"vae\"\n", "classifier.d.weights", "`weights` needs `arch`"),
+        ("[classifier.d]\nweights = \"nope.safetensors\"\n[[pair]]\nname = \"p\"\nmodels = [\"a\", \"b\"]\ngenerator = \"vae\"\n", "classifier.d.weights", "weights file `nope.safetensors` does not exist"),
         ("[classifier.d]\narch = \"resnet\"\nweights = \"Cargo.toml\"\n[[pair]]\nname = \"p\"\nmodels = [\"a\", \"b\"]\ngenerator = \"vae\"\n", "classifier.d.arch", "unknown value \"resnet\""),
         ("[search]\nbatch = 0\n[[pair]]\nname = \"p\"\nmodels = [\"a\", \"b\"]\ngenerator = \"vae\"\n", "search.batch", "0 is out of range: expected an integer >= 1"),
         ("[search]\noptimizer = \"rmsprop\"\n[[pair]]\nname = \"p\"\nmodels = [\"a\", \"b\"]\ngenerator = \"vae\"\n", "search.optimizer", "expected one of `sgd`, `adam`"),

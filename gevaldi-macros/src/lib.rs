@@ -22,15 +22,25 @@ use syn::{braced, Expr, Ident, LitStr, Token};
 /// // gives to tables without `arch`:
 /// gevaldi::main!(
 ///     "gevaldi.toml",
-///     classifiers = { "mine" => my_crate::load_mine },   // Fn(&Device) -> gevaldi::Result<impl Classifier>
-///     generators = { "gan" => my_crate::load_gan },      // Fn(&Device) -> gevaldi::Result<impl Generator>
+///     // Fn(&ModelTable, &Device) -> gevaldi::Result<impl Classifier>, or Fn(&Device) -> …
+///     // (a closure needs its argument types: |t: &ModelTable, d: &Device| …)
+///     classifiers = { "mine" => my_crate::load_mine },
+///     generators = { "gan" => my_crate::load_gan },      // … impl Generator
 ///     allocator = "system",                              // optional: keep the system allocator
 /// );
 /// ```
 ///
+/// A registration function receives its table as a
+/// [`ModelTable`](https://docs.rs/gevaldi-config/latest/gevaldi_config/struct.ModelTable.html)
+/// (`gevaldi::config::ModelTable`): its `weights`, resolved against the
+/// TOML's directory, and its own keys.
+///
 /// The path is relative to the crate's `CARGO_MANIFEST_DIR` (or, failing
-/// that, to the directory of the file that calls the macro). The TOML is read
-/// and validated at compile time: every schema mistake becomes a compile
+/// that, to the directory of the file that calls the macro). The binary
+/// holds only that relative path and finds the TOML at run time under
+/// `CARGO_MANIFEST_DIR` (set by `cargo test` and `cargo nextest`), else
+/// under the current directory. The TOML is read and validated at compile
+/// time: every schema mistake becomes a compile
 /// error quoting `file:line:column` and the key, and cargo rebuilds the test
 /// when the TOML changes. A table without `arch` that is not registered here,
 /// or a registered name the TOML does not declare without `arch`, is a
@@ -140,34 +150,69 @@ impl Parse for MainInput {
     }
 }
 
-fn resolve(path: &str, span: Span) -> syn::Result<PathBuf> {
+/// The TOML's absolute path (for reading it now) and its path relative to
+/// `CARGO_MANIFEST_DIR` (what the binary resolves at run time).
+fn resolve(path: &str, span: Span) -> syn::Result<(PathBuf, PathBuf)> {
     let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
         .map(PathBuf::from)
         .unwrap_or_default();
-    let candidate = manifest.join(path);
-    if candidate.is_file() {
-        return Ok(candidate);
-    }
+    let mut candidates = vec![manifest.join(path)];
+    // Beside the calling file, whose path is relative to rustc's working
+    // directory (the workspace root) or to the package.
     let caller = span.unwrap().local_file();
     if let Some(dir) = caller.as_deref().and_then(Path::parent) {
-        let beside = manifest.join(dir).join(path);
-        if beside.is_file() {
-            return Ok(beside);
+        if let Ok(cwd) = std::env::current_dir() {
+            candidates.push(cwd.join(dir).join(path));
         }
+        candidates.push(manifest.join(dir).join(path));
     }
-    Err(syn::Error::new(
-        span,
-        format!(
-            "failed to find `{path}`: no such file relative to CARGO_MANIFEST_DIR ({})",
-            manifest.display()
-        ),
-    ))
+    let Some(found) = candidates.into_iter().find(|c| c.is_file()) else {
+        return Err(syn::Error::new(
+            span,
+            format!(
+                "failed to find `{path}`: no such file relative to CARGO_MANIFEST_DIR ({})",
+                manifest.display()
+            ),
+        ));
+    };
+    let relative = relative_to(&found, &manifest).ok_or_else(|| {
+        syn::Error::new(
+            span,
+            format!(
+                "failed to express `{}` relative to CARGO_MANIFEST_DIR ({}), which the test \
+                 binary needs to find it at run time",
+                found.display(),
+                manifest.display()
+            ),
+        )
+    })?;
+    Ok((found, relative))
+}
+
+/// `path` relative to the directory `base` (both made canonical), with
+/// `..` where it lies outside `base`.
+fn relative_to(path: &Path, base: &Path) -> Option<PathBuf> {
+    let path = path.canonicalize().ok()?;
+    let base = base.canonicalize().ok()?;
+    let (p, b): (Vec<_>, Vec<_>) = (path.components().collect(), base.components().collect());
+    let common = p.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    if common == 0 {
+        return None;
+    }
+    let mut out = PathBuf::new();
+    for _ in common..b.len() {
+        out.push("..");
+    }
+    for c in &p[common..] {
+        out.push(c);
+    }
+    Some(out)
 }
 
 fn expand(input: MainInput) -> syn::Result<TokenStream> {
     let span = input.path.span();
     let written = input.path.value();
-    let path = resolve(&written, span)?;
+    let (path, relative) = resolve(&written, span)?;
     let text = std::fs::read_to_string(&path)
         .map_err(|e| syn::Error::new(span, format!("failed to read `{written}`: {e}")))?;
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -199,7 +244,7 @@ fn expand(input: MainInput) -> syn::Result<TokenStream> {
                     span,
                     format!(
                         "{written}:{}: {kind} `{}` has no `arch`, so it must be registered from \
-                         Rust: `{key} = {{ \"{}\" => <Fn(&Device) -> gevaldi::Result<impl {}>> }}`",
+                         Rust: `{key} = {{ \"{}\" => <Fn(&ModelTable, &Device) -> gevaldi::Result<impl {}>> }}`",
                         d.line,
                         d.name,
                         d.name,
@@ -223,7 +268,7 @@ fn expand(input: MainInput) -> syn::Result<TokenStream> {
                     r.name.span(),
                     format!(
                         "{written}:{}: [{kind}.{name}] is a built-in (`arch`), so it must not be \
-                         registered from Rust; drop `arch` and `weights` there to use this one",
+                         registered from Rust; drop `arch` there to use this one",
                         d.line
                     ),
                 )),
@@ -235,14 +280,22 @@ fn expand(input: MainInput) -> syn::Result<TokenStream> {
         return Err(e);
     }
 
+    // Only the relative path goes into the binary: it finds the TOML at run
+    // time, so that it keeps working when the checkout moves.
     let abs = path.to_string_lossy().into_owned();
+    let Some(relative) = relative.to_str().map(|r| r.replace('\\', "/")) else {
+        return Err(syn::Error::new(
+            span,
+            "the path of the TOML is not valid UTF-8",
+        ));
+    };
     let classifiers = input.classifiers.iter().map(|r| {
         let (name, build) = (&r.name, &r.build);
-        quote! { registry.classifier(#name, #build); }
+        quote! { registry.register_classifier(#name, #build); }
     });
     let generators = input.generators.iter().map(|r| {
         let (name, build) = (&r.name, &r.build);
-        quote! { registry.generator(#name, #build); }
+        quote! { registry.register_generator(#name, #build); }
     });
     let allocator = if input.system_allocator {
         quote! {}
@@ -253,13 +306,14 @@ fn expand(input: MainInput) -> syn::Result<TokenStream> {
         #allocator
 
         fn main() -> ::std::process::ExitCode {
-            // Rebuild when the TOML changes.
+            // Rebuild when the TOML changes (the bytes are not used).
             const _: &[u8] = ::core::include_bytes!(#abs);
             #[allow(unused_mut)]
             let mut registry = ::gevaldi::__private::Registry::new();
             #(#classifiers)*
             #(#generators)*
-            ::gevaldi::__private::run(#abs, registry)
+            // Found at run time relative to the package (see the docs).
+            ::gevaldi::__private::run_in_package(#relative, registry)
         }
     })
 }

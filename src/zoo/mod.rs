@@ -79,6 +79,12 @@ pub fn mnist_class_names() -> Vec<String> {
 
 /// `fixtures/mnist` of this crate's source tree: the committed MNIST data
 /// and trained weights (see its README).
+///
+/// The path is the source tree's, compiled in: it serves this repository's
+/// tests, examples and benchmarks, and breaks in a binary that outlives or
+/// leaves the checkout. Nothing that is installed calls it: `cargo gevaldi`
+/// carries its own copy of these files (`cargo gevaldi init` writes them
+/// out), and a `gevaldi::main!` harness finds its TOML at run time.
 pub fn mnist_fixtures_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/mnist")
 }

@@ -1,0 +1,384 @@
+//! An installed `cargo gevaldi` away from the checkout: `init` writes a
+//! starter suite that `run` passes, the built-in suite is unpacked from the
+//! binary, configs with models registered from Rust are listed and
+//! reported, and no binary (this one, or a harness of `gevaldi::main!`)
+//! holds the checkout's path to the fixtures.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// An empty folder of this test's own.
+fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The built binary, copied out of the target folder as `cargo install`
+/// would.
+fn install(root: &Path) -> PathBuf {
+    let bin = root.join("bin").join("cargo-gevaldi");
+    std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
+    std::fs::copy(env!("CARGO_BIN_EXE_cargo-gevaldi"), &bin).unwrap();
+    bin
+}
+
+/// Runs `bin` in `cwd` with only PATH and HOME (no CARGO_MANIFEST_DIR, no
+/// CARGO_TARGET_DIR), plus `extra`.
+fn cli(bin: &Path, cwd: &Path, home: &Path, args: &[&str], extra: &[(&str, &str)]) -> Output {
+    Command::new(bin)
+        .args(args)
+        .current_dir(cwd)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .envs(extra.iter().copied())
+        .output()
+        .expect("run cargo-gevaldi")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+/// The checkout's path to the fixtures, which no binary may hold.
+fn fixtures_path() -> String {
+    workspace().join("fixtures").display().to_string()
+}
+
+#[test]
+fn an_installed_binary_inits_a_starter_suite_that_runs_and_passes() {
+    let root = scratch("init-starter");
+    let bin = install(&root);
+    let (home, work) = (root.join("home"), root.join("work"));
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::create_dir_all(&work).unwrap();
+
+    let bytes = std::fs::read(&bin).unwrap();
+    assert!(
+        !contains(&bytes, &fixtures_path()),
+        "the binary holds {}",
+        fixtures_path()
+    );
+
+    let out = cli(&bin, &work, &home, &["init"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("wrote a starter gevaldi suite"),
+        "{}",
+        text(&out)
+    );
+    for f in [
+        "gevaldi.toml",
+        "vae.safetensors",
+        "cvae.safetensors",
+        "cnn_a.safetensors",
+        "bag_4.safetensors",
+        "data/test-images-idx3-ubyte.gz",
+        "data/README.md",
+        "snapshots/gevaldi/pair-cnn_a-vs-cnn_b.snap",
+        "snapshots/gevaldi/ensemble-bagging.snap",
+    ] {
+        assert!(work.join(f).is_file(), "init wrote no {f}");
+    }
+    let toml = std::fs::read_to_string(work.join("gevaldi.toml")).unwrap();
+    assert!(toml.starts_with("# A starter gevaldi suite"), "{toml}");
+
+    // A second init overwrites nothing and says what is in the way.
+    std::fs::write(work.join("snapshots/gevaldi/ensemble-bagging.snap"), "mine").unwrap();
+    let out = cli(&bin, &work, &home, &["init"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let all = text(&out);
+    assert!(all.contains("refusing to overwrite files"), "{all}");
+    assert!(
+        all.contains("gevaldi.toml") && all.contains("snapshots/gevaldi/ensemble-bagging.snap"),
+        "{all}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(work.join("snapshots/gevaldi/ensemble-bagging.snap")).unwrap(),
+        "mine"
+    );
+    std::fs::write(
+        work.join("snapshots/gevaldi/ensemble-bagging.snap"),
+        std::fs::read(workspace().join("fixtures/mnist/snapshots/gevaldi/ensemble-bagging.snap")).unwrap(),
+    )
+    .unwrap();
+
+    // The whole suite passes against the snapshots init wrote.
+    let out = cli(&bin, &work, &home, &["run"], &[]);
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    for t in [
+        "pair::cnn_a-vs-cnn_b",
+        "pair::cnn_b-vs-cnn_a",
+        "ensemble::bagging",
+    ] {
+        assert!(
+            all.lines()
+                .any(|l| l.starts_with(t) && l.contains("passed")),
+            "{t} did not pass:\n{all}"
+        );
+    }
+    // Records and report go to ./target, not beside the binary.
+    let report = work.join("target/gevaldi/work/gevaldi/index.html");
+    assert!(
+        all.contains(&format!("report: {}", report.display())),
+        "{all}"
+    );
+    assert!(report.is_file());
+    assert!(!all.contains(&fixtures_path()), "{all}");
+
+    // A new snapshot names its config by its file name, not the checkout.
+    std::fs::remove_file(work.join("snapshots/gevaldi/pair-cnn_a-vs-cnn_b.snap")).unwrap();
+    let out = cli(
+        &bin,
+        &work,
+        &home,
+        &["run", "--filter", "cnn_a-vs-cnn_b"],
+        &[("INSTA_UPDATE", "always")],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let snap = std::fs::read_to_string(work.join("snapshots/gevaldi/pair-cnn_a-vs-cnn_b.snap")).unwrap();
+    assert!(snap.contains("\nsource: \"gevaldi.toml\"\n"), "{snap}");
+}
+
+#[test]
+fn the_built_in_suite_is_unpacked_into_the_cache_folder() {
+    let root = scratch("init-builtin");
+    let bin = install(&root);
+    let (home, work) = (root.join("home"), root.join("empty"));
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::create_dir_all(&work).unwrap();
+    let out = cli(&bin, &work, &home, &["list"], &[]);
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    let cache = home
+        .join(".cache/gevaldi")
+        .join(env!("CARGO_PKG_VERSION"))
+        .join("mnist");
+    let config = cache.join("gevaldi.toml");
+    assert!(
+        all.contains(&format!(
+            "running the built-in MNIST suite {}",
+            config.display()
+        )),
+        "{all}"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .collect::<Vec<_>>(),
+        [
+            "pair::cnn_a-vs-cnn_b",
+            "pair::cnn_b-vs-cnn_a",
+            "ensemble::bagging"
+        ]
+    );
+    // Byte for byte the fixtures.
+    for f in [
+        "gevaldi.toml",
+        "cnn_b.safetensors",
+        "data/train-labels-idx1-ubyte.gz",
+    ] {
+        assert_eq!(
+            std::fs::read(cache.join(f)).unwrap(),
+            std::fs::read(workspace().join("fixtures/mnist").join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    // XDG_CACHE_HOME moves it.
+    let xdg = root.join("xdg");
+    let out = cli(
+        &bin,
+        &work,
+        &home,
+        &["list"],
+        &[("XDG_CACHE_HOME", xdg.to_str().unwrap())],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(xdg
+        .join("gevaldi")
+        .join(env!("CARGO_PKG_VERSION"))
+        .join("mnist/vae.safetensors")
+        .is_file());
+}
+
+/// A config whose pair `mine-vs-a` uses a classifier registered from Rust.
+fn rust_config(dir: &Path) -> PathBuf {
+    let fixtures = workspace().join("fixtures/mnist");
+    let w = |f: &str| fixtures.join(f).display().to_string();
+    let text = format!(
+        "[search]\nbatch = 4\nsteps = 2\nlambda = 0.0\n\n\
+         [generator.vae]\narch = \"mnist-vae\"\nweights = \"{}\"\n\n\
+         [classifier.a]\narch = \"mnist-cnn-a\"\nweights = \"{}\"\n\n\
+         [classifier.b]\narch = \"mnist-cnn-b\"\nweights = \"{}\"\n\n\
+         [classifier.mine]\nweights = \"{}\"\nhidden = 32\n\n\
+         [[pair]]\nname = \"mine-vs-a\"\nmodels = [\"mine\", \"a\"]\ngenerator = \"vae\"\n\n\
+         [[pair]]\nname = \"a-vs-b\"\nmodels = [\"a\", \"b\"]\ngenerator = \"vae\"\n",
+        w("vae.safetensors"),
+        w("cnn_a.safetensors"),
+        w("cnn_b.safetensors"),
+        w("bag_1.safetensors"),
+    );
+    let path = dir.join("gevaldi.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn list_and_report_take_configs_with_rust_models_and_run_skips_their_trials() {
+    let root = scratch("init-rust-models");
+    let bin = install(&root);
+    let (home, work) = (root.join("home"), root.join("suite"));
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::create_dir_all(&work).unwrap();
+    rust_config(&work);
+
+    let out = cli(&bin, &work, &home, &["list"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .collect::<Vec<_>>(),
+        [
+            "pair::mine-vs-a (registered from Rust: runs under cargo test)",
+            "pair::a-vs-b"
+        ]
+    );
+
+    let out = cli(&bin, &work, &home, &["report"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("2 trials: 0 passed, 0 failed, 2 without a record"),
+        "{}",
+        text(&out)
+    );
+
+    let out = cli(&bin, &work, &home, &["run"], &[("INSTA_UPDATE", "always")]);
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    assert!(
+        all.contains("skip   pair::mine-vs-a: skipped: classifier `mine` is registered from Rust"),
+        "{all}"
+    );
+    assert!(
+        all.lines()
+            .any(|l| l.starts_with("pair::a-vs-b") && l.contains("passed")),
+        "{all}"
+    );
+    assert!(
+        all.lines()
+            .any(|l| l.starts_with("pair::mine-vs-a") && l.contains("ignored")),
+        "{all}"
+    );
+
+    // Nothing left to run: a mistake, not a pass.
+    let out = cli(&bin, &work, &home, &["run", "--filter", "mine"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("every trial selected uses models registered from Rust"),
+        "{}",
+        text(&out)
+    );
+}
+
+/// `target/<profile>` of this test binary.
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().to_path_buf()
+}
+
+/// The `gevaldi` test target (`gevaldi::main!("fixtures/mnist/gevaldi.toml")`)
+/// holds only the TOML's relative path, and finds it at run time under
+/// CARGO_MANIFEST_DIR.
+#[test]
+fn a_main_harness_holds_no_checkout_path_and_finds_its_toml_at_run_time() {
+    // Built here (a no-op when `cargo test` built it already), so that this
+    // test does not depend on another target having been built.
+    let profile = profile_dir();
+    let mut build = Command::new(env!("CARGO"));
+    build
+        .current_dir(workspace())
+        .args([
+            "build",
+            "-p",
+            "gevaldi",
+            "--test",
+            "gevaldi",
+            "--message-format=json",
+        ])
+        .env("CARGO_TARGET_DIR", profile.parent().unwrap());
+    if profile.file_name().is_some_and(|n| n == "release") {
+        build.arg("--release");
+    }
+    let out = build.output().expect("run cargo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let harness = stdout
+        .lines()
+        .filter(|l| l.contains("\"reason\":\"compiler-artifact\""))
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["target"]["name"] == "gevaldi" && v["target"]["kind"][0] == "test")
+        .find_map(|v| v["executable"].as_str().map(PathBuf::from))
+        .expect("cargo names the harness's executable");
+    let bytes = std::fs::read(&harness).unwrap();
+    assert!(
+        !contains(&bytes, &fixtures_path()),
+        "{} holds {}",
+        harness.display(),
+        fixtures_path()
+    );
+    assert!(contains(&bytes, "fixtures/mnist/gevaldi.toml"));
+
+    // Copied elsewhere, it finds the TOML under CARGO_MANIFEST_DIR...
+    let root = scratch("init-harness");
+    let copy = root.join("gevaldi-harness");
+    std::fs::copy(&harness, &copy).unwrap();
+    let list = |manifest: Option<&Path>| {
+        let mut c = Command::new(&copy);
+        c.arg("--list").current_dir(&root).env_clear();
+        c.env("PATH", std::env::var_os("PATH").unwrap_or_default());
+        if let Some(m) = manifest {
+            c.env("CARGO_MANIFEST_DIR", m);
+        }
+        c.output().unwrap()
+    };
+    let out = list(Some(&workspace()));
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("pair::cnn_a-vs-cnn_b: test"),
+        "{}",
+        text(&out)
+    );
+    // ...and says what it looked for without it.
+    let out = list(None);
+    assert_eq!(out.status.code(), Some(101), "{}", text(&out));
+    let expected = format!(
+        "failed to find the config `fixtures/mnist/gevaldi.toml` of this gevaldi harness: looked \
+         for `{}`",
+        root.join("fixtures/mnist/gevaldi.toml").display()
+    );
+    assert!(text(&out).contains(&expected), "{}", text(&out));
+}
