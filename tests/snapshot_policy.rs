@@ -73,6 +73,7 @@ fn quick_copy(tag: &str, edit: impl Fn(String) -> String, cnn_b: Option<&Path>) 
 fn assert_snapshot_caught(outcome: &TrialOutcome, expected_key: &str) {
     assert!(!outcome.passed, "{outcome:?}");
     let message = outcome.message.as_deref().unwrap_or_default();
+    println!("{message}");
     assert!(
         message.contains("snapshot `") && message.contains("changed:"),
         "{message}"
@@ -109,7 +110,7 @@ fn the_committed_suite_passes_on_candles_ops() {
 fn a_one_percent_change_to_one_layer_is_caught() {
     let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
     ci_env("auto");
-    let dir = std::env::temp_dir().join(format!("gevaldi-policy-weights-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("gevaldi-policy-scaled-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let mut tensors = safetensors::load(fixture("cnn_b.safetensors"), &Device::Cpu).unwrap();
     let w: &Tensor = &tensors["conv1.weight"];
@@ -189,10 +190,19 @@ fn a_first_run_reports_a_new_snapshot_and_cargo_insta_accepts_it() {
         assert!(!message.contains(bad), "{bad}: {message}");
     }
 
-    // cargo-insta accepts it (README: `cargo install cargo-insta`).
+    // cargo-insta accepts it (README: `cargo install cargo-insta`), in a
+    // package as a model repository is one.
+    std::fs::write(
+        dir.join("Cargo.toml"),
+        "[package]\nname = \"suite\"\nversion = \"0.0.0\"\nedition = \"2021\"\n\n[workspace]\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.join("src")).unwrap();
+    std::fs::write(dir.join("src/lib.rs"), "").unwrap();
     let status = Command::new("cargo")
         .args(["insta", "accept", "--workspace-root"])
         .arg(&dir)
+        .current_dir(&dir)
         .status()
         .expect("cargo runs");
     assert!(

@@ -118,7 +118,8 @@ fn an_installed_binary_inits_a_starter_suite_that_runs_and_passes() {
     );
     std::fs::write(
         work.join("snapshots/gevaldi/ensemble-bagging.snap"),
-        std::fs::read(workspace().join("fixtures/mnist/snapshots/gevaldi/ensemble-bagging.snap")).unwrap(),
+        std::fs::read(workspace().join("fixtures/mnist/snapshots/gevaldi/ensemble-bagging.snap"))
+            .unwrap(),
     )
     .unwrap();
 
@@ -156,7 +157,8 @@ fn an_installed_binary_inits_a_starter_suite_that_runs_and_passes() {
         &[("INSTA_UPDATE", "always")],
     );
     assert!(out.status.success(), "{}", text(&out));
-    let snap = std::fs::read_to_string(work.join("snapshots/gevaldi/pair-cnn_a-vs-cnn_b.snap")).unwrap();
+    let snap =
+        std::fs::read_to_string(work.join("snapshots/gevaldi/pair-cnn_a-vs-cnn_b.snap")).unwrap();
     assert!(snap.contains("\nsource: \"gevaldi.toml\"\n"), "{snap}");
 }
 

@@ -20,7 +20,12 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: ", self.file.display(), self.line, self.column)?;
+        // No line: the file itself (it could not be read).
+        if self.line == 0 {
+            write!(f, "{}: ", self.file.display())?;
+        } else {
+            write!(f, "{}:{}:{}: ", self.file.display(), self.line, self.column)?;
+        }
         if !self.key.is_empty() {
             write!(f, "`{}`: ", self.key)?;
         }
@@ -54,3 +59,26 @@ impl fmt::Display for ConfigErrors {
 }
 
 impl std::error::Error for ConfigErrors {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_without_a_line_names_the_file_only() {
+        let e = ConfigError {
+            file: PathBuf::from("nowhere.toml"),
+            line: 0,
+            column: 0,
+            key: String::new(),
+            message: "failed to read the file".into(),
+        };
+        assert_eq!(e.to_string(), "nowhere.toml: failed to read the file");
+        let e = ConfigError {
+            line: 3,
+            column: 9,
+            ..e
+        };
+        assert_eq!(e.to_string(), "nowhere.toml:3:9: failed to read the file");
+    }
+}

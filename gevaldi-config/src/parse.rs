@@ -89,12 +89,13 @@ pub fn parse_in(text: &str, display: &Path, dir: &Path) -> Result<Config, Config
         errors: Vec::new(),
     };
     let (root, syntax) = DeTable::parse_recoverable(text);
-    if !syntax.is_empty() {
-        for e in syntax {
-            let span = e.span().unwrap_or(0..0);
-            let message = e.message().trim().to_string();
-            cx.err(span, "", format!("invalid TOML: {message}"));
-        }
+    // Only the first syntax error: the parser's recovery after it reports
+    // mistakes that are not there (an unclosed `[[pair]` is followed by a
+    // "duplicate key" at the next table).
+    if let Some(e) = syntax.first() {
+        let span = e.span().unwrap_or(0..0);
+        let message = e.message().trim().to_string();
+        cx.err(span, "", format!("invalid TOML: {message}"));
         return Err(cx.finish());
     }
     let config = cx.config(root.get_ref());

@@ -174,6 +174,11 @@ fn syntax_errors_and_empty_files_are_reported() {
     let e = errors("[search\nsteps = 1\n");
     assert!(e.errors[0].message.starts_with("invalid TOML"), "{e}");
     assert_eq!(e.errors[0].line, 1);
+    // Only the first syntax error: the parser's recovery after an unclosed
+    // `[[pair]` reported a "duplicate key" that is not there.
+    let e = errors("[[pair]\nname = \"a\"\n\n[[pair]]\nname = \"b\"\n");
+    assert_eq!(e.errors.len(), 1, "{e}");
+    assert_eq!(e.errors[0].line, 1, "{e}");
     let e = errors(MODELS);
     assert!(
         e.errors[0]
