@@ -999,7 +999,7 @@ pub enum SnapshotProblem {
     /// There is no snapshot yet.
     New {
         /// The snapshot.
-        file: SnapshotFile,
+        file: Box<SnapshotFile>,
         /// Where the proposed snapshot was written (`None` under CI or
         /// `INSTA_UPDATE=no`).
         written: Option<PathBuf>,
@@ -1007,7 +1007,7 @@ pub enum SnapshotProblem {
     /// The snapshot differs beyond its tolerances.
     Changed {
         /// The snapshot.
-        file: SnapshotFile,
+        file: Box<SnapshotFile>,
         /// The lines that differ, in order.
         mismatches: Vec<Mismatch>,
         /// Where the new snapshot was written, if anywhere.
@@ -1142,7 +1142,7 @@ fn check(file: &SnapshotFile, body: &str) -> Result<(), SnapshotProblem> {
                 }
             }
             Err(SnapshotProblem::New {
-                file: file.clone(),
+                file: Box::new(file.clone()),
                 written,
             })
         }
@@ -1175,7 +1175,7 @@ fn check(file: &SnapshotFile, body: &str) -> Result<(), SnapshotProblem> {
                 return Ok(());
             }
             Err(SnapshotProblem::Changed {
-                file: file.clone(),
+                file: Box::new(file.clone()),
                 mismatches,
                 written,
             })
