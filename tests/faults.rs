@@ -134,6 +134,22 @@ impl Classifier for NanClassifier {
     }
 }
 
+/// A generator whose 28×28 samples are NaN (connected to z, so that a
+/// gradient exists).
+struct NanGenerator;
+
+impl Generator for NanGenerator {
+    fn latent_dim(&self) -> usize {
+        8
+    }
+    fn decode(&self, z: &Tensor, _: Option<&Tensor>) -> gevaldi::candle_core::Result<Tensor> {
+        let b = z.dim(0)?;
+        let nan = Tensor::full(f32::NAN, (b, 784), z.device())?;
+        nan.broadcast_add(&z.sum_keepdim(1)?)?
+            .reshape((b, 1, 28, 28))
+    }
+}
+
 /// A generator whose samples are `[B, 100]`, which no MNIST classifier
 /// takes.
 struct WideGenerator;
@@ -407,6 +423,40 @@ fn catalogue() -> Vec<(&'static str, Vec<&'static str>, Check)> {
             r.classifier("nan", |_| {
                 Ok(NanClassifier((0..10).map(|c| c.to_string()).collect()))
             });
+            trial(d, &text, r, "pair::p")
+        }),
+    );
+    add(
+        "weights: a NaN in a tensor (candle's ReLU would hide it on a GPU)",
+        vec!["^pair `p` (<dir>/gevaldi.toml:17): failed to load weights `<dir>/cnn_b.safetensors` for `cnn_b`: tensor `conv1.weight` holds 1 NaN and 1 infinite value(s) of 216: the weights are broken (a diverged training run, or a bad conversion)$"],
+        Box::new(|d| {
+            let mut tensors =
+                gevaldi::candle_core::safetensors::load(fixture("cnn_b.safetensors"), &Device::Cpu)
+                    .unwrap();
+            let mut values = tensors["conv1.weight"]
+                .flatten_all()
+                .and_then(|w| w.to_vec1::<f32>())
+                .unwrap();
+            values[3] = f32::NAN;
+            values[7] = f32::INFINITY;
+            let broken = Tensor::from_vec(values, (24, 1, 3, 3), &Device::Cpu).unwrap();
+            tensors.insert("conv1.weight".into(), broken);
+            let named: Vec<(&str, Tensor)> =
+                tensors.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
+            let bytes = safetensors_bytes(&named, d);
+            with_weights(d, bytes)
+        }),
+    );
+    add(
+        "model: generator emits NaN (it passed: ReLU made NaN images a confident class 0)",
+        vec!["^pair `p` (<dir>/gevaldi.toml:17): the search met a non-finite value: the output of generator `nan_gen` is NaN at step 0 for sample 0; check the generator's weights and decoder (a NaN image can pass a classifier's ReLU as a confident class)$"],
+        Box::new(|d| {
+            let text = config_text(
+                "\n[generator.nan_gen]\n",
+                &[("generator = \"vae\"", "generator = \"nan_gen\"")],
+            );
+            let mut r = Registry::new();
+            r.generator("nan_gen", |_| Ok(NanGenerator));
             trial(d, &text, r, "pair::p")
         }),
     );

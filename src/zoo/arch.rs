@@ -290,6 +290,24 @@ impl StateDict {
                 "tensor `{name}` has dtype {dtype:?}, expected floats (f32, f16, bf16 or f64)"
             );
         }
+        // A NaN or an infinity in a weight would be hidden on some paths
+        // (candle's ReLU makes NaN 0): refused here, named. The sum (in
+        // f64, which no f32 weights overflow) is finite exactly when every
+        // value is.
+        let sum = tensor.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?;
+        if !sum.is_finite() {
+            let values = tensor
+                .to_dtype(DType::F64)?
+                .flatten_all()?
+                .to_vec1::<f64>()?;
+            let nan = values.iter().filter(|v| v.is_nan()).count();
+            let inf = values.iter().filter(|v| v.is_infinite()).count();
+            candle_core::bail!(
+                "tensor `{name}` holds {nan} NaN and {inf} infinite value(s) of {}: the weights \
+                 are broken (a diverged training run, or a bad conversion)",
+                values.len()
+            );
+        }
         Ok(tensor)
     }
 }
