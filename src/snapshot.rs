@@ -1013,7 +1013,9 @@ pub enum SnapshotProblem {
         /// Where the new snapshot was written, if anywhere.
         written: Option<PathBuf>,
     },
-    /// A snapshot file could not be read or written.
+    /// A snapshot file could not be written (the error names it).
+    Write(Box<crate::Error>),
+    /// A snapshot file could not be read or removed.
     Io {
         /// The file.
         path: PathBuf,
@@ -1095,6 +1097,7 @@ impl fmt::Display for SnapshotProblem {
                     ),
                 }
             }
+            SnapshotProblem::Write(e) => write!(f, "{e}"),
             SnapshotProblem::Io {
                 path,
                 action,
@@ -1119,67 +1122,52 @@ fn check(file: &SnapshotFile, body: &str) -> Result<(), SnapshotProblem> {
             source,
         }
     };
-    let update = Update::from_env();
     let pending = file.pending();
+    let remove_pending = || match std::fs::remove_file(&pending) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&pending, "remove")(e)),
+        _ => Ok(()),
+    };
     let stored = match std::fs::read_to_string(&file.path) {
         Ok(s) => Some(s),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(io(&file.path, "read")(e)),
     };
-    let contents = file.contents(body);
-    match stored {
-        None => {
-            let written = match update {
-                Update::No => None,
-                Update::New => Some(pending),
-                Update::Unseen | Update::Always => Some(file.path.clone()),
-            };
-            if let Some(w) = &written {
-                crate::artifact::write_atomic(w, contents.as_bytes())
-                    .map_err(|e| io(w, "write")(std::io::Error::other(e.to_string())))?;
-                if *w == file.path {
-                    return Ok(());
-                }
-            }
-            Err(SnapshotProblem::New {
-                file: Box::new(file.clone()),
-                written,
-            })
-        }
+    // `None`: no snapshot yet.
+    let mismatches = match stored {
+        None => None,
         Some(stored) => {
-            let mismatches = compare(body_of(&stored), body);
-            if mismatches.is_empty() {
+            let m = compare(body_of(&stored), body);
+            if m.is_empty() {
                 // Within tolerance: the stored file stays as it is; a
                 // pending version from an earlier run is obsolete.
-                if pending.is_file() {
-                    std::fs::remove_file(&pending).map_err(io(&pending, "remove"))?;
-                }
-                return Ok(());
+                return remove_pending();
             }
-            let written = match update {
-                Update::No => None,
-                Update::New | Update::Unseen => Some(pending.clone()),
-                Update::Always => Some(file.path.clone()),
-            };
-            if let Some(w) = &written {
-                crate::artifact::write_atomic(w, contents.as_bytes())
-                    .map_err(|e| io(w, "write")(std::io::Error::other(e.to_string())))?;
-                if *w == file.path {
-                    if pending.is_file() {
-                        std::fs::remove_file(&pending).map_err(io(&pending, "remove"))?;
-                    }
-                    return Ok(());
-                }
-            }
-            if force_pass() {
-                return Ok(());
-            }
-            Err(SnapshotProblem::Changed {
-                file: Box::new(file.clone()),
-                mismatches,
-                written,
-            })
+            Some(m)
         }
+    };
+    let written = match (Update::from_env(), &mismatches) {
+        (Update::No, _) => None,
+        (Update::Unseen, None) | (Update::Always, _) => Some(file.path.clone()),
+        (Update::New | Update::Unseen, _) => Some(pending.clone()),
+    };
+    if let Some(w) = &written {
+        crate::artifact::write_atomic(w, file.contents(body).as_bytes())
+            .map_err(|e| SnapshotProblem::Write(Box::new(e)))?;
+        if *w == file.path {
+            return remove_pending();
+        }
+    }
+    match mismatches {
+        None => Err(SnapshotProblem::New {
+            file: Box::new(file.clone()),
+            written,
+        }),
+        Some(_) if force_pass() => Ok(()),
+        Some(mismatches) => Err(SnapshotProblem::Changed {
+            file: Box::new(file.clone()),
+            mismatches,
+            written,
+        }),
     }
 }
 
