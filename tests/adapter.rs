@@ -3,6 +3,8 @@
 //! feature, candle-transformers' EfficientNet (right gradients) and ResNet
 //! (a max-pool without backward, refused with what to do).
 
+mod common;
+
 use candle_core::{Device, Module, Tensor};
 use candle_nn::{Conv2dConfig, VarBuilder};
 use gevaldi::model::sample_standard_normal;
@@ -52,15 +54,7 @@ fn a_users_candle_module_is_a_classifier_that_passes_the_audit() {
     assert_eq!(cnn.num_classes(), 10);
     let logits = cnn.logits(&x).unwrap();
     assert_eq!(logits.dims(), [2, 10]);
-    let diff = (logits - expected)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    assert_eq!(diff, 0.0);
+    assert_eq!(common::max_abs_diff(&logits, &expected), 0.0);
     let report = GradientAudit::default()
         .classifier("user-cnn", &cnn, &x)
         .unwrap_or_else(|e| panic!("{e}"));

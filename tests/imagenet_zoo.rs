@@ -54,15 +54,11 @@ fn round_trip_and_audit<M: Classifier + Module>(
     let x = images(2, size);
     let (a, b) = (model.forward(&x).unwrap(), loaded.forward(&x).unwrap());
     assert_eq!(a.dims(), [2, 1000]);
-    let diff = (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    assert_eq!(diff, 0.0, "{name}: the reloaded model differs");
+    assert_eq!(
+        common::max_abs_diff(&a, &b),
+        0.0,
+        "{name}: the reloaded model differs"
+    );
     assert_eq!(loaded.class_names()[0], "tench");
     let report = GradientAudit::default()
         .classifier(name, &loaded, &x)

@@ -9,7 +9,6 @@
 
 mod common;
 
-use gevaldi::zoo::{self, MnistCnn, MnistCnnConfig, MnistVae, MnistVaeConfig};
 use gevaldi::{Search, SearchConfig};
 
 /// The process's peak resident memory in bytes (`ru_maxrss` of
@@ -41,18 +40,7 @@ fn peak_rss() -> u64 {
 fn a_batch_256_search_stays_under_one_gib() {
     let before = peak_rss();
     let dev = common::device();
-    let dir = zoo::mnist_fixtures_dir();
-    let cnn = |name: &str, cfg: MnistCnnConfig| {
-        zoo::load_file(dir.join(name), name, &dev, |vb| MnistCnn::load(vb, &cfg)).unwrap()
-    };
-    let (a, b) = (
-        cnn("cnn_a.safetensors", MnistCnnConfig::cnn_a()),
-        cnn("cnn_b.safetensors", MnistCnnConfig::cnn_b()),
-    );
-    let vae = zoo::load_file(dir.join("vae.safetensors"), "vae", &dev, |vb| {
-        MnistVae::load(vb, &MnistVaeConfig::default())
-    })
-    .unwrap();
+    let (a, b, vae) = common::fixture_models(&dev);
     let outcome = Search::new("vae", &vae)
         .classifier("cnn_a", &a)
         .classifier("cnn_b", &b)

@@ -3,9 +3,10 @@
 //! takes, measured as the growth of the process's peak resident memory (its
 //! own test binary, one test, so that nothing else counts).
 
+mod common;
+
 use candle_core::Device;
 use gevaldi::memory::Estimate;
-use gevaldi::zoo::{self, MnistCnn, MnistCnnConfig, MnistVae, MnistVaeConfig};
 use gevaldi::{Classifier, Search, SearchConfig};
 
 /// `VmHWM` (peak) or `VmRSS` (now) of /proc/self/status, in bytes.
@@ -23,18 +24,7 @@ fn the_estimate_is_within_a_factor_of_two_of_a_measured_search() {
         return;
     }
     let dev = Device::Cpu;
-    let dir = zoo::mnist_fixtures_dir();
-    let cnn = |name: &str, cfg: MnistCnnConfig| {
-        zoo::load_file(dir.join(name), name, &dev, |vb| MnistCnn::load(vb, &cfg)).unwrap()
-    };
-    let (a, b) = (
-        cnn("cnn_a.safetensors", MnistCnnConfig::cnn_a()),
-        cnn("cnn_b.safetensors", MnistCnnConfig::cnn_b()),
-    );
-    let vae = zoo::load_file(dir.join("vae.safetensors"), "vae", &dev, |vb| {
-        MnistVae::load(vb, &MnistVaeConfig::default())
-    })
-    .unwrap();
+    let (a, b, vae) = common::fixture_models(&dev);
     let models: [(&str, &dyn Classifier); 2] = [("cnn_a", &a), ("cnn_b", &b)];
     let estimate = Estimate::probe(&vae, &models, &dev).unwrap().unwrap();
     let batch = 1024;

@@ -5,6 +5,8 @@
 //! through `zoo::load_file` and `Arch`, as the harness loads them, and give
 //! the same logits as the model they were written from.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -62,17 +64,6 @@ fn load(
     loaded
 }
 
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
-
 fn assert_same_logits(arch: Arch, loaded: &dyn Classifier, reference: &dyn Classifier) {
     let x = images(2, 64);
     let (a, b) = (loaded.logits(&x).unwrap(), reference.logits(&x).unwrap());
@@ -84,7 +75,7 @@ fn assert_same_logits(arch: Arch, loaded: &dyn Classifier, reference: &dyn Class
     );
     assert!(values.iter().any(|&v| v != 0.0), "{arch}: all logits are 0");
     assert_eq!(
-        max_abs_diff(&a, &b),
+        common::max_abs_diff(&a, &b),
         0.0,
         "{arch}: the loaded model differs"
     );
@@ -154,7 +145,7 @@ fn half_precision_state_dicts_load_as_f32() {
         } else {
             2f32.powi(-8)
         };
-        let diff = max_abs_diff(&a, &b);
+        let diff = common::max_abs_diff(&a, &b);
         println!("{arch} {dtype:?}: max |logit diff| {diff:.2e}, max |logit| {scale:.2e}");
         assert!(diff > 0.0, "{arch}: the {dtype:?} weights were not rounded");
         assert!(

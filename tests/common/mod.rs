@@ -1,8 +1,11 @@
 //! Helpers shared by the integration tests (`mod common;` in each).
+// Each test binary uses some of these helpers, not all.
+#![allow(dead_code)]
 
 use std::sync::OnceLock;
 
-use gevaldi::candle_core::Device;
+use gevaldi::candle_core::{Device, Tensor};
+use gevaldi::zoo::{self, MnistCnn, MnistCnnConfig, MnistVae, MnistVaeConfig};
 
 /// The device the tests run models on: `GEVALDI_DEVICE` (`cpu`, `cuda`,
 /// `metal`), else the first GPU of an enabled feature, else the CPU
@@ -15,4 +18,30 @@ pub fn device() -> Device {
     DEVICE
         .get_or_init(|| gevaldi::suite::device().unwrap_or_else(|e| panic!("{e}")))
         .clone()
+}
+
+/// The committed MNIST fixtures' cnn_a, cnn_b and VAE, loaded on `dev`.
+pub fn fixture_models(dev: &Device) -> (MnistCnn, MnistCnn, MnistVae) {
+    let dir = zoo::mnist_fixtures_dir();
+    let cnn = |name: &str, cfg: MnistCnnConfig| {
+        zoo::load_file(dir.join(name), name, dev, |vb| MnistCnn::load(vb, &cfg)).unwrap()
+    };
+    let vae = zoo::load_file(dir.join("vae.safetensors"), "vae", dev, |vb| {
+        MnistVae::load(vb, &MnistVaeConfig::default())
+    })
+    .unwrap();
+    (
+        cnn("cnn_a.safetensors", MnistCnnConfig::cnn_a()),
+        cnn("cnn_b.safetensors", MnistCnnConfig::cnn_b()),
+        vae,
+    )
+}
+
+/// max |a − b| over all elements.
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .and_then(|d| d.abs())
+        .and_then(|d| d.max_all())
+        .and_then(|d| d.to_scalar::<f32>())
+        .unwrap()
 }
