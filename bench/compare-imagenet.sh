@@ -63,6 +63,14 @@ if [ ! -f "$DIR/complete" ]; then
   touch "$DIR/complete"
 fi
 
+show() { # stdin to stdout and, as it comes, to stderr (`tee /dev/stderr`
+  # would reopen, and so truncate, a log file that stderr points to)
+  while IFS= read -r l; do
+    printf '%s\n' "$l" >&2
+    printf '%s\n' "$l"
+  done
+}
+
 field() { # field NAME LINE
   sed -n "s/.*\b$1=\([^ ]*\).*/\1/p" <<<"$2"
 }
@@ -72,7 +80,7 @@ order=()
 started=$SECONDS
 for round in $(seq "$ROUNDS"); do
   # Lines stream to stderr as they come; a failed run ends the script.
-  out=$(gevaldi --dir "$DIR" "${TIMING[@]}" "${WORKLOADS[@]}" | grep '^gevaldi' | tee /dev/stderr)
+  out=$(gevaldi --dir "$DIR" "${TIMING[@]}" "${WORKLOADS[@]}" | grep --line-buffered '^gevaldi' | show)
   while read -r l; do
     w=$(field workload "$l")
     [ "$round" = 1 ] && order+=("$w")
@@ -81,7 +89,7 @@ for round in $(seq "$ROUNDS"); do
       best_g[$w]=$s line_g[$w]=$l
     fi
   done <<<"$out"
-  out=$(pytorch time --dir "$DIR" --threads "$THREADS" "${TIMING[@]}" "${WORKLOADS[@]}" | grep '^pytorch' | tee /dev/stderr)
+  out=$(pytorch time --dir "$DIR" --threads "$THREADS" "${TIMING[@]}" "${WORKLOADS[@]}" | grep --line-buffered '^pytorch' | show)
   while read -r l; do
     w=$(field workload "$l")
     s=$(field steps_per_s "$l")
