@@ -6,6 +6,8 @@
 # PyTorch and JAX.
 #
 #   bash bench/gpu.sh            # here: build, pack (first build ~10-25 min)
+#   bash bench/gpu.sh --check    # only `cargo check` the same targets with
+#                                # the cuda feature (proves they compile; no pack)
 #   # on the GPU machine, from the repository's root, .gpu carried:
 #   bash .gpu/run.sh             # logs and figures in $OUT (summary.txt)
 #
@@ -57,6 +59,12 @@ for line in sys.stdin:
 }
 test_args=()
 for t in $TESTS; do test_args+=(--test "$t"); done
+if [ "${1:-}" = --check ]; then
+  nice -n 15 cargo check --release --features cuda --config "$CK/cargo-config.toml" \
+    --target-dir "$TARGET" --bench imagenet --bench search "${test_args[@]}"
+  echo "the cuda feature's benches and tests compile (cargo check)"
+  exit 0
+fi
 list=$(mktemp)
 cuda_cargo build --bench imagenet --bench search | executables >"$list"
 cuda_cargo test --no-run "${test_args[@]}" | executables >>"$list"
