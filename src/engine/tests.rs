@@ -86,6 +86,10 @@ fn convs_match_candle_at_every_setting() {
         ([5, 5, 3], [2, 0, 1, 5], (8, 10)),
         ([4, 4, 2], [2, 0, 1, 1], (8, 8)),
         ([6, 9, 1], [1, 0, 1, 3], (4, 4)),
+        ([4, 6, 1], [2, 0, 1, 1], (8, 8)),
+        ([4, 6, 3], [2, 1, 1, 1], (4, 4)),
+        ([4, 6, 3], [2, 1, 1, 1], (2, 2)),
+        ([4, 6, 3], [2, 1, 1, 1], (1, 1)),
     ];
     for (i, (ck, sp, (h, w))) in cases.into_iter().enumerate() {
         let mut b = NetBuilder::new();
@@ -301,4 +305,28 @@ fn the_engine_counts_what_it_keeps() {
     net.forward(&randn(&[2, 1, 4, 4], 3)).unwrap();
     // The ReLU's output (2·2·4·4 floats) and the pool's argmax (2·2·2·2).
     assert_eq!(super::take_kept_bytes(), 4 * (64 + 16));
+}
+
+/// candle 0.11's `relu` passes the gradient at exactly 0 (its backward
+/// masks with x ≥ 0), PyTorch's does not; a bias-free conv over an
+/// all-zero region gives exact zeros (ResNet's did). Both paths follow
+/// PyTorch, and both keep a NaN.
+#[test]
+fn relu_sends_no_gradient_at_zero_and_keeps_nan_on_both_paths() {
+    let mut b = NetBuilder::new();
+    let i = b.input();
+    let y = b.relu(i);
+    let y = b.adaptive_avg_pool2d(y, 1, 1);
+    let net = b.build(y);
+    let x = Var::from_tensor(&Tensor::new(&[[[[0f32, 1.0], [-1.0, f32::NAN]]]], &DEV).unwrap())
+        .unwrap();
+    for y in [
+        net.forward(x.as_tensor()).unwrap(),
+        net.forward_candle(x.as_tensor()).unwrap(),
+    ] {
+        assert!(values(&y)[0].is_nan());
+        let g = y.sum_all().unwrap().backward().unwrap();
+        let g = values(g.get(x.as_tensor()).unwrap());
+        assert_eq!(&g[..3], &[0.0, 0.25, 0.0]);
+    }
 }
