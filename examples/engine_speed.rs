@@ -31,6 +31,9 @@ fn step(run: &dyn Fn(&Tensor) -> candle_core::Result<Tensor>, x: &Var) -> Result
     Ok(t.elapsed().as_secs_f64())
 }
 
+/// A classifier's name and how to build its network.
+type Maker = (&'static str, Box<dyn Fn() -> Result<Net>>);
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -52,7 +55,7 @@ fn main() -> Result<()> {
         .iter()
         .filter(|a| a.parse::<usize>().is_err() && !a.starts_with("--"))
         .collect();
-    let models: Vec<(&str, Box<dyn Fn() -> Result<Net>>)> = vec![
+    let models: Vec<Maker> = vec![
         (
             "alexnet",
             Box::new(|| Ok(frozen(|vb| AlexNet::load(vb, 1000))?.net().clone())),

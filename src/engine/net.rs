@@ -262,15 +262,6 @@ impl Net {
             .as_ref()
     }
 
-    /// The network up to node `k`, its output.
-    #[cfg(test)]
-    pub(crate) fn prefix(&self, k: usize) -> Net {
-        NetBuilder {
-            nodes: self.nodes[..=k].to_vec(),
-        }
-        .build(NodeId(k))
-    }
-
     /// Runs the network on candle's ops, whatever the engine.
     pub fn forward_candle(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         super::reference::forward(&self.nodes, x)

@@ -38,7 +38,6 @@ const COLS_LIMIT: usize = 1 << 22;
 impl ConvK {
     /// From PyTorch's `[cout, cin_g, kh, kw]` weight; `None` for
     /// inconsistent sizes.
-    #[expect(clippy::too_many_arguments, reason = "PyTorch's conv settings")]
     pub(crate) fn new(
         w_oihw: &[f32],
         bias: Vec<f32>,
