@@ -94,7 +94,7 @@
 //! ```
 //!
 //! Built-in models with frozen weights run on the CPU through
-//! [`zoo::frozen_ops::FrozenNet`]: gevaldi's own kernels, with a backward pass
+//! gevaldi's [`engine`]: its own kernels, with a backward pass
 //! to the input only (about 5× candle's own layers on the MNIST fixtures).
 //! In a binary of your own, call [`suite::fix_thread_count`] first thing in
 //! `main`: without `RAYON_NUM_THREADS`, candle 0.11 parses `/proc/cpuinfo`

@@ -35,7 +35,7 @@ pub const PROBE_BATCH: usize = 2;
 ///
 /// The probe sees candle's autograd graph and gradients, and the
 /// activations the built-in models keep inside their own ops for the
-/// backward (`zoo::frozen_ops` counts them). Measured with
+/// backward (the [engine](crate::engine) counts them). Measured with
 /// `tests/memory_estimate.rs` on the MNIST fixtures (`mnist-vae` with
 /// `mnist-cnn-a` and `mnist-cnn-b`, CPU, batch 1024, 2 steps): the probe
 /// saw 215,988 bytes per sample and the peak resident memory grew by 380
@@ -101,9 +101,9 @@ impl Estimate {
         };
         // The built-in models' own activations, kept inside their ops for
         // the backward, are counted by the ops themselves.
-        crate::zoo::frozen_ops::take_kept_bytes();
+        crate::engine::take_kept_bytes();
         let probed = probe();
-        let hidden = crate::zoo::frozen_ops::take_kept_bytes();
+        let hidden = crate::engine::take_kept_bytes();
         let objective = match probed {
             Ok(Some(Ok(t))) => t,
             Ok(Some(Err((i, width)))) => {

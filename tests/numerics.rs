@@ -146,7 +146,7 @@ fn plain_models() -> (PlainGenerator, PlainClassifier, PlainClassifier) {
 }
 
 /// The MNIST models with seeded random weights: on the CPU in f32, they run
-/// their FrozenNets.
+/// on gevaldi's engine.
 struct Mnist {
     vae: MnistVae,
     a: MnistCnn,

@@ -44,6 +44,11 @@
 //!
 //! [`BigGanConfig::tensor_shapes`] lists every name with its shape (506
 //! tensors for BigGAN-deep-128).
+//!
+//! Not yet on the [engine](crate::engine): BigGAN runs candle's own layers
+//! (its conditional batch norms, whose gains and biases come from z and the
+//! class, its upsampling and self-attention are not in the engine's
+//! vocabulary yet), on every device.
 
 use std::collections::HashMap;
 

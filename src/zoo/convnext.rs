@@ -1,11 +1,11 @@
 //! ConvNeXt (Liu et al., 2022) as torchvision builds it.
 
 use candle_core::{Module, Tensor};
-use candle_nn::{conv2d, linear, Conv2d, Conv2dConfig, Linear, VarBuilder};
+use candle_nn::{conv2d, linear, Conv2dConfig, VarBuilder};
 
 use super::imagenet_class_names;
 use super::norm::LayerNorm;
-use super::pooling::adaptive_avg_pool2d;
+use crate::engine::{Activation, Net, NetBuilder, NodeId};
 
 /// Which ConvNeXt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,43 +30,29 @@ impl ConvNextSize {
 
 const EPS: f64 = 1e-6;
 
-#[derive(Clone, Debug)]
-struct Block {
-    dwconv: Conv2d,
-    norm: LayerNorm,
-    fc1: Linear,
-    fc2: Linear,
-    layer_scale: Tensor,
+/// A ConvNeXt block: depthwise 7×7 conv, LayerNorm, linear, GELU,
+/// linear, layer scale, residual.
+fn block(b: &mut NetBuilder, x: NodeId, vb: VarBuilder, dim: usize) -> candle_core::Result<NodeId> {
+    let l = vb.pp("block");
+    let dw = Conv2dConfig {
+        padding: 3,
+        groups: dim,
+        ..Default::default()
+    };
+    let dwconv = conv2d(dim, dim, 7, dw, l.pp("0"))?;
+    let norm = LayerNorm::load(l.pp("2"), dim, EPS)?;
+    let fc1 = linear(dim, 4 * dim, l.pp("3"))?;
+    let fc2 = linear(4 * dim, dim, l.pp("5"))?;
+    let layer_scale = vb.get((dim, 1, 1), "layer_scale")?.reshape(dim)?;
+    let zeros = layer_scale.zeros_like()?;
+    let y = b.conv2d(x, &dwconv);
+    let y = norm.build(b, y);
+    let y = b.linear_layer(y, &fc1);
+    let y = b.act(y, Activation::GeluErf);
+    let y = b.linear_layer(y, &fc2);
+    let y = b.affine(y, &layer_scale, &zeros);
+    Ok(b.add(x, y))
 }
-
-impl Block {
-    fn load(vb: VarBuilder, dim: usize) -> candle_core::Result<Self> {
-        let b = vb.pp("block");
-        let dw = Conv2dConfig {
-            padding: 3,
-            groups: dim,
-            ..Default::default()
-        };
-        Ok(Block {
-            dwconv: conv2d(dim, dim, 7, dw, b.pp("0"))?,
-            norm: LayerNorm::load(b.pp("2"), dim, EPS)?,
-            fc1: linear(dim, 4 * dim, b.pp("3"))?,
-            fc2: linear(4 * dim, dim, b.pp("5"))?,
-            layer_scale: vb.get((dim, 1, 1), "layer_scale")?,
-        })
-    }
-
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let y = self.dwconv.forward(x)?.permute((0, 2, 3, 1))?;
-        let y = self.norm.forward(&y)?;
-        let y = self.fc2.forward(&self.fc1.forward(&y)?.gelu_erf()?)?;
-        let y = y.permute((0, 3, 1, 2))?.broadcast_mul(&self.layer_scale)?;
-        x + y
-    }
-}
-
-/// A stage: its downsampling (none for the first) and its blocks.
-type Stage = (Option<(LayerNorm, Conv2d)>, Vec<Block>);
 
 /// torchvision's `convnext_tiny` / `convnext_small` / `convnext_base`,
 /// loadable from their state dicts saved as safetensors.
@@ -77,13 +63,11 @@ type Stage = (Option<(LayerNorm, Conv2d)>, Vec<Block>);
 /// downsamplings `features.{2,4,6}.{0,1}` (LayerNorm2d, conv);
 /// `classifier.{0,2}` (LayerNorm2d, linear). LayerNorm is built from plain
 /// ops (candle-nn's has no backward), GELU is the exact (erf) one;
-/// stochastic depth is the identity (inference).
+/// stochastic depth is the identity (inference). Runs on the
+/// [engine](crate::engine) (the depthwise convs by a loop of their own).
 #[derive(Clone, Debug)]
 pub struct ConvNext {
-    stem: (Conv2d, LayerNorm),
-    stages: Vec<Stage>,
-    head_norm: LayerNorm,
-    head: Linear,
+    net: Net,
     class_names: Vec<String>,
 }
 
@@ -96,53 +80,46 @@ impl ConvNext {
             stride: k,
             ..Default::default()
         };
-        let stem = (
-            conv2d(3, dims[0], 4, patch(4), f.pp("0").pp("0"))?,
-            LayerNorm::load(f.pp("0").pp("1"), dims[0], EPS)?,
-        );
-        let mut stages = Vec::new();
+        let mut b = NetBuilder::new();
+        let mut x = b.input();
+        let stem = conv2d(3, dims[0], 4, patch(4), f.pp("0").pp("0"))?;
+        x = b.conv2d(x, &stem);
+        x = LayerNorm::load(f.pp("0").pp("1"), dims[0], EPS)?.build(&mut b, x);
         for s in 0..4 {
-            let down = if s == 0 {
-                None
-            } else {
+            if s > 0 {
                 let d = f.pp((2 * s).to_string());
-                Some((
-                    LayerNorm::load(d.pp("0"), dims[s - 1], EPS)?,
-                    conv2d(dims[s - 1], dims[s], 2, patch(2), d.pp("1"))?,
-                ))
-            };
+                x = LayerNorm::load(d.pp("0"), dims[s - 1], EPS)?.build(&mut b, x);
+                let down = conv2d(dims[s - 1], dims[s], 2, patch(2), d.pp("1"))?;
+                x = b.conv2d(x, &down);
+            }
             let st = f.pp((2 * s + 1).to_string());
-            let blocks = (0..depths[s])
-                .map(|i| Block::load(st.pp(i.to_string()), dims[s]))
-                .collect::<candle_core::Result<Vec<_>>>()?;
-            stages.push((down, blocks));
+            for i in 0..depths[s] {
+                x = block(&mut b, x, st.pp(i.to_string()), dims[s])?;
+            }
         }
         let c = vb.pp("classifier");
+        x = b.adaptive_avg_pool2d(x, 1, 1);
+        x = LayerNorm::load(c.pp("0"), dims[3], EPS)?.build(&mut b, x);
+        x = b.flatten(x);
+        let head = linear(dims[3], classes, c.pp("2"))?;
+        x = b.linear_layer(x, &head);
         Ok(ConvNext {
-            stem,
-            stages,
-            head_norm: LayerNorm::load(c.pp("0"), dims[3], EPS)?,
-            head: linear(dims[3], classes, c.pp("2"))?,
+            net: b.build(x),
             class_names: imagenet_class_names(classes),
         })
     }
 }
 
+impl ConvNext {
+    /// The network, as the [engine](crate::engine) runs it.
+    pub fn net(&self) -> &Net {
+        &self.net
+    }
+}
+
 impl Module for ConvNext {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let mut x = self.stem.1.forward_channels(&self.stem.0.forward(x)?)?;
-        for (down, blocks) in &self.stages {
-            if let Some((norm, conv)) = down {
-                x = conv.forward(&norm.forward_channels(&x)?)?;
-            }
-            for b in blocks {
-                x = b.forward(&x)?;
-            }
-        }
-        let x = self
-            .head_norm
-            .forward_channels(&adaptive_avg_pool2d(&x, 1, 1)?)?;
-        self.head.forward(&x.flatten_from(1)?)
+        self.net.forward(x)
     }
 }
 

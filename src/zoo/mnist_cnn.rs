@@ -1,11 +1,10 @@
 //! The MNIST CNN classifiers.
 
 use candle_core::{Device, Module, Tensor};
-use candle_nn::{conv2d, linear, Conv2d, Conv2dConfig, Linear, VarBuilder};
+use candle_nn::{conv2d, linear, Conv2dConfig, VarBuilder};
 
-use super::frozen_ops::{Act, FrozenNet, Layer};
-
-use super::layers::{frozen, max_pool2x2, seeded_varmap};
+use super::layers::{frozen, seeded_varmap};
+use crate::engine::{Net, NetBuilder};
 
 /// Shape of an MNIST CNN: two 3×3 conv layers (padding 1), each followed by
 /// ReLU and 2×2 max-pooling, then a hidden linear layer with ReLU and the
@@ -53,12 +52,7 @@ impl MnistCnnConfig {
 /// (channel, row, column) order, as PyTorch's `flatten(1)`.
 #[derive(Clone, Debug)]
 pub struct MnistCnn {
-    conv1: Conv2d,
-    conv2: Conv2d,
-    fc1: Linear,
-    fc2: Linear,
-    /// The same layers as one op, when the weights are frozen.
-    frozen: Option<FrozenNet>,
+    net: Net,
     class_names: Vec<String>,
 }
 
@@ -74,21 +68,19 @@ impl MnistCnn {
         let conv2 = conv2d(c1, c2, 3, pad, vb.pp("conv2"))?;
         let fc1 = linear(c2 * 7 * 7, cfg.hidden, vb.pp("fc1"))?;
         let fc2 = linear(cfg.hidden, cfg.classes, vb.pp("fc2"))?;
-        let frozen = FrozenNet::new(&[
-            Layer::Conv(conv1.clone(), Act::Relu),
-            Layer::MaxPool2x2,
-            Layer::Conv(conv2.clone(), Act::Relu),
-            Layer::MaxPool2x2,
-            Layer::Flatten(7, 7),
-            Layer::Linear(fc1.clone(), Act::Relu),
-            Layer::Linear(fc2.clone(), Act::Identity),
-        ]);
+        let mut b = NetBuilder::new();
+        let mut x = b.input();
+        for conv in [&conv1, &conv2] {
+            x = b.conv2d(x, conv);
+            x = b.relu(x);
+            x = b.max_pool2d(x, 2, 2, 0, false);
+        }
+        let x = b.flatten(x);
+        let x = b.linear_layer(x, &fc1);
+        let x = b.relu(x);
+        let x = b.linear_layer(x, &fc2);
         Ok(MnistCnn {
-            conv1,
-            conv2,
-            fc1,
-            fc2,
-            frozen,
+            net: b.build(x),
             class_names: if cfg.classes == 10 {
                 super::mnist_class_names()
             } else {
@@ -105,17 +97,17 @@ impl MnistCnn {
     }
 }
 
+impl MnistCnn {
+    /// The network, as the [engine](crate::engine) runs it.
+    pub fn net(&self) -> &Net {
+        &self.net
+    }
+}
+
 impl Module for MnistCnn {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let b = x.dim(0)?;
-        let x = x.reshape((b, 1, 28, 28))?;
-        if let Some(net) = self.frozen.as_ref().filter(|_| FrozenNet::applies_to(&x)) {
-            return net.forward(&x);
-        }
-        let x = max_pool2x2(&self.conv1.forward(&x)?.relu()?)?;
-        let x = max_pool2x2(&self.conv2.forward(&x)?.relu()?)?;
-        let x = self.fc1.forward(&x.flatten_from(1)?)?.relu()?;
-        self.fc2.forward(&x)
+        self.net.forward(&x.reshape((b, 1, 28, 28))?)
     }
 }
 

@@ -1,11 +1,10 @@
 //! The small MLP base learner of the bagging ensemble.
 
 use candle_core::{Device, Module, Tensor};
-use candle_nn::{linear, Linear, VarBuilder};
-
-use super::frozen_ops::{Act, FrozenNet, Layer};
+use candle_nn::{linear, VarBuilder};
 
 use super::layers::{frozen, seeded_varmap};
+use crate::engine::{Net, NetBuilder};
 
 /// Shape of an MNIST MLP: one hidden layer with ReLU.
 #[derive(Clone, Debug, PartialEq)]
@@ -33,10 +32,7 @@ impl Default for MnistMlpConfig {
 /// `fc2.weight` `[classes, hidden]`, `fc2.bias`.
 #[derive(Clone, Debug)]
 pub struct MnistMlp {
-    fc1: Linear,
-    fc2: Linear,
-    /// The same layers as one op, when the weights are frozen.
-    frozen: Option<FrozenNet>,
+    net: Net,
     class_names: Vec<String>,
 }
 
@@ -45,14 +41,13 @@ impl MnistMlp {
     pub fn load(vb: VarBuilder, cfg: &MnistMlpConfig) -> candle_core::Result<Self> {
         let fc1 = linear(784, cfg.hidden, vb.pp("fc1"))?;
         let fc2 = linear(cfg.hidden, cfg.classes, vb.pp("fc2"))?;
-        let frozen = FrozenNet::new(&[
-            Layer::Linear(fc1.clone(), Act::Relu),
-            Layer::Linear(fc2.clone(), Act::Identity),
-        ]);
+        let mut b = NetBuilder::new();
+        let x = b.input();
+        let x = b.linear_layer(x, &fc1);
+        let x = b.relu(x);
+        let x = b.linear_layer(x, &fc2);
         Ok(MnistMlp {
-            fc1,
-            fc2,
-            frozen,
+            net: b.build(x),
             class_names: (0..cfg.classes).map(|c| c.to_string()).collect(),
         })
     }
@@ -64,14 +59,16 @@ impl MnistMlp {
     }
 }
 
+impl MnistMlp {
+    /// The network, as the [engine](crate::engine) runs it.
+    pub fn net(&self) -> &Net {
+        &self.net
+    }
+}
+
 impl Module for MnistMlp {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let x = x.flatten_from(1)?;
-        if let Some(net) = self.frozen.as_ref().filter(|_| FrozenNet::applies_to(&x)) {
-            return net.forward(&x);
-        }
-        let x = self.fc1.forward(&x)?.relu()?;
-        self.fc2.forward(&x)
+        self.net.forward(&x.flatten_from(1)?)
     }
 }
 

@@ -3,8 +3,8 @@
 use candle_core::{Device, Tensor};
 use candle_nn::{linear, Linear, Module, VarBuilder};
 
-use super::frozen_ops::{Act, FrozenNet, Layer};
 use super::layers::{frozen, seeded_varmap};
+use crate::engine::{Activation, Net, NetBuilder};
 use crate::model::Generator;
 
 /// Shape of an MNIST VAE: MLP encoder and decoder with two hidden layers.
@@ -60,11 +60,10 @@ pub struct MnistVae {
     enc_fc2: Linear,
     enc_mu: Linear,
     enc_logvar: Linear,
-    dec_fc1: Linear,
-    dec_fc2: Linear,
-    dec_out: Linear,
-    /// The decoder (with its sigmoid) as one op, when the weights are frozen.
-    decoder: Option<FrozenNet>,
+    /// The decoder up to its logits `[B, 784]`.
+    decoder_logits: Net,
+    /// The decoder with its sigmoid, to images `[B, 1, 28, 28]`.
+    decoder: Net,
     cfg: MnistVaeConfig,
 }
 
@@ -77,21 +76,23 @@ impl MnistVae {
         let dec_fc1 = linear(d + c, h, dec.pp("fc1"))?;
         let dec_fc2 = linear(h, h, dec.pp("fc2"))?;
         let dec_out = linear(h, 784, dec.pp("out"))?;
-        let decoder = FrozenNet::new(&[
-            Layer::Linear(dec_fc1.clone(), Act::Relu),
-            Layer::Linear(dec_fc2.clone(), Act::Relu),
-            Layer::Linear(dec_out.clone(), Act::Sigmoid),
-            Layer::ToImage(28, 28),
-        ]);
+        let mut b = NetBuilder::new();
+        let x = b.input();
+        let x = b.linear_layer(x, &dec_fc1);
+        let x = b.relu(x);
+        let x = b.linear_layer(x, &dec_fc2);
+        let x = b.relu(x);
+        let logits = b.linear_layer(x, &dec_out);
+        let decoder_logits = b.clone().build(logits);
+        let x = b.act(logits, Activation::Sigmoid);
+        let image = b.reshape(x, &[1, 28, 28]);
         Ok(MnistVae {
             enc_fc1: linear(784 + c, h, enc.pp("fc1"))?,
             enc_fc2: linear(h, h, enc.pp("fc2"))?,
             enc_mu: linear(h, d, enc.pp("mu"))?,
             enc_logvar: linear(h, d, enc.pp("logvar"))?,
-            dec_fc1,
-            dec_fc2,
-            dec_out,
-            decoder,
+            decoder_logits,
+            decoder: b.build(image),
             cfg: cfg.clone(),
         })
     }
@@ -100,6 +101,13 @@ impl MnistVae {
     pub fn random(cfg: &MnistVaeConfig, seed: u64, device: &Device) -> candle_core::Result<Self> {
         let (_, varmap) = seeded_varmap(seed, device, |vb| Self::load(vb, cfg))?;
         Self::load(frozen(&varmap, device), cfg)
+    }
+
+    /// The decoder with its sigmoid, from `[B, d + C]` (z and the
+    /// condition side by side) to images, as the [engine](crate::engine)
+    /// runs it.
+    pub fn decoder_net(&self) -> &Net {
+        &self.decoder
     }
 
     /// The architecture's settings.
@@ -127,10 +135,8 @@ impl MnistVae {
         z: &Tensor,
         condition: Option<&Tensor>,
     ) -> candle_core::Result<Tensor> {
-        let z = self.with_condition(z, condition)?;
-        let h = self.dec_fc1.forward(&z)?.relu()?;
-        let h = self.dec_fc2.forward(&h)?.relu()?;
-        self.dec_out.forward(&h)
+        self.decoder_logits
+            .forward(&self.with_condition(z, condition)?)
     }
 
     fn with_condition(&self, x: &Tensor, c: Option<&Tensor>) -> candle_core::Result<Tensor> {
@@ -163,10 +169,6 @@ impl Generator for MnistVae {
     }
 
     fn decode(&self, z: &Tensor, condition: Option<&Tensor>) -> candle_core::Result<Tensor> {
-        let b = z.dim(0)?;
-        if let Some(net) = self.decoder.as_ref().filter(|_| FrozenNet::applies_to(z)) {
-            return net.forward(&self.with_condition(z, condition)?);
-        }
-        candle_nn::ops::sigmoid(&self.decode_logits(z, condition)?)?.reshape((b, 1, 28, 28))
+        self.decoder.forward(&self.with_condition(z, condition)?)
     }
 }

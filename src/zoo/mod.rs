@@ -31,7 +31,6 @@ mod alexnet;
 mod arch;
 mod biggan;
 mod convnext;
-pub mod frozen_ops;
 mod googlenet;
 mod layers;
 mod mnist_cnn;

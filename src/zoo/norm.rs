@@ -5,6 +5,8 @@
 use candle_core::{Module, Tensor, D};
 use candle_nn::VarBuilder;
 
+use crate::engine::{NetBuilder, NodeId};
+
 /// Batch normalisation in inference mode, with PyTorch's tensor names
 /// (`weight`, `bias`, `running_mean`, `running_var`):
 /// y = (x − mean) / √(var + eps) · weight + bias, per channel of `[B, C, …]`.
@@ -24,6 +26,11 @@ impl BatchNorm {
         let scale = (weight / (var + eps)?.sqrt()?)?;
         let shift = (bias - (mean * &scale)?)?;
         Ok(BatchNorm { scale, shift })
+    }
+
+    /// Appends this batch norm to a network being built.
+    pub(crate) fn build(&self, b: &mut NetBuilder, x: NodeId) -> NodeId {
+        b.affine(x, &self.scale, &self.shift)
     }
 }
 
@@ -53,6 +60,12 @@ impl LayerNorm {
             bias: vb.get(c, "bias")?,
             eps,
         })
+    }
+
+    /// Appends this LayerNorm, over the channels of each pixel, to a
+    /// network being built.
+    pub(crate) fn build(&self, b: &mut NetBuilder, x: NodeId) -> NodeId {
+        b.layer_norm(x, &self.weight, &self.bias, self.eps)
     }
 
     /// Normalises `[B, C, H, W]` over C (torchvision's `LayerNorm2d`).

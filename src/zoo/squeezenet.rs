@@ -1,10 +1,10 @@
 //! SqueezeNet 1.0 and 1.1 (Iandola et al., 2016) as torchvision builds them.
 
 use candle_core::{Module, Tensor};
-use candle_nn::{conv2d, Conv2d, Conv2dConfig, VarBuilder};
+use candle_nn::{conv2d, Conv2dConfig, VarBuilder};
 
 use super::imagenet_class_names;
-use super::pooling::{adaptive_avg_pool2d, max_pool2d};
+use crate::engine::{Net, NetBuilder, NodeId};
 
 /// Which SqueezeNet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -15,45 +15,28 @@ pub enum SqueezeNetVersion {
     V1_1,
 }
 
-#[derive(Clone, Debug)]
-struct Fire {
-    squeeze: Conv2d,
-    expand1x1: Conv2d,
-    expand3x3: Conv2d,
-}
-
-impl Fire {
-    fn load(
-        vb: VarBuilder,
-        inp: usize,
-        s: usize,
-        e1: usize,
-        e3: usize,
-    ) -> candle_core::Result<Self> {
-        let pad1 = Conv2dConfig {
-            padding: 1,
-            ..Default::default()
-        };
-        Ok(Fire {
-            squeeze: conv2d(inp, s, 1, Default::default(), vb.pp("squeeze"))?,
-            expand1x1: conv2d(s, e1, 1, Default::default(), vb.pp("expand1x1"))?,
-            expand3x3: conv2d(s, e3, 3, pad1, vb.pp("expand3x3"))?,
-        })
-    }
-
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let s = self.squeeze.forward(x)?.relu()?;
-        let a = self.expand1x1.forward(&s)?.relu()?;
-        let b = self.expand3x3.forward(&s)?.relu()?;
-        Tensor::cat(&[a, b], 1)
-    }
-}
-
-#[derive(Clone, Debug)]
-enum Layer {
-    Conv(Conv2d),
-    Pool,
-    Fire(Fire),
+/// A Fire module: a 1×1 squeeze conv, then 1×1 and 3×3 expand convs
+/// side by side, each with ReLU.
+fn fire(
+    b: &mut NetBuilder,
+    x: NodeId,
+    vb: VarBuilder,
+    [inp, s, e]: [usize; 3],
+) -> candle_core::Result<NodeId> {
+    let pad1 = Conv2dConfig {
+        padding: 1,
+        ..Default::default()
+    };
+    let squeeze = conv2d(inp, s, 1, Default::default(), vb.pp("squeeze"))?;
+    let e1 = conv2d(s, e, 1, Default::default(), vb.pp("expand1x1"))?;
+    let e3 = conv2d(s, e, 3, pad1, vb.pp("expand3x3"))?;
+    let x = b.conv2d(x, &squeeze);
+    let x = b.relu(x);
+    let a = b.conv2d(x, &e1);
+    let a = b.relu(a);
+    let c = b.conv2d(x, &e3);
+    let c = b.relu(c);
+    Ok(b.concat(&[a, c]))
 }
 
 /// torchvision's `squeezenet1_0` / `squeezenet1_1`, loadable from their
@@ -62,12 +45,18 @@ enum Layer {
 /// Tensor names: `features.0.{weight,bias}` (the stem conv), then
 /// `features.N.{squeeze,expand1x1,expand3x3}.{weight,bias}` for each Fire
 /// module at its index N in `features`, and `classifier.1.{weight,bias}`
-/// (the final 1×1 conv). Max-pools are 3×3 stride 2 with ceil mode.
+/// (the final 1×1 conv). Max-pools are 3×3 stride 2 with ceil mode. Runs
+/// on the [engine](crate::engine).
 #[derive(Clone, Debug)]
 pub struct SqueezeNet {
-    layers: Vec<Layer>,
-    final_conv: Conv2d,
+    net: Net,
     class_names: Vec<String>,
+}
+
+/// A stage of `features`: a Fire module at its index, or a max-pool.
+enum Layer {
+    Pool,
+    Fire(usize, [usize; 3]),
 }
 
 impl SqueezeNet {
@@ -77,73 +66,85 @@ impl SqueezeNet {
         version: SqueezeNetVersion,
         classes: usize,
     ) -> candle_core::Result<Self> {
+        use Layer::{Fire, Pool};
         let f = vb.pp("features");
-        let fire = |i: usize, inp, s, e| -> candle_core::Result<Layer> {
-            Ok(Layer::Fire(Fire::load(f.pp(i.to_string()), inp, s, e, e)?))
+        let ((k, c), layers) = match version {
+            SqueezeNetVersion::V1_0 => (
+                (7, 96),
+                [
+                    Pool,
+                    Fire(3, [96, 16, 64]),
+                    Fire(4, [128, 16, 64]),
+                    Fire(5, [128, 32, 128]),
+                    Pool,
+                    Fire(7, [256, 32, 128]),
+                    Fire(8, [256, 48, 192]),
+                    Fire(9, [384, 48, 192]),
+                    Fire(10, [384, 64, 256]),
+                    Pool,
+                    Fire(12, [512, 64, 256]),
+                ],
+            ),
+            SqueezeNetVersion::V1_1 => (
+                (3, 64),
+                [
+                    Pool,
+                    Fire(3, [64, 16, 64]),
+                    Fire(4, [128, 16, 64]),
+                    Pool,
+                    Fire(6, [128, 32, 128]),
+                    Fire(7, [256, 32, 128]),
+                    Pool,
+                    Fire(9, [256, 48, 192]),
+                    Fire(10, [384, 48, 192]),
+                    Fire(11, [384, 64, 256]),
+                    Fire(12, [512, 64, 256]),
+                ],
+            ),
         };
-        let stem = |k, c| {
-            let cfg = Conv2dConfig {
-                stride: 2,
-                ..Default::default()
+        let stride2 = Conv2dConfig {
+            stride: 2,
+            ..Default::default()
+        };
+        let mut b = NetBuilder::new();
+        let stem = conv2d(3, c, k, stride2, f.pp("0"))?;
+        let mut x = b.input();
+        x = b.conv2d(x, &stem);
+        x = b.relu(x);
+        for layer in layers {
+            x = match layer {
+                Pool => b.max_pool2d(x, 3, 2, 0, true),
+                Fire(i, sizes) => fire(&mut b, x, f.pp(i.to_string()), sizes)?,
             };
-            conv2d(3, c, k, cfg, f.pp("0")).map(Layer::Conv)
-        };
-        let layers = match version {
-            SqueezeNetVersion::V1_0 => vec![
-                stem(7, 96)?,
-                Layer::Pool,
-                fire(3, 96, 16, 64)?,
-                fire(4, 128, 16, 64)?,
-                fire(5, 128, 32, 128)?,
-                Layer::Pool,
-                fire(7, 256, 32, 128)?,
-                fire(8, 256, 48, 192)?,
-                fire(9, 384, 48, 192)?,
-                fire(10, 384, 64, 256)?,
-                Layer::Pool,
-                fire(12, 512, 64, 256)?,
-            ],
-            SqueezeNetVersion::V1_1 => vec![
-                stem(3, 64)?,
-                Layer::Pool,
-                fire(3, 64, 16, 64)?,
-                fire(4, 128, 16, 64)?,
-                Layer::Pool,
-                fire(6, 128, 32, 128)?,
-                fire(7, 256, 32, 128)?,
-                Layer::Pool,
-                fire(9, 256, 48, 192)?,
-                fire(10, 384, 48, 192)?,
-                fire(11, 384, 64, 256)?,
-                fire(12, 512, 64, 256)?,
-            ],
-        };
+        }
+        let final_conv = conv2d(
+            512,
+            classes,
+            1,
+            Default::default(),
+            vb.pp("classifier").pp("1"),
+        )?;
+        x = b.conv2d(x, &final_conv);
+        x = b.relu(x);
+        x = b.adaptive_avg_pool2d(x, 1, 1);
+        x = b.flatten(x);
         Ok(SqueezeNet {
-            layers,
-            final_conv: conv2d(
-                512,
-                classes,
-                1,
-                Default::default(),
-                vb.pp("classifier").pp("1"),
-            )?,
+            net: b.build(x),
             class_names: imagenet_class_names(classes),
         })
     }
 }
 
+impl SqueezeNet {
+    /// The network, as the [engine](crate::engine) runs it.
+    pub fn net(&self) -> &Net {
+        &self.net
+    }
+}
+
 impl Module for SqueezeNet {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let mut x = x.clone();
-        for layer in &self.layers {
-            x = match layer {
-                Layer::Conv(c) => c.forward(&x)?.relu()?,
-                Layer::Pool => max_pool2d(&x, 3, 2, 0, true)?,
-                Layer::Fire(f) => f.forward(&x)?,
-            };
-        }
-        let x = self.final_conv.forward(&x)?.relu()?;
-        adaptive_avg_pool2d(&x, 1, 1)?.flatten_from(1)
+        self.net.forward(x)
     }
 }
 

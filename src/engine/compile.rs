@@ -1,0 +1,211 @@
+//! A [`Net`](super::Net) compiled for the CPU kernels: weights in the
+//! kernels' layouts, batch norms folded into the convs before them, and
+//! activations fused into the op that produces their input.
+
+use candle_core::{DType, Tensor};
+
+use super::kernels::conv::ConvK;
+use super::net::{Activation, Node, Op};
+
+/// A compiled op.
+#[derive(Debug)]
+pub(crate) enum Kernel {
+    Conv(ConvK),
+    /// Weight `[out, in]` row-major; bias `[out]`.
+    Dense {
+        nin: usize,
+        nout: usize,
+        w: Vec<f32>,
+        bias: Vec<f32>,
+    },
+    Affine {
+        scale: Vec<f32>,
+        shift: Vec<f32>,
+    },
+    /// The step's activation alone.
+    Act,
+    MaxPool {
+        k: usize,
+        s: usize,
+        p: usize,
+        ceil: bool,
+    },
+    AdaptiveAvgPool {
+        oh: usize,
+        ow: usize,
+    },
+    Flatten,
+    Reshape(Vec<usize>),
+    Concat,
+    Add,
+    LayerNorm {
+        w: Vec<f32>,
+        b: Vec<f32>,
+        eps: f32,
+    },
+}
+
+/// One op of the program: reads `inputs` (value slots), writes `out`, then
+/// applies `act`.
+#[derive(Debug)]
+pub(crate) struct Step {
+    pub(crate) kernel: Kernel,
+    pub(crate) inputs: Vec<usize>,
+    pub(crate) act: Option<Activation>,
+}
+
+/// The compiled network: step i writes value slot i + 1; slot 0 is the
+/// input.
+#[derive(Debug)]
+pub(crate) struct Program {
+    pub(crate) steps: Vec<Step>,
+    /// Per slot: the last step that reads it (`usize::MAX`: none).
+    pub(crate) last_use: Vec<usize>,
+    /// The slot of the network's output.
+    pub(crate) output: usize,
+}
+
+/// The values of a frozen f32 CPU tensor; `None` for a variable or a
+/// tensor elsewhere.
+pub(crate) fn frozen_f32(t: &Tensor) -> Option<Vec<f32>> {
+    if t.is_variable() || !t.device().is_cpu() || t.dtype() != DType::F32 {
+        return None;
+    }
+    t.flatten_all().ok()?.to_vec1::<f32>().ok()
+}
+
+impl Program {
+    /// `None` where a weight is a variable or not f32 on the CPU.
+    pub(crate) fn compile(nodes: &[Node]) -> Option<Program> {
+        let mut consumers = vec![0usize; nodes.len()];
+        for n in nodes {
+            for i in &n.inputs {
+                consumers[i.0] += 1;
+            }
+        }
+        // Node -> slot; fused nodes share their producer's slot.
+        let mut slot = vec![0usize; nodes.len()];
+        let mut steps: Vec<Step> = Vec::new();
+        for (id, node) in nodes.iter().enumerate() {
+            let input_slots: Vec<usize> = node.inputs.iter().map(|i| slot[i.0]).collect();
+            // The producing step of the single input, when this node may
+            // fuse into it (the input has no other reader).
+            let fusable = match node.inputs.as_slice() {
+                [i] if consumers[i.0] == 1 && slot[i.0] > 0 => Some(slot[i.0] - 1),
+                _ => None,
+            };
+            let kernel = match &node.op {
+                Op::Input => {
+                    slot[id] = 0;
+                    continue;
+                }
+                Op::Conv {
+                    weight,
+                    bias,
+                    stride,
+                    padding,
+                    dilation,
+                    groups,
+                } => {
+                    let (cout, cin_g, kh, kw) = weight.dims4().ok()?;
+                    let b = match bias {
+                        Some(b) => frozen_f32(b)?,
+                        None => vec![0.0; cout],
+                    };
+                    Kernel::Conv(ConvK::new(
+                        &frozen_f32(weight)?,
+                        b,
+                        [cout, cin_g, kh, kw],
+                        *stride,
+                        *padding,
+                        *dilation,
+                        *groups,
+                    )?)
+                }
+                Op::Linear { weight, bias } => {
+                    let (nout, nin) = weight.dims2().ok()?;
+                    Kernel::Dense {
+                        nin,
+                        nout,
+                        w: frozen_f32(weight)?,
+                        bias: match bias {
+                            Some(b) => frozen_f32(b)?,
+                            None => vec![0.0; nout],
+                        },
+                    }
+                }
+                Op::Affine { scale, shift } => {
+                    let (scale, shift) = (frozen_f32(scale)?, frozen_f32(shift)?);
+                    if let Some(s) = fusable {
+                        let no_act = steps[s].act.is_none();
+                        if let Kernel::Conv(c) = &mut steps[s].kernel {
+                            if no_act && c.fold_affine(&scale, &shift) {
+                                slot[id] = s + 1;
+                                continue;
+                            }
+                        }
+                    }
+                    Kernel::Affine { scale, shift }
+                }
+                Op::Act(a) => {
+                    if let Some(s) = fusable {
+                        let step = &mut steps[s];
+                        let takes = matches!(
+                            step.kernel,
+                            Kernel::Conv(_)
+                                | Kernel::Dense { .. }
+                                | Kernel::Affine { .. }
+                                | Kernel::Add
+                        );
+                        if takes && step.act.is_none() {
+                            step.act = Some(*a);
+                            slot[id] = s + 1;
+                            continue;
+                        }
+                    }
+                    steps.push(Step {
+                        kernel: Kernel::Act,
+                        inputs: input_slots,
+                        act: Some(*a),
+                    });
+                    slot[id] = steps.len();
+                    continue;
+                }
+                Op::MaxPool { k, s, p, ceil } => Kernel::MaxPool {
+                    k: *k,
+                    s: *s,
+                    p: *p,
+                    ceil: *ceil,
+                },
+                Op::AdaptiveAvgPool { oh, ow } => Kernel::AdaptiveAvgPool { oh: *oh, ow: *ow },
+                Op::Flatten => Kernel::Flatten,
+                Op::Reshape(d) => Kernel::Reshape(d.clone()),
+                Op::Concat => Kernel::Concat,
+                Op::Add => Kernel::Add,
+                Op::LayerNorm { weight, bias, eps } => Kernel::LayerNorm {
+                    w: frozen_f32(weight)?,
+                    b: frozen_f32(bias)?,
+                    eps: *eps as f32,
+                },
+            };
+            steps.push(Step {
+                kernel,
+                inputs: input_slots,
+                act: None,
+            });
+            slot[id] = steps.len();
+        }
+        let mut last_use = vec![usize::MAX; steps.len() + 1];
+        for (i, s) in steps.iter().enumerate() {
+            for &x in &s.inputs {
+                last_use[x] = i;
+            }
+        }
+        let output = *slot.last()?;
+        Some(Program {
+            steps,
+            last_use,
+            output,
+        })
+    }
+}

@@ -1,0 +1,424 @@
+//! A compiled [`Program`] as one candle `CustomOp1`: the forward pass on
+//! gevaldi's kernels, keeping only what the backward needs, and the
+//! backward pass to the input only.
+
+use std::cell::Cell;
+use std::sync::{Arc, Mutex};
+
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
+
+use super::compile::{Kernel, Program, Step};
+use super::kernels::{
+    elementwise as ew, gemm, grad_from_output, pool, transpose, view, view_mut, Dims,
+};
+
+thread_local! {
+    /// Bytes kept for the backward by the forward passes on this thread
+    /// since the last [`take_kept_bytes`].
+    static KEPT_BYTES: Cell<u64> = const { Cell::new(0) };
+}
+
+/// The bytes that the engine's forward passes on this thread kept for
+/// their backward since the last call (the memory estimate counts them:
+/// they are invisible to candle's graph).
+pub(crate) fn take_kept_bytes() -> u64 {
+    KEPT_BYTES.with(|c| c.replace(0))
+}
+
+/// Runs `program` on `x` as one op of candle's graph.
+pub(crate) fn forward(program: &Arc<Program>, x: &Tensor) -> candle_core::Result<Tensor> {
+    x.contiguous()?.apply_op1(NetOp {
+        program: Arc::clone(program),
+        tape: Mutex::new(None),
+    })
+}
+
+/// What a step's backward needs.
+enum Kept {
+    Nothing,
+    /// An activation's output (shared with the next step, not copied).
+    Output(Arc<Vec<f32>>),
+    /// An activation's input (GELU).
+    Input(Vec<f32>),
+    /// A max-pool's input position per output.
+    Argmax(Vec<u32>),
+    /// A LayerNorm's normalised input and 1/σ per row.
+    Norm(Vec<f32>, Vec<f32>),
+}
+
+impl Kept {
+    fn bytes(&self) -> u64 {
+        4 * match self {
+            Kept::Nothing => 0,
+            Kept::Output(v) => v.len(),
+            Kept::Input(v) => v.len(),
+            Kept::Argmax(v) => v.len(),
+            Kept::Norm(a, b) => a.len() + b.len(),
+        } as u64
+    }
+}
+
+/// Per step: its inputs' dims, its output's dims, and what its backward
+/// needs from the kernel and from the activation.
+struct Record {
+    inputs: Vec<Dims>,
+    out: Dims,
+    kernel: Kept,
+    act: Kept,
+}
+
+/// The op candle's graph sees: the whole network.
+struct NetOp {
+    program: Arc<Program>,
+    /// Set by the forward pass.
+    tape: Mutex<Option<Vec<Record>>>,
+}
+
+/// The contiguous f32 slice of a storage.
+fn f32s<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> candle_core::Result<&'a [f32]> {
+    let CpuStorage::F32(v) = s else {
+        candle_core::bail!("{op}: expected f32 values")
+    };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&v[a..b]),
+        None => candle_core::bail!("{op}: expected a contiguous tensor"),
+    }
+}
+
+/// NHWC values in PyTorch's per-sample order (C, H, W).
+fn to_logical(x: &Arc<Vec<f32>>, d: Dims) -> Arc<Vec<f32>> {
+    if d.spatial && d.h * d.w > 1 && d.c > 1 {
+        Arc::new(transpose(x, d.b, d.h * d.w, d.c))
+    } else {
+        Arc::clone(x)
+    }
+}
+
+/// The inverse of [`to_logical`].
+fn from_logical(x: &Arc<Vec<f32>>, d: Dims) -> Arc<Vec<f32>> {
+    if d.spatial && d.h * d.w > 1 && d.c > 1 {
+        Arc::new(transpose(x, d.b, d.c, d.h * d.w))
+    } else {
+        Arc::clone(x)
+    }
+}
+
+/// The dims of a reshape of `d` to `dims` per sample.
+fn reshaped(d: Dims, dims: &[usize]) -> candle_core::Result<Dims> {
+    let n: usize = dims.iter().product();
+    let to = match *dims {
+        [f] => Dims::flat(d.b, f),
+        [c, h, w] => Dims {
+            b: d.b,
+            h,
+            w,
+            c,
+            spatial: true,
+        },
+        _ => candle_core::bail!("reshape: to [F] or [C, H, W] per sample, got {dims:?}"),
+    };
+    if n != d.per_sample() {
+        candle_core::bail!(
+            "reshape: {} values per sample are not {dims:?}",
+            d.per_sample()
+        );
+    }
+    Ok(to)
+}
+
+fn check_dense(d: Dims, nin: usize) -> candle_core::Result<()> {
+    if d.c != nin {
+        candle_core::bail!("linear: {} input features, expected {nin}", d.c);
+    }
+    Ok(())
+}
+
+/// Runs one step's kernel: its output, dims and what its backward needs.
+fn run_kernel(
+    step: &Step,
+    xs: &[&Arc<Vec<f32>>],
+    ds: &[Dims],
+) -> candle_core::Result<(Arc<Vec<f32>>, Dims, Kept)> {
+    let (x, d) = (xs[0], ds[0]);
+    let fresh = |v: Vec<f32>, o: Dims| -> candle_core::Result<(Arc<Vec<f32>>, Dims, Kept)> {
+        Ok((Arc::new(v), o, Kept::Nothing))
+    };
+    match &step.kernel {
+        Kernel::Conv(k) => fresh(k.forward(x, d)?, k.out_dims(d)?),
+        Kernel::Dense { nin, nout, w, bias } => {
+            check_dense(d, *nin)?;
+            let rows = d.b * d.h * d.w;
+            let mut y = vec![0f32; rows * nout];
+            gemm(
+                view(x, 0, rows, *nin, *nin),
+                view(w, 0, *nout, *nin, *nin).t(),
+                view_mut(&mut y, 0, rows, *nout, *nout),
+                0.0,
+            );
+            ew::affine(&mut y, &vec![1.0; *nout], bias);
+            fresh(y, Dims { c: *nout, ..d })
+        }
+        Kernel::Affine { scale, shift } => {
+            if d.c != scale.len() {
+                candle_core::bail!("affine: {} channels, expected {}", d.c, scale.len());
+            }
+            let mut y = x.to_vec();
+            ew::affine(&mut y, scale, shift);
+            fresh(y, d)
+        }
+        Kernel::Act => fresh(x.to_vec(), d),
+        Kernel::MaxPool { k, s, p, ceil } => {
+            let (y, o, arg) = pool::max_pool(x, d, [*k, *s, *p], *ceil)?;
+            Ok((Arc::new(y), o, Kept::Argmax(arg)))
+        }
+        Kernel::AdaptiveAvgPool { oh, ow } => {
+            if !d.spatial {
+                candle_core::bail!("adaptive_avg_pool2d: expected [B, C, H, W]");
+            }
+            let o = Dims {
+                h: *oh,
+                w: *ow,
+                ..d
+            };
+            if (d.h, d.w) == (*oh, *ow) {
+                return Ok((Arc::clone(x), o, Kept::Nothing));
+            }
+            fresh(pool::adaptive_avg(x, d, *oh, *ow, false), o)
+        }
+        Kernel::Flatten => Ok((
+            to_logical(x, d),
+            Dims::flat(d.b, d.per_sample()),
+            Kept::Nothing,
+        )),
+        Kernel::Reshape(dims) => {
+            let o = reshaped(d, dims)?;
+            Ok((from_logical(&to_logical(x, d), o), o, Kept::Nothing))
+        }
+        Kernel::Concat => {
+            let pixels = d.b * d.h * d.w;
+            if ds
+                .iter()
+                .any(|e| (e.b, e.h, e.w, e.spatial) != (d.b, d.h, d.w, d.spatial))
+            {
+                candle_core::bail!("concat: the values differ in batch or size: {ds:?}");
+            }
+            let parts: Vec<(&[f32], usize)> = xs
+                .iter()
+                .zip(ds)
+                .map(|(x, e)| (x.as_slice(), e.c))
+                .collect();
+            let c = ds.iter().map(|e| e.c).sum();
+            fresh(ew::concat(&parts, pixels), Dims { c, ..d })
+        }
+        Kernel::Add => {
+            if ds[1] != d {
+                candle_core::bail!("add: {d:?} and {:?} differ", ds[1]);
+            }
+            let mut y = x.to_vec();
+            ew::add_into(&mut y, xs[1]);
+            fresh(y, d)
+        }
+        Kernel::LayerNorm { w, b, eps } => {
+            if d.c != w.len() {
+                candle_core::bail!("layer_norm: {} channels, expected {}", d.c, w.len());
+            }
+            let (y, xhat, rstd) = ew::layer_norm(x, d.c, w, b, *eps);
+            Ok((Arc::new(y), d, Kept::Norm(xhat, rstd)))
+        }
+    }
+}
+
+/// The gradients of a step's inputs from `g`, the gradient of its output
+/// before the activation.
+fn kernel_backward(step: &Step, g: Vec<f32>, r: &Record) -> candle_core::Result<Vec<Vec<f32>>> {
+    let d = r.inputs[0];
+    Ok(match (&step.kernel, &r.kernel) {
+        (Kernel::Conv(k), _) => vec![k.backward(&g, d)?],
+        (Kernel::Dense { nin, nout, w, .. }, _) => {
+            let rows = d.b * d.h * d.w;
+            let mut dx = vec![0f32; rows * nin];
+            gemm(
+                view(&g, 0, rows, *nout, *nout),
+                view(w, 0, *nout, *nin, *nin),
+                view_mut(&mut dx, 0, rows, *nin, *nin),
+                0.0,
+            );
+            vec![dx]
+        }
+        (Kernel::Affine { scale, .. }, _) => {
+            let mut g = g;
+            ew::affine(&mut g, scale, &vec![0.0; scale.len()]);
+            vec![g]
+        }
+        (Kernel::Act, _) => vec![g],
+        (Kernel::MaxPool { .. }, Kept::Argmax(arg)) => vec![pool::max_unpool(&g, arg, d, r.out)],
+        (Kernel::AdaptiveAvgPool { oh, ow }, _) => {
+            if (d.h, d.w) == (*oh, *ow) {
+                vec![g]
+            } else {
+                vec![pool::adaptive_avg(&g, d, *oh, *ow, true)]
+            }
+        }
+        (Kernel::Flatten | Kernel::Reshape(_), _) => {
+            let g = Arc::new(g);
+            let g = from_logical(&to_logical(&g, r.out), d);
+            vec![Arc::try_unwrap(g).unwrap_or_else(|g| g.as_ref().clone())]
+        }
+        (Kernel::Concat, _) => {
+            let pixels = d.b * d.h * d.w;
+            let mut at = 0;
+            r.inputs
+                .iter()
+                .map(|e| {
+                    let part = ew::split(&g, pixels, r.out.c, at, e.c);
+                    at += e.c;
+                    part
+                })
+                .collect()
+        }
+        (Kernel::Add, _) => vec![g.clone(), g],
+        (Kernel::LayerNorm { w, .. }, Kept::Norm(xhat, rstd)) => {
+            vec![ew::layer_norm_backward(&g, xhat, rstd, w)]
+        }
+        _ => candle_core::bail!("gevaldi engine: backward without its forward record"),
+    })
+}
+
+impl NetOp {
+    fn run_forward(&self, x: Vec<f32>, d: Dims) -> candle_core::Result<(Arc<Vec<f32>>, Dims)> {
+        let p = &self.program;
+        let mut values: Vec<Option<Arc<Vec<f32>>>> = vec![None; p.steps.len() + 1];
+        let mut dims = vec![d; p.steps.len() + 1];
+        values[0] = Some(Arc::new(x));
+        let mut tape = Vec::with_capacity(p.steps.len());
+        for (i, step) in p.steps.iter().enumerate() {
+            let xs: Vec<&Arc<Vec<f32>>> = step
+                .inputs
+                .iter()
+                .map(|&s| values[s].as_ref().expect("a value before its last use"))
+                .collect();
+            let ds: Vec<Dims> = step.inputs.iter().map(|&s| dims[s]).collect();
+            let (y, out, kernel) = run_kernel(step, &xs, &ds)?;
+            let (y, act) = match step.act {
+                None => (y, Kept::Nothing),
+                Some(a) => {
+                    let mut y = Arc::try_unwrap(y).unwrap_or_else(|y| y.as_ref().clone());
+                    let pre = ew::apply_act(a, &mut y);
+                    let y = Arc::new(y);
+                    let kept = match pre {
+                        Some(pre) if !grad_from_output(a) => Kept::Input(pre),
+                        _ => Kept::Output(Arc::clone(&y)),
+                    };
+                    (y, kept)
+                }
+            };
+            for &s in &step.inputs {
+                if p.last_use[s] == i && s != p.output {
+                    values[s] = None;
+                }
+            }
+            values[i + 1] = Some(y);
+            dims[i + 1] = out;
+            tape.push(Record {
+                inputs: ds,
+                out,
+                kernel,
+                act,
+            });
+        }
+        let bytes: u64 = tape.iter().map(|r| r.kernel.bytes() + r.act.bytes()).sum();
+        KEPT_BYTES.with(|c| c.set(c.get() + bytes));
+        *self.tape.lock().expect("tape") = Some(tape);
+        let y = values[p.output].take().expect("the output");
+        Ok((y, dims[p.output]))
+    }
+
+    fn run_backward(&self, g: Vec<f32>, tape: &[Record]) -> candle_core::Result<Vec<f32>> {
+        let p = &self.program;
+        let mut grads: Vec<Option<Vec<f32>>> = vec![None; p.steps.len() + 1];
+        grads[p.output] = Some(g);
+        for (i, (step, r)) in p.steps.iter().zip(tape).enumerate().rev() {
+            let Some(mut g) = grads[i + 1].take() else {
+                continue;
+            };
+            if let Some(a) = step.act {
+                match &r.act {
+                    Kept::Output(y) => ew::act_backward(a, &mut g, y),
+                    Kept::Input(x) => ew::act_backward(a, &mut g, x),
+                    _ => candle_core::bail!("gevaldi engine: activation without its record"),
+                }
+            }
+            for (&s, dx) in step.inputs.iter().zip(kernel_backward(step, g, r)?) {
+                match &mut grads[s] {
+                    Some(acc) => ew::add_into(acc, &dx),
+                    slot => *slot = Some(dx),
+                }
+            }
+        }
+        Ok(grads[0].take().unwrap_or_default())
+    }
+}
+
+/// `[B, C, H, W]` or `[B, F]` to NHWC dims.
+fn input_dims(shape: &[usize]) -> Option<Dims> {
+    match *shape {
+        [b, c, h, w] => Some(Dims {
+            b,
+            h,
+            w,
+            c,
+            spatial: true,
+        }),
+        [b, f] => Some(Dims::flat(b, f)),
+        _ => None,
+    }
+}
+
+impl CustomOp1 for NetOp {
+    fn name(&self) -> &'static str {
+        "gevaldi-engine"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = f32s(s, l, self.name())?;
+        let Some(d) = input_dims(l.dims()) else {
+            candle_core::bail!(
+                "{}: expected [B, C, H, W] or [B, F], got {:?}",
+                self.name(),
+                l.dims()
+            )
+        };
+        let x = if d.spatial {
+            transpose(x, d.b, d.c, d.h * d.w)
+        } else {
+            x.to_vec()
+        };
+        let (y, o) = self.run_forward(x, d)?;
+        let y = Arc::try_unwrap(to_logical(&y, o)).unwrap_or_else(|y| y.as_ref().clone());
+        let shape = if o.spatial {
+            Shape::from((o.b, o.c, o.h, o.w))
+        } else {
+            Shape::from((o.b, o.c))
+        };
+        Ok((CpuStorage::F32(y), shape))
+    }
+
+    fn bwd(&self, x: &Tensor, res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let guard = self.tape.lock().expect("tape");
+        let Some(tape) = guard.as_ref() else {
+            candle_core::bail!("{}: backward before forward", self.name())
+        };
+        let (Some(o), Some(d)) = (input_dims(res.dims()), input_dims(x.dims())) else {
+            candle_core::bail!("{}: unexpected shapes", self.name())
+        };
+        let g = Arc::new(grad.contiguous()?.flatten_all()?.to_vec1::<f32>()?);
+        let g = Arc::try_unwrap(from_logical(&g, o)).unwrap_or_else(|g| g.as_ref().clone());
+        let dx = Arc::new(self.run_backward(g, tape)?);
+        let dx = if dx.len() == d.len() {
+            Arc::try_unwrap(to_logical(&dx, d)).unwrap_or_else(|g| g.as_ref().clone())
+        } else {
+            vec![0.0; d.len()]
+        };
+        Ok(Some(Tensor::from_vec(dx, x.dims(), x.device())?))
+    }
+}

@@ -1,0 +1,371 @@
+//! Convolution on NHWC: im2col and one matrix product per group (a 1×1
+//! stride-1 conv multiplies the input directly, a depthwise conv runs its
+//! own loop); the input's gradient by the transposed products and col2im.
+
+use std::cell::RefCell;
+
+use rayon::prelude::*;
+
+use super::{gemm, view, view_mut, Dims};
+
+/// A compiled convolution.
+#[derive(Debug)]
+pub(crate) struct ConvK {
+    cout: usize,
+    cin_g: usize,
+    kh: usize,
+    kw: usize,
+    stride: usize,
+    pad: usize,
+    dil: usize,
+    groups: usize,
+    /// `[cout, kh, kw, cin_g]`: group g's matrix `[cout_g, K]` at row
+    /// g·cout_g, K = kh·kw·cin_g in (ky, kx, ci) order.
+    w: Vec<f32>,
+    /// For a depthwise conv: `[kh·kw, C]`.
+    dw: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+thread_local! {
+    /// im2col rows (or their gradient), reused by every conv on this thread.
+    static COLS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// At most this many floats of im2col rows at once (16 MB).
+const COLS_LIMIT: usize = 1 << 22;
+
+impl ConvK {
+    /// From PyTorch's `[cout, cin_g, kh, kw]` weight; `None` for
+    /// inconsistent sizes.
+    pub(crate) fn new(
+        w_oihw: &[f32],
+        bias: Vec<f32>,
+        [cout, cin_g, kh, kw]: [usize; 4],
+        stride: usize,
+        pad: usize,
+        dil: usize,
+        groups: usize,
+    ) -> Option<Self> {
+        if groups == 0 || !cout.is_multiple_of(groups) || bias.len() != cout || stride == 0 {
+            return None;
+        }
+        let mut w = vec![0f32; w_oihw.len()];
+        for o in 0..cout {
+            for i in 0..cin_g {
+                for y in 0..kh {
+                    for x in 0..kw {
+                        w[((o * kh + y) * kw + x) * cin_g + i] =
+                            w_oihw[((o * cin_g + i) * kh + y) * kw + x];
+                    }
+                }
+            }
+        }
+        let mut k = ConvK {
+            cout,
+            cin_g,
+            kh,
+            kw,
+            stride,
+            pad,
+            dil: dil.max(1),
+            groups,
+            w,
+            dw: Vec::new(),
+            bias,
+        };
+        k.relayout();
+        Some(k)
+    }
+
+    fn depthwise(&self) -> bool {
+        self.cin_g == 1 && self.groups == self.cout && self.groups > 1
+    }
+
+    fn pointwise(&self) -> bool {
+        (self.kh, self.kw, self.stride, self.pad) == (1, 1, 1, 0)
+    }
+
+    fn relayout(&mut self) {
+        if self.depthwise() {
+            let (c, kk) = (self.cout, self.kh * self.kw);
+            self.dw = vec![0f32; kk * c];
+            for ch in 0..c {
+                for p in 0..kk {
+                    self.dw[p * c + ch] = self.w[ch * kk + p];
+                }
+            }
+        }
+    }
+
+    /// Folds `y · scale + shift` per output channel into the weights;
+    /// false when the sizes do not match.
+    pub(crate) fn fold_affine(&mut self, scale: &[f32], shift: &[f32]) -> bool {
+        if scale.len() != self.cout || shift.len() != self.cout {
+            return false;
+        }
+        let per = self.w.len() / self.cout;
+        for (o, row) in self.w.chunks_mut(per).enumerate() {
+            row.iter_mut().for_each(|v| *v *= scale[o]);
+            self.bias[o] = self.bias[o] * scale[o] + shift[o];
+        }
+        self.relayout();
+        true
+    }
+
+    /// The output dims for input dims `d`.
+    pub(crate) fn out_dims(&self, d: Dims) -> candle_core::Result<Dims> {
+        if !d.spatial || d.c != self.cin_g * self.groups {
+            candle_core::bail!(
+                "conv: expected [B, {}, H, W], got {} channels{}",
+                self.cin_g * self.groups,
+                d.c,
+                if d.spatial { "" } else { " (flat)" }
+            );
+        }
+        let out = |n: usize, k: usize| -> candle_core::Result<usize> {
+            let span = self.dil * (k - 1) + 1;
+            if n + 2 * self.pad < span {
+                candle_core::bail!("conv: input {n} is smaller than the kernel's span {span}");
+            }
+            Ok((n + 2 * self.pad - span) / self.stride + 1)
+        };
+        Ok(Dims {
+            h: out(d.h, self.kh)?,
+            w: out(d.w, self.kw)?,
+            c: self.cout,
+            ..d
+        })
+    }
+
+    /// Samples per chunk: im2col rows of at most [`COLS_LIMIT`] floats.
+    fn per_chunk(&self, o: Dims) -> usize {
+        let per = o.h * o.w * self.kh * self.kw * self.cin_g * self.groups;
+        (COLS_LIMIT / per.max(1)).clamp(1, o.b.max(1))
+    }
+
+    /// `conv(x) + bias` of NHWC `x` with dims `d`.
+    pub(crate) fn forward(&self, x: &[f32], d: Dims) -> candle_core::Result<Vec<f32>> {
+        let o = self.out_dims(d)?;
+        let mut out = vec![0f32; o.len()];
+        if self.depthwise() {
+            self.depthwise_forward(x, d, o, &mut out);
+        } else {
+            let per = self.per_chunk(o);
+            let (kk, cout_g) = (self.kh * self.kw * self.cin_g, self.cout / self.groups);
+            for (xs, os) in x
+                .chunks(per * d.per_sample())
+                .zip(out.chunks_mut(per * o.per_sample()))
+            {
+                let n = xs.len() / d.per_sample();
+                let rows = n * o.h * o.w;
+                COLS.with(|cols| {
+                    let mut cols = cols.borrow_mut();
+                    let (a, rs): (&[f32], usize) = if self.pointwise() {
+                        (xs, d.c)
+                    } else {
+                        self.im2col(xs, Dims { b: n, ..d }, o, &mut cols);
+                        (&cols[..], kk * self.groups)
+                    };
+                    for g in 0..self.groups {
+                        let wg = view(&self.w, g * cout_g * kk, cout_g, kk, kk);
+                        let c = view_mut(os, g * cout_g, rows, cout_g, self.cout);
+                        gemm(view(a, g * kk, rows, kk, rs), wg.t(), c, 0.0);
+                    }
+                });
+            }
+        }
+        out.par_chunks_mut(self.cout * 64).for_each(|rows| {
+            for row in rows.chunks_mut(self.cout) {
+                row.iter_mut().zip(&self.bias).for_each(|(v, b)| *v += b);
+            }
+        });
+        Ok(out)
+    }
+
+    /// The gradient of the input (dims `d`) from `g`, the gradient of the
+    /// output before the bias.
+    pub(crate) fn backward(&self, g: &[f32], d: Dims) -> candle_core::Result<Vec<f32>> {
+        let o = self.out_dims(d)?;
+        let mut dx = vec![0f32; d.len()];
+        if self.depthwise() {
+            self.depthwise_backward(g, d, o, &mut dx);
+            return Ok(dx);
+        }
+        let per = self.per_chunk(o);
+        let (kk, cout_g) = (self.kh * self.kw * self.cin_g, self.cout / self.groups);
+        for (gs, dxs) in g
+            .chunks(per * o.per_sample())
+            .zip(dx.chunks_mut(per * d.per_sample()))
+        {
+            let n = gs.len() / o.per_sample();
+            let rows = n * o.h * o.w;
+            let product = |da: &mut [f32], rs: usize| {
+                for gr in 0..self.groups {
+                    let wg = view(&self.w, gr * cout_g * kk, cout_g, kk, kk);
+                    let gg = view(gs, gr * cout_g, rows, cout_g, self.cout);
+                    gemm(gg, wg, view_mut(da, gr * kk, rows, kk, rs), 0.0);
+                }
+            };
+            if self.pointwise() {
+                product(dxs, d.c);
+            } else {
+                COLS.with(|cols| {
+                    let mut cols = cols.borrow_mut();
+                    cols.clear();
+                    cols.resize(rows * kk * self.groups, 0.0);
+                    product(&mut cols[..], kk * self.groups);
+                    self.col2im(&cols, Dims { b: n, ..d }, o, dxs);
+                });
+            }
+        }
+        Ok(dx)
+    }
+
+    /// Input row `iy` and column `ix` read by output (oy, ox) at kernel
+    /// offset (ky, kx), or `None` in the padding.
+    fn at(&self, o: usize, k: usize, n: usize) -> Option<usize> {
+        let i = (o * self.stride + k * self.dil) as isize - self.pad as isize;
+        (i >= 0 && (i as usize) < n).then_some(i as usize)
+    }
+
+    /// One im2col row per output pixel, `[groups, kh, kw, cin_g]`, zeros in
+    /// the padding.
+    fn im2col(&self, x: &[f32], d: Dims, o: Dims, cols: &mut Vec<f32>) {
+        let (kk, c) = (self.kh * self.kw * self.cin_g, d.c);
+        let row = kk * self.groups;
+        cols.clear();
+        cols.resize(d.b * o.h * o.w * row, 0.0);
+        // One output line per task.
+        cols.par_chunks_mut(o.w * row)
+            .enumerate()
+            .for_each(|(line, out)| {
+                let (s, oy) = (line / o.h, line % o.h);
+                let img = &x[s * d.per_sample()..][..d.per_sample()];
+                for ox in 0..o.w {
+                    let r = &mut out[ox * row..][..row];
+                    for ky in 0..self.kh {
+                        let Some(iy) = self.at(oy, ky, d.h) else {
+                            continue;
+                        };
+                        let line = &img[iy * d.w * c..][..d.w * c];
+                        if self.groups == 1 && self.dil == 1 {
+                            // The valid kx read one contiguous run.
+                            let kx0 = (0..self.kw).find(|&kx| self.at(ox, kx, d.w).is_some());
+                            let Some(kx0) = kx0 else { continue };
+                            let kx1 = (0..self.kw)
+                                .rev()
+                                .find(|&kx| self.at(ox, kx, d.w).is_some())
+                                .unwrap_or(kx0);
+                            let ix0 = self.at(ox, kx0, d.w).unwrap_or(0);
+                            let len = (kx1 + 1 - kx0) * c;
+                            let at = (ky * self.kw + kx0) * c;
+                            r[at..at + len].copy_from_slice(&line[ix0 * c..ix0 * c + len]);
+                            continue;
+                        }
+                        for kx in 0..self.kw {
+                            let Some(ix) = self.at(ox, kx, d.w) else {
+                                continue;
+                            };
+                            for g in 0..self.groups {
+                                let at = g * kk + (ky * self.kw + kx) * self.cin_g;
+                                r[at..at + self.cin_g].copy_from_slice(
+                                    &line[ix * c + g * self.cin_g..][..self.cin_g],
+                                );
+                            }
+                        }
+                    }
+                }
+            });
+    }
+
+    /// Adds each im2col row's values back to the input positions it read.
+    fn col2im(&self, cols: &[f32], d: Dims, o: Dims, dx: &mut [f32]) {
+        let (kk, c) = (self.kh * self.kw * self.cin_g, d.c);
+        let row = kk * self.groups;
+        dx.par_chunks_mut(d.per_sample())
+            .zip(cols.par_chunks(o.h * o.w * row))
+            .for_each(|(img, cs)| {
+                for oy in 0..o.h {
+                    for ky in 0..self.kh {
+                        let Some(iy) = self.at(oy, ky, d.h) else {
+                            continue;
+                        };
+                        for ox in 0..o.w {
+                            let r = &cs[(oy * o.w + ox) * row..][..row];
+                            for kx in 0..self.kw {
+                                let Some(ix) = self.at(ox, kx, d.w) else {
+                                    continue;
+                                };
+                                let px = &mut img[(iy * d.w + ix) * c..][..c];
+                                for g in 0..self.groups {
+                                    let src = &r[g * kk + (ky * self.kw + kx) * self.cin_g..]
+                                        [..self.cin_g];
+                                    px[g * self.cin_g..][..self.cin_g]
+                                        .iter_mut()
+                                        .zip(src)
+                                        .for_each(|(v, s)| *v += s);
+                                }
+                            }
+                        }
+                    }
+                }
+            });
+    }
+
+    fn depthwise_forward(&self, x: &[f32], d: Dims, o: Dims, out: &mut [f32]) {
+        let c = d.c;
+        out.par_chunks_mut(o.w * c)
+            .enumerate()
+            .for_each(|(line, out)| {
+                let (s, oy) = (line / o.h, line % o.h);
+                let img = &x[s * d.per_sample()..][..d.per_sample()];
+                for ox in 0..o.w {
+                    let px = &mut out[ox * c..][..c];
+                    for ky in 0..self.kh {
+                        let Some(iy) = self.at(oy, ky, d.h) else {
+                            continue;
+                        };
+                        for kx in 0..self.kw {
+                            let Some(ix) = self.at(ox, kx, d.w) else {
+                                continue;
+                            };
+                            let xi = &img[(iy * d.w + ix) * c..][..c];
+                            let wk = &self.dw[(ky * self.kw + kx) * c..][..c];
+                            for ((v, a), b) in px.iter_mut().zip(xi).zip(wk) {
+                                *v += a * b;
+                            }
+                        }
+                    }
+                }
+            });
+    }
+
+    fn depthwise_backward(&self, g: &[f32], d: Dims, o: Dims, dx: &mut [f32]) {
+        let c = d.c;
+        dx.par_chunks_mut(d.per_sample())
+            .zip(g.par_chunks(o.per_sample()))
+            .for_each(|(img, gs)| {
+                for oy in 0..o.h {
+                    for ky in 0..self.kh {
+                        let Some(iy) = self.at(oy, ky, d.h) else {
+                            continue;
+                        };
+                        for ox in 0..o.w {
+                            let gp = &gs[(oy * o.w + ox) * c..][..c];
+                            for kx in 0..self.kw {
+                                let Some(ix) = self.at(ox, kx, d.w) else {
+                                    continue;
+                                };
+                                let px = &mut img[(iy * d.w + ix) * c..][..c];
+                                let wk = &self.dw[(ky * self.kw + kx) * c..][..c];
+                                for ((v, a), b) in px.iter_mut().zip(gp).zip(wk) {
+                                    *v += a * b;
+                                }
+                            }
+                        }
+                    }
+                }
+            });
+    }
+}

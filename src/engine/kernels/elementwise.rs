@@ -1,0 +1,146 @@
+//! Per-pixel kernels on NHWC: activations, per-channel affine maps,
+//! channel concatenation, LayerNorm over channels.
+
+use rayon::prelude::*;
+
+use super::{act, act_grad, grad_from_output, Activation};
+
+/// Values per parallel task of an elementwise pass.
+const TASK: usize = 1 << 14;
+
+/// Applies `a` to `v` in place; returns the activation's input where its
+/// gradient needs it (GELU).
+pub(crate) fn apply_act(a: Activation, v: &mut [f32]) -> Option<Vec<f32>> {
+    let pre = (!grad_from_output(a)).then(|| v.to_vec());
+    v.par_chunks_mut(TASK)
+        .for_each(|c| c.iter_mut().for_each(|x| *x = act(a, *x)));
+    pre
+}
+
+/// `g` at the activation's output to its input, in place; `kept` is the
+/// output (or the input, for GELU).
+pub(crate) fn act_backward(a: Activation, g: &mut [f32], kept: &[f32]) {
+    g.par_chunks_mut(TASK)
+        .zip(kept.par_chunks(TASK))
+        .for_each(|(g, k)| {
+            g.iter_mut()
+                .zip(k)
+                .for_each(|(g, &k)| *g = act_grad(a, *g, k))
+        });
+}
+
+/// `x · scale + shift` per channel (`c` = the scale's length), in place.
+pub(crate) fn affine(x: &mut [f32], scale: &[f32], shift: &[f32]) {
+    let c = scale.len();
+    x.par_chunks_mut(c * (TASK / c).max(1)).for_each(|rows| {
+        for px in rows.chunks_mut(c) {
+            for ((v, s), t) in px.iter_mut().zip(scale).zip(shift) {
+                *v = *v * s + t;
+            }
+        }
+    });
+}
+
+/// Per-pixel rows `[pixels, c_i]` side by side: `[pixels, Σ c_i]`.
+pub(crate) fn concat(xs: &[(&[f32], usize)], pixels: usize) -> Vec<f32> {
+    let total: usize = xs.iter().map(|(_, c)| c).sum();
+    let mut out = vec![0f32; pixels * total];
+    out.par_chunks_mut(total * 64)
+        .enumerate()
+        .for_each(|(t, rows)| {
+            for (r, px) in rows.chunks_mut(total).enumerate() {
+                let p = t * 64 + r;
+                let mut at = 0;
+                for (x, c) in xs {
+                    px[at..at + c].copy_from_slice(&x[p * c..][..*c]);
+                    at += c;
+                }
+            }
+        });
+    out
+}
+
+/// The columns `[at, at + c)` of per-pixel rows `[pixels, total]`.
+pub(crate) fn split(g: &[f32], pixels: usize, total: usize, at: usize, c: usize) -> Vec<f32> {
+    let mut out = vec![0f32; pixels * c];
+    out.par_chunks_mut(c * 64)
+        .enumerate()
+        .for_each(|(t, rows)| {
+            for (r, px) in rows.chunks_mut(c).enumerate() {
+                let p = t * 64 + r;
+                px.copy_from_slice(&g[p * total + at..][..c]);
+            }
+        });
+    out
+}
+
+/// `a += b`.
+pub(crate) fn add_into(a: &mut [f32], b: &[f32]) {
+    a.par_chunks_mut(TASK)
+        .zip(b.par_chunks(TASK))
+        .for_each(|(a, b)| a.iter_mut().zip(b).for_each(|(a, b)| *a += b));
+}
+
+/// LayerNorm of each `c`-wide row of `x`; returns the output, the
+/// normalised input x̂ and each row's 1/σ (what the backward needs).
+pub(crate) fn layer_norm(
+    x: &[f32],
+    c: usize,
+    w: &[f32],
+    b: &[f32],
+    eps: f32,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let rows = x.len() / c;
+    let mut y = vec![0f32; x.len()];
+    let mut xhat = vec![0f32; x.len()];
+    let mut rstd = vec![0f32; rows];
+    let per = (TASK / c).max(1);
+    y.par_chunks_mut(c * per)
+        .zip(xhat.par_chunks_mut(c * per))
+        .zip(rstd.par_chunks_mut(per))
+        .zip(x.par_chunks(c * per))
+        .for_each(|(((y, xh), rs), x)| {
+            for (((y, xh), r), x) in y
+                .chunks_mut(c)
+                .zip(xh.chunks_mut(c))
+                .zip(rs.iter_mut())
+                .zip(x.chunks(c))
+            {
+                let mean = x.iter().sum::<f32>() / c as f32;
+                let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / c as f32;
+                *r = 1.0 / (var + eps).sqrt();
+                for i in 0..c {
+                    xh[i] = (x[i] - mean) * *r;
+                    y[i] = xh[i] * w[i] + b[i];
+                }
+            }
+        });
+    (y, xhat, rstd)
+}
+
+/// The gradient of [`layer_norm`]'s input from `g` at its output:
+/// (1/σ)·(ĝ − mean(ĝ) − x̂·mean(ĝ·x̂)) with ĝ = g·w.
+pub(crate) fn layer_norm_backward(g: &[f32], xhat: &[f32], rstd: &[f32], w: &[f32]) -> Vec<f32> {
+    let c = w.len();
+    let mut dx = vec![0f32; g.len()];
+    let per = (TASK / c).max(1);
+    dx.par_chunks_mut(c * per)
+        .zip(g.par_chunks(c * per))
+        .zip(xhat.par_chunks(c * per))
+        .zip(rstd.par_chunks(per))
+        .for_each(|(((dx, g), xh), rs)| {
+            for (((dx, g), xh), r) in dx.chunks_mut(c).zip(g.chunks(c)).zip(xh.chunks(c)).zip(rs) {
+                let (mut m1, mut m2) = (0f32, 0f32);
+                for i in 0..c {
+                    let gh = g[i] * w[i];
+                    m1 += gh;
+                    m2 += gh * xh[i];
+                }
+                let (m1, m2) = (m1 / c as f32, m2 / c as f32);
+                for i in 0..c {
+                    dx[i] = r * (g[i] * w[i] - m1 - xh[i] * m2);
+                }
+            }
+        });
+    dx
+}

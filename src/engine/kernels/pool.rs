@@ -1,0 +1,152 @@
+//! Max-pooling (with each window's first maximum kept for the backward)
+//! and adaptive average pooling, on NHWC.
+
+use rayon::prelude::*;
+
+use super::Dims;
+
+/// PyTorch's output length of a `k`, `s`, `p` pooling over `n`.
+pub(crate) fn pool_len(
+    n: usize,
+    k: usize,
+    s: usize,
+    p: usize,
+    ceil: bool,
+) -> candle_core::Result<usize> {
+    let span = n + 2 * p;
+    if span < k || s == 0 {
+        candle_core::bail!("max_pool2d: input {n} (+2·{p} padding) is smaller than the window {k}");
+    }
+    let mut o = if ceil {
+        (span - k).div_ceil(s) + 1
+    } else {
+        (span - k) / s + 1
+    };
+    // PyTorch: the last window must start inside the input or the left padding.
+    if ceil && (o - 1) * s >= n + p {
+        o -= 1;
+    }
+    Ok(o)
+}
+
+/// The input positions `[start, end)` of window `o` (clipped to the input).
+fn window(o: usize, k: usize, s: usize, p: usize, n: usize) -> (usize, usize) {
+    let start = (o * s) as isize - p as isize;
+    let end = (start + k as isize).min(n as isize);
+    (start.max(0) as usize, end.max(0) as usize)
+}
+
+/// Max-pooling of NHWC `x`; returns the output, its dims and each output's
+/// input position (y·W + x) within its sample. The first maximum of a window
+/// wins ties; a window holding a NaN pools to its first NaN, as PyTorch.
+pub(crate) fn max_pool(
+    x: &[f32],
+    d: Dims,
+    [k, s, p]: [usize; 3],
+    ceil: bool,
+) -> candle_core::Result<(Vec<f32>, Dims, Vec<u32>)> {
+    if !d.spatial {
+        candle_core::bail!("max_pool2d: expected [B, C, H, W], got a flat value");
+    }
+    let o = Dims {
+        h: pool_len(d.h, k, s, p, ceil)?,
+        w: pool_len(d.w, k, s, p, ceil)?,
+        ..d
+    };
+    let c = d.c;
+    let mut out = vec![0f32; o.len()];
+    let mut arg = vec![0u32; o.len()];
+    out.par_chunks_mut(o.w * c)
+        .zip(arg.par_chunks_mut(o.w * c))
+        .enumerate()
+        .for_each(|(line, (out, arg))| {
+            let (smp, oy) = (line / o.h, line % o.h);
+            let img = &x[smp * d.per_sample()..][..d.per_sample()];
+            let (y0, y1) = window(oy, k, s, p, d.h);
+            for ox in 0..o.w {
+                let (x0, x1) = window(ox, k, s, p, d.w);
+                let best = &mut out[ox * c..][..c];
+                let at = &mut arg[ox * c..][..c];
+                let first = y0 * d.w + x0;
+                best.copy_from_slice(&img[first * c..][..c]);
+                at.iter_mut().for_each(|a| *a = first as u32);
+                for iy in y0..y1 {
+                    for ix in x0..x1 {
+                        let pos = iy * d.w + ix;
+                        if pos == first {
+                            continue;
+                        }
+                        let v = &img[pos * c..][..c];
+                        for ch in 0..c {
+                            let b = best[ch];
+                            if !b.is_nan() && (v[ch] > b || v[ch].is_nan()) {
+                                best[ch] = v[ch];
+                                at[ch] = pos as u32;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    Ok((out, o, arg))
+}
+
+/// The gradient of [`max_pool`]'s input (dims `d`): each window's gradient
+/// added at its maximum.
+pub(crate) fn max_unpool(g: &[f32], arg: &[u32], d: Dims, o: Dims) -> Vec<f32> {
+    let c = d.c;
+    let mut dx = vec![0f32; d.len()];
+    dx.par_chunks_mut(d.per_sample())
+        .zip(
+            g.par_chunks(o.per_sample())
+                .zip(arg.par_chunks(o.per_sample())),
+        )
+        .for_each(|(img, (g, a))| {
+            for (i, (&gv, &pos)) in g.iter().zip(a).enumerate() {
+                img[pos as usize * c + i % c] += gv;
+            }
+        });
+    dx
+}
+
+/// PyTorch's ranges: output cell i of `o` averages `[⌊i·n/o⌋, ⌈(i+1)·n/o⌉)`.
+fn range(i: usize, n: usize, o: usize) -> (usize, usize) {
+    (i * n / o, ((i + 1) * n).div_ceil(o))
+}
+
+/// `AdaptiveAvgPool2d((oh, ow))` of NHWC `x`, or its input's gradient
+/// (`backward`: `x` is the output's gradient, the result has dims `d`).
+pub(crate) fn adaptive_avg(x: &[f32], d: Dims, oh: usize, ow: usize, backward: bool) -> Vec<f32> {
+    let o = Dims { h: oh, w: ow, ..d };
+    let c = d.c;
+    let (src, dst) = if backward { (o, d) } else { (d, o) };
+    let mut out = vec![0f32; dst.len()];
+    out.par_chunks_mut(dst.per_sample())
+        .zip(x.par_chunks(src.per_sample()))
+        .for_each(|(out, x)| {
+            for i in 0..oh {
+                let (r0, r1) = range(i, d.h, oh);
+                for j in 0..ow {
+                    let (c0, c1) = range(j, d.w, ow);
+                    let inv = 1.0 / ((r1 - r0) * (c1 - c0)) as f32;
+                    let cell = (i * ow + j) * c;
+                    for y in r0..r1 {
+                        for xx in c0..c1 {
+                            let px = (y * d.w + xx) * c;
+                            if backward {
+                                let (g, dx) = (&x[cell..][..c], &mut out[px..][..c]);
+                                dx.iter_mut().zip(g).for_each(|(v, g)| *v += g * inv);
+                            } else {
+                                let (v, acc) = (&x[px..][..c], &mut out[cell..][..c]);
+                                acc.iter_mut().zip(v).for_each(|(a, v)| *a += v);
+                            }
+                        }
+                    }
+                    if !backward {
+                        out[cell..][..c].iter_mut().for_each(|a| *a *= inv);
+                    }
+                }
+            }
+        });
+    out
+}

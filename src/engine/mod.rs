@@ -1,0 +1,93 @@
+//! The frozen-model engine: one description of a network ([`Net`]), run by
+//! two interpreters, and the switch between them ([`Engine`]).
+//!
+//! Every built-in architecture of [`zoo`](crate::zoo) describes its layers
+//! once, as a [`Net`] built with a [`NetBuilder`] from its weights: nodes in
+//! SSA order over one input, from one vocabulary (convolutions with
+//! stride, padding, dilation and groups, batch norm, linear layers,
+//! activations, max- and adaptive average pooling, flatten and reshape,
+//! channel concatenation, residual addition, per-channel affine maps,
+//! LayerNorm over channels). [`Net::forward`] then runs it through one of:
+//!
+//! - **candle's ops** (the reference path), with candle's autograd: used
+//!   for `GEVALDI_ENGINE=candle`, for tensors that are not f32 or not on
+//!   the CPU (a GPU runs candle's kernels), and when a weight is a
+//!   variable (a model being trained gets its weight gradients);
+//! - **gevaldi's CPU kernels**, the whole network as one candle
+//!   `CustomOp1`: activations channels-last (NHWC), convolutions as im2col
+//!   and one matrix product per group (a 1×1 stride-1 conv multiplies the
+//!   input directly, a depthwise conv runs its own loop), batch norm folded
+//!   into the preceding conv once, biases and activations applied while the
+//!   output is in cache, and a backward pass **to the input only**: no
+//!   weight gradient is ever computed, and the forward keeps only what the
+//!   backward needs (a ReLU's output, a max-pool's argmax, a LayerNorm's
+//!   normalised input). The network is compiled for it on first use.
+//!
+//! Both agree to f32 rounding, forward and input gradient
+//! (`tests/engine_agreement.rs` checks every ported architecture, and each
+//! kernel against naive loops). A NaN propagates as in PyTorch on the
+//! engine's path: ReLU of NaN is NaN and a pooling window holding a NaN
+//! pools to NaN (candle 0.11's CPU `relu` returns 0 for NaN).
+//!
+//! `GEVALDI_ENGINE` chooses, read each time a network runs:
+//!
+//! - `auto` (the default, also when unset): gevaldi's kernels where they
+//!   apply (f32 tensors on the CPU, frozen weights), else candle's ops;
+//! - `candle`: every built-in model runs candle's own ops, the numerics a
+//!   GPU back end gives. The snapshot tests run the committed suite both
+//!   ways against the same snapshots.
+
+mod compile;
+mod cpu_op;
+mod kernels;
+mod net;
+mod reference;
+#[cfg(test)]
+mod tests;
+
+pub use net::{Activation, Net, NetBuilder, NodeId};
+
+pub(crate) use cpu_op::take_kept_bytes;
+
+use crate::error::{Error, Result};
+
+/// The environment variable that chooses the [`Engine`].
+pub const ENGINE_VAR: &str = "GEVALDI_ENGINE";
+
+/// The engine that runs the built-in models' layers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    /// gevaldi's frozen-model kernels where they apply, else candle's ops.
+    Auto,
+    /// candle's own layers and autograd for every model.
+    Candle,
+}
+
+impl Engine {
+    /// The engine `GEVALDI_ENGINE` names (`auto` when unset or empty).
+    pub fn from_env() -> Result<Self> {
+        match std::env::var(ENGINE_VAR) {
+            Err(_) => Ok(Engine::Auto),
+            Ok(v) => match v.as_str() {
+                "" | "auto" => Ok(Engine::Auto),
+                "candle" => Ok(Engine::Candle),
+                other => Err(Error::setting(ENGINE_VAR, other, "`auto` or `candle`")),
+            },
+        }
+    }
+
+    /// The engine in force: an unknown value counts as `auto` here (the
+    /// harness and `cargo gevaldi` refuse one at start, with
+    /// [`Engine::from_env`]).
+    pub fn current() -> Self {
+        Self::from_env().unwrap_or(Engine::Auto)
+    }
+
+    /// `auto` or `candle`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Auto => "auto",
+            Engine::Candle => "candle",
+        }
+    }
+}

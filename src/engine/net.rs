@@ -1,0 +1,284 @@
+//! The description of a network: nodes in SSA order over one input.
+
+use std::sync::{Arc, OnceLock};
+
+use candle_core::{DType, Module, Tensor};
+
+use super::compile::Program;
+use super::Engine;
+
+/// A value of a [`Net`]: its input or a node's output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeId(pub(crate) usize);
+
+/// An elementwise activation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    /// max(x, 0).
+    Relu,
+    /// 1 / (1 + e^−x).
+    Sigmoid,
+    /// tanh(x).
+    Tanh,
+    /// x·Φ(x), the exact (erf) GELU.
+    GeluErf,
+}
+
+/// What a node computes. Values are `[B, C, H, W]` or `[B, F]`; "per
+/// channel" means over dim 1.
+#[derive(Clone, Debug)]
+pub(crate) enum Op {
+    /// The network's input.
+    Input,
+    /// A 2-D convolution, weight `[Cout, Cin / groups, kh, kw]`.
+    Conv {
+        weight: Tensor,
+        bias: Option<Tensor>,
+        stride: usize,
+        padding: usize,
+        dilation: usize,
+        groups: usize,
+    },
+    /// `x Wᵀ + b` over the features of `[B, F]`, or over the channels of
+    /// every pixel of `[B, C, H, W]`; weight `[out, in]`.
+    Linear {
+        weight: Tensor,
+        bias: Option<Tensor>,
+    },
+    /// `x · scale + shift` per channel (an inference batch norm).
+    Affine { scale: Tensor, shift: Tensor },
+    /// An activation.
+    Act(Activation),
+    /// PyTorch's `MaxPool2d(k, s, p, ceil_mode)`.
+    MaxPool {
+        k: usize,
+        s: usize,
+        p: usize,
+        ceil: bool,
+    },
+    /// PyTorch's `AdaptiveAvgPool2d((oh, ow))`.
+    AdaptiveAvgPool { oh: usize, ow: usize },
+    /// `[B, C, H, W]` to `[B, C·H·W]` in PyTorch's (c, y, x) order.
+    Flatten,
+    /// To `[B, dims…]` (one dim: flat; three: C, H, W), in PyTorch's order.
+    Reshape(Vec<usize>),
+    /// The inputs side by side along dim 1.
+    Concat,
+    /// The sum of the two inputs (same shape).
+    Add,
+    /// LayerNorm over the channels of each pixel (or the features of a flat
+    /// value), with weight and bias.
+    LayerNorm {
+        weight: Tensor,
+        bias: Tensor,
+        eps: f64,
+    },
+}
+
+/// A node: its op and its inputs (earlier nodes).
+#[derive(Clone, Debug)]
+pub(crate) struct Node {
+    pub(crate) op: Op,
+    pub(crate) inputs: Vec<NodeId>,
+}
+
+/// Builds a [`Net`]; every method appends a node and returns its value.
+///
+/// ```
+/// # fn main() -> candle_core::Result<()> {
+/// use candle_core::{DType, Device, Module, Tensor};
+/// use gevaldi::engine::{Activation, NetBuilder};
+///
+/// let dev = Device::Cpu;
+/// let mut b = NetBuilder::new();
+/// let x = b.input();
+/// let w = Tensor::ones((4, 3), DType::F32, &dev)?;
+/// let h = b.linear(x, &w, None);
+/// let y = b.act(h, Activation::Relu);
+/// let net = b.build(y);
+/// let out = net.forward(&Tensor::ones((2, 3), DType::F32, &dev)?)?;
+/// assert_eq!(out.to_vec2::<f32>()?, [[3.0; 4], [3.0; 4]]);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct NetBuilder {
+    nodes: Vec<Node>,
+}
+
+impl Default for NetBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl NetBuilder {
+    /// A network with its input only.
+    pub fn new() -> Self {
+        NetBuilder {
+            nodes: vec![Node {
+                op: Op::Input,
+                inputs: vec![],
+            }],
+        }
+    }
+
+    /// The network's input.
+    pub fn input(&self) -> NodeId {
+        NodeId(0)
+    }
+
+    fn push(&mut self, op: Op, inputs: Vec<NodeId>) -> NodeId {
+        self.nodes.push(Node { op, inputs });
+        NodeId(self.nodes.len() - 1)
+    }
+
+    /// A convolution with candle_nn's layer's weights and settings.
+    pub fn conv2d(&mut self, x: NodeId, conv: &candle_nn::Conv2d) -> NodeId {
+        let c = conv.config();
+        self.push(
+            Op::Conv {
+                weight: conv.weight().clone(),
+                bias: conv.bias().cloned(),
+                stride: c.stride,
+                padding: c.padding,
+                dilation: c.dilation,
+                groups: c.groups,
+            },
+            vec![x],
+        )
+    }
+
+    /// A linear layer with candle_nn's layer's weights.
+    pub fn linear_layer(&mut self, x: NodeId, l: &candle_nn::Linear) -> NodeId {
+        self.linear(x, l.weight(), l.bias())
+    }
+
+    /// `x Wᵀ + b`, weight `[out, in]`, over the features of a flat value or
+    /// the channels of each pixel.
+    pub fn linear(&mut self, x: NodeId, weight: &Tensor, bias: Option<&Tensor>) -> NodeId {
+        let op = Op::Linear {
+            weight: weight.clone(),
+            bias: bias.cloned(),
+        };
+        self.push(op, vec![x])
+    }
+
+    /// `x · scale + shift` per channel (`[C]` each): an inference batch
+    /// norm, which the CPU engine folds into a preceding conv.
+    pub fn affine(&mut self, x: NodeId, scale: &Tensor, shift: &Tensor) -> NodeId {
+        let op = Op::Affine {
+            scale: scale.clone(),
+            shift: shift.clone(),
+        };
+        self.push(op, vec![x])
+    }
+
+    /// An activation.
+    pub fn act(&mut self, x: NodeId, a: Activation) -> NodeId {
+        self.push(Op::Act(a), vec![x])
+    }
+
+    /// ReLU.
+    pub fn relu(&mut self, x: NodeId) -> NodeId {
+        self.act(x, Activation::Relu)
+    }
+
+    /// PyTorch's `MaxPool2d(k, stride = s, padding = p, ceil_mode)`; each
+    /// window's gradient goes to its first maximum.
+    pub fn max_pool2d(&mut self, x: NodeId, k: usize, s: usize, p: usize, ceil: bool) -> NodeId {
+        self.push(Op::MaxPool { k, s, p, ceil }, vec![x])
+    }
+
+    /// PyTorch's `AdaptiveAvgPool2d((oh, ow))`.
+    pub fn adaptive_avg_pool2d(&mut self, x: NodeId, oh: usize, ow: usize) -> NodeId {
+        self.push(Op::AdaptiveAvgPool { oh, ow }, vec![x])
+    }
+
+    /// PyTorch's `flatten(1)`.
+    pub fn flatten(&mut self, x: NodeId) -> NodeId {
+        self.push(Op::Flatten, vec![x])
+    }
+
+    /// Reshapes each sample to `dims` (`[F]` or `[C, H, W]`), as PyTorch's
+    /// `reshape`.
+    pub fn reshape(&mut self, x: NodeId, dims: &[usize]) -> NodeId {
+        self.push(Op::Reshape(dims.to_vec()), vec![x])
+    }
+
+    /// The values side by side along dim 1 (channels).
+    pub fn concat(&mut self, xs: &[NodeId]) -> NodeId {
+        self.push(Op::Concat, xs.to_vec())
+    }
+
+    /// `a + b`.
+    pub fn add(&mut self, a: NodeId, b: NodeId) -> NodeId {
+        self.push(Op::Add, vec![a, b])
+    }
+
+    /// LayerNorm over the channels of each pixel (torchvision's
+    /// `LayerNorm2d`), or over the features of a flat value.
+    pub fn layer_norm(&mut self, x: NodeId, weight: &Tensor, bias: &Tensor, eps: f64) -> NodeId {
+        let op = Op::LayerNorm {
+            weight: weight.clone(),
+            bias: bias.clone(),
+            eps,
+        };
+        self.push(op, vec![x])
+    }
+
+    /// The network whose output is `output`.
+    pub fn build(mut self, output: NodeId) -> Net {
+        self.nodes.truncate(output.0 + 1);
+        Net {
+            nodes: Arc::new(self.nodes),
+            program: Arc::new(OnceLock::new()),
+        }
+    }
+}
+
+/// A network described once, run by candle's ops or gevaldi's CPU kernels
+/// (see the [module docs](super)).
+#[derive(Clone, Debug)]
+pub struct Net {
+    pub(crate) nodes: Arc<Vec<Node>>,
+    /// Compiled for the CPU engine on first use; `None` where it does not
+    /// apply (a variable weight, weights not f32 on the CPU).
+    program: Arc<OnceLock<Option<Arc<Program>>>>,
+}
+
+impl Net {
+    /// Whether the CPU engine runs this network on `x`.
+    pub fn uses_cpu_engine(&self, x: &Tensor) -> bool {
+        x.device().is_cpu()
+            && x.dtype() == DType::F32
+            && Engine::current() == Engine::Auto
+            && self.program().is_some()
+    }
+
+    fn program(&self) -> Option<&Arc<Program>> {
+        self.program
+            .get_or_init(|| Program::compile(&self.nodes).map(Arc::new))
+            .as_ref()
+    }
+
+    /// Runs the network on candle's ops, whatever the engine.
+    pub fn forward_candle(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        super::reference::forward(&self.nodes, x)
+    }
+}
+
+impl Module for Net {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match self.program() {
+            Some(p)
+                if x.device().is_cpu()
+                    && x.dtype() == DType::F32
+                    && Engine::current() == Engine::Auto =>
+            {
+                super::cpu_op::forward(p, x)
+            }
+            _ => self.forward_candle(x),
+        }
+    }
+}

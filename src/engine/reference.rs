@@ -1,0 +1,111 @@
+//! The reference interpreter: a [`Net`](super::Net) on candle's ops, with
+//! candle's autograd (weight gradients included, for training).
+
+use candle_core::{Tensor, D};
+
+use super::net::{Activation, Node, Op};
+use crate::zoo::{adaptive_avg_pool2d, max_pool2d, max_pool2x2};
+
+/// `[C]` as `[1, C]` or `[1, C, 1, 1]`, to broadcast over `x`'s channels.
+fn per_channel(v: &Tensor, x: &Tensor) -> candle_core::Result<Tensor> {
+    let mut shape = vec![1; x.rank()];
+    shape[1] = v.elem_count();
+    v.reshape(shape)
+}
+
+pub(crate) fn activation(x: &Tensor, a: Activation) -> candle_core::Result<Tensor> {
+    match a {
+        // x · [x > 0]: PyTorch's ReLU. candle's `relu` returns 0 for NaN
+        // and passes the gradient at exactly 0 (its backward masks with
+        // x ≥ 0); the mask here is a constant, so the gradient is [x > 0]
+        // and a NaN stays NaN (NaN · 0).
+        Activation::Relu => x.mul(&x.gt(&x.zeros_like()?)?.to_dtype(x.dtype())?),
+        Activation::Sigmoid => candle_nn::ops::sigmoid(x),
+        Activation::Tanh => x.tanh(),
+        Activation::GeluErf => x.gelu_erf(),
+    }
+}
+
+/// Runs `nodes` on `x`.
+pub(crate) fn forward(nodes: &[Node], x: &Tensor) -> candle_core::Result<Tensor> {
+    let mut values: Vec<Tensor> = Vec::with_capacity(nodes.len());
+    for node in nodes {
+        let arg = |i: usize| &values[node.inputs[i].0];
+        let y = match &node.op {
+            Op::Input => x.clone(),
+            Op::Conv {
+                weight,
+                bias,
+                stride,
+                padding,
+                dilation,
+                groups,
+            } => {
+                let y = arg(0).conv2d(weight, *padding, *stride, *dilation, *groups)?;
+                match bias {
+                    Some(b) => y.broadcast_add(&per_channel(b, &y)?)?,
+                    None => y,
+                }
+            }
+            Op::Linear { weight, bias } => {
+                let x = arg(0);
+                let lin = candle_nn::Linear::new(weight.clone(), bias.clone());
+                if x.rank() == 4 {
+                    candle_core::Module::forward(&lin, &x.permute((0, 2, 3, 1))?.contiguous()?)?
+                        .permute((0, 3, 1, 2))?
+                } else {
+                    candle_core::Module::forward(&lin, x)?
+                }
+            }
+            Op::Affine { scale, shift } => {
+                let x = arg(0);
+                x.broadcast_mul(&per_channel(scale, x)?)?
+                    .broadcast_add(&per_channel(shift, x)?)?
+            }
+            Op::Act(a) => activation(arg(0), *a)?,
+            Op::MaxPool { k, s, p, ceil } => {
+                let x = arg(0);
+                let (_, _, h, w) = x.dims4()?;
+                if (*k, *s, *p) == (2, 2, 0) && h % 2 == 0 && w % 2 == 0 {
+                    max_pool2x2(x)?
+                } else {
+                    max_pool2d(x, *k, *s, *p, *ceil)?
+                }
+            }
+            Op::AdaptiveAvgPool { oh, ow } => adaptive_avg_pool2d(arg(0), *oh, *ow)?,
+            Op::Flatten => arg(0).flatten_from(1)?,
+            Op::Reshape(dims) => {
+                let mut shape = vec![arg(0).dim(0)?];
+                shape.extend_from_slice(dims);
+                arg(0).reshape(shape)?
+            }
+            Op::Concat => {
+                let xs: Vec<&Tensor> = node.inputs.iter().map(|i| &values[i.0]).collect();
+                Tensor::cat(&xs, 1)?
+            }
+            Op::Add => (arg(0) + arg(1))?,
+            Op::LayerNorm { weight, bias, eps } => {
+                let x = arg(0);
+                let last = if x.rank() == 4 {
+                    x.permute((0, 2, 3, 1))?
+                } else {
+                    x.clone()
+                };
+                let mean = last.mean_keepdim(D::Minus1)?;
+                let centred = last.broadcast_sub(&mean)?;
+                let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
+                let y = centred
+                    .broadcast_div(&(var + *eps)?.sqrt()?)?
+                    .broadcast_mul(weight)?
+                    .broadcast_add(bias)?;
+                if x.rank() == 4 {
+                    y.permute((0, 3, 1, 2))?
+                } else {
+                    y
+                }
+            }
+        };
+        values.push(y);
+    }
+    Ok(values.pop().expect("a net has its input"))
+}

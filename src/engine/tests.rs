@@ -1,0 +1,332 @@
+//! The CPU kernels against candle's ops (the reference interpreter) and
+//! naive loops, one op at a time, at the edge cases of their settings.
+
+use candle_core::{DType, Device, Module, Tensor, Var};
+
+use super::{Activation, Net, NetBuilder, NodeId};
+
+const DEV: Device = Device::Cpu;
+
+fn randn(shape: &[usize], seed: u64) -> Tensor {
+    use rand::SeedableRng;
+    use rand_distr::{Distribution, StandardNormal};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = (0..n).map(|_| StandardNormal.sample(&mut rng)).collect();
+    Tensor::from_vec(v, shape, &DEV).unwrap()
+}
+
+fn values(t: &Tensor) -> Vec<f32> {
+    t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+}
+
+/// max |a − b| / max(max |b|, 1e-6).
+fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims());
+    let (a, b) = (values(a), values(b));
+    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+    let diff = a
+        .iter()
+        .zip(&b)
+        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    assert!(!diff.is_nan(), "NaN in a comparison");
+    diff / scale
+}
+
+/// The engine and candle's ops on `net`: the same output and the same
+/// input gradient of a random linear functional, to 1e-5 relative.
+fn check(net: &Net, shape: &[usize], seed: u64) {
+    let x = Var::from_tensor(&randn(shape, seed)).unwrap();
+    assert!(net.uses_cpu_engine(x.as_tensor()), "the engine must apply");
+    let y_fast = net.forward(x.as_tensor()).unwrap();
+    let y_ref = net.forward_candle(x.as_tensor()).unwrap();
+    let e = rel_err(&y_fast, &y_ref);
+    assert!(e < 1e-5, "forward: relative error {e}");
+    let w = randn(y_ref.dims(), seed + 1);
+    let grad = |y: Tensor| {
+        let g = (y * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        g.get(x.as_tensor()).unwrap().clone()
+    };
+    let e = rel_err(&grad(y_fast), &grad(y_ref));
+    assert!(e < 1e-5, "input gradient: relative error {e}");
+}
+
+fn conv(
+    b: &mut NetBuilder,
+    x: NodeId,
+    [cin, cout, k]: [usize; 3],
+    [stride, padding, dilation, groups]: [usize; 4],
+    seed: u64,
+) -> NodeId {
+    let w = randn(&[cout, cin / groups, k, k], seed);
+    let bias = randn(&[cout], seed + 7);
+    let cfg = candle_nn::Conv2dConfig {
+        stride,
+        padding,
+        dilation,
+        groups,
+        ..Default::default()
+    };
+    b.conv2d(x, &candle_nn::Conv2d::new(w, Some(bias), cfg))
+}
+
+#[test]
+fn convs_match_candle_at_every_setting() {
+    // (cin, cout, k), (stride, padding, dilation, groups), (h, w)
+    let cases = [
+        ([3, 5, 3], [1, 1, 1, 1], (7, 6)),
+        ([3, 4, 1], [1, 0, 1, 1], (5, 5)),
+        ([4, 6, 1], [2, 0, 1, 1], (7, 5)),
+        ([3, 8, 11], [4, 2, 1, 1], (23, 19)),
+        ([4, 4, 3], [2, 1, 1, 1], (8, 10)),
+        ([4, 6, 3], [1, 2, 2, 1], (9, 7)),
+        ([6, 4, 3], [1, 1, 1, 2], (6, 6)),
+        ([6, 6, 3], [2, 1, 1, 3], (7, 9)),
+        ([8, 8, 7], [1, 3, 1, 8], (9, 10)),
+        ([5, 5, 3], [2, 0, 1, 5], (8, 10)),
+        ([4, 4, 2], [2, 0, 1, 1], (8, 8)),
+        ([6, 9, 1], [1, 0, 1, 3], (4, 4)),
+        ([4, 6, 1], [2, 0, 1, 1], (8, 8)),
+        ([4, 6, 3], [2, 1, 1, 1], (4, 4)),
+        ([4, 6, 3], [2, 1, 1, 1], (2, 2)),
+        ([4, 6, 3], [2, 1, 1, 1], (1, 1)),
+    ];
+    for (i, (ck, sp, (h, w))) in cases.into_iter().enumerate() {
+        let mut b = NetBuilder::new();
+        let x = b.input();
+        let y = conv(&mut b, x, ck, sp, i as u64);
+        check(&b.build(y), &[3, ck[0], h, w], 100 + i as u64);
+    }
+}
+
+#[test]
+fn a_batch_norm_folds_into_its_conv_and_stays_alone_elsewhere() {
+    let scale = randn(&[5], 1);
+    let shift = randn(&[5], 2);
+    let mut b = NetBuilder::new();
+    let x = b.input();
+    let c = conv(&mut b, x, [3, 5, 3], [1, 1, 1, 1], 3);
+    let y = b.affine(c, &scale, &shift);
+    let y = b.relu(y);
+    // An affine whose input has two readers does not fold.
+    let c2 = conv(&mut b, x, [3, 5, 3], [2, 1, 1, 1], 8);
+    let z = b.affine(c2, &scale, &shift);
+    let z = b.concat(&[z, c2]);
+    let y = b.max_pool2d(y, 2, 2, 0, false);
+    let y = b.concat(&[y, z]);
+    check(&b.build(y), &[2, 3, 6, 6], 4);
+}
+
+#[test]
+fn activations_match_candle_fused_or_alone() {
+    for a in [
+        Activation::Relu,
+        Activation::Sigmoid,
+        Activation::Tanh,
+        Activation::GeluErf,
+    ] {
+        let mut b = NetBuilder::new();
+        let x = b.input();
+        let y = conv(&mut b, x, [2, 3, 3], [1, 1, 1, 1], 5);
+        let y = b.act(y, a);
+        // Alone: after a pool.
+        let y = b.max_pool2d(y, 2, 2, 0, false);
+        let y = b.act(y, a);
+        check(&b.build(y), &[2, 2, 6, 6], 6);
+    }
+}
+
+#[test]
+fn max_pools_match_candle_with_padding_and_ceil_mode() {
+    for (i, (k, s, p, ceil, h, w)) in [
+        (2, 2, 0, false, 6, 8),
+        (3, 2, 0, false, 7, 9),
+        (3, 2, 0, true, 6, 8),
+        (3, 2, 1, false, 8, 7),
+        (3, 1, 1, true, 5, 5),
+        (2, 2, 0, true, 7, 7),
+        (3, 3, 1, true, 8, 10),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut b = NetBuilder::new();
+        let x = b.input();
+        let y = b.max_pool2d(x, k, s, p, ceil);
+        check(&b.build(y), &[2, 3, h, w], 20 + i as u64);
+    }
+}
+
+/// PyTorch's max-pool by loops over the NCHW tensor: the first maximum of
+/// each window wins and gets the window's whole gradient.
+#[test]
+fn max_pool_ties_send_the_gradient_to_the_first_maximum() {
+    // Values 0, 1, 2 only: many ties.
+    let v: Vec<f32> = (0..2 * 7 * 7).map(|i| ((i * 7) % 3) as f32).collect();
+    let x = Var::from_tensor(&Tensor::from_vec(v.clone(), (1, 2, 7, 7), &DEV).unwrap()).unwrap();
+    let mut b = NetBuilder::new();
+    let i = b.input();
+    let y = b.max_pool2d(i, 3, 2, 1, true);
+    let net = b.build(y);
+    let y = net.forward(x.as_tensor()).unwrap();
+    let g = y.sum_all().unwrap().backward().unwrap();
+    let g = values(g.get(x.as_tensor()).unwrap());
+    let (o, mut expect_y, mut expect_g) = (4usize, vec![], vec![0f32; v.len()]);
+    for c in 0..2 {
+        for oy in 0..o {
+            for ox in 0..o {
+                let mut best: Option<(f32, usize)> = None;
+                for ky in 0..3 {
+                    for kx in 0..3 {
+                        let (iy, ix) = ((oy * 2 + ky) as isize - 1, (ox * 2 + kx) as isize - 1);
+                        if iy < 0 || ix < 0 || iy >= 7 || ix >= 7 {
+                            continue;
+                        }
+                        let at = (c * 7 + iy as usize) * 7 + ix as usize;
+                        if best.is_none_or(|(b, _)| v[at] > b) {
+                            best = Some((v[at], at));
+                        }
+                    }
+                }
+                let (b, at) = best.unwrap();
+                expect_y.push(b);
+                expect_g[at] += 1.0;
+            }
+        }
+    }
+    assert_eq!(values(&y), expect_y);
+    assert_eq!(g, expect_g);
+}
+
+#[test]
+fn adaptive_pools_flatten_and_reshape_match_candle() {
+    for (oh, ow, h, w) in [(6, 6, 1, 1), (2, 3, 5, 7), (1, 1, 4, 3), (3, 3, 3, 3)] {
+        let mut b = NetBuilder::new();
+        let x = b.input();
+        let y = b.adaptive_avg_pool2d(x, oh, ow);
+        let y = b.flatten(y);
+        let y = b.reshape(y, &[3 * ow, oh, 1]);
+        let y = b.flatten(y);
+        let y = b.reshape(y, &[3, oh, ow]);
+        check(&b.build(y), &[2, 3, h, w], 40);
+    }
+}
+
+#[test]
+fn linear_layers_match_candle_on_flat_values_and_per_pixel() {
+    let (w1, b1) = (randn(&[7, 5], 1), randn(&[7], 2));
+    let w2 = randn(&[3, 7 * 4 * 3], 3);
+    let mut b = NetBuilder::new();
+    let x = b.input();
+    // Over the channels of each pixel, then flattened in (c, y, x) order.
+    let y = b.linear(x, &w1, Some(&b1));
+    let y = b.act(y, Activation::GeluErf);
+    let y = b.flatten(y);
+    let y = b.linear(y, &w2, None);
+    check(&b.build(y), &[3, 5, 4, 3], 50);
+}
+
+#[test]
+fn residuals_concat_and_layer_norm_match_candle() {
+    let (lw, lb) = (randn(&[6], 1), randn(&[6], 2));
+    let mut b = NetBuilder::new();
+    let x = b.input();
+    let a = conv(&mut b, x, [4, 2, 3], [1, 1, 1, 1], 3);
+    let c = conv(&mut b, x, [4, 4, 1], [1, 0, 1, 1], 4);
+    let y = b.concat(&[a, c]);
+    let y = b.layer_norm(y, &lw, &lb, 1e-6);
+    let z = conv(&mut b, x, [4, 6, 1], [1, 0, 1, 1], 5);
+    let y = b.add(y, z);
+    let y = b.relu(y);
+    // The input read again at the end: its gradient sums two paths.
+    let y = b.add(y, y);
+    check(&b.build(y), &[2, 4, 5, 5], 60);
+}
+
+/// Issue 17: ReLU turned a NaN into 0, so a NaN image came out of the
+/// CNNs as a confident class.
+#[test]
+fn a_nan_propagates_through_relu_and_pooling() {
+    for nan in [f32::NAN, -f32::NAN] {
+        // A NaN in each position of one 2×2 window, the other clean.
+        for at in 0..8 {
+            let mut v = vec![1.0f32, 2.0, 3.0, 4.0, 1.0, 2.0, 3.0, 4.0];
+            v[at] = nan;
+            let x = Tensor::from_vec(v, (1, 1, 2, 4), &DEV).unwrap();
+            let mut b = NetBuilder::new();
+            let i = b.input();
+            let y = b.max_pool2d(i, 2, 2, 0, false);
+            let y = values(&b.build(y).forward(&x).unwrap());
+            let window = [0, 0, 1, 1, 0, 0, 1, 1][at];
+            assert!(y[window].is_nan(), "{nan:?} at {at}: {y:?}");
+            assert_eq!(y[1 - window], if window == 0 { 4.0 } else { 2.0 });
+        }
+        let mut b = NetBuilder::new();
+        let i = b.input();
+        let one = Tensor::ones((1, 1), DType::F32, &DEV).unwrap();
+        let y = b.linear(i, &one, None);
+        let y = b.relu(y);
+        let x = Tensor::new(&[[nan], [-1.0], [2.0]], &DEV).unwrap();
+        let y = b.build(y).forward(&x).unwrap().to_vec2::<f32>().unwrap();
+        assert!(y[0][0].is_nan(), "{y:?}");
+        assert_eq!((y[1][0], y[2][0]), (0.0, 2.0));
+    }
+}
+
+#[test]
+fn variable_weights_run_candles_ops() {
+    let w = Var::from_tensor(&randn(&[2, 3], 1)).unwrap();
+    let mut b = NetBuilder::new();
+    let i = b.input();
+    let y = b.linear(i, w.as_tensor(), None);
+    let net = b.build(y);
+    let x = randn(&[4, 3], 2);
+    assert!(!net.uses_cpu_engine(&x));
+    // The weight gets its gradient (training).
+    let g = net
+        .forward(&x)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    assert!(g.get(w.as_tensor()).is_some());
+}
+
+#[test]
+fn the_engine_counts_what_it_keeps() {
+    let mut b = NetBuilder::new();
+    let x = b.input();
+    let y = conv(&mut b, x, [1, 2, 3], [1, 1, 1, 1], 1);
+    let y = b.relu(y);
+    let y = b.max_pool2d(y, 2, 2, 0, false);
+    let net = b.build(y);
+    super::take_kept_bytes();
+    net.forward(&randn(&[2, 1, 4, 4], 3)).unwrap();
+    // The ReLU's output (2·2·4·4 floats) and the pool's argmax (2·2·2·2).
+    assert_eq!(super::take_kept_bytes(), 4 * (64 + 16));
+}
+
+/// candle 0.11's `relu` passes the gradient at exactly 0 (its backward
+/// masks with x ≥ 0), PyTorch's does not; a bias-free conv over an
+/// all-zero region gives exact zeros (ResNet's did). Both paths follow
+/// PyTorch, and both keep a NaN.
+#[test]
+fn relu_sends_no_gradient_at_zero_and_keeps_nan_on_both_paths() {
+    let mut b = NetBuilder::new();
+    let i = b.input();
+    let y = b.relu(i);
+    let y = b.adaptive_avg_pool2d(y, 1, 1);
+    let net = b.build(y);
+    let x = Var::from_tensor(&Tensor::new(&[[[[0f32, 1.0], [-1.0, f32::NAN]]]], &DEV).unwrap())
+        .unwrap();
+    for y in [
+        net.forward(x.as_tensor()).unwrap(),
+        net.forward_candle(x.as_tensor()).unwrap(),
+    ] {
+        assert!(values(&y)[0].is_nan());
+        let g = y.sum_all().unwrap().backward().unwrap();
+        let g = values(g.get(x.as_tensor()).unwrap());
+        assert_eq!(&g[..3], &[0.0, 0.25, 0.0]);
+    }
+}
