@@ -149,7 +149,7 @@ impl Suite {
                         message: error.message(),
                         written_at: artifact::now(),
                     });
-                    error.record = record.write(&self.record_path(id)).err();
+                    error.record = record.write(&self.record_path(id)).err().map(Box::new);
                 }
                 Err(error)
             }
@@ -197,7 +197,7 @@ impl Suite {
 /// `run()`, with an error or a panic as why the trial stopped.
 fn guard<T>(run: impl FnOnce() -> Result<T>) -> std::result::Result<T, TrialErrorKind> {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
-        Ok(result) => result.map_err(TrialErrorKind::Failed),
+        Ok(result) => result.map_err(|e| TrialErrorKind::Failed(Box::new(e))),
         Err(payload) => Err(TrialErrorKind::Panicked(panic_message(&*payload))),
     }
 }

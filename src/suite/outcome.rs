@@ -145,7 +145,7 @@ pub enum TrialErrorKind {
     /// The config has no entry of that kind and name.
     NotInConfig,
     /// An error: loading a model, the search, writing the record, ….
-    Failed(Error),
+    Failed(Box<Error>),
     /// A model (or gevaldi) panicked, with this message.
     Panicked(String),
 }
@@ -161,7 +161,7 @@ pub struct TrialError {
     /// What stopped it.
     pub kind: TrialErrorKind,
     /// Why its error record could not be written, if so.
-    pub record: Option<Error>,
+    pub record: Option<Box<Error>>,
     /// Wall-clock seconds.
     pub seconds: f64,
 }
