@@ -35,7 +35,7 @@ pub enum Record {
     /// An `[[ensemble]]` that searched its MDS dataset.
     Ensemble(EnsembleArtifact),
     /// A trial that stopped on an error before it had a result.
-    Error(TrialError),
+    Error(ErrorRecord),
 }
 
 /// The record of a `[[pair]]` trial.
@@ -126,7 +126,7 @@ pub struct LatentMap {
 /// does not fit, a NaN): recorded so that the report shows it rather than
 /// an older result.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct TrialError {
+pub struct ErrorRecord {
     /// The trial, e.g. `pair::a-vs-b`.
     pub trial: String,
     /// The error, as the test printed it.
@@ -207,11 +207,18 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .map_err(|e| io("write a temporary file for", e))?;
     tmp.persist(path)
         .map_err(|e| io("move into place", e.error))?;
+    // The rename is on disk once the directory is synced too (where a
+    // directory can be opened as a file: Unix; best effort).
+    #[cfg(unix)]
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
     Ok(())
 }
 
 /// Removes `.<name>.<pid>.*.tmp` files of processes that are gone (a run
-/// killed while it wrote), where process ids can be checked (`/proc`).
+/// killed while it wrote), where process ids can be checked (`/proc`);
+/// elsewhere they stay, hidden, and harmless: readers never see them.
 fn remove_stale_temporaries(dir: &Path, name: &str) {
     if !Path::new("/proc/self").exists() {
         return;
@@ -335,7 +342,7 @@ mod tests {
 
     #[test]
     fn an_error_record_round_trips_and_fails() {
-        let r = Record::Error(TrialError {
+        let r = Record::Error(ErrorRecord {
             trial: "pair::x".into(),
             message: "failed to read `w.safetensors`".into(),
             written_at: 1,

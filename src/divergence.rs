@@ -33,6 +33,7 @@ use std::str::FromStr;
 
 use candle_core::{Tensor, D};
 
+use crate::config::DivergenceKind;
 use crate::error::{Error, Result};
 
 /// Log-probabilities below this are clamped to it before any divergence is
@@ -59,10 +60,20 @@ pub enum Divergence {
     Tv,
 }
 
-impl Divergence {
-    /// Every divergence's name, as [`FromStr`] takes it.
-    pub const NAMES: [&'static str; 5] = ["kl", "reverse-kl", "jeffreys", "js", "tv"];
+impl From<DivergenceKind> for Divergence {
+    /// The divergence a config names (`js` with uniform weights).
+    fn from(kind: DivergenceKind) -> Self {
+        match kind {
+            DivergenceKind::Kl => Divergence::Kl,
+            DivergenceKind::ReverseKl => Divergence::ReverseKl,
+            DivergenceKind::Jeffreys => Divergence::Jeffreys,
+            DivergenceKind::Js => Divergence::js(),
+            DivergenceKind::Tv => Divergence::Tv,
+        }
+    }
+}
 
+impl Divergence {
     /// The Jensen-Shannon divergence with uniform weights.
     pub fn js() -> Self {
         Divergence::Js { weights: None }
@@ -71,28 +82,33 @@ impl Divergence {
     /// The name, as [`FromStr`] takes it: `kl`, `reverse-kl`, `jeffreys`,
     /// `js` or `tv`.
     pub fn name(&self) -> &'static str {
+        self.kind().name()
+    }
+
+    /// Its name in a config.
+    pub fn kind(&self) -> DivergenceKind {
         match self {
-            Divergence::Kl => "kl",
-            Divergence::ReverseKl => "reverse-kl",
-            Divergence::Jeffreys => "jeffreys",
-            Divergence::Js { .. } => "js",
-            Divergence::Tv => "tv",
+            Divergence::Kl => DivergenceKind::Kl,
+            Divergence::ReverseKl => DivergenceKind::ReverseKl,
+            Divergence::Jeffreys => DivergenceKind::Jeffreys,
+            Divergence::Js { .. } => DivergenceKind::Js,
+            Divergence::Tv => DivergenceKind::Tv,
         }
     }
 
     /// Checks that the divergence is defined for `models` models (and, for
     /// `js`, that its weights fit them).
     pub fn check(&self, models: usize) -> Result<()> {
-        let arity = |expected: &str| Error::DivergenceArity {
-            divergence: self.name().to_string(),
-            expected: expected.to_string(),
-            got: models,
-        };
+        let arity = self.kind().arity();
+        if !arity.accepts(models) {
+            return Err(Error::DivergenceArity {
+                divergence: self.name().to_string(),
+                expected: arity.describe().to_string(),
+                got: models,
+            });
+        }
         match self {
             Divergence::Js { weights } => {
-                if models < 2 {
-                    return Err(arity("2 or more"));
-                }
                 if let Some(w) = weights {
                     if w.len() != models {
                         return Err(Error::setting(
@@ -111,7 +127,6 @@ impl Divergence {
                 }
                 Ok(())
             }
-            _ if models != 2 => Err(arity("exactly 2")),
             _ => Ok(()),
         }
     }
@@ -192,20 +207,16 @@ impl FromStr for Divergence {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self> {
-        Ok(match s {
-            "kl" => Divergence::Kl,
-            "reverse-kl" => Divergence::ReverseKl,
-            "jeffreys" => Divergence::Jeffreys,
-            "js" => Divergence::js(),
-            "tv" => Divergence::Tv,
-            _ => {
-                return Err(Error::setting(
+        DivergenceKind::from_name(s)
+            .map(Divergence::from)
+            .ok_or_else(|| {
+                let names: Vec<&str> = DivergenceKind::ALL.iter().map(|d| d.name()).collect();
+                Error::setting(
                     "divergence",
                     format!("{s:?}"),
-                    format!("one of {}", Divergence::NAMES.join(", ")),
-                ))
-            }
-        })
+                    format!("one of {}", names.join(", ")),
+                )
+            })
     }
 }
 
@@ -420,7 +431,7 @@ mod tests {
 
     #[test]
     fn names_round_trip_and_arity_is_checked() {
-        for name in Divergence::NAMES {
+        for name in DivergenceKind::ALL.iter().map(|d| d.name()) {
             assert_eq!(name.parse::<Divergence>().unwrap().name(), name);
         }
         let err = "kld".parse::<Divergence>().unwrap_err().to_string();

@@ -15,29 +15,27 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     // === Models ===
     /// A model's forward pass (or another tensor operation) failed.
-    #[error("failed to {action} for model `{model}`: {}", candle_message(.source))]
+    #[error("failed to {action} for model `{model}`: {}", candle_message(.cause))]
     Model {
         /// The model's name.
         model: String,
         /// What was being done, e.g. "compute logits".
         action: String,
-        /// candle's error.
-        #[source]
-        source: Box<candle_core::Error>,
+        /// candle's error, printed in the message (so not a `source()`).
+        cause: Box<candle_core::Error>,
     },
     /// A tensor operation outside any one model failed.
-    #[error("failed to {action}: {}", candle_message(.source))]
+    #[error("failed to {action}: {}", candle_message(.cause))]
     Tensor {
         /// What was being done.
         action: String,
-        /// candle's error.
-        #[source]
-        source: Box<candle_core::Error>,
+        /// candle's error, printed in the message (so not a `source()`).
+        cause: Box<candle_core::Error>,
     },
     /// A tensor operation failed where no better context was known (for
     /// example in a user's code that used `?` on a candle result).
     #[error("tensor operation failed: {}", candle_message(.0))]
-    Candle(#[source] Box<candle_core::Error>),
+    Candle(Box<candle_core::Error>),
     /// A model produced a tensor of the wrong shape.
     #[error("model `{model}` produced {what} of shape {got:?}, expected {expected}")]
     Shape {
@@ -116,7 +114,7 @@ pub enum Error {
         available: String,
     },
     /// A `gevaldi.toml` has mistakes (every one found, with line and key).
-    #[error("{0}")]
+    #[error(transparent)]
     Config(#[from] gevaldi_config::ConfigErrors),
     /// A setting has a value it cannot take.
     #[error("invalid setting `{key}` = {value}: expected {expected}")]
@@ -226,6 +224,22 @@ pub enum Error {
         /// What is wrong and what was expected.
         problem: String,
     },
+    /// A classifier's class count is not the `[hierarchy]`'s.
+    #[error(
+        "the hierarchy `{}` has {classes} classes but classifier `{model}` has {got}: the label \
+         sets must match",
+        path.display()
+    )]
+    HierarchyClasses {
+        /// The hierarchy's class list.
+        path: PathBuf,
+        /// Its number of classes.
+        classes: usize,
+        /// The classifier.
+        model: String,
+        /// Its number of classes.
+        got: usize,
+    },
     /// A weights file could not be loaded into a model.
     #[error(
         "failed to load weights `{}` for `{model}`: {}",
@@ -268,18 +282,18 @@ impl Error {
         action: impl Into<String>,
     ) -> impl FnOnce(candle_core::Error) -> Self {
         let (model, action) = (model.into(), action.into());
-        move |source| Error::Model {
+        move |cause| Error::Model {
             model,
             action,
-            source: Box::new(strip_backtrace(source)),
+            cause: Box::new(strip_backtrace(cause)),
         }
     }
 
     pub(crate) fn tensor(action: impl Into<String>) -> impl FnOnce(candle_core::Error) -> Self {
         let action = action.into();
-        move |source| Error::Tensor {
+        move |cause| Error::Tensor {
             action,
-            source: Box::new(strip_backtrace(source)),
+            cause: Box::new(strip_backtrace(cause)),
         }
     }
 
@@ -406,10 +420,12 @@ mod tests {
             e.to_string(),
             "failed to compute logits for model `cnn_a`: boom"
         );
-        let Error::Model { source, .. } = &e else {
+        let Error::Model { cause, .. } = &e else {
             panic!("{e:?}")
         };
-        assert_eq!(source.to_string(), "boom");
+        assert_eq!(cause.to_string(), "boom");
+        // The message prints the cause, so the chain must not again.
+        assert!(std::error::Error::source(&e).is_none());
 
         let nested = with_backtrace(candle_core::Error::Msg("inner".into())).context("outer");
         let e = Error::from(nested);

@@ -14,7 +14,11 @@ use candle_core::Tensor;
 use font8x8::UnicodeFonts;
 use image::{Rgb, RgbImage};
 
+use crate::ensemble::MdsDataset;
 use crate::error::{Error, Result};
+use crate::model::argmax;
+use crate::search::SearchOutcome;
+use crate::verdict::top;
 
 /// Samples narrower than this are upscaled until they are at least as wide.
 pub const MIN_CELL_WIDTH: u32 = 112;
@@ -236,6 +240,138 @@ fn draw_text(img: &mut RgbImage, x: u32, y: u32, text: &str) {
             }
         }
     }
+}
+
+/// Samples shown in a pair's grid, most divergent after the search first.
+pub const GRID_SAMPLES: usize = 8;
+/// Regions shown in an ensemble's grid, largest first, and examples of each.
+pub const GRID_REGIONS: (usize, usize) = (5, 8);
+
+/// The `n` samples with the largest divergence after the search, largest
+/// first (NaN last).
+pub(crate) fn most_divergent(outcome: &SearchOutcome, n: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..outcome.samples.len()).collect();
+    let key = |i: usize| {
+        let d = outcome.samples[i].divergence_after;
+        if d.is_nan() {
+            f64::NEG_INFINITY
+        } else {
+            d
+        }
+    };
+    order.sort_by(|&a, &b| key(b).total_cmp(&key(a)).then(a.cmp(&b)));
+    order.truncate(n);
+    order
+}
+
+/// Rows of before/after cells of `samples`, captioned with the divergence
+/// and every model's top class and probability; red frames where the models'
+/// top classes differ. `None` when the samples cannot be drawn as images.
+pub(crate) fn pair_grid(
+    outcome: &SearchOutcome,
+    samples: &[usize],
+    range: (f32, f32),
+    conditions: Option<&[usize]>,
+) -> Option<Grid> {
+    let pick = |x: &Tensor| -> Option<Vec<Picture>> {
+        let idx = Tensor::new(
+            samples.iter().map(|&i| i as u32).collect::<Vec<_>>(),
+            x.device(),
+        )
+        .ok()?;
+        pictures(&x.index_select(&idx, 0).ok()?, range).ok()
+    };
+    let before = pick(&outcome.x0)?;
+    let after = pick(&outcome.x)?;
+    let d = outcome.config.divergence.name();
+    let caption = |i: usize, when: &str, div: f64, probs: &[Vec<f32>]| {
+        let mut lines = vec![format!("#{i} {when} {d} {div:.2}")];
+        if let Some(c) = conditions.and_then(|c| c.get(i)) {
+            // The generator's class (named as the classifiers' when they
+            // share the label set).
+            let name = outcome
+                .class_names
+                .get(*c)
+                .cloned()
+                .unwrap_or_else(|| c.to_string());
+            lines.push(format!("class {name}"));
+        }
+        for (name, p) in outcome.model_names.iter().zip(probs) {
+            let (k, v) = top(p);
+            lines.push(format!("{name} {} {v:.2}", outcome.class_names[k]));
+        }
+        let tops: Vec<usize> = probs.iter().map(|p| argmax(p)).collect();
+        (lines, tops.windows(2).any(|w| w[0] != w[1]))
+    };
+    let mut cells = Vec::with_capacity(2 * samples.len());
+    for (j, &i) in samples.iter().enumerate() {
+        let s = &outcome.samples[i];
+        for (picture, (caption, differ)) in [
+            (
+                &before[j],
+                caption(i, "x0", s.divergence_before, &s.probs_before),
+            ),
+            (
+                &after[j],
+                caption(i, "x", s.divergence_after, &s.probs_after),
+            ),
+        ] {
+            cells.push(Cell {
+                picture: picture.clone(),
+                caption,
+                highlight: differ,
+            });
+        }
+    }
+    Some(Grid { columns: 8, cells })
+}
+
+/// A row of example samples per region, largest regions first, captioned
+/// with the condition and the ensemble's vote; red frames where the vote is
+/// not the condition. `None` when there is no region or the samples cannot
+/// be drawn as images.
+pub(crate) fn regions_grid(
+    mds: &MdsDataset,
+    vote: &[Vec<f32>],
+    regions: &[Vec<usize>],
+    class_names: &[String],
+    range: (f32, f32),
+) -> Option<Grid> {
+    let (rows, per_row) = GRID_REGIONS;
+    let chosen: Vec<(usize, usize)> = regions
+        .iter()
+        .take(rows)
+        .enumerate()
+        .flat_map(|(r, members)| members.iter().take(per_row).map(move |&i| (r, i)))
+        .collect();
+    if chosen.is_empty() {
+        return None;
+    }
+    let idx = Tensor::new(
+        chosen.iter().map(|&(_, i)| i as u32).collect::<Vec<_>>(),
+        mds.x.device(),
+    )
+    .ok()?;
+    let images = pictures(&mds.x.index_select(&idx, 0).ok()?, range).ok()?;
+    let cells = chosen
+        .iter()
+        .zip(images)
+        .map(|(&(r, i), picture)| {
+            let (c, v) = (mds.labels[i], argmax(&vote[i]));
+            Cell {
+                picture,
+                caption: vec![
+                    format!("region {} #{i}", r + 1),
+                    format!("cond {} vote {}", class_names[c], class_names[v]),
+                ],
+                highlight: c != v,
+            }
+        })
+        .collect();
+    Some(Grid {
+        columns: per_row,
+        cells,
+    })
 }
 
 #[cfg(test)]

@@ -52,7 +52,7 @@ pub fn run_with_args(config_path: &str, registry: Registry, mut args: Arguments)
     if !args.list {
         for t in &infos {
             if let Some(why) = &t.skipped {
-                eprintln!("note: {} is ignored: {why}", t.name);
+                eprintln!("note: {} is ignored: {why}", t.id);
             }
         }
     }
@@ -61,25 +61,24 @@ pub fn run_with_args(config_path: &str, registry: Registry, mut args: Arguments)
         .into_iter()
         .map(|info| {
             let (suite, summaries) = (Arc::clone(&suite), Arc::clone(&summaries));
-            let name = info.name.clone();
-            Trial::test(info.name, move || {
-                let outcome = suite.run_trial(&name, &|_, _| {});
-                if outcome.passed {
-                    let mut summaries = summaries.lock().expect("summaries");
-                    summaries.push(outcome.line);
-                    summaries.extend(
-                        outcome
-                            .warnings
-                            .iter()
-                            .map(|w| format!("warning: {name}: {w}")),
-                    );
-                    Ok(())
-                } else {
-                    Err(Failed::from(match outcome.message {
-                        Some(m) if m.starts_with(&outcome.line) => m,
-                        Some(m) => format!("{}\n{m}", outcome.line),
-                        None => outcome.line,
-                    }))
+            let id = info.id;
+            Trial::test(id.to_string(), move || {
+                match suite.run_trial(&id, &|_, _| {}) {
+                    Ok(report) => match report.failure_message() {
+                        None => {
+                            let mut summaries = summaries.lock().expect("summaries");
+                            summaries.push(report.to_string());
+                            summaries.extend(
+                                report
+                                    .warnings
+                                    .iter()
+                                    .map(|w| format!("warning: {id}: {w}")),
+                            );
+                            Ok(())
+                        }
+                        Some(message) => Err(Failed::from(format!("{report}\n{message}"))),
+                    },
+                    Err(error) => Err(Failed::from(error.to_string())),
                 }
             })
             .with_ignored_flag(info.ignored)

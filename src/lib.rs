@@ -70,15 +70,84 @@
 //! ## In `cargo test`
 //!
 //! [`main!`] turns a `gevaldi.toml` into a test target with one test per
-//! `[[pair]]` (see the README and [`config`]): thresholds on the divergence,
-//! the lift and the hierarchical set distance ([`hierarchy`]) of the models'
-//! top-n predictions, insta snapshots beside the TOML, and a JSON record
-//! per trial ([`artifact`]). After the trials it writes an HTML report
-//! ([`report`]): per trial its verdict, figures, a grid of the most
-//! divergent samples before and after the search ([`grid`]) and plots over
-//! the steps ([`plot`]). The trials themselves are a [`suite::Suite`],
-//! which the `cargo gevaldi` command (crate `cargo-gevaldi`) runs outside
-//! cargo test.
+//! `[[pair]]` (`pair::<name>`) and per `[[ensemble]]` (`ensemble::<name>`).
+//! Beside the TOML:
+//!
+//! ```toml
+//! [generator.vae]
+//! arch = "mnist-vae"
+//! weights = "vae.safetensors"
+//!
+//! [classifier.cnn_a]
+//! arch = "mnist-cnn-a"
+//! weights = "cnn_a.safetensors"
+//!
+//! [classifier.mine]          # no `arch`: built by your Rust code
+//! weights = "mine.safetensors"
+//!
+//! [[pair]]
+//! name = "cnn_a-vs-mine"
+//! models = ["cnn_a", "mine"]
+//! generator = "vae"
+//! min_lift = 2.0             # fail when the search finds too little
+//! steps = 200
+//! ```
+//!
+//! and in `tests/gevaldi.rs` (with `[[test]] name = "gevaldi"` and
+//! `harness = false` in `Cargo.toml`; the path is relative to the
+//! package):
+//!
+//! ```ignore
+//! gevaldi::main!(
+//!     "tests/gevaldi.toml",
+//!     // Fn(&ModelTable, &Device) -> gevaldi::Result<impl Classifier>
+//!     classifiers = { "mine" => my_crate::load_mine },
+//! );
+//! ```
+//!
+//! `cargo test` then runs each trial: a search, its thresholds, an insta
+//! snapshot of its figures beside the TOML, and a JSON record and pictures
+//! per trial under `target/gevaldi/`, from which it writes an HTML report.
+//! The `cargo gevaldi` command (crate `cargo-gevaldi`) runs the same suite
+//! outside cargo test, with progress bars. [`config`] has every key.
+//!
+//! ## How a trial runs
+//!
+//! The code reads in one direction: [`config`] (the `gevaldi.toml` and its
+//! vocabulary: `DivergenceKind`, `Architecture`, `TrialId`, …) → `suite`
+//! (the models by name, one file per trial kind) → [`search`] (the ascent)
+//! → `verdict` (the thresholds, as `Failure`s) → `snapshot` and `artifact`
+//! (the insta snapshot, the JSON record, the pictures) → `report` (the
+//! HTML page). The harness of [`main!`] and `cargo gevaldi` only list
+//! trials, run them and format what they return (`TrialReport` or
+//! `TrialError`).
+//!
+//! ## Where to change what
+//!
+//! - **A divergence**: a variant of `DivergenceKind` (its config name and
+//!   its `arity()`, in `gevaldi-config/src/vocab.rs`), and a variant of
+//!   [`Divergence`] (`src/divergence.rs`) with the arms the compiler asks
+//!   for: `From<DivergenceKind>`, `kind()` and `compute_unchecked`. The
+//!   config accepts it and error messages list it from then on.
+//! - **An architecture**: a variant of `Architecture` (its name, `kind()`,
+//!   `classes()`, in `gevaldi-config/src/vocab.rs`); the model in
+//!   `src/zoo/`, with a variant of `zoo::Arch` built by `Arch::classifier`
+//!   or `Arch::generator_with` (`src/zoo/arch.rs`); and its arm in
+//!   `zoo_arch` (`src/suite/registry.rs`), which the compiler asks for.
+//! - **A threshold**: its key in the schema (`Thresholds` or
+//!   `EnsembleDecl` in `gevaldi-config/src/schema.rs`, read in
+//!   `gevaldi-config/src/parse.rs`: `PAIR_KEYS` or `ENSEMBLE_KEYS` and
+//!   `Cx::pair` or `Cx::ensemble`); a variant of `Failure` with its
+//!   message (`src/verdict.rs`) and its check in `Verdict::check` or
+//!   `ensemble_failures`. Harness, `cargo gevaldi`, records and report
+//!   print it from its `Display`. To show a pair's threshold in its
+//!   snapshot and report too: `ThresholdSummary` (`src/snapshot/pair.rs`)
+//!   and its table in `src/report/pair.rs`.
+//! - **A kind of trial**: a variant of `TrialKind`
+//!   (`gevaldi-config/src/vocab.rs`); the compiler then asks for its arms
+//!   in `Config::ignored` and `Config::models`, `Suite::run_trial` and
+//!   `Suite::record_path` (`src/suite/mod.rs`) and `report::write`; its
+//!   runner goes in a file of its own in `src/suite/`.
 //!
 //! ## Performance
 //!
@@ -96,7 +165,7 @@
 //! Built-in models with frozen weights run on the CPU through
 //! gevaldi's [`engine`]: its own kernels, with a backward pass
 //! to the input only (about 5× candle's own layers on the MNIST fixtures).
-//! In a binary of your own, call [`suite::fix_thread_count`] first thing in
+//! In a binary of your own, call [`fix_thread_count`] first thing in
 //! `main`: without `RAYON_NUM_THREADS`, candle 0.11 parses `/proc/cpuinfo`
 //! on every matmul.
 //!
@@ -104,44 +173,74 @@
 //!
 //! - The search runs in f32.
 //! - Results are bit-identical for the same seed on the CPU; GPU kernels (and
-//!   candle's own ops, `GEVALDI_ENGINE=candle`, see [`engine`]) reduce in
-//!   another order, and the chaotic ascent then ends elsewhere: snapshots
-//!   compare what is stable with tolerances (see [`snapshot`]).
+//!   candle's own ops, `GEVALDI_ENGINE=candle`) reduce in another order,
+//!   and the chaotic ascent then ends elsewhere: snapshots compare what is
+//!   stable with tolerances (start.* lines within 1e-3, search.* within
+//!   25%).
 //! - Models are frozen; batch-norm layers must be in inference mode.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod adapter;
-pub mod artifact;
-pub mod audit;
+// The public surface: the schema, the search's types, the built-in models.
 pub mod config;
+pub mod search;
+pub mod zoo;
+
+// Not part of the public API: the harness, `cargo gevaldi` and the tests
+// use these modules; users go through the re-exports below.
+#[doc(hidden)]
+pub mod adapter;
+#[doc(hidden)]
+pub mod artifact;
+#[doc(hidden)]
+pub mod audit;
+#[doc(hidden)]
 pub mod data;
+#[doc(hidden)]
 pub mod divergence;
+#[doc(hidden)]
 pub mod engine;
+#[doc(hidden)]
 pub mod ensemble;
 mod error;
+#[doc(hidden)]
 pub mod grid;
+#[doc(hidden)]
 pub mod harness;
+#[doc(hidden)]
 pub mod hierarchy;
+#[doc(hidden)]
 pub mod memory;
+#[doc(hidden)]
 pub mod model;
+#[doc(hidden)]
 pub mod pca;
+#[doc(hidden)]
 pub mod plot;
+#[doc(hidden)]
 pub mod preprocess;
+#[doc(hidden)]
 pub mod regions;
+#[doc(hidden)]
 pub mod report;
-pub mod search;
+#[doc(hidden)]
 pub mod snapshot;
+#[doc(hidden)]
 pub mod suite;
+#[doc(hidden)]
 pub mod verdict;
-pub mod zoo;
 
 pub use adapter::ModuleClassifier;
 pub use audit::{AuditReport, GradientAudit};
+pub use config::ModelTable;
 pub use divergence::Divergence;
+pub use ensemble::MdsDataset;
 pub use error::{Error, Result};
+pub use hierarchy::Hierarchy;
 pub use model::{Classifier, Generator};
+pub use preprocess::{Channels, Preprocess, Preprocessed};
 pub use search::{Optimizer, Search, SearchConfig, SearchOutcome};
+pub use suite::fix_thread_count;
 
 // Re-exported so that users name the same versions gevaldi uses.
 pub use candle_core;

@@ -7,16 +7,8 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::model::Classifier;
 
-/// Channel handling.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Channels {
-    /// Keep the channels as they are. (Default.)
-    Rgb,
-    /// Reverse a 3-channel input (RGB to BGR, for Caffe-style weights).
-    Bgr,
-    /// Repeat a 1-channel input 3 times.
-    GreyToRgb,
-}
+/// Channel handling: the config's vocabulary, `preprocess.channels`.
+pub use crate::config::Channels;
 
 /// The steps applied to a generator's output before a classifier sees it,
 /// in this order: map `input_range` linearly onto [0, 1]; resize; channels;

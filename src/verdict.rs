@@ -4,8 +4,143 @@
 //! either side is NaN, and the config refuses NaN thresholds before any
 //! search runs.
 
-use crate::config::{Statistic, Thresholds};
+use std::fmt;
+
+use crate::config::{DivergenceKind, EnsembleDecl, Statistic, Thresholds};
+use crate::ensemble::Metrics;
 use crate::search::SearchOutcome;
+
+/// A threshold a trial broke, with the figures that broke it. Adding a
+/// threshold kind is a variant here, its check ([`Verdict::check`] or
+/// [`ensemble_failures`]) and its arm in `Display`.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Failure {
+    /// `max_divergence`: the statistic of the divergences is above it.
+    MaxDivergence {
+        /// The statistic checked.
+        statistic: Statistic,
+        /// The divergence.
+        divergence: DivergenceKind,
+        /// Its value after the search.
+        value: f64,
+        /// The threshold.
+        max: f64,
+    },
+    /// `min_lift`: the lift is below it.
+    MinLift {
+        /// The divergence.
+        divergence: DivergenceKind,
+        /// The baseline's mean divergence.
+        baseline: f64,
+        /// The lift.
+        lift: f64,
+        /// The threshold.
+        min: f64,
+    },
+    /// `max_set_distance`: the statistic of the set distances is above it.
+    MaxSetDistance {
+        /// The statistic checked.
+        statistic: Statistic,
+        /// The n of the top-n predictions.
+        top_n: usize,
+        /// Its value after the search.
+        value: f64,
+        /// The threshold.
+        max: f64,
+    },
+    /// `min_mds_accuracy`: the vote's accuracy on the MDS dataset is below it.
+    MinMdsAccuracy {
+        /// The accuracy on the MDS dataset.
+        accuracy: f64,
+        /// The threshold.
+        min: f64,
+    },
+    /// `max_accuracy_drop`: test accuracy − MDS accuracy is above it.
+    MaxAccuracyDrop {
+        /// The accuracy on the test data.
+        test: f64,
+        /// The accuracy on the MDS dataset.
+        mds: f64,
+        /// The threshold.
+        max: f64,
+    },
+    /// `min_accuracy_drop`: test accuracy − MDS accuracy is below it.
+    MinAccuracyDrop {
+        /// The accuracy on the test data.
+        test: f64,
+        /// The accuracy on the MDS dataset.
+        mds: f64,
+        /// The threshold.
+        min: f64,
+    },
+    /// `max_regions`: DBSCAN finds more regions of uncertainty.
+    MaxRegions {
+        /// The regions found.
+        regions: usize,
+        /// The threshold.
+        max: usize,
+    },
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::MaxDivergence {
+                statistic,
+                divergence,
+                value,
+                max,
+            } => write!(
+                f,
+                "{} {divergence} after the search is {value:.4}, above max_divergence = {max}",
+                describe(*statistic)
+            ),
+            Failure::MinLift {
+                divergence,
+                baseline,
+                lift,
+                min,
+            } => write!(
+                f,
+                "the lift (mean {divergence} after the search / baseline {baseline:.4}) is \
+                 {lift:.2}, below min_lift = {min}: the search found too little"
+            ),
+            Failure::MaxSetDistance {
+                statistic,
+                top_n,
+                value,
+                max,
+            } => write!(
+                f,
+                "{} set distance of the top-{top_n} predictions after the search is {value:.4}, \
+                 above max_set_distance = {max}",
+                describe(*statistic)
+            ),
+            Failure::MinMdsAccuracy { accuracy, min } => write!(
+                f,
+                "the ensemble's accuracy on its MDS dataset is {accuracy:.4}, below \
+                 min_mds_accuracy = {min}"
+            ),
+            Failure::MaxAccuracyDrop { test, mds, max } => write!(
+                f,
+                "the accuracy drops by {:.4} from the test data ({test:.4}) to the MDS dataset \
+                 ({mds:.4}), above max_accuracy_drop = {max}",
+                test - mds
+            ),
+            Failure::MinAccuracyDrop { test, mds, min } => write!(
+                f,
+                "the accuracy drops by only {:.4} from the test data ({test:.4}) to the MDS \
+                 dataset ({mds:.4}), below min_accuracy_drop = {min}: the search found too little",
+                test - mds
+            ),
+            Failure::MaxRegions { regions, max } => write!(
+                f,
+                "DBSCAN finds {regions} regions of uncertainty, above max_regions = {max}"
+            ),
+        }
+    }
+}
 
 /// How many of the worst samples a failure message lists.
 pub const WORST_SHOWN: usize = 5;
@@ -21,8 +156,8 @@ pub struct Verdict {
     /// The statistic of the set distances after the search, when
     /// `max_set_distance` is set.
     pub set_distance: Option<f64>,
-    /// One line per broken threshold; empty when the search passed.
-    pub failures: Vec<String>,
+    /// The broken thresholds; empty when the search passed.
+    pub failures: Vec<Failure>,
 }
 
 impl Verdict {
@@ -31,23 +166,26 @@ impl Verdict {
         let after: Vec<f64> = outcome.samples.iter().map(|s| s.divergence_after).collect();
         let statistic = statistic(&after, thresholds.statistic);
         let lift = outcome.lift();
-        let name = outcome.config.divergence.name();
+        let divergence = outcome.config.divergence.kind();
         let mut failures = Vec::new();
         if let Some(max) = thresholds.max_divergence {
             if !at_most(statistic, max) {
-                failures.push(format!(
-                    "{} {name} after the search is {statistic:.4}, above max_divergence = {max}",
-                    describe(thresholds.statistic)
-                ));
+                failures.push(Failure::MaxDivergence {
+                    statistic: thresholds.statistic,
+                    divergence,
+                    value: statistic,
+                    max,
+                });
             }
         }
         if let Some(min) = thresholds.min_lift {
             if !at_most(min, lift) {
-                failures.push(format!(
-                    "the lift (mean {name} after the search / baseline {:.4}) is {lift:.2}, \
-                     below min_lift = {min}: the search found too little",
-                    outcome.baseline.mean
-                ));
+                failures.push(Failure::MinLift {
+                    divergence,
+                    baseline: outcome.baseline.mean,
+                    lift,
+                    min,
+                });
             }
         }
         let mut set_distance = None;
@@ -56,12 +194,12 @@ impl Verdict {
             let s = self::statistic(&values, thresholds.statistic);
             set_distance = Some(s);
             if !at_most(s, max) {
-                failures.push(format!(
-                    "{} set distance of the top-{} predictions after the search is {s:.4}, \
-                     above max_set_distance = {max}",
-                    describe(thresholds.statistic),
-                    thresholds.top_n
-                ));
+                failures.push(Failure::MaxSetDistance {
+                    statistic: thresholds.statistic,
+                    top_n: thresholds.top_n,
+                    value: s,
+                    max,
+                });
             }
         }
         Verdict {
@@ -81,19 +219,24 @@ impl Verdict {
     /// (index, divergence vs threshold, each model's top prediction) and how
     /// many more samples are above the threshold.
     pub fn message(&self, outcome: &SearchOutcome, thresholds: &Thresholds) -> String {
-        let mut out = self.failures.join("\n");
-        let divergence_failed = thresholds
-            .max_divergence
-            .is_some_and(|max| !at_most(self.statistic, max))
-            || thresholds
-                .min_lift
-                .is_some_and(|min| !at_most(min, self.lift));
+        let lines: Vec<String> = self.failures.iter().map(Failure::to_string).collect();
+        lines.join("\n") + &self.details(outcome, thresholds)
+    }
+
+    /// The worst samples of the broken thresholds, each listing on lines
+    /// of its own (each begins with a line break); empty when it passed.
+    pub fn details(&self, outcome: &SearchOutcome, thresholds: &Thresholds) -> String {
+        let mut out = String::new();
+        let divergence_failed = self
+            .failures
+            .iter()
+            .any(|f| matches!(f, Failure::MaxDivergence { .. } | Failure::MinLift { .. }));
         if divergence_failed {
             out.push_str(&self.divergence_message(outcome, thresholds));
         }
-        if let (Some(t), Some(s)) = (thresholds.max_set_distance, self.set_distance) {
-            if !at_most(s, t) {
-                out.push_str(&self.set_distance_message(outcome, thresholds.top_n, t));
+        for f in &self.failures {
+            if let Failure::MaxSetDistance { top_n, max, .. } = f {
+                out.push_str(&self.set_distance_message(outcome, *top_n, *max));
             }
         }
         out
@@ -200,47 +343,35 @@ impl Verdict {
     }
 }
 
-/// The thresholds of an `[[ensemble]]` that its metrics break, one line
-/// each (a NaN metric breaks every threshold it meets).
+/// The thresholds of an `[[ensemble]]` that its metrics break (a NaN
+/// metric breaks every threshold it meets).
 pub fn ensemble_failures(
-    decl: &crate::config::EnsembleDecl,
-    test: &crate::ensemble::Metrics,
-    mds: &crate::ensemble::Metrics,
+    decl: &EnsembleDecl,
+    test: &Metrics,
+    mds: &Metrics,
     regions: usize,
-) -> Vec<String> {
+) -> Vec<Failure> {
     let mut out = Vec::new();
     let drop = test.accuracy - mds.accuracy;
+    let (test, mds) = (test.accuracy, mds.accuracy);
     if let Some(min) = decl.min_mds_accuracy {
-        if !at_most(min, mds.accuracy) {
-            out.push(format!(
-                "the ensemble's accuracy on its MDS dataset is {:.4}, below min_mds_accuracy = {min}",
-                mds.accuracy
-            ));
+        if !at_most(min, mds) {
+            out.push(Failure::MinMdsAccuracy { accuracy: mds, min });
         }
     }
     if let Some(max) = decl.max_accuracy_drop {
         if !at_most(drop, max) {
-            out.push(format!(
-                "the accuracy drops by {drop:.4} from the test data ({:.4}) to the MDS dataset \
-                 ({:.4}), above max_accuracy_drop = {max}",
-                test.accuracy, mds.accuracy
-            ));
+            out.push(Failure::MaxAccuracyDrop { test, mds, max });
         }
     }
     if let Some(min) = decl.min_accuracy_drop {
         if !at_most(min, drop) {
-            out.push(format!(
-                "the accuracy drops by only {drop:.4} from the test data ({:.4}) to the MDS \
-                 dataset ({:.4}), below min_accuracy_drop = {min}: the search found too little",
-                test.accuracy, mds.accuracy
-            ));
+            out.push(Failure::MinAccuracyDrop { test, mds, min });
         }
     }
     if let Some(max) = decl.max_regions {
         if regions > max {
-            out.push(format!(
-                "DBSCAN finds {regions} regions of uncertainty, above max_regions = {max}"
-            ));
+            out.push(Failure::MaxRegions { regions, max });
         }
     }
     out

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use gevaldi::artifact::{Record, TrialError};
+use gevaldi::artifact::{ErrorRecord, Record};
 use gevaldi::snapshot::Summary;
 use rand::{Rng, SeedableRng};
 
@@ -37,7 +37,7 @@ fn summary(version: &str, n: usize) -> Summary {
 }
 
 fn record(version: &str) -> Record {
-    Record::Error(TrialError {
+    Record::Error(ErrorRecord {
         trial: format!("pair::{version}"),
         message: version.repeat(3_000_000),
         written_at: 0,

@@ -13,6 +13,7 @@
 
 mod common;
 
+use gevaldi::config::TrialId;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
@@ -400,14 +401,14 @@ fn the_imagenet_suite_skips_without_its_weights_and_checks_them_when_present() {
         assert_eq!(trials.len(), 5);
         for t in &trials {
             if let Some(why) = &t.skipped {
-                assert!(!why.contains("generator `biggan`"), "{}: {why}", t.name);
+                assert!(!why.contains("generator `biggan`"), "{}: {why}", t.id);
             }
         }
         return;
     }
     let suite = gevaldi::suite::Suite::load(&path, gevaldi::harness::Registry::new()).unwrap();
     let trials = suite.trials();
-    let names: Vec<&str> = trials.iter().map(|t| t.name.as_str()).collect();
+    let names: Vec<String> = trials.iter().map(|t| t.id.to_string()).collect();
     assert_eq!(
         names,
         [
@@ -427,13 +428,10 @@ fn the_imagenet_suite_skips_without_its_weights_and_checks_them_when_present() {
         );
     }
     // Run anyway, it fails naming the file rather than passing.
-    let outcome = suite.run_trial("pair::googlenet-vs-alexnet", &|_, _| {});
-    assert!(!outcome.passed);
-    assert!(
-        outcome.line.contains("biggan-deep-128.safetensors"),
-        "{}",
-        outcome.line
-    );
+    let outcome = suite.run_trial(&TrialId::pair("googlenet-vs-alexnet"), &|_, _| {});
+    assert!(!outcome.as_ref().is_ok_and(|r| r.passed()));
+    let line = summary_line(&outcome);
+    assert!(line.contains("biggan-deep-128.safetensors"), "{line}");
     // The report lists every trial as skipped, with the reason (the error
     // record just written is not shown as a result).
     let written = suite.write_report().unwrap();
@@ -464,13 +462,10 @@ fn a_pair_over_a_conditional_generator_draws_a_class_per_sample() {
     let path = dir.join("gevaldi.toml");
     std::fs::write(&path, text).unwrap();
     let suite = gevaldi::suite::Suite::load(&path, gevaldi::harness::Registry::new()).unwrap();
-    let outcome = suite.run_trial("pair::c", &|_, _| {});
+    let outcome = suite.run_trial(&TrialId::pair("c"), &|_, _| {});
     // The search ran (a new snapshot may fail under INSTA_UPDATE=no).
-    assert!(
-        outcome.line.starts_with("pair::c: mean kl"),
-        "{}",
-        outcome.line
-    );
+    let line = summary_line(&outcome);
+    assert!(line.starts_with("pair::c: mean kl"), "{line}");
     let record = gevaldi::artifact::Record::read(&gevaldi::artifact::pair_record(
         &suite.artifact_dir(),
         "c",
@@ -484,4 +479,19 @@ fn a_pair_over_a_conditional_generator_draws_a_class_per_sample() {
     assert!(classes.iter().all(|&c| c < 10));
     assert!(classes.iter().any(|&c| c != classes[0]), "{classes:?}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A trial's one-line summary, or its error's first line.
+fn summary_line(
+    outcome: &Result<gevaldi::suite::TrialReport, gevaldi::suite::TrialError>,
+) -> String {
+    match outcome {
+        Ok(report) => report.to_string(),
+        Err(error) => error
+            .to_string()
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+    }
 }

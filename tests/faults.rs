@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use gevaldi::candle_core::{DType, Device, Tensor};
+use gevaldi::config::TrialId;
 use gevaldi::harness::Registry;
 use gevaldi::hierarchy::Hierarchy;
 use gevaldi::suite::Suite;
@@ -54,15 +55,16 @@ fn load(dir: &Path, text: &str) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
-/// Runs `trial` of the config; Ok only when it passed.
-fn trial(dir: &Path, text: &str, registry: Registry, name: &str) -> Result<(), String> {
+/// Runs the pair `pair` of the config; Ok only when it passed.
+fn trial(dir: &Path, text: &str, registry: Registry, pair: &str) -> Result<(), String> {
     let path = write(dir, "gevaldi.toml", text);
     let suite = Suite::load(&path, registry).map_err(|e| e.to_string())?;
-    let outcome = suite.run_trial(name, &|_, _| {});
-    if outcome.passed {
-        Ok(())
-    } else {
-        Err(outcome.message.unwrap_or(outcome.line))
+    match suite.run_trial(&TrialId::pair(pair), &|_, _| {}) {
+        Ok(report) => match report.failure_message() {
+            None => Ok(()),
+            Some(message) => Err(message),
+        },
+        Err(error) => Err(error.to_string()),
     }
 }
 
@@ -73,7 +75,7 @@ fn with_weights(dir: &Path, bytes: impl AsRef<[u8]>) -> Result<(), String> {
         "",
         &[(&fixture("cnn_b.safetensors"), &path.display().to_string())],
     );
-    trial(dir, &text, Registry::new(), "pair::p")
+    trial(dir, &text, Registry::new(), "p")
 }
 
 fn safetensors_bytes(tensors: &[(&str, Tensor)], dir: &Path) -> Vec<u8> {
@@ -392,7 +394,7 @@ fn catalogue() -> Vec<(&'static str, Vec<&'static str>, Check)> {
                 "\n[hierarchy]\nclasses = \"{root}/fixtures/imagenet/imagenet1k_classes.tsv\"\n\
                  edges = \"{root}/fixtures/imagenet/imagenet1k_wordnet_hypernyms.tsv\"\n"
             );
-            trial(d, &config_text(&extra, &[]), Registry::new(), "pair::p")
+            trial(d, &config_text(&extra, &[]), Registry::new(), "p")
         }),
     );
 
@@ -411,7 +413,7 @@ fn catalogue() -> Vec<(&'static str, Vec<&'static str>, Check)> {
             .replace("generator = \"vae\"", "generator = \"wide\"");
             let mut r = Registry::new();
             r.generator("wide", |_| Ok(WideGenerator));
-            trial(d, &text, r, "pair::p")
+            trial(d, &text, r, "p")
         }),
     );
     add(
@@ -423,7 +425,7 @@ fn catalogue() -> Vec<(&'static str, Vec<&'static str>, Check)> {
             r.classifier("nan", |_| {
                 Ok(NanClassifier((0..10).map(|c| c.to_string()).collect()))
             });
-            trial(d, &text, r, "pair::p")
+            trial(d, &text, r, "p")
         }),
     );
     add(
@@ -457,7 +459,7 @@ fn catalogue() -> Vec<(&'static str, Vec<&'static str>, Check)> {
             );
             let mut r = Registry::new();
             r.generator("nan_gen", |_| Ok(NanGenerator));
-            trial(d, &text, r, "pair::p")
+            trial(d, &text, r, "p")
         }),
     );
     cases
@@ -657,7 +659,7 @@ fn weights_that_are_a_directory_are_called_a_directory() {
 fn classifiers_with_different_class_counts_are_told_apart() {
     let d = case_dir("class-count");
     let (text, r) = with_registered("", Pixels::new(5, 5));
-    let message = trial(&d, &text, r, "pair::p").unwrap_err();
+    let message = trial(&d, &text, r, "p").unwrap_err();
     let path = d.join("gevaldi.toml").display().to_string();
     assert_eq!(
         message,
@@ -672,7 +674,7 @@ fn classifiers_with_different_class_counts_are_told_apart() {
 fn a_classifier_whose_logits_and_names_differ_is_named() {
     let d = case_dir("class-names");
     let (text, r) = with_registered("", Pixels::new(10, 5));
-    let message = trial(&d, &text, r, "pair::p").unwrap_err();
+    let message = trial(&d, &text, r, "p").unwrap_err();
     let path = d.join("gevaldi.toml").display().to_string();
     assert_eq!(
         message,
@@ -738,7 +740,7 @@ fn top_n_beyond_a_registered_classifiers_classes_is_refused_before_the_search() 
     for extra in ["top_n = 11\nmax_set_distance = 1.0\n", "top_n = 11\n"] {
         let d = case_dir("top-n-trial");
         let (text, r) = with_registered(extra, Pixels::new(10, 10));
-        let message = trial(&d, &text, r, "pair::p").unwrap_err();
+        let message = trial(&d, &text, r, "p").unwrap_err();
         assert_eq!(
             message,
             format!(
@@ -757,14 +759,14 @@ fn a_trial_that_panics_fails_with_an_error_record() {
     let (text, r) = with_registered("", Bomb((0..10).map(|c| c.to_string()).collect()));
     let path = write(&d, "gevaldi.toml", &text);
     let suite = Suite::load(&path, r).unwrap();
-    let outcome = suite.run_trial("pair::p", &|_, _| {});
+    let outcome = suite.run_trial(&TrialId::pair("p"), &|_, _| {});
     let expected = format!(
         "pair `p` ({}:17): panicked: the bomb went off",
         path.display()
     );
-    assert!(!outcome.passed);
-    assert_eq!(outcome.message.as_deref(), Some(expected.as_str()));
-    assert_eq!(outcome.line, expected);
+    let error = outcome.expect_err("the trial stops on the panic");
+    assert_eq!(error.to_string(), expected);
+    assert_eq!(error.message(), expected);
     let record = gevaldi::artifact::pair_record(&suite.artifact_dir(), "p");
     match gevaldi::artifact::Record::read(&record).unwrap() {
         gevaldi::artifact::Record::Error(e) => {
@@ -779,7 +781,7 @@ fn a_trial_that_panics_fails_with_an_error_record() {
 fn a_batch_too_large_for_memory_is_refused_before_the_search() {
     let d = case_dir("batch");
     let text = config_text("", &[("batch = 4", "batch = 1000000")]);
-    let message = trial(&d, &text, Registry::new(), "pair::p").unwrap_err();
+    let message = trial(&d, &text, Registry::new(), "p").unwrap_err();
     // The figures the message must carry: the probe's estimate on the same
     // models, and /proc/meminfo's (which moves, so it is read from the
     // message and checked for its form).
@@ -860,7 +862,7 @@ fn candle_backtraces_stay_out_of_messages() {
         .replace("generator = \"vae\"", "generator = \"wide\"");
         let mut r = Registry::new();
         r.generator("wide", |_| Ok(WideGenerator));
-        let message = trial(&d, &text, r, "pair::p").unwrap_err();
+        let message = trial(&d, &text, r, "p").unwrap_err();
         println!("<<<{message}>>>");
         return;
     }

@@ -149,7 +149,10 @@ fn adam_raises_the_divergence_above_its_start_and_the_baseline() {
 #[test]
 fn sgd_ascends_too_and_every_divergence_runs() {
     let m = models();
-    for d in Divergence::NAMES {
+    for d in gevaldi::config::DivergenceKind::ALL
+        .iter()
+        .map(|d| d.name())
+    {
         let d: Divergence = d.parse().unwrap();
         let out = run(
             &m,

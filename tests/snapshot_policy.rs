@@ -12,7 +12,8 @@ use std::process::Command;
 use std::sync::Mutex;
 
 use candle_core::{safetensors, Device, Tensor};
-use gevaldi::suite::{Registry, Suite, TrialOutcome};
+use gevaldi::config::TrialId;
+use gevaldi::suite::{Registry, Suite, TrialError, TrialReport};
 
 static ENV: Mutex<()> = Mutex::new(());
 
@@ -31,9 +32,33 @@ fn ci_env(engine: &str) {
     std::env::remove_var("INSTA_FORCE_PASS");
 }
 
-fn run(config: &Path, trial: &str) -> TrialOutcome {
+/// A trial's outcome as these tests read it.
+#[derive(Debug)]
+struct TrialOutcome {
+    passed: bool,
+    /// What failed (thresholds, snapshot, warnings, artifact), or the error.
+    message: Option<String>,
+}
+
+impl From<Result<TrialReport, TrialError>> for TrialOutcome {
+    fn from(result: Result<TrialReport, TrialError>) -> Self {
+        match result {
+            Ok(report) => TrialOutcome {
+                passed: report.passed(),
+                message: report.failure_message(),
+            },
+            Err(error) => TrialOutcome {
+                passed: false,
+                message: Some(error.to_string()),
+            },
+        }
+    }
+}
+
+/// Runs the pair `pair` of the config.
+fn run(config: &Path, pair: &str) -> TrialOutcome {
     let suite = Suite::load(config, Registry::new()).unwrap();
-    suite.run_trial(trial, &|_, _| {})
+    suite.run_trial(&TrialId::pair(pair), &|_, _| {}).into()
 }
 
 fn all_trials(config: &Path) -> Vec<TrialOutcome> {
@@ -42,7 +67,7 @@ fn all_trials(config: &Path) -> Vec<TrialOutcome> {
         .trials()
         .into_iter()
         .filter(|t| !t.ignored)
-        .map(|t| suite.run_trial(&t.name, &|_, _| {}))
+        .map(|t| suite.run_trial(&t.id, &|_, _| {}).into())
         .collect()
 }
 
@@ -90,7 +115,7 @@ fn the_committed_quick_snapshot_passes_with_both_engines() {
     let config = root().join("tests/snapshot/quick.toml");
     for engine in ["auto", "candle"] {
         ci_env(engine);
-        let outcome = run(&config, "pair::p");
+        let outcome = run(&config, "p");
         assert!(outcome.passed, "engine {engine}: {outcome:?}");
     }
 }
@@ -120,12 +145,9 @@ fn a_one_percent_change_to_one_layer_is_caught() {
     safetensors::save(&tensors, &changed).unwrap();
 
     let same = quick_copy("same", |t| t, None);
-    assert!(run(&same.join("quick.toml"), "pair::p").passed);
+    assert!(run(&same.join("quick.toml"), "p").passed);
     let config = quick_copy("weights", |t| t, Some(&changed));
-    assert_snapshot_caught(
-        &run(&config.join("quick.toml"), "pair::p"),
-        "start.divergence",
-    );
+    assert_snapshot_caught(&run(&config.join("quick.toml"), "p"), "start.divergence");
 }
 
 #[test]
@@ -133,13 +155,13 @@ fn another_seed_and_another_divergence_are_caught() {
     let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
     ci_env("auto");
     let seed = quick_copy("seed", |t| t.replace("seed = 0", "seed = 1"), None);
-    assert_snapshot_caught(&run(&seed.join("quick.toml"), "pair::p"), "settings");
+    assert_snapshot_caught(&run(&seed.join("quick.toml"), "p"), "settings");
     let js = quick_copy(
         "js",
         |t| t.replace("divergence = \"kl\"", "divergence = \"js\""),
         None,
     );
-    assert_snapshot_caught(&run(&js.join("quick.toml"), "pair::p"), "settings");
+    assert_snapshot_caught(&run(&js.join("quick.toml"), "p"), "settings");
 }
 
 #[test]
@@ -154,7 +176,7 @@ fn a_first_run_reports_a_new_snapshot_and_cargo_insta_accepts_it() {
     // Under CI nothing is written, and the message says what to do.
     std::env::remove_var("INSTA_UPDATE");
     std::env::set_var("CI", "true");
-    let outcome = run(&config, "pair::p");
+    let outcome = run(&config, "p");
     std::env::remove_var("CI");
     let message = outcome.message.unwrap();
     assert!(
@@ -167,7 +189,7 @@ fn a_first_run_reports_a_new_snapshot_and_cargo_insta_accepts_it() {
     // Locally: a `.snap.new` and the command that accepts it, in a few
     // lines, with no panic, backtrace or staging path.
     std::env::set_var("INSTA_UPDATE", "new");
-    let outcome = run(&config, "pair::p");
+    let outcome = run(&config, "p");
     assert!(!outcome.passed);
     let message = outcome.message.unwrap();
     let pending = dir.join("snapshots/quick/pair-p.snap.new");
@@ -212,7 +234,7 @@ fn a_first_run_reports_a_new_snapshot_and_cargo_insta_accepts_it() {
     );
     assert!(snap.is_file() && !pending.exists());
     std::env::set_var("INSTA_UPDATE", "no");
-    let outcome = run(&config, "pair::p");
+    let outcome = run(&config, "p");
     assert!(outcome.passed, "{outcome:?}");
 }
 
@@ -223,7 +245,7 @@ fn an_older_gevaldis_snapshot_is_named_in_the_first_run() {
     let dir = quick_copy("legacy", |t| t, None);
     std::fs::remove_file(dir.join("snapshots/quick/pair-p.snap")).unwrap();
     std::fs::write(dir.join("snapshots/p.snap"), "---\n---\npair: p\n").unwrap();
-    let message = run(&dir.join("quick.toml"), "pair::p").message.unwrap();
+    let message = run(&dir.join("quick.toml"), "p").message.unwrap();
     assert!(
         message.contains(&format!(
             "`{}` is the snapshot of an older gevaldi",

@@ -22,9 +22,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use gevaldi::config::Config;
+use gevaldi::config::{Config, TrialId};
 use gevaldi::harness::Registry;
-use gevaldi::suite::{Suite, TrialOutcome};
+use gevaldi::suite::Suite;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 gevaldi::__gevaldi_allocator!();
@@ -190,33 +190,17 @@ fn load(config: Option<PathBuf>) -> anyhow::Result<Suite> {
     Ok(Suite::load(&path, Registry::without_rust_models())?)
 }
 
-/// The models of the trial `name` that are registered from Rust, as
+/// The models of the trial `id` that are registered from Rust, as
 /// "classifier `x`".
-fn rust_models(config: &Config, name: &str) -> Vec<String> {
-    let (generator, classifiers) = if let Some(p) = name.strip_prefix("pair::") {
-        match config.pair(p) {
-            Some(p) => (&p.generator, &p.models),
-            None => return Vec::new(),
-        }
-    } else {
-        match name
-            .strip_prefix("ensemble::")
-            .and_then(|e| config.ensemble(e))
-        {
-            Some(e) => (&e.generator, &e.members),
-            None => return Vec::new(),
-        }
+fn rust_models(config: &Config, id: &TrialId) -> Vec<String> {
+    let Some((generator, classifiers)) = config.models(id) else {
+        return Vec::new();
     };
-    let generator = config
-        .generator(generator)
+    std::iter::once(generator)
+        .chain(classifiers)
         .filter(|d| d.builtin.is_none())
-        .map(|d| format!("generator `{}`", d.name));
-    let classifiers = classifiers
-        .iter()
-        .filter_map(|c| config.classifier(c))
-        .filter(|d| d.builtin.is_none())
-        .map(|d| format!("classifier `{}`", d.name));
-    generator.into_iter().chain(classifiers).collect()
+        .map(|d| format!("{} `{}`", d.table.kind(), d.name))
+        .collect()
 }
 
 /// Why `run` skips a trial with models registered from Rust.
@@ -234,7 +218,7 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
         Command::List { config } => {
             let suite = load(config)?;
             for t in suite.trials() {
-                let rust = rust_models(suite.config(), &t.name);
+                let rust = rust_models(suite.config(), &t.id);
                 let note = if t.ignored {
                     " (ignored)"
                 } else if !rust.is_empty() {
@@ -242,7 +226,7 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
                 } else {
                     ""
                 };
-                println!("{}{note}", t.name);
+                println!("{}{note}", t.id);
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -293,14 +277,17 @@ fn run(suite: Suite, filters: &[String]) -> anyhow::Result<ExitCode> {
     let trials: Vec<_> = suite
         .trials()
         .into_iter()
-        .filter(|t| filters.is_empty() || filters.iter().any(|f| t.name.contains(f.as_str())))
+        .filter(|t| {
+            let name = t.id.to_string();
+            filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()))
+        })
         .collect();
     if trials.is_empty() {
         bail!("no trial matches the filters {filters:?}");
     }
     let needs_rust: Vec<Vec<String>> = trials
         .iter()
-        .map(|t| rust_models(suite.config(), &t.name))
+        .map(|t| rust_models(suite.config(), &t.id))
         .collect();
     if needs_rust.iter().all(|m| !m.is_empty()) {
         bail!(
@@ -318,7 +305,7 @@ fn run(suite: Suite, filters: &[String]) -> anyhow::Result<ExitCode> {
         suite.artifact_dir().display()
     );
     let interactive = std::io::stderr().is_terminal();
-    let mut outcomes: Vec<(TrialOutcome, bool)> = Vec::new();
+    let mut rows: Vec<Row> = Vec::new();
     for (t, rust) in trials.iter().zip(&needs_rust) {
         if t.ignored || !rust.is_empty() {
             let why = if rust.is_empty() {
@@ -329,19 +316,15 @@ fn run(suite: Suite, filters: &[String]) -> anyhow::Result<ExitCode> {
                 rust_skip_reason(rust)
             };
             if !t.ignored {
-                eprintln!("skip   {}: {why}", t.name);
+                eprintln!("skip   {}: {why}", t.id);
             }
-            outcomes.push((
-                TrialOutcome {
-                    name: t.name.clone(),
-                    passed: true,
-                    line: why,
-                    message: None,
-                    warnings: Vec::new(),
-                    seconds: 0.0,
-                },
-                true,
-            ));
+            rows.push(Row {
+                id: t.id.clone(),
+                verdict: Verdict::Ignored,
+                seconds: 0.0,
+                result: why,
+                warnings: Vec::new(),
+            });
             continue;
         }
         let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
@@ -353,41 +336,92 @@ fn run(suite: Suite, filters: &[String]) -> anyhow::Result<ExitCode> {
                 .expect("a valid template")
                 .progress_chars("=> "),
         );
-        bar.set_prefix(t.name.clone());
+        bar.set_prefix(t.id.to_string());
         bar.enable_steady_tick(Duration::from_millis(200));
-        let outcome = suite.run_trial(&t.name, &|done, total| {
+        let outcome = suite.run_trial(&t.id, &|done, total| {
             if bar.length() != Some(total) {
                 bar.set_length(total);
             }
             bar.set_position(done);
         });
         bar.finish_and_clear();
+        let (row, message) = match outcome {
+            Ok(report) => (
+                Row {
+                    id: t.id.clone(),
+                    verdict: if report.passed() {
+                        Verdict::Passed
+                    } else {
+                        Verdict::Failed
+                    },
+                    seconds: report.seconds,
+                    result: report.result(),
+                    warnings: report.warnings.iter().map(ToString::to_string).collect(),
+                },
+                report.failure_message(),
+            ),
+            Err(error) => {
+                let message = error.to_string();
+                (
+                    Row {
+                        id: t.id.clone(),
+                        verdict: Verdict::Failed,
+                        seconds: error.seconds,
+                        // The first line; the whole message is printed below.
+                        result: message.lines().next().unwrap_or_default().to_string(),
+                        warnings: Vec::new(),
+                    },
+                    Some(message),
+                )
+            }
+        };
         eprintln!(
             "{} {} ({:.1} s)",
-            if outcome.passed { "ok    " } else { "FAILED" },
-            outcome.name,
-            outcome.seconds
+            if row.verdict == Verdict::Failed {
+                "FAILED"
+            } else {
+                "ok    "
+            },
+            row.id,
+            row.seconds
         );
-        if let Some(m) = &outcome.message {
+        if let Some(m) = &message {
             eprintln!("{}", indent(m));
         }
-        outcomes.push((outcome, false));
+        rows.push(row);
     }
-    print_table(&outcomes);
-    for (o, _) in &outcomes {
-        for w in &o.warnings {
-            println!("warning: {}: {w}", o.name);
+    print_table(&rows);
+    for row in &rows {
+        for w in &row.warnings {
+            println!("warning: {}: {w}", row.id);
         }
     }
     let report = suite.write_report().context("failed to write the report")?;
     println!("report: {}", report.index.display());
-    let failed = outcomes.iter().filter(|(o, _)| !o.passed).count();
+    let failed = rows.iter().filter(|r| r.verdict == Verdict::Failed).count();
     if failed > 0 {
-        println!("{failed} of {} trials failed", outcomes.len());
+        println!("{failed} of {} trials failed", rows.len());
         Ok(ExitCode::from(1))
     } else {
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// A trial's line in the summary table.
+struct Row {
+    id: TrialId,
+    verdict: Verdict,
+    seconds: f64,
+    /// Its figures, or why it failed or was skipped.
+    result: String,
+    warnings: Vec<String>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Passed,
+    Failed,
+    Ignored,
 }
 
 fn indent(text: &str) -> String {
@@ -398,32 +432,23 @@ fn indent(text: &str) -> String {
 }
 
 /// The summary table: trial, verdict, seconds, result.
-fn print_table(outcomes: &[(TrialOutcome, bool)]) {
-    let width = outcomes
-        .iter()
-        .map(|(o, _)| o.name.len())
-        .max()
-        .unwrap_or(5)
-        .max(5);
+fn print_table(rows: &[Row]) {
+    let names: Vec<String> = rows.iter().map(|r| r.id.to_string()).collect();
+    let width = names.iter().map(String::len).max().unwrap_or(5).max(5);
     println!();
     println!(
         "{:<width$}  {:<7}  {:>8}  result",
         "trial", "verdict", "seconds"
     );
-    for (o, ignored) in outcomes {
-        let verdict = match (ignored, o.passed) {
-            (true, _) => "ignored",
-            (false, true) => "passed",
-            (false, false) => "FAILED",
+    for (row, name) in rows.iter().zip(&names) {
+        let verdict = match row.verdict {
+            Verdict::Ignored => "ignored",
+            Verdict::Passed => "passed",
+            Verdict::Failed => "FAILED",
         };
-        // The trial's line starts with its name; drop the repetition.
-        let result = o
-            .line
-            .strip_prefix(&format!("{}: ", o.name))
-            .unwrap_or(&o.line);
         println!(
-            "{:<width$}  {verdict:<7}  {:>8.1}  {result}",
-            o.name, o.seconds
+            "{name:<width$}  {verdict:<7}  {:>8.1}  {}",
+            row.seconds, row.result
         );
     }
     println!();

@@ -72,6 +72,7 @@
 mod error;
 mod parse;
 mod schema;
+mod vocab;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use parse::{load, parse, parse_in};
@@ -79,51 +80,10 @@ pub use schema::{
     Config, EnsembleDecl, HierarchyDecl, ModelDecl, ModelTable, PairDecl, PreprocessDecl,
     SearchSettings, Statistic, TableValue, Thresholds,
 };
-
-/// The divergences a config may name.
-pub const DIVERGENCES: &[&str] = &["kl", "reverse-kl", "jeffreys", "js", "tv"];
-/// The optimizers a config may name.
-pub const OPTIMIZERS: &[&str] = &["sgd", "adam"];
-/// The built-in classifier architectures.
-pub const CLASSIFIER_ARCHS: &[&str] = &[
-    "mnist-cnn-a",
-    "mnist-cnn-b",
-    "mnist-mlp",
-    "alexnet",
-    "googlenet",
-    "squeezenet1_0",
-    "squeezenet1_1",
-    "resnet18",
-    "resnet50",
-    "convnext_tiny",
-    "convnext_small",
-    "convnext_base",
-];
-/// The built-in generator architectures.
-pub const GENERATOR_ARCHS: &[&str] = &[
-    "mnist-vae",
-    "mnist-cvae",
-    "biggan-deep-128",
-    "biggan-deep-256",
-    "biggan-deep-512",
-];
-
-/// The number of classes of the built-in classifier architecture `arch`
-/// (`mnist-*`: the 10 digits; the torchvision ImageNet architectures: the
-/// 1000 ImageNet-1k classes), `None` for anything else.
-///
-/// The config checks `top_n` against it where every classifier of a pair is
-/// built in; a pair with a classifier registered from Rust is checked when
-/// its trial starts.
-pub fn classifier_classes(arch: &str) -> Option<usize> {
-    if !CLASSIFIER_ARCHS.contains(&arch) {
-        None
-    } else if arch.starts_with("mnist-") {
-        Some(10)
-    } else {
-        Some(1000)
-    }
-}
+pub use vocab::{
+    Architecture, Arity, Channels, DivergenceKind, ModelKind, OptimizerKind, Rule, StatisticKind,
+    TrialId, TrialKind, LR, NON_NEGATIVE,
+};
 
 /// The longest pair or ensemble name, in bytes. A name becomes file names
 /// (`<name>.snap`, `<name>.json`, `<name>.png`, `ensemble-<name>/`, and

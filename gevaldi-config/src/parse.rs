@@ -13,7 +13,10 @@ use crate::schema::{
     Config, EnsembleDecl, FreeKey, HierarchyDecl, ModelDecl, ModelTable, PairDecl, PreprocessDecl,
     SearchSettings, Statistic, TableValue, Thresholds,
 };
-use crate::{CLASSIFIER_ARCHS, DIVERGENCES, GENERATOR_ARCHS, OPTIMIZERS};
+use crate::vocab::{
+    Architecture, Channels, DivergenceKind, ModelKind, OptimizerKind, Rule, StatisticKind, LR,
+    NON_NEGATIVE,
+};
 
 const SEARCH_KEYS: [&str; 8] = [
     "steps",
@@ -166,10 +169,8 @@ impl Cx<'_> {
                     }
                 }
                 "hierarchy" => config.hierarchy = self.hierarchy(value),
-                "generator" => config.generators = self.models(value, "generator", GENERATOR_ARCHS),
-                "classifier" => {
-                    config.classifiers = self.models(value, "classifier", CLASSIFIER_ARCHS)
-                }
+                "generator" => config.generators = self.models(value, ModelKind::Generator),
+                "classifier" => config.classifiers = self.models(value, ModelKind::Classifier),
                 "ensemble" => match value.get_ref() {
                     DeValue::Array(items) => ensemble_values = items.iter().collect(),
                     other => self.err(
@@ -244,10 +245,14 @@ impl Cx<'_> {
                 "steps" => s.steps = self.uint(value, k, 1),
                 "batch" => s.batch = self.uint(value, k, 1),
                 "seed" => s.seed = self.uint(value, k, 0),
-                "lr" => s.lr = self.float(value, k, |v| v > 0.0, "a finite number > 0"),
-                "lambda" => s.lambda = self.float(value, k, |v| v >= 0.0, "a finite number >= 0"),
-                "optimizer" => s.optimizer = self.choice(value, k, OPTIMIZERS),
-                "divergence" => s.divergence = self.choice(value, k, DIVERGENCES),
+                "lr" => s.lr = self.rule(value, k, LR),
+                "lambda" => s.lambda = self.rule(value, k, NON_NEGATIVE),
+                "optimizer" => {
+                    s.optimizer = self.choice(value, k, OptimizerKind::ALL, |o| o.name())
+                }
+                "divergence" => {
+                    s.divergence = self.choice(value, k, DivergenceKind::ALL, |d| d.name())
+                }
                 "early_stop" => s.early_stop = self.early_stop(value, k),
                 _ if extra.contains(&name) => {}
                 _ => {
@@ -274,9 +279,7 @@ impl Cx<'_> {
             let path = format!("{key}.{}", k.get_ref());
             match k.get_ref().as_ref() {
                 "window" => window = self.uint(v, &path, 1),
-                "tolerance" => {
-                    tolerance = self.float(v, &path, |t| t >= 0.0, "a finite number >= 0")
-                }
+                "tolerance" => tolerance = self.rule(v, &path, NON_NEGATIVE),
                 _ => self.err(
                     k.span(),
                     &path,
@@ -364,7 +367,13 @@ impl Cx<'_> {
         }
     }
 
-    fn models(&mut self, value: &Value<'_>, kind: &str, archs: &[&str]) -> Vec<ModelDecl> {
+    fn models(&mut self, value: &Value<'_>, model_kind: ModelKind) -> Vec<ModelDecl> {
+        let kind = model_kind.name();
+        let archs: Vec<Architecture> = Architecture::ALL
+            .iter()
+            .copied()
+            .filter(|a| a.kind() == model_kind)
+            .collect();
         let Some(table) = self.table(value, kind) else {
             return Vec::new();
         };
@@ -384,12 +393,16 @@ impl Cx<'_> {
             for (k, v) in fields {
                 let key_path = format!("{path}.{}", k.get_ref());
                 match k.get_ref().as_ref() {
-                    "arch" => arch = self.choice(v, &key_path, archs).map(|a| (a, v.span())),
+                    "arch" => {
+                        arch = self
+                            .choice(v, &key_path, &archs, |a| a.name())
+                            .map(|a| (a, v.span()))
+                    }
                     "weights" => weights = self.string(v, &key_path).map(|w| (w, v.span())),
-                    "preprocess" if kind == "classifier" => {
+                    "preprocess" if model_kind == ModelKind::Classifier => {
                         preprocess = self.preprocess(v, &key_path)
                     }
-                    "truncation" if kind == "generator" && has_arch => {
+                    "truncation" if model_kind == ModelKind::Generator && has_arch => {
                         truncation =
                             self.float(v, &key_path, |t| t > 0.0 && t <= 1.0, "a number in (0, 1]")
                     }
@@ -406,7 +419,7 @@ impl Cx<'_> {
                     _ => self.err(
                         k.span(),
                         &key_path,
-                        if kind == "classifier" {
+                        if model_kind == ModelKind::Classifier {
                             "unknown key in a table with `arch`: expected `arch`, `weights`, and \
                              optionally `preprocess`, `optional` (keys of your own go in a table \
                              without `arch`, registered from Rust)"
@@ -466,11 +479,7 @@ impl Cx<'_> {
                     name: name_str.clone(),
                     weights: resolved,
                     dir: self.dir.clone(),
-                    kind: if kind == "classifier" {
-                        "classifier"
-                    } else {
-                        "generator"
-                    },
+                    kind: model_kind,
                     file: self.file.clone(),
                     line,
                     keys: free,
@@ -551,7 +560,7 @@ impl Cx<'_> {
                         }
                     }
                 },
-                "channels" => p.channels = self.choice(v, &path, &["rgb", "bgr", "grey-to-rgb"]),
+                "channels" => p.channels = self.choice(v, &path, Channels::ALL, |c| c.name()),
                 "mean" => p.mean = self.numbers(v, &path, |_| true, "a finite number"),
                 "std" => p.std = self.numbers(v, &path, |s| s > 0.0, "a finite number > 0"),
                 _ => self.err(
@@ -688,31 +697,26 @@ impl Cx<'_> {
         let name = self.entry_name(&entry, "pair", config);
         let models = self.entry_classifiers(&entry, "models", config, "classifiers to compare");
         let generator = self.entry_generator(&entry, config);
+        // The library's default divergence.
         let divergence = search
             .divergence
-            .clone()
-            .or_else(|| config.search.divergence.clone());
-        let divergence = divergence.as_deref().unwrap_or("kl");
-        if divergence != "js" && models.len() > 2 {
+            .or(config.search.divergence)
+            .unwrap_or(DivergenceKind::Kl);
+        // Fewer than 2 models is `models`' own error.
+        if models.len() >= 2 && !divergence.arity().accepts(models.len()) {
             let span = get("models").map(|v| v.span()).unwrap_or(value.span());
             self.err(
                 span,
                 &format!("{path}.models"),
                 format!(
-                    "divergence `{divergence}` compares exactly 2 models; use `js` for {}",
+                    "divergence `{divergence}` compares {} models; use `js` for {}",
+                    divergence.arity().describe(),
                     models.len()
                 ),
             );
         }
         let threshold = |cx: &mut Self, k: &str| {
-            get(k).and_then(|v| {
-                cx.float(
-                    v,
-                    &format!("{path}.{k}"),
-                    |t| t >= 0.0,
-                    "a finite number >= 0",
-                )
-            })
+            get(k).and_then(|v| cx.rule(v, &format!("{path}.{k}"), NON_NEGATIVE))
         };
         let max_divergence = threshold(self, "max_divergence");
         let min_lift = threshold(self, "min_lift");
@@ -748,15 +752,13 @@ impl Cx<'_> {
         let statistic = match get("statistic") {
             None => None,
             Some(v) => self
-                .choice(
-                    v,
-                    &format!("{path}.statistic"),
-                    &["max", "mean", "quantile"],
-                )
+                .choice(v, &format!("{path}.statistic"), StatisticKind::ALL, |s| {
+                    s.name()
+                })
                 .map(|s| (s, v.span())),
         };
         let statistic = match statistic {
-            Some((s, span)) if s == "quantile" => match quantile {
+            Some((StatisticKind::Quantile, span)) => match quantile {
                 Some((q, _)) => Statistic::Quantile(q),
                 // Given but invalid: its own error says so.
                 None if get("quantile").is_some() => Statistic::Max,
@@ -778,7 +780,7 @@ impl Cx<'_> {
                     );
                 }
                 match other {
-                    Some((s, _)) if s == "mean" => Statistic::Mean,
+                    Some((StatisticKind::Mean, _)) => Statistic::Mean,
                     _ => Statistic::Max,
                 }
             }
@@ -833,21 +835,34 @@ impl Cx<'_> {
         }
     }
 
-    fn choice(&mut self, value: &Value<'_>, key: &str, options: &[&str]) -> Option<String> {
+    /// One of `options` (a vocabulary's values), by its name.
+    fn choice<T: Copy>(
+        &mut self,
+        value: &Value<'_>,
+        key: &str,
+        options: &[T],
+        name: impl Fn(T) -> &'static str,
+    ) -> Option<T> {
         let s = self.string(value, key)?;
-        if options.contains(&s.as_str()) {
-            Some(s)
+        if let Some(found) = options.iter().copied().find(|&o| name(o) == s) {
+            Some(found)
         } else {
+            let names: Vec<&str> = options.iter().map(|&o| name(o)).collect();
             self.err(
                 value.span(),
                 key,
                 format!(
                     "unknown value {s:?}, expected one of {}",
-                    quote_list(options)
+                    quote_list(&names)
                 ),
             );
             None
         }
+    }
+
+    /// A number that keeps `rule`.
+    fn rule(&mut self, value: &Value<'_>, key: &str, rule: Rule) -> Option<f64> {
+        self.float(value, key, |v| rule.holds(v), rule.expected)
     }
 
     fn uint(&mut self, value: &Value<'_>, key: &str, min: u64) -> Option<u64> {
@@ -1115,12 +1130,16 @@ fn name_problem(name: &str) -> Option<String> {
 /// and its class count, when every one of `models` is a built-in
 /// architecture (a model registered from Rust has a class count only once
 /// it is built).
-fn fewest_classes<'c>(config: &'c Config, models: &[String]) -> Option<(&'c str, &'c str, usize)> {
-    let mut fewest: Option<(&str, &str, usize)> = None;
+fn fewest_classes<'c>(
+    config: &'c Config,
+    models: &[String],
+) -> Option<(&'c str, Architecture, usize)> {
+    let mut fewest: Option<(&str, Architecture, usize)> = None;
     for m in models {
         let decl = config.classifier(m)?;
         let (arch, _) = decl.builtin.as_ref()?;
-        let classes = crate::classifier_classes(arch)?;
+        let arch = *arch;
+        let classes = arch.classes()?;
         if fewest.is_none_or(|(_, _, k)| classes < k) {
             fewest = Some((&decl.name, arch, classes));
         }

@@ -3,6 +3,9 @@
 use std::path::PathBuf;
 
 use crate::error::{ConfigError, ConfigErrors};
+use crate::vocab::{
+    Architecture, Channels, DivergenceKind, ModelKind, OptimizerKind, TrialId, TrialKind,
+};
 
 /// Search settings as written; `None` means "inherit" (from `[search]`, then
 /// from gevaldi's defaults).
@@ -12,16 +15,16 @@ pub struct SearchSettings {
     pub steps: Option<u64>,
     /// `lr`: learning rate, > 0.
     pub lr: Option<f64>,
-    /// `optimizer`: `sgd` or `adam`.
-    pub optimizer: Option<String>,
+    /// `optimizer`.
+    pub optimizer: Option<OptimizerKind>,
     /// `lambda`: weight of log p(z), ≥ 0.
     pub lambda: Option<f64>,
     /// `batch`: samples searched at once, ≥ 1.
     pub batch: Option<u64>,
     /// `seed`: ≥ 0.
     pub seed: Option<u64>,
-    /// `divergence`: one of [`crate::DIVERGENCES`].
-    pub divergence: Option<String>,
+    /// `divergence`.
+    pub divergence: Option<DivergenceKind>,
     /// `early_stop = { window, tolerance }`.
     pub early_stop: Option<(u64, f64)>,
 }
@@ -32,11 +35,11 @@ impl SearchSettings {
         SearchSettings {
             steps: self.steps.or(base.steps),
             lr: self.lr.or(base.lr),
-            optimizer: self.optimizer.clone().or_else(|| base.optimizer.clone()),
+            optimizer: self.optimizer.or(base.optimizer),
             lambda: self.lambda.or(base.lambda),
             batch: self.batch.or(base.batch),
             seed: self.seed.or(base.seed),
-            divergence: self.divergence.clone().or_else(|| base.divergence.clone()),
+            divergence: self.divergence.or(base.divergence),
             early_stop: self.early_stop.or(base.early_stop),
         }
     }
@@ -52,7 +55,7 @@ pub struct PreprocessDecl {
     /// `resize = 224` or `[h, w]`: bilinear resize.
     pub resize: Option<(usize, usize)>,
     /// `channels = "rgb" | "bgr" | "grey-to-rgb"`.
-    pub channels: Option<String>,
+    pub channels: Option<Channels>,
     /// `mean = [..]`: per-channel mean (1 or 3 numbers), with `std`.
     pub mean: Option<Vec<f64>>,
     /// `std = [..]`: per-channel standard deviation, > 0, with `mean`.
@@ -66,7 +69,7 @@ pub struct ModelDecl {
     pub name: String,
     /// A built-in architecture and its weights file (resolved against the
     /// config's directory); `None` for a model registered from Rust.
-    pub builtin: Option<(String, PathBuf)>,
+    pub builtin: Option<(Architecture, PathBuf)>,
     /// The table as a model registered from Rust sees it: its name, its
     /// `weights` and, in a table without `arch`, its free-form keys.
     pub table: ModelTable,
@@ -162,7 +165,7 @@ pub struct ModelTable {
     pub weights: Option<PathBuf>,
     /// The directory of the config, against which paths are resolved.
     pub dir: PathBuf,
-    pub(crate) kind: &'static str,
+    pub(crate) kind: ModelKind,
     pub(crate) file: PathBuf,
     pub(crate) line: usize,
     pub(crate) keys: Vec<FreeKey>,
@@ -170,7 +173,7 @@ pub struct ModelTable {
 
 impl ModelTable {
     /// `classifier` or `generator`.
-    pub fn kind(&self) -> &str {
+    pub fn kind(&self) -> ModelKind {
         self.kind
     }
 
@@ -284,6 +287,17 @@ pub enum Statistic {
     /// A quantile q in [0, 1] (linear interpolation between order
     /// statistics).
     Quantile(f64),
+}
+
+impl Statistic {
+    /// Its name in a config.
+    pub fn kind(self) -> crate::StatisticKind {
+        match self {
+            Statistic::Max => crate::StatisticKind::Max,
+            Statistic::Mean => crate::StatisticKind::Mean,
+            Statistic::Quantile(_) => crate::StatisticKind::Quantile,
+        }
+    }
 }
 
 /// The `[hierarchy]` table: the label hierarchy of the set distance.
@@ -407,26 +421,48 @@ impl Config {
         self.classifiers.iter().find(|m| m.name == name)
     }
 
-    /// Why the trial `pair::<name>` or `ensemble::<name>` is skipped: the
-    /// weights of an `optional` model it uses are absent.
-    pub fn skip_reason(&self, trial: &str) -> Option<String> {
-        let (generator, classifiers) = if let Some(p) = trial.strip_prefix("pair::") {
-            let p = self.pair(p)?;
-            (&p.generator, &p.models)
-        } else {
-            let e = self.ensemble(trial.strip_prefix("ensemble::")?)?;
-            (&e.generator, &e.members)
+    /// The trials, pairs first, each in config order.
+    pub fn trials(&self) -> Vec<TrialId> {
+        let pairs = self.pairs.iter().map(|p| TrialId::pair(&p.name));
+        let ensembles = self.ensembles.iter().map(|e| TrialId::ensemble(&e.name));
+        pairs.chain(ensembles).collect()
+    }
+
+    /// Whether the trial is marked `ignore = true` (false for a trial that
+    /// is not in the config).
+    pub fn ignored(&self, trial: &TrialId) -> bool {
+        match trial.kind {
+            TrialKind::Pair => self.pair(&trial.name).is_some_and(|p| p.ignore),
+            TrialKind::Ensemble => self.ensemble(&trial.name).is_some_and(|e| e.ignore),
+        }
+    }
+
+    /// The models a trial uses: its generator and its classifiers, in
+    /// order; `None` for a trial that is not in the config.
+    pub fn models(&self, trial: &TrialId) -> Option<(&ModelDecl, Vec<&ModelDecl>)> {
+        let (generator, classifiers) = match trial.kind {
+            TrialKind::Pair => {
+                let p = self.pair(&trial.name)?;
+                (&p.generator, &p.models)
+            }
+            TrialKind::Ensemble => {
+                let e = self.ensemble(&trial.name)?;
+                (&e.generator, &e.members)
+            }
         };
-        let decls = self
-            .generator(generator)
-            .into_iter()
-            .map(|d| ("generator", d))
-            .chain(
-                classifiers
-                    .iter()
-                    .filter_map(|c| self.classifier(c))
-                    .map(|d| ("classifier", d)),
-            );
+        let classifiers = classifiers
+            .iter()
+            .filter_map(|c| self.classifier(c))
+            .collect();
+        Some((self.generator(generator)?, classifiers))
+    }
+
+    /// Why the trial is skipped: the weights of an `optional` model it
+    /// uses are absent.
+    pub fn skip_reason(&self, trial: &TrialId) -> Option<String> {
+        let (generator, classifiers) = self.models(trial)?;
+        let decls = std::iter::once(("generator", generator))
+            .chain(classifiers.into_iter().map(|d| ("classifier", d)));
         for (kind, decl) in decls {
             if let Some(w) = decl.missing_weights() {
                 return Some(format!(

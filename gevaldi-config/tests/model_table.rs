@@ -43,7 +43,7 @@ optional = false
     assert!(mine.builtin.is_none());
     let t = &mine.table;
     assert_eq!(t.name, "mine");
-    assert_eq!(t.kind(), "classifier");
+    assert_eq!(t.kind(), gevaldi_config::ModelKind::Classifier);
     assert_eq!(
         t.weights.as_deref(),
         Some(dir().join("Cargo.toml").as_path())
@@ -156,6 +156,6 @@ fn the_weights_of_a_table_without_arch_must_exist_unless_optional() {
         Some(dir().join("mine.safetensors").as_path())
     );
     assert!(c
-        .skip_reason("pair::mine-vs-a")
+        .skip_reason(&gevaldi_config::TrialId::pair("mine-vs-a"))
         .is_some_and(|r| r.contains("classifier `mine`")));
 }

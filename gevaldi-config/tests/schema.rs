@@ -71,7 +71,7 @@ ignore = true
     assert_eq!(c.classifier("b").unwrap().builtin, None);
     assert_eq!(
         c.generator("vae").unwrap().builtin.as_ref().unwrap().0,
-        "mnist-vae"
+        gevaldi_config::Architecture::MnistVae
     );
     assert_eq!(c.pairs[1].line, 31);
 }

@@ -1,0 +1,372 @@
+//! The words a `gevaldi.toml` may use, as enums: each enum is the one list
+//! of its values. The parser accepts exactly its variants (and names them,
+//! in declaration order, when it refuses a value); the library maps each
+//! variant to its implementation with an exhaustive `match`, so a new
+//! variant does not compile until it has one.
+
+use std::fmt;
+
+/// Declares a closed vocabulary: the enum, its names in a config, and
+/// `ALL` in declaration order (the order error messages list them in).
+macro_rules! vocabulary {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident {
+            $($(#[$vmeta:meta])* $variant:ident = $text:literal,)+
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant,)+
+        }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
+
+            /// The name a config uses.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+
+            /// The value called `name` in a config, if any.
+            pub fn from_name(name: &str) -> Option<Self> {
+                Self::ALL.iter().copied().find(|v| v.name() == name)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+    };
+}
+
+vocabulary! {
+    /// A divergence between the classifiers' predictive distributions
+    /// (`divergence = "…"`); the library's `Divergence` computes it.
+    pub enum DivergenceKind {
+        /// KL(p_1 ‖ p_2), directed.
+        Kl = "kl",
+        /// KL(p_2 ‖ p_1).
+        ReverseKl = "reverse-kl",
+        /// KL(p_1 ‖ p_2) + KL(p_2 ‖ p_1).
+        Jeffreys = "jeffreys",
+        /// The generalised Jensen-Shannon divergence of 2 or more models.
+        Js = "js",
+        /// Total variation distance.
+        Tv = "tv",
+    }
+}
+
+/// How many models a divergence compares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arity {
+    /// Exactly 2.
+    Two,
+    /// 2 or more.
+    TwoOrMore,
+}
+
+impl Arity {
+    /// Whether it compares `models` models.
+    pub fn accepts(self, models: usize) -> bool {
+        match self {
+            Arity::Two => models == 2,
+            Arity::TwoOrMore => models >= 2,
+        }
+    }
+
+    /// "exactly 2" or "2 or more".
+    pub fn describe(self) -> &'static str {
+        match self {
+            Arity::Two => "exactly 2",
+            Arity::TwoOrMore => "2 or more",
+        }
+    }
+}
+
+impl DivergenceKind {
+    /// How many models it compares: the one place this rule is written
+    /// (the config checks a pair's `models` with it, the library a
+    /// search's classifiers).
+    pub fn arity(self) -> Arity {
+        match self {
+            DivergenceKind::Js => Arity::TwoOrMore,
+            DivergenceKind::Kl
+            | DivergenceKind::ReverseKl
+            | DivergenceKind::Jeffreys
+            | DivergenceKind::Tv => Arity::Two,
+        }
+    }
+}
+
+vocabulary! {
+    /// The ascent's optimizer (`optimizer = "…"`).
+    pub enum OptimizerKind {
+        /// Plain gradient ascent.
+        Sgd = "sgd",
+        /// Adam with its usual defaults.
+        Adam = "adam",
+    }
+}
+
+vocabulary! {
+    /// The summary statistic `max_divergence` and `max_set_distance` bound
+    /// (`statistic = "…"`); see [`Statistic`](crate::Statistic) for the
+    /// value with its quantile.
+    pub enum StatisticKind {
+        /// The largest value.
+        Max = "max",
+        /// The mean.
+        Mean = "mean",
+        /// A quantile, with `quantile = q`.
+        Quantile = "quantile",
+    }
+}
+
+vocabulary! {
+    /// A classifier's channel handling (`preprocess.channels`).
+    pub enum Channels {
+        /// Keep the channels as they are. (Default.)
+        Rgb = "rgb",
+        /// Reverse a 3-channel input (RGB to BGR, for Caffe-style weights).
+        Bgr = "bgr",
+        /// Repeat a 1-channel input 3 times.
+        GreyToRgb = "grey-to-rgb",
+    }
+}
+
+vocabulary! {
+    /// Whether a model table is a `[classifier.*]` or a `[generator.*]`.
+    pub enum ModelKind {
+        /// `[classifier.<name>]`.
+        Classifier = "classifier",
+        /// `[generator.<name>]`.
+        Generator = "generator",
+    }
+}
+
+vocabulary! {
+    /// A built-in architecture (`arch = "…"`): classifiers first, then
+    /// generators. The library's `zoo` builds each.
+    pub enum Architecture {
+        /// The MNIST CNN `cnn_a`.
+        MnistCnnA = "mnist-cnn-a",
+        /// The MNIST CNN `cnn_b`.
+        MnistCnnB = "mnist-cnn-b",
+        /// The MNIST MLP (the bagging base learner).
+        MnistMlp = "mnist-mlp",
+        /// torchvision's AlexNet.
+        AlexNet = "alexnet",
+        /// torchvision's GoogLeNet.
+        GoogLeNet = "googlenet",
+        /// torchvision's SqueezeNet 1.0.
+        SqueezeNet1_0 = "squeezenet1_0",
+        /// torchvision's SqueezeNet 1.1.
+        SqueezeNet1_1 = "squeezenet1_1",
+        /// torchvision's ResNet-18.
+        ResNet18 = "resnet18",
+        /// torchvision's ResNet-50.
+        ResNet50 = "resnet50",
+        /// torchvision's ConvNeXt tiny.
+        ConvNextTiny = "convnext_tiny",
+        /// torchvision's ConvNeXt small.
+        ConvNextSmall = "convnext_small",
+        /// torchvision's ConvNeXt base.
+        ConvNextBase = "convnext_base",
+        /// The MNIST VAE.
+        MnistVae = "mnist-vae",
+        /// The class-conditional MNIST VAE.
+        MnistCvae = "mnist-cvae",
+        /// BigGAN-deep at 128 × 128.
+        BigGanDeep128 = "biggan-deep-128",
+        /// BigGAN-deep at 256 × 256.
+        BigGanDeep256 = "biggan-deep-256",
+        /// BigGAN-deep at 512 × 512.
+        BigGanDeep512 = "biggan-deep-512",
+    }
+}
+
+impl Architecture {
+    /// Whether it is a classifier or a generator.
+    pub fn kind(self) -> ModelKind {
+        use Architecture as A;
+        match self {
+            A::MnistCnnA
+            | A::MnistCnnB
+            | A::MnistMlp
+            | A::AlexNet
+            | A::GoogLeNet
+            | A::SqueezeNet1_0
+            | A::SqueezeNet1_1
+            | A::ResNet18
+            | A::ResNet50
+            | A::ConvNextTiny
+            | A::ConvNextSmall
+            | A::ConvNextBase => ModelKind::Classifier,
+            A::MnistVae | A::MnistCvae | A::BigGanDeep128 | A::BigGanDeep256 | A::BigGanDeep512 => {
+                ModelKind::Generator
+            }
+        }
+    }
+
+    /// The number of classes of a classifier (the MNIST ones: the 10
+    /// digits; torchvision's: the 1000 ImageNet-1k classes), `None` for a
+    /// generator.
+    ///
+    /// The config checks `top_n` against it where every classifier of a
+    /// pair is built in; a pair with a classifier registered from Rust is
+    /// checked when its trial starts.
+    pub fn classes(self) -> Option<usize> {
+        use Architecture as A;
+        match self {
+            A::MnistCnnA | A::MnistCnnB | A::MnistMlp => Some(10),
+            A::AlexNet
+            | A::GoogLeNet
+            | A::SqueezeNet1_0
+            | A::SqueezeNet1_1
+            | A::ResNet18
+            | A::ResNet50
+            | A::ConvNextTiny
+            | A::ConvNextSmall
+            | A::ConvNextBase => Some(1000),
+            A::MnistVae | A::MnistCvae | A::BigGanDeep128 | A::BigGanDeep256 | A::BigGanDeep512 => {
+                None
+            }
+        }
+    }
+
+    /// Whether it takes a `truncation` (BigGAN).
+    pub fn takes_truncation(self) -> bool {
+        matches!(
+            self,
+            Architecture::BigGanDeep128 | Architecture::BigGanDeep256 | Architecture::BigGanDeep512
+        )
+    }
+}
+
+/// A range rule on a number, written once and used both by the config
+/// (whose errors point at the line) and by the library's `SearchConfig`
+/// (built from Rust).
+#[derive(Clone, Copy, Debug)]
+pub struct Rule {
+    ok: fn(f64) -> bool,
+    /// What a value must be, in words: "a finite number > 0".
+    pub expected: &'static str,
+}
+
+impl Rule {
+    /// Whether `v` keeps the rule (never a NaN or an infinity).
+    pub fn holds(&self, v: f64) -> bool {
+        v.is_finite() && (self.ok)(v)
+    }
+}
+
+/// `lr`: a finite number > 0.
+pub const LR: Rule = Rule {
+    ok: |v| v > 0.0,
+    expected: "a finite number > 0",
+};
+/// `lambda`, `early_stop.tolerance` and the thresholds: a finite number ≥ 0.
+pub const NON_NEGATIVE: Rule = Rule {
+    ok: |v| v >= 0.0,
+    expected: "a finite number >= 0",
+};
+
+/// What a trial is: one kind per kind of config entry. Each kind has its
+/// own runner in the library, matched exhaustively (so the enum is not
+/// `#[non_exhaustive]`: a new kind does not compile until every match has
+/// its arm).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TrialKind {
+    /// A `[[pair]]`: an MDS search of 2 or more classifiers.
+    Pair,
+    /// An `[[ensemble]]`: the MDS dataset of a bagging ensemble.
+    Ensemble,
+}
+
+impl TrialKind {
+    /// `pair` or `ensemble`: the first part of a trial's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            TrialKind::Pair => "pair",
+            TrialKind::Ensemble => "ensemble",
+        }
+    }
+}
+
+impl fmt::Display for TrialKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A trial of a config: its kind and its entry's `name`. Displayed as the
+/// test's name, `pair::<name>` or `ensemble::<name>`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TrialId {
+    /// The kind of entry.
+    pub kind: TrialKind,
+    /// Its `name`.
+    pub name: String,
+}
+
+impl TrialId {
+    /// `pair::<name>`.
+    pub fn pair(name: impl Into<String>) -> Self {
+        TrialId {
+            kind: TrialKind::Pair,
+            name: name.into(),
+        }
+    }
+
+    /// `ensemble::<name>`.
+    pub fn ensemble(name: impl Into<String>) -> Self {
+        TrialId {
+            kind: TrialKind::Ensemble,
+            name: name.into(),
+        }
+    }
+}
+
+impl fmt::Display for TrialId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}::{}", self.kind, self.name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for d in DivergenceKind::ALL {
+            assert_eq!(DivergenceKind::from_name(d.name()), Some(*d));
+        }
+        for a in Architecture::ALL {
+            assert_eq!(Architecture::from_name(a.name()), Some(*a));
+            assert_eq!(a.classes().is_some(), a.kind() == ModelKind::Classifier);
+        }
+        assert_eq!(Channels::from_name("grey"), None);
+    }
+
+    #[test]
+    fn arity_and_rules() {
+        assert!(DivergenceKind::Js.arity().accepts(3));
+        assert!(!DivergenceKind::Kl.arity().accepts(3));
+        assert!(!LR.holds(0.0) && LR.holds(1e-3) && !LR.holds(f64::NAN));
+        assert!(NON_NEGATIVE.holds(0.0) && !NON_NEGATIVE.holds(f64::INFINITY));
+    }
+
+    #[test]
+    fn trial_ids_display_as_test_names() {
+        assert_eq!(TrialId::pair("a-vs-b").to_string(), "pair::a-vs-b");
+        assert_eq!(TrialId::ensemble("bag").to_string(), "ensemble::bag");
+    }
+}

@@ -1,0 +1,210 @@
+//! The HTML report of a config: `index.html` in the config's artifact
+//! directory ([`crate::artifact::artifact_dir`]), built from the latest
+//! record of every trial, with its pictures beside it.
+//!
+//! For each trial, in config order: its verdict and what failed, its
+//! settings and thresholds, the figures of its snapshot, and
+//!
+//! - for a pair: the grid of its most divergent samples before and after
+//!   the search (`<pair>.png`, drawn by the trial), and plots over the
+//!   ascent steps of the divergence (mean and max), of dz, and of the set
+//!   distance of the top-1/3/5 predictions (`plots/*.svg`, paper fig. 2, 3);
+//! - for an ensemble: its metrics on the test data and on the MDS dataset,
+//!   its regions of uncertainty with example samples
+//!   (`ensemble-<name>/regions.png`), and the scatter of the MDS latents by
+//!   region over the training data's latents (paper fig. 5).
+//!
+//! A trial without a record ("not run yet") or whose run stopped on an
+//! error is listed as such. The page has no script and loads nothing but
+//! the pictures beside it, so it opens from disk without a server.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use crate::artifact::{self, artifact_dir, write_atomic, Record};
+use crate::config::{Config, TrialId, TrialKind};
+use crate::error::Result;
+
+/// Training points drawn under an ensemble's latent scatter, at most.
+pub const BACKGROUND_POINTS: usize = 2000;
+
+/// What [`write`] wrote.
+#[derive(Clone, Debug)]
+pub struct Written {
+    /// The report's `index.html`.
+    pub index: PathBuf,
+    /// Trials in the config.
+    pub trials: usize,
+    /// Trials whose latest record passed.
+    pub passed: usize,
+    /// Trials whose latest record failed or stopped on an error.
+    pub failed: usize,
+    /// Trials without a record.
+    pub missing: usize,
+}
+
+/// One trial as the report shows it.
+enum Entry {
+    Record(Box<Record>),
+    /// No record, or one that cannot be read: (path, why).
+    Missing(PathBuf, String),
+}
+
+/// Writes the report of `config` from the records in its artifact
+/// directory; plots are redrawn from the records each time.
+pub fn write(config: &Config) -> Result<Written> {
+    let dir = artifact_dir(&config.path);
+    let trials: Vec<(TrialId, PathBuf)> = config
+        .trials()
+        .into_iter()
+        .map(|id| {
+            let record = match id.kind {
+                TrialKind::Pair => artifact::pair_record(&dir, &id.name),
+                TrialKind::Ensemble => artifact::ensemble_record(&dir, &id.name),
+            };
+            (id, record)
+        })
+        .collect();
+    let now = artifact::now();
+    let mut written = Written {
+        index: dir.join("index.html"),
+        trials: trials.len(),
+        passed: 0,
+        failed: 0,
+        missing: 0,
+    };
+    let mut overview = String::new();
+    let mut sections = String::new();
+    for (id, path) in &trials {
+        let name = &id.to_string();
+        let skipped = config.skip_reason(id);
+        let entry = if let Some(why) = &skipped {
+            // A record of an earlier run with the weights is stale now.
+            Entry::Missing(path.clone(), why.clone())
+        } else if path.exists() {
+            match Record::read(path) {
+                Ok(r) => Entry::Record(Box::new(r)),
+                Err(e) => Entry::Missing(path.clone(), e.to_string()),
+            }
+        } else {
+            Entry::Missing(path.clone(), "not run yet".into())
+        };
+        let (verdict, class) = match &entry {
+            Entry::Record(r) if r.passed() => ("passed", "pass"),
+            Entry::Record(r) if matches!(**r, Record::Error(_)) => ("error", "fail"),
+            Entry::Record(_) => ("failed", "fail"),
+            Entry::Missing(..) if skipped.is_some() => ("skipped", "missing"),
+            Entry::Missing(..) => ("no record", "missing"),
+        };
+        match class {
+            "pass" => written.passed += 1,
+            "fail" => written.failed += 1,
+            _ => written.missing += 1,
+        }
+        let anchor = anchor(id);
+        let body = match &entry {
+            Entry::Record(r) => match r.as_ref() {
+                Record::Pair(p) => pair_section(&dir, p, now)?,
+                Record::Ensemble(e) => ensemble_section(&dir, e, now)?,
+                Record::Error(e) => format!(
+                    "<p>The trial stopped on an error {}:</p><pre>{}</pre>",
+                    age(e.written_at, now),
+                    esc(&e.message)
+                ),
+            },
+            Entry::Missing(_, why) if skipped.is_some() => {
+                format!("<p>Skipped: {}.</p>", esc(why))
+            }
+            Entry::Missing(path, why) => format!(
+                "<p>No record at <code>{}</code>: {}. Run the trial (<code>cargo test</code> or \
+                 <code>cargo gevaldi run</code>) to fill this in.</p>",
+                esc(&path.display().to_string()),
+                esc(why)
+            ),
+        };
+        let headline = match &entry {
+            Entry::Record(r) => headline(r),
+            Entry::Missing(_, why) => why.clone(),
+        };
+        let _ = writeln!(
+            overview,
+            "<tr><td><a href=\"#{anchor}\"><code>{}</code></a></td><td class=\"{class}\">{verdict}</td><td>{}</td></tr>",
+            esc(name),
+            esc(&headline)
+        );
+        let _ = writeln!(
+            sections,
+            "<section class=\"trial\" id=\"{anchor}\" data-trial=\"{}\" data-verdict=\"{verdict}\">\n\
+             <h2><code>{}</code> <span class=\"badge {class}\">{verdict}</span></h2>\n{body}</section>",
+            esc(name),
+            esc(name)
+        );
+    }
+    let config_name = esc(&config.path.display().to_string());
+    let html = format!(
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+         <title>gevaldi report: {config_name}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n\
+         <h1>gevaldi report</h1>\n\
+         <p>Config <code>{config_name}</code>: {} trials, {} passed, {} failed, {} without a record (not run or skipped).</p>\n\
+         <table class=\"overview\">\n<tr><th>trial</th><th>verdict</th><th>result</th></tr>\n{overview}</table>\n\
+         {sections}\
+         <footer>Written by gevaldi {} from the records in <code>{}</code>.</footer>\n</body>\n</html>\n",
+        written.trials,
+        written.passed,
+        written.failed,
+        written.missing,
+        env!("CARGO_PKG_VERSION"),
+        esc(&dir.display().to_string()),
+    );
+    write_atomic(&written.index, html.as_bytes())?;
+    Ok(written)
+}
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;\
+padding:0 1em;color:#222}h1{margin-bottom:.2em}section.trial{border-top:2px solid #ddd;\
+margin-top:2em;padding-top:.5em}table{border-collapse:collapse;margin:.5em 0}td,th{border:1px \
+solid #ccc;padding:.2em .6em;text-align:left}td.num{text-align:right;font-variant-numeric:\
+tabular-nums}.badge{font-size:.6em;padding:.15em .5em;border-radius:.3em;vertical-align:middle}\
+.badge.pass,td.pass{background:#dff3df;color:#1a6b1a}.badge.fail,td.fail{background:#f8dcdc;\
+color:#9b1c1c}.badge.missing,td.missing{background:#eee;color:#555}figure{margin:1em 0}\
+figure img{max-width:100%;border:1px solid #ddd}figcaption{font-size:.9em;color:#555}\
+.plots{display:flex;flex-wrap:wrap;gap:1em}.plots img{width:560px;max-width:100%}\
+pre{background:#f6f6f6;padding:.6em;overflow-x:auto}ul.failures li{color:#9b1c1c}ul.warnings li{color:#8a5a00}";
+
+fn headline(r: &Record) -> String {
+    match r {
+        Record::Pair(p) => {
+            let s = &p.summary;
+            format!(
+                "mean {} {:.3} → {:.3} (max {:.3}), baseline {:.3}, lift {:.1}x",
+                s.settings.divergence,
+                s.divergence.before.mean,
+                s.divergence.after.mean,
+                s.divergence.after.max,
+                s.baseline.mean,
+                s.lift
+            )
+        }
+        Record::Ensemble(e) => {
+            let s = &e.summary;
+            format!(
+                "vote accuracy {:.1}% on the test data, {:.1}% on {} MDS samples; {} regions of uncertainty",
+                100.0 * s.test.accuracy,
+                100.0 * s.mds.accuracy,
+                s.samples,
+                s.regions.count
+            )
+        }
+        Record::Error(e) => e.message.lines().next().unwrap_or_default().to_string(),
+    }
+}
+
+mod ensemble;
+mod html;
+mod pair;
+#[cfg(test)]
+mod tests;
+
+use self::ensemble::ensemble_section;
+use self::html::*;
+use self::pair::pair_section;

@@ -1,0 +1,45 @@
+//! The MDS search: Algorithm 1 of the paper, batched and seeded.
+//!
+//! For latents z (a batch of B, searched at once) the objective of sample b is
+//!
+//! ```text
+//! L_b(z_b) = D[{p_m(y | g(z_b))}_m] + lambda * log p(z_b)
+//! ```
+//!
+//! and each step ascends it: `z <- z + lr * grad_z sum_b L_b` (SGD) or the
+//! Adam update of the same gradient. Because the samples are independent, the
+//! gradient of the sum with respect to z_b is the gradient of L_b alone, so
+//! `lambda` and `lr` mean the same whatever the batch size. Only z is a
+//! variable: the classifiers and the generator are frozen and no gradient of
+//! theirs is kept.
+//!
+//! The search records, per sample, z0, z, the divergence and every model's
+//! probabilities before and after, and dz = ‖z − z0‖ / ‖z‖; per step, the
+//! mean objective, the mean and max divergence and the mean dz; and a null
+//! baseline: the divergence over B fresh prior samples, drawn from a stream
+//! of the seed of their own (z0 is drawn from another), so that they are the
+//! same whether or not z0 is given. `lift` = mean divergence after the
+//! search / mean baseline divergence.
+//!
+//! A NaN or an infinity anywhere in the pipeline stops the search with
+//! [`Error::NonFinite`], naming where it first appeared (see
+//! [`NonFiniteSite`]): each step sums each checked tensor (a NaN or an
+//! infinity survives the sum) and reads the sums back with the step's
+//! figures; only a sum that is not finite costs a full read, to find the
+//! sample. An ascent that finished but went wrong (its objective fell, or z
+//! ran away) is told by [`SearchOutcome::warnings`].
+
+mod config;
+mod non_finite;
+mod outcome;
+mod runner;
+
+pub use self::config::{EarlyStop, Optimizer, SearchConfig};
+pub use self::non_finite::{NonFiniteSite, SearchStage};
+pub use self::outcome::{
+    AscentWarning, Baseline, Measure, SampleRecord, SearchOutcome, StepRecord, RUNAWAY_GROWTH,
+};
+pub use self::runner::Search;
+
+#[cfg(test)]
+mod tests;

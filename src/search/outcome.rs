@@ -1,0 +1,221 @@
+//! What a search finds: per sample, per step, the baseline, and what went wrong with the ascent.
+
+use std::fmt;
+
+use candle_core::Tensor;
+
+use super::config::SearchConfig;
+
+/// One sample of a finished search.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SampleRecord {
+    /// The starting latent z0.
+    pub z0: Vec<f32>,
+    /// The latent the search ended at.
+    pub z: Vec<f32>,
+    /// The divergence at z0.
+    pub divergence_before: f64,
+    /// The divergence at z.
+    pub divergence_after: f64,
+    /// Each model's probabilities at z0: `[model][class]`.
+    pub probs_before: Vec<Vec<f32>>,
+    /// Each model's probabilities at z: `[model][class]`.
+    pub probs_after: Vec<Vec<f32>>,
+    /// ‖z − z0‖ / ‖z‖.
+    pub dz: f64,
+    /// Each [`Measure`]'s value at z0, in the order they were added.
+    pub measures_before: Vec<f64>,
+    /// Each [`Measure`]'s value at z.
+    pub measures_after: Vec<f64>,
+}
+
+/// The state of the batch at one step (step 0 is z0).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StepRecord {
+    /// The step: 0 is the starting point, t is after t updates.
+    pub step: usize,
+    /// Mean over samples of D + λ log p(z).
+    pub mean_objective: f64,
+    /// Mean divergence over samples.
+    pub mean_divergence: f64,
+    /// Largest divergence over samples.
+    pub max_divergence: f64,
+    /// Mean over samples of ‖z − z0‖ / ‖z‖.
+    pub mean_dz: f64,
+    /// Mean over samples of each [`Measure`], in the order they were added.
+    pub mean_measures: Vec<f64>,
+}
+
+/// A per-sample quantity measured from every model's probabilities at each
+/// step of a search and recorded beside the divergence (the hierarchical
+/// prediction-set distance of [`crate::hierarchy`] is one). It observes the
+/// search; it does not steer it.
+pub trait Measure {
+    /// Its name, e.g. `set distance (top-3)`.
+    fn name(&self) -> String;
+    /// One value per sample, from the probabilities `[model][sample][class]`.
+    fn measure(&self, probs: &[Vec<Vec<f32>>]) -> Vec<f64>;
+}
+
+/// The divergence over fresh prior samples: what the search must beat.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Baseline {
+    /// One divergence per fresh sample (as many as the search's batch).
+    pub divergences: Vec<f64>,
+    /// Their mean.
+    pub mean: f64,
+    /// Their maximum.
+    pub max: f64,
+}
+
+/// A search that ran to the end but whose ascent went wrong; see
+/// [`SearchOutcome::warnings`] for the criteria.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum AscentWarning {
+    /// The mean objective at the last step is below its value at step 0:
+    /// the ascent descended.
+    ObjectiveFell {
+        /// The mean objective at step 0.
+        start: f64,
+        /// The mean objective at the last step.
+        end: f64,
+    },
+    /// z ran away from the prior: at least half the samples ended at least
+    /// [`RUNAWAY_GROWTH`] times as far from the origin as they started, so
+    /// that dz = ‖z − z0‖ / ‖z‖ saturates near 1.
+    RanAway {
+        /// Samples whose ‖z‖ grew at least [`RUNAWAY_GROWTH`]-fold.
+        samples: usize,
+        /// Samples in the batch.
+        batch: usize,
+        /// The mean dz at the end.
+        mean_dz: f64,
+    },
+}
+
+impl AscentWarning {
+    /// A short name of what happened, without figures: `objective fell` or
+    /// `z ran away` (what a snapshot records).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AscentWarning::ObjectiveFell { .. } => "objective fell",
+            AscentWarning::RanAway { .. } => "z ran away",
+        }
+    }
+}
+
+/// The growth of ‖z‖ / ‖z0‖ from which a sample counts as run away (its dz
+/// is then within 0.9 .. 1.1).
+pub const RUNAWAY_GROWTH: f64 = 10.0;
+
+impl fmt::Display for AscentWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AscentWarning::ObjectiveFell { start, end } => write!(
+                f,
+                "the ascent lowered its objective: the mean objective fell from {start:.4e} \
+                 at step 0 to {end:.4e} at the end; lower `lr`, or try the other optimizer"
+            ),
+            AscentWarning::RanAway {
+                samples,
+                batch,
+                mean_dz,
+            } => write!(
+                f,
+                "z ran away: {samples} of {batch} samples ended at least {RUNAWAY_GROWTH} \
+                 times as far from the origin as they started (mean dz {mean_dz:.3}, \
+                 saturated near 1), where the prior holds nothing; lower `lr`, or raise \
+                 `lambda`"
+            ),
+        }
+    }
+}
+
+/// Everything a search found.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct SearchOutcome {
+    /// The settings it ran with.
+    pub config: SearchConfig,
+    /// The classifiers' names, in order.
+    pub model_names: Vec<String>,
+    /// The class names of the first classifier.
+    pub class_names: Vec<String>,
+    /// The names of the [`Measure`]s recorded, in order.
+    pub measure_names: Vec<String>,
+    /// One record per sample.
+    pub samples: Vec<SampleRecord>,
+    /// One record per step, from 0 (z0) to `steps_run` (the final z).
+    pub trajectory: Vec<StepRecord>,
+    /// The null baseline.
+    pub baseline: Baseline,
+    /// Ascent steps taken (fewer than `config.steps` after an early stop).
+    pub steps_run: usize,
+    /// Whether the early stop ended the search.
+    pub stopped_early: bool,
+    /// The decoded starting batch g(z0).
+    pub x0: Tensor,
+    /// The decoded final batch g(z).
+    pub x: Tensor,
+}
+
+impl SearchOutcome {
+    /// Mean divergence at z0.
+    pub fn mean_divergence_before(&self) -> f64 {
+        mean(self.samples.iter().map(|s| s.divergence_before))
+    }
+    /// Mean divergence at the final z.
+    pub fn mean_divergence_after(&self) -> f64 {
+        mean(self.samples.iter().map(|s| s.divergence_after))
+    }
+    /// Mean of ‖z − z0‖ / ‖z‖ over samples.
+    pub fn mean_dz(&self) -> f64 {
+        mean(self.samples.iter().map(|s| s.dz))
+    }
+    /// Mean divergence after the search / mean baseline divergence. Infinite
+    /// when the baseline is exactly 0 and the search found any divergence.
+    pub fn lift(&self) -> f64 {
+        self.mean_divergence_after() / self.baseline.mean
+    }
+
+    /// What went wrong in an ascent that ran to the end, in this order:
+    ///
+    /// - [`AscentWarning::ObjectiveFell`]: the mean objective at the last
+    ///   step is below its value at step 0 (none after 0 steps);
+    /// - [`AscentWarning::RanAway`]: at least half the samples have
+    ///   ‖z‖ ≥ [`RUNAWAY_GROWTH`] · ‖z0‖ (and moved at all).
+    ///
+    /// Empty for a sound search.
+    pub fn warnings(&self) -> Vec<AscentWarning> {
+        let mut out = Vec::new();
+        if let (Some(first), Some(last)) = (self.trajectory.first(), self.trajectory.last()) {
+            if self.steps_run > 0 && last.mean_objective < first.mean_objective {
+                out.push(AscentWarning::ObjectiveFell {
+                    start: first.mean_objective,
+                    end: last.mean_objective,
+                });
+            }
+        }
+        let norm = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+        let ran_away = self
+            .samples
+            .iter()
+            .filter(|s| s.z != s.z0 && norm(&s.z) >= RUNAWAY_GROWTH * norm(&s.z0))
+            .count();
+        let batch = self.samples.len();
+        if batch > 0 && 2 * ran_away >= batch {
+            out.push(AscentWarning::RanAway {
+                samples: ran_away,
+                batch,
+                mean_dz: self.mean_dz(),
+            });
+        }
+        out
+    }
+}
+
+pub(super) fn mean(values: impl ExactSizeIterator<Item = f64>) -> f64 {
+    let n = values.len();
+    values.sum::<f64>() / n as f64
+}

@@ -1,0 +1,492 @@
+//! The ascent itself: [`Search`], its evaluation of the pipeline and its steps.
+
+use candle_core::{DType, Device, Tensor, Var};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use super::non_finite::{read_checked, Probe};
+use super::outcome::mean;
+use super::*;
+use crate::error::{Error, Result};
+use crate::model::{Classifier, Generator};
+
+/// A search over the latent space of one generator for the samples on which
+/// its classifiers disagree most.
+///
+/// ```
+/// # fn main() -> gevaldi::Result<()> {
+/// use candle_core::Device;
+/// use gevaldi::{zoo, Search, SearchConfig};
+///
+/// let dev = Device::Cpu;
+/// let (a, b) = (zoo::MnistCnn::random(&zoo::MnistCnnConfig::cnn_a(), 1, &dev)?,
+///               zoo::MnistCnn::random(&zoo::MnistCnnConfig::cnn_b(), 2, &dev)?);
+/// let vae = zoo::MnistVae::random(&zoo::MnistVaeConfig::default(), 3, &dev)?;
+/// let outcome = Search::new("vae", &vae)
+///     .classifier("cnn_a", &a)
+///     .classifier("cnn_b", &b)
+///     .config(SearchConfig::default().steps(5).batch(4))
+///     .run(&dev)?;
+/// assert_eq!(outcome.trajectory.len(), 6);
+/// # Ok(()) }
+/// ```
+pub struct Search<'a> {
+    generator_name: String,
+    generator: &'a dyn Generator,
+    classifiers: Vec<(String, &'a dyn Classifier)>,
+    measures: Vec<&'a dyn Measure>,
+    config: SearchConfig,
+    z0: Option<Tensor>,
+    condition: Option<Tensor>,
+    progress: Option<&'a dyn Fn(usize)>,
+}
+
+struct Evaluation {
+    x: Tensor,
+    logits: Vec<Tensor>,
+    log_probs: Vec<Tensor>,
+    divergence: Tensor,
+}
+
+impl<'a> Search<'a> {
+    /// A search over the latent space of `generator`, with the default
+    /// [`SearchConfig`] and no classifiers yet.
+    pub fn new(name: impl Into<String>, generator: &'a dyn Generator) -> Self {
+        Search {
+            generator_name: name.into(),
+            generator,
+            classifiers: Vec::new(),
+            measures: Vec::new(),
+            config: SearchConfig::default(),
+            z0: None,
+            condition: None,
+            progress: None,
+        }
+    }
+
+    /// Adds a classifier. Order matters for directed divergences (`kl` is
+    /// KL(first ‖ second)).
+    pub fn classifier(mut self, name: impl Into<String>, classifier: &'a dyn Classifier) -> Self {
+        self.classifiers.push((name.into(), classifier));
+        self
+    }
+
+    /// Records `measure` per sample before and after the search, and its
+    /// mean at every step. (Default: no measures.)
+    pub fn measure(mut self, measure: &'a dyn Measure) -> Self {
+        self.measures.push(measure);
+        self
+    }
+
+    /// Sets the search's settings. (Default: [`SearchConfig::default`].)
+    pub fn config(mut self, config: SearchConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Starts from the given latents `[B, d]` instead of prior samples; B
+    /// then overrides `config.batch`. (Default: B prior samples drawn with
+    /// `config.seed`.)
+    pub fn z0(mut self, z0: Tensor) -> Self {
+        self.z0 = Some(z0);
+        self
+    }
+
+    /// The class condition `[B, C]` of a class-conditional generator, held
+    /// fixed during the search and used for the baseline too. (Default: none;
+    /// required when the generator is conditional.)
+    pub fn condition(mut self, condition: Tensor) -> Self {
+        self.condition = Some(condition);
+        self
+    }
+
+    /// Calls `progress(t)` once the search has evaluated step t (t = 0 is
+    /// the start, t = `steps` the last), e.g. to drive a progress bar.
+    /// (Default: none.)
+    pub fn progress(mut self, progress: &'a dyn Fn(usize)) -> Self {
+        self.progress = Some(progress);
+        self
+    }
+
+    /// Runs the search on `device`.
+    pub fn run(&self, device: &Device) -> Result<SearchOutcome> {
+        let cfg = &self.config;
+        cfg.validate()?;
+        cfg.divergence.check(self.classifiers.len())?;
+        let d = self.generator.latent_dim();
+        let sample = |n, rng: &mut ChaCha8Rng| {
+            self.generator
+                .sample_prior(n, rng, device)
+                .map_err(Error::model(&self.generator_name, "sample the prior"))
+        };
+        let z0 = match &self.z0 {
+            Some(z0) => z0
+                .to_device(device)
+                .and_then(|z| z.to_dtype(DType::F32))
+                .map_err(Error::tensor("move z0 to the device"))?,
+            None => sample(cfg.batch, &mut ChaCha8Rng::seed_from_u64(cfg.seed))?,
+        };
+        let (b, dz0) = z0.dims2().map_err(Error::tensor("read the shape of z0"))?;
+        if dz0 != d {
+            return Err(self.shape_error("z0", format!("[B, {d}]"), &z0));
+        }
+        // Drawn before any step so that the baseline does not depend on the
+        // number of steps, from its own stream so that it is not z0.
+        let z_baseline = sample(b, &mut baseline_rng(cfg.seed))?;
+        self.check_condition(b)?;
+
+        let z = Var::from_tensor(&z0).map_err(Error::tensor("make z a variable"))?;
+        let mut adam_state: Option<(Tensor, Tensor)> = None;
+        let mut trajectory = Vec::with_capacity(cfg.steps + 1);
+        let mut first: Option<Start> = None;
+        let mut step = 0;
+        // The gradient of the previous step, checked with this step's read.
+        let mut last_grad: Option<Tensor> = None;
+        let (last, last_div, last_measured, last_dz) = loop {
+            let eval = self.evaluate(z.as_tensor(), b)?;
+            let log_prior = self
+                .generator
+                .log_prior(z.as_tensor())
+                .map_err(Error::model(&self.generator_name, "compute log p(z)"))?;
+            let objective = log_prior
+                .affine(cfg.lambda, 0.0)
+                .and_then(|prior| &eval.divergence + prior)
+                .map_err(Error::tensor("add the prior term to the objective"))?;
+            let dz = self.dz(z.as_tensor(), &z0)?;
+            let at = SearchStage::Step(step);
+            let mut probes = Vec::with_capacity(self.classifiers.len() + 4);
+            if let Some(g) = &last_grad {
+                probes.push((NonFiniteSite::Gradient, SearchStage::Step(step - 1), g));
+            }
+            probes.push((NonFiniteSite::Latent, at, z.as_tensor()));
+            probes.extend(self.eval_probes(&eval, at));
+            probes.push((
+                NonFiniteSite::LogPrior(self.generator_name.clone()),
+                at,
+                &log_prior,
+            ));
+            let mut figures = read_checked(
+                &probes,
+                &[
+                    (NonFiniteSite::Divergence, &eval.divergence),
+                    (NonFiniteSite::Objective, &objective),
+                ],
+                &[&dz],
+                at,
+            )?
+            .into_iter();
+            let (div, obj, dz) = match (figures.next(), figures.next(), figures.next()) {
+                (Some(div), Some(obj), Some(dz)) => (div, obj, dz),
+                _ => unreachable!("three figures were read"),
+            };
+            let measured = self.measured(&eval)?;
+            trajectory.push(StepRecord {
+                step,
+                mean_objective: mean(obj.iter().copied()),
+                mean_divergence: mean(div.iter().copied()),
+                max_divergence: div.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                mean_dz: mean(dz.iter().copied()),
+                mean_measures: measured.iter().map(|m| mean(m.iter().copied())).collect(),
+            });
+            if let Some(progress) = self.progress {
+                progress(step);
+            }
+            let stalled = cfg.early_stop.as_ref().is_some_and(|es| {
+                step >= es.window
+                    && trajectory[step].mean_objective - trajectory[step - es.window].mean_objective
+                        < es.tolerance
+            });
+            if step == cfg.steps || stalled {
+                break (eval, div, measured, dz);
+            }
+            if first.is_none() {
+                first = Some((eval.x.detach(), probs(&eval.log_probs)?, div, measured));
+            }
+
+            if step == 0 {
+                self.check_divergence_reaches_z(&eval.divergence, &z)?;
+            }
+            let grads = objective
+                .sum_all()
+                .and_then(|o| o.backward())
+                .map_err(Error::tensor(format!("backpropagate at step {step}")))?;
+            let grad = grads
+                .get(z.as_tensor())
+                .ok_or_else(|| Error::MissingGradient {
+                    model: self.chain_name(),
+                    input: "latent z",
+                })?;
+            let update = self
+                .update(grad, &mut adam_state, step + 1)
+                .map_err(Error::tensor(format!("update z at step {step}")))?;
+            z.set(&(z.as_tensor() + update).map_err(Error::tensor("update z"))?)
+                .map_err(Error::tensor("update z"))?;
+            last_grad = Some(grad.detach());
+            step += 1;
+        };
+        let stopped_early = step < cfg.steps;
+        let probs_after = probs(&last.log_probs)?;
+        let (x0, probs_before, first_div, first_measured) = match first {
+            Some(f) => f,
+            None => (
+                last.x.detach(),
+                probs_after.clone(),
+                last_div.clone(),
+                last_measured.clone(),
+            ),
+        };
+
+        let baseline = self.evaluate(&z_baseline, b)?;
+        let at = SearchStage::Baseline;
+        let mut probes = vec![(NonFiniteSite::Latent, at, &z_baseline)];
+        probes.extend(self.eval_probes(&baseline, at));
+        let baseline_div = read_checked(
+            &probes,
+            &[(NonFiniteSite::Divergence, &baseline.divergence)],
+            &[],
+            at,
+        )?
+        .swap_remove(0);
+        let z0_rows = z0.to_vec2::<f32>().map_err(Error::tensor("read z0"))?;
+        let z_rows = z
+            .as_tensor()
+            .to_vec2::<f32>()
+            .map_err(Error::tensor("read z"))?;
+        let samples = (0..b)
+            .map(|i| SampleRecord {
+                z0: z0_rows[i].clone(),
+                z: z_rows[i].clone(),
+                divergence_before: first_div[i],
+                divergence_after: last_div[i],
+                probs_before: probs_before.iter().map(|m| m[i].clone()).collect(),
+                probs_after: probs_after.iter().map(|m| m[i].clone()).collect(),
+                dz: last_dz[i],
+                measures_before: first_measured.iter().map(|m| m[i]).collect(),
+                measures_after: last_measured.iter().map(|m| m[i]).collect(),
+            })
+            .collect();
+        Ok(SearchOutcome {
+            config: SearchConfig {
+                batch: b,
+                ..cfg.clone()
+            },
+            model_names: self.classifiers.iter().map(|(n, _)| n.clone()).collect(),
+            class_names: self.classifiers[0].1.class_names().to_vec(),
+            measure_names: self.measures.iter().map(|m| m.name()).collect(),
+            samples,
+            trajectory,
+            baseline: Baseline {
+                mean: mean(baseline_div.iter().copied()),
+                max: baseline_div
+                    .iter()
+                    .copied()
+                    .fold(f64::NEG_INFINITY, f64::max),
+                divergences: baseline_div,
+            },
+            steps_run: step,
+            stopped_early,
+            x0,
+            x: last.x.detach(),
+        })
+    }
+
+    /// The generator's output and each classifier's logits, to check.
+    fn eval_probes<'e>(&self, eval: &'e Evaluation, at: SearchStage) -> Vec<Probe<'e>> {
+        let x = (
+            NonFiniteSite::GeneratorOutput(self.generator_name.clone()),
+            at,
+            &eval.x,
+        );
+        let logits = self
+            .classifiers
+            .iter()
+            .zip(&eval.logits)
+            .map(|((name, _), l)| (NonFiniteSite::Logits(name.clone()), at, l));
+        std::iter::once(x).chain(logits).collect()
+    }
+
+    /// Decodes z, runs every classifier and computes the divergence.
+    fn evaluate(&self, z: &Tensor, b: usize) -> Result<Evaluation> {
+        let x = self
+            .generator
+            .decode(z, self.condition.as_ref())
+            .map_err(Error::model(&self.generator_name, "decode z"))?;
+        let mut log_probs = Vec::with_capacity(self.classifiers.len());
+        let mut all_logits = Vec::with_capacity(self.classifiers.len());
+        let mut classes = None;
+        for (name, classifier) in &self.classifiers {
+            let logits = classifier.logits(&x).map_err(|e| {
+                // Named with the input's shape: a generator whose samples do
+                // not fit the classifier is the usual cause.
+                Error::model(
+                    name,
+                    format!(
+                        "compute logits of `{}`'s samples of shape {:?}",
+                        self.generator_name,
+                        x.dims()
+                    ),
+                )(e)
+            })?;
+            let k = classifier.num_classes();
+            if logits.dims() != [b, k] {
+                return Err(self.shape_error_of(name, "logits", format!("[{b}, {k}]"), &logits));
+            }
+            match classes {
+                None => classes = Some((name, k)),
+                Some((first, expected)) if expected != k => {
+                    return Err(Error::ClassCount {
+                        first: first.clone(),
+                        expected,
+                        model: name.clone(),
+                        got: k,
+                    })
+                }
+                Some(_) => {}
+            }
+            let lp = candle_nn::ops::log_softmax(&logits, 1)
+                .map_err(Error::model(name, "compute log-probabilities"))?;
+            log_probs.push(lp);
+            all_logits.push(logits);
+        }
+        let divergence = self.config.divergence.compute(&log_probs)?;
+        Ok(Evaluation {
+            x,
+            logits: all_logits,
+            log_probs,
+            divergence,
+        })
+    }
+
+    /// Each measure's values `[measure][sample]` (nothing to read when there
+    /// are no measures).
+    fn measured(&self, eval: &Evaluation) -> Result<Vec<Vec<f64>>> {
+        if self.measures.is_empty() {
+            return Ok(Vec::new());
+        }
+        let p = probs(&eval.log_probs)?;
+        Ok(self.measures.iter().map(|m| m.measure(&p)).collect())
+    }
+
+    /// The prior term always has a gradient, so a divergence whose gradient
+    /// was dropped (an op without backward in a model) would leave a search
+    /// that only walks towards the prior's mode. One extra backward pass, at
+    /// step 0, rules that out.
+    fn check_divergence_reaches_z(&self, divergence: &Tensor, z: &Var) -> Result<()> {
+        let grads = divergence
+            .sum_all()
+            .and_then(|d| d.backward())
+            .map_err(Error::tensor("backpropagate the divergence"))?;
+        match grads.get(z.as_tensor()) {
+            Some(_) => Ok(()),
+            None => Err(Error::MissingGradient {
+                model: self.chain_name(),
+                input: "latent z",
+            }),
+        }
+    }
+
+    fn update(
+        &self,
+        grad: &Tensor,
+        adam_state: &mut Option<(Tensor, Tensor)>,
+        t: usize,
+    ) -> candle_core::Result<Tensor> {
+        let lr = self.config.lr;
+        match self.config.optimizer {
+            Optimizer::Sgd => grad.affine(lr, 0.0),
+            Optimizer::Adam {
+                beta1,
+                beta2,
+                epsilon,
+            } => {
+                let (m, v) = match adam_state.take() {
+                    Some(state) => state,
+                    None => (grad.zeros_like()?, grad.zeros_like()?),
+                };
+                let m = (m.affine(beta1, 0.0)? + grad.affine(1.0 - beta1, 0.0)?)?;
+                let v = (v.affine(beta2, 0.0)? + grad.sqr()?.affine(1.0 - beta2, 0.0)?)?;
+                let m_hat = m.affine(1.0 / (1.0 - beta1.powi(t as i32)), 0.0)?;
+                let v_hat = v.affine(1.0 / (1.0 - beta2.powi(t as i32)), 0.0)?;
+                let update = (m_hat / (v_hat.sqrt()? + epsilon)?)?.affine(lr, 0.0)?;
+                *adam_state = Some((m, v));
+                Ok(update)
+            }
+        }
+    }
+
+    /// ‖z − z0‖ / ‖z‖ per sample, `[B]`.
+    fn dz(&self, z: &Tensor, z0: &Tensor) -> Result<Tensor> {
+        let norm = |t: &Tensor| t.sqr()?.sum(1)?.sqrt();
+        (|| norm(&(z - z0)?)? / norm(z)?)().map_err(Error::tensor("compute dz"))
+    }
+
+    fn check_condition(&self, b: usize) -> Result<()> {
+        match (self.generator.num_conditions(), &self.condition) {
+            (None, None) => Ok(()),
+            (Some(c), Some(cond)) if cond.dims() == [b, c] => Ok(()),
+            (Some(c), Some(cond)) => Err(Error::setting(
+                "condition",
+                format!("a tensor of shape {:?}", cond.dims()),
+                format!("[{b}, {c}] for generator `{}`", self.generator_name),
+            )),
+            (Some(c), None) => Err(Error::setting(
+                "condition",
+                "none",
+                format!(
+                    "a class condition [B, {c}]: generator `{}` is class-conditional",
+                    self.generator_name
+                ),
+            )),
+            (None, Some(_)) => Err(Error::setting(
+                "condition",
+                "a tensor",
+                format!("none: generator `{}` is unconditional", self.generator_name),
+            )),
+        }
+    }
+
+    fn chain_name(&self) -> String {
+        let names: Vec<&str> = self.classifiers.iter().map(|(n, _)| n.as_str()).collect();
+        format!("{} -> {}", self.generator_name, names.join(", "))
+    }
+
+    fn shape_error(&self, what: &str, expected: String, t: &Tensor) -> Error {
+        self.shape_error_of(&self.generator_name, what, expected, t)
+    }
+
+    fn shape_error_of(&self, model: &str, what: &str, expected: String, t: &Tensor) -> Error {
+        Error::Shape {
+            model: model.to_string(),
+            what: what.to_string(),
+            expected,
+            got: t.dims().to_vec(),
+        }
+    }
+}
+
+/// x0, each model's probabilities `[model][sample][class]`, the divergence
+/// and the measures `[measure][sample]` at z0.
+type Start = (Tensor, Vec<Vec<Vec<f32>>>, Vec<f64>, Vec<Vec<f64>>);
+
+/// A tensor whose first dimension is the batch, checked for NaN and
+/// infinities, with where and when it was computed.
+/// The seeded stream of the baseline's latents: stream 1 of `seed` (z0 is
+/// drawn from stream 0), so that the baseline is neither z0 nor depends on
+/// whether z0 was given.
+pub(super) fn baseline_rng(seed: u64) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(1);
+    rng
+}
+
+/// exp of each model's log-probabilities, as `[model][sample][class]`.
+fn probs(log_probs: &[Tensor]) -> Result<Vec<Vec<Vec<f32>>>> {
+    log_probs
+        .iter()
+        .map(|lp| {
+            lp.exp()
+                .and_then(|p| p.to_vec2::<f32>())
+                .map_err(Error::tensor("read probabilities"))
+        })
+        .collect()
+}

@@ -1,0 +1,116 @@
+//! Unit tests of the search.
+
+use super::runner::baseline_rng;
+use super::*;
+use crate::error::Error;
+use candle_core::{DType, Device, Tensor};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+fn outcome(objectives: &[f64], z0_z: &[(Vec<f32>, Vec<f32>)]) -> SearchOutcome {
+    let step = |(i, &o): (usize, &f64)| StepRecord {
+        step: i,
+        mean_objective: o,
+        mean_divergence: 0.0,
+        max_divergence: 0.0,
+        mean_dz: 0.0,
+        mean_measures: vec![],
+    };
+    let sample = |(z0, z): &(Vec<f32>, Vec<f32>)| SampleRecord {
+        z0: z0.clone(),
+        z: z.clone(),
+        divergence_before: 0.0,
+        divergence_after: 0.0,
+        probs_before: vec![],
+        probs_after: vec![],
+        dz: 0.5,
+        measures_before: vec![],
+        measures_after: vec![],
+    };
+    let x = Tensor::zeros(1, DType::F32, &Device::Cpu).unwrap();
+    SearchOutcome {
+        config: SearchConfig::default(),
+        model_names: vec![],
+        class_names: vec![],
+        measure_names: vec![],
+        samples: z0_z.iter().map(sample).collect(),
+        trajectory: objectives.iter().enumerate().map(step).collect(),
+        baseline: Baseline {
+            divergences: vec![],
+            mean: 1.0,
+            max: 1.0,
+        },
+        steps_run: objectives.len().saturating_sub(1),
+        stopped_early: false,
+        x0: x.clone(),
+        x,
+    }
+}
+
+#[test]
+fn warnings_follow_their_documented_criteria() {
+    let stay = (vec![1.0, 0.0], vec![2.0, 1.0]);
+    // ‖z‖ = 10 ‖z0‖ exactly: run away.
+    let away = (vec![0.0, 0.5], vec![0.0, 5.0]);
+    let almost = (vec![0.0, 0.5], vec![0.0, 4.9]);
+    assert_eq!(
+        outcome(&[1.0, 2.0, 1.5], std::slice::from_ref(&stay)).warnings(),
+        []
+    );
+    assert_eq!(
+        outcome(&[1.0, 2.0, 0.5], std::slice::from_ref(&stay)).warnings(),
+        [AscentWarning::ObjectiveFell {
+            start: 1.0,
+            end: 0.5
+        }]
+    );
+    // No steps, nothing to fall.
+    assert_eq!(outcome(&[1.0], std::slice::from_ref(&stay)).warnings(), []);
+    // Half the samples is enough; fewer is not.
+    let w = outcome(&[0.0, 1.0], &[stay.clone(), away.clone()]).warnings();
+    assert_eq!(
+        w,
+        [AscentWarning::RanAway {
+            samples: 1,
+            batch: 2,
+            mean_dz: 0.5
+        }]
+    );
+    assert!(w[0].to_string().contains("1 of 2 samples"), "{}", w[0]);
+    let three = [stay.clone(), away.clone(), almost.clone()];
+    assert_eq!(outcome(&[0.0, 1.0], &three).warnings(), []);
+    // A sample at the origin that stayed there did not run away.
+    let still = (vec![0.0, 0.0], vec![0.0, 0.0]);
+    assert_eq!(outcome(&[0.0, 1.0], &[still]).warnings(), []);
+}
+
+#[test]
+fn the_baseline_stream_is_not_z0s() {
+    let draw = |rng: &mut ChaCha8Rng| {
+        crate::model::sample_standard_normal((4, 3), rng, &Device::Cpu)
+            .and_then(|t| t.flatten_all())
+            .and_then(|t| t.to_vec1::<f32>())
+            .unwrap()
+    };
+    let z0 = draw(&mut ChaCha8Rng::seed_from_u64(9));
+    let baseline = draw(&mut baseline_rng(9));
+    assert_ne!(z0, baseline);
+    assert_eq!(baseline, draw(&mut baseline_rng(9)));
+    assert_ne!(baseline, draw(&mut baseline_rng(10)));
+}
+
+#[test]
+fn non_finite_sites_and_stages_read_as_sentences() {
+    let err = Error::NonFinite {
+        site: NonFiniteSite::Logits("cnn_a".into()),
+        stage: SearchStage::Step(2),
+        sample: 3,
+        value: f64::INFINITY,
+    };
+    let msg = err.to_string();
+    assert!(
+        msg.contains("a logit of classifier `cnn_a` is inf at step 2 for sample 3"),
+        "{msg}"
+    );
+    assert!(msg.contains("check the classifier"), "{msg}");
+}

@@ -1,0 +1,293 @@
+//! Where a snapshot lives, what insta's environment says to do with it, and why a check fails.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::config::TrialId;
+
+use super::*;
+
+/// Where a trial's snapshot lives, and what its header says.
+#[derive(Clone, Debug)]
+pub struct SnapshotFile {
+    /// `<config dir>/snapshots/<config stem>/<kind>-<name>.snap`.
+    pub path: PathBuf,
+    /// The file a gevaldi before 0.2 used: `<config dir>/snapshots/<name>.snap`.
+    pub legacy: PathBuf,
+    /// The trial.
+    pub trial: TrialId,
+    /// The config, as the header names it.
+    pub config: PathBuf,
+}
+
+impl SnapshotFile {
+    /// The snapshot of the trial `trial` of the config at `config`.
+    pub fn new(config: &Path, trial: TrialId) -> Self {
+        let (kind, name) = (trial.kind, &trial.name);
+        let dir = config.parent().unwrap_or(Path::new("")).join("snapshots");
+        let stem = config
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "gevaldi".into());
+        SnapshotFile {
+            path: dir.join(&stem).join(format!("{kind}-{name}.snap")),
+            legacy: dir.join(format!("{name}.snap")),
+            trial: trial.clone(),
+            config: config.to_path_buf(),
+        }
+    }
+
+    /// `<path>.new`, where a snapshot waiting for review goes.
+    pub fn pending(&self) -> PathBuf {
+        let mut p = self.path.clone().into_os_string();
+        p.push(".new");
+        PathBuf::from(p)
+    }
+
+    /// The whole file: insta's header, then `body`.
+    pub(super) fn contents(&self, body: &str) -> String {
+        let config = self
+            .config
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        format!(
+            "---\nsource: {}\ndescription: {}\nexpression: {}\n---\n{body}",
+            json_string(&config),
+            json_string(&format!(
+                "gevaldi trial {}; start.* lines compared within 1e-3, search.* within 25% \
+                 (see gevaldi::snapshot)",
+                self.trial
+            )),
+            json_string(&self.trial.to_string()),
+        )
+    }
+}
+
+/// `s` as a double-quoted string (valid YAML).
+pub(super) fn json_string(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_default()
+}
+
+/// The body of a snapshot file (after its header).
+pub(super) fn body_of(contents: &str) -> &str {
+    let Some(rest) = contents.strip_prefix("---\n") else {
+        return contents;
+    };
+    match rest.find("\n---\n") {
+        Some(i) => &rest[i + 5..],
+        None => contents,
+    }
+}
+
+/// What insta's environment says to do with snapshots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Update {
+    /// Write nothing.
+    No,
+    /// Write `.snap.new`.
+    New,
+    /// Write `.snap` for new snapshots, `.snap.new` for changed ones.
+    Unseen,
+    /// Write `.snap`.
+    Always,
+}
+
+impl Update {
+    fn from_env() -> Self {
+        let ci = std::env::var("CI")
+            .map(|v| !matches!(v.as_str(), "" | "0" | "false"))
+            .unwrap_or(false);
+        match std::env::var("INSTA_UPDATE").unwrap_or_default().as_str() {
+            "no" => Update::No,
+            "new" => Update::New,
+            "unseen" => Update::Unseen,
+            "always" | "force" => Update::Always,
+            _ if ci => Update::No,
+            _ => Update::New,
+        }
+    }
+}
+
+pub(super) fn force_pass() -> bool {
+    std::env::var("INSTA_FORCE_PASS").is_ok_and(|v| !matches!(v.as_str(), "" | "0" | "false"))
+}
+
+/// Why a trial's snapshot did not pass.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum SnapshotProblem {
+    /// There is no snapshot yet.
+    New {
+        /// The snapshot.
+        file: Box<SnapshotFile>,
+        /// Where the proposed snapshot was written (`None` under CI or
+        /// `INSTA_UPDATE=no`).
+        written: Option<PathBuf>,
+    },
+    /// The snapshot differs beyond its tolerances.
+    Changed {
+        /// The snapshot.
+        file: Box<SnapshotFile>,
+        /// The lines that differ, in order.
+        mismatches: Vec<Mismatch>,
+        /// Where the new snapshot was written, if anywhere.
+        written: Option<PathBuf>,
+    },
+    /// A snapshot file could not be written (the error names it).
+    Write(Box<crate::Error>),
+    /// A snapshot file could not be read or removed.
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What was being done.
+        action: &'static str,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// Lines of a changed snapshot shown; the rest are counted.
+pub(super) const MISMATCHES_SHOWN: usize = 5;
+
+impl fmt::Display for SnapshotProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let accept = |written: &Path, target: &Path| {
+            format!(
+                "accept it with `cargo insta accept` (cargo-insta: `cargo install cargo-insta`), \
+                 or `mv {} {}`",
+                written.display(),
+                target.display()
+            )
+        };
+        match self {
+            SnapshotProblem::New { file, written } => {
+                write!(f, "new snapshot for {}: ", file.trial)?;
+                match written {
+                    Some(w) => {
+                        write!(f, "written to `{}`; {}", w.display(), accept(w, &file.path))?
+                    }
+                    None => write!(
+                        f,
+                        "`{}` does not exist, and none was written (CI or INSTA_UPDATE=no); \
+                         run the tests once where snapshots may be written, accept, and commit it",
+                        file.path.display()
+                    )?,
+                }
+                if file.legacy.is_file() {
+                    write!(
+                        f,
+                        "\n(`{}` is the snapshot of an older gevaldi: snapshots are now one folder \
+                         per config and hold other figures; delete it once the new one is accepted)",
+                        file.legacy.display()
+                    )?;
+                }
+                Ok(())
+            }
+            SnapshotProblem::Changed {
+                file,
+                mismatches,
+                written,
+            } => {
+                writeln!(
+                    f,
+                    "snapshot `{}` changed: {} line(s) beyond their tolerance (stored -> now):",
+                    file.path.display(),
+                    mismatches.len()
+                )?;
+                for m in mismatches.iter().take(MISMATCHES_SHOWN) {
+                    writeln!(f, "  {m}")?;
+                }
+                if mismatches.len() > MISMATCHES_SHOWN {
+                    writeln!(f, "  and {} more", mismatches.len() - MISMATCHES_SHOWN)?;
+                }
+                match written {
+                    Some(w) if *w == file.path => {
+                        write!(f, "the snapshot was updated (INSTA_UPDATE)")
+                    }
+                    Some(w) => write!(
+                        f,
+                        "new version in `{}`: review with `cargo insta review`; {}",
+                        w.display(),
+                        accept(w, &file.path)
+                    ),
+                    None => write!(
+                        f,
+                        "nothing was written (CI or INSTA_UPDATE=no); if the change is intended, \
+                         rerun where snapshots may be written and accept it"
+                    ),
+                }
+            }
+            SnapshotProblem::Write(e) => write!(f, "{e}"),
+            SnapshotProblem::Io {
+                path,
+                action,
+                source,
+            } => write!(
+                f,
+                "failed to {action} the snapshot `{}`: {source}",
+                path.display()
+            ),
+        }
+    }
+}
+
+/// Compares `body` with the stored snapshot and writes what insta's
+/// environment says.
+pub(super) fn check(file: &SnapshotFile, body: &str) -> Result<(), SnapshotProblem> {
+    let io = |path: &Path, action: &'static str| {
+        let path = path.to_path_buf();
+        move |source| SnapshotProblem::Io {
+            path,
+            action,
+            source,
+        }
+    };
+    let pending = file.pending();
+    let remove_pending = || match std::fs::remove_file(&pending) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&pending, "remove")(e)),
+        _ => Ok(()),
+    };
+    let stored = match std::fs::read_to_string(&file.path) {
+        Ok(s) => Some(s),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(io(&file.path, "read")(e)),
+    };
+    // `None`: no snapshot yet.
+    let mismatches = match stored {
+        None => None,
+        Some(stored) => {
+            let m = compare(body_of(&stored), body);
+            if m.is_empty() {
+                // Within tolerance: the stored file stays as it is; a
+                // pending version from an earlier run is obsolete.
+                return remove_pending();
+            }
+            Some(m)
+        }
+    };
+    let written = match (Update::from_env(), &mismatches) {
+        (Update::No, _) => None,
+        (Update::Unseen, None) | (Update::Always, _) => Some(file.path.clone()),
+        (Update::New | Update::Unseen, _) => Some(pending.clone()),
+    };
+    if let Some(w) = &written {
+        crate::artifact::write_atomic(w, file.contents(body).as_bytes())
+            .map_err(|e| SnapshotProblem::Write(Box::new(e)))?;
+        if *w == file.path {
+            return remove_pending();
+        }
+    }
+    match mismatches {
+        None => Err(SnapshotProblem::New {
+            file: Box::new(file.clone()),
+            written,
+        }),
+        Some(_) if force_pass() => Ok(()),
+        Some(mismatches) => Err(SnapshotProblem::Changed {
+            file: Box::new(file.clone()),
+            mismatches,
+            written,
+        }),
+    }
+}

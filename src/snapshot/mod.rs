@@ -1,0 +1,72 @@
+//! The snapshot of a trial: what it found, in a form that is the same on
+//! every machine and device yet changes when a model does.
+//!
+//! # What a snapshot holds, and why
+//!
+//! The search is a chaotic ascent: over 200 steps, float rounding that
+//! differs between the CPU and a GPU (or between gevaldi's engine and
+//! candle's own ops, `GEVALDI_ENGINE=candle`) moves some samples to other
+//! maxima. On an H200 the committed MNIST suite ended with a mean KL of
+//! 2.793 against 2.717 on the CPU, although both searches were right. A
+//! snapshot of per-sample results after the search would be red forever for
+//! a team that develops on a GPU and gates on CPU runners. So a snapshot
+//! holds two kinds of figure, each line marked by its key:
+//!
+//! - `start.*`: what the models do at the seed's starting latents z0 and on
+//!   the baseline's prior samples, before any ascent step (and, for an
+//!   ensemble, the vote on the test data). These are smooth functions of
+//!   every model's weights, equal across devices to float rounding (1e-6
+//!   measured), and a 1% change to one layer's weights moves them by far
+//!   more than rounding does. They are compared within [`Tolerance::START`]:
+//!   relative 1e-3 (absolute 1e-5 near zero).
+//! - `search.*`: what the ascent found (the divergence after the search, the
+//!   lift, dz, the set distance, regions of uncertainty). These are compared
+//!   within [`Tolerance::SEARCH`], relative 25% (absolute 0.05): device and
+//!   engine noise stays well inside it, a search that stops finding
+//!   disagreement does not.
+//!
+//! Every other line (names, settings, thresholds, warnings) is compared as
+//! text. Numbers are written with 6 significant digits (`start.*`) or 4
+//! (`search.*`). A snapshot that is within tolerance of the stored one is
+//! left as it is, so the file never churns between machines.
+//!
+//! # Files
+//!
+//! Snapshots live beside the config, one folder per config:
+//! `snapshots/<config stem>/pair-<name>.snap` and `…/ensemble-<name>.snap`.
+//! They are in insta's file format (a YAML header between `---` lines, then
+//! the body), so `cargo insta review` and `cargo insta accept` work on them.
+//! gevaldi compares them itself (insta's assertion has no tolerance, and
+//! prints whole-file diffs and panics), following insta's environment:
+//!
+//! | `INSTA_UPDATE` | new snapshot | changed snapshot |
+//! | --- | --- | --- |
+//! | unset or `auto`, locally | writes `.snap.new`, fails | writes `.snap.new`, fails |
+//! | unset or `auto`, with `CI` set | fails, writes nothing | fails, writes nothing |
+//! | `no` | fails, writes nothing | fails, writes nothing |
+//! | `new` | writes `.snap.new`, fails | writes `.snap.new`, fails |
+//! | `unseen` | writes `.snap`, passes | writes `.snap.new`, fails |
+//! | `always` or `force` | writes `.snap`, passes | writes `.snap`, passes |
+//!
+//! and `INSTA_FORCE_PASS=1` passes a changed snapshot (after writing what
+//! the mode says). Files are written to a temporary file, flushed to disk
+//! and renamed into place.
+
+mod compare;
+mod ensemble;
+mod file;
+mod pair;
+mod text;
+
+pub use self::compare::{compare, Mismatch, Tolerance};
+pub use self::ensemble::{log_loss, EnsembleSummary, MetricsSummary, RegionsSummary};
+use self::file::check;
+pub use self::file::{SnapshotFile, SnapshotProblem};
+pub use self::pair::{
+    BeforeAfter, SampleSummary, SetDistanceSummary, Settings, Stats, Summary, ThresholdSummary,
+    WarningSummary, SAMPLES_SHOWN,
+};
+use self::text::*;
+
+#[cfg(test)]
+mod tests;

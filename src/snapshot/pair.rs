@@ -1,0 +1,376 @@
+//! The snapshot of a `[[pair]]` trial: [`Summary`].
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Statistic, Thresholds, TrialId};
+use crate::search::SearchOutcome;
+use crate::verdict::{statistic, top};
+
+use super::*;
+
+/// Samples whose predictions at z0 the snapshot lists.
+pub const SAMPLES_SHOWN: usize = 5;
+
+/// The snapshot of one pair trial (also kept in its record, unrounded).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Summary {
+    /// The trial's pair name.
+    pub pair: String,
+    /// The classifiers, in order.
+    pub models: Vec<String>,
+    /// The generator.
+    pub generator: String,
+    /// The search's settings.
+    pub settings: Settings,
+    /// Ascent steps taken.
+    pub steps_run: usize,
+    /// Divergence statistics before and after the search.
+    pub divergence: BeforeAfter,
+    /// The null baseline.
+    pub baseline: Stats,
+    /// Mean divergence after / baseline mean.
+    pub lift: f64,
+    /// Mean ‖z − z0‖ / ‖z‖.
+    pub mean_dz: f64,
+    /// The fraction of samples whose models' top classes differ after the
+    /// search.
+    #[serde(default)]
+    pub disagreement: f64,
+    /// The hierarchical set distance of the models' top-n predictions.
+    pub set_distance: Option<SetDistanceSummary>,
+    /// The thresholds checked.
+    pub thresholds: ThresholdSummary,
+    /// The first samples' top predictions, before and after.
+    pub samples: Vec<SampleSummary>,
+    /// What looked wrong about the ascent (it fell, or z ran away).
+    #[serde(default)]
+    pub warnings: Vec<WarningSummary>,
+}
+
+/// A warning about the ascent ([`crate::search::AscentWarning`]).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WarningSummary {
+    /// What happened, without figures (the snapshot holds this).
+    pub kind: String,
+    /// The whole warning, with its figures and what to try.
+    pub message: String,
+}
+
+/// Search settings as snapshotted.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Settings {
+    /// `divergence`.
+    pub divergence: String,
+    /// `optimizer`.
+    pub optimizer: String,
+    /// `lr`.
+    pub lr: f64,
+    /// `lambda`.
+    pub lambda: f64,
+    /// `batch`.
+    pub batch: usize,
+    /// `steps`.
+    pub steps: usize,
+    /// `seed`.
+    pub seed: u64,
+}
+
+impl Settings {
+    /// The settings of a search.
+    pub fn of(c: &crate::search::SearchConfig) -> Self {
+        Settings {
+            divergence: c.divergence.name().to_string(),
+            optimizer: c.optimizer.name().to_string(),
+            lr: c.lr,
+            lambda: c.lambda,
+            batch: c.batch,
+            steps: c.steps,
+            seed: c.seed,
+        }
+    }
+
+    pub(super) fn line(&self) -> String {
+        format!(
+            "{}, {}, lr {}, lambda {}, batch {}, steps {}, seed {}",
+            self.divergence,
+            self.optimizer,
+            self.lr,
+            self.lambda,
+            self.batch,
+            self.steps,
+            self.seed
+        )
+    }
+}
+
+/// Statistics of per-sample values.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Stats {
+    /// Mean.
+    pub mean: f64,
+    /// Median.
+    pub median: f64,
+    /// Maximum.
+    pub max: f64,
+}
+
+impl Stats {
+    fn of(values: &[f64]) -> Self {
+        Stats {
+            mean: statistic(values, Statistic::Mean),
+            median: statistic(values, Statistic::Quantile(0.5)),
+            max: statistic(values, Statistic::Max),
+        }
+    }
+}
+
+/// Before and after the search.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BeforeAfter {
+    /// At z0.
+    pub before: Stats,
+    /// At the final z.
+    pub after: Stats,
+}
+
+/// The set distance of the top-n predictions, before and after.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SetDistanceSummary {
+    /// n.
+    pub top_n: usize,
+    /// At z0.
+    pub before: Stats,
+    /// At the final z.
+    pub after: Stats,
+}
+
+/// Thresholds as snapshotted.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ThresholdSummary {
+    /// `max_divergence`, if set.
+    pub max_divergence: Option<f64>,
+    /// What it bounds.
+    pub statistic: String,
+    /// `min_lift`, if set.
+    pub min_lift: Option<f64>,
+    /// `max_set_distance`, if set.
+    pub max_set_distance: Option<f64>,
+}
+
+/// One sample's predictions, as "class (probability)" per model.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SampleSummary {
+    /// The sample's index in the batch.
+    pub index: usize,
+    /// Divergence at z0 and at z.
+    pub divergence: [f64; 2],
+    /// Set distance of the top-n predictions at z0 and at z.
+    pub set_distance: Option<[f64; 2]>,
+    /// Each model's top prediction at z0.
+    pub before: Vec<String>,
+    /// Each model's top prediction at z.
+    pub after: Vec<String>,
+}
+
+impl Summary {
+    /// The summary of a finished trial.
+    pub fn new(
+        pair: &str,
+        generator: &str,
+        outcome: &SearchOutcome,
+        thresholds: &Thresholds,
+    ) -> Self {
+        let before: Vec<f64> = outcome
+            .samples
+            .iter()
+            .map(|s| s.divergence_before)
+            .collect();
+        let after: Vec<f64> = outcome.samples.iter().map(|s| s.divergence_after).collect();
+        let n = thresholds.top_n;
+        let measure = outcome
+            .measure_names
+            .iter()
+            .position(|m| *m == crate::verdict::set_distance_name(n));
+        let predictions = |probs: &[Vec<f32>]| -> Vec<String> {
+            probs
+                .iter()
+                .map(|p| {
+                    let (k, v) = top(p);
+                    format!("{} ({v:.4})", outcome.class_names[k])
+                })
+                .collect()
+        };
+        let measured = |m: usize, after: bool| -> Vec<f64> {
+            outcome
+                .samples
+                .iter()
+                .map(|s| {
+                    if after {
+                        s.measures_after[m]
+                    } else {
+                        s.measures_before[m]
+                    }
+                })
+                .collect()
+        };
+        let disagreeing = outcome
+            .samples
+            .iter()
+            .filter(|s| {
+                let tops: Vec<usize> = s
+                    .probs_after
+                    .iter()
+                    .map(|p| crate::model::argmax(p))
+                    .collect();
+                tops.windows(2).any(|w| w[0] != w[1])
+            })
+            .count();
+        Summary {
+            pair: pair.to_string(),
+            models: outcome.model_names.clone(),
+            generator: generator.to_string(),
+            settings: Settings::of(&outcome.config),
+            steps_run: outcome.steps_run,
+            divergence: BeforeAfter {
+                before: Stats::of(&before),
+                after: Stats::of(&after),
+            },
+            baseline: Stats::of(&outcome.baseline.divergences),
+            lift: outcome.lift(),
+            mean_dz: outcome.mean_dz(),
+            disagreement: disagreeing as f64 / outcome.samples.len().max(1) as f64,
+            set_distance: measure.map(|m| SetDistanceSummary {
+                top_n: n,
+                before: Stats::of(&measured(m, false)),
+                after: Stats::of(&measured(m, true)),
+            }),
+            thresholds: ThresholdSummary {
+                max_divergence: thresholds.max_divergence,
+                statistic: match thresholds.statistic {
+                    Statistic::Max => "max".into(),
+                    Statistic::Mean => "mean".into(),
+                    Statistic::Quantile(q) => format!("quantile {q}"),
+                },
+                min_lift: thresholds.min_lift,
+                max_set_distance: thresholds.max_set_distance,
+            },
+            samples: outcome
+                .samples
+                .iter()
+                .take(SAMPLES_SHOWN)
+                .enumerate()
+                .map(|(index, s)| SampleSummary {
+                    index,
+                    divergence: [s.divergence_before, s.divergence_after],
+                    set_distance: measure.map(|m| [s.measures_before[m], s.measures_after[m]]),
+                    before: predictions(&s.probs_before),
+                    after: predictions(&s.probs_after),
+                })
+                .collect(),
+            warnings: outcome
+                .warnings()
+                .iter()
+                .map(|w| WarningSummary {
+                    kind: w.kind().to_string(),
+                    message: w.to_string(),
+                })
+                .collect(),
+        }
+    }
+
+    /// The snapshot's body: one `key: value` line each (see the module
+    /// docs for what the keys' prefixes mean).
+    pub fn body(&self) -> String {
+        let mut b = Body::default();
+        b.text("trial", TrialId::pair(&self.pair).to_string());
+        b.text("models", self.models.join(", "));
+        b.text("generator", &self.generator);
+        b.text("settings", self.settings.line());
+        let t = &self.thresholds;
+        b.text(
+            "thresholds",
+            format!(
+                "max_divergence {}, statistic {}, min_lift {}, max_set_distance {}",
+                opt(t.max_divergence),
+                t.statistic,
+                opt(t.min_lift),
+                opt(t.max_set_distance)
+            ),
+        );
+        let d = &self.settings.divergence;
+        let stats = |s: &Stats, digits| {
+            format!(
+                "mean {}, median {}, max {}",
+                sig(s.mean, digits),
+                sig(s.median, digits),
+                sig(s.max, digits)
+            )
+        };
+        b.text(
+            "start.divergence",
+            format!("{d} {}", stats(&self.divergence.before, 6)),
+        );
+        b.text(
+            "start.baseline",
+            format!("{d} {}", stats(&self.baseline, 6)),
+        );
+        if let Some(s) = &self.set_distance {
+            b.text(
+                "start.set_distance",
+                format!(
+                    "top-{} mean {}, max {}",
+                    s.top_n,
+                    sig(s.before.mean, 6),
+                    sig(s.before.max, 6)
+                ),
+            );
+        }
+        for s in &self.samples {
+            let predictions: Vec<String> = self
+                .models
+                .iter()
+                .zip(&s.before)
+                .map(|(m, p)| format!("{m} {p}"))
+                .collect();
+            b.text(
+                &format!("start.sample.{}", s.index),
+                format!(
+                    "{d} {}; {}",
+                    sig(s.divergence[0], 6),
+                    predictions.join(", ")
+                ),
+            );
+        }
+        b.text("search.steps_run", self.steps_run.to_string());
+        b.text(
+            "search.divergence",
+            format!(
+                "{d} mean {}, median {}",
+                sig(self.divergence.after.mean, 4),
+                sig(self.divergence.after.median, 4)
+            ),
+        );
+        b.text("search.lift", sig(self.lift, 4));
+        b.text("search.mean_dz", sig(self.mean_dz, 4));
+        b.text("search.disagreement", sig(self.disagreement, 4));
+        if let Some(s) = &self.set_distance {
+            b.text(
+                "search.set_distance",
+                format!("top-{} mean {}", s.top_n, sig(s.after.mean, 4)),
+            );
+        }
+        b.text("warnings", warnings(&self.warnings));
+        b.0
+    }
+
+    /// Checks the summary against its snapshot `snapshots/<config
+    /// stem>/pair-<name>.snap` beside `config` (see the module docs).
+    pub fn check_snapshot(&self, config: &Path) -> Result<(), SnapshotProblem> {
+        check(
+            &SnapshotFile::new(config, TrialId::pair(&self.pair)),
+            &self.body(),
+        )
+    }
+}

@@ -1,0 +1,99 @@
+//! Unit tests of the snapshots.
+
+use super::compare::{tokens, Token};
+use super::file::body_of;
+use super::*;
+use crate::config::TrialId;
+use std::path::Path;
+
+#[test]
+fn sig_writes_significant_digits() {
+    assert_eq!(sig(0.108431234, 6), "0.108431");
+    assert_eq!(sig(2.7174, 4), "2.717");
+    assert_eq!(sig(26.5281, 4), "26.53");
+    assert_eq!(sig(1.0, 4), "1");
+    assert_eq!(sig(0.0, 6), "0");
+    assert_eq!(sig(-0.00001, 2), "-0.00001");
+    assert_eq!(sig(1234567.0, 3), "1230000");
+    assert_eq!(sig(1.5e-9, 3), "1.50e-9");
+    assert_eq!(sig(f64::NAN, 3), "NaN");
+}
+
+#[test]
+fn tokens_keep_names_whole() {
+    assert_eq!(
+        tokens("cnn_a 1 (0.8213), bag_0 top-5 mean -2.5e-3"),
+        vec![
+            Token::Text("cnn_a "),
+            Token::Number(1.0),
+            Token::Text(" ("),
+            Token::Number(0.8213),
+            Token::Text("), bag_0 top-5 mean "),
+            Token::Number(-2.5e-3),
+        ]
+    );
+    assert_eq!(tokens("3d"), vec![Token::Text("3d")]);
+}
+
+#[test]
+fn tolerances_follow_the_key() {
+    let stored =
+        "trial: pair::p\nstart.divergence: kl mean 0.108431, max 0.944\nsearch.lift: 26.53\n";
+    // Rounding noise at the start, device noise after the search: a match.
+    let noise =
+        "trial: pair::p\nstart.divergence: kl mean 0.108432, max 0.944\nsearch.lift: 24.1\n";
+    assert!(compare(stored, noise).is_empty());
+    // A 1% change at the start is caught, with its relative size.
+    let changed =
+        "trial: pair::p\nstart.divergence: kl mean 0.109515, max 0.944\nsearch.lift: 26.53\n";
+    let m = compare(stored, changed);
+    assert_eq!(m.len(), 1);
+    assert_eq!(m[0].key, "start.divergence");
+    let r = m[0].relative.unwrap();
+    assert!((r - 0.0099).abs() < 1e-3, "{r}");
+    // The search collapsing is caught too.
+    let collapsed =
+        "trial: pair::p\nstart.divergence: kl mean 0.108431, max 0.944\nsearch.lift: 1.2\n";
+    assert_eq!(compare(stored, collapsed)[0].key, "search.lift");
+    // Text is exact: another class, another divergence.
+    let other =
+        "trial: pair::p\nstart.divergence: js mean 0.108431, max 0.944\nsearch.lift: 26.53\n";
+    assert_eq!(compare(stored, other)[0].relative, None);
+    // Lines gone or new.
+    let m = compare(
+        stored,
+        "trial: pair::p\nsearch.lift: 26.53\nwarnings: none\n",
+    );
+    let keys: Vec<&str> = m.iter().map(|m| m.key.as_str()).collect();
+    assert_eq!(keys, ["warnings", "start.divergence"]);
+}
+
+#[test]
+fn exact_lines_compare_numbers_exactly() {
+    let m = compare(
+        "settings: kl, lr 0.05, seed 0\n",
+        "settings: kl, lr 0.05, seed 1\n",
+    );
+    assert_eq!(m.len(), 1);
+    assert_eq!(m[0].key, "settings");
+}
+
+#[test]
+fn a_nan_never_matches() {
+    let m = compare("start.x: 1\n", "start.x: NaN\n");
+    assert_eq!(m.len(), 1);
+    assert!(!Tolerance::SEARCH.holds(f64::NAN, f64::NAN));
+}
+
+#[test]
+fn body_is_read_back_from_insta_files() {
+    let file = SnapshotFile::new(Path::new("/x/gevaldi.toml"), TrialId::pair("p"));
+    assert_eq!(file.path, Path::new("/x/snapshots/gevaldi/pair-p.snap"));
+    assert_eq!(
+        file.pending(),
+        Path::new("/x/snapshots/gevaldi/pair-p.snap.new")
+    );
+    assert_eq!(file.legacy, Path::new("/x/snapshots/p.snap"));
+    let body = "trial: pair::p\nsearch.lift: 2\n";
+    assert_eq!(body_of(&file.contents(body)), body);
+}

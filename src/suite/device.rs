@@ -1,0 +1,54 @@
+//! Where trials run: the device, and candle's thread count on the CPU.
+
+use candle_core::Device;
+
+use crate::error::{Error, Result};
+
+/// The device trials run on: `GEVALDI_DEVICE` (`cpu`, `cuda`, `metal`) if
+/// set, else the first GPU of an enabled back end (features `cuda`,
+/// `metal`), else the CPU.
+pub fn device() -> Result<Device> {
+    let choice = std::env::var("GEVALDI_DEVICE").unwrap_or_default();
+    let gpu_error = |e| Error::Tensor {
+        action: format!("open the `{choice}` device named by GEVALDI_DEVICE"),
+        cause: Box::new(e),
+    };
+    match choice.as_str() {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => Device::new_cuda(0).map_err(gpu_error),
+        "metal" => Device::new_metal(0).map_err(gpu_error),
+        "" => {
+            if cfg!(feature = "cuda") {
+                if let Ok(d) = Device::new_cuda(0) {
+                    return Ok(d);
+                }
+            }
+            if cfg!(feature = "metal") {
+                if let Ok(d) = Device::new_metal(0) {
+                    return Ok(d);
+                }
+            }
+            Ok(Device::Cpu)
+        }
+        other => Err(Error::setting(
+            "GEVALDI_DEVICE",
+            other,
+            "cpu, cuda or metal",
+        )),
+    }
+}
+
+/// Sets `RAYON_NUM_THREADS`, when it is not set, to the thread count candle
+/// chooses by itself (the physical cores).
+///
+/// candle 0.11 asks for its thread count on every matmul, and on Linux,
+/// without `RAYON_NUM_THREADS`, that parses `/proc/cpuinfo` each time: 11% of
+/// a search's time on the MNIST fixtures, measured with `perf`. Call it
+/// first thing in `main`, before any other thread starts (the harness of
+/// [`main!`](crate::main), `cargo gevaldi` and the benchmark do).
+pub fn fix_thread_count() {
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        let n = candle_core::utils::get_num_threads();
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    }
+}

@@ -1,0 +1,215 @@
+//! A loaded `gevaldi.toml` and the running of its trials, shared by the
+//! cargo test harness ([`crate::harness`]) and the `cargo gevaldi` command.
+//!
+//! A [`Suite`] lists its trials ([`TrialId`]: `pair::<name>` per
+//! `[[pair]]`, `ensemble::<name>` per `[[ensemble]]`) without loading a
+//! model; running one ([`Suite::run_trial`]) loads only its own models
+//! ([`Registry`]), searches, checks its thresholds and its insta snapshot,
+//! and writes its record and pictures ([`crate::artifact`]), and gives a
+//! [`TrialReport`] or a [`TrialError`]; [`Suite::write_report`] then builds
+//! the HTML report of every trial's latest record ([`crate::report`]).
+//!
+//! | file | what |
+//! | --- | --- |
+//! | `registry.rs` | models by name: registered from Rust, or built in |
+//! | `device.rs` | the device, candle's thread count |
+//! | `pair.rs` | a `[[pair]]` trial |
+//! | `ensemble.rs` | an `[[ensemble]]` trial |
+//! | `outcome.rs` | what a trial gives |
+
+mod device;
+mod ensemble;
+mod outcome;
+mod pair;
+mod registry;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use candle_core::Device;
+
+pub use self::device::{device, fix_thread_count};
+pub use self::outcome::{Figures, TrialError, TrialErrorKind, TrialReport};
+pub use self::registry::{BuildModel, Registry};
+use crate::artifact::{self, artifact_dir, ErrorRecord, Record};
+use crate::config::{self, Config, TrialId, TrialKind};
+use crate::error::Result;
+use crate::hierarchy::Hierarchy;
+use crate::model::{Classifier, Generator};
+
+/// A loaded config, its registered models and the device its trials run on.
+pub struct Suite {
+    config: Config,
+    registry: Registry,
+    device: Device,
+    /// The `[hierarchy]` of the config, loaded by the first trial that needs
+    /// it and shared by the others.
+    hierarchy: OnceLock<Arc<Hierarchy>>,
+}
+
+/// A trial of a suite, as listed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrialInfo {
+    /// The trial.
+    pub id: TrialId,
+    /// `ignore = true` in the config, or skipped (below).
+    pub ignored: bool,
+    /// Why it is skipped: the weights of an `optional` model it uses are
+    /// not present.
+    pub skipped: Option<String>,
+}
+
+impl Suite {
+    /// Loads the config at `path` and checks that every model table without
+    /// `arch` is registered in `registry`. Loads no model.
+    pub fn load(path: impl AsRef<Path>, registry: Registry) -> Result<Self> {
+        let path = path.as_ref();
+        let config = config::load(path)?;
+        registry::check_registry(&config, &registry)?;
+        crate::engine::Engine::from_env()?;
+        Ok(Suite {
+            config,
+            registry,
+            device: device()?,
+            hierarchy: OnceLock::new(),
+        })
+    }
+
+    /// The config.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The device the trials run on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The trials, pairs first, each in config order.
+    pub fn trials(&self) -> Vec<TrialInfo> {
+        self.config
+            .trials()
+            .into_iter()
+            .map(|id| {
+                let skipped = self.config.skip_reason(&id);
+                TrialInfo {
+                    ignored: self.config.ignored(&id) || skipped.is_some(),
+                    skipped,
+                    id,
+                }
+            })
+            .collect()
+    }
+
+    /// The directory of this config's records, pictures and report.
+    pub fn artifact_dir(&self) -> PathBuf {
+        artifact_dir(&self.config.path)
+    }
+
+    /// Writes the HTML report of the latest record of every trial.
+    pub fn write_report(&self) -> Result<crate::report::Written> {
+        crate::report::write(&self.config)
+    }
+
+    /// Runs the trial `id`, calling `progress(done, total)` as ascent steps
+    /// finish. A trial that stops on an error (or a panic, in a registered
+    /// model say) leaves an error record in place of its result.
+    pub fn run_trial(
+        &self,
+        id: &TrialId,
+        progress: &dyn Fn(u64, u64),
+    ) -> std::result::Result<TrialReport, TrialError> {
+        let started = Instant::now();
+        let (line, result) = match id.kind {
+            TrialKind::Pair => match self.config.pair(&id.name) {
+                Some(p) => (p.line, guard(|| self.run_pair(p, progress))),
+                None => (0, Err(TrialErrorKind::NotInConfig)),
+            },
+            TrialKind::Ensemble => match self.config.ensemble(&id.name) {
+                Some(e) => (e.line, guard(|| self.run_ensemble(e, progress))),
+                None => (0, Err(TrialErrorKind::NotInConfig)),
+            },
+        };
+        let seconds = started.elapsed().as_secs_f64();
+        match result {
+            Ok(report) => Ok(TrialReport { seconds, ..report }),
+            Err(kind) => {
+                let mut error = TrialError {
+                    id: id.clone(),
+                    location: (self.config.path.clone(), line),
+                    record: None,
+                    seconds,
+                    kind,
+                };
+                if !matches!(error.kind, TrialErrorKind::NotInConfig) {
+                    // An older result must not stand in for this run.
+                    let record = Record::Error(ErrorRecord {
+                        trial: id.to_string(),
+                        message: error.message(),
+                        written_at: artifact::now(),
+                    });
+                    error.record = record.write(&self.record_path(id)).err().map(Box::new);
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Where the record of the trial `id` goes.
+    fn record_path(&self, id: &TrialId) -> PathBuf {
+        let dir = self.artifact_dir();
+        match id.kind {
+            TrialKind::Pair => artifact::pair_record(&dir, &id.name),
+            TrialKind::Ensemble => artifact::ensemble_record(&dir, &id.name),
+        }
+    }
+
+    fn classifier(&self, name: &str) -> Result<Box<dyn Classifier>> {
+        let decl = self.config.classifier(name).expect("validated config");
+        self.registry
+            .build_classifier(&self.config, decl, &self.device)
+    }
+
+    fn generator(&self, name: &str) -> Result<Box<dyn Generator>> {
+        let decl = self.config.generator(name).expect("validated config");
+        self.registry
+            .build_generator(&self.config, decl, &self.device)
+    }
+
+    /// Refuses a batch that would not fit in memory, and a classifier whose
+    /// logits are not as wide as its class names ([`crate::memory`]), before
+    /// a search.
+    fn check_memory(
+        &self,
+        generator: &dyn Generator,
+        classifiers: &[(&str, &dyn Classifier)],
+        key: &str,
+        batch: usize,
+    ) -> Result<()> {
+        match crate::memory::Estimate::probe(generator, classifiers, &self.device)? {
+            Some(estimate) => estimate.check(key, batch, &self.device),
+            None => Ok(()),
+        }
+    }
+}
+
+/// `run()`, with an error or a panic as why the trial stopped.
+fn guard<T>(run: impl FnOnce() -> Result<T>) -> std::result::Result<T, TrialErrorKind> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
+        Ok(result) => result.map_err(|e| TrialErrorKind::Failed(Box::new(e))),
+        Err(payload) => Err(TrialErrorKind::Panicked(panic_message(&*payload))),
+    }
+}
+
+/// A panic's message: its `&str` or `String` payload.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    match (
+        payload.downcast_ref::<&str>(),
+        payload.downcast_ref::<String>(),
+    ) {
+        (Some(s), _) => s.to_string(),
+        (_, Some(s)) => s.clone(),
+        _ => "a panic without a message".to_string(),
+    }
+}

@@ -1,0 +1,198 @@
+//! What running a trial gives: a [`TrialReport`] when it ran to its
+//! verdict (passed or not), a [`TrialError`] when it stopped before. The
+//! harness, `cargo gevaldi` and the tests format these; none of them reads
+//! a message back.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::config::{DivergenceKind, TrialId};
+use crate::error::Error;
+use crate::search::AscentWarning;
+use crate::snapshot::SnapshotProblem;
+use crate::verdict::Failure;
+
+/// The figures of a trial's one-line summary.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Figures {
+    /// A pair's search.
+    Pair {
+        /// The divergence.
+        divergence: DivergenceKind,
+        /// Its mean before the search.
+        mean_before: f64,
+        /// Its mean after the search.
+        mean_after: f64,
+        /// Its max after the search.
+        max_after: f64,
+        /// The null baseline's mean.
+        baseline: f64,
+        /// Mean after / baseline.
+        lift: f64,
+        /// Ascent steps taken.
+        steps: usize,
+    },
+    /// An ensemble's MDS dataset.
+    Ensemble {
+        /// The vote's accuracy on the test data.
+        test_accuracy: f64,
+        /// Its accuracy on the MDS dataset.
+        mds_accuracy: f64,
+        /// The MDS dataset's size.
+        samples: usize,
+        /// The regions of uncertainty found.
+        regions: usize,
+    },
+}
+
+/// A trial that ran to its verdict.
+#[derive(Debug)]
+pub struct TrialReport {
+    /// The trial.
+    pub id: TrialId,
+    /// Its figures.
+    pub figures: Figures,
+    /// The thresholds it broke; empty when they all held.
+    pub failures: Vec<Failure>,
+    /// The worst samples of the broken thresholds, as lines that each begin
+    /// with a line break (empty when none broke).
+    pub details: String,
+    /// Why its snapshot does not match, if it does not.
+    pub snapshot: Option<SnapshotProblem>,
+    /// What looked wrong about the ascent even if it passed.
+    pub warnings: Vec<AscentWarning>,
+    /// Its record (a pair) or record directory (an ensemble).
+    pub artifact: PathBuf,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+}
+
+impl TrialReport {
+    /// Whether every threshold held and the snapshot matched.
+    pub fn passed(&self) -> bool {
+        self.failures.is_empty() && self.snapshot.is_none()
+    }
+
+    /// The summary without the trial's name: its figures and its time.
+    pub fn result(&self) -> String {
+        match &self.figures {
+            Figures::Pair {
+                divergence: d,
+                mean_before,
+                mean_after,
+                max_after,
+                baseline,
+                lift,
+                steps,
+            } => format!(
+                "mean {d} {mean_before:.4} -> {mean_after:.4} (max {max_after:.4}), baseline \
+                 {baseline:.4}, lift {lift:.1}x, {steps} steps in {:.1} s",
+                self.seconds
+            ),
+            Figures::Ensemble {
+                test_accuracy,
+                mds_accuracy,
+                samples,
+                regions,
+            } => format!(
+                "accuracy {:.1}% on the test data, {:.1}% on {samples} MDS samples, {regions} \
+                 regions of uncertainty, in {:.1} s",
+                100.0 * test_accuracy,
+                100.0 * mds_accuracy,
+                self.seconds
+            ),
+        }
+    }
+
+    /// What failed, when it failed: the broken thresholds and their worst
+    /// samples, the snapshot's difference, the warnings, and where the
+    /// artifact is. `None` when it passed.
+    pub fn failure_message(&self) -> Option<String> {
+        if self.passed() {
+            return None;
+        }
+        let mut problems: Vec<String> = Vec::new();
+        if !self.failures.is_empty() {
+            let lines: Vec<String> = self.failures.iter().map(Failure::to_string).collect();
+            problems.push(lines.join("\n") + &self.details);
+        }
+        problems.extend(self.snapshot.iter().map(ToString::to_string));
+        let warned: String = self
+            .warnings
+            .iter()
+            .map(|w| format!("\nwarning: {w}"))
+            .collect();
+        Some(format!(
+            "{}{warned}\nartifact: {}",
+            problems.join("\n"),
+            self.artifact.display()
+        ))
+    }
+}
+
+impl fmt::Display for TrialReport {
+    /// `pair::<name>: <result>`, the one-line summary.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.id, self.result())
+    }
+}
+
+/// Why a trial stopped before its verdict.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum TrialErrorKind {
+    /// The config has no entry of that kind and name.
+    NotInConfig,
+    /// An error: loading a model, the search, writing the record, ….
+    Failed(Box<Error>),
+    /// A model (or gevaldi) panicked, with this message.
+    Panicked(String),
+}
+
+/// A trial that stopped before its verdict. It leaves an error record in
+/// place of its result (see [`crate::artifact::Record::Error`]).
+#[derive(Debug)]
+pub struct TrialError {
+    /// The trial.
+    pub id: TrialId,
+    /// The config, and the line of the trial's entry (0 when it has none).
+    pub location: (PathBuf, usize),
+    /// What stopped it.
+    pub kind: TrialErrorKind,
+    /// Why its error record could not be written, if so.
+    pub record: Option<Box<Error>>,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+}
+
+impl TrialError {
+    /// The message, without the record's own error: what the error record
+    /// holds.
+    pub fn message(&self) -> String {
+        let (path, line) = &self.location;
+        let entry = self.id.kind.name();
+        let at = format!("{entry} `{}` ({}:{line})", self.id.name, path.display());
+        match &self.kind {
+            TrialErrorKind::NotInConfig => format!(
+                "no [[{entry}]] named `{}` in {}",
+                self.id.name,
+                path.display()
+            ),
+            TrialErrorKind::Failed(e) => format!("{at}: {e}"),
+            TrialErrorKind::Panicked(m) => format!("{at}: panicked: {m}"),
+        }
+    }
+}
+
+impl fmt::Display for TrialError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message())?;
+        if let Some(e) = &self.record {
+            write!(f, "\n(and {e})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for TrialError {}

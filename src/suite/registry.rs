@@ -1,0 +1,289 @@
+//! Models by name: the builders registered from Rust for tables without
+//! `arch`, and the built-in architectures of tables with one.
+
+use candle_core::Device;
+
+use crate::config::{Architecture, Config, ModelDecl, ModelKind, ModelTable, PreprocessDecl};
+use crate::error::{Error, Result};
+use crate::model::{Classifier, Generator};
+use crate::preprocess::{Preprocess, Preprocessed};
+use crate::zoo::{self, Arch};
+
+/// Builds a model registered from Rust when a trial needs it.
+pub(super) type Factory<T> = Box<dyn Fn(&ModelTable, &Device) -> Result<Box<T>> + Send + Sync>;
+
+/// A function that builds a model registered from Rust, in either shape
+/// `gevaldi::main!` accepts: `Fn(&ModelTable, &Device) -> gevaldi::Result<M>`
+/// (it sees the model's table) or `Fn(&Device) -> gevaldi::Result<M>`.
+/// `Args` (`fn(&ModelTable, &Device)` or `fn(&Device)`) tells them apart
+/// and is inferred for functions; a closure needs its argument types
+/// written out (`|t: &ModelTable, d: &Device| …`).
+#[doc(hidden)]
+pub trait BuildModel<M, Args>: Send + Sync + 'static {
+    /// Builds the model of `table` on `device`.
+    fn build(&self, table: &ModelTable, device: &Device) -> Result<M>;
+}
+
+impl<M, F> BuildModel<M, fn(&ModelTable, &Device)> for F
+where
+    F: Fn(&ModelTable, &Device) -> Result<M> + Send + Sync + 'static,
+{
+    fn build(&self, table: &ModelTable, device: &Device) -> Result<M> {
+        self(table, device)
+    }
+}
+
+impl<M, F> BuildModel<M, fn(&Device)> for F
+where
+    F: Fn(&Device) -> Result<M> + Send + Sync + 'static,
+{
+    fn build(&self, _: &ModelTable, device: &Device) -> Result<M> {
+        self(device)
+    }
+}
+
+/// Models registered from Rust under the names a `gevaldi.toml` uses for
+/// tables without `arch`.
+#[derive(Default)]
+pub struct Registry {
+    pub(super) classifiers: Vec<(String, Factory<dyn Classifier>)>,
+    pub(super) generators: Vec<(String, Factory<dyn Generator>)>,
+    /// Tables without `arch` need no registration; building one fails.
+    without_rust_models: bool,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A registry for loading a config where its Rust models are not at
+    /// hand (`cargo gevaldi` lists trials and rebuilds reports of every
+    /// config): a table without `arch` needs no registration, and a trial
+    /// that needs such a model fails, saying that it runs under
+    /// `cargo test`.
+    pub fn without_rust_models() -> Self {
+        Registry {
+            without_rust_models: true,
+            ..Self::default()
+        }
+    }
+
+    /// Registers the classifier `name`, built by `build` when a trial needs
+    /// it. [`Registry::classifier_with_table`] gives it its TOML table too.
+    pub fn classifier<C: Classifier + 'static>(
+        &mut self,
+        name: &str,
+        build: impl Fn(&Device) -> Result<C> + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.register_classifier(name, build)
+    }
+
+    /// Registers the classifier `name`, built by `build` from its
+    /// `[classifier.<name>]` table (its `weights`, resolved, and its own
+    /// keys) when a trial needs it.
+    pub fn classifier_with_table<C: Classifier + 'static>(
+        &mut self,
+        name: &str,
+        build: impl Fn(&ModelTable, &Device) -> Result<C> + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.register_classifier(name, build)
+    }
+
+    /// Registers the generator `name`, built by `build` when a trial needs
+    /// it. [`Registry::generator_with_table`] gives it its TOML table too.
+    pub fn generator<G: Generator + 'static>(
+        &mut self,
+        name: &str,
+        build: impl Fn(&Device) -> Result<G> + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.register_generator(name, build)
+    }
+
+    /// Registers the generator `name`, built by `build` from its
+    /// `[generator.<name>]` table when a trial needs it.
+    pub fn generator_with_table<G: Generator + 'static>(
+        &mut self,
+        name: &str,
+        build: impl Fn(&ModelTable, &Device) -> Result<G> + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.register_generator(name, build)
+    }
+
+    /// Either shape of classifier builder (what `gevaldi::main!` calls).
+    #[doc(hidden)]
+    pub fn register_classifier<C: Classifier + 'static, Args>(
+        &mut self,
+        name: &str,
+        build: impl BuildModel<C, Args>,
+    ) -> &mut Self {
+        let factory: Factory<dyn Classifier> = Box::new(move |t, d| {
+            build
+                .build(t, d)
+                .map(|c| Box::new(c) as Box<dyn Classifier>)
+        });
+        self.classifiers.push((name.to_string(), factory));
+        self
+    }
+
+    /// Either shape of generator builder (what `gevaldi::main!` calls).
+    #[doc(hidden)]
+    pub fn register_generator<G: Generator + 'static, Args>(
+        &mut self,
+        name: &str,
+        build: impl BuildModel<G, Args>,
+    ) -> &mut Self {
+        let factory: Factory<dyn Generator> =
+            Box::new(move |t, d| build.build(t, d).map(|g| Box::new(g) as Box<dyn Generator>));
+        self.generators.push((name.to_string(), factory));
+        self
+    }
+}
+
+/// Refuses a config with a table without `arch` that `registry` does not
+/// build.
+pub(super) fn check_registry(config: &Config, registry: &Registry) -> Result<()> {
+    if registry.without_rust_models {
+        return Ok(());
+    }
+    let check = |decls: &[ModelDecl], registered: Vec<&str>, kind: ModelKind| -> Result<()> {
+        for d in decls.iter().filter(|d| d.builtin.is_none()) {
+            if !registered.contains(&d.name.as_str()) {
+                return Err(Error::setting(
+                    format!("{kind}.{}", d.name),
+                    format!(
+                        "a table without `arch` ({}:{})",
+                        config.path.display(),
+                        d.line
+                    ),
+                    format!("a {kind} registered from Rust under the name `{}`", d.name),
+                ));
+            }
+        }
+        Ok(())
+    };
+    let classifiers = registry.classifiers.iter().map(|(n, _)| n.as_str());
+    check(
+        &config.classifiers,
+        classifiers.collect(),
+        ModelKind::Classifier,
+    )?;
+    let generators = registry.generators.iter().map(|(n, _)| n.as_str());
+    check(
+        &config.generators,
+        generators.collect(),
+        ModelKind::Generator,
+    )
+}
+
+impl Registry {
+    /// The classifier `decl`, behind its `preprocess` if it has one.
+    pub(super) fn build_classifier(
+        &self,
+        config: &Config,
+        decl: &ModelDecl,
+        device: &Device,
+    ) -> Result<Box<dyn Classifier>> {
+        let model = load(config, decl, &self.classifiers, device, |arch, vb| {
+            zoo_arch(arch).classifier(vb)
+        })?;
+        Ok(match &decl.preprocess {
+            None => model,
+            Some(p) => Box::new(Preprocessed {
+                inner: model,
+                preprocess: preprocess(p),
+            }),
+        })
+    }
+
+    /// The generator `decl`.
+    pub(super) fn build_generator(
+        &self,
+        config: &Config,
+        decl: &ModelDecl,
+        device: &Device,
+    ) -> Result<Box<dyn Generator>> {
+        load(config, decl, &self.generators, device, |arch, vb| {
+            zoo_arch(arch).generator_with(vb, decl.truncation)
+        })
+    }
+}
+
+/// A declared model: its built-in architecture loaded from its weights
+/// file, or the builder registered from Rust under its name.
+fn load<T: ?Sized>(
+    config: &Config,
+    decl: &ModelDecl,
+    registered: &[(String, Factory<T>)],
+    device: &Device,
+    build: impl FnOnce(Architecture, candle_nn::VarBuilder) -> candle_core::Result<Box<T>>,
+) -> Result<Box<T>> {
+    let name = &decl.name;
+    match &decl.builtin {
+        Some((arch, weights)) => zoo::load_file(weights, name, device, |vb| build(*arch, vb)),
+        None => match registered.iter().find(|(n, _)| n == name) {
+            Some((_, factory)) => factory(&decl.table, device),
+            None => Err(Error::setting(
+                format!("{}.{name}", decl.table.kind()),
+                format!(
+                    "a table without `arch` ({}:{})",
+                    config.path.display(),
+                    decl.line
+                ),
+                "a model registered from Rust, which only the `cargo test` harness of \
+                 `gevaldi::main!` builds",
+            )),
+        },
+    }
+}
+
+/// The zoo's builder of a config's architecture.
+fn zoo_arch(arch: Architecture) -> Arch {
+    use Architecture as A;
+    match arch {
+        A::MnistCnnA => Arch::MnistCnnA,
+        A::MnistCnnB => Arch::MnistCnnB,
+        A::MnistMlp => Arch::MnistMlp,
+        A::AlexNet => Arch::AlexNet,
+        A::GoogLeNet => Arch::GoogLeNet,
+        A::SqueezeNet1_0 => Arch::SqueezeNet1_0,
+        A::SqueezeNet1_1 => Arch::SqueezeNet1_1,
+        A::ResNet18 => Arch::ResNet18,
+        A::ResNet50 => Arch::ResNet50,
+        A::ConvNextTiny => Arch::ConvNextTiny,
+        A::ConvNextSmall => Arch::ConvNextSmall,
+        A::ConvNextBase => Arch::ConvNextBase,
+        A::MnistVae => Arch::MnistVae,
+        A::MnistCvae => Arch::MnistCvae,
+        A::BigGanDeep128 => Arch::BigGanDeep128,
+        A::BigGanDeep256 => Arch::BigGanDeep256,
+        A::BigGanDeep512 => Arch::BigGanDeep512,
+    }
+}
+
+/// The [`Preprocess`] a config declares (validated by the config).
+fn preprocess(p: &PreprocessDecl) -> Preprocess {
+    let default = Preprocess::default();
+    Preprocess {
+        input_range: p.input_range.unwrap_or(default.input_range),
+        resize: p.resize,
+        channels: p.channels.unwrap_or(default.channels),
+        mean: p.mean.clone(),
+        std: p.std.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_architecture_has_its_builder_of_the_same_name() {
+        for a in Architecture::ALL {
+            let arch = zoo_arch(*a);
+            assert_eq!(arch.name(), a.name());
+            assert_eq!(arch.is_generator(), a.kind() == ModelKind::Generator);
+        }
+    }
+}
