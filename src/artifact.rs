@@ -141,7 +141,7 @@ impl Record {
         let json = serde_json::to_vec(self).map_err(|e| Error::Io {
             action: "serialise a record to",
             path: path.to_path_buf(),
-            source: e.into(),
+            cause: e.into(),
         })?;
         write_atomic(path, &json)
     }
@@ -151,12 +151,12 @@ impl Record {
         let bytes = std::fs::read(path).map_err(|source| Error::Io {
             action: "read",
             path: path.to_path_buf(),
-            source,
+            cause: source,
         })?;
         serde_json::from_slice(&bytes).map_err(|e| Error::Io {
             action: "parse the gevaldi record (written by an older gevaldi? rerun the trial)",
             path: path.to_path_buf(),
-            source: e.into(),
+            cause: e.into(),
         })
     }
 
@@ -185,7 +185,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let io = |action, source| Error::Io {
         action,
         path: path.to_path_buf(),
-        source,
+        cause: source,
     };
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,

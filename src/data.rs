@@ -40,7 +40,7 @@ pub fn read_idx(path: impl AsRef<Path>) -> Result<IdxArray> {
     let bytes = std::fs::read(path).map_err(|source| Error::Io {
         action: "read",
         path: path.to_path_buf(),
-        source,
+        cause: source,
     })?;
     parse_idx(&bytes, path)
 }
@@ -145,7 +145,7 @@ pub fn write_idx(path: impl AsRef<Path>, array: &IdxArray) -> Result<()> {
     std::fs::write(path, encode_idx(array)?).map_err(|source| Error::Io {
         action: "write",
         path: path.to_path_buf(),
-        source,
+        cause: source,
     })
 }
 
@@ -282,7 +282,7 @@ fn find(dir: &Path, name: &str) -> Result<PathBuf> {
     Err(Error::Io {
         action: "find",
         path: gz,
-        source: std::io::Error::new(
+        cause: std::io::Error::new(
             std::io::ErrorKind::NotFound,
             format!("neither {name}.gz nor {name} exists in this directory"),
         ),

@@ -120,7 +120,7 @@ impl MdsDataset {
         std::fs::create_dir_all(dir).map_err(|source| Error::Io {
             action: "create",
             path: dir.to_path_buf(),
-            source,
+            cause: source,
         })?;
         let dims = self.x.dims().to_vec();
         if dims.len() != 4 || dims[1] != 1 {
@@ -165,7 +165,7 @@ impl MdsDataset {
         candle_core::safetensors::save(&tensors, &path).map_err(|e| Error::Weights {
             path: path.clone(),
             model: "mds dataset".into(),
-            source: Box::new(e),
+            cause: Box::new(e),
         })
     }
 

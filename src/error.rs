@@ -244,16 +244,16 @@ pub enum Error {
     #[error(
         "failed to load weights `{}` for `{model}`: {}",
         path.display(),
-        candle_message(.source)
+        candle_message(.cause)
     )]
     Weights {
         /// The weights file.
         path: PathBuf,
         /// The model or architecture being loaded.
         model: String,
-        /// candle's error (missing tensor, wrong shape, not safetensors, ...).
-        #[source]
-        source: Box<candle_core::Error>,
+        /// candle's error (missing tensor, wrong shape, not safetensors, ...),
+        /// printed in the message (so not also a `source()`).
+        cause: Box<candle_core::Error>,
     },
     /// A plot or picture of the report could not be drawn.
     #[error("failed to draw {what}: {problem}")]
@@ -264,15 +264,14 @@ pub enum Error {
         problem: String,
     },
     /// A file could not be read or written.
-    #[error("failed to {action} `{}`: {source}", path.display())]
+    #[error("failed to {action} `{}`: {cause}", path.display())]
     Io {
         /// What was being done, e.g. "read".
         action: &'static str,
         /// The file.
         path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
+        /// The OS error, printed in the message (so not also a `source()`).
+        cause: std::io::Error,
     },
 }
 
@@ -439,13 +438,23 @@ mod tests {
         let e = Error::Weights {
             path: "w.safetensors".into(),
             model: "m".into(),
-            source: Box::new(candle_core::Error::Msg(text)),
+            cause: Box::new(candle_core::Error::Msg(text)),
         };
         assert_eq!(
             e.to_string(),
             "failed to load weights `w.safetensors` for `m`: not a valid safetensors file \
              (bad header): expected a header"
         );
+        // Printed in the message, so not again as the chain's next link.
+        assert!(std::error::Error::source(&e).is_none());
+
+        let e = Error::Io {
+            action: "read weights",
+            path: "w.safetensors".into(),
+            cause: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+        };
+        assert_eq!(e.to_string(), "failed to read weights `w.safetensors`: no such file");
+        assert!(std::error::Error::source(&e).is_none());
     }
 
     #[test]

@@ -189,7 +189,7 @@ impl Grid {
         .map_err(|e| Error::Io {
             action: "encode as PNG",
             path: path.to_path_buf(),
-            source: std::io::Error::other(e),
+            cause: std::io::Error::other(e),
         })?;
         crate::artifact::write_atomic(path, &bytes)
     }

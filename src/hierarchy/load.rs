@@ -57,7 +57,7 @@ fn read(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).map_err(|source| Error::Io {
         action: "read",
         path: path.to_path_buf(),
-        source,
+        cause: source,
     })
 }
 

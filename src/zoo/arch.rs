@@ -227,13 +227,13 @@ pub fn load_file<M>(
     let err = |source| Error::Weights {
         path: path.to_path_buf(),
         model: model.to_string(),
-        source: Box::new(source),
+        cause: Box::new(source),
     };
     if !path.is_file() {
         return Err(Error::Io {
             action: "open weights",
             path: path.to_path_buf(),
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+            cause: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
         });
     }
     let head = std::fs::File::open(path)
@@ -245,7 +245,7 @@ pub fn load_file<M>(
         .map_err(|source| Error::Io {
             action: "read weights",
             path: path.to_path_buf(),
-            source,
+            cause: source,
         })?;
     if is_pickle(&head) {
         return Err(err(candle_core::Error::Msg(PICKLE.to_string())));

@@ -226,6 +226,7 @@ impl BigGanConfig {
     /// as PyTorch's would be: `weight_v` a unit vector and `weight_u` the
     /// normalised `W_mat · v` (so σ > 0), batch norm statistics 0 and 1, and
     /// a nonzero attention `gamma`. For tests and benchmarks.
+    #[doc(hidden)]
     pub fn random_state_dict(
         &self,
         seed: u64,
