@@ -128,6 +128,7 @@ pub mod model;
 pub mod pca;
 pub mod plot;
 pub mod preprocess;
+pub mod ranking;
 pub mod regions;
 pub mod report;
 pub mod search;
