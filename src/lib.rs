@@ -134,6 +134,7 @@ pub mod report;
 pub mod search;
 pub mod snapshot;
 pub mod suite;
+pub mod tournament;
 pub mod verdict;
 pub mod zoo;
 
