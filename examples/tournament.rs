@@ -86,16 +86,17 @@ fn main() -> Result<()> {
         o.pairs.len()
     );
     println!();
-    println!("rank  model   MAD score  BT theta +- se   test acc  MDS acc  wins");
+    println!("rank  model   MAD score  BT theta +- se   test acc  z0 acc  MDS acc  wins");
     for (r, &i) in o.power.order.iter().enumerate() {
         println!(
-            "{:>4}  {:<6}  {:>9.4}  {:>+7.3} +- {:.3}  {:>7.2}%  {:>6.1}%  {:>5}",
+            "{:>4}  {:<6}  {:>9.4}  {:>+7.3} +- {:.3}  {:>7.2}%  {:>5.1}%  {:>6.1}%  {:>5}",
             r + 1,
             o.models[i],
             o.power.scores[i],
             o.bradley_terry.theta[i],
             o.bradley_terry.se[i],
             100.0 * test_accuracy[i],
+            100.0 * o.start_accuracy[i],
             100.0 * o.mds_accuracy[i],
             o.wins.total_wins(i)
         );

@@ -49,14 +49,14 @@ pub fn strongly_connected(wins: &WinMatrix) -> bool {
         let mut stack = vec![0];
         seen[0] = true;
         while let Some(i) = stack.pop() {
-            for j in 0..n {
+            for (j, seen_j) in seen.iter_mut().enumerate() {
                 let edge = if forward {
                     wins.get(i, j)
                 } else {
                     wins.get(j, i)
                 };
-                if edge > 0 && !seen[j] {
-                    seen[j] = true;
+                if edge > 0 && !*seen_j {
+                    *seen_j = true;
                     stack.push(j);
                 }
             }
@@ -225,10 +225,12 @@ fn solve(a: &[Vec<f64>], b: &[f64]) -> Vec<f64> {
             .max_by(|&x, &y| m[x][col].abs().total_cmp(&m[y][col].abs()))
             .unwrap_or(col);
         m.swap(col, pivot);
-        for row in col + 1..n {
-            let f = m[row][col] / m[col][col];
-            for k in col..=n {
-                m[row][k] -= f * m[col][k];
+        let (top, rest) = m.split_at_mut(col + 1);
+        let pivot_row = &top[col];
+        for r in rest {
+            let f = r[col] / pivot_row[col];
+            for (x, p) in r[col..].iter_mut().zip(&pivot_row[col..]) {
+                *x -= f * p;
             }
         }
     }

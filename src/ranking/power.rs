@@ -31,20 +31,30 @@ pub struct PowerRanking {
 /// correction; also returns how many pairs were corrected.
 pub fn mad_matrix(wins: &WinMatrix) -> (Vec<Vec<f64>>, usize) {
     let n = wins.len();
-    let mut b = vec![vec![1.0; n]; n];
-    let mut corrected = 0;
-    for i in 0..n {
-        for j in i + 1..n {
-            let (mut a, mut c) = (wins.get(i, j) as f64, wins.get(j, i) as f64);
-            if a == 0.0 || c == 0.0 {
-                a += MAD_ZERO_CORRECTION;
-                c += MAD_ZERO_CORRECTION;
-                corrected += 1;
-            }
-            b[i][j] = a / c;
-            b[j][i] = 1.0 / b[i][j];
+    // MAD fills the upper triangle and mirrors it: B[j][i] = 1 / B[i][j].
+    let ratio = |i: usize, j: usize| {
+        let (a, c) = (wins.get(i, j) as f64, wins.get(j, i) as f64);
+        if a == 0.0 || c == 0.0 {
+            (a + MAD_ZERO_CORRECTION) / (c + MAD_ZERO_CORRECTION)
+        } else {
+            a / c
         }
-    }
+    };
+    let b = (0..n)
+        .map(|i| {
+            (0..n)
+                .map(|j| match i.cmp(&j) {
+                    std::cmp::Ordering::Equal => 1.0,
+                    std::cmp::Ordering::Less => ratio(i, j),
+                    std::cmp::Ordering::Greater => 1.0 / ratio(j, i),
+                })
+                .collect()
+        })
+        .collect();
+    let corrected = (0..n)
+        .flat_map(|i| (i + 1..n).map(move |j| (i, j)))
+        .filter(|&(i, j)| wins.get(i, j) == 0 || wins.get(j, i) == 0)
+        .count();
     (b, corrected)
 }
 

@@ -27,6 +27,11 @@ pub struct TournamentOutcome {
     /// Each model's accuracy over the MDS sets of all its pairs (both
     /// orders), against their conditions.
     pub mds_accuracy: Vec<f64>,
+    /// Each model's accuracy over the same samples at the searches' start
+    /// z0 (cVAE samples of the conditions, before any ascent step): what
+    /// the models do on ordinary generated data, equal across devices to
+    /// rounding.
+    pub start_accuracy: Vec<f64>,
     /// Each model's accuracy on test data, when given.
     pub test_accuracy: Option<Vec<f64>>,
     /// Spearman's correlation of the power scores with the test accuracy;
@@ -120,6 +125,7 @@ impl TournamentOutcome {
         }
         let mut wins = WinMatrix::zeros(n);
         let mut right = vec![0u64; n];
+        let mut right_at_start = vec![0u64; n];
         let mut seen = vec![0u64; n];
         for p in &ordered {
             let (i, j) = (index(&p.a).unwrap_or(0), index(&p.b).unwrap_or(0));
@@ -134,6 +140,8 @@ impl TournamentOutcome {
             };
             right[i] += correct(&p.prediction_a);
             right[j] += correct(&p.prediction_b);
+            right_at_start[i] += correct(&p.start_prediction_a);
+            right_at_start[j] += correct(&p.start_prediction_b);
             seen[i] += k;
             seen[j] += k;
         }
@@ -149,11 +157,8 @@ impl TournamentOutcome {
             wins,
             power,
             bradley_terry: bt,
-            mds_accuracy: right
-                .iter()
-                .zip(&seen)
-                .map(|(&r, &s)| r as f64 / s.max(1) as f64)
-                .collect(),
+            mds_accuracy: share(&right, &seen),
+            start_accuracy: share(&right_at_start, &seen),
             test_accuracy,
             srcc_power,
             srcc_bradley_terry,
@@ -200,6 +205,14 @@ impl TournamentOutcome {
     pub fn pair(&self, a: &str, b: &str) -> Option<&PairResult> {
         self.pairs.iter().find(|p| p.a == a && p.b == b)
     }
+}
+
+fn share(right: &[u64], seen: &[u64]) -> Vec<f64> {
+    right
+        .iter()
+        .zip(seen)
+        .map(|(&r, &s)| r as f64 / s.max(1) as f64)
+        .collect()
 }
 
 /// Which global ranking a threshold reads.

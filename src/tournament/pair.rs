@@ -110,6 +110,10 @@ pub struct PairResult {
     pub p_condition_b: Vec<f32>,
     /// Who was right per sample.
     pub winners: Vec<Winner>,
+    /// a's top class per sample at the search's start z0, before any step.
+    pub start_prediction_a: Vec<usize>,
+    /// b's top class per sample at z0.
+    pub start_prediction_b: Vec<usize>,
     /// a's accuracy on the samples against their conditions.
     pub accuracy_a: f64,
     /// b's accuracy on the samples.
@@ -161,6 +165,8 @@ impl PairResult {
             ("p_condition_a", self.p_condition_a.len()),
             ("p_condition_b", self.p_condition_b.len()),
             ("winners", self.winners.len()),
+            ("start_prediction_a", self.start_prediction_a.len()),
+            ("start_prediction_b", self.start_prediction_b.len()),
         ];
         if let Some((what, n)) = lengths.iter().find(|(_, n)| *n != k) {
             return bad(what, format!("{n} entries"));
@@ -271,6 +277,8 @@ pub fn run_pair(
         p_condition_a: Vec::with_capacity(k),
         p_condition_b: Vec::with_capacity(k),
         winners: Vec::with_capacity(k),
+        start_prediction_a: Vec::with_capacity(k),
+        start_prediction_b: Vec::with_capacity(k),
         accuracy_a: 0.0,
         accuracy_b: 0.0,
         wins_a: 0,
@@ -306,6 +314,8 @@ pub fn run_pair(
             out.p_condition_a.push(pa[condition]);
             out.p_condition_b.push(pb[condition]);
             out.winners.push(Winner::of(ta, tb, condition));
+            out.start_prediction_a.push(argmax(&s.probs_before[0]));
+            out.start_prediction_b.push(argmax(&s.probs_before[1]));
             out.divergence_after.push(s.divergence_after);
             out.z.push(s.z);
         }
@@ -330,6 +340,53 @@ mod tests {
         assert_eq!(Winner::of(5, 3, 3), Winner::B);
         assert_eq!(Winner::of(3, 3, 3), Winner::Tie);
         assert_eq!(Winner::of(4, 5, 3), Winner::Tie);
+    }
+
+    fn result() -> PairResult {
+        PairResult {
+            a: "a".into(),
+            b: "b".into(),
+            seed: 0,
+            divergence: "kl".into(),
+            steps_run: 1,
+            conditions: vec![1, 2, 3],
+            z: vec![vec![0.0]; 3],
+            divergence_after: vec![0.5; 3],
+            prediction_a: vec![1, 0, 3],
+            prediction_b: vec![0, 2, 3],
+            confidence_a: vec![0.9; 3],
+            confidence_b: vec![0.9; 3],
+            p_condition_a: vec![0.9; 3],
+            p_condition_b: vec![0.9; 3],
+            winners: vec![Winner::A, Winner::B, Winner::Tie],
+            start_prediction_a: vec![1, 2, 3],
+            start_prediction_b: vec![1, 2, 3],
+            accuracy_a: 2.0 / 3.0,
+            accuracy_b: 2.0 / 3.0,
+            wins_a: 1,
+            wins_b: 1,
+            ties: 1,
+            warnings: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_pair_record_that_contradicts_itself_is_refused() {
+        result().check().unwrap();
+        let mut r = result();
+        r.winners[2] = Winner::A;
+        let e = r.check().unwrap_err().to_string();
+        assert!(e.contains("a-vs-b`: winners[2]"), "{e}");
+        let mut r = result();
+        r.wins_b = 2;
+        assert!(r.check().unwrap_err().to_string().contains("wins_b"));
+        let mut r = result();
+        r.accuracy_a = 1.0;
+        assert!(r.check().unwrap_err().to_string().contains("accuracy_a"));
+        let mut r = result();
+        r.z.pop();
+        let e = r.check().unwrap_err().to_string();
+        assert!(e.contains("a-vs-b`: z` = 2 entries"), "{e}");
     }
 
     #[test]
