@@ -219,6 +219,7 @@ pub mod pca;
 pub mod plot;
 #[doc(hidden)]
 pub mod preprocess;
+pub mod ranking;
 #[doc(hidden)]
 pub mod regions;
 #[doc(hidden)]
@@ -227,6 +228,7 @@ pub mod report;
 pub mod snapshot;
 #[doc(hidden)]
 pub mod suite;
+pub mod tournament;
 #[doc(hidden)]
 pub mod verdict;
 
