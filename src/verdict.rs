@@ -9,6 +9,7 @@ use std::fmt;
 use crate::config::{DivergenceKind, EnsembleDecl, Statistic, Thresholds};
 use crate::ensemble::Metrics;
 use crate::search::SearchOutcome;
+use crate::tournament::RankingMethod;
 
 /// A threshold a trial broke, with the figures that broke it. Adding a
 /// threshold kind is a variant here, its check ([`Verdict::check`] or
@@ -81,6 +82,67 @@ pub enum Failure {
         /// The threshold.
         max: usize,
     },
+    /// `champion`: the model does not rank first.
+    Champion {
+        /// The model.
+        model: String,
+        /// The ranking read.
+        ranking: RankingMethod,
+        /// Its rank (1 is the best).
+        rank: Option<usize>,
+        /// The ranking, best first.
+        order: Vec<String>,
+    },
+    /// `max_rank`: the model ranks below it.
+    MaxRank {
+        /// The model.
+        model: String,
+        /// The ranking read.
+        ranking: RankingMethod,
+        /// Its rank.
+        rank: Option<usize>,
+        /// The threshold.
+        max: usize,
+        /// The ranking, best first.
+        order: Vec<String>,
+    },
+    /// `above`: `a` does not rank above `b`.
+    Above {
+        /// The model that must rank higher.
+        a: String,
+        /// The model that must rank lower.
+        b: String,
+        /// The ranking read.
+        ranking: RankingMethod,
+        /// a's rank.
+        rank_a: Option<usize>,
+        /// b's rank.
+        rank_b: Option<usize>,
+        /// The ranking, best first.
+        order: Vec<String>,
+    },
+    /// `min_win_rate`: the model won a smaller share of the samples decided
+    /// against `against` (`None`: none was decided).
+    MinWinRate {
+        /// The model.
+        model: String,
+        /// Its opponent.
+        against: String,
+        /// Its share of the decided samples.
+        rate: Option<f64>,
+        /// The threshold.
+        min: f64,
+    },
+    /// `min_srcc`: the SRCC of the ranking with the test accuracy is below
+    /// it (`None`: undefined).
+    MinSrcc {
+        /// The ranking read.
+        ranking: RankingMethod,
+        /// The SRCC.
+        srcc: Option<f64>,
+        /// The threshold.
+        min: f64,
+    },
 }
 
 impl fmt::Display for Failure {
@@ -138,7 +200,79 @@ impl fmt::Display for Failure {
                 f,
                 "DBSCAN finds {regions} regions of uncertainty, above max_regions = {max}"
             ),
+            Failure::Champion {
+                model,
+                ranking,
+                rank,
+                order,
+            } => write!(
+                f,
+                "champion `{model}` ranks {} by {}, not first: {}",
+                place(*rank),
+                ranking.name(),
+                order.join(" > ")
+            ),
+            Failure::MaxRank {
+                model,
+                ranking,
+                rank,
+                max,
+                order,
+            } => write!(
+                f,
+                "`{model}` ranks {} by {}, below max_rank = {max}: {}",
+                place(*rank),
+                ranking.name(),
+                order.join(" > ")
+            ),
+            Failure::Above {
+                a,
+                b,
+                ranking,
+                rank_a,
+                rank_b,
+                order,
+            } => write!(
+                f,
+                "`{a}` ranks {} by {}, not above `{b}` ({}): {}",
+                place(*rank_a),
+                ranking.name(),
+                place(*rank_b),
+                order.join(" > ")
+            ),
+            Failure::MinWinRate {
+                model,
+                against,
+                rate,
+                min,
+            } => {
+                let got = rate.map_or("no sample (none was decided)".into(), |r| {
+                    format!("{:.1}%", 100.0 * r)
+                });
+                write!(
+                    f,
+                    "`{model}` won {got} of the samples decided against `{against}`, below \
+                     min_win_rate = {min}"
+                )
+            }
+            Failure::MinSrcc { ranking, srcc, min } => {
+                let got = srcc.map_or("undefined".into(), |s| format!("{s:.3}"));
+                write!(
+                    f,
+                    "the SRCC of the {} ranking with the test accuracy is {got}, below \
+                     min_srcc = {min}",
+                    ranking.name()
+                )
+            }
         }
+    }
+}
+
+/// `#r`, or where a model that is not in the ranking stands.
+fn place(rank: Option<usize>) -> String {
+    match rank {
+        Some(r) => format!("#{r}"),
+        None => "nowhere (not a model of the tournament)".into(),
     }
 }
 

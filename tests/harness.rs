@@ -42,7 +42,11 @@ fn a_failing_pair_exits_101_with_its_worst_samples() {
     assert_eq!(status(&all, "pair::strict"), Some("FAILED"), "{all}");
     assert_eq!(
         failed_tests(&all),
-        ["pair::strict", "pair::strict-set-distance"],
+        [
+            "pair::strict",
+            "pair::strict-set-distance",
+            "tournament::mlp-champion"
+        ],
         "{all}"
     );
     assert!(all.contains("pair::lenient: mean kl "), "{all}");
@@ -55,7 +59,7 @@ fn a_failing_pair_exits_101_with_its_worst_samples() {
     assert!(all.contains(" > 0.05  cnn_a: "), "{all}");
     assert!(all.contains("more above the threshold"), "{all}");
     assert!(
-        all.contains("test result: FAILED. 1 passed; 2 failed"),
+        all.contains("test result: FAILED. 1 passed; 3 failed"),
         "{all}"
     );
     // The set distance, with class names.
@@ -80,10 +84,22 @@ fn a_failing_pair_exits_101_with_its_worst_samples() {
     assert_eq!(reports.len(), 1, "{all}");
     let html = std::fs::read_to_string(reports[0]).unwrap();
     assert!(
-        html.contains("3 trials, 1 passed, 2 failed, 0 without a record"),
+        html.contains("4 trials, 1 passed, 3 failed, 0 without a record"),
         "{html}"
     );
     assert!(html.contains("data-trial=\"pair::strict\" data-verdict=\"failed\""));
+    // Issue 18: a tournament's champion that does not rank first fails,
+    // naming its rank and the ranking; the report shows its heatmap.
+    assert!(all.contains("champion `bag_3` ranks #"), "{all}");
+    assert!(all.contains(" by mad, not first: cnn_"), "{all}");
+    assert!(
+        html.contains("data-trial=\"tournament::mlp-champion\" data-verdict=\"failed\""),
+        "{html}"
+    );
+    assert!(
+        html.contains("<table class=\"heatmap\" data-models=\"4\">"),
+        "{html}"
+    );
 }
 
 /// The result libtest printed for `test`: "ok", "FAILED" or "ignored".

@@ -276,7 +276,8 @@ fn thresholds_pass_and_fail_with_messages_naming_the_ranking() {
         ..Default::default()
     };
     holds.validate(&o.models).unwrap();
-    assert_eq!(holds.check(o), Vec::<String>::new());
+    let held: Vec<String> = holds.check(o).iter().map(ToString::to_string).collect();
+    assert_eq!(held, Vec::<String>::new());
 
     let fails = TournamentThresholds {
         champion: Some(last.clone()),
@@ -288,7 +289,7 @@ fn thresholds_pass_and_fail_with_messages_naming_the_ranking() {
         }],
         ..Default::default()
     };
-    let failures = fails.check(o);
+    let failures: Vec<String> = fails.check(o).iter().map(ToString::to_string).collect();
     assert_eq!(
         failures.len(),
         2 + usize::from(o.win_rate(&last, &first) != Some(1.0))

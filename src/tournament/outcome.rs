@@ -236,6 +236,15 @@ impl RankingMethod {
     }
 }
 
+impl From<crate::config::RankingKind> for RankingMethod {
+    fn from(kind: crate::config::RankingKind) -> Self {
+        match kind {
+            crate::config::RankingKind::Mad => RankingMethod::Mad,
+            crate::config::RankingKind::BradleyTerry => RankingMethod::BradleyTerry,
+        }
+    }
+}
+
 impl std::str::FromStr for RankingMethod {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::verdict::Failure;
 
 use super::outcome::{RankingMethod, TournamentOutcome};
 
@@ -34,6 +35,27 @@ pub struct TournamentThresholds {
     /// The least Spearman correlation of the ranking's scores with the test
     /// accuracy (fails when it is undefined, e.g. without test data).
     pub min_srcc: Option<f64>,
+}
+
+impl From<&crate::config::TournamentDecl> for TournamentThresholds {
+    fn from(t: &crate::config::TournamentDecl) -> Self {
+        TournamentThresholds {
+            ranking: t.ranking.into(),
+            champion: t.champion.clone(),
+            max_rank: t.max_rank.clone(),
+            above: t.above.clone(),
+            min_win_rate: t
+                .min_win_rate
+                .iter()
+                .map(|w| MinWinRate {
+                    model: w.model.clone(),
+                    against: w.against.clone(),
+                    min: w.min,
+                })
+                .collect(),
+            min_srcc: t.min_srcc,
+        }
+    }
 }
 
 impl TournamentThresholds {
@@ -87,52 +109,55 @@ impl TournamentThresholds {
         Ok(())
     }
 
-    /// What the outcome breaks, one message per threshold; empty when all
-    /// hold.
-    pub fn check(&self, outcome: &TournamentOutcome) -> Vec<String> {
+    /// The broken thresholds; empty when all hold.
+    pub fn check(&self, outcome: &TournamentOutcome) -> Vec<Failure> {
         let by = self.ranking;
-        let method = by.name();
-        let ranking = outcome.ranking(by).join(" > ");
+        let order: Vec<String> = outcome.ranking(by).iter().map(|m| m.to_string()).collect();
         let rank = |m: &str| outcome.rank(m, by);
         let mut failures = Vec::new();
         if let Some(c) = &self.champion {
             if rank(c) != Some(1) {
-                failures.push(format!(
-                    "champion `{c}` ranks {} by {method}, not first: {ranking}",
-                    place(rank(c))
-                ));
+                failures.push(Failure::Champion {
+                    model: c.clone(),
+                    ranking: by,
+                    rank: rank(c),
+                    order: order.clone(),
+                });
             }
         }
         for (m, r) in &self.max_rank {
             if rank(m).is_none_or(|got| got > *r) {
-                failures.push(format!(
-                    "`{m}` ranks {} by {method}, below the max_rank {r}: {ranking}",
-                    place(rank(m))
-                ));
+                failures.push(Failure::MaxRank {
+                    model: m.clone(),
+                    ranking: by,
+                    rank: rank(m),
+                    max: *r,
+                    order: order.clone(),
+                });
             }
         }
         for (a, b) in &self.above {
             let ok = matches!((rank(a), rank(b)), (Some(x), Some(y)) if x < y);
             if !ok {
-                failures.push(format!(
-                    "`{a}` ranks {} by {method}, not above `{b}` ({}): {ranking}",
-                    place(rank(a)),
-                    place(rank(b))
-                ));
+                failures.push(Failure::Above {
+                    a: a.clone(),
+                    b: b.clone(),
+                    ranking: by,
+                    rank_a: rank(a),
+                    rank_b: rank(b),
+                    order: order.clone(),
+                });
             }
         }
         for w in &self.min_win_rate {
             let got = outcome.win_rate(&w.model, &w.against);
             if got.is_none_or(|r| r < w.min) {
-                let got = got.map_or("undefined (no sample decided)".into(), |r| {
-                    format!("{:.1}%", 100.0 * r)
+                failures.push(Failure::MinWinRate {
+                    model: w.model.clone(),
+                    against: w.against.clone(),
+                    rate: got,
+                    min: w.min,
                 });
-                failures.push(format!(
-                    "`{}` won {got} of the samples decided against `{}`, below min_win_rate {:.1}%",
-                    w.model,
-                    w.against,
-                    100.0 * w.min
-                ));
             }
         }
         if let Some(min) = self.min_srcc {
@@ -141,19 +166,13 @@ impl TournamentThresholds {
                 RankingMethod::BradleyTerry => outcome.srcc_bradley_terry,
             };
             if srcc.is_none_or(|s| s < min) {
-                let got = srcc.map_or("undefined".into(), |s| format!("{s:.3}"));
-                failures.push(format!(
-                    "the SRCC of the {method} ranking with the test accuracy is {got}, below min_srcc {min:.3}"
-                ));
+                failures.push(Failure::MinSrcc {
+                    ranking: by,
+                    srcc,
+                    min,
+                });
             }
         }
         failures
-    }
-}
-
-fn place(rank: Option<usize>) -> String {
-    match rank {
-        Some(r) => format!("#{r}"),
-        None => "nowhere (not a model of the tournament)".into(),
     }
 }
