@@ -10,6 +10,7 @@
 //! | `pair::<name>` | `<name>.json` | `<name>.png`: the grid of samples before and after |
 //! | `ensemble::<name>` | `ensemble-<name>/ensemble.json` | `ensemble-<name>/regions.png`, and the MDS dataset (IDX, safetensors) |
 //! | `tournament::<name>` | `tournament-<name>/tournament.json` | `tournament-<name>/<a>-vs-<b>.png`: the closest pairs' disagreements |
+//! | `tournament::<name>::<a>-vs-<b>` (nextest only) | `tournament-<name>/pairs/<a>-vs-<b>.json` | none |
 //! | any trial that stopped on an error | the same path, a [`Record::Error`] | none |
 //!
 //! and the report writes `index.html` and `plots/` beside them. Every file
@@ -37,8 +38,31 @@ pub enum Record {
     Ensemble(EnsembleArtifact),
     /// A `[[tournament]]` that ran every ordered pair.
     Tournament(Box<TournamentArtifact>),
+    /// One ordered pair of a tournament, run as a trial of its own (under
+    /// nextest) for the verdict to read.
+    TournamentPair(Box<TournamentPairArtifact>),
     /// A trial that stopped on an error before it had a result.
     Error(ErrorRecord),
+}
+
+/// The record of a tournament's pair trial,
+/// `tournament-<name>/pairs/<a>-vs-<b>.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TournamentPairArtifact {
+    /// The config file.
+    pub config: PathBuf,
+    /// The tournament's name.
+    pub tournament: String,
+    /// What the result depends on (settings, device, the models' and the
+    /// generator's tables and weights files): the verdict reads the record
+    /// only while it is current.
+    pub fingerprint: String,
+    /// The pair's result.
+    pub result: crate::tournament::PairResult,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+    /// When it was written.
+    pub written_at: u64,
 }
 
 /// The record of a `[[tournament]]` trial.
@@ -195,6 +219,7 @@ impl Record {
             Record::Pair(p) => p.passed,
             Record::Ensemble(e) => e.passed,
             Record::Tournament(t) => t.passed,
+            Record::TournamentPair(_) => true,
             Record::Error(_) => false,
         }
     }

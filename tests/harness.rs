@@ -470,3 +470,52 @@ max_set_distance = 20.0
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Issue 18: under nextest each ordered pair of a tournament is a test of
+/// its own, and `--partition` splits them: the two halves of the dogfood
+/// suite's 7-model tournament hold its 42 pairs between them, each once.
+#[test]
+fn partitions_split_a_tournaments_pairs() {
+    let list = |k: u32| {
+        let out = Command::new(env!("CARGO"))
+            .current_dir(root())
+            .args([
+                "nextest",
+                "list",
+                "--release",
+                "--test",
+                "gevaldi",
+                "--message-format",
+                "oneline",
+                "--partition",
+                &format!("count:{k}/2"),
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .filter(|t| t.starts_with("tournament::mnist::"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let (one, two) = (list(1), list(2));
+    assert!(!one.is_empty() && !two.is_empty(), "{one:?} {two:?}");
+    let mut both: Vec<String> = one.iter().chain(&two).cloned().collect();
+    both.sort();
+    let models = [
+        "cnn_a", "cnn_b", "bag_0", "bag_1", "bag_2", "bag_3", "bag_4",
+    ];
+    let mut expected: Vec<String> = models
+        .iter()
+        .flat_map(|a| {
+            models
+                .iter()
+                .filter(move |b| *b != a)
+                .map(move |b| format!("tournament::mnist::{a}-vs-{b}"))
+        })
+        .collect();
+    expected.sort();
+    assert_eq!(both, expected, "1/2 listed {one:?}, 2/2 listed {two:?}");
+}

@@ -332,3 +332,69 @@ fn an_unconditional_generator_or_too_few_models_are_refused() {
         .unwrap_err();
     assert!(e.to_string().contains("2 models"), "{e}");
 }
+
+/// Issue 18: a pair trial (under nextest) writes its pair's record with a
+/// fingerprint; the verdict reads a current record instead of running the
+/// pair again, and runs the pair again when the fingerprint is stale.
+#[test]
+fn the_verdict_reads_current_pair_records_and_reruns_stale_ones() {
+    use gevaldi::artifact::{self, Record};
+    use gevaldi::config::TrialId;
+    use gevaldi::suite::{Registry, Suite};
+
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/mnist");
+    let dir = std::env::temp_dir().join(format!("gevaldi-tour-pairs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let weights = |m: &str| {
+        fixtures
+            .join(format!("{m}.safetensors"))
+            .display()
+            .to_string()
+    };
+    let text = format!(
+        "[search]\nbatch = 4\nsteps = 3\n\n\
+         [generator.cvae]\narch = \"mnist-cvae\"\nweights = \"{}\"\n\n\
+         [classifier.cnn_a]\narch = \"mnist-cnn-a\"\nweights = \"{}\"\n\n\
+         [classifier.bag_0]\narch = \"mnist-mlp\"\nweights = \"{}\"\n\n\
+         [classifier.bag_1]\narch = \"mnist-mlp\"\nweights = \"{}\"\n\n\
+         [[tournament]]\nname = \"t\"\nmodels = [\"cnn_a\", \"bag_0\", \"bag_1\"]\n\
+         generator = \"cvae\"\nsamples = 4\n",
+        weights("cvae"),
+        weights("cnn_a"),
+        weights("bag_0"),
+        weights("bag_1"),
+    );
+    let path = dir.join("gevaldi.toml");
+    std::fs::write(&path, text).unwrap();
+    let suite = Suite::load(&path, Registry::new()).unwrap();
+    let pairs = suite.tournament_pairs("t");
+    assert_eq!(pairs.len(), 6, "{pairs:?}");
+    assert_eq!(pairs[0], "cnn_a-vs-bag_0");
+    let alone = suite
+        .run_tournament_pair("t", &pairs[0], &|_, _| {})
+        .unwrap();
+    let pair_path = artifact::tournament_dir(&suite.artifact_dir(), "t")
+        .join("pairs")
+        .join("cnn_a-vs-bag_0.json");
+    // Mark the record: a seed no run gives.
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&pair_path).unwrap()).unwrap();
+    assert_eq!(json["result"]["seed"].as_u64(), Some(alone.seed));
+    json["result"]["seed"] = 12345.into();
+    std::fs::write(&pair_path, serde_json::to_vec(&json).unwrap()).unwrap();
+    let verdict_seed = || {
+        suite
+            .run_trial(&TrialId::tournament("t"), &|_, _| {})
+            .unwrap();
+        let record = artifact::tournament_record(&suite.artifact_dir(), "t");
+        match Record::read(&record).unwrap() {
+            Record::Tournament(t) => t.outcome.pair("cnn_a", "bag_0").unwrap().seed,
+            other => panic!("not a tournament record: {other:?}"),
+        }
+    };
+    assert_eq!(verdict_seed(), 12345, "the verdict read the current record");
+    json["fingerprint"] = "stale".into();
+    std::fs::write(&pair_path, serde_json::to_vec(&json).unwrap()).unwrap();
+    assert_eq!(verdict_seed(), alone.seed, "a stale record is run again");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -111,6 +111,12 @@ pub fn write(config: &Config) -> Result<Written> {
                 Record::Pair(p) => pair_section(&dir, p, now)?,
                 Record::Ensemble(e) => ensemble_section(&dir, e, now)?,
                 Record::Tournament(t) => tournament_section(&dir, t, now),
+                Record::TournamentPair(p) => format!(
+                    "<p>A record of the pair <code>{}</code> of tournament <code>{}</code>, not \
+                     of a trial's verdict.</p>",
+                    esc(&p.result.name()),
+                    esc(&p.tournament)
+                ),
                 Record::Error(e) => format!(
                     "<p>The trial stopped on an error {}:</p><pre>{}</pre>",
                     age(e.written_at, now),
@@ -210,6 +216,9 @@ fn headline(r: &Record) -> String {
                 o.pairs.len(),
                 t.summary.samples
             )
+        }
+        Record::TournamentPair(p) => {
+            format!("pair {} of tournament {}", p.result.name(), p.tournament)
         }
         Record::Error(e) => e.message.lines().next().unwrap_or_default().to_string(),
     }

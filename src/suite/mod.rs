@@ -17,6 +17,7 @@
 //! | `pair.rs` | a `[[pair]]` trial |
 //! | `ensemble.rs` | an `[[ensemble]]` trial |
 //! | `tournament.rs` | a `[[tournament]]` trial |
+//! | `tournament_pairs.rs` | its pairs as trials of their own, for nextest partitions |
 //! | `outcome.rs` | what a trial gives |
 
 mod device;
@@ -25,6 +26,7 @@ mod outcome;
 mod pair;
 mod registry;
 mod tournament;
+mod tournament_pairs;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};

@@ -6,15 +6,18 @@
 use std::time::Instant;
 
 use crate::artifact::{self, Record, TournamentArtifact};
-use crate::config::{self, TournamentDecl, TrialId};
+use crate::config::{TournamentDecl, TrialId};
 use crate::data::{Mnist, Split};
 use crate::error::{Error, Result};
 use crate::grid::{pictures, Cell, Grid};
 use crate::model::Classifier;
 use crate::snapshot::{Settings, TournamentSummary};
 use crate::tournament::{
-    ordered_pairs, run_pair, PairOutcome, PairSettings, TournamentOutcome, TournamentThresholds,
+    ordered_pairs, run_pair, PairResult, TournamentOutcome, TournamentThresholds,
 };
+use candle_core::Tensor;
+
+use super::tournament_pairs::decode;
 
 use super::outcome::{Figures, TrialReport};
 use super::Suite;
@@ -32,10 +35,7 @@ impl Suite {
         progress: &dyn Fn(u64, u64),
     ) -> Result<TrialReport> {
         let started = Instant::now();
-        let settings = PairSettings {
-            config: config::search_config(&t.search.or(&self.config.search))?,
-            samples: t.samples,
-        };
+        let settings = self.pair_settings(t)?;
         let thresholds = TournamentThresholds::from(t);
         thresholds.validate(&t.models)?;
         let generator = self.generator(&t.generator)?;
@@ -67,13 +67,22 @@ impl Suite {
             Some(dir) => Some(self.test_accuracies(dir, &named)?),
             None => None,
         };
-        // The pairs one after another: each pair's seed derives from the
-        // tournament's seed and its two names, so the order (and which
-        // process runs a pair) does not change its result.
+        // The pairs one after another, each read from its record when a
+        // pair trial (under nextest) left a current one: each pair's seed
+        // derives from the tournament's seed and its two names, so the
+        // order (and which process runs a pair) does not change its result.
         let pairs = ordered_pairs(named.len());
         let count = pairs.len() as u64;
-        let mut outcomes: Vec<PairOutcome> = Vec::with_capacity(pairs.len());
+        let mut results: Vec<PairResult> = Vec::with_capacity(pairs.len());
+        let mut xs: Vec<Option<Tensor>> = Vec::with_capacity(pairs.len());
         for (k, &(i, j)) in pairs.iter().enumerate() {
+            let (a, b) = (named[i].0, named[j].0);
+            let fingerprint = self.pair_fingerprint(t, a, b, &settings);
+            if let Some(result) = self.fresh_pair(t, a, b, &fingerprint) {
+                results.push(result);
+                xs.push(None);
+                continue;
+            }
             let k = k as u64;
             let outcome = run_pair(
                 named[i],
@@ -83,9 +92,9 @@ impl Suite {
                 &self.device,
                 &|done, total| progress(k * total + done, count * total),
             )?;
-            outcomes.push(outcome);
+            results.push(outcome.result);
+            xs.push(Some(outcome.x));
         }
-        let results = outcomes.iter().map(|o| o.result.clone()).collect();
         let outcome = TournamentOutcome::from_pairs(&t.models, results, test_accuracy)?;
         let failures = thresholds.check(&outcome);
         let summary = TournamentSummary::new(
@@ -101,13 +110,19 @@ impl Suite {
         let mut grids = Vec::new();
         for (a, b) in closest_pairs(&outcome, CLOSEST_PAIRS) {
             let name = format!("{}-vs-{}", outcome.models[a], outcome.models[b]);
-            let both = [(a, b), (b, a)].map(|(x, y)| {
+            let mut both = Vec::with_capacity(2);
+            for (x, y) in [(a, b), (b, a)] {
                 let k = pairs
                     .iter()
                     .position(|&p| p == (x, y))
                     .expect("every pair ran");
-                &outcomes[k]
-            });
+                let result = &outcome.pairs[k];
+                let samples = match &xs[k] {
+                    Some(x) => x.clone(),
+                    None => decode(result, generator.as_ref(), &self.device)?,
+                };
+                both.push((result, samples));
+            }
             if let Some(grid) = disagreement_grid(&both, &class_names, generator.output_range()) {
                 let file = format!("{name}.png");
                 grid.write_png(&dir.join(&file))?;
@@ -206,19 +221,19 @@ pub fn closest_pairs(outcome: &TournamentOutcome, count: usize) -> Vec<(usize, u
         .collect()
 }
 
-/// The samples of a pair's two orders on which its models' top classes
-/// differ: the condition, each model's top class and confidence, the
-/// frame red where the first model lost.
+/// The samples of a pair's two orders (each result with its decoded
+/// samples) on which its models' top classes differ: the condition, each
+/// model's top class and confidence, the frame red where the first model
+/// lost.
 fn disagreement_grid(
-    both: &[&PairOutcome; 2],
+    both: &[(&PairResult, Tensor)],
     class_names: &[String],
     range: (f32, f32),
 ) -> Option<Grid> {
     let name = |k: usize| class_names.get(k).cloned().unwrap_or_else(|| k.to_string());
     let mut cells = Vec::new();
-    for (order, outcome) in both.iter().enumerate() {
-        let r = &outcome.result;
-        let pics = pictures(&outcome.x, range).ok()?;
+    for (order, (r, x)) in both.iter().enumerate() {
+        let pics = pictures(x, range).ok()?;
         for (s, picture) in pics.into_iter().enumerate() {
             if r.prediction_a[s] == r.prediction_b[s] || cells.len() >= GRID_SAMPLES {
                 continue;
