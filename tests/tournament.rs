@@ -398,3 +398,40 @@ fn the_verdict_reads_current_pair_records_and_reruns_stale_ones() {
     assert_eq!(verdict_seed(), alone.seed, "a stale record is run again");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Issue 18: the snapshot's ranking puts neighbours in the Bradley–Terry
+/// order in one tier exactly when their strengths are within
+/// `TIER_SE` standard errors of their difference, every model once.
+#[test]
+fn the_snapshot_ranking_braces_neighbours_within_two_standard_errors() {
+    use gevaldi::snapshot::{tiers, TIER_SE};
+    let o = outcome();
+    let line = tiers(o);
+    let groups: Vec<Vec<&str>> = line
+        .split(" > ")
+        .map(|g| {
+            g.trim_start_matches('{')
+                .trim_end_matches('}')
+                .split(", ")
+                .collect()
+        })
+        .collect();
+    let mut all: Vec<&str> = groups.concat();
+    all.sort();
+    let mut models: Vec<&str> = o.models.iter().map(String::as_str).collect();
+    models.sort();
+    assert_eq!(all, models, "{line}");
+    let tier = |i: usize| {
+        groups
+            .iter()
+            .position(|g| g.contains(&o.models[i].as_str()))
+            .unwrap()
+    };
+    let bt = &o.bradley_terry;
+    for w in bt.order.windows(2) {
+        let (i, j) = (w[0], w[1]);
+        let close = bt.theta[i] - bt.theta[j] < TIER_SE * bt.se_of_difference(i, j);
+        assert_eq!(tier(i) == tier(j), close, "{line}");
+        assert!(tier(i) <= tier(j), "{line}");
+    }
+}

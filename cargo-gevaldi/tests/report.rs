@@ -136,7 +136,11 @@ fn trials_of(config: &Path) -> Vec<String> {
         .iter()
         .map(|p| format!("pair::{}", p.name))
         .chain(c.ensembles.iter().map(|e| format!("ensemble::{}", e.name)))
-        .chain(c.tournaments.iter().map(|t| format!("tournament::{}", t.name)))
+        .chain(
+            c.tournaments
+                .iter()
+                .map(|t| format!("tournament::{}", t.name)),
+        )
         .collect()
 }
 
