@@ -140,7 +140,7 @@
 //!   or `TournamentDecl` in `gevaldi-config/src/schema.rs`, read in
 //!   `gevaldi-config/src/parse.rs`: `PAIR_KEYS` or `ENSEMBLE_KEYS` and
 //!   `Cx::pair` or `Cx::ensemble`, or `gevaldi-config/src/parse/tournament.rs`);
-//!   a variant of `Failure` with its message (`src/verdict.rs`) and its
+//!   a variant of `Failure` with its message (`src/verdict/failure.rs`) and its
 //!   check in `Verdict::check`, `ensemble_failures` or
 //!   `TournamentThresholds::check` (`src/tournament/thresholds.rs`). Harness, `cargo gevaldi`, records and report
 //!   print it from its `Display`. To show a pair's threshold in its
