@@ -101,7 +101,7 @@ pub use vocab::{
     StatisticKind, TrialId, TrialKind, LR, NON_NEGATIVE,
 };
 
-/// The longest pair or ensemble name, in bytes. A name becomes file names
+/// The longest pair, ensemble or tournament name, in bytes. A name becomes file names
 /// (`<name>.snap`, `<name>.json`, `<name>.png`, `ensemble-<name>/`, and
 /// insta's `<name>.snap.new` / `.pending-snap`), which most file systems
 /// cap at 255 bytes: 100 leaves room for every suffix, and for a module

@@ -294,7 +294,7 @@ pub enum TrialKind {
 }
 
 impl TrialKind {
-    /// `pair` or `ensemble`: the first part of a trial's name.
+    /// `pair`, `ensemble` or `tournament`: the first part of a trial's name.
     pub fn name(self) -> &'static str {
         match self {
             TrialKind::Pair => "pair",
@@ -311,7 +311,7 @@ impl fmt::Display for TrialKind {
 }
 
 /// A trial of a config: its kind and its entry's `name`. Displayed as the
-/// test's name, `pair::<name>` or `ensemble::<name>`.
+/// test's name, `pair::<name>`, `ensemble::<name>` or `tournament::<name>`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TrialId {
     /// The kind of entry.
