@@ -9,6 +9,8 @@
 //! | --- | --- | --- |
 //! | `pair::<name>` | `<name>.json` | `<name>.png`: the grid of samples before and after |
 //! | `ensemble::<name>` | `ensemble-<name>/ensemble.json` | `ensemble-<name>/regions.png`, and the MDS dataset (IDX, safetensors) |
+//! | `tournament::<name>` | `tournament-<name>/tournament.json` | `tournament-<name>/<a>-vs-<b>.png`: the closest pairs' disagreements |
+//! | `tournament::<name>::<a>-vs-<b>` (nextest only) | `tournament-<name>/pairs/<a>-vs-<b>.json` | none |
 //! | any trial that stopped on an error | the same path, a [`Record::Error`] | none |
 //!
 //! and the report writes `index.html` and `plots/` beside them. Every file
@@ -23,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::pca::Pca;
 use crate::search::{Baseline, SampleRecord, StepRecord};
-use crate::snapshot::{EnsembleSummary, Summary};
+use crate::snapshot::{EnsembleSummary, Summary, TournamentSummary};
 
 /// The record of one trial, as written to its JSON file.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -34,8 +36,59 @@ pub enum Record {
     Pair(PairArtifact),
     /// An `[[ensemble]]` that searched its MDS dataset.
     Ensemble(EnsembleArtifact),
+    /// A `[[tournament]]` that ran every ordered pair.
+    Tournament(Box<TournamentArtifact>),
+    /// One ordered pair of a tournament, run as a trial of its own (under
+    /// nextest) for the verdict to read.
+    TournamentPair(Box<TournamentPairArtifact>),
     /// A trial that stopped on an error before it had a result.
     Error(ErrorRecord),
+}
+
+/// The record of a tournament's pair trial,
+/// `tournament-<name>/pairs/<a>-vs-<b>.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TournamentPairArtifact {
+    /// The config file.
+    pub config: PathBuf,
+    /// The tournament's name.
+    pub tournament: String,
+    /// What the result depends on (settings, device, the models' and the
+    /// generator's tables and weights files): the verdict reads the record
+    /// only while it is current.
+    pub fingerprint: String,
+    /// The pair's result.
+    pub result: crate::tournament::PairResult,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+    /// When it was written.
+    pub written_at: u64,
+}
+
+/// The record of a `[[tournament]]` trial.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TournamentArtifact {
+    /// The config file.
+    pub config: PathBuf,
+    /// The snapshot's figures.
+    pub summary: TournamentSummary,
+    /// Every pair's MDS set, the win matrix and both rankings.
+    pub outcome: crate::tournament::TournamentOutcome,
+    /// The thresholds.
+    pub thresholds: crate::tournament::TournamentThresholds,
+    /// The class names.
+    pub class_names: Vec<String>,
+    /// Whether every threshold held and the snapshot matched.
+    pub passed: bool,
+    /// What failed: broken thresholds, a changed snapshot.
+    pub failures: Vec<String>,
+    /// Grids of the closest pairs' disagreements: (pair name `a-vs-b`,
+    /// file name in the tournament's directory).
+    pub grids: Vec<(String, String)>,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+    /// When it was written.
+    pub written_at: u64,
 }
 
 /// The record of a `[[pair]]` trial.
@@ -165,6 +218,8 @@ impl Record {
         match self {
             Record::Pair(p) => p.passed,
             Record::Ensemble(e) => e.passed,
+            Record::Tournament(t) => t.passed,
+            Record::TournamentPair(_) => true,
             Record::Error(_) => false,
         }
     }
@@ -243,6 +298,16 @@ fn remove_stale_temporaries(dir: &Path, name: &str) {
             let _ = std::fs::remove_file(entry.path());
         }
     }
+}
+
+/// The directory of the tournament `name`'s record and pictures.
+pub fn tournament_dir(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("tournament-{name}"))
+}
+
+/// The record of the tournament `name`.
+pub fn tournament_record(dir: &Path, name: &str) -> PathBuf {
+    tournament_dir(dir, name).join("tournament.json")
 }
 
 /// The directory of the records of the config at `config`:

@@ -1,6 +1,8 @@
 //! The cargo test harness: one libtest-mimic trial per `[[pair]]`
-//! (`pair::<name>`) and per `[[ensemble]]` (`ensemble::<name>`) of a
-//! `gevaldi.toml`.
+//! (`pair::<name>`), per `[[ensemble]]` (`ensemble::<name>`) and per
+//! `[[tournament]]` (`tournament::<name>`) of a `gevaldi.toml`, and under
+//! nextest one per ordered pair of each tournament
+//! (`tournament::<name>::<a>-vs-<b>`), so that `--partition` splits them.
 //!
 //! `gevaldi::main!` expands to a `main` that calls [`run`]; see the crate
 //! docs. Listing (`--list`) loads no model; each trial loads only its own
@@ -15,6 +17,48 @@ use libtest_mimic::{Arguments, Failed, Trial};
 
 use crate::suite::Suite;
 pub use crate::suite::{device, Registry};
+
+/// Under nextest (`NEXTEST` set), one trial per ordered pair of each
+/// tournament, `tournament::<name>::<a>-vs-<b>`: each runs its pair alone
+/// and writes the pair's record, so that `--partition` spreads a
+/// tournament's pairs over runners and the verdict `tournament::<name>`
+/// only assembles the records it finds current (and runs the others).
+/// Not listed under `cargo test`, which runs every trial in one process:
+/// there the verdict runs every pair once.
+fn tournament_pair_trials(suite: &Arc<Suite>, infos: &[crate::suite::TrialInfo]) -> Vec<Trial> {
+    let mut trials = Vec::new();
+    for info in infos {
+        if info.id.kind != crate::config::TrialKind::Tournament {
+            continue;
+        }
+        for pair in suite.tournament_pairs(&info.id.name) {
+            let suite = Arc::clone(suite);
+            let (name, ignored) = (info.id.name.clone(), info.ignored);
+            let test = format!("{}::{pair}", info.id);
+            trials.push(
+                Trial::test(test, move || {
+                    match suite.run_tournament_pair(&name, &pair, &|_, _| {}) {
+                        Ok(r) => {
+                            println!(
+                                "{}: {} wins, {} wins, {} ties",
+                                r.name(),
+                                r.wins_a,
+                                r.wins_b,
+                                r.ties
+                            );
+                            Ok(())
+                        }
+                        Err(e) => Err(Failed::from(format!(
+                            "tournament `{name}`, pair `{pair}`: {e}"
+                        ))),
+                    }
+                })
+                .with_ignored_flag(ignored),
+            );
+        }
+    }
+    trials
+}
 
 /// Runs the trials of the config at `config_path` with libtest's command
 /// line, and returns the process's exit code (101 when a trial failed).
@@ -57,7 +101,12 @@ pub fn run_with_args(config_path: &str, registry: Registry, mut args: Arguments)
         }
     }
     let summaries = Arc::new(Mutex::new(Vec::new()));
-    let trials = infos
+    let pair_trials = if std::env::var_os("NEXTEST").is_some() {
+        tournament_pair_trials(&suite, &infos)
+    } else {
+        Vec::new()
+    };
+    let trials: Vec<Trial> = infos
         .into_iter()
         .map(|info| {
             let (suite, summaries) = (Arc::clone(&suite), Arc::clone(&summaries));
@@ -83,6 +132,7 @@ pub fn run_with_args(config_path: &str, registry: Registry, mut args: Arguments)
             })
             .with_ignored_flag(info.ignored)
         })
+        .chain(pair_trials)
         .collect();
     let conclusion = libtest_mimic::run(&args, trials);
     // Printed after libtest's lines rather than between "test x ..." and "ok".

@@ -70,7 +70,9 @@
 //! ## In `cargo test`
 //!
 //! [`main!`] turns a `gevaldi.toml` into a test target with one test per
-//! `[[pair]]` (`pair::<name>`) and per `[[ensemble]]` (`ensemble::<name>`).
+//! `[[pair]]` (`pair::<name>`), per `[[ensemble]]` (`ensemble::<name>`)
+//! and per `[[tournament]]` (`tournament::<name>`; under nextest also one
+//! per ordered pair, `tournament::<name>::<a>-vs-<b>`, for `--partition`).
 //! Beside the TOML:
 //!
 //! ```toml
@@ -134,12 +136,13 @@
 //!   `src/zoo/`, with a variant of `zoo::Arch` built by `Arch::classifier`
 //!   or `Arch::generator_with` (`src/zoo/arch.rs`); and its arm in
 //!   `zoo_arch` (`src/suite/registry.rs`), which the compiler asks for.
-//! - **A threshold**: its key in the schema (`Thresholds` or
-//!   `EnsembleDecl` in `gevaldi-config/src/schema.rs`, read in
+//! - **A threshold**: its key in the schema (`Thresholds`, `EnsembleDecl`
+//!   or `TournamentDecl` in `gevaldi-config/src/schema.rs`, read in
 //!   `gevaldi-config/src/parse.rs`: `PAIR_KEYS` or `ENSEMBLE_KEYS` and
-//!   `Cx::pair` or `Cx::ensemble`); a variant of `Failure` with its
-//!   message (`src/verdict.rs`) and its check in `Verdict::check` or
-//!   `ensemble_failures`. Harness, `cargo gevaldi`, records and report
+//!   `Cx::pair` or `Cx::ensemble`, or `gevaldi-config/src/parse/tournament.rs`);
+//!   a variant of `Failure` with its message (`src/verdict/failure.rs`) and its
+//!   check in `Verdict::check`, `ensemble_failures` or
+//!   `TournamentThresholds::check` (`src/tournament/thresholds.rs`). Harness, `cargo gevaldi`, records and report
 //!   print it from its `Display`. To show a pair's threshold in its
 //!   snapshot and report too: `ThresholdSummary` (`src/snapshot/pair.rs`)
 //!   and its table in `src/report/pair.rs`.
@@ -147,7 +150,16 @@
 //!   (`gevaldi-config/src/vocab.rs`); the compiler then asks for its arms
 //!   in `Config::ignored` and `Config::models`, `Suite::run_trial` and
 //!   `Suite::record_path` (`src/suite/mod.rs`) and `report::write`; its
-//!   runner goes in a file of its own in `src/suite/`.
+//!   runner goes in a file of its own in `src/suite/` (as
+//!   `src/suite/tournament.rs` for `[[tournament]]`), its snapshot in
+//!   `src/snapshot/`, its record a variant of `artifact::Record` and its
+//!   report section a file in `src/report/`.
+//! - **A tournament's ranking or its statistics**: `src/ranking/` (pure
+//!   arithmetic on the win matrix); the runner and the outcome in
+//!   `src/tournament/`; the per-pair trials that nextest partitions split
+//!   are listed by `harness` (under `NEXTEST` only) and run by
+//!   `src/suite/tournament_pairs.rs`, whose `pair_fingerprint` says when a
+//!   pair's record is current.
 //!
 //! ## Performance
 //!
@@ -219,6 +231,7 @@ pub mod pca;
 pub mod plot;
 #[doc(hidden)]
 pub mod preprocess;
+pub mod ranking;
 #[doc(hidden)]
 pub mod regions;
 #[doc(hidden)]
@@ -227,6 +240,7 @@ pub mod report;
 pub mod snapshot;
 #[doc(hidden)]
 pub mod suite;
+pub mod tournament;
 #[doc(hidden)]
 pub mod verdict;
 

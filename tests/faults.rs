@@ -41,6 +41,20 @@ fn config_text(extra: &str, replace: &[(&str, &str)]) -> String {
     text
 }
 
+/// The config of [`config_text`] with a third classifier, `bag_0`, and a
+/// `[[tournament]]` of the three (from line 26), `extra` appended to it.
+fn tournament_text(extra: &str) -> String {
+    config_text(
+        &format!(
+            "\n[classifier.bag_0]\narch = \"mnist-mlp\"\nweights = \"{}\"\n\n\
+             [[tournament]]\nname = \"t\"\nmodels = [\"cnn_a\", \"cnn_b\", \"bag_0\"]\n\
+             generator = \"vae\"\n{extra}",
+            fixture("bag_0.safetensors")
+        ),
+        &[],
+    )
+}
+
 fn write(dir: &Path, name: &str, bytes: impl AsRef<[u8]>) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, bytes).unwrap();
@@ -241,6 +255,47 @@ fn catalogue() -> Vec<(&'static str, Vec<&'static str>, Check)> {
         "config: NaN threshold",
         vec!["^1 error in `<dir>/gevaldi.toml`:\n  <dir>/gevaldi.toml:21:18: `pair[0].max_divergence`: NaN is out of range: expected a finite number >= 0$"],
         Box::new(|d| load(d, &config_text("max_divergence = nan\n", &[]))),
+    );
+    // Issue 18: a [[tournament]]'s keys, at the key.
+    add(
+        "config: tournament of two models",
+        vec!["^1 error in `<dir>/gevaldi.toml`:\n  <dir>/gevaldi.toml:28:10: `tournament[0].models`: expected 3 or more classifiers to rank, found 2 (for two, use a [[pair]])$"],
+        Box::new(|d| {
+            let text = tournament_text("").replacen(", \"bag_0\"]", "]", 1);
+            load(d, &text)
+        }),
+    );
+    add(
+        "config: tournament champion not among its models",
+        vec!["^1 error in `<dir>/gevaldi.toml`:\n  <dir>/gevaldi.toml:30:12: `tournament[0].champion`: `bag_1` is not a model of this tournament: expected one of `cnn_a`, `cnn_b`, `bag_0`$"],
+        Box::new(|d| load(d, &tournament_text("champion = \"bag_1\"\n"))),
+    );
+    add(
+        "config: tournament max_rank beyond the models",
+        vec!["^1 error in `<dir>/gevaldi.toml`:\n  <dir>/gevaldi.toml:30:22: `tournament[0].max_rank.cnn_a`: 4 is out of range: expected a rank from 1 to 3 (the number of models)$"],
+        Box::new(|d| load(d, &tournament_text("max_rank = { cnn_a = 4 }\n"))),
+    );
+    add(
+        "config: tournament min_win_rate above 1",
+        vec!["^1 error in `<dir>/gevaldi.toml`:\n  <dir>/gevaldi.toml:30:61: `tournament[0].min_win_rate[0].min`: 1.5 is out of range: expected a fraction in [0, 1]$"],
+        Box::new(|d| {
+            load(
+                d,
+                &tournament_text(
+                    "min_win_rate = [{ model = \"cnn_a\", against = \"bag_0\", min = 1.5 }]\n",
+                ),
+            )
+        }),
+    );
+    add(
+        "config: tournament min_srcc without test data",
+        vec!["^1 error in `<dir>/gevaldi.toml`:\n  <dir>/gevaldi.toml:30:12: `tournament[0].min_srcc`: `min_srcc` needs `test_data` (the SRCC is with the models' test accuracy)$"],
+        Box::new(|d| load(d, &tournament_text("min_srcc = 0.5\n"))),
+    );
+    add(
+        "config: tournament unknown ranking",
+        vec!["^1 error in `<dir>/gevaldi.toml`:\n  <dir>/gevaldi.toml:30:11: `tournament[0].ranking`: unknown value \"elo\", expected one of `mad`, `bradley-terry`$"],
+        Box::new(|d| load(d, &tournament_text("ranking = \"elo\"\n"))),
     );
     add(
         "config: weights file missing",

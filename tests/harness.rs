@@ -42,7 +42,11 @@ fn a_failing_pair_exits_101_with_its_worst_samples() {
     assert_eq!(status(&all, "pair::strict"), Some("FAILED"), "{all}");
     assert_eq!(
         failed_tests(&all),
-        ["pair::strict", "pair::strict-set-distance"],
+        [
+            "pair::strict",
+            "pair::strict-set-distance",
+            "tournament::mlp-champion"
+        ],
         "{all}"
     );
     assert!(all.contains("pair::lenient: mean kl "), "{all}");
@@ -55,7 +59,7 @@ fn a_failing_pair_exits_101_with_its_worst_samples() {
     assert!(all.contains(" > 0.05  cnn_a: "), "{all}");
     assert!(all.contains("more above the threshold"), "{all}");
     assert!(
-        all.contains("test result: FAILED. 1 passed; 2 failed"),
+        all.contains("test result: FAILED. 1 passed; 3 failed"),
         "{all}"
     );
     // The set distance, with class names.
@@ -80,10 +84,22 @@ fn a_failing_pair_exits_101_with_its_worst_samples() {
     assert_eq!(reports.len(), 1, "{all}");
     let html = std::fs::read_to_string(reports[0]).unwrap();
     assert!(
-        html.contains("3 trials, 1 passed, 2 failed, 0 without a record"),
+        html.contains("4 trials, 1 passed, 3 failed, 0 without a record"),
         "{html}"
     );
     assert!(html.contains("data-trial=\"pair::strict\" data-verdict=\"failed\""));
+    // Issue 18: a tournament's champion that does not rank first fails,
+    // naming its rank and the ranking; the report shows its heatmap.
+    assert!(all.contains("champion `bag_3` ranks #"), "{all}");
+    assert!(all.contains(" by mad, not first: cnn_"), "{all}");
+    assert!(
+        html.contains("data-trial=\"tournament::mlp-champion\" data-verdict=\"failed\""),
+        "{html}"
+    );
+    assert!(
+        html.contains("<table class=\"heatmap\" data-models=\"4\">"),
+        "{html}"
+    );
 }
 
 /// The result libtest printed for `test`: "ok", "FAILED" or "ignored".
@@ -159,16 +175,23 @@ fn nextest_runs_each_pair_as_its_own_test() {
         .expect("cargo nextest is installed (.ci/run installs it)");
     let all = text(&out);
     assert!(out.status.success(), "{all}");
-    let mut expected = vec![
+    let mut expected: Vec<String> = [
         "ensemble::bagging",
         "pair::cnn_a-vs-cnn_b",
         "pair::cnn_b-vs-cnn_a",
-    ];
-    expected.extend(QUICK);
+        "tournament::mnist",
+    ]
+    .iter()
+    .chain(QUICK.iter())
+    .map(|t| t.to_string())
+    .collect();
+    // Issue 18: under nextest each ordered pair of the tournament is a test
+    // of its own.
+    expected.extend(tournament_pairs());
     expected.sort();
     assert_eq!(passed(&out), expected, "{all}");
-    // "7 passed (2 slow), 1 skipped" when the dogfood pairs take long.
-    assert!(all.contains("8 tests run: 8 passed"), "{all}");
+    // "51 passed (2 slow), 1 skipped" when the dogfood trials take long.
+    assert!(all.contains("51 tests run: 51 passed"), "{all}");
     assert!(all.contains(", 1 skipped"), "{all}");
     assert!(
         all.contains("gevaldi::gevaldi pair::cnn_a-vs-cnn_b"),
@@ -453,4 +476,58 @@ max_set_distance = 20.0
         "{first:?} in {snap}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Issue 18: under nextest each ordered pair of a tournament is a test of
+/// its own, and `--partition` splits them: the two halves of the dogfood
+/// suite's 7-model tournament hold its 42 pairs between them, each once.
+#[test]
+fn partitions_split_a_tournaments_pairs() {
+    let list = |k: u32| {
+        let out = Command::new(env!("CARGO"))
+            .current_dir(root())
+            .args([
+                "nextest",
+                "list",
+                "--release",
+                "--test",
+                "gevaldi",
+                "--message-format",
+                "oneline",
+                "--partition",
+                &format!("count:{k}/2"),
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .filter(|t| t.starts_with("tournament::mnist::"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let (one, two) = (list(1), list(2));
+    assert!(!one.is_empty() && !two.is_empty(), "{one:?} {two:?}");
+    let mut both: Vec<String> = one.iter().chain(&two).cloned().collect();
+    both.sort();
+    let mut expected = tournament_pairs();
+    expected.sort();
+    assert_eq!(both, expected, "1/2 listed {one:?}, 2/2 listed {two:?}");
+}
+
+/// The pair tests of the dogfood suite's tournament: its 42 ordered pairs.
+fn tournament_pairs() -> Vec<String> {
+    let models = [
+        "cnn_a", "cnn_b", "bag_0", "bag_1", "bag_2", "bag_3", "bag_4",
+    ];
+    models
+        .iter()
+        .flat_map(|a| {
+            models
+                .iter()
+                .filter(move |b| *b != a)
+                .map(move |b| format!("tournament::mnist::{a}-vs-{b}"))
+        })
+        .collect()
 }

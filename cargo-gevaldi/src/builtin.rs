@@ -41,6 +41,7 @@ pub const FILES: &[(&str, &[u8])] = files![
     "snapshots/gevaldi/pair-cnn_a-vs-cnn_b.snap",
     "snapshots/gevaldi/pair-cnn_b-vs-cnn_a.snap",
     "snapshots/gevaldi/ensemble-bagging.snap",
+    "snapshots/gevaldi/tournament-mnist.snap",
 ];
 
 /// The first lines of the `gevaldi.toml` that `init` writes, in place of the

@@ -96,6 +96,7 @@ fn an_installed_binary_inits_a_starter_suite_that_runs_and_passes() {
         "data/README.md",
         "snapshots/gevaldi/pair-cnn_a-vs-cnn_b.snap",
         "snapshots/gevaldi/ensemble-bagging.snap",
+        "snapshots/gevaldi/tournament-mnist.snap",
     ] {
         assert!(work.join(f).is_file(), "init wrote no {f}");
     }
@@ -131,6 +132,7 @@ fn an_installed_binary_inits_a_starter_suite_that_runs_and_passes() {
         "pair::cnn_a-vs-cnn_b",
         "pair::cnn_b-vs-cnn_a",
         "ensemble::bagging",
+        "tournament::mnist",
     ] {
         assert!(
             all.lines()
@@ -191,7 +193,8 @@ fn the_built_in_suite_is_unpacked_into_the_cache_folder() {
         [
             "pair::cnn_a-vs-cnn_b",
             "pair::cnn_b-vs-cnn_a",
-            "ensemble::bagging"
+            "ensemble::bagging",
+            "tournament::mnist"
         ]
     );
     // Byte for byte the fixtures.

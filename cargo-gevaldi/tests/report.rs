@@ -103,6 +103,11 @@ document.getElementById('report').addEventListener('load', function () {
     out.images.push({src: img.getAttribute('src'), loaded: img.complete && img.naturalWidth > 0, width: img.naturalWidth});
   for (var s of d.querySelectorAll('section[data-trial]'))
     out.trials.push({name: s.dataset.trial, verdict: s.dataset.verdict});
+  out.heatmaps = [];
+  for (var h of d.querySelectorAll('table.heatmap'))
+    out.heatmaps.push({models: h.dataset.models, rows: h.rows.length, cells: h.querySelectorAll('td').length,
+                       coloured: h.querySelectorAll('td[style*="background"]').length});
+  out.ranking_rows = d.querySelectorAll('table.ranking tr').length;
   document.getElementById('result').textContent = JSON.stringify(out);
 });
 </script></body></html>"#,
@@ -131,6 +136,11 @@ fn trials_of(config: &Path) -> Vec<String> {
         .iter()
         .map(|p| format!("pair::{}", p.name))
         .chain(c.ensembles.iter().map(|e| format!("ensemble::{}", e.name)))
+        .chain(
+            c.tournaments
+                .iter()
+                .map(|t| format!("tournament::{}", t.name)),
+        )
         .collect()
 }
 
@@ -181,7 +191,7 @@ fn the_first_quick_start_command_writes_a_report_that_chromium_shows_whole() {
     let out = cli(&target, &["report"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(report_line(&text(&out.stdout)), index);
-    assert!(text(&out.stdout).contains("3 trials: 3 passed, 0 failed, 0 without a record"));
+    assert!(text(&out.stdout).contains("4 trials: 4 passed, 0 failed, 0 without a record"));
 
     let seen = inspect(&index);
     let shown: Vec<&str> = seen["trials"]
@@ -197,8 +207,9 @@ fn the_first_quick_start_command_writes_a_report_that_chromium_shows_whole() {
         .iter()
         .all(|t| t["verdict"] == "passed"));
     let images = seen["images"].as_array().unwrap();
-    // Per pair: its grid and three plots; the ensemble: regions and latents.
-    assert_eq!(images.len(), 2 * 4 + 2, "{seen}");
+    // Per pair: its grid and three plots; the ensemble: regions and
+    // latents; the tournament: the grids of its two closest pairs.
+    assert_eq!(images.len(), 2 * 4 + 2 + 2, "{seen}");
     for img in images {
         assert_eq!(img["loaded"], true, "did not load: {img}");
     }
@@ -211,6 +222,21 @@ fn the_first_quick_start_command_writes_a_report_that_chromium_shows_whole() {
         // 8 columns of 4x-upscaled digits.
         assert_eq!(img["width"], 8 + 8 * (112 + 8), "{img}");
     }
+    // Issue 18: the tournament's heatmap of win rates (7 models: a header
+    // row and 7 rows of 7 cells, every cell off the diagonal coloured),
+    // its ranking (a header and 7 rows) and its closest pairs' grids.
+    let heatmaps = seen["heatmaps"].as_array().unwrap();
+    assert_eq!(heatmaps.len(), 1, "{seen}");
+    assert_eq!(heatmaps[0]["models"], "7", "{seen}");
+    assert_eq!(heatmaps[0]["rows"], 8, "{seen}");
+    assert_eq!(heatmaps[0]["cells"], 49, "{seen}");
+    assert_eq!(heatmaps[0]["coloured"], 42, "{seen}");
+    assert_eq!(seen["ranking_rows"], 8, "{seen}");
+    let grids: Vec<&Value> = images
+        .iter()
+        .filter(|i| i["src"].as_str().unwrap().starts_with("tournament-mnist/"))
+        .collect();
+    assert_eq!(grids.len(), 2, "{seen}");
 
     // The check can fail: without a picture, its <img> is reported broken.
     let broken = target.join("broken");
@@ -269,12 +295,16 @@ fn failing_trials_fail_the_command_and_show_in_the_report() {
         .collect();
     assert_eq!(
         failed,
-        ["pair::strict", "pair::strict-set-distance"],
+        [
+            "pair::strict",
+            "pair::strict-set-distance",
+            "tournament::mlp-champion"
+        ],
         "{stdout}"
     );
-    assert!(stdout.contains("2 of 3 trials failed"), "{stdout}");
+    assert!(stdout.contains("3 of 4 trials failed"), "{stdout}");
     let html = std::fs::read_to_string(report_line(&stdout)).unwrap();
-    assert!(html.contains("3 trials, 1 passed, 2 failed, 0 without a record"));
+    assert!(html.contains("4 trials, 1 passed, 3 failed, 0 without a record"));
     assert!(
         html.contains("above max_divergence = 0.05"),
         "the failure is in the report"

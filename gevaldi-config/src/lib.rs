@@ -65,6 +65,22 @@
 //! steps = 200              # any [search] key but `divergence` (always js)
 //! ```
 //!
+//! ```toml
+//! [[tournament]]           # one test, `tournament::<name>` (MAD competition)
+//! name = "mnist"
+//! models = ["cnn_a", "cnn_b", "bag_0"]   # 3 or more classifiers
+//! generator = "cvae"       # class-conditional: the conditions are the labels
+//! samples = 100            # MDS samples per ordered pair (default 100)
+//! test_data = "data"       # optional: test accuracies, for the SRCC
+//! ranking = "mad"          # or "bradley-terry": what the rank thresholds read
+//! champion = "cnn_b"       # optional thresholds: must rank first
+//! max_rank = { cnn_a = 2 } # must rank 2nd or better
+//! above = [["cnn_a", "bag_0"]]
+//! min_win_rate = [{ model = "cnn_b", against = "cnn_a", min = 0.5 }]
+//! min_srcc = 0.5           # SRCC of the ranking with the test accuracy
+//! steps = 100              # any [search] key overrides it (seed: the tournament's)
+//! ```
+//!
 //! Unknown keys are errors, except in a table without `arch`. A NaN threshold is an error.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -78,14 +94,14 @@ pub use error::{ConfigError, ConfigErrors};
 pub use parse::{load, parse, parse_in};
 pub use schema::{
     Config, EnsembleDecl, HierarchyDecl, ModelDecl, ModelTable, PairDecl, PreprocessDecl,
-    SearchSettings, Statistic, TableValue, Thresholds,
+    SearchSettings, Statistic, TableValue, Thresholds, TournamentDecl, WinRateDecl,
 };
 pub use vocab::{
-    Architecture, Arity, Channels, DivergenceKind, ModelKind, OptimizerKind, Rule, StatisticKind,
-    TrialId, TrialKind, LR, NON_NEGATIVE,
+    Architecture, Arity, Channels, DivergenceKind, ModelKind, OptimizerKind, RankingKind, Rule,
+    StatisticKind, TrialId, TrialKind, LR, NON_NEGATIVE,
 };
 
-/// The longest pair or ensemble name, in bytes. A name becomes file names
+/// The longest pair, ensemble or tournament name, in bytes. A name becomes file names
 /// (`<name>.snap`, `<name>.json`, `<name>.png`, `ensemble-<name>/`, and
 /// insta's `<name>.snap.new` / `.pending-snap`), which most file systems
 /// cap at 255 bytes: 100 leaves room for every suffix, and for a module

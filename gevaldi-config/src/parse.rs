@@ -13,6 +13,8 @@ use crate::schema::{
     Config, EnsembleDecl, FreeKey, HierarchyDecl, ModelDecl, ModelTable, PairDecl, PreprocessDecl,
     SearchSettings, Statistic, TableValue, Thresholds,
 };
+mod tournament;
+
 use crate::vocab::{
     Architecture, Channels, DivergenceKind, ModelKind, OptimizerKind, Rule, StatisticKind, LR,
     NON_NEGATIVE,
@@ -158,9 +160,11 @@ impl Cx<'_> {
             classifiers: Vec::new(),
             pairs: Vec::new(),
             ensembles: Vec::new(),
+            tournaments: Vec::new(),
         };
         let mut pair_values = Vec::new();
         let mut ensemble_values = Vec::new();
+        let mut tournament_values = Vec::new();
         for (key, value) in root {
             match key.get_ref().as_ref() {
                 "search" => {
@@ -182,6 +186,17 @@ impl Cx<'_> {
                         ),
                     ),
                 },
+                "tournament" => match value.get_ref() {
+                    DeValue::Array(items) => tournament_values = items.iter().collect(),
+                    other => self.err(
+                        value.span(),
+                        "tournament",
+                        format!(
+                            "expected an array of tables ([[tournament]]), found {}",
+                            other.type_str()
+                        ),
+                    ),
+                },
                 "pair" => match value.get_ref() {
                     DeValue::Array(items) => pair_values = items.iter().collect(),
                     other => self.err(
@@ -197,7 +212,7 @@ impl Cx<'_> {
                     key.span(),
                     other,
                     "unknown key, expected one of `search`, `hierarchy`, `generator`, `classifier`, \
-                     `pair`, `ensemble`",
+                     `pair`, `ensemble`, `tournament`",
                 ),
             }
         }
@@ -211,11 +226,20 @@ impl Cx<'_> {
                 config.ensembles.push(e);
             }
         }
-        if config.pairs.is_empty() && config.ensembles.is_empty() && self.errors.is_empty() {
+        for (i, value) in tournament_values.into_iter().enumerate() {
+            if let Some(t) = self.tournament(value, i, &config) {
+                config.tournaments.push(t);
+            }
+        }
+        if config.pairs.is_empty()
+            && config.ensembles.is_empty()
+            && config.tournaments.is_empty()
+            && self.errors.is_empty()
+        {
             self.err(
                 0..0,
                 "pair",
-                "no [[pair]] or [[ensemble]] entries: declare at least one test",
+                "no [[pair]], [[ensemble]] or [[tournament]] entries: declare at least one test",
             );
         }
         config
@@ -256,11 +280,14 @@ impl Cx<'_> {
                 "early_stop" => s.early_stop = self.early_stop(value, k),
                 _ if extra.contains(&name) => {}
                 _ => {
-                    let mut expected: Vec<&str> = SEARCH_KEYS.to_vec();
-                    if !extra.is_empty() {
-                        expected = PAIR_KEYS[..PAIR_KEYS.len() - 1].to_vec();
-                        expected.extend(SEARCH_KEYS);
-                    }
+                    // The entry's own keys (without the placeholder), then
+                    // the search keys.
+                    let mut expected: Vec<&str> = extra
+                        .iter()
+                        .copied()
+                        .filter(|k| *k != "search keys")
+                        .collect();
+                    expected.extend(SEARCH_KEYS.iter().filter(|k| !extra.contains(k)));
                     self.err(
                         key.span(),
                         k,

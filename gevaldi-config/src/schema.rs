@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use crate::error::{ConfigError, ConfigErrors};
 use crate::vocab::{
-    Architecture, Channels, DivergenceKind, ModelKind, OptimizerKind, TrialId, TrialKind,
+    Architecture, Channels, DivergenceKind, ModelKind, OptimizerKind, RankingKind, TrialId,
+    TrialKind,
 };
 
 /// Search settings as written; `None` means "inherit" (from `[search]`, then
@@ -365,6 +366,58 @@ pub struct Config {
     pub pairs: Vec<PairDecl>,
     /// `[[ensemble]]`, in file order.
     pub ensembles: Vec<EnsembleDecl>,
+    /// `[[tournament]]`, in file order.
+    pub tournaments: Vec<TournamentDecl>,
+}
+
+/// A `min_win_rate` entry of a tournament: `model`'s least share of the
+/// samples decided against `against`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WinRateDecl {
+    /// `model`.
+    pub model: String,
+    /// `against`.
+    pub against: String,
+    /// `min`, in [0, 1].
+    pub min: f64,
+}
+
+/// A `[[tournament]]` entry: one test, `tournament::<name>` (MAD
+/// competition: every ordered pair's MDS set, labelled by the generator's
+/// conditions, ranks the models).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TournamentDecl {
+    /// `name`.
+    pub name: String,
+    /// `models`: 3 or more classifier names, distinct.
+    pub models: Vec<String>,
+    /// `generator`: a class-conditional generator.
+    pub generator: String,
+    /// `samples`: MDS samples per ordered pair (default 100).
+    pub samples: usize,
+    /// `test_data`: a directory of IDX test images and labels, resolved;
+    /// the models' test accuracies, for the SRCC.
+    pub test_data: Option<PathBuf>,
+    /// Overrides of `[search]` (the divergence is used as given: a directed
+    /// one such as `kl` makes the two orders of a pair differ).
+    pub search: SearchSettings,
+    /// `ranking`: what the rank thresholds read (default `mad`).
+    pub ranking: RankingKind,
+    /// `champion`: must rank first.
+    pub champion: Option<String>,
+    /// `max_rank = { model = r }`: must rank r-th or better, in file order.
+    pub max_rank: Vec<(String, usize)>,
+    /// `above = [[a, b]]`: a must rank above b.
+    pub above: Vec<(String, String)>,
+    /// `min_win_rate = [{ model, against, min }]`.
+    pub min_win_rate: Vec<WinRateDecl>,
+    /// `min_srcc`: the least SRCC of the ranking with the test accuracy, in
+    /// [-1, 1] (needs `test_data`).
+    pub min_srcc: Option<f64>,
+    /// `ignore = true` marks the test ignored.
+    pub ignore: bool,
+    /// The line of its header.
+    pub line: usize,
 }
 
 /// An `[[ensemble]]` entry: one test, `ensemble::<name>` (paper appendix F).
@@ -401,6 +454,11 @@ pub struct EnsembleDecl {
 }
 
 impl Config {
+    /// The tournament called `name`.
+    pub fn tournament(&self, name: &str) -> Option<&TournamentDecl> {
+        self.tournaments.iter().find(|t| t.name == name)
+    }
+
     /// The ensemble called `name`.
     pub fn ensemble(&self, name: &str) -> Option<&EnsembleDecl> {
         self.ensembles.iter().find(|e| e.name == name)
@@ -421,11 +479,16 @@ impl Config {
         self.classifiers.iter().find(|m| m.name == name)
     }
 
-    /// The trials, pairs first, each in config order.
+    /// The trials: pairs, then ensembles, then tournaments, each in config
+    /// order.
     pub fn trials(&self) -> Vec<TrialId> {
         let pairs = self.pairs.iter().map(|p| TrialId::pair(&p.name));
         let ensembles = self.ensembles.iter().map(|e| TrialId::ensemble(&e.name));
-        pairs.chain(ensembles).collect()
+        let tournaments = self
+            .tournaments
+            .iter()
+            .map(|t| TrialId::tournament(&t.name));
+        pairs.chain(ensembles).chain(tournaments).collect()
     }
 
     /// Whether the trial is marked `ignore = true` (false for a trial that
@@ -434,6 +497,7 @@ impl Config {
         match trial.kind {
             TrialKind::Pair => self.pair(&trial.name).is_some_and(|p| p.ignore),
             TrialKind::Ensemble => self.ensemble(&trial.name).is_some_and(|e| e.ignore),
+            TrialKind::Tournament => self.tournament(&trial.name).is_some_and(|t| t.ignore),
         }
     }
 
@@ -448,6 +512,10 @@ impl Config {
             TrialKind::Ensemble => {
                 let e = self.ensemble(&trial.name)?;
                 (&e.generator, &e.members)
+            }
+            TrialKind::Tournament => {
+                let t = self.tournament(&trial.name)?;
+                (&t.generator, &t.models)
             }
         };
         let classifiers = classifiers

@@ -288,14 +288,18 @@ pub enum TrialKind {
     Pair,
     /// An `[[ensemble]]`: the MDS dataset of a bagging ensemble.
     Ensemble,
+    /// A `[[tournament]]`: N classifiers ranked by who is right where they
+    /// disagree (MAD competition).
+    Tournament,
 }
 
 impl TrialKind {
-    /// `pair` or `ensemble`: the first part of a trial's name.
+    /// `pair`, `ensemble` or `tournament`: the first part of a trial's name.
     pub fn name(self) -> &'static str {
         match self {
             TrialKind::Pair => "pair",
             TrialKind::Ensemble => "ensemble",
+            TrialKind::Tournament => "tournament",
         }
     }
 }
@@ -307,7 +311,7 @@ impl fmt::Display for TrialKind {
 }
 
 /// A trial of a config: its kind and its entry's `name`. Displayed as the
-/// test's name, `pair::<name>` or `ensemble::<name>`.
+/// test's name, `pair::<name>`, `ensemble::<name>` or `tournament::<name>`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TrialId {
     /// The kind of entry.
@@ -331,6 +335,43 @@ impl TrialId {
             kind: TrialKind::Ensemble,
             name: name.into(),
         }
+    }
+
+    /// `tournament::<name>`.
+    pub fn tournament(name: impl Into<String>) -> Self {
+        TrialId {
+            kind: TrialKind::Tournament,
+            name: name.into(),
+        }
+    }
+}
+
+/// The ranking a tournament's rank thresholds read (`ranking = …`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum RankingKind {
+    /// `mad`: MAD's power iteration on the ratios of wins (the default).
+    #[default]
+    Mad,
+    /// `bradley-terry`: the Bradley–Terry maximum-likelihood strengths.
+    BradleyTerry,
+}
+
+impl RankingKind {
+    /// Every ranking, in the order error messages list them.
+    pub const ALL: &'static [RankingKind] = &[RankingKind::Mad, RankingKind::BradleyTerry];
+
+    /// Its name in a config.
+    pub fn name(self) -> &'static str {
+        match self {
+            RankingKind::Mad => "mad",
+            RankingKind::BradleyTerry => "bradley-terry",
+        }
+    }
+}
+
+impl fmt::Display for RankingKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -368,5 +409,9 @@ mod tests {
     fn trial_ids_display_as_test_names() {
         assert_eq!(TrialId::pair("a-vs-b").to_string(), "pair::a-vs-b");
         assert_eq!(TrialId::ensemble("bag").to_string(), "ensemble::bag");
+        assert_eq!(
+            TrialId::tournament("mnist").to_string(),
+            "tournament::mnist"
+        );
     }
 }

@@ -183,7 +183,7 @@ fn syntax_errors_and_empty_files_are_reported() {
     assert!(
         e.errors[0]
             .message
-            .contains("no [[pair]] or [[ensemble]] entries"),
+            .contains("no [[pair]], [[ensemble]] or [[tournament]] entries"),
         "{e}"
     );
     let e = gevaldi_config::load("/no/such/gevaldi.toml").unwrap_err();

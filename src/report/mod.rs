@@ -12,7 +12,10 @@
 //! - for an ensemble: its metrics on the test data and on the MDS dataset,
 //!   its regions of uncertainty with example samples
 //!   (`ensemble-<name>/regions.png`), and the scatter of the MDS latents by
-//!   region over the training data's latents (paper fig. 5).
+//!   region over the training data's latents (paper fig. 5);
+//! - for a tournament: its ranking with θ ± 1.96 SE, the win rates as a
+//!   heatmap in ranking order with the counts, and grids of the closest
+//!   pairs' disagreements (`tournament-<name>/<a>-vs-<b>.png`).
 //!
 //! A trial without a record ("not run yet") or whose run stopped on an
 //! error is listed as such. The page has no script and loads nothing but
@@ -61,6 +64,7 @@ pub fn write(config: &Config) -> Result<Written> {
             let record = match id.kind {
                 TrialKind::Pair => artifact::pair_record(&dir, &id.name),
                 TrialKind::Ensemble => artifact::ensemble_record(&dir, &id.name),
+                TrialKind::Tournament => artifact::tournament_record(&dir, &id.name),
             };
             (id, record)
         })
@@ -106,6 +110,13 @@ pub fn write(config: &Config) -> Result<Written> {
             Entry::Record(r) => match r.as_ref() {
                 Record::Pair(p) => pair_section(&dir, p, now)?,
                 Record::Ensemble(e) => ensemble_section(&dir, e, now)?,
+                Record::Tournament(t) => tournament_section(&dir, t, now),
+                Record::TournamentPair(p) => format!(
+                    "<p>A record of the pair <code>{}</code> of tournament <code>{}</code>, not \
+                     of a trial's verdict.</p>",
+                    esc(&p.result.name()),
+                    esc(&p.tournament)
+                ),
                 Record::Error(e) => format!(
                     "<p>The trial stopped on an error {}:</p><pre>{}</pre>",
                     age(e.written_at, now),
@@ -162,7 +173,8 @@ pub fn write(config: &Config) -> Result<Written> {
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;\
 padding:0 1em;color:#222}h1{margin-bottom:.2em}section.trial{border-top:2px solid #ddd;\
-margin-top:2em;padding-top:.5em}table{border-collapse:collapse;margin:.5em 0}td,th{border:1px \
+margin-top:2em;padding-top:.5em}table{border-collapse:collapse;margin:.5em 0}table.heatmap td{min-width:3.5em;text-align:center}\
+td.self{background:#999}td,th{border:1px \
 solid #ccc;padding:.2em .6em;text-align:left}td.num{text-align:right;font-variant-numeric:\
 tabular-nums}.badge{font-size:.6em;padding:.15em .5em;border-radius:.3em;vertical-align:middle}\
 .badge.pass,td.pass{background:#dff3df;color:#1a6b1a}.badge.fail,td.fail{background:#f8dcdc;\
@@ -195,6 +207,19 @@ fn headline(r: &Record) -> String {
                 s.regions.count
             )
         }
+        Record::Tournament(t) => {
+            let o = &t.outcome;
+            format!(
+                "{} by {}; {} pairs × {} samples",
+                o.ranking(t.thresholds.ranking).join(" > "),
+                t.thresholds.ranking.name(),
+                o.pairs.len(),
+                t.summary.samples
+            )
+        }
+        Record::TournamentPair(p) => {
+            format!("pair {} of tournament {}", p.result.name(), p.tournament)
+        }
         Record::Error(e) => e.message.lines().next().unwrap_or_default().to_string(),
     }
 }
@@ -204,7 +229,9 @@ mod html;
 mod pair;
 #[cfg(test)]
 mod tests;
+mod tournament;
 
 use self::ensemble::ensemble_section;
 use self::html::*;
 use self::pair::pair_section;
+use self::tournament::tournament_section;

@@ -33,7 +33,8 @@
 //! # Files
 //!
 //! Snapshots live beside the config, one folder per config:
-//! `snapshots/<config stem>/pair-<name>.snap` and `…/ensemble-<name>.snap`.
+//! `snapshots/<config stem>/pair-<name>.snap`, `…/ensemble-<name>.snap` and
+//! `…/tournament-<name>.snap`.
 //! They are in insta's file format (a YAML header between `---` lines, then
 //! the body), so `cargo insta review` and `cargo insta accept` work on them.
 //! gevaldi compares them itself (insta's assertion has no tolerance, and
@@ -57,6 +58,7 @@ mod ensemble;
 mod file;
 mod pair;
 mod text;
+mod tournament;
 
 pub use self::compare::{compare, Mismatch, Tolerance};
 pub use self::ensemble::{log_loss, EnsembleSummary, MetricsSummary, RegionsSummary};
@@ -67,6 +69,7 @@ pub use self::pair::{
     WarningSummary, SAMPLES_SHOWN,
 };
 use self::text::*;
+pub use self::tournament::{tiers, TournamentSummary, TIER_SE};
 
 #[cfg(test)]
 mod tests;

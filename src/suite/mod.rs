@@ -2,7 +2,8 @@
 //! cargo test harness ([`crate::harness`]) and the `cargo gevaldi` command.
 //!
 //! A [`Suite`] lists its trials ([`TrialId`]: `pair::<name>` per
-//! `[[pair]]`, `ensemble::<name>` per `[[ensemble]]`) without loading a
+//! `[[pair]]`, `ensemble::<name>` per `[[ensemble]]`, `tournament::<name>`
+//! per `[[tournament]]`) without loading a
 //! model; running one ([`Suite::run_trial`]) loads only its own models
 //! ([`Registry`]), searches, checks its thresholds and its insta snapshot,
 //! and writes its record and pictures ([`crate::artifact`]), and gives a
@@ -15,6 +16,8 @@
 //! | `device.rs` | the device, candle's thread count |
 //! | `pair.rs` | a `[[pair]]` trial |
 //! | `ensemble.rs` | an `[[ensemble]]` trial |
+//! | `tournament.rs` | a `[[tournament]]` trial |
+//! | `tournament_pairs.rs` | its pairs as trials of their own, for nextest partitions |
 //! | `outcome.rs` | what a trial gives |
 
 mod device;
@@ -22,6 +25,8 @@ mod ensemble;
 mod outcome;
 mod pair;
 mod registry;
+mod tournament;
+mod tournament_pairs;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -130,6 +135,10 @@ impl Suite {
                 Some(e) => (e.line, guard(|| self.run_ensemble(e, progress))),
                 None => (0, Err(TrialErrorKind::NotInConfig)),
             },
+            TrialKind::Tournament => match self.config.tournament(&id.name) {
+                Some(t) => (t.line, guard(|| self.run_tournament(t, progress))),
+                None => (0, Err(TrialErrorKind::NotInConfig)),
+            },
         };
         let seconds = started.elapsed().as_secs_f64();
         match result {
@@ -162,6 +171,7 @@ impl Suite {
         match id.kind {
             TrialKind::Pair => artifact::pair_record(&dir, &id.name),
             TrialKind::Ensemble => artifact::ensemble_record(&dir, &id.name),
+            TrialKind::Tournament => artifact::tournament_record(&dir, &id.name),
         }
     }
 

@@ -10,6 +10,7 @@ use crate::config::{DivergenceKind, TrialId};
 use crate::error::Error;
 use crate::search::AscentWarning;
 use crate::snapshot::SnapshotProblem;
+use crate::tournament::RankingMethod;
 use crate::verdict::Failure;
 
 /// The figures of a trial's one-line summary.
@@ -43,6 +44,21 @@ pub enum Figures {
         samples: usize,
         /// The regions of uncertainty found.
         regions: usize,
+    },
+    /// A tournament's ranking.
+    Tournament {
+        /// The ranking the thresholds read, best first.
+        ranking: Vec<String>,
+        /// Which ranking that is.
+        ranking_method: RankingMethod,
+        /// The Bradley–Terry strength of the strongest model.
+        leader_theta: f64,
+        /// The SRCC of that ranking with the test accuracy, when defined.
+        srcc: Option<f64>,
+        /// Ordered pairs searched.
+        pairs: usize,
+        /// MDS samples per pair.
+        samples: usize,
     },
 }
 
@@ -100,6 +116,21 @@ impl TrialReport {
                  regions of uncertainty, in {:.1} s",
                 100.0 * test_accuracy,
                 100.0 * mds_accuracy,
+                self.seconds
+            ),
+            Figures::Tournament {
+                ranking,
+                ranking_method,
+                leader_theta: _,
+                srcc,
+                pairs,
+                samples,
+            } => format!(
+                "{} by {}, SRCC with test accuracy {}, {pairs} pairs x {samples} samples in \
+                 {:.1} s",
+                ranking.join(" > "),
+                ranking_method.name(),
+                srcc.map_or("undefined".into(), |s| format!("{s:.3}")),
                 self.seconds
             ),
         }

@@ -4,143 +4,13 @@
 //! either side is NaN, and the config refuses NaN thresholds before any
 //! search runs.
 
-use std::fmt;
-
-use crate::config::{DivergenceKind, EnsembleDecl, Statistic, Thresholds};
+use crate::config::{EnsembleDecl, Statistic, Thresholds};
 use crate::ensemble::Metrics;
 use crate::search::SearchOutcome;
 
-/// A threshold a trial broke, with the figures that broke it. Adding a
-/// threshold kind is a variant here, its check ([`Verdict::check`] or
-/// [`ensemble_failures`]) and its arm in `Display`.
-#[derive(Clone, Debug, PartialEq)]
-#[non_exhaustive]
-pub enum Failure {
-    /// `max_divergence`: the statistic of the divergences is above it.
-    MaxDivergence {
-        /// The statistic checked.
-        statistic: Statistic,
-        /// The divergence.
-        divergence: DivergenceKind,
-        /// Its value after the search.
-        value: f64,
-        /// The threshold.
-        max: f64,
-    },
-    /// `min_lift`: the lift is below it.
-    MinLift {
-        /// The divergence.
-        divergence: DivergenceKind,
-        /// The baseline's mean divergence.
-        baseline: f64,
-        /// The lift.
-        lift: f64,
-        /// The threshold.
-        min: f64,
-    },
-    /// `max_set_distance`: the statistic of the set distances is above it.
-    MaxSetDistance {
-        /// The statistic checked.
-        statistic: Statistic,
-        /// The n of the top-n predictions.
-        top_n: usize,
-        /// Its value after the search.
-        value: f64,
-        /// The threshold.
-        max: f64,
-    },
-    /// `min_mds_accuracy`: the vote's accuracy on the MDS dataset is below it.
-    MinMdsAccuracy {
-        /// The accuracy on the MDS dataset.
-        accuracy: f64,
-        /// The threshold.
-        min: f64,
-    },
-    /// `max_accuracy_drop`: test accuracy − MDS accuracy is above it.
-    MaxAccuracyDrop {
-        /// The accuracy on the test data.
-        test: f64,
-        /// The accuracy on the MDS dataset.
-        mds: f64,
-        /// The threshold.
-        max: f64,
-    },
-    /// `min_accuracy_drop`: test accuracy − MDS accuracy is below it.
-    MinAccuracyDrop {
-        /// The accuracy on the test data.
-        test: f64,
-        /// The accuracy on the MDS dataset.
-        mds: f64,
-        /// The threshold.
-        min: f64,
-    },
-    /// `max_regions`: DBSCAN finds more regions of uncertainty.
-    MaxRegions {
-        /// The regions found.
-        regions: usize,
-        /// The threshold.
-        max: usize,
-    },
-}
+mod failure;
 
-impl fmt::Display for Failure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Failure::MaxDivergence {
-                statistic,
-                divergence,
-                value,
-                max,
-            } => write!(
-                f,
-                "{} {divergence} after the search is {value:.4}, above max_divergence = {max}",
-                describe(*statistic)
-            ),
-            Failure::MinLift {
-                divergence,
-                baseline,
-                lift,
-                min,
-            } => write!(
-                f,
-                "the lift (mean {divergence} after the search / baseline {baseline:.4}) is \
-                 {lift:.2}, below min_lift = {min}: the search found too little"
-            ),
-            Failure::MaxSetDistance {
-                statistic,
-                top_n,
-                value,
-                max,
-            } => write!(
-                f,
-                "{} set distance of the top-{top_n} predictions after the search is {value:.4}, \
-                 above max_set_distance = {max}",
-                describe(*statistic)
-            ),
-            Failure::MinMdsAccuracy { accuracy, min } => write!(
-                f,
-                "the ensemble's accuracy on its MDS dataset is {accuracy:.4}, below \
-                 min_mds_accuracy = {min}"
-            ),
-            Failure::MaxAccuracyDrop { test, mds, max } => write!(
-                f,
-                "the accuracy drops by {:.4} from the test data ({test:.4}) to the MDS dataset \
-                 ({mds:.4}), above max_accuracy_drop = {max}",
-                test - mds
-            ),
-            Failure::MinAccuracyDrop { test, mds, min } => write!(
-                f,
-                "the accuracy drops by only {:.4} from the test data ({test:.4}) to the MDS \
-                 dataset ({mds:.4}), below min_accuracy_drop = {min}: the search found too little",
-                test - mds
-            ),
-            Failure::MaxRegions { regions, max } => write!(
-                f,
-                "DBSCAN finds {regions} regions of uncertainty, above max_regions = {max}"
-            ),
-        }
-    }
-}
+pub use self::failure::Failure;
 
 /// How many of the worst samples a failure message lists.
 pub const WORST_SHOWN: usize = 5;
@@ -407,7 +277,7 @@ pub(crate) fn top(p: &[f32]) -> (usize, f32) {
     (k, p.get(k).copied().unwrap_or(f32::NAN))
 }
 
-fn describe(s: Statistic) -> String {
+pub(crate) fn describe(s: Statistic) -> String {
     match s {
         Statistic::Max => "the max".into(),
         Statistic::Mean => "the mean".into(),

@@ -1,0 +1,260 @@
+//! A `[[tournament]]` trial (MAD competition): every ordered pair's MDS
+//! set over a class-conditional generator, the win matrix and the
+//! rankings, the thresholds and the snapshot, the record and grids of the
+//! closest pairs.
+
+use std::time::Instant;
+
+use crate::artifact::{self, Record, TournamentArtifact};
+use crate::config::{TournamentDecl, TrialId};
+use crate::data::{Mnist, Split};
+use crate::error::{Error, Result};
+use crate::grid::{pictures, Cell, Grid};
+use crate::model::Classifier;
+use crate::snapshot::{Settings, TournamentSummary};
+use crate::tournament::{
+    ordered_pairs, run_pair, PairResult, TournamentOutcome, TournamentThresholds,
+};
+use candle_core::Tensor;
+
+use super::tournament_pairs::decode;
+
+use super::outcome::{Figures, TrialReport};
+use super::Suite;
+
+/// How many of the closest pairs get a grid of their disagreements.
+pub const CLOSEST_PAIRS: usize = 2;
+/// How many disagreements a closest pair's grid shows, at most.
+const GRID_SAMPLES: usize = 24;
+
+impl Suite {
+    /// Runs the tournament `t` to its verdict.
+    pub(super) fn run_tournament(
+        &self,
+        t: &TournamentDecl,
+        progress: &dyn Fn(u64, u64),
+    ) -> Result<TrialReport> {
+        let started = Instant::now();
+        let settings = self.pair_settings(t)?;
+        let thresholds = TournamentThresholds::from(t);
+        thresholds.validate(&t.models)?;
+        let generator = self.generator(&t.generator)?;
+        if generator.num_conditions().is_none() {
+            return Err(Error::setting(
+                format!("tournament[{}].generator", t.name),
+                &t.generator,
+                "a class-conditional generator (the MDS samples' conditions are their labels)",
+            ));
+        }
+        let models = t
+            .models
+            .iter()
+            .map(|m| self.classifier(m))
+            .collect::<Result<Vec<_>>>()?;
+        let named: Vec<(&str, &dyn Classifier)> = t
+            .models
+            .iter()
+            .zip(&models)
+            .map(|(n, m)| (n.as_str(), m.as_ref()))
+            .collect();
+        let batch_key = match t.search.batch {
+            Some(_) => "batch",
+            None => "search.batch",
+        };
+        let batch = settings.config.batch.min(t.samples);
+        self.check_memory(generator.as_ref(), &named, batch_key, batch)?;
+        let test_accuracy = match &t.test_data {
+            Some(dir) => Some(self.test_accuracies(dir, &named)?),
+            None => None,
+        };
+        // The pairs one after another, each read from its record when a
+        // pair trial (under nextest) left a current one: each pair's seed
+        // derives from the tournament's seed and its two names, so the
+        // order (and which process runs a pair) does not change its result.
+        let pairs = ordered_pairs(named.len());
+        let count = pairs.len() as u64;
+        let mut results: Vec<PairResult> = Vec::with_capacity(pairs.len());
+        let mut xs: Vec<Option<Tensor>> = Vec::with_capacity(pairs.len());
+        for (k, &(i, j)) in pairs.iter().enumerate() {
+            let (a, b) = (named[i].0, named[j].0);
+            let fingerprint = self.pair_fingerprint(t, a, b, &settings);
+            if let Some(result) = self.fresh_pair(t, a, b, &fingerprint) {
+                results.push(result);
+                xs.push(None);
+                continue;
+            }
+            let k = k as u64;
+            let outcome = run_pair(
+                named[i],
+                named[j],
+                (&t.generator, generator.as_ref()),
+                &settings,
+                &self.device,
+                &|done, total| progress(k * total + done, count * total),
+            )?;
+            results.push(outcome.result);
+            xs.push(Some(outcome.x));
+        }
+        let outcome = TournamentOutcome::from_pairs(&t.models, results, test_accuracy)?;
+        let failures = thresholds.check(&outcome);
+        let summary = TournamentSummary::new(
+            &t.name,
+            &t.generator,
+            Settings::of(&settings.config),
+            t.samples,
+            &outcome,
+        );
+        let snapshot = summary.check_snapshot(&self.config.path).err();
+        let dir = artifact::tournament_dir(&self.artifact_dir(), &t.name);
+        let class_names = models[0].class_names().to_vec();
+        let mut grids = Vec::new();
+        for (a, b) in closest_pairs(&outcome, CLOSEST_PAIRS) {
+            let name = format!("{}-vs-{}", outcome.models[a], outcome.models[b]);
+            let mut both = Vec::with_capacity(2);
+            for (x, y) in [(a, b), (b, a)] {
+                let k = pairs
+                    .iter()
+                    .position(|&p| p == (x, y))
+                    .expect("every pair ran");
+                let result = &outcome.pairs[k];
+                let samples = match &xs[k] {
+                    Some(x) => x.clone(),
+                    None => decode(result, generator.as_ref(), &self.device)?,
+                };
+                both.push((result, samples));
+            }
+            if let Some(grid) = disagreement_grid(&both, &class_names, generator.output_range()) {
+                let file = format!("{name}.png");
+                grid.write_png(&dir.join(&file))?;
+                grids.push((name, file));
+            }
+        }
+        let mut messages: Vec<String> = failures.iter().map(|f| f.to_string()).collect();
+        messages.extend(snapshot.iter().map(|s| s.to_string()));
+        let bt = &outcome.bradley_terry;
+        let figures = Figures::Tournament {
+            ranking: outcome
+                .ranking(thresholds.ranking)
+                .iter()
+                .map(|m| m.to_string())
+                .collect(),
+            ranking_method: thresholds.ranking,
+            leader_theta: bt.order.first().map_or(0.0, |&i| bt.theta[i]),
+            srcc: match thresholds.ranking {
+                crate::tournament::RankingMethod::Mad => outcome.srcc_power,
+                crate::tournament::RankingMethod::BradleyTerry => outcome.srcc_bradley_terry,
+            },
+            pairs: pairs.len(),
+            samples: t.samples,
+        };
+        let record = Record::Tournament(Box::new(TournamentArtifact {
+            config: self.config.path.clone(),
+            summary,
+            outcome,
+            thresholds,
+            class_names,
+            passed: messages.is_empty(),
+            failures: messages,
+            grids,
+            seconds: started.elapsed().as_secs_f64(),
+            written_at: artifact::now(),
+        }));
+        record.write(&artifact::tournament_record(&self.artifact_dir(), &t.name))?;
+        Ok(TrialReport {
+            id: TrialId::tournament(&t.name),
+            figures,
+            failures,
+            details: String::new(),
+            snapshot,
+            warnings: Vec::new(),
+            artifact: dir,
+            seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// Each model's accuracy on the test images of `dir` (top class against
+    /// the label).
+    fn test_accuracies(
+        &self,
+        dir: &std::path::Path,
+        named: &[(&str, &dyn Classifier)],
+    ) -> Result<Vec<f64>> {
+        let test = Mnist::load(dir, Split::Test)?;
+        let x = test.images_tensor(None, &self.device)?;
+        named
+            .iter()
+            .map(|(name, m)| {
+                let top = m
+                    .logits(&x)
+                    .and_then(|l| l.argmax(1))
+                    .and_then(|p| p.to_vec1::<u32>())
+                    .map_err(Error::model(*name, "classify the test data"))?;
+                let right = top
+                    .iter()
+                    .zip(&test.labels)
+                    .filter(|(p, l)| **p == u32::from(**l))
+                    .count();
+                Ok(right as f64 / test.labels.len().max(1) as f64)
+            })
+            .collect()
+    }
+}
+
+/// The `count` neighbours in the Bradley–Terry order whose strengths are
+/// closest in standard errors of their difference, closest first, as
+/// (higher-ranked model, lower-ranked model) indices.
+pub fn closest_pairs(outcome: &TournamentOutcome, count: usize) -> Vec<(usize, usize)> {
+    let bt = &outcome.bradley_terry;
+    let mut gaps: Vec<(f64, usize, usize)> = bt
+        .order
+        .windows(2)
+        .map(|w| {
+            let se = bt.se_of_difference(w[0], w[1]);
+            let gap = (bt.theta[w[0]] - bt.theta[w[1]]) / se.max(1e-12);
+            (gap, w[0], w[1])
+        })
+        .collect();
+    gaps.sort_by(|x, y| x.0.total_cmp(&y.0));
+    gaps.into_iter()
+        .take(count)
+        .map(|(_, a, b)| (a, b))
+        .collect()
+}
+
+/// The samples of a pair's two orders (each result with its decoded
+/// samples) on which its models' top classes differ: the condition, each
+/// model's top class and confidence, the frame red where the first model
+/// lost.
+fn disagreement_grid(
+    both: &[(&PairResult, Tensor)],
+    class_names: &[String],
+    range: (f32, f32),
+) -> Option<Grid> {
+    let name = |k: usize| class_names.get(k).cloned().unwrap_or_else(|| k.to_string());
+    let mut cells = Vec::new();
+    for (order, (r, x)) in both.iter().enumerate() {
+        let pics = pictures(x, range).ok()?;
+        for (s, picture) in pics.into_iter().enumerate() {
+            if r.prediction_a[s] == r.prediction_b[s] || cells.len() >= GRID_SAMPLES {
+                continue;
+            }
+            // In the second order a and b are swapped: the higher-ranked
+            // model (the first order's a) is named first in both.
+            let line = |model: &str, p: usize, c: f32| format!("{model} {} {c:.2}", name(p));
+            let a = line(&r.a, r.prediction_a[s], r.confidence_a[s]);
+            let b = line(&r.b, r.prediction_b[s], r.confidence_b[s]);
+            let (l1, l2, higher) = if order == 0 {
+                (a, b, r.prediction_a[s])
+            } else {
+                (b, a, r.prediction_b[s])
+            };
+            let condition = r.conditions[s];
+            cells.push(Cell {
+                picture,
+                caption: vec![format!("class {}", name(condition)), l1, l2],
+                highlight: higher != condition,
+            });
+        }
+    }
+    (!cells.is_empty()).then_some(Grid { columns: 8, cells })
+}

@@ -1,0 +1,174 @@
+//! A tournament's pairs as trials of their own, for nextest partitions:
+//! `tournament::<name>::<a>-vs-<b>` runs one ordered pair and writes its
+//! record with a fingerprint of everything its result depends on; the
+//! verdict trial `tournament::<name>` reads the records whose fingerprint
+//! is current instead of running those pairs again.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use candle_core::Tensor;
+
+use crate::artifact::{self, Record, TournamentPairArtifact};
+use crate::config::{self, ModelDecl, TournamentDecl};
+use crate::error::{Error, Result};
+use crate::model::{one_hot, Generator};
+use crate::tournament::{pair_name, run_pair, PairResult, PairSettings};
+
+use super::Suite;
+
+impl Suite {
+    /// The names (`<a>-vs-<b>`) of the ordered pairs of the tournament
+    /// `name`, in the order the verdict runs them; empty for a tournament
+    /// that is not in the config.
+    pub fn tournament_pairs(&self, name: &str) -> Vec<String> {
+        let Some(t) = self.config.tournament(name) else {
+            return Vec::new();
+        };
+        crate::tournament::ordered_pairs(t.models.len())
+            .into_iter()
+            .map(|(i, j)| pair_name(&t.models[i], &t.models[j]))
+            .collect()
+    }
+
+    /// Runs the ordered pair `pair` (`<a>-vs-<b>`) of the tournament
+    /// `name` alone and writes its record, which the verdict trial reads
+    /// while its fingerprint is current.
+    pub fn run_tournament_pair(
+        &self,
+        name: &str,
+        pair: &str,
+        progress: &dyn Fn(u64, u64),
+    ) -> Result<PairResult> {
+        let started = Instant::now();
+        let t = self
+            .config
+            .tournament(name)
+            .ok_or_else(|| Error::setting("tournament", name, "a [[tournament]] of the config"))?;
+        let (i, j) = crate::tournament::ordered_pairs(t.models.len())
+            .into_iter()
+            .find(|&(i, j)| pair_name(&t.models[i], &t.models[j]) == pair)
+            .ok_or_else(|| {
+                Error::setting(
+                    format!("tournament[{name}].pair"),
+                    pair,
+                    "an ordered pair `<a>-vs-<b>` of the tournament's models",
+                )
+            })?;
+        let settings = self.pair_settings(t)?;
+        let generator = self.generator(&t.generator)?;
+        let (a, b) = (
+            self.classifier(&t.models[i])?,
+            self.classifier(&t.models[j])?,
+        );
+        let outcome = run_pair(
+            (&t.models[i], a.as_ref()),
+            (&t.models[j], b.as_ref()),
+            (&t.generator, generator.as_ref()),
+            &settings,
+            &self.device,
+            progress,
+        )?;
+        let record = Record::TournamentPair(Box::new(TournamentPairArtifact {
+            config: self.config.path.clone(),
+            tournament: t.name.clone(),
+            fingerprint: self.pair_fingerprint(t, &t.models[i], &t.models[j], &settings),
+            result: outcome.result.clone(),
+            seconds: started.elapsed().as_secs_f64(),
+            written_at: artifact::now(),
+        }));
+        record.write(&self.pair_record(t, pair))?;
+        Ok(outcome.result)
+    }
+
+    /// The search settings of every pair of `t`.
+    pub(super) fn pair_settings(&self, t: &TournamentDecl) -> Result<PairSettings> {
+        Ok(PairSettings {
+            config: config::search_config(&t.search.or(&self.config.search))?,
+            samples: t.samples,
+        })
+    }
+
+    fn pair_record(&self, t: &TournamentDecl, pair: &str) -> PathBuf {
+        artifact::tournament_dir(&self.artifact_dir(), &t.name)
+            .join("pairs")
+            .join(format!("{pair}.json"))
+    }
+
+    /// What a pair's result depends on, as text: the settings, the device
+    /// kind, and the two models' and the generator's tables with their
+    /// weights files' sizes and modification times.
+    pub(super) fn pair_fingerprint(
+        &self,
+        t: &TournamentDecl,
+        a: &str,
+        b: &str,
+        settings: &PairSettings,
+    ) -> String {
+        let model = |decl: Option<&ModelDecl>| {
+            let Some(d) = decl else {
+                return "?".to_string();
+            };
+            let weights = d.table.weights.as_ref().map_or("none".into(), |w| {
+                let meta = std::fs::metadata(w).ok();
+                let size = meta.as_ref().map_or(0, |m| m.len());
+                let mtime = meta
+                    .and_then(|m| m.modified().ok())
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_nanos());
+                format!("{} ({size} bytes, mtime {mtime})", w.display())
+            });
+            let arch = d.builtin.as_ref().map_or("registered", |(a, _)| a.name());
+            format!("{} = {arch} {weights} {:?}", d.name, d.preprocess)
+        };
+        format!(
+            "{:?}; samples {}; device {:?}; {}; {}; {}",
+            settings.config,
+            settings.samples,
+            self.device.location(),
+            model(self.config.classifier(a)),
+            model(self.config.classifier(b)),
+            model(self.config.generator(&t.generator)),
+        )
+    }
+
+    /// The record of the pair (a, b) of `t`, when one exists with the
+    /// current fingerprint (and checks out).
+    pub(super) fn fresh_pair(
+        &self,
+        t: &TournamentDecl,
+        a: &str,
+        b: &str,
+        fingerprint: &str,
+    ) -> Option<PairResult> {
+        let path = self.pair_record(t, &pair_name(a, b));
+        match Record::read(&path).ok()? {
+            Record::TournamentPair(p)
+                if p.fingerprint == fingerprint && p.result.a == a && p.result.b == b =>
+            {
+                p.result.check().ok()?;
+                Some(p.result)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The samples of a pair read from its record, decoded again from their
+/// latents and conditions.
+pub(super) fn decode(
+    result: &PairResult,
+    generator: &dyn Generator,
+    device: &candle_core::Device,
+) -> Result<Tensor> {
+    let classes = generator.num_conditions().unwrap_or(0);
+    let flat: Vec<f32> = result.z.iter().flatten().copied().collect();
+    let dim = result.z.first().map_or(0, Vec::len);
+    let z = Tensor::from_vec(flat, (result.z.len(), dim), device)
+        .map_err(Error::tensor("rebuild a pair's latents"))?;
+    let c = one_hot(&result.conditions, classes, device)
+        .map_err(Error::tensor("rebuild a pair's conditions"))?;
+    generator
+        .decode(&z, Some(&c))
+        .map_err(Error::tensor("decode a pair's samples"))
+}

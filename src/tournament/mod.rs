@@ -1,0 +1,31 @@
+//! Tournaments: N classifiers ranked by who is right where they disagree,
+//! after MAD competition (Wang et al., ICLR 2020), with the inputs
+//! generated instead of selected and labelled by a class-conditional
+//! generator's condition (as in the paper's appendix F).
+//!
+//! For each ordered pair (A, B) of N ≥ 3 models, [`run_pair`] searches K
+//! maximally different samples between A and B (the search's divergence,
+//! `kl` = KL(A ‖ B) by default) with conditions spread evenly over the
+//! classes; on that MDS set each model's top class is checked against the
+//! condition, and each sample is won by the model that is right where the
+//! other is wrong ([`Winner`]). Summed over both orders, the wins make the
+//! win matrix, from which [`crate::ranking`] computes MAD's power-iteration
+//! ranking and the Bradley–Terry fit; with test accuracies, their Spearman
+//! correlation (SRCC) with them ([`TournamentOutcome`]).
+//!
+//! Pairs are independent: each has its own seed ([`pair_seed`], from the
+//! tournament's seed and the two names), so [`Tournament::run`] runs them
+//! on several threads with the same result as one, and a harness can run
+//! each pair as its own test and assemble the outcome from their results
+//! ([`TournamentOutcome::from_pairs`]). [`TournamentThresholds`] says what
+//! an outcome must show to pass.
+
+mod outcome;
+mod pair;
+mod runner;
+mod thresholds;
+
+pub use outcome::{ordered_pairs, RankingMethod, TournamentOutcome};
+pub use pair::{pair_name, pair_seed, run_pair, PairOutcome, PairResult, PairSettings, Winner};
+pub use runner::{default_threads, Tournament};
+pub use thresholds::{MinWinRate, TournamentThresholds};

@@ -1,0 +1,401 @@
+//! One ordered pair of a tournament: its MDS set and who was right on it.
+
+use candle_core::{Device, Tensor};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::model::{argmax, one_hot, Classifier, Generator};
+use crate::search::{Search, SearchConfig};
+
+/// Who was right on one sample of a pair's MDS set, against its condition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Winner {
+    /// The pair's first model was right, the second wrong.
+    A,
+    /// The second model was right, the first wrong.
+    B,
+    /// Both right or both wrong.
+    Tie,
+}
+
+impl Winner {
+    /// The winner of a sample whose condition is `condition`.
+    pub fn of(prediction_a: usize, prediction_b: usize, condition: usize) -> Self {
+        match (prediction_a == condition, prediction_b == condition) {
+            (true, false) => Winner::A,
+            (false, true) => Winner::B,
+            _ => Winner::Tie,
+        }
+    }
+}
+
+/// The settings every pair of a tournament shares.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PairSettings {
+    /// The search's settings; `seed` is the tournament's seed, from which
+    /// each pair's own is derived ([`pair_seed`]), and `batch` the most
+    /// samples searched at once.
+    pub config: SearchConfig,
+    /// MDS samples per ordered pair, K. (Default: `100`.)
+    pub samples: usize,
+}
+
+impl Default for PairSettings {
+    fn default() -> Self {
+        PairSettings {
+            config: SearchConfig::default(),
+            samples: 100,
+        }
+    }
+}
+
+/// The seed of the ordered pair (a, b) of a tournament seeded `seed`: a
+/// function of the seed and the two names only (FNV-1a of `a`, a NUL byte
+/// and `b`, mixed with the seed by SplitMix64), so that a pair finds the
+/// same samples whichever thread, process or machine runs it, and whatever
+/// other models the tournament has.
+pub fn pair_seed(seed: u64, a: &str, b: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in a.bytes().chain([0]).chain(b.bytes()) {
+        h ^= u64::from(byte);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let mut z = (seed ^ h).wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The name of the ordered pair (a, b): `<a>-vs-<b>`, as `[[pair]]`s are
+/// named.
+pub fn pair_name(a: &str, b: &str) -> String {
+    format!("{a}-vs-{b}")
+}
+
+/// What one ordered pair found: serialisable, the record of the pair.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PairResult {
+    /// The first model: the divergence's first argument (`kl` is
+    /// KL(a ‖ b)).
+    pub a: String,
+    /// The second model.
+    pub b: String,
+    /// The pair's seed ([`pair_seed`] of the tournament's).
+    pub seed: u64,
+    /// The divergence ascended.
+    pub divergence: String,
+    /// Ascent steps run (of the last chunk, after an early stop).
+    pub steps_run: usize,
+    /// Each sample's condition: its true label.
+    pub conditions: Vec<usize>,
+    /// Each sample's latent after the search.
+    pub z: Vec<Vec<f32>>,
+    /// Each sample's divergence after the search.
+    pub divergence_after: Vec<f64>,
+    /// a's top class per sample.
+    pub prediction_a: Vec<usize>,
+    /// b's top class per sample.
+    pub prediction_b: Vec<usize>,
+    /// a's probability of its top class per sample.
+    pub confidence_a: Vec<f32>,
+    /// b's probability of its top class per sample.
+    pub confidence_b: Vec<f32>,
+    /// a's probability of the condition per sample.
+    pub p_condition_a: Vec<f32>,
+    /// b's probability of the condition per sample.
+    pub p_condition_b: Vec<f32>,
+    /// Who was right per sample.
+    pub winners: Vec<Winner>,
+    /// a's top class per sample at the search's start z0, before any step.
+    pub start_prediction_a: Vec<usize>,
+    /// b's top class per sample at z0.
+    pub start_prediction_b: Vec<usize>,
+    /// a's accuracy on the samples against their conditions.
+    pub accuracy_a: f64,
+    /// b's accuracy on the samples.
+    pub accuracy_b: f64,
+    /// Samples a won.
+    pub wins_a: u64,
+    /// Samples b won.
+    pub wins_b: u64,
+    /// Samples where both were right or both wrong.
+    pub ties: u64,
+    /// Ascent warnings of the search's chunks, `chunk <c>: <warning>`.
+    pub warnings: Vec<String>,
+}
+
+impl PairResult {
+    /// `<a>-vs-<b>`.
+    pub fn name(&self) -> String {
+        pair_name(&self.a, &self.b)
+    }
+
+    /// Samples on which the two models predict different classes.
+    pub fn disagreements(&self) -> usize {
+        self.prediction_a
+            .iter()
+            .zip(&self.prediction_b)
+            .filter(|(a, b)| a != b)
+            .count()
+    }
+
+    /// Checks that the per-sample lists agree in length and the counts and
+    /// accuracies with the winners and predictions (a record read back from
+    /// disk might not): an error naming the first that does not.
+    pub fn check(&self) -> Result<()> {
+        let k = self.conditions.len();
+        let bad = |what: &str, value: String| {
+            Err(Error::setting(
+                format!("tournament pair `{}`: {what}", self.name()),
+                value,
+                format!("the pair's {k} samples to agree"),
+            ))
+        };
+        let lengths = [
+            ("z", self.z.len()),
+            ("divergence_after", self.divergence_after.len()),
+            ("prediction_a", self.prediction_a.len()),
+            ("prediction_b", self.prediction_b.len()),
+            ("confidence_a", self.confidence_a.len()),
+            ("confidence_b", self.confidence_b.len()),
+            ("p_condition_a", self.p_condition_a.len()),
+            ("p_condition_b", self.p_condition_b.len()),
+            ("winners", self.winners.len()),
+            ("start_prediction_a", self.start_prediction_a.len()),
+            ("start_prediction_b", self.start_prediction_b.len()),
+        ];
+        if let Some((what, n)) = lengths.iter().find(|(_, n)| *n != k) {
+            return bad(what, format!("{n} entries"));
+        }
+        for i in 0..k {
+            let w = Winner::of(
+                self.prediction_a[i],
+                self.prediction_b[i],
+                self.conditions[i],
+            );
+            if w != self.winners[i] {
+                return bad(&format!("winners[{i}]"), format!("{:?}", self.winners[i]));
+            }
+        }
+        let count = |w: Winner| self.winners.iter().filter(|&&x| x == w).count() as u64;
+        let counts = [
+            ("wins_a", self.wins_a, count(Winner::A)),
+            ("wins_b", self.wins_b, count(Winner::B)),
+            ("ties", self.ties, count(Winner::Tie)),
+        ];
+        if let Some((what, got, _)) = counts.iter().find(|(_, got, want)| got != want) {
+            return bad(what, got.to_string());
+        }
+        let accuracy = |p: &[usize]| {
+            p.iter()
+                .zip(&self.conditions)
+                .filter(|(p, c)| p == c)
+                .count() as f64
+                / k as f64
+        };
+        if accuracy(&self.prediction_a) != self.accuracy_a {
+            return bad("accuracy_a", self.accuracy_a.to_string());
+        }
+        if accuracy(&self.prediction_b) != self.accuracy_b {
+            return bad("accuracy_b", self.accuracy_b.to_string());
+        }
+        Ok(())
+    }
+}
+
+/// A pair's result and its decoded samples `[K, …]`, for pictures.
+#[derive(Clone, Debug)]
+pub struct PairOutcome {
+    /// The serialisable result.
+    pub result: PairResult,
+    /// The decoded MDS samples, in the result's order.
+    pub x: Tensor,
+}
+
+/// Runs the ordered pair (a, b): K = `settings.samples` MDS samples whose
+/// conditions are spread evenly over the generator's classes (`i mod C`,
+/// shuffled with the pair's seed, as [`crate::ensemble::MdsDataset`]
+/// spreads them), each searched between a and b with
+/// `settings.config.divergence`, `config.batch` at a time (chunk c seeded
+/// with the pair's seed + c); then each model's top class on the samples
+/// against their conditions.
+///
+/// `progress(done, total)` counts ascent steps over the chunks.
+pub fn run_pair(
+    a: (&str, &dyn Classifier),
+    b: (&str, &dyn Classifier),
+    generator: (&str, &dyn Generator),
+    settings: &PairSettings,
+    device: &Device,
+    progress: &dyn Fn(u64, u64),
+) -> Result<PairOutcome> {
+    let (gen_name, generator) = generator;
+    let classes = generator.num_conditions().ok_or_else(|| {
+        Error::setting(
+            "tournament.generator",
+            format!("`{gen_name}`, unconditional"),
+            "a class-conditional generator (the MDS samples' conditions are their labels)",
+        )
+    })?;
+    for (name, model) in [a, b] {
+        if model.num_classes() != classes {
+            return Err(Error::setting(
+                format!("tournament model `{name}`"),
+                format!("{} classes", model.num_classes()),
+                format!("the {classes} classes of generator `{gen_name}`'s condition"),
+            ));
+        }
+    }
+    let k = settings.samples;
+    if k == 0 {
+        return Err(Error::setting("tournament.samples", 0, "at least 1"));
+    }
+    let config = &settings.config;
+    config.validate()?;
+    let seed = pair_seed(config.seed, a.0, b.0);
+    let mut conditions: Vec<usize> = (0..k).map(|i| i % classes).collect();
+    conditions.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+    let batch = config.batch.max(1);
+    let total = k.div_ceil(batch) as u64 * config.steps as u64;
+    let mut out = PairResult {
+        a: a.0.to_string(),
+        b: b.0.to_string(),
+        seed,
+        divergence: config.divergence.name().to_string(),
+        steps_run: 0,
+        conditions: conditions.clone(),
+        z: Vec::with_capacity(k),
+        divergence_after: Vec::with_capacity(k),
+        prediction_a: Vec::with_capacity(k),
+        prediction_b: Vec::with_capacity(k),
+        confidence_a: Vec::with_capacity(k),
+        confidence_b: Vec::with_capacity(k),
+        p_condition_a: Vec::with_capacity(k),
+        p_condition_b: Vec::with_capacity(k),
+        winners: Vec::with_capacity(k),
+        start_prediction_a: Vec::with_capacity(k),
+        start_prediction_b: Vec::with_capacity(k),
+        accuracy_a: 0.0,
+        accuracy_b: 0.0,
+        wins_a: 0,
+        wins_b: 0,
+        ties: 0,
+        warnings: Vec::new(),
+    };
+    let mut xs = Vec::new();
+    for (c, chunk) in conditions.chunks(batch).enumerate() {
+        let done = c as u64 * config.steps as u64;
+        let report = move |step: usize| progress(done + step as u64, total);
+        let cfg = config
+            .clone()
+            .batch(chunk.len())
+            .seed(seed.wrapping_add(c as u64));
+        let outcome = Search::new(gen_name, generator)
+            .config(cfg)
+            .progress(&report)
+            .condition(one_hot(chunk, classes, device)?)
+            .classifier(a.0, a.1)
+            .classifier(b.0, b.1)
+            .run(device)?;
+        out.steps_run = outcome.steps_run;
+        out.warnings
+            .extend(outcome.warnings().iter().map(|w| format!("chunk {c}: {w}")));
+        for (s, &condition) in outcome.samples.into_iter().zip(chunk) {
+            let (pa, pb) = (&s.probs_after[0], &s.probs_after[1]);
+            let (ta, tb) = (argmax(pa), argmax(pb));
+            out.prediction_a.push(ta);
+            out.prediction_b.push(tb);
+            out.confidence_a.push(pa[ta]);
+            out.confidence_b.push(pb[tb]);
+            out.p_condition_a.push(pa[condition]);
+            out.p_condition_b.push(pb[condition]);
+            out.winners.push(Winner::of(ta, tb, condition));
+            out.start_prediction_a.push(argmax(&s.probs_before[0]));
+            out.start_prediction_b.push(argmax(&s.probs_before[1]));
+            out.divergence_after.push(s.divergence_after);
+            out.z.push(s.z);
+        }
+        xs.push(outcome.x);
+    }
+    let right = |p: &[usize]| p.iter().zip(&conditions).filter(|(p, c)| p == c).count();
+    out.accuracy_a = right(&out.prediction_a) as f64 / k as f64;
+    out.accuracy_b = right(&out.prediction_b) as f64 / k as f64;
+    let count = |w: Winner| out.winners.iter().filter(|&&x| x == w).count() as u64;
+    (out.wins_a, out.wins_b, out.ties) = (count(Winner::A), count(Winner::B), count(Winner::Tie));
+    let x = Tensor::cat(&xs, 0).map_err(Error::tensor("join the pair's samples"))?;
+    Ok(PairOutcome { result: out, x })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn winners_are_right_against_wrong() {
+        assert_eq!(Winner::of(3, 5, 3), Winner::A);
+        assert_eq!(Winner::of(5, 3, 3), Winner::B);
+        assert_eq!(Winner::of(3, 3, 3), Winner::Tie);
+        assert_eq!(Winner::of(4, 5, 3), Winner::Tie);
+    }
+
+    fn result() -> PairResult {
+        PairResult {
+            a: "a".into(),
+            b: "b".into(),
+            seed: 0,
+            divergence: "kl".into(),
+            steps_run: 1,
+            conditions: vec![1, 2, 3],
+            z: vec![vec![0.0]; 3],
+            divergence_after: vec![0.5; 3],
+            prediction_a: vec![1, 0, 3],
+            prediction_b: vec![0, 2, 3],
+            confidence_a: vec![0.9; 3],
+            confidence_b: vec![0.9; 3],
+            p_condition_a: vec![0.9; 3],
+            p_condition_b: vec![0.9; 3],
+            winners: vec![Winner::A, Winner::B, Winner::Tie],
+            start_prediction_a: vec![1, 2, 3],
+            start_prediction_b: vec![1, 2, 3],
+            accuracy_a: 2.0 / 3.0,
+            accuracy_b: 2.0 / 3.0,
+            wins_a: 1,
+            wins_b: 1,
+            ties: 1,
+            warnings: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_pair_record_that_contradicts_itself_is_refused() {
+        result().check().unwrap();
+        let mut r = result();
+        r.winners[2] = Winner::A;
+        let e = r.check().unwrap_err().to_string();
+        assert!(e.contains("a-vs-b`: winners[2]"), "{e}");
+        let mut r = result();
+        r.wins_b = 2;
+        assert!(r.check().unwrap_err().to_string().contains("wins_b"));
+        let mut r = result();
+        r.accuracy_a = 1.0;
+        assert!(r.check().unwrap_err().to_string().contains("accuracy_a"));
+        let mut r = result();
+        r.z.pop();
+        let e = r.check().unwrap_err().to_string();
+        assert!(e.contains("a-vs-b`: z` = 2 entries"), "{e}");
+    }
+
+    #[test]
+    fn pair_seeds_depend_on_order_names_and_seed_only() {
+        let s = pair_seed(0, "cnn_a", "cnn_b");
+        assert_eq!(s, pair_seed(0, "cnn_a", "cnn_b"));
+        assert_ne!(s, pair_seed(0, "cnn_b", "cnn_a"));
+        assert_ne!(s, pair_seed(1, "cnn_a", "cnn_b"));
+        // The separator keeps ("ab", "c") apart from ("a", "bc").
+        assert_ne!(pair_seed(0, "ab", "c"), pair_seed(0, "a", "bc"));
+    }
+}

@@ -1,0 +1,275 @@
+//! [`Failure`]: a threshold a trial broke, and its message.
+
+use std::fmt;
+
+use super::describe;
+use crate::config::{DivergenceKind, Statistic};
+use crate::tournament::RankingMethod;
+
+/// A threshold a trial broke, with the figures that broke it. Adding a
+/// threshold kind is a variant here, its check
+/// ([`Verdict::check`](super::Verdict::check),
+/// [`ensemble_failures`](super::ensemble_failures) or
+/// [`TournamentThresholds::check`](crate::tournament::TournamentThresholds::check))
+/// and its arm in `Display`.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Failure {
+    /// `max_divergence`: the statistic of the divergences is above it.
+    MaxDivergence {
+        /// The statistic checked.
+        statistic: Statistic,
+        /// The divergence.
+        divergence: DivergenceKind,
+        /// Its value after the search.
+        value: f64,
+        /// The threshold.
+        max: f64,
+    },
+    /// `min_lift`: the lift is below it.
+    MinLift {
+        /// The divergence.
+        divergence: DivergenceKind,
+        /// The baseline's mean divergence.
+        baseline: f64,
+        /// The lift.
+        lift: f64,
+        /// The threshold.
+        min: f64,
+    },
+    /// `max_set_distance`: the statistic of the set distances is above it.
+    MaxSetDistance {
+        /// The statistic checked.
+        statistic: Statistic,
+        /// The n of the top-n predictions.
+        top_n: usize,
+        /// Its value after the search.
+        value: f64,
+        /// The threshold.
+        max: f64,
+    },
+    /// `min_mds_accuracy`: the vote's accuracy on the MDS dataset is below it.
+    MinMdsAccuracy {
+        /// The accuracy on the MDS dataset.
+        accuracy: f64,
+        /// The threshold.
+        min: f64,
+    },
+    /// `max_accuracy_drop`: test accuracy − MDS accuracy is above it.
+    MaxAccuracyDrop {
+        /// The accuracy on the test data.
+        test: f64,
+        /// The accuracy on the MDS dataset.
+        mds: f64,
+        /// The threshold.
+        max: f64,
+    },
+    /// `min_accuracy_drop`: test accuracy − MDS accuracy is below it.
+    MinAccuracyDrop {
+        /// The accuracy on the test data.
+        test: f64,
+        /// The accuracy on the MDS dataset.
+        mds: f64,
+        /// The threshold.
+        min: f64,
+    },
+    /// `max_regions`: DBSCAN finds more regions of uncertainty.
+    MaxRegions {
+        /// The regions found.
+        regions: usize,
+        /// The threshold.
+        max: usize,
+    },
+    /// `champion`: the model does not rank first.
+    Champion {
+        /// The model.
+        model: String,
+        /// The ranking read.
+        ranking: RankingMethod,
+        /// Its rank (1 is the best).
+        rank: Option<usize>,
+        /// The ranking, best first.
+        order: Vec<String>,
+    },
+    /// `max_rank`: the model ranks below it.
+    MaxRank {
+        /// The model.
+        model: String,
+        /// The ranking read.
+        ranking: RankingMethod,
+        /// Its rank.
+        rank: Option<usize>,
+        /// The threshold.
+        max: usize,
+        /// The ranking, best first.
+        order: Vec<String>,
+    },
+    /// `above`: `a` does not rank above `b`.
+    Above {
+        /// The model that must rank higher.
+        a: String,
+        /// The model that must rank lower.
+        b: String,
+        /// The ranking read.
+        ranking: RankingMethod,
+        /// a's rank.
+        rank_a: Option<usize>,
+        /// b's rank.
+        rank_b: Option<usize>,
+        /// The ranking, best first.
+        order: Vec<String>,
+    },
+    /// `min_win_rate`: the model won a smaller share of the samples decided
+    /// against `against` (`None`: none was decided).
+    MinWinRate {
+        /// The model.
+        model: String,
+        /// Its opponent.
+        against: String,
+        /// Its share of the decided samples.
+        rate: Option<f64>,
+        /// The threshold.
+        min: f64,
+    },
+    /// `min_srcc`: the SRCC of the ranking with the test accuracy is below
+    /// it (`None`: undefined).
+    MinSrcc {
+        /// The ranking read.
+        ranking: RankingMethod,
+        /// The SRCC.
+        srcc: Option<f64>,
+        /// The threshold.
+        min: f64,
+    },
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::MaxDivergence {
+                statistic,
+                divergence,
+                value,
+                max,
+            } => write!(
+                f,
+                "{} {divergence} after the search is {value:.4}, above max_divergence = {max}",
+                describe(*statistic)
+            ),
+            Failure::MinLift {
+                divergence,
+                baseline,
+                lift,
+                min,
+            } => write!(
+                f,
+                "the lift (mean {divergence} after the search / baseline {baseline:.4}) is \
+                 {lift:.2}, below min_lift = {min}: the search found too little"
+            ),
+            Failure::MaxSetDistance {
+                statistic,
+                top_n,
+                value,
+                max,
+            } => write!(
+                f,
+                "{} set distance of the top-{top_n} predictions after the search is {value:.4}, \
+                 above max_set_distance = {max}",
+                describe(*statistic)
+            ),
+            Failure::MinMdsAccuracy { accuracy, min } => write!(
+                f,
+                "the ensemble's accuracy on its MDS dataset is {accuracy:.4}, below \
+                 min_mds_accuracy = {min}"
+            ),
+            Failure::MaxAccuracyDrop { test, mds, max } => write!(
+                f,
+                "the accuracy drops by {:.4} from the test data ({test:.4}) to the MDS dataset \
+                 ({mds:.4}), above max_accuracy_drop = {max}",
+                test - mds
+            ),
+            Failure::MinAccuracyDrop { test, mds, min } => write!(
+                f,
+                "the accuracy drops by only {:.4} from the test data ({test:.4}) to the MDS \
+                 dataset ({mds:.4}), below min_accuracy_drop = {min}: the search found too little",
+                test - mds
+            ),
+            Failure::MaxRegions { regions, max } => write!(
+                f,
+                "DBSCAN finds {regions} regions of uncertainty, above max_regions = {max}"
+            ),
+            Failure::Champion {
+                model,
+                ranking,
+                rank,
+                order,
+            } => write!(
+                f,
+                "champion `{model}` ranks {} by {}, not first: {}",
+                place(*rank),
+                ranking.name(),
+                order.join(" > ")
+            ),
+            Failure::MaxRank {
+                model,
+                ranking,
+                rank,
+                max,
+                order,
+            } => write!(
+                f,
+                "`{model}` ranks {} by {}, below max_rank = {max}: {}",
+                place(*rank),
+                ranking.name(),
+                order.join(" > ")
+            ),
+            Failure::Above {
+                a,
+                b,
+                ranking,
+                rank_a,
+                rank_b,
+                order,
+            } => write!(
+                f,
+                "`{a}` ranks {} by {}, not above `{b}` ({}): {}",
+                place(*rank_a),
+                ranking.name(),
+                place(*rank_b),
+                order.join(" > ")
+            ),
+            Failure::MinWinRate {
+                model,
+                against,
+                rate,
+                min,
+            } => {
+                let got = rate.map_or("no sample (none was decided)".into(), |r| {
+                    format!("{:.1}%", 100.0 * r)
+                });
+                write!(
+                    f,
+                    "`{model}` won {got} of the samples decided against `{against}`, below \
+                     min_win_rate = {min}"
+                )
+            }
+            Failure::MinSrcc { ranking, srcc, min } => {
+                let got = srcc.map_or("undefined".into(), |s| format!("{s:.3}"));
+                write!(
+                    f,
+                    "the SRCC of the {} ranking with the test accuracy is {got}, below \
+                     min_srcc = {min}",
+                    ranking.name()
+                )
+            }
+        }
+    }
+}
+
+/// `#r`, or where a model that is not in the ranking stands.
+fn place(rank: Option<usize>) -> String {
+    match rank {
+        Some(r) => format!("#{r}"),
+        None => "nowhere (not a model of the tournament)".into(),
+    }
+}

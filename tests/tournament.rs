@@ -1,0 +1,437 @@
+//! Tournaments on the committed MNIST fixtures: cnn_a, cnn_b and two of the
+//! bagging MLPs over the cVAE, with few samples and steps. Structural facts
+//! only (the win matrix is the sum of the pairs' winners, the rankings are
+//! permutations, the estimates are finite, the result does not depend on
+//! the thread count): the figures of the full 7-model tournament are the
+//! example `tournament`'s.
+
+mod common;
+
+use std::sync::OnceLock;
+
+use candle_core::Device;
+use gevaldi::model::Classifier;
+use gevaldi::ranking::WinMatrix;
+use gevaldi::tournament::{
+    run_pair, MinWinRate, PairSettings, RankingMethod, Tournament, TournamentOutcome,
+    TournamentThresholds, Winner,
+};
+use gevaldi::zoo::{
+    self, MnistCnn, MnistCnnConfig, MnistMlp, MnistMlpConfig, MnistVae, MnistVaeConfig,
+};
+use gevaldi::SearchConfig;
+
+struct Models {
+    cnn_a: MnistCnn,
+    cnn_b: MnistCnn,
+    bag_0: MnistMlp,
+    bag_1: MnistMlp,
+    cvae: MnistVae,
+    vae: MnistVae,
+}
+
+fn models(dev: &Device) -> Models {
+    let dir = zoo::mnist_fixtures_dir();
+    let mlp = |name: &str| {
+        zoo::load_file(dir.join(format!("{name}.safetensors")), name, dev, |vb| {
+            MnistMlp::load(vb, &MnistMlpConfig::default())
+        })
+        .unwrap()
+    };
+    let cnn = |name: &str, cfg: MnistCnnConfig| {
+        zoo::load_file(dir.join(format!("{name}.safetensors")), name, dev, |vb| {
+            MnistCnn::load(vb, &cfg)
+        })
+        .unwrap()
+    };
+    let cvae = zoo::load_file(dir.join("cvae.safetensors"), "cvae", dev, |vb| {
+        MnistVae::load(vb, &MnistVaeConfig::conditional())
+    })
+    .unwrap();
+    let vae = zoo::load_file(dir.join("vae.safetensors"), "vae", dev, |vb| {
+        MnistVae::load(vb, &MnistVaeConfig::default())
+    })
+    .unwrap();
+    Models {
+        cnn_a: cnn("cnn_a", MnistCnnConfig::cnn_a()),
+        cnn_b: cnn("cnn_b", MnistCnnConfig::cnn_b()),
+        bag_0: mlp("bag_0"),
+        bag_1: mlp("bag_1"),
+        cvae,
+        vae,
+    }
+}
+
+fn fixtures() -> &'static Models {
+    static MODELS: OnceLock<Models> = OnceLock::new();
+    MODELS.get_or_init(|| models(&common::device()))
+}
+
+/// 25 samples per ordered pair in chunks of 10 (so a pair has a short last
+/// chunk), 15 Adam steps.
+fn config(seed: u64) -> SearchConfig {
+    SearchConfig::default()
+        .steps(15)
+        .batch(10)
+        .lr(0.1)
+        .seed(seed)
+}
+
+const SAMPLES: usize = 25;
+
+fn tournament(m: &Models, seed: u64) -> Tournament<'_> {
+    Tournament::new("cvae", &m.cvae)
+        .model("cnn_a", &m.cnn_a)
+        .model("cnn_b", &m.cnn_b)
+        .model("bag_0", &m.bag_0)
+        .model("bag_1", &m.bag_1)
+        .config(config(seed))
+        .samples(SAMPLES)
+        // Any four accuracies: the SRCC's wiring, not its value, is tested.
+        .test_accuracy(vec![0.98, 0.979, 0.915, 0.9105])
+}
+
+/// The tournament of seed 0 on one thread, run once per test binary.
+fn outcome() -> &'static TournamentOutcome {
+    static OUTCOME: OnceLock<TournamentOutcome> = OnceLock::new();
+    OUTCOME.get_or_init(|| {
+        tournament(fixtures(), 0)
+            .threads(1)
+            .run(&common::device())
+            .unwrap()
+    })
+}
+
+fn is_permutation(order: &[usize], n: usize) -> bool {
+    let mut sorted = order.to_vec();
+    sorted.sort_unstable();
+    sorted == (0..n).collect::<Vec<_>>()
+}
+
+#[test]
+fn the_win_matrix_sums_the_pairs_winners_and_the_rankings_are_permutations() {
+    let o = outcome();
+    let n = o.models.len();
+    assert_eq!(n, 4);
+    assert_eq!(o.pairs.len(), n * (n - 1));
+    let mut wins = WinMatrix::zeros(n);
+    let mut decided = 0;
+    for p in &o.pairs {
+        p.check().unwrap();
+        assert_eq!(p.conditions.len(), SAMPLES);
+        // Conditions spread evenly: 25 over 10 classes is 2 or 3 each.
+        for c in 0..10 {
+            let count = p.conditions.iter().filter(|&&x| x == c).count();
+            assert!(
+                (2..=3).contains(&count),
+                "{}: class {c} {count} times",
+                p.name()
+            );
+        }
+        let (i, j) = (o.index(&p.a).unwrap(), o.index(&p.b).unwrap());
+        for (k, w) in p.winners.iter().enumerate() {
+            let (a_right, b_right) = (
+                p.prediction_a[k] == p.conditions[k],
+                p.prediction_b[k] == p.conditions[k],
+            );
+            match w {
+                Winner::A => {
+                    assert!(a_right && !b_right);
+                    wins.add(i, j, 1);
+                }
+                Winner::B => {
+                    assert!(b_right && !a_right);
+                    wins.add(j, i, 1);
+                }
+                Winner::Tie => assert_eq!(a_right, b_right),
+            }
+        }
+        decided += p.wins_a + p.wins_b;
+        assert!((0.0..=1.0).contains(&p.accuracy_a) && (0.0..=1.0).contains(&p.accuracy_b));
+        assert!(p.divergence_after.iter().all(|d| d.is_finite()));
+    }
+    assert_eq!(o.wins, wins);
+    // The search finds samples on which someone is right and someone wrong:
+    // without any, the ranking would say nothing.
+    assert!(decided > 0, "no sample decided any pair");
+
+    assert!(is_permutation(&o.power.order, n), "{:?}", o.power.order);
+    assert!(is_permutation(&o.bradley_terry.order, n));
+    for v in o
+        .power
+        .scores
+        .iter()
+        .chain(&o.bradley_terry.theta)
+        .chain(&o.bradley_terry.se)
+        .chain(&o.mds_accuracy)
+        .chain(&o.start_accuracy)
+    {
+        assert!(v.is_finite(), "{o:?}");
+    }
+    assert!(o.bradley_terry.se.iter().all(|&s| s > 0.0));
+    assert!(o.bradley_terry.theta.iter().sum::<f64>().abs() < 1e-9);
+    // The power scores are ordered as the order says.
+    for w in o.power.order.windows(2) {
+        assert!(o.power.scores[w[0]] >= o.power.scores[w[1]]);
+    }
+    assert!(o.srcc_power.is_some() && o.srcc_bradley_terry.is_some());
+    let names = o.ranking(RankingMethod::Mad);
+    assert_eq!(o.rank(names[0], RankingMethod::Mad), Some(1));
+}
+
+#[test]
+fn two_threads_give_the_same_outcome_as_one() {
+    let two = tournament(fixtures(), 0)
+        .threads(2)
+        .run(&common::device())
+        .unwrap();
+    assert_eq!(&two, outcome());
+}
+
+#[test]
+fn a_pair_run_alone_is_the_pair_of_the_tournament() {
+    let m = fixtures();
+    let dev = common::device();
+    let settings = PairSettings {
+        config: config(0),
+        samples: SAMPLES,
+    };
+    let alone = run_pair(
+        ("bag_1", &m.bag_1 as &dyn Classifier),
+        ("cnn_a", &m.cnn_a as &dyn Classifier),
+        ("cvae", &m.cvae),
+        &settings,
+        &dev,
+        &|_, _| {},
+    )
+    .unwrap();
+    assert_eq!(Some(&alone.result), outcome().pair("bag_1", "cnn_a"));
+    assert_eq!(alone.x.dims(), [SAMPLES, 1, 28, 28]);
+    // Assembling the outcome from the pairs' results, as a harness does
+    // from per-pair records, in any order, gives the same outcome.
+    let o = outcome();
+    let mut pairs = o.pairs.clone();
+    pairs.reverse();
+    let again = TournamentOutcome::from_pairs(&o.models, pairs, o.test_accuracy.clone()).unwrap();
+    assert_eq!(&again, o);
+    // A missing pair is an error naming it.
+    let short = o.pairs[1..].to_vec();
+    let e = TournamentOutcome::from_pairs(&o.models, short, None).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains(&format!("no result for `{}`", o.pairs[0].name())),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_seed_gives_the_same_samples_and_another_seed_others() {
+    let m = fixtures();
+    let dev = common::device();
+    let (i, j) = (0, 2);
+    let t0 = tournament(m, 0);
+    let again = t0.run_pair(i, j, &dev, &|_, _| {}).unwrap().result;
+    assert_eq!(Some(&again), outcome().pair("cnn_a", "bag_0"));
+    let other = tournament(m, 1)
+        .run_pair(i, j, &dev, &|_, _| {})
+        .unwrap()
+        .result;
+    assert_ne!(other.seed, again.seed);
+    assert_ne!(other.z, again.z);
+}
+
+#[test]
+fn the_record_reads_back() {
+    let o = outcome();
+    let json = serde_json::to_value(o).unwrap();
+    let back: TournamentOutcome = serde_json::from_value(json.clone()).unwrap();
+    assert_eq!(back.models, o.models);
+    assert_eq!(back.wins, o.wins);
+    assert_eq!(back.power.order, o.power.order);
+    for (p, q) in back.pairs.iter().zip(&o.pairs) {
+        assert_eq!(
+            (&p.winners, &p.conditions, &p.prediction_a),
+            (&q.winners, &q.conditions, &q.prediction_a)
+        );
+    }
+    assert!(
+        matches!(
+            json["pairs"][0]["winners"][0].as_str(),
+            Some("a" | "b" | "tie")
+        ),
+        "{}",
+        json["pairs"][0]["winners"][0]
+    );
+}
+
+#[test]
+fn thresholds_pass_and_fail_with_messages_naming_the_ranking() {
+    let o = outcome();
+    let names = o.ranking(RankingMethod::Mad);
+    let (first, last) = (names[0].to_string(), names[names.len() - 1].to_string());
+    let holds = TournamentThresholds {
+        champion: Some(first.clone()),
+        max_rank: vec![(last.clone(), 4)],
+        above: vec![(first.clone(), last.clone())],
+        ..Default::default()
+    };
+    holds.validate(&o.models).unwrap();
+    let held: Vec<String> = holds.check(o).iter().map(ToString::to_string).collect();
+    assert_eq!(held, Vec::<String>::new());
+
+    let fails = TournamentThresholds {
+        champion: Some(last.clone()),
+        above: vec![(last.clone(), first.clone())],
+        min_win_rate: vec![MinWinRate {
+            model: last.clone(),
+            against: first.clone(),
+            min: 1.0,
+        }],
+        ..Default::default()
+    };
+    let failures: Vec<String> = fails.check(o).iter().map(ToString::to_string).collect();
+    assert_eq!(
+        failures.len(),
+        2 + usize::from(o.win_rate(&last, &first) != Some(1.0))
+    );
+    assert!(
+        failures[0].contains(&format!("champion `{last}` ranks #4 by mad")),
+        "{failures:?}"
+    );
+    assert!(failures[0].contains(&names.join(" > ")), "{failures:?}");
+
+    let unknown = TournamentThresholds {
+        champion: Some("cnn_c".into()),
+        ..Default::default()
+    };
+    let e = unknown.validate(&o.models).unwrap_err();
+    assert!(e.to_string().contains("\"cnn_c\""), "{e}");
+}
+
+#[test]
+fn an_unconditional_generator_or_too_few_models_are_refused() {
+    let m = fixtures();
+    let dev = common::device();
+    let e = run_pair(
+        ("cnn_a", &m.cnn_a as &dyn Classifier),
+        ("cnn_b", &m.cnn_b as &dyn Classifier),
+        ("vae", &m.vae),
+        &PairSettings::default(),
+        &dev,
+        &|_, _| {},
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("a class-conditional generator"),
+        "{e}"
+    );
+    let e = Tournament::new("cvae", &m.cvae)
+        .model("cnn_a", &m.cnn_a)
+        .model("cnn_b", &m.cnn_b)
+        .run(&dev)
+        .unwrap_err();
+    assert!(e.to_string().contains("2 models"), "{e}");
+}
+
+/// Issue 18: a pair trial (under nextest) writes its pair's record with a
+/// fingerprint; the verdict reads a current record instead of running the
+/// pair again, and runs the pair again when the fingerprint is stale.
+#[test]
+fn the_verdict_reads_current_pair_records_and_reruns_stale_ones() {
+    use gevaldi::artifact::{self, Record};
+    use gevaldi::config::TrialId;
+    use gevaldi::suite::{Registry, Suite};
+
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/mnist");
+    let dir = std::env::temp_dir().join(format!("gevaldi-tour-pairs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let weights = |m: &str| {
+        fixtures
+            .join(format!("{m}.safetensors"))
+            .display()
+            .to_string()
+    };
+    let text = format!(
+        "[search]\nbatch = 4\nsteps = 3\n\n\
+         [generator.cvae]\narch = \"mnist-cvae\"\nweights = \"{}\"\n\n\
+         [classifier.cnn_a]\narch = \"mnist-cnn-a\"\nweights = \"{}\"\n\n\
+         [classifier.bag_0]\narch = \"mnist-mlp\"\nweights = \"{}\"\n\n\
+         [classifier.bag_1]\narch = \"mnist-mlp\"\nweights = \"{}\"\n\n\
+         [[tournament]]\nname = \"t\"\nmodels = [\"cnn_a\", \"bag_0\", \"bag_1\"]\n\
+         generator = \"cvae\"\nsamples = 4\n",
+        weights("cvae"),
+        weights("cnn_a"),
+        weights("bag_0"),
+        weights("bag_1"),
+    );
+    let path = dir.join("gevaldi.toml");
+    std::fs::write(&path, text).unwrap();
+    let suite = Suite::load(&path, Registry::new()).unwrap();
+    let pairs = suite.tournament_pairs("t");
+    assert_eq!(pairs.len(), 6, "{pairs:?}");
+    assert_eq!(pairs[0], "cnn_a-vs-bag_0");
+    let alone = suite
+        .run_tournament_pair("t", &pairs[0], &|_, _| {})
+        .unwrap();
+    let pair_path = artifact::tournament_dir(&suite.artifact_dir(), "t")
+        .join("pairs")
+        .join("cnn_a-vs-bag_0.json");
+    // Mark the record: a seed no run gives.
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&pair_path).unwrap()).unwrap();
+    assert_eq!(json["result"]["seed"].as_u64(), Some(alone.seed));
+    json["result"]["seed"] = 12345.into();
+    std::fs::write(&pair_path, serde_json::to_vec(&json).unwrap()).unwrap();
+    let verdict_seed = || {
+        suite
+            .run_trial(&TrialId::tournament("t"), &|_, _| {})
+            .unwrap();
+        let record = artifact::tournament_record(&suite.artifact_dir(), "t");
+        match Record::read(&record).unwrap() {
+            Record::Tournament(t) => t.outcome.pair("cnn_a", "bag_0").unwrap().seed,
+            other => panic!("not a tournament record: {other:?}"),
+        }
+    };
+    assert_eq!(verdict_seed(), 12345, "the verdict read the current record");
+    json["fingerprint"] = "stale".into();
+    std::fs::write(&pair_path, serde_json::to_vec(&json).unwrap()).unwrap();
+    assert_eq!(verdict_seed(), alone.seed, "a stale record is run again");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Issue 18: the snapshot's ranking puts neighbours in the Bradley–Terry
+/// order in one tier exactly when their strengths are within
+/// `TIER_SE` standard errors of their difference, every model once.
+#[test]
+fn the_snapshot_ranking_braces_neighbours_within_two_standard_errors() {
+    use gevaldi::snapshot::{tiers, TIER_SE};
+    let o = outcome();
+    let line = tiers(o);
+    let groups: Vec<Vec<&str>> = line
+        .split(" > ")
+        .map(|g| {
+            g.trim_start_matches('{')
+                .trim_end_matches('}')
+                .split(", ")
+                .collect()
+        })
+        .collect();
+    let mut all: Vec<&str> = groups.concat();
+    all.sort();
+    let mut models: Vec<&str> = o.models.iter().map(String::as_str).collect();
+    models.sort();
+    assert_eq!(all, models, "{line}");
+    let tier = |i: usize| {
+        groups
+            .iter()
+            .position(|g| g.contains(&o.models[i].as_str()))
+            .unwrap()
+    };
+    let bt = &o.bradley_terry;
+    for w in bt.order.windows(2) {
+        let (i, j) = (w[0], w[1]);
+        let close = bt.theta[i] - bt.theta[j] < TIER_SE * bt.se_of_difference(i, j);
+        assert_eq!(tier(i) == tier(j), close, "{line}");
+        assert!(tier(i) <= tier(j), "{line}");
+    }
+}
