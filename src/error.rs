@@ -453,7 +453,10 @@ mod tests {
             path: "w.safetensors".into(),
             cause: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
         };
-        assert_eq!(e.to_string(), "failed to read weights `w.safetensors`: no such file");
+        assert_eq!(
+            e.to_string(),
+            "failed to read weights `w.safetensors`: no such file"
+        );
         assert!(std::error::Error::source(&e).is_none());
     }
 

@@ -1,3 +1,7 @@
+// Over 500 lines on purpose: BigGAN-deep's tensor layout, its loader (spectral
+// norms and truncation-interpolated statistics) and its forward pass are one
+// architecture, read together; the engine port (issue 14) will move the forward
+// into a `Net` description and shrink it.
 //! BigGAN-deep (Brock, Donahue and Simonyan, 2018), the class-conditional
 //! ImageNet generator of the paper's headline experiment, with the tensor
 //! names of the widely used PyTorch port (`pytorch-pretrained-BigGAN`, whose
