@@ -125,7 +125,8 @@ fn the_committed_suite_passes_on_candles_ops() {
     let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
     ci_env("candle");
     let outcomes = all_trials(&fixture("gevaldi.toml"));
-    assert_eq!(outcomes.len(), 3);
+    // The two pairs, the ensemble and the 7-model tournament.
+    assert_eq!(outcomes.len(), 4);
     for o in &outcomes {
         assert!(o.passed, "{o:?}");
     }
