@@ -19,7 +19,7 @@ use crate::data::{write_idx, IdxArray};
 use crate::divergence::Divergence;
 use crate::error::{Error, Result};
 use crate::model::{argmax, one_hot, Classifier, Generator};
-use crate::search::{Search, SearchConfig};
+use crate::search::{Search, SearchConfig, SearchOutcome};
 
 /// An MDS dataset.
 #[derive(Clone, Debug)]
@@ -60,53 +60,33 @@ impl MdsDataset {
         device: &Device,
         progress: &dyn Fn(u64, u64),
     ) -> Result<Self> {
-        let classes = generator.num_conditions().ok_or_else(|| {
-            Error::setting(
-                "generator",
-                "unconditional",
-                "a class-conditional generator",
-            )
-        })?;
-        if k == 0 {
-            return Err(Error::setting("k", 0, "at least 1 sample"));
-        }
-        let mut labels: Vec<usize> = (0..k).map(|i| i % classes).collect();
-        labels.shuffle(&mut ChaCha8Rng::seed_from_u64(config.seed));
+        let js = config.clone().divergence(Divergence::js());
         let mut out = MdsDataset {
-            labels: labels.clone(),
+            labels: Vec::new(),
             z: Vec::with_capacity(k),
             x: Tensor::zeros(0, candle_core::DType::F32, device)?,
             member_probs: vec![Vec::with_capacity(k); members.len()],
             divergence: Vec::with_capacity(k),
         };
         let mut xs = Vec::new();
-        let chunks = k.div_ceil(config.batch.max(1)) as u64;
-        let total = chunks * config.steps as u64;
-        for (c, chunk) in labels.chunks(config.batch.max(1)).enumerate() {
-            let done = c as u64 * config.steps as u64;
-            let report = move |step: usize| progress(done + step as u64, total);
-            let cfg = config
-                .clone()
-                .divergence(Divergence::js())
-                .batch(chunk.len())
-                .seed(config.seed + c as u64);
-            let mut search = Search::new("generator", generator)
-                .config(cfg)
-                .progress(&report)
-                .condition(one_hot(chunk, classes, device)?);
-            for (name, m) in members {
-                search = search.classifier(*name, *m);
-            }
-            let outcome = search.run(device)?;
-            for s in outcome.samples {
-                out.z.push(s.z);
-                out.divergence.push(s.divergence_after);
-                for (m, p) in s.probs_after.into_iter().enumerate() {
-                    out.member_probs[m].push(p);
+        out.labels = search_conditioned(
+            ("generator", generator),
+            members,
+            k,
+            &js,
+            device,
+            progress,
+            |_, _, outcome| {
+                for s in outcome.samples {
+                    out.z.push(s.z);
+                    out.divergence.push(s.divergence_after);
+                    for (m, p) in s.probs_after.into_iter().enumerate() {
+                        out.member_probs[m].push(p);
+                    }
                 }
-            }
-            xs.push(outcome.x);
-        }
+                xs.push(outcome.x);
+            },
+        )?;
         out.x = Tensor::cat(&xs, 0)?;
         Ok(out)
     }
@@ -173,6 +153,57 @@ impl MdsDataset {
     pub fn vote(&self) -> Vec<Vec<f32>> {
         mean_probs(&self.member_probs)
     }
+}
+
+/// The search both [`MdsDataset`] and a tournament's pairs run: `k`
+/// samples whose conditions are spread evenly over the class-conditional
+/// `generator`'s classes (`i mod C`, shuffled with `config.seed`), each
+/// searched among `members` with `config` as given, `config.batch` at a
+/// time, chunk c seeded `config.seed + c`. Calls `each(c, conditions,
+/// outcome)` per chunk, in order, and returns all the conditions.
+///
+/// `progress(done, total)` counts ascent steps over all chunks.
+pub(crate) fn search_conditioned(
+    generator: (&str, &dyn Generator),
+    members: &[(&str, &dyn Classifier)],
+    k: usize,
+    config: &SearchConfig,
+    device: &Device,
+    progress: &dyn Fn(u64, u64),
+    mut each: impl FnMut(usize, &[usize], SearchOutcome),
+) -> Result<Vec<usize>> {
+    let (name, generator) = generator;
+    let classes = generator.num_conditions().ok_or_else(|| {
+        Error::setting(
+            "generator",
+            "unconditional",
+            "a class-conditional generator",
+        )
+    })?;
+    if k == 0 {
+        return Err(Error::setting("k", 0, "at least 1 sample"));
+    }
+    let mut labels: Vec<usize> = (0..k).map(|i| i % classes).collect();
+    labels.shuffle(&mut ChaCha8Rng::seed_from_u64(config.seed));
+    let batch = config.batch.max(1);
+    let total = k.div_ceil(batch) as u64 * config.steps as u64;
+    for (c, chunk) in labels.chunks(batch).enumerate() {
+        let done = c as u64 * config.steps as u64;
+        let report = move |step: usize| progress(done + step as u64, total);
+        let cfg = config
+            .clone()
+            .batch(chunk.len())
+            .seed(config.seed.wrapping_add(c as u64));
+        let mut search = Search::new(name, generator)
+            .config(cfg)
+            .progress(&report)
+            .condition(one_hot(chunk, classes, device)?);
+        for (member, m) in members {
+            search = search.classifier(*member, *m);
+        }
+        each(c, chunk, search.run(device)?);
+    }
+    Ok(labels)
 }
 
 /// The mean over members of `[member][sample][class]` probabilities.
@@ -280,23 +311,14 @@ impl Metrics {
 
 /// ROC AUC by the Mann-Whitney statistic with average ranks for ties.
 fn auc(scores: &[(f32, bool)], positives: usize) -> f64 {
-    let mut order: Vec<usize> = (0..scores.len()).collect();
-    order.sort_by(|&a, &b| scores[a].0.total_cmp(&scores[b].0));
-    let mut rank_sum = 0.0;
-    let mut i = 0;
-    while i < order.len() {
-        let mut j = i;
-        while j + 1 < order.len() && scores[order[j + 1]].0 == scores[order[i]].0 {
-            j += 1;
-        }
-        let avg_rank = (i + j) as f64 / 2.0 + 1.0;
-        for &o in &order[i..=j] {
-            if scores[o].1 {
-                rank_sum += avg_rank;
-            }
-        }
-        i = j + 1;
-    }
+    // f32 → f64 is exact, so ties and order are the scores' own.
+    let values: Vec<f64> = scores.iter().map(|&(s, _)| f64::from(s)).collect();
+    let rank_sum: f64 = crate::ranking::average_ranks(&values)
+        .into_iter()
+        .zip(scores)
+        .filter(|(_, &(_, positive))| positive)
+        .map(|(rank, _)| rank)
+        .sum();
     let (p, n) = (positives as f64, (scores.len() - positives) as f64);
     (rank_sum - p * (p + 1.0) / 2.0) / (p * n)
 }

@@ -34,8 +34,6 @@ pub struct TournamentSummary {
     /// The Bradley–Terry ranking in tiers: neighbours whose strengths are
     /// within [`TIER_SE`] standard errors share a tier (`{a, b}`).
     pub tiers: String,
-    /// The MAD ranking, best first.
-    pub mad: Vec<String>,
     /// (model, Bradley–Terry θ), in config order (so that a swap within
     /// noise changes numbers within tolerance, not the line's text).
     pub theta: Vec<(String, f64)>,
@@ -76,11 +74,6 @@ impl TournamentSummary {
             test_accuracy: outcome.test_accuracy.clone(),
             start_accuracy: outcome.start_accuracy.clone(),
             tiers: tiers(outcome),
-            mad: outcome
-                .ranking(crate::tournament::RankingMethod::Mad)
-                .iter()
-                .map(|m| m.to_string())
-                .collect(),
             theta: outcome
                 .models
                 .iter()

@@ -51,8 +51,6 @@ pub enum Figures {
         ranking: Vec<String>,
         /// Which ranking that is.
         ranking_method: RankingMethod,
-        /// The Bradley–Terry strength of the strongest model.
-        leader_theta: f64,
         /// The SRCC of that ranking with the test accuracy, when defined.
         srcc: Option<f64>,
         /// Ordered pairs searched.
@@ -121,7 +119,6 @@ impl TrialReport {
             Figures::Tournament {
                 ranking,
                 ranking_method,
-                leader_theta: _,
                 srcc,
                 pairs,
                 samples,

@@ -13,7 +13,7 @@ use crate::grid::{pictures, Cell, Grid};
 use crate::model::Classifier;
 use crate::snapshot::{Settings, TournamentSummary};
 use crate::tournament::{
-    ordered_pairs, run_pair, PairResult, TournamentOutcome, TournamentThresholds,
+    ordered_pairs, pair_name, run_pair, PairResult, TournamentOutcome, TournamentThresholds,
 };
 use candle_core::Tensor;
 
@@ -74,13 +74,11 @@ impl Suite {
         let pairs = ordered_pairs(named.len());
         let count = pairs.len() as u64;
         let mut results: Vec<PairResult> = Vec::with_capacity(pairs.len());
-        let mut xs: Vec<Option<Tensor>> = Vec::with_capacity(pairs.len());
         for (k, &(i, j)) in pairs.iter().enumerate() {
             let (a, b) = (named[i].0, named[j].0);
             let fingerprint = self.pair_fingerprint(t, a, b, &settings);
             if let Some(result) = self.fresh_pair(t, a, b, &fingerprint) {
                 results.push(result);
-                xs.push(None);
                 continue;
             }
             let k = k as u64;
@@ -92,8 +90,9 @@ impl Suite {
                 &self.device,
                 &|done, total| progress(k * total + done, count * total),
             )?;
+            // Only the closest pairs' samples are drawn; they are decoded
+            // again from their latents below rather than all kept.
             results.push(outcome.result);
-            xs.push(Some(outcome.x));
         }
         let outcome = TournamentOutcome::from_pairs(&t.models, results, test_accuracy)?;
         let failures = thresholds.check(&outcome);
@@ -109,7 +108,7 @@ impl Suite {
         let class_names = models[0].class_names().to_vec();
         let mut grids = Vec::new();
         for (a, b) in closest_pairs(&outcome, CLOSEST_PAIRS) {
-            let name = format!("{}-vs-{}", outcome.models[a], outcome.models[b]);
+            let name = pair_name(&outcome.models[a], &outcome.models[b]);
             let mut both = Vec::with_capacity(2);
             for (x, y) in [(a, b), (b, a)] {
                 let k = pairs
@@ -117,10 +116,7 @@ impl Suite {
                     .position(|&p| p == (x, y))
                     .expect("every pair ran");
                 let result = &outcome.pairs[k];
-                let samples = match &xs[k] {
-                    Some(x) => x.clone(),
-                    None => decode(result, generator.as_ref(), &self.device)?,
-                };
+                let samples = decode(result, generator.as_ref(), batch, &self.device)?;
                 both.push((result, samples));
             }
             if let Some(grid) = disagreement_grid(&both, &class_names, generator.output_range()) {
@@ -131,7 +127,6 @@ impl Suite {
         }
         let mut messages: Vec<String> = failures.iter().map(|f| f.to_string()).collect();
         messages.extend(snapshot.iter().map(|s| s.to_string()));
-        let bt = &outcome.bradley_terry;
         let figures = Figures::Tournament {
             ranking: outcome
                 .ranking(thresholds.ranking)
@@ -139,11 +134,7 @@ impl Suite {
                 .map(|m| m.to_string())
                 .collect(),
             ranking_method: thresholds.ranking,
-            leader_theta: bt.order.first().map_or(0.0, |&i| bt.theta[i]),
-            srcc: match thresholds.ranking {
-                crate::tournament::RankingMethod::Mad => outcome.srcc_power,
-                crate::tournament::RankingMethod::BradleyTerry => outcome.srcc_bradley_terry,
-            },
+            srcc: outcome.srcc(thresholds.ranking),
             pairs: pairs.len(),
             samples: t.samples,
         };

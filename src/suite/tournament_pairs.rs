@@ -154,21 +154,32 @@ impl Suite {
     }
 }
 
-/// The samples of a pair read from its record, decoded again from their
-/// latents and conditions.
+/// A pair's samples decoded again from their latents and conditions,
+/// `batch` at a time (the batch the memory check allowed).
 pub(super) fn decode(
     result: &PairResult,
     generator: &dyn Generator,
+    batch: usize,
     device: &candle_core::Device,
 ) -> Result<Tensor> {
     let classes = generator.num_conditions().unwrap_or(0);
-    let flat: Vec<f32> = result.z.iter().flatten().copied().collect();
     let dim = result.z.first().map_or(0, Vec::len);
-    let z = Tensor::from_vec(flat, (result.z.len(), dim), device)
-        .map_err(Error::tensor("rebuild a pair's latents"))?;
-    let c = one_hot(&result.conditions, classes, device)
-        .map_err(Error::tensor("rebuild a pair's conditions"))?;
-    generator
-        .decode(&z, Some(&c))
-        .map_err(Error::tensor("decode a pair's samples"))
+    let mut xs = Vec::new();
+    for (z, conditions) in result
+        .z
+        .chunks(batch.max(1))
+        .zip(result.conditions.chunks(batch.max(1)))
+    {
+        let flat: Vec<f32> = z.iter().flatten().copied().collect();
+        let z = Tensor::from_vec(flat, (z.len(), dim), device)
+            .map_err(Error::tensor("rebuild a pair's latents"))?;
+        let c = one_hot(conditions, classes, device)
+            .map_err(Error::tensor("rebuild a pair's conditions"))?;
+        xs.push(
+            generator
+                .decode(&z, Some(&c))
+                .map_err(Error::tensor("decode a pair's samples"))?,
+        );
+    }
+    Tensor::cat(&xs, 0).map_err(Error::tensor("decode a pair's samples"))
 }

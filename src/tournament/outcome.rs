@@ -187,6 +187,15 @@ impl TournamentOutcome {
         }
     }
 
+    /// The SRCC of the `method` ranking with the test accuracy, when
+    /// defined.
+    pub fn srcc(&self, method: RankingMethod) -> Option<f64> {
+        match method {
+            RankingMethod::Mad => self.srcc_power,
+            RankingMethod::BradleyTerry => self.srcc_bradley_terry,
+        }
+    }
+
     /// The model names, best first, by `method`.
     pub fn ranking(&self, method: RankingMethod) -> Vec<&str> {
         self.order(method)

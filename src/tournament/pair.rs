@@ -1,14 +1,12 @@
 //! One ordered pair of a tournament: its MDS set and who was right on it.
 
 use candle_core::{Device, Tensor};
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::ensemble::search_conditioned;
 use crate::error::{Error, Result};
-use crate::model::{argmax, one_hot, Classifier, Generator};
-use crate::search::{Search, SearchConfig};
+use crate::model::{argmax, Classifier, Generator};
+use crate::search::SearchConfig;
 
 /// Who was right on one sample of a pair's MDS set, against its condition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -216,13 +214,12 @@ pub struct PairOutcome {
     pub x: Tensor,
 }
 
-/// Runs the ordered pair (a, b): K = `settings.samples` MDS samples whose
-/// conditions are spread evenly over the generator's classes (`i mod C`,
-/// shuffled with the pair's seed, as [`crate::ensemble::MdsDataset`]
-/// spreads them), each searched between a and b with
-/// `settings.config.divergence`, `config.batch` at a time (chunk c seeded
-/// with the pair's seed + c); then each model's top class on the samples
-/// against their conditions.
+/// Runs the ordered pair (a, b): K = `settings.samples` MDS samples searched
+/// between a and b with `settings.config.divergence` by the search
+/// [`crate::ensemble::MdsDataset`] runs (conditions spread evenly over the
+/// generator's classes, shuffled with the pair's seed; `config.batch` at a
+/// time, chunk c seeded with the pair's seed + c); then each model's top
+/// class on the samples against their conditions.
 ///
 /// `progress(done, total)` counts ascent steps over the chunks.
 pub fn run_pair(
@@ -257,17 +254,13 @@ pub fn run_pair(
     let config = &settings.config;
     config.validate()?;
     let seed = pair_seed(config.seed, a.0, b.0);
-    let mut conditions: Vec<usize> = (0..k).map(|i| i % classes).collect();
-    conditions.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
-    let batch = config.batch.max(1);
-    let total = k.div_ceil(batch) as u64 * config.steps as u64;
     let mut out = PairResult {
         a: a.0.to_string(),
         b: b.0.to_string(),
         seed,
         divergence: config.divergence.name().to_string(),
         steps_run: 0,
-        conditions: conditions.clone(),
+        conditions: Vec::new(),
         z: Vec::with_capacity(k),
         divergence_after: Vec::with_capacity(k),
         prediction_a: Vec::with_capacity(k),
@@ -287,40 +280,36 @@ pub fn run_pair(
         warnings: Vec::new(),
     };
     let mut xs = Vec::new();
-    for (c, chunk) in conditions.chunks(batch).enumerate() {
-        let done = c as u64 * config.steps as u64;
-        let report = move |step: usize| progress(done + step as u64, total);
-        let cfg = config
-            .clone()
-            .batch(chunk.len())
-            .seed(seed.wrapping_add(c as u64));
-        let outcome = Search::new(gen_name, generator)
-            .config(cfg)
-            .progress(&report)
-            .condition(one_hot(chunk, classes, device)?)
-            .classifier(a.0, a.1)
-            .classifier(b.0, b.1)
-            .run(device)?;
-        out.steps_run = outcome.steps_run;
-        out.warnings
-            .extend(outcome.warnings().iter().map(|w| format!("chunk {c}: {w}")));
-        for (s, &condition) in outcome.samples.into_iter().zip(chunk) {
-            let (pa, pb) = (&s.probs_after[0], &s.probs_after[1]);
-            let (ta, tb) = (argmax(pa), argmax(pb));
-            out.prediction_a.push(ta);
-            out.prediction_b.push(tb);
-            out.confidence_a.push(pa[ta]);
-            out.confidence_b.push(pb[tb]);
-            out.p_condition_a.push(pa[condition]);
-            out.p_condition_b.push(pb[condition]);
-            out.winners.push(Winner::of(ta, tb, condition));
-            out.start_prediction_a.push(argmax(&s.probs_before[0]));
-            out.start_prediction_b.push(argmax(&s.probs_before[1]));
-            out.divergence_after.push(s.divergence_after);
-            out.z.push(s.z);
-        }
-        xs.push(outcome.x);
-    }
+    let conditions = search_conditioned(
+        (gen_name, generator),
+        &[a, b],
+        k,
+        &config.clone().seed(seed),
+        device,
+        progress,
+        |c, chunk, outcome| {
+            out.steps_run = outcome.steps_run;
+            out.warnings
+                .extend(outcome.warnings().iter().map(|w| format!("chunk {c}: {w}")));
+            for (s, &condition) in outcome.samples.into_iter().zip(chunk) {
+                let (pa, pb) = (&s.probs_after[0], &s.probs_after[1]);
+                let (ta, tb) = (argmax(pa), argmax(pb));
+                out.prediction_a.push(ta);
+                out.prediction_b.push(tb);
+                out.confidence_a.push(pa[ta]);
+                out.confidence_b.push(pb[tb]);
+                out.p_condition_a.push(pa[condition]);
+                out.p_condition_b.push(pb[condition]);
+                out.winners.push(Winner::of(ta, tb, condition));
+                out.start_prediction_a.push(argmax(&s.probs_before[0]));
+                out.start_prediction_b.push(argmax(&s.probs_before[1]));
+                out.divergence_after.push(s.divergence_after);
+                out.z.push(s.z);
+            }
+            xs.push(outcome.x);
+        },
+    )?;
+    out.conditions = conditions.clone();
     let right = |p: &[usize]| p.iter().zip(&conditions).filter(|(p, c)| p == c).count();
     out.accuracy_a = right(&out.prediction_a) as f64 / k as f64;
     out.accuracy_b = right(&out.prediction_b) as f64 / k as f64;

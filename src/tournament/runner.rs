@@ -11,7 +11,7 @@ use crate::model::{Classifier, Generator};
 use crate::search::SearchConfig;
 
 use super::outcome::{ordered_pairs, TournamentOutcome};
-use super::pair::{run_pair, PairOutcome, PairSettings};
+use super::pair::{pair_name, run_pair, PairOutcome, PairSettings};
 
 /// A tournament among N ≥ 3 classifiers over a class-conditional generator.
 ///
@@ -226,8 +226,8 @@ impl<'a> Tournament<'a> {
                     Error::setting(
                         "tournament.pairs",
                         format!(
-                            "`{}-vs-{}` without a result",
-                            self.models[i].0, self.models[j].0
+                            "`{}` without a result",
+                            pair_name(&self.models[i].0, &self.models[j].0)
                         ),
                         "every pair to have run",
                     )

@@ -161,10 +161,7 @@ impl TournamentThresholds {
             }
         }
         if let Some(min) = self.min_srcc {
-            let srcc = match by {
-                RankingMethod::Mad => outcome.srcc_power,
-                RankingMethod::BradleyTerry => outcome.srcc_bradley_terry,
-            };
+            let srcc = outcome.srcc(by);
             if srcc.is_none_or(|s| s < min) {
                 failures.push(Failure::MinSrcc {
                     ranking: by,
