@@ -430,8 +430,9 @@ impl Cx<'_> {
                         preprocess = self.preprocess(v, &key_path)
                     }
                     "truncation" if model_kind == ModelKind::Generator && has_arch => {
-                        truncation =
-                            self.float(v, &key_path, |t| t > 0.0 && t <= 1.0, "a number in (0, 1]")
+                        truncation = self
+                            .float(v, &key_path, |t| t > 0.0 && t <= 1.0, "a number in (0, 1]")
+                            .map(|t| (t, k.span()));
                     }
                     "optional" => optional = self.boolean(v, &key_path).unwrap_or(false),
                     other if !has_arch => {
@@ -459,6 +460,26 @@ impl Cx<'_> {
                 }
             }
             free.sort_by_key(|k| (k.line, k.column));
+            // `truncation`, on an architecture that takes one (the keys
+            // come in any order, so after `arch` is known).
+            if let (Some((_, span)), Some((arch, _))) = (&truncation, &arch) {
+                if !arch.takes_truncation() {
+                    let takers: Vec<String> = Architecture::ALL
+                        .iter()
+                        .filter(|a| a.takes_truncation())
+                        .map(|a| format!("`{a}`"))
+                        .collect();
+                    self.err(
+                        span.clone(),
+                        &format!("{path}.truncation"),
+                        format!(
+                            "`{arch}` takes no truncation (only {} do)",
+                            takers.join(", ")
+                        ),
+                    );
+                }
+            }
+            let truncation = truncation.map(|(t, _)| t);
             // `weights`, resolved; it must exist unless the model is optional.
             let resolved = weights.map(|(weights, span)| {
                 let resolved = self.dir.join(&weights);
