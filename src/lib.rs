@@ -148,8 +148,8 @@
 //!   and its table in `src/report/pair.rs`.
 //! - **A kind of trial**: a variant of `TrialKind`
 //!   (`gevaldi-config/src/vocab.rs`); the compiler then asks for its arms
-//!   in `Config::ignored` and `Config::models`, `Suite::run_trial` and
-//!   `Suite::record_path` (`src/suite/mod.rs`) and `report::write`; its
+//!   in `Config::ignored` and `Config::models`, `Suite::run_trial`
+//!   (`src/suite/mod.rs`) and `artifact::record_path` (`src/artifact.rs`); its
 //!   runner goes in a file of its own in `src/suite/` (as
 //!   `src/suite/tournament.rs` for `[[tournament]]`), its snapshot in
 //!   `src/snapshot/`, its record a variant of `artifact::Record` and its
