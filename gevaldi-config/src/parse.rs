@@ -994,7 +994,7 @@ impl Cx<'_> {
     }
 }
 
-/// A `[[pair]]` or `[[ensemble]]` table being read.
+/// A `[[pair]]`, `[[ensemble]]` or `[[tournament]]` table being read.
 struct Entry<'a, 'i> {
     value: &'a Value<'i>,
     table: &'a DeTable<'i>,
@@ -1003,8 +1003,9 @@ struct Entry<'a, 'i> {
 
 impl Cx<'_> {
     /// `name`: required, a portable file name (see [`name_problem`]), not
-    /// taken by another pair or ensemble, even in another case (pairs and
-    /// ensembles share the snapshot directory).
+    /// taken, even in another case: by another pair or ensemble for a pair
+    /// or an ensemble (they share the snapshot directory), by another
+    /// tournament for a tournament (its files are all `tournament-<name>`).
     fn entry_name(&mut self, e: &Entry, kind: &str, config: &Config) -> Option<String> {
         let key = format!("{}.name", e.path);
         let Some(v) = e.table.get("name") else {
@@ -1012,17 +1013,22 @@ impl Cx<'_> {
             return None;
         };
         let n = self.string(v, &key)?;
-        let taken = config
-            .pairs
-            .iter()
-            .map(|p| ("pair", p.name.as_str(), p.line))
-            .chain(
-                config
-                    .ensembles
-                    .iter()
-                    .map(|e| ("ensemble", e.name.as_str(), e.line)),
-            )
-            .find(|(_, other, _)| other.eq_ignore_ascii_case(&n));
+        let entries: Vec<(&str, &str, usize)> = if kind == "tournament" {
+            let tournaments = config.tournaments.iter();
+            tournaments
+                .map(|t| ("tournament", t.name.as_str(), t.line))
+                .collect()
+        } else {
+            let pairs = config
+                .pairs
+                .iter()
+                .map(|p| ("pair", p.name.as_str(), p.line));
+            let ensembles = config.ensembles.iter();
+            pairs
+                .chain(ensembles.map(|e| ("ensemble", e.name.as_str(), e.line)))
+                .collect()
+        };
+        let taken = (entries.into_iter()).find(|(_, other, _)| other.eq_ignore_ascii_case(&n));
         if let Some(problem) = name_problem(&n) {
             self.err(v.span(), &key, problem);
         } else if let Some((other_kind, other, line)) = taken {
