@@ -184,9 +184,10 @@ struct Models {
 impl Models {
     fn classifier(&mut self, name: &str) -> Result<&dyn Classifier> {
         if !self.classifiers.contains_key(name) {
-            let arch: Arch = name.parse()?;
+            let arch =
+                Arch::from_name(name).with_context(|| format!("no architecture {name:?}"))?;
             let path = self.dir.join("weights").join(format!("{name}.safetensors"));
-            let model = zoo::load_file(&path, name, &self.dev, |vb| arch.classifier(vb))?;
+            let model = zoo::load_file(&path, name, &self.dev, |vb| zoo::classifier(arch, vb))?;
             self.classifiers.insert(name.to_string(), model);
         }
         Ok(self.classifiers[name].as_ref())
@@ -197,7 +198,7 @@ impl Models {
             let path = self.dir.join("weights/biggan-deep-128.safetensors");
             let arch = Arch::BigGanDeep128;
             self.biggan = Some(zoo::load_file(&path, arch.name(), &self.dev, |vb| {
-                arch.generator_with(vb, Some(1.0))
+                zoo::generator_with(arch, vb, Some(1.0))
             })?);
         }
         Ok(self.biggan.as_deref().expect("loaded above"))

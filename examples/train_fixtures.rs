@@ -19,6 +19,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarMap};
+use gevaldi::config::ModelKind;
 use gevaldi::data::{Mnist, Split};
 use gevaldi::model::{one_hot, sample_standard_normal, Classifier};
 use gevaldi::zoo::{self, Arch, MnistVae, MnistVaeConfig};
@@ -90,7 +91,7 @@ fn main() -> Result<()> {
         .filter(|p| only.is_empty() || only.iter().any(|n| n == p.name))
     {
         let t = Instant::now();
-        let (varmap, metric) = if plan.arch.is_generator() {
+        let (varmap, metric) = if plan.arch.kind() == ModelKind::Generator {
             train_vae(plan, &train, &test, &dev)?
         } else {
             train_classifier(plan, &train, &test, &dev)?
@@ -203,7 +204,7 @@ fn train_classifier(
     test: &Mnist,
     dev: &Device,
 ) -> Result<(VarMap, (&'static str, f64))> {
-    let (model, varmap) = zoo::seeded_varmap(plan.seed, dev, |vb| plan.arch.classifier(vb))?;
+    let (model, varmap) = zoo::seeded_varmap(plan.seed, dev, |vb| zoo::classifier(plan.arch, vb))?;
     let mut rng = ChaCha8Rng::seed_from_u64(plan.seed);
     let mut order = indices(plan, train.len(), &mut rng);
     let mut opt = adamw(&varmap, plan.lr)?;

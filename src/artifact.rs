@@ -22,6 +22,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::{TrialId, TrialKind};
 use crate::error::{Error, Result};
 use crate::pca::Pca;
 use crate::search::{Baseline, SampleRecord, StepRecord};
@@ -343,6 +344,16 @@ pub fn ensemble_dir(dir: &Path, name: &str) -> PathBuf {
 /// The record of the ensemble `name` in `dir`.
 pub fn ensemble_record(dir: &Path, name: &str) -> PathBuf {
     ensemble_dir(dir, name).join("ensemble.json")
+}
+
+/// The record of the trial `id` in `dir`: a pair's, an ensemble's or a
+/// tournament's.
+pub fn record_path(dir: &Path, id: &TrialId) -> PathBuf {
+    match id.kind {
+        TrialKind::Pair => pair_record(dir, &id.name),
+        TrialKind::Ensemble => ensemble_record(dir, &id.name),
+        TrialKind::Tournament => tournament_record(dir, &id.name),
+    }
 }
 
 /// The target directory of the running binary: `CARGO_TARGET_DIR` if set,

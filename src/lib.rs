@@ -132,10 +132,10 @@
 //!   for: `From<DivergenceKind>`, `kind()` and `compute_unchecked`. The
 //!   config accepts it and error messages list it from then on.
 //! - **An architecture**: a variant of `Architecture` (its name, `kind()`,
-//!   `classes()`, in `gevaldi-config/src/vocab.rs`); the model in
-//!   `src/zoo/`, with a variant of `zoo::Arch` built by `Arch::classifier`
-//!   or `Arch::generator_with` (`src/zoo/arch.rs`); and its arm in
-//!   `zoo_arch` (`src/suite/registry.rs`), which the compiler asks for.
+//!   `classes()`, `takes_truncation()`, in `gevaldi-config/src/vocab.rs`); the model in
+//!   `src/zoo/`; and its arm in `zoo::classifier` or `zoo::generator_with`
+//!   (`src/zoo/arch.rs`), which the compiler asks for (`zoo::Arch` is
+//!   `Architecture`).
 //! - **A threshold**: its key in the schema (`Thresholds`, `EnsembleDecl`
 //!   or `TournamentDecl` in `gevaldi-config/src/schema.rs`, read in
 //!   `gevaldi-config/src/parse.rs`: `PAIR_KEYS` or `ENSEMBLE_KEYS` and
@@ -148,8 +148,8 @@
 //!   and its table in `src/report/pair.rs`.
 //! - **A kind of trial**: a variant of `TrialKind`
 //!   (`gevaldi-config/src/vocab.rs`); the compiler then asks for its arms
-//!   in `Config::ignored` and `Config::models`, `Suite::run_trial` and
-//!   `Suite::record_path` (`src/suite/mod.rs`) and `report::write`; its
+//!   in `Config::ignored` and `Config::models`, `Suite::run_trial`
+//!   (`src/suite/mod.rs`) and `artifact::record_path` (`src/artifact.rs`); its
 //!   runner goes in a file of its own in `src/suite/` (as
 //!   `src/suite/tournament.rs` for `[[tournament]]`), its snapshot in
 //!   `src/snapshot/`, its record a variant of `artifact::Record` and its

@@ -214,6 +214,19 @@ fn catalogue() -> Vec<(&'static str, Vec<&'static str>, Check)> {
         }),
     );
     add(
+        "config: truncation on a generator that takes none",
+        vec!["^1 error in `<dir>/gevaldi.toml`:\n  <dir>/gevaldi.toml:7:1: `generator.vae.truncation`: `mnist-vae` takes no truncation (only `biggan-deep-128`, `biggan-deep-256`, `biggan-deep-512` do)$"],
+        Box::new(|d| {
+            load(
+                d,
+                &config_text(
+                    "",
+                    &[("arch = \"mnist-vae\"", "arch = \"mnist-vae\"\ntruncation = 0.5")],
+                ),
+            )
+        }),
+    );
+    add(
         "config: pair names an unknown classifier",
         vec!["^1 error in `<dir>/gevaldi.toml`:\n  <dir>/gevaldi.toml:19:20: `pair[0].models[1]`: unknown classifier `cnn_c`: declared classifiers are `cnn_a`, `cnn_b`$"],
         Box::new(|d| load(d, &config_text("", &[("\"cnn_b\"]", "\"cnn_c\"]")]))),

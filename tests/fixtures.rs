@@ -7,6 +7,7 @@ mod common;
 use std::path::PathBuf;
 
 use candle_core::{DType, Tensor, D};
+use gevaldi::config::ModelKind;
 use gevaldi::data::{Mnist, Split};
 use gevaldi::model::{one_hot, Classifier, Generator};
 use gevaldi::zoo::{
@@ -296,10 +297,10 @@ fn metadata_describes_each_fixture_and_its_data() {
             let t = candle_core::safetensors::load(p, &common::device()).unwrap();
             candle_nn::VarBuilder::from_tensors(t, DType::F32, &common::device())
         };
-        if arch.is_generator() {
-            arch.generator(vb(&path)).unwrap();
+        if arch.kind() == ModelKind::Generator {
+            zoo::generator(arch, vb(&path)).unwrap();
         } else {
-            arch.classifier(vb(&path)).unwrap();
+            zoo::classifier(arch, vb(&path)).unwrap();
         }
     }
     println!("fixture weights: {:.1} MB", total_bytes as f64 / 1e6);

@@ -34,7 +34,7 @@ fn temp_path(name: &str) -> PathBuf {
 /// the number of batch norms.
 fn state_dict(arch: Arch, seed: u64, dtype: DType) -> (HashMap<String, Tensor>, VarMap, usize) {
     let dev = Device::Cpu;
-    let (_, varmap) = zoo::seeded_varmap(seed, &dev, |vb| arch.classifier(vb)).unwrap();
+    let (_, varmap) = zoo::seeded_varmap(seed, &dev, |vb| zoo::classifier(arch, vb)).unwrap();
     let mut tensors = HashMap::new();
     let mut batch_norms = 0;
     for (name, var) in varmap.data().lock().unwrap().iter() {
@@ -59,7 +59,9 @@ fn load(
 ) -> gevaldi::Result<Box<dyn Classifier>> {
     let path = temp_path(&format!("{arch}-{tag}"));
     candle_core::safetensors::save(tensors, &path).unwrap();
-    let loaded = zoo::load_file(&path, arch.name(), &Device::Cpu, |vb| arch.classifier(vb));
+    let loaded = zoo::load_file(&path, arch.name(), &Device::Cpu, |vb| {
+        zoo::classifier(arch, vb)
+    });
     std::fs::remove_file(&path).unwrap();
     loaded
 }
@@ -97,7 +99,7 @@ fn batch_norm_architectures_load_torchvision_state_dicts() {
             .values()
             .any(|t| t.dtype() == DType::I64 && t.rank() == 0));
         let loaded = load(arch, "f32", &tensors).unwrap_or_else(|e| panic!("{e}"));
-        let reference = arch.classifier(zoo::frozen(&varmap, &Device::Cpu)).unwrap();
+        let reference = zoo::classifier(arch, zoo::frozen(&varmap, &Device::Cpu)).unwrap();
         assert_same_logits(arch, &loaded, &reference);
     }
 }
@@ -123,12 +125,11 @@ fn half_precision_state_dicts_load_as_f32() {
             .filter(|(_, t)| t.dtype() == dtype)
             .map(|(k, t)| (k.clone(), t.to_dtype(DType::F32).unwrap()))
             .collect();
-        let reference = arch
-            .classifier(VarBuilder::from_tensors(rounded, DType::F32, &dev))
-            .unwrap();
+        let reference =
+            zoo::classifier(arch, VarBuilder::from_tensors(rounded, DType::F32, &dev)).unwrap();
         assert_same_logits(arch, &loaded, &reference);
 
-        let full = arch.classifier(zoo::frozen(&varmap, &dev)).unwrap();
+        let full = zoo::classifier(arch, zoo::frozen(&varmap, &dev)).unwrap();
         let x = images(2, 64);
         let (a, b) = (loaded.logits(&x).unwrap(), full.logits(&x).unwrap());
         let scale = b

@@ -430,8 +430,9 @@ impl Cx<'_> {
                         preprocess = self.preprocess(v, &key_path)
                     }
                     "truncation" if model_kind == ModelKind::Generator && has_arch => {
-                        truncation =
-                            self.float(v, &key_path, |t| t > 0.0 && t <= 1.0, "a number in (0, 1]")
+                        truncation = self
+                            .float(v, &key_path, |t| t > 0.0 && t <= 1.0, "a number in (0, 1]")
+                            .map(|t| (t, k.span()));
                     }
                     "optional" => optional = self.boolean(v, &key_path).unwrap_or(false),
                     other if !has_arch => {
@@ -459,6 +460,26 @@ impl Cx<'_> {
                 }
             }
             free.sort_by_key(|k| (k.line, k.column));
+            // `truncation`, on an architecture that takes one (the keys
+            // come in any order, so after `arch` is known).
+            if let (Some((_, span)), Some((arch, _))) = (&truncation, &arch) {
+                if !arch.takes_truncation() {
+                    let takers: Vec<String> = Architecture::ALL
+                        .iter()
+                        .filter(|a| a.takes_truncation())
+                        .map(|a| format!("`{a}`"))
+                        .collect();
+                    self.err(
+                        span.clone(),
+                        &format!("{path}.truncation"),
+                        format!(
+                            "`{arch}` takes no truncation (only {} do)",
+                            takers.join(", ")
+                        ),
+                    );
+                }
+            }
+            let truncation = truncation.map(|(t, _)| t);
             // `weights`, resolved; it must exist unless the model is optional.
             let resolved = weights.map(|(weights, span)| {
                 let resolved = self.dir.join(&weights);
@@ -973,7 +994,7 @@ impl Cx<'_> {
     }
 }
 
-/// A `[[pair]]` or `[[ensemble]]` table being read.
+/// A `[[pair]]`, `[[ensemble]]` or `[[tournament]]` table being read.
 struct Entry<'a, 'i> {
     value: &'a Value<'i>,
     table: &'a DeTable<'i>,
@@ -982,8 +1003,9 @@ struct Entry<'a, 'i> {
 
 impl Cx<'_> {
     /// `name`: required, a portable file name (see [`name_problem`]), not
-    /// taken by another pair or ensemble, even in another case (pairs and
-    /// ensembles share the snapshot directory).
+    /// taken, even in another case: by another pair or ensemble for a pair
+    /// or an ensemble (they share the snapshot directory), by another
+    /// tournament for a tournament (its files are all `tournament-<name>`).
     fn entry_name(&mut self, e: &Entry, kind: &str, config: &Config) -> Option<String> {
         let key = format!("{}.name", e.path);
         let Some(v) = e.table.get("name") else {
@@ -991,17 +1013,22 @@ impl Cx<'_> {
             return None;
         };
         let n = self.string(v, &key)?;
-        let taken = config
-            .pairs
-            .iter()
-            .map(|p| ("pair", p.name.as_str(), p.line))
-            .chain(
-                config
-                    .ensembles
-                    .iter()
-                    .map(|e| ("ensemble", e.name.as_str(), e.line)),
-            )
-            .find(|(_, other, _)| other.eq_ignore_ascii_case(&n));
+        let entries: Vec<(&str, &str, usize)> = if kind == "tournament" {
+            let tournaments = config.tournaments.iter();
+            tournaments
+                .map(|t| ("tournament", t.name.as_str(), t.line))
+                .collect()
+        } else {
+            let pairs = config
+                .pairs
+                .iter()
+                .map(|p| ("pair", p.name.as_str(), p.line));
+            let ensembles = config.ensembles.iter();
+            pairs
+                .chain(ensembles.map(|e| ("ensemble", e.name.as_str(), e.line)))
+                .collect()
+        };
+        let taken = (entries.into_iter()).find(|(_, other, _)| other.eq_ignore_ascii_case(&n));
         if let Some(problem) = name_problem(&n) {
             self.err(v.span(), &key, problem);
         } else if let Some((other_kind, other, line)) = taken {

@@ -76,8 +76,9 @@ pub struct ModelDecl {
     pub table: ModelTable,
     /// `preprocess`, classifiers only.
     pub preprocess: Option<PreprocessDecl>,
-    /// `truncation` in (0, 1], generators only (BigGAN). (Default: none,
-    /// the architecture's own: 1 for BigGAN.)
+    /// `truncation` in (0, 1], only on an `arch` that takes one (BigGAN,
+    /// `Architecture::takes_truncation`). (Default: none, the
+    /// architecture's own: 1 for BigGAN.)
     pub truncation: Option<f64>,
     /// `optional = true`: when the weights file is absent, the trials that
     /// use this model are skipped with a message instead of the config

@@ -25,7 +25,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use crate::artifact::{self, artifact_dir, write_atomic, Record};
-use crate::config::{Config, TrialId, TrialKind};
+use crate::config::{Config, TrialId};
 use crate::error::Result;
 
 /// Training points drawn under an ensemble's latent scatter, at most.
@@ -61,11 +61,7 @@ pub fn write(config: &Config) -> Result<Written> {
         .trials()
         .into_iter()
         .map(|id| {
-            let record = match id.kind {
-                TrialKind::Pair => artifact::pair_record(&dir, &id.name),
-                TrialKind::Ensemble => artifact::ensemble_record(&dir, &id.name),
-                TrialKind::Tournament => artifact::tournament_record(&dir, &id.name),
-            };
+            let record = artifact::record_path(&dir, &id);
             (id, record)
         })
         .collect();

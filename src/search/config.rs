@@ -70,7 +70,14 @@ impl FromStr for Optimizer {
     fn from_str(s: &str) -> Result<Self> {
         OptimizerKind::from_name(s)
             .map(Optimizer::from)
-            .ok_or_else(|| Error::setting("optimizer", format!("{s:?}"), "sgd or adam"))
+            .ok_or_else(|| {
+                let names: Vec<&str> = OptimizerKind::ALL.iter().map(|o| o.name()).collect();
+                Error::setting(
+                    "optimizer",
+                    format!("{s:?}"),
+                    format!("one of {}", names.join(", ")),
+                )
+            })
     }
 }
 
@@ -208,5 +215,19 @@ impl SearchConfig {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn optimizer_names_round_trip_and_the_error_lists_them() {
+        for name in OptimizerKind::ALL.iter().map(|o| o.name()) {
+            assert_eq!(name.parse::<Optimizer>().unwrap().name(), name);
+        }
+        let err = "adamw".parse::<Optimizer>().unwrap_err().to_string();
+        assert!(err.contains("one of sgd, adam"), "{err}");
     }
 }

@@ -87,6 +87,8 @@ impl fmt::Display for SearchStage {
     }
 }
 
+/// A tensor whose first dimension is the batch, checked for NaN and
+/// infinities, with where and when it was computed.
 pub(super) type Probe<'t> = (NonFiniteSite, SearchStage, &'t Tensor);
 
 /// Reads, in one transfer, the sum of each probe and every value of the

@@ -468,8 +468,6 @@ impl<'a> Search<'a> {
 /// and the measures `[measure][sample]` at z0.
 type Start = (Tensor, Vec<Vec<Vec<f32>>>, Vec<f64>, Vec<Vec<f64>>);
 
-/// A tensor whose first dimension is the batch, checked for NaN and
-/// infinities, with where and when it was computed.
 /// The seeded stream of the baseline's latents: stream 1 of `seed` (z0 is
 /// drawn from stream 0), so that the baseline is neither z0 nor depends on
 /// whether z0 was given.

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Statistic, Thresholds, TrialId};
+use crate::config::{Statistic, StatisticKind, Thresholds, TrialId};
 use crate::search::SearchOutcome;
 use crate::verdict::{statistic, top};
 
@@ -249,9 +249,8 @@ impl Summary {
             thresholds: ThresholdSummary {
                 max_divergence: thresholds.max_divergence,
                 statistic: match thresholds.statistic {
-                    Statistic::Max => "max".into(),
-                    Statistic::Mean => "mean".into(),
-                    Statistic::Quantile(q) => format!("quantile {q}"),
+                    Statistic::Quantile(q) => format!("{} {q}", StatisticKind::Quantile),
+                    s => s.kind().name().into(),
                 },
                 min_lift: thresholds.min_lift,
                 max_set_distance: thresholds.max_set_distance,

@@ -158,20 +158,13 @@ impl Suite {
                         message: error.message(),
                         written_at: artifact::now(),
                     });
-                    error.record = record.write(&self.record_path(id)).err().map(Box::new);
+                    error.record = record
+                        .write(&artifact::record_path(&self.artifact_dir(), id))
+                        .err()
+                        .map(Box::new);
                 }
                 Err(error)
             }
-        }
-    }
-
-    /// Where the record of the trial `id` goes.
-    fn record_path(&self, id: &TrialId) -> PathBuf {
-        let dir = self.artifact_dir();
-        match id.kind {
-            TrialKind::Pair => artifact::pair_record(&dir, &id.name),
-            TrialKind::Ensemble => artifact::ensemble_record(&dir, &id.name),
-            TrialKind::Tournament => artifact::tournament_record(&dir, &id.name),
         }
     }
 

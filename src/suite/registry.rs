@@ -7,7 +7,7 @@ use crate::config::{Architecture, Config, ModelDecl, ModelKind, ModelTable, Prep
 use crate::error::{Error, Result};
 use crate::model::{Classifier, Generator};
 use crate::preprocess::{Preprocess, Preprocessed};
-use crate::zoo::{self, Arch};
+use crate::zoo;
 
 /// Builds a model registered from Rust when a trial needs it.
 pub(super) type Factory<T> = Box<dyn Fn(&ModelTable, &Device) -> Result<Box<T>> + Send + Sync>;
@@ -186,7 +186,7 @@ impl Registry {
         device: &Device,
     ) -> Result<Box<dyn Classifier>> {
         let model = load(config, decl, &self.classifiers, device, |arch, vb| {
-            zoo_arch(arch).classifier(vb)
+            zoo::classifier(arch, vb)
         })?;
         Ok(match &decl.preprocess {
             None => model,
@@ -205,7 +205,7 @@ impl Registry {
         device: &Device,
     ) -> Result<Box<dyn Generator>> {
         load(config, decl, &self.generators, device, |arch, vb| {
-            zoo_arch(arch).generator_with(vb, decl.truncation)
+            zoo::generator_with(arch, vb, decl.truncation)
         })
     }
 }
@@ -238,30 +238,6 @@ fn load<T: ?Sized>(
     }
 }
 
-/// The zoo's builder of a config's architecture.
-fn zoo_arch(arch: Architecture) -> Arch {
-    use Architecture as A;
-    match arch {
-        A::MnistCnnA => Arch::MnistCnnA,
-        A::MnistCnnB => Arch::MnistCnnB,
-        A::MnistMlp => Arch::MnistMlp,
-        A::AlexNet => Arch::AlexNet,
-        A::GoogLeNet => Arch::GoogLeNet,
-        A::SqueezeNet1_0 => Arch::SqueezeNet1_0,
-        A::SqueezeNet1_1 => Arch::SqueezeNet1_1,
-        A::ResNet18 => Arch::ResNet18,
-        A::ResNet50 => Arch::ResNet50,
-        A::ConvNextTiny => Arch::ConvNextTiny,
-        A::ConvNextSmall => Arch::ConvNextSmall,
-        A::ConvNextBase => Arch::ConvNextBase,
-        A::MnistVae => Arch::MnistVae,
-        A::MnistCvae => Arch::MnistCvae,
-        A::BigGanDeep128 => Arch::BigGanDeep128,
-        A::BigGanDeep256 => Arch::BigGanDeep256,
-        A::BigGanDeep512 => Arch::BigGanDeep512,
-    }
-}
-
 /// The [`Preprocess`] a config declares (validated by the config).
 fn preprocess(p: &PreprocessDecl) -> Preprocess {
     let default = Preprocess::default();
@@ -271,19 +247,5 @@ fn preprocess(p: &PreprocessDecl) -> Preprocess {
         channels: p.channels.unwrap_or(default.channels),
         mean: p.mean.clone(),
         std: p.std.clone(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_architecture_has_its_builder_of_the_same_name() {
-        for a in Architecture::ALL {
-            let arch = zoo_arch(*a);
-            assert_eq!(arch.name(), a.name());
-            assert_eq!(arch.is_generator(), a.kind() == ModelKind::Generator);
-        }
     }
 }

@@ -85,14 +85,6 @@ impl Verdict {
         self.failures.is_empty()
     }
 
-    /// The failure message: the broken thresholds, then the worst samples
-    /// (index, divergence vs threshold, each model's top prediction) and how
-    /// many more samples are above the threshold.
-    pub fn message(&self, outcome: &SearchOutcome, thresholds: &Thresholds) -> String {
-        let lines: Vec<String> = self.failures.iter().map(Failure::to_string).collect();
-        lines.join("\n") + &self.details(outcome, thresholds)
-    }
-
     /// The worst samples of the broken thresholds, each listing on lines
     /// of its own (each begins with a line break); empty when it passed.
     pub fn details(&self, outcome: &SearchOutcome, thresholds: &Thresholds) -> String {
@@ -341,6 +333,13 @@ mod tests {
         }
     }
 
+    /// The text a failed pair shows (`TrialReport::failure_message`): the
+    /// broken thresholds, then their [`Verdict::details`].
+    fn message(v: &Verdict, o: &SearchOutcome, t: &Thresholds) -> String {
+        let lines: Vec<String> = v.failures.iter().map(Failure::to_string).collect();
+        lines.join("\n") + &v.details(o, t)
+    }
+
     fn thresholds(max: Option<f64>, min_lift: Option<f64>) -> Thresholds {
         Thresholds {
             max_divergence: max,
@@ -363,7 +362,7 @@ mod tests {
         };
         let v = Verdict::check(&o, &t);
         assert_eq!(v.set_distance, Some(1.0));
-        let m = v.message(&o, &t);
+        let m = message(&v, &o, &t);
         assert!(m.contains("the max set distance of the top-1 predictions after the search is 1.0000, above max_set_distance = 0.5"), "{m}");
         assert!(m.contains("#1    1.00  a: cat  |  b: dog"), "{m}");
         // A set distance the search did not measure never passes.
@@ -403,7 +402,7 @@ mod tests {
         let t = thresholds(Some(2.5), Some(100.0));
         let v = Verdict::check(&o, &t);
         assert_eq!(v.failures.len(), 2);
-        let m = v.message(&o, &t);
+        let m = message(&v, &o, &t);
         assert!(
             m.contains("the max kl after the search is 8.0000, above max_divergence = 2.5"),
             "{m}"

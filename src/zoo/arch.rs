@@ -1,10 +1,8 @@
 //! The built-in architectures by name, as configs and metadata name them.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::io::Read;
 use std::path::Path;
-use std::str::FromStr;
 
 use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
@@ -18,189 +16,75 @@ use super::{
 use crate::error::{Error, Result};
 use crate::model::{Classifier, Generator};
 
-/// A built-in architecture.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Arch {
-    /// [`MnistCnn`] with [`MnistCnnConfig::cnn_a`].
-    MnistCnnA,
-    /// [`MnistCnn`] with [`MnistCnnConfig::cnn_b`].
-    MnistCnnB,
-    /// [`MnistMlp`] with the default config (the bagging base learner).
-    MnistMlp,
-    /// [`MnistVae`] with the default config.
-    MnistVae,
-    /// [`MnistVae`] with [`MnistVaeConfig::conditional`].
-    MnistCvae,
-    /// [`AlexNet`], 1000 classes.
-    AlexNet,
-    /// [`GoogLeNet`], 1000 classes, with torchvision's `transform_input`.
-    GoogLeNet,
-    /// [`SqueezeNet`] 1.0, 1000 classes.
-    SqueezeNet1_0,
-    /// [`SqueezeNet`] 1.1, 1000 classes.
-    SqueezeNet1_1,
-    /// [`ResNet`]-18, 1000 classes.
-    ResNet18,
-    /// [`ResNet`]-50, 1000 classes.
-    ResNet50,
-    /// [`ConvNext`] tiny, 1000 classes.
-    ConvNextTiny,
-    /// [`ConvNext`] small, 1000 classes.
-    ConvNextSmall,
-    /// [`ConvNext`] base, 1000 classes.
-    ConvNextBase,
-    /// [`BigGan`], BigGAN-deep at 128 × 128.
-    BigGanDeep128,
-    /// [`BigGan`], BigGAN-deep at 256 × 256.
-    BigGanDeep256,
-    /// [`BigGan`], BigGAN-deep at 512 × 512.
-    BigGanDeep512,
-}
+pub use crate::config::Architecture as Arch;
 
-impl Arch {
-    /// Every architecture.
-    pub const ALL: [Arch; 17] = [
-        Arch::MnistCnnA,
-        Arch::MnistCnnB,
-        Arch::MnistMlp,
-        Arch::MnistVae,
-        Arch::MnistCvae,
-        Arch::AlexNet,
-        Arch::GoogLeNet,
-        Arch::SqueezeNet1_0,
-        Arch::SqueezeNet1_1,
-        Arch::ResNet18,
-        Arch::ResNet50,
-        Arch::ConvNextTiny,
-        Arch::ConvNextSmall,
-        Arch::ConvNextBase,
-        Arch::BigGanDeep128,
-        Arch::BigGanDeep256,
-        Arch::BigGanDeep512,
-    ];
-
-    /// The name configs use: `mnist-cnn-a`, `mnist-cnn-b`, `mnist-mlp`,
-    /// `mnist-vae`, `mnist-cvae`, and torchvision's builder names for the
-    /// ImageNet classifiers (`alexnet`, `googlenet`, `squeezenet1_0`,
-    /// `squeezenet1_1`, `resnet18`, `resnet50`, `convnext_tiny`,
-    /// `convnext_small`, `convnext_base`), and `biggan-deep-128`, `-256`,
-    /// `-512`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Arch::MnistCnnA => "mnist-cnn-a",
-            Arch::MnistCnnB => "mnist-cnn-b",
-            Arch::MnistMlp => "mnist-mlp",
-            Arch::MnistVae => "mnist-vae",
-            Arch::MnistCvae => "mnist-cvae",
-            Arch::AlexNet => "alexnet",
-            Arch::GoogLeNet => "googlenet",
-            Arch::SqueezeNet1_0 => "squeezenet1_0",
-            Arch::SqueezeNet1_1 => "squeezenet1_1",
-            Arch::ResNet18 => "resnet18",
-            Arch::ResNet50 => "resnet50",
-            Arch::ConvNextTiny => "convnext_tiny",
-            Arch::ConvNextSmall => "convnext_small",
-            Arch::ConvNextBase => "convnext_base",
-            Arch::BigGanDeep128 => "biggan-deep-128",
-            Arch::BigGanDeep256 => "biggan-deep-256",
-            Arch::BigGanDeep512 => "biggan-deep-512",
+/// Builds the classifier `arch` from `vb`; an error for a generator.
+pub fn classifier(arch: Arch, vb: VarBuilder) -> candle_core::Result<Box<dyn Classifier>> {
+    Ok(match arch {
+        Arch::MnistCnnA => Box::new(MnistCnn::load(vb, &MnistCnnConfig::cnn_a())?),
+        Arch::MnistCnnB => Box::new(MnistCnn::load(vb, &MnistCnnConfig::cnn_b())?),
+        Arch::MnistMlp => Box::new(MnistMlp::load(vb, &MnistMlpConfig::default())?),
+        Arch::AlexNet => Box::new(AlexNet::load(vb, 1000)?),
+        Arch::GoogLeNet => Box::new(GoogLeNet::load(vb, 1000, true)?),
+        Arch::SqueezeNet1_0 => Box::new(SqueezeNet::load(vb, SqueezeNetVersion::V1_0, 1000)?),
+        Arch::SqueezeNet1_1 => Box::new(SqueezeNet::load(vb, SqueezeNetVersion::V1_1, 1000)?),
+        Arch::ResNet18 => Box::new(ResNet::load(vb, ResNetDepth::R18, 1000)?),
+        Arch::ResNet50 => Box::new(ResNet::load(vb, ResNetDepth::R50, 1000)?),
+        Arch::ConvNextTiny => Box::new(ConvNext::load(vb, ConvNextSize::Tiny, 1000)?),
+        Arch::ConvNextSmall => Box::new(ConvNext::load(vb, ConvNextSize::Small, 1000)?),
+        Arch::ConvNextBase => Box::new(ConvNext::load(vb, ConvNextSize::Base, 1000)?),
+        Arch::MnistVae
+        | Arch::MnistCvae
+        | Arch::BigGanDeep128
+        | Arch::BigGanDeep256
+        | Arch::BigGanDeep512 => {
+            candle_core::bail!("`{arch}` is a generator, not a classifier")
         }
-    }
+    })
+}
 
-    /// Whether it is a generator (else a classifier).
-    pub fn is_generator(self) -> bool {
-        matches!(
-            self,
-            Arch::MnistVae
-                | Arch::MnistCvae
-                | Arch::BigGanDeep128
-                | Arch::BigGanDeep256
-                | Arch::BigGanDeep512
-        )
-    }
+/// Builds the generator `arch` from `vb`; an error for a classifier.
+pub fn generator(arch: Arch, vb: VarBuilder) -> candle_core::Result<Box<dyn Generator>> {
+    generator_with(arch, vb, None)
+}
 
-    /// Builds the classifier from `vb`; an error for a generator.
-    pub fn classifier(self, vb: VarBuilder) -> candle_core::Result<Box<dyn Classifier>> {
-        Ok(match self {
-            Arch::MnistCnnA => Box::new(MnistCnn::load(vb, &MnistCnnConfig::cnn_a())?),
-            Arch::MnistCnnB => Box::new(MnistCnn::load(vb, &MnistCnnConfig::cnn_b())?),
-            Arch::MnistMlp => Box::new(MnistMlp::load(vb, &MnistMlpConfig::default())?),
-            Arch::AlexNet => Box::new(AlexNet::load(vb, 1000)?),
-            Arch::GoogLeNet => Box::new(GoogLeNet::load(vb, 1000, true)?),
-            Arch::SqueezeNet1_0 => Box::new(SqueezeNet::load(vb, SqueezeNetVersion::V1_0, 1000)?),
-            Arch::SqueezeNet1_1 => Box::new(SqueezeNet::load(vb, SqueezeNetVersion::V1_1, 1000)?),
-            Arch::ResNet18 => Box::new(ResNet::load(vb, ResNetDepth::R18, 1000)?),
-            Arch::ResNet50 => Box::new(ResNet::load(vb, ResNetDepth::R50, 1000)?),
-            Arch::ConvNextTiny => Box::new(ConvNext::load(vb, ConvNextSize::Tiny, 1000)?),
-            Arch::ConvNextSmall => Box::new(ConvNext::load(vb, ConvNextSize::Small, 1000)?),
-            Arch::ConvNextBase => Box::new(ConvNext::load(vb, ConvNextSize::Base, 1000)?),
-            Arch::MnistVae
-            | Arch::MnistCvae
-            | Arch::BigGanDeep128
-            | Arch::BigGanDeep256
-            | Arch::BigGanDeep512 => {
-                candle_core::bail!("`{}` is a generator, not a classifier", self.name())
-            }
-        })
+/// [`generator`] with a truncation (BigGAN's, see
+/// [`Arch::takes_truncation`]; default 1, an error for the others: a
+/// config refuses it at its `truncation` key, this check is for callers
+/// from Rust).
+pub fn generator_with(
+    arch: Arch,
+    vb: VarBuilder,
+    truncation: Option<f64>,
+) -> candle_core::Result<Box<dyn Generator>> {
+    if truncation.is_some() && !arch.takes_truncation() {
+        candle_core::bail!("`{arch}` takes no truncation");
     }
-
-    /// Builds the generator from `vb`; an error for a classifier.
-    pub fn generator(self, vb: VarBuilder) -> candle_core::Result<Box<dyn Generator>> {
-        self.generator_with(vb, None)
-    }
-
-    /// [`Arch::generator`] with a truncation (BigGAN's; default 1, an error
-    /// for the others).
-    pub fn generator_with(
-        self,
-        vb: VarBuilder,
-        truncation: Option<f64>,
-    ) -> candle_core::Result<Box<dyn Generator>> {
-        let biggan = |vb, resolution| -> candle_core::Result<Box<dyn Generator>> {
-            let cfg = BigGanConfig::deep(resolution).expect("a BigGAN-deep resolution");
-            Ok(Box::new(BigGan::load(vb, &cfg, truncation.unwrap_or(1.0))?))
-        };
-        if truncation.is_some()
-            && !matches!(
-                self,
-                Arch::BigGanDeep128 | Arch::BigGanDeep256 | Arch::BigGanDeep512
-            )
-        {
-            candle_core::bail!("`{}` takes no truncation", self.name());
+    let biggan = |vb, resolution| -> candle_core::Result<Box<dyn Generator>> {
+        let cfg = BigGanConfig::deep(resolution).expect("a BigGAN-deep resolution");
+        Ok(Box::new(BigGan::load(vb, &cfg, truncation.unwrap_or(1.0))?))
+    };
+    Ok(match arch {
+        Arch::MnistVae => Box::new(MnistVae::load(vb, &MnistVaeConfig::default())?),
+        Arch::MnistCvae => Box::new(MnistVae::load(vb, &MnistVaeConfig::conditional())?),
+        Arch::BigGanDeep128 => biggan(vb, 128)?,
+        Arch::BigGanDeep256 => biggan(vb, 256)?,
+        Arch::BigGanDeep512 => biggan(vb, 512)?,
+        Arch::MnistCnnA
+        | Arch::MnistCnnB
+        | Arch::MnistMlp
+        | Arch::AlexNet
+        | Arch::GoogLeNet
+        | Arch::SqueezeNet1_0
+        | Arch::SqueezeNet1_1
+        | Arch::ResNet18
+        | Arch::ResNet50
+        | Arch::ConvNextTiny
+        | Arch::ConvNextSmall
+        | Arch::ConvNextBase => {
+            candle_core::bail!("`{arch}` is a classifier, not a generator")
         }
-        Ok(match self {
-            Arch::MnistVae => Box::new(MnistVae::load(vb, &MnistVaeConfig::default())?),
-            Arch::MnistCvae => Box::new(MnistVae::load(vb, &MnistVaeConfig::conditional())?),
-            Arch::BigGanDeep128 => biggan(vb, 128)?,
-            Arch::BigGanDeep256 => biggan(vb, 256)?,
-            Arch::BigGanDeep512 => biggan(vb, 512)?,
-            _ => candle_core::bail!("`{}` is a classifier, not a generator", self.name()),
-        })
-    }
-}
-
-impl fmt::Display for Arch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Arch {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        Arch::ALL
-            .into_iter()
-            .find(|a| a.name() == s)
-            .ok_or_else(|| {
-                let names: Vec<&str> = Arch::ALL.iter().map(|a| a.name()).collect();
-                Error::setting(
-                    "arch",
-                    format!("{s:?}"),
-                    format!("one of {}", names.join(", ")),
-                )
-            })
-    }
+    })
 }
 
 /// Loads a model from a safetensors file, naming the file and the model in

@@ -2,8 +2,9 @@
 //! from a `VarBuilder`, and `Module::forward`: the MNIST fixtures' CNNs,
 //! MLP and (conditional) VAE, and the paper's ImageNet classifiers with
 //! torchvision's tensor names (AlexNet, GoogLeNet, SqueezeNet 1.0/1.1,
-//! ResNet-18/50, ConvNeXt tiny/small/base). [`Arch`] names them as configs
-//! do.
+//! ResNet-18/50, ConvNeXt tiny/small/base). [`Arch`] (the config's
+//! `Architecture`) names them; [`classifier`] and [`generator_with`] build
+//! them.
 //!
 //! Every architecture here is built from ops whose backward pass is right
 //! (max-pooling by reshape + `max`, see [`max_pool2x2`]) and passes the
@@ -42,7 +43,7 @@ mod resnet;
 mod squeezenet;
 
 pub use alexnet::AlexNet;
-pub use arch::{load_file, Arch};
+pub use arch::{classifier, generator, generator_with, load_file, Arch};
 pub use biggan::{BigGan, BigGanConfig};
 pub use convnext::{ConvNext, ConvNextSize};
 pub use googlenet::GoogLeNet;

@@ -41,15 +41,6 @@ impl Cx<'_> {
             path: &path,
         };
         let name = self.entry_name(&entry, "tournament", config);
-        if let (Some(n), Some(v)) = (&name, get("name")) {
-            if let Some(first) = config.tournaments.iter().find(|t| t.name == *n) {
-                let message = format!(
-                    "duplicate tournament name `{n}` (first at line {})",
-                    first.line
-                );
-                self.err(v.span(), &format!("{path}.name"), message);
-            }
-        }
         let models = self.entry_classifiers(&entry, "models", config, "classifiers to rank");
         if models.len() == 2 {
             let v = get("models").expect("read above");
