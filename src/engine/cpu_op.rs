@@ -86,20 +86,20 @@ fn f32s<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> candle_core::Result<&'a 
 }
 
 /// NHWC values in PyTorch's per-sample order (C, H, W).
-fn to_logical(x: &Arc<Vec<f32>>, d: Dims) -> Arc<Vec<f32>> {
+fn to_logical(x: Arc<Vec<f32>>, d: Dims) -> Arc<Vec<f32>> {
     if d.spatial && d.h * d.w > 1 && d.c > 1 {
-        Arc::new(transpose(x, d.b, d.h * d.w, d.c))
+        Arc::new(transpose(&x, d.b, d.h * d.w, d.c))
     } else {
-        Arc::clone(x)
+        x
     }
 }
 
 /// The inverse of [`to_logical`].
-fn from_logical(x: &Arc<Vec<f32>>, d: Dims) -> Arc<Vec<f32>> {
+fn from_logical(x: Arc<Vec<f32>>, d: Dims) -> Arc<Vec<f32>> {
     if d.spatial && d.h * d.w > 1 && d.c > 1 {
-        Arc::new(transpose(x, d.b, d.c, d.h * d.w))
+        Arc::new(transpose(&x, d.b, d.c, d.h * d.w))
     } else {
-        Arc::clone(x)
+        x
     }
 }
 
@@ -186,13 +186,13 @@ fn run_kernel(
             fresh(pool::adaptive_avg(x, d, *oh, *ow, false), o)
         }
         Kernel::Flatten => Ok((
-            to_logical(x, d),
+            to_logical(Arc::clone(x), d),
             Dims::flat(d.b, d.per_sample()),
             Kept::Nothing,
         )),
         Kernel::Reshape(dims) => {
             let o = reshaped(d, dims)?;
-            Ok((from_logical(&to_logical(x, d), o), o, Kept::Nothing))
+            Ok((from_logical(to_logical(Arc::clone(x), d), o), o, Kept::Nothing))
         }
         Kernel::Concat => {
             let pixels = d.b * d.h * d.w;
@@ -260,8 +260,7 @@ fn kernel_backward(step: &Step, g: Vec<f32>, r: &Record) -> candle_core::Result<
             }
         }
         (Kernel::Flatten | Kernel::Reshape(_), _) => {
-            let g = Arc::new(g);
-            let g = from_logical(&to_logical(&g, r.out), d);
+            let g = from_logical(to_logical(Arc::new(g), r.out), d);
             vec![Arc::try_unwrap(g).unwrap_or_else(|g| g.as_ref().clone())]
         }
         (Kernel::Concat, _) => {
@@ -394,7 +393,7 @@ impl CustomOp1 for NetOp {
             x.to_vec()
         };
         let (y, o) = self.run_forward(x, d)?;
-        let y = Arc::try_unwrap(to_logical(&y, o)).unwrap_or_else(|y| y.as_ref().clone());
+        let y = Arc::try_unwrap(to_logical(y, o)).unwrap_or_else(|y| y.as_ref().clone());
         let shape = if o.spatial {
             Shape::from((o.b, o.c, o.h, o.w))
         } else {
@@ -412,10 +411,10 @@ impl CustomOp1 for NetOp {
             candle_core::bail!("{}: unexpected shapes", self.name())
         };
         let g = Arc::new(grad.contiguous()?.flatten_all()?.to_vec1::<f32>()?);
-        let g = Arc::try_unwrap(from_logical(&g, o)).unwrap_or_else(|g| g.as_ref().clone());
+        let g = Arc::try_unwrap(from_logical(g, o)).unwrap_or_else(|g| g.as_ref().clone());
         let dx = Arc::new(self.run_backward(g, tape)?);
         let dx = if dx.len() == d.len() {
-            Arc::try_unwrap(to_logical(&dx, d)).unwrap_or_else(|g| g.as_ref().clone())
+            Arc::try_unwrap(to_logical(dx, d)).unwrap_or_else(|g| g.as_ref().clone())
         } else {
             vec![0.0; d.len()]
         };
