@@ -48,6 +48,7 @@ mod tests;
 pub use net::{Activation, Net, NetBuilder, NodeId};
 
 pub(crate) use cpu_op::take_kept_bytes;
+pub(crate) use kernels::pool::{adaptive_range, pool_len};
 
 use crate::error::{Error, Result};
 
