@@ -19,7 +19,7 @@ pub(crate) fn activation(x: &Tensor, a: Activation) -> candle_core::Result<Tenso
         // and passes the gradient at exactly 0 (its backward masks with
         // x ≥ 0); the mask here is a constant, so the gradient is [x > 0]
         // and a NaN stays NaN (NaN · 0).
-        Activation::Relu => x.mul(&x.gt(&x.zeros_like()?)?.to_dtype(x.dtype())?),
+        Activation::Relu => x.mul(&x.gt(0f32)?.to_dtype(x.dtype())?),
         Activation::Sigmoid => candle_nn::ops::sigmoid(x),
         Activation::Tanh => x.tanh(),
         Activation::GeluErf => x.gelu_erf(),

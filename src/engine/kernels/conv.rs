@@ -20,9 +20,10 @@ pub(crate) struct ConvK {
     dil: usize,
     groups: usize,
     /// `[cout, kh, kw, cin_g]`: group g's matrix `[cout_g, K]` at row
-    /// g·cout_g, K = kh·kw·cin_g in (ky, kx, ci) order.
+    /// g·cout_g, K = kh·kw·cin_g in (ky, kx, ci) order (empty for a
+    /// depthwise conv, which reads `dw`).
     w: Vec<f32>,
-    /// For a depthwise conv: `[kh·kw, C]`.
+    /// For a depthwise conv: `[kh·kw, C]` (else empty).
     dw: Vec<f32>,
     bias: Vec<f32>,
 }
@@ -86,6 +87,7 @@ impl ConvK {
         (self.kh, self.kw, self.stride, self.pad) == (1, 1, 1, 0)
     }
 
+    /// A depthwise conv's weights to `dw` (the only copy kept).
     fn relayout(&mut self) {
         if self.depthwise() {
             let (c, kk) = (self.cout, self.kh * self.kw);
@@ -95,6 +97,7 @@ impl ConvK {
                     self.dw[p * c + ch] = self.w[ch * kk + p];
                 }
             }
+            self.w = Vec::new();
         }
     }
 
@@ -104,12 +107,19 @@ impl ConvK {
         if scale.len() != self.cout || shift.len() != self.cout {
             return false;
         }
-        let per = self.w.len() / self.cout;
-        for (o, row) in self.w.chunks_mut(per).enumerate() {
-            row.iter_mut().for_each(|v| *v *= scale[o]);
-            self.bias[o] = self.bias[o] * scale[o] + shift[o];
+        if self.depthwise() {
+            for px in self.dw.chunks_mut(self.cout) {
+                px.iter_mut().zip(scale).for_each(|(v, s)| *v *= s);
+            }
+        } else {
+            let per = self.w.len() / self.cout;
+            for (o, row) in self.w.chunks_mut(per).enumerate() {
+                row.iter_mut().for_each(|v| *v *= scale[o]);
+            }
         }
-        self.relayout();
+        for (o, b) in self.bias.iter_mut().enumerate() {
+            *b = *b * scale[o] + shift[o];
+        }
         true
     }
 
