@@ -155,7 +155,7 @@ fn run_kernel(
                 view_mut(&mut y, 0, rows, *nout, *nout),
                 0.0,
             );
-            ew::affine(&mut y, &vec![1.0; *nout], bias);
+            ew::add_bias(&mut y, bias);
             fresh(y, Dims { c: *nout, ..d })
         }
         Kernel::Affine { scale, shift } => {
@@ -247,7 +247,7 @@ fn kernel_backward(step: &Step, g: Vec<f32>, r: &Record) -> candle_core::Result<
         }
         (Kernel::Affine { scale, .. }, _) => {
             let mut g = g;
-            ew::affine(&mut g, scale, &vec![0.0; scale.len()]);
+            ew::scale(&mut g, scale);
             vec![g]
         }
         (Kernel::Act, _) => vec![g],

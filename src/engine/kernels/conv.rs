@@ -185,11 +185,7 @@ impl ConvK {
                 });
             }
         }
-        out.par_chunks_mut(self.cout * 64).for_each(|rows| {
-            for row in rows.chunks_mut(self.cout) {
-                row.iter_mut().zip(&self.bias).for_each(|(v, b)| *v += b);
-            }
-        });
+        super::elementwise::add_bias(&mut out, &self.bias);
         Ok(out)
     }
 

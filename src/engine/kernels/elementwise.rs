@@ -41,6 +41,26 @@ pub(crate) fn affine(x: &mut [f32], scale: &[f32], shift: &[f32]) {
     });
 }
 
+/// `x + bias` per channel (`c` = the bias's length), in place.
+pub(crate) fn add_bias(x: &mut [f32], bias: &[f32]) {
+    let c = bias.len();
+    x.par_chunks_mut(c * (TASK / c).max(1)).for_each(|rows| {
+        for px in rows.chunks_mut(c) {
+            px.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
+        }
+    });
+}
+
+/// `x · scale` per channel (`c` = the scale's length), in place.
+pub(crate) fn scale(x: &mut [f32], scale: &[f32]) {
+    let c = scale.len();
+    x.par_chunks_mut(c * (TASK / c).max(1)).for_each(|rows| {
+        for px in rows.chunks_mut(c) {
+            px.iter_mut().zip(scale).for_each(|(v, s)| *v *= s);
+        }
+    });
+}
+
 /// Per-pixel rows `[pixels, c_i]` side by side: `[pixels, Σ c_i]`.
 pub(crate) fn concat(xs: &[(&[f32], usize)], pixels: usize) -> Vec<f32> {
     let total: usize = xs.iter().map(|(_, c)| c).sum();
