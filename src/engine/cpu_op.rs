@@ -192,7 +192,11 @@ fn run_kernel(
         )),
         Kernel::Reshape(dims) => {
             let o = reshaped(d, dims)?;
-            Ok((from_logical(to_logical(Arc::clone(x), d), o), o, Kept::Nothing))
+            Ok((
+                from_logical(to_logical(Arc::clone(x), d), o),
+                o,
+                Kept::Nothing,
+            ))
         }
         Kernel::Concat => {
             let pixels = d.b * d.h * d.w;

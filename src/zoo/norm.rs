@@ -37,7 +37,11 @@ impl BatchNorm {
 impl BatchNorm {
     /// `x · scale + shift` per channel (dim 1) of `[B, C, …]`, `[C]` each:
     /// this layer's forward, and the engine's reference for an affine node.
-    pub(crate) fn affine(x: &Tensor, scale: &Tensor, shift: &Tensor) -> candle_core::Result<Tensor> {
+    pub(crate) fn affine(
+        x: &Tensor,
+        scale: &Tensor,
+        shift: &Tensor,
+    ) -> candle_core::Result<Tensor> {
         let mut shape = vec![1; x.rank()];
         shape[1] = scale.dim(0)?;
         x.broadcast_mul(&scale.reshape(shape.clone())?)?
