@@ -1,7 +1,8 @@
 //! A [`Net`](super::Net) compiled for the CPU kernels: weights in the
 //! kernels' layouts, batch norms folded into the convs before them, and
 //! activations attached to the op that produces their input (one step and
-//! one value slot; the activation is still its own pass over the output).
+//! one value slot; convs and dense layers apply it with their bias, per
+//! chunk while the output is in cache).
 
 use candle_core::{DType, Tensor};
 

@@ -133,18 +133,24 @@ fn check_dense(d: Dims, nin: usize) -> candle_core::Result<()> {
     Ok(())
 }
 
-/// Runs one step's kernel: its output, dims and what its backward needs.
+/// A kernel's output with the step's activation applied: its input where
+/// the activation's gradient needs it (GELU), else empty.
+struct Fused(Vec<f32>);
+
+/// Runs one step's kernel: its output, dims and what its backward needs,
+/// and [`Fused`] where the kernel applied the step's activation itself
+/// (conv and dense, with their bias).
 fn run_kernel(
     step: &Step,
     xs: &[&Arc<Vec<f32>>],
     ds: &[Dims],
-) -> candle_core::Result<(Arc<Vec<f32>>, Dims, Kept)> {
+) -> candle_core::Result<(Arc<Vec<f32>>, Dims, Kept, Option<Fused>)> {
     let (x, d) = (xs[0], ds[0]);
-    let fresh = |v: Vec<f32>, o: Dims| -> candle_core::Result<(Arc<Vec<f32>>, Dims, Kept)> {
-        Ok((Arc::new(v), o, Kept::Nothing))
-    };
-    match &step.kernel {
-        Kernel::Conv(k) => fresh(k.forward(x, d)?, k.out_dims(d)?),
+    let (y, o, kept) = match &step.kernel {
+        Kernel::Conv(k) => {
+            let (y, pre) = k.forward(x, d, step.act)?;
+            return Ok((Arc::new(y), k.out_dims(d)?, Kept::Nothing, Some(Fused(pre))));
+        }
         Kernel::Dense { nin, nout, w, bias } => {
             check_dense(d, *nin)?;
             let rows = d.b * d.h * d.w;
@@ -155,8 +161,13 @@ fn run_kernel(
                 view_mut(&mut y, 0, rows, *nout, *nout),
                 0.0,
             );
-            ew::add_bias(&mut y, bias);
-            fresh(y, Dims { c: *nout, ..d })
+            let mut pre = match step.act {
+                Some(a) if !grad_from_output(a) => vec![0f32; y.len()],
+                _ => Vec::new(),
+            };
+            ew::bias_act(&mut y, bias, step.act, &mut pre);
+            let o = Dims { c: *nout, ..d };
+            return Ok((Arc::new(y), o, Kept::Nothing, Some(Fused(pre))));
         }
         Kernel::Affine { scale, shift } => {
             if d.c != scale.len() {
@@ -164,12 +175,12 @@ fn run_kernel(
             }
             let mut y = x.to_vec();
             ew::affine(&mut y, scale, shift);
-            fresh(y, d)
+            (Arc::new(y), d, Kept::Nothing)
         }
-        Kernel::Act => fresh(x.to_vec(), d),
+        Kernel::Act => (Arc::new(x.to_vec()), d, Kept::Nothing),
         Kernel::MaxPool { k, s, p, ceil } => {
             let (y, o, arg) = pool::max_pool(x, d, [*k, *s, *p], *ceil)?;
-            Ok((Arc::new(y), o, Kept::Argmax(arg)))
+            (Arc::new(y), o, Kept::Argmax(arg))
         }
         Kernel::AdaptiveAvgPool { oh, ow } => {
             if !d.spatial {
@@ -181,22 +192,26 @@ fn run_kernel(
                 ..d
             };
             if (d.h, d.w) == (*oh, *ow) {
-                return Ok((Arc::clone(x), o, Kept::Nothing));
+                return Ok((Arc::clone(x), o, Kept::Nothing, None));
             }
-            fresh(pool::adaptive_avg(x, d, *oh, *ow, false), o)
+            (
+                Arc::new(pool::adaptive_avg(x, d, *oh, *ow, false)),
+                o,
+                Kept::Nothing,
+            )
         }
-        Kernel::Flatten => Ok((
+        Kernel::Flatten => (
             to_logical(Arc::clone(x), d),
             Dims::flat(d.b, d.per_sample()),
             Kept::Nothing,
-        )),
+        ),
         Kernel::Reshape(dims) => {
             let o = reshaped(d, dims)?;
-            Ok((
+            (
                 from_logical(to_logical(Arc::clone(x), d), o),
                 o,
                 Kept::Nothing,
-            ))
+            )
         }
         Kernel::Concat => {
             let pixels = d.b * d.h * d.w;
@@ -212,7 +227,11 @@ fn run_kernel(
                 .map(|(x, e)| (x.as_slice(), e.c))
                 .collect();
             let c = ds.iter().map(|e| e.c).sum();
-            fresh(ew::concat(&parts, pixels), Dims { c, ..d })
+            (
+                Arc::new(ew::concat(&parts, pixels)),
+                Dims { c, ..d },
+                Kept::Nothing,
+            )
         }
         Kernel::Add => {
             if ds[1] != d {
@@ -220,16 +239,17 @@ fn run_kernel(
             }
             let mut y = x.to_vec();
             ew::add_into(&mut y, xs[1]);
-            fresh(y, d)
+            (Arc::new(y), d, Kept::Nothing)
         }
         Kernel::LayerNorm { w, b, eps } => {
             if d.c != w.len() {
                 candle_core::bail!("layer_norm: {} channels, expected {}", d.c, w.len());
             }
             let (y, xhat, rstd) = ew::layer_norm(x, d.c, w, b, *eps);
-            Ok((Arc::new(y), d, Kept::Norm(xhat, rstd)))
+            (Arc::new(y), d, Kept::Norm(xhat, rstd))
         }
-    }
+    };
+    Ok((y, o, kept, None))
 }
 
 /// The gradients of a step's inputs from `g`, the gradient of its output
@@ -301,10 +321,15 @@ impl NetOp {
                 .map(|&s| values[s].as_ref().expect("a value before its last use"))
                 .collect();
             let ds: Vec<Dims> = step.inputs.iter().map(|&s| dims[s]).collect();
-            let (y, out, kernel) = run_kernel(step, &xs, &ds)?;
-            let (y, act) = match step.act {
-                None => (y, Kept::Nothing),
-                Some(a) => {
+            let (y, out, kernel, fused) = run_kernel(step, &xs, &ds)?;
+            let (y, act) = match (step.act, fused) {
+                (None, _) => (y, Kept::Nothing),
+                (Some(_), Some(Fused(pre))) if !pre.is_empty() => (y, Kept::Input(pre)),
+                (Some(_), Some(Fused(_))) => {
+                    let kept = Kept::Output(Arc::clone(&y));
+                    (y, kept)
+                }
+                (Some(a), None) => {
                     let mut y = Arc::try_unwrap(y).unwrap_or_else(|y| y.as_ref().clone());
                     let pre = ew::apply_act(a, &mut y);
                     let y = Arc::new(y);

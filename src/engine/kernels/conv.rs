@@ -6,7 +6,8 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
-use super::{gemm, view, view_mut, Dims};
+use super::elementwise::bias_act;
+use super::{gemm, grad_from_output, view, view_mut, Activation, Dims};
 
 /// A compiled convolution.
 #[derive(Debug)]
@@ -154,18 +155,32 @@ impl ConvK {
         (COLS_LIMIT / per.max(1)).clamp(1, o.b.max(1))
     }
 
-    /// `conv(x) + bias` of NHWC `x` with dims `d`.
-    pub(crate) fn forward(&self, x: &[f32], d: Dims) -> candle_core::Result<Vec<f32>> {
+    /// `act(conv(x) + bias)` of NHWC `x` with dims `d`, the bias and the
+    /// activation applied to each chunk right after its products; also
+    /// `conv(x) + bias` where the activation's gradient needs its input
+    /// (GELU), else empty.
+    pub(crate) fn forward(
+        &self,
+        x: &[f32],
+        d: Dims,
+        act: Option<Activation>,
+    ) -> candle_core::Result<(Vec<f32>, Vec<f32>)> {
         let o = self.out_dims(d)?;
         let mut out = vec![0f32; o.len()];
+        let mut pre = match act {
+            Some(a) if !grad_from_output(a) => vec![0f32; o.len()],
+            _ => Vec::new(),
+        };
         if self.depthwise() {
             self.depthwise_forward(x, d, o, &mut out);
+            bias_act(&mut out, &self.bias, act, &mut pre);
         } else {
             let per = self.per_chunk(o);
             let (kk, cout_g) = (self.kh * self.kw * self.cin_g, self.cout / self.groups);
-            for (xs, os) in x
+            for (i, (xs, os)) in x
                 .chunks(per * d.per_sample())
                 .zip(out.chunks_mut(per * o.per_sample()))
+                .enumerate()
             {
                 let n = xs.len() / d.per_sample();
                 let rows = n * o.h * o.w;
@@ -183,10 +198,15 @@ impl ConvK {
                         gemm(view(a, g * kk, rows, kk, rs), wg.t(), c, 0.0);
                     }
                 });
+                let pre = if pre.is_empty() {
+                    &mut [][..]
+                } else {
+                    &mut pre[i * per * o.per_sample()..][..os.len()]
+                };
+                bias_act(os, &self.bias, act, pre);
             }
         }
-        super::elementwise::add_bias(&mut out, &self.bias);
-        Ok(out)
+        Ok((out, pre))
     }
 
     /// The gradient of the input (dims `d`) from `g`, the gradient of the
