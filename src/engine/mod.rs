@@ -18,9 +18,10 @@
 //!   and one matrix product per group (a 1×1 stride-1 conv multiplies the
 //!   input directly, a depthwise conv runs its own loop), batch norm folded
 //!   into the preceding conv once, each activation fused into the step
-//!   that produces its input (a conv or dense layer adds its bias and
-//!   applies its activation to each chunk of output right after that
-//!   chunk's products, while it is in cache), and a
+//!   that produces its input (a conv adds its bias and applies its
+//!   activation to each chunk of output right after that chunk's
+//!   products, while it is in cache; a dense layer in one pass after its
+//!   product), and a
 //!   backward pass **to the input only**: no
 //!   weight gradient is ever computed, and the forward keeps only what the
 //!   backward needs (a ReLU's output, a max-pool's argmax, a LayerNorm's
