@@ -40,11 +40,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() -> Result<()> {
-    // candle 0.11 reads /proc/cpuinfo on every matmul without it.
-    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
-        let n = candle_core::utils::get_num_threads();
-        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
-    }
+    gevaldi::fix_thread_count();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let no_candle = args.iter().any(|a| a == "--no-candle");
     let mut nums = args.iter().filter_map(|a| a.parse::<usize>().ok());

@@ -1,6 +1,8 @@
 //! A [`Net`](super::Net) compiled for the CPU kernels: weights in the
 //! kernels' layouts, batch norms folded into the convs before them, and
-//! activations fused into the op that produces their input.
+//! activations attached to the op that produces their input (one step and
+//! one value slot; convs and dense layers apply it in the pass that adds
+//! their bias).
 
 use candle_core::{DType, Tensor};
 

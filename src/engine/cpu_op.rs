@@ -86,20 +86,20 @@ fn f32s<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> candle_core::Result<&'a 
 }
 
 /// NHWC values in PyTorch's per-sample order (C, H, W).
-fn to_logical(x: &Arc<Vec<f32>>, d: Dims) -> Arc<Vec<f32>> {
+fn to_logical(x: Arc<Vec<f32>>, d: Dims) -> Arc<Vec<f32>> {
     if d.spatial && d.h * d.w > 1 && d.c > 1 {
-        Arc::new(transpose(x, d.b, d.h * d.w, d.c))
+        Arc::new(transpose(&x, d.b, d.h * d.w, d.c))
     } else {
-        Arc::clone(x)
+        x
     }
 }
 
 /// The inverse of [`to_logical`].
-fn from_logical(x: &Arc<Vec<f32>>, d: Dims) -> Arc<Vec<f32>> {
+fn from_logical(x: Arc<Vec<f32>>, d: Dims) -> Arc<Vec<f32>> {
     if d.spatial && d.h * d.w > 1 && d.c > 1 {
-        Arc::new(transpose(x, d.b, d.c, d.h * d.w))
+        Arc::new(transpose(&x, d.b, d.c, d.h * d.w))
     } else {
-        Arc::clone(x)
+        x
     }
 }
 
@@ -133,18 +133,24 @@ fn check_dense(d: Dims, nin: usize) -> candle_core::Result<()> {
     Ok(())
 }
 
-/// Runs one step's kernel: its output, dims and what its backward needs.
+/// A kernel's output with the step's activation applied: its input where
+/// the activation's gradient needs it (GELU), else empty.
+struct Fused(Vec<f32>);
+
+/// Runs one step's kernel: its output, dims and what its backward needs,
+/// and [`Fused`] where the kernel applied the step's activation itself
+/// (conv and dense, with their bias).
 fn run_kernel(
     step: &Step,
     xs: &[&Arc<Vec<f32>>],
     ds: &[Dims],
-) -> candle_core::Result<(Arc<Vec<f32>>, Dims, Kept)> {
+) -> candle_core::Result<(Arc<Vec<f32>>, Dims, Kept, Option<Fused>)> {
     let (x, d) = (xs[0], ds[0]);
-    let fresh = |v: Vec<f32>, o: Dims| -> candle_core::Result<(Arc<Vec<f32>>, Dims, Kept)> {
-        Ok((Arc::new(v), o, Kept::Nothing))
-    };
-    match &step.kernel {
-        Kernel::Conv(k) => fresh(k.forward(x, d)?, k.out_dims(d)?),
+    let (y, o, kept) = match &step.kernel {
+        Kernel::Conv(k) => {
+            let (y, pre) = k.forward(x, d, step.act)?;
+            return Ok((Arc::new(y), k.out_dims(d)?, Kept::Nothing, Some(Fused(pre))));
+        }
         Kernel::Dense { nin, nout, w, bias } => {
             check_dense(d, *nin)?;
             let rows = d.b * d.h * d.w;
@@ -155,8 +161,13 @@ fn run_kernel(
                 view_mut(&mut y, 0, rows, *nout, *nout),
                 0.0,
             );
-            ew::affine(&mut y, &vec![1.0; *nout], bias);
-            fresh(y, Dims { c: *nout, ..d })
+            let mut pre = match step.act {
+                Some(a) if !grad_from_output(a) => vec![0f32; y.len()],
+                _ => Vec::new(),
+            };
+            ew::bias_act(&mut y, bias, step.act, &mut pre);
+            let o = Dims { c: *nout, ..d };
+            return Ok((Arc::new(y), o, Kept::Nothing, Some(Fused(pre))));
         }
         Kernel::Affine { scale, shift } => {
             if d.c != scale.len() {
@@ -164,12 +175,12 @@ fn run_kernel(
             }
             let mut y = x.to_vec();
             ew::affine(&mut y, scale, shift);
-            fresh(y, d)
+            (Arc::new(y), d, Kept::Nothing)
         }
-        Kernel::Act => fresh(x.to_vec(), d),
+        Kernel::Act => (Arc::new(x.to_vec()), d, Kept::Nothing),
         Kernel::MaxPool { k, s, p, ceil } => {
             let (y, o, arg) = pool::max_pool(x, d, [*k, *s, *p], *ceil)?;
-            Ok((Arc::new(y), o, Kept::Argmax(arg)))
+            (Arc::new(y), o, Kept::Argmax(arg))
         }
         Kernel::AdaptiveAvgPool { oh, ow } => {
             if !d.spatial {
@@ -181,18 +192,26 @@ fn run_kernel(
                 ..d
             };
             if (d.h, d.w) == (*oh, *ow) {
-                return Ok((Arc::clone(x), o, Kept::Nothing));
+                return Ok((Arc::clone(x), o, Kept::Nothing, None));
             }
-            fresh(pool::adaptive_avg(x, d, *oh, *ow, false), o)
+            (
+                Arc::new(pool::adaptive_avg(x, d, *oh, *ow, false)),
+                o,
+                Kept::Nothing,
+            )
         }
-        Kernel::Flatten => Ok((
-            to_logical(x, d),
+        Kernel::Flatten => (
+            to_logical(Arc::clone(x), d),
             Dims::flat(d.b, d.per_sample()),
             Kept::Nothing,
-        )),
+        ),
         Kernel::Reshape(dims) => {
             let o = reshaped(d, dims)?;
-            Ok((from_logical(&to_logical(x, d), o), o, Kept::Nothing))
+            (
+                from_logical(to_logical(Arc::clone(x), d), o),
+                o,
+                Kept::Nothing,
+            )
         }
         Kernel::Concat => {
             let pixels = d.b * d.h * d.w;
@@ -208,7 +227,11 @@ fn run_kernel(
                 .map(|(x, e)| (x.as_slice(), e.c))
                 .collect();
             let c = ds.iter().map(|e| e.c).sum();
-            fresh(ew::concat(&parts, pixels), Dims { c, ..d })
+            (
+                Arc::new(ew::concat(&parts, pixels)),
+                Dims { c, ..d },
+                Kept::Nothing,
+            )
         }
         Kernel::Add => {
             if ds[1] != d {
@@ -216,16 +239,17 @@ fn run_kernel(
             }
             let mut y = x.to_vec();
             ew::add_into(&mut y, xs[1]);
-            fresh(y, d)
+            (Arc::new(y), d, Kept::Nothing)
         }
         Kernel::LayerNorm { w, b, eps } => {
             if d.c != w.len() {
                 candle_core::bail!("layer_norm: {} channels, expected {}", d.c, w.len());
             }
             let (y, xhat, rstd) = ew::layer_norm(x, d.c, w, b, *eps);
-            Ok((Arc::new(y), d, Kept::Norm(xhat, rstd)))
+            (Arc::new(y), d, Kept::Norm(xhat, rstd))
         }
-    }
+    };
+    Ok((y, o, kept, None))
 }
 
 /// The gradients of a step's inputs from `g`, the gradient of its output
@@ -247,7 +271,7 @@ fn kernel_backward(step: &Step, g: Vec<f32>, r: &Record) -> candle_core::Result<
         }
         (Kernel::Affine { scale, .. }, _) => {
             let mut g = g;
-            ew::affine(&mut g, scale, &vec![0.0; scale.len()]);
+            ew::scale(&mut g, scale);
             vec![g]
         }
         (Kernel::Act, _) => vec![g],
@@ -260,8 +284,7 @@ fn kernel_backward(step: &Step, g: Vec<f32>, r: &Record) -> candle_core::Result<
             }
         }
         (Kernel::Flatten | Kernel::Reshape(_), _) => {
-            let g = Arc::new(g);
-            let g = from_logical(&to_logical(&g, r.out), d);
+            let g = from_logical(to_logical(Arc::new(g), r.out), d);
             vec![Arc::try_unwrap(g).unwrap_or_else(|g| g.as_ref().clone())]
         }
         (Kernel::Concat, _) => {
@@ -298,10 +321,15 @@ impl NetOp {
                 .map(|&s| values[s].as_ref().expect("a value before its last use"))
                 .collect();
             let ds: Vec<Dims> = step.inputs.iter().map(|&s| dims[s]).collect();
-            let (y, out, kernel) = run_kernel(step, &xs, &ds)?;
-            let (y, act) = match step.act {
-                None => (y, Kept::Nothing),
-                Some(a) => {
+            let (y, out, kernel, fused) = run_kernel(step, &xs, &ds)?;
+            let (y, act) = match (step.act, fused) {
+                (None, _) => (y, Kept::Nothing),
+                (Some(_), Some(Fused(pre))) if !pre.is_empty() => (y, Kept::Input(pre)),
+                (Some(_), Some(Fused(_))) => {
+                    let kept = Kept::Output(Arc::clone(&y));
+                    (y, kept)
+                }
+                (Some(a), None) => {
                     let mut y = Arc::try_unwrap(y).unwrap_or_else(|y| y.as_ref().clone());
                     let pre = ew::apply_act(a, &mut y);
                     let y = Arc::new(y);
@@ -394,7 +422,7 @@ impl CustomOp1 for NetOp {
             x.to_vec()
         };
         let (y, o) = self.run_forward(x, d)?;
-        let y = Arc::try_unwrap(to_logical(&y, o)).unwrap_or_else(|y| y.as_ref().clone());
+        let y = Arc::try_unwrap(to_logical(y, o)).unwrap_or_else(|y| y.as_ref().clone());
         let shape = if o.spatial {
             Shape::from((o.b, o.c, o.h, o.w))
         } else {
@@ -412,10 +440,10 @@ impl CustomOp1 for NetOp {
             candle_core::bail!("{}: unexpected shapes", self.name())
         };
         let g = Arc::new(grad.contiguous()?.flatten_all()?.to_vec1::<f32>()?);
-        let g = Arc::try_unwrap(from_logical(&g, o)).unwrap_or_else(|g| g.as_ref().clone());
+        let g = Arc::try_unwrap(from_logical(g, o)).unwrap_or_else(|g| g.as_ref().clone());
         let dx = Arc::new(self.run_backward(g, tape)?);
         let dx = if dx.len() == d.len() {
-            Arc::try_unwrap(to_logical(&dx, d)).unwrap_or_else(|g| g.as_ref().clone())
+            Arc::try_unwrap(to_logical(dx, d)).unwrap_or_else(|g| g.as_ref().clone())
         } else {
             vec![0.0; d.len()]
         };

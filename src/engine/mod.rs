@@ -17,8 +17,12 @@
 //!   `CustomOp1`: activations channels-last (NHWC), convolutions as im2col
 //!   and one matrix product per group (a 1×1 stride-1 conv multiplies the
 //!   input directly, a depthwise conv runs its own loop), batch norm folded
-//!   into the preceding conv once, biases and activations applied while the
-//!   output is in cache, and a backward pass **to the input only**: no
+//!   into the preceding conv once, each activation fused into the step
+//!   that produces its input (a conv adds its bias and applies its
+//!   activation to each chunk of output right after that chunk's
+//!   products, while it is in cache; a dense layer in one pass after its
+//!   product), and a
+//!   backward pass **to the input only**: no
 //!   weight gradient is ever computed, and the forward keeps only what the
 //!   backward needs (a ReLU's output, a max-pool's argmax, a LayerNorm's
 //!   normalised input). The network is compiled for it on first use.
@@ -48,6 +52,7 @@ mod tests;
 pub use net::{Activation, Net, NetBuilder, NodeId};
 
 pub(crate) use cpu_op::take_kept_bytes;
+pub(crate) use kernels::pool::{adaptive_range, pool_len};
 
 use crate::error::{Error, Result};
 

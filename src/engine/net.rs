@@ -250,13 +250,16 @@ pub struct Net {
 impl Net {
     /// Whether the CPU engine runs this network on `x`.
     pub fn uses_cpu_engine(&self, x: &Tensor) -> bool {
-        x.device().is_cpu()
-            && x.dtype() == DType::F32
-            && Engine::current() == Engine::Auto
-            && self.program().is_some()
+        self.cpu_program(x, Engine::current()).is_some()
     }
 
-    fn program(&self) -> Option<&Arc<Program>> {
+    /// The program the CPU engine runs `x` with under `engine`: the cheap
+    /// checks (device, dtype, engine) first, compiling (a copy of every
+    /// weight) only where they pass.
+    fn cpu_program(&self, x: &Tensor, engine: Engine) -> Option<&Arc<Program>> {
+        if !x.device().is_cpu() || x.dtype() != DType::F32 || engine != Engine::Auto {
+            return None;
+        }
         self.program
             .get_or_init(|| Program::compile(&self.nodes).map(Arc::new))
             .as_ref()
@@ -266,19 +269,53 @@ impl Net {
     pub fn forward_candle(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         super::reference::forward(&self.nodes, x)
     }
+
+    /// [`Module::forward`] under `engine`.
+    fn forward_with(&self, x: &Tensor, engine: Engine) -> candle_core::Result<Tensor> {
+        match self.cpu_program(x, engine) {
+            Some(p) => super::cpu_op::forward(p, x),
+            None => self.forward_candle(x),
+        }
+    }
+
+    /// Whether the program has been compiled (tests).
+    #[cfg(test)]
+    pub(crate) fn is_compiled(&self) -> bool {
+        self.program.get().is_some()
+    }
 }
 
 impl Module for Net {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        match self.program() {
-            Some(p)
-                if x.device().is_cpu()
-                    && x.dtype() == DType::F32
-                    && Engine::current() == Engine::Auto =>
-            {
-                super::cpu_op::forward(p, x)
-            }
-            _ => self.forward_candle(x),
-        }
+        self.forward_with(x, Engine::current())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{DType, Device, Tensor};
+
+    use super::{Engine, NetBuilder};
+
+    /// Under the candle engine (or for a tensor the kernels do not take) a
+    /// frozen network runs candle's ops and never compiles its copy of the
+    /// weights.
+    #[test]
+    fn no_program_is_compiled_where_the_cpu_engine_does_not_run() {
+        let dev = Device::Cpu;
+        let w = Tensor::ones((4, 3), DType::F32, &dev).unwrap();
+        let mut b = NetBuilder::new();
+        let x = b.input();
+        let y = b.linear(x, &w, None);
+        let net = b.build(y);
+        let x = Tensor::ones((2, 3), DType::F32, &dev).unwrap();
+        let y = net.forward_with(&x, Engine::Candle).unwrap();
+        assert_eq!(y.to_vec2::<f32>().unwrap(), [[3.0; 4], [3.0; 4]]);
+        assert!(!net.is_compiled());
+        let x64 = x.to_dtype(DType::F64).unwrap();
+        assert!(net.cpu_program(&x64, Engine::Auto).is_none());
+        assert!(!net.is_compiled());
+        assert!(net.cpu_program(&x, Engine::Auto).is_some());
+        assert!(net.is_compiled());
     }
 }

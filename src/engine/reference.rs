@@ -1,10 +1,10 @@
 //! The reference interpreter: a [`Net`](super::Net) on candle's ops, with
 //! candle's autograd (weight gradients included, for training).
 
-use candle_core::{Tensor, D};
+use candle_core::Tensor;
 
 use super::net::{Activation, Node, Op};
-use crate::zoo::{adaptive_avg_pool2d, max_pool2d, max_pool2x2};
+use crate::zoo::{adaptive_avg_pool2d, max_pool2d, max_pool2x2, BatchNorm, LayerNorm};
 
 /// `[C]` as `[1, C]` or `[1, C, 1, 1]`, to broadcast over `x`'s channels.
 fn per_channel(v: &Tensor, x: &Tensor) -> candle_core::Result<Tensor> {
@@ -19,7 +19,7 @@ pub(crate) fn activation(x: &Tensor, a: Activation) -> candle_core::Result<Tenso
         // and passes the gradient at exactly 0 (its backward masks with
         // x ≥ 0); the mask here is a constant, so the gradient is [x > 0]
         // and a NaN stays NaN (NaN · 0).
-        Activation::Relu => x.mul(&x.gt(&x.zeros_like()?)?.to_dtype(x.dtype())?),
+        Activation::Relu => x.mul(&x.gt(0f32)?.to_dtype(x.dtype())?),
         Activation::Sigmoid => candle_nn::ops::sigmoid(x),
         Activation::Tanh => x.tanh(),
         Activation::GeluErf => x.gelu_erf(),
@@ -57,11 +57,7 @@ pub(crate) fn forward(nodes: &[Node], x: &Tensor) -> candle_core::Result<Tensor>
                     candle_core::Module::forward(&lin, x)?
                 }
             }
-            Op::Affine { scale, shift } => {
-                let x = arg(0);
-                x.broadcast_mul(&per_channel(scale, x)?)?
-                    .broadcast_add(&per_channel(shift, x)?)?
-            }
+            Op::Affine { scale, shift } => BatchNorm::affine(arg(0), scale, shift)?,
             Op::Act(a) => activation(arg(0), *a)?,
             Op::MaxPool { k, s, p, ceil } => {
                 let x = arg(0);
@@ -86,22 +82,10 @@ pub(crate) fn forward(nodes: &[Node], x: &Tensor) -> candle_core::Result<Tensor>
             Op::Add => (arg(0) + arg(1))?,
             Op::LayerNorm { weight, bias, eps } => {
                 let x = arg(0);
-                let last = if x.rank() == 4 {
-                    x.permute((0, 2, 3, 1))?
-                } else {
-                    x.clone()
-                };
-                let mean = last.mean_keepdim(D::Minus1)?;
-                let centred = last.broadcast_sub(&mean)?;
-                let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
-                let y = centred
-                    .broadcast_div(&(var + *eps)?.sqrt()?)?
-                    .broadcast_mul(weight)?
-                    .broadcast_add(bias)?;
                 if x.rank() == 4 {
-                    y.permute((0, 3, 1, 2))?
+                    LayerNorm::channels(x, weight, bias, *eps)?
                 } else {
-                    y
+                    LayerNorm::last(x, weight, bias, *eps)?
                 }
             }
         };

@@ -34,12 +34,24 @@ impl BatchNorm {
     }
 }
 
+impl BatchNorm {
+    /// `x · scale + shift` per channel (dim 1) of `[B, C, …]`, `[C]` each:
+    /// this layer's forward, and the engine's reference for an affine node.
+    pub(crate) fn affine(
+        x: &Tensor,
+        scale: &Tensor,
+        shift: &Tensor,
+    ) -> candle_core::Result<Tensor> {
+        let mut shape = vec![1; x.rank()];
+        shape[1] = scale.dim(0)?;
+        x.broadcast_mul(&scale.reshape(shape.clone())?)?
+            .broadcast_add(&shift.reshape(shape)?)
+    }
+}
+
 impl Module for BatchNorm {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let mut shape = vec![1; x.rank()];
-        shape[1] = self.scale.dim(0)?;
-        x.broadcast_mul(&self.scale.reshape(shape.clone())?)?
-            .broadcast_add(&self.shift.reshape(shape)?)
+        Self::affine(x, &self.scale, &self.shift)
     }
 }
 
@@ -70,19 +82,38 @@ impl LayerNorm {
 
     /// Normalises `[B, C, H, W]` over C (torchvision's `LayerNorm2d`).
     pub fn forward_channels(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        self.forward(&x.permute((0, 2, 3, 1))?)?
-            .permute((0, 3, 1, 2))
+        Self::channels(x, &self.weight, &self.bias, self.eps)
+    }
+
+    /// LayerNorm over the last dimension of `x`: this layer's forward, and
+    /// the engine's reference for a flat value.
+    pub(crate) fn last(
+        x: &Tensor,
+        weight: &Tensor,
+        bias: &Tensor,
+        eps: f64,
+    ) -> candle_core::Result<Tensor> {
+        let mean = x.mean_keepdim(D::Minus1)?;
+        let centred = x.broadcast_sub(&mean)?;
+        let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
+        let normed = centred.broadcast_div(&(var + eps)?.sqrt()?)?;
+        normed.broadcast_mul(weight)?.broadcast_add(bias)
+    }
+
+    /// LayerNorm over C of `[B, C, H, W]`: [`Self::forward_channels`], and
+    /// the engine's reference for a spatial value.
+    pub(crate) fn channels(
+        x: &Tensor,
+        weight: &Tensor,
+        bias: &Tensor,
+        eps: f64,
+    ) -> candle_core::Result<Tensor> {
+        Self::last(&x.permute((0, 2, 3, 1))?, weight, bias, eps)?.permute((0, 3, 1, 2))
     }
 }
 
 impl Module for LayerNorm {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let mean = x.mean_keepdim(D::Minus1)?;
-        let centred = x.broadcast_sub(&mean)?;
-        let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
-        let normed = centred.broadcast_div(&(var + self.eps)?.sqrt()?)?;
-        normed
-            .broadcast_mul(&self.weight)?
-            .broadcast_add(&self.bias)
+        Self::last(x, &self.weight, &self.bias, self.eps)
     }
 }

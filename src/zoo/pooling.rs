@@ -9,6 +9,8 @@
 
 use candle_core::{Tensor, D};
 
+use crate::engine::{adaptive_range, pool_len};
+
 /// Max-pooling over `k`×`k` windows with stride `s` and padding `p` on
 /// `[B, C, H, W]`, as PyTorch's `MaxPool2d(k, s, p, ceil_mode)`.
 pub fn max_pool2d(
@@ -19,25 +21,7 @@ pub fn max_pool2d(
     ceil: bool,
 ) -> candle_core::Result<Tensor> {
     let (_, _, h, w) = x.dims4()?;
-    let out = |n: usize| -> candle_core::Result<usize> {
-        let span = n + 2 * p;
-        if span < k {
-            candle_core::bail!(
-                "max_pool2d: input {n} (+2·{p} padding) is smaller than the window {k}"
-            );
-        }
-        let mut o = if ceil {
-            (span - k).div_ceil(s) + 1
-        } else {
-            (span - k) / s + 1
-        };
-        // PyTorch: the last window must start inside the input or the left padding.
-        if ceil && (o - 1) * s >= n + p {
-            o -= 1;
-        }
-        Ok(o)
-    };
-    let (ho, wo) = (out(h)?, out(w)?);
+    let (ho, wo) = (pool_len(h, k, s, p, ceil)?, pool_len(w, k, s, p, ceil)?);
     // Pad with -inf: p on the left, and on the right enough for every offset
     // to take `o` strided positions (di + s·o ≤ length).
     let x = pad_neg_inf(x, 2, p, (k - 1 + s * ho).saturating_sub(h + p))?;
@@ -101,14 +85,13 @@ pub fn adaptive_avg_pool2d(x: &Tensor, oh: usize, ow: usize) -> candle_core::Res
     if (oh, ow) == (1, 1) {
         return x.mean_keepdim(D::Minus1)?.mean_keepdim(D::Minus2);
     }
-    let range = |i: usize, n: usize, o: usize| (i * n / o, ((i + 1) * n).div_ceil(o));
     let mut rows = Vec::with_capacity(oh);
     for i in 0..oh {
-        let (r0, r1) = range(i, h, oh);
+        let (r0, r1) = adaptive_range(i, h, oh);
         let band = x.narrow(2, r0, r1 - r0)?.mean_keepdim(2)?;
         let mut cells = Vec::with_capacity(ow);
         for j in 0..ow {
-            let (c0, c1) = range(j, w, ow);
+            let (c0, c1) = adaptive_range(j, w, ow);
             cells.push(band.narrow(3, c0, c1 - c0)?.mean_keepdim(3)?);
         }
         rows.push(Tensor::cat(&cells, 3)?);

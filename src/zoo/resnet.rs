@@ -86,7 +86,8 @@ fn block(
 /// (`num_batches_tracked` is ignored). Batch norms run in inference mode
 /// (folded into their convs on the [engine](crate::engine)); the stem's
 /// 3×3 stride-2 max-pool (which candle's `max_pool2d_with_stride` cannot
-/// backpropagate) is [`max_pool2d`](super::max_pool2d) on candle's ops.
+/// backpropagate) runs the engine's max-pool kernel, or
+/// [`max_pool2d`](super::max_pool2d) on candle's ops.
 #[derive(Clone, Debug)]
 pub struct ResNet {
     net: Net,

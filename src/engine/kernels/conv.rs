@@ -6,7 +6,8 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
-use super::{gemm, view, view_mut, Dims};
+use super::elementwise::bias_act;
+use super::{gemm, grad_from_output, view, view_mut, Activation, Dims};
 
 /// A compiled convolution.
 #[derive(Debug)]
@@ -20,9 +21,10 @@ pub(crate) struct ConvK {
     dil: usize,
     groups: usize,
     /// `[cout, kh, kw, cin_g]`: group g's matrix `[cout_g, K]` at row
-    /// g·cout_g, K = kh·kw·cin_g in (ky, kx, ci) order.
+    /// g·cout_g, K = kh·kw·cin_g in (ky, kx, ci) order (empty for a
+    /// depthwise conv, which reads `dw`).
     w: Vec<f32>,
-    /// For a depthwise conv: `[kh·kw, C]`.
+    /// For a depthwise conv: `[kh·kw, C]` (else empty).
     dw: Vec<f32>,
     bias: Vec<f32>,
 }
@@ -86,6 +88,7 @@ impl ConvK {
         (self.kh, self.kw, self.stride, self.pad) == (1, 1, 1, 0)
     }
 
+    /// A depthwise conv's weights to `dw` (the only copy kept).
     fn relayout(&mut self) {
         if self.depthwise() {
             let (c, kk) = (self.cout, self.kh * self.kw);
@@ -95,6 +98,7 @@ impl ConvK {
                     self.dw[p * c + ch] = self.w[ch * kk + p];
                 }
             }
+            self.w = Vec::new();
         }
     }
 
@@ -104,12 +108,19 @@ impl ConvK {
         if scale.len() != self.cout || shift.len() != self.cout {
             return false;
         }
-        let per = self.w.len() / self.cout;
-        for (o, row) in self.w.chunks_mut(per).enumerate() {
-            row.iter_mut().for_each(|v| *v *= scale[o]);
-            self.bias[o] = self.bias[o] * scale[o] + shift[o];
+        if self.depthwise() {
+            for px in self.dw.chunks_mut(self.cout) {
+                px.iter_mut().zip(scale).for_each(|(v, s)| *v *= s);
+            }
+        } else {
+            let per = self.w.len() / self.cout;
+            for (o, row) in self.w.chunks_mut(per).enumerate() {
+                row.iter_mut().for_each(|v| *v *= scale[o]);
+            }
         }
-        self.relayout();
+        for (o, b) in self.bias.iter_mut().enumerate() {
+            *b = *b * scale[o] + shift[o];
+        }
         true
     }
 
@@ -144,18 +155,32 @@ impl ConvK {
         (COLS_LIMIT / per.max(1)).clamp(1, o.b.max(1))
     }
 
-    /// `conv(x) + bias` of NHWC `x` with dims `d`.
-    pub(crate) fn forward(&self, x: &[f32], d: Dims) -> candle_core::Result<Vec<f32>> {
+    /// `act(conv(x) + bias)` of NHWC `x` with dims `d`, the bias and the
+    /// activation applied to each chunk right after its products; also
+    /// `conv(x) + bias` where the activation's gradient needs its input
+    /// (GELU), else empty.
+    pub(crate) fn forward(
+        &self,
+        x: &[f32],
+        d: Dims,
+        act: Option<Activation>,
+    ) -> candle_core::Result<(Vec<f32>, Vec<f32>)> {
         let o = self.out_dims(d)?;
         let mut out = vec![0f32; o.len()];
+        let mut pre = match act {
+            Some(a) if !grad_from_output(a) => vec![0f32; o.len()],
+            _ => Vec::new(),
+        };
         if self.depthwise() {
             self.depthwise_forward(x, d, o, &mut out);
+            bias_act(&mut out, &self.bias, act, &mut pre);
         } else {
             let per = self.per_chunk(o);
             let (kk, cout_g) = (self.kh * self.kw * self.cin_g, self.cout / self.groups);
-            for (xs, os) in x
+            for (i, (xs, os)) in x
                 .chunks(per * d.per_sample())
                 .zip(out.chunks_mut(per * o.per_sample()))
+                .enumerate()
             {
                 let n = xs.len() / d.per_sample();
                 let rows = n * o.h * o.w;
@@ -173,14 +198,15 @@ impl ConvK {
                         gemm(view(a, g * kk, rows, kk, rs), wg.t(), c, 0.0);
                     }
                 });
+                let pre = if pre.is_empty() {
+                    &mut [][..]
+                } else {
+                    &mut pre[i * per * o.per_sample()..][..os.len()]
+                };
+                bias_act(os, &self.bias, act, pre);
             }
         }
-        out.par_chunks_mut(self.cout * 64).for_each(|rows| {
-            for row in rows.chunks_mut(self.cout) {
-                row.iter_mut().zip(&self.bias).for_each(|(v, b)| *v += b);
-            }
-        });
-        Ok(out)
+        Ok((out, pre))
     }
 
     /// The gradient of the input (dims `d`) from `g`, the gradient of the

@@ -41,6 +41,57 @@ pub(crate) fn affine(x: &mut [f32], scale: &[f32], shift: &[f32]) {
     });
 }
 
+/// `x + bias` per channel (`c` = the bias's length), in place.
+pub(crate) fn add_bias(x: &mut [f32], bias: &[f32]) {
+    let c = bias.len();
+    x.par_chunks_mut(c * (TASK / c).max(1)).for_each(|rows| {
+        for px in rows.chunks_mut(c) {
+            px.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
+        }
+    });
+}
+
+/// `act(x + bias)` per channel (`c` = the bias's length), in place; `pre`
+/// (empty, or as long as `x`) receives `x + bias` where the activation's
+/// gradient needs its input (GELU).
+pub(crate) fn bias_act(x: &mut [f32], bias: &[f32], a: Option<Activation>, pre: &mut [f32]) {
+    let Some(a) = a else {
+        return add_bias(x, bias);
+    };
+    let c = bias.len();
+    let rows = c * (TASK / c).max(1);
+    if pre.is_empty() {
+        x.par_chunks_mut(rows).for_each(|r| {
+            for px in r.chunks_mut(c) {
+                px.iter_mut()
+                    .zip(bias)
+                    .for_each(|(v, b)| *v = act(a, *v + b));
+            }
+        });
+    } else {
+        x.par_chunks_mut(rows)
+            .zip(pre.par_chunks_mut(rows))
+            .for_each(|(r, p)| {
+                for (px, pp) in r.chunks_mut(c).zip(p.chunks_mut(c)) {
+                    for ((v, q), b) in px.iter_mut().zip(pp).zip(bias) {
+                        *q = *v + b;
+                        *v = act(a, *q);
+                    }
+                }
+            });
+    }
+}
+
+/// `x · scale` per channel (`c` = the scale's length), in place.
+pub(crate) fn scale(x: &mut [f32], scale: &[f32]) {
+    let c = scale.len();
+    x.par_chunks_mut(c * (TASK / c).max(1)).for_each(|rows| {
+        for px in rows.chunks_mut(c) {
+            px.iter_mut().zip(scale).for_each(|(v, s)| *v *= s);
+        }
+    });
+}
+
 /// Per-pixel rows `[pixels, c_i]` side by side: `[pixels, Σ c_i]`.
 pub(crate) fn concat(xs: &[(&[f32], usize)], pixels: usize) -> Vec<f32> {
     let total: usize = xs.iter().map(|(_, c)| c).sum();

@@ -5,7 +5,8 @@ use rayon::prelude::*;
 
 use super::Dims;
 
-/// PyTorch's output length of a `k`, `s`, `p` pooling over `n`.
+/// PyTorch's output length of a `k`, `s`, `p` pooling over `n` (also
+/// [`max_pool2d`](crate::zoo::max_pool2d)'s, on candle's ops).
 pub(crate) fn pool_len(
     n: usize,
     k: usize,
@@ -109,8 +110,10 @@ pub(crate) fn max_unpool(g: &[f32], arg: &[u32], d: Dims, o: Dims) -> Vec<f32> {
     dx
 }
 
-/// PyTorch's ranges: output cell i of `o` averages `[⌊i·n/o⌋, ⌈(i+1)·n/o⌉)`.
-fn range(i: usize, n: usize, o: usize) -> (usize, usize) {
+/// PyTorch's ranges: output cell i of `o` averages `[⌊i·n/o⌋, ⌈(i+1)·n/o⌉)`
+/// (also [`adaptive_avg_pool2d`](crate::zoo::adaptive_avg_pool2d)'s, on
+/// candle's ops).
+pub(crate) fn adaptive_range(i: usize, n: usize, o: usize) -> (usize, usize) {
     (i * n / o, ((i + 1) * n).div_ceil(o))
 }
 
@@ -125,9 +128,9 @@ pub(crate) fn adaptive_avg(x: &[f32], d: Dims, oh: usize, ow: usize, backward: b
         .zip(x.par_chunks(src.per_sample()))
         .for_each(|(out, x)| {
             for i in 0..oh {
-                let (r0, r1) = range(i, d.h, oh);
+                let (r0, r1) = adaptive_range(i, d.h, oh);
                 for j in 0..ow {
-                    let (c0, c1) = range(j, d.w, ow);
+                    let (c0, c1) = adaptive_range(j, d.w, ow);
                     let inv = 1.0 / ((r1 - r0) * (c1 - c0)) as f32;
                     let cell = (i * ow + j) * c;
                     for y in r0..r1 {
