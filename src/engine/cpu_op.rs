@@ -137,19 +137,24 @@ fn check_dense(d: Dims, nin: usize) -> candle_core::Result<()> {
 /// the activation's gradient needs it (GELU), else empty.
 struct Fused(Vec<f32>);
 
+/// What [`run_kernel`] returns: the output, its dims, what the kernel's
+/// backward needs, and [`Fused`] where the kernel applied the activation.
+struct KernelOut(Arc<Vec<f32>>, Dims, Kept, Option<Fused>);
+
 /// Runs one step's kernel: its output, dims and what its backward needs,
 /// and [`Fused`] where the kernel applied the step's activation itself
 /// (conv and dense, with their bias).
-fn run_kernel(
-    step: &Step,
-    xs: &[&Arc<Vec<f32>>],
-    ds: &[Dims],
-) -> candle_core::Result<(Arc<Vec<f32>>, Dims, Kept, Option<Fused>)> {
+fn run_kernel(step: &Step, xs: &[&Arc<Vec<f32>>], ds: &[Dims]) -> candle_core::Result<KernelOut> {
     let (x, d) = (xs[0], ds[0]);
     let (y, o, kept) = match &step.kernel {
         Kernel::Conv(k) => {
             let (y, pre) = k.forward(x, d, step.act)?;
-            return Ok((Arc::new(y), k.out_dims(d)?, Kept::Nothing, Some(Fused(pre))));
+            return Ok(KernelOut(
+                Arc::new(y),
+                k.out_dims(d)?,
+                Kept::Nothing,
+                Some(Fused(pre)),
+            ));
         }
         Kernel::Dense { nin, nout, w, bias } => {
             check_dense(d, *nin)?;
@@ -167,7 +172,7 @@ fn run_kernel(
             };
             ew::bias_act(&mut y, bias, step.act, &mut pre);
             let o = Dims { c: *nout, ..d };
-            return Ok((Arc::new(y), o, Kept::Nothing, Some(Fused(pre))));
+            return Ok(KernelOut(Arc::new(y), o, Kept::Nothing, Some(Fused(pre))));
         }
         Kernel::Affine { scale, shift } => {
             if d.c != scale.len() {
@@ -192,7 +197,7 @@ fn run_kernel(
                 ..d
             };
             if (d.h, d.w) == (*oh, *ow) {
-                return Ok((Arc::clone(x), o, Kept::Nothing, None));
+                return Ok(KernelOut(Arc::clone(x), o, Kept::Nothing, None));
             }
             (
                 Arc::new(pool::adaptive_avg(x, d, *oh, *ow, false)),
@@ -249,7 +254,7 @@ fn run_kernel(
             (Arc::new(y), d, Kept::Norm(xhat, rstd))
         }
     };
-    Ok((y, o, kept, None))
+    Ok(KernelOut(y, o, kept, None))
 }
 
 /// The gradients of a step's inputs from `g`, the gradient of its output
@@ -321,7 +326,7 @@ impl NetOp {
                 .map(|&s| values[s].as_ref().expect("a value before its last use"))
                 .collect();
             let ds: Vec<Dims> = step.inputs.iter().map(|&s| dims[s]).collect();
-            let (y, out, kernel, fused) = run_kernel(step, &xs, &ds)?;
+            let KernelOut(y, out, kernel, fused) = run_kernel(step, &xs, &ds)?;
             let (y, act) = match (step.act, fused) {
                 (None, _) => (y, Kept::Nothing),
                 (Some(_), Some(Fused(pre))) if !pre.is_empty() => (y, Kept::Input(pre)),
