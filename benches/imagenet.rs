@@ -369,7 +369,7 @@ fn time(
 }
 
 fn main() -> Result<()> {
-    gevaldi::suite::fix_thread_count();
+    gevaldi::prepare_process();
     let args = args()?;
     let dev = device(args.device.as_deref())?;
     let dev_name = match &dev {

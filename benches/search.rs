@@ -67,7 +67,7 @@ fn args() -> Result<Args> {
 }
 
 fn main() -> Result<()> {
-    gevaldi::suite::fix_thread_count();
+    gevaldi::prepare_process();
     let args = args()?;
     // GEVALDI_DEVICE (cpu, cuda, metal), else a GPU of an enabled feature,
     // else the CPU.

@@ -40,7 +40,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() -> Result<()> {
-    gevaldi::fix_thread_count();
+    gevaldi::prepare_process();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let no_candle = args.iter().any(|a| a == "--no-candle");
     let mut nums = args.iter().filter_map(|a| a.parse::<usize>().ok());

@@ -24,7 +24,7 @@ use gevaldi::SearchConfig;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> Result<()> {
-    gevaldi::suite::fix_thread_count();
+    gevaldi::prepare_process();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let samples: usize = args
         .first()

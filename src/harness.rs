@@ -68,7 +68,7 @@ pub fn run(config_path: &str, registry: Registry) -> ExitCode {
 
 /// [`run`] with the given libtest arguments instead of the process's.
 pub fn run_with_args(config_path: &str, registry: Registry, mut args: Arguments) -> ExitCode {
-    crate::suite::fix_thread_count();
+    crate::suite::prepare_process();
     let suite = match Suite::load(config_path, registry) {
         Ok(s) => Arc::new(s),
         Err(e) => {

@@ -177,9 +177,10 @@
 //! Built-in models with frozen weights run on the CPU through
 //! gevaldi's [`engine`]: its own kernels, with a backward pass
 //! to the input only (about 5× candle's own layers on the MNIST fixtures).
-//! In a binary of your own, call [`fix_thread_count`] first thing in
-//! `main`: without `RAYON_NUM_THREADS`, candle 0.11 parses `/proc/cpuinfo`
-//! on every matmul.
+//! In a binary of your own, call [`prepare_process`] first thing in
+//! `main`: it fixes the thread count (without `RAYON_NUM_THREADS`, candle
+//! 0.11 parses `/proc/cpuinfo` on every matmul) and tells mimalloc to keep
+//! freed memory for reuse.
 //!
 //! ## Known limitations
 //!
@@ -190,7 +191,7 @@
 //!   stable with tolerances (start.* lines within 1e-3, search.* within
 //!   25%).
 //! - Models are frozen; batch-norm layers must be in inference mode.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)] // allowed in allocator.rs only
 #![warn(missing_docs)]
 
 // The public surface: the schema, the search's types, the built-in models.
@@ -202,6 +203,7 @@ pub mod zoo;
 // use these modules; users go through the re-exports below.
 #[doc(hidden)]
 pub mod adapter;
+mod allocator;
 #[doc(hidden)]
 pub mod artifact;
 #[doc(hidden)]
@@ -254,7 +256,7 @@ pub use hierarchy::Hierarchy;
 pub use model::{Classifier, Generator};
 pub use preprocess::{Channels, Preprocess, Preprocessed};
 pub use search::{Optimizer, Search, SearchConfig, SearchOutcome};
-pub use suite::fix_thread_count;
+pub use suite::{fix_thread_count, prepare_process};
 
 // Re-exported so that users name the same versions gevaldi uses.
 pub use candle_core;

@@ -158,7 +158,7 @@ fn choose_target_dir() {
 }
 
 fn main() -> ExitCode {
-    gevaldi::suite::fix_thread_count();
+    gevaldi::prepare_process();
     choose_target_dir();
     match parse(std::env::args_os().skip(1)) {
         Err(e) => {

@@ -44,11 +44,22 @@ pub fn device() -> Result<Device> {
 /// candle 0.11 asks for its thread count on every matmul, and on Linux,
 /// without `RAYON_NUM_THREADS`, that parses `/proc/cpuinfo` each time: 11% of
 /// a search's time on the MNIST fixtures, measured with `perf`. Call it
-/// first thing in `main`, before any other thread starts (the harness of
-/// [`main!`](crate::main), `cargo gevaldi` and the benchmark do).
+/// first thing in `main`, before any other thread starts
+/// ([`prepare_process`] does).
 pub fn fix_thread_count() {
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
         let n = candle_core::utils::get_num_threads();
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
     }
+}
+
+/// What every gevaldi binary does first thing in `main`, before any other
+/// thread starts: [`fix_thread_count`], and mimalloc told to keep freed
+/// memory for reuse rather than return it to the OS (where mimalloc is the
+/// global allocator, as in the harness of [`main!`](crate::main); unless
+/// `MIMALLOC_PURGE_DELAY` is set): fresh pages cost 30% of a BigGAN step in
+/// the kernel zeroing them.
+pub fn prepare_process() {
+    fix_thread_count();
+    crate::allocator::keep_freed_memory();
 }

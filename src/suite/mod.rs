@@ -34,7 +34,7 @@ use std::time::Instant;
 
 use candle_core::Device;
 
-pub use self::device::{device, fix_thread_count};
+pub use self::device::{device, fix_thread_count, prepare_process};
 pub use self::outcome::{Figures, TrialError, TrialErrorKind, TrialReport};
 pub use self::registry::{BuildModel, Registry};
 use crate::artifact::{self, artifact_dir, ErrorRecord, Record};

@@ -61,6 +61,7 @@ use candle_nn::{Conv2d, Conv2dConfig, Linear, VarBuilder};
 use rand::{RngCore, SeedableRng};
 use rand_distr::{Distribution, StandardNormal, Uniform};
 
+use crate::engine::{Net, NetBuilder};
 use crate::model::Generator;
 
 /// The shape of a BigGAN-deep generator.
@@ -317,27 +318,34 @@ fn spectral(vb: &VarBuilder, shape: &[usize]) -> candle_core::Result<Tensor> {
     w.affine(1.0 / sigma as f64, 0.0)
 }
 
+/// A spectral-normalised conv as a one-node engine [`Net`]: on the CPU it
+/// runs the engine's kernels with a backward to its input only (candle's
+/// own conv2d backward also computes the frozen weight's gradient and runs
+/// a naive `conv_transpose2d`), elsewhere candle's conv2d.
 fn sn_conv(
     vb: VarBuilder,
     cin: usize,
     cout: usize,
     k: usize,
     bias: bool,
-) -> candle_core::Result<Conv2d> {
+) -> candle_core::Result<Net> {
     let w = spectral(&vb, &[cout, cin, k, k])?;
     let b = if bias {
         Some(vb.get(cout, "bias")?)
     } else {
         None
     };
-    Ok(Conv2d::new(
+    let conv = Conv2d::new(
         w,
         b,
         Conv2dConfig {
             padding: k / 2,
             ..Default::default()
         },
-    ))
+    );
+    let mut net = NetBuilder::new();
+    let y = net.conv2d(net.input(), &conv);
+    Ok(net.build(y))
 }
 
 /// Running statistics at `truncation`, interpolated as the port does:
@@ -432,7 +440,7 @@ impl BatchNorm {
 #[derive(Clone, Debug)]
 struct Block {
     bn: [BatchNorm; 4],
-    conv: [Conv2d; 4],
+    conv: [Net; 4],
     up: bool,
     drop_channels: bool,
 }
@@ -497,7 +505,7 @@ impl Block {
 
 /// A block's stage `j` after its norm: relu, ×2 upsampling before the
 /// first 3×3 conv of an upsampling block, the conv.
-fn stage(normed: Tensor, j: usize, up: bool, conv: &Conv2d) -> candle_core::Result<Tensor> {
+fn stage(normed: Tensor, j: usize, up: bool, conv: &Net) -> candle_core::Result<Tensor> {
     let mut h = normed.relu()?;
     if j == 1 && up {
         h = upsample2(&h)?;
@@ -514,10 +522,10 @@ fn upsample2(x: &Tensor) -> candle_core::Result<Tensor> {
 
 #[derive(Clone, Debug)]
 struct SelfAttention {
-    theta: Conv2d,
-    phi: Conv2d,
-    g: Conv2d,
-    o: Conv2d,
+    theta: Net,
+    phi: Net,
+    g: Net,
+    o: Net,
     gamma: Tensor,
 }
 
@@ -564,7 +572,7 @@ pub struct BigGan {
     gen_z: Linear,
     layers: Vec<Layer>,
     bn: BatchNorm,
-    conv_to_rgb: Conv2d,
+    conv_to_rgb: Net,
 }
 
 impl BigGan {
