@@ -46,10 +46,12 @@ mod cpu_op;
 mod kernels;
 mod net;
 mod reference;
+mod scale_shift;
 #[cfg(test)]
 mod tests;
 
 pub use net::{Activation, Net, NetBuilder, NodeId};
+pub use scale_shift::scale_shift_relu;
 
 pub(crate) use cpu_op::take_kept_bytes;
 pub(crate) use kernels::pool::{adaptive_range, pool_len};

@@ -49,10 +49,14 @@
 //! [`BigGanConfig::tensor_shapes`] lists every name with its shape (506
 //! tensors for BigGAN-deep-128).
 //!
-//! Not yet on the [engine](crate::engine): BigGAN runs candle's own layers
-//! (its conditional batch norms, whose gains and biases come from z and the
-//! class, its upsampling and self-attention are not in the engine's
-//! vocabulary yet), on every device.
+//! On the [engine](crate::engine) in part: each conv is a one-node engine
+//! [`Net`] and each batch norm with the ReLU after it one
+//! [`scale_shift_relu`](crate::engine::scale_shift_relu), so on the CPU
+//! their backward goes to the input only (and to the norms' gains, which
+//! come from z); the rest (the linear layers, upsampling, self-attention's
+//! products and softmax, residual additions) runs candle's ops, as does
+//! everything on a GPU. Not yet one program: each conv converts its input
+//! to channels-last and back.
 
 use std::collections::HashMap;
 
@@ -370,10 +374,11 @@ fn stats_at(
     Ok((pick("running_means")?, pick("running_vars")?))
 }
 
-/// Batch norm with frozen statistics; conditional: scale 1 + c·Sᵀ and
-/// offset c·Oᵀ per sample.
+/// Batch norm with frozen statistics, and the ReLU after it; conditional:
+/// scale 1 + c·Sᵀ and offset c·Oᵀ per sample.
 #[derive(Clone, Debug)]
 struct BatchNorm {
+    /// `[1, C]` each.
     mean: Tensor,
     inv_std: Tensor,
     /// Conditional: the spectral-normalised scale and offset `[C, cond]`;
@@ -401,8 +406,8 @@ impl BatchNorm {
             None => (vb.get(c, "weight")?, vb.get(c, "bias")?),
         };
         Ok(BatchNorm {
-            mean: mean.reshape((1, c, 1, 1))?,
-            inv_std: inv_std.reshape((1, c, 1, 1))?,
+            mean: mean.reshape((1, c))?,
+            inv_std: inv_std.reshape((1, c))?,
             scale,
             offset,
             conditional: cond.is_some(),
@@ -410,30 +415,38 @@ impl BatchNorm {
     }
 
     /// Sets the statistics to those of `x` per channel (standing
-    /// statistics), then applies the norm.
+    /// statistics), then applies the norm and the ReLU.
     fn calibrate(&mut self, x: &Tensor, cond: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
         let x = x.detach();
         let c = x.dim(1)?;
         let flat = x.transpose(0, 1)?.flatten_from(1)?; // [C, B·H·W]
         let mean = flat.mean(1)?;
         let var = flat.broadcast_sub(&mean.unsqueeze(1)?)?.sqr()?.mean(1)?;
-        self.mean = mean.reshape((1, c, 1, 1))?;
-        self.inv_std = (var + eps)?.sqrt()?.recip()?.reshape((1, c, 1, 1))?;
-        self.forward(&x, cond)
+        self.mean = mean.reshape((1, c))?;
+        self.inv_std = (var + eps)?.sqrt()?.recip()?.reshape((1, c))?;
+        self.forward_relu(&x, cond)
     }
 
-    fn forward(&self, x: &Tensor, cond: &Tensor) -> candle_core::Result<Tensor> {
-        let normed = x.broadcast_sub(&self.mean)?.broadcast_mul(&self.inv_std)?;
+    /// `relu(bn(x))`: `(x − mean) · inv_std · w + b` = `x · a + (b − mean ·
+    /// a)` with `a = w · inv_std`, per sample and channel (`[B, C]`, from
+    /// the condition when conditional), as one
+    /// [`scale_shift_relu`](crate::engine::scale_shift_relu).
+    fn forward_relu(&self, x: &Tensor, cond: &Tensor) -> candle_core::Result<Tensor> {
         let (b, c) = (x.dim(0)?, x.dim(1)?);
-        if self.conditional {
-            let weight = (cond.matmul(&self.scale.t()?)? + 1.0)?.reshape((b, c, 1, 1))?;
-            let bias = cond.matmul(&self.offset.t()?)?.reshape((b, c, 1, 1))?;
-            normed.broadcast_mul(&weight)?.broadcast_add(&bias)
+        let (weight, bias) = if self.conditional {
+            (
+                (cond.matmul(&self.scale.t()?)? + 1.0)?,
+                cond.matmul(&self.offset.t()?)?,
+            )
         } else {
-            normed
-                .broadcast_mul(&self.scale.reshape((1, c, 1, 1))?)?
-                .broadcast_add(&self.offset.reshape((1, c, 1, 1))?)
-        }
+            (
+                self.scale.reshape((1, c))?.broadcast_as((b, c))?,
+                self.offset.reshape((1, c))?.broadcast_as((b, c))?,
+            )
+        };
+        let a = weight.broadcast_mul(&self.inv_std)?;
+        let shift = (bias - a.broadcast_mul(&self.mean)?)?;
+        crate::engine::scale_shift_relu(x, &a, &shift)
     }
 }
 
@@ -473,7 +486,7 @@ impl Block {
     fn forward(&self, x: &Tensor, cond: &Tensor) -> candle_core::Result<Tensor> {
         let mut h = x.clone();
         for (j, (bn, conv)) in self.bn.iter().zip(&self.conv).enumerate() {
-            h = stage(bn.forward(&h, cond)?, j, self.up, conv)?;
+            h = stage(bn.forward_relu(&h, cond)?, j, self.up, conv)?;
         }
         self.join(x, h)
     }
@@ -503,10 +516,10 @@ impl Block {
     }
 }
 
-/// A block's stage `j` after its norm: relu, ×2 upsampling before the
+/// A block's stage `j` after its norm and ReLU: ×2 upsampling before the
 /// first 3×3 conv of an upsampling block, the conv.
-fn stage(normed: Tensor, j: usize, up: bool, conv: &Net) -> candle_core::Result<Tensor> {
-    let mut h = normed.relu()?;
+fn stage(relu_normed: Tensor, j: usize, up: bool, conv: &Net) -> candle_core::Result<Tensor> {
+    let mut h = relu_normed;
     if j == 1 && up {
         h = upsample2(&h)?;
     }
@@ -697,7 +710,7 @@ impl Generator for BigGan {
                 Layer::Attention(a) => a.forward(&h)?,
             };
         }
-        let h = self.bn.forward(&h, &cond)?.relu()?;
+        let h = self.bn.forward_relu(&h, &cond)?;
         self.conv_to_rgb.forward(&h)?.narrow(1, 0, 3)?.tanh()
     }
 
