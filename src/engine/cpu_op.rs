@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 
 use super::compile::{Kernel, Program, Step};
+use super::kernels::conv::ConvK;
 use super::kernels::{
     elementwise as ew, gemm, grad_from_output, pool, transpose, view, view_mut, Dims,
 };
@@ -313,6 +314,20 @@ fn kernel_backward(step: &Step, g: Vec<f32>, r: &Record) -> candle_core::Result<
 }
 
 impl NetOp {
+    /// The conv of a program that is one [`ConvK::is_plain_pointwise`]
+    /// conv without an activation, on spatial input dims `d`: it runs on
+    /// NCHW values as they are (no transposes, nothing kept).
+    fn plain_pointwise(&self, d: Dims) -> Option<&ConvK> {
+        match self.program.steps.as_slice() {
+            [Step {
+                kernel: Kernel::Conv(k),
+                act: None,
+                ..
+            }] if d.spatial && k.is_plain_pointwise() && k.out_dims(d).is_ok() => Some(k),
+            _ => None,
+        }
+    }
+
     fn run_forward(&self, x: Vec<f32>, d: Dims) -> candle_core::Result<(Arc<Vec<f32>>, Dims)> {
         let p = &self.program;
         let mut values: Vec<Option<Arc<Vec<f32>>>> = vec![None; p.steps.len() + 1];
@@ -421,6 +436,11 @@ impl CustomOp1 for NetOp {
                 l.dims()
             )
         };
+        if let Some(k) = self.plain_pointwise(d) {
+            let o = k.out_dims(d)?;
+            let y = k.forward_nchw(x, d.b, d.h * d.w);
+            return Ok((CpuStorage::F32(y), Shape::from((o.b, o.c, o.h, o.w))));
+        }
         let x = if d.spatial {
             transpose(x, d.b, d.c, d.h * d.w)
         } else {
@@ -437,6 +457,12 @@ impl CustomOp1 for NetOp {
     }
 
     fn bwd(&self, x: &Tensor, res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        if let Some((k, d)) = input_dims(x.dims()).and_then(|d| Some((self.plain_pointwise(d)?, d)))
+        {
+            let g = grad.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+            let dx = k.backward_nchw(&g, d.b, d.h * d.w);
+            return Ok(Some(Tensor::from_vec(dx, x.dims(), x.device())?));
+        }
         let guard = self.tape.lock().expect("tape");
         let Some(tape) = guard.as_ref() else {
             candle_core::bail!("{}: backward before forward", self.name())

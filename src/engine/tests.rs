@@ -99,6 +99,24 @@ fn convs_match_candle_at_every_setting() {
     }
 }
 
+/// A net that is one 1×1 stride-1 conv (as each of BigGAN's) runs on the
+/// NCHW values as they are, with no transposes: the same figures.
+#[test]
+fn a_lone_pointwise_conv_matches_candle_on_nchw_values() {
+    let mut b = NetBuilder::new();
+    let x = b.input();
+    let y = conv(&mut b, x, [6, 5, 1], [1, 0, 1, 1], 3);
+    let net = b.build(y);
+    check(&net, &[4, 6, 9, 7], 31);
+    check(&net, &[2, 6, 1, 1], 32);
+    // With an activation after it, the general path.
+    let mut b = NetBuilder::new();
+    let x = b.input();
+    let y = conv(&mut b, x, [6, 5, 1], [1, 0, 1, 1], 3);
+    let y = b.relu(y);
+    check(&b.build(y), &[4, 6, 9, 7], 33);
+}
+
 #[test]
 fn a_batch_norm_folds_into_its_conv_and_stays_alone_elsewhere() {
     let scale = randn(&[5], 1);

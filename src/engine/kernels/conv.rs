@@ -88,6 +88,50 @@ impl ConvK {
         (self.kh, self.kw, self.stride, self.pad) == (1, 1, 1, 0)
     }
 
+    /// A 1×1 stride-1 conv with one group: on NCHW values it is one
+    /// product per sample, `W [cout, cin] · X [cin, H·W]`, with no
+    /// transposes ([`Self::forward_nchw`], [`Self::backward_nchw`]).
+    pub(crate) fn is_plain_pointwise(&self) -> bool {
+        self.pointwise() && self.groups == 1
+    }
+
+    /// `conv(x) + bias` of NCHW `x`, `b` samples of `H·W` = `hw` pixels,
+    /// for [`Self::is_plain_pointwise`] convs.
+    pub(crate) fn forward_nchw(&self, x: &[f32], b: usize, hw: usize) -> Vec<f32> {
+        let (cin, cout) = (self.cin_g, self.cout);
+        let mut y = vec![0f32; b * cout * hw];
+        for (ys, xs) in y.chunks_mut(cout * hw).zip(x.chunks(cin * hw)) {
+            let w = view(&self.w, 0, cout, cin, cin);
+            gemm(
+                w,
+                view(xs, 0, cin, hw, hw),
+                view_mut(ys, 0, cout, hw, hw),
+                0.0,
+            );
+            for (row, bias) in ys.chunks_mut(hw).zip(&self.bias) {
+                row.iter_mut().for_each(|v| *v += bias);
+            }
+        }
+        y
+    }
+
+    /// The gradient of NCHW `x` from `g`, the output's gradient, for
+    /// [`Self::is_plain_pointwise`] convs: `Wᵀ · G` per sample.
+    pub(crate) fn backward_nchw(&self, g: &[f32], b: usize, hw: usize) -> Vec<f32> {
+        let (cin, cout) = (self.cin_g, self.cout);
+        let mut dx = vec![0f32; b * cin * hw];
+        for (dxs, gs) in dx.chunks_mut(cin * hw).zip(g.chunks(cout * hw)) {
+            let w = view(&self.w, 0, cout, cin, cin);
+            gemm(
+                w.t(),
+                view(gs, 0, cout, hw, hw),
+                view_mut(dxs, 0, cin, hw, hw),
+                0.0,
+            );
+        }
+        dx
+    }
+
     /// A depthwise conv's weights to `dw` (the only copy kept).
     fn relayout(&mut self) {
         if self.depthwise() {
