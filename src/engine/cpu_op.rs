@@ -167,10 +167,7 @@ fn run_kernel(step: &Step, xs: &[&Arc<Vec<f32>>], ds: &[Dims]) -> candle_core::R
                 view_mut(&mut y, 0, rows, *nout, *nout),
                 0.0,
             );
-            let mut pre = match step.act {
-                Some(a) if !grad_from_output(a) => vec![0f32; y.len()],
-                _ => Vec::new(),
-            };
+            let mut pre = ew::pre_act_buffer(step.act, y.len());
             ew::bias_act(&mut y, bias, step.act, &mut pre);
             let o = Dims { c: *nout, ..d };
             return Ok(KernelOut(Arc::new(y), o, Kept::Nothing, Some(Fused(pre))));

@@ -7,7 +7,7 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 
 use super::elementwise::bias_act;
-use super::{gemm, grad_from_output, view, view_mut, Activation, Dims};
+use super::{gemm, view, view_mut, Activation, Dims};
 
 /// A compiled convolution.
 #[derive(Debug)]
@@ -211,10 +211,7 @@ impl ConvK {
     ) -> candle_core::Result<(Vec<f32>, Vec<f32>)> {
         let o = self.out_dims(d)?;
         let mut out = vec![0f32; o.len()];
-        let mut pre = match act {
-            Some(a) if !grad_from_output(a) => vec![0f32; o.len()],
-            _ => Vec::new(),
-        };
+        let mut pre = super::elementwise::pre_act_buffer(act, o.len());
         if self.depthwise() {
             self.depthwise_forward(x, d, o, &mut out);
             bias_act(&mut out, &self.bias, act, &mut pre);

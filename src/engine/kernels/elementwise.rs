@@ -51,6 +51,15 @@ pub(crate) fn add_bias(x: &mut [f32], bias: &[f32]) {
     });
 }
 
+/// The `pre` buffer [`bias_act`] fills for `len` outputs: zeros where
+/// activation `a`'s gradient needs its input (GELU), else empty.
+pub(crate) fn pre_act_buffer(a: Option<Activation>, len: usize) -> Vec<f32> {
+    match a {
+        Some(a) if !super::grad_from_output(a) => vec![0f32; len],
+        _ => Vec::new(),
+    }
+}
+
 /// `act(x + bias)` per channel (`c` = the bias's length), in place; `pre`
 /// (empty, or as long as `x`) receives `x + bias` where the activation's
 /// gradient needs its input (GELU).
