@@ -10,8 +10,8 @@
 //! run, `MIMALLOC_PURGE_DELAY=-1`). The cost: the process keeps its peak
 //! memory until it exits, which a test run does anyway.
 //!
-//! This is the one module that needs `unsafe`: mimalloc's options are set
-//! through its C API.
+//! One of the two modules that need `unsafe` (with engine/kernels/gemm.rs):
+//! mimalloc's options are set through its C API.
 #![allow(unsafe_code)]
 
 /// mimalloc's `mi_option_purge_delay` (v3's `mimalloc.h`; libmimalloc-sys

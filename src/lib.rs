@@ -191,7 +191,7 @@
 //!   stable with tolerances (start.* lines within 1e-3, search.* within
 //!   25%).
 //! - Models are frozen; batch-norm layers must be in inference mode.
-#![deny(unsafe_code)] // allowed in allocator.rs only
+#![deny(unsafe_code)] // allowed in allocator.rs and engine/kernels/gemm.rs only
 #![warn(missing_docs)]
 
 // The public surface: the schema, the search's types, the built-in models.

@@ -99,6 +99,32 @@ fn convs_match_candle_at_every_setting() {
     }
 }
 
+/// The im2col buffer is reused between convs without being cleared: a
+/// padded conv after one that left NaN there (its input had NaN) reads
+/// zeros in its padding, forward and backward (a regression test).
+#[test]
+fn a_padded_conv_reads_no_stale_values_from_an_earlier_conv() {
+    let mut b = NetBuilder::new();
+    let x = b.input();
+    let y = conv(&mut b, x, [4, 4, 3], [1, 0, 1, 1], 1);
+    let first = b.build(y);
+    let xs = Var::from_tensor(&Tensor::full(f32::NAN, &[2, 4, 12, 12], &DEV).unwrap()).unwrap();
+    let out = first.forward(xs.as_tensor()).unwrap();
+    let g = out.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+    assert!(values(g.get(xs.as_tensor()).unwrap())
+        .iter()
+        .all(|v| v.is_nan()));
+    for (i, sp) in [[1, 1, 1, 1], [2, 1, 1, 1], [1, 2, 1, 2]]
+        .into_iter()
+        .enumerate()
+    {
+        let mut b = NetBuilder::new();
+        let x = b.input();
+        let y = conv(&mut b, x, [4, 6, 3], sp, 10 + i as u64);
+        check(&b.build(y), &[1, 4, 8, 6], 20 + i as u64);
+    }
+}
+
 /// A net that is one 1×1 stride-1 conv (as each of BigGAN's) runs on the
 /// NCHW values as they are, with no transposes: the same figures.
 #[test]

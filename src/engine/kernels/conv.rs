@@ -37,6 +37,15 @@ thread_local! {
 /// At most this many floats of im2col rows at once (16 MB).
 const COLS_LIMIT: usize = 1 << 22;
 
+/// The first `len` values of `v`, grown (with zeros) when shorter; what
+/// an earlier conv left there stays, for the caller to overwrite.
+fn buffer(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if v.len() < len {
+        v.resize(len, 0.0);
+    }
+    &mut v[..len]
+}
+
 impl ConvK {
     /// From PyTorch's `[cout, cin_g, kh, kw]` weight; `None` for
     /// inconsistent sizes.
@@ -231,7 +240,7 @@ impl ConvK {
                         (xs, d.c)
                     } else {
                         self.im2col(xs, Dims { b: n, ..d }, o, &mut cols);
-                        (&cols[..], kk * self.groups)
+                        (&cols[..rows * kk * self.groups], kk * self.groups)
                     };
                     for g in 0..self.groups {
                         let wg = view(&self.w, g * cout_g * kk, cout_g, kk, kk);
@@ -279,10 +288,10 @@ impl ConvK {
             } else {
                 COLS.with(|cols| {
                     let mut cols = cols.borrow_mut();
-                    cols.clear();
-                    cols.resize(rows * kk * self.groups, 0.0);
-                    product(&mut cols[..], kk * self.groups);
-                    self.col2im(&cols, Dims { b: n, ..d }, o, dxs);
+                    // The products overwrite every value (`beta` 0).
+                    let cols = buffer(&mut cols, rows * kk * self.groups);
+                    product(cols, kk * self.groups);
+                    self.col2im(cols, Dims { b: n, ..d }, o, dxs);
                 });
             }
         }
@@ -301,16 +310,24 @@ impl ConvK {
     fn im2col(&self, x: &[f32], d: Dims, o: Dims, cols: &mut Vec<f32>) {
         let (kk, c) = (self.kh * self.kw * self.cin_g, d.c);
         let row = kk * self.groups;
-        cols.clear();
-        cols.resize(d.b * o.h * o.w * row, 0.0);
+        // Every value is written below (zeros where a pixel reads the
+        // padding), so the buffer is not cleared first.
+        let cols = buffer(cols, d.b * o.h * o.w * row);
+        let inside = |o: usize, k: usize, n: usize| {
+            self.at(o, 0, n).is_some() && self.at(o, k - 1, n).is_some()
+        };
         // One output line per task.
         cols.par_chunks_mut(o.w * row)
             .enumerate()
             .for_each(|(line, out)| {
                 let (s, oy) = (line / o.h, line % o.h);
                 let img = &x[s * d.per_sample()..][..d.per_sample()];
+                let rows_inside = inside(oy, self.kh, d.h);
                 for ox in 0..o.w {
                     let r = &mut out[ox * row..][..row];
+                    if !(rows_inside && inside(ox, self.kw, d.w)) {
+                        r.fill(0.0);
+                    }
                     for ky in 0..self.kh {
                         let Some(iy) = self.at(oy, ky, d.h) else {
                             continue;

@@ -3,10 +3,13 @@
 
 pub(crate) mod conv;
 pub(crate) mod elementwise;
+mod gemm;
 pub(crate) mod pool;
 
-use ndarray::linalg::general_mat_mul;
-use ndarray::{ArrayView2, ArrayViewMut2, Axis, ShapeBuilder};
+pub(crate) use gemm::gemm;
+
+use ndarray::{ArrayView2, ArrayViewMut2, ShapeBuilder};
+use rayon::prelude::*;
 
 use super::net::Activation;
 
@@ -76,31 +79,6 @@ pub(crate) fn view_mut(
         .expect("gemm view")
 }
 
-/// `c = a · b` (`beta` 0) or `c += a · b` (`beta` 1), split into halves
-/// on rayon's threads while each half still has enough work.
-pub(crate) fn gemm(a: ArrayView2<f32>, b: ArrayView2<f32>, mut c: ArrayViewMut2<f32>, beta: f32) {
-    let (m, k) = a.dim();
-    let n = b.dim().1;
-    // About 4 MFLOP per piece at least; rayon balances the pieces.
-    let split = rayon::current_num_threads() > 1 && m * n * k >= 1 << 22;
-    if !split || (m < 16 && n < 32) {
-        general_mat_mul(1.0, &a, &b, beta, &mut c);
-        return;
-    }
-    if m >= n || n < 32 {
-        let mid = m / 2;
-        let (a1, a2) = a.split_at(Axis(0), mid);
-        let (c1, c2) = c.split_at(Axis(0), mid);
-        rayon::join(|| gemm(a1, b, c1, beta), || gemm(a2, b, c2, beta));
-    } else {
-        // Keep column blocks a multiple of 16 wide (the micro-kernel's).
-        let mid = (n / 2).next_multiple_of(16).min(n);
-        let (b1, b2) = b.split_at(Axis(1), mid);
-        let (c1, c2) = c.split_at(Axis(1), mid);
-        rayon::join(|| gemm(a, b1, c1, beta), || gemm(a, b2, c2, beta));
-    }
-}
-
 /// An activation applied to one value.
 pub(crate) fn act(a: Activation, v: f32) -> f32 {
     match a {
@@ -158,18 +136,19 @@ pub(crate) fn transpose(x: &[f32], b: usize, r: usize, c: usize) -> Vec<f32> {
         return x.to_vec();
     }
     let mut out = vec![0f32; x.len()];
-    for s in 0..b {
-        let (src, dst) = (&x[s * r * c..][..r * c], &mut out[s * r * c..][..r * c]);
-        // Tiles of 8×8 keep both sides in cache.
-        for i0 in (0..r).step_by(8) {
-            for j0 in (0..c).step_by(8) {
-                for i in i0..(i0 + 8).min(r) {
-                    for j in j0..(j0 + 8).min(c) {
-                        dst[j * r + i] = src[i * c + j];
+    for (src, dst) in x.chunks(r * c).zip(out.chunks_mut(r * c)).take(b) {
+        // Eight output rows per task, in tiles of 8×8 that keep both sides
+        // in cache.
+        dst.par_chunks_mut(8 * r).enumerate().for_each(|(t, dst)| {
+            let j0 = 8 * t;
+            for i0 in (0..r).step_by(8) {
+                for j in j0..(j0 + 8).min(c) {
+                    for i in i0..(i0 + 8).min(r) {
+                        dst[(j - j0) * r + i] = src[i * c + j];
                     }
                 }
             }
-        }
+        });
     }
     out
 }

@@ -1,0 +1,177 @@
+//! The engine's matrix product: split into pieces on rayon's threads, each
+//! piece multiplied by the `gemm` crate's kernels (the crate candle's own
+//! CPU matmul uses), or by matrixmultiply's for a few rows, where the
+//! `gemm` crate was slower (a dense layer at batch 8).
+//!
+//! The one `unsafe` block calls `gemm::gemm`, which takes raw pointers and
+//! strides; its arguments come from ndarray views, whose shapes and
+//! strides ndarray has checked against their slices.
+#![allow(unsafe_code)]
+
+use ndarray::linalg::general_mat_mul;
+use ndarray::{ArrayView2, ArrayViewMut2, Axis};
+
+/// Pieces with fewer rows than this go to matrixmultiply.
+const FEW_ROWS: usize = 32;
+
+/// `c = a · b` (`beta` 0: `c` is not read, a NaN in it does not spread) or
+/// `c += a · b` (`beta` 1), split into halves on rayon's threads while each
+/// half still has enough work.
+pub(crate) fn gemm(a: ArrayView2<f32>, b: ArrayView2<f32>, c: ArrayViewMut2<f32>, beta: f32) {
+    let (m, k) = a.dim();
+    let n = b.dim().1;
+    assert_eq!(b.dim().0, k, "gemm: inner sizes differ");
+    assert_eq!(c.dim(), (m, n), "gemm: output size");
+    // About 4 MFLOP per piece at least; rayon balances the pieces.
+    let split = rayon::current_num_threads() > 1 && m * n * k >= 1 << 22;
+    if !split || (m < 16 && n < 32) {
+        piece(a, b, c, beta);
+        return;
+    }
+    if m >= n || n < 32 {
+        let mid = m / 2;
+        let (a1, a2) = a.split_at(Axis(0), mid);
+        let (c1, c2) = c.split_at(Axis(0), mid);
+        rayon::join(|| gemm(a1, b, c1, beta), || gemm(a2, b, c2, beta));
+    } else {
+        // Keep column blocks a multiple of 16 wide (the micro-kernel's).
+        let mid = (n / 2).next_multiple_of(16).min(n);
+        let (b1, b2) = b.split_at(Axis(1), mid);
+        let (c1, c2) = c.split_at(Axis(1), mid);
+        rayon::join(|| gemm(a, b1, c1, beta), || gemm(a, b2, c2, beta));
+    }
+}
+
+/// One piece on this thread.
+fn piece(a: ArrayView2<f32>, b: ArrayView2<f32>, mut c: ArrayViewMut2<f32>, beta: f32) {
+    let (m, k) = a.dim();
+    let n = b.dim().1;
+    if m < FEW_ROWS || m == 0 || n == 0 {
+        general_mat_mul(1.0, &a, &b, beta, &mut c);
+        return;
+    }
+    if k == 0 {
+        if beta == 0.0 {
+            c.fill(0.0);
+        }
+        return;
+    }
+    let [a_rs, a_cs] = strides(a.strides());
+    let [b_rs, b_cs] = strides(b.strides());
+    let [c_rs, c_cs] = strides(c.strides());
+    // SAFETY: the three views are valid for their shapes and strides
+    // (ndarray checked them when they were made), `c` is borrowed
+    // mutably so it overlaps neither `a` nor `b`, m, n, k > 0 are their
+    // sizes, and `gemm::gemm` reads `a` and `b` and writes `c` only
+    // within those shapes (`c` read only when `read_dst`). f32 is one of
+    // the types it takes; `Parallelism::None` runs it on this thread.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            c_cs,
+            c_rs,
+            beta != 0.0,
+            a.as_ptr(),
+            a_cs,
+            a_rs,
+            b.as_ptr(),
+            b_cs,
+            b_rs,
+            beta,
+            1.0f32,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
+}
+
+fn strides(s: &[isize]) -> [isize; 2] {
+    [s[0], s[1]]
+}
+
+#[cfg(test)]
+mod tests {
+    use ndarray::{s, Array2};
+
+    use super::*;
+
+    fn naive(a: ArrayView2<f32>, b: ArrayView2<f32>) -> Array2<f32> {
+        let (m, k) = a.dim();
+        let n = b.dim().1;
+        Array2::from_shape_fn((m, n), |(i, j)| {
+            (0..k)
+                .map(|p| a[[i, p]] as f64 * b[[p, j]] as f64)
+                .sum::<f64>() as f32
+        })
+    }
+
+    fn filled(r: usize, c: usize, seed: u32) -> Array2<f32> {
+        Array2::from_shape_fn((r, c), |(i, j)| {
+            let h = (i as u32 * 7919 + j as u32 * 104_729 + seed).wrapping_mul(2_654_435_761);
+            (h >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+        })
+    }
+
+    fn assert_close(got: &Array2<f32>, want: &Array2<f32>, k: usize) {
+        for (g, w) in got.iter().zip(want) {
+            assert!(
+                (g - w).abs() <= 1e-5 * (k as f32).sqrt() * 4.0,
+                "{g} vs {w}"
+            );
+        }
+    }
+
+    /// Both kernels (few rows and many), odd sizes, transposed and strided
+    /// views, `beta` 0 over NaN and `beta` 1, against a naive product.
+    #[test]
+    fn matches_a_naive_product_on_views() {
+        for &(m, k, n) in &[
+            (1, 3, 5),
+            (7, 1, 9),
+            (31, 17, 33),
+            (33, 64, 15),
+            (200, 75, 130),
+            (97, 300, 300),
+        ] {
+            let a_big = filled(m + 3, 2 * k + 1, 1);
+            let a = a_big.slice(s![1..m + 1, ..;2]);
+            let a = a.slice(s![.., ..k]);
+            let bt = filled(n, k, 2);
+            let b = bt.t();
+            let want = naive(a, b);
+            let mut c = Array2::from_elem((m, n), f32::NAN);
+            gemm(a, b, c.view_mut(), 0.0);
+            assert_close(&c, &want, k);
+            let mut c = filled(m, n, 3);
+            let mut want1 = c.clone();
+            want1 += &want;
+            gemm(a, b, c.view_mut(), 1.0);
+            assert_close(&c, &want1, k);
+            // A column block of the output (a strided destination).
+            let mut wide = Array2::from_elem((m, n + 4), f32::NAN);
+            gemm(a, b, wide.slice_mut(s![.., 2..n + 2]), 0.0);
+            assert_close(&wide.slice(s![.., 2..n + 2]).to_owned(), &want, k);
+            assert!(
+                wide.column(0).iter().all(|v| v.is_nan()),
+                "wrote outside its block"
+            );
+        }
+    }
+
+    /// A NaN in an input reaches the output (no kernel drops it).
+    #[test]
+    fn a_nan_input_spreads() {
+        let mut a = filled(64, 40, 4);
+        a[[5, 7]] = f32::NAN;
+        let b = filled(40, 48, 5);
+        let mut c = Array2::zeros((64, 48));
+        gemm(a.view(), b.view(), c.view_mut(), 0.0);
+        assert!(c.row(5).iter().all(|v| v.is_nan()));
+        assert!(c.row(4).iter().all(|v| v.is_finite()));
+    }
+}
