@@ -197,6 +197,11 @@ impl Program {
             });
             slot[id] = steps.len();
         }
+        for step in &mut steps {
+            if let Kernel::Conv(c) = &mut step.kernel {
+                c.prepare();
+            }
+        }
         let mut last_use = vec![usize::MAX; steps.len() + 1];
         for (i, s) in steps.iter().enumerate() {
             for &x in &s.inputs {

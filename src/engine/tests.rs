@@ -99,6 +99,32 @@ fn convs_match_candle_at_every_setting() {
     }
 }
 
+/// 3×3 stride-1 convs with 16 channels or more run by Winograd's
+/// F(2×2, 3×3): the same figures as candle's ops, with an affine (a
+/// batch norm) folded in first and a ReLU fused, at each padding and odd
+/// sizes.
+#[test]
+fn winograd_convs_match_candle() {
+    for (i, (cin, cout, pad, (h, w))) in [
+        (16, 16, 1, (7, 9)),
+        (24, 16, 0, (6, 5)),
+        (16, 32, 2, (3, 4)),
+        (32, 16, 1, (1, 1)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut b = NetBuilder::new();
+        let x = b.input();
+        let y = conv(&mut b, x, [cin, cout, 3], [1, pad, 1, 1], 30 + i as u64);
+        let scale = (randn(&[cout], 40).abs().unwrap() + 0.5).unwrap();
+        let y = b.affine(y, &scale, &randn(&[cout], 41));
+        let y = b.act(y, Activation::Relu);
+        let y = conv(&mut b, y, [cout, 16, 3], [1, 1, 1, 1], 50 + i as u64);
+        check(&b.build(y), &[2, cin, h, w], 60 + i as u64);
+    }
+}
+
 /// The im2col buffer is reused between convs without being cleared: a
 /// padded conv after one that left NaN there (its input had NaN) reads
 /// zeros in its padding, forward and backward (a regression test).

@@ -7,7 +7,8 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 
 use super::elementwise::bias_act;
-use super::{gemm, view, view_mut, Activation, Dims};
+use super::winograd::Winograd;
+use super::{buffer, gemm, view, view_mut, Activation, Dims};
 
 /// A compiled convolution.
 #[derive(Debug)]
@@ -26,6 +27,9 @@ pub(crate) struct ConvK {
     w: Vec<f32>,
     /// For a depthwise conv: `[kh·kw, C]` (else empty).
     dw: Vec<f32>,
+    /// For a conv that [`Winograd::applies`] to, once [`Self::prepare`]d
+    /// (then `w` is empty).
+    wino: Option<Winograd>,
     bias: Vec<f32>,
 }
 
@@ -36,15 +40,6 @@ thread_local! {
 
 /// At most this many floats of im2col rows at once (16 MB).
 const COLS_LIMIT: usize = 1 << 22;
-
-/// The first `len` values of `v`, grown (with zeros) when shorter; what
-/// an earlier conv left there stays, for the caller to overwrite.
-fn buffer(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
-    if v.len() < len {
-        v.resize(len, 0.0);
-    }
-    &mut v[..len]
-}
 
 impl ConvK {
     /// From PyTorch's `[cout, cin_g, kh, kw]` weight; `None` for
@@ -83,6 +78,7 @@ impl ConvK {
             groups,
             w,
             dw: Vec::new(),
+            wino: None,
             bias,
         };
         k.relayout();
@@ -155,10 +151,23 @@ impl ConvK {
         }
     }
 
+    /// Makes the weights the kernel runs on (Winograd's transform where
+    /// it applies); after this, no [`Self::fold_affine`].
+    pub(crate) fn prepare(&mut self) {
+        let shape = [self.cout, self.cin_g, self.kh, self.kw];
+        if self.wino.is_none()
+            && Winograd::applies(shape, self.stride, self.pad, self.dil, self.groups)
+        {
+            self.wino = Some(Winograd::new(&self.w, self.cin_g, self.cout, self.pad));
+            self.w = Vec::new();
+        }
+    }
+
     /// Folds `y · scale + shift` per output channel into the weights;
-    /// false when the sizes do not match.
+    /// false when the sizes do not match or the weights are
+    /// [`Self::prepare`]d.
     pub(crate) fn fold_affine(&mut self, scale: &[f32], shift: &[f32]) -> bool {
-        if scale.len() != self.cout || shift.len() != self.cout {
+        if scale.len() != self.cout || shift.len() != self.cout || self.wino.is_some() {
             return false;
         }
         if self.depthwise() {
@@ -224,6 +233,9 @@ impl ConvK {
         if self.depthwise() {
             self.depthwise_forward(x, d, o, &mut out);
             bias_act(&mut out, &self.bias, act, &mut pre);
+        } else if let Some(wino) = &self.wino {
+            wino.forward(x, d, o, &mut out);
+            bias_act(&mut out, &self.bias, act, &mut pre);
         } else {
             let per = self.per_chunk(o);
             let (kk, cout_g) = (self.kh * self.kw * self.cin_g, self.cout / self.groups);
@@ -266,6 +278,10 @@ impl ConvK {
         let mut dx = vec![0f32; d.len()];
         if self.depthwise() {
             self.depthwise_backward(g, d, o, &mut dx);
+            return Ok(dx);
+        }
+        if let Some(wino) = &self.wino {
+            wino.backward(g, o, d, &mut dx);
             return Ok(dx);
         }
         let per = self.per_chunk(o);

@@ -5,6 +5,7 @@ pub(crate) mod conv;
 pub(crate) mod elementwise;
 mod gemm;
 pub(crate) mod pool;
+mod winograd;
 
 pub(crate) use gemm::gemm;
 
@@ -77,6 +78,15 @@ pub(crate) fn view_mut(
     };
     ArrayViewMut2::from_shape((rows, cols).strides((rs, 1)), &mut v[offset..end])
         .expect("gemm view")
+}
+
+/// The first `len` values of `v`, grown (with zeros) when shorter; what
+/// an earlier kernel left there stays, for the caller to overwrite.
+pub(crate) fn buffer(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if v.len() < len {
+        v.resize(len, 0.0);
+    }
+    &mut v[..len]
 }
 
 /// An activation applied to one value.
