@@ -15,16 +15,30 @@ use ndarray::{ArrayView2, ArrayViewMut2, Axis};
 const FEW_ROWS: usize = 32;
 
 /// `c = a · b` (`beta` 0: `c` is not read, a NaN in it does not spread) or
-/// `c += a · b` (`beta` 1), split into halves on rayon's threads while each
-/// half still has enough work.
+/// `c += a · b` (`beta` 1), split into halves on rayon's threads while
+/// each half still has enough work: at least [`MIN_PIECE`]
+/// multiply-adds and a [`MAX_PIECES`]th of the whole (smaller pieces
+/// pack the shared operand again for little work each).
 pub(crate) fn gemm(a: ArrayView2<f32>, b: ArrayView2<f32>, c: ArrayViewMut2<f32>, beta: f32) {
     let (m, k) = a.dim();
     let n = b.dim().1;
     assert_eq!(b.dim().0, k, "gemm: inner sizes differ");
     assert_eq!(c.dim(), (m, n), "gemm: output size");
-    // About 4 MFLOP per piece at least; rayon balances the pieces.
-    let split = rayon::current_num_threads() > 1 && m * n * k >= 1 << 22;
-    if !split || (m < 16 && n < 32) {
+    let min = MIN_PIECE.max(m * n * k / MAX_PIECES);
+    split(a, b, c, beta, min);
+}
+
+/// Multiply-adds in a piece at least.
+const MIN_PIECE: usize = 1 << 22;
+
+/// Pieces of one product at most (about).
+const MAX_PIECES: usize = 16;
+
+fn split(a: ArrayView2<f32>, b: ArrayView2<f32>, c: ArrayViewMut2<f32>, beta: f32, min: usize) {
+    let (m, k) = a.dim();
+    let n = b.dim().1;
+    let halves = rayon::current_num_threads() > 1 && m * n * k >= 2 * min;
+    if !halves || (m < 16 && n < 32) {
         piece(a, b, c, beta);
         return;
     }
@@ -32,13 +46,19 @@ pub(crate) fn gemm(a: ArrayView2<f32>, b: ArrayView2<f32>, c: ArrayViewMut2<f32>
         let mid = m / 2;
         let (a1, a2) = a.split_at(Axis(0), mid);
         let (c1, c2) = c.split_at(Axis(0), mid);
-        rayon::join(|| gemm(a1, b, c1, beta), || gemm(a2, b, c2, beta));
+        rayon::join(
+            || split(a1, b, c1, beta, min),
+            || split(a2, b, c2, beta, min),
+        );
     } else {
         // Keep column blocks a multiple of 16 wide (the micro-kernel's).
         let mid = (n / 2).next_multiple_of(16).min(n);
         let (b1, b2) = b.split_at(Axis(1), mid);
         let (c1, c2) = c.split_at(Axis(1), mid);
-        rayon::join(|| gemm(a, b1, c1, beta), || gemm(a, b2, c2, beta));
+        rayon::join(
+            || split(a, b1, c1, beta, min),
+            || split(a, b2, c2, beta, min),
+        );
     }
 }
 
