@@ -414,34 +414,21 @@ impl ConvK {
     }
 
     fn depthwise_forward(&self, x: &[f32], d: Dims, o: Dims, out: &mut [f32]) {
-        let c = d.c;
-        out.par_chunks_mut(o.w * c)
-            .enumerate()
-            .for_each(|(line, out)| {
-                let (s, oy) = (line / o.h, line % o.h);
-                let img = &x[s * d.per_sample()..][..d.per_sample()];
-                for ox in 0..o.w {
-                    let px = &mut out[ox * c..][..c];
-                    for ky in 0..self.kh {
-                        let Some(iy) = self.at(oy, ky, d.h) else {
-                            continue;
-                        };
-                        for kx in 0..self.kw {
-                            let Some(ix) = self.at(ox, kx, d.w) else {
-                                continue;
-                            };
-                            let xi = &img[(iy * d.w + ix) * c..][..c];
-                            let wk = &self.dw[(ky * self.kw + kx) * c..][..c];
-                            for ((v, a), b) in px.iter_mut().zip(xi).zip(wk) {
-                                *v += a * b;
-                            }
-                        }
-                    }
-                }
-            });
+        // out[oy, ox] = Σ x[oy·s + ky·dil − pad, ox·s + kx·dil − pad] · w[ky, kx]
+        let at = |o: usize, k: usize, n: usize| self.at(o, k, n);
+        depthwise_gather(x, d, o, &self.dw, [self.kh, self.kw], at, out);
     }
 
     fn depthwise_backward(&self, g: &[f32], d: Dims, o: Dims, dx: &mut [f32]) {
+        if self.stride == 1 {
+            // dx[iy, ix] = Σ g[iy + pad − ky·dil, ix + pad − kx·dil] · w[ky, kx]:
+            // the same gather over the output's gradient.
+            let at = |i: usize, k: usize, n: usize| {
+                let v = (i + self.pad) as isize - (k * self.dil) as isize;
+                (v >= 0 && (v as usize) < n).then_some(v as usize)
+            };
+            return depthwise_gather(g, o, d, &self.dw, [self.kh, self.kw], at, dx);
+        }
         let c = d.c;
         dx.par_chunks_mut(d.per_sample())
             .zip(g.par_chunks(o.per_sample()))
@@ -468,4 +455,66 @@ impl ConvK {
                 }
             });
     }
+}
+
+/// Channels per register block of [`depthwise_gather`].
+const DW_LANES: usize = 8;
+
+/// `out[y, x, c] = Σ_{ky, kx} src[at(y, ky), at(x, kx), c] · w[ky, kx, c]`
+/// (`at` gives the source row or column a tap reads, `None` outside):
+/// a depthwise conv's forward pass, and its input's gradient at stride 1.
+/// Each output pixel sums its taps in registers, eight channels at a time.
+fn depthwise_gather(
+    src: &[f32],
+    sd: Dims,
+    od: Dims,
+    w: &[f32],
+    [kh, kw]: [usize; 2],
+    at: impl Fn(usize, usize, usize) -> Option<usize> + Sync,
+    out: &mut [f32],
+) {
+    let c = sd.c;
+    out.par_chunks_mut(od.w * c)
+        .enumerate()
+        .for_each(|(line, out)| {
+            let (s, oy) = (line / od.h, line % od.h);
+            let img = &src[s * sd.per_sample()..][..sd.per_sample()];
+            let rows: Vec<(usize, usize)> = (0..kh)
+                .filter_map(|ky| Some((ky, at(oy, ky, sd.h)?)))
+                .collect();
+            // (weight row, source pixel) per tap of the current pixel.
+            let mut taps: Vec<(usize, usize)> = Vec::with_capacity(kh * kw);
+            for ox in 0..od.w {
+                taps.clear();
+                for &(ky, iy) in &rows {
+                    for kx in 0..kw {
+                        if let Some(ix) = at(ox, kx, sd.w) {
+                            taps.push((ky * kw + kx, iy * sd.w + ix));
+                        }
+                    }
+                }
+                let px = &mut out[ox * c..][..c];
+                let mut c0 = 0;
+                while c0 + DW_LANES <= c {
+                    let mut acc = [0f32; DW_LANES];
+                    for &(k, p) in &taps {
+                        let xv: &[f32; DW_LANES] =
+                            img[p * c + c0..][..DW_LANES].try_into().expect("lanes");
+                        let wv: &[f32; DW_LANES] =
+                            w[k * c + c0..][..DW_LANES].try_into().expect("lanes");
+                        for l in 0..DW_LANES {
+                            acc[l] += xv[l] * wv[l];
+                        }
+                    }
+                    px[c0..c0 + DW_LANES].copy_from_slice(&acc);
+                    c0 += DW_LANES;
+                }
+                for ch in c0..c {
+                    px[ch] = taps
+                        .iter()
+                        .map(|&(k, p)| img[p * c + ch] * w[k * c + ch])
+                        .sum();
+                }
+            }
+        });
 }

@@ -178,8 +178,8 @@ pub(crate) fn layer_norm(
                 .zip(rs.iter_mut())
                 .zip(x.chunks(c))
             {
-                let mean = x.iter().sum::<f32>() / c as f32;
-                let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / c as f32;
+                let mean = sum_lanes(c, |i| x[i]) / c as f32;
+                let var = sum_lanes(c, |i| (x[i] - mean) * (x[i] - mean)) / c as f32;
                 *r = 1.0 / (var + eps).sqrt();
                 for i in 0..c {
                     xh[i] = (x[i] - mean) * *r;
@@ -188,6 +188,22 @@ pub(crate) fn layer_norm(
             }
         });
     (y, xhat, rstd)
+}
+
+/// `Σ f(i)` for i < n in eight running sums (a chain of one sum does not
+/// vectorize: each add waits for the last).
+#[inline(always)]
+fn sum_lanes(n: usize, f: impl Fn(usize) -> f32) -> f32 {
+    const L: usize = 8;
+    let mut acc = [0f32; L];
+    let full = n - n % L;
+    for i0 in (0..full).step_by(L) {
+        for (l, a) in acc.iter_mut().enumerate() {
+            *a += f(i0 + l);
+        }
+    }
+    (full..n).for_each(|i| acc[i - full] += f(i));
+    acc.iter().sum()
 }
 
 /// The gradient of [`layer_norm`]'s input from `g` at its output:
@@ -202,13 +218,8 @@ pub(crate) fn layer_norm_backward(g: &[f32], xhat: &[f32], rstd: &[f32], w: &[f3
         .zip(rstd.par_chunks(per))
         .for_each(|(((dx, g), xh), rs)| {
             for (((dx, g), xh), r) in dx.chunks_mut(c).zip(g.chunks(c)).zip(xh.chunks(c)).zip(rs) {
-                let (mut m1, mut m2) = (0f32, 0f32);
-                for i in 0..c {
-                    let gh = g[i] * w[i];
-                    m1 += gh;
-                    m2 += gh * xh[i];
-                }
-                let (m1, m2) = (m1 / c as f32, m2 / c as f32);
+                let m1 = sum_lanes(c, |i| g[i] * w[i]) / c as f32;
+                let m2 = sum_lanes(c, |i| g[i] * w[i] * xh[i]) / c as f32;
                 for i in 0..c {
                     dx[i] = r * (g[i] * w[i] - m1 - xh[i] * m2);
                 }
