@@ -102,17 +102,17 @@ fn convs_match_candle_at_every_setting() {
     }
 }
 
-/// 3×3 stride-1 convs with 16 channels or more run by Winograd's
+/// 3×3 stride-1 convs with 64 input channels or more run by Winograd's
 /// F(2×2, 3×3): the same figures as candle's ops, with an affine (a
 /// batch norm) folded in first and a ReLU fused, at each padding and odd
 /// sizes.
 #[test]
 fn winograd_convs_match_candle() {
     for (i, (cin, cout, pad, (h, w))) in [
-        (16, 16, 1, (7, 9)),
-        (24, 16, 0, (6, 5)),
-        (16, 32, 2, (3, 4)),
-        (32, 16, 1, (1, 1)),
+        (64, 64, 1, (7, 9)),
+        (72, 16, 0, (6, 5)),
+        (64, 96, 2, (3, 4)),
+        (96, 16, 1, (1, 1)),
     ]
     .into_iter()
     .enumerate()
