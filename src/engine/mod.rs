@@ -14,9 +14,11 @@
 //!   the CPU (a GPU runs candle's kernels), and when a weight is a
 //!   variable (a model being trained gets its weight gradients);
 //! - **gevaldi's CPU kernels**, the whole network as one candle
-//!   `CustomOp1`: activations channels-last (NHWC), convolutions as im2col
-//!   and one matrix product per group (a 1×1 stride-1 conv multiplies the
-//!   input directly, a depthwise conv runs its own loop), batch norm folded
+//!   `CustomOp1`: activations channels-last (NHWC), 3×3 stride-1
+//!   convolutions with 64 input channels or more by Winograd's
+//!   F(2×2, 3×3), others as im2col and one matrix product per group (a
+//!   1×1 stride-1 conv multiplies the input directly, a depthwise conv
+//!   runs its own loop), the products on the `gemm` crate's kernels, batch norm folded
 //!   into the preceding conv once, each activation fused into the step
 //!   that produces its input (a conv adds its bias and applies its
 //!   activation to each chunk of output right after that chunk's
