@@ -4,6 +4,7 @@
 
 use std::cell::RefCell;
 
+use ndarray::ArrayView2;
 use rayon::prelude::*;
 
 use super::elementwise::bias_act;
@@ -103,16 +104,9 @@ impl ConvK {
     /// `conv(x) + bias` of NCHW `x`, `b` samples of `H·W` = `hw` pixels,
     /// for [`Self::is_plain_pointwise`] convs.
     pub(crate) fn forward_nchw(&self, x: &[f32], b: usize, hw: usize) -> Vec<f32> {
-        let (cin, cout) = (self.cin_g, self.cout);
-        let mut y = vec![0f32; b * cout * hw];
-        for (ys, xs) in y.chunks_mut(cout * hw).zip(x.chunks(cin * hw)) {
-            let w = view(&self.w, 0, cout, cin, cin);
-            gemm(
-                w,
-                view(xs, 0, cin, hw, hw),
-                view_mut(ys, 0, cout, hw, hw),
-                0.0,
-            );
+        let w = view(&self.w, 0, self.cout, self.cin_g, self.cin_g);
+        let mut y = per_sample_products(w, x, b, hw);
+        for ys in y.chunks_mut(self.cout * hw) {
             for (row, bias) in ys.chunks_mut(hw).zip(&self.bias) {
                 row.iter_mut().for_each(|v| *v += bias);
             }
@@ -123,18 +117,8 @@ impl ConvK {
     /// The gradient of NCHW `x` from `g`, the output's gradient, for
     /// [`Self::is_plain_pointwise`] convs: `Wᵀ · G` per sample.
     pub(crate) fn backward_nchw(&self, g: &[f32], b: usize, hw: usize) -> Vec<f32> {
-        let (cin, cout) = (self.cin_g, self.cout);
-        let mut dx = vec![0f32; b * cin * hw];
-        for (dxs, gs) in dx.chunks_mut(cin * hw).zip(g.chunks(cout * hw)) {
-            let w = view(&self.w, 0, cout, cin, cin);
-            gemm(
-                w.t(),
-                view(gs, 0, cout, hw, hw),
-                view_mut(dxs, 0, cin, hw, hw),
-                0.0,
-            );
-        }
-        dx
+        let w = view(&self.w, 0, self.cout, self.cin_g, self.cin_g);
+        per_sample_products(w.t(), g, b, hw)
     }
 
     /// A depthwise conv's weights to `dw` (the only copy kept).
@@ -230,11 +214,11 @@ impl ConvK {
         let o = self.out_dims(d)?;
         let mut out = vec![0f32; o.len()];
         let mut pre = super::elementwise::pre_act_buffer(act, o.len());
-        if self.depthwise() {
-            self.depthwise_forward(x, d, o, &mut out);
-            bias_act(&mut out, &self.bias, act, &mut pre);
-        } else if let Some(wino) = &self.wino {
-            wino.forward(x, d, o, &mut out);
+        if self.depthwise() || self.wino.is_some() {
+            match &self.wino {
+                Some(wino) => wino.forward(x, d, o, &mut out),
+                None => self.depthwise_forward(x, d, o, &mut out),
+            }
             bias_act(&mut out, &self.bias, act, &mut pre);
         } else {
             let per = self.per_chunk(o);
@@ -455,6 +439,22 @@ impl ConvK {
                 }
             });
     }
+}
+
+/// `m · X` for each of `b` samples of NCHW `x` (`X` its `[k, hw]`
+/// matrix), `m` being `[rows, k]`: `b` matrices `[rows, hw]`.
+fn per_sample_products(m: ArrayView2<f32>, x: &[f32], b: usize, hw: usize) -> Vec<f32> {
+    let (rows, k) = m.dim();
+    let mut y = vec![0f32; b * rows * hw];
+    for (ys, xs) in y.chunks_mut(rows * hw).zip(x.chunks(k * hw)) {
+        gemm(
+            m,
+            view(xs, 0, k, hw, hw),
+            view_mut(ys, 0, rows, hw, hw),
+            0.0,
+        );
+    }
+    y
 }
 
 /// Channels per register block of [`depthwise_gather`].
