@@ -1,5 +1,6 @@
 //! A [`Net`](super::Net) compiled for the CPU kernels: weights in the
-//! kernels' layouts, batch norms folded into the convs before them, and
+//! kernels' layouts, batch norms (per-channel affine maps) folded into the
+//! convs and dense layers before them, and
 //! activations attached to the op that produces their input (one step and
 //! one value slot; convs and dense layers apply it in the pass that adds
 //! their bias).
@@ -47,6 +48,26 @@ pub(crate) enum Kernel {
     },
 }
 
+impl Kernel {
+    /// The kernel's name (tests).
+    #[cfg(test)]
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Kernel::Conv(_) => "Conv",
+            Kernel::Dense { .. } => "Dense",
+            Kernel::Affine { .. } => "Affine",
+            Kernel::Act => "Act",
+            Kernel::MaxPool { .. } => "MaxPool",
+            Kernel::AdaptiveAvgPool { .. } => "AdaptiveAvgPool",
+            Kernel::Flatten => "Flatten",
+            Kernel::Reshape(_) => "Reshape",
+            Kernel::Concat => "Concat",
+            Kernel::Add => "Add",
+            Kernel::LayerNorm { .. } => "LayerNorm",
+        }
+    }
+}
+
 /// One op of the program: reads `inputs` (value slots), writes `out`, then
 /// applies `act`.
 #[derive(Debug)]
@@ -74,6 +95,24 @@ pub(crate) fn frozen_f32(t: &Tensor) -> Option<Vec<f32>> {
         return None;
     }
     t.flatten_all().ok()?.to_vec1::<f32>().ok()
+}
+
+/// Folds `y · scale + shift` per output into a dense layer's weight
+/// `[out, in]` and bias (ConvNeXt's layer scale after its second linear
+/// layer); false when the sizes do not match.
+fn fold_affine_dense(w: &mut [f32], bias: &mut [f32], scale: &[f32], shift: &[f32]) -> bool {
+    let nout = bias.len();
+    if scale.len() != nout || shift.len() != nout || nout == 0 {
+        return false;
+    }
+    let nin = w.len() / nout;
+    for (o, row) in w.chunks_mut(nin).enumerate() {
+        row.iter_mut().for_each(|v| *v *= scale[o]);
+    }
+    for (o, b) in bias.iter_mut().enumerate() {
+        *b = *b * scale[o] + shift[o];
+    }
+    true
 }
 
 impl Program {
@@ -140,11 +179,17 @@ impl Program {
                     let (scale, shift) = (frozen_f32(scale)?, frozen_f32(shift)?);
                     if let Some(s) = fusable {
                         let no_act = steps[s].act.is_none();
-                        if let Kernel::Conv(c) = &mut steps[s].kernel {
-                            if no_act && c.fold_affine(&scale, &shift) {
-                                slot[id] = s + 1;
-                                continue;
-                            }
+                        let folded = no_act
+                            && match &mut steps[s].kernel {
+                                Kernel::Conv(c) => c.fold_affine(&scale, &shift),
+                                Kernel::Dense { w, bias, .. } => {
+                                    fold_affine_dense(w, bias, &scale, &shift)
+                                }
+                                _ => false,
+                            };
+                        if folded {
+                            slot[id] = s + 1;
+                            continue;
                         }
                     }
                     Kernel::Affine { scale, shift }

@@ -310,6 +310,42 @@ fn kernel_backward(step: &Step, g: Vec<f32>, r: &Record) -> candle_core::Result<
     })
 }
 
+/// An [`Kernel::Add`] step `i` run in the buffer of an input that this
+/// step reads last and nothing else holds (the output of a conv whose
+/// batch norm is folded, say, rather than a kept ReLU output): no copy.
+/// `None` where neither input is such a buffer (the step then runs
+/// [`run_kernel`], which copies), or the step is not an Add.
+fn add_in_place(
+    p: &Program,
+    values: &mut [Option<Arc<Vec<f32>>>],
+    dims: &[Dims],
+    step: &Step,
+    i: usize,
+) -> Option<KernelOut> {
+    let (Kernel::Add, &[a, b]) = (&step.kernel, step.inputs.as_slice()) else {
+        return None;
+    };
+    if a == b || dims[a] != dims[b] {
+        return None;
+    }
+    for (s, other) in [(a, b), (b, a)] {
+        let Some(o) = values[other].clone() else {
+            continue;
+        };
+        if p.last_use[s] != i || s == p.output {
+            continue;
+        }
+        match Arc::try_unwrap(values[s].take()?) {
+            Ok(mut y) => {
+                ew::add_into(&mut y, &o);
+                return Some(KernelOut(Arc::new(y), dims[s], Kept::Nothing, None));
+            }
+            Err(v) => values[s] = Some(v),
+        }
+    }
+    None
+}
+
 impl NetOp {
     /// The conv of a program that is one [`ConvK::is_plain_pointwise`]
     /// conv without an activation, on spatial input dims `d`: it runs on
@@ -332,13 +368,19 @@ impl NetOp {
         values[0] = Some(Arc::new(x));
         let mut tape = Vec::with_capacity(p.steps.len());
         for (i, step) in p.steps.iter().enumerate() {
-            let xs: Vec<&Arc<Vec<f32>>> = step
-                .inputs
-                .iter()
-                .map(|&s| values[s].as_ref().expect("a value before its last use"))
-                .collect();
             let ds: Vec<Dims> = step.inputs.iter().map(|&s| dims[s]).collect();
-            let KernelOut(y, out, kernel, fused) = run_kernel(step, &xs, &ds)?;
+            let KernelOut(y, out, kernel, fused) =
+                match add_in_place(p, &mut values, &dims, step, i) {
+                    Some(k) => k,
+                    None => {
+                        let xs: Vec<&Arc<Vec<f32>>> = step
+                            .inputs
+                            .iter()
+                            .map(|&s| values[s].as_ref().expect("a value before its last use"))
+                            .collect();
+                        run_kernel(step, &xs, &ds)?
+                    }
+                };
             let (y, act) = match (step.act, fused) {
                 (None, _) => (y, Kept::Nothing),
                 (Some(_), Some(Fused(pre))) if !pre.is_empty() => (y, Kept::Input(pre)),

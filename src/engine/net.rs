@@ -283,6 +283,17 @@ impl Net {
     pub(crate) fn is_compiled(&self) -> bool {
         self.program.get().is_some()
     }
+
+    /// The names of the compiled program's kernels, in order (tests);
+    /// empty before it is compiled.
+    #[cfg(test)]
+    pub(crate) fn compiled_kernels(&self) -> impl Iterator<Item = &'static str> + '_ {
+        let steps = match self.program.get() {
+            Some(Some(p)) => p.steps.as_slice(),
+            _ => &[],
+        };
+        steps.iter().map(|s| s.kernel.name())
+    }
 }
 
 impl Module for Net {

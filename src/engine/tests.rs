@@ -299,6 +299,59 @@ fn linear_layers_match_candle_on_flat_values_and_per_pixel() {
     check(&b.build(y), &[3, 5, 4, 3], 50);
 }
 
+/// A per-channel affine after a dense layer (ConvNeXt's layer scale)
+/// folds into its weights; after a dense layer with an activation, or
+/// one whose output has another reader, it stays a step of its own.
+#[test]
+fn an_affine_folds_into_the_dense_layer_before_it() {
+    let (w1, b1) = (randn(&[7, 5], 1), randn(&[7], 2));
+    let (s, t) = (randn(&[7], 3), randn(&[7], 4));
+    let mut b = NetBuilder::new();
+    let x = b.input();
+    let y = b.linear(x, &w1, Some(&b1));
+    let folded = b.affine(y, &s, &t);
+    let g = b.linear(x, &w1, None);
+    let g = b.act(g, Activation::GeluErf);
+    let after_act = b.affine(g, &s, &t);
+    let read_twice = b.linear(x, &w1, Some(&b1));
+    let z = b.affine(read_twice, &s, &t);
+    let y = b.concat(&[folded, after_act, z, read_twice]);
+    let net = b.build(y);
+    check(&net, &[2, 5, 4, 3], 70);
+    let x = randn(&[2, 5, 4, 3], 71);
+    net.forward(&x).unwrap();
+    let affines = net.compiled_kernels().filter(|k| k == &"Affine").count();
+    assert_eq!(
+        affines,
+        2,
+        "{:?}",
+        net.compiled_kernels().collect::<Vec<_>>()
+    );
+}
+
+/// An Add writes into an input's buffer only where this is that value's
+/// last reader and nothing else holds it: a ReLU output kept for the
+/// backward, or a value read again later, is left as it is.
+#[test]
+fn residual_adds_reuse_only_buffers_nothing_else_reads() {
+    let mut b = NetBuilder::new();
+    let x = b.input();
+    let a = conv(&mut b, x, [4, 4, 3], [1, 1, 1, 1], 1);
+    let r = b.relu(a);
+    let c = conv(&mut b, r, [4, 4, 1], [1, 0, 1, 1], 2);
+    // r is kept by its ReLU's backward: the sum goes into c's buffer.
+    let s = b.add(r, c);
+    let d = conv(&mut b, s, [4, 4, 3], [1, 1, 1, 1], 3);
+    // s is read again below: the sum goes into d's buffer.
+    let t = b.add(s, d);
+    let t = b.relu(t);
+    let y = b.concat(&[t, s]);
+    // The input, at its last reader.
+    let e = conv(&mut b, x, [4, 8, 1], [1, 0, 1, 1], 4);
+    let y = b.add(e, y);
+    check(&b.build(y), &[2, 4, 5, 5], 80);
+}
+
 #[test]
 fn residuals_concat_and_layer_norm_match_candle() {
     let (lw, lb) = (randn(&[6], 1), randn(&[6], 2));

@@ -2,6 +2,7 @@
 //! stride-1 conv multiplies the input directly, a depthwise conv runs its
 //! own loop); the input's gradient by the transposed products and col2im.
 
+use super::simd::simd_fn;
 use std::cell::RefCell;
 
 use ndarray::ArrayView2;
@@ -457,64 +458,91 @@ fn per_sample_products(m: ArrayView2<f32>, x: &[f32], b: usize, hw: usize) -> Ve
     y
 }
 
-/// Channels per register block of [`depthwise_gather`].
-const DW_LANES: usize = 8;
+/// Channels per register block of [`gather_line`] (one AVX-512 vector,
+/// two AVX2 ones, four SSE ones).
+const DW_LANES: usize = 16;
 
 /// `out[y, x, c] = Σ_{ky, kx} src[at(y, ky), at(x, kx), c] · w[ky, kx, c]`
 /// (`at` gives the source row or column a tap reads, `None` outside):
 /// a depthwise conv's forward pass, and its input's gradient at stride 1.
-/// Each output pixel sums its taps in registers, eight channels at a time.
+/// Each output pixel sums its taps in registers, [`DW_LANES`] channels at
+/// a time.
 fn depthwise_gather(
     src: &[f32],
     sd: Dims,
     od: Dims,
     w: &[f32],
     [kh, kw]: [usize; 2],
-    at: impl Fn(usize, usize, usize) -> Option<usize> + Sync,
+    at: impl Fn(usize, usize, usize) -> Option<usize>,
     out: &mut [f32],
 ) {
     let c = sd.c;
+    // The source row (column) of each output row (column) at each tap.
+    let ys: Vec<Option<usize>> = (0..od.h)
+        .flat_map(|y| (0..kh).map(move |k| (y, k)))
+        .map(|(y, k)| at(y, k, sd.h))
+        .collect();
+    let xs: Vec<Option<usize>> = (0..od.w)
+        .flat_map(|x| (0..kw).map(move |k| (x, k)))
+        .map(|(x, k)| at(x, k, sd.w))
+        .collect();
     out.par_chunks_mut(od.w * c)
         .enumerate()
         .for_each(|(line, out)| {
             let (s, oy) = (line / od.h, line % od.h);
             let img = &src[s * sd.per_sample()..][..sd.per_sample()];
-            let rows: Vec<(usize, usize)> = (0..kh)
-                .filter_map(|ky| Some((ky, at(oy, ky, sd.h)?)))
-                .collect();
-            // (weight row, source pixel) per tap of the current pixel.
-            let mut taps: Vec<(usize, usize)> = Vec::with_capacity(kh * kw);
-            for ox in 0..od.w {
-                taps.clear();
-                for &(ky, iy) in &rows {
-                    for kx in 0..kw {
-                        if let Some(ix) = at(ox, kx, sd.w) {
-                            taps.push((ky * kw + kx, iy * sd.w + ix));
-                        }
+            gather_line(img, sd.w, &ys[oy * kh..][..kh], &xs, kw, w, c, out);
+        });
+}
+
+simd_fn! {
+    /// One output line of [`depthwise_gather`] (`c` channels a pixel):
+    /// `img` is the source sample, `sw` pixels a row; `rows` the source row
+    /// at each `ky`, `cols` the source column at each (x, kx), `kw` taps a
+    /// row.
+    fn gather_line(
+        img: &[f32],
+        sw: usize,
+        rows: &[Option<usize>],
+        cols: &[Option<usize>],
+        kw: usize,
+        w: &[f32],
+        c: usize,
+        out: &mut [f32],
+    ) {
+        // (weight row, source pixel) per tap of the current pixel.
+        let mut taps: Vec<(usize, usize)> = Vec::with_capacity(rows.len() * kw);
+        for (ox, px) in out.chunks_mut(c).enumerate() {
+            taps.clear();
+            for (ky, iy) in rows.iter().enumerate() {
+                let Some(iy) = iy else { continue };
+                for (kx, ix) in cols[ox * kw..][..kw].iter().enumerate() {
+                    if let Some(ix) = ix {
+                        taps.push((ky * kw + kx, iy * sw + ix));
                     }
-                }
-                let px = &mut out[ox * c..][..c];
-                let mut c0 = 0;
-                while c0 + DW_LANES <= c {
-                    let mut acc = [0f32; DW_LANES];
-                    for &(k, p) in &taps {
-                        let xv: &[f32; DW_LANES] =
-                            img[p * c + c0..][..DW_LANES].try_into().expect("lanes");
-                        let wv: &[f32; DW_LANES] =
-                            w[k * c + c0..][..DW_LANES].try_into().expect("lanes");
-                        for l in 0..DW_LANES {
-                            acc[l] += xv[l] * wv[l];
-                        }
-                    }
-                    px[c0..c0 + DW_LANES].copy_from_slice(&acc);
-                    c0 += DW_LANES;
-                }
-                for ch in c0..c {
-                    px[ch] = taps
-                        .iter()
-                        .map(|&(k, p)| img[p * c + ch] * w[k * c + ch])
-                        .sum();
                 }
             }
-        });
+            let mut c0 = 0;
+            while c0 + DW_LANES <= c {
+                let mut acc = [0f32; DW_LANES];
+                for &(k, p) in &taps {
+                    let xv: &[f32; DW_LANES] =
+                        img[p * c + c0..][..DW_LANES].try_into().expect("lanes");
+                    let wv: &[f32; DW_LANES] =
+                        w[k * c + c0..][..DW_LANES].try_into().expect("lanes");
+                    for l in 0..DW_LANES {
+                        acc[l] += xv[l] * wv[l];
+                    }
+                }
+                px[c0..c0 + DW_LANES].copy_from_slice(&acc);
+                c0 += DW_LANES;
+            }
+            for ch in c0..c {
+                px[ch] = taps
+                    .iter()
+                    .map(|&(k, p)| img[p * c + ch] * w[k * c + ch])
+                    .sum();
+            }
+        }
+    }
 }

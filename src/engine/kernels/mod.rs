@@ -5,6 +5,7 @@ pub(crate) mod conv;
 pub(crate) mod elementwise;
 mod gemm;
 pub(crate) mod pool;
+mod simd;
 mod winograd;
 
 pub(crate) use gemm::gemm;

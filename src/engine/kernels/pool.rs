@@ -1,6 +1,7 @@
 //! Max-pooling (with each window's first maximum kept for the backward)
 //! and adaptive average pooling, on NHWC.
 
+use super::simd::simd_fn;
 use rayon::prelude::*;
 
 use super::Dims;
@@ -63,33 +64,48 @@ pub(crate) fn max_pool(
         .for_each(|(line, (out, arg))| {
             let (smp, oy) = (line / o.h, line % o.h);
             let img = &x[smp * d.per_sample()..][..d.per_sample()];
-            let (y0, y1) = window(oy, k, s, p, d.h);
-            for ox in 0..o.w {
-                let (x0, x1) = window(ox, k, s, p, d.w);
-                let best = &mut out[ox * c..][..c];
-                let at = &mut arg[ox * c..][..c];
-                let first = y0 * d.w + x0;
-                best.copy_from_slice(&img[first * c..][..c]);
-                at.iter_mut().for_each(|a| *a = first as u32);
-                for iy in y0..y1 {
-                    for ix in x0..x1 {
-                        let pos = iy * d.w + ix;
-                        if pos == first {
-                            continue;
-                        }
-                        let v = &img[pos * c..][..c];
-                        for ch in 0..c {
-                            let b = best[ch];
-                            if !b.is_nan() && (v[ch] > b || v[ch].is_nan()) {
-                                best[ch] = v[ch];
-                                at[ch] = pos as u32;
-                            }
+            max_pool_line(img, d, window(oy, k, s, p, d.h), [k, s, p], out, arg);
+        });
+    Ok((out, o, arg))
+}
+
+simd_fn! {
+    /// One output line of [`max_pool`]: rows `y0..y1` of sample `img`.
+    fn max_pool_line(
+        img: &[f32],
+        d: Dims,
+        rows: (usize, usize),
+        ksp: [usize; 3],
+        out: &mut [f32],
+        arg: &mut [u32],
+    ) {
+        let (c, (y0, y1), [k, s, p]) = (d.c, rows, ksp);
+        let o_w = out.len() / c;
+        for ox in 0..o_w {
+            let (x0, x1) = window(ox, k, s, p, d.w);
+            let best = &mut out[ox * c..][..c];
+            let at = &mut arg[ox * c..][..c];
+            let first = y0 * d.w + x0;
+            best.copy_from_slice(&img[first * c..][..c]);
+            at.iter_mut().for_each(|a| *a = first as u32);
+            for iy in y0..y1 {
+                for ix in x0..x1 {
+                    let pos = iy * d.w + ix;
+                    if pos == first {
+                        continue;
+                    }
+                    let v = &img[pos * c..][..c];
+                    for ch in 0..c {
+                        let b = best[ch];
+                        if !b.is_nan() && (v[ch] > b || v[ch].is_nan()) {
+                            best[ch] = v[ch];
+                            at[ch] = pos as u32;
                         }
                     }
                 }
             }
-        });
-    Ok((out, o, arg))
+        }
+    }
 }
 
 /// The gradient of [`max_pool`]'s input (dims `d`): each window's gradient

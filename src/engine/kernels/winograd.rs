@@ -11,6 +11,7 @@
 //! indices 0 and 3 of each axis (G·J = P·G for the flip J), so one copy
 //! of the transformed weights serves both directions.
 
+use super::simd::simd_fn;
 use std::cell::RefCell;
 
 use rayon::prelude::*;
@@ -209,6 +210,7 @@ fn store(dst: &mut [f32], v: &[f32; L], n: usize) {
     }
 }
 
+simd_fn! {
 /// `V = Bᵀ·d·B` of one 4×4 patch (rows of `ci` channels, `None` in the
 /// padding) into `dst`, `[16, ci]`.
 fn input_tile(patch: &[Option<&[f32]>; 16], ci: usize, dst: &mut [f32]) {
@@ -244,7 +246,9 @@ fn input_tile(patch: &[Option<&[f32]>; 16], ci: usize, dst: &mut [f32]) {
         }
     }
 }
+}
 
+simd_fn! {
 /// `Y = Aᵀ·M·A` of one tile's products `src` (`[16, co]`) into the 2×2
 /// outputs at column `x0` of `rows` (one or two rows of `w` pixels),
 /// those inside the output only.
@@ -277,6 +281,7 @@ fn output_tile(src: &[f32], co: usize, rows: &mut [f32], w: usize, x0: usize) {
             }
         }
     }
+}
 }
 
 #[cfg(test)]

@@ -1,0 +1,78 @@
+//! The kernels' hot loops compiled for the widest vector instructions the
+//! CPU has, chosen at run time.
+//!
+//! A build for plain x86-64 vectorizes with SSE2 (4 lanes), while PyTorch
+//! picks AVX2 or AVX-512 at run time. A function declared with
+//! [`simd_fn!`] is compiled once per instruction set pulp knows (the crate
+//! the gemm crate dispatches with: AVX-512, AVX2 with FMA, the build's
+//! own) and runs the best copy this CPU has. Every copy computes the same
+//! f32 operations in the same order (Rust never contracts `a · b + c` into
+//! a fused multiply-add), so the results are the same bit for bit whichever
+//! runs; only the speed differs.
+//!
+//! Why a macro rather than a closure: a copy gets the target features
+//! only where the body is inlined into pulp's per-instruction-set
+//! functions. A closure called from those three places is not inlined
+//! once it is large (`perf` showed every kernel's closure outside them);
+//! the macro puts the body in a `#[inline(always)]` method instead.
+
+/// Declares `fn name(args) [-> ret] { body }` whose body runs compiled for
+/// the best instruction set of this CPU (see the [module docs](self)).
+/// Arguments are plain `name: Type` (no patterns); the body may call
+/// `#[inline(always)]` helpers, which are compiled with it.
+macro_rules! simd_fn {
+    (
+        $(#[$m:meta])*
+        $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block
+    ) => {
+        $(#[$m])*
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            struct Op<T>(T);
+            impl pulp::WithSimd for Op<($($ty,)*)> {
+                type Output = simd_fn!(@ret $($ret)?);
+                #[inline(always)]
+                fn with_simd<S: pulp::Simd>(self, _: S) -> Self::Output {
+                    let ($($arg,)*) = self.0;
+                    $body
+                }
+            }
+            pulp::Arch::new().dispatch(Op(($($arg,)*)))
+        }
+    };
+    (@ret) => { () };
+    (@ret $t:ty) => { $t };
+}
+
+pub(crate) use simd_fn;
+
+#[cfg(test)]
+mod tests {
+    simd_fn! {
+        /// A dot product and an elementwise update in one dispatched body.
+        fn axpy_dot(a: f32, x: &[f32], y: &mut [f32]) -> f32 {
+            let mut acc = [0f32; 8];
+            for (i, (y, x)) in y.iter_mut().zip(x).enumerate() {
+                *y += a * x;
+                acc[i % 8] += *y * x;
+            }
+            acc.iter().sum()
+        }
+    }
+
+    /// The dispatched copy computes what the plain loops compute, bit for
+    /// bit.
+    #[test]
+    fn a_dispatched_body_computes_the_plain_loops_figures() {
+        let x: Vec<f32> = (0..1000).map(|i| (i as f32 * 0.37).sin()).collect();
+        let mut y: Vec<f32> = (0..1000).map(|i| (i as f32 * 0.11).cos()).collect();
+        let mut want = y.clone();
+        let mut acc = [0f32; 8];
+        for (i, (w, x)) in want.iter_mut().zip(&x).enumerate() {
+            *w += 1.5 * x;
+            acc[i % 8] += *w * x;
+        }
+        let dot = axpy_dot(1.5, &x, &mut y);
+        assert_eq!(y, want);
+        assert_eq!(dot.to_bits(), acc.iter().sum::<f32>().to_bits());
+    }
+}
