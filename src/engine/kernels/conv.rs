@@ -500,6 +500,7 @@ simd_fn! {
     /// `img` is the source sample, `sw` pixels a row; `rows` the source row
     /// at each `ky`, `cols` the source column at each (x, kx), `kw` taps a
     /// row.
+    #[allow(clippy::too_many_arguments)]
     fn gather_line(
         img: &[f32],
         sw: usize,
