@@ -366,36 +366,10 @@ impl ConvK {
 
     /// Adds each im2col row's values back to the input positions it read.
     fn col2im(&self, cols: &[f32], d: Dims, o: Dims, dx: &mut [f32]) {
-        let (kk, c) = (self.kh * self.kw * self.cin_g, d.c);
-        let row = kk * self.groups;
+        let row = self.kh * self.kw * self.cin_g * self.groups;
         dx.par_chunks_mut(d.per_sample())
             .zip(cols.par_chunks(o.h * o.w * row))
-            .for_each(|(img, cs)| {
-                for oy in 0..o.h {
-                    for ky in 0..self.kh {
-                        let Some(iy) = self.at(oy, ky, d.h) else {
-                            continue;
-                        };
-                        for ox in 0..o.w {
-                            let r = &cs[(oy * o.w + ox) * row..][..row];
-                            for kx in 0..self.kw {
-                                let Some(ix) = self.at(ox, kx, d.w) else {
-                                    continue;
-                                };
-                                let px = &mut img[(iy * d.w + ix) * c..][..c];
-                                for g in 0..self.groups {
-                                    let src = &r[g * kk + (ky * self.kw + kx) * self.cin_g..]
-                                        [..self.cin_g];
-                                    px[g * self.cin_g..][..self.cin_g]
-                                        .iter_mut()
-                                        .zip(src)
-                                        .for_each(|(v, s)| *v += s);
-                                }
-                            }
-                        }
-                    }
-                }
-            });
+            .for_each(|(img, cs)| col2im_sample(self, cs, d, o, img));
     }
 
     fn depthwise_forward(&self, x: &[f32], d: Dims, o: Dims, out: &mut [f32]) {
@@ -456,6 +430,56 @@ fn per_sample_products(m: ArrayView2<f32>, x: &[f32], b: usize, hw: usize) -> Ve
         );
     }
     y
+}
+
+simd_fn! {
+    /// [`ConvK::col2im`] of one sample: `cs` its im2col rows' gradients,
+    /// added into `img`. Where the taps of a row read one contiguous run of
+    /// the input (one group, no dilation), the run is added at once.
+    fn col2im_sample(k: &ConvK, cs: &[f32], d: Dims, o: Dims, img: &mut [f32]) {
+        let (kk, c) = (k.kh * k.kw * k.cin_g, d.c);
+        let row = kk * k.groups;
+        for oy in 0..o.h {
+            for ky in 0..k.kh {
+                let Some(iy) = k.at(oy, ky, d.h) else {
+                    continue;
+                };
+                let line = &mut img[iy * d.w * c..][..d.w * c];
+                for ox in 0..o.w {
+                    let r = &cs[(oy * o.w + ox) * row..][..row];
+                    if k.groups == 1 && k.dil == 1 {
+                        let kx0 = (0..k.kw).find(|&kx| k.at(ox, kx, d.w).is_some());
+                        let Some(kx0) = kx0 else { continue };
+                        let kx1 = (0..k.kw)
+                            .rev()
+                            .find(|&kx| k.at(ox, kx, d.w).is_some())
+                            .unwrap_or(kx0);
+                        let ix0 = k.at(ox, kx0, d.w).unwrap_or(0);
+                        let len = (kx1 + 1 - kx0) * c;
+                        let src = &r[(ky * k.kw + kx0) * c..][..len];
+                        line[ix0 * c..][..len]
+                            .iter_mut()
+                            .zip(src)
+                            .for_each(|(v, s)| *v += s);
+                        continue;
+                    }
+                    for kx in 0..k.kw {
+                        let Some(ix) = k.at(ox, kx, d.w) else {
+                            continue;
+                        };
+                        let px = &mut line[ix * c..][..c];
+                        for g in 0..k.groups {
+                            let src = &r[g * kk + (ky * k.kw + kx) * k.cin_g..][..k.cin_g];
+                            px[g * k.cin_g..][..k.cin_g]
+                                .iter_mut()
+                                .zip(src)
+                                .for_each(|(v, s)| *v += s);
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Channels per register block of [`gather_line`] (one AVX-512 vector,

@@ -95,12 +95,12 @@ simd_fn! {
                         continue;
                     }
                     let v = &img[pos * c..][..c];
+                    // Selects, not branches: the loop vectorizes.
                     for ch in 0..c {
                         let b = best[ch];
-                        if !b.is_nan() && (v[ch] > b || v[ch].is_nan()) {
-                            best[ch] = v[ch];
-                            at[ch] = pos as u32;
-                        }
+                        let take = !b.is_nan() & ((v[ch] > b) | v[ch].is_nan());
+                        best[ch] = if take { v[ch] } else { b };
+                        at[ch] = if take { pos as u32 } else { at[ch] };
                     }
                 }
             }
@@ -119,8 +119,10 @@ pub(crate) fn max_unpool(g: &[f32], arg: &[u32], d: Dims, o: Dims) -> Vec<f32> {
                 .zip(arg.par_chunks(o.per_sample())),
         )
         .for_each(|(img, (g, a))| {
-            for (i, (&gv, &pos)) in g.iter().zip(a).enumerate() {
-                img[pos as usize * c + i % c] += gv;
+            for (gp, ap) in g.chunks(c).zip(a.chunks(c)) {
+                for (ch, (&gv, &pos)) in gp.iter().zip(ap).enumerate() {
+                    img[pos as usize * c + ch] += gv;
+                }
             }
         });
     dx
