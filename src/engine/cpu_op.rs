@@ -361,7 +361,8 @@ impl NetOp {
         }
     }
 
-    fn run_forward(&self, x: Vec<f32>, d: Dims) -> candle_core::Result<(Arc<Vec<f32>>, Dims)> {
+    /// The output, its dims and the bytes kept for the backward.
+    fn run_forward(&self, x: Vec<f32>, d: Dims) -> candle_core::Result<(Arc<Vec<f32>>, Dims, u64)> {
         let p = &self.program;
         let mut values: Vec<Option<Arc<Vec<f32>>>> = vec![None; p.steps.len() + 1];
         let mut dims = vec![d; p.steps.len() + 1];
@@ -414,10 +415,9 @@ impl NetOp {
             });
         }
         let bytes: u64 = tape.iter().map(|r| r.kernel.bytes() + r.act.bytes()).sum();
-        KEPT_BYTES.with(|c| c.set(c.get() + bytes));
         *self.tape.lock().expect("tape") = Some(tape);
         let y = values[p.output].take().expect("the output");
-        Ok((y, dims[p.output]))
+        Ok((y, dims[p.output], bytes))
     }
 
     fn run_backward(&self, g: Vec<f32>, tape: &[Record]) -> candle_core::Result<Vec<f32>> {
@@ -444,6 +444,13 @@ impl NetOp {
         }
         Ok(grads[0].take().unwrap_or_default())
     }
+}
+
+/// Runs `f` on a thread of rayon's pool (this one, if it is one).
+fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    let mut out = None;
+    rayon::scope(|_| out = Some(f()));
+    out.expect("the scope ran its body")
 }
 
 /// `[B, C, H, W]` or `[B, F]` to NHWC dims.
@@ -485,7 +492,13 @@ impl CustomOp1 for NetOp {
         } else {
             x.to_vec()
         };
-        let (y, o) = self.run_forward(x, d)?;
+        // On one of rayon's threads: each kernel's parallel loop then
+        // starts from a worker (the others steal its pieces) instead of
+        // waking the pool and putting this thread to sleep, which with
+        // dozens of kernels a pass was a quarter of an MNIST step in the
+        // kernel's scheduler (`perf`).
+        let (y, o, bytes) = in_pool(|| self.run_forward(x, d))?;
+        KEPT_BYTES.with(|c| c.set(c.get() + bytes));
         let y = Arc::try_unwrap(to_logical(y, o)).unwrap_or_else(|y| y.as_ref().clone());
         let shape = if o.spatial {
             Shape::from((o.b, o.c, o.h, o.w))
@@ -511,7 +524,7 @@ impl CustomOp1 for NetOp {
         };
         let g = Arc::new(grad.contiguous()?.flatten_all()?.to_vec1::<f32>()?);
         let g = Arc::try_unwrap(from_logical(g, o)).unwrap_or_else(|g| g.as_ref().clone());
-        let dx = Arc::new(self.run_backward(g, tape)?);
+        let dx = Arc::new(in_pool(|| self.run_backward(g, tape))?);
         let dx = if dx.len() == d.len() {
             Arc::try_unwrap(to_logical(dx, d)).unwrap_or_else(|g| g.as_ref().clone())
         } else {

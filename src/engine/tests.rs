@@ -369,6 +369,45 @@ fn residuals_concat_and_layer_norm_match_candle() {
     check(&b.build(y), &[2, 4, 5, 5], 60);
 }
 
+/// Engine passes run on rayon's threads, several at once where several
+/// threads call them (tests, tournaments): a worker waiting inside one
+/// conv may run another pass's conv, which then takes fresh scratch
+/// buffers rather than the ones in use (it panicked on a borrowed
+/// buffer). Every pass gives the figures of a pass alone, bit for bit.
+#[test]
+fn engine_passes_on_several_threads_at_once_agree() {
+    let mut b = NetBuilder::new();
+    let x = b.input();
+    let y = conv(&mut b, x, [8, 64, 3], [1, 1, 1, 1], 1);
+    let y = b.relu(y);
+    let y = conv(&mut b, y, [64, 16, 3], [1, 1, 1, 1], 2);
+    let y = conv(&mut b, y, [16, 8, 3], [2, 1, 1, 1], 3);
+    let y = b.flatten(y);
+    let w = randn(&[5, 8 * 5 * 5], 4);
+    let y = b.linear(y, &w, None);
+    let net = b.build(y);
+    let run = |seed: u64| {
+        let x = Var::from_tensor(&randn(&[3, 8, 10, 10], seed)).unwrap();
+        let y = net.forward(x.as_tensor()).unwrap();
+        let g = y.sum_all().unwrap().backward().unwrap();
+        (values(&y), values(g.get(x.as_tensor()).unwrap()))
+    };
+    let want: Vec<_> = (0..4).map(run).collect();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..6u64)
+            .map(|t| {
+                let run = &run;
+                s.spawn(move || (0..30).map(|_| run(t % 4)).collect::<Vec<_>>())
+            })
+            .collect();
+        for (t, h) in handles.into_iter().enumerate() {
+            for got in h.join().expect("no panic") {
+                assert_eq!(got, want[t % 4], "thread {t}");
+            }
+        }
+    });
+}
+
 /// Issue 17: ReLU turned a NaN into 0, so a NaN image came out of the
 /// CNNs as a confident class.
 #[test]

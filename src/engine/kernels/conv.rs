@@ -43,6 +43,17 @@ thread_local! {
 /// At most this many floats of im2col rows at once (16 MB).
 const COLS_LIMIT: usize = 1 << 22;
 
+/// Runs `f` with this thread's [`COLS`] buffer, or a fresh one where it is
+/// in use: a rayon worker waiting inside one conv's parallel loop may pick
+/// up another engine pass's conv (passes on several threads at once, as
+/// tests and tournaments run them).
+fn with_cols<R>(f: impl FnOnce(&mut Vec<f32>) -> R) -> R {
+    COLS.with(|cols| match cols.try_borrow_mut() {
+        Ok(mut c) => f(&mut c),
+        Err(_) => f(&mut Vec::new()),
+    })
+}
+
 impl ConvK {
     /// From PyTorch's `[cout, cin_g, kh, kw]` weight; `None` for
     /// inconsistent sizes.
@@ -231,12 +242,11 @@ impl ConvK {
             {
                 let n = xs.len() / d.per_sample();
                 let rows = n * o.h * o.w;
-                COLS.with(|cols| {
-                    let mut cols = cols.borrow_mut();
+                with_cols(|cols| {
                     let (a, rs): (&[f32], usize) = if self.pointwise() {
                         (xs, d.c)
                     } else {
-                        self.im2col(xs, Dims { b: n, ..d }, o, &mut cols);
+                        self.im2col(xs, Dims { b: n, ..d }, o, cols);
                         (&cols[..rows * kk * self.groups], kk * self.groups)
                     };
                     for g in 0..self.groups {
@@ -287,10 +297,9 @@ impl ConvK {
             if self.pointwise() {
                 product(dxs, d.c);
             } else {
-                COLS.with(|cols| {
-                    let mut cols = cols.borrow_mut();
+                with_cols(|cols| {
                     // The products overwrite every value (`beta` 0).
-                    let cols = buffer(&mut cols, rows * kk * self.groups);
+                    let cols = buffer(cols, rows * kk * self.groups);
                     product(cols, kk * self.groups);
                     self.col2im(cols, Dims { b: n, ..d }, o, dxs);
                 });
