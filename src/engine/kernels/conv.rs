@@ -315,6 +315,18 @@ impl ConvK {
         (i >= 0 && (i as usize) < n).then_some(i as usize)
     }
 
+    /// The taps `kx0..kx0 + n` of output column `ox` that fall inside the
+    /// input (`w` columns) and the first one's column, as `(kx0, ix0, n)`:
+    /// with one group and no dilation they read one contiguous run.
+    fn tap_run(&self, ox: usize, w: usize) -> Option<(usize, usize, usize)> {
+        let kx0 = (0..self.kw).find(|&kx| self.at(ox, kx, w).is_some())?;
+        let kx1 = (0..self.kw)
+            .rev()
+            .find(|&kx| self.at(ox, kx, w).is_some())
+            .unwrap_or(kx0);
+        Some((kx0, self.at(ox, kx0, w)?, kx1 + 1 - kx0))
+    }
+
     /// One im2col row per output pixel, `[groups, kh, kw, cin_g]`, zeros in
     /// the padding.
     fn im2col(&self, x: &[f32], d: Dims, o: Dims, cols: &mut Vec<f32>) {
@@ -344,15 +356,10 @@ impl ConvK {
                         };
                         let line = &img[iy * d.w * c..][..d.w * c];
                         if self.groups == 1 && self.dil == 1 {
-                            // The valid kx read one contiguous run.
-                            let kx0 = (0..self.kw).find(|&kx| self.at(ox, kx, d.w).is_some());
-                            let Some(kx0) = kx0 else { continue };
-                            let kx1 = (0..self.kw)
-                                .rev()
-                                .find(|&kx| self.at(ox, kx, d.w).is_some())
-                                .unwrap_or(kx0);
-                            let ix0 = self.at(ox, kx0, d.w).unwrap_or(0);
-                            let len = (kx1 + 1 - kx0) * c;
+                            let Some((kx0, ix0, taps)) = self.tap_run(ox, d.w) else {
+                                continue;
+                            };
+                            let len = taps * c;
                             let at = (ky * self.kw + kx0) * c;
                             r[at..at + len].copy_from_slice(&line[ix0 * c..ix0 * c + len]);
                             continue;
@@ -457,14 +464,10 @@ simd_fn! {
                 for ox in 0..o.w {
                     let r = &cs[(oy * o.w + ox) * row..][..row];
                     if k.groups == 1 && k.dil == 1 {
-                        let kx0 = (0..k.kw).find(|&kx| k.at(ox, kx, d.w).is_some());
-                        let Some(kx0) = kx0 else { continue };
-                        let kx1 = (0..k.kw)
-                            .rev()
-                            .find(|&kx| k.at(ox, kx, d.w).is_some())
-                            .unwrap_or(kx0);
-                        let ix0 = k.at(ox, kx0, d.w).unwrap_or(0);
-                        let len = (kx1 + 1 - kx0) * c;
+                        let Some((kx0, ix0, taps)) = k.tap_run(ox, d.w) else {
+                            continue;
+                        };
+                        let len = taps * c;
                         let src = &r[(ky * k.kw + kx0) * c..][..len];
                         line[ix0 * c..][..len]
                             .iter_mut()
