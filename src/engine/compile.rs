@@ -8,6 +8,7 @@
 use candle_core::{DType, Tensor};
 
 use super::kernels::conv::ConvK;
+use super::kernels::fold_affine_rows;
 use super::net::{Activation, Node, Op};
 
 /// A compiled op.
@@ -97,24 +98,6 @@ pub(crate) fn frozen_f32(t: &Tensor) -> Option<Vec<f32>> {
     t.flatten_all().ok()?.to_vec1::<f32>().ok()
 }
 
-/// Folds `y · scale + shift` per output into a dense layer's weight
-/// `[out, in]` and bias (ConvNeXt's layer scale after its second linear
-/// layer); false when the sizes do not match.
-fn fold_affine_dense(w: &mut [f32], bias: &mut [f32], scale: &[f32], shift: &[f32]) -> bool {
-    let nout = bias.len();
-    if scale.len() != nout || shift.len() != nout || nout == 0 {
-        return false;
-    }
-    let nin = w.len() / nout;
-    for (o, row) in w.chunks_mut(nin).enumerate() {
-        row.iter_mut().for_each(|v| *v *= scale[o]);
-    }
-    for (o, b) in bias.iter_mut().enumerate() {
-        *b = *b * scale[o] + shift[o];
-    }
-    true
-}
-
 impl Program {
     /// `None` where a weight is a variable or not f32 on the CPU.
     pub(crate) fn compile(nodes: &[Node]) -> Option<Program> {
@@ -183,7 +166,7 @@ impl Program {
                             && match &mut steps[s].kernel {
                                 Kernel::Conv(c) => c.fold_affine(&scale, &shift),
                                 Kernel::Dense { w, bias, .. } => {
-                                    fold_affine_dense(w, bias, &scale, &shift)
+                                    fold_affine_rows(w, bias, &scale, &shift)
                                 }
                                 _ => false,
                             };

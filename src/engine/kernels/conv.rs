@@ -166,15 +166,11 @@ impl ConvK {
         if scale.len() != self.cout || shift.len() != self.cout || self.wino.is_some() {
             return false;
         }
-        if self.depthwise() {
-            for px in self.dw.chunks_mut(self.cout) {
-                px.iter_mut().zip(scale).for_each(|(v, s)| *v *= s);
-            }
-        } else {
-            let per = self.w.len() / self.cout;
-            for (o, row) in self.w.chunks_mut(per).enumerate() {
-                row.iter_mut().for_each(|v| *v *= scale[o]);
-            }
+        if !self.depthwise() {
+            return super::fold_affine_rows(&mut self.w, &mut self.bias, scale, shift);
+        }
+        for px in self.dw.chunks_mut(self.cout) {
+            px.iter_mut().zip(scale).for_each(|(v, s)| *v *= s);
         }
         for (o, b) in self.bias.iter_mut().enumerate() {
             *b = *b * scale[o] + shift[o];

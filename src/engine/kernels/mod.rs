@@ -188,6 +188,28 @@ pub(crate) fn act_grad(a: Activation, g: f32, v: f32) -> f32 {
     }
 }
 
+/// Folds `y · scale + shift` per output into a weight whose rows are the
+/// outputs (`[out, …]`: a dense layer, a conv) and its bias; false when the
+/// sizes do not match.
+pub(crate) fn fold_affine_rows(
+    w: &mut [f32],
+    bias: &mut [f32],
+    scale: &[f32],
+    shift: &[f32],
+) -> bool {
+    let nout = bias.len();
+    if scale.len() != nout || shift.len() != nout || nout == 0 || !w.len().is_multiple_of(nout) {
+        return false;
+    }
+    for (row, s) in w.chunks_mut(w.len() / nout).zip(scale) {
+        row.iter_mut().for_each(|v| *v *= s);
+    }
+    for ((b, s), t) in bias.iter_mut().zip(scale).zip(shift) {
+        *b = *b * s + t;
+    }
+    true
+}
+
 /// Each of `b` samples `[r, c]` transposed to `[c, r]`: NCHW to NHWC is
 /// `(C, H·W)`, NHWC to NCHW `(H·W, C)`.
 pub(crate) fn transpose(x: &[f32], b: usize, r: usize, c: usize) -> Vec<f32> {
