@@ -1,7 +1,7 @@
-//! gevaldi's CPU engine against candle's ops (the reference path), per
-//! built-in architecture: seeded random weights, small inputs, the same
-//! output and the same input gradient of a random linear functional of the
-//! output, to f32 noise: a relative max-abs error (max |a − b| / max |b|)
+//! gevaldi's CPU engine and its device-generic path (what a GPU runs)
+//! against candle's ops (the reference path), per built-in architecture:
+//! seeded random weights, small inputs, the same output and the same input
+//! gradient of a random linear functional of the output, to f32 noise: a relative max-abs error (max |a − b| / max |b|)
 //! below 1e-4.
 //!
 //! One exception, for the input gradient only: a max-pool window whose two
@@ -47,24 +47,38 @@ fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
     diff / scale
 }
 
+/// The CPU engine and the device-generic path (`GEVALDI_ENGINE=generic`,
+/// what a GPU runs) each against candle's ops.
 fn agree(name: &str, net: &Net, shape: &[usize]) {
     let x = Var::from_tensor(&randn(shape, 11)).unwrap();
     assert!(
         net.uses_cpu_engine(x.as_tensor()),
         "{name}: engine not used"
     );
-    let fast = candle_core::Module::forward(net, x.as_tensor()).unwrap();
     let reference = net.forward_candle(x.as_tensor()).unwrap();
-    let e = rel_err(&fast, &reference);
-    println!("{name}: forward relative error {e:.1e}");
-    assert!(e < TOLERANCE, "{name}: forward relative error {e}");
     let w = randn(reference.dims(), 12);
-    let grad = |y: Tensor| {
+    let grad = |y: &Tensor| {
         let g = (y * &w).unwrap().sum_all().unwrap().backward().unwrap();
         g.get(x.as_tensor()).unwrap().clone()
     };
-    let (gf, gr) = (grad(fast), grad(reference));
-    let e = rel_err(&gf, &gr);
+    let gr = grad(&reference);
+    for (path, y) in [
+        (
+            "engine",
+            candle_core::Module::forward(net, x.as_tensor()).unwrap(),
+        ),
+        ("generic", net.forward_generic(x.as_tensor()).unwrap()),
+    ] {
+        let name = format!("{name} ({path})");
+        let e = rel_err(&y, &reference);
+        println!("{name}: forward relative error {e:.1e}");
+        assert!(e < TOLERANCE, "{name}: forward relative error {e}");
+        gradient_agrees(&name, &grad(&y), &gr);
+    }
+}
+
+fn gradient_agrees(name: &str, gf: &Tensor, gr: &Tensor) {
+    let e = rel_err(gf, gr);
     let a = gf.flatten_all().unwrap().to_vec1::<f32>().unwrap();
     let b = gr.flatten_all().unwrap().to_vec1::<f32>().unwrap();
     let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));

@@ -45,6 +45,7 @@
 
 mod compile;
 mod cpu_op;
+mod generic;
 mod kernels;
 mod net;
 mod reference;
@@ -70,6 +71,10 @@ pub enum Engine {
     Auto,
     /// candle's own layers and autograd for every model.
     Candle,
+    /// The engine's device-generic path for every model: candle's ops
+    /// forward, the engine's backward to the input only (what `Auto` runs
+    /// on a GPU).
+    Generic,
 }
 
 impl Engine {
@@ -80,7 +85,12 @@ impl Engine {
             Ok(v) => match v.as_str() {
                 "" | "auto" => Ok(Engine::Auto),
                 "candle" => Ok(Engine::Candle),
-                other => Err(Error::setting(ENGINE_VAR, other, "`auto` or `candle`")),
+                "generic" => Ok(Engine::Generic),
+                other => Err(Error::setting(
+                    ENGINE_VAR,
+                    other,
+                    "`auto`, `candle` or `generic`",
+                )),
             },
         }
     }
@@ -92,11 +102,12 @@ impl Engine {
         Self::from_env().unwrap_or(Engine::Auto)
     }
 
-    /// `auto` or `candle`.
+    /// `auto`, `candle` or `generic`.
     pub fn name(self) -> &'static str {
         match self {
             Engine::Auto => "auto",
             Engine::Candle => "candle",
+            Engine::Generic => "generic",
         }
     }
 }

@@ -5,6 +5,7 @@ use std::sync::{Arc, OnceLock};
 use candle_core::{DType, Module, Tensor};
 
 use super::compile::Program;
+use super::generic::{self, Prepared};
 use super::Engine;
 
 /// A value of a [`Net`]: its input or a node's output.
@@ -233,6 +234,7 @@ impl NetBuilder {
         Net {
             nodes: Arc::new(self.nodes),
             program: Arc::new(OnceLock::new()),
+            prepared: Arc::new(OnceLock::new()),
         }
     }
 }
@@ -245,6 +247,8 @@ pub struct Net {
     /// Compiled for the CPU engine on first use; `None` where it does not
     /// apply (a variable weight, weights not f32 on the CPU).
     program: Arc<OnceLock<Option<Arc<Program>>>>,
+    /// The device-generic path's backward kernels, made on first use.
+    prepared: Arc<OnceLock<Arc<Prepared>>>,
 }
 
 impl Net {
@@ -270,11 +274,42 @@ impl Net {
         super::reference::forward(&self.nodes, x)
     }
 
+    /// Runs the network on the engine's device-generic path (candle's ops
+    /// forward, a backward to the input only), whatever the engine; a
+    /// network with a variable weight runs candle's ops and autograd.
+    pub fn forward_generic(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        if !self.is_frozen() {
+            return self.forward_candle(x);
+        }
+        let prepared = match self.prepared.get() {
+            Some(p) => p,
+            None => {
+                let p = Arc::new(Prepared::new(&self.nodes)?);
+                self.prepared.get_or_init(|| p)
+            }
+        };
+        generic::run(&self.nodes, prepared, x)
+    }
+
+    /// Whether no weight is a variable (a model being trained needs its
+    /// weight gradients, which only candle's autograd computes).
+    fn is_frozen(&self) -> bool {
+        self.nodes.iter().all(|node| match &node.op {
+            Op::Conv { weight, bias, .. } | Op::Linear { weight, bias } => {
+                !weight.is_variable() && !bias.as_ref().is_some_and(Tensor::is_variable)
+            }
+            Op::Affine { scale, shift } => !scale.is_variable() && !shift.is_variable(),
+            Op::LayerNorm { weight, bias, .. } => !weight.is_variable() && !bias.is_variable(),
+            _ => true,
+        })
+    }
+
     /// [`Module::forward`] under `engine`.
     fn forward_with(&self, x: &Tensor, engine: Engine) -> candle_core::Result<Tensor> {
         match self.cpu_program(x, engine) {
             Some(p) => super::cpu_op::forward(p, x),
-            None => self.forward_candle(x),
+            None if engine == Engine::Candle => self.forward_candle(x),
+            None => self.forward_generic(x),
         }
     }
 

@@ -7,7 +7,7 @@ use super::net::{Activation, Node, Op};
 use crate::zoo::{adaptive_avg_pool2d, max_pool2d, max_pool2x2, BatchNorm, LayerNorm};
 
 /// `[C]` as `[1, C]` or `[1, C, 1, 1]`, to broadcast over `x`'s channels.
-fn per_channel(v: &Tensor, x: &Tensor) -> candle_core::Result<Tensor> {
+pub(crate) fn per_channel(v: &Tensor, x: &Tensor) -> candle_core::Result<Tensor> {
     let mut shape = vec![1; x.rank()];
     shape[1] = v.elem_count();
     v.reshape(shape)
@@ -30,66 +30,72 @@ pub(crate) fn activation(x: &Tensor, a: Activation) -> candle_core::Result<Tenso
 pub(crate) fn forward(nodes: &[Node], x: &Tensor) -> candle_core::Result<Tensor> {
     let mut values: Vec<Tensor> = Vec::with_capacity(nodes.len());
     for node in nodes {
-        let arg = |i: usize| &values[node.inputs[i].0];
-        let y = match &node.op {
+        let args: Vec<&Tensor> = node.inputs.iter().map(|i| &values[i.0]).collect();
+        let y = match node.op {
             Op::Input => x.clone(),
-            Op::Conv {
-                weight,
-                bias,
-                stride,
-                padding,
-                dilation,
-                groups,
-            } => {
-                let y = arg(0).conv2d(weight, *padding, *stride, *dilation, *groups)?;
-                match bias {
-                    Some(b) => y.broadcast_add(&per_channel(b, &y)?)?,
-                    None => y,
-                }
-            }
-            Op::Linear { weight, bias } => {
-                let x = arg(0);
-                let lin = candle_nn::Linear::new(weight.clone(), bias.clone());
-                if x.rank() == 4 {
-                    candle_core::Module::forward(&lin, &x.permute((0, 2, 3, 1))?.contiguous()?)?
-                        .permute((0, 3, 1, 2))?
-                } else {
-                    candle_core::Module::forward(&lin, x)?
-                }
-            }
-            Op::Affine { scale, shift } => BatchNorm::affine(arg(0), scale, shift)?,
-            Op::Act(a) => activation(arg(0), *a)?,
-            Op::MaxPool { k, s, p, ceil } => {
-                let x = arg(0);
-                let (_, _, h, w) = x.dims4()?;
-                if (*k, *s, *p) == (2, 2, 0) && h % 2 == 0 && w % 2 == 0 {
-                    max_pool2x2(x)?
-                } else {
-                    max_pool2d(x, *k, *s, *p, *ceil)?
-                }
-            }
-            Op::AdaptiveAvgPool { oh, ow } => adaptive_avg_pool2d(arg(0), *oh, *ow)?,
-            Op::Flatten => arg(0).flatten_from(1)?,
-            Op::Reshape(dims) => {
-                let mut shape = vec![arg(0).dim(0)?];
-                shape.extend_from_slice(dims);
-                arg(0).reshape(shape)?
-            }
-            Op::Concat => {
-                let xs: Vec<&Tensor> = node.inputs.iter().map(|i| &values[i.0]).collect();
-                Tensor::cat(&xs, 1)?
-            }
-            Op::Add => (arg(0) + arg(1))?,
-            Op::LayerNorm { weight, bias, eps } => {
-                let x = arg(0);
-                if x.rank() == 4 {
-                    LayerNorm::channels(x, weight, bias, *eps)?
-                } else {
-                    LayerNorm::last(x, weight, bias, *eps)?
-                }
-            }
+            _ => eval(&node.op, &args)?,
         };
         values.push(y);
     }
     Ok(values.pop().expect("a net has its input"))
+}
+
+/// One node's op on its inputs' values (not [`Op::Input`]).
+pub(crate) fn eval(op: &Op, args: &[&Tensor]) -> candle_core::Result<Tensor> {
+    let arg = |i: usize| args[i];
+    Ok(match op {
+        Op::Input => candle_core::bail!("the input is not evaluated"),
+        Op::Conv {
+            weight,
+            bias,
+            stride,
+            padding,
+            dilation,
+            groups,
+        } => {
+            let y = arg(0).conv2d(weight, *padding, *stride, *dilation, *groups)?;
+            match bias {
+                Some(b) => y.broadcast_add(&per_channel(b, &y)?)?,
+                None => y,
+            }
+        }
+        Op::Linear { weight, bias } => {
+            let x = arg(0);
+            let lin = candle_nn::Linear::new(weight.clone(), bias.clone());
+            if x.rank() == 4 {
+                candle_core::Module::forward(&lin, &x.permute((0, 2, 3, 1))?.contiguous()?)?
+                    .permute((0, 3, 1, 2))?
+            } else {
+                candle_core::Module::forward(&lin, x)?
+            }
+        }
+        Op::Affine { scale, shift } => BatchNorm::affine(arg(0), scale, shift)?,
+        Op::Act(a) => activation(arg(0), *a)?,
+        Op::MaxPool { k, s, p, ceil } => {
+            let x = arg(0);
+            let (_, _, h, w) = x.dims4()?;
+            if (*k, *s, *p) == (2, 2, 0) && h % 2 == 0 && w % 2 == 0 {
+                max_pool2x2(x)?
+            } else {
+                max_pool2d(x, *k, *s, *p, *ceil)?
+            }
+        }
+        Op::AdaptiveAvgPool { oh, ow } => adaptive_avg_pool2d(arg(0), *oh, *ow)?,
+        Op::Flatten => arg(0).flatten_from(1)?,
+        Op::Reshape(dims) => {
+            let mut shape = vec![arg(0).dim(0)?];
+            shape.extend_from_slice(dims);
+            arg(0).reshape(shape)?
+        }
+        Op::Concat => Tensor::cat(args, 1)?,
+        Op::Add => (arg(0) + arg(1))?,
+        Op::LayerNorm { weight, bias, eps } => {
+            let x = arg(0);
+            if x.rank() == 4 {
+                LayerNorm::channels(x, weight, bias, *eps)?
+            } else {
+                LayerNorm::last(x, weight, bias, *eps)?
+            }
+        }
+    })
 }

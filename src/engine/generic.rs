@@ -1,0 +1,769 @@
+//! The device-generic interpreter: a [`Net`](super::Net)'s forward on
+//! candle's ops with nothing tracked, and a backward **to the input only**
+//! written in candle's ops, so it runs on whatever device the tensors are
+//! on. It is what `auto` runs where gevaldi's CPU kernels do not (a GPU),
+//! and what `GEVALDI_ENGINE=generic` runs everywhere (a CPU then runs a
+//! GPU's path).
+//!
+//! Against candle's autograd on the same ops (the reference):
+//! - no weight gradient is computed (candle's backward of a conv or a
+//!   linear layer computes its kernel's gradient whether or not the kernel
+//!   is a variable);
+//! - a conv's input gradient is a forward conv with the kernel transposed
+//!   and flipped (a strided conv: one stride-1 conv per output phase,
+//!   interleaved), never `conv_transpose2d`, whose CUDA kernel in candle
+//!   0.11 is a direct loop per output element;
+//! - a depthwise conv is a sum of shifted, per-channel scaled copies of its
+//!   input, forward and backward (candle runs a grouped conv as one conv per
+//!   group: 96 to 768 of them in ConvNeXt);
+//! - the forward keeps only what the backward reads (an activation's output
+//!   or input, a pooling's or a LayerNorm's input, shapes), and drops every
+//!   other value after its last use.
+//!
+//! The weightless ops whose backward needs more than their output (max and
+//! adaptive average pooling, LayerNorm, GELU) recompute their forward on the
+//! kept input under candle's autograd in the backward pass: the same
+//! gradient as the reference path, with no weight involved.
+//!
+//! The whole network is one candle `CustomOp1` whose forward hands back the
+//! output computed beforehand (one copy of the output) and whose backward
+//! is [`Tape::backward`].
+
+use std::sync::Arc;
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Storage, Tensor, Var};
+
+use super::net::{Activation, Node, Op};
+use super::reference;
+use crate::zoo::{adaptive_avg_pool2d, max_pool2d, LayerNorm};
+
+/// Each conv node's kernels for its input gradient, prepared once per net.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    convs: Vec<Option<ConvBack>>,
+}
+
+/// A conv's input gradient, by the conv's shape.
+#[derive(Debug)]
+enum ConvBack {
+    /// Stride 1 (or a dilated strided conv, see [`ConvBack::Transposed`]):
+    /// a stride-1 conv of the output gradient with the flipped, transposed
+    /// kernel `[Cin, Cout / groups, k, k]`.
+    Stride1 { kernel: Tensor },
+    /// Stride s > 1, dilation 1: input row `q` (padded coordinates) gets
+    /// taps `ky ≡ q (mod s)` only, so each of the s² phases `(a, b)` is a
+    /// stride-1 full conv with the taps `a, a + s, …` × `b, b + s, …`
+    /// (`None` where a phase has no tap: a 1×1 stride-2 conv).
+    Phases {
+        s: usize,
+        phases: Vec<Option<Tensor>>,
+    },
+    /// Stride > 1 with dilation > 1 (no built-in model has one): candle's
+    /// `conv_transpose2d`, one group at a time.
+    Transposed,
+}
+
+/// `w` `[Cout, Cin / g, kh, kw]` as the kernel of its transpose: `[Cin,
+/// Cout / g, kh, kw]`, each group's in/out swapped, taps flipped.
+fn transposed_flipped(w: &Tensor, groups: usize) -> candle_core::Result<Tensor> {
+    let (cout, cin_g, kh, kw) = w.dims4()?;
+    w.reshape((groups, cout / groups, cin_g, kh, kw))?
+        .transpose(1, 2)?
+        .reshape((cin_g * groups, cout / groups, kh, kw))?
+        .flip(&[2, 3])?
+        .contiguous()
+}
+
+/// Taps `a, a + s, …` of `w` along `dim`, or `None` if there are none.
+fn taps(w: &Tensor, dim: usize, a: usize, s: usize) -> candle_core::Result<Option<Tensor>> {
+    let k = w.dim(dim)?;
+    let idx: Vec<u32> = (a..k).step_by(s).map(|i| i as u32).collect();
+    if idx.is_empty() {
+        return Ok(None);
+    }
+    let idx = Tensor::new(idx.as_slice(), w.device())?;
+    Ok(Some(w.index_select(&idx, dim)?))
+}
+
+impl Prepared {
+    pub(crate) fn new(nodes: &[Node]) -> candle_core::Result<Self> {
+        let convs = nodes
+            .iter()
+            .map(|node| match &node.op {
+                Op::Conv {
+                    weight,
+                    stride,
+                    dilation,
+                    groups,
+                    ..
+                } => Ok(Some(if *stride == 1 {
+                    ConvBack::Stride1 {
+                        kernel: transposed_flipped(weight, *groups)?,
+                    }
+                } else if *dilation == 1 {
+                    let s = *stride;
+                    let mut phases = Vec::with_capacity(s * s);
+                    for a in 0..s {
+                        for b in 0..s {
+                            let w = match taps(weight, 2, a, s)? {
+                                Some(rows) => taps(&rows, 3, b, s)?,
+                                None => None,
+                            };
+                            phases.push(match w {
+                                Some(w) => Some(transposed_flipped(&w, *groups)?),
+                                None => None,
+                            });
+                        }
+                    }
+                    ConvBack::Phases { s, phases }
+                } else {
+                    ConvBack::Transposed
+                })),
+                _ => Ok(None),
+            })
+            .collect::<candle_core::Result<_>>()?;
+        Ok(Prepared { convs })
+    }
+}
+
+/// Whether `w` `[Cout, Cin / g, k, k]` with `groups` is depthwise:
+/// one input and one output channel per group.
+fn depthwise(w: &Tensor, groups: usize) -> bool {
+    w.dim(1).is_ok_and(|d| d == 1) && w.dim(0).is_ok_and(|d| d == groups) && groups > 1
+}
+
+/// A stride-1 conv of `x` with `w` (`[Cout, Cin / g, kh, kw]`), padded by
+/// `pad.0` rows and `pad.1` columns on each side (negative: that many
+/// cropped from the output instead).
+fn conv_s1(
+    x: &Tensor,
+    w: &Tensor,
+    pad: (isize, isize),
+    dilation: usize,
+    groups: usize,
+) -> candle_core::Result<Tensor> {
+    let (ph, pw) = (pad.0.max(0) as usize, pad.1.max(0) as usize);
+    // candle's conv2d pads rows and columns alike: the difference first.
+    let p = ph.min(pw);
+    let x = x
+        .pad_with_zeros(2, ph - p, ph - p)?
+        .pad_with_zeros(3, pw - p, pw - p)?;
+    let y = if depthwise(w, groups) {
+        // Σ over taps of the shifted input times the tap's weight per
+        // channel.
+        let (c, _, kh, kw) = w.dims4()?;
+        let (_, _, h, wd) = x.dims4()?;
+        let x = x.pad_with_zeros(2, p, p)?.pad_with_zeros(3, p, p)?;
+        let (ho, wo) = (
+            h + 2 * p - dilation * (kh - 1),
+            wd + 2 * p - dilation * (kw - 1),
+        );
+        let mut acc: Option<Tensor> = None;
+        for ky in 0..kh {
+            let rows = x.narrow(2, ky * dilation, ho)?;
+            for kx in 0..kw {
+                let tap = w
+                    .narrow(2, ky, 1)?
+                    .narrow(3, kx, 1)?
+                    .reshape((1, c, 1, 1))?;
+                let term = rows.narrow(3, kx * dilation, wo)?.broadcast_mul(&tap)?;
+                acc = Some(match acc {
+                    Some(a) => (a + term)?,
+                    None => term,
+                });
+            }
+        }
+        acc.expect("a kernel has a tap")
+    } else {
+        x.conv2d(w, p, 1, dilation, groups)?
+    };
+    let (ch, cw) = ((-pad.0).max(0) as usize, (-pad.1).max(0) as usize);
+    if ch == 0 && cw == 0 {
+        return Ok(y);
+    }
+    let (_, _, h, w) = y.dims4()?;
+    y.narrow(2, ch, h - 2 * ch)?.narrow(3, cw, w - 2 * cw)
+}
+
+/// `t` `[B, C, H, W]` cut or zero-padded (at the end) to `h` × `w`.
+fn fit(t: &Tensor, h: usize, w: usize) -> candle_core::Result<Tensor> {
+    let (_, _, th, tw) = t.dims4()?;
+    let t = if th >= h {
+        t.narrow(2, 0, h)?
+    } else {
+        t.pad_with_zeros(2, 0, h - th)?
+    };
+    if tw >= w {
+        t.narrow(3, 0, w)
+    } else {
+        t.pad_with_zeros(3, 0, w - tw)
+    }
+}
+
+/// What the backward of a node reads, kept by the forward.
+enum Kept {
+    Nothing,
+    /// The node's output (ReLU, sigmoid, tanh).
+    Output(Tensor),
+    /// The node's input (GELU, pooling, LayerNorm).
+    Input(Tensor),
+    /// The input's dims (a conv's, a reshape's).
+    Dims(Vec<usize>),
+    /// The inputs' channel counts (concat).
+    Channels(Vec<usize>),
+}
+
+/// What one forward kept for its backward.
+pub(crate) struct Tape {
+    nodes: Arc<Vec<Node>>,
+    prepared: Arc<Prepared>,
+    kept: Vec<Kept>,
+}
+
+/// Runs `nodes` on `x` with nothing tracked; with `keep`, also returns the
+/// tape its backward reads.
+pub(crate) fn forward(
+    nodes: &Arc<Vec<Node>>,
+    prepared: &Arc<Prepared>,
+    x: &Tensor,
+    keep: bool,
+) -> candle_core::Result<(Tensor, Option<Tape>)> {
+    let n = nodes.len();
+    let mut last_use = vec![0; n];
+    for (j, node) in nodes.iter().enumerate() {
+        for i in &node.inputs {
+            last_use[i.0] = j;
+        }
+    }
+    let mut values: Vec<Option<Tensor>> = Vec::with_capacity(n);
+    let mut kept = Vec::with_capacity(if keep { n } else { 0 });
+    for (j, node) in nodes.iter().enumerate() {
+        let y = {
+            let args: Vec<&Tensor> = node
+                .inputs
+                .iter()
+                .map(|i| {
+                    values[i.0]
+                        .as_ref()
+                        .expect("a value is dropped after its last use")
+                })
+                .collect();
+            let y = match &node.op {
+                Op::Input => x.detach(),
+                Op::Conv {
+                    weight,
+                    bias,
+                    stride: 1,
+                    padding,
+                    dilation,
+                    groups,
+                } => {
+                    let p = *padding as isize;
+                    let y = conv_s1(args[0], weight, (p, p), *dilation, *groups)?;
+                    match bias {
+                        Some(b) => y.broadcast_add(&reference::per_channel(b, &y)?)?,
+                        None => y,
+                    }
+                }
+                op => reference::eval(op, &args)?,
+            };
+            if keep {
+                kept.push(match &node.op {
+                    Op::Act(Activation::GeluErf)
+                    | Op::MaxPool { .. }
+                    | Op::AdaptiveAvgPool { .. }
+                    | Op::LayerNorm { .. } => Kept::Input(args[0].clone()),
+                    Op::Act(_) => Kept::Output(y.clone()),
+                    Op::Conv { .. } | Op::Flatten | Op::Reshape(_) => {
+                        Kept::Dims(args[0].dims().to_vec())
+                    }
+                    Op::Concat => Kept::Channels(
+                        args.iter()
+                            .map(|a| a.dim(1))
+                            .collect::<candle_core::Result<_>>()?,
+                    ),
+                    _ => Kept::Nothing,
+                });
+            }
+            y
+        };
+        values.push(Some(y));
+        for i in &node.inputs {
+            if last_use[i.0] == j {
+                values[i.0] = None;
+            }
+        }
+    }
+    let out = values.pop().flatten().expect("a net has its output");
+    let tape = keep.then(|| Tape {
+        nodes: nodes.clone(),
+        prepared: prepared.clone(),
+        kept,
+    });
+    Ok((out, tape))
+}
+
+/// The gradient of `f(x)` with respect to `x`, `g` being the gradient of
+/// its output, by candle's autograd on a fresh variable (weightless ops).
+fn local_grad(
+    x: &Tensor,
+    g: &Tensor,
+    f: impl Fn(&Tensor) -> candle_core::Result<Tensor>,
+) -> candle_core::Result<Tensor> {
+    let v = Var::from_tensor(x)?;
+    let y = f(v.as_tensor())?;
+    let grads = (y * g)?.sum_all()?.backward()?;
+    match grads.get(v.as_tensor()) {
+        Some(gx) => Ok(gx.clone()),
+        None => x.zeros_like(),
+    }
+}
+
+impl Tape {
+    /// The gradient of the input, `grad` being the output's.
+    pub(crate) fn backward(&self, grad: &Tensor) -> candle_core::Result<Tensor> {
+        let n = self.nodes.len();
+        let mut grads: Vec<Option<Tensor>> = vec![None; n];
+        grads[n - 1] = Some(grad.clone());
+        for j in (1..n).rev() {
+            let Some(g) = grads[j].take() else { continue };
+            let node = &self.nodes[j];
+            let inputs: Vec<Tensor> = self.input_grads(j, node, &g)?;
+            for (i, gi) in node.inputs.iter().zip(inputs) {
+                grads[i.0] = Some(match grads[i.0].take() {
+                    Some(acc) => (acc + gi)?,
+                    None => gi,
+                });
+            }
+        }
+        match grads[0].take() {
+            Some(g) => Ok(g),
+            None => candle_core::bail!("the net's output does not depend on its input"),
+        }
+    }
+
+    /// The gradients of node `j`'s inputs, in order.
+    fn input_grads(&self, j: usize, node: &Node, g: &Tensor) -> candle_core::Result<Vec<Tensor>> {
+        let kept = &self.kept[j];
+        let input = || match kept {
+            Kept::Input(x) => Ok(x),
+            _ => candle_core::bail!("node {j}: its input was not kept"),
+        };
+        let output = || match kept {
+            Kept::Output(y) => Ok(y),
+            _ => candle_core::bail!("node {j}: its output was not kept"),
+        };
+        let dims = || match kept {
+            Kept::Dims(d) => Ok(d.as_slice()),
+            _ => candle_core::bail!("node {j}: its input's shape was not kept"),
+        };
+        Ok(match &node.op {
+            Op::Input => vec![],
+            Op::Conv {
+                weight,
+                padding,
+                dilation,
+                groups,
+                stride,
+                ..
+            } => {
+                let d = dims()?;
+                let back = self.prepared.convs[j].as_ref();
+                vec![conv_input_grad(
+                    g, weight, back, d, *stride, *padding, *dilation, *groups,
+                )?]
+            }
+            Op::Linear { weight, .. } => {
+                let gx = if g.rank() == 4 {
+                    let (b, o, h, w) = g.dims4()?;
+                    let gx = g
+                        .permute((0, 2, 3, 1))?
+                        .reshape((b * h * w, o))?
+                        .matmul(weight)?;
+                    gx.reshape((b, h, w, weight.dim(1)?))?
+                        .permute((0, 3, 1, 2))?
+                } else {
+                    g.matmul(weight)?
+                };
+                vec![gx]
+            }
+            Op::Affine { scale, .. } => {
+                vec![g.broadcast_mul(&reference::per_channel(scale, g)?)?]
+            }
+            Op::Act(a) => vec![match a {
+                Activation::Relu => {
+                    let y = output()?;
+                    g.mul(&y.gt(0f32)?.to_dtype(g.dtype())?)?
+                }
+                Activation::Sigmoid => {
+                    let y = output()?;
+                    (g * y.mul(&y.affine(-1.0, 1.0)?)?)?
+                }
+                Activation::Tanh => {
+                    let y = output()?;
+                    (g * y.sqr()?.affine(-1.0, 1.0)?)?
+                }
+                Activation::GeluErf => local_grad(input()?, g, |x| x.gelu_erf())?,
+            }],
+            Op::MaxPool { k, s, p, ceil } => vec![local_grad(input()?, g, |x| {
+                max_pool2d(x, *k, *s, *p, *ceil)
+            })?],
+            Op::AdaptiveAvgPool { oh, ow } => vec![local_grad(input()?, g, |x| {
+                adaptive_avg_pool2d(x, *oh, *ow)
+            })?],
+            Op::LayerNorm { weight, bias, eps } => vec![local_grad(input()?, g, |x| {
+                if x.rank() == 4 {
+                    LayerNorm::channels(x, weight, bias, *eps)
+                } else {
+                    LayerNorm::last(x, weight, bias, *eps)
+                }
+            })?],
+            Op::Flatten | Op::Reshape(_) => vec![g.reshape(dims()?)?],
+            Op::Concat => {
+                let Kept::Channels(cs) = kept else {
+                    candle_core::bail!("node {j}: its inputs' channels were not kept")
+                };
+                let mut at = 0;
+                cs.iter()
+                    .map(|&c| {
+                        let gi = g.narrow(1, at, c);
+                        at += c;
+                        gi
+                    })
+                    .collect::<candle_core::Result<_>>()?
+            }
+            Op::Add => vec![g.clone(), g.clone()],
+        })
+    }
+}
+
+/// A conv's input gradient (`dims`: its input's), `g` its output's.
+#[allow(clippy::too_many_arguments)]
+fn conv_input_grad(
+    g: &Tensor,
+    weight: &Tensor,
+    back: Option<&ConvBack>,
+    dims: &[usize],
+    stride: usize,
+    padding: usize,
+    dilation: usize,
+    groups: usize,
+) -> candle_core::Result<Tensor> {
+    let (_, _, kh, kw) = weight.dims4()?;
+    let (h, w) = (dims[2], dims[3]);
+    match back {
+        Some(ConvBack::Stride1 { kernel }) => {
+            // The conv maps padded rows q to q − d·ky; its transpose pads
+            // the gradient by d(k − 1) and crops p: net padding d(k−1) − p.
+            let pad = |k: usize| (dilation * (k - 1)) as isize - padding as isize;
+            let gx = conv_s1(g, kernel, (pad(kh), pad(kw)), dilation, groups)?;
+            fit(&gx, h, w)
+        }
+        Some(ConvBack::Phases { s, phases }) => {
+            let s = *s;
+            let (b, _, _, _) = g.dims4()?;
+            let cin = dims[1];
+            let (hp, wp) = (h + 2 * padding, w + 2 * padding);
+            let (u, v) = (hp.div_ceil(s), wp.div_ceil(s));
+            let mut rows = Vec::with_capacity(s);
+            for a in 0..s {
+                let mut cols = Vec::with_capacity(s);
+                for bb in 0..s {
+                    cols.push(match &phases[a * s + bb] {
+                        Some(k) => {
+                            let (_, _, ka, kb) = k.dims4()?;
+                            let gp = g.pad_with_zeros(2, ka - 1, ka - 1)?.pad_with_zeros(
+                                3,
+                                kb - 1,
+                                kb - 1,
+                            )?;
+                            fit(&gp.conv2d(k, 0, 1, 1, groups)?, u, v)?
+                        }
+                        None => Tensor::zeros((b, cin, u, v), g.dtype(), g.device())?,
+                    });
+                }
+                // [B, Cin, U, V, s] → [B, Cin, U, V·s]: column v·s + b.
+                rows.push(Tensor::stack(&cols, 4)?.reshape((b, cin, u, v * s))?);
+            }
+            // [B, Cin, U, s, V·s] → [B, Cin, U·s, V·s]: row u·s + a.
+            Tensor::stack(&rows, 3)?
+                .reshape((b, cin, u * s, v * s))?
+                .narrow(2, padding, h)?
+                .narrow(3, padding, w)
+        }
+        Some(ConvBack::Transposed) | None => {
+            // The full transposed conv (padded coordinates, no output
+            // padding: candle's takes one for rows and columns alike), then
+            // the input's window; rows past its end get no tap (zeros).
+            let parts = g
+                .chunk(groups, 1)?
+                .iter()
+                .zip(weight.chunk(groups, 0)?)
+                .map(|(g, w)| g.conv_transpose2d(&w, 0, 0, stride, dilation))
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            let gx = Tensor::cat(&parts, 1)?;
+            let (_, _, lh, lw) = gx.dims4()?;
+            let gx = gx
+                .narrow(2, padding, h.min(lh.saturating_sub(padding)))?
+                .narrow(3, padding, w.min(lw.saturating_sub(padding)))?;
+            fit(&gx, h, w)
+        }
+    }
+}
+
+/// The network as one op on `x`: its forward is `out` (computed
+/// beforehand), its backward the tape's.
+struct Run {
+    out: Tensor,
+    tape: Tape,
+}
+
+/// The storage of `out` (contiguous, from offset 0) as `S`.
+macro_rules! clone_output {
+    ($self:ident, $variant:ident) => {{
+        let (storage, layout) = $self.out.storage_and_layout();
+        match &*storage {
+            Storage::$variant(s) => Ok((s.try_clone(layout)?, $self.out.shape().clone())),
+            _ => candle_core::bail!("gevaldi-net: the output is on another device than the input"),
+        }
+    }};
+}
+
+impl CustomOp1 for Run {
+    fn name(&self) -> &'static str {
+        "gevaldi-net"
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        clone_output!(self, Cpu)
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        _: &candle_core::CudaStorage,
+        _: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        clone_output!(self, Cuda)
+    }
+
+    fn bwd(&self, _: &Tensor, _: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        self.tape.backward(grad).map(Some)
+    }
+}
+
+/// Runs `nodes` on `x` on this interpreter, attached to `x`'s graph where
+/// `x` is tracked.
+pub(crate) fn run(
+    nodes: &Arc<Vec<Node>>,
+    prepared: &Arc<Prepared>,
+    x: &Tensor,
+) -> candle_core::Result<Tensor> {
+    let (out, tape) = forward(nodes, prepared, x, x.track_op())?;
+    let Some(tape) = tape else { return Ok(out) };
+    // The op hands back `out`'s storage from its start: make it hold
+    // exactly `out`, contiguous from offset 0.
+    let out = if !out.is_contiguous() {
+        out.contiguous()?
+    } else if out.layout().start_offset() != 0 {
+        out.affine(1.0, 0.0)?
+    } else {
+        out
+    };
+    x.apply_op1(Run { out, tape })
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Tensor, Var};
+
+    use super::super::NetBuilder;
+
+    fn randn(shape: &[usize], seed: u64) -> Tensor {
+        use rand::SeedableRng;
+        use rand_distr::{Distribution, StandardNormal};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n).map(|_| StandardNormal.sample(&mut rng)).collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    fn max_abs_diff(a: &Tensor, b: &Tensor) -> (f32, f32) {
+        assert_eq!(a.dims(), b.dims());
+        let a = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let b = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = a
+            .iter()
+            .zip(&b)
+            .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        (d, scale)
+    }
+
+    /// A conv's input gradient by naive loops (f64): each output's
+    /// gradient times each tap's weight, added at the tap's input.
+    #[allow(clippy::too_many_arguments)]
+    fn naive_input_grad(
+        g: &Tensor,
+        weight: &Tensor,
+        (h, w): (usize, usize),
+        stride: usize,
+        padding: usize,
+        dilation: usize,
+        groups: usize,
+    ) -> Tensor {
+        let (b, cout, ho, wo) = g.dims4().unwrap();
+        let (_, cin_g, kh, kw) = weight.dims4().unwrap();
+        let gv = g.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let wv = weight.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let cin = cin_g * groups;
+        let mut gx = vec![0f64; b * cin * h * w];
+        for n in 0..b {
+            for co in 0..cout {
+                let grp = co / (cout / groups);
+                for oy in 0..ho {
+                    for ox in 0..wo {
+                        let gval = f64::from(gv[((n * cout + co) * ho + oy) * wo + ox]);
+                        for ci in 0..cin_g {
+                            for ky in 0..kh {
+                                for kx in 0..kw {
+                                    let iy =
+                                        (oy * stride + ky * dilation) as isize - padding as isize;
+                                    let ix =
+                                        (ox * stride + kx * dilation) as isize - padding as isize;
+                                    if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                                        continue;
+                                    }
+                                    let c = grp * cin_g + ci;
+                                    let wt = f64::from(wv[((co * cin_g + ci) * kh + ky) * kw + kx]);
+                                    gx[((n * cin + c) * h + iy as usize) * w + ix as usize] +=
+                                        gval * wt;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let gx: Vec<f32> = gx.into_iter().map(|v| v as f32).collect();
+        Tensor::from_vec(gx, (b, cin, h, w), &Device::Cpu).unwrap()
+    }
+
+    /// Every conv shape the backward handles (stride 1, phases, the
+    /// transposed fallback; groups, depthwise, dilation, non-square
+    /// inputs and kernels, sizes the stride does not divide), forward
+    /// against candle's conv2d and input gradient against naive loops.
+    /// (candle's own autograd cannot be the reference here: its conv2d
+    /// backward takes the output padding of the rows for the columns too,
+    /// and fails on `[31, 29]` with stride 4.)
+    #[test]
+    fn conv_forward_and_input_gradient_match_candle_autograd() {
+        // (cin, cout, groups, kh, kw, stride, padding, dilation, h, w)
+        let cases = [
+            (3, 4, 1, 3, 3, 1, 1, 1, 7, 6),
+            (3, 4, 1, 3, 3, 1, 0, 1, 5, 5),
+            (2, 3, 1, 1, 1, 1, 0, 1, 4, 5),
+            (2, 3, 1, 5, 5, 1, 4, 1, 4, 4),
+            (2, 3, 1, 3, 3, 1, 2, 2, 6, 7),
+            (2, 3, 1, 2, 3, 1, 1, 1, 6, 5),
+            (4, 6, 2, 3, 3, 1, 1, 1, 5, 6),
+            (5, 5, 5, 7, 7, 1, 3, 1, 8, 9),
+            (4, 4, 4, 3, 3, 1, 2, 2, 7, 7),
+            (4, 8, 4, 3, 3, 1, 1, 1, 5, 5),
+            (3, 4, 1, 11, 11, 4, 2, 1, 31, 29),
+            (3, 4, 1, 7, 7, 2, 3, 1, 17, 16),
+            (4, 6, 1, 1, 1, 2, 0, 1, 9, 8),
+            (4, 6, 1, 3, 3, 2, 1, 1, 9, 10),
+            (3, 5, 1, 4, 4, 4, 0, 1, 12, 13),
+            (4, 6, 2, 3, 3, 3, 1, 1, 11, 10),
+            (4, 4, 4, 3, 3, 2, 1, 1, 9, 9),
+            (3, 4, 1, 2, 3, 2, 1, 1, 8, 7),
+            (2, 3, 1, 3, 3, 2, 1, 2, 11, 10),
+            (4, 6, 2, 3, 3, 2, 2, 2, 11, 12),
+        ];
+        for (i, &(cin, cout, groups, kh, kw, stride, padding, dilation, h, w)) in
+            cases.iter().enumerate()
+        {
+            let seed = 100 + 3 * i as u64;
+            let weight = randn(&[cout, cin / groups, kh, kw], seed);
+            let bias = randn(&[cout], seed + 1);
+            let conv = candle_nn::Conv2d::new(
+                weight,
+                Some(bias),
+                candle_nn::Conv2dConfig {
+                    padding,
+                    stride,
+                    dilation,
+                    groups,
+                    cudnn_fwd_algo: None,
+                },
+            );
+            let mut b = NetBuilder::new();
+            let x = b.input();
+            let y = b.conv2d(x, &conv);
+            let net = b.build(y);
+            let x = Var::from_tensor(&randn(&[2, cin, h, w], seed + 2)).unwrap();
+            let fast = net.forward_generic(x.as_tensor()).unwrap();
+            let reference = net.forward_candle(x.as_tensor()).unwrap();
+            let (d, scale) = max_abs_diff(&fast, &reference);
+            assert!(
+                d <= 1e-5 * scale,
+                "case {i}: forward off by {d} (scale {scale})"
+            );
+            let m = randn(reference.dims(), seed + 3);
+            let g = (fast * &m).unwrap().sum_all().unwrap().backward().unwrap();
+            let gf = g.get(x.as_tensor()).unwrap();
+            let gr = naive_input_grad(&m, conv.weight(), (h, w), stride, padding, dilation, groups);
+            let (d, scale) = max_abs_diff(gf, &gr);
+            assert!(scale > 0.0, "case {i}: a zero gradient");
+            assert!(
+                d <= 1e-5 * scale,
+                "case {i}: input gradient off by {d} (scale {scale})"
+            );
+        }
+    }
+
+    /// The forward drops values after their last use and keeps for the
+    /// backward only what it reads: a conv, a ReLU and a linear layer keep
+    /// the conv's input dims and the ReLU's output, nothing else; and an
+    /// untracked input gets no tape.
+    #[test]
+    fn the_tape_keeps_only_what_the_backward_reads() {
+        let dev = Device::Cpu;
+        let mut b = NetBuilder::new();
+        let x = b.input();
+        let conv = candle_nn::Conv2d::new(
+            randn(&[2, 1, 3, 3], 1),
+            None,
+            candle_nn::Conv2dConfig::default(),
+        );
+        let h = b.conv2d(x, &conv);
+        let h = b.relu(h);
+        let h = b.flatten(h);
+        let y = b.linear(h, &randn(&[3, 18], 2), None);
+        let net = b.build(y);
+        let prepared = std::sync::Arc::new(super::Prepared::new(&net.nodes).unwrap());
+        let x = randn(&[2, 1, 5, 5], 3);
+        let (_, tape) = super::forward(&net.nodes, &prepared, &x, false).unwrap();
+        assert!(tape.is_none());
+        let (y, tape) = super::forward(&net.nodes, &prepared, &x, true).unwrap();
+        let kinds: Vec<&str> = tape
+            .unwrap()
+            .kept
+            .iter()
+            .map(|k| match k {
+                super::Kept::Nothing => "-",
+                super::Kept::Output(_) => "output",
+                super::Kept::Input(_) => "input",
+                super::Kept::Dims(_) => "dims",
+                super::Kept::Channels(_) => "channels",
+            })
+            .collect();
+        assert_eq!(kinds, ["-", "dims", "output", "dims", "-"]);
+        assert_eq!(y.dims(), [2, 3]);
+        let untracked = net.forward_generic(&x).unwrap();
+        assert!(!untracked.track_op());
+        let _ = dev;
+    }
+}
