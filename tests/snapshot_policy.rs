@@ -1,6 +1,7 @@
 //! Issue 16: snapshots that travel. The committed snapshots pass with
-//! gevaldi's engine and with candle's own ops (`GEVALDI_ENGINE=candle`, the
-//! numerics a GPU gives), yet a 1% change to one layer's weights, another
+//! gevaldi's engine, with candle's own ops (`GEVALDI_ENGINE=candle`) and on
+//! the engine's device-generic path (`GEVALDI_ENGINE=generic`, what a GPU
+//! runs), yet a 1% change to one layer's weights, another
 //! seed and another divergence are each caught; a first run reports a new
 //! snapshot as new, in a few lines, and `cargo insta accept` accepts it.
 //!
@@ -110,10 +111,10 @@ fn assert_snapshot_caught(outcome: &TrialOutcome, expected_key: &str) {
 }
 
 #[test]
-fn the_committed_quick_snapshot_passes_with_both_engines() {
+fn the_committed_quick_snapshot_passes_with_every_engine() {
     let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
     let config = root().join("tests/snapshot/quick.toml");
-    for engine in ["auto", "candle"] {
+    for engine in ["auto", "candle", "generic"] {
         ci_env(engine);
         let outcome = run(&config, "p");
         assert!(outcome.passed, "engine {engine}: {outcome:?}");
@@ -121,14 +122,16 @@ fn the_committed_quick_snapshot_passes_with_both_engines() {
 }
 
 #[test]
-fn the_committed_suite_passes_on_candles_ops() {
+fn the_committed_suite_passes_on_candles_ops_and_on_the_generic_path() {
     let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
-    ci_env("candle");
-    let outcomes = all_trials(&fixture("gevaldi.toml"));
-    // The two pairs, the ensemble and the 7-model tournament.
-    assert_eq!(outcomes.len(), 4);
-    for o in &outcomes {
-        assert!(o.passed, "{o:?}");
+    for engine in ["candle", "generic"] {
+        ci_env(engine);
+        let outcomes = all_trials(&fixture("gevaldi.toml"));
+        // The two pairs, the ensemble and the 7-model tournament.
+        assert_eq!(outcomes.len(), 4);
+        for o in &outcomes {
+            assert!(o.passed, "engine {engine}: {o:?}");
+        }
     }
 }
 

@@ -1,0 +1,146 @@
+//! The engine's device-generic path, what `auto` runs where gevaldi's CPU
+//! kernels do not (a GPU), here on the CPU with `GEVALDI_ENGINE=generic`:
+//! every built-in model passes the gradient audit on it, and BigGAN-deep
+//! (its convs engine nets between candle's ops) gives the same image and
+//! latent gradient on every path.
+//!
+//! The tests set a process-wide variable (`GEVALDI_ENGINE`), so each holds
+//! one lock for its whole run.
+
+mod common;
+
+use std::sync::Mutex;
+
+use candle_core::{Module, Tensor, Var};
+use gevaldi::model::{sample_standard_normal, Classifier, Generator};
+use gevaldi::zoo::{
+    self, AlexNet, BigGan, BigGanConfig, ConvNext, ConvNextSize, GoogLeNet, MnistCnn,
+    MnistCnnConfig, MnistMlp, MnistMlpConfig, MnistVae, MnistVaeConfig, ResNet, ResNetDepth,
+    SqueezeNet, SqueezeNetVersion,
+};
+use gevaldi::GradientAudit;
+use rand::SeedableRng;
+
+static ENV: Mutex<()> = Mutex::new(());
+
+fn normal(shape: &[usize], seed: u64) -> Tensor {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    sample_standard_normal(shape, &mut rng, &common::device()).unwrap()
+}
+
+fn audit_classifier(name: &str, model: &dyn Classifier, shape: &[usize]) {
+    let report = GradientAudit::default()
+        .classifier(name, model, &normal(shape, 7))
+        .unwrap_or_else(|e| panic!("{e}"));
+    println!(
+        "{name}: audit worst |ratio - 1| = {:.1e}",
+        report.worst_deviation()
+    );
+}
+
+fn frozen<M>(seed: u64, load: impl Fn(candle_nn::VarBuilder) -> candle_core::Result<M>) -> M {
+    let dev = common::device();
+    let (_, vm) = zoo::seeded_varmap(seed, &dev, &load).unwrap();
+    load(zoo::frozen(&vm, &dev)).unwrap()
+}
+
+#[test]
+fn every_builtin_model_passes_the_audit_on_the_generic_path() {
+    let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
+    std::env::set_var("GEVALDI_ENGINE", "generic");
+    let dev = common::device();
+    for (name, cfg) in [
+        ("cnn_a", MnistCnnConfig::cnn_a()),
+        ("cnn_b", MnistCnnConfig::cnn_b()),
+    ] {
+        let m = MnistCnn::random(&cfg, 1, &dev).unwrap();
+        assert!(!m.net().uses_cpu_engine(&normal(&[1, 1, 28, 28], 1)));
+        audit_classifier(name, &m, &[3, 1, 28, 28]);
+    }
+    let m = MnistMlp::random(&MnistMlpConfig::default(), 2, &dev).unwrap();
+    audit_classifier("mlp", &m, &[3, 784]);
+    for (name, cfg) in [
+        ("vae", MnistVaeConfig::default()),
+        ("cvae", MnistVaeConfig::conditional()),
+    ] {
+        let v = MnistVae::random(&cfg, 3, &dev).unwrap();
+        let z = normal(&[3, cfg.latent], 4);
+        let c = cfg
+            .conditions
+            .map(|k| gevaldi::model::one_hot(&[0, 3, 9], k, &dev).unwrap());
+        GradientAudit::default()
+            .generator(name, &v, &z, c.as_ref())
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    audit_classifier("alexnet", &frozen(1, |vb| AlexNet::load(vb, 1000)), &[2, 3, 64, 64]);
+    for v in [SqueezeNetVersion::V1_0, SqueezeNetVersion::V1_1] {
+        let m = frozen(2, |vb| SqueezeNet::load(vb, v, 1000));
+        audit_classifier(&format!("{v:?}"), &m, &[2, 3, 64, 64]);
+    }
+    let m = frozen(5, |vb| GoogLeNet::load(vb, 1000, true));
+    audit_classifier("googlenet", &m, &[2, 3, 64, 64]);
+    for d in [ResNetDepth::R18, ResNetDepth::R50] {
+        let m = frozen(3, |vb| ResNet::load(vb, d, 1000));
+        audit_classifier(&format!("{d:?}"), &m, &[2, 3, 64, 64]);
+    }
+    let m = frozen(6, |vb| ConvNext::load(vb, ConvNextSize::Tiny, 1000));
+    audit_classifier("convnext_tiny", &m, &[2, 3, 64, 64]);
+}
+
+/// max |a − b| / max |b|.
+fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
+    common::max_abs_diff(a, b) / b.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
+}
+
+#[test]
+fn biggan_gives_the_same_image_and_gradient_on_every_path() {
+    let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
+    let dev = common::device();
+    let cfg = BigGanConfig::reduced(128, 4, 10).unwrap();
+    let dict = cfg.random_state_dict(2, &dev).unwrap();
+    let vb = candle_nn::VarBuilder::from_tensors(dict, candle_core::DType::F32, &dev);
+    let mut g = BigGan::load(vb, &cfg, 0.5).unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    let calibration = g.sample_prior(8, &mut rng, &dev).unwrap();
+    let classes: Vec<usize> = (0..8).map(|i| i % 10).collect();
+    let one_hot = gevaldi::model::one_hot(&classes, 10, &dev).unwrap();
+    std::env::set_var("GEVALDI_ENGINE", "auto");
+    g.calibrate(&calibration, &one_hot).unwrap();
+    let z = Var::from_tensor(&g.sample_prior(2, &mut rng, &dev).unwrap()).unwrap();
+    let c = gevaldi::model::one_hot(&[3, 7], 10, &dev).unwrap();
+    let w = normal(&[2, 3, 128, 128], 9);
+    let run = |engine: &str| {
+        std::env::set_var("GEVALDI_ENGINE", engine);
+        let x = g.decode(z.as_tensor(), Some(&c)).unwrap();
+        let grads = (&x * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        (x, grads.get(z.as_tensor()).unwrap().clone())
+    };
+    let (x_ref, g_ref) = run("candle");
+    for engine in ["auto", "generic"] {
+        let (x, gz) = run(engine);
+        let (ex, eg) = (rel_err(&x, &x_ref), rel_err(&gz, &g_ref));
+        println!("{engine}: image relative error {ex:.1e}, latent gradient {eg:.1e}");
+        assert!(ex < 1e-4, "{engine}: image relative error {ex}");
+        assert!(eg < 1e-4, "{engine}: latent gradient relative error {eg}");
+    }
+    std::env::set_var("GEVALDI_ENGINE", "auto");
+}
+
+/// A model whose layers are variables (being trained) keeps candle's
+/// autograd on the generic path: its weights get their gradients.
+#[test]
+fn a_trained_model_gets_its_weight_gradients_on_the_generic_path() {
+    let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
+    std::env::set_var("GEVALDI_ENGINE", "generic");
+    let dev = common::device();
+    let varmap = candle_nn::VarMap::new();
+    let vb = candle_nn::VarBuilder::from_varmap(&varmap, candle_core::DType::F32, &dev);
+    let m = MnistCnn::load(vb, &MnistCnnConfig::cnn_a()).unwrap();
+    let y = m.forward(&normal(&[2, 1, 28, 28], 5)).unwrap();
+    let grads = y.sum_all().unwrap().backward().unwrap();
+    let vars = varmap.all_vars();
+    assert!(!vars.is_empty());
+    for v in &vars {
+        assert!(grads.get(v.as_tensor()).is_some(), "a weight without gradient");
+    }
+}
