@@ -12,9 +12,10 @@
 #   bash .gpu/run.sh             # logs and figures in $OUT (summary.txt)
 #
 # Binaries: benches imagenet and search; the test binaries of TESTS
-# (default: audit search imagenet_zoo biggan: the gradient audit of every
-# built-in model, the search, the ImageNet zoo's per-architecture audits,
-# BigGAN). Settings (environment): CUDA_TOOLS (../shared/tools/cuda),
+# (default: audit search imagenet_zoo biggan generic_path: the gradient
+# audit of every built-in model, the search, the ImageNet zoo's
+# per-architecture audits, BigGAN, and the engine's device-generic path,
+# which is what runs on a GPU, against candle's CUDA ops). Settings (environment): CUDA_TOOLS (../shared/tools/cuda),
 # CUDA_DIR (/tmp/cuda13), CK_DIR (/tmp/ck), GPU_TARGET (/tmp/gpu-target),
 # TESTS.
 #
@@ -30,7 +31,7 @@ T=$(realpath "$T")
 CUDA_DIR="${CUDA_DIR:-/tmp/cuda13}"
 CK="${CK_DIR:-/tmp/ck}"
 TARGET="${GPU_TARGET:-/tmp/gpu-target}"
-TESTS="${TESTS:-audit search imagenet_zoo biggan}"
+TESTS="${TESTS:-audit search imagenet_zoo biggan generic_path}"
 
 # 1. Toolchain and patched candle-kernels (idempotent, seconds when done).
 bash "$T/setup.sh" "$CUDA_DIR" >/dev/null

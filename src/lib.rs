@@ -176,7 +176,9 @@
 //!
 //! Built-in models with frozen weights run on the CPU through
 //! gevaldi's [`engine`]: its own kernels, with a backward pass
-//! to the input only (about 5× candle's own layers on the MNIST fixtures).
+//! to the input only (about 5× candle's own layers on the MNIST fixtures);
+//! on a GPU, through the engine's device-generic path (candle's ops forward,
+//! its own backward to the input only, in candle's ops).
 //! In a binary of your own, call [`prepare_process`] first thing in
 //! `main`: it fixes the thread count (without `RAYON_NUM_THREADS`, candle
 //! 0.11 parses `/proc/cpuinfo` on every matmul) and tells mimalloc to keep
@@ -186,7 +188,8 @@
 //!
 //! - The search runs in f32.
 //! - Results are bit-identical for the same seed on the CPU; GPU kernels (and
-//!   candle's own ops, `GEVALDI_ENGINE=candle`) reduce in another order,
+//!   candle's own ops, `GEVALDI_ENGINE=candle` or `generic`) reduce in
+//!   another order,
 //!   and the chaotic ascent then ends elsewhere: snapshots compare what is
 //!   stable with tolerances (start.* lines within 1e-3, search.* within
 //!   25%).

@@ -72,7 +72,11 @@ fn every_builtin_model_passes_the_audit_on_the_generic_path() {
             .generator(name, &v, &z, c.as_ref())
             .unwrap_or_else(|e| panic!("{e}"));
     }
-    audit_classifier("alexnet", &frozen(1, |vb| AlexNet::load(vb, 1000)), &[2, 3, 64, 64]);
+    audit_classifier(
+        "alexnet",
+        &frozen(1, |vb| AlexNet::load(vb, 1000)),
+        &[2, 3, 64, 64],
+    );
     for v in [SqueezeNetVersion::V1_0, SqueezeNetVersion::V1_1] {
         let m = frozen(2, |vb| SqueezeNet::load(vb, v, 1000));
         audit_classifier(&format!("{v:?}"), &m, &[2, 3, 64, 64]);
@@ -89,7 +93,13 @@ fn every_builtin_model_passes_the_audit_on_the_generic_path() {
 
 /// max |a − b| / max |b|.
 fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
-    common::max_abs_diff(a, b) / b.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
+    common::max_abs_diff(a, b)
+        / b.abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
 }
 
 #[test]
@@ -141,6 +151,9 @@ fn a_trained_model_gets_its_weight_gradients_on_the_generic_path() {
     let vars = varmap.all_vars();
     assert!(!vars.is_empty());
     for v in &vars {
-        assert!(grads.get(v.as_tensor()).is_some(), "a weight without gradient");
+        assert!(
+            grads.get(v.as_tensor()).is_some(),
+            "a weight without gradient"
+        );
     }
 }

@@ -10,9 +10,18 @@
 //! LayerNorm over channels). [`Net::forward`] then runs it through one of:
 //!
 //! - **candle's ops** (the reference path), with candle's autograd: used
-//!   for `GEVALDI_ENGINE=candle`, for tensors that are not f32 or not on
-//!   the CPU (a GPU runs candle's kernels), and when a weight is a
-//!   variable (a model being trained gets its weight gradients);
+//!   for `GEVALDI_ENGINE=candle` and when a weight is a variable (a model
+//!   being trained gets its weight gradients);
+//! - **the device-generic path** ([`Net::forward_generic`]): the forward on
+//!   candle's ops with nothing tracked, keeping only what the backward
+//!   reads, and a backward to the input only, also written in candle's ops
+//!   so that it runs on any device: no weight gradient, a conv's input
+//!   gradient as stride-1 convs with the flipped, transposed kernel (one
+//!   per output phase for a strided conv) instead of candle's
+//!   `conv_transpose2d` (a direct loop per output element on CUDA), a
+//!   depthwise conv as a sum of shifted, scaled copies (candle runs one
+//!   conv per group). Used where the CPU kernels do not apply (a GPU, a
+//!   tensor that is not f32) and for `GEVALDI_ENGINE=generic`;
 //! - **gevaldi's CPU kernels**, the whole network as one candle
 //!   `CustomOp1`: activations channels-last (NHWC), 3×3 stride-1
 //!   convolutions with 64 input channels or more by Winograd's
@@ -29,19 +38,25 @@
 //!   backward needs (a ReLU's output, a max-pool's argmax, a LayerNorm's
 //!   normalised input). The network is compiled for it on first use.
 //!
-//! Both agree to f32 rounding, forward and input gradient
-//! (`tests/engine_agreement.rs` checks every ported architecture, and each
-//! kernel against naive loops). A NaN propagates as in PyTorch on the
+//! All three agree to f32 rounding, forward and input gradient
+//! (`tests/engine_agreement.rs` checks every ported architecture, each
+//! kernel and each conv shape's input gradient against naive loops;
+//! `tests/generic_path.rs` audits every built-in model on the generic path
+//! and runs BigGAN on every path). A NaN propagates as in PyTorch on the
 //! engine's path: ReLU of NaN is NaN and a pooling window holding a NaN
 //! pools to NaN (candle 0.11's CPU `relu` returns 0 for NaN).
 //!
 //! `GEVALDI_ENGINE` chooses, read each time a network runs:
 //!
 //! - `auto` (the default, also when unset): gevaldi's kernels where they
-//!   apply (f32 tensors on the CPU, frozen weights), else candle's ops;
-//! - `candle`: every built-in model runs candle's own ops, the numerics a
-//!   GPU back end gives. The snapshot tests run the committed suite both
-//!   ways against the same snapshots.
+//!   apply (f32 tensors on the CPU, frozen weights), else the generic path
+//!   (frozen weights), else candle's ops;
+//! - `candle`: every built-in model runs candle's own ops and autograd;
+//! - `generic`: every built-in model with frozen weights runs the generic
+//!   path, on the CPU too (what a GPU runs, with a CPU's rounding).
+//!
+//! The snapshot tests run the committed suite all three ways against the
+//! same snapshots.
 
 mod compile;
 mod cpu_op;

@@ -54,9 +54,10 @@
 //! [`scale_shift_relu`](crate::engine::scale_shift_relu), so on the CPU
 //! their backward goes to the input only (and to the norms' gains, which
 //! come from z); the rest (the linear layers, upsampling, self-attention's
-//! products and softmax, residual additions) runs candle's ops, as does
-//! everything on a GPU. Not yet one program: each conv converts its input
-//! to channels-last and back.
+//! products and softmax, residual additions) runs candle's ops. On a GPU
+//! the convs take the engine's device-generic path (backward to the input
+//! only, on candle's ops) and the rest candle's ops. Not yet one program:
+//! each conv converts its input to channels-last and back.
 
 use std::collections::HashMap;
 
@@ -322,10 +323,10 @@ fn spectral(vb: &VarBuilder, shape: &[usize]) -> candle_core::Result<Tensor> {
     w.affine(1.0 / sigma as f64, 0.0)
 }
 
-/// A spectral-normalised conv as a one-node engine [`Net`]: on the CPU it
-/// runs the engine's kernels with a backward to its input only (candle's
-/// own conv2d backward also computes the frozen weight's gradient and runs
-/// a naive `conv_transpose2d`), elsewhere candle's conv2d.
+/// A spectral-normalised conv as a one-node engine [`Net`]: a backward to
+/// its input only, on the CPU engine's kernels or (a GPU) the generic path
+/// (candle's own conv2d backward also computes the frozen weight's
+/// gradient and runs a naive `conv_transpose2d`).
 fn sn_conv(
     vb: VarBuilder,
     cin: usize,
