@@ -29,7 +29,7 @@
 //! output computed beforehand (one copy of the output) and whose backward
 //! is [`Tape::backward`].
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Storage, Tensor, Var};
@@ -512,19 +512,28 @@ fn conv_input_grad(
     }
 }
 
-/// The network as one op on `x`: its forward is `out` (computed
-/// beforehand), its backward the tape's.
+/// The network as one op on `x`: its forward hands back `out` (computed
+/// beforehand, taken so that the graph does not hold a second copy), its
+/// backward is the tape's.
 struct Run {
-    out: Tensor,
+    out: Mutex<Option<Tensor>>,
     tape: Tape,
 }
 
-/// The storage of `out` (contiguous, from offset 0) as `S`.
+/// A copy of `out`'s storage (contiguous, from offset 0), taken from the
+/// op, on the device `$variant` names.
 macro_rules! clone_output {
     ($self:ident, $variant:ident) => {{
-        let (storage, layout) = $self.out.storage_and_layout();
+        let out = match $self.out.lock() {
+            Ok(mut out) => out.take(),
+            Err(_) => None,
+        };
+        let Some(out) = out else {
+            candle_core::bail!("gevaldi-net: the forward ran twice")
+        };
+        let (storage, layout) = out.storage_and_layout();
         match &*storage {
-            Storage::$variant(s) => Ok((s.try_clone(layout)?, $self.out.shape().clone())),
+            Storage::$variant(s) => Ok((s.try_clone(layout)?, out.shape().clone())),
             _ => candle_core::bail!("gevaldi-net: the output is on another device than the input"),
         }
     }};
@@ -571,7 +580,10 @@ pub(crate) fn run(
     } else {
         out
     };
-    x.apply_op1(Run { out, tape })
+    x.apply_op1(Run {
+        out: Mutex::new(Some(out)),
+        tape,
+    })
 }
 
 #[cfg(test)]
