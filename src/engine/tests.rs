@@ -7,7 +7,7 @@ use super::{Activation, Net, NetBuilder, NodeId};
 
 const DEV: Device = Device::Cpu;
 
-fn randn(shape: &[usize], seed: u64) -> Tensor {
+pub(super) fn randn(shape: &[usize], seed: u64) -> Tensor {
     use rand::SeedableRng;
     use rand_distr::{Distribution, StandardNormal};
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
@@ -21,7 +21,7 @@ fn values(t: &Tensor) -> Vec<f32> {
 }
 
 /// max |a − b| / max(max |b|, 1e-6).
-fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
+pub(super) fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.dims(), b.dims());
     let (a, b) = (values(a), values(b));
     let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
