@@ -12,14 +12,17 @@
 # Parts:
 #   imagenet  bench/compare-imagenet.sh with GEVALDI_DEVICE=cuda on the
 #             prebuilt bench (every workload, batch 8: 3 warm-up, 20 timed
-#             steps, 2 rounds), then the paper's step alone at batch 32;
+#             steps, 2 rounds), then the paper's step alone at batch 32,
+#             then at batch 8 with GEVALDI_ENGINE=candle (candle's ops and
+#             autograd, what ran on a GPU before the generic path);
 #             the weights are made there first (PyTorch, CPU, about a minute)
 #   mnist     benches/search.rs on CUDA at batch 64 and 256 (100 steps)
 #             beside bench/jax_reference.py (jit, on the GPU)
 #   memory    peak GPU memory (nvidia-smi, sampled every 50 ms, less the
 #             idle figure) of the paper's step at batch 8 and 32, gevaldi
 #             and PyTorch each alone
-#   tests     the test binaries (TESTS: audit search imagenet_zoo biggan)
+#   tests     the test binaries (TESTS: audit search imagenet_zoo biggan
+#             generic_path)
 #             with GEVALDI_DEVICE=cuda
 #
 # Files in $OUT (at most 8 come back): summary.txt (the figures), and
@@ -32,7 +35,7 @@ OUT="${OUT:-/tmp/gevaldi-gpu-out}"
 mkdir -p "$OUT"
 PARTS=("$@")
 [ ${#PARTS[@]} -gt 0 ] || PARTS=(imagenet mnist memory tests)
-TESTS="${TESTS:-audit search imagenet_zoo biggan}"
+TESTS="${TESTS:-audit search imagenet_zoo biggan generic_path}"
 VENV="${VENV:-/opt/torch/.venv}"
 PY="$VENV/bin/python"
 [ -x "$PY" ] || PY=python3
@@ -103,8 +106,11 @@ for part in "${PARTS[@]}"; do
         echo "== the paper's step at batch 32"
         GEVALDI_DEVICE=cuda PYTHON="$PY" DIR="$DIR" GEVALDI_BENCH_BIN="$GPU/bin/imagenet" BATCH=32 ROUNDS=1 \
           timeout 180 bash bench/compare-imagenet.sh step
+        echo "== the paper's step at batch 8 on candle's ops and autograd (before the generic path)"
+        GEVALDI_ENGINE=candle timeout 120 "$GPU/bin/imagenet" --dir "$DIR" --device cuda \
+          --warmup 2 --min-steps 10 --max-steps 10 step | sed 's/^gevaldi /gevaldi-candle-ops /'
       } >"$OUT/imagenet.log" 2>&1
-      grep -E 'ratio=|^machine|^torch|MISMATCH' "$OUT/imagenet.log" | tee -a "$OUT/summary.txt"
+      grep -E 'ratio=|^machine|^torch|MISMATCH|^gevaldi-candle-ops' "$OUT/imagenet.log" | tee -a "$OUT/summary.txt"
       ;;
     mnist)
       {
