@@ -642,15 +642,16 @@ mod tests {
         Tensor::from_vec(gx, (b, cin, h, w), &Device::Cpu).unwrap()
     }
 
-    /// Every conv shape the backward handles (stride 1, phases, the
-    /// transposed fallback; groups, depthwise, dilation, non-square
-    /// inputs and kernels, sizes the stride does not divide), forward
-    /// against candle's conv2d and input gradient against naive loops.
-    /// (candle's own autograd cannot be the reference here: its conv2d
-    /// backward takes the output padding of the rows for the columns too,
-    /// and fails on `[31, 29]` with stride 4.)
+    /// Every conv shape the generic backward handles (stride 1, phases,
+    /// the transposed fallback; groups, depthwise, dilation, non-square
+    /// inputs and kernels, sizes the stride does not divide), on the
+    /// generic path and on the CPU engine: forward against candle's conv2d
+    /// and input gradient against naive loops. (candle's own autograd
+    /// cannot be the reference here: its conv2d backward takes the output
+    /// padding of the rows for the columns too, and fails on `[31, 29]`
+    /// with stride 4.)
     #[test]
-    fn conv_forward_and_input_gradient_match_candle_autograd() {
+    fn conv_forward_and_input_gradient_match_naive_loops_on_both_paths() {
         // (cin, cout, groups, kh, kw, stride, padding, dilation, h, w)
         let cases = [
             (3, 4, 1, 3, 3, 1, 1, 1, 7, 6),
@@ -696,21 +697,27 @@ mod tests {
             let y = b.conv2d(x, &conv);
             let net = b.build(y);
             let x = Var::from_tensor(&randn(&[2, cin, h, w], seed + 2)).unwrap();
-            let fast = net.forward_generic(x.as_tensor()).unwrap();
             let reference = net.forward_candle(x.as_tensor()).unwrap();
-            let e = rel_err(&fast, &reference);
-            assert!(e <= 1e-5, "case {i}: forward relative error {e}");
             let m = randn(reference.dims(), seed + 3);
-            let g = (fast * &m).unwrap().sum_all().unwrap().backward().unwrap();
-            let gf = g.get(x.as_tensor()).unwrap();
             let gr = naive_input_grad(&m, conv.weight(), (h, w), stride, padding, dilation, groups);
             let scale = gr.abs().unwrap().max_all().unwrap();
             assert!(
                 scale.to_scalar::<f32>().unwrap() > 1e-3,
                 "case {i}: a zero gradient"
             );
-            let e = rel_err(gf, &gr);
-            assert!(e <= 1e-5, "case {i}: input gradient relative error {e}");
+            assert!(net.uses_cpu_engine(x.as_tensor()));
+            let engine = candle_core::Module::forward(&net, x.as_tensor()).unwrap();
+            let generic = net.forward_generic(x.as_tensor()).unwrap();
+            for (path, y) in [("generic", generic), ("engine", engine)] {
+                let e = rel_err(&y, &reference);
+                assert!(e <= 1e-5, "case {i} ({path}): forward relative error {e}");
+                let g = (y * &m).unwrap().sum_all().unwrap().backward().unwrap();
+                let e = rel_err(g.get(x.as_tensor()).unwrap(), &gr);
+                assert!(
+                    e <= 1e-5,
+                    "case {i} ({path}): input gradient relative error {e}"
+                );
+            }
         }
     }
 
