@@ -1,0 +1,360 @@
+//! Networks no built-in model has: random graphs from [`NetBuilder`]'s whole
+//! vocabulary (convs with any stride, padding, dilation and groups,
+//! depthwise included; linear layers on flat values and per pixel; affine
+//! maps; the four activations; max-pooling with padding and ceil mode;
+//! adaptive average pooling to smaller and larger sizes; flatten, reshape,
+//! concat and add of earlier values; LayerNorm), each run three ways: on
+//! the CPU engine, on the device-generic path (what a GPU runs) and on
+//! candle's ops. Output and input gradient of a random linear functional
+//! must agree to f32 noise (max-abs error 1e-4 relative to the largest
+//! value, or to 0.1 where all are smaller), with the one
+//! exception of max-pool windows whose two largest values are within
+//! rounding of each other (see `tests/engine_agreement.rs`).
+//!
+//! A user's model built from the same vocabulary takes these paths: the
+//! CPU engine's compiler (fusing activations, folding affine maps, reusing
+//! buffers between residual adds) meets shapes here that no zoo model has.
+//! `GEVALDI_NET_CASES` (default 1000) and `GEVALDI_NET_SEED` (default 0)
+//! choose the cases; a failure prints its seed and the net.
+
+use candle_core::{DType, Device, Module, Tensor, Var};
+use candle_nn::{Conv2d, Conv2dConfig};
+use gevaldi::engine::{Activation, Net, NetBuilder, NodeId};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, StandardNormal};
+
+const DEV: Device = Device::Cpu;
+
+/// The LayerNorms' eps: large enough to bound 1/√(var + eps) by 3.2, since
+/// random graphs make channels that are equal (a concat of a value with
+/// itself, an adaptive pool that replicates) or nearly so, where a small
+/// eps multiplies f32 noise by up to 316 (seen: 1e-3 relative).
+const LN_EPS: f64 = 0.1;
+
+fn randn(rng: &mut ChaCha8Rng, shape: &[usize], scale: f32) -> Tensor {
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = (0..n)
+        .map(|_| {
+            let v: f32 = StandardNormal.sample(&mut *rng);
+            scale * v
+        })
+        .collect::<Vec<f32>>();
+    Tensor::from_vec(v, shape, &DEV).unwrap()
+}
+
+/// A value's shape per sample: `[C, H, W]` or `[F]`.
+type Dims = Vec<usize>;
+
+/// A random net on input `[C, H, H]` or `[F]`, and its description.
+fn random_net(rng: &mut ChaCha8Rng) -> (Net, Dims, Vec<String>) {
+    let mut b = NetBuilder::new();
+    let mut values: Vec<(NodeId, Dims)> = Vec::new();
+    let mut log = Vec::new();
+    let input: Dims = if rng.random_bool(0.8) {
+        let h = rng.random_range(5..=13);
+        vec![rng.random_range(1..=6), h, h]
+    } else {
+        vec![rng.random_range(2..=24)]
+    };
+    values.push((b.input(), input.clone()));
+    log.push(format!("input {input:?}"));
+    let steps = rng.random_range(2..=9);
+    for _ in 0..steps {
+        let (x, d) = values.last().unwrap().clone();
+        let (y, dy, what) = if d.len() == 3 {
+            step_image(&mut b, rng, x, &d, &values)
+        } else {
+            step_flat(&mut b, rng, x, &d)
+        };
+        log.push(format!("{what} -> {dy:?}"));
+        values.push((y, dy));
+    }
+    let (out, _) = values.last().unwrap().clone();
+    (b.build(out), input, log)
+}
+
+fn conv(
+    b: &mut NetBuilder,
+    rng: &mut ChaCha8Rng,
+    x: NodeId,
+    d: &Dims,
+) -> Option<(NodeId, Dims, String)> {
+    let (c, h) = (d[0], d[1]);
+    let k = rng.random_range(1..=5usize);
+    let dilation = if k > 1 && rng.random_bool(0.2) { 2 } else { 1 };
+    let span = dilation * (k - 1) + 1;
+    let padding = rng.random_range(0..=(span / 2).min(2));
+    let stride = rng.random_range(1..=3usize);
+    if h + 2 * padding < span {
+        return None;
+    }
+    let ho = (h + 2 * padding - span) / stride + 1;
+    let (groups, cout) = match rng.random_range(0..4) {
+        0 if c > 1 => (c, c),     // depthwise
+        1 if c > 1 => (c, 2 * c), // depthwise, multiplier 2
+        2 if c % 2 == 0 => (2, 2 * rng.random_range(1..=3)),
+        _ => (1, rng.random_range(1..=6)),
+    };
+    let w = randn(
+        rng,
+        &[cout, c / groups, k, k],
+        1.0 / ((c / groups * k * k) as f32).sqrt(),
+    );
+    let bias = rng.random_bool(0.7).then(|| randn(rng, &[cout], 0.1));
+    let cfg = Conv2dConfig {
+        padding,
+        stride,
+        dilation,
+        groups,
+        cudnn_fwd_algo: None,
+    };
+    let y = b.conv2d(x, &Conv2d::new(w, bias, cfg));
+    let what = format!("conv k{k} s{stride} p{padding} d{dilation} g{groups} {c}->{cout}");
+    Some((y, vec![cout, ho, ho], what))
+}
+
+fn step_image(
+    b: &mut NetBuilder,
+    rng: &mut ChaCha8Rng,
+    x: NodeId,
+    d: &Dims,
+    values: &[(NodeId, Dims)],
+) -> (NodeId, Dims, String) {
+    let (c, h) = (d[0], d[1]);
+    loop {
+        match rng.random_range(0..12) {
+            0..=2 => {
+                if let Some(r) = conv(b, rng, x, d) {
+                    return r;
+                }
+            }
+            3 => {
+                let (s, t) = (randn(rng, &[c], 0.5), randn(rng, &[c], 0.5));
+                let s = (s + 1.0).unwrap();
+                return (b.affine(x, &s, &t), d.clone(), "affine".into());
+            }
+            4 => {
+                let a = activation(rng);
+                return (b.act(x, a), d.clone(), format!("{a:?}"));
+            }
+            5 => {
+                let k = rng.random_range(1..=3usize);
+                let s = rng.random_range(1..=2usize);
+                let p = rng.random_range(0..=k / 2);
+                let ceil = rng.random_bool(0.5);
+                let Ok(ho) = gevaldi_pool_len(h, k, s, p, ceil) else {
+                    continue;
+                };
+                let y = b.max_pool2d(x, k, s, p, ceil);
+                return (
+                    y,
+                    vec![c, ho, ho],
+                    format!("maxpool k{k} s{s} p{p} ceil {ceil}"),
+                );
+            }
+            6 => {
+                let o = rng.random_range(1..=h + 2);
+                let y = b.adaptive_avg_pool2d(x, o, o);
+                return (y, vec![c, o, o], format!("adaptive avg {o}"));
+            }
+            7 => {
+                // Concat with an earlier value of the same size (itself
+                // included).
+                let same: Vec<_> = values
+                    .iter()
+                    .filter(|(_, e)| e.len() == 3 && e[1] == h)
+                    .collect();
+                let (other, e) = same[rng.random_range(0..same.len())];
+                let y = b.concat(&[x, *other]);
+                return (y, vec![c + e[0], h, h], "concat".into());
+            }
+            8 => {
+                let same: Vec<_> = values.iter().filter(|(_, e)| e == d).collect();
+                let (other, _) = same[rng.random_range(0..same.len())];
+                return (b.add(x, *other), d.clone(), "add".into());
+            }
+            9 => {
+                let (w, bias) = (randn(rng, &[c], 0.5), randn(rng, &[c], 0.5));
+                let w = (w + 1.0).unwrap();
+                return (
+                    b.layer_norm(x, &w, &bias, LN_EPS),
+                    d.clone(),
+                    "layernorm".into(),
+                );
+            }
+            10 => {
+                let out = rng.random_range(1..=6);
+                let w = randn(rng, &[out, c], 1.0 / (c as f32).sqrt());
+                let bias = rng.random_bool(0.5).then(|| randn(rng, &[out], 0.1));
+                let y = b.linear(x, &w, bias.as_ref());
+                return (y, vec![out, h, h], format!("linear per pixel {c}->{out}"));
+            }
+            _ => {
+                let f = c * h * h;
+                if rng.random_bool(0.5) {
+                    return (b.flatten(x), vec![f], "flatten".into());
+                }
+                return (b.reshape(x, &[f]), vec![f], "reshape flat".into());
+            }
+        }
+    }
+}
+
+fn step_flat(
+    b: &mut NetBuilder,
+    rng: &mut ChaCha8Rng,
+    x: NodeId,
+    d: &Dims,
+) -> (NodeId, Dims, String) {
+    let f = d[0];
+    match rng.random_range(0..5) {
+        0 | 1 => {
+            let out = rng.random_range(1..=24);
+            let w = randn(rng, &[out, f], 1.0 / (f as f32).sqrt());
+            let bias = rng.random_bool(0.7).then(|| randn(rng, &[out], 0.1));
+            (
+                b.linear(x, &w, bias.as_ref()),
+                vec![out],
+                format!("linear {f}->{out}"),
+            )
+        }
+        2 => {
+            let a = activation(rng);
+            (b.act(x, a), d.clone(), format!("{a:?}"))
+        }
+        3 => {
+            let (w, bias) = (randn(rng, &[f], 0.5), randn(rng, &[f], 0.5));
+            let w = (w + 1.0).unwrap();
+            (
+                b.layer_norm(x, &w, &bias, LN_EPS),
+                d.clone(),
+                "layernorm".into(),
+            )
+        }
+        _ => {
+            // Back to an image where f factors as c·h·h.
+            for h in (1..=4usize).rev() {
+                if f % (h * h) == 0 {
+                    let c = f / (h * h);
+                    return (
+                        b.reshape(x, &[c, h, h]),
+                        vec![c, h, h],
+                        "reshape image".into(),
+                    );
+                }
+            }
+            let a = activation(rng);
+            (b.act(x, a), d.clone(), format!("{a:?}"))
+        }
+    }
+}
+
+fn activation(rng: &mut ChaCha8Rng) -> Activation {
+    [
+        Activation::Relu,
+        Activation::Sigmoid,
+        Activation::Tanh,
+        Activation::GeluErf,
+    ][rng.random_range(0..4)]
+}
+
+/// PyTorch's pooled length (refusing a window that starts in the padding).
+fn gevaldi_pool_len(h: usize, k: usize, s: usize, p: usize, ceil: bool) -> Result<usize, ()> {
+    if h + 2 * p < k {
+        return Err(());
+    }
+    let span = h + 2 * p - k;
+    let mut o = if ceil { span.div_ceil(s) } else { span / s } + 1;
+    if ceil && (o - 1) * s >= h + p {
+        o -= 1;
+    }
+    Ok(o)
+}
+
+/// The smallest scale errors are measured against: values are O(1) here
+/// (weights scaled by 1/√fan-in), and a value that is 0 analytically (a
+/// LayerNorm over equal channels) comes out as f32 noise of about 1e-6.
+const FLOOR: f32 = 0.1;
+
+/// max |a − b| / max(max |b|, FLOOR).
+fn rel_err(a: &[f32], b: &[f32]) -> f32 {
+    let diff = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    assert!(!diff.is_nan(), "NaN");
+    diff / scale(b)
+}
+
+fn scale(b: &[f32]) -> f32 {
+    b.iter().fold(FLOOR, |m, v| m.max(v.abs()))
+}
+
+fn values(t: &Tensor) -> Vec<f32> {
+    t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+}
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .map(|v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("{name}={v:?}: a whole number"))
+        })
+        .unwrap_or(default)
+}
+
+#[test]
+fn random_nets_agree_on_every_path() {
+    let cases = env_u64("GEVALDI_NET_CASES", 1000);
+    let first = env_u64("GEVALDI_NET_SEED", 0);
+    let mut tie_flips = 0;
+    for seed in first..first + cases {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let (net, input, log) = random_net(&mut rng);
+        let mut shape = vec![2];
+        shape.extend(&input);
+        let x = Var::from_tensor(&randn(&mut rng, &shape, 1.0)).unwrap();
+        let at = || format!("seed {seed}: {}", log.join(", "));
+        assert!(
+            net.uses_cpu_engine(x.as_tensor()),
+            "{}: engine not used",
+            at()
+        );
+        let reference = net.forward_candle(x.as_tensor()).unwrap();
+        let w = randn(&mut rng, reference.dims(), 1.0);
+        let grad = |y: &Tensor| -> Vec<f32> {
+            let g = (y * &w).unwrap().sum_all().unwrap().backward().unwrap();
+            values(
+                g.get(x.as_tensor())
+                    .expect("the output depends on the input"),
+            )
+        };
+        let gr = grad(&reference);
+        let engine = net.forward(x.as_tensor()).unwrap();
+        let generic = net.forward_generic(x.as_tensor()).unwrap();
+        for (path, y) in [("engine", engine), ("generic", generic)] {
+            assert_eq!(y.dims(), reference.dims(), "{} ({path})", at());
+            assert_eq!(y.dtype(), DType::F32);
+            let e = rel_err(&values(&y), &values(&reference));
+            assert!(e < 1e-4, "{} ({path}): forward relative error {e}", at());
+            let g = grad(&y);
+            let e = rel_err(&g, &gr);
+            if e >= 1e-4 {
+                // A max-pool near-tie sends a window's gradient elsewhere:
+                // few elements, and only with a max-pool.
+                let off = g
+                    .iter()
+                    .zip(&gr)
+                    .filter(|(a, b)| (*a - *b).abs() > 1e-4 * scale(&gr))
+                    .count();
+                assert!(
+                    log.iter().any(|l| l.starts_with("maxpool")) && off * 20 <= g.len(),
+                    "{} ({path}): input gradient relative error {e}, {off} of {} off",
+                    at(),
+                    g.len()
+                );
+                tie_flips += 1;
+            }
+        }
+    }
+    println!("{cases} nets; {tie_flips} max-pool near-ties");
+}
