@@ -235,7 +235,7 @@ fn step_flat(
         _ => {
             // Back to an image where f factors as c·h·h.
             for h in (1..=4usize).rev() {
-                if f % (h * h) == 0 {
+                if f.is_multiple_of(h * h) {
                     let c = f / (h * h);
                     return (
                         b.reshape(x, &[c, h, h]),
