@@ -1,6 +1,5 @@
 //! AlexNet (Krizhevsky et al., 2012) as torchvision builds it.
 
-use candle_core::{Module, Tensor};
 use candle_nn::{conv2d, linear, Conv2dConfig, VarBuilder};
 
 use super::imagenet_class_names;
@@ -68,17 +67,4 @@ impl AlexNet {
     }
 }
 
-impl AlexNet {
-    /// The network, as the [engine](crate::engine) runs it.
-    pub fn net(&self) -> &Net {
-        &self.net
-    }
-}
-
-impl Module for AlexNet {
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        self.net.forward(x)
-    }
-}
-
-super::classifier_from_forward!(AlexNet);
+super::net_classifier!(AlexNet);

@@ -1,6 +1,5 @@
 //! ConvNeXt (Liu et al., 2022) as torchvision builds it.
 
-use candle_core::{Module, Tensor};
 use candle_nn::{conv2d, linear, Conv2dConfig, VarBuilder};
 
 use super::imagenet_class_names;
@@ -110,17 +109,4 @@ impl ConvNext {
     }
 }
 
-impl ConvNext {
-    /// The network, as the [engine](crate::engine) runs it.
-    pub fn net(&self) -> &Net {
-        &self.net
-    }
-}
-
-impl Module for ConvNext {
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        self.net.forward(x)
-    }
-}
-
-super::classifier_from_forward!(ConvNext);
+super::net_classifier!(ConvNext);

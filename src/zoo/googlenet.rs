@@ -1,6 +1,6 @@
 //! GoogLeNet (Szegedy et al., 2014) as torchvision builds it.
 
-use candle_core::{Module, Tensor};
+use candle_core::Tensor;
 use candle_nn::{linear, VarBuilder};
 
 use super::imagenet_class_names;
@@ -109,17 +109,4 @@ impl GoogLeNet {
     }
 }
 
-impl GoogLeNet {
-    /// The network, as the [engine](crate::engine) runs it.
-    pub fn net(&self) -> &Net {
-        &self.net
-    }
-}
-
-impl Module for GoogLeNet {
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        self.net.forward(x)
-    }
-}
-
-super::classifier_from_forward!(GoogLeNet);
+super::net_classifier!(GoogLeNet);

@@ -1,6 +1,6 @@
 //! The MNIST CNN classifiers.
 
-use candle_core::{Device, Module, Tensor};
+use candle_core::Device;
 use candle_nn::{conv2d, linear, Conv2dConfig, VarBuilder};
 
 use super::layers::{frozen, seeded_varmap};
@@ -97,18 +97,4 @@ impl MnistCnn {
     }
 }
 
-impl MnistCnn {
-    /// The network, as the [engine](crate::engine) runs it.
-    pub fn net(&self) -> &Net {
-        &self.net
-    }
-}
-
-impl Module for MnistCnn {
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let b = x.dim(0)?;
-        self.net.forward(&x.reshape((b, 1, 28, 28))?)
-    }
-}
-
-super::classifier_from_forward!(MnistCnn);
+super::net_classifier!(MnistCnn, |x| &x.reshape((x.dim(0)?, 1, 28, 28))?);

@@ -1,6 +1,6 @@
 //! The small MLP base learner of the bagging ensemble.
 
-use candle_core::{Device, Module, Tensor};
+use candle_core::Device;
 use candle_nn::{linear, VarBuilder};
 
 use super::layers::{frozen, seeded_varmap};
@@ -59,17 +59,4 @@ impl MnistMlp {
     }
 }
 
-impl MnistMlp {
-    /// The network, as the [engine](crate::engine) runs it.
-    pub fn net(&self) -> &Net {
-        &self.net
-    }
-}
-
-impl Module for MnistMlp {
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        self.net.forward(&x.flatten_from(1)?)
-    }
-}
-
-super::classifier_from_forward!(MnistMlp);
+super::net_classifier!(MnistMlp, |x| &x.flatten_from(1)?);

@@ -12,10 +12,31 @@
 //!
 //! Tensor names in safetensors files are stable and listed on each model.
 
-/// `Classifier` for a model whose `Module::forward` gives the logits and
-/// whose `class_names` field names the classes.
-macro_rules! classifier_from_forward {
+/// A classifier whose layers are one engine [`Net`](crate::engine::Net)
+/// (field `net`) and whose classes are named by its field `class_names`:
+/// `net()`, `Module` (the net on the input, or on what the closure-like
+/// second argument makes of it) and `Classifier`.
+macro_rules! net_classifier {
     ($model:ty) => {
+        $crate::zoo::net_classifier!($model, |x| x);
+    };
+    ($model:ty, |$x:ident| $input:expr) => {
+        impl $model {
+            /// The network, as the [engine](crate::engine) runs it.
+            pub fn net(&self) -> &$crate::engine::Net {
+                &self.net
+            }
+        }
+
+        impl candle_core::Module for $model {
+            fn forward(
+                &self,
+                $x: &candle_core::Tensor,
+            ) -> candle_core::Result<candle_core::Tensor> {
+                candle_core::Module::forward(&self.net, $input)
+            }
+        }
+
         impl $crate::model::Classifier for $model {
             fn logits(&self, x: &candle_core::Tensor) -> candle_core::Result<candle_core::Tensor> {
                 candle_core::Module::forward(self, x)
@@ -26,7 +47,7 @@ macro_rules! classifier_from_forward {
         }
     };
 }
-use classifier_from_forward;
+pub(crate) use net_classifier;
 
 mod alexnet;
 mod arch;

@@ -1,7 +1,6 @@
 //! ResNet-18 and ResNet-50 (He et al., 2016) as torchvision builds them
 //! (v1.5: a Bottleneck's stride sits on its 3×3 conv).
 
-use candle_core::{Module, Tensor};
 use candle_nn::{linear, VarBuilder};
 
 use super::imagenet_class_names;
@@ -125,17 +124,4 @@ impl ResNet {
     }
 }
 
-impl ResNet {
-    /// The network, as the [engine](crate::engine) runs it.
-    pub fn net(&self) -> &Net {
-        &self.net
-    }
-}
-
-impl Module for ResNet {
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        self.net.forward(x)
-    }
-}
-
-super::classifier_from_forward!(ResNet);
+super::net_classifier!(ResNet);

@@ -1,6 +1,5 @@
 //! SqueezeNet 1.0 and 1.1 (Iandola et al., 2016) as torchvision builds them.
 
-use candle_core::{Module, Tensor};
 use candle_nn::{conv2d, Conv2dConfig, VarBuilder};
 
 use super::imagenet_class_names;
@@ -135,17 +134,4 @@ impl SqueezeNet {
     }
 }
 
-impl SqueezeNet {
-    /// The network, as the [engine](crate::engine) runs it.
-    pub fn net(&self) -> &Net {
-        &self.net
-    }
-}
-
-impl Module for SqueezeNet {
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        self.net.forward(x)
-    }
-}
-
-super::classifier_from_forward!(SqueezeNet);
+super::net_classifier!(SqueezeNet);
