@@ -28,32 +28,15 @@ impl Suite {
         let started = Instant::now();
         let search_config = config::search_config(&e.search.or(&self.config.search))?
             .divergence(crate::Divergence::js());
-        let generator = self.generator(&e.generator)?;
-        if generator.num_conditions().is_none() {
-            return Err(Error::setting(
-                format!("ensemble[{}].generator", e.name),
-                &e.generator,
-                "a class-conditional generator (the MDS samples' conditions are their labels)",
-            ));
-        }
-        let members = e
-            .members
-            .iter()
-            .map(|m| self.classifier(m))
-            .collect::<Result<Vec<_>>>()?;
-        let named: Vec<(&str, &dyn Classifier)> = e
-            .members
-            .iter()
-            .zip(&members)
-            .map(|(n, m)| (n.as_str(), m.as_ref()))
-            .collect();
-        let batch_key = match e.search.batch {
-            Some(_) => "batch",
-            None => "search.batch",
-        };
         // The MDS dataset is searched in chunks of at most `batch`.
-        let batch = search_config.batch.min(e.samples);
-        self.check_memory(generator.as_ref(), &named, batch_key, batch)?;
+        let (generator, members) = self.load_models(
+            &e.generator,
+            &e.members,
+            Some(format!("ensemble[{}].generator", e.name)),
+            e.search.batch.is_some(),
+            search_config.batch.min(e.samples),
+        )?;
+        let named = super::named(&e.members, &members);
         let test = Mnist::load(&e.test_data, Split::Test)?;
         let x = test.images_tensor(None, &self.device)?;
         let member_probs = members

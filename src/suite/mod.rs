@@ -39,7 +39,7 @@ pub use self::outcome::{Figures, TrialError, TrialErrorKind, TrialReport};
 pub use self::registry::{BuildModel, Registry};
 use crate::artifact::{self, artifact_dir, ErrorRecord, Record};
 use crate::config::{self, Config, TrialId, TrialKind};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::hierarchy::Hierarchy;
 use crate::model::{Classifier, Generator};
 
@@ -180,6 +180,36 @@ impl Suite {
             .build_generator(&self.config, decl, &self.device)
     }
 
+    /// A trial's generator and classifiers, loaded; with `conditional`
+    /// (the trial's `generator` key), a generator that is not
+    /// class-conditional is refused there. Then the memory check for
+    /// searches of `batch` samples (named as the trial's own `batch` key
+    /// when it sets one, else `search.batch`).
+    fn load_models(
+        &self,
+        generator: &str,
+        classifiers: &[String],
+        conditional: Option<String>,
+        own_batch: bool,
+        batch: usize,
+    ) -> Result<TrialModels> {
+        let g = self.generator(generator)?;
+        if let (Some(key), None) = (conditional, g.num_conditions()) {
+            return Err(Error::setting(
+                key,
+                generator,
+                "a class-conditional generator (the MDS samples' conditions are their labels)",
+            ));
+        }
+        let cs = classifiers
+            .iter()
+            .map(|m| self.classifier(m))
+            .collect::<Result<Vec<_>>>()?;
+        let key = if own_batch { "batch" } else { "search.batch" };
+        self.check_memory(g.as_ref(), &named(classifiers, &cs), key, batch)?;
+        Ok((g, cs))
+    }
+
     /// Refuses a batch that would not fit in memory, and a classifier whose
     /// logits are not as wide as its class names ([`crate::memory`]), before
     /// a search.
@@ -195,6 +225,21 @@ impl Suite {
             None => Ok(()),
         }
     }
+}
+
+/// A trial's generator and classifiers (in the trial's order).
+type TrialModels = (Box<dyn Generator>, Vec<Box<dyn Classifier>>);
+
+/// The classifiers beside their names.
+fn named<'a>(
+    names: &'a [String],
+    classifiers: &'a [Box<dyn Classifier>],
+) -> Vec<(&'a str, &'a dyn Classifier)> {
+    names
+        .iter()
+        .zip(classifiers)
+        .map(|(n, c)| (n.as_str(), c.as_ref()))
+        .collect()
 }
 
 /// `run()`, with an error or a panic as why the trial stopped.

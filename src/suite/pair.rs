@@ -27,23 +27,13 @@ impl Suite {
         let started = Instant::now();
         let settings = pair.search.or(&self.config.search);
         let search_config = config::search_config(&settings)?;
-        let generator = self.generator(&pair.generator)?;
-        let classifiers = pair
-            .models
-            .iter()
-            .map(|m| self.classifier(m))
-            .collect::<Result<Vec<_>>>()?;
-        let named: Vec<(&str, &dyn Classifier)> = pair
-            .models
-            .iter()
-            .zip(&classifiers)
-            .map(|(n, c)| (n.as_str(), c.as_ref()))
-            .collect();
-        let batch_key = match pair.search.batch {
-            Some(_) => "batch",
-            None => "search.batch",
-        };
-        self.check_memory(generator.as_ref(), &named, batch_key, search_config.batch)?;
+        let (generator, classifiers) = self.load_models(
+            &pair.generator,
+            &pair.models,
+            None,
+            pair.search.batch.is_some(),
+            search_config.batch,
+        )?;
         // A class-conditional generator (BigGAN, a cVAE) gets one class per
         // sample, drawn uniformly with the search's seed (its own stream).
         let conditions: Option<Vec<usize>> = generator.num_conditions().map(|k| {

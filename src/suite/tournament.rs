@@ -38,31 +38,15 @@ impl Suite {
         let settings = self.pair_settings(t)?;
         let thresholds = TournamentThresholds::from(t);
         thresholds.validate(&t.models)?;
-        let generator = self.generator(&t.generator)?;
-        if generator.num_conditions().is_none() {
-            return Err(Error::setting(
-                format!("tournament[{}].generator", t.name),
-                &t.generator,
-                "a class-conditional generator (the MDS samples' conditions are their labels)",
-            ));
-        }
-        let models = t
-            .models
-            .iter()
-            .map(|m| self.classifier(m))
-            .collect::<Result<Vec<_>>>()?;
-        let named: Vec<(&str, &dyn Classifier)> = t
-            .models
-            .iter()
-            .zip(&models)
-            .map(|(n, m)| (n.as_str(), m.as_ref()))
-            .collect();
-        let batch_key = match t.search.batch {
-            Some(_) => "batch",
-            None => "search.batch",
-        };
         let batch = settings.config.batch.min(t.samples);
-        self.check_memory(generator.as_ref(), &named, batch_key, batch)?;
+        let (generator, models) = self.load_models(
+            &t.generator,
+            &t.models,
+            Some(format!("tournament[{}].generator", t.name)),
+            t.search.batch.is_some(),
+            batch,
+        )?;
+        let named = super::named(&t.models, &models);
         let test_accuracy = match &t.test_data {
             Some(dir) => Some(self.test_accuracies(dir, &named)?),
             None => None,
