@@ -89,6 +89,13 @@ fn convs_match_candle_at_every_setting() {
         // Depthwise at stride 1 with channels beyond a register block.
         ([19, 19, 3], [1, 1, 1, 19], (5, 6)),
         ([17, 17, 3], [1, 2, 2, 17], (7, 5)),
+        // Depthwise with rows wide enough for blocks of interior pixels,
+        // channels a multiple of the register block and not.
+        ([40, 40, 3], [1, 1, 1, 40], (6, 13)),
+        ([35, 35, 7], [1, 3, 1, 35], (9, 16)),
+        ([16, 16, 5], [1, 2, 2, 16], (10, 14)),
+        ([32, 32, 3], [2, 1, 1, 32], (9, 17)),
+        ([48, 48, 7], [1, 0, 1, 48], (8, 12)),
         ([4, 6, 1], [2, 0, 1, 1], (8, 8)),
         ([4, 6, 3], [2, 1, 1, 1], (4, 4)),
         ([4, 6, 3], [2, 1, 1, 1], (2, 2)),

@@ -494,6 +494,9 @@ simd_fn! {
 /// two AVX2 ones, four SSE ones).
 const DW_LANES: usize = 16;
 
+/// Output pixels per register block of [`gather_line`]'s interior.
+const DW_PIXELS: usize = 4;
+
 /// `out[y, x, c] = Σ_{ky, kx} src[at(y, ky), at(x, kx), c] · w[ky, kx, c]`
 /// (`at` gives the source row or column a tap reads, `None` outside):
 /// a depthwise conv's forward pass, and its input's gradient at stride 1.
@@ -545,37 +548,118 @@ simd_fn! {
     ) {
         // (weight row, source pixel) per tap of the current pixel.
         let mut taps: Vec<(usize, usize)> = Vec::with_capacity(rows.len() * kw);
-        for (ox, px) in out.chunks_mut(c).enumerate() {
-            taps.clear();
-            for (ky, iy) in rows.iter().enumerate() {
-                let Some(iy) = iy else { continue };
-                for (kx, ix) in cols[ox * kw..][..kw].iter().enumerate() {
-                    if let Some(ix) = ix {
-                        taps.push((ky * kw + kx, iy * sw + ix));
-                    }
-                }
-            }
-            let mut c0 = 0;
-            while c0 + DW_LANES <= c {
-                let mut acc = [0f32; DW_LANES];
-                for &(k, p) in &taps {
-                    let xv: &[f32; DW_LANES] =
-                        img[p * c + c0..][..DW_LANES].try_into().expect("lanes");
-                    let wv: &[f32; DW_LANES] =
-                        w[k * c + c0..][..DW_LANES].try_into().expect("lanes");
-                    for l in 0..DW_LANES {
-                        acc[l] += xv[l] * wv[l];
-                    }
-                }
-                px[c0..c0 + DW_LANES].copy_from_slice(&acc);
-                c0 += DW_LANES;
-            }
-            for ch in c0..c {
-                px[ch] = taps
+        // The source column of each pixel of a group at each kx.
+        let mut group_cols = vec![0usize; DW_PIXELS * kw];
+        let all_rows = rows.iter().all(Option::is_some);
+        let full = c - c % DW_LANES;
+        let ow = out.len() / c.max(1);
+        let mut ox = 0;
+        while ox < ow {
+            // DW_PIXELS pixels whose taps all fall inside the source: each
+            // tap's weights loaded once for all of them, DW_PIXELS × 2
+            // (AVX2) independent sums.
+            let inside = all_rows
+                && full > 0
+                && ox + DW_PIXELS <= ow
+                && cols[ox * kw..(ox + DW_PIXELS) * kw]
                     .iter()
-                    .map(|&(k, p)| img[p * c + ch] * w[k * c + ch])
-                    .sum();
+                    .zip(group_cols.iter_mut())
+                    .all(|(ix, gc)| match ix {
+                        Some(ix) => {
+                            *gc = *ix;
+                            true
+                        }
+                        None => false,
+                    });
+            if !inside {
+                gather_pixel(img, sw, rows, cols, kw, w, c, ox, &mut taps, &mut out[ox * c..][..c]);
+                ox += 1;
+                continue;
+            }
+            let group = &mut out[ox * c..][..DW_PIXELS * c];
+            for c0 in (0..full).step_by(DW_LANES) {
+                let mut acc = [[0f32; DW_LANES]; DW_PIXELS];
+                for (ky, iy) in rows.iter().enumerate() {
+                    let line = &img[iy.expect("all rows inside") * sw * c..];
+                    for kx in 0..kw {
+                        let wv: &[f32; DW_LANES] =
+                            w[(ky * kw + kx) * c + c0..][..DW_LANES].try_into().expect("lanes");
+                        for (j, acc) in acc.iter_mut().enumerate() {
+                            let xv: &[f32; DW_LANES] = line[group_cols[j * kw + kx] * c + c0..]
+                                [..DW_LANES]
+                                .try_into()
+                                .expect("lanes");
+                            for l in 0..DW_LANES {
+                                acc[l] += xv[l] * wv[l];
+                            }
+                        }
+                    }
+                }
+                for (j, acc) in acc.iter().enumerate() {
+                    group[j * c + c0..][..DW_LANES].copy_from_slice(acc);
+                }
+            }
+            for j in 0..DW_PIXELS {
+                let px = &mut group[j * c..][..c];
+                for ch in full..c {
+                    let mut sum = 0f32;
+                    for (ky, iy) in rows.iter().enumerate() {
+                        let iy = iy.expect("all rows inside");
+                        for kx in 0..kw {
+                            let p = iy * sw + group_cols[j * kw + kx];
+                            sum += img[p * c + ch] * w[(ky * kw + kx) * c + ch];
+                        }
+                    }
+                    px[ch] = sum;
+                }
+            }
+            ox += DW_PIXELS;
+        }
+    }
+}
+
+/// One pixel `ox` of [`gather_line`], any of its taps outside the source
+/// (`taps`: scratch).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn gather_pixel(
+    img: &[f32],
+    sw: usize,
+    rows: &[Option<usize>],
+    cols: &[Option<usize>],
+    kw: usize,
+    w: &[f32],
+    c: usize,
+    ox: usize,
+    taps: &mut Vec<(usize, usize)>,
+    px: &mut [f32],
+) {
+    taps.clear();
+    for (ky, iy) in rows.iter().enumerate() {
+        let Some(iy) = iy else { continue };
+        for (kx, ix) in cols[ox * kw..][..kw].iter().enumerate() {
+            if let Some(ix) = ix {
+                taps.push((ky * kw + kx, iy * sw + ix));
             }
         }
+    }
+    let mut c0 = 0;
+    while c0 + DW_LANES <= c {
+        let mut acc = [0f32; DW_LANES];
+        for &(k, p) in taps.iter() {
+            let xv: &[f32; DW_LANES] = img[p * c + c0..][..DW_LANES].try_into().expect("lanes");
+            let wv: &[f32; DW_LANES] = w[k * c + c0..][..DW_LANES].try_into().expect("lanes");
+            for l in 0..DW_LANES {
+                acc[l] += xv[l] * wv[l];
+            }
+        }
+        px[c0..c0 + DW_LANES].copy_from_slice(&acc);
+        c0 += DW_LANES;
+    }
+    for ch in c0..c {
+        px[ch] = taps
+            .iter()
+            .map(|&(k, p)| img[p * c + ch] * w[k * c + ch])
+            .sum();
     }
 }
