@@ -20,8 +20,9 @@
 //!   per output phase for a strided conv) instead of candle's
 //!   `conv_transpose2d` (a direct loop per output element on CUDA), a
 //!   depthwise conv as a sum of shifted, scaled copies (candle runs one
-//!   conv per group). Used where the CPU kernels do not apply (a GPU, a
-//!   tensor that is not f32) and for `GEVALDI_ENGINE=generic`;
+//!   conv per group). Used where the CPU kernels do not apply (a CUDA
+//!   GPU, a tensor that is not f32) and for `GEVALDI_ENGINE=generic`; on a
+//!   Metal device (its op has no Metal forward) candle's ops run instead;
 //! - **gevaldi's CPU kernels**, the whole network as one candle
 //!   `CustomOp1`: activations channels-last (NHWC), 3×3 stride-1
 //!   convolutions with 64 input channels or more by Winograd's

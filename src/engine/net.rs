@@ -276,9 +276,11 @@ impl Net {
 
     /// Runs the network on the engine's device-generic path (candle's ops
     /// forward, a backward to the input only), whatever the engine; a
-    /// network with a variable weight runs candle's ops and autograd.
+    /// network with a variable weight, or a tensor on a Metal device (the
+    /// path's op has a CPU and a CUDA forward only), runs candle's ops and
+    /// autograd.
     pub fn forward_generic(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        if !self.is_frozen() {
+        if !self.is_frozen() || !(x.device().is_cpu() || x.device().is_cuda()) {
             return self.forward_candle(x);
         }
         let prepared = match self.prepared.get() {
