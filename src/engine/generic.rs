@@ -261,10 +261,7 @@ pub(crate) fn forward(
                 } => {
                     let p = *padding as isize;
                     let y = conv_s1(args[0], weight, (p, p), *dilation, *groups)?;
-                    match bias {
-                        Some(b) => y.broadcast_add(&reference::per_channel(b, &y)?)?,
-                        None => y,
-                    }
+                    reference::add_bias(y, bias.as_ref())?
                 }
                 op => reference::eval(op, &args)?,
             };
@@ -368,10 +365,18 @@ impl Tape {
                 stride,
                 ..
             } => {
-                let d = dims()?;
-                let back = self.prepared.convs[j].as_ref();
+                let back = self.prepared.convs[j]
+                    .as_ref()
+                    .expect("every conv node has its backward prepared");
                 vec![conv_input_grad(
-                    g, weight, back, d, *stride, *padding, *dilation, *groups,
+                    g,
+                    weight,
+                    back,
+                    dims()?,
+                    *stride,
+                    *padding,
+                    *dilation,
+                    *groups,
                 )?]
             }
             Op::Linear { weight, .. } => {
@@ -443,7 +448,7 @@ impl Tape {
 fn conv_input_grad(
     g: &Tensor,
     weight: &Tensor,
-    back: Option<&ConvBack>,
+    back: &ConvBack,
     dims: &[usize],
     stride: usize,
     padding: usize,
@@ -453,14 +458,14 @@ fn conv_input_grad(
     let (_, _, kh, kw) = weight.dims4()?;
     let (h, w) = (dims[2], dims[3]);
     match back {
-        Some(ConvBack::Stride1 { kernel }) => {
+        ConvBack::Stride1 { kernel } => {
             // The conv maps padded rows q to q − d·ky; its transpose pads
-            // the gradient by d(k − 1) and crops p: net padding d(k−1) − p.
+            // the gradient by d(k − 1) and crops p: net padding d(k−1) − p,
+            // which gives back exactly the input's H × W.
             let pad = |k: usize| (dilation * (k - 1)) as isize - padding as isize;
-            let gx = conv_s1(g, kernel, (pad(kh), pad(kw)), dilation, groups)?;
-            fit(&gx, h, w)
+            conv_s1(g, kernel, (pad(kh), pad(kw)), dilation, groups)
         }
-        Some(ConvBack::Phases { s, phases }) => {
+        ConvBack::Phases { s, phases } => {
             let s = *s;
             let (b, _, _, _) = g.dims4()?;
             let cin = dims[1];
@@ -492,7 +497,7 @@ fn conv_input_grad(
                 .narrow(2, padding, h)?
                 .narrow(3, padding, w)
         }
-        Some(ConvBack::Transposed) | None => {
+        ConvBack::Transposed => {
             // The full transposed conv (padded coordinates, no output
             // padding: candle's takes one for rows and columns alike), then
             // the input's window; rows past its end get no tap (zeros).

@@ -76,6 +76,20 @@ pub(crate) enum Op {
     },
 }
 
+impl Op {
+    /// Whether none of the op's weights is a variable.
+    fn weights_frozen(&self) -> bool {
+        match self {
+            Op::Conv { weight, bias, .. } | Op::Linear { weight, bias } => {
+                !weight.is_variable() && !bias.as_ref().is_some_and(Tensor::is_variable)
+            }
+            Op::Affine { scale, shift } => !scale.is_variable() && !shift.is_variable(),
+            Op::LayerNorm { weight, bias, .. } => !weight.is_variable() && !bias.is_variable(),
+            _ => true,
+        }
+    }
+}
+
 /// A node: its op and its inputs (earlier nodes).
 #[derive(Clone, Debug)]
 pub(crate) struct Node {
@@ -231,8 +245,10 @@ impl NetBuilder {
     /// The network whose output is `output`.
     pub fn build(mut self, output: NodeId) -> Net {
         self.nodes.truncate(output.0 + 1);
+        let frozen = self.nodes.iter().all(|node| node.op.weights_frozen());
         Net {
             nodes: Arc::new(self.nodes),
+            frozen,
             program: Arc::new(OnceLock::new()),
             prepared: Arc::new(OnceLock::new()),
         }
@@ -247,6 +263,9 @@ pub struct Net {
     /// Compiled for the CPU engine on first use; `None` where it does not
     /// apply (a variable weight, weights not f32 on the CPU).
     program: Arc<OnceLock<Option<Arc<Program>>>>,
+    /// Whether no weight is a variable (a model being trained needs its
+    /// weight gradients, which only candle's autograd computes).
+    frozen: bool,
     /// The device-generic path's backward kernels, made on first use.
     prepared: Arc<OnceLock<Arc<Prepared>>>,
 }
@@ -280,7 +299,7 @@ impl Net {
     /// path's op has a CPU and a CUDA forward only), runs candle's ops and
     /// autograd.
     pub fn forward_generic(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        if !self.is_frozen() || !(x.device().is_cpu() || x.device().is_cuda()) {
+        if !self.frozen || !(x.device().is_cpu() || x.device().is_cuda()) {
             return self.forward_candle(x);
         }
         let prepared = match self.prepared.get() {
@@ -291,19 +310,6 @@ impl Net {
             }
         };
         generic::run(&self.nodes, prepared, x)
-    }
-
-    /// Whether no weight is a variable (a model being trained needs its
-    /// weight gradients, which only candle's autograd computes).
-    fn is_frozen(&self) -> bool {
-        self.nodes.iter().all(|node| match &node.op {
-            Op::Conv { weight, bias, .. } | Op::Linear { weight, bias } => {
-                !weight.is_variable() && !bias.as_ref().is_some_and(Tensor::is_variable)
-            }
-            Op::Affine { scale, shift } => !scale.is_variable() && !shift.is_variable(),
-            Op::LayerNorm { weight, bias, .. } => !weight.is_variable() && !bias.is_variable(),
-            _ => true,
-        })
     }
 
     /// [`Module::forward`] under `engine`.

@@ -26,6 +26,14 @@ pub(crate) fn activation(x: &Tensor, a: Activation) -> candle_core::Result<Tenso
     }
 }
 
+/// `y` plus `bias` per channel, if there is one.
+pub(crate) fn add_bias(y: Tensor, bias: Option<&Tensor>) -> candle_core::Result<Tensor> {
+    match bias {
+        Some(b) => y.broadcast_add(&per_channel(b, &y)?),
+        None => Ok(y),
+    }
+}
+
 /// Runs `nodes` on `x`.
 pub(crate) fn forward(nodes: &[Node], x: &Tensor) -> candle_core::Result<Tensor> {
     let mut values: Vec<Tensor> = Vec::with_capacity(nodes.len());
@@ -52,13 +60,10 @@ pub(crate) fn eval(op: &Op, args: &[&Tensor]) -> candle_core::Result<Tensor> {
             padding,
             dilation,
             groups,
-        } => {
-            let y = arg(0).conv2d(weight, *padding, *stride, *dilation, *groups)?;
-            match bias {
-                Some(b) => y.broadcast_add(&per_channel(b, &y)?)?,
-                None => y,
-            }
-        }
+        } => add_bias(
+            arg(0).conv2d(weight, *padding, *stride, *dilation, *groups)?,
+            bias.as_ref(),
+        )?,
         Op::Linear { weight, bias } => {
             let x = arg(0);
             let lin = candle_nn::Linear::new(weight.clone(), bias.clone());

@@ -572,7 +572,8 @@ simd_fn! {
                         None => false,
                     });
             if !inside {
-                gather_pixel(img, sw, rows, cols, kw, w, c, ox, &mut taps, &mut out[ox * c..][..c]);
+                let px = &mut out[ox * c..][..c];
+                gather_pixel(img, sw, rows, cols, kw, w, c, ox, 0, &mut taps, px);
                 ox += 1;
                 continue;
             }
@@ -599,18 +600,10 @@ simd_fn! {
                     group[j * c + c0..][..DW_LANES].copy_from_slice(acc);
                 }
             }
-            for j in 0..DW_PIXELS {
-                let px = &mut group[j * c..][..c];
-                for ch in full..c {
-                    let mut sum = 0f32;
-                    for (ky, iy) in rows.iter().enumerate() {
-                        let iy = iy.expect("all rows inside");
-                        for kx in 0..kw {
-                            let p = iy * sw + group_cols[j * kw + kx];
-                            sum += img[p * c + ch] * w[(ky * kw + kx) * c + ch];
-                        }
-                    }
-                    px[ch] = sum;
+            if full < c {
+                for j in 0..DW_PIXELS {
+                    let px = &mut group[j * c..][..c];
+                    gather_pixel(img, sw, rows, cols, kw, w, c, ox + j, full, &mut taps, px);
                 }
             }
             ox += DW_PIXELS;
@@ -618,8 +611,9 @@ simd_fn! {
     }
 }
 
-/// One pixel `ox` of [`gather_line`], any of its taps outside the source
-/// (`taps`: scratch).
+/// Channels `from..` of pixel `ox` of [`gather_line`] (a pixel with taps
+/// outside the source, or the channels past a group's register blocks;
+/// `taps`: scratch).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn gather_pixel(
@@ -631,6 +625,7 @@ fn gather_pixel(
     w: &[f32],
     c: usize,
     ox: usize,
+    from: usize,
     taps: &mut Vec<(usize, usize)>,
     px: &mut [f32],
 ) {
@@ -643,7 +638,7 @@ fn gather_pixel(
             }
         }
     }
-    let mut c0 = 0;
+    let mut c0 = from;
     while c0 + DW_LANES <= c {
         let mut acc = [0f32; DW_LANES];
         for &(k, p) in taps.iter() {
