@@ -1,18 +1,19 @@
 //! gevaldi's CPU engine and its device-generic path (what a GPU runs)
 //! against candle's ops (the reference path), per built-in architecture:
 //! seeded random weights, small inputs, the same output and the same input
-//! gradient of a random linear functional of the output, to f32 noise: a relative max-abs error (max |a − b| / max |b|)
-//! below 1e-4.
+//! gradient of a random linear functional of the output, to f32 noise: a
+//! relative max-abs error (max |a − b| / max |b|) below 1e-4.
 //!
-//! One exception, for the input gradient only: a max-pool window whose two
-//! largest values lie within f32 rounding of each other (seen in
-//! ResNet-18: 0.63997394 and 0.63997436 on one path, 0.63997394 and
-//! 0.63997376 on the other) picks a different maximum on each path, and the
-//! window's gradient goes to another position: both are valid
-//! subgradients. Where the max-abs error exceeds 1e-4, the gradient must
-//! still agree to 1e-4 at 98% of the input's elements and to 5e-3 in
-//! relative L2 norm (one such flip in ResNet-18: 0.8% of the elements,
-//! 6.8e-4 in L2).
+//! The input gradient of a net of ReLUs and max-pools is piecewise
+//! constant, and f32 rounding decides which piece holds an input near a
+//! kink: a max-pool window whose two largest values lie within rounding of
+//! each other (seen in ResNet-18: 0.63997394 and 0.63997436 on one path,
+//! 0.63997394 and 0.63997376 on the other), or a ReLU whose input rounds to
+//! either side of 0 (ResNet-50 with its batch norms' means moved off 0:
+//! 1.6e-3, 755 of 24576 elements), picks another piece on each path; both
+//! are valid gradients. Where the gradients differ at the input, they must
+//! agree to the same tolerance at one of three inputs nearby
+//! (x · (1 + k·10⁻³)): a wrong gradient differs at every input.
 
 use candle_core::{Device, Tensor, Var};
 use gevaldi::engine::Net;
@@ -48,37 +49,70 @@ fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
 }
 
 /// The CPU engine and the device-generic path (`GEVALDI_ENGINE=generic`,
-/// what a GPU runs) each against candle's ops.
+/// what a GPU runs) each against candle's ops: the forward at `x`, the
+/// input gradient at `x` or, where it differs there, at a nearby input
+/// (see the module docs).
 fn agree(name: &str, net: &Net, shape: &[usize]) {
-    let x = Var::from_tensor(&randn(shape, 11)).unwrap();
-    assert!(
-        net.uses_cpu_engine(x.as_tensor()),
-        "{name}: engine not used"
-    );
-    let reference = net.forward_candle(x.as_tensor()).unwrap();
-    let w = randn(reference.dims(), 12);
-    let grad = |y: &Tensor| {
-        let g = (y * &w).unwrap().sum_all().unwrap().backward().unwrap();
-        g.get(x.as_tensor()).unwrap().clone()
-    };
-    let gr = grad(&reference);
-    for (path, y) in [
-        (
-            "engine",
-            candle_core::Module::forward(net, x.as_tensor()).unwrap(),
-        ),
-        ("generic", net.forward_generic(x.as_tensor()).unwrap()),
-    ] {
+    let x = randn(shape, 11);
+    assert!(net.uses_cpu_engine(&x), "{name}: engine not used");
+    type Path = fn(&Net, &Tensor) -> candle_core::Result<Tensor>;
+    let paths: [(&str, Path); 2] = [
+        ("engine", |n, x| candle_core::Module::forward(n, x)),
+        ("generic", |n, x| n.forward_generic(x)),
+    ];
+    for (path, run) in paths {
         let name = format!("{name} ({path})");
-        let e = rel_err(&y, &reference);
-        println!("{name}: forward relative error {e:.1e}");
-        assert!(e < TOLERANCE, "{name}: forward relative error {e}");
-        gradient_agrees(&name, &grad(&y), &gr);
+        let mut flips = Vec::new();
+        for k in 0..=NEARBY {
+            let x = (&x * (1.0 + 1e-3 * k as f64)).unwrap();
+            let (y, gf) = output_and_gradient(&x, |x| run(net, x));
+            let (reference, gr) = output_and_gradient(&x, |x| net.forward_candle(x));
+            let e = rel_err(&y, &reference);
+            println!("{name}: forward relative error {e:.1e}");
+            assert!(e < TOLERANCE, "{name}: forward relative error {e}");
+            let Some(off) = gradient_differs(&gf, &gr) else {
+                break;
+            };
+            flips.push(off);
+            assert!(
+                k < NEARBY,
+                "{name}: the input gradient differs at x and at {NEARBY} inputs nearby: {}",
+                flips.join("; ")
+            );
+        }
+        if !flips.is_empty() {
+            println!(
+                "{name}: agrees at a nearby input; at x: {}",
+                flips.join("; ")
+            );
+        }
     }
 }
 
-fn gradient_agrees(name: &str, gf: &Tensor, gr: &Tensor) {
+/// Nearby inputs tried where the gradient differs at `x`.
+const NEARBY: usize = 3;
+
+/// The output at `x` and the input gradient of a fixed random linear
+/// functional of it.
+fn output_and_gradient(
+    x: &Tensor,
+    forward: impl Fn(&Tensor) -> candle_core::Result<Tensor>,
+) -> (Tensor, Tensor) {
+    let x = Var::from_tensor(x).unwrap();
+    let y = forward(x.as_tensor()).unwrap();
+    let w = randn(y.dims(), 12);
+    let g = (&y * &w).unwrap().sum_all().unwrap().backward().unwrap();
+    let g = g.get(x.as_tensor()).unwrap().clone();
+    (y, g)
+}
+
+/// `None` where the two gradients agree to [`TOLERANCE`], else how far
+/// they are apart.
+fn gradient_differs(gf: &Tensor, gr: &Tensor) -> Option<String> {
     let e = rel_err(gf, gr);
+    if e < TOLERANCE {
+        return None;
+    }
     let a = gf.flatten_all().unwrap().to_vec1::<f32>().unwrap();
     let b = gr.flatten_all().unwrap().to_vec1::<f32>().unwrap();
     let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
@@ -87,25 +121,32 @@ fn gradient_agrees(name: &str, gf: &Tensor, gr: &Tensor) {
         .zip(&b)
         .filter(|(x, y)| (*x - *y).abs() > TOLERANCE * scale)
         .count();
-    let sq = |v: f32| f64::from(v).powi(2);
-    let diff: f64 = a.iter().zip(&b).map(|(x, y)| sq(x - y)).sum();
-    let l2 = (diff / b.iter().map(|y| sq(*y)).sum::<f64>()).sqrt();
-    println!(
-        "{name}: input gradient relative error {e:.1e}, L2 {l2:.1e}, {off} of {} elements off",
+    Some(format!(
+        "relative error {e:.1e}, {off} of {} elements off",
         a.len()
-    );
-    if e >= TOLERANCE {
-        // Only max-pool flips at near-ties (see the module docs).
-        assert!(
-            off * 50 <= a.len() && l2 < 5e-3,
-            "{name}: input gradient relative error {e}, L2 {l2}, {off} elements off"
-        );
-    }
+    ))
 }
 
-/// The model loaded frozen from seeded weights.
+/// The model loaded frozen from seeded weights. `seeded_varmap` leaves
+/// every vector as a fresh layer has it (norm weights and running
+/// variances 1, biases and means 0), under which a norm's affine map or a
+/// batch norm folded wrongly still agrees: each vector is moved off it
+/// (weights and variances into [0.5, 1.5], the rest into [−0.5, 0.5]).
 fn frozen<M>(seed: u64, load: impl Fn(candle_nn::VarBuilder) -> candle_core::Result<M>) -> M {
     let (_, vm) = zoo::seeded_varmap(seed, &DEV, &load).unwrap();
+    let data = vm.data().lock().unwrap();
+    let mut names: Vec<&String> = data.keys().collect();
+    names.sort();
+    for (i, name) in names.into_iter().enumerate() {
+        let var = &data[name];
+        if var.rank() == 1 {
+            let n = var.elem_count();
+            let u = randn(&[n], seed * 1000 + i as u64).tanh().unwrap() * 0.5;
+            let moved = (var.as_tensor() + u.unwrap()).unwrap();
+            var.set(&moved).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+    }
+    drop(data);
     load(zoo::frozen(&vm, &DEV)).unwrap()
 }
 

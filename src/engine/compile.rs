@@ -8,7 +8,7 @@
 use candle_core::{DType, Tensor};
 
 use super::kernels::conv::ConvK;
-use super::kernels::fold_affine_rows;
+use super::kernels::{fold_affine_cols, fold_affine_rows};
 use super::net::{Activation, Node, Op};
 
 /// A compiled op.
@@ -42,10 +42,14 @@ pub(crate) enum Kernel {
     Reshape(Vec<usize>),
     Concat,
     Add,
+    /// `w`, `b`: the affine map after the normalisation; `affine` false
+    /// once it is folded into the layer after it (`w` all ones, `b` zeros:
+    /// the output is x̂ itself).
     LayerNorm {
         w: Vec<f32>,
         b: Vec<f32>,
         eps: f32,
+        affine: bool,
     },
 }
 
@@ -64,7 +68,8 @@ impl Kernel {
             Kernel::Reshape(_) => "Reshape",
             Kernel::Concat => "Concat",
             Kernel::Add => "Add",
-            Kernel::LayerNorm { .. } => "LayerNorm",
+            Kernel::LayerNorm { affine: true, .. } => "LayerNorm",
+            Kernel::LayerNorm { affine: false, .. } => "LayerNorm (affine folded)",
         }
     }
 }
@@ -96,6 +101,26 @@ pub(crate) fn frozen_f32(t: &Tensor) -> Option<Vec<f32>> {
         return None;
     }
     t.flatten_all().ok()?.to_vec1::<f32>().ok()
+}
+
+/// Folds the affine map of `step`, when it is a LayerNorm with one and no
+/// activation, into the layer after it through `fold` (given the scale
+/// and shift; false when it cannot take them), leaving x̂ as the
+/// LayerNorm's output.
+fn fold_norm(step: Option<&mut Step>, fold: impl FnOnce(&[f32], &[f32]) -> bool) {
+    let Some(Step {
+        kernel: Kernel::LayerNorm { w, b, affine, .. },
+        act: None,
+        ..
+    }) = step
+    else {
+        return;
+    };
+    if *affine && fold(w, b) {
+        w.fill(1.0);
+        b.fill(0.0);
+        *affine = false;
+    }
 }
 
 impl Program {
@@ -132,12 +157,18 @@ impl Program {
                     groups,
                 } => {
                     let (cout, cin_g, kh, kw) = weight.dims4().ok()?;
-                    let b = match bias {
+                    let mut b = match bias {
                         Some(b) => frozen_f32(b)?,
                         None => vec![0.0; cout],
                     };
+                    let mut w = frozen_f32(weight)?;
+                    if *padding == 0 {
+                        fold_norm(fusable.map(|s| &mut steps[s]), |g, t| {
+                            fold_affine_cols(&mut w, &mut b, g, t, *groups)
+                        });
+                    }
                     Kernel::Conv(ConvK::new(
-                        &frozen_f32(weight)?,
+                        &w,
                         b,
                         [cout, cin_g, kh, kw],
                         *stride,
@@ -148,15 +179,15 @@ impl Program {
                 }
                 Op::Linear { weight, bias } => {
                     let (nout, nin) = weight.dims2().ok()?;
-                    Kernel::Dense {
-                        nin,
-                        nout,
-                        w: frozen_f32(weight)?,
-                        bias: match bias {
-                            Some(b) => frozen_f32(b)?,
-                            None => vec![0.0; nout],
-                        },
-                    }
+                    let mut w = frozen_f32(weight)?;
+                    let mut bias = match bias {
+                        Some(b) => frozen_f32(b)?,
+                        None => vec![0.0; nout],
+                    };
+                    fold_norm(fusable.map(|s| &mut steps[s]), |g, t| {
+                        fold_affine_cols(&mut w, &mut bias, g, t, 1)
+                    });
+                    Kernel::Dense { nin, nout, w, bias }
                 }
                 Op::Affine { scale, shift } => {
                     let (scale, shift) = (frozen_f32(scale)?, frozen_f32(shift)?);
@@ -216,6 +247,7 @@ impl Program {
                     w: frozen_f32(weight)?,
                     b: frozen_f32(bias)?,
                     eps: *eps as f32,
+                    affine: true,
                 },
             };
             steps.push(Step {

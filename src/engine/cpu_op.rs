@@ -9,9 +9,7 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 
 use super::compile::{Kernel, Program, Step};
 use super::kernels::conv::ConvK;
-use super::kernels::{
-    elementwise as ew, gemm, grad_from_output, pool, transpose, view, view_mut, Dims,
-};
+use super::kernels::{elementwise as ew, gemm, pool, transpose, view, view_mut, Dims};
 
 thread_local! {
     /// Bytes kept for the backward by the forward passes on this thread
@@ -39,12 +37,14 @@ enum Kept {
     Nothing,
     /// An activation's output (shared with the next step, not copied).
     Output(Arc<Vec<f32>>),
-    /// An activation's input (GELU).
-    Input(Vec<f32>),
+    /// An activation's slope at its input (GELU: see
+    /// [`keeps_slope`](super::kernels::keeps_slope)).
+    Slope(Vec<f32>),
     /// A max-pool's input position per output.
     Argmax(Vec<u32>),
-    /// A LayerNorm's normalised input and 1/σ per row.
-    Norm(Vec<f32>, Vec<f32>),
+    /// A LayerNorm's normalised input (its output too, when its affine
+    /// map is folded into the next layer) and 1/σ per row.
+    Norm(Arc<Vec<f32>>, Vec<f32>),
 }
 
 impl Kept {
@@ -52,7 +52,7 @@ impl Kept {
         4 * match self {
             Kept::Nothing => 0,
             Kept::Output(v) => v.len(),
-            Kept::Input(v) => v.len(),
+            Kept::Slope(v) => v.len(),
             Kept::Argmax(v) => v.len(),
             Kept::Norm(a, b) => a.len() + b.len(),
         } as u64
@@ -134,8 +134,8 @@ fn check_dense(d: Dims, nin: usize) -> candle_core::Result<()> {
     Ok(())
 }
 
-/// A kernel's output with the step's activation applied: its input where
-/// the activation's gradient needs it (GELU), else empty.
+/// A kernel's output with the step's activation applied: the activation's
+/// slope where it keeps it (GELU), else empty.
 struct Fused(Vec<f32>);
 
 /// What [`run_kernel`] returns: the output, its dims, what the kernel's
@@ -149,12 +149,12 @@ fn run_kernel(step: &Step, xs: &[&Arc<Vec<f32>>], ds: &[Dims]) -> candle_core::R
     let (x, d) = (xs[0], ds[0]);
     let (y, o, kept) = match &step.kernel {
         Kernel::Conv(k) => {
-            let (y, pre) = k.forward(x, d, step.act)?;
+            let (y, slope) = k.forward(x, d, step.act)?;
             return Ok(KernelOut(
                 Arc::new(y),
                 k.out_dims(d)?,
                 Kept::Nothing,
-                Some(Fused(pre)),
+                Some(Fused(slope)),
             ));
         }
         Kernel::Dense { nin, nout, w, bias } => {
@@ -167,10 +167,10 @@ fn run_kernel(step: &Step, xs: &[&Arc<Vec<f32>>], ds: &[Dims]) -> candle_core::R
                 view_mut(&mut y, 0, rows, *nout, *nout),
                 0.0,
             );
-            let mut pre = ew::pre_act_buffer(step.act, y.len());
-            ew::bias_act(&mut y, bias, step.act, &mut pre);
+            let mut slope = ew::slope_buffer(step.act, y.len());
+            ew::bias_act(&mut y, bias, step.act, &mut slope);
             let o = Dims { c: *nout, ..d };
-            return Ok(KernelOut(Arc::new(y), o, Kept::Nothing, Some(Fused(pre))));
+            return Ok(KernelOut(Arc::new(y), o, Kept::Nothing, Some(Fused(slope))));
         }
         Kernel::Affine { scale, shift } => {
             if d.c != scale.len() {
@@ -244,12 +244,15 @@ fn run_kernel(step: &Step, xs: &[&Arc<Vec<f32>>], ds: &[Dims]) -> candle_core::R
             ew::add_into(&mut y, xs[1]);
             (Arc::new(y), d, Kept::Nothing)
         }
-        Kernel::LayerNorm { w, b, eps } => {
+        Kernel::LayerNorm { w, b, eps, affine } => {
             if d.c != w.len() {
                 candle_core::bail!("layer_norm: {} channels, expected {}", d.c, w.len());
             }
-            let (y, xhat, rstd) = ew::layer_norm(x, d.c, w, b, *eps);
-            (Arc::new(y), d, Kept::Norm(xhat, rstd))
+            let affine = affine.then_some((&w[..], &b[..]));
+            let (y, xhat, rstd) = ew::layer_norm(x, d.c, affine, *eps);
+            let xhat = Arc::new(xhat);
+            let y = y.map_or_else(|| Arc::clone(&xhat), Arc::new);
+            (y, d, Kept::Norm(xhat, rstd))
         }
     };
     Ok(KernelOut(y, o, kept, None))
@@ -384,18 +387,18 @@ impl NetOp {
                 };
             let (y, act) = match (step.act, fused) {
                 (None, _) => (y, Kept::Nothing),
-                (Some(_), Some(Fused(pre))) if !pre.is_empty() => (y, Kept::Input(pre)),
+                (Some(_), Some(Fused(slope))) if !slope.is_empty() => (y, Kept::Slope(slope)),
                 (Some(_), Some(Fused(_))) => {
                     let kept = Kept::Output(Arc::clone(&y));
                     (y, kept)
                 }
                 (Some(a), None) => {
                     let mut y = Arc::try_unwrap(y).unwrap_or_else(|y| y.as_ref().clone());
-                    let pre = ew::apply_act(a, &mut y);
+                    let slope = ew::apply_act(a, &mut y);
                     let y = Arc::new(y);
-                    let kept = match pre {
-                        Some(pre) if !grad_from_output(a) => Kept::Input(pre),
-                        _ => Kept::Output(Arc::clone(&y)),
+                    let kept = match slope {
+                        Some(slope) => Kept::Slope(slope),
+                        None => Kept::Output(Arc::clone(&y)),
                     };
                     (y, kept)
                 }
@@ -431,7 +434,7 @@ impl NetOp {
             if let Some(a) = step.act {
                 match &r.act {
                     Kept::Output(y) => ew::act_backward(a, &mut g, y),
-                    Kept::Input(x) => ew::act_backward(a, &mut g, x),
+                    Kept::Slope(s) => ew::act_backward(a, &mut g, s),
                     _ => candle_core::bail!("gevaldi engine: activation without its record"),
                 }
             }

@@ -336,6 +336,53 @@ fn an_affine_folds_into_the_dense_layer_before_it() {
     );
 }
 
+/// A LayerNorm's affine map folds into the layer after it: a dense layer
+/// (ConvNeXt's blocks, per pixel and on flat values) and a conv with no
+/// padding, in groups (its downsamplings). Not into a padded conv (its
+/// border taps read zeros, not the shift), nor where the normalised value
+/// has another reader or an activation.
+#[test]
+fn a_layer_norms_affine_folds_into_the_layer_after_it() {
+    let c = 6;
+    let norm =
+        |b: &mut NetBuilder, x, s| b.layer_norm(x, &randn(&[c], s), &randn(&[c], s + 1), 1e-5);
+    let mut b = NetBuilder::new();
+    let x = b.input();
+    let n = norm(&mut b, x, 1);
+    let dense = b.linear(n, &randn(&[5, c], 3), Some(&randn(&[5], 4)));
+    let n = norm(&mut b, x, 5);
+    let down = conv(&mut b, n, [c, 4, 2], [2, 0, 1, 2], 7);
+    let n = norm(&mut b, x, 8);
+    let padded = conv(&mut b, n, [c, 5, 3], [1, 1, 1, 1], 10);
+    let n = norm(&mut b, x, 11);
+    let read_twice = b.linear(n, &randn(&[3, c], 13), None);
+    let n2 = norm(&mut b, x, 14);
+    let n2 = b.act(n2, Activation::GeluErf);
+    let after_act = b.linear(n2, &randn(&[3, c], 16), None);
+    let parts: Vec<NodeId> = [dense, down, padded, read_twice, n, after_act]
+        .into_iter()
+        .map(|v| b.flatten(v))
+        .collect();
+    let y = b.concat(&parts);
+    let net = b.build(y);
+    check(&net, &[2, c, 6, 6], 90);
+    let kernels: Vec<_> = net.compiled_kernels().collect();
+    let count = |name| kernels.iter().filter(|k| **k == name).count();
+    assert_eq!(count("LayerNorm (affine folded)"), 2, "{kernels:?}");
+    assert_eq!(count("LayerNorm"), 3, "{kernels:?}");
+    // On flat values.
+    let mut b = NetBuilder::new();
+    let x = b.input();
+    let n = norm(&mut b, x, 20);
+    let y = b.linear(n, &randn(&[4, c], 22), Some(&randn(&[4], 23)));
+    let net = b.build(y);
+    check(&net, &[3, c], 91);
+    assert_eq!(
+        net.compiled_kernels().collect::<Vec<_>>(),
+        ["LayerNorm (affine folded)", "Dense"]
+    );
+}
+
 /// An Add writes into an input's buffer only where this is that value's
 /// last reader and nothing else holds it: a ReLU output kept for the
 /// backward, or a value read again later, is left as it is.

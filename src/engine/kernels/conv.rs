@@ -210,9 +210,9 @@ impl ConvK {
     }
 
     /// `act(conv(x) + bias)` of NHWC `x` with dims `d`, the bias and the
-    /// activation applied to each chunk right after its products; also
-    /// `conv(x) + bias` where the activation's gradient needs its input
-    /// (GELU), else empty.
+    /// activation applied to each chunk right after its products; also the
+    /// activation's slope where it [keeps it](super::keeps_slope) (GELU),
+    /// else empty.
     pub(crate) fn forward(
         &self,
         x: &[f32],
@@ -221,13 +221,13 @@ impl ConvK {
     ) -> candle_core::Result<(Vec<f32>, Vec<f32>)> {
         let o = self.out_dims(d)?;
         let mut out = vec![0f32; o.len()];
-        let mut pre = super::elementwise::pre_act_buffer(act, o.len());
+        let mut slope = super::elementwise::slope_buffer(act, o.len());
         if self.depthwise() || self.wino.is_some() {
             match &self.wino {
                 Some(wino) => wino.forward(x, d, o, &mut out),
                 None => self.depthwise_forward(x, d, o, &mut out),
             }
-            bias_act(&mut out, &self.bias, act, &mut pre);
+            bias_act(&mut out, &self.bias, act, &mut slope);
         } else {
             let per = self.per_chunk(o);
             let (kk, cout_g) = (self.kh * self.kw * self.cin_g, self.cout / self.groups);
@@ -251,15 +251,15 @@ impl ConvK {
                         gemm(view(a, g * kk, rows, kk, rs), wg.t(), c, 0.0);
                     }
                 });
-                let pre = if pre.is_empty() {
+                let slope = if slope.is_empty() {
                     &mut [][..]
                 } else {
-                    &mut pre[i * per * o.per_sample()..][..os.len()]
+                    &mut slope[i * per * o.per_sample()..][..os.len()]
                 };
-                bias_act(os, &self.bias, act, pre);
+                bias_act(os, &self.bias, act, slope);
             }
         }
-        Ok((out, pre))
+        Ok((out, slope))
     }
 
     /// The gradient of the input (dims `d`) from `g`, the gradient of the

@@ -4,33 +4,45 @@
 use rayon::prelude::*;
 
 use super::simd::simd_fn;
-use super::{act, act_grad, grad_from_output, Activation};
+use super::{act, act_grad, act_slope, keeps_slope, Activation};
 
 /// Values per parallel task of an elementwise pass.
 const TASK: usize = 1 << 14;
 
-/// Applies `a` to `v` in place; returns the activation's input where its
-/// gradient needs it (GELU).
+/// Applies `a` to `v` in place; returns its slope at each input where its
+/// backward reads that ([`keeps_slope`]: GELU).
 pub(crate) fn apply_act(a: Activation, v: &mut [f32]) -> Option<Vec<f32>> {
-    let pre = (!grad_from_output(a)).then(|| v.to_vec());
+    if keeps_slope(a) {
+        let mut slope = vec![0f32; v.len()];
+        v.par_chunks_mut(TASK)
+            .zip(slope.par_chunks_mut(TASK))
+            .for_each(|(c, s)| act_slope_chunk(a, c, s));
+        return Some(slope);
+    }
     v.par_chunks_mut(TASK).for_each(|c| act_chunk(a, c));
-    pre
+    None
 }
 
 simd_fn! {
     fn act_chunk(a: Activation, c: &mut [f32]) {
+        c.iter_mut().for_each(|x| *x = act(a, *x));
+    }
+}
+
+simd_fn! {
+    fn act_slope_chunk(a: Activation, c: &mut [f32], slope: &mut [f32]) {
         match a {
             // Its own loop, with no calls: it vectorizes.
-            Activation::GeluErf => c
-                .iter_mut()
-                .for_each(|x| *x = act(Activation::GeluErf, *x)),
-            a => c.iter_mut().for_each(|x| *x = act(a, *x)),
+            Activation::GeluErf => c.iter_mut().zip(slope).for_each(|(x, s)| {
+                (*x, *s) = act_slope(Activation::GeluErf, *x);
+            }),
+            a => c.iter_mut().zip(slope).for_each(|(x, s)| (*x, *s) = act_slope(a, *x)),
         }
     }
 }
 
 /// `g` at the activation's output to its input, in place; `kept` is the
-/// output (or the input, for GELU).
+/// output, or the slope where the activation [keeps it](keeps_slope).
 pub(crate) fn act_backward(a: Activation, g: &mut [f32], kept: &[f32]) {
     g.par_chunks_mut(TASK)
         .zip(kept.par_chunks(TASK))
@@ -39,17 +51,7 @@ pub(crate) fn act_backward(a: Activation, g: &mut [f32], kept: &[f32]) {
 
 simd_fn! {
     fn act_backward_chunk(a: Activation, g: &mut [f32], k: &[f32]) {
-        match a {
-            // Its own loop, with no calls: it vectorizes.
-            Activation::GeluErf => g
-                .iter_mut()
-                .zip(k)
-                .for_each(|(g, &k)| *g = act_grad(Activation::GeluErf, *g, k)),
-            a => g
-                .iter_mut()
-                .zip(k)
-                .for_each(|(g, &k)| *g = act_grad(a, *g, k)),
-        }
+        g.iter_mut().zip(k).for_each(|(g, &k)| *g = act_grad(a, *g, k));
     }
 }
 
@@ -77,31 +79,31 @@ pub(crate) fn add_bias(x: &mut [f32], bias: &[f32]) {
         .for_each(|rows| bias_act_rows(rows, bias, None));
 }
 
-/// The `pre` buffer [`bias_act`] fills for `len` outputs: zeros where
-/// activation `a`'s gradient needs its input (GELU), else empty.
-pub(crate) fn pre_act_buffer(a: Option<Activation>, len: usize) -> Vec<f32> {
+/// The `slope` buffer [`bias_act`] fills for `len` outputs: zeros where
+/// activation `a` [keeps its slope](keeps_slope) (GELU), else empty.
+pub(crate) fn slope_buffer(a: Option<Activation>, len: usize) -> Vec<f32> {
     match a {
-        Some(a) if !super::grad_from_output(a) => vec![0f32; len],
+        Some(a) if keeps_slope(a) => vec![0f32; len],
         _ => Vec::new(),
     }
 }
 
-/// `act(x + bias)` per channel (`c` = the bias's length), in place; `pre`
-/// (empty, or as long as `x`) receives `x + bias` where the activation's
-/// gradient needs its input (GELU).
-pub(crate) fn bias_act(x: &mut [f32], bias: &[f32], a: Option<Activation>, pre: &mut [f32]) {
+/// `act(x + bias)` per channel (`c` = the bias's length), in place; `slope`
+/// (empty, or as long as `x`) receives the activation's slope at
+/// `x + bias` where it [keeps it](keeps_slope) (GELU).
+pub(crate) fn bias_act(x: &mut [f32], bias: &[f32], a: Option<Activation>, slope: &mut [f32]) {
     let Some(a) = a else {
         return add_bias(x, bias);
     };
     let c = bias.len();
     let rows = c * (TASK / c).max(1);
-    if pre.is_empty() {
+    if slope.is_empty() {
         x.par_chunks_mut(rows)
             .for_each(|r| bias_act_rows(r, bias, Some(a)));
     } else {
         x.par_chunks_mut(rows)
-            .zip(pre.par_chunks_mut(rows))
-            .for_each(|(r, p)| bias_act_kept_rows(r, p, bias, a));
+            .zip(slope.par_chunks_mut(rows))
+            .for_each(|(r, s)| bias_act_slope_rows(r, s, bias, a));
     }
 }
 
@@ -121,19 +123,17 @@ simd_fn! {
 }
 
 simd_fn! {
-    /// [`bias_act_rows`] that also writes `x + bias` to `p`.
-    fn bias_act_kept_rows(r: &mut [f32], p: &mut [f32], bias: &[f32], a: Activation) {
+    /// [`bias_act_rows`] that also writes the slope at `x + bias` to `s`.
+    fn bias_act_slope_rows(r: &mut [f32], s: &mut [f32], bias: &[f32], a: Activation) {
         let c = bias.len();
-        for (px, pp) in r.chunks_mut(c).zip(p.chunks_mut(c)) {
-            for ((v, q), b) in px.iter_mut().zip(pp.iter_mut()).zip(bias) {
-                *q = *v + b;
-            }
+        for (px, ps) in r.chunks_mut(c).zip(s.chunks_mut(c)) {
+            let each = px.iter_mut().zip(ps).zip(bias);
             match a {
-                Activation::GeluErf => px
-                    .iter_mut()
-                    .zip(&*pp)
-                    .for_each(|(v, q)| *v = act(Activation::GeluErf, *q)),
-                a => px.iter_mut().zip(&*pp).for_each(|(v, q)| *v = act(a, *q)),
+                // Its own loop, with no calls: it vectorizes.
+                Activation::GeluErf => each.for_each(|((v, s), b)| {
+                    (*v, *s) = act_slope(Activation::GeluErf, *v + b);
+                }),
+                a => each.for_each(|((v, s), b)| (*v, *s) = act_slope(a, *v + b)),
             }
         }
     }
@@ -200,51 +200,60 @@ simd_fn! {
     }
 }
 
-/// LayerNorm of each `c`-wide row of `x`; returns the output, the
+/// LayerNorm of each `c`-wide row of `x`; returns the output (`None`
+/// where there is no affine map `(w, b)`: the output is x̂), the
 /// normalised input x̂ and each row's 1/σ (what the backward needs).
 pub(crate) fn layer_norm(
     x: &[f32],
     c: usize,
-    w: &[f32],
-    b: &[f32],
+    affine: Option<(&[f32], &[f32])>,
     eps: f32,
-) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
     let rows = x.len() / c;
-    let mut y = vec![0f32; x.len()];
     let mut xhat = vec![0f32; x.len()];
     let mut rstd = vec![0f32; rows];
     let per = (TASK / c).max(1);
-    y.par_chunks_mut(c * per)
-        .zip(xhat.par_chunks_mut(c * per))
+    let norm = xhat
+        .par_chunks_mut(c * per)
         .zip(rstd.par_chunks_mut(per))
-        .zip(x.par_chunks(c * per))
-        .for_each(|(((y, xh), rs), x)| layer_norm_rows(y, xh, rs, x, w, b, eps));
+        .zip(x.par_chunks(c * per));
+    let y = match affine {
+        None => {
+            norm.for_each(|((xh, rs), x)| layer_norm_rows(xh, rs, x, c, eps, None));
+            None
+        }
+        Some((w, b)) => {
+            let mut y = vec![0f32; x.len()];
+            norm.zip(y.par_chunks_mut(c * per))
+                .for_each(|(((xh, rs), x), y)| layer_norm_rows(xh, rs, x, c, eps, Some((y, w, b))));
+            Some(y)
+        }
+    };
     (y, xhat, rstd)
 }
 
 simd_fn! {
     fn layer_norm_rows(
-        y: &mut [f32],
         xh: &mut [f32],
         rs: &mut [f32],
         x: &[f32],
-        w: &[f32],
-        b: &[f32],
+        c: usize,
         eps: f32,
+        affine: Option<(&mut [f32], &[f32], &[f32])>,
     ) {
-        let c = w.len();
-        for (((y, xh), r), x) in y
-            .chunks_mut(c)
-            .zip(xh.chunks_mut(c))
-            .zip(rs.iter_mut())
-            .zip(x.chunks(c))
-        {
+        for ((xh, r), x) in xh.chunks_mut(c).zip(rs.iter_mut()).zip(x.chunks(c)) {
             let mean = sum_lanes(c, |i| x[i]) / c as f32;
             let var = sum_lanes(c, |i| (x[i] - mean) * (x[i] - mean)) / c as f32;
             *r = 1.0 / (var + eps).sqrt();
-            for i in 0..c {
-                xh[i] = (x[i] - mean) * *r;
-                y[i] = xh[i] * w[i] + b[i];
+            for (h, &x) in xh.iter_mut().zip(x) {
+                *h = (x - mean) * *r;
+            }
+        }
+        if let Some((y, w, b)) = affine {
+            for (y, xh) in y.chunks_mut(c).zip(xh.chunks(c)) {
+                for (((y, h), w), b) in y.iter_mut().zip(xh).zip(w).zip(b) {
+                    *y = h * w + b;
+                }
             }
         }
     }

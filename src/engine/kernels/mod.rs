@@ -105,7 +105,31 @@ pub(crate) fn act(a: Activation, v: f32) -> f32 {
         }
         Activation::Sigmoid => ((-v).exp() + 1.0).recip(),
         Activation::Tanh => v.tanh(),
-        Activation::GeluErf => 0.5 * v * (1.0 + erf(v * std::f32::consts::FRAC_1_SQRT_2)),
+        Activation::GeluErf => v * gelu_cdf(v),
+    }
+}
+
+/// Φ(v), the standard normal's CDF: GELU(v) = v · Φ(v).
+#[inline(always)]
+fn gelu_cdf(v: f32) -> f32 {
+    0.5 * (1.0 + erf(v * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+/// An activation at `v` and its slope there, for the activations whose
+/// backward reads the slope ([`keeps_slope`]): GELU's output v·Φ(v) and
+/// slope Φ(v) + v·φ(v) from one erf, so its backward is one multiply.
+#[inline(always)]
+pub(crate) fn act_slope(a: Activation, v: f32) -> (f32, f32) {
+    match a {
+        Activation::GeluErf => {
+            let cdf = gelu_cdf(v);
+            let pdf = exp(-0.5 * v * v) * 0.398_942_3;
+            (v * cdf, cdf + v * pdf)
+        }
+        a => {
+            let y = act(a, v);
+            (y, act_grad(a, 1.0, y))
+        }
     }
 }
 
@@ -169,14 +193,15 @@ pub(crate) fn erf(x: f32) -> f32 {
     }
 }
 
-/// Whether the activation's gradient is computed from its output (else
-/// from its input).
-pub(crate) fn grad_from_output(a: Activation) -> bool {
-    !matches!(a, Activation::GeluErf)
+/// Whether the activation's forward keeps its slope at each input for the
+/// backward ([`act_slope`]: GELU, whose slope costs an erf), else its
+/// output (the others' slopes are cheap functions of it).
+pub(crate) fn keeps_slope(a: Activation) -> bool {
+    matches!(a, Activation::GeluErf)
 }
 
 /// The gradient at the activation's input from `g` at its output; `v` is
-/// the output, or the input for GELU (see [`grad_from_output`]).
+/// the output, or the slope where the activation [keeps it](keeps_slope).
 #[inline(always)]
 pub(crate) fn act_grad(a: Activation, g: f32, v: f32) -> f32 {
     match a {
@@ -191,11 +216,7 @@ pub(crate) fn act_grad(a: Activation, g: f32, v: f32) -> f32 {
         }
         Activation::Sigmoid => g * v * (1.0 - v),
         Activation::Tanh => g * (1.0 - v * v),
-        Activation::GeluErf => {
-            let cdf = 0.5 * (1.0 + erf(v * std::f32::consts::FRAC_1_SQRT_2));
-            let pdf = exp(-0.5 * v * v) * 0.398_942_3;
-            g * (cdf + v * pdf)
-        }
+        Activation::GeluErf => g * v,
     }
 }
 
@@ -217,6 +238,45 @@ pub(crate) fn fold_affine_rows(
     }
     for ((b, s), t) in bias.iter_mut().zip(scale).zip(shift) {
         *b = *b * s + t;
+    }
+    true
+}
+
+/// Folds `x · scale + shift` per input channel, applied to the input of a
+/// weight `[out, in / groups, taps]` (a dense layer: one group, one tap; a
+/// conv with no padding, whose every tap reads an input value), into the
+/// weight and its bias; false when the sizes do not match.
+pub(crate) fn fold_affine_cols(
+    w: &mut [f32],
+    bias: &mut [f32],
+    scale: &[f32],
+    shift: &[f32],
+    groups: usize,
+) -> bool {
+    let (nout, nin) = (bias.len(), scale.len());
+    if shift.len() != nin
+        || nout == 0
+        || groups == 0
+        || !nout.is_multiple_of(groups)
+        || !nin.is_multiple_of(groups)
+        || !w.len().is_multiple_of(nout * nin / groups)
+        || w.is_empty()
+    {
+        return false;
+    }
+    let cin_g = nin / groups;
+    let taps = w.len() / (nout * cin_g);
+    for (o, (row, b)) in w.chunks_mut(cin_g * taps).zip(bias.iter_mut()).enumerate() {
+        let first = o / (nout / groups) * cin_g;
+        let mut add = 0f64;
+        for (j, per_in) in row.chunks_mut(taps).enumerate() {
+            let (s, t) = (scale[first + j], shift[first + j]);
+            for v in per_in {
+                add += *v as f64 * t as f64;
+                *v *= s;
+            }
+        }
+        *b = (*b as f64 + add) as f32;
     }
     true
 }
