@@ -76,7 +76,8 @@ impl CustomOp3 for ScaleShiftRelu {
             .for_each(|(i, (y, x))| {
                 let (a, b) = (a[i], b[i]);
                 for (y, x) in y.iter_mut().zip(x) {
-                    *y = act(Activation::Relu, x * a + b);
+                    // A ReLU has no multiply-add to fuse: any copy's `act`.
+                    *y = act::<pulp::Scalar>(Activation::Relu, x * a + b);
                 }
             });
         Ok((CpuStorage::F32(y), l1.shape().clone()))

@@ -96,6 +96,10 @@ fn convs_match_candle_at_every_setting() {
         ([16, 16, 5], [1, 2, 2, 16], (10, 14)),
         ([32, 32, 3], [2, 1, 1, 32], (9, 17)),
         ([48, 48, 7], [1, 0, 1, 48], (8, 12)),
+        // Border pixels (most of a 7 × 7 conv's on small images) four
+        // register blocks at a time, then one, then the leftover channels.
+        ([83, 83, 7], [1, 3, 1, 83], (7, 9)),
+        ([128, 128, 7], [1, 3, 1, 128], (7, 7)),
         ([4, 6, 1], [2, 0, 1, 1], (8, 8)),
         ([4, 6, 3], [2, 1, 1, 1], (4, 4)),
         ([4, 6, 3], [2, 1, 1, 1], (2, 2)),

@@ -2,7 +2,7 @@
 //! stride-1 conv multiplies the input directly, a depthwise conv runs its
 //! own loop); the input's gradient by the transposed products and col2im.
 
-use super::simd::simd_fn;
+use super::simd::{madd, simd_fn};
 use std::cell::RefCell;
 
 use ndarray::ArrayView2;
@@ -573,7 +573,7 @@ simd_fn! {
                     });
             if !inside {
                 let px = &mut out[ox * c..][..c];
-                gather_pixel(img, sw, rows, cols, kw, w, c, ox, 0, &mut taps, px);
+                gather_pixel::<S>(img, sw, rows, cols, kw, w, c, ox, 0, &mut taps, px);
                 ox += 1;
                 continue;
             }
@@ -591,7 +591,7 @@ simd_fn! {
                                 .try_into()
                                 .expect("lanes");
                             for l in 0..DW_LANES {
-                                acc[l] += xv[l] * wv[l];
+                                acc[l] = madd::<S>(xv[l], wv[l], acc[l]);
                             }
                         }
                     }
@@ -603,7 +603,7 @@ simd_fn! {
             if full < c {
                 for j in 0..DW_PIXELS {
                     let px = &mut group[j * c..][..c];
-                    gather_pixel(img, sw, rows, cols, kw, w, c, ox + j, full, &mut taps, px);
+                    gather_pixel::<S>(img, sw, rows, cols, kw, w, c, ox + j, full, &mut taps, px);
                 }
             }
             ox += DW_PIXELS;
@@ -616,7 +616,7 @@ simd_fn! {
 /// `taps`: scratch).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn gather_pixel(
+fn gather_pixel<S: pulp::Simd>(
     img: &[f32],
     sw: usize,
     rows: &[Option<usize>],
@@ -639,16 +639,15 @@ fn gather_pixel(
         }
     }
     let mut c0 = from;
+    // Four register blocks at a time where there are four: one block's
+    // sum is a chain of dependent adds (the border pixels of ConvNeXt's
+    // 14 × 14 and 7 × 7 stages, most of their pixels, waited on it).
+    while c0 + 4 * DW_LANES <= c {
+        sum_taps::<S, { 4 * DW_LANES }>(img, w, c, c0, taps, px);
+        c0 += 4 * DW_LANES;
+    }
     while c0 + DW_LANES <= c {
-        let mut acc = [0f32; DW_LANES];
-        for &(k, p) in taps.iter() {
-            let xv: &[f32; DW_LANES] = img[p * c + c0..][..DW_LANES].try_into().expect("lanes");
-            let wv: &[f32; DW_LANES] = w[k * c + c0..][..DW_LANES].try_into().expect("lanes");
-            for l in 0..DW_LANES {
-                acc[l] += xv[l] * wv[l];
-            }
-        }
-        px[c0..c0 + DW_LANES].copy_from_slice(&acc);
+        sum_taps::<S, DW_LANES>(img, w, c, c0, taps, px);
         c0 += DW_LANES;
     }
     for ch in c0..c {
@@ -657,4 +656,26 @@ fn gather_pixel(
             .map(|&(k, p)| img[p * c + ch] * w[k * c + ch])
             .sum();
     }
+}
+
+/// Channels `c0..c0 + N` of one pixel: the sum over `taps` (weight row,
+/// source pixel) of source times weight, in N running sums.
+#[inline(always)]
+fn sum_taps<S: pulp::Simd, const N: usize>(
+    img: &[f32],
+    w: &[f32],
+    c: usize,
+    c0: usize,
+    taps: &[(usize, usize)],
+    px: &mut [f32],
+) {
+    let mut acc = [0f32; N];
+    for &(k, p) in taps {
+        let xv: &[f32; N] = img[p * c + c0..][..N].try_into().expect("lanes");
+        let wv: &[f32; N] = w[k * c + c0..][..N].try_into().expect("lanes");
+        for l in 0..N {
+            acc[l] = madd::<S>(xv[l], wv[l], acc[l]);
+        }
+    }
+    px[c0..c0 + N].copy_from_slice(&acc);
 }

@@ -25,7 +25,7 @@ pub(crate) fn apply_act(a: Activation, v: &mut [f32]) -> Option<Vec<f32>> {
 
 simd_fn! {
     fn act_chunk(a: Activation, c: &mut [f32]) {
-        c.iter_mut().for_each(|x| *x = act(a, *x));
+        c.iter_mut().for_each(|x| *x = act::<S>(a, *x));
     }
 }
 
@@ -34,9 +34,9 @@ simd_fn! {
         match a {
             // Its own loop, with no calls: it vectorizes.
             Activation::GeluErf => c.iter_mut().zip(slope).for_each(|(x, s)| {
-                (*x, *s) = act_slope(Activation::GeluErf, *x);
+                (*x, *s) = act_slope::<S>(Activation::GeluErf, *x);
             }),
-            a => c.iter_mut().zip(slope).for_each(|(x, s)| (*x, *s) = act_slope(a, *x)),
+            a => c.iter_mut().zip(slope).for_each(|(x, s)| (*x, *s) = act_slope::<S>(a, *x)),
         }
     }
 }
@@ -116,7 +116,7 @@ simd_fn! {
                 Some(a) => px
                     .iter_mut()
                     .zip(bias)
-                    .for_each(|(v, b)| *v = act(a, *v + b)),
+                    .for_each(|(v, b)| *v = act::<S>(a, *v + b)),
             }
         }
     }
@@ -131,9 +131,9 @@ simd_fn! {
             match a {
                 // Its own loop, with no calls: it vectorizes.
                 Activation::GeluErf => each.for_each(|((v, s), b)| {
-                    (*v, *s) = act_slope(Activation::GeluErf, *v + b);
+                    (*v, *s) = act_slope::<S>(Activation::GeluErf, *v + b);
                 }),
-                a => each.for_each(|((v, s), b)| (*v, *s) = act_slope(a, *v + b)),
+                a => each.for_each(|((v, s), b)| (*v, *s) = act_slope::<S>(a, *v + b)),
             }
         }
     }

@@ -13,7 +13,10 @@ pub(crate) use gemm::gemm;
 use ndarray::{ArrayView2, ArrayViewMut2, ShapeBuilder};
 use rayon::prelude::*;
 
+use pulp::Simd;
+
 use super::net::Activation;
+use simd::madd;
 
 /// Dims of an activation: `[B, H, W, C]`; a flat `[B, F]` value is H = W =
 /// 1, C = F, not spatial.
@@ -90,9 +93,10 @@ pub(crate) fn buffer(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
     &mut v[..len]
 }
 
-/// An activation applied to one value.
+/// An activation applied to one value (`S`: the instruction set of the
+/// [`simd_fn!`](simd::simd_fn) copy calling it, for [`madd`]).
 #[inline(always)]
-pub(crate) fn act(a: Activation, v: f32) -> f32 {
+pub(crate) fn act<S: Simd>(a: Activation, v: f32) -> f32 {
     match a {
         // Not `v.max(0.0)`: `f32::max` returns the other argument for a
         // NaN, which turned a NaN input into a confident 0.
@@ -105,29 +109,29 @@ pub(crate) fn act(a: Activation, v: f32) -> f32 {
         }
         Activation::Sigmoid => ((-v).exp() + 1.0).recip(),
         Activation::Tanh => v.tanh(),
-        Activation::GeluErf => v * gelu_cdf(v),
+        Activation::GeluErf => v * gelu_cdf::<S>(v),
     }
 }
 
 /// Φ(v), the standard normal's CDF: GELU(v) = v · Φ(v).
 #[inline(always)]
-fn gelu_cdf(v: f32) -> f32 {
-    0.5 * (1.0 + erf(v * std::f32::consts::FRAC_1_SQRT_2))
+fn gelu_cdf<S: Simd>(v: f32) -> f32 {
+    0.5 * (1.0 + erf::<S>(v * std::f32::consts::FRAC_1_SQRT_2))
 }
 
 /// An activation at `v` and its slope there, for the activations whose
 /// backward reads the slope ([`keeps_slope`]): GELU's output v·Φ(v) and
 /// slope Φ(v) + v·φ(v) from one erf, so its backward is one multiply.
 #[inline(always)]
-pub(crate) fn act_slope(a: Activation, v: f32) -> (f32, f32) {
+pub(crate) fn act_slope<S: Simd>(a: Activation, v: f32) -> (f32, f32) {
     match a {
         Activation::GeluErf => {
-            let cdf = gelu_cdf(v);
-            let pdf = exp(-0.5 * v * v) * 0.398_942_3;
-            (v * cdf, cdf + v * pdf)
+            let cdf = gelu_cdf::<S>(v);
+            let pdf = exp::<S>(-0.5 * v * v) * 0.398_942_3;
+            (v * cdf, madd::<S>(v, pdf, cdf))
         }
         a => {
-            let y = act(a, v);
+            let y = act::<S>(a, v);
             (y, act_grad(a, 1.0, y))
         }
     }
@@ -140,16 +144,22 @@ pub(crate) fn act_slope(a: Activation, v: f32) -> (f32, f32) {
 /// and ∞ (2ⁿ must be a normal float); NaN
 /// stays NaN.
 #[inline(always)]
-pub(crate) fn exp(x: f32) -> f32 {
+pub(crate) fn exp<S: Simd>(x: f32) -> f32 {
     const SHIFT: f32 = 12_582_912.0; // 1.5·2²³: adding it rounds to an integer
     let x = x.clamp(-87.3, 88.3);
     let n = (x * std::f32::consts::LOG2_E + SHIFT) - SHIFT;
-    let r = x - n * 0.693_145_75 - n * 1.428_606_8e-6;
-    let p = 1.0
-        + r * (1.0
-            + r * (0.5
-                + r * (1.0 / 6.0
-                    + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r / 5040.0))))));
+    let r = madd::<S>(n, -0.693_145_75, x);
+    let r = madd::<S>(n, -1.428_606_8e-6, r);
+    const C: [f32; 7] = [
+        1.0 / 720.0,
+        1.0 / 120.0,
+        1.0 / 24.0,
+        1.0 / 6.0,
+        0.5,
+        1.0,
+        1.0,
+    ];
+    let p = C.iter().fold(1.0 / 5040.0, |p, c| madd::<S>(p, r, *c));
     p * f32::from_bits(((n as i32 + 127) as u32) << 23)
 }
 
@@ -162,7 +172,7 @@ pub(crate) fn exp(x: f32) -> f32 {
 /// (tested); PyTorch's vectorized float erf
 /// allows 1.5e-7. NaN stays NaN.
 #[inline(always)]
-pub(crate) fn erf(x: f32) -> f32 {
+pub(crate) fn erf<S: Simd>(x: f32) -> f32 {
     const A: [f32; 7] = [
         -2.726_142_3e-10,
         2.770_681_4e-8,
@@ -181,8 +191,8 @@ pub(crate) fn erf(x: f32) -> f32 {
     ];
     let c = x.clamp(-4.0, 4.0);
     let x2 = c * c;
-    let p = A[1..].iter().fold(A[0], |p, a| p * x2 + a) * c;
-    let q = B[1..].iter().fold(B[0], |q, b| q * x2 + b);
+    let p = A[1..].iter().fold(A[0], |p, a| madd::<S>(p, x2, *a)) * c;
+    let q = B[1..].iter().fold(B[0], |q, b| madd::<S>(q, x2, *b));
     // Beyond ±3.9 erf rounds to ±1 in f32 (1 − erf(3.9) = 3.5e-8), where
     // the rational in f32 is 3e-7 short of it: GELU of a large negative x
     // would then be x · 1.5e-7 rather than 0.
@@ -307,21 +317,45 @@ pub(crate) fn transpose(x: &[f32], b: usize, r: usize, c: usize) -> Vec<f32> {
 
 #[cfg(test)]
 mod tests {
-    use super::{erf, exp};
+    use super::simd::simd_fn;
+
+    simd_fn! {
+        /// [`super::exp`] and [`super::erf`] as the copy this CPU runs
+        /// computes them (with FMA where it has it).
+        fn dispatched(x: f32) -> (f32, f32) {
+            (super::exp::<S>(x), super::erf::<S>(x))
+        }
+    }
+
+    /// Each function in the plain copy (two roundings per multiply-add)
+    /// and in the dispatched one.
+    fn exp(x: f32) -> [f32; 2] {
+        [super::exp::<pulp::Scalar>(x), dispatched(x).0]
+    }
+
+    fn erf(x: f32) -> [f32; 2] {
+        [super::erf::<pulp::Scalar>(x), dispatched(x).1]
+    }
 
     /// Against std's `exp` over the range it does not saturate in.
     #[test]
     fn exp_matches_std_within_two_ulp() {
         for i in -873_000..=883_000 {
             let x = i as f32 * 1e-4;
-            let (got, want) = (exp(x), x.exp());
-            assert!(
-                (got - want).abs() <= 2.5e-7 * want,
-                "exp({x}) = {got}, std {want}"
-            );
+            let want = x.exp();
+            for got in exp(x) {
+                assert!(
+                    (got - want).abs() <= 2.5e-7 * want,
+                    "exp({x}) = {got}, std {want}"
+                );
+            }
         }
-        assert!(exp(f32::NAN).is_nan());
-        assert!(exp(-1e4) < 1e-37 && exp(-1e4) >= 0.0);
+        for got in exp(f32::NAN) {
+            assert!(got.is_nan());
+        }
+        for got in exp(-1e4) {
+            assert!((0.0..1e-37).contains(&got));
+        }
     }
 
     /// Against known values and against candle's erf (a port of Boost's)
@@ -339,25 +373,29 @@ mod tests {
             (6.0, 1.0),
             (-30.0, -1.0),
         ] {
-            let got = erf(x as f32) as f64;
-            assert!(
-                (got - want).abs() <= 1.2e-7 * want.abs().max(1e-3),
-                "erf({x}) = {got}, want {want}"
-            );
+            for got in erf(x as f32) {
+                let got = got as f64;
+                assert!(
+                    (got - want).abs() <= 1.2e-7 * want.abs().max(1e-3),
+                    "erf({x}) = {got}, want {want}"
+                );
+            }
         }
         let mut worst = 0f32;
         for i in -60_000..=60_000 {
             let x = i as f32 * 1e-4;
-            let (got, want) = (erf(x), candle_core::cpu::erf::erf_f32(x));
-            worst = worst.max((got - want).abs());
-            assert!(
-                (got - want).abs() <= 5e-7,
-                "erf({x}) = {got}, candle {want}"
-            );
+            let want = candle_core::cpu::erf::erf_f32(x);
+            for got in erf(x) {
+                worst = worst.max((got - want).abs());
+                assert!(
+                    (got - want).abs() <= 5e-7,
+                    "erf({x}) = {got}, candle {want}"
+                );
+            }
         }
         println!("erf: worst absolute error {worst:.2e}");
-        assert!(erf(f32::NAN).is_nan());
-        assert_eq!(erf(-100.0), -1.0);
-        assert_eq!(erf(4.5), 1.0);
+        assert!(erf(f32::NAN).iter().all(|v| v.is_nan()));
+        assert_eq!(erf(-100.0), [-1.0; 2]);
+        assert_eq!(erf(4.5), [1.0; 2]);
     }
 }

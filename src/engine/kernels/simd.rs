@@ -8,7 +8,14 @@
 //! own) and runs the best copy this CPU has. Every copy computes the same
 //! f32 operations in the same order (Rust never contracts `a · b + c` into
 //! a fused multiply-add), so the results are the same bit for bit whichever
-//! runs; only the speed differs.
+//! runs; only the speed differs. The one exception is asked for by name:
+//! [`madd`]`::<S>(a, b, c)` (`S`, the copy's instruction set, is in scope
+//! in the body) is fused in the copies that have FMA (AVX2, AVX-512, NEON)
+//! and rounded twice in the plain one (a software FMA would be tens of
+//! times slower there): half the instructions of a multiply-add chain
+//! (depthwise taps, polynomials), and results that differ in the last bit
+//! between a CPU with FMA and one without, as the gemm crate's kernels
+//! already do.
 //!
 //! Why a macro rather than a closure: a copy gets the target features
 //! only where the body is inlined into pulp's per-instruction-set
@@ -19,7 +26,8 @@
 /// Declares `fn name(args) [-> ret] { body }` whose body runs compiled for
 /// the best instruction set of this CPU (see the [module docs](self)).
 /// Arguments are plain `name: Type` (no patterns); the body may call
-/// `#[inline(always)]` helpers, which are compiled with it.
+/// `#[inline(always)]` helpers, which are compiled with it, and name the
+/// copy's instruction set `S` (a `pulp::Simd`) to pass on to [`madd`].
 macro_rules! simd_fn {
     (
         $(#[$m:meta])*
@@ -45,6 +53,17 @@ macro_rules! simd_fn {
 
 pub(crate) use simd_fn;
 
+/// `a · b + c`, fused into one rounding in a copy whose instruction set
+/// `S` has FMA (every one but pulp's plain `Scalar`), else two roundings.
+#[inline(always)]
+pub(crate) fn madd<S: pulp::Simd>(a: f32, b: f32, c: f32) -> f32 {
+    if S::IS_SCALAR {
+        a * b + c
+    } else {
+        a.mul_add(b, c)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     simd_fn! {
@@ -57,6 +76,26 @@ mod tests {
             }
             acc.iter().sum()
         }
+    }
+
+    simd_fn! {
+        /// [`super::madd`] in the copy this CPU runs, and whether that
+        /// copy is the plain one.
+        fn dispatched_madd(a: f32, b: f32, c: f32) -> (f32, bool) {
+            (super::madd::<S>(a, b, c), S::IS_SCALAR)
+        }
+    }
+
+    /// [`madd`] rounds once where the copy has FMA, twice in the plain
+    /// copy: 1 + 2⁻¹² squared less 1 + 2⁻¹¹ is 2⁻²⁴ exactly, which one
+    /// rounding keeps and two lose.
+    #[test]
+    fn madd_fuses_where_the_copy_has_fma() {
+        let a = 1.0 + 2f32.powi(-12);
+        let c = -(1.0 + 2f32.powi(-11));
+        assert_eq!(super::madd::<pulp::Scalar>(a, a, c), 0.0);
+        let (got, plain) = dispatched_madd(a, a, c);
+        assert_eq!(got, if plain { 0.0 } else { 2f32.powi(-24) });
     }
 
     /// The dispatched copy computes what the plain loops compute, bit for
