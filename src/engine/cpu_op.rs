@@ -9,7 +9,7 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 
 use super::compile::{Kernel, Program, Step};
 use super::kernels::conv::ConvK;
-use super::kernels::{elementwise as ew, gemm, pool, transpose, view, view_mut, Dims};
+use super::kernels::{elementwise as ew, gemm_new, pool, transpose, view, Dims};
 
 thread_local! {
     /// Bytes kept for the backward by the forward passes on this thread
@@ -160,12 +160,9 @@ fn run_kernel(step: &Step, xs: &[&Arc<Vec<f32>>], ds: &[Dims]) -> candle_core::R
         Kernel::Dense { nin, nout, w, bias } => {
             check_dense(d, *nin)?;
             let rows = d.b * d.h * d.w;
-            let mut y = vec![0f32; rows * nout];
-            gemm(
+            let mut y = gemm_new(
                 view(x, 0, rows, *nin, *nin),
                 view(w, 0, *nout, *nin, *nin).t(),
-                view_mut(&mut y, 0, rows, *nout, *nout),
-                0.0,
             );
             let mut slope = ew::slope_buffer(step.act, y.len());
             ew::bias_act(&mut y, bias, step.act, &mut slope);
@@ -266,14 +263,10 @@ fn kernel_backward(step: &Step, g: Vec<f32>, r: &Record) -> candle_core::Result<
         (Kernel::Conv(k), _) => vec![k.backward(&g, d)?],
         (Kernel::Dense { nin, nout, w, .. }, _) => {
             let rows = d.b * d.h * d.w;
-            let mut dx = vec![0f32; rows * nin];
-            gemm(
+            vec![gemm_new(
                 view(&g, 0, rows, *nout, *nout),
                 view(w, 0, *nout, *nin, *nin),
-                view_mut(&mut dx, 0, rows, *nin, *nin),
-                0.0,
-            );
-            vec![dx]
+            )]
         }
         (Kernel::Affine { scale, .. }, _) => {
             let mut g = g;

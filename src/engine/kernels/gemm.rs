@@ -3,10 +3,13 @@
 //! CPU matmul uses), or by matrixmultiply's for a few rows, where the
 //! `gemm` crate was slower (a dense layer at batch 8).
 //!
-//! The one `unsafe` block calls `gemm::gemm`, which takes raw pointers and
-//! strides; its arguments come from ndarray views, whose shapes and
-//! strides ndarray has checked against their slices.
+//! The `unsafe` blocks call `gemm::gemm`, which takes raw pointers and
+//! strides (its arguments come from ndarray views, whose shapes and
+//! strides ndarray has checked against their slices), and mark a new
+//! output initialised once the product has written all of it.
 #![allow(unsafe_code)]
+
+use std::mem::MaybeUninit;
 
 use ndarray::linalg::general_mat_mul;
 use ndarray::{ArrayView2, ArrayViewMut2, Axis};
@@ -24,8 +27,29 @@ pub(crate) fn gemm(a: ArrayView2<f32>, b: ArrayView2<f32>, c: ArrayViewMut2<f32>
     let n = b.dim().1;
     assert_eq!(b.dim().0, k, "gemm: inner sizes differ");
     assert_eq!(c.dim(), (m, n), "gemm: output size");
-    let min = MIN_PIECE.max(m * n * k / MAX_PIECES);
-    split(a, b, c, beta, min);
+    split(a, b, c, beta, min_piece(m, n, k), &piece);
+}
+
+/// `a · b` in a new row-major buffer that the product writes once: no
+/// zero fill before it (a pass over memory as large as the output, 3% of
+/// a ConvNeXt step in `memset`).
+pub(crate) fn gemm_new(a: ArrayView2<f32>, b: ArrayView2<f32>) -> Vec<f32> {
+    let (m, k) = a.dim();
+    let n = b.dim().1;
+    assert_eq!(b.dim().0, k, "gemm: inner sizes differ");
+    let mut out = Vec::with_capacity(m * n);
+    let c = ArrayViewMut2::from_shape((m, n), &mut out.spare_capacity_mut()[..m * n])
+        .expect("a row-major view of the spare capacity");
+    split(a, b, c, 0.0, min_piece(m, n, k), &piece_unwritten);
+    // SAFETY: `split` hands every element of the m × n view to one
+    // `piece_unwritten`, which writes each element of its piece (see
+    // there); the first m · n elements of `out` are therefore initialised.
+    unsafe { out.set_len(m * n) };
+    out
+}
+
+fn min_piece(m: usize, n: usize, k: usize) -> usize {
+    MIN_PIECE.max(m * n * k / MAX_PIECES)
 }
 
 /// Multiply-adds in a piece at least.
@@ -34,7 +58,17 @@ const MIN_PIECE: usize = 1 << 22;
 /// Pieces of one product at most (about).
 const MAX_PIECES: usize = 16;
 
-fn split(a: ArrayView2<f32>, b: ArrayView2<f32>, c: ArrayViewMut2<f32>, beta: f32, min: usize) {
+/// What runs one piece of a product on one thread.
+type Piece<T> = dyn Fn(ArrayView2<f32>, ArrayView2<f32>, ArrayViewMut2<T>, f32) + Sync;
+
+fn split<T: Send>(
+    a: ArrayView2<f32>,
+    b: ArrayView2<f32>,
+    c: ArrayViewMut2<T>,
+    beta: f32,
+    min: usize,
+    piece: &Piece<T>,
+) {
     let (m, k) = a.dim();
     let n = b.dim().1;
     let halves = rayon::current_num_threads() > 1 && m * n * k >= 2 * min;
@@ -47,8 +81,8 @@ fn split(a: ArrayView2<f32>, b: ArrayView2<f32>, c: ArrayViewMut2<f32>, beta: f3
         let (a1, a2) = a.split_at(Axis(0), mid);
         let (c1, c2) = c.split_at(Axis(0), mid);
         rayon::join(
-            || split(a1, b, c1, beta, min),
-            || split(a2, b, c2, beta, min),
+            || split(a1, b, c1, beta, min, piece),
+            || split(a2, b, c2, beta, min, piece),
         );
     } else {
         // Keep column blocks a multiple of 16 wide (the micro-kernel's).
@@ -56,8 +90,8 @@ fn split(a: ArrayView2<f32>, b: ArrayView2<f32>, c: ArrayViewMut2<f32>, beta: f3
         let (b1, b2) = b.split_at(Axis(1), mid);
         let (c1, c2) = c.split_at(Axis(1), mid);
         rayon::join(
-            || split(a, b1, c1, beta, min),
-            || split(a, b2, c2, beta, min),
+            || split(a, b1, c1, beta, min, piece),
+            || split(a, b2, c2, beta, min, piece),
         );
     }
 }
@@ -76,21 +110,65 @@ fn piece(a: ArrayView2<f32>, b: ArrayView2<f32>, mut c: ArrayViewMut2<f32>, beta
         }
         return;
     }
+    let strides = strides(c.strides());
+    // SAFETY: `c` is a valid view for its shape and strides (ndarray
+    // checked them when it was made) and borrowed mutably here.
+    unsafe { gemm_raw(a, b, c.as_mut_ptr(), strides, beta) }
+}
+
+/// One piece of [`gemm_new`]'s output, whose elements are not written
+/// yet: each is written once (`beta` is 0).
+fn piece_unwritten(
+    a: ArrayView2<f32>,
+    b: ArrayView2<f32>,
+    mut c: ArrayViewMut2<MaybeUninit<f32>>,
+    _beta: f32,
+) {
+    let (m, k) = a.dim();
+    let n = b.dim().1;
+    if m < FEW_ROWS || m == 0 || n == 0 || k == 0 {
+        c.fill(MaybeUninit::new(0.0));
+        // SAFETY: every element was written just above.
+        let c = unsafe { c.assume_init() };
+        return piece(a, b, c, 0.0);
+    }
+    let strides = strides(c.strides());
+    // SAFETY: as in `piece`; `gemm_raw` with `beta` 0 reads no element of
+    // the output and writes every one (m, n, k > 0), so the view's
+    // elements are all initialised after it.
+    unsafe { gemm_raw(a, b, c.as_mut_ptr().cast::<f32>(), strides, 0.0) }
+}
+
+/// `gemm::gemm` on this thread: `dst = a · b` (`beta` 0: `dst` is not
+/// read, every element of it written) or `dst += a · b` (`beta` 1).
+///
+/// # Safety
+/// `dst` with strides `[rs, cs]` must address an m × n block (m, n from
+/// `a` and `b`, all three sizes > 0) that this call may write and that
+/// overlaps neither `a` nor `b`; where `beta` is not 0 its elements must be
+/// initialised.
+unsafe fn gemm_raw(
+    a: ArrayView2<f32>,
+    b: ArrayView2<f32>,
+    dst: *mut f32,
+    [c_rs, c_cs]: [isize; 2],
+    beta: f32,
+) {
+    let (m, k) = a.dim();
+    let n = b.dim().1;
     let [a_rs, a_cs] = strides(a.strides());
     let [b_rs, b_cs] = strides(b.strides());
-    let [c_rs, c_cs] = strides(c.strides());
-    // SAFETY: the three views are valid for their shapes and strides
-    // (ndarray checked them when they were made), `c` is borrowed
-    // mutably so it overlaps neither `a` nor `b`, m, n, k > 0 are their
-    // sizes, and `gemm::gemm` reads `a` and `b` and writes `c` only
-    // within those shapes (`c` read only when `read_dst`). f32 is one of
-    // the types it takes; `Parallelism::None` runs it on this thread.
+    // SAFETY: the caller's promises for `dst`; `a` and `b` are valid views
+    // for their shapes and strides, which `gemm::gemm` reads only within.
+    // f32 is one of the types it takes; `Parallelism::None` runs it on
+    // this thread; with `read_dst` false it writes `dst` without reading
+    // it (tested: a NaN there does not spread).
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            c.as_mut_ptr(),
+            dst,
             c_cs,
             c_rs,
             beta != 0.0,
@@ -147,7 +225,8 @@ mod tests {
     }
 
     /// Both kernels (few rows and many), odd sizes, transposed and strided
-    /// views (on an AVX-512 CPU the gemm crate's `x86-v4` kernels), `beta` 0 over NaN and `beta` 1, against a naive product.
+    /// views (on an AVX-512 CPU the gemm crate's `x86-v4` kernels), `beta`
+    /// 0 over NaN and `beta` 1, and a new output, against a naive product.
     #[test]
     fn matches_a_naive_product_on_views() {
         for &(m, k, n) in &[
@@ -169,6 +248,8 @@ mod tests {
             let mut c = Array2::from_elem((m, n), f32::NAN);
             gemm(a, b, c.view_mut(), 0.0);
             assert_close(&c, &want, k);
+            let fresh = Array2::from_shape_vec((m, n), gemm_new(a, b)).unwrap();
+            assert_close(&fresh, &want, k);
             let mut c = filled(m, n, 3);
             let mut want1 = c.clone();
             want1 += &want;
@@ -183,6 +264,18 @@ mod tests {
                 "wrote outside its block"
             );
         }
+    }
+
+    /// A new output with nothing to sum (k = 0) is zeros; with no rows or
+    /// columns, empty.
+    #[test]
+    fn a_new_output_of_an_empty_product() {
+        let a = Array2::<f32>::zeros((40, 0));
+        let b = Array2::<f32>::zeros((0, 50));
+        assert_eq!(gemm_new(a.view(), b.view()), vec![0.0; 40 * 50]);
+        let a = Array2::<f32>::zeros((0, 7));
+        let b = filled(7, 5, 1);
+        assert!(gemm_new(a.view(), b.view()).is_empty());
     }
 
     /// A NaN in an input reaches the output (no kernel drops it).

@@ -8,7 +8,7 @@ pub(crate) mod pool;
 mod simd;
 mod winograd;
 
-pub(crate) use gemm::gemm;
+pub(crate) use gemm::{gemm, gemm_new};
 
 use ndarray::{ArrayView2, ArrayViewMut2, ShapeBuilder};
 use rayon::prelude::*;
