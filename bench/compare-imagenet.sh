@@ -21,9 +21,10 @@
 # The weights and inputs are made once (DIR, about 800 MB) with PyTorch's
 # outputs and gradients on them, which the Rust bench compares with its own
 # on every run (out_rel, grad_rel: a loader or op that disagrees prints
-# check=MISMATCH). Each round runs gevaldi, then PyTorch, over all
-# workloads; the best of the rounds of each is kept (this machine's timings
-# vary by +-15%). One line per workload, ending in ratio=gevaldi/pytorch
+# check=MISMATCH). Each round runs each workload in gevaldi and in PyTorch
+# back to back (which one first alternates between rounds), so that the
+# machine's drift over minutes (up to 2x on a shared 2-core VM) falls on
+# both sides alike; the best of the rounds of each is kept. One line per workload, ending in ratio=gevaldi/pytorch
 # (steps per second: > 1 means gevaldi is faster).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -76,27 +77,35 @@ field() { # field NAME LINE
 }
 
 declare -A best_g best_p line_g line_p
-order=()
+if [ ${#WORKLOADS[@]} = 0 ]; then
+  read -r -a WORKLOADS < <("$PYTHON" -c 'import sys; sys.path.insert(0, "bench"); import imagenet_reference as r; print(" ".join(r.WORKLOADS))')
+fi
+order=("${WORKLOADS[@]}")
+
+keep() { # keep SIDE LINE: the line if its steps/s beat the side's best so far
+  local w s
+  [ -n "$2" ] || return 0
+  w=$(field workload "$2")
+  s=$(field steps_per_s "$2")
+  if [ "$1" = g ]; then
+    if [ -z "${best_g[$w]:-}" ] || awk -v a="$s" -v b="${best_g[$w]}" 'BEGIN { exit !(a > b) }'; then
+      best_g[$w]=$s line_g[$w]=$2
+    fi
+  elif [ -z "${best_p[$w]:-}" ] || awk -v a="$s" -v b="${best_p[$w]}" 'BEGIN { exit !(a > b) }'; then
+    best_p[$w]=$s line_p[$w]=$2
+  fi
+}
+run_g() { gevaldi --dir "$DIR" "${TIMING[@]}" "$1" | grep --line-buffered '^gevaldi' | show; }
+run_p() { pytorch time --dir "$DIR" --threads "$THREADS" "${TIMING[@]}" "$1" | grep --line-buffered '^pytorch' | show; }
+
 started=$SECONDS
 for round in $(seq "$ROUNDS"); do
-  # Lines stream to stderr as they come; a failed run ends the script.
-  out=$(gevaldi --dir "$DIR" "${TIMING[@]}" "${WORKLOADS[@]}" | grep --line-buffered '^gevaldi' | show)
-  while read -r l; do
-    w=$(field workload "$l")
-    [ "$round" = 1 ] && order+=("$w")
-    s=$(field steps_per_s "$l")
-    if [ -z "${best_g[$w]:-}" ] || awk -v a="$s" -v b="${best_g[$w]}" 'BEGIN { exit !(a > b) }'; then
-      best_g[$w]=$s line_g[$w]=$l
-    fi
-  done <<<"$out"
-  out=$(pytorch time --dir "$DIR" --threads "$THREADS" "${TIMING[@]}" "${WORKLOADS[@]}" | grep --line-buffered '^pytorch' | show)
-  while read -r l; do
-    w=$(field workload "$l")
-    s=$(field steps_per_s "$l")
-    if [ -z "${best_p[$w]:-}" ] || awk -v a="$s" -v b="${best_p[$w]}" 'BEGIN { exit !(a > b) }'; then
-      best_p[$w]=$s line_p[$w]=$l
-    fi
-  done <<<"$out"
+  for w in "${WORKLOADS[@]}"; do
+    for side in $([ $((round % 2)) = 1 ] && echo g p || echo p g); do
+      l=$(run_"$side" "$w")
+      keep "$side" "$l"
+    done
+  done
 done
 
 echo
