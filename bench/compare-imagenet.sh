@@ -24,8 +24,9 @@
 # check=MISMATCH). Each round runs each workload in gevaldi and in PyTorch
 # back to back (which one first alternates between rounds), so that the
 # machine's drift over minutes (up to 2x on a shared 2-core VM) falls on
-# both sides alike; the best of the rounds of each is kept. One line per workload, ending in ratio=gevaldi/pytorch
-# (steps per second: > 1 means gevaldi is faster).
+# both sides alike; the best of the rounds of each is kept. One line per
+# workload, ending in ratio=gevaldi/pytorch (steps per second: > 1 means
+# gevaldi is faster).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEVICE="${GEVALDI_DEVICE:-cpu}"

@@ -101,7 +101,9 @@ for part in "${PARTS[@]}"; do
     imagenet)
       {
         make_weights
-        GEVALDI_DEVICE=cuda PYTHON="$PY" DIR="$DIR" GEVALDI_BENCH_BIN="$GPU/bin/imagenet" \
+        # One round: each workload starts a process per side (CUDA set-up,
+        # PyTorch's import, the weights), 18 starts in all.
+        GEVALDI_DEVICE=cuda PYTHON="$PY" DIR="$DIR" GEVALDI_BENCH_BIN="$GPU/bin/imagenet" ROUNDS=1 \
           timeout 360 bash bench/compare-imagenet.sh
         echo "== the paper's step at batch 32"
         GEVALDI_DEVICE=cuda PYTHON="$PY" DIR="$DIR" GEVALDI_BENCH_BIN="$GPU/bin/imagenet" BATCH=32 ROUNDS=1 \
