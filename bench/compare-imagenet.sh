@@ -84,16 +84,13 @@ fi
 order=("${WORKLOADS[@]}")
 
 keep() { # keep SIDE LINE: the line if its steps/s beat the side's best so far
+  local -n best=best_$1 line=line_$1
   local w s
   [ -n "$2" ] || return 0
   w=$(field workload "$2")
   s=$(field steps_per_s "$2")
-  if [ "$1" = g ]; then
-    if [ -z "${best_g[$w]:-}" ] || awk -v a="$s" -v b="${best_g[$w]}" 'BEGIN { exit !(a > b) }'; then
-      best_g[$w]=$s line_g[$w]=$2
-    fi
-  elif [ -z "${best_p[$w]:-}" ] || awk -v a="$s" -v b="${best_p[$w]}" 'BEGIN { exit !(a > b) }'; then
-    best_p[$w]=$s line_p[$w]=$2
+  if [ -z "${best[$w]:-}" ] || awk -v a="$s" -v b="${best[$w]}" 'BEGIN { exit !(a > b) }'; then
+    best[$w]=$s line[$w]=$2
   fi
 }
 run_g() { gevaldi --dir "$DIR" "${TIMING[@]}" "$1" | grep --line-buffered '^gevaldi' | show; }

@@ -42,14 +42,13 @@ pub(crate) enum Kernel {
     Reshape(Vec<usize>),
     Concat,
     Add,
-    /// `w`, `b`: the affine map after the normalisation; `affine` false
-    /// once it is folded into the layer after it (`w` all ones, `b` zeros:
-    /// the output is x̂ itself).
+    /// Over `c` channels; `affine`: the map `(w, b)` after the
+    /// normalisation, `None` once it is folded into the layer after it
+    /// (the output is x̂ itself).
     LayerNorm {
-        w: Vec<f32>,
-        b: Vec<f32>,
+        c: usize,
         eps: f32,
-        affine: bool,
+        affine: Option<(Vec<f32>, Vec<f32>)>,
     },
 }
 
@@ -68,8 +67,10 @@ impl Kernel {
             Kernel::Reshape(_) => "Reshape",
             Kernel::Concat => "Concat",
             Kernel::Add => "Add",
-            Kernel::LayerNorm { affine: true, .. } => "LayerNorm",
-            Kernel::LayerNorm { affine: false, .. } => "LayerNorm (affine folded)",
+            Kernel::LayerNorm {
+                affine: Some(_), ..
+            } => "LayerNorm",
+            Kernel::LayerNorm { affine: None, .. } => "LayerNorm (affine folded)",
         }
     }
 }
@@ -109,17 +110,15 @@ pub(crate) fn frozen_f32(t: &Tensor) -> Option<Vec<f32>> {
 /// LayerNorm's output.
 fn fold_norm(step: Option<&mut Step>, fold: impl FnOnce(&[f32], &[f32]) -> bool) {
     let Some(Step {
-        kernel: Kernel::LayerNorm { w, b, affine, .. },
+        kernel: Kernel::LayerNorm { affine, .. },
         act: None,
         ..
     }) = step
     else {
         return;
     };
-    if *affine && fold(w, b) {
-        w.fill(1.0);
-        b.fill(0.0);
-        *affine = false;
+    if affine.as_ref().is_some_and(|(w, b)| fold(w, b)) {
+        *affine = None;
     }
 }
 
@@ -243,12 +242,14 @@ impl Program {
                 Op::Reshape(d) => Kernel::Reshape(d.clone()),
                 Op::Concat => Kernel::Concat,
                 Op::Add => Kernel::Add,
-                Op::LayerNorm { weight, bias, eps } => Kernel::LayerNorm {
-                    w: frozen_f32(weight)?,
-                    b: frozen_f32(bias)?,
-                    eps: *eps as f32,
-                    affine: true,
-                },
+                Op::LayerNorm { weight, bias, eps } => {
+                    let w = frozen_f32(weight)?;
+                    Kernel::LayerNorm {
+                        c: w.len(),
+                        eps: *eps as f32,
+                        affine: Some((w, frozen_f32(bias)?)),
+                    }
+                }
             };
             steps.push(Step {
                 kernel,

@@ -241,11 +241,11 @@ fn run_kernel(step: &Step, xs: &[&Arc<Vec<f32>>], ds: &[Dims]) -> candle_core::R
             ew::add_into(&mut y, xs[1]);
             (Arc::new(y), d, Kept::Nothing)
         }
-        Kernel::LayerNorm { w, b, eps, affine } => {
-            if d.c != w.len() {
-                candle_core::bail!("layer_norm: {} channels, expected {}", d.c, w.len());
+        Kernel::LayerNorm { c, eps, affine } => {
+            if d.c != *c {
+                candle_core::bail!("layer_norm: {} channels, expected {c}", d.c);
             }
-            let affine = affine.then_some((&w[..], &b[..]));
+            let affine = affine.as_ref().map(|(w, b)| (&w[..], &b[..]));
             let (y, xhat, rstd) = ew::layer_norm(x, d.c, affine, *eps);
             let xhat = Arc::new(xhat);
             let y = y.map_or_else(|| Arc::clone(&xhat), Arc::new);
@@ -299,8 +299,9 @@ fn kernel_backward(step: &Step, g: Vec<f32>, r: &Record) -> candle_core::Result<
                 .collect()
         }
         (Kernel::Add, _) => vec![g.clone(), g],
-        (Kernel::LayerNorm { w, .. }, Kept::Norm(xhat, rstd)) => {
-            vec![ew::layer_norm_backward(&g, xhat, rstd, w)]
+        (Kernel::LayerNorm { c, affine, .. }, Kept::Norm(xhat, rstd)) => {
+            let w = affine.as_ref().map(|(w, _)| &w[..]);
+            vec![ew::layer_norm_backward(&g, xhat, rstd, *c, w)]
         }
         _ => candle_core::bail!("gevaldi engine: backward without its forward record"),
     })

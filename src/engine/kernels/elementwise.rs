@@ -4,7 +4,7 @@
 use rayon::prelude::*;
 
 use super::simd::simd_fn;
-use super::{act, act_grad, act_slope, keeps_slope, Activation};
+use super::{act, act_grad, gelu_and_slope, keeps_slope, Activation};
 
 /// Values per parallel task of an elementwise pass.
 const TASK: usize = 1 << 14;
@@ -16,7 +16,7 @@ pub(crate) fn apply_act(a: Activation, v: &mut [f32]) -> Option<Vec<f32>> {
         let mut slope = vec![0f32; v.len()];
         v.par_chunks_mut(TASK)
             .zip(slope.par_chunks_mut(TASK))
-            .for_each(|(c, s)| act_slope_chunk(a, c, s));
+            .for_each(|(c, s)| gelu_slope_chunk(c, s));
         return Some(slope);
     }
     v.par_chunks_mut(TASK).for_each(|c| act_chunk(a, c));
@@ -30,14 +30,10 @@ simd_fn! {
 }
 
 simd_fn! {
-    fn act_slope_chunk(a: Activation, c: &mut [f32], slope: &mut [f32]) {
-        match a {
-            // Its own loop, with no calls: it vectorizes.
-            Activation::GeluErf => c.iter_mut().zip(slope).for_each(|(x, s)| {
-                (*x, *s) = act_slope::<S>(Activation::GeluErf, *x);
-            }),
-            a => c.iter_mut().zip(slope).for_each(|(x, s)| (*x, *s) = act_slope::<S>(a, *x)),
-        }
+    fn gelu_slope_chunk(c: &mut [f32], slope: &mut [f32]) {
+        c.iter_mut()
+            .zip(slope)
+            .for_each(|(x, s)| (*x, *s) = gelu_and_slope::<S>(*x));
     }
 }
 
@@ -89,8 +85,8 @@ pub(crate) fn slope_buffer(a: Option<Activation>, len: usize) -> Vec<f32> {
 }
 
 /// `act(x + bias)` per channel (`c` = the bias's length), in place; `slope`
-/// (empty, or as long as `x`) receives the activation's slope at
-/// `x + bias` where it [keeps it](keeps_slope) (GELU).
+/// (empty, or as long as `x`: [`slope_buffer`]) receives the activation's
+/// slope at `x + bias` where it [keeps it](keeps_slope) (GELU).
 pub(crate) fn bias_act(x: &mut [f32], bias: &[f32], a: Option<Activation>, slope: &mut [f32]) {
     let Some(a) = a else {
         return add_bias(x, bias);
@@ -101,9 +97,10 @@ pub(crate) fn bias_act(x: &mut [f32], bias: &[f32], a: Option<Activation>, slope
         x.par_chunks_mut(rows)
             .for_each(|r| bias_act_rows(r, bias, Some(a)));
     } else {
+        assert!(keeps_slope(a), "bias_act: a slope buffer for {a:?}");
         x.par_chunks_mut(rows)
             .zip(slope.par_chunks_mut(rows))
-            .for_each(|(r, s)| bias_act_slope_rows(r, s, bias, a));
+            .for_each(|(r, s)| bias_gelu_slope_rows(r, s, bias));
     }
 }
 
@@ -123,18 +120,15 @@ simd_fn! {
 }
 
 simd_fn! {
-    /// [`bias_act_rows`] that also writes the slope at `x + bias` to `s`.
-    fn bias_act_slope_rows(r: &mut [f32], s: &mut [f32], bias: &[f32], a: Activation) {
+    /// GELU of `x + bias` on whole rows of `bias.len()`, its slope there
+    /// written to `s`.
+    fn bias_gelu_slope_rows(r: &mut [f32], s: &mut [f32], bias: &[f32]) {
         let c = bias.len();
         for (px, ps) in r.chunks_mut(c).zip(s.chunks_mut(c)) {
-            let each = px.iter_mut().zip(ps).zip(bias);
-            match a {
-                // Its own loop, with no calls: it vectorizes.
-                Activation::GeluErf => each.for_each(|((v, s), b)| {
-                    (*v, *s) = act_slope::<S>(Activation::GeluErf, *v + b);
-                }),
-                a => each.for_each(|((v, s), b)| (*v, *s) = act_slope::<S>(a, *v + b)),
-            }
+            px.iter_mut()
+                .zip(ps)
+                .zip(bias)
+                .for_each(|((v, s), b)| (*v, *s) = gelu_and_slope::<S>(*v + b));
         }
     }
 }
@@ -275,29 +269,51 @@ fn sum_lanes(n: usize, f: impl Fn(usize) -> f32) -> f32 {
     acc.iter().sum()
 }
 
-/// The gradient of [`layer_norm`]'s input from `g` at its output:
-/// (1/σ)·(ĝ − mean(ĝ) − x̂·mean(ĝ·x̂)) with ĝ = g·w.
-pub(crate) fn layer_norm_backward(g: &[f32], xhat: &[f32], rstd: &[f32], w: &[f32]) -> Vec<f32> {
-    let c = w.len();
+/// The gradient of [`layer_norm`]'s input (`c` channels) from `g` at its
+/// output: (1/σ)·(ĝ − mean(ĝ) − x̂·mean(ĝ·x̂)) with ĝ = g·w (`w` `None`:
+/// no affine map, ĝ = g).
+pub(crate) fn layer_norm_backward(
+    g: &[f32],
+    xhat: &[f32],
+    rstd: &[f32],
+    c: usize,
+    w: Option<&[f32]>,
+) -> Vec<f32> {
     let mut dx = vec![0f32; g.len()];
     let per = (TASK / c).max(1);
     dx.par_chunks_mut(c * per)
         .zip(g.par_chunks(c * per))
         .zip(xhat.par_chunks(c * per))
         .zip(rstd.par_chunks(per))
-        .for_each(|(((dx, g), xh), rs)| layer_norm_backward_rows(dx, g, xh, rs, w));
+        .for_each(|(((dx, g), xh), rs)| layer_norm_backward_rows(dx, g, xh, rs, c, w));
     dx
 }
 
 simd_fn! {
-    fn layer_norm_backward_rows(dx: &mut [f32], g: &[f32], xh: &[f32], rs: &[f32], w: &[f32]) {
-        let c = w.len();
+    fn layer_norm_backward_rows(
+        dx: &mut [f32],
+        g: &[f32],
+        xh: &[f32],
+        rs: &[f32],
+        c: usize,
+        w: Option<&[f32]>,
+    ) {
         for (((dx, g), xh), r) in dx.chunks_mut(c).zip(g.chunks(c)).zip(xh.chunks(c)).zip(rs) {
-            let m1 = sum_lanes(c, |i| g[i] * w[i]) / c as f32;
-            let m2 = sum_lanes(c, |i| g[i] * w[i] * xh[i]) / c as f32;
-            for i in 0..c {
-                dx[i] = r * (g[i] * w[i] - m1 - xh[i] * m2);
+            match w {
+                Some(w) => norm_backward_row(dx, xh, *r, |i| g[i] * w[i]),
+                None => norm_backward_row(dx, xh, *r, |i| g[i]),
             }
         }
+    }
+}
+
+/// One row of [`layer_norm_backward`], `gw(i)` being ĝ at channel i.
+#[inline(always)]
+fn norm_backward_row(dx: &mut [f32], xh: &[f32], r: f32, gw: impl Fn(usize) -> f32) {
+    let c = dx.len();
+    let m1 = sum_lanes(c, &gw) / c as f32;
+    let m2 = sum_lanes(c, |i| gw(i) * xh[i]) / c as f32;
+    for (i, (dx, xh)) in dx.iter_mut().zip(xh).enumerate() {
+        *dx = r * (gw(i) - m1 - xh * m2);
     }
 }

@@ -119,22 +119,14 @@ fn gelu_cdf<S: Simd>(v: f32) -> f32 {
     0.5 * (1.0 + erf::<S>(v * std::f32::consts::FRAC_1_SQRT_2))
 }
 
-/// An activation at `v` and its slope there, for the activations whose
-/// backward reads the slope ([`keeps_slope`]): GELU's output v·Φ(v) and
-/// slope Φ(v) + v·φ(v) from one erf, so its backward is one multiply.
+/// GELU at `v` and its slope there (the one activation that
+/// [keeps its slope](keeps_slope)): v·Φ(v) and Φ(v) + v·φ(v) from one erf,
+/// so its backward is one multiply.
 #[inline(always)]
-pub(crate) fn act_slope<S: Simd>(a: Activation, v: f32) -> (f32, f32) {
-    match a {
-        Activation::GeluErf => {
-            let cdf = gelu_cdf::<S>(v);
-            let pdf = exp::<S>(-0.5 * v * v) * 0.398_942_3;
-            (v * cdf, madd::<S>(v, pdf, cdf))
-        }
-        a => {
-            let y = act::<S>(a, v);
-            (y, act_grad(a, 1.0, y))
-        }
-    }
+pub(crate) fn gelu_and_slope<S: Simd>(v: f32) -> (f32, f32) {
+    let cdf = gelu_cdf::<S>(v);
+    let pdf = exp::<S>(-0.5 * v * v) * 0.398_942_3;
+    (v * cdf, madd::<S>(v, pdf, cdf))
 }
 
 /// e^x to within 2 ulp, with no call (a loop over it vectorizes):
@@ -204,7 +196,7 @@ pub(crate) fn erf<S: Simd>(x: f32) -> f32 {
 }
 
 /// Whether the activation's forward keeps its slope at each input for the
-/// backward ([`act_slope`]: GELU, whose slope costs an erf), else its
+/// backward ([`gelu_and_slope`]: GELU, whose slope costs an erf), else its
 /// output (the others' slopes are cheap functions of it).
 pub(crate) fn keeps_slope(a: Activation) -> bool {
     matches!(a, Activation::GeluErf)
