@@ -517,31 +517,62 @@ fn conv_input_grad(
     }
 }
 
-/// The network as one op on `x`: its forward hands back `out` (computed
-/// beforehand, taken so that the graph does not hold a second copy), its
-/// backward is the tape's.
-struct Run {
-    out: Mutex<Option<Tensor>>,
-    tape: Tape,
-}
+/// An output computed beforehand with untracked ops, handed back once by
+/// a candle custom op's forward (a copy of its storage; the op's own copy
+/// is dropped, so the graph does not hold a second one): how an op whose
+/// backward is written by hand in candle's ops runs on any device.
+pub(crate) struct Handed(Mutex<Option<Tensor>>);
 
-/// A copy of `out`'s storage (contiguous, from offset 0), taken from the
-/// op, on the device `$variant` names.
-macro_rules! clone_output {
-    ($self:ident, $variant:ident) => {{
-        let out = match $self.out.lock() {
+/// A copy of the handed output's storage, taken from `$handed`, on the
+/// device `$variant` names.
+macro_rules! hand_back {
+    ($handed:expr, $variant:ident) => {{
+        let out = match $handed.0.lock() {
             Ok(mut out) => out.take(),
             Err(_) => None,
         };
         let Some(out) = out else {
-            candle_core::bail!("gevaldi-net: the forward ran twice")
+            candle_core::bail!("gevaldi: a precomputed op's forward ran twice")
         };
         let (storage, layout) = out.storage_and_layout();
         match &*storage {
             Storage::$variant(s) => Ok((s.try_clone(layout)?, out.shape().clone())),
-            _ => candle_core::bail!("gevaldi-net: the output is on another device than the input"),
+            _ => candle_core::bail!("gevaldi: the output is on another device than the input"),
         }
     }};
+}
+
+impl Handed {
+    /// `out`, made to hold exactly its values, contiguous from offset 0
+    /// (the storage is handed back from its start).
+    pub(crate) fn new(out: Tensor) -> candle_core::Result<Self> {
+        let out = if !out.is_contiguous() {
+            out.contiguous()?
+        } else if out.layout().start_offset() != 0 {
+            out.affine(1.0, 0.0)?
+        } else {
+            out
+        };
+        Ok(Handed(Mutex::new(Some(out))))
+    }
+
+    /// For `CustomOp*::cpu_fwd`.
+    pub(crate) fn cpu(&self) -> candle_core::Result<(CpuStorage, Shape)> {
+        hand_back!(self, Cpu)
+    }
+
+    /// For `CustomOp*::cuda_fwd`.
+    #[cfg(feature = "cuda")]
+    pub(crate) fn cuda(&self) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        hand_back!(self, Cuda)
+    }
+}
+
+/// The network as one op on `x`: its forward hands back `out`, its
+/// backward is the tape's.
+struct Run {
+    out: Handed,
+    tape: Tape,
 }
 
 impl CustomOp1 for Run {
@@ -550,7 +581,7 @@ impl CustomOp1 for Run {
     }
 
     fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        clone_output!(self, Cpu)
+        self.out.cpu()
     }
 
     #[cfg(feature = "cuda")]
@@ -559,7 +590,7 @@ impl CustomOp1 for Run {
         _: &candle_core::CudaStorage,
         _: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
-        clone_output!(self, Cuda)
+        self.out.cuda()
     }
 
     fn bwd(&self, _: &Tensor, _: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
@@ -576,17 +607,8 @@ pub(crate) fn run(
 ) -> candle_core::Result<Tensor> {
     let (out, tape) = forward(nodes, prepared, x, x.track_op())?;
     let Some(tape) = tape else { return Ok(out) };
-    // The op hands back `out`'s storage from its start: make it hold
-    // exactly `out`, contiguous from offset 0.
-    let out = if !out.is_contiguous() {
-        out.contiguous()?
-    } else if out.layout().start_offset() != 0 {
-        out.affine(1.0, 0.0)?
-    } else {
-        out
-    };
     x.apply_op1(Run {
-        out: Mutex::new(Some(out)),
+        out: Handed::new(out)?,
         tape,
     })
 }

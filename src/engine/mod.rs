@@ -59,6 +59,7 @@
 //! The snapshot tests run the committed suite all three ways against the
 //! same snapshots.
 
+mod attention;
 mod compile;
 mod cpu_op;
 mod generic;
@@ -72,6 +73,7 @@ mod tests;
 pub use net::{Activation, Net, NetBuilder, NodeId};
 pub use scale_shift::scale_shift_relu;
 
+pub(crate) use attention::attention;
 pub(crate) use cpu_op::take_kept_bytes;
 pub(crate) use kernels::pool::{adaptive_range, pool_len};
 

@@ -6,13 +6,16 @@
 //! backward, each allocating a tensor the size of `x`; here the forward is
 //! one pass and the backward one pass that yields the gradients of `x`, `a`
 //! and `b` together (`a` and `b` depend on the latent, so theirs are
-//! needed too). Elsewhere (not f32 on the CPU, or `GEVALDI_ENGINE=candle`)
-//! it runs candle's ops.
+//! needed too). On a GPU or under `GEVALDI_ENGINE=generic`, the forward
+//! runs candle's ops untracked and one op with a backward in candle's ops
+//! stands for it in the graph (which then holds the input and the output
+//! only); under `GEVALDI_ENGINE=candle` (or on Metal) candle's ops.
 
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::cpu_op::f32s;
+use super::generic::Handed;
 use super::kernels::{act, act_grad};
 use super::{Activation, Engine};
 
@@ -28,12 +31,16 @@ pub fn scale_shift_relu(x: &Tensor, a: &Tensor, b: &Tensor) -> candle_core::Resu
             b.dims()
         );
     }
-    let engine = x.device().is_cpu()
+    let dev = x.device();
+    let engine = Engine::current();
+    if dev.is_cpu()
         && [x.dtype(), a.dtype(), b.dtype()] == [DType::F32; 3]
-        && Engine::current() == Engine::Auto;
-    if engine {
+        && engine == Engine::Auto
+    {
         x.contiguous()?
             .apply_op3(&a.contiguous()?, &b.contiguous()?, ScaleShiftRelu)
+    } else if engine != Engine::Candle && (dev.is_cpu() || dev.is_cuda()) {
+        generic(x, a, b)
     } else {
         reference(x, a, b)
     }
@@ -45,6 +52,80 @@ fn reference(x: &Tensor, a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> 
     x.broadcast_mul(&a.reshape((n, c, 1, 1))?)?
         .broadcast_add(&b.reshape((n, c, 1, 1))?)?
         .relu()
+}
+
+/// On any device (a GPU, `GEVALDI_ENGINE=generic`): the forward on
+/// untracked candle ops, handed back by [`GenericScaleShiftRelu`], whose
+/// backward is written in candle's ops. The graph then holds `x` and the
+/// output, rather than also `x · a` and `x · a + b` as candle's ops do.
+fn generic(x: &Tensor, a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+    let y = reference(&x.detach(), &a.detach(), &b.detach())?;
+    if ![x, a, b].iter().any(|t| t.track_op()) {
+        return Ok(y);
+    }
+    x.apply_op3(
+        a,
+        b,
+        GenericScaleShiftRelu {
+            out: Handed::new(y)?,
+        },
+    )
+}
+
+/// See [`generic`].
+struct GenericScaleShiftRelu {
+    out: Handed,
+}
+
+impl CustomOp3 for GenericScaleShiftRelu {
+    fn name(&self) -> &'static str {
+        "gevaldi-scale-shift-relu-generic"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        self.out.cpu()
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        _: &candle_core::CudaStorage,
+        _: &Layout,
+        _: &candle_core::CudaStorage,
+        _: &Layout,
+        _: &candle_core::CudaStorage,
+        _: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        self.out.cuda()
+    }
+
+    /// With m = [y > 0] (candle's ReLU: 0 at a NaN, as on its ops):
+    /// dx = g·m·a, da = Σ_hw g·m·x, db = Σ_hw g·m.
+    fn bwd(
+        &self,
+        x: &Tensor,
+        a: &Tensor,
+        _b: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        // Untracked, so that the gradients carry no graph.
+        let (x, a, y) = (x.detach(), a.detach(), res.detach());
+        let (n, c, _, _) = x.dims4()?;
+        let gm = (grad * y.gt(0f64)?.to_dtype(grad.dtype())?)?;
+        let dx = gm.broadcast_mul(&a.reshape((n, c, 1, 1))?)?;
+        let da = (&gm * &x)?.sum((2, 3))?;
+        let db = gm.sum((2, 3))?;
+        Ok((Some(dx), Some(da), Some(db)))
+    }
 }
 
 struct ScaleShiftRelu;
@@ -162,7 +243,7 @@ impl CustomOp3 for Backward {
 mod tests {
     use candle_core::{DType, Device, Tensor, Var};
 
-    use super::{reference, scale_shift_relu, ScaleShiftRelu};
+    use super::{generic, reference, scale_shift_relu, ScaleShiftRelu};
 
     /// The op itself, whatever `GEVALDI_ENGINE` says.
     fn op(x: &Tensor, a: &Tensor, b: &Tensor) -> Tensor {
@@ -197,16 +278,22 @@ mod tests {
             let g = |v: &Var| grads.get(v.as_tensor()).unwrap().clone();
             (y, g(&x), g(&a), g(&b))
         };
-        let fast = run(&|| op(&x, &a, &b));
         let slow = run(&|| reference(&x, &a, &b).unwrap());
-        for (name, f, s) in [
-            ("y", &fast.0, &slow.0),
-            ("dx", &fast.1, &slow.1),
-            ("da", &fast.2, &slow.2),
-            ("db", &fast.3, &slow.3),
-        ] {
-            let e = max_rel(f, s);
-            assert!(e < 1e-5, "{name}: relative error {e}");
+        let fast = run(&|| op(&x, &a, &b));
+        let any_device = run(&|| generic(&x, &a, &b).unwrap());
+        for d in [&any_device.1, &any_device.2, &any_device.3] {
+            assert!(!d.track_op(), "a gradient carries a graph");
+        }
+        for (path, fast) in [("cpu", fast), ("generic", any_device)] {
+            for (name, f, s) in [
+                ("y", &fast.0, &slow.0),
+                ("dx", &fast.1, &slow.1),
+                ("da", &fast.2, &slow.2),
+                ("db", &fast.3, &slow.3),
+            ] {
+                let e = max_rel(f, s);
+                assert!(e < 1e-5, "{path} {name}: relative error {e}");
+            }
         }
         // A NaN propagates (candle 0.11's relu makes it 0).
         let nan = Tensor::full(f32::NAN, (1, 1, 1, 2), &Device::Cpu).unwrap();

@@ -17,7 +17,7 @@
 //! h = gen_z([z, e]) → [B, 16·ch, 4, 4]
 //! h = blocks(h, [z, e])               (conditional batch norm in every block,
 //!                                      self-attention at 64×64)
-//! x = tanh(conv_to_rgb(relu(bn(h)))[:, :3])
+//! x = tanh(conv_to_rgb(relu(bn(h)))[:, :3])  (only those 3 outputs computed)
 //! ```
 //!
 //! The port's layers are spectral-normalised (`torch.nn.utils.spectral_norm`):
@@ -61,7 +61,7 @@
 
 use std::collections::HashMap;
 
-use candle_core::{DType, Device, Module, Tensor, D};
+use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, Linear, VarBuilder};
 use rand::{RngCore, SeedableRng};
 use rand_distr::{Distribution, StandardNormal, Uniform};
@@ -340,6 +340,13 @@ fn sn_conv(
     } else {
         None
     };
+    Ok(conv_net(w, b))
+}
+
+/// A conv with kernel `w` `[out, in, k, k]` (padding k / 2) as a one-node
+/// engine [`Net`].
+fn conv_net(w: Tensor, b: Option<Tensor>) -> Net {
+    let k = w.dim(2).unwrap_or(1);
     let conv = Conv2d::new(
         w,
         b,
@@ -350,7 +357,7 @@ fn sn_conv(
     );
     let mut net = NetBuilder::new();
     let y = net.conv2d(net.input(), &conv);
-    Ok(net.build(y))
+    net.build(y)
 }
 
 /// Running statistics at `truncation`, interpolated as the port does:
@@ -539,8 +546,8 @@ struct SelfAttention {
     theta: Net,
     phi: Net,
     g: Net,
+    /// The output conv, its weight times the layer's γ.
     o: Net,
-    gamma: Tensor,
 }
 
 impl SelfAttention {
@@ -549,8 +556,12 @@ impl SelfAttention {
             theta: sn_conv(vb.pp("snconv1x1_theta"), c, c / 8, 1, false)?,
             phi: sn_conv(vb.pp("snconv1x1_phi"), c, c / 8, 1, false)?,
             g: sn_conv(vb.pp("snconv1x1_g"), c, c / 2, 1, false)?,
-            o: sn_conv(vb.pp("snconv1x1_o_conv"), c / 2, c, 1, false)?,
-            gamma: vb.get(1, "gamma")?,
+            // `o(·) · γ` as one conv: its weight times γ.
+            o: conv_net(
+                spectral(&vb.pp("snconv1x1_o_conv"), &[c, c / 2, 1, 1])?
+                    .broadcast_mul(&vb.get(1, "gamma")?)?,
+                None,
+            ),
         })
     }
 
@@ -558,16 +569,9 @@ impl SelfAttention {
         let (b, c, h, w) = x.dims4()?;
         let theta = self.theta.forward(x)?.reshape((b, c / 8, h * w))?;
         let phi = super::max_pool2x2(&self.phi.forward(x)?)?.reshape((b, c / 8, h * w / 4))?;
-        // softmax (not softmax_last_dim, which has no backward in candle 0.11).
-        let attn = candle_nn::ops::softmax(
-            &theta.transpose(1, 2)?.contiguous()?.matmul(&phi)?,
-            D::Minus1,
-        )?;
         let g = super::max_pool2x2(&self.g.forward(x)?)?.reshape((b, c / 2, h * w / 4))?;
-        let attn_g = g
-            .matmul(&attn.transpose(1, 2)?.contiguous()?)?
-            .reshape((b, c / 2, h, w))?;
-        x + self.o.forward(&attn_g)?.broadcast_mul(&self.gamma)?
+        let attn_g = crate::engine::attention(&theta, &phi, &g)?.reshape((b, c / 2, h, w))?;
+        x + self.o.forward(&attn_g)?
     }
 }
 
@@ -626,7 +630,18 @@ impl BigGan {
             gen_z,
             layers,
             bn: BatchNorm::load(g.pp("bn"), ch, None, cfg, truncation)?,
-            conv_to_rgb: sn_conv(g.pp("conv_to_rgb"), ch, ch, 3, true)?,
+            // The port's conv has ch outputs, of which the image keeps the
+            // first 3: only those are computed (the same image; a fifth of
+            // BigGAN-deep-128's multiply-adds were the other ch − 3).
+            conv_to_rgb: {
+                let vb = g.pp("conv_to_rgb");
+                conv_net(
+                    spectral(&vb, &[ch, ch, 3, 3])?
+                        .narrow(0, 0, 3)?
+                        .contiguous()?,
+                    Some(vb.get(ch, "bias")?.narrow(0, 0, 3)?.contiguous()?),
+                )
+            },
         })
     }
 
@@ -712,7 +727,7 @@ impl Generator for BigGan {
             };
         }
         let h = self.bn.forward_relu(&h, &cond)?;
-        self.conv_to_rgb.forward(&h)?.narrow(1, 0, 3)?.tanh()
+        self.conv_to_rgb.forward(&h)?.tanh()
     }
 
     /// The truncated prior's log-density on its box, without the box: z =
