@@ -26,7 +26,8 @@
 # machine's drift over minutes (up to 2x on a shared 2-core VM) falls on
 # both sides alike; the best of the rounds of each is kept. One line per
 # workload, ending in ratio=gevaldi/pytorch (steps per second: > 1 means
-# gevaldi is faster).
+# gevaldi is faster); rss_mib=G/P is each process's peak resident memory
+# (weights included; gevaldi's mimalloc keeps freed memory).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEVICE="${GEVALDI_DEVICE:-cpu}"
@@ -126,6 +127,8 @@ for w in "${order[@]}"; do
   peak=""
   pk=$(field peak_gib "${line_p[$w]}")
   [ -n "$pk" ] && peak=" pytorch_peak_gib=$pk"
+  rg=$(field peak_rss_mib "${line_g[$w]}") rp=$(field peak_rss_mib "${line_p[$w]}")
+  [ -n "$rg" ] && [ -n "$rp" ] && peak="$peak rss_mib=$rg/$rp"
   printf '%-14s device=%s batch=%s gevaldi_steps_per_s=%s pytorch_steps_per_s=%s out_rel=%s grad_rel=%s check=%s%s ratio=%s\n' \
     "$w" "$DEVICE" "$BATCH" "$g" "$p" "$(field out_rel "${line_g[$w]}")" "$(field grad_rel "${line_g[$w]}")" \
     "$check" "$peak" "$(awk -v g="$g" -v p="$p" 'BEGIN { printf "%.2f", g / p }')"

@@ -50,6 +50,7 @@ torchvision's pretrained weights) expect.
 import argparse
 import math
 import os
+import resource
 import sys
 import time
 
@@ -385,6 +386,8 @@ def main():
         extra = ""
         if device.type == "cuda":
             extra = f" peak_gib={torch.cuda.max_memory_allocated() / 2**30:.2f}"
+        # The process's peak resident memory (KiB on Linux), as gevaldi's bench prints it.
+        extra += f" peak_rss_mib={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10}"
         print(
             f"pytorch workload={name} device={args.device} batch={args.batch} steps={steps} "
             f"seconds={seconds:.3f} steps_per_s={steps / seconds:.3f}{extra} "

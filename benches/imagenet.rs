@@ -28,8 +28,16 @@
 //! prints one line per workload:
 //!
 //! ```text
-//! gevaldi workload=alexnet device=cpu batch=8 steps=3 seconds=… steps_per_s=… out_rel=… grad_rel=… check=ok
+//! gevaldi workload=alexnet device=cpu batch=8 steps=3 seconds=… steps_per_s=… step_heap_mib=… peak_rss_mib=… out_rel=… grad_rel=… check=ok
 //! ```
+//!
+//! `step_heap_mib` (CPU only) is the most heap memory a timed step held
+//! above what was live before the timed steps (the models' weights and
+//! caches, the inputs): every allocation is counted on its way to
+//! mimalloc. `peak_rss_mib` is the process's peak resident memory
+//! (`VmHWM`), the figure `imagenet_reference.py` prints too: it includes
+//! the weights, and memory mimalloc keeps after a free (gevaldi's binaries
+//! never return it to the OS: see `allocator.rs`).
 //!
 //! `out_rel` is max |gevaldi − PyTorch| / max |PyTorch| of the output
 //! (logits, image, KL), `grad_rel` ‖gevaldi − PyTorch‖₂ / ‖PyTorch‖₂ of the
@@ -40,8 +48,10 @@
 //! output and gradient per workload (`DIR/<workload>.safetensors`, `out`
 //! and `grad`), to look into a mismatch.
 
+use std::alloc::{GlobalAlloc, Layout};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -50,8 +60,63 @@ use gevaldi::preprocess::Preprocess;
 use gevaldi::zoo::{self, Arch};
 use gevaldi::{Classifier, Divergence, Generator};
 
+/// mimalloc, counting the bytes live on the heap and their peak (for
+/// `step_heap_mib`): two relaxed atomic operations per allocation.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+fn grew(by: usize) {
+    let now = LIVE.fetch_add(by, Relaxed) + by;
+    PEAK.fetch_max(now, Relaxed);
+}
+
+// SAFETY: every call is passed on to mimalloc unchanged; the counters are
+// plain atomics.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        grew(l.size());
+        unsafe { mimalloc::MiMalloc.alloc(l) }
+    }
+
+    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+        grew(l.size());
+        unsafe { mimalloc::MiMalloc.alloc_zeroed(l) }
+    }
+
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        LIVE.fetch_sub(l.size(), Relaxed);
+        unsafe { mimalloc::MiMalloc.dealloc(p, l) }
+    }
+
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, size: usize) -> *mut u8 {
+        if size >= l.size() {
+            grew(size - l.size());
+        } else {
+            LIVE.fetch_sub(l.size() - size, Relaxed);
+        }
+        unsafe { mimalloc::MiMalloc.realloc(p, l, size) }
+    }
+}
+
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: Counting = Counting;
+
+/// The process's peak resident memory in MiB (`VmHWM`; `None` where there
+/// is no /proc).
+fn peak_rss_mib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb >> 10)
+}
 
 /// The batch the inputs and the references were saved at.
 const SAVED_BATCH: usize = 8;
@@ -349,14 +414,19 @@ fn check(dir: &Path, name: &str, step: &Step, save: Option<&Path>) -> Result<Str
     ))
 }
 
+/// Runs the warm-up steps, then the timed ones: their count, seconds, and
+/// the most heap memory a timed step held above what was live before it
+/// (models, inputs) in bytes.
 fn time(
     args: &Args,
     warmup: usize,
     mut step: impl FnMut() -> Result<Step>,
-) -> Result<(usize, f64)> {
+) -> Result<(usize, f64, usize)> {
     for _ in 0..warmup {
         step()?.read_back()?;
     }
+    let base = LIVE.load(Relaxed);
+    PEAK.store(base, Relaxed);
     let started = Instant::now();
     let mut n = 0;
     while n < args.min_steps
@@ -365,7 +435,8 @@ fn time(
         step()?.read_back()?;
         n += 1;
     }
-    Ok((n, started.elapsed().as_secs_f64()))
+    let seconds = started.elapsed().as_secs_f64();
+    Ok((n, seconds, PEAK.load(Relaxed).saturating_sub(base)))
 }
 
 fn main() -> Result<()> {
@@ -402,10 +473,18 @@ fn main() -> Result<()> {
             } else {
                 args.warmup
             };
-            let (steps, seconds) = time(args, warmup, step)?;
+            let (steps, seconds, heap) = time(args, warmup, step)?;
+            // Host memory: on a GPU the heap holds little of a step.
+            let mut memory = String::new();
+            if dev_name == "cpu" {
+                memory += &format!(" step_heap_mib={}", heap >> 20);
+            }
+            if let Some(rss) = peak_rss_mib() {
+                memory += &format!(" peak_rss_mib={rss}");
+            }
             Ok(format!(
                 "gevaldi workload={name} device={dev_name} batch={} steps={steps} \
-                 seconds={seconds:.3} steps_per_s={:.3} {checked}",
+                 seconds={seconds:.3} steps_per_s={:.3}{memory} {checked}",
                 args.batch,
                 steps as f64 / seconds
             ))
