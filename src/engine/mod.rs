@@ -67,6 +67,7 @@ mod kernels;
 mod net;
 mod reference;
 mod scale_shift;
+mod skip_add;
 #[cfg(test)]
 mod tests;
 
@@ -76,6 +77,7 @@ pub use scale_shift::scale_shift_relu;
 pub(crate) use attention::attention;
 pub(crate) use cpu_op::take_kept_bytes;
 pub(crate) use kernels::pool::{adaptive_range, pool_len};
+pub(crate) use skip_add::skip_add;
 
 use crate::error::{Error, Result};
 

@@ -463,7 +463,6 @@ struct Block {
     bn: [BatchNorm; 4],
     conv: [Net; 4],
     up: bool,
-    drop_channels: bool,
 }
 
 impl Block {
@@ -487,7 +486,6 @@ impl Block {
                 sn_conv(vb.pp("conv_3"), mid, cout, 1, true)?,
             ],
             up,
-            drop_channels: cin != cout,
         })
     }
 
@@ -512,15 +510,7 @@ impl Block {
 
     /// The residual: `h` plus `x` (channels dropped, upsampled as `h` was).
     fn join(&self, x: &Tensor, h: Tensor) -> candle_core::Result<Tensor> {
-        let mut skip = x.clone();
-        if self.drop_channels {
-            let c = skip.dim(1)?;
-            skip = skip.narrow(1, 0, c / 2)?;
-        }
-        if self.up {
-            skip = upsample2(&skip)?;
-        }
-        h + skip
+        crate::engine::skip_add(&h, x, self.up)
     }
 }
 

@@ -1,0 +1,162 @@
+//! A residual addition whose skip path keeps the first channels of its
+//! input and upsamples them ×2 (nearest), as BigGAN-deep's blocks join:
+//! `h + up(x[:, :c])`, as one op with a backward in candle's ops, on any
+//! device.
+//!
+//! On candle's ops the graph holds the cropped copy of `x` and its
+//! upsampled copy (the size of `h`) until the backward ends, though the
+//! addition's backward reads neither; here it holds `x` and `h`, which it
+//! holds anyway (the block's input and its last conv's output). The
+//! backward: `dh = g`, and `dx` is `g` summed over each 2×2 window, its
+//! channels padded with zeros to `x`'s.
+
+use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
+
+use super::generic::Handed;
+use super::Engine;
+
+/// `h + up(x[:, :c])` for `h` `[B, c, H, W]` and `x` `[B, C ≥ c, H / s,
+/// W / s]` (s = 2 when `up`, else 1). On candle's ops under
+/// `GEVALDI_ENGINE=candle` or on Metal, else as one op (see the module
+/// docs).
+pub(crate) fn skip_add(h: &Tensor, x: &Tensor, up: bool) -> candle_core::Result<Tensor> {
+    let (b, c, hh, hw) = h.dims4()?;
+    let (xb, xc, xh, xw) = x.dims4()?;
+    let s = if up { 2 } else { 1 };
+    if xb != b || xc < c || xh * s != hh || xw * s != hw {
+        candle_core::bail!(
+            "skip_add: h {:?} takes x [{b}, ≥ {c}, {}, {}], got {:?}",
+            h.dims(),
+            hh / s,
+            hw / s,
+            x.dims()
+        );
+    }
+    let dev = h.device();
+    if Engine::current() == Engine::Candle || !(dev.is_cpu() || dev.is_cuda()) {
+        return reference(h, x, up);
+    }
+    let out = reference(&h.detach(), &x.detach(), up)?;
+    if !(h.track_op() || x.track_op()) {
+        return Ok(out);
+    }
+    h.apply_op2(
+        x,
+        SkipAdd {
+            out: Handed::new(out)?,
+            up,
+        },
+    )
+}
+
+/// candle's ops.
+pub(crate) fn reference(h: &Tensor, x: &Tensor, up: bool) -> candle_core::Result<Tensor> {
+    let c = h.dim(1)?;
+    let mut skip = x.clone();
+    if x.dim(1)? != c {
+        skip = skip.narrow(1, 0, c)?;
+    }
+    if up {
+        let (_, _, xh, xw) = skip.dims4()?;
+        skip = skip.upsample_nearest2d(2 * xh, 2 * xw)?;
+    }
+    h + skip
+}
+
+/// See [`skip_add`].
+struct SkipAdd {
+    out: Handed,
+    up: bool,
+}
+
+impl CustomOp2 for SkipAdd {
+    fn name(&self) -> &'static str {
+        "gevaldi-skip-add"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        self.out.cpu()
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        _: &candle_core::CudaStorage,
+        _: &Layout,
+        _: &candle_core::CudaStorage,
+        _: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        self.out.cuda()
+    }
+
+    fn bwd(
+        &self,
+        _: &Tensor,
+        x: &Tensor,
+        _: &Tensor,
+        g: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let (b, c, hh, hw) = g.dims4()?;
+        let mut dx = if self.up {
+            g.reshape((b, c, hh / 2, 2, hw / 2, 2))?.sum((3, 5))?
+        } else {
+            g.clone()
+        };
+        let xc = x.dim(1)?;
+        if xc > c {
+            let (_, _, xh, xw) = x.dims4()?;
+            let zeros = Tensor::zeros((b, xc - c, xh, xw), g.dtype(), g.device())?;
+            dx = Tensor::cat(&[&dx, &zeros], 1)?;
+        }
+        Ok((Some(g.clone()), Some(dx)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Tensor, Var};
+
+    use super::super::tests::{randn, rel_err};
+    use super::{reference, skip_add};
+
+    /// Output and both gradients agree with candle's ops, with and without
+    /// the upsampling and the channel crop.
+    #[test]
+    fn agrees_with_candles_ops_forward_and_both_gradients() {
+        for (up, xc) in [(true, 5), (true, 3), (false, 5), (false, 3)] {
+            let s = if up { 2 } else { 1 };
+            let h = Var::from_tensor(&randn(&[2, 3, 4 * s, 6 * s], 1)).unwrap();
+            let x = Var::from_tensor(&randn(&[2, xc, 4, 6], 2)).unwrap();
+            let w = randn(&[2, 3, 4 * s, 6 * s], 3);
+            let run = |f: &dyn Fn(&Tensor, &Tensor, bool) -> candle_core::Result<Tensor>| {
+                let y = f(h.as_tensor(), x.as_tensor(), up).unwrap();
+                let grads = (&y * &w).unwrap().sum_all().unwrap().backward().unwrap();
+                let d = |v: &Var| grads.get(v.as_tensor()).unwrap().clone();
+                [y, d(&h), d(&x)]
+            };
+            let fast = run(&skip_add);
+            let slow = run(&reference);
+            for (name, (f, s)) in ["out", "dh", "dx"].iter().zip(fast.iter().zip(&slow)) {
+                assert_eq!(f.dims(), s.dims(), "{name} (up {up}, {xc} channels)");
+                let e = rel_err(f, s);
+                assert!(
+                    e < 1e-6,
+                    "{name} (up {up}, {xc} channels): relative error {e}"
+                );
+            }
+            assert!(!fast[2].track_op(), "a gradient carries a graph");
+        }
+    }
+
+    #[test]
+    fn refuses_a_skip_of_the_wrong_size() {
+        let e = skip_add(&randn(&[1, 3, 8, 8], 1), &randn(&[1, 2, 4, 4], 2), true).unwrap_err();
+        assert!(e.to_string().contains("[1, ≥ 3, 4, 4]"), "{e}");
+    }
+}
