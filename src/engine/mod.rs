@@ -39,6 +39,15 @@
 //!   backward needs (a ReLU's output, a max-pool's argmax, a LayerNorm's
 //!   normalised input). The network is compiled for it on first use.
 //!
+//! BigGAN's layers outside that vocabulary are ops of their own, each a
+//! candle custom op whose backward goes to its inputs and whose place in
+//! the graph holds only what that backward reads: a conditional batch norm
+//! with its ReLU (`scale_shift`: gevaldi's kernel on the CPU, candle's ops
+//! untracked elsewhere), the self-attention's products and softmax
+//! (`attention`: keeps nothing, its backward recomputes the map) and a
+//! block's residual join (`skip_add`). Under `GEVALDI_ENGINE=candle` they
+//! run candle's ops and autograd.
+//!
 //! All three agree to f32 rounding, forward and input gradient
 //! (`tests/engine_agreement.rs` checks every ported architecture, each
 //! kernel and each conv shape's input gradient against naive loops;

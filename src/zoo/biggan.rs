@@ -1,7 +1,7 @@
 // Over 500 lines on purpose: BigGAN-deep's tensor layout, its loader (spectral
 // norms and truncation-interpolated statistics) and its forward pass are one
-// architecture, read together; the engine port (issue 14) will move the forward
-// into a `Net` description and shrink it.
+// architecture, read together; its layers run as engine ops (see below), not
+// yet as one `Net` program.
 //! BigGAN-deep (Brock, Donahue and Simonyan, 2018), the class-conditional
 //! ImageNet generator of the paper's headline experiment, with the tensor
 //! names of the widely used PyTorch port (`pytorch-pretrained-BigGAN`, whose
@@ -49,15 +49,26 @@
 //! [`BigGanConfig::tensor_shapes`] lists every name with its shape (506
 //! tensors for BigGAN-deep-128).
 //!
-//! On the [engine](crate::engine) in part: each conv is a one-node engine
-//! [`Net`] and each batch norm with the ReLU after it one
-//! [`scale_shift_relu`](crate::engine::scale_shift_relu), so on the CPU
-//! their backward goes to the input only (and to the norms' gains, which
-//! come from z); the rest (the linear layers, upsampling, self-attention's
-//! products and softmax, residual additions) runs candle's ops. On a GPU
-//! the convs take the engine's device-generic path (backward to the input
-//! only, on candle's ops) and the rest candle's ops. Not yet one program:
-//! each conv converts its input to channels-last and back.
+//! On the [engine](crate::engine) in part, as ops whose backward goes to
+//! their inputs only and whose place in candle's graph holds only what
+//! that backward reads: each conv is a one-node engine [`Net`]; each batch
+//! norm with the ReLU after it one
+//! [`scale_shift_relu`](crate::engine::scale_shift_relu) (its gains come
+//! from z, so their gradients too); the self-attention's products and
+//! softmax one op that keeps nothing (its backward recomputes the
+//! attention map, a few samples at a time); each block's residual join
+//! (channels dropped, upsampled, added) one op. On the CPU the convs and
+//! norms run gevaldi's kernels; on a GPU (or `GEVALDI_ENGINE=generic`) all
+//! of them run candle's ops untracked, with backwards written in candle's
+//! ops. The linear layers and the upsampling before a block's first 3×3
+//! conv run candle's ops and autograd. Not yet one program: each conv
+//! converts its input to channels-last and back on the CPU, and the graph
+//! holds every value until the backward ends (about 140 MB per sample of
+//! BigGAN-deep-128 at the peak of a step; see README's Performance
+//! section).
+//!
+//! The port's `conv_to_rgb` has ch outputs of which the image keeps 3; only
+//! those 3 are computed (the same image, a fifth fewer multiply-adds).
 
 use std::collections::HashMap;
 
