@@ -168,8 +168,9 @@ pub enum Error {
     /// Backpropagation produced no gradient at all for a model's input.
     #[error(
         "gradient audit of `{model}` failed: backpropagation gave no gradient for its {input}: \
-         an op without backward dropped it (candle 0.11's ops::softmax_last_dim, ops::layer_norm, \
-         ops::rms_norm, candle_nn::LayerNorm and RmsNorm, rotary embeddings, sdpa); build those \
+         a `detach` or an op without backward dropped it (candle 0.11's ops::softmax_last_dim, \
+         ops::layer_norm, ops::rms_norm, candle_nn::LayerNorm and RmsNorm, rotary embeddings, \
+         sdpa); build those \
          from ops that have one: candle_nn::ops::softmax(x, D::Minus1), gevaldi::zoo::LayerNorm \
          (or candle_nn::ops::layer_norm_slow)"
     )]

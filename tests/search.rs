@@ -406,6 +406,58 @@ fn a_missing_gradient_is_an_error() {
     );
 }
 
+/// A classifier whose gradient is dropped, by a `detach` or by candle-nn's
+/// `softmax_last_dim` (no backward).
+struct Dropped<'a> {
+    inner: &'a MnistCnn,
+    detach: bool,
+}
+
+impl Classifier for Dropped<'_> {
+    fn logits(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let logits = self.inner.logits(x)?;
+        if self.detach {
+            Ok(logits.detach())
+        } else {
+            candle_nn::ops::softmax_last_dim(&logits)?.log()
+        }
+    }
+    fn class_names(&self) -> &[String] {
+        self.inner.class_names()
+    }
+}
+
+/// Regression: beside a classifier that has its gradient, one whose
+/// gradient is dropped left a search that climbed through the first alone
+/// and passed (the divergence still reached z). It is refused, named.
+#[test]
+fn a_classifier_without_gradient_beside_one_with_is_an_error_naming_it() {
+    let m = models();
+    for (detach, name) in [(true, "detached"), (false, "softmax-last-dim")] {
+        let dropped = Dropped {
+            inner: &m.b,
+            detach,
+        };
+        for first in [true, false] {
+            let search = Search::new("vae", &m.vae);
+            let search = if first {
+                search.classifier(name, &dropped).classifier("cnn_a", &m.a)
+            } else {
+                search.classifier("cnn_a", &m.a).classifier(name, &dropped)
+            };
+            let err = search
+                .config(SearchConfig::default().steps(3).batch(2))
+                .run(&common::device())
+                .unwrap_err();
+            let expected = format!("vae -> {name}");
+            assert!(
+                matches!(&err, Error::MissingGradient { model, .. } if *model == expected),
+                "{err}"
+            );
+        }
+    }
+}
+
 /// A digest of every number a search recorded, bit for bit.
 fn digest(o: &SearchOutcome) -> u64 {
     let mut h = std::hash::DefaultHasher::new();

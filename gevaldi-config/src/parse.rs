@@ -301,12 +301,14 @@ impl Cx<'_> {
 
     fn early_stop(&mut self, value: &Value<'_>, key: &str) -> Option<(u64, f64)> {
         let table = self.table(value, key)?;
-        let (mut window, mut tolerance) = (None, None);
+        // Each as found and, once checked, its value: a key that is there
+        // but out of range has its own error, not also "expected both".
+        let (mut window, mut tolerance) = ((false, None), (false, None));
         for (k, v) in table {
             let path = format!("{key}.{}", k.get_ref());
             match k.get_ref().as_ref() {
-                "window" => window = self.uint(v, &path, 1),
-                "tolerance" => tolerance = self.rule(v, &path, NON_NEGATIVE),
+                "window" => window = (true, self.uint(v, &path, 1)),
+                "tolerance" => tolerance = (true, self.rule(v, &path, NON_NEGATIVE)),
                 _ => self.err(
                     k.span(),
                     &path,
@@ -315,7 +317,8 @@ impl Cx<'_> {
             }
         }
         match (window, tolerance) {
-            (Some(w), Some(t)) => Some((w, t)),
+            ((_, Some(w)), (_, Some(t))) => Some((w, t)),
+            ((true, _), (true, _)) => None,
             _ => {
                 self.err(
                     value.span(),

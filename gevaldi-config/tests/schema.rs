@@ -189,3 +189,43 @@ fn syntax_errors_and_empty_files_are_reported() {
     let e = gevaldi_config::load("/no/such/gevaldi.toml").unwrap_err();
     assert!(e.to_string().contains("failed to read the file"), "{e}");
 }
+
+/// Regression: an `early_stop` with both keys, one out of range, also got
+/// "expected both `window` and `tolerance`". Each mistake gets its own
+/// error and only that; a key that is missing still gets that one.
+#[test]
+fn early_stop_names_only_the_mistakes_it_has() {
+    let pair = "[[pair]]\nname = \"p\"\nmodels = [\"a\", \"b\"]\ngenerator = \"vae\"\n";
+    let cases: &[(&str, &[(&str, &str)])] = &[
+        (
+            "early_stop = { window = 0, tolerance = -1 }",
+            &[
+                ("pair[0].early_stop.window", "out of range"),
+                ("pair[0].early_stop.tolerance", "out of range"),
+            ],
+        ),
+        (
+            "early_stop = { window = 5, tolerance = -1 }",
+            &[("pair[0].early_stop.tolerance", "out of range")],
+        ),
+        (
+            "early_stop = { window = 5 }",
+            &[("pair[0].early_stop", "expected both")],
+        ),
+    ];
+    for (line, expected) in cases {
+        let e = errors(&format!("{MODELS}\n{pair}{line}\n"));
+        let got: Vec<(&str, &str)> = e
+            .errors
+            .iter()
+            .map(|e| (e.key.as_str(), e.message.as_str()))
+            .collect();
+        assert_eq!(got.len(), expected.len(), "{line}: {e}");
+        for (key, msg) in *expected {
+            assert!(
+                got.iter().any(|(k, m)| k == key && m.contains(msg)),
+                "{line}: expected `{key}`: {msg}\ngot: {e}"
+            );
+        }
+    }
+}

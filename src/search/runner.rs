@@ -204,7 +204,7 @@ impl<'a> Search<'a> {
             }
 
             if step == 0 {
-                self.check_divergence_reaches_z(&eval.divergence, &z)?;
+                self.check_classifiers_reach_z(&eval.log_probs, &z)?;
             }
             let grads = objective
                 .sum_all()
@@ -368,21 +368,35 @@ impl<'a> Search<'a> {
     }
 
     /// The prior term always has a gradient, so a divergence whose gradient
-    /// was dropped (an op without backward in a model) would leave a search
-    /// that only walks towards the prior's mode. One extra backward pass, at
-    /// step 0, rules that out.
-    fn check_divergence_reaches_z(&self, divergence: &Tensor, z: &Var) -> Result<()> {
-        let grads = divergence
-            .sum_all()
-            .and_then(|d| d.backward())
-            .map_err(Error::tensor("backpropagate the divergence"))?;
-        match grads.get(z.as_tensor()) {
-            Some(_) => Ok(()),
-            None => Err(Error::MissingGradient {
-                model: self.chain_name(),
-                input: "latent z",
-            }),
+    /// was dropped (an op without backward, a `detach`) would leave a search
+    /// that only walks towards the prior's mode; and the divergence has one
+    /// when any classifier has, so one classifier whose gradient was
+    /// dropped would leave a search that climbs through the others alone,
+    /// and passes. One backward pass per classifier, at step 0, rules both
+    /// out: where none reaches z the whole chain is named (the generator,
+    /// say), else the first classifier that does not.
+    fn check_classifiers_reach_z(&self, log_probs: &[Tensor], z: &Var) -> Result<()> {
+        let mut missing = Vec::new();
+        for ((name, _), lp) in self.classifiers.iter().zip(log_probs) {
+            let grads = lp
+                .sum_all()
+                .and_then(|s| s.backward())
+                .map_err(Error::tensor(format!(
+                    "backpropagate the log-probabilities of `{name}`"
+                )))?;
+            if grads.get(z.as_tensor()).is_none() {
+                missing.push(name);
+            }
         }
+        let model = match missing.as_slice() {
+            [] => return Ok(()),
+            some if some.len() == self.classifiers.len() => self.chain_name(),
+            [first, ..] => format!("{} -> {first}", self.generator_name),
+        };
+        Err(Error::MissingGradient {
+            model,
+            input: "latent z",
+        })
     }
 
     fn update(

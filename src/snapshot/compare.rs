@@ -77,7 +77,7 @@ impl fmt::Display for Mismatch {
         match self.relative {
             Some(r) => write!(
                 f,
-                "  (differs by {r:.1e} relative, tolerance {:.0e})",
+                "  (differs by {r:.1e} relative, tolerance {})",
                 self.tolerance.relative
             ),
             None => Ok(()),

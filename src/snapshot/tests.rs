@@ -97,3 +97,18 @@ fn body_is_read_back_from_insta_files() {
     let body = "trial: pair::p\nsearch.lift: 2\n";
     assert_eq!(body_of(&file.contents(body)), body);
 }
+
+/// Regression: the tolerance was printed with no decimals, 0.25 as "2e-1".
+#[test]
+fn a_mismatch_prints_its_lines_tolerance_as_it_is() {
+    let m = compare("search.lift: 2\n", "search.lift: 4\n");
+    assert_eq!(m.len(), 1);
+    let shown = m[0].to_string();
+    assert!(
+        shown.ends_with("(differs by 5.0e-1 relative, tolerance 0.25)"),
+        "{shown}"
+    );
+    let m = compare("start.x: 1\n", "start.x: 2\n");
+    let shown = m[0].to_string();
+    assert!(shown.ends_with("tolerance 0.001)"), "{shown}");
+}
