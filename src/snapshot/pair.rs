@@ -75,6 +75,10 @@ pub struct Settings {
     pub steps: usize,
     /// `seed`.
     pub seed: u64,
+    /// `early_stop`: its window and tolerance, where set (it changes where
+    /// the search stops, so it is on the line too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub early_stop: Option<(usize, f64)>,
 }
 
 impl Settings {
@@ -88,11 +92,12 @@ impl Settings {
             batch: c.batch,
             steps: c.steps,
             seed: c.seed,
+            early_stop: c.early_stop.as_ref().map(|e| (e.window, e.tolerance)),
         }
     }
 
     pub(super) fn line(&self) -> String {
-        format!(
+        let mut line = format!(
             "{}, {}, lr {}, lambda {}, batch {}, steps {}, seed {}",
             self.divergence,
             self.optimizer,
@@ -101,7 +106,11 @@ impl Settings {
             self.batch,
             self.steps,
             self.seed
-        )
+        );
+        if let Some((window, tolerance)) = self.early_stop {
+            line += &format!(", early_stop window {window} tolerance {tolerance}");
+        }
+        line
     }
 }
 

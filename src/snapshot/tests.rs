@@ -112,3 +112,21 @@ fn a_mismatch_prints_its_lines_tolerance_as_it_is() {
     let shown = m[0].to_string();
     assert!(shown.ends_with("tolerance 0.001)"), "{shown}");
 }
+
+/// Regression: `early_stop` was not on the settings line, so adding one
+/// showed only as changed `search.*` figures.
+#[test]
+fn the_settings_line_names_early_stop_where_set() {
+    use crate::search::{EarlyStop, SearchConfig};
+    let plain = pair::Settings::of(&SearchConfig::default()).line();
+    assert!(!plain.contains("early_stop"), "{plain}");
+    let config = SearchConfig::default().early_stop(Some(EarlyStop {
+        window: 5,
+        tolerance: 0.01,
+    }));
+    let line = pair::Settings::of(&config).line();
+    assert!(
+        line.ends_with(", early_stop window 5 tolerance 0.01"),
+        "{line}"
+    );
+}
