@@ -458,6 +458,37 @@ fn a_classifier_without_gradient_beside_one_with_is_an_error_naming_it() {
     }
 }
 
+/// A classifier whose logits come back as f64.
+struct Wide<'a>(&'a MnistCnn);
+
+impl Classifier for Wide<'_> {
+    fn logits(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.0.logits(x)?.to_dtype(candle_core::DType::F64)
+    }
+    fn class_names(&self) -> &[String] {
+        self.0.class_names()
+    }
+}
+
+/// Regression: f64 logits beside f32 ones failed in the divergence
+/// ("dtype mismatch in sub") without naming the model.
+#[test]
+fn logits_of_another_type_are_refused_naming_the_model() {
+    let m = models();
+    let wide = Wide(&m.b);
+    let err = Search::new("vae", &m.vae)
+        .classifier("cnn_a", &m.a)
+        .classifier("wide", &wide)
+        .config(SearchConfig::default().steps(2).batch(2))
+        .run(&common::device())
+        .unwrap_err();
+    let shown = err.to_string();
+    assert!(
+        shown.contains("`wide`") && shown.contains("F64") && shown.contains("to_dtype"),
+        "{shown}"
+    );
+}
+
 /// A digest of every number a search recorded, bit for bit.
 fn digest(o: &SearchOutcome) -> u64 {
     let mut h = std::hash::DefaultHasher::new();

@@ -99,7 +99,10 @@ pub fn parse_in(text: &str, display: &Path, dir: &Path) -> Result<Config, Config
     // "duplicate key" at the next table).
     if let Some(e) = syntax.first() {
         let span = e.span().unwrap_or(0..0);
-        let message = e.message().trim().to_string();
+        let mut message = e.message().trim().to_string();
+        if message == "duplicate key" {
+            message = duplicate_key(text, span.clone());
+        }
         cx.err(span, "", format!("invalid TOML: {message}"));
         return Err(cx.finish());
     }
@@ -119,6 +122,29 @@ struct Cx<'t> {
 }
 
 type Value<'i> = Spanned<DeValue<'i>>;
+
+/// The parser's "duplicate key", with the key (the text at `span`) and,
+/// for a table header written twice, the line of the first.
+fn duplicate_key(text: &str, span: std::ops::Range<usize>) -> String {
+    let Some(key) = text.get(span.clone()).filter(|k| !k.is_empty()) else {
+        return "duplicate key".to_string();
+    };
+    let line_start = text[..span.start].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or("").trim();
+    let first = line
+        .starts_with('[')
+        .then(|| {
+            text[..line_start]
+                .lines()
+                .position(|l| l.trim() == line)
+                .map(|i| i + 1)
+        })
+        .flatten();
+    match first {
+        Some(n) => format!("duplicate key `{key}`: `{line}` is also at line {n}"),
+        None => format!("duplicate key `{key}`"),
+    }
+}
 
 impl Cx<'_> {
     fn err(&mut self, span: Range<usize>, key: &str, message: impl Into<String>) {

@@ -229,3 +229,16 @@ fn early_stop_names_only_the_mistakes_it_has() {
         }
     }
 }
+
+/// A key or table written twice is named (the parser says only
+/// "duplicate key"), and for a table header the first one's line.
+#[test]
+fn a_duplicate_key_is_named() {
+    let e = errors(&format!("{MODELS}\n[classifier.a]\narch = \"mnist-mlp\"\n"));
+    let m = &e.errors[0].message;
+    assert!(m.contains("duplicate key `a`"), "{e}");
+    assert!(m.contains("`[classifier.a]` is also at line 6"), "{e}");
+    let e = errors("[search]\nsteps = 1\nsteps = 2\n");
+    assert!(e.errors[0].message.contains("duplicate key `steps`"), "{e}");
+    assert_eq!(e.errors[0].line, 3, "{e}");
+}

@@ -327,6 +327,16 @@ impl<'a> Search<'a> {
                     ),
                 )(e)
             })?;
+            if logits.dtype() != z.dtype() {
+                return Err(Error::model(name, "use its logits")(
+                    candle_core::Error::Msg(format!(
+                        "they are {:?} but the search runs in {:?} (the latent's type): \
+                         convert them (`to_dtype`)",
+                        logits.dtype(),
+                        z.dtype()
+                    )),
+                ));
+            }
             let k = classifier.num_classes();
             if logits.dims() != [b, k] {
                 return Err(self.shape_error_of(name, "logits", format!("[{b}, {k}]"), &logits));
