@@ -981,3 +981,36 @@ fn out_pid(message: &str) -> u32 {
         .1;
     rest.split('-').next().unwrap().parse().unwrap()
 }
+
+/// Ten pixels of candle 0.11's own 2×2 max-pool of the image, whose
+/// backward scales the gradient by 1/4.
+#[derive(Clone)]
+struct CandlePool(Vec<String>);
+
+impl Classifier for CandlePool {
+    fn logits(&self, x: &Tensor) -> gevaldi::candle_core::Result<Tensor> {
+        x.max_pool2d(2)?.flatten_from(1)?.narrow(1, 0, 10)? * 10.0
+    }
+    fn class_names(&self) -> &[String] {
+        &self.0
+    }
+}
+
+/// Regression: a registered classifier on candle's max-pool was searched
+/// on its wrong gradients, and the pair passed. A registered model is now
+/// audited before its search; a right one (`Pixels`) still passes.
+#[test]
+fn a_registered_classifier_with_a_wrong_gradient_fails_its_audit() {
+    let d = case_dir("registered-audit");
+    let names: Vec<String> = (0..10).map(|c| c.to_string()).collect();
+    let (text, r) = with_registered("", CandlePool(names));
+    let message = trial(&d, &text, r, "p").unwrap_err();
+    assert!(
+        message.contains("gradient audit of `mine` failed") && message.contains("max_pool2d"),
+        "{message}"
+    );
+    let (text, r) = with_registered("", Pixels::new(10, 10));
+    if let Err(message) = trial(&d, &text, r, "p") {
+        assert!(!message.contains("gradient audit"), "{message}");
+    }
+}

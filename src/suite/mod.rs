@@ -207,7 +207,75 @@ impl Suite {
             .collect::<Result<Vec<_>>>()?;
         let key = if own_batch { "batch" } else { "search.batch" };
         self.check_memory(g.as_ref(), &named(classifiers, &cs), key, batch)?;
+        self.audit_registered(generator, g.as_ref(), &named(classifiers, &cs))?;
         Ok((g, cs))
+    }
+
+    /// Audits the gradients of the trial's models that are registered from
+    /// Rust ([`GradientAudit`](crate::GradientAudit) at two of the
+    /// generator's samples; the built-in ones are audited by gevaldi's own
+    /// tests): a model on candle's `max_pool2d`, whose backward scales by
+    /// 1/k², would otherwise be searched on wrong gradients, and pass.
+    /// A model whose output is not finite there is left to the search,
+    /// which names the step and sample.
+    fn audit_registered(
+        &self,
+        generator: &str,
+        g: &dyn Generator,
+        classifiers: &[(&str, &dyn Classifier)],
+    ) -> Result<()> {
+        let registered =
+            |decl: Option<&config::ModelDecl>| decl.is_some_and(|d| d.builtin.is_none());
+        let own_generator = registered(self.config.generator(generator));
+        let own: Vec<_> = classifiers
+            .iter()
+            .filter(|(name, _)| registered(self.config.classifier(name)))
+            .collect();
+        if !own_generator && own.is_empty() {
+            return Ok(());
+        }
+        use rand::SeedableRng;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0x6175_6469);
+        let z = g
+            .sample_prior(2, &mut rng, &self.device)
+            .map_err(Error::model(
+                generator,
+                "sample its prior for the gradient audit",
+            ))?;
+        let condition = match g.num_conditions() {
+            Some(k) => Some(crate::model::one_hot(&[0, 1 % k], k, &self.device)?),
+            None => None,
+        };
+        let audit = crate::GradientAudit::default();
+        let finite = |t: &candle_core::Tensor| -> Result<bool> {
+            let v = t
+                .flatten_all()
+                .and_then(|t| t.to_dtype(candle_core::DType::F64))
+                .and_then(|t| t.to_vec1::<f64>())
+                .map_err(Error::tensor(
+                    "read a model's output for the gradient audit",
+                ))?;
+            Ok(v.iter().all(|v| v.is_finite()))
+        };
+        let x = g
+            .decode(&z, condition.as_ref())
+            .map_err(Error::model(generator, "decode z"))?;
+        if own_generator && finite(&x)? {
+            audit.generator(generator, g, &z, condition.as_ref())?;
+        }
+        for (name, c) in own {
+            let logits = c.logits(&x).map_err(Error::model(
+                *name,
+                format!(
+                    "compute logits of `{generator}`'s samples of shape {:?}",
+                    x.dims()
+                ),
+            ))?;
+            if finite(&logits)? {
+                audit.classifier(name, *c, &x)?;
+            }
+        }
+        Ok(())
     }
 
     /// Refuses a batch that would not fit in memory, and a classifier whose
