@@ -18,9 +18,9 @@
 //! dθ = (dl · φᵀ)ᵀ      dφ = θ · dl
 //! ```
 
-use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor, D};
+use candle_core::{CustomOp3, Tensor, D};
 
-use super::generic::Handed;
+use super::generic::{handed_forwards, Handed};
 use super::Engine;
 
 /// `g · softmax(θᵀ · φ)ᵀ` for `θ` `[B, K, N]`, `φ` `[B, K, M]` and `g`
@@ -122,30 +122,7 @@ impl CustomOp3 for Attention {
         "gevaldi-attention"
     }
 
-    fn cpu_fwd(
-        &self,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        self.out.cpu()
-    }
-
-    #[cfg(feature = "cuda")]
-    fn cuda_fwd(
-        &self,
-        _: &candle_core::CudaStorage,
-        _: &Layout,
-        _: &candle_core::CudaStorage,
-        _: &Layout,
-        _: &candle_core::CudaStorage,
-        _: &Layout,
-    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
-        self.out.cuda()
-    }
+    handed_forwards!(3);
 
     fn bwd(
         &self,

@@ -32,7 +32,7 @@
 use std::sync::{Arc, Mutex};
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Storage, Tensor, Var};
+use candle_core::{CpuStorage, CustomOp1, Shape, Storage, Tensor, Var};
 
 use super::net::{Activation, Node, Op};
 use super::reference;
@@ -568,6 +568,35 @@ impl Handed {
     }
 }
 
+/// The forwards of a custom op whose field `out` is a [`Handed`]: the CPU
+/// one and (feature `cuda`) the CUDA one, each handing back `out`, for a
+/// `CustomOp1`, `CustomOp2` or `CustomOp3` (`handed_forwards!(1)` etc.
+/// inside its `impl`).
+macro_rules! handed_forwards {
+    (@fwd $($arg:ident)*) => {
+        fn cpu_fwd(
+            &self,
+            $($arg: &candle_core::CpuStorage, _: &candle_core::Layout,)*
+        ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+            $(let _ = $arg;)*
+            self.out.cpu()
+        }
+
+        #[cfg(feature = "cuda")]
+        fn cuda_fwd(
+            &self,
+            $($arg: &candle_core::CudaStorage, _: &candle_core::Layout,)*
+        ) -> candle_core::Result<(candle_core::CudaStorage, candle_core::Shape)> {
+            $(let _ = $arg;)*
+            self.out.cuda()
+        }
+    };
+    (1) => { handed_forwards!(@fwd a); };
+    (2) => { handed_forwards!(@fwd a b); };
+    (3) => { handed_forwards!(@fwd a b c); };
+}
+pub(crate) use handed_forwards;
+
 /// The network as one op on `x`: its forward hands back `out`, its
 /// backward is the tape's.
 struct Run {
@@ -580,18 +609,7 @@ impl CustomOp1 for Run {
         "gevaldi-net"
     }
 
-    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        self.out.cpu()
-    }
-
-    #[cfg(feature = "cuda")]
-    fn cuda_fwd(
-        &self,
-        _: &candle_core::CudaStorage,
-        _: &Layout,
-    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
-        self.out.cuda()
-    }
+    handed_forwards!(1);
 
     fn bwd(&self, _: &Tensor, _: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
         self.tape.backward(grad).map(Some)

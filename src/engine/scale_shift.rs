@@ -15,7 +15,7 @@ use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::cpu_op::f32s;
-use super::generic::Handed;
+use super::generic::{handed_forwards, Handed};
 use super::kernels::{act, act_grad};
 use super::{Activation, Engine};
 
@@ -82,30 +82,7 @@ impl CustomOp3 for GenericScaleShiftRelu {
         "gevaldi-scale-shift-relu-generic"
     }
 
-    fn cpu_fwd(
-        &self,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        self.out.cpu()
-    }
-
-    #[cfg(feature = "cuda")]
-    fn cuda_fwd(
-        &self,
-        _: &candle_core::CudaStorage,
-        _: &Layout,
-        _: &candle_core::CudaStorage,
-        _: &Layout,
-        _: &candle_core::CudaStorage,
-        _: &Layout,
-    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
-        self.out.cuda()
-    }
+    handed_forwards!(3);
 
     /// With m = [y > 0] (candle's ReLU: 0 at a NaN, as on its ops):
     /// dx = g·m·a, da = Σ_hw g·m·x, db = Σ_hw g·m.

@@ -10,9 +10,9 @@
 //! backward: `dh = g`, and `dx` is `g` summed over each 2×2 window, its
 //! channels padded with zeros to `x`'s.
 
-use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
+use candle_core::{CustomOp2, Tensor};
 
-use super::generic::Handed;
+use super::generic::{handed_forwards, Handed};
 use super::Engine;
 
 /// `h + up(x[:, :c])` for `h` `[B, c, H, W]` and `x` `[B, C ≥ c, H / s,
@@ -74,26 +74,7 @@ impl CustomOp2 for SkipAdd {
         "gevaldi-skip-add"
     }
 
-    fn cpu_fwd(
-        &self,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        self.out.cpu()
-    }
-
-    #[cfg(feature = "cuda")]
-    fn cuda_fwd(
-        &self,
-        _: &candle_core::CudaStorage,
-        _: &Layout,
-        _: &candle_core::CudaStorage,
-        _: &Layout,
-    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
-        self.out.cuda()
-    }
+    handed_forwards!(2);
 
     fn bwd(
         &self,
