@@ -48,8 +48,9 @@ pub const FILES: &[(&str, &[u8])] = files![
 /// fixtures' own comment.
 const STARTER_HEADER: &str = "\
 # A starter gevaldi suite, written by `cargo gevaldi init`: the paper's MNIST
-# experiment (two CNNs compared on a VAE's latent space, and a bagging
-# ensemble searched with a conditional VAE), with gevaldi's MNIST weights,
+# experiment (two CNNs compared on a VAE's latent space, a bagging ensemble
+# searched with a conditional VAE, and a tournament ranking the CNNs and the
+# ensemble's members, MAD competition), with gevaldi's MNIST weights,
 # trained on the digits in data/ (see data/README.md for their licence).
 # Paths are relative to this file.
 #

@@ -57,8 +57,10 @@ pub(super) fn ensemble_section(dir: &Path, e: &EnsembleArtifact, now: u64) -> Re
         .collect();
     let _ = write!(
         html,
-        "<p>DBSCAN over the MDS latents: eps {:.3}, {} regions of uncertainty, {} samples in none.</p><ol class=\"regions\">{largest}</ol>",
-        s.regions.eps, s.regions.count, s.regions.noise
+        "<p>DBSCAN over the MDS latents: eps {:.3}, {} of uncertainty, {} in none.</p><ol class=\"regions\">{largest}</ol>",
+        s.regions.eps,
+        super::count(s.regions.count, "region"),
+        super::count(s.regions.noise, "sample")
     );
     let grid = e.grid.as_ref().map(|f| format!("ensemble-{name}/{f}"));
     html.push_str(&picture(

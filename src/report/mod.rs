@@ -179,6 +179,15 @@ figure img{max-width:100%;border:1px solid #ddd}figcaption{font-size:.9em;color:
 .plots{display:flex;flex-wrap:wrap;gap:1em}.plots img{width:560px;max-width:100%}\
 pre{background:#f6f6f6;padding:.6em;overflow-x:auto}ul.failures li{color:#9b1c1c}ul.warnings li{color:#8a5a00}";
 
+/// `n` and the noun, plural unless n is 1: "1 region", "39 regions".
+pub(crate) fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 fn headline(r: &Record) -> String {
     match r {
         Record::Pair(p) => {
@@ -196,11 +205,11 @@ fn headline(r: &Record) -> String {
         Record::Ensemble(e) => {
             let s = &e.summary;
             format!(
-                "vote accuracy {:.1}% on the test data, {:.1}% on {} MDS samples; {} regions of uncertainty",
+                "vote accuracy {:.1}% on the test data, {:.1}% on {} MDS samples; {} of uncertainty",
                 100.0 * s.test.accuracy,
                 100.0 * s.mds.accuracy,
                 s.samples,
-                s.regions.count
+                count(s.regions.count, "region")
             )
         }
         Record::Tournament(t) => {

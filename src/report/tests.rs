@@ -22,3 +22,11 @@ fn ages_read_naturally() {
     assert_eq!(age(0, 180), "3 min before this report");
     assert_eq!(age(0, 7200), "2 h before this report");
 }
+
+/// Regression: "1 regions of uncertainty".
+#[test]
+fn counts_are_singular_for_one() {
+    assert_eq!(super::count(1, "region"), "1 region");
+    assert_eq!(super::count(0, "region"), "0 regions");
+    assert_eq!(super::count(39, "region"), "39 regions");
+}

@@ -110,10 +110,11 @@ impl TrialReport {
                 samples,
                 regions,
             } => format!(
-                "accuracy {:.1}% on the test data, {:.1}% on {samples} MDS samples, {regions} \
-                 regions of uncertainty, in {:.1} s",
+                "accuracy {:.1}% on the test data, {:.1}% on {samples} MDS samples, {} of \
+                 uncertainty, in {:.1} s",
                 100.0 * test_accuracy,
                 100.0 * mds_accuracy,
+                crate::report::count(*regions, "region"),
                 self.seconds
             ),
             Figures::Tournament {

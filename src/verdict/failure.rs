@@ -196,7 +196,8 @@ impl fmt::Display for Failure {
             ),
             Failure::MaxRegions { regions, max } => write!(
                 f,
-                "DBSCAN finds {regions} regions of uncertainty, above max_regions = {max}"
+                "DBSCAN finds {} of uncertainty, above max_regions = {max}",
+                crate::report::count(*regions, "region")
             ),
             Failure::Champion {
                 model,
