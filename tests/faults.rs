@@ -42,14 +42,17 @@ fn config_text(extra: &str, replace: &[(&str, &str)]) -> String {
 }
 
 /// The config of [`config_text`] with a third classifier, `bag_0`, and a
-/// `[[tournament]]` of the three (from line 26), `extra` appended to it.
+/// `[[tournament]]` of the three over the cVAE (from line 26), `extra`
+/// appended to it (the cVAE's table comes after).
 fn tournament_text(extra: &str) -> String {
     config_text(
         &format!(
             "\n[classifier.bag_0]\narch = \"mnist-mlp\"\nweights = \"{}\"\n\n\
              [[tournament]]\nname = \"t\"\nmodels = [\"cnn_a\", \"cnn_b\", \"bag_0\"]\n\
-             generator = \"vae\"\n{extra}",
-            fixture("bag_0.safetensors")
+             generator = \"cvae\"\n{extra}\n\
+             [generator.cvae]\narch = \"mnist-cvae\"\nweights = \"{}\"\n",
+            fixture("bag_0.safetensors"),
+            fixture("cvae.safetensors")
         ),
         &[],
     )
@@ -304,6 +307,14 @@ fn catalogue() -> Vec<(&'static str, Vec<&'static str>, Check)> {
         "config: tournament min_srcc without test data",
         vec!["^1 error in `<dir>/gevaldi.toml`:\n  <dir>/gevaldi.toml:30:12: `tournament[0].min_srcc`: `min_srcc` needs `test_data` (the SRCC is with the models' test accuracy)$"],
         Box::new(|d| load(d, &tournament_text("min_srcc = 0.5\n"))),
+    );
+    add(
+        "config: tournament over a generator without classes",
+        vec!["^1 error in `<dir>/gevaldi.toml`:\n  <dir>/gevaldi.toml:29:13: `tournament[0].generator`: `vae` (mnist-vae) takes no class condition: expected a class-conditional generator (the MDS samples' conditions are their labels), e.g. `mnist-cvae` or `biggan-deep-128`$"],
+        Box::new(|d| {
+            let text = tournament_text("").replacen("generator = \"cvae\"", "generator = \"vae\"", 1);
+            load(d, &text)
+        }),
     );
     add(
         "config: tournament unknown ranking",

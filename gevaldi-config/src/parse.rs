@@ -687,7 +687,7 @@ impl Cx<'_> {
         };
         let name = self.entry_name(&entry, "ensemble", config);
         let members = self.entry_classifiers(&entry, "members", config, "base learners");
-        let generator = self.entry_generator(&entry, config);
+        let generator = self.entry_generator(&entry, config, true);
         let test_data = match get("test_data") {
             Some(v) => {
                 let written = self.string(v, &format!("{path}.test_data"));
@@ -773,7 +773,7 @@ impl Cx<'_> {
         };
         let name = self.entry_name(&entry, "pair", config);
         let models = self.entry_classifiers(&entry, "models", config, "classifiers to compare");
-        let generator = self.entry_generator(&entry, config);
+        let generator = self.entry_generator(&entry, config, false);
         // The library's default divergence.
         let divergence = search
             .divergence
@@ -1132,15 +1132,30 @@ impl Cx<'_> {
     }
 
     /// `generator`: a declared generator.
-    fn entry_generator(&mut self, e: &Entry, config: &Config) -> Option<String> {
+    /// `generator`: a declared generator; with `conditional` (an ensemble,
+    /// a tournament: the MDS samples' conditions are their labels) not a
+    /// built-in one that takes no condition (a registered one is checked
+    /// when the trial loads it).
+    fn entry_generator(&mut self, e: &Entry, config: &Config, conditional: bool) -> Option<String> {
         let key = format!("{}.generator", e.path);
         let Some(v) = e.table.get("generator") else {
             self.err(e.value.span(), e.path, "missing `generator`");
             return None;
         };
         let g = self.string(v, &key)?;
-        if config.generator(&g).is_none() {
-            self.err(v.span(), &key, unknown("generator", &g, &config.generators));
+        match config.generator(&g).map(|d| &d.builtin) {
+            None => self.err(v.span(), &key, unknown("generator", &g, &config.generators)),
+            Some(Some((arch, _))) if conditional && !arch.is_conditional() => self.err(
+                v.span(),
+                &key,
+                format!(
+                    "`{g}` ({}) takes no class condition: expected a class-conditional \
+                     generator (the MDS samples' conditions are their labels), e.g. \
+                     `mnist-cvae` or `biggan-deep-128`",
+                    arch.name()
+                ),
+            ),
+            Some(_) => {}
         }
         Some(g)
     }

@@ -193,6 +193,16 @@ vocabulary! {
 }
 
 impl Architecture {
+    /// Whether it is a generator that takes a class condition (the cVAE,
+    /// BigGAN).
+    pub fn is_conditional(self) -> bool {
+        use Architecture as A;
+        matches!(
+            self,
+            A::MnistCvae | A::BigGanDeep128 | A::BigGanDeep256 | A::BigGanDeep512
+        )
+    }
+
     /// Whether it is a classifier or a generator.
     pub fn kind(self) -> ModelKind {
         use Architecture as A;

@@ -128,8 +128,9 @@ fn names_equal_ignoring_case_are_refused() {
 
 #[test]
 fn a_pair_and_an_ensemble_may_not_share_a_name() {
-    let ensemble = "\n[[ensemble]]\nname = \"P\"\nmembers = [\"a\", \"b\"]\ngenerator = \"vae\"\n\
-                    test_data = \"src\"\n";
+    let ensemble = "\n[[ensemble]]\nname = \"P\"\nmembers = [\"a\", \"b\"]\ngenerator = \"cvae\"\n\
+                    test_data = \"src\"\n\n[generator.cvae]\narch = \"mnist-cvae\"\n\
+                    weights = \"Cargo.toml\"\n";
     assert_eq!(
         errors(&format!("{MODELS}{}{ensemble}", pair("p"))),
         [

@@ -157,6 +157,11 @@ fn structural_mistakes_are_named() {
         ("[[ensemble]]\nname = \"e\"\nmembers = [\"a\", \"c\"]\ngenerator = \"vae\"\ntest_data = \"nowhere\"\n", "ensemble[0].test_data", "directory `nowhere` does not exist"),
         ("[[ensemble]]\nname = \"e\"\nmembers = [\"a\", \"c\"]\ngenerator = \"vae\"\ntest_data = \"src\"\nmax_accuracy_drop = 2.0\n", "ensemble[0].max_accuracy_drop", "a fraction in [0, 1]"),
         ("[serach]\n[[pair]]\nname = \"p\"\nmodels = [\"a\", \"b\"]\ngenerator = \"vae\"\n", "serach", "unknown key"),
+        // A built-in generator without a class condition, where the MDS
+        // samples' conditions are their labels: refused when read (it
+        // used to fail only when the trial ran).
+        ("[[ensemble]]\nname = \"e\"\nmembers = [\"a\", \"c\"]\ngenerator = \"vae\"\ntest_data = \"src\"\n", "ensemble[0].generator", "`vae` (mnist-vae) takes no class condition"),
+        ("[[tournament]]\nname = \"t\"\nmodels = [\"a\", \"c\", \"b\"]\ngenerator = \"vae\"\n", "tournament[0].generator", "takes no class condition"),
     ];
     for (extra, key, msg) in cases {
         let e = errors(&format!("{MODELS}\n{extra}"));

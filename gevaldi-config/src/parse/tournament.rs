@@ -50,7 +50,7 @@ impl Cx<'_> {
                 "expected 3 or more classifiers to rank, found 2 (for two, use a [[pair]])",
             );
         }
-        let generator = self.entry_generator(&entry, config);
+        let generator = self.entry_generator(&entry, config, true);
         let test_data = get("test_data").and_then(|v| {
             let key = format!("{path}.test_data");
             let written = self.string(v, &key)?;
