@@ -104,7 +104,7 @@ fn map(theta: &Tensor, phi: &Tensor) -> candle_core::Result<Tensor> {
 
 /// candle's ops (`softmax`, whose backward candle has, rather than the
 /// fused `softmax_last_dim`, whose backward it lacks).
-pub(crate) fn reference(theta: &Tensor, phi: &Tensor, g: &Tensor) -> candle_core::Result<Tensor> {
+fn reference(theta: &Tensor, phi: &Tensor, g: &Tensor) -> candle_core::Result<Tensor> {
     let p = candle_nn::ops::softmax(
         &theta.transpose(1, 2)?.contiguous()?.matmul(phi)?,
         D::Minus1,

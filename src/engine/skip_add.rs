@@ -50,7 +50,7 @@ pub(crate) fn skip_add(h: &Tensor, x: &Tensor, up: bool) -> candle_core::Result<
 }
 
 /// candle's ops.
-pub(crate) fn reference(h: &Tensor, x: &Tensor, up: bool) -> candle_core::Result<Tensor> {
+fn reference(h: &Tensor, x: &Tensor, up: bool) -> candle_core::Result<Tensor> {
     let c = h.dim(1)?;
     let mut skip = x.clone();
     if x.dim(1)? != c {
