@@ -5,8 +5,8 @@
 //! finite-difference Hessians; `scipy.stats.spearmanr`).
 
 use gevaldi::ranking::{
-    average_ranks, bradley_terry, mad_matrix, power_ranking, spearman, strongly_connected,
-    WinMatrix, BT_PSEUDO_WINS,
+    average_ranks, bradley_terry, mad_matrix, power_ranking, score_levels, spearman,
+    spearman_of_scores, strongly_connected, WinMatrix, BT_PSEUDO_WINS,
 };
 
 fn wins(rows: [[u64; 3]; 3]) -> WinMatrix {
@@ -81,6 +81,45 @@ fn a_symmetric_cycle_has_hand_computed_standard_errors() {
     assert_eq!(p.corrected_pairs, 3);
     assert_close(&p.scores, &[1.0 / 3f64.sqrt(); 3], 1e-13, "power scores");
     assert_eq!(p.order, [0, 1, 2]);
+}
+
+/// The symmetric cycle's power scores are equal in exact arithmetic but
+/// come out of the iteration with last-bit noise between them. The SRCC
+/// sees the tie the order sees: undefined, whichever way the accuracies
+/// run (the noise made it ±0.866 or 0).
+#[test]
+fn the_symmetric_cycles_scores_tie_for_the_srcc_too() {
+    let w = wins([[0, 2, 0], [0, 0, 2], [2, 0, 0]]);
+    let p = power_ranking(&w);
+    assert_eq!(score_levels(&p.scores), [0, 0, 0], "{:?}", p.scores);
+    let bt = bradley_terry(&w).unwrap();
+    for acc in [
+        [0.7, 0.8, 0.9],
+        [0.7, 0.9, 0.8],
+        [0.8, 0.7, 0.9],
+        [0.8, 0.9, 0.7],
+        [0.9, 0.7, 0.8],
+        [0.9, 0.8, 0.7],
+    ] {
+        assert_eq!(
+            spearman_of_scores(&p.scores, &acc).unwrap(),
+            None,
+            "{acc:?}"
+        );
+        assert_eq!(
+            spearman_of_scores(&bt.theta, &acc).unwrap(),
+            None,
+            "{acc:?}"
+        );
+    }
+    // Scores that differ (by more than rounding) still rank, ties as in
+    // `spearman`, and a NaN is still refused.
+    let r = spearman_of_scores(&[0.3, 0.1, 0.3 + 1e-15, 0.2], &[4.0, 1.0, 3.0, 2.0]);
+    assert_eq!(
+        r.unwrap(),
+        spearman(&[2.0, 0.0, 2.0, 1.0], &[4.0, 1.0, 3.0, 2.0]).unwrap()
+    );
+    assert!(spearman_of_scores(&[f64::NAN, 1.0], &[1.0, 2.0]).is_err());
 }
 
 /// Inconsistent ratios (6:4, 8:2, 5:3): reference values from

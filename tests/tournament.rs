@@ -13,7 +13,7 @@ use candle_core::Device;
 use gevaldi::model::Classifier;
 use gevaldi::ranking::WinMatrix;
 use gevaldi::tournament::{
-    run_pair, MinWinRate, PairSettings, RankingMethod, Tournament, TournamentOutcome,
+    run_pair, MinWinRate, PairResult, PairSettings, RankingMethod, Tournament, TournamentOutcome,
     TournamentThresholds, Winner,
 };
 use gevaldi::zoo::{
@@ -433,5 +433,207 @@ fn the_snapshot_ranking_braces_neighbours_within_two_standard_errors() {
         let close = bt.theta[i] - bt.theta[j] < TIER_SE * bt.se_of_difference(i, j);
         assert_eq!(tier(i) == tier(j), close, "{line}");
         assert!(tier(i) <= tier(j), "{line}");
+    }
+}
+
+/// A consistent record of the ordered pair (a, b) in which a won `wins_a`
+/// samples, b `wins_b`, and one more was a tie: no search, for outcomes of
+/// given win matrices.
+fn synthetic_pair(a: &str, b: &str, wins_a: u64, wins_b: u64) -> PairResult {
+    let (na, nb) = (wins_a as usize, wins_b as usize);
+    let k = na + nb + 1;
+    // Condition 0 throughout; the winner predicts 0, the loser 1.
+    let prediction_a: Vec<usize> = [vec![0; na], vec![1; nb], vec![0]].concat();
+    let prediction_b: Vec<usize> = [vec![1; na], vec![0; nb], vec![0]].concat();
+    let winners = [vec![Winner::A; na], vec![Winner::B; nb], vec![Winner::Tie]].concat();
+    let accuracy = |p: &[usize]| p.iter().filter(|&&x| x == 0).count() as f64 / k as f64;
+    PairResult {
+        a: a.into(),
+        b: b.into(),
+        seed: 0,
+        divergence: "kl".into(),
+        steps_run: 1,
+        conditions: vec![0; k],
+        z: vec![vec![0.0]; k],
+        divergence_after: vec![0.0; k],
+        accuracy_a: accuracy(&prediction_a),
+        accuracy_b: accuracy(&prediction_b),
+        start_prediction_a: prediction_a.clone(),
+        start_prediction_b: prediction_b.clone(),
+        prediction_a,
+        prediction_b,
+        confidence_a: vec![0.9; k],
+        confidence_b: vec![0.9; k],
+        p_condition_a: vec![0.9; k],
+        p_condition_b: vec![0.9; k],
+        winners,
+        wins_a,
+        wins_b,
+        ties: 1,
+        warnings: Vec::new(),
+    }
+}
+
+/// The outcome of `models` whose win matrix is `wins[i][j]` (all of i's
+/// wins over j in the pair (i, j)).
+fn synthetic_outcome(
+    models: &[&str],
+    wins: &[[u64; 3]; 3],
+    test_accuracy: Option<Vec<f64>>,
+) -> TournamentOutcome {
+    let names: Vec<String> = models.iter().map(|m| m.to_string()).collect();
+    let mut pairs = Vec::new();
+    for i in 0..3 {
+        for j in (0..3).filter(|&j| j != i) {
+            let (w, l) = if i < j {
+                (wins[i][j], wins[j][i])
+            } else {
+                (0, 0)
+            };
+            pairs.push(synthetic_pair(models[i], models[j], w, l));
+        }
+    }
+    let o = TournamentOutcome::from_pairs(&names, pairs, test_accuracy).unwrap();
+    assert_eq!(o.wins.rows(), wins.map(|r| r.to_vec()), "{models:?}");
+    o
+}
+
+/// Regression: the symmetric cycle's MAD scores are equal in exact
+/// arithmetic and a last bit apart in f64. The SRCC is undefined (every
+/// score equal), not ±0.866 or 0 as the noise had it, so `min_srcc` fails.
+#[test]
+fn the_srcc_of_a_symmetric_cycle_is_undefined_whatever_the_accuracies() {
+    let cycle = [[0, 2, 0], [0, 0, 2], [2, 0, 0]];
+    for acc in [
+        [0.7, 0.8, 0.9],
+        [0.7, 0.9, 0.8],
+        [0.8, 0.7, 0.9],
+        [0.8, 0.9, 0.7],
+        [0.9, 0.7, 0.8],
+        [0.9, 0.8, 0.7],
+    ] {
+        let o = synthetic_outcome(&["a", "b", "c"], &cycle, Some(acc.to_vec()));
+        assert_eq!(
+            (o.srcc_power, o.srcc_bradley_terry),
+            (None, None),
+            "{acc:?}: {o:?}"
+        );
+        let min_srcc = TournamentThresholds {
+            min_srcc: Some(0.5),
+            ..Default::default()
+        };
+        let failures: Vec<String> = min_srcc.check(&o).iter().map(ToString::to_string).collect();
+        assert_eq!(
+            failures,
+            [
+                "the SRCC of the mad ranking with the test accuracy is undefined, below \
+              min_srcc = 0.5"
+            ],
+            "{acc:?}"
+        );
+    }
+    // A real order still correlates.
+    let o = synthetic_outcome(
+        &["a", "b", "c"],
+        &[[0, 4, 8], [2, 0, 6], [2, 3, 0]],
+        Some(vec![0.9, 0.8, 0.7]),
+    );
+    assert_eq!((o.srcc_power, o.srcc_bradley_terry), (Some(1.0), Some(1.0)));
+}
+
+/// Regression: where scores tie (no sample decided anything, or the
+/// symmetric cycle), the first model declared used to be the champion,
+/// above the second and within `max_rank = 1`: the config's order decided.
+/// A tie passes none of them, in either declared order, by either ranking,
+/// and the message says it is a tie.
+#[test]
+fn tied_scores_pass_no_rank_threshold_whatever_the_models_order() {
+    let none_decided = [[0; 3]; 3];
+    let cycle = [[0, 2, 0], [0, 0, 2], [2, 0, 0]];
+    for wins in [none_decided, cycle] {
+        for models in [["a", "b", "c"], ["b", "a", "c"], ["c", "b", "a"]] {
+            let o = synthetic_outcome(&models, &wins, None);
+            for ranking in [RankingMethod::Mad, RankingMethod::BradleyTerry] {
+                let (first, second) = (models[0].to_string(), models[1].to_string());
+                let t = TournamentThresholds {
+                    ranking,
+                    champion: Some(first.clone()),
+                    above: vec![(first.clone(), second.clone())],
+                    max_rank: vec![(first.clone(), 1), (second.clone(), 2)],
+                    ..Default::default()
+                };
+                t.validate(&o.models).unwrap();
+                let failures: Vec<String> = t.check(&o).iter().map(ToString::to_string).collect();
+                assert_eq!(
+                    failures.len(),
+                    4,
+                    "{wins:?} {models:?} {ranking:?}: {failures:#?}"
+                );
+                for f in &failures {
+                    assert!(f.contains(&format!("{first} ties with ")), "{f}");
+                }
+                // Every model is third, counting the ties against it.
+                assert!(failures[0].starts_with(&format!("champion `{first}` ranks #3 by ")));
+                assert_eq!(o.pessimistic_rank(&second, ranking), Some(3));
+                let all_third = TournamentThresholds {
+                    ranking,
+                    max_rank: models.iter().map(|m| (m.to_string(), 3)).collect(),
+                    ..Default::default()
+                };
+                assert!(all_third.check(&o).is_empty());
+            }
+        }
+    }
+    let o = synthetic_outcome(&["a", "b", "c"], &none_decided, None);
+    let champion = TournamentThresholds {
+        champion: Some("a".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        champion.check(&o)[0].to_string(),
+        "champion `a` ranks #3 by mad, not first: a ties with b and c (scores 0.5774, 0.5774 \
+         and 0.5774)"
+    );
+}
+
+/// A tie below a clear winner: a beat b and c, b and c decided nothing
+/// between them. a's thresholds hold; b is not above c, nor second.
+#[test]
+fn a_tie_below_a_clear_winner_fails_only_the_thresholds_it_decides() {
+    let o = synthetic_outcome(&["a", "b", "c"], &[[0, 3, 3], [0, 0, 0], [0, 0, 0]], None);
+    for ranking in [RankingMethod::Mad, RankingMethod::BradleyTerry] {
+        let holds = TournamentThresholds {
+            ranking,
+            champion: Some("a".into()),
+            above: vec![("a".into(), "b".into()), ("a".into(), "c".into())],
+            max_rank: vec![("a".into(), 1), ("b".into(), 3), ("c".into(), 3)],
+            ..Default::default()
+        };
+        assert!(
+            holds.check(&o).is_empty(),
+            "{ranking:?}: {:?}",
+            holds.check(&o)
+        );
+        let fails = TournamentThresholds {
+            ranking,
+            above: vec![("b".into(), "c".into())],
+            max_rank: vec![("b".into(), 2)],
+            ..Default::default()
+        };
+        let failures: Vec<String> = fails.check(&o).iter().map(ToString::to_string).collect();
+        assert_eq!(failures.len(), 2, "{ranking:?}: {failures:#?}");
+        let name = ranking.name();
+        assert!(
+            failures[0].starts_with(&format!(
+                "`b` ranks #3 by {name}, below max_rank = 2: a > b ties with c (scores "
+            )),
+            "{failures:#?}"
+        );
+        assert!(
+            failures[1].starts_with(&format!(
+                "`b` ranks #3 by {name}, not above `c` (#3): a > b ties with c (scores "
+            )),
+            "{failures:#?}"
+        );
     }
 }

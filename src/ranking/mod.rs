@@ -53,6 +53,16 @@
 //! MAD's `SRCC()` passes spearmanr the two rankings as lists of model
 //! indices, in rank order, which correlates positions with indices; gevaldi
 //! correlates per-model scores with per-model accuracies instead.
+//!
+//! ## Equal within rounding
+//!
+//! Scores that are equal in exact arithmetic (the models of a symmetric
+//! cycle, or of a tournament where no sample decided anything) come out of
+//! the iterations a few ulps apart. [`score_levels`] is the one definition
+//! of equal within rounding ([`SCORE_TOLERANCE`]) that the orders
+//! ([`order_by_score`]), the SRCC ([`spearman_of_scores`]) and the rank
+//! thresholds of a tournament all read, so that the noise decides none of
+//! them.
 
 mod bradley_terry;
 mod power;
@@ -61,5 +71,5 @@ mod win_matrix;
 
 pub use bradley_terry::{bradley_terry, strongly_connected, BradleyTerry, BT_PSEUDO_WINS};
 pub use power::{mad_matrix, power_ranking, PowerRanking, MAD_ZERO_CORRECTION};
-pub use spearman::{average_ranks, spearman};
-pub use win_matrix::{order_by_score, WinMatrix};
+pub use spearman::{average_ranks, spearman, spearman_of_scores};
+pub use win_matrix::{order_by_score, score_levels, WinMatrix, SCORE_TOLERANCE};

@@ -2,6 +2,8 @@
 
 use crate::error::{Error, Result};
 
+use super::win_matrix::score_levels;
+
 /// Ranks 1..n with ties given the mean of the ranks they span.
 pub fn average_ranks(values: &[f64]) -> Vec<f64> {
     let mut order: Vec<usize> = (0..values.len()).collect();
@@ -58,4 +60,22 @@ pub fn spearman(x: &[f64], y: &[f64]) -> Result<Option<f64>> {
         return Ok(None);
     }
     Ok(Some(sxy / (sxx * syy).sqrt()))
+}
+
+/// Spearman's rank correlation of a ranking's `scores` with `y`, scores
+/// equal within rounding ([`score_levels`]) counting as ties, as they do in
+/// the ranking's order: the last-bit noise between scores that are equal in
+/// exact arithmetic does not rank them. Otherwise as [`spearman`]
+/// (`Ok(None)` when every score is equal within rounding).
+pub fn spearman_of_scores(scores: &[f64], y: &[f64]) -> Result<Option<f64>> {
+    if scores.iter().any(|s| !s.is_finite()) {
+        // The error for the value.
+        return spearman(scores, y);
+    }
+    // A level's rank among the scores is the negated level's.
+    let levels: Vec<f64> = score_levels(scores)
+        .into_iter()
+        .map(|l| -(l as f64))
+        .collect();
+    spearman(&levels, y)
 }

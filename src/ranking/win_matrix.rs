@@ -77,17 +77,52 @@ impl WinMatrix {
     }
 }
 
-/// Model indices by score, highest first; equal scores keep index order.
+/// How close two scores must be to count as equal, relative to max(1, the
+/// largest |score|): the iterations leave rounding noise far below it
+/// between scores that are equal in exact arithmetic (the three models of
+/// a symmetric cycle differ in the last bit), and it must not decide their
+/// order, their SRCC or a rank threshold.
+pub const SCORE_TOLERANCE: f64 = 1e-12;
+
+/// Each score's level, 0 for the highest: scores equal within rounding
+/// share a level, and a higher level means a strictly lower score.
 ///
-/// Scores count as equal when they round to the same multiple of 1e-12 ×
-/// max(1, the largest |score|): the iterations leave rounding noise of
-/// that order between scores that are equal in exact arithmetic (the three
-/// models of a symmetric cycle), and it must not decide their order.
+/// The one definition of "equal within rounding" of the rankings: sorted
+/// from the highest, a score shares the level of the one before it when
+/// it is at most [`SCORE_TOLERANCE`] × max(1, the largest finite |score|)
+/// below it (so a run of such neighbours shares one level). NaN comes
+/// last, each on a level of its own.
+pub fn score_levels(scores: &[f64]) -> Vec<usize> {
+    let tolerance = scores
+        .iter()
+        .filter(|s| s.is_finite())
+        .fold(1.0f64, |m, s| m.max(s.abs()))
+        * SCORE_TOLERANCE;
+    let mut by_score: Vec<usize> = (0..scores.len()).collect();
+    by_score.sort_by(|&a, &b| {
+        (scores[a].is_nan().cmp(&scores[b].is_nan()))
+            .then(scores[b].total_cmp(&scores[a]))
+            .then(a.cmp(&b))
+    });
+    let mut levels = vec![0; scores.len()];
+    let mut level = 0;
+    for w in by_score.windows(2) {
+        let gap = scores[w[0]] - scores[w[1]];
+        // A NaN gap (a NaN score, ∞ − ∞) starts a level too.
+        if gap.is_nan() || gap > tolerance {
+            level += 1;
+        }
+        levels[w[1]] = level;
+    }
+    levels
+}
+
+/// Model indices by score, highest first; scores equal within rounding
+/// ([`score_levels`]) keep index order.
 pub fn order_by_score(scores: &[f64]) -> Vec<usize> {
-    let scale = scores.iter().fold(1.0f64, |m, s| m.max(s.abs())) * 1e-12;
-    let key = |s: f64| (s / scale).round() as i64;
+    let levels = score_levels(scores);
     let mut order: Vec<usize> = (0..scores.len()).collect();
-    order.sort_by(|&a, &b| key(scores[b]).cmp(&key(scores[a])).then(a.cmp(&b)));
+    order.sort_by_key(|&i| (levels[i], i));
     order
 }
 
@@ -118,5 +153,22 @@ mod tests {
         // Rounding noise does not order equal scores; a real gap does.
         assert_eq!(order_by_score(&[0.5, 0.5 + 1e-15, 0.5 - 1e-15]), [0, 1, 2]);
         assert_eq!(order_by_score(&[0.5, 0.5 + 1e-9]), [1, 0]);
+    }
+
+    #[test]
+    fn scores_equal_within_rounding_share_a_level() {
+        // The symmetric cycle's power scores: equal in exact arithmetic,
+        // one ulp apart in f64.
+        let s: f64 = 0.577_350_269_189_625_7;
+        let cycle = [s, f64::from_bits(s.to_bits() + 1), s];
+        assert_eq!(score_levels(&cycle), [0, 0, 0]);
+        assert_eq!(score_levels(&[1.0, 3.0, 1.0, 2.0]), [2, 0, 2, 1]);
+        // A tie is a tie wherever it falls on the grid of the tolerance
+        // (rounding to multiples of it would split this pair).
+        let edge = 0.5e-12;
+        assert_eq!(score_levels(&[edge - 1e-17, edge + 1e-17, 0.7]), [1, 1, 0]);
+        // The tolerance scales with the largest |score|, and NaN is last.
+        assert_eq!(score_levels(&[1e6, 1e6 + 1e-7, -1.0]), [0, 0, 1]);
+        assert_eq!(score_levels(&[f64::NAN, 0.0, 0.0]), [1, 0, 0]);
     }
 }

@@ -4,7 +4,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::ranking::{
-    bradley_terry, power_ranking, spearman, BradleyTerry, PowerRanking, WinMatrix,
+    bradley_terry, power_ranking, score_levels, spearman_of_scores, BradleyTerry, PowerRanking,
+    WinMatrix,
 };
 
 use super::pair::{pair_name, PairResult};
@@ -34,11 +35,14 @@ pub struct TournamentOutcome {
     pub start_accuracy: Vec<f64>,
     /// Each model's accuracy on test data, when given.
     pub test_accuracy: Option<Vec<f64>>,
-    /// Spearman's correlation of the power scores with the test accuracy;
-    /// `None` without test accuracies or when undefined (equal scores or
-    /// accuracies).
+    /// Spearman's correlation of the power scores with the test accuracy,
+    /// scores equal within rounding counting as tied
+    /// ([`spearman_of_scores`]); `None` without test accuracies or when
+    /// undefined (all scores equal within rounding, or all accuracies
+    /// equal).
     pub srcc_power: Option<f64>,
-    /// Spearman's correlation of the Bradley–Terry θ with the test accuracy.
+    /// Spearman's correlation of the Bradley–Terry θ with the test
+    /// accuracy, likewise.
     pub srcc_bradley_terry: Option<f64>,
 }
 
@@ -148,7 +152,10 @@ impl TournamentOutcome {
         let power = power_ranking(&wins);
         let bt = bradley_terry(&wins)?;
         let (srcc_power, srcc_bradley_terry) = match &test_accuracy {
-            Some(acc) => (spearman(&power.scores, acc)?, spearman(&bt.theta, acc)?),
+            Some(acc) => (
+                spearman_of_scores(&power.scores, acc)?,
+                spearman_of_scores(&bt.theta, acc)?,
+            ),
             None => (None, None),
         };
         Ok(TournamentOutcome {
@@ -170,13 +177,40 @@ impl TournamentOutcome {
         self.models.iter().position(|m| m == model)
     }
 
-    /// A model's place, 1 for the best, in the given ranking's order.
+    /// A model's place, 1 for the best, in the given ranking's order
+    /// (where models whose scores are equal within rounding keep the
+    /// tournament's order: see [`TournamentOutcome::pessimistic_rank`]).
     pub fn rank(&self, model: &str, method: RankingMethod) -> Option<usize> {
         let i = self.index(model)?;
         self.order(method)
             .iter()
             .position(|&o| o == i)
             .map(|p| p + 1)
+    }
+
+    /// A model's place counting ties against it: 1 + the number of other
+    /// models whose score is equal within rounding
+    /// ([`score_levels`]) or better. 1 only when its score is above every
+    /// other's; the three models of a symmetric cycle are all 3rd.
+    pub fn pessimistic_rank(&self, model: &str, method: RankingMethod) -> Option<usize> {
+        let i = self.index(model)?;
+        let levels = self.levels(method);
+        Some(levels.iter().filter(|&&l| l <= levels[i]).count())
+    }
+
+    /// Each model's score by `method`: MAD's power scores or the
+    /// Bradley–Terry θ.
+    pub fn scores(&self, method: RankingMethod) -> &[f64] {
+        match method {
+            RankingMethod::Mad => &self.power.scores,
+            RankingMethod::BradleyTerry => &self.bradley_terry.theta,
+        }
+    }
+
+    /// Each model's level by `method` ([`score_levels`]): 0 for the best;
+    /// models whose scores are equal within rounding share a level.
+    pub fn levels(&self, method: RankingMethod) -> Vec<usize> {
+        score_levels(self.scores(method))
     }
 
     /// The model indices, best first, by `method`.

@@ -24,11 +24,15 @@ pub struct MinWinRate {
 pub struct TournamentThresholds {
     /// The ranking the rank thresholds read. (Default: MAD's.)
     pub ranking: RankingMethod,
-    /// This model must rank first.
+    /// This model must rank first: its score above every other's (a tie
+    /// for first does not pass).
     pub champion: Option<String>,
-    /// (model, r): the model must rank r-th or better (1 is the best).
+    /// (model, r): the model must rank r-th or better (1 is the best),
+    /// counting the models it ties with as above it
+    /// ([`TournamentOutcome::pessimistic_rank`]).
     pub max_rank: Vec<(String, usize)>,
-    /// (a, b): a must rank above b.
+    /// (a, b): a must rank above b: a's score above b's (a tie does not
+    /// pass).
     pub above: Vec<(String, String)>,
     /// Least win rates of one model against another.
     pub min_win_rate: Vec<MinWinRate>,
@@ -110,10 +114,17 @@ impl TournamentThresholds {
     }
 
     /// The broken thresholds; empty when all hold.
+    ///
+    /// A tie passes no rank threshold: the ranks read are the pessimistic
+    /// ones ([`TournamentOutcome::pessimistic_rank`]), which count every
+    /// model whose score is equal within rounding
+    /// ([`crate::ranking::score_levels`]) as above, instead of letting the
+    /// tournament's order of the models decide. The ranking in the messages shows
+    /// such models as `a ties with b (scores 0.5774 and 0.5774)`.
     pub fn check(&self, outcome: &TournamentOutcome) -> Vec<Failure> {
         let by = self.ranking;
-        let order: Vec<String> = outcome.ranking(by).iter().map(|m| m.to_string()).collect();
-        let rank = |m: &str| outcome.rank(m, by);
+        let order = shown_ranking(outcome, by);
+        let rank = |m: &str| outcome.pessimistic_rank(m, by);
         let mut failures = Vec::new();
         if let Some(c) = &self.champion {
             if rank(c) != Some(1) {
@@ -171,5 +182,43 @@ impl TournamentThresholds {
             }
         }
         failures
+    }
+}
+
+/// The ranking by `by`, best first, for the messages: each entry a model,
+/// or the models whose scores are equal within rounding, in the
+/// tournament's order, as `a ties with b and c (scores 0.5774, 0.5774 and
+/// 0.5774)`.
+fn shown_ranking(outcome: &TournamentOutcome, by: RankingMethod) -> Vec<String> {
+    let (scores, levels) = (outcome.scores(by), outcome.levels(by));
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut by_level: Vec<usize> = (0..levels.len()).collect();
+    by_level.sort_by_key(|&i| (levels[i], i));
+    for i in by_level {
+        match groups.last_mut() {
+            Some(g) if levels[g[0]] == levels[i] => g.push(i),
+            _ => groups.push(vec![i]),
+        }
+    }
+    let name = |i: &usize| outcome.models[*i].clone();
+    groups
+        .iter()
+        .map(|g| match g.as_slice() {
+            [first, rest @ ..] if !rest.is_empty() => format!(
+                "{} ties with {} (scores {})",
+                name(first),
+                and_list(rest.iter().map(name).collect()),
+                and_list(g.iter().map(|&i| format!("{:.4}", scores[i])).collect())
+            ),
+            _ => g.iter().map(name).collect(),
+        })
+        .collect()
+}
+
+/// `a`, `a and b`, `a, b and c`.
+fn and_list(items: Vec<String>) -> String {
+    match items.split_last() {
+        Some((last, init)) if !init.is_empty() => format!("{} and {last}", init.join(", ")),
+        _ => items.concat(),
     }
 }
