@@ -99,7 +99,10 @@ fn main() -> Result<()> {
             .total_cmp(&out.samples[i].divergence_after)
     });
     let argmax = gevaldi::model::argmax;
-    let top = |p: &[f32]| format!("{} ({:.2})", out.class_names[argmax(p)], p[argmax(p)]);
+    let top = |lp: &[f32]| {
+        let k = argmax(lp);
+        format!("{} ({:.2})", out.class_names[k], lp[k].exp())
+    };
     println!("most different samples (before -> after):");
     for &i in order.iter().take(8) {
         let s = &out.samples[i];
@@ -107,17 +110,17 @@ fn main() -> Result<()> {
             "  #{i:<2} kl {:.3} -> {:.3}  cnn_a {} -> {}  cnn_b {} -> {}  dz {:.2}",
             s.divergence_before,
             s.divergence_after,
-            top(&s.probs_before[0]),
-            top(&s.probs_after[0]),
-            top(&s.probs_before[1]),
-            top(&s.probs_after[1]),
+            top(&s.log_probs_before[0]),
+            top(&s.log_probs_after[0]),
+            top(&s.log_probs_before[1]),
+            top(&s.log_probs_after[1]),
             s.dz
         );
     }
     let flipped = out
         .samples
         .iter()
-        .filter(|s| argmax(&s.probs_after[0]) != argmax(&s.probs_after[1]))
+        .filter(|s| argmax(&s.log_probs_after[0]) != argmax(&s.log_probs_after[1]))
         .count();
     println!(
         "{flipped} of {} samples end with cnn_a and cnn_b predicting different digits",

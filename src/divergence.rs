@@ -23,10 +23,14 @@
 //! log p̄_k = logsumexp_m(log w_m + log p_mk), never the log of a sum of
 //! probabilities. A probability that underflows to 0 contributes
 //! 0 · (finite) = 0, so the results and their gradients stay finite.
-//! Log-probabilities are first clamped below at [`LOG_PROB_FLOOR`] (−100),
+//! Log-probabilities are first clamped below at [`LOG_PROB_FLOOR`] (−10⁴),
 //! so a log-probability of −∞ (a class given probability exactly 0) counts as
-//! e^−100 ≈ 3.7e−44 rather than producing ∞ or NaN: KL(p ‖ q) for a q that
-//! rules out a class p allows is then about 100 · p_k nats, large and finite.
+//! e^−10⁴ rather than producing ∞ or NaN: KL(p ‖ q) for a q that rules out a
+//! class p allows is then about 10⁴ · p_k nats, large and finite. The floor
+//! caps KL and reverse KL at 10⁴ nats and Jeffreys at 2 · 10⁴, far beyond
+//! what finite logits of a trained model give (it was −100, which capped KL
+//! at 100 nats: logits [0, −300] against [−300, 0], KL 300, read 100, and
+//! the search's gradient stopped there).
 
 use std::fmt;
 use std::str::FromStr;
@@ -37,8 +41,9 @@ use crate::config::DivergenceKind;
 use crate::error::{Error, Result};
 
 /// Log-probabilities below this are clamped to it before any divergence is
-/// computed (see the [module docs](self)).
-pub const LOG_PROB_FLOOR: f64 = -100.0;
+/// computed (see the [module docs](self)); a `max_divergence` at or above
+/// the ceiling it sets is refused when the config is read.
+pub const LOG_PROB_FLOOR: f64 = crate::config::LOG_PROB_FLOOR;
 
 /// A divergence between the predictive distributions of the models of one
 /// search. See the [module docs](self) for the formulas.
@@ -168,16 +173,22 @@ impl Divergence {
                     }
                     None => vec![1.0 / m as f64; m],
                 };
-                // log p̄ = logsumexp_m(log w_m + log p_m), stacked over models.
-                let shifted = lp
-                    .iter()
-                    .zip(&w)
-                    .map(|(lp, w)| lp.affine(1.0, w.ln()))
-                    .collect::<candle_core::Result<Vec<_>>>()?;
-                let stacked = Tensor::stack(&shifted, 0)?;
-                let max = stacked.max_keepdim(0)?;
-                let log_mix = (stacked.broadcast_sub(&max)?.exp()?.sum_keepdim(0)?.log()? + max)?
-                    .squeeze(0)?;
+                // log p̄ = m + log Σ_m w_m exp(log p_m − m), m the largest
+                // log p_mk per class: the weights multiply after the exp
+                // (not ln w added before it), so models that agree give
+                // exp(0) = 1 each, Σ w = 1 and log p̄ = log p exactly, and a
+                // JS of exactly 0 (it was rounding noise of either sign,
+                // ±7e-8, whose ratio made a lift).
+                let max = Tensor::stack(&lp, 0)?.max_keepdim(0)?.squeeze(0)?;
+                let mut mix: Option<Tensor> = None;
+                for (lp, w) in lp.iter().zip(&w) {
+                    let term = (lp - &max)?.exp()?.affine(*w, 0.0)?;
+                    mix = Some(match mix {
+                        None => term,
+                        Some(m) => (m + term)?,
+                    });
+                }
+                let log_mix = (mix.expect("js has at least 2 models").log()? + max)?;
                 let mut total: Option<Tensor> = None;
                 for (lp, w) in lp.iter().zip(&w) {
                     let term = kl(lp, &log_mix)?.affine(*w, 0.0)?;
@@ -310,6 +321,32 @@ mod tests {
         }
     }
 
+    /// Regression: JS of models that agree was rounding noise of either
+    /// sign (±7e-8 on f32 log-probabilities of 10 classes), and the
+    /// search's lift the ratio of two such means. Now exactly 0, f32 and
+    /// f64, 2 to 4 models, uniform weights.
+    #[test]
+    fn js_of_identical_models_is_exactly_zero() {
+        let dev = Device::Cpu;
+        let logits: Vec<f32> = (0..64 * 10)
+            .map(|i| ((i * 7919 % 1000) as f32 / 100.0) - 5.0)
+            .collect();
+        let logits = Tensor::from_vec(logits, (64, 10), &dev).unwrap();
+        for dtype in [candle_core::DType::F32, candle_core::DType::F64] {
+            let lp = candle_nn::ops::log_softmax(&logits.to_dtype(dtype).unwrap(), 1).unwrap();
+            for m in 2..=4usize {
+                let v = Divergence::js()
+                    .compute(&vec![lp.clone(); m])
+                    .unwrap()
+                    .to_dtype(candle_core::DType::F64)
+                    .unwrap()
+                    .to_vec1::<f64>()
+                    .unwrap();
+                assert!(v.iter().all(|v| *v == 0.0), "{dtype:?} m={m}: {v:?}");
+            }
+        }
+    }
+
     #[test]
     fn js_lies_between_zero_and_ln_m_with_both_equalities() {
         let js = Divergence::js();
@@ -374,13 +411,37 @@ mod tests {
             let g = g.flatten_all().unwrap().to_vec1::<f32>().unwrap();
             assert!(g.iter().all(|v| v.is_finite()), "{d}: {g:?}");
         }
-        // KL where q rules out p's class: large, finite, ≈ 100 nats.
+        // KL where q rules out p's class: large, finite, −LOG_PROB_FLOOR.
         let kl = Divergence::Kl
             .compute(&[lp1, lp2])
             .unwrap()
             .to_vec1::<f32>()
             .unwrap();
-        assert!((kl[0] - 100.0).abs() < 1e-3, "{kl:?}");
+        assert!((kl[0] - 1e4).abs() < 1e-2, "{kl:?}");
+    }
+
+    /// Regression: log-probabilities were clamped at −100, which capped KL
+    /// at 100 nats (and Jeffreys at 200) for finite logits: [0, −300]
+    /// against [−300, 0] is KL 300, and read 100.
+    #[test]
+    fn confident_finite_logits_are_not_capped() {
+        let dev = Device::Cpu;
+        let lp = |row: [f64; 2]| {
+            candle_nn::ops::log_softmax(&Tensor::new(&[row], &dev).unwrap(), 1).unwrap()
+        };
+        let (p, q) = (lp([0.0, -300.0]), lp([-300.0, 0.0]));
+        for (d, want) in [
+            (Divergence::Kl, 300.0),
+            (Divergence::ReverseKl, 300.0),
+            (Divergence::Jeffreys, 600.0),
+        ] {
+            let got = d
+                .compute(&[p.clone(), q.clone()])
+                .unwrap()
+                .to_vec1::<f64>()
+                .unwrap();
+            assert!((got[0] - want).abs() < 1e-9, "{d}: {got:?}");
+        }
     }
 
     #[test]

@@ -78,11 +78,11 @@ impl MdsDataset {
             progress,
             |_, _, outcome| {
                 for s in outcome.samples {
-                    out.z.push(s.z);
-                    out.divergence.push(s.divergence_after);
-                    for (m, p) in s.probs_after.into_iter().enumerate() {
+                    for (m, p) in s.probs_after().into_iter().enumerate() {
                         out.member_probs[m].push(p);
                     }
+                    out.z.push(s.z);
+                    out.divergence.push(s.divergence_after);
                 }
                 xs.push(outcome.x);
             },
@@ -228,8 +228,10 @@ pub struct Metrics {
     pub accuracy: f64,
     /// Mean over classes (with both positives and negatives) of the ROC
     /// AUC of "this class vs the rest", scored by that class's probability
-    /// (ties count half).
-    pub auc: f64,
+    /// (ties count half); `None` where no class has both (every label the
+    /// same: one MDS sample, a test set of one class), rather than a 0
+    /// that reads as the worst AUC.
+    pub auc: Option<f64>,
     /// Mean over classes (present in the labels or the predictions) of
     /// 2·precision·recall / (precision + recall), 0 where undefined.
     pub f1: f64,
@@ -303,7 +305,7 @@ impl Metrics {
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
         Ok(Metrics {
             accuracy,
-            auc: mean(&aucs),
+            auc: (!aucs.is_empty()).then(|| mean(&aucs)),
             f1: mean(&f1s),
         })
     }
@@ -341,7 +343,7 @@ mod tests {
         assert_eq!(m.accuracy, 0.75);
         // Class 1 scores: positives {0.8}, negatives {0.1, 0.6, 0.3}: AUC 1;
         // class 0 is its mirror: AUC 1.
-        assert_eq!(m.auc, 1.0);
+        assert_eq!(m.auc, Some(1.0));
         // Class 0: tp 2, 3 true, 2 predicted: F1 = 4/5; class 1: tp 1,
         // 1 true, 2 predicted: F1 = 2/3.
         assert!((m.f1 - (0.8 + 2.0 / 3.0) / 2.0).abs() < 1e-12);
@@ -371,6 +373,17 @@ mod tests {
         assert!(msg.contains("sample 1 have 1 classes"), "{msg}");
         let msg = err(&[vec![0.5, 0.5]], &[2]);
         assert!(msg.contains("label 2 of sample 0"), "{msg}");
+    }
+
+    /// Regression: with every label the same (one MDS sample, a test set
+    /// of one class) no class has both positives and negatives, and the
+    /// mean of no AUCs was written as 0, the worst AUC there is.
+    #[test]
+    fn auc_is_undefined_when_every_label_is_the_same() {
+        let m = Metrics::of(&[vec![0.9, 0.1], vec![0.8, 0.2]], &[0, 0]).unwrap();
+        assert_eq!((m.accuracy, m.f1, m.auc), (1.0, 1.0, None));
+        let m = Metrics::of(&[vec![0.3, 0.7]], &[0]).unwrap();
+        assert_eq!((m.accuracy, m.auc), (0.0, None));
     }
 
     #[test]

@@ -241,6 +241,26 @@ pub enum Error {
         /// Its number of classes.
         got: usize,
     },
+    /// A classifier names its classes, and they are not the `[hierarchy]`'s
+    /// in logit order (by ID or by name).
+    #[error(
+        "failed to match classifier `{model}`'s classes to the hierarchy `{}`: its class {index} \
+         is `{got}`, the hierarchy's is {theirs}; the hierarchy's classes must be the \
+         classifier's in logit order, by ID or by name",
+        path.display()
+    )]
+    HierarchyClassOrder {
+        /// The hierarchy's class list.
+        path: PathBuf,
+        /// The classifier.
+        model: String,
+        /// The first logit whose class differs.
+        index: usize,
+        /// The classifier's name for it.
+        got: String,
+        /// The hierarchy's ID and name for it: `` `n01440764` (tench) ``.
+        theirs: String,
+    },
     /// A weights file could not be loaded into a model.
     #[error(
         "failed to load weights `{}` for `{model}`: {}",

@@ -309,11 +309,11 @@ pub(crate) fn pair_grid(
         for (picture, (caption, differ)) in [
             (
                 &before[j],
-                caption(i, "x0", s.divergence_before, &s.probs_before),
+                caption(i, "x0", s.divergence_before, &s.log_probs_before),
             ),
             (
                 &after[j],
-                caption(i, "x", s.divergence_after, &s.probs_after),
+                caption(i, "x", s.divergence_after, &s.log_probs_after),
             ),
         ] {
             cells.push(Cell {

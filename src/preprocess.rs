@@ -78,6 +78,18 @@ impl Preprocess {
         };
         if let (Some(mean), Some(std)) = (&self.mean, &self.std) {
             let c = x.dim(1)?;
+            // One value applies to every channel; more must be one per
+            // channel (three on a grey image used the first, silently).
+            for (what, v) in [("means", mean), ("standard deviations", std)] {
+                if v.len() > 1 && v.len() != c {
+                    candle_core::bail!(
+                        "preprocess: {} {what} for an image of {c} channel(s): expected 1 or {c} \
+                         (a grey generator before a colour classifier needs channels = \
+                         \"grey-to-rgb\")",
+                        v.len()
+                    );
+                }
+            }
             let per = |v: &[f64]| -> candle_core::Result<Tensor> {
                 let v: Vec<f32> = (0..c).map(|i| v[i.min(v.len() - 1)] as f32).collect();
                 Tensor::from_vec(v, (1, c, 1, 1), x.device())
@@ -137,6 +149,28 @@ mod tests {
         // 4 -> 2: sources 0.5 and 2.5.
         let m = resize_matrix(4, 2, &dev).unwrap().to_vec2::<f32>().unwrap();
         assert_eq!(m, [[0.5, 0.5, 0.0, 0.0], [0.0, 0.0, 0.5, 0.5]]);
+    }
+
+    /// Regression: three means and deviations on a grey image used the
+    /// first ones only, silently.
+    #[test]
+    fn means_must_be_one_or_one_per_channel() {
+        let x = Tensor::zeros((1, 1, 2, 2), candle_core::DType::F32, &Device::Cpu).unwrap();
+        let p = |mean: Vec<f64>| Preprocess {
+            mean: Some(mean),
+            std: Some(vec![0.5]),
+            ..Preprocess::default()
+        };
+        let err = p(vec![0.485, 0.456, 0.406])
+            .apply(&x)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("3 means for an image of 1 channel(s): expected 1 or 1"),
+            "{err}"
+        );
+        let y = p(vec![0.5]).apply(&x).unwrap().flatten_all().unwrap();
+        assert_eq!(y.to_vec1::<f32>().unwrap(), [-1.0; 4]);
     }
 
     #[test]

@@ -65,13 +65,13 @@ fn the_ensemble_is_much_less_accurate_on_its_mds_dataset() {
     println!(
         "test       {:>7.1}   {:.2}   {:.2}",
         100.0 * on_test.accuracy,
-        on_test.auc,
+        on_test.auc.unwrap(),
         on_test.f1
     );
     println!(
         "MDS        {:>7.1}   {:.2}   {:.2}",
         100.0 * on_mds.accuracy,
-        on_mds.auc,
+        on_mds.auc.unwrap(),
         on_mds.f1
     );
     assert_eq!(mds.labels.len(), 2000);

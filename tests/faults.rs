@@ -1007,6 +1007,42 @@ impl Classifier for CandlePool {
     }
 }
 
+/// Regression: a hierarchy was matched to the classifiers by class count
+/// only, so a classifier naming the same classes in another order read
+/// every distance from the wrong rows. One that numbers its classes, or
+/// names them as the hierarchy does (by ID or by name), still runs.
+#[test]
+fn a_classifier_whose_classes_are_not_the_hierarchys_is_refused() {
+    let d = case_dir("hierarchy-order");
+    let root = env!("CARGO_MANIFEST_DIR");
+    let extra = format!(
+        "\n[hierarchy]\nclasses = \"{root}/tests/harness/digits_classes.tsv\"\n\
+         edges = \"{root}/tests/harness/digits_edges.tsv\"\n"
+    );
+    let named = |names: Vec<String>| Pixels { width: 10, names };
+    let mut swapped: Vec<String> = (0..10).map(|c| c.to_string()).collect();
+    swapped.swap(3, 5);
+    let (text, r) = with_registered(&extra, named(swapped));
+    let message = trial(&d, &text, r, "p").unwrap_err();
+    assert!(
+        message.contains("failed to match classifier `mine`'s classes to the hierarchy `")
+            && message.contains(
+                "digits_classes.tsv`: its class 3 is `5`, the hierarchy's is `digit_3` (3); the \
+             hierarchy's classes must be the classifier's in logit order, by ID or by name"
+            ),
+        "{message}"
+    );
+    for names in [
+        (0..10).map(|c| c.to_string()).collect(),
+        (0..10).map(|c| format!("digit_{c}")).collect(),
+    ] {
+        let (text, r) = with_registered(&extra, named(names));
+        if let Err(message) = trial(&d, &text, r, "p") {
+            assert!(!message.contains("failed to match"), "{message}");
+        }
+    }
+}
+
 /// Regression: a registered classifier on candle's max-pool was searched
 /// on its wrong gradients, and the pair passed. A registered model is now
 /// audited before its search; a right one (`Pixels`) still passes.

@@ -105,12 +105,18 @@ fn adam_raises_the_divergence_above_its_start_and_the_baseline() {
     let kl_before: Vec<f64> = out
         .samples
         .iter()
-        .map(|s| kl(&s.probs_before[0], &s.probs_before[1]))
+        .map(|s| {
+            let p = s.probs_before();
+            kl(&p[0], &p[1])
+        })
         .collect();
     let kl_after: Vec<f64> = out
         .samples
         .iter()
-        .map(|s| kl(&s.probs_after[0], &s.probs_after[1]))
+        .map(|s| {
+            let p = s.probs_after();
+            kl(&p[0], &p[1])
+        })
         .collect();
     for ((s, b), a) in out.samples.iter().zip(&kl_before).zip(&kl_after) {
         assert!(
@@ -135,8 +141,8 @@ fn adam_raises_the_divergence_above_its_start_and_the_baseline() {
     assert!(close(last.mean_dz, mean(&dzs)), "{last:?} vs {dzs:?}");
     for s in &out.samples {
         assert_eq!(s.z0.len(), 8);
-        assert_eq!(s.probs_before.len(), 2);
-        for p in s.probs_before.iter().chain(&s.probs_after) {
+        assert_eq!(s.log_probs_before.len(), 2);
+        for p in s.probs_before().iter().chain(&s.probs_after()) {
             assert_eq!(p.len(), 10);
             assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-4);
         }
@@ -496,7 +502,12 @@ fn digest(o: &SearchOutcome) -> u64 {
         for v in s.z0.iter().chain(&s.z) {
             v.to_bits().hash(&mut h);
         }
-        for p in s.probs_before.iter().chain(&s.probs_after).flatten() {
+        for p in s
+            .log_probs_before
+            .iter()
+            .chain(&s.log_probs_after)
+            .flatten()
+        {
             p.to_bits().hash(&mut h);
         }
         s.divergence_before.to_bits().hash(&mut h);
@@ -559,4 +570,91 @@ fn the_same_seed_gives_bit_identical_results_across_processes() {
         .find_map(|l| l.strip_prefix("GEVALDI-DIGEST "))
         .unwrap_or_else(|| panic!("no digest in child output:\n{stdout}"));
     assert_eq!(child, format!("{:016x}", determinism_digest()));
+}
+
+/// A classifier far more confident than f32 probabilities can tell apart:
+/// fixed logits with its top three classes 300, 150 and 100 above the
+/// rest, plus a thousandth of a CNN's (so that its gradient reaches z).
+struct Confident<'a> {
+    cnn: &'a MnistCnn,
+    top: [usize; 3],
+}
+
+impl Classifier for Confident<'_> {
+    fn logits(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let mut row = [0f32; 10];
+        for (&k, v) in self.top.iter().zip([300.0, 150.0, 100.0]) {
+            row[k] = v;
+        }
+        let fixed = Tensor::new(&row, x.device())?.unsqueeze(0)?;
+        (self.cnn.logits(x)? * 1e-3)?.broadcast_add(&fixed)
+    }
+    fn class_names(&self) -> &[String] {
+        self.cnn.class_names()
+    }
+}
+
+/// Regression: the set distance ranked each model's top-n on f32
+/// probabilities, where every class but the first underflowed to 0 here
+/// (e⁻¹⁵⁰) and ties went to the lowest indices: the top-3 sets {5, 9, 3}
+/// and {7, 2, 4} read as {5, 0, 1} and {7, 0, 1}, a distance of 7/9 in a
+/// flat hierarchy rather than 1, under a `max_set_distance = 0.8`.
+#[test]
+fn top_n_sets_are_ranked_on_log_probabilities() {
+    let m = models();
+    let a = Confident {
+        cnn: &m.a,
+        top: [5, 9, 3],
+    };
+    let b = Confident {
+        cnn: &m.b,
+        top: [7, 2, 4],
+    };
+    let names: Vec<String> = (0..10).map(|k| k.to_string()).collect();
+    let distance = gevaldi::hierarchy::SetDistance::new(
+        std::sync::Arc::new(gevaldi::Hierarchy::flat(&names)),
+        3,
+    );
+    let out = Search::new("vae", &m.vae)
+        .classifier("a", &a)
+        .classifier("b", &b)
+        .measure(&distance)
+        .config(SearchConfig::default().steps(2).batch(3))
+        .run(&common::device())
+        .unwrap_or_else(|e| panic!("{e}"));
+    for s in &out.samples {
+        assert_eq!(s.measures_before, [1.0]);
+        assert_eq!(s.measures_after, [1.0]);
+        assert_eq!(
+            gevaldi::hierarchy::top_n(&s.log_probs_after[0], 3),
+            [5, 9, 3]
+        );
+        // The probabilities themselves do underflow.
+        assert_eq!(s.probs_after()[0][9], 0.0);
+    }
+}
+
+/// Regression: two classifiers that agree everywhere (one model given
+/// twice) had a JS of rounding noise of either sign, and a lift that was
+/// the ratio of two noise means (positive, even above 1, when both were
+/// negative). Now every divergence is exactly 0 and the lift undefined.
+#[test]
+fn a_model_against_itself_has_no_divergence_and_no_lift() {
+    let m = models();
+    let out = Search::new("vae", &m.vae)
+        .classifier("cnn_a", &m.a)
+        .classifier("again", &m.a)
+        .config(
+            SearchConfig::default()
+                .steps(3)
+                .batch(16)
+                .divergence(Divergence::js()),
+        )
+        .run(&common::device())
+        .unwrap_or_else(|e| panic!("{e}"));
+    for s in &out.samples {
+        assert_eq!((s.divergence_before, s.divergence_after), (0.0, 0.0));
+    }
+    assert!(out.baseline.divergences.iter().all(|d| *d == 0.0));
+    assert!(out.lift().is_nan(), "{}", out.lift());
 }

@@ -98,7 +98,7 @@ pub use schema::{
 };
 pub use vocab::{
     Architecture, Arity, Channels, DivergenceKind, ModelKind, OptimizerKind, RankingKind, Rule,
-    StatisticKind, TrialId, TrialKind, LR, NON_NEGATIVE,
+    StatisticKind, TrialId, TrialKind, LOG_PROB_FLOOR, LR, NON_NEGATIVE,
 };
 
 /// The longest pair, ensemble or tournament name, in bytes. A name becomes file names

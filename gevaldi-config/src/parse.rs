@@ -796,6 +796,21 @@ impl Cx<'_> {
             get(k).and_then(|v| cx.rule(v, &format!("{path}.{k}"), NON_NEGATIVE))
         };
         let max_divergence = threshold(self, "max_divergence");
+        // A threshold the divergence cannot reach passes every search.
+        if let (Some(max), Some(v)) = (max_divergence, get("max_divergence")) {
+            let (ceiling, why) = divergence.ceiling(models.len());
+            if max >= ceiling {
+                self.err(
+                    v.span(),
+                    &format!("{path}.max_divergence"),
+                    format!(
+                        "{max} can never fail: `{divergence}` of {} models is at most {ceiling:.4} \
+                         ({why}); expected a number below it",
+                        models.len().max(2)
+                    ),
+                );
+            }
+        }
         let min_lift = threshold(self, "min_lift");
         let max_set_distance = threshold(self, "max_set_distance");
         let top_n = match get("top_n") {

@@ -103,7 +103,38 @@ impl DivergenceKind {
             | DivergenceKind::Tv => Arity::Two,
         }
     }
+
+    /// The largest value it takes between `models` models (uniform `js`
+    /// weights, the only ones a config gives), and why: a `max_divergence`
+    /// at or above it can never fail. KL's and Jeffreys' come from
+    /// [`LOG_PROB_FLOOR`].
+    pub fn ceiling(self, models: usize) -> (f64, String) {
+        let floor = -LOG_PROB_FLOOR;
+        match self {
+            DivergenceKind::Kl | DivergenceKind::ReverseKl => (
+                floor,
+                format!("log-probabilities are clamped at {LOG_PROB_FLOOR}"),
+            ),
+            DivergenceKind::Jeffreys => (
+                2.0 * floor,
+                format!("log-probabilities are clamped at {LOG_PROB_FLOOR}"),
+            ),
+            DivergenceKind::Js => {
+                let m = models.max(2);
+                (
+                    (m as f64).ln(),
+                    format!("ln {m}, models with disjoint predictions"),
+                )
+            }
+            DivergenceKind::Tv => (1.0, "disjoint predictions".into()),
+        }
+    }
 }
+
+/// Log-probabilities below this are clamped to it before a divergence is
+/// computed (gevaldi's `divergence` module says why); it caps KL at 10⁴
+/// nats.
+pub const LOG_PROB_FLOOR: f64 = -1e4;
 
 vocabulary! {
     /// The ascent's optimizer (`optimizer = "…"`).
@@ -411,6 +442,10 @@ mod tests {
     fn arity_and_rules() {
         assert!(DivergenceKind::Js.arity().accepts(3));
         assert!(!DivergenceKind::Kl.arity().accepts(3));
+        assert_eq!(DivergenceKind::Js.ceiling(2).0, 2f64.ln());
+        assert_eq!(DivergenceKind::Js.ceiling(3).0, 3f64.ln());
+        assert_eq!(DivergenceKind::Tv.ceiling(2).0, 1.0);
+        assert_eq!(DivergenceKind::Jeffreys.ceiling(2).0, 2e4);
         assert!(!LR.holds(0.0) && LR.holds(1e-3) && !LR.holds(f64::NAN));
         assert!(NON_NEGATIVE.holds(0.0) && !NON_NEGATIVE.holds(f64::INFINITY));
     }

@@ -247,3 +247,47 @@ fn a_duplicate_key_is_named() {
     assert!(e.errors[0].message.contains("duplicate key `steps`"), "{e}");
     assert_eq!(e.errors[0].line, 3, "{e}");
 }
+
+/// Regression: a `max_divergence` the divergence can never reach (`js` of
+/// two models is at most ln 2 = 0.6931; `tv` at most 1; KL at most 10⁴ by
+/// the log-probability floor) passed every search without a word.
+#[test]
+fn a_threshold_that_can_never_fail_is_refused() {
+    let pair = |divergence: &str, models: &str, max: f64| {
+        format!(
+            "{MODELS}\n[[pair]]\nname = \"p\"\nmodels = [{models}]\ngenerator = \"vae\"\n\
+             divergence = \"{divergence}\"\nmax_divergence = {max:?}\n"
+        )
+    };
+    let e = errors(&pair("js", "\"a\", \"c\"", 0.7));
+    let m = &e.errors[0];
+    assert!(
+        m.message
+            .contains("0.7 can never fail: `js` of 2 models is at most 0.6931 (ln 2"),
+        "{e}"
+    );
+    assert_eq!(
+        (m.key.as_str(), m.line),
+        ("pair[0].max_divergence", 21),
+        "{e}"
+    );
+    assert!(errors(&pair("tv", "\"a\", \"c\"", 1.0)).errors[0]
+        .message
+        .contains("`tv` of 2 models is at most 1.0000"));
+    assert!(errors(&pair("kl", "\"a\", \"c\"", 1e4)).errors[0]
+        .message
+        .contains("clamped at -10000"));
+    // Just below each ceiling parses; three models raise js's to ln 3.
+    for (d, models, max) in [
+        ("js", "\"a\", \"c\"", 0.69),
+        ("js", "\"a\", \"c\", \"a\"", 1.0),
+        ("tv", "\"a\", \"c\"", 0.99),
+        ("kl", "\"a\", \"c\"", 1000.0),
+        ("jeffreys", "\"a\", \"c\"", 1.5e4),
+    ] {
+        let text = pair(d, models, max);
+        if let Err(e) = parse(&text, &dir().join("gevaldi.toml")) {
+            assert!(!e.to_string().contains("can never fail"), "{d} {max}: {e}");
+        }
+    }
+}

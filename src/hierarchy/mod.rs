@@ -39,7 +39,7 @@ use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::search::Measure;
+use crate::search::{LogProbs, Measure};
 
 mod load;
 #[cfg(test)]
@@ -121,7 +121,8 @@ impl Hierarchy {
     }
 
     /// The mean of d(top_n(p_i), top_n(p_j)) over all pairs of models i < j,
-    /// for one sample's probabilities, one slice `[class]` per model.
+    /// for one sample's probabilities or log-probabilities (only their
+    /// order counts), one slice `[class]` per model.
     pub fn models_distance(&self, probs: &[&[f32]], n: usize) -> f64 {
         let tops: Vec<Vec<usize>> = probs.iter().map(|p| top_n(p, n)).collect();
         let mut total = 0.0;
@@ -163,19 +164,19 @@ impl Measure for SetDistance {
         format!("set distance (top-{})", self.top_n)
     }
 
-    fn measure(&self, probs: &[Vec<Vec<f32>>]) -> Vec<f64> {
-        let samples = probs.first().map_or(0, Vec::len);
+    fn measure(&self, log_probs: LogProbs<'_>) -> Vec<f64> {
+        let samples = log_probs.0.first().map_or(0, Vec::len);
         (0..samples)
             .map(|i| {
-                let per_model: Vec<&[f32]> = probs.iter().map(|m| m[i].as_slice()).collect();
+                let per_model: Vec<&[f32]> = log_probs.0.iter().map(|m| m[i].as_slice()).collect();
                 self.hierarchy.models_distance(&per_model, self.top_n)
             })
             .collect()
     }
 }
 
-/// The indices of the n largest probabilities, largest first (ties by lower
-/// index). A NaN (of either sign) ranks below every number, NaNs among
+/// The indices of the n largest probabilities (or log-probabilities),
+/// largest first (ties by lower index). A NaN (of either sign) ranks below every number, NaNs among
 /// themselves by index: when every value is NaN, the result is `0..n`.
 pub fn top_n(p: &[f32], n: usize) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..p.len()).collect();

@@ -38,7 +38,7 @@ fn distances_are_half_the_shortest_path_through_a_common_ancestor() {
         vec![p1.to_vec(), p1.to_vec()],
         vec![p2.to_vec(), p1.to_vec()],
     ];
-    assert_eq!(m.measure(&probs), [2.0, 0.0]);
+    assert_eq!(m.measure(LogProbs(&probs)), [2.0, 0.0]);
 }
 
 #[test]

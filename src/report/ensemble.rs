@@ -36,9 +36,9 @@ pub(super) fn ensemble_section(dir: &Path, e: &EnsembleArtifact, now: u64) -> Re
     html.push_str(&failures(&e.failures));
     let row = |label: &str, m: &crate::snapshot::MetricsSummary| {
         format!(
-            "<tr><td>{label}</td><td class=\"num\">{:.1}%</td><td class=\"num\">{:.3}</td><td class=\"num\">{:.3}</td></tr>",
+            "<tr><td>{label}</td><td class=\"num\">{:.1}%</td><td class=\"num\">{}</td><td class=\"num\">{:.3}</td></tr>",
             100.0 * m.accuracy,
-            m.auc,
+            m.auc.map_or("undefined".into(), |a| format!("{a:.3}")),
             m.f1
         )
     };

@@ -37,7 +37,8 @@ mod runner;
 pub use self::config::{EarlyStop, Optimizer, SearchConfig};
 pub use self::non_finite::{NonFiniteSite, SearchStage};
 pub use self::outcome::{
-    AscentWarning, Baseline, Measure, SampleRecord, SearchOutcome, StepRecord, RUNAWAY_GROWTH,
+    AscentWarning, Baseline, LogProbs, Measure, SampleRecord, SearchOutcome, StepRecord,
+    RUNAWAY_GROWTH,
 };
 pub use self::runner::Search;
 

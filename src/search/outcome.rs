@@ -17,10 +17,14 @@ pub struct SampleRecord {
     pub divergence_before: f64,
     /// The divergence at z.
     pub divergence_after: f64,
-    /// Each model's probabilities at z0: `[model][class]`.
-    pub probs_before: Vec<Vec<f32>>,
-    /// Each model's probabilities at z: `[model][class]`.
-    pub probs_after: Vec<Vec<f32>>,
+    /// Each model's log-probabilities at z0: `[model][class]`
+    /// ([`Self::probs_before`] for probabilities). Log-probabilities keep
+    /// the order of classes whose probabilities underflow to 0 in f32
+    /// (below e⁻¹⁰³), which a search towards confident disagreement reaches.
+    pub log_probs_before: Vec<Vec<f32>>,
+    /// Each model's log-probabilities at z: `[model][class]`
+    /// ([`Self::probs_after`] for probabilities).
+    pub log_probs_after: Vec<Vec<f32>>,
     /// ‖z − z0‖ / ‖z‖.
     pub dz: f64,
     /// Each [`Measure`]'s value at z0, in the order they were added.
@@ -28,6 +32,34 @@ pub struct SampleRecord {
     /// Each [`Measure`]'s value at z.
     pub measures_after: Vec<f64>,
 }
+
+impl SampleRecord {
+    /// Each model's probabilities at z0: `[model][class]`.
+    pub fn probs_before(&self) -> Vec<Vec<f32>> {
+        exp(&self.log_probs_before)
+    }
+
+    /// Each model's probabilities at z: `[model][class]`.
+    pub fn probs_after(&self) -> Vec<Vec<f32>> {
+        exp(&self.log_probs_after)
+    }
+}
+
+fn exp(log_probs: &[Vec<f32>]) -> Vec<Vec<f32>> {
+    log_probs
+        .iter()
+        .map(|m| m.iter().map(|v| v.exp()).collect())
+        .collect()
+}
+
+/// Every model's log-probabilities at one evaluation of a search's batch,
+/// `[model][sample][class]`, as a [`Measure`] reads them. Log-probabilities
+/// rather than probabilities: classes whose probabilities underflow to 0
+/// in f32 (below e⁻¹⁰³) keep their order, and a search towards confident
+/// disagreement reaches them (two models' top-3 sets disjoint, read as
+/// sharing two classes where the rest were all 0).
+#[derive(Clone, Copy, Debug)]
+pub struct LogProbs<'a>(pub &'a [Vec<Vec<f32>>]);
 
 /// The state of the batch at one step (step 0 is z0).
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -46,15 +78,15 @@ pub struct StepRecord {
     pub mean_measures: Vec<f64>,
 }
 
-/// A per-sample quantity measured from every model's probabilities at each
-/// step of a search and recorded beside the divergence (the hierarchical
+/// A per-sample quantity measured from every model's log-probabilities at
+/// each step of a search and recorded beside the divergence (the hierarchical
 /// prediction-set distance of [`crate::hierarchy`] is one). It observes the
 /// search; it does not steer it.
 pub trait Measure {
     /// Its name, e.g. `set distance (top-3)`.
     fn name(&self) -> String;
-    /// One value per sample, from the probabilities `[model][sample][class]`.
-    fn measure(&self, probs: &[Vec<Vec<f32>>]) -> Vec<f64>;
+    /// One value per sample, from every model's log-probabilities.
+    fn measure(&self, log_probs: LogProbs<'_>) -> Vec<f64>;
 }
 
 /// The divergence over fresh prior samples: what the search must beat.

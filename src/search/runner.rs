@@ -176,7 +176,7 @@ impl<'a> Search<'a> {
             )?
             .into_iter();
             let (div, obj, dz) = match (figures.next(), figures.next(), figures.next()) {
-                (Some(div), Some(obj), Some(dz)) => (div, obj, dz),
+                (Some(div), Some(obj), Some(dz)) => (not_below_zero(div), obj, dz),
                 _ => unreachable!("three figures were read"),
             };
             let measured = self.measured(&eval)?;
@@ -200,7 +200,12 @@ impl<'a> Search<'a> {
                 break (eval, div, measured, dz);
             }
             if first.is_none() {
-                first = Some((eval.x.detach(), probs(&eval.log_probs)?, div, measured));
+                first = Some((
+                    eval.x.detach(),
+                    read_log_probs(&eval.log_probs)?,
+                    div,
+                    measured,
+                ));
             }
 
             if step == 0 {
@@ -225,12 +230,12 @@ impl<'a> Search<'a> {
             step += 1;
         };
         let stopped_early = step < cfg.steps;
-        let probs_after = probs(&last.log_probs)?;
-        let (x0, probs_before, first_div, first_measured) = match first {
+        let log_probs_after = read_log_probs(&last.log_probs)?;
+        let (x0, log_probs_before, first_div, first_measured) = match first {
             Some(f) => f,
             None => (
                 last.x.detach(),
-                probs_after.clone(),
+                log_probs_after.clone(),
                 last_div.clone(),
                 last_measured.clone(),
             ),
@@ -247,6 +252,7 @@ impl<'a> Search<'a> {
             at,
         )?
         .swap_remove(0);
+        let baseline_div = not_below_zero(baseline_div);
         let z0_rows = z0.to_vec2::<f32>().map_err(Error::tensor("read z0"))?;
         let z_rows = z
             .as_tensor()
@@ -258,8 +264,8 @@ impl<'a> Search<'a> {
                 z: z_rows[i].clone(),
                 divergence_before: first_div[i],
                 divergence_after: last_div[i],
-                probs_before: probs_before.iter().map(|m| m[i].clone()).collect(),
-                probs_after: probs_after.iter().map(|m| m[i].clone()).collect(),
+                log_probs_before: log_probs_before.iter().map(|m| m[i].clone()).collect(),
+                log_probs_after: log_probs_after.iter().map(|m| m[i].clone()).collect(),
                 dz: last_dz[i],
                 measures_before: first_measured.iter().map(|m| m[i]).collect(),
                 measures_after: last_measured.iter().map(|m| m[i]).collect(),
@@ -373,8 +379,12 @@ impl<'a> Search<'a> {
         if self.measures.is_empty() {
             return Ok(Vec::new());
         }
-        let p = probs(&eval.log_probs)?;
-        Ok(self.measures.iter().map(|m| m.measure(&p)).collect())
+        let lp = read_log_probs(&eval.log_probs)?;
+        Ok(self
+            .measures
+            .iter()
+            .map(|m| m.measure(LogProbs(&lp)))
+            .collect())
     }
 
     /// The prior term always has a gradient, so a divergence whose gradient
@@ -501,14 +511,27 @@ pub(super) fn baseline_rng(seed: u64) -> ChaCha8Rng {
     rng
 }
 
-/// exp of each model's log-probabilities, as `[model][sample][class]`.
-fn probs(log_probs: &[Tensor]) -> Result<Vec<Vec<Vec<f32>>>> {
+/// The divergences as recorded: every one is ≥ 0 by definition, but two
+/// models that (nearly) agree give rounding noise of either sign (JS of
+/// identical f32 inputs: ±7e-8), whose means made a lift of noise over
+/// noise, positive when both were negative. Read as 0 (NaN stays NaN);
+/// the ascent climbs the divergence as computed, so a sample where it is
+/// −1e-9 still has its gradient.
+fn not_below_zero(divergences: Vec<f64>) -> Vec<f64> {
+    divergences
+        .into_iter()
+        .map(|d| if d < 0.0 { 0.0 } else { d })
+        .collect()
+}
+
+/// Each model's log-probabilities, as `[model][sample][class]`.
+fn read_log_probs(log_probs: &[Tensor]) -> Result<Vec<Vec<Vec<f32>>>> {
     log_probs
         .iter()
         .map(|lp| {
-            lp.exp()
-                .and_then(|p| p.to_vec2::<f32>())
-                .map_err(Error::tensor("read probabilities"))
+            lp.to_dtype(DType::F32)
+                .and_then(|lp| lp.to_vec2::<f32>())
+                .map_err(Error::tensor("read log-probabilities"))
         })
         .collect()
 }

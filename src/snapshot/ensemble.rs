@@ -41,8 +41,8 @@ pub struct EnsembleSummary {
 pub struct MetricsSummary {
     /// Accuracy.
     pub accuracy: f64,
-    /// Macro one-vs-rest ROC AUC.
-    pub auc: f64,
+    /// Macro one-vs-rest ROC AUC (`None`: undefined, every label the same).
+    pub auc: Option<f64>,
     /// Macro F1.
     pub f1: f64,
 }
@@ -62,7 +62,7 @@ impl MetricsSummary {
         format!(
             "accuracy {}, auc {}, f1 {}",
             sig(self.accuracy, digits),
-            sig(self.auc, digits),
+            self.auc.map_or("undefined".into(), |a| sig(a, digits)),
             sig(self.f1, digits)
         )
     }

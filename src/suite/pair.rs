@@ -182,6 +182,30 @@ impl Suite {
                 got: classifiers[0].num_classes(),
             });
         }
+        // A classifier that names its classes (not just numbers them) must
+        // name the hierarchy's, in its logit order: the same 1000 classes
+        // in another order would read every distance from the wrong rows.
+        for (model, c) in names.iter().zip(classifiers) {
+            let got = c.class_names();
+            let numbered = got.iter().enumerate().all(|(k, n)| *n == k.to_string());
+            if numbered {
+                continue;
+            }
+            let (ids, class_names) = (hierarchy.ids(), hierarchy.names());
+            if let Some(k) = got
+                .iter()
+                .zip(ids.iter().zip(class_names))
+                .position(|(g, (id, name))| g != id && g != name)
+            {
+                return Err(Error::HierarchyClassOrder {
+                    path: decl.classes.clone(),
+                    model: model.clone(),
+                    index: k,
+                    got: got[k].clone(),
+                    theirs: format!("`{}` ({})", ids[k], class_names[k]),
+                });
+            }
+        }
         Ok(hierarchy)
     }
 }

@@ -292,7 +292,8 @@ pub fn run_pair(
             out.warnings
                 .extend(outcome.warnings().iter().map(|w| format!("chunk {c}: {w}")));
             for (s, &condition) in outcome.samples.into_iter().zip(chunk) {
-                let (pa, pb) = (&s.probs_after[0], &s.probs_after[1]);
+                let after = s.probs_after();
+                let (pa, pb) = (&after[0], &after[1]);
                 let (ta, tb) = (argmax(pa), argmax(pb));
                 out.prediction_a.push(ta);
                 out.prediction_b.push(tb);
@@ -301,8 +302,8 @@ pub fn run_pair(
                 out.p_condition_a.push(pa[condition]);
                 out.p_condition_b.push(pb[condition]);
                 out.winners.push(Winner::of(ta, tb, condition));
-                out.start_prediction_a.push(argmax(&s.probs_before[0]));
-                out.start_prediction_b.push(argmax(&s.probs_before[1]));
+                out.start_prediction_a.push(argmax(&s.log_probs_before[0]));
+                out.start_prediction_b.push(argmax(&s.log_probs_before[1]));
                 out.divergence_after.push(s.divergence_after);
                 out.z.push(s.z);
             }

@@ -143,6 +143,16 @@ pub enum Failure {
     },
 }
 
+/// `value` with 4 decimals, or as many more as it takes not to read as
+/// its threshold (0.050001 against 0.05 was shown as "0.0500, above
+/// max_divergence = 0.05").
+fn beside(value: f64, threshold: f64) -> String {
+    (4..=12)
+        .map(|d| format!("{value:.d$}"))
+        .find(|shown| shown.parse::<f64>().ok() != Some(threshold))
+        .unwrap_or_else(|| value.to_string())
+}
+
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -153,8 +163,19 @@ impl fmt::Display for Failure {
                 max,
             } => write!(
                 f,
-                "{} {divergence} after the search is {value:.4}, above max_divergence = {max}",
-                describe(*statistic)
+                "{} {divergence} after the search is {}, above max_divergence = {max}",
+                describe(*statistic),
+                beside(*value, *max)
+            ),
+            Failure::MinLift {
+                divergence,
+                baseline,
+                lift,
+                min,
+            } if lift.is_nan() && *baseline == 0.0 => write!(
+                f,
+                "the lift is undefined: {divergence} is 0 after the search and over the \
+                 baseline (the models agree on every sample), below min_lift = {min}"
             ),
             Failure::MinLift {
                 divergence,
@@ -173,26 +194,28 @@ impl fmt::Display for Failure {
                 max,
             } => write!(
                 f,
-                "{} set distance of the top-{top_n} predictions after the search is {value:.4}, \
+                "{} set distance of the top-{top_n} predictions after the search is {}, \
                  above max_set_distance = {max}",
-                describe(*statistic)
+                describe(*statistic),
+                beside(*value, *max)
             ),
             Failure::MinMdsAccuracy { accuracy, min } => write!(
                 f,
-                "the ensemble's accuracy on its MDS dataset is {accuracy:.4}, below \
-                 min_mds_accuracy = {min}"
+                "the ensemble's accuracy on its MDS dataset is {}, below \
+                 min_mds_accuracy = {min}",
+                beside(*accuracy, *min)
             ),
             Failure::MaxAccuracyDrop { test, mds, max } => write!(
                 f,
-                "the accuracy drops by {:.4} from the test data ({test:.4}) to the MDS dataset \
+                "the accuracy drops by {} from the test data ({test:.4}) to the MDS dataset \
                  ({mds:.4}), above max_accuracy_drop = {max}",
-                test - mds
+                beside(test - mds, *max)
             ),
             Failure::MinAccuracyDrop { test, mds, min } => write!(
                 f,
-                "the accuracy drops by only {:.4} from the test data ({test:.4}) to the MDS \
+                "the accuracy drops by only {} from the test data ({test:.4}) to the MDS \
                  dataset ({mds:.4}), below min_accuracy_drop = {min}: the search found too little",
-                test - mds
+                beside(test - mds, *min)
             ),
             Failure::MaxRegions { regions, max } => write!(
                 f,

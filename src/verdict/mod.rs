@@ -142,9 +142,9 @@ impl Verdict {
             let preds: Vec<String> = outcome
                 .model_names
                 .iter()
-                .zip(&s.probs_after)
-                .map(|(m, p)| {
-                    let (k, v) = top(p);
+                .zip(&s.log_probs_after)
+                .map(|(m, lp)| {
+                    let (k, v) = top(lp);
                     format!("{m}: {} ({v:.2})", outcome.class_names[k])
                 })
                 .collect();
@@ -180,9 +180,9 @@ impl Verdict {
             let tops: Vec<String> = outcome
                 .model_names
                 .iter()
-                .zip(&s.probs_after)
-                .map(|(m, p)| {
-                    let names: Vec<&str> = crate::hierarchy::top_n(p, n)
+                .zip(&s.log_probs_after)
+                .map(|(m, lp)| {
+                    let names: Vec<&str> = crate::hierarchy::top_n(lp, n)
                         .into_iter()
                         .map(|k| outcome.class_names[k].as_str())
                         .collect();
@@ -214,7 +214,12 @@ pub fn ensemble_failures(
     regions: usize,
 ) -> Vec<Failure> {
     let mut out = Vec::new();
+    // Each accuracy is a count over a number of samples, correctly rounded;
+    // their difference is not: 469/2000 − 169/2000, a drop of exactly 300
+    // samples, is 0.14999999999999997. Within rounding of a bound counts as
+    // at it.
     let drop = test.accuracy - mds.accuracy;
+    let rounding = 4.0 * f64::EPSILON;
     let (test, mds) = (test.accuracy, mds.accuracy);
     if let Some(min) = decl.min_mds_accuracy {
         if !at_most(min, mds) {
@@ -222,12 +227,12 @@ pub fn ensemble_failures(
         }
     }
     if let Some(max) = decl.max_accuracy_drop {
-        if !at_most(drop, max) {
+        if !at_most(drop - rounding, max) {
             out.push(Failure::MaxAccuracyDrop { test, mds, max });
         }
     }
     if let Some(min) = decl.min_accuracy_drop {
-        if !at_most(min, drop) {
+        if !at_most(min, drop + rounding) {
             out.push(Failure::MinAccuracyDrop { test, mds, min });
         }
     }
@@ -263,10 +268,11 @@ fn at_most(value: f64, bound: f64) -> bool {
     value <= bound
 }
 
-/// The index and probability of the most probable class.
-pub(crate) fn top(p: &[f32]) -> (usize, f32) {
-    let k = crate::model::argmax(p);
-    (k, p.get(k).copied().unwrap_or(f32::NAN))
+/// The index and probability of the most probable class, from
+/// log-probabilities.
+pub(crate) fn top(log_probs: &[f32]) -> (usize, f32) {
+    let k = crate::model::argmax(log_probs);
+    (k, log_probs.get(k).map_or(f32::NAN, |v| v.exp()))
 }
 
 pub(crate) fn describe(s: Statistic) -> String {
@@ -307,8 +313,11 @@ mod tests {
             z: vec![1.0],
             divergence_before: 0.0,
             divergence_after: d,
-            probs_before: vec![vec![0.5, 0.5]; 2],
-            probs_after: vec![vec![0.9, 0.1], vec![0.2, 0.8]],
+            log_probs_before: vec![vec![0.5f32.ln(), 0.5f32.ln()]; 2],
+            log_probs_after: vec![
+                vec![0.9f32.ln(), 0.1f32.ln()],
+                vec![0.2f32.ln(), 0.8f32.ln()],
+            ],
             dz: 1.0,
             measures_before: Vec::new(),
             measures_after: Vec::new(),
@@ -393,6 +402,18 @@ mod tests {
         assert!(!Verdict::check(&o, &thresholds(None, Some(1.0))).passed());
         // No thresholds: nothing to fail.
         assert!(Verdict::check(&o, &thresholds(None, None)).passed());
+        // Models that agree everywhere: 0 / 0, named as such.
+        let o = outcome(&[0.0, 0.0], 0.0);
+        let t = thresholds(None, Some(1.0));
+        let v = Verdict::check(&o, &t);
+        assert!(
+            message(&v, &o, &t).contains(
+                "the lift is undefined: kl is 0 after the search and over the baseline \
+                 (the models agree on every sample), below min_lift = 1"
+            ),
+            "{}",
+            message(&v, &o, &t)
+        );
     }
 
     #[test]
@@ -426,5 +447,71 @@ mod tests {
         assert_eq!(statistic(&v, Statistic::Quantile(0.5)), 2.5);
         assert!(statistic(&[1.0, f64::NAN], Statistic::Max).is_nan());
         assert!(statistic(&[], Statistic::Mean).is_nan());
+    }
+
+    /// Regression: a value just above its threshold printed with 4
+    /// decimals read as the threshold ("is 0.0500, above max_divergence =
+    /// 0.05"); it gets the digits that tell them apart.
+    #[test]
+    fn a_value_just_above_its_threshold_shows_the_difference() {
+        let o = outcome(&[0.050001], 1.0);
+        let t = thresholds(Some(0.05), None);
+        let m = message(&Verdict::check(&o, &t), &o, &t);
+        assert!(
+            m.contains("the max kl after the search is 0.050001, above max_divergence = 0.05"),
+            "{m}"
+        );
+        let o = outcome(&[2.40841], 1.0);
+        let m = message(&Verdict::check(&o, &t), &o, &t);
+        assert!(m.contains("is 2.4084, above max_divergence = 0.05"), "{m}");
+    }
+
+    fn ensemble(min_drop: Option<f64>, max_drop: Option<f64>) -> EnsembleDecl {
+        EnsembleDecl {
+            name: "bag".into(),
+            members: vec!["a".into(), "b".into()],
+            generator: "cvae".into(),
+            samples: 2000,
+            test_data: "data".into(),
+            min_samples: 10,
+            search: Default::default(),
+            min_mds_accuracy: None,
+            max_accuracy_drop: max_drop,
+            min_accuracy_drop: min_drop,
+            max_regions: None,
+            ignore: false,
+            line: 1,
+        }
+    }
+
+    /// Regression: a drop of exactly 300 of 2000 samples (469 → 169 right)
+    /// is 0.14999999999999997 in f64 and failed `min_accuracy_drop =
+    /// 0.15` ("drops by only 0.1500 … below 0.15"); 0.1500…02, the other
+    /// way, failed `max_accuracy_drop = 0.15`.
+    #[test]
+    fn an_accuracy_drop_at_its_bound_holds() {
+        let m = |right: u32| crate::ensemble::Metrics {
+            accuracy: right as f64 / 2000.0,
+            auc: Some(0.5),
+            f1: 0.5,
+        };
+        let both = ensemble(Some(0.15), Some(0.15));
+        let mut seen_below = false;
+        for test in 300..2000 {
+            let (t, d) = (m(test), m(test - 300));
+            seen_below |= t.accuracy - d.accuracy < 0.15;
+            assert!(ensemble_failures(&both, &t, &d, 0).is_empty(), "{test}");
+        }
+        assert!(seen_below, "no drop rounded below its bound");
+        // One sample beyond a bound still breaks it.
+        assert_eq!(ensemble_failures(&both, &m(469), &m(170), 0).len(), 1);
+        assert_eq!(ensemble_failures(&both, &m(469), &m(168), 0).len(), 1);
+        // A NaN accuracy breaks both.
+        let nan = crate::ensemble::Metrics {
+            accuracy: f64::NAN,
+            auc: None,
+            f1: 0.0,
+        };
+        assert_eq!(ensemble_failures(&both, &nan, &m(1), 0).len(), 2);
     }
 }
