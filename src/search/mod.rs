@@ -14,7 +14,7 @@
 //! theirs is kept.
 //!
 //! The search records, per sample, z0, z, the divergence and every model's
-//! probabilities before and after, and dz = ‖z − z0‖ / ‖z‖; per step, the
+//! log-probabilities before and after, and dz = ‖z − z0‖ / ‖z‖; per step, the
 //! mean objective, the mean and max divergence and the mean dz; and a null
 //! baseline: the divergence over B fresh prior samples, drawn from a stream
 //! of the seed of their own (z0 is drawn from another), so that they are the
