@@ -142,7 +142,7 @@ impl<'a> Search<'a> {
         let mut step = 0;
         // The gradient of the previous step, checked with this step's read.
         let mut last_grad: Option<Tensor> = None;
-        let (last, last_div, last_measured, last_dz) = loop {
+        let (last, last_host, last_div, last_measured, last_dz) = loop {
             let eval = self.evaluate(z.as_tensor(), b)?;
             let log_prior = self
                 .generator
@@ -179,7 +179,14 @@ impl<'a> Search<'a> {
                 (Some(div), Some(obj), Some(dz)) => (not_below_zero(div), obj, dz),
                 _ => unreachable!("three figures were read"),
             };
-            let measured = self.measured(&eval)?;
+            // The log-probabilities on the host: read once a step for the
+            // measures, else only where the records need them.
+            let host = if self.measures.is_empty() {
+                None
+            } else {
+                Some(read_log_probs(&eval.log_probs)?)
+            };
+            let measured = self.measured(host.as_deref());
             trajectory.push(StepRecord {
                 step,
                 mean_objective: mean(obj.iter().copied()),
@@ -197,15 +204,14 @@ impl<'a> Search<'a> {
                         < es.tolerance
             });
             if step == cfg.steps || stalled {
-                break (eval, div, measured, dz);
+                break (eval, host, div, measured, dz);
             }
             if first.is_none() {
-                first = Some((
-                    eval.x.detach(),
-                    read_log_probs(&eval.log_probs)?,
-                    div,
-                    measured,
-                ));
+                let host = match host {
+                    Some(host) => host,
+                    None => read_log_probs(&eval.log_probs)?,
+                };
+                first = Some((eval.x.detach(), host, div, measured));
             }
 
             if step == 0 {
@@ -230,7 +236,10 @@ impl<'a> Search<'a> {
             step += 1;
         };
         let stopped_early = step < cfg.steps;
-        let log_probs_after = read_log_probs(&last.log_probs)?;
+        let log_probs_after = match last_host {
+            Some(host) => host,
+            None => read_log_probs(&last.log_probs)?,
+        };
         let (x0, log_probs_before, first_div, first_measured) = match first {
             Some(f) => f,
             None => (
@@ -373,18 +382,17 @@ impl<'a> Search<'a> {
         })
     }
 
-    /// Each measure's values `[measure][sample]` (nothing to read when there
-    /// are no measures).
-    fn measured(&self, eval: &Evaluation) -> Result<Vec<Vec<f64>>> {
-        if self.measures.is_empty() {
-            return Ok(Vec::new());
+    /// Each measure's values `[measure][sample]`, from the log-probabilities
+    /// read to the host (`None`, not read, where there are no measures).
+    fn measured(&self, log_probs: Option<&[Vec<Vec<f32>>]>) -> Vec<Vec<f64>> {
+        match log_probs {
+            Some(lp) => self
+                .measures
+                .iter()
+                .map(|m| m.measure(LogProbs(lp)))
+                .collect(),
+            None => Vec::new(),
         }
-        let lp = read_log_probs(&eval.log_probs)?;
-        Ok(self
-            .measures
-            .iter()
-            .map(|m| m.measure(LogProbs(&lp)))
-            .collect())
     }
 
     /// The prior term always has a gradient, so a divergence whose gradient

@@ -192,9 +192,8 @@ impl TournamentThresholds {
 fn shown_ranking(outcome: &TournamentOutcome, by: RankingMethod) -> Vec<String> {
     let (scores, levels) = (outcome.scores(by), outcome.levels(by));
     let mut groups: Vec<Vec<usize>> = Vec::new();
-    let mut by_level: Vec<usize> = (0..levels.len()).collect();
-    by_level.sort_by_key(|&i| (levels[i], i));
-    for i in by_level {
+    // The order is by level, then by the tournament's order.
+    for &i in outcome.order(by) {
         match groups.last_mut() {
             Some(g) if levels[g[0]] == levels[i] => g.push(i),
             _ => groups.push(vec![i]),
