@@ -26,7 +26,7 @@
 //! - **gevaldi's CPU kernels**, the whole network as one candle
 //!   `CustomOp1`: activations channels-last (NHWC), 3×3 stride-1
 //!   convolutions with 64 input channels or more by Winograd's
-//!   F(2×2, 3×3), others as im2col and one matrix product per group (a
+//!   F(4×4, 3×3), others as im2col and one matrix product per group (a
 //!   1×1 stride-1 conv multiplies the input directly, a depthwise conv
 //!   runs its own loop), the products on the `gemm` crate's kernels, batch norm folded
 //!   into the preceding conv once, each activation fused into the step

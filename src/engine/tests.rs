@@ -114,7 +114,7 @@ fn convs_match_candle_at_every_setting() {
 }
 
 /// 3×3 stride-1 convs with 64 input channels or more run by Winograd's
-/// F(2×2, 3×3): the same figures as candle's ops, with an affine (a
+/// F(4×4, 3×3): the same figures as candle's ops, with an affine (a
 /// batch norm) folded in first and a ReLU fused, at each padding and odd
 /// sizes.
 #[test]
