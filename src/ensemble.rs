@@ -110,10 +110,23 @@ impl MdsDataset {
                 "single-channel images [K, 1, H, W] to write as IDX",
             ));
         }
-        let pixels: Vec<u8> = self
-            .x
-            .flatten_all()?
-            .to_vec1::<f32>()?
+        let values = self.x.flatten_all()?.to_vec1::<f32>()?;
+        // `NaN as u8` is 0 and `300 as u8` is 44: refused, not written.
+        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            return Err(Error::setting(
+                "export",
+                format!("a sample whose pixel {i} is {}", values[i]),
+                "finite pixels to write as IDX bytes",
+            ));
+        }
+        if let Some(&l) = self.labels.iter().find(|&&l| l > 255) {
+            return Err(Error::setting(
+                "export",
+                format!("the condition {l}"),
+                "conditions 0-255 to write as IDX labels (one byte each)",
+            ));
+        }
+        let pixels: Vec<u8> = values
             .into_iter()
             .map(|v| (v * 255.0).round().clamp(0.0, 255.0) as u8)
             .collect();
@@ -123,7 +136,7 @@ impl MdsDataset {
         };
         let labels = IdxArray {
             dims: vec![self.labels.len()],
-            data: self.labels.iter().map(|&l| l as u8).collect(),
+            data: self.labels.iter().map(|&l| l as u8).collect(), // ≤ 255, checked above
         };
         write_idx(dir.join(format!("{stem}-images-idx3-ubyte")), &images)?;
         write_idx(dir.join(format!("{stem}-labels-idx1-ubyte")), &labels)?;
@@ -347,6 +360,37 @@ mod tests {
         // Class 0: tp 2, 3 true, 2 predicted: F1 = 4/5; class 1: tp 1,
         // 1 true, 2 predicted: F1 = 2/3.
         assert!((m.f1 - (0.8 + 2.0 / 3.0) / 2.0).abs() < 1e-12);
+    }
+
+    /// A NaN pixel became byte 0 and condition 300 label 44 in the IDX
+    /// files (a regression test): both are errors now, and nothing is
+    /// written.
+    #[test]
+    fn export_refuses_what_an_idx_byte_cannot_hold() {
+        let dev = candle_core::Device::Cpu;
+        let set = |pixel: f32, label: usize| MdsDataset {
+            labels: vec![label],
+            z: vec![vec![0.0]],
+            x: Tensor::from_vec(vec![0.5, pixel, 0.25, 1.0], (1, 1, 2, 2), &dev).unwrap(),
+            member_probs: vec![vec![vec![1.0]]],
+            divergence: vec![0.0],
+        };
+        let dir = std::env::temp_dir().join(format!("gevaldi-export-{}", std::process::id()));
+        let err = |s: MdsDataset| s.export(&dir, "mds").unwrap_err().to_string();
+        assert_eq!(
+            err(set(f32::NAN, 3)),
+            "invalid setting `export` = a sample whose pixel 1 is NaN: expected finite pixels \
+             to write as IDX bytes"
+        );
+        assert_eq!(
+            err(set(0.0, 300)),
+            "invalid setting `export` = the condition 300: expected conditions 0-255 to write \
+             as IDX labels (one byte each)"
+        );
+        assert!(!dir.join("mds-images-idx3-ubyte").exists());
+        set(0.0, 255).export(&dir, "mds").unwrap();
+        assert!(dir.join("mds-labels-idx1-ubyte").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// Issue 17: a NaN row scored as a number, and 0 samples gave a NaN

@@ -74,9 +74,14 @@ fn load(dir: &Path, text: &str) -> Result<(), String> {
 
 /// Runs the pair `pair` of the config; Ok only when it passed.
 fn trial(dir: &Path, text: &str, registry: Registry, pair: &str) -> Result<(), String> {
+    run(dir, text, registry, TrialId::pair(pair))
+}
+
+/// Runs the trial `id` of the config; Ok only when it passed.
+fn run(dir: &Path, text: &str, registry: Registry, id: TrialId) -> Result<(), String> {
     let path = write(dir, "gevaldi.toml", text);
     let suite = Suite::load(&path, registry).map_err(|e| e.to_string())?;
-    match suite.run_trial(&TrialId::pair(pair), &|_, _| {}) {
+    match suite.run_trial(&id, &|_, _| {}) {
         Ok(report) => match report.failure_message() {
             None => Ok(()),
             Some(message) => Err(message),
@@ -505,6 +510,22 @@ fn catalogue() -> Vec<(&'static str, Vec<&'static str>, Check)> {
                 Ok(NanClassifier((0..10).map(|c| c.to_string()).collect()))
             });
             trial(d, &text, r, "p")
+        }),
+    );
+    add(
+        "model: classifier emits NaN on a tournament's test data (scored as class 0 unless the search met a NaN too)",
+        vec!["^tournament `t` (<dir>/gevaldi.toml:26): failed to classify the test data for model `nan`: its logit of class 0 for test image 0 is NaN; a non-finite logit has no top class (check the model's weights)$"],
+        Box::new(|d| {
+            write(d, "test-images-idx3-ubyte.gz", gz(&idx_images(5)));
+            write(d, "test-labels-idx1-ubyte.gz", gz(&idx_labels(5)));
+            let text = tournament_text(&format!("test_data = \"{}\"\n", d.display()))
+                .replace("\"cnn_b\", \"bag_0\"]", "\"cnn_b\", \"nan\"]")
+                + "\n[classifier.nan]\n";
+            let mut r = Registry::new();
+            r.classifier("nan", |_| {
+                Ok(NanClassifier((0..10).map(|c| c.to_string()).collect()))
+            });
+            run(d, &text, r, TrialId::tournament("t"))
         }),
     );
     add(

@@ -148,7 +148,10 @@ impl Suite {
     }
 
     /// Each model's accuracy on the test images of `dir` (top class against
-    /// the label).
+    /// the label, ties to the lower class). A non-finite logit is an error:
+    /// it has no top class (candle's `argmax` would pick class 0 for a row
+    /// of NaN, and a broken model would get a chance-level accuracy into
+    /// the SRCC).
     fn test_accuracies(
         &self,
         dir: &std::path::Path,
@@ -159,16 +162,23 @@ impl Suite {
         named
             .iter()
             .map(|(name, m)| {
-                let top = m
+                let failed = || Error::model(*name, "classify the test data");
+                let logits = m
                     .logits(&x)
-                    .and_then(|l| l.argmax(1))
-                    .and_then(|p| p.to_vec1::<u32>())
-                    .map_err(Error::model(*name, "classify the test data"))?;
-                let right = top
-                    .iter()
-                    .zip(&test.labels)
-                    .filter(|(p, l)| **p == u32::from(**l))
-                    .count();
+                    .and_then(|l| l.to_dtype(candle_core::DType::F32))
+                    .and_then(|l| l.to_vec2::<f32>())
+                    .map_err(failed())?;
+                let mut right = 0;
+                for (i, (row, &label)) in logits.iter().zip(&test.labels).enumerate() {
+                    if let Some(c) = row.iter().position(|v| !v.is_finite()) {
+                        return Err(failed()(candle_core::Error::Msg(format!(
+                            "its logit of class {c} for test image {i} is {}; a non-finite \
+                             logit has no top class (check the model's weights)",
+                            row[c]
+                        ))));
+                    }
+                    right += usize::from(crate::model::argmax(row) == usize::from(label));
+                }
                 Ok(right as f64 / test.labels.len().max(1) as f64)
             })
             .collect()
