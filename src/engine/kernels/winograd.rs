@@ -112,10 +112,8 @@ impl Winograd {
         for co in 0..cout {
             for ci in 0..cin {
                 let w = |ky: usize, kx: usize| w[((co * 3 + ky) * 3 + kx) * cin + ci] as f64;
-                let gw: Vec<[f64; 3]> = G
-                    .iter()
-                    .map(|gi| std::array::from_fn(|kx| (0..3).map(|ky| gi[ky] * w(ky, kx)).sum()))
-                    .collect();
+                let gw: [[f64; 3]; T] =
+                    G.map(|gi| std::array::from_fn(|kx| (0..3).map(|ky| gi[ky] * w(ky, kx)).sum()));
                 for (i, gw) in gw.iter().enumerate() {
                     for (j, gj) in G.iter().enumerate() {
                         let v: f64 = (0..3).map(|kx| gw[kx] * gj[kx]).sum();
@@ -157,18 +155,18 @@ fn run<'u>(
     u: impl Fn(usize) -> ndarray::ArrayView2<'u, f32>,
 ) {
     let (ci, co) = (d.c, o.c);
-    let (m, t, tt) = (M, T, T * T);
-    let (th, tw) = (o.h.div_ceil(m), o.w.div_ceil(m));
+    let tt = T * T;
+    let (th, tw) = (o.h.div_ceil(M), o.w.div_ceil(M));
     let per = (TILES_LIMIT / (th * tw * tt * ci.max(co)).max(1)).clamp(1, d.b.max(1));
     for (xs, os) in x
         .chunks(per * d.per_sample())
         .zip(out.chunks_mut(per * o.per_sample()))
     {
         let n = xs.len() / d.per_sample();
-        let count = n * th * tw;
-        let mut body = |v: &mut Vec<f32>, mm: &mut Vec<f32>| {
-            let v = buffer(v, count * tt * ci);
-            let mm = buffer(mm, count * tt * co);
+        let tiles = n * th * tw;
+        let mut body = |v: &mut Vec<f32>, m: &mut Vec<f32>| {
+            let v = buffer(v, tiles * tt * ci);
+            let m = buffer(m, tiles * tt * co);
             // The input transform, one row of tiles per task.
             v.par_chunks_mut(tw * tt * ci)
                 .enumerate()
@@ -178,8 +176,8 @@ fn run<'u>(
                     for (tx, dst) in vs.chunks_mut(tt * ci).enumerate() {
                         let mut patch: [Option<&[f32]>; T * T] = [None; T * T];
                         for (k, p) in patch.iter_mut().enumerate() {
-                            let iy = (m * ty + k / t) as isize - pad as isize;
-                            let ix = (m * tx + k % t) as isize - pad as isize;
+                            let iy = (M * ty + k / T) as isize - pad as isize;
+                            let ix = (M * tx + k % T) as isize - pad as isize;
                             if (0..d.h as isize).contains(&iy) && (0..d.w as isize).contains(&ix) {
                                 *p = Some(&img[(iy as usize * d.w + ix as usize) * ci..][..ci]);
                             }
@@ -191,22 +189,22 @@ fn run<'u>(
             // tile-major buffers.
             for xi in 0..tt {
                 gemm(
-                    view(v, xi * ci, count, ci, tt * ci),
+                    view(v, xi * ci, tiles, ci, tt * ci),
                     u(xi),
-                    view_mut(mm, xi * co, count, co, tt * co),
+                    view_mut(m, xi * co, tiles, co, tt * co),
                     0.0,
                 );
             }
             // The output transform, one sample's row of tiles per task.
-            let mm = &*mm;
+            let m = &*m;
             for (s, img) in os.chunks_mut(o.per_sample()).enumerate() {
-                img.par_chunks_mut(m * o.w * co)
+                img.par_chunks_mut(M * o.w * co)
                     .enumerate()
                     .for_each(|(ty, rows)| {
                         let first = (s * th + ty) * tw;
                         for tx in 0..tw {
-                            let src = &mm[(first + tx) * tt * co..][..tt * co];
-                            output_tile(src, co, rows, o.w, m * tx);
+                            let src = &m[(first + tx) * tt * co..][..tt * co];
+                            output_tile(src, co, rows, o.w, M * tx);
                         }
                     });
             }
@@ -215,8 +213,8 @@ fn run<'u>(
         // inside another's rayon tasks).
         TILES.with(|bufs| match bufs.try_borrow_mut() {
             Ok(mut b) => {
-                let (v, mm) = &mut *b;
-                body(v, mm)
+                let (v, m) = &mut *b;
+                body(v, m)
             }
             Err(_) => body(&mut Vec::new(), &mut Vec::new()),
         });
@@ -251,7 +249,7 @@ fn store(dst: &mut [f32], v: &[f32; L], n: usize) {
 /// −1, 0), (0, −2, 3, 3, −2, 0), (0, −2, 7, −7, 2, 0), (0, 1, −2, −1, 2,
 /// 0), (0, 16, −8, −16, 8, 0), (0, −1, 5/2, 0, −5/2, 1)).
 #[inline(always)]
-fn bt(d: [f32; 6]) -> [f32; 6] {
+fn bt(d: [f32; T]) -> [f32; T] {
     let (a, b) = (d[1] - d[3], d[2] - d[4]);
     [
         d[0] - d[4] + 2.5 * (d[3] - d[1]),
@@ -266,7 +264,7 @@ fn bt(d: [f32; 6]) -> [f32; 6] {
 /// `Aᵀ·m` of six values (row k: the points 0, 1, −1, 2, ½ to the power
 /// k, then 0, or 1 in the last row, for infinity).
 #[inline(always)]
-fn at(m: [f32; 6]) -> [f32; 4] {
+fn at(m: [f32; T]) -> [f32; M] {
     let (s, d) = (m[1] + m[2], m[1] - m[2]);
     [
         m[0] + s + m[3] + m[4],
@@ -282,32 +280,32 @@ simd_fn! {
 fn input_tile(patch: &[Option<&[f32]>; T * T], ci: usize, dst: &mut [f32]) {
     for c0 in (0..ci).step_by(L) {
         let n = L.min(ci - c0);
-        let mut d = [[0f32; L]; 36];
+        let mut d = [[0f32; L]; T * T];
         for (row, p) in d.iter_mut().zip(patch) {
             if let Some(p) = p {
                 *row = load(&p[c0..], n);
             }
         }
         // Down the columns, then along the rows.
-        let mut t = [[0f32; L]; 36];
-        for q in 0..6 {
+        let mut t = [[0f32; L]; T * T];
+        for q in 0..T {
             for l in 0..L {
-                let col = bt(std::array::from_fn(|k| d[6 * k + q][l]));
+                let col = bt(std::array::from_fn(|k| d[T * k + q][l]));
                 for (k, v) in col.into_iter().enumerate() {
-                    t[6 * k + q][l] = v;
+                    t[T * k + q][l] = v;
                 }
             }
         }
-        for r in 0..6 {
-            let mut v = [[0f32; L]; 6];
+        for r in 0..T {
+            let mut v = [[0f32; L]; T];
             for l in 0..L {
-                let row = bt(std::array::from_fn(|q| t[6 * r + q][l]));
+                let row = bt(std::array::from_fn(|q| t[T * r + q][l]));
                 for (q, x) in row.into_iter().enumerate() {
                     v[q][l] = x;
                 }
             }
             for (q, v) in v.iter().enumerate() {
-                store(&mut dst[(6 * r + q) * ci + c0..], v, n);
+                store(&mut dst[(T * r + q) * ci + c0..], v, n);
             }
         }
     }
@@ -322,24 +320,24 @@ fn output_tile(src: &[f32], co: usize, rows: &mut [f32], w: usize, x0: usize) {
     let nrows = rows.len() / (w * co);
     for c0 in (0..co).step_by(L) {
         let n = L.min(co - c0);
-        let mut m = [[0f32; L]; 36];
+        let mut m = [[0f32; L]; T * T];
         for (k, row) in m.iter_mut().enumerate() {
             *row = load(&src[k * co + c0..], n);
         }
         // Down the columns (four rows of six), then along the rows.
-        let mut s = [[0f32; L]; 24];
-        for q in 0..6 {
+        let mut s = [[0f32; L]; M * T];
+        for q in 0..T {
             for l in 0..L {
-                let col = at(std::array::from_fn(|k| m[6 * k + q][l]));
+                let col = at(std::array::from_fn(|k| m[T * k + q][l]));
                 for (r, v) in col.into_iter().enumerate() {
-                    s[6 * r + q][l] = v;
+                    s[T * r + q][l] = v;
                 }
             }
         }
-        for r in 0..nrows.min(4) {
-            let mut y = [[0f32; L]; 4];
+        for r in 0..nrows.min(M) {
+            let mut y = [[0f32; L]; M];
             for l in 0..L {
-                let row = at(std::array::from_fn(|q| s[6 * r + q][l]));
+                let row = at(std::array::from_fn(|q| s[T * r + q][l]));
                 for (j, v) in row.into_iter().enumerate() {
                     y[j][l] = v;
                 }
