@@ -100,6 +100,13 @@ fn convs_match_candle_at_every_setting() {
         // register blocks at a time, then one, then the leftover channels.
         ([83, 83, 7], [1, 3, 1, 83], (7, 9)),
         ([128, 128, 7], [1, 3, 1, 128], (7, 7)),
+        // Depthwise with more padding than the kernel reaches (the input's
+        // gradient then takes the per-tap path), dilated, and on lines of
+        // 1 to 3 pixels (the padded path's blocks of 2 and 1).
+        ([24, 24, 3], [1, 3, 1, 24], (5, 6)),
+        ([20, 20, 3], [1, 2, 3, 20], (6, 7)),
+        ([33, 33, 7], [1, 3, 1, 33], (3, 3)),
+        ([16, 16, 3], [1, 1, 1, 16], (2, 1)),
         ([4, 6, 1], [2, 0, 1, 1], (8, 8)),
         ([4, 6, 3], [2, 1, 1, 1], (4, 4)),
         ([4, 6, 3], [2, 1, 1, 1], (2, 2)),

@@ -385,12 +385,29 @@ impl ConvK {
     }
 
     fn depthwise_forward(&self, x: &[f32], d: Dims, o: Dims, out: &mut [f32]) {
+        if self.stride == 1 {
+            let (k, off) = ([self.kh, self.kw], [self.pad; 2]);
+            return depthwise_padded(x, d, o, &self.dw, k, (self.dil, off), out);
+        }
         // out[oy, ox] = Σ x[oy·s + ky·dil − pad, ox·s + kx·dil − pad] · w[ky, kx]
         let at = |o: usize, k: usize, n: usize| self.at(o, k, n);
         depthwise_gather(x, d, o, &self.dw, [self.kh, self.kw], at, out);
     }
 
     fn depthwise_backward(&self, g: &[f32], d: Dims, o: Dims, dx: &mut [f32]) {
+        // g's row iy + pad − ky·dil is row iy + (kh − 1 − ky)·dil of g
+        // padded by (kh − 1)·dil − pad rows (columns alike): a stride-1
+        // gather with the kernel flipped.
+        let reach = [(self.kh - 1) * self.dil, (self.kw - 1) * self.dil];
+        if self.stride == 1 && self.pad <= reach[0].min(reach[1]) {
+            let taps = self.kh * self.kw;
+            let flipped: Vec<f32> = (0..taps)
+                .flat_map(|t| &self.dw[(taps - 1 - t) * d.c..][..d.c])
+                .copied()
+                .collect();
+            let (k, off) = ([self.kh, self.kw], reach.map(|r| r - self.pad));
+            return depthwise_padded(g, o, d, &flipped, k, (self.dil, off), dx);
+        }
         if self.stride == 1 {
             // dx[iy, ix] = Σ g[iy + pad − ky·dil, ix + pad − kx·dil] · w[ky, kx]:
             // the same gather over the output's gradient.
@@ -488,6 +505,46 @@ simd_fn! {
             }
         }
     }
+}
+
+/// [`depthwise_gather`] at stride 1 with the source's padding written out:
+/// `src` (dims `sd`) is first copied into a zero-filled image of the size
+/// that `od`'s pixels reach, at rows and columns `off` (output (y, x) then
+/// reads its (y + ky·dil, x + kx·dil)), so that every output pixel is an
+/// interior one, summed in registers four pixels at a time (the border
+/// pixels, most of ConvNeXt's 14 × 14 and 7 × 7 stages' pixels, took the
+/// per-tap path). A tap in the padding adds 0 · w.
+fn depthwise_padded(
+    src: &[f32],
+    sd: Dims,
+    od: Dims,
+    w: &[f32],
+    [kh, kw]: [usize; 2],
+    (dil, off): (usize, [usize; 2]),
+    out: &mut [f32],
+) {
+    let c = sd.c;
+    let pd = Dims {
+        h: od.h + (kh - 1) * dil,
+        w: od.w + (kw - 1) * dil,
+        ..sd
+    };
+    let mut padded = vec![0f32; pd.len()];
+    padded
+        .par_chunks_mut(pd.w * c)
+        .enumerate()
+        .for_each(|(row, line)| {
+            let (s, py) = (row / pd.h, row % pd.h);
+            let Some(sy) = py.checked_sub(off[0]).filter(|&sy| sy < sd.h) else {
+                return;
+            };
+            let n = sd.w.min(pd.w.saturating_sub(off[1]));
+            line[off[1] * c..][..n * c]
+                .copy_from_slice(&src[(s * sd.h + sy) * sd.w * c..][..n * c]);
+        });
+    // Output (y, x) reads the padded image's (y + ky·dil, x + kx·dil).
+    let at = |o: usize, k: usize, n: usize| Some(o + k * dil).filter(|&i| i < n);
+    depthwise_gather(&padded, pd, od, w, [kh, kw], at, out);
 }
 
 /// Channels per register block of [`gather_line`] (one AVX-512 vector,
