@@ -542,9 +542,96 @@ fn depthwise_padded(
             line[off[1] * c..][..n * c]
                 .copy_from_slice(&src[(s * sd.h + sy) * sd.w * c..][..n * c]);
         });
-    // Output (y, x) reads the padded image's (y + ky·dil, x + kx·dil).
-    let at = |o: usize, k: usize, n: usize| Some(o + k * dil).filter(|&i| i < n);
-    depthwise_gather(&padded, pd, od, w, [kh, kw], at, out);
+    if !c.is_multiple_of(DW_LANES) {
+        // Output (y, x) reads the padded image's (y + ky·dil, x + kx·dil).
+        let at = |o: usize, k: usize, n: usize| Some(o + k * dil).filter(|&i| i < n);
+        return depthwise_gather(&padded, pd, od, w, [kh, kw], at, out);
+    }
+    // Whole register blocks of channels: each tap of each pixel is one
+    // indexed block, with none of the per-tap slicing of `gather_line`.
+    let (img, _) = padded.as_chunks::<DW_LANES>();
+    let (w, _) = w.as_chunks::<DW_LANES>();
+    let (out, _) = out.as_chunks_mut::<DW_LANES>();
+    let cb = c / DW_LANES;
+    out.par_chunks_mut(od.w * cb)
+        .enumerate()
+        .for_each(|(line, out)| {
+            let (s, oy) = (line / od.h, line % od.h);
+            let img = &img[s * pd.h * pd.w * cb..][..pd.h * pd.w * cb];
+            let rows = Rows {
+                pw: pd.w * cb,
+                oy,
+                dil,
+                k: [kh, kw],
+            };
+            padded_line(img, w, rows, cb, out);
+        });
+}
+
+/// Which rows [`padded_line`] reads: output line `oy` reads padded rows
+/// `oy + ky·dil` (`pw` blocks a row) for `ky < k[0]`, `k[1]` taps a row.
+#[derive(Clone, Copy)]
+struct Rows {
+    pw: usize,
+    oy: usize,
+    dil: usize,
+    k: [usize; 2],
+}
+
+simd_fn! {
+    /// One output line of [`depthwise_padded`] in blocks of [`DW_LANES`]
+    /// channels (`cb` a pixel) from its padded sample `img` and the weights
+    /// `w` (`[kh·kw, cb]` blocks): [`DW_PIXELS`] pixels × one block summed
+    /// in registers; the line's last pixels one at a time, four blocks at
+    /// once (a lone block's sum is a chain of dependent adds).
+    fn padded_line(img: &[[f32; DW_LANES]], w: &[[f32; DW_LANES]], r: Rows, cb: usize, out: &mut [[f32; DW_LANES]]) {
+        let [kh, kw] = r.k;
+        let ow = out.len() / cb.max(1);
+        let mut ox = 0;
+        while ox + DW_PIXELS <= ow {
+            for b in 0..cb {
+                let mut acc = [[0f32; DW_LANES]; DW_PIXELS];
+                for ky in 0..kh {
+                    let row = &img[(r.oy + ky * r.dil) * r.pw..][..r.pw];
+                    for kx in 0..kw {
+                        let wv = &w[(ky * kw + kx) * cb + b];
+                        let p0 = (ox + kx * r.dil) * cb + b;
+                        for (j, acc) in acc.iter_mut().enumerate() {
+                            let xv = &row[p0 + j * cb];
+                            for l in 0..DW_LANES {
+                                acc[l] = madd::<S>(xv[l], wv[l], acc[l]);
+                            }
+                        }
+                    }
+                }
+                for (j, acc) in acc.iter().enumerate() {
+                    out[(ox + j) * cb + b] = *acc;
+                }
+            }
+            ox += DW_PIXELS;
+        }
+        for ox in ox..ow {
+            let mut b = 0;
+            while b < cb {
+                let n = (cb - b).min(4);
+                let mut acc = [[0f32; DW_LANES]; 4];
+                for ky in 0..kh {
+                    let row = &img[(r.oy + ky * r.dil) * r.pw..][..r.pw];
+                    for kx in 0..kw {
+                        let ws = &w[(ky * kw + kx) * cb + b..][..n];
+                        let xs = &row[(ox + kx * r.dil) * cb + b..][..n];
+                        for ((acc, xv), wv) in acc.iter_mut().zip(xs).zip(ws) {
+                            for l in 0..DW_LANES {
+                                acc[l] = madd::<S>(xv[l], wv[l], acc[l]);
+                            }
+                        }
+                    }
+                }
+                out[ox * cb + b..][..n].copy_from_slice(&acc[..n]);
+                b += n;
+            }
+        }
+    }
 }
 
 /// Channels per register block of [`gather_line`] (one AVX-512 vector,
