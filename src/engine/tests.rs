@@ -102,7 +102,7 @@ fn convs_match_candle_at_every_setting() {
         ([128, 128, 7], [1, 3, 1, 128], (7, 7)),
         // Depthwise with more padding than the kernel reaches (the input's
         // gradient then takes the per-tap path), dilated, and on lines of
-        // 1 to 3 pixels (the padded path's blocks of 2 and 1).
+        // 1 to 3 pixels (the padded path's last pixels, one at a time).
         ([24, 24, 3], [1, 3, 1, 24], (5, 6)),
         ([20, 20, 3], [1, 2, 3, 20], (6, 7)),
         ([33, 33, 7], [1, 3, 1, 33], (3, 3)),

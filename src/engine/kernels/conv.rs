@@ -66,7 +66,13 @@ impl ConvK {
         dil: usize,
         groups: usize,
     ) -> Option<Self> {
-        if groups == 0 || !cout.is_multiple_of(groups) || bias.len() != cout || stride == 0 {
+        if groups == 0
+            || !cout.is_multiple_of(groups)
+            || bias.len() != cout
+            || stride == 0
+            || kh == 0
+            || kw == 0
+        {
             return None;
         }
         let mut w = vec![0f32; w_oihw.len()];
