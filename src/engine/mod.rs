@@ -7,7 +7,8 @@
 //! stride, padding, dilation and groups, batch norm, linear layers,
 //! activations, max- and adaptive average pooling, flatten and reshape,
 //! channel concatenation, residual addition, per-channel affine maps,
-//! LayerNorm over channels). [`Net::forward`] then runs it through one of:
+//! LayerNorm over channels). [`Net`]'s `forward` ([`Module`](candle_core::Module))
+//! then runs it through one of:
 //!
 //! - **candle's ops** (the reference path), with candle's autograd: used
 //!   for `GEVALDI_ENGINE=candle` and when a weight is a variable (a model

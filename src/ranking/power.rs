@@ -18,7 +18,7 @@ pub struct PowerRanking {
     /// Model indices, best first.
     pub order: Vec<usize>,
     /// The principal eigenvalue, ≥ N; N exactly when the ratios are
-    /// consistent (B[i][j]·B[j][k] = B[i][k]).
+    /// consistent (`B[i][j]·B[j][k] = B[i][k]`).
     pub eigenvalue: f64,
     /// Power iterations run.
     pub iterations: usize,

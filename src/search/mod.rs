@@ -22,7 +22,7 @@
 //! search / mean baseline divergence.
 //!
 //! A NaN or an infinity anywhere in the pipeline stops the search with
-//! [`Error::NonFinite`], naming where it first appeared (see
+//! [`Error::NonFinite`](crate::Error::NonFinite), naming where it first appeared (see
 //! [`NonFiniteSite`]): each step sums each checked tensor (a NaN or an
 //! infinity survives the sum) and reads the sums back with the step's
 //! figures; only a sum that is not finite costs a full read, to find the
