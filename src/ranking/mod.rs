@@ -48,7 +48,7 @@
 //!
 //! ## Spearman
 //!
-//! [`spearman`]: Pearson's correlation of the average ranks (ties share
+//! [`spearman()`]: Pearson's correlation of the average ranks (ties share
 //! the mean of the ranks they span), as `scipy.stats.spearmanr` computes it.
 //! MAD's `SRCC()` passes spearmanr the two rankings as lists of model
 //! indices, in rank order, which correlates positions with indices; gevaldi

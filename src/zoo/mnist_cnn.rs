@@ -90,7 +90,7 @@ impl MnistCnn {
     }
 
     /// A frozen model with seeded random weights (see
-    /// [`seeded_varmap`](super::seeded_varmap)).
+    /// [`seeded_varmap`]).
     pub fn random(cfg: &MnistCnnConfig, seed: u64, device: &Device) -> candle_core::Result<Self> {
         let (_, varmap) = seeded_varmap(seed, device, |vb| Self::load(vb, cfg))?;
         Self::load(frozen(&varmap, device), cfg)
