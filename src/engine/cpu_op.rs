@@ -9,7 +9,7 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 
 use super::compile::{Kernel, Program, Step};
 use super::kernels::conv::ConvK;
-use super::kernels::{elementwise as ew, gemm_new, pool, transpose, view, Dims};
+use super::kernels::{elementwise as ew, gemm_new, gemm_new_bias_act, pool, transpose, view, Dims};
 
 thread_local! {
     /// Bytes kept for the backward by the forward passes on this thread
@@ -160,12 +160,12 @@ fn run_kernel(step: &Step, xs: &[&Arc<Vec<f32>>], ds: &[Dims]) -> candle_core::R
         Kernel::Dense { nin, nout, w, bias } => {
             check_dense(d, *nin)?;
             let rows = d.b * d.h * d.w;
-            let mut y = gemm_new(
+            let (y, slope) = gemm_new_bias_act(
                 view(x, 0, rows, *nin, *nin),
                 view(w, 0, *nout, *nin, *nin).t(),
+                bias,
+                step.act,
             );
-            let mut slope = ew::slope_buffer(step.act, y.len());
-            ew::bias_act(&mut y, bias, step.act, &mut slope);
             let o = Dims { c: *nout, ..d };
             return Ok(KernelOut(Arc::new(y), o, Kept::Nothing, Some(Fused(slope))));
         }

@@ -1,6 +1,8 @@
 //! Per-pixel kernels on NHWC: activations, per-channel affine maps,
 //! channel concatenation, LayerNorm over channels.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use super::simd::simd_fn;
@@ -106,7 +108,7 @@ pub(crate) fn bias_act(x: &mut [f32], bias: &[f32], a: Option<Activation>, slope
 
 simd_fn! {
     /// `act(x + bias)` (or `x + bias`) on whole rows of `bias.len()`.
-    fn bias_act_rows(r: &mut [f32], bias: &[f32], a: Option<Activation>) {
+    pub(crate) fn bias_act_rows(r: &mut [f32], bias: &[f32], a: Option<Activation>) {
         for px in r.chunks_mut(bias.len()) {
             match a {
                 None => px.iter_mut().zip(bias).for_each(|(v, b)| *v += b),
@@ -123,13 +125,53 @@ simd_fn! {
     /// GELU of `x + bias` on whole rows of `bias.len()`, its slope there
     /// written to `s`.
     fn bias_gelu_slope_rows(r: &mut [f32], s: &mut [f32], bias: &[f32]) {
-        let c = bias.len();
-        for (px, ps) in r.chunks_mut(c).zip(s.chunks_mut(c)) {
-            px.iter_mut()
-                .zip(ps)
-                .zip(bias)
-                .for_each(|((v, s), b)| (*v, *s) = gelu_and_slope::<S>(*v + b));
-        }
+        bias_gelu_slope::<S, f32>(r, s, bias)
+    }
+}
+
+simd_fn! {
+    /// [`bias_gelu_slope_rows`] with a slope buffer not yet written:
+    /// writes every element of `s` (as long as `r`).
+    pub(crate) fn bias_gelu_slope_fresh_rows(
+        r: &mut [f32],
+        s: &mut [MaybeUninit<f32>],
+        bias: &[f32],
+    ) {
+        bias_gelu_slope::<S, MaybeUninit<f32>>(r, s, bias)
+    }
+}
+
+/// Where a slope is written: an element of a buffer written before, or of
+/// one not yet written.
+trait Slot {
+    fn put(&mut self, v: f32);
+}
+
+impl Slot for f32 {
+    #[inline(always)]
+    fn put(&mut self, v: f32) {
+        *self = v;
+    }
+}
+
+impl Slot for MaybeUninit<f32> {
+    #[inline(always)]
+    fn put(&mut self, v: f32) {
+        self.write(v);
+    }
+}
+
+/// The body of the two `bias_gelu_slope…rows`.
+#[inline(always)]
+fn bias_gelu_slope<S: pulp::Simd, T: Slot>(r: &mut [f32], s: &mut [T], bias: &[f32]) {
+    assert_eq!(r.len(), s.len(), "bias_gelu_slope: a slope per value");
+    let c = bias.len();
+    for (px, ps) in r.chunks_mut(c).zip(s.chunks_mut(c)) {
+        px.iter_mut().zip(ps).zip(bias).for_each(|((v, s), b)| {
+            let (y, slope) = gelu_and_slope::<S>(*v + b);
+            *v = y;
+            s.put(slope);
+        });
     }
 }
 

@@ -14,6 +14,9 @@ use std::mem::MaybeUninit;
 use ndarray::linalg::general_mat_mul;
 use ndarray::{ArrayView2, ArrayViewMut2, Axis};
 
+use super::elementwise::{bias_act_rows, bias_gelu_slope_fresh_rows};
+use super::Activation;
+
 /// Pieces with fewer rows than this go to matrixmultiply.
 const FEW_ROWS: usize = 32;
 
@@ -27,7 +30,9 @@ pub(crate) fn gemm(a: ArrayView2<f32>, b: ArrayView2<f32>, c: ArrayViewMut2<f32>
     let n = b.dim().1;
     assert_eq!(b.dim().0, k, "gemm: inner sizes differ");
     assert_eq!(c.dim(), (m, n), "gemm: output size");
-    split(a, b, c, beta, min_piece(m, n, k), &piece);
+    split(a, b, c, [0, 0], min_piece(m, n, k), &|a, b, c, _| {
+        piece(a, b, c, beta)
+    });
 }
 
 /// `a · b` in a new row-major buffer that the product writes once: no
@@ -40,12 +45,80 @@ pub(crate) fn gemm_new(a: ArrayView2<f32>, b: ArrayView2<f32>) -> Vec<f32> {
     let mut out = Vec::with_capacity(m * n);
     let c = ArrayViewMut2::from_shape((m, n), &mut out.spare_capacity_mut()[..m * n])
         .expect("a row-major view of the spare capacity");
-    split(a, b, c, 0.0, min_piece(m, n, k), &piece_unwritten);
+    split(a, b, c, [0, 0], min_piece(m, n, k), &|a, b, c, _| {
+        piece_unwritten(a, b, c);
+    });
     // SAFETY: `split` hands every element of the m × n view to one
     // `piece_unwritten`, which writes each element of its piece (see
     // there); the first m · n elements of `out` are therefore initialised.
     unsafe { out.set_len(m * n) };
     out
+}
+
+/// `act(a · b + bias)` (a bias per column) in a new row-major buffer, and
+/// in a second the activation's slope where it [keeps
+/// one](super::keeps_slope) (GELU; else the second is empty). Each piece
+/// of the product gets its bias and activation right after its product,
+/// while it is in cache: as separate passes over a large output (a
+/// ConvNeXt block's first linear layer, 38 MiB at batch 8), the product's
+/// write, the pass's read and write and the slope buffer's zero fill each
+/// went through memory.
+pub(crate) fn gemm_new_bias_act(
+    a: ArrayView2<f32>,
+    b: ArrayView2<f32>,
+    bias: &[f32],
+    act: Option<Activation>,
+) -> (Vec<f32>, Vec<f32>) {
+    let (m, k) = a.dim();
+    let n = b.dim().1;
+    assert_eq!(b.dim().0, k, "gemm: inner sizes differ");
+    assert_eq!(bias.len(), n, "gemm: a bias per column");
+    let sloped = act.is_some_and(super::keeps_slope);
+    let mut out = Vec::with_capacity(m * n);
+    let mut slope = Vec::with_capacity(if sloped { m * n } else { 0 });
+    let c = ArrayViewMut2::from_shape((m, n), &mut out.spare_capacity_mut()[..m * n])
+        .expect("a row-major view of the spare capacity");
+    let s = sloped.then(|| {
+        ArrayViewMut2::from_shape((m, n), &mut slope.spare_capacity_mut()[..m * n])
+            .expect("a row-major view of the spare capacity")
+    });
+    split(
+        a,
+        b,
+        (c, s),
+        [0, 0],
+        min_piece(m, n, k),
+        &|a, b, (c, s), [_, col]| {
+            let mut c = piece_unwritten(a, b, c);
+            let bias = &bias[col..][..c.ncols()];
+            match s {
+                Some(mut s) => {
+                    for (mut r, mut s) in c.rows_mut().into_iter().zip(s.rows_mut()) {
+                        let r = r.as_slice_mut().expect("a row-major block");
+                        let s = s.as_slice_mut().expect("a row-major block");
+                        bias_gelu_slope_fresh_rows(r, s, bias);
+                    }
+                }
+                None => {
+                    for mut r in c.rows_mut() {
+                        bias_act_rows(r.as_slice_mut().expect("a row-major block"), bias, act);
+                    }
+                }
+            }
+        },
+    );
+    // SAFETY: as in `gemm_new` for `out`; where `sloped`, each piece's
+    // block of `slope` (the same rows and columns as its block of `out`,
+    // split with it) is written row by row by `bias_gelu_slope_fresh_rows`,
+    // which writes every element of the slice it is given (one per value
+    // of the row, the two of equal length).
+    unsafe {
+        out.set_len(m * n);
+        if sloped {
+            slope.set_len(m * n);
+        }
+    }
+    (out, slope)
 }
 
 fn min_piece(m: usize, n: usize, k: usize) -> usize {
@@ -58,31 +131,59 @@ const MIN_PIECE: usize = 1 << 22;
 /// Pieces of one product at most (about).
 const MAX_PIECES: usize = 16;
 
-/// What runs one piece of a product on one thread.
-type Piece<T> = dyn Fn(ArrayView2<f32>, ArrayView2<f32>, ArrayViewMut2<T>, f32) + Sync;
+/// What runs one piece of a product on one thread: its operands, its
+/// blocks of the outputs, and the block's first row and column.
+type Piece<'p, O> = dyn Fn(ArrayView2<f32>, ArrayView2<f32>, O, [usize; 2]) + Sync + 'p;
 
-fn split<T: Send>(
+/// The m × n output blocks a product writes, split with its rows or
+/// columns: the product's own, and a side buffer's where an epilogue
+/// writes one ([`gemm_new_bias_act`]'s slope).
+trait Blocks: Send + Sized {
+    fn split_at(self, axis: Axis, mid: usize) -> (Self, Self);
+}
+
+impl<T: Send> Blocks for ArrayViewMut2<'_, T> {
+    fn split_at(self, axis: Axis, mid: usize) -> (Self, Self) {
+        ArrayViewMut2::split_at(self, axis, mid)
+    }
+}
+
+impl<A: Blocks, B: Blocks> Blocks for (A, Option<B>) {
+    fn split_at(self, axis: Axis, mid: usize) -> (Self, Self) {
+        let (a1, a2) = self.0.split_at(axis, mid);
+        match self.1 {
+            Some(b) => {
+                let (b1, b2) = b.split_at(axis, mid);
+                ((a1, Some(b1)), (a2, Some(b2)))
+            }
+            None => ((a1, None), (a2, None)),
+        }
+    }
+}
+
+fn split<O: Blocks>(
     a: ArrayView2<f32>,
     b: ArrayView2<f32>,
-    c: ArrayViewMut2<T>,
-    beta: f32,
+    c: O,
+    at: [usize; 2],
     min: usize,
-    piece: &Piece<T>,
+    piece: &Piece<'_, O>,
 ) {
     let (m, k) = a.dim();
     let n = b.dim().1;
     let halves = rayon::current_num_threads() > 1 && m * n * k >= 2 * min;
     if !halves || (m < 16 && n < 32) {
-        piece(a, b, c, beta);
+        piece(a, b, c, at);
         return;
     }
+    let [row, col] = at;
     if m >= n || n < 32 {
         let mid = m / 2;
         let (a1, a2) = a.split_at(Axis(0), mid);
         let (c1, c2) = c.split_at(Axis(0), mid);
         rayon::join(
-            || split(a1, b, c1, beta, min, piece),
-            || split(a2, b, c2, beta, min, piece),
+            || split(a1, b, c1, at, min, piece),
+            || split(a2, b, c2, [row + mid, col], min, piece),
         );
     } else {
         // Keep column blocks a multiple of 16 wide (the micro-kernel's).
@@ -90,8 +191,8 @@ fn split<T: Send>(
         let (b1, b2) = b.split_at(Axis(1), mid);
         let (c1, c2) = c.split_at(Axis(1), mid);
         rayon::join(
-            || split(a, b1, c1, beta, min, piece),
-            || split(a, b2, c2, beta, min, piece),
+            || split(a, b1, c1, at, min, piece),
+            || split(a, b2, c2, [row, col + mid], min, piece),
         );
     }
 }
@@ -116,27 +217,30 @@ fn piece(a: ArrayView2<f32>, b: ArrayView2<f32>, mut c: ArrayViewMut2<f32>, beta
     unsafe { gemm_raw(a, b, c.as_mut_ptr(), strides, beta) }
 }
 
-/// One piece of [`gemm_new`]'s output, whose elements are not written
-/// yet: each is written once (`beta` is 0).
-fn piece_unwritten(
+/// One piece of a new output, whose elements are not written yet: each
+/// is written once (`beta` is 0); the piece, written.
+fn piece_unwritten<'c>(
     a: ArrayView2<f32>,
     b: ArrayView2<f32>,
-    mut c: ArrayViewMut2<MaybeUninit<f32>>,
-    _beta: f32,
-) {
+    mut c: ArrayViewMut2<'c, MaybeUninit<f32>>,
+) -> ArrayViewMut2<'c, f32> {
     let (m, k) = a.dim();
     let n = b.dim().1;
     if m < FEW_ROWS || m == 0 || n == 0 || k == 0 {
         c.fill(MaybeUninit::new(0.0));
         // SAFETY: every element was written just above.
-        let c = unsafe { c.assume_init() };
-        return piece(a, b, c, 0.0);
+        let mut c = unsafe { c.assume_init() };
+        piece(a, b, c.view_mut(), 0.0);
+        return c;
     }
     let strides = strides(c.strides());
     // SAFETY: as in `piece`; `gemm_raw` with `beta` 0 reads no element of
     // the output and writes every one (m, n, k > 0), so the view's
     // elements are all initialised after it.
-    unsafe { gemm_raw(a, b, c.as_mut_ptr().cast::<f32>(), strides, 0.0) }
+    unsafe {
+        gemm_raw(a, b, c.as_mut_ptr().cast::<f32>(), strides, 0.0);
+        c.assume_init()
+    }
 }
 
 /// `gemm::gemm` on this thread: `dst = a · b` (`beta` 0: `dst` is not
@@ -263,6 +367,44 @@ mod tests {
                 wide.column(0).iter().all(|v| v.is_nan()),
                 "wrote outside its block"
             );
+        }
+    }
+
+    /// The product with a bias per column and an activation applied to
+    /// each piece: as a naive product, then the bias and activation (and
+    /// GELU's slope) value by value. Shapes that split by rows, by
+    /// columns (the bias then starts mid-row) and not at all (few rows).
+    #[test]
+    fn a_new_output_with_its_bias_and_activation() {
+        use super::super::{act, gelu_and_slope};
+        for &(m, k, n) in &[(7, 5, 9), (40, 33, 20), (301, 257, 515), (64, 700, 2000)] {
+            let a = filled(m, k, 6);
+            let b = filled(k, n, 7);
+            let bias: Vec<f32> = (0..n).map(|j| j as f32 * 0.01 - 1.0).collect();
+            let want = naive(a.view(), b.view()) + ndarray::aview1(&bias);
+            for act_ in [None, Some(Activation::Relu), Some(Activation::GeluErf)] {
+                let (y, slope) = gemm_new_bias_act(a.view(), b.view(), &bias, act_);
+                assert_eq!(y.len(), m * n);
+                let tol = 1e-5 * (k as f32).sqrt() * 4.0;
+                for (i, (&got, &pre)) in y.iter().zip(&want).enumerate() {
+                    let (y_want, s_want) = match act_ {
+                        None => (pre, None),
+                        Some(Activation::GeluErf) => {
+                            let (y, s) = gelu_and_slope::<pulp::Scalar>(pre);
+                            (y, Some(s))
+                        }
+                        Some(a) => (act::<pulp::Scalar>(a, pre), None),
+                    };
+                    assert!(
+                        (got - y_want).abs() <= tol,
+                        "{act_:?} at {i}: {got} vs {y_want}"
+                    );
+                    match s_want {
+                        Some(s) => assert!((slope[i] - s).abs() <= tol, "slope at {i}"),
+                        None => assert!(slope.is_empty()),
+                    }
+                }
+            }
         }
     }
 

@@ -8,7 +8,7 @@ pub(crate) mod pool;
 mod simd;
 mod winograd;
 
-pub(crate) use gemm::{gemm, gemm_new};
+pub(crate) use gemm::{gemm, gemm_new, gemm_new_bias_act};
 
 use ndarray::{ArrayView2, ArrayViewMut2, ShapeBuilder};
 use rayon::prelude::*;
@@ -109,23 +109,52 @@ pub(crate) fn act<S: Simd>(a: Activation, v: f32) -> f32 {
         }
         Activation::Sigmoid => ((-v).exp() + 1.0).recip(),
         Activation::Tanh => v.tanh(),
-        Activation::GeluErf => v * gelu_cdf::<S>(v),
+        Activation::GeluErf => v * normal_cdf_and_gauss::<S>(v).0,
     }
 }
 
-/// Φ(v), the standard normal's CDF: GELU(v) = v · Φ(v).
+/// Φ(v), the standard normal's CDF (GELU(v) = v · Φ(v)), and
+/// e^(−v²/2) (√(2π) · φ(v)), from one exp and no call (a loop over it
+/// vectorizes): Abramowitz and Stegun's 7.1.26, erfc(x) = t · P(t) ·
+/// e^(−x²) with t = 1 / (1 + p·x) for x = |v|/√2 ≥ 0 (absolute error
+/// 1.5e-7; PyTorch's vectorized float erf is the same formula), whose
+/// e^(−x²) is φ's. The tail below −|v| is computed directly, not as
+/// 1 − (1 − …), so Φ keeps its relative precision far out on the left.
+/// Tested against f64: within 3.5e-7 absolute everywhere (the erf by a
+/// rational this replaced was within 2.1e-7), within 5% relative in the
+/// left tail down to Φ(−12). NaN stays NaN.
+///
+/// GELU and its slope were 8% of a ConvNeXt step, bound by their
+/// arithmetic; with one exp for both rather than an erf by a rational
+/// (Eigen's, this engine's before) and an exp, 1.45 → 1.15 ns a value on
+/// one core of the 2-core AVX2 machine.
 #[inline(always)]
-fn gelu_cdf<S: Simd>(v: f32) -> f32 {
-    0.5 * (1.0 + erf::<S>(v * std::f32::consts::FRAC_1_SQRT_2))
+fn normal_cdf_and_gauss<S: Simd>(v: f32) -> (f32, f32) {
+    const P: f32 = 0.327_591_1;
+    const A: [f32; 5] = [
+        0.254_829_6,
+        -0.284_496_72,
+        1.421_413_8,
+        -1.453_152_1,
+        1.061_405_4,
+    ];
+    let x = v.abs() * std::f32::consts::FRAC_1_SQRT_2;
+    let t = 1.0 / madd::<S>(P, x, 1.0);
+    let poly = A[..4].iter().rev().fold(A[4], |p, a| madd::<S>(p, t, *a)) * t;
+    let gauss = exp::<S>(-0.5 * v * v);
+    // Φ(−|v|) = erfc(|v|/√2) / 2.
+    let tail = 0.5 * poly * gauss;
+    let cdf = if v < 0.0 { tail } else { 1.0 - tail };
+    (cdf, gauss)
 }
 
 /// GELU at `v` and its slope there (the one activation that
-/// [keeps its slope](keeps_slope)): v·Φ(v) and Φ(v) + v·φ(v) from one erf,
+/// [keeps its slope](keeps_slope)): v·Φ(v) and Φ(v) + v·φ(v) from one exp,
 /// so its backward is one multiply.
 #[inline(always)]
 pub(crate) fn gelu_and_slope<S: Simd>(v: f32) -> (f32, f32) {
-    let cdf = gelu_cdf::<S>(v);
-    let pdf = exp::<S>(-0.5 * v * v) * 0.398_942_3;
+    let (cdf, gauss) = normal_cdf_and_gauss::<S>(v);
+    let pdf = gauss * 0.398_942_3;
     (v * cdf, madd::<S>(v, pdf, cdf))
 }
 
@@ -139,7 +168,9 @@ pub(crate) fn gelu_and_slope<S: Simd>(v: f32) -> (f32, f32) {
 pub(crate) fn exp<S: Simd>(x: f32) -> f32 {
     const SHIFT: f32 = 12_582_912.0; // 1.5·2²³: adding it rounds to an integer
     let x = x.clamp(-87.3, 88.3);
-    let n = (x * std::f32::consts::LOG2_E + SHIFT) - SHIFT;
+    // 1.5·2²³ + n: its low bits hold n (the ulp there is 1).
+    let t = x * std::f32::consts::LOG2_E + SHIFT;
+    let n = t - SHIFT;
     let r = madd::<S>(n, -0.693_145_75, x);
     let r = madd::<S>(n, -1.428_606_8e-6, r);
     const C: [f32; 7] = [
@@ -152,47 +183,10 @@ pub(crate) fn exp<S: Simd>(x: f32) -> f32 {
         1.0,
     ];
     let p = C.iter().fold(1.0 / 5040.0, |p, c| madd::<S>(p, r, *c));
-    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
-}
-
-/// erf(x) within a few f32 ulp, with no call (a loop over it vectorizes,
-/// eight lanes on AVX2): Eigen's and TensorFlow's rational approximation
-/// on [−4, 4] (erf(±4) is ±1 in f32), evaluated in f32 as Eigen does for
-/// floats; libm's `erff` was 12% of a ConvNeXt step, and the same
-/// rational in f64 (four lanes, f64 division) 5% of one on an AVX2 CPU.
-/// Against candle's erf (Boost's): at most 4.2e-7 absolute over [−6, 6]
-/// (tested); PyTorch's vectorized float erf
-/// allows 1.5e-7. NaN stays NaN.
-#[inline(always)]
-pub(crate) fn erf<S: Simd>(x: f32) -> f32 {
-    const A: [f32; 7] = [
-        -2.726_142_3e-10,
-        2.770_681_4e-8,
-        -2.101_024e-6,
-        -5.692_506_4e-5,
-        -7.349_906_3e-4,
-        -2.954_6e-3,
-        -1.609_603_3e-2,
-    ];
-    const B: [f32; 5] = [
-        -1.456_607_2e-5,
-        -2.133_740_6e-4,
-        -1.682_827e-3,
-        -7.373_329e-3,
-        -1.426_473_9e-2,
-    ];
-    let c = x.clamp(-4.0, 4.0);
-    let x2 = c * c;
-    let p = A[1..].iter().fold(A[0], |p, a| madd::<S>(p, x2, *a)) * c;
-    let q = B[1..].iter().fold(B[0], |q, b| madd::<S>(q, x2, *b));
-    // Beyond ±3.9 erf rounds to ±1 in f32 (1 − erf(3.9) = 3.5e-8), where
-    // the rational in f32 is 3e-7 short of it: GELU of a large negative x
-    // would then be x · 1.5e-7 rather than 0.
-    if c.abs() >= 3.9 {
-        c.signum()
-    } else {
-        p / q
-    }
+    // 2ⁿ from t's bits with integer lane ops: `n as i32` (a saturating
+    // cast) compiled to one scalar conversion per lane.
+    let biased = t.to_bits().wrapping_sub(SHIFT.to_bits()).wrapping_add(127);
+    p * f32::from_bits(biased << 23)
 }
 
 /// Whether the activation's forward keeps its slope at each input for the
@@ -312,10 +306,15 @@ mod tests {
     use super::simd::simd_fn;
 
     simd_fn! {
-        /// [`super::exp`] and [`super::erf`] as the copy this CPU runs
-        /// computes them (with FMA where it has it).
-        fn dispatched(x: f32) -> (f32, f32) {
-            (super::exp::<S>(x), super::erf::<S>(x))
+        /// [`super::exp`], [`super::normal_cdf_and_gauss`] and
+        /// [`super::gelu_and_slope`] as the copy this CPU runs computes
+        /// them (with FMA where it has it).
+        fn dispatched(x: f32) -> (f32, (f32, f32), (f32, f32)) {
+            (
+                super::exp::<S>(x),
+                super::normal_cdf_and_gauss::<S>(x),
+                super::gelu_and_slope::<S>(x),
+            )
         }
     }
 
@@ -325,8 +324,15 @@ mod tests {
         [super::exp::<pulp::Scalar>(x), dispatched(x).0]
     }
 
-    fn erf(x: f32) -> [f32; 2] {
-        [super::erf::<pulp::Scalar>(x), dispatched(x).1]
+    fn cdf(x: f32) -> [f32; 2] {
+        [
+            super::normal_cdf_and_gauss::<pulp::Scalar>(x).0,
+            dispatched(x).1 .0,
+        ]
+    }
+
+    fn gelu(x: f32) -> [(f32, f32); 2] {
+        [super::gelu_and_slope::<pulp::Scalar>(x), dispatched(x).2]
     }
 
     /// Against std's `exp` over the range it does not saturate in.
@@ -348,46 +354,82 @@ mod tests {
         for got in exp(-1e4) {
             assert!((0.0..1e-37).contains(&got));
         }
+        for got in exp(1e4) {
+            assert!((1e38..f32::MAX).contains(&got), "exp(1e4) = {got}");
+        }
     }
 
-    /// Against known values and against candle's erf (a port of Boost's)
-    /// on a fine grid: within 5e-7 everywhere (measured 4.2e-7), ±1 beyond
-    /// ±3.9.
+    /// Φ(x) = erfc(−x/√2) / 2 in f64 (candle's erfc, a port of Boost's).
+    fn exact_cdf(x: f64) -> f64 {
+        0.5 * candle_core::cpu::erf::erfc_f64(-x / std::f64::consts::SQRT_2)
+    }
+
+    /// Φ against known values and against f64 on a fine grid: within
+    /// 3.5e-7 absolute everywhere (measured 2.9e-7), and within 5%
+    /// relative (measured 3.1%) in the left
+    /// tail down to Φ(−12) = 1.8e-33 (computed directly, no cancellation).
     #[test]
-    fn erf_matches_known_values_and_an_accurate_erf() {
+    fn normal_cdf_matches_known_values_and_f64() {
         for (x, want) in [
-            (0.0, 0.0),
-            (1e-4, 1.128_379_163e-4),
-            (0.5, 0.520_499_877_813_046_5),
-            (1.0, 0.842_700_792_949_714_9),
-            (2.0, 0.995_322_265_018_952_7),
-            (-3.0, -0.999_977_909_503_001_4),
-            (6.0, 1.0),
-            (-30.0, -1.0),
+            (0.0f32, 0.5f64),
+            (1.0, 0.841_344_746_068_542_9),
+            (-1.0, 0.158_655_253_931_457_05),
+            (-3.0, 1.349_898_031_630_094_6e-3),
+            (-6.0, 9.865_876_450_376_982e-10),
+            (-10.0, 7.619_853_024_160_527e-24),
+            (12.0, 1.0),
         ] {
-            for got in erf(x as f32) {
+            for got in cdf(x) {
                 let got = got as f64;
                 assert!(
-                    (got - want).abs() <= 1.2e-7 * want.abs().max(1e-3),
-                    "erf({x}) = {got}, want {want}"
+                    (got - want).abs() <= 3.5e-7 && (got - want).abs() <= 5e-2 * want,
+                    "Φ({x}) = {got}, want {want}"
                 );
             }
         }
-        let mut worst = 0f32;
-        for i in -60_000..=60_000 {
+        let (mut worst, mut worst_rel) = (0f64, 0f64);
+        for i in -120_000..=120_000 {
             let x = i as f32 * 1e-4;
-            let want = candle_core::cpu::erf::erf_f32(x);
-            for got in erf(x) {
-                worst = worst.max((got - want).abs());
+            let want = exact_cdf(x as f64);
+            for got in cdf(x) {
+                let err = (got as f64 - want).abs();
+                worst = worst.max(err);
+                assert!(err <= 3.5e-7, "Φ({x}) = {got}, f64 {want}");
+                if x < -3.0 {
+                    worst_rel = worst_rel.max(err / want);
+                    assert!(err <= 5e-2 * want, "Φ({x}) = {got}, f64 {want}");
+                }
+            }
+        }
+        println!("Φ: worst absolute error {worst:.2e}, relative below -3 {worst_rel:.2e}");
+        assert!(cdf(f32::NAN).iter().all(|v| v.is_nan()));
+        // e^(−v²/2) saturates at e^−87.3 (see `exp`): a denormal, not 0.
+        assert!(cdf(-100.0).iter().all(|v| (0.0..1e-38).contains(v)));
+        assert_eq!(cdf(100.0), [1.0; 2]);
+    }
+
+    /// GELU and its slope against f64: x·Φ(x) and Φ(x) + x·φ(x).
+    #[test]
+    fn gelu_and_its_slope_match_f64() {
+        for i in -12_000..=12_000 {
+            let x = i as f32 * 1e-3;
+            let xd = x as f64;
+            let phi = (-0.5 * xd * xd).exp() / (2.0 * std::f64::consts::PI).sqrt();
+            let (want_y, want_s) = (xd * exact_cdf(xd), exact_cdf(xd) + xd * phi);
+            for (y, s) in gelu(x) {
+                let (ey, es) = ((y as f64 - want_y).abs(), (s as f64 - want_s).abs());
                 assert!(
-                    (got - want).abs() <= 5e-7,
-                    "erf({x}) = {got}, candle {want}"
+                    ey <= 2e-7 * xd.abs().max(1.0),
+                    "GELU({x}) = {y}, f64 {want_y}"
+                );
+                assert!(
+                    es <= 4e-7 * xd.abs().max(1.0),
+                    "GELU'({x}) = {s}, f64 {want_s}"
                 );
             }
         }
-        println!("erf: worst absolute error {worst:.2e}");
-        assert!(erf(f32::NAN).iter().all(|v| v.is_nan()));
-        assert_eq!(erf(-100.0), [-1.0; 2]);
-        assert_eq!(erf(4.5), [1.0; 2]);
+        for (y, s) in gelu(f32::NAN) {
+            assert!(y.is_nan() && s.is_nan());
+        }
     }
 }
