@@ -519,7 +519,8 @@ simd_fn! {
 /// reads its (y + ky·dil, x + kx·dil)), so that every output pixel is an
 /// interior one, summed in registers four pixels at a time (the border
 /// pixels, most of ConvNeXt's 14 × 14 and 7 × 7 stages' pixels, took the
-/// per-tap path). A tap in the padding adds 0 · w.
+/// per-tap path). A tap in the padding adds 0 · w. The padded image lives
+/// in this thread's im2col scratch ([`with_cols`]) where it fits.
 fn depthwise_padded(
     src: &[f32],
     sd: Dims,
@@ -535,23 +536,50 @@ fn depthwise_padded(
         w: od.w + (kw - 1) * dil,
         ..sd
     };
-    let mut padded = vec![0f32; pd.len()];
-    padded
-        .par_chunks_mut(pd.w * c)
-        .enumerate()
-        .for_each(|(row, line)| {
-            let (s, py) = (row / pd.h, row % pd.h);
-            let Some(sy) = py.checked_sub(off[0]).filter(|&sy| sy < sd.h) else {
-                return;
-            };
-            let n = sd.w.min(pd.w.saturating_sub(off[1]));
-            line[off[1] * c..][..n * c]
-                .copy_from_slice(&src[(s * sd.h + sy) * sd.w * c..][..n * c]);
-        });
+    // This thread's im2col scratch holds the padded image where it is no
+    // larger than im2col's (no allocation, and each value written once:
+    // the padding's zeros and the copy); a larger one is not kept.
+    let mut run = |cols: &mut Vec<f32>| {
+        let padded = buffer(cols, pd.len());
+        padded
+            .par_chunks_mut(pd.w * c)
+            .enumerate()
+            .for_each(|(row, line)| {
+                let (s, py) = (row / pd.h, row % pd.h);
+                let Some(sy) = py.checked_sub(off[0]).filter(|&sy| sy < sd.h) else {
+                    return line.fill(0.0);
+                };
+                let n = sd.w.min(pd.w.saturating_sub(off[1]));
+                let (left, rest) = line.split_at_mut(off[1] * c);
+                let (inner, right) = rest.split_at_mut(n * c);
+                left.fill(0.0);
+                inner.copy_from_slice(&src[(s * sd.h + sy) * sd.w * c..][..n * c]);
+                right.fill(0.0);
+            });
+        depthwise_on_padded(padded, pd, od, w, [kh, kw], dil, out);
+    };
+    if pd.len() <= COLS_LIMIT {
+        with_cols(run);
+    } else {
+        run(&mut Vec::new());
+    }
+}
+
+/// [`depthwise_padded`]'s sums over its padded image `padded` (dims `pd`).
+fn depthwise_on_padded(
+    padded: &[f32],
+    pd: Dims,
+    od: Dims,
+    w: &[f32],
+    [kh, kw]: [usize; 2],
+    dil: usize,
+    out: &mut [f32],
+) {
+    let c = pd.c;
     if !c.is_multiple_of(DW_LANES) {
         // Output (y, x) reads the padded image's (y + ky·dil, x + kx·dil).
         let at = |o: usize, k: usize, n: usize| Some(o + k * dil).filter(|&i| i < n);
-        return depthwise_gather(&padded, pd, od, w, [kh, kw], at, out);
+        return depthwise_gather(padded, pd, od, w, [kh, kw], at, out);
     }
     // Whole register blocks of channels: each tap of each pixel is one
     // indexed block, with none of the per-tap slicing of `gather_line`.
