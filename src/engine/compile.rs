@@ -91,6 +91,9 @@ pub(crate) struct Program {
     pub(crate) steps: Vec<Step>,
     /// Per slot: the last step that reads it (`usize::MAX`: none).
     pub(crate) last_use: Vec<usize>,
+    /// Per slot: how many inputs of steps read it (a step reading it
+    /// twice counts twice), and the caller the output.
+    pub(crate) readers: Vec<usize>,
     /// The slot of the network's output.
     pub(crate) output: usize,
 }
@@ -264,15 +267,20 @@ impl Program {
             }
         }
         let mut last_use = vec![usize::MAX; steps.len() + 1];
+        let mut readers = vec![0; steps.len() + 1];
         for (i, s) in steps.iter().enumerate() {
             for &x in &s.inputs {
                 last_use[x] = i;
+                readers[x] += 1;
             }
         }
         let output = *slot.last()?;
+        // The caller reads the output (its gradient comes from there).
+        readers[output] += 1;
         Some(Program {
             steps,
             last_use,
+            readers,
             output,
         })
     }

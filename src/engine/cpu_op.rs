@@ -9,7 +9,11 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 
 use super::compile::{Kernel, Program, Step};
 use super::kernels::conv::ConvK;
-use super::kernels::{elementwise as ew, gemm_new, gemm_new_bias_act, pool, transpose, view, Dims};
+use super::kernels::{
+    elementwise as ew, gemm_new, gemm_new_act_backward, gemm_new_bias_act, pool, transpose, view,
+    Dims,
+};
+use super::net::Activation;
 
 thread_local! {
     /// Bytes kept for the backward by the forward passes on this thread
@@ -256,17 +260,28 @@ fn run_kernel(step: &Step, xs: &[&Arc<Vec<f32>>], ds: &[Dims]) -> candle_core::R
 }
 
 /// The gradients of a step's inputs from `g`, the gradient of its output
-/// before the activation.
-fn kernel_backward(step: &Step, g: Vec<f32>, r: &Record) -> candle_core::Result<Vec<Vec<f32>>> {
+/// before the activation. With `through`, a dense layer's input gradient
+/// is also taken back through the activation that produced its input
+/// (that activation and its record; see [`NetOp::run_backward`]).
+fn kernel_backward(
+    step: &Step,
+    g: Vec<f32>,
+    r: &Record,
+    through: Option<(Activation, &[f32])>,
+) -> candle_core::Result<Vec<Vec<f32>>> {
     let d = r.inputs[0];
     Ok(match (&step.kernel, &r.kernel) {
         (Kernel::Conv(k), _) => vec![k.backward(&g, d)?],
         (Kernel::Dense { nin, nout, w, .. }, _) => {
             let rows = d.b * d.h * d.w;
-            vec![gemm_new(
+            let (g, w) = (
                 view(&g, 0, rows, *nout, *nout),
                 view(w, 0, *nout, *nin, *nin),
-            )]
+            );
+            vec![match through {
+                Some((a, kept)) => gemm_new_act_backward(g, w, a, kept),
+                None => gemm_new(g, w),
+            }]
         }
         (Kernel::Affine { scale, .. }, _) => {
             let mut g = g;
@@ -420,19 +435,39 @@ impl NetOp {
     fn run_backward(&self, g: Vec<f32>, tape: &[Record]) -> candle_core::Result<Vec<f32>> {
         let p = &self.program;
         let mut grads: Vec<Option<Vec<f32>>> = vec![None; p.steps.len() + 1];
+        // Slots whose gradient already went through the activation of the
+        // step that produced them.
+        let mut through_done = vec![false; p.steps.len() + 1];
         grads[p.output] = Some(g);
         for (i, (step, r)) in p.steps.iter().zip(tape).enumerate().rev() {
             let Some(mut g) = grads[i + 1].take() else {
                 continue;
             };
-            if let Some(a) = step.act {
-                match &r.act {
-                    Kept::Output(y) => ew::act_backward(a, &mut g, y),
-                    Kept::Slope(s) => ew::act_backward(a, &mut g, s),
-                    _ => candle_core::bail!("gevaldi engine: activation without its record"),
-                }
+            if let (Some(a), false) = (step.act, through_done[i + 1]) {
+                ew::act_backward(a, &mut g, kept(&r.act)?);
             }
-            for (&s, dx) in step.inputs.iter().zip(kernel_backward(step, g, r)?) {
+            // A dense layer whose input is the activated output of another
+            // step, read by nothing else: its input gradient goes through
+            // that activation as each piece of its product is made (the
+            // activation's backward is linear in the gradient, so only a
+            // sole reader's gradient can take it alone).
+            let through = match (&step.kernel, step.inputs.as_slice()) {
+                (Kernel::Dense { .. }, &[s]) if s > 0 && p.readers[s] == 1 => {
+                    match (p.steps[s - 1].act, &tape[s - 1].act) {
+                        (Some(a), k) => Some((a, kept(k)?)),
+                        _ => None,
+                    }
+                }
+                _ => None,
+            };
+            if let (Some(_), &[s]) = (through, step.inputs.as_slice()) {
+                through_done[s] = true;
+            }
+            for (&s, dx) in step
+                .inputs
+                .iter()
+                .zip(kernel_backward(step, g, r, through)?)
+            {
                 match &mut grads[s] {
                     Some(acc) => ew::add_into(acc, &dx),
                     slot => *slot = Some(dx),
@@ -440,6 +475,15 @@ impl NetOp {
             }
         }
         Ok(grads[0].take().unwrap_or_default())
+    }
+}
+
+/// An activation's record for its backward: its output or its slope.
+fn kept(k: &Kept) -> candle_core::Result<&[f32]> {
+    match k {
+        Kept::Output(y) => Ok(y),
+        Kept::Slope(s) => Ok(s),
+        _ => candle_core::bail!("gevaldi engine: activation without its record"),
     }
 }
 

@@ -317,6 +317,42 @@ fn linear_layers_match_candle_on_flat_values_and_per_pixel() {
     check(&b.build(y), &[3, 5, 4, 3], 50);
 }
 
+/// A dense layer takes its input's gradient back through the activation
+/// before it as it makes it, where it is that activation's only reader;
+/// an activated value read twice (by two dense layers, by a dense layer
+/// and an add) sums its gradients first.
+#[test]
+fn a_dense_layer_takes_its_gradient_through_the_activation_before_it() {
+    let (w1, b1) = (randn(&[40, 5], 1), randn(&[40], 2));
+    let (w2, w3) = (randn(&[6, 40], 3), randn(&[6, 40], 4));
+    for act in [Activation::GeluErf, Activation::Relu, Activation::Tanh] {
+        // Sole reader (ConvNeXt's MLP), 7200 rows: a product in pieces.
+        let mut b = NetBuilder::new();
+        let x = b.input();
+        let h = b.linear(x, &w1, Some(&b1));
+        let h = b.act(h, act);
+        let y = b.linear(h, &w2, None);
+        check(&b.build(y), &[8, 5, 30, 30], 80);
+        // Two dense readers.
+        let mut b = NetBuilder::new();
+        let x = b.input();
+        let h = b.linear(x, &w1, Some(&b1));
+        let h = b.act(h, act);
+        let (y2, y3) = (b.linear(h, &w2, None), b.linear(h, &w3, None));
+        let y = b.add(y2, y3);
+        check(&b.build(y), &[2, 5, 6, 6], 81);
+        // A dense reader and a residual add.
+        let mut b = NetBuilder::new();
+        let x = b.input();
+        let h = b.linear(x, &w1, Some(&b1));
+        let h = b.act(h, act);
+        let y = b.linear(h, &w2, None);
+        let y = b.linear(y, &w2.t().unwrap().contiguous().unwrap(), None);
+        let y = b.add(y, h);
+        check(&b.build(y), &[2, 5, 6, 6], 82);
+    }
+}
+
 /// A per-channel affine after a dense layer (ConvNeXt's layer scale)
 /// folds into its weights; after a dense layer with an activation, or
 /// one whose output has another reader, it stays a step of its own.

@@ -48,7 +48,8 @@ pub(crate) fn act_backward(a: Activation, g: &mut [f32], kept: &[f32]) {
 }
 
 simd_fn! {
-    fn act_backward_chunk(a: Activation, g: &mut [f32], k: &[f32]) {
+    /// [`act_backward`] on one chunk (`k` as long as `g`).
+    pub(crate) fn act_backward_chunk(a: Activation, g: &mut [f32], k: &[f32]) {
         g.iter_mut().zip(k).for_each(|(g, &k)| *g = act_grad(a, *g, k));
     }
 }

@@ -14,7 +14,7 @@ use std::mem::MaybeUninit;
 use ndarray::linalg::general_mat_mul;
 use ndarray::{ArrayView2, ArrayViewMut2, Axis};
 
-use super::elementwise::{bias_act_rows, bias_gelu_slope_fresh_rows};
+use super::elementwise::{act_backward_chunk, bias_act_rows, bias_gelu_slope_fresh_rows};
 use super::Activation;
 
 /// Pieces with fewer rows than this go to matrixmultiply.
@@ -195,6 +195,46 @@ fn split<O: Blocks>(
             || split(a, b2, c2, [row, col + mid], min, piece),
         );
     }
+}
+
+/// `(a · b)` taken back through an activation: each value `g` of the
+/// product becomes the gradient at the activation's input,
+/// `act_grad(act, g, kept)` with `kept` the activation's record at the
+/// same place (its output, or its slope where it [keeps
+/// one](super::keeps_slope); m × n, row-major), in a new row-major buffer.
+/// Applied to each piece right after its product, while it is in cache:
+/// a linear layer's input gradient taken through the GELU before it
+/// without another pass over memory.
+pub(crate) fn gemm_new_act_backward(
+    a: ArrayView2<f32>,
+    b: ArrayView2<f32>,
+    act: Activation,
+    kept: &[f32],
+) -> Vec<f32> {
+    let (m, k) = a.dim();
+    let n = b.dim().1;
+    assert_eq!(b.dim().0, k, "gemm: inner sizes differ");
+    assert_eq!(kept.len(), m * n, "gemm: a record per value");
+    let mut out = Vec::with_capacity(m * n);
+    let c = ArrayViewMut2::from_shape((m, n), &mut out.spare_capacity_mut()[..m * n])
+        .expect("a row-major view of the spare capacity");
+    split(
+        a,
+        b,
+        c,
+        [0, 0],
+        min_piece(m, n, k),
+        &|a, b, c, [row, col]| {
+            let mut c = piece_unwritten(a, b, c);
+            for (i, mut r) in c.rows_mut().into_iter().enumerate() {
+                let r = r.as_slice_mut().expect("a row-major block");
+                act_backward_chunk(act, r, &kept[(row + i) * n + col..][..r.len()]);
+            }
+        },
+    );
+    // SAFETY: as in `gemm_new`.
+    unsafe { out.set_len(m * n) };
+    out
 }
 
 /// One piece on this thread.
@@ -403,6 +443,28 @@ mod tests {
                         Some(s) => assert!((slope[i] - s).abs() <= tol, "slope at {i}"),
                         None => assert!(slope.is_empty()),
                     }
+                }
+            }
+        }
+    }
+
+    /// The product taken back through an activation, piece by piece: as
+    /// a naive product, then each value through `act_grad` with its
+    /// record. Shapes split by rows, by columns, and not at all.
+    #[test]
+    fn a_new_output_through_an_activations_backward() {
+        use super::super::act_grad;
+        for &(m, k, n) in &[(7, 5, 9), (301, 257, 515), (64, 700, 2000)] {
+            let a = filled(m, k, 8);
+            let b = filled(k, n, 9);
+            let kept = filled(m, n, 10);
+            let want = naive(a.view(), b.view());
+            for act in [Activation::Relu, Activation::GeluErf, Activation::Tanh] {
+                let got = gemm_new_act_backward(a.view(), b.view(), act, kept.as_slice().unwrap());
+                let tol = 1e-5 * (k as f32).sqrt() * 4.0;
+                for (i, ((&g, &w), &kv)) in got.iter().zip(&want).zip(&kept).enumerate() {
+                    let w = act_grad(act, w, kv);
+                    assert!((g - w).abs() <= tol, "{act:?} at {i}: {g} vs {w}");
                 }
             }
         }

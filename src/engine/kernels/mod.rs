@@ -8,7 +8,7 @@ pub(crate) mod pool;
 mod simd;
 mod winograd;
 
-pub(crate) use gemm::{gemm, gemm_new, gemm_new_bias_act};
+pub(crate) use gemm::{gemm, gemm_new, gemm_new_act_backward, gemm_new_bias_act};
 
 use ndarray::{ArrayView2, ArrayViewMut2, ShapeBuilder};
 use rayon::prelude::*;
