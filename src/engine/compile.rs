@@ -186,6 +186,11 @@ impl Program {
                         Some(b) => frozen_f32(b)?,
                         None => vec![0.0; nout],
                     };
+                    // Parameters of mismatched lengths are not compiled
+                    // (here and below): candle's ops then name the error.
+                    if bias.len() != nout {
+                        return None;
+                    }
                     fold_norm(fusable.map(|s| &mut steps[s]), |g, t| {
                         fold_affine_cols(&mut w, &mut bias, g, t, 1)
                     });
@@ -193,6 +198,9 @@ impl Program {
                 }
                 Op::Affine { scale, shift } => {
                     let (scale, shift) = (frozen_f32(scale)?, frozen_f32(shift)?);
+                    if scale.len() != shift.len() {
+                        return None;
+                    }
                     if let Some(s) = fusable {
                         let no_act = steps[s].act.is_none();
                         let folded = no_act
@@ -246,11 +254,14 @@ impl Program {
                 Op::Concat => Kernel::Concat,
                 Op::Add => Kernel::Add,
                 Op::LayerNorm { weight, bias, eps } => {
-                    let w = frozen_f32(weight)?;
+                    let (w, b) = (frozen_f32(weight)?, frozen_f32(bias)?);
+                    if b.len() != w.len() {
+                        return None;
+                    }
                     Kernel::LayerNorm {
                         c: w.len(),
                         eps: *eps as f32,
-                        affine: Some((w, frozen_f32(bias)?)),
+                        affine: Some((w, b)),
                     }
                 }
             };

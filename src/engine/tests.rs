@@ -317,6 +317,29 @@ fn linear_layers_match_candle_on_flat_values_and_per_pixel() {
     check(&b.build(y), &[3, 5, 4, 3], 50);
 }
 
+/// A linear layer's bias, a LayerNorm's bias or an affine map's shift of
+/// the wrong length is an error, not a panic in the engine's kernels nor
+/// a result computed with part of it (their loops zip the parameters).
+#[test]
+fn parameters_of_the_wrong_length_are_an_error() {
+    let (w, short) = (randn(&[7, 5], 1), randn(&[4], 2));
+    let five = randn(&[5], 3);
+    let x = randn(&[2, 5, 3, 3], 4);
+    let mut b = NetBuilder::new();
+    let i = b.input();
+    let y = b.linear(i, &w, Some(&short));
+    let y = b.act(y, Activation::GeluErf);
+    assert!(b.build(y).forward(&x).is_err(), "linear");
+    let mut b = NetBuilder::new();
+    let i = b.input();
+    let y = b.layer_norm(i, &five, &short, 1e-6);
+    assert!(b.build(y).forward(&x).is_err(), "layer norm");
+    let mut b = NetBuilder::new();
+    let i = b.input();
+    let y = b.affine(i, &five, &short);
+    assert!(b.build(y).forward(&x).is_err(), "affine");
+}
+
 /// A dense layer takes its input's gradient back through the activation
 /// before it as it makes it, where it is that activation's only reader;
 /// an activated value read twice (by two dense layers, by a dense layer
