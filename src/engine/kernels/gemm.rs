@@ -73,6 +73,11 @@ pub(crate) fn gemm_new_bias_act(
     let n = b.dim().1;
     assert_eq!(b.dim().0, k, "gemm: inner sizes differ");
     assert_eq!(bias.len(), n, "gemm: a bias per column");
+    if m == 0 || n == 0 {
+        // Nothing to write (and rows of no bias would not divide into
+        // pixels).
+        return (Vec::new(), Vec::new());
+    }
     let sloped = act.is_some_and(super::keeps_slope);
     let mut out = Vec::with_capacity(m * n);
     let mut slope = Vec::with_capacity(if sloped { m * n } else { 0 });
@@ -471,7 +476,7 @@ mod tests {
     }
 
     /// A new output with nothing to sum (k = 0) is zeros; with no rows or
-    /// columns, empty.
+    /// columns, empty (with a bias and an activation too).
     #[test]
     fn a_new_output_of_an_empty_product() {
         let a = Array2::<f32>::zeros((40, 0));
@@ -480,6 +485,13 @@ mod tests {
         let a = Array2::<f32>::zeros((0, 7));
         let b = filled(7, 5, 1);
         assert!(gemm_new(a.view(), b.view()).is_empty());
+        for act in [None, Some(Activation::GeluErf)] {
+            let (y, s) = gemm_new_bias_act(a.view(), b.view(), &[0.0; 5], act);
+            assert!(y.is_empty() && s.is_empty());
+            let b = Array2::<f32>::zeros((7, 0));
+            let (y, s) = gemm_new_bias_act(filled(3, 7, 2).view(), b.view(), &[], act);
+            assert!(y.is_empty() && s.is_empty());
+        }
     }
 
     /// A NaN in an input reaches the output (no kernel drops it).
