@@ -190,7 +190,7 @@ pub(crate) fn exp<S: Simd>(x: f32) -> f32 {
 }
 
 /// Whether the activation's forward keeps its slope at each input for the
-/// backward ([`gelu_and_slope`]: GELU, whose slope costs an erf), else its
+/// backward ([`gelu_and_slope`]: GELU, whose slope costs an exp), else its
 /// output (the others' slopes are cheap functions of it).
 pub(crate) fn keeps_slope(a: Activation) -> bool {
     matches!(a, Activation::GeluErf)
