@@ -453,16 +453,16 @@ impl NetOp {
             // sole reader's gradient can take it alone).
             let through = match (&step.kernel, step.inputs.as_slice()) {
                 (Kernel::Dense { .. }, &[s]) if s > 0 && p.readers[s] == 1 => {
-                    match (p.steps[s - 1].act, &tape[s - 1].act) {
-                        (Some(a), k) => Some((a, kept(k)?)),
-                        _ => None,
+                    match p.steps[s - 1].act {
+                        Some(a) => {
+                            through_done[s] = true;
+                            Some((a, kept(&tape[s - 1].act)?))
+                        }
+                        None => None,
                     }
                 }
                 _ => None,
             };
-            if let (Some(_), &[s]) = (through, step.inputs.as_slice()) {
-                through_done[s] = true;
-            }
             for (&s, dx) in step
                 .inputs
                 .iter()

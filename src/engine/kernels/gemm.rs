@@ -39,14 +39,24 @@ pub(crate) fn gemm(a: ArrayView2<f32>, b: ArrayView2<f32>, c: ArrayViewMut2<f32>
 /// zero fill before it (a pass over memory as large as the output, 3% of
 /// a ConvNeXt step in `memset`).
 pub(crate) fn gemm_new(a: ArrayView2<f32>, b: ArrayView2<f32>) -> Vec<f32> {
+    gemm_new_then(a, b, &|_, _| {})
+}
+
+/// What runs on each piece of a new product right after the piece's
+/// product (while it is in cache): the piece's first row and column, and
+/// its block of the output (row-major).
+type Then<'t> = dyn Fn([usize; 2], ArrayViewMut2<f32>) + Sync + 't;
+
+/// [`gemm_new`] with `then` run on each piece of the output.
+fn gemm_new_then(a: ArrayView2<f32>, b: ArrayView2<f32>, then: &Then) -> Vec<f32> {
     let (m, k) = a.dim();
     let n = b.dim().1;
     assert_eq!(b.dim().0, k, "gemm: inner sizes differ");
     let mut out = Vec::with_capacity(m * n);
     let c = ArrayViewMut2::from_shape((m, n), &mut out.spare_capacity_mut()[..m * n])
         .expect("a row-major view of the spare capacity");
-    split(a, b, c, [0, 0], min_piece(m, n, k), &|a, b, c, _| {
-        piece_unwritten(a, b, c);
+    split(a, b, c, [0, 0], min_piece(m, n, k), &|a, b, c, at| {
+        then(at, piece_unwritten(a, b, c));
     });
     // SAFETY: `split` hands every element of the m × n view to one
     // `piece_unwritten`, which writes each element of its piece (see
@@ -78,50 +88,45 @@ pub(crate) fn gemm_new_bias_act(
         // pixels).
         return (Vec::new(), Vec::new());
     }
-    let sloped = act.is_some_and(super::keeps_slope);
+    if !act.is_some_and(super::keeps_slope) {
+        let then = |[_, col]: [usize; 2], mut c: ArrayViewMut2<f32>| {
+            let bias = &bias[col..][..c.ncols()];
+            for mut r in c.rows_mut() {
+                bias_act_rows(r.as_slice_mut().expect("a row-major block"), bias, act);
+            }
+        };
+        return (gemm_new_then(a, b, &then), Vec::new());
+    }
     let mut out = Vec::with_capacity(m * n);
-    let mut slope = Vec::with_capacity(if sloped { m * n } else { 0 });
+    let mut slope = Vec::with_capacity(m * n);
     let c = ArrayViewMut2::from_shape((m, n), &mut out.spare_capacity_mut()[..m * n])
         .expect("a row-major view of the spare capacity");
-    let s = sloped.then(|| {
-        ArrayViewMut2::from_shape((m, n), &mut slope.spare_capacity_mut()[..m * n])
-            .expect("a row-major view of the spare capacity")
-    });
+    let s = ArrayViewMut2::from_shape((m, n), &mut slope.spare_capacity_mut()[..m * n])
+        .expect("a row-major view of the spare capacity");
     split(
         a,
         b,
         (c, s),
         [0, 0],
         min_piece(m, n, k),
-        &|a, b, (c, s), [_, col]| {
+        &|a, b, (c, mut s), [_, col]| {
             let mut c = piece_unwritten(a, b, c);
             let bias = &bias[col..][..c.ncols()];
-            match s {
-                Some(mut s) => {
-                    for (mut r, mut s) in c.rows_mut().into_iter().zip(s.rows_mut()) {
-                        let r = r.as_slice_mut().expect("a row-major block");
-                        let s = s.as_slice_mut().expect("a row-major block");
-                        bias_gelu_slope_fresh_rows(r, s, bias);
-                    }
-                }
-                None => {
-                    for mut r in c.rows_mut() {
-                        bias_act_rows(r.as_slice_mut().expect("a row-major block"), bias, act);
-                    }
-                }
+            for (mut r, mut s) in c.rows_mut().into_iter().zip(s.rows_mut()) {
+                let r = r.as_slice_mut().expect("a row-major block");
+                let s = s.as_slice_mut().expect("a row-major block");
+                bias_gelu_slope_fresh_rows(r, s, bias);
             }
         },
     );
-    // SAFETY: as in `gemm_new` for `out`; where `sloped`, each piece's
-    // block of `slope` (the same rows and columns as its block of `out`,
-    // split with it) is written row by row by `bias_gelu_slope_fresh_rows`,
-    // which writes every element of the slice it is given (one per value
-    // of the row, the two of equal length).
+    // SAFETY: as in `gemm_new_then` for `out`; each piece's block of
+    // `slope` (the same rows and columns as its block of `out`, split with
+    // it) is written row by row by `bias_gelu_slope_fresh_rows`, which
+    // writes every element of the slice it is given (one per value of the
+    // row, the two of equal length).
     unsafe {
         out.set_len(m * n);
-        if sloped {
-            slope.set_len(m * n);
-        }
+        slope.set_len(m * n);
     }
     (out, slope)
 }
@@ -153,16 +158,10 @@ impl<T: Send> Blocks for ArrayViewMut2<'_, T> {
     }
 }
 
-impl<A: Blocks, B: Blocks> Blocks for (A, Option<B>) {
+impl<A: Blocks, B: Blocks> Blocks for (A, B) {
     fn split_at(self, axis: Axis, mid: usize) -> (Self, Self) {
-        let (a1, a2) = self.0.split_at(axis, mid);
-        match self.1 {
-            Some(b) => {
-                let (b1, b2) = b.split_at(axis, mid);
-                ((a1, Some(b1)), (a2, Some(b2)))
-            }
-            None => ((a1, None), (a2, None)),
-        }
+        let ((a1, a2), (b1, b2)) = (self.0.split_at(axis, mid), self.1.split_at(axis, mid));
+        ((a1, b1), (a2, b2))
     }
 }
 
@@ -220,26 +219,13 @@ pub(crate) fn gemm_new_act_backward(
     let n = b.dim().1;
     assert_eq!(b.dim().0, k, "gemm: inner sizes differ");
     assert_eq!(kept.len(), m * n, "gemm: a record per value");
-    let mut out = Vec::with_capacity(m * n);
-    let c = ArrayViewMut2::from_shape((m, n), &mut out.spare_capacity_mut()[..m * n])
-        .expect("a row-major view of the spare capacity");
-    split(
-        a,
-        b,
-        c,
-        [0, 0],
-        min_piece(m, n, k),
-        &|a, b, c, [row, col]| {
-            let mut c = piece_unwritten(a, b, c);
-            for (i, mut r) in c.rows_mut().into_iter().enumerate() {
-                let r = r.as_slice_mut().expect("a row-major block");
-                act_backward_chunk(act, r, &kept[(row + i) * n + col..][..r.len()]);
-            }
-        },
-    );
-    // SAFETY: as in `gemm_new`.
-    unsafe { out.set_len(m * n) };
-    out
+    let then = |[row, col]: [usize; 2], mut c: ArrayViewMut2<f32>| {
+        for (i, mut r) in c.rows_mut().into_iter().enumerate() {
+            let r = r.as_slice_mut().expect("a row-major block");
+            act_backward_chunk(act, r, &kept[(row + i) * n + col..][..r.len()]);
+        }
+    };
+    gemm_new_then(a, b, &then)
 }
 
 /// One piece on this thread.
