@@ -35,13 +35,42 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, Shape, Storage, Tensor, Var};
 
 use super::net::{Activation, Node, Op};
-use super::reference;
-use crate::zoo::{adaptive_avg_pool2d, max_pool2d, LayerNorm};
+use super::{profile, reference};
+use crate::zoo::{
+    adaptive_avg_pool2d, max_pool2d_backward, max_pool2d_indexed, IndexedMaxPool, LayerNorm,
+};
 
-/// Each conv node's kernels for its input gradient, prepared once per net.
+/// What the generic path prepares once per net: each conv node's kernels
+/// for its input gradient, and the affine maps (inference batch norms)
+/// folded into the conv before them.
 #[derive(Debug)]
 pub(crate) struct Prepared {
     convs: Vec<Option<ConvBack>>,
+    /// Per node: a conv whose only reader is an affine map, that map
+    /// folded in (weight scaled per output channel; bias scaled, then
+    /// shifted): one conv and its bias instead of a conv, a multiply and an
+    /// add forward and a multiply backward.
+    folded: Vec<Option<(Tensor, Tensor)>>,
+    /// Per node: an affine map folded into the conv before it (its value
+    /// and its gradient are its input's).
+    through: Vec<bool>,
+}
+
+/// `conv`'s weight and bias with the per-channel affine map `scale`,
+/// `shift` applied after it folded in.
+fn fold_affine(
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    scale: &Tensor,
+    shift: &Tensor,
+) -> candle_core::Result<(Tensor, Tensor)> {
+    let cout = weight.dim(0)?;
+    let w = weight.broadcast_mul(&scale.reshape((cout, 1, 1, 1))?)?;
+    let b = match bias {
+        Some(b) => (b * scale)?.add(shift)?,
+        None => shift.clone(),
+    };
+    Ok((w, b))
 }
 
 /// A conv's input gradient, by the conv's shape.
@@ -88,42 +117,92 @@ fn taps(w: &Tensor, dim: usize, a: usize, s: usize) -> candle_core::Result<Optio
 
 impl Prepared {
     pub(crate) fn new(nodes: &[Node]) -> candle_core::Result<Self> {
+        let n = nodes.len();
+        // Readers of each value; the caller reads the output.
+        let mut readers = vec![0usize; n];
+        for node in nodes {
+            for i in &node.inputs {
+                readers[i.0] += 1;
+            }
+        }
+        if let Some(last) = readers.last_mut() {
+            *last += 1;
+        }
+        let mut folded: Vec<Option<(Tensor, Tensor)>> = vec![None; n];
+        let mut through = vec![false; n];
+        for (k, node) in nodes.iter().enumerate() {
+            let Op::Affine { scale, shift } = &node.op else {
+                continue;
+            };
+            let j = node.inputs[0].0;
+            if readers[j] != 1 {
+                continue;
+            }
+            if let Op::Conv { weight, bias, .. } = &nodes[j].op {
+                if scale.elem_count() == weight.dim(0)? && shift.elem_count() == weight.dim(0)? {
+                    folded[j] = Some(fold_affine(weight, bias.as_ref(), scale, shift)?);
+                    through[k] = true;
+                }
+            }
+        }
         let convs = nodes
             .iter()
-            .map(|node| match &node.op {
+            .zip(&folded)
+            .map(|(node, folded)| match &node.op {
                 Op::Conv {
                     weight,
                     stride,
                     dilation,
                     groups,
                     ..
-                } => Ok(Some(if *stride == 1 {
-                    ConvBack::Stride1 {
-                        kernel: transposed_flipped(weight, *groups)?,
-                    }
-                } else if *dilation == 1 {
-                    let s = *stride;
-                    let mut phases = Vec::with_capacity(s * s);
-                    for a in 0..s {
-                        for b in 0..s {
-                            let w = match taps(weight, 2, a, s)? {
-                                Some(rows) => taps(&rows, 3, b, s)?,
-                                None => None,
-                            };
-                            phases.push(match w {
-                                Some(w) => Some(transposed_flipped(&w, *groups)?),
-                                None => None,
-                            });
+                } => Ok(Some({
+                    let weight = folded.as_ref().map_or(weight, |(w, _)| w);
+                    if *stride == 1 {
+                        ConvBack::Stride1 {
+                            kernel: transposed_flipped(weight, *groups)?,
                         }
+                    } else if *dilation == 1 {
+                        let s = *stride;
+                        let mut phases = Vec::with_capacity(s * s);
+                        for a in 0..s {
+                            for b in 0..s {
+                                let w = match taps(weight, 2, a, s)? {
+                                    Some(rows) => taps(&rows, 3, b, s)?,
+                                    None => None,
+                                };
+                                phases.push(match w {
+                                    Some(w) => Some(transposed_flipped(&w, *groups)?),
+                                    None => None,
+                                });
+                            }
+                        }
+                        ConvBack::Phases { s, phases }
+                    } else {
+                        ConvBack::Transposed
                     }
-                    ConvBack::Phases { s, phases }
-                } else {
-                    ConvBack::Transposed
                 })),
                 _ => Ok(None),
             })
             .collect::<candle_core::Result<_>>()?;
-        Ok(Prepared { convs })
+        Ok(Prepared {
+            convs,
+            folded,
+            through,
+        })
+    }
+
+    /// Conv node `j`'s weight and bias: the affine map after it folded in
+    /// where it is.
+    fn conv_weights<'a>(
+        &'a self,
+        j: usize,
+        weight: &'a Tensor,
+        bias: Option<&'a Tensor>,
+    ) -> (&'a Tensor, Option<&'a Tensor>) {
+        match &self.folded[j] {
+            Some((w, b)) => (w, Some(b)),
+            None => (weight, bias),
+        }
     }
 }
 
@@ -206,8 +285,10 @@ enum Kept {
     Nothing,
     /// The node's output (ReLU, sigmoid, tanh).
     Output(Tensor),
-    /// The node's input (GELU, pooling, LayerNorm).
+    /// The node's input (GELU, adaptive pooling, LayerNorm).
     Input(Tensor),
+    /// A max-pooling's input dims and where each maximum came from.
+    MaxPool(IndexedMaxPool, (usize, usize, usize, usize)),
     /// The input's dims (a conv's, a reshape's).
     Dims(Vec<usize>),
     /// The inputs' channel counts (concat).
@@ -239,6 +320,7 @@ pub(crate) fn forward(
     let mut values: Vec<Option<Tensor>> = Vec::with_capacity(n);
     let mut kept = Vec::with_capacity(if keep { n } else { 0 });
     for (j, node) in nodes.iter().enumerate() {
+        let mut pooled = None;
         let y = {
             let args: Vec<&Tensor> = node
                 .inputs
@@ -249,26 +331,49 @@ pub(crate) fn forward(
                         .expect("a value is dropped after its last use")
                 })
                 .collect();
-            let y = match &node.op {
-                Op::Input => x.detach(),
-                Op::Conv {
-                    weight,
-                    bias,
-                    stride: 1,
-                    padding,
-                    dilation,
-                    groups,
-                } => {
-                    let p = *padding as isize;
-                    let y = conv_s1(args[0], weight, (p, p), *dilation, *groups)?;
-                    reference::add_bias(y, bias.as_ref())?
-                }
-                op => reference::eval(op, &args)?,
-            };
+            let y = profile::time(
+                x.device(),
+                "forward",
+                || profile::kind(&node.op),
+                || match &node.op {
+                    Op::Input => Ok(x.detach()),
+                    _ if prepared.through[j] => Ok(args[0].clone()),
+                    Op::Conv {
+                        weight,
+                        bias,
+                        stride,
+                        padding,
+                        dilation,
+                        groups,
+                    } => {
+                        let (weight, bias) = prepared.conv_weights(j, weight, bias.as_ref());
+                        let y = if *stride == 1 {
+                            let p = *padding as isize;
+                            conv_s1(args[0], weight, (p, p), *dilation, *groups)?
+                        } else {
+                            args[0].conv2d(weight, *padding, *stride, *dilation, *groups)?
+                        };
+                        reference::add_bias(y, bias)
+                    }
+                    // One kernel, NaN kept (ELU with α = 0: x where x > 0, else
+                    // 0 · (eˣ − 1), which is −0 for x < 0 and NaN for NaN).
+                    Op::Act(Activation::Relu) => args[0].elu(0.0),
+                    Op::MaxPool { k, s, p, ceil } if keep => {
+                        let pool = max_pool2d_indexed(args[0], *k, *s, *p, *ceil)?;
+                        let y = pool.out.clone();
+                        pooled = Some((pool, args[0].dims4()?));
+                        Ok(y)
+                    }
+                    op => reference::eval(op, &args),
+                },
+            )?;
             if keep {
                 kept.push(match &node.op {
+                    Op::MaxPool { .. } => {
+                        let (pool, dims) = pooled.take().expect("a kept max-pool is indexed");
+                        Kept::MaxPool(pool, dims)
+                    }
                     Op::Act(Activation::GeluErf)
-                    | Op::MaxPool { .. }
                     | Op::AdaptiveAvgPool { .. }
                     | Op::LayerNorm { .. } => Kept::Input(args[0].clone()),
                     Op::Act(_) => Kept::Output(y.clone()),
@@ -326,7 +431,12 @@ impl Tape {
         for j in (1..n).rev() {
             let Some(g) = grads[j].take() else { continue };
             let node = &self.nodes[j];
-            let inputs: Vec<Tensor> = self.input_grads(j, node, &g)?;
+            let inputs: Vec<Tensor> = profile::time(
+                g.device(),
+                "backward",
+                || profile::kind(&node.op),
+                || self.input_grads(j, node, &g),
+            )?;
             for (i, gi) in node.inputs.iter().zip(inputs) {
                 grads[i.0] = Some(match grads[i.0].take() {
                     Some(acc) => (acc + gi)?,
@@ -357,6 +467,7 @@ impl Tape {
         };
         Ok(match &node.op {
             Op::Input => vec![],
+            _ if self.prepared.through[j] => vec![g.clone()],
             Op::Conv {
                 weight,
                 padding,
@@ -368,6 +479,7 @@ impl Tape {
                 let back = self.prepared.convs[j]
                     .as_ref()
                     .expect("every conv node has its backward prepared");
+                let (weight, _) = self.prepared.conv_weights(j, weight, None);
                 vec![conv_input_grad(
                     g,
                     weight,
@@ -397,10 +509,9 @@ impl Tape {
                 vec![g.broadcast_mul(&reference::per_channel(scale, g)?)?]
             }
             Op::Act(a) => vec![match a {
-                Activation::Relu => {
-                    let y = output()?;
-                    g.mul(&y.gt(0f32)?.to_dtype(g.dtype())?)?
-                }
+                // [y > 0] as sign(y): the output is ≥ 0 or −0 or NaN, whose
+                // sign is 0 (two kernels, not a compare, a cast and a mul).
+                Activation::Relu => g.mul(&output()?.sign()?)?,
                 Activation::Sigmoid => {
                     let y = output()?;
                     (g * y.mul(&y.affine(-1.0, 1.0)?)?)?
@@ -411,9 +522,10 @@ impl Tape {
                 }
                 Activation::GeluErf => local_grad(input()?, g, |x| x.gelu_erf())?,
             }],
-            Op::MaxPool { k, s, p, ceil } => vec![local_grad(input()?, g, |x| {
-                max_pool2d(x, *k, *s, *p, *ceil)
-            })?],
+            Op::MaxPool { .. } => match kept {
+                Kept::MaxPool(pool, dims) => vec![max_pool2d_backward(pool, *dims, g)?],
+                _ => candle_core::bail!("node {j}: its max-pool indices were not kept"),
+            },
             Op::AdaptiveAvgPool { oh, ow } => vec![local_grad(input()?, g, |x| {
                 adaptive_avg_pool2d(x, *oh, *ow)
             })?],
@@ -766,6 +878,127 @@ mod tests {
         }
     }
 
+    /// A batch norm (affine map) after a conv is folded into the conv where
+    /// the conv's output has no other reader, for strided and depthwise
+    /// convs and convs without a bias too; not where the conv's output is
+    /// also read elsewhere (or is the net's output). Forward and input
+    /// gradient match candle's ops on the unfolded layers.
+    #[test]
+    fn an_affine_map_after_a_conv_is_folded_into_it() {
+        let conv =
+            |cin: usize, cout: usize, groups: usize, stride: usize, bias: bool, seed: u64| {
+                candle_nn::Conv2d::new(
+                    randn(&[cout, cin / groups, 3, 3], seed),
+                    bias.then(|| randn(&[cout], seed + 1)),
+                    candle_nn::Conv2dConfig {
+                        padding: 1,
+                        stride,
+                        groups,
+                        ..Default::default()
+                    },
+                )
+            };
+        let mut b = NetBuilder::new();
+        let x = b.input();
+        // Folded: a plain conv with a bias, a strided one without, a
+        // depthwise one.
+        let h = b.conv2d(x, &conv(3, 4, 1, 1, true, 1));
+        let h = b.affine(h, &randn(&[4], 2), &randn(&[4], 3));
+        let h = b.relu(h);
+        let h = b.conv2d(h, &conv(4, 6, 1, 2, false, 4));
+        let h = b.affine(h, &randn(&[6], 5), &randn(&[6], 6));
+        let h = b.conv2d(h, &conv(6, 6, 6, 1, true, 7));
+        let h = b.affine(h, &randn(&[6], 8), &randn(&[6], 9));
+        // Not folded: the conv's output is also added to the affine map's.
+        let c = b.conv2d(h, &conv(6, 6, 1, 1, true, 10));
+        let a = b.affine(c, &randn(&[6], 11), &randn(&[6], 12));
+        let y = b.add(a, c);
+        // Not folded: the conv is the output.
+        let y = b.conv2d(y, &conv(6, 2, 1, 1, false, 13));
+        let net = b.build(y);
+        let prepared = super::Prepared::new(&net.nodes).unwrap();
+        let folded: Vec<usize> = (0..net.nodes.len())
+            .filter(|&j| prepared.folded[j].is_some())
+            .collect();
+        assert_eq!(folded, [1, 4, 6]);
+        let through: Vec<usize> = (0..net.nodes.len())
+            .filter(|&j| prepared.through[j])
+            .collect();
+        assert_eq!(through, [2, 5, 7]);
+
+        let x = Var::from_tensor(&randn(&[2, 3, 8, 8], 14)).unwrap();
+        let reference = net.forward_candle(x.as_tensor()).unwrap();
+        let generic = net.forward_generic(x.as_tensor()).unwrap();
+        let e = rel_err(&generic, &reference);
+        assert!(e <= 1e-5, "forward relative error {e}");
+        let m = randn(reference.dims(), 15);
+        let grad = |y: Tensor| {
+            let g = (y * &m).unwrap().sum_all().unwrap().backward().unwrap();
+            g.get(x.as_tensor()).unwrap().clone()
+        };
+        let e = rel_err(&grad(generic), &grad(reference));
+        assert!(e <= 1e-5, "input gradient relative error {e}");
+    }
+
+    /// The generic max-pool keeps where each maximum came from and adds
+    /// the gradient there: the same output and input gradient as candle's
+    /// autograd through `zoo::max_pool2d` (PyTorch's: the first maximum of
+    /// a window gets it), with padding, ceil mode, overlapping windows and
+    /// ties (inputs on a grid of halves, so that windows often tie).
+    #[test]
+    fn max_pools_keep_their_indices_and_match_the_reference() {
+        for (i, &(k, s, p, ceil, h, w)) in [
+            (3, 2, 0, true, 9, 10),
+            (3, 1, 1, true, 7, 6),
+            (2, 2, 0, false, 8, 8),
+            (2, 2, 0, true, 7, 9),
+            (3, 2, 1, false, 11, 8),
+            (5, 3, 2, true, 12, 13),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let mut b = NetBuilder::new();
+            let x = b.input();
+            let y = b.max_pool2d(x, k, s, p, ceil);
+            let net = b.build(y);
+            let x = (randn(&[2, 3, h, w], 40 + i as u64) * 2.0)
+                .unwrap()
+                .round()
+                .unwrap()
+                .affine(0.5, 0.0)
+                .unwrap();
+            let x = Var::from_tensor(&x).unwrap();
+            let reference = net.forward_candle(x.as_tensor()).unwrap();
+            let generic = net.forward_generic(x.as_tensor()).unwrap();
+            assert_eq!(
+                generic.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                reference.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                "case {i}: forward"
+            );
+            let m = randn(reference.dims(), 50 + i as u64);
+            let grad = |y: Tensor| {
+                let g = (y * &m).unwrap().sum_all().unwrap().backward().unwrap();
+                let g = g.get(x.as_tensor()).unwrap().clone();
+                g.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+            };
+            // The same positions get a gradient; where windows overlap,
+            // the sums are added in another order.
+            let (a, r) = (grad(generic), grad(reference));
+            for (at, (a, r)) in a.iter().zip(&r).enumerate() {
+                assert_eq!(
+                    *a == 0.0,
+                    *r == 0.0,
+                    "case {i}: gradient at {at}: {a} vs {r}"
+                );
+                assert!(
+                    (a - r).abs() <= 1e-6 * r.abs().max(1.0),
+                    "case {i} at {at}: {a} vs {r}"
+                );
+            }
+        }
+    }
+
     /// The forward drops values after their last use and keeps for the
     /// backward only what it reads: a conv, a ReLU and a linear layer keep
     /// the conv's input dims and the ReLU's output, nothing else; and an
@@ -798,6 +1031,7 @@ mod tests {
                 super::Kept::Nothing => "-",
                 super::Kept::Output(_) => "output",
                 super::Kept::Input(_) => "input",
+                super::Kept::MaxPool(..) => "maxpool",
                 super::Kept::Dims(_) => "dims",
                 super::Kept::Channels(_) => "channels",
             })

@@ -604,9 +604,9 @@ fn the_engine_counts_what_it_keeps() {
 /// candle 0.11's `relu` passes the gradient at exactly 0 (its backward
 /// masks with x ≥ 0), PyTorch's does not; a bias-free conv over an
 /// all-zero region gives exact zeros (ResNet's did). Both paths follow
-/// PyTorch, and both keep a NaN.
+/// PyTorch, and all three paths keep a NaN.
 #[test]
-fn relu_sends_no_gradient_at_zero_and_keeps_nan_on_both_paths() {
+fn relu_sends_no_gradient_at_zero_and_keeps_nan_on_every_path() {
     let mut b = NetBuilder::new();
     let i = b.input();
     let y = b.relu(i);
@@ -617,6 +617,7 @@ fn relu_sends_no_gradient_at_zero_and_keeps_nan_on_both_paths() {
     for y in [
         net.forward(x.as_tensor()).unwrap(),
         net.forward_candle(x.as_tensor()).unwrap(),
+        net.forward_generic(x.as_tensor()).unwrap(),
     ] {
         assert!(values(&y)[0].is_nan());
         let g = y.sum_all().unwrap().backward().unwrap();

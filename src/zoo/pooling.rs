@@ -20,22 +20,108 @@ pub fn max_pool2d(
     p: usize,
     ceil: bool,
 ) -> candle_core::Result<Tensor> {
-    let (_, _, h, w) = x.dims4()?;
-    let (ho, wo) = (pool_len(h, k, s, p, ceil)?, pool_len(w, k, s, p, ceil)?);
-    // Pad with -inf: p on the left, and on the right enough for every offset
-    // to take `o` strided positions (di + s·o ≤ length).
-    let x = pad_neg_inf(x, 2, p, (k - 1 + s * ho).saturating_sub(h + p))?;
-    let x = pad_neg_inf(&x, 3, p, (k - 1 + s * wo).saturating_sub(w + p))?;
-    let mut windows = Vec::with_capacity(k * k);
-    for di in 0..k {
-        let rows = strided(&x, 2, di, s, ho)?;
-        for dj in 0..k {
-            windows.push(strided(&rows, 3, dj, s, wo)?);
+    let w = Windows::new(x, k, s, p, ceil)?;
+    let first_max = w.stacked.argmax_keepdim(4)?;
+    w.stacked.gather(&first_max, 4)?.squeeze(4)
+}
+
+/// Every window offset of a max-pooling, stacked along a last dim.
+struct Windows {
+    /// `[B, C, Ho, Wo, k·k]`: offset (di, dj) at `di·k + dj`.
+    stacked: Tensor,
+    /// The padded input's rows and columns.
+    hp: usize,
+    wp: usize,
+}
+
+impl Windows {
+    fn new(x: &Tensor, k: usize, s: usize, p: usize, ceil: bool) -> candle_core::Result<Self> {
+        let (_, _, h, w) = x.dims4()?;
+        let (ho, wo) = (pool_len(h, k, s, p, ceil)?, pool_len(w, k, s, p, ceil)?);
+        // Pad with -inf: p on the left, and on the right enough for every
+        // offset to take `o` strided positions (di + s·o ≤ length).
+        let x = pad_neg_inf(x, 2, p, (k - 1 + s * ho).saturating_sub(h + p))?;
+        let x = pad_neg_inf(&x, 3, p, (k - 1 + s * wo).saturating_sub(w + p))?;
+        let (_, _, hp, wp) = x.dims4()?;
+        let mut windows = Vec::with_capacity(k * k);
+        for di in 0..k {
+            let rows = strided(&x, 2, di, s, ho)?;
+            for dj in 0..k {
+                windows.push(strided(&rows, 3, dj, s, wo)?);
+            }
         }
+        Ok(Windows {
+            stacked: Tensor::stack(&windows, 4)?.contiguous()?,
+            hp,
+            wp,
+        })
     }
-    let stacked = Tensor::stack(&windows, 4)?.contiguous()?;
-    let first_max = stacked.argmax_keepdim(4)?;
-    stacked.gather(&first_max, 4)?.squeeze(4)
+}
+
+/// A max-pooling's output and, for its backward, where each output's
+/// value came from (PyTorch's: the first maximum of the window).
+#[derive(Debug)]
+pub(crate) struct IndexedMaxPool {
+    /// `[B, C, Ho, Wo]`.
+    pub(crate) out: Tensor,
+    /// `[B·C, Ho·Wo]` (u32): each output's position in its padded input
+    /// plane, `row · Wp + column`.
+    pub(crate) index: Tensor,
+    /// The padded planes' rows and columns, and the padding on the left.
+    pub(crate) padded: (usize, usize, usize),
+}
+
+/// [`max_pool2d`] with where each maximum came from.
+pub(crate) fn max_pool2d_indexed(
+    x: &Tensor,
+    k: usize,
+    s: usize,
+    p: usize,
+    ceil: bool,
+) -> candle_core::Result<IndexedMaxPool> {
+    let x = x.detach();
+    let (b, c, _, _) = x.dims4()?;
+    let w = Windows::new(&x, k, s, p, ceil)?;
+    let (_, _, ho, wo, _) = w.stacked.dims5()?;
+    let first_max = w.stacked.argmax_keepdim(4)?;
+    let out = w.stacked.gather(&first_max, 4)?.squeeze(4)?;
+    let dev = x.device();
+    // Offset `t` of a window at (oy, ox) is at (s·oy + t / k) · Wp +
+    // s·ox + t % k of the padded plane.
+    let offsets: Vec<u32> = (0..k * k)
+        .map(|t| ((t / k) * w.wp + t % k) as u32)
+        .collect();
+    let origins: Vec<u32> = (0..ho * wo)
+        .map(|o| ((o / wo) * s * w.wp + (o % wo) * s) as u32)
+        .collect();
+    let index = Tensor::new(offsets.as_slice(), dev)?
+        .index_select(&first_max.flatten_all()?, 0)?
+        .reshape((b * c, ho * wo))?
+        .broadcast_add(&Tensor::new(origins.as_slice(), dev)?.unsqueeze(0)?)?;
+    Ok(IndexedMaxPool {
+        out,
+        index,
+        padded: (w.hp, w.wp, p),
+    })
+}
+
+/// The input gradient of a max-pooling over `[B, C, H, W]` (`dims`), `g`
+/// its output's: each output's gradient added at its maximum's position
+/// (candle's `scatter_add`, which adds along a row in order: the same sums
+/// on every run).
+pub(crate) fn max_pool2d_backward(
+    pool: &IndexedMaxPool,
+    dims: (usize, usize, usize, usize),
+    g: &Tensor,
+) -> candle_core::Result<Tensor> {
+    let (b, c, h, w) = dims;
+    let (hp, wp, p) = pool.padded;
+    let g = g.reshape((b * c, ()))?;
+    Tensor::zeros((b * c, hp * wp), g.dtype(), g.device())?
+        .scatter_add(&pool.index, &g, 1)?
+        .reshape((b, c, hp, wp))?
+        .narrow(2, p, h)?
+        .narrow(3, p, w)
 }
 
 /// Positions `start, start + s, …` (n of them) along `dim`.
