@@ -425,6 +425,8 @@ fn time(
     for _ in 0..warmup {
         step()?.read_back()?;
     }
+    // GEVALDI_PROFILE: the timed steps' profile only.
+    let _ = gevaldi::engine::profile_report(1);
     let base = LIVE.load(Relaxed);
     PEAK.store(base, Relaxed);
     let started = Instant::now();
@@ -436,6 +438,9 @@ fn time(
         n += 1;
     }
     let seconds = started.elapsed().as_secs_f64();
+    if let Some(profile) = gevaldi::engine::profile_report(n) {
+        eprintln!("{profile}");
+    }
     Ok((n, seconds, PEAK.load(Relaxed).saturating_sub(base)))
 }
 

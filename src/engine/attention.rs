@@ -21,6 +21,7 @@
 use candle_core::{CustomOp3, Tensor, D};
 
 use super::generic::{handed_forwards, Handed};
+use super::profile;
 use super::Engine;
 
 /// `g · softmax(θᵀ · φ)ᵀ` for `θ` `[B, K, N]`, `φ` `[B, K, M]` and `g`
@@ -41,6 +42,20 @@ pub(crate) fn attention(theta: &Tensor, phi: &Tensor, g: &Tensor) -> candle_core
         );
     }
     let dev = theta.device();
+    profile::time(
+        dev,
+        "forward",
+        || "attention (BigGAN)".into(),
+        || attention_on(dev, theta, phi, g),
+    )
+}
+
+fn attention_on(
+    dev: &candle_core::Device,
+    theta: &Tensor,
+    phi: &Tensor,
+    g: &Tensor,
+) -> candle_core::Result<Tensor> {
     if Engine::current() == Engine::Candle || !(dev.is_cpu() || dev.is_cuda()) {
         return reference(theta, phi, g);
     }

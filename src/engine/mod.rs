@@ -75,6 +75,7 @@ mod cpu_op;
 mod generic;
 mod kernels;
 mod net;
+mod profile;
 mod reference;
 mod scale_shift;
 mod skip_add;
@@ -82,6 +83,8 @@ mod skip_add;
 mod tests;
 
 pub use net::{Activation, Net, NetBuilder, NodeId};
+#[doc(hidden)]
+pub use profile::{report as profile_report, PROFILE_VAR};
 pub use scale_shift::scale_shift_relu;
 
 pub(crate) use attention::attention;

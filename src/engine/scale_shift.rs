@@ -17,6 +17,7 @@ use rayon::prelude::*;
 use super::cpu_op::f32s;
 use super::generic::{handed_forwards, Handed};
 use super::kernels::{act, act_grad};
+use super::profile;
 use super::{Activation, Engine};
 
 /// `relu(x · a + b)` for `x` `[B, C, H, W]` and `a`, `b` `[B, C]`, with a
@@ -33,17 +34,20 @@ pub fn scale_shift_relu(x: &Tensor, a: &Tensor, b: &Tensor) -> candle_core::Resu
     }
     let dev = x.device();
     let engine = Engine::current();
-    if dev.is_cpu()
-        && [x.dtype(), a.dtype(), b.dtype()] == [DType::F32; 3]
-        && engine == Engine::Auto
-    {
-        x.contiguous()?
-            .apply_op3(&a.contiguous()?, &b.contiguous()?, ScaleShiftRelu)
-    } else if engine != Engine::Candle && (dev.is_cpu() || dev.is_cuda()) {
-        generic(x, a, b)
-    } else {
-        reference(x, a, b)
-    }
+    let kind = || "cond batch norm + relu (BigGAN)".to_string();
+    profile::time(dev, "forward", kind, || {
+        if dev.is_cpu()
+            && [x.dtype(), a.dtype(), b.dtype()] == [DType::F32; 3]
+            && engine == Engine::Auto
+        {
+            x.contiguous()?
+                .apply_op3(&a.contiguous()?, &b.contiguous()?, ScaleShiftRelu)
+        } else if engine != Engine::Candle && (dev.is_cpu() || dev.is_cuda()) {
+            generic(x, a, b)
+        } else {
+            reference(x, a, b)
+        }
+    })
 }
 
 /// candle's ops.

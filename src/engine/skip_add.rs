@@ -13,6 +13,7 @@
 use candle_core::{CustomOp2, Tensor};
 
 use super::generic::{handed_forwards, Handed};
+use super::profile;
 use super::Engine;
 
 /// `h + up(x[:, :c])` for `h` `[B, c, H, W]` and `x` `[B, C ≥ c, H / s,
@@ -33,6 +34,20 @@ pub(crate) fn skip_add(h: &Tensor, x: &Tensor, up: bool) -> candle_core::Result<
         );
     }
     let dev = h.device();
+    profile::time(
+        dev,
+        "forward",
+        || "skip add (BigGAN)".into(),
+        || skip_add_on(dev, h, x, up),
+    )
+}
+
+fn skip_add_on(
+    dev: &candle_core::Device,
+    h: &Tensor,
+    x: &Tensor,
+    up: bool,
+) -> candle_core::Result<Tensor> {
     if Engine::current() == Engine::Candle || !(dev.is_cpu() || dev.is_cuda()) {
         return reference(h, x, up);
     }

@@ -1,0 +1,146 @@
+//! Where the device-generic path spends its time, per kind of op
+//! (`GEVALDI_PROFILE=1`): each node's forward and each node's backward
+//! waits for the device before and after (so a GPU's queue is empty and
+//! the time is the op's own: its launches and its kernels), and the time
+//! is added to the op's kind. The synchronisations slow the whole run; the
+//! table says where the time goes, not how long a step takes.
+//! [`report`] gives the table (the ImageNet bench prints it).
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use candle_core::Device;
+
+use super::net::{Activation, Op};
+
+/// The environment variable that turns the profile on.
+pub const PROFILE_VAR: &str = "GEVALDI_PROFILE";
+
+fn enabled() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var(PROFILE_VAR).is_ok_and(|v| !v.is_empty() && v != "0"))
+}
+
+/// A row of the table: the phase (forward, backward) and the kind of op.
+type Row = (&'static str, String);
+
+/// Time and count per row.
+static TABLE: Mutex<BTreeMap<Row, (Duration, u64)>> = Mutex::new(BTreeMap::new());
+
+/// The kind of `op` in the table: its name and the settings that change
+/// its cost.
+pub(crate) fn kind(op: &Op) -> String {
+    match op {
+        Op::Input => "input".into(),
+        Op::Conv {
+            weight,
+            stride,
+            groups,
+            ..
+        } => {
+            let (k, kk) = (weight.dim(2).unwrap_or(0), weight.dim(3).unwrap_or(0));
+            let dw = if *groups > 1 && weight.dim(1).is_ok_and(|d| d == 1) {
+                " depthwise"
+            } else {
+                ""
+            };
+            format!("conv {k}x{kk} stride {stride}{dw}")
+        }
+        Op::Linear { .. } => "linear".into(),
+        Op::Affine { .. } => "affine".into(),
+        Op::Act(a) => match a {
+            Activation::Relu => "relu",
+            Activation::Sigmoid => "sigmoid",
+            Activation::Tanh => "tanh",
+            Activation::GeluErf => "gelu",
+        }
+        .into(),
+        Op::MaxPool { k, s, .. } => format!("maxpool {k}x{k} stride {s}"),
+        Op::AdaptiveAvgPool { .. } => "adaptive avgpool".into(),
+        Op::Flatten | Op::Reshape(_) => "reshape".into(),
+        Op::Concat => "concat".into(),
+        Op::Add => "add".into(),
+        Op::LayerNorm { .. } => "layernorm".into(),
+    }
+}
+
+/// `f()`, timed into the row of `phase` and the kind `kind()` names, when
+/// the profile is on.
+pub(crate) fn time<T>(
+    dev: &Device,
+    phase: &'static str,
+    kind: impl FnOnce() -> String,
+    f: impl FnOnce() -> candle_core::Result<T>,
+) -> candle_core::Result<T> {
+    if !enabled() {
+        return f();
+    }
+    dev.synchronize()?;
+    let started = Instant::now();
+    let out = f()?;
+    dev.synchronize()?;
+    let took = started.elapsed();
+    let mut table = TABLE.lock().unwrap_or_else(|e| e.into_inner());
+    let row = table.entry((phase, kind())).or_default();
+    row.0 += took;
+    row.1 += 1;
+    Ok(out)
+}
+
+/// The profile so far, slowest rows first, `per` dividing the times (the
+/// steps run); `None` when it is off. Empties the table.
+#[doc(hidden)]
+pub fn report(per: usize) -> Option<String> {
+    if !enabled() {
+        return None;
+    }
+    let mut table = TABLE.lock().unwrap_or_else(|e| e.into_inner());
+    let mut rows: Vec<_> = std::mem::take(&mut *table).into_iter().collect();
+    rows.sort_by_key(|r| std::cmp::Reverse(r.1 .0));
+    let per = per.max(1) as f64;
+    let total: f64 = rows.iter().map(|r| r.1 .0.as_secs_f64()).sum();
+    let mut out = format!(
+        "engine profile (generic path, synchronised per op), per step: {:.2} ms in all\n",
+        total * 1e3 / per
+    );
+    for ((phase, kind), (took, count)) in rows {
+        out.push_str(&format!(
+            "{:9.3} ms {:7.1}x  {phase:8} {kind}\n",
+            took.as_secs_f64() * 1e3 / per,
+            count as f64 / per
+        ));
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{DType, Device, Tensor};
+
+    use super::super::net::Op;
+    use super::{kind, report, time};
+
+    /// Off (this test process has no GEVALDI_PROFILE): `time` runs its
+    /// closure and records nothing, and there is no report. The kinds
+    /// name a conv's shape.
+    #[test]
+    fn off_by_default_and_kinds_name_the_shape() {
+        if std::env::var_os(super::PROFILE_VAR).is_some() {
+            return;
+        }
+        let out = time(&Device::Cpu, "forward", || unreachable!(), || Ok(7)).unwrap();
+        assert_eq!(out, 7);
+        assert!(report(1).is_none());
+        let conv = |groups: usize, cin_g: usize| Op::Conv {
+            weight: Tensor::zeros((8, cin_g, 3, 5), DType::F32, &Device::Cpu).unwrap(),
+            bias: None,
+            stride: 2,
+            padding: 1,
+            dilation: 1,
+            groups,
+        };
+        assert_eq!(kind(&conv(1, 4)), "conv 3x5 stride 2");
+        assert_eq!(kind(&conv(8, 1)), "conv 3x5 stride 2 depthwise");
+    }
+}
