@@ -76,15 +76,15 @@ pub fn run_with_args(config_path: &str, registry: Registry, mut args: Arguments)
             return ExitCode::from(101);
         }
     };
-    // One trial at a time unless asked otherwise (--test-threads, or
-    // RUST_TEST_THREADS): a GPU runs one search at a time, and on the CPU
-    // candle already spreads every op over all cores, so parallel trials only
-    // oversubscribe them.
-    if args.test_threads.is_none() {
-        let from_env = std::env::var("RUST_TEST_THREADS")
-            .ok()
-            .and_then(|v| v.parse().ok());
-        args.test_threads = Some(from_env.unwrap_or(1));
+    let from_env = std::env::var("RUST_TEST_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let (threads, note) = trial_threads(args.test_threads, from_env, suite.device().is_cuda());
+    args.test_threads = Some(threads);
+    if let Some(note) = note {
+        if !args.list {
+            eprintln!("{note}");
+        }
     }
     if let Some(warning) = slow_build_warning(env!("GEVALDI_OPT_LEVEL")) {
         if !args.list {
@@ -182,6 +182,25 @@ pub fn run_in_package(relative: &str, registry: Registry) -> ExitCode {
 /// optimisation level `opt_level` (cargo's `OPT_LEVEL`: `0` to `3`, `s`,
 /// `z`), or `None`.
 ///
+/// How many trials run at once, from `--test-threads` and
+/// `RUST_TEST_THREADS` (the flag first), and a note when a request is
+/// overruled: one at a time unless asked otherwise (a GPU runs one search
+/// at a time, and on the CPU candle already spreads every op over all
+/// cores, so parallel trials only oversubscribe them), and always one on a
+/// CUDA device, whose trials share one candle device: threads sharing it
+/// hung this project's tests on an H200 (candle 0.11; README, "On a GPU").
+/// nextest runs each trial in a process of its own and is not affected.
+fn trial_threads(flag: Option<usize>, env: Option<usize>, cuda: bool) -> (usize, Option<String>) {
+    let asked = flag.or(env).unwrap_or(1).max(1);
+    if cuda && asked > 1 {
+        let note = format!(
+            "note: trials on a CUDA device run one at a time ({asked} test threads asked for):              threads sharing candle's CUDA device hung; nextest runs each trial in its own              process"
+        );
+        return (1, Some(note));
+    }
+    (asked, None)
+}
+
 /// Only level 0 warns: it leaves the search's loops unvectorised and runs
 /// it about 15 times slower (the dev profile's default; see the README).
 /// Levels 1, 2, 3, `s` and `z` optimise those loops and do not warn. The
@@ -198,7 +217,25 @@ fn slow_build_warning(opt_level: &str) -> Option<&'static str> {
 
 #[cfg(test)]
 mod tests {
-    use super::slow_build_warning;
+    use super::{slow_build_warning, trial_threads};
+
+    #[test]
+    fn trials_run_one_at_a_time_unless_asked_and_always_on_cuda() {
+        assert_eq!(trial_threads(None, None, false), (1, None));
+        assert_eq!(trial_threads(Some(4), None, false), (4, None));
+        assert_eq!(trial_threads(None, Some(3), false), (3, None));
+        assert_eq!(trial_threads(Some(2), Some(3), false), (2, None));
+        assert_eq!(trial_threads(None, None, true), (1, None));
+        assert_eq!(trial_threads(Some(1), None, true), (1, None));
+        let (n, note) = trial_threads(Some(4), None, true);
+        assert_eq!(n, 1);
+        let note = note.expect("a request overruled is said");
+        assert!(
+            note.starts_with("note: trials on a CUDA device run one at a time (4 test threads"),
+            "{note}"
+        );
+        assert_eq!(trial_threads(None, Some(8), true).0, 1);
+    }
 
     #[test]
     fn only_an_unoptimised_build_warns() {
