@@ -16,14 +16,25 @@
 //! - a depthwise conv is a sum of shifted, per-channel scaled copies of its
 //!   input, forward and backward (candle runs a grouped conv as one conv per
 //!   group: 96 to 768 of them in ConvNeXt);
+//! - a batch norm (affine map) after a conv whose output nothing else
+//!   reads is folded into the conv's weight and bias once per net;
+//! - ReLU is one kernel forward (ELU with α = 0, which keeps a NaN) and two
+//!   backward (the gradient times the sign of the output);
+//! - a max-pool keeps where each maximum came from (PyTorch's: the first of
+//!   its window) and its backward adds the gradient there with one
+//!   `scatter_add`;
 //! - the forward keeps only what the backward reads (an activation's output
-//!   or input, a pooling's or a LayerNorm's input, shapes), and drops every
-//!   other value after its last use.
+//!   or input, a max-pool's positions, an adaptive pooling's or a
+//!   LayerNorm's input, shapes), and drops every other value after its last
+//!   use.
 //!
-//! The weightless ops whose backward needs more than their output (max and
-//! adaptive average pooling, LayerNorm, GELU) recompute their forward on the
-//! kept input under candle's autograd in the backward pass: the same
+//! The other weightless ops whose backward needs more than their output
+//! (adaptive average pooling, LayerNorm, GELU) recompute their forward on
+//! the kept input under candle's autograd in the backward pass: the same
 //! gradient as the reference path, with no weight involved.
+//!
+//! `GEVALDI_PROFILE=1` times each op with the device synchronised around it
+//! ([`profile`](super::profile)).
 //!
 //! The whole network is one candle `CustomOp1` whose forward hands back the
 //! output computed beforehand (one copy of the output) and whose backward
