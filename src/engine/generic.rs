@@ -48,7 +48,7 @@ use candle_core::{CpuStorage, CustomOp1, Shape, Storage, Tensor, Var};
 use super::net::{Activation, Node, Op};
 use super::{profile, reference};
 use crate::zoo::{
-    adaptive_avg_pool2d, max_pool2d_backward, max_pool2d_indexed, IndexedMaxPool, LayerNorm,
+    adaptive_avg_pool2d, max_pool2d_backward, max_pool2d_indexed, LayerNorm, MaxPoolPositions,
 };
 
 /// What the generic path prepares once per net: each conv node's kernels
@@ -298,8 +298,8 @@ enum Kept {
     Output(Tensor),
     /// The node's input (GELU, adaptive pooling, LayerNorm).
     Input(Tensor),
-    /// A max-pooling's input dims and where each maximum came from.
-    MaxPool(IndexedMaxPool, (usize, usize, usize, usize)),
+    /// Where each of a max-pooling's outputs came from.
+    MaxPool(MaxPoolPositions),
     /// The input's dims (a conv's, a reshape's).
     Dims(Vec<usize>),
     /// The inputs' channel counts (concat).
@@ -370,9 +370,8 @@ pub(crate) fn forward(
                     // 0 · (eˣ − 1), which is −0 for x < 0 and NaN for NaN).
                     Op::Act(Activation::Relu) => args[0].elu(0.0),
                     Op::MaxPool { k, s, p, ceil } if keep => {
-                        let pool = max_pool2d_indexed(args[0], *k, *s, *p, *ceil)?;
-                        let y = pool.out.clone();
-                        pooled = Some((pool, args[0].dims4()?));
+                        let (y, at) = max_pool2d_indexed(args[0], *k, *s, *p, *ceil)?;
+                        pooled = Some(at);
                         Ok(y)
                     }
                     op => reference::eval(op, &args),
@@ -381,8 +380,7 @@ pub(crate) fn forward(
             if keep {
                 kept.push(match &node.op {
                     Op::MaxPool { .. } => {
-                        let (pool, dims) = pooled.take().expect("a kept max-pool is indexed");
-                        Kept::MaxPool(pool, dims)
+                        Kept::MaxPool(pooled.take().expect("a kept max-pool is indexed"))
                     }
                     Op::Act(Activation::GeluErf)
                     | Op::AdaptiveAvgPool { .. }
@@ -534,7 +532,7 @@ impl Tape {
                 Activation::GeluErf => local_grad(input()?, g, |x| x.gelu_erf())?,
             }],
             Op::MaxPool { .. } => match kept {
-                Kept::MaxPool(pool, dims) => vec![max_pool2d_backward(pool, *dims, g)?],
+                Kept::MaxPool(at) => vec![max_pool2d_backward(at, g)?],
                 _ => candle_core::bail!("node {j}: its max-pool indices were not kept"),
             },
             Op::AdaptiveAvgPool { oh, ow } => vec![local_grad(input()?, g, |x| {
@@ -1042,7 +1040,7 @@ mod tests {
                 super::Kept::Nothing => "-",
                 super::Kept::Output(_) => "output",
                 super::Kept::Input(_) => "input",
-                super::Kept::MaxPool(..) => "maxpool",
+                super::Kept::MaxPool(_) => "maxpool",
                 super::Kept::Dims(_) => "dims",
                 super::Kept::Channels(_) => "channels",
             })

@@ -84,7 +84,7 @@ mod tests;
 
 pub use net::{Activation, Net, NetBuilder, NodeId};
 #[doc(hidden)]
-pub use profile::{report as profile_report, PROFILE_VAR};
+pub use profile::report as profile_report;
 pub use scale_shift::scale_shift_relu;
 
 pub(crate) use attention::attention;

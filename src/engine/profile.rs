@@ -15,7 +15,7 @@ use candle_core::Device;
 use super::net::{Activation, Op};
 
 /// The environment variable that turns the profile on.
-pub const PROFILE_VAR: &str = "GEVALDI_PROFILE";
+pub(crate) const PROFILE_VAR: &str = "GEVALDI_PROFILE";
 
 fn enabled() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();

@@ -58,29 +58,29 @@ impl Windows {
     }
 }
 
-/// A max-pooling's output and, for its backward, where each output's
-/// value came from (PyTorch's: the first maximum of the window).
+/// Where each output of a max-pooling took its value from (PyTorch's: the
+/// first maximum of its window), all its backward reads.
 #[derive(Debug)]
-pub(crate) struct IndexedMaxPool {
-    /// `[B, C, Ho, Wo]`.
-    pub(crate) out: Tensor,
+pub(crate) struct MaxPoolPositions {
     /// `[B·C, Ho·Wo]` (u32): each output's position in its padded input
     /// plane, `row · Wp + column`.
-    pub(crate) index: Tensor,
+    index: Tensor,
+    /// The input's dims `[B, C, H, W]`.
+    dims: (usize, usize, usize, usize),
     /// The padded planes' rows and columns, and the padding on the left.
-    pub(crate) padded: (usize, usize, usize),
+    padded: (usize, usize, usize),
 }
 
-/// [`max_pool2d`] with where each maximum came from.
+/// [`max_pool2d`] and where each maximum came from.
 pub(crate) fn max_pool2d_indexed(
     x: &Tensor,
     k: usize,
     s: usize,
     p: usize,
     ceil: bool,
-) -> candle_core::Result<IndexedMaxPool> {
+) -> candle_core::Result<(Tensor, MaxPoolPositions)> {
     let x = x.detach();
-    let (b, c, _, _) = x.dims4()?;
+    let dims = x.dims4()?;
     let w = Windows::new(&x, k, s, p, ceil)?;
     let (_, _, ho, wo, _) = w.stacked.dims5()?;
     let first_max = w.stacked.argmax_keepdim(4)?;
@@ -96,29 +96,28 @@ pub(crate) fn max_pool2d_indexed(
         .collect();
     let index = Tensor::new(offsets.as_slice(), dev)?
         .index_select(&first_max.flatten_all()?, 0)?
-        .reshape((b * c, ho * wo))?
+        .reshape((dims.0 * dims.1, ho * wo))?
         .broadcast_add(&Tensor::new(origins.as_slice(), dev)?.unsqueeze(0)?)?;
-    Ok(IndexedMaxPool {
-        out,
+    let positions = MaxPoolPositions {
         index,
+        dims,
         padded: (w.hp, w.wp, p),
-    })
+    };
+    Ok((out, positions))
 }
 
-/// The input gradient of a max-pooling over `[B, C, H, W]` (`dims`), `g`
-/// its output's: each output's gradient added at its maximum's position
-/// (candle's `scatter_add`, which adds along a row in order: the same sums
-/// on every run).
+/// The input gradient of a max-pooling, `g` its output's: each output's
+/// gradient added at its maximum's position (candle's `scatter_add`, which
+/// adds along a row in order: the same sums on every run).
 pub(crate) fn max_pool2d_backward(
-    pool: &IndexedMaxPool,
-    dims: (usize, usize, usize, usize),
+    at: &MaxPoolPositions,
     g: &Tensor,
 ) -> candle_core::Result<Tensor> {
-    let (b, c, h, w) = dims;
-    let (hp, wp, p) = pool.padded;
+    let (b, c, h, w) = at.dims;
+    let (hp, wp, p) = at.padded;
     let g = g.reshape((b * c, ()))?;
     Tensor::zeros((b * c, hp * wp), g.dtype(), g.device())?
-        .scatter_add(&pool.index, &g, 1)?
+        .scatter_add(&at.index, &g, 1)?
         .reshape((b, c, hp, wp))?
         .narrow(2, p, h)?
         .narrow(3, p, w)
