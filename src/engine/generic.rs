@@ -424,9 +424,14 @@ fn local_grad(
 ) -> candle_core::Result<Tensor> {
     let v = Var::from_tensor(x)?;
     let y = f(v.as_tensor())?;
-    let grads = (y * g)?.sum_all()?.backward()?;
+    // Both ends untracked: the gradient candle's backward computes from the
+    // variable is itself tracked (its ops read `v`), and every op of the
+    // backward after it would then build a graph, which the next local
+    // gradient's backward would walk through (and fail in: candle's
+    // backward of `scatter_add`, the max-pool's, mismatches its shapes).
+    let grads = (y * g.detach())?.sum_all()?.backward()?;
     match grads.get(v.as_tensor()) {
-        Some(gx) => Ok(gx.clone()),
+        Some(gx) => Ok(gx.detach()),
         None => x.zeros_like(),
     }
 }
@@ -757,7 +762,7 @@ mod tests {
     use candle_core::{Device, Tensor, Var};
 
     use super::super::tests::{randn, rel_err};
-    use super::super::NetBuilder;
+    use super::super::{Activation, NetBuilder};
 
     /// A conv's input gradient by naive loops (f64): each output's
     /// gradient times each tap's weight, added at the tap's input.
@@ -1006,6 +1011,36 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The backward's gradients carry no graph, also past an op whose
+    /// gradient candle's autograd computes (GELU, adaptive pooling): a
+    /// regression test for a GELU before a max-pool, whose backward then
+    /// failed in candle's backward of `scatter_add` (random_nets, seed
+    /// 217).
+    #[test]
+    fn gradients_through_the_generic_backward_are_untracked() {
+        let mut b = NetBuilder::new();
+        let x = b.input();
+        let h = b.act(x, Activation::GeluErf);
+        let h = b.max_pool2d(h, 2, 2, 0, false);
+        let h = b.act(h, Activation::GeluErf);
+        let y = b.adaptive_avg_pool2d(h, 1, 1);
+        let net = b.build(y);
+        let x = Var::from_tensor(&randn(&[2, 3, 7, 7], 60)).unwrap();
+        let reference = net.forward_candle(x.as_tensor()).unwrap();
+        let generic = net.forward_generic(x.as_tensor()).unwrap();
+        let grad = |y: Tensor| {
+            let g = y.sum_all().unwrap().backward().unwrap();
+            g.get(x.as_tensor()).unwrap().clone()
+        };
+        let (gg, gr) = (grad(generic), grad(reference));
+        assert!(
+            !gg.track_op(),
+            "the generic path's gradient carries a graph"
+        );
+        let e = rel_err(&gg, &gr);
+        assert!(e <= 1e-5, "input gradient relative error {e}");
     }
 
     /// The forward drops values after their last use and keeps for the
