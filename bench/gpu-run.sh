@@ -86,7 +86,6 @@ left() {
   echo "build root $built -> $ROOT"
   export PYTHONPATH="$GPU/py${PYTHONPATH:+:$PYTHONPATH}"
   "$PY" -c "import torch, torchvision, pytorch_pretrained_biggan; print('torch', torch.__version__, 'torchvision', torchvision.__version__, torch.cuda.get_device_name(0))"
-  command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda*/bin/ncu 2>/dev/null
 } >"$OUT/setup.log" 2>&1
 export PYTHONPATH="$GPU/py${PYTHONPATH:+:$PYTHONPATH}"
 . "$GPU/remote-env.sh" >/dev/null 2>&1

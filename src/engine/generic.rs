@@ -358,13 +358,14 @@ pub(crate) fn forward(
                         groups,
                     } => {
                         let (weight, bias) = prepared.conv_weights(j, weight, bias.as_ref());
-                        let y = if *stride == 1 {
+                        if *stride == 1 {
                             let p = *padding as isize;
-                            conv_s1(args[0], weight, (p, p), *dilation, *groups)?
+                            let y = conv_s1(args[0], weight, (p, p), *dilation, *groups)?;
+                            reference::add_bias(y, bias)
                         } else {
-                            args[0].conv2d(weight, *padding, *stride, *dilation, *groups)?
-                        };
-                        reference::add_bias(y, bias)
+                            let (s, p, d, g) = (*stride, *padding, *dilation, *groups);
+                            reference::conv(args[0], weight, bias, s, p, d, g)
+                        }
                     }
                     // One kernel, NaN kept (ELU with α = 0: x where x > 0, else
                     // 0 · (eˣ − 1), which is −0 for x < 0 and NaN for NaN).

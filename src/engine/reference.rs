@@ -34,6 +34,19 @@ pub(crate) fn add_bias(y: Tensor, bias: Option<&Tensor>) -> candle_core::Result<
     }
 }
 
+/// candle's conv2d of `x` with `weight`, plus `bias` per channel.
+pub(crate) fn conv(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    stride: usize,
+    padding: usize,
+    dilation: usize,
+    groups: usize,
+) -> candle_core::Result<Tensor> {
+    add_bias(x.conv2d(weight, padding, stride, dilation, groups)?, bias)
+}
+
 /// Runs `nodes` on `x`.
 pub(crate) fn forward(nodes: &[Node], x: &Tensor) -> candle_core::Result<Tensor> {
     let mut values: Vec<Tensor> = Vec::with_capacity(nodes.len());
@@ -60,9 +73,14 @@ pub(crate) fn eval(op: &Op, args: &[&Tensor]) -> candle_core::Result<Tensor> {
             padding,
             dilation,
             groups,
-        } => add_bias(
-            arg(0).conv2d(weight, *padding, *stride, *dilation, *groups)?,
+        } => conv(
+            arg(0),
+            weight,
             bias.as_ref(),
+            *stride,
+            *padding,
+            *dilation,
+            *groups,
         )?,
         Op::Linear { weight, bias } => {
             let x = arg(0);

@@ -254,7 +254,8 @@ fn max_pools_match_candle_with_padding_and_ceil_mode() {
 }
 
 /// PyTorch's max-pool by loops over the NCHW tensor: the first maximum of
-/// each window wins and gets the window's whole gradient.
+/// each window wins and gets the window's whole gradient, on the CPU engine
+/// and on the generic path.
 #[test]
 fn max_pool_ties_send_the_gradient_to_the_first_maximum() {
     // Values 0, 1, 2 only: many ties.
@@ -264,9 +265,6 @@ fn max_pool_ties_send_the_gradient_to_the_first_maximum() {
     let i = b.input();
     let y = b.max_pool2d(i, 3, 2, 1, true);
     let net = b.build(y);
-    let y = net.forward(x.as_tensor()).unwrap();
-    let g = y.sum_all().unwrap().backward().unwrap();
-    let g = values(g.get(x.as_tensor()).unwrap());
     let (o, mut expect_y, mut expect_g) = (4usize, vec![], vec![0f32; v.len()]);
     for c in 0..2 {
         for oy in 0..o {
@@ -290,8 +288,17 @@ fn max_pool_ties_send_the_gradient_to_the_first_maximum() {
             }
         }
     }
-    assert_eq!(values(&y), expect_y);
-    assert_eq!(g, expect_g);
+    // The CPU engine and the generic path (a GPU's: the positions kept by
+    // the forward, the gradient added there).
+    for y in [
+        net.forward(x.as_tensor()).unwrap(),
+        net.forward_generic(x.as_tensor()).unwrap(),
+    ] {
+        let g = y.sum_all().unwrap().backward().unwrap();
+        let g = values(g.get(x.as_tensor()).unwrap());
+        assert_eq!(values(&y), expect_y);
+        assert_eq!(g, expect_g);
+    }
 }
 
 #[test]
