@@ -151,7 +151,26 @@ impl CustomOp3 for Attention {
         // carry a graph holding every temporary below until it is used.
         let (theta, phi, g) = (theta.detach(), phi.detach(), g.detach());
         let dout = dout.contiguous()?;
-        let mut d = chunked(&[&theta, &phi, &g, &dout], |x| {
+        let kind = || "attention (BigGAN)".to_string();
+        let d = profile::time(theta.device(), "backward", kind, || {
+            self.grads(&theta, &phi, &g, &dout)
+        })?;
+        let mut d = d.into_iter();
+        let mut next = || d.next();
+        Ok((next(), next(), next()))
+    }
+}
+
+impl Attention {
+    /// The gradients of θ, φ and g, `dout` the output's.
+    fn grads(
+        &self,
+        theta: &Tensor,
+        phi: &Tensor,
+        g: &Tensor,
+        dout: &Tensor,
+    ) -> candle_core::Result<Vec<Tensor>> {
+        chunked(&[theta, phi, g, dout], |x| {
             let (theta, phi, g, dout) = (x[0], x[1], x[2], x[3]);
             let p = map(theta, phi)?;
             let dg = dout.matmul(&p)?;
@@ -164,10 +183,7 @@ impl CustomOp3 for Attention {
                 .contiguous()?;
             let dphi = theta.matmul(&dl)?;
             Ok(vec![dtheta, dphi, dg])
-        })?
-        .into_iter();
-        let mut next = || d.next();
-        Ok((next(), next(), next()))
+        })
     }
 }
 

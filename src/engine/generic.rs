@@ -46,7 +46,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, Shape, Storage, Tensor, Var};
 
 use super::net::{Activation, Node, Op};
-use super::{profile, reference};
+use super::{cuda, profile, reference};
 use crate::zoo::{
     adaptive_avg_pool2d, max_pool2d_backward, max_pool2d_indexed, LayerNorm, MaxPoolPositions,
 };
@@ -233,6 +233,18 @@ fn conv_s1(
     dilation: usize,
     groups: usize,
 ) -> candle_core::Result<Tensor> {
+    let (cout, cin_g, kh, kw) = w.dims4()?;
+    if (kh, kw) == (1, 1) && groups == 1 && pad == (0, 0) {
+        // A 1×1 conv is a product per sample, `[Cout, Cin] · [Cin, H·W]`:
+        // one batched matmul, where candle's conv2d copies the input into
+        // columns and its product back out of them.
+        let (b, c, h, wd) = x.dims4()?;
+        let y = w
+            .reshape((cout, cin_g))?
+            .broadcast_left(b)?
+            .matmul(&x.contiguous()?.reshape((b, c, h * wd))?)?;
+        return y.reshape((b, cout, h, wd));
+    }
     let (ph, pw) = (pad.0.max(0) as usize, pad.1.max(0) as usize);
     // candle's conv2d pads rows and columns alike: the difference first.
     let p = ph.min(pw);
@@ -311,6 +323,8 @@ pub(crate) struct Tape {
     nodes: Arc<Vec<Node>>,
     prepared: Arc<Prepared>,
     kept: Vec<Kept>,
+    /// Whether the backward runs gevaldi's CUDA kernels (the forward did).
+    own: bool,
 }
 
 /// Runs `nodes` on `x` with nothing tracked; with `keep`, also returns the
@@ -328,6 +342,9 @@ pub(crate) fn forward(
             last_use[i.0] = j;
         }
     }
+    // gevaldi's CUDA kernels where they apply (a CUDA f32 input under
+    // `auto`), for the forward and the backward alike.
+    let own = cuda::applies(x);
     let mut values: Vec<Option<Tensor>> = Vec::with_capacity(n);
     let mut kept = Vec::with_capacity(if keep { n } else { 0 });
     for (j, node) in nodes.iter().enumerate() {
@@ -370,6 +387,11 @@ pub(crate) fn forward(
                     // One kernel, NaN kept (ELU with α = 0: x where x > 0, else
                     // 0 · (eˣ − 1), which is −0 for x < 0 and NaN for NaN).
                     Op::Act(Activation::Relu) => args[0].elu(0.0),
+                    Op::MaxPool { k, s, p, ceil } if own => {
+                        let (y, at) = cuda::max_pool2d(args[0], *k, *s, *p, *ceil)?;
+                        pooled = keep.then_some(at);
+                        Ok(y)
+                    }
                     Op::MaxPool { k, s, p, ceil } if keep => {
                         let (y, at) = max_pool2d_indexed(args[0], *k, *s, *p, *ceil)?;
                         pooled = Some(at);
@@ -412,6 +434,7 @@ pub(crate) fn forward(
         nodes: nodes.clone(),
         prepared: prepared.clone(),
         kept,
+        own,
     });
     Ok((out, tape))
 }
@@ -495,6 +518,11 @@ impl Tape {
                     .as_ref()
                     .expect("every conv node has its backward prepared");
                 let (weight, _) = self.prepared.conv_weights(j, weight, None);
+                if self.own && *stride > 1 && *groups == 1 {
+                    let gx =
+                        cuda::conv_input_grad(g, weight, dims()?, *stride, *padding, *dilation)?;
+                    return Ok(vec![gx]);
+                }
                 vec![conv_input_grad(
                     g,
                     weight,
@@ -526,6 +554,7 @@ impl Tape {
             Op::Act(a) => vec![match a {
                 // [y > 0] as sign(y): the output is ≥ 0 or −0 or NaN, whose
                 // sign is 0 (two kernels, not a compare, a cast and a mul).
+                Activation::Relu if self.own => cuda::relu_backward(g, output()?)?,
                 Activation::Relu => g.mul(&output()?.sign()?)?,
                 Activation::Sigmoid => {
                     let y = output()?;
@@ -538,6 +567,7 @@ impl Tape {
                 Activation::GeluErf => local_grad(input()?, g, |x| x.gelu_erf())?,
             }],
             Op::MaxPool { .. } => match kept {
+                Kept::MaxPool(at) if self.own => vec![cuda::max_pool2d_backward(at, g)?],
                 Kept::MaxPool(at) => vec![max_pool2d_backward(at, g)?],
                 _ => candle_core::bail!("node {j}: its max-pool indices were not kept"),
             },

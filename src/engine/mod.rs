@@ -72,6 +72,7 @@
 mod attention;
 mod compile;
 mod cpu_op;
+mod cuda;
 mod generic;
 mod kernels;
 mod net;

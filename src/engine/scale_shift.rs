@@ -17,7 +17,7 @@ use rayon::prelude::*;
 use super::cpu_op::f32s;
 use super::generic::{handed_forwards, Handed};
 use super::kernels::{act, act_grad};
-use super::profile;
+use super::{cuda, profile};
 use super::{Activation, Engine};
 
 /// `relu(x · a + b)` for `x` `[B, C, H, W]` and `a`, `b` `[B, C]`, with a
@@ -34,7 +34,6 @@ pub fn scale_shift_relu(x: &Tensor, a: &Tensor, b: &Tensor) -> candle_core::Resu
     }
     let dev = x.device();
     let engine = Engine::current();
-    let kind = || "cond batch norm + relu (BigGAN)".to_string();
     profile::time(dev, "forward", kind, || {
         if dev.is_cpu()
             && [x.dtype(), a.dtype(), b.dtype()] == [DType::F32; 3]
@@ -50,6 +49,11 @@ pub fn scale_shift_relu(x: &Tensor, a: &Tensor, b: &Tensor) -> candle_core::Resu
     })
 }
 
+/// The profile's row.
+fn kind() -> String {
+    "cond batch norm + relu (BigGAN)".into()
+}
+
 /// candle's ops.
 fn reference(x: &Tensor, a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
     let (n, c, _, _) = x.dims4()?;
@@ -62,8 +66,16 @@ fn reference(x: &Tensor, a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> 
 /// untracked candle ops, handed back by [`GenericScaleShiftRelu`], whose
 /// backward is written in candle's ops. The graph then holds `x` and the
 /// output, rather than also `x · a` and `x · a + b` as candle's ops do.
+/// On a CUDA device under `auto`, gevaldi's kernels (one forward, two
+/// backward) do the same.
 fn generic(x: &Tensor, a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
-    let y = reference(&x.detach(), &a.detach(), &b.detach())?;
+    let own = cuda::applies(x);
+    let (xd, ad, bd) = (x.detach(), a.detach(), b.detach());
+    let y = if own {
+        cuda::scale_shift_relu(&xd, &ad, &bd)?
+    } else {
+        reference(&xd, &ad, &bd)?
+    };
     if ![x, a, b].iter().any(|t| t.track_op()) {
         return Ok(y);
     }
@@ -72,6 +84,7 @@ fn generic(x: &Tensor, a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
         b,
         GenericScaleShiftRelu {
             out: Handed::new(y)?,
+            own,
         },
     )
 }
@@ -79,6 +92,8 @@ fn generic(x: &Tensor, a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
 /// See [`generic`].
 struct GenericScaleShiftRelu {
     out: Handed,
+    /// Whether the backward runs gevaldi's CUDA kernels.
+    own: bool,
 }
 
 impl CustomOp3 for GenericScaleShiftRelu {
@@ -99,13 +114,19 @@ impl CustomOp3 for GenericScaleShiftRelu {
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         // Untracked, so that the gradients carry no graph.
-        let (x, a, y) = (x.detach(), a.detach(), res.detach());
-        let (n, c, _, _) = x.dims4()?;
-        let gm = (grad * y.gt(0f64)?.to_dtype(grad.dtype())?)?;
-        let dx = gm.broadcast_mul(&a.reshape((n, c, 1, 1))?)?;
-        let da = (&gm * &x)?.sum((2, 3))?;
-        let db = gm.sum((2, 3))?;
-        Ok((Some(dx), Some(da), Some(db)))
+        let (x, a, y, grad) = (x.detach(), a.detach(), res.detach(), grad.detach());
+        profile::time(x.device(), "backward", kind, || {
+            if self.own {
+                let (dx, da, db) = cuda::scale_shift_relu_backward(&x, &a, &y, &grad)?;
+                return Ok((Some(dx), Some(da), Some(db)));
+            }
+            let (n, c, _, _) = x.dims4()?;
+            let gm = (&grad * y.gt(0f64)?.to_dtype(grad.dtype())?)?;
+            let dx = gm.broadcast_mul(&a.reshape((n, c, 1, 1))?)?;
+            let da = (&gm * &x)?.sum((2, 3))?;
+            let db = gm.sum((2, 3))?;
+            Ok((Some(dx), Some(da), Some(db)))
+        })
     }
 }
 

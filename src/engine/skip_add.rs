@@ -13,8 +13,8 @@
 use candle_core::{CustomOp2, Tensor};
 
 use super::generic::{handed_forwards, Handed};
-use super::profile;
 use super::Engine;
+use super::{cuda, profile};
 
 /// `h + up(x[:, :c])` for `h` `[B, c, H, W]` and `x` `[B, C ≥ c, H / s,
 /// W / s]` (s = 2 when `up`, else 1). On candle's ops under
@@ -34,12 +34,12 @@ pub(crate) fn skip_add(h: &Tensor, x: &Tensor, up: bool) -> candle_core::Result<
         );
     }
     let dev = h.device();
-    profile::time(
-        dev,
-        "forward",
-        || "skip add (BigGAN)".into(),
-        || skip_add_on(dev, h, x, up),
-    )
+    profile::time(dev, "forward", kind, || skip_add_on(dev, h, x, up))
+}
+
+/// The profile's row.
+fn kind() -> String {
+    "skip add (BigGAN)".into()
 }
 
 fn skip_add_on(
@@ -51,7 +51,12 @@ fn skip_add_on(
     if Engine::current() == Engine::Candle || !(dev.is_cpu() || dev.is_cuda()) {
         return reference(h, x, up);
     }
-    let out = reference(&h.detach(), &x.detach(), up)?;
+    let own = cuda::applies(h);
+    let out = if own {
+        cuda::skip_add(&h.detach(), &x.detach(), up)?
+    } else {
+        reference(&h.detach(), &x.detach(), up)?
+    };
     if !(h.track_op() || x.track_op()) {
         return Ok(out);
     }
@@ -60,6 +65,7 @@ fn skip_add_on(
         SkipAdd {
             out: Handed::new(out)?,
             up,
+            own,
         },
     )
 }
@@ -82,6 +88,8 @@ fn reference(h: &Tensor, x: &Tensor, up: bool) -> candle_core::Result<Tensor> {
 struct SkipAdd {
     out: Handed,
     up: bool,
+    /// Whether the backward runs gevaldi's CUDA kernel.
+    own: bool,
 }
 
 impl CustomOp2 for SkipAdd {
@@ -98,6 +106,21 @@ impl CustomOp2 for SkipAdd {
         _: &Tensor,
         g: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = &g.detach();
+        let xc = x.dim(1)?;
+        let dx = profile::time(g.device(), "backward", kind, || {
+            if self.own {
+                return cuda::skip_add_dx(g, xc, self.up);
+            }
+            self.dx_on_candle_ops(x, g)
+        })?;
+        Ok((Some(g.clone()), Some(dx)))
+    }
+}
+
+impl SkipAdd {
+    /// `x`'s gradient on candle's ops.
+    fn dx_on_candle_ops(&self, x: &Tensor, g: &Tensor) -> candle_core::Result<Tensor> {
         let (b, c, hh, hw) = g.dims4()?;
         let mut dx = if self.up {
             g.reshape((b, c, hh / 2, 2, hw / 2, 2))?.sum((3, 5))?
@@ -110,7 +133,7 @@ impl CustomOp2 for SkipAdd {
             let zeros = Tensor::zeros((b, xc - c, xh, xw), g.dtype(), g.device())?;
             dx = Tensor::cat(&[&dx, &zeros], 1)?;
         }
-        Ok((Some(g.clone()), Some(dx)))
+        Ok(dx)
     }
 }
 

@@ -64,11 +64,15 @@ impl Windows {
 pub(crate) struct MaxPoolPositions {
     /// `[B·C, Ho·Wo]` (u32): each output's position in its padded input
     /// plane, `row · Wp + column`.
-    index: Tensor,
+    pub(crate) index: Tensor,
     /// The input's dims `[B, C, H, W]`.
-    dims: (usize, usize, usize, usize),
+    pub(crate) dims: (usize, usize, usize, usize),
     /// The padded planes' rows and columns, and the padding on the left.
-    padded: (usize, usize, usize),
+    pub(crate) padded: (usize, usize, usize),
+    /// The window and the stride.
+    pub(crate) window: (usize, usize),
+    /// The output's rows and columns.
+    pub(crate) out: (usize, usize),
 }
 
 /// [`max_pool2d`] and where each maximum came from.
@@ -102,6 +106,8 @@ pub(crate) fn max_pool2d_indexed(
         index,
         dims,
         padded: (w.hp, w.wp, p),
+        window: (k, s),
+        out: (ho, wo),
     };
     Ok((out, positions))
 }

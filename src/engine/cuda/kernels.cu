@@ -1,0 +1,195 @@
+// gevaldi's own CUDA kernels, compiled once per process by NVRTC
+// (src/engine/cuda.rs) with --fmad=false, so that a product and a sum
+// round as candle's separate ops do. Every kernel is a grid-stride loop
+// over its output elements (one thread per output, no atomics): each
+// output is written once, in a fixed order of additions, so a run gives
+// the same bits every time. f32 only; sizes are below 2^31.
+
+#define NEG_INF __int_as_float(0xff800000)
+
+__device__ inline int imin(int a, int b) { return a < b ? a : b; }
+
+// The position of the first maximum of each k x k window (stride s,
+// padding p) of planes h x w, as row * wp + column in the padded plane
+// (rows and columns shifted by p); a NaN wins over any number (the first
+// NaN of the window). out: planes x ho x wo.
+extern "C" __global__ void maxpool_argmax(const float *x, unsigned *pos, int n, int h,
+                                          int w, int ho, int wo, int k, int s, int p,
+                                          int wp) {
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += blockDim.x * gridDim.x) {
+    int ox = i % wo;
+    int oy = (i / wo) % ho;
+    long long plane = i / (wo * ho);
+    const float *xp = x + plane * h * w;
+    float m = NEG_INF;
+    int br = oy * s, bc = ox * s;
+    for (int di = 0; di < k; ++di) {
+      int r = oy * s + di - p;
+      for (int dj = 0; dj < k; ++dj) {
+        int c = ox * s + dj - p;
+        float v = (r >= 0 && r < h && c >= 0 && c < w) ? xp[r * w + c] : NEG_INF;
+        if (v > m || (v != v && m == m)) {
+          m = v;
+          br = oy * s + di;
+          bc = ox * s + dj;
+        }
+      }
+    }
+    pos[i] = (unsigned)(br * wp + bc);
+  }
+}
+
+// y = the input at each position maxpool_argmax found (-inf in padding).
+extern "C" __global__ void maxpool_gather(const float *x, const unsigned *pos, float *y,
+                                          int n, int hw_out, int h, int w, int p, int wp) {
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += blockDim.x * gridDim.x) {
+    long long plane = i / hw_out;
+    int q = (int)pos[i];
+    int r = q / wp - p, c = q % wp - p;
+    y[i] = (r >= 0 && r < h && c >= 0 && c < w) ? x[plane * h * w + r * w + c] : NEG_INF;
+  }
+}
+
+// dx at each input position: the sum, in the order of the outputs, of the
+// gradients of the windows whose maximum it was (the same additions as
+// candle's scatter_add along a plane).
+extern "C" __global__ void maxpool_backward(const float *g, const unsigned *pos, float *dx,
+                                            int n, int h, int w, int ho, int wo, int k,
+                                            int s, int p, int wp) {
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += blockDim.x * gridDim.x) {
+    int c = i % w;
+    int r = (i / w) % h;
+    long long plane = i / (w * h);
+    int pr = r + p, pc = c + p;
+    unsigned q = (unsigned)(pr * wp + pc);
+    // Windows oy with oy * s <= pr <= oy * s + k - 1.
+    int ar = pr - k + 1, ac = pc - k + 1;
+    int oy0 = ar > 0 ? (ar + s - 1) / s : 0, oy1 = imin(pr / s, ho - 1);
+    int ox0 = ac > 0 ? (ac + s - 1) / s : 0, ox1 = imin(pc / s, wo - 1);
+    const unsigned *pp = pos + plane * ho * wo;
+    const float *gp = g + plane * ho * wo;
+    float acc = 0.0f;
+    for (int oy = oy0; oy <= oy1; ++oy)
+      for (int ox = ox0; ox <= ox1; ++ox)
+        if (pp[oy * wo + ox] == q) acc += gp[oy * wo + ox];
+    dx[i] = acc;
+  }
+}
+
+// A ReLU's input gradient from its output y: 0 where y <= 0, else g (a
+// NaN output passes its gradient on, as PyTorch's threshold_backward).
+extern "C" __global__ void relu_backward(const float *g, const float *y, float *dx, int n) {
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += blockDim.x * gridDim.x)
+    dx[i] = y[i] <= 0.0f ? 0.0f : g[i];
+}
+
+// relu(x * a + b), a and b one per plane (sample and channel); NaN kept.
+extern "C" __global__ void scale_shift_relu(const float *x, const float *a, const float *b,
+                                            float *y, int n, int plane) {
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += blockDim.x * gridDim.x) {
+    int j = i / plane;
+    float v = x[i] * a[j] + b[j];
+    y[i] = v > 0.0f || v != v ? v : 0.0f;
+  }
+}
+
+// Its input gradient: g * a where the output y > 0, else 0.
+extern "C" __global__ void scale_shift_relu_dx(const float *g, const float *y, const float *a,
+                                               float *dx, int n, int plane) {
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += blockDim.x * gridDim.x)
+    dx[i] = y[i] > 0.0f ? g[i] * a[i / plane] : 0.0f;
+}
+
+// The gradients of its scale and shift, one block per plane (blockDim.x a
+// power of two, at most 1024): out[j] = sum of g * x where y > 0,
+// out[planes + j] = sum of g there.
+extern "C" __global__ void scale_shift_relu_dab(const float *g, const float *y, const float *x,
+                                                float *out, int planes, int plane) {
+  __shared__ float sa[1024];
+  __shared__ float sb[1024];
+  for (int j = blockIdx.x; j < planes; j += gridDim.x) {
+    const long long base = (long long)j * plane;
+    float da = 0.0f, db = 0.0f;
+    for (int t = threadIdx.x; t < plane; t += blockDim.x) {
+      float gm = y[base + t] > 0.0f ? g[base + t] : 0.0f;
+      da += gm * x[base + t];
+      db += gm;
+    }
+    sa[threadIdx.x] = da;
+    sb[threadIdx.x] = db;
+    __syncthreads();
+    for (int half = blockDim.x / 2; half > 0; half /= 2) {
+      if (threadIdx.x < half) {
+        sa[threadIdx.x] += sa[threadIdx.x + half];
+        sb[threadIdx.x] += sb[threadIdx.x + half];
+      }
+      __syncthreads();
+    }
+    if (threadIdx.x == 0) {
+      out[j] = sa[0];
+      out[planes + j] = sb[0];
+    }
+    __syncthreads();
+  }
+}
+
+// BigGAN's residual join: out = h + x[:, :c] upsampled by s (1 or 2,
+// nearest). h: b x c x hh x hw; x: b x xc x hh/s x hw/s.
+extern "C" __global__ void skip_add(const float *h, const float *x, float *out, int n, int c,
+                                    int hh, int hw, int xc, int s) {
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += blockDim.x * gridDim.x) {
+    int col = i % hw;
+    int row = (i / hw) % hh;
+    int ch = (i / (hw * hh)) % c;
+    long long bb = i / (hw * hh * c);
+    int xh = hh / s, xw = hw / s;
+    out[i] = h[i] + x[((bb * xc + ch) * xh + row / s) * xw + col / s];
+  }
+}
+
+// Its gradient for x: g summed over each s x s window, zero in the
+// channels c.. xc that the join dropped. dx: b x xc x xh x xw.
+extern "C" __global__ void skip_add_dx(const float *g, float *dx, int n, int c, int xc, int xh,
+                                       int xw, int s) {
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += blockDim.x * gridDim.x) {
+    int col = i % xw;
+    int row = (i / xw) % xh;
+    int ch = (i / (xw * xh)) % xc;
+    long long bb = i / (xw * xh * xc);
+    float acc = 0.0f;
+    if (ch < c) {
+      int hh = xh * s, hw = xw * s;
+      const float *gp = g + ((bb * c + ch) * hh + row * s) * hw + col * s;
+      for (int di = 0; di < s; ++di)
+        for (int dj = 0; dj < s; ++dj) acc += gp[di * hw + dj];
+    }
+    dx[i] = acc;
+  }
+}
+
+// A conv's input gradient from its columns: cols b x (cin * kh * kw) x
+// (ho * wo), the transposed weight times the output's gradient; dx at
+// (b, c, y, x) sums, in the order of the taps, the columns of every
+// output position whose window (stride s, padding p, dilation d) took it.
+extern "C" __global__ void col2im(const float *cols, float *dx, int n, int cin, int h, int w,
+                                  int kh, int kw, int ho, int wo, int s, int p, int d) {
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += blockDim.x * gridDim.x) {
+    int x = i % w;
+    int y = (i / w) % h;
+    int ch = (i / (w * h)) % cin;
+    long long bb = i / (w * h * cin);
+    const long long m = (long long)ho * wo;
+    const float *cp = cols + (bb * cin + ch) * kh * kw * m;
+    float acc = 0.0f;
+    for (int ky = 0; ky < kh; ++ky) {
+      int ry = y + p - ky * d;
+      if (ry < 0 || ry % s != 0 || ry / s >= ho) continue;
+      for (int kx = 0; kx < kw; ++kx) {
+        int rx = x + p - kx * d;
+        if (rx < 0 || rx % s != 0 || rx / s >= wo) continue;
+        acc += cp[(ky * kw + kx) * m + (ry / s) * wo + rx / s];
+      }
+    }
+    dx[i] = acc;
+  }
+}
