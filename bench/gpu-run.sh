@@ -19,7 +19,9 @@
 #             beside bench/jax_reference.py (jit, on the GPU)
 #   step      the paper's step (BigGAN-deep-128 -> preprocessing ->
 #             GoogLeNet vs AlexNet -> KL -> gradient w.r.t. z) at batch 8
-#             and 32, gevaldi and PyTorch alternately, each process alone
+#             and 32, gevaldi (`auto`: gevaldi's CUDA kernels), gevaldi on
+#             GEVALDI_ENGINE=generic (the same path on candle's ops alone:
+#             "gevaldi-generic") and PyTorch alternately, each process alone
 #             with its peak GPU memory (nvidia-smi every 50 ms, less the
 #             idle figure)
 #   profile   where a step's time goes: GEVALDI_PROFILE=1 (each engine op
@@ -166,14 +168,15 @@ for part in "${PARTS[@]}"; do
       weights || continue
       for batch in 8 32; do
         T=(--device cuda --batch "$batch" --warmup 3 --min-steps 20 --max-steps 20 --budget-s 0)
-        sides="g p p g"
-        [ "$batch" = 8 ] || sides="g p"
+        sides="g n p p n g"
+        [ "$batch" = 8 ] || sides="g n p"
         for side in $sides; do
-          if [ "$side" = g ]; then
-            l=$(with_peak timeout "$(left 90)" "$BIN/imagenet" --dir "$DIR" "${T[@]}" step)
-          else
-            l=$(with_peak timeout "$(left 90)" "$PY" bench/imagenet_reference.py time --dir "$DIR" "${T[@]}" step)
-          fi
+          case "$side" in
+            g) l=$(with_peak timeout "$(left 90)" "$BIN/imagenet" --dir "$DIR" "${T[@]}" step) ;;
+            n) l=$(with_peak env GEVALDI_ENGINE=generic timeout "$(left 90)" "$BIN/imagenet" --dir "$DIR" "${T[@]}" step)
+               l="${l/#gevaldi /gevaldi-generic }" ;;
+            p) l=$(with_peak timeout "$(left 90)" "$PY" bench/imagenet_reference.py time --dir "$DIR" "${T[@]}" step) ;;
+          esac
           echo "$l" >>"$OUT/step.log"
           summary "$(sed 's/ torch=[^ ]*//; s/ threads=[^ ]*//' <<<"$l")"
         done

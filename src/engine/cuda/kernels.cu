@@ -118,7 +118,7 @@ extern "C" __global__ void scale_shift_relu_dab(const float *g, const float *y, 
     sa[threadIdx.x] = da;
     sb[threadIdx.x] = db;
     __syncthreads();
-    for (int half = blockDim.x / 2; half > 0; half /= 2) {
+    for (unsigned half = blockDim.x / 2; half > 0; half /= 2) {
       if (threadIdx.x < half) {
         sa[threadIdx.x] += sa[threadIdx.x + half];
         sb[threadIdx.x] += sb[threadIdx.x + half];

@@ -1,0 +1,265 @@
+// Runs gevaldi's CUDA kernels (src/engine/cuda/kernels.cu, included as
+// is) on the CPU and checks them against naive loops: every block's
+// threads are real threads meeting at __syncthreads (a C++20 barrier),
+// blocks run one after another, and grids are small so that each
+// grid-stride loop goes round more than once. Built and run by
+// tests/cuda_kernels.rs; prints one line per kernel and exits 1 on a
+// mismatch.
+#include <barrier>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <thread>
+#include <vector>
+
+struct Dim3 {
+  unsigned x, y, z;
+};
+thread_local Dim3 threadIdx, blockIdx;
+static Dim3 blockDim, gridDim;
+static std::barrier<> *block_barrier;
+static void __syncthreads() { block_barrier->arrive_and_wait(); }
+static float __int_as_float(unsigned u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+#define __global__
+#define __device__
+#define __shared__ static
+#include "../../src/engine/cuda/kernels.cu"
+
+template <class F> static void launch(unsigned grid, unsigned block, F f) {
+  gridDim = {grid, 1, 1};
+  blockDim = {block, 1, 1};
+  for (unsigned b = 0; b < grid; ++b) {
+    std::barrier<> bar(block);
+    block_barrier = &bar;
+    std::vector<std::thread> threads;
+    for (unsigned t = 0; t < block; ++t)
+      threads.emplace_back([&, t] {
+        threadIdx = {t, 0, 0};
+        blockIdx = {b, 0, 0};
+        f();
+      });
+    for (auto &t : threads) t.join();
+  }
+}
+// A grid of 3 blocks of 32 threads: fewer threads than elements.
+#define RUN(call) launch(3, 32, [&] { call; })
+
+static int failures = 0;
+static int checks = 0;
+#define CHECK(cond, ...)                   \
+  do {                                     \
+    ++checks;                              \
+    if (!(cond)) {                         \
+      if (++failures <= 10) {              \
+        std::printf("MISMATCH: ");         \
+        std::printf(__VA_ARGS__);          \
+        std::printf("\n");                 \
+      }                                    \
+    }                                      \
+  } while (0)
+
+static std::mt19937 rng(7);
+static float uniform() { return std::uniform_real_distribution<float>(-1, 1)(rng); }
+static int below(int n) { return (int)(rng() % (unsigned)n); }
+static bool same(float a, float b) { return a == b || (std::isnan(a) && std::isnan(b)); }
+
+// PyTorch's output length of a max-pool (gevaldi's pool_len).
+static int pool_len(int n, int k, int s, int p, bool ceil_mode) {
+  int span = n + 2 * p;
+  if (span < k) return 0;
+  int o = ceil_mode ? (span - k + s - 1) / s + 1 : (span - k) / s + 1;
+  if (ceil_mode && (o - 1) * s >= n + p) --o;
+  return o;
+}
+
+static void max_pools() {
+  int before = failures;
+  for (int trial = 0; trial < 300; ++trial) {
+    int planes = 1 + below(3), h = 1 + below(9), w = 1 + below(9), k = 1 + below(4),
+        s = 1 + below(3), p = below(k / 2 + 1);
+    bool ceil_mode = below(2);
+    int ho = pool_len(h, k, s, p, ceil_mode), wo = pool_len(w, k, s, p, ceil_mode);
+    if (ho <= 0 || wo <= 0) continue;
+    // The padded plane as gevaldi lays it out (src/engine/cuda.rs).
+    int wp = std::max(w + p, k - 1 + s * wo);
+    std::vector<float> x(planes * h * w);
+    for (auto &v : x) v = (float)below(3);  // small integers: ties
+    if (trial % 5 == 0) x[below((int)x.size())] = NAN;
+    int n = planes * ho * wo;
+    std::vector<unsigned> pos(n);
+    std::vector<float> y(n), g(n), dx(planes * h * w), ref(planes * h * w, 0.f);
+    for (auto &v : g) v = uniform();
+    RUN(maxpool_argmax(x.data(), pos.data(), n, h, w, ho, wo, k, s, p, wp));
+    RUN(maxpool_gather(x.data(), pos.data(), y.data(), n, ho * wo, h, w, p, wp));
+    RUN(maxpool_backward(g.data(), pos.data(), dx.data(), planes * h * w, h, w, ho, wo, k, s, p,
+                         wp));
+    // Naive: the first maximum in row-major order (a NaN beats any
+    // number), padding -inf; each output's gradient added at its maximum,
+    // outputs in order.
+    for (int pl = 0; pl < planes; ++pl)
+      for (int oy = 0; oy < ho; ++oy)
+        for (int ox = 0; ox < wo; ++ox) {
+          float m = 0;
+          int br = 0, bc = 0;
+          bool any = false;
+          for (int di = 0; di < k; ++di)
+            for (int dj = 0; dj < k; ++dj) {
+              int r = oy * s + di - p, c = ox * s + dj - p;
+              float v = (r >= 0 && r < h && c >= 0 && c < w) ? x[(pl * h + r) * w + c] : -INFINITY;
+              if (!any || (!std::isnan(m) && (v > m || std::isnan(v)))) {
+                m = v;
+                br = r;
+                bc = c;
+                any = true;
+              }
+            }
+          int o = (pl * ho + oy) * wo + ox;
+          CHECK(same(y[o], m), "maxpool value: trial %d output %d: %g, naive %g", trial, o, y[o], m);
+          CHECK(pos[o] == (unsigned)((br + p) * wp + bc + p), "maxpool position: trial %d output %d",
+                trial, o);
+          if (br >= 0 && br < h && bc >= 0 && bc < w) ref[(pl * h + br) * w + bc] += g[o];
+        }
+    for (size_t i = 0; i < dx.size(); ++i)
+      CHECK(dx[i] == ref[i], "maxpool gradient: trial %d (h %d w %d k %d s %d p %d) at %zu: %g, naive %g",
+            trial, h, w, k, s, p, i, dx[i], ref[i]);
+  }
+  std::printf("maxpool_argmax, maxpool_gather, maxpool_backward: %s\n", failures == before ? "ok" : "FAILED");
+}
+
+static void elementwise() {
+  int before = failures;
+  int b = 2, c = 3, plane = 37, n = b * c * plane;
+  std::vector<float> x(n), y(n), g(n), a(b * c), sh(b * c), out(n), out2(n);
+  for (auto &v : x) v = uniform();
+  for (auto &v : g) v = uniform();
+  for (auto &v : a) v = uniform();
+  for (auto &v : sh) v = uniform();
+  x[5] = NAN;
+  RUN(scale_shift_relu(x.data(), a.data(), sh.data(), y.data(), n, plane));
+  for (int i = 0; i < n; ++i) {
+    volatile float prod = x[i] * a[i / plane];  // rounded, then added
+    float v = prod + sh[i / plane];
+    float want = std::isnan(v) ? v : (v > 0 ? v : 0.f);
+    CHECK(same(y[i], want), "scale_shift_relu at %d: %g, naive %g", i, y[i], want);
+  }
+  RUN(relu_backward(g.data(), y.data(), out.data(), n));
+  for (int i = 0; i < n; ++i) {
+    float want = y[i] <= 0 ? 0.f : g[i];  // a NaN output passes g on
+    CHECK(same(out[i], want), "relu_backward at %d", i);
+  }
+  RUN(scale_shift_relu_dx(g.data(), y.data(), a.data(), out2.data(), n, plane));
+  for (int i = 0; i < n; ++i) {
+    float want = y[i] > 0 ? g[i] * a[i / plane] : 0.f;
+    CHECK(same(out2[i], want), "scale_shift_relu_dx at %d", i);
+  }
+  std::printf("scale_shift_relu, relu_backward, scale_shift_relu_dx: %s\n",
+              failures == before ? "ok" : "FAILED");
+}
+
+static void scale_shift_sums() {
+  int before = failures;
+  // Planes smaller and larger than a block; more planes than blocks.
+  for (int plane : {1, 37, 256, 700}) {
+    int planes = 5, n = planes * plane;
+    std::vector<float> g(n), y(n), x(n), out(2 * planes);
+    for (int i = 0; i < n; ++i) {
+      g[i] = uniform();
+      y[i] = uniform();
+      x[i] = uniform();
+    }
+    launch(2, 256, [&] { scale_shift_relu_dab(g.data(), y.data(), x.data(), out.data(), planes, plane); });
+    for (int j = 0; j < planes; ++j) {
+      double da = 0, db = 0, mag = 0;
+      for (int t = 0; t < plane; ++t) {
+        double gm = y[j * plane + t] > 0 ? g[j * plane + t] : 0;
+        da += gm * x[j * plane + t];
+        db += gm;
+        mag += std::fabs(gm);
+      }
+      double tol = 1e-5 * (mag + 1);
+      CHECK(std::fabs(out[j] - da) <= tol, "scale_shift_relu_dab: plane %d of %d: da %g, naive %g", j, plane,
+            out[j], da);
+      CHECK(std::fabs(out[planes + j] - db) <= tol, "scale_shift_relu_dab: plane %d of %d: db %g, naive %g", j,
+            plane, out[planes + j], db);
+    }
+  }
+  std::printf("scale_shift_relu_dab: %s\n", failures == before ? "ok" : "FAILED");
+}
+
+static void skip_adds() {
+  int before = failures;
+  for (int trial = 0; trial < 50; ++trial) {
+    int b = 1 + below(2), c = 1 + below(3), xc = c + below(3), s = 1 + below(2), xh = 1 + below(4),
+        xw = 1 + below(4);
+    int hh = xh * s, hw = xw * s, n = b * c * hh * hw, nx = b * xc * xh * xw;
+    std::vector<float> h(n), x(nx), out(n), dx(nx);
+    for (auto &v : h) v = uniform();
+    for (auto &v : x) v = uniform();
+    RUN(skip_add(h.data(), x.data(), out.data(), n, c, hh, hw, xc, s));
+    for (int bb = 0; bb < b; ++bb)
+      for (int ch = 0; ch < c; ++ch)
+        for (int r = 0; r < hh; ++r)
+          for (int q = 0; q < hw; ++q) {
+            int i = ((bb * c + ch) * hh + r) * hw + q;
+            CHECK(out[i] == h[i] + x[((bb * xc + ch) * xh + r / s) * xw + q / s], "skip_add: trial %d at %d",
+                  trial, i);
+          }
+    RUN(skip_add_dx(h.data(), dx.data(), nx, c, xc, xh, xw, s));
+    for (int bb = 0; bb < b; ++bb)
+      for (int ch = 0; ch < xc; ++ch)
+        for (int r = 0; r < xh; ++r)
+          for (int q = 0; q < xw; ++q) {
+            float acc = 0;
+            if (ch < c)
+              for (int di = 0; di < s; ++di)
+                for (int dj = 0; dj < s; ++dj) acc += h[((bb * c + ch) * hh + r * s + di) * hw + q * s + dj];
+            CHECK(dx[((bb * xc + ch) * xh + r) * xw + q] == acc, "skip_add_dx: trial %d", trial);
+          }
+  }
+  std::printf("skip_add, skip_add_dx: %s\n", failures == before ? "ok" : "FAILED");
+}
+
+static void col2ims() {
+  int before = failures;
+  for (int trial = 0; trial < 300; ++trial) {
+    int b = 1 + below(2), cin = 1 + below(3), h = 1 + below(10), w = 1 + below(10), kh = 1 + below(4),
+        kw = 1 + below(4), s = 1 + below(4), p = below(3), d = 1 + below(2);
+    int eh = h + 2 * p - d * (kh - 1) - 1, ew = w + 2 * p - d * (kw - 1) - 1;
+    if (eh < 0 || ew < 0) continue;
+    int ho = eh / s + 1, wo = ew / s + 1, m = ho * wo;
+    std::vector<float> cols(b * cin * kh * kw * m), dx(b * cin * h * w), ref(b * cin * h * w, 0.f);
+    for (auto &v : cols) v = uniform();
+    RUN(col2im(cols.data(), dx.data(), b * cin * h * w, cin, h, w, kh, kw, ho, wo, s, p, d));
+    // Naive: each column's value added where its tap reads the input.
+    for (int bb = 0; bb < b; ++bb)
+      for (int c = 0; c < cin; ++c)
+        for (int ky = 0; ky < kh; ++ky)
+          for (int kx = 0; kx < kw; ++kx)
+            for (int oy = 0; oy < ho; ++oy)
+              for (int ox = 0; ox < wo; ++ox) {
+                int y = oy * s - p + ky * d, x = ox * s - p + kx * d;
+                if (y < 0 || y >= h || x < 0 || x >= w) continue;
+                ref[((bb * cin + c) * h + y) * w + x] +=
+                    cols[((bb * cin + c) * kh * kw + ky * kw + kx) * m + oy * wo + ox];
+              }
+    for (size_t i = 0; i < dx.size(); ++i)
+      CHECK(std::fabs(dx[i] - ref[i]) <= 1e-5f, "col2im: trial %d (k %dx%d s %d p %d d %d) at %zu: %g, naive %g",
+            trial, kh, kw, s, p, d, i, dx[i], ref[i]);
+  }
+  std::printf("col2im: %s\n", failures == before ? "ok" : "FAILED");
+}
+
+int main() {
+  max_pools();
+  elementwise();
+  scale_shift_sums();
+  skip_adds();
+  col2ims();
+  std::printf("%d checks, %d mismatches\n", checks, failures);
+  return failures != 0;
+}
