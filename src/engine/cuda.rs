@@ -1,10 +1,14 @@
 //! gevaldi's own CUDA kernels, for what candle's ops do in many launches
-//! and passes over memory: a max-pool forward (the first maximum's
-//! position, then the values) and backward, a ReLU's backward, BigGAN's
-//! conditional batch norm + ReLU (forward and the gradients of its input,
-//! scale and shift) and residual join, and a strided conv's input gradient
-//! (the transposed weight times the output's gradient as one batched
-//! product, then one gather per input element: `col2im`).
+//! and passes over memory: a conv with one group (its input's columns in
+//! the layout that makes one batched product per conv give the output
+//! as `[B, Cout, H·W]`, then the bias and a ReLU after it in one pass;
+//! candle's conv copies the product's output once more and adds the bias
+//! and applies the ReLU in two more), its input gradient (the transposed
+//! weight times the output's gradient as one batched product, then one
+//! gather per input element: `col2im`), a max-pool forward (the first
+//! maximum's position, then the values) and backward, a ReLU's backward,
+//! BigGAN's conditional batch norm + ReLU (forward and the gradients of
+//! its input, scale and shift) and residual join.
 //!
 //! They run where the engine's `auto` runs the device-generic path on a
 //! CUDA device with f32 tensors; `GEVALDI_ENGINE=generic` runs that path
@@ -148,12 +152,83 @@ pub(crate) fn skip_add_dx(g: &Tensor, xc: usize, up: bool) -> candle_core::Resul
     g.contiguous()?.apply_op1_no_bwd(&SkipAddDx { xc, up })
 }
 
+/// Whether a conv's weight `[Cout, Cin, kh, kw]` with stride `s` and
+/// padding `p` maps a sample by one product, `[Cout, Cin] · [Cin, H·W]`.
+fn pointwise(weight: &Tensor, s: usize, p: usize) -> bool {
+    weight.dim(2).is_ok_and(|k| k == 1) && weight.dim(3).is_ok_and(|k| k == 1) && s == 1 && p == 0
+}
+
+/// A conv with one group, `weight` `[Cout, Cin, kh, kw]`, its bias and
+/// (`relu`) the ReLU after it: the input's columns `[B, Cin·kh·kw, Ho·Wo]`
+/// (`im2col`; a 1×1 stride-1 conv reads the input itself), one batched
+/// product with the weight (cuBLAS), which lays the output out as
+/// `[B, Cout, Ho·Wo]` already, and the bias and ReLU in one pass.
+pub(crate) fn conv2d(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    relu: bool,
+    stride: usize,
+    padding: usize,
+    dilation: usize,
+) -> candle_core::Result<Tensor> {
+    let (cout, cin, kh, kw) = weight.dims4()?;
+    let x = x.contiguous()?;
+    let (b, c, h, w) = x.dims4()?;
+    if c != cin {
+        candle_core::bail!(
+            "conv2d: input {:?} for a weight {:?}",
+            x.dims(),
+            weight.dims()
+        );
+    }
+    let span = |n: usize, k: usize| (n + 2 * padding).checked_sub(dilation * (k - 1) + 1);
+    let (Some(eh), Some(ew)) = (span(h, kh), span(w, kw)) else {
+        candle_core::bail!(
+            "conv2d: input {:?} is smaller than the kernel {:?}",
+            x.dims(),
+            weight.dims()
+        );
+    };
+    let (ho, wo) = (eh / stride + 1, ew / stride + 1);
+    let cols = if pointwise(weight, stride, padding) {
+        x.reshape((b, cin, h * w))?
+    } else {
+        x.apply_op1_no_bwd(&Im2Col {
+            k: (kh, kw),
+            out: (ho, wo),
+            stride,
+            padding,
+            dilation,
+        })?
+    };
+    let y = weight
+        .reshape((cout, cin * kh * kw))?
+        .broadcast_left(b)?
+        .matmul(&cols)?;
+    let y = match bias {
+        Some(bias) => y.apply_op2_no_bwd(&bias.contiguous()?, &BiasAct { relu })?,
+        None if relu => y.elu(0.0)?,
+        None => y,
+    };
+    y.reshape((b, cout, ho, wo))
+}
+
+/// `weight` `[Cout, Cin, kh, kw]` as `Wᵀ` `[Cin·kh·kw, Cout]`, contiguous:
+/// what [`conv_input_grad`] multiplies by.
+pub(crate) fn transposed(weight: &Tensor) -> candle_core::Result<Tensor> {
+    let (cout, cin, kh, kw) = weight.dims4()?;
+    weight.reshape((cout, cin * kh * kw))?.t()?.contiguous()
+}
+
 /// The input gradient (`dims`: the input's) of a conv with one group,
-/// `weight` `[Cout, Cin, kh, kw]`, `g` its output's gradient: the columns
-/// `Wᵀ · g` as one batched product (cuBLAS), then `col2im`.
+/// `weight` `[Cout, Cin, kh, kw]` (`wt`: [`transposed`]), `g` its output's
+/// gradient: the columns `Wᵀ · g` as one batched product (cuBLAS), then
+/// `col2im` (a 1×1 stride-1 conv's columns are the gradient itself).
 pub(crate) fn conv_input_grad(
     g: &Tensor,
     weight: &Tensor,
+    wt: &Tensor,
     dims: &[usize],
     stride: usize,
     padding: usize,
@@ -161,10 +236,12 @@ pub(crate) fn conv_input_grad(
 ) -> candle_core::Result<Tensor> {
     let (cout, cin, kh, kw) = weight.dims4()?;
     let (b, _, ho, wo) = g.dims4()?;
-    let wt = weight.reshape((cout, cin * kh * kw))?.t()?.contiguous()?;
     let cols = wt
         .broadcast_left(b)?
         .matmul(&g.contiguous()?.reshape((b, cout, ho * wo))?)?;
+    if pointwise(weight, stride, padding) {
+        return cols.reshape((b, cin, dims[2], dims[3]));
+    }
     cols.apply_op1_no_bwd(&Col2Im {
         dims: [dims[0], dims[1], dims[2], dims[3]],
         k: (kh, kw),
@@ -229,6 +306,21 @@ struct SkipAddDx {
     up: bool,
 }
 
+/// A conv's columns.
+struct Im2Col {
+    k: (usize, usize),
+    out: (usize, usize),
+    stride: usize,
+    padding: usize,
+    dilation: usize,
+}
+
+/// (y `[B, C, …]`, bias `[C]`) → y + bias, then a ReLU where `relu`.
+struct BiasAct {
+    relu: bool,
+}
+
+/// Columns back to the input's positions.
 struct Col2Im {
     dims: [usize; 4],
     k: (usize, usize),
@@ -510,6 +602,65 @@ impl CustomOp1 for SkipAddDx {
         let mut out = on_device::alloc::<f32>(dev, n)?;
         on_device::launch!(dev, self.name(), n, &g, &mut out; n, c, self.xc, xh, xw, s);
         on_device::storage(out, dev, (b, self.xc, xh, xw))
+    }
+}
+
+impl CustomOp1 for Im2Col {
+    fn name(&self) -> &'static str {
+        "im2col"
+    }
+    cuda_only_cpu_fwd!(a);
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        let (b, cin, h, w) = l1.shape().dims4()?;
+        let (kh, kw) = self.k;
+        let (ho, wo) = self.out;
+        let n = b * cin * kh * kw * ho * wo;
+        let x = on_device::f32s(s1, l1, self.name())?;
+        let dev = &s1.device;
+        let mut out = on_device::alloc::<f32>(dev, n)?;
+        on_device::launch!(dev, self.name(), n, &x, &mut out;
+            n, cin, h, w, kh, kw, ho, wo, self.stride, self.padding, self.dilation);
+        on_device::storage(out, dev, (b, cin * kh * kw, ho * wo))
+    }
+}
+
+impl CustomOp2 for BiasAct {
+    fn name(&self) -> &'static str {
+        "bias_act"
+    }
+    cuda_only_cpu_fwd!(a b);
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        let dims = l1.shape().dims();
+        let channels = l2.shape().elem_count();
+        if dims.len() < 2 || dims[1] != channels {
+            candle_core::bail!(
+                "{}: a bias {:?} for {:?}",
+                self.name(),
+                l2.shape(),
+                l1.shape()
+            );
+        }
+        let n = l1.shape().elem_count();
+        let plane = dims[2..].iter().product::<usize>();
+        let y = on_device::f32s(s1, l1, self.name())?;
+        let bias = on_device::f32s(s2, l2, self.name())?;
+        let dev = &s1.device;
+        let mut out = on_device::alloc::<f32>(dev, n)?;
+        on_device::launch!(dev, self.name(), n, &y, &bias, &mut out;
+            n, plane, channels, usize::from(self.relu));
+        on_device::storage(out, dev, l1.shape().clone())
     }
 }
 

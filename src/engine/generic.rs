@@ -40,7 +40,7 @@
 //! output computed beforehand (one copy of the output) and whose backward
 //! is [`Tape::backward`].
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, Shape, Storage, Tensor, Var};
@@ -65,6 +65,16 @@ pub(crate) struct Prepared {
     /// Per node: an affine map folded into the conv before it (its value
     /// and its gradient are its input's).
     through: Vec<bool>,
+    /// Per node: a conv with one group whose value (after the affine map
+    /// folded into it, if any) only a ReLU reads: gevaldi's CUDA conv
+    /// applies that ReLU with its bias.
+    relu_after: Vec<bool>,
+    /// Per node: a ReLU applied by the conv before it (on gevaldi's CUDA
+    /// kernels; its value is its input, its backward its own).
+    relu_fused: Vec<bool>,
+    /// Per conv node: its weight as `Wᵀ` `[Cin·kh·kw, Cout]`, made on
+    /// first use by gevaldi's CUDA input gradient.
+    wt: Vec<OnceLock<Tensor>>,
 }
 
 /// `conv`'s weight and bias with the per-channel affine map `scale`,
@@ -156,6 +166,23 @@ impl Prepared {
                 }
             }
         }
+        let mut relu_after = vec![false; n];
+        let mut relu_fused = vec![false; n];
+        for (r, node) in nodes.iter().enumerate() {
+            if !matches!(node.op, Op::Act(Activation::Relu)) {
+                continue;
+            }
+            let mut v = node.inputs[0].0;
+            if through[v] && readers[v] == 1 {
+                v = nodes[v].inputs[0].0;
+            }
+            if let Op::Conv { groups: 1, .. } = nodes[v].op {
+                if readers[v] == 1 {
+                    relu_after[v] = true;
+                    relu_fused[r] = true;
+                }
+            }
+        }
         let convs = nodes
             .iter()
             .zip(&folded)
@@ -199,7 +226,19 @@ impl Prepared {
             convs,
             folded,
             through,
+            relu_after,
+            relu_fused,
+            wt: (0..n).map(|_| OnceLock::new()).collect(),
         })
+    }
+
+    /// Conv node `j`'s `weight` as `Wᵀ`, made once.
+    fn wt(&self, j: usize, weight: &Tensor) -> candle_core::Result<Tensor> {
+        if let Some(t) = self.wt[j].get() {
+            return Ok(t.clone());
+        }
+        let t = cuda::transposed(weight)?;
+        Ok(self.wt[j].get_or_init(|| t).clone())
     }
 
     /// Conv node `j`'s weight and bias: the affine map after it folded in
@@ -372,6 +411,21 @@ pub(crate) fn forward(
                         stride,
                         padding,
                         dilation,
+                        groups: 1,
+                    } if own => {
+                        let (weight, bias) = prepared.conv_weights(j, weight, bias.as_ref());
+                        let relu = prepared.relu_after[j];
+                        cuda::conv2d(args[0], weight, bias, relu, *stride, *padding, *dilation)
+                    }
+                    Op::Act(Activation::Relu) if own && prepared.relu_fused[j] => {
+                        Ok(args[0].clone())
+                    }
+                    Op::Conv {
+                        weight,
+                        bias,
+                        stride,
+                        padding,
+                        dilation,
                         groups,
                     } => {
                         let (weight, bias) = prepared.conv_weights(j, weight, bias.as_ref());
@@ -518,9 +572,17 @@ impl Tape {
                     .as_ref()
                     .expect("every conv node has its backward prepared");
                 let (weight, _) = self.prepared.conv_weights(j, weight, None);
-                if self.own && *stride > 1 && *groups == 1 {
-                    let gx =
-                        cuda::conv_input_grad(g, weight, dims()?, *stride, *padding, *dilation)?;
+                if self.own && *groups == 1 {
+                    let wt = self.prepared.wt(j, weight)?;
+                    let gx = cuda::conv_input_grad(
+                        g,
+                        weight,
+                        &wt,
+                        dims()?,
+                        *stride,
+                        *padding,
+                        *dilation,
+                    )?;
                     return Ok(vec![gx]);
                 }
                 vec![conv_input_grad(
@@ -983,6 +1045,41 @@ mod tests {
         };
         let e = rel_err(&grad(generic), &grad(reference));
         assert!(e <= 1e-5, "input gradient relative error {e}");
+    }
+
+    /// Which ReLUs gevaldi's CUDA conv applies: one that alone reads a conv
+    /// with one group, directly or through a folded affine map; not one
+    /// after a depthwise conv, nor one after a conv something else reads.
+    #[test]
+    fn a_relu_that_alone_reads_a_conv_is_marked_for_it() {
+        let conv = |cin: usize, cout: usize, groups: usize, seed: u64| {
+            candle_nn::Conv2d::new(
+                randn(&[cout, cin / groups, 3, 3], seed),
+                Some(randn(&[cout], seed + 1)),
+                candle_nn::Conv2dConfig {
+                    padding: 1,
+                    groups,
+                    ..Default::default()
+                },
+            )
+        };
+        let mut b = NetBuilder::new();
+        let x = b.input();
+        let h = b.conv2d(x, &conv(3, 4, 1, 1)); // 1
+        let h = b.relu(h); // 2: fused
+        let h = b.conv2d(h, &conv(4, 4, 1, 3)); // 3
+        let h = b.affine(h, &randn(&[4], 4), &randn(&[4], 5)); // 4: folded
+        let h = b.relu(h); // 5: fused
+        let h = b.conv2d(h, &conv(4, 4, 4, 6)); // 6: depthwise
+        let h = b.relu(h); // 7
+        let c = b.conv2d(h, &conv(4, 4, 1, 8)); // 8: read twice
+        let r = b.relu(c); // 9
+        let y = b.add(r, c); // 10
+        let net = b.build(y);
+        let prepared = super::Prepared::new(&net.nodes).unwrap();
+        let marked = |v: &[bool]| -> Vec<usize> { (0..v.len()).filter(|&j| v[j]).collect() };
+        assert_eq!(marked(&prepared.relu_after), [1, 3]);
+        assert_eq!(marked(&prepared.relu_fused), [2, 5]);
     }
 
     /// The generic max-pool keeps where each maximum came from and adds

@@ -254,8 +254,54 @@ static void col2ims() {
   std::printf("col2im: %s\n", failures == before ? "ok" : "FAILED");
 }
 
+static void im2cols() {
+  int before = failures;
+  for (int trial = 0; trial < 200; ++trial) {
+    int b = 1 + below(2), cin = 1 + below(3), h = 1 + below(9), w = 1 + below(9), kh = 1 + below(4),
+        kw = 1 + below(4), s = 1 + below(3), p = below(3), d = 1 + below(2);
+    int eh = h + 2 * p - d * (kh - 1) - 1, ew = w + 2 * p - d * (kw - 1) - 1;
+    if (eh < 0 || ew < 0) continue;
+    int ho = eh / s + 1, wo = ew / s + 1, m = ho * wo, K = cin * kh * kw;
+    std::vector<float> x(b * cin * h * w), cols(b * K * m);
+    for (auto &v : x) v = uniform();
+    RUN(im2col(x.data(), cols.data(), b * K * m, cin, h, w, kh, kw, ho, wo, s, p, d));
+    for (int bb = 0; bb < b; ++bb)
+      for (int c = 0; c < cin; ++c)
+        for (int ky = 0; ky < kh; ++ky)
+          for (int kx = 0; kx < kw; ++kx)
+            for (int oy = 0; oy < ho; ++oy)
+              for (int ox = 0; ox < wo; ++ox) {
+                int y = oy * s - p + ky * d, xx = ox * s - p + kx * d;
+                float want = (y >= 0 && y < h && xx >= 0 && xx < w) ? x[((bb * cin + c) * h + y) * w + xx] : 0.f;
+                int i = ((bb * cin + c) * kh * kw + ky * kw + kx) * m + oy * wo + ox;
+                CHECK(cols[i] == want, "im2col: trial %d at %d", trial, i);
+              }
+  }
+  std::printf("im2col: %s\n", failures == before ? "ok" : "FAILED");
+}
+
+static void bias_acts() {
+  int before = failures;
+  int b = 2, c = 5, plane = 13, n = b * c * plane;
+  std::vector<float> y(n), bias(c), out(n);
+  for (auto &v : y) v = uniform();
+  for (auto &v : bias) v = uniform();
+  y[3] = NAN;
+  for (int relu : {0, 1}) {
+    RUN(bias_act(y.data(), bias.data(), out.data(), n, plane, c, relu));
+    for (int i = 0; i < n; ++i) {
+      float v = y[i] + bias[(i / plane) % c];
+      float want = relu && !(v > 0 || std::isnan(v)) ? 0.f : v;
+      CHECK(same(out[i], want), "bias_act (relu %d) at %d: %g, naive %g", relu, i, out[i], want);
+    }
+  }
+  std::printf("bias_act: %s\n", failures == before ? "ok" : "FAILED");
+}
+
 int main() {
   max_pools();
+  im2cols();
+  bias_acts();
   elementwise();
   scale_shift_sums();
   skip_adds();

@@ -193,3 +193,30 @@ extern "C" __global__ void col2im(const float *cols, float *dx, int n, int cin, 
     dx[i] = acc;
   }
 }
+
+// A conv's columns, laid out for one product per sample with the weight
+// `[Cout, Cin * kh * kw]`: cols b x (cin * kh * kw) x (ho * wo), the input
+// at (oy * s - p + ky * d, ox * s - p + kx * d), 0 outside it.
+extern "C" __global__ void im2col(const float *x, float *cols, int n, int cin, int h, int w,
+                                  int kh, int kw, int ho, int wo, int s, int p, int d) {
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += blockDim.x * gridDim.x) {
+    int m = ho * wo;
+    int ox = i % wo;
+    int oy = (i / wo) % ho;
+    int kx = (i / m) % kw;
+    int ky = (i / (m * kw)) % kh;
+    long long bc = i / (m * kw * kh);  // sample * cin + channel
+    int y = oy * s - p + ky * d, x_ = ox * s - p + kx * d;
+    cols[i] = (y >= 0 && y < h && x_ >= 0 && x_ < w) ? x[(bc * h + y) * w + x_] : 0.0f;
+  }
+}
+
+// out = y + bias[channel], then a ReLU (NaN kept) where relu != 0; y is
+// b x channels x plane.
+extern "C" __global__ void bias_act(const float *y, const float *bias, float *out, int n,
+                                    int plane, int channels, int relu) {
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += blockDim.x * gridDim.x) {
+    float v = y[i] + bias[(i / plane) % channels];
+    out[i] = relu && !(v > 0.0f || v != v) ? 0.0f : v;
+  }
+}
