@@ -287,3 +287,72 @@ fn max_pools_give_the_same_bits_on_auto_and_generic() {
     }
     std::env::set_var("GEVALDI_ENGINE", "auto");
 }
+
+/// One conv (one group or depthwise; strided, padded, dilated, 1×1; with
+/// and without a bias) and the ReLU after it, alone and after a batch
+/// norm, agree on `auto` and `generic`, forward and input gradient: on a
+/// CUDA device that is gevaldi's CUDA conv (im2col, one product, bias and
+/// ReLU in one pass; `Wᵀ·g` and col2im backward) against candle's ops,
+/// shape by shape; on the CPU, gevaldi's CPU kernels against them.
+#[test]
+fn single_convs_agree_on_auto_and_generic() {
+    let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
+    // (cin, cout, k, stride, padding, dilation, groups, bias, input size)
+    let shapes = [
+        (3, 8, 3, 1, 1, 1, 1, true, 9),
+        (3, 8, 7, 2, 3, 1, 1, true, 17),
+        (3, 6, 11, 4, 2, 1, 1, false, 31),
+        (8, 8, 1, 1, 0, 1, 1, true, 7),
+        (8, 4, 1, 2, 0, 1, 1, false, 9),
+        (4, 4, 3, 1, 2, 2, 1, true, 10),
+        (4, 6, 3, 2, 1, 2, 1, true, 12),
+        (6, 6, 3, 1, 1, 1, 6, true, 8),
+        (6, 6, 5, 2, 2, 1, 3, true, 11),
+    ];
+    for (i, &(cin, cout, k, stride, padding, dilation, groups, bias, size)) in
+        shapes.iter().enumerate()
+    {
+        let seed = 100 + 10 * i as u64;
+        let conv = candle_nn::Conv2d::new(
+            normal(&[cout, cin / groups, k, k], seed),
+            bias.then(|| normal(&[cout], seed + 1)),
+            candle_nn::Conv2dConfig {
+                padding,
+                stride,
+                dilation,
+                groups,
+                ..Default::default()
+            },
+        );
+        let x = normal(&[2, cin, size, size + 1], seed + 2);
+        for (relu, bn) in [(false, false), (true, false), (true, true)] {
+            let mut b = gevaldi::engine::NetBuilder::new();
+            let mut h = b.conv2d(b.input(), &conv);
+            if bn {
+                let (scale, shift) = (normal(&[cout], seed + 3), normal(&[cout], seed + 4));
+                h = b.affine(h, &scale, &shift);
+            }
+            if relu {
+                h = b.relu(h);
+            }
+            // A reader after the ReLU, so that the conv is not the output.
+            let h = b.max_pool2d(h, 1, 1, 0, false);
+            let net = b.build(h);
+            let run = |engine: &str| {
+                std::env::set_var("GEVALDI_ENGINE", engine);
+                let v = Var::from_tensor(&x).unwrap();
+                let y = net.forward(v.as_tensor()).unwrap();
+                let w = normal(y.dims(), seed + 5);
+                let grads = (&y * &w).unwrap().sum_all().unwrap().backward().unwrap();
+                (y, grads.get(v.as_tensor()).unwrap().clone())
+            };
+            let (y_ref, g_ref) = run("generic");
+            let (y, g) = run("auto");
+            let what = format!("conv {i} {:?}, relu {relu}, bn {bn}", shapes[i]);
+            let (ey, eg) = (rel_err(&y, &y_ref), rel_err(&g, &g_ref));
+            assert!(ey < 1e-5, "{what}: output relative error {ey}");
+            assert!(eg < 1e-5, "{what}: input gradient relative error {eg}");
+        }
+    }
+    std::env::set_var("GEVALDI_ENGINE", "auto");
+}

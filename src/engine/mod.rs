@@ -21,9 +21,19 @@
 //!   per output phase for a strided conv) instead of candle's
 //!   `conv_transpose2d` (a direct loop per output element on CUDA), a
 //!   depthwise conv as a sum of shifted, scaled copies (candle runs one
-//!   conv per group). Used where the CPU kernels do not apply (a CUDA
-//!   GPU, a tensor that is not f32) and for `GEVALDI_ENGINE=generic`; on a
-//!   Metal device (its op has no Metal forward) candle's ops run instead;
+//!   conv per group), a 1×1 stride-1 conv as one batched product. Used
+//!   where the CPU kernels do not apply (a CUDA GPU, a tensor that is not
+//!   f32) and for `GEVALDI_ENGINE=generic`; on a Metal device (its op has
+//!   no Metal forward) candle's ops run instead. On a CUDA device with f32
+//!   tensors under `auto`, **gevaldi's CUDA kernels** (compiled at run
+//!   time by NVRTC) take over where candle's ops take many launches and
+//!   passes: a conv with one group (im2col laid out so that one batched
+//!   product gives the output, then its bias and the ReLU after it in one
+//!   pass) and its input gradient (`Wᵀ·g`, then `col2im`), max-pools
+//!   forward and backward, a ReLU's backward, and BigGAN's conditional
+//!   batch norm + ReLU and residual join; every kernel writes each output
+//!   once, in a fixed order of additions. `GEVALDI_ENGINE=generic` runs the
+//!   same path on candle's ops alone;
 //! - **gevaldi's CPU kernels**, the whole network as one candle
 //!   `CustomOp1`: activations channels-last (NHWC), 3×3 stride-1
 //!   convolutions with 64 input channels or more by Winograd's
@@ -61,10 +71,12 @@
 //!
 //! - `auto` (the default, also when unset): gevaldi's kernels where they
 //!   apply (f32 tensors on the CPU, frozen weights), else the generic path
-//!   (frozen weights), else candle's ops;
+//!   (frozen weights; with gevaldi's CUDA kernels on a CUDA device), else
+//!   candle's ops;
 //! - `candle`: every built-in model runs candle's own ops and autograd;
 //! - `generic`: every built-in model with frozen weights runs the generic
-//!   path, on the CPU too (what a GPU runs, with a CPU's rounding).
+//!   path on candle's ops alone, on the CPU too (what a GPU runs, with a
+//!   CPU's rounding).
 //!
 //! The snapshot tests run the committed suite all three ways against the
 //! same snapshots.
