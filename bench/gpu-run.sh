@@ -192,7 +192,7 @@ for part in "${PARTS[@]}"; do
         GEVALDI_PROFILE=1 timeout "$(left 60)" "$BIN/imagenet" --dir "$DIR" --device cuda --batch "$batch" \
           --warmup 2 --min-steps 3 --max-steps 3 --budget-s 0 step 2>&1 | grep -v '^device'
       done >"$OUT/profile.log" 2>&1
-      grep -E '^== |^engine profile|^gevaldi ' "$OUT/profile.log" | tee -a "$OUT/summary.txt"
+      grep -E '^== |^step sections|^engine profile|^gevaldi ' "$OUT/profile.log" | tee -a "$OUT/summary.txt"
       ;;
     candle)
       weights || continue

@@ -323,13 +323,28 @@ struct Paper<'a> {
 }
 
 fn paper_step(m: &Paper, inp: &Inputs) -> Result<Step> {
-    let img = m.gen.decode(inp.z.as_tensor(), Some(&inp.c))?;
-    let x = m.pre.apply(&img)?;
-    let lp = candle_nn::ops::log_softmax(&m.p.logits(&x)?, 1)?;
-    let lq = candle_nn::ops::log_softmax(&m.q.logits(&x)?, 1)?;
-    let kl = Divergence::Kl.compute(&[lp, lq])?;
+    // GEVALDI_PROFILE: each part of the step a row of its own.
+    let dev = inp.z.device();
+    use gevaldi::engine::profile_section as section;
+    let img = section(dev, "BigGAN forward", || {
+        m.gen.decode(inp.z.as_tensor(), Some(&inp.c))
+    })?;
+    let x = section(dev, "preprocessing", || Ok(m.pre.apply(&img)?))?;
+    let lp = section(dev, "GoogLeNet forward + log-softmax", || {
+        candle_nn::ops::log_softmax(&m.p.logits(&x)?, 1)
+    })?;
+    let lq = section(dev, "AlexNet forward + log-softmax", || {
+        candle_nn::ops::log_softmax(&m.q.logits(&x)?, 1)
+    })?;
+    let kl = section(dev, "KL", || {
+        Divergence::Kl
+            .compute(&[lp, lq])
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))
+    })?;
     let scalar = kl.sum_all()?;
-    let grad = gradient(&scalar, &inp.z)?;
+    let grad = section(dev, "backward (all of it)", || {
+        gradient(&scalar, &inp.z).map_err(|e| candle_core::Error::Msg(format!("{e:#}")))
+    })?;
     Ok(Step {
         scalar,
         out: kl,

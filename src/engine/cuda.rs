@@ -724,7 +724,8 @@ mod on_device {
         .as_deref()
         .map_err(|e| {
             candle_core::Error::Msg(format!(
-                "failed to compile gevaldi's CUDA kernels with NVRTC: {e}"
+                "failed to compile gevaldi's CUDA kernels with NVRTC: {e} \
+                 (GEVALDI_ENGINE=generic runs candle's ops instead)"
             ))
         })
     }

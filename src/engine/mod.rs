@@ -94,16 +94,20 @@ mod scale_shift;
 mod skip_add;
 #[cfg(test)]
 mod tests;
+mod upsample;
 
 pub use net::{Activation, Net, NetBuilder, NodeId};
 #[doc(hidden)]
 pub use profile::report as profile_report;
+#[doc(hidden)]
+pub use profile::section as profile_section;
 pub use scale_shift::scale_shift_relu;
 
 pub(crate) use attention::attention;
 pub(crate) use cpu_op::take_kept_bytes;
 pub(crate) use kernels::pool::{adaptive_range, pool_len};
 pub(crate) use skip_add::skip_add;
+pub(crate) use upsample::upsample2;
 
 use crate::error::{Error, Result};
 

@@ -88,6 +88,22 @@ pub(crate) fn time<T>(
     Ok(out)
 }
 
+/// The phase of [`section`]'s rows.
+const SECTION: &str = "section";
+
+/// `f()`, timed as a section of a step named `name` (a caller's phase: the
+/// generator's forward, the backward, …), when the profile is on. A
+/// section's time includes the ops inside it; the report lists sections
+/// apart and leaves them out of its total.
+#[doc(hidden)]
+pub fn section<T>(
+    dev: &Device,
+    name: &str,
+    f: impl FnOnce() -> candle_core::Result<T>,
+) -> candle_core::Result<T> {
+    time(dev, SECTION, || name.to_string(), f)
+}
+
 /// The profile so far, slowest rows first, `per` dividing the times (the
 /// steps run); `None` when it is off. Empties the table.
 #[doc(hidden)]
@@ -99,11 +115,23 @@ pub fn report(per: usize) -> Option<String> {
     let mut rows: Vec<_> = std::mem::take(&mut *table).into_iter().collect();
     rows.sort_by_key(|r| std::cmp::Reverse(r.1 .0));
     let per = per.max(1) as f64;
+    let (sections, rows): (Vec<_>, Vec<_>) = rows.into_iter().partition(|r| r.0 .0 == SECTION);
     let total: f64 = rows.iter().map(|r| r.1 .0.as_secs_f64()).sum();
-    let mut out = format!(
+    let mut out = String::new();
+    if !sections.is_empty() {
+        out.push_str("step sections (synchronised; each includes the ops inside), per step:\n");
+        for ((_, name), (took, count)) in sections {
+            out.push_str(&format!(
+                "{:9.3} ms {:7.1}x  {name}\n",
+                took.as_secs_f64() * 1e3 / per,
+                count as f64 / per
+            ));
+        }
+    }
+    out.push_str(&format!(
         "engine profile (generic path, synchronised per op), per step: {:.2} ms in all\n",
         total * 1e3 / per
-    );
+    ));
     for ((phase, kind), (took, count)) in rows {
         out.push_str(&format!(
             "{:9.3} ms {:7.1}x  {phase:8} {kind}\n",

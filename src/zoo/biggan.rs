@@ -57,11 +57,13 @@
 //! from z, so their gradients too); the self-attention's products and
 //! softmax one op that keeps nothing (its backward recomputes the
 //! attention map, a few samples at a time); each block's residual join
-//! (channels dropped, upsampled, added) one op. On the CPU the convs and
-//! norms run gevaldi's kernels; on a GPU (or `GEVALDI_ENGINE=generic`) all
-//! of them run candle's ops untracked, with backwards written in candle's
-//! ops. The linear layers and the upsampling before a block's first 3×3
-//! conv run candle's ops and autograd. Not yet one program: each conv
+//! (channels dropped, upsampled, added) one op; the upsampling before a
+//! block's first 3×3 conv one op (candle's backward of it runs a conv per
+//! channel). On the CPU the convs and norms run gevaldi's kernels; on a
+//! GPU (or `GEVALDI_ENGINE=generic`) candle's ops untracked, with
+//! backwards written in candle's ops (on a CUDA device under `auto`, many
+//! of them gevaldi's CUDA kernels). The linear layers run candle's ops and
+//! autograd. Not yet one program: each conv
 //! converts its input to channels-last and back on the CPU, and the graph
 //! holds every value until the backward ends (about 140 MB per sample of
 //! BigGAN-deep-128 at the peak of a step; see README's Performance
@@ -530,16 +532,9 @@ impl Block {
 fn stage(relu_normed: Tensor, j: usize, up: bool, conv: &Net) -> candle_core::Result<Tensor> {
     let mut h = relu_normed;
     if j == 1 && up {
-        h = upsample2(&h)?;
+        h = crate::engine::upsample2(&h)?;
     }
     conv.forward(&h)
-}
-
-/// Nearest-neighbour ×2 upsampling (candle's `upsample_nearest2d`, whose
-/// backward is right).
-fn upsample2(x: &Tensor) -> candle_core::Result<Tensor> {
-    let (_, _, h, w) = x.dims4()?;
-    x.upsample_nearest2d(2 * h, 2 * w)
 }
 
 #[derive(Clone, Debug)]

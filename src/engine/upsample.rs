@@ -1,0 +1,97 @@
+//! Nearest-neighbour ×2 upsampling whose backward sums each 2×2 window of
+//! the gradient, as one op (BigGAN-deep's upsampling blocks).
+//!
+//! candle 0.11's backward of `upsample_nearest2d` is a grouped conv of the
+//! gradient with a kernel of ones, one group per channel, and candle runs
+//! a grouped conv one group at a time: a conv (and its copies) per
+//! channel, hundreds per BigGAN step. Here the backward is a reshape and
+//! one sum (on a CUDA device under `auto`, one gevaldi kernel); the graph
+//! holds nothing but the input. Under `GEVALDI_ENGINE=candle` (or on
+//! Metal) candle's op and its backward.
+
+use candle_core::{CustomOp1, Tensor};
+
+use super::generic::{handed_forwards, Handed};
+use super::{cuda, profile, Engine};
+
+/// `x` `[B, C, H, W]` upsampled to `[B, C, 2H, 2W]` (each value repeated
+/// over a 2×2 window), with the backward above.
+pub(crate) fn upsample2(x: &Tensor) -> candle_core::Result<Tensor> {
+    let dev = x.device();
+    if Engine::current() == Engine::Candle || !(dev.is_cpu() || dev.is_cuda()) {
+        return reference(x);
+    }
+    let out = profile::time(dev, "forward", kind, || reference(&x.detach()))?;
+    if !x.track_op() {
+        return Ok(out);
+    }
+    x.apply_op1(Upsample2 {
+        out: Handed::new(out)?,
+        own: cuda::applies(x),
+    })
+}
+
+/// The profile's row.
+fn kind() -> String {
+    "upsample x2 (BigGAN)".into()
+}
+
+/// candle's op.
+fn reference(x: &Tensor) -> candle_core::Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    x.upsample_nearest2d(2 * h, 2 * w)
+}
+
+/// See [`upsample2`].
+struct Upsample2 {
+    out: Handed,
+    /// Whether the backward runs gevaldi's CUDA kernel.
+    own: bool,
+}
+
+impl CustomOp1 for Upsample2 {
+    fn name(&self) -> &'static str {
+        "gevaldi-upsample2"
+    }
+
+    handed_forwards!(1);
+
+    fn bwd(&self, x: &Tensor, _: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let g = g.detach();
+        let (b, c, h, w) = x.dims4()?;
+        profile::time(g.device(), "backward", kind, || {
+            if self.own {
+                // The residual join's x-gradient with every channel kept:
+                // each 2×2 window's sum.
+                return cuda::skip_add_dx(&g, c, true);
+            }
+            g.reshape((b, c, h, 2, w, 2))?.sum((3, 5))
+        })
+        .map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Tensor, Var};
+
+    use super::super::tests::{randn, rel_err};
+    use super::{reference, upsample2};
+
+    /// Output and input gradient agree with candle's op and its backward.
+    #[test]
+    fn matches_candles_op_forward_and_backward() {
+        let x = Var::from_tensor(&randn(&[2, 3, 4, 5], 1)).unwrap();
+        let w = randn(&[2, 3, 8, 10], 2);
+        let run = |f: &dyn Fn(&Tensor) -> candle_core::Result<Tensor>| {
+            let y = f(x.as_tensor()).unwrap();
+            let g = (&y * &w).unwrap().sum_all().unwrap().backward().unwrap();
+            (y, g.get(x.as_tensor()).unwrap().clone())
+        };
+        let (y_ref, g_ref) = run(&reference);
+        let (y, g) = run(&upsample2);
+        assert_eq!(rel_err(&y, &y_ref), 0.0);
+        let e = rel_err(&g, &g_ref);
+        assert!(e < 1e-6, "input gradient relative error {e}");
+    }
+}
