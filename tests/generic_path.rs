@@ -169,8 +169,8 @@ fn logits_and_input_gradient(engine: &str, model: &dyn Classifier, x: &Tensor) -
     (y, grads.get(v.as_tensor()).unwrap().clone())
 }
 
-/// On a CUDA device, `auto` (gevaldi's CUDA kernels: max-pools, ReLU's
-/// backward, strided convs' input gradients) and `generic` (the same path
+/// On a CUDA device, `auto` (gevaldi's CUDA kernels: convs, linear
+/// layers, max-pools, ReLU's backward) and `generic` (the same path
 /// on candle's ops alone) agree on every built-in classifier, forward and
 /// input gradient. Both run candle's convs forward, so every max-pool
 /// sees the same values and picks the same maximum.
@@ -198,6 +198,11 @@ fn auto_and_generic_agree_on_every_builtin_classifier() {
             "cnn_a".into(),
             Box::new(MnistCnn::random(&MnistCnnConfig::cnn_a(), 1, &dev).unwrap()),
             vec![3, 1, 28, 28],
+        ),
+        (
+            "mlp".into(),
+            Box::new(MnistMlp::random(&MnistMlpConfig::default(), 2, &dev).unwrap()),
+            vec![3, 784],
         ),
         (
             "alexnet".into(),

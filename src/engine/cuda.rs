@@ -1,7 +1,8 @@
 //! gevaldi's own CUDA kernels, for what candle's ops do in many launches
 //! and passes over memory: a conv with one group (its input's columns in
 //! the layout that makes one batched product per conv give the output
-//! as `[B, Cout, H·W]`, then the bias and a ReLU after it in one pass;
+//! as `[B, Cout, H·W]`, then the bias and a ReLU after it in one pass, as
+//! for a linear layer;
 //! candle's conv copies the product's output once more and adds the bias
 //! and applies the ReLU in two more), its input gradient (the transposed
 //! weight times the output's gradient as one batched product, then one
@@ -212,6 +213,37 @@ pub(crate) fn conv2d(
         None => y,
     };
     y.reshape((b, cout, ho, wo))
+}
+
+/// A linear layer on `[B, In]` (or on the channels of `[B, In, H, W]`),
+/// `weight` `[Out, In]`, its bias and (`relu`) the ReLU after it: the
+/// product (cuBLAS), then the bias and the ReLU in one pass.
+pub(crate) fn linear(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    relu: bool,
+) -> candle_core::Result<Tensor> {
+    let out = weight.dim(0)?;
+    let act = |y: Tensor| match bias {
+        Some(bias) => y.apply_op2_no_bwd(&bias.contiguous()?, &BiasAct { relu }),
+        None if relu => y.elu(0.0),
+        None => Ok(y),
+    };
+    match x.rank() {
+        2 => act(x.matmul(&weight.t()?)?),
+        4 => {
+            let (b, c, h, w) = x.dims4()?;
+            let rows = x
+                .permute((0, 2, 3, 1))?
+                .contiguous()?
+                .reshape((b * h * w, c))?;
+            act(rows.matmul(&weight.t()?)?)?
+                .reshape((b, h, w, out))?
+                .permute((0, 3, 1, 2))
+        }
+        r => candle_core::bail!("linear: an input of rank {r} (2 or 4 expected)"),
+    }
 }
 
 /// `weight` `[Cout, Cin, kh, kw]` as `Wᵀ` `[Cin·kh·kw, Cout]`, contiguous:

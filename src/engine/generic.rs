@@ -65,12 +65,13 @@ pub(crate) struct Prepared {
     /// Per node: an affine map folded into the conv before it (its value
     /// and its gradient are its input's).
     through: Vec<bool>,
-    /// Per node: a conv with one group whose value (after the affine map
-    /// folded into it, if any) only a ReLU reads: gevaldi's CUDA conv
-    /// applies that ReLU with its bias.
+    /// Per node: a conv with one group or a linear layer whose value
+    /// (after the affine map folded into it, if any) only a ReLU reads:
+    /// gevaldi's CUDA conv or linear layer applies that ReLU with its bias.
     relu_after: Vec<bool>,
-    /// Per node: a ReLU applied by the conv before it (on gevaldi's CUDA
-    /// kernels; its value is its input, its backward its own).
+    /// Per node: a ReLU applied by the conv or linear layer before it (on
+    /// gevaldi's CUDA kernels; its value is its input, its backward its
+    /// own).
     relu_fused: Vec<bool>,
     /// Per conv node: its weight as `Wᵀ` `[Cin·kh·kw, Cout]`, made on
     /// first use by gevaldi's CUDA input gradient.
@@ -176,11 +177,11 @@ impl Prepared {
             if through[v] && readers[v] == 1 {
                 v = nodes[v].inputs[0].0;
             }
-            if let Op::Conv { groups: 1, .. } = nodes[v].op {
-                if readers[v] == 1 {
-                    relu_after[v] = true;
-                    relu_fused[r] = true;
-                }
+            if matches!(nodes[v].op, Op::Conv { groups: 1, .. } | Op::Linear { .. })
+                && readers[v] == 1
+            {
+                relu_after[v] = true;
+                relu_fused[r] = true;
             }
         }
         let convs = nodes
@@ -416,6 +417,10 @@ pub(crate) fn forward(
                         let (weight, bias) = prepared.conv_weights(j, weight, bias.as_ref());
                         let relu = prepared.relu_after[j];
                         cuda::conv2d(args[0], weight, bias, relu, *stride, *padding, *dilation)
+                    }
+                    Op::Linear { weight, bias } if own => {
+                        let relu = prepared.relu_after[j];
+                        cuda::linear(args[0], weight, bias.as_ref(), relu)
                     }
                     Op::Act(Activation::Relu) if own && prepared.relu_fused[j] => {
                         Ok(args[0].clone())
@@ -1047,9 +1052,10 @@ mod tests {
         assert!(e <= 1e-5, "input gradient relative error {e}");
     }
 
-    /// Which ReLUs gevaldi's CUDA conv applies: one that alone reads a conv
-    /// with one group, directly or through a folded affine map; not one
-    /// after a depthwise conv, nor one after a conv something else reads.
+    /// Which ReLUs gevaldi's CUDA conv or linear layer applies: one that
+    /// alone reads a conv with one group or a linear layer, directly or
+    /// through a folded affine map; not one after a depthwise conv, nor
+    /// one after a conv something else reads.
     #[test]
     fn a_relu_that_alone_reads_a_conv_is_marked_for_it() {
         let conv = |cin: usize, cout: usize, groups: usize, seed: u64| {
@@ -1075,11 +1081,15 @@ mod tests {
         let c = b.conv2d(h, &conv(4, 4, 1, 8)); // 8: read twice
         let r = b.relu(c); // 9
         let y = b.add(r, c); // 10
+        let y = b.flatten(y); // 11
+        let y = b.linear(y, &randn(&[5, 4 * 8 * 8], 9), Some(&randn(&[5], 10))); // 12
+        let y = b.relu(y); // 13: fused
+        let y = b.linear(y, &randn(&[3, 5], 11), None); // 14: the output
         let net = b.build(y);
         let prepared = super::Prepared::new(&net.nodes).unwrap();
         let marked = |v: &[bool]| -> Vec<usize> { (0..v.len()).filter(|&j| v[j]).collect() };
-        assert_eq!(marked(&prepared.relu_after), [1, 3]);
-        assert_eq!(marked(&prepared.relu_fused), [2, 5]);
+        assert_eq!(marked(&prepared.relu_after), [1, 3, 12]);
+        assert_eq!(marked(&prepared.relu_fused), [2, 5, 13]);
     }
 
     /// The generic max-pool keeps where each maximum came from and adds
