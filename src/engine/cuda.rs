@@ -1,10 +1,10 @@
 //! gevaldi's own CUDA kernels, for what candle's ops do in many launches
 //! and passes over memory: a conv with one group (its input's columns in
 //! the layout that makes one batched product per conv give the output
-//! as `[B, Cout, H·W]`, then the bias and a ReLU after it in one pass, as
-//! for a linear layer;
+//! as `[B, Cout, H·W]`, then the bias and a ReLU after it in one pass;
 //! candle's conv copies the product's output once more and adds the bias
-//! and applies the ReLU in two more), its input gradient (the transposed
+//! and applies the ReLU in two more) and a linear layer likewise, a
+//! conv's input gradient (the transposed
 //! weight times the output's gradient as one batched product, then one
 //! gather per input element: `col2im`), a max-pool forward (the first
 //! maximum's position, then the values) and backward, a ReLU's backward,
@@ -47,11 +47,12 @@ fn cuda_only(op: &str) -> candle_core::Error {
     candle_core::Error::Msg(format!("{op}: gevaldi's CUDA kernel has no CPU forward"))
 }
 
-/// `i32` for a kernel argument, or an error naming what does not fit.
-fn int(v: usize, what: &str) -> candle_core::Result<i32> {
+/// `i32` for an argument of kernel `kernel`, or an error saying it does
+/// not fit.
+fn int(v: usize, kernel: &str) -> candle_core::Result<i32> {
     i32::try_from(v).map_err(|_| {
         candle_core::Error::Msg(format!(
-            "gevaldi's CUDA kernels: {what} = {v} exceeds 2^31 - 1"
+            "gevaldi's CUDA kernel {kernel}: a size of {v} exceeds 2^31 - 1 (a smaller batch fits)"
         ))
     })
 }
@@ -393,17 +394,15 @@ impl CustomOp1 for PoolArgmax {
     #[cfg(feature = "cuda")]
     fn cuda_fwd(
         &self,
-        s: &candle_core::CudaStorage,
-        l: &Layout,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
-        let (b, c, h, w) = l.shape().dims4()?;
+        let (b, c, h, w) = l1.shape().dims4()?;
         let n = b * c * self.ho * self.wo;
-        let x = on_device::f32s(s, l, self.name())?;
-        let dev = &s.device;
-        let mut out = on_device::alloc::<u32>(dev, n)?;
-        on_device::launch!(dev, self.name(), n, &x, &mut out;
-            n, h, w, self.ho, self.wo, self.k, self.s, self.p, self.wp);
-        on_device::storage(out, dev, (b * c, self.ho * self.wo))
+        let x = on_device::f32s(s1, l1, self.name())?;
+        let ints = [n, h, w, self.ho, self.wo, self.k, self.s, self.p, self.wp];
+        let shape = (b * c, self.ho * self.wo);
+        on_device::run::<u32>(s1, self.name(), n, &[x], n, &ints, shape)
     }
 }
 
@@ -424,11 +423,9 @@ impl CustomOp2 for PoolGather {
         let n = b * c * self.ho * self.wo;
         let x = on_device::f32s(s1, l1, self.name())?;
         let pos = on_device::u32s(s2, l2, n, self.name())?;
-        let dev = &s1.device;
-        let mut out = on_device::alloc::<f32>(dev, n)?;
-        on_device::launch!(dev, self.name(), n, &x, &pos, &mut out;
-            n, self.ho * self.wo, h, w, self.p, self.wp);
-        on_device::storage(out, dev, (b, c, self.ho, self.wo))
+        let ints = [n, self.ho * self.wo, h, w, self.p, self.wp];
+        let shape = (b, c, self.ho, self.wo);
+        on_device::run::<f32>(s1, self.name(), n, &[x, pos], n, &ints, shape)
     }
 }
 
@@ -445,9 +442,8 @@ impl CustomOp2 for PoolBackward {
         s2: &candle_core::CudaStorage,
         l2: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
-        let at = self;
-        let (b, c, h, w) = at.dims;
-        let (ho, wo) = at.out;
+        let (b, c, h, w) = self.dims;
+        let (ho, wo) = self.out;
         if l1.shape().elem_count() != b * c * ho * wo {
             candle_core::bail!(
                 "{}: the gradient {:?} is not the pool's output [{b}, {c}, {ho}, {wo}]",
@@ -457,12 +453,10 @@ impl CustomOp2 for PoolBackward {
         }
         let g = on_device::f32s(s1, l1, self.name())?;
         let pos = on_device::u32s(s2, l2, b * c * ho * wo, self.name())?;
-        let dev = &s1.device;
         let n = b * c * h * w;
-        let mut out = on_device::alloc::<f32>(dev, n)?;
-        on_device::launch!(dev, self.name(), n, &g, &pos, &mut out;
-            n, h, w, ho, wo, at.window.0, at.window.1, at.p, at.wp);
-        on_device::storage(out, dev, (b, c, h, w))
+        let (k, s) = self.window;
+        let ints = [n, h, w, ho, wo, k, s, self.p, self.wp];
+        on_device::run::<f32>(s1, self.name(), n, &[g, pos], n, &ints, (b, c, h, w))
     }
 }
 
@@ -490,10 +484,8 @@ impl CustomOp2 for Elementwise {
         let n = l1.shape().elem_count();
         let a = on_device::f32s(s1, l1, self.name())?;
         let b = on_device::f32s(s2, l2, self.name())?;
-        let dev = &s1.device;
-        let mut out = on_device::alloc::<f32>(dev, n)?;
-        on_device::launch!(dev, self.name(), n, &a, &b, &mut out; n);
-        on_device::storage(out, dev, l1.shape().clone())
+        let shape = l1.shape().clone();
+        on_device::run::<f32>(s1, self.name(), n, &[a, b], n, &[n], shape)
     }
 }
 
@@ -533,13 +525,13 @@ impl CustomOp3 for Elementwise {
             );
         }
         let plane = n / planes.max(1);
-        let a = on_device::f32s(s1, l1, self.name())?;
-        let b = on_device::f32s(s2, l2, self.name())?;
-        let c = on_device::f32s(s3, l3, self.name())?;
-        let dev = &s1.device;
-        let mut out = on_device::alloc::<f32>(dev, n)?;
-        on_device::launch!(dev, self.name(), n, &a, &b, &c, &mut out; n, plane);
-        on_device::storage(out, dev, l1.shape().clone())
+        let inputs = [
+            on_device::f32s(s1, l1, self.name())?,
+            on_device::f32s(s2, l2, self.name())?,
+            on_device::f32s(s3, l3, self.name())?,
+        ];
+        let shape = l1.shape().clone();
+        on_device::run::<f32>(s1, self.name(), n, &inputs, n, &[n, plane], shape)
     }
 }
 
@@ -563,20 +555,28 @@ impl CustomOp3 for ScaleShiftDab {
             candle_core::bail!("{}: the three inputs' shapes differ", self.name());
         }
         let (planes, plane) = (b * c, h * w);
-        let g = on_device::f32s(s1, l1, self.name())?;
-        let y = on_device::f32s(s2, l2, self.name())?;
-        let x = on_device::f32s(s3, l3, self.name())?;
-        let dev = &s1.device;
-        let mut out = on_device::alloc::<f32>(dev, 2 * planes)?;
+        let inputs = [
+            on_device::f32s(s1, l1, self.name())?,
+            on_device::f32s(s2, l2, self.name())?,
+            on_device::f32s(s3, l3, self.name())?,
+        ];
         // One block of 256 threads per plane (the kernel's reduction
         // takes a power of two).
         let cfg = on_device::LaunchConfig {
-            grid_dim: (int(planes.clamp(1, 65535), "planes")? as u32, 1, 1),
+            grid_dim: (planes.clamp(1, 65535) as u32, 1, 1),
             block_dim: (256, 1, 1),
             shared_mem_bytes: 0,
         };
-        on_device::launch!(dev, self.name(), cfg, &g, &y, &x, &mut out; planes, plane);
-        on_device::storage(out, dev, (2, planes))
+        let ints = [planes, plane];
+        on_device::run::<f32>(
+            s1,
+            self.name(),
+            cfg,
+            &inputs,
+            2 * planes,
+            &ints,
+            (2, planes),
+        )
     }
 }
 
@@ -605,12 +605,13 @@ impl CustomOp2 for SkipAdd {
             );
         }
         let n = b * c * hh * hw;
-        let h = on_device::f32s(s1, l1, self.name())?;
-        let x = on_device::f32s(s2, l2, self.name())?;
-        let dev = &s1.device;
-        let mut out = on_device::alloc::<f32>(dev, n)?;
-        on_device::launch!(dev, self.name(), n, &h, &x, &mut out; n, c, hh, hw, xc, s);
-        on_device::storage(out, dev, l1.shape().clone())
+        let inputs = [
+            on_device::f32s(s1, l1, self.name())?,
+            on_device::f32s(s2, l2, self.name())?,
+        ];
+        let ints = [n, c, hh, hw, xc, s];
+        let shape = l1.shape().clone();
+        on_device::run::<f32>(s1, self.name(), n, &inputs, n, &ints, shape)
     }
 }
 
@@ -630,10 +631,9 @@ impl CustomOp1 for SkipAddDx {
         let (xh, xw) = (hh / s, hw / s);
         let n = b * self.xc * xh * xw;
         let g = on_device::f32s(s1, l1, self.name())?;
-        let dev = &s1.device;
-        let mut out = on_device::alloc::<f32>(dev, n)?;
-        on_device::launch!(dev, self.name(), n, &g, &mut out; n, c, self.xc, xh, xw, s);
-        on_device::storage(out, dev, (b, self.xc, xh, xw))
+        let ints = [n, c, self.xc, xh, xw, s];
+        let shape = (b, self.xc, xh, xw);
+        on_device::run::<f32>(s1, self.name(), n, &[g], n, &ints, shape)
     }
 }
 
@@ -653,11 +653,10 @@ impl CustomOp1 for Im2Col {
         let (ho, wo) = self.out;
         let n = b * cin * kh * kw * ho * wo;
         let x = on_device::f32s(s1, l1, self.name())?;
-        let dev = &s1.device;
-        let mut out = on_device::alloc::<f32>(dev, n)?;
-        on_device::launch!(dev, self.name(), n, &x, &mut out;
-            n, cin, h, w, kh, kw, ho, wo, self.stride, self.padding, self.dilation);
-        on_device::storage(out, dev, (b, cin * kh * kw, ho * wo))
+        let (s, p, d) = (self.stride, self.padding, self.dilation);
+        let ints = [n, cin, h, w, kh, kw, ho, wo, s, p, d];
+        let shape = (b, cin * kh * kw, ho * wo);
+        on_device::run::<f32>(s1, self.name(), n, &[x], n, &ints, shape)
     }
 }
 
@@ -686,13 +685,13 @@ impl CustomOp2 for BiasAct {
         }
         let n = l1.shape().elem_count();
         let plane = dims[2..].iter().product::<usize>();
-        let y = on_device::f32s(s1, l1, self.name())?;
-        let bias = on_device::f32s(s2, l2, self.name())?;
-        let dev = &s1.device;
-        let mut out = on_device::alloc::<f32>(dev, n)?;
-        on_device::launch!(dev, self.name(), n, &y, &bias, &mut out;
-            n, plane, channels, usize::from(self.relu));
-        on_device::storage(out, dev, l1.shape().clone())
+        let inputs = [
+            on_device::f32s(s1, l1, self.name())?,
+            on_device::f32s(s2, l2, self.name())?,
+        ];
+        let ints = [n, plane, channels, usize::from(self.relu)];
+        let shape = l1.shape().clone();
+        on_device::run::<f32>(s1, self.name(), n, &inputs, n, &ints, shape)
     }
 }
 
@@ -715,11 +714,9 @@ impl CustomOp1 for Col2Im {
         }
         let n = b * cin * h * w;
         let cols = on_device::f32s(s1, l1, self.name())?;
-        let dev = &s1.device;
-        let mut out = on_device::alloc::<f32>(dev, n)?;
-        on_device::launch!(dev, self.name(), n, &cols, &mut out;
-            n, cin, h, w, kh, kw, ho, wo, self.stride, self.padding, self.dilation);
-        on_device::storage(out, dev, (b, cin, h, w))
+        let (s, p, d) = (self.stride, self.padding, self.dilation);
+        let ints = [n, cin, h, w, kh, kw, ho, wo, s, p, d];
+        on_device::run::<f32>(s1, self.name(), n, &[cols], n, &ints, (b, cin, h, w))
     }
 }
 
@@ -728,21 +725,21 @@ impl CustomOp1 for Col2Im {
 mod on_device {
     use std::sync::OnceLock;
 
-    use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView, DeviceRepr};
-    pub(super) use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
+    pub(super) use candle_core::cuda_backend::cudarc::driver::LaunchConfig;
+    use candle_core::cuda_backend::cudarc::driver::{CudaView, DeviceRepr, PushKernelArg};
     use candle_core::cuda_backend::cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions};
-    use candle_core::cuda_backend::{CudaDType, CudaDevice};
+    use candle_core::cuda_backend::{CudaDType, WrapErr};
     use candle_core::{CudaStorage, Layout, Shape};
 
     /// The kernels' source.
     const SOURCE: &str = include_str!("cuda/kernels.cu");
 
     /// The module's name in candle's device.
-    pub(super) const MODULE: &str = "gevaldi-kernels";
+    const MODULE: &str = "gevaldi-kernels";
 
     /// The PTX, compiled once per process (`--fmad=false`: a product and
     /// a sum round apart, as candle's ops do).
-    pub(super) fn ptx() -> candle_core::Result<&'static str> {
+    fn ptx() -> candle_core::Result<&'static str> {
         static PTX: OnceLock<Result<String, String>> = OnceLock::new();
         PTX.get_or_init(|| {
             let opts = CompileOptions {
@@ -762,22 +759,22 @@ mod on_device {
         })
     }
 
-    /// One thread per element, 256 to a block.
-    pub(super) fn per_element(n: usize) -> candle_core::Result<LaunchConfig> {
-        Ok(LaunchConfig {
-            grid_dim: (super::int(n.div_ceil(256).max(1), "blocks")? as u32, 1, 1),
-            block_dim: (256, 1, 1),
-            shared_mem_bytes: 0,
-        })
-    }
-
-    /// Anything that gives a launch configuration: an element count or one.
+    /// A launch's configuration: one thread per element of a count, 256
+    /// to a block, or one given.
     pub(super) trait Config {
         fn config(self) -> candle_core::Result<LaunchConfig>;
     }
     impl Config for usize {
         fn config(self) -> candle_core::Result<LaunchConfig> {
-            per_element(self)
+            Ok(LaunchConfig {
+                grid_dim: (
+                    super::int(self.div_ceil(256).max(1), "blocks")? as u32,
+                    1,
+                    1,
+                ),
+                block_dim: (256, 1, 1),
+                shared_mem_bytes: 0,
+            })
         }
     }
     impl Config for LaunchConfig {
@@ -786,76 +783,81 @@ mod on_device {
         }
     }
 
-    /// Launches kernel `$name` with `$cfg` (an element count or a
-    /// `LaunchConfig`), the buffers, then the sizes as `int`s.
-    macro_rules! launch {
-        ($dev:expr, $name:expr, $cfg:expr, $($buf:expr),+; $($int:expr),+ $(,)?) => {{
-            use $crate::engine::cuda::on_device::{Config as _, PushKernelArg as _};
-            use candle_core::cuda_backend::WrapErr as _;
-            let cfg = $cfg.config()?;
-            let func = $dev.get_or_load_custom_func(
-                $name,
-                $crate::engine::cuda::on_device::MODULE,
-                $crate::engine::cuda::on_device::ptx()?,
-            )?;
-            let mut builder = func.builder();
-            $(builder.arg($buf);)+
-            let ints = [$($crate::engine::cuda::int($int, stringify!($int))?),+];
-            for i in &ints {
-                builder.arg(i);
-            }
-            // SAFETY: the kernel's parameters are the buffers and ints
-            // pushed, in its order; each buffer holds the elements the
-            // sizes say (checked by the caller against the layouts).
-            unsafe { builder.launch(cfg) }.w()?;
-        }};
+    /// A kernel's input: a contiguous run of f32 or u32 elements.
+    pub(super) enum Input<'a> {
+        F32(CudaView<'a, f32>),
+        U32(CudaView<'a, u32>),
     }
-    pub(crate) use launch;
 
-    /// The f32 elements of a contiguous input from its start.
+    /// The f32 elements of a contiguous input, from its start.
     pub(super) fn f32s<'a>(
         s: &'a CudaStorage,
         l: &Layout,
         op: &str,
-    ) -> candle_core::Result<CudaView<'a, f32>> {
+    ) -> candle_core::Result<Input<'a>> {
         if !l.is_contiguous() {
             candle_core::bail!("{op}: a non-contiguous input");
         }
-        let n = l.shape().elem_count();
-        Ok(s.as_cuda_slice::<f32>()?
-            .slice(l.start_offset()..l.start_offset() + n))
+        let (start, n) = (l.start_offset(), l.shape().elem_count());
+        Ok(Input::F32(
+            s.as_cuda_slice::<f32>()?.slice(start..start + n),
+        ))
     }
 
-    /// `n` u32 elements of a contiguous input from its start.
+    /// `n` u32 elements of a contiguous input, from its start.
     pub(super) fn u32s<'a>(
         s: &'a CudaStorage,
         l: &Layout,
         n: usize,
         op: &str,
-    ) -> candle_core::Result<CudaView<'a, u32>> {
+    ) -> candle_core::Result<Input<'a>> {
         if !l.is_contiguous() || l.shape().elem_count() != n {
             candle_core::bail!("{op}: positions {:?} do not fit", l.shape());
         }
-        Ok(s.as_cuda_slice::<u32>()?
-            .slice(l.start_offset()..l.start_offset() + n))
+        let start = l.start_offset();
+        Ok(Input::U32(
+            s.as_cuda_slice::<u32>()?.slice(start..start + n),
+        ))
     }
 
-    /// `n` uninitialised elements (every kernel here writes all of its
-    /// output).
-    pub(super) fn alloc<T: DeviceRepr>(
-        dev: &CudaDevice,
+    /// Runs kernel `name` of the module on the device of `on` with `cfg`:
+    /// its parameters are the inputs, then the output (`n` elements of
+    /// `T`, every one of which the kernel writes), then the sizes as
+    /// `int`s, in that order. The output as an op's result of `shape`.
+    pub(super) fn run<T: CudaDType + DeviceRepr>(
+        on: &CudaStorage,
+        name: &str,
+        cfg: impl Config,
+        inputs: &[Input],
         n: usize,
-    ) -> candle_core::Result<CudaSlice<T>> {
-        // SAFETY: the kernel launched next writes every element.
-        unsafe { dev.alloc::<T>(n) }
-    }
-
-    /// `out` as the op's result of `shape`.
-    pub(super) fn storage<T: CudaDType>(
-        out: CudaSlice<T>,
-        dev: &CudaDevice,
+        ints: &[usize],
         shape: impl Into<Shape>,
     ) -> candle_core::Result<(CudaStorage, Shape)> {
+        let dev = &on.device;
+        let cfg = cfg.config()?;
+        let ints = ints
+            .iter()
+            .map(|&v| super::int(v, name))
+            .collect::<candle_core::Result<Vec<i32>>>()?;
+        let func = dev.get_or_load_custom_func(name, MODULE, ptx()?)?;
+        // SAFETY: the kernel writes every element before anything reads.
+        let mut out = unsafe { dev.alloc::<T>(n) }?;
+        let mut builder = func.builder();
+        for input in inputs {
+            match input {
+                Input::F32(v) => builder.arg(v),
+                Input::U32(v) => builder.arg(v),
+            };
+        }
+        builder.arg(&mut out);
+        for i in &ints {
+            builder.arg(i);
+        }
+        // SAFETY: the parameters are pushed in the kernel's order and
+        // types (pointers, then `int`s); each buffer holds the elements
+        // the sizes say (checked by the caller against the layouts).
+        unsafe { builder.launch(cfg) }.w()?;
+        drop(builder);
         Ok((CudaStorage::wrap_cuda_slice(out, dev.clone()), shape.into()))
     }
 }
