@@ -329,7 +329,7 @@ fn paper_step(m: &Paper, inp: &Inputs) -> Result<Step> {
     let img = section(dev, "BigGAN forward", || {
         m.gen.decode(inp.z.as_tensor(), Some(&inp.c))
     })?;
-    let x = section(dev, "preprocessing", || Ok(m.pre.apply(&img)?))?;
+    let x = section(dev, "preprocessing", || m.pre.apply(&img))?;
     let lp = section(dev, "GoogLeNet forward + log-softmax", || {
         candle_nn::ops::log_softmax(&m.p.logits(&x)?, 1)
     })?;
