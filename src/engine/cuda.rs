@@ -19,9 +19,13 @@
 //! kernel writes every output element once, in a fixed order of additions
 //! (no atomics), so a run gives the same bits every time.
 //!
-//! Each op is a candle custom op whose CPU forward refuses (they are only
-//! ever called on CUDA tensors); without the `cuda` feature nothing here
-//! can run and [`applies`] is false.
+//! Each op is a candle custom op. Its CPU forward is the kernel's loop in
+//! Rust, which the engine never runs ([`applies`] is false on the CPU) and
+//! the tests do: every function here against candle's ops, and the
+//! generic path with these ops against it without them (the glue around
+//! the kernels: shapes, layouts, which ReLU a conv applies), on any
+//! machine; `tests/cuda_kernels.rs` runs the CUDA source itself on the
+//! CPU. Without the `cuda` feature [`applies`] is false.
 
 // Kernel launches are foreign calls: the only unsafe code is the launch.
 #![cfg_attr(feature = "cuda", allow(unsafe_code))]
@@ -30,21 +34,32 @@
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
 
+use super::cpu_op::f32s;
 use super::Engine;
 use crate::zoo::MaxPoolPositions;
+
+/// The contiguous u32 slice of a storage.
+fn u32s<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> candle_core::Result<&'a [u32]> {
+    let CpuStorage::U32(v) = s else {
+        candle_core::bail!("{op}: expected u32 positions")
+    };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&v[a..b]),
+        None => candle_core::bail!("{op}: expected a contiguous tensor"),
+    }
+}
 
 /// Whether gevaldi's CUDA kernels run for `x`: an f32 tensor on a CUDA
 /// device, under `GEVALDI_ENGINE=auto`.
 pub(crate) fn applies(x: &Tensor) -> bool {
+    #[cfg(test)]
+    if tests::ON_CPU.with(|on| on.get()) {
+        return x.device().is_cpu() && x.dtype() == DType::F32;
+    }
     cfg!(feature = "cuda")
         && x.device().is_cuda()
         && x.dtype() == DType::F32
         && Engine::current() == Engine::Auto
-}
-
-/// The error of a CPU forward: these ops run on CUDA only.
-fn cuda_only(op: &str) -> candle_core::Error {
-    candle_core::Error::Msg(format!("{op}: gevaldi's CUDA kernel has no CPU forward"))
 }
 
 /// `i32` for an argument of kernel `kernel`, or an error saying it does
@@ -373,24 +388,42 @@ impl Elementwise {
     }
 }
 
-/// The CPU forward of an op here: refused.
-macro_rules! cuda_only_cpu_fwd {
-    ($($arg:ident)*) => {
-        fn cpu_fwd(
-            &self,
-            $($arg: &CpuStorage, _: &Layout,)*
-        ) -> candle_core::Result<(CpuStorage, Shape)> {
-            $(let _ = $arg;)*
-            Err(cuda_only(self.name()))
-        }
-    };
-}
-
 impl CustomOp1 for PoolArgmax {
     fn name(&self) -> &'static str {
         "maxpool_argmax"
     }
-    cuda_only_cpu_fwd!(a);
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (b, c, h, w) = l1.shape().dims4()?;
+        let x = f32s(s1, l1, self.name())?;
+        let (k, s, p, ho, wo, wp) = (self.k, self.s, self.p, self.ho, self.wo, self.wp);
+        let pos = (0..b * c * ho * wo)
+            .map(|i| {
+                let (ox, oy, plane) = (i % wo, (i / wo) % ho, i / (wo * ho));
+                let xp = &x[plane * h * w..][..h * w];
+                let (mut m, mut best) = (f32::NEG_INFINITY, (oy * s, ox * s));
+                for di in 0..k {
+                    for dj in 0..k {
+                        let (r, q) = (
+                            (oy * s + di) as isize - p as isize,
+                            (ox * s + dj) as isize - p as isize,
+                        );
+                        let inside = r >= 0 && (r as usize) < h && q >= 0 && (q as usize) < w;
+                        let v = if inside {
+                            xp[r as usize * w + q as usize]
+                        } else {
+                            f32::NEG_INFINITY
+                        };
+                        if v > m || (v.is_nan() && !m.is_nan()) {
+                            m = v;
+                            best = (oy * s + di, ox * s + dj);
+                        }
+                    }
+                }
+                (best.0 * wp + best.1) as u32
+            })
+            .collect();
+        Ok((CpuStorage::U32(pos), Shape::from((b * c, ho * wo))))
+    }
     #[cfg(feature = "cuda")]
     fn cuda_fwd(
         &self,
@@ -410,7 +443,33 @@ impl CustomOp2 for PoolGather {
     fn name(&self) -> &'static str {
         "maxpool_gather"
     }
-    cuda_only_cpu_fwd!(a b);
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (b, c, h, w) = l1.shape().dims4()?;
+        let (x, pos) = (f32s(s1, l1, self.name())?, u32s(s2, l2, self.name())?);
+        let (p, wp, hw) = (self.p, self.wp, self.ho * self.wo);
+        let y = (0..b * c * hw)
+            .map(|i| {
+                let q = pos[i] as usize;
+                let (r, col) = (
+                    (q / wp) as isize - p as isize,
+                    (q % wp) as isize - p as isize,
+                );
+                let inside = r >= 0 && (r as usize) < h && col >= 0 && (col as usize) < w;
+                if inside {
+                    x[(i / hw) * h * w + r as usize * w + col as usize]
+                } else {
+                    f32::NEG_INFINITY
+                }
+            })
+            .collect();
+        Ok((CpuStorage::F32(y), Shape::from((b, c, self.ho, self.wo))))
+    }
     #[cfg(feature = "cuda")]
     fn cuda_fwd(
         &self,
@@ -433,7 +492,40 @@ impl CustomOp2 for PoolBackward {
     fn name(&self) -> &'static str {
         "maxpool_backward"
     }
-    cuda_only_cpu_fwd!(a b);
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (b, c, h, w) = self.dims;
+        let ((ho, wo), (k, s), p, wp) = (self.out, self.window, self.p, self.wp);
+        let (g, pos) = (f32s(s1, l1, self.name())?, u32s(s2, l2, self.name())?);
+        if g.len() != b * c * ho * wo || pos.len() != g.len() {
+            candle_core::bail!("{}: the gradient does not fit the pool", self.name());
+        }
+        let dx = (0..b * c * h * w)
+            .map(|i| {
+                let (col, r, plane) = (i % w, (i / w) % h, i / (w * h));
+                let (pr, pc) = (r + p, col + p);
+                let q = (pr * wp + pc) as u32;
+                // Windows o with o·s ≤ pr ≤ o·s + k − 1, in output order.
+                let first = |v: usize| (v + 1).saturating_sub(k).div_ceil(s);
+                let mut acc = 0f32;
+                for oy in first(pr)..=(pr / s).min(ho - 1) {
+                    for ox in first(pc)..=(pc / s).min(wo - 1) {
+                        let o = plane * ho * wo + oy * wo + ox;
+                        if pos[o] == q {
+                            acc += g[o];
+                        }
+                    }
+                }
+                acc
+            })
+            .collect();
+        Ok((CpuStorage::F32(dx), Shape::from((b, c, h, w))))
+    }
     #[cfg(feature = "cuda")]
     fn cuda_fwd(
         &self,
@@ -464,7 +556,24 @@ impl CustomOp2 for Elementwise {
     fn name(&self) -> &'static str {
         Elementwise::name(self)
     }
-    cuda_only_cpu_fwd!(a b);
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (g, y) = (f32s(s1, l1, self.name())?, f32s(s2, l2, self.name())?);
+        if g.len() != y.len() || !matches!(self, Elementwise::ReluBackward) {
+            candle_core::bail!("{}: inputs do not fit", self.name());
+        }
+        let dx = g
+            .iter()
+            .zip(y)
+            .map(|(&g, &y)| if y <= 0.0 { 0.0 } else { g })
+            .collect();
+        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+    }
     #[cfg(feature = "cuda")]
     fn cuda_fwd(
         &self,
@@ -473,9 +582,9 @@ impl CustomOp2 for Elementwise {
         s2: &candle_core::CudaStorage,
         l2: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
-        if l1.shape() != l2.shape() {
+        if l1.shape() != l2.shape() || !matches!(self, Elementwise::ReluBackward) {
             candle_core::bail!(
-                "{}: shapes {:?} and {:?} differ",
+                "{}: shapes {:?} and {:?} do not fit",
                 self.name(),
                 l1.shape(),
                 l2.shape()
@@ -493,7 +602,43 @@ impl CustomOp3 for Elementwise {
     fn name(&self) -> &'static str {
         Elementwise::name(self)
     }
-    cuda_only_cpu_fwd!(a b c);
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let planes = l1.shape().dims().iter().take(2).product::<usize>().max(1);
+        let (a, b, c) = (
+            f32s(s1, l1, self.name())?,
+            f32s(s2, l2, self.name())?,
+            f32s(s3, l3, self.name())?,
+        );
+        if matches!(self, Elementwise::ReluBackward) {
+            candle_core::bail!("{}: takes two inputs", self.name());
+        }
+        let plane = a.len() / planes;
+        let out = (0..a.len())
+            .map(|i| match self {
+                // (x, a, b): relu(x · a + b), NaN kept.
+                Elementwise::ScaleShiftRelu => {
+                    let v = a[i] * b[i / plane] + c[i / plane];
+                    if v > 0.0 || v.is_nan() {
+                        v
+                    } else {
+                        0.0
+                    }
+                }
+                // (g, y, a).
+                Elementwise::ScaleShiftReluDx if b[i] > 0.0 => a[i] * c[i / plane],
+                _ => 0.0,
+            })
+            .collect();
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
     /// (x or g, y, a) with a per plane, or (x, a, b) with a and b per
     /// plane: the first input's shape, `[B, C, …]`.
     #[cfg(feature = "cuda")]
@@ -513,7 +658,8 @@ impl CustomOp3 for Elementwise {
         let full = |l: &Layout| l.shape() == l1.shape();
         let ok = match self {
             Elementwise::ScaleShiftRelu => per_plane(l2) && per_plane(l3),
-            _ => full(l2) && per_plane(l3),
+            Elementwise::ScaleShiftReluDx => full(l2) && per_plane(l3),
+            Elementwise::ReluBackward => false,
         };
         if dims.len() < 2 || !ok {
             candle_core::bail!(
@@ -539,7 +685,32 @@ impl CustomOp3 for ScaleShiftDab {
     fn name(&self) -> &'static str {
         "scale_shift_relu_dab"
     }
-    cuda_only_cpu_fwd!(a b c);
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (b, c, h, w) = l1.shape().dims4()?;
+        let (g, y, x) = (
+            f32s(s1, l1, self.name())?,
+            f32s(s2, l2, self.name())?,
+            f32s(s3, l3, self.name())?,
+        );
+        let (planes, plane) = (b * c, h * w);
+        let mut out = vec![0f32; 2 * planes];
+        for j in 0..planes {
+            for t in j * plane..(j + 1) * plane {
+                let gm = if y[t] > 0.0 { g[t] } else { 0.0 };
+                out[j] += gm * x[t];
+                out[planes + j] += gm;
+            }
+        }
+        Ok((CpuStorage::F32(out), Shape::from((2, planes))))
+    }
     #[cfg(feature = "cuda")]
     fn cuda_fwd(
         &self,
@@ -584,7 +755,30 @@ impl CustomOp2 for SkipAdd {
     fn name(&self) -> &'static str {
         "skip_add"
     }
-    cuda_only_cpu_fwd!(a b);
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (_, c, hh, hw) = l1.shape().dims4()?;
+        let (_, xc, xh, xw) = l2.shape().dims4()?;
+        let s = if self.up { 2 } else { 1 };
+        let (h, x) = (f32s(s1, l1, self.name())?, f32s(s2, l2, self.name())?);
+        let out = (0..h.len())
+            .map(|i| {
+                let (col, row, ch, bb) = (
+                    i % hw,
+                    (i / hw) % hh,
+                    (i / (hw * hh)) % c,
+                    i / (hw * hh * c),
+                );
+                h[i] + x[((bb * xc + ch) * xh + row / s) * xw + col / s]
+            })
+            .collect();
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
     #[cfg(feature = "cuda")]
     fn cuda_fwd(
         &self,
@@ -619,7 +813,32 @@ impl CustomOp1 for SkipAddDx {
     fn name(&self) -> &'static str {
         "skip_add_dx"
     }
-    cuda_only_cpu_fwd!(a);
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (b, c, hh, hw) = l1.shape().dims4()?;
+        let s = if self.up { 2 } else { 1 };
+        let (xc, xh, xw) = (self.xc, hh / s, hw / s);
+        let g = f32s(s1, l1, self.name())?;
+        let dx = (0..b * xc * xh * xw)
+            .map(|i| {
+                let (col, row, ch, bb) = (
+                    i % xw,
+                    (i / xw) % xh,
+                    (i / (xw * xh)) % xc,
+                    i / (xw * xh * xc),
+                );
+                let mut acc = 0f32;
+                if ch < c {
+                    for di in 0..s {
+                        for dj in 0..s {
+                            acc += g[((bb * c + ch) * hh + row * s + di) * hw + col * s + dj];
+                        }
+                    }
+                }
+                acc
+            })
+            .collect();
+        Ok((CpuStorage::F32(dx), Shape::from((b, xc, xh, xw))))
+    }
     #[cfg(feature = "cuda")]
     fn cuda_fwd(
         &self,
@@ -641,7 +860,27 @@ impl CustomOp1 for Im2Col {
     fn name(&self) -> &'static str {
         "im2col"
     }
-    cuda_only_cpu_fwd!(a);
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (b, cin, h, w) = l1.shape().dims4()?;
+        let ((kh, kw), (ho, wo)) = (self.k, self.out);
+        let (s, p, d) = (self.stride, self.padding, self.dilation);
+        let x = f32s(s1, l1, self.name())?;
+        let m = ho * wo;
+        let cols = (0..b * cin * kh * kw * m)
+            .map(|i| {
+                let (ox, oy) = (i % wo, (i / wo) % ho);
+                let (kx, ky, bc) = ((i / m) % kw, (i / (m * kw)) % kh, i / (m * kw * kh));
+                let y = (oy * s + ky * d) as isize - p as isize;
+                let xx = (ox * s + kx * d) as isize - p as isize;
+                if y >= 0 && (y as usize) < h && xx >= 0 && (xx as usize) < w {
+                    x[(bc * h + y as usize) * w + xx as usize]
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        Ok((CpuStorage::F32(cols), Shape::from((b, cin * kh * kw, m))))
+    }
     #[cfg(feature = "cuda")]
     fn cuda_fwd(
         &self,
@@ -664,7 +903,33 @@ impl CustomOp2 for BiasAct {
     fn name(&self) -> &'static str {
         "bias_act"
     }
-    cuda_only_cpu_fwd!(a b);
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let dims = l1.shape().dims();
+        let (y, bias) = (f32s(s1, l1, self.name())?, f32s(s2, l2, self.name())?);
+        if dims.len() < 2 || dims[1] != bias.len() {
+            candle_core::bail!("{}: a bias of {} for {:?}", self.name(), bias.len(), dims);
+        }
+        let plane = dims[2..].iter().product::<usize>();
+        let out = y
+            .iter()
+            .enumerate()
+            .map(|(i, &y)| {
+                let v = y + bias[(i / plane) % bias.len()];
+                if self.relu && !(v > 0.0 || v.is_nan()) {
+                    0.0
+                } else {
+                    v
+                }
+            })
+            .collect();
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
     #[cfg(feature = "cuda")]
     fn cuda_fwd(
         &self,
@@ -699,7 +964,38 @@ impl CustomOp1 for Col2Im {
     fn name(&self) -> &'static str {
         "col2im"
     }
-    cuda_only_cpu_fwd!(a);
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let [b, cin, h, w] = self.dims;
+        let ((kh, kw), (ho, wo)) = (self.k, self.out);
+        let (s, p, d) = (self.stride, self.padding, self.dilation);
+        let cols = f32s(s1, l1, self.name())?;
+        let m = ho * wo;
+        if cols.len() != b * cin * kh * kw * m {
+            candle_core::bail!("{}: columns {:?} do not fit", self.name(), l1.shape());
+        }
+        // The output position whose tap t of the kernel reads input row
+        // (or column) v, if any.
+        let at = |v: usize, t: usize, o: usize| {
+            let r = (v + p).checked_sub(t * d)?;
+            (r % s == 0 && r / s < o).then_some(r / s)
+        };
+        let dx = (0..b * cin * h * w)
+            .map(|i| {
+                let (x, y, bc) = (i % w, (i / w) % h, i / (w * h));
+                let cp = &cols[bc * kh * kw * m..][..kh * kw * m];
+                let mut acc = 0f32;
+                for ky in 0..kh {
+                    let Some(oy) = at(y, ky, ho) else { continue };
+                    for kx in 0..kw {
+                        let Some(ox) = at(x, kx, wo) else { continue };
+                        acc += cp[(ky * kw + kx) * m + oy * wo + ox];
+                    }
+                }
+                acc
+            })
+            .collect();
+        Ok((CpuStorage::F32(dx), Shape::from((b, cin, h, w))))
+    }
     #[cfg(feature = "cuda")]
     fn cuda_fwd(
         &self,
@@ -859,5 +1155,293 @@ mod on_device {
         unsafe { builder.launch(cfg) }.w()?;
         drop(builder);
         Ok((CudaStorage::wrap_cuda_slice(out, dev.clone()), shape.into()))
+    }
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use std::cell::Cell;
+
+    use candle_core::{Device, Module, Tensor, Var};
+
+    use super::super::tests::{randn, rel_err};
+    use super::*;
+    use crate::zoo::{self, max_pool2d_backward, max_pool2d_indexed};
+
+    thread_local! {
+        /// Whether [`applies`] holds for f32 tensors on the CPU, on this
+        /// thread: the generic path then runs these ops' CPU forwards.
+        pub(super) static ON_CPU: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// `f()` with this thread's generic path running these ops.
+    fn on_cpu<T>(f: impl FnOnce() -> T) -> T {
+        ON_CPU.with(|on| on.set(true));
+        let out = f();
+        ON_CPU.with(|on| on.set(false));
+        out
+    }
+
+    fn bits(t: &Tensor) -> Vec<u32> {
+        let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        v.iter().map(|f| f.to_bits()).collect()
+    }
+
+    /// The conv, its bias and ReLU, and its input gradient, against
+    /// candle's conv and autograd: strided, padded, dilated, 1×1.
+    #[test]
+    fn conv2d_and_its_input_gradient_match_candles_ops() {
+        // (cin, cout, k, stride, padding, dilation, bias, relu, size)
+        for (i, &(cin, cout, k, s, p, d, bias, relu, size)) in [
+            (3, 8, 3, 1, 1, 1, true, true, 9),
+            (3, 8, 7, 2, 3, 1, true, false, 17),
+            (3, 6, 11, 4, 2, 1, false, true, 31),
+            (8, 8, 1, 1, 0, 1, true, true, 7),
+            (8, 4, 1, 2, 0, 1, false, false, 9),
+            (4, 4, 3, 1, 2, 2, true, false, 10),
+            (4, 6, 3, 2, 1, 2, true, true, 13),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let seed = 10 * i as u64;
+            let w = randn(&[cout, cin, k, k], seed);
+            let b = bias.then(|| randn(&[cout], seed + 1));
+            let x = Var::from_tensor(&randn(&[2, cin, size, size], seed + 2)).unwrap();
+            let mut want = x.as_tensor().conv2d(&w, p, s, d, 1).unwrap();
+            if let Some(b) = &b {
+                want = want
+                    .broadcast_add(&b.reshape((1, cout, 1, 1)).unwrap())
+                    .unwrap();
+            }
+            if relu {
+                want = want.relu().unwrap();
+            }
+            let y = conv2d(x.as_tensor(), &w, b.as_ref(), relu, s, p, d).unwrap();
+            assert_eq!(y.dims(), want.dims(), "conv {i}");
+            let e = rel_err(&y, &want);
+            assert!(e < 1e-5, "conv {i}: output relative error {e}");
+            // The input gradient of Σ g · conv(x), against autograd.
+            let g = randn(want.dims(), seed + 3);
+            let conv = x.as_tensor().conv2d(&w, p, s, d, 1).unwrap();
+            let grads = (conv * &g).unwrap().sum_all().unwrap().backward().unwrap();
+            let want = grads.get(x.as_tensor()).unwrap();
+            let gx = conv_input_grad(&g, &w, &transposed(&w).unwrap(), x.dims(), s, p, d).unwrap();
+            let e = rel_err(&gx, want);
+            assert!(e < 1e-5, "conv {i}: input gradient relative error {e}");
+        }
+    }
+
+    /// A linear layer on `[B, In]` and on the channels of `[B, In, H, W]`,
+    /// with its bias and ReLU, against candle's.
+    #[test]
+    fn linear_matches_candles() {
+        let (w, b) = (randn(&[5, 3], 1), randn(&[5], 2));
+        let lin = candle_nn::Linear::new(w.clone(), Some(b.clone()));
+        let x = randn(&[4, 3], 3);
+        let want = lin.forward(&x).unwrap().relu().unwrap();
+        assert!(rel_err(&linear(&x, &w, Some(&b), true).unwrap(), &want) < 1e-6);
+        let x4 = randn(&[2, 3, 4, 5], 4);
+        let want = lin
+            .forward(&x4.permute((0, 2, 3, 1)).unwrap().contiguous().unwrap())
+            .unwrap()
+            .permute((0, 3, 1, 2))
+            .unwrap();
+        let y = linear(&x4, &w, Some(&b), false).unwrap();
+        assert_eq!(y.dims(), [2, 5, 4, 5]);
+        assert!(rel_err(&y, &want) < 1e-6);
+        assert!(linear(&randn(&[2, 3, 4], 5), &w, None, false).is_err());
+    }
+
+    /// Positions, values and input gradient bit for bit as the candle-ops
+    /// max-pool's, with ties, padding, ceil mode and overlapping windows.
+    #[test]
+    fn max_pools_match_the_candle_ops_version_bit_for_bit() {
+        let x = (randn(&[2, 3, 11, 9], 1) * 2.0).unwrap().round().unwrap();
+        for (k, s, p, ceil) in [
+            (3, 2, 0, true),
+            (3, 2, 1, false),
+            (3, 1, 1, true),
+            (2, 2, 0, false),
+        ] {
+            let (y, at) = max_pool2d(&x, k, s, p, ceil).unwrap();
+            let (want, want_at) = max_pool2d_indexed(&x, k, s, p, ceil).unwrap();
+            let what = format!("k{k} s{s} p{p} ceil {ceil}");
+            assert_eq!(bits(&y), bits(&want), "{what}: values");
+            assert_eq!(
+                at.index.flatten_all().unwrap().to_vec1::<u32>().unwrap(),
+                want_at
+                    .index
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<u32>()
+                    .unwrap(),
+                "{what}: positions"
+            );
+            assert_eq!(
+                (at.dims, at.padded, at.out),
+                (want_at.dims, want_at.padded, want_at.out)
+            );
+            let g = randn(y.dims(), 2);
+            let dx = max_pool2d_backward_cuda(&at, &g);
+            assert_eq!(
+                bits(&dx),
+                bits(&max_pool2d_backward(&want_at, &g).unwrap()),
+                "{what}: gradient"
+            );
+        }
+    }
+
+    fn max_pool2d_backward_cuda(at: &MaxPoolPositions, g: &Tensor) -> Tensor {
+        super::max_pool2d_backward(at, g).unwrap()
+    }
+
+    /// A ReLU's backward, BigGAN's conditional batch norm + ReLU and its
+    /// backward, its residual join and its backward, against candle's ops.
+    #[test]
+    fn the_elementwise_ops_match_candles() {
+        let y = randn(&[2, 3, 4, 5], 1).relu().unwrap();
+        let g = randn(&[2, 3, 4, 5], 2);
+        // (The product gives −0 where g < 0 is masked; the kernel 0.)
+        let want = (&g * y.gt(0f64).unwrap().to_dtype(DType::F32).unwrap()).unwrap();
+        assert_eq!(rel_err(&relu_backward(&g, &y).unwrap(), &want), 0.0);
+
+        let (x, a, b) = (
+            randn(&[2, 3, 4, 5], 3),
+            randn(&[2, 3], 4),
+            randn(&[2, 3], 5),
+        );
+        let xv = Var::from_tensor(&x).unwrap();
+        let (av, bv) = (Var::from_tensor(&a).unwrap(), Var::from_tensor(&b).unwrap());
+        let want = xv
+            .as_tensor()
+            .broadcast_mul(&av.as_tensor().reshape((2, 3, 1, 1)).unwrap())
+            .unwrap()
+            .broadcast_add(&bv.as_tensor().reshape((2, 3, 1, 1)).unwrap())
+            .unwrap()
+            .relu()
+            .unwrap();
+        let out = scale_shift_relu(&x, &a, &b).unwrap();
+        assert_eq!(bits(&out), bits(&want));
+        let grads = (&want * &g).unwrap().sum_all().unwrap().backward().unwrap();
+        let (dx, da, db) = scale_shift_relu_backward(&x, &a, &out, &g).unwrap();
+        assert!(rel_err(&dx, grads.get(xv.as_tensor()).unwrap()) < 1e-6);
+        assert!(rel_err(&da, grads.get(av.as_tensor()).unwrap()) < 1e-5);
+        assert!(rel_err(&db, grads.get(bv.as_tensor()).unwrap()) < 1e-5);
+
+        // The join: h [2, 3, 8, 10] + x [2, 5, 4, 5] (3 channels kept, ×2).
+        let (h, xs) = (randn(&[2, 3, 8, 10], 6), randn(&[2, 5, 4, 5], 7));
+        let want = (&h
+            + xs.narrow(1, 0, 3)
+                .unwrap()
+                .upsample_nearest2d(8, 10)
+                .unwrap())
+        .unwrap();
+        assert_eq!(bits(&skip_add(&h, &xs, true).unwrap()), bits(&want));
+        let gh = randn(&[2, 3, 8, 10], 8);
+        let dx = skip_add_dx(&gh, 5, true).unwrap();
+        assert_eq!(dx.dims(), [2, 5, 4, 5]);
+        let sums = gh.reshape((2, 3, 4, 2, 5, 2)).unwrap().sum((3, 5)).unwrap();
+        assert!(rel_err(&dx.narrow(1, 0, 3).unwrap(), &sums) < 1e-6);
+        assert_eq!(
+            dx.narrow(1, 3, 2)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap(),
+            0.0
+        );
+    }
+
+    /// The generic path with these ops (their CPU forwards, on this
+    /// thread) against the generic path on candle's ops, forward and input
+    /// gradient, for the built-in classifiers: the glue around the kernels
+    /// (which conv takes the ReLU after it, which positions a pool keeps,
+    /// `Wᵀ` made once, a linear layer on channels).
+    #[test]
+    fn the_generic_path_with_these_ops_matches_it_without() {
+        let dev = Device::Cpu;
+        let frozen = |seed: u64,
+                      load: &dyn Fn(
+            candle_nn::VarBuilder,
+        ) -> candle_core::Result<crate::engine::Net>| {
+            let (_, vm) = zoo::seeded_varmap(seed, &dev, |vb| load(vb)).unwrap();
+            load(zoo::frozen(&vm, &dev)).unwrap()
+        };
+        let nets: Vec<(&str, crate::engine::Net, Vec<usize>)> = vec![
+            (
+                "cnn_a",
+                zoo::MnistCnn::random(&zoo::MnistCnnConfig::cnn_a(), 1, &dev)
+                    .unwrap()
+                    .net()
+                    .clone(),
+                vec![3, 1, 28, 28],
+            ),
+            (
+                "mlp",
+                zoo::MnistMlp::random(&zoo::MnistMlpConfig::default(), 2, &dev)
+                    .unwrap()
+                    .net()
+                    .clone(),
+                vec![3, 784],
+            ),
+            (
+                "alexnet",
+                frozen(1, &|vb| Ok(zoo::AlexNet::load(vb, 10)?.net().clone())),
+                vec![2, 3, 64, 64],
+            ),
+            (
+                "squeezenet",
+                frozen(2, &|vb| {
+                    Ok(zoo::SqueezeNet::load(vb, zoo::SqueezeNetVersion::V1_1, 10)?
+                        .net()
+                        .clone())
+                }),
+                vec![2, 3, 64, 64],
+            ),
+            (
+                "resnet18",
+                frozen(3, &|vb| {
+                    Ok(zoo::ResNet::load(vb, zoo::ResNetDepth::R18, 10)?
+                        .net()
+                        .clone())
+                }),
+                vec![2, 3, 64, 64],
+            ),
+            (
+                "googlenet",
+                frozen(5, &|vb| {
+                    Ok(zoo::GoogLeNet::load(vb, 10, false)?.net().clone())
+                }),
+                vec![2, 3, 64, 64],
+            ),
+            (
+                "convnext_tiny",
+                frozen(6, &|vb| {
+                    Ok(zoo::ConvNext::load(vb, zoo::ConvNextSize::Tiny, 10)?
+                        .net()
+                        .clone())
+                }),
+                vec![2, 3, 32, 32],
+            ),
+        ];
+        for (name, net, shape) in nets {
+            let x = randn(&shape, 7);
+            let run = || {
+                let v = Var::from_tensor(&x).unwrap();
+                let y = net.forward_generic(v.as_tensor()).unwrap();
+                let w = randn(y.dims(), 8);
+                let grads = (&y * &w).unwrap().sum_all().unwrap().backward().unwrap();
+                (y, grads.get(v.as_tensor()).unwrap().clone())
+            };
+            let (y_ref, g_ref) = run();
+            let (y, g) = on_cpu(run);
+            let (ey, eg) = (rel_err(&y, &y_ref), rel_err(&g, &g_ref));
+            assert!(ey < 1e-5, "{name}: output relative error {ey}");
+            assert!(eg < 1e-4, "{name}: input gradient relative error {eg}");
+        }
     }
 }
