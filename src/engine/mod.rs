@@ -117,13 +117,16 @@ pub const ENGINE_VAR: &str = "GEVALDI_ENGINE";
 /// The engine that runs the built-in models' layers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Engine {
-    /// gevaldi's frozen-model kernels where they apply, else candle's ops.
+    /// gevaldi's frozen-model kernels where they apply (its CPU kernels;
+    /// on a CUDA device the generic path with its CUDA kernels), else
+    /// candle's ops.
     Auto,
     /// candle's own layers and autograd for every model.
     Candle,
-    /// The engine's device-generic path for every model: candle's ops
-    /// forward, the engine's backward to the input only (what `Auto` runs
-    /// on a GPU).
+    /// The engine's device-generic path for every model, on candle's ops
+    /// alone: candle's ops forward, the engine's backward to the input
+    /// only (what `Auto` runs on a GPU, there with gevaldi's CUDA
+    /// kernels in place of some of those ops).
     Generic,
 }
 
