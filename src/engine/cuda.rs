@@ -19,13 +19,17 @@
 //! kernel writes every output element once, in a fixed order of additions
 //! (no atomics), so a run gives the same bits every time.
 //!
-//! Each op is a candle custom op. Its CPU forward is the kernel's loop in
-//! Rust, which the engine never runs ([`applies`] is false on the CPU) and
-//! the tests do: every function here against candle's ops, and the
-//! generic path with these ops against it without them (the glue around
-//! the kernels: shapes, layouts, which ReLU a conv applies), on any
-//! machine; `tests/cuda_kernels.rs` runs the CUDA source itself on the
-//! CPU. Without the `cuda` feature [`applies`] is false.
+//! Each op is a candle custom op (`cuda/ops.rs`) that works out one plan
+//! from its inputs' layouts: the kernel's sizes by name, in its order,
+//! checked against the kernel's parameter list in `kernels.cu` by a test.
+//! Its CUDA forward launches the kernel with the plan; its CPU forward is
+//! the kernel's loop in Rust reading the same plan, which the engine
+//! never runs ([`applies`] is false on the CPU) and the tests do: every
+//! function here against candle's ops, and the generic path with these
+//! ops against it without them (the glue around the kernels: shapes,
+//! layouts, which ReLU a conv applies), on any machine;
+//! `tests/cuda_kernels.rs` runs the CUDA source itself on the CPU.
+//! Without the `cuda` feature [`applies`] is false.
 
 // Kernel launches are foreign calls: the only unsafe code is the launch
 // (ops.rs).
