@@ -40,8 +40,8 @@ use candle_core::{DType, Tensor};
 use super::Engine;
 use crate::zoo::MaxPoolPositions;
 use ops::{
-    BiasAct, Col2Im, Elementwise, Im2Col, PoolArgmax, PoolBackward, PoolGather, ScaleShiftDab,
-    SkipAdd, SkipAddDx,
+    BiasAct, Col2Im, ConvShape, Elementwise, Im2Col, PoolArgmax, PoolBackward, PoolGather,
+    ScaleShiftDab, SkipAdd, SkipAddDx,
 };
 
 mod ops;
@@ -198,13 +198,13 @@ pub(crate) fn conv2d(
     let cols = if pointwise(weight, stride, padding) {
         x.reshape((b, cin, h * w))?
     } else {
-        x.apply_op1_no_bwd(&Im2Col {
+        x.apply_op1_no_bwd(&Im2Col(ConvShape {
             k: (kh, kw),
             out: (ho, wo),
             stride,
             padding,
             dilation,
-        })?
+        }))?
     };
     let y = weight
         .reshape((cout, cin * kh * kw))?
@@ -279,11 +279,13 @@ pub(crate) fn conv_input_grad(
     }
     cols.apply_op1_no_bwd(&Col2Im {
         dims: [dims[0], dims[1], dims[2], dims[3]],
-        k: (kh, kw),
-        out: (ho, wo),
-        stride,
-        padding,
-        dilation,
+        conv: ConvShape {
+            k: (kh, kw),
+            out: (ho, wo),
+            stride,
+            padding,
+            dilation,
+        },
     })
 }
 

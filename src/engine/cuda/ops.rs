@@ -636,14 +636,28 @@ impl Kernel for SkipAddDx {
     }
 }
 
-/// x `[B, Cin, H, W]` → a conv's columns `[B, Cin·kh·kw, Ho·Wo]`.
-pub(super) struct Im2Col {
+/// A conv's shape, for its columns: kernel, output, stride, padding,
+/// dilation.
+#[derive(Clone, Copy)]
+pub(super) struct ConvShape {
     pub k: (usize, usize),
     pub out: (usize, usize),
     pub stride: usize,
     pub padding: usize,
     pub dilation: usize,
 }
+
+impl ConvShape {
+    /// The sizes of `im2col` and `col2im`, in their order.
+    fn sizes(&self, n: usize, cin: usize, h: usize, w: usize) -> Vec<(&'static str, usize)> {
+        let ((kh, kw), (ho, wo)) = (self.k, self.out);
+        let (s, p, d) = (self.stride, self.padding, self.dilation);
+        sizes![n, cin, h, w, kh, kw, ho, wo, s, p, d]
+    }
+}
+
+/// x `[B, Cin, H, W]` → a conv's columns `[B, Cin·kh·kw, Ho·Wo]`.
+pub(super) struct Im2Col(pub ConvShape);
 
 impl Kernel for Im2Col {
     fn kernel(&self) -> &'static str {
@@ -654,11 +668,13 @@ impl Kernel for Im2Col {
     }
     fn plan(&self, args: &[Arg]) -> candle_core::Result<Plan> {
         let (b, cin, h, w) = args[0].dims4()?;
-        let ((kh, kw), (ho, wo)) = (self.k, self.out);
+        let ((kh, kw), (ho, wo)) = (self.0.k, self.0.out);
         let n = b * cin * kh * kw * ho * wo;
-        let (s, p, d) = (self.stride, self.padding, self.dilation);
-        let ints = sizes![n, cin, h, w, kh, kw, ho, wo, s, p, d];
-        Ok(Plan::new(n, ints, (b, cin * kh * kw, ho * wo)))
+        Ok(Plan::new(
+            n,
+            self.0.sizes(n, cin, h, w),
+            (b, cin * kh * kw, ho * wo),
+        ))
     }
     fn cpu(&self, plan: &Plan, inputs: &[Values]) -> candle_core::Result<CpuStorage> {
         let &[n, _cin, h, w, kh, kw, ho, wo, s, p, d] = plan.values().as_slice() else {
@@ -730,12 +746,9 @@ impl Kernel for BiasAct {
 /// Cin, H, W]`: per input position, the columns of the output positions
 /// whose windows took it, the taps in order.
 pub(super) struct Col2Im {
+    /// The input's dims `[B, Cin, H, W]`.
     pub dims: [usize; 4],
-    pub k: (usize, usize),
-    pub out: (usize, usize),
-    pub stride: usize,
-    pub padding: usize,
-    pub dilation: usize,
+    pub conv: ConvShape,
 }
 
 impl Kernel for Col2Im {
@@ -747,7 +760,7 @@ impl Kernel for Col2Im {
     }
     fn plan(&self, args: &[Arg]) -> candle_core::Result<Plan> {
         let [b, cin, h, w] = self.dims;
-        let ((kh, kw), (ho, wo)) = (self.k, self.out);
+        let ((kh, kw), (ho, wo)) = (self.conv.k, self.conv.out);
         if args[0].shape().dims() != [b, cin * kh * kw, ho * wo] {
             candle_core::bail!(
                 "{}: columns {:?} do not fit",
@@ -756,9 +769,7 @@ impl Kernel for Col2Im {
             );
         }
         let n = b * cin * h * w;
-        let (s, p, d) = (self.stride, self.padding, self.dilation);
-        let ints = sizes![n, cin, h, w, kh, kw, ho, wo, s, p, d];
-        Ok(Plan::new(n, ints, (b, cin, h, w)))
+        Ok(Plan::new(n, self.conv.sizes(n, cin, h, w), (b, cin, h, w)))
     }
     fn cpu(&self, plan: &Plan, inputs: &[Values]) -> candle_core::Result<CpuStorage> {
         let &[n, _cin, h, w, kh, kw, ho, wo, s, p, d] = plan.values().as_slice() else {
@@ -1027,25 +1038,19 @@ mod tests {
         check(&ScaleShiftDab, vec![x4.clone(), x4.clone(), x4.clone()]);
         check(&SkipAdd { up: true }, vec![l(&[2, 3, 12, 12]), x4.clone()]);
         check(&SkipAddDx { xc: 3, up: true }, vec![l(&[2, 3, 12, 12])]);
-        let conv = Im2Col {
+        let conv = ConvShape {
             k: (3, 3),
             out: (3, 3),
             stride: 2,
             padding: 1,
             dilation: 1,
         };
-        check(&conv, vec![x4.clone()]);
+        check(&Im2Col(conv), vec![x4.clone()]);
         check(&BiasAct { relu: true }, vec![x4.clone(), l(&[3])]);
-        check(
-            &Col2Im {
-                dims: [2, 3, 6, 6],
-                k: (3, 3),
-                out: (3, 3),
-                stride: 2,
-                padding: 1,
-                dilation: 1,
-            },
-            vec![l(&[2, 27, 9])],
-        );
+        let col2im = Col2Im {
+            dims: [2, 3, 6, 6],
+            conv,
+        };
+        check(&col2im, vec![l(&[2, 27, 9])]);
     }
 }
