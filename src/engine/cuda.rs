@@ -37,18 +37,19 @@
 
 use candle_core::{DType, Tensor};
 
+use super::pool_len;
 use super::Engine;
-use crate::zoo::MaxPoolPositions;
+use crate::zoo::{padded_len, MaxPoolPositions};
 use ops::{
     BiasAct, Col2Im, ConvShape, Elementwise, Im2Col, PoolArgmax, PoolBackward, PoolGather,
-    ScaleShiftDab, SkipAdd, SkipAddDx,
+    PoolShape, ScaleShiftDab, SkipAdd, SkipAddDx,
 };
 
 mod ops;
 
-/// Whether gevaldi's CUDA kernels run for `x`: an f32 tensor on a CUDA
-/// device, under `GEVALDI_ENGINE=auto`.
-pub(crate) fn applies(x: &Tensor) -> bool {
+/// Whether gevaldi's CUDA kernels run for `x` under `engine`: an f32
+/// tensor on a CUDA device, under `GEVALDI_ENGINE=auto`.
+pub(crate) fn applies(x: &Tensor, engine: Engine) -> bool {
     #[cfg(test)]
     if tests::ON_CPU.with(|on| on.get()) {
         return x.device().is_cpu() && x.dtype() == DType::F32;
@@ -56,7 +57,7 @@ pub(crate) fn applies(x: &Tensor) -> bool {
     cfg!(feature = "cuda")
         && x.device().is_cuda()
         && x.dtype() == DType::F32
-        && Engine::current() == Engine::Auto
+        && engine == Engine::Auto
 }
 
 /// Max-pooling (`k`, stride `s`, padding `p`, PyTorch's `ceil_mode`) on
@@ -71,27 +72,26 @@ pub(crate) fn max_pool2d(
 ) -> candle_core::Result<(Tensor, MaxPoolPositions)> {
     let x = x.contiguous()?;
     let (b, c, h, w) = x.dims4()?;
-    let (ho, wo) = (
-        crate::engine::pool_len(h, k, s, p, ceil)?,
-        crate::engine::pool_len(w, k, s, p, ceil)?,
-    );
+    let (ho, wo) = (pool_len(h, k, s, p, ceil)?, pool_len(w, k, s, p, ceil)?);
     // The padded plane of the candle-ops version: every window inside it.
-    let (hp, wp) = ((h + p).max(k - 1 + s * ho), (w + p).max(k - 1 + s * wo));
+    let (hp, wp) = (padded_len(h, k, s, p, ho), padded_len(w, k, s, p, wo));
+    let pool = PoolShape {
+        k,
+        s,
+        p,
+        ho,
+        wo,
+        wp,
+    };
+    let index = x.apply_op1_no_bwd(&PoolArgmax(pool))?;
+    let y = x.apply_op2_no_bwd(&index, &PoolGather(pool))?;
     let at = MaxPoolPositions {
-        index: x.apply_op1_no_bwd(&PoolArgmax {
-            k,
-            s,
-            p,
-            ho,
-            wo,
-            wp,
-        })?,
+        index,
         dims: (b, c, h, w),
         padded: (hp, wp, p),
         window: (k, s),
         out: (ho, wo),
     };
-    let y = x.apply_op2_no_bwd(&at.index, &PoolGather { p, wp, ho, wo })?;
     Ok((y, at))
 }
 
@@ -101,12 +101,17 @@ pub(crate) fn max_pool2d_backward(
     at: &MaxPoolPositions,
     g: &Tensor,
 ) -> candle_core::Result<Tensor> {
+    let ((k, s), (ho, wo), (_, wp, p)) = (at.window, at.out, at.padded);
     let op = PoolBackward {
         dims: at.dims,
-        window: at.window,
-        out: at.out,
-        p: at.padded.2,
-        wp: at.padded.1,
+        pool: PoolShape {
+            k,
+            s,
+            p,
+            ho,
+            wo,
+            wp,
+        },
     };
     g.contiguous()?.apply_op2_no_bwd(&at.index, &op)
 }

@@ -384,7 +384,7 @@ pub(crate) fn forward(
     }
     // gevaldi's CUDA kernels where they apply (a CUDA f32 input under
     // `auto`), for the forward and the backward alike.
-    let own = cuda::applies(x);
+    let own = cuda::applies(x, super::Engine::current());
     let mut values: Vec<Option<Tensor>> = Vec::with_capacity(n);
     let mut kept = Vec::with_capacity(if keep { n } else { 0 });
     for (j, node) in nodes.iter().enumerate() {
@@ -406,18 +406,6 @@ pub(crate) fn forward(
                 || match &node.op {
                     Op::Input => Ok(x.detach()),
                     _ if prepared.through[j] => Ok(args[0].clone()),
-                    Op::Conv {
-                        weight,
-                        bias,
-                        stride,
-                        padding,
-                        dilation,
-                        groups: 1,
-                    } if own => {
-                        let (weight, bias) = prepared.conv_weights(j, weight, bias.as_ref());
-                        let relu = prepared.relu_after[j];
-                        cuda::conv2d(args[0], weight, bias, relu, *stride, *padding, *dilation)
-                    }
                     Op::Linear { weight, bias } if own => {
                         let relu = prepared.relu_after[j];
                         cuda::linear(args[0], weight, bias.as_ref(), relu)
@@ -434,12 +422,15 @@ pub(crate) fn forward(
                         groups,
                     } => {
                         let (weight, bias) = prepared.conv_weights(j, weight, bias.as_ref());
-                        if *stride == 1 {
-                            let p = *padding as isize;
-                            let y = conv_s1(args[0], weight, (p, p), *dilation, *groups)?;
+                        let (s, p, d, g) = (*stride, *padding, *dilation, *groups);
+                        if own && g == 1 {
+                            let relu = prepared.relu_after[j];
+                            cuda::conv2d(args[0], weight, bias, relu, s, p, d)
+                        } else if s == 1 {
+                            let p = p as isize;
+                            let y = conv_s1(args[0], weight, (p, p), d, g)?;
                             reference::add_bias(y, bias)
                         } else {
-                            let (s, p, d, g) = (*stride, *padding, *dilation, *groups);
                             reference::conv(args[0], weight, bias, s, p, d, g)
                         }
                     }

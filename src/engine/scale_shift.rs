@@ -42,7 +42,7 @@ pub fn scale_shift_relu(x: &Tensor, a: &Tensor, b: &Tensor) -> candle_core::Resu
             x.contiguous()?
                 .apply_op3(&a.contiguous()?, &b.contiguous()?, ScaleShiftRelu)
         } else if engine != Engine::Candle && (dev.is_cpu() || dev.is_cuda()) {
-            generic(x, a, b)
+            generic(x, a, b, engine)
         } else {
             reference(x, a, b)
         }
@@ -68,8 +68,8 @@ fn reference(x: &Tensor, a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> 
 /// output, rather than also `x · a` and `x · a + b` as candle's ops do.
 /// On a CUDA device under `auto`, gevaldi's kernels (one forward, two
 /// backward) do the same.
-fn generic(x: &Tensor, a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
-    let own = cuda::applies(x);
+fn generic(x: &Tensor, a: &Tensor, b: &Tensor, engine: Engine) -> candle_core::Result<Tensor> {
+    let own = cuda::applies(x, engine);
     let (xd, ad, bd) = (x.detach(), a.detach(), b.detach());
     let y = if own {
         cuda::scale_shift_relu(&xd, &ad, &bd)?
@@ -282,7 +282,7 @@ mod tests {
         };
         let slow = run(&|| reference(&x, &a, &b).unwrap());
         let fast = run(&|| op(&x, &a, &b));
-        let any_device = run(&|| generic(&x, &a, &b).unwrap());
+        let any_device = run(&|| generic(&x, &a, &b, super::Engine::Auto).unwrap());
         for d in [&any_device.1, &any_device.2, &any_device.3] {
             assert!(!d.track_op(), "a gradient carries a graph");
         }

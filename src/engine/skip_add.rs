@@ -48,10 +48,11 @@ fn skip_add_on(
     x: &Tensor,
     up: bool,
 ) -> candle_core::Result<Tensor> {
-    if Engine::current() == Engine::Candle || !(dev.is_cpu() || dev.is_cuda()) {
+    let engine = Engine::current();
+    if engine == Engine::Candle || !(dev.is_cpu() || dev.is_cuda()) {
         return reference(h, x, up);
     }
-    let own = cuda::applies(h);
+    let own = cuda::applies(h, engine);
     let out = if own {
         cuda::skip_add(&h.detach(), &x.detach(), up)?
     } else {

@@ -18,7 +18,8 @@ use super::{cuda, profile, Engine};
 /// over a 2×2 window), with the backward above.
 pub(crate) fn upsample2(x: &Tensor) -> candle_core::Result<Tensor> {
     let dev = x.device();
-    if Engine::current() == Engine::Candle || !(dev.is_cpu() || dev.is_cuda()) {
+    let engine = Engine::current();
+    if engine == Engine::Candle || !(dev.is_cpu() || dev.is_cuda()) {
         return reference(x);
     }
     let out = profile::time(dev, "forward", kind, || reference(&x.detach()))?;
@@ -27,7 +28,7 @@ pub(crate) fn upsample2(x: &Tensor) -> candle_core::Result<Tensor> {
     }
     x.apply_op1(Upsample2 {
         out: Handed::new(out)?,
-        own: cuda::applies(x),
+        own: cuda::applies(x, engine),
     })
 }
 

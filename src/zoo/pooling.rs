@@ -40,8 +40,8 @@ impl Windows {
         let (ho, wo) = (pool_len(h, k, s, p, ceil)?, pool_len(w, k, s, p, ceil)?);
         // Pad with -inf: p on the left, and on the right enough for every
         // offset to take `o` strided positions (di + s·o ≤ length).
-        let x = pad_neg_inf(x, 2, p, (k - 1 + s * ho).saturating_sub(h + p))?;
-        let x = pad_neg_inf(&x, 3, p, (k - 1 + s * wo).saturating_sub(w + p))?;
+        let x = pad_neg_inf(x, 2, p, padded_len(h, k, s, p, ho) - h - p)?;
+        let x = pad_neg_inf(&x, 3, p, padded_len(w, k, s, p, wo) - w - p)?;
         let (_, _, hp, wp) = x.dims4()?;
         let mut windows = Vec::with_capacity(k * k);
         for di in 0..k {
@@ -127,6 +127,13 @@ pub(crate) fn max_pool2d_backward(
         .reshape((b, c, hp, wp))?
         .narrow(2, p, h)?
         .narrow(3, p, w)
+}
+
+/// The length of a max-pool's padded input along one axis (`n` long,
+/// `o` outputs): `p` on the left, and on the right enough for every
+/// window offset to take `o` strided positions.
+pub(crate) fn padded_len(n: usize, k: usize, s: usize, p: usize, o: usize) -> usize {
+    (n + p).max(k - 1 + s * o)
 }
 
 /// Positions `start, start + s, …` (n of them) along `dim`.

@@ -219,8 +219,11 @@ fn signed(v: usize) -> isize {
     v as isize
 }
 
-/// The first maximum's position per window, in the padded plane.
-pub(super) struct PoolArgmax {
+/// A max-pool's geometry as its kernels take it: window `k`, stride `s`,
+/// padding `p` on the left, output `ho` × `wo`, the padded plane's columns
+/// `wp` (positions are `row · wp + column` there).
+#[derive(Clone, Copy)]
+pub(super) struct PoolShape {
     pub k: usize,
     pub s: usize,
     pub p: usize,
@@ -228,6 +231,9 @@ pub(super) struct PoolArgmax {
     pub wo: usize,
     pub wp: usize,
 }
+
+/// The first maximum's position per window, in the padded plane.
+pub(super) struct PoolArgmax(pub PoolShape);
 
 impl Kernel for PoolArgmax {
     fn kernel(&self) -> &'static str {
@@ -241,19 +247,17 @@ impl Kernel for PoolArgmax {
     }
     fn plan(&self, args: &[Arg]) -> candle_core::Result<Plan> {
         let (b, c, h, w) = args[0].dims4()?;
-        let n = b * c * self.ho * self.wo;
-        let ints = sizes![
-            n,
-            h,
-            w,
-            ho = self.ho,
-            wo = self.wo,
-            k = self.k,
-            s = self.s,
-            p = self.p,
-            wp = self.wp
-        ];
-        Ok(Plan::new(n, ints, (b * c, self.ho * self.wo)))
+        let PoolShape {
+            k,
+            s,
+            p,
+            ho,
+            wo,
+            wp,
+        } = self.0;
+        let n = b * c * ho * wo;
+        let ints = sizes![n, h, w, ho, wo, k, s, p, wp];
+        Ok(Plan::new(n, ints, (b * c, ho * wo)))
     }
     fn cpu(&self, plan: &Plan, inputs: &[Values]) -> candle_core::Result<CpuStorage> {
         let &[n, h, w, ho, wo, k, s, p, wp] = plan.values().as_slice() else {
@@ -291,12 +295,7 @@ impl Kernel for PoolArgmax {
 }
 
 /// The values at the positions (−∞ in the padding).
-pub(super) struct PoolGather {
-    pub p: usize,
-    pub wp: usize,
-    pub ho: usize,
-    pub wo: usize,
-}
+pub(super) struct PoolGather(pub PoolShape);
 
 impl Kernel for PoolGather {
     fn kernel(&self) -> &'static str {
@@ -307,7 +306,8 @@ impl Kernel for PoolGather {
     }
     fn plan(&self, args: &[Arg]) -> candle_core::Result<Plan> {
         let (b, c, h, w) = args[0].dims4()?;
-        let n = b * c * self.ho * self.wo;
+        let PoolShape { p, ho, wo, wp, .. } = self.0;
+        let n = b * c * ho * wo;
         if args[1].count() != n {
             candle_core::bail!(
                 "{}: positions {:?} for {n} outputs",
@@ -315,15 +315,8 @@ impl Kernel for PoolGather {
                 args[1].shape()
             );
         }
-        let ints = sizes![
-            n,
-            hw_out = self.ho * self.wo,
-            h,
-            w,
-            p = self.p,
-            wp = self.wp
-        ];
-        Ok(Plan::new(n, ints, (b, c, self.ho, self.wo)))
+        let ints = sizes![n, hw_out = ho * wo, h, w, p, wp];
+        Ok(Plan::new(n, ints, (b, c, ho, wo)))
     }
     fn cpu(&self, plan: &Plan, inputs: &[Values]) -> candle_core::Result<CpuStorage> {
         let &[n, hw_out, h, w, p, wp] = plan.values().as_slice() else {
@@ -350,14 +343,7 @@ impl Kernel for PoolGather {
 pub(super) struct PoolBackward {
     /// The input's dims `[B, C, H, W]`.
     pub dims: (usize, usize, usize, usize),
-    /// Window and stride.
-    pub window: (usize, usize),
-    /// The output's rows and columns.
-    pub out: (usize, usize),
-    /// The padding on the left.
-    pub p: usize,
-    /// The padded plane's columns.
-    pub wp: usize,
+    pub pool: PoolShape,
 }
 
 impl Kernel for PoolBackward {
@@ -369,7 +355,14 @@ impl Kernel for PoolBackward {
     }
     fn plan(&self, args: &[Arg]) -> candle_core::Result<Plan> {
         let (b, c, h, w) = self.dims;
-        let (ho, wo) = self.out;
+        let PoolShape {
+            k,
+            s,
+            p,
+            ho,
+            wo,
+            wp,
+        } = self.pool;
         if args[0].count() != b * c * ho * wo || args[1].count() != b * c * ho * wo {
             candle_core::bail!(
                 "{}: gradient {:?} and positions {:?} for a pool's output [{b}, {c}, {ho}, {wo}]",
@@ -379,8 +372,7 @@ impl Kernel for PoolBackward {
             );
         }
         let n = b * c * h * w;
-        let (k, s) = self.window;
-        let ints = sizes![n, h, w, ho, wo, k, s, p = self.p, wp = self.wp];
+        let ints = sizes![n, h, w, ho, wo, k, s, p, wp];
         Ok(Plan::new(n, ints, (b, c, h, w)))
     }
     fn cpu(&self, plan: &Plan, inputs: &[Values]) -> candle_core::Result<CpuStorage> {
@@ -962,10 +954,10 @@ mod tests {
     #[test]
     fn every_plan_matches_its_kernels_parameters() {
         let l = |dims: &[usize]| Layout::contiguous(Shape::from(dims.to_vec()));
-        let pool = |p: usize| PoolArgmax {
+        let pool = PoolShape {
             k: 3,
             s: 2,
-            p,
+            p: 1,
             ho: 3,
             wo: 3,
             wp: 7,
@@ -1006,23 +998,12 @@ mod tests {
                 .collect();
             assert_eq!(got, want, "{}: parameters", k.kernel());
         };
-        check(&pool(1), vec![x4.clone()]);
-        check(
-            &PoolGather {
-                p: 1,
-                wp: 7,
-                ho: 3,
-                wo: 3,
-            },
-            vec![x4.clone(), l(&[6, 9])],
-        );
+        check(&PoolArgmax(pool), vec![x4.clone()]);
+        check(&PoolGather(pool), vec![x4.clone(), l(&[6, 9])]);
         check(
             &PoolBackward {
                 dims: (2, 3, 6, 6),
-                window: (3, 2),
-                out: (3, 3),
-                p: 1,
-                wp: 7,
+                pool,
             },
             vec![l(&[2, 3, 3, 3]), l(&[6, 9])],
         );
