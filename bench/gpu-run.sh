@@ -16,12 +16,16 @@
 #             test at a time (--test-threads 1: see `parallel`), while the
 #             ImageNet weights are made on the CPU (PyTorch, seeded)
 #   mnist     benches/search.rs on CUDA at batch 64 and 256 (100 steps)
-#             beside bench/jax_reference.py (jit, on the GPU)
+#             beside bench/jax_reference.py (jit, on the GPU); and again
+#             with GEVALDI_BENCH_CUDA_EVENTS=off ("gevaldi-noevents":
+#             cudarc's two unused CUDA events per buffer not made, see
+#             src/suite/device.rs)
 #   step      the paper's step (BigGAN-deep-128 -> preprocessing ->
 #             GoogLeNet vs AlexNet -> KL -> gradient w.r.t. z) at batch 8
 #             and 32, gevaldi (`auto`: gevaldi's CUDA kernels), gevaldi on
 #             GEVALDI_ENGINE=generic (the same path on candle's ops alone:
-#             "gevaldi-generic") and PyTorch alternately, each process alone
+#             "gevaldi-generic"), `auto` with GEVALDI_BENCH_CUDA_EVENTS=off
+#             ("gevaldi-noevents") and PyTorch alternately, each process alone
 #             with its peak GPU memory (nvidia-smi every 50 ms, less the
 #             idle figure)
 #   profile   where a step's time goes: GEVALDI_PROFILE=1 (each engine op
@@ -159,6 +163,8 @@ for part in "${PARTS[@]}"; do
         z0=$(mktemp -d)
         for batch in 64 256; do
           GEVALDI_DEVICE=cuda timeout "$(left 60)" "$BIN/search" --batch "$batch" --steps 100 --save-z0 "$z0"
+          GEVALDI_DEVICE=cuda GEVALDI_BENCH_CUDA_EVENTS=off timeout "$(left 60)" "$BIN/search" --batch "$batch" --steps 100 |
+            sed 's/^gevaldi /gevaldi-noevents /'
           JAX_PLATFORMS=cuda timeout "$(left 90)" "$PY" bench/jax_reference.py --z0 "$z0/z0-b$batch.safetensors" --steps 100
         done
       } >"$OUT/mnist.log" 2>&1
@@ -168,13 +174,15 @@ for part in "${PARTS[@]}"; do
       weights || continue
       for batch in 8 32; do
         T=(--device cuda --batch "$batch" --warmup 3 --min-steps 20 --max-steps 20 --budget-s 0)
-        sides="g n p p n g"
-        [ "$batch" = 8 ] || sides="g n p"
+        sides="g n e p p e n g"
+        [ "$batch" = 8 ] || sides="g n e p"
         for side in $sides; do
           case "$side" in
             g) l=$(with_peak timeout "$(left 90)" "$BIN/imagenet" --dir "$DIR" "${T[@]}" step) ;;
             n) l=$(with_peak env GEVALDI_ENGINE=generic timeout "$(left 90)" "$BIN/imagenet" --dir "$DIR" "${T[@]}" step)
                l="${l/#gevaldi /gevaldi-generic }" ;;
+            e) l=$(with_peak env GEVALDI_BENCH_CUDA_EVENTS=off timeout "$(left 90)" "$BIN/imagenet" --dir "$DIR" "${T[@]}" step)
+               l="${l/#gevaldi /gevaldi-noevents }" ;;
             p) l=$(with_peak timeout "$(left 90)" "$PY" bench/imagenet_reference.py time --dir "$DIR" "${T[@]}" step) ;;
           esac
           echo "$l" >>"$OUT/step.log"

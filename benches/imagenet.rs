@@ -198,14 +198,16 @@ fn args() -> Result<Args> {
 }
 
 fn device(choice: Option<&str>) -> Result<Device> {
-    Ok(match choice {
+    let dev = match choice {
         None => gevaldi::suite::device()?,
         Some("cpu") => Device::Cpu,
         Some("cuda") => Device::new_cuda(0)
             .context("failed to open CUDA device 0 (built without `--features cuda`, or no GPU)")?,
         Some("metal") => Device::new_metal(0).context("failed to open Metal device 0")?,
         Some(other) => bail!("unknown device `{other}`: expected cpu, cuda or metal"),
-    })
+    };
+    gevaldi::suite::bench_cuda_events(&dev);
+    Ok(dev)
 }
 
 /// The saved inputs, rows repeated cyclically to `batch`.

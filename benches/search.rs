@@ -73,6 +73,7 @@ fn main() -> Result<()> {
     // else the CPU.
     let dev = gevaldi::suite::device()?;
     eprintln!("device: {dev:?}");
+    gevaldi::suite::bench_cuda_events(&dev);
     if !args.batches.is_empty() {
         let dir = zoo::mnist_fixtures_dir();
         let cnn_a = load(&dir.join("cnn_a.safetensors"), &dev, |vb| {

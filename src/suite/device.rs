@@ -63,3 +63,35 @@ pub fn prepare_process() {
     fix_thread_count();
     crate::allocator::keep_freed_memory();
 }
+
+/// An experiment for the benches (`GEVALDI_BENCH_CUDA_EVENTS=off`), not a
+/// setting: stops cudarc from creating two CUDA events per allocation on
+/// `dev` from now on. cudarc creates them for every buffer while its
+/// context has event tracking on (the default), but only uses them to
+/// order streams once a context has more than one stream; candle's
+/// `Device::new_cuda` runs everything on one stream (CUDA's per-thread
+/// default stream), so the events are created and destroyed unused: eight
+/// driver calls per buffer (each event's create and destroy, each after a
+/// look at the thread's current context). Whether that shows on a GPU is what the benches
+/// measure. A no-op on other devices and without the `cuda` feature.
+#[doc(hidden)]
+pub fn bench_cuda_events(dev: &Device) {
+    if std::env::var("GEVALDI_BENCH_CUDA_EVENTS").as_deref() != Ok("off") {
+        return;
+    }
+    #[cfg(feature = "cuda")]
+    if let Device::Cuda(cuda) = dev {
+        // SAFETY: the events order work between streams of one context;
+        // this device has one stream (the per-thread default stream of
+        // `Device::new_cuda`: no stream is created, so the context never
+        // enters cudarc's multi-stream mode, and buffers made before keep
+        // their events).
+        #[allow(unsafe_code)]
+        unsafe {
+            cuda.disable_event_tracking()
+        };
+        eprintln!("device: cudarc's event tracking off (GEVALDI_BENCH_CUDA_EVENTS=off)");
+    }
+    #[cfg(not(feature = "cuda"))]
+    let _ = dev;
+}

@@ -34,6 +34,8 @@ use std::time::Instant;
 
 use candle_core::Device;
 
+#[doc(hidden)]
+pub use self::device::bench_cuda_events;
 pub use self::device::{device, fix_thread_count, prepare_process};
 pub use self::outcome::{Figures, TrialError, TrialErrorKind, TrialReport};
 pub use self::registry::{BuildModel, Registry};
