@@ -31,9 +31,10 @@
 //!
 //! # File format
 //!
-//! Tab-separated, each with a header line, as in `fixtures/imagenet/`:
-//! the class list `index  id  name` (indices 0..K in logit order), the edges
-//! `child  parent`, and optionally the names of every node `id  name`.
+//! Tab-separated, each with a header line naming its columns, as in
+//! `fixtures/imagenet/`: the class list `index  wnid  name` (indices 0..K
+//! in logit order; `wnid` any node ID, WordNet's or one's own), the edges
+//! `child  parent`, and optionally the names of every node `wnid  lemma`.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;

@@ -193,13 +193,13 @@ fn headline(r: &Record) -> String {
         Record::Pair(p) => {
             let s = &p.summary;
             format!(
-                "mean {} {:.3} → {:.3} (max {:.3}), baseline {:.3}, lift {:.1}x",
+                "mean {} {:.3} → {:.3} (max {:.3}), baseline {:.3}, lift {}",
                 s.settings.divergence,
                 s.divergence.before.mean,
                 s.divergence.after.mean,
                 s.divergence.after.max,
                 s.baseline.mean,
-                s.lift
+                crate::verdict::lift_text(s.lift, 1)
             )
         }
         Record::Ensemble(e) => {

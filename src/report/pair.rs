@@ -73,8 +73,9 @@ pub(super) fn pair_section(dir: &Path, p: &PairArtifact, now: u64) -> Result<Str
     }
     let _ = write!(
         html,
-        "</table><p>Lift (mean after / baseline mean): <b>{:.2}x</b>; mean dz = ‖z − z0‖ / ‖z‖: {:.3}.</p>",
-        s.lift, s.mean_dz
+        "</table><p>Lift (mean after / baseline mean): <b>{}</b>; mean dz = ‖z − z0‖ / ‖z‖: {:.3}.</p>",
+        crate::verdict::lift_text(s.lift, 2),
+        s.mean_dz
     );
     let t = &s.thresholds;
     let _ = write!(

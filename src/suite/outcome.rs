@@ -101,7 +101,8 @@ impl TrialReport {
                 steps,
             } => format!(
                 "mean {d} {mean_before:.4} -> {mean_after:.4} (max {max_after:.4}), baseline \
-                 {baseline:.4}, lift {lift:.1}x, {steps} steps in {:.1} s",
+                 {baseline:.4}, lift {}, {steps} steps in {:.1} s",
+                crate::verdict::lift_text(*lift, 1),
                 self.seconds
             ),
             Figures::Ensemble {

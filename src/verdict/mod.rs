@@ -264,6 +264,20 @@ pub fn set_distances(outcome: &SearchOutcome, top_n: usize) -> Vec<f64> {
 }
 
 /// `value <= bound`, false when either is NaN: a NaN never passes.
+/// A lift as the summaries print it: `30.9x` with `decimals` digits;
+/// `undefined (0 / 0)` where the divergence is 0 after the search and over
+/// the baseline (the models agree everywhere), `∞ (baseline 0)` where only
+/// the baseline is 0.
+pub(crate) fn lift_text(lift: f64, decimals: usize) -> String {
+    if lift.is_nan() {
+        "undefined (0 / 0)".into()
+    } else if lift.is_infinite() {
+        "∞ (baseline 0)".into()
+    } else {
+        format!("{lift:.decimals$}x")
+    }
+}
+
 fn at_most(value: f64, bound: f64) -> bool {
     value <= bound
 }
@@ -347,6 +361,14 @@ mod tests {
     fn message(v: &Verdict, o: &SearchOutcome, t: &Thresholds) -> String {
         let lines: Vec<String> = v.failures.iter().map(Failure::to_string).collect();
         lines.join("\n") + &v.details(o, t)
+    }
+
+    /// Regression: two identical models printed "lift NaNx".
+    #[test]
+    fn a_lift_of_0_over_0_reads_undefined() {
+        assert_eq!(super::lift_text(30.94, 1), "30.9x");
+        assert_eq!(super::lift_text(f64::NAN, 1), "undefined (0 / 0)");
+        assert_eq!(super::lift_text(f64::INFINITY, 2), "∞ (baseline 0)");
     }
 
     fn thresholds(max: Option<f64>, min_lift: Option<f64>) -> Thresholds {
