@@ -28,10 +28,13 @@
 //! prints one line per workload:
 //!
 //! ```text
-//! gevaldi workload=alexnet device=cpu batch=8 steps=3 seconds=… steps_per_s=… step_heap_mib=… peak_rss_mib=… out_rel=… grad_rel=… check=ok
+//! gevaldi workload=alexnet device=cpu batch=8 steps=3 seconds=… steps_per_s=… tensors_per_step=… step_heap_mib=… peak_rss_mib=… out_rel=… grad_rel=… check=ok
 //! ```
 //!
-//! `step_heap_mib` (CPU only) is the most heap memory a timed step held
+//! `tensors_per_step` is how many candle tensors a timed step made (each
+//! op's output and each view; on a GPU every op other than a view is at
+//! least one launch): the same on every device for one engine, so it
+//! counts a GPU's launches on the CPU. `step_heap_mib` (CPU only) is the most heap memory a timed step held
 //! above what was live before the timed steps (the models' weights and
 //! caches, the inputs): every allocation is counted on its way to
 //! mimalloc. `peak_rss_mib` is the process's peak resident memory
@@ -431,14 +434,20 @@ fn check(dir: &Path, name: &str, step: &Step, save: Option<&Path>) -> Result<Str
     ))
 }
 
-/// Runs the warm-up steps, then the timed ones: their count, seconds, and
-/// the most heap memory a timed step held above what was live before it
-/// (models, inputs) in bytes.
-fn time(
-    args: &Args,
-    warmup: usize,
-    mut step: impl FnMut() -> Result<Step>,
-) -> Result<(usize, f64, usize)> {
+/// What the timed steps took.
+struct Timed {
+    steps: usize,
+    seconds: f64,
+    /// The most heap memory a timed step held above what was live before
+    /// it (models, inputs), in bytes.
+    heap: usize,
+    /// candle tensors made per step (ops and views: on a GPU each op other
+    /// than a view is at least one launch).
+    tensors: usize,
+}
+
+/// Runs the warm-up steps, then the timed ones.
+fn time(args: &Args, warmup: usize, mut step: impl FnMut() -> Result<Step>) -> Result<Timed> {
     for _ in 0..warmup {
         step()?.read_back()?;
     }
@@ -446,6 +455,7 @@ fn time(
     let _ = gevaldi::engine::profile_report(1);
     let base = LIVE.load(Relaxed);
     PEAK.store(base, Relaxed);
+    let tensors = gevaldi::engine::tensors_made();
     let started = Instant::now();
     let mut n = 0;
     while n < args.min_steps
@@ -455,10 +465,16 @@ fn time(
         n += 1;
     }
     let seconds = started.elapsed().as_secs_f64();
+    let tensors = (gevaldi::engine::tensors_made() - tensors) / n.max(1);
     if let Some(profile) = gevaldi::engine::profile_report(n) {
         eprintln!("{profile}");
     }
-    Ok((n, seconds, PEAK.load(Relaxed).saturating_sub(base)))
+    Ok(Timed {
+        steps: n,
+        seconds,
+        heap: PEAK.load(Relaxed).saturating_sub(base),
+        tensors,
+    })
 }
 
 fn main() -> Result<()> {
@@ -495,9 +511,14 @@ fn main() -> Result<()> {
             } else {
                 args.warmup
             };
-            let (steps, seconds, heap) = time(args, warmup, step)?;
+            let Timed {
+                steps,
+                seconds,
+                heap,
+                tensors,
+            } = time(args, warmup, step)?;
             // Host memory: on a GPU the heap holds little of a step.
-            let mut memory = String::new();
+            let mut memory = format!(" tensors_per_step={tensors}");
             if dev_name == "cpu" {
                 memory += &format!(" step_heap_mib={}", heap >> 20);
             }

@@ -96,6 +96,7 @@ fn main() -> Result<()> {
                 .steps(args.steps)
                 .lr(0.05)
                 .lambda(0.01);
+            let tensors = gevaldi::engine::tensors_made();
             let started = Instant::now();
             let outcome = Search::new("vae", &vae)
                 .classifier("cnn_a", &cnn_a)
@@ -104,9 +105,12 @@ fn main() -> Result<()> {
                 .z0(z0)
                 .run(&dev)?;
             let seconds = started.elapsed().as_secs_f64();
+            // Each step's ops (and the baseline's, spread over the steps).
+            let tensors = (gevaldi::engine::tensors_made() - tensors) / args.steps.max(1);
             println!(
                 "gevaldi batch={batch} steps={} seconds={seconds:.3} steps_per_s={:.2} \
-                 sample_steps_per_s={:.0} mean_kl_before={:.4} mean_kl_after={:.4}",
+                 sample_steps_per_s={:.0} tensors_per_step={tensors} mean_kl_before={:.4} \
+                 mean_kl_after={:.4}",
                 args.steps,
                 args.steps as f64 / seconds,
                 (batch * args.steps) as f64 / seconds,

@@ -54,10 +54,23 @@ pub(crate) fn applies(x: &Tensor, engine: Engine) -> bool {
     if tests::ON_CPU.with(|on| on.get()) {
         return x.device().is_cpu() && x.dtype() == DType::F32;
     }
+    if engine == Engine::Generic && x.device().is_cpu() && x.dtype() == DType::F32 && on_cpu() {
+        return true;
+    }
     cfg!(feature = "cuda")
         && x.device().is_cuda()
         && x.dtype() == DType::F32
         && engine == Engine::Auto
+}
+
+/// `GEVALDI_CUDA_OPS_ON_CPU=1`, for the benches: the generic path
+/// (`GEVALDI_ENGINE=generic`) on the CPU runs these ops through their CPU
+/// twins, so that it makes the ops a GPU's `auto` makes, one for one (the
+/// benches count them: `tensors_per_step`). Slow (the twins are naive
+/// loops), and not a setting.
+fn on_cpu() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("GEVALDI_CUDA_OPS_ON_CPU").is_ok_and(|v| v == "1"))
 }
 
 /// Max-pooling (`k`, stride `s`, padding `p`, PyTorch's `ceil_mode`) on

@@ -101,6 +101,8 @@ pub use net::{Activation, Net, NetBuilder, NodeId};
 pub use profile::report as profile_report;
 #[doc(hidden)]
 pub use profile::section as profile_section;
+#[doc(hidden)]
+pub use profile::tensors_made;
 pub use scale_shift::scale_shift_relu;
 
 pub(crate) use attention::attention;

@@ -25,8 +25,8 @@ fn enabled() -> bool {
 /// A row of the table: the phase (forward, backward) and the kind of op.
 type Row = (&'static str, String);
 
-/// Time and count per row.
-static TABLE: Mutex<BTreeMap<Row, (Duration, u64)>> = Mutex::new(BTreeMap::new());
+/// Time, count and tensors made ([`tensors_made`]) per row.
+static TABLE: Mutex<BTreeMap<Row, (Duration, u64, usize)>> = Mutex::new(BTreeMap::new());
 
 /// The kind of `op` in the table: its name and the settings that change
 /// its cost.
@@ -77,14 +77,17 @@ pub(crate) fn time<T>(
         return f();
     }
     dev.synchronize()?;
+    let tensors = tensors_made();
     let started = Instant::now();
     let out = f()?;
     dev.synchronize()?;
     let took = started.elapsed();
+    let tensors = tensors_made().saturating_sub(tensors);
     let mut table = TABLE.lock().unwrap_or_else(|e| e.into_inner());
     let row = table.entry((phase, kind())).or_default();
     row.0 += took;
     row.1 += 1;
+    row.2 += tensors;
     Ok(out)
 }
 
@@ -119,24 +122,30 @@ pub fn report(per: usize) -> Option<String> {
     let total: f64 = rows.iter().map(|r| r.1 .0.as_secs_f64()).sum();
     let mut out = String::new();
     if !sections.is_empty() {
-        out.push_str("step sections (synchronised; each includes the ops inside), per step:\n");
-        for ((_, name), (took, count)) in sections {
+        out.push_str(
+            "step sections (synchronised; each includes the ops inside), per step: time, \
+             calls, candle tensors made\n",
+        );
+        for ((_, name), (took, count, tensors)) in sections {
             out.push_str(&format!(
-                "{:9.3} ms {:7.1}x  {name}\n",
+                "{:9.3} ms {:7.1}x {:8.0}t  {name}\n",
                 took.as_secs_f64() * 1e3 / per,
-                count as f64 / per
+                count as f64 / per,
+                tensors as f64 / per
             ));
         }
     }
     out.push_str(&format!(
-        "engine profile (generic path, synchronised per op), per step: {:.2} ms in all\n",
+        "engine profile (generic path, synchronised per op), per step: {:.2} ms in all; \
+         time, calls, candle tensors made\n",
         total * 1e3 / per
     ));
-    for ((phase, kind), (took, count)) in rows {
+    for ((phase, kind), (took, count, tensors)) in rows {
         out.push_str(&format!(
-            "{:9.3} ms {:7.1}x  {phase:8} {kind}\n",
+            "{:9.3} ms {:7.1}x {:8.0}t  {phase:8} {kind}\n",
             took.as_secs_f64() * 1e3 / per,
-            count as f64 / per
+            count as f64 / per,
+            tensors as f64 / per
         ));
     }
     Some(out)
@@ -170,5 +179,47 @@ mod tests {
         };
         assert_eq!(kind(&conv(1, 4)), "conv 3x5 stride 2");
         assert_eq!(kind(&conv(8, 1)), "conv 3x5 stride 2 depthwise");
+    }
+}
+
+/// How many candle tensors the process has made so far, not counting
+/// this function's own probes: every op's output and every view (reshape,
+/// narrow, transpose, detach) gets the next id of candle's counter. The
+/// difference over a step is a device-independent count of the step's ops
+/// (on a GPU each op other than a view is at least one launch), for the
+/// benches and the profile.
+pub fn tensors_made() -> usize {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static PROBES: AtomicUsize = AtomicUsize::new(0);
+    let probes = PROBES.fetch_add(1, Ordering::Relaxed) + 1;
+    let probe = candle_core::Tensor::zeros((), candle_core::DType::F32, &Device::Cpu);
+    let id = probe.ok().and_then(|t| {
+        let id = format!("{:?}", t.id());
+        id.strip_prefix("TensorId(")?
+            .strip_suffix(')')?
+            .parse::<usize>()
+            .ok()
+    });
+    id.unwrap_or(0).saturating_sub(probes)
+}
+
+#[cfg(test)]
+mod tensor_count_tests {
+    use candle_core::{Device, Tensor};
+
+    /// Three ops make three tensors, the probes none (other tests'
+    /// tensors, made on other threads meanwhile, can only add to them).
+    #[test]
+    fn counts_the_ops_in_between_not_the_probes() {
+        let before = super::tensors_made();
+        let t = Tensor::ones(4, candle_core::DType::F32, &Device::Cpu).unwrap();
+        let _ = (t.exp().unwrap() + 1.0).unwrap();
+        let made = super::tensors_made() - before;
+        assert!(made >= 3, "{made} tensors counted for 3 ops");
+        // Back to back, two reads differ only by what other threads made
+        // meanwhile: at least once in 1000 tries, by nothing (a probe
+        // counted would make every difference at least 1).
+        let still = (0..1000).any(|_| super::tensors_made() == super::tensors_made());
+        assert!(still, "the probes are counted");
     }
 }

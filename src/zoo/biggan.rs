@@ -75,7 +75,7 @@
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, Linear, VarBuilder};
+use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
 use rand::{RngCore, SeedableRng};
 use rand_distr::{Distribution, StandardNormal, Uniform};
 
@@ -406,7 +406,10 @@ struct BatchNorm {
     /// else the affine weight and bias `[C]`.
     scale: Tensor,
     offset: Tensor,
-    conditional: bool,
+    /// Conditional: the norm's per-sample scale `a` and shift of
+    /// [`BatchNorm::forward_relu`] as two linear maps of the condition,
+    /// each a one-node engine [`Net`] (see [`BatchNorm::gains`]).
+    gains: Option<[Net; 2]>,
 }
 
 impl BatchNorm {
@@ -426,13 +429,42 @@ impl BatchNorm {
             ),
             None => (vb.get(c, "weight")?, vb.get(c, "bias")?),
         };
-        Ok(BatchNorm {
+        let mut bn = BatchNorm {
             mean: mean.reshape((1, c))?,
             inv_std: inv_std.reshape((1, c))?,
             scale,
             offset,
-            conditional: cond.is_some(),
-        })
+            gains: None,
+        };
+        if cond.is_some() {
+            bn.gains = Some(bn.gains()?);
+        }
+        Ok(bn)
+    }
+
+    /// The conditional norm's `a = (1 + c·Sᵀ) · inv_std` and `shift = c·Oᵀ
+    /// − a · mean` as linear maps of the condition c, their weights and
+    /// biases worked out once from the statistics: `a = c·(S · inv_std)ᵀ +
+    /// inv_std`, `shift = c·(O − S · inv_std · mean)ᵀ − inv_std · mean`
+    /// (per row of S and O). Each is a one-node engine net, whose backward
+    /// gives the condition's gradient only: candle's matmul backward also
+    /// computes the frozen S's and O's gradients, and its autograd adds
+    /// five more ops per norm (50 norms a BigGAN-deep step).
+    fn gains(&self) -> candle_core::Result<[Net; 2]> {
+        let inv_std = self.inv_std.t()?; // [C, 1]
+        let inv_std_mean = (&self.inv_std * &self.mean)?.t()?;
+        let scale_w = self.scale.broadcast_mul(&inv_std)?;
+        let shift_w = (&self.offset - self.scale.broadcast_mul(&inv_std_mean)?)?;
+        let linear = |w: Tensor, b: Tensor| -> candle_core::Result<Net> {
+            let b = b.flatten_all()?;
+            let mut net = NetBuilder::new();
+            let y = net.linear(net.input(), &w.contiguous()?, Some(&b));
+            Ok(net.build(y))
+        };
+        Ok([
+            linear(scale_w, inv_std)?,
+            linear(shift_w, inv_std_mean.neg()?)?,
+        ])
     }
 
     /// Sets the statistics to those of `x` per channel (standing
@@ -445,28 +477,26 @@ impl BatchNorm {
         let var = flat.broadcast_sub(&mean.unsqueeze(1)?)?.sqr()?.mean(1)?;
         self.mean = mean.reshape((1, c))?;
         self.inv_std = (var + eps)?.sqrt()?.recip()?.reshape((1, c))?;
+        if self.gains.is_some() {
+            self.gains = Some(self.gains()?);
+        }
         self.forward_relu(&x, cond)
     }
 
     /// `relu(bn(x))`: `(x − mean) · inv_std · w + b` = `x · a + (b − mean ·
     /// a)` with `a = w · inv_std`, per sample and channel (`[B, C]`, from
-    /// the condition when conditional), as one
+    /// the condition when conditional: [`BatchNorm::gains`]), as one
     /// [`scale_shift_relu`](crate::engine::scale_shift_relu).
     fn forward_relu(&self, x: &Tensor, cond: &Tensor) -> candle_core::Result<Tensor> {
-        let (b, c) = (x.dim(0)?, x.dim(1)?);
-        let (weight, bias) = if self.conditional {
-            (
-                (cond.matmul(&self.scale.t()?)? + 1.0)?,
-                cond.matmul(&self.offset.t()?)?,
-            )
-        } else {
-            (
-                self.scale.reshape((1, c))?.broadcast_as((b, c))?,
-                self.offset.reshape((1, c))?.broadcast_as((b, c))?,
-            )
+        let (a, shift) = match &self.gains {
+            Some([scale, shift]) => (scale.forward(cond)?, shift.forward(cond)?),
+            None => {
+                let (b, c) = (x.dim(0)?, x.dim(1)?);
+                let a = (self.scale.reshape((1, c))? * &self.inv_std)?;
+                let shift = (self.offset.reshape((1, c))? - (&a * &self.mean)?)?;
+                (a.broadcast_as((b, c))?, shift.broadcast_as((b, c))?)
+            }
         };
-        let a = weight.broadcast_mul(&self.inv_std)?;
-        let shift = (bias - a.broadcast_mul(&self.mean)?)?;
         crate::engine::scale_shift_relu(x, &a, &shift)
     }
 }
@@ -573,7 +603,7 @@ impl SelfAttention {
 
 #[derive(Clone, Debug)]
 enum Layer {
-    Block(Block),
+    Block(Box<Block>),
     Attention(SelfAttention),
 }
 
@@ -583,7 +613,7 @@ pub struct BigGan {
     cfg: BigGanConfig,
     truncation: f64,
     embeddings: Tensor,
-    gen_z: Linear,
+    gen_z: Net,
     layers: Vec<Layer>,
     bn: BatchNorm,
     conv_to_rgb: Net,
@@ -599,10 +629,17 @@ impl BigGan {
         let ch = cfg.channel_width;
         let cond = 2 * cfg.z_dim;
         let g = vb.pp("generator");
-        let gen_z = Linear::new(
-            spectral(&g.pp("gen_z"), &[4 * 4 * 16 * ch, cond])?,
-            Some(g.pp("gen_z").get(4 * 4 * 16 * ch, "bias")?),
-        );
+        // A one-node engine net: candle's `Linear` backward would also
+        // compute the frozen [4·4·16·ch, cond] weight's gradient.
+        let gen_z = {
+            let mut net = NetBuilder::new();
+            let y = net.linear(
+                net.input(),
+                &spectral(&g.pp("gen_z"), &[4 * 4 * 16 * ch, cond])?,
+                Some(&g.pp("gen_z").get(4 * 4 * 16 * ch, "bias")?),
+            );
+            net.build(y)
+        };
         let mut layers = Vec::new();
         for (i, &(up, cin, cout)) in cfg.layers.iter().enumerate() {
             if i == cfg.attention_layer_position {
@@ -610,14 +647,14 @@ impl BigGan {
                 layers.push(Layer::Attention(SelfAttention::load(vb, ch * cin)?));
             }
             let vb = g.pp(format!("layers.{}", layers.len()));
-            layers.push(Layer::Block(Block::load(
+            layers.push(Layer::Block(Box::new(Block::load(
                 vb,
                 ch * cin,
                 ch * cout,
                 up,
                 cfg,
                 truncation,
-            )?));
+            )?)));
         }
         Ok(BigGan {
             cfg: cfg.clone(),
@@ -763,7 +800,102 @@ impl Generator for BigGan {
 
 #[cfg(test)]
 mod tests {
+    use candle_core::Var;
+
     use super::*;
+
+    fn randn(shape: &[usize], seed: u64, scale: f32, shift: f32) -> Tensor {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let n = shape.iter().product();
+        let v: Vec<f32> = (0..n)
+            .map(|_| {
+                let x: f32 = StandardNormal.sample(&mut rng);
+                x * scale + shift
+            })
+            .collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    /// A conditional norm's gains, worked out once into two linear maps of
+    /// the condition, give the port's `relu((x − mean) · inv_std · (1 +
+    /// c·Sᵀ) + c·Oᵀ)` on every engine, before and after calibration (which
+    /// remakes them), and the condition's gradient of candle's ops.
+    #[test]
+    fn conditional_gains_are_the_ports_norm_on_every_engine() {
+        let (b, c, d) = (3, 5, 7);
+        let x = randn(&[b, c, 4, 4], 1, 2.0, 0.5);
+        let cond = Var::from_tensor(&randn(&[b, d], 2, 1.0, 0.0)).unwrap();
+        let mut bn = BatchNorm {
+            mean: randn(&[1, c], 3, 1.0, 0.3),
+            inv_std: randn(&[1, c], 4, 0.3, 1.0).abs().unwrap(),
+            scale: randn(&[c, d], 5, 0.5, 0.0),
+            offset: randn(&[c, d], 6, 0.5, 0.0),
+            gains: None,
+        };
+        bn.gains = Some(bn.gains().unwrap());
+        let port = |bn: &BatchNorm, x: &Tensor| -> (Tensor, Tensor) {
+            let r = |t: &Tensor| t.reshape((b, c, 1, 1)).unwrap();
+            let w = (cond.as_tensor().matmul(&bn.scale.t().unwrap()).unwrap() + 1.0).unwrap();
+            let o = cond.as_tensor().matmul(&bn.offset.t().unwrap()).unwrap();
+            let y = x
+                .broadcast_sub(&bn.mean.reshape((1, c, 1, 1)).unwrap())
+                .unwrap()
+                .broadcast_mul(&bn.inv_std.reshape((1, c, 1, 1)).unwrap())
+                .unwrap()
+                .broadcast_mul(&r(&w))
+                .unwrap()
+                .broadcast_add(&r(&o))
+                .unwrap()
+                .relu()
+                .unwrap();
+            let g = y.sum_all().unwrap().backward().unwrap();
+            (y, g.get(cond.as_tensor()).unwrap().clone())
+        };
+        let check = |bn: &BatchNorm, x: &Tensor| {
+            let (want, want_g) = port(bn, x);
+            let [scale, shift] = bn.gains.as_ref().unwrap();
+            // The norm as it runs (the engine in force: `auto` here), and
+            // its gains on each path of the nets, applied by candle's ops.
+            let on = |path: &str, n: &Net| {
+                let c = cond.as_tensor();
+                match path {
+                    "auto" => n.forward(c),
+                    "generic" => n.forward_generic(c),
+                    _ => n.forward_candle(c),
+                }
+                .unwrap()
+            };
+            let mut ys = vec![(
+                "forward_relu",
+                bn.forward_relu(x, cond.as_tensor()).unwrap(),
+            )];
+            for name in ["auto", "generic", "candle"] {
+                let (a, sh) = (on(name, scale), on(name, shift));
+                let y = x
+                    .broadcast_mul(&a.reshape((b, c, 1, 1)).unwrap())
+                    .unwrap()
+                    .broadcast_add(&sh.reshape((b, c, 1, 1)).unwrap())
+                    .unwrap()
+                    .relu()
+                    .unwrap();
+                ys.push((name, y));
+            }
+            let err = |a: &Tensor, b: &Tensor| {
+                let d = (a - b).unwrap().abs().unwrap().max_all().unwrap();
+                let m = b.abs().unwrap().max_all().unwrap();
+                d.to_scalar::<f32>().unwrap() / m.to_scalar::<f32>().unwrap()
+            };
+            for (name, y) in ys {
+                let g = y.sum_all().unwrap().backward().unwrap();
+                let g = g.get(cond.as_tensor()).unwrap();
+                let (ey, eg) = (err(&y, &want), err(g, &want_g));
+                assert!(ey < 1e-5 && eg < 1e-5, "{name}: output {ey}, gradient {eg}");
+            }
+        };
+        check(&bn, &x);
+        bn.calibrate(&x, cond.as_tensor(), 1e-4).unwrap();
+        check(&bn, &randn(&[b, c, 4, 4], 7, 2.0, 0.5));
+    }
 
     #[test]
     fn the_128_layout_is_the_ports_default_and_has_506_tensors() {
