@@ -226,6 +226,25 @@ impl Record {
     }
 }
 
+/// serde for an `f64` that may be NaN or infinite (a pair's lift of 0 / 0
+/// or x / 0), which JSON cannot hold: written as `null`, read back as NaN
+/// (serde_json wrote `null` already, and then could not read it back).
+pub(crate) mod non_finite_as_null {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if v.is_finite() {
+            s.serialize_f64(*v)
+        } else {
+            s.serialize_none()
+        }
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+    }
+}
+
 /// Seconds since the Unix epoch, now.
 pub fn now() -> u64 {
     SystemTime::now()

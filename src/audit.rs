@@ -148,6 +148,47 @@ impl GradientAudit {
         self.run(name, "latent z", z, |z| model.decode(z, condition))
     }
 
+    /// Audits the gradient of a generator's log p(z) with respect to the
+    /// latents `z` `[B, d]`, the prior term the search climbs (weighted by
+    /// λ). A log p(z) that carries no gradient passes only where it does
+    /// not depend on z (a flat prior: the same value at z and at z + ½);
+    /// one that does (computed on the host, say, and made a tensor again)
+    /// would leave the search blind to the prior, and is an
+    /// [`Error::MissingGradient`].
+    pub fn log_prior(&self, name: &str, model: &dyn Generator, z: &Tensor) -> Result<()> {
+        let what = format!("{name}.log_prior");
+        let var = Var::from_tensor(&z.detach()).map_err(Error::tensor("make z a variable"))?;
+        let lp = model
+            .log_prior(var.as_tensor())
+            .map_err(Error::model(name, "compute log p(z)"))?;
+        let grads = lp
+            .to_dtype(DType::F64)
+            .and_then(|t| t.sum_all())
+            .and_then(|t| t.backward())
+            .map_err(|e| Error::model(name, "backpropagate log p(z)")(with_backward_hint(e)))?;
+        if grads.get(var.as_tensor()).is_some() {
+            return self
+                .run(&what, "latent z", z, |z| model.log_prior(z))
+                .map(|_| ());
+        }
+        let values = |t: &Tensor| -> Result<Vec<f64>> {
+            t.flatten_all()
+                .and_then(|t| t.to_dtype(DType::F64))
+                .and_then(|t| t.to_vec1::<f64>())
+                .map_err(Error::tensor("read log p(z)"))
+        };
+        let moved = (z.detach() + 0.5)
+            .and_then(|z| model.log_prior(&z))
+            .map_err(Error::model(name, "compute log p(z)"))?;
+        if values(&lp)? == values(&moved)? {
+            return Ok(());
+        }
+        Err(Error::MissingGradient {
+            model: what,
+            input: "latent z",
+        })
+    }
+
     /// Audits any differentiable function of one tensor.
     pub fn function(
         &self,
@@ -188,6 +229,7 @@ impl GradientAudit {
         let x = x.detach();
         let var = Var::from_tensor(&x).map_err(Error::tensor("make the input a variable"))?;
         let y = eval(var.as_tensor())?;
+        self.check_deterministic(name, input, &y, &eval(&x)?)?;
         let weights = sample_standard_normal(y.shape(), &mut rng, dev)
             .and_then(|r| r.to_dtype(DType::F64))
             .map_err(Error::tensor("draw the output weighting"))?;
@@ -264,6 +306,41 @@ impl GradientAudit {
 }
 
 impl GradientAudit {
+    /// Refuses a model whose two outputs `y`, `again` for one input differ
+    /// by more than 10⁻³ of their largest magnitude (dropout left on moves
+    /// them by O(1); rounding, on a GPU, by 10⁻⁷), where finite
+    /// differences would measure the noise.
+    fn check_deterministic(
+        &self,
+        name: &str,
+        input: &'static str,
+        y: &Tensor,
+        again: &Tensor,
+    ) -> Result<()> {
+        let read = |t: &Tensor| -> Result<Vec<f64>> {
+            t.flatten_all()
+                .and_then(|t| t.to_dtype(DType::F64))
+                .and_then(|t| t.to_vec1::<f64>())
+                .map_err(Error::tensor("read a model's output"))
+        };
+        let (a, b) = (read(y)?, read(again)?);
+        let scale = a.iter().fold(0f64, |m, v| m.max(v.abs()));
+        let difference = a
+            .iter()
+            .zip(&b)
+            .filter(|(p, q)| p.is_finite() && q.is_finite())
+            .fold(0f64, |m, (p, q)| m.max((p - q).abs()));
+        if difference > 1e-3 * scale {
+            return Err(Error::Nondeterministic {
+                model: name.to_string(),
+                input,
+                difference,
+                scale,
+            });
+        }
+        Ok(())
+    }
+
     /// Direction 0 is the backpropagated gradient itself; direction i > 0
     /// is (ĝ + u_i) / ‖ĝ + u_i‖ for a random unit vector u_i, where ĝ is the
     /// unit gradient. A purely random direction in a space of thousands of

@@ -180,6 +180,23 @@ pub enum Error {
         /// "input" or "latent z".
         input: &'static str,
     },
+    /// Two forward passes of a model on one input differ.
+    #[error(
+        "gradient audit of `{model}` failed: two forward passes on the same {input} differ, \
+         by up to {difference:.3e} against outputs up to {scale:.3e}: a model in training mode \
+         (dropout, batch statistics) or with random ops is neither audited nor searched \
+         soundly; run it in inference mode (no dropout, running statistics)"
+    )]
+    Nondeterministic {
+        /// The model's name.
+        model: String,
+        /// "input" or "latent z".
+        input: &'static str,
+        /// The largest difference between the two outputs.
+        difference: f64,
+        /// The largest output magnitude.
+        scale: f64,
+    },
     /// A backpropagated directional derivative disagrees with finite differences.
     #[error(
         "gradient audit of `{model}` failed: along direction {direction}, backprop gives \

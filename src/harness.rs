@@ -18,6 +18,31 @@ use libtest_mimic::{Arguments, Failed, Trial};
 use crate::suite::Suite;
 pub use crate::suite::{device, Registry};
 
+/// Where the harness's own lines (the summaries, the report's path, a
+/// tournament pair's wins) go: stdout beside libtest's lines, but stderr
+/// under `--format json`, whose stdout must hold JSON events only.
+#[derive(Clone, Copy)]
+enum Output {
+    Stdout,
+    Stderr,
+}
+
+impl Output {
+    fn for_format(format: Option<libtest_mimic::FormatSetting>) -> Self {
+        match format {
+            Some(libtest_mimic::FormatSetting::Json) => Output::Stderr,
+            _ => Output::Stdout,
+        }
+    }
+
+    fn line(self, line: &str) {
+        match self {
+            Output::Stdout => println!("{line}"),
+            Output::Stderr => eprintln!("{line}"),
+        }
+    }
+}
+
 /// Under nextest (`NEXTEST` set), one trial per ordered pair of each
 /// tournament, `tournament::<name>::<a>-vs-<b>`: each runs its pair alone
 /// and writes the pair's record, so that `--partition` spreads a
@@ -25,7 +50,11 @@ pub use crate::suite::{device, Registry};
 /// only assembles the records it finds current (and runs the others).
 /// Not listed under `cargo test`, which runs every trial in one process:
 /// there the verdict runs every pair once.
-fn tournament_pair_trials(suite: &Arc<Suite>, infos: &[crate::suite::TrialInfo]) -> Vec<Trial> {
+fn tournament_pair_trials(
+    suite: &Arc<Suite>,
+    infos: &[crate::suite::TrialInfo],
+    out: Output,
+) -> Vec<Trial> {
     let mut trials = Vec::new();
     for info in infos {
         if info.id.kind != crate::config::TrialKind::Tournament {
@@ -39,13 +68,13 @@ fn tournament_pair_trials(suite: &Arc<Suite>, infos: &[crate::suite::TrialInfo])
                 Trial::test(test, move || {
                     match suite.run_tournament_pair(&name, &pair, &|_, _| {}) {
                         Ok(r) => {
-                            println!(
+                            out.line(&format!(
                                 "{}: {} wins, {} wins, {} ties",
                                 r.name(),
                                 r.wins_a,
                                 r.wins_b,
                                 r.ties
-                            );
+                            ));
                             Ok(())
                         }
                         Err(e) => Err(Failed::from(format!(
@@ -100,9 +129,10 @@ pub fn run_with_args(config_path: &str, registry: Registry, mut args: Arguments)
             }
         }
     }
+    let out = Output::for_format(args.format);
     let summaries = Arc::new(Mutex::new(Vec::new()));
     let pair_trials = if std::env::var_os("NEXTEST").is_some() {
-        tournament_pair_trials(&suite, &infos)
+        tournament_pair_trials(&suite, &infos, out)
     } else {
         Vec::new()
     };
@@ -137,11 +167,11 @@ pub fn run_with_args(config_path: &str, registry: Registry, mut args: Arguments)
     let conclusion = libtest_mimic::run(&args, trials);
     // Printed after libtest's lines rather than between "test x ..." and "ok".
     for line in summaries.lock().expect("summaries").iter() {
-        println!("{line}");
+        out.line(line);
     }
     if !args.list && conclusion.num_filtered_out < count {
         match suite.write_report() {
-            Ok(written) => println!("gevaldi report: {}", written.index.display()),
+            Ok(written) => out.line(&format!("gevaldi report: {}", written.index.display())),
             Err(e) => eprintln!("warning: {e}"),
         }
     }

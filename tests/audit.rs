@@ -167,3 +167,88 @@ fn rejects_bad_settings() {
         assert!(matches!(err, Error::Setting { .. }), "{err}");
     }
 }
+
+/// A generator whose prior is the standard normal's but computed as the
+/// test says: through candle's ops, on the host (no gradient), flat, or
+/// with a wrong gradient.
+struct Prior {
+    how: &'static str,
+}
+
+impl gevaldi::model::Generator for Prior {
+    fn latent_dim(&self) -> usize {
+        4
+    }
+    fn decode(&self, z: &Tensor, _: Option<&Tensor>) -> candle_core::Result<Tensor> {
+        z.tanh()
+    }
+    fn log_prior(&self, z: &Tensor) -> candle_core::Result<Tensor> {
+        let normal = gevaldi::model::standard_normal_log_density(z)?;
+        match self.how {
+            "ops" => Ok(normal),
+            "host" => Tensor::new(normal.to_vec1::<f32>()?, z.device()),
+            "flat" => Tensor::zeros(z.dim(0)?, z.dtype(), z.device()),
+            // −‖z‖² / 2 forward, with a gradient twice too large.
+            _ => {
+                let wrong = z.sqr()?.sum(1)?.affine(-1.0, 0.0)?;
+                normal.detach() + (&wrong - wrong.detach())?
+            }
+        }
+    }
+}
+
+/// Regression: a generator of one's own whose log p(z) carried no gradient
+/// (computed on the host) passed every trial, the search blind to the prior
+/// term. Now the audit refuses it, passes a flat prior (no gradient and no
+/// dependence on z) and an honest one, and catches a wrong gradient.
+#[test]
+fn audits_a_generators_log_prior() {
+    let z = sample_standard_normal(
+        (2, 4),
+        &mut rand_chacha::ChaCha8Rng::seed_from_u64(1),
+        &common::device(),
+    )
+    .unwrap();
+    let audit = GradientAudit::default();
+    let run = |how| audit.log_prior("mine", &Prior { how }, &z);
+    run("ops").unwrap();
+    run("flat").unwrap();
+    let e = run("host").unwrap_err();
+    assert!(
+        matches!(&e, Error::MissingGradient { model, .. } if model == "mine.log_prior"),
+        "{e}"
+    );
+    let e = run("wrong").unwrap_err();
+    assert!(matches!(&e, Error::GradientMismatch { .. }), "{e}");
+    assert!(e.to_string().contains("mine.log_prior"), "{e}");
+}
+
+/// A classifier left with dropout on.
+struct Dropout {
+    names: Vec<String>,
+}
+
+impl Classifier for Dropout {
+    fn logits(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let x = candle_nn::ops::dropout(&x.flatten_from(1)?, 0.5)?;
+        x.narrow(1, 0, 10)
+    }
+    fn class_names(&self) -> &[String] {
+        &self.names
+    }
+}
+
+/// Regression: dropout left on failed the audit with the advice for a
+/// wrong backward (max_pool2d, kinks), a ratio that changed run to run.
+/// Now it is named for what it is.
+#[test]
+fn names_a_model_whose_forward_is_random() {
+    let c = Dropout {
+        names: zoo::mnist_class_names(),
+    };
+    let e = GradientAudit::default()
+        .classifier("drop", &c, &images(2, 3))
+        .unwrap_err();
+    assert!(matches!(&e, Error::Nondeterministic { .. }), "{e}");
+    assert!(e.to_string().contains("training mode"), "{e}");
+}

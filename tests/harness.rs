@@ -24,6 +24,32 @@ fn text(out: &Output) -> String {
     )
 }
 
+/// Regression: under `--format json` the harness's own lines (a pair's
+/// summary, the report's path) went to stdout after libtest's events, so
+/// stdout was no longer JSON lines. Now they go to stderr there.
+#[test]
+fn format_json_leaves_stdout_to_json_events() {
+    let bin = profile_dir().join("examples/harness_expect_fail");
+    let out = Command::new(&bin)
+        .args(["--format", "json", "--exact", "pair::lenient"])
+        .env("INSTA_UPDATE", "no")
+        .env_remove("INSTA_FORCE_PASS")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("pair::lenient"), "{stdout}");
+    for line in stdout.lines() {
+        let event: Result<serde_json::Value, _> = serde_json::from_str(line);
+        assert!(event.is_ok(), "not JSON on stdout: {line}");
+    }
+    assert!(stderr.contains("pair::lenient: mean kl "), "{stderr}");
+    assert!(stderr.contains("gevaldi report: "), "{stderr}");
+}
+
 /// See issue 4: a failing threshold exits 101 and says why; the passing pair
 /// of the same suite passes.
 #[test]

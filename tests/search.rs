@@ -657,4 +657,19 @@ fn a_model_against_itself_has_no_divergence_and_no_lift() {
     }
     assert!(out.baseline.divergences.iter().all(|d| *d == 0.0));
     assert!(out.lift().is_nan(), "{}", out.lift());
+    // Regression: the record held `"lift":null`, which it could not read
+    // back ("no record" in the report). Now null reads as NaN, and the
+    // report's lift is worked out again from the means (0 / 0 here).
+    let thresholds = gevaldi::config::Thresholds {
+        max_divergence: None,
+        statistic: gevaldi::config::Statistic::Max,
+        min_lift: None,
+        max_set_distance: None,
+        top_n: 1,
+    };
+    let summary = gevaldi::snapshot::Summary::new("p", "vae", &out, &thresholds);
+    let json = serde_json::to_string(&summary).unwrap();
+    assert!(json.contains(r#""lift":null"#), "{json}");
+    let back: gevaldi::snapshot::Summary = serde_json::from_str(&json).unwrap();
+    assert!(back.lift.is_nan());
 }

@@ -199,7 +199,7 @@ fn headline(r: &Record) -> String {
                 s.divergence.after.mean,
                 s.divergence.after.max,
                 s.baseline.mean,
-                crate::verdict::lift_text(s.lift, 1)
+                crate::verdict::lift_text(s.lift_value(), 1)
             )
         }
         Record::Ensemble(e) => {

@@ -74,7 +74,7 @@ pub(super) fn pair_section(dir: &Path, p: &PairArtifact, now: u64) -> Result<Str
     let _ = write!(
         html,
         "</table><p>Lift (mean after / baseline mean): <b>{}</b>; mean dz = ‖z − z0‖ / ‖z‖: {:.3}.</p>",
-        crate::verdict::lift_text(s.lift, 2),
+        crate::verdict::lift_text(s.lift_value(), 2),
         s.mean_dz
     );
     let t = &s.thresholds;

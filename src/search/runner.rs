@@ -144,10 +144,7 @@ impl<'a> Search<'a> {
         let mut last_grad: Option<Tensor> = None;
         let (last, last_host, last_div, last_measured, last_dz) = loop {
             let eval = self.evaluate(z.as_tensor(), b)?;
-            let log_prior = self
-                .generator
-                .log_prior(z.as_tensor())
-                .map_err(Error::model(&self.generator_name, "compute log p(z)"))?;
+            let log_prior = self.log_prior(z.as_tensor(), b)?;
             let objective = log_prior
                 .affine(cfg.lambda, 0.0)
                 .and_then(|prior| &eval.divergence + prior)
@@ -454,6 +451,29 @@ impl<'a> Search<'a> {
                 Ok(update)
             }
         }
+    }
+
+    /// The generator's log p(z), checked to be `[B]` in z's dtype (else
+    /// the objective's sum fails naming neither).
+    fn log_prior(&self, z: &Tensor, b: usize) -> Result<Tensor> {
+        let lp = self
+            .generator
+            .log_prior(z)
+            .map_err(Error::model(&self.generator_name, "compute log p(z)"))?;
+        if lp.dims() != [b] {
+            return Err(self.shape_error("log p(z) (`log_prior`)", format!("[{b}]"), &lp));
+        }
+        if lp.dtype() != z.dtype() {
+            return Err(Error::model(&self.generator_name, "use its log p(z)")(
+                candle_core::Error::Msg(format!(
+                    "`log_prior` gave {:?} but the search runs in {:?} (the latent's type): \
+                     convert it (`to_dtype`)",
+                    lp.dtype(),
+                    z.dtype()
+                )),
+            ));
+        }
+        Ok(lp)
     }
 
     /// ‖z − z0‖ / ‖z‖ per sample, `[B]`.

@@ -30,7 +30,10 @@ pub struct Summary {
     pub divergence: BeforeAfter,
     /// The null baseline.
     pub baseline: Stats,
-    /// Mean divergence after / baseline mean.
+    /// Mean divergence after / baseline mean: NaN where both are 0 (`null`
+    /// in the record), ∞ where only the baseline is (`null` too: read back
+    /// as NaN, see [`Summary::lift_value`]).
+    #[serde(with = "crate::artifact::non_finite_as_null")]
     pub lift: f64,
     /// Mean ‖z − z0‖ / ‖z‖.
     pub mean_dz: f64,
@@ -184,6 +187,16 @@ pub struct SampleSummary {
 }
 
 impl Summary {
+    /// The lift; where a record read back holds none (`null`: it was not
+    /// finite), mean after / baseline again, which tells ∞ from 0 / 0.
+    pub(crate) fn lift_value(&self) -> f64 {
+        if self.lift.is_nan() {
+            self.divergence.after.mean / self.baseline.mean
+        } else {
+            self.lift
+        }
+    }
+
     /// The summary of a finished trial.
     pub fn new(
         pair: &str,

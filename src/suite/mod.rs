@@ -244,6 +244,15 @@ impl Suite {
                 generator,
                 "sample its prior for the gradient audit",
             ))?;
+        let d = g.latent_dim();
+        if z.dims() != [2, d] {
+            return Err(Error::Shape {
+                model: generator.to_string(),
+                what: "samples of its prior (`sample_prior(2, ..)`)".into(),
+                expected: format!("[2, {d}] (its `latent_dim` is {d})"),
+                got: z.dims().to_vec(),
+            });
+        }
         let condition = match g.num_conditions() {
             Some(k) => Some(crate::model::one_hot(&[0, 1 % k], k, &self.device)?),
             None => None,
@@ -264,6 +273,7 @@ impl Suite {
             .map_err(Error::model(generator, "decode z"))?;
         if own_generator && finite(&x)? {
             audit.generator(generator, g, &z, condition.as_ref())?;
+            audit.log_prior(generator, g, &z)?;
         }
         for (name, c) in own {
             let logits = c.logits(&x).map_err(Error::model(
