@@ -723,6 +723,29 @@ fn with_registered(
     (text, r)
 }
 
+/// Regression: a name registered twice was accepted, the first
+/// registration built and the second silently ignored.
+#[test]
+fn a_name_registered_twice_is_refused() {
+    let d = case_dir("registered-twice");
+    let (text, mut r) = with_registered(
+        "",
+        Pixels {
+            width: 10,
+            names: gevaldi::zoo::mnist_class_names(),
+        },
+    );
+    r.classifier("mine", |_| {
+        Ok(Pixels {
+            width: 10,
+            names: gevaldi::zoo::mnist_class_names(),
+        })
+    });
+    let e = trial(&d, &text, r, "p").unwrap_err();
+    assert!(e.contains("`classifier.mine`"), "{e}");
+    assert!(e.contains("registered twice from Rust"), "{e}");
+}
+
 impl Clone for Pixels {
     fn clone(&self) -> Self {
         Pixels {

@@ -257,8 +257,15 @@ fn expand(input: MainInput) -> syn::Result<TokenStream> {
                 ));
             }
         }
-        for r in regs {
+        for (i, r) in regs.iter().enumerate() {
             let name = r.name.value();
+            if regs[..i].iter().any(|earlier| earlier.name.value() == name) {
+                push(syn::Error::new(
+                    r.name.span(),
+                    format!("{kind} `{name}` is registered twice in `{key}`: keep one"),
+                ));
+                continue;
+            }
             match decls.iter().find(|d| d.name == name) {
                 None => push(syn::Error::new(
                     r.name.span(),

@@ -148,6 +148,15 @@ pub(super) fn check_registry(config: &Config, registry: &Registry) -> Result<()>
         return Ok(());
     }
     let check = |decls: &[ModelDecl], registered: Vec<&str>, kind: ModelKind| -> Result<()> {
+        for (i, name) in registered.iter().enumerate() {
+            if registered[..i].contains(name) {
+                return Err(Error::setting(
+                    format!("{kind}.{name}"),
+                    "registered twice from Rust",
+                    "one registration per name (the first one would be the one built)",
+                ));
+            }
+        }
         for d in decls.iter().filter(|d| d.builtin.is_none()) {
             if !registered.contains(&d.name.as_str()) {
                 return Err(Error::setting(
