@@ -331,8 +331,26 @@ pub fn tournament_record(dir: &Path, name: &str) -> PathBuf {
 }
 
 /// The directory of the records of the config at `config`:
-/// `<target>/gevaldi/<name of the config's directory>/<config's stem>`.
+/// `<target>/gevaldi/<name of the config's directory>/<config's stem>`,
+/// unless another config of that folder name and stem has claimed it (two
+/// `mnist/gevaldi.toml` in different places overwrote each other's records
+/// and report): then `<target>/gevaldi/<folder name>-<8 hex digits>/<stem>`,
+/// the digits a hash of where the config is. A suite claims its directory
+/// when it runs ([`claim_artifact_dir`]); this only looks.
 pub fn artifact_dir(config: &Path) -> PathBuf {
+    resolve_artifact_dir(&target_dir(), config, false)
+}
+
+/// [`artifact_dir`], claimed for `config` (a file `.config` there names it)
+/// where no other config has claimed it.
+pub fn claim_artifact_dir(config: &Path) -> PathBuf {
+    resolve_artifact_dir(&target_dir(), config, true)
+}
+
+/// The claim's file, beside the records.
+const CLAIM: &str = ".config";
+
+fn resolve_artifact_dir(target: &Path, config: &Path, claim: bool) -> PathBuf {
     let name = |p: Option<&std::ffi::OsStr>| {
         p.map(|n| n.to_string_lossy().into_owned())
             .filter(|n| !n.is_empty())
@@ -344,10 +362,39 @@ pub fn artifact_dir(config: &Path) -> PathBuf {
     } else {
         dir
     };
-    target_dir()
-        .join("gevaldi")
-        .join(name(dir.file_name()))
-        .join(name(config.file_stem()))
+    let (folder, stem) = (name(dir.file_name()), name(config.file_stem()));
+    let plain = target.join("gevaldi").join(&folder).join(&stem);
+    // Where the config is: relative to the target directory's parent (the
+    // workspace, which moves with it) where it lies inside it.
+    let absolute = std::fs::canonicalize(config).unwrap_or_else(|_| dir.join(config));
+    let workspace = target.parent().and_then(|p| std::fs::canonicalize(p).ok());
+    let id = match workspace
+        .as_deref()
+        .and_then(|w| absolute.strip_prefix(w).ok())
+    {
+        Some(relative) => relative.to_string_lossy().replace('\\', "/"),
+        None => absolute.to_string_lossy().into_owned(),
+    };
+    match std::fs::read_to_string(plain.join(CLAIM)) {
+        Ok(owner) if owner.trim_end() != id => {
+            // FNV-1a, 32 bits: a stable name, not a security measure.
+            let hash = id.bytes().fold(0x811c_9dc5u32, |h, b| {
+                (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+            });
+            target
+                .join("gevaldi")
+                .join(format!("{folder}-{hash:08x}"))
+                .join(stem)
+        }
+        Ok(_) => plain,
+        Err(_) => {
+            if claim && std::fs::create_dir_all(&plain).is_ok() {
+                // A failed write leaves the directory unclaimed, as before.
+                let _ = write_atomic(&plain.join(CLAIM), format!("{id}\n").as_bytes());
+            }
+            plain
+        }
+    }
 }
 
 /// The record of the pair `name` in `dir`.
@@ -402,6 +449,40 @@ pub fn target_dir() -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: two configs `<a>/mnist/gevaldi.toml` and
+    /// `<b>/mnist/gevaldi.toml` shared one records directory, so each run
+    /// overwrote the other's records and report. The first claims it, the
+    /// second gets its own, and each finds its own again.
+    #[test]
+    fn configs_of_one_folder_name_in_two_places_keep_their_records_apart() {
+        let root = std::env::temp_dir().join(format!("gevaldi-claim-{}", std::process::id()));
+        let target = root.join("target");
+        let config = |place: &str| {
+            let dir = root.join(place).join("mnist");
+            std::fs::create_dir_all(&dir).unwrap();
+            let path = dir.join("gevaldi.toml");
+            std::fs::write(&path, "").unwrap();
+            path
+        };
+        let (a, b) = (config("exp"), config("base"));
+        let plain = target.join("gevaldi").join("mnist").join("gevaldi");
+        assert_eq!(resolve_artifact_dir(&target, &a, false), plain);
+        assert_eq!(resolve_artifact_dir(&target, &a, true), plain);
+        let claim = std::fs::read_to_string(plain.join(CLAIM)).unwrap();
+        assert_eq!(claim, "exp/mnist/gevaldi.toml\n");
+        let other = resolve_artifact_dir(&target, &b, true);
+        assert_ne!(other, plain);
+        assert!(
+            other.starts_with(target.join("gevaldi")),
+            "{}",
+            other.display()
+        );
+        assert!(other.ends_with("gevaldi"), "{}", other.display());
+        assert_eq!(resolve_artifact_dir(&target, &b, false), other);
+        assert_eq!(resolve_artifact_dir(&target, &a, false), plain);
+        std::fs::remove_dir_all(root).unwrap();
+    }
 
     #[test]
     fn atomic_writes_replace_the_file_and_leave_no_temporary() {

@@ -39,7 +39,7 @@ pub use self::device::bench_cuda_events;
 pub use self::device::{device, fix_thread_count, prepare_process};
 pub use self::outcome::{Figures, TrialError, TrialErrorKind, TrialReport};
 pub use self::registry::{BuildModel, Registry};
-use crate::artifact::{self, artifact_dir, ErrorRecord, Record};
+use crate::artifact::{self, claim_artifact_dir, ErrorRecord, Record};
 use crate::config::{self, Config, TrialId, TrialKind};
 use crate::error::{Error, Result};
 use crate::hierarchy::Hierarchy;
@@ -111,7 +111,7 @@ impl Suite {
 
     /// The directory of this config's records, pictures and report.
     pub fn artifact_dir(&self) -> PathBuf {
-        artifact_dir(&self.config.path)
+        claim_artifact_dir(&self.config.path)
     }
 
     /// Writes the HTML report of the latest record of every trial.
