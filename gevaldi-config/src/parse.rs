@@ -92,6 +92,7 @@ pub fn parse_in(text: &str, display: &Path, dir: &Path) -> Result<Config, Config
         file: display.to_path_buf(),
         dir: dir.to_path_buf(),
         errors: Vec::new(),
+        names: Vec::new(),
     };
     let (root, syntax) = DeTable::parse_recoverable(text);
     // Only the first syntax error: the parser's recovery after it reports
@@ -119,6 +120,10 @@ struct Cx<'t> {
     file: PathBuf,
     dir: PathBuf,
     errors: Vec<ConfigError>,
+    /// Every trial name read so far, (kind, name, line), whether or not
+    /// its entry had mistakes: a duplicate of an entry with a mistake is
+    /// named in the same run, not only once that one is mended.
+    names: Vec<(&'static str, String, usize)>,
 }
 
 type Value<'i> = Spanned<DeValue<'i>>;
@@ -685,7 +690,7 @@ impl Cx<'_> {
             table,
             path: &path,
         };
-        let name = self.entry_name(&entry, "ensemble", config);
+        let name = self.entry_name(&entry, "ensemble");
         let members = self.entry_classifiers(&entry, "members", config, "base learners");
         let generator = self.entry_generator(&entry, config, true);
         let test_data = match get("test_data") {
@@ -736,6 +741,21 @@ impl Cx<'_> {
         let min_mds_accuracy = fraction(self, "min_mds_accuracy");
         let max_accuracy_drop = fraction(self, "max_accuracy_drop");
         let min_accuracy_drop = fraction(self, "min_accuracy_drop");
+        if let (Some(min), Some(max)) = (min_accuracy_drop, max_accuracy_drop) {
+            if min > max {
+                let span = get("min_accuracy_drop")
+                    .map(|v| v.span())
+                    .unwrap_or_default();
+                self.err(
+                    span,
+                    &format!("{path}.min_accuracy_drop"),
+                    format!(
+                        "{min} can never pass beside max_accuracy_drop = {max}: expected at \
+                         most max_accuracy_drop"
+                    ),
+                );
+            }
+        }
         let max_regions = get("max_regions")
             .and_then(|v| self.uint(v, &format!("{path}.max_regions"), 0))
             .map(|v| v as usize);
@@ -771,7 +791,7 @@ impl Cx<'_> {
             table,
             path: &path,
         };
-        let name = self.entry_name(&entry, "pair", config);
+        let name = self.entry_name(&entry, "pair");
         let models = self.entry_classifiers(&entry, "models", config, "classifiers to compare");
         let generator = self.entry_generator(&entry, config, false);
         // The library's default divergence.
@@ -1050,29 +1070,19 @@ impl Cx<'_> {
     /// taken, even in another case: by another pair or ensemble for a pair
     /// or an ensemble (they share the snapshot directory), by another
     /// tournament for a tournament (its files are all `tournament-<name>`).
-    fn entry_name(&mut self, e: &Entry, kind: &str, config: &Config) -> Option<String> {
+    fn entry_name(&mut self, e: &Entry, kind: &'static str) -> Option<String> {
         let key = format!("{}.name", e.path);
         let Some(v) = e.table.get("name") else {
             self.err(e.value.span(), e.path, "missing `name`");
             return None;
         };
         let n = self.string(v, &key)?;
-        let entries: Vec<(&str, &str, usize)> = if kind == "tournament" {
-            let tournaments = config.tournaments.iter();
-            tournaments
-                .map(|t| ("tournament", t.name.as_str(), t.line))
-                .collect()
-        } else {
-            let pairs = config
-                .pairs
-                .iter()
-                .map(|p| ("pair", p.name.as_str(), p.line));
-            let ensembles = config.ensembles.iter();
-            pairs
-                .chain(ensembles.map(|e| ("ensemble", e.name.as_str(), e.line)))
-                .collect()
-        };
-        let taken = (entries.into_iter()).find(|(_, other, _)| other.eq_ignore_ascii_case(&n));
+        let shares = |other: &str| (kind == "tournament") == (other == "tournament");
+        let taken = (self.names.iter())
+            .find(|(k, other, _)| shares(k) && other.eq_ignore_ascii_case(&n))
+            .map(|(k, other, line)| (*k, other.clone(), *line));
+        let line = self.line(&e.value.span());
+        self.names.push((kind, n.clone(), line));
         if let Some(problem) = name_problem(&n) {
             self.err(v.span(), &key, problem);
         } else if let Some((other_kind, other, line)) = taken {
@@ -1201,8 +1211,8 @@ fn name_problem(name: &str) -> Option<String> {
         .find(|c| !(c.is_ascii_alphanumeric() || "_-.".contains(*c)))
     {
         return Some(format!(
-            "invalid name {name:?}: {c:?} is not portable in a file name; expected letters, \
-             digits, `_`, `-` or `.`"
+            "invalid name {name:?}: {c:?} is not portable in a file name; expected ASCII \
+             letters, digits, `_`, `-` or `.`"
         ));
     }
     if name.len() > max {

@@ -63,7 +63,7 @@ fn separators_and_non_portable_characters_are_refused() {
             errors(&format!("{MODELS}{}", pair(name))),
             [format!(
                 "14:8: `pair[0].name`: invalid name {name:?}: {c:?} is not portable in a file \
-                 name; expected letters, digits, `_`, `-` or `.`"
+                 name; expected ASCII letters, digits, `_`, `-` or `.`"
             )]
         );
     }

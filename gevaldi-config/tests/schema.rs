@@ -162,6 +162,11 @@ fn structural_mistakes_are_named() {
         // used to fail only when the trial ran).
         ("[[ensemble]]\nname = \"e\"\nmembers = [\"a\", \"c\"]\ngenerator = \"vae\"\ntest_data = \"src\"\n", "ensemble[0].generator", "`vae` (mnist-vae) takes no class condition"),
         ("[[tournament]]\nname = \"t\"\nmodels = [\"a\", \"c\", \"b\"]\ngenerator = \"vae\"\n", "tournament[0].generator", "takes no class condition"),
+        // Regression: thresholds that can never pass beside each other.
+        ("[[ensemble]]\nname = \"e\"\nmembers = [\"a\", \"c\"]\ngenerator = \"vae\"\ntest_data = \"src\"\nmin_accuracy_drop = 0.5\nmax_accuracy_drop = 0.1\n", "ensemble[0].min_accuracy_drop", "can never pass beside max_accuracy_drop = 0.1"),
+        // Regression: `x-vs-y` beside `z` and `x` beside `y-vs-z` gave two
+        // pairs one name (`x-vs-y-vs-z`) under nextest.
+        ("[classifier.x-vs-y]\narch = \"mnist-mlp\"\nweights = \"Cargo.toml\"\n[[tournament]]\nname = \"t\"\nmodels = [\"a\", \"x-vs-y\", \"c\"]\ngenerator = \"vae\"\n", "tournament[0].models[1]", "`x-vs-y` contains `-vs-`"),
     ];
     for (extra, key, msg) in cases {
         let e = errors(&format!("{MODELS}\n{extra}"));
@@ -290,4 +295,18 @@ fn a_threshold_that_can_never_fail_is_refused() {
             assert!(!e.to_string().contains("can never fail"), "{d} {max}: {e}");
         }
     }
+}
+
+/// Regression: a duplicate name was found only against the entries that
+/// parsed without a mistake, so a second `p` was named only once the first
+/// `p`'s own mistake was mended. Now both come at once.
+#[test]
+fn a_duplicate_name_is_named_beside_the_first_entrys_own_mistake() {
+    let e = errors(&format!(
+        "{MODELS}\n[[pair]]\nname = \"p\"\nmodels = [\"a\", \"nobody\"]\ngenerator = \"vae\"\n\
+         [[pair]]\nname = \"P\"\nmodels = [\"a\", \"b\"]\ngenerator = \"vae\"\n"
+    ));
+    let keys: Vec<&str> = e.errors.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(keys, ["pair[0].models[1]", "pair[1].name"], "{e}");
+    assert!(e.errors[1].message.contains("only in case"), "{e}");
 }

@@ -40,7 +40,7 @@ impl Cx<'_> {
             table,
             path: &path,
         };
-        let name = self.entry_name(&entry, "tournament", config);
+        let name = self.entry_name(&entry, "tournament");
         let models = self.entry_classifiers(&entry, "models", config, "classifiers to rank");
         if models.len() == 2 {
             let v = get("models").expect("read above");
@@ -49,6 +49,22 @@ impl Cx<'_> {
                 &format!("{path}.models"),
                 "expected 3 or more classifiers to rank, found 2 (for two, use a [[pair]])",
             );
+        }
+        // A pair is named `<a>-vs-<b>` (its trial and record): with `-vs-`
+        // in a name, two pairs could get one name.
+        if let Some(DeValue::Array(items)) = get("models").map(|v| v.get_ref()) {
+            for (i, item) in items.iter().enumerate() {
+                if let Some(m) = item.get_ref().as_str().filter(|m| m.contains("-vs-")) {
+                    self.err(
+                        item.span(),
+                        &format!("{path}.models[{i}]"),
+                        format!(
+                            "`{m}` contains `-vs-`, which a tournament's pair names put \
+                             between two models (`<a>-vs-<b>`): rename the classifier"
+                        ),
+                    );
+                }
+            }
         }
         let generator = self.entry_generator(&entry, config, true);
         let test_data = get("test_data").and_then(|v| {
