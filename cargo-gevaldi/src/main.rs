@@ -203,6 +203,18 @@ fn rust_models(config: &Config, id: &TrialId) -> Vec<String> {
         .collect()
 }
 
+/// Each of `items` once, in their first order (a model that seven trials
+/// use was listed seven times).
+fn each_once<'a>(items: impl IntoIterator<Item = &'a String>) -> Vec<&'a str> {
+    let mut out: Vec<&str> = Vec::new();
+    for item in items {
+        if !out.contains(&item.as_str()) {
+            out.push(item);
+        }
+    }
+    out
+}
+
 /// Why `run` skips a trial with models registered from Rust.
 fn rust_skip_reason(models: &[String]) -> String {
     format!(
@@ -290,10 +302,11 @@ fn run(suite: Suite, filters: &[String]) -> anyhow::Result<ExitCode> {
         .map(|t| rust_models(suite.config(), &t.id))
         .collect();
     if needs_rust.iter().all(|m| !m.is_empty()) {
+        let models = each_once(needs_rust.iter().flatten());
         bail!(
             "every trial selected uses models registered from Rust ({}), which only the test \
              target of `gevaldi::main!` builds: run them with `cargo test`",
-            needs_rust.concat().join(", ")
+            models.join(", ")
         );
     }
     eprintln!(
@@ -456,6 +469,19 @@ fn print_table(rows: &[Row]) {
 
 #[cfg(test)]
 mod tests {
+
+    /// Regression: the models registered from Rust were listed once per
+    /// trial that uses them.
+    #[test]
+    fn models_are_listed_once_each() {
+        let names: Vec<String> = ["classifier `a`", "classifier `b`", "classifier `a`"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(
+            super::each_once(&names),
+            ["classifier `a`", "classifier `b`"]
+        );
+    }
     use super::*;
 
     fn args(list: &[&str]) -> Vec<std::ffi::OsString> {
