@@ -364,6 +364,19 @@ fn snapshots_repeat_and_a_changed_model_fails_its_snapshot() {
         "{third}"
     );
     assert_eq!(read_all(), written, "CI=true must write nothing");
+    // Regression: INSTA_FORCE_PASS passed a changed snapshot with a bare
+    // `ok`, showing no difference; now the difference is shown, as insta
+    // shows it, and the pair passes.
+    let forced = run_child(&config, &[("CI", "true"), ("INSTA_FORCE_PASS", "1")]);
+    assert!(forced.contains("GEVALDI-CHILD passed"), "{forced}");
+    assert!(
+        forced.contains("passed because INSTA_FORCE_PASS is set: snapshot `"),
+        "{forced}"
+    );
+    assert!(
+        forced.contains("pair-a-vs-bag-tv.snap` changed: "),
+        "{forced}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

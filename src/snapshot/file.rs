@@ -283,11 +283,18 @@ pub(super) fn check(file: &SnapshotFile, body: &str) -> Result<(), SnapshotProbl
             file: Box::new(file.clone()),
             written,
         }),
-        Some(_) if force_pass() => Ok(()),
-        Some(mismatches) => Err(SnapshotProblem::Changed {
-            file: Box::new(file.clone()),
-            mismatches,
-            written,
-        }),
+        Some(mismatches) => {
+            let problem = SnapshotProblem::Changed {
+                file: Box::new(file.clone()),
+                mismatches,
+                written,
+            };
+            if force_pass() {
+                // As insta does: the difference is shown, the test passes.
+                eprintln!("warning: passed because INSTA_FORCE_PASS is set: {problem}");
+                return Ok(());
+            }
+            Err(problem)
+        }
     }
 }
