@@ -36,6 +36,23 @@ pub(crate) fn forward(program: &Arc<Program>, x: &Tensor) -> candle_core::Result
     })
 }
 
+/// [`forward`] outside candle's graph, with its backward (`[dx]`).
+pub(crate) fn forward_taped(
+    program: &Arc<Program>,
+    x: &Tensor,
+) -> candle_core::Result<(Tensor, super::Pullback)> {
+    let x = x.detach().contiguous()?;
+    let op = NetOp {
+        program: Arc::clone(program),
+        tape: Mutex::new(None),
+    };
+    let y = x.apply_op1_no_bwd(&op)?;
+    let out = y.clone();
+    let back: super::Pullback =
+        Box::new(move |g| Ok(vec![super::grad_of(op.bwd(&x, &y, g)?, "gevaldi-engine")?]));
+    Ok((out, back))
+}
+
 /// What a step's backward needs.
 enum Kept {
     Nothing,

@@ -812,6 +812,42 @@ macro_rules! handed_forwards {
 }
 pub(crate) use handed_forwards;
 
+/// `out`, computed from `x` outside candle's graph, attached to `x`'s
+/// graph as one op whose backward is `back` (its first gradient): how a
+/// model with a backward of its own (BigGAN's) joins the search's graph.
+pub(crate) fn attach(
+    x: &Tensor,
+    out: Tensor,
+    back: super::Pullback,
+) -> candle_core::Result<Tensor> {
+    x.apply_op1(Attached {
+        out: Handed::new(out)?,
+        back,
+    })
+}
+
+/// See [`attach`].
+struct Attached {
+    out: Handed,
+    back: super::Pullback,
+}
+
+impl CustomOp1 for Attached {
+    fn name(&self) -> &'static str {
+        "gevaldi-attached"
+    }
+
+    handed_forwards!(1);
+
+    fn bwd(&self, _: &Tensor, _: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let mut grads = (self.back)(&grad.detach())?;
+        if grads.is_empty() {
+            candle_core::bail!("gevaldi-attached: the backward gave no gradient");
+        }
+        Ok(Some(grads.swap_remove(0)))
+    }
+}
+
 /// The network as one op on `x`: its forward hands back `out`, its
 /// backward is the tape's.
 struct Run {

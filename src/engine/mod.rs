@@ -107,6 +107,26 @@ pub use scale_shift::scale_shift_relu;
 
 pub(crate) use attention::attention;
 pub(crate) use cpu_op::take_kept_bytes;
+pub(crate) use generic::attach;
+pub(crate) use scale_shift::scale_shift_relu_taped;
+pub(crate) use skip_add::skip_add_taped;
+pub(crate) use upsample::upsample2_taped;
+
+/// An op's backward, kept by a forward run outside candle's graph for a
+/// backward pass gevaldi runs itself (BigGAN's, `zoo::biggan`): the
+/// gradients of the op's inputs, in their order, from its output's. `Fn`:
+/// a graph may be backpropagated more than once.
+pub(crate) type Pullback = Box<
+    dyn Fn(&candle_core::Tensor) -> candle_core::Result<Vec<candle_core::Tensor>> + Send + Sync,
+>;
+
+/// A gradient that an op's backward must give.
+pub(crate) fn grad_of(
+    grads: Option<candle_core::Tensor>,
+    op: &str,
+) -> candle_core::Result<candle_core::Tensor> {
+    grads.ok_or_else(|| candle_core::Error::Msg(format!("{op}: a backward gave no gradient")))
+}
 pub(crate) use kernels::pool::{adaptive_range, pool_len};
 pub(crate) use skip_add::skip_add;
 pub(crate) use upsample::upsample2;

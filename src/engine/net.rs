@@ -302,14 +302,47 @@ impl Net {
         if !self.frozen || !(x.device().is_cpu() || x.device().is_cuda()) {
             return self.forward_candle(x);
         }
-        let prepared = match self.prepared.get() {
+        let prepared = self.prepared()?;
+        generic::run(&self.nodes, prepared, x)
+    }
+
+    /// [`Module::forward`] outside candle's graph, with its backward to the
+    /// input (`[dx]`), on the engine's paths: `None` under
+    /// `GEVALDI_ENGINE=candle`, for a network with a variable weight, or
+    /// off the CPU and CUDA (candle's autograd is needed there).
+    pub(crate) fn forward_taped(
+        &self,
+        x: &Tensor,
+    ) -> candle_core::Result<Option<(Tensor, super::Pullback)>> {
+        let engine = Engine::current();
+        let x = x.detach();
+        if let Some(p) = self.cpu_program(&x, engine) {
+            return super::cpu_op::forward_taped(p, &x).map(Some);
+        }
+        if engine == Engine::Candle
+            || !self.frozen
+            || !(x.device().is_cpu() || x.device().is_cuda())
+        {
+            return Ok(None);
+        }
+        let prepared = self.prepared()?;
+        let (out, tape) = generic::forward(&self.nodes, prepared, &x, true)?;
+        let Some(tape) = tape else {
+            candle_core::bail!("gevaldi-net: a forward kept no tape")
+        };
+        let back: super::Pullback = Box::new(move |g| Ok(vec![tape.backward(g)?]));
+        Ok(Some((out, back)))
+    }
+
+    /// The generic path's backward kernels, made on first use.
+    fn prepared(&self) -> candle_core::Result<&Arc<Prepared>> {
+        Ok(match self.prepared.get() {
             Some(p) => p,
             None => {
                 let p = Arc::new(Prepared::new(&self.nodes)?);
                 self.prepared.get_or_init(|| p)
             }
-        };
-        generic::run(&self.nodes, prepared, x)
+        })
     }
 
     /// [`Module::forward`] under `engine`.

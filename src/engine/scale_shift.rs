@@ -17,21 +17,13 @@ use rayon::prelude::*;
 use super::cpu_op::f32s;
 use super::generic::{handed_forwards, Handed};
 use super::kernels::{act, act_grad};
-use super::{cuda, profile};
+use super::{cuda, grad_of, profile, Pullback};
 use super::{Activation, Engine};
 
 /// `relu(x · a + b)` for `x` `[B, C, H, W]` and `a`, `b` `[B, C]`, with a
 /// backward to all three (see the module docs).
 pub fn scale_shift_relu(x: &Tensor, a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
-    let (n, c, _, _) = x.dims4()?;
-    if a.dims() != [n, c] || b.dims() != [n, c] {
-        candle_core::bail!(
-            "scale_shift_relu: x {:?} takes a scale and a shift [{n}, {c}], got {:?} and {:?}",
-            x.dims(),
-            a.dims(),
-            b.dims()
-        );
-    }
+    check(x, a, b)?;
     let dev = x.device();
     let engine = Engine::current();
     profile::time(dev, "forward", kind, || {
@@ -48,6 +40,75 @@ pub fn scale_shift_relu(x: &Tensor, a: &Tensor, b: &Tensor) -> candle_core::Resu
         }
     })
 }
+
+/// Refuses a scale or shift that does not fit `x`.
+fn check(x: &Tensor, a: &Tensor, b: &Tensor) -> candle_core::Result<()> {
+    let (n, c, _, _) = x.dims4()?;
+    if a.dims() != [n, c] || b.dims() != [n, c] {
+        candle_core::bail!(
+            "scale_shift_relu: x {:?} takes a scale and a shift [{n}, {c}], got {:?} and {:?}",
+            x.dims(),
+            a.dims(),
+            b.dims()
+        );
+    }
+    Ok(())
+}
+
+/// [`scale_shift_relu`] outside candle's graph, with its backward (`[dx,
+/// da, db]`): the engine's path (not `candle`'s), on the CPU or a CUDA
+/// device.
+pub(crate) fn scale_shift_relu_taped(
+    x: &Tensor,
+    a: &Tensor,
+    b: &Tensor,
+) -> candle_core::Result<(Tensor, Pullback)> {
+    check(x, a, b)?;
+    let dev = x.device();
+    let engine = Engine::current();
+    let (x, a, b) = (x.detach(), a.detach(), b.detach());
+    let grads = |(dx, da, db): Grads3| -> candle_core::Result<Vec<Tensor>> {
+        let name = "scale_shift_relu";
+        Ok(vec![
+            grad_of(dx, name)?,
+            grad_of(da, name)?,
+            grad_of(db, name)?,
+        ])
+    };
+    if dev.is_cpu()
+        && [x.dtype(), a.dtype(), b.dtype()] == [DType::F32; 3]
+        && engine == Engine::Auto
+    {
+        let (x, a, b) = (x.contiguous()?, a.contiguous()?, b.contiguous()?);
+        let y = profile::time(dev, "forward", kind, || {
+            x.apply_op3_no_bwd(&a, &b, &ScaleShiftRelu)
+        })?;
+        let out = y.clone();
+        // The backward reads x, a and the output (not b, whose place takes a).
+        let back: Pullback = Box::new(move |g| grads(ScaleShiftRelu.bwd(&x, &a, &a, &y, g)?));
+        return Ok((out, back));
+    }
+    let own = cuda::applies(&x, engine);
+    let y = profile::time(dev, "forward", kind, || {
+        if own {
+            cuda::scale_shift_relu(&x, &a, &b)
+        } else {
+            reference(&x, &a, &b)
+        }
+    })?;
+    let op = GenericScaleShiftRelu {
+        out: Handed::new(y.clone())?,
+        own,
+    };
+    let out = y.clone();
+    // The backward reads x, a and the output (not b, whose place takes a).
+    drop(b);
+    let back: Pullback = Box::new(move |g| grads(op.bwd(&x, &a, &a, &y, g)?));
+    Ok((out, back))
+}
+
+/// A three-input op's gradients.
+type Grads3 = (Option<Tensor>, Option<Tensor>, Option<Tensor>);
 
 /// The profile's row.
 fn kind() -> String {

@@ -13,14 +13,72 @@
 use candle_core::{CustomOp2, Tensor};
 
 use super::generic::{handed_forwards, Handed};
-use super::Engine;
-use super::{cuda, profile};
+use super::{cuda, profile, Engine, Pullback};
 
 /// `h + up(x[:, :c])` for `h` `[B, c, H, W]` and `x` `[B, C ≥ c, H / s,
 /// W / s]` (s = 2 when `up`, else 1). On candle's ops under
 /// `GEVALDI_ENGINE=candle` or on Metal, else as one op (see the module
 /// docs).
 pub(crate) fn skip_add(h: &Tensor, x: &Tensor, up: bool) -> candle_core::Result<Tensor> {
+    check(h, x, up)?;
+    let dev = h.device();
+    profile::time(dev, "forward", kind, || skip_add_on(dev, h, x, up))
+}
+
+/// [`skip_add`] outside candle's graph, with its backward (`[dh, dx]`):
+/// the engine's path (not `candle`'s), on the CPU or a CUDA device.
+pub(crate) fn skip_add_taped(
+    h: &Tensor,
+    x: &Tensor,
+    up: bool,
+) -> candle_core::Result<(Tensor, Pullback)> {
+    check(h, x, up)?;
+    let (h, x) = (h.detach(), x.detach());
+    let own = cuda::applies(&h, Engine::current());
+    let out = profile::time(h.device(), "forward", kind, || {
+        if own {
+            cuda::skip_add(&h, &x, up)
+        } else {
+            reference(&h, &x, up)
+        }
+    })?;
+    // The backward reads x's shape only: nothing else is kept.
+    let dims = x.dims4()?;
+    let back: Pullback = Box::new(move |g| {
+        let g = g.detach();
+        let dx = profile::time(g.device(), "backward", kind, || dx(&g, dims, up, own))?;
+        Ok(vec![g, dx])
+    });
+    Ok((out, back))
+}
+
+/// The gradient of x `[B, C, H, W]` (`dims`) from the join's output's,
+/// `g`: each 2×2 window's sum where `up`, the channels past g's zero.
+fn dx(
+    g: &Tensor,
+    dims: (usize, usize, usize, usize),
+    up: bool,
+    own: bool,
+) -> candle_core::Result<Tensor> {
+    let (_, xc, xh, xw) = dims;
+    if own {
+        return cuda::skip_add_dx(g, xc, up);
+    }
+    let (b, c, hh, hw) = g.dims4()?;
+    let mut dx = if up {
+        g.reshape((b, c, hh / 2, 2, hw / 2, 2))?.sum((3, 5))?
+    } else {
+        g.clone()
+    };
+    if xc > c {
+        let zeros = Tensor::zeros((b, xc - c, xh, xw), g.dtype(), g.device())?;
+        dx = Tensor::cat(&[&dx, &zeros], 1)?;
+    }
+    Ok(dx)
+}
+
+/// Refuses an `x` that does not fit `h` (see [`skip_add`]).
+fn check(h: &Tensor, x: &Tensor, up: bool) -> candle_core::Result<()> {
     let (b, c, hh, hw) = h.dims4()?;
     let (xb, xc, xh, xw) = x.dims4()?;
     let s = if up { 2 } else { 1 };
@@ -33,8 +91,7 @@ pub(crate) fn skip_add(h: &Tensor, x: &Tensor, up: bool) -> candle_core::Result<
             x.dims()
         );
     }
-    let dev = h.device();
-    profile::time(dev, "forward", kind, || skip_add_on(dev, h, x, up))
+    Ok(())
 }
 
 /// The profile's row.
@@ -107,34 +164,12 @@ impl CustomOp2 for SkipAdd {
         _: &Tensor,
         g: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let g = &g.detach();
-        let xc = x.dim(1)?;
+        let g = g.detach();
+        let dims = x.dims4()?;
         let dx = profile::time(g.device(), "backward", kind, || {
-            if self.own {
-                return cuda::skip_add_dx(g, xc, self.up);
-            }
-            self.dx_on_candle_ops(x, g)
+            dx(&g, dims, self.up, self.own)
         })?;
-        Ok((Some(g.clone()), Some(dx)))
-    }
-}
-
-impl SkipAdd {
-    /// `x`'s gradient on candle's ops.
-    fn dx_on_candle_ops(&self, x: &Tensor, g: &Tensor) -> candle_core::Result<Tensor> {
-        let (b, c, hh, hw) = g.dims4()?;
-        let mut dx = if self.up {
-            g.reshape((b, c, hh / 2, 2, hw / 2, 2))?.sum((3, 5))?
-        } else {
-            g.clone()
-        };
-        let xc = x.dim(1)?;
-        if xc > c {
-            let (_, _, xh, xw) = x.dims4()?;
-            let zeros = Tensor::zeros((b, xc - c, xh, xw), g.dtype(), g.device())?;
-            dx = Tensor::cat(&[&dx, &zeros], 1)?;
-        }
-        Ok(dx)
+        Ok((Some(g), Some(dx)))
     }
 }
 

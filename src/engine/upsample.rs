@@ -12,7 +12,7 @@
 use candle_core::{CustomOp1, Tensor};
 
 use super::generic::{handed_forwards, Handed};
-use super::{cuda, profile, Engine};
+use super::{cuda, profile, Engine, Pullback};
 
 /// `x` `[B, C, H, W]` upsampled to `[B, C, 2H, 2W]` (each value repeated
 /// over a 2×2 window), with the backward above.
@@ -29,6 +29,33 @@ pub(crate) fn upsample2(x: &Tensor) -> candle_core::Result<Tensor> {
     x.apply_op1(Upsample2 {
         out: Handed::new(out)?,
         own: cuda::applies(x, engine),
+    })
+}
+
+/// [`upsample2`] outside candle's graph, with its backward: the engine's
+/// path (not `candle`'s), on the CPU or a CUDA device.
+pub(crate) fn upsample2_taped(x: &Tensor) -> candle_core::Result<(Tensor, Pullback)> {
+    let x = x.detach();
+    let out = profile::time(x.device(), "forward", kind, || reference(&x))?;
+    let own = cuda::applies(&x, Engine::current());
+    // The backward reads x's shape only: nothing else is kept.
+    let dims = x.dims4()?;
+    let back: Pullback = Box::new(move |g| Ok(vec![backward(&g.detach(), dims, own)?]));
+    Ok((out, back))
+}
+
+/// x's gradient from the output's, `g`: each 2×2 window's sum.
+fn backward(
+    g: &Tensor,
+    (b, c, h, w): (usize, usize, usize, usize),
+    own: bool,
+) -> candle_core::Result<Tensor> {
+    profile::time(g.device(), "backward", kind, || {
+        if own {
+            // The residual join's x-gradient with every channel kept.
+            return cuda::skip_add_dx(g, c, true);
+        }
+        g.reshape((b, c, h, 2, w, 2))?.sum((3, 5))
     })
 }
 
@@ -58,17 +85,7 @@ impl CustomOp1 for Upsample2 {
     handed_forwards!(1);
 
     fn bwd(&self, x: &Tensor, _: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        let g = g.detach();
-        let (b, c, h, w) = x.dims4()?;
-        profile::time(g.device(), "backward", kind, || {
-            if self.own {
-                // The residual join's x-gradient with every channel kept:
-                // each 2×2 window's sum.
-                return cuda::skip_add_dx(&g, c, true);
-            }
-            g.reshape((b, c, h, 2, w, 2))?.sum((3, 5))
-        })
-        .map(Some)
+        backward(&g.detach(), x.dims4()?, self.own).map(Some)
     }
 }
 

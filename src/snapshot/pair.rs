@@ -189,7 +189,7 @@ pub struct SampleSummary {
 impl Summary {
     /// The lift; where a record read back holds none (`null`: it was not
     /// finite), mean after / baseline again, which tells ∞ from 0 / 0.
-    pub(crate) fn lift_value(&self) -> f64 {
+    pub fn lift_value(&self) -> f64 {
         if self.lift.is_nan() {
             self.divergence.after.mean / self.baseline.mean
         } else {

@@ -62,10 +62,16 @@
 //! channel). On the CPU the convs and norms run gevaldi's kernels; on a
 //! GPU (or `GEVALDI_ENGINE=generic`) candle's ops untracked, with
 //! backwards written in candle's ops (on a CUDA device under `auto`, many
-//! of them gevaldi's CUDA kernels). The linear layers run candle's ops and
-//! autograd. Not yet one program: each conv
-//! converts its input to channels-last and back on the CPU, and the graph
-//! holds every value until the backward ends (about 140 MB per sample of
+//! of them gevaldi's CUDA kernels). `gen_z` and each norm's gains (two
+//! linear maps of the condition, their weights worked out once from the
+//! statistics) are one-node engine nets too. With a tracked z, the whole
+//! generator runs outside candle's graph and joins it as one op whose
+//! backward is gevaldi's: each op's backward in reverse (a [`Tape`]), the
+//! self-attention layer alone on candle's graph inside it; candle's
+//! autograd made a zero tensor and a sum per edge (`GEVALDI_ENGINE=candle`
+//! keeps it). Not yet one program: each conv converts its input to
+//! channels-last and back on the CPU, and the tape holds every value its
+//! backward reads until that backward ends (about 140 MB per sample of
 //! BigGAN-deep-128 at the peak of a step; see README's Performance
 //! section).
 //!
@@ -74,12 +80,12 @@
 
 use std::collections::HashMap;
 
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{DType, Device, Module, Tensor, Var};
 use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
 use rand::{RngCore, SeedableRng};
 use rand_distr::{Distribution, StandardNormal, Uniform};
 
-use crate::engine::{Net, NetBuilder};
+use crate::engine::{Net, NetBuilder, Pullback};
 use crate::model::Generator;
 
 /// The shape of a BigGAN-deep generator.
@@ -490,14 +496,17 @@ impl BatchNorm {
     fn forward_relu(&self, x: &Tensor, cond: &Tensor) -> candle_core::Result<Tensor> {
         let (a, shift) = match &self.gains {
             Some([scale, shift]) => (scale.forward(cond)?, shift.forward(cond)?),
-            None => {
-                let (b, c) = (x.dim(0)?, x.dim(1)?);
-                let a = (self.scale.reshape((1, c))? * &self.inv_std)?;
-                let shift = (self.offset.reshape((1, c))? - (&a * &self.mean)?)?;
-                (a.broadcast_as((b, c))?, shift.broadcast_as((b, c))?)
-            }
+            None => self.constant_gains(x)?,
         };
         crate::engine::scale_shift_relu(x, &a, &shift)
+    }
+
+    /// An unconditional norm's scale and shift for `x`'s batch, `[B, C]`.
+    fn constant_gains(&self, x: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+        let (b, c) = (x.dim(0)?, x.dim(1)?);
+        let a = (self.scale.reshape((1, c))? * &self.inv_std)?;
+        let shift = (self.offset.reshape((1, c))? - (&a * &self.mean)?)?;
+        Ok((a.broadcast_as((b, c))?, shift.broadcast_as((b, c))?))
     }
 }
 
@@ -715,6 +724,95 @@ impl BigGan {
             .contiguous()
     }
 
+    /// [`Generator::decode`] outside candle's graph, every op's backward
+    /// kept in a [`Tape`] that runs the backward from the image to z
+    /// itself: candle's autograd, between ops, makes a zero tensor per edge
+    /// of the graph and adds the edge's gradient to it (two passes over
+    /// each activation, ~100 edges a BigGAN-deep step), and each op's
+    /// output was copied once more to hand it to the graph. `None` where an
+    /// op has no such backward (`GEVALDI_ENGINE=candle`, weights that are
+    /// variables): [`Generator::decode`] then builds candle's graph.
+    fn decode_taped(&self, z: &Tensor, c: &Tensor) -> candle_core::Result<Option<(Tensor, Tape)>> {
+        use crate::engine::{scale_shift_relu_taped, skip_add_taped, upsample2_taped};
+        let z = z.detach();
+        let cond = self.condition_vector(&z, c)?;
+        let b = z.dim(0)?;
+        let ch = self.cfg.channel_width;
+        let Some((h0, start)) = self.gen_z.forward_taped(&cond)? else {
+            return Ok(None);
+        };
+        let mut h = h0
+            .reshape((b, 4, 4, 16 * ch))?
+            .permute((0, 3, 1, 2))?
+            .contiguous()?;
+        let mut layers = Vec::with_capacity(self.layers.len());
+        for layer in &self.layers {
+            match layer {
+                Layer::Block(block) => {
+                    let x = h.clone();
+                    let mut stages = Vec::with_capacity(4);
+                    for (j, (bn, conv)) in block.bn.iter().zip(&block.conv).enumerate() {
+                        let Some([scale, shift]) = &bn.gains else {
+                            candle_core::bail!("BigGAN: a block's norm without gains")
+                        };
+                        let (Some((a, gain_a)), Some((s, gain_s))) =
+                            (scale.forward_taped(&cond)?, shift.forward_taped(&cond)?)
+                        else {
+                            return Ok(None);
+                        };
+                        let (y, norm) = scale_shift_relu_taped(&h, &a, &s)?;
+                        h = y;
+                        let up = if j == 1 && block.up {
+                            let (y, up) = upsample2_taped(&h)?;
+                            h = y;
+                            Some(up)
+                        } else {
+                            None
+                        };
+                        let Some((y, conv)) = conv.forward_taped(&h)? else {
+                            return Ok(None);
+                        };
+                        h = y;
+                        stages.push(Stage {
+                            gain_a,
+                            gain_s,
+                            norm,
+                            up,
+                            conv,
+                        });
+                    }
+                    let (y, join) = skip_add_taped(&h, &x, block.up)?;
+                    h = y;
+                    layers.push(LayerTape::Block { stages, join });
+                }
+                Layer::Attention(a) => {
+                    // One layer on candle's graph (its nets and attention
+                    // op attach to it), backpropagated from its output.
+                    let input = Var::from_tensor(&h)?;
+                    let output = a.forward(input.as_tensor())?;
+                    h = output.detach();
+                    layers.push(LayerTape::Attention { input, output });
+                }
+            }
+        }
+        let (a, s) = self.bn.constant_gains(&h)?;
+        let (y, norm) = scale_shift_relu_taped(&h, &a, &s)?;
+        let Some((y, to_rgb)) = self.conv_to_rgb.forward_taped(&y)? else {
+            return Ok(None);
+        };
+        let image = y.tanh()?;
+        let tape = Tape {
+            z_dim: z.dim(1)?,
+            start,
+            start_dims: (b, 4, 4, 16 * ch),
+            layers,
+            norm,
+            to_rgb,
+            image: image.clone(),
+        };
+        Ok(Some((image, tape)))
+    }
+
     /// The truncation.
     pub fn truncation(&self) -> f64 {
         self.truncation
@@ -723,6 +821,107 @@ impl BigGan {
     /// The config.
     pub fn config(&self) -> &BigGanConfig {
         &self.cfg
+    }
+}
+
+/// What [`BigGan::decode_taped`] kept for the backward, in the forward's
+/// order.
+struct Tape {
+    z_dim: usize,
+    /// `gen_z`'s backward, and its output's shape before the permute.
+    start: Pullback,
+    start_dims: (usize, usize, usize, usize),
+    layers: Vec<LayerTape>,
+    /// The last norm's and `conv_to_rgb`'s backwards.
+    norm: Pullback,
+    to_rgb: Pullback,
+    /// The image, tanh's output.
+    image: Tensor,
+}
+
+/// One layer's backwards.
+enum LayerTape {
+    /// A block's stages and its residual join.
+    Block { stages: Vec<Stage>, join: Pullback },
+    /// The self-attention layer, on candle's graph from `input` to
+    /// `output`.
+    Attention { input: Var, output: Tensor },
+}
+
+/// A block's stage: the norm's two gains, the norm and ReLU, the
+/// upsampling (the first 3×3 conv of an upsampling block), the conv.
+struct Stage {
+    gain_a: Pullback,
+    gain_s: Pullback,
+    norm: Pullback,
+    up: Option<Pullback>,
+    conv: Pullback,
+}
+
+impl Tape {
+    /// z's gradient from the image's, `g`: each op's backward in reverse,
+    /// the condition's gradients (every norm's gains, `gen_z`) summed as
+    /// they come.
+    fn backward(&self, g: &Tensor) -> candle_core::Result<Tensor> {
+        let first = |grads: Vec<Tensor>| -> candle_core::Result<Tensor> {
+            grads
+                .into_iter()
+                .next()
+                .ok_or_else(|| candle_core::Error::Msg("BigGAN: an op gave no gradient".into()))
+        };
+        let mut dcond: Option<Tensor> = None;
+        let mut add = |t: Tensor| -> candle_core::Result<()> {
+            dcond = Some(match dcond.take() {
+                None => t,
+                Some(acc) => (acc + t)?,
+            });
+            Ok(())
+        };
+        // tanh' = 1 − tanh².
+        let mut g = (g.detach() * self.image.sqr()?.affine(-1.0, 1.0)?)?;
+        g = first((self.to_rgb)(&g)?)?;
+        g = first((self.norm)(&g)?)?;
+        for layer in self.layers.iter().rev() {
+            g = match layer {
+                LayerTape::Block { stages, join } => {
+                    let [dh, dx] = <[Tensor; 2]>::try_from((join)(&g)?).map_err(|_| {
+                        candle_core::Error::Msg("BigGAN: the join gave no gradients".into())
+                    })?;
+                    let mut dh = dh;
+                    for stage in stages.iter().rev() {
+                        dh = first((stage.conv)(&dh)?)?;
+                        if let Some(up) = &stage.up {
+                            dh = first(up(&dh)?)?;
+                        }
+                        let [dx, da, ds] =
+                            <[Tensor; 3]>::try_from((stage.norm)(&dh)?).map_err(|_| {
+                                candle_core::Error::Msg("BigGAN: a norm gave no gradients".into())
+                            })?;
+                        add(first((stage.gain_a)(&da)?)?)?;
+                        add(first((stage.gain_s)(&ds)?)?)?;
+                        dh = dx;
+                    }
+                    (dh + dx)?
+                }
+                LayerTape::Attention { input, output } => {
+                    let grads = (output * &g)?.sum_all()?.backward()?;
+                    match grads.get(input.as_tensor()) {
+                        Some(d) => d.detach(),
+                        None => candle_core::bail!("BigGAN: the attention layer gave no gradient"),
+                    }
+                }
+            };
+        }
+        let (b, hh, ww, c) = self.start_dims;
+        let g = g
+            .permute((0, 2, 3, 1))?
+            .contiguous()?
+            .reshape((b, hh * ww * c))?;
+        add(first((self.start)(&g)?)?)?;
+        let Some(dcond) = dcond else {
+            candle_core::bail!("BigGAN: no gradient reached the condition")
+        };
+        dcond.narrow(1, 0, self.z_dim)?.contiguous()
     }
 }
 
@@ -751,6 +950,23 @@ impl Generator for BigGan {
                 self.cfg.num_classes
             )
         };
+        let engine = crate::engine::Engine::current();
+        let dev = z.device();
+        if z.track_op()
+            && !c.track_op()
+            && z.dtype() == DType::F32
+            && engine != crate::engine::Engine::Candle
+            && (dev.is_cpu() || dev.is_cuda())
+        {
+            if let Some((image, tape)) = self.decode_taped(z, c)? {
+                let tape = std::sync::Arc::new(tape);
+                return crate::engine::attach(
+                    z,
+                    image,
+                    Box::new(move |g| Ok(vec![tape.backward(g)?])),
+                );
+            }
+        }
         let cond = self.condition_vector(z, c)?;
         let mut h = self.start(&cond)?;
         for layer in &self.layers {
