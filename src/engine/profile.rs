@@ -120,19 +120,23 @@ pub fn report(per: usize) -> Option<String> {
     let per = per.max(1) as f64;
     let (sections, rows): (Vec<_>, Vec<_>) = rows.into_iter().partition(|r| r.0 .0 == SECTION);
     let total: f64 = rows.iter().map(|r| r.1 .0.as_secs_f64()).sum();
+    // A row's figures per step, then its name.
+    let line = |(took, count, tensors): (Duration, u64, usize), name: String| {
+        format!(
+            "{:9.3} ms {:7.1}x {:8.0}t  {name}\n",
+            took.as_secs_f64() * 1e3 / per,
+            count as f64 / per,
+            tensors as f64 / per
+        )
+    };
     let mut out = String::new();
     if !sections.is_empty() {
         out.push_str(
             "step sections (synchronised; each includes the ops inside), per step: time, \
              calls, candle tensors made\n",
         );
-        for ((_, name), (took, count, tensors)) in sections {
-            out.push_str(&format!(
-                "{:9.3} ms {:7.1}x {:8.0}t  {name}\n",
-                took.as_secs_f64() * 1e3 / per,
-                count as f64 / per,
-                tensors as f64 / per
-            ));
+        for ((_, name), figures) in sections {
+            out.push_str(&line(figures, name));
         }
     }
     out.push_str(&format!(
@@ -140,13 +144,8 @@ pub fn report(per: usize) -> Option<String> {
          time, calls, candle tensors made\n",
         total * 1e3 / per
     ));
-    for ((phase, kind), (took, count, tensors)) in rows {
-        out.push_str(&format!(
-            "{:9.3} ms {:7.1}x {:8.0}t  {phase:8} {kind}\n",
-            took.as_secs_f64() * 1e3 / per,
-            count as f64 / per,
-            tensors as f64 / per
-        ));
+    for ((phase, kind), figures) in rows {
+        out.push_str(&line(figures, format!("{phase:8} {kind}")));
     }
     Some(out)
 }

@@ -566,11 +566,17 @@ impl Block {
     }
 }
 
+/// Whether stage `j` of a block (`up`: an upsampling one) upsamples its
+/// input: the first 3×3 conv's.
+fn upsamples(j: usize, up: bool) -> bool {
+    j == 1 && up
+}
+
 /// A block's stage `j` after its norm and ReLU: ×2 upsampling before the
 /// first 3×3 conv of an upsampling block, the conv.
 fn stage(relu_normed: Tensor, j: usize, up: bool, conv: &Net) -> candle_core::Result<Tensor> {
     let mut h = relu_normed;
-    if j == 1 && up {
+    if upsamples(j, up) {
         h = crate::engine::upsample2(&h)?;
     }
     conv.forward(&h)
@@ -762,7 +768,7 @@ impl BigGan {
                         };
                         let (y, norm) = scale_shift_relu_taped(&h, &a, &s)?;
                         h = y;
-                        let up = if j == 1 && block.up {
+                        let up = if upsamples(j, block.up) {
                             let (y, up) = upsample2_taped(&h)?;
                             h = y;
                             Some(up)
@@ -1016,8 +1022,6 @@ impl Generator for BigGan {
 
 #[cfg(test)]
 mod tests {
-    use candle_core::Var;
-
     use super::*;
 
     fn randn(shape: &[usize], seed: u64, scale: f32, shift: f32) -> Tensor {
