@@ -96,14 +96,13 @@ pub(crate) fn scale_shift_relu_taped(
             reference(&x, &a, &b)
         }
     })?;
-    let op = GenericScaleShiftRelu {
-        out: Handed::new(y.clone())?,
-        own,
-    };
     let out = y.clone();
-    // The backward reads x, a and the output (not b, whose place takes a).
+    // The backward reads x, a and the output (not b).
     drop(b);
-    let back: Pullback = Box::new(move |g| grads(op.bwd(&x, &a, &a, &y, g)?));
+    let back: Pullback = Box::new(move |g| {
+        let (dx, da, db) = generic_backward(own, &x, &a, &y, &g.detach())?;
+        Ok(vec![dx, da, db])
+    });
     Ok((out, back))
 }
 
@@ -164,8 +163,7 @@ impl CustomOp3 for GenericScaleShiftRelu {
 
     handed_forwards!(3);
 
-    /// With m = [y > 0] (candle's ReLU: 0 at a NaN, as on its ops):
-    /// dx = g·m·a, da = Σ_hw g·m·x, db = Σ_hw g·m.
+    /// [`generic_backward`] on the op's inputs and output.
     fn bwd(
         &self,
         x: &Tensor,
@@ -176,19 +174,33 @@ impl CustomOp3 for GenericScaleShiftRelu {
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         // Untracked, so that the gradients carry no graph.
         let (x, a, y, grad) = (x.detach(), a.detach(), res.detach(), grad.detach());
-        profile::time(x.device(), "backward", kind, || {
-            if self.own {
-                let (dx, da, db) = cuda::scale_shift_relu_backward(&x, &a, &y, &grad)?;
-                return Ok((Some(dx), Some(da), Some(db)));
-            }
-            let (n, c, _, _) = x.dims4()?;
-            let gm = (&grad * y.gt(0f64)?.to_dtype(grad.dtype())?)?;
-            let dx = gm.broadcast_mul(&a.reshape((n, c, 1, 1))?)?;
-            let da = (&gm * &x)?.sum((2, 3))?;
-            let db = gm.sum((2, 3))?;
-            Ok((Some(dx), Some(da), Some(db)))
-        })
+        let (dx, da, db) = generic_backward(self.own, &x, &a, &y, &grad)?;
+        Ok((Some(dx), Some(da), Some(db)))
     }
+}
+
+/// The generic path's backward of `relu(x · a + b)` = `y`, from `grad`:
+/// with m = [y > 0] (candle's ReLU: 0 at a NaN, as on its ops), dx =
+/// g·m·a, da = Σ_hw g·m·x, db = Σ_hw g·m (gevaldi's CUDA kernels where
+/// `own`).
+fn generic_backward(
+    own: bool,
+    x: &Tensor,
+    a: &Tensor,
+    y: &Tensor,
+    grad: &Tensor,
+) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+    profile::time(x.device(), "backward", kind, || {
+        if own {
+            return cuda::scale_shift_relu_backward(x, a, y, grad);
+        }
+        let (n, c, _, _) = x.dims4()?;
+        let gm = (grad * y.gt(0f64)?.to_dtype(grad.dtype())?)?;
+        let dx = gm.broadcast_mul(&a.reshape((n, c, 1, 1))?)?;
+        let da = (&gm * x)?.sum((2, 3))?;
+        let db = gm.sum((2, 3))?;
+        Ok((dx, da, db))
+    })
 }
 
 struct ScaleShiftRelu;
