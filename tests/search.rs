@@ -321,6 +321,17 @@ fn settings_out_of_range_are_named() {
             })),
             "early_stop.window",
         ),
+        // Regression: a window of at least `steps` never stopped anything,
+        // and was accepted.
+        (
+            SearchConfig::default()
+                .steps(20)
+                .early_stop(Some(EarlyStop {
+                    window: 20,
+                    tolerance: 0.0,
+                })),
+            "early_stop.window",
+        ),
     ];
     for (cfg, key) in cases {
         match search(&m, cfg).run(&common::device()).unwrap_err() {

@@ -206,6 +206,18 @@ impl SearchConfig {
             if es.window == 0 {
                 return Err(Error::setting("early_stop.window", 0, "at least 1"));
             }
+            // The search compares step t with step t − window, t ≤ steps.
+            if es.window >= self.steps {
+                return Err(Error::setting(
+                    "early_stop.window",
+                    es.window,
+                    format!(
+                        "fewer than `steps` = {} (a window as long as the search never stops \
+                         it early)",
+                        self.steps
+                    ),
+                ));
+            }
             if !NON_NEGATIVE.holds(es.tolerance) {
                 return Err(Error::setting(
                     "early_stop.tolerance",

@@ -965,6 +965,8 @@ impl Generator for BigGan {
             && (dev.is_cpu() || dev.is_cuda())
         {
             if let Some((image, tape)) = self.decode_taped(z, c)? {
+                #[cfg(test)]
+                tests::TAPED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let tape = std::sync::Arc::new(tape);
                 return crate::engine::attach(
                     z,
@@ -1023,6 +1025,70 @@ impl Generator for BigGan {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Decodes that took [`BigGan::decode_taped`]'s path.
+    pub(super) static TAPED: std::sync::atomic::AtomicUsize =
+        std::sync::atomic::AtomicUsize::new(0);
+
+    /// A tracked z under the engine (the default, `auto`, here) takes
+    /// BigGAN's own backward, whose z-gradient is candle's graph's (the
+    /// same decode with every op on the graph, through `Block::forward`),
+    /// and an untracked z gives the same image without it.
+    #[test]
+    fn a_tracked_z_takes_bigans_own_backward() {
+        use std::sync::atomic::Ordering;
+        let dev = Device::Cpu;
+        let cfg = BigGanConfig::reduced(128, 4, 10).unwrap();
+        let dict = cfg.random_state_dict(2, &dev).unwrap();
+        let mut g =
+            BigGan::load(VarBuilder::from_tensors(dict, DType::F32, &dev), &cfg, 0.5).unwrap();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        // Random weights: statistics of their own activations.
+        let calibration = g.sample_prior(8, &mut rng, &dev).unwrap();
+        let classes: Vec<usize> = (0..8).map(|i| i % 10).collect();
+        g.calibrate(
+            &calibration,
+            &crate::model::one_hot(&classes, 10, &dev).unwrap(),
+        )
+        .unwrap();
+        let z = Var::from_tensor(&g.sample_prior(2, &mut rng, &dev).unwrap()).unwrap();
+        let c = crate::model::one_hot(&[3, 7], 10, &dev).unwrap();
+        let before = TAPED.load(Ordering::Relaxed);
+        let image = g.decode(z.as_tensor(), Some(&c)).unwrap();
+        assert!(
+            TAPED.load(Ordering::Relaxed) > before,
+            "the graph's path was taken"
+        );
+        let plain = g.decode(&z.as_tensor().detach(), Some(&c)).unwrap();
+        let d = (&image - &plain).unwrap().abs().unwrap().max_all().unwrap();
+        assert_eq!(d.to_scalar::<f32>().unwrap(), 0.0);
+        // The graph's path, by hand: every layer tracked.
+        let cond = g.condition_vector(z.as_tensor(), &c).unwrap();
+        let mut h = g.start(&cond).unwrap();
+        for layer in &g.layers {
+            h = match layer {
+                Layer::Block(block) => block.forward(&h, &cond).unwrap(),
+                Layer::Attention(a) => a.forward(&h).unwrap(),
+            };
+        }
+        let h = g.bn.forward_relu(&h, &cond).unwrap();
+        let graph = g.conv_to_rgb.forward(&h).unwrap().tanh().unwrap();
+        let w = randn(&[2, 3, 128, 128], 9, 1.0, 0.0);
+        let dz = |x: &Tensor| {
+            let grads = (x * &w).unwrap().sum_all().unwrap().backward().unwrap();
+            grads.get(z.as_tensor()).unwrap().clone()
+        };
+        let (own, reference) = (dz(&image), dz(&graph));
+        let e = (&own - &reference)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap();
+        let m = reference.abs().unwrap().max_all().unwrap();
+        let e = e.to_scalar::<f32>().unwrap() / m.to_scalar::<f32>().unwrap();
+        assert!(e < 1e-5, "z-gradient relative error {e}");
+    }
 
     fn randn(shape: &[usize], seed: u64, scale: f32, shift: f32) -> Tensor {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
