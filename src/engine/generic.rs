@@ -43,7 +43,7 @@
 use std::sync::{Arc, Mutex, OnceLock};
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp1, Shape, Storage, Tensor, Var};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Shape, Storage, Tensor, Var};
 
 use super::net::{Activation, Node, Op};
 use super::{cuda, profile, reference};
@@ -812,24 +812,46 @@ macro_rules! handed_forwards {
 }
 pub(crate) use handed_forwards;
 
-/// `out`, computed from `x` outside candle's graph, attached to `x`'s
-/// graph as one op whose backward is `back` (its first gradient): how a
-/// model with a backward of its own (BigGAN's) joins the search's graph.
+/// `out`, computed from `inputs` (one to three) outside candle's graph,
+/// attached to their graph as one op whose backward is `back` (their
+/// gradients, in order): how an op or a model with a backward of its own
+/// (a network on this path, BigGAN's ops, BigGAN itself) joins the graph.
+/// The graph then holds the inputs and the output only.
 pub(crate) fn attach(
-    x: &Tensor,
+    inputs: &[&Tensor],
     out: Tensor,
     back: super::Pullback,
 ) -> candle_core::Result<Tensor> {
-    x.apply_op1(Attached {
+    let op = Attached {
         out: Handed::new(out)?,
         back,
-    })
+    };
+    match inputs {
+        [x] => x.apply_op1(op),
+        [x, y] => x.apply_op2(y, op),
+        [x, y, z] => x.apply_op3(y, z, op),
+        _ => candle_core::bail!("gevaldi-attached: {} inputs, expected 1 to 3", inputs.len()),
+    }
 }
 
 /// See [`attach`].
 struct Attached {
     out: Handed,
     back: super::Pullback,
+}
+
+impl Attached {
+    /// The `n` gradients of the inputs from the output's.
+    fn grads(&self, grad: &Tensor, n: usize) -> candle_core::Result<Vec<Option<Tensor>>> {
+        let grads = (self.back)(&grad.detach())?;
+        if grads.len() != n {
+            candle_core::bail!(
+                "gevaldi-attached: the backward gave {} gradients for {n} inputs",
+                grads.len()
+            );
+        }
+        Ok(grads.into_iter().map(Some).collect())
+    }
 }
 
 impl CustomOp1 for Attached {
@@ -840,30 +862,46 @@ impl CustomOp1 for Attached {
     handed_forwards!(1);
 
     fn bwd(&self, _: &Tensor, _: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        let mut grads = (self.back)(&grad.detach())?;
-        if grads.is_empty() {
-            candle_core::bail!("gevaldi-attached: the backward gave no gradient");
-        }
-        Ok(Some(grads.swap_remove(0)))
+        Ok(self.grads(grad, 1)?.swap_remove(0))
     }
 }
 
-/// The network as one op on `x`: its forward hands back `out`, its
-/// backward is the tape's.
-struct Run {
-    out: Handed,
-    tape: Tape,
-}
-
-impl CustomOp1 for Run {
+impl CustomOp2 for Attached {
     fn name(&self) -> &'static str {
-        "gevaldi-net"
+        "gevaldi-attached"
     }
 
-    handed_forwards!(1);
+    handed_forwards!(2);
 
-    fn bwd(&self, _: &Tensor, _: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        self.tape.backward(grad).map(Some)
+    fn bwd(
+        &self,
+        _: &Tensor,
+        _: &Tensor,
+        _: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let mut g = self.grads(grad, 2)?.into_iter();
+        Ok((g.next().flatten(), g.next().flatten()))
+    }
+}
+
+impl CustomOp3 for Attached {
+    fn name(&self) -> &'static str {
+        "gevaldi-attached"
+    }
+
+    handed_forwards!(3);
+
+    fn bwd(
+        &self,
+        _: &Tensor,
+        _: &Tensor,
+        _: &Tensor,
+        _: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let mut g = self.grads(grad, 3)?.into_iter();
+        Ok((g.next().flatten(), g.next().flatten(), g.next().flatten()))
     }
 }
 
@@ -876,10 +914,7 @@ pub(crate) fn run(
 ) -> candle_core::Result<Tensor> {
     let (out, tape) = forward(nodes, prepared, x, x.track_op())?;
     let Some(tape) = tape else { return Ok(out) };
-    x.apply_op1(Run {
-        out: Handed::new(out)?,
-        tape,
-    })
+    attach(&[x], out, Box::new(move |g| Ok(vec![tape.backward(g)?])))
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::cpu_op::f32s;
-use super::generic::{handed_forwards, Handed};
+use super::generic::attach;
 use super::kernels::{act, act_grad};
 use super::{cuda, grad_of, profile, Pullback};
 use super::{Activation, Engine};
@@ -26,19 +26,23 @@ pub fn scale_shift_relu(x: &Tensor, a: &Tensor, b: &Tensor) -> candle_core::Resu
     check(x, a, b)?;
     let dev = x.device();
     let engine = Engine::current();
-    profile::time(dev, "forward", kind, || {
-        if dev.is_cpu()
-            && [x.dtype(), a.dtype(), b.dtype()] == [DType::F32; 3]
-            && engine == Engine::Auto
-        {
+    if on_cpu_engine(x, a, b, engine) {
+        profile::time(dev, "forward", kind, || {
             x.contiguous()?
                 .apply_op3(&a.contiguous()?, &b.contiguous()?, ScaleShiftRelu)
-        } else if engine != Engine::Candle && (dev.is_cpu() || dev.is_cuda()) {
-            generic(x, a, b, engine)
-        } else {
-            reference(x, a, b)
-        }
-    })
+        })
+    } else if engine != Engine::Candle && (dev.is_cpu() || dev.is_cuda()) {
+        generic(x, a, b, engine)
+    } else {
+        profile::time(dev, "forward", kind, || reference(x, a, b))
+    }
+}
+
+/// Whether the CPU engine's op runs it.
+fn on_cpu_engine(x: &Tensor, a: &Tensor, b: &Tensor, engine: Engine) -> bool {
+    x.device().is_cpu()
+        && [x.dtype(), a.dtype(), b.dtype()] == [DType::F32; 3]
+        && engine == Engine::Auto
 }
 
 /// Refuses a scale or shift that does not fit `x`.
@@ -75,10 +79,7 @@ pub(crate) fn scale_shift_relu_taped(
             grad_of(db, name)?,
         ])
     };
-    if dev.is_cpu()
-        && [x.dtype(), a.dtype(), b.dtype()] == [DType::F32; 3]
-        && engine == Engine::Auto
-    {
+    if on_cpu_engine(&x, &a, &b, engine) {
         let (x, a, b) = (x.contiguous()?, a.contiguous()?, b.contiguous()?);
         let y = profile::time(dev, "forward", kind, || {
             x.apply_op3_no_bwd(&a, &b, &ScaleShiftRelu)
@@ -88,17 +89,32 @@ pub(crate) fn scale_shift_relu_taped(
         let back: Pullback = Box::new(move |g| grads(ScaleShiftRelu.bwd(&x, &a, &a, &y, g)?));
         return Ok((out, back));
     }
+    generic_taped(&x, &a, &b, engine)
+}
+
+/// The device-generic path (a GPU, `GEVALDI_ENGINE=generic`) outside
+/// candle's graph: the forward on untracked candle ops (on a CUDA device
+/// under `auto`, gevaldi's kernels: one forward, two backward), and
+/// [`generic_backward`]. Attached to the graph ([`generic`]), the graph
+/// holds `x` and the output, rather than also `x · a` and `x · a + b` as
+/// candle's ops do.
+fn generic_taped(
+    x: &Tensor,
+    a: &Tensor,
+    b: &Tensor,
+    engine: Engine,
+) -> candle_core::Result<(Tensor, Pullback)> {
+    let (x, a) = (x.detach(), a.detach());
     let own = cuda::applies(&x, engine);
-    let y = profile::time(dev, "forward", kind, || {
+    let y = profile::time(x.device(), "forward", kind, || {
         if own {
-            cuda::scale_shift_relu(&x, &a, &b)
+            cuda::scale_shift_relu(&x, &a, &b.detach())
         } else {
-            reference(&x, &a, &b)
+            reference(&x, &a, &b.detach())
         }
     })?;
     let out = y.clone();
     // The backward reads x, a and the output (not b).
-    drop(b);
     let back: Pullback = Box::new(move |g| {
         let (dx, da, db) = generic_backward(own, &x, &a, &y, &g.detach())?;
         Ok(vec![dx, da, db])
@@ -122,61 +138,13 @@ fn reference(x: &Tensor, a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> 
         .relu()
 }
 
-/// On any device (a GPU, `GEVALDI_ENGINE=generic`): the forward on
-/// untracked candle ops, handed back by [`GenericScaleShiftRelu`], whose
-/// backward is written in candle's ops. The graph then holds `x` and the
-/// output, rather than also `x · a` and `x · a + b` as candle's ops do.
-/// On a CUDA device under `auto`, gevaldi's kernels (one forward, two
-/// backward) do the same.
+/// [`generic_taped`], attached to the graph of the inputs.
 fn generic(x: &Tensor, a: &Tensor, b: &Tensor, engine: Engine) -> candle_core::Result<Tensor> {
-    let own = cuda::applies(x, engine);
-    let (xd, ad, bd) = (x.detach(), a.detach(), b.detach());
-    let y = if own {
-        cuda::scale_shift_relu(&xd, &ad, &bd)?
-    } else {
-        reference(&xd, &ad, &bd)?
-    };
+    let (out, back) = generic_taped(x, a, b, engine)?;
     if ![x, a, b].iter().any(|t| t.track_op()) {
-        return Ok(y);
+        return Ok(out);
     }
-    x.apply_op3(
-        a,
-        b,
-        GenericScaleShiftRelu {
-            out: Handed::new(y)?,
-            own,
-        },
-    )
-}
-
-/// See [`generic`].
-struct GenericScaleShiftRelu {
-    out: Handed,
-    /// Whether the backward runs gevaldi's CUDA kernels.
-    own: bool,
-}
-
-impl CustomOp3 for GenericScaleShiftRelu {
-    fn name(&self) -> &'static str {
-        "gevaldi-scale-shift-relu-generic"
-    }
-
-    handed_forwards!(3);
-
-    /// [`generic_backward`] on the op's inputs and output.
-    fn bwd(
-        &self,
-        x: &Tensor,
-        a: &Tensor,
-        _b: &Tensor,
-        res: &Tensor,
-        grad: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        // Untracked, so that the gradients carry no graph.
-        let (x, a, y, grad) = (x.detach(), a.detach(), res.detach(), grad.detach());
-        let (dx, da, db) = generic_backward(self.own, &x, &a, &y, &grad)?;
-        Ok((Some(dx), Some(da), Some(db)))
-    }
+    attach(&[x, a, b], out, back)
 }
 
 /// The generic path's backward of `relu(x · a + b)` = `y`, from `grad`:

@@ -10,9 +10,9 @@
 //! backward: `dh = g`, and `dx` is `g` summed over each 2×2 window, its
 //! channels padded with zeros to `x`'s.
 
-use candle_core::{CustomOp2, Tensor};
+use candle_core::Tensor;
 
-use super::generic::{handed_forwards, Handed};
+use super::generic::attach;
 use super::{cuda, profile, Engine, Pullback};
 
 /// `h + up(x[:, :c])` for `h` `[B, c, H, W]` and `x` `[B, C ≥ c, H / s,
@@ -20,9 +20,16 @@ use super::{cuda, profile, Engine, Pullback};
 /// `GEVALDI_ENGINE=candle` or on Metal, else as one op (see the module
 /// docs).
 pub(crate) fn skip_add(h: &Tensor, x: &Tensor, up: bool) -> candle_core::Result<Tensor> {
-    check(h, x, up)?;
     let dev = h.device();
-    profile::time(dev, "forward", kind, || skip_add_on(dev, h, x, up))
+    if Engine::current() == Engine::Candle || !(dev.is_cpu() || dev.is_cuda()) {
+        check(h, x, up)?;
+        return profile::time(dev, "forward", kind, || reference(h, x, up));
+    }
+    let (out, back) = skip_add_taped(h, x, up)?;
+    if !(h.track_op() || x.track_op()) {
+        return Ok(out);
+    }
+    attach(&[h, x], out, back)
 }
 
 /// [`skip_add`] outside candle's graph, with its backward (`[dh, dx]`):
@@ -99,35 +106,6 @@ fn kind() -> String {
     "skip add (BigGAN)".into()
 }
 
-fn skip_add_on(
-    dev: &candle_core::Device,
-    h: &Tensor,
-    x: &Tensor,
-    up: bool,
-) -> candle_core::Result<Tensor> {
-    let engine = Engine::current();
-    if engine == Engine::Candle || !(dev.is_cpu() || dev.is_cuda()) {
-        return reference(h, x, up);
-    }
-    let own = cuda::applies(h, engine);
-    let out = if own {
-        cuda::skip_add(&h.detach(), &x.detach(), up)?
-    } else {
-        reference(&h.detach(), &x.detach(), up)?
-    };
-    if !(h.track_op() || x.track_op()) {
-        return Ok(out);
-    }
-    h.apply_op2(
-        x,
-        SkipAdd {
-            out: Handed::new(out)?,
-            up,
-            own,
-        },
-    )
-}
-
 /// candle's ops.
 fn reference(h: &Tensor, x: &Tensor, up: bool) -> candle_core::Result<Tensor> {
     let c = h.dim(1)?;
@@ -140,37 +118,6 @@ fn reference(h: &Tensor, x: &Tensor, up: bool) -> candle_core::Result<Tensor> {
         skip = skip.upsample_nearest2d(2 * xh, 2 * xw)?;
     }
     h + skip
-}
-
-/// See [`skip_add`].
-struct SkipAdd {
-    out: Handed,
-    up: bool,
-    /// Whether the backward runs gevaldi's CUDA kernel.
-    own: bool,
-}
-
-impl CustomOp2 for SkipAdd {
-    fn name(&self) -> &'static str {
-        "gevaldi-skip-add"
-    }
-
-    handed_forwards!(2);
-
-    fn bwd(
-        &self,
-        _: &Tensor,
-        x: &Tensor,
-        _: &Tensor,
-        g: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let g = g.detach();
-        let dims = x.dims4()?;
-        let dx = profile::time(g.device(), "backward", kind, || {
-            dx(&g, dims, self.up, self.own)
-        })?;
-        Ok((Some(g), Some(dx)))
-    }
 }
 
 #[cfg(test)]

@@ -9,27 +9,23 @@
 //! holds nothing but the input. Under `GEVALDI_ENGINE=candle` (or on
 //! Metal) candle's op and its backward.
 
-use candle_core::{CustomOp1, Tensor};
+use candle_core::Tensor;
 
-use super::generic::{handed_forwards, Handed};
+use super::generic::attach;
 use super::{cuda, profile, Engine, Pullback};
 
 /// `x` `[B, C, H, W]` upsampled to `[B, C, 2H, 2W]` (each value repeated
 /// over a 2×2 window), with the backward above.
 pub(crate) fn upsample2(x: &Tensor) -> candle_core::Result<Tensor> {
     let dev = x.device();
-    let engine = Engine::current();
-    if engine == Engine::Candle || !(dev.is_cpu() || dev.is_cuda()) {
+    if Engine::current() == Engine::Candle || !(dev.is_cpu() || dev.is_cuda()) {
         return reference(x);
     }
-    let out = profile::time(dev, "forward", kind, || reference(&x.detach()))?;
+    let (out, back) = upsample2_taped(x)?;
     if !x.track_op() {
         return Ok(out);
     }
-    x.apply_op1(Upsample2 {
-        out: Handed::new(out)?,
-        own: cuda::applies(x, engine),
-    })
+    attach(&[x], out, back)
 }
 
 /// [`upsample2`] outside candle's graph, with its backward: the engine's
@@ -68,25 +64,6 @@ fn kind() -> String {
 fn reference(x: &Tensor) -> candle_core::Result<Tensor> {
     let (_, _, h, w) = x.dims4()?;
     x.upsample_nearest2d(2 * h, 2 * w)
-}
-
-/// See [`upsample2`].
-struct Upsample2 {
-    out: Handed,
-    /// Whether the backward runs gevaldi's CUDA kernel.
-    own: bool,
-}
-
-impl CustomOp1 for Upsample2 {
-    fn name(&self) -> &'static str {
-        "gevaldi-upsample2"
-    }
-
-    handed_forwards!(1);
-
-    fn bwd(&self, x: &Tensor, _: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        backward(&g.detach(), x.dims4()?, self.own).map(Some)
-    }
 }
 
 #[cfg(test)]

@@ -969,7 +969,7 @@ impl Generator for BigGan {
                 tests::TAPED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let tape = std::sync::Arc::new(tape);
                 return crate::engine::attach(
-                    z,
+                    &[z],
                     image,
                     Box::new(move |g| Ok(vec![tape.backward(g)?])),
                 );
