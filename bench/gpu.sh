@@ -8,6 +8,9 @@
 #   bash bench/gpu.sh            # here: build, pack (first build ~10-25 min)
 #   bash bench/gpu.sh --check    # only `cargo check` the same targets with
 #                                # the cuda feature (proves they compile; no pack)
+#   (both first compile src/engine/cuda/kernels.cu with NVRTC and assemble
+#   it with ptxas for sm_90, as the engine compiles it at run time:
+#   bench/nvrtc_check.py)
 #   # on the GPU machine, from the repository's root, .gpu carried:
 #   bash .gpu/run.sh             # logs and figures in $OUT (summary.txt)
 #
@@ -58,8 +61,15 @@ for line in sys.stdin:
         print(m["target"]["name"], m["target"]["kind"][0], m["executable"])
 '
 }
+# The CUDA 13 wheels' nvidia/cu13 folder in $CUDA_DIR.
+python_nvidia_dir() {
+  "$CUDA_DIR/bin/python" -c 'import nvidia, os; print(os.path.join(list(nvidia.__path__)[0], "cu13"))'
+}
 test_args=()
 for t in $TESTS; do test_args+=(--test "$t"); done
+# The kernels' source through NVRTC and ptxas, as the engine compiles it
+# at run time (no GPU needed).
+python3 bench/nvrtc_check.py "$(python_nvidia_dir)"
 if [ "${1:-}" = --check ]; then
   nice -n 15 cargo check --release --features cuda --config "$CK/cargo-config.toml" \
     --target-dir "$TARGET" --bench imagenet --bench search "${test_args[@]}"

@@ -335,15 +335,13 @@ fn paper_step(m: &Paper, inp: &Inputs) -> Result<Step> {
         m.gen.decode(inp.z.as_tensor(), Some(&inp.c))
     })?;
     let x = section(dev, "preprocessing", || m.pre.apply(&img))?;
-    let lp = section(dev, "GoogLeNet forward + log-softmax", || {
-        candle_nn::ops::log_softmax(&m.p.logits(&x)?, 1)
-    })?;
-    let lq = section(dev, "AlexNet forward + log-softmax", || {
-        candle_nn::ops::log_softmax(&m.q.logits(&x)?, 1)
-    })?;
-    let kl = section(dev, "KL", || {
+    let lp = section(dev, "GoogLeNet forward", || m.p.logits(&x))?;
+    let lq = section(dev, "AlexNet forward", || m.q.logits(&x))?;
+    // The search's head: log-softmaxes and KL as one op of the graph.
+    let kl = section(dev, "log-softmax + KL", || {
         Divergence::Kl
-            .compute(&[lp, lq])
+            .of_logits(&[lp, lq])
+            .map(|head| head.divergence)
             .map_err(|e| candle_core::Error::Msg(e.to_string()))
     })?;
     let scalar = kl.sum_all()?;

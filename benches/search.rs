@@ -96,6 +96,8 @@ fn main() -> Result<()> {
                 .steps(args.steps)
                 .lr(0.05)
                 .lambda(0.01);
+            // GEVALDI_PROFILE: this search's profile only.
+            let _ = gevaldi::engine::profile_report(1);
             let tensors = gevaldi::engine::tensors_made();
             let started = Instant::now();
             let outcome = Search::new("vae", &vae)
@@ -117,6 +119,9 @@ fn main() -> Result<()> {
                 outcome.mean_divergence_before(),
                 outcome.mean_divergence_after()
             );
+            if let Some(profile) = gevaldi::engine::profile_report(args.steps) {
+                eprintln!("{profile}");
+            }
         }
     }
     if args.resnet {

@@ -106,12 +106,22 @@ pub(super) fn read_checked(
     let read = || -> candle_core::Result<Vec<f64>> {
         let mut parts = Vec::with_capacity(probes.len() + checked.len() + plain.len());
         for (_, _, t) in probes {
-            parts.push(t.sum_all()?.to_dtype(DType::F64)?.reshape(1)?);
+            parts.push(t.sum_all()?.reshape(1)?);
         }
         for t in checked.iter().map(|(_, t)| *t).chain(plain.iter().copied()) {
-            parts.push(t.flatten_all()?.to_dtype(DType::F64)?);
+            parts.push(t.flatten_all()?);
         }
-        Tensor::cat(&parts, 0)?.to_vec1::<f64>()
+        // One conversion of the whole read where every part is f32 (a
+        // launch per part on a GPU otherwise), else each part to f64.
+        if parts.iter().any(|p| p.dtype() != DType::F32) {
+            parts = parts
+                .iter()
+                .map(|p| p.to_dtype(DType::F64))
+                .collect::<candle_core::Result<_>>()?;
+        }
+        Tensor::cat(&parts, 0)?
+            .to_dtype(DType::F64)?
+            .to_vec1::<f64>()
     };
     let values = read().map_err(Error::tensor(format!("read the figures {at}")))?;
     let (sums, mut rest) = values.split_at(probes.len());

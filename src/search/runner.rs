@@ -142,14 +142,23 @@ impl<'a> Search<'a> {
         let mut step = 0;
         // The gradient of the previous step, checked with this step's read.
         let mut last_grad: Option<Tensor> = None;
-        let (last, last_host, last_div, last_measured, last_dz) = loop {
+        // z0 on the host, for dz (‖z − z0‖ / ‖z‖), worked out there from
+        // each step's z, read with the step's figures.
+        let z0_rows: Vec<f64> = z0
+            .flatten_all()
+            .and_then(|z| z.to_dtype(DType::F64))
+            .and_then(|z| z.to_vec1::<f64>())
+            .map_err(Error::tensor("read z0"))?;
+        let (last, last_host, last_div, last_measured, last_dz, last_z) = loop {
             let eval = self.evaluate(z.as_tensor(), b)?;
-            let log_prior = self.log_prior(z.as_tensor(), b)?;
-            let objective = log_prior
-                .affine(cfg.lambda, 0.0)
-                .and_then(|prior| &eval.divergence + prior)
-                .map_err(Error::tensor("add the prior term to the objective"))?;
-            let dz = self.dz(z.as_tensor(), &z0)?;
+            let (log_prior, objective) = profiled(device, "log p(z), objective", || {
+                let log_prior = self.log_prior(z.as_tensor(), b)?;
+                let objective = log_prior
+                    .affine(cfg.lambda, 0.0)
+                    .and_then(|prior| &eval.divergence + prior)
+                    .map_err(Error::tensor("add the prior term to the objective"))?;
+                Ok((log_prior, objective))
+            })?;
             let at = SearchStage::Step(step);
             let mut probes = Vec::with_capacity(self.classifiers.len() + 4);
             if let Some(g) = &last_grad {
@@ -162,20 +171,23 @@ impl<'a> Search<'a> {
                 at,
                 &log_prior,
             ));
-            let mut figures = read_checked(
-                &probes,
-                &[
-                    (NonFiniteSite::Divergence, &eval.divergence),
-                    (NonFiniteSite::Objective, &objective),
-                ],
-                &[&dz],
-                at,
-            )?
+            let mut figures = profiled(device, "the figures' read", || {
+                read_checked(
+                    &probes,
+                    &[
+                        (NonFiniteSite::Divergence, &eval.divergence),
+                        (NonFiniteSite::Objective, &objective),
+                    ],
+                    &[z.as_tensor()],
+                    at,
+                )
+            })?
             .into_iter();
-            let (div, obj, dz) = match (figures.next(), figures.next(), figures.next()) {
-                (Some(div), Some(obj), Some(dz)) => (not_below_zero(div), obj, dz),
+            let (div, obj, z_now) = match (figures.next(), figures.next(), figures.next()) {
+                (Some(div), Some(obj), Some(z)) => (not_below_zero(div), obj, z),
                 _ => unreachable!("three figures were read"),
             };
+            let dz = dz(&z_now, &z0_rows, d);
             // The log-probabilities on the host: read once a step for the
             // measures, else only where the records need them.
             let host = if self.measures.is_empty() {
@@ -201,7 +213,7 @@ impl<'a> Search<'a> {
                         < es.tolerance
             });
             if step == cfg.steps || stalled {
-                break (eval, host, div, measured, dz);
+                break (eval, host, div, measured, dz, z_now);
             }
             if first.is_none() {
                 let host = match host {
@@ -212,23 +224,27 @@ impl<'a> Search<'a> {
             }
 
             if step == 0 {
-                self.check_classifiers_reach_z(&eval.log_probs, &z)?;
+                self.check_classifiers_reach_z(&eval.logits, &z)?;
             }
-            let grads = objective
-                .sum_all()
-                .and_then(|o| o.backward())
-                .map_err(Error::tensor(format!("backpropagate at step {step}")))?;
+            let grads = profiled(device, "backward", || {
+                objective
+                    .sum_all()
+                    .and_then(|o| o.backward())
+                    .map_err(Error::tensor(format!("backpropagate at step {step}")))
+            })?;
             let grad = grads
                 .get(z.as_tensor())
                 .ok_or_else(|| Error::MissingGradient {
                     model: self.chain_name(),
                     input: "latent z",
                 })?;
-            let update = self
-                .update(grad, &mut adam_state, step + 1)
-                .map_err(Error::tensor(format!("update z at step {step}")))?;
-            z.set(&(z.as_tensor() + update).map_err(Error::tensor("update z"))?)
-                .map_err(Error::tensor("update z"))?;
+            profiled(device, "update", || {
+                let update = self
+                    .update(grad, &mut adam_state, step + 1)
+                    .map_err(Error::tensor(format!("update z at step {step}")))?;
+                z.set(&(z.as_tensor() + update).map_err(Error::tensor("update z"))?)
+                    .map_err(Error::tensor("update z"))
+            })?;
             last_grad = Some(grad.detach());
             step += 1;
         };
@@ -259,15 +275,14 @@ impl<'a> Search<'a> {
         )?
         .swap_remove(0);
         let baseline_div = not_below_zero(baseline_div);
-        let z0_rows = z0.to_vec2::<f32>().map_err(Error::tensor("read z0"))?;
-        let z_rows = z
-            .as_tensor()
-            .to_vec2::<f32>()
-            .map_err(Error::tensor("read z"))?;
+        // As f32, the search's type (z0 and z were read as f64 from f32).
+        let row = |values: &[f64], i: usize| -> Vec<f32> {
+            values[i * d..(i + 1) * d].iter().map(|&v| v as f32).collect()
+        };
         let samples = (0..b)
             .map(|i| SampleRecord {
-                z0: z0_rows[i].clone(),
-                z: z_rows[i].clone(),
+                z0: row(&z0_rows, i),
+                z: row(&last_z, i),
                 divergence_before: first_div[i],
                 divergence_after: last_div[i],
                 log_probs_before: log_probs_before.iter().map(|m| m[i].clone()).collect(),
@@ -319,25 +334,28 @@ impl<'a> Search<'a> {
 
     /// Decodes z, runs every classifier and computes the divergence.
     fn evaluate(&self, z: &Tensor, b: usize) -> Result<Evaluation> {
-        let x = self
-            .generator
-            .decode(z, self.condition.as_ref())
-            .map_err(Error::model(&self.generator_name, "decode z"))?;
-        let mut log_probs = Vec::with_capacity(self.classifiers.len());
+        let device = z.device();
+        let x = profiled(device, "decode", || {
+            self.generator
+                .decode(z, self.condition.as_ref())
+                .map_err(Error::model(&self.generator_name, "decode z"))
+        })?;
         let mut all_logits = Vec::with_capacity(self.classifiers.len());
         let mut classes = None;
         for (name, classifier) in &self.classifiers {
-            let logits = classifier.logits(&x).map_err(|e| {
-                // Named with the input's shape: a generator whose samples do
-                // not fit the classifier is the usual cause.
-                Error::model(
-                    name,
-                    format!(
-                        "compute logits of `{}`'s samples of shape {:?}",
-                        self.generator_name,
-                        x.dims()
-                    ),
-                )(e)
+            let logits = profiled(device, "classifiers", || {
+                classifier.logits(&x).map_err(|e| {
+                    // Named with the input's shape: a generator whose samples do
+                    // not fit the classifier is the usual cause.
+                    Error::model(
+                        name,
+                        format!(
+                            "compute logits of `{}`'s samples of shape {:?}",
+                            self.generator_name,
+                            x.dims()
+                        ),
+                    )(e)
+                })
             })?;
             if logits.dtype() != z.dtype() {
                 return Err(Error::model(name, "use its logits")(
@@ -365,17 +383,16 @@ impl<'a> Search<'a> {
                 }
                 Some(_) => {}
             }
-            let lp = candle_nn::ops::log_softmax(&logits, 1)
-                .map_err(Error::model(name, "compute log-probabilities"))?;
-            log_probs.push(lp);
             all_logits.push(logits);
         }
-        let divergence = self.config.divergence.compute(&log_probs)?;
+        let head = profiled(device, "log-softmax, divergence", || {
+            self.config.divergence.of_logits(&all_logits)
+        })?;
         Ok(Evaluation {
             x,
             logits: all_logits,
-            log_probs,
-            divergence,
+            log_probs: head.log_probs,
+            divergence: head.divergence,
         })
     }
 
@@ -400,14 +417,14 @@ impl<'a> Search<'a> {
     /// and passes. One backward pass per classifier, at step 0, rules both
     /// out: where none reaches z the whole chain is named (the generator,
     /// say), else the first classifier that does not.
-    fn check_classifiers_reach_z(&self, log_probs: &[Tensor], z: &Var) -> Result<()> {
+    fn check_classifiers_reach_z(&self, logits: &[Tensor], z: &Var) -> Result<()> {
         let mut missing = Vec::new();
-        for ((name, _), lp) in self.classifiers.iter().zip(log_probs) {
-            let grads = lp
+        for ((name, _), l) in self.classifiers.iter().zip(logits) {
+            let grads = l
                 .sum_all()
                 .and_then(|s| s.backward())
                 .map_err(Error::tensor(format!(
-                    "backpropagate the log-probabilities of `{name}`"
+                    "backpropagate the logits of `{name}`"
                 )))?;
             if grads.get(z.as_tensor()).is_none() {
                 missing.push(name);
@@ -476,12 +493,6 @@ impl<'a> Search<'a> {
         Ok(lp)
     }
 
-    /// ‖z − z0‖ / ‖z‖ per sample, `[B]`.
-    fn dz(&self, z: &Tensor, z0: &Tensor) -> Result<Tensor> {
-        let norm = |t: &Tensor| t.sqr()?.sum(1)?.sqrt();
-        (|| norm(&(z - z0)?)? / norm(z)?)().map_err(Error::tensor("compute dz"))
-    }
-
     fn check_condition(&self, b: usize) -> Result<()> {
         match (self.generator.num_conditions(), &self.condition) {
             (None, None) => Ok(()),
@@ -526,6 +537,18 @@ impl<'a> Search<'a> {
     }
 }
 
+/// `f()`, a section of the step in `GEVALDI_PROFILE`'s table (with the
+/// device synchronised around it; nothing when the profile is off).
+fn profiled<T>(device: &Device, name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let mut out = None;
+    crate::engine::profile_section(device, name, || {
+        out = Some(f());
+        Ok(())
+    })
+    .map_err(Error::tensor("synchronise the device for GEVALDI_PROFILE"))?;
+    out.expect("a section runs its closure")
+}
+
 /// x0, each model's probabilities `[model][sample][class]`, the divergence
 /// and the measures `[measure][sample]` at z0.
 type Start = (Tensor, Vec<Vec<Vec<f32>>>, Vec<f64>, Vec<Vec<f64>>);
@@ -549,6 +572,19 @@ fn not_below_zero(divergences: Vec<f64>) -> Vec<f64> {
     divergences
         .into_iter()
         .map(|d| if d < 0.0 { 0.0 } else { d })
+        .collect()
+}
+
+/// ‖z − z0‖ / ‖z‖ per sample, from the rows of z and z0 (`[B · d]`
+/// each, row-major), d the latent dimension. In f64, from the f32 latents.
+pub(super) fn dz(z: &[f64], z0: &[f64], d: usize) -> Vec<f64> {
+    z.chunks(d.max(1))
+        .zip(z0.chunks(d.max(1)))
+        .map(|(z, z0)| {
+            let moved: f64 = z.iter().zip(z0).map(|(a, b)| (a - b) * (a - b)).sum();
+            let norm: f64 = z.iter().map(|a| a * a).sum();
+            moved.sqrt() / norm.sqrt()
+        })
         .collect()
 }
 

@@ -1,6 +1,6 @@
 //! Unit tests of the search.
 
-use super::runner::baseline_rng;
+use super::runner::{baseline_rng, dz};
 use super::*;
 use crate::error::Error;
 use candle_core::{DType, Device, Tensor};
@@ -113,4 +113,19 @@ fn non_finite_sites_and_stages_read_as_sentences() {
         "{msg}"
     );
     assert!(msg.contains("check the classifier"), "{msg}");
+}
+
+/// dz = ‖z − z0‖ / ‖z‖ per row, worked on the host from the read rows:
+/// rows of d values each, NaN for a zero z (0 / 0), as on the device.
+#[test]
+fn dz_is_the_relative_move_of_each_row() {
+    let z = [3.0, 4.0, 1.0, 0.0, 0.0, 0.0];
+    let z0 = [0.0, 0.0, 1.0, 0.0, 0.0, 0.0];
+    let got = dz(&z, &z0, 2);
+    assert_eq!(got.len(), 3);
+    assert_eq!(got[0], 1.0);
+    assert_eq!(got[1], 0.0);
+    assert!(got[2].is_nan());
+    let moved = dz(&[1.0, 1.0], &[1.0, 0.0], 2)[0];
+    assert!((moved - 1.0 / 2f64.sqrt()).abs() < 1e-15);
 }

@@ -32,6 +32,8 @@
 //! at 100 nats: logits [0, −300] against [−300, 0], KL 300, read 100, and
 //! the search's gradient stopped there).
 
+mod head;
+
 use std::fmt;
 use std::str::FromStr;
 
@@ -152,6 +154,11 @@ impl Divergence {
             .iter()
             .map(|t| t.maximum(LOG_PROB_FLOOR))
             .collect::<candle_core::Result<Vec<_>>>()?;
+        self.of_clamped(&lp)
+    }
+
+    /// The divergence of log-probabilities already clamped at the floor.
+    fn of_clamped(&self, lp: &[Tensor]) -> candle_core::Result<Tensor> {
         match self {
             Divergence::Kl => kl(&lp[0], &lp[1]),
             Divergence::ReverseKl => kl(&lp[1], &lp[0]),
@@ -164,43 +171,51 @@ impl Divergence {
                 let diff_p = (lp[0].exp()? - lp[1].exp()?)?;
                 diff_p.abs()?.sum(D::Minus1)?.affine(0.5, 0.0)
             }
-            Divergence::Js { weights } => {
-                let m = lp.len();
-                let w: Vec<f64> = match weights {
-                    Some(w) => {
-                        let total: f64 = w.iter().sum();
-                        w.iter().map(|w| w / total).collect()
-                    }
-                    None => vec![1.0 / m as f64; m],
-                };
-                // log p̄ = m + log Σ_m w_m exp(log p_m − m), m the largest
-                // log p_mk per class: the weights multiply after the exp
-                // (not ln w added before it), so models that agree give
-                // exp(0) = 1 each, Σ w = 1 and log p̄ = log p exactly, and a
-                // JS of exactly 0 (it was rounding noise of either sign,
-                // ±7e-8, whose ratio made a lift).
-                let max = Tensor::stack(&lp, 0)?.max_keepdim(0)?.squeeze(0)?;
-                let mut mix: Option<Tensor> = None;
-                for (lp, w) in lp.iter().zip(&w) {
-                    let term = (lp - &max)?.exp()?.affine(*w, 0.0)?;
-                    mix = Some(match mix {
-                        None => term,
-                        Some(m) => (m + term)?,
-                    });
-                }
-                let log_mix = (mix.expect("js has at least 2 models").log()? + max)?;
-                let mut total: Option<Tensor> = None;
-                for (lp, w) in lp.iter().zip(&w) {
-                    let term = kl(lp, &log_mix)?.affine(*w, 0.0)?;
-                    total = Some(match total {
-                        None => term,
-                        Some(t) => (t + term)?,
-                    });
-                }
-                Ok(total.expect("js has at least 2 models"))
-            }
+            Divergence::Js { weights } => Ok(js(lp, &js_weights(weights.as_deref(), lp.len()))?.0),
         }
     }
+}
+
+/// The weights of `js` for `m` models: `given` normalised to sum to 1,
+/// else uniform.
+fn js_weights(given: Option<&[f64]>, m: usize) -> Vec<f64> {
+    match given {
+        Some(w) => {
+            let total: f64 = w.iter().sum();
+            w.iter().map(|w| w / total).collect()
+        }
+        None => vec![1.0 / m as f64; m],
+    }
+}
+
+/// JS per row of clamped log-probabilities with weights `w`, and the log
+/// of the mixture, log p̄.
+fn js(lp: &[Tensor], w: &[f64]) -> candle_core::Result<(Tensor, Tensor)> {
+    // log p̄ = m + log Σ_m w_m exp(log p_m − m), m the largest
+    // log p_mk per class: the weights multiply after the exp
+    // (not ln w added before it), so models that agree give
+    // exp(0) = 1 each, Σ w = 1 and log p̄ = log p exactly, and a
+    // JS of exactly 0 (it was rounding noise of either sign,
+    // ±7e-8, whose ratio made a lift).
+    let max = Tensor::stack(lp, 0)?.max_keepdim(0)?.squeeze(0)?;
+    let mut mix: Option<Tensor> = None;
+    for (lp, w) in lp.iter().zip(w) {
+        let term = (lp - &max)?.exp()?.affine(*w, 0.0)?;
+        mix = Some(match mix {
+            None => term,
+            Some(m) => (m + term)?,
+        });
+    }
+    let log_mix = (mix.expect("js has at least 2 models").log()? + max)?;
+    let mut total: Option<Tensor> = None;
+    for (lp, w) in lp.iter().zip(w) {
+        let term = kl(lp, &log_mix)?.affine(*w, 0.0)?;
+        total = Some(match total {
+            None => term,
+            Some(t) => (t + term)?,
+        });
+    }
+    Ok((total.expect("js has at least 2 models"), log_mix))
 }
 
 /// KL(p ‖ q) per row, from clamped log-probabilities.
