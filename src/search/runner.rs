@@ -277,7 +277,10 @@ impl<'a> Search<'a> {
         let baseline_div = not_below_zero(baseline_div);
         // As f32, the search's type (z0 and z were read as f64 from f32).
         let row = |values: &[f64], i: usize| -> Vec<f32> {
-            values[i * d..(i + 1) * d].iter().map(|&v| v as f32).collect()
+            values[i * d..(i + 1) * d]
+                .iter()
+                .map(|&v| v as f32)
+                .collect()
         };
         let samples = (0..b)
             .map(|i| SampleRecord {
