@@ -9,7 +9,8 @@
 //! gather per input element: `col2im`), a max-pool forward (the first
 //! maximum's position, then the values) and backward, a ReLU's backward,
 //! BigGAN's conditional batch norm + ReLU (forward and the gradients of
-//! its input, scale and shift) and residual join.
+//! its input, scale and shift) and residual join, and the search's head
+//! for two models (log-softmaxes and divergence, and its backward).
 //!
 //! They run where the engine's `auto` runs the device-generic path on a
 //! CUDA device with f32 tensors; `GEVALDI_ENGINE=generic` runs that path
@@ -41,8 +42,8 @@ use super::pool_len;
 use super::Engine;
 use crate::zoo::{padded_len, MaxPoolPositions};
 use ops::{
-    BiasAct, Col2Im, ConvShape, Elementwise, Im2Col, PoolArgmax, PoolBackward, PoolGather,
-    PoolShape, ScaleShiftDab, SkipAdd, SkipAddDx,
+    BiasAct, Col2Im, ConvShape, Elementwise, HeadBackward, HeadForward, Im2Col, PoolArgmax,
+    PoolBackward, PoolGather, PoolShape, ScaleShiftDab, SkipAdd, SkipAddDx,
 };
 
 mod ops;
@@ -172,6 +173,31 @@ pub(crate) fn skip_add(h: &Tensor, x: &Tensor, up: bool) -> candle_core::Result<
 /// one kernel.
 pub(crate) fn skip_add_dx(g: &Tensor, xc: usize, up: bool) -> candle_core::Result<Tensor> {
     g.contiguous()?.apply_op1_no_bwd(&SkipAddDx { xc, up })
+}
+
+/// The search's head for two models' logits `[B, K]` (`w`: js's two
+/// weights `[2]`, `kind` as [`ops::HeadForward`] has it): `[B + 2·B·K]`,
+/// the divergence, then both models' log-probabilities. One kernel.
+pub(crate) fn head_forward(
+    l1: &Tensor,
+    l2: &Tensor,
+    w: &Tensor,
+    kind: usize,
+) -> candle_core::Result<Tensor> {
+    l1.contiguous()?
+        .apply_op3_no_bwd(&l2.contiguous()?, w, &HeadForward { kind })
+}
+
+/// The gradients of both models' logits, `[2, B, K]`, from
+/// [`head_forward`]'s output and the divergence's gradient `u` `[B]`. One
+/// kernel.
+pub(crate) fn head_backward(
+    packed: &Tensor,
+    u: &Tensor,
+    w: &Tensor,
+    kind: usize,
+) -> candle_core::Result<Tensor> {
+    packed.apply_op3_no_bwd(&u.contiguous()?, w, &HeadBackward { kind })
 }
 
 /// Whether a conv's weight `[Cout, Cin, kh, kw]` with stride `s` and

@@ -5,6 +5,7 @@
 // grid-stride loop goes round more than once. Built and run by
 // tests/cuda_kernels.rs; prints one line per kernel and exits 1 on a
 // mismatch.
+#include <algorithm>
 #include <barrier>
 #include <cmath>
 #include <cstdio>
@@ -279,6 +280,89 @@ static void bias_acts() {
   std::printf("bias_act: %s\n", failures == before ? "ok" : "FAILED");
 }
 
+// The divergence of one row in double, from its definition (js's mixture
+// max-shifted, as a mixture of two underflowed probabilities is 0).
+static double head_row(const double *x1, const double *x2, int k, int kind, const float *w) {
+  std::vector<double> f[2];
+  const double *xs[2] = {x1, x2};
+  for (int m = 0; m < 2; ++m) {
+    double mx = -INFINITY, s = 0;
+    for (int j = 0; j < k; ++j) mx = std::max(mx, xs[m][j]);
+    for (int j = 0; j < k; ++j) s += std::exp(xs[m][j] - mx);
+    for (int j = 0; j < k; ++j) f[m].push_back(std::max(xs[m][j] - mx - std::log(s), -1e4));
+  }
+  double d = 0;
+  for (int j = 0; j < k; ++j) {
+    double f1 = f[0][j], f2 = f[1][j], p1 = std::exp(f1), p2 = std::exp(f2);
+    if (kind == 0) d += p1 * (f1 - f2);
+    if (kind == 1) d += p2 * (f2 - f1);
+    if (kind == 2) d += p1 * (f1 - f2) + p2 * (f2 - f1);
+    if (kind == 3) d += 0.5 * std::fabs(p1 - p2);
+    if (kind == 4) {
+      double mm = std::max(f1, f2);
+      double lm = mm + std::log(w[0] * std::exp(f1 - mm) + w[1] * std::exp(f2 - mm));
+      d += w[0] * p1 * (f1 - lm) + w[1] * p2 * (f2 - lm);
+    }
+  }
+  return d;
+}
+
+// head_forward against the definitions, and head_backward against central
+// differences of them (in double), for every kind, with logits spread wide
+// enough that some log-probabilities fall below the floor; grids of 4
+// threads for up to 7 samples, so that the loop over samples goes round.
+static void heads() {
+  int before = failures;
+  const char *names[] = {"kl", "reverse-kl", "jeffreys", "tv", "js"};
+  for (int kind = 0; kind < 5; ++kind)
+    for (double spread : {3.0, 3e4}) {
+      int b = 5 + below(3), k = 2 + below(11);
+      std::vector<float> l(2 * b * k), w = {0.25f, 0.75f}, out(b + 2 * b * k), u(b), dl(2 * b * k);
+      for (auto &v : l) v = (float)(uniform() * spread);
+      for (auto &v : u) v = 1.0f + 0.5f * uniform();
+      const float *l1 = l.data(), *l2 = l.data() + b * k;
+      launch(2, 2, [&] { head_forward(l1, l2, w.data(), out.data(), b, k, kind); });
+      launch(2, 2, [&] { head_backward(out.data(), u.data(), w.data(), dl.data(), b, k, kind); });
+      for (int r = 0; r < b; ++r) {
+        std::vector<double> x1(l1 + r * k, l1 + (r + 1) * k), x2(l2 + r * k, l2 + (r + 1) * k);
+        double d = head_row(x1.data(), x2.data(), k, kind, w.data());
+        CHECK(std::fabs(out[r] - d) <= 1e-5 * (1 + std::fabs(d)), "head_forward %s (spread %g): sample %d: %g, naive %g",
+              names[kind], spread, r, out[r], d);
+        for (int m = 0; m < 2; ++m) {
+          const std::vector<double> &x = m == 0 ? x1 : x2;
+          double mx = -INFINITY, s = 0;
+          for (double v : x) mx = std::max(mx, v);
+          for (double v : x) s += std::exp(v - mx);
+          for (int j = 0; j < k; ++j) {
+            double lp = x[j] - mx - std::log(s), got = out[b + m * b * k + r * k + j];
+            CHECK(std::fabs(got - lp) <= 1e-5 * (1 + std::fabs(lp)), "head_forward %s: log p%d at %d,%d: %g, naive %g",
+                  names[kind], m + 1, r, j, got, lp);
+          }
+        }
+        // Central differences, scaled by the sample's u.
+        std::vector<double> fd(2 * k);
+        double top = 0, h = 1e-4 * std::max(1.0, spread / 100);
+        for (int m = 0; m < 2; ++m)
+          for (int j = 0; j < k; ++j) {
+            std::vector<double> a = x1, c = x2;
+            (m == 0 ? a : c)[j] += h;
+            double up = head_row(a.data(), c.data(), k, kind, w.data());
+            (m == 0 ? a : c)[j] -= 2 * h;
+            double down = head_row(a.data(), c.data(), k, kind, w.data());
+            fd[m * k + j] = (up - down) / (2 * h) * u[r];
+            top = std::max(top, std::fabs(fd[m * k + j]));
+          }
+        for (int m = 0; m < 2; ++m)
+          for (int j = 0; j < k; ++j) {
+            double got = dl[m * b * k + r * k + j], want = fd[m * k + j];
+            CHECK(std::fabs(got - want) <= 1e-3 * (1 + top), "head_backward %s (spread %g): model %d at %d,%d: %g, central differences %g",
+                  names[kind], spread, m + 1, r, j, got, want);
+          }
+      }
+    }
+  std::printf("head_forward, head_backward: %s\n", failures == before ? "ok" : "FAILED");
+}
+
 int main() {
   max_pools();
   conv_columns();
@@ -286,6 +370,7 @@ int main() {
   elementwise();
   scale_shift_sums();
   skip_adds();
+  heads();
   std::printf("%d checks, %d mismatches\n", checks, failures);
   return failures != 0;
 }

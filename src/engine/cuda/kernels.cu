@@ -220,3 +220,102 @@ extern "C" __global__ void bias_act(const float *y, const float *bias, float *ou
     out[i] = relu && !(v > 0.0f || v != v) ? 0.0f : v;
   }
 }
+
+// The search's head for two models (src/divergence/head.rs), one thread
+// per sample. kind: 0 kl, 1 reverse-kl, 2 jeffreys, 3 tv, 4 js (weights
+// w[0], w[1]; the others ignore w). As candle's ops compute them: lp =
+// (x - max) - log(sum(exp(x - max))), f = max(lp, -1e4), p = exp(f).
+#define LOG_PROB_FLOOR (-1e4f)
+
+__device__ inline float floored(float lp) { return lp < LOG_PROB_FLOOR ? LOG_PROB_FLOOR : lp; }
+
+// log p-bar of js per class: mm + log(exp(f1 - mm) w1 + exp(f2 - mm) w2),
+// mm the larger of the two.
+__device__ inline float log_mix(float f1, float f2, const float *w) {
+  float mm = f1 < f2 ? f2 : f1;
+  return logf(expf(f1 - mm) * w[0] + expf(f2 - mm) * w[1]) + mm;
+}
+
+__device__ void log_softmax_row(const float *x, float *lp, int k) {
+  float m = NEG_INF;
+  for (int j = 0; j < k; ++j)
+    if (x[j] > m) m = x[j];
+  float s = 0.0f;
+  for (int j = 0; j < k; ++j) s += expf(x[j] - m);
+  float ls = logf(s);
+  for (int j = 0; j < k; ++j) lp[j] = (x[j] - m) - ls;
+}
+
+// out: the divergence (b), then log p1 (b x k) and log p2 (b x k).
+extern "C" __global__ void head_forward(const float *l1, const float *l2, const float *w,
+                                        float *out, int b, int k, int kind) {
+  for (int r = blockIdx.x * blockDim.x + threadIdx.x; r < b; r += blockDim.x * gridDim.x) {
+    const long long at = (long long)r * k;
+    float *lp1 = out + b + at, *lp2 = out + b + (long long)b * k + at;
+    log_softmax_row(l1 + at, lp1, k);
+    log_softmax_row(l2 + at, lp2, k);
+    float d = 0.0f, d2 = 0.0f;
+    for (int j = 0; j < k; ++j) {
+      float f1 = floored(lp1[j]), f2 = floored(lp2[j]);
+      switch (kind) {
+        case 0: d += expf(f1) * (f1 - f2); break;
+        case 1: d += expf(f2) * (f2 - f1); break;
+        case 2: d += (expf(f1) - expf(f2)) * (f1 - f2); break;
+        case 3: d += fabsf(expf(f1) - expf(f2)); break;
+        default: {
+          float lm = log_mix(f1, f2, w);
+          d += expf(f1) * (f1 - lm);
+          d2 += expf(f2) * (f2 - lm);
+        }
+      }
+    }
+    if (kind == 3) d = d * 0.5f;
+    if (kind == 4) d = d * w[0] + d2 * w[1];
+    out[r] = d;
+  }
+}
+
+// The gradients of the two models' logits (dl: model 1's b x k, then
+// model 2's) from head_forward's log-probabilities and the divergence's
+// gradient u (b): with G = dD/df per class and c = [lp >= floor],
+// g = (G c) u and dl = g - exp(lp) sum(g).
+extern "C" __global__ void head_backward(const float *packed, const float *u, const float *w,
+                                         float *dl, int b, int k, int kind) {
+  for (int r = blockIdx.x * blockDim.x + threadIdx.x; r < b; r += blockDim.x * gridDim.x) {
+    const long long at = (long long)r * k, second = (long long)b * k;
+    const float *lp1 = packed + b + at, *lp2 = packed + b + second + at;
+    float *d1 = dl + at, *d2 = dl + second + at;
+    float ur = u[r], s1 = 0.0f, s2 = 0.0f;
+    for (int j = 0; j < k; ++j) {
+      float f1 = floored(lp1[j]), f2 = floored(lp2[j]);
+      float p1 = expf(f1), p2 = expf(f2), g1, g2;
+      switch (kind) {
+        case 0: g1 = p1 * (f1 - f2); g2 = -p1; break;
+        case 1: g1 = -p2; g2 = p2 * (f2 - f1); break;
+        case 2: g1 = p1 * (f1 - f2) - p2; g2 = -(p2 * (f1 - f2) + p1); break;
+        case 3: {
+          float diff = p1 - p2;
+          float sg = (float)(diff > 0.0f) - (float)(diff < 0.0f);
+          g1 = (sg * p1) * 0.5f;
+          g2 = (sg * p2) * -0.5f;
+          break;
+        }
+        default: {
+          float lm = log_mix(f1, f2, w);
+          g1 = (p1 * (f1 - lm)) * w[0];
+          g2 = (p2 * (f2 - lm)) * w[1];
+        }
+      }
+      g1 = (g1 * (float)(lp1[j] >= LOG_PROB_FLOOR)) * ur;
+      g2 = (g2 * (float)(lp2[j] >= LOG_PROB_FLOOR)) * ur;
+      d1[j] = g1;
+      d2[j] = g2;
+      s1 += g1;
+      s2 += g2;
+    }
+    for (int j = 0; j < k; ++j) {
+      d1[j] = d1[j] - expf(lp1[j]) * s1;
+      d2[j] = d2[j] - expf(lp2[j]) * s2;
+    }
+  }
+}

@@ -791,6 +791,184 @@ impl Kernel for Col2Im {
     }
 }
 
+/// The search's head for two models (`head_forward` of `kernels.cu`):
+/// (logits 1, logits 2, weights `[2]`) → `[B + 2·B·K]`: the divergence
+/// `[B]`, then each model's log-probabilities `[B, K]` (the divergence
+/// first, so that it is a view from the start of the storage). `kind`: 0 kl,
+/// 1 reverse-kl, 2 jeffreys, 3 tv, 4 js (with the weights; the others
+/// ignore them).
+pub(super) struct HeadForward {
+    pub kind: usize,
+}
+
+/// The floor of the log-probabilities, as the kernels have it.
+const FLOOR: f32 = crate::divergence::LOG_PROB_FLOOR as f32;
+
+fn floored(lp: f32) -> f32 {
+    if lp < FLOOR {
+        FLOOR
+    } else {
+        lp
+    }
+}
+
+/// js's log p̄ of one class, as the kernels work it out.
+fn log_mix(f1: f32, f2: f32, w: &[f32]) -> f32 {
+    let mm = if f1 < f2 { f2 } else { f1 };
+    ((f1 - mm).exp() * w[0] + (f2 - mm).exp() * w[1]).ln() + mm
+}
+
+/// The two models' `[B, K]` logits and the weights `[2]`, checked.
+fn head_sizes(name: &str, args: &[Arg]) -> candle_core::Result<(usize, usize)> {
+    let (b, k) = args[0].layout.shape().dims2()?;
+    if args[1].shape() != args[0].shape() || args[2].count() != 2 {
+        let shapes: Vec<&Shape> = args.iter().map(|a| a.shape()).collect();
+        candle_core::bail!("{name}: inputs {shapes:?} do not fit");
+    }
+    Ok((b, k))
+}
+
+/// One block of 256 threads per 256 samples.
+fn per_sample(b: usize) -> Option<usize> {
+    Some(b.div_ceil(256).clamp(1, 65535))
+}
+
+impl Kernel for HeadForward {
+    fn kernel(&self) -> &'static str {
+        "head_forward"
+    }
+    fn inputs(&self) -> &'static [DType] {
+        &[DType::F32; 3]
+    }
+    fn plan(&self, args: &[Arg]) -> candle_core::Result<Plan> {
+        let (b, k) = head_sizes(self.kernel(), args)?;
+        let n = 2 * b * k + b;
+        Ok(Plan {
+            blocks: per_sample(b),
+            ..Plan::new(n, sizes![b, k, kind = self.kind], n)
+        })
+    }
+    fn cpu(&self, plan: &Plan, inputs: &[Values]) -> candle_core::Result<CpuStorage> {
+        let &[b, k, kind] = plan.values().as_slice() else {
+            unreachable!("the plan's sizes")
+        };
+        let (l1, l2, w) = (f32s(inputs, 0), f32s(inputs, 1), f32s(inputs, 2));
+        let mut out = vec![0f32; plan.n];
+        let (ds, lps) = out.split_at_mut(b);
+        let (lps1, lps2) = lps.split_at_mut(b * k);
+        for (r, out) in ds.iter_mut().enumerate() {
+            let row = r * k..(r + 1) * k;
+            let (lp1, lp2) = (&mut lps1[row.clone()], &mut lps2[row.clone()]);
+            log_softmax_row(&l1[row.clone()], lp1);
+            log_softmax_row(&l2[row], lp2);
+            let (mut d, mut d2) = (0f32, 0f32);
+            for j in 0..k {
+                let (f1, f2) = (floored(lp1[j]), floored(lp2[j]));
+                match kind {
+                    0 => d += f1.exp() * (f1 - f2),
+                    1 => d += f2.exp() * (f2 - f1),
+                    2 => d += (f1.exp() - f2.exp()) * (f1 - f2),
+                    3 => d += (f1.exp() - f2.exp()).abs(),
+                    _ => {
+                        let lm = log_mix(f1, f2, w);
+                        d += f1.exp() * (f1 - lm);
+                        d2 += f2.exp() * (f2 - lm);
+                    }
+                }
+            }
+            *out = match kind {
+                3 => d * 0.5,
+                4 => d * w[0] + d2 * w[1],
+                _ => d,
+            };
+        }
+        Ok(CpuStorage::F32(out))
+    }
+}
+
+/// `lp = (x − max) − ln Σ exp(x − max)`, as candle's `log_softmax`.
+fn log_softmax_row(x: &[f32], lp: &mut [f32]) {
+    let m = x
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
+    let s: f32 = x.iter().map(|&v| (v - m).exp()).sum();
+    let ls = s.ln();
+    for (lp, &v) in lp.iter_mut().zip(x) {
+        *lp = (v - m) - ls;
+    }
+}
+
+/// Its backward (`head_backward`): (the forward's output, the
+/// divergence's gradient `[B]`, the weights) → the two models' logits'
+/// gradients, `[2, B, K]`.
+pub(super) struct HeadBackward {
+    pub kind: usize,
+}
+
+impl Kernel for HeadBackward {
+    fn kernel(&self) -> &'static str {
+        "head_backward"
+    }
+    fn inputs(&self) -> &'static [DType] {
+        &[DType::F32; 3]
+    }
+    fn plan(&self, args: &[Arg]) -> candle_core::Result<Plan> {
+        let (packed, b) = (args[0].count(), args[1].count());
+        let k = packed.saturating_sub(b) / (2 * b).max(1);
+        if b == 0 || packed != 2 * b * k + b || args[2].count() != 2 {
+            let shapes: Vec<&Shape> = args.iter().map(|a| a.shape()).collect();
+            candle_core::bail!("{}: inputs {shapes:?} do not fit", self.kernel());
+        }
+        Ok(Plan {
+            blocks: per_sample(b),
+            ..Plan::new(2 * b * k, sizes![b, k, kind = self.kind], (2, b, k))
+        })
+    }
+    fn cpu(&self, plan: &Plan, inputs: &[Values]) -> candle_core::Result<CpuStorage> {
+        let &[b, k, kind] = plan.values().as_slice() else {
+            unreachable!("the plan's sizes")
+        };
+        let (packed, u, w) = (f32s(inputs, 0), f32s(inputs, 1), f32s(inputs, 2));
+        let mut dl = vec![0f32; plan.n];
+        let (dl1, dl2) = dl.split_at_mut(b * k);
+        for (r, &ur) in u.iter().enumerate().take(b) {
+            let row = r * k..(r + 1) * k;
+            let (lp1, lp2) = (&packed[b..][row.clone()], &packed[b + b * k..][row.clone()]);
+            let (d1, d2) = (&mut dl1[row.clone()], &mut dl2[row]);
+            let (mut s1, mut s2) = (0f32, 0f32);
+            for j in 0..k {
+                let (f1, f2) = (floored(lp1[j]), floored(lp2[j]));
+                let (p1, p2) = (f1.exp(), f2.exp());
+                let (g1, g2) = match kind {
+                    0 => (p1 * (f1 - f2), -p1),
+                    1 => (-p2, p2 * (f2 - f1)),
+                    2 => (p1 * (f1 - f2) - p2, -(p2 * (f1 - f2) + p1)),
+                    3 => {
+                        let diff = p1 - p2;
+                        let sg = f32::from(diff > 0.0) - f32::from(diff < 0.0);
+                        ((sg * p1) * 0.5, (sg * p2) * -0.5)
+                    }
+                    _ => {
+                        let lm = log_mix(f1, f2, w);
+                        ((p1 * (f1 - lm)) * w[0], (p2 * (f2 - lm)) * w[1])
+                    }
+                };
+                let g1 = (g1 * f32::from(lp1[j] >= FLOOR)) * ur;
+                let g2 = (g2 * f32::from(lp2[j] >= FLOOR)) * ur;
+                d1[j] = g1;
+                d2[j] = g2;
+                s1 += g1;
+                s2 += g2;
+            }
+            for j in 0..k {
+                d1[j] -= lp1[j].exp() * s1;
+                d2[j] -= lp2[j].exp() * s2;
+            }
+        }
+        Ok(CpuStorage::F32(dl))
+    }
+}
+
 kernel_op!(PoolArgmax: CustomOp1, s1 l1);
 kernel_op!(PoolGather: CustomOp2, s1 l1, s2 l2);
 kernel_op!(PoolBackward: CustomOp2, s1 l1, s2 l2);
@@ -802,6 +980,8 @@ kernel_op!(SkipAddDx: CustomOp1, s1 l1);
 kernel_op!(Im2Col: CustomOp1, s1 l1);
 kernel_op!(BiasAct: CustomOp2, s1 l1, s2 l2);
 kernel_op!(Col2Im: CustomOp1, s1 l1);
+kernel_op!(HeadForward: CustomOp3, s1 l1, s2 l2, s3 l3);
+kernel_op!(HeadBackward: CustomOp3, s1 l1, s2 l2, s3 l3);
 
 /// Compiling, loading and launching (feature `cuda`).
 #[cfg(feature = "cuda")]
@@ -1033,5 +1213,10 @@ mod tests {
             conv,
         };
         check(&col2im, vec![l(&[2, 27, 9])]);
+        check(
+            &HeadForward { kind: 4 },
+            vec![l(&[2, 5]), l(&[2, 5]), l(&[2])],
+        );
+        check(&HeadBackward { kind: 0 }, vec![l(&[22]), l(&[2]), l(&[2])]);
     }
 }
