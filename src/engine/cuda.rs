@@ -10,7 +10,8 @@
 //! maximum's position, then the values) and backward, a ReLU's backward,
 //! BigGAN's conditional batch norm + ReLU (forward and the gradients of
 //! its input, scale and shift) and residual join, and the search's head
-//! for two models (log-softmaxes and divergence, and its backward).
+//! for two models (log-softmaxes and divergence, and its backward) and
+//! its Adam step.
 //!
 //! They run where the engine's `auto` runs the device-generic path on a
 //! CUDA device with f32 tensors; `GEVALDI_ENGINE=generic` runs that path
@@ -42,8 +43,8 @@ use super::pool_len;
 use super::Engine;
 use crate::zoo::{padded_len, MaxPoolPositions};
 use ops::{
-    BiasAct, Col2Im, ConvShape, Elementwise, HeadBackward, HeadForward, Im2Col, PoolArgmax,
-    PoolBackward, PoolGather, PoolShape, ScaleShiftDab, SkipAdd, SkipAddDx,
+    AdamStep, BiasAct, Col2Im, ConvShape, Elementwise, HeadBackward, HeadForward, Im2Col,
+    PoolArgmax, PoolBackward, PoolGather, PoolShape, ScaleShiftDab, SkipAdd, SkipAddDx,
 };
 
 mod ops;
@@ -198,6 +199,13 @@ pub(crate) fn head_backward(
     kind: usize,
 ) -> candle_core::Result<Tensor> {
     packed.apply_op3_no_bwd(&u.contiguous()?, w, &HeadBackward { kind })
+}
+
+/// Adam's step: the next state `[z | m | v]` (`[3n]`) from the gradient
+/// `[n]`, the state and the hyperparameters `[8]` (see `adam_step` in
+/// `kernels.cu`). One kernel.
+pub(crate) fn adam_step(g: &Tensor, state: &Tensor, hyper: &Tensor) -> candle_core::Result<Tensor> {
+    g.contiguous()?.apply_op3_no_bwd(state, hyper, &AdamStep)
 }
 
 /// Whether a conv's weight `[Cout, Cin, kh, kw]` with stride `s` and

@@ -33,6 +33,7 @@ mod config;
 mod non_finite;
 mod outcome;
 mod runner;
+mod update;
 
 pub use self::config::{EarlyStop, Optimizer, SearchConfig};
 pub use self::non_finite::{NonFiniteSite, SearchStage};

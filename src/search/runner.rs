@@ -6,6 +6,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::non_finite::{read_checked, Probe};
 use super::outcome::mean;
+use super::update::Update;
 use super::*;
 use crate::error::{Error, Result};
 use crate::model::{Classifier, Generator};
@@ -136,7 +137,7 @@ impl<'a> Search<'a> {
         self.check_condition(b)?;
 
         let z = Var::from_tensor(&z0).map_err(Error::tensor("make z a variable"))?;
-        let mut adam_state: Option<(Tensor, Tensor)> = None;
+        let mut update = Update::new(cfg.optimizer.clone(), cfg.lr);
         let mut trajectory = Vec::with_capacity(cfg.steps + 1);
         let mut first: Option<Start> = None;
         let mut step = 0;
@@ -239,11 +240,9 @@ impl<'a> Search<'a> {
                     input: "latent z",
                 })?;
             profiled(device, "update", || {
-                let update = self
-                    .update(grad, &mut adam_state, step + 1)
-                    .map_err(Error::tensor(format!("update z at step {step}")))?;
-                z.set(&(z.as_tensor() + update).map_err(Error::tensor("update z"))?)
-                    .map_err(Error::tensor("update z"))
+                update
+                    .step(&z, grad, step + 1)
+                    .map_err(Error::tensor(format!("update z at step {step}")))
             })?;
             last_grad = Some(grad.detach());
             step += 1;
@@ -442,35 +441,6 @@ impl<'a> Search<'a> {
             model,
             input: "latent z",
         })
-    }
-
-    fn update(
-        &self,
-        grad: &Tensor,
-        adam_state: &mut Option<(Tensor, Tensor)>,
-        t: usize,
-    ) -> candle_core::Result<Tensor> {
-        let lr = self.config.lr;
-        match self.config.optimizer {
-            Optimizer::Sgd => grad.affine(lr, 0.0),
-            Optimizer::Adam {
-                beta1,
-                beta2,
-                epsilon,
-            } => {
-                let (m, v) = match adam_state.take() {
-                    Some(state) => state,
-                    None => (grad.zeros_like()?, grad.zeros_like()?),
-                };
-                let m = (m.affine(beta1, 0.0)? + grad.affine(1.0 - beta1, 0.0)?)?;
-                let v = (v.affine(beta2, 0.0)? + grad.sqr()?.affine(1.0 - beta2, 0.0)?)?;
-                let m_hat = m.affine(1.0 / (1.0 - beta1.powi(t as i32)), 0.0)?;
-                let v_hat = v.affine(1.0 / (1.0 - beta2.powi(t as i32)), 0.0)?;
-                let update = (m_hat / (v_hat.sqrt()? + epsilon)?)?.affine(lr, 0.0)?;
-                *adam_state = Some((m, v));
-                Ok(update)
-            }
-        }
     }
 
     /// The generator's log p(z), checked to be `[B]` in z's dtype (else

@@ -363,6 +363,36 @@ static void heads() {
   std::printf("head_forward, head_backward: %s\n", failures == before ? "ok" : "FAILED");
 }
 
+// adam_step over three steps, the state fed back, against Adam in double
+// (PyTorch's form: m / (1 - b1^t) / (sqrt(v / (1 - b2^t)) + eps)).
+static void adam_steps() {
+  int before = failures;
+  int n = 203;
+  double b1 = 0.9, b2 = 0.999, eps = 1e-8, lr = 0.05;
+  std::vector<float> state(3 * n, 0.f), next(3 * n);
+  std::vector<double> z(n), m(n, 0.0), v(n, 0.0);
+  for (int i = 0; i < n; ++i) z[i] = state[i] = uniform();
+  for (int t = 1; t <= 3; ++t) {
+    std::vector<float> g(n);
+    for (int i = 0; i < n; ++i) g[i] = i % 7 == 0 ? 0.f : uniform() * (i % 3 == 0 ? 100.f : 1.f);
+    double bc1 = 1 / (1 - std::pow(b1, t)), bc2 = 1 / (1 - std::pow(b2, t));
+    float hp[8] = {(float)b1, (float)(1 - b1), (float)b2, (float)(1 - b2), (float)bc1, (float)bc2, (float)eps,
+                   (float)lr};
+    RUN(adam_step(g.data(), state.data(), hp, next.data(), n));
+    for (int i = 0; i < n; ++i) {
+      m[i] = b1 * m[i] + (1 - b1) * g[i];
+      v[i] = b2 * v[i] + (1 - b2) * (double)g[i] * g[i];
+      z[i] += lr * (m[i] * bc1) / (std::sqrt(v[i] * bc2) + eps);
+      CHECK(std::fabs(next[i] - z[i]) <= 1e-5 * (1 + std::fabs(z[i])), "adam_step: step %d, z[%d]: %g, naive %g", t, i,
+            next[i], z[i]);
+      CHECK(std::fabs(next[n + i] - m[i]) <= 1e-5 * (1 + std::fabs(m[i])), "adam_step: step %d, m[%d]", t, i);
+      CHECK(std::fabs(next[2 * n + i] - v[i]) <= 1e-5 * (1 + std::fabs(v[i])), "adam_step: step %d, v[%d]", t, i);
+    }
+    state = next;
+  }
+  std::printf("adam_step: %s\n", failures == before ? "ok" : "FAILED");
+}
+
 int main() {
   max_pools();
   conv_columns();
@@ -371,6 +401,7 @@ int main() {
   scale_shift_sums();
   skip_adds();
   heads();
+  adam_steps();
   std::printf("%d checks, %d mismatches\n", checks, failures);
   return failures != 0;
 }

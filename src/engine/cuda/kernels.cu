@@ -319,3 +319,23 @@ extern "C" __global__ void head_backward(const float *packed, const float *u, co
     }
   }
 }
+
+// Adam's step (src/search/update.rs), one thread per element of z (n):
+// state is z, m and v (n each); hp holds beta1, 1 - beta1, beta2,
+// 1 - beta2, the bias corrections 1 / (1 - beta1^t) and 1 / (1 - beta2^t),
+// epsilon and lr, as f32; out is the next state. The operations and their
+// order are those of the search's Adam on candle's ops (each scaling is
+// candle's affine, x * a + 0), so that the CPU twin gives the same bits.
+extern "C" __global__ void adam_step(const float *g, const float *state, const float *hp,
+                                     float *out, int n) {
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += blockDim.x * gridDim.x) {
+    float gi = g[i];
+    float m = (state[n + i] * hp[0] + 0.0f) + (gi * hp[1] + 0.0f);
+    float v = (state[2LL * n + i] * hp[2] + 0.0f) + ((gi * gi) * hp[3] + 0.0f);
+    float m_hat = m * hp[4] + 0.0f, v_hat = v * hp[5] + 0.0f;
+    float update = (m_hat / (sqrtf(v_hat) + hp[6])) * hp[7] + 0.0f;
+    out[i] = state[i] + update;
+    out[n + i] = m;
+    out[2LL * n + i] = v;
+  }
+}

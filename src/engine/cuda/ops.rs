@@ -969,6 +969,48 @@ impl Kernel for HeadBackward {
     }
 }
 
+/// Adam's step (`adam_step`): (the gradient `[n]`, the state `[z | m | v]`
+/// `[3n]`, the hyperparameters `[8]`) → the next state `[3n]`.
+pub(super) struct AdamStep;
+
+impl Kernel for AdamStep {
+    fn kernel(&self) -> &'static str {
+        "adam_step"
+    }
+    fn inputs(&self) -> &'static [DType] {
+        &[DType::F32; 3]
+    }
+    fn plan(&self, args: &[Arg]) -> candle_core::Result<Plan> {
+        let n = args[0].count();
+        if args[1].count() != 3 * n || args[2].count() != 8 {
+            let shapes: Vec<&Shape> = args.iter().map(|a| a.shape()).collect();
+            candle_core::bail!("{}: inputs {shapes:?} do not fit", self.kernel());
+        }
+        Ok(Plan {
+            // One thread per element of z.
+            blocks: Some(n.div_ceil(256).clamp(1, 65535)),
+            ..Plan::new(3 * n, sizes![n], 3 * n)
+        })
+    }
+    fn cpu(&self, plan: &Plan, inputs: &[Values]) -> candle_core::Result<CpuStorage> {
+        let &[n] = plan.values().as_slice() else {
+            unreachable!("the plan's sizes")
+        };
+        let (g, state, hp) = (f32s(inputs, 0), f32s(inputs, 1), f32s(inputs, 2));
+        let mut out = vec![0f32; 3 * n];
+        for (i, &gi) in g.iter().enumerate() {
+            let m = (state[n + i] * hp[0] + 0.0) + (gi * hp[1] + 0.0);
+            let v = (state[2 * n + i] * hp[2] + 0.0) + ((gi * gi) * hp[3] + 0.0);
+            let (m_hat, v_hat) = (m * hp[4] + 0.0, v * hp[5] + 0.0);
+            let update = (m_hat / (v_hat.sqrt() + hp[6])) * hp[7] + 0.0;
+            out[i] = state[i] + update;
+            out[n + i] = m;
+            out[2 * n + i] = v;
+        }
+        Ok(CpuStorage::F32(out))
+    }
+}
+
 kernel_op!(PoolArgmax: CustomOp1, s1 l1);
 kernel_op!(PoolGather: CustomOp2, s1 l1, s2 l2);
 kernel_op!(PoolBackward: CustomOp2, s1 l1, s2 l2);
@@ -982,6 +1024,7 @@ kernel_op!(BiasAct: CustomOp2, s1 l1, s2 l2);
 kernel_op!(Col2Im: CustomOp1, s1 l1);
 kernel_op!(HeadForward: CustomOp3, s1 l1, s2 l2, s3 l3);
 kernel_op!(HeadBackward: CustomOp3, s1 l1, s2 l2, s3 l3);
+kernel_op!(AdamStep: CustomOp3, s1 l1, s2 l2, s3 l3);
 
 /// Compiling, loading and launching (feature `cuda`).
 #[cfg(feature = "cuda")]
@@ -1218,5 +1261,6 @@ mod tests {
             vec![l(&[2, 5]), l(&[2, 5]), l(&[2])],
         );
         check(&HeadBackward { kind: 0 }, vec![l(&[22]), l(&[2]), l(&[2])]);
+        check(&AdamStep, vec![l(&[4, 3]), l(&[36]), l(&[8])]);
     }
 }
