@@ -143,11 +143,24 @@ impl<T: Generator + ?Sized> Generator for &T {
 
 /// log N(z; 0, I) per row of `z` `[B, d]`:
 /// `-0.5 * sum_i z_i^2 - (d / 2) * ln(2 pi)`, shape `[B]`.
+///
+/// Where `z` is tracked it joins candle's graph as one op whose backward
+/// is `-z` times the output's gradient (candle's graph, three ops and
+/// their backward, under `GEVALDI_ENGINE=candle`): the same bits.
 pub fn standard_normal_log_density(z: &Tensor) -> candle_core::Result<Tensor> {
     let d = z.dim(1)? as f64;
-    z.sqr()?
-        .sum(1)?
-        .affine(-0.5, -0.5 * d * (2.0 * std::f64::consts::PI).ln())
+    let density = |z: &Tensor| {
+        z.sqr()?
+            .sum(1)?
+            .affine(-0.5, -0.5 * d * (2.0 * std::f64::consts::PI).ln())
+    };
+    if !z.track_op() || crate::engine::Engine::current() == crate::engine::Engine::Candle {
+        return density(z);
+    }
+    let z_kept = z.detach();
+    let out = density(&z_kept)?;
+    let back = move |g: &Tensor| Ok(vec![z_kept.broadcast_mul(&g.neg()?.unsqueeze(1)?)?]);
+    crate::engine::attach(&[z], out, Box::new(back))
 }
 
 /// An f32 tensor of the given shape with independent standard-normal entries
@@ -206,6 +219,41 @@ mod tests {
         let c = -(2.0 * std::f64::consts::PI).ln();
         assert!((lp[0] as f64 - c).abs() < 1e-6);
         assert!((lp[1] as f64 - (c - 2.5)).abs() < 1e-6);
+    }
+
+    /// A tracked z's log density is one op of the graph whose gradient
+    /// is candle's graph's, bit for bit (scaled per row: the output's
+    /// gradient is not all ones). Checked to fail with the sign of the
+    /// backward dropped.
+    #[test]
+    fn standard_normal_log_density_backward_is_candles_graphs() {
+        if crate::engine::Engine::current() == crate::engine::Engine::Candle {
+            return;
+        }
+        let values = [[0.3f32, -1.7, 2.5], [1.0, -2.0, 0.0]];
+        let z = candle_core::Var::new(&values, &Device::Cpu).unwrap();
+        let u = Tensor::new(&[0.5f32, -3.0], &Device::Cpu).unwrap();
+        let grad_of = |lp: Tensor| {
+            let grads = (lp * &u).unwrap().sum_all().unwrap().backward().unwrap();
+            let g = grads.get(z.as_tensor()).expect("a gradient for z");
+            g.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        };
+        let ours = standard_normal_log_density(z.as_tensor()).unwrap();
+        assert!(ours.track_op());
+        let graph = z
+            .as_tensor()
+            .sqr()
+            .unwrap()
+            .sum(1)
+            .unwrap()
+            .affine(-0.5, -1.5 * (2.0 * std::f64::consts::PI).ln())
+            .unwrap();
+        let same =
+            |a: &Tensor, b: &Tensor| a.to_vec1::<f32>().unwrap() == b.to_vec1::<f32>().unwrap();
+        assert!(same(&ours, &graph));
+        let (a, b) = (grad_of(ours), grad_of(graph));
+        assert_eq!(a, b);
+        assert_eq!(a[1], 1.7 * 0.5);
     }
 
     #[test]

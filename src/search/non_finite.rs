@@ -104,24 +104,24 @@ pub(super) fn read_checked(
     at: SearchStage,
 ) -> Result<Vec<Vec<f64>>> {
     let read = || -> candle_core::Result<Vec<f64>> {
-        let mut parts = Vec::with_capacity(probes.len() + checked.len() + plain.len());
+        let mut parts: Vec<Tensor> = Vec::with_capacity(probes.len() + checked.len() + plain.len());
         for (_, _, t) in probes {
             parts.push(t.sum_all()?.reshape(1)?);
         }
         for t in checked.iter().map(|(_, t)| *t).chain(plain.iter().copied()) {
             parts.push(t.flatten_all()?);
         }
-        // One conversion of the whole read where every part is f32 (a
-        // launch per part on a GPU otherwise), else each part to f64.
-        if parts.iter().any(|p| p.dtype() != DType::F32) {
-            parts = parts
-                .iter()
-                .map(|p| p.to_dtype(DType::F64))
-                .collect::<candle_core::Result<_>>()?;
+        // Read as f32 where every part is (no conversion on the device),
+        // else each part as f64.
+        if parts.iter().all(|p| p.dtype() == DType::F32) {
+            let values = Tensor::cat(&parts, 0)?.to_vec1::<f32>()?;
+            return Ok(values.into_iter().map(f64::from).collect());
         }
-        Tensor::cat(&parts, 0)?
-            .to_dtype(DType::F64)?
-            .to_vec1::<f64>()
+        let parts = parts
+            .iter()
+            .map(|p| p.to_dtype(DType::F64))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Tensor::cat(&parts, 0)?.to_vec1::<f64>()
     };
     let values = read().map_err(Error::tensor(format!("read the figures {at}")))?;
     let (sums, mut rest) = values.split_at(probes.len());
