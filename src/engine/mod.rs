@@ -30,8 +30,10 @@
 //!   passes: a conv with one group (im2col laid out so that one batched
 //!   product gives the output, then its bias and the ReLU after it in one
 //!   pass) and its input gradient (`Wᵀ·g`, then `col2im`), max-pools
-//!   forward and backward, a ReLU's backward, and BigGAN's conditional
-//!   batch norm + ReLU and residual join; every kernel writes each output
+//!   forward and backward, a ReLU's backward, BigGAN's conditional
+//!   batch norm + ReLU and residual join, and the search's head and Adam
+//!   step (`divergence/head.rs`, `search/update.rs`; those two run their
+//!   CPU twins on the CPU under `auto` too); every kernel writes each output
 //!   once, in a fixed order of additions. `GEVALDI_ENGINE=generic` runs the
 //!   same path on candle's ops alone;
 //! - **gevaldi's CPU kernels**, the whole network as one candle
