@@ -26,7 +26,9 @@
 //! checked against the kernel's parameter list in `kernels.cu` by a test.
 //! Its CUDA forward launches the kernel with the plan; its CPU forward is
 //! the kernel's loop in Rust reading the same plan, which the engine
-//! never runs ([`applies`] is false on the CPU) and the tests do: every
+//! runs on the CPU only for the search's head and Adam step (a loop per
+//! sample or element is all they need there; [`applies`] is false on the
+//! CPU) and the tests run for every kernel: every
 //! function here against candle's ops, and the generic path with these
 //! ops against it without them (the glue around the kernels: shapes,
 //! layouts, which ReLU a conv applies), on any machine;
