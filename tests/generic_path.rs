@@ -1,8 +1,11 @@
 //! The engine's device-generic path, what `auto` runs where gevaldi's CPU
 //! kernels do not (a GPU), here on the CPU with `GEVALDI_ENGINE=generic`:
-//! every built-in model passes the gradient audit on it, and BigGAN-deep
+//! every built-in model passes the gradient audit on it, BigGAN-deep
 //! (its convs engine nets between candle's ops) gives the same image and
-//! latent gradient on every path.
+//! latent gradient on every path, and the search's own ops (its head and
+//! Adam, kernels under `auto`) take the same ascent on every path. On a
+//! GPU (`GEVALDI_DEVICE=cuda`, `bash bench/gpu.sh`) the same tests hold
+//! gevaldi's CUDA kernels to candle's CUDA ops.
 //!
 //! The tests set a process-wide variable (`GEVALDI_ENGINE`), so each holds
 //! one lock for its whole run.
@@ -366,6 +369,96 @@ fn single_convs_agree_on_auto_and_generic() {
             let (ey, eg) = (rel_err(&y, &y_ref), rel_err(&g, &g_ref));
             assert!(ey < 1e-5, "{what}: output relative error {ey}");
             assert!(eg < 1e-5, "{what}: input gradient relative error {eg}");
+        }
+    }
+    std::env::set_var("GEVALDI_ENGINE", "auto");
+}
+
+/// The search's own ops take the same ascent on every path: under `auto`
+/// the head's and Adam's kernels (on a GPU their CUDA kernels, on the CPU
+/// their twins), under `generic` the head's closed form on candle's ops,
+/// under `candle` candle's graph. The fixtures' cnn_a and cnn_b over the
+/// VAE, every divergence (`js` of two models with weights too), z0 alike:
+/// the divergences at z0 agree to f32 rounding (measured: at most 4e-7),
+/// and after three SGD steps (which move z along the gradient itself) to
+/// 1e-3: rounding grows along the ascent, most where `tv`'s subgradient
+/// changes sign on a class both models give nearly the same probability
+/// (7e-5 measured at lr 0.1; a dropped term of a gradient is off by far
+/// more). After three Adam steps, whose first steps go by the gradient's
+/// sign alone (a component near 0 may take either sign), their means to
+/// 2%.
+#[test]
+fn the_search_ascends_alike_on_every_path() {
+    use gevaldi::{Divergence, Optimizer, Search, SearchConfig};
+    let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
+    let dev = common::device();
+    let (a, b, vae) = common::fixture_models(&dev);
+    let divergences = [
+        Divergence::Kl,
+        Divergence::ReverseKl,
+        Divergence::Jeffreys,
+        Divergence::Tv,
+        Divergence::Js {
+            weights: Some(vec![1.0, 2.0]),
+        },
+    ];
+    for d in divergences {
+        for (optimizer, lr) in [(Optimizer::Sgd, 0.1), (Optimizer::adam(), 0.05)] {
+            let run = |engine: &str| {
+                std::env::set_var("GEVALDI_ENGINE", engine);
+                let config = SearchConfig::default()
+                    .divergence(d.clone())
+                    .optimizer(optimizer.clone())
+                    .lr(lr)
+                    .steps(3)
+                    .batch(6)
+                    .seed(5);
+                let out = Search::new("vae", &vae)
+                    .classifier("cnn_a", &a)
+                    .classifier("cnn_b", &b)
+                    .config(config)
+                    .run(&dev)
+                    .unwrap_or_else(|e| panic!("{d} on {engine}: {e}"));
+                let before: Vec<f64> = out.samples.iter().map(|s| s.divergence_before).collect();
+                let after: Vec<f64> = out.samples.iter().map(|s| s.divergence_after).collect();
+                (before, after, out.mean_divergence_after())
+            };
+            let (before, after, mean) = run("candle");
+            assert!(mean > 0.0, "{d}: no divergence to compare");
+            for engine in ["auto", "generic"] {
+                let (b2, a2, m2) = run(engine);
+                let what = format!("{d} with {optimizer:?} on {engine}");
+                for (x, y) in b2.iter().zip(&before) {
+                    assert!(
+                        (x - y).abs() <= 1e-5 * (1.0 + y.abs()),
+                        "{what}: at z0 {x} against candle's {y}"
+                    );
+                }
+                let worst = |a: &[f64], b: &[f64]| {
+                    a.iter()
+                        .zip(b)
+                        .map(|(x, y)| (x - y).abs() / (1.0 + y.abs()))
+                        .fold(0f64, f64::max)
+                };
+                println!(
+                    "{what}: at z0 {:.1e}, after 3 steps {:.1e}",
+                    worst(&b2, &before),
+                    worst(&a2, &after)
+                );
+                if matches!(optimizer, Optimizer::Sgd) {
+                    for (x, y) in a2.iter().zip(&after) {
+                        assert!(
+                            (x - y).abs() <= 1e-3 * (1.0 + y.abs()),
+                            "{what}: after 3 steps {x} against candle's {y}"
+                        );
+                    }
+                } else {
+                    assert!(
+                        (m2 - mean).abs() <= 0.02 * mean,
+                        "{what}: mean after 3 steps {m2} against candle's {mean}"
+                    );
+                }
+            }
         }
     }
     std::env::set_var("GEVALDI_ENGINE", "auto");
