@@ -19,7 +19,9 @@
 #             beside bench/jax_reference.py (jit, on the GPU); and again
 #             with GEVALDI_BENCH_CUDA_EVENTS=off ("gevaldi-noevents":
 #             cudarc's two unused CUDA events per buffer not made, see
-#             src/suite/device.rs)
+#             src/suite/device.rs); then every divergence's gradient
+#             through the search on CUDA against PyTorch's autograd
+#             (bench/check_gradients.py)
 #   step      the paper's step (BigGAN-deep-128 -> preprocessing ->
 #             GoogLeNet vs AlexNet -> KL -> gradient w.r.t. z) at batch 8
 #             and 32, gevaldi (`auto`: gevaldi's CUDA kernels), gevaldi on
@@ -167,8 +169,16 @@ for part in "${PARTS[@]}"; do
             sed 's/^gevaldi /gevaldi-noevents /'
           JAX_PLATFORMS=cuda timeout "$(left 90)" "$PY" bench/jax_reference.py --z0 "$z0/z0-b$batch.safetensors" --steps 100
         done
+        # Every divergence's gradient through the search on CUDA (`auto`:
+        # the head's and Adam's kernels; `generic`) against PyTorch's
+        # autograd in float64 (bench/check_gradients.py).
+        grads=$(mktemp -d)
+        for engine in auto generic; do
+          GEVALDI_DEVICE=cuda GEVALDI_ENGINE=$engine timeout "$(left 30)" "$BIN/search" --gradients "$grads"
+        done
+        timeout "$(left 60)" "$PY" bench/check_gradients.py "$grads"
       } >"$OUT/mnist.log" 2>&1
-      grep -E '^(gevaldi|jax) ' "$OUT/mnist.log" | tee -a "$OUT/summary.txt"
+      grep -E '^(gevaldi|jax) |^largest relative' "$OUT/mnist.log" | tee -a "$OUT/summary.txt"
       ;;
     step)
       weights || continue

@@ -71,7 +71,7 @@ CLASSIFIERS = [
 ]
 WORKLOADS = CLASSIFIERS + ["biggan", "step"]
 TRUNCATION = 1.0
-LOG_PROB_FLOOR = -100.0  # src/divergence.rs
+LOG_PROB_FLOOR = -1e4  # gevaldi::divergence::LOG_PROB_FLOOR
 
 
 def seeded(name):

@@ -28,7 +28,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from safetensors.numpy import load_file  # noqa: E402
 
-LOG_PROB_FLOOR = -100.0
+LOG_PROB_FLOOR = -1e4  # gevaldi::divergence::LOG_PROB_FLOOR
 
 
 def load(path):

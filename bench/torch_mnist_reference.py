@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-LOG_PROB_FLOOR = -100.0
+LOG_PROB_FLOOR = -1e4  # gevaldi::divergence::LOG_PROB_FLOOR
 
 
 def load(path):

@@ -5,6 +5,8 @@
 //! cargo bench --bench search -- --batch 64 --steps 200
 //! cargo bench --bench search -- --resnet           # ResNet-18 pair, batch 8, 224×224
 //! cargo bench --bench search -- --save-z0 DIR      # also write z0 for bench/jax_reference.py
+//! cargo bench --bench search -- --gradients DIR    # one SGD step per divergence, for
+//!                                                  # bench/check_gradients.py
 //! ```
 //!
 //! The MNIST search is the fixtures' pair: cnn_a vs cnn_b over the VAE, kl,
@@ -39,6 +41,7 @@ struct Args {
     steps: usize,
     resnet: bool,
     save_z0: Option<PathBuf>,
+    gradients: Option<PathBuf>,
 }
 
 fn args() -> Result<Args> {
@@ -47,6 +50,7 @@ fn args() -> Result<Args> {
         steps: 100,
         resnet: false,
         save_z0: None,
+        gradients: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -55,12 +59,13 @@ fn args() -> Result<Args> {
             "--steps" => a.steps = it.next().context("--steps N")?.parse()?,
             "--resnet" => a.resnet = true,
             "--save-z0" => a.save_z0 = Some(it.next().context("--save-z0 DIR")?.into()),
+            "--gradients" => a.gradients = Some(it.next().context("--gradients DIR")?.into()),
             // cargo bench passes --bench to every bench binary.
             "--bench" => {}
             other => bail!("unknown argument `{other}` (see benches/search.rs)"),
         }
     }
-    if a.batches.is_empty() && !a.resnet {
+    if a.batches.is_empty() && !a.resnet && a.gradients.is_none() {
         a.batches = vec![64, 256];
     }
     Ok(a)
@@ -127,6 +132,68 @@ fn main() -> Result<()> {
     if args.resnet {
         resnet(args.steps.min(5), &dev)?;
     }
+    if let Some(dir) = &args.gradients {
+        gradients(dir, &dev)?;
+    }
+    Ok(())
+}
+
+/// One SGD step of lr 1 per divergence (`js` weighted 1 : 3) on the
+/// fixtures' cnn_a vs cnn_b over the VAE, batch 8, seed 3: z − z0 is then
+/// the objective's gradient at z0. Writes `DIR/<engine>.json` (z0, z and
+/// the divergence at z0 per sample, per divergence), which
+/// `bench/check_gradients.py` holds to PyTorch's autograd in float64.
+fn gradients(dir: &Path, dev: &Device) -> Result<()> {
+    let fixtures = zoo::mnist_fixtures_dir();
+    let cnn = |name: &str, cfg: MnistCnnConfig| {
+        load(&fixtures.join(name), dev, |vb| MnistCnn::load(vb, &cfg))
+    };
+    let (a, b) = (
+        cnn("cnn_a.safetensors", MnistCnnConfig::cnn_a())?,
+        cnn("cnn_b.safetensors", MnistCnnConfig::cnn_b())?,
+    );
+    let vae = load(&fixtures.join("vae.safetensors"), dev, |vb| {
+        MnistVae::load(vb, &MnistVaeConfig::default())
+    })?;
+    let divergences = [
+        Divergence::Kl,
+        Divergence::ReverseKl,
+        Divergence::Jeffreys,
+        Divergence::Tv,
+        Divergence::Js {
+            weights: Some(vec![1.0, 3.0]),
+        },
+    ];
+    let mut entries = Vec::new();
+    for d in divergences {
+        let config = SearchConfig::default()
+            .divergence(d.clone())
+            .optimizer(gevaldi::Optimizer::Sgd)
+            .lr(1.0)
+            .steps(1)
+            .batch(8)
+            .seed(3);
+        let o = Search::new("vae", &vae)
+            .classifier("cnn_a", &a)
+            .classifier("cnn_b", &b)
+            .config(config)
+            .run(dev)?;
+        let rows = |f: &dyn Fn(&gevaldi::search::SampleRecord) -> Vec<f32>| -> Vec<Vec<f32>> {
+            o.samples.iter().map(f).collect()
+        };
+        let divergence: Vec<f64> = o.samples.iter().map(|s| s.divergence_before).collect();
+        entries.push(format!(
+            "\"{}\": {{\"z0\": {:?}, \"z\": {:?}, \"divergence\": {divergence:?}}}",
+            d.name(),
+            rows(&|s| s.z0.clone()),
+            rows(&|s| s.z.clone()),
+        ));
+    }
+    std::fs::create_dir_all(dir)?;
+    let engine = gevaldi::engine::Engine::current().name();
+    let path = dir.join(format!("{engine}.json"));
+    std::fs::write(&path, format!("{{{}}}", entries.join(", ")))?;
+    println!("gradients: {}", path.display());
     Ok(())
 }
 
