@@ -80,16 +80,7 @@ fn main() -> Result<()> {
     eprintln!("device: {dev:?}");
     gevaldi::suite::bench_cuda_events(&dev);
     if !args.batches.is_empty() {
-        let dir = zoo::mnist_fixtures_dir();
-        let cnn_a = load(&dir.join("cnn_a.safetensors"), &dev, |vb| {
-            MnistCnn::load(vb, &MnistCnnConfig::cnn_a())
-        })?;
-        let cnn_b = load(&dir.join("cnn_b.safetensors"), &dev, |vb| {
-            MnistCnn::load(vb, &MnistCnnConfig::cnn_b())
-        })?;
-        let vae = load(&dir.join("vae.safetensors"), &dev, |vb| {
-            MnistVae::load(vb, &MnistVaeConfig::default())
-        })?;
+        let (cnn_a, cnn_b, vae) = fixtures(&dev)?;
         for &batch in &args.batches {
             let z0 = prior(&vae, batch, &dev)?;
             if let Some(d) = &args.save_z0 {
@@ -144,17 +135,7 @@ fn main() -> Result<()> {
 /// the divergence at z0 per sample, per divergence), which
 /// `bench/check_gradients.py` holds to PyTorch's autograd in float64.
 fn gradients(dir: &Path, dev: &Device) -> Result<()> {
-    let fixtures = zoo::mnist_fixtures_dir();
-    let cnn = |name: &str, cfg: MnistCnnConfig| {
-        load(&fixtures.join(name), dev, |vb| MnistCnn::load(vb, &cfg))
-    };
-    let (a, b) = (
-        cnn("cnn_a.safetensors", MnistCnnConfig::cnn_a())?,
-        cnn("cnn_b.safetensors", MnistCnnConfig::cnn_b())?,
-    );
-    let vae = load(&fixtures.join("vae.safetensors"), dev, |vb| {
-        MnistVae::load(vb, &MnistVaeConfig::default())
-    })?;
+    let (a, b, vae) = fixtures(dev)?;
     let divergences = [
         Divergence::Kl,
         Divergence::ReverseKl,
@@ -195,6 +176,21 @@ fn gradients(dir: &Path, dev: &Device) -> Result<()> {
     std::fs::write(&path, format!("{{{}}}", entries.join(", ")))?;
     println!("gradients: {}", path.display());
     Ok(())
+}
+
+/// The committed MNIST fixtures: cnn_a, cnn_b and the VAE.
+fn fixtures(dev: &Device) -> Result<(MnistCnn, MnistCnn, MnistVae)> {
+    let dir = zoo::mnist_fixtures_dir();
+    let cnn =
+        |name: &str, cfg: MnistCnnConfig| load(&dir.join(name), dev, |vb| MnistCnn::load(vb, &cfg));
+    let vae = load(&dir.join("vae.safetensors"), dev, |vb| {
+        MnistVae::load(vb, &MnistVaeConfig::default())
+    })?;
+    Ok((
+        cnn("cnn_a.safetensors", MnistCnnConfig::cnn_a())?,
+        cnn("cnn_b.safetensors", MnistCnnConfig::cnn_b())?,
+        vae,
+    ))
 }
 
 fn load<M>(

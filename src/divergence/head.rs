@@ -303,6 +303,20 @@ mod tests {
         )
     }
 
+    /// Every divergence, `js` uniform and weighted.
+    fn every_divergence() -> [Divergence; 6] {
+        [
+            Divergence::Kl,
+            Divergence::ReverseKl,
+            Divergence::Jeffreys,
+            Divergence::Tv,
+            Divergence::js(),
+            Divergence::Js {
+                weights: Some(vec![1.0, 3.0]),
+            },
+        ]
+    }
+
     fn assert_close(what: &str, a: &[f64], b: &[f64], tol: f64) {
         assert_eq!(a.len(), b.len(), "{what}");
         for (i, (x, y)) in a.iter().zip(b).enumerate() {
@@ -321,16 +335,7 @@ mod tests {
     /// with a clamped q: error ~1) and with `jeffreys`' −p_2 dropped.
     #[test]
     fn its_backward_is_candles_graphs() {
-        let cases = [
-            Divergence::Kl,
-            Divergence::ReverseKl,
-            Divergence::Jeffreys,
-            Divergence::Tv,
-            Divergence::js(),
-            Divergence::Js {
-                weights: Some(vec![1.0, 3.0]),
-            },
-        ];
+        let cases = every_divergence();
         for scale in [3.0, 3e4] {
             for d in &cases {
                 let models = [logits(5, 7, 1, scale), logits(5, 7, 2, scale)];
@@ -369,16 +374,7 @@ mod tests {
     /// its clamp mask dropped.
     #[test]
     fn the_kernels_and_the_closed_form_in_f32_are_candles_graphs() {
-        let cases = [
-            Divergence::Kl,
-            Divergence::ReverseKl,
-            Divergence::Jeffreys,
-            Divergence::Tv,
-            Divergence::js(),
-            Divergence::Js {
-                weights: Some(vec![1.0, 3.0]),
-            },
-        ];
+        let cases = every_divergence();
         for scale in [3.0, 3e4] {
             for d in &cases {
                 let models = [logits(6, 9, 3, scale), logits(6, 9, 4, scale)]
