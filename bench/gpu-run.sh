@@ -21,7 +21,8 @@
 #             cudarc's two unused CUDA events per buffer not made, see
 #             src/suite/device.rs); then every divergence's gradient
 #             through the search on CUDA against PyTorch's autograd
-#             (bench/check_gradients.py)
+#             (bench/check_gradients.py), and GEVALDI_PROFILE's sections
+#             of the search at batch 64
 #   step      the paper's step (BigGAN-deep-128 -> preprocessing ->
 #             GoogLeNet vs AlexNet -> KL -> gradient w.r.t. z) at batch 8
 #             and 32, gevaldi (`auto`: gevaldi's CUDA kernels), gevaldi on
@@ -177,8 +178,14 @@ for part in "${PARTS[@]}"; do
           GEVALDI_DEVICE=cuda GEVALDI_ENGINE=$engine timeout "$(left 30)" "$BIN/search" --gradients "$grads"
         done
         timeout "$(left 60)" "$PY" bench/check_gradients.py "$grads"
+        # Where the MNIST step's time goes on CUDA: GEVALDI_PROFILE's
+        # sections of the search (decode, classifiers, head, read,
+        # backward, update), each synchronised.
+        echo "== mnist profile, batch 64"
+        GEVALDI_DEVICE=cuda GEVALDI_PROFILE=1 timeout "$(left 60)" "$BIN/search" --batch 64 --steps 20
       } >"$OUT/mnist.log" 2>&1
       grep -E '^(gevaldi|jax) |^largest relative' "$OUT/mnist.log" | tee -a "$OUT/summary.txt"
+      sed -n '/^== mnist profile/,/^engine profile/p' "$OUT/mnist.log" | tee -a "$OUT/summary.txt"
       ;;
     step)
       weights || continue

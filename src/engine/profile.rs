@@ -119,7 +119,8 @@ pub fn report(per: usize) -> Option<String> {
     rows.sort_by_key(|r| std::cmp::Reverse(r.1 .0));
     let per = per.max(1) as f64;
     let (sections, rows): (Vec<_>, Vec<_>) = rows.into_iter().partition(|r| r.0 .0 == SECTION);
-    let total: f64 = rows.iter().map(|r| r.1 .0.as_secs_f64()).sum();
+    // From +0 (an empty float sum is −0, printed "-0.00").
+    let total = rows.iter().fold(0.0, |t, r| t + r.1 .0.as_secs_f64());
     // A row's figures per step, then its name.
     let line = |(took, count, tensors): (Duration, u64, usize), name: String| {
         format!(
