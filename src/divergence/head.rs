@@ -40,8 +40,10 @@
 
 use candle_core::{DType, Tensor, D};
 
-use super::{js, js_weights, Divergence, LOG_PROB_FLOOR};
-use crate::engine::{attach, cuda_kernels_apply, head_backward, head_forward, Engine, Pullback};
+use super::{clamped, js, js_weights, Divergence, LOG_PROB_FLOOR};
+use crate::engine::{
+    attach, head_backward, head_forward, search_kernels_apply, Engine, HeadKind, Pullback,
+};
 use crate::error::{Error, Result};
 
 /// The divergence per sample and each model's log-probabilities.
@@ -91,10 +93,7 @@ impl Divergence {
             .iter()
             .map(|l| candle_nn::ops::log_softmax(&l.detach(), D::Minus1))
             .collect::<candle_core::Result<Vec<_>>>()?;
-        let f = log_probs
-            .iter()
-            .map(|lp| lp.maximum(LOG_PROB_FLOOR))
-            .collect::<candle_core::Result<Vec<_>>>()?;
+        let f = clamped(&log_probs)?;
         let (divergence, back): (Tensor, Pullback) = match self {
             Divergence::Js { weights } => {
                 let w = js_weights(weights.as_deref(), f.len());
@@ -135,19 +134,17 @@ impl Divergence {
     /// models' f32 logits, on a CUDA device under `auto` (or with
     /// `GEVALDI_CUDA_OPS_ON_CPU`, as the engine's CUDA ops do), and on the
     /// CPU under `auto` too, through their CPU twins (a loop per sample).
-    fn kernel_kind(&self, logits: &[Tensor], engine: Engine) -> Option<usize> {
+    fn kernel_kind(&self, logits: &[Tensor], engine: Engine) -> Option<HeadKind> {
         let [l1, l2] = logits else { return None };
-        let f32s = l1.dtype() == DType::F32 && l2.dtype() == DType::F32;
-        let cpu_auto = engine == Engine::Auto && l1.device().is_cpu();
-        if !f32s || !(cpu_auto || cuda_kernels_apply(l1, engine)) {
+        if l2.dtype() != DType::F32 || !search_kernels_apply(l1, engine) {
             return None;
         }
         Some(match self {
-            Divergence::Kl => 0,
-            Divergence::ReverseKl => 1,
-            Divergence::Jeffreys => 2,
-            Divergence::Tv => 3,
-            Divergence::Js { .. } => 4,
+            Divergence::Kl => HeadKind::Kl,
+            Divergence::ReverseKl => HeadKind::ReverseKl,
+            Divergence::Jeffreys => HeadKind::Jeffreys,
+            Divergence::Tv => HeadKind::Tv,
+            Divergence::Js { .. } => HeadKind::Js,
         })
     }
 
@@ -157,7 +154,7 @@ impl Divergence {
     fn of_kernels(
         &self,
         logits: &[Tensor],
-        kind: usize,
+        kind: HeadKind,
         tracked: bool,
     ) -> candle_core::Result<Head> {
         let (l1, l2) = (&logits[0], &logits[1]);

@@ -150,11 +150,7 @@ impl Divergence {
     }
 
     fn compute_unchecked(&self, log_probs: &[Tensor]) -> candle_core::Result<Tensor> {
-        let lp = log_probs
-            .iter()
-            .map(|t| t.maximum(LOG_PROB_FLOOR))
-            .collect::<candle_core::Result<Vec<_>>>()?;
-        self.of_clamped(&lp)
+        self.of_clamped(&clamped(log_probs)?)
     }
 
     /// The divergence of log-probabilities already clamped at the floor.
@@ -174,6 +170,14 @@ impl Divergence {
             Divergence::Js { weights } => Ok(js(lp, &js_weights(weights.as_deref(), lp.len()))?.0),
         }
     }
+}
+
+/// Log-probabilities clamped below at [`LOG_PROB_FLOOR`].
+fn clamped(log_probs: &[Tensor]) -> candle_core::Result<Vec<Tensor>> {
+    log_probs
+        .iter()
+        .map(|t| t.maximum(LOG_PROB_FLOOR))
+        .collect()
 }
 
 /// The weights of `js` for `m` models: `given` normalised to sum to 1,

@@ -44,6 +44,7 @@ use candle_core::{DType, Tensor};
 use super::pool_len;
 use super::Engine;
 use crate::zoo::{padded_len, MaxPoolPositions};
+pub(crate) use ops::HeadKind;
 use ops::{
     AdamStep, BiasAct, Col2Im, ConvShape, Elementwise, HeadBackward, HeadForward, Im2Col,
     PoolArgmax, PoolBackward, PoolGather, PoolShape, ScaleShiftDab, SkipAdd, SkipAddDx,
@@ -65,6 +66,15 @@ pub(crate) fn applies(x: &Tensor, engine: Engine) -> bool {
         && x.device().is_cuda()
         && x.dtype() == DType::F32
         && engine == Engine::Auto
+}
+
+/// Whether the search's own kernels (its head and Adam step) run for
+/// `x` under `engine`: where [`applies`] holds, and for f32 tensors on the
+/// CPU under `auto` too, through their CPU twins (a loop per sample or
+/// element is all they need there).
+pub(crate) fn search_kernels_apply(x: &Tensor, engine: Engine) -> bool {
+    x.dtype() == DType::F32
+        && ((engine == Engine::Auto && x.device().is_cpu()) || applies(x, engine))
 }
 
 /// `GEVALDI_CUDA_OPS_ON_CPU=1`, for the benches: the generic path
@@ -179,13 +189,13 @@ pub(crate) fn skip_add_dx(g: &Tensor, xc: usize, up: bool) -> candle_core::Resul
 }
 
 /// The search's head for two models' logits `[B, K]` (`w`: js's two
-/// weights `[2]`, `kind` as [`ops::HeadForward`] has it): `[B + 2·B·K]`,
+/// weights `[2]`): `[B + 2·B·K]`,
 /// the divergence, then both models' log-probabilities. One kernel.
 pub(crate) fn head_forward(
     l1: &Tensor,
     l2: &Tensor,
     w: &Tensor,
-    kind: usize,
+    kind: HeadKind,
 ) -> candle_core::Result<Tensor> {
     l1.contiguous()?
         .apply_op3_no_bwd(&l2.contiguous()?, w, &HeadForward { kind })
@@ -198,7 +208,7 @@ pub(crate) fn head_backward(
     packed: &Tensor,
     u: &Tensor,
     w: &Tensor,
-    kind: usize,
+    kind: HeadKind,
 ) -> candle_core::Result<Tensor> {
     packed.apply_op3_no_bwd(&u.contiguous()?, w, &HeadBackward { kind })
 }

@@ -88,29 +88,53 @@ impl fmt::Display for SearchStage {
 }
 
 /// A tensor whose first dimension is the batch, checked for NaN and
-/// infinities, with where and when it was computed.
-pub(super) type Probe<'t> = (NonFiniteSite, SearchStage, &'t Tensor);
+/// infinities, with where and when it was computed, and how much of it
+/// the read brings back.
+pub(super) struct Probe<'t> {
+    site: NonFiniteSite,
+    stage: SearchStage,
+    tensor: &'t Tensor,
+    /// Every value, which the read returns; else its sum only (a NaN or
+    /// an infinity anywhere survives it), read in full only when that is
+    /// not finite.
+    whole: bool,
+}
 
-/// Reads, in one transfer, the sum of each probe and every value of the
-/// per-sample `checked` and `plain` figures (`[B]` each), and returns the
-/// figures, `checked` first, as f64. The first probe, in order, that holds
-/// a NaN or an infinity, and then the first checked figure that does, is
-/// an [`Error::NonFinite`]; a probe is read in full only when its sum is
-/// not finite (a sum that merely overflowed is no error).
-pub(super) fn read_checked(
-    probes: &[Probe<'_>],
-    checked: &[(NonFiniteSite, &Tensor)],
-    plain: &[&Tensor],
-    at: SearchStage,
-) -> Result<Vec<Vec<f64>>> {
+impl<'t> Probe<'t> {
+    /// `tensor`, checked by its sum.
+    pub(super) fn sum(site: NonFiniteSite, stage: SearchStage, tensor: &'t Tensor) -> Self {
+        Probe {
+            site,
+            stage,
+            tensor,
+            whole: false,
+        }
+    }
+
+    /// `tensor`, read (and checked) value by value: a figure of the step.
+    pub(super) fn values(site: NonFiniteSite, stage: SearchStage, tensor: &'t Tensor) -> Self {
+        Probe {
+            site,
+            stage,
+            tensor,
+            whole: true,
+        }
+    }
+}
+
+/// Reads the probes in one transfer (each its sum or every value, as
+/// [`Probe`] says) and returns the values of those read whole, in order,
+/// as f64. The first probe, in order, that holds a NaN or an infinity is
+/// an [`Error::NonFinite`] (a sum that merely overflowed is no error).
+pub(super) fn read_checked(probes: &[Probe<'_>], at: SearchStage) -> Result<Vec<Vec<f64>>> {
     let read = || -> candle_core::Result<Vec<f64>> {
-        let mut parts: Vec<Tensor> = Vec::with_capacity(probes.len() + checked.len() + plain.len());
-        for (_, _, t) in probes {
-            parts.push(t.sum_all()?.reshape(1)?);
-        }
-        for t in checked.iter().map(|(_, t)| *t).chain(plain.iter().copied()) {
-            parts.push(t.flatten_all()?);
-        }
+        let parts = probes
+            .iter()
+            .map(|p| match p.whole {
+                true => p.tensor.flatten_all(),
+                false => p.tensor.sum_all()?.reshape(1),
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
         // Read as f32 where every part is (no conversion on the device),
         // else each part as f64.
         if parts.iter().all(|p| p.dtype() == DType::F32) {
@@ -124,57 +148,53 @@ pub(super) fn read_checked(
         Tensor::cat(&parts, 0)?.to_vec1::<f64>()
     };
     let values = read().map_err(Error::tensor(format!("read the figures {at}")))?;
-    let (sums, mut rest) = values.split_at(probes.len());
-    for ((site, stage, t), sum) in probes.iter().zip(sums) {
-        if !sum.is_finite() {
-            if let Some((sample, value)) = first_non_finite(t, *stage)? {
-                return Err(Error::NonFinite {
-                    site: site.clone(),
-                    stage: *stage,
-                    sample,
-                    value,
-                });
-            }
-        }
-    }
-    let mut figures = Vec::with_capacity(checked.len() + plain.len());
-    for (i, t) in checked
-        .iter()
-        .map(|(_, t)| *t)
-        .chain(plain.iter().copied())
-        .enumerate()
-    {
-        let (figure, tail) = rest.split_at(t.elem_count());
+    let mut rest = values.as_slice();
+    let mut figures = Vec::new();
+    for p in probes {
+        let (part, tail) = rest.split_at(if p.whole { p.tensor.elem_count() } else { 1 });
         rest = tail;
-        if let Some((site, _)) = checked.get(i) {
-            if let Some(sample) = figure.iter().position(|v| !v.is_finite()) {
-                return Err(Error::NonFinite {
-                    site: site.clone(),
-                    stage: at,
-                    sample,
-                    value: figure[sample],
-                });
-            }
+        let found = if p.whole {
+            first_in(part, p.tensor)
+        } else if part[0].is_finite() {
+            None
+        } else {
+            first_non_finite(p.tensor, p.stage)?
+        };
+        if let Some((sample, value)) = found {
+            return Err(Error::NonFinite {
+                site: p.site.clone(),
+                stage: p.stage,
+                sample,
+                value,
+            });
         }
-        figures.push(figure.to_vec());
+        if p.whole {
+            figures.push(part.to_vec());
+        }
     }
     Ok(figures)
 }
 
+/// The first sample of `t`'s values (batch first) with a NaN or an
+/// infinity, and that value.
+fn first_in(values: &[f64], t: &Tensor) -> Option<(usize, f64)> {
+    let per_sample = match t.dims().first() {
+        Some(&b) if b > 0 => values.len() / b,
+        _ => values.len(),
+    };
+    values
+        .iter()
+        .position(|v| !v.is_finite())
+        .map(|i| (i / per_sample.max(1), values[i]))
+}
+
 /// The first sample of `t` (batch first) with a NaN or an infinity, and
 /// that value.
-pub(super) fn first_non_finite(t: &Tensor, at: SearchStage) -> Result<Option<(usize, f64)>> {
+fn first_non_finite(t: &Tensor, at: SearchStage) -> Result<Option<(usize, f64)>> {
     let values = t
         .flatten_all()
         .and_then(|t| t.to_dtype(DType::F64))
         .and_then(|t| t.to_vec1::<f64>())
         .map_err(Error::tensor(format!("read a non-finite tensor {at}")))?;
-    let per_sample = match t.dims().first() {
-        Some(&b) if b > 0 => values.len() / b,
-        _ => values.len(),
-    };
-    Ok(values
-        .iter()
-        .position(|v| !v.is_finite())
-        .map(|i| (i / per_sample.max(1), values[i])))
+    Ok(first_in(&values, t))
 }

@@ -161,31 +161,32 @@ impl<'a> Search<'a> {
                 Ok((log_prior, objective))
             })?;
             let at = SearchStage::Step(step);
-            let mut probes = Vec::with_capacity(self.classifiers.len() + 4);
+            let mut probes = Vec::with_capacity(self.classifiers.len() + 6);
             if let Some(g) = &last_grad {
-                probes.push((NonFiniteSite::Gradient, SearchStage::Step(step - 1), g));
+                probes.push(Probe::sum(
+                    NonFiniteSite::Gradient,
+                    SearchStage::Step(step - 1),
+                    g,
+                ));
             }
-            probes.push((NonFiniteSite::Latent, at, z.as_tensor()));
+            // z whole: dz is worked out from it on the host.
+            probes.push(Probe::values(NonFiniteSite::Latent, at, z.as_tensor()));
             probes.extend(self.eval_probes(&eval, at));
-            probes.push((
+            probes.push(Probe::sum(
                 NonFiniteSite::LogPrior(self.generator_name.clone()),
                 at,
                 &log_prior,
             ));
-            let mut figures = profiled(device, "the figures' read", || {
-                read_checked(
-                    &probes,
-                    &[
-                        (NonFiniteSite::Divergence, &eval.divergence),
-                        (NonFiniteSite::Objective, &objective),
-                    ],
-                    &[z.as_tensor()],
-                    at,
-                )
-            })?
-            .into_iter();
-            let (div, obj, z_now) = match (figures.next(), figures.next(), figures.next()) {
-                (Some(div), Some(obj), Some(z)) => (not_below_zero(div), obj, z),
+            probes.push(Probe::values(
+                NonFiniteSite::Divergence,
+                at,
+                &eval.divergence,
+            ));
+            probes.push(Probe::values(NonFiniteSite::Objective, at, &objective));
+            let mut figures =
+                profiled(device, "the figures' read", || read_checked(&probes, at))?.into_iter();
+            let (z_now, div, obj) = match (figures.next(), figures.next(), figures.next()) {
+                (Some(z), Some(div), Some(obj)) => (z, not_below_zero(div), obj),
                 _ => unreachable!("three figures were read"),
             };
             let dz = dz(&z_now, &z0_rows, d);
@@ -264,15 +265,14 @@ impl<'a> Search<'a> {
 
         let baseline = self.evaluate(&z_baseline, b)?;
         let at = SearchStage::Baseline;
-        let mut probes = vec![(NonFiniteSite::Latent, at, &z_baseline)];
+        let mut probes = vec![Probe::sum(NonFiniteSite::Latent, at, &z_baseline)];
         probes.extend(self.eval_probes(&baseline, at));
-        let baseline_div = read_checked(
-            &probes,
-            &[(NonFiniteSite::Divergence, &baseline.divergence)],
-            &[],
+        probes.push(Probe::values(
+            NonFiniteSite::Divergence,
             at,
-        )?
-        .swap_remove(0);
+            &baseline.divergence,
+        ));
+        let baseline_div = read_checked(&probes, at)?.swap_remove(0);
         let baseline_div = not_below_zero(baseline_div);
         // As f32, the search's type (z0 and z were read as f64 from f32).
         let row = |values: &[f64], i: usize| -> Vec<f32> {
@@ -321,7 +321,7 @@ impl<'a> Search<'a> {
 
     /// The generator's output and each classifier's logits, to check.
     fn eval_probes<'e>(&self, eval: &'e Evaluation, at: SearchStage) -> Vec<Probe<'e>> {
-        let x = (
+        let x = Probe::sum(
             NonFiniteSite::GeneratorOutput(self.generator_name.clone()),
             at,
             &eval.x,
@@ -330,7 +330,7 @@ impl<'a> Search<'a> {
             .classifiers
             .iter()
             .zip(&eval.logits)
-            .map(|((name, _), l)| (NonFiniteSite::Logits(name.clone()), at, l));
+            .map(|((name, _), l)| Probe::sum(NonFiniteSite::Logits(name.clone()), at, l));
         std::iter::once(x).chain(logits).collect()
     }
 

@@ -129,3 +129,58 @@ fn dz_is_the_relative_move_of_each_row() {
     let moved = dz(&[1.0, 1.0], &[1.0, 0.0], 2)[0];
     assert!((moved - 1.0 / 2f64.sqrt()).abs() < 1e-15);
 }
+
+/// The step's read, in order: a tensor read whole comes back, and a NaN
+/// in it names the sample of its row (z is `[B, d]`: the row, not the
+/// position); a summed probe before it that holds a NaN is named first.
+#[test]
+fn the_read_names_the_first_probe_and_the_sample_of_a_whole_tensor() {
+    use super::non_finite::{read_checked, Probe};
+    let dev = Device::Cpu;
+    let at = SearchStage::Step(3);
+    let z = Tensor::new(&[[1f32, 2.0], [3.0, 4.0], [5.0, f32::NAN]], &dev).unwrap();
+    let fine = Tensor::new(&[0.5f32, 1.5, 2.5], &dev).unwrap();
+    let bad_sum = Tensor::new(&[0f32, f32::INFINITY, 0.0], &dev).unwrap();
+    let figures = read_checked(
+        &[
+            Probe::sum(NonFiniteSite::Divergence, at, &fine),
+            Probe::values(NonFiniteSite::Objective, at, &fine),
+        ],
+        at,
+    )
+    .unwrap();
+    assert_eq!(figures, vec![vec![0.5, 1.5, 2.5]]);
+    let err = read_checked(&[Probe::values(NonFiniteSite::Latent, at, &z)], at).unwrap_err();
+    match err {
+        Error::NonFinite {
+            site,
+            stage,
+            sample,
+            value,
+        } => {
+            assert_eq!((site, stage, sample), (NonFiniteSite::Latent, at, 2));
+            assert!(value.is_nan());
+        }
+        other => panic!("{other}"),
+    }
+    let first = read_checked(
+        &[
+            Probe::sum(NonFiniteSite::Gradient, SearchStage::Step(2), &bad_sum),
+            Probe::values(NonFiniteSite::Latent, at, &z),
+        ],
+        at,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            first,
+            Error::NonFinite {
+                site: NonFiniteSite::Gradient,
+                stage: SearchStage::Step(2),
+                sample: 1,
+                ..
+            }
+        ),
+        "{first}"
+    );
+}

@@ -3,7 +3,7 @@
 use candle_core::{DType, Tensor, Var};
 
 use super::Optimizer;
-use crate::engine::{adam_step, cuda_kernels_apply, Engine};
+use crate::engine::{adam_step, search_kernels_apply, Engine};
 
 /// The optimizer's state between steps, and its step.
 pub(super) struct Update {
@@ -39,11 +39,7 @@ impl Update {
             Some(State::Packed(_)) => true,
             Some(State::Apart(..)) => false,
             None => {
-                let (zt, engine) = (z.as_tensor(), Engine::current());
-                zt.dtype() == DType::F32
-                    && grad.dtype() == DType::F32
-                    && ((engine == Engine::Auto && zt.device().is_cpu())
-                        || cuda_kernels_apply(zt, engine))
+                grad.dtype() == DType::F32 && search_kernels_apply(z.as_tensor(), Engine::current())
             }
         };
         self.step_with(z, grad, t, fused)

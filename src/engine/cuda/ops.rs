@@ -791,14 +791,50 @@ impl Kernel for Col2Im {
     }
 }
 
+/// The divergence the head kernels compute: their `kind`, this order's
+/// index (`js` takes the weights; the others ignore them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum HeadKind {
+    Kl,
+    ReverseKl,
+    Jeffreys,
+    Tv,
+    Js,
+}
+
+impl HeadKind {
+    /// Every kind, in the order of the kernels' `kind`.
+    const ALL: [HeadKind; 5] = [
+        HeadKind::Kl,
+        HeadKind::ReverseKl,
+        HeadKind::Jeffreys,
+        HeadKind::Tv,
+        HeadKind::Js,
+    ];
+
+    /// The kernels' `kind`.
+    fn index(self) -> usize {
+        HeadKind::ALL
+            .iter()
+            .position(|&k| k == self)
+            .expect("every kind is in ALL")
+    }
+
+    /// The kind of a plan's `kind` (what the CPU twins read).
+    fn of_index(kind: usize) -> candle_core::Result<Self> {
+        HeadKind::ALL
+            .get(kind)
+            .copied()
+            .ok_or_else(|| candle_core::Error::Msg(format!("head kernels: no kind {kind}")))
+    }
+}
+
 /// The search's head for two models (`head_forward` of `kernels.cu`):
 /// (logits 1, logits 2, weights `[2]`) → `[B + 2·B·K]`: the divergence
 /// `[B]`, then each model's log-probabilities `[B, K]` (the divergence
-/// first, so that it is a view from the start of the storage). `kind`: 0 kl,
-/// 1 reverse-kl, 2 jeffreys, 3 tv, 4 js (with the weights; the others
-/// ignore them).
+/// first, so that it is a view from the start of the storage).
 pub(super) struct HeadForward {
-    pub kind: usize,
+    pub kind: HeadKind,
 }
 
 /// The floor of the log-probabilities, as the kernels have it.
@@ -845,13 +881,14 @@ impl Kernel for HeadForward {
         let n = 2 * b * k + b;
         Ok(Plan {
             blocks: per_sample(b),
-            ..Plan::new(n, sizes![b, k, kind = self.kind], n)
+            ..Plan::new(n, sizes![b, k, kind = self.kind.index()], n)
         })
     }
     fn cpu(&self, plan: &Plan, inputs: &[Values]) -> candle_core::Result<CpuStorage> {
         let &[b, k, kind] = plan.values().as_slice() else {
             unreachable!("the plan's sizes")
         };
+        let kind = HeadKind::of_index(kind)?;
         let (l1, l2, w) = (f32s(inputs, 0), f32s(inputs, 1), f32s(inputs, 2));
         let mut out = vec![0f32; plan.n];
         let (ds, lps) = out.split_at_mut(b);
@@ -865,11 +902,11 @@ impl Kernel for HeadForward {
             for j in 0..k {
                 let (f1, f2) = (floored(lp1[j]), floored(lp2[j]));
                 match kind {
-                    0 => d += f1.exp() * (f1 - f2),
-                    1 => d += f2.exp() * (f2 - f1),
-                    2 => d += (f1.exp() - f2.exp()) * (f1 - f2),
-                    3 => d += (f1.exp() - f2.exp()).abs(),
-                    _ => {
+                    HeadKind::Kl => d += f1.exp() * (f1 - f2),
+                    HeadKind::ReverseKl => d += f2.exp() * (f2 - f1),
+                    HeadKind::Jeffreys => d += (f1.exp() - f2.exp()) * (f1 - f2),
+                    HeadKind::Tv => d += (f1.exp() - f2.exp()).abs(),
+                    HeadKind::Js => {
                         let lm = log_mix(f1, f2, w);
                         d += f1.exp() * (f1 - lm);
                         d2 += f2.exp() * (f2 - lm);
@@ -877,8 +914,8 @@ impl Kernel for HeadForward {
                 }
             }
             *out = match kind {
-                3 => d * 0.5,
-                4 => d * w[0] + d2 * w[1],
+                HeadKind::Tv => d * 0.5,
+                HeadKind::Js => d * w[0] + d2 * w[1],
                 _ => d,
             };
         }
@@ -902,7 +939,7 @@ fn log_softmax_row(x: &[f32], lp: &mut [f32]) {
 /// divergence's gradient `[B]`, the weights) → the two models' logits'
 /// gradients, `[2, B, K]`.
 pub(super) struct HeadBackward {
-    pub kind: usize,
+    pub kind: HeadKind,
 }
 
 impl Kernel for HeadBackward {
@@ -921,13 +958,14 @@ impl Kernel for HeadBackward {
         }
         Ok(Plan {
             blocks: per_sample(b),
-            ..Plan::new(2 * b * k, sizes![b, k, kind = self.kind], (2, b, k))
+            ..Plan::new(2 * b * k, sizes![b, k, kind = self.kind.index()], (2, b, k))
         })
     }
     fn cpu(&self, plan: &Plan, inputs: &[Values]) -> candle_core::Result<CpuStorage> {
         let &[b, k, kind] = plan.values().as_slice() else {
             unreachable!("the plan's sizes")
         };
+        let kind = HeadKind::of_index(kind)?;
         let (packed, u, w) = (f32s(inputs, 0), f32s(inputs, 1), f32s(inputs, 2));
         let mut dl = vec![0f32; plan.n];
         let (dl1, dl2) = dl.split_at_mut(b * k);
@@ -940,15 +978,15 @@ impl Kernel for HeadBackward {
                 let (f1, f2) = (floored(lp1[j]), floored(lp2[j]));
                 let (p1, p2) = (f1.exp(), f2.exp());
                 let (g1, g2) = match kind {
-                    0 => (p1 * (f1 - f2), -p1),
-                    1 => (-p2, p2 * (f2 - f1)),
-                    2 => (p1 * (f1 - f2) - p2, -(p2 * (f1 - f2) + p1)),
-                    3 => {
+                    HeadKind::Kl => (p1 * (f1 - f2), -p1),
+                    HeadKind::ReverseKl => (-p2, p2 * (f2 - f1)),
+                    HeadKind::Jeffreys => (p1 * (f1 - f2) - p2, -(p2 * (f1 - f2) + p1)),
+                    HeadKind::Tv => {
                         let diff = p1 - p2;
                         let sg = f32::from(diff > 0.0) - f32::from(diff < 0.0);
                         ((sg * p1) * 0.5, (sg * p2) * -0.5)
                     }
-                    _ => {
+                    HeadKind::Js => {
                         let lm = log_mix(f1, f2, w);
                         ((p1 * (f1 - lm)) * w[0], (p2 * (f2 - lm)) * w[1])
                     }
@@ -1257,10 +1295,13 @@ mod tests {
         };
         check(&col2im, vec![l(&[2, 27, 9])]);
         check(
-            &HeadForward { kind: 4 },
+            &HeadForward { kind: HeadKind::Js },
             vec![l(&[2, 5]), l(&[2, 5]), l(&[2])],
         );
-        check(&HeadBackward { kind: 0 }, vec![l(&[22]), l(&[2]), l(&[2])]);
+        check(
+            &HeadBackward { kind: HeadKind::Kl },
+            vec![l(&[22]), l(&[2]), l(&[2])],
+        );
         check(&AdamStep, vec![l(&[4, 3]), l(&[36]), l(&[8])]);
     }
 }
