@@ -92,6 +92,25 @@ pub enum Error {
         /// The classifier.
         model: String,
     },
+    /// `max_set_distance` is at or above what the set distance of `top_n`
+    /// predictions can reach in the hierarchy
+    /// ([`Hierarchy::set_distance_ceiling`](crate::hierarchy::Hierarchy::set_distance_ceiling)):
+    /// the trial could never fail on it.
+    #[error(
+        "`max_set_distance` = {max} can never fail: the set distance of top-{top_n} \
+         predictions is at most {ceiling} in {hierarchy}; expected a number below it"
+    )]
+    SetDistanceCeiling {
+        /// The `max_set_distance` given.
+        max: f64,
+        /// The pair's `top_n`.
+        top_n: usize,
+        /// The most the set distance can be.
+        ceiling: f64,
+        /// The hierarchy, in words: `the flat hierarchy of 10 classes` or
+        /// `the hierarchy of `classes.tsv``.
+        hierarchy: String,
+    },
     /// A search's batch would need more memory than there is
     /// ([`crate::memory`] has the estimate's basis).
     #[error(

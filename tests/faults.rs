@@ -876,6 +876,62 @@ fn top_n_beyond_a_registered_classifiers_classes_is_refused_before_the_search() 
     }
 }
 
+/// A `max_set_distance` the set distance cannot pass would pass every
+/// search silently: the trial fails before the search, with the bound. With
+/// top-6 of 10 classes, two sets share at least 2 classes: at most 34/36.
+#[test]
+fn a_max_set_distance_that_can_never_fail_is_refused() {
+    let d = case_dir("set-distance-ceiling");
+    let path = d.join("gevaldi.toml").display().to_string();
+    for (extra, ceiling) in [
+        (
+            "top_n = 3\nmax_set_distance = 1.0\n",
+            "1 in the flat hierarchy of 10 classes",
+        ),
+        (
+            "max_set_distance = 7\n",
+            "1 in the flat hierarchy of 10 classes",
+        ),
+        (
+            "top_n = 6\nmax_set_distance = 0.95\n",
+            "0.9444444444444444 in the flat",
+        ),
+    ] {
+        let message = trial(&d, &config_text(extra, &[]), Registry::new(), "p").unwrap_err();
+        let (max, top_n) = if extra.starts_with("top_n = 6") {
+            ("0.95", 6)
+        } else if extra.starts_with("top_n") {
+            ("1", 3)
+        } else {
+            ("7", 1)
+        };
+        assert!(
+            message.starts_with(&format!(
+                "pair `p` ({path}:17): `max_set_distance` = {max} can never fail: the set \
+                 distance of top-{top_n} predictions is at most {ceiling}"
+            )),
+            "{message}"
+        );
+        assert!(
+            message.ends_with("; expected a number below it"),
+            "{message}"
+        );
+    }
+    // Just below the bound, the search runs: it passes, and the trial
+    // stops only at its first snapshot.
+    let message = trial(
+        &d,
+        &config_text("top_n = 6\nmax_set_distance = 0.944\n", &[]),
+        Registry::new(),
+        "p",
+    )
+    .unwrap_err();
+    assert!(
+        message.starts_with("new snapshot for pair::p: "),
+        "{message}"
+    );
+}
+
 #[test]
 fn a_trial_that_panics_fails_with_an_error_record() {
     let d = case_dir("panic");

@@ -415,7 +415,7 @@ fn a_config_hierarchy_is_used_and_checked_against_the_classifiers() {
     let text = std::fs::read_to_string(&path).unwrap();
     std::fs::write(
         &path,
-        text.replace("max_set_distance = 1.0", "max_set_distance = 2.0"),
+        text.replace("max_set_distance = 0.95", "max_set_distance = 1.9"),
     )
     .unwrap();
     let out = run_child(&path, &[("INSTA_UPDATE", "always")]);
@@ -486,7 +486,7 @@ name = "squeezenet-vs-resnet"
 models = ["squeezenet", "resnet"]
 generator = "vae"
 top_n = 5
-max_set_distance = 20.0
+max_set_distance = 12.0
 "#
     );
     let path = dir.join("gevaldi.toml");

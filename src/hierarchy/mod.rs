@@ -121,6 +121,40 @@ impl Hierarchy {
         total / (c1.len() * c2.len()) as f64
     }
 
+    /// A number the set distance d(C1, C2) of two top-`n` sets (n distinct
+    /// classes each, `1 <= n <= K`) never exceeds, so neither does the mean
+    /// over model pairs: a `max_set_distance` at or above it can never
+    /// fail. It is the smaller of two bounds:
+    ///
+    /// - by rows: each a in C1 adds at most R(a), the sum of the n largest
+    ///   H(a, ·), so d ≤ (the n largest R(a) summed) / n²;
+    /// - by overlap: two n-sets of K classes share at least 2n − K classes,
+    ///   each a pair (a, a) of distance 0, and every other pair is at most
+    ///   the largest distance D, so d ≤ D (n² − max(0, 2n − K)) / n².
+    ///
+    /// Exact for a flat hierarchy; for another, d may stay below it.
+    pub fn set_distance_ceiling(&self, n: usize) -> f64 {
+        let k = self.len();
+        let n = n.clamp(1, k.max(1));
+        if k == 0 {
+            return 0.0;
+        }
+        let mut row_sums: Vec<f64> = (0..k)
+            .map(|a| {
+                let mut row: Vec<f32> = self.distances[a * k..(a + 1) * k].to_vec();
+                row.sort_unstable_by(|x, y| y.total_cmp(x));
+                row[..n].iter().map(|&h| h as f64).sum()
+            })
+            .collect();
+        row_sums.sort_unstable_by(|x, y| y.total_cmp(x));
+        let squares = (n * n) as f64;
+        let by_rows = row_sums[..n].iter().sum::<f64>() / squares;
+        let largest = self.distances.iter().fold(0f32, |m, &h| m.max(h)) as f64;
+        let shared = (2 * n).saturating_sub(k) as f64;
+        let by_overlap = largest * (squares - shared) / squares;
+        by_rows.min(by_overlap)
+    }
+
     /// The mean of d(top_n(p_i), top_n(p_j)) over all pairs of models i < j,
     /// for one sample's probabilities or log-probabilities (only their
     /// order counts), one slice `[class]` per model.

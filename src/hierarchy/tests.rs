@@ -126,3 +126,64 @@ fn broken_files_are_named_with_their_lines() {
     .to_string();
     assert!(err.contains("edges.tsv:5: unknown ID `entity`"), "{err}");
 }
+
+/// Every n-subset of 0..k, in lexicographic order.
+fn subsets(k: usize, n: usize) -> Vec<Vec<usize>> {
+    if n == 0 {
+        return vec![vec![]];
+    }
+    (n - 1..k)
+        .flat_map(|last| {
+            subsets(last, n - 1).into_iter().map(move |mut s| {
+                s.push(last);
+                s
+            })
+        })
+        .collect()
+}
+
+/// The largest d(C1, C2) over every pair of n-sets, by brute force.
+fn largest_set_distance(h: &Hierarchy, n: usize) -> f64 {
+    let sets = subsets(h.len(), n);
+    sets.iter()
+        .flat_map(|a| sets.iter().map(move |b| h.set_distance(a, b)))
+        .fold(0.0, f64::max)
+}
+
+#[test]
+fn the_set_distance_ceiling_bounds_every_pair_of_top_n_sets() {
+    // Flat: exact, including the sets that must share classes (2n > K).
+    for k in 1..=7 {
+        let names: Vec<String> = (0..k).map(|i| i.to_string()).collect();
+        let h = Hierarchy::flat(&names);
+        for n in 1..=k {
+            assert_eq!(
+                h.set_distance_ceiling(n),
+                largest_set_distance(&h, n),
+                "flat, K {k}, n {n}"
+            );
+        }
+    }
+    assert_eq!(
+        Hierarchy::flat(&["a".into(), "b".into()]).set_distance_ceiling(2),
+        0.5
+    );
+    // A deeper one: animal -> {cat, dog, bird}, plant -> {oak, fir},
+    // fir -> {pine}... (a class may also sit below another class).
+    let classes = "index\twnid\tname\n0\tcat\tcat\n1\tdog\tdog\n2\tbird\tbird\n\
+                   3\toak\toak\n4\tfir\tfir\n5\tpine\tpine\n";
+    let edges = "child\tparent\ncat\tmammal\ndog\tmammal\nmammal\tanimal\nbird\tanimal\n\
+                 oak\tplant\nfir\tplant\npine\tfir\nanimal\tentity\nplant\tentity\n";
+    let h = parse(classes, edges).unwrap();
+    for n in 1..=6 {
+        let (ceiling, largest) = (h.set_distance_ceiling(n), largest_set_distance(&h, n));
+        assert!(ceiling >= largest, "n {n}: {ceiling} < {largest}");
+    }
+    // n = 1 is the largest distance: cat-mammal-animal-entity-plant-fir-pine.
+    assert_eq!(h.set_distance_ceiling(1), 3.0);
+    assert_eq!(largest_set_distance(&h, 1), 3.0);
+    // The 3-class one: by overlap 2 · (4 - 1) / 4 beats by rows (4 + 3) / 4.
+    let h = parse(CLASSES, EDGES).unwrap();
+    assert_eq!(h.set_distance_ceiling(2), 1.5);
+    assert_eq!(largest_set_distance(&h, 2), 1.25);
+}

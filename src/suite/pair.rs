@@ -51,6 +51,22 @@ impl Suite {
                 model: pair.models[0].clone(),
             });
         }
+        // A threshold the set distance cannot pass would pass every search.
+        if let Some(max) = pair.thresholds.max_set_distance {
+            let ceiling = hierarchy.set_distance_ceiling(pair.thresholds.top_n);
+            if max >= ceiling {
+                let hierarchy = match &self.config.hierarchy {
+                    Some(decl) => format!("the hierarchy of `{}`", decl.classes.display()),
+                    None => format!("the flat hierarchy of {} classes", hierarchy.len()),
+                };
+                return Err(Error::SetDistanceCeiling {
+                    max,
+                    top_n: pair.thresholds.top_n,
+                    ceiling,
+                    hierarchy,
+                });
+            }
+        }
         // Set distances of the top-1, 3 and 5 predictions (paper fig. 2) and
         // of the pair's own top_n.
         let mut ns = vec![1, 3, 5, pair.thresholds.top_n];
