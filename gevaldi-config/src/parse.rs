@@ -832,6 +832,19 @@ impl Cx<'_> {
             }
         }
         let min_lift = threshold(self, "min_lift");
+        // The lift is a ratio of non-negative means: never below 0.
+        if let (Some(min), Some(v)) = (min_lift, get("min_lift")) {
+            if min <= 0.0 {
+                self.err(
+                    v.span(),
+                    &format!("{path}.min_lift"),
+                    format!(
+                        "{min} can never fail: the lift (the mean divergence after the search \
+                         over the baseline's) is never below 0; expected a number above 0"
+                    ),
+                );
+            }
+        }
         let max_set_distance = threshold(self, "max_set_distance");
         let top_n = match get("top_n") {
             Some(v) => {

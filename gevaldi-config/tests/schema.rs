@@ -297,6 +297,34 @@ fn a_threshold_that_can_never_fail_is_refused() {
     }
 }
 
+/// Regression: `min_lift = 0` passed every search (the lift, a ratio of
+/// non-negative means, is never below 0).
+#[test]
+fn a_min_lift_of_zero_is_refused() {
+    let pair = |min: &str| {
+        format!(
+            "{MODELS}\n[[pair]]\nname = \"p\"\nmodels = [\"a\", \"c\"]\ngenerator = \"vae\"\n\
+             min_lift = {min}\n"
+        )
+    };
+    for zero in ["0", "0.0", "-0.0"] {
+        let e = errors(&pair(zero));
+        let m = &e.errors[0];
+        assert!(
+            m.message.contains(
+                "can never fail: the lift (the mean divergence after the search over the \
+                 baseline's) is never below 0; expected a number above 0"
+            ),
+            "{zero}: {e}"
+        );
+        assert_eq!((m.key.as_str(), m.line), ("pair[0].min_lift", 20), "{e}");
+    }
+    let text = pair("1e-9");
+    if let Err(e) = parse(&text, &dir().join("gevaldi.toml")) {
+        assert!(!e.to_string().contains("can never fail"), "{e}");
+    }
+}
+
 /// Regression: a duplicate name was found only against the entries that
 /// parsed without a mistake, so a second `p` was named only once the first
 /// `p`'s own mistake was mended. Now both come at once.
