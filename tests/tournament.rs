@@ -271,7 +271,7 @@ fn thresholds_pass_and_fail_with_messages_naming_the_ranking() {
     let (first, last) = (names[0].to_string(), names[names.len() - 1].to_string());
     let holds = TournamentThresholds {
         champion: Some(first.clone()),
-        max_rank: vec![(last.clone(), 4)],
+        max_rank: vec![(names[2].to_string(), 3)],
         above: vec![(first.clone(), last.clone())],
         ..Default::default()
     };
@@ -306,6 +306,17 @@ fn thresholds_pass_and_fail_with_messages_naming_the_ranking() {
     };
     let e = unknown.validate(&o.models).unwrap_err();
     assert!(e.to_string().contains("\"cnn_c\""), "{e}");
+    // Regression: the last rank holds every model, so a bound there passed
+    // every tournament.
+    let never = TournamentThresholds {
+        max_rank: vec![(last.clone(), 4)],
+        ..Default::default()
+    };
+    let e = never.validate(&o.models).unwrap_err().to_string();
+    assert!(
+        e.contains("expected 1 to 3 (every one of 4 models ranks 4 or better)"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -741,6 +741,31 @@ impl Cx<'_> {
         let min_mds_accuracy = fraction(self, "min_mds_accuracy");
         let max_accuracy_drop = fraction(self, "max_accuracy_drop");
         let min_accuracy_drop = fraction(self, "min_accuracy_drop");
+        // Bounds an accuracy (in [0, 1]) or a drop (at most 1) never passes.
+        for (key, value, never, why) in [
+            (
+                "min_mds_accuracy",
+                min_mds_accuracy,
+                0.0,
+                "an accuracy is never below 0",
+            ),
+            (
+                "max_accuracy_drop",
+                max_accuracy_drop,
+                1.0,
+                "a drop in accuracy is never above 1",
+            ),
+        ] {
+            if let (Some(v), Some(at)) = (value, get(key)) {
+                if v == never {
+                    self.err(
+                        at.span(),
+                        &format!("{path}.{key}"),
+                        format!("{v} can never fail: {why}; expected a fraction in (0, 1)"),
+                    );
+                }
+            }
+        }
         if let (Some(min), Some(max)) = (min_accuracy_drop, max_accuracy_drop) {
             if min > max {
                 let span = get("min_accuracy_drop")

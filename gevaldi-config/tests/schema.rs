@@ -164,6 +164,10 @@ fn structural_mistakes_are_named() {
         ("[[tournament]]\nname = \"t\"\nmodels = [\"a\", \"c\", \"b\"]\ngenerator = \"vae\"\n", "tournament[0].generator", "takes no class condition"),
         // Regression: thresholds that can never pass beside each other.
         ("[[ensemble]]\nname = \"e\"\nmembers = [\"a\", \"c\"]\ngenerator = \"vae\"\ntest_data = \"src\"\nmin_accuracy_drop = 0.5\nmax_accuracy_drop = 0.1\n", "ensemble[0].min_accuracy_drop", "can never pass beside max_accuracy_drop = 0.1"),
+        // Regression: bounds that can never fail passed every run.
+        ("[[ensemble]]\nname = \"e\"\nmembers = [\"a\", \"c\"]\ngenerator = \"vae\"\ntest_data = \"src\"\nmin_mds_accuracy = 0\n", "ensemble[0].min_mds_accuracy", "0 can never fail: an accuracy is never below 0; expected a fraction in (0, 1)"),
+        ("[[ensemble]]\nname = \"e\"\nmembers = [\"a\", \"c\"]\ngenerator = \"vae\"\ntest_data = \"src\"\nmax_accuracy_drop = 1.0\n", "ensemble[0].max_accuracy_drop", "1 can never fail: a drop in accuracy is never above 1; expected a fraction in (0, 1)"),
+        ("[[tournament]]\nname = \"t\"\nmodels = [\"a\", \"c\", \"b\"]\ngenerator = \"vae\"\nmax_rank = { c = 3 }\n", "tournament[0].max_rank.c", "3 can never fail: of the tournament's 3 models, every one ranks 3 or better; expected a rank from 1 to 2"),
         // Regression: `x-vs-y` beside `z` and `x` beside `y-vs-z` gave two
         // pairs one name (`x-vs-y-vs-z`) under nextest.
         ("[classifier.x-vs-y]\narch = \"mnist-mlp\"\nweights = \"Cargo.toml\"\n[[tournament]]\nname = \"t\"\nmodels = [\"a\", \"x-vs-y\", \"c\"]\ngenerator = \"vae\"\n", "tournament[0].models[1]", "`x-vs-y` contains `-vs-`"),

@@ -82,11 +82,17 @@ impl TournamentThresholds {
         }
         for (m, r) in &self.max_rank {
             known("max_rank", m)?;
-            if *r == 0 || *r > models.len() {
+            // The last rank holds every model: a bound there never fails.
+            if *r == 0 || *r >= models.len() {
                 return Err(Error::setting(
                     format!("max_rank.{m}"),
                     r,
-                    format!("1 to {}", models.len()),
+                    format!(
+                        "1 to {} (every one of {} models ranks {} or better)",
+                        models.len() - 1,
+                        models.len(),
+                        models.len()
+                    ),
                 ));
             }
         }

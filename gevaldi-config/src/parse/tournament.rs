@@ -182,7 +182,14 @@ impl Cx<'_> {
                 continue;
             }
             if let Some(r) = self.uint(v, &path, 1) {
-                if r as usize > models.len() {
+                if r as usize == models.len() {
+                    let message = format!(
+                        "{r} can never fail: of the tournament's {r} models, every one ranks {r} \
+                         or better; expected a rank from 1 to {}",
+                        r - 1
+                    );
+                    self.err(v.span(), &path, message);
+                } else if r as usize > models.len() {
                     let message = format!(
                         "{r} is out of range: expected a rank from 1 to {} (the number of models)",
                         models.len()
