@@ -19,7 +19,10 @@
 #             beside bench/jax_reference.py (jit, on the GPU); and again
 #             with GEVALDI_BENCH_CUDA_EVENTS=off ("gevaldi-noevents":
 #             cudarc's two unused CUDA events per buffer not made, see
-#             src/suite/device.rs); then every divergence's gradient
+#             src/suite/device.rs), and with GEVALDI_BENCH_CUDA_POOL=release
+#             ("gevaldi-release": CUDA's memory pool left to hand its memory
+#             back at every read-back, src/engine/cuda/pool.rs); then every
+#             divergence's gradient
 #             through the search on CUDA against PyTorch's autograd
 #             (bench/check_gradients.py), and GEVALDI_PROFILE's sections
 #             of the search at batch 64
@@ -28,7 +31,8 @@
 #             and 32, gevaldi (`auto`: gevaldi's CUDA kernels), gevaldi on
 #             GEVALDI_ENGINE=generic (the same path on candle's ops alone:
 #             "gevaldi-generic"), `auto` with GEVALDI_BENCH_CUDA_EVENTS=off
-#             ("gevaldi-noevents") and PyTorch alternately, each process alone
+#             ("gevaldi-noevents"), `auto` with GEVALDI_BENCH_CUDA_POOL=release
+#             ("gevaldi-release") and PyTorch alternately, each process alone
 #             with its peak GPU memory (nvidia-smi every 50 ms, less the
 #             idle figure)
 #   profile   where a step's time goes: GEVALDI_PROFILE=1 (each engine op
@@ -168,6 +172,8 @@ for part in "${PARTS[@]}"; do
           GEVALDI_DEVICE=cuda timeout "$(left 60)" "$BIN/search" --batch "$batch" --steps 100 --save-z0 "$z0"
           GEVALDI_DEVICE=cuda GEVALDI_BENCH_CUDA_EVENTS=off timeout "$(left 60)" "$BIN/search" --batch "$batch" --steps 100 |
             sed 's/^gevaldi /gevaldi-noevents /'
+          GEVALDI_DEVICE=cuda GEVALDI_BENCH_CUDA_POOL=release timeout "$(left 60)" "$BIN/search" --batch "$batch" --steps 100 |
+            sed 's/^gevaldi /gevaldi-release /'
           JAX_PLATFORMS=cuda timeout "$(left 90)" "$PY" bench/jax_reference.py --z0 "$z0/z0-b$batch.safetensors" --steps 100
         done
         # Every divergence's gradient through the search on CUDA (`auto`:
@@ -184,15 +190,15 @@ for part in "${PARTS[@]}"; do
         echo "== mnist profile, batch 64"
         GEVALDI_DEVICE=cuda GEVALDI_PROFILE=1 timeout "$(left 60)" "$BIN/search" --batch 64 --steps 20
       } >"$OUT/mnist.log" 2>&1
-      grep -E '^(gevaldi|jax) |^largest relative' "$OUT/mnist.log" | tee -a "$OUT/summary.txt"
+      grep -E '^(gevaldi[a-z-]*|jax) |^largest relative' "$OUT/mnist.log" | tee -a "$OUT/summary.txt"
       sed -n '/^== mnist profile/,/^engine profile/p' "$OUT/mnist.log" | tee -a "$OUT/summary.txt"
       ;;
     step)
       weights || continue
       for batch in 8 32; do
         T=(--device cuda --batch "$batch" --warmup 3 --min-steps 20 --max-steps 20 --budget-s 0)
-        sides="g n e p p e n g"
-        [ "$batch" = 8 ] || sides="g n e p"
+        sides="g n e r p p r e n g"
+        [ "$batch" = 8 ] || sides="g r e p"
         for side in $sides; do
           case "$side" in
             g) l=$(with_peak timeout "$(left 90)" "$BIN/imagenet" --dir "$DIR" "${T[@]}" step) ;;
@@ -200,6 +206,8 @@ for part in "${PARTS[@]}"; do
                l="${l/#gevaldi /gevaldi-generic }" ;;
             e) l=$(with_peak env GEVALDI_BENCH_CUDA_EVENTS=off timeout "$(left 90)" "$BIN/imagenet" --dir "$DIR" "${T[@]}" step)
                l="${l/#gevaldi /gevaldi-noevents }" ;;
+            r) l=$(with_peak env GEVALDI_BENCH_CUDA_POOL=release timeout "$(left 90)" "$BIN/imagenet" --dir "$DIR" "${T[@]}" step)
+               l="${l/#gevaldi /gevaldi-release }" ;;
             p) l=$(with_peak timeout "$(left 90)" "$PY" bench/imagenet_reference.py time --dir "$DIR" "${T[@]}" step) ;;
           esac
           echo "$l" >>"$OUT/step.log"

@@ -210,6 +210,17 @@ fn device(choice: Option<&str>) -> Result<Device> {
         Some(other) => bail!("unknown device `{other}`: expected cpu, cuda or metal"),
     };
     gevaldi::suite::bench_cuda_events(&dev);
+    if dev.is_cuda() {
+        let kept = gevaldi::suite::keep_cuda_pool_memory(&dev);
+        eprintln!(
+            "device: CUDA memory pool {}",
+            if kept {
+                "keeps freed memory (release threshold raised from 0)"
+            } else {
+                "left as it was (GEVALDI_BENCH_CUDA_POOL=release, its threshold set, or no pools)"
+            }
+        );
+    }
     Ok(dev)
 }
 

@@ -51,6 +51,9 @@ use ops::{
 };
 
 mod ops;
+mod pool;
+
+pub(crate) use pool::keep_pool_memory;
 
 /// Whether gevaldi's CUDA kernels run for `x` under `engine`: an f32
 /// tensor on a CUDA device, under `GEVALDI_ENGINE=auto`.

@@ -109,7 +109,9 @@ pub use scale_shift::scale_shift_relu;
 
 pub(crate) use attention::attention;
 pub(crate) use cpu_op::take_kept_bytes;
-pub(crate) use cuda::{adam_step, head_backward, head_forward, search_kernels_apply, HeadKind};
+pub(crate) use cuda::{
+    adam_step, head_backward, head_forward, keep_pool_memory, search_kernels_apply, HeadKind,
+};
 pub(crate) use generic::attach;
 pub(crate) use scale_shift::scale_shift_relu_taped;
 pub(crate) use skip_add::skip_add_taped;

@@ -114,6 +114,9 @@ impl<'a> Search<'a> {
         let cfg = &self.config;
         cfg.validate()?;
         cfg.divergence.check(self.classifiers.len())?;
+        // A CUDA device's memory pool keeps each step's buffers for the
+        // next (its default hands them back at every read-back).
+        crate::engine::keep_pool_memory(device);
         let d = self.generator.latent_dim();
         let sample = |n, rng: &mut ChaCha8Rng| {
             self.generator

@@ -15,12 +15,12 @@ pub fn device() -> Result<Device> {
     };
     match choice.as_str() {
         "cpu" => Ok(Device::Cpu),
-        "cuda" => Device::new_cuda(0).map_err(gpu_error),
+        "cuda" => Device::new_cuda(0).map_err(gpu_error).map(with_kept_pool),
         "metal" => Device::new_metal(0).map_err(gpu_error),
         "" => {
             if cfg!(feature = "cuda") {
                 if let Ok(d) = Device::new_cuda(0) {
-                    return Ok(d);
+                    return Ok(with_kept_pool(d));
                 }
             }
             if cfg!(feature = "metal") {
@@ -36,6 +36,26 @@ pub fn device() -> Result<Device> {
             "cpu, cuda or metal",
         )),
     }
+}
+
+/// `dev` with its CUDA memory pool keeping freed memory for reuse
+/// ([`keep_cuda_pool_memory`]).
+fn with_kept_pool(dev: Device) -> Device {
+    keep_cuda_pool_memory(&dev);
+    dev
+}
+
+/// Makes the memory pool of a CUDA device keep freed memory for reuse
+/// instead of handing it back to the driver at every synchronisation
+/// (CUDA's default release threshold is 0: each step of a search would map
+/// its buffers afresh). [`device`] and every search do it; a threshold set
+/// by someone else is left alone. Returns whether it raised the threshold
+/// (false on other devices, and where the driver has no memory pools or
+/// refused: the search runs either way). `GEVALDI_BENCH_CUDA_POOL=release`
+/// (for the benches) leaves the default.
+#[doc(hidden)]
+pub fn keep_cuda_pool_memory(dev: &Device) -> bool {
+    crate::engine::keep_pool_memory(dev)
 }
 
 /// Sets `RAYON_NUM_THREADS`, when it is not set, to the thread count candle

@@ -35,7 +35,7 @@ use std::time::Instant;
 use candle_core::Device;
 
 #[doc(hidden)]
-pub use self::device::bench_cuda_events;
+pub use self::device::{bench_cuda_events, keep_cuda_pool_memory};
 pub use self::device::{device, fix_thread_count, prepare_process};
 pub use self::outcome::{Figures, TrialError, TrialErrorKind, TrialReport};
 pub use self::registry::{BuildModel, Registry};
