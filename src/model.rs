@@ -28,6 +28,15 @@ pub trait Classifier {
     fn num_classes(&self) -> usize {
         self.class_names().len()
     }
+
+    /// Whether every op from its input to its logits has a backward of its
+    /// own that the engine records ([`crate::engine`]'s tape: the built-in
+    /// models), so that the search may run its backward itself. Hidden: a
+    /// model of one's own keeps candle's autograd. (Default: false.)
+    #[doc(hidden)]
+    fn taped(&self) -> bool {
+        false
+    }
 }
 
 /// A generative model x = g(z) (or g(z, c) with a class condition c) with a
@@ -75,6 +84,14 @@ pub trait Generator {
         standard_normal_log_density(z)
     }
 
+    /// Whether every op of `decode` (from z) and of `log_prior` has a
+    /// backward of its own that the engine records, as
+    /// [`Classifier::taped`]. Hidden. (Default: false.)
+    #[doc(hidden)]
+    fn taped(&self) -> bool {
+        false
+    }
+
     /// Draws `n` latents `[n, d]` from the prior with the caller's seeded RNG.
     /// (Default: the standard normal, see [`sample_standard_normal`].)
     ///
@@ -97,6 +114,12 @@ impl<T: Classifier + ?Sized> Classifier for &T {
     fn class_names(&self) -> &[String] {
         (**self).class_names()
     }
+    fn num_classes(&self) -> usize {
+        (**self).num_classes()
+    }
+    fn taped(&self) -> bool {
+        (**self).taped()
+    }
 }
 
 impl<T: Classifier + ?Sized> Classifier for Box<T> {
@@ -105,6 +128,12 @@ impl<T: Classifier + ?Sized> Classifier for Box<T> {
     }
     fn class_names(&self) -> &[String] {
         (**self).class_names()
+    }
+    fn num_classes(&self) -> usize {
+        (**self).num_classes()
+    }
+    fn taped(&self) -> bool {
+        (**self).taped()
     }
 }
 
@@ -131,6 +160,9 @@ impl<T: Generator + ?Sized> Generator for &T {
     fn log_prior(&self, z: &Tensor) -> candle_core::Result<Tensor> {
         (**self).log_prior(z)
     }
+    fn taped(&self) -> bool {
+        (**self).taped()
+    }
     fn sample_prior(
         &self,
         n: usize,
@@ -149,17 +181,37 @@ impl<T: Generator + ?Sized> Generator for &T {
 /// their backward, under `GEVALDI_ENGINE=candle`): the same bits.
 pub fn standard_normal_log_density(z: &Tensor) -> candle_core::Result<Tensor> {
     let d = z.dim(1)? as f64;
-    let density = |z: &Tensor| {
-        z.sqr()?
-            .sum(1)?
-            .affine(-0.5, -0.5 * d * (2.0 * std::f64::consts::PI).ln())
-    };
-    if !z.track_op() || crate::engine::Engine::current() == crate::engine::Engine::Candle {
+    centred_normal_log_density(z, 1.0, -0.5 * d * (2.0 * std::f64::consts::PI).ln())
+}
+
+/// `-0.5 * sum_i z_i^2 / variance + constant` per row of `z` `[B, d]`: the
+/// log-density of a centred normal of that variance in every coordinate
+/// (with its normalising `constant`). Where `z` is tracked it joins the
+/// graph as one op whose backward is `-z / variance` times the output's
+/// gradient: the same bits as candle's graph of `sqr`, `sum` and `affine`
+/// (its backward `2 · z · (g · a)`, a = −0.5 / variance, differs from
+/// `z · (g · 2a)` only by exact doublings).
+pub(crate) fn centred_normal_log_density(
+    z: &Tensor,
+    variance: f64,
+    constant: f64,
+) -> candle_core::Result<Tensor> {
+    let density = |z: &Tensor| z.sqr()?.sum(1)?.affine(-0.5 / variance, constant);
+    if !crate::engine::tracked(z)
+        || crate::engine::Engine::current() == crate::engine::Engine::Candle
+    {
         return density(z);
     }
     let z_kept = z.detach();
     let out = density(&z_kept)?;
-    let back = move |g: &Tensor| Ok(vec![z_kept.broadcast_mul(&g.neg()?.unsqueeze(1)?)?]);
+    let back = move |g: &Tensor| {
+        let g = if variance == 1.0 {
+            g.neg()?
+        } else {
+            g.affine(-1.0 / variance, 0.0)?
+        };
+        Ok(vec![z_kept.broadcast_mul(&g.unsqueeze(1)?)?])
+    };
     crate::engine::attach(&[z], out, Box::new(back))
 }
 

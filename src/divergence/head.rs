@@ -74,7 +74,7 @@ impl Divergence {
     }
 
     fn of_logits_unchecked(&self, logits: &[Tensor], engine: Engine) -> candle_core::Result<Head> {
-        let tracked = logits.iter().any(|l| l.track_op());
+        let tracked = logits.iter().any(crate::engine::tracked);
         if let Some(kind) = self.kernel_kind(logits, engine) {
             return self.of_kernels(logits, kind, tracked);
         }

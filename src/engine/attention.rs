@@ -65,7 +65,7 @@ fn attention_on(
         Ok(vec![x[2].matmul(&p.transpose(1, 2)?.contiguous()?)?])
     })?
     .remove(0);
-    if ![&theta, &phi, &g].iter().any(|t| t.track_op()) {
+    if ![&theta, &phi, &g].iter().any(|t| super::tracked(t)) {
         return Ok(out);
     }
     theta.apply_op3(

@@ -28,8 +28,13 @@ pub(crate) fn take_kept_bytes() -> u64 {
     KEPT_BYTES.with(|c| c.replace(0))
 }
 
-/// Runs `program` on `x` as one op of candle's graph.
+/// Runs `program` on `x` as one op of candle's graph (recorded instead
+/// while the search records its chain, [`super::tape`]).
 pub(crate) fn forward(program: &Arc<Program>, x: &Tensor) -> candle_core::Result<Tensor> {
+    if super::tape::recording() && super::tape::tracked(x) {
+        let (out, back) = forward_taped(program, x)?;
+        return super::attach(&[x], out, back);
+    }
     x.contiguous()?.apply_op1(NetOp {
         program: Arc::clone(program),
         tape: Mutex::new(None),

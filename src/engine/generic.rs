@@ -816,12 +816,18 @@ pub(crate) use handed_forwards;
 /// attached to their graph as one op whose backward is `back` (their
 /// gradients, in order): how an op or a model with a backward of its own
 /// (a network on this path, BigGAN's ops, BigGAN itself) joins the graph.
-/// The graph then holds the inputs and the output only.
+/// The graph then holds the inputs and the output only. While the search
+/// records its chain on this thread ([`super::tape`]), the op is recorded
+/// instead and `out` comes back as it is.
 pub(crate) fn attach(
     inputs: &[&Tensor],
     out: Tensor,
     back: super::Pullback,
 ) -> candle_core::Result<Tensor> {
+    let (out, back) = match super::tape::record(inputs, out, back) {
+        Ok(out) => return Ok(out),
+        Err(unrecorded) => unrecorded,
+    };
     let op = Attached {
         out: Handed::new(out)?,
         back,
@@ -912,7 +918,7 @@ pub(crate) fn run(
     prepared: &Arc<Prepared>,
     x: &Tensor,
 ) -> candle_core::Result<Tensor> {
-    let (out, tape) = forward(nodes, prepared, x, x.track_op())?;
+    let (out, tape) = forward(nodes, prepared, x, super::tape::tracked(x))?;
     let Some(tape) = tape else { return Ok(out) };
     attach(&[x], out, Box::new(move |g| Ok(vec![tape.backward(g)?])))
 }

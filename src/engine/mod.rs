@@ -94,6 +94,7 @@ mod profile;
 mod reference;
 mod scale_shift;
 mod skip_add;
+mod tape;
 #[cfg(test)]
 mod tests;
 mod upsample;
@@ -115,6 +116,7 @@ pub(crate) use cuda::{
 pub(crate) use generic::attach;
 pub(crate) use scale_shift::scale_shift_relu_taped;
 pub(crate) use skip_add::skip_add_taped;
+pub(crate) use tape::{join_constant, record_while, reshape, tracked};
 pub(crate) use upsample::upsample2_taped;
 
 /// An op's backward, kept by a forward run outside candle's graph for a

@@ -141,7 +141,7 @@ fn reference(x: &Tensor, a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> 
 /// [`generic_taped`], attached to the graph of the inputs.
 fn generic(x: &Tensor, a: &Tensor, b: &Tensor, engine: Engine) -> candle_core::Result<Tensor> {
     let (out, back) = generic_taped(x, a, b, engine)?;
-    if ![x, a, b].iter().any(|t| t.track_op()) {
+    if ![x, a, b].iter().any(|t| super::tracked(t)) {
         return Ok(out);
     }
     attach(&[x, a, b], out, back)

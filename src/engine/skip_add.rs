@@ -26,7 +26,7 @@ pub(crate) fn skip_add(h: &Tensor, x: &Tensor, up: bool) -> candle_core::Result<
         return profile::time(dev, "forward", kind, || reference(h, x, up));
     }
     let (out, back) = skip_add_taped(h, x, up)?;
-    if !(h.track_op() || x.track_op()) {
+    if !(super::tracked(h) || super::tracked(x)) {
         return Ok(out);
     }
     attach(&[h, x], out, back)

@@ -22,7 +22,7 @@ pub(crate) fn upsample2(x: &Tensor) -> candle_core::Result<Tensor> {
         return reference(x);
     }
     let (out, back) = upsample2_taped(x)?;
-    if !x.track_op() {
+    if !super::tracked(x) {
         return Ok(out);
     }
     attach(&[x], out, back)

@@ -40,7 +40,14 @@ pub struct Search<'a> {
     z0: Option<Tensor>,
     condition: Option<Tensor>,
     progress: Option<&'a dyn Fn(usize)>,
+    own_backward: bool,
 }
+
+/// Steps whose gradient came from the search's own backward (the engine's
+/// tape), for the tests.
+#[cfg(test)]
+pub(super) static TAPED_STEPS: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(0);
 
 struct Evaluation {
     x: Tensor,
@@ -62,6 +69,7 @@ impl<'a> Search<'a> {
             z0: None,
             condition: None,
             progress: None,
+            own_backward: true,
         }
     }
 
@@ -109,6 +117,16 @@ impl<'a> Search<'a> {
         self
     }
 
+    /// Whether the search may run its backward itself (the engine's tape,
+    /// where the chain is all ops with a backward of their own) rather than
+    /// candle's; the two give the same gradient. (Default: true; false for
+    /// the tests and benches that compare them.)
+    #[doc(hidden)]
+    pub fn own_backward(mut self, on: bool) -> Self {
+        self.own_backward = on;
+        self
+    }
+
     /// Runs the search on `device`.
     pub fn run(&self, device: &Device) -> Result<SearchOutcome> {
         let cfg = &self.config;
@@ -153,15 +171,47 @@ impl<'a> Search<'a> {
             .and_then(|z| z.to_dtype(DType::F64))
             .and_then(|z| z.to_vec1::<f64>())
             .map_err(Error::tensor("read z0"))?;
+        // The search's own backward (the engine's tape) for a chain of
+        // built-in models (`taped`) while its recording is closed; candle's
+        // graph from the first step where it is not, for models of one's
+        // own, and under `GEVALDI_ENGINE=candle`.
+        let mut taped = self.own_backward
+            && crate::engine::Engine::current() != crate::engine::Engine::Candle
+            && self.generator.taped()
+            && self.classifiers.iter().all(|(_, c)| c.taped());
+        // The objective's gradient with respect to each sample's divergence
+        // and log p(z), as candle's backward of its sum gives them.
+        let seed = Tensor::ones(b, z0.dtype(), device)
+            .and_then(|ones| {
+                let prior = ones.affine(cfg.lambda, 0.0)?;
+                Ok((ones, prior))
+            })
+            .map_err(Error::tensor("make the objective's gradient"))?;
         let (last, last_host, last_div, last_measured, last_dz, last_z) = loop {
-            let eval = self.evaluate(z.as_tensor(), b)?;
-            let (log_prior, objective) = profiled(device, "log p(z), objective", || {
-                let log_prior = self.log_prior(z.as_tensor(), b)?;
-                let objective = log_prior
+            let mut recorded = None;
+            if taped {
+                let (result, recording) = crate::engine::record_while(|| self.forward(&z, b));
+                let (eval, log_prior) = result?;
+                let mut ends = vec![&eval.x, &eval.divergence, &log_prior];
+                ends.extend(&eval.logits);
+                if recording.closed(z.as_tensor(), &ends) {
+                    recorded = Some((eval, log_prior, recording));
+                } else {
+                    taped = false;
+                }
+            }
+            let (eval, log_prior, recording) = match recorded {
+                Some((eval, log_prior, recording)) => (eval, log_prior, Some(recording)),
+                None => {
+                    let (eval, log_prior) = self.forward(&z, b)?;
+                    (eval, log_prior, None)
+                }
+            };
+            let objective = profiled(device, "log p(z), objective", || {
+                log_prior
                     .affine(cfg.lambda, 0.0)
                     .and_then(|prior| &eval.divergence + prior)
-                    .map_err(Error::tensor("add the prior term to the objective"))?;
-                Ok((log_prior, objective))
+                    .map_err(Error::tensor("add the prior term to the objective"))
             })?;
             let at = SearchStage::Step(step);
             let mut probes = Vec::with_capacity(self.classifiers.len() + 6);
@@ -228,24 +278,37 @@ impl<'a> Search<'a> {
                 first = Some((eval.x.detach(), host, div, measured));
             }
 
-            if step == 0 {
+            // A closed recording reaches z from every classifier.
+            if step == 0 && recording.is_none() {
                 self.check_classifiers_reach_z(&eval.logits, &z)?;
             }
-            let grads = profiled(device, "backward", || {
-                objective
-                    .sum_all()
-                    .and_then(|o| o.backward())
-                    .map_err(Error::tensor(format!("backpropagate at step {step}")))
+            let grad = profiled(device, "backward", || {
+                let grad = match &recording {
+                    Some(recording) => {
+                        let mut seeds = vec![(&eval.divergence, seed.0.clone())];
+                        // With λ = 0, candle's graph adds −z · 0 to z's gradient.
+                        if cfg.lambda != 0.0 {
+                            seeds.push((&log_prior, seed.1.clone()));
+                        }
+                        #[cfg(test)]
+                        TAPED_STEPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        recording.gradient(seeds, z.as_tensor())
+                    }
+                    None => objective
+                        .sum_all()
+                        .and_then(|o| o.backward())
+                        .map(|grads| grads.get(z.as_tensor()).cloned()),
+                };
+                grad.map_err(Error::tensor(format!("backpropagate at step {step}")))
+            })?
+            .ok_or_else(|| Error::MissingGradient {
+                model: self.chain_name(),
+                input: "latent z",
             })?;
-            let grad = grads
-                .get(z.as_tensor())
-                .ok_or_else(|| Error::MissingGradient {
-                    model: self.chain_name(),
-                    input: "latent z",
-                })?;
+            drop(recording);
             profiled(device, "update", || {
                 update
-                    .step(&z, grad, step + 1)
+                    .step(&z, &grad, step + 1)
                     .map_err(Error::tensor(format!("update z at step {step}")))
             })?;
             last_grad = Some(grad.detach());
@@ -320,6 +383,15 @@ impl<'a> Search<'a> {
             x0,
             x: last.x.detach(),
         })
+    }
+
+    /// The step's forward from z: [`Self::evaluate`] and log p(z).
+    fn forward(&self, z: &Var, b: usize) -> Result<(Evaluation, Tensor)> {
+        let eval = self.evaluate(z.as_tensor(), b)?;
+        let log_prior = profiled(z.device(), "log p(z), objective", || {
+            self.log_prior(z.as_tensor(), b)
+        })?;
+        Ok((eval, log_prior))
     }
 
     /// The generator's output and each classifier's logits, to check.

@@ -958,8 +958,8 @@ impl Generator for BigGan {
         };
         let engine = crate::engine::Engine::current();
         let dev = z.device();
-        if z.track_op()
-            && !c.track_op()
+        if crate::engine::tracked(z)
+            && !crate::engine::tracked(c)
             && z.dtype() == DType::F32
             && engine != crate::engine::Engine::Candle
             && (dev.is_cpu() || dev.is_cuda())
@@ -998,7 +998,11 @@ impl Generator for BigGan {
         let d = z.dim(1)? as f64;
         let t = self.truncation;
         let constant = -d * (0.5 * (2.0 * std::f64::consts::PI).ln() + t.ln() + MASS_WITHIN_2.ln());
-        z.sqr()?.sum(1)?.affine(-0.5 / (t * t), constant)
+        crate::model::centred_normal_log_density(z, t * t, constant)
+    }
+
+    fn taped(&self) -> bool {
+        true
     }
 
     /// z = t·u, u drawn from the standard normal truncated to [−2, 2]

@@ -97,4 +97,7 @@ impl MnistCnn {
     }
 }
 
-super::net_classifier!(MnistCnn, |x| &x.reshape((x.dim(0)?, 1, 28, 28))?);
+super::net_classifier!(MnistCnn, |x| &crate::engine::reshape(
+    x,
+    &[x.dim(0)?, 1, 28, 28]
+)?);

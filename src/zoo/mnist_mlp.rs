@@ -59,4 +59,7 @@ impl MnistMlp {
     }
 }
 
-super::net_classifier!(MnistMlp, |x| &x.flatten_from(1)?);
+super::net_classifier!(MnistMlp, |x| &crate::engine::reshape(
+    x,
+    &[x.dim(0)?, x.elem_count() / x.dim(0)?.max(1)]
+)?);

@@ -142,7 +142,7 @@ impl MnistVae {
     fn with_condition(&self, x: &Tensor, c: Option<&Tensor>) -> candle_core::Result<Tensor> {
         match (self.cfg.conditions, c) {
             (None, None) => Ok(x.clone()),
-            (Some(_), Some(c)) => Tensor::cat(&[x, &c.to_dtype(x.dtype())?], 1),
+            (Some(_), Some(c)) => crate::engine::join_constant(x, &c.to_dtype(x.dtype())?),
             (Some(n), None) => {
                 candle_core::bail!("this conditional VAE needs a condition [B, {n}]")
             }
@@ -170,5 +170,9 @@ impl Generator for MnistVae {
 
     fn decode(&self, z: &Tensor, condition: Option<&Tensor>) -> candle_core::Result<Tensor> {
         self.decoder.forward(&self.with_condition(z, condition)?)
+    }
+
+    fn taped(&self) -> bool {
+        true
     }
 }

@@ -44,6 +44,9 @@ macro_rules! net_classifier {
             fn class_names(&self) -> &[String] {
                 &self.class_names
             }
+            fn taped(&self) -> bool {
+                true
+            }
         }
     };
 }
