@@ -342,19 +342,42 @@ fn paper_step(m: &Paper, inp: &Inputs) -> Result<Step> {
     // GEVALDI_PROFILE: each part of the step a row of its own.
     let dev = inp.z.device();
     use gevaldi::engine::profile_section as section;
-    let img = section(dev, "BigGAN forward", || {
-        m.gen.decode(inp.z.as_tensor(), Some(&inp.c))
-    })?;
-    let x = section(dev, "preprocessing", || m.pre.apply(&img))?;
-    let lp = section(dev, "GoogLeNet forward", || m.p.logits(&x))?;
-    let lq = section(dev, "AlexNet forward", || m.q.logits(&x))?;
-    // The search's head: log-softmaxes and KL as one op of the graph.
-    let kl = section(dev, "log-softmax + KL", || {
-        Divergence::Kl
-            .of_logits(&[lp, lq])
-            .map(|head| head.divergence)
-            .map_err(|e| candle_core::Error::Msg(e.to_string()))
-    })?;
+    let forward = || -> Result<[Tensor; 4]> {
+        let img = section(dev, "BigGAN forward", || {
+            m.gen.decode(inp.z.as_tensor(), Some(&inp.c))
+        })?;
+        let x = section(dev, "preprocessing", || m.pre.apply(&img))?;
+        let lp = section(dev, "GoogLeNet forward", || m.p.logits(&x))?;
+        let lq = section(dev, "AlexNet forward", || m.q.logits(&x))?;
+        // The search's head: log-softmaxes and KL as one op.
+        let kl = section(dev, "log-softmax + KL", || {
+            Divergence::Kl
+                .of_logits(&[lp.clone(), lq.clone()])
+                .map(|head| head.divergence)
+                .map_err(|e| candle_core::Error::Msg(e.to_string()))
+        })?;
+        Ok([img, lp, lq, kl])
+    };
+    // As the search does: its own backward (the engine's tape) where the
+    // chain's recording is closed, else candle's.
+    let own = std::env::var("GEVALDI_BENCH_BACKWARD").as_deref() != Ok("candle");
+    let (result, recording) = gevaldi::engine::record_while(|| own.then(forward));
+    if let Some(result) = result {
+        let [img, lp, lq, kl] = result?;
+        if recording.closed(inp.z.as_tensor(), &[&img, &lp, &lq, &kl]) {
+            let ones = kl.ones_like()?;
+            let grad = section(dev, "backward (all of it)", || {
+                recording.gradient(vec![(&kl, ones)], inp.z.as_tensor())
+            })?
+            .context("no gradient reached z through the recording")?;
+            return Ok(Step {
+                scalar: kl.sum_all()?,
+                out: kl,
+                grad,
+            });
+        }
+    }
+    let [_, _, _, kl] = forward()?;
     let scalar = kl.sum_all()?;
     let grad = section(dev, "backward (all of it)", || {
         gradient(&scalar, &inp.z).map_err(|e| candle_core::Error::Msg(format!("{e:#}")))

@@ -56,16 +56,60 @@ impl Preprocess {
         }
     }
 
-    /// Applies the steps to `[B, C, H, W]`.
+    /// Applies the steps to `[B, C, H, W]`. While the search records its
+    /// chain ([`crate::engine`]'s tape) and `x` is part of it, the steps
+    /// are one recorded op whose backward is each step's, in reverse: the
+    /// deviations' division, the channels' gather (summed for
+    /// `grey-to-rgb`), the resize's transposed matrices, the range's
+    /// scale.
     pub fn apply(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        if !crate::engine::recording() || !crate::engine::tracked(x) {
+            return self.forward(x).map(|(y, _)| y);
+        }
+        let (y, resize) = self.forward(&x.detach())?;
+        let (lo, hi) = self.input_range;
+        let (channels, dims) = (self.channels, x.dims().to_vec());
+        let std = match (&self.mean, &self.std) {
+            (Some(_), Some(std)) => Some(self.per_channel(std, y.dim(1)?, y.device())?),
+            _ => None,
+        };
+        let back = move |g: &Tensor| -> candle_core::Result<Tensor> {
+            let mut g = match &std {
+                Some(std) => g.broadcast_div(std)?,
+                None => g.clone(),
+            };
+            g = match channels {
+                Channels::Rgb => g,
+                Channels::Bgr => {
+                    let c = |i| g.narrow(1, i, 1);
+                    Tensor::cat(&[c(2)?, c(1)?, c(0)?], 1)?
+                }
+                Channels::GreyToRgb => {
+                    let c = |i| g.narrow(1, i, 1);
+                    ((c(0)? + c(1)?)? + c(2)?)?
+                }
+            };
+            if let Some((rh, rw)) = &resize {
+                g = rh.t()?.broadcast_matmul(&g.broadcast_matmul(&rw.t()?)?)?;
+            }
+            g.affine(1.0 / (hi - lo), 0.0)?.reshape(dims.as_slice())
+        };
+        Ok(crate::engine::record_op(x, y, back))
+    }
+
+    /// [`Self::apply`] on candle's ops, and the resize's matrices (rows,
+    /// and columns transposed) where it resized.
+    fn forward(&self, x: &Tensor) -> candle_core::Result<(Tensor, Option<(Tensor, Tensor)>)> {
         let (lo, hi) = self.input_range;
         let mut x = x.affine(1.0 / (hi - lo), -lo / (hi - lo))?;
+        let mut matrices = None;
         if let Some((h, w)) = self.resize {
             let (_, _, h0, w0) = x.dims4()?;
             if (h0, w0) != (h, w) {
                 let rh = resize_matrix(h0, h, x.device())?;
                 let rw = resize_matrix(w0, w, x.device())?.t()?;
                 x = rh.broadcast_matmul(&x.broadcast_matmul(&rw)?)?;
+                matrices = Some((rh, rw));
             }
         }
         x = match self.channels {
@@ -90,13 +134,17 @@ impl Preprocess {
                     );
                 }
             }
-            let per = |v: &[f64]| -> candle_core::Result<Tensor> {
-                let v: Vec<f32> = (0..c).map(|i| v[i.min(v.len() - 1)] as f32).collect();
-                Tensor::from_vec(v, (1, c, 1, 1), x.device())
-            };
-            x = x.broadcast_sub(&per(mean)?)?.broadcast_div(&per(std)?)?;
+            x = x
+                .broadcast_sub(&self.per_channel(mean, c, x.device())?)?
+                .broadcast_div(&self.per_channel(std, c, x.device())?)?;
         }
-        Ok(x)
+        Ok((x, matrices))
+    }
+
+    /// `v`, one value or one per channel, as `[1, c, 1, 1]`.
+    fn per_channel(&self, v: &[f64], c: usize, device: &Device) -> candle_core::Result<Tensor> {
+        let v: Vec<f32> = (0..c).map(|i| v[i.min(v.len() - 1)] as f32).collect();
+        Tensor::from_vec(v, (1, c, 1, 1), device)
     }
 }
 
@@ -133,6 +181,12 @@ impl<C: Classifier> Classifier for Preprocessed<C> {
     fn class_names(&self) -> &[String] {
         self.inner.class_names()
     }
+    fn num_classes(&self) -> usize {
+        self.inner.num_classes()
+    }
+    fn taped(&self) -> bool {
+        self.inner.taped()
+    }
 }
 
 #[cfg(test)]
@@ -149,6 +203,57 @@ mod tests {
         // 4 -> 2: sources 0.5 and 2.5.
         let m = resize_matrix(4, 2, &dev).unwrap().to_vec2::<f32>().unwrap();
         assert_eq!(m, [[0.5, 0.5, 0.0, 0.0], [0.0, 0.0, 0.5, 0.5]]);
+    }
+
+    /// Recorded for the search's own backward, the steps' backward is
+    /// candle's graph's: every channel handling, with a resize up and one
+    /// down, with and without normalisation.
+    #[test]
+    fn the_recorded_backward_is_candle_s() {
+        use crate::model::sample_standard_normal;
+        use rand::SeedableRng;
+        let dev = Device::Cpu;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        for (channels, c) in [
+            (Channels::Rgb, 3),
+            (Channels::Bgr, 3),
+            (Channels::GreyToRgb, 1),
+        ] {
+            for (size, norm) in [((7, 5), true), ((3, 4), false), ((6, 6), true)] {
+                let pre = Preprocess {
+                    input_range: (-1.0, 1.0),
+                    resize: Some(size),
+                    channels,
+                    mean: norm.then(|| vec![0.485, 0.456, 0.406]),
+                    std: norm.then(|| vec![0.229, 0.224, 0.225]),
+                };
+                let x = candle_core::Var::from_tensor(
+                    &sample_standard_normal((2, c, 6, 6), &mut rng, &dev).unwrap(),
+                )
+                .unwrap();
+                let w = sample_standard_normal((2, 3, size.0, size.1), &mut rng, &dev).unwrap();
+                let y = pre.apply(x.as_tensor()).unwrap();
+                let graph = (&y * &w).unwrap().sum_all().unwrap().backward().unwrap();
+                let graph = graph.get(x.as_tensor()).unwrap();
+                let (y2, rec) = crate::engine::record_while(|| pre.apply(x.as_tensor()).unwrap());
+                assert!(rec.closed(x.as_tensor(), &[&y2]), "{channels:?}");
+                let own = rec
+                    .gradient(vec![(&y2, w)], x.as_tensor())
+                    .unwrap()
+                    .unwrap();
+                let diff = (&own - graph)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                assert!(diff < 1e-5, "{channels:?} {size:?} {norm}: {diff}");
+                let dy = (&y2 - &y).unwrap().abs().unwrap().max_all().unwrap();
+                assert_eq!(dy.to_scalar::<f32>().unwrap(), 0.0);
+            }
+        }
     }
 
     /// Regression: three means and deviations on a grey image used the

@@ -116,7 +116,9 @@ pub(crate) use cuda::{
 pub(crate) use generic::attach;
 pub(crate) use scale_shift::scale_shift_relu_taped;
 pub(crate) use skip_add::skip_add_taped;
-pub(crate) use tape::{join_constant, record_while, reshape, tracked};
+pub(crate) use tape::{join_constant, paused, record_op, recording, reshape, tracked};
+#[doc(hidden)]
+pub use tape::{record_while, Recording};
 pub(crate) use upsample::upsample2_taped;
 
 /// An op's backward, kept by a forward run outside candle's graph for a

@@ -38,9 +38,10 @@ struct Entry {
     back: Pullback,
 }
 
-/// The ops recorded while a chain ran, in the order they ran.
+/// The ops recorded while a chain ran, in the order they ran. (Hidden: the
+/// search's, public for the benches.)
 #[derive(Default)]
-pub(crate) struct Recording {
+pub struct Recording {
     entries: Vec<Entry>,
     outputs: HashSet<TensorId>,
 }
@@ -89,7 +90,8 @@ pub(crate) fn record(
 
 /// Runs `f` with a recording on, on this thread, and returns what it
 /// recorded with its result (the recording ends however `f` ends).
-pub(crate) fn record_while<T>(f: impl FnOnce() -> T) -> (T, Recording) {
+/// (Hidden: the search's, public for the benches.)
+pub fn record_while<T>(f: impl FnOnce() -> T) -> (T, Recording) {
     struct Off;
     impl Drop for Off {
         fn drop(&mut self) {
@@ -109,7 +111,7 @@ pub(crate) fn record_while<T>(f: impl FnOnce() -> T) -> (T, Recording) {
 /// chain: how a model's small joins (a reshape, a constant appended)
 /// stay in the recording. Elsewhere `out` as it is (candle's graph tracks
 /// it where `x` is tracked).
-fn record_op(
+pub(crate) fn record_op(
     x: &Tensor,
     out: Tensor,
     back: impl Fn(&Tensor) -> candle_core::Result<Tensor> + Send + Sync + 'static,
@@ -144,11 +146,29 @@ pub(crate) fn join_constant(x: &Tensor, c: &Tensor) -> candle_core::Result<Tenso
     Ok(record_op(x, out, move |g| g.narrow(1, 0, d)))
 }
 
+/// Runs `f` with this thread's recording (if any) set aside: for an op
+/// whose own forward runs other ops under a graph of its own (BigGAN's
+/// decode, whose self-attention keeps a candle graph inside it), so that
+/// they join that graph and not the recording; the op itself is then
+/// recorded as one.
+pub(crate) fn paused<T>(f: impl FnOnce() -> T) -> T {
+    struct Restore(Option<Recording>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            if let Some(r) = self.0.take() {
+                TAPE.with(|t| *t.borrow_mut() = Some(r));
+            }
+        }
+    }
+    let _restore = Restore(TAPE.with(|t| t.borrow_mut().take()));
+    f()
+}
+
 impl Recording {
     /// Whether the recording holds the whole chain from `z` to `ends`:
     /// every op's inputs are `z` or outputs of ops before it, and every
     /// one of `ends` is an op's output (see the module's docs).
-    pub(crate) fn closed(&self, z: &Tensor, ends: &[&Tensor]) -> bool {
+    pub fn closed(&self, z: &Tensor, ends: &[&Tensor]) -> bool {
         let mut known = HashSet::from([z.id()]);
         for e in &self.entries {
             if !e.inputs.iter().all(|i| known.contains(i)) {
@@ -163,7 +183,7 @@ impl Recording {
     /// gradient), the ops' backwards run in reverse order, each op's
     /// gradient the sum of what its consumers gave; `None` where no seed
     /// depends on `z`.
-    pub(crate) fn gradient(
+    pub fn gradient(
         &self,
         seeds: Vec<(&Tensor, Tensor)>,
         z: &Tensor,

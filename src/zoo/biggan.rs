@@ -964,7 +964,9 @@ impl Generator for BigGan {
             && engine != crate::engine::Engine::Candle
             && (dev.is_cpu() || dev.is_cuda())
         {
-            if let Some((image, tape)) = self.decode_taped(z, c)? {
+            // Its ops run outside the search's recording: BigGAN is
+            // recorded as one op (the attention keeps a graph inside it).
+            if let Some((image, tape)) = crate::engine::paused(|| self.decode_taped(z, c))? {
                 #[cfg(test)]
                 tests::TAPED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let tape = std::sync::Arc::new(tape);
