@@ -356,17 +356,15 @@ fn resolve_artifact_dir(target: &Path, config: &Path, claim: bool) -> PathBuf {
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| "suite".into())
     };
-    let dir = config.parent().map(Path::to_path_buf).unwrap_or_default();
-    let dir = if dir.as_os_str().is_empty() {
-        std::env::current_dir().unwrap_or_default()
-    } else {
-        dir
-    };
+    // Where the config is, however its path is spelt (`./gevaldi.toml`,
+    // `../gevaldi.toml`: the folder was named "suite" for those).
+    let absolute = std::fs::canonicalize(config)
+        .unwrap_or_else(|_| std::env::current_dir().unwrap_or_default().join(config));
+    let dir = absolute.parent().map(Path::to_path_buf).unwrap_or_default();
     let (folder, stem) = (name(dir.file_name()), name(config.file_stem()));
     let plain = target.join("gevaldi").join(&folder).join(&stem);
-    // Where the config is: relative to the target directory's parent (the
-    // workspace, which moves with it) where it lies inside it.
-    let absolute = std::fs::canonicalize(config).unwrap_or_else(|_| dir.join(config));
+    // Its ID: relative to the target directory's parent (the workspace,
+    // which moves with it) where it lies inside it.
     let workspace = target.parent().and_then(|p| std::fs::canonicalize(p).ok());
     let id = match workspace
         .as_deref()
@@ -481,6 +479,12 @@ mod tests {
         assert!(other.ends_with("gevaldi"), "{}", other.display());
         assert_eq!(resolve_artifact_dir(&target, &b, false), other);
         assert_eq!(resolve_artifact_dir(&target, &a, false), plain);
+        // Regression: a path through `..` named the folder "suite", so the
+        // records of one config went to two places by how it was spelt.
+        let sub = a.parent().unwrap().join("sub");
+        std::fs::create_dir_all(&sub).unwrap();
+        let spelt = sub.join("..").join("gevaldi.toml");
+        assert_eq!(resolve_artifact_dir(&target, &spelt, false), plain);
         std::fs::remove_dir_all(root).unwrap();
     }
 

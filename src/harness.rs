@@ -108,7 +108,19 @@ pub fn run_with_args(config_path: &str, registry: Registry, mut args: Arguments)
     let from_env = std::env::var("RUST_TEST_THREADS")
         .ok()
         .and_then(|v| v.parse().ok());
-    let (threads, note) = trial_threads(args.test_threads, from_env, suite.device().is_cuda());
+    // Listing opens no device (nor loads any model).
+    let cuda = if args.list {
+        false
+    } else {
+        match suite.device() {
+            Ok(d) => d.is_cuda(),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(101);
+            }
+        }
+    };
+    let (threads, note) = trial_threads(args.test_threads, from_env, cuda);
     args.test_threads = Some(threads);
     if let Some(note) = note {
         if !args.list {
@@ -121,7 +133,6 @@ pub fn run_with_args(config_path: &str, registry: Registry, mut args: Arguments)
         }
     }
     let infos = suite.trials();
-    let count = infos.len() as u64;
     if !args.list {
         for t in &infos {
             if let Some(why) = &t.skipped {
@@ -164,6 +175,10 @@ pub fn run_with_args(config_path: &str, registry: Registry, mut args: Arguments)
         })
         .chain(pair_trials)
         .collect();
+    // Every trial, a tournament's pairs under nextest included: the report
+    // is written when any of them ran (under nextest, each process runs
+    // one, and the rest count as filtered out).
+    let count = trials.len() as u64;
     let conclusion = libtest_mimic::run(&args, trials);
     // Printed after libtest's lines rather than between "test x ..." and "ok".
     for line in summaries.lock().expect("summaries").iter() {
@@ -224,7 +239,9 @@ fn trial_threads(flag: Option<usize>, env: Option<usize>, cuda: bool) -> (usize,
     let asked = flag.or(env).unwrap_or(1).max(1);
     if cuda && asked > 1 {
         let note = format!(
-            "note: trials on a CUDA device run one at a time ({asked} test threads asked for):              threads sharing candle's CUDA device hung; nextest runs each trial in its own              process"
+            "note: trials on a CUDA device run one at a time ({asked} test threads asked for): \
+             threads sharing candle's CUDA device hung; nextest runs each trial in its own \
+             process"
         );
         return (1, Some(note));
     }

@@ -191,6 +191,11 @@ const QUICK: [&str; 5] = [
 /// (nextest runs every test in a process of its own).
 #[test]
 fn nextest_runs_each_pair_as_its_own_test() {
+    let report = profile_dir()
+        .parent()
+        .unwrap()
+        .join("gevaldi/mnist/gevaldi/index.html");
+    let _ = std::fs::remove_file(&report);
     let out = Command::new(env!("CARGO"))
         .current_dir(root())
         .args(["nextest", "run", "--release", "--no-fail-fast"])
@@ -223,6 +228,10 @@ fn nextest_runs_each_pair_as_its_own_test() {
         all.contains("gevaldi::gevaldi pair::cnn_a-vs-cnn_b"),
         "{all}"
     );
+    // Regression: with a tournament's pairs among the tests, every process
+    // counted more trials filtered out than the suite has, and none wrote
+    // the report.
+    assert!(report.is_file(), "no report at {}: {all}", report.display());
 }
 
 #[test]
@@ -265,6 +274,21 @@ fn listing_loads_no_model() {
     let run = run_child(&path, &[("GEVALDI_CHILD_ARGS", "--exact pair::a-vs-b")]);
     assert!(run.contains("GEVALDI-CHILD failed"), "{run}");
     assert!(run.contains("garbage.safetensors"), "{run}");
+    // Regression: listing opened the device, and failed where it cannot be
+    // opened (a CUDA device named on a build without the `cuda` feature).
+    if !cfg!(feature = "cuda") {
+        let env = [("GEVALDI_CHILD_ARGS", "--list"), ("GEVALDI_DEVICE", "cuda")];
+        let list = run_child(&path, &env);
+        assert!(list.contains("GEVALDI-CHILD passed"), "{list}");
+        assert!(list.contains("pair::a-vs-b: test"), "{list}");
+        let env = [
+            ("GEVALDI_CHILD_ARGS", "--exact pair::a-vs-b"),
+            ("GEVALDI_DEVICE", "cuda"),
+        ];
+        let run = run_child(&path, &env);
+        assert!(run.contains("GEVALDI-CHILD failed"), "{run}");
+        assert!(run.contains("gevaldi's `cuda` feature"), "{run}");
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -376,6 +400,29 @@ fn snapshots_repeat_and_a_changed_model_fails_its_snapshot() {
     assert!(
         forced.contains("pair-a-vs-bag-tv.snap` changed: "),
         "{forced}"
+    );
+    // Regression: insta takes `INSTA_UPDATE=1` for `always`, and refuses a
+    // value it does not know; gevaldi read both as unset.
+    let unknown = run_child(&config, &[("INSTA_UPDATE", "yes")]);
+    assert!(unknown.contains("GEVALDI-CHILD failed"), "{unknown}");
+    assert!(
+        unknown.contains(
+            "invalid setting `INSTA_UPDATE` = yes: expected auto, always (or 1), force, new, \
+             unseen or no"
+        ),
+        "{unknown}"
+    );
+    assert_eq!(
+        read_all(),
+        written,
+        "an unknown INSTA_UPDATE must write nothing"
+    );
+    let one = run_child(&config, &[("INSTA_UPDATE", "1")]);
+    assert!(one.contains("GEVALDI-CHILD passed"), "{one}");
+    assert_ne!(
+        read_all(),
+        written,
+        "INSTA_UPDATE=1 writes the changed snapshots"
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -569,4 +616,51 @@ fn tournament_pairs() -> Vec<String> {
                 .map(move |b| format!("tournament::mnist::{a}-vs-{b}"))
         })
         .collect()
+}
+
+/// Regression: a `gevaldi::main!` file built by libtest's harness (its test
+/// target without `harness = false`) passed `cargo test` with no trial
+/// run. Built so (`rustc --test`, against this build's gevaldi), it runs
+/// one test, which fails saying what to add.
+#[test]
+fn a_main_file_under_libtest_s_harness_fails_saying_harness_false() {
+    let deps = profile_dir().join("deps");
+    // The newest gevaldi library of this build: the one this test links.
+    let rlib = std::fs::read_dir(&deps)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            name.starts_with("libgevaldi-") && name.ends_with(".rlib")
+        })
+        .max_by_key(|p| std::fs::metadata(p).unwrap().modified().unwrap())
+        .expect("this build's gevaldi rlib");
+    let dir = std::env::temp_dir().join(format!("gevaldi-libtest-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = dir.join("suite.rs");
+    std::fs::write(&src, "gevaldi::main!(\"fixtures/mnist/gevaldi.toml\");\n").unwrap();
+    let exe = dir.join("suite");
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let build = Command::new(rustc)
+        .args(["--edition", "2021", "--test"])
+        .arg(&src)
+        .arg("-o")
+        .arg(&exe)
+        .arg("--extern")
+        .arg(format!("gevaldi={}", rlib.display()))
+        .arg("-L")
+        .arg(&deps)
+        .env("CARGO_MANIFEST_DIR", root())
+        .output()
+        .unwrap();
+    assert!(build.status.success(), "{}", text(&build));
+    let out = Command::new(&exe).output().unwrap();
+    let all = text(&out);
+    assert!(!out.status.success(), "{all}");
+    assert!(
+        all.contains("test gevaldi_main_needs_harness_false ... FAILED"),
+        "{all}"
+    );
+    assert!(all.contains("`harness = false`"), "{all}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

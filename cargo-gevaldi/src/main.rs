@@ -314,7 +314,7 @@ fn run(suite: Suite, filters: &[String]) -> anyhow::Result<ExitCode> {
         trials.len(),
         if trials.len() == 1 { "" } else { "s" },
         suite.config().path.display(),
-        suite.device(),
+        suite.device()?,
         suite.artifact_dir().display()
     );
     let interactive = std::io::stderr().is_terminal();

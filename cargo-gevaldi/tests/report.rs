@@ -311,6 +311,45 @@ fn failing_trials_fail_the_command_and_show_in_the_report() {
     );
 }
 
+/// Regression: a trial marked `ignore = true` after a failing run kept
+/// counting as failed in the report, beside a green `cargo test`. Its
+/// record is shown as ignored, counted with those without a record.
+#[test]
+fn an_ignored_trial_s_old_record_is_not_counted_as_its_verdict() {
+    let target = target("report-ignored");
+    let _ = std::fs::remove_dir_all(&target);
+    let dir = target.join("suite");
+    std::fs::create_dir_all(&dir).unwrap();
+    let fixtures = workspace().join("fixtures/mnist/");
+    let original = std::fs::read_to_string(workspace().join("tests/harness/failing.toml"))
+        .unwrap()
+        .replace("../../fixtures/mnist/", fixtures.to_str().unwrap());
+    let config = dir.join("failing.toml");
+    std::fs::write(&config, &original).unwrap();
+    let out = cli(
+        &target,
+        &["run", config.to_str().unwrap(), "--filter", "pair::strict"],
+    );
+    failed(&out);
+    let ignored = original.replacen(
+        "max_divergence = 0.05\n",
+        "max_divergence = 0.05\nignore = true\n",
+        1,
+    );
+    assert_ne!(ignored, original);
+    std::fs::write(&config, ignored).unwrap();
+    let out = cli(&target, &["report", config.to_str().unwrap()]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(
+        // pair::strict-set-distance ran too (the filter is a substring)
+        stdout.contains("4 trials: 0 passed, 1 failed, 3 without a record"),
+        "{stdout}"
+    );
+    let html = std::fs::read_to_string(report_line(&stdout)).unwrap();
+    assert!(html.contains("ignored; its last record: "), "{html}");
+}
+
 #[test]
 fn a_trial_that_stops_on_an_error_replaces_its_old_record_in_the_report() {
     let target = target("report-error");

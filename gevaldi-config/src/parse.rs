@@ -856,8 +856,16 @@ impl Cx<'_> {
                 );
             }
         }
-        let min_lift = threshold(self, "min_lift");
-        // The lift is a ratio of non-negative means: never below 0.
+        // Any finite number reads; one at or below 0 is refused below with
+        // why (the lift is a ratio of non-negative means: never below 0).
+        let min_lift = get("min_lift").and_then(|v| {
+            self.float(
+                v,
+                &format!("{path}.min_lift"),
+                f64::is_finite,
+                "a finite number > 0",
+            )
+        });
         if let (Some(min), Some(v)) = (min_lift, get("min_lift")) {
             if min <= 0.0 {
                 self.err(

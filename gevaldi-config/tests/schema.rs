@@ -311,7 +311,7 @@ fn a_min_lift_of_zero_is_refused() {
              min_lift = {min}\n"
         )
     };
-    for zero in ["0", "0.0", "-0.0"] {
+    for zero in ["0", "0.0", "-0.0", "-1"] {
         let e = errors(&pair(zero));
         let m = &e.errors[0];
         assert!(

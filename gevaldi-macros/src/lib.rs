@@ -312,6 +312,21 @@ fn expand(input: MainInput) -> syn::Result<TokenStream> {
     Ok(quote! {
         #allocator
 
+        // Built by libtest's harness (`harness = true`, cargo's default for
+        // a test target), this file's `main` would never run and `cargo
+        // test` would pass with no trial run: libtest runs this test
+        // instead. (A `harness = false` target is built without libtest,
+        // which leaves `#[test]` functions out.)
+        #[test]
+        fn gevaldi_main_needs_harness_false() {
+            ::core::panic!(
+                "gevaldi::main! runs its own harness, but libtest's ran this file: declare \
+                 its test target in Cargo.toml with `harness = false` ([[test]] name = \
+                 \"<the file's name>\" harness = false); without it, cargo test runs none \
+                 of the suite's trials"
+            );
+        }
+
         fn main() -> ::std::process::ExitCode {
             // Rebuild when the TOML changes (the bytes are not used).
             const _: &[u8] = ::core::include_bytes!(#abs);

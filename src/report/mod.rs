@@ -89,10 +89,16 @@ pub fn write(config: &Config) -> Result<Written> {
         } else {
             Entry::Missing(path.clone(), "not run yet".into())
         };
+        // An ignored trial's record is of a run with `--ignored`, or of an
+        // earlier run (with other settings, maybe): shown, but not its
+        // verdict, and not counted as one.
+        let ignored = config.ignored(id);
         let (verdict, class) = match &entry {
+            Entry::Record(_) if ignored => ("ignored", "missing"),
             Entry::Record(r) if r.passed() => ("passed", "pass"),
             Entry::Record(r) if matches!(**r, Record::Error(_)) => ("error", "fail"),
             Entry::Record(_) => ("failed", "fail"),
+            Entry::Missing(..) if ignored => ("ignored", "missing"),
             Entry::Missing(..) if skipped.is_some() => ("skipped", "missing"),
             Entry::Missing(..) => ("no record", "missing"),
         };
@@ -129,7 +135,16 @@ pub fn write(config: &Config) -> Result<Written> {
                 esc(why)
             ),
         };
+        let body = if ignored {
+            format!(
+                "<p>Ignored (<code>ignore = true</code>): not run by default, and not counted; \
+                 what is below is its last record, if any.</p>\n{body}"
+            )
+        } else {
+            body
+        };
         let headline = match &entry {
+            Entry::Record(r) if ignored => format!("ignored; its last record: {}", headline(r)),
             Entry::Record(r) => headline(r),
             Entry::Missing(_, why) => why.clone(),
         };
@@ -152,7 +167,7 @@ pub fn write(config: &Config) -> Result<Written> {
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
          <title>gevaldi report: {config_name}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n\
          <h1>gevaldi report</h1>\n\
-         <p>Config <code>{config_name}</code>: {} trials, {} passed, {} failed, {} without a record (not run or skipped).</p>\n\
+         <p>Config <code>{config_name}</code>: {} trials, {} passed, {} failed, {} without a record (not run, skipped or ignored).</p>\n\
          <table class=\"overview\">\n<tr><th>trial</th><th>verdict</th><th>result</th></tr>\n{overview}</table>\n\
          {sections}\
          <footer>Written by gevaldi {} from the records in <code>{}</code>.</footer>\n</body>\n</html>\n",

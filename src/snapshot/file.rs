@@ -94,18 +94,29 @@ pub(super) enum Update {
 }
 
 impl Update {
-    fn from_env() -> Self {
+    /// The mode `INSTA_UPDATE` names, read as insta 1.49 reads it (`1` is
+    /// `always`; a value insta refuses is refused).
+    fn from_env() -> crate::Result<Self> {
         let ci = std::env::var("CI")
             .map(|v| !matches!(v.as_str(), "" | "0" | "false"))
             .unwrap_or(false);
-        match std::env::var("INSTA_UPDATE").unwrap_or_default().as_str() {
-            "no" => Update::No,
-            "new" => Update::New,
-            "unseen" => Update::Unseen,
-            "always" | "force" => Update::Always,
-            _ if ci => Update::No,
-            _ => Update::New,
-        }
+        Ok(
+            match std::env::var("INSTA_UPDATE").unwrap_or_default().as_str() {
+                "no" => Update::No,
+                "new" => Update::New,
+                "unseen" => Update::Unseen,
+                "always" | "1" | "force" => Update::Always,
+                "" | "auto" if ci => Update::No,
+                "" | "auto" => Update::New,
+                other => {
+                    return Err(crate::Error::setting(
+                        "INSTA_UPDATE",
+                        other,
+                        "auto, always (or 1), force, new, unseen or no",
+                    ))
+                }
+            },
+        )
     }
 }
 
@@ -266,7 +277,8 @@ pub(super) fn check(file: &SnapshotFile, body: &str) -> Result<(), SnapshotProbl
             Some(m)
         }
     };
-    let written = match (Update::from_env(), &mismatches) {
+    let update = Update::from_env().map_err(|e| SnapshotProblem::Write(Box::new(e)))?;
+    let written = match (update, &mismatches) {
         (Update::No, _) => None,
         (Update::Unseen, None) | (Update::Always, _) => Some(file.path.clone()),
         (Update::New | Update::Unseen, _) => Some(pending.clone()),

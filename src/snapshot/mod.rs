@@ -47,8 +47,9 @@
 //! | `no` | fails, writes nothing | fails, writes nothing |
 //! | `new` | writes `.snap.new`, fails | writes `.snap.new`, fails |
 //! | `unseen` | writes `.snap`, passes | writes `.snap.new`, fails |
-//! | `always` or `force` | writes `.snap`, passes | writes `.snap`, passes |
+//! | `always` (or `1`) or `force` | writes `.snap`, passes | writes `.snap`, passes |
 //!
+//! (another value fails the trial, naming the values insta takes);
 //! and `INSTA_FORCE_PASS=1` passes a changed snapshot (after writing what
 //! the mode says). Files are written to a temporary file, flushed to disk
 //! and renamed into place.

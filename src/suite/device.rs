@@ -10,7 +10,10 @@ use crate::error::{Error, Result};
 pub fn device() -> Result<Device> {
     let choice = std::env::var("GEVALDI_DEVICE").unwrap_or_default();
     let gpu_error = |e| Error::Tensor {
-        action: format!("open the `{choice}` device named by GEVALDI_DEVICE"),
+        action: format!(
+            "open the `{choice}` device named by GEVALDI_DEVICE (it needs a build with \
+             gevaldi's `{choice}` feature and a device to open)"
+        ),
         cause: Box::new(e),
     };
     match choice.as_str() {

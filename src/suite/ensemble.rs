@@ -38,7 +38,7 @@ impl Suite {
         )?;
         let named = super::named(&e.members, &members);
         let test = Mnist::load(&e.test_data, Split::Test)?;
-        let x = test.images_tensor(None, &self.device)?;
+        let x = test.images_tensor(None, self.device()?)?;
         let member_probs = members
             .iter()
             .zip(&e.members)
@@ -57,7 +57,7 @@ impl Suite {
             generator.as_ref(),
             e.samples,
             &search_config,
-            &self.device,
+            self.device()?,
             progress,
         )?;
         let vote = mds.vote();
@@ -150,8 +150,8 @@ impl Suite {
         };
         let classes = generator.num_conditions().unwrap_or(0);
         let labels: Vec<usize> = train.labels.iter().map(|&l| l as usize).collect();
-        let x = train.images_tensor(None, &self.device)?;
-        let c = crate::model::one_hot(&labels, classes, &self.device)?;
+        let x = train.images_tensor(None, self.device()?)?;
+        let c = crate::model::one_hot(&labels, classes, self.device()?)?;
         let Some(means) = generator.encode(&x, Some(&c)) else {
             return Ok(None);
         };

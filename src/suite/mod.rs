@@ -49,7 +49,8 @@ use crate::model::{Classifier, Generator};
 pub struct Suite {
     config: Config,
     registry: Registry,
-    device: Device,
+    /// Opened on first use: listing the trials opens no device.
+    device: OnceLock<Device>,
     /// The `[hierarchy]` of the config, loaded by the first trial that needs
     /// it and shared by the others.
     hierarchy: OnceLock<Arc<Hierarchy>>,
@@ -78,7 +79,7 @@ impl Suite {
         Ok(Suite {
             config,
             registry,
-            device: device()?,
+            device: OnceLock::new(),
             hierarchy: OnceLock::new(),
         })
     }
@@ -88,9 +89,14 @@ impl Suite {
         &self.config
     }
 
-    /// The device the trials run on.
-    pub fn device(&self) -> &Device {
-        &self.device
+    /// The device the trials run on (`GEVALDI_DEVICE`, see [`device`]),
+    /// opened on first use.
+    pub fn device(&self) -> Result<&Device> {
+        if let Some(d) = self.device.get() {
+            return Ok(d);
+        }
+        let d = device()?;
+        Ok(self.device.get_or_init(|| d))
     }
 
     /// The trials, pairs first, each in config order.
@@ -173,13 +179,13 @@ impl Suite {
     fn classifier(&self, name: &str) -> Result<Box<dyn Classifier>> {
         let decl = self.config.classifier(name).expect("validated config");
         self.registry
-            .build_classifier(&self.config, decl, &self.device)
+            .build_classifier(&self.config, decl, self.device()?)
     }
 
     fn generator(&self, name: &str) -> Result<Box<dyn Generator>> {
         let decl = self.config.generator(name).expect("validated config");
         self.registry
-            .build_generator(&self.config, decl, &self.device)
+            .build_generator(&self.config, decl, self.device()?)
     }
 
     /// A trial's generator and classifiers, loaded; with `conditional`
@@ -239,7 +245,7 @@ impl Suite {
         use rand::SeedableRng;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0x6175_6469);
         let z = g
-            .sample_prior(2, &mut rng, &self.device)
+            .sample_prior(2, &mut rng, self.device()?)
             .map_err(Error::model(
                 generator,
                 "sample its prior for the gradient audit",
@@ -254,7 +260,7 @@ impl Suite {
             });
         }
         let condition = match g.num_conditions() {
-            Some(k) => Some(crate::model::one_hot(&[0, 1 % k], k, &self.device)?),
+            Some(k) => Some(crate::model::one_hot(&[0, 1 % k], k, self.device()?)?),
             None => None,
         };
         let audit = crate::GradientAudit::default();
@@ -300,8 +306,8 @@ impl Suite {
         key: &str,
         batch: usize,
     ) -> Result<()> {
-        match crate::memory::Estimate::probe(generator, classifiers, &self.device)? {
-            Some(estimate) => estimate.check(key, batch, &self.device),
+        match crate::memory::Estimate::probe(generator, classifiers, self.device()?)? {
+            Some(estimate) => estimate.check(key, batch, self.device()?),
             None => Ok(()),
         }
     }

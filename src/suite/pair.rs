@@ -83,7 +83,7 @@ impl Suite {
             .config(search_config)
             .progress(&report);
         if let (Some(labels), Some(k)) = (&conditions, generator.num_conditions()) {
-            search = search.condition(crate::model::one_hot(labels, k, &self.device)?);
+            search = search.condition(crate::model::one_hot(labels, k, self.device()?)?);
         }
         for (m, c) in pair.models.iter().zip(&classifiers) {
             search = search.classifier(m, c.as_ref());
@@ -91,7 +91,7 @@ impl Suite {
         for m in &measures {
             search = search.measure(m);
         }
-        let outcome = search.run(&self.device)?;
+        let outcome = search.run(self.device()?)?;
         let verdict = Verdict::check(&outcome, &pair.thresholds);
         let details = verdict.details(&outcome, &pair.thresholds);
         let summary = Summary::new(&pair.name, &pair.generator, &outcome, &pair.thresholds);

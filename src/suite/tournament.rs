@@ -71,7 +71,7 @@ impl Suite {
                 named[j],
                 (&t.generator, generator.as_ref()),
                 &settings,
-                &self.device,
+                self.device()?,
                 &|done, total| progress(k * total + done, count * total),
             )?;
             // Only the closest pairs' samples are drawn; they are decoded
@@ -100,7 +100,7 @@ impl Suite {
                     .position(|&p| p == (x, y))
                     .expect("every pair ran");
                 let result = &outcome.pairs[k];
-                let samples = decode(result, generator.as_ref(), batch, &self.device)?;
+                let samples = decode(result, generator.as_ref(), batch, self.device()?)?;
                 both.push((result, samples));
             }
             if let Some(grid) = disagreement_grid(&both, &class_names, generator.output_range()) {
@@ -158,7 +158,7 @@ impl Suite {
         named: &[(&str, &dyn Classifier)],
     ) -> Result<Vec<f64>> {
         let test = Mnist::load(dir, Split::Test)?;
-        let x = test.images_tensor(None, &self.device)?;
+        let x = test.images_tensor(None, self.device()?)?;
         named
             .iter()
             .map(|(name, m)| {

@@ -66,7 +66,7 @@ impl Suite {
             (&t.models[j], b.as_ref()),
             (&t.generator, generator.as_ref()),
             &settings,
-            &self.device,
+            self.device()?,
             progress,
         )?;
         let record = Record::TournamentPair(Box::new(TournamentPairArtifact {
@@ -122,10 +122,12 @@ impl Suite {
             format!("{} = {arch} {weights} {:?}", d.name, d.preprocess)
         };
         format!(
-            "{:?}; samples {}; device {:?}; {}; {}; {}",
+            "{:?}; samples {}; device {}; {}; {}; {}",
             settings.config,
             settings.samples,
-            self.device.location(),
+            self.device()
+                .map(|d| format!("{:?}", d.location()))
+                .unwrap_or_default(),
             model(self.config.classifier(a)),
             model(self.config.classifier(b)),
             model(self.config.generator(&t.generator)),
