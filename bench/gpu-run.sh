@@ -32,7 +32,9 @@
 #             GEVALDI_ENGINE=generic (the same path on candle's ops alone:
 #             "gevaldi-generic"), `auto` with GEVALDI_BENCH_CUDA_EVENTS=off
 #             ("gevaldi-noevents"), `auto` with GEVALDI_BENCH_CUDA_POOL=release
-#             ("gevaldi-release") and PyTorch alternately, each process alone
+#             ("gevaldi-release"), at batch 8 `auto` with candle's backward
+#             instead of the search's own (GEVALDI_BENCH_BACKWARD=candle:
+#             "gevaldi-candle-backward") and PyTorch alternately, each process alone
 #             with its peak GPU memory (nvidia-smi every 50 ms, less the
 #             idle figure)
 #   profile   where a step's time goes: GEVALDI_PROFILE=1 (each engine op
@@ -197,7 +199,7 @@ for part in "${PARTS[@]}"; do
       weights || continue
       for batch in 8 32; do
         T=(--device cuda --batch "$batch" --warmup 3 --min-steps 20 --max-steps 20 --budget-s 0)
-        sides="g n e r p p r e n g"
+        sides="g n e r b p p b r e n g"
         [ "$batch" = 8 ] || sides="g r e p"
         for side in $sides; do
           case "$side" in
@@ -206,6 +208,8 @@ for part in "${PARTS[@]}"; do
                l="${l/#gevaldi /gevaldi-generic }" ;;
             e) l=$(with_peak env GEVALDI_BENCH_CUDA_EVENTS=off timeout "$(left 90)" "$BIN/imagenet" --dir "$DIR" "${T[@]}" step)
                l="${l/#gevaldi /gevaldi-noevents }" ;;
+            b) l=$(with_peak env GEVALDI_BENCH_BACKWARD=candle timeout "$(left 90)" "$BIN/imagenet" --dir "$DIR" "${T[@]}" step)
+               l="${l/#gevaldi /gevaldi-candle-backward }" ;;
             r) l=$(with_peak env GEVALDI_BENCH_CUDA_POOL=release timeout "$(left 90)" "$BIN/imagenet" --dir "$DIR" "${T[@]}" step)
                l="${l/#gevaldi /gevaldi-release }" ;;
             p) l=$(with_peak timeout "$(left 90)" "$PY" bench/imagenet_reference.py time --dir "$DIR" "${T[@]}" step) ;;

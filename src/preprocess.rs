@@ -176,7 +176,15 @@ pub struct Preprocessed<C> {
 
 impl<C: Classifier> Classifier for Preprocessed<C> {
     fn logits(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        self.inner.logits(&self.preprocess.apply(x)?)
+        let input = self.preprocess.apply(x)?;
+        // The caller names `x`'s shape; the classifier saw another.
+        self.inner.logits(&input).map_err(|e| {
+            candle_core::Error::Msg(format!(
+                "{} (its input after preprocessing: shape {:?})",
+                crate::error::candle_message(&e),
+                input.dims()
+            ))
+        })
     }
     fn class_names(&self) -> &[String] {
         self.inner.class_names()
@@ -254,6 +262,28 @@ mod tests {
                 assert_eq!(dy.to_scalar::<f32>().unwrap(), 0.0);
             }
         }
+    }
+
+    /// Regression: a classifier that does not take the preprocessed input
+    /// failed with a message quoting the generator's shape only.
+    #[test]
+    fn a_classifier_s_error_names_its_input_after_preprocessing() {
+        let dev = Device::Cpu;
+        let cnn =
+            crate::zoo::MnistCnn::random(&crate::zoo::MnistCnnConfig::cnn_a(), 1, &dev).unwrap();
+        let wrapped = Preprocessed {
+            inner: cnn,
+            preprocess: Preprocess {
+                resize: Some((32, 32)),
+                ..Preprocess::default()
+            },
+        };
+        let x = Tensor::zeros((2, 1, 28, 28), DType::F32, &dev).unwrap();
+        let e = wrapped.logits(&x).unwrap_err().to_string();
+        assert!(
+            e.contains("(its input after preprocessing: shape [2, 1, 32, 32])"),
+            "{e}"
+        );
     }
 
     /// Regression: three means and deviations on a grey image used the

@@ -61,6 +61,14 @@
 //! block's residual join (`skip_add`). Under `GEVALDI_ENGINE=candle` they
 //! run candle's ops and autograd.
 //!
+//! Each such op (a network on the generic path or the CPU kernels,
+//! BigGAN, the search's head, log p(z)) joins candle's graph as one op
+//! with its own backward (`attach`). While the search records its chain
+//! (`tape.rs`), they are recorded instead, and the search walks their
+//! backwards itself, without candle's graph: where its generator and
+//! classifiers are all built-in models and the recording is closed (see
+//! there), else candle's graph as before; the same gradients.
+//!
 //! All three agree to f32 rounding, forward and input gradient
 //! (`tests/engine_agreement.rs` checks every ported architecture, each
 //! kernel and each conv shape's input gradient against naive loops;
