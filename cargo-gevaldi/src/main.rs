@@ -120,8 +120,10 @@ fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Result<C
     }
 }
 
-/// The config to use: the one given, else `./gevaldi.toml`, else the
-/// built-in MNIST suite (unpacked).
+/// The config to use: the one given, else `gevaldi.toml` here or in the
+/// folders above up to the package's root (the nearest one with a
+/// `Cargo.toml`, as cargo finds its manifest), else the built-in MNIST
+/// suite (unpacked).
 fn resolve(config: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     if let Some(c) = config {
         return Ok(c);
@@ -130,10 +132,22 @@ fn resolve(config: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     if local.is_file() {
         return Ok(local);
     }
+    if let Ok(here) = std::env::current_dir() {
+        for dir in here.ancestors() {
+            let found = dir.join("gevaldi.toml");
+            if dir != here && found.is_file() {
+                eprintln!("using {} (no gevaldi.toml here)", found.display());
+                return Ok(found);
+            }
+            if dir.join("Cargo.toml").is_file() {
+                break;
+            }
+        }
+    }
     let builtin = builtin::unpack()?;
     eprintln!(
-        "no gevaldi.toml here: running the built-in MNIST suite {} (`cargo gevaldi init` writes \
-         a copy here to edit)",
+        "no gevaldi.toml here (nor above, up to the package's root): running the built-in MNIST \
+         suite {} (`cargo gevaldi init` writes a copy here to edit)",
         builtin.display()
     );
     Ok(builtin)

@@ -164,6 +164,41 @@ fn an_installed_binary_inits_a_starter_suite_that_runs_and_passes() {
     assert!(snap.contains("\nsource: \"gevaldi.toml\"\n"), "{snap}");
 }
 
+/// Regression: run from a package's subfolder (its `src/`), `cargo gevaldi`
+/// ran the built-in suite instead of the package's `gevaldi.toml`. It looks
+/// in the folders above, up to the package's root.
+#[test]
+fn the_package_s_config_is_found_from_a_subfolder() {
+    let root = scratch("init-subfolder");
+    let bin = install(&root);
+    let (home, pkg) = (root.join("home"), root.join("pkg"));
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::create_dir_all(pkg.join("src/deep")).unwrap();
+    std::fs::write(pkg.join("Cargo.toml"), "[package]\nname = \"pkg\"\n").unwrap();
+    let out = cli(&bin, &pkg, &home, &["init"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = cli(&bin, &pkg.join("src/deep"), &home, &["list"], &[]);
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    assert!(
+        all.contains(&format!(
+            "using {} (no gevaldi.toml here)",
+            pkg.join("gevaldi.toml").display()
+        )),
+        "{all}"
+    );
+    assert!(!all.contains("built-in"), "{all}");
+    // Above a package's root it does not look: a package without a config
+    // inside a folder with one runs the built-in suite.
+    let inner = pkg.join("inner");
+    std::fs::create_dir_all(&inner).unwrap();
+    std::fs::write(inner.join("Cargo.toml"), "[package]\nname = \"inner\"\n").unwrap();
+    let out = cli(&bin, &inner, &home, &["list"], &[]);
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    assert!(all.contains("running the built-in MNIST suite"), "{all}");
+}
+
 #[test]
 fn the_built_in_suite_is_unpacked_into_the_cache_folder() {
     let root = scratch("init-builtin");
