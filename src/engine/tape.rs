@@ -182,9 +182,10 @@ impl Recording {
     /// The gradient of `z` from `seeds` (each an op's output and its
     /// gradient), the ops' backwards run in reverse order, each op's
     /// gradient the sum of what its consumers gave; `None` where no seed
-    /// depends on `z`.
+    /// depends on `z`. Each op's backward, and what it kept, is dropped
+    /// once it has run: the backward holds less and less.
     pub fn gradient(
-        &self,
+        mut self,
         seeds: Vec<(&Tensor, Tensor)>,
         z: &Tensor,
     ) -> candle_core::Result<Option<Tensor>> {
@@ -200,7 +201,7 @@ impl Recording {
         for (t, g) in seeds {
             add(&mut grads, t.id(), g)?;
         }
-        for e in self.entries.iter().rev() {
+        while let Some(e) = self.entries.pop() {
             let Some(g) = grads.remove(&e.output) else {
                 continue;
             };

@@ -43,12 +43,6 @@ pub struct Search<'a> {
     own_backward: bool,
 }
 
-/// Steps whose gradient came from the search's own backward (the engine's
-/// tape), for the tests.
-#[cfg(test)]
-pub(super) static TAPED_STEPS: std::sync::atomic::AtomicUsize =
-    std::sync::atomic::AtomicUsize::new(0);
-
 struct Evaluation {
     x: Tensor,
     logits: Vec<Tensor>,
@@ -283,15 +277,13 @@ impl<'a> Search<'a> {
                 self.check_classifiers_reach_z(&eval.logits, &z)?;
             }
             let grad = profiled(device, "backward", || {
-                let grad = match &recording {
+                let grad = match recording {
                     Some(recording) => {
                         let mut seeds = vec![(&eval.divergence, seed.0.clone())];
                         // With λ = 0, candle's graph adds −z · 0 to z's gradient.
                         if cfg.lambda != 0.0 {
                             seeds.push((&log_prior, seed.1.clone()));
                         }
-                        #[cfg(test)]
-                        TAPED_STEPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         recording.gradient(seeds, z.as_tensor())
                     }
                     None => objective
@@ -305,7 +297,6 @@ impl<'a> Search<'a> {
                 model: self.chain_name(),
                 input: "latent z",
             })?;
-            drop(recording);
             profiled(device, "update", || {
                 update
                     .step(&z, &grad, step + 1)
