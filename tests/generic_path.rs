@@ -105,9 +105,11 @@ fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
             .unwrap()
 }
 
-#[test]
-fn biggan_gives_the_same_image_and_gradient_on_every_path() {
-    let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
+/// A reduced BigGAN-deep-128 (seeded random weights, truncation 0.5) with
+/// its norms calibrated on 8 prior samples under `auto` (the caller holds
+/// [`ENV`]), and the random generator of those samples, for more.
+fn calibrated_biggan() -> (BigGan, rand_chacha::ChaCha8Rng) {
+    std::env::set_var("GEVALDI_ENGINE", "auto");
     let dev = common::device();
     let cfg = BigGanConfig::reduced(128, 4, 10).unwrap();
     let dict = cfg.random_state_dict(2, &dev).unwrap();
@@ -117,8 +119,16 @@ fn biggan_gives_the_same_image_and_gradient_on_every_path() {
     let calibration = g.sample_prior(8, &mut rng, &dev).unwrap();
     let classes: Vec<usize> = (0..8).map(|i| i % 10).collect();
     let one_hot = gevaldi::model::one_hot(&classes, 10, &dev).unwrap();
-    std::env::set_var("GEVALDI_ENGINE", "auto");
     g.calibrate(&calibration, &one_hot).unwrap();
+    (g, rng)
+}
+
+#[test]
+fn biggan_gives_the_same_image_and_gradient_on_every_path() {
+    let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
+    let dev = common::device();
+    std::env::set_var("GEVALDI_ENGINE", "auto");
+    let (g, mut rng) = calibrated_biggan();
     let z = Var::from_tensor(&g.sample_prior(2, &mut rng, &dev).unwrap()).unwrap();
     let c = gevaldi::model::one_hot(&[3, 7], 10, &dev).unwrap();
     let w = normal(&[2, 3, 128, 128], 9);
@@ -598,18 +608,7 @@ fn the_papers_chain_is_recorded_and_ascends_as_on_candle_s_graph() {
     let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
     std::env::set_var("GEVALDI_ENGINE", "auto");
     let dev = common::device();
-    let cfg = BigGanConfig::reduced(128, 4, 10).unwrap();
-    let dict = cfg.random_state_dict(2, &dev).unwrap();
-    let vb = candle_nn::VarBuilder::from_tensors(dict, candle_core::DType::F32, &dev);
-    let mut g = BigGan::load(vb, &cfg, 0.5).unwrap();
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
-    let calibration = g.sample_prior(8, &mut rng, &dev).unwrap();
-    let classes: Vec<usize> = (0..8).map(|i| i % 10).collect();
-    g.calibrate(
-        &calibration,
-        &gevaldi::model::one_hot(&classes, 10, &dev).unwrap(),
-    )
-    .unwrap();
+    let (g, _) = calibrated_biggan();
     let pre = Preprocess::imagenet((-1.0, 1.0), 64);
     let p = Preprocessed {
         inner: frozen(11, |vb| SqueezeNet::load(vb, SqueezeNetVersion::V1_1, 10)),
