@@ -66,13 +66,9 @@ impl Preprocess {
         if !crate::engine::recording() || !crate::engine::tracked(x) {
             return self.forward(x).map(|(y, _)| y);
         }
-        let (y, resize) = self.forward(&x.detach())?;
+        let (y, Kept { resize, std }) = self.forward(&x.detach())?;
         let (lo, hi) = self.input_range;
         let (channels, dims) = (self.channels, x.dims().to_vec());
-        let std = match (&self.mean, &self.std) {
-            (Some(_), Some(std)) => Some(self.per_channel(std, y.dim(1)?, y.device())?),
-            _ => None,
-        };
         let back = move |g: &Tensor| -> candle_core::Result<Tensor> {
             let mut g = match &std {
                 Some(std) => g.broadcast_div(std)?,
@@ -97,19 +93,21 @@ impl Preprocess {
         Ok(crate::engine::record_op(x, y, back))
     }
 
-    /// [`Self::apply`] on candle's ops, and the resize's matrices (rows,
-    /// and columns transposed) where it resized.
-    fn forward(&self, x: &Tensor) -> candle_core::Result<(Tensor, Option<(Tensor, Tensor)>)> {
+    /// [`Self::apply`] on candle's ops, and what its backward reads.
+    fn forward(&self, x: &Tensor) -> candle_core::Result<(Tensor, Kept)> {
         let (lo, hi) = self.input_range;
         let mut x = x.affine(1.0 / (hi - lo), -lo / (hi - lo))?;
-        let mut matrices = None;
+        let mut kept = Kept {
+            resize: None,
+            std: None,
+        };
         if let Some((h, w)) = self.resize {
             let (_, _, h0, w0) = x.dims4()?;
             if (h0, w0) != (h, w) {
                 let rh = resize_matrix(h0, h, x.device())?;
                 let rw = resize_matrix(w0, w, x.device())?.t()?;
                 x = rh.broadcast_matmul(&x.broadcast_matmul(&rw)?)?;
-                matrices = Some((rh, rw));
+                kept.resize = Some((rh, rw));
             }
         }
         x = match self.channels {
@@ -134,18 +132,28 @@ impl Preprocess {
                     );
                 }
             }
+            let std = per_channel(std, c, x.device())?;
             x = x
-                .broadcast_sub(&self.per_channel(mean, c, x.device())?)?
-                .broadcast_div(&self.per_channel(std, c, x.device())?)?;
+                .broadcast_sub(&per_channel(mean, c, x.device())?)?
+                .broadcast_div(&std)?;
+            kept.std = Some(std);
         }
-        Ok((x, matrices))
+        Ok((x, kept))
     }
+}
 
-    /// `v`, one value or one per channel, as `[1, c, 1, 1]`.
-    fn per_channel(&self, v: &[f64], c: usize, device: &Device) -> candle_core::Result<Tensor> {
-        let v: Vec<f32> = (0..c).map(|i| v[i.min(v.len() - 1)] as f32).collect();
-        Tensor::from_vec(v, (1, c, 1, 1), device)
-    }
+/// What [`Preprocess::apply`]'s backward reads: the resize's matrices
+/// (rows, and columns transposed) where it resized, and the per-channel
+/// deviations where it normalised.
+struct Kept {
+    resize: Option<(Tensor, Tensor)>,
+    std: Option<Tensor>,
+}
+
+/// `v`, one value or one per channel, as `[1, c, 1, 1]`.
+fn per_channel(v: &[f64], c: usize, device: &Device) -> candle_core::Result<Tensor> {
+    let v: Vec<f32> = (0..c).map(|i| v[i.min(v.len() - 1)] as f32).collect();
+    Tensor::from_vec(v, (1, c, 1, 1), device)
 }
 
 /// The `[out, in]` matrix of 1-D bilinear interpolation with PyTorch's

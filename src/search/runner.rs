@@ -201,7 +201,7 @@ impl<'a> Search<'a> {
                     (eval, log_prior, None)
                 }
             };
-            let objective = profiled(device, "log p(z), objective", || {
+            let objective = profiled(device, "objective", || {
                 log_prior
                     .affine(cfg.lambda, 0.0)
                     .and_then(|prior| &eval.divergence + prior)
@@ -379,9 +379,7 @@ impl<'a> Search<'a> {
     /// The step's forward from z: [`Self::evaluate`] and log p(z).
     fn forward(&self, z: &Var, b: usize) -> Result<(Evaluation, Tensor)> {
         let eval = self.evaluate(z.as_tensor(), b)?;
-        let log_prior = profiled(z.device(), "log p(z), objective", || {
-            self.log_prior(z.as_tensor(), b)
-        })?;
+        let log_prior = profiled(z.device(), "log p(z)", || self.log_prior(z.as_tensor(), b))?;
         Ok((eval, log_prior))
     }
 
