@@ -262,21 +262,22 @@ pub(crate) fn conv2d(
         );
     };
     let (ho, wo) = (eh / stride + 1, ew / stride + 1);
-    let cols = if pointwise(weight, stride, padding) {
-        x.reshape((b, cin, h * w))?
+    let w2 = weight.reshape((cout, cin * kh * kw))?;
+    let y = if pointwise(weight, stride, padding) {
+        w2.broadcast_left(b)?.matmul(&x.reshape((b, cin, h * w))?)?
     } else {
-        x.apply_op1_no_bwd(&Im2Col(ConvShape {
+        let shape = ConvShape {
             k: (kh, kw),
             out: (ho, wo),
             stride,
             padding,
             dilation,
-        }))?
+        };
+        in_chunks(b, cin * kh * kw * ho * wo, |start, m| {
+            let cols = x.narrow(0, start, m)?.apply_op1_no_bwd(&Im2Col(shape))?;
+            w2.broadcast_left(m)?.matmul(&cols)
+        })?
     };
-    let y = weight
-        .reshape((cout, cin * kh * kw))?
-        .broadcast_left(b)?
-        .matmul(&cols)?;
     let y = match bias {
         Some(bias) => y.apply_op2_no_bwd(&bias.contiguous()?, &BiasAct { relu })?,
         None if relu => y.elu(0.0)?,
@@ -338,22 +339,68 @@ pub(crate) fn conv_input_grad(
 ) -> candle_core::Result<Tensor> {
     let (cout, cin, kh, kw) = weight.dims4()?;
     let (b, _, ho, wo) = g.dims4()?;
-    let cols = wt
-        .broadcast_left(b)?
-        .matmul(&g.contiguous()?.reshape((b, cout, ho * wo))?)?;
+    let g = g.contiguous()?.reshape((b, cout, ho * wo))?;
     if pointwise(weight, stride, padding) {
-        return cols.reshape((b, cin, dims[2], dims[3]));
+        return wt
+            .broadcast_left(b)?
+            .matmul(&g)?
+            .reshape((b, cin, dims[2], dims[3]));
     }
-    cols.apply_op1_no_bwd(&Col2Im {
-        dims: [dims[0], dims[1], dims[2], dims[3]],
-        conv: ConvShape {
-            k: (kh, kw),
-            out: (ho, wo),
-            stride,
-            padding,
-            dilation,
-        },
+    let conv = ConvShape {
+        k: (kh, kw),
+        out: (ho, wo),
+        stride,
+        padding,
+        dilation,
+    };
+    in_chunks(b, cin * kh * kw * ho * wo, |start, m| {
+        let cols = wt.broadcast_left(m)?.matmul(&g.narrow(0, start, m)?)?;
+        cols.apply_op1_no_bwd(&Col2Im {
+            dims: [m, dims[1], dims[2], dims[3]],
+            conv,
+        })
     })
+}
+
+/// The most bytes of a conv's columns (`im2col`'s, or its input
+/// gradient's `Wᵀ · g`) made at a time: 256 MiB. Columns hold every
+/// input value once per tap (BigGAN-deep-128's `conv_to_rgb`: 72 MiB a
+/// sample, 2.3 GiB at batch 32, where PyTorch's cuDNN conv needs no such
+/// buffer), so a larger batch runs in chunks of samples, each chunk's
+/// columns freed before the next is made, and the chunks' outputs are
+/// joined.
+const COLUMNS_BYTES: usize = 256 << 20;
+
+/// How many samples of a batch of `b` one chunk takes when each sample's
+/// columns are `per_sample` f32s: as many as fit in [`COLUMNS_BYTES`], at
+/// least one.
+fn chunk_len(b: usize, per_sample: usize) -> usize {
+    #[cfg(test)]
+    let cap = tests::COLUMNS_CAP
+        .with(|c| c.get())
+        .unwrap_or(COLUMNS_BYTES);
+    #[cfg(not(test))]
+    let cap = COLUMNS_BYTES;
+    (cap / (per_sample * 4).max(1)).clamp(1, b.max(1))
+}
+
+/// `f(start, len)` for the chunks of a batch of `b` ([`chunk_len`]), its
+/// results joined along the batch: `f(0, b)` alone when one chunk takes
+/// the whole batch.
+fn in_chunks(
+    b: usize,
+    per_sample: usize,
+    f: impl Fn(usize, usize) -> candle_core::Result<Tensor>,
+) -> candle_core::Result<Tensor> {
+    let m = chunk_len(b, per_sample);
+    if m >= b {
+        return f(0, b);
+    }
+    let parts = (0..b)
+        .step_by(m)
+        .map(|start| f(start, m.min(b - start)))
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    Tensor::cat(&parts, 0)
 }
 
 #[cfg(test)]
@@ -406,7 +453,7 @@ pub(super) mod tests {
             let seed = 10 * i as u64;
             let w = randn(&[cout, cin, k, k], seed);
             let b = bias.then(|| randn(&[cout], seed + 1));
-            let x = Var::from_tensor(&randn(&[2, cin, size, size], seed + 2)).unwrap();
+            let x = Var::from_tensor(&randn(&[3, cin, size, size], seed + 2)).unwrap();
             let mut want = x.as_tensor().conv2d(&w, p, s, d, 1).unwrap();
             if let Some(b) = &b {
                 want = want
@@ -428,7 +475,50 @@ pub(super) mod tests {
             let gx = conv_input_grad(&g, &w, &transposed(&w).unwrap(), x.dims(), s, p, d).unwrap();
             let e = rel_err(&gx, want);
             assert!(e < 1e-5, "conv {i}: input gradient relative error {e}");
+            // In chunks of 2 and 1 samples (the columns' cap at 2 samples'
+            // and at 1 byte), the same bits as in one.
+            let per_sample = cin * k * k * y.dim(2).unwrap() * y.dim(3).unwrap() * 4;
+            for cap in [2 * per_sample, 1] {
+                let (yc, gxc) = with_columns_cap(cap, || {
+                    let yc = conv2d(x.as_tensor(), &w, b.as_ref(), relu, s, p, d).unwrap();
+                    let gxc = conv_input_grad(&g, &w, &transposed(&w).unwrap(), x.dims(), s, p, d);
+                    (yc, gxc.unwrap())
+                });
+                assert_eq!(bits(&yc), bits(&y), "conv {i}, cap {cap}: output");
+                assert_eq!(bits(&gxc), bits(&gx), "conv {i}, cap {cap}: input gradient");
+            }
         }
+    }
+
+    thread_local! {
+        /// [`super::COLUMNS_BYTES`] for this thread's tests, where set.
+        pub(super) static COLUMNS_CAP: Cell<Option<usize>> = const { Cell::new(None) };
+    }
+
+    /// `f()` with a conv's columns capped at `cap` bytes on this thread.
+    fn with_columns_cap<T>(cap: usize, f: impl FnOnce() -> T) -> T {
+        COLUMNS_CAP.with(|c| c.set(Some(cap)));
+        let out = f();
+        COLUMNS_CAP.with(|c| c.set(None));
+        out
+    }
+
+    /// The chunks a batch runs in: as many samples as fit, at least one,
+    /// at most the batch.
+    #[test]
+    fn chunks_take_what_fits() {
+        let mib = 1 << 20;
+        // BigGAN-deep-128's conv_to_rgb: 128 · 9 · 128² f32s (72 MiB) a sample.
+        let rgb = 128 * 9 * 128 * 128;
+        assert_eq!(super::chunk_len(32, rgb), 3);
+        assert_eq!(super::chunk_len(2, rgb), 2);
+        assert_eq!(super::chunk_len(8, 300 * mib), 1);
+        assert_eq!(super::chunk_len(8, 0), 8);
+        let joined = super::in_chunks(7, 100 * mib / 4, |start, m| {
+            Tensor::new(&[start as u32, m as u32], &Device::Cpu)
+        })
+        .unwrap();
+        assert_eq!(joined.to_vec1::<u32>().unwrap(), [0, 2, 2, 2, 4, 2, 6, 1]);
     }
 
     /// A linear layer on `[B, In]` and on the channels of `[B, In, H, W]`,
