@@ -77,6 +77,32 @@ fn attention_on(
     )
 }
 
+/// [`attention`] on untracked inputs (the device-generic path or the CPU,
+/// never candle's ops), with the backward that gives the gradients of θ,
+/// φ and g from the output's: for a model's own backward (BigGAN's), so
+/// that no candle graph, and no candle gradient store, holds the layer's
+/// values. The backward keeps only the three inputs.
+pub(crate) fn attention_taped(
+    theta: &Tensor,
+    phi: &Tensor,
+    g: &Tensor,
+) -> candle_core::Result<(Tensor, super::Pullback)> {
+    let (theta, phi, g) = (
+        theta.detach().contiguous()?,
+        phi.detach().contiguous()?,
+        g.detach().contiguous()?,
+    );
+    let out = attention(&theta, &phi, &g)?;
+    let back: super::Pullback = Box::new(move |dout| {
+        let dout = dout.detach().contiguous()?;
+        let kind = || "attention (BigGAN)".to_string();
+        profile::time(theta.device(), "backward", kind, || {
+            grads(&theta, &phi, &g, &dout)
+        })
+    });
+    Ok((out, back))
+}
+
 /// Values of an `[N, M]` temporary that one chunk of samples may hold
 /// (in unit tests a few dozen, so that their small maps are chunked too).
 const CHUNK: usize = if cfg!(test) { 32 } else { 1 << 22 };
@@ -153,7 +179,7 @@ impl CustomOp3 for Attention {
         let dout = dout.contiguous()?;
         let kind = || "attention (BigGAN)".to_string();
         let d = profile::time(theta.device(), "backward", kind, || {
-            self.grads(&theta, &phi, &g, &dout)
+            grads(&theta, &phi, &g, &dout)
         })?;
         let mut d = d.into_iter();
         let mut next = || d.next();
@@ -161,30 +187,27 @@ impl CustomOp3 for Attention {
     }
 }
 
-impl Attention {
-    /// The gradients of θ, φ and g, `dout` the output's.
-    fn grads(
-        &self,
-        theta: &Tensor,
-        phi: &Tensor,
-        g: &Tensor,
-        dout: &Tensor,
-    ) -> candle_core::Result<Vec<Tensor>> {
-        chunked(&[theta, phi, g, dout], |x| {
-            let (theta, phi, g, dout) = (x[0], x[1], x[2], x[3]);
-            let p = map(theta, phi)?;
-            let dg = dout.matmul(&p)?;
-            let dp = dout.transpose(1, 2)?.contiguous()?.matmul(g)?;
-            let rows = (&dp * &p)?.sum_keepdim(D::Minus1)?;
-            let dl = (p * dp.broadcast_sub(&rows)?)?;
-            let dtheta = dl
-                .matmul(&phi.transpose(1, 2)?.contiguous()?)?
-                .transpose(1, 2)?
-                .contiguous()?;
-            let dphi = theta.matmul(&dl)?;
-            Ok(vec![dtheta, dphi, dg])
-        })
-    }
+/// The gradients of θ, φ and g, `dout` the output's.
+fn grads(
+    theta: &Tensor,
+    phi: &Tensor,
+    g: &Tensor,
+    dout: &Tensor,
+) -> candle_core::Result<Vec<Tensor>> {
+    chunked(&[theta, phi, g, dout], |x| {
+        let (theta, phi, g, dout) = (x[0], x[1], x[2], x[3]);
+        let p = map(theta, phi)?;
+        let dg = dout.matmul(&p)?;
+        let dp = dout.transpose(1, 2)?.contiguous()?.matmul(g)?;
+        let rows = (&dp * &p)?.sum_keepdim(D::Minus1)?;
+        let dl = (p * dp.broadcast_sub(&rows)?)?;
+        let dtheta = dl
+            .matmul(&phi.transpose(1, 2)?.contiguous()?)?
+            .transpose(1, 2)?
+            .contiguous()?;
+        let dphi = theta.matmul(&dl)?;
+        Ok(vec![dtheta, dphi, dg])
+    })
 }
 
 #[cfg(test)]

@@ -116,7 +116,7 @@ pub use profile::section as profile_section;
 pub use profile::tensors_made;
 pub use scale_shift::scale_shift_relu;
 
-pub(crate) use attention::attention;
+pub(crate) use attention::{attention, attention_taped};
 pub(crate) use cpu_op::take_kept_bytes;
 pub(crate) use cuda::{
     adam_step, head_backward, head_forward, keep_pool_memory, search_kernels_apply, HeadKind,

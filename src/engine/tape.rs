@@ -147,10 +147,9 @@ pub(crate) fn join_constant(x: &Tensor, c: &Tensor) -> candle_core::Result<Tenso
 }
 
 /// Runs `f` with this thread's recording (if any) set aside: for an op
-/// whose own forward runs other ops under a graph of its own (BigGAN's
-/// decode, whose self-attention keeps a candle graph inside it), so that
-/// they join that graph and not the recording; the op itself is then
-/// recorded as one.
+/// whose own forward runs other ops with a backward of its own (BigGAN's
+/// decode), so that none of them joins the recording; the op itself is
+/// then recorded as one.
 pub(crate) fn paused<T>(f: impl FnOnce() -> T) -> T {
     struct Restore(Option<Recording>);
     impl Drop for Restore {

@@ -67,9 +67,10 @@
 //! statistics) are one-node engine nets too. With a tracked z, the whole
 //! generator runs outside candle's graph and joins it as one op whose
 //! backward is gevaldi's: each op's backward in reverse (a [`Tape`]), the
-//! self-attention layer alone on candle's graph inside it; candle's
-//! autograd made a zero tensor and a sum per edge (`GEVALDI_ENGINE=candle`
-//! keeps it). Not yet one program: each conv converts its input to
+//! self-attention layer's too (its nets', its attention op's); candle's
+//! autograd made a zero tensor and a sum per edge, and its gradient store
+//! held every gradient of the attention layer until that layer's backward
+//! ended (`GEVALDI_ENGINE=candle` keeps it). Not yet one program: each conv converts its input to
 //! channels-last and back on the CPU, and the tape holds every value its
 //! backward reads until that backward ends (about 140 MB per sample of
 //! BigGAN-deep-128 at the peak of a step; see README's Performance
@@ -80,7 +81,7 @@
 
 use std::collections::HashMap;
 
-use candle_core::{DType, Device, Module, Tensor, Var};
+use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
 use rand::{RngCore, SeedableRng};
 use rand_distr::{Distribution, StandardNormal, Uniform};
@@ -362,20 +363,23 @@ fn sn_conv(
     Ok(conv_net(w, b))
 }
 
-/// A conv with kernel `w` `[out, in, k, k]` (padding k / 2) as a one-node
-/// engine [`Net`].
-fn conv_net(w: Tensor, b: Option<Tensor>) -> Net {
+/// A conv with kernel `w` `[out, in, k, k]` (padding k / 2).
+fn conv(w: Tensor, b: Option<Tensor>) -> Conv2d {
     let k = w.dim(2).unwrap_or(1);
-    let conv = Conv2d::new(
+    Conv2d::new(
         w,
         b,
         Conv2dConfig {
             padding: k / 2,
             ..Default::default()
         },
-    );
+    )
+}
+
+/// [`conv`] as a one-node engine [`Net`].
+fn conv_net(w: Tensor, b: Option<Tensor>) -> Net {
     let mut net = NetBuilder::new();
-    let y = net.conv2d(net.input(), &conv);
+    let y = net.conv2d(net.input(), &conv(w, b));
     net.build(y)
 }
 
@@ -593,10 +597,20 @@ struct SelfAttention {
 
 impl SelfAttention {
     fn load(vb: VarBuilder, c: usize) -> candle_core::Result<Self> {
+        // φ and g: a 1×1 conv, then a 2×2 max-pool.
+        let pooled = |name: &str, cout: usize| -> candle_core::Result<Net> {
+            let mut net = NetBuilder::new();
+            let y = net.conv2d(
+                net.input(),
+                &conv(spectral(&vb.pp(name), &[cout, c, 1, 1])?, None),
+            );
+            let y = net.max_pool2d(y, 2, 2, 0, false);
+            Ok(net.build(y))
+        };
         Ok(SelfAttention {
             theta: sn_conv(vb.pp("snconv1x1_theta"), c, c / 8, 1, false)?,
-            phi: sn_conv(vb.pp("snconv1x1_phi"), c, c / 8, 1, false)?,
-            g: sn_conv(vb.pp("snconv1x1_g"), c, c / 2, 1, false)?,
+            phi: pooled("snconv1x1_phi", c / 8)?,
+            g: pooled("snconv1x1_g", c / 2)?,
             // `o(·) · γ` as one conv: its weight times γ.
             o: conv_net(
                 spectral(&vb.pp("snconv1x1_o_conv"), &[c, c / 2, 1, 1])?
@@ -609,10 +623,74 @@ impl SelfAttention {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let (b, c, h, w) = x.dims4()?;
         let theta = self.theta.forward(x)?.reshape((b, c / 8, h * w))?;
-        let phi = super::max_pool2x2(&self.phi.forward(x)?)?.reshape((b, c / 8, h * w / 4))?;
-        let g = super::max_pool2x2(&self.g.forward(x)?)?.reshape((b, c / 2, h * w / 4))?;
+        let phi = self.phi.forward(x)?.reshape((b, c / 8, h * w / 4))?;
+        let g = self.g.forward(x)?.reshape((b, c / 2, h * w / 4))?;
         let attn_g = crate::engine::attention(&theta, &phi, &g)?.reshape((b, c / 2, h, w))?;
         x + self.o.forward(&attn_g)?
+    }
+
+    /// [`Self::forward`] on `x` (untracked) with its own backward: each
+    /// net's and the attention's, none of them on candle's graph. `None`
+    /// where a net has no taped forward.
+    fn forward_taped(&self, x: &Tensor) -> candle_core::Result<Option<(Tensor, AttentionTape)>> {
+        let (b, c, h, w) = x.dims4()?;
+        let (Some((theta, theta_back)), Some((phi, phi_back)), Some((g, g_back))) = (
+            self.theta.forward_taped(x)?,
+            self.phi.forward_taped(x)?,
+            self.g.forward_taped(x)?,
+        ) else {
+            return Ok(None);
+        };
+        let (attn_g, attention) = crate::engine::attention_taped(
+            &theta.reshape((b, c / 8, h * w))?,
+            &phi.reshape((b, c / 8, h * w / 4))?,
+            &g.reshape((b, c / 2, h * w / 4))?,
+        )?;
+        let Some((o, o_back)) = self.o.forward_taped(&attn_g.reshape((b, c / 2, h, w))?)? else {
+            return Ok(None);
+        };
+        let tape = AttentionTape {
+            dims: [b, c, h, w],
+            theta: theta_back,
+            phi: phi_back,
+            g: g_back,
+            attention,
+            o: o_back,
+        };
+        Ok(Some(((x + o)?, tape)))
+    }
+}
+
+/// What [`SelfAttention::forward_taped`] kept: each op's backward, and the
+/// input's dims `[B, C, H, W]`.
+struct AttentionTape {
+    dims: [usize; 4],
+    theta: Pullback,
+    phi: Pullback,
+    g: Pullback,
+    attention: Pullback,
+    o: Pullback,
+}
+
+impl AttentionTape {
+    /// The input's gradient from the output's, `dy`: the residual's, and
+    /// θ's, φ's and g's through the attention and the output conv.
+    fn backward(&self, dy: &Tensor) -> candle_core::Result<Tensor> {
+        let [b, c, h, w] = self.dims;
+        let one = |grads: Vec<Tensor>| {
+            grads.into_iter().next().ok_or_else(|| {
+                candle_core::Error::Msg("BigGAN: an attention op gave no gradient".into())
+            })
+        };
+        let dattn = one((self.o)(dy)?)?.reshape((b, c / 2, h * w))?;
+        let [dtheta, dphi, dg] =
+            <[Tensor; 3]>::try_from((self.attention)(&dattn)?).map_err(|_| {
+                candle_core::Error::Msg("BigGAN: the attention gave no gradients".into())
+            })?;
+        let dtheta = one((self.theta)(&dtheta.reshape((b, c / 8, h, w))?)?)?;
+        let dphi = one((self.phi)(&dphi.reshape((b, c / 8, h / 2, w / 2))?)?)?;
+        let dg = one((self.g)(&dg.reshape((b, c / 2, h / 2, w / 2))?)?)?;
+        (dy + dtheta)? + (dphi + dg)?
     }
 }
 
@@ -792,12 +870,11 @@ impl BigGan {
                     layers.push(LayerTape::Block { stages, join });
                 }
                 Layer::Attention(a) => {
-                    // One layer on candle's graph (its nets and attention
-                    // op attach to it), backpropagated from its output.
-                    let input = Var::from_tensor(&h)?;
-                    let output = a.forward(input.as_tensor())?;
-                    h = output.detach();
-                    layers.push(LayerTape::Attention { input, output });
+                    let Some((y, tape)) = a.forward_taped(&h)? else {
+                        return Ok(None);
+                    };
+                    h = y;
+                    layers.push(LayerTape::Attention(tape));
                 }
             }
         }
@@ -849,9 +926,8 @@ struct Tape {
 enum LayerTape {
     /// A block's stages and its residual join.
     Block { stages: Vec<Stage>, join: Pullback },
-    /// The self-attention layer, on candle's graph from `input` to
-    /// `output`.
-    Attention { input: Var, output: Tensor },
+    /// The self-attention layer's backwards.
+    Attention(AttentionTape),
 }
 
 /// A block's stage: the norm's two gains, the norm and ReLU, the
@@ -909,13 +985,7 @@ impl Tape {
                     }
                     (dh + dx)?
                 }
-                LayerTape::Attention { input, output } => {
-                    let grads = (output * &g)?.sum_all()?.backward()?;
-                    match grads.get(input.as_tensor()) {
-                        Some(d) => d.detach(),
-                        None => candle_core::bail!("BigGAN: the attention layer gave no gradient"),
-                    }
-                }
+                LayerTape::Attention(tape) => tape.backward(&g)?,
             };
         }
         let (b, hh, ww, c) = self.start_dims;
@@ -965,7 +1035,7 @@ impl Generator for BigGan {
             && (dev.is_cpu() || dev.is_cuda())
         {
             // Its ops run outside the search's recording: BigGAN is
-            // recorded as one op (the attention keeps a graph inside it).
+            // recorded as one op, whose backward is its tape's.
             if let Some((image, tape)) = crate::engine::paused(|| self.decode_taped(z, c))? {
                 #[cfg(test)]
                 tests::TAPED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -1030,6 +1100,8 @@ impl Generator for BigGan {
 
 #[cfg(test)]
 mod tests {
+    use candle_core::Var;
+
     use super::*;
 
     /// Decodes that took [`BigGan::decode_taped`]'s path.
