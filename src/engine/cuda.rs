@@ -162,17 +162,20 @@ pub(crate) fn scale_shift_relu(x: &Tensor, a: &Tensor, b: &Tensor) -> candle_cor
     )
 }
 
-/// The gradients of `x`, `a` and `b` of [`scale_shift_relu`], `y` its
-/// output and `g` the output's gradient: two kernels.
+/// The gradients of `x`, `a` and `b` of [`scale_shift_relu`], `g` its
+/// output's gradient: two kernels, which work the output out again from
+/// `x`, `a` and `b` (so the output need not be kept: half of what
+/// BigGAN's backward keeps), and a copy of `a` and `b` side by side.
 pub(crate) fn scale_shift_relu_backward(
     x: &Tensor,
     a: &Tensor,
-    y: &Tensor,
+    b: &Tensor,
     g: &Tensor,
 ) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
-    let (g, y) = (g.contiguous()?, y.contiguous()?);
-    let dx = g.apply_op3_no_bwd(&y, &a.contiguous()?, &Elementwise::ScaleShiftReluDx)?;
-    let dab = g.apply_op3_no_bwd(&y, &x.contiguous()?, &ScaleShiftDab)?;
+    let (g, x) = (g.contiguous()?, x.contiguous()?);
+    let ab = Tensor::cat(&[&a.contiguous()?, &b.contiguous()?], 0)?;
+    let dx = g.apply_op3_no_bwd(&x, &ab, &Elementwise::ScaleShiftReluDx)?;
+    let dab = g.apply_op3_no_bwd(&x, &ab, &ScaleShiftDab)?;
     let da = dab.get(0)?.reshape(a.dims())?;
     let db = dab.get(1)?.reshape(a.dims())?;
     Ok((dx, da, db))
@@ -609,7 +612,7 @@ pub(super) mod tests {
         let out = scale_shift_relu(&x, &a, &b).unwrap();
         assert_eq!(bits(&out), bits(&want));
         let grads = (&want * &g).unwrap().sum_all().unwrap().backward().unwrap();
-        let (dx, da, db) = scale_shift_relu_backward(&x, &a, &out, &g).unwrap();
+        let (dx, da, db) = scale_shift_relu_backward(&x, &a, &b, &g).unwrap();
         assert!(rel_err(&dx, grads.get(xv.as_tensor()).unwrap()) < 1e-6);
         assert!(rel_err(&da, grads.get(av.as_tensor()).unwrap()) < 1e-5);
         assert!(rel_err(&db, grads.get(bv.as_tensor()).unwrap()) < 1e-5);

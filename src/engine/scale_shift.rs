@@ -95,31 +95,30 @@ pub(crate) fn scale_shift_relu_taped(
 /// The device-generic path (a GPU, `GEVALDI_ENGINE=generic`) outside
 /// candle's graph: the forward on untracked candle ops (on a CUDA device
 /// under `auto`, gevaldi's kernels: one forward, two backward), and
-/// [`generic_backward`]. Attached to the graph ([`generic`]), the graph
-/// holds `x` and the output, rather than also `x · a` and `x · a + b` as
-/// candle's ops do.
+/// [`generic_backward`], which keeps `x`, `a` and `b` (not the output,
+/// nor `x · a` and `x · a + b` as candle's ops do).
 fn generic_taped(
     x: &Tensor,
     a: &Tensor,
     b: &Tensor,
     engine: Engine,
 ) -> candle_core::Result<(Tensor, Pullback)> {
-    let (x, a) = (x.detach(), a.detach());
+    let (x, a, b) = (x.detach(), a.detach(), b.detach());
     let own = cuda::applies(&x, engine);
     let y = profile::time(x.device(), "forward", kind, || {
         if own {
-            cuda::scale_shift_relu(&x, &a, &b.detach())
+            cuda::scale_shift_relu(&x, &a, &b)
         } else {
-            reference(&x, &a, &b.detach())
+            reference(&x, &a, &b)
         }
     })?;
-    let out = y.clone();
-    // The backward reads x, a and the output (not b).
+    // The backward reads x, a and b, and works the output out again (it
+    // is as large as x; a and b are a value per sample and channel).
     let back: Pullback = Box::new(move |g| {
-        let (dx, da, db) = generic_backward(own, &x, &a, &y, &g.detach())?;
+        let (dx, da, db) = generic_backward(own, &x, &a, &b, &g.detach())?;
         Ok(vec![dx, da, db])
     });
-    Ok((out, back))
+    Ok((y, back))
 }
 
 /// A three-input op's gradients.
@@ -150,18 +149,19 @@ fn generic(x: &Tensor, a: &Tensor, b: &Tensor, engine: Engine) -> candle_core::R
 /// The generic path's backward of `relu(x · a + b)` = `y`, from `grad`:
 /// with m = [y > 0] (candle's ReLU: 0 at a NaN, as on its ops), dx =
 /// g·m·a, da = Σ_hw g·m·x, db = Σ_hw g·m (gevaldi's CUDA kernels where
-/// `own`).
+/// `own`). y is worked out again from x, a and b, as the forward did.
 fn generic_backward(
     own: bool,
     x: &Tensor,
     a: &Tensor,
-    y: &Tensor,
+    b: &Tensor,
     grad: &Tensor,
 ) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
     profile::time(x.device(), "backward", kind, || {
         if own {
-            return cuda::scale_shift_relu_backward(x, a, y, grad);
+            return cuda::scale_shift_relu_backward(x, a, b, grad);
         }
+        let y = reference(x, a, b)?;
         let (n, c, _, _) = x.dims4()?;
         let gm = (grad * y.gt(0f64)?.to_dtype(grad.dtype())?)?;
         let dx = gm.broadcast_mul(&a.reshape((n, c, 1, 1))?)?;

@@ -153,7 +153,10 @@ static void elementwise() {
     float want = y[i] <= 0 ? 0.f : g[i];  // a NaN output passes g on
     CHECK(same(out[i], want), "relu_backward at %d", i);
   }
-  RUN(scale_shift_relu_dx(g.data(), y.data(), a.data(), out2.data(), n, plane));
+  // a's values, then b's: the output worked out again from x.
+  std::vector<float> ab(a);
+  ab.insert(ab.end(), sh.begin(), sh.end());
+  RUN(scale_shift_relu_dx(g.data(), x.data(), ab.data(), out2.data(), n, plane, b * c));
   for (int i = 0; i < n; ++i) {
     float want = y[i] > 0 ? g[i] * a[i / plane] : 0.f;
     CHECK(same(out2[i], want), "scale_shift_relu_dx at %d", i);
@@ -167,17 +170,19 @@ static void scale_shift_sums() {
   // Planes smaller and larger than a block; more planes than blocks.
   for (int plane : {1, 37, 256, 700}) {
     int planes = 5, n = planes * plane;
-    std::vector<float> g(n), y(n), x(n), out(2 * planes);
+    std::vector<float> g(n), x(n), ab(2 * planes), out(2 * planes);
     for (int i = 0; i < n; ++i) {
       g[i] = uniform();
-      y[i] = uniform();
       x[i] = uniform();
     }
-    launch(2, 256, [&] { scale_shift_relu_dab(g.data(), y.data(), x.data(), out.data(), planes, plane); });
+    for (auto &v : ab) v = uniform();
+    launch(2, 256, [&] { scale_shift_relu_dab(g.data(), x.data(), ab.data(), out.data(), planes, plane); });
     for (int j = 0; j < planes; ++j) {
       double da = 0, db = 0, mag = 0;
       for (int t = 0; t < plane; ++t) {
-        double gm = y[j * plane + t] > 0 ? g[j * plane + t] : 0;
+        volatile float prod = x[j * plane + t] * ab[j];  // rounded, then added
+        float y = prod + ab[planes + j];
+        double gm = y > 0 ? g[j * plane + t] : 0;
         da += gm * x[j * plane + t];
         db += gm;
         mag += std::fabs(gm);

@@ -93,25 +93,33 @@ extern "C" __global__ void scale_shift_relu(const float *x, const float *a, cons
   }
 }
 
-// Its input gradient: g * a where the output y > 0, else 0.
-extern "C" __global__ void scale_shift_relu_dx(const float *g, const float *y, const float *a,
-                                               float *dx, int n, int plane) {
-  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += blockDim.x * gridDim.x)
-    dx[i] = y[i] > 0.0f ? g[i] * a[i / plane] : 0.0f;
+// Its input gradient: g * a where the output y > 0, else 0. y is not
+// kept: x * a + b is worked out again as the forward did (a product and a
+// sum rounded apart), from x and ab (a's planes values, then b's).
+extern "C" __global__ void scale_shift_relu_dx(const float *g, const float *x, const float *ab,
+                                               float *dx, int n, int plane, int planes) {
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += blockDim.x * gridDim.x) {
+    int j = i / plane;
+    float v = x[i] * ab[j] + ab[planes + j];
+    dx[i] = v > 0.0f ? g[i] * ab[j] : 0.0f;
+  }
 }
 
 // The gradients of its scale and shift, one block per plane (blockDim.x a
 // power of two, at most 1024): out[j] = sum of g * x where y > 0,
-// out[planes + j] = sum of g there.
-extern "C" __global__ void scale_shift_relu_dab(const float *g, const float *y, const float *x,
+// out[planes + j] = sum of g there (y worked out again as in
+// scale_shift_relu_dx).
+extern "C" __global__ void scale_shift_relu_dab(const float *g, const float *x, const float *ab,
                                                 float *out, int planes, int plane) {
   __shared__ float sa[1024];
   __shared__ float sb[1024];
   for (int j = blockIdx.x; j < planes; j += gridDim.x) {
     const long long base = (long long)j * plane;
+    const float a = ab[j], b = ab[planes + j];
     float da = 0.0f, db = 0.0f;
     for (int t = threadIdx.x; t < plane; t += blockDim.x) {
-      float gm = y[base + t] > 0.0f ? g[base + t] : 0.0f;
+      float v = x[base + t] * a + b;
+      float gm = v > 0.0f ? g[base + t] : 0.0f;
       da += gm * x[base + t];
       db += gm;
     }

@@ -410,7 +410,9 @@ pub(super) enum Elementwise {
     /// (x, a, b) → relu(x · a + b), a and b per plane (sample and
     /// channel), NaN kept.
     ScaleShiftRelu,
-    /// (g, y, a) → g · a where y > 0, else 0.
+    /// (g, x, ab) → g · a where y = x · a + b > 0, else 0: y worked out
+    /// again as [`Elementwise::ScaleShiftRelu`] does, from `ab` `[2, B·C]`
+    /// (a's values per plane, then b's).
     ScaleShiftReluDx,
 }
 
@@ -438,15 +440,17 @@ impl Kernel for Elementwise {
             && match self {
                 Elementwise::ReluBackward => full(&args[1]),
                 Elementwise::ScaleShiftRelu => per_plane(&args[1]) && per_plane(&args[2]),
-                Elementwise::ScaleShiftReluDx => full(&args[1]) && per_plane(&args[2]),
+                Elementwise::ScaleShiftReluDx => full(&args[1]) && args[2].count() == 2 * planes,
             };
         if !fits {
             let shapes: Vec<&Shape> = args.iter().map(|a| a.shape()).collect();
             candle_core::bail!("{}: inputs {shapes:?} do not fit", self.kernel());
         }
+        let plane = n / planes.max(1);
         let ints = match self {
             Elementwise::ReluBackward => sizes![n],
-            _ => sizes![n, plane = n / planes.max(1)],
+            Elementwise::ScaleShiftRelu => sizes![n, plane],
+            Elementwise::ScaleShiftReluDx => sizes![n, plane, planes],
         };
         Ok(Plan::new(n, ints, args[0].shape().clone()))
     }
@@ -470,15 +474,23 @@ impl Kernel for Elementwise {
                     0.0
                 }
             }
-            Elementwise::ScaleShiftReluDx if b[i] > 0.0 => a[i] * f32s(inputs, 2)[i / plane],
-            Elementwise::ScaleShiftReluDx => 0.0,
+            Elementwise::ScaleShiftReluDx => {
+                let (ab, j) = (f32s(inputs, 2), i / plane);
+                if b[i] * ab[j] + ab[values[2] + j] > 0.0 {
+                    a[i] * ab[j]
+                } else {
+                    0.0
+                }
+            }
         });
         Ok(CpuStorage::F32(out.collect()))
     }
 }
 
-/// (g, y, x) → `[2, B·C]`: the sums over each plane of g · x where y > 0
-/// (the scale's gradient), then of g there (the shift's).
+/// (g, x, ab) → `[2, B·C]`: the sums over each plane of g · x where y =
+/// x · a + b > 0 (the scale's gradient), then of g there (the shift's);
+/// y worked out again as [`Elementwise::ScaleShiftRelu`] does, from `ab`
+/// `[2, B·C]` (a's values per plane, then b's).
 pub(super) struct ScaleShiftDab;
 
 impl Kernel for ScaleShiftDab {
@@ -490,10 +502,11 @@ impl Kernel for ScaleShiftDab {
     }
     fn plan(&self, args: &[Arg]) -> candle_core::Result<Plan> {
         let (b, c, h, w) = args[0].dims4()?;
-        if args[1].shape() != args[0].shape() || args[2].shape() != args[0].shape() {
-            candle_core::bail!("{}: the three inputs' shapes differ", self.kernel());
-        }
         let planes = b * c;
+        if args[1].shape() != args[0].shape() || args[2].count() != 2 * planes {
+            let shapes: Vec<&Shape> = args.iter().map(|a| a.shape()).collect();
+            candle_core::bail!("{}: inputs {shapes:?} do not fit", self.kernel());
+        }
         Ok(Plan {
             // One block of 256 threads per plane (at most 65535 blocks,
             // each then taking several planes).
@@ -505,11 +518,12 @@ impl Kernel for ScaleShiftDab {
         let &[planes, plane] = plan.values().as_slice() else {
             unreachable!("the plan's sizes")
         };
-        let (g, y, x) = (f32s(inputs, 0), f32s(inputs, 1), f32s(inputs, 2));
+        let (g, x, ab) = (f32s(inputs, 0), f32s(inputs, 1), f32s(inputs, 2));
         let mut out = vec![0f32; 2 * planes];
         for j in 0..planes {
+            let (a, b) = (ab[j], ab[planes + j]);
             for t in j * plane..(j + 1) * plane {
-                let gm = if y[t] > 0.0 { g[t] } else { 0.0 };
+                let gm = if x[t] * a + b > 0.0 { g[t] } else { 0.0 };
                 out[j] += gm * x[t];
                 out[planes + j] += gm;
             }
@@ -1275,9 +1289,9 @@ mod tests {
         );
         check(
             &Elementwise::ScaleShiftReluDx,
-            vec![x4.clone(), x4.clone(), l(&[2, 3])],
+            vec![x4.clone(), x4.clone(), l(&[4, 3])],
         );
-        check(&ScaleShiftDab, vec![x4.clone(), x4.clone(), x4.clone()]);
+        check(&ScaleShiftDab, vec![x4.clone(), x4.clone(), l(&[4, 3])]);
         check(&SkipAdd { up: true }, vec![l(&[2, 3, 12, 12]), x4.clone()]);
         check(&SkipAddDx { xc: 3, up: true }, vec![l(&[2, 3, 12, 12])]);
         let conv = ConvShape {
