@@ -1120,14 +1120,16 @@ fn a_classifier_whose_classes_are_not_the_hierarchys_is_refused() {
          edges = \"{root}/tests/harness/digits_edges.tsv\"\n"
     );
     let named = |names: Vec<String>| Pixels { width: 10, names };
-    let mut swapped: Vec<String> = (0..10).map(|c| c.to_string()).collect();
+    // Named by the hierarchy's IDs (cnn_a only numbers its classes, so
+    // the two classifiers do not conflict), two of them swapped.
+    let mut swapped: Vec<String> = (0..10).map(|c| format!("digit_{c}")).collect();
     swapped.swap(3, 5);
     let (text, r) = with_registered(&extra, named(swapped));
     let message = trial(&d, &text, r, "p").unwrap_err();
     assert!(
         message.contains("failed to match classifier `mine`'s classes to the hierarchy `")
             && message.contains(
-                "digits_classes.tsv`: its class 3 is `5`, the hierarchy's is `digit_3` (3); the \
+                "digits_classes.tsv`: its class 3 is `digit_5`, the hierarchy's is `digit_3` (3); the \
              hierarchy's classes must be the classifier's in logit order, by ID or by name"
             ),
         "{message}"
@@ -1139,6 +1141,66 @@ fn a_classifier_whose_classes_are_not_the_hierarchys_is_refused() {
         let (text, r) = with_registered(&extra, named(names));
         if let Err(message) = trial(&d, &text, r, "p") {
             assert!(!message.contains("failed to match"), "{message}");
+        }
+    }
+}
+
+/// Regression: without a `[hierarchy]` the classifiers' class names were
+/// never compared: one listing MNIST's labels in reverse was compared
+/// with cnn_a index by index, its logit 0 ("9") against cnn_a's "0", and
+/// the disagreement was fake. Pairs, ensembles and tournaments refuse it,
+/// naming both models and the first logit that differs; a classifier
+/// that numbers its classes, or names them with words, still runs.
+#[test]
+fn classifiers_naming_their_classes_in_another_order_are_refused() {
+    let d = case_dir("class-order");
+    let reversed: Vec<String> = (0..10).rev().map(|c| c.to_string()).collect();
+    let named = |names: Vec<String>| Pixels { width: 10, names };
+    let (text, r) = with_registered("", named(reversed.clone()));
+    let message = trial(&d, &text, r, "p").unwrap_err();
+    assert!(
+        message.ends_with(
+            "classifier `mine` calls its class 0 `9` but `cnn_a` calls it `0`: the classifiers \
+             of a pair, ensemble or tournament must name the same classes in the same logit \
+             order"
+        ),
+        "{message}"
+    );
+    // A tournament's pairs, and an ensemble's members.
+    let registry = || {
+        let mut r = Registry::new();
+        let names = reversed.clone();
+        r.classifier("mine", move |_| Ok(named(names.clone())));
+        r
+    };
+    let text = tournament_text("").replace("\"cnn_b\", \"bag_0\"]", "\"cnn_b\", \"mine\"]")
+        + "\n[classifier.mine]\n";
+    let message = run(&d, &text, registry(), TrialId::tournament("t")).unwrap_err();
+    assert!(
+        message.contains("classifier `mine` calls its class 0 `9` but `cnn_a`"),
+        "{message}"
+    );
+    let data = d.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let text = format!(
+        "{}\n[[ensemble]]\nname = \"e\"\nmembers = [\"cnn_b\", \"mine\"]\ngenerator = \"cvae\"\n\
+         test_data = \"data\"\nsamples = 4\n",
+        tournament_text("")
+    ) + "\n[classifier.mine]\n";
+    let message = run(&d, &text, registry(), TrialId::ensemble("e")).unwrap_err();
+    assert!(
+        message.contains("classifier `mine` calls its class 0 `9` but `cnn_b`"),
+        "{message}"
+    );
+    // Numbered, or named with words: nothing to compare with cnn_a's
+    // numbers (the search runs, and the pair passes or fails on its own).
+    for names in [
+        (0..10).map(|c| c.to_string()).collect(),
+        (0..10).map(|c| format!("digit {c}")).collect(),
+    ] {
+        let (text, r) = with_registered("", named(names));
+        if let Err(message) = trial(&d, &text, r, "p") {
+            assert!(!message.contains("calls its class"), "{message}");
         }
     }
 }

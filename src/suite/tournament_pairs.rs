@@ -61,6 +61,10 @@ impl Suite {
             self.classifier(&t.models[i])?,
             self.classifier(&t.models[j])?,
         );
+        super::check_classes(&[
+            (t.models[i].as_str(), a.as_ref()),
+            (t.models[j].as_str(), b.as_ref()),
+        ])?;
         let outcome = run_pair(
             (&t.models[i], a.as_ref()),
             (&t.models[j], b.as_ref()),
