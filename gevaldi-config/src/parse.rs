@@ -784,6 +784,40 @@ impl Cx<'_> {
         let max_regions = get("max_regions")
             .and_then(|v| self.uint(v, &format!("{path}.max_regions"), 0))
             .map(|v| v as usize);
+        // Region counts DBSCAN can never reach: no region at all, or never
+        // more than `max_regions`.
+        let min_samples_at = get("min_samples").filter(|_| min_samples > samples);
+        if let Some(v) = min_samples_at {
+            self.err(
+                v.span(),
+                &format!("{path}.min_samples"),
+                format!(
+                    "{min_samples} can never form a region: a region's core point needs \
+                     min_samples MDS samples within eps, and samples = {samples}; expected at \
+                     most {samples}"
+                ),
+            );
+        }
+        if let (Some(max), Some(v), None) = (max_regions, get("max_regions"), min_samples_at) {
+            let most = crate::most_dbscan_clusters(samples, min_samples);
+            let message = if most == 0 {
+                Some(format!(
+                    "{max} can never fail: samples = {samples} is below min_samples = \
+                     {min_samples} (the default unless set), so DBSCAN forms no region; expected \
+                     samples >= min_samples"
+                ))
+            } else if max >= most {
+                Some(format!(
+                    "{max} can never fail: DBSCAN finds at most {most} regions in samples = \
+                     {samples} with min_samples = {min_samples}; expected fewer than {most}"
+                ))
+            } else {
+                None
+            };
+            if let Some(message) = message {
+                self.err(v.span(), &format!("{path}.max_regions"), message);
+            }
+        }
         let ignore = self.entry_ignore(&entry);
         if self.errors.len() > before {
             return None;

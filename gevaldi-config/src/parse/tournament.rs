@@ -118,6 +118,13 @@ impl Cx<'_> {
                     "`min_srcc` needs `test_data` (the SRCC is with the models' test accuracy)",
                 );
             }
+            if s == -1.0 {
+                self.err(
+                    v.span(),
+                    &key,
+                    "-1 can never fail: an SRCC is never below -1; expected a number in (-1, 1]",
+                );
+            }
             Some(s)
         });
         let ignore = self.entry_ignore(&entry);
@@ -273,7 +280,15 @@ impl Cx<'_> {
                     "against" => against = self.member(v, &p, models),
                     "min" => {
                         min =
-                            self.float(v, &p, |m| (0.0..=1.0).contains(&m), "a fraction in [0, 1]")
+                            self.float(v, &p, |m| (0.0..=1.0).contains(&m), "a fraction in [0, 1]");
+                        if min == Some(0.0) {
+                            self.err(
+                                v.span(),
+                                &p,
+                                "0 can never fail: a win rate is never below 0; expected a \
+                                 fraction in (0, 1]",
+                            );
+                        }
                     }
                     _ => self.err(
                         k.span(),
