@@ -429,3 +429,71 @@ fn ensemble_and_tournament_thresholds_that_can_never_fail_are_refused() {
         parse(&text, &dir().join("gevaldi.toml")).unwrap_or_else(|e| panic!("{e}"));
     }
 }
+
+/// Regression: rank thresholds that no ranking can pass together were
+/// accepted, and the tournament failed every run: `above` pairs in a
+/// cycle, a model `above` the champion, `max_rank = 1` for another model
+/// than the champion, more models within rank r than r. Each is refused at
+/// the entry that makes it impossible, naming the keys it contradicts;
+/// thresholds that one strict order passes still read.
+#[test]
+fn tournament_rank_thresholds_that_can_never_pass_are_refused() {
+    let cvae = "[generator.cv]\narch = \"mnist-cvae\"\nweights = \"Cargo.toml\"\n";
+    let tournament = |keys: &str| {
+        format!(
+            "{MODELS}{cvae}[[tournament]]\nname = \"t\"\nmodels = [\"a\", \"c\", \"b\"]\n\
+             generator = \"cv\"\n{keys}"
+        )
+    };
+    let cases = [
+        (
+            tournament("above = [[\"a\", \"c\"], [\"c\", \"a\"]]\n"),
+            "tournament[0].above[1]",
+            "[`c`, `a`] can never pass: `a` above `c` (above[0]) put `a` above `c`, a cycle that \
+             no ranking passes",
+        ),
+        (
+            tournament("above = [[\"a\", \"c\"], [\"c\", \"b\"], [\"b\", \"a\"]]\n"),
+            "tournament[0].above[2]",
+            "[`b`, `a`] can never pass: `a` above `c` (above[0]), `c` above `b` (above[1]) put \
+             `a` above `b`, a cycle that no ranking passes",
+        ),
+        (
+            tournament("champion = \"a\"\nabove = [[\"c\", \"a\"]]\n"),
+            "tournament[0].above[0]",
+            "[`c`, `a`] can never pass beside champion = `a`: the champion must rank above \
+             every other model",
+        ),
+        (
+            tournament("champion = \"a\"\nmax_rank = { c = 1 }\n"),
+            "tournament[0].max_rank.c",
+            "1 can never pass beside champion = `a`: only the champion ranks 1",
+        ),
+        (
+            tournament("max_rank = { a = 1, c = 1 }\n"),
+            "tournament[0].max_rank.c",
+            "1 can never pass: `a` must rank 1 or better too, and only 1 model(s) can (a tie \
+             passes no rank threshold)",
+        ),
+    ];
+    for (text, key, message) in &cases {
+        let e = errors(text);
+        assert_eq!(e.errors.len(), 1, "{e}");
+        let err = &e.errors[0];
+        assert_eq!(
+            (err.line, err.key.as_str()),
+            (text.lines().count(), *key),
+            "{e}"
+        );
+        assert_eq!(err.message, *message, "{e}");
+    }
+    // One strict order passes each.
+    for keys in [
+        "above = [[\"a\", \"c\"], [\"c\", \"b\"], [\"a\", \"b\"]]\n",
+        "champion = \"a\"\nabove = [[\"a\", \"c\"], [\"c\", \"b\"]]\nmax_rank = { a = 1, c = 2 }\n",
+        "max_rank = { a = 2, c = 2 }\n",
+    ] {
+        let text = tournament(keys);
+        parse(&text, &dir().join("gevaldi.toml")).unwrap_or_else(|e| panic!("{keys}: {e}"));
+    }
+}
