@@ -652,6 +652,9 @@ impl Cx<'_> {
                 ),
             }
         }
+        // Whether each was written: one that was written but refused (its
+        // own error above) still goes with the other.
+        let written = (table.get("mean").is_some(), table.get("std").is_some());
         match (&p.mean, &p.std) {
             (Some(m), Some(s)) if m.len() != s.len() || !(m.len() == 1 || m.len() == 3) => self
                 .err(
@@ -659,7 +662,7 @@ impl Cx<'_> {
                     key,
                     "`mean` and `std` need the same length, 1 or 3 (one per channel)",
                 ),
-            (Some(_), None) | (None, Some(_)) => {
+            _ if written.0 != written.1 => {
                 self.err(value.span(), key, "`mean` and `std` go together")
             }
             _ => {}

@@ -497,3 +497,43 @@ fn tournament_rank_thresholds_that_can_never_pass_are_refused() {
         parse(&text, &dir().join("gevaldi.toml")).unwrap_or_else(|e| panic!("{keys}: {e}"));
     }
 }
+
+/// Regression: `preprocess = { mean = [0.5], std = [0.0] }` gave a second,
+/// false error ("`mean` and `std` go together") beside the real one: a
+/// refused `std` counted as missing. Only the real error now; a missing
+/// one still gets its own.
+#[test]
+fn a_refused_mean_or_std_is_its_only_error() {
+    let with = |pre: &str| {
+        format!(
+            "{MODELS}[classifier.d]\narch = \"mnist-mlp\"\nweights = \"Cargo.toml\"\n\
+             preprocess = {{ {pre} }}\n[[pair]]\nname = \"p\"\nmodels = [\"a\", \"d\"]\n\
+             generator = \"vae\"\n"
+        )
+    };
+    for (pre, key, message) in [
+        (
+            "mean = [0.5], std = [0.0]",
+            "classifier.d.preprocess.std[0]",
+            "0 is out of range: expected a finite number > 0",
+        ),
+        (
+            "mean = [\"x\"], std = [1.0]",
+            "classifier.d.preprocess.mean[0]",
+            "expected a finite number, found string",
+        ),
+        (
+            "mean = [0.5]",
+            "classifier.d.preprocess",
+            "`mean` and `std` go together",
+        ),
+    ] {
+        let e = errors(&with(pre));
+        assert_eq!(e.errors.len(), 1, "{pre}: {e}");
+        assert_eq!(
+            (e.errors[0].key.as_str(), e.errors[0].message.as_str()),
+            (key, message),
+            "{pre}: {e}"
+        );
+    }
+}
