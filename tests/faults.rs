@@ -1205,6 +1205,28 @@ fn classifiers_naming_their_classes_in_another_order_are_refused() {
     }
 }
 
+/// Regression: test data of 0 images failed as "failed to classify the
+/// test data for model `bag_0`: linear: 0 input features, expected 784",
+/// naming neither the file nor that it is empty.
+#[test]
+fn empty_test_data_is_named() {
+    let d = case_dir("empty-test-data");
+    let images = write(&d, "test-images-idx3-ubyte.gz", gz(&idx_images(0)));
+    write(&d, "test-labels-idx1-ubyte.gz", gz(&idx_labels(0)));
+    let text = tournament_text(&format!("test_data = \"{}\"\n", d.display()));
+    let message = run(&d, &text, Registry::new(), TrialId::tournament("t")).unwrap_err();
+    let path = d.join("gevaldi.toml");
+    assert_eq!(
+        message,
+        format!(
+            "tournament `t` ({}:26): failed to read `{}`: it holds no images (an IDX file of 0 \
+             items), expected at least one",
+            path.display(),
+            images.display()
+        )
+    );
+}
+
 /// Regression: a registered classifier on candle's max-pool was searched
 /// on its wrong gradients, and the pair passed. A registered model is now
 /// audited before its search; a right one (`Pixels`) still passes.
