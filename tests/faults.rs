@@ -778,6 +778,31 @@ fn weights_that_are_a_directory_are_called_a_directory() {
     );
 }
 
+/// Regression: a Git LFS pointer given as weights (a checkout without
+/// `git lfs`) failed as "not a valid safetensors file (header too large)".
+#[test]
+fn weights_that_are_a_git_lfs_pointer_say_to_pull_them() {
+    let d = case_dir("weights-lfs");
+    let weights = write(
+        &d,
+        "cnn_b.safetensors",
+        "version https://git-lfs.github.com/spec/v1\n\
+         oid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393\n\
+         size 12345\n",
+    );
+    let w = weights.display().to_string();
+    let (message, path) =
+        one_config_error(&d, &config_text("", &[(&fixture("cnn_b.safetensors"), &w)]));
+    assert_eq!(
+        message,
+        format!(
+            "1 error in `{path}`:\n  {path}:15:11: `classifier.cnn_b.weights`: weights `{w}` is \
+             a Git LFS pointer, not the weights (`{w}` starts with `version \
+             https://git-lfs`): run `git lfs pull` to fetch them"
+        )
+    );
+}
+
 #[test]
 fn classifiers_with_different_class_counts_are_told_apart() {
     let d = case_dir("class-count");

@@ -529,6 +529,19 @@ impl Cx<'_> {
                             resolved.display()
                         ),
                     );
+                } else if is_lfs_pointer(&resolved) {
+                    // Even when `optional`: the file is there, but not
+                    // fetched (a checkout without `git lfs`).
+                    self.err(
+                        span,
+                        &format!("{path}.weights"),
+                        format!(
+                            "weights `{weights}` is a Git LFS pointer, not the weights \
+                             (`{}` starts with `version https://git-lfs`): run `git lfs pull` \
+                             to fetch them",
+                            resolved.display()
+                        ),
+                    );
                 } else if !resolved.is_file() && !optional {
                     self.err(
                         span,
@@ -1351,6 +1364,18 @@ fn fewest_classes<'c>(
         }
     }
     fewest
+}
+
+/// Whether `path` is a Git LFS pointer file (what a checkout without
+/// `git lfs` holds in place of the file it tracks): it starts with
+/// `version https://git-lfs`.
+fn is_lfs_pointer(path: &Path) -> bool {
+    use std::io::Read;
+    const PREFIX: &[u8] = b"version https://git-lfs";
+    let mut head = Vec::with_capacity(PREFIX.len());
+    std::fs::File::open(path)
+        .and_then(|f| f.take(PREFIX.len() as u64).read_to_end(&mut head))
+        .is_ok_and(|_| head == PREFIX)
 }
 
 /// A free-form value as written (numbers as TOML reads them).
