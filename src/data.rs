@@ -197,6 +197,14 @@ impl Mnist {
                 format!("images of shape {:?}, expected [n, 28, 28]", images.dims),
             ));
         }
+        // An empty split: the models would be asked for logits of no
+        // images, and fail naming neither the file nor why.
+        if images.dims[0] == 0 {
+            return Err(data_err(
+                &images_path,
+                "it holds no images (an IDX file of 0 items), expected at least one".to_string(),
+            ));
+        }
         if labels.dims.len() != 1 {
             return Err(data_err(
                 &labels_path,

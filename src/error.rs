@@ -64,6 +64,26 @@ pub enum Error {
         got: usize,
     },
 
+    /// Two classifiers of one trial name a logit's class differently
+    /// (the same labels in another order, or other labels).
+    #[error(
+        "classifier `{model}` calls its class {index} `{got}` but `{first}` calls it `{theirs}`: \
+         the classifiers of a pair, ensemble or tournament must name the same classes in the \
+         same logit order"
+    )]
+    ClassOrder {
+        /// The first classifier that names its classes.
+        first: String,
+        /// The classifier that differs.
+        model: String,
+        /// The first logit whose class differs.
+        index: usize,
+        /// `model`'s name for it.
+        got: String,
+        /// `first`'s name for it.
+        theirs: String,
+    },
+
     /// A classifier's `class_names()` and the width of its logits differ.
     #[error(
         "classifier `{model}` names {names} classes (`class_names`) but its logits have \

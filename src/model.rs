@@ -107,6 +107,42 @@ pub trait Generator {
     }
 }
 
+/// Whether `names` only number the classes: none, or `"0"`, `"1"`, … in
+/// logit order (as the built-in MNIST models do). Such a classifier says
+/// nothing about which class a logit is beyond its index.
+pub fn numbers_its_classes(names: &[String]) -> bool {
+    names.iter().enumerate().all(|(k, n)| *n == k.to_string())
+}
+
+/// The first logit to which two classifiers' class names (of one count)
+/// give different classes, if any. Where both name their classes, the
+/// names must be equal, logit by logit. Where one only numbers them
+/// ([`numbers_its_classes`]), a name of the other's conflicts only when it
+/// is another logit's number: `["9", …, "0"]` against `["0", …, "9"]`
+/// calls logit 0 what the other calls logit 9, while `"cat"` (a name the
+/// numbering has no word on) does not.
+pub fn first_class_conflict(a: &[String], b: &[String]) -> Option<usize> {
+    let numbered_a = numbers_its_classes(a);
+    let numbered_b = numbers_its_classes(b);
+    let number = |names: &[String], name: &str| {
+        name.parse::<usize>()
+            .ok()
+            .filter(|&j| j < names.len() && j.to_string() == name)
+    };
+    (0..a.len().min(b.len())).find(|&k| {
+        let (x, y) = (&a[k], &b[k]);
+        if x == y {
+            return false;
+        }
+        match (numbered_a, numbered_b) {
+            (true, true) => false,
+            (true, false) => number(a, y).is_some(),
+            (false, true) => number(b, x).is_some(),
+            (false, false) => true,
+        }
+    })
+}
+
 impl<T: Classifier + ?Sized> Classifier for &T {
     fn logits(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         (**self).logits(x)
@@ -260,6 +296,44 @@ pub fn one_hot(labels: &[usize], classes: usize, device: &Device) -> candle_core
 mod tests {
     use super::*;
     use rand::SeedableRng;
+
+    #[test]
+    fn class_names_conflict_only_where_both_say_which_class_a_logit_is() {
+        let names = |v: &[&str]| v.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        let numbered = names(&["0", "1", "2"]);
+        assert!(numbers_its_classes(&numbered));
+        assert!(numbers_its_classes(&[]));
+        assert!(!numbers_its_classes(&names(&["2", "1", "0"])));
+        // The same labels in another order.
+        assert_eq!(
+            first_class_conflict(&numbered, &names(&["0", "2", "1"])),
+            Some(1)
+        );
+        assert_eq!(
+            first_class_conflict(&names(&["2", "1", "0"]), &numbered),
+            Some(0)
+        );
+        // Names against names: equal, logit by logit.
+        let words = names(&["cat", "dog", "emu"]);
+        assert_eq!(first_class_conflict(&words, &words), None);
+        assert_eq!(
+            first_class_conflict(&words, &names(&["cat", "emu", "dog"])),
+            Some(1)
+        );
+        assert_eq!(
+            first_class_conflict(&words, &names(&["cat", "dog", "gnu"])),
+            Some(2)
+        );
+        // Numbers say nothing against words, nor against a name that is no
+        // other logit's number.
+        assert_eq!(first_class_conflict(&numbered, &words), None);
+        assert_eq!(first_class_conflict(&words, &numbered), None);
+        assert_eq!(
+            first_class_conflict(&numbered, &names(&["0", "1", "3"])),
+            None
+        );
+        assert_eq!(first_class_conflict(&numbered, &numbered), None);
+    }
 
     #[test]
     fn standard_normal_log_density_matches_the_formula() {

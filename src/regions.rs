@@ -233,6 +233,47 @@ mod tests {
         }
     }
 
+    /// The bound the config refuses `max_regions` at
+    /// ([`gevaldi_config::most_dbscan_clusters`]) holds: DBSCAN reaches it
+    /// where border points are shared (two core points sharing three
+    /// border points are two clusters of five points at min_samples = 4,
+    /// above 5 / 4), and never exceeds it on random points at any eps.
+    #[test]
+    fn dbscan_never_finds_more_clusters_than_the_configs_bound() {
+        use gevaldi_config::most_dbscan_clusters as most;
+        // Three border points on a triangle of circumradius 0.6 (1.04
+        // apart), two core points 0.7 above and below it (1.4 apart, 0.92
+        // from each border point).
+        let (r, h) = (0.6f32, 0.7f32);
+        let mut points = vec![vec![0.0, 0.0, h], vec![0.0, 0.0, -h]];
+        for k in 0..3 {
+            let a = k as f32 * 2.0 * std::f32::consts::PI / 3.0;
+            points.push(vec![r * a.cos(), r * a.sin(), 0.0]);
+        }
+        let c = dbscan(&points, 1.0, 4);
+        assert_eq!(c.clusters, 2);
+        assert_eq!(most(5, 4), 2);
+        assert!(5 / 4 < c.clusters);
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        for _ in 0..300 {
+            let n = rng.random_range(1..40);
+            let dim = rng.random_range(1..6);
+            let points: Vec<Vec<f32>> = (0..n)
+                .map(|_| (0..dim).map(|_| rng.random_range(-1.0..1.0)).collect())
+                .collect();
+            let eps = rng.random_range(0.05..1.5);
+            for m in 1..=n + 1 {
+                let c = dbscan(&points, eps, m);
+                assert!(c.clusters <= most(n, m), "n {n} m {m}: {}", c.clusters);
+            }
+        }
+        assert_eq!(
+            (most(10, 11), most(10, 10), most(10, 1), most(10, 2)),
+            (0, 1, 10, 5)
+        );
+    }
+
     #[test]
     fn two_blobs_and_an_outlier_make_two_regions() {
         let mut z = Vec::new();

@@ -778,6 +778,31 @@ fn weights_that_are_a_directory_are_called_a_directory() {
     );
 }
 
+/// Regression: a Git LFS pointer given as weights (a checkout without
+/// `git lfs`) failed as "not a valid safetensors file (header too large)".
+#[test]
+fn weights_that_are_a_git_lfs_pointer_say_to_pull_them() {
+    let d = case_dir("weights-lfs");
+    let weights = write(
+        &d,
+        "cnn_b.safetensors",
+        "version https://git-lfs.github.com/spec/v1\n\
+         oid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393\n\
+         size 12345\n",
+    );
+    let w = weights.display().to_string();
+    let (message, path) =
+        one_config_error(&d, &config_text("", &[(&fixture("cnn_b.safetensors"), &w)]));
+    assert_eq!(
+        message,
+        format!(
+            "1 error in `{path}`:\n  {path}:15:11: `classifier.cnn_b.weights`: weights `{w}` is \
+             a Git LFS pointer, not the weights (`{w}` starts with `version \
+             https://git-lfs`): run `git lfs pull` to fetch them"
+        )
+    );
+}
+
 #[test]
 fn classifiers_with_different_class_counts_are_told_apart() {
     let d = case_dir("class-count");
@@ -1120,14 +1145,16 @@ fn a_classifier_whose_classes_are_not_the_hierarchys_is_refused() {
          edges = \"{root}/tests/harness/digits_edges.tsv\"\n"
     );
     let named = |names: Vec<String>| Pixels { width: 10, names };
-    let mut swapped: Vec<String> = (0..10).map(|c| c.to_string()).collect();
+    // Named by the hierarchy's IDs (cnn_a only numbers its classes, so
+    // the two classifiers do not conflict), two of them swapped.
+    let mut swapped: Vec<String> = (0..10).map(|c| format!("digit_{c}")).collect();
     swapped.swap(3, 5);
     let (text, r) = with_registered(&extra, named(swapped));
     let message = trial(&d, &text, r, "p").unwrap_err();
     assert!(
         message.contains("failed to match classifier `mine`'s classes to the hierarchy `")
             && message.contains(
-                "digits_classes.tsv`: its class 3 is `5`, the hierarchy's is `digit_3` (3); the \
+                "digits_classes.tsv`: its class 3 is `digit_5`, the hierarchy's is `digit_3` (3); the \
              hierarchy's classes must be the classifier's in logit order, by ID or by name"
             ),
         "{message}"
@@ -1141,6 +1168,88 @@ fn a_classifier_whose_classes_are_not_the_hierarchys_is_refused() {
             assert!(!message.contains("failed to match"), "{message}");
         }
     }
+}
+
+/// Regression: without a `[hierarchy]` the classifiers' class names were
+/// never compared: one listing MNIST's labels in reverse was compared
+/// with cnn_a index by index, its logit 0 ("9") against cnn_a's "0", and
+/// the disagreement was fake. Pairs, ensembles and tournaments refuse it,
+/// naming both models and the first logit that differs; a classifier
+/// that numbers its classes, or names them with words, still runs.
+#[test]
+fn classifiers_naming_their_classes_in_another_order_are_refused() {
+    let d = case_dir("class-order");
+    let reversed: Vec<String> = (0..10).rev().map(|c| c.to_string()).collect();
+    let named = |names: Vec<String>| Pixels { width: 10, names };
+    let (text, r) = with_registered("", named(reversed.clone()));
+    let message = trial(&d, &text, r, "p").unwrap_err();
+    assert!(
+        message.ends_with(
+            "classifier `mine` calls its class 0 `9` but `cnn_a` calls it `0`: the classifiers \
+             of a pair, ensemble or tournament must name the same classes in the same logit \
+             order"
+        ),
+        "{message}"
+    );
+    // A tournament's pairs, and an ensemble's members.
+    let registry = || {
+        let mut r = Registry::new();
+        let names = reversed.clone();
+        r.classifier("mine", move |_| Ok(named(names.clone())));
+        r
+    };
+    let text = tournament_text("").replace("\"cnn_b\", \"bag_0\"]", "\"cnn_b\", \"mine\"]")
+        + "\n[classifier.mine]\n";
+    let message = run(&d, &text, registry(), TrialId::tournament("t")).unwrap_err();
+    assert!(
+        message.contains("classifier `mine` calls its class 0 `9` but `cnn_a`"),
+        "{message}"
+    );
+    let data = d.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let text = format!(
+        "{}\n[[ensemble]]\nname = \"e\"\nmembers = [\"cnn_b\", \"mine\"]\ngenerator = \"cvae\"\n\
+         test_data = \"data\"\nsamples = 4\n",
+        tournament_text("")
+    ) + "\n[classifier.mine]\n";
+    let message = run(&d, &text, registry(), TrialId::ensemble("e")).unwrap_err();
+    assert!(
+        message.contains("classifier `mine` calls its class 0 `9` but `cnn_b`"),
+        "{message}"
+    );
+    // Numbered, or named with words: nothing to compare with cnn_a's
+    // numbers (the search runs, and the pair passes or fails on its own).
+    for names in [
+        (0..10).map(|c| c.to_string()).collect(),
+        (0..10).map(|c| format!("digit {c}")).collect(),
+    ] {
+        let (text, r) = with_registered("", named(names));
+        if let Err(message) = trial(&d, &text, r, "p") {
+            assert!(!message.contains("calls its class"), "{message}");
+        }
+    }
+}
+
+/// Regression: test data of 0 images failed as "failed to classify the
+/// test data for model `bag_0`: linear: 0 input features, expected 784",
+/// naming neither the file nor that it is empty.
+#[test]
+fn empty_test_data_is_named() {
+    let d = case_dir("empty-test-data");
+    let images = write(&d, "test-images-idx3-ubyte.gz", gz(&idx_images(0)));
+    write(&d, "test-labels-idx1-ubyte.gz", gz(&idx_labels(0)));
+    let text = tournament_text(&format!("test_data = \"{}\"\n", d.display()));
+    let message = run(&d, &text, Registry::new(), TrialId::tournament("t")).unwrap_err();
+    let path = d.join("gevaldi.toml");
+    assert_eq!(
+        message,
+        format!(
+            "tournament `t` ({}:26): failed to read `{}`: it holds no images (an IDX file of 0 \
+             items), expected at least one",
+            path.display(),
+            images.display()
+        )
+    );
 }
 
 /// Regression: a registered classifier on candle's max-pool was searched

@@ -101,6 +101,34 @@ pub use vocab::{
     StatisticKind, TrialId, TrialKind, LOG_PROB_FLOOR, LR, NON_NEGATIVE,
 };
 
+/// The most clusters DBSCAN (as `gevaldi::regions::dbscan` runs it: a
+/// core point has at least `min_samples` points within eps, itself
+/// included) can find among `points` points, whatever the points and eps:
+/// an ensemble's `max_regions` at or above it can never fail.
+///
+/// Each cluster has a core point with `min_samples - 1` neighbours. A
+/// core neighbour is in that cluster only; a non-core neighbour (a border
+/// point) has at most `min_samples - 2` neighbours itself, so at most that
+/// many clusters' core points share it. With one core point per cluster
+/// and every neighbour a shared border point, K clusters need
+/// K (m - 1) <= B (m - 2) and K + B <= n: K <= n (m - 2) / (2m - 3) for
+/// m >= 3 (n / 2 for m = 2, n for m = 1, none for m > n). And one core
+/// point's m - 1 neighbours are none of the other clusters' core points:
+/// K <= n - m + 1. It is not n / m: two core points sharing three border
+/// points are two clusters of five points at m = 4.
+pub fn most_dbscan_clusters(points: usize, min_samples: usize) -> usize {
+    let (n, m) = (points, min_samples.max(1));
+    if m > n {
+        return 0;
+    }
+    let shared = match m {
+        1 => n,
+        2 => n / 2,
+        m => n * (m - 2) / (2 * m - 3),
+    };
+    shared.min(n - m + 1)
+}
+
 /// The longest pair, ensemble or tournament name, in bytes. A name becomes file names
 /// (`<name>.snap`, `<name>.json`, `<name>.png`, `ensemble-<name>/`, and
 /// insta's `<name>.snap.new` / `.pending-snap`), which most file systems

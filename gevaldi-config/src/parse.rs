@@ -529,6 +529,19 @@ impl Cx<'_> {
                             resolved.display()
                         ),
                     );
+                } else if is_lfs_pointer(&resolved) {
+                    // Even when `optional`: the file is there, but not
+                    // fetched (a checkout without `git lfs`).
+                    self.err(
+                        span,
+                        &format!("{path}.weights"),
+                        format!(
+                            "weights `{weights}` is a Git LFS pointer, not the weights \
+                             (`{}` starts with `version https://git-lfs`): run `git lfs pull` \
+                             to fetch them",
+                            resolved.display()
+                        ),
+                    );
                 } else if !resolved.is_file() && !optional {
                     self.err(
                         span,
@@ -652,6 +665,9 @@ impl Cx<'_> {
                 ),
             }
         }
+        // Whether each was written: one that was written but refused (its
+        // own error above) still goes with the other.
+        let written = (table.get("mean").is_some(), table.get("std").is_some());
         match (&p.mean, &p.std) {
             (Some(m), Some(s)) if m.len() != s.len() || !(m.len() == 1 || m.len() == 3) => self
                 .err(
@@ -659,7 +675,7 @@ impl Cx<'_> {
                     key,
                     "`mean` and `std` need the same length, 1 or 3 (one per channel)",
                 ),
-            (Some(_), None) | (None, Some(_)) => {
+            _ if written.0 != written.1 => {
                 self.err(value.span(), key, "`mean` and `std` go together")
             }
             _ => {}
@@ -784,6 +800,40 @@ impl Cx<'_> {
         let max_regions = get("max_regions")
             .and_then(|v| self.uint(v, &format!("{path}.max_regions"), 0))
             .map(|v| v as usize);
+        // Region counts DBSCAN can never reach: no region at all, or never
+        // more than `max_regions`.
+        let min_samples_at = get("min_samples").filter(|_| min_samples > samples);
+        if let Some(v) = min_samples_at {
+            self.err(
+                v.span(),
+                &format!("{path}.min_samples"),
+                format!(
+                    "{min_samples} can never form a region: a region's core point needs \
+                     min_samples MDS samples within eps, and samples = {samples}; expected at \
+                     most {samples}"
+                ),
+            );
+        }
+        if let (Some(max), Some(v), None) = (max_regions, get("max_regions"), min_samples_at) {
+            let most = crate::most_dbscan_clusters(samples, min_samples);
+            let message = if most == 0 {
+                Some(format!(
+                    "{max} can never fail: samples = {samples} is below min_samples = \
+                     {min_samples} (the default unless set), so DBSCAN forms no region; expected \
+                     samples >= min_samples"
+                ))
+            } else if max >= most {
+                Some(format!(
+                    "{max} can never fail: DBSCAN finds at most {most} regions in samples = \
+                     {samples} with min_samples = {min_samples}; expected fewer than {most}"
+                ))
+            } else {
+                None
+            };
+            if let Some(message) = message {
+                self.err(v.span(), &format!("{path}.max_regions"), message);
+            }
+        }
         let ignore = self.entry_ignore(&entry);
         if self.errors.len() > before {
             return None;
@@ -1314,6 +1364,18 @@ fn fewest_classes<'c>(
         }
     }
     fewest
+}
+
+/// Whether `path` is a Git LFS pointer file (what a checkout without
+/// `git lfs` holds in place of the file it tracks): it starts with
+/// `version https://git-lfs`.
+fn is_lfs_pointer(path: &Path) -> bool {
+    use std::io::Read;
+    const PREFIX: &[u8] = b"version https://git-lfs";
+    let mut head = Vec::with_capacity(PREFIX.len());
+    std::fs::File::open(path)
+        .and_then(|f| f.take(PREFIX.len() as u64).read_to_end(&mut head))
+        .is_ok_and(|_| head == PREFIX)
 }
 
 /// A free-form value as written (numbers as TOML reads them).

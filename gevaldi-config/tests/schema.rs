@@ -342,3 +342,198 @@ fn a_duplicate_name_is_named_beside_the_first_entrys_own_mistake() {
     assert_eq!(keys, ["pair[0].models[1]", "pair[1].name"], "{e}");
     assert!(e.errors[1].message.contains("only in case"), "{e}");
 }
+
+/// Regression: ensemble and tournament thresholds that can never fail were
+/// accepted, and passed every run: a `min_samples` above `samples` (DBSCAN
+/// forms no region, so any `max_regions` passes), a `max_regions` at or
+/// above the most regions DBSCAN can find, a `min_win_rate` of 0 and a
+/// `min_srcc` of -1. Each is refused at its line and key; the bound just
+/// inside still reads.
+#[test]
+fn ensemble_and_tournament_thresholds_that_can_never_fail_are_refused() {
+    let cvae = "[generator.cv]\narch = \"mnist-cvae\"\nweights = \"Cargo.toml\"\n";
+    let ensemble = |keys: &str| {
+        format!(
+            "{MODELS}{cvae}[[ensemble]]\nname = \"e\"\nmembers = [\"a\", \"c\"]\n\
+             generator = \"cv\"\ntest_data = \"src\"\n{keys}"
+        )
+    };
+    let tournament = |keys: &str| {
+        format!(
+            "{MODELS}{cvae}[[tournament]]\nname = \"t\"\nmodels = [\"a\", \"c\", \"b\"]\n\
+             generator = \"cv\"\ntest_data = \"src\"\n{keys}"
+        )
+    };
+    // The line of the last key written: each case's key is the last.
+    let last_line = |text: &str| text.lines().count();
+    let cases = [
+        (
+            ensemble("samples = 100\nmin_samples = 101\n"),
+            "ensemble[0].min_samples",
+            "101 can never form a region: a region's core point needs min_samples MDS samples \
+             within eps, and samples = 100; expected at most 100",
+        ),
+        (
+            ensemble("samples = 100\nmax_regions = 0\nmin_samples = 1000\n"),
+            "ensemble[0].min_samples",
+            "1000 can never form a region",
+        ),
+        (
+            ensemble("samples = 5\nmax_regions = 3\n"),
+            "ensemble[0].max_regions",
+            "3 can never fail: samples = 5 is below min_samples = 10 (the default unless set), \
+             so DBSCAN forms no region; expected samples >= min_samples",
+        ),
+        (
+            ensemble("samples = 100\nmin_samples = 4\nmax_regions = 40\n"),
+            "ensemble[0].max_regions",
+            "40 can never fail: DBSCAN finds at most 40 regions in samples = 100 with \
+             min_samples = 4; expected fewer than 40",
+        ),
+        (
+            ensemble("samples = 100\nmax_regions = 100\n"),
+            "ensemble[0].max_regions",
+            "100 can never fail: DBSCAN finds at most 47 regions in samples = 100 with \
+             min_samples = 10; expected fewer than 47",
+        ),
+        (
+            tournament("min_win_rate = [{ model = \"a\", against = \"c\", min = 0 }]\n"),
+            "tournament[0].min_win_rate[0].min",
+            "0 can never fail: a win rate is never below 0; expected a fraction in (0, 1]",
+        ),
+        (
+            tournament("min_srcc = -1\n"),
+            "tournament[0].min_srcc",
+            "-1 can never fail: an SRCC is never below -1; expected a number in (-1, 1]",
+        ),
+    ];
+    for (text, key, message) in &cases {
+        let e = errors(text);
+        assert_eq!(e.errors.len(), 1, "{e}");
+        let err = &e.errors[0];
+        assert_eq!((err.line, err.key.as_str()), (last_line(text), *key), "{e}");
+        assert!(
+            err.message.starts_with(message),
+            "expected {message}\ngot: {e}"
+        );
+    }
+    // Just inside: each can fail.
+    for text in [
+        ensemble("samples = 100\nmin_samples = 100\n"),
+        ensemble("samples = 100\nmin_samples = 4\nmax_regions = 39\n"),
+        // Above samples / min_samples = 10: DBSCAN can find more.
+        ensemble("samples = 100\nmax_regions = 46\n"),
+        tournament("min_win_rate = [{ model = \"a\", against = \"c\", min = 0.01 }]\n"),
+        tournament("min_srcc = -0.99\n"),
+    ] {
+        parse(&text, &dir().join("gevaldi.toml")).unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+/// Regression: rank thresholds that no ranking can pass together were
+/// accepted, and the tournament failed every run: `above` pairs in a
+/// cycle, a model `above` the champion, `max_rank = 1` for another model
+/// than the champion, more models within rank r than r. Each is refused at
+/// the entry that makes it impossible, naming the keys it contradicts;
+/// thresholds that one strict order passes still read.
+#[test]
+fn tournament_rank_thresholds_that_can_never_pass_are_refused() {
+    let cvae = "[generator.cv]\narch = \"mnist-cvae\"\nweights = \"Cargo.toml\"\n";
+    let tournament = |keys: &str| {
+        format!(
+            "{MODELS}{cvae}[[tournament]]\nname = \"t\"\nmodels = [\"a\", \"c\", \"b\"]\n\
+             generator = \"cv\"\n{keys}"
+        )
+    };
+    let cases = [
+        (
+            tournament("above = [[\"a\", \"c\"], [\"c\", \"a\"]]\n"),
+            "tournament[0].above[1]",
+            "[`c`, `a`] can never pass: `a` above `c` (above[0]) put `a` above `c`, a cycle that \
+             no ranking passes",
+        ),
+        (
+            tournament("above = [[\"a\", \"c\"], [\"c\", \"b\"], [\"b\", \"a\"]]\n"),
+            "tournament[0].above[2]",
+            "[`b`, `a`] can never pass: `a` above `c` (above[0]), `c` above `b` (above[1]) put \
+             `a` above `b`, a cycle that no ranking passes",
+        ),
+        (
+            tournament("champion = \"a\"\nabove = [[\"c\", \"a\"]]\n"),
+            "tournament[0].above[0]",
+            "[`c`, `a`] can never pass beside champion = `a`: the champion must rank above \
+             every other model",
+        ),
+        (
+            tournament("champion = \"a\"\nmax_rank = { c = 1 }\n"),
+            "tournament[0].max_rank.c",
+            "1 can never pass beside champion = `a`: only the champion ranks 1",
+        ),
+        (
+            tournament("max_rank = { a = 1, c = 1 }\n"),
+            "tournament[0].max_rank.c",
+            "1 can never pass: `a` must rank 1 or better too, and only 1 model(s) can (a tie \
+             passes no rank threshold)",
+        ),
+    ];
+    for (text, key, message) in &cases {
+        let e = errors(text);
+        assert_eq!(e.errors.len(), 1, "{e}");
+        let err = &e.errors[0];
+        assert_eq!(
+            (err.line, err.key.as_str()),
+            (text.lines().count(), *key),
+            "{e}"
+        );
+        assert_eq!(err.message, *message, "{e}");
+    }
+    // One strict order passes each.
+    for keys in [
+        "above = [[\"a\", \"c\"], [\"c\", \"b\"], [\"a\", \"b\"]]\n",
+        "champion = \"a\"\nabove = [[\"a\", \"c\"], [\"c\", \"b\"]]\nmax_rank = { a = 1, c = 2 }\n",
+        "max_rank = { a = 2, c = 2 }\n",
+    ] {
+        let text = tournament(keys);
+        parse(&text, &dir().join("gevaldi.toml")).unwrap_or_else(|e| panic!("{keys}: {e}"));
+    }
+}
+
+/// Regression: `preprocess = { mean = [0.5], std = [0.0] }` gave a second,
+/// false error ("`mean` and `std` go together") beside the real one: a
+/// refused `std` counted as missing. Only the real error now; a missing
+/// one still gets its own.
+#[test]
+fn a_refused_mean_or_std_is_its_only_error() {
+    let with = |pre: &str| {
+        format!(
+            "{MODELS}[classifier.d]\narch = \"mnist-mlp\"\nweights = \"Cargo.toml\"\n\
+             preprocess = {{ {pre} }}\n[[pair]]\nname = \"p\"\nmodels = [\"a\", \"d\"]\n\
+             generator = \"vae\"\n"
+        )
+    };
+    for (pre, key, message) in [
+        (
+            "mean = [0.5], std = [0.0]",
+            "classifier.d.preprocess.std[0]",
+            "0 is out of range: expected a finite number > 0",
+        ),
+        (
+            "mean = [\"x\"], std = [1.0]",
+            "classifier.d.preprocess.mean[0]",
+            "expected a finite number, found string",
+        ),
+        (
+            "mean = [0.5]",
+            "classifier.d.preprocess",
+            "`mean` and `std` go together",
+        ),
+    ] {
+        let e = errors(&with(pre));
+        assert_eq!(e.errors.len(), 1, "{pre}: {e}");
+        assert_eq!(
+            (e.errors[0].key.as_str(), e.errors[0].message.as_str()),
+            (key, message),
+            "{pre}: {e}"
+        );
+    }
+}

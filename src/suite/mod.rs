@@ -214,7 +214,10 @@ impl Suite {
             .map(|m| self.classifier(m))
             .collect::<Result<Vec<_>>>()?;
         let key = if own_batch { "batch" } else { "search.batch" };
+        // The memory probe also checks each classifier's names against its
+        // logits' width.
         self.check_memory(g.as_ref(), &named(classifiers, &cs), key, batch)?;
+        check_classes(&named(classifiers, &cs))?;
         self.audit_registered(generator, g.as_ref(), &named(classifiers, &cs))?;
         Ok((g, cs))
     }
@@ -315,6 +318,42 @@ impl Suite {
 
 /// A trial's generator and classifiers (in the trial's order).
 type TrialModels = (Box<dyn Generator>, Vec<Box<dyn Classifier>>);
+
+/// The classifiers of one trial share their number of classes, and name
+/// them alike in logit order ([`crate::model::first_class_conflict`]):
+/// without a `[hierarchy]` nothing else would notice a classifier listing
+/// the same labels in another order, and its logits would be compared with
+/// the other's index by index.
+fn check_classes(classifiers: &[(&str, &dyn Classifier)]) -> Result<()> {
+    let Some(&(first, c0)) = classifiers.first() else {
+        return Ok(());
+    };
+    for &(name, c) in &classifiers[1..] {
+        if c.num_classes() != c0.num_classes() {
+            return Err(Error::ClassCount {
+                first: first.to_string(),
+                expected: c0.num_classes(),
+                model: name.to_string(),
+                got: c.num_classes(),
+            });
+        }
+    }
+    for (i, &(a, ca)) in classifiers.iter().enumerate() {
+        for &(b, cb) in &classifiers[i + 1..] {
+            let (na, nb) = (ca.class_names(), cb.class_names());
+            if let Some(k) = crate::model::first_class_conflict(na, nb) {
+                return Err(Error::ClassOrder {
+                    first: a.to_string(),
+                    model: b.to_string(),
+                    index: k,
+                    got: nb[k].clone(),
+                    theirs: na[k].clone(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
 
 /// The classifiers beside their names.
 fn named<'a>(

@@ -157,24 +157,15 @@ impl Suite {
     }
 
     /// The config's hierarchy (loaded once), or the flat hierarchy over the
-    /// first classifier's classes; the classifiers must share their number
-    /// of classes, and it must be the hierarchy's.
+    /// first classifier's classes; the classifiers' number of classes must
+    /// be the hierarchy's.
     fn hierarchy(
         &self,
         names: &[String],
         classifiers: &[Box<dyn Classifier>],
     ) -> Result<Arc<Hierarchy>> {
-        let first = (&names[0], classifiers[0].num_classes());
-        for (name, c) in names.iter().zip(classifiers).skip(1) {
-            if c.num_classes() != first.1 {
-                return Err(Error::ClassCount {
-                    first: first.0.clone(),
-                    expected: first.1,
-                    model: name.clone(),
-                    got: c.num_classes(),
-                });
-            }
-        }
+        // The classifiers share their class count and name their classes
+        // alike (checked as they were loaded).
         let Some(decl) = &self.config.hierarchy else {
             return Ok(Arc::new(Hierarchy::flat(classifiers[0].class_names())));
         };
@@ -203,8 +194,7 @@ impl Suite {
         // in another order would read every distance from the wrong rows.
         for (model, c) in names.iter().zip(classifiers) {
             let got = c.class_names();
-            let numbered = got.iter().enumerate().all(|(k, n)| *n == k.to_string());
-            if numbered {
+            if crate::model::numbers_its_classes(got) {
                 continue;
             }
             let (ids, class_names) = (hierarchy.ids(), hierarchy.names());

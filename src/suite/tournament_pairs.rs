@@ -61,6 +61,10 @@ impl Suite {
             self.classifier(&t.models[i])?,
             self.classifier(&t.models[j])?,
         );
+        super::check_classes(&[
+            (t.models[i].as_str(), a.as_ref()),
+            (t.models[j].as_str(), b.as_ref()),
+        ])?;
         let outcome = run_pair(
             (&t.models[i], a.as_ref()),
             (&t.models[j], b.as_ref()),
@@ -96,8 +100,8 @@ impl Suite {
     }
 
     /// What a pair's result depends on, as text: the settings, the device
-    /// kind, and the two models' and the generator's tables with their
-    /// weights files' sizes and modification times.
+    /// kind, and the two classifiers' and the generator's whole tables
+    /// ([`model_fingerprint`]).
     pub(super) fn pair_fingerprint(
         &self,
         t: &TournamentDecl,
@@ -105,22 +109,7 @@ impl Suite {
         b: &str,
         settings: &PairSettings,
     ) -> String {
-        let model = |decl: Option<&ModelDecl>| {
-            let Some(d) = decl else {
-                return "?".to_string();
-            };
-            let weights = d.table.weights.as_ref().map_or("none".into(), |w| {
-                let meta = std::fs::metadata(w).ok();
-                let size = meta.as_ref().map_or(0, |m| m.len());
-                let mtime = meta
-                    .and_then(|m| m.modified().ok())
-                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                    .map_or(0, |d| d.as_nanos());
-                format!("{} ({size} bytes, mtime {mtime})", w.display())
-            });
-            let arch = d.builtin.as_ref().map_or("registered", |(a, _)| a.name());
-            format!("{} = {arch} {weights} {:?}", d.name, d.preprocess)
-        };
+        let model = |decl: Option<&ModelDecl>| decl.map_or("?".to_string(), model_fingerprint);
         format!(
             "{:?}; samples {}; device {}; {}; {}; {}",
             settings.config,
@@ -156,6 +145,75 @@ impl Suite {
     }
 }
 
+/// A model's table as text, every key but its line: the architecture, the
+/// weights file with its size and modification time, `preprocess`,
+/// `truncation`, `optional`, and a registered model's own keys (sorted by
+/// name; a string naming a file beside the config with that file's size
+/// and modification time too: a registration reads `file = …` with
+/// `get_path`). A record written under another table is stale.
+fn model_fingerprint(d: &ModelDecl) -> String {
+    // Every field, so that a new one is not forgotten here.
+    let ModelDecl {
+        name,
+        builtin,
+        table,
+        preprocess,
+        truncation,
+        optional,
+        line: _,
+    } = d;
+    let arch = builtin
+        .as_ref()
+        .map_or("registered".to_string(), |(a, _)| a.name().to_string());
+    let weights = table
+        .weights
+        .as_deref()
+        .map_or("none".into(), file_fingerprint);
+    let mut keys: Vec<String> = table
+        .keys()
+        .filter_map(|k| Some((k, table.get(k)?)))
+        .map(|(k, v)| {
+            let mut files = Vec::new();
+            files_of(v, &table.dir, &mut files);
+            format!("{k} = {v:?}{}", files.concat())
+        })
+        .collect();
+    keys.sort();
+    format!(
+        "{name} = {arch} {weights} preprocess {preprocess:?} truncation {truncation:?} \
+         optional {optional} keys {{{}}}",
+        keys.join(", ")
+    )
+}
+
+/// A file's path, size and modification time, as text.
+fn file_fingerprint(path: &std::path::Path) -> String {
+    let meta = std::fs::metadata(path).ok();
+    let size = meta.as_ref().map_or(0, |m| m.len());
+    let mtime = meta
+        .and_then(|m| m.modified().ok())
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    format!("{} ({size} bytes, mtime {mtime})", path.display())
+}
+
+/// The fingerprints of the files that the strings in `v` name (resolved
+/// against `dir`), each as ` [file …]`.
+fn files_of(v: &config::TableValue, dir: &std::path::Path, out: &mut Vec<String>) {
+    use config::TableValue;
+    match v {
+        TableValue::String(s) if !s.is_empty() => {
+            let path = dir.join(s);
+            if path.is_file() {
+                out.push(format!(" [file {}]", file_fingerprint(&path)));
+            }
+        }
+        TableValue::Array(items) => items.iter().for_each(|v| files_of(v, dir, out)),
+        TableValue::Table(entries) => entries.iter().for_each(|(_, v)| files_of(v, dir, out)),
+        _ => {}
+    }
+}
+
 /// A pair's samples decoded again from their latents and conditions,
 /// `batch` at a time (the batch the memory check allowed).
 pub(super) fn decode(
@@ -184,4 +242,73 @@ pub(super) fn decode(
         );
     }
     Tensor::cat(&xs, 0).map_err(Error::tensor("decode a pair's samples"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::suite::Registry;
+
+    /// A classifier the test never builds.
+    struct Unbuilt;
+
+    impl crate::Classifier for Unbuilt {
+        fn logits(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+            Ok(x.clone())
+        }
+        fn class_names(&self) -> &[String] {
+            &[]
+        }
+    }
+
+    /// Regression: the fingerprint held only a model's name, arch, weights
+    /// and preprocessing, so a pair's record was read back after a
+    /// registered model's own key (`file = …`) or the generator's
+    /// `truncation` changed. Every key counts now, and the files that
+    /// string keys name; the table's place in the file does not.
+    #[test]
+    fn the_pair_fingerprint_holds_every_key_of_the_models_tables() {
+        let dir = std::env::temp_dir().join(format!("gevaldi-fingerprint-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (file, bytes) in [("g.safetensors", "g"), ("a.bin", "a"), ("b.bin", "bb")] {
+            std::fs::write(dir.join(file), bytes).unwrap();
+        }
+        let fingerprint = |truncation: &str, file: &str, before: &str| {
+            let text = format!(
+                "{before}[generator.g]\narch = \"biggan-deep-128\"\nweights = \"g.safetensors\"\n\
+                 truncation = {truncation}\n\n\
+                 [classifier.x]\nfile = \"{file}\"\nwidth = 3\n\n\
+                 [classifier.y]\n\n[classifier.z]\n\n\
+                 [[tournament]]\nname = \"t\"\nmodels = [\"x\", \"y\", \"z\"]\ngenerator = \"g\"\n"
+            );
+            let path = dir.join("gevaldi.toml");
+            std::fs::write(&path, text).unwrap();
+            let mut r = Registry::new();
+            for name in ["x", "y", "z"] {
+                r.classifier(name, |_| -> Result<Unbuilt> {
+                    unreachable!("the fingerprint loads no model")
+                });
+            }
+            let suite = Suite::load(&path, r).unwrap();
+            let t = suite.config.tournament("t").unwrap();
+            let settings = suite.pair_settings(t).unwrap();
+            suite.pair_fingerprint(t, "x", "y", &settings)
+        };
+        let base = fingerprint("0.5", "a.bin", "");
+        assert_eq!(base, fingerprint("0.5", "a.bin", "# a comment\n\n"));
+        assert_ne!(base, fingerprint("0.4", "a.bin", ""), "truncation");
+        assert_ne!(
+            base,
+            fingerprint("0.5", "b.bin", ""),
+            "a registered model's key"
+        );
+        std::fs::write(dir.join("a.bin"), "a longer file").unwrap();
+        assert_ne!(
+            base,
+            fingerprint("0.5", "a.bin", ""),
+            "the file a key names"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -118,8 +118,17 @@ impl Cx<'_> {
                     "`min_srcc` needs `test_data` (the SRCC is with the models' test accuracy)",
                 );
             }
+            if s == -1.0 {
+                self.err(
+                    v.span(),
+                    &key,
+                    "-1 can never fail: an SRCC is never below -1; expected a number in (-1, 1]",
+                );
+            }
             Some(s)
         });
+        self.ranks_that_can_pass(&entry, champion.as_deref(), &max_rank, &above);
+        let above = above.into_iter().map(|(a, b, _)| (a, b)).collect();
         let ignore = self.entry_ignore(&entry);
         if self.errors.len() > before {
             return None;
@@ -203,8 +212,115 @@ impl Cx<'_> {
         out
     }
 
-    /// `above = [[a, b], …]`: two different models each.
-    fn above(&mut self, value: &Value<'_>, key: &str, models: &[String]) -> Vec<(String, String)> {
+    /// Rank thresholds that no ranking passes together (ranks are
+    /// pessimistic, so a tie passes none: the best a tournament can give is
+    /// one strict order): `above` pairs that form a cycle, a model above
+    /// the `champion`, `max_rank = 1` for another model than the champion,
+    /// and more models with `max_rank` r or better (the champion's rank is
+    /// 1) than r. Each is refused at the entry that makes it impossible.
+    fn ranks_that_can_pass(
+        &mut self,
+        e: &Entry,
+        champion: Option<&str>,
+        max_rank: &[(String, usize)],
+        above: &[(String, String, usize)],
+    ) {
+        let path = e.path;
+        let above_span = |i: usize| match e.table.get("above").map(|v| v.get_ref()) {
+            Some(DeValue::Array(items)) => items.get(i).map(|v| v.span()),
+            _ => None,
+        };
+        let rank_span = |m: &str| match e.table.get("max_rank").map(|v| v.get_ref()) {
+            Some(DeValue::Table(t)) => t.get(m).map(|v| v.span()),
+            _ => None,
+        };
+        if let Some(c) = champion {
+            for (a, b, i) in above {
+                if b == c {
+                    let span = above_span(*i).unwrap_or_default();
+                    self.err(
+                        span,
+                        &format!("{path}.above[{i}]"),
+                        format!(
+                            "[`{a}`, `{b}`] can never pass beside champion = `{c}`: the \
+                             champion must rank above every other model"
+                        ),
+                    );
+                }
+            }
+        }
+        // Ranks r or better, in file order, the champion's first.
+        let mut bounded: Vec<(&str, usize)> = champion.map(|c| (c, 1)).into_iter().collect();
+        for (m, r) in max_rank {
+            let key = format!("{path}.max_rank.{m}");
+            if let Some(c) = champion.filter(|c| *r == 1 && c != m) {
+                let span = rank_span(m).unwrap_or_default();
+                self.err(
+                    span,
+                    &key,
+                    format!("1 can never pass beside champion = `{c}`: only the champion ranks 1"),
+                );
+                continue;
+            }
+            if champion == Some(m.as_str()) {
+                continue;
+            }
+            let within: Vec<&str> = bounded
+                .iter()
+                .filter(|(_, q)| q <= r)
+                .map(|(n, _)| *n)
+                .collect();
+            if within.len() >= *r {
+                let span = rank_span(m).unwrap_or_default();
+                let others: Vec<String> = within.iter().map(|n| format!("`{n}`")).collect();
+                self.err(
+                    span,
+                    &key,
+                    format!(
+                        "{r} can never pass: {} must rank {r} or better too, and only {r} \
+                         model(s) can (a tie passes no rank threshold)",
+                        others.join(", ")
+                    ),
+                );
+                continue;
+            }
+            bounded.push((m, *r));
+        }
+        // A cycle: the entry that closes it, and the chain back.
+        let mut edges: Vec<(&str, &str, usize)> = Vec::new();
+        for (a, b, i) in above {
+            if let Some(chain) = chain(&edges, b, a) {
+                let span = above_span(*i).unwrap_or_default();
+                let links: Vec<String> = chain
+                    .iter()
+                    .map(|&k| {
+                        let (x, y, j) = edges[k];
+                        format!("`{x}` above `{y}` (above[{j}])")
+                    })
+                    .collect();
+                self.err(
+                    span,
+                    &format!("{path}.above[{i}]"),
+                    format!(
+                        "[`{a}`, `{b}`] can never pass: {} put `{b}` above `{a}`, a cycle \
+                         that no ranking passes",
+                        links.join(", ")
+                    ),
+                );
+                continue;
+            }
+            edges.push((a, b, *i));
+        }
+    }
+
+    /// `above = [[a, b], …]`: two different models each, with each one's
+    /// index in the array.
+    fn above(
+        &mut self,
+        value: &Value<'_>,
+        key: &str,
+        models: &[String],
+    ) -> Vec<(String, String, usize)> {
         let DeValue::Array(items) = value.get_ref() else {
             let found = value.get_ref().type_str();
             self.err(
@@ -229,7 +345,7 @@ impl Cx<'_> {
                                 format!("`{a}` cannot rank above itself"),
                             );
                         } else {
-                            out.push((a, b));
+                            out.push((a, b, i));
                         }
                     }
                 }
@@ -273,7 +389,15 @@ impl Cx<'_> {
                     "against" => against = self.member(v, &p, models),
                     "min" => {
                         min =
-                            self.float(v, &p, |m| (0.0..=1.0).contains(&m), "a fraction in [0, 1]")
+                            self.float(v, &p, |m| (0.0..=1.0).contains(&m), "a fraction in [0, 1]");
+                        if min == Some(0.0) {
+                            self.err(
+                                v.span(),
+                                &p,
+                                "0 can never fail: a win rate is never below 0; expected a \
+                                 fraction in (0, 1]",
+                            );
+                        }
                     }
                     _ => self.err(
                         k.span(),
@@ -304,6 +428,34 @@ impl Cx<'_> {
         }
         out
     }
+}
+
+/// The edges (indices into `edges`, each `(above, below, _)`) of a chain
+/// from `from` down to `to`, if one exists.
+fn chain(edges: &[(&str, &str, usize)], from: &str, to: &str) -> Option<Vec<usize>> {
+    // Breadth first, remembering the edge that reached each model.
+    let mut reached: Vec<(&str, Option<usize>)> = vec![(from, None)];
+    let mut next = 0;
+    while next < reached.len() {
+        let (m, _) = reached[next];
+        if m == to {
+            let mut path = Vec::new();
+            let mut at = next;
+            while let Some(k) = reached[at].1 {
+                path.push(k);
+                at = reached.iter().position(|(n, _)| *n == edges[k].0)?;
+            }
+            path.reverse();
+            return Some(path);
+        }
+        for (k, (a, b, _)) in edges.iter().enumerate() {
+            if *a == m && !reached.iter().any(|(n, _)| n == b) {
+                reached.push((b, Some(k)));
+            }
+        }
+        next += 1;
+    }
+    None
 }
 
 fn quote(models: &[String]) -> String {
