@@ -632,3 +632,24 @@ fn relu_sends_no_gradient_at_zero_and_keeps_nan_on_every_path() {
         assert_eq!(&g[..3], &[0.0, 0.25, 0.0]);
     }
 }
+
+/// An empty batch gives empty logits and an empty input gradient; the
+/// CPU engine's matrix views had panicked on a 0-row batch ("gemm view:
+/// out of bounds").
+#[test]
+fn an_empty_batch_gives_empty_outputs() {
+    use crate::zoo::{MnistCnn, MnistCnnConfig, MnistMlp, MnistMlpConfig};
+    use crate::Classifier;
+    let cnn = MnistCnn::random(&MnistCnnConfig::cnn_a(), 1, &DEV).unwrap();
+    let mlp = MnistMlp::random(&MnistMlpConfig::default(), 2, &DEV).unwrap();
+    let models: [&dyn Classifier; 2] = [&cnn, &mlp];
+    for (i, m) in models.iter().enumerate() {
+        let x =
+            Var::from_tensor(&Tensor::zeros((0, 1, 28, 28), DType::F32, &DEV).unwrap()).unwrap();
+        let y = m.logits(x.as_tensor()).unwrap();
+        assert_eq!(y.dims(), [0, 10], "model {i}");
+        let grads = y.sum_all().unwrap().backward().unwrap();
+        let g = grads.get(x.as_tensor()).expect("an input gradient");
+        assert_eq!(g.dims(), [0, 1, 28, 28], "model {i}");
+    }
+}

@@ -61,5 +61,5 @@ impl MnistMlp {
 
 super::net_classifier!(MnistMlp, |x| &crate::engine::reshape(
     x,
-    &[x.dim(0)?, x.elem_count() / x.dim(0)?.max(1)]
+    &[x.dim(0)?, x.dims()[1..].iter().product()]
 )?);

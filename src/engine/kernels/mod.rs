@@ -59,11 +59,12 @@ pub(crate) fn view(
     cols: usize,
     rs: usize,
 ) -> ArrayView2<'_, f32> {
-    let end = if rows == 0 {
-        offset
-    } else {
-        offset + (rows - 1) * rs + cols
-    };
+    if rows == 0 || cols == 0 {
+        // No elements (an empty batch): ndarray refuses the strides of an
+        // empty view that would reach past the slice.
+        return ArrayView2::from_shape((rows, cols), &[]).expect("an empty view");
+    }
+    let end = offset + (rows - 1) * rs + cols;
     ArrayView2::from_shape((rows, cols).strides((rs, 1)), &v[offset..end]).expect("gemm view")
 }
 
@@ -75,11 +76,10 @@ pub(crate) fn view_mut(
     cols: usize,
     rs: usize,
 ) -> ArrayViewMut2<'_, f32> {
-    let end = if rows == 0 {
-        offset
-    } else {
-        offset + (rows - 1) * rs + cols
-    };
+    if rows == 0 || cols == 0 {
+        return ArrayViewMut2::from_shape((rows, cols), &mut []).expect("an empty view");
+    }
+    let end = offset + (rows - 1) * rs + cols;
     ArrayViewMut2::from_shape((rows, cols).strides((rs, 1)), &mut v[offset..end])
         .expect("gemm view")
 }
