@@ -153,32 +153,26 @@ pub(crate) fn relu_backward(g: &Tensor, y: &Tensor) -> candle_core::Result<Tenso
         .apply_op2_no_bwd(&y.contiguous()?, &Elementwise::ReluBackward)
 }
 
-/// `relu(x · a + b)`, `a` and `b` `[B, C]`: one kernel.
-pub(crate) fn scale_shift_relu(x: &Tensor, a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
-    x.contiguous()?.apply_op3_no_bwd(
-        &a.contiguous()?,
-        &b.contiguous()?,
-        &Elementwise::ScaleShiftRelu,
-    )
+/// `relu(x · a + b)`, `ab` `[B, 2C]` (a sample's C scales, then its C
+/// shifts): one kernel.
+pub(crate) fn scale_shift_relu(x: &Tensor, ab: &Tensor) -> candle_core::Result<Tensor> {
+    x.contiguous()?
+        .apply_op2_no_bwd(&ab.contiguous()?, &Elementwise::ScaleShiftRelu)
 }
 
-/// The gradients of `x`, `a` and `b` of [`scale_shift_relu`], `g` its
-/// output's gradient: two kernels, which work the output out again from
-/// `x`, `a` and `b` (so the output need not be kept: half of what
-/// BigGAN's backward keeps), and a copy of `a` and `b` side by side.
+/// The gradients of `x` and `ab` (`[B, 2C]`, laid out as `ab`) of
+/// [`scale_shift_relu`], `g` its output's gradient: two kernels, which
+/// work the output out again from `x` and `ab` (so the output need not be
+/// kept: half of what BigGAN's backward keeps).
 pub(crate) fn scale_shift_relu_backward(
     x: &Tensor,
-    a: &Tensor,
-    b: &Tensor,
+    ab: &Tensor,
     g: &Tensor,
-) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
-    let (g, x) = (g.contiguous()?, x.contiguous()?);
-    let ab = Tensor::cat(&[&a.contiguous()?, &b.contiguous()?], 0)?;
+) -> candle_core::Result<(Tensor, Tensor)> {
+    let (g, x, ab) = (g.contiguous()?, x.contiguous()?, ab.contiguous()?);
     let dx = g.apply_op3_no_bwd(&x, &ab, &Elementwise::ScaleShiftReluDx)?;
     let dab = g.apply_op3_no_bwd(&x, &ab, &ScaleShiftDab)?;
-    let da = dab.get(0)?.reshape(a.dims())?;
-    let db = dab.get(1)?.reshape(a.dims())?;
-    Ok((dx, da, db))
+    Ok((dx, dab))
 }
 
 /// BigGAN's residual join `h + up(x[:, :c])` (`up`: nearest ×2): one
@@ -594,28 +588,33 @@ pub(super) mod tests {
         let want = (&g * y.gt(0f64).unwrap().to_dtype(DType::F32).unwrap()).unwrap();
         assert_eq!(rel_err(&relu_backward(&g, &y).unwrap(), &want), 0.0);
 
-        let (x, a, b) = (
-            randn(&[2, 3, 4, 5], 3),
-            randn(&[2, 3], 4),
-            randn(&[2, 3], 5),
+        // ab: each sample's 3 scales, then its 3 shifts.
+        let (x, ab) = (randn(&[2, 3, 4, 5], 3), randn(&[2, 6], 4));
+        let (xv, abv) = (
+            Var::from_tensor(&x).unwrap(),
+            Var::from_tensor(&ab).unwrap(),
         );
-        let xv = Var::from_tensor(&x).unwrap();
-        let (av, bv) = (Var::from_tensor(&a).unwrap(), Var::from_tensor(&b).unwrap());
+        let part = |start| {
+            abv.as_tensor()
+                .narrow(1, start, 3)
+                .unwrap()
+                .reshape((2, 3, 1, 1))
+                .unwrap()
+        };
         let want = xv
             .as_tensor()
-            .broadcast_mul(&av.as_tensor().reshape((2, 3, 1, 1)).unwrap())
+            .broadcast_mul(&part(0))
             .unwrap()
-            .broadcast_add(&bv.as_tensor().reshape((2, 3, 1, 1)).unwrap())
+            .broadcast_add(&part(3))
             .unwrap()
             .relu()
             .unwrap();
-        let out = scale_shift_relu(&x, &a, &b).unwrap();
+        let out = scale_shift_relu(&x, &ab).unwrap();
         assert_eq!(bits(&out), bits(&want));
         let grads = (&want * &g).unwrap().sum_all().unwrap().backward().unwrap();
-        let (dx, da, db) = scale_shift_relu_backward(&x, &a, &b, &g).unwrap();
+        let (dx, dab) = scale_shift_relu_backward(&x, &ab, &g).unwrap();
         assert!(rel_err(&dx, grads.get(xv.as_tensor()).unwrap()) < 1e-6);
-        assert!(rel_err(&da, grads.get(av.as_tensor()).unwrap()) < 1e-5);
-        assert!(rel_err(&db, grads.get(bv.as_tensor()).unwrap()) < 1e-5);
+        assert!(rel_err(&dab, grads.get(abv.as_tensor()).unwrap()) < 1e-5);
 
         // The join: h [2, 3, 8, 10] + x [2, 5, 4, 5] (3 channels kept, ×2).
         let (h, xs) = (randn(&[2, 3, 8, 10], 6), randn(&[2, 5, 4, 5], 7));

@@ -62,9 +62,10 @@
 //! channel). On the CPU the convs and norms run gevaldi's kernels; on a
 //! GPU (or `GEVALDI_ENGINE=generic`) candle's ops untracked, with
 //! backwards written in candle's ops (on a CUDA device under `auto`, many
-//! of them gevaldi's CUDA kernels). `gen_z` and each norm's gains (two
-//! linear maps of the condition, their weights worked out once from the
-//! statistics) are one-node engine nets too. With a tracked z, the whole
+//! of them gevaldi's CUDA kernels). `gen_z` and each norm's gains (its
+//! scales and shifts side by side, one linear map of the condition whose
+//! weights are worked out once from the statistics) are one-node engine
+//! nets too. With a tracked z, the whole
 //! generator runs outside candle's graph and joins it as one op whose
 //! backward is gevaldi's: each op's backward in reverse (a [`Tape`]), the
 //! self-attention layer's too (its nets', its attention op's); candle's
@@ -417,9 +418,9 @@ struct BatchNorm {
     scale: Tensor,
     offset: Tensor,
     /// Conditional: the norm's per-sample scale `a` and shift of
-    /// [`BatchNorm::forward_relu`] as two linear maps of the condition,
-    /// each a one-node engine [`Net`] (see [`BatchNorm::gains`]).
-    gains: Option<[Net; 2]>,
+    /// [`BatchNorm::forward_relu`], side by side, as one linear map of the
+    /// condition, a one-node engine [`Net`] (see [`BatchNorm::gains`]).
+    gains: Option<Net>,
 }
 
 impl BatchNorm {
@@ -456,25 +457,27 @@ impl BatchNorm {
     /// − a · mean` as linear maps of the condition c, their weights and
     /// biases worked out once from the statistics: `a = c·(S · inv_std)ᵀ +
     /// inv_std`, `shift = c·(O − S · inv_std · mean)ᵀ − inv_std · mean`
-    /// (per row of S and O). Each is a one-node engine net, whose backward
-    /// gives the condition's gradient only: candle's matmul backward also
-    /// computes the frozen S's and O's gradients, and its autograd adds
-    /// five more ops per norm (50 norms a BigGAN-deep step).
-    fn gains(&self) -> candle_core::Result<[Net; 2]> {
+    /// (per row of S and O). Both are one linear map `[B, 2C]` (each
+    /// sample's C scales, then its C shifts: the gains
+    /// [`scale_shift_relu`](crate::engine::scale_shift_relu) takes), a
+    /// one-node engine net whose backward gives the condition's gradient
+    /// only: candle's matmul backward also computes the frozen S's and O's
+    /// gradients, and its autograd adds five more ops per norm (50 norms a
+    /// BigGAN-deep step); one map rather than two is one product and one
+    /// bias forward, and one product backward, instead of two each.
+    fn gains(&self) -> candle_core::Result<Net> {
         let inv_std = self.inv_std.t()?; // [C, 1]
         let inv_std_mean = (&self.inv_std * &self.mean)?.t()?;
         let scale_w = self.scale.broadcast_mul(&inv_std)?;
         let shift_w = (&self.offset - self.scale.broadcast_mul(&inv_std_mean)?)?;
-        let linear = |w: Tensor, b: Tensor| -> candle_core::Result<Net> {
-            let b = b.flatten_all()?;
-            let mut net = NetBuilder::new();
-            let y = net.linear(net.input(), &w.contiguous()?, Some(&b));
-            Ok(net.build(y))
-        };
-        Ok([
-            linear(scale_w, inv_std)?,
-            linear(shift_w, inv_std_mean.neg()?)?,
-        ])
+        let w = Tensor::cat(&[scale_w, shift_w], 0)?.contiguous()?;
+        let b = Tensor::cat(
+            &[inv_std.flatten_all()?, inv_std_mean.neg()?.flatten_all()?],
+            0,
+        )?;
+        let mut net = NetBuilder::new();
+        let y = net.linear(net.input(), &w, Some(&b));
+        Ok(net.build(y))
     }
 
     /// Sets the statistics to those of `x` per channel (standing
@@ -498,19 +501,20 @@ impl BatchNorm {
     /// the condition when conditional: [`BatchNorm::gains`]), as one
     /// [`scale_shift_relu`](crate::engine::scale_shift_relu).
     fn forward_relu(&self, x: &Tensor, cond: &Tensor) -> candle_core::Result<Tensor> {
-        let (a, shift) = match &self.gains {
-            Some([scale, shift]) => (scale.forward(cond)?, shift.forward(cond)?),
+        let ab = match &self.gains {
+            Some(gains) => gains.forward(cond)?,
             None => self.constant_gains(x)?,
         };
-        crate::engine::scale_shift_relu(x, &a, &shift)
+        crate::engine::scale_shift_relu(x, &ab)
     }
 
-    /// An unconditional norm's scale and shift for `x`'s batch, `[B, C]`.
-    fn constant_gains(&self, x: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+    /// An unconditional norm's scale and shift for `x`'s batch, side by
+    /// side: `[B, 2C]`.
+    fn constant_gains(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let (b, c) = (x.dim(0)?, x.dim(1)?);
         let a = (self.scale.reshape((1, c))? * &self.inv_std)?;
         let shift = (self.offset.reshape((1, c))? - (&a * &self.mean)?)?;
-        Ok((a.broadcast_as((b, c))?, shift.broadcast_as((b, c))?))
+        Tensor::cat(&[a, shift], 1)?.broadcast_as((b, 2 * c))
     }
 }
 
@@ -836,15 +840,13 @@ impl BigGan {
                     let x = h.clone();
                     let mut stages = Vec::with_capacity(4);
                     for (j, (bn, conv)) in block.bn.iter().zip(&block.conv).enumerate() {
-                        let Some([scale, shift]) = &bn.gains else {
+                        let Some(gains) = &bn.gains else {
                             candle_core::bail!("BigGAN: a block's norm without gains")
                         };
-                        let (Some((a, gain_a)), Some((s, gain_s))) =
-                            (scale.forward_taped(&cond)?, shift.forward_taped(&cond)?)
-                        else {
+                        let Some((ab, gain)) = gains.forward_taped(&cond)? else {
                             return Ok(None);
                         };
-                        let (y, norm) = scale_shift_relu_taped(&h, &a, &s)?;
+                        let (y, norm) = scale_shift_relu_taped(&h, &ab)?;
                         h = y;
                         let up = if upsamples(j, block.up) {
                             let (y, up) = upsample2_taped(&h)?;
@@ -858,8 +860,7 @@ impl BigGan {
                         };
                         h = y;
                         stages.push(Stage {
-                            gain_a,
-                            gain_s,
+                            gain,
                             norm,
                             up,
                             conv,
@@ -878,8 +879,8 @@ impl BigGan {
                 }
             }
         }
-        let (a, s) = self.bn.constant_gains(&h)?;
-        let (y, norm) = scale_shift_relu_taped(&h, &a, &s)?;
+        let ab = self.bn.constant_gains(&h)?;
+        let (y, norm) = scale_shift_relu_taped(&h, &ab)?;
         let Some((y, to_rgb)) = self.conv_to_rgb.forward_taped(&y)? else {
             return Ok(None);
         };
@@ -930,11 +931,10 @@ enum LayerTape {
     Attention(AttentionTape),
 }
 
-/// A block's stage: the norm's two gains, the norm and ReLU, the
-/// upsampling (the first 3×3 conv of an upsampling block), the conv.
+/// A block's stage: the norm's gains, the norm and ReLU, the upsampling
+/// (the first 3×3 conv of an upsampling block), the conv.
 struct Stage {
-    gain_a: Pullback,
-    gain_s: Pullback,
+    gain: Pullback,
     norm: Pullback,
     up: Option<Pullback>,
     conv: Pullback,
@@ -975,12 +975,11 @@ impl Tape {
                         if let Some(up) = &stage.up {
                             dh = first(up(&dh)?)?;
                         }
-                        let [dx, da, ds] =
-                            <[Tensor; 3]>::try_from((stage.norm)(&dh)?).map_err(|_| {
+                        let [dx, dab] =
+                            <[Tensor; 2]>::try_from((stage.norm)(&dh)?).map_err(|_| {
                                 candle_core::Error::Msg("BigGAN: a norm gave no gradients".into())
                             })?;
-                        add(first((stage.gain_a)(&da)?)?)?;
-                        add(first((stage.gain_s)(&ds)?)?)?;
+                        add(first((stage.gain)(&dab)?)?)?;
                         dh = dx;
                     }
                     (dh + dx)?
@@ -1180,7 +1179,7 @@ mod tests {
         Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
     }
 
-    /// A conditional norm's gains, worked out once into two linear maps of
+    /// A conditional norm's gains, worked out once into one linear map of
     /// the condition, give the port's `relu((x − mean) · inv_std · (1 +
     /// c·Sᵀ) + c·Oᵀ)` on every engine, before and after calibration (which
     /// remakes them), and the condition's gradient of candle's ops.
@@ -1217,7 +1216,7 @@ mod tests {
         };
         let check = |bn: &BatchNorm, x: &Tensor| {
             let (want, want_g) = port(bn, x);
-            let [scale, shift] = bn.gains.as_ref().unwrap();
+            let gains = bn.gains.as_ref().unwrap();
             // The norm as it runs (the engine in force: `auto` here), and
             // its gains on each path of the nets, applied by candle's ops.
             let on = |path: &str, n: &Net| {
@@ -1234,7 +1233,8 @@ mod tests {
                 bn.forward_relu(x, cond.as_tensor()).unwrap(),
             )];
             for name in ["auto", "generic", "candle"] {
-                let (a, sh) = (on(name, scale), on(name, shift));
+                let ab = on(name, gains);
+                let (a, sh) = (ab.narrow(1, 0, c).unwrap(), ab.narrow(1, c, c).unwrap());
                 let y = x
                     .broadcast_mul(&a.reshape((b, c, 1, 1)).unwrap())
                     .unwrap()

@@ -135,16 +135,18 @@ static void max_pools() {
 static void elementwise() {
   int before = failures;
   int b = 2, c = 3, plane = 37, n = b * c * plane;
-  std::vector<float> x(n), y(n), g(n), a(b * c), sh(b * c), out(n), out2(n);
+  // ab: each sample's c scales, then its c shifts.
+  std::vector<float> x(n), y(n), g(n), ab(2 * b * c), out(n), out2(n);
   for (auto &v : x) v = uniform();
   for (auto &v : g) v = uniform();
-  for (auto &v : a) v = uniform();
-  for (auto &v : sh) v = uniform();
+  for (auto &v : ab) v = uniform();
+  auto scale = [&](int j) { return ab[(j / c) * 2 * c + j % c]; };
+  auto shift = [&](int j) { return ab[(j / c) * 2 * c + c + j % c]; };
   x[5] = NAN;
-  RUN(scale_shift_relu(x.data(), a.data(), sh.data(), y.data(), n, plane));
+  RUN(scale_shift_relu(x.data(), ab.data(), y.data(), n, plane, c));
   for (int i = 0; i < n; ++i) {
-    volatile float prod = x[i] * a[i / plane];  // rounded, then added
-    float v = prod + sh[i / plane];
+    volatile float prod = x[i] * scale(i / plane);  // rounded, then added
+    float v = prod + shift(i / plane);
     float want = std::isnan(v) ? v : (v > 0 ? v : 0.f);
     CHECK(same(y[i], want), "scale_shift_relu at %d: %g, naive %g", i, y[i], want);
   }
@@ -153,12 +155,10 @@ static void elementwise() {
     float want = y[i] <= 0 ? 0.f : g[i];  // a NaN output passes g on
     CHECK(same(out[i], want), "relu_backward at %d", i);
   }
-  // a's values, then b's: the output worked out again from x.
-  std::vector<float> ab(a);
-  ab.insert(ab.end(), sh.begin(), sh.end());
-  RUN(scale_shift_relu_dx(g.data(), x.data(), ab.data(), out2.data(), n, plane, b * c));
+  // The output worked out again from x.
+  RUN(scale_shift_relu_dx(g.data(), x.data(), ab.data(), out2.data(), n, plane, c));
   for (int i = 0; i < n; ++i) {
-    float want = y[i] > 0 ? g[i] * a[i / plane] : 0.f;
+    float want = y[i] > 0 ? g[i] * scale(i / plane) : 0.f;
     CHECK(same(out2[i], want), "scale_shift_relu_dx at %d", i);
   }
   std::printf("scale_shift_relu, relu_backward, scale_shift_relu_dx: %s\n",
@@ -169,29 +169,30 @@ static void scale_shift_sums() {
   int before = failures;
   // Planes smaller and larger than a block; more planes than blocks.
   for (int plane : {1, 37, 256, 700}) {
-    int planes = 5, n = planes * plane;
+    int b = 2, c = 3, planes = b * c, n = planes * plane;
     std::vector<float> g(n), x(n), ab(2 * planes), out(2 * planes);
     for (int i = 0; i < n; ++i) {
       g[i] = uniform();
       x[i] = uniform();
     }
     for (auto &v : ab) v = uniform();
-    launch(2, 256, [&] { scale_shift_relu_dab(g.data(), x.data(), ab.data(), out.data(), planes, plane); });
+    launch(2, 256, [&] { scale_shift_relu_dab(g.data(), x.data(), ab.data(), out.data(), planes, plane, c); });
     for (int j = 0; j < planes; ++j) {
+      int k = (j / c) * 2 * c + j % c;  // plane j's scale in ab; its shift c further
       double da = 0, db = 0, mag = 0;
       for (int t = 0; t < plane; ++t) {
-        volatile float prod = x[j * plane + t] * ab[j];  // rounded, then added
-        float y = prod + ab[planes + j];
+        volatile float prod = x[j * plane + t] * ab[k];  // rounded, then added
+        float y = prod + ab[k + c];
         double gm = y > 0 ? g[j * plane + t] : 0;
         da += gm * x[j * plane + t];
         db += gm;
         mag += std::fabs(gm);
       }
       double tol = 1e-5 * (mag + 1);
-      CHECK(std::fabs(out[j] - da) <= tol, "scale_shift_relu_dab: plane %d of %d: da %g, naive %g", j, plane,
-            out[j], da);
-      CHECK(std::fabs(out[planes + j] - db) <= tol, "scale_shift_relu_dab: plane %d of %d: db %g, naive %g", j,
-            plane, out[planes + j], db);
+      CHECK(std::fabs(out[k] - da) <= tol, "scale_shift_relu_dab: plane %d of %d: da %g, naive %g", j, plane,
+            out[k], da);
+      CHECK(std::fabs(out[k + c] - db) <= tol, "scale_shift_relu_dab: plane %d of %d: db %g, naive %g", j,
+            plane, out[k + c], db);
     }
   }
   std::printf("scale_shift_relu_dab: %s\n", failures == before ? "ok" : "FAILED");

@@ -83,39 +83,44 @@ extern "C" __global__ void relu_backward(const float *g, const float *y, float *
     dx[i] = y[i] <= 0.0f ? 0.0f : g[i];
 }
 
-// relu(x * a + b), a and b one per plane (sample and channel); NaN kept.
-extern "C" __global__ void scale_shift_relu(const float *x, const float *a, const float *b,
-                                            float *y, int n, int plane) {
+// relu(x * a + b), a and b one per plane (sample and channel), side by side
+// in ab: a sample's c scales, then its c shifts (the index of plane j's
+// scale is j + (j / c) * c, its shift's c more). NaN kept.
+extern "C" __global__ void scale_shift_relu(const float *x, const float *ab, float *y, int n,
+                                            int plane, int c) {
   for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += blockDim.x * gridDim.x) {
     int j = i / plane;
-    float v = x[i] * a[j] + b[j];
+    int k = j + (j / c) * c;
+    float v = x[i] * ab[k] + ab[k + c];
     y[i] = v > 0.0f || v != v ? v : 0.0f;
   }
 }
 
 // Its input gradient: g * a where the output y > 0, else 0. y is not
 // kept: x * a + b is worked out again as the forward did (a product and a
-// sum rounded apart), from x and ab (a's planes values, then b's).
+// sum rounded apart: NVRTC runs with --fmad=false).
 extern "C" __global__ void scale_shift_relu_dx(const float *g, const float *x, const float *ab,
-                                               float *dx, int n, int plane, int planes) {
+                                               float *dx, int n, int plane, int c) {
   for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += blockDim.x * gridDim.x) {
     int j = i / plane;
-    float v = x[i] * ab[j] + ab[planes + j];
-    dx[i] = v > 0.0f ? g[i] * ab[j] : 0.0f;
+    int k = j + (j / c) * c;
+    float v = x[i] * ab[k] + ab[k + c];
+    dx[i] = v > 0.0f ? g[i] * ab[k] : 0.0f;
   }
 }
 
-// The gradients of its scale and shift, one block per plane (blockDim.x a
-// power of two, at most 1024): out[j] = sum of g * x where y > 0,
-// out[planes + j] = sum of g there (y worked out again as in
+// The gradients of its scale and shift, laid out as ab, one block per plane
+// (blockDim.x a power of two, at most 1024): the scale's the sum of g * x
+// where y > 0, the shift's the sum of g there (y worked out again as in
 // scale_shift_relu_dx).
 extern "C" __global__ void scale_shift_relu_dab(const float *g, const float *x, const float *ab,
-                                                float *out, int planes, int plane) {
+                                                float *out, int planes, int plane, int c) {
   __shared__ float sa[1024];
   __shared__ float sb[1024];
   for (int j = blockIdx.x; j < planes; j += gridDim.x) {
     const long long base = (long long)j * plane;
-    const float a = ab[j], b = ab[planes + j];
+    const int k = j + (j / c) * c;
+    const float a = ab[k], b = ab[k + c];
     float da = 0.0f, db = 0.0f;
     for (int t = threadIdx.x; t < plane; t += blockDim.x) {
       float v = x[base + t] * a + b;
@@ -134,8 +139,8 @@ extern "C" __global__ void scale_shift_relu_dab(const float *g, const float *x, 
       __syncthreads();
     }
     if (threadIdx.x == 0) {
-      out[j] = sa[0];
-      out[planes + j] = sb[0];
+      out[k] = sa[0];
+      out[k + c] = sb[0];
     }
     __syncthreads();
   }

@@ -407,12 +407,12 @@ impl Kernel for PoolBackward {
 pub(super) enum Elementwise {
     /// (g, y) → dx: 0 where y ≤ 0, else g.
     ReluBackward,
-    /// (x, a, b) → relu(x · a + b), a and b per plane (sample and
-    /// channel), NaN kept.
+    /// (x `[B, C, …]`, ab `[B, 2C]`) → relu(x · a + b), a and b per plane
+    /// (sample and channel): a sample's C scales, then its C shifts. NaN
+    /// kept.
     ScaleShiftRelu,
     /// (g, x, ab) → g · a where y = x · a + b > 0, else 0: y worked out
-    /// again as [`Elementwise::ScaleShiftRelu`] does, from `ab` `[2, B·C]`
-    /// (a's values per plane, then b's).
+    /// again as [`Elementwise::ScaleShiftRelu`] does.
     ScaleShiftReluDx,
 }
 
@@ -426,21 +426,23 @@ impl Kernel for Elementwise {
     }
     fn inputs(&self) -> &'static [DType] {
         match self {
-            Elementwise::ReluBackward => &[DType::F32; 2],
-            _ => &[DType::F32; 3],
+            Elementwise::ReluBackward | Elementwise::ScaleShiftRelu => &[DType::F32; 2],
+            Elementwise::ScaleShiftReluDx => &[DType::F32; 3],
         }
     }
     fn plan(&self, args: &[Arg]) -> candle_core::Result<Plan> {
         let dims = args[0].shape().dims();
         let n = args[0].count();
         let planes = dims.iter().take(2).product::<usize>();
+        let c = dims.get(1).copied().unwrap_or(0);
         let full = |a: &Arg| a.shape() == args[0].shape();
-        let per_plane = |a: &Arg| a.count() == planes;
+        // ab: `[B, 2C]`.
+        let gains = |a: &Arg| dims.len() >= 2 && a.shape().dims() == [dims[0], 2 * c];
         let fits = dims.len() >= 2
             && match self {
                 Elementwise::ReluBackward => full(&args[1]),
-                Elementwise::ScaleShiftRelu => per_plane(&args[1]) && per_plane(&args[2]),
-                Elementwise::ScaleShiftReluDx => full(&args[1]) && args[2].count() == 2 * planes,
+                Elementwise::ScaleShiftRelu => gains(&args[1]),
+                Elementwise::ScaleShiftReluDx => full(&args[1]) && gains(&args[2]),
             };
         if !fits {
             let shapes: Vec<&Shape> = args.iter().map(|a| a.shape()).collect();
@@ -449,14 +451,22 @@ impl Kernel for Elementwise {
         let plane = n / planes.max(1);
         let ints = match self {
             Elementwise::ReluBackward => sizes![n],
-            Elementwise::ScaleShiftRelu => sizes![n, plane],
-            Elementwise::ScaleShiftReluDx => sizes![n, plane, planes],
+            _ => sizes![n, plane, c],
         };
         Ok(Plan::new(n, ints, args[0].shape().clone()))
     }
     fn cpu(&self, plan: &Plan, inputs: &[Values]) -> candle_core::Result<CpuStorage> {
         let values = plan.values();
-        let (n, plane) = (values[0], values.get(1).copied().unwrap_or(1));
+        let (n, plane, c) = (
+            values[0],
+            values.get(1).copied().unwrap_or(1),
+            values.get(2).copied().unwrap_or(1),
+        );
+        // Plane j's scale in ab (its shift is c further).
+        let at = |i: usize| {
+            let j = i / plane;
+            j + (j / c) * c
+        };
         let (a, b) = (f32s(inputs, 0), f32s(inputs, 1));
         let out = (0..n).map(|i| match self {
             Elementwise::ReluBackward => {
@@ -467,7 +477,8 @@ impl Kernel for Elementwise {
                 }
             }
             Elementwise::ScaleShiftRelu => {
-                let v = a[i] * b[i / plane] + f32s(inputs, 2)[i / plane];
+                let k = at(i);
+                let v = a[i] * b[k] + b[k + c];
                 if v > 0.0 || v.is_nan() {
                     v
                 } else {
@@ -475,9 +486,9 @@ impl Kernel for Elementwise {
                 }
             }
             Elementwise::ScaleShiftReluDx => {
-                let (ab, j) = (f32s(inputs, 2), i / plane);
-                if b[i] * ab[j] + ab[values[2] + j] > 0.0 {
-                    a[i] * ab[j]
+                let (ab, k) = (f32s(inputs, 2), at(i));
+                if b[i] * ab[k] + ab[k + c] > 0.0 {
+                    a[i] * ab[k]
                 } else {
                     0.0
                 }
@@ -487,10 +498,10 @@ impl Kernel for Elementwise {
     }
 }
 
-/// (g, x, ab) → `[2, B·C]`: the sums over each plane of g · x where y =
-/// x · a + b > 0 (the scale's gradient), then of g there (the shift's);
-/// y worked out again as [`Elementwise::ScaleShiftRelu`] does, from `ab`
-/// `[2, B·C]` (a's values per plane, then b's).
+/// (g, x, ab) → `[B, 2C]`, laid out as ab: the sums over each plane of
+/// g · x where y = x · a + b > 0 (the scale's gradient), and of g there
+/// (the shift's); y worked out again as [`Elementwise::ScaleShiftRelu`]
+/// does.
 pub(super) struct ScaleShiftDab;
 
 impl Kernel for ScaleShiftDab {
@@ -503,7 +514,7 @@ impl Kernel for ScaleShiftDab {
     fn plan(&self, args: &[Arg]) -> candle_core::Result<Plan> {
         let (b, c, h, w) = args[0].dims4()?;
         let planes = b * c;
-        if args[1].shape() != args[0].shape() || args[2].count() != 2 * planes {
+        if args[1].shape() != args[0].shape() || args[2].shape().dims() != [b, 2 * c] {
             let shapes: Vec<&Shape> = args.iter().map(|a| a.shape()).collect();
             candle_core::bail!("{}: inputs {shapes:?} do not fit", self.kernel());
         }
@@ -511,21 +522,22 @@ impl Kernel for ScaleShiftDab {
             // One block of 256 threads per plane (at most 65535 blocks,
             // each then taking several planes).
             blocks: Some(planes.clamp(1, 65535)),
-            ..Plan::new(2 * planes, sizes![planes, plane = h * w], (2, planes))
+            ..Plan::new(2 * planes, sizes![planes, plane = h * w, c], (b, 2 * c))
         })
     }
     fn cpu(&self, plan: &Plan, inputs: &[Values]) -> candle_core::Result<CpuStorage> {
-        let &[planes, plane] = plan.values().as_slice() else {
+        let &[planes, plane, c] = plan.values().as_slice() else {
             unreachable!("the plan's sizes")
         };
         let (g, x, ab) = (f32s(inputs, 0), f32s(inputs, 1), f32s(inputs, 2));
         let mut out = vec![0f32; 2 * planes];
         for j in 0..planes {
-            let (a, b) = (ab[j], ab[planes + j]);
+            let k = j + (j / c) * c;
+            let (a, b) = (ab[k], ab[k + c]);
             for t in j * plane..(j + 1) * plane {
                 let gm = if x[t] * a + b > 0.0 { g[t] } else { 0.0 };
-                out[j] += gm * x[t];
-                out[planes + j] += gm;
+                out[k] += gm * x[t];
+                out[k + c] += gm;
             }
         }
         Ok(CpuStorage::F32(out))
@@ -1283,15 +1295,12 @@ mod tests {
             vec![l(&[2, 3, 3, 3]), l(&[6, 9])],
         );
         check(&Elementwise::ReluBackward, vec![x4.clone(), x4.clone()]);
-        check(
-            &Elementwise::ScaleShiftRelu,
-            vec![x4.clone(), l(&[2, 3]), l(&[2, 3])],
-        );
+        check(&Elementwise::ScaleShiftRelu, vec![x4.clone(), l(&[2, 6])]);
         check(
             &Elementwise::ScaleShiftReluDx,
-            vec![x4.clone(), x4.clone(), l(&[4, 3])],
+            vec![x4.clone(), x4.clone(), l(&[2, 6])],
         );
-        check(&ScaleShiftDab, vec![x4.clone(), x4.clone(), l(&[4, 3])]);
+        check(&ScaleShiftDab, vec![x4.clone(), x4.clone(), l(&[2, 6])]);
         check(&SkipAdd { up: true }, vec![l(&[2, 3, 12, 12]), x4.clone()]);
         check(&SkipAddDx { xc: 3, up: true }, vec![l(&[2, 3, 12, 12])]);
         let conv = ConvShape {
