@@ -103,9 +103,12 @@ pub(crate) fn attention_taped(
     Ok((out, back))
 }
 
-/// Values of an `[N, M]` temporary that one chunk of samples may hold
-/// (in unit tests a few dozen, so that their small maps are chunked too).
-const CHUNK: usize = if cfg!(test) { 32 } else { 1 << 22 };
+/// Values of an `[N, M]` temporary that one chunk of samples may hold:
+/// 16M (64 MiB; BigGAN-deep-128's map is 4M values a sample, so 4 samples
+/// a chunk: a chunk's ops are a dozen launches on a GPU, and at 1 sample a
+/// chunk they were a tenth of the paper's step's tensors at batch 8). In
+/// unit tests a few dozen, so that their small maps are chunked too.
+const CHUNK: usize = if cfg!(test) { 32 } else { 1 << 24 };
 
 /// `f` on the inputs `xs` (each `[B, …]`) a few samples at a time (at
 /// most [`CHUNK`] values of an `[N, M]` map per chunk, one sample at
