@@ -629,9 +629,22 @@ impl Tape {
                 Kept::MaxPool(at) => vec![max_pool2d_backward(at, g)?],
                 _ => candle_core::bail!("node {j}: its max-pool indices were not kept"),
             },
-            Op::AdaptiveAvgPool { oh, ow } => vec![local_grad(input()?, g, |x| {
-                adaptive_avg_pool2d(x, *oh, *ow)
-            })?],
+            Op::AdaptiveAvgPool { oh, ow } => {
+                let x = input()?;
+                let (_, _, h, w) = x.dims4()?;
+                if (h, w) == (*oh, *ow) {
+                    // The identity.
+                    vec![g.clone()]
+                } else if (*oh, *ow) == (1, 1) {
+                    // A mean over the columns, then over the rows: candle's
+                    // backward of the two, without a graph (a few dozen
+                    // tensors less per pool).
+                    let g = g.affine(1.0 / h as f64, 0.0)?.affine(1.0 / w as f64, 0.0)?;
+                    vec![g.broadcast_as(x.dims())?]
+                } else {
+                    vec![local_grad(x, g, |x| adaptive_avg_pool2d(x, *oh, *ow))?]
+                }
+            }
             Op::LayerNorm { weight, bias, eps } => vec![local_grad(input()?, g, |x| {
                 if x.rank() == 4 {
                     LayerNorm::channels(x, weight, bias, *eps)
@@ -1165,6 +1178,33 @@ mod tests {
     /// autograd through `zoo::max_pool2d` (PyTorch's: the first maximum of
     /// a window gets it), with padding, ceil mode, overlapping windows and
     /// ties (inputs on a grid of halves, so that windows often tie).
+    /// An adaptive average pool's input gradient on the generic path is
+    /// candle's ops' bit for bit: to 1 × 1 (a mean over columns, then
+    /// rows), to the input's own size (the identity), and to another size
+    /// (candle's autograd on the pool).
+    #[test]
+    fn adaptive_average_pools_give_candles_input_gradient() {
+        for (i, &(h, w, oh, ow)) in [(7, 5, 1, 1), (6, 6, 6, 6), (9, 7, 3, 2)]
+            .iter()
+            .enumerate()
+        {
+            let mut b = NetBuilder::new();
+            let x = b.input();
+            let y = b.adaptive_avg_pool2d(x, oh, ow);
+            let net = b.build(y);
+            let x = Var::from_tensor(&randn(&[2, 3, h, w], 60 + i as u64)).unwrap();
+            let m = randn(&[2, 3, oh, ow], 70 + i as u64);
+            let grad = |y: Tensor| {
+                let g = (y * &m).unwrap().sum_all().unwrap().backward().unwrap();
+                let g = g.get(x.as_tensor()).unwrap().clone();
+                g.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+            };
+            let reference = grad(net.forward_candle(x.as_tensor()).unwrap());
+            let generic = grad(net.forward_generic(x.as_tensor()).unwrap());
+            assert_eq!(generic, reference, "case {i}");
+        }
+    }
+
     #[test]
     fn max_pools_keep_their_indices_and_match_the_reference() {
         for (i, &(k, s, p, ceil, h, w)) in [
