@@ -71,11 +71,11 @@
 //! self-attention layer's too (its nets', its attention op's); candle's
 //! autograd made a zero tensor and a sum per edge, and its gradient store
 //! held every gradient of the attention layer until that layer's backward
-//! ended (`GEVALDI_ENGINE=candle` keeps it). Not yet one program: each conv converts its input to
-//! channels-last and back on the CPU, and the tape holds every value its
-//! backward reads until that backward ends (about 140 MB per sample of
-//! BigGAN-deep-128 at the peak of a step; see README's Performance
-//! section).
+//! ended (`GEVALDI_ENGINE=candle` keeps it). Not yet one program: each
+//! conv converts its input to channels-last and back on the CPU, and the
+//! tape holds every value its backward reads until that backward ends
+//! (mostly each norm's input, and on the CPU its output too; see README's
+//! Performance section).
 //!
 //! The port's `conv_to_rgb` has ch outputs of which the image keeps 3; only
 //! those 3 are computed (the same image, a fifth fewer multiply-adds).
