@@ -231,7 +231,7 @@ fn headline(r: &Record) -> String {
             let o = &t.outcome;
             format!(
                 "{} by {}; {} pairs × {} samples",
-                o.ranking(t.thresholds.ranking).join(" > "),
+                o.ranking_line(t.thresholds.ranking),
                 t.thresholds.ranking.name(),
                 o.pairs.len(),
                 t.summary.samples

@@ -47,8 +47,10 @@ pub enum Figures {
     },
     /// A tournament's ranking.
     Tournament {
-        /// The ranking the thresholds read, best first.
-        ranking: Vec<String>,
+        /// The ranking the thresholds read, best first, as
+        /// [`TournamentOutcome::ranking_line`](crate::tournament::TournamentOutcome::ranking_line)
+        /// shows it: `cnn_b > cnn_a = bag_0` (`=` between tied models).
+        ranking: String,
         /// Which ranking that is.
         ranking_method: RankingMethod,
         /// The SRCC of that ranking with the test accuracy, when defined.
@@ -127,7 +129,7 @@ impl TrialReport {
             } => format!(
                 "{} by {}, SRCC with test accuracy {}, {pairs} pairs x {samples} samples in \
                  {:.1} s",
-                ranking.join(" > "),
+                ranking,
                 ranking_method.name(),
                 srcc.map_or("undefined".into(), |s| format!("{s:.3}")),
                 self.seconds
