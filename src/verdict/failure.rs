@@ -37,6 +37,20 @@ pub enum Failure {
         /// The threshold.
         min: f64,
     },
+    /// `min_lift` over a baseline it cannot rest on: fewer than
+    /// [`MIN_BASELINE_SAMPLES`](gevaldi_config::MIN_BASELINE_SAMPLES)
+    /// prior samples, or a mean of 0 or not finite (a lift over it passes
+    /// any threshold, or none, and says nothing).
+    UnusableBaseline {
+        /// The divergence.
+        divergence: DivergenceKind,
+        /// The prior samples the baseline is over (the search's batch).
+        samples: usize,
+        /// The baseline's mean divergence.
+        mean: f64,
+        /// The threshold.
+        min: f64,
+    },
     /// `max_set_distance`: the statistic of the set distances is above it.
     MaxSetDistance {
         /// The statistic checked.
@@ -178,6 +192,30 @@ impl fmt::Display for Failure {
                  {}, below min_lift = {min}: the search found too little",
                 beside(*lift, *min, 2)
             ),
+            Failure::UnusableBaseline {
+                divergence,
+                samples,
+                mean,
+                min,
+            } => {
+                let over = crate::report::count(*samples, "prior sample");
+                let least = gevaldi_config::MIN_BASELINE_SAMPLES;
+                if *samples < least {
+                    write!(
+                        f,
+                        "min_lift = {min} cannot be checked: the baseline is the mean \
+                         {divergence} over {over} (one per sample of the batch), too few to \
+                         mean anything; the lift needs a batch of at least {least}"
+                    )
+                } else {
+                    write!(
+                        f,
+                        "min_lift = {min} cannot be checked: the baseline (the mean \
+                         {divergence} over {over}) is {mean}, so the lift over it means \
+                         nothing"
+                    )
+                }
+            }
             Failure::MaxSetDistance {
                 statistic,
                 top_n,

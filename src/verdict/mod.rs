@@ -49,10 +49,23 @@ impl Verdict {
             }
         }
         if let Some(min) = thresholds.min_lift {
-            if !at_most(min, lift) {
+            let baseline = &outcome.baseline;
+            let samples = baseline.divergences.len();
+            let agree = lift.is_nan() && baseline.mean == 0.0;
+            if !agree
+                && (samples < gevaldi_config::MIN_BASELINE_SAMPLES
+                    || !(baseline.mean > 0.0 && baseline.mean.is_finite()))
+            {
+                failures.push(Failure::UnusableBaseline {
+                    divergence,
+                    samples,
+                    mean: baseline.mean,
+                    min,
+                });
+            } else if !at_most(min, lift) {
                 failures.push(Failure::MinLift {
                     divergence,
-                    baseline: outcome.baseline.mean,
+                    baseline: baseline.mean,
                     lift,
                     min,
                 });
@@ -375,7 +388,7 @@ mod tests {
             samples: after.iter().map(|d| sample(*d)).collect(),
             trajectory: Vec::new(),
             baseline: Baseline {
-                divergences: vec![baseline],
+                divergences: vec![baseline; gevaldi_config::MIN_BASELINE_SAMPLES],
                 mean: baseline,
                 max: baseline,
             },
@@ -564,6 +577,49 @@ mod tests {
         assert_eq!(beside(0.1 + 0.2, 0.3, 4), "0.30000000000000004");
         assert_eq!(beside(f64::NAN, 0.3, 4), "NaN");
         assert_eq!(beside(1.0, 0.5, 4), "1.0000");
+    }
+
+    /// Regression: with `batch = 1` the baseline was one prior sample's
+    /// divergence, 0.0000, and `min_lift = 1` passed with a lift of
+    /// 169498.0x. A baseline over too few samples, of 0 or not finite
+    /// fails `min_lift`, saying why, whatever the lift.
+    #[test]
+    fn min_lift_fails_over_an_unusable_baseline() {
+        let t = thresholds(None, Some(1.0));
+        let mut o = outcome(&[1.7], 1e-5);
+        o.baseline.divergences.truncate(1);
+        let v = Verdict::check(&o, &t);
+        assert!(v.lift > 1e5, "{v:?}");
+        let m = message(&v, &o, &t);
+        assert!(
+            m.starts_with(
+                "min_lift = 1 cannot be checked: the baseline is the mean kl over 1 prior \
+                 sample (one per sample of the batch), too few to mean anything; the lift \
+                 needs a batch of at least 16"
+            ),
+            "{m}"
+        );
+        // 15 are too few, 16 enough.
+        let mut o = outcome(&[1.7], 0.5);
+        o.baseline.divergences.truncate(15);
+        assert!(!Verdict::check(&o, &t).passed());
+        let o = outcome(&[1.7], 0.5);
+        assert!(Verdict::check(&o, &t).passed());
+        // A baseline of 0 (or not finite) over enough samples.
+        for (mean, shown) in [(0.0, "is 0,"), (f64::INFINITY, "is inf,")] {
+            let o = outcome(&[1.7], mean);
+            let m = message(&Verdict::check(&o, &t), &o, &t);
+            assert!(
+                m.starts_with(&format!(
+                    "min_lift = 1 cannot be checked: the baseline (the mean kl over 16 prior \
+                     samples) {shown} so the lift over it means nothing"
+                )),
+                "{m}"
+            );
+        }
+        // Without min_lift nothing reads the baseline.
+        let o = outcome(&[1.7], 0.0);
+        assert!(Verdict::check(&o, &thresholds(None, None)).passed());
     }
 
     fn ensemble(min_drop: Option<f64>, max_drop: Option<f64>) -> EnsembleDecl {
