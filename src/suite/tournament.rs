@@ -115,6 +115,7 @@ impl Suite {
             ranking: outcome.ranking_line(thresholds.ranking),
             ranking_method: thresholds.ranking,
             srcc: outcome.srcc(thresholds.ranking),
+            test_data: outcome.test_accuracy.is_some(),
             pairs: pairs.len(),
             samples: t.samples,
         };
