@@ -195,6 +195,36 @@ pub enum Error {
         /// The first non-finite value of that sample.
         value: f64,
     },
+    /// A NaN or an infinity appeared after a step's update blew z up: the
+    /// sample's z was finite, and everything computed from it too, before
+    /// the update, which then multiplied its norm by more than
+    /// [`BLOW_UP`](crate::search::BLOW_UP). The step size, not the site,
+    /// is the likely cause (with `sgd` and `lr = 1e30`, log p(z) of a
+    /// Gaussian prior overflows to -inf at step 1).
+    #[error(
+        "the search met a non-finite value: {site} is {value} {stage} for sample {sample}, \
+         after the update into it took the sample's ‖z‖ from {before:.4} to {after:.4e}: the \
+         step size is the likely cause (`lr` = {}, optimizer {optimizer}); lower `lr`",
+        crate::search::shown_lr(*lr)
+    )]
+    StepBlewUp {
+        /// Where the value appeared.
+        site: crate::search::NonFiniteSite,
+        /// The step (at least 1).
+        stage: crate::search::SearchStage,
+        /// The first sample affected (its index in the batch).
+        sample: usize,
+        /// The first non-finite value of that sample.
+        value: f64,
+        /// ‖z‖ of that sample before the update.
+        before: f64,
+        /// ‖z‖ of that sample after it.
+        after: f64,
+        /// The step size.
+        lr: f64,
+        /// The optimizer, by name.
+        optimizer: &'static str,
+    },
     /// Accuracy, AUC or F1 were asked of probabilities they are not defined
     /// for.
     #[error("failed to compute the metrics: {problem}")]

@@ -388,3 +388,54 @@ fn sound_searches_on_plain_models_have_no_warnings() {
         assert_eq!(out.warnings(), [], "{steps} steps");
     }
 }
+
+/// Regression: with `sgd` and `lr = 1e30` the first update moved z to
+/// about 1e30, finite in f32, and log p(z) = −‖z‖² / 2 overflowed to −inf:
+/// the error said "log p(z) of generator `gen` is -inf at step 1 … check
+/// the generator's `log_prior`". The update blew z up, so it names `lr`.
+#[test]
+fn a_step_that_blows_z_up_names_lr_not_the_site() {
+    let (g, a, b) = plain_models();
+    let sgd = config().optimizer(Optimizer::Sgd).lr(1e30);
+    let err = run(&g, &a, &b, sgd).unwrap_err();
+    match &err {
+        Error::StepBlewUp {
+            site,
+            stage,
+            before,
+            after,
+            lr,
+            ..
+        } => {
+            assert_eq!(
+                (site, *stage),
+                (&NonFiniteSite::LogPrior("gen".into()), SearchStage::Step(1))
+            );
+            assert!(*before < 10.0 && *after > 1e19, "{err}");
+            assert_eq!(*lr, 1e30);
+        }
+        other => panic!("expected StepBlewUp, got {other}"),
+    }
+    let m = err.to_string();
+    assert!(
+        m.contains("log p(z) of generator `gen` is -inf at step 1 for sample "),
+        "{m}"
+    );
+    assert!(
+        m.ends_with("the step size is the likely cause (`lr` = 1e30, optimizer sgd); lower `lr`"),
+        "{m}"
+    );
+    assert!(!m.contains("log_prior"), "{m}");
+    // A small step that meets a NaN is still named at its site.
+    let m = mnist_random();
+    let bad = BadGenerator::new(&m.vae, Some(1), f32::NAN, 3);
+    let (site, stage, sample, _) = non_finite(run(&bad, &m.a, &m.b, config()));
+    assert_eq!(
+        (site, stage, sample),
+        (
+            NonFiniteSite::GeneratorOutput("gen".into()),
+            SearchStage::Step(3),
+            1
+        )
+    );
+}

@@ -648,3 +648,31 @@ fn a_tie_below_a_clear_winner_fails_only_the_thresholds_it_decides() {
         );
     }
 }
+
+/// Regression: a full tie's summary and report headline read "a > b > c
+/// by mad" (the tournament's order) although every score is equal. Ties
+/// by the ranking's own rule (equal within rounding: the cycle's scores are
+/// a last bit apart) show as `=`, whatever the models' order.
+#[test]
+fn the_ranking_line_shows_ties_as_equal() {
+    let none_decided = [[0; 3]; 3];
+    let cycle = [[0, 2, 0], [0, 0, 2], [2, 0, 0]];
+    for wins in [none_decided, cycle] {
+        for models in [["a", "b", "c"], ["c", "b", "a"]] {
+            let o = synthetic_outcome(&models, &wins, None);
+            for ranking in [RankingMethod::Mad, RankingMethod::BradleyTerry] {
+                assert_eq!(
+                    o.ranking_line(ranking),
+                    models.join(" = "),
+                    "{wins:?} {ranking:?}"
+                );
+            }
+        }
+    }
+    let o = synthetic_outcome(&["a", "b", "c"], &[[0, 3, 3], [0, 0, 0], [0, 0, 0]], None);
+    for ranking in [RankingMethod::Mad, RankingMethod::BradleyTerry] {
+        assert_eq!(o.ranking_line(ranking), "a > b = c", "{ranking:?}");
+    }
+    let o = synthetic_outcome(&["a", "b", "c"], &[[0, 4, 8], [2, 0, 6], [2, 3, 0]], None);
+    assert_eq!(o.ranking_line(RankingMethod::Mad), "a > b > c");
+}

@@ -260,8 +260,12 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
             let suite = load(config)?;
             let w = suite.write_report().context("failed to write the report")?;
             println!(
-                "{} trials: {} passed, {} failed, {} without a record",
-                w.trials, w.passed, w.failed, w.missing
+                "{} trial{}: {} passed, {} failed, {} without a record",
+                w.trials,
+                if w.trials == 1 { "" } else { "s" },
+                w.passed,
+                w.failed,
+                w.missing
             );
             println!("report: {}", w.index.display());
             Ok(ExitCode::SUCCESS)
@@ -427,7 +431,8 @@ fn run(suite: Suite, filters: &[String]) -> anyhow::Result<ExitCode> {
     println!("report: {}", report.index.display());
     let failed = rows.iter().filter(|r| r.verdict == Verdict::Failed).count();
     if failed > 0 {
-        println!("{failed} of {} trials failed", rows.len());
+        let s = if rows.len() == 1 { "" } else { "s" };
+        println!("{failed} of {} trial{s} failed", rows.len());
         Ok(ExitCode::from(1))
     } else {
         Ok(ExitCode::SUCCESS)

@@ -129,6 +129,15 @@ pub fn most_dbscan_clusters(points: usize, min_samples: usize) -> usize {
     shared.min(n - m + 1)
 }
 
+/// The fewest prior samples a baseline must rest on for `min_lift` to be
+/// checked. The baseline is the mean divergence over `batch` fresh prior
+/// samples, and that divergence is heavy-tailed (on the MNIST fixtures,
+/// over 16 samples: mean 0.119, median 0.013, max 1.45, one sample
+/// carrying most of the mean); over fewer, one sample more or less moves
+/// the lift several-fold, and over one (`batch = 1`) a baseline of
+/// 0.00001 let a search pass `min_lift` with a lift of 169498.
+pub const MIN_BASELINE_SAMPLES: usize = 16;
+
 /// The longest pair, ensemble or tournament name, in bytes. A name becomes file names
 /// (`<name>.snap`, `<name>.json`, `<name>.png`, `ensemble-<name>/`, and
 /// insta's `<name>.snap.new` / `.pending-snap`), which most file systems

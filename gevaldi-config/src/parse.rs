@@ -928,6 +928,22 @@ impl Cx<'_> {
                 );
             }
         }
+        let batch = search.batch.or(config.search.batch);
+        if let (Some(_), Some(v), Some(batch)) = (min_lift, get("min_lift"), batch) {
+            if (batch as usize) < crate::MIN_BASELINE_SAMPLES {
+                self.err(
+                    v.span(),
+                    &format!("{path}.min_lift"),
+                    format!(
+                        "the lift cannot be checked with batch = {batch}: its baseline is the \
+                         divergence over `batch` prior samples, and fewer than {} are too few to \
+                         mean anything; expected batch >= {} or no min_lift",
+                        crate::MIN_BASELINE_SAMPLES,
+                        crate::MIN_BASELINE_SAMPLES
+                    ),
+                );
+            }
+        }
         let max_set_distance = threshold(self, "max_set_distance");
         let top_n = match get("top_n") {
             Some(v) => {

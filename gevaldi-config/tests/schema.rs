@@ -329,6 +329,51 @@ fn a_min_lift_of_zero_is_refused() {
     }
 }
 
+/// Regression: with `batch = 1` the lift's baseline was one prior sample's
+/// divergence (0.0000), and `min_lift = 1` passed with a lift of 169498.
+/// `min_lift` with a batch below `MIN_BASELINE_SAMPLES` is refused at its
+/// key, whether the batch is the pair's or `[search]`'s.
+#[test]
+fn a_min_lift_over_too_small_a_batch_is_refused() {
+    let least = gevaldi_config::MIN_BASELINE_SAMPLES;
+    let text = |global: &str, own: &str, min_lift: &str| {
+        format!(
+            "[search]\n{global}\n{MODELS}\n[[pair]]\nname = \"p\"\nmodels = [\"a\", \"c\"]\n\
+             generator = \"vae\"\n{own}\n{min_lift}\n"
+        )
+    };
+    let refused = |t: &str| {
+        let line = t.lines().position(|l| l.starts_with("min_lift")).unwrap() + 1;
+        let e = errors(t);
+        let m = &e.errors[0];
+        assert_eq!((m.key.as_str(), m.line), ("pair[0].min_lift", line), "{e}");
+        assert!(
+            m.message.contains(&format!(
+                "the lift cannot be checked with batch = {}: its baseline is the divergence \
+                 over `batch` prior samples, and fewer than {least} are too few to mean \
+                 anything; expected batch >= {least} or no min_lift",
+                least - 1
+            )),
+            "{e}"
+        );
+    };
+    let small = format!("batch = {}", least - 1);
+    let enough = format!("batch = {least}");
+    refused(&text(&small, "", "min_lift = 1"));
+    refused(&text("", &small, "min_lift = 1"));
+    refused(&text(&enough, &small, "min_lift = 1"));
+    for t in [
+        text(&enough, "", "min_lift = 1"),
+        text(&small, &enough, "min_lift = 1"),
+        text("", "", "min_lift = 1"),
+        text("batch = 1", "", ""),
+    ] {
+        if let Err(e) = parse(&t, &dir().join("gevaldi.toml")) {
+            assert!(!e.to_string().contains("cannot be checked"), "{t}: {e}");
+        }
+    }
+}
+
 /// Regression: a duplicate name was found only against the entries that
 /// parsed without a mistake, so a second `p` was named only once the first
 /// `p`'s own mistake was mended. Now both come at once.

@@ -167,11 +167,11 @@ pub fn write(config: &Config) -> Result<Written> {
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
          <title>gevaldi report: {config_name}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n\
          <h1>gevaldi report</h1>\n\
-         <p>Config <code>{config_name}</code>: {} trials, {} passed, {} failed, {} without a record (not run, skipped or ignored).</p>\n\
+         <p>Config <code>{config_name}</code>: {}, {} passed, {} failed, {} without a record (not run, skipped or ignored).</p>\n\
          <table class=\"overview\">\n<tr><th>trial</th><th>verdict</th><th>result</th></tr>\n{overview}</table>\n\
          {sections}\
          <footer>Written by gevaldi {} from the records in <code>{}</code>.</footer>\n</body>\n</html>\n",
-        written.trials,
+        count(written.trials, "trial"),
         written.passed,
         written.failed,
         written.missing,
@@ -231,7 +231,7 @@ fn headline(r: &Record) -> String {
             let o = &t.outcome;
             format!(
                 "{} by {}; {} pairs × {} samples",
-                o.ranking(t.thresholds.ranking).join(" > "),
+                o.ranking_line(t.thresholds.ranking),
                 t.thresholds.ranking.name(),
                 o.pairs.len(),
                 t.summary.samples

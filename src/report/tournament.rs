@@ -73,7 +73,11 @@ pub(super) fn tournament_section(dir: &Path, t: &TournamentArtifact, now: u64) -
             o.wins.total_wins(i)
         );
     }
-    let srcc = |v: Option<f64>| v.map_or("undefined".into(), |s| format!("{s:.3}"));
+    let srcc = |v: Option<f64>| match v {
+        Some(s) => format!("{s:.3}"),
+        None if o.test_accuracy.is_none() => "none (no test_data given)".into(),
+        None => "undefined".into(),
+    };
     let _ = write!(
         html,
         "<table class=\"ranking\"><caption>Bradley–Terry ranking, θ ± 1.96 SE (Σθ = 0{}); SRCC with \

@@ -26,7 +26,9 @@
 //! [`NonFiniteSite`]): each step sums each checked tensor (a NaN or an
 //! infinity survives the sum) and reads the sums back with the step's
 //! figures; only a sum that is not finite costs a full read, to find the
-//! sample. An ascent that finished but went wrong (its objective fell, or z
+//! sample. Where the update into a step multiplied a sample's ‖z‖ by more
+//! than [`BLOW_UP`], it is [`Error::StepBlewUp`](crate::Error::StepBlewUp)
+//! instead, naming `lr` as the likely cause. An ascent that finished but went wrong (its objective fell, or z
 //! ran away) is told by [`SearchOutcome::warnings`].
 
 mod config;
@@ -36,7 +38,7 @@ mod runner;
 mod update;
 
 pub use self::config::{EarlyStop, Optimizer, SearchConfig};
-pub use self::non_finite::{NonFiniteSite, SearchStage};
+pub use self::non_finite::{shown_lr, NonFiniteSite, SearchStage, BLOW_UP};
 pub use self::outcome::{
     AscentWarning, Baseline, LogProbs, Measure, SampleRecord, SearchOutcome, StepRecord,
     RUNAWAY_GROWTH,

@@ -67,6 +67,77 @@ impl fmt::Display for NonFiniteSite {
     }
 }
 
+/// How many times its norm one step's update may multiply a sample's z
+/// (at least 1) before a NaN or an infinity after it is put down to the
+/// step size ([`Error::StepBlewUp`]). Adam at `lr = 0.05` moves each
+/// coordinate by about 0.05 a step; 10-fold in one step is a step size
+/// gone wrong.
+pub const BLOW_UP: f64 = 10.0;
+
+/// `lr` as a message shows it: `0.05`, `1e30`.
+pub fn shown_lr(lr: f64) -> String {
+    if lr != 0.0 && !(1e-4..1e6).contains(&lr.abs()) {
+        format!("{lr:e}")
+    } else {
+        lr.to_string()
+    }
+}
+
+/// `err`, or where it is a NaN or an infinity that appeared at step t ≥ 1
+/// after the update into step t multiplied the sample's ‖z‖ (`z`, `[B,
+/// d]`, the latents of step t) by more than [`BLOW_UP`] from `before` (each
+/// sample's ‖z‖ at step t − 1), [`Error::StepBlewUp`], which names `lr` as
+/// the likely cause instead of the site. A non-finite gradient (computed
+/// before the update) or z (whose own message names `lr`) stays as it is.
+pub(super) fn blame_the_step(
+    err: Error,
+    z: &Tensor,
+    before: &[f64],
+    lr: f64,
+    optimizer: &'static str,
+) -> Error {
+    let Error::NonFinite {
+        site,
+        stage: stage @ SearchStage::Step(t),
+        sample,
+        value,
+    } = err
+    else {
+        return err;
+    };
+    let back = |site| Error::NonFinite {
+        site,
+        stage,
+        sample,
+        value,
+    };
+    if t == 0 || matches!(site, NonFiniteSite::Gradient | NonFiniteSite::Latent) {
+        return back(site);
+    }
+    let Some(&norm_before) = before.get(sample) else {
+        return back(site);
+    };
+    let after = z
+        .get(sample)
+        .and_then(|row| row.to_dtype(DType::F64))
+        .and_then(|row| row.sqr()?.sum_all()?.to_scalar::<f64>());
+    match after.map(f64::sqrt) {
+        Ok(norm_after) if norm_after.is_finite() && norm_after > BLOW_UP * norm_before.max(1.0) => {
+            Error::StepBlewUp {
+                site,
+                stage,
+                sample,
+                value,
+                before: norm_before,
+                after: norm_after,
+                lr,
+                optimizer,
+            }
+        }
+        _ => back(site),
+    }
+}
+
 /// When in a search something happened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]

@@ -80,6 +80,24 @@ pub(super) fn body_of(contents: &str) -> &str {
     }
 }
 
+/// The first key of the body of `contents` that a later line gives again:
+/// the key, that line and the first one's (lines of the file, from 1).
+pub(super) fn duplicate_key(contents: &str) -> Option<(String, usize, usize)> {
+    let body = body_of(contents);
+    let header = contents[..contents.len() - body.len()].lines().count();
+    let mut seen = std::collections::HashMap::new();
+    for (n, l) in body.lines().enumerate() {
+        let Some((key, _)) = l.split_once(": ") else {
+            continue;
+        };
+        let line = header + n + 1;
+        if let Some(first) = seen.insert(key.trim(), line) {
+            return Some((key.trim().to_string(), line, first));
+        }
+    }
+    None
+}
+
 /// What insta's environment says to do with snapshots.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Update {
@@ -147,6 +165,18 @@ pub enum SnapshotProblem {
     },
     /// A snapshot file could not be written (the error names it).
     Write(Box<crate::Error>),
+    /// The stored snapshot has a key on two lines (a bad merge): which one
+    /// to compare with is not for gevaldi to guess.
+    DuplicateKey {
+        /// The file.
+        path: PathBuf,
+        /// The key.
+        key: String,
+        /// The line (of the file, from 1) that gives it again.
+        line: usize,
+        /// The line that gave it first.
+        first: usize,
+    },
     /// A snapshot file could not be read or removed.
     Io {
         /// The file.
@@ -230,6 +260,17 @@ impl fmt::Display for SnapshotProblem {
                 }
             }
             SnapshotProblem::Write(e) => write!(f, "{e}"),
+            SnapshotProblem::DuplicateKey {
+                path,
+                key,
+                line,
+                first,
+            } => write!(
+                f,
+                "{}:{line}: `{key}` is given again (first on line {first}); a snapshot has one \
+                 line per key (a bad merge?): delete the wrong one, or the file to write it anew",
+                path.display()
+            ),
             SnapshotProblem::Io {
                 path,
                 action,
@@ -268,6 +309,14 @@ pub(super) fn check(file: &SnapshotFile, body: &str) -> Result<(), SnapshotProbl
     let mismatches = match stored {
         None => None,
         Some(stored) => {
+            if let Some((key, line, first)) = duplicate_key(&stored) {
+                return Err(SnapshotProblem::DuplicateKey {
+                    path: file.path.clone(),
+                    key,
+                    line,
+                    first,
+                });
+            }
             let m = compare(body_of(&stored), body);
             if m.is_empty() {
                 // Within tolerance: the stored file stays as it is; a

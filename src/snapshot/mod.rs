@@ -51,8 +51,10 @@
 //!
 //! (another value fails the trial, naming the values insta takes);
 //! and `INSTA_FORCE_PASS=1` passes a changed snapshot (after writing what
-//! the mode says). Files are written to a temporary file, flushed to disk
-//! and renamed into place.
+//! the mode says). A stored snapshot that gives a key on two lines (a bad
+//! merge) fails, naming the file, the line and the key, and nothing is
+//! written. Files are written to a temporary file, flushed to disk and
+//! renamed into place.
 
 mod compare;
 mod ensemble;

@@ -130,3 +130,27 @@ fn the_settings_line_names_early_stop_where_set() {
         "{line}"
     );
 }
+
+/// Regression: a snapshot with a key on two lines (two `search.lift:`
+/// lines after a bad merge) was read with the first, the second ignored.
+#[test]
+fn a_key_given_twice_fails_naming_the_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = SnapshotFile::new(&dir.path().join("gevaldi.toml"), TrialId::pair("p"));
+    let body = "trial: pair::p\nsearch.lift: 9.348\nwarnings: none\n";
+    std::fs::create_dir_all(file.path.parent().unwrap()).unwrap();
+    let merged = "trial: pair::p\nsearch.lift: 9.348\nsearch.lift: 1.2\nwarnings: none\n";
+    std::fs::write(&file.path, file.contents(merged)).unwrap();
+    let problem = super::file::check(&file, body).unwrap_err();
+    // The header is 5 lines: the body's 3rd line is the file's 8th.
+    let shown = problem.to_string();
+    let at = format!(
+        "{}:8: `search.lift` is given again (first on line 7)",
+        file.path.display()
+    );
+    assert!(shown.starts_with(&at), "{shown}");
+    assert!(!file.pending().exists());
+    // Once, it passes.
+    std::fs::write(&file.path, file.contents(body)).unwrap();
+    assert!(super::file::check(&file, body).is_ok());
+}

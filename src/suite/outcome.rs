@@ -47,12 +47,17 @@ pub enum Figures {
     },
     /// A tournament's ranking.
     Tournament {
-        /// The ranking the thresholds read, best first.
-        ranking: Vec<String>,
+        /// The ranking the thresholds read, best first, as
+        /// [`TournamentOutcome::ranking_line`](crate::tournament::TournamentOutcome::ranking_line)
+        /// shows it: `cnn_b > cnn_a = bag_0` (`=` between tied models).
+        ranking: String,
         /// Which ranking that is.
         ranking_method: RankingMethod,
         /// The SRCC of that ranking with the test accuracy, when defined.
         srcc: Option<f64>,
+        /// Whether the tournament was given `test_data` (without, there is
+        /// no test accuracy to correlate with).
+        test_data: bool,
         /// Ordered pairs searched.
         pairs: usize,
         /// MDS samples per pair.
@@ -122,14 +127,18 @@ impl TrialReport {
                 ranking,
                 ranking_method,
                 srcc,
+                test_data,
                 pairs,
                 samples,
             } => format!(
-                "{} by {}, SRCC with test accuracy {}, {pairs} pairs x {samples} samples in \
-                 {:.1} s",
-                ranking.join(" > "),
+                "{} by {}, {}, {pairs} pairs x {samples} samples in {:.1} s",
+                ranking,
                 ranking_method.name(),
-                srcc.map_or("undefined".into(), |s| format!("{s:.3}")),
+                match (srcc, test_data) {
+                    (Some(s), _) => format!("SRCC with test accuracy {s:.3}"),
+                    (None, true) => "SRCC with test accuracy undefined".into(),
+                    (None, false) => "no SRCC (no test_data given)".into(),
+                },
                 self.seconds
             ),
         }
@@ -226,3 +235,44 @@ impl fmt::Display for TrialError {
 }
 
 impl std::error::Error for TrialError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tournament(srcc: Option<f64>, test_data: bool) -> TrialReport {
+        TrialReport {
+            id: TrialId::tournament("t"),
+            figures: Figures::Tournament {
+                ranking: "a = b = c".into(),
+                ranking_method: RankingMethod::Mad,
+                srcc,
+                test_data,
+                pairs: 6,
+                samples: 20,
+            },
+            failures: Vec::new(),
+            details: String::new(),
+            snapshot: None,
+            warnings: Vec::new(),
+            artifact: PathBuf::new(),
+            seconds: 1.0,
+        }
+    }
+
+    /// Regression: a tournament without `test_data` read "SRCC with test
+    /// accuracy undefined", as if its SRCC had been tried.
+    #[test]
+    fn a_tournament_without_test_data_says_so_instead_of_an_undefined_srcc() {
+        assert_eq!(
+            tournament(None, false).result(),
+            "a = b = c by mad, no SRCC (no test_data given), 6 pairs x 20 samples in 1.0 s"
+        );
+        assert!(tournament(None, true)
+            .result()
+            .contains(", SRCC with test accuracy undefined, "));
+        assert!(tournament(Some(0.5), true)
+            .result()
+            .contains(", SRCC with test accuracy 0.500, "));
+    }
+}

@@ -238,6 +238,36 @@ impl TournamentOutcome {
             .collect()
     }
 
+    /// The model indices by `method`, best first, in groups of equal score
+    /// within rounding (the ranking's own [`score_levels`]), each group in
+    /// the tournament's order.
+    pub fn tied_groups(&self, method: RankingMethod) -> Vec<Vec<usize>> {
+        let levels = self.levels(method);
+        let mut groups: Vec<Vec<usize>> = Vec::new();
+        for &i in self.order(method) {
+            match groups.last_mut() {
+                Some(g) if levels[g[0]] == levels[i] => g.push(i),
+                _ => groups.push(vec![i]),
+            }
+        }
+        groups
+    }
+
+    /// The ranking by `method` as the summaries show it: `>` between
+    /// models whose scores differ, `=` between models whose scores are
+    /// equal within rounding (the config's order does not break a tie):
+    /// `cnn_b > cnn_a = bag_0`.
+    pub fn ranking_line(&self, method: RankingMethod) -> String {
+        self.tied_groups(method)
+            .iter()
+            .map(|g| {
+                let names: Vec<&str> = g.iter().map(|&i| self.models[i].as_str()).collect();
+                names.join(" = ")
+            })
+            .collect::<Vec<_>>()
+            .join(" > ")
+    }
+
     /// a's share of the samples decided between a and b (both orders);
     /// `None` for unknown models or when no sample was decided.
     pub fn win_rate(&self, a: &str, b: &str) -> Option<f64> {

@@ -196,15 +196,8 @@ impl TournamentThresholds {
 /// tournament's order, as `a ties with b and c (scores 0.5774, 0.5774 and
 /// 0.5774)`.
 fn shown_ranking(outcome: &TournamentOutcome, by: RankingMethod) -> Vec<String> {
-    let (scores, levels) = (outcome.scores(by), outcome.levels(by));
-    let mut groups: Vec<Vec<usize>> = Vec::new();
-    // The order is by level, then by the tournament's order.
-    for &i in outcome.order(by) {
-        match groups.last_mut() {
-            Some(g) if levels[g[0]] == levels[i] => g.push(i),
-            _ => groups.push(vec![i]),
-        }
-    }
+    let scores = outcome.scores(by);
+    let groups = outcome.tied_groups(by);
     let name = |i: &usize| outcome.models[*i].clone();
     groups
         .iter()

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use super::describe;
+use super::{beside, describe};
 use crate::config::{DivergenceKind, Statistic};
 use crate::tournament::RankingMethod;
 
@@ -34,6 +34,20 @@ pub enum Failure {
         baseline: f64,
         /// The lift.
         lift: f64,
+        /// The threshold.
+        min: f64,
+    },
+    /// `min_lift` over a baseline it cannot rest on: fewer than
+    /// [`MIN_BASELINE_SAMPLES`](gevaldi_config::MIN_BASELINE_SAMPLES)
+    /// prior samples, or a mean of 0 or not finite (a lift over it passes
+    /// any threshold, or none, and says nothing).
+    UnusableBaseline {
+        /// The divergence.
+        divergence: DivergenceKind,
+        /// The prior samples the baseline is over (the search's batch).
+        samples: usize,
+        /// The baseline's mean divergence.
+        mean: f64,
         /// The threshold.
         min: f64,
     },
@@ -143,16 +157,6 @@ pub enum Failure {
     },
 }
 
-/// `value` with 4 decimals, or as many more as it takes not to read as
-/// its threshold (0.050001 against 0.05 was shown as "0.0500, above
-/// max_divergence = 0.05").
-fn beside(value: f64, threshold: f64) -> String {
-    (4..=12)
-        .map(|d| format!("{value:.d$}"))
-        .find(|shown| shown.parse::<f64>().ok() != Some(threshold))
-        .unwrap_or_else(|| value.to_string())
-}
-
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -165,7 +169,7 @@ impl fmt::Display for Failure {
                 f,
                 "{} {divergence} after the search is {}, above max_divergence = {max}",
                 describe(*statistic),
-                beside(*value, *max)
+                beside(*value, *max, 4)
             ),
             Failure::MinLift {
                 divergence,
@@ -185,8 +189,33 @@ impl fmt::Display for Failure {
             } => write!(
                 f,
                 "the lift (mean {divergence} after the search / baseline {baseline:.4}) is \
-                 {lift:.2}, below min_lift = {min}: the search found too little"
+                 {}, below min_lift = {min}: the search found too little",
+                beside(*lift, *min, 2)
             ),
+            Failure::UnusableBaseline {
+                divergence,
+                samples,
+                mean,
+                min,
+            } => {
+                let over = crate::report::count(*samples, "prior sample");
+                let least = gevaldi_config::MIN_BASELINE_SAMPLES;
+                if *samples < least {
+                    write!(
+                        f,
+                        "min_lift = {min} cannot be checked: the baseline is the mean \
+                         {divergence} over {over} (one per sample of the batch), too few to \
+                         mean anything; the lift needs a batch of at least {least}"
+                    )
+                } else {
+                    write!(
+                        f,
+                        "min_lift = {min} cannot be checked: the baseline (the mean \
+                         {divergence} over {over}) is {mean}, so the lift over it means \
+                         nothing"
+                    )
+                }
+            }
             Failure::MaxSetDistance {
                 statistic,
                 top_n,
@@ -197,25 +226,25 @@ impl fmt::Display for Failure {
                 "{} set distance of the top-{top_n} predictions after the search is {}, \
                  above max_set_distance = {max}",
                 describe(*statistic),
-                beside(*value, *max)
+                beside(*value, *max, 4)
             ),
             Failure::MinMdsAccuracy { accuracy, min } => write!(
                 f,
                 "the ensemble's accuracy on its MDS dataset is {}, below \
                  min_mds_accuracy = {min}",
-                beside(*accuracy, *min)
+                beside(*accuracy, *min, 4)
             ),
             Failure::MaxAccuracyDrop { test, mds, max } => write!(
                 f,
                 "the accuracy drops by {} from the test data ({test:.4}) to the MDS dataset \
                  ({mds:.4}), above max_accuracy_drop = {max}",
-                beside(test - mds, *max)
+                beside(test - mds, *max, 4)
             ),
             Failure::MinAccuracyDrop { test, mds, min } => write!(
                 f,
                 "the accuracy drops by only {} from the test data ({test:.4}) to the MDS \
                  dataset ({mds:.4}), below min_accuracy_drop = {min}: the search found too little",
-                beside(test - mds, *min)
+                beside(test - mds, *min, 4)
             ),
             Failure::MaxRegions { regions, max } => write!(
                 f,
@@ -269,7 +298,7 @@ impl fmt::Display for Failure {
                 min,
             } => {
                 let got = rate.map_or("no sample (none was decided)".into(), |r| {
-                    format!("{:.1}%", 100.0 * r)
+                    format!("{}%", beside(100.0 * r, 100.0 * min, 1))
                 });
                 write!(
                     f,
@@ -278,7 +307,7 @@ impl fmt::Display for Failure {
                 )
             }
             Failure::MinSrcc { ranking, srcc, min } => {
-                let got = srcc.map_or("undefined".into(), |s| format!("{s:.3}"));
+                let got = srcc.map_or("undefined".into(), |s| beside(s, *min, 3));
                 write!(
                     f,
                     "the SRCC of the {} ranking with the test accuracy is {got}, below \

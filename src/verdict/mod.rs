@@ -49,10 +49,23 @@ impl Verdict {
             }
         }
         if let Some(min) = thresholds.min_lift {
-            if !at_most(min, lift) {
+            let baseline = &outcome.baseline;
+            let samples = baseline.divergences.len();
+            let agree = lift.is_nan() && baseline.mean == 0.0;
+            if !agree
+                && (samples < gevaldi_config::MIN_BASELINE_SAMPLES
+                    || !(baseline.mean > 0.0 && baseline.mean.is_finite()))
+            {
+                failures.push(Failure::UnusableBaseline {
+                    divergence,
+                    samples,
+                    mean: baseline.mean,
+                    min,
+                });
+            } else if !at_most(min, lift) {
                 failures.push(Failure::MinLift {
                     divergence,
-                    baseline: outcome.baseline.mean,
+                    baseline: baseline.mean,
                     lift,
                     min,
                 });
@@ -130,15 +143,13 @@ impl Verdict {
         out.push_str("):");
         for &i in &order[..shown] {
             let s = &outcome.samples[i];
-            let cmp = match limit {
-                Some(t) if !at_most(s.divergence_after, t) => format!(" > {t}"),
-                Some(t) => format!(" <= {t}"),
-                None => String::new(),
+            let d = s.divergence_after;
+            let shown = match limit {
+                Some(t) if !at_most(d, t) => format!("{} > {t}", beside(d, t, 4)),
+                Some(t) => format!("{} <= {t}", beside(d, t, 4)),
+                None => format!("{d:.4}"),
             };
-            out.push_str(&format!(
-                "\n  #{i:<4} {name} {:.4}{cmp}  ",
-                s.divergence_after
-            ));
+            out.push_str(&format!("\n  #{i:<4} {name} {shown}  "));
             let preds: Vec<String> = outcome
                 .model_names
                 .iter()
@@ -190,8 +201,8 @@ impl Verdict {
                 })
                 .collect();
             out.push_str(&format!(
-                "\n  #{i:<4} {:.2}  {}",
-                values[i],
+                "\n  #{i:<4} {}  {}",
+                beside(values[i], limit, 2),
                 tops.join("  |  ")
             ));
         }
@@ -278,6 +289,38 @@ pub(crate) fn lift_text(lift: f64, decimals: usize) -> String {
     }
 }
 
+/// `value` as a message shows it beside `bound`: with `decimals`
+/// decimals, or as many more as it takes for the figure shown to stand on
+/// the same side of the bound as the value itself, up to 9 significant
+/// digits, then the shortest form that reads back exactly. A lift of
+/// 9.3479 showed as "9.35, below min_lift = 9.35", a kl of 2.408425 as
+/// "2.4084 > 2.40843" (and 0.050001 as "0.0500, above max_divergence =
+/// 0.05"). The bound is printed as it is (`{bound}`, exact); every "value,
+/// above/below bound" of a failure message goes through here.
+pub(crate) fn beside(value: f64, bound: f64, decimals: usize) -> String {
+    if !value.is_finite() {
+        return value.to_string();
+    }
+    let side = value.partial_cmp(&bound);
+    // Digits before the decimal point (negative: zeros after it).
+    let whole = if value == 0.0 {
+        1
+    } else {
+        value.abs().log10().floor() as i64 + 1
+    };
+    let most = (9 - whole).max(decimals as i64) as usize;
+    (decimals..=most)
+        .map(|d| format!("{value:.d$}"))
+        .find(|shown| {
+            shown
+                .parse::<f64>()
+                .ok()
+                .and_then(|s| s.partial_cmp(&bound))
+                == side
+        })
+        .unwrap_or_else(|| value.to_string())
+}
+
 fn at_most(value: f64, bound: f64) -> bool {
     value <= bound
 }
@@ -345,7 +388,7 @@ mod tests {
             samples: after.iter().map(|d| sample(*d)).collect(),
             trajectory: Vec::new(),
             baseline: Baseline {
-                divergences: vec![baseline],
+                divergences: vec![baseline; gevaldi_config::MIN_BASELINE_SAMPLES],
                 mean: baseline,
                 max: baseline,
             },
@@ -486,6 +529,97 @@ mod tests {
         let o = outcome(&[2.40841], 1.0);
         let m = message(&Verdict::check(&o, &t), &o, &t);
         assert!(m.contains("is 2.4084, above max_divergence = 0.05"), "{m}");
+    }
+
+    /// Regression: figures rounded to their usual decimals read as the
+    /// bound or on its wrong side: "the lift … is 9.35, below min_lift =
+    /// 9.35" (9.3479), "kl 2.4084 > 2.40843" (2.4084312).
+    #[test]
+    fn a_value_is_shown_on_its_side_of_the_bound() {
+        let o = outcome(&[2.4084312, 1.0], 1.0);
+        let t = thresholds(Some(2.40843), None);
+        let m = message(&Verdict::check(&o, &t), &o, &t);
+        assert!(
+            m.contains("the max kl after the search is 2.408431, above max_divergence = 2.40843"),
+            "{m}"
+        );
+        assert!(m.contains("#0    kl 2.408431 > 2.40843 "), "{m}");
+        // The mean divergence 9.3479 over a baseline of 1 is the lift.
+        let o = outcome(&[9.3479], 1.0);
+        let t = thresholds(None, Some(9.35));
+        let m = message(&Verdict::check(&o, &t), &o, &t);
+        assert!(m.contains("is 9.348, below min_lift = 9.35"), "{m}");
+        // Just below a bound, a sample is not shown at it.
+        let o = outcome(&[2.40836], 1.0);
+        let t = thresholds(Some(2.4084), Some(100.0));
+        let m = message(&Verdict::check(&o, &t), &o, &t);
+        assert!(m.contains("kl 2.40836 <= 2.4084 "), "{m}");
+        // The tournament's and the ensemble's figures.
+        let rate = Failure::MinWinRate {
+            model: "a".into(),
+            against: "b".into(),
+            rate: Some(0.49996),
+            min: 0.5,
+        };
+        assert!(rate.to_string().contains("won 49.996% of"), "{rate}");
+        let srcc = Failure::MinSrcc {
+            ranking: crate::tournament::RankingMethod::Mad,
+            srcc: Some(0.79951),
+            min: 0.8,
+        };
+        assert!(srcc.to_string().contains("is 0.7995, below"), "{srcc}");
+        let acc = Failure::MinMdsAccuracy {
+            accuracy: 0.89999,
+            min: 0.9,
+        };
+        assert!(acc.to_string().contains("is 0.89999, below"), "{acc}");
+        // Where no width up to 9 significant digits tells them apart.
+        assert_eq!(beside(0.1 + 0.2, 0.3, 4), "0.30000000000000004");
+        assert_eq!(beside(f64::NAN, 0.3, 4), "NaN");
+        assert_eq!(beside(1.0, 0.5, 4), "1.0000");
+    }
+
+    /// Regression: with `batch = 1` the baseline was one prior sample's
+    /// divergence, 0.0000, and `min_lift = 1` passed with a lift of
+    /// 169498.0x. A baseline over too few samples, of 0 or not finite
+    /// fails `min_lift`, saying why, whatever the lift.
+    #[test]
+    fn min_lift_fails_over_an_unusable_baseline() {
+        let t = thresholds(None, Some(1.0));
+        let mut o = outcome(&[1.7], 1e-5);
+        o.baseline.divergences.truncate(1);
+        let v = Verdict::check(&o, &t);
+        assert!(v.lift > 1e5, "{v:?}");
+        let m = message(&v, &o, &t);
+        assert!(
+            m.starts_with(
+                "min_lift = 1 cannot be checked: the baseline is the mean kl over 1 prior \
+                 sample (one per sample of the batch), too few to mean anything; the lift \
+                 needs a batch of at least 16"
+            ),
+            "{m}"
+        );
+        // 15 are too few, 16 enough.
+        let mut o = outcome(&[1.7], 0.5);
+        o.baseline.divergences.truncate(15);
+        assert!(!Verdict::check(&o, &t).passed());
+        let o = outcome(&[1.7], 0.5);
+        assert!(Verdict::check(&o, &t).passed());
+        // A baseline of 0 (or not finite) over enough samples.
+        for (mean, shown) in [(0.0, "is 0,"), (f64::INFINITY, "is inf,")] {
+            let o = outcome(&[1.7], mean);
+            let m = message(&Verdict::check(&o, &t), &o, &t);
+            assert!(
+                m.starts_with(&format!(
+                    "min_lift = 1 cannot be checked: the baseline (the mean kl over 16 prior \
+                     samples) {shown} so the lift over it means nothing"
+                )),
+                "{m}"
+            );
+        }
+        // Without min_lift nothing reads the baseline.
+        let o = outcome(&[1.7], 0.0);
+        assert!(Verdict::check(&o, &thresholds(None, None)).passed());
     }
 
     fn ensemble(min_drop: Option<f64>, max_drop: Option<f64>) -> EnsembleDecl {
