@@ -47,10 +47,9 @@ pub enum Figures {
     },
     /// A tournament's ranking.
     Tournament {
-        /// The ranking the thresholds read, best first, as
-        /// [`TournamentOutcome::ranking_line`](crate::tournament::TournamentOutcome::ranking_line)
-        /// shows it: `cnn_b > cnn_a = bag_0` (`=` between tied models).
-        ranking: String,
+        /// The ranking the thresholds read, best first, in tiers of tied
+        /// models ([`TournamentOutcome::ranking_tiers`](crate::tournament::TournamentOutcome::ranking_tiers)).
+        ranking: Vec<Vec<String>>,
         /// Which ranking that is.
         ranking_method: RankingMethod,
         /// The SRCC of that ranking with the test accuracy, when defined.
@@ -132,7 +131,7 @@ impl TrialReport {
                 samples,
             } => format!(
                 "{} by {}, {}, {pairs} pairs x {samples} samples in {:.1} s",
-                ranking,
+                crate::tournament::ranking_line(ranking),
                 ranking_method.name(),
                 match (srcc, test_data) {
                     (Some(s), _) => format!("SRCC with test accuracy {s:.3}"),
@@ -244,7 +243,7 @@ mod tests {
         TrialReport {
             id: TrialId::tournament("t"),
             figures: Figures::Tournament {
-                ranking: "a = b = c".into(),
+                ranking: vec![vec!["a".into(), "b".into(), "c".into()]],
                 ranking_method: RankingMethod::Mad,
                 srcc,
                 test_data,

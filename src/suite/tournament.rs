@@ -112,7 +112,7 @@ impl Suite {
         let mut messages: Vec<String> = failures.iter().map(|f| f.to_string()).collect();
         messages.extend(snapshot.iter().map(|s| s.to_string()));
         let figures = Figures::Tournament {
-            ranking: outcome.ranking_line(thresholds.ranking),
+            ranking: outcome.ranking_tiers(thresholds.ranking),
             ranking_method: thresholds.ranking,
             srcc: outcome.srcc(thresholds.ranking),
             test_data: outcome.test_accuracy.is_some(),

@@ -25,7 +25,7 @@ mod pair;
 mod runner;
 mod thresholds;
 
-pub use outcome::{ordered_pairs, RankingMethod, TournamentOutcome};
+pub use outcome::{ordered_pairs, ranking_line, RankingMethod, TournamentOutcome};
 pub use pair::{pair_name, pair_seed, run_pair, PairOutcome, PairResult, PairSettings, Winner};
 pub use runner::{default_threads, Tournament};
 pub use thresholds::{MinWinRate, TournamentThresholds};

@@ -253,19 +253,19 @@ impl TournamentOutcome {
         groups
     }
 
-    /// The ranking by `method` as the summaries show it: `>` between
-    /// models whose scores differ, `=` between models whose scores are
-    /// equal within rounding (the config's order does not break a tie):
-    /// `cnn_b > cnn_a = bag_0`.
-    pub fn ranking_line(&self, method: RankingMethod) -> String {
+    /// The models' names by `method`, best first, in tiers of models whose
+    /// scores are equal within rounding ([`Self::tied_groups`]).
+    pub fn ranking_tiers(&self, method: RankingMethod) -> Vec<Vec<String>> {
         self.tied_groups(method)
             .iter()
-            .map(|g| {
-                let names: Vec<&str> = g.iter().map(|&i| self.models[i].as_str()).collect();
-                names.join(" = ")
-            })
-            .collect::<Vec<_>>()
-            .join(" > ")
+            .map(|g| g.iter().map(|&i| self.models[i].clone()).collect())
+            .collect()
+    }
+
+    /// The ranking by `method` as the summaries show it
+    /// ([`ranking_line`]): `cnn_b > cnn_a = bag_0`.
+    pub fn ranking_line(&self, method: RankingMethod) -> String {
+        ranking_line(&self.ranking_tiers(method))
     }
 
     /// a's share of the samples decided between a and b (both orders);
@@ -278,6 +278,17 @@ impl TournamentOutcome {
     pub fn pair(&self, a: &str, b: &str) -> Option<&PairResult> {
         self.pairs.iter().find(|p| p.a == a && p.b == b)
     }
+}
+
+/// Tiers of models, best first, as the summaries show them: `>` between
+/// tiers, `=` between the models of one (whose scores are equal within
+/// rounding; the config's order does not break a tie).
+pub fn ranking_line(tiers: &[Vec<String>]) -> String {
+    tiers
+        .iter()
+        .map(|tier| tier.join(" = "))
+        .collect::<Vec<_>>()
+        .join(" > ")
 }
 
 fn share(right: &[u64], seen: &[u64]) -> Vec<f64> {
