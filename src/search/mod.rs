@@ -38,7 +38,8 @@ mod runner;
 mod update;
 
 pub use self::config::{EarlyStop, Optimizer, SearchConfig};
-pub use self::non_finite::{shown_lr, NonFiniteSite, SearchStage, BLOW_UP};
+pub(crate) use self::non_finite::shown_lr;
+pub use self::non_finite::{NonFiniteSite, SearchStage, BLOW_UP};
 pub use self::outcome::{
     AscentWarning, Baseline, LogProbs, Measure, SampleRecord, SearchOutcome, StepRecord,
     RUNAWAY_GROWTH,

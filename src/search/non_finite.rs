@@ -75,7 +75,7 @@ impl fmt::Display for NonFiniteSite {
 pub const BLOW_UP: f64 = 10.0;
 
 /// `lr` as a message shows it: `0.05`, `1e30`.
-pub fn shown_lr(lr: f64) -> String {
+pub(crate) fn shown_lr(lr: f64) -> String {
     if lr != 0.0 && !(1e-4..1e6).contains(&lr.abs()) {
         format!("{lr:e}")
     } else {
