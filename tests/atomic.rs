@@ -16,10 +16,16 @@ const NAME: &str = "big";
 /// A summary with `n` sample lines (a snapshot of ~n × 200 bytes), marked
 /// by `version`.
 fn summary(version: &str, n: usize) -> Summary {
-    let sample = serde_json::json!({
-        "index": 0, "divergence": [0.1, 2.5], "set_distance": null,
-        "before": ["7 (0.41)", "3 (0.35)"], "after": [format!("{version} (0.88)"), "8 (0.87)"],
-    });
+    // Each sample its own index: a snapshot naming a key twice fails.
+    let samples: Vec<_> = (0..n)
+        .map(|i| {
+            serde_json::json!({
+                "index": i, "divergence": [0.1, 2.5], "set_distance": null,
+                "before": ["7 (0.41)", "3 (0.35)"],
+                "after": [format!("{version} (0.88)"), "8 (0.87)"],
+            })
+        })
+        .collect();
     let stats = serde_json::json!({"mean": 1.0, "median": 1.0, "max": 2.0});
     serde_json::from_value(serde_json::json!({
         "pair": NAME,
@@ -31,7 +37,7 @@ fn summary(version: &str, n: usize) -> Summary {
         "baseline": stats, "lift": 1.0, "mean_dz": 0.5, "set_distance": null,
         "thresholds": {"max_divergence": null, "statistic": "max", "min_lift": null,
                        "max_set_distance": null},
-        "samples": vec![sample; n],
+        "samples": samples,
     }))
     .unwrap()
 }
