@@ -85,8 +85,9 @@ pub(crate) fn shown_lr(lr: f64) -> String {
 
 /// `err`, or where it is a NaN or an infinity that appeared at step t ≥ 1
 /// after the update into step t multiplied the sample's ‖z‖ (`z`, `[B,
-/// d]`, the latents of step t) by more than [`BLOW_UP`] from `before` (each
-/// sample's ‖z‖ at step t − 1), [`Error::StepBlewUp`], which names `lr` as
+/// d]`, the latents of step t) by more than [`BLOW_UP`] from `before` (the
+/// latents of step t − 1 as read, row after row; only the sample's row is
+/// looked at, and only here), [`Error::StepBlewUp`], which names `lr` as
 /// the likely cause instead of the site. A non-finite gradient (computed
 /// before the update) or z (whose own message names `lr`) stays as it is.
 pub(super) fn blame_the_step(
@@ -114,9 +115,11 @@ pub(super) fn blame_the_step(
     if t == 0 || matches!(site, NonFiniteSite::Gradient | NonFiniteSite::Latent) {
         return back(site);
     }
-    let Some(&norm_before) = before.get(sample) else {
+    let d = z.dim(1).unwrap_or(0);
+    let Some(row) = before.get(sample * d..(sample + 1) * d).filter(|_| d > 0) else {
         return back(site);
     };
+    let norm_before = row.iter().map(|v| v * v).sum::<f64>().sqrt();
     let after = z
         .get(sample)
         .and_then(|row| row.to_dtype(DType::F64))

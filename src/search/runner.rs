@@ -158,8 +158,8 @@ impl<'a> Search<'a> {
         let mut step = 0;
         // The gradient of the previous step, checked with this step's read.
         let mut last_grad: Option<Tensor> = None;
-        // Each sample's ‖z‖ at the last step read (for `blame_the_step`).
-        let mut norms: Vec<f64> = Vec::new();
+        // z at the last step read, on the host (for `blame_the_step`).
+        let mut last_z: Vec<f64> = Vec::new();
         // z0 on the host, for dz (‖z − z0‖ / ‖z‖), worked out there from
         // each step's z, read with the step's figures.
         let z0_rows: Vec<f64> = z0
@@ -234,7 +234,7 @@ impl<'a> Search<'a> {
             probes.push(Probe::values(NonFiniteSite::Objective, at, &objective));
             let mut figures = profiled(device, "the figures' read", || read_checked(&probes, at))
                 .map_err(|e| {
-                    blame_the_step(e, z.as_tensor(), &norms, cfg.lr, cfg.optimizer.name())
+                    blame_the_step(e, z.as_tensor(), &last_z, cfg.lr, cfg.optimizer.name())
                 })?
                 .into_iter();
             let (z_now, div, obj) = match (figures.next(), figures.next(), figures.next()) {
@@ -242,10 +242,6 @@ impl<'a> Search<'a> {
                 _ => unreachable!("three figures were read"),
             };
             let dz = dz(&z_now, &z0_rows, d);
-            norms = z_now
-                .chunks(d.max(1))
-                .map(|row| row.iter().map(|v| v * v).sum::<f64>().sqrt())
-                .collect();
             // The log-probabilities on the host: read once a step for the
             // measures, else only where the records need them.
             let host = if self.measures.is_empty() {
@@ -273,6 +269,7 @@ impl<'a> Search<'a> {
             if step == cfg.steps || stalled {
                 break (eval, host, div, measured, dz, z_now);
             }
+            last_z = z_now;
             if first.is_none() {
                 let host = match host {
                     Some(host) => host,
