@@ -263,14 +263,8 @@ pub(crate) fn conv2d(
     let y = if pointwise(weight, stride, padding) {
         w2.broadcast_left(b)?.matmul(&x.reshape((b, cin, h * w))?)?
     } else {
-        let shape = ConvShape {
-            k: (kh, kw),
-            out: (ho, wo),
-            stride,
-            padding,
-            dilation,
-        };
-        in_chunks(b, cin * kh * kw * ho * wo, |start, m| {
+        let shape = ConvShape::of(weight, (ho, wo), stride, padding, dilation)?;
+        in_chunks(b, shape.columns(cin), |start, m| {
             let cols = x.narrow(0, start, m)?.apply_op1_no_bwd(&Im2Col(shape))?;
             w2.broadcast_left(m)?.matmul(&cols)
         })?
@@ -334,7 +328,7 @@ pub(crate) fn conv_input_grad(
     padding: usize,
     dilation: usize,
 ) -> candle_core::Result<Tensor> {
-    let (cout, cin, kh, kw) = weight.dims4()?;
+    let (cout, cin, _, _) = weight.dims4()?;
     let (b, _, ho, wo) = g.dims4()?;
     let g = g.contiguous()?.reshape((b, cout, ho * wo))?;
     if pointwise(weight, stride, padding) {
@@ -343,14 +337,8 @@ pub(crate) fn conv_input_grad(
             .matmul(&g)?
             .reshape((b, cin, dims[2], dims[3]));
     }
-    let conv = ConvShape {
-        k: (kh, kw),
-        out: (ho, wo),
-        stride,
-        padding,
-        dilation,
-    };
-    in_chunks(b, cin * kh * kw * ho * wo, |start, m| {
+    let conv = ConvShape::of(weight, (ho, wo), stride, padding, dilation)?;
+    in_chunks(b, conv.columns(cin), |start, m| {
         let cols = wt.broadcast_left(m)?.matmul(&g.narrow(0, start, m)?)?;
         cols.apply_op1_no_bwd(&Col2Im {
             dims: [m, dims[1], dims[2], dims[3]],

@@ -666,6 +666,30 @@ pub(super) struct ConvShape {
 }
 
 impl ConvShape {
+    /// The shape of a conv with `weight` `[Cout, Cin, kh, kw]` whose
+    /// output is `out` (rows, columns).
+    pub(super) fn of(
+        weight: &candle_core::Tensor,
+        out: (usize, usize),
+        stride: usize,
+        padding: usize,
+        dilation: usize,
+    ) -> candle_core::Result<Self> {
+        let (_, _, kh, kw) = weight.dims4()?;
+        Ok(ConvShape {
+            k: (kh, kw),
+            out,
+            stride,
+            padding,
+            dilation,
+        })
+    }
+
+    /// The values of one sample's columns, `cin` channels in.
+    pub(super) fn columns(&self, cin: usize) -> usize {
+        cin * self.k.0 * self.k.1 * self.out.0 * self.out.1
+    }
+
     /// The sizes of `im2col` and `col2im`, in their order.
     fn sizes(&self, n: usize, cin: usize, h: usize, w: usize) -> Vec<(&'static str, usize)> {
         let ((kh, kw), (ho, wo)) = (self.k, self.out);
