@@ -3,9 +3,9 @@
 //! principal axes of the training latents.
 //!
 //! Latents have a handful of dimensions (4 to 16 here), so the covariance
-//! matrix is tiny; its top eigenvectors come from power iteration with
-//! deflation, deterministic (fixed start vector, fixed iteration count), each
-//! with its largest entry made positive. (The maintained PCA crates,
+//! matrix is tiny; its eigenvectors come from cyclic Jacobi rotations
+//! (deterministic, every axis to rounding however close the variances),
+//! each with its largest entry made positive. (The maintained PCA crates,
 //! linfa-reduction among them, bring a linear-algebra back end and a long
 //! build for what is here a d × d eigenproblem with d ≤ 16.)
 
@@ -16,7 +16,8 @@ pub struct Pca {
     pub mean: Vec<f64>,
     /// The principal axes, unit vectors, largest variance first.
     pub components: Vec<Vec<f64>>,
-    /// The variance along each axis.
+    /// The variance along each axis (the sum of squares over n, not n − 1
+    /// as scikit-learn's `explained_variance_`).
     pub variances: Vec<f64>,
 }
 
@@ -40,36 +41,21 @@ impl Pca {
                 }
             }
         }
+        let (values, vectors) = symmetric_eigen(cov);
+        let mut by_variance: Vec<usize> = (0..d).collect();
+        by_variance.sort_by(|&a, &b| values[b].total_cmp(&values[a]).then(a.cmp(&b)));
         let mut components = Vec::new();
         let mut variances = Vec::new();
-        for _ in 0..k.min(d) {
-            let mut v: Vec<f64> = (1..=d).map(|i| i as f64).collect();
-            normalise(&mut v);
-            for _ in 0..1000 {
-                let mut next: Vec<f64> = (0..d)
-                    .map(|i| (0..d).map(|j| cov[i][j] * v[j]).sum())
-                    .collect();
-                if normalise(&mut next) == 0.0 {
-                    break;
-                }
-                v = next;
-            }
+        for &e in by_variance.iter().take(k.min(d)) {
+            let mut v: Vec<f64> = (0..d).map(|i| vectors[i][e]).collect();
             let largest = (0..d)
                 .max_by(|&a, &b| v[a].abs().total_cmp(&v[b].abs()))
                 .unwrap_or(0);
             if v[largest] < 0.0 {
                 v.iter_mut().for_each(|x| *x = -*x);
             }
-            let lambda: f64 = (0..d)
-                .map(|i| v[i] * (0..d).map(|j| cov[i][j] * v[j]).sum::<f64>())
-                .sum();
-            for i in 0..d {
-                for j in 0..d {
-                    cov[i][j] -= lambda * v[i] * v[j];
-                }
-            }
             components.push(v);
-            variances.push(lambda);
+            variances.push(values[e].max(0.0));
         }
         Pca {
             mean,
@@ -98,12 +84,53 @@ impl Pca {
     }
 }
 
-fn normalise(v: &mut [f64]) -> f64 {
-    let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
-    if norm > 0.0 {
-        v.iter_mut().for_each(|x| *x /= norm);
+/// The eigenvalues and eigenvectors (the columns of the second) of a
+/// symmetric matrix, by cyclic Jacobi rotations: every eigenpair to
+/// rounding, whatever the gaps between the eigenvalues.
+fn symmetric_eigen(mut a: Vec<Vec<f64>>) -> (Vec<f64>, Vec<Vec<f64>>) {
+    let d = a.len();
+    let mut v: Vec<Vec<f64>> = (0..d)
+        .map(|i| (0..d).map(|j| if i == j { 1.0 } else { 0.0 }).collect())
+        .collect();
+    for _ in 0..100 {
+        let off: f64 = (0..d)
+            .flat_map(|i| (0..d).filter(move |&j| j != i).map(move |j| (i, j)))
+            .map(|(i, j)| a[i][j] * a[i][j])
+            .sum();
+        let scale: f64 = (0..d).map(|i| a[i][i] * a[i][i]).sum();
+        if off <= f64::EPSILON * f64::EPSILON * scale || off == 0.0 {
+            break;
+        }
+        for p in 0..d {
+            for q in (p + 1)..d {
+                if a[p][q] == 0.0 {
+                    continue;
+                }
+                // The rotation that zeroes a[p][q] (Golub & Van Loan 8.5.2).
+                let theta = (a[q][q] - a[p][p]) / (2.0 * a[p][q]);
+                let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
+                let t = if theta == 0.0 { 1.0 } else { t };
+                let c = 1.0 / (t * t + 1.0).sqrt();
+                let s = t * c;
+                for row in a.iter_mut() {
+                    let (akp, akq) = (row[p], row[q]);
+                    row[p] = c * akp - s * akq;
+                    row[q] = s * akp + c * akq;
+                }
+                let (row_p, row_q) = (a[p].clone(), a[q].clone());
+                for (k, (apk, aqk)) in row_p.into_iter().zip(row_q).enumerate() {
+                    a[p][k] = c * apk - s * aqk;
+                    a[q][k] = s * apk + c * aqk;
+                }
+                for row in v.iter_mut() {
+                    let (vkp, vkq) = (row[p], row[q]);
+                    row[p] = c * vkp - s * vkq;
+                    row[q] = s * vkp + c * vkq;
+                }
+            }
+        }
     }
-    norm
+    ((0..d).map(|i| a[i][i]).collect(), v)
 }
 
 #[cfg(test)]
@@ -131,5 +158,86 @@ mod tests {
         let projected = pca.project(&points);
         assert!((projected[0][0] - 3.0).abs() < 1e-4, "{projected:?}");
         assert!((projected[0][1].abs() - 1.0).abs() < 1e-4, "{projected:?}");
+    }
+
+    /// Against numpy's SVD of the centred points (`bench/pca_reference.py`):
+    /// the top three axes (the cloud has rank 3) and their variances.
+    #[test]
+    fn matches_numpys_svd_on_a_five_dimensional_cloud() {
+        let points: Vec<Vec<f32>> = (0..30)
+            .map(|i| {
+                (0..5)
+                    .map(|j| {
+                        let (i, jf) = (i as f64, j as f64);
+                        let extra = if j == 2 { 0.1 * i } else { 0.0 };
+                        ((0.7 * i + 1.3 * jf * jf).sin() * (jf + 1.0) + extra) as f32
+                    })
+                    .collect()
+            })
+            .collect();
+        let variances = [24.607828040580884, 1.8749315646976994, 0.6167537213588782];
+        let components = [
+            [
+                -0.059325770293668256,
+                0.21227381760599506,
+                -0.4160592598123257,
+                -0.5396084123900666,
+                0.6979525291453076,
+            ],
+            [
+                0.46574242908044555,
+                0.6992230190387119,
+                0.020426980005575357,
+                0.49464860889301565,
+                0.22153250688937687,
+            ],
+            [
+                -0.03761571631721944,
+                0.08143749011432795,
+                0.9091080413307714,
+                -0.2580697180947224,
+                0.3144448805117681,
+            ],
+        ];
+        let pca = Pca::fit(&points, 3);
+        for k in 0..3 {
+            assert!(
+                (pca.variances[k] - variances[k]).abs() < 1e-9,
+                "{:?}",
+                pca.variances
+            );
+            for (a, b) in pca.components[k].iter().zip(components[k]) {
+                assert!((a - b).abs() < 1e-9, "axis {k}: {:?}", pca.components[k]);
+            }
+        }
+    }
+
+    /// Regression: the axes came from power iteration from the fixed start
+    /// (1, 2, …, d): where that start is (nearly) an eigenvector of a
+    /// smaller variance and the variances are close, 1000 iterations never
+    /// left it, and the first "principal" axis was the second, variances
+    /// in increasing order. Variances 1.01 along (2, −1)/√5 and 1 along
+    /// (1, 2)/√5: read [1.0, 1.01], axes swapped.
+    #[test]
+    fn the_largest_variance_comes_first_whatever_the_start() {
+        let (a, b) = ((2.0f64 * 1.01).sqrt(), 2f64.sqrt());
+        let r5 = 5f64.sqrt();
+        let (u1, u2) = ([2.0 / r5, -1.0 / r5], [1.0 / r5, 2.0 / r5]);
+        let points: Vec<Vec<f32>> = [(a, 0.0), (-a, 0.0), (0.0, b), (0.0, -b)]
+            .iter()
+            .map(|(s, t)| (0..2).map(|i| (s * u1[i] + t * u2[i]) as f32).collect())
+            .collect();
+        let pca = Pca::fit(&points, 2);
+        assert!(
+            (pca.variances[0] - 1.01).abs() < 1e-6,
+            "{:?}",
+            pca.variances
+        );
+        assert!((pca.variances[1] - 1.0).abs() < 1e-6, "{:?}", pca.variances);
+        let c = &pca.components[0];
+        assert!(
+            (c[0] - u1[0]).abs() < 1e-6 && (c[1] - u1[1]).abs() < 1e-6,
+            "{c:?}"
+        );
     }
 }

@@ -153,3 +153,47 @@ fn the_labels_equal_scikit_learns_on_blobs() {
 fn the_labels_equal_scikit_learns_on_a_lattice() {
     check_against_scikit_learn(include_str!("data/dbscan_lattice.csv"), 600, 2, 1.0, 4);
 }
+
+/// 300 points in 3-d, six (eps, min_samples) from 1 (every point a
+/// cluster or in one) to 40 (one cluster), against scikit-learn 1.9.1's
+/// labels (`bench/dbscan_sweep_reference.py`): same labels, same numbering.
+#[test]
+fn the_labels_equal_scikit_learns_over_a_sweep() {
+    let csv = include_str!("data/dbscan_sweep.csv");
+    let sweep = [
+        (0.2, 1),
+        (0.2, 2),
+        (0.3, 5),
+        (0.45, 8),
+        (0.6, 15),
+        (1.0, 40),
+    ];
+    let rows: Vec<Vec<&str>> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect())
+        .collect();
+    let points: Vec<Vec<f32>> = rows
+        .iter()
+        .map(|r| {
+            r[..3]
+                .iter()
+                .map(|v| v.parse::<f64>().unwrap() as f32)
+                .collect()
+        })
+        .collect();
+    for (k, (eps, min_samples)) in sweep.into_iter().enumerate() {
+        let expected: Vec<Option<usize>> = rows
+            .iter()
+            .map(|r| usize::try_from(r[3 + k].parse::<i64>().unwrap()).ok())
+            .collect();
+        let c = dbscan(&points, eps, min_samples);
+        let differ: Vec<usize> = (0..points.len())
+            .filter(|&i| c.labels[i] != expected[i])
+            .collect();
+        assert!(
+            differ.is_empty(),
+            "eps {eps}, min_samples {min_samples}: {differ:?} differ"
+        );
+    }
+}

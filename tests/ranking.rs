@@ -272,3 +272,112 @@ fn spearman_refuses_nan_and_ragged_input() {
     assert!(spearman(&[1.0, 2.0], &[1.0]).is_err());
     assert_eq!(spearman(&[1.0], &[1.0]).unwrap(), None);
 }
+
+/// Five models, a strongly connected matrix (`W1`) and one where model 3
+/// never wins (`W2`, with pairs of no games and one-sided pairs), against
+/// `bench/ranking_reference.py`: Bradley–Terry by Hunter's MM iteration
+/// (not Newton) with the standard errors of the Fisher information's
+/// pseudo-inverse, MAD's scores as numpy's principal eigenvector of B.
+/// Agreed when written to 1e-10.
+#[test]
+fn five_models_match_mm_and_numpy_eig() {
+    type Case = ([[u64; 5]; 5], [f64; 5], [f64; 5], [f64; 5], f64, f64);
+    let cases: [Case; 2] = [
+        (
+            [
+                [0, 7, 3, 9, 4],
+                [5, 0, 6, 2, 8],
+                [6, 4, 0, 5, 1],
+                [1, 7, 3, 0, 6],
+                [2, 3, 8, 4, 0],
+            ],
+            [
+                0.40596193381020856,
+                0.014738750800958692,
+                -0.1780658396413977,
+                -0.12298774177832211,
+                -0.11964710319144745,
+            ],
+            [
+                0.27283389377366773,
+                0.2490191947419106,
+                0.26997647175218326,
+                0.2657950367796353,
+                0.26966237877735344,
+            ],
+            [
+                0.6672972767283127,
+                0.3439886303417823,
+                0.31992066018828497,
+                0.32364019716176795,
+                0.4788464896314331,
+            ],
+            7.761602847254631,
+            0.0,
+        ),
+        (
+            [
+                [0, 4, 0, 2, 5],
+                [3, 0, 6, 0, 1],
+                [0, 0, 0, 3, 2],
+                [0, 0, 0, 0, 0],
+                [1, 2, 4, 7, 0],
+            ],
+            [
+                1.07831249325627,
+                0.7401221517347909,
+                -0.46881294434548104,
+                -1.728550218080746,
+                0.37892851743516615,
+            ],
+            [
+                0.4531864096627107,
+                0.42370728887834314,
+                0.4359201705641452,
+                0.6310778403287284,
+                0.37173370939337136,
+            ],
+            [
+                0.5910489213243335,
+                0.5757452053945313,
+                0.24211847528836472,
+                0.11100598900888105,
+                0.4982318189304537,
+            ],
+            7.862321615876419,
+            BT_PSEUDO_WINS,
+        ),
+    ];
+    for (rows, theta, se, scores, eigenvalue, pseudo) in cases {
+        let w = WinMatrix::new(rows.iter().map(|r| r.to_vec()).collect()).unwrap();
+        let bt = bradley_terry(&w).unwrap();
+        assert_eq!(bt.pseudo_wins, pseudo);
+        assert_close(&bt.theta, &theta, 1e-10, "bt theta");
+        assert_close(&bt.se, &se, 1e-10, "bt se");
+        let p = power_ranking(&w);
+        assert_close(&p.scores, &scores, 1e-10, "power scores");
+        assert!(
+            (p.eigenvalue - eigenvalue).abs() < 1e-10,
+            "{}",
+            p.eigenvalue
+        );
+    }
+}
+
+/// `spearman` with ties on both sides, its negation, and n = 2, against
+/// `scipy.stats.spearmanr` (`bench/ranking_reference.py`).
+#[test]
+fn spearman_with_ties_on_both_sides_matches_scipy() {
+    let x = [0.91, 0.88, 0.88, 0.75, 0.91, 0.60, 0.88, 0.70];
+    let y = [3.0, 1.0, 2.0, 2.0, 5.0, -1.0, 2.0, 0.0];
+    let neg: Vec<f64> = y.iter().map(|v| -v).collect();
+    let got = spearman(&x, &y).unwrap().unwrap();
+    assert!((got - 0.8930994246322642).abs() < 1e-14, "{got}");
+    let got = spearman(&x, &neg).unwrap().unwrap();
+    assert!((got + 0.8930994246322642).abs() < 1e-14, "{got}");
+    let got = spearman(&[1.0, 2.0], &[5.0, 3.0]).unwrap().unwrap();
+    assert!((got + 1.0).abs() < 1e-14, "{got}");
+    // Scores for the SRCC: the same, distinct scores being their own levels.
+    let got = spearman_of_scores(&x, &y).unwrap().unwrap();
+    assert!((got - 0.8930994246322642).abs() < 1e-14, "{got}");
+}

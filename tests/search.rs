@@ -684,3 +684,215 @@ fn a_model_against_itself_has_no_divergence_and_no_lift() {
     let back: gevaldi::snapshot::Summary = serde_json::from_str(&json).unwrap();
     assert!(back.lift.is_nan());
 }
+
+/// Plain linear models for `a_search_takes_torchs_steps`: x = sigmoid(z
+/// Wg^T), logits = x A^T + b, weights sin(s + 1.7 i + 0.9 j).
+struct LinGen(Tensor);
+struct LinClf(Tensor, Tensor, Vec<String>);
+
+impl Generator for LinGen {
+    fn latent_dim(&self) -> usize {
+        3
+    }
+    fn decode(&self, z: &Tensor, _: Option<&Tensor>) -> candle_core::Result<Tensor> {
+        candle_nn::ops::sigmoid(&z.matmul(&self.0.t()?)?)
+    }
+}
+
+impl Classifier for LinClf {
+    fn logits(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        x.matmul(&self.0.t()?)?.broadcast_add(&self.1)
+    }
+    fn class_names(&self) -> &[String] {
+        &self.2
+    }
+}
+
+fn sin_matrix(r: usize, c: usize, s: f64, scale: f64) -> Tensor {
+    let v: Vec<f32> = (0..r * c)
+        .map(|k| (scale * (s + 1.7 * (k / c) as f64 + 0.9 * (k % c) as f64).sin()) as f32)
+        .collect();
+    Tensor::from_vec(v, (r, c), &common::device()).unwrap()
+}
+
+/// The whole ascent (8 steps from a given z0, λ log p(z) with the
+/// standard normal prior, Adam on KL and SGD on JS) against PyTorch in
+/// f64 with `maximize=True`: the final z, the divergence per sample after
+/// the search, and each step's mean objective, mean and max divergence
+/// (the trajectory's step 8 is after the 8th update). Agreed when written
+/// to 1e-5 (f32 models). The PyTorch script is `bench/search_reference.py`.
+#[test]
+fn a_search_takes_torchs_steps() {
+    let dev = common::device();
+    let classes: Vec<String> = ["a", "b", "c", "d"].map(String::from).to_vec();
+    let g = LinGen(sin_matrix(6, 3, 0.3, 1.0));
+    let bias = |b: [f32; 4]| Tensor::new(&b, &dev).unwrap();
+    let c1 = LinClf(
+        sin_matrix(4, 6, 1.1, 2.0),
+        bias([0.1, -0.2, 0.3, 0.0]),
+        classes.clone(),
+    );
+    let c2 = LinClf(
+        sin_matrix(4, 6, 2.3, 2.0),
+        bias([-0.3, 0.2, 0.0, 0.1]),
+        classes,
+    );
+    let z0 = Tensor::new(
+        &[[0.5f32, -1.0, 0.25], [1.5, 0.3, -0.7], [-0.2, 0.1, 2.0]],
+        &dev,
+    )
+    .unwrap();
+    for (config, want_z, want_d, want_traj) in [
+        (
+            SearchConfig::default()
+                .steps(8)
+                .lambda(0.3)
+                .divergence(Divergence::Kl),
+            KL_ADAM_Z,
+            KL_ADAM_D,
+            KL_ADAM_TRAJ,
+        ),
+        (
+            SearchConfig::default()
+                .steps(8)
+                .lambda(0.1)
+                .lr(0.5)
+                .optimizer(Optimizer::Sgd)
+                .divergence(Divergence::js()),
+            JS_SGD_Z,
+            JS_SGD_D,
+            JS_SGD_TRAJ,
+        ),
+    ] {
+        let what = format!("{} {}", config.divergence, config.optimizer.name());
+        let o = Search::new("lin", &g)
+            .classifier("c1", &c1)
+            .classifier("c2", &c2)
+            .config(config)
+            .z0(z0.clone())
+            .run(&dev)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let close = |a: f64, b: f64, what: &str| {
+            assert!(
+                (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+                "{what}: {a}, torch {b}"
+            )
+        };
+        for (i, s) in o.samples.iter().enumerate() {
+            for (k, z) in s.z.iter().enumerate() {
+                close(*z as f64, want_z[i][k], &format!("{what}: z[{i}][{k}]"));
+            }
+            close(
+                s.divergence_after,
+                want_d[i],
+                &format!("{what}: D after, sample {i}"),
+            );
+        }
+        assert_eq!(o.trajectory.len(), want_traj.len(), "{what}");
+        for (r, (obj, mean, max)) in o.trajectory.iter().zip(want_traj) {
+            close(
+                r.mean_objective,
+                obj,
+                &format!("{what}: objective at {}", r.step),
+            );
+            close(
+                r.mean_divergence,
+                mean,
+                &format!("{what}: mean D at {}", r.step),
+            );
+            close(
+                r.max_divergence,
+                max,
+                &format!("{what}: max D at {}", r.step),
+            );
+        }
+        close(
+            o.mean_divergence_after(),
+            want_d.iter().sum::<f64>() / 3.0,
+            &what,
+        );
+    }
+}
+
+const KL_ADAM_Z: [[f64; 3]; 3] = [
+    [
+        0.10265334783186073,
+        -0.8602821755338856,
+        -0.034113953891094374,
+    ],
+    [
+        1.1005419803009477,
+        -0.09543096335209997,
+        -0.3125744101598191,
+    ],
+    [-0.6002034410029108, -0.3041941760291602, 1.5995968936535563],
+];
+const KL_ADAM_D: [f64; 3] = [0.4868468939575302, 0.08561417424114674, 0.4836897709175766];
+const KL_ADAM_TRAJ: [(f64, f64, f64); 9] = [
+    (-0.9791764165315956, 0.25749326335260975, 0.3891654963759328),
+    (
+        -0.9458133217096413,
+        0.26123136001328245,
+        0.39240252608648285,
+    ),
+    (-0.9135654490992243, 0.26636344275485885, 0.3963564952490719),
+    (-0.8822247898449498, 0.2734756992198737, 0.40231399458074296),
+    (-0.8514906659067457, 0.2833043355029317, 0.41199852237995305),
+    (-0.821037425179715, 0.2962287479415208, 0.42608793181780413),
+    (-0.7906058401173914, 0.3121440659404254, 0.4438804525090353),
+    (-0.7599948316171311, 0.33081777294945075, 0.4643936125571605),
+    (-0.729058293367697, 0.35205027970541786, 0.4868468939575302),
+];
+const JS_SGD_Z: [[f64; 3]; 3] = [
+    [
+        0.08711749019461111,
+        -0.8517929459441608,
+        0.17625936755654378,
+    ],
+    [0.951624599848962, 0.15725945329372262, -0.4728134192195889],
+    [
+        -0.22029581582888563,
+        0.014284547826969606,
+        1.3497336761434238,
+    ],
+];
+const JS_SGD_D: [f64; 3] = [
+    0.11301189284912128,
+    0.020188482491167684,
+    0.08534955817019338,
+];
+const JS_SGD_TRAJ: [(f64, f64, f64); 9] = [
+    (
+        -0.34862294223066637,
+        0.0636002843974021,
+        0.09153025402682166,
+    ),
+    (-0.335268714267069, 0.064367296914131, 0.09457680934528861),
+    (
+        -0.3229614082182994,
+        0.06524798760826535,
+        0.09752626749910337,
+    ),
+    (-0.3115964144951863, 0.0662413611147477, 0.10037402672167611),
+    (-0.3010804049085122, 0.0673462684317966, 0.10311680419355224),
+    (
+        -0.29133020489267986,
+        0.06856136301940595,
+        0.1057525208094947,
+    ),
+    (
+        -0.28227179535377384,
+        0.06988504052072003,
+        0.10828017498093781,
+    ),
+    (
+        -0.2738394288475725,
+        0.07131536405032113,
+        0.11069971180833002,
+    ),
+    (
+        -0.2659748451226661,
+        0.07284997783682744,
+        0.11301189284912128,
+    ),
+];
