@@ -39,9 +39,10 @@ Usage:
   cargo gevaldi init [DIR]                        write a starter suite into DIR (default: .)
 
 CONFIG is a gevaldi.toml. Without one: ./gevaldi.toml when there is one,
-else the built-in MNIST suite, unpacked into <cache>/gevaldi/<version>/mnist
-(<cache>: $XDG_CACHE_HOME, else ~/.cache; ~/Library/Caches on macOS,
-%LOCALAPPDATA% on Windows).
+else a gevaldi.toml in a folder above, up to the package's root (the nearest
+folder with a Cargo.toml), else the built-in MNIST suite, unpacked into
+<cache>/gevaldi/<version>/mnist (<cache>: $XDG_CACHE_HOME, else ~/.cache;
+~/Library/Caches on macOS, %LOCALAPPDATA% on Windows).
 
 `init` writes the built-in MNIST suite as a starting point: gevaldi.toml, the
 weights beside it, data/ and snapshots/. It overwrites nothing: when one of
@@ -57,7 +58,8 @@ target of `gevaldi::main!`: `list` and `report` show their trials, `run`
 skips them (run them with `cargo test`) and runs the others.
 The report is written to <target>/gevaldi/<config dir>/<config stem>/index.html,
 where <target> is $CARGO_TARGET_DIR, else the target folder this binary was
-built in, else ./target (an installed cargo-gevaldi).
+built in, else (an installed cargo-gevaldi) the target folder of the config's
+package (at its workspace's root), else ./target.
 Exit status: 0 when every trial run passed, 1 when one failed, 2 for a
 mistake in the command line or the config.";
 
@@ -155,25 +157,59 @@ fn resolve(config: Option<PathBuf>) -> anyhow::Result<PathBuf> {
 
 /// Unless `CARGO_TARGET_DIR` is set or this binary lies in a cargo target
 /// folder (one with cargo's `CACHEDIR.TAG`), sets `CARGO_TARGET_DIR` to
-/// `./target`: an installed `cargo gevaldi` writes its records and report
-/// there rather than beside itself.
-fn choose_target_dir() {
+/// the target folder of the package that holds `config` ([`cargo_root`]),
+/// else to `./target`: an installed `cargo gevaldi` writes its records and
+/// report where `cargo test` writes the package's, rather than beside
+/// itself or into the folder it was run in.
+fn choose_target_dir(config: &Path) {
     if std::env::var_os("CARGO_TARGET_DIR").is_some() {
         return;
     }
     let built_in_target = gevaldi::artifact::target_dir()
         .join("CACHEDIR.TAG")
         .is_file();
-    if !built_in_target {
-        if let Ok(cwd) = std::env::current_dir() {
-            std::env::set_var("CARGO_TARGET_DIR", cwd.join("target"));
-        }
+    if built_in_target {
+        return;
     }
+    let Ok(cwd) = std::env::current_dir() else {
+        return;
+    };
+    let dir = cwd.join(config);
+    let dir = dir.parent().unwrap_or(&cwd);
+    let root = cargo_root(dir).unwrap_or(&cwd);
+    std::env::set_var("CARGO_TARGET_DIR", root.join("target"));
+}
+
+/// The folder whose `target/` cargo builds the package that holds `dir`
+/// into: the nearest folder at or above `dir` with a `Cargo.toml`, or, when
+/// a folder above that one has a `Cargo.toml` with a `[workspace]` table,
+/// the nearest such (the workspace's root). `None` outside any package,
+/// and inside a cargo target folder (one with cargo's `CACHEDIR.TAG`),
+/// which holds no sources. (A `build.target-dir` in a cargo config file is
+/// not read: set `CARGO_TARGET_DIR`.)
+fn cargo_root(dir: &Path) -> Option<&Path> {
+    let mut above = dir
+        .ancestors()
+        .take_while(|d| !d.join("CACHEDIR.TAG").is_file());
+    let package = above.find(|d| d.join("Cargo.toml").is_file())?;
+    let is_workspace = |d: &Path| {
+        std::fs::read_to_string(d.join("Cargo.toml")).is_ok_and(|manifest| {
+            manifest.lines().any(|l| {
+                let l = l.trim();
+                l == "[workspace]" || l.starts_with("[workspace.")
+            })
+        })
+    };
+    Some(
+        std::iter::once(package)
+            .chain(above)
+            .find(|d| is_workspace(d))
+            .unwrap_or(package),
+    )
 }
 
 fn main() -> ExitCode {
     gevaldi::prepare_process();
-    choose_target_dir();
     match parse(std::env::args_os().skip(1)) {
         Err(e) => {
             eprintln!("error: {e}\n\nRun `cargo gevaldi --help` for usage.");
@@ -201,6 +237,7 @@ fn main() -> ExitCode {
 /// trial that needs one is listed, reported, and skipped by `run`.
 fn load(config: Option<PathBuf>) -> anyhow::Result<Suite> {
     let path = resolve(config)?;
+    choose_target_dir(&path);
     Ok(Suite::load(&path, Registry::without_rust_models())?)
 }
 

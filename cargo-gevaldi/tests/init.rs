@@ -14,9 +14,24 @@ fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
-/// An empty folder of this test's own.
+/// An empty folder of this test's own, in the target folder (which is in
+/// this repository's workspace: `cargo gevaldi` tells it from a package by
+/// the `CACHEDIR.TAG` that cargo writes into a target folder it creates,
+/// and that one copied from elsewhere may lack).
 fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    if let Some(target) = tmp.parent() {
+        let tag = target.join("CACHEDIR.TAG");
+        if !tag.is_file() {
+            std::fs::write(
+                &tag,
+                "Signature: 8a477f597d28d172789f06886806bc55\n\
+                 # This file is a cache directory tag created by cargo.\n",
+            )
+            .unwrap();
+        }
+    }
+    let dir = tmp.join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -197,6 +212,77 @@ fn the_package_s_config_is_found_from_a_subfolder() {
     let all = text(&out);
     assert!(out.status.success(), "{all}");
     assert!(all.contains("running the built-in MNIST suite"), "{all}");
+}
+
+/// Regression: an installed `cargo gevaldi` used `./target` of the folder
+/// it ran in, so from a package's subfolder (where it finds the package's
+/// config) or in a member of a workspace it wrote `target/` into the
+/// sources and its report counted the records `cargo test` had written
+/// under the workspace's target folder as missing. It uses the target
+/// folder of the config's package, at its workspace's root.
+#[test]
+fn records_go_to_the_target_folder_of_the_config_s_workspace() {
+    let root = scratch("init-workspace-target");
+    let bin = install(&root);
+    let (home, ws) = (root.join("home"), root.join("ws"));
+    let pkg = ws.join("models");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::create_dir_all(pkg.join("src/deep")).unwrap();
+    std::fs::write(
+        ws.join("Cargo.toml"),
+        "[workspace]\nmembers = [\"models\"]\n",
+    )
+    .unwrap();
+    std::fs::write(pkg.join("Cargo.toml"), "[package]\nname = \"models\"\n").unwrap();
+    let out = cli(&bin, &pkg, &home, &["init"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let index = ws.join("target/gevaldi/models/gevaldi/index.html");
+    for cwd in [pkg.join("src/deep"), pkg.clone()] {
+        let out = cli(&bin, &cwd, &home, &["report"], &[]);
+        let all = text(&out);
+        assert!(out.status.success(), "{all}");
+        assert!(
+            all.contains(&format!("report: {}", index.display())),
+            "from {}: {all}",
+            cwd.display()
+        );
+        assert!(!cwd.join("target").exists(), "{}", cwd.display());
+    }
+    // CARGO_TARGET_DIR still decides.
+    let elsewhere = root.join("elsewhere");
+    let out = cli(
+        &bin,
+        &pkg,
+        &home,
+        &["report"],
+        &[("CARGO_TARGET_DIR", elsewhere.to_str().unwrap())],
+    );
+    let all = text(&out);
+    assert!(
+        all.contains(&format!(
+            "report: {}",
+            elsewhere
+                .join("gevaldi/models/gevaldi/index.html")
+                .display()
+        )),
+        "{all}"
+    );
+    // A config in no package: ./target, as before.
+    let loose = root.join("loose");
+    std::fs::create_dir_all(&loose).unwrap();
+    let out = cli(&bin, &loose, &home, &["init"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = cli(&bin, &loose, &home, &["report"], &[]);
+    let all = text(&out);
+    assert!(
+        all.contains(&format!(
+            "report: {}",
+            loose
+                .join("target/gevaldi/loose/gevaldi/index.html")
+                .display()
+        )),
+        "{all}"
+    );
 }
 
 #[test]

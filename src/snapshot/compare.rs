@@ -43,6 +43,11 @@ impl Tolerance {
         if a == b {
             return true;
         }
+        // An infinity (`1e400` in a file edited by hand) is within no
+        // tolerance of another value: inf <= tolerance × inf would say so.
+        if !(a.is_finite() && b.is_finite()) {
+            return false;
+        }
         (a - b).abs() <= self.absolute + self.relative * a.abs().max(b.abs())
     }
 }

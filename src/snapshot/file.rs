@@ -112,34 +112,65 @@ pub(super) enum Update {
 }
 
 impl Update {
-    /// The mode `INSTA_UPDATE` names, read as insta 1.49 reads it (`1` is
-    /// `always`; a value insta refuses is refused).
-    fn from_env() -> crate::Result<Self> {
-        let ci = std::env::var("CI")
-            .map(|v| !matches!(v.as_str(), "" | "0" | "false"))
-            .unwrap_or(false);
-        Ok(
-            match std::env::var("INSTA_UPDATE").unwrap_or_default().as_str() {
-                "no" => Update::No,
-                "new" => Update::New,
-                "unseen" => Update::Unseen,
-                "always" | "1" | "force" => Update::Always,
-                "" | "auto" if ci => Update::No,
-                "" | "auto" => Update::New,
-                other => {
-                    return Err(crate::Error::setting(
-                        "INSTA_UPDATE",
-                        other,
-                        "auto, always (or 1), force, new, unseen or no",
-                    ))
-                }
-            },
-        )
+    /// The mode `INSTA_UPDATE` names in `env`, read as insta 1.49 reads it
+    /// (`1` is `always`; a value insta refuses is refused).
+    fn of(env: &InstaEnv) -> crate::Result<Self> {
+        Ok(match env.update.as_deref().unwrap_or_default() {
+            "no" => Update::No,
+            "new" => Update::New,
+            "unseen" => Update::Unseen,
+            "always" | "1" | "force" => Update::Always,
+            "" | "auto" if env.ci => Update::No,
+            "" | "auto" => Update::New,
+            other => {
+                return Err(crate::Error::setting(
+                    "INSTA_UPDATE",
+                    other,
+                    "auto, always (or 1), force, new, unseen or no",
+                ))
+            }
+        })
     }
 }
 
-pub(super) fn force_pass() -> bool {
-    std::env::var("INSTA_FORCE_PASS").is_ok_and(|v| !matches!(v.as_str(), "" | "0" | "false"))
+/// What insta's environment variables say, read once per check.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(super) struct InstaEnv {
+    /// Whether this is a CI run, as insta tells: `CI` set to anything but
+    /// `false`, `0` or nothing, or, without `CI`, `TF_BUILD` set (Azure
+    /// Pipelines).
+    pub(super) ci: bool,
+    /// `INSTA_UPDATE` as given (`None`: unset).
+    pub(super) update: Option<String>,
+    /// `INSTA_FORCE_PASS` set (to anything but `0`, `false` or nothing).
+    pub(super) force_pass: bool,
+    /// `INSTA_SNAPSHOT_REFERENCES_FILE`: where cargo-insta collects the
+    /// snapshots the tests used (`cargo insta test --unreferenced=delete`
+    /// deletes the others).
+    pub(super) references: Option<PathBuf>,
+}
+
+impl InstaEnv {
+    /// The process's environment.
+    pub(super) fn from_env() -> Self {
+        Self::read(|key| std::env::var(key).ok())
+    }
+
+    /// The environment `var` gives (a variable's value, `None` when unset).
+    pub(super) fn read(var: impl Fn(&str) -> Option<String>) -> Self {
+        let ci = match var("CI").as_deref() {
+            Some("" | "0" | "false") => false,
+            Some(_) => true,
+            None => var("TF_BUILD").is_some(),
+        };
+        InstaEnv {
+            ci,
+            update: var("INSTA_UPDATE"),
+            force_pass: var("INSTA_FORCE_PASS")
+                .is_some_and(|v| !matches!(v.as_str(), "" | "0" | "false")),
+            references: var("INSTA_SNAPSHOT_REFERENCES_FILE").map(PathBuf::from),
+        }
+    }
 }
 
 /// Why a trial's snapshot did not pass.
@@ -176,6 +207,17 @@ pub enum SnapshotProblem {
         line: usize,
         /// The line that gave it first.
         first: usize,
+    },
+    /// The snapshot could not be named in cargo-insta's
+    /// `INSTA_SNAPSHOT_REFERENCES_FILE` (which `cargo insta test
+    /// --unreferenced=delete` reads to keep it).
+    References {
+        /// The snapshot.
+        snapshot: PathBuf,
+        /// The references file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
     },
     /// A snapshot file could not be read or removed.
     Io {
@@ -271,6 +313,17 @@ impl fmt::Display for SnapshotProblem {
                  line per key (a bad merge?): delete the wrong one, or the file to write it anew",
                 path.display()
             ),
+            SnapshotProblem::References {
+                snapshot,
+                path,
+                source,
+            } => write!(
+                f,
+                "failed to name the snapshot `{}` in cargo-insta's \
+                 INSTA_SNAPSHOT_REFERENCES_FILE `{}`: {source}",
+                snapshot.display(),
+                path.display()
+            ),
             SnapshotProblem::Io {
                 path,
                 action,
@@ -287,6 +340,15 @@ impl fmt::Display for SnapshotProblem {
 /// Compares `body` with the stored snapshot and writes what insta's
 /// environment says.
 pub(super) fn check(file: &SnapshotFile, body: &str) -> Result<(), SnapshotProblem> {
+    check_with(file, body, &InstaEnv::from_env())
+}
+
+/// [`check`] in the environment `env`.
+pub(super) fn check_with(
+    file: &SnapshotFile,
+    body: &str,
+    env: &InstaEnv,
+) -> Result<(), SnapshotProblem> {
     let io = |path: &Path, action: &'static str| {
         let path = path.to_path_buf();
         move |source| SnapshotProblem::Io {
@@ -295,6 +357,13 @@ pub(super) fn check(file: &SnapshotFile, body: &str) -> Result<(), SnapshotProbl
             source,
         }
     };
+    if let Some(references) = &env.references {
+        reference(&file.path, references).map_err(|source| SnapshotProblem::References {
+            snapshot: file.path.clone(),
+            path: references.clone(),
+            source,
+        })?;
+    }
     let pending = file.pending();
     let remove_pending = || match std::fs::remove_file(&pending) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&pending, "remove")(e)),
@@ -326,7 +395,7 @@ pub(super) fn check(file: &SnapshotFile, body: &str) -> Result<(), SnapshotProbl
             Some(m)
         }
     };
-    let update = Update::from_env().map_err(|e| SnapshotProblem::Write(Box::new(e)))?;
+    let update = Update::of(env).map_err(|e| SnapshotProblem::Write(Box::new(e)))?;
     let written = match (update, &mismatches) {
         (Update::No, _) => None,
         (Update::Unseen, None) | (Update::Always, _) => Some(file.path.clone()),
@@ -339,23 +408,33 @@ pub(super) fn check(file: &SnapshotFile, body: &str) -> Result<(), SnapshotProbl
             return remove_pending();
         }
     }
-    match mismatches {
-        None => Err(SnapshotProblem::New {
+    let problem = match mismatches {
+        None => SnapshotProblem::New {
             file: Box::new(file.clone()),
             written,
-        }),
-        Some(mismatches) => {
-            let problem = SnapshotProblem::Changed {
-                file: Box::new(file.clone()),
-                mismatches,
-                written,
-            };
-            if force_pass() {
-                // As insta does: the difference is shown, the test passes.
-                eprintln!("warning: passed because INSTA_FORCE_PASS is set: {problem}");
-                return Ok(());
-            }
-            Err(problem)
-        }
+        },
+        Some(mismatches) => SnapshotProblem::Changed {
+            file: Box::new(file.clone()),
+            mismatches,
+            written,
+        },
+    };
+    if env.force_pass {
+        // As insta does (and `cargo insta test` sets it): a new or changed
+        // snapshot is shown, and the test passes.
+        eprintln!("warning: passed because INSTA_FORCE_PASS is set: {problem}");
+        return Ok(());
     }
+    Err(problem)
+}
+
+/// Appends `snapshot` to cargo-insta's references file, a line per
+/// snapshot used, as insta does.
+fn reference(snapshot: &Path, references: &Path) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(references)?;
+    f.write_all(format!("{}\n", snapshot.display()).as_bytes())
 }

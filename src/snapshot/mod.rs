@@ -43,18 +43,20 @@
 //! | `INSTA_UPDATE` | new snapshot | changed snapshot |
 //! | --- | --- | --- |
 //! | unset or `auto`, locally | writes `.snap.new`, fails | writes `.snap.new`, fails |
-//! | unset or `auto`, with `CI` set | fails, writes nothing | fails, writes nothing |
+//! | unset or `auto`, with `CI` set (or `TF_BUILD` without `CI`) | fails, writes nothing | fails, writes nothing |
 //! | `no` | fails, writes nothing | fails, writes nothing |
 //! | `new` | writes `.snap.new`, fails | writes `.snap.new`, fails |
 //! | `unseen` | writes `.snap`, passes | writes `.snap.new`, fails |
 //! | `always` (or `1`) or `force` | writes `.snap`, passes | writes `.snap`, passes |
 //!
 //! (another value fails the trial, naming the values insta takes);
-//! and `INSTA_FORCE_PASS=1` passes a changed snapshot (after writing what
-//! the mode says). A stored snapshot that gives a key on two lines (a bad
-//! merge) fails, naming the file, the line and the key, and nothing is
-//! written. Files are written to a temporary file, flushed to disk and
-//! renamed into place.
+//! and `INSTA_FORCE_PASS=1` passes a new or changed snapshot (after writing
+//! what the mode says), as insta does (`cargo insta test` sets it). Each
+//! check names its snapshot in cargo-insta's `INSTA_SNAPSHOT_REFERENCES_FILE`
+//! where it is set, so that `cargo insta test --unreferenced=delete` keeps
+//! it. A stored snapshot that gives a key on two lines (a bad merge) fails,
+//! naming the file, the line and the key, and nothing is written. Files are
+//! written to a temporary file, flushed to disk and renamed into place.
 
 mod compare;
 mod ensemble;

@@ -154,3 +154,93 @@ fn a_key_given_twice_fails_naming_the_file_line_and_key() {
     std::fs::write(&file.path, file.contents(body)).unwrap();
     assert!(super::file::check(&file, body).is_ok());
 }
+
+/// A snapshot folder in a temporary directory, and the environment of a
+/// local run (no CI, no INSTA_* variables).
+fn temp_snapshot() -> (tempfile::TempDir, SnapshotFile, super::file::InstaEnv) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = SnapshotFile::new(&dir.path().join("gevaldi.toml"), TrialId::pair("p"));
+    std::fs::create_dir_all(file.path.parent().unwrap()).unwrap();
+    (dir, file, super::file::InstaEnv::default())
+}
+
+/// Regression: `cargo insta test` sets INSTA_FORCE_PASS=1 (and
+/// INSTA_UPDATE=new), and insta then passes a new snapshot as well as a
+/// changed one, writing `.snap.new` for review; gevaldi failed the new
+/// one, so `cargo insta test --accept` on a fresh suite accepted the
+/// snapshots and still exited 1.
+#[test]
+fn insta_force_pass_passes_a_new_snapshot_too_writing_it_for_review() {
+    let (_dir, file, mut env) = temp_snapshot();
+    env.update = Some("new".into());
+    env.force_pass = true;
+    let body = "trial: pair::p\nsearch.lift: 9.348\n";
+    assert!(super::file::check_with(&file, body, &env).is_ok());
+    assert!(
+        file.pending().is_file(),
+        "the new snapshot waits for review"
+    );
+    assert!(!file.path.exists());
+    // Without it, a new snapshot still fails.
+    env.force_pass = false;
+    assert!(matches!(
+        super::file::check_with(&file, body, &env),
+        Err(SnapshotProblem::New { .. })
+    ));
+}
+
+/// Regression: cargo-insta collects the snapshots the tests used in
+/// INSTA_SNAPSHOT_REFERENCES_FILE, and `cargo insta test
+/// --unreferenced=delete` deletes every other `.snap` of the package;
+/// gevaldi named none there, so that command deleted every gevaldi
+/// snapshot (and `--unreferenced=reject` failed on them).
+#[test]
+fn a_checked_snapshot_is_named_in_insta_s_references_file() {
+    let (dir, file, mut env) = temp_snapshot();
+    let references = dir.path().join("references");
+    std::fs::write(&references, "/elsewhere/other.snap\n").unwrap();
+    env.references = Some(references.clone());
+    env.update = Some("always".into());
+    let body = "trial: pair::p\nsearch.lift: 9.348\n";
+    assert!(super::file::check_with(&file, body, &env).is_ok());
+    // Matching the stored one, and failing against it, reference it too.
+    assert!(super::file::check_with(&file, body, &env).is_ok());
+    env.update = Some("no".into());
+    assert!(super::file::check_with(&file, "trial: pair::p\nsearch.lift: 1\n", &env).is_err());
+    let listed = std::fs::read_to_string(&references).unwrap();
+    let path = file.path.display().to_string();
+    assert_eq!(
+        listed.lines().collect::<Vec<_>>(),
+        ["/elsewhere/other.snap", &path, &path, &path]
+    );
+}
+
+/// insta counts Azure Pipelines (`TF_BUILD`, no `CI`) as CI: nothing is
+/// written there either.
+#[test]
+fn tf_build_counts_as_ci_as_insta_reads_it() {
+    use super::file::InstaEnv;
+    let env = |ci: Option<&str>, tf: bool| {
+        InstaEnv::read(|k| match k {
+            "CI" => ci.map(String::from),
+            "TF_BUILD" => tf.then(|| "True".to_string()),
+            _ => None,
+        })
+    };
+    assert!(env(None, true).ci);
+    assert!(env(Some("true"), false).ci);
+    assert!(!env(None, false).ci);
+    // CI set (even to false) decides, as in insta.
+    assert!(!env(Some("false"), true).ci);
+    assert!(!env(Some("0"), true).ci);
+}
+
+/// Regression: a stored number that reads as infinity (`1e400`, edited by
+/// hand) matched every value, since inf <= tolerance × inf.
+#[test]
+fn an_infinite_stored_value_never_matches_a_finite_one() {
+    assert!(!compare("start.x: 1e400\n", "start.x: 1\n").is_empty());
+    assert!(!compare("search.x: 1\n", "search.x: 1e999\n").is_empty());
+    assert!(!Tolerance::SEARCH.holds(f64::INFINITY, 1.0));
+    assert!(!Tolerance::SEARCH.holds(f64::INFINITY, f64::NEG_INFINITY));
+}
