@@ -59,7 +59,7 @@ skips them (run them with `cargo test`) and runs the others.
 The report is written to <target>/gevaldi/<config dir>/<config stem>/index.html,
 where <target> is $CARGO_TARGET_DIR, else the target folder this binary was
 built in, else (an installed cargo-gevaldi) the target folder of the config's
-package (at its workspace's root), else ./target.
+package as `cargo metadata` reports it, else ./target.
 Exit status: 0 when every trial run passed, 1 when one failed, 2 for a
 mistake in the command line or the config.";
 
@@ -157,10 +157,10 @@ fn resolve(config: Option<PathBuf>) -> anyhow::Result<PathBuf> {
 
 /// Unless `CARGO_TARGET_DIR` is set or this binary lies in a cargo target
 /// folder (one with cargo's `CACHEDIR.TAG`), sets `CARGO_TARGET_DIR` to
-/// the target folder of the package that holds `config` ([`cargo_root`]),
-/// else to `./target`: an installed `cargo gevaldi` writes its records and
-/// report where `cargo test` writes the package's, rather than beside
-/// itself or into the folder it was run in.
+/// the target folder of the package that holds `config`, as cargo reports
+/// it ([`cargo_target_dir`]), else to `./target`: an installed `cargo
+/// gevaldi` writes its records and report where `cargo test` writes the
+/// package's, rather than beside itself or into the folder it was run in.
 fn choose_target_dir(config: &Path) {
     if std::env::var_os("CARGO_TARGET_DIR").is_some() {
         return;
@@ -174,38 +174,50 @@ fn choose_target_dir(config: &Path) {
     let Ok(cwd) = std::env::current_dir() else {
         return;
     };
-    let dir = cwd.join(config);
-    let dir = dir.parent().unwrap_or(&cwd);
-    let root = cargo_root(dir).unwrap_or(&cwd);
-    std::env::set_var("CARGO_TARGET_DIR", root.join("target"));
+    let config = cwd.join(config);
+    let dir = config.parent().unwrap_or(&cwd);
+    let target = cargo_target_dir(dir).unwrap_or_else(|| cwd.join("target"));
+    std::env::set_var("CARGO_TARGET_DIR", target);
 }
 
-/// The folder whose `target/` cargo builds the package that holds `dir`
-/// into: the nearest folder at or above `dir` with a `Cargo.toml`, or, when
-/// a folder above that one has a `Cargo.toml` with a `[workspace]` table,
-/// the nearest such (the workspace's root). `None` outside any package,
-/// and inside a cargo target folder (one with cargo's `CACHEDIR.TAG`),
-/// which holds no sources. (A `build.target-dir` in a cargo config file is
-/// not read: set `CARGO_TARGET_DIR`.)
-fn cargo_root(dir: &Path) -> Option<&Path> {
-    let mut above = dir
-        .ancestors()
-        .take_while(|d| !d.join("CACHEDIR.TAG").is_file());
-    let package = above.find(|d| d.join("Cargo.toml").is_file())?;
-    let is_workspace = |d: &Path| {
-        std::fs::read_to_string(d.join("Cargo.toml")).is_ok_and(|manifest| {
-            manifest.lines().any(|l| {
-                let l = l.trim();
-                l == "[workspace]" || l.starts_with("[workspace.")
-            })
-        })
-    };
-    Some(
-        std::iter::once(package)
-            .chain(above)
-            .find(|d| is_workspace(d))
-            .unwrap_or(package),
-    )
+/// The target folder cargo builds the package that holds `dir` into, as
+/// `cargo metadata` reports it (the workspace's root, a `build.target-dir`
+/// of a cargo config file). `None` outside any package (no `Cargo.toml` at
+/// or above `dir`), and where cargo cannot tell, which is said on stderr.
+fn cargo_target_dir(dir: &Path) -> Option<PathBuf> {
+    dir.ancestors().find(|d| d.join("Cargo.toml").is_file())?;
+    // `CARGO` is the cargo that ran this subcommand.
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let asked = std::process::Command::new(&cargo)
+        .args(["metadata", "--no-deps", "--format-version", "1"])
+        .current_dir(dir)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| e.to_string())
+        .and_then(|out| {
+            if !out.status.success() {
+                let why = String::from_utf8_lossy(&out.stderr);
+                return Err(why.trim().to_string());
+            }
+            let metadata: serde_json::Value =
+                serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+            metadata["target_directory"]
+                .as_str()
+                .map(PathBuf::from)
+                .ok_or_else(|| "no `target_directory` in its answer".to_string())
+        });
+    match asked {
+        Ok(target) => Some(target),
+        Err(why) => {
+            eprintln!(
+                "warning: failed to ask `{} metadata` for the target folder of the package \
+                 in {} ({why}): using ./target",
+                Path::new(&cargo).display(),
+                dir.display()
+            );
+            None
+        }
+    }
 }
 
 fn main() -> ExitCode {

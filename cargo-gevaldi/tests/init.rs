@@ -14,26 +14,27 @@ fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
-/// An empty folder of this test's own, in the target folder (which is in
-/// this repository's workspace: `cargo gevaldi` tells it from a package by
-/// the `CACHEDIR.TAG` that cargo writes into a target folder it creates,
-/// and that one copied from elsewhere may lack).
+/// An empty folder of this test's own.
 fn scratch(name: &str) -> PathBuf {
-    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    if let Some(target) = tmp.parent() {
-        let tag = target.join("CACHEDIR.TAG");
-        if !tag.is_file() {
-            std::fs::write(
-                &tag,
-                "Signature: 8a477f597d28d172789f06886806bc55\n\
-                 # This file is a cache directory tag created by cargo.\n",
-            )
-            .unwrap();
-        }
-    }
-    let dir = tmp.join(name);
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// An empty folder of this test's own outside any cargo package (the
+/// target folder is inside this repository's workspace).
+fn scratch_outside(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir()
+        .join(format!("gevaldi-init-{}", std::process::id()))
+        .join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    assert!(
+        !dir.ancestors().any(|d| d.join("Cargo.toml").is_file()),
+        "{} is inside a cargo package",
+        dir.display()
+    );
     dir
 }
 
@@ -219,10 +220,11 @@ fn the_package_s_config_is_found_from_a_subfolder() {
 /// config) or in a member of a workspace it wrote `target/` into the
 /// sources and its report counted the records `cargo test` had written
 /// under the workspace's target folder as missing. It uses the target
-/// folder of the config's package, at its workspace's root.
+/// folder `cargo metadata` reports for the config's package: at its
+/// workspace's root, or a cargo config's `build.target-dir`.
 #[test]
-fn records_go_to_the_target_folder_of_the_config_s_workspace() {
-    let root = scratch("init-workspace-target");
+fn records_go_to_the_target_folder_cargo_reports_for_the_config() {
+    let root = scratch_outside("workspace-target");
     let bin = install(&root);
     let (home, ws) = (root.join("home"), root.join("ws"));
     let pkg = ws.join("models");
@@ -230,39 +232,71 @@ fn records_go_to_the_target_folder_of_the_config_s_workspace() {
     std::fs::create_dir_all(pkg.join("src/deep")).unwrap();
     std::fs::write(
         ws.join("Cargo.toml"),
-        "[workspace]\nmembers = [\"models\"]\n",
+        "[workspace]\nmembers = [\"models\"]\nresolver = \"2\"\n",
     )
     .unwrap();
-    std::fs::write(pkg.join("Cargo.toml"), "[package]\nname = \"models\"\n").unwrap();
-    let out = cli(&bin, &pkg, &home, &["init"], &[]);
+    std::fs::write(
+        pkg.join("Cargo.toml"),
+        "[package]\nname = \"models\"\nversion = \"0.1.0\"\nedition = \"2021\"\n",
+    )
+    .unwrap();
+    std::fs::write(pkg.join("src/lib.rs"), "").unwrap();
+    // The cargo that runs this test, as cargo gives a subcommand it runs.
+    let cargo = std::env::var("CARGO").expect("CARGO is set by cargo test");
+    let with_cargo = [("CARGO", cargo.as_str())];
+    let report_line = |cwd: &Path, extra: &[(&str, &str)]| {
+        let out = cli(&bin, cwd, &home, &["report"], extra);
+        let all = text(&out);
+        assert!(out.status.success(), "{all}");
+        assert!(!all.contains("warning"), "{all}");
+        all.lines()
+            .find_map(|l| l.strip_prefix("report: ").map(PathBuf::from))
+            .unwrap_or_else(|| panic!("no report line: {all}"))
+    };
+    let out = cli(&bin, &pkg, &home, &["init"], &with_cargo);
     assert!(out.status.success(), "{}", text(&out));
     let index = ws.join("target/gevaldi/models/gevaldi/index.html");
     for cwd in [pkg.join("src/deep"), pkg.clone()] {
-        let out = cli(&bin, &cwd, &home, &["report"], &[]);
-        let all = text(&out);
-        assert!(out.status.success(), "{all}");
-        assert!(
-            all.contains(&format!("report: {}", index.display())),
-            "from {}: {all}",
+        assert_eq!(
+            report_line(&cwd, &with_cargo),
+            index,
+            "from {}",
             cwd.display()
         );
         assert!(!cwd.join("target").exists(), "{}", cwd.display());
     }
-    // CARGO_TARGET_DIR still decides.
-    let elsewhere = root.join("elsewhere");
-    let out = cli(
-        &bin,
-        &pkg,
-        &home,
-        &["report"],
-        &[("CARGO_TARGET_DIR", elsewhere.to_str().unwrap())],
+    // A cargo config's build.target-dir, as cargo reads it.
+    std::fs::create_dir_all(ws.join(".cargo")).unwrap();
+    std::fs::write(
+        ws.join(".cargo/config.toml"),
+        "[build]\ntarget-dir = \"elsewhere\"\n",
+    )
+    .unwrap();
+    assert_eq!(
+        report_line(&pkg, &with_cargo),
+        ws.join("elsewhere/gevaldi/models/gevaldi/index.html")
     );
+    std::fs::remove_dir_all(ws.join(".cargo")).unwrap();
+    // CARGO_TARGET_DIR still decides.
+    let set = root.join("set");
+    let set_dir = [
+        ("CARGO", cargo.as_str()),
+        ("CARGO_TARGET_DIR", set.to_str().unwrap()),
+    ];
+    assert_eq!(
+        report_line(&pkg, &set_dir),
+        set.join("gevaldi/models/gevaldi/index.html")
+    );
+    // Where cargo cannot tell (a manifest it refuses), ./target, saying so.
+    std::fs::write(pkg.join("Cargo.toml"), "[package\n").unwrap();
+    let out = cli(&bin, &pkg, &home, &["report"], &with_cargo);
     let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    assert!(all.contains("warning: failed to ask"), "{all}");
     assert!(
         all.contains(&format!(
             "report: {}",
-            elsewhere
-                .join("gevaldi/models/gevaldi/index.html")
+            pkg.join("target/gevaldi/models/gevaldi/index.html")
                 .display()
         )),
         "{all}"
@@ -270,19 +304,13 @@ fn records_go_to_the_target_folder_of_the_config_s_workspace() {
     // A config in no package: ./target, as before.
     let loose = root.join("loose");
     std::fs::create_dir_all(&loose).unwrap();
-    let out = cli(&bin, &loose, &home, &["init"], &[]);
+    let out = cli(&bin, &loose, &home, &["init"], &with_cargo);
     assert!(out.status.success(), "{}", text(&out));
-    let out = cli(&bin, &loose, &home, &["report"], &[]);
-    let all = text(&out);
-    assert!(
-        all.contains(&format!(
-            "report: {}",
-            loose
-                .join("target/gevaldi/loose/gevaldi/index.html")
-                .display()
-        )),
-        "{all}"
+    assert_eq!(
+        report_line(&loose, &with_cargo),
+        loose.join("target/gevaldi/loose/gevaldi/index.html")
     );
+    let _ = std::fs::remove_dir_all(root.parent().unwrap());
 }
 
 #[test]
