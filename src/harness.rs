@@ -105,9 +105,16 @@ pub fn run_with_args(config_path: &str, registry: Registry, mut args: Arguments)
             return ExitCode::from(101);
         }
     };
-    let from_env = std::env::var("RUST_TEST_THREADS")
-        .ok()
-        .and_then(|v| v.parse().ok());
+    let from_env = match requested_threads(
+        args.test_threads,
+        std::env::var("RUST_TEST_THREADS").ok().as_deref(),
+    ) {
+        Ok(from_env) => from_env,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(101);
+        }
+    };
     // Listing opens no device (nor loads any model).
     let cuda = if args.list {
         false
@@ -248,6 +255,24 @@ fn trial_threads(flag: Option<usize>, env: Option<usize>, cuda: bool) -> (usize,
     (asked, None)
 }
 
+/// `RUST_TEST_THREADS` as a count, refusing what libtest refuses: a
+/// `--test-threads` of 0, and a `RUST_TEST_THREADS` that is not a positive
+/// integer (both were taken for the default).
+fn requested_threads(flag: Option<usize>, env: Option<&str>) -> Result<Option<usize>, String> {
+    if flag == Some(0) {
+        return Err("argument for --test-threads must not be 0".into());
+    }
+    match env {
+        None => Ok(None),
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if n > 0 => Ok(Some(n)),
+            _ => Err(format!(
+                "RUST_TEST_THREADS is `{v}`, should be a positive integer"
+            )),
+        },
+    }
+}
+
 /// Only level 0 warns: it leaves the search's loops unvectorised and runs
 /// it about 15 times slower (the dev profile's default; see the README).
 /// Levels 1, 2, 3, `s` and `z` optimise those loops and do not warn. The
@@ -264,7 +289,26 @@ fn slow_build_warning(opt_level: &str) -> Option<&'static str> {
 
 #[cfg(test)]
 mod tests {
-    use super::{slow_build_warning, trial_threads};
+    use super::{requested_threads, slow_build_warning, trial_threads};
+
+    /// Regression: `--test-threads 0` and `RUST_TEST_THREADS=abc` were
+    /// taken for the default; libtest refuses both.
+    #[test]
+    fn thread_counts_libtest_refuses_are_refused() {
+        assert_eq!(requested_threads(None, None), Ok(None));
+        assert_eq!(requested_threads(Some(3), Some("2")), Ok(Some(2)));
+        assert_eq!(
+            requested_threads(Some(0), None),
+            Err("argument for --test-threads must not be 0".to_string())
+        );
+        for bad in ["abc", "0", "", "-1", "2.5"] {
+            let e = requested_threads(None, Some(bad)).unwrap_err();
+            assert_eq!(
+                e,
+                format!("RUST_TEST_THREADS is `{bad}`, should be a positive integer")
+            );
+        }
+    }
 
     #[test]
     fn trials_run_one_at_a_time_unless_asked_and_always_on_cuda() {

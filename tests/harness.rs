@@ -417,6 +417,22 @@ fn snapshots_repeat_and_a_changed_model_fails_its_snapshot() {
         written,
         "an unknown INSTA_UPDATE must write nothing"
     );
+    // Regression: it was refused only when the snapshot was checked, after
+    // the search (minutes on a real suite); now before it, as the trial's
+    // error at its line of the config, not a snapshot problem after a
+    // verdict.
+    assert!(
+        unknown.contains(&format!("pair `three-js` ({}:", config.display())),
+        "{unknown}"
+    );
+    // insta refuses an INSTA_FORCE_PASS other than 1, 0 or nothing; gevaldi
+    // read `true` as set.
+    let truthy = run_child(&config, &[("CI", "true"), ("INSTA_FORCE_PASS", "true")]);
+    assert!(truthy.contains("GEVALDI-CHILD failed"), "{truthy}");
+    assert!(
+        truthy.contains("invalid setting `INSTA_FORCE_PASS` = true: expected 1, or 0 or nothing"),
+        "{truthy}"
+    );
     let one = run_child(&config, &[("INSTA_UPDATE", "1")]);
     assert!(one.contains("GEVALDI-CHILD passed"), "{one}");
     assert_ne!(

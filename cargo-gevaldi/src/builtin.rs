@@ -121,9 +121,8 @@ pub fn init(dir: &Path) -> anyhow::Result<Vec<&'static str>> {
         .collect();
     if !taken.is_empty() {
         bail!(
-            "refusing to overwrite {} in {}: {} (move {} away, or run `cargo gevaldi init` in \
-             an empty folder)",
-            if taken.len() == 1 { "a file" } else { "files" },
+            "failed to write a starter suite into {}: {} already there, and init overwrites \
+             nothing (move {} away, or run `cargo gevaldi init` in an empty folder)",
             dir.display(),
             taken.join(", "),
             if taken.len() == 1 { "it" } else { "them" },

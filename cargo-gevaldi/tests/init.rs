@@ -124,7 +124,14 @@ fn an_installed_binary_inits_a_starter_suite_that_runs_and_passes() {
     let out = cli(&bin, &work, &home, &["init"], &[]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let all = text(&out);
-    assert!(all.contains("refusing to overwrite files"), "{all}");
+    assert!(
+        all.contains("failed to write a starter suite into"),
+        "{all}"
+    );
+    assert!(
+        all.contains("already there, and init overwrites nothing"),
+        "{all}"
+    );
     assert!(
         all.contains("gevaldi.toml") && all.contains("snapshots/gevaldi/ensemble-bagging.snap"),
         "{all}"

@@ -171,6 +171,11 @@ fn structural_mistakes_are_named() {
         // Regression: `x-vs-y` beside `z` and `x` beside `y-vs-z` gave two
         // pairs one name (`x-vs-y-vs-z`) under nextest.
         ("[classifier.x-vs-y]\narch = \"mnist-mlp\"\nweights = \"Cargo.toml\"\n[[tournament]]\nname = \"t\"\nmodels = [\"a\", \"x-vs-y\", \"c\"]\ngenerator = \"vae\"\n", "tournament[0].models[1]", "`x-vs-y` contains `-vs-`"),
+        // Regression: a tournament's model names become its pair records'
+        // file names; `x/y` made a folder, `a:b` fails on Windows.
+        ("[classifier.\"x/y\"]\narch = \"mnist-mlp\"\nweights = \"Cargo.toml\"\n[[tournament]]\nname = \"t\"\nmodels = [\"a\", \"x/y\", \"c\"]\ngenerator = \"vae\"\n", "tournament[0].models[1]", "`x/y`: '/' is not portable in a file name"),
+        ("[classifier.\"a:b\"]\narch = \"mnist-mlp\"\nweights = \"Cargo.toml\"\n[[tournament]]\nname = \"t\"\nmodels = [\"a:b\", \"a\", \"c\"]\ngenerator = \"vae\"\n", "tournament[0].models[0]", "`a:b`: ':' is not portable"),
+        ("[classifier.aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa]\narch = \"mnist-mlp\"\nweights = \"Cargo.toml\"\n[classifier.bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb]\narch = \"mnist-mlp\"\nweights = \"Cargo.toml\"\n[[tournament]]\nname = \"t\"\nmodels = [\"a\", \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\", \"bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb\"]\ngenerator = \"vae\"\n", "tournament[0].models", "the longest pair name, `<a>-vs-<b>`, is 124 bytes: at most 100"),
     ];
     for (extra, key, msg) in cases {
         let e = errors(&format!("{MODELS}\n{extra}"));

@@ -152,25 +152,45 @@ pub(super) struct InstaEnv {
 
 impl InstaEnv {
     /// The process's environment.
-    pub(super) fn from_env() -> Self {
+    pub(super) fn from_env() -> crate::Result<Self> {
         Self::read(|key| std::env::var(key).ok())
     }
 
-    /// The environment `var` gives (a variable's value, `None` when unset).
-    pub(super) fn read(var: impl Fn(&str) -> Option<String>) -> Self {
+    /// The environment `var` gives (a variable's value, `None` when unset);
+    /// a value insta refuses (`INSTA_UPDATE`, `INSTA_FORCE_PASS`) is refused.
+    pub(super) fn read(var: impl Fn(&str) -> Option<String>) -> crate::Result<Self> {
         let ci = match var("CI").as_deref() {
             Some("" | "0" | "false") => false,
             Some(_) => true,
             None => var("TF_BUILD").is_some(),
         };
-        InstaEnv {
+        let force_pass = match var("INSTA_FORCE_PASS").as_deref() {
+            None | Some("" | "0") => false,
+            Some("1") => true,
+            Some(other) => {
+                return Err(crate::Error::setting(
+                    "INSTA_FORCE_PASS",
+                    other,
+                    "1, or 0 or nothing (as insta reads it)",
+                ))
+            }
+        };
+        let env = InstaEnv {
             ci,
             update: var("INSTA_UPDATE"),
-            force_pass: var("INSTA_FORCE_PASS")
-                .is_some_and(|v| !matches!(v.as_str(), "" | "0" | "false")),
+            force_pass,
             references: var("INSTA_SNAPSHOT_REFERENCES_FILE").map(PathBuf::from),
-        }
+        };
+        Update::of(&env)?;
+        Ok(env)
     }
+}
+
+/// Refuses insta's settings where insta would (`INSTA_UPDATE`,
+/// `INSTA_FORCE_PASS`): a trial checks them before its search, so that a
+/// mistyped value fails it at once rather than after the search.
+pub(crate) fn check_insta_env() -> crate::Result<()> {
+    InstaEnv::from_env().map(drop)
 }
 
 /// Why a trial's snapshot did not pass.
@@ -340,7 +360,8 @@ impl fmt::Display for SnapshotProblem {
 /// Compares `body` with the stored snapshot and writes what insta's
 /// environment says.
 pub(super) fn check(file: &SnapshotFile, body: &str) -> Result<(), SnapshotProblem> {
-    check_with(file, body, &InstaEnv::from_env())
+    let env = InstaEnv::from_env().map_err(|e| SnapshotProblem::Write(Box::new(e)))?;
+    check_with(file, body, &env)
 }
 
 /// [`check`] in the environment `env`.

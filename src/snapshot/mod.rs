@@ -68,6 +68,7 @@ mod tournament;
 pub use self::compare::{compare, Mismatch, Tolerance};
 pub use self::ensemble::{log_loss, EnsembleSummary, MetricsSummary, RegionsSummary};
 use self::file::check;
+pub(crate) use self::file::check_insta_env;
 pub use self::file::{SnapshotFile, SnapshotProblem};
 pub use self::pair::{
     BeforeAfter, SampleSummary, SetDistanceSummary, Settings, Stats, Summary, ThresholdSummary,

@@ -226,6 +226,7 @@ fn tf_build_counts_as_ci_as_insta_reads_it() {
             "TF_BUILD" => tf.then(|| "True".to_string()),
             _ => None,
         })
+        .unwrap()
     };
     assert!(env(None, true).ci);
     assert!(env(Some("true"), false).ci);

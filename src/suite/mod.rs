@@ -136,15 +136,33 @@ impl Suite {
         let started = Instant::now();
         let (line, result) = match id.kind {
             TrialKind::Pair => match self.config.pair(&id.name) {
-                Some(p) => (p.line, guard(|| self.run_pair(p, progress))),
+                Some(p) => (
+                    p.line,
+                    guard(|| {
+                        crate::snapshot::check_insta_env()?;
+                        self.run_pair(p, progress)
+                    }),
+                ),
                 None => (0, Err(TrialErrorKind::NotInConfig)),
             },
             TrialKind::Ensemble => match self.config.ensemble(&id.name) {
-                Some(e) => (e.line, guard(|| self.run_ensemble(e, progress))),
+                Some(e) => (
+                    e.line,
+                    guard(|| {
+                        crate::snapshot::check_insta_env()?;
+                        self.run_ensemble(e, progress)
+                    }),
+                ),
                 None => (0, Err(TrialErrorKind::NotInConfig)),
             },
             TrialKind::Tournament => match self.config.tournament(&id.name) {
-                Some(t) => (t.line, guard(|| self.run_tournament(t, progress))),
+                Some(t) => (
+                    t.line,
+                    guard(|| {
+                        crate::snapshot::check_insta_env()?;
+                        self.run_tournament(t, progress)
+                    }),
+                ),
                 None => (0, Err(TrialErrorKind::NotInConfig)),
             },
         };

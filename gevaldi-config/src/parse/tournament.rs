@@ -50,17 +50,51 @@ impl Cx<'_> {
                 "expected 3 or more classifiers to rank, found 2 (for two, use a [[pair]])",
             );
         }
-        // A pair is named `<a>-vs-<b>` (its trial and record): with `-vs-`
-        // in a name, two pairs could get one name.
+        // A pair is named `<a>-vs-<b>` (its trial and its record's file,
+        // `pairs/<a>-vs-<b>.json`): with `-vs-` in a name, two pairs could
+        // get one name, and a name must make a portable file name (`x/y`
+        // made a folder).
         if let Some(DeValue::Array(items)) = get("models").map(|v| v.get_ref()) {
             for (i, item) in items.iter().enumerate() {
-                if let Some(m) = item.get_ref().as_str().filter(|m| m.contains("-vs-")) {
+                let Some(m) = item.get_ref().as_str() else {
+                    continue;
+                };
+                let problem = if m.contains("-vs-") {
+                    Some(format!(
+                        "`{m}` contains `-vs-`, which a tournament's pair names put between \
+                         two models (`<a>-vs-<b>`): rename the classifier"
+                    ))
+                } else {
+                    m.chars()
+                        .find(|c| !(c.is_ascii_alphanumeric() || "_-.".contains(*c)))
+                        .map(|c| {
+                            format!(
+                                "`{m}`: {c:?} is not portable in a file name, and a \
+                                 tournament's pair records are `pairs/<a>-vs-<b>.json`; \
+                                 rename the classifier (ASCII letters, digits, `_`, `-`, `.`)"
+                            )
+                        })
+                };
+                if let Some(problem) = problem {
+                    self.err(item.span(), &format!("{path}.models[{i}]"), problem);
+                }
+            }
+            let mut lengths: Vec<usize> = items
+                .iter()
+                .filter_map(|item| item.get_ref().as_str().map(str::len))
+                .collect();
+            lengths.sort_unstable_by(|a, b| b.cmp(a));
+            if let [a, b, ..] = lengths[..] {
+                let longest = a + "-vs-".len() + b;
+                if longest > crate::MAX_NAME_LEN {
                     self.err(
-                        item.span(),
-                        &format!("{path}.models[{i}]"),
+                        get("models").expect("read above").span(),
+                        &format!("{path}.models"),
                         format!(
-                            "`{m}` contains `-vs-`, which a tournament's pair names put \
-                             between two models (`<a>-vs-<b>`): rename the classifier"
+                            "the longest pair name, `<a>-vs-<b>`, is {longest} bytes: at most {}, \
+                             so that its record's file name stays within 255 bytes; shorten the \
+                             longest classifier names",
+                            crate::MAX_NAME_LEN
                         ),
                     );
                 }
