@@ -52,16 +52,16 @@ impl Suite {
             None => None,
         };
         // The pairs one after another, each read from its record when a
-        // pair trial (under nextest) left a current one: each pair's seed
-        // derives from the tournament's seed and its two names, so the
-        // order (and which process runs a pair) does not change its result.
+        // pair trial (under nextest) left a current one: every pair is
+        // seeded with the tournament's seed, so the order (and which
+        // process runs a pair) does not change its result.
         let pairs = ordered_pairs(named.len());
         let count = pairs.len() as u64;
         let mut results: Vec<PairResult> = Vec::with_capacity(pairs.len());
         for (k, &(i, j)) in pairs.iter().enumerate() {
             let (a, b) = (named[i].0, named[j].0);
             let fingerprint = self.pair_fingerprint(t, a, b, &settings);
-            if let Some(result) = self.fresh_pair(t, a, b, &fingerprint) {
+            if let Some(result) = self.fresh_pair(t, a, b, &fingerprint, settings.config.seed) {
                 results.push(result);
                 continue;
             }
