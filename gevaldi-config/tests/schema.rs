@@ -520,6 +520,22 @@ fn tournament_rank_thresholds_that_can_never_pass_are_refused() {
             "1 can never pass: `a` must rank 1 or better too, and only 1 model(s) can (a tie \
              passes no rank threshold)",
         ),
+        // Regression: only the models bounded at r or better before an
+        // entry were counted, so the entry with the smaller rank, last in
+        // the file, got through: c and b in the top 2 and a first is
+        // three models in the top 2.
+        (
+            tournament("max_rank = { c = 2, b = 2, a = 1 }\n"),
+            "tournament[0].max_rank.a",
+            "1 can never pass: `c`, `b` must rank 2 or better too, and only 2 model(s) can (a \
+             tie passes no rank threshold)",
+        ),
+        (
+            tournament("champion = \"a\"\nmax_rank = { c = 2, b = 2 }\n"),
+            "tournament[0].max_rank.b",
+            "2 can never pass: `a`, `c` must rank 2 or better too, and only 2 model(s) can (a \
+             tie passes no rank threshold)",
+        ),
     ];
     for (text, key, message) in &cases {
         let e = errors(text);

@@ -265,19 +265,27 @@ impl Cx<'_> {
             if champion == Some(m.as_str()) {
                 continue;
             }
-            let within: Vec<&str> = bounded
-                .iter()
-                .filter(|(_, q)| q <= r)
-                .map(|(n, _)| *n)
-                .collect();
-            if within.len() >= *r {
+            // Ranks q ≥ r hold this model too: each must hold no more
+            // than q models, whichever entry came first.
+            let crowded = std::iter::once(*r)
+                .chain(bounded.iter().map(|(_, q)| *q).filter(|q| q >= r))
+                .filter_map(|q| {
+                    let within: Vec<&str> = bounded
+                        .iter()
+                        .filter(|(_, b)| *b <= q)
+                        .map(|(n, _)| *n)
+                        .collect();
+                    (within.len() >= q).then_some((q, within))
+                })
+                .min_by_key(|(q, _)| *q);
+            if let Some((q, within)) = crowded {
                 let span = rank_span(m).unwrap_or_default();
                 let others: Vec<String> = within.iter().map(|n| format!("`{n}`")).collect();
                 self.err(
                     span,
                     &key,
                     format!(
-                        "{r} can never pass: {} must rank {r} or better too, and only {r} \
+                        "{r} can never pass: {} must rank {q} or better too, and only {q} \
                          model(s) can (a tie passes no rank threshold)",
                         others.join(", ")
                     ),
