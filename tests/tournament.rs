@@ -266,6 +266,42 @@ fn a_copy_of_a_model_ties_with_it() {
     }
 }
 
+/// With a divergence symmetric in its two models (`js`, `jeffreys`, `tv`),
+/// the pairs (a, b) and (b, a) start from the same latents and conditions
+/// and ascend the same objective: the same search twice. Its samples count
+/// once in the win matrix (from the pair whose first model comes first in
+/// the tournament), not twice, which would halve the Bradley–Terry
+/// standard errors' variance as if the duplicates were new samples.
+#[test]
+fn a_symmetric_divergence_counts_each_pairs_samples_once() {
+    let m = fixtures();
+    let o = Tournament::new("cvae", &m.cvae)
+        .model("cnn_a", &m.cnn_a)
+        .model("bag_0", &m.bag_0)
+        .model("bag_1", &m.bag_1)
+        .config(config(0).divergence(gevaldi::Divergence::js()))
+        .samples(SAMPLES)
+        .run(&common::device())
+        .unwrap();
+    let names = ["cnn_a", "bag_0", "bag_1"];
+    for i in 0..3 {
+        for j in (i + 1)..3 {
+            let (ab, ba) = (
+                o.pair(names[i], names[j]).unwrap(),
+                o.pair(names[j], names[i]).unwrap(),
+            );
+            assert_eq!(ab.z, ba.z, "{}: the same search", ab.name());
+            assert_eq!(ab.prediction_a, ba.prediction_b, "{}", ab.name());
+            assert_eq!(
+                (o.wins.get(i, j), o.wins.get(j, i)),
+                (ab.wins_a, ab.wins_b),
+                "{}: counted once",
+                ab.name()
+            );
+        }
+    }
+}
+
 #[test]
 fn a_seed_gives_the_same_samples_and_another_seed_others() {
     let m = fixtures();

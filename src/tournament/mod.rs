@@ -8,8 +8,9 @@
 //! `kl` = KL(A ‖ B) by default) with conditions spread evenly over the
 //! classes; on that MDS set each model's top class is checked against the
 //! condition, and each sample is won by the model that is right where the
-//! other is wrong ([`Winner`]). Summed over both orders, the wins make the
-//! win matrix, from which [`crate::ranking`] computes MAD's power-iteration
+//! other is wrong ([`Winner`]). Summed over both orders (one, under a
+//! divergence symmetric in the two models, whose two orders are one
+//! search), the wins make the win matrix, from which [`crate::ranking`] computes MAD's power-iteration
 //! ranking and the Bradley–Terry fit; with test accuracies, their Spearman
 //! correlation (SRCC) with them ([`TournamentOutcome`]).
 //!
