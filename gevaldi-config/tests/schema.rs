@@ -530,6 +530,20 @@ fn tournament_rank_thresholds_that_can_never_pass_are_refused() {
             "1 can never pass: `c`, `b` must rank 2 or better too, and only 2 model(s) can (a \
              tie passes no rank threshold)",
         ),
+        // Regression: `above` chains and the champion were not counted
+        // against a model's max_rank: b can rank no better than 3rd.
+        (
+            tournament("above = [[\"a\", \"c\"], [\"c\", \"b\"]]\nmax_rank = { b = 2 }\n"),
+            "tournament[0].max_rank.b",
+            "2 can never pass: `a` (above[0]), `c` (above[1]) must rank above `b`, so it ranks 3 \
+             or lower",
+        ),
+        (
+            tournament("champion = \"a\"\nabove = [[\"c\", \"b\"]]\nmax_rank = { b = 2 }\n"),
+            "tournament[0].max_rank.b",
+            "2 can never pass: `a` (champion), `c` (above[0]) must rank above `b`, so it ranks 3 \
+             or lower",
+        ),
         (
             tournament("champion = \"a\"\nmax_rank = { c = 2, b = 2 }\n"),
             "tournament[0].max_rank.b",
@@ -553,6 +567,7 @@ fn tournament_rank_thresholds_that_can_never_pass_are_refused() {
         "above = [[\"a\", \"c\"], [\"c\", \"b\"], [\"a\", \"b\"]]\n",
         "champion = \"a\"\nabove = [[\"a\", \"c\"], [\"c\", \"b\"]]\nmax_rank = { a = 1, c = 2 }\n",
         "max_rank = { a = 2, c = 2 }\n",
+        "above = [[\"a\", \"c\"]]\nmax_rank = { c = 2 }\n",
     ] {
         let text = tournament(keys);
         parse(&text, &dir().join("gevaldi.toml")).unwrap_or_else(|e| panic!("{keys}: {e}"));
