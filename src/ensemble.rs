@@ -170,7 +170,7 @@ impl MdsDataset {
 
 /// The search both [`MdsDataset`] and a tournament's pairs run: `k`
 /// samples whose conditions are spread evenly over the class-conditional
-/// `generator`'s classes (`i mod C`, shuffled with `config.seed`), each
+/// `generator`'s classes ([`spread_conditions`] with `config.seed`), each
 /// searched among `members` with `config` as given, `config.batch` at a
 /// time, chunk c seeded `config.seed + c`. Calls `each(c, conditions,
 /// outcome)` per chunk, in order, and returns all the conditions.
@@ -196,8 +196,7 @@ pub(crate) fn search_conditioned(
     if k == 0 {
         return Err(Error::setting("k", 0, "at least 1 sample"));
     }
-    let mut labels: Vec<usize> = (0..k).map(|i| i % classes).collect();
-    labels.shuffle(&mut ChaCha8Rng::seed_from_u64(config.seed));
+    let labels = spread_conditions(k, classes, config.seed);
     let batch = config.batch.max(1);
     let total = k.div_ceil(batch) as u64 * config.steps as u64;
     for (c, chunk) in labels.chunks(batch).enumerate() {
@@ -217,6 +216,23 @@ pub(crate) fn search_conditioned(
         each(c, chunk, search.run(device)?);
     }
     Ok(labels)
+}
+
+/// `k` conditions spread evenly over `classes`, in an order shuffled with
+/// `seed`: each class `k / classes` times (`i mod C`), and the remaining
+/// `k mod classes` samples on as many distinct classes drawn with `seed`
+/// (not the first ones: with K < C, as K = 100 samples over BigGAN's 1000
+/// classes, `i mod C` alone conditioned every sample on classes 0..K, the
+/// fish, birds and reptiles of ImageNet).
+fn spread_conditions(k: usize, classes: usize, seed: u64) -> Vec<usize> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let whole = k / classes * classes;
+    let mut labels: Vec<usize> = (0..whole).map(|i| i % classes).collect();
+    if whole < k {
+        labels.extend(rand::seq::index::sample(&mut rng, classes, k - whole));
+    }
+    labels.shuffle(&mut rng);
+    labels
 }
 
 /// The mean over members of `[member][sample][class]` probabilities.
@@ -341,6 +357,40 @@ fn auc(scores: &[(f32, bool)], positives: usize) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: the conditions were `i mod C` shuffled, so with fewer
+    /// samples than classes (K = 100 over BigGAN's 1000) every sample was
+    /// conditioned on one of the first K classes, and a tournament or an
+    /// ensemble over ImageNet was judged on fish, birds and reptiles only.
+    /// Each class now gets K / C samples and the rest go to distinct
+    /// classes drawn with the seed.
+    #[test]
+    fn conditions_spread_over_all_the_classes_when_samples_are_fewer() {
+        let mut seen = std::collections::BTreeSet::new();
+        for seed in 0..4 {
+            let c = spread_conditions(100, 1000, seed);
+            assert_eq!(c.len(), 100);
+            let distinct: std::collections::BTreeSet<usize> = c.iter().copied().collect();
+            assert_eq!(distinct.len(), 100, "seed {seed}: a class twice");
+            seen.extend(distinct);
+        }
+        assert!(
+            seen.iter().filter(|&&class| class >= 100).count() > 300,
+            "{} of the {} classes drawn are below 100",
+            seen.iter().filter(|&&class| class < 100).count(),
+            seen.len()
+        );
+        // 25 over 10 classes: each class 2 or 3 times, 3 for 5 of them.
+        let c = spread_conditions(25, 10, 7);
+        let mut counts = [0usize; 10];
+        c.iter().for_each(|&l| counts[l] += 1);
+        assert!(counts.iter().all(|&n| n == 2 || n == 3), "{counts:?}");
+        assert_eq!(counts.iter().filter(|&&n| n == 3).count(), 5);
+        // A whole number of rounds is the old order: `i mod C`, shuffled.
+        let mut old: Vec<usize> = (0..30).map(|i| i % 10).collect();
+        old.shuffle(&mut ChaCha8Rng::seed_from_u64(3));
+        assert_eq!(spread_conditions(30, 10, 3), old);
+    }
 
     #[test]
     fn metrics_match_hand_calculations() {

@@ -224,6 +224,84 @@ fn a_pair_run_alone_is_the_pair_of_the_tournament() {
     );
 }
 
+/// Regression: each pair's seed came from the two models' names, so a
+/// model and its copy (the same weights under another name) were searched
+/// from other starting latents and conditions against every third model,
+/// and the copy ranked below or above the original by chance: here the
+/// copy ranked below, and `above = [["cnn_a", "copy"]]` passed. Every pair
+/// now starts from the tournament's own latents and conditions (common
+/// random numbers, as MAD draws every pair's images from one pool), so
+/// a copy ties with its original in both rankings and passes no rank
+/// threshold against it, whatever the names.
+#[test]
+fn a_copy_of_a_model_ties_with_it() {
+    let m = fixtures();
+    let o = Tournament::new("cvae", &m.cvae)
+        .model("cnn_a", &m.cnn_a)
+        .model("copy", &m.cnn_a)
+        .model("bag_0", &m.bag_0)
+        .config(config(0))
+        .samples(SAMPLES)
+        .run(&common::device())
+        .unwrap();
+    assert_eq!(
+        o.wins.get(0, 1) + o.wins.get(1, 0),
+        0,
+        "a copy never disagrees"
+    );
+    assert_eq!(o.wins.rows()[0][2], o.wins.rows()[1][2], "{:?}", o.wins);
+    assert_eq!(o.wins.rows()[2][0], o.wins.rows()[2][1], "{:?}", o.wins);
+    for ranking in [RankingMethod::Mad, RankingMethod::BradleyTerry] {
+        let levels = o.levels(ranking);
+        assert_eq!(levels[0], levels[1], "{ranking:?}: {:?}", o.scores(ranking));
+        let t = TournamentThresholds {
+            ranking,
+            above: vec![
+                ("cnn_a".into(), "copy".into()),
+                ("copy".into(), "cnn_a".into()),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(t.check(&o).len(), 2, "{ranking:?}");
+    }
+}
+
+/// With a divergence symmetric in its two models (`js`, `jeffreys`, `tv`),
+/// the pairs (a, b) and (b, a) start from the same latents and conditions
+/// and ascend the same objective: the same search twice. Its samples count
+/// once in the win matrix (from the pair whose first model comes first in
+/// the tournament), not twice, which would halve the Bradley–Terry
+/// standard errors' variance as if the duplicates were new samples.
+#[test]
+fn a_symmetric_divergence_counts_each_pairs_samples_once() {
+    let m = fixtures();
+    let o = Tournament::new("cvae", &m.cvae)
+        .model("cnn_a", &m.cnn_a)
+        .model("bag_0", &m.bag_0)
+        .model("bag_1", &m.bag_1)
+        .config(config(0).divergence(gevaldi::Divergence::js()))
+        .samples(SAMPLES)
+        .run(&common::device())
+        .unwrap();
+    let names = ["cnn_a", "bag_0", "bag_1"];
+    for i in 0..3 {
+        for j in (i + 1)..3 {
+            let (ab, ba) = (
+                o.pair(names[i], names[j]).unwrap(),
+                o.pair(names[j], names[i]).unwrap(),
+            );
+            assert_eq!(ab.z, ba.z, "{}: the same search", ab.name());
+            assert_eq!(ab.prediction_a, ba.prediction_b, "{}", ab.name());
+            assert_eq!(
+                (o.wins.get(i, j), o.wins.get(j, i)),
+                (ab.wins_a, ab.wins_b),
+                "{}: counted once",
+                ab.name()
+            );
+        }
+    }
+}
+
 #[test]
 fn a_seed_gives_the_same_samples_and_another_seed_others() {
     let m = fixtures();
@@ -387,26 +465,41 @@ fn the_verdict_reads_current_pair_records_and_reruns_stale_ones() {
     let pair_path = artifact::tournament_dir(&suite.artifact_dir(), "t")
         .join("pairs")
         .join("cnn_a-vs-bag_0.json");
-    // Mark the record: a seed no run gives.
+    // Mark the record: a warning no run gives.
     let mut json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&pair_path).unwrap()).unwrap();
     assert_eq!(json["result"]["seed"].as_u64(), Some(alone.seed));
-    json["result"]["seed"] = 12345.into();
+    json["result"]["warnings"] = serde_json::json!(["marked"]);
     std::fs::write(&pair_path, serde_json::to_vec(&json).unwrap()).unwrap();
-    let verdict_seed = || {
+    let verdict_read_the_record = || {
         suite
             .run_trial(&TrialId::tournament("t"), &|_, _| {})
             .unwrap();
         let record = artifact::tournament_record(&suite.artifact_dir(), "t");
         match Record::read(&record).unwrap() {
-            Record::Tournament(t) => t.outcome.pair("cnn_a", "bag_0").unwrap().seed,
+            Record::Tournament(t) => {
+                t.outcome.pair("cnn_a", "bag_0").unwrap().warnings == ["marked"]
+            }
             other => panic!("not a tournament record: {other:?}"),
         }
     };
-    assert_eq!(verdict_seed(), 12345, "the verdict read the current record");
+    assert!(
+        verdict_read_the_record(),
+        "the verdict read the current record"
+    );
+    // A record searched from another seed (as a gevaldi that derived each
+    // pair's seed from the names wrote it, under the same fingerprint) is
+    // run again.
+    json["result"]["seed"] = 12345.into();
+    std::fs::write(&pair_path, serde_json::to_vec(&json).unwrap()).unwrap();
+    assert!(
+        !verdict_read_the_record(),
+        "a record of another seed is run again"
+    );
+    json["result"]["seed"] = alone.seed.into();
     json["fingerprint"] = "stale".into();
     std::fs::write(&pair_path, serde_json::to_vec(&json).unwrap()).unwrap();
-    assert_eq!(verdict_seed(), alone.seed, "a stale record is run again");
+    assert!(!verdict_read_the_record(), "a stale record is run again");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

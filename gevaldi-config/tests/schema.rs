@@ -525,6 +525,36 @@ fn tournament_rank_thresholds_that_can_never_pass_are_refused() {
             "1 can never pass: `a` must rank 1 or better too, and only 1 model(s) can (a tie \
              passes no rank threshold)",
         ),
+        // Regression: only the models bounded at r or better before an
+        // entry were counted, so the entry with the smaller rank, last in
+        // the file, got through: c and b in the top 2 and a first is
+        // three models in the top 2.
+        (
+            tournament("max_rank = { c = 2, b = 2, a = 1 }\n"),
+            "tournament[0].max_rank.a",
+            "1 can never pass: `c`, `b` must rank 2 or better too, and only 2 model(s) can (a \
+             tie passes no rank threshold)",
+        ),
+        // Regression: `above` chains and the champion were not counted
+        // against a model's max_rank: b can rank no better than 3rd.
+        (
+            tournament("above = [[\"a\", \"c\"], [\"c\", \"b\"]]\nmax_rank = { b = 2 }\n"),
+            "tournament[0].max_rank.b",
+            "2 can never pass: `a` (above[0]), `c` (above[1]) must rank above `b`, so it ranks 3 \
+             or lower",
+        ),
+        (
+            tournament("champion = \"a\"\nabove = [[\"c\", \"b\"]]\nmax_rank = { b = 2 }\n"),
+            "tournament[0].max_rank.b",
+            "2 can never pass: `a` (champion), `c` (above[0]) must rank above `b`, so it ranks 3 \
+             or lower",
+        ),
+        (
+            tournament("champion = \"a\"\nmax_rank = { c = 2, b = 2 }\n"),
+            "tournament[0].max_rank.b",
+            "2 can never pass: `a`, `c` must rank 2 or better too, and only 2 model(s) can (a \
+             tie passes no rank threshold)",
+        ),
     ];
     for (text, key, message) in &cases {
         let e = errors(text);
@@ -542,6 +572,7 @@ fn tournament_rank_thresholds_that_can_never_pass_are_refused() {
         "above = [[\"a\", \"c\"], [\"c\", \"b\"], [\"a\", \"b\"]]\n",
         "champion = \"a\"\nabove = [[\"a\", \"c\"], [\"c\", \"b\"]]\nmax_rank = { a = 1, c = 2 }\n",
         "max_rank = { a = 2, c = 2 }\n",
+        "above = [[\"a\", \"c\"]]\nmax_rank = { c = 2 }\n",
     ] {
         let text = tournament(keys);
         parse(&text, &dir().join("gevaldi.toml")).unwrap_or_else(|e| panic!("{keys}: {e}"));

@@ -103,6 +103,16 @@ impl Divergence {
         }
     }
 
+    /// Whether swapping the two models of a pair leaves it unchanged:
+    /// `jeffreys`, `tv` and `js` with uniform weights (not `kl`,
+    /// `reverse-kl`, or `js` with weights of their own).
+    pub(crate) fn symmetric(&self) -> bool {
+        matches!(
+            self,
+            Divergence::Jeffreys | Divergence::Tv | Divergence::Js { weights: None }
+        )
+    }
+
     /// Checks that the divergence is defined for `models` models (and, for
     /// `js`, that its weights fit them).
     pub fn check(&self, models: usize) -> Result<()> {

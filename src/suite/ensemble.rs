@@ -43,7 +43,7 @@ impl Suite {
             .iter()
             .zip(&e.members)
             .map(|(m, name)| {
-                m.logits(&x)
+                m.logits(&self.test_input(name, &x)?)
                     .and_then(|l| candle_nn::ops::softmax(&l, 1))
                     .and_then(|p| p.to_vec2::<f32>())
                     .map_err(Error::model(name, "classify the test data"))

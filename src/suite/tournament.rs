@@ -52,16 +52,16 @@ impl Suite {
             None => None,
         };
         // The pairs one after another, each read from its record when a
-        // pair trial (under nextest) left a current one: each pair's seed
-        // derives from the tournament's seed and its two names, so the
-        // order (and which process runs a pair) does not change its result.
+        // pair trial (under nextest) left a current one: every pair is
+        // seeded with the tournament's seed, so the order (and which
+        // process runs a pair) does not change its result.
         let pairs = ordered_pairs(named.len());
         let count = pairs.len() as u64;
         let mut results: Vec<PairResult> = Vec::with_capacity(pairs.len());
         for (k, &(i, j)) in pairs.iter().enumerate() {
             let (a, b) = (named[i].0, named[j].0);
             let fingerprint = self.pair_fingerprint(t, a, b, &settings);
-            if let Some(result) = self.fresh_pair(t, a, b, &fingerprint) {
+            if let Some(result) = self.fresh_pair(t, a, b, &fingerprint, settings.config.seed) {
                 results.push(result);
                 continue;
             }
@@ -161,7 +161,7 @@ impl Suite {
             .map(|(name, m)| {
                 let failed = || Error::model(*name, "classify the test data");
                 let logits = m
-                    .logits(&x)
+                    .logits(&self.test_input(name, &x)?)
                     .and_then(|l| l.to_dtype(candle_core::DType::F32))
                     .and_then(|l| l.to_vec2::<f32>())
                     .map_err(failed())?;
@@ -239,4 +239,60 @@ fn disagreement_grid(
         }
     }
     (!cells.is_empty()).then_some(Grid { columns: 8, cells })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::suite::Registry;
+
+    /// Regression: the test digits (in [0, 1]) went to each classifier
+    /// through its `preprocess`, whose `input_range` is the generator's
+    /// output range: behind `input_range = [-1, 1]` (a tanh generator) a
+    /// classifier saw them in [0.5, 1], and its test accuracy, which the
+    /// SRCC reads, was that of washed-out digits.
+    #[test]
+    fn test_accuracy_does_not_depend_on_the_generators_output_range() {
+        let fixtures = crate::zoo::mnist_fixtures_dir();
+        let dir = std::env::temp_dir().join(format!("gevaldi-test-input-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let weights = |m: &str| {
+            fixtures
+                .join(format!("{m}.safetensors"))
+                .display()
+                .to_string()
+        };
+        let text = format!(
+            "[generator.cvae]\narch = \"mnist-cvae\"\nweights = {:?}\n\n\
+             [classifier.plain]\narch = \"mnist-cnn-a\"\nweights = {:?}\n\n\
+             [classifier.tanh]\narch = \"mnist-cnn-a\"\nweights = {:?}\n\
+             preprocess = {{ input_range = [-1, 1] }}\n\n\
+             [classifier.bag_0]\narch = \"mnist-mlp\"\nweights = {:?}\n\n\
+             [[tournament]]\nname = \"t\"\nmodels = [\"plain\", \"tanh\", \"bag_0\"]\n\
+             generator = \"cvae\"\ntest_data = {:?}\n",
+            weights("cvae"),
+            weights("cnn_a"),
+            weights("cnn_a"),
+            weights("bag_0"),
+            fixtures.join("data").display().to_string(),
+        );
+        let path = dir.join("gevaldi.toml");
+        std::fs::write(&path, text).unwrap();
+        let suite = Suite::load(&path, Registry::new()).unwrap();
+        let names: Vec<String> = ["plain", "tanh"].map(String::from).to_vec();
+        let models: Vec<Box<dyn Classifier>> =
+            names.iter().map(|n| suite.classifier(n).unwrap()).collect();
+        let accuracy = suite
+            .test_accuracies(
+                &fixtures.join("data"),
+                &super::super::named(&names, &models),
+            )
+            .unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(accuracy[0] > 0.95, "{accuracy:?}");
+        assert_eq!(
+            accuracy[0], accuracy[1],
+            "plain, behind input_range [-1, 1]"
+        );
+    }
 }

@@ -124,18 +124,24 @@ impl Suite {
     }
 
     /// The record of the pair (a, b) of `t`, when one exists with the
-    /// current fingerprint (and checks out).
+    /// current fingerprint, was searched from the current seed (a record
+    /// of a gevaldi that derived each pair's seed from the names has the
+    /// same fingerprint) and checks out.
     pub(super) fn fresh_pair(
         &self,
         t: &TournamentDecl,
         a: &str,
         b: &str,
         fingerprint: &str,
+        seed: u64,
     ) -> Option<PairResult> {
         let path = self.pair_record(t, &pair_name(a, b));
         match Record::read(&path).ok()? {
             Record::TournamentPair(p)
-                if p.fingerprint == fingerprint && p.result.a == a && p.result.b == b =>
+                if p.fingerprint == fingerprint
+                    && p.result.a == a
+                    && p.result.b == b
+                    && p.result.seed == seed =>
             {
                 p.result.check().ok()?;
                 Some(p.result)

@@ -8,13 +8,14 @@
 //! `kl` = KL(A ‖ B) by default) with conditions spread evenly over the
 //! classes; on that MDS set each model's top class is checked against the
 //! condition, and each sample is won by the model that is right where the
-//! other is wrong ([`Winner`]). Summed over both orders, the wins make the
-//! win matrix, from which [`crate::ranking`] computes MAD's power-iteration
+//! other is wrong ([`Winner`]). Summed over both orders (one, under a
+//! divergence symmetric in the two models, whose two orders are one
+//! search), the wins make the win matrix, from which [`crate::ranking`] computes MAD's power-iteration
 //! ranking and the Bradley–Terry fit; with test accuracies, their Spearman
 //! correlation (SRCC) with them ([`TournamentOutcome`]).
 //!
-//! Pairs are independent: each has its own seed ([`pair_seed`], from the
-//! tournament's seed and the two names), so [`Tournament::run`] runs them
+//! Pairs are independent: each starts from the tournament's seed (the
+//! same conditions and latents for every pair), so [`Tournament::run`] runs them
 //! on several threads with the same result as one, and a harness can run
 //! each pair as its own test and assemble the outcome from their results
 //! ([`TournamentOutcome::from_pairs`]). [`TournamentThresholds`] says what
@@ -26,6 +27,6 @@ mod runner;
 mod thresholds;
 
 pub use outcome::{ordered_pairs, ranking_line, RankingMethod, TournamentOutcome};
-pub use pair::{pair_name, pair_seed, run_pair, PairOutcome, PairResult, PairSettings, Winner};
+pub use pair::{pair_name, run_pair, PairOutcome, PairResult, PairSettings, Winner};
 pub use runner::{default_threads, Tournament};
 pub use thresholds::{MinWinRate, TournamentThresholds};

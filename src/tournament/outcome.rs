@@ -19,14 +19,17 @@ pub struct TournamentOutcome {
     /// Every ordered pair's result, in [`ordered_pairs`] order.
     pub pairs: Vec<PairResult>,
     /// `wins[i][j]`: samples on which model i was right and j wrong, over
-    /// the MDS sets of (i, j) and (j, i).
+    /// the MDS sets of (i, j) and (j, i); under a divergence symmetric in
+    /// the two models (`js`, `jeffreys`, `tv`), whose two orders are one
+    /// search, over the set of the order whose first model comes first.
     pub wins: WinMatrix,
     /// MAD's power-iteration ranking.
     pub power: PowerRanking,
     /// The Bradley–Terry fit.
     pub bradley_terry: BradleyTerry,
     /// Each model's accuracy over the MDS sets of all its pairs (both
-    /// orders), against their conditions.
+    /// orders, or one under a symmetric divergence, as `wins`), against
+    /// their conditions.
     pub mds_accuracy: Vec<f64>,
     /// Each model's accuracy over the same samples at the searches' start
     /// z0 (cVAE samples of the conditions, before any ascent step): what
@@ -133,6 +136,17 @@ impl TournamentOutcome {
         let mut seen = vec![0u64; n];
         for p in &ordered {
             let (i, j) = (index(&p.a).unwrap_or(0), index(&p.b).unwrap_or(0));
+            // Under a divergence symmetric in the two models, (j, i) is the
+            // search of (i, j) again (the same start, the same objective):
+            // its samples count once, from the pair whose first model
+            // comes first.
+            let symmetric = p
+                .divergence
+                .parse::<crate::Divergence>()
+                .is_ok_and(|d| d.symmetric());
+            if symmetric && i > j {
+                continue;
+            }
             wins.add(i, j, p.wins_a);
             wins.add(j, i, p.wins_b);
             let k = p.conditions.len() as u64;

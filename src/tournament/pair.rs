@@ -34,9 +34,8 @@ impl Winner {
 /// The settings every pair of a tournament shares.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PairSettings {
-    /// The search's settings; `seed` is the tournament's seed, from which
-    /// each pair's own is derived ([`pair_seed`]), and `batch` the most
-    /// samples searched at once.
+    /// The search's settings; `seed` is the tournament's seed, every
+    /// pair's, and `batch` the most samples searched at once.
     pub config: SearchConfig,
     /// MDS samples per ordered pair, K. (Default: `100`.)
     pub samples: usize,
@@ -49,23 +48,6 @@ impl Default for PairSettings {
             samples: 100,
         }
     }
-}
-
-/// The seed of the ordered pair (a, b) of a tournament seeded `seed`: a
-/// function of the seed and the two names only (FNV-1a of `a`, a NUL byte
-/// and `b`, mixed with the seed by SplitMix64), so that a pair finds the
-/// same samples whichever thread, process or machine runs it, and whatever
-/// other models the tournament has.
-pub fn pair_seed(seed: u64, a: &str, b: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in a.bytes().chain([0]).chain(b.bytes()) {
-        h ^= u64::from(byte);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    let mut z = (seed ^ h).wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 /// The name of the ordered pair (a, b): `<a>-vs-<b>`, as `[[pair]]`s are
@@ -82,7 +64,7 @@ pub struct PairResult {
     pub a: String,
     /// The second model.
     pub b: String,
-    /// The pair's seed ([`pair_seed`] of the tournament's).
+    /// The search's seed: the tournament's, the same for every pair.
     pub seed: u64,
     /// The divergence ascended.
     pub divergence: String,
@@ -217,9 +199,15 @@ pub struct PairOutcome {
 /// Runs the ordered pair (a, b): K = `settings.samples` MDS samples searched
 /// between a and b with `settings.config.divergence` by the search
 /// [`crate::ensemble::MdsDataset`] runs (conditions spread evenly over the
-/// generator's classes, shuffled with the pair's seed; `config.batch` at a
-/// time, chunk c seeded with the pair's seed + c); then each model's top
+/// generator's classes, shuffled with the tournament's seed; `config.batch`
+/// at a time, chunk c seeded with the seed + c); then each model's top
 /// class on the samples against their conditions.
+///
+/// Every pair starts from the same conditions and latents, the
+/// tournament's (common random numbers, as MAD selects every pair's images
+/// from one pool): a pair's result depends on its two models and the
+/// settings, never on the models' names or the other pairs, so a model
+/// and its copy meet every other model on the same samples and tie.
 ///
 /// `progress(done, total)` counts ascent steps over the chunks.
 pub fn run_pair(
@@ -253,7 +241,7 @@ pub fn run_pair(
     }
     let config = &settings.config;
     config.validate()?;
-    let seed = pair_seed(config.seed, a.0, b.0);
+    let seed = config.seed;
     let mut out = PairResult {
         a: a.0.to_string(),
         b: b.0.to_string(),
@@ -284,7 +272,7 @@ pub fn run_pair(
         (gen_name, generator),
         &[a, b],
         k,
-        &config.clone().seed(seed),
+        config,
         device,
         progress,
         |c, chunk, outcome| {
@@ -377,15 +365,5 @@ mod tests {
         r.z.pop();
         let e = r.check().unwrap_err().to_string();
         assert!(e.contains("a-vs-b`: z` = 2 entries"), "{e}");
-    }
-
-    #[test]
-    fn pair_seeds_depend_on_order_names_and_seed_only() {
-        let s = pair_seed(0, "cnn_a", "cnn_b");
-        assert_eq!(s, pair_seed(0, "cnn_a", "cnn_b"));
-        assert_ne!(s, pair_seed(0, "cnn_b", "cnn_a"));
-        assert_ne!(s, pair_seed(1, "cnn_a", "cnn_b"));
-        // The separator keeps ("ab", "c") apart from ("a", "bc").
-        assert_ne!(pair_seed(0, "ab", "c"), pair_seed(0, "a", "bc"));
     }
 }

@@ -250,8 +250,10 @@ impl Cx<'_> {
     /// pessimistic, so a tie passes none: the best a tournament can give is
     /// one strict order): `above` pairs that form a cycle, a model above
     /// the `champion`, `max_rank = 1` for another model than the champion,
-    /// and more models with `max_rank` r or better (the champion's rank is
-    /// 1) than r. Each is refused at the entry that makes it impossible.
+    /// more models with `max_rank` r or better (the champion's rank is 1)
+    /// than r, and a `max_rank` r of a model that r or more models must
+    /// rank above (the champion, and `above` through any chain). Each is
+    /// refused at the entry that makes it impossible.
     fn ranks_that_can_pass(
         &mut self,
         e: &Entry,
@@ -299,19 +301,27 @@ impl Cx<'_> {
             if champion == Some(m.as_str()) {
                 continue;
             }
-            let within: Vec<&str> = bounded
-                .iter()
-                .filter(|(_, q)| q <= r)
-                .map(|(n, _)| *n)
-                .collect();
-            if within.len() >= *r {
+            // Ranks q ≥ r hold this model too: each must hold no more
+            // than q models, whichever entry came first.
+            let crowded = std::iter::once(*r)
+                .chain(bounded.iter().map(|(_, q)| *q).filter(|q| q >= r))
+                .filter_map(|q| {
+                    let within: Vec<&str> = bounded
+                        .iter()
+                        .filter(|(_, b)| *b <= q)
+                        .map(|(n, _)| *n)
+                        .collect();
+                    (within.len() >= q).then_some((q, within))
+                })
+                .min_by_key(|(q, _)| *q);
+            if let Some((q, within)) = crowded {
                 let span = rank_span(m).unwrap_or_default();
                 let others: Vec<String> = within.iter().map(|n| format!("`{n}`")).collect();
                 self.err(
                     span,
                     &key,
                     format!(
-                        "{r} can never pass: {} must rank {r} or better too, and only {r} \
+                        "{r} can never pass: {} must rank {q} or better too, and only {q} \
                          model(s) can (a tie passes no rank threshold)",
                         others.join(", ")
                     ),
@@ -344,6 +354,36 @@ impl Cx<'_> {
                 continue;
             }
             edges.push((a, b, *i));
+        }
+        // A bound above the ancestors: the models that `above` (through
+        // any chain) and the champion put above a model all rank before it.
+        for &(m, r) in bounded.iter().filter(|(m, _)| champion != Some(*m)) {
+            let mut over: Vec<String> = champion
+                .map(|c| format!("`{c}` (champion)"))
+                .into_iter()
+                .collect();
+            let mut seen: Vec<&str> = champion.into_iter().chain([m]).collect();
+            for (a, _, _) in &edges {
+                if seen.contains(a) {
+                    continue;
+                }
+                if let Some(&first) = chain(&edges, a, m).as_ref().and_then(|l| l.first()) {
+                    over.push(format!("`{a}` (above[{}])", edges[first].2));
+                    seen.push(a);
+                }
+            }
+            if over.len() >= r {
+                let span = rank_span(m).unwrap_or_default();
+                self.err(
+                    span,
+                    &format!("{path}.max_rank.{m}"),
+                    format!(
+                        "{r} can never pass: {} must rank above `{m}`, so it ranks {} or lower",
+                        over.join(", "),
+                        over.len() + 1
+                    ),
+                );
+            }
         }
     }
 
