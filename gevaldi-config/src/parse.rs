@@ -709,6 +709,7 @@ impl Cx<'_> {
         let name = self.entry_name(&entry, "ensemble");
         let members = self.entry_classifiers(&entry, "members", config, "base learners");
         let generator = self.entry_generator(&entry, config, true);
+        self.entry_inputs(&entry, "members", generator.as_deref(), config);
         let test_data = match get("test_data") {
             Some(v) => {
                 let written = self.string(v, &format!("{path}.test_data"));
@@ -869,6 +870,7 @@ impl Cx<'_> {
         let name = self.entry_name(&entry, "pair");
         let models = self.entry_classifiers(&entry, "models", config, "classifiers to compare");
         let generator = self.entry_generator(&entry, config, false);
+        self.entry_inputs(&entry, "models", generator.as_deref(), config);
         // The library's default divergence.
         let divergence = search
             .divergence
@@ -1295,6 +1297,64 @@ impl Cx<'_> {
             Some(_) => {}
         }
         Some(g)
+    }
+
+    /// The classifiers of `key` against the trial's built-in generator: a
+    /// built-in ImageNet classifier without `preprocess` would take the
+    /// generator's images as they are (BigGAN's in [-1, 1] at 128 × 128,
+    /// the MNIST decoders' grey digits), not the ImageNet-normalised
+    /// images torchvision's weights were trained on, and every figure of
+    /// the trial would be of the wrong inputs; `preprocess = {}` says they
+    /// are meant as they are.
+    fn entry_inputs(&mut self, e: &Entry, key: &str, generator: Option<&str>, config: &Config) {
+        let Some((gen_arch, _)) = generator
+            .and_then(|g| config.generator(g))
+            .and_then(|d| d.builtin.as_ref())
+        else {
+            return;
+        };
+        let Some(DeValue::Array(items)) = e.table.get(key).map(|v| v.get_ref()) else {
+            return;
+        };
+        let g = generator.unwrap_or_default();
+        for (i, item) in items.iter().enumerate() {
+            let Some(m) = item.get_ref().as_str() else {
+                continue;
+            };
+            let Some(decl) = config.classifier(m) else {
+                continue;
+            };
+            let Some((arch, _)) = &decl.builtin else {
+                continue;
+            };
+            if arch.classes() != Some(1000) || decl.preprocess.is_some() {
+                continue;
+            }
+            let (makes, suggested) = if gen_arch.takes_truncation() {
+                (
+                    "colour images in [-1, 1]",
+                    "{ input_range = [-1, 1], resize = 224, mean = [0.485, 0.456, 0.406], \
+                     std = [0.229, 0.224, 0.225] }",
+                )
+            } else {
+                (
+                    "grey 28 x 28 images in [0, 1]",
+                    "{ channels = \"grey-to-rgb\", resize = 224, mean = [0.485, 0.456, 0.406], \
+                     std = [0.229, 0.224, 0.225] }",
+                )
+            };
+            self.err(
+                item.span(),
+                &format!("{}.{key}[{i}]", e.path),
+                format!(
+                    "`{m}` ({arch}) has no `preprocess`, so it would take the images of `{g}` \
+                     ({gen_arch}), {makes}, as they are, where its weights expect \
+                     ImageNet-normalised colour images: give [classifier.{m}] a `preprocess`, \
+                     e.g. preprocess = {suggested} (`preprocess = {{}}` feeds the images as \
+                     they are)"
+                ),
+            );
+        }
     }
 
     /// `ignore`: a boolean, false when absent.

@@ -171,6 +171,11 @@ fn structural_mistakes_are_named() {
         // Regression: `x-vs-y` beside `z` and `x` beside `y-vs-z` gave two
         // pairs one name (`x-vs-y-vs-z`) under nextest.
         ("[classifier.x-vs-y]\narch = \"mnist-mlp\"\nweights = \"Cargo.toml\"\n[[tournament]]\nname = \"t\"\nmodels = [\"a\", \"x-vs-y\", \"c\"]\ngenerator = \"vae\"\n", "tournament[0].models[1]", "`x-vs-y` contains `-vs-`"),
+        // Regression: an ImageNet classifier without `preprocess` took
+        // BigGAN's [-1, 1] images (or the MNIST decoders' grey digits) as
+        // they were, silently.
+        ("[generator.big]\narch = \"biggan-deep-128\"\nweights = \"Cargo.toml\"\n[classifier.alex]\narch = \"alexnet\"\nweights = \"Cargo.toml\"\n[classifier.res]\narch = \"resnet18\"\nweights = \"Cargo.toml\"\npreprocess = { input_range = [-1, 1], resize = 224 }\n[[pair]]\nname = \"p\"\nmodels = [\"alex\", \"res\"]\ngenerator = \"big\"\n", "pair[0].models[0]", "`alex` (alexnet) has no `preprocess`, so it would take the images of `big` (biggan-deep-128), colour images in [-1, 1], as they are"),
+        ("[classifier.alex]\narch = \"alexnet\"\nweights = \"Cargo.toml\"\n[[pair]]\nname = \"p\"\nmodels = [\"a\", \"alex\"]\ngenerator = \"vae\"\n", "pair[0].models[1]", "grey 28 x 28 images in [0, 1]"),
         // Regression: a tournament's model names become its pair records'
         // file names; `x/y` made a folder, `a:b` fails on Windows.
         ("[classifier.\"x/y\"]\narch = \"mnist-mlp\"\nweights = \"Cargo.toml\"\n[[tournament]]\nname = \"t\"\nmodels = [\"a\", \"x/y\", \"c\"]\ngenerator = \"vae\"\n", "tournament[0].models[1]", "`x/y`: '/' is not portable in a file name"),
@@ -617,4 +622,18 @@ fn a_refused_mean_or_std_is_its_only_error() {
             "{pre}: {e}"
         );
     }
+}
+
+/// `preprocess = {}` says an ImageNet classifier takes the generator's
+/// images as they are: no error (one without `preprocess` is refused).
+#[test]
+fn an_empty_preprocess_feeds_the_images_as_they_are() {
+    let text = format!(
+        "{MODELS}\n[generator.big]\narch = \"biggan-deep-128\"\nweights = \"Cargo.toml\"\n\
+         [classifier.alex]\narch = \"alexnet\"\nweights = \"Cargo.toml\"\npreprocess = {{}}\n\
+         [classifier.res]\narch = \"resnet18\"\nweights = \"Cargo.toml\"\npreprocess = {{}}\n\
+         [[pair]]\nname = \"p\"\nmodels = [\"alex\", \"res\"]\ngenerator = \"big\"\n"
+    );
+    let c = parse(&text, &dir().join("gevaldi.toml")).unwrap_or_else(|e| panic!("{e}"));
+    assert!(c.classifier("alex").unwrap().preprocess.is_some());
 }

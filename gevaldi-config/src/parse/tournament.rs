@@ -101,6 +101,7 @@ impl Cx<'_> {
             }
         }
         let generator = self.entry_generator(&entry, config, true);
+        self.entry_inputs(&entry, "models", generator.as_deref(), config);
         let test_data = get("test_data").and_then(|v| {
             let key = format!("{path}.test_data");
             let written = self.string(v, &key)?;
