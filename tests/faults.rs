@@ -388,6 +388,22 @@ fn catalogue() -> Vec<(&'static str, Vec<&'static str>, Check)> {
         Box::new(|d| with_weights(d, std::fs::read(fixture("vae.safetensors")).unwrap())),
     );
     add(
+        "weights: every name behind a wrapper's prefix (DataParallel's `module.`)",
+        vec!["^pair `p` (<dir>/gevaldi.toml:17): failed to load weights `<dir>/cnn_b.safetensors` for `cnn_b`: cannot find tensor conv1.weight, but the file has `module.conv1.weight`: its names carry the prefix `module.` (a state dict saved from a wrapper such as DataParallel); convert it without the prefix, e.g. {k.removeprefix('module.'): v for k, v in state_dict.items()}$"],
+        Box::new(|d| {
+            let tensors =
+                gevaldi::candle_core::safetensors::load(fixture("cnn_b.safetensors"), &Device::Cpu)
+                    .unwrap();
+            let renamed: Vec<(String, Tensor)> = tensors
+                .into_iter()
+                .map(|(n, t)| (format!("module.{n}"), t))
+                .collect();
+            let named: Vec<(&str, Tensor)> =
+                renamed.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
+            with_weights(d, safetensors_bytes(&named, d))
+        }),
+    );
+    add(
         "weights: wrong shapes (cnn_a's weights for cnn_b)",
         vec!["^pair `p` (<dir>/gevaldi.toml:17): failed to load weights `<dir>/cnn_b.safetensors` for `cnn_b`: shape mismatch for conv1.weight, expected: [24, 1, 3, 3], got: [16, 1, 3, 3]…$"],
         Box::new(|d| with_weights(d, std::fs::read(fixture("cnn_a.safetensors")).unwrap())),

@@ -162,12 +162,31 @@ impl StateDict {
 
     /// The tensor `name`, if it holds floats.
     fn float(&self, name: &str) -> candle_core::Result<&Tensor> {
-        let tensor = self.tensors.get(name).ok_or_else(|| {
-            candle_core::Error::CannotFindTensor {
+        let Some(tensor) = self.tensors.get(name) else {
+            // A state dict saved from a wrapper (`DataParallel`'s
+            // `module.`, a Lightning module's `model.`) has every name
+            // behind a prefix: say which, rather than only what is missing.
+            let suffix = format!(".{name}");
+            let mut prefixed: Vec<&str> = self
+                .tensors
+                .keys()
+                .filter(|k| k.ends_with(&suffix))
+                .map(|k| &k[..k.len() - name.len()])
+                .collect();
+            prefixed.sort_unstable();
+            if let Some(prefix) = prefixed.first() {
+                candle_core::bail!(
+                    "cannot find tensor {name}, but the file has `{prefix}{name}`: its names \
+                     carry the prefix `{prefix}` (a state dict saved from a wrapper such as \
+                     DataParallel); convert it without the prefix, e.g. \
+                     {{k.removeprefix('{prefix}'): v for k, v in state_dict.items()}}"
+                );
+            }
+            return Err(candle_core::Error::CannotFindTensor {
                 path: name.to_string(),
             }
-            .bt()
-        })?;
+            .bt());
+        };
         let dtype = tensor.dtype();
         if !dtype.is_float() {
             candle_core::bail!(
