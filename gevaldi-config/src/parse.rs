@@ -447,6 +447,7 @@ impl Cx<'_> {
             };
             let (mut arch, mut weights, mut preprocess) = (None, None, None);
             let (mut truncation, mut optional) = (None, false);
+            let mut transform_input = None;
             // A table without `arch` is registered from Rust: its own keys
             // are the registration's business.
             let has_arch = fields.get("arch").is_some();
@@ -468,6 +469,9 @@ impl Cx<'_> {
                             .float(v, &key_path, |t| t > 0.0 && t <= 1.0, "a number in (0, 1]")
                             .map(|t| (t, k.span()));
                     }
+                    "transform_input" if model_kind == ModelKind::Classifier && has_arch => {
+                        transform_input = self.boolean(v, &key_path).map(|t| (t, k.span()));
+                    }
                     "optional" => optional = self.boolean(v, &key_path).unwrap_or(false),
                     other if !has_arch => {
                         let (line, column) = self.position(k.span().start);
@@ -483,8 +487,9 @@ impl Cx<'_> {
                         &key_path,
                         if model_kind == ModelKind::Classifier {
                             "unknown key in a table with `arch`: expected `arch`, `weights`, and \
-                             optionally `preprocess`, `optional` (keys of your own go in a table \
-                             without `arch`, registered from Rust)"
+                             optionally `preprocess`, `transform_input` (googlenet), `optional` \
+                             (keys of your own go in a table without `arch`, registered from \
+                             Rust)"
                         } else {
                             "unknown key in a table with `arch`: expected `arch`, `weights`, and \
                              optionally `truncation`, `optional` (keys of your own go in a table \
@@ -514,6 +519,16 @@ impl Cx<'_> {
                 }
             }
             let truncation = truncation.map(|(t, _)| t);
+            if let (Some((_, span)), Some((arch, _))) = (&transform_input, &arch) {
+                if !arch.takes_transform_input() {
+                    self.err(
+                        span.clone(),
+                        &format!("{path}.transform_input"),
+                        format!("`{arch}` takes no transform_input (only `googlenet` does)"),
+                    );
+                }
+            }
+            let transform_input = transform_input.map(|(t, _)| t);
             // `weights`, resolved; it must exist unless the model is optional.
             let resolved = weights.map(|(weights, span)| {
                 let resolved = self.dir.join(&weights);
@@ -583,6 +598,7 @@ impl Cx<'_> {
                 builtin,
                 preprocess,
                 truncation,
+                transform_input,
                 optional,
                 line,
             });

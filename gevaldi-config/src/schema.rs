@@ -80,6 +80,12 @@ pub struct ModelDecl {
     /// `Architecture::takes_truncation`). (Default: none, the
     /// architecture's own: 1 for BigGAN.)
     pub truncation: Option<f64>,
+    /// `transform_input`, only on `googlenet`: whether the network first
+    /// re-normalises its ImageNet-normalised input to mean 0.5, std 0.5,
+    /// as torchvision's pretrained GoogLeNet does (`transform_input=True`)
+    /// and one built with `googlenet(weights=None)` does not. (Default:
+    /// none, the pretrained weights' `true`.)
+    pub transform_input: Option<bool>,
     /// `optional = true`: when the weights file is absent, the trials that
     /// use this model are skipped with a message instead of the config
     /// being refused (for suites of weights that cannot be committed).

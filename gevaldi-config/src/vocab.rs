@@ -282,6 +282,11 @@ impl Architecture {
         }
     }
 
+    /// Whether it takes `transform_input` (GoogLeNet).
+    pub fn takes_transform_input(self) -> bool {
+        self == Architecture::GoogLeNet
+    }
+
     /// Whether it takes a `truncation` (BigGAN).
     pub fn takes_truncation(self) -> bool {
         matches!(

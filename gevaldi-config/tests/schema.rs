@@ -637,3 +637,34 @@ fn an_empty_preprocess_feeds_the_images_as_they_are() {
     let c = parse(&text, &dir().join("gevaldi.toml")).unwrap_or_else(|e| panic!("{e}"));
     assert!(c.classifier("alex").unwrap().preprocess.is_some());
 }
+
+/// `transform_input` is GoogLeNet's only, and a boolean.
+#[test]
+fn transform_input_is_googlenet_s_only() {
+    let text = format!(
+        "{MODELS}\n[classifier.g]\narch = \"googlenet\"\nweights = \"Cargo.toml\"\n\
+         transform_input = false\npreprocess = {{}}\n\
+         [[pair]]\nname = \"p\"\nmodels = [\"a\", \"c\"]\ngenerator = \"vae\"\n"
+    );
+    let c = parse(&text, &dir().join("gevaldi.toml")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.classifier("g").unwrap().transform_input, Some(false));
+    assert_eq!(c.classifier("a").unwrap().transform_input, None);
+    let e = errors(&text.replace(
+        "[classifier.g]\narch = \"googlenet\"",
+        "[classifier.g]\narch = \"alexnet\"",
+    ));
+    assert!(
+        e.errors
+            .iter()
+            .any(|e| e.key == "classifier.g.transform_input"
+                && e.message == "`alexnet` takes no transform_input (only `googlenet` does)"),
+        "{e}"
+    );
+    let e = errors(&text.replace("transform_input = false", "transform_input = \"no\""));
+    assert!(
+        e.errors
+            .iter()
+            .any(|e| e.key == "classifier.g.transform_input"),
+        "{e}"
+    );
+}

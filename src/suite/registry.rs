@@ -195,7 +195,7 @@ impl Registry {
         device: &Device,
     ) -> Result<Box<dyn Classifier>> {
         let model = load(config, decl, &self.classifiers, device, |arch, vb| {
-            zoo::classifier(arch, vb)
+            zoo::classifier_with(arch, vb, decl.transform_input)
         })?;
         Ok(match &decl.preprocess {
             None => model,
@@ -256,5 +256,71 @@ fn preprocess(p: &PreprocessDecl) -> Preprocess {
         channels: p.channels.unwrap_or(default.channels),
         mean: p.mean.clone(),
         std: p.std.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Tensor};
+
+    use crate::suite::{Registry, Suite};
+    use crate::zoo::{self, Arch};
+
+    /// Regression: `googlenet` always re-normalised its input as
+    /// torchvision's pretrained weights expect (`transform_input=True`),
+    /// so a GoogLeNet trained from `googlenet(weights=None)`, which does
+    /// not, silently saw other inputs. `transform_input = false` builds it
+    /// without; the default stays the pretrained weights'.
+    #[test]
+    fn googlenet_takes_transform_input_from_its_table() {
+        let dev = Device::Cpu;
+        let dir = tempfile::tempdir().unwrap();
+        let (_, varmap) =
+            zoo::seeded_varmap(7, &dev, |vb| zoo::classifier(Arch::GoogLeNet, vb)).unwrap();
+        varmap.save(dir.path().join("g.safetensors")).unwrap();
+        let vae = zoo::mnist_fixtures_dir().join("vae.safetensors");
+        let text = format!(
+            "[generator.vae]\narch = \"mnist-vae\"\nweights = {vae:?}\n\n\
+             [classifier.pretrained]\narch = \"googlenet\"\nweights = \"g.safetensors\"\n\
+             preprocess = {{}}\n\n\
+             [classifier.plain]\narch = \"googlenet\"\nweights = \"g.safetensors\"\n\
+             transform_input = false\npreprocess = {{}}\n\n\
+             [[pair]]\nname = \"p\"\nmodels = [\"pretrained\", \"plain\"]\ngenerator = \"vae\"\n"
+        );
+        let path = dir.path().join("gevaldi.toml");
+        std::fs::write(&path, text).unwrap();
+        let suite = Suite::load(&path, Registry::new()).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (2, 3, 64, 64), &dev).unwrap();
+        let logits = |name: &str| {
+            let m = suite.classifier(name).unwrap();
+            m.logits(&x)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        };
+        let reference = |transform: bool| {
+            let vb = zoo::frozen(&varmap, &dev);
+            let m = zoo::GoogLeNet::load(vb, 1000, transform).unwrap();
+            crate::Classifier::logits(&m, &x)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        };
+        // Within 1e-4 of the largest logit (seeded weights give small ones).
+        let close = |a: &[f32], b: &[f32]| {
+            let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+            a.iter().zip(b).all(|(a, b)| (a - b).abs() <= 1e-4 * scale)
+        };
+        let (pretrained, plain) = (logits("pretrained"), logits("plain"));
+        assert!(close(&pretrained, &reference(true)));
+        assert!(close(&plain, &reference(false)));
+        assert!(
+            !close(&plain, &pretrained),
+            "transform_input changed nothing"
+        );
     }
 }

@@ -165,6 +165,7 @@ fn model_fingerprint(d: &ModelDecl) -> String {
         table,
         preprocess,
         truncation,
+        transform_input,
         optional,
         line: _,
     } = d;
@@ -187,7 +188,7 @@ fn model_fingerprint(d: &ModelDecl) -> String {
     keys.sort();
     format!(
         "{name} = {arch} {weights} preprocess {preprocess:?} truncation {truncation:?} \
-         optional {optional} keys {{{}}}",
+         transform_input {transform_input:?} optional {optional} keys {{{}}}",
         keys.join(", ")
     )
 }

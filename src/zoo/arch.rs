@@ -20,12 +20,27 @@ pub use crate::config::Architecture as Arch;
 
 /// Builds the classifier `arch` from `vb`; an error for a generator.
 pub fn classifier(arch: Arch, vb: VarBuilder) -> candle_core::Result<Box<dyn Classifier>> {
+    classifier_with(arch, vb, None)
+}
+
+/// [`classifier`] with GoogLeNet's `transform_input` (see
+/// [`Arch::takes_transform_input`]; default `true`, as torchvision's
+/// pretrained weights; an error for the others: a config refuses it at its
+/// `transform_input` key, this check is for callers from Rust).
+pub fn classifier_with(
+    arch: Arch,
+    vb: VarBuilder,
+    transform_input: Option<bool>,
+) -> candle_core::Result<Box<dyn Classifier>> {
+    if transform_input.is_some() && !arch.takes_transform_input() {
+        candle_core::bail!("`{arch}` takes no transform_input (only `googlenet` does)");
+    }
     Ok(match arch {
         Arch::MnistCnnA => Box::new(MnistCnn::load(vb, &MnistCnnConfig::cnn_a())?),
         Arch::MnistCnnB => Box::new(MnistCnn::load(vb, &MnistCnnConfig::cnn_b())?),
         Arch::MnistMlp => Box::new(MnistMlp::load(vb, &MnistMlpConfig::default())?),
         Arch::AlexNet => Box::new(AlexNet::load(vb, 1000)?),
-        Arch::GoogLeNet => Box::new(GoogLeNet::load(vb, 1000, true)?),
+        Arch::GoogLeNet => Box::new(GoogLeNet::load(vb, 1000, transform_input.unwrap_or(true))?),
         Arch::SqueezeNet1_0 => Box::new(SqueezeNet::load(vb, SqueezeNetVersion::V1_0, 1000)?),
         Arch::SqueezeNet1_1 => Box::new(SqueezeNet::load(vb, SqueezeNetVersion::V1_1, 1000)?),
         Arch::ResNet18 => Box::new(ResNet::load(vb, ResNetDepth::R18, 1000)?),

@@ -67,7 +67,7 @@ mod resnet;
 mod squeezenet;
 
 pub use alexnet::AlexNet;
-pub use arch::{classifier, generator, generator_with, load_file, Arch};
+pub use arch::{classifier, classifier_with, generator, generator_with, load_file, Arch};
 pub use biggan::{BigGan, BigGanConfig};
 pub use convnext::{ConvNext, ConvNextSize};
 pub use googlenet::GoogLeNet;
