@@ -193,6 +193,9 @@ pub(crate) fn search_conditioned(
             "a class-conditional generator",
         )
     })?;
+    if classes == 0 {
+        return Err(crate::suite::zero_conditions(name));
+    }
     if k == 0 {
         return Err(Error::setting("k", 0, "at least 1 sample"));
     }

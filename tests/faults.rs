@@ -174,6 +174,23 @@ impl Generator for NanGenerator {
     }
 }
 
+/// A generator that says it is conditional on 0 classes.
+struct NoClassGenerator;
+
+impl Generator for NoClassGenerator {
+    fn latent_dim(&self) -> usize {
+        8
+    }
+    fn num_conditions(&self) -> Option<usize> {
+        Some(0)
+    }
+    fn decode(&self, z: &Tensor, _: Option<&Tensor>) -> gevaldi::candle_core::Result<Tensor> {
+        z.sum_keepdim(1)?
+            .broadcast_as((z.dim(0)?, 784))?
+            .reshape((z.dim(0)?, 1, 28, 28))
+    }
+}
+
 /// A generator whose samples are `[B, 100]`, which no MNIST classifier
 /// takes.
 struct WideGenerator;
@@ -575,6 +592,19 @@ fn catalogue() -> Vec<(&'static str, Vec<&'static str>, Check)> {
             );
             let mut r = Registry::new();
             r.generator("nan_gen", |_| Ok(NanGenerator));
+            trial(d, &text, r, "p")
+        }),
+    );
+    add(
+        "model: a generator conditional on no class (it panicked dividing by 0)",
+        vec!["^pair `p` (<dir>/gevaldi.toml:17): invalid setting `generator.no_class` = num_conditions() = Some(0): expected Some(classes) with 1 or more classes, or None for an unconditional generator$"],
+        Box::new(|d| {
+            let text = config_text(
+                "\n[generator.no_class]\n",
+                &[("generator = \"vae\"", "generator = \"no_class\"")],
+            );
+            let mut r = Registry::new();
+            r.generator("no_class", |_| Ok(NoClassGenerator));
             trial(d, &text, r, "p")
         }),
     );

@@ -247,6 +247,9 @@ impl Suite {
                 "a class-conditional generator (the MDS samples' conditions are their labels)",
             ));
         }
+        if g.num_conditions() == Some(0) {
+            return Err(zero_conditions(generator));
+        }
         let cs = classifiers
             .iter()
             .map(|m| self.classifier(m))
@@ -423,4 +426,14 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         (_, Some(s)) => s.clone(),
         _ => "a panic without a message".to_string(),
     }
+}
+
+/// A generator whose `num_conditions()` is `Some(0)`: conditional on no
+/// class, so no sample can be drawn (the conditions' spread divided by 0).
+pub(crate) fn zero_conditions(generator: &str) -> Error {
+    Error::setting(
+        format!("generator.{generator}"),
+        "num_conditions() = Some(0)",
+        "Some(classes) with 1 or more classes, or None for an unconditional generator",
+    )
 }
