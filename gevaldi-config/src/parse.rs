@@ -1382,6 +1382,13 @@ impl Cx<'_> {
     }
 }
 
+/// The first character of `name` that is not portable in a file name (ASCII
+/// letters, digits, `_`, `-` and `.` are).
+fn first_unportable(name: &str) -> Option<char> {
+    name.chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "_-.".contains(*c)))
+}
+
 /// What is wrong with `name` as a pair's or ensemble's name, which becomes
 /// file names (`<name>.snap`, `<name>.json`, `ensemble-<name>/`): it must
 /// be 1 to [`MAX_NAME_LEN`](crate::MAX_NAME_LEN) bytes of the portable
@@ -1394,10 +1401,7 @@ fn name_problem(name: &str) -> Option<String> {
     if name.is_empty() {
         return Some("empty name: expected letters, digits, `_`, `-` or `.`".into());
     }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || "_-.".contains(*c)))
-    {
+    if let Some(c) = first_unportable(name) {
         return Some(format!(
             "invalid name {name:?}: {c:?} is not portable in a file name; expected ASCII \
              letters, digits, `_`, `-` or `.`"

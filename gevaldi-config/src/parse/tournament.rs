@@ -65,15 +65,13 @@ impl Cx<'_> {
                          two models (`<a>-vs-<b>`): rename the classifier"
                     ))
                 } else {
-                    m.chars()
-                        .find(|c| !(c.is_ascii_alphanumeric() || "_-.".contains(*c)))
-                        .map(|c| {
-                            format!(
-                                "`{m}`: {c:?} is not portable in a file name, and a \
-                                 tournament's pair records are `pairs/<a>-vs-<b>.json`; \
-                                 rename the classifier (ASCII letters, digits, `_`, `-`, `.`)"
-                            )
-                        })
+                    super::first_unportable(m).map(|c| {
+                        format!(
+                            "`{m}`: {c:?} is not portable in a file name, and a \
+                             tournament's pair records are `pairs/<a>-vs-<b>.json`; rename \
+                             the classifier (ASCII letters, digits, `_`, `-`, `.`)"
+                        )
+                    })
                 };
                 if let Some(problem) = problem {
                     self.err(item.span(), &format!("{path}.models[{i}]"), problem);
