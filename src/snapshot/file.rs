@@ -99,11 +99,12 @@ pub(super) fn duplicate_key(contents: &str) -> Option<(String, usize, usize)> {
 }
 
 /// What insta's environment says to do with snapshots.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(super) enum Update {
     /// Write nothing.
     No,
-    /// Write `.snap.new`.
+    /// Write `.snap.new` (`INSTA_UPDATE` unset on a local run).
+    #[default]
     New,
     /// Write `.snap` for new snapshots, `.snap.new` for changed ones.
     Unseen,
@@ -112,15 +113,16 @@ pub(super) enum Update {
 }
 
 impl Update {
-    /// The mode `INSTA_UPDATE` names in `env`, read as insta 1.49 reads it
-    /// (`1` is `always`; a value insta refuses is refused).
-    fn of(env: &InstaEnv) -> crate::Result<Self> {
-        Ok(match env.update.as_deref().unwrap_or_default() {
+    /// The mode `INSTA_UPDATE` (`None`: unset) names, on a CI run or not,
+    /// read as insta 1.49 reads it (`1` is `always`; a value insta refuses
+    /// is refused).
+    fn of(value: Option<&str>, ci: bool) -> crate::Result<Self> {
+        Ok(match value.unwrap_or_default() {
             "no" => Update::No,
             "new" => Update::New,
             "unseen" => Update::Unseen,
             "always" | "1" | "force" => Update::Always,
-            "" | "auto" if env.ci => Update::No,
+            "" | "auto" if ci => Update::No,
             "" | "auto" => Update::New,
             other => {
                 return Err(crate::Error::setting(
@@ -140,8 +142,8 @@ pub(super) struct InstaEnv {
     /// `false`, `0` or nothing, or, without `CI`, `TF_BUILD` set (Azure
     /// Pipelines).
     pub(super) ci: bool,
-    /// `INSTA_UPDATE` as given (`None`: unset).
-    pub(super) update: Option<String>,
+    /// What `INSTA_UPDATE` says, on a CI run or not.
+    pub(super) update: Update,
     /// `INSTA_FORCE_PASS` set (to anything but `0`, `false` or nothing).
     pub(super) force_pass: bool,
     /// `INSTA_SNAPSHOT_REFERENCES_FILE`: where cargo-insta collects the
@@ -175,14 +177,12 @@ impl InstaEnv {
                 ))
             }
         };
-        let env = InstaEnv {
+        Ok(InstaEnv {
             ci,
-            update: var("INSTA_UPDATE"),
+            update: Update::of(var("INSTA_UPDATE").as_deref(), ci)?,
             force_pass,
             references: var("INSTA_SNAPSHOT_REFERENCES_FILE").map(PathBuf::from),
-        };
-        Update::of(&env)?;
-        Ok(env)
+        })
     }
 }
 
@@ -416,8 +416,7 @@ pub(super) fn check_with(
             Some(m)
         }
     };
-    let update = Update::of(env).map_err(|e| SnapshotProblem::Write(Box::new(e)))?;
-    let written = match (update, &mismatches) {
+    let written = match (env.update, &mismatches) {
         (Update::No, _) => None,
         (Update::Unseen, None) | (Update::Always, _) => Some(file.path.clone()),
         (Update::New | Update::Unseen, _) => Some(pending.clone()),

@@ -172,7 +172,7 @@ fn temp_snapshot() -> (tempfile::TempDir, SnapshotFile, super::file::InstaEnv) {
 #[test]
 fn insta_force_pass_passes_a_new_snapshot_too_writing_it_for_review() {
     let (_dir, file, mut env) = temp_snapshot();
-    env.update = Some("new".into());
+    env.update = super::file::Update::New;
     env.force_pass = true;
     let body = "trial: pair::p\nsearch.lift: 9.348\n";
     assert!(super::file::check_with(&file, body, &env).is_ok());
@@ -200,12 +200,12 @@ fn a_checked_snapshot_is_named_in_insta_s_references_file() {
     let references = dir.path().join("references");
     std::fs::write(&references, "/elsewhere/other.snap\n").unwrap();
     env.references = Some(references.clone());
-    env.update = Some("always".into());
+    env.update = super::file::Update::Always;
     let body = "trial: pair::p\nsearch.lift: 9.348\n";
     assert!(super::file::check_with(&file, body, &env).is_ok());
     // Matching the stored one, and failing against it, reference it too.
     assert!(super::file::check_with(&file, body, &env).is_ok());
-    env.update = Some("no".into());
+    env.update = super::file::Update::No;
     assert!(super::file::check_with(&file, "trial: pair::p\nsearch.lift: 1\n", &env).is_err());
     let listed = std::fs::read_to_string(&references).unwrap();
     let path = file.path.display().to_string();
