@@ -1323,16 +1323,15 @@ impl Cx<'_> {
     /// the trial would be of the wrong inputs; `preprocess = {}` says they
     /// are meant as they are.
     fn entry_inputs(&mut self, e: &Entry, key: &str, generator: Option<&str>, config: &Config) {
-        let Some((gen_arch, _)) = generator
-            .and_then(|g| config.generator(g))
-            .and_then(|d| d.builtin.as_ref())
-        else {
+        let Some(g) = generator else {
+            return;
+        };
+        let Some((gen_arch, _)) = config.generator(g).and_then(|d| d.builtin.as_ref()) else {
             return;
         };
         let Some(DeValue::Array(items)) = e.table.get(key).map(|v| v.get_ref()) else {
             return;
         };
-        let g = generator.unwrap_or_default();
         for (i, item) in items.iter().enumerate() {
             let Some(m) = item.get_ref().as_str() else {
                 continue;
