@@ -1,7 +1,8 @@
 //! The cargo test harness: one libtest-mimic trial per `[[pair]]`
 //! (`pair::<name>`), per `[[ensemble]]` (`ensemble::<name>`) and per
 //! `[[tournament]]` (`tournament::<name>`) of a `gevaldi.toml`, and under
-//! nextest one per ordered pair of each tournament
+//! nextest one per pair each tournament searches (every ordered pair; one
+//! order of each under a symmetric divergence)
 //! (`tournament::<name>::<a>-vs-<b>`), so that `--partition` splits them.
 //!
 //! `gevaldi::main!` expands to a `main` that calls [`run`]; see the crate
@@ -43,9 +44,10 @@ impl Output {
     }
 }
 
-/// Under nextest (`NEXTEST` set), one trial per ordered pair of each
-/// tournament, `tournament::<name>::<a>-vs-<b>`: each runs its pair alone
-/// and writes the pair's record, so that `--partition` spreads a
+/// Under nextest (`NEXTEST` set), one trial per pair each tournament
+/// searches ([`Suite::tournament_pairs`]),
+/// `tournament::<name>::<a>-vs-<b>`: each runs its pair alone and writes
+/// the pair's record, so that `--partition` spreads a
 /// tournament's pairs over runners and the verdict `tournament::<name>`
 /// only assembles the records it finds current (and runs the others).
 /// Not listed under `cargo test`, which runs every trial in one process:

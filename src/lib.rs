@@ -72,7 +72,7 @@
 //! [`main!`] turns a `gevaldi.toml` into a test target with one test per
 //! `[[pair]]` (`pair::<name>`), per `[[ensemble]]` (`ensemble::<name>`)
 //! and per `[[tournament]]` (`tournament::<name>`; under nextest also one
-//! per ordered pair, `tournament::<name>::<a>-vs-<b>`, for `--partition`).
+//! per pair searched, `tournament::<name>::<a>-vs-<b>`, for `--partition`).
 //! Beside the TOML:
 //!
 //! ```toml

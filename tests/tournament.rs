@@ -268,30 +268,54 @@ fn a_copy_of_a_model_ties_with_it() {
 
 /// With a divergence symmetric in its two models (`js`, `jeffreys`, `tv`),
 /// the pairs (a, b) and (b, a) start from the same latents and conditions
-/// and ascend the same objective: the same search twice. Its samples count
-/// once in the win matrix (from the pair whose first model comes first in
-/// the tournament), not twice, which would halve the Bradley–Terry
+/// and ascend the same objective: the same search twice. The tournament
+/// runs it once, for (a, b) with a first in its order, and (b, a) is its
+/// mirror, which must be what searching (b, a) gives: checked here against
+/// (b, a) searched by `run_pair` itself, for every pair. Its samples count
+/// once in the win matrix, not twice, which would halve the Bradley–Terry
 /// standard errors' variance as if the duplicates were new samples.
 #[test]
-fn a_symmetric_divergence_counts_each_pairs_samples_once() {
+fn a_symmetric_divergence_searches_each_pair_once() {
     let m = fixtures();
-    let o = Tournament::new("cvae", &m.cvae)
-        .model("cnn_a", &m.cnn_a)
-        .model("bag_0", &m.bag_0)
-        .model("bag_1", &m.bag_1)
-        .config(config(0).divergence(gevaldi::Divergence::js()))
-        .samples(SAMPLES)
-        .run(&common::device())
+    let dev = common::device();
+    let js = config(0).divergence(gevaldi::Divergence::js());
+    let models: [(&str, &(dyn Classifier + Sync)); 3] = [
+        ("cnn_a", &m.cnn_a),
+        ("bag_0", &m.bag_0),
+        ("bag_1", &m.bag_1),
+    ];
+    let mut t = Tournament::new("cvae", &m.cvae)
+        .config(js.clone())
+        .samples(SAMPLES);
+    for (name, model) in models {
+        t = t.model(name, model);
+    }
+    assert_eq!(t.searched_pairs(), [(0, 1), (0, 2), (1, 2)]);
+    let total = std::sync::Mutex::new(0);
+    let o = t
+        .run_with_progress(&dev, &|_, all| *total.lock().unwrap() = all)
         .unwrap();
-    let names = ["cnn_a", "bag_0", "bag_1"];
+    let steps = SAMPLES.div_ceil(10) as u64 * 15;
+    assert_eq!(*total.lock().unwrap(), 3 * steps, "three searches, not six");
+    let settings = PairSettings {
+        config: js,
+        samples: SAMPLES,
+    };
     for i in 0..3 {
         for j in (i + 1)..3 {
-            let (ab, ba) = (
-                o.pair(names[i], names[j]).unwrap(),
-                o.pair(names[j], names[i]).unwrap(),
-            );
-            assert_eq!(ab.z, ba.z, "{}: the same search", ab.name());
-            assert_eq!(ab.prediction_a, ba.prediction_b, "{}", ab.name());
+            let (a, b) = (models[i].0, models[j].0);
+            let (ab, ba) = (o.pair(a, b).unwrap(), o.pair(b, a).unwrap());
+            let searched = run_pair(
+                (b, models[j].1 as &dyn Classifier),
+                (a, models[i].1 as &dyn Classifier),
+                ("cvae", &m.cvae),
+                &settings,
+                &dev,
+                &|_, _| {},
+            )
+            .unwrap();
+            assert_eq!(ba, &searched.result, "{b}-vs-{a}: the mirror is the search");
+            assert_eq!(ba, &ab.mirrored());
             assert_eq!(
                 (o.wins.get(i, j), o.wins.get(j, i)),
                 (ab.wins_a, ab.wins_b),
@@ -300,6 +324,12 @@ fn a_symmetric_divergence_counts_each_pairs_samples_once() {
             );
         }
     }
+    // Run alone, the pair that is not searched is the mirror of the one
+    // that is.
+    assert_eq!(
+        &t.run_pair(2, 0, &dev, &|_, _| {}).unwrap().result,
+        o.pair("bag_1", "cnn_a").unwrap()
+    );
 }
 
 #[test]
@@ -425,27 +455,19 @@ fn an_unconditional_generator_or_too_few_models_are_refused() {
 /// Issue 18: a pair trial (under nextest) writes its pair's record with a
 /// fingerprint; the verdict reads a current record instead of running the
 /// pair again, and runs the pair again when the fingerprint is stale.
-#[test]
-fn the_verdict_reads_current_pair_records_and_reruns_stale_ones() {
-    use gevaldi::artifact::{self, Record};
-    use gevaldi::config::TrialId;
-    use gevaldi::suite::{Registry, Suite};
-
-    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/mnist");
-    let dir = std::env::temp_dir().join(format!("gevaldi-tour-pairs-{}", std::process::id()));
+/// A suite in a fresh temporary folder named after `name`: the tournament
+/// `t` of cnn_a, bag_0 and bag_1 over the cVAE, 4 samples of 3 steps, with
+/// `search` (lines) added to its `[search]` table.
+fn three_model_suite(name: &str, search: &str) -> (std::path::PathBuf, gevaldi::suite::Suite) {
+    let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let weights = |m: &str| {
-        fixtures
-            .join(format!("{m}.safetensors"))
-            .display()
-            .to_string()
-    };
+    let weights = |m: &str| zoo::mnist_fixtures_dir().join(format!("{m}.safetensors"));
     let text = format!(
-        "[search]\nbatch = 4\nsteps = 3\n\n\
-         [generator.cvae]\narch = \"mnist-cvae\"\nweights = \"{}\"\n\n\
-         [classifier.cnn_a]\narch = \"mnist-cnn-a\"\nweights = \"{}\"\n\n\
-         [classifier.bag_0]\narch = \"mnist-mlp\"\nweights = \"{}\"\n\n\
-         [classifier.bag_1]\narch = \"mnist-mlp\"\nweights = \"{}\"\n\n\
+        "[search]\nbatch = 4\nsteps = 3\n{search}\n\
+         [generator.cvae]\narch = \"mnist-cvae\"\nweights = {:?}\n\n\
+         [classifier.cnn_a]\narch = \"mnist-cnn-a\"\nweights = {:?}\n\n\
+         [classifier.bag_0]\narch = \"mnist-mlp\"\nweights = {:?}\n\n\
+         [classifier.bag_1]\narch = \"mnist-mlp\"\nweights = {:?}\n\n\
          [[tournament]]\nname = \"t\"\nmodels = [\"cnn_a\", \"bag_0\", \"bag_1\"]\n\
          generator = \"cvae\"\nsamples = 4\n",
         weights("cvae"),
@@ -455,7 +477,16 @@ fn the_verdict_reads_current_pair_records_and_reruns_stale_ones() {
     );
     let path = dir.join("gevaldi.toml");
     std::fs::write(&path, text).unwrap();
-    let suite = Suite::load(&path, Registry::new()).unwrap();
+    let suite = gevaldi::suite::Suite::load(&path, gevaldi::suite::Registry::new()).unwrap();
+    (dir, suite)
+}
+
+#[test]
+fn the_verdict_reads_current_pair_records_and_reruns_stale_ones() {
+    use gevaldi::artifact::{self, Record};
+    use gevaldi::config::TrialId;
+
+    let (dir, suite) = three_model_suite("gevaldi-tour-pairs", "");
     let pairs = suite.tournament_pairs("t");
     assert_eq!(pairs.len(), 6, "{pairs:?}");
     assert_eq!(pairs[0], "cnn_a-vs-bag_0");
@@ -500,6 +531,55 @@ fn the_verdict_reads_current_pair_records_and_reruns_stale_ones() {
     json["fingerprint"] = "stale".into();
     std::fs::write(&pair_path, serde_json::to_vec(&json).unwrap()).unwrap();
     assert!(!verdict_read_the_record(), "a stale record is run again");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Under a symmetric divergence the suite lists (and nextest runs) one
+/// trial per pair of models, not per order: `b-vs-a` is `a-vs-b`'s search.
+/// Asked for by name, the other order runs and records the pair that is
+/// searched and gives its mirror, and the verdict reads that record for
+/// both orders.
+#[test]
+fn under_a_symmetric_divergence_the_suite_searches_each_pair_once() {
+    use gevaldi::artifact::{self, Record};
+    use gevaldi::config::TrialId;
+
+    let (dir, suite) = three_model_suite("gevaldi-tour-js", "divergence = \"js\"\n");
+    assert_eq!(
+        suite.tournament_pairs("t"),
+        ["cnn_a-vs-bag_0", "cnn_a-vs-bag_1", "bag_0-vs-bag_1"]
+    );
+    let pairs_dir = artifact::tournament_dir(&suite.artifact_dir(), "t").join("pairs");
+    let mirrored = suite
+        .run_tournament_pair("t", "bag_1-vs-cnn_a", &|_, _| {})
+        .unwrap();
+    assert_eq!(mirrored.name(), "bag_1-vs-cnn_a");
+    let written: Vec<_> = std::fs::read_dir(&pairs_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(written, ["cnn_a-vs-bag_1.json"], "the pair searched");
+    // Mark the record: the verdict must take both orders from it.
+    let record = pairs_dir.join("cnn_a-vs-bag_1.json");
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
+    json["result"]["warnings"] = serde_json::json!(["marked"]);
+    std::fs::write(&record, serde_json::to_vec(&json).unwrap()).unwrap();
+    suite
+        .run_trial(&TrialId::tournament("t"), &|_, _| {})
+        .unwrap();
+    let Record::Tournament(t) =
+        Record::read(&artifact::tournament_record(&suite.artifact_dir(), "t")).unwrap()
+    else {
+        panic!("not a tournament record");
+    };
+    let (ab, ba) = (
+        t.outcome.pair("cnn_a", "bag_1").unwrap(),
+        t.outcome.pair("bag_1", "cnn_a").unwrap(),
+    );
+    assert_eq!(ab.warnings, ["marked"]);
+    assert_eq!(ba, &ab.mirrored());
+    assert_eq!(ba.prediction_a, mirrored.prediction_a);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

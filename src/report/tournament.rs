@@ -135,7 +135,7 @@ pub(super) fn tournament_section(dir: &Path, t: &TournamentArtifact, now: u64) -
     let _ = write!(
         html,
         "<table class=\"heatmap\" data-models=\"{n}\"><caption>Win rates where exactly one model \
-         was right (both orders of each pair), rows and columns in ranking order; counts \
+         was right (both orders of each pair; one under a symmetric divergence), rows and columns in ranking order; counts \
          wins:losses</caption>{heat}</table>"
     );
     let folder = format!("tournament-{}", s.tournament);
@@ -146,8 +146,8 @@ pub(super) fn tournament_section(dir: &Path, t: &TournamentArtifact, now: u64) -
             Some(&rel),
             &format!("disagreements of {pair}"),
             &format!(
-                "{pair}, one of the closest pairs: the samples of both orders where the two \
-                 disagree; the condition, each model's top class and confidence; red frame: \
+                "{pair}, one of the closest pairs: the samples of both orders (one under a \
+                 symmetric divergence) where the two disagree; the condition, each model's top class and confidence; red frame: \
                  the higher-ranked model is wrong"
             ),
         ));

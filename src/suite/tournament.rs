@@ -13,7 +13,8 @@ use crate::grid::{pictures, Cell, Grid};
 use crate::model::Classifier;
 use crate::snapshot::{Settings, TournamentSummary};
 use crate::tournament::{
-    ordered_pairs, pair_name, run_pair, PairResult, TournamentOutcome, TournamentThresholds,
+    every_order, ordered_pairs, pair_name, run_pair, searched_pairs, PairResult, TournamentOutcome,
+    TournamentThresholds,
 };
 use candle_core::Tensor;
 
@@ -51,14 +52,16 @@ impl Suite {
             Some(dir) => Some(self.test_accuracies(dir, &named)?),
             None => None,
         };
-        // The pairs one after another, each read from its record when a
-        // pair trial (under nextest) left a current one: every pair is
-        // seeded with the tournament's seed, so the order (and which
-        // process runs a pair) does not change its result.
-        let pairs = ordered_pairs(named.len());
-        let count = pairs.len() as u64;
-        let mut results: Vec<PairResult> = Vec::with_capacity(pairs.len());
-        for (k, &(i, j)) in pairs.iter().enumerate() {
+        // The pairs searched one after another (under a divergence
+        // symmetric in its two models, one order of each), each read from
+        // its record when a pair trial (under nextest) left a current one:
+        // every pair is seeded with the tournament's seed, so the order
+        // (and which process runs a pair) does not change its result.
+        let divergence = &settings.config.divergence;
+        let searched = searched_pairs(named.len(), divergence);
+        let count = searched.len() as u64;
+        let mut results: Vec<PairResult> = Vec::with_capacity(searched.len());
+        for (k, &(i, j)) in searched.iter().enumerate() {
             let (a, b) = (named[i].0, named[j].0);
             let fingerprint = self.pair_fingerprint(t, a, b, &settings);
             if let Some(result) = self.fresh_pair(t, a, b, &fingerprint, settings.config.seed) {
@@ -78,6 +81,8 @@ impl Suite {
             // again from their latents below rather than all kept.
             results.push(outcome.result);
         }
+        let results = every_order(named.len(), divergence, results, PairResult::mirrored);
+        let pairs = ordered_pairs(named.len());
         let outcome = TournamentOutcome::from_pairs(&t.models, results, test_accuracy)?;
         let failures = thresholds.check(&outcome);
         let summary = TournamentSummary::new(
@@ -93,8 +98,15 @@ impl Suite {
         let mut grids = Vec::new();
         for (a, b) in closest_pairs(&outcome, CLOSEST_PAIRS) {
             let name = pair_name(&outcome.models[a], &outcome.models[b]);
+            // Under a symmetric divergence (b, a) is (a, b)'s search: its
+            // samples once.
+            let orders = if divergence.symmetric() {
+                &[(a, b)][..]
+            } else {
+                &[(a, b), (b, a)][..]
+            };
             let mut both = Vec::with_capacity(2);
-            for (x, y) in [(a, b), (b, a)] {
+            for &(x, y) in orders {
                 let k = pairs
                     .iter()
                     .position(|&p| p == (x, y))
@@ -116,7 +128,7 @@ impl Suite {
             ranking_method: thresholds.ranking,
             srcc: outcome.srcc(thresholds.ranking),
             test_data: outcome.test_accuracy.is_some(),
-            pairs: pairs.len(),
+            pairs: searched.len(),
             samples: t.samples,
         };
         let record = Record::Tournament(Box::new(TournamentArtifact {

@@ -1,5 +1,5 @@
 //! A tournament's pairs as trials of their own, for nextest partitions:
-//! `tournament::<name>::<a>-vs-<b>` runs one ordered pair and writes its
+//! `tournament::<name>::<a>-vs-<b>` runs one pair searched and writes its
 //! record with a fingerprint of everything its result depends on; the
 //! verdict trial `tournament::<name>` reads the records whose fingerprint
 //! is current instead of running those pairs again.
@@ -13,19 +13,24 @@ use crate::artifact::{self, Record, TournamentPairArtifact};
 use crate::config::{self, ModelDecl, TournamentDecl};
 use crate::error::{Error, Result};
 use crate::model::{one_hot, Generator};
-use crate::tournament::{pair_name, run_pair, PairResult, PairSettings};
+use crate::tournament::{pair_name, run_pair, searched_pairs, PairResult, PairSettings};
 
 use super::Suite;
 
 impl Suite {
-    /// The names (`<a>-vs-<b>`) of the ordered pairs of the tournament
-    /// `name`, in the order the verdict runs them; empty for a tournament
-    /// that is not in the config.
+    /// The names (`<a>-vs-<b>`) of the pairs the tournament `name`
+    /// searches ([`searched_pairs`]: every ordered pair, or one order of
+    /// each under a divergence symmetric in its two models), in the order
+    /// the verdict runs them; empty for a tournament that is not in the
+    /// config or whose search settings do not parse.
     pub fn tournament_pairs(&self, name: &str) -> Vec<String> {
         let Some(t) = self.config.tournament(name) else {
             return Vec::new();
         };
-        crate::tournament::ordered_pairs(t.models.len())
+        let Ok(settings) = self.pair_settings(t) else {
+            return Vec::new();
+        };
+        searched_pairs(t.models.len(), &settings.config.divergence)
             .into_iter()
             .map(|(i, j)| pair_name(&t.models[i], &t.models[j]))
             .collect()
@@ -33,7 +38,9 @@ impl Suite {
 
     /// Runs the ordered pair `pair` (`<a>-vs-<b>`) of the tournament
     /// `name` alone and writes its record, which the verdict trial reads
-    /// while its fingerprint is current.
+    /// while its fingerprint is current. A pair that is not searched
+    /// (under a symmetric divergence, the second order of a pair) runs
+    /// and records its other order and returns it mirrored.
     pub fn run_tournament_pair(
         &self,
         name: &str,
@@ -56,6 +63,10 @@ impl Suite {
                 )
             })?;
         let settings = self.pair_settings(t)?;
+        if !searched_pairs(t.models.len(), &settings.config.divergence).contains(&(i, j)) {
+            let other = pair_name(&t.models[j], &t.models[i]);
+            return Ok(self.run_tournament_pair(name, &other, progress)?.mirrored());
+        }
         let generator = self.generator(&t.generator)?;
         let (a, b) = (
             self.classifier(&t.models[i])?,

@@ -8,9 +8,11 @@
 //! `kl` = KL(A ‖ B) by default) with conditions spread evenly over the
 //! classes; on that MDS set each model's top class is checked against the
 //! condition, and each sample is won by the model that is right where the
-//! other is wrong ([`Winner`]). Summed over both orders (one, under a
-//! divergence symmetric in the two models, whose two orders are one
-//! search), the wins make the win matrix, from which [`crate::ranking`] computes MAD's power-iteration
+//! other is wrong ([`Winner`]). Summed over both orders, the wins make the
+//! win matrix (under a divergence symmetric in the two models the two
+//! orders are one search: it runs once, for the order in which the first
+//! model comes first ([`searched_pairs`]), the other order is its mirror
+//! ([`PairResult::mirrored`]), and its samples count once), from which [`crate::ranking`] computes MAD's power-iteration
 //! ranking and the Bradley–Terry fit; with test accuracies, their Spearman
 //! correlation (SRCC) with them ([`TournamentOutcome`]).
 //!
@@ -26,7 +28,8 @@ mod pair;
 mod runner;
 mod thresholds;
 
-pub use outcome::{ordered_pairs, ranking_line, RankingMethod, TournamentOutcome};
+pub(crate) use outcome::every_order;
+pub use outcome::{ordered_pairs, ranking_line, searched_pairs, RankingMethod, TournamentOutcome};
 pub use pair::{pair_name, run_pair, PairOutcome, PairResult, PairSettings, Winner};
 pub use runner::{default_threads, Tournament};
 pub use thresholds::{MinWinRate, TournamentThresholds};

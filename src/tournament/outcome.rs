@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::divergence::Divergence;
 use crate::error::{Error, Result};
 use crate::ranking::{
     bradley_terry, power_ranking, score_levels, spearman_of_scores, BradleyTerry, PowerRanking,
@@ -53,6 +54,43 @@ pub struct TournamentOutcome {
 pub fn ordered_pairs(n: usize) -> Vec<(usize, usize)> {
     (0..n)
         .flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j)))
+        .collect()
+}
+
+/// The pairs a tournament of N models searches under `divergence`: every
+/// ordered pair ([`ordered_pairs`]); under a divergence symmetric in its
+/// two models (`js`, `jeffreys`, `tv`), where (j, i) is the search of
+/// (i, j) with the models swapped, those with i < j, each standing for
+/// both orders ([`PairResult::mirrored`]).
+pub fn searched_pairs(n: usize, divergence: &Divergence) -> Vec<(usize, usize)> {
+    let symmetric = divergence.symmetric();
+    ordered_pairs(n)
+        .into_iter()
+        .filter(|&(i, j)| !symmetric || i < j)
+        .collect()
+}
+
+/// Every ordered pair's result in [`ordered_pairs`] order, from the results
+/// of the [`searched_pairs`] (in their order): an order that was not
+/// searched is its other order's result `mirror`ed.
+pub(crate) fn every_order<T>(
+    n: usize,
+    divergence: &Divergence,
+    searched: Vec<T>,
+    mirror: impl Fn(&T) -> T,
+) -> Vec<T> {
+    let mut slots: Vec<Option<T>> = (0..n * n).map(|_| None).collect();
+    for ((i, j), r) in searched_pairs(n, divergence).into_iter().zip(searched) {
+        slots[i * n + j] = Some(r);
+    }
+    for (i, j) in ordered_pairs(n) {
+        if slots[i * n + j].is_none() {
+            slots[i * n + j] = slots[j * n + i].as_ref().map(&mirror);
+        }
+    }
+    ordered_pairs(n)
+        .into_iter()
+        .filter_map(|(i, j)| slots[i * n + j].take())
         .collect()
 }
 

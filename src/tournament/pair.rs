@@ -29,6 +29,15 @@ impl Winner {
             _ => Winner::Tie,
         }
     }
+
+    /// The winner with the pair's two models swapped.
+    pub fn swapped(self) -> Self {
+        match self {
+            Winner::A => Winner::B,
+            Winner::B => Winner::A,
+            Winner::Tie => Winner::Tie,
+        }
+    }
 }
 
 /// The settings every pair of a tournament shares.
@@ -114,6 +123,32 @@ impl PairResult {
         pair_name(&self.a, &self.b)
     }
 
+    /// The result of the order (b, a) under a divergence symmetric in its
+    /// two models (`js`, `jeffreys`, `tv`), where that order is this
+    /// search with the models swapped: every per-model figure swapped, the
+    /// conditions, latents, divergences and warnings the same.
+    pub fn mirrored(&self) -> PairResult {
+        let r = self.clone();
+        PairResult {
+            a: r.b,
+            b: r.a,
+            prediction_a: r.prediction_b,
+            prediction_b: r.prediction_a,
+            confidence_a: r.confidence_b,
+            confidence_b: r.confidence_a,
+            p_condition_a: r.p_condition_b,
+            p_condition_b: r.p_condition_a,
+            winners: r.winners.iter().map(|w| w.swapped()).collect(),
+            start_prediction_a: r.start_prediction_b,
+            start_prediction_b: r.start_prediction_a,
+            accuracy_a: r.accuracy_b,
+            accuracy_b: r.accuracy_a,
+            wins_a: r.wins_b,
+            wins_b: r.wins_a,
+            ..r
+        }
+    }
+
     /// Samples on which the two models predict different classes.
     pub fn disagreements(&self) -> usize {
         self.prediction_a
@@ -194,6 +229,17 @@ pub struct PairOutcome {
     pub result: PairResult,
     /// The decoded MDS samples, in the result's order.
     pub x: Tensor,
+}
+
+impl PairOutcome {
+    /// The outcome of the order (b, a) under a divergence symmetric in its
+    /// two models ([`PairResult::mirrored`]; the same samples).
+    pub fn mirrored(&self) -> PairOutcome {
+        PairOutcome {
+            result: self.result.mirrored(),
+            x: self.x.clone(),
+        }
+    }
 }
 
 /// Runs the ordered pair (a, b): K = `settings.samples` MDS samples searched

@@ -1,5 +1,6 @@
-//! The tournament runner: every ordered pair, in parallel where the cores
-//! allow.
+//! The tournament runner: every pair searched (every ordered pair; one
+//! order of each under a symmetric divergence), in parallel where the
+//! cores allow.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -10,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::model::{Classifier, Generator};
 use crate::search::SearchConfig;
 
-use super::outcome::{ordered_pairs, TournamentOutcome};
+use super::outcome::{every_order, ordered_pairs, searched_pairs, TournamentOutcome};
 use super::pair::{pair_name, run_pair, PairOutcome, PairSettings};
 
 /// A tournament among N ≥ 3 classifiers over a class-conditional generator.
@@ -106,8 +107,16 @@ impl<'a> Tournament<'a> {
         ordered_pairs(self.models.len())
     }
 
+    /// The pairs searched: every ordered pair, or, under a divergence
+    /// symmetric in its two models, one order of each ([`searched_pairs`]).
+    pub fn searched_pairs(&self) -> Vec<(usize, usize)> {
+        searched_pairs(self.models.len(), &self.settings.config.divergence)
+    }
+
     /// Runs the ordered pair (models i, j) alone: the unit of a per-pair
-    /// test. Its result is the same as within [`Tournament::run`].
+    /// test. Its result is the same as within [`Tournament::run`] (under a
+    /// divergence symmetric in its two models, with j before i, the search
+    /// of (j, i), [`PairOutcome::mirrored`]).
     pub fn run_pair(
         &self,
         i: usize,
@@ -125,6 +134,9 @@ impl<'a> Tournament<'a> {
                 ))
             }
         };
+        if j < i && self.settings.config.divergence.symmetric() {
+            return Ok(self.run_pair(j, i, device, progress)?.mirrored());
+        }
         run_pair(
             (&a.0, a.1),
             (&b.0, b.1),
@@ -158,16 +170,17 @@ impl<'a> Tournament<'a> {
         self.settings.config.validate()
     }
 
-    /// Runs every ordered pair (see [`Tournament::threads`]) and returns
-    /// their outcomes in [`Tournament::pairs`] order; the first error
-    /// stops the pairs not yet started.
+    /// Runs every pair searched ([`Tournament::searched_pairs`]; see
+    /// [`Tournament::threads`]) and returns the outcomes of every ordered
+    /// pair in [`Tournament::pairs`] order; the first error stops the pairs
+    /// not yet started.
     pub fn run_pairs(
         &self,
         device: &Device,
         progress: &(dyn Fn(u64, u64) + Sync),
     ) -> Result<Vec<PairOutcome>> {
         self.check()?;
-        let pairs = self.pairs();
+        let pairs = self.searched_pairs();
         let threads = self
             .threads
             .unwrap_or_else(|| default_threads(device))
@@ -218,7 +231,7 @@ impl<'a> Tournament<'a> {
         if let Some((_, e)) = lock(&failed).take() {
             return Err(e);
         }
-        slots
+        let searched = slots
             .into_iter()
             .zip(&pairs)
             .map(|(slot, &(i, j))| {
@@ -233,7 +246,13 @@ impl<'a> Tournament<'a> {
                     )
                 })
             })
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        Ok(every_order(
+            self.models.len(),
+            &self.settings.config.divergence,
+            searched,
+            PairOutcome::mirrored,
+        ))
     }
 
     /// Runs the tournament: every pair ([`Tournament::run_pairs`]), then
