@@ -110,8 +110,9 @@ impl Suite {
             .join(format!("{pair}.json"))
     }
 
-    /// What a pair's result depends on, as text: the settings, the device
-    /// kind, and the two classifiers' and the generator's whole tables
+    /// What a pair's result depends on, as text: gevaldi's version, the
+    /// engine (`GEVALDI_ENGINE`), the settings, the device kind, and the
+    /// two classifiers' and the generator's whole tables
     /// ([`model_fingerprint`]).
     pub(super) fn pair_fingerprint(
         &self,
@@ -122,7 +123,9 @@ impl Suite {
     ) -> String {
         let model = |decl: Option<&ModelDecl>| decl.map_or("?".to_string(), model_fingerprint);
         format!(
-            "{:?}; samples {}; device {}; {}; {}; {}",
+            "gevaldi {}; engine {}; {:?}; samples {}; device {}; {}; {}; {}",
+            env!("CARGO_PKG_VERSION"),
+            crate::engine::Engine::current().name(),
             settings.config,
             settings.samples,
             self.device()
@@ -315,6 +318,11 @@ mod tests {
         };
         let base = fingerprint("0.5", "a.bin", "");
         assert_eq!(base, fingerprint("0.5", "a.bin", "# a comment\n\n"));
+        // Records of another gevaldi or another engine are run again.
+        let version = format!("gevaldi {}; ", env!("CARGO_PKG_VERSION"));
+        assert!(base.starts_with(&version), "{base}");
+        let engine = format!("engine {}; ", crate::engine::Engine::current().name());
+        assert!(base.contains(&engine), "{base}");
         assert_ne!(base, fingerprint("0.4", "a.bin", ""), "truncation");
         assert_ne!(
             base,
