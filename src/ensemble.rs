@@ -34,6 +34,9 @@ pub struct MdsDataset {
     pub member_probs: Vec<Vec<Vec<f32>>>,
     /// Each sample's JS divergence among the members, after the search.
     pub divergence: Vec<f64>,
+    /// The generator's output range ([`Generator::output_range`]), which
+    /// [`MdsDataset::export`] maps onto the bytes 0-255.
+    pub output_range: (f32, f32),
 }
 
 impl MdsDataset {
@@ -67,6 +70,7 @@ impl MdsDataset {
             x: Tensor::zeros(0, candle_core::DType::F32, device)?,
             member_probs: vec![Vec::with_capacity(k); members.len()],
             divergence: Vec::with_capacity(k),
+            output_range: generator.output_range(),
         };
         let mut xs = Vec::new();
         out.labels = search_conditioned(
@@ -92,8 +96,9 @@ impl MdsDataset {
     }
 
     /// Writes the dataset as extra training data: `<stem>-images-idx3-ubyte`
-    /// (the decoded samples `[K, H, W]` as bytes, round(255·x) clamped to
-    /// 0-255; x must be single-channel in [0, 1]), `<stem>-labels-idx1-ubyte`
+    /// (the decoded samples `[K, H, W]` as bytes: x in the output range
+    /// (lo, hi) mapped to round(255·(x − lo)/(hi − lo)), clamped to 0-255;
+    /// x must be single-channel), `<stem>-labels-idx1-ubyte`
     /// (the conditions), and `<stem>.safetensors` with `z` `[K, d]`, `x`,
     /// `label` (u32) and `probs.<i>` `[K, classes]` for each member i.
     pub fn export(&self, dir: &Path, stem: &str) -> Result<()> {
@@ -126,9 +131,17 @@ impl MdsDataset {
                 "conditions 0-255 to write as IDX labels (one byte each)",
             ));
         }
+        let (lo, hi) = self.output_range;
+        if !(lo.is_finite() && hi.is_finite() && lo < hi) {
+            return Err(Error::setting(
+                "export",
+                format!("the generator's output range ({lo}, {hi})"),
+                "a finite range (low, high) with low < high to map onto IDX bytes",
+            ));
+        }
         let pixels: Vec<u8> = values
             .into_iter()
-            .map(|v| (v * 255.0).round().clamp(0.0, 255.0) as u8)
+            .map(|v| ((v - lo) / (hi - lo) * 255.0).round().clamp(0.0, 255.0) as u8)
             .collect();
         let images = IdxArray {
             dims: vec![dims[0], dims[2], dims[3]],
@@ -427,6 +440,7 @@ mod tests {
             x: Tensor::from_vec(vec![0.5, pixel, 0.25, 1.0], (1, 1, 2, 2), &dev).unwrap(),
             member_probs: vec![vec![vec![1.0]]],
             divergence: vec![0.0],
+            output_range: (0.0, 1.0),
         };
         let dir = std::env::temp_dir().join(format!("gevaldi-export-{}", std::process::id()));
         let err = |s: MdsDataset| s.export(&dir, "mds").unwrap_err().to_string();
@@ -443,6 +457,39 @@ mod tests {
         assert!(!dir.join("mds-images-idx3-ubyte").exists());
         set(0.0, 255).export(&dir, "mds").unwrap();
         assert!(dir.join("mds-labels-idx1-ubyte").exists());
+        let backwards = MdsDataset {
+            output_range: (1.0, 1.0),
+            ..set(0.0, 3)
+        };
+        assert_eq!(
+            err(backwards),
+            "invalid setting `export` = the generator's output range (1, 1): expected a finite \
+             range (low, high) with low < high to map onto IDX bytes"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Regression: the IDX images were round(255·x), as if every generator
+    /// decoded into [0, 1]: a tanh generator's samples in [-1, 1] lost
+    /// everything below 0 (clipped to black) and their contrast. They are
+    /// mapped from the generator's output range now.
+    #[test]
+    fn export_maps_the_generators_output_range_onto_the_bytes() {
+        let dev = candle_core::Device::Cpu;
+        let pixels = [-1.0f32, -0.5, 0.0, 1.0];
+        let set = MdsDataset {
+            labels: vec![7],
+            z: vec![vec![0.0]],
+            x: Tensor::from_vec(pixels.to_vec(), (1, 1, 2, 2), &dev).unwrap(),
+            member_probs: vec![vec![vec![1.0]]],
+            divergence: vec![0.0],
+            output_range: (-1.0, 1.0),
+        };
+        let dir = std::env::temp_dir().join(format!("gevaldi-export-range-{}", std::process::id()));
+        set.export(&dir, "mds").unwrap();
+        let images = std::fs::read(dir.join("mds-images-idx3-ubyte")).unwrap();
+        // The IDX header: magic (4 bytes) and three u32 dimensions.
+        assert_eq!(images[16..], [0, 64, 128, 255]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

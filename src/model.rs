@@ -59,8 +59,9 @@ pub trait Generator {
     fn decode(&self, z: &Tensor, condition: Option<&Tensor>) -> candle_core::Result<Tensor>;
 
     /// The range `(low, high)` of the decoded values, mapped onto black ..
-    /// white (0 .. 255) when samples are drawn for the report; values outside
-    /// it are clipped there. Only pictures use it, never the search.
+    /// white (0 .. 255) when samples are drawn for the report or an MDS
+    /// dataset is exported as IDX bytes; values outside it are clipped
+    /// there. Only pictures and those bytes use it, never the search.
     /// (Default: `(0.0, 1.0)`; a GAN with a tanh output declares `(-1.0, 1.0)`.)
     fn output_range(&self) -> (f32, f32) {
         (0.0, 1.0)

@@ -230,6 +230,7 @@ mod tests {
                 })
                 .collect()],
             divergence: vec![0.0; n],
+            output_range: (0.0, 1.0),
         }
     }
 
