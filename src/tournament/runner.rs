@@ -80,6 +80,10 @@ impl<'a> Tournament<'a> {
 
     /// Pairs run at once. (Default: the available cores on the CPU, 1 on
     /// a GPU, never more than the pairs.) The results do not depend on it.
+    /// On a CUDA device pairs always run one at a time, whatever is asked:
+    /// threads sharing candle 0.11's CUDA device run on CUDA streams that
+    /// nothing orders, and hung this project's tests on an H200 (README,
+    /// "On a GPU").
     pub fn threads(mut self, threads: usize) -> Self {
         self.threads = Some(threads.max(1));
         self
@@ -181,10 +185,7 @@ impl<'a> Tournament<'a> {
     ) -> Result<Vec<PairOutcome>> {
         self.check()?;
         let pairs = self.searched_pairs();
-        let threads = self
-            .threads
-            .unwrap_or_else(|| default_threads(device))
-            .clamp(1, pairs.len());
+        let threads = pair_threads(self.threads, device, pairs.len());
         let per_pair = (self
             .settings
             .samples
@@ -287,8 +288,38 @@ pub fn default_threads(device: &Device) -> usize {
     }
 }
 
+/// Pairs run at once: `asked` (else [`default_threads`]), at most `pairs`;
+/// one on a CUDA device, whatever was asked (see [`Tournament::threads`]).
+fn pair_threads(asked: Option<usize>, device: &Device, pairs: usize) -> usize {
+    if device.is_cuda() {
+        return 1;
+    }
+    asked
+        .unwrap_or_else(|| default_threads(device))
+        .clamp(1, pairs.max(1))
+}
+
 /// Locks a mutex, ignoring poisoning (a panicking pair panics the scope
 /// anyway).
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Threads sharing candle's CUDA device hung this project's tests on
+    /// an H200; `Tournament::threads(4)` ran four pairs on one there.
+    #[test]
+    fn pairs_share_a_cuda_device_one_at_a_time() {
+        assert_eq!(pair_threads(Some(4), &Device::Cpu, 6), 4);
+        assert_eq!(pair_threads(Some(9), &Device::Cpu, 6), 6);
+        assert_eq!(pair_threads(None, &Device::Cpu, 1), 1);
+        // A CUDA device cannot be opened here; where one can, it runs
+        // one pair at a time.
+        if let Ok(cuda) = Device::new_cuda(0) {
+            assert_eq!(pair_threads(Some(4), &cuda, 6), 1);
+        }
+    }
 }
