@@ -11,8 +11,10 @@
 #   bash .gpu/run.sh tests mnist step profile candle imagenet
 #
 # Parts:
-#   tests     the test binaries (TESTS: audit search imagenet_zoo biggan
-#             generic_path) with GEVALDI_DEVICE=cuda, side by side, each one
+#   tests     generic_path's ReLU backward past 2^30 elements alone (an
+#             ignored test: 35 GiB), then the test binaries (TESTS: audit
+#             search imagenet_zoo biggan generic_path) with
+#             GEVALDI_DEVICE=cuda, side by side, each one
 #             test at a time (--test-threads 1: see `parallel`), while the
 #             ImageNet weights are made on the CPU (PyTorch, seeded)
 #   mnist     benches/search.rs on CUDA at batch 64 and 256 (100 steps)
@@ -149,6 +151,19 @@ for part in "${PARTS[@]}"; do
   fi
   case "$part" in
     tests)
+      # First, alone (about 35 GiB): gevaldi's CUDA kernels past 2^30
+      # elements (their grid-stride loops' indices past an int's range).
+      b="$BIN/test-generic_path"
+      if [ -x "$b" ]; then
+        f="$OUT/test-past-2-30.log"
+        GEVALDI_DEVICE=cuda timeout "$(left 60)" "$b" --ignored --exact \
+          a_relu_backward_past_2_30_elements_is_exact_on_cuda >"$f" 2>&1
+        status=$?
+        summary "test past 2^30 elements on cuda: exit $status ($(grep -E '^test result' "$f" | tail -1))"
+        grep -E 'panicked|^test .* FAILED' "$f" | head -5 | sed 's/^/  /' | tee -a "$OUT/summary.txt"
+        { echo "== past 2^30 elements"; cat "$f"; } >>"$OUT/tests.log"
+        rm -f "$f"
+      fi
       pids=()
       for t in $TESTS; do
         b="$BIN/test-$t"

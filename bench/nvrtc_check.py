@@ -31,7 +31,11 @@ prog = ctypes.c_void_p()
 rc = nvrtc.nvrtcCreateProgram(ctypes.byref(prog), source, b"kernels.cu", 0, None, None)
 if rc != 0:
     sys.exit(f"failed to create the NVRTC program: error {rc}")
-opts = [b"--fmad=false", b"--gpu-architecture=compute_90"]
+# The engine's options and no more (src/engine/cuda/ops.rs passes
+# `--fmad=false` alone, so NVRTC targets its default architecture, whose
+# PTX the driver compiles for the device): a kernel that needs a newer
+# architecture than that default fails here as it would there.
+opts = [b"--fmad=false"]
 rc = nvrtc.nvrtcCompileProgram(prog, len(opts), (ctypes.c_char_p * len(opts))(*opts))
 size = ctypes.c_size_t()
 nvrtc.nvrtcGetProgramLogSize(prog, ctypes.byref(size))

@@ -50,3 +50,18 @@ fn the_cuda_kernels_match_naive_loops_when_emulated_on_the_cpu() {
     );
     assert!(out.contains(" 0 mismatches"), "{out}");
 }
+
+/// Every kernel that takes one thread per output element loops with
+/// `GRID_LOOP` (an unsigned index, which the emulation above checks past
+/// 2^30 elements), not with a loop of its own over an `int`, which
+/// overflows there.
+#[test]
+fn every_grid_stride_loop_is_grid_loop() {
+    let source = include_str!("../src/engine/cuda/kernels.cu");
+    let starts = source.matches("blockIdx.x * blockDim.x").count();
+    assert_eq!(
+        starts, 1,
+        "kernels.cu starts {starts} grid-stride loops by hand; only GRID_LOOP may"
+    );
+    assert!(source.matches("GRID_LOOP(").count() > 1);
+}

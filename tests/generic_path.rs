@@ -315,6 +315,100 @@ fn max_pools_give_the_same_bits_on_auto_and_generic() {
     std::env::set_var("GEVALDI_ENGINE", "auto");
 }
 
+/// A ReLU's backward on more than 2^30 elements gives the output's
+/// gradient where the output is positive and 0 elsewhere, at every element:
+/// on a CUDA device, gevaldi's `relu_backward`, whose grid-stride loop's
+/// next index passes 2^31 there (an `int` one wrapped negative: GRID_LOOP
+/// in kernels.cu). Only on a CUDA device (4 GiB a tensor, about 35 GiB in
+/// all; seconds): ignored by default, `.gpu/run.sh` runs it alone before
+/// the test binaries run side by side.
+#[test]
+#[ignore = "CUDA only, 35 GiB of GPU memory: bench/gpu-run.sh runs it alone"]
+fn a_relu_backward_past_2_30_elements_is_exact_on_cuda() {
+    let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
+    let dev = common::device();
+    if !dev.is_cuda() {
+        eprintln!(
+            "skipped: checks gevaldi's CUDA kernels past 2^30 elements, and the device is {dev:?}"
+        );
+        return;
+    }
+    std::env::set_var("GEVALDI_ENGINE", "auto");
+    // 1025 · 2^20 elements: past 2^30.
+    let shape = (1, 1025, 1024, 1024);
+    let mut b = gevaldi::engine::NetBuilder::new();
+    let out = b.relu(b.input());
+    let net = b.build(out);
+    let v = Var::randn(0f32, 1f32, shape, &dev).unwrap();
+    let y = net.forward(v.as_tensor()).unwrap();
+    // Σ y: the output's gradient is 1 everywhere.
+    let grads = y.sum_all().unwrap().backward().unwrap();
+    let gx = grads.get(v.as_tensor()).unwrap();
+    let want = y
+        .gt(0f64)
+        .unwrap()
+        .to_dtype(candle_core::DType::F32)
+        .unwrap();
+    let all_equal = gx
+        .eq(&want)
+        .unwrap()
+        .reshape((1025, 1 << 20))
+        .unwrap()
+        .min(1)
+        .unwrap()
+        .min_all()
+        .unwrap()
+        .to_scalar::<u8>()
+        .unwrap();
+    assert_eq!(all_equal, 1, "the ReLU's input gradient is wrong somewhere");
+}
+
+/// A conv whose columns pass 128 MiB a sample (256 channels, 3×3, 128 ×
+/// 128: 151 MB) runs on gevaldi's CUDA conv one sample at a time at batch
+/// 2 (src/engine/cuda.rs: 256 MiB of columns at a time), the second
+/// sample's im2col reading its input from an offset into the batch's
+/// buffer, and its input gradient likewise (`g` narrowed): it agrees with
+/// candle's ops (`generic`), forward and input gradient. Only on a CUDA
+/// device (on the CPU `auto` is the CPU kernels, which do not chunk).
+#[test]
+fn a_conv_in_chunks_agrees_on_auto_and_generic_on_cuda() {
+    let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
+    let dev = common::device();
+    if !dev.is_cuda() {
+        eprintln!("skipped: checks gevaldi's chunked CUDA conv, and the device is {dev:?}");
+        return;
+    }
+    let conv = candle_nn::Conv2d::new(
+        (normal(&[8, 256, 3, 3], 300) * 0.05).unwrap(),
+        Some(normal(&[8], 301)),
+        candle_nn::Conv2dConfig {
+            padding: 1,
+            ..Default::default()
+        },
+    );
+    let x = normal(&[2, 256, 128, 128], 302);
+    let mut b = gevaldi::engine::NetBuilder::new();
+    let h = b.conv2d(b.input(), &conv);
+    let h = b.relu(h);
+    let h = b.max_pool2d(h, 1, 1, 0, false);
+    let net = b.build(h);
+    let run = |engine: &str| {
+        std::env::set_var("GEVALDI_ENGINE", engine);
+        let v = Var::from_tensor(&x).unwrap();
+        let y = net.forward(v.as_tensor()).unwrap();
+        let w = normal(y.dims(), 303);
+        let grads = (&y * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        (y, grads.get(v.as_tensor()).unwrap().clone())
+    };
+    let (y_ref, g_ref) = run("generic");
+    let (y, g) = run("auto");
+    let (ey, eg) = (rel_err(&y, &y_ref), rel_err(&g, &g_ref));
+    println!("conv in chunks: auto vs generic: output {ey:.1e}, input gradient {eg:.1e}");
+    assert!(ey < 1e-5, "output relative error {ey}");
+    assert!(eg < 1e-5, "input gradient relative error {eg}");
+    std::env::set_var("GEVALDI_ENGINE", "auto");
+}
+
 /// One conv (one group or depthwise; strided, padded, dilated, 1×1; with
 /// and without a bias) and the ReLU after it, alone and after a batch
 /// norm, agree on `auto` and `generic`, forward and input gradient: on a

@@ -399,6 +399,58 @@ static void adam_steps() {
   std::printf("adam_step: %s\n", failures == before ? "ok" : "FAILED");
 }
 
+// The grid-stride loops (GRID_LOOP) where an int index would overflow: n
+// past 2^30, with a grid of one thread per element (blocks of 256, as
+// src/engine/cuda/ops.rs launches: the grid rounds n up, to 2^31 at n =
+// 2^31 - 1) and with a grid clamped at 65535 blocks. The indices of the
+// first block's and the last two blocks' threads, then relu_backward
+// itself in the last two blocks at n = 2^31 - 1 on a window of the arrays
+// (its indices below the window are never read: other blocks' work).
+static void grid_loops() {
+  int before = failures;
+  for (long long n : {(1LL << 30) + 1, (1LL << 31) - 300, (1LL << 31) - 1})
+    for (unsigned blocks : {(unsigned)((n + 255) / 256), 65535u}) {
+      blockDim = {256, 1, 1};
+      gridDim = {blocks, 1, 1};
+      long long stride = 256LL * blocks;
+      for (unsigned b : {0u, blocks - 2, blocks - 1})
+        for (unsigned t = 0; t < 256; ++t) {
+          blockIdx = {b, 0, 0};
+          threadIdx = {t, 0, 0};
+          long long want = 256LL * b + t, visits = 0;
+          bool ok = true;
+          GRID_LOOP(i, (int)n) {
+            ok = ok && (long long)i == want && want < n;
+            want += stride;
+            if (!ok || ++visits > n / stride + 1) {
+              ok = false;
+              break;
+            }
+          }
+          CHECK(ok && want >= n, "GRID_LOOP: n %lld, %u blocks: block %u thread %u", n, blocks, b, t);
+        }
+    }
+  const long long n = (1LL << 31) - 1;
+  const unsigned blocks = (unsigned)((n + 255) / 256);
+  const long long lo = 256LL * (blocks - 2), len = n - lo;
+  std::vector<float> g(len), y(len), dx(len, NAN);
+  for (long long j = 0; j < len; ++j) {
+    g[j] = uniform();
+    y[j] = j % 3 == 0 ? 0.f : 1.f;
+  }
+  blockDim = {256, 1, 1};
+  gridDim = {blocks, 1, 1};
+  for (unsigned b = blocks - 2; b < blocks; ++b)
+    for (unsigned t = 0; t < 256; ++t) {
+      blockIdx = {b, 0, 0};
+      threadIdx = {t, 0, 0};
+      relu_backward(g.data() - lo, y.data() - lo, dx.data() - lo, (int)n);
+    }
+  for (long long j = 0; j < len; ++j)
+    CHECK(dx[j] == (y[j] <= 0 ? 0.f : g[j]), "relu_backward at %lld of 2^31 - 1", lo + j);
+  std::printf("grid-stride loops past 2^30 elements: %s\n", failures == before ? "ok" : "FAILED");
+}
+
 int main() {
   max_pools();
   conv_columns();
@@ -408,6 +460,7 @@ int main() {
   skip_adds();
   heads();
   adam_steps();
+  grid_loops();
   std::printf("%d checks, %d mismatches\n", checks, failures);
   return failures != 0;
 }

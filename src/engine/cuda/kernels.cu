@@ -7,6 +7,15 @@
 
 #define NEG_INF __int_as_float(0xff800000)
 
+// A grid-stride loop over i in [0, n), n < 2^31 (the launch checks it).
+// i is unsigned: a launch of one thread per element rounds n up to its
+// grid (256 threads a block), so a thread's first index reaches 2^31 - 1
+// and its next one about 2n, past an int's range (then negative, and
+// below n) as soon as n passes 2^30; unsigned, both stay below 2^32.
+#define GRID_LOOP(i, n) \
+  for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < (unsigned)(n); \
+       i += blockDim.x * gridDim.x)
+
 __device__ inline int imin(int a, int b) { return a < b ? a : b; }
 
 // The position of the first maximum of each k x k window (stride s,
@@ -16,7 +25,7 @@ __device__ inline int imin(int a, int b) { return a < b ? a : b; }
 extern "C" __global__ void maxpool_argmax(const float *x, unsigned *pos, int n, int h,
                                           int w, int ho, int wo, int k, int s, int p,
                                           int wp) {
-  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += blockDim.x * gridDim.x) {
+  GRID_LOOP(i, n) {
     int ox = i % wo;
     int oy = (i / wo) % ho;
     long long plane = i / (wo * ho);
@@ -42,7 +51,7 @@ extern "C" __global__ void maxpool_argmax(const float *x, unsigned *pos, int n, 
 // y = the input at each position maxpool_argmax found (-inf in padding).
 extern "C" __global__ void maxpool_gather(const float *x, const unsigned *pos, float *y,
                                           int n, int hw_out, int h, int w, int p, int wp) {
-  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += blockDim.x * gridDim.x) {
+  GRID_LOOP(i, n) {
     long long plane = i / hw_out;
     int q = (int)pos[i];
     int r = q / wp - p, c = q % wp - p;
@@ -56,7 +65,7 @@ extern "C" __global__ void maxpool_gather(const float *x, const unsigned *pos, f
 extern "C" __global__ void maxpool_backward(const float *g, const unsigned *pos, float *dx,
                                             int n, int h, int w, int ho, int wo, int k,
                                             int s, int p, int wp) {
-  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += blockDim.x * gridDim.x) {
+  GRID_LOOP(i, n) {
     int c = i % w;
     int r = (i / w) % h;
     long long plane = i / (w * h);
@@ -79,7 +88,7 @@ extern "C" __global__ void maxpool_backward(const float *g, const unsigned *pos,
 // A ReLU's input gradient from its output y: 0 where y <= 0, else g (a
 // NaN output passes its gradient on, as PyTorch's threshold_backward).
 extern "C" __global__ void relu_backward(const float *g, const float *y, float *dx, int n) {
-  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += blockDim.x * gridDim.x)
+  GRID_LOOP(i, n)
     dx[i] = y[i] <= 0.0f ? 0.0f : g[i];
 }
 
@@ -88,7 +97,7 @@ extern "C" __global__ void relu_backward(const float *g, const float *y, float *
 // scale is j + (j / c) * c, its shift's c more). NaN kept.
 extern "C" __global__ void scale_shift_relu(const float *x, const float *ab, float *y, int n,
                                             int plane, int c) {
-  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += blockDim.x * gridDim.x) {
+  GRID_LOOP(i, n) {
     int j = i / plane;
     int k = j + (j / c) * c;
     float v = x[i] * ab[k] + ab[k + c];
@@ -101,7 +110,7 @@ extern "C" __global__ void scale_shift_relu(const float *x, const float *ab, flo
 // sum rounded apart: NVRTC runs with --fmad=false).
 extern "C" __global__ void scale_shift_relu_dx(const float *g, const float *x, const float *ab,
                                                float *dx, int n, int plane, int c) {
-  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += blockDim.x * gridDim.x) {
+  GRID_LOOP(i, n) {
     int j = i / plane;
     int k = j + (j / c) * c;
     float v = x[i] * ab[k] + ab[k + c];
@@ -150,7 +159,7 @@ extern "C" __global__ void scale_shift_relu_dab(const float *g, const float *x, 
 // nearest). h: b x c x hh x hw; x: b x xc x hh/s x hw/s.
 extern "C" __global__ void skip_add(const float *h, const float *x, float *out, int n, int c,
                                     int hh, int hw, int xc, int s) {
-  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += blockDim.x * gridDim.x) {
+  GRID_LOOP(i, n) {
     int col = i % hw;
     int row = (i / hw) % hh;
     int ch = (i / (hw * hh)) % c;
@@ -164,7 +173,7 @@ extern "C" __global__ void skip_add(const float *h, const float *x, float *out, 
 // channels c.. xc that the join dropped. dx: b x xc x xh x xw.
 extern "C" __global__ void skip_add_dx(const float *g, float *dx, int n, int c, int xc, int xh,
                                        int xw, int s) {
-  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += blockDim.x * gridDim.x) {
+  GRID_LOOP(i, n) {
     int col = i % xw;
     int row = (i / xw) % xh;
     int ch = (i / (xw * xh)) % xc;
@@ -186,7 +195,7 @@ extern "C" __global__ void skip_add_dx(const float *g, float *dx, int n, int c, 
 // output position whose window (stride s, padding p, dilation d) took it.
 extern "C" __global__ void col2im(const float *cols, float *dx, int n, int cin, int h, int w,
                                   int kh, int kw, int ho, int wo, int s, int p, int d) {
-  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += blockDim.x * gridDim.x) {
+  GRID_LOOP(i, n) {
     int x = i % w;
     int y = (i / w) % h;
     int ch = (i / (w * h)) % cin;
@@ -212,7 +221,7 @@ extern "C" __global__ void col2im(const float *cols, float *dx, int n, int cin, 
 // at (oy * s - p + ky * d, ox * s - p + kx * d), 0 outside it.
 extern "C" __global__ void im2col(const float *x, float *cols, int n, int cin, int h, int w,
                                   int kh, int kw, int ho, int wo, int s, int p, int d) {
-  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += blockDim.x * gridDim.x) {
+  GRID_LOOP(i, n) {
     int m = ho * wo;
     int ox = i % wo;
     int oy = (i / wo) % ho;
@@ -228,7 +237,7 @@ extern "C" __global__ void im2col(const float *x, float *cols, int n, int cin, i
 // b x channels x plane.
 extern "C" __global__ void bias_act(const float *y, const float *bias, float *out, int n,
                                     int plane, int channels, int relu) {
-  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += blockDim.x * gridDim.x) {
+  GRID_LOOP(i, n) {
     float v = y[i] + bias[(i / plane) % channels];
     out[i] = relu && !(v > 0.0f || v != v) ? 0.0f : v;
   }
@@ -262,7 +271,7 @@ __device__ void log_softmax_row(const float *x, float *lp, int k) {
 // out: the divergence (b), then log p1 (b x k) and log p2 (b x k).
 extern "C" __global__ void head_forward(const float *l1, const float *l2, const float *w,
                                         float *out, int b, int k, int kind) {
-  for (int r = blockIdx.x * blockDim.x + threadIdx.x; r < b; r += blockDim.x * gridDim.x) {
+  GRID_LOOP(r, b) {
     const long long at = (long long)r * k;
     float *lp1 = out + b + at, *lp2 = out + b + (long long)b * k + at;
     log_softmax_row(l1 + at, lp1, k);
@@ -294,7 +303,7 @@ extern "C" __global__ void head_forward(const float *l1, const float *l2, const 
 // g = (G c) u and dl = g - exp(lp) sum(g).
 extern "C" __global__ void head_backward(const float *packed, const float *u, const float *w,
                                          float *dl, int b, int k, int kind) {
-  for (int r = blockIdx.x * blockDim.x + threadIdx.x; r < b; r += blockDim.x * gridDim.x) {
+  GRID_LOOP(r, b) {
     const long long at = (long long)r * k, second = (long long)b * k;
     const float *lp1 = packed + b + at, *lp2 = packed + b + second + at;
     float *d1 = dl + at, *d2 = dl + second + at;
@@ -341,7 +350,7 @@ extern "C" __global__ void head_backward(const float *packed, const float *u, co
 // candle's affine, x * a + 0), so that the CPU twin gives the same bits.
 extern "C" __global__ void adam_step(const float *g, const float *state, const float *hp,
                                      float *out, int n) {
-  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += blockDim.x * gridDim.x) {
+  GRID_LOOP(i, n) {
     float gi = g[i];
     float m = (state[n + i] * hp[0] + 0.0f) + (gi * hp[1] + 0.0f);
     float v = (state[2LL * n + i] * hp[2] + 0.0f) + ((gi * gi) * hp[3] + 0.0f);

@@ -1206,7 +1206,16 @@ mod on_device {
             .iter()
             .map(|&(_, v)| int(v))
             .collect::<candle_core::Result<Vec<i32>>>()?;
-        let func = dev.get_or_load_custom_func(name, MODULE, ptx()?)?;
+        let func = dev
+            .get_or_load_custom_func(name, MODULE, ptx()?)
+            .map_err(|e| {
+                candle_core::Error::Msg(format!(
+                    "failed to load gevaldi's CUDA kernel {name} (PTX compiled by NVRTC) \
+                     on the device: {e} (CUDA_ERROR_UNSUPPORTED_PTX_VERSION there: the \
+                     libnvrtc loaded is newer than the driver; GEVALDI_ENGINE=generic runs \
+                     candle's ops instead)"
+                ))
+            })?;
         // SAFETY: the kernel writes every element before anything reads.
         let mut out = unsafe { dev.alloc::<T>(plan.n) }?;
         let mut builder = func.builder();
