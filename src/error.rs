@@ -362,6 +362,29 @@ pub enum Error {
         /// printed in the message (so not also a `source()`).
         cause: Box<candle_core::Error>,
     },
+    /// A model registered from Rust failed to build with a bare candle
+    /// error (its function's `?` on a candle result: a missing tensor, a
+    /// wrong shape), which names neither the model nor its table.
+    #[error(
+        "failed to build {kind} `{model}` ({}:{line}{}) with the function registered for it: {}",
+        path.display(),
+        weights.as_ref().map(|w| format!(", weights `{}`", w.display())).unwrap_or_default(),
+        candle_message(.cause)
+    )]
+    Build {
+        /// Classifier or generator.
+        kind: gevaldi_config::ModelKind,
+        /// The model's name.
+        model: String,
+        /// The config declaring it.
+        path: PathBuf,
+        /// The line of its table.
+        line: usize,
+        /// Its `weights`, resolved, if it has any.
+        weights: Option<PathBuf>,
+        /// candle's error, printed in the message (so not a `source()`).
+        cause: Box<candle_core::Error>,
+    },
     /// A plot or picture of the report could not be drawn.
     #[error("failed to draw {what}: {problem}")]
     Picture {

@@ -12,6 +12,7 @@ use gevaldi::config::TrialId;
 use gevaldi::harness::Registry;
 use gevaldi::hierarchy::Hierarchy;
 use gevaldi::suite::Suite;
+use gevaldi::zoo::{MnistCnn, MnistCnnConfig};
 use gevaldi::{Classifier, Generator};
 
 fn fixture(name: &str) -> String {
@@ -530,6 +531,25 @@ fn catalogue() -> Vec<(&'static str, Vec<&'static str>, Check)> {
             .replace("generator = \"vae\"", "generator = \"wide\"");
             let mut r = Registry::new();
             r.generator("wide", |_| Ok(WideGenerator));
+            trial(d, &text, r, "p")
+        }),
+    );
+    add(
+        "model: a registered function's weights of the wrong shape (its bare candle error named no model)",
+        vec!["^pair `p` (<dir>/gevaldi.toml:17): failed to build classifier `mine` (<dir>/gevaldi.toml:22, weights `<dir>/mine.safetensors`) with the function registered for it: shape mismatch for conv1.weight, expected: [16, 1, 3, 3], got: [24, 1, 3, 3]$"],
+        Box::new(|d| {
+            std::fs::copy(fixture("cnn_b.safetensors"), d.join("mine.safetensors")).unwrap();
+            let text = config_text(
+                "\n[classifier.mine]\nweights = \"mine.safetensors\"\n",
+                &[("\"cnn_b\"]", "\"mine\"]")],
+            );
+            let mut r = Registry::new();
+            r.classifier_with_table("mine", |t, dev| {
+                let weights = t.weights.as_ref().expect("weights");
+                let tensors = gevaldi::candle_core::safetensors::load(weights, dev)?;
+                let vb = gevaldi::candle_nn::VarBuilder::from_tensors(tensors, DType::F32, dev);
+                Ok(MnistCnn::load(vb, &MnistCnnConfig::cnn_a())?)
+            });
             trial(d, &text, r, "p")
         }),
     );
