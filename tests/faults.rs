@@ -206,6 +206,37 @@ impl Generator for WideGenerator {
     }
 }
 
+/// cnn_b's logits passed through a function (made f16).
+struct Wrapped(MnistCnn, fn(Tensor) -> gevaldi::candle_core::Result<Tensor>);
+
+impl Classifier for Wrapped {
+    fn logits(&self, x: &Tensor) -> gevaldi::candle_core::Result<Tensor> {
+        (self.1)(self.0.logits(x)?)
+    }
+    fn class_names(&self) -> &[String] {
+        self.0.class_names()
+    }
+}
+
+/// The pair `p` of cnn_a against cnn_b's logits passed through `f`,
+/// registered as `mine`.
+fn cnn_b_through(
+    d: &Path,
+    f: fn(Tensor) -> gevaldi::candle_core::Result<Tensor>,
+) -> Result<(), String> {
+    let text = config_text("\n[classifier.mine]\n", &[("\"cnn_b\"]", "\"mine\"]")]);
+    let mut r = Registry::new();
+    r.classifier("mine", move |dev| {
+        let vb = gevaldi::candle_nn::VarBuilder::from_tensors(
+            gevaldi::candle_core::safetensors::load(fixture("cnn_b.safetensors"), dev)?,
+            DType::F32,
+            dev,
+        );
+        Ok(Wrapped(MnistCnn::load(vb, &MnistCnnConfig::cnn_b())?, f))
+    });
+    trial(d, &text, r, "p")
+}
+
 type Check = Box<dyn Fn(&Path) -> Result<(), String>>;
 
 /// (what, substrings the error must contain, the check).
@@ -552,6 +583,11 @@ fn catalogue() -> Vec<(&'static str, Vec<&'static str>, Check)> {
             });
             trial(d, &text, r, "p")
         }),
+    );
+    add(
+        "model: a classifier of one's own whose logits are f16 (its gradient audit failed, blaming a wrong backward)",
+        vec!["^pair `p` (<dir>/gevaldi.toml:17): failed to use its logits for model `mine`: they are F16 but the search runs in F32 (the latent's type): convert them (`to_dtype`)$"],
+        Box::new(|d| cnn_b_through(d, |y| y.to_dtype(DType::F16))),
     );
     add(
         "model: classifier emits NaN",

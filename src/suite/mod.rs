@@ -333,6 +333,7 @@ impl Suite {
                     x.dims()
                 ),
             ))?;
+            crate::search::check_logits_dtype(name, &logits, z.dtype())?;
             if finite(&logits)? {
                 audit.classifier(name, *c, &x)?;
             }
