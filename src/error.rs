@@ -362,6 +362,20 @@ pub enum Error {
         /// printed in the message (so not also a `source()`).
         cause: Box<candle_core::Error>,
     },
+    /// A classifier of one's own returns probabilities where logits are
+    /// expected: the divergences softmax them again.
+    #[error(
+        "classifier `{model}` returns probabilities, not logits: each of its rows at {samples} of \
+         the generator's samples is in [0, 1] and sums to 1, and the divergences take a softmax \
+         of what it returns (which flattens probabilities towards uniform); return the scores \
+         before the softmax, or their log_softmax"
+    )]
+    Probabilities {
+        /// The classifier.
+        model: String,
+        /// How many samples it was seen on.
+        samples: usize,
+    },
     /// A model registered from Rust failed to build with a bare candle
     /// error (its function's `?` on a candle result: a missing tensor, a
     /// wrong shape), which names neither the model nor its table.

@@ -206,7 +206,8 @@ impl Generator for WideGenerator {
     }
 }
 
-/// cnn_b's logits passed through a function (made f16).
+/// cnn_b's logits made probabilities (a softmax left at the end of a
+/// model of one's own), or made f16.
 struct Wrapped(MnistCnn, fn(Tensor) -> gevaldi::candle_core::Result<Tensor>);
 
 impl Classifier for Wrapped {
@@ -583,6 +584,11 @@ fn catalogue() -> Vec<(&'static str, Vec<&'static str>, Check)> {
             });
             trial(d, &text, r, "p")
         }),
+    );
+    add(
+        "model: a classifier of one's own that returns probabilities, not logits (it passed: the divergences softmax them again, towards uniform)",
+        vec!["^pair `p` (<dir>/gevaldi.toml:17): classifier `mine` returns probabilities, not logits: each of its rows at 2 of the generator's samples is in [0, 1] and sums to 1, and the divergences take a softmax of what it returns (which flattens probabilities towards uniform); return the scores before the softmax, or their log_softmax$"],
+        Box::new(|d| cnn_b_through(d, |y| gevaldi::candle_nn::ops::softmax(&y, 1))),
     );
     add(
         "model: a classifier of one's own whose logits are f16 (its gradient audit failed, blaming a wrong backward)",
