@@ -362,6 +362,23 @@ pub enum Error {
         /// printed in the message (so not also a `source()`).
         cause: Box<candle_core::Error>,
     },
+    /// A class-conditional generator whose MDS samples are labelled by
+    /// their condition has another number of classes than a classifier.
+    #[error(
+        "generator `{generator}` is conditional on {conditions} classes but classifier \
+         `{model}` has {classes}: the MDS samples are labelled by their condition, so the \
+         generator's classes must be the classifiers' (in logit order)"
+    )]
+    ConditionClasses {
+        /// The generator.
+        generator: String,
+        /// Its number of classes.
+        conditions: usize,
+        /// The classifier.
+        model: String,
+        /// Its number of classes.
+        classes: usize,
+    },
     /// A classifier of one's own returns probabilities where logits are
     /// expected: the divergences softmax them again.
     #[error(

@@ -238,6 +238,24 @@ fn cnn_b_through(
     trial(d, &text, r, "p")
 }
 
+/// A generator of 28×28 digits conditional on 12 classes, beside the
+/// fixtures' 10-class classifiers.
+struct TwelveClassGenerator;
+
+impl Generator for TwelveClassGenerator {
+    fn latent_dim(&self) -> usize {
+        8
+    }
+    fn num_conditions(&self) -> Option<usize> {
+        Some(12)
+    }
+    fn decode(&self, z: &Tensor, c: Option<&Tensor>) -> gevaldi::candle_core::Result<Tensor> {
+        let zc = Tensor::cat(&[z, c.expect("a condition")], 1)?;
+        let w = Tensor::ones((20, 784), DType::F32, z.device())?;
+        gevaldi::candle_nn::ops::sigmoid(&(zc.matmul(&w)? / 20.0)?)?.reshape((z.dim(0)?, 1, 28, 28))
+    }
+}
+
 type Check = Box<dyn Fn(&Path) -> Result<(), String>>;
 
 /// (what, substrings the error must contain, the check).
@@ -594,6 +612,22 @@ fn catalogue() -> Vec<(&'static str, Vec<&'static str>, Check)> {
         "model: a classifier of one's own whose logits are f16 (its gradient audit failed, blaming a wrong backward)",
         vec!["^pair `p` (<dir>/gevaldi.toml:17): failed to use its logits for model `mine`: they are F16 but the search runs in F32 (the latent's type): convert them (`to_dtype`)$"],
         Box::new(|d| cnn_b_through(d, |y| y.to_dtype(DType::F16))),
+    );
+    add(
+        "model: an ensemble's generator conditional on 12 classes beside 10-class members (it failed after the whole search: \"the label 11 of sample 0 is not one of the 10 classes\", naming no model)",
+        vec!["^ensemble `e` (<dir>/gevaldi.toml:22): generator `twelve` is conditional on 12 classes but classifier `cnn_a` has 10: the MDS samples are labelled by their condition, so the generator's classes must be the classifiers' (in logit order)$"],
+        Box::new(|d| {
+            let text = format!(
+                "{}\n[[ensemble]]\nname = \"e\"\nmembers = [\"cnn_a\", \"cnn_b\"]\n\
+                 generator = \"twelve\"\ntest_data = \"{}\"\nsamples = 4\nmin_samples = 2\n\
+                 \n[generator.twelve]\n",
+                config_text("", &[]),
+                fixture("data")
+            );
+            let mut r = Registry::new();
+            r.generator("twelve", |_| Ok(TwelveClassGenerator));
+            run(d, &text, r, TrialId::ensemble("e"))
+        }),
     );
     add(
         "model: classifier emits NaN",
