@@ -675,6 +675,10 @@ fn settings_that_do_not_fit_the_input_are_errors_on_every_path() {
     let i = b.input();
     let y = conv(&mut b, i, [3, 4, 11], [1, 0, 1, 1], 7);
     let wide_conv = b.build(y);
+    let mut b = NetBuilder::new();
+    let i = b.input();
+    let y = conv(&mut b, i, [3, 4, 3], [0, 1, 1, 1], 8);
+    let still_conv = b.build(y);
     for (what, net, expected) in [
         (
             "padding",
@@ -690,6 +694,11 @@ fn settings_that_do_not_fit_the_input_are_errors_on_every_path() {
             "conv",
             wide_conv,
             "conv: input 8 (+2·0 padding) is smaller than the kernel's span 11",
+        ),
+        (
+            "conv stride",
+            still_conv,
+            "conv: stride 0, expected 1 or more",
         ),
     ] {
         let run = |f: &dyn Fn() -> candle_core::Result<Tensor>| {
