@@ -362,6 +362,20 @@ pub enum Error {
         /// printed in the message (so not also a `source()`).
         cause: Box<candle_core::Error>,
     },
+    /// A classifier with fewer than 2 classes: its predictive distribution
+    /// is the same whatever its input.
+    #[error(
+        "classifier `{model}` has {classes} class{}, expected 2 or more: distributions over fewer \
+         classes never differ, so every divergence would be 0 and every threshold would pass; a \
+         binary classifier with one logit (a sigmoid's) has the two logits [0, logit]",
+        if *.classes == 1 { "" } else { "es" }
+    )]
+    TooFewClasses {
+        /// The classifier.
+        model: String,
+        /// Its number of classes.
+        classes: usize,
+    },
     /// A class-conditional generator whose MDS samples are labelled by
     /// their condition has another number of classes than a classifier.
     #[error(

@@ -256,6 +256,19 @@ impl Generator for TwelveClassGenerator {
     }
 }
 
+/// A binary classifier with one logit (a sigmoid's, as PyTorch's
+/// `BCEWithLogitsLoss` trains), connected to x.
+struct OneLogit(Vec<String>, f64);
+
+impl Classifier for OneLogit {
+    fn logits(&self, x: &Tensor) -> gevaldi::candle_core::Result<Tensor> {
+        x.flatten_from(1)?.mean_keepdim(1)? * self.1
+    }
+    fn class_names(&self) -> &[String] {
+        &self.0
+    }
+}
+
 type Check = Box<dyn Fn(&Path) -> Result<(), String>>;
 
 /// (what, substrings the error must contain, the check).
@@ -627,6 +640,20 @@ fn catalogue() -> Vec<(&'static str, Vec<&'static str>, Check)> {
             let mut r = Registry::new();
             r.generator("twelve", |_| Ok(TwelveClassGenerator));
             run(d, &text, r, TrialId::ensemble("e"))
+        }),
+    );
+    add(
+        "model: two binary classifiers with one logit each (it passed: a distribution over one class never differs, every divergence was 0)",
+        vec!["^pair `p` (<dir>/gevaldi.toml:17): classifier `one_a` has 1 class, expected 2 or more: distributions over fewer classes never differ, so every divergence would be 0 and every threshold would pass; a binary classifier with one logit (a sigmoid's) has the two logits [0, logit]$"],
+        Box::new(|d| {
+            let text = config_text(
+                "\n[classifier.one_a]\n[classifier.one_b]\n",
+                &[("[\"cnn_a\", \"cnn_b\"]", "[\"one_a\", \"one_b\"]")],
+            );
+            let mut r = Registry::new();
+            r.classifier("one_a", |_| Ok(OneLogit(vec!["yes".into()], 1.0)));
+            r.classifier("one_b", |_| Ok(OneLogit(vec!["yes".into()], -3.0)));
+            trial(d, &text, r, "p")
         }),
     );
     add(

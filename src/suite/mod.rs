@@ -389,8 +389,9 @@ fn refuse_probabilities(model: &str, logits: &candle_core::Tensor) -> Result<()>
 /// A trial's generator and classifiers (in the trial's order).
 type TrialModels = (Box<dyn Generator>, Vec<Box<dyn Classifier>>);
 
-/// The classifiers of one trial share their number of classes, and name
-/// them alike in logit order ([`crate::model::first_class_conflict`]):
+/// The classifiers of one trial have 2 classes or more, share their number
+/// of classes, and name them alike in logit order
+/// ([`crate::model::first_class_conflict`]):
 /// without a `[hierarchy]` nothing else would notice a classifier listing
 /// the same labels in another order, and its logits would be compared with
 /// the other's index by index.
@@ -398,6 +399,14 @@ fn check_classes(classifiers: &[(&str, &dyn Classifier)]) -> Result<()> {
     let Some(&(first, c0)) = classifiers.first() else {
         return Ok(());
     };
+    // One class (a binary classifier's single logit) gives a divergence of
+    // 0 wherever the search goes: every threshold would pass.
+    if let Some(&(name, c)) = classifiers.iter().find(|(_, c)| c.num_classes() < 2) {
+        return Err(Error::TooFewClasses {
+            model: name.to_string(),
+            classes: c.num_classes(),
+        });
+    }
     for &(name, c) in &classifiers[1..] {
         if c.num_classes() != c0.num_classes() {
             return Err(Error::ClassCount {
