@@ -390,6 +390,19 @@ fn catalogue() -> Vec<(&'static str, Vec<&'static str>, Check)> {
         }),
     );
     add(
+        "config: `preprocess` on a generator of one's own (it was taken for a key of its own and silently not applied)",
+        vec!["^1 error in `<dir>/gevaldi.toml`:\n  <dir>/gevaldi.toml:23:1: `generator.mine.preprocess`: `preprocess` is a classifier's key (gevaldi applies it to the generator's samples before that classifier): give it to the [classifier.*] tables that need it$"],
+        Box::new(|d| {
+            load(
+                d,
+                &config_text(
+                    "\n[generator.mine]\npreprocess = { input_range = [-1, 1] }\n",
+                    &[],
+                ),
+            )
+        }),
+    );
+    add(
         "config: tournament min_srcc without test data",
         vec!["^1 error in `<dir>/gevaldi.toml`:\n  <dir>/gevaldi.toml:30:12: `tournament[0].min_srcc`: `min_srcc` needs `test_data` (the SRCC is with the models' test accuracy)$"],
         Box::new(|d| load(d, &tournament_text("min_srcc = 0.5\n"))),
