@@ -63,6 +63,26 @@ impl MdsDataset {
         device: &Device,
         progress: &dyn Fn(u64, u64),
     ) -> Result<Self> {
+        Self::search_named(
+            members,
+            ("generator", generator),
+            k,
+            config,
+            device,
+            progress,
+        )
+    }
+
+    /// [`MdsDataset::search_with_progress`] with the generator's name, which
+    /// its errors give.
+    pub(crate) fn search_named(
+        members: &[(&str, &dyn Classifier)],
+        generator: (&str, &dyn Generator),
+        k: usize,
+        config: &SearchConfig,
+        device: &Device,
+        progress: &dyn Fn(u64, u64),
+    ) -> Result<Self> {
         let js = config.clone().divergence(Divergence::js());
         let mut out = MdsDataset {
             labels: Vec::new(),
@@ -74,7 +94,7 @@ impl MdsDataset {
         };
         let mut xs = Vec::new();
         out.labels = search_conditioned(
-            ("generator", generator),
+            generator,
             members,
             k,
             &js,
@@ -208,6 +228,17 @@ pub(crate) fn search_conditioned(
     })?;
     if classes == 0 {
         return Err(crate::suite::zero_conditions(name));
+    }
+    // The conditions are the samples' labels: checked before the search,
+    // which they would otherwise fail at its end (or pass with labels that
+    // are not the classifiers' classes).
+    if let Some((model, c)) = members.iter().find(|(_, c)| c.num_classes() != classes) {
+        return Err(Error::ConditionClasses {
+            generator: name.to_string(),
+            conditions: classes,
+            model: model.to_string(),
+            classes: c.num_classes(),
+        });
     }
     if k == 0 {
         return Err(Error::setting("k", 0, "at least 1 sample"));

@@ -362,6 +362,74 @@ pub enum Error {
         /// printed in the message (so not also a `source()`).
         cause: Box<candle_core::Error>,
     },
+    /// A classifier with fewer than 2 classes: its predictive distribution
+    /// is the same whatever its input.
+    #[error(
+        "classifier `{model}` has {classes} class{}, expected 2 or more: distributions over fewer \
+         classes never differ, so every divergence would be 0 and every threshold would pass; a \
+         binary classifier with one logit (a sigmoid's) has the two logits [0, logit]",
+        if *.classes == 1 { "" } else { "es" }
+    )]
+    TooFewClasses {
+        /// The classifier.
+        model: String,
+        /// Its number of classes.
+        classes: usize,
+    },
+    /// A class-conditional generator whose MDS samples are labelled by
+    /// their condition has another number of classes than a classifier.
+    #[error(
+        "generator `{generator}` is conditional on {conditions} classes but classifier \
+         `{model}` has {classes}: the MDS samples are labelled by their condition, so the \
+         generator's classes must be the classifiers' (in logit order)"
+    )]
+    ConditionClasses {
+        /// The generator.
+        generator: String,
+        /// Its number of classes.
+        conditions: usize,
+        /// The classifier.
+        model: String,
+        /// Its number of classes.
+        classes: usize,
+    },
+    /// A classifier of one's own returns probabilities where logits are
+    /// expected: the divergences softmax them again.
+    #[error(
+        "classifier `{model}` returns probabilities, not logits: each of its rows at {samples} of \
+         the generator's samples is in [0, 1] and sums to 1, and the divergences take a softmax \
+         of what it returns (which flattens probabilities towards uniform); return the scores \
+         before the softmax, or their log_softmax"
+    )]
+    Probabilities {
+        /// The classifier.
+        model: String,
+        /// How many samples it was seen on.
+        samples: usize,
+    },
+    /// A model registered from Rust failed to build with a bare candle
+    /// error (its function's `?` on a candle result: a missing tensor, a
+    /// wrong shape), which names neither the model nor its table.
+    #[error(
+        "failed to build {kind} `{model}` ({}:{line}{}) with the function registered for it: {}",
+        path.display(),
+        weights.as_ref().map(|w| format!(", weights `{}`", w.display())).unwrap_or_default(),
+        candle_message(.cause)
+    )]
+    Build {
+        /// Classifier or generator.
+        kind: gevaldi_config::ModelKind,
+        /// The model's name.
+        model: String,
+        /// The config declaring it.
+        path: PathBuf,
+        /// The line of its table.
+        line: usize,
+        /// Its `weights`, resolved, if it has any.
+        weights: Option<PathBuf>,
+        /// candle's error, printed in the message (so not a `source()`).
+        cause: Box<candle_core::Error>,
+    },
     /// A plot or picture of the report could not be drawn.
     #[error("failed to draw {what}: {problem}")]
     Picture {

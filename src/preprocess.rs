@@ -104,6 +104,7 @@ impl Preprocess {
         if let Some((h, w)) = self.resize {
             let (_, _, h0, w0) = x.dims4()?;
             if (h0, w0) != (h, w) {
+                refuse_beyond_memory(&x, h, w)?;
                 let rh = resize_matrix(h0, h, x.device())?;
                 let rw = resize_matrix(w0, w, x.device())?.t()?;
                 x = rh.broadcast_matmul(&x.broadcast_matmul(&rw)?)?;
@@ -139,6 +140,32 @@ impl Preprocess {
             kept.std = Some(std);
         }
         Ok((x, kept))
+    }
+}
+
+/// Refuses resizing `x` to `h`×`w` on the CPU where the result alone would
+/// exceed the free memory: its allocation would abort the process, every
+/// trial with it (`resize = 100000` asked for 240 GB at the memory
+/// estimate's batch of 2). Only results over 1 GiB read `/proc/meminfo`.
+fn refuse_beyond_memory(x: &Tensor, h: usize, w: usize) -> candle_core::Result<()> {
+    if !x.device().is_cpu() {
+        return Ok(());
+    }
+    let (b, c) = (x.dim(0)?, x.dim(1)?);
+    let needed = [b, c, h, w, x.dtype().size_in_bytes()]
+        .into_iter()
+        .fold(1u64, |n, d| n.saturating_mul(d as u64));
+    if needed <= 1 << 30 {
+        return Ok(());
+    }
+    match crate::memory::mem_available() {
+        Some(available) if needed > available => candle_core::bail!(
+            "preprocess: resize to {h}×{w} needs {} for a batch of {b} but {} is available \
+             (MemAvailable in /proc/meminfo): is `resize` mistyped?",
+            crate::error::bytes(needed),
+            crate::error::bytes(available)
+        ),
+        _ => Ok(()),
     }
 }
 
@@ -209,6 +236,24 @@ impl<C: Classifier> Classifier for Preprocessed<C> {
 mod tests {
     use super::*;
     use crate::audit::GradientAudit;
+
+    /// Regression: `resize = 100000` aborted the process ("memory
+    /// allocation of 240000000000 bytes failed") at the memory estimate's
+    /// probe; a resize beyond the free memory is an error.
+    #[test]
+    fn a_resize_beyond_memory_is_an_error() {
+        let x = Tensor::zeros((2, 3, 4, 4), DType::F32, &Device::Cpu).unwrap();
+        let p = Preprocess {
+            resize: Some((10_000_000, 10_000_000)),
+            ..Preprocess::default()
+        };
+        let message = p.apply(&x).unwrap_err().to_string();
+        assert!(
+            message
+                .contains("preprocess: resize to 10000000×10000000 needs 2.1 PiB for a batch of 2"),
+            "{message}"
+        );
+    }
 
     #[test]
     fn resize_matches_pytorch_bilinear() {

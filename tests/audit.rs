@@ -252,3 +252,35 @@ fn names_a_model_whose_forward_is_random() {
     assert!(matches!(&e, Error::Nondeterministic { .. }), "{e}");
     assert!(e.to_string().contains("training mode"), "{e}");
 }
+
+/// Regression: a right gradient that is small beside the logits (here
+/// logits of 64 plus a small linear term; a CIFAR-like net of one's own
+/// ending in a sigmoid and an average pool, 100 classes, was the case
+/// found) failed the audit, and so its trial, with the advice for a wrong
+/// backward: the finite differences, at h = 10⁻⁴·‖x‖ and smaller only,
+/// measured f32 rounding of the logits (ratio 1.0546 on a net that agrees
+/// with PyTorch's gradient to 10⁻⁶). The ladder of steps now starts a
+/// decade higher. A wrong gradient (the same model scaled by 1/2 in its
+/// backward) still fails.
+#[test]
+fn passes_a_right_gradient_that_is_small_beside_the_logits() {
+    let dev = common::device();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    let w = (sample_standard_normal((784, 10), &mut rng, &dev).unwrap() * (0.005 / 28.0)).unwrap();
+    let names = zoo::mnist_class_names();
+    let offset = |x: &Tensor, w: &Tensor| x.flatten_from(1)?.matmul(w)? + 64.0;
+    let right = gevaldi::ModuleClassifier::from_fn(|x: &Tensor| offset(x, &w), names.clone());
+    let report = GradientAudit::default()
+        .classifier("offset", &right, &images(4, 3))
+        .unwrap();
+    assert!(report.worst_deviation() < 0.02, "{report:?}");
+    // Half the gradient: x/2 + (x/2 detached) has x's value and half its gradient.
+    let halved = gevaldi::ModuleClassifier::from_fn(
+        |x: &Tensor| offset(&((x * 0.5)? + (x * 0.5)?.detach())?, &w),
+        names,
+    );
+    let err = GradientAudit::default()
+        .classifier("halved", &halved, &images(4, 3))
+        .unwrap_err();
+    assert!(matches!(err, Error::GradientMismatch { .. }), "{err}");
+}

@@ -12,6 +12,7 @@ use gevaldi::config::TrialId;
 use gevaldi::harness::Registry;
 use gevaldi::hierarchy::Hierarchy;
 use gevaldi::suite::Suite;
+use gevaldi::zoo::{MnistCnn, MnistCnnConfig};
 use gevaldi::{Classifier, Generator};
 
 fn fixture(name: &str) -> String {
@@ -205,6 +206,69 @@ impl Generator for WideGenerator {
     }
 }
 
+/// cnn_b's logits made probabilities (a softmax left at the end of a
+/// model of one's own), or made f16.
+struct Wrapped(MnistCnn, fn(Tensor) -> gevaldi::candle_core::Result<Tensor>);
+
+impl Classifier for Wrapped {
+    fn logits(&self, x: &Tensor) -> gevaldi::candle_core::Result<Tensor> {
+        (self.1)(self.0.logits(x)?)
+    }
+    fn class_names(&self) -> &[String] {
+        self.0.class_names()
+    }
+}
+
+/// The pair `p` of cnn_a against cnn_b's logits passed through `f`,
+/// registered as `mine`.
+fn cnn_b_through(
+    d: &Path,
+    f: fn(Tensor) -> gevaldi::candle_core::Result<Tensor>,
+) -> Result<(), String> {
+    let text = config_text("\n[classifier.mine]\n", &[("\"cnn_b\"]", "\"mine\"]")]);
+    let mut r = Registry::new();
+    r.classifier("mine", move |dev| {
+        let vb = gevaldi::candle_nn::VarBuilder::from_tensors(
+            gevaldi::candle_core::safetensors::load(fixture("cnn_b.safetensors"), dev)?,
+            DType::F32,
+            dev,
+        );
+        Ok(Wrapped(MnistCnn::load(vb, &MnistCnnConfig::cnn_b())?, f))
+    });
+    trial(d, &text, r, "p")
+}
+
+/// A generator of 28×28 digits conditional on 12 classes, beside the
+/// fixtures' 10-class classifiers.
+struct TwelveClassGenerator;
+
+impl Generator for TwelveClassGenerator {
+    fn latent_dim(&self) -> usize {
+        8
+    }
+    fn num_conditions(&self) -> Option<usize> {
+        Some(12)
+    }
+    fn decode(&self, z: &Tensor, c: Option<&Tensor>) -> gevaldi::candle_core::Result<Tensor> {
+        let zc = Tensor::cat(&[z, c.expect("a condition")], 1)?;
+        let w = Tensor::ones((20, 784), DType::F32, z.device())?;
+        gevaldi::candle_nn::ops::sigmoid(&(zc.matmul(&w)? / 20.0)?)?.reshape((z.dim(0)?, 1, 28, 28))
+    }
+}
+
+/// A binary classifier with one logit (a sigmoid's, as PyTorch's
+/// `BCEWithLogitsLoss` trains), connected to x.
+struct OneLogit(Vec<String>, f64);
+
+impl Classifier for OneLogit {
+    fn logits(&self, x: &Tensor) -> gevaldi::candle_core::Result<Tensor> {
+        x.flatten_from(1)?.mean_keepdim(1)? * self.1
+    }
+    fn class_names(&self) -> &[String] {
+        &self.0
+    }
+}
+
 type Check = Box<dyn Fn(&Path) -> Result<(), String>>;
 
 /// (what, substrings the error must contain, the check).
@@ -321,6 +385,19 @@ fn catalogue() -> Vec<(&'static str, Vec<&'static str>, Check)> {
                 d,
                 &tournament_text(
                     "min_win_rate = [{ model = \"cnn_a\", against = \"bag_0\", min = 1.5 }]\n",
+                ),
+            )
+        }),
+    );
+    add(
+        "config: `preprocess` on a generator of one's own (it was taken for a key of its own and silently not applied)",
+        vec!["^1 error in `<dir>/gevaldi.toml`:\n  <dir>/gevaldi.toml:23:1: `generator.mine.preprocess`: `preprocess` is a classifier's key (gevaldi applies it to the generator's samples before that classifier): give it to the [classifier.*] tables that need it$"],
+        Box::new(|d| {
+            load(
+                d,
+                &config_text(
+                    "\n[generator.mine]\npreprocess = { input_range = [-1, 1] }\n",
+                    &[],
                 ),
             )
         }),
@@ -530,6 +607,65 @@ fn catalogue() -> Vec<(&'static str, Vec<&'static str>, Check)> {
             .replace("generator = \"vae\"", "generator = \"wide\"");
             let mut r = Registry::new();
             r.generator("wide", |_| Ok(WideGenerator));
+            trial(d, &text, r, "p")
+        }),
+    );
+    add(
+        "model: a registered function's weights of the wrong shape (its bare candle error named no model)",
+        vec!["^pair `p` (<dir>/gevaldi.toml:17): failed to build classifier `mine` (<dir>/gevaldi.toml:22, weights `<dir>/mine.safetensors`) with the function registered for it: shape mismatch for conv1.weight, expected: [16, 1, 3, 3], got: [24, 1, 3, 3]$"],
+        Box::new(|d| {
+            std::fs::copy(fixture("cnn_b.safetensors"), d.join("mine.safetensors")).unwrap();
+            let text = config_text(
+                "\n[classifier.mine]\nweights = \"mine.safetensors\"\n",
+                &[("\"cnn_b\"]", "\"mine\"]")],
+            );
+            let mut r = Registry::new();
+            r.classifier_with_table("mine", |t, dev| {
+                let weights = t.weights.as_ref().expect("weights");
+                let tensors = gevaldi::candle_core::safetensors::load(weights, dev)?;
+                let vb = gevaldi::candle_nn::VarBuilder::from_tensors(tensors, DType::F32, dev);
+                Ok(MnistCnn::load(vb, &MnistCnnConfig::cnn_a())?)
+            });
+            trial(d, &text, r, "p")
+        }),
+    );
+    add(
+        "model: a classifier of one's own that returns probabilities, not logits (it passed: the divergences softmax them again, towards uniform)",
+        vec!["^pair `p` (<dir>/gevaldi.toml:17): classifier `mine` returns probabilities, not logits: each of its rows at 2 of the generator's samples is in [0, 1] and sums to 1, and the divergences take a softmax of what it returns (which flattens probabilities towards uniform); return the scores before the softmax, or their log_softmax$"],
+        Box::new(|d| cnn_b_through(d, |y| gevaldi::candle_nn::ops::softmax(&y, 1))),
+    );
+    add(
+        "model: a classifier of one's own whose logits are f16 (its gradient audit failed, blaming a wrong backward)",
+        vec!["^pair `p` (<dir>/gevaldi.toml:17): failed to use its logits for model `mine`: they are F16 but the search runs in F32 (the latent's type): convert them (`to_dtype`)$"],
+        Box::new(|d| cnn_b_through(d, |y| y.to_dtype(DType::F16))),
+    );
+    add(
+        "model: an ensemble's generator conditional on 12 classes beside 10-class members (it failed after the whole search: \"the label 11 of sample 0 is not one of the 10 classes\", naming no model)",
+        vec!["^ensemble `e` (<dir>/gevaldi.toml:22): generator `twelve` is conditional on 12 classes but classifier `cnn_a` has 10: the MDS samples are labelled by their condition, so the generator's classes must be the classifiers' (in logit order)$"],
+        Box::new(|d| {
+            let text = format!(
+                "{}\n[[ensemble]]\nname = \"e\"\nmembers = [\"cnn_a\", \"cnn_b\"]\n\
+                 generator = \"twelve\"\ntest_data = \"{}\"\nsamples = 4\nmin_samples = 2\n\
+                 \n[generator.twelve]\n",
+                config_text("", &[]),
+                fixture("data")
+            );
+            let mut r = Registry::new();
+            r.generator("twelve", |_| Ok(TwelveClassGenerator));
+            run(d, &text, r, TrialId::ensemble("e"))
+        }),
+    );
+    add(
+        "model: two binary classifiers with one logit each (it passed: a distribution over one class never differs, every divergence was 0)",
+        vec!["^pair `p` (<dir>/gevaldi.toml:17): classifier `one_a` has 1 class, expected 2 or more: distributions over fewer classes never differ, so every divergence would be 0 and every threshold would pass; a binary classifier with one logit (a sigmoid's) has the two logits [0, logit]$"],
+        Box::new(|d| {
+            let text = config_text(
+                "\n[classifier.one_a]\n[classifier.one_b]\n",
+                &[("[\"cnn_a\", \"cnn_b\"]", "[\"one_a\", \"one_b\"]")],
+            );
+            let mut r = Registry::new();
+            r.classifier("one_a", |_| Ok(OneLogit(vec!["yes".into()], 1.0)));
+            r.classifier("one_b", |_| Ok(OneLogit(vec!["yes".into()], -3.0)));
             trial(d, &text, r, "p")
         }),
     );

@@ -464,6 +464,15 @@ impl Cx<'_> {
                     "preprocess" if model_kind == ModelKind::Classifier => {
                         preprocess = self.preprocess(v, &key_path)
                     }
+                    // Not a key of its own even without `arch`: it reads as
+                    // gevaldi's, and would be silently not applied.
+                    "preprocess" => self.err(
+                        k.span(),
+                        &key_path,
+                        "`preprocess` is a classifier's key (gevaldi applies it to the \
+                         generator's samples before that classifier): give it to the \
+                         [classifier.*] tables that need it",
+                    ),
                     "truncation" if model_kind == ModelKind::Generator && has_arch => {
                         truncation = self
                             .float(v, &key_path, |t| t > 0.0 && t <= 1.0, "a number in (0, 1]")

@@ -423,6 +423,7 @@ pub(crate) fn forward(
                     } => {
                         let (weight, bias) = prepared.conv_weights(j, weight, bias.as_ref());
                         let (s, p, d, g) = (*stride, *padding, *dilation, *groups);
+                        reference::check_conv(args[0], weight, s, p, d)?;
                         if own && g == 1 {
                             let relu = prepared.relu_after[j];
                             cuda::conv2d(args[0], weight, bias, relu, s, p, d)

@@ -3,6 +3,7 @@
 
 use candle_core::Tensor;
 
+use super::kernels::conv::conv_len;
 use super::net::{Activation, Node, Op};
 use crate::zoo::{adaptive_avg_pool2d, max_pool2d, max_pool2x2, BatchNorm, LayerNorm};
 
@@ -44,7 +45,24 @@ pub(crate) fn conv(
     dilation: usize,
     groups: usize,
 ) -> candle_core::Result<Tensor> {
+    check_conv(x, weight, stride, padding, dilation)?;
     add_bias(x.conv2d(weight, padding, stride, dilation, groups)?, bias)
+}
+
+/// Refuses a conv whose kernel spans more than the padded `x` (or of
+/// stride 0) with the CPU kernels' message: candle's conv2d panics there.
+pub(crate) fn check_conv(
+    x: &Tensor,
+    weight: &Tensor,
+    stride: usize,
+    padding: usize,
+    dilation: usize,
+) -> candle_core::Result<()> {
+    if let (Ok((_, _, h, w)), Ok((_, _, kh, kw))) = (x.dims4(), weight.dims4()) {
+        conv_len(h, kh, stride, padding, dilation)?;
+        conv_len(w, kw, stride, padding, dilation)?;
+    }
+    Ok(())
 }
 
 /// Runs `nodes` on `x`.

@@ -653,3 +653,68 @@ fn an_empty_batch_gives_empty_outputs() {
         assert_eq!(g.dims(), [0, 1, 28, 28], "model {i}");
     }
 }
+
+/// A net whose settings do not fit its input is an error on every path,
+/// never a panic: a max-pool padded by more than half its window (the CPU
+/// kernels panicked, "range end index 3 out of range for slice of length
+/// 0", and candle's ops gave windows of padding only, which PyTorch
+/// refuses), a max-pool of stride 0 (it was called "smaller than the
+/// window"), and a conv whose kernel spans more than the padded input
+/// (candle's conv2d panicked on the generic path and candle's:
+/// "index out of bounds").
+#[test]
+fn settings_that_do_not_fit_the_input_are_errors_on_every_path() {
+    let x = randn(&[2, 3, 8, 8], 1);
+    let pool = |k, s, p| {
+        let mut b = NetBuilder::new();
+        let i = b.input();
+        let y = b.max_pool2d(i, k, s, p, false);
+        b.build(y)
+    };
+    let mut b = NetBuilder::new();
+    let i = b.input();
+    let y = conv(&mut b, i, [3, 4, 11], [1, 0, 1, 1], 7);
+    let wide_conv = b.build(y);
+    let mut b = NetBuilder::new();
+    let i = b.input();
+    let y = conv(&mut b, i, [3, 4, 3], [0, 1, 1, 1], 8);
+    let still_conv = b.build(y);
+    for (what, net, expected) in [
+        (
+            "padding",
+            pool(2, 2, 2),
+            "max_pool2d: padding 2 is more than half the window 2",
+        ),
+        (
+            "stride",
+            pool(2, 0, 0),
+            "max_pool2d: stride 0, expected 1 or more",
+        ),
+        (
+            "conv",
+            wide_conv,
+            "conv: input 8 (+2·0 padding) is smaller than the kernel's span 11",
+        ),
+        (
+            "conv stride",
+            still_conv,
+            "conv: stride 0, expected 1 or more",
+        ),
+    ] {
+        let run = |f: &dyn Fn() -> candle_core::Result<Tensor>| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f().map(|_| ())))
+        };
+        for (path, y) in [
+            ("auto", run(&|| net.forward(&x))),
+            ("generic", run(&|| net.forward_generic(&x))),
+            ("candle", run(&|| net.forward_candle(&x))),
+        ] {
+            let message = match y {
+                Ok(Err(e)) => e.to_string(),
+                Ok(Ok(())) => panic!("{what} on {path}: no error"),
+                Err(_) => panic!("{what} on {path}: panicked"),
+            };
+            assert!(message.contains(expected), "{what} on {path}: {message}");
+        }
+    }
+}

@@ -44,6 +44,7 @@ pub use self::outcome::{
     AscentWarning, Baseline, LogProbs, Measure, SampleRecord, SearchOutcome, StepRecord,
     RUNAWAY_GROWTH,
 };
+pub(crate) use self::runner::check_logits_dtype;
 pub use self::runner::Search;
 
 #[cfg(test)]

@@ -429,16 +429,7 @@ impl<'a> Search<'a> {
                     )(e)
                 })
             })?;
-            if logits.dtype() != z.dtype() {
-                return Err(Error::model(name, "use its logits")(
-                    candle_core::Error::Msg(format!(
-                        "they are {:?} but the search runs in {:?} (the latent's type): \
-                         convert them (`to_dtype`)",
-                        logits.dtype(),
-                        z.dtype()
-                    )),
-                ));
-            }
+            check_logits_dtype(name, &logits, z.dtype())?;
             let k = classifier.num_classes();
             if logits.dims() != [b, k] {
                 return Err(self.shape_error_of(name, "logits", format!("[{b}, {k}]"), &logits));
@@ -578,6 +569,23 @@ impl<'a> Search<'a> {
             got: t.dims().to_vec(),
         }
     }
+}
+
+/// Refuses logits of `model` in another type than the search's (`dtype`,
+/// the latent's): f64 logits failed in the divergence naming no model, and
+/// f16 ones failed the gradient audit as a wrong backward.
+pub(crate) fn check_logits_dtype(model: &str, logits: &Tensor, dtype: DType) -> Result<()> {
+    if logits.dtype() == dtype {
+        return Ok(());
+    }
+    Err(Error::model(model, "use its logits")(
+        candle_core::Error::Msg(format!(
+            "they are {:?} but the search runs in {:?} (the latent's type): \
+         convert them (`to_dtype`)",
+            logits.dtype(),
+            dtype
+        )),
+    ))
 }
 
 /// `f()`, a section of the step in `GEVALDI_PROFILE`'s table (with the

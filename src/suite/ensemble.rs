@@ -52,9 +52,9 @@ impl Suite {
         let labels: Vec<usize> = test.labels.iter().map(|&l| l as usize).collect();
         let test_vote = mean_probs(&member_probs);
         let on_test = Metrics::of(&test_vote, &labels)?;
-        let mds = MdsDataset::search_with_progress(
+        let mds = MdsDataset::search_named(
             &named,
-            generator.as_ref(),
+            (&e.generator, generator.as_ref()),
             e.samples,
             &search_config,
             self.device()?,

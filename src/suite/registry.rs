@@ -232,7 +232,19 @@ fn load<T: ?Sized>(
     match &decl.builtin {
         Some((arch, weights)) => zoo::load_file(weights, name, device, |vb| build(*arch, vb)),
         None => match registered.iter().find(|(n, _)| n == name) {
-            Some((_, factory)) => factory(&decl.table, device),
+            // A bare candle error (the function's `?`) names neither the
+            // model nor its table: say which, where and from which file.
+            Some((_, factory)) => factory(&decl.table, device).map_err(|e| match e {
+                Error::Candle(cause) => Error::Build {
+                    kind: decl.table.kind(),
+                    model: name.clone(),
+                    path: config.path.clone(),
+                    line: decl.line,
+                    weights: decl.table.weights.clone(),
+                    cause,
+                },
+                other => other,
+            }),
             None => Err(Error::setting(
                 format!("{}.{name}", decl.table.kind()),
                 format!(

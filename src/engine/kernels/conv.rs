@@ -54,6 +54,28 @@ fn with_cols<R>(f: impl FnOnce(&mut Vec<f32>) -> R) -> R {
     })
 }
 
+/// A conv's output length along an axis of input length `n`, kernel
+/// length `k`: an error where the padded input is shorter than the
+/// kernel's dilated span (candle's conv2d panics there) or the stride is 0.
+pub(crate) fn conv_len(
+    n: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+    dil: usize,
+) -> candle_core::Result<usize> {
+    if stride == 0 {
+        candle_core::bail!("conv: stride 0, expected 1 or more");
+    }
+    let span = dil * (k.max(1) - 1) + 1;
+    if n + 2 * pad < span {
+        candle_core::bail!(
+            "conv: input {n} (+2·{pad} padding) is smaller than the kernel's span {span}"
+        );
+    }
+    Ok((n + 2 * pad - span) / stride + 1)
+}
+
 impl ConvK {
     /// From PyTorch's `[cout, cin_g, kh, kw]` weight; `None` for
     /// inconsistent sizes.
@@ -194,13 +216,7 @@ impl ConvK {
                 if d.spatial { "" } else { " (flat)" }
             );
         }
-        let out = |n: usize, k: usize| -> candle_core::Result<usize> {
-            let span = self.dil * (k - 1) + 1;
-            if n + 2 * self.pad < span {
-                candle_core::bail!("conv: input {n} is smaller than the kernel's span {span}");
-            }
-            Ok((n + 2 * self.pad - span) / self.stride + 1)
-        };
+        let out = |n, k| conv_len(n, k, self.stride, self.pad, self.dil);
         Ok(Dims {
             h: out(d.h, self.kh)?,
             w: out(d.w, self.kw)?,

@@ -15,8 +15,16 @@ pub(crate) fn pool_len(
     p: usize,
     ceil: bool,
 ) -> candle_core::Result<usize> {
+    if s == 0 {
+        candle_core::bail!("max_pool2d: stride 0, expected 1 or more");
+    }
+    // PyTorch's rule: beyond it a window can cover padding only (whose max
+    // is −∞), and the kernels' windows start past the input.
+    if 2 * p > k {
+        candle_core::bail!("max_pool2d: padding {p} is more than half the window {k}");
+    }
     let span = n + 2 * p;
-    if span < k || s == 0 {
+    if span < k {
         candle_core::bail!("max_pool2d: input {n} (+2·{p} padding) is smaller than the window {k}");
     }
     let mut o = if ceil {
