@@ -90,7 +90,7 @@ impl MdsDataset {
             x: Tensor::zeros(0, candle_core::DType::F32, device)?,
             member_probs: vec![Vec::with_capacity(k); members.len()],
             divergence: Vec::with_capacity(k),
-            output_range: generator.output_range(),
+            output_range: generator.1.output_range(),
         };
         let mut xs = Vec::new();
         out.labels = search_conditioned(

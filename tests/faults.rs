@@ -656,6 +656,17 @@ fn catalogue() -> Vec<(&'static str, Vec<&'static str>, Check)> {
         }),
     );
     add(
+        "model: a tournament's generator conditional on 12 classes beside 10-class models (the same typed error as an ensemble's, from the search they share)",
+        vec!["^tournament `t` (<dir>/gevaldi.toml:26): generator `twelve` is conditional on 12 classes but classifier `cnn_a` has 10: the MDS samples are labelled by their condition, so the generator's classes must be the classifiers' (in logit order)$"],
+        Box::new(|d| {
+            let text = tournament_text("samples = 4\n\n[generator.twelve]\n")
+                .replacen("generator = \"cvae\"", "generator = \"twelve\"", 1);
+            let mut r = Registry::new();
+            r.generator("twelve", |_| Ok(TwelveClassGenerator));
+            run(d, &text, r, TrialId::tournament("t"))
+        }),
+    );
+    add(
         "model: two binary classifiers with one logit each (it passed: a distribution over one class never differs, every divergence was 0)",
         vec!["^pair `p` (<dir>/gevaldi.toml:17): classifier `one_a` has 1 class, expected 2 or more: distributions over fewer classes never differ, so every divergence would be 0 and every threshold would pass; a binary classifier with one logit (a sigmoid's) has the two logits [0, logit]$"],
         Box::new(|d| {

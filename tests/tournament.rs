@@ -452,9 +452,6 @@ fn an_unconditional_generator_or_too_few_models_are_refused() {
     assert!(e.to_string().contains("2 models"), "{e}");
 }
 
-/// Issue 18: a pair trial (under nextest) writes its pair's record with a
-/// fingerprint; the verdict reads a current record instead of running the
-/// pair again, and runs the pair again when the fingerprint is stale.
 /// A suite in a fresh temporary folder named after `name`: the tournament
 /// `t` of cnn_a, bag_0 and bag_1 over the cVAE, 4 samples of 3 steps, with
 /// `search` (lines) added to its `[search]` table.
@@ -481,6 +478,9 @@ fn three_model_suite(name: &str, search: &str) -> (std::path::PathBuf, gevaldi::
     (dir, suite)
 }
 
+/// Issue 18: a pair trial (under nextest) writes its pair's record with a
+/// fingerprint; the verdict reads a current record instead of running the
+/// pair again, and runs the pair again when the fingerprint is stale.
 #[test]
 fn the_verdict_reads_current_pair_records_and_reruns_stale_ones() {
     use gevaldi::artifact::{self, Record};

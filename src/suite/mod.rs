@@ -364,8 +364,9 @@ impl Suite {
 /// end of a model of one's own. The divergences softmax it again, which
 /// squeezes it towards uniform (two certain predictions of different
 /// classes give a KL of (e − 1) / (e + K − 1): 0.15 nats over 10 classes,
-/// 0.017 over 100), and such a pair passed its `max_divergence`. Logits that happen to be in [0, 1] and sum to 1 on every
-/// row, over 2 classes or more, are no real model's.
+/// 0.017 over 100), and such a pair passed its `max_divergence`. Logits
+/// that happen to be in [0, 1] and sum to 1 on every row, over 2 classes
+/// or more, are no real model's.
 fn refuse_probabilities(model: &str, logits: &candle_core::Tensor) -> Result<()> {
     if logits.rank() != 2 || logits.dim(1).map_or(true, |k| k < 2) {
         return Ok(());

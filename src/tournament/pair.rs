@@ -265,22 +265,15 @@ pub fn run_pair(
     progress: &dyn Fn(u64, u64),
 ) -> Result<PairOutcome> {
     let (gen_name, generator) = generator;
-    let classes = generator.num_conditions().ok_or_else(|| {
-        Error::setting(
+    if generator.num_conditions().is_none() {
+        return Err(Error::setting(
             "tournament.generator",
             format!("`{gen_name}`, unconditional"),
             "a class-conditional generator (the MDS samples' conditions are their labels)",
-        )
-    })?;
-    for (name, model) in [a, b] {
-        if model.num_classes() != classes {
-            return Err(Error::setting(
-                format!("tournament model `{name}`"),
-                format!("{} classes", model.num_classes()),
-                format!("the {classes} classes of generator `{gen_name}`'s condition"),
-            ));
-        }
+        ));
     }
+    // A model with other classes than the generator's conditions is
+    // refused by `search_conditioned` (Error::ConditionClasses).
     let k = settings.samples;
     if k == 0 {
         return Err(Error::setting("tournament.samples", 0, "at least 1"));
