@@ -155,6 +155,32 @@ pub enum Error {
     /// A `gevaldi.toml` has mistakes (every one found, with line and key).
     #[error(transparent)]
     Config(#[from] gevaldi_config::ConfigErrors),
+    /// A classifier's `preprocess` normalises with `mean` and `std`, which
+    /// apply to images in [0, 1], but has no `input_range` behind a
+    /// generator whose output range is another: BigGAN's [-1, 1] images
+    /// went in as if they were in [0, 1].
+    #[error(
+        "classifier `{model}` ([classifier.{model}], {}:{line}) normalises with `mean` and \
+         `std`, which apply to images in [0, 1], but its `preprocess` has no `input_range`, \
+         so the images of generator `{generator}`, in [{lo}, {hi}] (its `output_range`), \
+         would go in as if they were in [0, 1]: add `input_range = [{lo}, {hi}]` to its \
+         `preprocess`",
+        config.display()
+    )]
+    InputRange {
+        /// The classifier.
+        model: String,
+        /// The config file.
+        config: PathBuf,
+        /// The line of the classifier's table.
+        line: usize,
+        /// The generator.
+        generator: String,
+        /// The generator's output range.
+        lo: f32,
+        /// Its upper end.
+        hi: f32,
+    },
     /// A setting has a value it cannot take.
     #[error("invalid setting `{key}` = {value}: expected {expected}")]
     Setting {

@@ -113,13 +113,24 @@ fn axes<'a, 'b>(
         .y_label_area_size(56)
         .build_cartesian_2d(x.0..x.1, y.0..y.1)
         .map_err(|e| e.to_string())?;
-    let integer = |v: &f64| format!("{v:.0}");
+    // Steps are whole numbers: at most one label per step (plotters put
+    // ten over a short run, at 0, 0.5, 1, …, which `{:.0}` printed as
+    // "0 0 1 2 2 2 3 4 4"), and none where a label would fall between two.
+    let integer = |v: &f64| {
+        if v.fract() == 0.0 {
+            format!("{v:.0}")
+        } else {
+            String::new()
+        }
+    };
     let mut mesh = chart.configure_mesh();
     mesh.x_desc(labels.x)
         .y_desc(labels.y)
         .light_line_style(WHITE.mix(0.0));
     if steps {
-        mesh.x_label_formatter(&integer);
+        let whole = (x.1.floor() - x.0.ceil()).max(0.0) as usize + 1;
+        mesh.x_labels(whole.clamp(2, 10))
+            .x_label_formatter(&integer);
     }
     mesh.draw().map_err(|e| e.to_string())?;
     Ok(chart)
@@ -303,6 +314,47 @@ mod tests {
         assert!(!svg.contains("NaN"));
         // Two polylines, one per series (plus the legend's paths).
         assert!(svg.matches("<polyline").count() >= 2);
+    }
+
+    /// The texts of an SVG's `<text>` elements.
+    fn texts(svg: &str) -> Vec<String> {
+        svg.split("<text")
+            .skip(1)
+            .filter_map(|t| t.split_once('>'))
+            .filter_map(|(_, rest)| rest.split_once("</text>"))
+            .map(|(text, _)| text.trim().to_string())
+            .collect()
+    }
+
+    /// Regression: over a short search (4 steps, as a quick ImageNet run
+    /// on a CPU takes) the step axis was labelled "0 0 1 2 2 2 3 4 4":
+    /// ticks at every half step, printed as whole numbers.
+    #[test]
+    fn a_short_run_labels_each_step_once() {
+        for (steps, expected) in [
+            (1, vec!["0", "1"]),
+            (4, vec!["0", "1", "2", "3", "4"]),
+            (7, vec!["0", "1", "2", "3", "4", "5", "6", "7"]),
+        ] {
+            let svg = lines_svg(
+                Labels {
+                    title: "t",
+                    x: "step",
+                    y: "mean kl",
+                },
+                &[Series {
+                    name: "mean".into(),
+                    points: (0..=steps).map(|s| (s as f64, 0.5 + s as f64)).collect(),
+                }],
+            )
+            .unwrap();
+            // The y labels are printed with a decimal point.
+            let x_labels: Vec<String> = texts(&svg)
+                .into_iter()
+                .filter(|t| !t.is_empty() && t.chars().all(|c| c.is_ascii_digit()))
+                .collect();
+            assert_eq!(x_labels, expected, "{steps} steps");
+        }
     }
 
     #[test]

@@ -1463,3 +1463,82 @@ fn a_registered_classifier_with_a_wrong_gradient_fails_its_audit() {
         assert!(!message.contains("gradient audit"), "{message}");
     }
 }
+
+/// A generator of 28×28 images in [-1, 1] (a tanh output), as BigGAN's
+/// are, which says so (`output_range`).
+struct TanhGenerator;
+
+impl Generator for TanhGenerator {
+    fn latent_dim(&self) -> usize {
+        8
+    }
+    fn output_range(&self) -> (f32, f32) {
+        (-1.0, 1.0)
+    }
+    fn decode(&self, z: &Tensor, _: Option<&Tensor>) -> gevaldi::candle_core::Result<Tensor> {
+        let w = Tensor::ones((8, 784), DType::F32, z.device())?.affine(0.1, 0.0)?;
+        z.matmul(&w)?.tanh()?.reshape((z.dim(0)?, 1, 28, 28))
+    }
+}
+
+/// Regression: a `preprocess` with `mean` and `std` but no `input_range`
+/// (torchvision's normalisation, written as for images in [0, 1]) behind
+/// BigGAN took its [-1, 1] images as if they were in [0, 1], and the trial
+/// ran (KL 2.30 at the start of the paper's pair instead of 1.04) with
+/// nothing said. Refused, naming the classifier, its table's line, the
+/// generator and its range; with `input_range`, or without `mean` and
+/// `std` (`preprocess = {}`: the images as they are), the trial runs.
+#[test]
+fn a_normalisation_without_input_range_behind_a_tanh_generator_is_refused() {
+    let d = case_dir("input-range");
+    let text = |preprocess: &str| {
+        config_text(
+            "",
+            &[
+                (
+                    "[generator.vae]\narch = \"mnist-vae\"",
+                    "[generator.tanh]\n[generator.vae]\narch = \"mnist-vae\"",
+                ),
+                (
+                    "arch = \"mnist-cnn-b\"\n",
+                    &format!("arch = \"mnist-cnn-b\"\n{preprocess}\n"),
+                ),
+            ],
+        )
+        .replace("generator = \"vae\"", "generator = \"tanh\"")
+    };
+    let registry = || {
+        let mut r = Registry::new();
+        r.generator("tanh", |_| Ok(TanhGenerator));
+        r
+    };
+    let message = trial(
+        &d,
+        &text("preprocess = { mean = [0.1307], std = [0.3081] }"),
+        registry(),
+        "p",
+    )
+    .unwrap_err();
+    let path = d.join("gevaldi.toml").display().to_string();
+    assert_eq!(
+        message,
+        format!(
+            "pair `p` ({path}:19): classifier `cnn_b` ([classifier.cnn_b], {path}:14) normalises \
+             with `mean` and `std`, which apply to images in [0, 1], but its `preprocess` has no \
+             `input_range`, so the images of generator `tanh`, in [-1, 1] (its `output_range`), \
+             would go in as if they were in [0, 1]: add `input_range = [-1, 1]` to its \
+             `preprocess`"
+        )
+    );
+    for fine in [
+        "preprocess = { input_range = [-1, 1], mean = [0.1307], std = [0.3081] }",
+        "preprocess = {}",
+    ] {
+        if let Err(message) = trial(&d, &text(fine), registry(), "p") {
+            assert!(
+                !message.contains("input_range"),
+                "{fine}: refused for its input range:\n{message}"
+            );
+        }
+    }
+}

@@ -250,6 +250,7 @@ impl Suite {
         if g.num_conditions() == Some(0) {
             return Err(zero_conditions(generator));
         }
+        self.check_input_ranges(generator, g.as_ref(), classifiers)?;
         let cs = classifiers
             .iter()
             .map(|m| self.classifier(m))
@@ -261,6 +262,44 @@ impl Suite {
         check_classes(&named(classifiers, &cs))?;
         self.audit_registered(generator, g.as_ref(), &named(classifiers, &cs))?;
         Ok((g, cs))
+    }
+
+    /// Refuses a classifier whose `preprocess` normalises (`mean`, `std`)
+    /// without an `input_range` behind a generator whose `output_range` is
+    /// not [0, 1]: the missing range is [0, 1], so BigGAN's [-1, 1] images
+    /// went in as if they were in [0, 1] (half of each below black), and
+    /// every figure of the trial was of other inputs than the weights
+    /// expect, silently. Without `mean` and `std` the values go in as
+    /// they are (`preprocess = {}`, or a resize alone), which is allowed.
+    fn check_input_ranges(
+        &self,
+        generator: &str,
+        g: &dyn Generator,
+        classifiers: &[String],
+    ) -> Result<()> {
+        let (lo, hi) = g.output_range();
+        if (f64::from(lo), f64::from(hi)) == crate::preprocess::Preprocess::default().input_range {
+            return Ok(());
+        }
+        for m in classifiers {
+            let Some(decl) = self.config.classifier(m) else {
+                continue;
+            };
+            let Some(p) = &decl.preprocess else {
+                continue;
+            };
+            if p.input_range.is_none() && (p.mean.is_some() || p.std.is_some()) {
+                return Err(Error::InputRange {
+                    model: m.clone(),
+                    config: self.config.path.clone(),
+                    line: decl.line,
+                    generator: generator.to_string(),
+                    lo,
+                    hi,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Audits the gradients of the trial's models that are registered from
