@@ -98,6 +98,38 @@ mod tests {
         assert_eq!(got, if plain { 0.0 } else { 2f32.powi(-24) });
     }
 
+    /// The copy that runs is the widest this CPU has, as the standard
+    /// library detects its features: AVX-512 (pulp's `V4`), AVX2 with FMA
+    /// (`V3`), else the plain one. Printed (`--nocapture`) so that a run
+    /// under `qemu-x86_64 -cpu Haswell-v4` or `-cpu Nehalem`
+    /// (`scripts/test-x86-levels.sh`) shows that the emulation hid what it
+    /// should and which copy the kernels took.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_widest_copy_this_cpu_has_runs() {
+        macro_rules! all {
+            ($($f:tt),*) => { true $(&& std::arch::is_x86_feature_detected!($f))* };
+        }
+        let v3 = all!("avx", "avx2", "fma", "bmi1", "bmi2", "lzcnt", "popcnt");
+        let v4 = v3 && all!("avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl");
+        let want = if v4 {
+            "V4"
+        } else if v3 {
+            "V3"
+        } else {
+            "Scalar"
+        };
+        let arch = match pulp::Arch::new() {
+            pulp::Arch::V4(_) => "V4",
+            pulp::Arch::V3(_) => "V3",
+            _ => "Scalar",
+        };
+        println!("this CPU: AVX-512 {v4}, AVX2+FMA {v3}; the kernels run pulp's {arch}");
+        assert_eq!(arch, want);
+        let (_, plain) = dispatched_madd(1.0, 1.0, 1.0);
+        assert_eq!(plain, want == "Scalar");
+    }
+
     /// The dispatched copy computes what the plain loops compute, bit for
     /// bit.
     #[test]
