@@ -506,6 +506,41 @@ fn logits_of_another_type_are_refused_naming_the_model() {
     );
 }
 
+/// A classifier of one class: cnn_b's first logit alone (a binary
+/// classifier's single sigmoid logit is such a model).
+struct OneClass<'a>(&'a MnistCnn, Vec<String>);
+
+impl Classifier for OneClass<'_> {
+    fn logits(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.0.logits(x)?.narrow(1, 0, 1)
+    }
+    fn class_names(&self) -> &[String] {
+        &self.1
+    }
+}
+
+/// Regression: two classifiers of one class each searched to a divergence
+/// of 0 and passed every threshold; only the harness refused them, not the
+/// library's search.
+#[test]
+fn classifiers_of_one_class_are_refused_by_the_search() {
+    let m = models();
+    let (one_a, one_b) = (
+        OneClass(&m.a, vec!["yes".into()]),
+        OneClass(&m.b, vec!["yes".into()]),
+    );
+    let err = Search::new("vae", &m.vae)
+        .classifier("one_a", &one_a)
+        .classifier("one_b", &one_b)
+        .config(SearchConfig::default().steps(2).batch(2))
+        .run(&common::device())
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::TooFewClasses { model, classes: 1 } if model == "one_a"),
+        "{err}"
+    );
+}
+
 /// A digest of every number a search recorded, bit for bit.
 fn digest(o: &SearchOutcome) -> u64 {
     let mut h = std::hash::DefaultHasher::new();

@@ -44,8 +44,8 @@ pub use self::outcome::{
     AscentWarning, Baseline, LogProbs, Measure, SampleRecord, SearchOutcome, StepRecord,
     RUNAWAY_GROWTH,
 };
-pub(crate) use self::runner::check_logits_dtype;
 pub use self::runner::Search;
+pub(crate) use self::runner::{check_logits_dtype, check_two_classes};
 
 #[cfg(test)]
 mod tests;

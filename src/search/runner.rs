@@ -126,6 +126,9 @@ impl<'a> Search<'a> {
         let cfg = &self.config;
         cfg.validate()?;
         cfg.divergence.check(self.classifiers.len())?;
+        for (name, classifier) in &self.classifiers {
+            check_two_classes(name, classifier.num_classes())?;
+        }
         // A CUDA device's memory pool keeps each step's buffers for the
         // next (its default hands them back at every read-back).
         crate::engine::keep_pool_memory(device);
@@ -569,6 +572,19 @@ impl<'a> Search<'a> {
             got: t.dims().to_vec(),
         }
     }
+}
+
+/// Refuses a classifier `model` of fewer than 2 classes: a distribution
+/// over one class never differs from another, so every divergence would be
+/// 0 wherever the search went, and every threshold would pass.
+pub(crate) fn check_two_classes(model: &str, classes: usize) -> Result<()> {
+    if classes < 2 {
+        return Err(Error::TooFewClasses {
+            model: model.to_string(),
+            classes,
+        });
+    }
+    Ok(())
 }
 
 /// Refuses logits of `model` in another type than the search's (`dtype`,

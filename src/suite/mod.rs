@@ -440,12 +440,10 @@ fn check_classes(classifiers: &[(&str, &dyn Classifier)]) -> Result<()> {
         return Ok(());
     };
     // One class (a binary classifier's single logit) gives a divergence of
-    // 0 wherever the search goes: every threshold would pass.
-    if let Some(&(name, c)) = classifiers.iter().find(|(_, c)| c.num_classes() < 2) {
-        return Err(Error::TooFewClasses {
-            model: name.to_string(),
-            classes: c.num_classes(),
-        });
+    // 0 wherever the search goes: every threshold would pass. Refused
+    // before the gradient audit too, not only by the search.
+    for &(name, c) in classifiers {
+        crate::search::check_two_classes(name, c.num_classes())?;
     }
     for &(name, c) in &classifiers[1..] {
         if c.num_classes() != c0.num_classes() {
