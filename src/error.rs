@@ -134,8 +134,8 @@ pub enum Error {
     /// A search's batch would need more memory than there is
     /// ([`crate::memory`] has the estimate's basis).
     #[error(
-        "`{key}` = {batch} needs about {} of memory ({} per sample) but {}; lower `{key}`",
-        bytes(*needed),
+        "`{key}` = {batch} needs {} of memory ({} per sample) but {}; lower `{key}`",
+        about_bytes(*needed),
         bytes(*per_sample),
         available
     )]
@@ -585,6 +585,17 @@ fn strip_frames(text: &str) -> String {
 }
 
 /// `n` bytes in binary units, e.g. "1.5 GiB".
+/// An estimate of `n` bytes in words: `about 1.5 GiB`, or, where the
+/// estimate saturated at `u64::MAX`, `more than 16384.0 PiB` (not a
+/// figure).
+fn about_bytes(n: u64) -> String {
+    if n == u64::MAX {
+        format!("more than {}", bytes(n))
+    } else {
+        format!("about {}", bytes(n))
+    }
+}
+
 pub(crate) fn bytes(n: u64) -> String {
     const UNITS: [&str; 6] = ["bytes", "KiB", "MiB", "GiB", "TiB", "PiB"];
     let mut v = n as f64;
@@ -603,6 +614,14 @@ pub(crate) fn bytes(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: `batch = 9223372036854775807` "needs about 16384.0 PiB",
+    /// a saturated estimate shown as a figure.
+    #[test]
+    fn a_saturated_memory_estimate_is_not_shown_as_a_figure() {
+        assert_eq!(about_bytes(3 << 29), "about 1.5 GiB");
+        assert_eq!(about_bytes(u64::MAX), "more than 16384.0 PiB");
+    }
 
     fn with_backtrace(inner: candle_core::Error) -> candle_core::Error {
         candle_core::Error::WithBacktrace {
