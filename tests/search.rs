@@ -931,3 +931,37 @@ const JS_SGD_TRAJ: [(f64, f64, f64); 9] = [
         0.11301189284912128,
     ),
 ];
+
+/// cnn_b with a softmax left at its end: it returns probabilities.
+struct Softmaxed<'a>(&'a MnistCnn);
+
+impl Classifier for Softmaxed<'_> {
+    fn logits(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        candle_nn::ops::softmax_last_dim(&self.0.logits(x)?)
+    }
+    fn class_names(&self) -> &[String] {
+        self.0.class_names()
+    }
+}
+
+/// Regression: a classifier returning probabilities was refused by the
+/// harness only; the library's search softmaxed its rows again, towards
+/// uniform, and a pair with it found little disagreement, with no error.
+/// With `steps(0)` too: the check is at the first step's figures.
+#[test]
+fn a_classifier_returning_probabilities_is_refused_by_the_search() {
+    let m = models();
+    let soft = Softmaxed(&m.b);
+    for steps in [0, 2] {
+        let err = Search::new("vae", &m.vae)
+            .classifier("cnn_a", &m.a)
+            .classifier("soft", &soft)
+            .config(SearchConfig::default().steps(steps).batch(4))
+            .run(&common::device())
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Probabilities { model, samples: 4 } if model == "soft"),
+            "{err}"
+        );
+    }
+}

@@ -45,7 +45,7 @@ pub use self::outcome::{
     RUNAWAY_GROWTH,
 };
 pub use self::runner::Search;
-pub(crate) use self::runner::{check_logits_dtype, check_two_classes};
+pub(crate) use self::runner::{check_logits_dtype, check_two_classes, refuse_probabilities};
 
 #[cfg(test)]
 mod tests;

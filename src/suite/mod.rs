@@ -374,7 +374,7 @@ impl Suite {
             ))?;
             crate::search::check_logits_dtype(name, &logits, z.dtype())?;
             if finite(&logits)? {
-                refuse_probabilities(name, &logits)?;
+                crate::search::refuse_probabilities(name, &logits)?;
                 audit.classifier(name, *c, &x)?;
             }
         }
@@ -396,34 +396,6 @@ impl Suite {
             None => Ok(()),
         }
     }
-}
-
-/// Refuses a classifier whose every row of `logits` (at the gradient
-/// audit's samples) is a probability distribution: a softmax left at the
-/// end of a model of one's own. The divergences softmax it again, which
-/// squeezes it towards uniform (two certain predictions of different
-/// classes give a KL of (e − 1) / (e + K − 1): 0.15 nats over 10 classes,
-/// 0.017 over 100), and such a pair passed its `max_divergence`. Logits
-/// that happen to be in [0, 1] and sum to 1 on every row, over 2 classes
-/// or more, are no real model's.
-fn refuse_probabilities(model: &str, logits: &candle_core::Tensor) -> Result<()> {
-    if logits.rank() != 2 || logits.dim(1).map_or(true, |k| k < 2) {
-        return Ok(());
-    }
-    let rows = logits
-        .to_dtype(candle_core::DType::F64)
-        .and_then(|t| t.to_vec2::<f64>())
-        .map_err(Error::model(model, "read its logits"))?;
-    let distribution = |row: &Vec<f64>| {
-        row.iter().all(|p| (0.0..=1.0).contains(p)) && (row.iter().sum::<f64>() - 1.0).abs() <= 1e-3
-    };
-    if !rows.is_empty() && rows.iter().all(distribution) {
-        return Err(Error::Probabilities {
-            model: model.to_string(),
-            samples: rows.len(),
-        });
-    }
-    Ok(())
 }
 
 /// A trial's generator and classifiers (in the trial's order).
