@@ -317,6 +317,16 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
                 w.missing
             );
             println!("report: {}", w.index.display());
+            if w.missing > 0 {
+                // A run under another CARGO_TARGET_DIR (or build.target-dir)
+                // wrote its records elsewhere: say where these were sought.
+                println!(
+                    "records sought in {}: {} of the trials had none there (not run yet, \
+                     skipped, ignored, or run with another target folder)",
+                    w.index.parent().unwrap_or(Path::new(".")).display(),
+                    w.missing
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Run { config, filters } => run(load(config)?, &filters),
