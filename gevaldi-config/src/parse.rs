@@ -136,17 +136,33 @@ fn duplicate_key(text: &str, span: std::ops::Range<usize>) -> String {
     };
     let line_start = text[..span.start].rfind('\n').map_or(0, |i| i + 1);
     let line = text[line_start..].lines().next().unwrap_or("").trim();
-    let first = line
-        .starts_with('[')
-        .then(|| {
-            text[..line_start]
-                .lines()
-                .position(|l| l.trim() == line)
-                .map(|i| i + 1)
-        })
-        .flatten();
+    let before: Vec<&str> = text[..line_start].lines().collect();
+    let first = if line.starts_with('[') {
+        before.iter().position(|l| l.trim() == line)
+    } else {
+        // A key given twice in one table: the first is above, after the
+        // table's header.
+        let unquoted = key.trim_matches(|c| c == '"' || c == '\'');
+        before
+            .iter()
+            .rposition(|l| {
+                let l = l.trim();
+                l.starts_with('[')
+                    || l.split_once('=').is_some_and(|(k, _)| {
+                        k.trim().trim_matches(|c| c == '"' || c == '\'') == unquoted
+                    })
+            })
+            .filter(|&i| !before[i].trim().starts_with('['))
+    };
     match first {
-        Some(n) => format!("duplicate key `{key}`: `{line}` is also at line {n}"),
+        Some(i) if line.starts_with('[') => {
+            format!("duplicate key `{key}`: `{line}` is also at line {}", i + 1)
+        }
+        Some(i) => format!(
+            "duplicate key `{key}`: first given at line {} (`{}`)",
+            i + 1,
+            before[i].trim()
+        ),
         None => format!("duplicate key `{key}`"),
     }
 }

@@ -255,16 +255,25 @@ fn early_stop_names_only_the_mistakes_it_has() {
 }
 
 /// A key or table written twice is named (the parser says only
-/// "duplicate key"), and for a table header the first one's line.
+/// "duplicate key"), with the first one's line: a table header's, and (a
+/// regression) a key's within its table, which was not given.
 #[test]
 fn a_duplicate_key_is_named() {
     let e = errors(&format!("{MODELS}\n[classifier.a]\narch = \"mnist-mlp\"\n"));
     let m = &e.errors[0].message;
     assert!(m.contains("duplicate key `a`"), "{e}");
     assert!(m.contains("`[classifier.a]` is also at line 6"), "{e}");
-    let e = errors("[search]\nsteps = 1\nsteps = 2\n");
-    assert!(e.errors[0].message.contains("duplicate key `steps`"), "{e}");
-    assert_eq!(e.errors[0].line, 3, "{e}");
+    let e = errors("[search]\nsteps = 1\nlr = 0.1\n  steps= 2\n");
+    let m = &e.errors[0].message;
+    assert!(m.contains("duplicate key `steps`"), "{e}");
+    assert!(m.contains("first given at line 2 (`steps = 1`)"), "{e}");
+    assert_eq!(e.errors[0].line, 4, "{e}");
+    // The same key in another table above is not the first.
+    let e = errors("[search]\nsteps = 1\n[search.early_stop]\nwindow = 1\nwindow = 2\n");
+    let m = &e.errors[0].message;
+    assert!(m.contains("first given at line 4 (`window = 1`)"), "{e}");
+    let e = errors("[pair.x]\nsteps = 1\n[search]\nsteps = 2\nsteps = 3\n");
+    assert!(e.errors[0].message.contains("first given at line 4"), "{e}");
 }
 
 /// Regression: a `max_divergence` the divergence can never reach (`js` of
