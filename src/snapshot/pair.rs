@@ -55,8 +55,9 @@ pub struct Summary {
 /// A warning about the ascent ([`crate::search::AscentWarning`]).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct WarningSummary {
-    /// What happened, without figures (the snapshot holds this).
-    pub kind: String,
+    /// What happened, without figures (the snapshot holds this, by
+    /// name).
+    pub kind: crate::search::AscentWarningKind,
     /// The whole warning, with its figures and what to try.
     pub message: String,
 }
@@ -64,10 +65,11 @@ pub struct WarningSummary {
 /// Search settings as snapshotted.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Settings {
-    /// `divergence`.
-    pub divergence: String,
-    /// `optimizer`.
-    pub optimizer: String,
+    /// `divergence`: its name (a `js` with weights of its own, which only
+    /// the library's API gives, is `js` here too).
+    pub divergence: crate::config::DivergenceKind,
+    /// `optimizer`: its name (Adam's betas are not snapshotted).
+    pub optimizer: crate::config::OptimizerKind,
     /// `lr`.
     pub lr: f64,
     /// `lambda`.
@@ -88,8 +90,8 @@ impl Settings {
     /// The settings of a search.
     pub fn of(c: &crate::search::SearchConfig) -> Self {
         Settings {
-            divergence: c.divergence.name().to_string(),
-            optimizer: c.optimizer.name().to_string(),
+            divergence: c.divergence.kind(),
+            optimizer: c.optimizer.kind(),
             lr: c.lr,
             lambda: c.lambda,
             batch: c.batch,
@@ -298,7 +300,7 @@ impl Summary {
                 .warnings()
                 .iter()
                 .map(|w| WarningSummary {
-                    kind: w.kind().to_string(),
+                    kind: w.kind(),
                     message: w.to_string(),
                 })
                 .collect(),
