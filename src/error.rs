@@ -248,8 +248,8 @@ pub enum Error {
         after: f64,
         /// The step size.
         lr: f64,
-        /// The optimizer, by name.
-        optimizer: &'static str,
+        /// The optimizer (shown by its name).
+        optimizer: crate::config::OptimizerKind,
     },
     /// Accuracy, AUC or F1 were asked of probabilities they are not defined
     /// for.

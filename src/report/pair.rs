@@ -84,7 +84,7 @@ pub(super) fn pair_section(dir: &Path, p: &PairArtifact, now: u64) -> Result<Str
          <tr><td>max_divergence (on the {} {d} after the search)</td><td class=\"num\">{}</td></tr>\
          <tr><td>min_lift</td><td class=\"num\">{}</td></tr>\
          <tr><td>max_set_distance</td><td class=\"num\">{}</td></tr></table>",
-        esc(&t.statistic),
+        t.statistic,
         opt(t.max_divergence),
         opt(t.min_lift),
         opt(t.max_set_distance)

@@ -298,6 +298,37 @@ fn a_summary_record_of_today_reads_back_and_writes_the_same_text() {
     let j = json.replace("\"sgd\"", "\"adam\"");
     let s: Summary = serde_json::from_str(&j).unwrap();
     assert_eq!(serde_json::to_string(&s).unwrap(), j);
+    // The statistic `max_divergence` bounds, by its text.
+    assert_eq!(s.thresholds.statistic, crate::config::Statistic::Max);
+    for (text, statistic) in [
+        ("mean", crate::config::Statistic::Mean),
+        ("quantile 0.9", crate::config::Statistic::Quantile(0.9)),
+        (
+            "quantile 0.123456789",
+            crate::config::Statistic::Quantile(0.123456789),
+        ),
+        ("quantile 1", crate::config::Statistic::Quantile(1.0)),
+    ] {
+        let j = json.replace(r#""statistic":"max""#, &format!(r#""statistic":"{text}""#));
+        let s: Summary = serde_json::from_str(&j).unwrap();
+        assert_eq!(s.thresholds.statistic, statistic);
+        assert_eq!(serde_json::to_string(&s).unwrap(), j);
+        assert!(
+            s.body().contains(&format!(
+                "thresholds: max_divergence ~, statistic {text}, min_lift 2, max_set_distance ~\n"
+            )),
+            "{}",
+            s.body()
+        );
+    }
+    for bad in ["quantile", "quantile x", "max 0.5", "median"] {
+        let j = json.replace(r#""statistic":"max""#, &format!(r#""statistic":"{bad}""#));
+        let e = serde_json::from_str::<Summary>(&j).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("invalid value: string \"{bad}\"")),
+            "{e}"
+        );
+    }
     // A name this gevaldi does not know (a newer one's) is an error naming
     // it, which `Record::read` reports as an unreadable record.
     for (from, to, name) in [
