@@ -194,8 +194,8 @@ pub enum Error {
     /// A divergence was given a number of models it is not defined for.
     #[error("divergence `{divergence}` compares {expected} models, but {got} were given")]
     DivergenceArity {
-        /// The divergence's name.
-        divergence: String,
+        /// The divergence (shown by its name).
+        divergence: crate::config::DivergenceKind,
         /// How many models it takes, in words.
         expected: String,
         /// How many it was given.
@@ -248,8 +248,8 @@ pub enum Error {
         after: f64,
         /// The step size.
         lr: f64,
-        /// The optimizer, by name.
-        optimizer: &'static str,
+        /// The optimizer (shown by its name).
+        optimizer: crate::config::OptimizerKind,
     },
     /// Accuracy, AUC or F1 were asked of probabilities they are not defined
     /// for.

@@ -405,8 +405,10 @@ fn a_step_that_blows_z_up_names_lr_not_the_site() {
             before,
             after,
             lr,
+            optimizer,
             ..
         } => {
+            assert_eq!(*optimizer, gevaldi::config::OptimizerKind::Sgd);
             assert_eq!(
                 (site, *stage),
                 (&NonFiniteSite::LogPrior("gen".into()), SearchStage::Step(1))

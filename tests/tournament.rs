@@ -332,6 +332,76 @@ fn a_symmetric_divergence_searches_each_pair_once() {
     );
 }
 
+/// Regression: `js` with weights of its own (the library's, not a
+/// config's) is not symmetric in its two models, so every ordered pair is
+/// searched and both orders' samples count. The pair's record said only
+/// `js`, which read back as uniform JS, symmetric: the outcome skipped the
+/// samples of every (j, i) with j after i, although they were searched.
+#[test]
+fn a_weighted_js_counts_both_orders_of_every_pair() {
+    let m = fixtures();
+    let dev = common::device();
+    let weighted = gevaldi::Divergence::Js {
+        weights: Some(vec![1.0, 3.0]),
+    };
+    let t = Tournament::new("cvae", &m.cvae)
+        .model("cnn_a", &m.cnn_a)
+        .model("bag_0", &m.bag_0)
+        .model("bag_1", &m.bag_1)
+        .config(config(0).divergence(weighted.clone()))
+        .samples(SAMPLES);
+    assert_eq!(t.searched_pairs().len(), 6, "every order searched");
+    let o = t.run(&dev).unwrap();
+    assert!(o.pairs.iter().all(|p| p.divergence == weighted));
+    // The record keeps the weights: read back and assembled again from its
+    // pairs (as the verdict assembles per-pair records), the same wins.
+    let back: TournamentOutcome =
+        serde_json::from_str(&serde_json::to_string(&o).unwrap()).unwrap();
+    assert!(back.pairs.iter().all(|p| p.divergence == weighted));
+    let again = TournamentOutcome::from_pairs(&back.models, back.pairs, None).unwrap();
+    assert_eq!(again.wins, o.wins);
+    let names = ["cnn_a", "bag_0", "bag_1"];
+    for i in 0..3 {
+        for j in (i + 1)..3 {
+            let (ab, ba) = (
+                o.pair(names[i], names[j]).unwrap(),
+                o.pair(names[j], names[i]).unwrap(),
+            );
+            assert_eq!(
+                (o.wins.get(i, j), o.wins.get(j, i)),
+                (ab.wins_a + ba.wins_b, ab.wins_b + ba.wins_a),
+                "{}: both orders count",
+                ab.name()
+            );
+        }
+    }
+    // Each model met two others in both orders: 4 MDS sets.
+    let right = |p: &PairResult, first: bool| {
+        let pred = if first {
+            &p.prediction_a
+        } else {
+            &p.prediction_b
+        };
+        pred.iter()
+            .zip(&p.conditions)
+            .filter(|(x, c)| x == c)
+            .count()
+    };
+    for (i, name) in names.iter().enumerate() {
+        let correct: usize = o
+            .pairs
+            .iter()
+            .filter(|p| p.a == *name || p.b == *name)
+            .map(|p| right(p, p.a == *name))
+            .sum();
+        assert_eq!(
+            o.mds_accuracy[i],
+            correct as f64 / (4 * SAMPLES) as f64,
+            "{name}"
+        );
+    }
+}
+
 #[test]
 fn a_seed_gives_the_same_samples_and_another_seed_others() {
     let m = fixtures();
@@ -635,7 +705,7 @@ fn synthetic_pair(a: &str, b: &str, wins_a: u64, wins_b: u64) -> PairResult {
         a: a.into(),
         b: b.into(),
         seed: 0,
-        divergence: "kl".into(),
+        divergence: gevaldi::Divergence::Kl,
         steps_run: 1,
         conditions: vec![0; k],
         z: vec![vec![0.0]; k],

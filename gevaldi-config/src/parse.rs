@@ -16,8 +16,8 @@ use crate::schema::{
 mod tournament;
 
 use crate::vocab::{
-    Architecture, Channels, DivergenceKind, ModelKind, OptimizerKind, Rule, StatisticKind, LR,
-    NON_NEGATIVE,
+    Architecture, Channels, DivergenceKind, ModelKind, OptimizerKind, Rule, StatisticKind,
+    TrialKind, LR, NON_NEGATIVE,
 };
 
 const SEARCH_KEYS: [&str; 8] = [
@@ -123,7 +123,7 @@ struct Cx<'t> {
     /// Every trial name read so far, (kind, name, line), whether or not
     /// its entry had mistakes: a duplicate of an entry with a mistake is
     /// named in the same run, not only once that one is mended.
-    names: Vec<(&'static str, String, usize)>,
+    names: Vec<(TrialKind, String, usize)>,
 }
 
 type Value<'i> = Spanned<DeValue<'i>>;
@@ -747,7 +747,7 @@ impl Cx<'_> {
             table,
             path: &path,
         };
-        let name = self.entry_name(&entry, "ensemble");
+        let name = self.entry_name(&entry, TrialKind::Ensemble);
         let members = self.entry_classifiers(&entry, "members", config, "base learners");
         let generator = self.entry_generator(&entry, config, true);
         self.entry_inputs(&entry, "members", generator.as_deref(), config);
@@ -908,7 +908,7 @@ impl Cx<'_> {
             table,
             path: &path,
         };
-        let name = self.entry_name(&entry, "pair");
+        let name = self.entry_name(&entry, TrialKind::Pair);
         let models = self.entry_classifiers(&entry, "models", config, "classifiers to compare");
         let generator = self.entry_generator(&entry, config, false);
         self.entry_inputs(&entry, "models", generator.as_deref(), config);
@@ -1225,16 +1225,17 @@ impl Cx<'_> {
     /// taken, even in another case: by another pair or ensemble for a pair
     /// or an ensemble (they share the snapshot directory), by another
     /// tournament for a tournament (its files are all `tournament-<name>`).
-    fn entry_name(&mut self, e: &Entry, kind: &'static str) -> Option<String> {
+    fn entry_name(&mut self, e: &Entry, kind: TrialKind) -> Option<String> {
         let key = format!("{}.name", e.path);
         let Some(v) = e.table.get("name") else {
             self.err(e.value.span(), e.path, "missing `name`");
             return None;
         };
         let n = self.string(v, &key)?;
-        let shares = |other: &str| (kind == "tournament") == (other == "tournament");
+        let shares =
+            |other: TrialKind| (kind == TrialKind::Tournament) == (other == TrialKind::Tournament);
         let taken = (self.names.iter())
-            .find(|(k, other, _)| shares(k) && other.eq_ignore_ascii_case(&n))
+            .find(|(k, other, _)| shares(*k) && other.eq_ignore_ascii_case(&n))
             .map(|(k, other, line)| (*k, other.clone(), *line));
         let line = self.line(&e.value.span());
         self.names.push((kind, n.clone(), line));
@@ -1293,7 +1294,7 @@ impl Cx<'_> {
                     self.err(
                         item.span(),
                         &key,
-                        unknown("classifier", &m, &config.classifiers),
+                        unknown(ModelKind::Classifier, &m, &config.classifiers),
                     );
                 } else if names.contains(&m) {
                     self.err(item.span(), &key, format!("`{m}` is listed twice"));
@@ -1324,7 +1325,11 @@ impl Cx<'_> {
         };
         let g = self.string(v, &key)?;
         match config.generator(&g).map(|d| &d.builtin) {
-            None => self.err(v.span(), &key, unknown("generator", &g, &config.generators)),
+            None => self.err(
+                v.span(),
+                &key,
+                unknown(ModelKind::Generator, &g, &config.generators),
+            ),
             Some(Some((arch, _))) if conditional && !arch.is_conditional() => self.err(
                 v.span(),
                 &key,
@@ -1533,7 +1538,7 @@ fn quote_list(items: &[&str]) -> String {
     quoted.join(", ")
 }
 
-fn unknown(kind: &str, name: &str, declared: &[ModelDecl]) -> String {
+fn unknown(kind: ModelKind, name: &str, declared: &[ModelDecl]) -> String {
     let names: BTreeSet<&str> = declared.iter().map(|m| m.name.as_str()).collect();
     if names.is_empty() {
         format!("unknown {kind} `{name}`: no [{kind}.<name>] tables are declared")

@@ -308,6 +308,17 @@ impl Statistic {
     }
 }
 
+/// `max`, `mean`, or `quantile <q>` (`quantile 0.9`), as a snapshot's
+/// `thresholds` line shows it.
+impl std::fmt::Display for Statistic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Statistic::Quantile(q) => write!(f, "{} {q}", self.kind()),
+            s => f.write_str(s.kind().name()),
+        }
+    }
+}
+
 /// The `[hierarchy]` table: the label hierarchy of the set distance.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HierarchyDecl {

@@ -32,9 +32,38 @@ macro_rules! vocabulary {
                 }
             }
 
+            /// Every value's name, in declaration order.
+            pub const NAMES: &'static [&'static str] = &[$($text,)+];
+
             /// The value called `name` in a config, if any.
             pub fn from_name(name: &str) -> Option<Self> {
                 Self::ALL.iter().copied().find(|v| v.name() == name)
+            }
+        }
+
+        /// Written as its name (a JSON string), as a config names it.
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.name())
+            }
+        }
+
+        /// Read from its name; any other string is an error naming the
+        /// names it may be.
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct Name;
+                impl serde::de::Visitor<'_> for Name {
+                    type Value = $name;
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        write!(f, "one of {}", $name::NAMES.join(", "))
+                    }
+                    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<$name, E> {
+                        $name::from_name(v)
+                            .ok_or_else(|| E::unknown_variant(v, $name::NAMES))
+                    }
+                }
+                d.deserialize_str(Name)
             }
         }
 
@@ -441,6 +470,27 @@ mod tests {
             assert_eq!(a.classes().is_some(), a.kind() == ModelKind::Classifier);
         }
         assert_eq!(Channels::from_name("grey"), None);
+    }
+
+    #[test]
+    fn names_serialise_as_strings_and_read_back() {
+        for d in DivergenceKind::ALL {
+            let json = serde_json::to_string(d).unwrap();
+            assert_eq!(json, format!("\"{}\"", d.name()));
+            assert_eq!(serde_json::from_str::<DivergenceKind>(&json).unwrap(), *d);
+        }
+        assert_eq!(
+            serde_json::from_str::<OptimizerKind>("\"adam\"").unwrap(),
+            OptimizerKind::Adam
+        );
+        let e = serde_json::from_str::<DivergenceKind>("\"hellinger\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("unknown variant `hellinger`, expected one of `kl`, `reverse-kl`"),
+            "{e}"
+        );
+        assert!(serde_json::from_str::<DivergenceKind>("3").is_err());
     }
 
     #[test]

@@ -119,7 +119,7 @@ impl Divergence {
         let arity = self.kind().arity();
         if !arity.accepts(models) {
             return Err(Error::DivergenceArity {
-                divergence: self.name().to_string(),
+                divergence: self.kind(),
                 expected: arity.describe().to_string(),
                 got: models,
             });
@@ -257,6 +257,79 @@ impl FromStr for Divergence {
                     format!("one of {}", names.join(", ")),
                 )
             })
+    }
+}
+
+/// Written as its name, `"kl"`, `"js"`, …, as records always held it;
+/// `js` with weights of its own (which only the library's API gives) as
+/// `{"js": {"weights": [..]}}`, so that a record tells it from uniform
+/// `js` (the one is symmetric in two models, the other not).
+impl serde::Serialize for Divergence {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        match self {
+            Divergence::Js {
+                weights: Some(weights),
+            } => {
+                let mut map = s.serialize_map(Some(1))?;
+                map.serialize_entry(
+                    self.name(),
+                    &JsWeights {
+                        weights: Some(weights.clone()),
+                    },
+                )?;
+                map.end()
+            }
+            _ => s.serialize_str(self.name()),
+        }
+    }
+}
+
+/// The weights of a `js` written as a map.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsWeights {
+    weights: Option<Vec<f64>>,
+}
+
+/// Read from what [`Serialize`](serde::Serialize) writes; an unknown name
+/// is an error naming the known ones.
+impl<'de> serde::Deserialize<'de> for Divergence {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Divergence;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(
+                    f,
+                    "one of {}, or {{\"js\": {{\"weights\": [..]}}}}",
+                    DivergenceKind::NAMES.join(", ")
+                )
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<Divergence, E> {
+                DivergenceKind::from_name(v)
+                    .map(Divergence::from)
+                    .ok_or_else(|| E::unknown_variant(v, DivergenceKind::NAMES))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<Divergence, A::Error> {
+                use serde::de::Error as _;
+                let Some(key) = map.next_key::<String>()? else {
+                    return Err(A::Error::invalid_length(0, &self));
+                };
+                if key != DivergenceKind::Js.name() {
+                    return Err(A::Error::unknown_variant(&key, &["js"]));
+                }
+                let JsWeights { weights } = map.next_value()?;
+                if map.next_key::<String>()?.is_some() {
+                    return Err(A::Error::invalid_length(2, &self));
+                }
+                Ok(Divergence::Js { weights })
+            }
+        }
+        d.deserialize_any(Visitor)
     }
 }
 
@@ -542,5 +615,46 @@ mod tests {
             weights: Some(vec![1.0, -1.0]),
         };
         assert!(bad.compute(&[lp.clone(), lp]).is_err());
+    }
+
+    /// Records held the name alone (`"kl"`, `"js"`, …): they still read
+    /// back, and a divergence without weights of its own is written so;
+    /// a weighted `js` keeps its weights, and an unknown name is an error
+    /// naming the known ones.
+    #[test]
+    fn a_divergence_serialises_as_its_name_and_weighted_js_with_its_weights() {
+        for kind in DivergenceKind::ALL {
+            let d = Divergence::from(*kind);
+            let json = serde_json::to_string(&d).unwrap();
+            assert_eq!(json, format!("\"{}\"", kind.name()));
+            assert_eq!(serde_json::from_str::<Divergence>(&json).unwrap(), d);
+        }
+        let weighted = Divergence::Js {
+            weights: Some(vec![1.0, 3.0]),
+        };
+        let json = serde_json::to_string(&weighted).unwrap();
+        assert_eq!(json, r#"{"js":{"weights":[1.0,3.0]}}"#);
+        let back: Divergence = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, weighted);
+        assert!(!back.symmetric());
+        assert!(serde_json::from_str::<Divergence>("\"js\"")
+            .unwrap()
+            .symmetric());
+        let e = serde_json::from_str::<Divergence>("\"kld\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("unknown variant `kld`, expected one of `kl`"),
+            "{e}"
+        );
+        for bad in [
+            r#"{"kl":{"weights":[1.0]}}"#,
+            r#"{"js":{"weights":[1.0],"extra":1}}"#,
+            r#"{"js":{"weights":[1.0]},"tv":{}}"#,
+            r#"{}"#,
+            "3",
+        ] {
+            assert!(serde_json::from_str::<Divergence>(bad).is_err(), "{bad}");
+        }
     }
 }

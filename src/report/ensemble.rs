@@ -24,7 +24,7 @@ pub(super) fn ensemble_section(dir: &Path, e: &EnsembleArtifact, now: u64) -> Re
         members.join(", "),
         esc(&s.generator),
         s.samples,
-        esc(&s.settings.optimizer),
+        s.settings.optimizer,
         s.settings.lr,
         s.settings.lambda,
         s.settings.batch,

@@ -10,7 +10,7 @@ use crate::plot::{lines_svg, Labels, Series};
 
 pub(super) fn pair_section(dir: &Path, p: &PairArtifact, now: u64) -> Result<String> {
     let s = &p.summary;
-    let d = &s.settings.divergence;
+    let d = s.settings.divergence.name();
     let name = &s.pair;
     let mut html = String::new();
     let models: Vec<String> = s
@@ -23,7 +23,7 @@ pub(super) fn pair_section(dir: &Path, p: &PairArtifact, now: u64) -> Result<Str
         "<p>{} over <code>{}</code>; {d}, {} lr {} λ {}, batch {}, {} of {} steps, seed {}; {:.1} s, written {}.</p>",
         models.join(" vs "),
         esc(&s.generator),
-        esc(&s.settings.optimizer),
+        s.settings.optimizer,
         s.settings.lr,
         s.settings.lambda,
         s.settings.batch,
@@ -84,7 +84,7 @@ pub(super) fn pair_section(dir: &Path, p: &PairArtifact, now: u64) -> Result<Str
          <tr><td>max_divergence (on the {} {d} after the search)</td><td class=\"num\">{}</td></tr>\
          <tr><td>min_lift</td><td class=\"num\">{}</td></tr>\
          <tr><td>max_set_distance</td><td class=\"num\">{}</td></tr></table>",
-        esc(&t.statistic),
+        t.statistic,
         opt(t.max_divergence),
         opt(t.min_lift),
         opt(t.max_set_distance)

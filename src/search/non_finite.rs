@@ -95,7 +95,7 @@ pub(super) fn blame_the_step(
     z: &Tensor,
     before: &[f64],
     lr: f64,
-    optimizer: &'static str,
+    optimizer: crate::config::OptimizerKind,
 ) -> Error {
     let Error::NonFinite {
         site,

@@ -237,7 +237,7 @@ impl<'a> Search<'a> {
             probes.push(Probe::values(NonFiniteSite::Objective, at, &objective));
             let mut figures = profiled(device, "the figures' read", || read_checked(&probes, at))
                 .map_err(|e| {
-                    blame_the_step(e, z.as_tensor(), &last_z, cfg.lr, cfg.optimizer.name())
+                    blame_the_step(e, z.as_tensor(), &last_z, cfg.lr, cfg.optimizer.kind())
                 })?
                 .into_iter();
             let (z_now, div, obj) = match (figures.next(), figures.next(), figures.next()) {

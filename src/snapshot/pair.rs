@@ -4,7 +4,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Statistic, StatisticKind, Thresholds, TrialId};
+use crate::config::{Statistic, Thresholds, TrialId};
 use crate::search::SearchOutcome;
 use crate::verdict::{statistic, top};
 
@@ -55,8 +55,9 @@ pub struct Summary {
 /// A warning about the ascent ([`crate::search::AscentWarning`]).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct WarningSummary {
-    /// What happened, without figures (the snapshot holds this).
-    pub kind: String,
+    /// What happened, without figures (the snapshot holds this, by
+    /// name).
+    pub kind: crate::search::AscentWarningKind,
     /// The whole warning, with its figures and what to try.
     pub message: String,
 }
@@ -64,10 +65,11 @@ pub struct WarningSummary {
 /// Search settings as snapshotted.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Settings {
-    /// `divergence`.
-    pub divergence: String,
-    /// `optimizer`.
-    pub optimizer: String,
+    /// `divergence`: its name (a `js` with weights of its own, which only
+    /// the library's API gives, is `js` here too).
+    pub divergence: crate::config::DivergenceKind,
+    /// `optimizer`: its name (Adam's betas are not snapshotted).
+    pub optimizer: crate::config::OptimizerKind,
     /// `lr`.
     pub lr: f64,
     /// `lambda`.
@@ -88,8 +90,8 @@ impl Settings {
     /// The settings of a search.
     pub fn of(c: &crate::search::SearchConfig) -> Self {
         Settings {
-            divergence: c.divergence.name().to_string(),
-            optimizer: c.optimizer.name().to_string(),
+            divergence: c.divergence.kind(),
+            optimizer: c.optimizer.kind(),
             lr: c.lr,
             lambda: c.lambda,
             batch: c.batch,
@@ -163,12 +165,49 @@ pub struct SetDistanceSummary {
 pub struct ThresholdSummary {
     /// `max_divergence`, if set.
     pub max_divergence: Option<f64>,
-    /// What it bounds.
-    pub statistic: String,
+    /// What it bounds: in the record `"max"`, `"mean"` or `"quantile
+    /// <q>"`, as the snapshot's line shows it.
+    #[serde(with = "statistic_text")]
+    pub statistic: Statistic,
     /// `min_lift`, if set.
     pub min_lift: Option<f64>,
     /// `max_set_distance`, if set.
     pub max_set_distance: Option<f64>,
+}
+
+/// serde for a [`Statistic`] as its text (`max`, `mean`, `quantile 0.9`:
+/// its `Display`), as records held it when it was a string.
+mod statistic_text {
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::config::{Statistic, StatisticKind};
+
+    pub(super) fn serialize<S: Serializer>(s: &Statistic, ser: S) -> Result<S::Ok, S::Error> {
+        ser.collect_str(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Statistic, D::Error> {
+        let text = String::deserialize(d)?;
+        let (name, q) = match text.split_once(' ') {
+            Some((name, q)) => (name, Some(q)),
+            None => (text.as_str(), None),
+        };
+        let bad = || {
+            D::Error::invalid_value(
+                serde::de::Unexpected::Str(&text),
+                &"max, mean or quantile <q>",
+            )
+        };
+        match (StatisticKind::from_name(name), q) {
+            (Some(StatisticKind::Max), None) => Ok(Statistic::Max),
+            (Some(StatisticKind::Mean), None) => Ok(Statistic::Mean),
+            (Some(StatisticKind::Quantile), Some(q)) => {
+                q.parse().map(Statistic::Quantile).map_err(|_| bad())
+            }
+            _ => Err(bad()),
+        }
+    }
 }
 
 /// One sample's predictions, as "class (probability)" per model.
@@ -274,10 +313,7 @@ impl Summary {
             }),
             thresholds: ThresholdSummary {
                 max_divergence: thresholds.max_divergence,
-                statistic: match thresholds.statistic {
-                    Statistic::Quantile(q) => format!("{} {q}", StatisticKind::Quantile),
-                    s => s.kind().name().into(),
-                },
+                statistic: thresholds.statistic,
                 min_lift: thresholds.min_lift,
                 max_set_distance: thresholds.max_set_distance,
             },
@@ -298,7 +334,7 @@ impl Summary {
                 .warnings()
                 .iter()
                 .map(|w| WarningSummary {
-                    kind: w.kind().to_string(),
+                    kind: w.kind(),
                     message: w.to_string(),
                 })
                 .collect(),

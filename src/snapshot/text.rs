@@ -12,7 +12,7 @@ pub(super) fn warnings(w: &[WarningSummary]) -> String {
     if w.is_empty() {
         "none".into()
     } else {
-        let kinds: Vec<&str> = w.iter().map(|w| w.kind.as_str()).collect();
+        let kinds: Vec<&str> = w.iter().map(|w| w.kind.name()).collect();
         kinds.join(", ")
     }
 }

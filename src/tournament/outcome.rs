@@ -178,11 +178,7 @@ impl TournamentOutcome {
             // search of (i, j) again (the same start, the same objective):
             // its samples count once, from the pair whose first model
             // comes first.
-            let symmetric = p
-                .divergence
-                .parse::<crate::Divergence>()
-                .is_ok_and(|d| d.symmetric());
-            if symmetric && i > j {
+            if p.divergence.symmetric() && i > j {
                 continue;
             }
             wins.add(i, j, p.wins_a);

@@ -5,7 +5,7 @@ use toml::de::DeValue;
 
 use super::{Cx, Entry, Value};
 use crate::schema::{Config, TournamentDecl, WinRateDecl};
-use crate::vocab::RankingKind;
+use crate::vocab::{RankingKind, TrialKind};
 
 const TOURNAMENT_KEYS: [&str; 13] = [
     "name",
@@ -40,7 +40,7 @@ impl Cx<'_> {
             table,
             path: &path,
         };
-        let name = self.entry_name(&entry, "tournament");
+        let name = self.entry_name(&entry, TrialKind::Tournament);
         let models = self.entry_classifiers(&entry, "models", config, "classifiers to rank");
         if models.len() == 2 {
             let v = get("models").expect("read above");
