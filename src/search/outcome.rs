@@ -137,24 +137,20 @@ impl AscentWarning {
 }
 
 /// The kind of an [`AscentWarning`], without its figures: what a snapshot's
-/// `warnings` line and a record hold, by [`AscentWarningKind::name`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// `warnings` line and a record hold, by [`AscentWarningKind::name`] (an
+/// unknown name in a record is an error naming the known ones).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum AscentWarningKind {
     /// [`AscentWarning::ObjectiveFell`]: `objective fell`.
+    #[serde(rename = "objective fell")]
     ObjectiveFell,
     /// [`AscentWarning::RanAway`]: `z ran away`.
+    #[serde(rename = "z ran away")]
     RanAway,
 }
 
 impl AscentWarningKind {
-    /// Every kind.
-    pub const ALL: &'static [AscentWarningKind] =
-        &[AscentWarningKind::ObjectiveFell, AscentWarningKind::RanAway];
-
-    /// Every kind's name, in the order of [`AscentWarningKind::ALL`].
-    const NAMES: &'static [&'static str] = &["objective fell", "z ran away"];
-
     /// A short name of what happened: `objective fell` or `z ran away`.
     pub fn name(self) -> &'static str {
         match self {
@@ -162,41 +158,11 @@ impl AscentWarningKind {
             AscentWarningKind::RanAway => "z ran away",
         }
     }
-
-    /// The kind called `name`, if any.
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.iter().copied().find(|k| k.name() == name)
-    }
 }
 
 impl fmt::Display for AscentWarningKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
-    }
-}
-
-/// Written as its name.
-impl serde::Serialize for AscentWarningKind {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.name())
-    }
-}
-
-/// Read from its name; any other string is an error naming the kinds.
-impl<'de> serde::Deserialize<'de> for AscentWarningKind {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Name;
-        impl serde::de::Visitor<'_> for Name {
-            type Value = AscentWarningKind;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "one of {}", AscentWarningKind::NAMES.join(", "))
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<AscentWarningKind, E> {
-                AscentWarningKind::from_name(v)
-                    .ok_or_else(|| E::unknown_variant(v, AscentWarningKind::NAMES))
-            }
-        }
-        d.deserialize_str(Name)
     }
 }
 

@@ -276,6 +276,10 @@ fn a_summary_record_of_today_reads_back_and_writes_the_same_text() {
         kinds,
         [AscentWarningKind::ObjectiveFell, AscentWarningKind::RanAway]
     );
+    // The derived serde names are the kinds' names.
+    for k in kinds {
+        assert_eq!(serde_json::to_string(&k).unwrap(), format!("\"{k}\""));
+    }
     assert_eq!(serde_json::to_string(&s).unwrap(), json);
     let body = s.body();
     for line in [
