@@ -77,6 +77,15 @@ pub struct TournamentArtifact {
     pub outcome: crate::tournament::TournamentOutcome,
     /// The thresholds.
     pub thresholds: crate::tournament::TournamentThresholds,
+    /// The generator's support, where it states one (BigGAN's truncation
+    /// box). `None` in records written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latent_support: Option<crate::model::LatentSupport>,
+    /// The latents' coordinates outside that support, over every pair
+    /// searched (under a divergence symmetric in its two models, one order
+    /// of each): `None` where there is no support (and in older records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outside_support: Option<crate::search::OutsideSupport>,
     /// The class names.
     pub class_names: Vec<String>,
     /// Whether every threshold held and the snapshot matched.
@@ -121,10 +130,29 @@ pub struct PairArtifact {
     /// Each sample's class condition, for a class-conditional generator.
     #[serde(default)]
     pub conditions: Option<Vec<usize>>,
+    /// The generator's support, where it states one (BigGAN's truncation
+    /// box, with its truncation): each sample's `outside_support` counts
+    /// against it. `None` in records written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latent_support: Option<crate::model::LatentSupport>,
     /// Wall-clock seconds the trial took.
     pub seconds: f64,
     /// When it was written, seconds since the Unix epoch.
     pub written_at: u64,
+}
+
+impl PairArtifact {
+    /// The final latents' coordinates outside the generator's support,
+    /// where the record has one and any lie outside.
+    pub fn outside_support(&self) -> Option<crate::search::OutsideSupport> {
+        let support = self.latent_support?;
+        Some(crate::search::OutsideSupport::of(
+            &self.summary.generator,
+            support,
+            &self.samples,
+        ))
+        .filter(|o| o.coordinates > 0)
+    }
 }
 
 /// The record of an `[[ensemble]]` trial.
@@ -144,6 +172,14 @@ pub struct EnsembleArtifact {
     pub labels: Vec<usize>,
     /// Each MDS sample's latent.
     pub z: Vec<Vec<f32>>,
+    /// The generator's support, where it states one (BigGAN's truncation
+    /// box). `None` in records written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latent_support: Option<crate::model::LatentSupport>,
+    /// Each MDS sample's count of latent coordinates outside that support;
+    /// `None` where there is none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outside_support: Option<Vec<usize>>,
     /// Each MDS sample's JS divergence among the members.
     pub divergence: Vec<f64>,
     /// `[member][sample][class]` probabilities.
@@ -160,6 +196,22 @@ pub struct EnsembleArtifact {
     pub seconds: f64,
     /// When it was written, seconds since the Unix epoch.
     pub written_at: u64,
+}
+
+impl EnsembleArtifact {
+    /// The MDS latents' coordinates outside the generator's support, where
+    /// the record has one and any lie outside.
+    pub fn outside_support(&self) -> Option<crate::search::OutsideSupport> {
+        let (support, counts) = (self.latent_support?, self.outside_support.as_ref()?);
+        let dim = self.z.first().map_or(0, Vec::len);
+        Some(crate::search::OutsideSupport::of_counts(
+            &self.summary.generator,
+            support,
+            counts,
+            dim,
+        ))
+        .filter(|o| o.coordinates > 0)
+    }
 }
 
 /// Latents projected on the top two principal axes of the training data's

@@ -173,6 +173,12 @@ pub fn run_with_args(config_path: &str, registry: Registry, mut args: Arguments)
                                     .iter()
                                     .map(|w| format!("warning: {id}: {w}")),
                             );
+                            summaries.extend(
+                                report
+                                    .outside_support
+                                    .iter()
+                                    .map(|o| format!("note: {id}: {o}")),
+                            );
                             Ok(())
                         }
                         Some(message) => Err(Failed::from(format!("{report}\n{message}"))),

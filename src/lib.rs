@@ -256,7 +256,7 @@ pub use divergence::Divergence;
 pub use ensemble::MdsDataset;
 pub use error::{Error, Result};
 pub use hierarchy::Hierarchy;
-pub use model::{Classifier, Generator};
+pub use model::{Classifier, Generator, LatentSupport};
 pub use preprocess::{Channels, Preprocess, Preprocessed};
 pub use search::{Optimizer, Search, SearchConfig, SearchOutcome};
 pub use suite::{fix_thread_count, prepare_process};

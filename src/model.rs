@@ -93,6 +93,17 @@ pub trait Generator {
         false
     }
 
+    /// Where the prior puts all its mass, when that is less than the whole
+    /// latent space: BigGAN's truncated normal lies in the box
+    /// |z_i| ≤ 2·truncation. The search does not keep z there (its
+    /// objective's `log_prior` need not enforce it); after a search,
+    /// gevaldi counts the coordinates that ended outside and reports them.
+    /// Every sample of [`Generator::sample_prior`] must lie inside.
+    /// (Default: `None`, unbounded.)
+    fn latent_support(&self) -> Option<LatentSupport> {
+        None
+    }
+
     /// Draws `n` latents `[n, d]` from the prior with the caller's seeded RNG.
     /// (Default: the standard normal, see [`sample_standard_normal`].)
     ///
@@ -105,6 +116,75 @@ pub trait Generator {
         device: &Device,
     ) -> candle_core::Result<Tensor> {
         sample_standard_normal((n, self.latent_dim()), rng, device)
+    }
+}
+
+/// Where a generator's prior puts all its mass, when that is less than the
+/// whole latent space ([`Generator::latent_support`]). Latents are held in
+/// f32, and so is the bound each coordinate is checked against
+/// ([`LatentSupport::half_width`]).
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum LatentSupport {
+    /// z = truncation · u, u a standard normal truncated to [−cut, cut] in
+    /// every coordinate (BigGAN's truncation trick, cut = 2): the box
+    /// |z_i| ≤ cut · truncation.
+    TruncatedNormal {
+        /// The truncation t, the scale of z = t · u.
+        truncation: f64,
+        /// Where u is cut: |u_i| ≤ cut.
+        cut: f64,
+    },
+    /// The box |z_i| ≤ half_width.
+    Box {
+        /// The bound on every coordinate.
+        half_width: f64,
+    },
+}
+
+impl LatentSupport {
+    /// The bound on every coordinate, |z_i| ≤ this, in the f32 the latents
+    /// are held in: for a truncated normal, `cut as f32 * truncation as
+    /// f32`, the largest |t · u| a sampler drawing u in f32 and scaling it
+    /// by t in f32 gives (rounding keeps the order).
+    pub fn half_width(&self) -> f32 {
+        match *self {
+            LatentSupport::TruncatedNormal { truncation, cut } => cut as f32 * truncation as f32,
+            LatentSupport::Box { half_width } => half_width as f32,
+        }
+    }
+
+    /// Whether the coordinate `value` lies in the support (a NaN does not).
+    pub fn contains(&self, value: f32) -> bool {
+        value.abs() <= self.half_width()
+    }
+
+    /// How many of the coordinates `z` lie outside the support.
+    pub fn count_outside(&self, z: &[f32]) -> usize {
+        z.iter().filter(|&&v| !self.contains(v)).count()
+    }
+
+    /// The truncation, for a truncated normal.
+    pub fn truncation(&self) -> Option<f64> {
+        match *self {
+            LatentSupport::TruncatedNormal { truncation, .. } => Some(truncation),
+            LatentSupport::Box { .. } => None,
+        }
+    }
+}
+
+impl std::fmt::Display for LatentSupport {
+    /// `truncation box |z| ≤ 0.8 (truncation 0.4)` or `box |z| ≤ 1`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            LatentSupport::TruncatedNormal { truncation, .. } => write!(
+                f,
+                "truncation box |z| ≤ {} (truncation {truncation})",
+                self.half_width()
+            ),
+            LatentSupport::Box { .. } => write!(f, "box |z| ≤ {}", self.half_width()),
+        }
     }
 }
 
@@ -199,6 +279,9 @@ impl<T: Generator + ?Sized> Generator for &T {
     }
     fn taped(&self) -> bool {
         (**self).taped()
+    }
+    fn latent_support(&self) -> Option<LatentSupport> {
+        (**self).latent_support()
     }
     fn sample_prior(
         &self,
@@ -396,6 +479,33 @@ mod tests {
         };
         assert_eq!(draw(7), draw(7));
         assert_ne!(draw(7), draw(8));
+    }
+
+    /// The support's bound is the f32 one a sampler of z = t · u reaches,
+    /// NaN and anything past it lie outside, and it reads back from JSON.
+    #[test]
+    fn a_latent_support_counts_the_coordinates_outside_its_box() {
+        let s = LatentSupport::TruncatedNormal {
+            truncation: 0.4,
+            cut: 2.0,
+        };
+        assert_eq!(s.half_width(), 0.4f32 * 2.0);
+        assert_eq!(s.truncation(), Some(0.4));
+        // 0.4f32 is above 0.4: the largest sample, 0.4f32 · 2, is inside.
+        assert!(s.contains(0.4f32 * 2.0) && s.contains(-0.4f32 * 2.0));
+        let above = f32::from_bits((0.4f32 * 2.0).to_bits() + 1);
+        assert_eq!(
+            s.count_outside(&[0.0, 0.8, -0.8, above, -above, 3.0, f32::NAN]),
+            4
+        );
+        assert_eq!(s.to_string(), "truncation box |z| ≤ 0.8 (truncation 0.4)");
+        let b = LatentSupport::Box { half_width: 1.0 };
+        assert_eq!(b.to_string(), "box |z| ≤ 1");
+        assert_eq!(b.truncation(), None);
+        for s in [s, b] {
+            let json = serde_json::to_string(&s).unwrap();
+            assert_eq!(serde_json::from_str::<LatentSupport>(&json).unwrap(), s);
+        }
     }
 
     #[test]

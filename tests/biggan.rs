@@ -24,7 +24,7 @@ use gevaldi::preprocess::{Preprocess, Preprocessed};
 use gevaldi::zoo::{
     self, BigGan, BigGanConfig, ResNet, ResNetDepth, SqueezeNet, SqueezeNetVersion,
 };
-use gevaldi::{Divergence, Generator, GradientAudit, Search, SearchConfig};
+use gevaldi::{Divergence, Generator, GradientAudit, LatentSupport, Search, SearchConfig};
 
 type Layout = BTreeMap<String, Vec<usize>>;
 
@@ -494,4 +494,149 @@ fn summary_line(
             .unwrap_or_default()
             .to_string(),
     }
+}
+
+/// A reduced-width BigGAN-deep-128 over 10 classes at `truncation`, its
+/// standing statistics calibrated on its own prior (random weights).
+fn reduced_biggan(dev: &Device, truncation: f64) -> gevaldi::Result<BigGan> {
+    let cfg = BigGanConfig::reduced(128, 4, 10).unwrap();
+    let dict = cfg.random_state_dict(2, dev)?;
+    let vb = VarBuilder::from_tensors(dict, DType::F32, dev);
+    let mut g = BigGan::load(vb, &cfg, truncation)?;
+    let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(3);
+    let calibration = g.sample_prior(16, &mut rng, dev)?;
+    let classes: Vec<usize> = (0..16).map(|i| i % 10).collect();
+    g.calibrate(&calibration, &gevaldi::model::one_hot(&classes, 10, dev)?)?;
+    Ok(g)
+}
+
+/// SqueezeNet 1.1 (`resnet = false`) or ResNet-18 over 10 classes, seeded,
+/// behind ImageNet preprocessing of BigGAN's [-1, 1] images at 64x64.
+fn imagenet_classifier(
+    dev: &Device,
+    resnet: bool,
+) -> gevaldi::Result<Preprocessed<Box<dyn gevaldi::Classifier>>> {
+    let inner: Box<dyn gevaldi::Classifier> = if resnet {
+        let (_, vm) = zoo::seeded_varmap(5, dev, |vb| ResNet::load(vb, ResNetDepth::R18, 10))?;
+        Box::new(ResNet::load(zoo::frozen(&vm, dev), ResNetDepth::R18, 10)?)
+    } else {
+        let (_, vm) = zoo::seeded_varmap(4, dev, |vb| {
+            SqueezeNet::load(vb, SqueezeNetVersion::V1_1, 10)
+        })?;
+        Box::new(SqueezeNet::load(
+            zoo::frozen(&vm, dev),
+            SqueezeNetVersion::V1_1,
+            10,
+        )?)
+    };
+    Ok(Preprocessed {
+        inner,
+        preprocess: Preprocess::imagenet((-1.0, 1.0), 64),
+    })
+}
+
+/// The search does not keep BigGAN's latents in its truncation box
+/// |z_i| ≤ 2t (its `log_prior` is the Gaussian part only); a pair's record
+/// says how many coordinates ended outside, per sample, as counting its z
+/// against ±2t gives (none at z0), and records the truncation; the trial's
+/// report and the HTML report say so in words. Before, nothing did.
+#[test]
+fn a_pair_over_biggan_records_the_latents_that_left_its_truncation_box() {
+    let dir = std::env::temp_dir().join(format!("gevaldi-biggan-box-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = "[search]\nbatch = 4\nsteps = 4\nlambda = 0.0\ndivergence = \"js\"\n\n\
+                [generator.big]\n\n[classifier.squeezenet]\n\n[classifier.resnet]\n\n\
+                [[pair]]\nname = \"box\"\nmodels = [\"squeezenet\", \"resnet\"]\ngenerator = \"big\"\n";
+    let path = dir.join("gevaldi.toml");
+    std::fs::write(&path, text).unwrap();
+    let mut registry = gevaldi::harness::Registry::new();
+    registry.generator("big", |dev| reduced_biggan(dev, 0.4));
+    registry.classifier("squeezenet", |dev| imagenet_classifier(dev, false));
+    registry.classifier("resnet", |dev| imagenet_classifier(dev, true));
+    let suite = gevaldi::suite::Suite::load(&path, registry).unwrap();
+    let report = suite
+        .run_trial(&TrialId::pair("box"), &|_, _| {})
+        .unwrap_or_else(|e| panic!("{e}"));
+    let record_path = gevaldi::artifact::pair_record(&suite.artifact_dir(), "box");
+    let gevaldi::artifact::Record::Pair(p) = gevaldi::artifact::Record::read(&record_path).unwrap()
+    else {
+        panic!("not a pair record")
+    };
+    let support = LatentSupport::TruncatedNormal {
+        truncation: 0.4,
+        cut: 2.0,
+    };
+    assert_eq!(p.latent_support, Some(support));
+    // Counted by hand against ±2t, in the f32 the latents are held in.
+    let bound = 2.0 * 0.4f32;
+    let outside = |z: &[f32]| z.iter().filter(|v| v.abs() > bound).count();
+    let mut total = 0;
+    for (i, s) in p.samples.iter().enumerate() {
+        assert_eq!(s.z.len(), 128);
+        assert_eq!(outside(&s.z0), 0, "sample {i}: z0 outside the box");
+        assert_eq!(s.outside_support, Some(outside(&s.z)), "sample {i}");
+        total += outside(&s.z);
+    }
+    println!(
+        "{total} of 4x128 latent coordinates left the box |z| <= {bound} after 4 steps: {:?}",
+        p.samples
+            .iter()
+            .map(|s| s.outside_support.unwrap())
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        total > 0,
+        "no coordinate left the box: the test shows nothing"
+    );
+    let note = report
+        .outside_support
+        .as_ref()
+        .expect("the trial's report has the note");
+    assert_eq!(note.coordinates, total);
+    assert_eq!(note, &p.outside_support().unwrap());
+    let line = note.to_string();
+    assert!(
+        line.starts_with(&format!("{total} of 4×128 latent coordinates (in ")),
+        "{line}"
+    );
+    assert!(
+        line.contains(
+            "samples) ended outside generator `big`'s truncation box |z| ≤ 0.8 (truncation \
+             0.4); the images there are beyond what the generator was sampled on"
+        ),
+        "{line}"
+    );
+    // The one-line summary is as it was; the note is a line of its own.
+    assert!(!report.to_string().contains("latent"), "{report}");
+    let written = suite.write_report().unwrap();
+    let html = std::fs::read_to_string(&written.index).unwrap();
+    assert!(
+        html.contains(
+            "over <code>big</code> at truncation 0.4 (its prior&#39;s latents in the box |z| ≤ \
+             0.8);"
+        ),
+        "{html}"
+    );
+    assert!(
+        html.contains(&format!(
+            "<p class=\"outside-support\">Note: {total} of 4×128 latent coordinates"
+        )),
+        "{html}"
+    );
+    // A record written before the count and the support were recorded
+    // still reads back, with neither.
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&record_path).unwrap()).unwrap();
+    json.as_object_mut().unwrap().remove("latent_support");
+    for s in json["samples"].as_array_mut().unwrap() {
+        s.as_object_mut().unwrap().remove("outside_support");
+    }
+    let old: gevaldi::artifact::Record = serde_json::from_value(json).unwrap();
+    let gevaldi::artifact::Record::Pair(old) = old else {
+        panic!("not a pair record")
+    };
+    assert_eq!(old.latent_support, None);
+    assert!(old.samples.iter().all(|s| s.outside_support.is_none()));
+    assert_eq!(old.outside_support(), None);
+    std::fs::remove_dir_all(&dir).unwrap();
 }

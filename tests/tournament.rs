@@ -709,6 +709,7 @@ fn synthetic_pair(a: &str, b: &str, wins_a: u64, wins_b: u64) -> PairResult {
         steps_run: 1,
         conditions: vec![0; k],
         z: vec![vec![0.0]; k],
+        outside_support: None,
         divergence_after: vec![0.0; k],
         accuracy_a: accuracy(&prediction_a),
         accuracy_b: accuracy(&prediction_b),
@@ -918,4 +919,132 @@ fn the_ranking_line_shows_ties_as_equal() {
     }
     let o = synthetic_outcome(&["a", "b", "c"], &[[0, 4, 8], [2, 0, 6], [2, 3, 0]], None);
     assert_eq!(o.ranking_line(RankingMethod::Mad), "a > b > c");
+}
+
+/// The fixture cVAE stating a box |z_i| ≤ 1 as its support, its prior's
+/// draws clamped into it: a generator with a support besides BigGAN.
+struct Boxed(MnistVae);
+
+const BOX: f64 = 1.0;
+
+impl gevaldi::Generator for Boxed {
+    fn latent_dim(&self) -> usize {
+        self.0.latent_dim()
+    }
+    fn num_conditions(&self) -> Option<usize> {
+        self.0.num_conditions()
+    }
+    fn decode(
+        &self,
+        z: &candle_core::Tensor,
+        condition: Option<&candle_core::Tensor>,
+    ) -> candle_core::Result<candle_core::Tensor> {
+        self.0.decode(z, condition)
+    }
+    fn latent_support(&self) -> Option<gevaldi::LatentSupport> {
+        Some(gevaldi::LatentSupport::Box { half_width: BOX })
+    }
+    fn sample_prior(
+        &self,
+        n: usize,
+        rng: &mut dyn rand::RngCore,
+        device: &Device,
+    ) -> candle_core::Result<candle_core::Tensor> {
+        self.0.sample_prior(n, rng, device)?.clamp(-BOX, BOX)
+    }
+}
+
+/// A tournament's pairs and an ensemble's MDS samples over a generator
+/// that states a support record, per sample, how many latent coordinates
+/// ended outside it (as counting z against it gives), the tournament over
+/// the pairs searched (one order of each under `js`), and their trial
+/// reports say so; a generator without one records nothing.
+#[test]
+fn tournaments_and_ensembles_count_the_latents_that_left_the_support() {
+    use gevaldi::artifact::{self, Record};
+    use gevaldi::config::TrialId;
+
+    let dir = std::env::temp_dir().join(format!("gevaldi-tour-box-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let weights = |m: &str| zoo::mnist_fixtures_dir().join(format!("{m}.safetensors"));
+    let text = format!(
+        "[search]\nbatch = 4\nsteps = 3\ndivergence = \"js\"\n\n\
+         [generator.boxed]\n\n\
+         [classifier.cnn_a]\narch = \"mnist-cnn-a\"\nweights = {:?}\n\n\
+         [classifier.bag_0]\narch = \"mnist-mlp\"\nweights = {:?}\n\n\
+         [classifier.bag_1]\narch = \"mnist-mlp\"\nweights = {:?}\n\n\
+         [[tournament]]\nname = \"t\"\nmodels = [\"cnn_a\", \"bag_0\", \"bag_1\"]\n\
+         generator = \"boxed\"\nsamples = 4\n\n\
+         [[ensemble]]\nname = \"e\"\nmembers = [\"cnn_a\", \"bag_0\"]\ngenerator = \"boxed\"\n\
+         test_data = {:?}\nsamples = 4\nmin_samples = 2\n",
+        weights("cnn_a"),
+        weights("bag_0"),
+        weights("bag_1"),
+        zoo::mnist_fixtures_dir().join("data"),
+    );
+    let path = dir.join("gevaldi.toml");
+    std::fs::write(&path, text).unwrap();
+    let mut registry = gevaldi::suite::Registry::new();
+    registry.generator("boxed", |dev| {
+        Ok(Boxed(zoo::load_file(
+            zoo::mnist_fixtures_dir().join("cvae.safetensors"),
+            "cvae",
+            dev,
+            |vb| MnistVae::load(vb, &MnistVaeConfig::conditional()),
+        )?))
+    });
+    let suite = gevaldi::suite::Suite::load(&path, registry).unwrap();
+    let outside = |z: &[f32]| z.iter().filter(|v| v.abs() > BOX as f32).count();
+
+    let report = suite
+        .run_trial(&TrialId::tournament("t"), &|_, _| {})
+        .unwrap_or_else(|e| panic!("{e}"));
+    let Record::Tournament(t) =
+        Record::read(&artifact::tournament_record(&suite.artifact_dir(), "t")).unwrap()
+    else {
+        panic!("not a tournament record");
+    };
+    let support = gevaldi::LatentSupport::Box { half_width: BOX };
+    assert_eq!(t.latent_support, Some(support));
+    let mut total = 0;
+    for p in &t.outcome.pairs {
+        let counts: Vec<usize> = p.z.iter().map(|z| outside(z)).collect();
+        assert_eq!(p.outside_support.as_ref(), Some(&counts), "{}", p.name());
+        // Under js, a-vs-b and b-vs-a are one search: counted once.
+        if t.outcome.models.iter().position(|m| *m == p.a)
+            < t.outcome.models.iter().position(|m| *m == p.b)
+        {
+            total += counts.iter().sum::<usize>();
+        }
+    }
+    let recorded = t.outside_support.as_ref().expect("a support, a count");
+    assert_eq!((recorded.coordinates, recorded.samples), (total, 3 * 4));
+    println!("tournament: {recorded}");
+    assert!(
+        total > 0,
+        "no coordinate left the box: the test shows nothing"
+    );
+    assert_eq!(report.outside_support.as_ref(), Some(recorded));
+
+    let report = suite
+        .run_trial(&TrialId::ensemble("e"), &|_, _| {})
+        .unwrap_or_else(|e| panic!("{e}"));
+    let Record::Ensemble(e) =
+        Record::read(&artifact::ensemble_record(&suite.artifact_dir(), "e")).unwrap()
+    else {
+        panic!("not an ensemble record");
+    };
+    assert_eq!(e.latent_support, Some(support));
+    let counts: Vec<usize> = e.z.iter().map(|z| outside(z)).collect();
+    assert_eq!(e.outside_support.as_ref(), Some(&counts));
+    println!("ensemble: {:?}", e.outside_support());
+    assert_eq!(report.outside_support, e.outside_support());
+    if counts.iter().sum::<usize>() > 0 {
+        let html = std::fs::read_to_string(suite.write_report().unwrap().index).unwrap();
+        assert_eq!(
+            html.matches("<p class=\"outside-support\">Note: ").count(),
+            2
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -414,6 +414,7 @@ fn run(suite: Suite, filters: &[String]) -> anyhow::Result<ExitCode> {
                 seconds: 0.0,
                 result: why,
                 warnings: Vec::new(),
+                notes: Vec::new(),
             });
             continue;
         }
@@ -447,6 +448,11 @@ fn run(suite: Suite, filters: &[String]) -> anyhow::Result<ExitCode> {
                     seconds: report.seconds,
                     result: report.result(),
                     warnings: report.warnings.iter().map(ToString::to_string).collect(),
+                    notes: report
+                        .outside_support
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect(),
                 },
                 report.failure_message(),
             ),
@@ -460,6 +466,7 @@ fn run(suite: Suite, filters: &[String]) -> anyhow::Result<ExitCode> {
                         // The first line; the whole message is printed below.
                         result: message.lines().next().unwrap_or_default().to_string(),
                         warnings: Vec::new(),
+                        notes: Vec::new(),
                     },
                     Some(message),
                 )
@@ -485,6 +492,9 @@ fn run(suite: Suite, filters: &[String]) -> anyhow::Result<ExitCode> {
         for w in &row.warnings {
             println!("warning: {}: {w}", row.id);
         }
+        for n in &row.notes {
+            println!("note: {}: {n}", row.id);
+        }
     }
     let report = suite.write_report().context("failed to write the report")?;
     println!("report: {}", report.index.display());
@@ -506,6 +516,9 @@ struct Row {
     /// Its figures, or why it failed or was skipped.
     result: String,
     warnings: Vec<String>,
+    /// What a passing trial should still say (latents left outside the
+    /// generator's support).
+    notes: Vec<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

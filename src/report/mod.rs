@@ -192,7 +192,7 @@ tabular-nums}.badge{font-size:.6em;padding:.15em .5em;border-radius:.3em;vertica
 color:#9b1c1c}.badge.missing,td.missing{background:#eee;color:#555}figure{margin:1em 0}\
 figure img{max-width:100%;border:1px solid #ddd}figcaption{font-size:.9em;color:#555}\
 .plots{display:flex;flex-wrap:wrap;gap:1em}.plots img{width:560px;max-width:100%}\
-pre{background:#f6f6f6;padding:.6em;overflow-x:auto}ul.failures li{color:#9b1c1c}ul.warnings li{color:#8a5a00}";
+pre{background:#f6f6f6;padding:.6em;overflow-x:auto}ul.failures li{color:#9b1c1c}ul.warnings li{color:#8a5a00}p.outside-support{color:#8a5a00}";
 
 /// `n` and the noun, plural unless n is 1: "1 region", "39 regions".
 pub(crate) fn count(n: usize, noun: &str) -> String {

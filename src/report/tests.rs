@@ -51,3 +51,32 @@ fn the_index_counts_one_trial_in_the_singular() {
         "{html}"
     );
 }
+
+/// The report names the generator's truncation beside it, and notes the
+/// latents a search left outside its support only when any did.
+#[test]
+fn the_truncation_and_the_latents_outside_its_box_are_shown() {
+    use crate::model::LatentSupport;
+    use crate::search::OutsideSupport;
+    let support = LatentSupport::TruncatedNormal {
+        truncation: 0.4,
+        cut: 2.0,
+    };
+    assert_eq!(
+        pair::support_text(Some(support)),
+        " at truncation 0.4 (its prior's latents in the box |z| ≤ 0.8)"
+    );
+    assert_eq!(
+        pair::support_text(Some(LatentSupport::Box { half_width: 1.5 })),
+        " (its prior's latents in the box |z| ≤ 1.5)"
+    );
+    assert_eq!(pair::support_text(None), "");
+    assert_eq!(pair::outside_support_note(None), "");
+    let o = OutsideSupport::of_counts("big", support, &[0, 5, 0, 7, 0, 0, 0, 0], 128);
+    assert_eq!(
+        pair::outside_support_note(Some(o)),
+        "<p class=\"outside-support\">Note: 12 of 8×128 latent coordinates (in 2 of 8 \
+         samples) ended outside generator `big`&#39;s truncation box |z| ≤ 0.8 (truncation \
+         0.4); the images there are beyond what the generator was sampled on.</p>"
+    );
+}

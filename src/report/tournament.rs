@@ -16,9 +16,10 @@ pub(super) fn tournament_section(dir: &Path, t: &TournamentArtifact, now: u64) -
     let n = o.models.len();
     let _ = write!(
         html,
-        "<p>{n} models over <code>{}</code>: {} ordered pairs × {} MDS samples, searched with {}, \
+        "<p>{n} models over <code>{}</code>{}: {} ordered pairs × {} MDS samples, searched with {}, \
          {} lr {} λ {}, {} steps, seed {}; {:.1} s, written {}.</p>",
         esc(&s.generator),
+        esc(&super::pair::support_text(t.latent_support)),
         n * n.saturating_sub(1),
         s.samples,
         s.settings.divergence,
@@ -31,6 +32,9 @@ pub(super) fn tournament_section(dir: &Path, t: &TournamentArtifact, now: u64) -
         age(t.written_at, now)
     );
     html.push_str(&failures(&t.failures));
+    html.push_str(&super::pair::outside_support_note(
+        t.outside_support.clone().filter(|o| o.coordinates > 0),
+    ));
     // The ranking with θ ± 1.96 SE, drawn as bars on a common scale.
     let lo = (0..n)
         .map(|i| bt.theta[i] - 1.96 * bt.se[i])

@@ -5,6 +5,7 @@ use std::fmt;
 use candle_core::Tensor;
 
 use super::config::SearchConfig;
+use crate::model::LatentSupport;
 
 /// One sample of a finished search.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -13,6 +14,12 @@ pub struct SampleRecord {
     pub z0: Vec<f32>,
     /// The latent the search ended at.
     pub z: Vec<f32>,
+    /// How many coordinates of z lie outside the generator's support
+    /// ([`crate::Generator::latent_support`], e.g. BigGAN's truncation
+    /// box); `None` where the generator states none (and in records
+    /// written before it was counted). z0 from the prior has none outside.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outside_support: Option<usize>,
     /// The divergence at z0.
     pub divergence_before: f64,
     /// The divergence at z.
@@ -215,13 +222,98 @@ pub struct SearchOutcome {
     pub steps_run: usize,
     /// Whether the early stop ended the search.
     pub stopped_early: bool,
+    /// The generator's support ([`crate::Generator::latent_support`]), if
+    /// it states one; each sample's `outside_support` counts against it.
+    pub latent_support: Option<LatentSupport>,
     /// The decoded starting batch g(z0).
     pub x0: Tensor,
     /// The decoded final batch g(z).
     pub x: Tensor,
 }
 
+/// The latent coordinates that a search left outside its generator's
+/// support ([`crate::Generator::latent_support`]): the search does not
+/// keep z there (BigGAN's `log_prior` does not enforce its truncation
+/// box), and the images decoded from those latents are beyond what the
+/// generator was sampled on.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct OutsideSupport {
+    /// The generator's name.
+    pub generator: String,
+    /// Its support.
+    pub support: LatentSupport,
+    /// Latent coordinates outside it, over all samples.
+    pub coordinates: usize,
+    /// Samples with at least one coordinate outside it.
+    pub samples_outside: usize,
+    /// Samples.
+    pub samples: usize,
+    /// The latent dimension.
+    pub dim: usize,
+}
+
+impl OutsideSupport {
+    /// The count over `samples`' final latents: each record's
+    /// `outside_support`, or its z counted against `support` where the
+    /// record has none.
+    pub fn of(generator: &str, support: LatentSupport, samples: &[SampleRecord]) -> Self {
+        let counts: Vec<usize> = samples
+            .iter()
+            .map(|s| {
+                s.outside_support
+                    .unwrap_or_else(|| support.count_outside(&s.z))
+            })
+            .collect();
+        let dim = samples.first().map_or(0, |s| s.z.len());
+        Self::of_counts(generator, support, &counts, dim)
+    }
+
+    /// The count from each sample's count of coordinates outside `support`
+    /// (of `dim` each).
+    pub fn of_counts(
+        generator: &str,
+        support: LatentSupport,
+        counts: &[usize],
+        dim: usize,
+    ) -> Self {
+        OutsideSupport {
+            generator: generator.to_string(),
+            support,
+            coordinates: counts.iter().sum(),
+            samples_outside: counts.iter().filter(|&&c| c > 0).count(),
+            samples: counts.len(),
+            dim,
+        }
+    }
+}
+
+impl fmt::Display for OutsideSupport {
+    /// `12 of 8×128 latent coordinates (in 5 of 8 samples) ended outside
+    /// generator `big`'s truncation box |z| ≤ 0.8 (truncation 0.4); …`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} of {}×{} latent coordinates (in {} of {} samples) ended outside generator \
+             `{}`'s {}; the images there are beyond what the generator was sampled on",
+            self.coordinates,
+            self.samples,
+            self.dim,
+            self.samples_outside,
+            self.samples,
+            self.generator,
+            self.support
+        )
+    }
+}
+
 impl SearchOutcome {
+    /// The coordinates of the final latents outside the generator's
+    /// support, where it states one and any lie outside.
+    pub fn outside_support(&self, generator: &str) -> Option<OutsideSupport> {
+        let support = self.latent_support?;
+        Some(OutsideSupport::of(generator, support, &self.samples)).filter(|o| o.coordinates > 0)
+    }
+
     /// Mean divergence at z0.
     pub fn mean_divergence_before(&self) -> f64 {
         mean(self.samples.iter().map(|s| s.divergence_before))

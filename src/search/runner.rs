@@ -355,10 +355,17 @@ impl<'a> Search<'a> {
                 .map(|&v| v as f32)
                 .collect()
         };
+        let support = self.generator.latent_support();
         let samples = (0..b)
-            .map(|i| SampleRecord {
+            .map(|i| {
+                let z = row(&last_z, i);
+                (support.map(|s| s.count_outside(&z)), z)
+            })
+            .enumerate()
+            .map(|(i, (outside_support, z))| SampleRecord {
                 z0: row(&z0_rows, i),
-                z: row(&last_z, i),
+                z,
+                outside_support,
                 divergence_before: first_div[i],
                 divergence_after: last_div[i],
                 log_probs_before: log_probs_before.iter().map(|m| m[i].clone()).collect(),
@@ -388,6 +395,7 @@ impl<'a> Search<'a> {
             },
             steps_run: step,
             stopped_early,
+            latent_support: support,
             x0,
             x: last.x.detach(),
         })

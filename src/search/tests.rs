@@ -19,6 +19,7 @@ fn outcome(objectives: &[f64], z0_z: &[(Vec<f32>, Vec<f32>)]) -> SearchOutcome {
     let sample = |(z0, z): &(Vec<f32>, Vec<f32>)| SampleRecord {
         z0: z0.clone(),
         z: z.clone(),
+        outside_support: None,
         divergence_before: 0.0,
         divergence_after: 0.0,
         log_probs_before: vec![],
@@ -42,6 +43,7 @@ fn outcome(objectives: &[f64], z0_z: &[(Vec<f32>, Vec<f32>)]) -> SearchOutcome {
         },
         steps_run: objectives.len().saturating_sub(1),
         stopped_early: false,
+        latent_support: None,
         x0: x.clone(),
         x,
     }
@@ -183,4 +185,43 @@ fn the_read_names_the_first_probe_and_the_sample_of_a_whole_tensor() {
         ),
         "{first}"
     );
+}
+
+/// A search's note on latents outside the generator's support: none
+/// without a support or with every coordinate inside; else the records'
+/// counts, a record without one counted from its z.
+#[test]
+fn latents_outside_the_support_are_counted_from_the_records() {
+    let support = crate::model::LatentSupport::Box { half_width: 1.0 };
+    let mut o = outcome(
+        &[0.0, 1.0],
+        &[
+            (vec![0.5, -0.5, 0.0], vec![1.5, -0.5, 0.0]),
+            (vec![0.5, -0.5, 0.0], vec![0.5, -2.0, 3.0]),
+            (vec![0.5, -0.5, 0.0], vec![0.5, -0.5, 0.0]),
+        ],
+    );
+    assert_eq!(o.outside_support("g"), None, "no support, no note");
+    o.latent_support = Some(support);
+    o.samples[0].outside_support = Some(1);
+    let note = o.outside_support("g").unwrap();
+    assert_eq!(
+        (
+            note.coordinates,
+            note.samples_outside,
+            note.samples,
+            note.dim
+        ),
+        (3, 2, 3, 3)
+    );
+    assert_eq!(
+        note.to_string(),
+        "3 of 3×3 latent coordinates (in 2 of 3 samples) ended outside generator `g`'s box \
+         |z| ≤ 1; the images there are beyond what the generator was sampled on"
+    );
+    for s in &mut o.samples {
+        s.z = s.z0.clone();
+        s.outside_support = Some(0);
+    }
+    assert_eq!(o.outside_support("g"), None, "all inside, no note");
 }

@@ -101,6 +101,9 @@ impl Suite {
         let mut failures: Vec<String> = threshold_failures.iter().map(|f| f.to_string()).collect();
         failures.extend(snapshot.iter().map(|s| s.to_string()));
         let path = artifact::ensemble_record(&self.artifact_dir(), &e.name);
+        let latent_support = generator.latent_support();
+        let outside_counts: Option<Vec<usize>> =
+            latent_support.map(|s| mds.z.iter().map(|z| s.count_outside(z)).collect());
         let record = Record::Ensemble(EnsembleArtifact {
             config: self.config.path.clone(),
             summary,
@@ -109,6 +112,8 @@ impl Suite {
             class_names,
             labels: mds.labels,
             z: mds.z,
+            latent_support,
+            outside_support: outside_counts,
             divergence: mds.divergence,
             member_probs: mds.member_probs,
             regions: region_members,
@@ -118,6 +123,10 @@ impl Suite {
             written_at: artifact::now(),
         });
         record.write(&path)?;
+        let outside_support = match &record {
+            Record::Ensemble(r) => r.outside_support(),
+            _ => None,
+        };
         Ok(TrialReport {
             id: TrialId::ensemble(&e.name),
             figures: Figures::Ensemble {
@@ -130,6 +139,7 @@ impl Suite {
             details: String::new(),
             snapshot,
             warnings: Vec::new(),
+            outside_support,
             artifact: dir,
             seconds: started.elapsed().as_secs_f64(),
         })

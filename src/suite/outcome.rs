@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use crate::config::{DivergenceKind, TrialId};
 use crate::error::Error;
-use crate::search::AscentWarning;
+use crate::search::{AscentWarning, OutsideSupport};
 use crate::snapshot::SnapshotProblem;
 use crate::tournament::RankingMethod;
 use crate::verdict::Failure;
@@ -80,6 +80,10 @@ pub struct TrialReport {
     pub snapshot: Option<SnapshotProblem>,
     /// What looked wrong about the ascent even if it passed.
     pub warnings: Vec<AscentWarning>,
+    /// The latent coordinates a pair's search left outside its generator's
+    /// support (BigGAN's truncation box), when any did: a note, not a
+    /// failure.
+    pub outside_support: Option<OutsideSupport>,
     /// Its record (a pair) or record directory (an ensemble).
     pub artifact: PathBuf,
     /// Wall-clock seconds.
@@ -156,11 +160,14 @@ impl TrialReport {
             problems.push(lines.join("\n") + &self.details);
         }
         problems.extend(self.snapshot.iter().map(ToString::to_string));
-        let warned: String = self
+        let mut warned: String = self
             .warnings
             .iter()
             .map(|w| format!("\nwarning: {w}"))
             .collect();
+        if let Some(o) = &self.outside_support {
+            warned.push_str(&format!("\nnote: {o}"));
+        }
         Some(format!(
             "{}{warned}\nartifact: {}",
             problems.join("\n"),
@@ -254,9 +261,47 @@ mod tests {
             details: String::new(),
             snapshot: None,
             warnings: Vec::new(),
+            outside_support: None,
             artifact: PathBuf::new(),
             seconds: 1.0,
         }
+    }
+
+    /// The latents left outside the generator's support are a note of a
+    /// failed trial's message too (a passing one's is printed by the
+    /// harness), not a failure of their own, and not in the one-line
+    /// summary.
+    #[test]
+    fn latents_outside_the_support_are_noted_not_failed() {
+        let mut report = tournament(Some(0.5), true);
+        let o = OutsideSupport::of_counts(
+            "big",
+            crate::model::LatentSupport::TruncatedNormal {
+                truncation: 0.4,
+                cut: 2.0,
+            },
+            &[3, 0],
+            128,
+        );
+        report.outside_support = Some(o);
+        assert!(report.passed());
+        assert_eq!(report.failure_message(), None);
+        assert!(!report.to_string().contains("latent"));
+        report.snapshot = Some(crate::snapshot::SnapshotProblem::DuplicateKey {
+            path: PathBuf::from("s.snap"),
+            key: "lift".into(),
+            line: 2,
+            first: 1,
+        });
+        let message = report.failure_message().unwrap();
+        assert!(
+            message.contains(
+                "\nnote: 3 of 2×128 latent coordinates (in 1 of 2 samples) ended outside \
+                 generator `big`'s truncation box |z| ≤ 0.8 (truncation 0.4); the images \
+                 there are beyond what the generator was sampled on\nartifact: "
+            ),
+            "{message}"
+        );
     }
 
     /// Regression: a tournament without `test_data` read "SRCC with test

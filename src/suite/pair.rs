@@ -123,6 +123,7 @@ impl Suite {
             steps: outcome.steps_run,
         };
         let warnings = outcome.warnings();
+        let outside_support = outcome.outside_support(&pair.generator);
         let mut failures: Vec<String> = verdict.failures.iter().map(|f| f.to_string()).collect();
         failures.extend(snapshot.iter().map(|s| s.to_string()));
         // The record takes the outcome's per-step and per-sample records.
@@ -140,6 +141,7 @@ impl Suite {
             grid,
             grid_samples,
             conditions,
+            latent_support: outcome.latent_support,
             seconds: started.elapsed().as_secs_f64(),
             written_at: artifact::now(),
         });
@@ -151,6 +153,7 @@ impl Suite {
             details,
             snapshot,
             warnings,
+            outside_support,
             artifact: path,
             seconds: started.elapsed().as_secs_f64(),
         })

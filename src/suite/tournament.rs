@@ -11,6 +11,7 @@ use crate::data::{Mnist, Split};
 use crate::error::{Error, Result};
 use crate::grid::{pictures, Cell, Grid};
 use crate::model::Classifier;
+use crate::search::OutsideSupport;
 use crate::snapshot::{Settings, TournamentSummary};
 use crate::tournament::{
     every_order, ordered_pairs, pair_name, run_pair, searched_pairs, PairResult, TournamentOutcome,
@@ -81,6 +82,19 @@ impl Suite {
             // again from their latents below rather than all kept.
             results.push(outcome.result);
         }
+        // Counted over the searches, before their mirrors join them.
+        let latent_support = generator.latent_support();
+        let outside_support = latent_support.map(|support| {
+            let counts: Vec<usize> = results
+                .iter()
+                .flat_map(|r| match &r.outside_support {
+                    Some(counts) => counts.clone(),
+                    None => r.z.iter().map(|z| support.count_outside(z)).collect(),
+                })
+                .collect();
+            let dim = results.iter().find_map(|r| r.z.first()).map_or(0, Vec::len);
+            OutsideSupport::of_counts(&t.generator, support, &counts, dim)
+        });
         let results = every_order(named.len(), divergence, results, PairResult::mirrored);
         let pairs = ordered_pairs(named.len());
         let outcome = TournamentOutcome::from_pairs(&t.models, results, test_accuracy)?;
@@ -136,6 +150,8 @@ impl Suite {
             summary,
             outcome,
             thresholds,
+            latent_support,
+            outside_support: outside_support.clone(),
             class_names,
             passed: messages.is_empty(),
             failures: messages,
@@ -151,6 +167,7 @@ impl Suite {
             details: String::new(),
             snapshot,
             warnings: Vec::new(),
+            outside_support: outside_support.filter(|o| o.coordinates > 0),
             artifact: dir,
             seconds: started.elapsed().as_secs_f64(),
         })

@@ -86,6 +86,12 @@ pub struct PairResult {
     pub conditions: Vec<usize>,
     /// Each sample's latent after the search.
     pub z: Vec<Vec<f32>>,
+    /// Each sample's count of latent coordinates outside the generator's
+    /// support ([`crate::Generator::latent_support`], BigGAN's truncation
+    /// box); `None` where it states none (and in records written before
+    /// it was counted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outside_support: Option<Vec<usize>>,
     /// Each sample's divergence after the search.
     pub divergence_after: Vec<f64>,
     /// a's top class per sample.
@@ -185,6 +191,10 @@ impl PairResult {
             ("winners", self.winners.len()),
             ("start_prediction_a", self.start_prediction_a.len()),
             ("start_prediction_b", self.start_prediction_b.len()),
+            (
+                "outside_support",
+                self.outside_support.as_ref().map_or(k, Vec::len),
+            ),
         ];
         if let Some((what, n)) = lengths.iter().find(|(_, n)| *n != k) {
             return bad(what, format!("{n} entries"));
@@ -292,6 +302,7 @@ pub fn run_pair(
         steps_run: 0,
         conditions: Vec::new(),
         z: Vec::with_capacity(k),
+        outside_support: generator.latent_support().map(|_| Vec::with_capacity(k)),
         divergence_after: Vec::with_capacity(k),
         prediction_a: Vec::with_capacity(k),
         prediction_b: Vec::with_capacity(k),
@@ -335,6 +346,9 @@ pub fn run_pair(
                 out.start_prediction_a.push(argmax(&s.log_probs_before[0]));
                 out.start_prediction_b.push(argmax(&s.log_probs_before[1]));
                 out.divergence_after.push(s.divergence_after);
+                if let Some(counts) = &mut out.outside_support {
+                    counts.push(s.outside_support.unwrap_or(0));
+                }
                 out.z.push(s.z);
             }
             xs.push(outcome.x);
@@ -371,6 +385,7 @@ mod tests {
             steps_run: 1,
             conditions: vec![1, 2, 3],
             z: vec![vec![0.0]; 3],
+            outside_support: None,
             divergence_after: vec![0.5; 3],
             prediction_a: vec![1, 0, 3],
             prediction_b: vec![0, 2, 3],
@@ -447,5 +462,11 @@ mod tests {
         r.z.pop();
         let e = r.check().unwrap_err().to_string();
         assert!(e.contains("a-vs-b`: z` = 2 entries"), "{e}");
+        let mut r = result();
+        r.outside_support = Some(vec![0, 1, 0]);
+        r.check().unwrap();
+        r.outside_support = Some(vec![0, 1]);
+        let e = r.check().unwrap_err().to_string();
+        assert!(e.contains("a-vs-b`: outside_support` = 2 entries"), "{e}");
     }
 }

@@ -368,6 +368,7 @@ mod tests {
         let sample = |d: f64| SampleRecord {
             z0: vec![0.0],
             z: vec![1.0],
+            outside_support: None,
             divergence_before: 0.0,
             divergence_after: d,
             log_probs_before: vec![vec![0.5f32.ln(), 0.5f32.ln()]; 2],
@@ -394,6 +395,7 @@ mod tests {
             },
             steps_run: 1,
             stopped_early: false,
+            latent_support: None,
             x0: x.clone(),
             x,
         }

@@ -88,7 +88,7 @@ use rand::{RngCore, SeedableRng};
 use rand_distr::{Distribution, StandardNormal, Uniform};
 
 use crate::engine::{Net, NetBuilder, Pullback};
-use crate::model::Generator;
+use crate::model::{Generator, LatentSupport};
 
 /// The shape of a BigGAN-deep generator.
 #[derive(Clone, Debug, PartialEq)]
@@ -1064,7 +1064,9 @@ impl Generator for BigGan {
     /// log t − log P(|u| ≤ 2)] for |z_i| ≤ 2t. Outside the box the density
     /// is 0; this returns the same Gaussian expression there (finite, and
     /// still pulling z towards 0) rather than −∞, so the search is free to
-    /// leave the box: where it matters, keep λ > 0 or check |z| after.
+    /// leave the box: where it matters, keep λ > 0. The box is
+    /// [`Generator::latent_support`], and each search's record counts the
+    /// coordinates that ended outside it.
     fn log_prior(&self, z: &Tensor) -> candle_core::Result<Tensor> {
         let d = z.dim(1)? as f64;
         let t = self.truncation;
@@ -1074,6 +1076,15 @@ impl Generator for BigGan {
 
     fn taped(&self) -> bool {
         true
+    }
+
+    /// The truncation box |z_i| ≤ 2t, where [`Generator::sample_prior`]
+    /// draws z and `log_prior` does not keep it.
+    fn latent_support(&self) -> Option<LatentSupport> {
+        Some(LatentSupport::TruncatedNormal {
+            truncation: self.truncation,
+            cut: 2.0,
+        })
     }
 
     /// z = t·u, u drawn from the standard normal truncated to [−2, 2]
@@ -1165,6 +1176,39 @@ mod tests {
         let m = reference.abs().unwrap().max_all().unwrap();
         let e = e.to_scalar::<f32>().unwrap() / m.to_scalar::<f32>().unwrap();
         assert!(e < 1e-5, "z-gradient relative error {e}");
+    }
+
+    /// BigGAN states its truncation box |z_i| ≤ 2t as its support (through
+    /// a reference and a trait object too), and every latent its prior
+    /// draws lies inside, up to the box's edge.
+    #[test]
+    fn biggans_support_is_its_truncation_box_and_holds_its_prior() {
+        let dev = Device::Cpu;
+        let cfg = BigGanConfig::reduced(128, 4, 10).unwrap();
+        let dict = cfg.random_state_dict(2, &dev).unwrap();
+        let g = BigGan::load(VarBuilder::from_tensors(dict, DType::F32, &dev), &cfg, 0.4).unwrap();
+        let support = g.latent_support().expect("BigGAN states its support");
+        assert_eq!(
+            support,
+            LatentSupport::TruncatedNormal {
+                truncation: 0.4,
+                cut: 2.0
+            }
+        );
+        assert_eq!(support.half_width(), 2.0 * 0.4f32);
+        assert_eq!(<&BigGan as Generator>::latent_support(&&g), Some(support));
+        assert_eq!((&g as &dyn Generator).latent_support(), Some(support));
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let z: Vec<f32> = g
+            .sample_prior(256, &mut rng, &dev)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert_eq!(support.count_outside(&z), 0);
+        let widest = z.iter().fold(0f32, |m, v| m.max(v.abs()));
+        assert!(widest > 0.95 * support.half_width(), "{widest}");
     }
 
     fn randn(shape: &[usize], seed: u64, scale: f32, shift: f32) -> Tensor {
