@@ -146,12 +146,7 @@ impl PairArtifact {
     /// where the record has one and any lie outside.
     pub fn outside_support(&self) -> Option<crate::search::OutsideSupport> {
         let support = self.latent_support?;
-        Some(crate::search::OutsideSupport::of(
-            &self.summary.generator,
-            support,
-            &self.samples,
-        ))
-        .filter(|o| o.coordinates > 0)
+        crate::search::OutsideSupport::of(&self.summary.generator, support, &self.samples).noted()
     }
 }
 
@@ -202,15 +197,11 @@ impl EnsembleArtifact {
     /// The MDS latents' coordinates outside the generator's support, where
     /// the record has one and any lie outside.
     pub fn outside_support(&self) -> Option<crate::search::OutsideSupport> {
-        let (support, counts) = (self.latent_support?, self.outside_support.as_ref()?);
-        let dim = self.z.first().map_or(0, Vec::len);
-        Some(crate::search::OutsideSupport::of_counts(
-            &self.summary.generator,
-            support,
-            counts,
-            dim,
-        ))
-        .filter(|o| o.coordinates > 0)
+        let support = self.latent_support?;
+        let counts = self.outside_support.as_deref();
+        let latents =
+            (self.z.iter().enumerate()).map(|(i, z)| (counts.map(|c| c[i]), z.as_slice()));
+        crate::search::OutsideSupport::of_latents(&self.summary.generator, support, latents).noted()
     }
 }
 

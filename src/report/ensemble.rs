@@ -23,7 +23,7 @@ pub(super) fn ensemble_section(dir: &Path, e: &EnsembleArtifact, now: u64) -> Re
          batch {}, {} steps, seed {}; {:.1} s, written {}.</p>",
         members.join(", "),
         esc(&s.generator),
-        esc(&super::pair::support_text(e.latent_support)),
+        esc(&support_text(e.latent_support)),
         s.samples,
         s.settings.optimizer,
         s.settings.lr,
@@ -35,7 +35,7 @@ pub(super) fn ensemble_section(dir: &Path, e: &EnsembleArtifact, now: u64) -> Re
         age(e.written_at, now)
     );
     html.push_str(&failures(&e.failures));
-    html.push_str(&super::pair::outside_support_note(e.outside_support()));
+    html.push_str(&outside_support_note(e.outside_support()));
     let row = |label: &str, m: &crate::snapshot::MetricsSummary| {
         format!(
             "<tr><td>{label}</td><td class=\"num\">{:.1}%</td><td class=\"num\">{}</td><td class=\"num\">{:.3}</td></tr>",

@@ -5,6 +5,8 @@ use std::path::Path;
 
 use super::*;
 use crate::error::Result;
+use crate::model::LatentSupport;
+use crate::search::OutsideSupport;
 
 /// HTML-escapes text for element content and quoted attributes.
 pub(super) fn esc(s: &str) -> String {
@@ -116,4 +118,31 @@ pub(super) fn url_stem(name: &str) -> String {
             }
         })
         .collect()
+}
+
+/// What follows the generator's name where it states a support: ` at
+/// truncation 0.4 (its prior's latents in the box |z| ≤ 0.8)`; empty
+/// where it states none.
+pub(super) fn support_text(support: Option<LatentSupport>) -> String {
+    match support {
+        Some(support) => match support.truncation() {
+            Some(t) => format!(
+                " at truncation {t} (its prior's latents in the box |z| ≤ {})",
+                support.half_width()
+            ),
+            None => format!(" (its prior's latents in the {support})"),
+        },
+        None => String::new(),
+    }
+}
+
+/// The note on latents left outside the generator's support, if any.
+pub(super) fn outside_support_note(outside: Option<OutsideSupport>) -> String {
+    match outside {
+        Some(o) => format!(
+            "<p class=\"outside-support\">Note: {}.</p>",
+            esc(&o.to_string())
+        ),
+        None => String::new(),
+    }
 }

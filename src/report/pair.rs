@@ -6,9 +6,7 @@ use std::path::Path;
 use super::*;
 use crate::artifact::PairArtifact;
 use crate::error::Result;
-use crate::model::LatentSupport;
 use crate::plot::{lines_svg, Labels, Series};
-use crate::search::OutsideSupport;
 
 pub(super) fn pair_section(dir: &Path, p: &PairArtifact, now: u64) -> Result<String> {
     let s = &p.summary;
@@ -174,31 +172,4 @@ pub(super) fn pair_section(dir: &Path, p: &PairArtifact, now: u64) -> Result<Str
     }
     let _ = write!(html, "<div class=\"plots\">{}</div>", plots.join(""));
     Ok(html)
-}
-
-/// What follows the generator's name where it states a support: ` at
-/// truncation 0.4 (its prior's latents in the box |z| ≤ 0.8)`; empty
-/// where it states none.
-pub(super) fn support_text(support: Option<LatentSupport>) -> String {
-    match support {
-        Some(support) => match support.truncation() {
-            Some(t) => format!(
-                " at truncation {t} (its prior's latents in the box |z| ≤ {})",
-                support.half_width()
-            ),
-            None => format!(" (its prior's latents in the {support})"),
-        },
-        None => String::new(),
-    }
-}
-
-/// The note on latents left outside the generator's support, if any.
-pub(super) fn outside_support_note(outside: Option<OutsideSupport>) -> String {
-    match outside {
-        Some(o) => format!(
-            "<p class=\"outside-support\">Note: {}.</p>",
-            esc(&o.to_string())
-        ),
-        None => String::new(),
-    }
 }

@@ -63,18 +63,18 @@ fn the_truncation_and_the_latents_outside_its_box_are_shown() {
         cut: 2.0,
     };
     assert_eq!(
-        pair::support_text(Some(support)),
+        html::support_text(Some(support)),
         " at truncation 0.4 (its prior's latents in the box |z| ≤ 0.8)"
     );
     assert_eq!(
-        pair::support_text(Some(LatentSupport::Box { half_width: 1.5 })),
+        html::support_text(Some(LatentSupport::Box { half_width: 1.5 })),
         " (its prior's latents in the box |z| ≤ 1.5)"
     );
-    assert_eq!(pair::support_text(None), "");
-    assert_eq!(pair::outside_support_note(None), "");
+    assert_eq!(html::support_text(None), "");
+    assert_eq!(html::outside_support_note(None), "");
     let o = OutsideSupport::of_counts("big", support, &[0, 5, 0, 7, 0, 0, 0, 0], 128);
     assert_eq!(
-        pair::outside_support_note(Some(o)),
+        html::outside_support_note(Some(o)),
         "<p class=\"outside-support\">Note: 12 of 8×128 latent coordinates (in 2 of 8 \
          samples) ended outside generator `big`&#39;s truncation box |z| ≤ 0.8 (truncation \
          0.4); the images there are beyond what the generator was sampled on.</p>"

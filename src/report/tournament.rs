@@ -7,6 +7,7 @@ use std::path::Path;
 
 use super::*;
 use crate::artifact::TournamentArtifact;
+use crate::search::OutsideSupport;
 
 pub(super) fn tournament_section(dir: &Path, t: &TournamentArtifact, now: u64) -> String {
     let s = &t.summary;
@@ -19,7 +20,7 @@ pub(super) fn tournament_section(dir: &Path, t: &TournamentArtifact, now: u64) -
         "<p>{n} models over <code>{}</code>{}: {} ordered pairs × {} MDS samples, searched with {}, \
          {} lr {} λ {}, {} steps, seed {}; {:.1} s, written {}.</p>",
         esc(&s.generator),
-        esc(&super::pair::support_text(t.latent_support)),
+        esc(&support_text(t.latent_support)),
         n * n.saturating_sub(1),
         s.samples,
         s.settings.divergence,
@@ -32,8 +33,8 @@ pub(super) fn tournament_section(dir: &Path, t: &TournamentArtifact, now: u64) -
         age(t.written_at, now)
     );
     html.push_str(&failures(&t.failures));
-    html.push_str(&super::pair::outside_support_note(
-        t.outside_support.clone().filter(|o| o.coordinates > 0),
+    html.push_str(&outside_support_note(
+        t.outside_support.clone().and_then(OutsideSupport::noted),
     ));
     // The ranking with θ ± 1.96 SE, drawn as bars on a common scale.
     let lo = (0..n)

@@ -257,14 +257,29 @@ impl OutsideSupport {
     /// `outside_support`, or its z counted against `support` where the
     /// record has none.
     pub fn of(generator: &str, support: LatentSupport, samples: &[SampleRecord]) -> Self {
-        let counts: Vec<usize> = samples
-            .iter()
-            .map(|s| {
-                s.outside_support
-                    .unwrap_or_else(|| support.count_outside(&s.z))
+        Self::of_latents(
+            generator,
+            support,
+            samples.iter().map(|s| (s.outside_support, s.z.as_slice())),
+        )
+    }
+
+    /// The count over latents, each with its count where a record holds
+    /// one (else its z is counted against `support`: records written
+    /// before the count was kept).
+    pub fn of_latents<'z>(
+        generator: &str,
+        support: LatentSupport,
+        latents: impl IntoIterator<Item = (Option<usize>, &'z [f32])>,
+    ) -> Self {
+        let mut dim = 0;
+        let counts: Vec<usize> = latents
+            .into_iter()
+            .map(|(count, z)| {
+                dim = z.len();
+                count.unwrap_or_else(|| support.count_outside(z))
             })
             .collect();
-        let dim = samples.first().map_or(0, |s| s.z.len());
         Self::of_counts(generator, support, &counts, dim)
     }
 
@@ -284,6 +299,11 @@ impl OutsideSupport {
             samples: counts.len(),
             dim,
         }
+    }
+
+    /// Itself where any coordinate lies outside: what is worth a note.
+    pub fn noted(self) -> Option<Self> {
+        (self.coordinates > 0).then_some(self)
     }
 }
 
@@ -311,7 +331,7 @@ impl SearchOutcome {
     /// support, where it states one and any lie outside.
     pub fn outside_support(&self, generator: &str) -> Option<OutsideSupport> {
         let support = self.latent_support?;
-        Some(OutsideSupport::of(generator, support, &self.samples)).filter(|o| o.coordinates > 0)
+        OutsideSupport::of(generator, support, &self.samples).noted()
     }
 
     /// Mean divergence at z0.

@@ -104,7 +104,7 @@ impl Suite {
         let latent_support = generator.latent_support();
         let outside_counts: Option<Vec<usize>> =
             latent_support.map(|s| mds.z.iter().map(|z| s.count_outside(z)).collect());
-        let record = Record::Ensemble(EnsembleArtifact {
+        let kept = EnsembleArtifact {
             config: self.config.path.clone(),
             summary,
             passed: failures.is_empty(),
@@ -121,12 +121,10 @@ impl Suite {
             grid,
             seconds: started.elapsed().as_secs_f64(),
             written_at: artifact::now(),
-        });
-        record.write(&path)?;
-        let outside_support = match &record {
-            Record::Ensemble(r) => r.outside_support(),
-            _ => None,
         };
+        let outside_support = kept.outside_support();
+        let record = Record::Ensemble(kept);
+        record.write(&path)?;
         Ok(TrialReport {
             id: TrialId::ensemble(&e.name),
             figures: Figures::Ensemble {

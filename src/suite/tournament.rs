@@ -85,15 +85,11 @@ impl Suite {
         // Counted over the searches, before their mirrors join them.
         let latent_support = generator.latent_support();
         let outside_support = latent_support.map(|support| {
-            let counts: Vec<usize> = results
-                .iter()
-                .flat_map(|r| match &r.outside_support {
-                    Some(counts) => counts.clone(),
-                    None => r.z.iter().map(|z| support.count_outside(z)).collect(),
-                })
-                .collect();
-            let dim = results.iter().find_map(|r| r.z.first()).map_or(0, Vec::len);
-            OutsideSupport::of_counts(&t.generator, support, &counts, dim)
+            let latents = results.iter().flat_map(|r| {
+                let counts = r.outside_support.as_deref();
+                (r.z.iter().enumerate()).map(move |(i, z)| (counts.map(|c| c[i]), z.as_slice()))
+            });
+            OutsideSupport::of_latents(&t.generator, support, latents)
         });
         let results = every_order(named.len(), divergence, results, PairResult::mirrored);
         let pairs = ordered_pairs(named.len());
@@ -167,7 +163,7 @@ impl Suite {
             details: String::new(),
             snapshot,
             warnings: Vec::new(),
-            outside_support: outside_support.filter(|o| o.coordinates > 0),
+            outside_support: outside_support.and_then(OutsideSupport::noted),
             artifact: dir,
             seconds: started.elapsed().as_secs_f64(),
         })
