@@ -250,11 +250,10 @@ impl FromStr for Divergence {
         DivergenceKind::from_name(s)
             .map(Divergence::from)
             .ok_or_else(|| {
-                let names: Vec<&str> = DivergenceKind::ALL.iter().map(|d| d.name()).collect();
                 Error::setting(
                     "divergence",
                     format!("{s:?}"),
-                    format!("one of {}", names.join(", ")),
+                    format!("one of {}", DivergenceKind::NAMES.join(", ")),
                 )
             })
     }

@@ -71,11 +71,10 @@ impl FromStr for Optimizer {
         OptimizerKind::from_name(s)
             .map(Optimizer::from)
             .ok_or_else(|| {
-                let names: Vec<&str> = OptimizerKind::ALL.iter().map(|o| o.name()).collect();
                 Error::setting(
                     "optimizer",
                     format!("{s:?}"),
-                    format!("one of {}", names.join(", ")),
+                    format!("one of {}", OptimizerKind::NAMES.join(", ")),
                 )
             })
     }
