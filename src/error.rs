@@ -298,9 +298,11 @@ pub enum Error {
          {backprop:.6e} but central finite differences give {finite_difference:.6e} \
          (ratio {ratio:.4}, allowed 1 ± {tolerance}); either an op's backward is wrong: \
          candle 0.11's max_pool2d scales its gradient by 1/k² (a ratio of 1/4 per 2×2 pool), \
-         so pool with gevaldi::zoo::max_pool2d (or zoo::max_pool2x2) instead; or the input \
-         sits on a kink (e.g. max-pool ties over a blank background): audit at decoded \
-         samples or random images instead"
+         so pool with gevaldi::zoo::max_pool2d (or zoo::max_pool2x2) instead; or a part of \
+         the gradient is dropped (a `detach` on one branch, an op without backward such as \
+         candle's softmax_last_dim inside a residual block); or the input sits on a kink \
+         (e.g. max-pool ties over a blank background): audit at decoded samples or random \
+         images instead"
     )]
     GradientMismatch {
         /// The model's name.

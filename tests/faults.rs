@@ -1464,6 +1464,69 @@ fn a_registered_classifier_with_a_wrong_gradient_fails_its_audit() {
     }
 }
 
+/// cnn_b's logits plus a linear map of the pixels (weights `scale` times
+/// seeded normals) whose gradient is dropped by a `detach`, as a branch
+/// through an op without backward would be.
+#[derive(Clone)]
+struct DroppedBranch {
+    cnn: std::sync::Arc<MnistCnn>,
+    w: Tensor,
+    detach: bool,
+}
+
+impl DroppedBranch {
+    fn new(scale: f64, detach: bool) -> Self {
+        let dev = Device::Cpu;
+        let vb = gevaldi::candle_nn::VarBuilder::from_tensors(
+            gevaldi::candle_core::safetensors::load(fixture("cnn_b.safetensors"), &dev).unwrap(),
+            DType::F32,
+            &dev,
+        );
+        let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(5);
+        let w = gevaldi::model::sample_standard_normal((784, 10), &mut rng, &dev).unwrap();
+        DroppedBranch {
+            cnn: std::sync::Arc::new(MnistCnn::load(vb, &MnistCnnConfig::cnn_b()).unwrap()),
+            w: (w * scale).unwrap(),
+            detach,
+        }
+    }
+}
+
+impl Classifier for DroppedBranch {
+    fn logits(&self, x: &Tensor) -> gevaldi::candle_core::Result<Tensor> {
+        let pixels = if self.detach { x.detach() } else { x.clone() };
+        self.cnn.logits(x)? + pixels.flatten_from(1)?.matmul(&self.w)?
+    }
+    fn class_names(&self) -> &[String] {
+        self.cnn.class_names()
+    }
+}
+
+/// Regression: a registered classifier with a branch whose gradient was
+/// dropped (here moving its logits by about 1) passed its audit, which
+/// checked only at the images, where a random direction among 784 pixels
+/// sees a 28th of the missing part, and the search climbed without it.
+/// The audit from z, through the generator, fails it naming the chain
+/// (the audit at the images, which runs first, still passes it); the same
+/// model with its gradient still passes.
+#[test]
+fn a_registered_classifier_missing_a_branchs_gradient_fails_its_audit() {
+    let d = case_dir("registered-dropped-branch");
+    let (text, r) = with_registered("", DroppedBranch::new(0.2, true));
+    let message = trial(&d, &text, r, "p").unwrap_err();
+    assert!(
+        message.starts_with(&format!(
+            "pair `p` ({}:17): gradient audit of `vae -> mine` failed: along direction ",
+            d.join("gevaldi.toml").display()
+        )) && message.contains("a part of the gradient is dropped"),
+        "{message}"
+    );
+    let (text, r) = with_registered("", DroppedBranch::new(0.2, false));
+    if let Err(message) = trial(&d, &text, r, "p") {
+        assert!(!message.contains("gradient audit"), "{message}");
+    }
+}
+
 /// A generator of 28×28 images in [-1, 1] (a tanh output), as BigGAN's
 /// are, which says so (`output_range`).
 struct TanhGenerator;

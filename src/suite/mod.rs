@@ -304,7 +304,8 @@ impl Suite {
 
     /// Audits the gradients of the trial's models that are registered from
     /// Rust ([`GradientAudit`](crate::GradientAudit) at two of the
-    /// generator's samples; the built-in ones are audited by gevaldi's own
+    /// generator's samples, a classifier at the images and through the
+    /// generator from z; the built-in ones are audited by gevaldi's own
     /// tests): a model on candle's `max_pool2d`, whose backward scales by
     /// 1/k², would otherwise be searched on wrong gradients, and pass.
     /// A model whose output is not finite there is left to the search,
@@ -376,6 +377,10 @@ impl Suite {
             if finite(&logits)? {
                 crate::search::refuse_probabilities(name, &logits)?;
                 audit.classifier(name, *c, &x)?;
+                // At images a dropped branch hides among the pixels; in z,
+                // where the search climbs, it shows.
+                let chain = format!("{generator} -> {name}");
+                audit.chain(&chain, g, *c, &z, condition.as_ref())?;
             }
         }
         Ok(())
