@@ -1563,6 +1563,10 @@ fn a_normalisation_without_input_range_behind_a_tanh_generator_is_refused() {
                     "[generator.tanh]\n[generator.vae]\narch = \"mnist-vae\"",
                 ),
                 (
+                    "arch = \"mnist-cnn-a\"\n",
+                    "arch = \"mnist-cnn-a\"\npreprocess = { input_range = [-1, 1] }\n",
+                ),
+                (
                     "arch = \"mnist-cnn-b\"\n",
                     &format!("arch = \"mnist-cnn-b\"\n{preprocess}\n"),
                 ),
@@ -1586,7 +1590,7 @@ fn a_normalisation_without_input_range_behind_a_tanh_generator_is_refused() {
     assert_eq!(
         message,
         format!(
-            "pair `p` ({path}:19): classifier `cnn_b` ([classifier.cnn_b], {path}:14) normalises \
+            "pair `p` ({path}:20): classifier `cnn_b` ([classifier.cnn_b], {path}:15) normalises \
              with `mean` and `std`, which apply to images in [0, 1], but its `preprocess` has no \
              `input_range`, so the images of generator `tanh`, in [-1, 1] (its `output_range`), \
              would go in as if they were in [0, 1]: add `input_range = [-1, 1]` to its \
@@ -1604,4 +1608,80 @@ fn a_normalisation_without_input_range_behind_a_tanh_generator_is_refused() {
             );
         }
     }
+}
+
+/// The config of [`config_text`] with the pair over the generator `tanh`
+/// registered from Rust, and `cnn_a`'s and `cnn_b`'s `preprocess`.
+fn tanh_pair(preprocess: &str) -> String {
+    config_text(
+        "",
+        &[
+            (
+                "[generator.vae]\narch = \"mnist-vae\"",
+                "[generator.tanh]\n[generator.vae]\narch = \"mnist-vae\"",
+            ),
+            (
+                "arch = \"mnist-cnn-a\"\n",
+                &format!("arch = \"mnist-cnn-a\"\n{preprocess}\n"),
+            ),
+            (
+                "arch = \"mnist-cnn-b\"\n",
+                &format!("arch = \"mnist-cnn-b\"\n{preprocess}\n"),
+            ),
+        ],
+    )
+    .replace("generator = \"vae\"", "generator = \"tanh\"")
+}
+
+/// Regression: the MNIST CNNs without `preprocess` behind a generator of
+/// one's own declaring [-1, 1] images took them as they were (the fixtures'
+/// VAE so rescaled started cnn_a vs cnn_b at KL 2.0 instead of 0.11), with
+/// nothing said. Refused, naming the classifier, its table, the generator,
+/// its range and the `preprocess` that maps it; with it, the trial runs.
+#[test]
+fn a_builtin_classifier_without_preprocess_behind_a_tanh_generator_is_refused() {
+    let d = case_dir("unprepared");
+    let registry = || {
+        let mut r = Registry::new();
+        r.generator("tanh", |_| Ok(TanhGenerator));
+        r
+    };
+    let message = trial(&d, &tanh_pair(""), registry(), "p").unwrap_err();
+    let path = d.join("gevaldi.toml").display().to_string();
+    assert_eq!(
+        message,
+        format!(
+            "pair `p` ({path}:20): classifier `cnn_a` (mnist-cnn-a, [classifier.cnn_a], \
+             {path}:10) has no `preprocess`, so it would take the images of generator `tanh`, in \
+             [-1, 1] (its `output_range`), as they are, where its weights expect grey images in \
+             [0, 1]: give it a `preprocess`, e.g. preprocess = {{ input_range = [-1, 1] }} \
+             (`preprocess = {{}}` feeds the images as they are)"
+        )
+    );
+    let fine = tanh_pair("preprocess = { input_range = [-1, 1] }");
+    if let Err(message) = trial(&d, &fine, registry(), "p") {
+        assert!(!message.contains("preprocess"), "{message}");
+    }
+    // An ImageNet architecture behind a generator of one's own, refused
+    // before its weights are read (the config refuses it behind a built-in
+    // generator).
+    let imagenet = format!(
+        "{}\n[classifier.alex]\narch = \"alexnet\"\nweights = \"{w}\"\n\n\
+         [classifier.alex2]\narch = \"alexnet\"\nweights = \"{w}\"\n\n\
+         [[pair]]\nname = \"q\"\nmodels = [\"alex\", \"alex2\"]\ngenerator = \"tanh\"\n",
+        tanh_pair("preprocess = { input_range = [-1, 1] }"),
+        w = fixture("cnn_a.safetensors")
+    );
+    let message = trial(&d, &imagenet, registry(), "q").unwrap_err();
+    assert!(
+        message.contains(&format!(
+            "classifier `alex` (alexnet, [classifier.alex], \
+             {path}:25) has no `preprocess`, so it would take the images of generator `tanh`, in \
+             [-1, 1] (its `output_range`), as they are, where its weights expect \
+             ImageNet-normalised colour images: give it a `preprocess`, e.g. preprocess = \
+             {{ input_range = [-1, 1], resize = 224, mean = [0.485, 0.456, 0.406], std = [0.229, \
+             0.224, 0.225] }} (`preprocess = {{}}` feeds the images as they are)"
+        )),
+        "{message}"
+    );
 }

@@ -278,7 +278,38 @@ impl Suite {
         classifiers: &[String],
     ) -> Result<()> {
         let (lo, hi) = g.output_range();
-        if (f64::from(lo), f64::from(hi)) == crate::preprocess::Preprocess::default().input_range {
+        let unit =
+            (f64::from(lo), f64::from(hi)) == crate::preprocess::Preprocess::default().input_range;
+        let own_generator = self
+            .config
+            .generator(generator)
+            .is_some_and(|d| d.builtin.is_none());
+        for m in classifiers {
+            let Some(decl) = self.config.classifier(m) else {
+                continue;
+            };
+            let (Some((arch, _)), None) = (&decl.builtin, &decl.preprocess) else {
+                continue;
+            };
+            // Behind a built-in generator the config refuses an ImageNet
+            // classifier without `preprocess` already.
+            let imagenet = arch.classes() == Some(1000);
+            let mismatched = if imagenet { own_generator } else { !unit };
+            if !mismatched {
+                continue;
+            }
+            return Err(Error::Unprepared {
+                model: m.clone(),
+                arch: arch.name(),
+                config: self.config.path.clone(),
+                line: decl.line,
+                generator: generator.to_string(),
+                lo,
+                hi,
+                imagenet,
+            });
+        }
+        if unit {
             return Ok(());
         }
         for m in classifiers {
