@@ -217,6 +217,29 @@ pub enum Error {
         /// images in [0, 1]).
         imagenet: bool,
     },
+    /// A generator's decoded samples reach far outside the `output_range`
+    /// it declares: the pictures clip them, and the classifiers'
+    /// `preprocess` maps the declared range, not the real one.
+    #[error(
+        "generator `{generator}` decodes values from {min:.4} to {max:.4} at 2 samples of its prior, \
+         far outside its `output_range` [{lo}, {hi}]{default}: declare the range its decoder \
+         outputs (`Generator::output_range`, e.g. (-1.0, 1.0) for a tanh output), which the \
+         classifiers' `preprocess` and the pictures read"
+    )]
+    OutsideOutputRange {
+        /// The generator.
+        generator: String,
+        /// The smallest value decoded.
+        min: f32,
+        /// The largest value decoded.
+        max: f32,
+        /// Its declared output range.
+        lo: f32,
+        /// Its upper end.
+        hi: f32,
+        /// " (the default)" where the generator declares none of its own.
+        default: &'static str,
+    },
     /// A setting has a value it cannot take.
     #[error("invalid setting `{key}` = {value}: expected {expected}")]
     Setting {

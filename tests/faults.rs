@@ -1610,6 +1610,20 @@ fn a_normalisation_without_input_range_behind_a_tanh_generator_is_refused() {
     }
 }
 
+/// [`TanhGenerator`]'s images without its `output_range`: they reach
+/// nearly -1, beyond the default [0, 1].
+struct UndeclaredTanh;
+
+impl Generator for UndeclaredTanh {
+    fn latent_dim(&self) -> usize {
+        8
+    }
+    fn decode(&self, z: &Tensor, _: Option<&Tensor>) -> gevaldi::candle_core::Result<Tensor> {
+        let w = Tensor::ones((8, 784), DType::F32, z.device())?;
+        z.matmul(&w)?.tanh()?.reshape((z.dim(0)?, 1, 28, 28))
+    }
+}
+
 /// The config of [`config_text`] with the pair over the generator `tanh`
 /// registered from Rust, and `cnn_a`'s and `cnn_b`'s `preprocess`.
 fn tanh_pair(preprocess: &str) -> String {
@@ -1684,4 +1698,34 @@ fn a_builtin_classifier_without_preprocess_behind_a_tanh_generator_is_refused() 
         )),
         "{message}"
     );
+}
+
+/// Regression: a generator of one's own with a tanh output that did not
+/// declare its `output_range` was taken for [0, 1]: its pictures clipped
+/// every negative value to black, and a `preprocess` mapped the wrong
+/// range, with nothing said. Refused, naming what it decodes.
+#[test]
+fn a_generator_decoding_beyond_its_output_range_is_refused() {
+    let d = case_dir("outside-output-range");
+    let mut r = Registry::new();
+    r.generator("tanh", |_| Ok(UndeclaredTanh));
+    let message = trial(&d, &tanh_pair(""), r, "p").unwrap_err();
+    let path = d.join("gevaldi.toml").display().to_string();
+    let prefix = format!("pair `p` ({path}:20): generator `tanh` decodes values from -0.");
+    assert!(message.starts_with(&prefix), "{message}");
+    assert!(
+        message.ends_with(
+            "at 2 samples of its prior, far outside its `output_range` [0, 1] (the default, \
+             where a generator declares none): declare the range its decoder outputs \
+             (`Generator::output_range`, e.g. (-1.0, 1.0) for a tanh output), which the \
+             classifiers' `preprocess` and the pictures read"
+        ),
+        "{message}"
+    );
+    let mut r = Registry::new();
+    r.generator("tanh", |_| Ok(TanhGenerator));
+    let fine = tanh_pair("preprocess = { input_range = [-1, 1] }");
+    if let Err(message) = trial(&d, &fine, r, "p") {
+        assert!(!message.contains("output_range"), "{message}");
+    }
 }

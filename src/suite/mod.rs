@@ -414,6 +414,11 @@ impl Suite {
                 audit.chain(&chain, g, *c, &z, condition.as_ref())?;
             }
         }
+        // Where a classifier cannot take the samples at all (another
+        // shape), the search names that first.
+        if own_generator && finite(&x)? && classifiers.iter().all(|(_, c)| c.logits(&x).is_ok()) {
+            check_output_range(generator, g, &x)?;
+        }
         Ok(())
     }
 
@@ -432,6 +437,42 @@ impl Suite {
             None => Ok(()),
         }
     }
+}
+
+/// Refuses a generator whose decoded samples `x` reach beyond its declared
+/// `output_range` by more than a quarter of its width (a decoder with a
+/// linear output may overshoot a little; one declaring the default [0, 1]
+/// with a tanh output, or 0 to 255, is off by a whole width): the pictures
+/// would clip its images and the classifiers' `preprocess` would map the
+/// wrong range, silently.
+fn check_output_range(generator: &str, g: &dyn Generator, x: &candle_core::Tensor) -> Result<()> {
+    let values = x
+        .flatten_all()
+        .and_then(|t| t.to_dtype(candle_core::DType::F32))
+        .and_then(|t| t.to_vec1::<f32>())
+        .map_err(Error::tensor("read the generator's samples"))?;
+    let (min, max) = values
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
+            (a.min(v), b.max(v))
+        });
+    let (lo, hi) = g.output_range();
+    let slack = 0.25 * (hi - lo).abs();
+    if min >= lo - slack && max <= hi + slack {
+        return Ok(());
+    }
+    Err(Error::OutsideOutputRange {
+        generator: generator.to_string(),
+        min,
+        max,
+        lo,
+        hi,
+        default: if (lo, hi) == (0.0, 1.0) {
+            " (the default, where a generator declares none)"
+        } else {
+            ""
+        },
+    })
 }
 
 /// A trial's generator and classifiers (in the trial's order).
