@@ -28,8 +28,13 @@
 //! it half and half with a random unit vector: a purely random direction in
 //! a space of thousands of pixels is nearly orthogonal to the gradient, and
 //! its tiny directional derivative drowns in f32 rounding and ReLU kinks.
-//! A gradient scaled by c gives ratio c along every direction; a gradient
-//! missing a component gives ratios below 1.
+//! A gradient scaled by c gives ratio c along every direction. A gradient
+//! missing a component (a branch whose gradient is dropped) is still right
+//! along itself, and shows only along the random directions, in proportion
+//! to their share of the missing part: about 1/√n of it among n inputs, too
+//! little among an image's pixels, enough among a latent's few dimensions,
+//! so audit a classifier of your own from z too ([`GradientAudit::chain`],
+//! which the suite runs).
 //!
 //! Audit at generic inputs, such as decoded samples (where the search
 //! evaluates models). At a kink the model is not differentiable and no
@@ -148,6 +153,30 @@ impl GradientAudit {
         condition: Option<&Tensor>,
     ) -> Result<AuditReport> {
         self.run(name, "latent z", z, |z| model.decode(z, condition))
+    }
+
+    /// Audits the gradient the search ascends through a classifier: that of
+    /// its logits of a generator's samples with respect to the latents `z`
+    /// `[B, d]` (with the class condition, if it takes one). Audit a model of
+    /// your own here as well as at images
+    /// ([`classifier`](Self::classifier)): a gradient that misses a part of
+    /// the model (a `detach` on one branch, an op without backward inside a
+    /// residual block) is still the whole gradient along itself, and a
+    /// random direction among thousands of pixels sees almost nothing of the
+    /// part it misses (a dropped branch that moved the logits by 1 passed
+    /// the audit at images), while among the latent's few dimensions it sees
+    /// a good share of it.
+    pub fn chain(
+        &self,
+        name: &str,
+        generator: &dyn Generator,
+        classifier: &dyn Classifier,
+        z: &Tensor,
+        condition: Option<&Tensor>,
+    ) -> Result<AuditReport> {
+        self.run(name, "latent z", z, |z| {
+            classifier.logits(&generator.decode(z, condition)?)
+        })
     }
 
     /// Audits the gradient of a generator's log p(z) with respect to the

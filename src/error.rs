@@ -181,6 +181,65 @@ pub enum Error {
         /// Its upper end.
         hi: f32,
     },
+    /// A built-in classifier without `preprocess` behind a generator whose
+    /// images are not what its weights take: grey [0, 1] images for the
+    /// MNIST architectures, ImageNet-normalised colour images for the
+    /// ImageNet ones (behind a built-in generator the config refuses this
+    /// already). A generator of one's own declaring [-1, 1] images went
+    /// into the MNIST CNNs as they were, and the pair started at KL 2.0
+    /// instead of 0.11, with nothing said.
+    #[error(
+        "classifier `{model}` ({arch}, [classifier.{model}], {}:{line}) has no `preprocess`, \
+         so it would take the images of generator `{generator}`, in [{lo}, {hi}] (its \
+         `output_range`), as they are, where its weights expect {}: give it a `preprocess`, \
+         e.g. preprocess = {} (`preprocess = {{}}` feeds the images as they are)",
+        config.display(),
+        if *.imagenet { "ImageNet-normalised colour images" } else { "grey images in [0, 1]" },
+        unprepared_suggestion(.imagenet, .lo, .hi)
+    )]
+    Unprepared {
+        /// The classifier.
+        model: String,
+        /// Its architecture's name.
+        arch: &'static str,
+        /// The config file.
+        config: PathBuf,
+        /// The line of the classifier's table.
+        line: usize,
+        /// The generator.
+        generator: String,
+        /// The generator's output range.
+        lo: f32,
+        /// Its upper end.
+        hi: f32,
+        /// Whether the architecture is an ImageNet one (its weights take
+        /// ImageNet-normalised colour images), else an MNIST one (grey
+        /// images in [0, 1]).
+        imagenet: bool,
+    },
+    /// A generator's decoded samples reach far outside the `output_range`
+    /// it declares: the pictures clip them, and the classifiers'
+    /// `preprocess` maps the declared range, not the real one.
+    #[error(
+        "generator `{generator}` decodes values from {min:.4} to {max:.4} at 2 samples of its prior, \
+         far outside its `output_range` [{lo}, {hi}]{default}: declare the range its decoder \
+         outputs (`Generator::output_range`, e.g. (-1.0, 1.0) for a tanh output), which the \
+         classifiers' `preprocess` and the pictures read"
+    )]
+    OutsideOutputRange {
+        /// The generator.
+        generator: String,
+        /// The smallest value decoded.
+        min: f32,
+        /// The largest value decoded.
+        max: f32,
+        /// Its declared output range.
+        lo: f32,
+        /// Its upper end.
+        hi: f32,
+        /// " (the default)" where the generator declares none of its own.
+        default: &'static str,
+    },
     /// A setting has a value it cannot take.
     #[error("invalid setting `{key}` = {value}: expected {expected}")]
     Setting {
@@ -298,9 +357,11 @@ pub enum Error {
          {backprop:.6e} but central finite differences give {finite_difference:.6e} \
          (ratio {ratio:.4}, allowed 1 ± {tolerance}); either an op's backward is wrong: \
          candle 0.11's max_pool2d scales its gradient by 1/k² (a ratio of 1/4 per 2×2 pool), \
-         so pool with gevaldi::zoo::max_pool2d (or zoo::max_pool2x2) instead; or the input \
-         sits on a kink (e.g. max-pool ties over a blank background): audit at decoded \
-         samples or random images instead"
+         so pool with gevaldi::zoo::max_pool2d (or zoo::max_pool2x2) instead; or a part of \
+         the gradient is dropped (a `detach` on one branch, an op without backward such as \
+         candle's softmax_last_dim inside a residual block); or the input sits on a kink \
+         (e.g. max-pool ties over a blank background): audit at decoded samples or random \
+         images instead"
     )]
     GradientMismatch {
         /// The model's name.
@@ -507,6 +568,19 @@ impl Error {
             value: value.to_string(),
             expected: expected.into(),
         }
+    }
+}
+
+/// The `preprocess` that maps a generator's images in [`lo`, `hi`] onto
+/// what a built-in architecture takes ([`Error::Unprepared`]).
+fn unprepared_suggestion(imagenet: &bool, lo: &f32, hi: &f32) -> String {
+    if *imagenet {
+        format!(
+            "{{ input_range = [{lo}, {hi}], resize = 224, mean = [0.485, 0.456, 0.406], \
+             std = [0.229, 0.224, 0.225] }}"
+        )
+    } else {
+        format!("{{ input_range = [{lo}, {hi}] }}")
     }
 }
 

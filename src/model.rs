@@ -61,7 +61,10 @@ pub trait Generator {
     /// The range `(low, high)` of the decoded values, mapped onto black ..
     /// white (0 .. 255) when samples are drawn for the report or an MDS
     /// dataset is exported as IDX bytes; values outside it are clipped
-    /// there. Only pictures and those bytes use it, never the search.
+    /// there. The search never reads it, but a trial refuses a built-in
+    /// classifier without `preprocess` behind images its weights do not
+    /// take, and a generator of one's own whose samples reach beyond this
+    /// range by more than a quarter of its width.
     /// (Default: `(0.0, 1.0)`; a GAN with a tanh output declares `(-1.0, 1.0)`.)
     fn output_range(&self) -> (f32, f32) {
         (0.0, 1.0)

@@ -1464,6 +1464,69 @@ fn a_registered_classifier_with_a_wrong_gradient_fails_its_audit() {
     }
 }
 
+/// cnn_b's logits plus a linear map of the pixels (weights `scale` times
+/// seeded normals) whose gradient is dropped by a `detach`, as a branch
+/// through an op without backward would be.
+#[derive(Clone)]
+struct DroppedBranch {
+    cnn: std::sync::Arc<MnistCnn>,
+    w: Tensor,
+    detach: bool,
+}
+
+impl DroppedBranch {
+    fn new(scale: f64, detach: bool) -> Self {
+        let dev = Device::Cpu;
+        let vb = gevaldi::candle_nn::VarBuilder::from_tensors(
+            gevaldi::candle_core::safetensors::load(fixture("cnn_b.safetensors"), &dev).unwrap(),
+            DType::F32,
+            &dev,
+        );
+        let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(5);
+        let w = gevaldi::model::sample_standard_normal((784, 10), &mut rng, &dev).unwrap();
+        DroppedBranch {
+            cnn: std::sync::Arc::new(MnistCnn::load(vb, &MnistCnnConfig::cnn_b()).unwrap()),
+            w: (w * scale).unwrap(),
+            detach,
+        }
+    }
+}
+
+impl Classifier for DroppedBranch {
+    fn logits(&self, x: &Tensor) -> gevaldi::candle_core::Result<Tensor> {
+        let pixels = if self.detach { x.detach() } else { x.clone() };
+        self.cnn.logits(x)? + pixels.flatten_from(1)?.matmul(&self.w)?
+    }
+    fn class_names(&self) -> &[String] {
+        self.cnn.class_names()
+    }
+}
+
+/// Regression: a registered classifier with a branch whose gradient was
+/// dropped (here moving its logits by about 1) passed its audit, which
+/// checked only at the images, where a random direction among 784 pixels
+/// sees a 28th of the missing part, and the search climbed without it.
+/// The audit from z, through the generator, fails it naming the chain
+/// (the audit at the images, which runs first, still passes it); the same
+/// model with its gradient still passes.
+#[test]
+fn a_registered_classifier_missing_a_branchs_gradient_fails_its_audit() {
+    let d = case_dir("registered-dropped-branch");
+    let (text, r) = with_registered("", DroppedBranch::new(0.2, true));
+    let message = trial(&d, &text, r, "p").unwrap_err();
+    assert!(
+        message.starts_with(&format!(
+            "pair `p` ({}:17): gradient audit of `vae -> mine` failed: along direction ",
+            d.join("gevaldi.toml").display()
+        )) && message.contains("a part of the gradient is dropped"),
+        "{message}"
+    );
+    let (text, r) = with_registered("", DroppedBranch::new(0.2, false));
+    if let Err(message) = trial(&d, &text, r, "p") {
+        assert!(!message.contains("gradient audit"), "{message}");
+    }
+}
+
 /// A generator of 28×28 images in [-1, 1] (a tanh output), as BigGAN's
 /// are, which says so (`output_range`).
 struct TanhGenerator;
@@ -1500,6 +1563,10 @@ fn a_normalisation_without_input_range_behind_a_tanh_generator_is_refused() {
                     "[generator.tanh]\n[generator.vae]\narch = \"mnist-vae\"",
                 ),
                 (
+                    "arch = \"mnist-cnn-a\"\n",
+                    "arch = \"mnist-cnn-a\"\npreprocess = { input_range = [-1, 1] }\n",
+                ),
+                (
                     "arch = \"mnist-cnn-b\"\n",
                     &format!("arch = \"mnist-cnn-b\"\n{preprocess}\n"),
                 ),
@@ -1523,7 +1590,7 @@ fn a_normalisation_without_input_range_behind_a_tanh_generator_is_refused() {
     assert_eq!(
         message,
         format!(
-            "pair `p` ({path}:19): classifier `cnn_b` ([classifier.cnn_b], {path}:14) normalises \
+            "pair `p` ({path}:20): classifier `cnn_b` ([classifier.cnn_b], {path}:15) normalises \
              with `mean` and `std`, which apply to images in [0, 1], but its `preprocess` has no \
              `input_range`, so the images of generator `tanh`, in [-1, 1] (its `output_range`), \
              would go in as if they were in [0, 1]: add `input_range = [-1, 1]` to its \
@@ -1540,5 +1607,125 @@ fn a_normalisation_without_input_range_behind_a_tanh_generator_is_refused() {
                 "{fine}: refused for its input range:\n{message}"
             );
         }
+    }
+}
+
+/// [`TanhGenerator`]'s images without its `output_range`: they reach
+/// nearly -1, beyond the default [0, 1].
+struct UndeclaredTanh;
+
+impl Generator for UndeclaredTanh {
+    fn latent_dim(&self) -> usize {
+        8
+    }
+    fn decode(&self, z: &Tensor, _: Option<&Tensor>) -> gevaldi::candle_core::Result<Tensor> {
+        let w = Tensor::ones((8, 784), DType::F32, z.device())?;
+        z.matmul(&w)?.tanh()?.reshape((z.dim(0)?, 1, 28, 28))
+    }
+}
+
+/// The config of [`config_text`] with the pair over the generator `tanh`
+/// registered from Rust, and `cnn_a`'s and `cnn_b`'s `preprocess`.
+fn tanh_pair(preprocess: &str) -> String {
+    config_text(
+        "",
+        &[
+            (
+                "[generator.vae]\narch = \"mnist-vae\"",
+                "[generator.tanh]\n[generator.vae]\narch = \"mnist-vae\"",
+            ),
+            (
+                "arch = \"mnist-cnn-a\"\n",
+                &format!("arch = \"mnist-cnn-a\"\n{preprocess}\n"),
+            ),
+            (
+                "arch = \"mnist-cnn-b\"\n",
+                &format!("arch = \"mnist-cnn-b\"\n{preprocess}\n"),
+            ),
+        ],
+    )
+    .replace("generator = \"vae\"", "generator = \"tanh\"")
+}
+
+/// Regression: the MNIST CNNs without `preprocess` behind a generator of
+/// one's own declaring [-1, 1] images took them as they were (the fixtures'
+/// VAE so rescaled started cnn_a vs cnn_b at KL 2.0 instead of 0.11), with
+/// nothing said. Refused, naming the classifier, its table, the generator,
+/// its range and the `preprocess` that maps it; with it, the trial runs.
+#[test]
+fn a_builtin_classifier_without_preprocess_behind_a_tanh_generator_is_refused() {
+    let d = case_dir("unprepared");
+    let registry = || {
+        let mut r = Registry::new();
+        r.generator("tanh", |_| Ok(TanhGenerator));
+        r
+    };
+    let message = trial(&d, &tanh_pair(""), registry(), "p").unwrap_err();
+    let path = d.join("gevaldi.toml").display().to_string();
+    assert_eq!(
+        message,
+        format!(
+            "pair `p` ({path}:20): classifier `cnn_a` (mnist-cnn-a, [classifier.cnn_a], \
+             {path}:10) has no `preprocess`, so it would take the images of generator `tanh`, in \
+             [-1, 1] (its `output_range`), as they are, where its weights expect grey images in \
+             [0, 1]: give it a `preprocess`, e.g. preprocess = {{ input_range = [-1, 1] }} \
+             (`preprocess = {{}}` feeds the images as they are)"
+        )
+    );
+    let fine = tanh_pair("preprocess = { input_range = [-1, 1] }");
+    if let Err(message) = trial(&d, &fine, registry(), "p") {
+        assert!(!message.contains("preprocess"), "{message}");
+    }
+    // An ImageNet architecture behind a generator of one's own, refused
+    // before its weights are read (the config refuses it behind a built-in
+    // generator).
+    let imagenet = format!(
+        "{}\n[classifier.alex]\narch = \"alexnet\"\nweights = \"{w}\"\n\n\
+         [classifier.alex2]\narch = \"alexnet\"\nweights = \"{w}\"\n\n\
+         [[pair]]\nname = \"q\"\nmodels = [\"alex\", \"alex2\"]\ngenerator = \"tanh\"\n",
+        tanh_pair("preprocess = { input_range = [-1, 1] }"),
+        w = fixture("cnn_a.safetensors")
+    );
+    let message = trial(&d, &imagenet, registry(), "q").unwrap_err();
+    assert!(
+        message.contains(&format!(
+            "classifier `alex` (alexnet, [classifier.alex], \
+             {path}:25) has no `preprocess`, so it would take the images of generator `tanh`, in \
+             [-1, 1] (its `output_range`), as they are, where its weights expect \
+             ImageNet-normalised colour images: give it a `preprocess`, e.g. preprocess = \
+             {{ input_range = [-1, 1], resize = 224, mean = [0.485, 0.456, 0.406], std = [0.229, \
+             0.224, 0.225] }} (`preprocess = {{}}` feeds the images as they are)"
+        )),
+        "{message}"
+    );
+}
+
+/// Regression: a generator of one's own with a tanh output that did not
+/// declare its `output_range` was taken for [0, 1]: its pictures clipped
+/// every negative value to black, and a `preprocess` mapped the wrong
+/// range, with nothing said. Refused, naming what it decodes.
+#[test]
+fn a_generator_decoding_beyond_its_output_range_is_refused() {
+    let d = case_dir("outside-output-range");
+    let mut r = Registry::new();
+    r.generator("tanh", |_| Ok(UndeclaredTanh));
+    let message = trial(&d, &tanh_pair(""), r, "p").unwrap_err();
+    let path = d.join("gevaldi.toml").display().to_string();
+    let prefix = format!("pair `p` ({path}:20): generator `tanh` decodes values from -0.");
+    assert!(message.starts_with(&prefix), "{message}");
+    assert!(
+        message.ends_with(
+            "at 2 samples of its prior, far outside its `output_range` [0, 1] (the default, \
+             where a generator declares none): declare the range its decoder outputs \
+             (`Generator::output_range`, e.g. (-1.0, 1.0) for a tanh output), which the \
+             classifiers' `preprocess` and the pictures read"
+        ),
+        "{message}"
+    );
+    let mut r = Registry::new();
+    r.generator("tanh", |_| Ok(TanhGenerator));
+    let fine = tanh_pair("preprocess = { input_range = [-1, 1] }");
+    if let Err(message) = trial(&d, &fine, r, "p") {
+        assert!(!message.contains("output_range"), "{message}");
     }
 }

@@ -250,6 +250,20 @@ pub enum SnapshotProblem {
     },
 }
 
+/// `path` as one word of a POSIX shell, for a command to paste: as it is
+/// where it holds only characters no shell treats specially, else in single
+/// quotes (a `'` inside as `'\''`). A config in `my suite/` made a `mv`
+/// that split at the space.
+fn shell_word(path: &Path) -> String {
+    let s = path.display().to_string();
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+:,@%=".contains(c);
+    if !s.is_empty() && s.chars().all(plain) {
+        s
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
 /// Lines of a changed snapshot shown; the rest are counted.
 pub(super) const MISMATCHES_SHOWN: usize = 5;
 
@@ -259,8 +273,8 @@ impl fmt::Display for SnapshotProblem {
             format!(
                 "accept it with `cargo insta accept` (cargo-insta: `cargo install cargo-insta`), \
                  or `mv {} {}`",
-                written.display(),
-                target.display()
+                shell_word(written),
+                shell_word(target)
             )
         };
         match self {

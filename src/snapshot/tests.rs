@@ -370,3 +370,46 @@ fn settings_hold_the_kinds_of_the_divergence_and_optimizer() {
         "{json}"
     );
 }
+
+/// Regression: the command a new snapshot's message gives to accept it,
+/// `mv <new> <snap>`, split at the space of a config in `my suite/`, and
+/// `mv` refused it. Its paths are quoted for the shell where they need it
+/// (a space, a quote, a non-ASCII letter), and the command works as pasted.
+#[cfg(unix)]
+#[test]
+fn a_new_snapshots_mv_command_works_in_a_folder_with_a_space() {
+    let dir = tempfile::tempdir().unwrap();
+    let suite = dir.path().join("my suite/l'été");
+    std::fs::create_dir_all(&suite).unwrap();
+    let file = SnapshotFile::new(&suite.join("gevaldi.toml"), TrialId::pair("p"));
+    std::fs::create_dir_all(file.path.parent().unwrap()).unwrap();
+    let env = super::file::InstaEnv::default();
+    let body = "trial: pair::p\nsearch.lift: 9.348\n";
+    let message = super::file::check_with(&file, body, &env)
+        .unwrap_err()
+        .to_string();
+    let command = message
+        .split_once("or `mv ")
+        .and_then(|(_, rest)| rest.split_once('`'))
+        .map(|(args, _)| format!("mv {args}"))
+        .unwrap_or_else(|| panic!("no mv command in {message}"));
+    let status = std::process::Command::new("sh")
+        .args(["-c", &command])
+        .status()
+        .unwrap();
+    assert!(status.success(), "{command}");
+    assert!(file.path.is_file(), "{command}");
+    assert!(!file.pending().exists(), "{command}");
+    // A plain path is left as it is, as the README shows it.
+    let plain = SnapshotFile::new(Path::new("suite/gevaldi.toml"), TrialId::pair("p"));
+    let problem = SnapshotProblem::New {
+        written: Some(plain.pending()),
+        file: Box::new(plain),
+    };
+    assert!(
+        problem.to_string().ends_with(
+            "`mv suite/snapshots/gevaldi/pair-p.snap.new suite/snapshots/gevaldi/pair-p.snap`"
+        ),
+        "{problem}"
+    );
+}

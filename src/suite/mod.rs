@@ -278,7 +278,38 @@ impl Suite {
         classifiers: &[String],
     ) -> Result<()> {
         let (lo, hi) = g.output_range();
-        if (f64::from(lo), f64::from(hi)) == crate::preprocess::Preprocess::default().input_range {
+        let unit =
+            (f64::from(lo), f64::from(hi)) == crate::preprocess::Preprocess::default().input_range;
+        let own_generator = self
+            .config
+            .generator(generator)
+            .is_some_and(|d| d.builtin.is_none());
+        for m in classifiers {
+            let Some(decl) = self.config.classifier(m) else {
+                continue;
+            };
+            let (Some((arch, _)), None) = (&decl.builtin, &decl.preprocess) else {
+                continue;
+            };
+            // Behind a built-in generator the config refuses an ImageNet
+            // classifier without `preprocess` already.
+            let imagenet = arch.classes() == Some(1000);
+            let mismatched = if imagenet { own_generator } else { !unit };
+            if !mismatched {
+                continue;
+            }
+            return Err(Error::Unprepared {
+                model: m.clone(),
+                arch: arch.name(),
+                config: self.config.path.clone(),
+                line: decl.line,
+                generator: generator.to_string(),
+                lo,
+                hi,
+                imagenet,
+            });
+        }
+        if unit {
             return Ok(());
         }
         for m in classifiers {
@@ -304,7 +335,8 @@ impl Suite {
 
     /// Audits the gradients of the trial's models that are registered from
     /// Rust ([`GradientAudit`](crate::GradientAudit) at two of the
-    /// generator's samples; the built-in ones are audited by gevaldi's own
+    /// generator's samples, a classifier at the images and through the
+    /// generator from z; the built-in ones are audited by gevaldi's own
     /// tests): a model on candle's `max_pool2d`, whose backward scales by
     /// 1/k², would otherwise be searched on wrong gradients, and pass.
     /// A model whose output is not finite there is left to the search,
@@ -376,7 +408,16 @@ impl Suite {
             if finite(&logits)? {
                 crate::search::refuse_probabilities(name, &logits)?;
                 audit.classifier(name, *c, &x)?;
+                // At images a dropped branch hides among the pixels; in z,
+                // where the search climbs, it shows.
+                let chain = format!("{generator} -> {name}");
+                audit.chain(&chain, g, *c, &z, condition.as_ref())?;
             }
+        }
+        // Where a classifier cannot take the samples at all (another
+        // shape), the search names that first.
+        if own_generator && finite(&x)? && classifiers.iter().all(|(_, c)| c.logits(&x).is_ok()) {
+            check_output_range(generator, g, &x)?;
         }
         Ok(())
     }
@@ -396,6 +437,42 @@ impl Suite {
             None => Ok(()),
         }
     }
+}
+
+/// Refuses a generator whose decoded samples `x` reach beyond its declared
+/// `output_range` by more than a quarter of its width (a decoder with a
+/// linear output may overshoot a little; one declaring the default [0, 1]
+/// with a tanh output, or 0 to 255, is off by a whole width): the pictures
+/// would clip its images and the classifiers' `preprocess` would map the
+/// wrong range, silently.
+fn check_output_range(generator: &str, g: &dyn Generator, x: &candle_core::Tensor) -> Result<()> {
+    let values = x
+        .flatten_all()
+        .and_then(|t| t.to_dtype(candle_core::DType::F32))
+        .and_then(|t| t.to_vec1::<f32>())
+        .map_err(Error::tensor("read the generator's samples"))?;
+    let (min, max) = values
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
+            (a.min(v), b.max(v))
+        });
+    let (lo, hi) = g.output_range();
+    let slack = 0.25 * (hi - lo).abs();
+    if min >= lo - slack && max <= hi + slack {
+        return Ok(());
+    }
+    Err(Error::OutsideOutputRange {
+        generator: generator.to_string(),
+        min,
+        max,
+        lo,
+        hi,
+        default: if (lo, hi) == (0.0, 1.0) {
+            " (the default, where a generator declares none)"
+        } else {
+            ""
+        },
+    })
 }
 
 /// A trial's generator and classifiers (in the trial's order).

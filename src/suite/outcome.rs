@@ -109,8 +109,9 @@ impl TrialReport {
                 steps,
             } => format!(
                 "mean {d} {mean_before:.4} -> {mean_after:.4} (max {max_after:.4}), baseline \
-                 {baseline:.4}, lift {}, {steps} steps in {:.1} s",
+                 {baseline:.4}, lift {}, {} in {:.1} s",
                 crate::verdict::lift_text(*lift, 1),
+                crate::report::count(*steps, "step"),
                 self.seconds
             ),
             Figures::Ensemble {
@@ -134,7 +135,7 @@ impl TrialReport {
                 pairs,
                 samples,
             } => format!(
-                "{} by {}, {}, {pairs} pairs x {samples} samples in {:.1} s",
+                "{} by {}, {}, {pairs} pairs x {} in {:.1} s",
                 crate::tournament::ranking_line(ranking),
                 ranking_method.name(),
                 match (srcc, test_data) {
@@ -142,6 +143,7 @@ impl TrialReport {
                     (None, true) => "SRCC with test accuracy undefined".into(),
                     (None, false) => "no SRCC (no test_data given)".into(),
                 },
+                crate::report::count(*samples, "sample"),
                 self.seconds
             ),
         }
@@ -301,6 +303,35 @@ mod tests {
                  there are beyond what the generator was sampled on\nartifact: "
             ),
             "{message}"
+        );
+    }
+
+    /// Regression: a search of `steps = 1` read "1 steps", a tournament of
+    /// `samples = 1` "x 1 samples".
+    #[test]
+    fn one_step_and_one_sample_are_singular() {
+        let mut report = tournament(None, false);
+        if let Figures::Tournament { samples, .. } = &mut report.figures {
+            *samples = 1;
+        }
+        assert!(
+            report.result().ends_with(", 6 pairs x 1 sample in 1.0 s"),
+            "{}",
+            report.result()
+        );
+        report.figures = Figures::Pair {
+            divergence: crate::config::DivergenceKind::Kl,
+            mean_before: 0.1,
+            mean_after: 0.2,
+            max_after: 0.3,
+            baseline: 0.1,
+            lift: 2.0,
+            steps: 1,
+        };
+        assert!(
+            report.result().ends_with(", 1 step in 1.0 s"),
+            "{}",
+            report.result()
         );
     }
 
