@@ -19,17 +19,17 @@ pub(super) fn ensemble_section(dir: &Path, e: &EnsembleArtifact, now: u64) -> Re
         .collect();
     let _ = write!(
         html,
-        "<p>Members {} over <code>{}</code>{}; {} MDS samples searched with js, {} lr {} λ {}, \
-         batch {}, {} steps, seed {}; {:.1} s, written {}.</p>",
+        "<p>Members {} over <code>{}</code>{}; {} searched with js, {} lr {} λ {}, \
+         batch {}, {}, seed {}; {:.1} s, written {}.</p>",
         members.join(", "),
         esc(&s.generator),
         esc(&support_text(e.latent_support)),
-        s.samples,
+        super::count(s.samples, "MDS sample"),
         s.settings.optimizer,
         s.settings.lr,
         s.settings.lambda,
         s.settings.batch,
-        s.settings.steps,
+        super::count(s.settings.steps, "step"),
         s.settings.seed,
         e.seconds,
         age(e.written_at, now)

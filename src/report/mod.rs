@@ -214,27 +214,27 @@ fn headline(r: &Record) -> String {
                 s.divergence.after.mean,
                 s.divergence.after.max,
                 s.baseline.mean,
-                crate::verdict::lift_text(s.lift_value(), 1)
+                crate::verdict::lift_text(s.lift_value(), 1, s.settings.batch)
             )
         }
         Record::Ensemble(e) => {
             let s = &e.summary;
             format!(
-                "vote accuracy {:.1}% on the test data, {:.1}% on {} MDS samples; {} of uncertainty",
+                "vote accuracy {:.1}% on the test data, {:.1}% on {}; {} of uncertainty",
                 100.0 * s.test.accuracy,
                 100.0 * s.mds.accuracy,
-                s.samples,
+                count(s.samples, "MDS sample"),
                 count(s.regions.count, "region")
             )
         }
         Record::Tournament(t) => {
             let o = &t.outcome;
             format!(
-                "{} by {}; {} pairs × {} samples",
+                "{} by {}; {} × {}",
                 o.ranking_line(t.thresholds.ranking),
                 t.thresholds.ranking.name(),
-                o.pairs.len(),
-                t.summary.samples
+                count(o.pairs.len(), "pair"),
+                count(t.summary.samples, "sample")
             )
         }
         Record::TournamentPair(p) => {

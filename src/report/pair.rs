@@ -21,7 +21,7 @@ pub(super) fn pair_section(dir: &Path, p: &PairArtifact, now: u64) -> Result<Str
     let support = support_text(p.latent_support);
     let _ = write!(
         html,
-        "<p>{} over <code>{}</code>{}; {d}, {} lr {} λ {}, batch {}, {} of {} steps, seed {}; {:.1} s, written {}.</p>",
+        "<p>{} over <code>{}</code>{}; {d}, {} lr {} λ {}, batch {}, {} of {}, seed {}; {:.1} s, written {}.</p>",
         models.join(" vs "),
         esc(&s.generator),
         esc(&support),
@@ -30,7 +30,7 @@ pub(super) fn pair_section(dir: &Path, p: &PairArtifact, now: u64) -> Result<Str
         s.settings.lambda,
         s.settings.batch,
         s.steps_run,
-        s.settings.steps,
+        super::count(s.settings.steps, "step"),
         s.settings.seed,
         p.seconds,
         age(p.written_at, now)
@@ -77,7 +77,7 @@ pub(super) fn pair_section(dir: &Path, p: &PairArtifact, now: u64) -> Result<Str
     let _ = write!(
         html,
         "</table><p>Lift (mean after / baseline mean): <b>{}</b>; mean dz = ‖z − z0‖ / ‖z‖: {:.3}.</p>",
-        crate::verdict::lift_text(s.lift_value(), 2),
+        crate::verdict::lift_text(s.lift_value(), 2, s.settings.batch),
         s.mean_dz
     );
     let t = &s.thresholds;

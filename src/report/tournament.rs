@@ -17,17 +17,17 @@ pub(super) fn tournament_section(dir: &Path, t: &TournamentArtifact, now: u64) -
     let n = o.models.len();
     let _ = write!(
         html,
-        "<p>{n} models over <code>{}</code>{}: {} ordered pairs × {} MDS samples, searched with {}, \
-         {} lr {} λ {}, {} steps, seed {}; {:.1} s, written {}.</p>",
+        "<p>{n} models over <code>{}</code>{}: {} × {}, searched with {}, \
+         {} lr {} λ {}, {}, seed {}; {:.1} s, written {}.</p>",
         esc(&s.generator),
         esc(&support_text(t.latent_support)),
-        n * n.saturating_sub(1),
-        s.samples,
+        super::count(n * n.saturating_sub(1), "ordered pair"),
+        super::count(s.samples, "MDS sample"),
         s.settings.divergence,
         s.settings.optimizer,
         s.settings.lr,
         s.settings.lambda,
-        s.settings.steps,
+        super::count(s.settings.steps, "step"),
         s.settings.seed,
         t.seconds,
         age(t.written_at, now)

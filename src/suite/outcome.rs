@@ -29,6 +29,8 @@ pub enum Figures {
         max_after: f64,
         /// The null baseline's mean.
         baseline: f64,
+        /// The prior samples the baseline's mean is over.
+        baseline_samples: usize,
         /// Mean after / baseline.
         lift: f64,
         /// Ascent steps taken.
@@ -105,12 +107,13 @@ impl TrialReport {
                 mean_after,
                 max_after,
                 baseline,
+                baseline_samples,
                 lift,
                 steps,
             } => format!(
                 "mean {d} {mean_before:.4} -> {mean_after:.4} (max {max_after:.4}), baseline \
                  {baseline:.4}, lift {}, {} in {:.1} s",
-                crate::verdict::lift_text(*lift, 1),
+                crate::verdict::lift_text(*lift, 1, *baseline_samples),
                 crate::report::count(*steps, "step"),
                 self.seconds
             ),
@@ -120,10 +123,10 @@ impl TrialReport {
                 samples,
                 regions,
             } => format!(
-                "accuracy {:.1}% on the test data, {:.1}% on {samples} MDS samples, {} of \
-                 uncertainty, in {:.1} s",
+                "accuracy {:.1}% on the test data, {:.1}% on {}, {} of uncertainty, in {:.1} s",
                 100.0 * test_accuracy,
                 100.0 * mds_accuracy,
+                crate::report::count(*samples, "MDS sample"),
                 crate::report::count(*regions, "region"),
                 self.seconds
             ),
@@ -325,6 +328,7 @@ mod tests {
             mean_after: 0.2,
             max_after: 0.3,
             baseline: 0.1,
+            baseline_samples: 64,
             lift: 2.0,
             steps: 1,
         };

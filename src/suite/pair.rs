@@ -119,6 +119,7 @@ impl Suite {
             mean_after: outcome.mean_divergence_after(),
             max_after: statistic(&after, Statistic::Max),
             baseline: outcome.baseline.mean,
+            baseline_samples: outcome.baseline.divergences.len(),
             lift: verdict.lift,
             steps: outcome.steps_run,
         };

@@ -278,12 +278,21 @@ pub fn set_distances(outcome: &SearchOutcome, top_n: usize) -> Vec<f64> {
 /// A lift as the summaries print it: `30.9x` with `decimals` digits;
 /// `undefined (0 / 0)` where the divergence is 0 after the search and over
 /// the baseline (the models agree everywhere), `∞ (baseline 0)` where only
-/// the baseline is 0.
-pub(crate) fn lift_text(lift: f64, decimals: usize) -> String {
+/// the baseline is 0; and, over a baseline of fewer prior samples than
+/// `min_lift` takes (`baseline_samples`, a batch below
+/// [`MIN_BASELINE_SAMPLES`](gevaldi_config::MIN_BASELINE_SAMPLES)), with
+/// how few: at batch 1 a lift of 169498.0x stood as if it meant something.
+pub(crate) fn lift_text(lift: f64, decimals: usize, baseline_samples: usize) -> String {
+    let few = baseline_samples < gevaldi_config::MIN_BASELINE_SAMPLES;
+    let over = crate::report::count(baseline_samples, "prior sample");
     if lift.is_nan() {
         "undefined (0 / 0)".into()
+    } else if lift.is_infinite() && few {
+        format!("∞ (baseline 0 over {over}, too few for min_lift)")
     } else if lift.is_infinite() {
         "∞ (baseline 0)".into()
+    } else if few {
+        format!("{lift:.decimals$}x (baseline of {over}, too few for min_lift)")
     } else {
         format!("{lift:.decimals$}x")
     }
@@ -411,9 +420,24 @@ mod tests {
     /// Regression: two identical models printed "lift NaNx".
     #[test]
     fn a_lift_of_0_over_0_reads_undefined() {
-        assert_eq!(super::lift_text(30.94, 1), "30.9x");
-        assert_eq!(super::lift_text(f64::NAN, 1), "undefined (0 / 0)");
-        assert_eq!(super::lift_text(f64::INFINITY, 2), "∞ (baseline 0)");
+        assert_eq!(super::lift_text(30.94, 1, 64), "30.9x");
+        assert_eq!(super::lift_text(f64::NAN, 1, 64), "undefined (0 / 0)");
+        assert_eq!(super::lift_text(f64::INFINITY, 2, 64), "∞ (baseline 0)");
+    }
+
+    /// Regression: at batch 1 the summary read "lift 169498.0x", as if a
+    /// baseline of one prior sample meant something.
+    #[test]
+    fn a_lift_over_too_few_prior_samples_says_so() {
+        assert_eq!(super::lift_text(30.94, 1, 16), "30.9x");
+        assert_eq!(
+            super::lift_text(169498.0, 1, 1),
+            "169498.0x (baseline of 1 prior sample, too few for min_lift)"
+        );
+        assert_eq!(
+            super::lift_text(f64::INFINITY, 1, 4),
+            "∞ (baseline 0 over 4 prior samples, too few for min_lift)"
+        );
     }
 
     fn thresholds(max: Option<f64>, min_lift: Option<f64>) -> Thresholds {
