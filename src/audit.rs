@@ -267,15 +267,13 @@ impl GradientAudit {
         let scalar = |y: &Tensor| -> candle_core::Result<Tensor> {
             y.to_dtype(DType::F64)?.mul(&weights)?.sum_all()
         };
-        let grad = scalar(&y)
+        let grads = scalar(&y)
             .and_then(|s| s.backward())
-            .map_err(|e| Error::model(name, "backpropagate")(with_backward_hint(e)))?
-            .get(var.as_tensor())
-            .cloned()
-            .ok_or_else(|| Error::MissingGradient {
-                model: name.to_string(),
-                input,
-            })?
+            .map_err(|e| Error::model(name, "backpropagate")(with_backward_hint(e)))?;
+        let Some(grad) = grads.get(var.as_tensor()) else {
+            return Err(self.no_gradient(name, input, &x, &y, &eval)?);
+        };
+        let grad = grad
             .to_dtype(DType::F64)
             .map_err(Error::tensor("read the gradient"))?;
         let x_norm = norm(&x)?;
@@ -370,6 +368,34 @@ impl GradientAudit {
             });
         }
         Ok(())
+    }
+
+    /// The error for an output that backpropagation gave no gradient for:
+    /// [`Error::ConstantOutput`] where the output stays the same, to the
+    /// bit, with every input value moved by ½ (a constant, or the input
+    /// multiplied by 0: candle keeps no graph for those, and a search
+    /// through it has nothing to climb), else [`Error::MissingGradient`].
+    fn no_gradient(
+        &self,
+        name: &str,
+        input: &'static str,
+        x: &Tensor,
+        y: &Tensor,
+        eval: &dyn Fn(&Tensor) -> Result<Tensor>,
+    ) -> Result<Error> {
+        let values = |t: &Tensor| -> Result<Vec<f64>> {
+            t.flatten_all()
+                .and_then(|t| t.to_dtype(DType::F64))
+                .and_then(|t| t.to_vec1::<f64>())
+                .map_err(Error::tensor("read the output"))
+        };
+        let moved = (x + 0.5).map_err(Error::tensor("shift the input"))?;
+        let model = name.to_string();
+        Ok(if values(y)? == values(&eval(&moved)?)? {
+            Error::ConstantOutput { model, input }
+        } else {
+            Error::MissingGradient { model, input }
+        })
     }
 
     /// Direction 0 is the backpropagated gradient itself; direction i > 0

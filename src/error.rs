@@ -334,6 +334,20 @@ pub enum Error {
         /// "input" or "latent z".
         input: &'static str,
     },
+    /// A model's output does not depend on its input at all (the same to
+    /// the bit with every input value moved by ½; backpropagation gave no
+    /// gradient): a constant, or its input multiplied by 0.
+    #[error(
+        "gradient audit of `{model}` failed: its output does not depend on its {input} (the \
+         same with every value of it moved by 0.5, and no gradient): a constant, or its {input} \
+         multiplied by 0 (candle keeps no graph for those); there is nothing to search through it"
+    )]
+    ConstantOutput {
+        /// The model's name.
+        model: String,
+        /// "input" or "latent z".
+        input: &'static str,
+    },
     /// Two forward passes of a model on one input differ.
     #[error(
         "gradient audit of `{model}` failed: two forward passes on the same {input} differ, \

@@ -154,6 +154,40 @@ fn reports_a_missing_gradient_by_model_name() {
     );
 }
 
+/// Regression: a model whose output ignores its input (a constant, or the
+/// input times 0, for which candle keeps no graph) was refused as a
+/// dropped gradient, with advice about `detach` and ops without backward.
+#[test]
+fn a_model_whose_output_ignores_its_input_is_named_so() {
+    let x = images(2, 3);
+    for (name, f) in [
+        (
+            "times-0",
+            Box::new(|x: &Tensor| x.affine(0.0, 1.0)) as Box<dyn Fn(&Tensor) -> _>,
+        ),
+        (
+            "constant",
+            Box::new(|x: &Tensor| Tensor::ones(x.dims(), x.dtype(), x.device())),
+        ),
+    ] {
+        let err = GradientAudit::default().function(name, &x, f).unwrap_err();
+        assert!(
+            matches!(&err, Error::ConstantOutput { model, .. } if model == name),
+            "{name}: {err}"
+        );
+        assert!(
+            err.to_string().contains("does not depend on its input"),
+            "{err}"
+        );
+    }
+    // A dropped gradient of an output that does depend on the input stays
+    // a missing gradient.
+    let err = GradientAudit::default()
+        .function("detached", &x, |x| x.detach().sqr())
+        .unwrap_err();
+    assert!(matches!(&err, Error::MissingGradient { .. }), "{err}");
+}
+
 #[test]
 fn rejects_bad_settings() {
     let dev = common::device();
