@@ -331,6 +331,43 @@ fn run_child(config: &Path, env: &[(&str, &str)]) -> String {
     text(&cmd.output().unwrap())
 }
 
+/// The committed suite's verdicts and snapshots hold on a GPU's path, as
+/// far as the CPU can show it: the engine's device-generic path with
+/// gevaldi's CUDA ops through their CPU twins (`GEVALDI_ENGINE=generic
+/// GEVALDI_CUDA_OPS_ON_CPU=1`, the second read once per process, hence a
+/// child). `tests/snapshot_policy.rs` runs the generic path on candle's ops
+/// alone. The tournament (94 s this way) is left out; by hand it passed too
+/// (2026-12-05).
+#[test]
+fn the_committed_suite_passes_on_a_gpus_path_run_on_the_cpu() {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "harness_child", "--ignored", "--nocapture"])
+        .env(
+            "GEVALDI_CHILD_CONFIG",
+            root().join("fixtures/mnist/gevaldi.toml"),
+        )
+        .env("GEVALDI_CHILD_ARGS", "--skip tournament::")
+        .env("GEVALDI_ENGINE", "generic")
+        .env("GEVALDI_CUDA_OPS_ON_CPU", "1")
+        .env("CI", "1")
+        .env("INSTA_UPDATE", "no")
+        .env_remove("INSTA_FORCE_PASS")
+        .output()
+        .unwrap();
+    let out = text(&out);
+    assert!(out.contains("GEVALDI-CHILD passed"), "{out}");
+    // Both pairs and the ensemble ran and passed (a summary line is printed
+    // for each trial that passed).
+    assert!(out.contains("3 passed; 0 failed"), "{out}");
+    for trial in [
+        "pair::cnn_a-vs-cnn_b",
+        "pair::cnn_b-vs-cnn_a",
+        "ensemble::bagging",
+    ] {
+        assert!(out.contains(&format!("\n{trial}: ")), "{trial}: {out}");
+    }
+}
+
 /// See issue 4: two runs give identical snapshots; with CI=true a model
 /// whose output changed fails its snapshot and nothing is written.
 #[test]
