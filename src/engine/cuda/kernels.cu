@@ -245,8 +245,9 @@ extern "C" __global__ void bias_act(const float *y, const float *bias, float *ou
 
 // The search's head for two models (src/divergence/head.rs), one thread
 // per sample. kind: 0 kl, 1 reverse-kl, 2 jeffreys, 3 tv, 4 js (weights
-// w[0], w[1]; the others ignore w). As candle's ops compute them: lp =
-// (x - max) - log(sum(exp(x - max))), f = max(lp, -1e4), p = exp(f).
+// w[0], w[1]; the others ignore w). As candle's ops define them: lp =
+// (x - max) - log(sum(exp(x - max))), f = max(lp, -1e4), p = exp(f); the
+// forward works them out in double, the backward in float.
 #define LOG_PROB_FLOOR (-1e4f)
 
 __device__ inline float floored(float lp) { return lp < LOG_PROB_FLOOR ? LOG_PROB_FLOOR : lp; }
@@ -258,14 +259,24 @@ __device__ inline float log_mix(float f1, float f2, const float *w) {
   return logf(expf(f1 - mm) * w[0] + expf(f2 - mm) * w[1]) + mm;
 }
 
-__device__ void log_softmax_row(const float *x, float *lp, int k) {
-  float m = NEG_INF;
+// The maximum of a row of logits and ln sum exp(x - max), in double: the
+// forward takes each log-probability and the divergence in double from the
+// float logits and rounds them to float last (ops.rs's CPU twin says why).
+__device__ void log_normaliser(const float *x, int k, double *m, double *ls) {
+  float mx = NEG_INF;
   for (int j = 0; j < k; ++j)
-    if (x[j] > m) m = x[j];
-  float s = 0.0f;
-  for (int j = 0; j < k; ++j) s += expf(x[j] - m);
-  float ls = logf(s);
-  for (int j = 0; j < k; ++j) lp[j] = (x[j] - m) - ls;
+    if (x[j] > mx) mx = x[j];
+  double s = 0.0;
+  for (int j = 0; j < k; ++j) s += exp((double)x[j] - (double)mx);
+  *m = mx;
+  *ls = log(s);
+}
+
+__device__ inline double floored64(double lp) { return lp < (double)LOG_PROB_FLOOR ? (double)LOG_PROB_FLOOR : lp; }
+
+__device__ inline double log_mix64(double f1, double f2, const float *w) {
+  double mm = f1 < f2 ? f2 : f1;
+  return log(exp(f1 - mm) * (double)w[0] + exp(f2 - mm) * (double)w[1]) + mm;
 }
 
 // out: the divergence (b), then log p1 (b x k) and log p2 (b x k).
@@ -274,26 +285,30 @@ extern "C" __global__ void head_forward(const float *l1, const float *l2, const 
   GRID_LOOP(r, b) {
     const long long at = (long long)r * k;
     float *lp1 = out + b + at, *lp2 = out + b + (long long)b * k + at;
-    log_softmax_row(l1 + at, lp1, k);
-    log_softmax_row(l2 + at, lp2, k);
-    float d = 0.0f, d2 = 0.0f;
+    double m1, ls1, m2, ls2;
+    log_normaliser(l1 + at, k, &m1, &ls1);
+    log_normaliser(l2 + at, k, &m2, &ls2);
+    double d = 0.0, d2 = 0.0;
     for (int j = 0; j < k; ++j) {
-      float f1 = floored(lp1[j]), f2 = floored(lp2[j]);
+      double e1 = (double)l1[at + j] - m1 - ls1, e2 = (double)l2[at + j] - m2 - ls2;
+      lp1[j] = (float)e1;
+      lp2[j] = (float)e2;
+      double f1 = floored64(e1), f2 = floored64(e2);
       switch (kind) {
-        case 0: d += expf(f1) * (f1 - f2); break;
-        case 1: d += expf(f2) * (f2 - f1); break;
-        case 2: d += (expf(f1) - expf(f2)) * (f1 - f2); break;
-        case 3: d += fabsf(expf(f1) - expf(f2)); break;
+        case 0: d += exp(f1) * (f1 - f2); break;
+        case 1: d += exp(f2) * (f2 - f1); break;
+        case 2: d += (exp(f1) - exp(f2)) * (f1 - f2); break;
+        case 3: d += fabs(exp(f1) - exp(f2)); break;
         default: {
-          float lm = log_mix(f1, f2, w);
-          d += expf(f1) * (f1 - lm);
-          d2 += expf(f2) * (f2 - lm);
+          double lm = log_mix64(f1, f2, w);
+          d += exp(f1) * (f1 - lm);
+          d2 += exp(f2) * (f2 - lm);
         }
       }
     }
-    if (kind == 3) d = d * 0.5f;
-    if (kind == 4) d = d * w[0] + d2 * w[1];
-    out[r] = d;
+    if (kind == 3) d = d * 0.5;
+    if (kind == 4) d = d * (double)w[0] + d2 * (double)w[1];
+    out[r] = (float)d;
   }
 }
 
