@@ -120,6 +120,19 @@ pub enum AscentWarning {
         /// The mean objective at the last step.
         end: f64,
     },
+    /// The objective rose but the divergence fell: the mean divergence at
+    /// the final z is below its mean at z0, the prior term λ · log p(z)
+    /// having outweighed it (two nearly agreeing models, whose divergence
+    /// is small beside the prior's). The search then found less
+    /// disagreement than it started from.
+    DivergenceFell {
+        /// The mean divergence at z0.
+        start: f64,
+        /// The mean divergence at the final z.
+        end: f64,
+        /// The search's λ.
+        lambda: f64,
+    },
     /// z ran away from the prior: at least half the samples ended at least
     /// [`RUNAWAY_GROWTH`] times as far from the origin as they started, so
     /// that dz = ‖z − z0‖ / ‖z‖ saturates near 1.
@@ -138,6 +151,7 @@ impl AscentWarning {
     pub fn kind(&self) -> AscentWarningKind {
         match self {
             AscentWarning::ObjectiveFell { .. } => AscentWarningKind::ObjectiveFell,
+            AscentWarning::DivergenceFell { .. } => AscentWarningKind::DivergenceFell,
             AscentWarning::RanAway { .. } => AscentWarningKind::RanAway,
         }
     }
@@ -152,16 +166,21 @@ pub enum AscentWarningKind {
     /// [`AscentWarning::ObjectiveFell`]: `objective fell`.
     #[serde(rename = "objective fell")]
     ObjectiveFell,
+    /// [`AscentWarning::DivergenceFell`]: `divergence fell`.
+    #[serde(rename = "divergence fell")]
+    DivergenceFell,
     /// [`AscentWarning::RanAway`]: `z ran away`.
     #[serde(rename = "z ran away")]
     RanAway,
 }
 
 impl AscentWarningKind {
-    /// A short name of what happened: `objective fell` or `z ran away`.
+    /// A short name of what happened: `objective fell`, `divergence fell`
+    /// or `z ran away`.
     pub fn name(self) -> &'static str {
         match self {
             AscentWarningKind::ObjectiveFell => "objective fell",
+            AscentWarningKind::DivergenceFell => "divergence fell",
             AscentWarningKind::RanAway => "z ran away",
         }
     }
@@ -184,6 +203,12 @@ impl fmt::Display for AscentWarning {
                 f,
                 "the ascent lowered its objective: the mean objective fell from {start:.4e} \
                  at step 0 to {end:.4e} at the end; lower `lr`, or try the other optimizer"
+            ),
+            AscentWarning::DivergenceFell { start, end, lambda } => write!(
+                f,
+                "the search lowered the divergence: its mean fell from {start:.4e} at z0 to \
+                 {end:.4e} at the end while the objective rose, the prior term λ · log p(z) \
+                 (lambda = {lambda}) outweighing it; lower `lambda`"
             ),
             AscentWarning::RanAway {
                 samples,
@@ -356,6 +381,8 @@ impl SearchOutcome {
     ///
     /// - [`AscentWarning::ObjectiveFell`]: the mean objective at the last
     ///   step is below its value at step 0 (none after 0 steps);
+    /// - [`AscentWarning::DivergenceFell`]: otherwise, the mean divergence
+    ///   at the final z is below its mean at z0 (none after 0 steps);
     /// - [`AscentWarning::RanAway`]: at least half the samples have
     ///   ‖z‖ ≥ [`RUNAWAY_GROWTH`] · ‖z0‖ (and moved at all).
     ///
@@ -369,6 +396,14 @@ impl SearchOutcome {
                     end: last.mean_objective,
                 });
             }
+        }
+        let (start, end) = (self.mean_divergence_before(), self.mean_divergence_after());
+        if self.steps_run > 0 && out.is_empty() && end < start {
+            out.push(AscentWarning::DivergenceFell {
+                start,
+                end,
+                lambda: self.config.lambda,
+            });
         }
         let norm = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
         let ran_away = self

@@ -86,6 +86,46 @@ fn warnings_follow_their_documented_criteria() {
     assert_eq!(outcome(&[0.0, 1.0], &[still]).warnings(), []);
 }
 
+/// Regression: a JS pair of two nearly uniform SqueezeNets, whose
+/// divergence was small beside the prior term, ended with a lower mean
+/// divergence than it started from (lift 0.69) while the objective rose,
+/// and nothing was said.
+#[test]
+fn a_divergence_that_fell_while_the_objective_rose_is_a_warning() {
+    let stay = (vec![1.0, 0.0], vec![2.0, 1.0]);
+    let with = |before: f64, after: f64, objectives: &[f64]| {
+        let mut o = outcome(objectives, std::slice::from_ref(&stay));
+        o.samples[0].divergence_before = before;
+        o.samples[0].divergence_after = after;
+        o.warnings()
+    };
+    let w = with(0.3, 0.2, &[1.0, 2.0]);
+    assert_eq!(
+        w,
+        [AscentWarning::DivergenceFell {
+            start: 0.3,
+            end: 0.2,
+            lambda: SearchConfig::default().lambda
+        }]
+    );
+    assert_eq!(w[0].kind().name(), "divergence fell");
+    assert_eq!(
+        serde_json::to_string(&w[0].kind()).unwrap(),
+        "\"divergence fell\""
+    );
+    assert!(w[0].to_string().contains("lower `lambda`"), "{}", w[0]);
+    // Risen, or unchanged: nothing.
+    assert_eq!(with(0.2, 0.3, &[1.0, 2.0]), []);
+    assert_eq!(with(0.0, 0.0, &[1.0, 2.0]), []);
+    // With the objective fallen too, that warning alone (the step size).
+    assert!(matches!(
+        with(0.3, 0.2, &[2.0, 1.0])[..],
+        [AscentWarning::ObjectiveFell { .. }]
+    ));
+    // No steps.
+    assert_eq!(with(0.3, 0.2, &[1.0]), []);
+}
+
 #[test]
 fn the_baseline_stream_is_not_z0s() {
     let draw = |rng: &mut ChaCha8Rng| {
