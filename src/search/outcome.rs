@@ -121,7 +121,8 @@ pub enum AscentWarning {
         end: f64,
     },
     /// The objective rose but the divergence fell: the mean divergence at
-    /// the final z is below its mean at z0, the prior term λ · log p(z)
+    /// the final z is below its mean at z0 (by more than
+    /// [`DIVERGENCE_FALL`] of it), the prior term λ · log p(z)
     /// having outweighed it (two nearly agreeing models, whose divergence
     /// is small beside the prior's). The search then found less
     /// disagreement than it started from.
@@ -191,6 +192,11 @@ impl fmt::Display for AscentWarningKind {
         f.write_str(self.name())
     }
 }
+
+/// The share of its mean at z0 by which the mean divergence must fall for
+/// [`AscentWarning::DivergenceFell`]: a TV saturated near 1 that moved in
+/// its sixth digit (0.99899 to 0.99899) is no search gone wrong.
+pub const DIVERGENCE_FALL: f64 = 0.01;
 
 /// The growth of ‖z‖ / ‖z0‖ from which a sample counts as run away (its dz
 /// is then within 0.9 .. 1.1).
@@ -382,7 +388,8 @@ impl SearchOutcome {
     /// - [`AscentWarning::ObjectiveFell`]: the mean objective at the last
     ///   step is below its value at step 0 (none after 0 steps);
     /// - [`AscentWarning::DivergenceFell`]: otherwise, the mean divergence
-    ///   at the final z is below its mean at z0 (none after 0 steps);
+    ///   at the final z is below its mean at z0 by more than
+    ///   [`DIVERGENCE_FALL`] of it (none after 0 steps);
     /// - [`AscentWarning::RanAway`]: at least half the samples have
     ///   ‖z‖ ≥ [`RUNAWAY_GROWTH`] · ‖z0‖ (and moved at all).
     ///
@@ -398,7 +405,7 @@ impl SearchOutcome {
             }
         }
         let (start, end) = (self.mean_divergence_before(), self.mean_divergence_after());
-        if self.steps_run > 0 && out.is_empty() && end < start {
+        if self.steps_run > 0 && out.is_empty() && end < (1.0 - DIVERGENCE_FALL) * start {
             out.push(AscentWarning::DivergenceFell {
                 start,
                 end,
