@@ -202,16 +202,12 @@ impl GradientAudit {
                 .run(&what, "latent z", z, |z| model.log_prior(z))
                 .map(|_| ());
         }
-        let values = |t: &Tensor| -> Result<Vec<f64>> {
-            t.flatten_all()
-                .and_then(|t| t.to_dtype(DType::F64))
-                .and_then(|t| t.to_vec1::<f64>())
-                .map_err(Error::tensor("read log p(z)"))
+        let eval = |z: &Tensor| {
+            model
+                .log_prior(z)
+                .map_err(Error::model(name, "compute log p(z)"))
         };
-        let moved = (z.detach() + 0.5)
-            .and_then(|z| model.log_prior(&z))
-            .map_err(Error::model(name, "compute log p(z)"))?;
-        if values(&lp)? == values(&moved)? {
+        if unmoved(&z.detach(), &lp, &eval)? {
             return Ok(());
         }
         Err(Error::MissingGradient {
@@ -271,7 +267,14 @@ impl GradientAudit {
             .and_then(|s| s.backward())
             .map_err(|e| Error::model(name, "backpropagate")(with_backward_hint(e)))?;
         let Some(grad) = grads.get(var.as_tensor()) else {
-            return Err(self.no_gradient(name, input, &x, &y, &eval)?);
+            // A constant, or the input multiplied by 0: candle keeps no
+            // graph for those, and a search through it has nothing to climb.
+            let model = name.to_string();
+            return Err(if unmoved(&x, &y, &eval)? {
+                Error::ConstantOutput { model, input }
+            } else {
+                Error::MissingGradient { model, input }
+            });
         };
         let grad = grad
             .to_dtype(DType::F64)
@@ -370,34 +373,6 @@ impl GradientAudit {
         Ok(())
     }
 
-    /// The error for an output that backpropagation gave no gradient for:
-    /// [`Error::ConstantOutput`] where the output stays the same, to the
-    /// bit, with every input value moved by ½ (a constant, or the input
-    /// multiplied by 0: candle keeps no graph for those, and a search
-    /// through it has nothing to climb), else [`Error::MissingGradient`].
-    fn no_gradient(
-        &self,
-        name: &str,
-        input: &'static str,
-        x: &Tensor,
-        y: &Tensor,
-        eval: &dyn Fn(&Tensor) -> Result<Tensor>,
-    ) -> Result<Error> {
-        let values = |t: &Tensor| -> Result<Vec<f64>> {
-            t.flatten_all()
-                .and_then(|t| t.to_dtype(DType::F64))
-                .and_then(|t| t.to_vec1::<f64>())
-                .map_err(Error::tensor("read the output"))
-        };
-        let moved = (x + 0.5).map_err(Error::tensor("shift the input"))?;
-        let model = name.to_string();
-        Ok(if values(y)? == values(&eval(&moved)?)? {
-            Error::ConstantOutput { model, input }
-        } else {
-            Error::MissingGradient { model, input }
-        })
-    }
-
     /// Direction 0 is the backpropagated gradient itself; direction i > 0
     /// is (ĝ + u_i) / ‖ĝ + u_i‖ for a random unit vector u_i, where ĝ is the
     /// unit gradient. A purely random direction in a space of thousands of
@@ -455,4 +430,19 @@ fn norm(t: &Tensor) -> Result<f64> {
     t.to_dtype(DType::F64)
         .and_then(|t| t.sqr()?.sum_all()?.sqrt()?.to_scalar::<f64>())
         .map_err(Error::tensor("compute a norm"))
+}
+
+/// Whether `y = eval(x)` stays the same, to the bit, with every value of `x`
+/// moved by ½: what tells an output that does not depend on its input (a
+/// flat log p(z), a constant classifier) from one whose gradient was
+/// dropped, where backpropagation gave none.
+fn unmoved(x: &Tensor, y: &Tensor, eval: &dyn Fn(&Tensor) -> Result<Tensor>) -> Result<bool> {
+    let values = |t: &Tensor| -> Result<Vec<f64>> {
+        t.flatten_all()
+            .and_then(|t| t.to_dtype(DType::F64))
+            .and_then(|t| t.to_vec1::<f64>())
+            .map_err(Error::tensor("read the output"))
+    };
+    let moved = (x + 0.5).map_err(Error::tensor("shift the input"))?;
+    Ok(values(y)? == values(&eval(&moved)?)?)
 }
