@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use crate::config::Dataset;
+
 /// `Result` with gevaldi's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -194,8 +196,8 @@ pub enum Error {
          `output_range`), as they are, where its weights expect {}: give it a `preprocess`, \
          e.g. preprocess = {} (`preprocess = {{}}` feeds the images as they are)",
         config.display(),
-        if *.imagenet { "ImageNet-normalised colour images" } else { "grey images in [0, 1]" },
-        unprepared_suggestion(.imagenet, .lo, .hi)
+        takes(.dataset),
+        unprepared_suggestion(.dataset, .lo, .hi)
     )]
     Unprepared {
         /// The classifier.
@@ -212,10 +214,8 @@ pub enum Error {
         lo: f32,
         /// Its upper end.
         hi: f32,
-        /// Whether the architecture is an ImageNet one (its weights take
-        /// ImageNet-normalised colour images), else an MNIST one (grey
-        /// images in [0, 1]).
-        imagenet: bool,
+        /// The dataset its weights were made for (what images they take).
+        dataset: Dataset,
     },
     /// A generator's decoded samples reach far outside the `output_range`
     /// it declares: the pictures clip them, and the classifiers'
@@ -585,16 +585,24 @@ impl Error {
     }
 }
 
+/// The images a built-in classifier of `dataset` takes, in words
+/// ([`Error::Unprepared`]).
+fn takes(dataset: &Dataset) -> &'static str {
+    match dataset {
+        Dataset::ImageNet => "ImageNet-normalised colour images",
+        Dataset::Mnist => "grey images in [0, 1]",
+    }
+}
+
 /// The `preprocess` that maps a generator's images in [`lo`, `hi`] onto
-/// what a built-in architecture takes ([`Error::Unprepared`]).
-fn unprepared_suggestion(imagenet: &bool, lo: &f32, hi: &f32) -> String {
-    if *imagenet {
-        format!(
+/// what a built-in classifier of `dataset` takes ([`Error::Unprepared`]).
+fn unprepared_suggestion(dataset: &Dataset, lo: &f32, hi: &f32) -> String {
+    match dataset {
+        Dataset::ImageNet => format!(
             "{{ input_range = [{lo}, {hi}], resize = 224, mean = [0.485, 0.456, 0.406], \
              std = [0.229, 0.224, 0.225] }}"
-        )
-    } else {
-        format!("{{ input_range = [{lo}, {hi}] }}")
+        ),
+        Dataset::Mnist => format!("{{ input_range = [{lo}, {hi}] }}"),
     }
 }
 

@@ -128,12 +128,13 @@
 //!
 //! - **A divergence**: a variant of `DivergenceKind` (its config name and
 //!   its `arity()`, in `gevaldi-config/src/vocab.rs`), and a variant of
-//!   [`Divergence`] (`src/divergence.rs`) with the arms the compiler asks
+//!   [`Divergence`] (`src/divergence/mod.rs`) with the arms the compiler asks
 //!   for: `From<DivergenceKind>`, `kind()` and `compute_unchecked`. The
 //!   config accepts it and error messages list it from then on.
 //! - **An architecture**: a variant of `Architecture` (its name, `kind()`,
-//!   `classes()`, `takes_truncation()`, in `gevaldi-config/src/vocab.rs`); the model in
-//!   `src/zoo/`; and its arm in `zoo::classifier` or `zoo::generator_with`
+//!   `dataset()`: MNIST or ImageNet, the images it takes or makes and its
+//!   classes; `takes_truncation()`; in `gevaldi-config/src/vocab.rs`); the
+//!   model in `src/zoo/`; and its arm in `zoo::classifier` or `zoo::generator_with`
 //!   (`src/zoo/arch.rs`), which the compiler asks for (`zoo::Arch` is
 //!   `Architecture`).
 //! - **A threshold**: its key in the schema (`Thresholds`, `EnsembleDecl`

@@ -97,8 +97,8 @@ pub use schema::{
     SearchSettings, Statistic, TableValue, Thresholds, TournamentDecl, WinRateDecl,
 };
 pub use vocab::{
-    Architecture, Arity, Channels, DivergenceKind, ModelKind, OptimizerKind, RankingKind, Rule,
-    StatisticKind, TrialId, TrialKind, LOG_PROB_FLOOR, LR, NON_NEGATIVE,
+    Architecture, Arity, Channels, Dataset, DivergenceKind, ModelKind, OptimizerKind, RankingKind,
+    Rule, StatisticKind, TrialId, TrialKind, LOG_PROB_FLOOR, LR, NON_NEGATIVE,
 };
 
 /// The most clusters DBSCAN (as `gevaldi::regions::dbscan` runs it: a

@@ -16,7 +16,7 @@ use crate::schema::{
 mod tournament;
 
 use crate::vocab::{
-    Architecture, Channels, DivergenceKind, ModelKind, OptimizerKind, Rule, StatisticKind,
+    Architecture, Channels, Dataset, DivergenceKind, ModelKind, OptimizerKind, Rule, StatisticKind,
     TrialKind, LR, NON_NEGATIVE,
 };
 
@@ -1372,21 +1372,20 @@ impl Cx<'_> {
             let Some((arch, _)) = &decl.builtin else {
                 continue;
             };
-            if arch.classes() != Some(1000) || decl.preprocess.is_some() {
+            if arch.dataset() != Dataset::ImageNet || decl.preprocess.is_some() {
                 continue;
             }
-            let (makes, suggested) = if gen_arch.takes_truncation() {
-                (
+            let (makes, suggested) = match gen_arch.dataset() {
+                Dataset::ImageNet => (
                     "colour images in [-1, 1]",
                     "{ input_range = [-1, 1], resize = 224, mean = [0.485, 0.456, 0.406], \
                      std = [0.229, 0.224, 0.225] }",
-                )
-            } else {
-                (
+                ),
+                Dataset::Mnist => (
                     "grey 28 x 28 images in [0, 1]",
                     "{ channels = \"grey-to-rgb\", resize = 224, mean = [0.485, 0.456, 0.406], \
                      std = [0.229, 0.224, 0.225] }",
-                )
+                ),
             };
             self.err(
                 item.span(),

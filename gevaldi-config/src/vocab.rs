@@ -252,6 +252,31 @@ vocabulary! {
     }
 }
 
+/// The dataset a built-in architecture's weights were made for
+/// ([`Architecture::dataset`]): what its images are and, for a classifier,
+/// its classes.
+///
+/// Not `#[non_exhaustive]`: a new dataset should make every `match` on it
+/// (the messages that say what images a classifier takes) a compile error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Dataset {
+    /// MNIST: grey 28 × 28 digits in [0, 1], 10 classes.
+    Mnist,
+    /// ImageNet-1k: colour images (224 × 224 and normalised for
+    /// torchvision's classifiers; in [-1, 1] from BigGAN), 1000 classes.
+    ImageNet,
+}
+
+impl Dataset {
+    /// Its number of classes: 10 for MNIST, 1000 for ImageNet-1k.
+    pub fn classes(self) -> usize {
+        match self {
+            Dataset::Mnist => 10,
+            Dataset::ImageNet => 1000,
+        }
+    }
+}
+
 impl Architecture {
     /// Whether it is a generator that takes a class condition (the cVAE,
     /// BigGAN).
@@ -285,17 +310,14 @@ impl Architecture {
         }
     }
 
-    /// The number of classes of a classifier (the MNIST ones: the 10
-    /// digits; torchvision's: the 1000 ImageNet-1k classes), `None` for a
-    /// generator.
-    ///
-    /// The config checks `top_n` against it where every classifier of a
-    /// pair is built in; a pair with a classifier registered from Rust is
-    /// checked when its trial starts.
-    pub fn classes(self) -> Option<usize> {
+    /// The dataset its weights were made for: the images a classifier
+    /// takes and its classes, or the images a generator makes.
+    pub fn dataset(self) -> Dataset {
         use Architecture as A;
         match self {
-            A::MnistCnnA | A::MnistCnnB | A::MnistMlp => Some(10),
+            A::MnistCnnA | A::MnistCnnB | A::MnistMlp | A::MnistVae | A::MnistCvae => {
+                Dataset::Mnist
+            }
             A::AlexNet
             | A::GoogLeNet
             | A::SqueezeNet1_0
@@ -304,10 +326,23 @@ impl Architecture {
             | A::ResNet50
             | A::ConvNextTiny
             | A::ConvNextSmall
-            | A::ConvNextBase => Some(1000),
-            A::MnistVae | A::MnistCvae | A::BigGanDeep128 | A::BigGanDeep256 | A::BigGanDeep512 => {
-                None
-            }
+            | A::ConvNextBase
+            | A::BigGanDeep128
+            | A::BigGanDeep256
+            | A::BigGanDeep512 => Dataset::ImageNet,
+        }
+    }
+
+    /// The number of classes of a classifier (its [`dataset`](Self::dataset)'s),
+    /// `None` for a generator.
+    ///
+    /// The config checks `top_n` against it where every classifier of a
+    /// pair is built in; a pair with a classifier registered from Rust is
+    /// checked when its trial starts.
+    pub fn classes(self) -> Option<usize> {
+        match self.kind() {
+            ModelKind::Classifier => Some(self.dataset().classes()),
+            ModelKind::Generator => None,
         }
     }
 
@@ -468,6 +503,16 @@ mod tests {
         for a in Architecture::ALL {
             assert_eq!(Architecture::from_name(a.name()), Some(*a));
             assert_eq!(a.classes().is_some(), a.kind() == ModelKind::Classifier);
+            // The MNIST architectures are named so, and the conditional
+            // ImageNet generators take its 1000 classes.
+            assert_eq!(a.name().starts_with("mnist"), a.dataset() == Dataset::Mnist);
+        }
+        for (a, classes) in [
+            (Architecture::MnistMlp, Some(10)),
+            (Architecture::ConvNextBase, Some(1000)),
+            (Architecture::MnistCvae, None),
+        ] {
+            assert_eq!(a.classes(), classes, "{a:?}");
         }
         assert_eq!(Channels::from_name("grey"), None);
     }

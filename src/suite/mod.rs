@@ -40,7 +40,7 @@ pub use self::device::{device, fix_thread_count, prepare_process};
 pub use self::outcome::{Figures, TrialError, TrialErrorKind, TrialReport};
 pub use self::registry::{BuildModel, Registry};
 use crate::artifact::{self, claim_artifact_dir, ErrorRecord, Record};
-use crate::config::{self, Config, TrialId, TrialKind};
+use crate::config::{self, Config, Dataset, TrialId, TrialKind};
 use crate::error::{Error, Result};
 use crate::hierarchy::Hierarchy;
 use crate::model::{Classifier, Generator};
@@ -293,8 +293,11 @@ impl Suite {
             };
             // Behind a built-in generator the config refuses an ImageNet
             // classifier without `preprocess` already.
-            let imagenet = arch.classes() == Some(1000);
-            let mismatched = if imagenet { own_generator } else { !unit };
+            let dataset = arch.dataset();
+            let mismatched = match dataset {
+                Dataset::ImageNet => own_generator,
+                Dataset::Mnist => !unit,
+            };
             if !mismatched {
                 continue;
             }
@@ -306,7 +309,7 @@ impl Suite {
                 generator: generator.to_string(),
                 lo,
                 hi,
-                imagenet,
+                dataset,
             });
         }
         if unit {
