@@ -356,6 +356,15 @@ impl GradientAudit {
                 .map_err(Error::tensor("read a model's output"))
         };
         let (a, b) = (read(y)?, read(again)?);
+        let count = a.iter().filter(|v| !v.is_finite()).count();
+        if count > 0 {
+            return Err(Error::NonFiniteOutput {
+                model: name.to_string(),
+                input,
+                count,
+                total: a.len(),
+            });
+        }
         let scale = a.iter().fold(0f64, |m, v| m.max(v.abs()));
         let difference = a
             .iter()

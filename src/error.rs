@@ -348,6 +348,22 @@ pub enum Error {
         /// "input" or "latent z".
         input: &'static str,
     },
+    /// A model's output at the audited input is not finite.
+    #[error(
+        "gradient audit of `{model}` failed: its output at the audited {input} is not finite \
+         ({count} of {total} values NaN or infinite), so it has no gradient to check: check \
+         its weights, and that it takes this {input}"
+    )]
+    NonFiniteOutput {
+        /// The model's name.
+        model: String,
+        /// "input" or "latent z".
+        input: &'static str,
+        /// How many output values are NaN or infinite.
+        count: usize,
+        /// How many output values there are.
+        total: usize,
+    },
     /// Two forward passes of a model on one input differ.
     #[error(
         "gradient audit of `{model}` failed: two forward passes on the same {input} differ, \
