@@ -44,7 +44,8 @@
 //!
 //! The audit passes when every ratio is within 1 ± `tolerance` (a ratio of
 //! exactly 1 is recorded when both are 0). No gradient at all is an error of
-//! its own, [`Error::MissingGradient`].
+//! its own, [`Error::MissingGradient`], and so is an output that is not
+//! finite at the audited input, [`Error::NonFiniteOutput`].
 
 use candle_core::{DType, Tensor, Var};
 use rand::SeedableRng;

@@ -251,7 +251,10 @@ pub enum Error {
         expected: String,
     },
     /// A divergence was given a number of models it is not defined for.
-    #[error("divergence `{divergence}` compares {expected} models, but {got} were given")]
+    #[error(
+        "divergence `{divergence}` compares {expected} models, but {got} {} given",
+        if *got == 1 { "was" } else { "were" }
+    )]
     DivergenceArity {
         /// The divergence (shown by its name).
         divergence: crate::config::DivergenceKind,
