@@ -161,6 +161,13 @@ impl<'a> Search<'a> {
             }
             return Err(self.shape_error("z0", format!("[B, {d}]"), &z0));
         }
+        if b == 0 {
+            return Err(Error::setting(
+                "z0",
+                format!("a tensor of shape {:?}", z0.dims()),
+                "at least one latent (row), as `batch` is at least 1",
+            ));
+        }
         // Drawn before any step so that the baseline does not depend on the
         // number of steps, from its own stream so that it is not z0.
         let z_baseline = sample(b, &mut baseline_rng(cfg.seed))?;
