@@ -44,7 +44,8 @@
 //!
 //! The audit passes when every ratio is within 1 ± `tolerance` (a ratio of
 //! exactly 1 is recorded when both are 0). No gradient at all is an error of
-//! its own, [`Error::MissingGradient`].
+//! its own, [`Error::MissingGradient`], and so is an output that is not
+//! finite at the audited input, [`Error::NonFiniteOutput`].
 
 use candle_core::{DType, Tensor, Var};
 use rand::SeedableRng;
@@ -356,6 +357,15 @@ impl GradientAudit {
                 .map_err(Error::tensor("read a model's output"))
         };
         let (a, b) = (read(y)?, read(again)?);
+        let count = a.iter().filter(|v| !v.is_finite()).count();
+        if count > 0 {
+            return Err(Error::NonFiniteOutput {
+                model: name.to_string(),
+                input,
+                count,
+                total: a.len(),
+            });
+        }
         let scale = a.iter().fold(0f64, |m, v| m.max(v.abs()));
         let difference = a
             .iter()

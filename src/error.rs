@@ -251,7 +251,10 @@ pub enum Error {
         expected: String,
     },
     /// A divergence was given a number of models it is not defined for.
-    #[error("divergence `{divergence}` compares {expected} models, but {got} were given")]
+    #[error(
+        "divergence `{divergence}` compares {expected} models, but {got} {} given",
+        if *got == 1 { "was" } else { "were" }
+    )]
     DivergenceArity {
         /// The divergence (shown by its name).
         divergence: crate::config::DivergenceKind,
@@ -347,6 +350,22 @@ pub enum Error {
         model: String,
         /// "input" or "latent z".
         input: &'static str,
+    },
+    /// A model's output at the audited input is not finite.
+    #[error(
+        "gradient audit of `{model}` failed: its output at the audited {input} is not finite \
+         ({count} of {total} values NaN or infinite), so it has no gradient to check: check \
+         its weights, and that it takes this {input}"
+    )]
+    NonFiniteOutput {
+        /// The model's name.
+        model: String,
+        /// "input" or "latent z".
+        input: &'static str,
+        /// How many output values are NaN or infinite.
+        count: usize,
+        /// How many output values there are.
+        total: usize,
     },
     /// Two forward passes of a model on one input differ.
     #[error(

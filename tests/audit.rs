@@ -188,6 +188,30 @@ fn a_model_whose_output_ignores_its_input_is_named_so() {
     assert!(matches!(&err, Error::MissingGradient { .. }), "{err}");
 }
 
+/// Regression (found by the audit): a model whose output at the audited
+/// input holds a NaN or an infinity was refused as a wrong gradient,
+/// "backprop gives NaN but central finite differences give NaN", with
+/// advice about max_pool2d's backward.
+#[test]
+fn a_model_whose_output_is_not_finite_is_named_so() {
+    let x = images(2, 3);
+    for (name, value) in [("nan", f64::NAN), ("inf", f64::INFINITY)] {
+        let err = GradientAudit::default()
+            .function(name, &x, |x| x.narrow(3, 0, 2)?.affine(value, 0.0))
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::NonFiniteOutput { model, count, total: 112, .. }
+                if model == name && *count > 0),
+            "{name}: {err}"
+        );
+        assert!(
+            err.to_string()
+                .contains("its output at the audited input is not finite"),
+            "{err}"
+        );
+    }
+}
+
 #[test]
 fn rejects_bad_settings() {
     let dev = common::device();

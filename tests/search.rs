@@ -343,7 +343,28 @@ fn settings_out_of_range_are_named() {
         .z0(Tensor::zeros((2, 5), candle_core::DType::F32, &common::device()).unwrap())
         .run(&common::device())
         .unwrap_err();
-    assert!(err.to_string().contains("expected [B, 8]"), "{err}");
+    // Regression (found by the audit): the caller's z0 was blamed on the
+    // generator, "model `vae` produced z0 of shape [2, 5]".
+    assert!(
+        matches!(&err, Error::Setting { key, .. } if key == "z0"),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("`z0` = a tensor of shape [2, 5]: expected [B, 8] for generator"),
+        "{err}"
+    );
+    // Regression (found by the audit): an empty z0 failed inside the
+    // search's backward, "head_backward: inputs [[0], [0], [2]] do not fit".
+    let err = search(&m, SearchConfig::default())
+        .z0(Tensor::zeros((0, 8), candle_core::DType::F32, &common::device()).unwrap())
+        .run(&common::device())
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("`z0` = a tensor of shape [0, 8]: expected at least one latent"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -609,7 +609,14 @@ mod tests {
             err.to_string().contains("compares exactly 2 models, but 3"),
             "{err}"
         );
-        assert!(Divergence::js().compute(std::slice::from_ref(&lp)).is_err());
+        let err = Divergence::js()
+            .compute(std::slice::from_ref(&lp))
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .ends_with("compares 2 or more models, but 1 was given"),
+            "{err}"
+        );
         let bad = Divergence::Js {
             weights: Some(vec![1.0, -1.0]),
         };

@@ -212,6 +212,7 @@ fn run_kernel(step: &Step, xs: &[&Arc<Vec<f32>>], ds: &[Dims]) -> candle_core::R
             if !d.spatial {
                 candle_core::bail!("adaptive_avg_pool2d: expected [B, C, H, W]");
             }
+            pool::check_adaptive(*oh, *ow)?;
             let o = Dims {
                 h: *oh,
                 w: *ow,

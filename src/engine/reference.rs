@@ -23,8 +23,33 @@ pub(crate) fn activation(x: &Tensor, a: Activation) -> candle_core::Result<Tenso
         Activation::Relu => x.mul(&x.gt(0f32)?.to_dtype(x.dtype())?),
         Activation::Sigmoid => candle_nn::ops::sigmoid(x),
         Activation::Tanh => x.tanh(),
+        // x · Φ(x) where candle's autograd differentiates it: candle 0.11's
+        // backward of `gelu_erf` takes 1/√(2π) as 0.398942 (its slope off
+        // by up to 7e-7 relative), its backward of `erf` is exact.
+        Activation::GeluErf if x.track_op() => x.mul(&normal_cdf(x)?),
         Activation::GeluErf => x.gelu_erf(),
     }
+}
+
+/// Φ(x) = (1 + erf(x / √2)) / 2, the standard normal's CDF.
+fn normal_cdf(x: &Tensor) -> candle_core::Result<Tensor> {
+    x.affine(std::f64::consts::FRAC_1_SQRT_2, 0.0)?
+        .erf()?
+        .affine(0.5, 0.5)
+}
+
+/// The exact GELU's slope Φ(x) + x·φ(x), with φ the standard normal's
+/// density (not candle's backward of `gelu_erf`, whose 1/√(2π) is
+/// 0.398942).
+pub(crate) fn gelu_erf_slope(x: &Tensor) -> candle_core::Result<Tensor> {
+    // 1/√(2π).
+    const FRAC_1_SQRT_2PI: f64 = 0.398_942_280_401_432_7;
+    let density = x
+        .sqr()?
+        .affine(-0.5, 0.0)?
+        .exp()?
+        .affine(FRAC_1_SQRT_2PI, 0.0)?;
+    normal_cdf(x)? + x.mul(&density)?
 }
 
 /// `y` plus `bias` per channel, if there is one.

@@ -661,7 +661,10 @@ fn an_empty_batch_gives_empty_outputs() {
 /// refuses), a max-pool of stride 0 (it was called "smaller than the
 /// window"), and a conv whose kernel spans more than the padded input
 /// (candle's conv2d panicked on the generic path and candle's:
-/// "index out of bounds").
+/// "index out of bounds"); a max-pool window of 0 and an adaptive pool to
+/// 0 rows (the CPU kernels panicked, "range end index 3 out of range for
+/// slice of length 0" and "chunk_size must not be zero", candle's ops
+/// said "stack/cat expects at least one tensor"; found by the audit).
 #[test]
 fn settings_that_do_not_fit_the_input_are_errors_on_every_path() {
     let x = randn(&[2, 3, 8, 8], 1);
@@ -679,7 +682,21 @@ fn settings_that_do_not_fit_the_input_are_errors_on_every_path() {
     let i = b.input();
     let y = conv(&mut b, i, [3, 4, 3], [0, 1, 1, 1], 8);
     let still_conv = b.build(y);
+    let mut b = NetBuilder::new();
+    let i = b.input();
+    let y = b.adaptive_avg_pool2d(i, 0, 2);
+    let empty_pool = b.build(y);
     for (what, net, expected) in [
+        (
+            "window",
+            pool(0, 1, 0),
+            "max_pool2d: window 0, expected 1 or more",
+        ),
+        (
+            "adaptive",
+            empty_pool,
+            "adaptive_avg_pool2d: output 0 × 2, expected 1 or more rows and columns",
+        ),
         (
             "padding",
             pool(2, 2, 2),

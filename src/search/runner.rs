@@ -147,7 +147,26 @@ impl<'a> Search<'a> {
         };
         let (b, dz0) = z0.dims2().map_err(Error::tensor("read the shape of z0"))?;
         if dz0 != d {
+            // A z0 the caller gave is a setting; one the prior drew, the
+            // generator's output.
+            if self.z0.is_some() {
+                return Err(Error::setting(
+                    "z0",
+                    format!("a tensor of shape {:?}", z0.dims()),
+                    format!(
+                        "[B, {d}] for generator `{}` (its `latent_dim`)",
+                        self.generator_name
+                    ),
+                ));
+            }
             return Err(self.shape_error("z0", format!("[B, {d}]"), &z0));
+        }
+        if b == 0 {
+            return Err(Error::setting(
+                "z0",
+                format!("a tensor of shape {:?}", z0.dims()),
+                "at least one latent (row), as `batch` is at least 1",
+            ));
         }
         // Drawn before any step so that the baseline does not depend on the
         // number of steps, from its own stream so that it is not z0.

@@ -9,7 +9,7 @@
 
 use candle_core::{Tensor, D};
 
-use crate::engine::{adaptive_range, pool_len};
+use crate::engine::{adaptive_range, check_adaptive, pool_len};
 
 /// Max-pooling over `k`×`k` windows with stride `s` and padding `p` on
 /// `[B, C, H, W]`, as PyTorch's `MaxPool2d(k, s, p, ceil_mode)`.
@@ -177,6 +177,7 @@ fn pad_neg_inf(x: &Tensor, dim: usize, left: usize, right: usize) -> candle_core
 /// (i, j) averages rows ⌊i·H/oh⌋ .. ⌈(i+1)·H/oh⌉ and the same for columns.
 pub fn adaptive_avg_pool2d(x: &Tensor, oh: usize, ow: usize) -> candle_core::Result<Tensor> {
     let (_, _, h, w) = x.dims4()?;
+    check_adaptive(oh, ow)?;
     if (h, w) == (oh, ow) {
         return Ok(x.clone());
     }

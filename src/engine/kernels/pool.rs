@@ -15,6 +15,9 @@ pub(crate) fn pool_len(
     p: usize,
     ceil: bool,
 ) -> candle_core::Result<usize> {
+    if k == 0 {
+        candle_core::bail!("max_pool2d: window 0, expected 1 or more");
+    }
     if s == 0 {
         candle_core::bail!("max_pool2d: stride 0, expected 1 or more");
     }
@@ -134,6 +137,17 @@ pub(crate) fn max_unpool(g: &[f32], arg: &[u32], d: Dims, o: Dims) -> Vec<f32> {
             }
         });
     dx
+}
+
+/// Refuses an adaptive pool to no rows or no columns (PyTorch's output
+/// size must be positive).
+pub(crate) fn check_adaptive(oh: usize, ow: usize) -> candle_core::Result<()> {
+    if oh == 0 || ow == 0 {
+        candle_core::bail!(
+            "adaptive_avg_pool2d: output {oh} × {ow}, expected 1 or more rows and columns"
+        );
+    }
+    Ok(())
 }
 
 /// PyTorch's ranges: output cell i of `o` averages `[⌊i·n/o⌋, ⌈(i+1)·n/o⌉)`

@@ -1,0 +1,225 @@
+"""gevaldi's engine vocabulary (`gevaldi::engine::NetBuilder`) against PyTorch
+in float64: every op, on every engine path (the CPU kernels under `auto`,
+the device-generic path, candle's ops), in f32 and f64, forward and the
+input gradient of a random linear functional.
+
+tests/random_nets.rs holds the three paths to each other and to candle's
+ops, so an error shared with candle passes there; here the reference is
+PyTorch (F.conv2d, F.max_pool2d with ceil_mode, F.adaptive_avg_pool2d,
+F.layer_norm, the exact F.gelu, ...), on the same f32 weights and inputs
+read as float64. Convs with stride, padding, dilation, groups and
+depthwise, non-square kernels and inputs, 1-pixel images, batch 1; linear
+layers flat and per pixel; max-pools with padding, ceil mode and ties;
+adaptive pools to smaller, larger and non-dividing sizes; concat, add,
+reshape, flatten, LayerNorm (channels and flat), affine, activations.
+f32 must agree within 2e-5 of the largest value, f64 within 1e-10.
+
+Known and documented (README, "Which engine runs the models"): candle
+0.11's own conv2d backward fails ("shape mismatch in add") for a strided
+conv whose input's height and width leave different remainders; those
+cases are listed, not counted, on the `candle` path.
+
+Run (about a minute):
+    cargo build --release --example net_spec
+    bench/.venv/bin/python bench/engine_torch_reference.py [-v]
+Exits 1 on any difference or error.
+"""
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+torch.manual_seed(0)
+W = {}
+cases = []
+
+
+def T(name, *shape, scale=1.0):
+    W[name] = (torch.randn(*shape, dtype=torch.float64) * scale).float()
+    return name
+
+
+class Case:
+    def __init__(self, name, xshape, xgen=None):
+        self.name = name
+        self.nodes = []
+        x = torch.randn(*xshape, dtype=torch.float64) if xgen is None else xgen(xshape)
+        W[name + ".x"] = x.float()
+
+    def add(self, op, inp, **kw):
+        n = {"op": op, "in": inp if isinstance(inp, list) else [inp]}
+        n.update(kw)
+        self.nodes.append(n)
+        return len(self.nodes)
+
+    def done(self):
+        cases.append(self)
+
+
+def conv_node(c, i, name, cin, cout, kh, kw, stride=1, padding=0, dilation=1, groups=1, bias=True):
+    w = T(f"{c.name}.{name}.w", cout, cin // groups, kh, kw, scale=1 / math.sqrt(cin // groups * kh * kw))
+    b = T(f"{c.name}.{name}.b", cout) if bias else None
+    return c.add("conv", i, w=w, b=b, stride=stride, padding=padding, dilation=dilation, groups=groups)
+
+
+# --- convs
+c = Case("conv_s2p1_nonsq_b1", (1, 3, 13, 9)); conv_node(c, 0, "c", 3, 5, 3, 3, 2, 1); c.done()
+c = Case("conv_dil2_k3x5_s3", (2, 4, 17, 11)); conv_node(c, 0, "c", 4, 6, 3, 5, 3, 2, 2); c.done()
+c = Case("conv_groups2_s2", (2, 4, 10, 7)); conv_node(c, 0, "c", 4, 6, 3, 3, 2, 1, 1, 2); c.done()
+c = Case("conv_depthwise7", (2, 8, 9, 12)); conv_node(c, 0, "c", 8, 8, 7, 7, 1, 3, 1, 8); c.done()
+c = Case("conv_depthwise_s2", (2, 8, 9, 12)); conv_node(c, 0, "c", 8, 8, 3, 3, 2, 1, 1, 8); c.done()
+c = Case("conv_dw_mult2", (2, 4, 9, 6)); conv_node(c, 0, "c", 4, 8, 3, 3, 1, 1, 1, 4); c.done()
+c = Case("conv_1px_1x1", (3, 5, 1, 1)); conv_node(c, 0, "c", 5, 4, 1, 1); c.done()
+c = Case("conv_1px_3x3p1", (1, 5, 1, 1)); conv_node(c, 0, "c", 5, 4, 3, 3, 1, 1); c.done()
+c = Case("conv_winograd64", (2, 64, 11, 13)); conv_node(c, 0, "c", 64, 16, 3, 3, 1, 1); c.done()
+c = Case("conv_winograd64_p0", (1, 64, 9, 6)); conv_node(c, 0, "c", 64, 8, 3, 3, 1, 0, bias=False); c.done()
+c = Case("conv_winograd64_1px", (1, 64, 1, 1)); conv_node(c, 0, "c", 64, 8, 3, 3, 1, 1); c.done()
+c = Case("conv_1x1_s2", (2, 6, 7, 9)); conv_node(c, 0, "c", 6, 10, 1, 1, 2, 0); c.done()
+c = Case("conv_11x11_s4_p2", (1, 3, 31, 29)); conv_node(c, 0, "c", 3, 4, 11, 11, 4, 2); c.done()
+c = Case("conv_k1x7", (2, 3, 5, 12)); conv_node(c, 0, "c", 3, 4, 1, 7, 1, 3); c.done()
+c = Case("conv_s2_dil2_g3", (2, 6, 15, 14)); conv_node(c, 0, "c", 6, 9, 3, 3, 2, 2, 2, 3); c.done()
+# --- linear
+c = Case("linear_flat", (3, 7)); c.add("linear", 0, w=T("linear_flat.w", 5, 7), b=T("linear_flat.b", 5)); c.done()
+c = Case("linear_flat_nobias_b1", (1, 7)); c.add("linear", 0, w=T("lfn.w", 5, 7), b=None); c.done()
+c = Case("linear_pixel", (2, 6, 3, 5)); c.add("linear", 0, w=T("linear_pixel.w", 4, 6), b=T("linear_pixel.b", 4)); c.done()
+c = Case("linear_pixel_relu_conv", (2, 6, 4, 3)); n = c.add("linear", 0, w=T("lprc.w", 8, 6), b=T("lprc.b", 8)); n = c.add("relu", n); conv_node(c, n, "c", 8, 3, 3, 3, 1, 1); c.done()
+c = Case("flatten_linear", (2, 3, 4, 5)); n = c.add("flatten", 0); c.add("linear", n, w=T("fl.w", 6, 60), b=T("fl.b", 6)); c.done()
+c = Case("conv_flatten_linear_1px", (1, 3, 1, 1)); n = conv_node(c, 0, "c", 3, 4, 1, 1); n = c.add("flatten", n); c.add("linear", n, w=T("cfl.w", 2, 4), b=T("cfl.b", 2)); c.done()
+# --- pools
+for (h, w_, k, s, p, ceil) in [(13, 13, 3, 2, 0, True), (14, 11, 3, 2, 0, True), (7, 8, 3, 2, 1, False), (9, 10, 3, 2, 1, True), (5, 7, 2, 2, 0, False), (5, 7, 2, 2, 0, True), (6, 5, 3, 1, 1, False), (1, 1, 1, 1, 0, False), (1, 1, 3, 2, 1, True), (2, 3, 3, 2, 1, True), (10, 10, 4, 3, 2, True), (8, 8, 2, 2, 0, False)]:
+    name = f"maxpool_{h}x{w_}_k{k}s{s}p{p}{'c' if ceil else ''}"
+    c = Case(name, (2, 3, h, w_)); c.add("maxpool", 0, k=k, s=s, p=p, ceil=ceil); c.done()
+# ties: quantised input
+c = Case("maxpool_ties", (2, 2, 6, 7), xgen=lambda s: torch.randint(0, 3, s).double()); c.add("maxpool", 0, k=3, s=2, p=1, ceil=True); c.done()
+c = Case("maxpool_ties_22", (2, 2, 6, 8), xgen=lambda s: torch.randint(0, 2, s).double()); c.add("maxpool", 0, k=2, s=2, p=0, ceil=False); c.done()
+c = Case("maxpool_allneg_pad", (1, 2, 3, 3), xgen=lambda s: -1 - torch.rand(s, dtype=torch.float64)); c.add("maxpool", 0, k=3, s=2, p=1, ceil=True); c.done()
+for (h, w_, oh, ow) in [(7, 5, 3, 2), (1, 1, 6, 6), (5, 3, 7, 4), (2, 3, 1, 1), (6, 6, 6, 6), (13, 13, 6, 6), (3, 3, 6, 6), (4, 9, 3, 5)]:
+    c = Case(f"aap_{h}x{w_}_to_{oh}x{ow}", (2, 3, h, w_)); c.add("aap", 0, oh=oh, ow=ow); c.done()
+# --- structure
+c = Case("concat_add", (2, 4, 6, 5))
+a = conv_node(c, 0, "a", 4, 3, 1, 1); bb = conv_node(c, 0, "b", 4, 2, 3, 3, 1, 1); cc = c.add("maxpool", 0, k=3, s=1, p=1)
+cat = c.add("concat", [a, bb, cc]); d = conv_node(c, cat, "d", 9, 4, 1, 1); c.add("add", [d, 0]); c.done()
+c = Case("concat_flat", (2, 5)); a = c.add("linear", 0, w=T("cf.a", 3, 5), b=None); bb = c.add("tanh", 0); c.add("concat", [a, bb, a]); c.done()
+c = Case("reshape_flat_to_chw", (2, 12)); n = c.add("linear", 0, w=T("rf.w", 24, 12), b=T("rf.b", 24)); n = c.add("reshape", n, dims=[2, 3, 4]); conv_node(c, n, "c", 2, 3, 3, 3, 1, 1); c.done()
+c = Case("reshape_chw_to_flat", (2, 2, 3, 4)); n = c.add("reshape", 0, dims=[24]); c.add("sigmoid", n); c.done()
+c = Case("reshape_chw_to_chw", (2, 2, 3, 4)); n = c.add("reshape", 0, dims=[4, 6, 1]); conv_node(c, n, "c", 4, 2, 3, 1, 1, 1); c.done()
+# --- norms, activations
+c = Case("ln_channels", (2, 6, 3, 5)); c.add("ln", 0, w=T("lnc.w", 6), b=T("lnc.b", 6), eps=1e-6); c.done()
+c = Case("ln_flat", (3, 7)); c.add("ln", 0, w=T("lnf.w", 7), b=T("lnf.b", 7), eps=1e-5); c.done()
+c = Case("ln_after_dw", (2, 8, 5, 4)); n = conv_node(c, 0, "c", 8, 8, 7, 7, 1, 3, 1, 8); n = c.add("ln", n, w=T("lad.w", 8), b=T("lad.b", 8), eps=1e-6); n = c.add("linear", n, w=T("lad.l", 16, 8), b=T("lad.lb", 16)); n = c.add("gelu", n); c.add("linear", n, w=T("lad.l2", 8, 16), b=None); c.done()
+c = Case("affine_conv", (2, 3, 5, 6)); n = conv_node(c, 0, "c", 3, 4, 3, 3, 1, 1, bias=False); n = c.add("affine", n, scale=T("ac.s", 4), shift=T("ac.t", 4)); c.add("relu", n); c.done()
+c = Case("affine_flat", (2, 4)); c.add("affine", 0, scale=T("af.s", 4), shift=T("af.t", 4)); c.done()
+c = Case("affine_first", (2, 3, 4, 4)); n = c.add("affine", 0, scale=T("a1.s", 3), shift=T("a1.t", 3)); conv_node(c, n, "c", 3, 4, 3, 3, 1, 1); c.done()
+for act in ["relu", "sigmoid", "tanh", "gelu"]:
+    c = Case(f"act_{act}", (2, 3, 4, 5), xgen=lambda s: torch.where(torch.rand(s) < 0.2, torch.zeros(s, dtype=torch.float64), 3 * torch.randn(s, dtype=torch.float64))); c.add(act, 0); c.done()
+    c = Case(f"act_{act}_flat", (3, 6)); c.add(act, 0); c.done()
+c = Case("act_big", (1, 8), xgen=lambda s: torch.tensor([[-100., -30, -10, -5, 5, 10, 30, 100]], dtype=torch.float64)); n = c.add("gelu", 0); c.done()
+c = Case("act_big_sig", (1, 8), xgen=lambda s: torch.tensor([[-100., -30, -10, -5, 5, 10, 30, 100]], dtype=torch.float64)); n = c.add("sigmoid", 0); c.done()
+c = Case("conv_relu_fused", (2, 3, 6, 6)); n = conv_node(c, 0, "c", 3, 5, 3, 3, 1, 1); n = c.add("relu", n); n = c.add("maxpool", n, k=2, s=2, p=0, ceil=False); n = conv_node(c, n, "d", 5, 4, 3, 3, 2, 1); n = c.add("sigmoid", n); n = c.add("aap", n, oh=1, ow=1); n = c.add("flatten", n); c.add("linear", n, w=T("crf.w", 3, 4), b=T("crf.b", 3)); c.done()
+c = Case("conv_gelu_tanh", (2, 64, 6, 6)); n = conv_node(c, 0, "c", 64, 8, 3, 3, 1, 1); n = c.add("gelu", n); n = conv_node(c, n, "d", 8, 8, 1, 1); c.add("tanh", n); c.done()
+
+c = Case("identity", (2, 3, 4, 4)); c.done()
+c = Case("identity_flat", (2, 3)); c.done()
+c = Case("add_self", (2, 3, 4, 4)); c.add("add", [0, 0]); c.done()
+c = Case("concat_self", (2, 3, 4, 4)); c.add("concat", [0, 0]); c.done()
+c = Case("relu_add_self", (2, 3, 4, 4)); n = c.add("relu", 0); c.add("add", [n, n]); c.done()
+c = Case("conv_add_self_flat", (2, 5)); n = c.add("linear", 0, w=T("cas.w", 5, 5), b=None); n2 = c.add("add", [n, 0]); c.add("add", [n2, n]); c.done()
+c = Case("maxpool_then_aap_up", (1, 2, 5, 5)); n = c.add("maxpool", 0, k=2, s=2, p=0, ceil=True); c.add("aap", n, oh=5, ow=7); c.done()
+c = Case("affine_ln_flat_tail", (2, 4, 3, 3)); n = c.add("aap", 0, oh=1, ow=1); n = c.add("flatten", n); n = c.add("ln", n, w=T("alf.w", 4), b=T("alf.b", 4), eps=1e-5); c.add("affine", n, scale=T("alf.s", 4), shift=T("alf.t", 4)); c.done()
+c = Case("ln4d_then_flatten", (2, 4, 1, 1)); n = c.add("ln", 0, w=T("l4f.w", 4), b=T("l4f.b", 4), eps=1e-6); n = c.add("flatten", n); c.add("linear", n, w=T("l4f.l", 3, 4), b=None); c.done()
+
+def tw(k):
+    return None if k is None else W[k].double()
+
+def ref(case, x):
+    vals = [x]
+    for n in case.nodes:
+        a = [vals[i] for i in n["in"]]; op = n["op"]
+        if op == "conv": y = F.conv2d(a[0], tw(n["w"]), tw(n.get("b")), n["stride"], n["padding"], n["dilation"], n["groups"])
+        elif op == "linear":
+            if a[0].dim() == 4: y = F.linear(a[0].permute(0, 2, 3, 1), tw(n["w"]), tw(n.get("b"))).permute(0, 3, 1, 2)
+            else: y = F.linear(a[0], tw(n["w"]), tw(n.get("b")))
+        elif op == "affine":
+            sh = [1, -1] + [1] * (a[0].dim() - 2)
+            y = a[0] * tw(n["scale"]).view(sh) + tw(n["shift"]).view(sh)
+        elif op == "relu": y = F.relu(a[0])
+        elif op == "sigmoid": y = torch.sigmoid(a[0])
+        elif op == "tanh": y = torch.tanh(a[0])
+        elif op == "gelu": y = F.gelu(a[0])
+        elif op == "maxpool": y = F.max_pool2d(a[0], n["k"], n["s"], n["p"], ceil_mode=n.get("ceil", False))
+        elif op == "aap": y = F.adaptive_avg_pool2d(a[0], (n["oh"], n["ow"]))
+        elif op == "flatten": y = a[0].flatten(1)
+        elif op == "reshape": y = a[0].reshape([a[0].shape[0]] + n["dims"])
+        elif op == "concat": y = torch.cat(a, 1)
+        elif op == "add": y = a[0] + a[1]
+        elif op == "ln":
+            if a[0].dim() == 4: y = F.layer_norm(a[0].permute(0, 2, 3, 1), (a[0].shape[1],), tw(n["w"]), tw(n["b"]), n["eps"]).permute(0, 3, 1, 2)
+            else: y = F.layer_norm(a[0], (a[0].shape[1],), tw(n["w"]), tw(n["b"]), n["eps"])
+        vals.append(y)
+    return vals[-1]
+
+
+def main():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    binary = os.path.join(root, "target", "release", "examples", "net_spec")
+    spec = {"cases": []}
+    refs = {}
+    for c in cases:
+        x = W[c.name + ".x"].double().requires_grad_()
+        y = ref(c, x)
+        W[c.name + ".r"] = torch.randn(y.shape, dtype=torch.float64).float()
+        (y * W[c.name + ".r"].double()).sum().backward()
+        refs[c.name] = (y.detach(), x.grad.detach())
+        spec["cases"].append({"name": c.name, "input": c.name + ".x", "r": c.name + ".r", "nodes": c.nodes})
+    with tempfile.TemporaryDirectory() as d:
+        paths = [os.path.join(d, f) for f in ["spec.json", "w.safetensors", "out.safetensors", "err.json"]]
+        json.dump(spec, open(paths[0], "w"))
+        save_file({k: v.contiguous() for k, v in W.items()}, paths[1])
+        subprocess.run([binary, *paths], check=True, env={**os.environ, "RUST_BACKTRACE": "0"})
+        out = load_file(paths[2])
+        errs = json.load(open(paths[3]))
+    bad = known = 0
+    worst = {}
+    for c in cases:
+        ry, rg = refs[c.name]
+        for dt, tol in [("f32", 2e-5), ("f64", 1e-10)]:
+            for eng in ["auto", "generic", "candle"]:
+                k = f"{c.name}.{eng}.{dt}"
+                if k in errs:
+                    msg = errs[k].splitlines()[0]
+                    if eng == "candle" and msg.startswith("shape mismatch in add"):
+                        known += 1
+                        if "-v" in sys.argv:
+                            print(f"known {k}: {msg}")
+                        continue
+                    print(f"ERROR {k}: {msg}")
+                    bad += 1
+                    continue
+                y, g = out[k + ".y"], out[k + ".gx"]
+                if tuple(y.shape) != tuple(ry.shape):
+                    print(f"SHAPE {k}: {tuple(y.shape)}, PyTorch {tuple(ry.shape)}")
+                    bad += 1
+                    continue
+                ey = ((y - ry).abs().max() / ry.abs().max().clamp_min(1e-30)).item()
+                eg = ((g - rg).abs().max() / rg.abs().max().clamp_min(1e-30)).item()
+                key = (eng, dt)
+                worst[key] = max(worst.get(key, 0.0), ey, eg)
+                if not (ey < tol and eg < tol):
+                    print(f"DIFF {k}: output {ey:.2e}, input gradient {eg:.2e} (of the largest)")
+                    bad += 1
+                elif "-v" in sys.argv:
+                    print(f"ok {k}: output {ey:.2e}, input gradient {eg:.2e}")
+    for (eng, dt), e in sorted(worst.items()):
+        print(f"{eng:8} {dt}: worst relative difference {e:.1e}")
+    print(f"{len(cases)} nets; {bad} differences or errors; {known} known candle conv backward failures")
+    sys.exit(1 if bad else 0)
+
+
+if __name__ == "__main__":
+    main()
