@@ -14,6 +14,7 @@
 
 use candle_core::{Module, Tensor};
 
+use crate::engine::Net;
 use crate::model::Classifier;
 
 /// A [`Classifier`] from a module (or closure) that maps images to logits,
@@ -53,6 +54,9 @@ use crate::model::Classifier;
 pub struct ModuleClassifier<M> {
     module: M,
     class_names: Vec<String>,
+    /// Whether the module is a [`Net`], whose every op the engine's tape
+    /// records ([`ModuleClassifier::from_net`]).
+    taped: bool,
 }
 
 impl<M: Module> ModuleClassifier<M> {
@@ -62,12 +66,29 @@ impl<M: Module> ModuleClassifier<M> {
         ModuleClassifier {
             module,
             class_names: class_names.into_iter().map(Into::into).collect(),
+            taped: false,
         }
     }
 
     /// The wrapped module.
     pub fn module(&self) -> &M {
         &self.module
+    }
+}
+
+impl ModuleClassifier<Net> {
+    /// Wraps a network described with gevaldi's layer vocabulary
+    /// ([`NetBuilder`](crate::NetBuilder)), whose output is the logits
+    /// `[B, K]` for K `class_names`: it runs on the engine the built-in
+    /// models run on (gevaldi's CPU kernels, the device-generic path on a
+    /// GPU), and the search walks its backward itself, as for a built-in
+    /// model, where [`ModuleClassifier::new`] would leave it to candle's
+    /// autograd.
+    pub fn from_net(net: Net, class_names: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        ModuleClassifier {
+            taped: true,
+            ..ModuleClassifier::new(net, class_names)
+        }
     }
 }
 
@@ -104,6 +125,13 @@ impl<M: Module> Classifier for ModuleClassifier<M> {
 
     fn class_names(&self) -> &[String] {
         &self.class_names
+    }
+
+    /// A [`Net`] from [`ModuleClassifier::from_net`]: the search records
+    /// its ops and checks that the recording reaches from z to every
+    /// figure, else it keeps candle's autograd.
+    fn taped(&self) -> bool {
+        self.taped
     }
 }
 

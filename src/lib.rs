@@ -179,7 +179,11 @@
 //! gevaldi's [`engine`]: its own kernels, with a backward pass
 //! to the input only (about 5× candle's own layers on the MNIST fixtures);
 //! on a GPU, through the engine's device-generic path (candle's ops forward,
-//! its own backward to the input only, in candle's ops).
+//! its own backward to the input only, in candle's ops). A classifier of
+//! your own described with the same layers ([`NetBuilder`]: convolutions,
+//! linear layers, batch norm as an affine map, activations, max- and
+//! adaptive average pooling, flatten, reshape, concat, residual add,
+//! LayerNorm) and wrapped by [`ModuleClassifier::from_net`] runs there too.
 //! In a binary of your own, call [`prepare_process`] first thing in
 //! `main`: it fixes the thread count (without `RAYON_NUM_THREADS`, candle
 //! 0.11 parses `/proc/cpuinfo` on every matmul) and tells mimalloc to keep
@@ -269,6 +273,7 @@ pub use adapter::ModuleClassifier;
 pub use audit::{AuditReport, GradientAudit};
 pub use config::ModelTable;
 pub use divergence::Divergence;
+pub use engine::{Activation, Net, NetBuilder, NodeId};
 pub use ensemble::MdsDataset;
 pub use error::{Error, Result};
 pub use hierarchy::Hierarchy;

@@ -9,7 +9,9 @@ use candle_core::{Device, Module, Tensor};
 use candle_nn::{Conv2dConfig, VarBuilder};
 use gevaldi::model::sample_standard_normal;
 use gevaldi::zoo::{self, MnistVae, MnistVaeConfig};
-use gevaldi::{Classifier, Error, GradientAudit, ModuleClassifier, Search, SearchConfig};
+use gevaldi::{
+    Classifier, Error, Generator, GradientAudit, ModuleClassifier, Search, SearchConfig,
+};
 use rand::SeedableRng;
 
 fn images(n: usize, c: usize, size: usize, seed: u64) -> Tensor {
@@ -83,6 +85,89 @@ fn a_users_candle_module_is_a_classifier_that_passes_the_audit() {
         .unwrap();
     assert!(outcome.mean_divergence_after().is_finite());
     assert!(outcome.mean_divergence_after() > outcome.mean_divergence_before());
+}
+
+/// cnn_b's layers as a user writes them with gevaldi's layer vocabulary
+/// (`NetBuilder`), from the fixture's weights.
+fn users_net(vb: VarBuilder) -> candle_core::Result<gevaldi::Net> {
+    let pad = Conv2dConfig {
+        padding: 1,
+        ..Default::default()
+    };
+    let conv1 = candle_nn::conv2d(1, 24, 3, pad, vb.pp("conv1"))?;
+    let conv2 = candle_nn::conv2d(24, 48, 3, pad, vb.pp("conv2"))?;
+    let fc1 = candle_nn::linear(48 * 7 * 7, 128, vb.pp("fc1"))?;
+    let fc2 = candle_nn::linear(128, 10, vb.pp("fc2"))?;
+    let mut b = gevaldi::NetBuilder::new();
+    let mut x = b.input();
+    for conv in [&conv1, &conv2] {
+        x = b.conv2d(x, conv);
+        x = b.act(x, gevaldi::Activation::Relu);
+        x = b.max_pool2d(x, 2, 2, 0, false);
+    }
+    let x = b.flatten(x);
+    let x = b.linear_layer(x, &fc1);
+    let x = b.relu(x);
+    let x = b.linear_layer(x, &fc2);
+    Ok(b.build(x))
+}
+
+/// A classifier of one's own described with the layer vocabulary runs as
+/// the built-in models do: the same logits as the zoo's cnn_b to the bit,
+/// on gevaldi's CPU kernels, the audit passed; through
+/// `ModuleClassifier::from_net` the search can walk its backward itself
+/// (its step's recording is closed from z to the logits) and ends on the
+/// zoo's cnn_b's z to the bit, as through `ModuleClassifier::new` (candle's
+/// autograd around the same kernels) to f32 rounding.
+#[test]
+fn a_users_net_from_the_layer_vocabulary_runs_as_the_built_in_models_do() {
+    let dev = Device::Cpu;
+    let (cnn_a, cnn_b, vae) = common::fixture_models(&dev);
+    let path = zoo::mnist_fixtures_dir().join("cnn_b.safetensors");
+    let net = zoo::load_file(&path, "mine", &dev, users_net).unwrap();
+    let z = sample_standard_normal((4, 8), &mut rand_chacha::ChaCha8Rng::seed_from_u64(5), &dev)
+        .unwrap();
+    let x = vae.decode(&z, None).unwrap();
+    assert!(net.uses_cpu_engine(&x));
+    let mine = ModuleClassifier::from_net(net.clone(), zoo::mnist_class_names());
+    let autograd = ModuleClassifier::new(net, zoo::mnist_class_names());
+    // The search walks the backward itself where every model says so
+    // (`taped`) and the recording of a step reaches from z to the logits.
+    assert!(mine.taped() && !autograd.taped());
+    let z_var = candle_core::Var::from_tensor(&z).unwrap();
+    let (logits, recording) = gevaldi::engine::record_while(|| {
+        mine.logits(&vae.decode(z_var.as_tensor(), None).unwrap())
+            .unwrap()
+    });
+    assert!(recording.closed(z_var.as_tensor(), &[&logits]));
+    let want = cnn_b.logits(&x).unwrap();
+    assert_eq!(common::max_abs_diff(&mine.logits(&x).unwrap(), &want), 0.0);
+    GradientAudit::default()
+        .classifier("mine", &mine, &x)
+        .unwrap_or_else(|e| panic!("{e}"));
+    GradientAudit::default()
+        .chain("vae -> mine", &vae, &mine, &z, None)
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    let config = SearchConfig::default().steps(20).batch(8);
+    let run = |b: &dyn Classifier| {
+        Search::new("vae", &vae)
+            .classifier("cnn_a", &cnn_a)
+            .classifier("b", b)
+            .config(config.clone())
+            .run(&dev)
+            .unwrap()
+    };
+    let (zoo_run, mine_run, autograd_run) = (run(&cnn_b), run(&mine), run(&autograd));
+    let zs = |o: &gevaldi::SearchOutcome| -> Vec<f32> {
+        o.samples.iter().flat_map(|s| s.z.clone()).collect()
+    };
+    assert_eq!(zs(&mine_run), zs(&zoo_run));
+    let (a, b) = (
+        autograd_run.mean_divergence_after(),
+        zoo_run.mean_divergence_after(),
+    );
+    assert!((a - b).abs() <= 1e-4 * b, "{a} against {b}");
 }
 
 /// The same module pooling with candle's `max_pool2d` (its gradient is a

@@ -102,7 +102,7 @@ pub(crate) struct Node {
 /// ```
 /// # fn main() -> candle_core::Result<()> {
 /// use candle_core::{DType, Device, Module, Tensor};
-/// use gevaldi::engine::{Activation, NetBuilder};
+/// use gevaldi::{Activation, NetBuilder};
 ///
 /// let dev = Device::Cpu;
 /// let mut b = NetBuilder::new();
@@ -255,8 +255,13 @@ impl NetBuilder {
     }
 }
 
-/// A network described once, run by candle's ops or gevaldi's CPU kernels
-/// (see the [module docs](super)).
+/// A network described once with [`NetBuilder`], run by gevaldi's CPU
+/// kernels (f32 on the CPU, frozen weights: a backward to the input only,
+/// never a weight gradient), by the device-generic path (a GPU, other
+/// dtypes) or by candle's ops (`GEVALDI_ENGINE=candle`, or a weight that is
+/// a variable); the three agree to f32 rounding. A classifier of one's own
+/// built this way runs as fast as the built-in ones:
+/// [`ModuleClassifier::from_net`](crate::ModuleClassifier::from_net).
 #[derive(Clone, Debug)]
 pub struct Net {
     pub(crate) nodes: Arc<Vec<Node>>,
