@@ -192,6 +192,18 @@ pub(super) fn lines(body: &str) -> Vec<(String, String)> {
 /// The lines of `found` that differ from `stored` beyond their tolerance,
 /// in the order of `found` (then lines only `stored` has).
 pub fn compare(stored: &str, found: &str) -> Vec<Mismatch> {
+    compare_allowing(stored, found, &[])
+}
+
+/// [`compare`], where the `warnings` lines may differ by the kinds in
+/// `unsettled`: warnings whose figures the search that wrote `found` left
+/// within [`Tolerance::SEARCH`] of their thresholds
+/// ([`super::unsettled_warnings`]).
+pub fn compare_allowing(
+    stored: &str,
+    found: &str,
+    unsettled: &[crate::search::AscentWarningKind],
+) -> Vec<Mismatch> {
     let (old, new) = (lines(stored), lines(found));
     let mut out = Vec::new();
     for (key, value) in &new {
@@ -205,6 +217,11 @@ pub fn compare(stored: &str, found: &str) -> Vec<Mismatch> {
                 tolerance,
             }),
             Some((_, was)) => {
+                let unsettled_only =
+                    key == super::warnings::KEY && super::warnings::within(was, value, unsettled);
+                if unsettled_only {
+                    continue;
+                }
                 if let Err(relative) = compare_values(was, value, tolerance) {
                     out.push(Mismatch {
                         key: key.clone(),

@@ -175,7 +175,7 @@ fn insta_force_pass_passes_a_new_snapshot_too_writing_it_for_review() {
     env.update = super::file::Update::New;
     env.force_pass = true;
     let body = "trial: pair::p\nsearch.lift: 9.348\n";
-    assert!(super::file::check_with(&file, body, &env).is_ok());
+    assert!(super::file::check_with(&file, body, &[], &env).is_ok());
     assert!(
         file.pending().is_file(),
         "the new snapshot waits for review"
@@ -184,7 +184,7 @@ fn insta_force_pass_passes_a_new_snapshot_too_writing_it_for_review() {
     // Without it, a new snapshot still fails.
     env.force_pass = false;
     assert!(matches!(
-        super::file::check_with(&file, body, &env),
+        super::file::check_with(&file, body, &[], &env),
         Err(SnapshotProblem::New { .. })
     ));
 }
@@ -202,11 +202,11 @@ fn a_checked_snapshot_is_named_in_insta_s_references_file() {
     env.references = Some(references.clone());
     env.update = super::file::Update::Always;
     let body = "trial: pair::p\nsearch.lift: 9.348\n";
-    assert!(super::file::check_with(&file, body, &env).is_ok());
+    assert!(super::file::check_with(&file, body, &[], &env).is_ok());
     // Matching the stored one, and failing against it, reference it too.
-    assert!(super::file::check_with(&file, body, &env).is_ok());
+    assert!(super::file::check_with(&file, body, &[], &env).is_ok());
     env.update = super::file::Update::No;
-    assert!(super::file::check_with(&file, "trial: pair::p\nsearch.lift: 1\n", &env).is_err());
+    assert!(super::file::check_with(&file, "trial: pair::p\nsearch.lift: 1\n", &[], &env).is_err());
     let listed = std::fs::read_to_string(&references).unwrap();
     let path = file.path.display().to_string();
     assert_eq!(
@@ -385,7 +385,7 @@ fn a_new_snapshots_mv_command_works_in_a_folder_with_a_space() {
     std::fs::create_dir_all(file.path.parent().unwrap()).unwrap();
     let env = super::file::InstaEnv::default();
     let body = "trial: pair::p\nsearch.lift: 9.348\n";
-    let message = super::file::check_with(&file, body, &env)
+    let message = super::file::check_with(&file, body, &[], &env)
         .unwrap_err()
         .to_string();
     let command = message
@@ -411,5 +411,93 @@ fn a_new_snapshots_mv_command_works_in_a_folder_with_a_space() {
             "`mv suite/snapshots/gevaldi/pair-p.snap.new suite/snapshots/gevaldi/pair-p.snap`"
         ),
         "{problem}"
+    );
+}
+
+/// Regression: a warning decided by a figure within the search tolerance
+/// of its threshold came and went between machines, and the `warnings`
+/// line, compared as text, failed the snapshot while every `search.*` line
+/// was within its tolerance. Measured on one suite (SGD, lr 0.5, 60 steps,
+/// batch 32): reverse KL with λ 3 ended at a mean of 0.1423 from 0.1461 at
+/// z0 on 2 threads ("divergence fell", 2.6%), at 0.1622 with
+/// `GEVALDI_ENGINE=generic`; with λ 0.01 the mean objective ended at
+/// 0.03126 from 0.03162 on 2 threads ("objective fell") and at 0.04159 on
+/// candle's ops.
+#[test]
+fn a_warning_on_the_edge_of_its_threshold_may_come_or_go() {
+    use crate::search::{AscentWarningKind as Kind, WarningFigures};
+    let figures = |objective, divergence, ran_away| WarningFigures {
+        objective: Some(objective),
+        divergence: Some(divergence),
+        ran_away,
+    };
+    // The two measured cases: unsettled on both machines.
+    let generic = figures((-34.2013, -23.6665), (0.146106, 0.162195), (0, 32));
+    assert_eq!(unsettled_warnings(&generic), [Kind::DivergenceFell]);
+    let candle = figures((0.0316151, 0.0415859), (0.146106, 0.213685), (0, 32));
+    assert_eq!(
+        unsettled_warnings(&candle),
+        [Kind::ObjectiveFell, Kind::DivergenceFell]
+    );
+    // Settled: an objective that rose from -34 to -23, a divergence that
+    // fell by three quarters, one that doubled; a share of samples run
+    // away far from one half, either way.
+    let clear = figures((-34.2013, -23.6665), (2.0, 0.5), (2, 32));
+    assert_eq!(unsettled_warnings(&clear), []);
+    let risen = figures((1.0, 2.0), (1.0, 2.0), (30, 32));
+    assert_eq!(unsettled_warnings(&risen), []);
+    assert_eq!(
+        unsettled_warnings(&figures((1.0, 2.0), (1.0, 2.0), (16, 32))),
+        [Kind::RanAway]
+    );
+    // A divergence that fell clearly, behind an objective whose fall is
+    // unsettled (that warning stands in for this one when raised).
+    assert_eq!(
+        unsettled_warnings(&figures((1.0, 0.99), (2.0, 0.5), (0, 32))),
+        [Kind::ObjectiveFell, Kind::DivergenceFell]
+    );
+    // No steps: nothing decided, nothing unsettled.
+    let none = WarningFigures {
+        objective: None,
+        divergence: None,
+        ran_away: (0, 0),
+    };
+    assert_eq!(unsettled_warnings(&none), []);
+
+    let stored = "trial: pair::p\nsearch.lift: 1.56\nwarnings: divergence fell\n";
+    let found = "trial: pair::p\nsearch.lift: 1.78\nwarnings: none\n";
+    // As text, the line changed ...
+    let m = compare(stored, found);
+    assert_eq!(m.len(), 1, "{m:?}");
+    assert_eq!(m[0].key, "warnings");
+    // ... within the tolerance of the figure that decided it, it did not.
+    assert_eq!(
+        compare_allowing(stored, found, &unsettled_warnings(&generic)),
+        []
+    );
+    assert_eq!(compare_allowing(found, stored, &[Kind::DivergenceFell]), []);
+    // Another warning, or one settled, still changes the line.
+    for (found, unsettled) in [
+        ("warnings: none\n", &[Kind::ObjectiveFell][..]),
+        (
+            "warnings: divergence fell, z ran away\n",
+            &[Kind::DivergenceFell][..],
+        ),
+        ("warnings: objective fell\n", &[Kind::ObjectiveFell][..]),
+    ] {
+        let found = format!("trial: pair::p\nsearch.lift: 1.56\n{found}");
+        let m = compare_allowing(stored, &found, unsettled);
+        assert_eq!(m.len(), 1, "{found}: {m:?}");
+        assert_eq!(m[0].key, "warnings");
+    }
+    // Written from a search: the summary keeps what it may differ by, and
+    // the stored snapshot stays as it is.
+    let (_dir, file, env) = temp_snapshot();
+    std::fs::write(&file.path, file.contents(stored)).unwrap();
+    assert!(super::file::check_with(&file, found, &[], &env).is_err());
+    assert!(super::file::check_with(&file, found, &[Kind::DivergenceFell], &env).is_ok());
+    assert_eq!(
+        body_of(&std::fs::read_to_string(&file.path).unwrap()),
+        stored
     );
 }
