@@ -18,7 +18,8 @@
 //!   every model's weights, equal across devices to float rounding (1e-6
 //!   measured), and a 1% change to one layer's weights moves them by far
 //!   more than rounding does. They are compared within [`Tolerance::START`]:
-//!   relative 1e-3 (absolute 1e-5 near zero).
+//!   relative 1e-3 (absolute 1e-5 near zero), but for the classes a
+//!   `start.sample.*` line names, which are compared exactly.
 //! - `search.*`: what the ascent found (the divergence after the search, the
 //!   lift, dz, the set distance, regions of uncertainty). These are compared
 //!   within [`Tolerance::SEARCH`], relative 25% (absolute 0.05): device and

@@ -501,3 +501,28 @@ fn a_warning_on_the_edge_of_its_threshold_may_come_or_go() {
         stored
     );
 }
+
+/// Regression: a `start.sample.*` line's classes were compared as numbers
+/// within 1e-3 relative, so that from class 1000 on a prediction that
+/// moved to another class passed (a model of 21843 classes named by
+/// number, as a registered model's names often are: 5000 and 5004).
+#[test]
+fn a_sample_s_class_is_compared_exactly_whatever_its_number() {
+    let line = |class: &str, p: &str| {
+        format!("start.sample.0: kl 0.102794; big {class} ({p}), other 17 (0.6903)\n")
+    };
+    let stored = line("5000", "0.8162");
+    let m = compare(&stored, &line("5004", "0.8162"));
+    assert_eq!(m.len(), 1, "{m:?}");
+    assert_eq!(m[0].key, "start.sample.0");
+    assert_eq!(compare(&stored, &line("999", "0.8162")).len(), 1);
+    // The figures on the line keep their tolerance, a probability of 1
+    // written as a whole number too.
+    assert_eq!(compare(&stored, &line("5000", "0.81625")), []);
+    assert_eq!(compare(&line("3", "1"), &line("3", "0.999999")), []);
+    // Other lines' whole numbers are figures (a search's steps).
+    assert_eq!(
+        compare("search.steps_run: 5000\n", "search.steps_run: 5004\n"),
+        []
+    );
+}
