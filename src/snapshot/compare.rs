@@ -208,18 +208,26 @@ pub(super) fn lines(body: &str) -> Vec<(String, String)> {
 /// The lines of `found` that differ from `stored` beyond their tolerance,
 /// in the order of `found` (then lines only `stored` has).
 pub fn compare(stored: &str, found: &str) -> Vec<Mismatch> {
-    compare_allowing(stored, found, &[])
+    compare_allowing(stored, found, &Unsettled::default())
 }
 
-/// [`compare`], where the `warnings` lines may differ by the kinds in
-/// `unsettled`: warnings whose figures the search that wrote `found` left
-/// within [`Tolerance::SEARCH`] of their thresholds
-/// ([`super::unsettled_warnings`]).
-pub fn compare_allowing(
-    stored: &str,
-    found: &str,
-    unsettled: &[crate::search::AscentWarningKind],
-) -> Vec<Mismatch> {
+/// What the run that wrote a snapshot left undecided: figures within
+/// [`Tolerance::SEARCH`] of the thresholds that decide its text lines, by
+/// which those lines may differ from the stored ones.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Unsettled {
+    /// Kinds of ascent warning ([`super::unsettled_warnings`]): the
+    /// `warnings` lines may differ by these.
+    pub warnings: Vec<crate::search::AscentWarningKind>,
+    /// A tournament's order, strongest first, and its tiers' splits
+    /// ([`super::TierBoundary`]): the `search.ranking` lines may differ
+    /// by the unsettled splits (empty: compared as text).
+    pub ranking: Vec<super::TierBoundary>,
+}
+
+/// [`compare`], where the `warnings` and `search.ranking` lines may differ
+/// by what the run that wrote `found` left `unsettled`.
+pub fn compare_allowing(stored: &str, found: &str, unsettled: &Unsettled) -> Vec<Mismatch> {
     let (old, new) = (lines(stored), lines(found));
     let mut out = Vec::new();
     for (key, value) in &new {
@@ -233,8 +241,11 @@ pub fn compare_allowing(
                 tolerance,
             }),
             Some((_, was)) => {
-                let unsettled_only =
-                    key == super::warnings::KEY && super::warnings::within(was, value, unsettled);
+                let unsettled_only = (key == super::warnings::KEY
+                    && super::warnings::within(was, value, &unsettled.warnings))
+                    || (key == super::ranking::KEY
+                        && !unsettled.ranking.is_empty()
+                        && super::ranking::within(was, &unsettled.ranking));
                 if unsettled_only {
                     continue;
                 }

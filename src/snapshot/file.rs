@@ -4,7 +4,6 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::config::TrialId;
-use crate::search::AscentWarningKind;
 
 use super::*;
 
@@ -375,15 +374,16 @@ impl fmt::Display for SnapshotProblem {
 /// Compares `body` with the stored snapshot and writes what insta's
 /// environment says.
 pub(super) fn check(file: &SnapshotFile, body: &str) -> Result<(), SnapshotProblem> {
-    check_allowing(file, body, &[])
+    check_allowing(file, body, &Unsettled::default())
 }
 
 /// [`check`], where the `warnings` lines may differ by the kinds in
-/// `unsettled` ([`super::compare_allowing`]).
+/// `unsettled`, and the `search.ranking` lines by its unsettled splits
+/// ([`super::compare_allowing`]).
 pub(super) fn check_allowing(
     file: &SnapshotFile,
     body: &str,
-    unsettled: &[AscentWarningKind],
+    unsettled: &Unsettled,
 ) -> Result<(), SnapshotProblem> {
     let env = InstaEnv::from_env().map_err(|e| SnapshotProblem::Write(Box::new(e)))?;
     check_with(file, body, unsettled, &env)
@@ -393,7 +393,7 @@ pub(super) fn check_allowing(
 pub(super) fn check_with(
     file: &SnapshotFile,
     body: &str,
-    unsettled: &[AscentWarningKind],
+    unsettled: &Unsettled,
     env: &InstaEnv,
 ) -> Result<(), SnapshotProblem> {
     let io = |path: &Path, action: &'static str| {

@@ -66,11 +66,12 @@ mod compare;
 mod ensemble;
 mod file;
 mod pair;
+mod ranking;
 mod text;
 mod tournament;
 mod warnings;
 
-pub use self::compare::{compare, compare_allowing, Mismatch, Tolerance};
+pub use self::compare::{compare, compare_allowing, Mismatch, Tolerance, Unsettled};
 pub use self::ensemble::{log_loss, EnsembleSummary, MetricsSummary, RegionsSummary};
 pub(crate) use self::file::check_insta_env;
 use self::file::{check, check_allowing};
@@ -79,6 +80,7 @@ pub use self::pair::{
     BeforeAfter, SampleSummary, SetDistanceSummary, Settings, Stats, Summary, ThresholdSummary,
     WarningSummary, SAMPLES_SHOWN,
 };
+pub use self::ranking::TierBoundary;
 use self::text::*;
 pub use self::tournament::{tiers, TournamentSummary, TIER_SE};
 pub use self::warnings::unsettled as unsettled_warnings;

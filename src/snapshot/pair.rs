@@ -439,7 +439,10 @@ impl Summary {
         check_allowing(
             &SnapshotFile::new(config, TrialId::pair(&self.pair)),
             &self.body(),
-            &self.unsettled_warnings,
+            &Unsettled {
+                warnings: self.unsettled_warnings.clone(),
+                ..Unsettled::default()
+            },
         )
     }
 }
