@@ -42,7 +42,7 @@ pub(crate) use self::non_finite::shown_lr;
 pub use self::non_finite::{NonFiniteSite, SearchStage, BLOW_UP};
 pub use self::outcome::{
     AscentWarning, AscentWarningKind, Baseline, LogProbs, Measure, OutsideSupport, SampleRecord,
-    SearchOutcome, StepRecord, DIVERGENCE_FALL, RUNAWAY_GROWTH,
+    SearchOutcome, StepRecord, WarningFigures, DIVERGENCE_FALL, RUNAWAY_GROWTH,
 };
 pub use self::runner::Search;
 pub(crate) use self::runner::{check_logits_dtype, check_two_classes, refuse_probabilities};

@@ -395,30 +395,23 @@ impl SearchOutcome {
     ///
     /// Empty for a sound search.
     pub fn warnings(&self) -> Vec<AscentWarning> {
+        let figures = self.warning_figures();
         let mut out = Vec::new();
-        if let (Some(first), Some(last)) = (self.trajectory.first(), self.trajectory.last()) {
-            if self.steps_run > 0 && last.mean_objective < first.mean_objective {
-                out.push(AscentWarning::ObjectiveFell {
-                    start: first.mean_objective,
-                    end: last.mean_objective,
+        if let Some((start, end)) = figures.objective {
+            if end < start {
+                out.push(AscentWarning::ObjectiveFell { start, end });
+            }
+        }
+        if let Some((start, end)) = figures.divergence {
+            if out.is_empty() && end < (1.0 - DIVERGENCE_FALL) * start {
+                out.push(AscentWarning::DivergenceFell {
+                    start,
+                    end,
+                    lambda: self.config.lambda,
                 });
             }
         }
-        let (start, end) = (self.mean_divergence_before(), self.mean_divergence_after());
-        if self.steps_run > 0 && out.is_empty() && end < (1.0 - DIVERGENCE_FALL) * start {
-            out.push(AscentWarning::DivergenceFell {
-                start,
-                end,
-                lambda: self.config.lambda,
-            });
-        }
-        let norm = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-        let ran_away = self
-            .samples
-            .iter()
-            .filter(|s| s.z != s.z0 && norm(&s.z) >= RUNAWAY_GROWTH * norm(&s.z0))
-            .count();
-        let batch = self.samples.len();
+        let (ran_away, batch) = figures.ran_away;
         if batch > 0 && 2 * ran_away >= batch {
             out.push(AscentWarning::RanAway {
                 samples: ran_away,
@@ -428,6 +421,49 @@ impl SearchOutcome {
         }
         out
     }
+
+    /// The figures that [`SearchOutcome::warnings`] decides each warning
+    /// by, before they are held to their thresholds.
+    pub fn warning_figures(&self) -> WarningFigures {
+        let stepped = self.steps_run > 0;
+        let objective = match (self.trajectory.first(), self.trajectory.last()) {
+            (Some(first), Some(last)) if stepped => {
+                Some((first.mean_objective, last.mean_objective))
+            }
+            _ => None,
+        };
+        let divergence =
+            stepped.then(|| (self.mean_divergence_before(), self.mean_divergence_after()));
+        let norm = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+        let ran_away = self
+            .samples
+            .iter()
+            .filter(|s| s.z != s.z0 && norm(&s.z) >= RUNAWAY_GROWTH * norm(&s.z0))
+            .count();
+        WarningFigures {
+            objective,
+            divergence,
+            ran_away: (ran_away, self.samples.len()),
+        }
+    }
+}
+
+/// The figures each [`AscentWarning`] is decided by
+/// ([`SearchOutcome::warning_figures`]): a snapshot holds a warning to the
+/// tolerance of the figures it comes from.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct WarningFigures {
+    /// The mean objective at step 0 and at the last step
+    /// ([`AscentWarning::ObjectiveFell`] when the second is below the
+    /// first); `None` after 0 steps.
+    pub objective: Option<(f64, f64)>,
+    /// The mean divergence at z0 and at the final z
+    /// ([`AscentWarning::DivergenceFell`] when the second is below
+    /// 1 − [`DIVERGENCE_FALL`] of the first); `None` after 0 steps.
+    pub divergence: Option<(f64, f64)>,
+    /// The samples whose ‖z‖ grew at least [`RUNAWAY_GROWTH`]-fold, and
+    /// the batch ([`AscentWarning::RanAway`] from half of it).
+    pub ran_away: (usize, usize),
 }
 
 pub(super) fn mean(values: impl ExactSizeIterator<Item = f64>) -> f64 {

@@ -374,14 +374,26 @@ impl fmt::Display for SnapshotProblem {
 /// Compares `body` with the stored snapshot and writes what insta's
 /// environment says.
 pub(super) fn check(file: &SnapshotFile, body: &str) -> Result<(), SnapshotProblem> {
+    check_allowing(file, body, &Unsettled::default())
+}
+
+/// [`check`], where the `warnings` lines may differ by the kinds in
+/// `unsettled`, and the `search.ranking` lines by its unsettled splits
+/// ([`super::compare_allowing`]).
+pub(super) fn check_allowing(
+    file: &SnapshotFile,
+    body: &str,
+    unsettled: &Unsettled,
+) -> Result<(), SnapshotProblem> {
     let env = InstaEnv::from_env().map_err(|e| SnapshotProblem::Write(Box::new(e)))?;
-    check_with(file, body, &env)
+    check_with(file, body, unsettled, &env)
 }
 
 /// [`check`] in the environment `env`.
 pub(super) fn check_with(
     file: &SnapshotFile,
     body: &str,
+    unsettled: &Unsettled,
     env: &InstaEnv,
 ) -> Result<(), SnapshotProblem> {
     let io = |path: &Path, action: &'static str| {
@@ -421,7 +433,7 @@ pub(super) fn check_with(
                     first,
                 });
             }
-            let m = compare(body_of(&stored), body);
+            let m = compare_allowing(body_of(&stored), body, unsettled);
             if m.is_empty() {
                 // Within tolerance: the stored file stays as it is; a
                 // pending version from an earlier run is obsolete.

@@ -18,7 +18,8 @@
 //!   every model's weights, equal across devices to float rounding (1e-6
 //!   measured), and a 1% change to one layer's weights moves them by far
 //!   more than rounding does. They are compared within [`Tolerance::START`]:
-//!   relative 1e-3 (absolute 1e-5 near zero).
+//!   relative 1e-3 (absolute 1e-5 near zero), but for the classes a
+//!   `start.sample.*` line names, which are compared exactly.
 //! - `search.*`: what the ascent found (the divergence after the search, the
 //!   lift, dz, the set distance, regions of uncertainty). These are compared
 //!   within [`Tolerance::SEARCH`], relative 25% (absolute 0.05): device and
@@ -26,7 +27,10 @@
 //!   disagreement does not.
 //!
 //! Every other line (names, settings, thresholds, warnings) is compared as
-//! text. Numbers are written with 6 significant digits (`start.*`) or 4
+//! text, except that the `warnings` lines may differ by a warning whose
+//! figure the new search left within [`Tolerance::SEARCH`] of its
+//! threshold ([`unsettled_warnings`]): each warning is decided by figures
+//! of the ascent, which move between machines as much as `search.*` does. Numbers are written with 6 significant digits (`start.*`) or 4
 //! (`search.*`). A snapshot that is within tolerance of the stored one is
 //! left as it is, so the file never churns between machines.
 //!
@@ -62,20 +66,24 @@ mod compare;
 mod ensemble;
 mod file;
 mod pair;
+mod ranking;
 mod text;
 mod tournament;
+mod warnings;
 
-pub use self::compare::{compare, Mismatch, Tolerance};
+pub use self::compare::{compare, compare_allowing, Mismatch, Tolerance, Unsettled};
 pub use self::ensemble::{log_loss, EnsembleSummary, MetricsSummary, RegionsSummary};
-use self::file::check;
 pub(crate) use self::file::check_insta_env;
+use self::file::{check, check_allowing};
 pub use self::file::{SnapshotFile, SnapshotProblem};
 pub use self::pair::{
     BeforeAfter, SampleSummary, SetDistanceSummary, Settings, Stats, Summary, ThresholdSummary,
     WarningSummary, SAMPLES_SHOWN,
 };
+pub use self::ranking::TierBoundary;
 use self::text::*;
 pub use self::tournament::{tiers, TournamentSummary, TIER_SE};
+pub use self::warnings::unsettled as unsettled_warnings;
 
 #[cfg(test)]
 mod tests;

@@ -42,6 +42,12 @@ pub struct TournamentSummary {
     pub win_rates: Vec<(String, String, Option<f64>)>,
     /// SRCC of the MAD and the Bradley–Terry ranking with test accuracy.
     pub srcc: (Option<f64>, Option<f64>),
+    /// The Bradley–Terry order's neighbours, strongest first, with the
+    /// tiers' splits and whether each is unsettled
+    /// ([`TierBoundary`]): the snapshot's `search.ranking` line may differ
+    /// from the stored one by the unsettled splits.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tier_boundaries: Vec<TierBoundary>,
 }
 
 impl TournamentSummary {
@@ -82,6 +88,19 @@ impl TournamentSummary {
                 .collect(),
             win_rates,
             srcc: (outcome.srcc_power, outcome.srcc_bradley_terry),
+            tier_boundaries: bt
+                .order
+                .windows(2)
+                .map(|w| {
+                    let (upper, lower) = (w[0], w[1]);
+                    TierBoundary::new(
+                        &outcome.models[upper],
+                        &outcome.models[lower],
+                        bt.theta[upper] - bt.theta[lower],
+                        bt.se_of_difference(upper, lower),
+                    )
+                })
+                .collect(),
         }
     }
 
@@ -137,9 +156,13 @@ impl TournamentSummary {
     /// Checks the summary against `snapshots/<config
     /// stem>/tournament-<name>.snap`, as [`Summary::check_snapshot`] does.
     pub fn check_snapshot(&self, config: &Path) -> Result<(), SnapshotProblem> {
-        check(
+        check_allowing(
             &SnapshotFile::new(config, TrialId::tournament(&self.tournament)),
             &self.body(),
+            &Unsettled {
+                ranking: self.tier_boundaries.clone(),
+                ..Unsettled::default()
+            },
         )
     }
 }
