@@ -34,8 +34,8 @@ impl TierBoundary {
     /// by `difference` with standard error `se` (split as [`super::tiers`]
     /// splits them).
     pub fn new(upper: &str, lower: &str, difference: f64, se: f64) -> Self {
-        // As `tiers` decides (`difference < TIER_SE · se`: one tier), a
-        // NaN splitting them.
+        // The rule `tiers` writes the line by (`difference < TIER_SE · se`:
+        // one tier), a NaN splitting them.
         let close = difference < TIER_SE * se;
         TierBoundary {
             upper: upper.to_string(),

@@ -88,19 +88,7 @@ impl TournamentSummary {
                 .collect(),
             win_rates,
             srcc: (outcome.srcc_power, outcome.srcc_bradley_terry),
-            tier_boundaries: bt
-                .order
-                .windows(2)
-                .map(|w| {
-                    let (upper, lower) = (w[0], w[1]);
-                    TierBoundary::new(
-                        &outcome.models[upper],
-                        &outcome.models[lower],
-                        bt.theta[upper] - bt.theta[lower],
-                        bt.se_of_difference(upper, lower),
-                    )
-                })
-                .collect(),
+            tier_boundaries: tier_boundaries(outcome),
         }
     }
 
@@ -173,23 +161,20 @@ impl TournamentSummary {
 /// that the samples establish shows; a swap within noise does not change
 /// the line.
 pub fn tiers(outcome: &TournamentOutcome) -> String {
-    let bt = &outcome.bradley_terry;
-    let mut groups: Vec<Vec<usize>> = Vec::new();
-    for (k, &i) in bt.order.iter().enumerate() {
-        let close = k > 0 && {
-            let prev = bt.order[k - 1];
-            let se = bt.se_of_difference(prev, i);
-            bt.theta[prev] - bt.theta[i] < TIER_SE * se
-        };
+    let mut groups: Vec<Vec<&str>> = Vec::new();
+    let boundaries = tier_boundaries(outcome);
+    let first = outcome.bradley_terry.order.first();
+    let upper = first.map(|&i| outcome.models[i].as_str());
+    let lowers = boundaries.iter().map(|b| (b.lower.as_str(), b.split));
+    for (name, split) in upper.map(|u| (u, true)).into_iter().chain(lowers) {
         match groups.last_mut() {
-            Some(g) if close => g.push(i),
-            _ => groups.push(vec![i]),
+            Some(g) if !split => g.push(name),
+            _ => groups.push(vec![name]),
         }
     }
     let names: Vec<String> = groups
-        .iter()
-        .map(|g| {
-            let mut members: Vec<&str> = g.iter().map(|&i| outcome.models[i].as_str()).collect();
+        .into_iter()
+        .map(|mut members| {
             if members.len() == 1 {
                 members[0].to_string()
             } else {
@@ -201,4 +186,23 @@ pub fn tiers(outcome: &TournamentOutcome) -> String {
         })
         .collect();
     names.join(" > ")
+}
+
+/// The Bradley–Terry order's neighbours, strongest first, each split into
+/// two tiers or not by [`TIER_SE`] ([`TierBoundary::new`]): what [`tiers`]
+/// writes and what a snapshot's `search.ranking` line is compared by.
+fn tier_boundaries(outcome: &TournamentOutcome) -> Vec<TierBoundary> {
+    let bt = &outcome.bradley_terry;
+    bt.order
+        .windows(2)
+        .map(|w| {
+            let (upper, lower) = (w[0], w[1]);
+            TierBoundary::new(
+                &outcome.models[upper],
+                &outcome.models[lower],
+                bt.theta[upper] - bt.theta[lower],
+                bt.se_of_difference(upper, lower),
+            )
+        })
+        .collect()
 }
