@@ -599,6 +599,16 @@ fn determinism_digest() -> u64 {
     ))
 }
 
+/// A search large enough that the engine's products are split between
+/// threads (batch 64).
+fn thread_count_digest() -> u64 {
+    let m = models();
+    digest(&run(
+        &m,
+        SearchConfig::default().steps(10).batch(64).seed(42),
+    ))
+}
+
 #[test]
 fn the_same_seed_gives_bit_identical_results_in_one_process() {
     let m = models();
@@ -618,6 +628,47 @@ fn the_same_seed_gives_bit_identical_results_in_one_process() {
 #[ignore = "run as a child process by the cross-process determinism test"]
 fn determinism_child() {
     println!("GEVALDI-DIGEST {:016x}", determinism_digest());
+}
+
+/// Run by `the_same_seed_gives_bit_identical_results_whatever_the_thread_count`
+/// in child processes.
+#[test]
+#[ignore = "run as a child process by the thread-count determinism test"]
+fn thread_count_child() {
+    println!("GEVALDI-DIGEST {:016x}", thread_count_digest());
+}
+
+/// `RAYON_NUM_THREADS` (a 16-core workstation against a 2-core CI runner)
+/// does not change a bit: with one thread the engine's products were taken
+/// whole where more threads split them in halves, which round otherwise
+/// (found by the audit).
+#[test]
+fn the_same_seed_gives_bit_identical_results_whatever_the_thread_count() {
+    let digests: Vec<String> = ["1", "3", "7"]
+        .into_iter()
+        .map(|threads| {
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", "thread_count_child", "--ignored", "--nocapture"])
+                .env("RAYON_NUM_THREADS", threads)
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success(),
+                "{stdout}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let digest = stdout
+                .lines()
+                .find_map(|l| l.strip_prefix("GEVALDI-DIGEST "))
+                .unwrap_or_else(|| panic!("no digest in child output:\n{stdout}"));
+            format!("RAYON_NUM_THREADS={threads}: {digest}")
+        })
+        .collect();
+    let here = format!("{:016x}", thread_count_digest());
+    for d in &digests {
+        assert!(d.ends_with(&here), "{d}, against {here} here: {digests:?}");
+    }
 }
 
 #[test]
