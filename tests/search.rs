@@ -647,21 +647,7 @@ fn the_same_seed_gives_bit_identical_results_whatever_the_thread_count() {
     let digests: Vec<String> = ["1", "3", "7"]
         .into_iter()
         .map(|threads| {
-            let out = std::process::Command::new(std::env::current_exe().unwrap())
-                .args(["--exact", "thread_count_child", "--ignored", "--nocapture"])
-                .env("RAYON_NUM_THREADS", threads)
-                .output()
-                .unwrap();
-            let stdout = String::from_utf8_lossy(&out.stdout);
-            assert!(
-                out.status.success(),
-                "{stdout}{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let digest = stdout
-                .lines()
-                .find_map(|l| l.strip_prefix("GEVALDI-DIGEST "))
-                .unwrap_or_else(|| panic!("no digest in child output:\n{stdout}"));
+            let digest = child_digest("thread_count_child", &[("RAYON_NUM_THREADS", threads)]);
             format!("RAYON_NUM_THREADS={threads}: {digest}")
         })
         .collect();
@@ -673,8 +659,16 @@ fn the_same_seed_gives_bit_identical_results_whatever_the_thread_count() {
 
 #[test]
 fn the_same_seed_gives_bit_identical_results_across_processes() {
+    let child = child_digest("determinism_child", &[]);
+    assert_eq!(child, format!("{:016x}", determinism_digest()));
+}
+
+/// The digest the ignored test `name` prints when this test binary runs it
+/// in a child process with `envs` set.
+fn child_digest(name: &str, envs: &[(&str, &str)]) -> String {
     let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "determinism_child", "--ignored", "--nocapture"])
+        .args(["--exact", name, "--ignored", "--nocapture"])
+        .envs(envs.iter().copied())
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -683,11 +677,11 @@ fn the_same_seed_gives_bit_identical_results_across_processes() {
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let child = stdout
+    stdout
         .lines()
         .find_map(|l| l.strip_prefix("GEVALDI-DIGEST "))
-        .unwrap_or_else(|| panic!("no digest in child output:\n{stdout}"));
-    assert_eq!(child, format!("{:016x}", determinism_digest()));
+        .unwrap_or_else(|| panic!("no digest in child output:\n{stdout}"))
+        .to_string()
 }
 
 /// A classifier far more confident than f32 probabilities can tell apart:
