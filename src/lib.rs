@@ -269,6 +269,12 @@ pub mod tournament;
 #[doc(hidden)]
 pub mod verdict;
 
+/// README.md's Rust examples not marked `ignore`, compiled by `cargo test
+/// --doc` so that they do not rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 pub use adapter::ModuleClassifier;
 pub use audit::{AuditReport, GradientAudit};
 pub use config::ModelTable;
