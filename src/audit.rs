@@ -339,10 +339,11 @@ impl GradientAudit {
 }
 
 impl GradientAudit {
-    /// Refuses a model whose two outputs `y`, `again` for one input differ
-    /// by more than 10⁻³ of their largest magnitude (dropout left on moves
-    /// them by O(1); rounding, on a GPU, by 10⁻⁷), where finite
-    /// differences would measure the noise.
+    /// Refuses a model whose output `y` is not finite
+    /// ([`Error::NonFiniteOutput`]), or whose two outputs `y`, `again` for
+    /// one input differ by more than 10⁻³ of their largest magnitude
+    /// (dropout left on moves them by O(1); rounding, on a GPU, by 10⁻⁷),
+    /// where finite differences would measure the noise.
     fn check_deterministic(
         &self,
         name: &str,
@@ -350,13 +351,7 @@ impl GradientAudit {
         y: &Tensor,
         again: &Tensor,
     ) -> Result<()> {
-        let read = |t: &Tensor| -> Result<Vec<f64>> {
-            t.flatten_all()
-                .and_then(|t| t.to_dtype(DType::F64))
-                .and_then(|t| t.to_vec1::<f64>())
-                .map_err(Error::tensor("read a model's output"))
-        };
-        let (a, b) = (read(y)?, read(again)?);
+        let (a, b) = (values(y)?, values(again)?);
         let count = a.iter().filter(|v| !v.is_finite()).count();
         if count > 0 {
             return Err(Error::NonFiniteOutput {
@@ -447,12 +442,14 @@ fn norm(t: &Tensor) -> Result<f64> {
 /// flat log p(z), a constant classifier) from one whose gradient was
 /// dropped, where backpropagation gave none.
 fn unmoved(x: &Tensor, y: &Tensor, eval: &dyn Fn(&Tensor) -> Result<Tensor>) -> Result<bool> {
-    let values = |t: &Tensor| -> Result<Vec<f64>> {
-        t.flatten_all()
-            .and_then(|t| t.to_dtype(DType::F64))
-            .and_then(|t| t.to_vec1::<f64>())
-            .map_err(Error::tensor("read the output"))
-    };
     let moved = (x + 0.5).map_err(Error::tensor("shift the input"))?;
     Ok(values(y)? == values(&eval(&moved)?)?)
+}
+
+/// A model's output, every value in f64.
+fn values(t: &Tensor) -> Result<Vec<f64>> {
+    t.flatten_all()
+        .and_then(|t| t.to_dtype(DType::F64))
+        .and_then(|t| t.to_vec1::<f64>())
+        .map_err(Error::tensor("read a model's output"))
 }

@@ -197,7 +197,7 @@ pub enum Error {
          e.g. preprocess = {} (`preprocess = {{}}` feeds the images as they are)",
         config.display(),
         takes(.dataset),
-        unprepared_suggestion(.dataset, .lo, .hi)
+        .dataset.preprocess_from(*.lo, *.hi, false)
     )]
     Unprepared {
         /// The classifier.
@@ -610,18 +610,6 @@ fn takes(dataset: &Dataset) -> &'static str {
     match dataset {
         Dataset::ImageNet => "ImageNet-normalised colour images",
         Dataset::Mnist => "grey images in [0, 1]",
-    }
-}
-
-/// The `preprocess` that maps a generator's images in [`lo`, `hi`] onto
-/// what a built-in classifier of `dataset` takes ([`Error::Unprepared`]).
-fn unprepared_suggestion(dataset: &Dataset, lo: &f32, hi: &f32) -> String {
-    match dataset {
-        Dataset::ImageNet => format!(
-            "{{ input_range = [{lo}, {hi}], resize = 224, mean = [0.485, 0.456, 0.406], \
-             std = [0.229, 0.224, 0.225] }}"
-        ),
-        Dataset::Mnist => format!("{{ input_range = [{lo}, {hi}] }}"),
     }
 }
 

@@ -1378,13 +1378,11 @@ impl Cx<'_> {
             let (makes, suggested) = match gen_arch.dataset() {
                 Dataset::ImageNet => (
                     "colour images in [-1, 1]",
-                    "{ input_range = [-1, 1], resize = 224, mean = [0.485, 0.456, 0.406], \
-                     std = [0.229, 0.224, 0.225] }",
+                    Dataset::ImageNet.preprocess_from(-1.0, 1.0, false),
                 ),
                 Dataset::Mnist => (
                     "grey 28 x 28 images in [0, 1]",
-                    "{ channels = \"grey-to-rgb\", resize = 224, mean = [0.485, 0.456, 0.406], \
-                     std = [0.229, 0.224, 0.225] }",
+                    Dataset::ImageNet.preprocess_from(0.0, 1.0, true),
                 ),
             };
             self.err(

@@ -275,6 +275,32 @@ impl Dataset {
             Dataset::ImageNet => 1000,
         }
     }
+
+    /// A `preprocess` table, as TOML, that maps images in [`lo`, `hi`]
+    /// (`grey`: of one channel) onto what a built-in classifier of this
+    /// dataset takes: the range for MNIST; the range, 3 channels, 224
+    /// pixels and ImageNet's mean and std for ImageNet. The default range
+    /// [0, 1] is left out. For the messages that refuse a classifier
+    /// without `preprocess`.
+    pub fn preprocess_from(self, lo: f32, hi: f32, grey: bool) -> String {
+        let mut keys = Vec::new();
+        if grey && self == Dataset::ImageNet {
+            keys.push("channels = \"grey-to-rgb\"".to_string());
+        }
+        if (lo, hi) != (0.0, 1.0) {
+            keys.push(format!("input_range = [{lo}, {hi}]"));
+        }
+        if self == Dataset::ImageNet {
+            keys.push(
+                "resize = 224, mean = [0.485, 0.456, 0.406], std = [0.229, 0.224, 0.225]".into(),
+            );
+        }
+        if keys.is_empty() {
+            "{}".to_string()
+        } else {
+            format!("{{ {} }}", keys.join(", "))
+        }
+    }
 }
 
 impl Architecture {
@@ -507,6 +533,20 @@ mod tests {
             // ImageNet generators take its 1000 classes.
             assert_eq!(a.name().starts_with("mnist"), a.dataset() == Dataset::Mnist);
         }
+        assert_eq!(
+            Dataset::ImageNet.preprocess_from(-1.0, 1.0, false),
+            "{ input_range = [-1, 1], resize = 224, mean = [0.485, 0.456, 0.406], \
+             std = [0.229, 0.224, 0.225] }"
+        );
+        assert_eq!(
+            Dataset::ImageNet.preprocess_from(0.0, 1.0, true),
+            "{ channels = \"grey-to-rgb\", resize = 224, mean = [0.485, 0.456, 0.406], \
+             std = [0.229, 0.224, 0.225] }"
+        );
+        assert_eq!(
+            Dataset::Mnist.preprocess_from(-1.0, 1.0, false),
+            "{ input_range = [-1, 1] }"
+        );
         for (a, classes) in [
             (Architecture::MnistMlp, Some(10)),
             (Architecture::ConvNextBase, Some(1000)),
