@@ -38,6 +38,21 @@ pub(crate) enum Kernel {
         oh: usize,
         ow: usize,
     },
+    /// `[k, s, p]`.
+    AvgPool([usize; 3]),
+    Upsample(usize),
+    /// A transposed conv: `conv` is the conv it transposes (weight
+    /// `[Cin, Cout, kh, kw]` read as a conv's `[Cout', Cin', kh, kw]`, no
+    /// bias), whose input gradient is this op's output and whose forward
+    /// is this op's input gradient; `bias` `[Cout]`.
+    ConvTranspose {
+        conv: ConvK,
+        bias: Vec<f32>,
+        /// `[kh, kw]`.
+        kernel: [usize; 2],
+        /// `[stride, padding, output padding, dilation]`.
+        settings: [usize; 4],
+    },
     Flatten,
     Reshape(Vec<usize>),
     Concat,
@@ -63,6 +78,9 @@ impl Kernel {
             Kernel::Act => "Act",
             Kernel::MaxPool { .. } => "MaxPool",
             Kernel::AdaptiveAvgPool { .. } => "AdaptiveAvgPool",
+            Kernel::AvgPool(_) => "AvgPool",
+            Kernel::Upsample(_) => "Upsample",
+            Kernel::ConvTranspose { .. } => "ConvTranspose",
             Kernel::Flatten => "Flatten",
             Kernel::Reshape(_) => "Reshape",
             Kernel::Concat => "Concat",
@@ -219,11 +237,14 @@ impl Program {
                     Kernel::Affine { scale, shift }
                 }
                 Op::Act(a) => {
+                    // An invalid slope runs candle's ops, which name it.
+                    a.check().ok()?;
                     if let Some(s) = fusable {
                         let step = &mut steps[s];
                         let takes = matches!(
                             step.kernel,
                             Kernel::Conv(_)
+                                | Kernel::ConvTranspose { .. }
                                 | Kernel::Dense { .. }
                                 | Kernel::Affine { .. }
                                 | Kernel::Add
@@ -249,6 +270,40 @@ impl Program {
                     ceil: *ceil,
                 },
                 Op::AdaptiveAvgPool { oh, ow } => Kernel::AdaptiveAvgPool { oh: *oh, ow: *ow },
+                Op::AvgPool { k, s, p } => Kernel::AvgPool([*k, *s, *p]),
+                Op::Upsample { scale } => Kernel::Upsample(*scale),
+                Op::ConvTranspose {
+                    weight,
+                    bias,
+                    stride,
+                    padding,
+                    output_padding,
+                    dilation,
+                } => {
+                    let (cin, cout, kh, kw) = weight.dims4().ok()?;
+                    let bias = match bias {
+                        Some(b) => frozen_f32(b)?,
+                        None => vec![0.0; cout],
+                    };
+                    if bias.len() != cout {
+                        return None;
+                    }
+                    let conv = ConvK::new(
+                        &frozen_f32(weight)?,
+                        vec![0.0; cin],
+                        [cin, cout, kh, kw],
+                        *stride,
+                        *padding,
+                        *dilation,
+                        1,
+                    )?;
+                    Kernel::ConvTranspose {
+                        conv,
+                        bias,
+                        kernel: [kh, kw],
+                        settings: [*stride, *padding, *output_padding, *dilation],
+                    }
+                }
                 Op::Flatten => Kernel::Flatten,
                 Op::Reshape(d) => Kernel::Reshape(d.clone()),
                 Op::Concat => Kernel::Concat,
@@ -273,7 +328,7 @@ impl Program {
             slot[id] = steps.len();
         }
         for step in &mut steps {
-            if let Kernel::Conv(c) = &mut step.kernel {
+            if let Kernel::Conv(c) | Kernel::ConvTranspose { conv: c, .. } = &mut step.kernel {
                 c.prepare();
             }
         }

@@ -153,6 +153,26 @@ fn reshaped(d: Dims, dims: &[usize]) -> candle_core::Result<Dims> {
     Ok(to)
 }
 
+/// A transposed conv's output dims for input dims `d`, `cout` output
+/// channels.
+fn conv_transpose_dims(
+    d: Dims,
+    cout: usize,
+    [kh, kw]: [usize; 2],
+    [stride, pad, out_pad, dil]: [usize; 4],
+) -> candle_core::Result<Dims> {
+    if !d.spatial {
+        candle_core::bail!("conv_transpose2d: expected [B, C, H, W], got a flat value");
+    }
+    let len = |n, k| super::conv_transpose_len(n, k, stride, pad, out_pad, dil);
+    Ok(Dims {
+        h: len(d.h, kh)?,
+        w: len(d.w, kw)?,
+        c: cout,
+        ..d
+    })
+}
+
 fn check_dense(d: Dims, nin: usize) -> candle_core::Result<()> {
     if d.c != nin {
         candle_core::bail!("linear: {} input features, expected {nin}", d.c);
@@ -226,6 +246,38 @@ fn run_kernel(step: &Step, xs: &[&Arc<Vec<f32>>], ds: &[Dims]) -> candle_core::R
                 o,
                 Kept::Nothing,
             )
+        }
+        Kernel::AvgPool(ksp) => {
+            let (y, o) = pool::avg_pool(x, d, *ksp)?;
+            (Arc::new(y), o, Kept::Nothing)
+        }
+        Kernel::Upsample(scale) => {
+            let (y, o) = pool::upsample(x, d, *scale)?;
+            (Arc::new(y), o, Kept::Nothing)
+        }
+        Kernel::ConvTranspose {
+            conv,
+            bias,
+            kernel,
+            settings,
+        } => {
+            let o = conv_transpose_dims(d, bias.len(), *kernel, *settings)?;
+            // The conv it transposes maps `o` back to `d`: this op is
+            // that conv's input gradient.
+            let back = conv.out_dims(o)?;
+            if back.c != d.c {
+                candle_core::bail!(
+                    "conv_transpose2d: input of {} channels, the weight [Cin, Cout, kh, kw] takes {}",
+                    d.c,
+                    back.c
+                );
+            }
+            if back != d {
+                candle_core::bail!("conv_transpose2d: {o:?} does not map back to {d:?}");
+            }
+            let mut y = conv.backward(x, o)?;
+            ew::add_bias(&mut y, bias);
+            (Arc::new(y), o, Kept::Nothing)
         }
         Kernel::Flatten => (
             to_logical(Arc::clone(x), d),
@@ -320,6 +372,9 @@ fn kernel_backward(
                 vec![pool::adaptive_avg(&g, d, *oh, *ow, true)]
             }
         }
+        (Kernel::AvgPool(ksp), _) => vec![pool::avg_pool_backward(&g, d, r.out, *ksp)],
+        (Kernel::Upsample(scale), _) => vec![pool::upsample_backward(&g, d, *scale)],
+        (Kernel::ConvTranspose { conv, .. }, _) => vec![conv.forward(&g, r.out, None)?.0],
         (Kernel::Flatten | Kernel::Reshape(_), _) => {
             let g = from_logical(to_logical(Arc::new(g), r.out), d);
             vec![Arc::try_unwrap(g).unwrap_or_else(|g| g.as_ref().clone())]

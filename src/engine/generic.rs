@@ -48,7 +48,8 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Shape, Storage, T
 use super::net::{Activation, Node, Op};
 use super::{cuda, profile, reference};
 use crate::zoo::{
-    adaptive_avg_pool2d, max_pool2d_backward, max_pool2d_indexed, LayerNorm, MaxPoolPositions,
+    adaptive_avg_pool2d, avg_pool2d, max_pool2d_backward, max_pool2d_indexed, LayerNorm,
+    MaxPoolPositions,
 };
 
 /// What the generic path prepares once per net: each conv node's kernels
@@ -113,6 +114,40 @@ enum ConvBack {
     /// Stride > 1 with dilation > 1 (no built-in model has one): candle's
     /// `conv_transpose2d`, one group at a time.
     Transposed,
+}
+
+impl ConvBack {
+    /// The input gradient's kernels of a conv with weight `weight`.
+    fn new(
+        weight: &Tensor,
+        stride: usize,
+        dilation: usize,
+        groups: usize,
+    ) -> candle_core::Result<Self> {
+        Ok(if stride == 1 {
+            ConvBack::Stride1 {
+                kernel: transposed_flipped(weight, groups)?,
+            }
+        } else if dilation == 1 {
+            let s = stride;
+            let mut phases = Vec::with_capacity(s * s);
+            for a in 0..s {
+                for b in 0..s {
+                    let w = match taps(weight, 2, a, s)? {
+                        Some(rows) => taps(&rows, 3, b, s)?,
+                        None => None,
+                    };
+                    phases.push(match w {
+                        Some(w) => Some(transposed_flipped(&w, groups)?),
+                        None => None,
+                    });
+                }
+            }
+            ConvBack::Phases { s, phases }
+        } else {
+            ConvBack::Transposed
+        })
+    }
 }
 
 /// `w` `[Cout, Cin / g, kh, kw]` as the kernel of its transpose: `[Cin,
@@ -194,32 +229,18 @@ impl Prepared {
                     dilation,
                     groups,
                     ..
-                } => Ok(Some({
+                } => {
                     let weight = folded.as_ref().map_or(weight, |(w, _)| w);
-                    if *stride == 1 {
-                        ConvBack::Stride1 {
-                            kernel: transposed_flipped(weight, *groups)?,
-                        }
-                    } else if *dilation == 1 {
-                        let s = *stride;
-                        let mut phases = Vec::with_capacity(s * s);
-                        for a in 0..s {
-                            for b in 0..s {
-                                let w = match taps(weight, 2, a, s)? {
-                                    Some(rows) => taps(&rows, 3, b, s)?,
-                                    None => None,
-                                };
-                                phases.push(match w {
-                                    Some(w) => Some(transposed_flipped(&w, *groups)?),
-                                    None => None,
-                                });
-                            }
-                        }
-                        ConvBack::Phases { s, phases }
-                    } else {
-                        ConvBack::Transposed
-                    }
-                })),
+                    ConvBack::new(weight, *stride, *dilation, *groups).map(Some)
+                }
+                // A transposed conv's forward is the input gradient of the
+                // conv with its weight read as `[Cout', Cin', kh, kw]`.
+                Op::ConvTranspose {
+                    weight,
+                    stride,
+                    dilation,
+                    ..
+                } => ConvBack::new(weight, *stride, *dilation, 1).map(Some),
                 _ => Ok(None),
             })
             .collect::<candle_core::Result<_>>()?;
@@ -435,6 +456,31 @@ pub(crate) fn forward(
                             reference::conv(args[0], weight, bias, s, p, d, g)
                         }
                     }
+                    Op::ConvTranspose {
+                        weight,
+                        bias,
+                        stride,
+                        padding,
+                        output_padding,
+                        dilation,
+                    } => {
+                        let (s, p, d) = (*stride, *padding, *dilation);
+                        let dims = reference::check_conv_transpose(
+                            args[0],
+                            weight,
+                            [s, p, *output_padding, d],
+                        )?;
+                        let y = if own {
+                            let wt = prepared.wt(j, weight)?;
+                            cuda::conv_input_grad(args[0], weight, &wt, &dims, s, p, d)?
+                        } else {
+                            let back = prepared.convs[j]
+                                .as_ref()
+                                .expect("every transposed conv has its kernels prepared");
+                            conv_input_grad(args[0], weight, back, &dims, s, p, d, 1)?
+                        };
+                        reference::add_bias(y, bias.as_ref())
+                    }
                     // One kernel, NaN kept (ELU with α = 0: x where x > 0, else
                     // 0 · (eˣ − 1), which is −0 for x < 0 and NaN for NaN).
                     Op::Act(Activation::Relu) => args[0].elu(0.0),
@@ -460,9 +506,11 @@ pub(crate) fn forward(
                     | Op::AdaptiveAvgPool { .. }
                     | Op::LayerNorm { .. } => Kept::Input(args[0].clone()),
                     Op::Act(_) => Kept::Output(y.clone()),
-                    Op::Conv { .. } | Op::Flatten | Op::Reshape(_) => {
-                        Kept::Dims(args[0].dims().to_vec())
-                    }
+                    Op::Conv { .. }
+                    | Op::Flatten
+                    | Op::Reshape(_)
+                    | Op::AvgPool { .. }
+                    | Op::Upsample { .. } => Kept::Dims(args[0].dims().to_vec()),
                     Op::Concat => Kept::Channels(
                         args.iter()
                             .map(|a| a.dim(1))
@@ -593,6 +641,38 @@ impl Tape {
                     *groups,
                 )?]
             }
+            Op::ConvTranspose {
+                weight,
+                stride,
+                padding,
+                dilation,
+                ..
+            } => {
+                let (s, p, d) = (*stride, *padding, *dilation);
+                vec![if self.own {
+                    cuda::conv2d(g, weight, None, false, s, p, d)?
+                } else if s == 1 {
+                    conv_s1(g, weight, (p as isize, p as isize), d, 1)?
+                } else {
+                    reference::conv(g, weight, None, s, p, d, 1)?
+                }]
+            }
+            Op::AvgPool { k, s, p } => {
+                // Linear: its gradient at any input, zeros, is its
+                // gradient at the input.
+                let x = Tensor::zeros(dims()?, g.dtype(), g.device())?;
+                vec![local_grad(&x, g, |x| avg_pool2d(x, *k, *s, *p))?]
+            }
+            Op::Upsample { scale } => {
+                let &[b, c, h, w] = dims()? else {
+                    candle_core::bail!("node {j}: upsampled a value of rank other than 4")
+                };
+                vec![if self.own && *scale == 2 {
+                    cuda::skip_add_dx(g, c, true)?
+                } else {
+                    g.reshape((b, c, h, *scale, w, *scale))?.sum((3, 5))?
+                }]
+            }
             Op::Linear { weight, .. } => {
                 let gx = if g.rank() == 4 {
                     let (b, o, h, w) = g.dims4()?;
@@ -624,6 +704,12 @@ impl Tape {
                     (g * y.sqr()?.affine(-1.0, 1.0)?)?
                 }
                 Activation::GeluErf => g.mul(&reference::gelu_erf_slope(input()?)?)?,
+                // The output is > 0 where the input is (slope ≥ 0).
+                Activation::LeakyRelu(a) => {
+                    let a = f64::from(*a);
+                    let y = output()?;
+                    g.mul(&y.gt(0f64)?.to_dtype(y.dtype())?.affine(1.0 - a, a)?)?
+                }
             }],
             Op::MaxPool { .. } => match kept {
                 Kept::MaxPool(at) if self.own => vec![cuda::max_pool2d_backward(at, g)?],

@@ -13,7 +13,7 @@ use super::Engine;
 pub struct NodeId(pub(crate) usize);
 
 /// An elementwise activation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Activation {
     /// max(x, 0).
     Relu,
@@ -23,6 +23,24 @@ pub enum Activation {
     Tanh,
     /// x·Φ(x), the exact (erf) GELU.
     GeluErf,
+    /// x where x > 0, else `slope`·x: PyTorch's
+    /// `LeakyReLU(negative_slope)`. The slope must be finite and at least
+    /// 0 (the backward reads the sign of the output); a network with
+    /// another fails when it runs, naming it.
+    LeakyRelu(f32),
+}
+
+impl Activation {
+    /// Refuses a [`Activation::LeakyRelu`] slope that is negative or not
+    /// finite (every path's check).
+    pub(crate) fn check(self) -> candle_core::Result<()> {
+        match self {
+            Activation::LeakyRelu(a) if !(a.is_finite() && a >= 0.0) => candle_core::bail!(
+                "leaky_relu: negative slope {a}, expected a finite slope of 0 or more"
+            ),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// What a node computes. Values are `[B, C, H, W]` or `[B, F]`; "per
@@ -59,6 +77,23 @@ pub(crate) enum Op {
     },
     /// PyTorch's `AdaptiveAvgPool2d((oh, ow))`.
     AdaptiveAvgPool { oh: usize, ow: usize },
+    /// PyTorch's `AvgPool2d(k, s, p)` with its defaults: padding counted
+    /// in each window's k² (`count_include_pad`), no ceil mode.
+    AvgPool { k: usize, s: usize, p: usize },
+    /// Nearest-neighbour upsampling by an integer factor: PyTorch's
+    /// `Upsample(scale_factor = scale, mode = "nearest")`.
+    Upsample { scale: usize },
+    /// A 2-D transposed convolution (the input gradient of the conv with
+    /// the same weight and settings), weight `[Cin, Cout, kh, kw]`:
+    /// PyTorch's `ConvTranspose2d` with one group.
+    ConvTranspose {
+        weight: Tensor,
+        bias: Option<Tensor>,
+        stride: usize,
+        padding: usize,
+        output_padding: usize,
+        dilation: usize,
+    },
     /// `[B, C, H, W]` to `[B, C·H·W]` in PyTorch's (c, y, x) order.
     Flatten,
     /// To `[B, dims…]` (one dim: flat; three: C, H, W), in PyTorch's order.
@@ -80,7 +115,9 @@ impl Op {
     /// Whether none of the op's weights is a variable.
     fn weights_frozen(&self) -> bool {
         match self {
-            Op::Conv { weight, bias, .. } | Op::Linear { weight, bias } => {
+            Op::Conv { weight, bias, .. }
+            | Op::ConvTranspose { weight, bias, .. }
+            | Op::Linear { weight, bias } => {
                 !weight.is_variable() && !bias.as_ref().is_some_and(Tensor::is_variable)
             }
             Op::Affine { scale, shift } => !scale.is_variable() && !shift.is_variable(),
@@ -208,6 +245,41 @@ impl NetBuilder {
     /// PyTorch's `AdaptiveAvgPool2d((oh, ow))`.
     pub fn adaptive_avg_pool2d(&mut self, x: NodeId, oh: usize, ow: usize) -> NodeId {
         self.push(Op::AdaptiveAvgPool { oh, ow }, vec![x])
+    }
+
+    /// PyTorch's `AvgPool2d(k, stride = s, padding = p)` with its other
+    /// defaults: zero padding counted in each window's k²
+    /// (`count_include_pad = True`), no ceil mode. The padding may be at
+    /// most half the window, as PyTorch's.
+    pub fn avg_pool2d(&mut self, x: NodeId, k: usize, s: usize, p: usize) -> NodeId {
+        self.push(Op::AvgPool { k, s, p }, vec![x])
+    }
+
+    /// Nearest-neighbour upsampling by an integer factor (each value
+    /// repeated over a `scale` × `scale` window): PyTorch's
+    /// `Upsample(scale_factor = scale, mode = "nearest")`, a generator's
+    /// upsampling.
+    pub fn upsample_nearest2d(&mut self, x: NodeId, scale: usize) -> NodeId {
+        self.push(Op::Upsample { scale }, vec![x])
+    }
+
+    /// A transposed convolution with candle_nn's layer's weights
+    /// (`[Cin, Cout, kh, kw]`) and settings: PyTorch's `ConvTranspose2d`
+    /// (one group), a generator's upsampling layer. Its output padding
+    /// must be less than its stride.
+    pub fn conv_transpose2d(&mut self, x: NodeId, conv: &candle_nn::ConvTranspose2d) -> NodeId {
+        let c = conv.config();
+        self.push(
+            Op::ConvTranspose {
+                weight: conv.weight().clone(),
+                bias: conv.bias().cloned(),
+                stride: c.stride,
+                padding: c.padding,
+                output_padding: c.output_padding,
+                dilation: c.dilation,
+            },
+            vec![x],
+        )
     }
 
     /// PyTorch's `flatten(1)`.

@@ -54,8 +54,15 @@ pub(crate) fn kind(op: &Op) -> String {
             Activation::Sigmoid => "sigmoid",
             Activation::Tanh => "tanh",
             Activation::GeluErf => "gelu",
+            Activation::LeakyRelu(_) => "leaky relu",
         }
         .into(),
+        Op::AvgPool { k, s, .. } => format!("avgpool {k}x{k} stride {s}"),
+        Op::Upsample { scale } => format!("upsample x{scale}"),
+        Op::ConvTranspose { weight, stride, .. } => {
+            let (k, kk) = (weight.dim(2).unwrap_or(0), weight.dim(3).unwrap_or(0));
+            format!("conv transpose {k}x{kk} stride {stride}")
+        }
         Op::MaxPool { k, s, .. } => format!("maxpool {k}x{k} stride {s}"),
         Op::AdaptiveAvgPool { .. } => "adaptive avgpool".into(),
         Op::Flatten | Op::Reshape(_) => "reshape".into(),

@@ -3,9 +3,10 @@
 
 use candle_core::Tensor;
 
-use super::kernels::conv::conv_len;
+use super::kernels::conv::{conv_len, conv_transpose_len};
+use super::kernels::pool::check_upsample;
 use super::net::{Activation, Node, Op};
-use crate::zoo::{adaptive_avg_pool2d, max_pool2d, max_pool2x2, BatchNorm, LayerNorm};
+use crate::zoo::{adaptive_avg_pool2d, avg_pool2d, max_pool2d, max_pool2x2, BatchNorm, LayerNorm};
 
 /// `[C]` as `[1, C]` or `[1, C, 1, 1]`, to broadcast over `x`'s channels.
 pub(crate) fn per_channel(v: &Tensor, x: &Tensor) -> candle_core::Result<Tensor> {
@@ -28,6 +29,13 @@ pub(crate) fn activation(x: &Tensor, a: Activation) -> candle_core::Result<Tenso
         // by up to 7e-7 relative), its backward of `erf` is exact.
         Activation::GeluErf if x.track_op() => x.mul(&normal_cdf(x)?),
         Activation::GeluErf => x.gelu_erf(),
+        // x · (1 where x > 0, else the slope), the factor a constant: its
+        // gradient is the factor, PyTorch's; a NaN stays NaN.
+        Activation::LeakyRelu(a) => {
+            Activation::LeakyRelu(a).check()?;
+            let factor = x.gt(0f32)?.to_dtype(x.dtype())?;
+            x.mul(&factor.affine(1.0 - f64::from(a), f64::from(a))?)
+        }
     }
 }
 
@@ -90,6 +98,38 @@ pub(crate) fn check_conv(
     Ok(())
 }
 
+/// candle's `conv_transpose2d` of `x` with `weight` `[Cin, Cout, kh, kw]`,
+/// plus `bias` per channel; a stride, output padding or padding whose
+/// output PyTorch refuses is an error naming it.
+pub(crate) fn conv_transpose(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    [stride, padding, output_padding, dilation]: [usize; 4],
+) -> candle_core::Result<Tensor> {
+    check_conv_transpose(x, weight, [stride, padding, output_padding, dilation])?;
+    let y = x.conv_transpose2d(weight, padding, output_padding, stride, dilation)?;
+    add_bias(y, bias)
+}
+
+/// A transposed conv's output dims `[B, Cout, H, W]` for input `x`, or
+/// the error naming what PyTorch refuses.
+pub(crate) fn check_conv_transpose(
+    x: &Tensor,
+    weight: &Tensor,
+    [stride, padding, output_padding, dilation]: [usize; 4],
+) -> candle_core::Result<[usize; 4]> {
+    let (b, c, h, w) = x.dims4()?;
+    let (cin, cout, kh, kw) = weight.dims4()?;
+    if c != cin {
+        candle_core::bail!(
+            "conv_transpose2d: input of {c} channels, the weight [Cin, Cout, kh, kw] takes {cin}"
+        );
+    }
+    let len = |n, k| conv_transpose_len(n, k, stride, padding, output_padding, dilation);
+    Ok([b, cout, len(h, kh)?, len(w, kw)?])
+}
+
 /// Runs `nodes` on `x`.
 pub(crate) fn forward(nodes: &[Node], x: &Tensor) -> candle_core::Result<Tensor> {
     let mut values: Vec<Tensor> = Vec::with_capacity(nodes.len());
@@ -147,6 +187,25 @@ pub(crate) fn eval(op: &Op, args: &[&Tensor]) -> candle_core::Result<Tensor> {
             }
         }
         Op::AdaptiveAvgPool { oh, ow } => adaptive_avg_pool2d(arg(0), *oh, *ow)?,
+        Op::AvgPool { k, s, p } => avg_pool2d(arg(0), *k, *s, *p)?,
+        Op::Upsample { scale } => {
+            check_upsample(*scale)?;
+            let (_, _, h, w) = arg(0).dims4()?;
+            arg(0).upsample_nearest2d(scale * h, scale * w)?
+        }
+        Op::ConvTranspose {
+            weight,
+            bias,
+            stride,
+            padding,
+            output_padding,
+            dilation,
+        } => conv_transpose(
+            arg(0),
+            weight,
+            bias.as_ref(),
+            [*stride, *padding, *output_padding, *dilation],
+        )?,
         Op::Flatten => arg(0).flatten_from(1)?,
         Op::Reshape(dims) => {
             let mut shape = vec![arg(0).dim(0)?];

@@ -735,3 +735,370 @@ fn settings_that_do_not_fit_the_input_are_errors_on_every_path() {
         }
     }
 }
+
+/// Output and input gradient of Σ y·r on each path (`auto`: the CPU
+/// kernels, `generic`, `candle`), for `r` drawn from `seed`.
+fn on_every_path(net: &Net, x: &Tensor, seed: u64) -> Vec<(&'static str, Vec<f32>, Vec<f32>)> {
+    let x = Var::from_tensor(x).unwrap();
+    assert!(net.uses_cpu_engine(x.as_tensor()), "the engine must apply");
+    type Run<'a> = &'a dyn Fn(&Tensor) -> candle_core::Result<Tensor>;
+    let runs: [(&str, Run); 3] = [
+        ("auto", &|x| net.forward(x)),
+        ("generic", &|x| net.forward_generic(x)),
+        ("candle", &|x| net.forward_candle(x)),
+    ];
+    runs.iter()
+        .map(|(path, f)| {
+            let y = f(x.as_tensor()).unwrap_or_else(|e| panic!("{path}: {e}"));
+            let r = randn(y.dims(), seed);
+            let g = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let gx = values(g.get(x.as_tensor()).expect("an input gradient"));
+            (*path, values(&y), gx)
+        })
+        .collect()
+}
+
+/// Each path's output and input gradient against `naive`'s (f64 loops
+/// from the same f32 values: the output, and the input gradient of
+/// Σ y·r given r), within 1e-5 of the largest value.
+fn check_naive(
+    what: &str,
+    net: &Net,
+    x: &Tensor,
+    naive: impl Fn(&[f64], &[f64]) -> (Vec<f64>, Vec<f64>),
+) {
+    let xs: Vec<f64> = values(x).iter().map(|&v| f64::from(v)).collect();
+    for (path, y, gx) in on_every_path(net, x, 99) {
+        let r: Vec<f64> = values(&randn(&[y.len()], 99))
+            .iter()
+            .map(|&v| f64::from(v))
+            .collect();
+        let (ny, ngx) = naive(&xs, &r);
+        for (name, got, want) in [("output", &y, &ny), ("input gradient", &gx, &ngx)] {
+            assert_eq!(got.len(), want.len(), "{what} on {path}: {name} length");
+            let scale = want.iter().fold(1e-6f64, |m, v| m.max(v.abs()));
+            let err = got
+                .iter()
+                .zip(want)
+                .fold(0f64, |m, (a, b)| m.max((f64::from(*a) - b).abs()));
+            assert!(
+                err / scale < 1e-5,
+                "{what} on {path}: {name} relative error {}",
+                err / scale
+            );
+        }
+    }
+}
+
+/// Transposed convs (one group) against the definition, on every path:
+/// input (iy, ix) adds x·W[i, o, ky, kx] at output (iy·s − p + d·ky,
+/// ix·s − p + d·kx), whatever lands inside; strides 1 to 3, padding,
+/// output padding, dilation, non-square kernels and inputs, 1-pixel
+/// inputs, and a shape the CPU kernels run as a Winograd conv.
+#[test]
+fn transposed_convs_match_their_definition_on_every_path() {
+    // (cin, cout, kh, kw), (stride, padding, output padding, dilation), (b, h, w)
+    let cases = [
+        ([3, 5, 3, 3], [1, 1, 0, 1], (2, 6, 5)),
+        ([4, 3, 4, 4], [2, 1, 0, 1], (2, 4, 4)),
+        ([2, 3, 3, 3], [2, 1, 1, 1], (1, 5, 3)),
+        ([3, 2, 5, 3], [3, 2, 2, 1], (2, 4, 6)),
+        ([2, 2, 3, 3], [2, 0, 1, 2], (2, 5, 4)),
+        ([3, 4, 3, 2], [1, 2, 0, 2], (1, 5, 5)),
+        ([5, 3, 4, 4], [1, 0, 0, 1], (3, 1, 1)),
+        ([4, 6, 4, 4], [2, 1, 0, 1], (1, 1, 1)),
+        ([16, 64, 3, 3], [1, 1, 0, 1], (2, 5, 7)),
+        ([6, 4, 1, 1], [2, 0, 1, 1], (2, 3, 4)),
+    ];
+    for (i, ([cin, cout, kh, kw], [s, p, op, d], (bn, h, w))) in cases.into_iter().enumerate() {
+        let seed = 40 + i as u64;
+        let weight = randn(&[cin, cout, kh, kw], seed);
+        let bias = randn(&[cout], seed + 1);
+        let cfg = candle_nn::ConvTranspose2dConfig {
+            padding: p,
+            output_padding: op,
+            stride: s,
+            dilation: d,
+        };
+        let mut b = NetBuilder::new();
+        let x = b.input();
+        let y = b.conv_transpose2d(
+            x,
+            &candle_nn::ConvTranspose2d::new(weight.clone(), Some(bias.clone()), cfg),
+        );
+        let net = b.build(y);
+        let (ho, wo) = (
+            (h - 1) * s + d * (kh - 1) + op + 1 - 2 * p,
+            (w - 1) * s + d * (kw - 1) + op + 1 - 2 * p,
+        );
+        let wv: Vec<f64> = values(&weight).iter().map(|&v| f64::from(v)).collect();
+        let bv: Vec<f64> = values(&bias).iter().map(|&v| f64::from(v)).collect();
+        // Every (input, output) pair that a tap links, with its weight.
+        let links = |f: &mut dyn FnMut(usize, usize, f64)| {
+            for n in 0..bn {
+                for ci in 0..cin {
+                    for iy in 0..h {
+                        for ix in 0..w {
+                            for co in 0..cout {
+                                for ky in 0..kh {
+                                    for kx in 0..kw {
+                                        let oy = (iy * s + d * ky) as isize - p as isize;
+                                        let ox = (ix * s + d * kx) as isize - p as isize;
+                                        if oy < 0
+                                            || ox < 0
+                                            || oy >= ho as isize
+                                            || ox >= wo as isize
+                                        {
+                                            continue;
+                                        }
+                                        let xi = ((n * cin + ci) * h + iy) * w + ix;
+                                        let yi =
+                                            ((n * cout + co) * ho + oy as usize) * wo + ox as usize;
+                                        f(xi, yi, wv[((ci * cout + co) * kh + ky) * kw + kx]);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        let xin = randn(&[bn, cin, h, w], seed + 2);
+        check_naive(&format!("case {i}"), &net, &xin, |x, r| {
+            let mut y = vec![0f64; bn * cout * ho * wo];
+            for (k, v) in y.iter_mut().enumerate() {
+                *v = bv[(k / (ho * wo)) % cout];
+            }
+            let mut gx = vec![0f64; x.len()];
+            links(&mut |xi, yi, wt| {
+                y[yi] += x[xi] * wt;
+                gx[xi] += r[yi] * wt;
+            });
+            (y, gx)
+        });
+    }
+}
+
+/// Average pools (zero padding counted in each window's k², PyTorch's
+/// default) against the definition on every path: k ≠ s, padding, sizes
+/// the stride does not divide (the rows past the last window get no
+/// gradient), 1-pixel outputs.
+#[test]
+fn average_pools_match_their_definition_on_every_path() {
+    // (k, s, p), (h, w)
+    let cases = [
+        ([2, 2, 0], (6, 4)),
+        ([2, 2, 0], (5, 7)),
+        ([3, 2, 1], (7, 6)),
+        ([3, 1, 1], (4, 5)),
+        ([3, 3, 0], (8, 10)),
+        ([4, 3, 2], (9, 5)),
+        ([5, 2, 0], (5, 6)),
+        ([1, 2, 0], (5, 4)),
+    ];
+    for (i, ([k, s, p], (h, w))) in cases.into_iter().enumerate() {
+        let mut b = NetBuilder::new();
+        let x = b.input();
+        let y = b.avg_pool2d(x, k, s, p);
+        let net = b.build(y);
+        let (bn, c) = (2, 3);
+        let (ho, wo) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
+        let xin = randn(&[bn, c, h, w], 60 + i as u64);
+        check_naive(&format!("case {i}"), &net, &xin, |x, r| {
+            let mut y = vec![0f64; bn * c * ho * wo];
+            let mut gx = vec![0f64; x.len()];
+            let inv = 1.0 / (k * k) as f64;
+            for plane in 0..bn * c {
+                for oy in 0..ho {
+                    for ox in 0..wo {
+                        let yi = (plane * ho + oy) * wo + ox;
+                        for ky in 0..k {
+                            for kx in 0..k {
+                                let iy = (oy * s + ky) as isize - p as isize;
+                                let ix = (ox * s + kx) as isize - p as isize;
+                                if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                                    continue;
+                                }
+                                let xi = (plane * h + iy as usize) * w + ix as usize;
+                                y[yi] += x[xi] * inv;
+                                gx[xi] += r[yi] * inv;
+                            }
+                        }
+                    }
+                }
+            }
+            (y, gx)
+        });
+    }
+}
+
+/// Nearest-neighbour upsampling by 1, 2 and 3 against the definition on
+/// every path, then a conv (a generator's upsampling block).
+#[test]
+fn upsampling_matches_its_definition_on_every_path() {
+    for (i, (scale, (h, w))) in [(2, (3, 4)), (3, (2, 5)), (1, (4, 4)), (2, (1, 1))]
+        .into_iter()
+        .enumerate()
+    {
+        let mut b = NetBuilder::new();
+        let x = b.input();
+        let y = b.upsample_nearest2d(x, scale);
+        let net = b.build(y);
+        let (bn, c) = (2, 3);
+        let (ho, wo) = (h * scale, w * scale);
+        let xin = randn(&[bn, c, h, w], 70 + i as u64);
+        check_naive(&format!("scale {scale}"), &net, &xin, |x, r| {
+            let mut y = vec![0f64; bn * c * ho * wo];
+            let mut gx = vec![0f64; x.len()];
+            for plane in 0..bn * c {
+                for oy in 0..ho {
+                    for ox in 0..wo {
+                        let yi = (plane * ho + oy) * wo + ox;
+                        let xi = (plane * h + oy / scale) * w + ox / scale;
+                        y[yi] = x[xi];
+                        gx[xi] += r[yi];
+                    }
+                }
+            }
+            (y, gx)
+        });
+        // Then a conv, as a generator's upsampling block.
+        let mut b = NetBuilder::new();
+        let x = b.input();
+        let y = b.upsample_nearest2d(x, scale);
+        let y = conv(&mut b, y, [3, 4, 3], [1, 1, 1, 1], 80 + i as u64);
+        check(&b.build(y), &[2, 3, h, w], 90 + i as u64);
+    }
+}
+
+/// LeakyReLU against its definition on every path, alone and fused into
+/// a conv and a transposed conv: x where x > 0, else slope·x; the
+/// gradient 1 where x > 0, else the slope (0 at 0, as PyTorch's); a NaN
+/// stays NaN.
+#[test]
+fn leaky_relu_matches_its_definition_on_every_path() {
+    for slope in [0.2f32, 0.01, 0.0, 1.5] {
+        let mut b = NetBuilder::new();
+        let x = b.input();
+        let y = b.act(x, Activation::LeakyRelu(slope));
+        let net = b.build(y);
+        let mut xin = values(&randn(&[2, 3, 4, 5], 5));
+        xin[3] = 0.0;
+        let xin = Tensor::from_vec(xin, (2, 3, 4, 5), &DEV).unwrap();
+        let a = f64::from(slope);
+        check_naive(&format!("slope {slope}"), &net, &xin, |x, r| {
+            let y = x.iter().map(|&v| if v > 0.0 { v } else { a * v }).collect();
+            let gx = x
+                .iter()
+                .zip(r)
+                .map(|(&v, r)| if v > 0.0 { *r } else { a * r })
+                .collect();
+            (y, gx)
+        });
+        // Fused into the layer before it.
+        let mut b = NetBuilder::new();
+        let x = b.input();
+        let y = conv(&mut b, x, [3, 4, 3], [1, 1, 1, 1], 11);
+        let y = b.act(y, Activation::LeakyRelu(slope));
+        let cfg = candle_nn::ConvTranspose2dConfig {
+            stride: 2,
+            padding: 1,
+            ..Default::default()
+        };
+        let t = candle_nn::ConvTranspose2d::new(randn(&[4, 2, 4, 4], 12), None, cfg);
+        let y = b.conv_transpose2d(y, &t);
+        let y = b.act(y, Activation::LeakyRelu(slope));
+        check(&b.build(y), &[2, 3, 5, 4], 13);
+    }
+    let mut b = NetBuilder::new();
+    let x = b.input();
+    let y = b.act(x, Activation::LeakyRelu(0.2));
+    let net = b.build(y);
+    let x = Var::from_tensor(&Tensor::new(&[[f32::NAN, -1.0]], &DEV).unwrap()).unwrap();
+    for y in [
+        net.forward(x.as_tensor()).unwrap(),
+        net.forward_generic(x.as_tensor()).unwrap(),
+        net.forward_candle(x.as_tensor()).unwrap(),
+    ] {
+        let v = values(&y);
+        assert!(v[0].is_nan() && v[1] == -0.2, "{v:?}");
+        let g = y.sum_all().unwrap().backward().unwrap();
+        let g = values(g.get(x.as_tensor()).unwrap());
+        assert_eq!(g[1], 0.2);
+    }
+}
+
+/// The new ops' settings that PyTorch refuses are errors on every path,
+/// never a panic or a result: a transposed conv whose output padding is
+/// not less than its stride, or whose input has other channels than its
+/// weight's Cin; an average pool padded by more than half its window;
+/// upsampling by 0; a LeakyReLU slope below 0 or NaN.
+#[test]
+fn generator_op_settings_pytorch_refuses_are_errors_on_every_path() {
+    let x = randn(&[2, 3, 6, 6], 1);
+    let net = |f: &dyn Fn(&mut NetBuilder, NodeId) -> NodeId| {
+        let mut b = NetBuilder::new();
+        let i = b.input();
+        let y = f(&mut b, i);
+        b.build(y)
+    };
+    let transposed = |cin: usize, stride: usize, output_padding: usize| {
+        net(&move |b: &mut NetBuilder, i: NodeId| {
+            let cfg = candle_nn::ConvTranspose2dConfig {
+                stride,
+                output_padding,
+                ..Default::default()
+            };
+            let t = candle_nn::ConvTranspose2d::new(randn(&[cin, 2, 3, 3], 2), None, cfg);
+            b.conv_transpose2d(i, &t)
+        })
+    };
+    for (what, net, expected) in [
+        (
+            "output padding",
+            transposed(3, 2, 2),
+            "conv_transpose2d: output padding 2, expected less than the stride 2",
+        ),
+        (
+            "channels",
+            transposed(4, 1, 0),
+            "conv_transpose2d: input of 3 channels, the weight [Cin, Cout, kh, kw] takes 4",
+        ),
+        (
+            "avg pool padding",
+            net(&|b: &mut NetBuilder, i: NodeId| b.avg_pool2d(i, 2, 2, 2)),
+            "avg_pool2d: padding 2 is more than half the window 2",
+        ),
+        (
+            "upsample 0",
+            net(&|b: &mut NetBuilder, i: NodeId| b.upsample_nearest2d(i, 0)),
+            "upsample_nearest2d: scale 0, expected 1 or more",
+        ),
+        (
+            "negative slope",
+            net(&|b: &mut NetBuilder, i: NodeId| b.act(i, Activation::LeakyRelu(-0.1))),
+            "leaky_relu: negative slope -0.1, expected a finite slope of 0 or more",
+        ),
+        (
+            "NaN slope",
+            net(&|b: &mut NetBuilder, i: NodeId| b.act(i, Activation::LeakyRelu(f32::NAN))),
+            "leaky_relu: negative slope NaN",
+        ),
+    ] {
+        let run = |f: &dyn Fn() -> candle_core::Result<Tensor>| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f().map(|_| ())))
+        };
+        for (path, y) in [
+            ("auto", run(&|| net.forward(&x))),
+            ("generic", run(&|| net.forward_generic(&x))),
+            ("candle", run(&|| net.forward_candle(&x))),
+        ] {
+            let message = match y {
+                Ok(Err(e)) => e.to_string(),
+                Ok(Ok(())) => panic!("{what} on {path}: no error"),
+                Err(_) => panic!("{what} on {path}: panicked"),
+            };
+            assert!(message.contains(expected), "{what} on {path}: {message}");
+        }
+    }
+}

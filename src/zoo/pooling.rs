@@ -9,7 +9,7 @@
 
 use candle_core::{Tensor, D};
 
-use crate::engine::{adaptive_range, check_adaptive, pool_len};
+use crate::engine::{adaptive_range, avg_pool_len, check_adaptive, pool_len};
 
 /// Max-pooling over `k`×`k` windows with stride `s` and padding `p` on
 /// `[B, C, H, W]`, as PyTorch's `MaxPool2d(k, s, p, ceil_mode)`.
@@ -171,6 +171,32 @@ fn pad_neg_inf(x: &Tensor, dim: usize, left: usize, right: usize) -> candle_core
         parts.push(Tensor::full(f32::NEG_INFINITY, shape, x.device())?.to_dtype(x.dtype())?);
     }
     Tensor::cat(&parts, dim)
+}
+
+/// PyTorch's `AvgPool2d(k, s, p)` on `[B, C, H, W]` with its defaults
+/// (zero padding counted in each window's k², no ceil mode): the mean of
+/// every window offset's strided slice of the zero-padded input. (candle
+/// 0.11's `avg_pool2d_with_stride` has no padding, no backward for k ≠ s,
+/// and for k = s a backward that upsamples the gradient over the whole
+/// input, rows past the last window included, where their gradient is 0.)
+pub fn avg_pool2d(x: &Tensor, k: usize, s: usize, p: usize) -> candle_core::Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    let (ho, wo) = (avg_pool_len(h, k, s, p)?, avg_pool_len(w, k, s, p)?);
+    let x = x.pad_with_zeros(2, p, padded_len(h, k, s, p, ho) - h - p)?;
+    let x = x.pad_with_zeros(3, p, padded_len(w, k, s, p, wo) - w - p)?;
+    let mut sum: Option<Tensor> = None;
+    for di in 0..k {
+        let rows = strided(&x, 2, di, s, ho)?;
+        for dj in 0..k {
+            let window = strided(&rows, 3, dj, s, wo)?;
+            sum = Some(match sum {
+                Some(acc) => (acc + window)?,
+                None => window,
+            });
+        }
+    }
+    sum.expect("a window of 1 or more")
+        .affine(1.0 / (k * k) as f64, 0.0)
 }
 
 /// PyTorch's `AdaptiveAvgPool2d((oh, ow))` on `[B, C, H, W]`: output cell

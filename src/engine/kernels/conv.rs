@@ -76,6 +76,39 @@ pub(crate) fn conv_len(
     Ok((n + 2 * pad - span) / stride + 1)
 }
 
+/// A transposed conv's output length along an axis of input length `n`,
+/// kernel length `k`: (n − 1)·s − 2p + d·(k − 1) + `out_pad` + 1, PyTorch's
+/// `ConvTranspose2d`; an error where the stride is 0, the output padding
+/// is not less than the stride (the conv it transposes would then not
+/// map the output back to `n`), or the output would be empty.
+pub(crate) fn conv_transpose_len(
+    n: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+    out_pad: usize,
+    dil: usize,
+) -> candle_core::Result<usize> {
+    if stride == 0 {
+        candle_core::bail!("conv_transpose2d: stride 0, expected 1 or more");
+    }
+    if out_pad >= stride {
+        candle_core::bail!(
+            "conv_transpose2d: output padding {out_pad}, expected less than the stride {stride}"
+        );
+    }
+    if n == 0 || k == 0 {
+        candle_core::bail!("conv_transpose2d: an input or kernel of length 0");
+    }
+    let full = (n - 1) * stride + dil.max(1) * (k - 1) + out_pad + 1;
+    if full <= 2 * pad {
+        candle_core::bail!(
+            "conv_transpose2d: input {n}, kernel {k}, stride {stride}: padding {pad} leaves no output"
+        );
+    }
+    Ok(full - 2 * pad)
+}
+
 impl ConvK {
     /// From PyTorch's `[cout, cin_g, kh, kw]` weight; `None` for
     /// inconsistent sizes.

@@ -110,6 +110,14 @@ pub(crate) fn act<S: Simd>(a: Activation, v: f32) -> f32 {
         Activation::Sigmoid => ((-v).exp() + 1.0).recip(),
         Activation::Tanh => v.tanh(),
         Activation::GeluErf => v * normal_cdf_and_gauss::<S>(v).0,
+        // A NaN is not > 0: NaN · slope, NaN.
+        Activation::LeakyRelu(a) => {
+            if v > 0.0 {
+                v
+            } else {
+                v * a
+            }
+        }
     }
 }
 
@@ -213,6 +221,16 @@ pub(crate) fn act_grad(a: Activation, g: f32, v: f32) -> f32 {
         Activation::Sigmoid => g * v * (1.0 - v),
         Activation::Tanh => g * (1.0 - v * v),
         Activation::GeluErf => g * v,
+        // The output is > 0 where the input is (the slope is ≥ 0,
+        // `Activation::check`); a NaN output takes the slope, as PyTorch's
+        // backward at a NaN input.
+        Activation::LeakyRelu(a) => {
+            if v > 0.0 {
+                g
+            } else {
+                g * a
+            }
+        }
     }
 }
 

@@ -1,5 +1,6 @@
-//! Max-pooling (with each window's first maximum kept for the backward)
-//! and adaptive average pooling, on NHWC.
+//! Max-pooling (with each window's first maximum kept for the backward),
+//! average and adaptive average pooling, and nearest-neighbour
+//! upsampling, on NHWC.
 
 use super::simd::simd_fn;
 use rayon::prelude::*;
@@ -15,20 +16,38 @@ pub(crate) fn pool_len(
     p: usize,
     ceil: bool,
 ) -> candle_core::Result<usize> {
+    pooled_len("max_pool2d", n, k, s, p, ceil)
+}
+
+/// PyTorch's output length of an `AvgPool2d(k, s, p)` over `n` (no ceil
+/// mode).
+pub(crate) fn avg_pool_len(n: usize, k: usize, s: usize, p: usize) -> candle_core::Result<usize> {
+    pooled_len("avg_pool2d", n, k, s, p, false)
+}
+
+/// [`pool_len`] for the pooling `op` (named in its errors).
+fn pooled_len(
+    op: &str,
+    n: usize,
+    k: usize,
+    s: usize,
+    p: usize,
+    ceil: bool,
+) -> candle_core::Result<usize> {
     if k == 0 {
-        candle_core::bail!("max_pool2d: window 0, expected 1 or more");
+        candle_core::bail!("{op}: window 0, expected 1 or more");
     }
     if s == 0 {
-        candle_core::bail!("max_pool2d: stride 0, expected 1 or more");
+        candle_core::bail!("{op}: stride 0, expected 1 or more");
     }
     // PyTorch's rule: beyond it a window can cover padding only (whose max
     // is −∞), and the kernels' windows start past the input.
     if 2 * p > k {
-        candle_core::bail!("max_pool2d: padding {p} is more than half the window {k}");
+        candle_core::bail!("{op}: padding {p} is more than half the window {k}");
     }
     let span = n + 2 * p;
     if span < k {
-        candle_core::bail!("max_pool2d: input {n} (+2·{p} padding) is smaller than the window {k}");
+        candle_core::bail!("{op}: input {n} (+2·{p} padding) is smaller than the window {k}");
     }
     let mut o = if ceil {
         (span - k).div_ceil(s) + 1
@@ -192,4 +211,134 @@ pub(crate) fn adaptive_avg(x: &[f32], d: Dims, oh: usize, ow: usize, backward: b
             }
         });
     out
+}
+
+/// `AvgPool2d(k, s, p)` of NHWC `x` (zero padding counted in each
+/// window's k², PyTorch's default), and its output's dims.
+pub(crate) fn avg_pool(
+    x: &[f32],
+    d: Dims,
+    [k, s, p]: [usize; 3],
+) -> candle_core::Result<(Vec<f32>, Dims)> {
+    let o = avg_pool_dims(d, [k, s, p])?;
+    let mut out = vec![0f32; o.len()];
+    avg_pool_pass(x, d, o, [k, s, p], &mut out, false);
+    Ok((out, o))
+}
+
+/// The gradient of [`avg_pool`]'s input (dims `d`) from its output's, `g`
+/// (dims `o`): each window's gradient over k², spread over its window.
+pub(crate) fn avg_pool_backward(g: &[f32], d: Dims, o: Dims, ksp: [usize; 3]) -> Vec<f32> {
+    let mut dx = vec![0f32; d.len()];
+    avg_pool_pass(g, d, o, ksp, &mut dx, true);
+    dx
+}
+
+/// The output dims of an average pooling of `d`.
+fn avg_pool_dims(d: Dims, [k, s, p]: [usize; 3]) -> candle_core::Result<Dims> {
+    if !d.spatial {
+        candle_core::bail!("avg_pool2d: expected [B, C, H, W], got a flat value");
+    }
+    Ok(Dims {
+        h: avg_pool_len(d.h, k, s, p)?,
+        w: avg_pool_len(d.w, k, s, p)?,
+        ..d
+    })
+}
+
+/// [`avg_pool`] into `out` (dims `o`), or with `backward` its input's
+/// gradient into `out` (dims `d`) from `x`, the output's gradient.
+fn avg_pool_pass(
+    x: &[f32],
+    d: Dims,
+    o: Dims,
+    [k, s, p]: [usize; 3],
+    out: &mut [f32],
+    backward: bool,
+) {
+    let c = d.c;
+    let inv = 1.0 / (k * k) as f32;
+    let (src, dst) = if backward { (o, d) } else { (d, o) };
+    out.par_chunks_mut(dst.per_sample().max(1))
+        .zip(x.par_chunks(src.per_sample().max(1)))
+        .for_each(|(out, x)| {
+            for oy in 0..o.h {
+                let (y0, y1) = window(oy, k, s, p, d.h);
+                for ox in 0..o.w {
+                    let (x0, x1) = window(ox, k, s, p, d.w);
+                    let cell = (oy * o.w + ox) * c;
+                    for iy in y0..y1 {
+                        for ix in x0..x1 {
+                            let px = (iy * d.w + ix) * c;
+                            if backward {
+                                let (g, dx) = (&x[cell..][..c], &mut out[px..][..c]);
+                                dx.iter_mut().zip(g).for_each(|(v, g)| *v += g * inv);
+                            } else {
+                                let (v, acc) = (&x[px..][..c], &mut out[cell..][..c]);
+                                acc.iter_mut().zip(v).for_each(|(a, v)| *a += v);
+                            }
+                        }
+                    }
+                    if !backward {
+                        out[cell..][..c].iter_mut().for_each(|a| *a *= inv);
+                    }
+                }
+            }
+        });
+}
+
+/// Refuses an upsampling factor of 0 (every path's check).
+pub(crate) fn check_upsample(scale: usize) -> candle_core::Result<()> {
+    if scale == 0 {
+        candle_core::bail!("upsample_nearest2d: scale 0, expected 1 or more");
+    }
+    Ok(())
+}
+
+/// Nearest-neighbour upsampling of NHWC `x` by `scale` (each pixel
+/// repeated over a `scale` × `scale` window), and its output's dims.
+pub(crate) fn upsample(x: &[f32], d: Dims, scale: usize) -> candle_core::Result<(Vec<f32>, Dims)> {
+    if !d.spatial {
+        candle_core::bail!("upsample_nearest2d: expected [B, C, H, W], got a flat value");
+    }
+    check_upsample(scale)?;
+    let o = Dims {
+        h: d.h * scale,
+        w: d.w * scale,
+        ..d
+    };
+    let c = d.c;
+    let mut out = vec![0f32; o.len()];
+    // One output row per task: row oy of sample b repeats input row oy / s.
+    out.par_chunks_mut((o.w * c).max(1))
+        .enumerate()
+        .for_each(|(line, row)| {
+            let (b, oy) = (line / o.h.max(1), line % o.h.max(1));
+            let src = &x[(b * d.h + oy / scale) * d.w * c..][..d.w * c];
+            for (ox, px) in row.chunks_mut(c.max(1)).enumerate() {
+                px.copy_from_slice(&src[(ox / scale) * c..][..c]);
+            }
+        });
+    Ok((out, o))
+}
+
+/// The gradient of [`upsample`]'s input (dims `d`) from its output's:
+/// each window's sum.
+pub(crate) fn upsample_backward(g: &[f32], d: Dims, scale: usize) -> Vec<f32> {
+    let c = d.c;
+    let ow = d.w * scale;
+    let mut dx = vec![0f32; d.len()];
+    dx.par_chunks_mut((d.w * c).max(1))
+        .enumerate()
+        .for_each(|(line, row)| {
+            let (b, iy) = (line / d.h.max(1), line % d.h.max(1));
+            for oy in iy * scale..(iy + 1) * scale {
+                let src = &g[(b * d.h * scale + oy) * ow * c..][..ow * c];
+                for (ox, gp) in src.chunks(c.max(1)).enumerate() {
+                    let px = &mut row[(ox / scale) * c..][..c];
+                    px.iter_mut().zip(gp).for_each(|(v, g)| *v += g);
+                }
+            }
+        });
+    dx
 }
