@@ -1,9 +1,11 @@
 //! Networks no built-in model has: random graphs from [`NetBuilder`]'s whole
 //! vocabulary (convs with any stride, padding, dilation and groups,
 //! depthwise included; linear layers on flat values and per pixel; affine
-//! maps; the four activations; max-pooling with padding and ceil mode;
-//! adaptive average pooling to smaller and larger sizes; flatten, reshape,
-//! concat and add of earlier values; LayerNorm), each run three ways: on
+//! maps; the activations, LeakyReLU included; max-pooling with padding
+//! and ceil mode; average pooling with padding; adaptive average pooling
+//! to smaller and larger sizes; nearest upsampling; transposed convs with
+//! stride, padding, output padding and dilation; flatten, reshape, concat
+//! and add of earlier values; LayerNorm), each run three ways: on
 //! the CPU engine, on the device-generic path (what a GPU runs) and on
 //! candle's ops. Output and input gradient of a random linear functional
 //! must agree to f32 noise (max-abs error 1e-4 relative to the largest
@@ -18,7 +20,7 @@
 //! choose the cases; a failure prints its seed and the net.
 
 use candle_core::{DType, Device, Module, Tensor, Var};
-use candle_nn::{Conv2d, Conv2dConfig};
+use candle_nn::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig};
 use gevaldi::engine::{Activation, Net, NetBuilder, NodeId};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -123,7 +125,7 @@ fn step_image(
 ) -> (NodeId, Dims, String) {
     let (c, h) = (d[0], d[1]);
     loop {
-        match rng.random_range(0..12) {
+        match rng.random_range(0..15) {
             0..=2 => {
                 if let Some(r) = conv(b, rng, x, d) {
                     return r;
@@ -182,6 +184,55 @@ fn step_image(
                     d.clone(),
                     "layernorm".into(),
                 );
+            }
+            11 => {
+                let k = rng.random_range(1..=4usize);
+                let s = rng.random_range(1..=3usize);
+                let p = rng.random_range(0..=k / 2);
+                if h + 2 * p < k {
+                    continue;
+                }
+                let ho = (h + 2 * p - k) / s + 1;
+                let y = b.avg_pool2d(x, k, s, p);
+                return (y, vec![c, ho, ho], format!("avgpool k{k} s{s} p{p}"));
+            }
+            12 => {
+                let scale = rng.random_range(1..=3usize);
+                if h * scale > 16 {
+                    continue;
+                }
+                let y = b.upsample_nearest2d(x, scale);
+                return (
+                    y,
+                    vec![c, h * scale, h * scale],
+                    format!("upsample x{scale}"),
+                );
+            }
+            13 => {
+                let k = rng.random_range(1..=5usize);
+                let stride = rng.random_range(1..=3usize);
+                let dilation = if k > 1 && rng.random_bool(0.2) { 2 } else { 1 };
+                let padding = rng.random_range(0..=2usize);
+                let output_padding = rng.random_range(0..stride);
+                let full = (h - 1) * stride + dilation * (k - 1) + output_padding + 1;
+                if full <= 2 * padding || full - 2 * padding > 20 {
+                    continue;
+                }
+                let ho = full - 2 * padding;
+                let cout = rng.random_range(1..=6);
+                let w = randn(rng, &[c, cout, k, k], 1.0 / ((c * k * k) as f32).sqrt());
+                let bias = rng.random_bool(0.7).then(|| randn(rng, &[cout], 0.1));
+                let cfg = ConvTranspose2dConfig {
+                    padding,
+                    output_padding,
+                    stride,
+                    dilation,
+                };
+                let y = b.conv_transpose2d(x, &ConvTranspose2d::new(w, bias, cfg));
+                let what = format!(
+                    "conv transpose k{k} s{stride} p{padding} op{output_padding} d{dilation} {c}->{cout}"
+                );
+                return (y, vec![cout, ho, ho], what);
             }
             10 => {
                 let out = rng.random_range(1..=6);
@@ -256,7 +307,9 @@ fn activation(rng: &mut ChaCha8Rng) -> Activation {
         Activation::Sigmoid,
         Activation::Tanh,
         Activation::GeluErf,
-    ][rng.random_range(0..4)]
+        Activation::LeakyRelu(0.2),
+        Activation::LeakyRelu(0.01),
+    ][rng.random_range(0..6)]
 }
 
 /// PyTorch's pooled length (refusing a window that starts in the padding).

@@ -145,7 +145,9 @@ pub(crate) fn grad_of(
     grads.ok_or_else(|| candle_core::Error::Msg(format!("{op}: a backward gave no gradient")))
 }
 pub(crate) use kernels::conv::conv_transpose_len;
-pub(crate) use kernels::pool::{adaptive_range, avg_pool_len, check_adaptive, pool_len};
+pub(crate) use kernels::pool::{
+    adaptive_range, avg_pool_len, check_adaptive, check_upsample, pool_len,
+};
 pub(crate) use skip_add::skip_add;
 pub(crate) use upsample::upsample2;
 

@@ -4,9 +4,11 @@
 use candle_core::Tensor;
 
 use super::kernels::conv::{conv_len, conv_transpose_len};
-use super::kernels::pool::check_upsample;
 use super::net::{Activation, Node, Op};
-use crate::zoo::{adaptive_avg_pool2d, avg_pool2d, max_pool2d, max_pool2x2, BatchNorm, LayerNorm};
+use crate::zoo::{
+    adaptive_avg_pool2d, avg_pool2d, max_pool2d, max_pool2x2, upsample_nearest, BatchNorm,
+    LayerNorm,
+};
 
 /// `[C]` as `[1, C]` or `[1, C, 1, 1]`, to broadcast over `x`'s channels.
 pub(crate) fn per_channel(v: &Tensor, x: &Tensor) -> candle_core::Result<Tensor> {
@@ -188,11 +190,7 @@ pub(crate) fn eval(op: &Op, args: &[&Tensor]) -> candle_core::Result<Tensor> {
         }
         Op::AdaptiveAvgPool { oh, ow } => adaptive_avg_pool2d(arg(0), *oh, *ow)?,
         Op::AvgPool { k, s, p } => avg_pool2d(arg(0), *k, *s, *p)?,
-        Op::Upsample { scale } => {
-            check_upsample(*scale)?;
-            let (_, _, h, w) = arg(0).dims4()?;
-            arg(0).upsample_nearest2d(scale * h, scale * w)?
-        }
+        Op::Upsample { scale } => upsample_nearest(arg(0), *scale)?,
         Op::ConvTranspose {
             weight,
             bias,

@@ -1102,3 +1102,41 @@ fn generator_op_settings_pytorch_refuses_are_errors_on_every_path() {
         }
     }
 }
+
+/// A value that an upsampling and another op both read gets both
+/// gradients on every path: candle 0.11's backward of
+/// `upsample_nearest2d` replaced its input's gradient instead of adding
+/// to it (huggingface/candle#3507), and the reference path (candle's ops)
+/// dropped the other reader's share (`concat [upsample x1, x]`: 5.7
+/// relative to the largest value).
+#[test]
+fn an_upsampled_value_read_elsewhere_too_gets_every_gradient() {
+    for (scale, k) in [(1, 1), (2, 2), (3, 3)] {
+        let mut b = NetBuilder::new();
+        let x = b.input();
+        let u = b.upsample_nearest2d(x, scale);
+        let back = b.avg_pool2d(u, k, k, 0);
+        let c = b.concat(&[x, back]);
+        let y = b.add(back, x);
+        let y = b.concat(&[c, y]);
+        let net = b.build(y);
+        let xin = randn(&[2, 3, 4, 5], 21);
+        check_naive(&format!("scale {scale}"), &net, &xin, |x, r| {
+            // y = [x, x, 2x] per sample along the channels.
+            let n = x.len() / 2;
+            let mut y = Vec::with_capacity(4 * n);
+            let mut gx = vec![0f64; x.len()];
+            for s in 0..2 {
+                let xs = &x[s * n..][..n];
+                let base = y.len();
+                y.extend_from_slice(xs);
+                y.extend_from_slice(xs);
+                y.extend(xs.iter().map(|v| 2.0 * v));
+                for i in 0..n {
+                    gx[s * n + i] = r[base + i] + r[base + n + i] + 2.0 * r[base + 2 * n + i];
+                }
+            }
+            (y, gx)
+        });
+    }
+}

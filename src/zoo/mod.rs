@@ -77,7 +77,9 @@ pub use mnist_mlp::{MnistMlp, MnistMlpConfig};
 pub use mnist_vae::{MnistVae, MnistVaeConfig};
 pub use norm::{BatchNorm, LayerNorm};
 pub use pooling::{adaptive_avg_pool2d, avg_pool2d, max_pool2d};
-pub(crate) use pooling::{max_pool2d_backward, max_pool2d_indexed, padded_len, MaxPoolPositions};
+pub(crate) use pooling::{
+    max_pool2d_backward, max_pool2d_indexed, padded_len, upsample_nearest, MaxPoolPositions,
+};
 pub use resnet::{ResNet, ResNetDepth};
 pub use squeezenet::{SqueezeNet, SqueezeNetVersion};
 

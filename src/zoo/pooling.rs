@@ -1,8 +1,11 @@
-//! Pooling built from ops whose backward pass is right.
+//! Pooling and upsampling built from ops whose backward pass is right.
 //!
 //! candle 0.11's `max_pool2d` scales its gradient by 1/k², and
 //! `max_pool2d_with_stride` with k ≠ s has no backward at all; its
-//! `upsample_bilinear2d` has none either. These pool by slicing every
+//! `upsample_bilinear2d` has none either, and its backward of
+//! `upsample_nearest2d` overwrites its input's gradient instead of adding
+//! to it (huggingface/candle#3507, open), so an upsampled value that
+//! another op reads too loses that op's gradient. These pool by slicing every
 //! window offset out of the (padded) input, stacking them, and taking one
 //! maximum per window with `argmax` + `gather`, whose backward sends the
 //! gradient to exactly that position (as PyTorch does).
@@ -171,6 +174,20 @@ fn pad_neg_inf(x: &Tensor, dim: usize, left: usize, right: usize) -> candle_core
         parts.push(Tensor::full(f32::NEG_INFINITY, shape, x.device())?.to_dtype(x.dtype())?);
     }
     Tensor::cat(&parts, dim)
+}
+
+/// Nearest-neighbour upsampling of `[B, C, H, W]` by an integer `scale`
+/// (each value repeated over a `scale` × `scale` window), as a broadcast,
+/// whose backward sums each window into the input's gradient (candle
+/// 0.11's `upsample_nearest2d` gives the same values, but its backward
+/// replaces the input's gradient, see above).
+pub(crate) fn upsample_nearest(x: &Tensor, scale: usize) -> candle_core::Result<Tensor> {
+    crate::engine::check_upsample(scale)?;
+    let (b, c, h, w) = x.dims4()?;
+    x.reshape((b, c, h, 1, w, 1))?
+        .broadcast_as((b, c, h, scale, w, scale))?
+        .contiguous()?
+        .reshape((b, c, h * scale, w * scale))
 }
 
 /// PyTorch's `AvgPool2d(k, s, p)` on `[B, C, H, W]` with its defaults
