@@ -275,7 +275,7 @@ pub mod verdict;
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 
-pub use adapter::ModuleClassifier;
+pub use adapter::{ModuleClassifier, ModuleGenerator};
 pub use audit::{AuditReport, GradientAudit};
 pub use config::ModelTable;
 pub use divergence::Divergence;

@@ -6,11 +6,12 @@
 mod common;
 
 use candle_core::{Device, Module, Tensor};
-use candle_nn::{Conv2dConfig, VarBuilder};
+use candle_nn::{Conv2dConfig, ConvTranspose2dConfig, VarBuilder};
 use gevaldi::model::sample_standard_normal;
 use gevaldi::zoo::{self, MnistVae, MnistVaeConfig};
 use gevaldi::{
-    Classifier, Error, Generator, GradientAudit, ModuleClassifier, Search, SearchConfig,
+    Activation, Classifier, Error, Generator, GradientAudit, ModuleClassifier, ModuleGenerator,
+    NetBuilder, Search, SearchConfig,
 };
 use rand::SeedableRng;
 
@@ -168,6 +169,119 @@ fn a_users_net_from_the_layer_vocabulary_runs_as_the_built_in_models_do() {
         zoo_run.mean_divergence_after(),
     );
     assert!((a - b).abs() <= 1e-4 * b, "{a} against {b}");
+}
+
+/// A user's MNIST generator in the layer vocabulary: z [B, 16] -> linear
+/// -> 32 × 7 × 7 -> ReLU -> transposed conv (4×4, stride 2) to 14 × 14 ->
+/// batch norm -> LeakyReLU -> nearest upsampling to 28 × 28 -> 3×3 conv ->
+/// 3×3 average pool -> gain -> sigmoid (images in [0, 1], as the MNIST
+/// classifiers take).
+fn users_generator(vb: VarBuilder) -> candle_core::Result<gevaldi::Net> {
+    let fc = candle_nn::linear(16, 32 * 7 * 7, vb.pp("fc"))?;
+    let cfg = ConvTranspose2dConfig {
+        stride: 2,
+        padding: 1,
+        ..Default::default()
+    };
+    let up = candle_nn::conv_transpose2d(32, 16, 4, cfg, vb.pp("up"))?;
+    // A batch norm's scale in [0.5, 1.5] and shift in [-0.1, 0.1].
+    let scale = vb
+        .get((16, 1), "bn.gamma")?
+        .flatten_all()?
+        .affine(0.5, 1.0)?;
+    let shift = vb
+        .get((16, 1), "bn.beta")?
+        .flatten_all()?
+        .affine(0.1, 0.0)?;
+    let pad = Conv2dConfig {
+        padding: 1,
+        ..Default::default()
+    };
+    let out = candle_nn::conv2d(16, 1, 3, pad, vb.pp("out"))?;
+    let mut b = NetBuilder::new();
+    let z = b.input();
+    let h = b.linear_layer(z, &fc);
+    let h = b.reshape(h, &[32, 7, 7]);
+    let h = b.relu(h);
+    let h = b.conv_transpose2d(h, &up);
+    let h = b.affine(h, &scale, &shift);
+    let h = b.act(h, Activation::LeakyRelu(0.2));
+    let h = b.upsample_nearest2d(h, 2);
+    let h = b.conv2d(h, &out);
+    let h = b.avg_pool2d(h, 3, 1, 1);
+    // Contrast: random weights give images near a flat grey.
+    let (gain, offset) = (
+        Tensor::new(&[12f32], vb.device())?,
+        Tensor::new(&[-1f32], vb.device())?,
+    );
+    let h = b.affine(h, &gain, &offset);
+    let x = b.act(h, Activation::Sigmoid);
+    Ok(b.build(x))
+}
+
+/// A generator built from the layer vocabulary (`ModuleGenerator::from_net`)
+/// runs on the CPU engine, agrees with candle's ops, passes the audits
+/// (its decoder, and from z through a classifier), has the search walk its
+/// backward itself (the recording of a step is closed from z to the
+/// logits), and drives a search that finds disagreement, to the same z as
+/// under candle's autograd (`ModuleGenerator::new`).
+#[test]
+fn a_users_generator_from_the_layer_vocabulary_drives_a_search() {
+    let dev = Device::Cpu;
+    let (cnn_a, cnn_b, _) = common::fixture_models(&dev);
+    let (_, varmap) = zoo::seeded_varmap(3, &dev, users_generator).unwrap();
+    let net = users_generator(zoo::frozen(&varmap, &dev)).unwrap();
+    let z = sample_standard_normal(
+        (4, 16),
+        &mut rand_chacha::ChaCha8Rng::seed_from_u64(7),
+        &dev,
+    )
+    .unwrap();
+    assert!(net.uses_cpu_engine(&z));
+    let mine = ModuleGenerator::from_net(net.clone(), 16);
+    let autograd = ModuleGenerator::new(net.clone(), 16);
+    assert!(mine.taped() && !autograd.taped());
+    let x = mine.decode(&z, None).unwrap();
+    assert_eq!(x.dims(), [4, 1, 28, 28]);
+    let reference = net.forward_candle(&z).unwrap();
+    let diff = common::max_abs_diff(&x, &reference);
+    assert!(diff < 1e-5, "engine against candle's ops: {diff}");
+    let audit = GradientAudit::default();
+    audit
+        .generator("mine", &mine, &z, None)
+        .unwrap_or_else(|e| panic!("{e}"));
+    audit
+        .chain("mine -> cnn_a", &mine, &cnn_a, &z, None)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let z_var = candle_core::Var::from_tensor(&z).unwrap();
+    let (logits, recording) = gevaldi::engine::record_while(|| {
+        cnn_a
+            .logits(&mine.decode(z_var.as_tensor(), None).unwrap())
+            .unwrap()
+    });
+    assert!(recording.closed(z_var.as_tensor(), &[&logits]));
+
+    let config = SearchConfig::default().steps(30).batch(8);
+    let run = |g: &dyn Generator| {
+        Search::new("mine", g)
+            .classifier("cnn_a", &cnn_a)
+            .classifier("cnn_b", &cnn_b)
+            .config(config.clone())
+            .run(&dev)
+            .unwrap()
+    };
+    let (taped, candle) = (run(&mine), run(&autograd));
+    let (before, after) = (
+        taped.mean_divergence_before(),
+        taped.mean_divergence_after(),
+    );
+    println!("mean divergence {before} -> {after}");
+    assert!(
+        after > 1.5 * before,
+        "the search found no disagreement: {before} -> {after}"
+    );
+    let c = candle.mean_divergence_after();
+    assert!((after - c).abs() <= 1e-4 * c, "{after} against {c}");
 }
 
 /// The same module pooling with candle's `max_pool2d` (its gradient is a
