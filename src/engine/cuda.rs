@@ -631,6 +631,44 @@ pub(super) mod tests {
         );
     }
 
+    /// A generator of a user's, from the vocabulary's generator ops: a
+    /// transposed conv (stride 2, output padding 1) whose forward is this
+    /// module's conv input gradient and whose backward its conv, a batch
+    /// norm, LeakyReLU, upsampling by 2 (this module's window sums
+    /// backward) and by 3, a conv, an average pool.
+    fn users_generator() -> crate::engine::Net {
+        use crate::engine::{Activation, NetBuilder};
+        let mut b = NetBuilder::new();
+        let z = b.input();
+        let h = b.linear(z, &randn(&[4 * 3 * 3, 8], 20), None);
+        let h = b.reshape(h, &[4, 3, 3]);
+        let cfg = candle_nn::ConvTranspose2dConfig {
+            stride: 2,
+            padding: 1,
+            output_padding: 1,
+            dilation: 1,
+        };
+        let t =
+            candle_nn::ConvTranspose2d::new(randn(&[4, 5, 3, 3], 21), Some(randn(&[5], 22)), cfg);
+        let h = b.conv_transpose2d(h, &t);
+        let h = b.affine(h, &randn(&[5], 23), &randn(&[5], 24));
+        let h = b.act(h, Activation::LeakyRelu(0.2));
+        let h = b.upsample_nearest2d(h, 2);
+        let conv = candle_nn::Conv2d::new(
+            randn(&[3, 5, 3, 3], 25),
+            None,
+            candle_nn::Conv2dConfig {
+                padding: 1,
+                ..Default::default()
+            },
+        );
+        let h = b.conv2d(h, &conv);
+        let h = b.upsample_nearest2d(h, 3);
+        let h = b.avg_pool2d(h, 3, 2, 1);
+        let x = b.act(h, Activation::Tanh);
+        b.build(x)
+    }
+
     /// The generic path with these ops (their CPU forwards, on this
     /// thread) against the generic path on candle's ops, forward and input
     /// gradient, for the built-in classifiers: the glue around the kernels
@@ -702,6 +740,7 @@ pub(super) mod tests {
                 }),
                 vec![2, 3, 32, 32],
             ),
+            ("generator", users_generator(), vec![2, 8]),
         ];
         for (name, net, shape) in nets {
             let x = randn(&shape, 7);
