@@ -284,6 +284,49 @@ fn a_users_generator_from_the_layer_vocabulary_drives_a_search() {
     assert!((after - c).abs() <= 1e-4 * c, "{after} against {c}");
 }
 
+/// The same generator registered from Rust for a `[generator.mine]` table
+/// without `arch`: the harness's checks before the search (the audits of
+/// the generator, of each classifier from z through it, its output range
+/// at prior samples) accept it, and the pair passes its `min_lift`.
+#[test]
+fn a_registered_vocabulary_generator_runs_a_pair_trial() {
+    use gevaldi::config::TrialId;
+    use gevaldi::harness::Registry;
+    use gevaldi::suite::Suite;
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = |f: &str| zoo::mnist_fixtures_dir().join(f).display().to_string();
+    let text = format!(
+        "[search]\nbatch = 16\nsteps = 30\n\n[generator.mine]\n\n\
+         [classifier.cnn_a]\narch = \"mnist-cnn-a\"\nweights = \"{}\"\n\n\
+         [classifier.cnn_b]\narch = \"mnist-cnn-b\"\nweights = \"{}\"\n\n\
+         [[pair]]\nname = \"p\"\nmodels = [\"cnn_a\", \"cnn_b\"]\ngenerator = \"mine\"\n\
+         min_lift = 3.0\n",
+        fixture("cnn_a.safetensors"),
+        fixture("cnn_b.safetensors"),
+    );
+    let path = dir.path().join("gevaldi.toml");
+    std::fs::write(&path, text).unwrap();
+    let mut registry = Registry::new();
+    registry.generator("mine", |dev| {
+        let (_, varmap) = zoo::seeded_varmap(3, dev, users_generator)?;
+        Ok(ModuleGenerator::from_net(
+            users_generator(zoo::frozen(&varmap, dev))?,
+            16,
+        ))
+    });
+    let suite = Suite::load(&path, registry).unwrap();
+    let report = suite
+        .run_trial(&TrialId::pair("p"), &|_, _| {})
+        .unwrap_or_else(|e| panic!("{e}"));
+    // Its thresholds pass (its snapshot is new in a fresh folder).
+    println!("{}", report.result());
+    assert!(report.failures.is_empty(), "{:?}", report.failure_message());
+    let gevaldi::suite::Figures::Pair { lift, .. } = report.figures else {
+        panic!("a pair's figures")
+    };
+    assert!(lift > 3.0, "lift {lift}");
+}
+
 /// The same module pooling with candle's `max_pool2d` (its gradient is a
 /// quarter of the right one) fails the audit, which says what to use.
 #[test]
