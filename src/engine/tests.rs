@@ -654,6 +654,28 @@ fn an_empty_batch_gives_empty_outputs() {
     }
 }
 
+/// Each `(what, net, expected)`: running `net` on `x` is an error whose
+/// message holds `expected` on every path, never a panic or a result.
+fn errors_on_every_path(x: &Tensor, cases: Vec<(&str, Net, &str)>) {
+    for (what, net, expected) in cases {
+        let run = |f: &dyn Fn() -> candle_core::Result<Tensor>| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f().map(|_| ())))
+        };
+        for (path, y) in [
+            ("auto", run(&|| net.forward(x))),
+            ("generic", run(&|| net.forward_generic(x))),
+            ("candle", run(&|| net.forward_candle(x))),
+        ] {
+            let message = match y {
+                Ok(Err(e)) => e.to_string(),
+                Ok(Ok(())) => panic!("{what} on {path}: no error"),
+                Err(_) => panic!("{what} on {path}: panicked"),
+            };
+            assert!(message.contains(expected), "{what} on {path}: {message}");
+        }
+    }
+}
+
 /// A net whose settings do not fit its input is an error on every path,
 /// never a panic: a max-pool padded by more than half its window (the CPU
 /// kernels panicked, "range end index 3 out of range for slice of length
@@ -686,7 +708,7 @@ fn settings_that_do_not_fit_the_input_are_errors_on_every_path() {
     let i = b.input();
     let y = b.adaptive_avg_pool2d(i, 0, 2);
     let empty_pool = b.build(y);
-    for (what, net, expected) in [
+    let cases = vec![
         (
             "window",
             pool(0, 1, 0),
@@ -717,23 +739,8 @@ fn settings_that_do_not_fit_the_input_are_errors_on_every_path() {
             still_conv,
             "conv: stride 0, expected 1 or more",
         ),
-    ] {
-        let run = |f: &dyn Fn() -> candle_core::Result<Tensor>| {
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f().map(|_| ())))
-        };
-        for (path, y) in [
-            ("auto", run(&|| net.forward(&x))),
-            ("generic", run(&|| net.forward_generic(&x))),
-            ("candle", run(&|| net.forward_candle(&x))),
-        ] {
-            let message = match y {
-                Ok(Err(e)) => e.to_string(),
-                Ok(Ok(())) => panic!("{what} on {path}: no error"),
-                Err(_) => panic!("{what} on {path}: panicked"),
-            };
-            assert!(message.contains(expected), "{what} on {path}: {message}");
-        }
-    }
+    ];
+    errors_on_every_path(&x, cases);
 }
 
 /// Output and input gradient of Σ y·r on each path (`auto`: the CPU
@@ -1053,7 +1060,7 @@ fn generator_op_settings_pytorch_refuses_are_errors_on_every_path() {
             b.conv_transpose2d(i, &t)
         })
     };
-    for (what, net, expected) in [
+    let cases = vec![
         (
             "output padding",
             transposed(3, 2, 2),
@@ -1084,23 +1091,8 @@ fn generator_op_settings_pytorch_refuses_are_errors_on_every_path() {
             net(&|b: &mut NetBuilder, i: NodeId| b.act(i, Activation::LeakyRelu(f32::NAN))),
             "leaky_relu: negative slope NaN",
         ),
-    ] {
-        let run = |f: &dyn Fn() -> candle_core::Result<Tensor>| {
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f().map(|_| ())))
-        };
-        for (path, y) in [
-            ("auto", run(&|| net.forward(&x))),
-            ("generic", run(&|| net.forward_generic(&x))),
-            ("candle", run(&|| net.forward_candle(&x))),
-        ] {
-            let message = match y {
-                Ok(Err(e)) => e.to_string(),
-                Ok(Ok(())) => panic!("{what} on {path}: no error"),
-                Err(_) => panic!("{what} on {path}: panicked"),
-            };
-            assert!(message.contains(expected), "{what} on {path}: {message}");
-        }
-    }
+    ];
+    errors_on_every_path(&x, cases);
 }
 
 /// A value that an upsampling and another op both read gets both
