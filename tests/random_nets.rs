@@ -1,7 +1,7 @@
 //! Networks no built-in model has: random graphs from [`NetBuilder`]'s whole
 //! vocabulary (convs with any stride, padding, dilation and groups,
 //! depthwise included; linear layers on flat values and per pixel; affine
-//! maps; the activations, LeakyReLU included; max-pooling with padding
+//! maps; the activations, LeakyReLU and SiLU included; max-pooling with padding
 //! and ceil mode; average pooling with padding; adaptive average pooling
 //! to smaller and larger sizes; nearest upsampling; transposed convs with
 //! stride, padding, output padding and dilation; flatten, reshape, concat
@@ -309,7 +309,8 @@ fn activation(rng: &mut ChaCha8Rng) -> Activation {
         Activation::GeluErf,
         Activation::LeakyRelu(0.2),
         Activation::LeakyRelu(0.01),
-    ][rng.random_range(0..6)]
+        Activation::Silu,
+    ][rng.random_range(0..7)]
 }
 
 /// PyTorch's pooled length (refusing a window that starts in the padding).

@@ -8,7 +8,7 @@
 use candle_core::{DType, Tensor};
 
 use super::kernels::conv::ConvK;
-use super::kernels::{fold_affine_cols, fold_affine_rows};
+use super::kernels::{fold_affine_cols, fold_affine_rows, fuses_into_bias_pass};
 use super::net::{Activation, Node, Op};
 
 /// A compiled op.
@@ -241,14 +241,15 @@ impl Program {
                     a.check().ok()?;
                     if let Some(s) = fusable {
                         let step = &mut steps[s];
-                        let takes = matches!(
-                            step.kernel,
-                            Kernel::Conv(_)
-                                | Kernel::ConvTranspose { .. }
-                                | Kernel::Dense { .. }
-                                | Kernel::Affine { .. }
-                                | Kernel::Add
-                        );
+                        let takes = match step.kernel {
+                            // Their bias pass applies it.
+                            Kernel::Conv(_) | Kernel::Dense { .. } => fuses_into_bias_pass(*a),
+                            // The step's activation pass after the kernel.
+                            Kernel::ConvTranspose { .. } | Kernel::Affine { .. } | Kernel::Add => {
+                                true
+                            }
+                            _ => false,
+                        };
                         if takes && step.act.is_none() {
                             step.act = Some(*a);
                             slot[id] = s + 1;

@@ -502,7 +502,7 @@ pub(crate) fn forward(
                     Op::MaxPool { .. } => {
                         Kept::MaxPool(pooled.take().expect("a kept max-pool is indexed"))
                     }
-                    Op::Act(Activation::GeluErf)
+                    Op::Act(Activation::GeluErf | Activation::Silu)
                     | Op::AdaptiveAvgPool { .. }
                     | Op::LayerNorm { .. } => Kept::Input(args[0].clone()),
                     Op::Act(_) => Kept::Output(y.clone()),
@@ -704,6 +704,7 @@ impl Tape {
                     (g * y.sqr()?.affine(-1.0, 1.0)?)?
                 }
                 Activation::GeluErf => g.mul(&reference::gelu_erf_slope(input()?)?)?,
+                Activation::Silu => g.mul(&reference::silu_slope(input()?)?)?,
                 // The output is > 0 where the input is (slope ≥ 0).
                 Activation::LeakyRelu(a) => {
                     let a = f64::from(*a);

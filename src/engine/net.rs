@@ -23,6 +23,8 @@ pub enum Activation {
     Tanh,
     /// x·Φ(x), the exact (erf) GELU.
     GeluErf,
+    /// x·σ(x) (SiLU, swish): PyTorch's `SiLU`.
+    Silu,
     /// x where x > 0, else `slope`·x: PyTorch's
     /// `LeakyReLU(negative_slope)`. The slope must be finite and at least
     /// 0 (the backward reads the sign of the output); a network with

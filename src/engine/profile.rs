@@ -54,6 +54,7 @@ pub(crate) fn kind(op: &Op) -> String {
             Activation::Sigmoid => "sigmoid",
             Activation::Tanh => "tanh",
             Activation::GeluErf => "gelu",
+            Activation::Silu => "silu",
             Activation::LeakyRelu(_) => "leaky relu",
         }
         .into(),

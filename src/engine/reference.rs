@@ -31,6 +31,7 @@ pub(crate) fn activation(x: &Tensor, a: Activation) -> candle_core::Result<Tenso
         // by up to 7e-7 relative), its backward of `erf` is exact.
         Activation::GeluErf if x.track_op() => x.mul(&normal_cdf(x)?),
         Activation::GeluErf => x.gelu_erf(),
+        Activation::Silu => x.mul(&candle_nn::ops::sigmoid(x)?),
         // x · (1 where x > 0, else the slope), the factor a constant: its
         // gradient is the factor, PyTorch's; a NaN stays NaN.
         Activation::LeakyRelu(a) => {
@@ -60,6 +61,12 @@ pub(crate) fn gelu_erf_slope(x: &Tensor) -> candle_core::Result<Tensor> {
         .exp()?
         .affine(FRAC_1_SQRT_2PI, 0.0)?;
     normal_cdf(x)? + x.mul(&density)?
+}
+
+/// SiLU's slope σ(x)·(1 + x·(1 − σ(x))).
+pub(crate) fn silu_slope(x: &Tensor) -> candle_core::Result<Tensor> {
+    let s = candle_nn::ops::sigmoid(x)?;
+    s.mul(&(x.mul(&s.affine(-1.0, 1.0)?)? + 1.0)?)
 }
 
 /// `y` plus `bias` per channel, if there is one.

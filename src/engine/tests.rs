@@ -220,6 +220,8 @@ fn activations_match_candle_fused_or_alone() {
         Activation::Sigmoid,
         Activation::Tanh,
         Activation::GeluErf,
+        Activation::Silu,
+        Activation::LeakyRelu(0.1),
     ] {
         let mut b = NetBuilder::new();
         let x = b.input();
@@ -1131,4 +1133,48 @@ fn an_upsampled_value_read_elsewhere_too_gets_every_gradient() {
             (y, gx)
         });
     }
+}
+
+/// SiLU against its definition on every path, alone, after a batch norm
+/// (its activation pass), before a dense layer (whose input gradient
+/// goes through it as the product is made) and after a conv (which does
+/// not take it into its bias pass): x·σ(x), its slope σ(x)·(1 + x·(1 −
+/// σ(x))), at large |x| too.
+#[test]
+fn silu_matches_its_definition_on_every_path() {
+    let silu = |v: f64| v / (1.0 + (-v).exp());
+    let slope = |v: f64| {
+        let s = 1.0 / (1.0 + (-v).exp());
+        s * (1.0 + v * (1.0 - s))
+    };
+    let mut b = NetBuilder::new();
+    let x = b.input();
+    let y = b.act(x, Activation::Silu);
+    let net = b.build(y);
+    let mut xin = values(&randn(&[2, 3, 4, 5], 15));
+    xin[..6].copy_from_slice(&[-100.0, -30.0, 0.0, 12.0, 100.0, -1e-3]);
+    let xin = Tensor::from_vec(xin, (2, 3, 4, 5), &DEV).unwrap();
+    check_naive("alone", &net, &xin, |x, r| {
+        let y = x.iter().map(|&v| silu(v)).collect();
+        let gx = x.iter().zip(r).map(|(&v, r)| r * slope(v)).collect();
+        (y, gx)
+    });
+    let mut b = NetBuilder::new();
+    let x = b.input();
+    let y = b.affine(x, &randn(&[3], 16), &randn(&[3], 17));
+    let y = b.act(y, Activation::Silu);
+    let y = b.flatten(y);
+    let y = b.linear(y, &randn(&[4, 60], 18), None);
+    let y = b.act(y, Activation::Silu);
+    check(&b.build(y), &[2, 3, 4, 5], 19);
+    let mut b = NetBuilder::new();
+    let x = b.input();
+    let y = conv(&mut b, x, [3, 4, 3], [1, 1, 1, 1], 20);
+    let y = b.act(y, Activation::Silu);
+    let y = b.linear(y, &randn(&[2, 4], 21), Some(&randn(&[2], 22)));
+    let y = b.act(y, Activation::Silu);
+    let net = b.build(y);
+    check(&net, &[2, 3, 5, 4], 23);
+    let kernels: Vec<&str> = net.compiled_kernels().collect();
+    assert_eq!(kernels, ["Conv", "Act", "Dense", "Act"]);
 }

@@ -6,7 +6,7 @@ use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 use super::simd::simd_fn;
-use super::{act, act_grad, gelu_and_slope, keeps_slope, Activation};
+use super::{act, act_grad, gelu_and_slope, keeps_slope, silu_and_slope, Activation};
 
 /// Values per parallel task of an elementwise pass.
 const TASK: usize = 1 << 14;
@@ -18,7 +18,10 @@ pub(crate) fn apply_act(a: Activation, v: &mut [f32]) -> Option<Vec<f32>> {
         let mut slope = vec![0f32; v.len()];
         v.par_chunks_mut(TASK)
             .zip(slope.par_chunks_mut(TASK))
-            .for_each(|(c, s)| gelu_slope_chunk(c, s));
+            .for_each(|(c, s)| match a {
+                Activation::Silu => silu_slope_chunk(c, s),
+                _ => gelu_slope_chunk(c, s),
+            });
         return Some(slope);
     }
     v.par_chunks_mut(TASK).for_each(|c| act_chunk(a, c));
@@ -28,6 +31,14 @@ pub(crate) fn apply_act(a: Activation, v: &mut [f32]) -> Option<Vec<f32>> {
 simd_fn! {
     fn act_chunk(a: Activation, c: &mut [f32]) {
         c.iter_mut().for_each(|x| *x = act::<S>(a, *x));
+    }
+}
+
+simd_fn! {
+    fn silu_slope_chunk(c: &mut [f32], slope: &mut [f32]) {
+        c.iter_mut()
+            .zip(slope)
+            .for_each(|(x, s)| (*x, *s) = silu_and_slope::<S>(*x));
     }
 }
 
@@ -100,7 +111,12 @@ pub(crate) fn bias_act(x: &mut [f32], bias: &[f32], a: Option<Activation>, slope
         x.par_chunks_mut(rows)
             .for_each(|r| bias_act_rows(r, bias, Some(a)));
     } else {
-        assert!(keeps_slope(a), "bias_act: a slope buffer for {a:?}");
+        // The bias pass keeps GELU's slope only: the compiler fuses no
+        // other slope-keeping activation into it (`fuses_into_bias_pass`).
+        assert!(
+            a == Activation::GeluErf,
+            "bias_act: a slope buffer for {a:?}"
+        );
         x.par_chunks_mut(rows)
             .zip(slope.par_chunks_mut(rows))
             .for_each(|(r, s)| bias_gelu_slope_rows(r, s, bias));

@@ -89,6 +89,12 @@ pub(crate) fn gemm_new_bias_act(
         // pixels).
         return (Vec::new(), Vec::new());
     }
+    // GELU is the one slope-keeping activation the compiler fuses here
+    // (`fuses_into_bias_pass`).
+    assert!(
+        act.is_none_or(super::fuses_into_bias_pass),
+        "gemm_new_bias_act: {act:?} is not fused into a bias pass"
+    );
     if !act.is_some_and(super::keeps_slope) {
         let then = |[_, col]: [usize; 2], mut c: ArrayViewMut2<f32>| {
             let bias = &bias[col..][..c.ncols()];

@@ -110,6 +110,7 @@ pub(crate) fn act<S: Simd>(a: Activation, v: f32) -> f32 {
         Activation::Sigmoid => ((-v).exp() + 1.0).recip(),
         Activation::Tanh => v.tanh(),
         Activation::GeluErf => v * normal_cdf_and_gauss::<S>(v).0,
+        Activation::Silu => v / (exp::<S>(-v) + 1.0),
         // A NaN is not > 0: NaN · slope, NaN.
         Activation::LeakyRelu(a) => {
             if v > 0.0 {
@@ -201,7 +202,23 @@ pub(crate) fn exp<S: Simd>(x: f32) -> f32 {
 /// backward ([`gelu_and_slope`]: GELU, whose slope costs an exp), else its
 /// output (the others' slopes are cheap functions of it).
 pub(crate) fn keeps_slope(a: Activation) -> bool {
-    matches!(a, Activation::GeluErf)
+    matches!(a, Activation::GeluErf | Activation::Silu)
+}
+
+/// Whether a conv's or dense layer's bias pass applies `a` (fused into
+/// it at compile time): every activation but SiLU, whose forward and
+/// slope a pass of its own computes ([`silu_and_slope`]).
+pub(crate) fn fuses_into_bias_pass(a: Activation) -> bool {
+    !matches!(a, Activation::Silu)
+}
+
+/// SiLU at `v` and its slope there, σ(v)·(1 + v·(1 − σ(v))), from one
+/// exp (σ(v) = 1 / (1 + e^−v); at v → −∞, e^−v saturates and σ(v), the
+/// value and the slope go to 0).
+#[inline(always)]
+pub(crate) fn silu_and_slope<S: Simd>(v: f32) -> (f32, f32) {
+    let s = 1.0 / (exp::<S>(-v) + 1.0);
+    (v * s, s * madd::<S>(v, 1.0 - s, 1.0))
 }
 
 /// The gradient at the activation's input from `g` at its output; `v` is
@@ -220,7 +237,7 @@ pub(crate) fn act_grad(a: Activation, g: f32, v: f32) -> f32 {
         }
         Activation::Sigmoid => g * v * (1.0 - v),
         Activation::Tanh => g * (1.0 - v * v),
-        Activation::GeluErf => g * v,
+        Activation::GeluErf | Activation::Silu => g * v,
         // The output is > 0 where the input is (the slope is ≥ 0,
         // `Activation::check`); a NaN output takes the slope, as PyTorch's
         // backward at a NaN input.
