@@ -4,8 +4,8 @@
 //! maps; the activations, LeakyReLU and SiLU included; max-pooling with padding
 //! and ceil mode; average pooling with padding; adaptive average pooling
 //! to smaller and larger sizes; nearest upsampling; transposed convs with
-//! stride, padding, output padding and dilation; flatten, reshape, concat
-//! and add of earlier values; LayerNorm), each run three ways: on
+//! stride, padding, output padding and dilation; flatten, reshape, concat,
+//! add and product of earlier values, gates per channel; LayerNorm), each run three ways: on
 //! the CPU engine, on the device-generic path (what a GPU runs) and on
 //! candle's ops. Output and input gradient of a random linear functional
 //! must agree to f32 noise (max-abs error 1e-4 relative to the largest
@@ -125,7 +125,7 @@ fn step_image(
 ) -> (NodeId, Dims, String) {
     let (c, h) = (d[0], d[1]);
     loop {
-        match rng.random_range(0..15) {
+        match rng.random_range(0..17) {
             0..=2 => {
                 if let Some(r) = conv(b, rng, x, d) {
                     return r;
@@ -233,6 +233,19 @@ fn step_image(
                     "conv transpose k{k} s{stride} p{padding} op{output_padding} d{dilation} {c}->{cout}"
                 );
                 return (y, vec![cout, ho, ho], what);
+            }
+            14 => {
+                // A product with an earlier value of the same shape (itself
+                // included).
+                let same: Vec<_> = values.iter().filter(|(_, e)| e == d).collect();
+                let (other, _) = same[rng.random_range(0..same.len())];
+                return (b.mul(x, *other), d.clone(), "mul".into());
+            }
+            15 => {
+                // A gate per channel (squeeze and excitation).
+                let s = b.adaptive_avg_pool2d(x, 1, 1);
+                let s = b.act(s, Activation::Sigmoid);
+                return (b.mul(x, s), d.clone(), "mul by a channel gate".into());
             }
             10 => {
                 let out = rng.random_range(1..=6);

@@ -57,6 +57,7 @@ pub(crate) enum Kernel {
     Reshape(Vec<usize>),
     Concat,
     Add,
+    Mul,
     /// Over `c` channels; `affine`: the map `(w, b)` after the
     /// normalisation, `None` once it is folded into the layer after it
     /// (the output is x̂ itself).
@@ -85,6 +86,7 @@ impl Kernel {
             Kernel::Reshape(_) => "Reshape",
             Kernel::Concat => "Concat",
             Kernel::Add => "Add",
+            Kernel::Mul => "Mul",
             Kernel::LayerNorm {
                 affine: Some(_), ..
             } => "LayerNorm",
@@ -309,6 +311,7 @@ impl Program {
                 Op::Reshape(d) => Kernel::Reshape(d.clone()),
                 Op::Concat => Kernel::Concat,
                 Op::Add => Kernel::Add,
+                Op::Mul => Kernel::Mul,
                 Op::LayerNorm { weight, bias, eps } => {
                     let (w, b) = (frozen_f32(weight)?, frozen_f32(bias)?);
                     if b.len() != w.len() {

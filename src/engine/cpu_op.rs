@@ -71,6 +71,8 @@ enum Kept {
     /// A LayerNorm's normalised input (its output too, when its affine
     /// map is folded into the next layer) and 1/σ per row.
     Norm(Arc<Vec<f32>>, Vec<f32>),
+    /// A product's inputs (shared with the steps that made them).
+    Inputs(Arc<Vec<f32>>, Arc<Vec<f32>>),
 }
 
 impl Kept {
@@ -81,6 +83,7 @@ impl Kept {
             Kept::Slope(v) => v.len(),
             Kept::Argmax(v) => v.len(),
             Kept::Norm(a, b) => a.len() + b.len(),
+            Kept::Inputs(a, b) => a.len() + b.len(),
         } as u64
     }
 }
@@ -171,6 +174,23 @@ fn conv_transpose_dims(
         c: cout,
         ..d
     })
+}
+
+/// Whether a product's second value `e` is a gate per channel of the
+/// first, `d` (`[B, C, 1, 1]` for `[B, C, H, W]`), rather than of its
+/// shape; an error where it is neither.
+fn mul_gate(d: Dims, e: Dims) -> candle_core::Result<bool> {
+    if e == d {
+        return Ok(false);
+    }
+    if d.spatial && e.spatial && (e.b, e.c, e.h, e.w) == (d.b, d.c, 1, 1) {
+        return Ok(true);
+    }
+    candle_core::bail!(
+        "mul: shapes {:?} and {:?}, expected the same or [B, C, H, W] and [B, C, 1, 1]",
+        d.shape(),
+        e.shape()
+    )
 }
 
 fn check_dense(d: Dims, nin: usize) -> candle_core::Result<()> {
@@ -320,6 +340,15 @@ fn run_kernel(step: &Step, xs: &[&Arc<Vec<f32>>], ds: &[Dims]) -> candle_core::R
             ew::add_into(&mut y, xs[1]);
             (Arc::new(y), d, Kept::Nothing)
         }
+        Kernel::Mul => {
+            let gate = mul_gate(d, ds[1])?;
+            let y = ew::mul(x, xs[1], gate.then_some(d.c));
+            (
+                Arc::new(y),
+                d,
+                Kept::Inputs(Arc::clone(x), Arc::clone(xs[1])),
+            )
+        }
         Kernel::LayerNorm { c, eps, affine } => {
             if d.c != *c {
                 candle_core::bail!("layer_norm: {} channels, expected {c}", d.c);
@@ -392,6 +421,11 @@ fn kernel_backward(
                 .collect()
         }
         (Kernel::Add, _) => vec![g.clone(), g],
+        (Kernel::Mul, Kept::Inputs(a, b)) => {
+            let per_channel = (r.inputs[1] != d).then_some(d.c);
+            let (ga, gb) = ew::mul_backward(&g, a, b, per_channel);
+            vec![ga, gb]
+        }
         (Kernel::LayerNorm { c, affine, .. }, Kept::Norm(xhat, rstd)) => {
             let w = affine.as_ref().map(|(w, _)| &w[..]);
             vec![ew::layer_norm_backward(&g, xhat, rstd, *c, w)]

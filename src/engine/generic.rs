@@ -377,6 +377,8 @@ enum Kept {
     Dims(Vec<usize>),
     /// The inputs' channel counts (concat).
     Channels(Vec<usize>),
+    /// Both inputs (a product).
+    Inputs(Tensor, Tensor),
 }
 
 /// What one forward kept for its backward.
@@ -511,6 +513,7 @@ pub(crate) fn forward(
                     | Op::Reshape(_)
                     | Op::AvgPool { .. }
                     | Op::Upsample { .. } => Kept::Dims(args[0].dims().to_vec()),
+                    Op::Mul => Kept::Inputs(args[0].clone(), args[1].clone()),
                     Op::Concat => Kept::Channels(
                         args.iter()
                             .map(|a| a.dim(1))
@@ -755,6 +758,18 @@ impl Tape {
                     .collect::<candle_core::Result<_>>()?
             }
             Op::Add => vec![g.clone(), g.clone()],
+            Op::Mul => {
+                let Kept::Inputs(a, b) = kept else {
+                    candle_core::bail!("node {j}: its inputs were not kept")
+                };
+                let gb = g.mul(&a.broadcast_as(g.dims())?)?;
+                let gb = if reference::check_mul(a.dims(), b.dims())? {
+                    gb.sum_keepdim(3)?.sum_keepdim(2)?
+                } else {
+                    gb
+                };
+                vec![g.broadcast_mul(b)?, gb]
+            }
         })
     }
 }
@@ -1456,6 +1471,7 @@ mod tests {
                 super::Kept::MaxPool(_) => "maxpool",
                 super::Kept::Dims(_) => "dims",
                 super::Kept::Channels(_) => "channels",
+                super::Kept::Inputs(..) => "inputs",
             })
             .collect();
         assert_eq!(kinds, ["-", "dims", "output", "dims", "-"]);

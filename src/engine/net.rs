@@ -104,6 +104,9 @@ pub(crate) enum Op {
     Concat,
     /// The sum of the two inputs (same shape).
     Add,
+    /// The product of the two inputs: the same shape, or the second
+    /// `[B, C, 1, 1]`, a gate per channel of the first `[B, C, H, W]`.
+    Mul,
     /// LayerNorm over the channels of each pixel (or the features of a flat
     /// value), with weight and bias.
     LayerNorm {
@@ -303,6 +306,12 @@ impl NetBuilder {
     /// `a + b`.
     pub fn add(&mut self, a: NodeId, b: NodeId) -> NodeId {
         self.push(Op::Add, vec![a, b])
+    }
+
+    /// `a · b` elementwise: `b` of `a`'s shape, or `[B, C, 1, 1]` for `a`
+    /// `[B, C, H, W]`, a gate per channel (squeeze-and-excitation).
+    pub fn mul(&mut self, a: NodeId, b: NodeId) -> NodeId {
+        self.push(Op::Mul, vec![a, b])
     }
 
     /// LayerNorm over the channels of each pixel (torchvision's

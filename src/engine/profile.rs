@@ -69,6 +69,7 @@ pub(crate) fn kind(op: &Op) -> String {
         Op::Flatten | Op::Reshape(_) => "reshape".into(),
         Op::Concat => "concat".into(),
         Op::Add => "add".into(),
+        Op::Mul => "mul".into(),
         Op::LayerNorm { .. } => "layernorm".into(),
     }
 }

@@ -139,6 +139,21 @@ pub(crate) fn check_conv_transpose(
     Ok([b, cout, len(h, kh)?, len(w, kw)?])
 }
 
+/// Refuses a product of values whose shapes are neither equal nor a
+/// `[B, C, H, W]` and its gate per channel `[B, C, 1, 1]`; `true` for the
+/// gate.
+pub(crate) fn check_mul(a: &[usize], b: &[usize]) -> candle_core::Result<bool> {
+    if a == b {
+        return Ok(false);
+    }
+    match (a, b) {
+        ([n, c, _, _], [m, d, 1, 1]) if n == m && c == d => Ok(true),
+        _ => candle_core::bail!(
+            "mul: shapes {a:?} and {b:?}, expected the same or [B, C, H, W] and [B, C, 1, 1]"
+        ),
+    }
+}
+
 /// Runs `nodes` on `x`.
 pub(crate) fn forward(nodes: &[Node], x: &Tensor) -> candle_core::Result<Tensor> {
     let mut values: Vec<Tensor> = Vec::with_capacity(nodes.len());
@@ -219,6 +234,10 @@ pub(crate) fn eval(op: &Op, args: &[&Tensor]) -> candle_core::Result<Tensor> {
         }
         Op::Concat => Tensor::cat(args, 1)?,
         Op::Add => (arg(0) + arg(1))?,
+        Op::Mul => {
+            check_mul(arg(0).dims(), arg(1).dims())?;
+            arg(0).broadcast_mul(arg(1))?
+        }
         Op::LayerNorm { weight, bias, eps } => {
             let x = arg(0);
             if x.rank() == 4 {

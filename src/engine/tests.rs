@@ -33,22 +33,28 @@ pub(super) fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
     diff / scale
 }
 
-/// The engine and candle's ops on `net`: the same output and the same
-/// input gradient of a random linear functional, to 1e-5 relative.
+/// The engine (and the device-generic path) and candle's ops on `net`:
+/// the same output and the same input gradient of a random linear
+/// functional, to 1e-5 relative.
 fn check(net: &Net, shape: &[usize], seed: u64) {
     let x = Var::from_tensor(&randn(shape, seed)).unwrap();
     assert!(net.uses_cpu_engine(x.as_tensor()), "the engine must apply");
-    let y_fast = net.forward(x.as_tensor()).unwrap();
     let y_ref = net.forward_candle(x.as_tensor()).unwrap();
-    let e = rel_err(&y_fast, &y_ref);
-    assert!(e < 1e-5, "forward: relative error {e}");
     let w = randn(y_ref.dims(), seed + 1);
-    let grad = |y: Tensor| {
+    let grad = |y: &Tensor| {
         let g = (y * &w).unwrap().sum_all().unwrap().backward().unwrap();
         g.get(x.as_tensor()).unwrap().clone()
     };
-    let e = rel_err(&grad(y_fast), &grad(y_ref));
-    assert!(e < 1e-5, "input gradient: relative error {e}");
+    let g_ref = grad(&y_ref);
+    for (path, y) in [
+        ("engine", net.forward(x.as_tensor()).unwrap()),
+        ("generic", net.forward_generic(x.as_tensor()).unwrap()),
+    ] {
+        let e = rel_err(&y, &y_ref);
+        assert!(e < 1e-5, "{path}: forward: relative error {e}");
+        let e = rel_err(&grad(&y), &g_ref);
+        assert!(e < 1e-5, "{path}: input gradient: relative error {e}");
+    }
 }
 
 fn conv(
@@ -1177,4 +1183,58 @@ fn silu_matches_its_definition_on_every_path() {
     check(&net, &[2, 3, 5, 4], 23);
     let kernels: Vec<&str> = net.compiled_kernels().collect();
     assert_eq!(kernels, ["Conv", "Act", "Dense", "Act"]);
+}
+
+/// Products on every path: a value with itself against its definition
+/// (x², gradient 2x), two branches of the same shape, a flat product,
+/// and a squeeze-and-excitation gate per channel (`[B, C, 1, 1]` from a
+/// global pool, two 1×1 convs and a sigmoid, times the block's input)
+/// against candle's ops; shapes neither equal nor a gate are an error.
+#[test]
+fn products_and_channel_gates_match_on_every_path() {
+    let mut b = NetBuilder::new();
+    let x = b.input();
+    let y = b.mul(x, x);
+    check_naive("x · x", &b.build(y), &randn(&[2, 3, 4, 5], 30), |x, r| {
+        let y = x.iter().map(|v| v * v).collect();
+        let gx = x.iter().zip(r).map(|(v, r)| 2.0 * v * r).collect();
+        (y, gx)
+    });
+    let mut b = NetBuilder::new();
+    let x = b.input();
+    let l = conv(&mut b, x, [3, 4, 3], [1, 1, 1, 1], 31);
+    let r = conv(&mut b, x, [3, 4, 1], [1, 0, 1, 1], 32);
+    let r = b.act(r, Activation::Sigmoid);
+    let y = b.mul(l, r);
+    check(&b.build(y), &[2, 3, 5, 6], 33);
+    let mut b = NetBuilder::new();
+    let x = b.input();
+    let l = b.linear(x, &randn(&[4, 6], 34), None);
+    let r = b.act(l, Activation::Tanh);
+    let y = b.mul(r, l);
+    check(&b.build(y), &[3, 6], 35);
+    // Squeeze and excitation.
+    let mut b = NetBuilder::new();
+    let x = b.input();
+    let h = conv(&mut b, x, [3, 8, 3], [1, 1, 1, 1], 36);
+    let s = b.adaptive_avg_pool2d(h, 1, 1);
+    let s = conv(&mut b, s, [8, 2, 1], [1, 0, 1, 1], 37);
+    let s = b.act(s, Activation::Silu);
+    let s = conv(&mut b, s, [2, 8, 1], [1, 0, 1, 1], 38);
+    let s = b.act(s, Activation::Sigmoid);
+    let y = b.mul(h, s);
+    let y = b.add(y, h);
+    check(&b.build(y), &[2, 3, 6, 7], 39);
+    let mut b = NetBuilder::new();
+    let x = b.input();
+    let s = b.adaptive_avg_pool2d(x, 2, 1);
+    let y = b.mul(x, s);
+    errors_on_every_path(
+        &randn(&[2, 3, 6, 6], 40),
+        vec![(
+            "a gate of 2 rows",
+            b.build(y),
+            "mul: shapes [2, 3, 6, 6] and [2, 3, 2, 1], expected the same or [B, C, H, W] and [B, C, 1, 1]",
+        )],
+    );
 }

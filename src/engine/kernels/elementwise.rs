@@ -376,3 +376,48 @@ fn norm_backward_row(dx: &mut [f32], xh: &[f32], r: f32, gw: impl Fn(usize) -> f
         *dx = r * (gw(i) - m1 - xh * m2);
     }
 }
+
+/// `a · b` elementwise, or with `per_channel` = C, `a` (NHWC, C channels)
+/// times `b`'s value for its sample and channel (`b` `[B, C]`).
+pub(crate) fn mul(a: &[f32], b: &[f32], per_channel: Option<usize>) -> Vec<f32> {
+    let mut y = a.to_vec();
+    match per_channel {
+        None => y
+            .par_chunks_mut(TASK)
+            .zip(b.par_chunks(TASK))
+            .for_each(|(y, b)| y.iter_mut().zip(b).for_each(|(v, b)| *v *= b)),
+        Some(c) => {
+            let per_sample = a.len() / (b.len() / c.max(1)).max(1);
+            y.par_chunks_mut(per_sample.max(1))
+                .zip(b.par_chunks(c.max(1)))
+                .for_each(|(y, gate)| scale(y, gate));
+        }
+    }
+    y
+}
+
+/// The gradients of [`mul`]'s `a` and `b` from its output's, `g`: `g · b`,
+/// and `g · a` (with `per_channel`, summed over each sample's pixels per
+/// channel).
+pub(crate) fn mul_backward(
+    g: &[f32],
+    a: &[f32],
+    b: &[f32],
+    per_channel: Option<usize>,
+) -> (Vec<f32>, Vec<f32>) {
+    let ga = mul(g, b, per_channel);
+    let gb = mul(g, a, None);
+    let Some(c) = per_channel else {
+        return (ga, gb);
+    };
+    let per_sample = gb.len() / (b.len() / c.max(1)).max(1);
+    let mut sums = vec![0f32; b.len()];
+    sums.par_chunks_mut(c.max(1))
+        .zip(gb.par_chunks(per_sample.max(1)))
+        .for_each(|(sum, px)| {
+            for p in px.chunks(c) {
+                sum.iter_mut().zip(p).for_each(|(s, v)| *s += v);
+            }
+        });
+    (ga, sums)
+}

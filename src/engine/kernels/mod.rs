@@ -48,6 +48,15 @@ impl Dims {
     pub(crate) fn len(&self) -> usize {
         self.b * self.per_sample()
     }
+
+    /// The value's shape in PyTorch's order: `[B, C, H, W]` or `[B, F]`.
+    pub(crate) fn shape(&self) -> Vec<usize> {
+        if self.spatial {
+            vec![self.b, self.c, self.h, self.w]
+        } else {
+            vec![self.b, self.c]
+        }
+    }
 }
 
 /// A row-major `[rows, cols]` view of `v` from `offset` with row stride
