@@ -1703,7 +1703,8 @@ fn a_builtin_classifier_without_preprocess_behind_a_tanh_generator_is_refused() 
 /// Regression: a generator of one's own with a tanh output that did not
 /// declare its `output_range` was taken for [0, 1]: its pictures clipped
 /// every negative value to black, and a `preprocess` mapped the wrong
-/// range, with nothing said. Refused, naming what it decodes.
+/// range, with nothing said. Refused, naming what it decodes. A declared
+/// range that is none (reversed) is refused as such.
 #[test]
 fn a_generator_decoding_beyond_its_output_range_is_refused() {
     let d = case_dir("outside-output-range");
@@ -1728,4 +1729,22 @@ fn a_generator_decoding_beyond_its_output_range_is_refused() {
     if let Err(message) = trial(&d, &fine, r, "p") {
         assert!(!message.contains("output_range"), "{message}");
     }
+    // A range that is none (reversed: it was called "far outside its
+    // `output_range` [1, -1]", of samples inside [-1, 1]).
+    let mut r = Registry::new();
+    r.generator("tanh", |_| {
+        Ok(
+            gevaldi::ModuleGenerator::from_fn(|z: &Tensor| TanhGenerator.decode(z, None), 8)
+                .with_output_range(1.0, -1.0),
+        )
+    });
+    let message = trial(&d, &fine, r, "p").unwrap_err();
+    assert_eq!(
+        message,
+        format!(
+            "pair `p` ({path}:20): invalid setting `output_range` of generator `tanh` = (1, -1): \
+             expected a finite (low, high) with low below high (`Generator::output_range`, \
+             `ModuleGenerator::with_output_range`)"
+        )
+    );
 }

@@ -449,6 +449,16 @@ impl Suite {
 /// would clip its images and the classifiers' `preprocess` would map the
 /// wrong range, silently.
 fn check_output_range(generator: &str, g: &dyn Generator, x: &candle_core::Tensor) -> Result<()> {
+    let (lo, hi) = g.output_range();
+    if !(lo.is_finite() && hi.is_finite() && lo < hi) {
+        return Err(Error::Setting {
+            key: format!("output_range` of generator `{generator}"),
+            value: format!("({lo}, {hi})"),
+            expected: "a finite (low, high) with low below high (`Generator::output_range`, \
+                       `ModuleGenerator::with_output_range`)"
+                .into(),
+        });
+    }
     let values = x
         .flatten_all()
         .and_then(|t| t.to_dtype(candle_core::DType::F32))
@@ -459,8 +469,7 @@ fn check_output_range(generator: &str, g: &dyn Generator, x: &candle_core::Tenso
         .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
             (a.min(v), b.max(v))
         });
-    let (lo, hi) = g.output_range();
-    let slack = 0.25 * (hi - lo).abs();
+    let slack = 0.25 * (hi - lo);
     if min >= lo - slack && max <= hi + slack {
         return Ok(());
     }
