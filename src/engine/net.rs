@@ -125,6 +125,40 @@ impl Op {
             _ => true,
         }
     }
+
+    /// The message refusing a setting PyTorch refuses that no path's own
+    /// checks catch before it runs: a conv's or a transposed conv's
+    /// dilation 0, a conv's groups 0 or groups that do not divide its
+    /// output channels. (Unchecked, the CPU kernels took dilation 0 as 1,
+    /// the generic path as 0, candle's backward divided by it and
+    /// panicked; groups 0 panicked on the CPU and generic paths.)
+    fn refused(&self) -> Option<String> {
+        match self {
+            Op::Conv {
+                weight,
+                dilation,
+                groups,
+                ..
+            } => {
+                let cout = weight.dim(0).unwrap_or(0);
+                if *dilation == 0 {
+                    Some("conv: dilation 0, expected 1 or more".into())
+                } else if *groups == 0 {
+                    Some("conv: groups 0, expected 1 or more".into())
+                } else if !cout.is_multiple_of(*groups) {
+                    Some(format!(
+                        "conv: {cout} output channels do not split into {groups} groups"
+                    ))
+                } else {
+                    None
+                }
+            }
+            Op::ConvTranspose { dilation: 0, .. } => {
+                Some("conv_transpose2d: dilation 0, expected 1 or more".into())
+            }
+            _ => None,
+        }
+    }
 }
 
 /// A node: its op and its inputs (earlier nodes).
@@ -357,7 +391,11 @@ impl Net {
     /// checks (device, dtype, engine) first, compiling (a copy of every
     /// weight) only where they pass.
     fn cpu_program(&self, x: &Tensor, engine: Engine) -> Option<&Arc<Program>> {
-        if !x.device().is_cpu() || x.dtype() != DType::F32 || engine != Engine::Auto {
+        if self.check().is_err()
+            || !x.device().is_cpu()
+            || x.dtype() != DType::F32
+            || engine != Engine::Auto
+        {
             return None;
         }
         self.program
@@ -367,6 +405,7 @@ impl Net {
 
     /// Runs the network on candle's ops, whatever the engine.
     pub fn forward_candle(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.check()?;
         super::reference::forward(&self.nodes, x)
     }
 
@@ -376,6 +415,7 @@ impl Net {
     /// path's op has a CPU and a CUDA forward only), runs candle's ops and
     /// autograd.
     pub fn forward_generic(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.check()?;
         if !self.frozen || !(x.device().is_cpu() || x.device().is_cuda()) {
             return self.forward_candle(x);
         }
@@ -391,6 +431,7 @@ impl Net {
         &self,
         x: &Tensor,
     ) -> candle_core::Result<Option<(Tensor, super::Pullback)>> {
+        self.check()?;
         let engine = Engine::current();
         let x = x.detach();
         if let Some(p) = self.cpu_program(&x, engine) {
@@ -409,6 +450,17 @@ impl Net {
         };
         let back: super::Pullback = Box::new(move |g| Ok(vec![tape.backward(g)?]));
         Ok(Some((out, back)))
+    }
+
+    /// The error of the first node's setting that PyTorch refuses and
+    /// that the paths would each read their own way ([`Op::refused`]),
+    /// every path's first check (a look at each node's settings; the
+    /// message is made only for the error).
+    fn check(&self) -> candle_core::Result<()> {
+        match self.nodes.iter().find_map(|node| node.op.refused()) {
+            Some(message) => candle_core::bail!("{message}"),
+            None => Ok(()),
+        }
     }
 
     /// The generic path's backward kernels, made on first use.

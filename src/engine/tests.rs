@@ -1103,6 +1103,82 @@ fn generator_op_settings_pytorch_refuses_are_errors_on_every_path() {
     }
 }
 
+/// A dilation of 0 (conv or transposed conv), groups 0 and groups that do
+/// not divide a conv's output channels are PyTorch's errors, and now every
+/// path's, forward or backward: before, the CPU kernels ran dilation 0 as
+/// 1 (a 3x3 conv of a 5x5 input gave 3x3), the generic path as 0 (5x5),
+/// and candle's backward divided by it and panicked; groups 0 panicked
+/// on the CPU and generic paths.
+#[test]
+fn conv_settings_the_paths_would_read_differently_are_errors_on_every_path() {
+    let x = randn(&[2, 3, 5, 5], 1);
+    let conv = |cout: usize, cin_g: usize, dilation: usize, groups: usize| {
+        let cfg = candle_nn::Conv2dConfig {
+            dilation,
+            groups,
+            ..Default::default()
+        };
+        let c = candle_nn::Conv2d::new(randn(&[cout, cin_g, 3, 3], 2), None, cfg);
+        let mut b = NetBuilder::new();
+        let i = b.input();
+        let y = b.conv2d(i, &c);
+        b.build(y)
+    };
+    let transposed = {
+        let cfg = candle_nn::ConvTranspose2dConfig {
+            dilation: 0,
+            ..Default::default()
+        };
+        let t = candle_nn::ConvTranspose2d::new(randn(&[3, 2, 3, 3], 3), None, cfg);
+        let mut b = NetBuilder::new();
+        let i = b.input();
+        let y = b.conv_transpose2d(i, &t);
+        b.build(y)
+    };
+    for (what, net, expected) in [
+        (
+            "conv dilation 0",
+            conv(4, 3, 0, 1),
+            "conv: dilation 0, expected 1 or more",
+        ),
+        (
+            "conv groups 0",
+            conv(4, 3, 1, 0),
+            "conv: groups 0, expected 1 or more",
+        ),
+        (
+            "conv groups 3 of 4 outputs",
+            conv(4, 1, 1, 3),
+            "conv: 4 output channels do not split into 3 groups",
+        ),
+        (
+            "transposed conv dilation 0",
+            transposed,
+            "conv_transpose2d: dilation 0, expected 1 or more",
+        ),
+    ] {
+        let run = |f: &dyn Fn(&Tensor) -> candle_core::Result<Tensor>| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let v = Var::from_tensor(&x)?;
+                f(v.as_tensor())?.sum_all()?.backward().map(|_| ())
+            }))
+        };
+        for (path, y) in [
+            ("auto", run(&|x| net.forward(x))),
+            ("generic", run(&|x| net.forward_generic(x))),
+            ("candle", run(&|x| net.forward_candle(x))),
+        ] {
+            let message = match y {
+                Ok(Err(e)) => e.to_string(),
+                Ok(Ok(())) => panic!("{what} on {path}: no error"),
+                Err(_) => panic!("{what} on {path}: panicked"),
+            };
+            assert!(message.contains(expected), "{what} on {path}: {message}");
+        }
+        assert!(!net.uses_cpu_engine(&x), "{what}");
+    }
+}
+
 /// A value that an upsampling and another op both read gets both
 /// gradients on every path: candle 0.11's backward of
 /// `upsample_nearest2d` replaced its input's gradient instead of adding
