@@ -1179,6 +1179,77 @@ fn conv_settings_the_paths_would_read_differently_are_errors_on_every_path() {
     }
 }
 
+/// A weight that is a view (a transposed conv's `[Cin, Cout, k, k]` made
+/// by transposing a `[Cout, Cin, k, k]` tensor) gives the same output and
+/// input gradient as its contiguous copy on every path, for a strided
+/// transposed conv and a strided conv: before, the generic path (every
+/// dtype but f32 on the CPU, and CUDA) failed with "index-select only
+/// supports contiguous tensors" preparing the strided kernels' phases.
+#[test]
+fn a_weight_that_is_a_view_runs_as_its_contiguous_copy_on_every_path() {
+    let x = randn(&[2, 4, 5, 6], 1);
+    let view = randn(&[3, 4, 4, 4], 2).transpose(0, 1).unwrap();
+    assert!(!view.is_contiguous());
+    let nets = |w: &Tensor| {
+        let cfg = candle_nn::ConvTranspose2dConfig {
+            stride: 2,
+            padding: 1,
+            ..Default::default()
+        };
+        let t = candle_nn::ConvTranspose2d::new(w.clone(), None, cfg);
+        let mut b = NetBuilder::new();
+        let i = b.input();
+        let y = b.conv_transpose2d(i, &t);
+        let transposed = b.build(y);
+        // The same view as a conv's weight [Cout 4, Cin 3, 4, 4].
+        let c = candle_nn::Conv2d::new(
+            w.clone(),
+            None,
+            candle_nn::Conv2dConfig {
+                stride: 2,
+                padding: 1,
+                ..Default::default()
+            },
+        );
+        let mut b = NetBuilder::new();
+        let i = b.input();
+        let y = b.conv2d(i, &c);
+        (transposed, b.build(y))
+    };
+    let (tv, cv) = nets(&view);
+    let (tc, cc) = nets(&view.contiguous().unwrap());
+    let xc = randn(&[2, 3, 7, 7], 3);
+    let run = |f: &dyn Fn(&Tensor) -> candle_core::Result<Tensor>, x: &Tensor| {
+        let v = Var::from_tensor(x).unwrap();
+        let y = f(v.as_tensor()).unwrap();
+        let r = randn(y.dims(), 4);
+        let g = (&y * r).unwrap().sum_all().unwrap().backward().unwrap();
+        (y, g.get(v.as_tensor()).unwrap().clone())
+    };
+    for (what, view, copy, x) in [("transposed", &tv, &tc, &x), ("conv", &cv, &cc, &xc)] {
+        for (path, a, b) in [
+            (
+                "auto",
+                run(&|x| view.forward(x), x),
+                run(&|x| copy.forward(x), x),
+            ),
+            (
+                "generic",
+                run(&|x| view.forward_generic(x), x),
+                run(&|x| copy.forward_generic(x), x),
+            ),
+            (
+                "candle",
+                run(&|x| view.forward_candle(x), x),
+                run(&|x| copy.forward_candle(x), x),
+            ),
+        ] {
+            let (ey, eg) = (rel_err(&a.0, &b.0), rel_err(&a.1, &b.1));
+            assert!(ey < 1e-6 && eg < 1e-6, "{what} on {path}: {ey}, {eg}");
+        }
+    }
+}
+
 /// A value that an upsampling and another op both read gets both
 /// gradients on every path: candle 0.11's backward of
 /// `upsample_nearest2d` replaced its input's gradient instead of adding
