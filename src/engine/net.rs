@@ -128,11 +128,25 @@ impl Op {
 
     /// The message refusing a setting PyTorch refuses that no path's own
     /// checks catch before it runs: a conv's or a transposed conv's
-    /// dilation 0, a conv's groups 0 or groups that do not divide its
-    /// output channels. (Unchecked, the CPU kernels took dilation 0 as 1,
-    /// the generic path as 0, candle's backward divided by it and
-    /// panicked; groups 0 panicked on the CPU and generic paths.)
+    /// dilation 0 or weight with a dimension of 0, a conv's groups 0 or
+    /// groups that do not divide its output channels. (Unchecked, the CPU
+    /// kernels took dilation 0 as 1, the generic path as 0, candle's
+    /// backward divided by it and panicked; groups 0, and a transposed
+    /// conv of 0 output channels, panicked on the CPU path; a conv with a
+    /// kernel of height 0 gave zeros.)
     fn refused(&self) -> Option<String> {
+        if let Op::Conv { weight, .. } | Op::ConvTranspose { weight, .. } = self {
+            if weight.dims().contains(&0) {
+                let op = match self {
+                    Op::Conv { .. } => "conv",
+                    _ => "conv_transpose2d",
+                };
+                return Some(format!(
+                    "{op}: a weight of shape {:?}, expected no dimension of 0",
+                    weight.dims()
+                ));
+            }
+        }
         match self {
             Op::Conv {
                 weight,

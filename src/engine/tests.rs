@@ -1103,12 +1103,13 @@ fn generator_op_settings_pytorch_refuses_are_errors_on_every_path() {
     }
 }
 
-/// A dilation of 0 (conv or transposed conv), groups 0 and groups that do
-/// not divide a conv's output channels are PyTorch's errors, and now every
-/// path's, forward or backward: before, the CPU kernels ran dilation 0 as
-/// 1 (a 3x3 conv of a 5x5 input gave 3x3), the generic path as 0 (5x5),
-/// and candle's backward divided by it and panicked; groups 0 panicked
-/// on the CPU and generic paths.
+/// A dilation of 0 (conv or transposed conv), groups 0, groups that do
+/// not divide a conv's output channels and a weight with a dimension of 0
+/// are PyTorch's errors, and now every path's, forward or backward:
+/// before, the CPU kernels ran dilation 0 as 1 (a 3x3 conv of a 5x5 input
+/// gave 3x3), the generic path as 0 (5x5), and candle's backward divided
+/// by it and panicked; groups 0 and a transposed conv of 0 channels
+/// panicked on the CPU path; a kernel of height 0 gave zeros.
 #[test]
 fn conv_settings_the_paths_would_read_differently_are_errors_on_every_path() {
     let x = randn(&[2, 3, 5, 5], 1);
@@ -1124,15 +1125,22 @@ fn conv_settings_the_paths_would_read_differently_are_errors_on_every_path() {
         let y = b.conv2d(i, &c);
         b.build(y)
     };
-    let transposed = {
+    let transposed = |cout: usize, dilation: usize| {
         let cfg = candle_nn::ConvTranspose2dConfig {
-            dilation: 0,
+            dilation,
             ..Default::default()
         };
-        let t = candle_nn::ConvTranspose2d::new(randn(&[3, 2, 3, 3], 3), None, cfg);
+        let t = candle_nn::ConvTranspose2d::new(randn(&[3, cout, 3, 3], 3), None, cfg);
         let mut b = NetBuilder::new();
         let i = b.input();
         let y = b.conv_transpose2d(i, &t);
+        b.build(y)
+    };
+    let kernel_height_0 = {
+        let c = candle_nn::Conv2d::new(randn(&[4, 3, 0, 3], 2), None, Default::default());
+        let mut b = NetBuilder::new();
+        let i = b.input();
+        let y = b.conv2d(i, &c);
         b.build(y)
     };
     for (what, net, expected) in [
@@ -1153,8 +1161,18 @@ fn conv_settings_the_paths_would_read_differently_are_errors_on_every_path() {
         ),
         (
             "transposed conv dilation 0",
-            transposed,
+            transposed(2, 0),
             "conv_transpose2d: dilation 0, expected 1 or more",
+        ),
+        (
+            "transposed conv of 0 channels",
+            transposed(0, 1),
+            "conv_transpose2d: a weight of shape [3, 0, 3, 3], expected no dimension of 0",
+        ),
+        (
+            "conv kernel of height 0",
+            kernel_height_0,
+            "conv: a weight of shape [4, 3, 0, 3], expected no dimension of 0",
         ),
     ] {
         let run = |f: &dyn Fn(&Tensor) -> candle_core::Result<Tensor>| {
