@@ -422,6 +422,9 @@ pub(crate) fn forward(
                         .expect("a value is dropped after its last use")
                 })
                 .collect();
+            if let Some(a) = args.first() {
+                node.op.check_rank(a)?;
+            }
             let y = profile::time(
                 x.device(),
                 "forward",

@@ -126,6 +126,28 @@ impl Op {
         }
     }
 
+    /// Refuses an input that is not `[B, C, H, W]` to an op on images,
+    /// naming the op, as the CPU kernels do (candle's ops said only
+    /// "unexpected rank, expected: 4, got: 2 ([2, 4])" on the other paths).
+    pub(crate) fn check_rank(&self, x: &Tensor) -> candle_core::Result<()> {
+        let name = match self {
+            Op::Conv { .. } => "conv",
+            Op::ConvTranspose { .. } => "conv_transpose2d",
+            Op::MaxPool { .. } => "max_pool2d",
+            Op::AvgPool { .. } => "avg_pool2d",
+            Op::AdaptiveAvgPool { .. } => "adaptive_avg_pool2d",
+            Op::Upsample { .. } => "upsample_nearest2d",
+            _ => return Ok(()),
+        };
+        if x.rank() != 4 {
+            candle_core::bail!(
+                "{name}: expected [B, C, H, W], got a value of shape {:?}",
+                x.dims()
+            );
+        }
+        Ok(())
+    }
+
     /// The message refusing a setting PyTorch refuses that no path's own
     /// checks catch before it runs: a conv's or a transposed conv's
     /// dilation 0 or weight with a dimension of 0, a conv's groups 0 or

@@ -1268,6 +1268,50 @@ fn a_weight_that_is_a_view_runs_as_its_contiguous_copy_on_every_path() {
     }
 }
 
+/// An op on images given a flat value names itself on every path: the
+/// generic path and candle's ops said only "unexpected rank, expected: 4,
+/// got: 2 ([2, 4])" where the CPU kernels named the op.
+#[test]
+fn an_image_op_on_a_flat_value_names_itself_on_every_path() {
+    let x = randn(&[2, 4], 1);
+    let conv = candle_nn::Conv2d::new(randn(&[3, 4, 1, 1], 2), None, Default::default());
+    let transposed = candle_nn::ConvTranspose2d::new(
+        randn(&[4, 3, 2, 2], 3),
+        None,
+        candle_nn::ConvTranspose2dConfig::default(),
+    );
+    type Make<'a> = &'a dyn Fn(&mut NetBuilder, NodeId) -> NodeId;
+    let ops: [(&str, Make); 6] = [
+        ("conv", &|b, i| b.conv2d(i, &conv)),
+        ("conv_transpose2d", &|b, i| {
+            b.conv_transpose2d(i, &transposed)
+        }),
+        ("max_pool2d", &|b, i| b.max_pool2d(i, 2, 2, 0, false)),
+        ("avg_pool2d", &|b, i| b.avg_pool2d(i, 2, 2, 0)),
+        ("adaptive_avg_pool2d", &|b, i| {
+            b.adaptive_avg_pool2d(i, 1, 1)
+        }),
+        ("upsample_nearest2d", &|b, i| b.upsample_nearest2d(i, 2)),
+    ];
+    for (name, make) in ops {
+        let mut b = NetBuilder::new();
+        let i = b.input();
+        let y = make(&mut b, i);
+        let net = b.build(y);
+        for (path, y) in [
+            ("auto", net.forward(&x)),
+            ("generic", net.forward_generic(&x)),
+            ("candle", net.forward_candle(&x)),
+        ] {
+            let message = y.err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(
+                message.starts_with(&format!("{name}: expected [B, ")),
+                "{name} on {path}: {message}"
+            );
+        }
+    }
+}
+
 /// A value that an upsampling and another op both read gets both
 /// gradients on every path: candle 0.11's backward of
 /// `upsample_nearest2d` replaced its input's gradient instead of adding
