@@ -26,7 +26,10 @@ pub enum Activation {
     /// x where x > 0, else `slope`·x: PyTorch's
     /// `LeakyReLU(negative_slope)`. The slope must be finite and at least
     /// 0 (the backward reads the sign of the output); a network with
-    /// another fails when it runs, naming it.
+    /// another fails when it runs, naming it. The slope is an f32, as the
+    /// weights are: an f64 network reads `0.2` as 0.2000000030, so its
+    /// negative side differs from PyTorch's float64 `LeakyReLU(0.2)` by
+    /// 1.5e-8 relative (`bench/engine_torch_reference.py` rounds it too).
     LeakyRelu(f32),
 }
 
