@@ -339,7 +339,8 @@ impl NetBuilder {
     /// A transposed convolution with candle_nn's layer's weights
     /// (`[Cin, Cout, kh, kw]`) and settings: PyTorch's `ConvTranspose2d`
     /// (one group), a generator's upsampling layer. Its output padding
-    /// must be less than its stride.
+    /// must be less than its stride (PyTorch also takes one less than the
+    /// dilation; here that is an error saying so).
     pub fn conv_transpose2d(&mut self, x: NodeId, conv: &candle_nn::ConvTranspose2d) -> NodeId {
         let c = conv.config();
         self.push(

@@ -1047,6 +1047,7 @@ fn generator_op_settings_pytorch_refuses_are_errors_on_every_path() {
             let cfg = candle_nn::ConvTranspose2dConfig {
                 stride,
                 output_padding,
+                dilation: 1 + (output_padding == 1) as usize,
                 ..Default::default()
             };
             let t = candle_nn::ConvTranspose2d::new(randn(&[cin, 2, 3, 3], 2), None, cfg);
@@ -1058,6 +1059,13 @@ fn generator_op_settings_pytorch_refuses_are_errors_on_every_path() {
             "output padding",
             transposed(3, 2, 2),
             "conv_transpose2d: output padding 2, expected less than the stride 2",
+        ),
+        (
+            "output padding PyTorch takes, below the dilation",
+            transposed(3, 1, 1),
+            "conv_transpose2d: output padding 1, expected less than the stride 1 (PyTorch also \
+             takes one less than the dilation 2, gevaldi not: its transposed conv is the input \
+             gradient of a conv of stride 1)",
         ),
         (
             "channels",
