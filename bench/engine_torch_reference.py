@@ -5,14 +5,30 @@ input gradient of a random linear functional.
 
 tests/random_nets.rs holds the three paths to each other and to candle's
 ops, so an error shared with candle passes there; here the reference is
-PyTorch (F.conv2d, F.max_pool2d with ceil_mode, F.adaptive_avg_pool2d,
-F.layer_norm, the exact F.gelu, ...), on the same f32 weights and inputs
-read as float64. Convs with stride, padding, dilation, groups and
-depthwise, non-square kernels and inputs, 1-pixel images, batch 1; linear
-layers flat and per pixel; max-pools with padding, ceil mode and ties;
-adaptive pools to smaller, larger and non-dividing sizes; concat, add,
-reshape, flatten, LayerNorm (channels and flat), affine, activations.
-f32 must agree within 2e-5 of the largest value, f64 within 1e-10.
+PyTorch (F.conv2d, F.conv_transpose2d, F.max_pool2d with ceil_mode,
+F.avg_pool2d, F.adaptive_avg_pool2d, F.interpolate (nearest),
+F.layer_norm, the exact F.gelu, F.leaky_relu, ...), on the same f32
+weights and inputs read as float64 (LeakyReLU's slope, an f32 in
+`Activation::LeakyRelu`, too). Convs with stride, padding, dilation,
+groups and depthwise, non-square kernels and inputs, 1-pixel images,
+batch 1; transposed convs with strides 1-4, output padding up to s - 1,
+dilation 2-3, padding past the kernel's reach, kernels smaller than the
+stride, 1-pixel inputs, Winograd-sized channels (16 -> 64, 3x3, s1 p1);
+linear layers flat and per pixel; max-pools with padding, ceil mode and
+ties; average pools with k != s, padding up to k/2, non-dividing sizes and
+1x1 outputs; adaptive pools to smaller, larger and non-dividing sizes;
+upsampling by 1-4; LeakyReLU at slopes 0, 0.01, 0.2, 1.5 on inputs at 0
+and up to 1e4; concat, add, reshape, flatten, LayerNorm (channels and
+flat), affine, activations; and nets a user builds: DCGAN generators
+(linear -> reshape -> transposed convs, folded batch norms, tanh, to 32x32
+and 64x64; the paper's from a 1x1 latent image), upsample -> conv blocks,
+LeNet-5 with average pools, U-Net-like skips (a value read by an upsample
+path and a concat or add), affines, LayerNorms and activations before and
+after them. f32 must agree within 2e-5 of the largest value, f64 within
+1e-10; 154 nets, worst 6.6e-6 in f32 (the sigmoid's input gradient at
+|x| up to 100; the new ops' worst 1.4e-6, a 16 -> 64 transposed conv on
+the CPU kernels), 2.2e-15 in f64 (2026-12-06). The figures move with the
+random functionals, which a new case redraws.
 
 Known and documented (README, "Which engine runs the models"): candle
 0.11's own conv2d backward fails ("shape mismatch in add") for a strided
@@ -134,6 +150,113 @@ c = Case("maxpool_then_aap_up", (1, 2, 5, 5)); n = c.add("maxpool", 0, k=2, s=2,
 c = Case("affine_ln_flat_tail", (2, 4, 3, 3)); n = c.add("aap", 0, oh=1, ow=1); n = c.add("flatten", n); n = c.add("ln", n, w=T("alf.w", 4), b=T("alf.b", 4), eps=1e-5); c.add("affine", n, scale=T("alf.s", 4), shift=T("alf.t", 4)); c.done()
 c = Case("ln4d_then_flatten", (2, 4, 1, 1)); n = c.add("ln", 0, w=T("l4f.w", 4), b=T("l4f.b", 4), eps=1e-6); n = c.add("flatten", n); c.add("linear", n, w=T("l4f.l", 3, 4), b=None); c.done()
 
+# --- transposed convs (weight [Cin, Cout, kh, kw])
+def convt_node(c, i, name, cin, cout, kh, kw, stride=1, padding=0, output_padding=0, dilation=1, bias=True):
+    w = T(f"{c.name}.{name}.w", cin, cout, kh, kw, scale=1 / math.sqrt(cin * kh * kw / max(stride, 1) ** 2))
+    b = T(f"{c.name}.{name}.b", cout) if bias else None
+    return c.add("convT", i, w=w, b=b, stride=stride, padding=padding, output_padding=output_padding, dilation=dilation)
+
+
+for (bsz, cin, cout, h, w_, kh, kw, s, p, op, d, bias) in [
+    (2, 3, 4, 5, 6, 3, 3, 1, 0, 0, 1, True),
+    (2, 3, 4, 5, 6, 3, 3, 1, 1, 0, 1, False),
+    (2, 4, 3, 4, 4, 4, 4, 2, 1, 0, 1, True),      # DCGAN's
+    (1, 4, 3, 4, 5, 4, 4, 2, 1, 1, 1, True),      # output padding
+    (2, 3, 5, 3, 4, 3, 3, 2, 1, 1, 1, True),
+    (2, 3, 2, 4, 3, 3, 3, 3, 0, 0, 1, True),
+    (2, 3, 2, 4, 3, 3, 3, 3, 1, 2, 1, True),      # op = s - 1
+    (1, 2, 3, 3, 5, 5, 5, 4, 2, 3, 1, True),
+    (2, 2, 3, 5, 4, 2, 2, 4, 0, 0, 1, False),     # k < s: gaps
+    (2, 3, 2, 6, 5, 3, 3, 1, 1, 0, 2, True),      # dilation 2
+    (2, 3, 2, 5, 6, 3, 3, 2, 2, 1, 3, True),      # dilation 3, stride 2
+    (1, 2, 2, 4, 4, 3, 2, 3, 1, 0, 3, True),      # dilation 3, non-square kernel
+    (2, 3, 4, 4, 7, 1, 3, 2, 0, 1, 1, True),      # non-square kernel 1x3
+    (2, 3, 4, 6, 3, 5, 2, 2, 1, 0, 1, True),
+    (2, 4, 3, 5, 5, 3, 3, 2, 3, 0, 1, True),      # padding past the kernel's reach
+    (1, 3, 2, 7, 6, 3, 3, 1, 3, 0, 1, True),      # padding > k - 1, stride 1
+    (1, 2, 3, 6, 5, 2, 2, 3, 4, 2, 1, True),
+    (1, 2, 2, 6, 6, 3, 3, 2, 5, 1, 2, True),      # dilated, padding past the reach
+    (1, 5, 4, 1, 1, 4, 4, 1, 0, 0, 1, True),      # 1 pixel (DCGAN's first layer)
+    (3, 5, 4, 1, 1, 3, 3, 2, 1, 1, 1, True),
+    (1, 5, 4, 1, 1, 1, 1, 1, 0, 0, 1, True),      # 1x1, 1 pixel
+    (2, 16, 64, 6, 7, 3, 3, 1, 1, 0, 1, True),    # Winograd-eligible
+    (1, 16, 64, 5, 5, 3, 3, 1, 1, 0, 1, False),
+    (1, 64, 16, 4, 6, 3, 3, 1, 1, 0, 1, True),
+    (2, 64, 8, 1, 1, 3, 3, 1, 1, 0, 1, True),
+    (2, 32, 32, 3, 3, 3, 3, 1, 0, 0, 1, True),
+    (2, 6, 6, 5, 5, 1, 1, 1, 0, 0, 1, True),      # 1x1 stride 1 (a pointwise conv)
+    (2, 3, 4, 4, 5, 1, 1, 3, 0, 2, 1, True),      # 1x1 strided: zero insertion
+]:
+    name = f"convT_b{bsz}_{cin}to{cout}_{h}x{w_}_k{kh}x{kw}s{s}p{p}op{op}d{d}{'' if bias else '_nobias'}"
+    c = Case(name, (bsz, cin, h, w_)); convt_node(c, 0, "t", cin, cout, kh, kw, s, p, op, d, bias); c.done()
+# --- average pools (count_include_pad, no ceil)
+for (h, w_, k, s, p) in [(8, 8, 2, 2, 0), (7, 9, 2, 2, 0), (7, 9, 3, 2, 1), (9, 7, 3, 3, 1), (10, 11, 5, 2, 2), (6, 6, 4, 3, 2), (5, 5, 3, 1, 1), (1, 1, 1, 1, 0), (1, 1, 3, 2, 1), (2, 2, 2, 2, 1), (3, 3, 3, 3, 0), (3, 4, 3, 2, 1), (12, 5, 2, 3, 1), (6, 8, 3, 1, 0), (5, 5, 5, 5, 2)]:
+    c = Case(f"avgpool_{h}x{w_}_k{k}s{s}p{p}", (2, 3, h, w_)); c.add("avgpool", 0, k=k, s=s, p=p); c.done()
+# --- upsampling
+for sc in [1, 2, 3, 4]:
+    c = Case(f"upsample_x{sc}", (2, 3, 3, 5)); c.add("upsample", 0, scale=sc); c.done()
+c = Case("upsample_1px_x4", (1, 2, 1, 1)); c.add("upsample", 0, scale=4); c.done()
+# --- LeakyReLU
+for sl in [0.0, 0.01, 0.2, 1.5]:
+    c = Case(f"leaky_{sl}", (2, 3, 4, 5), xgen=lambda s: torch.where(torch.rand(s) < 0.25, torch.zeros(s, dtype=torch.float64), 3 * torch.randn(s, dtype=torch.float64))); c.add("leaky", 0, slope=sl); c.done()
+    c = Case(f"leaky_{sl}_big_flat", (1, 9), xgen=lambda s: torch.tensor([[-1e4, -100., -30, -1e-3, 0, 1e-3, 30, 100, 1e4]], dtype=torch.float64)); c.add("leaky", 0, slope=sl); c.done()
+c = Case("conv_leaky_fused", (2, 3, 6, 6)); n = conv_node(c, 0, "c", 3, 5, 3, 3, 1, 1); n = c.add("leaky", n, slope=0.2); conv_node(c, n, "d", 5, 4, 4, 4, 2, 1); c.done()
+c = Case("convT_leaky_fused", (2, 4, 3, 3)); n = convt_node(c, 0, "t", 4, 5, 4, 4, 2, 1); n = c.add("leaky", n, slope=0.2); c.add("leaky", n, slope=0.0); c.done()
+
+
+# --- composites a user builds
+def dcgan(name, nz, ngf, nc, size, bsz, act_last="tanh", leaky=None):
+    c = Case(name, (bsz, nz))
+    n = c.add("linear", 0, w=T(f"{name}.fc.w", ngf * 8 * 16, nz, scale=1 / math.sqrt(nz)), b=T(f"{name}.fc.b", ngf * 8 * 16))
+    n = c.add("reshape", n, dims=[ngf * 8, 4, 4])
+    ch, hw, i = ngf * 8, 4, 0
+    while hw * 2 < size:
+        n = convt_node(c, n, f"t{i}", ch, ch // 2, 4, 4, 2, 1, bias=False)
+        n = c.add("affine", n, scale=T(f"{name}.bn{i}.s", ch // 2, scale=0.3), shift=T(f"{name}.bn{i}.t", ch // 2, scale=0.1))
+        n = c.add("relu", n) if leaky is None else c.add("leaky", n, slope=leaky)
+        ch, hw, i = ch // 2, hw * 2, i + 1
+    n = convt_node(c, n, "out", ch, nc, 4, 4, 2, 1, bias=False)
+    c.add(act_last, n); c.done()
+
+
+dcgan("dcgan_32", 100, 4, 3, 32, 2)
+dcgan("dcgan_64_b1", 100, 4, 3, 64, 1)
+dcgan("dcgan_32_leaky_grey", 16, 8, 1, 32, 3, leaky=0.2)
+# the DCGAN paper's generator from a 1x1 latent image: convT 4x4 s1 p0 first
+c = Case("dcgan_paper_1px", (2, 20, 1, 1)); n = convt_node(c, 0, "t0", 20, 32, 4, 4, 1, 0, bias=False); n = c.add("affine", n, scale=T("dp.s0", 32), shift=T("dp.t0", 32)); n = c.add("relu", n)
+n = convt_node(c, n, "t1", 32, 16, 4, 4, 2, 1, bias=False); n = c.add("affine", n, scale=T("dp.s1", 16), shift=T("dp.t1", 16)); n = c.add("relu", n)
+n = convt_node(c, n, "t2", 16, 3, 4, 4, 2, 1, bias=False); c.add("tanh", n); c.done()
+# upsample -> conv blocks (a generator without transposed convs)
+c = Case("upsample_conv_block", (2, 8, 4, 4)); n = c.add("upsample", 0, scale=2); n = conv_node(c, n, "c", 8, 6, 3, 3, 1, 1); n = c.add("affine", n, scale=T("ucb.s", 6), shift=T("ucb.t", 6)); n = c.add("leaky", n, slope=0.2)
+n = c.add("upsample", n, scale=2); n = conv_node(c, n, "d", 6, 1, 3, 3, 1, 1); c.add("tanh", n); c.done()
+c = Case("upsample_conv_winograd", (1, 16, 3, 4)); n = c.add("upsample", 0, scale=2); n = conv_node(c, n, "c", 16, 64, 3, 3, 1, 1); c.add("relu", n); c.done()
+c = Case("linear_reshape_upsample3_conv", (2, 10)); n = c.add("linear", 0, w=T("lru.w", 4 * 3 * 3, 10), b=T("lru.b", 36)); n = c.add("reshape", n, dims=[4, 3, 3]); n = c.add("upsample", n, scale=3); n = conv_node(c, n, "c", 4, 2, 5, 5, 1, 2); c.add("sigmoid", n); c.done()
+# LeNet-5 with average pools
+c = Case("lenet_avgpool", (2, 1, 28, 28)); n = conv_node(c, 0, "c1", 1, 6, 5, 5, 1, 2); n = c.add("tanh", n); n = c.add("avgpool", n, k=2, s=2, p=0)
+n = conv_node(c, n, "c2", 6, 16, 5, 5); n = c.add("tanh", n); n = c.add("avgpool", n, k=2, s=2, p=0); n = c.add("flatten", n)
+n = c.add("linear", n, w=T("ln.f1", 120, 400, scale=0.05), b=T("ln.b1", 120)); n = c.add("tanh", n); n = c.add("linear", n, w=T("ln.f2", 84, 120, scale=0.1), b=T("ln.b2", 84)); n = c.add("tanh", n)
+c.add("linear", n, w=T("ln.f3", 10, 84, scale=0.1), b=T("ln.b3", 10)); c.done()
+c = Case("avgpool_overlap_conv", (2, 3, 11, 9)); n = c.add("avgpool", 0, k=3, s=2, p=1); n = conv_node(c, n, "c", 3, 4, 3, 3, 1, 1); n = c.add("avgpool", n, k=3, s=1, p=1); c.done()
+# U-Net-like: a value read by an upsample path and by a concat / add
+c = Case("unet_concat", (2, 3, 8, 8)); e1 = conv_node(c, 0, "e1", 3, 4, 3, 3, 1, 1); e1 = c.add("relu", e1); d = c.add("maxpool", e1, k=2, s=2, p=0)
+e2 = conv_node(c, d, "e2", 4, 8, 3, 3, 1, 1); e2 = c.add("leaky", e2, slope=0.1); u = c.add("upsample", e2, scale=2); u = conv_node(c, u, "u", 8, 4, 3, 3, 1, 1)
+cat = c.add("concat", [u, e1]); n = conv_node(c, cat, "o", 8, 2, 3, 3, 1, 1); c.done()
+c = Case("unet_convT_add", (2, 4, 8, 8)); e1 = conv_node(c, 0, "e1", 4, 6, 3, 3, 1, 1); d = c.add("avgpool", e1, k=2, s=2, p=0); e2 = conv_node(c, d, "e2", 6, 8, 3, 3, 1, 1)
+u = convt_node(c, e2, "up", 8, 6, 2, 2, 2, 0); s_ = c.add("add", [u, e1]); u2 = c.add("upsample", e2, scale=2); cat = c.add("concat", [s_, u2, e1]); conv_node(c, cat, "o", 20, 3, 1, 1); c.done()
+c = Case("upsample_read_twice", (2, 3, 4, 4)); n = c.add("upsample", 0, scale=2); a = conv_node(c, n, "a", 3, 3, 3, 3, 1, 1); c.add("add", [a, n]); c.done()
+c = Case("upsample_input_and_skip", (2, 3, 4, 4)); u = c.add("upsample", 0, scale=2); dd = c.add("avgpool", u, k=2, s=2, p=0); c.add("concat", [dd, 0, dd]); c.done()
+
+# affines around the new ops (the CPU engine folds an affine into the conv
+# or linear layer before it, never into a transposed conv or a pool)
+c = Case("affine_then_convT", (2, 3, 4, 5)); n = c.add("affine", 0, scale=T("atc.s", 3), shift=T("atc.t", 3)); convt_node(c, n, "t", 3, 4, 3, 3, 2, 1, 1); c.done()
+c = Case("convT_bias_affine_leaky", (2, 3, 4, 4)); n = convt_node(c, 0, "t", 3, 4, 4, 4, 2, 1); n = c.add("affine", n, scale=T("cbal.s", 4), shift=T("cbal.t", 4)); c.add("leaky", n, slope=0.1); c.done()
+c = Case("affine_then_avgpool_pad", (2, 3, 7, 6)); n = c.add("affine", 0, scale=T("aap2.s", 3), shift=T("aap2.t", 3)); c.add("avgpool", n, k=3, s=2, p=1); c.done()
+c = Case("conv_affine_avgpool_affine", (2, 3, 8, 8)); n = conv_node(c, 0, "c", 3, 4, 3, 3, 1, 1); n = c.add("affine", n, scale=T("caaa.s", 4), shift=T("caaa.t", 4)); n = c.add("avgpool", n, k=2, s=2, p=1); c.add("affine", n, scale=T("caaa.s2", 4), shift=T("caaa.t2", 4)); c.done()
+c = Case("upsample_affine_relu", (2, 3, 3, 4)); n = c.add("upsample", 0, scale=3); n = c.add("affine", n, scale=T("uar.s", 3), shift=T("uar.t", 3)); c.add("relu", n); c.done()
+c = Case("convT_two_readers", (2, 3, 4, 4)); t = convt_node(c, 0, "t", 3, 4, 4, 4, 2, 1); a = c.add("leaky", t, slope=0.3); bb = c.add("affine", t, scale=T("ctr.s", 4), shift=T("ctr.t", 4)); c.add("add", [a, bb]); c.done()
+c = Case("ln_then_convT", (2, 6, 3, 3)); n = c.add("ln", 0, w=T("lct.w", 6), b=T("lct.b", 6), eps=1e-6); convt_node(c, n, "t", 6, 4, 3, 3, 2, 0); c.done()
+
+
 def tw(k):
     return None if k is None else W[k].double()
 
@@ -142,6 +265,10 @@ def ref(case, x):
     for n in case.nodes:
         a = [vals[i] for i in n["in"]]; op = n["op"]
         if op == "conv": y = F.conv2d(a[0], tw(n["w"]), tw(n.get("b")), n["stride"], n["padding"], n["dilation"], n["groups"])
+        elif op == "convT": y = F.conv_transpose2d(a[0], tw(n["w"]), tw(n.get("b")), n["stride"], n["padding"], n["output_padding"], 1, n["dilation"])
+        elif op == "avgpool": y = F.avg_pool2d(a[0], n["k"], n["s"], n["p"])
+        elif op == "upsample": y = F.interpolate(a[0], scale_factor=n["scale"], mode="nearest")
+        elif op == "leaky": y = F.leaky_relu(a[0], float(torch.tensor(n["slope"], dtype=torch.float32)))  # the slope is an f32, as the weights
         elif op == "linear":
             if a[0].dim() == 4: y = F.linear(a[0].permute(0, 2, 3, 1), tw(n["w"]), tw(n.get("b"))).permute(0, 3, 1, 2)
             else: y = F.linear(a[0], tw(n["w"]), tw(n.get("b")))

@@ -99,17 +99,36 @@ fn run(case: &Value, ws: &HashMap<String, Tensor>, dt: DType) -> Result<(Tensor,
                 let conv = candle_nn::Conv2d::new(weight("w")?, optional(&n["b"])?, cfg);
                 b.conv2d(ins[0], &conv)
             }
+            "convT" => {
+                let cfg = candle_nn::ConvTranspose2dConfig {
+                    padding: size(n, "padding", 0),
+                    output_padding: size(n, "output_padding", 0),
+                    stride: size(n, "stride", 1),
+                    dilation: size(n, "dilation", 1),
+                };
+                let conv = candle_nn::ConvTranspose2d::new(weight("w")?, optional(&n["b"])?, cfg);
+                b.conv_transpose2d(ins[0], &conv)
+            }
             "linear" => b.linear(ins[0], &weight("w")?, optional(&n["b"])?.as_ref()),
             "affine" => b.affine(ins[0], &weight("scale")?, &weight("shift")?),
             "relu" => b.act(ins[0], Activation::Relu),
             "sigmoid" => b.act(ins[0], Activation::Sigmoid),
             "tanh" => b.act(ins[0], Activation::Tanh),
             "gelu" => b.act(ins[0], Activation::GeluErf),
+            "leaky" => {
+                let slope = n["slope"].as_f64().context("leaky without slope")?;
+                b.act(ins[0], Activation::LeakyRelu(slope as f32))
+            }
             "maxpool" => {
                 let ceil = n["ceil"].as_bool().unwrap_or(false);
                 let (k, s, p) = (size(n, "k", 2), size(n, "s", 2), size(n, "p", 0));
                 b.max_pool2d(ins[0], k, s, p, ceil)
             }
+            "avgpool" => {
+                let (k, s, p) = (size(n, "k", 2), size(n, "s", 2), size(n, "p", 0));
+                b.avg_pool2d(ins[0], k, s, p)
+            }
+            "upsample" => b.upsample_nearest2d(ins[0], size(n, "scale", 2)),
             "aap" => b.adaptive_avg_pool2d(ins[0], size(n, "oh", 1), size(n, "ow", 1)),
             "flatten" => b.flatten(ins[0]),
             "reshape" => {

@@ -162,6 +162,8 @@ fn transposed_flipped(w: &Tensor, groups: usize) -> candle_core::Result<Tensor> 
 }
 
 /// Taps `a, a + s, …` of `w` along `dim`, or `None` if there are none.
+/// `w` may be a view (a weight transposed from another layout): candle's
+/// `index_select` takes contiguous tensors only.
 fn taps(w: &Tensor, dim: usize, a: usize, s: usize) -> candle_core::Result<Option<Tensor>> {
     let k = w.dim(dim)?;
     let idx: Vec<u32> = (a..k).step_by(s).map(|i| i as u32).collect();
@@ -169,7 +171,7 @@ fn taps(w: &Tensor, dim: usize, a: usize, s: usize) -> candle_core::Result<Optio
         return Ok(None);
     }
     let idx = Tensor::new(idx.as_slice(), w.device())?;
-    Ok(Some(w.index_select(&idx, dim)?))
+    Ok(Some(w.contiguous()?.index_select(&idx, dim)?))
 }
 
 impl Prepared {
@@ -422,6 +424,9 @@ pub(crate) fn forward(
                         .expect("a value is dropped after its last use")
                 })
                 .collect();
+            if let Some(a) = args.first() {
+                node.op.check_rank(a)?;
+            }
             let y = profile::time(
                 x.device(),
                 "forward",

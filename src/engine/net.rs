@@ -28,7 +28,10 @@ pub enum Activation {
     /// x where x > 0, else `slope`·x: PyTorch's
     /// `LeakyReLU(negative_slope)`. The slope must be finite and at least
     /// 0 (the backward reads the sign of the output); a network with
-    /// another fails when it runs, naming it.
+    /// another fails when it runs, naming it. The slope is an f32, as the
+    /// weights are: an f64 network reads `0.2` as 0.2000000030, so its
+    /// negative side differs from PyTorch's float64 `LeakyReLU(0.2)` by
+    /// 1.5e-8 relative (`bench/engine_torch_reference.py` rounds it too).
     LeakyRelu(f32),
 }
 
@@ -128,6 +131,76 @@ impl Op {
             Op::Affine { scale, shift } => !scale.is_variable() && !shift.is_variable(),
             Op::LayerNorm { weight, bias, .. } => !weight.is_variable() && !bias.is_variable(),
             _ => true,
+        }
+    }
+
+    /// Refuses an input that is not `[B, C, H, W]` to an op on images,
+    /// naming the op, as the CPU kernels do (candle's ops said only
+    /// "unexpected rank, expected: 4, got: 2 ([2, 4])" on the other paths).
+    pub(crate) fn check_rank(&self, x: &Tensor) -> candle_core::Result<()> {
+        let name = match self {
+            Op::Conv { .. } => "conv",
+            Op::ConvTranspose { .. } => "conv_transpose2d",
+            Op::MaxPool { .. } => "max_pool2d",
+            Op::AvgPool { .. } => "avg_pool2d",
+            Op::AdaptiveAvgPool { .. } => "adaptive_avg_pool2d",
+            Op::Upsample { .. } => "upsample_nearest2d",
+            _ => return Ok(()),
+        };
+        if x.rank() != 4 {
+            candle_core::bail!(
+                "{name}: expected [B, C, H, W], got a value of shape {:?}",
+                x.dims()
+            );
+        }
+        Ok(())
+    }
+
+    /// The message refusing a setting PyTorch refuses that no path's own
+    /// checks catch before it runs: a conv's or a transposed conv's
+    /// dilation 0 or weight with a dimension of 0, a conv's groups 0 or
+    /// groups that do not divide its output channels. (Unchecked, the CPU
+    /// kernels took dilation 0 as 1, the generic path as 0, candle's
+    /// backward divided by it and panicked; groups 0, and a transposed
+    /// conv of 0 output channels, panicked on the CPU path; a conv with a
+    /// kernel of height 0 gave zeros.)
+    fn refused(&self) -> Option<String> {
+        if let Op::Conv { weight, .. } | Op::ConvTranspose { weight, .. } = self {
+            if weight.dims().contains(&0) {
+                let op = match self {
+                    Op::Conv { .. } => "conv",
+                    _ => "conv_transpose2d",
+                };
+                return Some(format!(
+                    "{op}: a weight of shape {:?}, expected no dimension of 0",
+                    weight.dims()
+                ));
+            }
+        }
+        match self {
+            Op::Conv {
+                weight,
+                dilation,
+                groups,
+                ..
+            } => {
+                let cout = weight.dim(0).unwrap_or(0);
+                if *dilation == 0 {
+                    Some("conv: dilation 0, expected 1 or more".into())
+                } else if *groups == 0 {
+                    Some("conv: groups 0, expected 1 or more".into())
+                } else if !cout.is_multiple_of(*groups) {
+                    Some(format!(
+                        "conv: {cout} output channels do not split into {groups} groups"
+                    ))
+                } else {
+                    None
+                }
+            }
+            Op::ConvTranspose { dilation: 0, .. } => {
+                Some("conv_transpose2d: dilation 0, expected 1 or more".into())
+            }
+            _ => None,
         }
     }
 }
@@ -271,7 +344,8 @@ impl NetBuilder {
     /// A transposed convolution with candle_nn's layer's weights
     /// (`[Cin, Cout, kh, kw]`) and settings: PyTorch's `ConvTranspose2d`
     /// (one group), a generator's upsampling layer. Its output padding
-    /// must be less than its stride.
+    /// must be less than its stride (PyTorch also takes one less than the
+    /// dilation; here that is an error saying so).
     pub fn conv_transpose2d(&mut self, x: NodeId, conv: &candle_nn::ConvTranspose2d) -> NodeId {
         let c = conv.config();
         self.push(
@@ -368,7 +442,11 @@ impl Net {
     /// checks (device, dtype, engine) first, compiling (a copy of every
     /// weight) only where they pass.
     fn cpu_program(&self, x: &Tensor, engine: Engine) -> Option<&Arc<Program>> {
-        if !x.device().is_cpu() || x.dtype() != DType::F32 || engine != Engine::Auto {
+        if self.check().is_err()
+            || !x.device().is_cpu()
+            || x.dtype() != DType::F32
+            || engine != Engine::Auto
+        {
             return None;
         }
         self.program
@@ -378,6 +456,7 @@ impl Net {
 
     /// Runs the network on candle's ops, whatever the engine.
     pub fn forward_candle(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.check()?;
         super::reference::forward(&self.nodes, x)
     }
 
@@ -387,6 +466,7 @@ impl Net {
     /// path's op has a CPU and a CUDA forward only), runs candle's ops and
     /// autograd.
     pub fn forward_generic(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.check()?;
         if !self.frozen || !(x.device().is_cpu() || x.device().is_cuda()) {
             return self.forward_candle(x);
         }
@@ -402,6 +482,7 @@ impl Net {
         &self,
         x: &Tensor,
     ) -> candle_core::Result<Option<(Tensor, super::Pullback)>> {
+        self.check()?;
         let engine = Engine::current();
         let x = x.detach();
         if let Some(p) = self.cpu_program(&x, engine) {
@@ -420,6 +501,17 @@ impl Net {
         };
         let back: super::Pullback = Box::new(move |g| Ok(vec![tape.backward(g)?]));
         Ok(Some((out, back)))
+    }
+
+    /// The error of the first node's setting that PyTorch refuses and
+    /// that the paths would each read their own way ([`Op::refused`]),
+    /// every path's first check (a look at each node's settings; the
+    /// message is made only for the error).
+    fn check(&self) -> candle_core::Result<()> {
+        match self.nodes.iter().find_map(|node| node.op.refused()) {
+            Some(message) => candle_core::bail!("{message}"),
+            None => Ok(()),
+        }
     }
 
     /// The generic path's backward kernels, made on first use.

@@ -1062,6 +1062,7 @@ fn generator_op_settings_pytorch_refuses_are_errors_on_every_path() {
             let cfg = candle_nn::ConvTranspose2dConfig {
                 stride,
                 output_padding,
+                dilation: 1 + (output_padding == 1) as usize,
                 ..Default::default()
             };
             let t = candle_nn::ConvTranspose2d::new(randn(&[cin, 2, 3, 3], 2), None, cfg);
@@ -1073,6 +1074,13 @@ fn generator_op_settings_pytorch_refuses_are_errors_on_every_path() {
             "output padding",
             transposed(3, 2, 2),
             "conv_transpose2d: output padding 2, expected less than the stride 2",
+        ),
+        (
+            "output padding PyTorch takes, below the dilation",
+            transposed(3, 1, 1),
+            "conv_transpose2d: output padding 1, expected less than the stride 1 (PyTorch also \
+             takes one less than the dilation 2, gevaldi not: its transposed conv is the input \
+             gradient of a conv of stride 1)",
         ),
         (
             "channels",
@@ -1101,6 +1109,215 @@ fn generator_op_settings_pytorch_refuses_are_errors_on_every_path() {
         ),
     ];
     errors_on_every_path(&x, cases);
+}
+
+/// A dilation of 0 (conv or transposed conv), groups 0, groups that do
+/// not divide a conv's output channels and a weight with a dimension of 0
+/// are PyTorch's errors, and now every path's, forward or backward:
+/// before, the CPU kernels ran dilation 0 as 1 (a 3x3 conv of a 5x5 input
+/// gave 3x3), the generic path as 0 (5x5), and candle's backward divided
+/// by it and panicked; groups 0 and a transposed conv of 0 channels
+/// panicked on the CPU path; a kernel of height 0 gave zeros.
+#[test]
+fn conv_settings_the_paths_would_read_differently_are_errors_on_every_path() {
+    let x = randn(&[2, 3, 5, 5], 1);
+    let conv = |cout: usize, cin_g: usize, dilation: usize, groups: usize| {
+        let cfg = candle_nn::Conv2dConfig {
+            dilation,
+            groups,
+            ..Default::default()
+        };
+        let c = candle_nn::Conv2d::new(randn(&[cout, cin_g, 3, 3], 2), None, cfg);
+        let mut b = NetBuilder::new();
+        let i = b.input();
+        let y = b.conv2d(i, &c);
+        b.build(y)
+    };
+    let transposed = |cout: usize, dilation: usize| {
+        let cfg = candle_nn::ConvTranspose2dConfig {
+            dilation,
+            ..Default::default()
+        };
+        let t = candle_nn::ConvTranspose2d::new(randn(&[3, cout, 3, 3], 3), None, cfg);
+        let mut b = NetBuilder::new();
+        let i = b.input();
+        let y = b.conv_transpose2d(i, &t);
+        b.build(y)
+    };
+    let kernel_height_0 = {
+        let c = candle_nn::Conv2d::new(randn(&[4, 3, 0, 3], 2), None, Default::default());
+        let mut b = NetBuilder::new();
+        let i = b.input();
+        let y = b.conv2d(i, &c);
+        b.build(y)
+    };
+    for (what, net, expected) in [
+        (
+            "conv dilation 0",
+            conv(4, 3, 0, 1),
+            "conv: dilation 0, expected 1 or more",
+        ),
+        (
+            "conv groups 0",
+            conv(4, 3, 1, 0),
+            "conv: groups 0, expected 1 or more",
+        ),
+        (
+            "conv groups 3 of 4 outputs",
+            conv(4, 1, 1, 3),
+            "conv: 4 output channels do not split into 3 groups",
+        ),
+        (
+            "transposed conv dilation 0",
+            transposed(2, 0),
+            "conv_transpose2d: dilation 0, expected 1 or more",
+        ),
+        (
+            "transposed conv of 0 channels",
+            transposed(0, 1),
+            "conv_transpose2d: a weight of shape [3, 0, 3, 3], expected no dimension of 0",
+        ),
+        (
+            "conv kernel of height 0",
+            kernel_height_0,
+            "conv: a weight of shape [4, 3, 0, 3], expected no dimension of 0",
+        ),
+    ] {
+        let run = |f: &dyn Fn(&Tensor) -> candle_core::Result<Tensor>| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let v = Var::from_tensor(&x)?;
+                f(v.as_tensor())?.sum_all()?.backward().map(|_| ())
+            }))
+        };
+        for (path, y) in [
+            ("auto", run(&|x| net.forward(x))),
+            ("generic", run(&|x| net.forward_generic(x))),
+            ("candle", run(&|x| net.forward_candle(x))),
+        ] {
+            let message = match y {
+                Ok(Err(e)) => e.to_string(),
+                Ok(Ok(())) => panic!("{what} on {path}: no error"),
+                Err(_) => panic!("{what} on {path}: panicked"),
+            };
+            assert!(message.contains(expected), "{what} on {path}: {message}");
+        }
+        assert!(!net.uses_cpu_engine(&x), "{what}");
+    }
+}
+
+/// A weight that is a view (a transposed conv's `[Cin, Cout, k, k]` made
+/// by transposing a `[Cout, Cin, k, k]` tensor) gives the same output and
+/// input gradient as its contiguous copy on every path, for a strided
+/// transposed conv and a strided conv: before, the generic path (every
+/// dtype but f32 on the CPU, and CUDA) failed with "index-select only
+/// supports contiguous tensors" preparing the strided kernels' phases.
+#[test]
+fn a_weight_that_is_a_view_runs_as_its_contiguous_copy_on_every_path() {
+    let x = randn(&[2, 4, 5, 6], 1);
+    let view = randn(&[3, 4, 4, 4], 2).transpose(0, 1).unwrap();
+    assert!(!view.is_contiguous());
+    let nets = |w: &Tensor| {
+        let cfg = candle_nn::ConvTranspose2dConfig {
+            stride: 2,
+            padding: 1,
+            ..Default::default()
+        };
+        let t = candle_nn::ConvTranspose2d::new(w.clone(), None, cfg);
+        let mut b = NetBuilder::new();
+        let i = b.input();
+        let y = b.conv_transpose2d(i, &t);
+        let transposed = b.build(y);
+        // The same view as a conv's weight [Cout 4, Cin 3, 4, 4].
+        let c = candle_nn::Conv2d::new(
+            w.clone(),
+            None,
+            candle_nn::Conv2dConfig {
+                stride: 2,
+                padding: 1,
+                ..Default::default()
+            },
+        );
+        let mut b = NetBuilder::new();
+        let i = b.input();
+        let y = b.conv2d(i, &c);
+        (transposed, b.build(y))
+    };
+    let (tv, cv) = nets(&view);
+    let (tc, cc) = nets(&view.contiguous().unwrap());
+    let xc = randn(&[2, 3, 7, 7], 3);
+    let run = |f: &dyn Fn(&Tensor) -> candle_core::Result<Tensor>, x: &Tensor| {
+        let v = Var::from_tensor(x).unwrap();
+        let y = f(v.as_tensor()).unwrap();
+        let r = randn(y.dims(), 4);
+        let g = (&y * r).unwrap().sum_all().unwrap().backward().unwrap();
+        (y, g.get(v.as_tensor()).unwrap().clone())
+    };
+    for (what, view, copy, x) in [("transposed", &tv, &tc, &x), ("conv", &cv, &cc, &xc)] {
+        for (path, a, b) in [
+            (
+                "auto",
+                run(&|x| view.forward(x), x),
+                run(&|x| copy.forward(x), x),
+            ),
+            (
+                "generic",
+                run(&|x| view.forward_generic(x), x),
+                run(&|x| copy.forward_generic(x), x),
+            ),
+            (
+                "candle",
+                run(&|x| view.forward_candle(x), x),
+                run(&|x| copy.forward_candle(x), x),
+            ),
+        ] {
+            let (ey, eg) = (rel_err(&a.0, &b.0), rel_err(&a.1, &b.1));
+            assert!(ey < 1e-6 && eg < 1e-6, "{what} on {path}: {ey}, {eg}");
+        }
+    }
+}
+
+/// An op on images given a flat value names itself on every path: the
+/// generic path and candle's ops said only "unexpected rank, expected: 4,
+/// got: 2 ([2, 4])" where the CPU kernels named the op.
+#[test]
+fn an_image_op_on_a_flat_value_names_itself_on_every_path() {
+    let x = randn(&[2, 4], 1);
+    let conv = candle_nn::Conv2d::new(randn(&[3, 4, 1, 1], 2), None, Default::default());
+    let transposed = candle_nn::ConvTranspose2d::new(
+        randn(&[4, 3, 2, 2], 3),
+        None,
+        candle_nn::ConvTranspose2dConfig::default(),
+    );
+    type Make<'a> = &'a dyn Fn(&mut NetBuilder, NodeId) -> NodeId;
+    let ops: [(&str, Make); 6] = [
+        ("conv", &|b, i| b.conv2d(i, &conv)),
+        ("conv_transpose2d", &|b, i| {
+            b.conv_transpose2d(i, &transposed)
+        }),
+        ("max_pool2d", &|b, i| b.max_pool2d(i, 2, 2, 0, false)),
+        ("avg_pool2d", &|b, i| b.avg_pool2d(i, 2, 2, 0)),
+        ("adaptive_avg_pool2d", &|b, i| {
+            b.adaptive_avg_pool2d(i, 1, 1)
+        }),
+        ("upsample_nearest2d", &|b, i| b.upsample_nearest2d(i, 2)),
+    ];
+    for (name, make) in ops {
+        let mut b = NetBuilder::new();
+        let i = b.input();
+        let y = make(&mut b, i);
+        let net = b.build(y);
+        for (path, y) in [
+            ("auto", net.forward(&x)),
+            ("generic", net.forward_generic(&x)),
+            ("candle", net.forward_candle(&x)),
+        ] {
+            let message = y.err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(
+                message.starts_with(&format!("{name}: expected [B, ")),
+                "{name} on {path}: {message}"
+            );
+        }
+    }
 }
 
 /// A value that an upsampling and another op both read gets both

@@ -93,8 +93,17 @@ pub(crate) fn conv_transpose_len(
         candle_core::bail!("conv_transpose2d: stride 0, expected 1 or more");
     }
     if out_pad >= stride {
+        // PyTorch takes one less than the dilation too; gevaldi does not.
+        let also = if out_pad < dil {
+            format!(
+                " (PyTorch also takes one less than the dilation {dil}, gevaldi not: \
+                 its transposed conv is the input gradient of a conv of stride {stride})"
+            )
+        } else {
+            String::new()
+        };
         candle_core::bail!(
-            "conv_transpose2d: output padding {out_pad}, expected less than the stride {stride}"
+            "conv_transpose2d: output padding {out_pad}, expected less than the stride {stride}{also}"
         );
     }
     if n == 0 || k == 0 {
