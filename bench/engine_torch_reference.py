@@ -19,16 +19,17 @@ ties; average pools with k != s, padding up to k/2, non-dividing sizes and
 1x1 outputs; adaptive pools to smaller, larger and non-dividing sizes;
 upsampling by 1-4; LeakyReLU at slopes 0, 0.01, 0.2, 1.5 on inputs at 0
 and up to 1e4; concat, add, reshape, flatten, LayerNorm (channels and
-flat), affine, activations; and nets a user builds: DCGAN generators
+flat), affine, activations, SiLU, products and channel gates (a
+squeeze-and-excitation block); and nets a user builds: DCGAN generators
 (linear -> reshape -> transposed convs, folded batch norms, tanh, to 32x32
 and 64x64; the paper's from a 1x1 latent image), upsample -> conv blocks,
 LeNet-5 with average pools, U-Net-like skips (a value read by an upsample
 path and a concat or add), affines, LayerNorms and activations before and
 after them. f32 must agree within 2e-5 of the largest value, f64 within
-1e-10; 154 nets, worst 6.6e-6 in f32 (the sigmoid's input gradient at
-|x| up to 100; the new ops' worst 1.4e-6, a 16 -> 64 transposed conv on
-the CPU kernels), 2.2e-15 in f64 (2026-12-06). The figures move with the
-random functionals, which a new case redraws.
+1e-10; 161 nets, worst 3.3e-6 in f32, 2.2e-15 in f64 (2026-12-06; with
+154 nets, before SiLU and products, 6.6e-6, the sigmoid's input gradient
+at |x| up to 100, the transposed convs' worst 1.4e-6). The figures move
+with the random functionals, which a new case redraws.
 
 Known and documented (README, "Which engine runs the models"): candle
 0.11's own conv2d backward fails ("shape mismatch in add") for a strided
@@ -254,6 +255,15 @@ c = Case("affine_then_avgpool_pad", (2, 3, 7, 6)); n = c.add("affine", 0, scale=
 c = Case("conv_affine_avgpool_affine", (2, 3, 8, 8)); n = conv_node(c, 0, "c", 3, 4, 3, 3, 1, 1); n = c.add("affine", n, scale=T("caaa.s", 4), shift=T("caaa.t", 4)); n = c.add("avgpool", n, k=2, s=2, p=1); c.add("affine", n, scale=T("caaa.s2", 4), shift=T("caaa.t2", 4)); c.done()
 c = Case("upsample_affine_relu", (2, 3, 3, 4)); n = c.add("upsample", 0, scale=3); n = c.add("affine", n, scale=T("uar.s", 3), shift=T("uar.t", 3)); c.add("relu", n); c.done()
 c = Case("convT_two_readers", (2, 3, 4, 4)); t = convt_node(c, 0, "t", 3, 4, 4, 4, 2, 1); a = c.add("leaky", t, slope=0.3); bb = c.add("affine", t, scale=T("ctr.s", 4), shift=T("ctr.t", 4)); c.add("add", [a, bb]); c.done()
+# --- SiLU, products and channel gates (squeeze and excitation)
+c = Case("act_silu", (2, 3, 4, 5), xgen=lambda s: torch.where(torch.rand(s) < 0.2, torch.zeros(s, dtype=torch.float64), 3 * torch.randn(s, dtype=torch.float64))); c.add("silu", 0); c.done()
+c = Case("act_silu_big_flat", (1, 9), xgen=lambda s: torch.tensor([[-1e4, -100., -30, -1e-3, 0, 1e-3, 30, 100, 1e4]], dtype=torch.float64)); c.add("silu", 0); c.done()
+c = Case("conv_silu_linear_silu", (2, 3, 5, 4)); n = conv_node(c, 0, "c", 3, 4, 3, 3, 1, 1); n = c.add("silu", n); n = c.add("linear", n, w=T("csl.w", 2, 4), b=T("csl.b", 2)); c.add("silu", n); c.done()
+c = Case("mul_self", (2, 3, 4, 5)); c.add("mul", [0, 0]); c.done()
+c = Case("mul_flat", (3, 6)); n = c.add("linear", 0, w=T("mf.w", 4, 6), b=None); t = c.add("tanh", n); c.add("mul", [t, n]); c.done()
+c = Case("mul_gate_1px", (2, 4, 1, 1)); g = c.add("sigmoid", 0); c.add("mul", [0, g]); c.done()
+c = Case("se_block", (2, 3, 7, 6)); h = conv_node(c, 0, "c", 3, 8, 3, 3, 1, 1); h = c.add("affine", h, scale=T("se.s", 8), shift=T("se.t", 8)); h = c.add("silu", h); dw = conv_node(c, h, "dw", 8, 8, 3, 3, 2, 1, 1, 8); dw = c.add("silu", dw)
+sq = c.add("aap", dw, oh=1, ow=1); sq = conv_node(c, sq, "r", 8, 2, 1, 1); sq = c.add("silu", sq); sq = conv_node(c, sq, "e", 2, 8, 1, 1); sq = c.add("sigmoid", sq); n = c.add("mul", [dw, sq]); n = conv_node(c, n, "p", 8, 3, 1, 1, bias=False); c.done()
 c = Case("ln_then_convT", (2, 6, 3, 3)); n = c.add("ln", 0, w=T("lct.w", 6), b=T("lct.b", 6), eps=1e-6); convt_node(c, n, "t", 6, 4, 3, 3, 2, 0); c.done()
 
 
@@ -279,12 +289,14 @@ def ref(case, x):
         elif op == "sigmoid": y = torch.sigmoid(a[0])
         elif op == "tanh": y = torch.tanh(a[0])
         elif op == "gelu": y = F.gelu(a[0])
+        elif op == "silu": y = F.silu(a[0])
         elif op == "maxpool": y = F.max_pool2d(a[0], n["k"], n["s"], n["p"], ceil_mode=n.get("ceil", False))
         elif op == "aap": y = F.adaptive_avg_pool2d(a[0], (n["oh"], n["ow"]))
         elif op == "flatten": y = a[0].flatten(1)
         elif op == "reshape": y = a[0].reshape([a[0].shape[0]] + n["dims"])
         elif op == "concat": y = torch.cat(a, 1)
         elif op == "add": y = a[0] + a[1]
+        elif op == "mul": y = a[0] * a[1]
         elif op == "ln":
             if a[0].dim() == 4: y = F.layer_norm(a[0].permute(0, 2, 3, 1), (a[0].shape[1],), tw(n["w"]), tw(n["b"]), n["eps"]).permute(0, 3, 1, 2)
             else: y = F.layer_norm(a[0], (a[0].shape[1],), tw(n["w"]), tw(n["b"]), n["eps"])

@@ -115,6 +115,7 @@ fn run(case: &Value, ws: &HashMap<String, Tensor>, dt: DType) -> Result<(Tensor,
             "sigmoid" => b.act(ins[0], Activation::Sigmoid),
             "tanh" => b.act(ins[0], Activation::Tanh),
             "gelu" => b.act(ins[0], Activation::GeluErf),
+            "silu" => b.act(ins[0], Activation::Silu),
             "leaky" => {
                 let slope = n["slope"].as_f64().context("leaky without slope")?;
                 b.act(ins[0], Activation::LeakyRelu(slope as f32))
@@ -142,6 +143,7 @@ fn run(case: &Value, ws: &HashMap<String, Tensor>, dt: DType) -> Result<(Tensor,
             }
             "concat" => b.concat(&ins),
             "add" => b.add(ins[0], ins[1]),
+            "mul" => b.mul(ins[0], ins[1]),
             "ln" => {
                 let eps = n["eps"].as_f64().context("ln without eps")?;
                 b.layer_norm(ins[0], &weight("w")?, &weight("b")?, eps)
