@@ -331,6 +331,10 @@ impl Program {
             if let Kernel::Conv(c) | Kernel::ConvTranspose { conv: c, .. } = &mut step.kernel {
                 c.prepare();
             }
+            // Its backward is the conv's forward.
+            if let Kernel::ConvTranspose { conv: c, .. } = &mut step.kernel {
+                c.prepare_forward_rhs();
+            }
         }
         let mut last_use = vec![usize::MAX; steps.len() + 1];
         let mut readers = vec![0; steps.len() + 1];

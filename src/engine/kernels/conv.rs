@@ -32,6 +32,9 @@ pub(crate) struct ConvK {
     /// For a conv that [`Winograd::applies`] to, once [`Self::prepare`]d
     /// (then `w` is empty).
     wino: Option<Winograd>,
+    /// Once [`Self::prepare_forward_rhs`]d (one group): `w` transposed,
+    /// `[K, cout]`, the forward's right-hand operand (else empty).
+    wt: Vec<f32>,
     bias: Vec<f32>,
 }
 
@@ -153,6 +156,7 @@ impl ConvK {
             w,
             dw: Vec::new(),
             wino: None,
+            wt: Vec::new(),
             bias,
         };
         k.relayout();
@@ -220,11 +224,39 @@ impl ConvK {
         }
     }
 
+    /// Keeps `w` transposed as well, `[K, cout]`, as the forward's
+    /// right-hand operand (one group, no Winograd; the weights take twice
+    /// the memory). The gemm crate takes a row-major product transposed, this
+    /// operand on the left: as `w`'s transposed view (a stride of K along
+    /// cout) it packs it again for every block of the product (`pack_lhs`,
+    /// a quarter of a DCGAN generator's step at batch 64, `perf`); as a
+    /// row-major `[K, cout]` matrix it reads it as it is.
+    /// A transposed conv's backward is this forward: 40 → 15..18 ms per
+    /// layer of that generator (2 cores). After this, no
+    /// [`Self::fold_affine`].
+    pub(crate) fn prepare_forward_rhs(&mut self) {
+        if self.groups != 1 || self.wino.is_some() || self.w.is_empty() {
+            return;
+        }
+        let kk = self.kh * self.kw * self.cin_g;
+        let mut wt = vec![0f32; self.w.len()];
+        for o in 0..self.cout {
+            for k in 0..kk {
+                wt[k * self.cout + o] = self.w[o * kk + k];
+            }
+        }
+        self.wt = wt;
+    }
+
     /// Folds `y · scale + shift` per output channel into the weights;
     /// false when the sizes do not match or the weights are
     /// [`Self::prepare`]d.
     pub(crate) fn fold_affine(&mut self, scale: &[f32], shift: &[f32]) -> bool {
-        if scale.len() != self.cout || shift.len() != self.cout || self.wino.is_some() {
+        if scale.len() != self.cout
+            || shift.len() != self.cout
+            || self.wino.is_some()
+            || !self.wt.is_empty()
+        {
             return false;
         }
         if !self.depthwise() {
@@ -300,6 +332,12 @@ impl ConvK {
                         self.im2col(xs, Dims { b: n, ..d }, o, cols);
                         (&cols[..rows * kk * self.groups], kk * self.groups)
                     };
+                    if !self.wt.is_empty() {
+                        let c = view_mut(os, 0, rows, self.cout, self.cout);
+                        let wt = view(&self.wt, 0, kk, self.cout, self.cout);
+                        gemm(view(a, 0, rows, kk, rs), wt, c, 0.0);
+                        return;
+                    }
                     for g in 0..self.groups {
                         let wg = view(&self.w, g * cout_g * kk, cout_g, kk, kk);
                         let c = view_mut(os, g * cout_g, rows, cout_g, self.cout);
