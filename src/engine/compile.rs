@@ -1,6 +1,6 @@
 //! A [`Net`](super::Net) compiled for the CPU kernels: weights in the
 //! kernels' layouts, batch norms (per-channel affine maps) folded into the
-//! convs and dense layers before them, and
+//! convs, transposed convs and dense layers before them, and
 //! activations attached to the op that produces their input (one step and
 //! one value slot; convs and dense layers apply it in the pass that adds
 //! their bias).
@@ -226,6 +226,16 @@ impl Program {
                                 Kernel::Conv(c) => c.fold_affine(&scale, &shift),
                                 Kernel::Dense { w, bias, .. } => {
                                     fold_affine_rows(w, bias, &scale, &shift)
+                                }
+                                // Its output channels are the input
+                                // channels of the conv it transposes.
+                                Kernel::ConvTranspose { conv, bias, .. } => {
+                                    bias.len() == scale.len() && conv.scale_inputs(&scale) && {
+                                        for ((b, s), t) in bias.iter_mut().zip(&scale).zip(&shift) {
+                                            *b = *b * s + t;
+                                        }
+                                        true
+                                    }
                                 }
                                 _ => false,
                             };

@@ -358,21 +358,44 @@ impl ConvK {
     /// The gradient of the input (dims `d`) from `g`, the gradient of the
     /// output before the bias.
     pub(crate) fn backward(&self, g: &[f32], d: Dims) -> candle_core::Result<Vec<f32>> {
+        Ok(self.backward_bias_act(g, d, None)?.0)
+    }
+
+    /// [`Self::backward`] as a transposed conv's forward: with `(bias, act)`,
+    /// `act(dx + bias)` per channel of `d` applied to each chunk of samples
+    /// right after its col2im (while it is in cache), and the activation's
+    /// slope where it [keeps it](super::keeps_slope) (else empty).
+    pub(crate) fn backward_bias_act(
+        &self,
+        g: &[f32],
+        d: Dims,
+        epilogue: Option<(&[f32], Option<Activation>)>,
+    ) -> candle_core::Result<(Vec<f32>, Vec<f32>)> {
         let o = self.out_dims(d)?;
         let mut dx = vec![0f32; d.len()];
+        let act = epilogue.and_then(|(_, a)| a);
+        let mut slope = super::elementwise::slope_buffer(act, d.len());
+        let whole = |dx: &mut [f32], slope: &mut [f32]| {
+            if let Some((bias, act)) = epilogue {
+                bias_act(dx, bias, act, slope);
+            }
+        };
         if self.depthwise() {
             self.depthwise_backward(g, d, o, &mut dx);
-            return Ok(dx);
+            whole(&mut dx, &mut slope);
+            return Ok((dx, slope));
         }
         if let Some(wino) = &self.wino {
             wino.backward(g, o, d, &mut dx);
-            return Ok(dx);
+            whole(&mut dx, &mut slope);
+            return Ok((dx, slope));
         }
         let per = self.per_chunk(o);
         let (kk, cout_g) = (self.kh * self.kw * self.cin_g, self.cout / self.groups);
-        for (gs, dxs) in g
+        for (i, (gs, dxs)) in g
             .chunks(per * o.per_sample())
             .zip(dx.chunks_mut(per * d.per_sample()))
+            .enumerate()
         {
             let n = gs.len() / o.per_sample();
             let rows = n * o.h * o.w;
@@ -393,8 +416,35 @@ impl ConvK {
                     self.col2im(cols, Dims { b: n, ..d }, o, dxs);
                 });
             }
+            let slope = if slope.is_empty() {
+                &mut [][..]
+            } else {
+                &mut slope[i * per * d.per_sample()..][..dxs.len()]
+            };
+            whole(dxs, slope);
         }
-        Ok(dx)
+        Ok((dx, slope))
+    }
+
+    /// Multiplies the weights by `scale` per input channel, which is a
+    /// transposed conv's output channel: `y · scale` of the transposed
+    /// conv that this conv's [`Self::backward`] is (its batch norm folded
+    /// in; the bias is the caller's). False with several groups, a scale
+    /// of another length, or the weights [`Self::prepare`]d.
+    pub(crate) fn scale_inputs(&mut self, scale: &[f32]) -> bool {
+        if self.groups != 1
+            || scale.len() != self.cin_g
+            || self.wino.is_some()
+            || !self.wt.is_empty()
+            || self.w.is_empty()
+        {
+            return false;
+        }
+        // `w` is [cout, kh, kw, cin]: the input channel is the fastest.
+        for px in self.w.chunks_mut(self.cin_g) {
+            px.iter_mut().zip(scale).for_each(|(v, s)| *v *= s);
+        }
+        true
     }
 
     /// Input row `iy` and column `ix` read by output (oy, ox) at kernel
