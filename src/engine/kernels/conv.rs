@@ -466,6 +466,18 @@ impl ConvK {
         Some((kx0, self.at(ox, kx0, w)?, kx1 + 1 - kx0))
     }
 
+    /// [`Self::tap_run`] of every output column (`o_w` of them) on an
+    /// input `w` columns wide, once per pass rather than per output pixel
+    /// and kernel row (the two searches were most of a LeNet-5's one-channel
+    /// im2col and col2im, `perf`); empty where the taps are not one run
+    /// (groups, dilation).
+    fn tap_runs(&self, o_w: usize, w: usize) -> Vec<Option<(usize, usize, usize)>> {
+        if self.groups != 1 || self.dil != 1 {
+            return Vec::new();
+        }
+        (0..o_w).map(|ox| self.tap_run(ox, w)).collect()
+    }
+
     /// One im2col row per output pixel, `[groups, kh, kw, cin_g]`, zeros in
     /// the padding.
     fn im2col(&self, x: &[f32], d: Dims, o: Dims, cols: &mut Vec<f32>) {
@@ -477,6 +489,7 @@ impl ConvK {
         let inside = |o: usize, k: usize, n: usize| {
             self.at(o, 0, n).is_some() && self.at(o, k - 1, n).is_some()
         };
+        let runs = self.tap_runs(o.w, d.w);
         // One output line per task.
         cols.par_chunks_mut(o.w * row)
             .enumerate()
@@ -494,8 +507,8 @@ impl ConvK {
                             continue;
                         };
                         let line = &img[iy * d.w * c..][..d.w * c];
-                        if self.groups == 1 && self.dil == 1 {
-                            let Some((kx0, ix0, taps)) = self.tap_run(ox, d.w) else {
+                        if !runs.is_empty() {
+                            let Some((kx0, ix0, taps)) = runs[ox] else {
                                 continue;
                             };
                             let len = taps * c;
@@ -522,9 +535,10 @@ impl ConvK {
     /// Adds each im2col row's values back to the input positions it read.
     fn col2im(&self, cols: &[f32], d: Dims, o: Dims, dx: &mut [f32]) {
         let row = self.kh * self.kw * self.cin_g * self.groups;
+        let runs = self.tap_runs(o.w, d.w);
         dx.par_chunks_mut(d.per_sample())
             .zip(cols.par_chunks(o.h * o.w * row))
-            .for_each(|(img, cs)| col2im_sample(self, cs, d, o, img));
+            .for_each(|(img, cs)| col2im_sample(self, cs, d, o, &runs, img));
     }
 
     fn depthwise_forward(&self, x: &[f32], d: Dims, o: Dims, out: &mut [f32]) {
@@ -607,8 +621,16 @@ fn per_sample_products(m: ArrayView2<f32>, x: &[f32], b: usize, hw: usize) -> Ve
 simd_fn! {
     /// [`ConvK::col2im`] of one sample: `cs` its im2col rows' gradients,
     /// added into `img`. Where the taps of a row read one contiguous run of
-    /// the input (one group, no dilation), the run is added at once.
-    fn col2im_sample(k: &ConvK, cs: &[f32], d: Dims, o: Dims, img: &mut [f32]) {
+    /// the input (one group, no dilation: `runs`, [`ConvK::tap_runs`]),
+    /// the run is added at once.
+    fn col2im_sample(
+        k: &ConvK,
+        cs: &[f32],
+        d: Dims,
+        o: Dims,
+        runs: &[Option<(usize, usize, usize)>],
+        img: &mut [f32],
+    ) {
         let (kk, c) = (k.kh * k.kw * k.cin_g, d.c);
         let row = kk * k.groups;
         for oy in 0..o.h {
@@ -619,8 +641,8 @@ simd_fn! {
                 let line = &mut img[iy * d.w * c..][..d.w * c];
                 for ox in 0..o.w {
                     let r = &cs[(oy * o.w + ox) * row..][..row];
-                    if k.groups == 1 && k.dil == 1 {
-                        let Some((kx0, ix0, taps)) = k.tap_run(ox, d.w) else {
+                    if !runs.is_empty() {
+                        let Some((kx0, ix0, taps)) = runs[ox] else {
                             continue;
                         };
                         let len = taps * c;
