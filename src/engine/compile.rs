@@ -1,6 +1,6 @@
 //! A [`Net`](super::Net) compiled for the CPU kernels: weights in the
 //! kernels' layouts, batch norms (per-channel affine maps) folded into the
-//! convs and dense layers before them, and
+//! convs, transposed convs and dense layers before them, and
 //! activations attached to the op that produces their input (one step and
 //! one value slot; convs and dense layers apply it in the pass that adds
 //! their bias).
@@ -229,6 +229,16 @@ impl Program {
                                 Kernel::Dense { w, bias, .. } => {
                                     fold_affine_rows(w, bias, &scale, &shift)
                                 }
+                                // Its output channels are the input
+                                // channels of the conv it transposes.
+                                Kernel::ConvTranspose { conv, bias, .. } => {
+                                    bias.len() == scale.len() && conv.scale_inputs(&scale) && {
+                                        for ((b, s), t) in bias.iter_mut().zip(&scale).zip(&shift) {
+                                            *b = *b * s + t;
+                                        }
+                                        true
+                                    }
+                                }
                                 _ => false,
                             };
                         if folded {
@@ -334,6 +344,10 @@ impl Program {
         for step in &mut steps {
             if let Kernel::Conv(c) | Kernel::ConvTranspose { conv: c, .. } = &mut step.kernel {
                 c.prepare();
+            }
+            // Its backward is the conv's forward.
+            if let Kernel::ConvTranspose { conv: c, .. } = &mut step.kernel {
+                c.prepare_forward_rhs();
             }
         }
         let mut last_use = vec![usize::MAX; steps.len() + 1];

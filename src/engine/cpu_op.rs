@@ -295,9 +295,10 @@ fn run_kernel(step: &Step, xs: &[&Arc<Vec<f32>>], ds: &[Dims]) -> candle_core::R
             if back != d {
                 candle_core::bail!("conv_transpose2d: {o:?} does not map back to {d:?}");
             }
-            let mut y = conv.backward(x, o)?;
-            ew::add_bias(&mut y, bias);
-            (Arc::new(y), o, Kept::Nothing)
+            // The bias and the activation on each chunk of the output
+            // right after its col2im.
+            let (y, slope) = conv.backward_bias_act(x, o, Some((bias, step.act)))?;
+            return Ok(KernelOut(Arc::new(y), o, Kept::Nothing, Some(Fused(slope))));
         }
         Kernel::Flatten => (
             to_logical(Arc::clone(x), d),

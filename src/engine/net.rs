@@ -295,7 +295,8 @@ impl NetBuilder {
     }
 
     /// `x · scale + shift` per channel (`[C]` each): an inference batch
-    /// norm, which the CPU engine folds into a preceding conv.
+    /// norm, which the CPU engine folds into a preceding conv, transposed
+    /// conv or dense layer.
     pub fn affine(&mut self, x: NodeId, scale: &Tensor, shift: &Tensor) -> NodeId {
         let op = Op::Affine {
             scale: scale.clone(),

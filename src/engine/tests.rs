@@ -894,6 +894,92 @@ fn transposed_convs_match_their_definition_on_every_path() {
     }
 }
 
+/// A batch norm after a transposed conv folds into it (its weight scaled
+/// per output channel, its bias moved) and the activation after them runs
+/// in its bias pass, as a generator's blocks (DCGAN's, with and without a
+/// bias): every activation, a stride-2 layer, a 1-pixel input (DCGAN's
+/// first layer), one the CPU kernels run as a Winograd conv, against
+/// candle's ops. Not where the transposed conv's output has another
+/// reader, nor after its activation.
+#[test]
+fn a_batch_norm_and_activation_fold_into_the_transposed_conv_before_them() {
+    // (cin, cout, k), (stride, padding), input (h, w), bias
+    let layers = [
+        ([4, 6, 4], [2, 1], (3, 4), true),
+        ([5, 7, 4], [1, 0], (1, 1), false),
+        ([16, 64, 3], [1, 1], (4, 5), true),
+    ];
+    let acts = [
+        Activation::Relu,
+        Activation::Tanh,
+        Activation::Sigmoid,
+        Activation::GeluErf,
+        Activation::LeakyRelu(0.2),
+    ];
+    for (i, ([cin, cout, k], [s, p], (h, w), bias)) in layers.into_iter().enumerate() {
+        for (j, a) in acts.into_iter().enumerate() {
+            let seed = 200 + 10 * i as u64 + j as u64;
+            let cfg = candle_nn::ConvTranspose2dConfig {
+                padding: p,
+                stride: s,
+                ..Default::default()
+            };
+            // Of the scale of an initialised layer: pre-activations of
+            // order 1, where tanh and sigmoid are not flat (Winograd's
+            // rounding, relative to pre-activations of order 30, was 3e-5
+            // of tanh's largest output).
+            let weight = (randn(&[cin, cout, k, k], seed) / ((cin * k * k) as f64).sqrt()).unwrap();
+            let layer = candle_nn::ConvTranspose2d::new(
+                weight,
+                bias.then(|| randn(&[cout], seed + 1)),
+                cfg,
+            );
+            let (scale, shift) = (randn(&[cout], seed + 2), randn(&[cout], seed + 3));
+            let mut b = NetBuilder::new();
+            let x = b.input();
+            let y = b.conv_transpose2d(x, &layer);
+            let y = b.affine(y, &scale, &shift);
+            let y = b.act(y, a);
+            let net = b.build(y);
+            check(&net, &[2, cin, h, w], seed + 4);
+            assert_eq!(
+                net.compiled_kernels().collect::<Vec<_>>(),
+                ["ConvTranspose"],
+                "{a:?}, layer {i}"
+            );
+        }
+    }
+    // Read twice: the affine stays; after the activation: it stays.
+    let layer = candle_nn::ConvTranspose2d::new(
+        randn(&[3, 4, 4, 4], 1),
+        None,
+        candle_nn::ConvTranspose2dConfig {
+            padding: 1,
+            stride: 2,
+            ..Default::default()
+        },
+    );
+    let (scale, shift) = (randn(&[4], 2), randn(&[4], 3));
+    let mut b = NetBuilder::new();
+    let x = b.input();
+    let t = b.conv_transpose2d(x, &layer);
+    let y = b.affine(t, &scale, &shift);
+    let y = b.concat(&[y, t]);
+    let t2 = b.conv_transpose2d(x, &layer);
+    let t2 = b.relu(t2);
+    let z = b.affine(t2, &scale, &shift);
+    let y = b.concat(&[y, z]);
+    let net = b.build(y);
+    check(&net, &[2, 3, 3, 3], 4);
+    let affines = net.compiled_kernels().filter(|k| k == &"Affine").count();
+    assert_eq!(
+        affines,
+        2,
+        "{:?}",
+        net.compiled_kernels().collect::<Vec<_>>()
+    );
+}
+
 /// Average pools (zero padding counted in each window's k², PyTorch's
 /// default) against the definition on every path: k ≠ s, padding, sizes
 /// the stride does not divide (the rows past the last window get no

@@ -32,6 +32,9 @@ pub(crate) struct ConvK {
     /// For a conv that [`Winograd::applies`] to, once [`Self::prepare`]d
     /// (then `w` is empty).
     wino: Option<Winograd>,
+    /// Once [`Self::prepare_forward_rhs`]d (one group): `w` transposed,
+    /// `[K, cout]`, the forward's right-hand operand (else empty).
+    wt: Vec<f32>,
     bias: Vec<f32>,
 }
 
@@ -162,6 +165,7 @@ impl ConvK {
             w,
             dw: Vec::new(),
             wino: None,
+            wt: Vec::new(),
             bias,
         };
         k.relayout();
@@ -229,11 +233,39 @@ impl ConvK {
         }
     }
 
+    /// Keeps `w` transposed as well, `[K, cout]`, as the forward's
+    /// right-hand operand (one group, no Winograd; the weights take twice
+    /// the memory). The gemm crate takes a row-major product transposed, this
+    /// operand on the left: as `w`'s transposed view (a stride of K along
+    /// cout) it packs it again for every block of the product (`pack_lhs`,
+    /// a quarter of a DCGAN generator's step at batch 64, `perf`); as a
+    /// row-major `[K, cout]` matrix it reads it as it is.
+    /// A transposed conv's backward is this forward: 40 → 15..18 ms per
+    /// layer of that generator (2 cores). After this, no
+    /// [`Self::fold_affine`].
+    pub(crate) fn prepare_forward_rhs(&mut self) {
+        if self.groups != 1 || self.wino.is_some() || self.w.is_empty() {
+            return;
+        }
+        let kk = self.kh * self.kw * self.cin_g;
+        let mut wt = vec![0f32; self.w.len()];
+        for o in 0..self.cout {
+            for k in 0..kk {
+                wt[k * self.cout + o] = self.w[o * kk + k];
+            }
+        }
+        self.wt = wt;
+    }
+
     /// Folds `y · scale + shift` per output channel into the weights;
     /// false when the sizes do not match or the weights are
     /// [`Self::prepare`]d.
     pub(crate) fn fold_affine(&mut self, scale: &[f32], shift: &[f32]) -> bool {
-        if scale.len() != self.cout || shift.len() != self.cout || self.wino.is_some() {
+        if scale.len() != self.cout
+            || shift.len() != self.cout
+            || self.wino.is_some()
+            || !self.wt.is_empty()
+        {
             return false;
         }
         if !self.depthwise() {
@@ -309,6 +341,12 @@ impl ConvK {
                         self.im2col(xs, Dims { b: n, ..d }, o, cols);
                         (&cols[..rows * kk * self.groups], kk * self.groups)
                     };
+                    if !self.wt.is_empty() {
+                        let c = view_mut(os, 0, rows, self.cout, self.cout);
+                        let wt = view(&self.wt, 0, kk, self.cout, self.cout);
+                        gemm(view(a, 0, rows, kk, rs), wt, c, 0.0);
+                        return;
+                    }
                     for g in 0..self.groups {
                         let wg = view(&self.w, g * cout_g * kk, cout_g, kk, kk);
                         let c = view_mut(os, g * cout_g, rows, cout_g, self.cout);
@@ -329,21 +367,44 @@ impl ConvK {
     /// The gradient of the input (dims `d`) from `g`, the gradient of the
     /// output before the bias.
     pub(crate) fn backward(&self, g: &[f32], d: Dims) -> candle_core::Result<Vec<f32>> {
+        Ok(self.backward_bias_act(g, d, None)?.0)
+    }
+
+    /// [`Self::backward`] as a transposed conv's forward: with `(bias, act)`,
+    /// `act(dx + bias)` per channel of `d` applied to each chunk of samples
+    /// right after its col2im (while it is in cache), and the activation's
+    /// slope where it [keeps it](super::keeps_slope) (else empty).
+    pub(crate) fn backward_bias_act(
+        &self,
+        g: &[f32],
+        d: Dims,
+        epilogue: Option<(&[f32], Option<Activation>)>,
+    ) -> candle_core::Result<(Vec<f32>, Vec<f32>)> {
         let o = self.out_dims(d)?;
         let mut dx = vec![0f32; d.len()];
+        let act = epilogue.and_then(|(_, a)| a);
+        let mut slope = super::elementwise::slope_buffer(act, d.len());
+        let whole = |dx: &mut [f32], slope: &mut [f32]| {
+            if let Some((bias, act)) = epilogue {
+                bias_act(dx, bias, act, slope);
+            }
+        };
         if self.depthwise() {
             self.depthwise_backward(g, d, o, &mut dx);
-            return Ok(dx);
+            whole(&mut dx, &mut slope);
+            return Ok((dx, slope));
         }
         if let Some(wino) = &self.wino {
             wino.backward(g, o, d, &mut dx);
-            return Ok(dx);
+            whole(&mut dx, &mut slope);
+            return Ok((dx, slope));
         }
         let per = self.per_chunk(o);
         let (kk, cout_g) = (self.kh * self.kw * self.cin_g, self.cout / self.groups);
-        for (gs, dxs) in g
+        for (i, (gs, dxs)) in g
             .chunks(per * o.per_sample())
             .zip(dx.chunks_mut(per * d.per_sample()))
+            .enumerate()
         {
             let n = gs.len() / o.per_sample();
             let rows = n * o.h * o.w;
@@ -364,8 +425,35 @@ impl ConvK {
                     self.col2im(cols, Dims { b: n, ..d }, o, dxs);
                 });
             }
+            let slope = if slope.is_empty() {
+                &mut [][..]
+            } else {
+                &mut slope[i * per * d.per_sample()..][..dxs.len()]
+            };
+            whole(dxs, slope);
         }
-        Ok(dx)
+        Ok((dx, slope))
+    }
+
+    /// Multiplies the weights by `scale` per input channel, which is a
+    /// transposed conv's output channel: `y · scale` of the transposed
+    /// conv that this conv's [`Self::backward`] is (its batch norm folded
+    /// in; the bias is the caller's). False with several groups, a scale
+    /// of another length, or the weights [`Self::prepare`]d.
+    pub(crate) fn scale_inputs(&mut self, scale: &[f32]) -> bool {
+        if self.groups != 1
+            || scale.len() != self.cin_g
+            || self.wino.is_some()
+            || !self.wt.is_empty()
+            || self.w.is_empty()
+        {
+            return false;
+        }
+        // `w` is [cout, kh, kw, cin]: the input channel is the fastest.
+        for px in self.w.chunks_mut(self.cin_g) {
+            px.iter_mut().zip(scale).for_each(|(v, s)| *v *= s);
+        }
+        true
     }
 
     /// Input row `iy` and column `ix` read by output (oy, ox) at kernel
@@ -387,6 +475,18 @@ impl ConvK {
         Some((kx0, self.at(ox, kx0, w)?, kx1 + 1 - kx0))
     }
 
+    /// [`Self::tap_run`] of every output column (`o_w` of them) on an
+    /// input `w` columns wide, once per pass rather than per output pixel
+    /// and kernel row (the two searches were most of a LeNet-5's one-channel
+    /// im2col and col2im, `perf`); empty where the taps are not one run
+    /// (groups, dilation).
+    fn tap_runs(&self, o_w: usize, w: usize) -> Vec<Option<(usize, usize, usize)>> {
+        if self.groups != 1 || self.dil != 1 {
+            return Vec::new();
+        }
+        (0..o_w).map(|ox| self.tap_run(ox, w)).collect()
+    }
+
     /// One im2col row per output pixel, `[groups, kh, kw, cin_g]`, zeros in
     /// the padding.
     fn im2col(&self, x: &[f32], d: Dims, o: Dims, cols: &mut Vec<f32>) {
@@ -398,6 +498,7 @@ impl ConvK {
         let inside = |o: usize, k: usize, n: usize| {
             self.at(o, 0, n).is_some() && self.at(o, k - 1, n).is_some()
         };
+        let runs = self.tap_runs(o.w, d.w);
         // One output line per task.
         cols.par_chunks_mut(o.w * row)
             .enumerate()
@@ -415,8 +516,8 @@ impl ConvK {
                             continue;
                         };
                         let line = &img[iy * d.w * c..][..d.w * c];
-                        if self.groups == 1 && self.dil == 1 {
-                            let Some((kx0, ix0, taps)) = self.tap_run(ox, d.w) else {
+                        if !runs.is_empty() {
+                            let Some((kx0, ix0, taps)) = runs[ox] else {
                                 continue;
                             };
                             let len = taps * c;
@@ -443,9 +544,10 @@ impl ConvK {
     /// Adds each im2col row's values back to the input positions it read.
     fn col2im(&self, cols: &[f32], d: Dims, o: Dims, dx: &mut [f32]) {
         let row = self.kh * self.kw * self.cin_g * self.groups;
+        let runs = self.tap_runs(o.w, d.w);
         dx.par_chunks_mut(d.per_sample())
             .zip(cols.par_chunks(o.h * o.w * row))
-            .for_each(|(img, cs)| col2im_sample(self, cs, d, o, img));
+            .for_each(|(img, cs)| col2im_sample(self, cs, d, o, &runs, img));
     }
 
     fn depthwise_forward(&self, x: &[f32], d: Dims, o: Dims, out: &mut [f32]) {
@@ -528,8 +630,16 @@ fn per_sample_products(m: ArrayView2<f32>, x: &[f32], b: usize, hw: usize) -> Ve
 simd_fn! {
     /// [`ConvK::col2im`] of one sample: `cs` its im2col rows' gradients,
     /// added into `img`. Where the taps of a row read one contiguous run of
-    /// the input (one group, no dilation), the run is added at once.
-    fn col2im_sample(k: &ConvK, cs: &[f32], d: Dims, o: Dims, img: &mut [f32]) {
+    /// the input (one group, no dilation: `runs`, [`ConvK::tap_runs`]),
+    /// the run is added at once.
+    fn col2im_sample(
+        k: &ConvK,
+        cs: &[f32],
+        d: Dims,
+        o: Dims,
+        runs: &[Option<(usize, usize, usize)>],
+        img: &mut [f32],
+    ) {
         let (kk, c) = (k.kh * k.kw * k.cin_g, d.c);
         let row = kk * k.groups;
         for oy in 0..o.h {
@@ -540,8 +650,8 @@ simd_fn! {
                 let line = &mut img[iy * d.w * c..][..d.w * c];
                 for ox in 0..o.w {
                     let r = &cs[(oy * o.w + ox) * row..][..row];
-                    if k.groups == 1 && k.dil == 1 {
-                        let Some((kx0, ix0, taps)) = k.tap_run(ox, d.w) else {
+                    if !runs.is_empty() {
+                        let Some((kx0, ix0, taps)) = runs[ox] else {
                             continue;
                         };
                         let len = taps * c;

@@ -1,0 +1,229 @@
+#!/usr/bin/env python3
+"""PyTorch reference for benches/generator.rs: networks a user builds from
+gevaldi's layer vocabulary (NetBuilder), with seeded random weights,
+timed in eager fp32.
+
+    python bench/generator_reference.py make --dir DIR
+    python bench/generator_reference.py time --dir DIR [--batch N] [WORKLOAD ...]
+
+Workloads (weights frozen: requires_grad False; batch norms in eval mode,
+their running statistics those of a calibration batch):
+
+  dcgan     PyTorch's DCGAN example generator (nz=100, ngf=64, nc=3, 64x64):
+            ConvTranspose2d(100,512,4,1,0) BN ReLU, (512,256,4,2,1) BN ReLU,
+            (256,128,4,2,1) BN ReLU, (128,64,4,2,1) BN ReLU, (64,3,4,2,1)
+            Tanh, bias=False; forward + gradient w.r.t. z [B,100] of
+            sum(image * r)
+  upsample  the same widths with nearest x2 upsampling + 3x3 conv (padding
+            1, bias=False) in place of each stride-2 transposed conv (the
+            first layer as DCGAN's); forward + gradient w.r.t. z
+  lenet5    LeNet-5 on [B,1,32,32]: conv 6@5x5 tanh, avg pool 2, conv
+            16@5x5 tanh, avg pool 2, flatten, 120 tanh, 84 tanh, 10;
+            forward + gradient w.r.t. x of sum(logits * r)
+
+`make` writes, under DIR: weights/<workload>.safetensors (PyTorch's state
+dict), inputs.safetensors (z [8,100], x [8,1,32,32], r_img [8,3,64,64],
+r_logits [8,10]) and reference/<workload>.safetensors (PyTorch's output and
+gradient at batch 8, which the Rust bench compares with). `time` prints one
+line per workload, as bench/imagenet_reference.py does:
+
+  pytorch workload=dcgan device=cpu batch=8 steps=5 seconds=1.234 steps_per_s=4.05
+"""
+
+import argparse
+import os
+import resource
+import time
+
+import torch
+import torch.nn as nn
+from safetensors.torch import load_file, save_file
+
+BATCH = 8
+NZ, NGF, NC = 100, 64, 3
+WORKLOADS = ["dcgan", "upsample", "lenet5"]
+
+
+def seeded(name):
+    """A seed per model name, the same on every run."""
+    return sum(ord(ch) * 31**i for i, ch in enumerate(name)) % (2**31)
+
+
+def dcgan():
+    def block(cin, cout, k, s, p):
+        return [nn.ConvTranspose2d(cin, cout, k, s, p, bias=False), nn.BatchNorm2d(cout), nn.ReLU(True)]
+
+    return nn.Sequential(
+        *block(NZ, NGF * 8, 4, 1, 0),
+        *block(NGF * 8, NGF * 4, 4, 2, 1),
+        *block(NGF * 4, NGF * 2, 4, 2, 1),
+        *block(NGF * 2, NGF, 4, 2, 1),
+        nn.ConvTranspose2d(NGF, NC, 4, 2, 1, bias=False),
+        nn.Tanh(),
+    )
+
+
+def upsample():
+    def up(cin, cout, last=False):
+        layers = [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(cin, cout, 3, 1, 1, bias=False)]
+        return layers + ([nn.Tanh()] if last else [nn.BatchNorm2d(cout), nn.ReLU(True)])
+
+    return nn.Sequential(
+        nn.ConvTranspose2d(NZ, NGF * 8, 4, 1, 0, bias=False),
+        nn.BatchNorm2d(NGF * 8),
+        nn.ReLU(True),
+        *up(NGF * 8, NGF * 4),
+        *up(NGF * 4, NGF * 2),
+        *up(NGF * 2, NGF),
+        *up(NGF, NC, last=True),
+    )
+
+
+def lenet5():
+    return nn.Sequential(
+        nn.Conv2d(1, 6, 5),
+        nn.Tanh(),
+        nn.AvgPool2d(2),
+        nn.Conv2d(6, 16, 5),
+        nn.Tanh(),
+        nn.AvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(400, 120),
+        nn.Tanh(),
+        nn.Linear(120, 84),
+        nn.Tanh(),
+        nn.Linear(84, 10),
+    )
+
+
+MAKERS = {"dcgan": dcgan, "upsample": upsample, "lenet5": lenet5}
+
+
+def model(name):
+    torch.manual_seed(seeded(name))
+    m = MAKERS[name]()
+    if name != "lenet5":
+        # DCGAN's weights_init: conv N(0, 0.02), batch norm weight N(1, 0.02).
+        with torch.no_grad():
+            for mod in m.modules():
+                if isinstance(mod, (nn.Conv2d, nn.ConvTranspose2d)):
+                    mod.weight.normal_(0.0, 0.02)
+                elif isinstance(mod, nn.BatchNorm2d):
+                    mod.weight.normal_(1.0, 0.02)
+                    mod.bias.normal_(0.0, 0.02)
+    return m
+
+
+def calibrate(m, x):
+    """Each batch norm's running statistics: those of the batch x."""
+    bns = [b for b in m.modules() if isinstance(b, nn.BatchNorm2d)]
+    for b in bns:
+        b.reset_running_stats()
+        b.momentum = None
+    m.train()
+    with torch.no_grad():
+        m(x)
+    m.eval()
+
+
+def frozen(m):
+    m = m.eval()
+    for p in m.parameters():
+        p.requires_grad_(False)
+    return m
+
+
+def inputs_for(name, inputs):
+    """(input, output weights r) of a workload."""
+    if name == "lenet5":
+        return inputs["x"], inputs["r_logits"]
+    return inputs["z"].reshape(-1, NZ, 1, 1), inputs["r_img"]
+
+
+def step_fn(m, x0, r):
+    def step(keep=False):
+        x = x0.detach().requires_grad_(True)
+        y = m(x)
+        s = (y * r).sum()
+        (g,) = torch.autograd.grad(s, x)
+        if keep:
+            return y.detach(), g
+        return torch.stack([s.detach(), g.sum()]).tolist()
+
+    return step
+
+
+def make(d):
+    os.makedirs(os.path.join(d, "weights"), exist_ok=True)
+    os.makedirs(os.path.join(d, "reference"), exist_ok=True)
+    g = torch.Generator().manual_seed(0)
+    inputs = {
+        "z": torch.randn(BATCH, NZ, generator=g),
+        "x": torch.randn(BATCH, 1, 32, 32, generator=g),
+        "r_img": torch.randn(BATCH, NC, 64, 64, generator=g),
+        "r_logits": torch.randn(BATCH, 10, generator=g),
+    }
+    save_file(inputs, os.path.join(d, "inputs.safetensors"))
+    # A calibration batch of its own for the batch norms.
+    zc = torch.randn(64, NZ, 1, 1, generator=g)
+    for name in WORKLOADS:
+        m = model(name)
+        if name != "lenet5":
+            calibrate(m, zc)
+        save_file({k: v.contiguous() for k, v in m.state_dict().items()}, os.path.join(d, "weights", f"{name}.safetensors"))
+        x, r = inputs_for(name, inputs)
+        y, grad = step_fn(frozen(m), x, r)(keep=True)
+        if name != "lenet5":
+            grad = grad.reshape(BATCH, NZ)
+        save_file({"out": y.contiguous(), "grad": grad.contiguous()}, os.path.join(d, "reference", f"{name}.safetensors"))
+
+
+def repeat_rows(t, batch):
+    return t[torch.arange(batch) % BATCH].contiguous()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("mode", choices=["make", "time"])
+    ap.add_argument("workloads", nargs="*", help=f"default: all of {' '.join(WORKLOADS)}")
+    ap.add_argument("--dir", required=True)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--batch", type=int, default=BATCH, help="the saved inputs' rows repeated (timing only)")
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--min-steps", type=int, default=1)
+    ap.add_argument("--max-steps", type=int, default=20)
+    ap.add_argument("--budget-s", type=float, default=8.0)
+    args = ap.parse_intermixed_args()
+    torch.set_num_threads(args.threads)
+    if args.mode == "make":
+        make(args.dir)
+        return
+    names = args.workloads or WORKLOADS
+    bad = [n for n in names if n not in WORKLOADS]
+    if bad:
+        raise SystemExit(f"unknown workload(s) {bad}: expected some of {WORKLOADS}")
+    inputs = {k: repeat_rows(v, args.batch) for k, v in load_file(os.path.join(args.dir, "inputs.safetensors")).items()}
+    for name in names:
+        m = MAKERS[name]()
+        m.load_state_dict(load_file(os.path.join(args.dir, "weights", f"{name}.safetensors")))
+        step = step_fn(frozen(m), *inputs_for(name, inputs))
+        for _ in range(args.warmup):
+            step()
+        n = 0
+        started = time.perf_counter()
+        while n < args.min_steps or (n < args.max_steps and time.perf_counter() - started < args.budget_s):
+            step()
+            n += 1
+        seconds = time.perf_counter() - started
+        print(
+            f"pytorch workload={name} device={args.device} batch={args.batch} steps={n} "
+            f"seconds={seconds:.3f} steps_per_s={n / seconds:.3f} "
+            f"peak_rss_mib={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10} "
+            f"torch={torch.__version__} threads={torch.get_num_threads()}",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
