@@ -255,11 +255,11 @@ impl Program {
                         let step = &mut steps[s];
                         let takes = match step.kernel {
                             // Their bias pass applies it.
-                            Kernel::Conv(_) | Kernel::Dense { .. } => fuses_into_bias_pass(*a),
+                            Kernel::Conv(_)
+                            | Kernel::ConvTranspose { .. }
+                            | Kernel::Dense { .. } => fuses_into_bias_pass(*a),
                             // The step's activation pass after the kernel.
-                            Kernel::ConvTranspose { .. } | Kernel::Affine { .. } | Kernel::Add => {
-                                true
-                            }
+                            Kernel::Affine { .. } | Kernel::Add => true,
                             _ => false,
                         };
                         if takes && step.act.is_none() {

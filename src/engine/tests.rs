@@ -1541,3 +1541,26 @@ fn products_and_channel_gates_match_on_every_path() {
         )],
     );
 }
+
+/// SiLU after a transposed conv (and its batch norm) is a pass of its
+/// own, not the transposed conv's bias pass, which keeps GELU's slope
+/// only: merged with the bias pass fusion, SiLU there panicked ("bias_act:
+/// a slope buffer for Silu").
+#[test]
+fn silu_after_a_transposed_conv_runs_as_a_pass_of_its_own() {
+    let mut b = NetBuilder::new();
+    let x = b.input();
+    let cfg = candle_nn::ConvTranspose2dConfig {
+        stride: 2,
+        padding: 1,
+        ..Default::default()
+    };
+    let t = candle_nn::ConvTranspose2d::new(randn(&[3, 4, 4, 4], 50), Some(randn(&[4], 51)), cfg);
+    let y = b.conv_transpose2d(x, &t);
+    let y = b.affine(y, &randn(&[4], 52), &randn(&[4], 53));
+    let y = b.act(y, Activation::Silu);
+    let net = b.build(y);
+    check(&net, &[2, 3, 4, 5], 54);
+    let kernels: Vec<&str> = net.compiled_kernels().collect();
+    assert_eq!(kernels, ["ConvTranspose", "Act"]);
+}
