@@ -180,37 +180,61 @@ pub(crate) fn adaptive_range(i: usize, n: usize, o: usize) -> (usize, usize) {
 /// (`backward`: `x` is the output's gradient, the result has dims `d`).
 pub(crate) fn adaptive_avg(x: &[f32], d: Dims, oh: usize, ow: usize, backward: bool) -> Vec<f32> {
     let o = Dims { h: oh, w: ow, ..d };
-    let c = d.c;
-    let (src, dst) = if backward { (o, d) } else { (d, o) };
-    let mut out = vec![0f32; dst.len()];
-    out.par_chunks_mut(dst.per_sample())
-        .zip(x.par_chunks(src.per_sample()))
-        .for_each(|(out, x)| {
-            for i in 0..oh {
-                let (r0, r1) = adaptive_range(i, d.h, oh);
-                for j in 0..ow {
-                    let (c0, c1) = adaptive_range(j, d.w, ow);
-                    let inv = 1.0 / ((r1 - r0) * (c1 - c0)) as f32;
-                    let cell = (i * ow + j) * c;
-                    for y in r0..r1 {
-                        for xx in c0..c1 {
-                            let px = (y * d.w + xx) * c;
-                            if backward {
-                                let (g, dx) = (&x[cell..][..c], &mut out[px..][..c]);
-                                dx.iter_mut().zip(g).for_each(|(v, g)| *v += g * inv);
-                            } else {
-                                let (v, acc) = (&x[px..][..c], &mut out[cell..][..c]);
-                                acc.iter_mut().zip(v).for_each(|(a, v)| *a += v);
+    let mut out = vec![0f32; if backward { d.len() } else { o.len() }];
+    let windows = Windows {
+        rows: &|i| adaptive_range(i, d.h, oh),
+        cols: &|j| adaptive_range(j, d.w, ow),
+        // The mean of the window's pixels.
+        weight: &|(r0, r1), (c0, c1)| 1.0 / ((r1 - r0) * (c1 - c0)) as f32,
+    };
+    windows.pass(x, d, o, &mut out, backward);
+    out
+}
+
+/// The windows of a pooling that averages: output cell (i, j) reads rows
+/// `rows(i)` and columns `cols(j)` of the input (clipped to it), each
+/// times `weight` of those ranges.
+struct Windows<'a> {
+    rows: &'a (dyn Fn(usize) -> (usize, usize) + Sync),
+    cols: &'a (dyn Fn(usize) -> (usize, usize) + Sync),
+    weight: &'a (dyn Fn((usize, usize), (usize, usize)) -> f32 + Sync),
+}
+
+impl Windows<'_> {
+    /// The pooling of `x` (dims `d`) into `out` (dims `o`), or with
+    /// `backward` its input's gradient into `out` (dims `d`) from `x`,
+    /// the output's gradient (dims `o`).
+    fn pass(&self, x: &[f32], d: Dims, o: Dims, out: &mut [f32], backward: bool) {
+        let c = d.c;
+        let (src, dst) = if backward { (o, d) } else { (d, o) };
+        out.par_chunks_mut(dst.per_sample().max(1))
+            .zip(x.par_chunks(src.per_sample().max(1)))
+            .for_each(|(out, x)| {
+                for i in 0..o.h {
+                    let (r0, r1) = (self.rows)(i);
+                    for j in 0..o.w {
+                        let (c0, c1) = (self.cols)(j);
+                        let w = (self.weight)((r0, r1), (c0, c1));
+                        let cell = (i * o.w + j) * c;
+                        for y in r0..r1 {
+                            for xx in c0..c1 {
+                                let px = (y * d.w + xx) * c;
+                                if backward {
+                                    let (g, dx) = (&x[cell..][..c], &mut out[px..][..c]);
+                                    dx.iter_mut().zip(g).for_each(|(v, g)| *v += g * w);
+                                } else {
+                                    let (v, acc) = (&x[px..][..c], &mut out[cell..][..c]);
+                                    acc.iter_mut().zip(v).for_each(|(a, v)| *a += v);
+                                }
                             }
                         }
-                    }
-                    if !backward {
-                        out[cell..][..c].iter_mut().for_each(|a| *a *= inv);
+                        if !backward {
+                            out[cell..][..c].iter_mut().for_each(|a| *a *= w);
+                        }
                     }
                 }
-            }
-        });
-    out
+            });
+    }
 }
 
 /// `AvgPool2d(k, s, p)` of NHWC `x` (zero padding counted in each
@@ -256,35 +280,13 @@ fn avg_pool_pass(
     out: &mut [f32],
     backward: bool,
 ) {
-    let c = d.c;
-    let inv = 1.0 / (k * k) as f32;
-    let (src, dst) = if backward { (o, d) } else { (d, o) };
-    out.par_chunks_mut(dst.per_sample().max(1))
-        .zip(x.par_chunks(src.per_sample().max(1)))
-        .for_each(|(out, x)| {
-            for oy in 0..o.h {
-                let (y0, y1) = window(oy, k, s, p, d.h);
-                for ox in 0..o.w {
-                    let (x0, x1) = window(ox, k, s, p, d.w);
-                    let cell = (oy * o.w + ox) * c;
-                    for iy in y0..y1 {
-                        for ix in x0..x1 {
-                            let px = (iy * d.w + ix) * c;
-                            if backward {
-                                let (g, dx) = (&x[cell..][..c], &mut out[px..][..c]);
-                                dx.iter_mut().zip(g).for_each(|(v, g)| *v += g * inv);
-                            } else {
-                                let (v, acc) = (&x[px..][..c], &mut out[cell..][..c]);
-                                acc.iter_mut().zip(v).for_each(|(a, v)| *a += v);
-                            }
-                        }
-                    }
-                    if !backward {
-                        out[cell..][..c].iter_mut().for_each(|a| *a *= inv);
-                    }
-                }
-            }
-        });
+    let windows = Windows {
+        rows: &|i| window(i, k, s, p, d.h),
+        cols: &|j| window(j, k, s, p, d.w),
+        // Padding counted: k² whatever the window holds of the input.
+        weight: &|_, _| 1.0 / (k * k) as f32,
+    };
+    windows.pass(x, d, o, out, backward);
 }
 
 /// Refuses an upsampling factor of 0 (every path's check).
