@@ -42,13 +42,16 @@
 //! (`DIR/<workload>.safetensors`, `out` and `grad`), to look into one.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor, Var};
 use candle_nn::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig};
 use gevaldi::{Activation, Net, NetBuilder, NodeId};
+
+mod common;
+use common::{relative_l2_diff, relative_max_diff, Args};
 
 // As the harness of `gevaldi::main!` installs it (and a user's binary
 // should: see `prepare_process`).
@@ -63,58 +66,16 @@ const TOL: f64 = 1e-4;
 const BN_EPS: f64 = 1e-5;
 const WORKLOADS: [&str; 3] = ["dcgan", "upsample", "lenet5"];
 
-struct Args {
-    dir: PathBuf,
-    batch: usize,
-    warmup: usize,
-    min_steps: usize,
-    max_steps: usize,
-    budget_s: f64,
-    save: Option<PathBuf>,
-    workloads: Vec<String>,
-}
-
+/// Its arguments ([`common::Args`]).
 fn args() -> Result<Args> {
-    let mut a = Args {
-        dir: PathBuf::new(),
-        batch: SAVED_BATCH,
-        warmup: 1,
-        min_steps: 1,
-        max_steps: 20,
-        budget_s: 8.0,
-        save: None,
-        workloads: Vec::new(),
-    };
-    let mut it = std::env::args().skip(1);
-    let mut dir = None;
-    while let Some(arg) = it.next() {
-        let mut value = |what: &str| it.next().with_context(|| format!("{arg} {what}"));
-        match arg.as_str() {
-            "--dir" => dir = Some(PathBuf::from(value("DIR")?)),
-            "--batch" => a.batch = value("N")?.parse()?,
-            "--warmup" => a.warmup = value("N")?.parse()?,
-            "--min-steps" => a.min_steps = value("N")?.parse()?,
-            "--max-steps" => a.max_steps = value("N")?.parse()?,
-            "--budget-s" => a.budget_s = value("SECONDS")?.parse()?,
-            "--save" => a.save = Some(PathBuf::from(value("DIR")?)),
-            // cargo bench passes --bench to every bench binary.
-            "--bench" => {}
-            w if !w.starts_with('-') => a.workloads.push(w.to_string()),
-            other => bail!("unknown argument `{other}` (see benches/generator.rs)"),
-        }
+    common::Bench {
+        source: "benches/generator.rs",
+        reference: "bench/generator_reference.py",
+        saved_batch: SAVED_BATCH,
+        workloads: &WORKLOADS,
+        takes_device: false,
     }
-    a.dir = dir.context(
-        "--dir DIR is required: the folder `bench/generator_reference.py make --dir DIR` wrote",
-    )?;
-    if a.workloads.is_empty() {
-        a.workloads = WORKLOADS.iter().map(|s| s.to_string()).collect();
-    }
-    for w in &a.workloads {
-        if !WORKLOADS.contains(&w.as_str()) {
-            bail!("unknown workload `{w}`: expected one of {WORKLOADS:?}");
-        }
-    }
-    Ok(a)
+    .args()
 }
 
 /// A PyTorch `nn.Sequential`'s state dict, read layer by layer.
@@ -272,30 +233,6 @@ fn step(net: &Net, x: &Var, r: &Tensor) -> Result<(Tensor, Tensor)> {
 fn read(t: &Tensor) -> Result<Vec<f64>> {
     let v = t.flatten_all()?.to_vec1::<f32>()?;
     Ok(v.into_iter().map(f64::from).collect())
-}
-
-/// max |a − b| / max |b|; infinite where `a` holds a NaN.
-fn relative_max_diff(a: &[f64], b: &[f64]) -> f64 {
-    let mut diff = 0f64;
-    let mut scale = 0f64;
-    for (x, y) in a.iter().zip(b) {
-        let d = (x - y).abs();
-        // A NaN must not pass: `max` would drop it.
-        diff = if d.is_nan() {
-            f64::INFINITY
-        } else {
-            diff.max(d)
-        };
-        scale = scale.max(y.abs());
-    }
-    diff / scale.max(f64::MIN_POSITIVE)
-}
-
-/// ‖a − b‖₂ / ‖b‖₂ (NaN where `a` holds a NaN, which fails the check).
-fn relative_l2_diff(a: &[f64], b: &[f64]) -> f64 {
-    let diff: f64 = a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum();
-    let norm: f64 = b.iter().map(|y| y * y).sum();
-    (diff / norm.max(f64::MIN_POSITIVE)).sqrt()
 }
 
 /// `out_rel=… grad_rel=… grad_agree=k/n check=ok|MISMATCH` against

@@ -63,6 +63,9 @@ use gevaldi::preprocess::Preprocess;
 use gevaldi::zoo::{self, Arch};
 use gevaldi::{Classifier, Divergence, Generator};
 
+mod common;
+use common::Args;
+
 /// mimalloc, counting the bytes live on the heap and their peak (for
 /// `step_heap_mib`): two relaxed atomic operations per allocation.
 struct Counting;
@@ -141,63 +144,29 @@ const CLASSIFIERS: [&str; 7] = [
     "convnext_tiny",
 ];
 
-struct Args {
-    dir: PathBuf,
-    device: Option<String>,
-    batch: usize,
-    warmup: usize,
-    min_steps: usize,
-    max_steps: usize,
-    budget_s: f64,
-    save: Option<PathBuf>,
-    workloads: Vec<String>,
-}
+/// Every workload: the classifiers, BigGAN, the paper's step.
+const WORKLOADS: [&str; 9] = [
+    CLASSIFIERS[0],
+    CLASSIFIERS[1],
+    CLASSIFIERS[2],
+    CLASSIFIERS[3],
+    CLASSIFIERS[4],
+    CLASSIFIERS[5],
+    CLASSIFIERS[6],
+    "biggan",
+    "step",
+];
 
+/// Its arguments ([`common::Args`]).
 fn args() -> Result<Args> {
-    let mut a = Args {
-        dir: PathBuf::new(),
-        device: None,
-        batch: SAVED_BATCH,
-        warmup: 1,
-        min_steps: 1,
-        max_steps: 20,
-        budget_s: 8.0,
-        save: None,
-        workloads: Vec::new(),
-    };
-    let mut it = std::env::args().skip(1);
-    let mut dir = None;
-    while let Some(arg) = it.next() {
-        let mut value = |what: &str| it.next().with_context(|| format!("{arg} {what}"));
-        match arg.as_str() {
-            "--dir" => dir = Some(PathBuf::from(value("DIR")?)),
-            "--device" => a.device = Some(value("cpu|cuda|metal")?),
-            "--batch" => a.batch = value("N")?.parse()?,
-            "--warmup" => a.warmup = value("N")?.parse()?,
-            "--min-steps" => a.min_steps = value("N")?.parse()?,
-            "--max-steps" => a.max_steps = value("N")?.parse()?,
-            "--budget-s" => a.budget_s = value("SECONDS")?.parse()?,
-            "--save" => a.save = Some(PathBuf::from(value("DIR")?)),
-            // cargo bench passes --bench to every bench binary.
-            "--bench" => {}
-            w if !w.starts_with('-') => a.workloads.push(w.to_string()),
-            other => bail!("unknown argument `{other}` (see benches/imagenet.rs)"),
-        }
+    common::Bench {
+        source: "benches/imagenet.rs",
+        reference: "bench/imagenet_reference.py",
+        saved_batch: SAVED_BATCH,
+        workloads: &WORKLOADS,
+        takes_device: true,
     }
-    a.dir = dir.context(
-        "--dir DIR is required: the folder `bench/imagenet_reference.py make --dir DIR` wrote",
-    )?;
-    if a.workloads.is_empty() {
-        a.workloads = CLASSIFIERS.iter().map(|s| s.to_string()).collect();
-        a.workloads
-            .extend(["biggan".to_string(), "step".to_string()]);
-    }
-    for w in &a.workloads {
-        if !CLASSIFIERS.contains(&w.as_str()) && w != "biggan" && w != "step" {
-            bail!("unknown workload `{w}`: expected one of {CLASSIFIERS:?}, biggan, step");
-        }
-    }
-    Ok(a)
+    .args()
 }
 
 fn device(choice: Option<&str>) -> Result<Device> {
@@ -402,22 +371,10 @@ fn values(a: &Tensor, b: &Tensor) -> Result<(Vec<f64>, Vec<f64>)> {
     Ok((a, b))
 }
 
-/// max |a − b| / max |b|; infinite when `a` holds a NaN.
+/// max |a − b| / max |b| ([`common::relative_max_diff`]).
 fn relative_max_diff(a: &Tensor, b: &Tensor) -> Result<f64> {
     let (a, b) = values(a, b)?;
-    let mut diff = 0f64;
-    let mut scale = 0f64;
-    for (x, y) in a.iter().zip(&b) {
-        let d = (x - y).abs();
-        // A NaN must not pass: `max` would drop it.
-        diff = if d.is_nan() {
-            f64::INFINITY
-        } else {
-            diff.max(d)
-        };
-        scale = scale.max(y.abs());
-    }
-    Ok(diff / scale.max(f64::MIN_POSITIVE))
+    Ok(common::relative_max_diff(&a, &b))
 }
 
 /// ‖a − b‖₂ / ‖b‖₂ (NaN when `a` holds a NaN, which fails every check).
@@ -429,9 +386,7 @@ fn relative_max_diff(a: &Tensor, b: &Tensor) -> Result<f64> {
 /// 3e-2 of the largest value, 3e-3 of the norm).
 fn relative_l2_diff(a: &Tensor, b: &Tensor) -> Result<f64> {
     let (a, b) = values(a, b)?;
-    let diff: f64 = a.iter().zip(&b).map(|(x, y)| (x - y) * (x - y)).sum();
-    let norm: f64 = b.iter().map(|y| y * y).sum();
-    Ok((diff / norm.max(f64::MIN_POSITIVE)).sqrt())
+    Ok(common::relative_l2_diff(&a, &b))
 }
 
 /// Compares a step's output and gradient with PyTorch's saved ones:
