@@ -57,9 +57,7 @@ impl Bench<'_> {
             let mut value = |what: &str| it.next().with_context(|| format!("{arg} {what}"));
             match arg.as_str() {
                 "--dir" => dir = Some(PathBuf::from(value("DIR")?)),
-                "--device" if self.takes_device => {
-                    a.device = Some(value("cpu|cuda|metal")?)
-                }
+                "--device" if self.takes_device => a.device = Some(value("cpu|cuda|metal")?),
                 "--batch" => a.batch = value("N")?.parse()?,
                 "--warmup" => a.warmup = value("N")?.parse()?,
                 "--min-steps" => a.min_steps = value("N")?.parse()?,
@@ -83,7 +81,10 @@ impl Bench<'_> {
         }
         for w in &a.workloads {
             if !self.workloads.contains(&w.as_str()) {
-                bail!("unknown workload `{w}`: expected one of {:?}", self.workloads);
+                bail!(
+                    "unknown workload `{w}`: expected one of {:?}",
+                    self.workloads
+                );
             }
         }
         Ok(a)
