@@ -36,14 +36,14 @@ pub enum Activation {
 }
 
 impl Activation {
-    /// Refuses a [`Activation::LeakyRelu`] slope that is negative or not
-    /// finite (every path's check).
-    pub(crate) fn check(self) -> candle_core::Result<()> {
+    /// The message refusing a [`Activation::LeakyRelu`] slope that is
+    /// negative or not finite ([`Op::refused`]).
+    fn refused(self) -> Option<String> {
         match self {
-            Activation::LeakyRelu(a) if !(a.is_finite() && a >= 0.0) => candle_core::bail!(
+            Activation::LeakyRelu(a) if !(a.is_finite() && a >= 0.0) => Some(format!(
                 "leaky_relu: negative slope {a}, expected a finite slope of 0 or more"
-            ),
-            _ => Ok(()),
+            )),
+            _ => None,
         }
     }
 }
@@ -138,14 +138,8 @@ impl Op {
     /// naming the op, as the CPU kernels do (candle's ops said only
     /// "unexpected rank, expected: 4, got: 2 ([2, 4])" on the other paths).
     pub(crate) fn check_rank(&self, x: &Tensor) -> candle_core::Result<()> {
-        let name = match self {
-            Op::Conv { .. } => "conv",
-            Op::ConvTranspose { .. } => "conv_transpose2d",
-            Op::MaxPool { .. } => "max_pool2d",
-            Op::AvgPool { .. } => "avg_pool2d",
-            Op::AdaptiveAvgPool { .. } => "adaptive_avg_pool2d",
-            Op::Upsample { .. } => "upsample_nearest2d",
-            _ => return Ok(()),
+        let Some(name) = self.image_op() else {
+            return Ok(());
         };
         if x.rank() != 4 {
             candle_core::bail!(
@@ -156,6 +150,20 @@ impl Op {
         Ok(())
     }
 
+    /// The name of an op on images (`[B, C, H, W]` only), as errors say
+    /// it; `None` for the others.
+    fn image_op(&self) -> Option<&'static str> {
+        Some(match self {
+            Op::Conv { .. } => "conv",
+            Op::ConvTranspose { .. } => "conv_transpose2d",
+            Op::MaxPool { .. } => "max_pool2d",
+            Op::AvgPool { .. } => "avg_pool2d",
+            Op::AdaptiveAvgPool { .. } => "adaptive_avg_pool2d",
+            Op::Upsample { .. } => "upsample_nearest2d",
+            _ => return None,
+        })
+    }
+
     /// The message refusing a setting PyTorch refuses that no path's own
     /// checks catch before it runs: a conv's or a transposed conv's
     /// dilation 0 or weight with a dimension of 0, a conv's groups 0 or
@@ -163,14 +171,12 @@ impl Op {
     /// kernels took dilation 0 as 1, the generic path as 0, candle's
     /// backward divided by it and panicked; groups 0, and a transposed
     /// conv of 0 output channels, panicked on the CPU path; a conv with a
-    /// kernel of height 0 gave zeros.)
+    /// kernel of height 0 gave zeros.) Also a LeakyReLU slope below 0 or
+    /// not finite.
     fn refused(&self) -> Option<String> {
         if let Op::Conv { weight, .. } | Op::ConvTranspose { weight, .. } = self {
             if weight.dims().contains(&0) {
-                let op = match self {
-                    Op::Conv { .. } => "conv",
-                    _ => "conv_transpose2d",
-                };
+                let op = self.image_op().unwrap_or("conv");
                 return Some(format!(
                     "{op}: a weight of shape {:?}, expected no dimension of 0",
                     weight.dims()
@@ -200,6 +206,7 @@ impl Op {
             Op::ConvTranspose { dilation: 0, .. } => {
                 Some("conv_transpose2d: dilation 0, expected 1 or more".into())
             }
+            Op::Act(a) => a.refused(),
             _ => None,
         }
     }
@@ -404,11 +411,13 @@ impl NetBuilder {
     pub fn build(mut self, output: NodeId) -> Net {
         self.nodes.truncate(output.0 + 1);
         let frozen = self.nodes.iter().all(|node| node.op.weights_frozen());
+        let refused = self.nodes.iter().find_map(|node| node.op.refused());
         Net {
             nodes: Arc::new(self.nodes),
             frozen,
             program: Arc::new(OnceLock::new()),
             prepared: Arc::new(OnceLock::new()),
+            refused,
         }
     }
 }
@@ -431,6 +440,9 @@ pub struct Net {
     frozen: bool,
     /// The device-generic path's backward kernels, made on first use.
     prepared: Arc<OnceLock<Arc<Prepared>>>,
+    /// The first node's setting PyTorch refuses ([`Op::refused`]), found
+    /// when the network is built: every path's forward refuses it.
+    refused: Option<String>,
 }
 
 impl Net {
@@ -506,10 +518,9 @@ impl Net {
 
     /// The error of the first node's setting that PyTorch refuses and
     /// that the paths would each read their own way ([`Op::refused`]),
-    /// every path's first check (a look at each node's settings; the
-    /// message is made only for the error).
+    /// every path's first check.
     fn check(&self) -> candle_core::Result<()> {
-        match self.nodes.iter().find_map(|node| node.op.refused()) {
+        match &self.refused {
             Some(message) => candle_core::bail!("{message}"),
             None => Ok(()),
         }
