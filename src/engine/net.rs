@@ -411,7 +411,11 @@ impl NetBuilder {
     pub fn build(mut self, output: NodeId) -> Net {
         self.nodes.truncate(output.0 + 1);
         let frozen = self.nodes.iter().all(|node| node.op.weights_frozen());
-        let refused = self.nodes.iter().find_map(|node| node.op.refused());
+        let refused = self
+            .nodes
+            .iter()
+            .find_map(|node| node.op.refused())
+            .map(Arc::from);
         Net {
             nodes: Arc::new(self.nodes),
             frozen,
@@ -442,7 +446,7 @@ pub struct Net {
     prepared: Arc<OnceLock<Arc<Prepared>>>,
     /// The first node's setting PyTorch refuses ([`Op::refused`]), found
     /// when the network is built: every path's forward refuses it.
-    refused: Option<String>,
+    refused: Option<Arc<str>>,
 }
 
 impl Net {
