@@ -7,7 +7,7 @@
 
 use candle_core::{DType, Tensor};
 
-use super::kernels::conv::ConvK;
+use super::kernels::conv::{ConvK, TransposeSettings};
 use super::kernels::{fold_affine_cols, fold_affine_rows, fuses_into_bias_pass};
 use super::net::{Activation, Node, Op};
 
@@ -50,8 +50,7 @@ pub(crate) enum Kernel {
         bias: Vec<f32>,
         /// `[kh, kw]`.
         kernel: [usize; 2],
-        /// `[stride, padding, output padding, dilation]`.
-        settings: [usize; 4],
+        settings: TransposeSettings,
     },
     Flatten,
     Reshape(Vec<usize>),
@@ -286,10 +285,7 @@ impl Program {
                 Op::ConvTranspose {
                     weight,
                     bias,
-                    stride,
-                    padding,
-                    output_padding,
-                    dilation,
+                    settings,
                 } => {
                     let (cin, cout, kh, kw) = weight.dims4().ok()?;
                     let bias = match bias {
@@ -303,16 +299,16 @@ impl Program {
                         &frozen_f32(weight)?,
                         vec![0.0; cin],
                         [cin, cout, kh, kw],
-                        *stride,
-                        *padding,
-                        *dilation,
+                        settings.stride,
+                        settings.padding,
+                        settings.dilation,
                         1,
                     )?;
                     Kernel::ConvTranspose {
                         conv,
                         bias,
                         kernel: [kh, kw],
-                        settings: [*stride, *padding, *output_padding, *dilation],
+                        settings: *settings,
                     }
                 }
                 Op::Flatten => Kernel::Flatten,

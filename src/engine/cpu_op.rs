@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 
 use super::compile::{Kernel, Program, Step};
-use super::kernels::conv::ConvK;
+use super::kernels::conv::{ConvK, TransposeSettings};
 use super::kernels::{
     elementwise as ew, gemm_new, gemm_new_act_backward, gemm_new_bias_act, pool, transpose, view,
     Dims,
@@ -162,15 +162,14 @@ fn conv_transpose_dims(
     d: Dims,
     cout: usize,
     [kh, kw]: [usize; 2],
-    [stride, pad, out_pad, dil]: [usize; 4],
+    settings: TransposeSettings,
 ) -> candle_core::Result<Dims> {
     if !d.spatial {
         candle_core::bail!("conv_transpose2d: expected [B, C, H, W], got a flat value");
     }
-    let len = |n, k| super::conv_transpose_len(n, k, stride, pad, out_pad, dil);
     Ok(Dims {
-        h: len(d.h, kh)?,
-        w: len(d.w, kw)?,
+        h: settings.len(d.h, kh)?,
+        w: settings.len(d.w, kw)?,
         c: cout,
         ..d
     })

@@ -238,11 +238,8 @@ impl Prepared {
                 // A transposed conv's forward is the input gradient of the
                 // conv with its weight read as `[Cout', Cin', kh, kw]`.
                 Op::ConvTranspose {
-                    weight,
-                    stride,
-                    dilation,
-                    ..
-                } => ConvBack::new(weight, *stride, *dilation, 1).map(Some),
+                    weight, settings, ..
+                } => ConvBack::new(weight, settings.stride, settings.dilation, 1).map(Some),
                 _ => Ok(None),
             })
             .collect::<candle_core::Result<_>>()?;
@@ -466,17 +463,10 @@ pub(crate) fn forward(
                     Op::ConvTranspose {
                         weight,
                         bias,
-                        stride,
-                        padding,
-                        output_padding,
-                        dilation,
+                        settings,
                     } => {
-                        let (s, p, d) = (*stride, *padding, *dilation);
-                        let dims = reference::check_conv_transpose(
-                            args[0],
-                            weight,
-                            [s, p, *output_padding, d],
-                        )?;
+                        let (s, p, d) = (settings.stride, settings.padding, settings.dilation);
+                        let dims = reference::check_conv_transpose(args[0], weight, *settings)?;
                         let y = if own {
                             let wt = prepared.wt(j, weight)?;
                             cuda::conv_input_grad(args[0], weight, &wt, &dims, s, p, d)?
@@ -650,13 +640,9 @@ impl Tape {
                 )?]
             }
             Op::ConvTranspose {
-                weight,
-                stride,
-                padding,
-                dilation,
-                ..
+                weight, settings, ..
             } => {
-                let (s, p, d) = (*stride, *padding, *dilation);
+                let (s, p, d) = (settings.stride, settings.padding, settings.dilation);
                 vec![if self.own {
                     cuda::conv2d(g, weight, None, false, s, p, d)?
                 } else if s == 1 {

@@ -144,7 +144,7 @@ pub(crate) fn grad_of(
 ) -> candle_core::Result<candle_core::Tensor> {
     grads.ok_or_else(|| candle_core::Error::Msg(format!("{op}: a backward gave no gradient")))
 }
-pub(crate) use kernels::conv::conv_transpose_len;
+pub(crate) use kernels::conv::TransposeSettings;
 pub(crate) use kernels::pool::{
     adaptive_range, avg_pool_len, check_adaptive, check_upsample, pool_len,
 };

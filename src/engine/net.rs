@@ -6,7 +6,7 @@ use candle_core::{DType, Module, Tensor};
 
 use super::compile::Program;
 use super::generic::{self, Prepared};
-use super::Engine;
+use super::{Engine, TransposeSettings};
 
 /// A value of a [`Net`]: its input or a node's output.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -94,10 +94,7 @@ pub(crate) enum Op {
     ConvTranspose {
         weight: Tensor,
         bias: Option<Tensor>,
-        stride: usize,
-        padding: usize,
-        output_padding: usize,
-        dilation: usize,
+        settings: TransposeSettings,
     },
     /// `[B, C, H, W]` to `[B, C·H·W]` in PyTorch's (c, y, x) order.
     Flatten,
@@ -203,9 +200,10 @@ impl Op {
                     None
                 }
             }
-            Op::ConvTranspose { dilation: 0, .. } => {
-                Some("conv_transpose2d: dilation 0, expected 1 or more".into())
-            }
+            Op::ConvTranspose {
+                settings: TransposeSettings { dilation: 0, .. },
+                ..
+            } => Some("conv_transpose2d: dilation 0, expected 1 or more".into()),
             Op::Act(a) => a.refused(),
             _ => None,
         }
@@ -360,10 +358,12 @@ impl NetBuilder {
             Op::ConvTranspose {
                 weight: conv.weight().clone(),
                 bias: conv.bias().cloned(),
-                stride: c.stride,
-                padding: c.padding,
-                output_padding: c.output_padding,
-                dilation: c.dilation,
+                settings: TransposeSettings {
+                    stride: c.stride,
+                    padding: c.padding,
+                    output_padding: c.output_padding,
+                    dilation: c.dilation,
+                },
             },
             vec![x],
         )

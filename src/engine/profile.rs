@@ -60,9 +60,11 @@ pub(crate) fn kind(op: &Op) -> String {
         .into(),
         Op::AvgPool { k, s, .. } => format!("avgpool {k}x{k} stride {s}"),
         Op::Upsample { scale } => format!("upsample x{scale}"),
-        Op::ConvTranspose { weight, stride, .. } => {
+        Op::ConvTranspose {
+            weight, settings, ..
+        } => {
             let (k, kk) = (weight.dim(2).unwrap_or(0), weight.dim(3).unwrap_or(0));
-            format!("conv transpose {k}x{kk} stride {stride}")
+            format!("conv transpose {k}x{kk} stride {}", settings.stride)
         }
         Op::MaxPool { k, s, .. } => format!("maxpool {k}x{k} stride {s}"),
         Op::AdaptiveAvgPool { .. } => "adaptive avgpool".into(),

@@ -3,7 +3,7 @@
 
 use candle_core::Tensor;
 
-use super::kernels::conv::{conv_len, conv_transpose_len};
+use super::kernels::conv::{conv_len, TransposeSettings};
 use super::net::{Activation, Node, Op};
 use crate::zoo::{
     adaptive_avg_pool2d, avg_pool2d, max_pool2d, max_pool2x2, upsample_nearest, BatchNorm,
@@ -113,9 +113,15 @@ pub(crate) fn conv_transpose(
     x: &Tensor,
     weight: &Tensor,
     bias: Option<&Tensor>,
-    [stride, padding, output_padding, dilation]: [usize; 4],
+    settings: TransposeSettings,
 ) -> candle_core::Result<Tensor> {
-    check_conv_transpose(x, weight, [stride, padding, output_padding, dilation])?;
+    check_conv_transpose(x, weight, settings)?;
+    let TransposeSettings {
+        stride,
+        padding,
+        output_padding,
+        dilation,
+    } = settings;
     let y = x.conv_transpose2d(weight, padding, output_padding, stride, dilation)?;
     add_bias(y, bias)
 }
@@ -125,7 +131,7 @@ pub(crate) fn conv_transpose(
 pub(crate) fn check_conv_transpose(
     x: &Tensor,
     weight: &Tensor,
-    [stride, padding, output_padding, dilation]: [usize; 4],
+    settings: TransposeSettings,
 ) -> candle_core::Result<[usize; 4]> {
     let (b, c, h, w) = x.dims4()?;
     let (cin, cout, kh, kw) = weight.dims4()?;
@@ -134,8 +140,7 @@ pub(crate) fn check_conv_transpose(
             "conv_transpose2d: input of {c} channels, the weight [Cin, Cout, kh, kw] takes {cin}"
         );
     }
-    let len = |n, k| conv_transpose_len(n, k, stride, padding, output_padding, dilation);
-    Ok([b, cout, len(h, kh)?, len(w, kw)?])
+    Ok([b, cout, settings.len(h, kh)?, settings.len(w, kw)?])
 }
 
 /// Refuses a product of values whose shapes are neither equal nor a
@@ -218,16 +223,8 @@ pub(crate) fn eval(op: &Op, args: &[&Tensor]) -> candle_core::Result<Tensor> {
         Op::ConvTranspose {
             weight,
             bias,
-            stride,
-            padding,
-            output_padding,
-            dilation,
-        } => conv_transpose(
-            arg(0),
-            weight,
-            bias.as_ref(),
-            [*stride, *padding, *output_padding, *dilation],
-        )?,
+            settings,
+        } => conv_transpose(arg(0), weight, bias.as_ref(), *settings)?,
         Op::Flatten => arg(0).flatten_from(1)?,
         Op::Reshape(dims) => {
             let mut shape = vec![arg(0).dim(0)?];

@@ -79,46 +79,57 @@ pub(crate) fn conv_len(
     Ok((n + 2 * pad - span) / stride + 1)
 }
 
-/// A transposed conv's output length along an axis of input length `n`,
-/// kernel length `k`: (n − 1)·s − 2p + d·(k − 1) + `out_pad` + 1, PyTorch's
-/// `ConvTranspose2d`; an error where the stride is 0, the output padding
-/// is not less than the stride (the conv it transposes would then not
-/// map the output back to `n`), or the output would be empty.
-pub(crate) fn conv_transpose_len(
-    n: usize,
-    k: usize,
-    stride: usize,
-    pad: usize,
-    out_pad: usize,
-    dil: usize,
-) -> candle_core::Result<usize> {
-    if stride == 0 {
-        candle_core::bail!("conv_transpose2d: stride 0, expected 1 or more");
+/// A transposed conv's settings: PyTorch's `ConvTranspose2d`'s, one
+/// group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TransposeSettings {
+    pub(crate) stride: usize,
+    pub(crate) padding: usize,
+    pub(crate) output_padding: usize,
+    pub(crate) dilation: usize,
+}
+
+impl TransposeSettings {
+    /// The output length along an axis of input length `n`, kernel
+    /// length `k`: (n − 1)·s − 2p + d·(k − 1) + output padding + 1,
+    /// PyTorch's; an error where the stride is 0, the output padding is
+    /// not less than the stride (the conv it transposes would then not map
+    /// the output back to `n`), or the output would be empty.
+    pub(crate) fn len(&self, n: usize, k: usize) -> candle_core::Result<usize> {
+        let TransposeSettings {
+            stride,
+            padding: pad,
+            output_padding: out_pad,
+            dilation: dil,
+        } = *self;
+        if stride == 0 {
+            candle_core::bail!("conv_transpose2d: stride 0, expected 1 or more");
+        }
+        if out_pad >= stride {
+            // PyTorch takes one less than the dilation too; gevaldi does not.
+            let also = if out_pad < dil {
+                format!(
+                    " (PyTorch also takes one less than the dilation {dil}, gevaldi not: \
+                     its transposed conv is the input gradient of a conv of stride {stride})"
+                )
+            } else {
+                String::new()
+            };
+            candle_core::bail!(
+                "conv_transpose2d: output padding {out_pad}, expected less than the stride {stride}{also}"
+            );
+        }
+        if n == 0 || k == 0 {
+            candle_core::bail!("conv_transpose2d: an input or kernel of length 0");
+        }
+        let full = (n - 1) * stride + dil.max(1) * (k - 1) + out_pad + 1;
+        if full <= 2 * pad {
+            candle_core::bail!(
+                "conv_transpose2d: input {n}, kernel {k}, stride {stride}: padding {pad} leaves no output"
+            );
+        }
+        Ok(full - 2 * pad)
     }
-    if out_pad >= stride {
-        // PyTorch takes one less than the dilation too; gevaldi does not.
-        let also = if out_pad < dil {
-            format!(
-                " (PyTorch also takes one less than the dilation {dil}, gevaldi not: \
-                 its transposed conv is the input gradient of a conv of stride {stride})"
-            )
-        } else {
-            String::new()
-        };
-        candle_core::bail!(
-            "conv_transpose2d: output padding {out_pad}, expected less than the stride {stride}{also}"
-        );
-    }
-    if n == 0 || k == 0 {
-        candle_core::bail!("conv_transpose2d: an input or kernel of length 0");
-    }
-    let full = (n - 1) * stride + dil.max(1) * (k - 1) + out_pad + 1;
-    if full <= 2 * pad {
-        candle_core::bail!(
-            "conv_transpose2d: input {n}, kernel {k}, stride {stride}: padding {pad} leaves no output"
-        );
-    }
-    Ok(full - 2 * pad)
 }
 
 impl ConvK {
