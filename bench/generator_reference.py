@@ -30,14 +30,14 @@ line per workload, as bench/imagenet_reference.py does:
   pytorch workload=dcgan device=cpu batch=8 steps=5 seconds=1.234 steps_per_s=4.05
 """
 
-import argparse
 import os
 import resource
-import time
 
 import torch
 import torch.nn as nn
 from safetensors.torch import load_file, save_file
+
+from torch_bench import arguments, time_workload
 
 BATCH = 8
 NZ, NGF, NC = 100, 64, 3
@@ -183,39 +183,17 @@ def repeat_rows(t, batch):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", choices=["make", "time"])
-    ap.add_argument("workloads", nargs="*", help=f"default: all of {' '.join(WORKLOADS)}")
-    ap.add_argument("--dir", required=True)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--batch", type=int, default=BATCH, help="the saved inputs' rows repeated (timing only)")
-    ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--warmup", type=int, default=1)
-    ap.add_argument("--min-steps", type=int, default=1)
-    ap.add_argument("--max-steps", type=int, default=20)
-    ap.add_argument("--budget-s", type=float, default=8.0)
-    args = ap.parse_intermixed_args()
-    torch.set_num_threads(args.threads)
+    args = arguments(__doc__, WORKLOADS, BATCH)
     if args.mode == "make":
         make(args.dir)
         return
-    names = args.workloads or WORKLOADS
-    bad = [n for n in names if n not in WORKLOADS]
-    if bad:
-        raise SystemExit(f"unknown workload(s) {bad}: expected some of {WORKLOADS}")
+    names = args.names
     inputs = {k: repeat_rows(v, args.batch) for k, v in load_file(os.path.join(args.dir, "inputs.safetensors")).items()}
     for name in names:
         m = MAKERS[name]()
         m.load_state_dict(load_file(os.path.join(args.dir, "weights", f"{name}.safetensors")))
         step = step_fn(frozen(m), *inputs_for(name, inputs))
-        for _ in range(args.warmup):
-            step()
-        n = 0
-        started = time.perf_counter()
-        while n < args.min_steps or (n < args.max_steps and time.perf_counter() - started < args.budget_s):
-            step()
-            n += 1
-        seconds = time.perf_counter() - started
+        n, seconds = time_workload(step, args)
         print(
             f"pytorch workload={name} device={args.device} batch={args.batch} steps={n} "
             f"seconds={seconds:.3f} steps_per_s={n / seconds:.3f} "

@@ -47,17 +47,17 @@ torchvision's `transform_input=True`, as gevaldi's `googlenet` arch (and
 torchvision's pretrained weights) expect.
 """
 
-import argparse
 import math
 import os
 import resource
 import sys
-import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
+
+from torch_bench import arguments, time_workload
 
 BATCH = 8
 CLASSIFIERS = [
@@ -339,41 +339,15 @@ def repeat_rows(inputs, batch):
     return {k: (v if k == "proj" else v[rows].contiguous()) for k, v in inputs.items()}
 
 
-def time_workload(step, args):
-    for _ in range(args.warmup):
-        step()
-    n = 0
-    started = time.perf_counter()
-    while n < args.min_steps or (n < args.max_steps and time.perf_counter() - started < args.budget_s):
-        step()
-        n += 1
-    return n, time.perf_counter() - started
-
-
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", choices=["make", "time"])
-    ap.add_argument("workloads", nargs="*", help=f"default: all of {' '.join(WORKLOADS)}")
-    ap.add_argument("--dir", required=True)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--batch", type=int, default=BATCH, help="the saved inputs' rows repeated (timing only)")
-    ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--warmup", type=int, default=1)
-    ap.add_argument("--min-steps", type=int, default=1)
-    ap.add_argument("--max-steps", type=int, default=20)
-    ap.add_argument("--budget-s", type=float, default=8.0)
-    args = ap.parse_intermixed_args()
-    torch.set_num_threads(args.threads)
+    args = arguments(__doc__, WORKLOADS, BATCH)
     # fp32 throughout: no TF32 on a GPU.
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     if args.mode == "make":
         make(args.dir)
         return
-    names = args.workloads or WORKLOADS
-    bad = [n for n in names if n not in WORKLOADS]
-    if bad:
-        sys.exit(f"unknown workload(s) {bad}: expected some of {WORKLOADS}")
+    names = args.names
     device = torch.device(args.device)
     models = load_models(args.dir, names, device)
     inputs = repeat_rows(load_file(os.path.join(args.dir, "inputs.safetensors")), args.batch)
