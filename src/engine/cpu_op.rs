@@ -52,10 +52,14 @@ pub(crate) fn forward_taped(
         tape: Mutex::new(None),
     };
     let y = x.apply_op1_no_bwd(&op)?;
-    let out = y.clone();
+    // The backward reads the input's and the output's shapes only (what it
+    // needs of the values, the forward kept in `op`'s tape): keeping the
+    // tensors held every conv's input and output of BigGAN's blocks for the
+    // whole backward.
+    let (x_shape, y_shape, dev) = (x.shape().clone(), y.shape().clone(), x.device().clone());
     let back: super::Pullback =
-        Box::new(move |g| Ok(vec![super::grad_of(op.bwd(&x, &y, g)?, "gevaldi-engine")?]));
-    Ok((out, back))
+        Box::new(move |g| Ok(vec![op.backward(&x_shape, &y_shape, &dev, g)?]));
+    Ok((y, back))
 }
 
 /// What a step's backward needs.
@@ -662,17 +666,32 @@ impl CustomOp1 for NetOp {
     }
 
     fn bwd(&self, x: &Tensor, res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        self.backward(x.shape(), res.shape(), x.device(), grad)
+            .map(Some)
+    }
+}
+
+impl NetOp {
+    /// The gradient of the input (of shape `x`, on `dev`) from `grad`, the
+    /// output's (of shape `out`), after the forward pass.
+    fn backward(
+        &self,
+        x: &Shape,
+        out: &Shape,
+        dev: &candle_core::Device,
+        grad: &Tensor,
+    ) -> candle_core::Result<Tensor> {
         if let Some((k, d)) = input_dims(x.dims()).and_then(|d| Some((self.plain_pointwise(d)?, d)))
         {
             let g = grad.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
             let dx = k.backward_nchw(&g, d.b, d.h * d.w);
-            return Ok(Some(Tensor::from_vec(dx, x.dims(), x.device())?));
+            return Tensor::from_vec(dx, x, dev);
         }
         let guard = self.tape.lock().expect("tape");
         let Some(tape) = guard.as_ref() else {
             candle_core::bail!("{}: backward before forward", self.name())
         };
-        let (Some(o), Some(d)) = (input_dims(res.dims()), input_dims(x.dims())) else {
+        let (Some(o), Some(d)) = (input_dims(out.dims()), input_dims(x.dims())) else {
             candle_core::bail!("{}: unexpected shapes", self.name())
         };
         let g = Arc::new(grad.contiguous()?.flatten_all()?.to_vec1::<f32>()?);
@@ -683,6 +702,6 @@ impl CustomOp1 for NetOp {
         } else {
             vec![0.0; d.len()]
         };
-        Ok(Some(Tensor::from_vec(dx, x.dims(), x.device())?))
+        Tensor::from_vec(dx, x, dev)
     }
 }

@@ -137,13 +137,6 @@ pub(crate) type Pullback = Box<
     dyn Fn(&candle_core::Tensor) -> candle_core::Result<Vec<candle_core::Tensor>> + Send + Sync,
 >;
 
-/// A gradient that an op's backward must give.
-pub(crate) fn grad_of(
-    grads: Option<candle_core::Tensor>,
-    op: &str,
-) -> candle_core::Result<candle_core::Tensor> {
-    grads.ok_or_else(|| candle_core::Error::Msg(format!("{op}: a backward gave no gradient")))
-}
 pub(crate) use kernels::conv::TransposeSettings;
 pub(crate) use kernels::pool::{
     adaptive_range, avg_pool_len, check_adaptive, check_upsample, pool_len,

@@ -15,13 +15,13 @@
 //! backward works the output out again); under `GEVALDI_ENGINE=candle`
 //! (or on Metal) candle's ops.
 
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::cpu_op::f32s;
 use super::generic::attach;
 use super::kernels::{act, act_grad};
-use super::{cuda, grad_of, profile, Pullback};
+use super::{cuda, profile, Pullback};
 use super::{Activation, Engine};
 
 /// `relu(x · a + b)` for `x` `[B, C, H, W]` and the gains `ab` `[B, 2C]`
@@ -78,14 +78,14 @@ pub(crate) fn scale_shift_relu_taped(
         let y = profile::time(dev, "forward", kind, || {
             x.apply_op2_no_bwd(&ab, &ScaleShiftRelu)
         })?;
-        let out = y.clone();
-        // The backward reads x, ab and the output.
+        // The backward reads x and ab, and works the output out again (as
+        // large as x, and read by no other op's backward where a conv
+        // follows: BigGAN's blocks).
         let back: Pullback = Box::new(move |g| {
-            let (dx, dab) = ScaleShiftRelu.bwd(&x, &ab, &y, g)?;
-            let name = "scale_shift_relu";
-            Ok(vec![grad_of(dx, name)?, grad_of(dab, name)?])
+            let (dx, dab) = backward(&x, &ab, g)?;
+            Ok(vec![dx, dab])
         });
-        return Ok((out, back));
+        return Ok((y, back));
     }
     generic_taped(&x, &ab, engine)
 }
@@ -173,6 +173,13 @@ fn generic_backward(
 
 struct ScaleShiftRelu;
 
+/// `relu(x · a + b)` of one value, as the forward computes it and the
+/// backward computes it again.
+fn at(x: f32, a: f32, b: f32) -> f32 {
+    // A ReLU has no multiply-add to fuse: any copy's `act`.
+    act::<pulp::Scalar>(Activation::Relu, x * a + b)
+}
+
 /// Plane `j`'s scale in `ab` (`c` channels; its shift is `c` further).
 fn gain_at(j: usize, c: usize) -> usize {
     j + (j / c.max(1)) * c
@@ -201,8 +208,7 @@ impl CustomOp2 for ScaleShiftRelu {
                 let k = gain_at(j, c);
                 let (a, b) = (ab[k], ab[k + c]);
                 for (y, x) in y.iter_mut().zip(x) {
-                    // A ReLU has no multiply-add to fuse: any copy's `act`.
-                    *y = act::<pulp::Scalar>(Activation::Relu, x * a + b);
+                    *y = at(*x, a, b);
                 }
             });
         Ok((CpuStorage::F32(y), l1.shape().clone()))
@@ -212,30 +218,43 @@ impl CustomOp2 for ScaleShiftRelu {
         &self,
         x: &Tensor,
         ab: &Tensor,
-        res: &Tensor,
+        _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let c = x.dim(1)?;
-        let gains = ab.flatten_all()?.to_vec1::<f32>()?;
-        let a = (0..gains.len() / 2).map(|j| gains[gain_at(j, c)]).collect();
-        let packed = x.apply_op3_no_bwd(res, &grad.contiguous()?, &Backward { a, c })?;
-        let n = x.elem_count();
-        let gx = packed.narrow(0, 0, n)?.reshape(x.dims())?;
-        let gab = packed.narrow(0, n, ab.elem_count())?.reshape(ab.dims())?;
+        let (gx, gab) = backward(x, ab, grad)?;
         Ok((Some(gx), Some(gab)))
     }
 }
 
-/// The backward of [`ScaleShiftRelu`] on (x, its output, the output's
-/// gradient), `a` the scale per plane and `c` the channels: flat `[dx…,
+/// The CPU engine's backward of [`ScaleShiftRelu`] at `x` and the gains
+/// `ab`, from the output's gradient `grad`: `(dx, dab)`.
+fn backward(x: &Tensor, ab: &Tensor, grad: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+    let c = x.dim(1)?;
+    let gains = ab.flatten_all()?.to_vec1::<f32>()?;
+    let ab_of = |j| (gains[gain_at(j, c)], gains[gain_at(j, c) + c]);
+    let ab_per_plane = (0..gains.len() / 2).map(ab_of).collect();
+    let op = Backward {
+        ab: ab_per_plane,
+        c,
+    };
+    let packed = x.contiguous()?.apply_op2_no_bwd(&grad.contiguous()?, &op)?;
+    let n = x.elem_count();
+    let gx = packed.narrow(0, 0, n)?.reshape(x.dims())?;
+    let gab = packed.narrow(0, n, ab.elem_count())?.reshape(ab.dims())?;
+    Ok((gx, gab))
+}
+
+/// The backward of [`ScaleShiftRelu`] on (x, the output's gradient), `ab`
+/// the scale and shift per plane and `c` the channels: flat `[dx…,
 /// dab…]`, dab laid out as the gains (each sample's C scales' gradients,
-/// then its C shifts').
+/// then its C shifts'). The output is worked out again from x, as the
+/// forward did (the same bits), rather than kept.
 struct Backward {
-    a: Vec<f32>,
+    ab: Vec<(f32, f32)>,
     c: usize,
 }
 
-impl CustomOp3 for Backward {
+impl CustomOp2 for Backward {
     fn name(&self) -> &'static str {
         "gevaldi-scale-shift-relu-backward"
     }
@@ -246,29 +265,23 @@ impl CustomOp3 for Backward {
         l1: &Layout,
         s2: &CpuStorage,
         l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (x, y, g) = (
-            f32s(s1, l1, self.name())?,
-            f32s(s2, l2, self.name())?,
-            f32s(s3, l3, self.name())?,
-        );
-        let planes = self.a.len();
+        let (x, g) = (f32s(s1, l1, self.name())?, f32s(s2, l2, self.name())?);
+        let planes = self.ab.len();
         let plane = (x.len() / planes.max(1)).max(1);
         let mut out = vec![0f32; x.len() + 2 * planes];
         let (dx, dab) = out.split_at_mut(x.len());
         let sums: Vec<(f64, f64)> = dx
             .par_chunks_mut(plane)
             .zip(x.par_chunks(plane))
-            .zip(y.par_chunks(plane))
             .zip(g.par_chunks(plane))
             .enumerate()
-            .map(|(i, (((dx, x), y), g))| {
-                let a = self.a[i];
+            .map(|(i, ((dx, x), g))| {
+                let (a, b) = self.ab[i];
                 let (mut da, mut db) = (0f64, 0f64);
-                for (((dx, x), y), g) in dx.iter_mut().zip(x).zip(y).zip(g) {
-                    let gm = act_grad(Activation::Relu, *g, *y);
+                for ((dx, x), g) in dx.iter_mut().zip(x).zip(g) {
+                    let y = at(*x, a, b);
+                    let gm = act_grad(Activation::Relu, *g, y);
                     *dx = gm * a;
                     da += f64::from(gm * x);
                     db += f64::from(gm);
