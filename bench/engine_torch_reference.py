@@ -19,17 +19,23 @@ ties; average pools with k != s, padding up to k/2, non-dividing sizes and
 1x1 outputs; adaptive pools to smaller, larger and non-dividing sizes;
 upsampling by 1-4; LeakyReLU at slopes 0, 0.01, 0.2, 1.5 on inputs at 0
 and up to 1e4; concat, add, reshape, flatten, LayerNorm (channels and
-flat), affine, activations, SiLU, products and channel gates (a
-squeeze-and-excitation block); and nets a user builds: DCGAN generators
+flat), affine, activations, SiLU, ReLU6/hardtanh, hardswish and
+hardsigmoid (at their kinks exactly: PyTorch's subgradients there),
+products and channel gates (a squeeze-and-excitation block); and nets a
+user builds: DCGAN generators
 (linear -> reshape -> transposed convs, folded batch norms, tanh, to 32x32
 and 64x64; the paper's from a 1x1 latent image), upsample -> conv blocks,
 LeNet-5 with average pools, U-Net-like skips (a value read by an upsample
-path and a concat or add), affines, LayerNorms and activations before and
-after them. f32 must agree within 2e-5 of the largest value, f64 within
-1e-10; 161 nets, worst 3.3e-6 in f32, 2.2e-15 in f64 (2026-12-06; with
-154 nets, before SiLU and products, 6.6e-6, the sigmoid's input gradient
-at |x| up to 100, the transposed convs' worst 1.4e-6). The figures move
-with the random functionals, which a new case redraws.
+path and a concat or add), MobileNetV2's inverted residual and
+MobileNetV3's block, affines, LayerNorms and activations before and after
+them. f32 must agree within 2e-5 of the largest value, f64 within 1e-10;
+171 nets, worst 1.9e-6 in f32, 2.4e-15 in f64 (2026-12-06; with 161 nets,
+before the hard activations, 3.3e-6 and 2.2e-15; with 154 nets, before
+SiLU and products, 6.6e-6, the sigmoid's input gradient at |x| up to 100,
+the transposed convs' worst 1.4e-6). The figures move with the random
+functionals, which a new case redraws. PyTorch 2.15's float64 backward of
+F.hardsigmoid takes 1/6 as a float32 (0.16666667163, 3e-8 off); the
+reference here computes hardsigmoid itself (`hardsigmoid` below).
 
 Known and documented (README, "Which engine runs the models"): candle
 0.11's own conv2d backward fails ("shape mismatch in add") for a strided
@@ -264,11 +270,36 @@ c = Case("mul_flat", (3, 6)); n = c.add("linear", 0, w=T("mf.w", 4, 6), b=None);
 c = Case("mul_gate_1px", (2, 4, 1, 1)); g = c.add("sigmoid", 0); c.add("mul", [0, g]); c.done()
 c = Case("se_block", (2, 3, 7, 6)); h = conv_node(c, 0, "c", 3, 8, 3, 3, 1, 1); h = c.add("affine", h, scale=T("se.s", 8), shift=T("se.t", 8)); h = c.add("silu", h); dw = conv_node(c, h, "dw", 8, 8, 3, 3, 2, 1, 1, 8); dw = c.add("silu", dw)
 sq = c.add("aap", dw, oh=1, ow=1); sq = conv_node(c, sq, "r", 8, 2, 1, 1); sq = c.add("silu", sq); sq = conv_node(c, sq, "e", 2, 8, 1, 1); sq = c.add("sigmoid", sq); n = c.add("mul", [dw, sq]); n = conv_node(c, n, "p", 8, 3, 1, 1, bias=False); c.done()
+# --- hard activations (MobileNetV2's ReLU6, MobileNetV3's hardswish and gate): their kinks, exactly, and beside them
+kinks = lambda s: torch.cat([torch.tensor([-1e4, -6, -3.0000002, -3, -2.9999998, -1e-3, 0, 1e-3, 0.5, 2.9999998, 3, 3.0000002, 5.9999995, 6, 6.0000005, 1e4], dtype=torch.float64), 5 * torch.randn(s[0] * s[1] * s[2] * s[3] - 16, dtype=torch.float64)]).reshape(s)
+for act in ["hardswish", "hardsigmoid"]:
+    c = Case(f"act_{act}", (2, 3, 4, 5), xgen=kinks); c.add(act, 0); c.done()
+for (lo, hi) in [(0.0, 6.0), (-1.0, 1.0), (-0.5, 2.25), (-3.0, 3.0)]:
+    c = Case(f"act_hardtanh_{lo}_{hi}", (2, 3, 4, 5), xgen=kinks); c.add("hardtanh", 0, min=lo, max=hi); c.done()
+c = Case("conv_relu6_fused", (2, 3, 6, 6)); n = conv_node(c, 0, "c", 3, 5, 3, 3, 1, 1); n = c.add("hardtanh", n, min=0.0, max=6.0); c.add("linear", n, w=T("cr6.w", 2, 5), b=T("cr6.b", 2)); c.done()
+c = Case("linear_hardswish_hardsigmoid", (3, 7)); n = c.add("linear", 0, w=T("lhh.w", 6, 7), b=T("lhh.b", 6)); n = c.add("hardswish", n); n = c.add("linear", n, w=T("lhh.v", 4, 6), b=None); c.add("hardsigmoid", n); c.done()
+# MobileNetV2's inverted residual (expand 1x1, BN, ReLU6, depthwise 3x3, BN, ReLU6, project 1x1, BN, + input)
+c = Case("mobilenet_v2_block", (2, 8, 7, 9)); h = conv_node(c, 0, "e", 8, 24, 1, 1, bias=False); h = c.add("affine", h, scale=T("mb2.s1", 24), shift=T("mb2.t1", 24)); h = c.add("hardtanh", h, min=0.0, max=6.0)
+h = conv_node(c, h, "dw", 24, 24, 3, 3, 1, 1, 1, 24, bias=False); h = c.add("affine", h, scale=T("mb2.s2", 24), shift=T("mb2.t2", 24)); h = c.add("hardtanh", h, min=0.0, max=6.0)
+h = conv_node(c, h, "p", 24, 8, 1, 1, bias=False); h = c.add("affine", h, scale=T("mb2.s3", 8), shift=T("mb2.t3", 8)); c.add("add", [h, 0]); c.done()
+# MobileNetV3's block (hardswish, a strided depthwise conv, a squeeze-and-excitation gate through hardsigmoid)
+c = Case("mobilenet_v3_block", (2, 6, 9, 8)); h = conv_node(c, 0, "e", 6, 16, 1, 1, bias=False); h = c.add("affine", h, scale=T("mb3.s1", 16), shift=T("mb3.t1", 16)); h = c.add("hardswish", h)
+h = conv_node(c, h, "dw", 16, 16, 5, 5, 2, 2, 1, 16, bias=False); h = c.add("affine", h, scale=T("mb3.s2", 16), shift=T("mb3.t2", 16)); h = c.add("hardswish", h)
+sq = c.add("aap", h, oh=1, ow=1); sq = conv_node(c, sq, "r", 16, 8, 1, 1); sq = c.add("relu", sq); sq = conv_node(c, sq, "x", 8, 16, 1, 1); sq = c.add("hardsigmoid", sq); h = c.add("mul", [h, sq])
+h = conv_node(c, h, "p", 16, 6, 1, 1, bias=False); c.add("affine", h, scale=T("mb3.s3", 6), shift=T("mb3.t3", 6)); c.done()
 c = Case("ln_then_convT", (2, 6, 3, 3)); n = c.add("ln", 0, w=T("lct.w", 6), b=T("lct.b", 6), eps=1e-6); convt_node(c, n, "t", 6, 4, 3, 3, 2, 0); c.done()
 
 
 def tw(k):
     return None if k is None else W[k].double()
+
+def hardsigmoid(x):
+    """F.hardsigmoid, whose float64 backward takes 1/6 as a float32
+    (0.16666667163, PyTorch 2.15): (x + 3)/6 strictly inside (-3, 3), 1 from
+    3 up, 0 at and below -3; the gradient 1/6 inside, as F.hardsigmoid's."""
+    inside = (x > -3) & (x < 3)
+    return torch.where(inside, (x + 3) / 6, (x >= 3).to(x.dtype))
+
 
 def ref(case, x):
     vals = [x]
@@ -290,6 +321,9 @@ def ref(case, x):
         elif op == "tanh": y = torch.tanh(a[0])
         elif op == "gelu": y = F.gelu(a[0])
         elif op == "silu": y = F.silu(a[0])
+        elif op == "hardswish": y = F.hardswish(a[0])
+        elif op == "hardsigmoid": y = hardsigmoid(a[0])
+        elif op == "hardtanh": y = F.hardtanh(a[0], float(torch.tensor(n["min"], dtype=torch.float32)), float(torch.tensor(n["max"], dtype=torch.float32)))  # f32 bounds, as the weights
         elif op == "maxpool": y = F.max_pool2d(a[0], n["k"], n["s"], n["p"], ceil_mode=n.get("ceil", False))
         elif op == "aap": y = F.adaptive_avg_pool2d(a[0], (n["oh"], n["ow"]))
         elif op == "flatten": y = a[0].flatten(1)

@@ -116,6 +116,18 @@ fn run(case: &Value, ws: &HashMap<String, Tensor>, dt: DType) -> Result<(Tensor,
             "tanh" => b.act(ins[0], Activation::Tanh),
             "gelu" => b.act(ins[0], Activation::GeluErf),
             "silu" => b.act(ins[0], Activation::Silu),
+            "hardswish" => b.act(ins[0], Activation::Hardswish),
+            "hardsigmoid" => b.act(ins[0], Activation::Hardsigmoid),
+            "hardtanh" => {
+                let bound = |k: &str| {
+                    n[k].as_f64()
+                        .with_context(|| format!("hardtanh without {k}"))
+                };
+                b.act(
+                    ins[0],
+                    Activation::Hardtanh(bound("min")? as f32, bound("max")? as f32),
+                )
+            }
             "leaky" => {
                 let slope = n["slope"].as_f64().context("leaky without slope")?;
                 b.act(ins[0], Activation::LeakyRelu(slope as f32))

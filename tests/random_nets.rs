@@ -323,7 +323,11 @@ fn activation(rng: &mut ChaCha8Rng) -> Activation {
         Activation::LeakyRelu(0.2),
         Activation::LeakyRelu(0.01),
         Activation::Silu,
-    ][rng.random_range(0..7)]
+        Activation::Hardtanh(0.0, 6.0),
+        Activation::Hardtanh(-1.0, 1.0),
+        Activation::Hardswish,
+        Activation::Hardsigmoid,
+    ][rng.random_range(0..11)]
 }
 
 /// PyTorch's pooled length (refusing a window that starts in the padding).

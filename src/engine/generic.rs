@@ -499,7 +499,12 @@ pub(crate) fn forward(
                     Op::MaxPool { .. } => {
                         Kept::MaxPool(pooled.take().expect("a kept max-pool is indexed"))
                     }
-                    Op::Act(Activation::GeluErf | Activation::Silu)
+                    Op::Act(
+                        Activation::GeluErf
+                        | Activation::Silu
+                        | Activation::Hardswish
+                        | Activation::Hardsigmoid,
+                    )
                     | Op::AdaptiveAvgPool { .. }
                     | Op::LayerNorm { .. } => Kept::Input(args[0].clone()),
                     Op::Act(_) => Kept::Output(y.clone()),
@@ -699,6 +704,11 @@ impl Tape {
                 }
                 Activation::GeluErf => g.mul(&reference::gelu_erf_slope(input()?)?)?,
                 Activation::Silu => g.mul(&reference::silu_slope(input()?)?)?,
+                Activation::Hardswish => g.mul(&reference::hardswish_slope(input()?)?)?,
+                Activation::Hardsigmoid => g.mul(&reference::hardsigmoid_slope(input()?)?)?,
+                Activation::Hardtanh(min, max) => {
+                    g.mul(&reference::hardtanh_inside(output()?, *min, *max)?)?
+                }
                 // The output is > 0 where the input is (slope ≥ 0).
                 Activation::LeakyRelu(a) => {
                     let a = f64::from(*a);

@@ -33,16 +33,38 @@ pub enum Activation {
     /// negative side differs from PyTorch's float64 `LeakyReLU(0.2)` by
     /// 1.5e-8 relative (`bench/engine_torch_reference.py` rounds it too).
     LeakyRelu(f32),
+    /// x clamped to [min, max]: PyTorch's `Hardtanh(min_val, max_val)`;
+    /// `Hardtanh(0.0, 6.0)` is `ReLU6` (MobileNetV2). The gradient is 1
+    /// strictly inside, 0 at and beyond the bounds, as PyTorch's. The
+    /// bounds must be finite, min below max; a network with others fails
+    /// when it runs, naming them.
+    Hardtanh(f32, f32),
+    /// x·ReLU6(x + 3)/6: PyTorch's `Hardswish` (MobileNetV3); its
+    /// gradient is PyTorch's, x/3 + 1/2 strictly inside (−3, 3), 0 at and
+    /// below −3, 1 at and above 3.
+    Hardswish,
+    /// ReLU6(x + 3)/6: PyTorch's `Hardsigmoid` (MobileNetV3's gates); its
+    /// gradient 1/6 strictly inside (−3, 3), as PyTorch's.
+    Hardsigmoid,
 }
 
 impl Activation {
     /// The message refusing a [`Activation::LeakyRelu`] slope that is
-    /// negative or not finite ([`Op::refused`]).
+    /// negative or not finite, or [`Activation::Hardtanh`] bounds that are
+    /// no range ([`Op::refused`]).
     fn refused(self) -> Option<String> {
         match self {
             Activation::LeakyRelu(a) if !(a.is_finite() && a >= 0.0) => Some(format!(
                 "leaky_relu: negative slope {a}, expected a finite slope of 0 or more"
             )),
+            Activation::Hardtanh(min, max)
+                if !(min.is_finite() && max.is_finite() && min < max) =>
+            {
+                Some(format!(
+                    "hardtanh: bounds [{min}, {max}], expected finite bounds, the first below \
+                     the second"
+                ))
+            }
             _ => None,
         }
     }

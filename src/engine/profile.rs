@@ -56,6 +56,9 @@ pub(crate) fn kind(op: &Op) -> String {
             Activation::GeluErf => "gelu",
             Activation::Silu => "silu",
             Activation::LeakyRelu(_) => "leaky relu",
+            Activation::Hardtanh(..) => "hardtanh",
+            Activation::Hardswish => "hardswish",
+            Activation::Hardsigmoid => "hardsigmoid",
         }
         .into(),
         Op::AvgPool { k, s, .. } => format!("avgpool {k}x{k} stride {s}"),

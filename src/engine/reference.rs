@@ -38,7 +38,60 @@ pub(crate) fn activation(x: &Tensor, a: Activation) -> candle_core::Result<Tenso
             let factor = x.gt(0f32)?.to_dtype(x.dtype())?;
             x.mul(&factor.affine(1.0 - f64::from(a), f64::from(a))?)
         }
+        // x · [min < x < max] + min · [x ≤ min] + max · [x ≥ max], the
+        // indicators constants (candle's `clamp` is a maximum and a
+        // minimum, whose backward at a tie is not PyTorch's): the gradient
+        // is 1 strictly inside, a NaN stays NaN (NaN · 1).
+        Activation::Hardtanh(min, max) => {
+            let (lo, hi) = (mask(&x.le(min)?, x)?, mask(&x.ge(max)?, x)?);
+            let inside = hardtanh_inside(x, min, max)?;
+            x.mul(&inside)? + (lo.affine(f64::from(min), 0.0)? + hi.affine(f64::from(max), 0.0)?)?
+        }
+        // x · (x + 3)/6 strictly inside (−3, 3), x from 3 up: the
+        // indicators constants, so that the gradient is PyTorch's, (2x +
+        // 3)/6 = x/3 + 1/2 strictly inside, 1 from 3 up, 0 at and below −3.
+        Activation::Hardswish => {
+            let middle = mask(&x.gt(-3f32)?.mul(&x.lt(3f32)?)?, x)?;
+            let above = mask(&x.ge(3f32)?, x)?;
+            let quadratic = x.mul(&x.affine(1.0 / 6.0, 0.5)?)?;
+            quadratic.mul(&middle)? + x.mul(&above)?
+        }
+        // (x + 3)/6 strictly inside (−3, 3), 1 from 3 up, 0 below: the
+        // gradient 1/6 strictly inside, PyTorch's.
+        Activation::Hardsigmoid => {
+            let inside = mask(&x.gt(-3f32)?.mul(&x.lt(3f32)?)?, x)?;
+            let above = mask(&x.ge(3f32)?, x)?;
+            x.affine(1.0 / 6.0, 0.5)?.mul(&inside)? + above
+        }
     }
+}
+
+/// A comparison's result as 0/1 values of `like`'s dtype.
+fn mask(m: &Tensor, like: &Tensor) -> candle_core::Result<Tensor> {
+    m.to_dtype(like.dtype())
+}
+
+/// [min < y < max] of a hardtanh's output `y` (or input: the same), and
+/// 1 at a NaN (PyTorch's backward passes the gradient there).
+pub(crate) fn hardtanh_inside(y: &Tensor, min: f32, max: f32) -> candle_core::Result<Tensor> {
+    let out = (mask(&y.le(min)?, y)? + mask(&y.ge(max)?, y)?)?;
+    out.affine(-1.0, 1.0)
+}
+
+/// Hardswish's slope as PyTorch's backward takes it: 0 at and below −3,
+/// x/3 + 1/2 strictly between, 1 at and above 3 and at a NaN.
+pub(crate) fn hardswish_slope(x: &Tensor) -> candle_core::Result<Tensor> {
+    let below = x.le(-3f32)?;
+    let middle = x.gt(-3f32)?.mul(&x.lt(3f32)?)?;
+    let ones = x.ones_like()?;
+    let rest = below.where_cond(&x.zeros_like()?, &ones)?;
+    middle.where_cond(&x.affine(1.0 / 3.0, 0.5)?, &rest)
+}
+
+/// Hardsigmoid's slope as PyTorch's backward takes it: 1/6 strictly
+/// between −3 and 3, else 0.
+pub(crate) fn hardsigmoid_slope(x: &Tensor) -> candle_core::Result<Tensor> {
+    mask(&x.gt(-3f32)?.mul(&x.lt(3f32)?)?, x)?.affine(1.0 / 6.0, 0.0)
 }
 
 /// Φ(x) = (1 + erf(x / √2)) / 2, the standard normal's CDF.

@@ -1193,6 +1193,23 @@ fn generator_op_settings_pytorch_refuses_are_errors_on_every_path() {
             net(&|b: &mut NetBuilder, i: NodeId| b.act(i, Activation::LeakyRelu(f32::NAN))),
             "leaky_relu: negative slope NaN",
         ),
+        (
+            "hardtanh bounds reversed",
+            net(&|b: &mut NetBuilder, i: NodeId| b.act(i, Activation::Hardtanh(6.0, 0.0))),
+            "hardtanh: bounds [6, 0], expected finite bounds, the first below the second",
+        ),
+        (
+            "hardtanh bounds equal",
+            net(&|b: &mut NetBuilder, i: NodeId| b.act(i, Activation::Hardtanh(1.0, 1.0))),
+            "hardtanh: bounds [1, 1]",
+        ),
+        (
+            "hardtanh bound infinite",
+            net(&|b: &mut NetBuilder, i: NodeId| {
+                b.act(i, Activation::Hardtanh(f32::NEG_INFINITY, 1.0))
+            }),
+            "hardtanh: bounds [-inf, 1]",
+        ),
     ];
     errors_on_every_path(&x, cases);
 }
@@ -1486,6 +1503,103 @@ fn silu_matches_its_definition_on_every_path() {
     check(&net, &[2, 3, 5, 4], 23);
     let kernels: Vec<&str> = net.compiled_kernels().collect();
     assert_eq!(kernels, ["Conv", "Act", "Dense", "Act"]);
+}
+
+/// The hard activations (MobileNetV2's ReLU6 = Hardtanh(0, 6),
+/// MobileNetV3's hardswish and hardsigmoid) against their definitions on
+/// every path, at their kinks exactly and beside them, with PyTorch's
+/// gradient there (2.15, measured: hardswish's 0 at −3 and 1 at 3,
+/// hardsigmoid's and hardtanh's 0 at their bounds); alone, fused into a
+/// conv's bias pass (hardtanh) or a pass of their own after it (the two
+/// that keep their slope), and after a batch norm; a NaN stays NaN.
+#[test]
+fn hard_activations_match_their_definitions_on_every_path() {
+    // Each activation's value and gradient at one input.
+    type Def = Box<dyn Fn(f64) -> (f64, f64)>;
+    let hardswish = |v: f64| {
+        let s = if v <= -3.0 {
+            0.0
+        } else if v < 3.0 {
+            v / 3.0 + 0.5
+        } else {
+            1.0
+        };
+        (v * (v + 3.0).clamp(0.0, 6.0) / 6.0, s)
+    };
+    let hardsigmoid = |v: f64| {
+        let s = if v > -3.0 && v < 3.0 { 1.0 / 6.0 } else { 0.0 };
+        ((v + 3.0).clamp(0.0, 6.0) / 6.0, s)
+    };
+    let kinks = [
+        -7.0, -6.0, -3.0, -2.5, -1.0, 0.0, 1.0, 2.5, 3.0, 5.9, 6.0, 8.0,
+    ];
+    let mut xin = values(&(randn(&[2, 3, 4, 5], 31) * 4.0).unwrap());
+    xin[..kinks.len()].copy_from_slice(&kinks);
+    let xin = Tensor::from_vec(xin, (2, 3, 4, 5), &DEV).unwrap();
+    let hardtanh = |lo: f64, hi: f64| {
+        move |v: f64| {
+            let inside = v > lo && v < hi;
+            (v.clamp(lo, hi), if inside { 1.0 } else { 0.0 })
+        }
+    };
+    let cases: Vec<(&str, Activation, Def)> = vec![
+        ("hardswish", Activation::Hardswish, Box::new(hardswish)),
+        (
+            "hardsigmoid",
+            Activation::Hardsigmoid,
+            Box::new(hardsigmoid),
+        ),
+        (
+            "relu6",
+            Activation::Hardtanh(0.0, 6.0),
+            Box::new(hardtanh(0.0, 6.0)),
+        ),
+        (
+            "hardtanh",
+            Activation::Hardtanh(-1.0, 2.5),
+            Box::new(hardtanh(-1.0, 2.5)),
+        ),
+    ];
+    for (name, a, def) in &cases {
+        let mut b = NetBuilder::new();
+        let x = b.input();
+        let y = b.act(x, *a);
+        check_naive(name, &b.build(y), &xin, |x, r| {
+            let y = x.iter().map(|&v| def(v).0).collect();
+            let gx = x.iter().zip(r).map(|(&v, r)| r * def(v).1).collect();
+            (y, gx)
+        });
+        // After a conv and after a batch norm.
+        let mut b = NetBuilder::new();
+        let x = b.input();
+        let y = conv(&mut b, x, [3, 4, 3], [1, 1, 1, 1], 32);
+        let y = b.act(y, *a);
+        let y = b.affine(y, &randn(&[4], 33), &randn(&[4], 34));
+        let y = b.act(y, *a);
+        let net = b.build(y);
+        check(&net, &[2, 3, 5, 4], 35);
+        let kernels: Vec<&str> = net.compiled_kernels().collect();
+        let own_pass = matches!(a, Activation::Hardswish | Activation::Hardsigmoid);
+        let want: &[&str] = if own_pass {
+            &["Conv", "Act", "Affine"]
+        } else {
+            &["Conv", "Affine"]
+        };
+        assert_eq!(kernels, want, "{name}");
+        // A NaN stays NaN on every path.
+        let mut b = NetBuilder::new();
+        let x = b.input();
+        let y = b.act(x, *a);
+        let net = b.build(y);
+        let x = Tensor::new(&[[f32::NAN, 1.0]], &DEV).unwrap();
+        for y in [
+            net.forward(&x).unwrap(),
+            net.forward_generic(&x).unwrap(),
+            net.forward_candle(&x).unwrap(),
+        ] {
+            assert!(values(&y)[0].is_nan(), "{name}: {:?}", values(&y));
+        }
+    }
 }
 
 /// Products on every path: a value with itself against its definition

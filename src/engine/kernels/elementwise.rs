@@ -6,7 +6,10 @@ use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 use super::simd::simd_fn;
-use super::{act, act_grad, gelu_and_slope, keeps_slope, silu_and_slope, Activation};
+use super::{
+    act, act_grad, gelu_and_slope, hardsigmoid_and_slope, hardswish_and_slope, keeps_slope,
+    silu_and_slope, Activation,
+};
 
 /// Values per parallel task of an elementwise pass.
 const TASK: usize = 1 << 14;
@@ -20,6 +23,8 @@ pub(crate) fn apply_act(a: Activation, v: &mut [f32]) -> Option<Vec<f32>> {
             .zip(slope.par_chunks_mut(TASK))
             .for_each(|(c, s)| match a {
                 Activation::Silu => silu_slope_chunk(c, s),
+                Activation::Hardswish => hard_slope_chunk(c, s, hardswish_and_slope),
+                Activation::Hardsigmoid => hard_slope_chunk(c, s, hardsigmoid_and_slope),
                 _ => gelu_slope_chunk(c, s),
             });
         return Some(slope);
@@ -32,6 +37,12 @@ simd_fn! {
     fn act_chunk(a: Activation, c: &mut [f32]) {
         c.iter_mut().for_each(|x| *x = act::<S>(a, *x));
     }
+}
+
+/// A hard activation (compares and clamps, no multiply-add to fuse) and
+/// its slope over a chunk.
+fn hard_slope_chunk(c: &mut [f32], slope: &mut [f32], f: impl Fn(f32) -> (f32, f32)) {
+    c.iter_mut().zip(slope).for_each(|(x, s)| (*x, *s) = f(*x));
 }
 
 simd_fn! {

@@ -128,7 +128,50 @@ pub(crate) fn act<S: Simd>(a: Activation, v: f32) -> f32 {
                 v * a
             }
         }
+        // PyTorch's clamp: the bound at and beyond it; a NaN stays NaN.
+        Activation::Hardtanh(min, max) => {
+            if v <= min {
+                min
+            } else if v >= max {
+                max
+            } else {
+                v
+            }
+        }
+        Activation::Hardswish => hardswish_and_slope(v).0,
+        Activation::Hardsigmoid => hardsigmoid_and_slope(v).0,
     }
+}
+
+/// ReLU6(v + 3), as PyTorch's hard activations compute it (`min(max(v +
+/// 3, 0), 6)`); a NaN stays NaN.
+#[inline(always)]
+fn relu6_shifted(v: f32) -> f32 {
+    (v + 3.0).clamp(0.0, 6.0)
+}
+
+/// Hardswish at `v`, v·ReLU6(v + 3)/6 in PyTorch's order, and its slope
+/// there as PyTorch's backward takes it (2.15, measured): 0 at and below
+/// −3, v/3 + 1/2 strictly between, 1 at and above 3 (and at a NaN, which
+/// fails both comparisons).
+#[inline(always)]
+pub(crate) fn hardswish_and_slope(v: f32) -> (f32, f32) {
+    let slope = if v <= -3.0 {
+        0.0
+    } else if v < 3.0 {
+        v / 3.0 + 0.5
+    } else {
+        1.0
+    };
+    (v * relu6_shifted(v) / 6.0, slope)
+}
+
+/// Hardsigmoid at `v`, ReLU6(v + 3)/6, and its slope there as PyTorch's
+/// backward takes it: 1/6 strictly between −3 and 3, else 0 (a NaN too).
+#[inline(always)]
+pub(crate) fn hardsigmoid_and_slope(v: f32) -> (f32, f32) {
+    let slope = if v > -3.0 && v < 3.0 { 1.0 / 6.0 } else { 0.0 };
+    (relu6_shifted(v) / 6.0, slope)
 }
 
 /// tanh(v) to within 3 ulp (relative 3e-7), with no call (a loop over it
@@ -239,14 +282,18 @@ pub(crate) fn exp<S: Simd>(x: f32) -> f32 {
 /// backward ([`gelu_and_slope`]: GELU, whose slope costs an exp), else its
 /// output (the others' slopes are cheap functions of it).
 pub(crate) fn keeps_slope(a: Activation) -> bool {
-    matches!(a, Activation::GeluErf | Activation::Silu)
+    matches!(
+        a,
+        Activation::GeluErf | Activation::Silu | Activation::Hardswish | Activation::Hardsigmoid
+    )
 }
 
 /// Whether a conv's or dense layer's bias pass applies `a` (fused into
-/// it at compile time): every activation but SiLU, whose forward and
-/// slope a pass of its own computes ([`silu_and_slope`]).
+/// it at compile time): every activation that keeps no slope, and GELU;
+/// the others' forward and slope a pass of its own computes
+/// ([`silu_and_slope`], [`hardswish_and_slope`], [`hardsigmoid_and_slope`]).
 pub(crate) fn fuses_into_bias_pass(a: Activation) -> bool {
-    !matches!(a, Activation::Silu)
+    !keeps_slope(a) || a == Activation::GeluErf
 }
 
 /// SiLU at `v` and its slope there, σ(v)·(1 + v·(1 − σ(v))), from one
@@ -274,7 +321,19 @@ pub(crate) fn act_grad(a: Activation, g: f32, v: f32) -> f32 {
         }
         Activation::Sigmoid => g * v * (1.0 - v),
         Activation::Tanh => g * (1.0 - v * v),
-        Activation::GeluErf | Activation::Silu => g * v,
+        Activation::GeluErf
+        | Activation::Silu
+        | Activation::Hardswish
+        | Activation::Hardsigmoid => g * v,
+        // The output is strictly inside the bounds where the input is; a
+        // NaN passes its gradient on, as PyTorch's `hardtanh_backward`.
+        Activation::Hardtanh(min, max) => {
+            if v <= min || v >= max {
+                0.0
+            } else {
+                g
+            }
+        }
         // The output is > 0 where the input is (the slope is ≥ 0,
         // `Activation::check`); a NaN output takes the slope, as PyTorch's
         // backward at a NaN input.
