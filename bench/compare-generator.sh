@@ -2,7 +2,8 @@
 # gevaldi vs PyTorch eager fp32 on networks a user builds from the layer
 # vocabulary (NetBuilder), measured in one run on this machine: PyTorch's
 # DCGAN example generator, the same widths with upsampling + 3x3 convs,
-# and LeNet-5 with average pools; the same seeded random weights and
+# LeNet-5 with average pools and torchvision's MobileNetV2 (ReLU6,
+# depthwise convs); the same seeded random weights and
 # inputs (bench/generator_reference.py makes them), forward + gradient
 # w.r.t. the input (z for the generators) of sum(y * r)
 # (benches/generator.rs, bench/generator_reference.py).
@@ -38,6 +39,11 @@ fi
 cargo bench --bench generator --no-run -q 2>/dev/null
 gevaldi() { RAYON_NUM_THREADS="$THREADS" cargo bench -q --bench generator -- "$@"; }
 pytorch() { "$PYTHON" bench/generator_reference.py "$@"; }
+read -r -a ALL < <("$PYTHON" -c 'import sys; sys.path.insert(0, "bench"); import generator_reference as r; print(" ".join(r.WORKLOADS))')
+# Made again where a workload added since has no weights.
+for w in "${ALL[@]}"; do
+  [ -f "$DIR/weights/$w.safetensors" ] || rm -f "$DIR/complete"
+done
 if [ ! -f "$DIR/complete" ]; then
   rm -rf "$DIR"
   mkdir -p "$DIR"
@@ -45,7 +51,7 @@ if [ ! -f "$DIR/complete" ]; then
   touch "$DIR/complete"
 fi
 if [ ${#WORKLOADS[@]} = 0 ]; then
-  read -r -a WORKLOADS < <("$PYTHON" -c 'import sys; sys.path.insert(0, "bench"); import generator_reference as r; print(" ".join(r.WORKLOADS))')
+  WORKLOADS=("${ALL[@]}")
 fi
 field() { # field NAME LINE
   sed -n "s/.*\b$1=\([^ ]*\).*/\1/p" <<<"$2"
@@ -90,7 +96,7 @@ for b in $BATCHES; do
     fi
     check=$(field check "${line_g[$k]}")
     [ "$check" = MISMATCH ] && mismatch=1
-    printf '%-9s batch=%-3s gevaldi_steps_per_s=%s pytorch_steps_per_s=%s out_rel=%s grad_rel=%s grad_agree=%s check=%s ratio=%s\n' \
+    printf '%-12s batch=%-3s gevaldi_steps_per_s=%s pytorch_steps_per_s=%s out_rel=%s grad_rel=%s grad_agree=%s check=%s ratio=%s\n' \
       "$w" "$b" "$g" "$p" "$(field out_rel "${line_g[$k]}")" "$(field grad_rel "${line_g[$k]}")" \
       "$(field grad_agree "${line_g[$k]}")" "$check" "$(awk -v g="$g" -v p="$p" 'BEGIN { printf "%.2f", g / p }')"
   done

@@ -20,10 +20,15 @@ their running statistics those of a calibration batch):
   lenet5    LeNet-5 on [B,1,32,32]: conv 6@5x5 tanh, avg pool 2, conv
             16@5x5 tanh, avg pool 2, flatten, 120 tanh, 84 tanh, 10;
             forward + gradient w.r.t. x of sum(logits * r)
+  mobilenet_v2
+            torchvision's MobileNetV2 (width 1.0, 1000 classes) on
+            [B,3,224,224]: depthwise 3x3 convs, batch norms, ReLU6,
+            inverted residuals; forward + gradient w.r.t. x of
+            sum(logits * r)
 
 `make` writes, under DIR: weights/<workload>.safetensors (PyTorch's state
 dict), inputs.safetensors (z [8,100], x [8,1,32,32], r_img [8,3,64,64],
-r_logits [8,10]) and reference/<workload>.safetensors (PyTorch's output and
+r_logits [8,10], image [8,3,224,224], r_1000 [8,1000]) and reference/<workload>.safetensors (PyTorch's output and
 gradient at batch 8, which the Rust bench compares with). `time` prints one
 line per workload, as bench/imagenet_reference.py does:
 
@@ -41,7 +46,8 @@ from torch_bench import arguments, time_workload
 
 BATCH = 8
 NZ, NGF, NC = 100, 64, 3
-WORKLOADS = ["dcgan", "upsample", "lenet5"]
+WORKLOADS = ["dcgan", "upsample", "lenet5", "mobilenet_v2"]
+CLASSIFIERS = ["lenet5", "mobilenet_v2"]
 
 
 def seeded(name):
@@ -96,13 +102,19 @@ def lenet5():
     )
 
 
-MAKERS = {"dcgan": dcgan, "upsample": upsample, "lenet5": lenet5}
+def mobilenet_v2():
+    import torchvision
+
+    return torchvision.models.mobilenet_v2(weights=None)
+
+
+MAKERS = {"dcgan": dcgan, "upsample": upsample, "lenet5": lenet5, "mobilenet_v2": mobilenet_v2}
 
 
 def model(name):
     torch.manual_seed(seeded(name))
     m = MAKERS[name]()
-    if name != "lenet5":
+    if name not in CLASSIFIERS:
         # DCGAN's weights_init: conv N(0, 0.02), batch norm weight N(1, 0.02).
         with torch.no_grad():
             for mod in m.modules():
@@ -137,6 +149,8 @@ def inputs_for(name, inputs):
     """(input, output weights r) of a workload."""
     if name == "lenet5":
         return inputs["x"], inputs["r_logits"]
+    if name == "mobilenet_v2":
+        return inputs["image"], inputs["r_1000"]
     return inputs["z"].reshape(-1, NZ, 1, 1), inputs["r_img"]
 
 
@@ -163,17 +177,23 @@ def make(d):
         "r_img": torch.randn(BATCH, NC, 64, 64, generator=g),
         "r_logits": torch.randn(BATCH, 10, generator=g),
     }
-    save_file(inputs, os.path.join(d, "inputs.safetensors"))
     # A calibration batch of its own for the batch norms.
     zc = torch.randn(64, NZ, 1, 1, generator=g)
+    # Drawn after the others, which keep their values.
+    inputs["image"] = torch.randn(BATCH, 3, 224, 224, generator=g)
+    inputs["r_1000"] = torch.randn(BATCH, 1000, generator=g)
+    images = torch.randn(16, 3, 224, 224, generator=g)
+    save_file(inputs, os.path.join(d, "inputs.safetensors"))
     for name in WORKLOADS:
         m = model(name)
-        if name != "lenet5":
+        if name == "mobilenet_v2":
+            calibrate(m, images)
+        elif name != "lenet5":
             calibrate(m, zc)
         save_file({k: v.contiguous() for k, v in m.state_dict().items()}, os.path.join(d, "weights", f"{name}.safetensors"))
         x, r = inputs_for(name, inputs)
         y, grad = step_fn(frozen(m), x, r)(keep=True)
-        if name != "lenet5":
+        if name not in CLASSIFIERS:
             grad = grad.reshape(BATCH, NZ)
         save_file({"out": y.contiguous(), "grad": grad.contiguous()}, os.path.join(d, "reference", f"{name}.safetensors"))
 
