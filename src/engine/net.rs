@@ -12,8 +12,9 @@ use super::{Engine, TransposeSettings};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NodeId(pub(crate) usize);
 
-/// An elementwise activation.
+/// An elementwise activation (the list grows: `#[non_exhaustive]`).
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum Activation {
     /// max(x, 0).
     Relu,
