@@ -21,16 +21,21 @@ upsampling by 1-4; LeakyReLU at slopes 0, 0.01, 0.2, 1.5 on inputs at 0
 and up to 1e4; concat, add, reshape, flatten, LayerNorm (channels and
 flat), affine, activations, SiLU, ReLU6/hardtanh, hardswish and
 hardsigmoid (at their kinks exactly: PyTorch's subgradients there),
-products and channel gates (a squeeze-and-excitation block); and nets a
-user builds: DCGAN generators
+products and channel gates (a squeeze-and-excitation block), attention
+over pixels (against F.scaled_dot_product_attention: self-attention at
+three scales, one pixel, queries pooled, SAGAN's block); and nets a user
+builds: DCGAN generators
 (linear -> reshape -> transposed convs, folded batch norms, tanh, to 32x32
 and 64x64; the paper's from a 1x1 latent image), upsample -> conv blocks,
 LeNet-5 with average pools, U-Net-like skips (a value read by an upsample
 path and a concat or add), MobileNetV2's inverted residual and
 MobileNetV3's block, affines, LayerNorms and activations before and after
 them. f32 must agree within 2e-5 of the largest value, f64 within 1e-10;
-171 nets, worst 1.9e-6 in f32, 2.4e-15 in f64 (2026-12-06; with 161 nets,
-before the hard activations, 3.3e-6 and 2.2e-15; with 154 nets, before
+177 nets, worst 1.3e-5 in f32 (the sigmoid's input gradient at |x| up to
+100, under the functionals the new cases redrew; attention's worst is
+below it), 2.2e-15 in f64 (2026-12-06; with 171 nets, before attention,
+1.9e-6 and 2.4e-15; with 161 nets, before the hard activations, 3.3e-6
+and 2.2e-15; with 154 nets, before
 SiLU and products, 6.6e-6, the sigmoid's input gradient at |x| up to 100,
 the transposed convs' worst 1.4e-6). The figures move with the random
 functionals, which a new case redraws. PyTorch 2.15's float64 backward of
@@ -287,6 +292,13 @@ c = Case("mobilenet_v3_block", (2, 6, 9, 8)); h = conv_node(c, 0, "e", 6, 16, 1,
 h = conv_node(c, h, "dw", 16, 16, 5, 5, 2, 2, 1, 16, bias=False); h = c.add("affine", h, scale=T("mb3.s2", 16), shift=T("mb3.t2", 16)); h = c.add("hardswish", h)
 sq = c.add("aap", h, oh=1, ow=1); sq = conv_node(c, sq, "r", 16, 8, 1, 1); sq = c.add("relu", sq); sq = conv_node(c, sq, "x", 8, 16, 1, 1); sq = c.add("hardsigmoid", sq); h = c.add("mul", [h, sq])
 h = conv_node(c, h, "p", 16, 6, 1, 1, bias=False); c.add("affine", h, scale=T("mb3.s3", 6), shift=T("mb3.t3", 6)); c.done()
+# --- attention over pixels: self-attention, scales, keys and values pooled to fewer pixels (SAGAN's block), one pixel, queries of another size
+for sc in [1.0, 0.5, 0.125]:
+    c = Case(f"attention_self_{sc}", (2, 4, 3, 5)); c.add("attention", [0, 0, 0], scale=sc); c.done()
+c = Case("attention_1px", (3, 2, 1, 1)); c.add("attention", [0, 0, 0], scale=1.0); c.done()
+c = Case("sagan_block", (2, 8, 6, 4)); q = conv_node(c, 0, "q", 8, 2, 1, 1, bias=False); k = conv_node(c, 0, "k", 8, 2, 1, 1, bias=False); k = c.add("maxpool", k, k=2, s=2, p=0)
+v = conv_node(c, 0, "v", 8, 4, 1, 1, bias=False); v = c.add("maxpool", v, k=2, s=2, p=0); o = c.add("attention", [q, k, v], scale=1.0); o = conv_node(c, o, "o", 4, 8, 1, 1, bias=False); c.add("add", [o, 0]); c.done()
+c = Case("attention_queries_pooled", (2, 3, 4, 6)); qq = c.add("avgpool", 0, k=2, s=2, p=0); c.add("attention", [qq, 0, 0], scale=0.7); c.done()
 c = Case("ln_then_convT", (2, 6, 3, 3)); n = c.add("ln", 0, w=T("lct.w", 6), b=T("lct.b", 6), eps=1e-6); convt_node(c, n, "t", 6, 4, 3, 3, 2, 0); c.done()
 
 
@@ -331,6 +343,10 @@ def ref(case, x):
         elif op == "concat": y = torch.cat(a, 1)
         elif op == "add": y = a[0] + a[1]
         elif op == "mul": y = a[0] * a[1]
+        elif op == "attention":  # PyTorch's own attention over the pixels: queries [B, N, K], keys [B, M, K], values [B, M, C]
+            q, k, v = (t.flatten(2).transpose(1, 2) for t in a)
+            sc = float(torch.tensor(n["scale"], dtype=torch.float32))  # an f32, as the weights
+            y = F.scaled_dot_product_attention(q, k, v, scale=sc).transpose(1, 2).reshape(a[0].shape[0], a[2].shape[1], *a[0].shape[2:])
         elif op == "ln":
             if a[0].dim() == 4: y = F.layer_norm(a[0].permute(0, 2, 3, 1), (a[0].shape[1],), tw(n["w"]), tw(n["b"]), n["eps"]).permute(0, 3, 1, 2)
             else: y = F.layer_norm(a[0], (a[0].shape[1],), tw(n["w"]), tw(n["b"]), n["eps"])

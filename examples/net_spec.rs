@@ -156,6 +156,10 @@ fn run(case: &Value, ws: &HashMap<String, Tensor>, dt: DType) -> Result<(Tensor,
             "concat" => b.concat(&ins),
             "add" => b.add(ins[0], ins[1]),
             "mul" => b.mul(ins[0], ins[1]),
+            "attention" => {
+                let scale = n["scale"].as_f64().context("attention without scale")?;
+                b.attention(ins[0], ins[1], ins[2], scale as f32)
+            }
             "ln" => {
                 let eps = n["eps"].as_f64().context("ln without eps")?;
                 b.layer_norm(ins[0], &weight("w")?, &weight("b")?, eps)

@@ -125,7 +125,7 @@ fn step_image(
 ) -> (NodeId, Dims, String) {
     let (c, h) = (d[0], d[1]);
     loop {
-        match rng.random_range(0..17) {
+        match rng.random_range(0..18) {
             0..=2 => {
                 if let Some(r) = conv(b, rng, x, d) {
                     return r;
@@ -240,6 +240,18 @@ fn step_image(
                 let same: Vec<_> = values.iter().filter(|(_, e)| e == d).collect();
                 let (other, _) = same[rng.random_range(0..same.len())];
                 return (b.mul(x, *other), d.clone(), "mul".into());
+            }
+            17 => {
+                // Attention of x's pixels over an earlier image value of
+                // as many channels (itself included), as keys and values.
+                let kin: Vec<_> = values
+                    .iter()
+                    .filter(|(_, e)| e.len() == 3 && e[0] == c)
+                    .collect();
+                let (kv, _) = kin[rng.random_range(0..kin.len())];
+                let scale = [1.0 / (c as f32).sqrt(), 0.5, 1.0][rng.random_range(0..3)];
+                let y = b.attention(x, *kv, *kv, scale);
+                return (y, d.clone(), format!("attention scale {scale}"));
             }
             15 => {
                 // A gate per channel (squeeze and excitation).

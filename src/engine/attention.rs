@@ -148,7 +148,7 @@ fn map(theta: &Tensor, phi: &Tensor) -> candle_core::Result<Tensor> {
 
 /// candle's ops (`softmax`, whose backward candle has, rather than the
 /// fused `softmax_last_dim`, whose backward it lacks).
-fn reference(theta: &Tensor, phi: &Tensor, g: &Tensor) -> candle_core::Result<Tensor> {
+pub(crate) fn reference(theta: &Tensor, phi: &Tensor, g: &Tensor) -> candle_core::Result<Tensor> {
     let p = candle_nn::ops::softmax(
         &theta.transpose(1, 2)?.contiguous()?.matmul(phi)?,
         D::Minus1,
@@ -191,7 +191,7 @@ impl CustomOp3 for Attention {
 }
 
 /// The gradients of θ, φ and g, `dout` the output's.
-fn grads(
+pub(crate) fn grads(
     theta: &Tensor,
     phi: &Tensor,
     g: &Tensor,

@@ -57,6 +57,11 @@ pub(crate) enum Kernel {
     Concat,
     Add,
     Mul,
+    /// Attention over pixels (queries, keys, values), logits times
+    /// `scale`.
+    Attention {
+        scale: f32,
+    },
     /// Over `c` channels; `affine`: the map `(w, b)` after the
     /// normalisation, `None` once it is folded into the layer after it
     /// (the output is x̂ itself).
@@ -86,6 +91,7 @@ impl Kernel {
             Kernel::Concat => "Concat",
             Kernel::Add => "Add",
             Kernel::Mul => "Mul",
+            Kernel::Attention { .. } => "Attention",
             Kernel::LayerNorm {
                 affine: Some(_), ..
             } => "LayerNorm",
@@ -316,6 +322,7 @@ impl Program {
                 Op::Concat => Kernel::Concat,
                 Op::Add => Kernel::Add,
                 Op::Mul => Kernel::Mul,
+                Op::Attention { scale } => Kernel::Attention { scale: *scale },
                 Op::LayerNorm { weight, bias, eps } => {
                     let (w, b) = (frozen_f32(weight)?, frozen_f32(bias)?);
                     if b.len() != w.len() {

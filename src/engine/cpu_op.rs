@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 
 use super::compile::{Kernel, Program, Step};
+use super::kernels::attention;
 use super::kernels::conv::{ConvK, TransposeSettings};
 use super::kernels::{
     elementwise as ew, gemm_new, gemm_new_act_backward, gemm_new_bias_act, pool, transpose, view,
@@ -77,6 +78,8 @@ enum Kept {
     Norm(Arc<Vec<f32>>, Vec<f32>),
     /// A product's inputs (shared with the steps that made them).
     Inputs(Arc<Vec<f32>>, Arc<Vec<f32>>),
+    /// An attention's queries, keys and values (shared).
+    Attention([Arc<Vec<f32>>; 3]),
 }
 
 impl Kept {
@@ -88,6 +91,7 @@ impl Kept {
             Kept::Argmax(v) => v.len(),
             Kept::Norm(a, b) => a.len() + b.len(),
             Kept::Inputs(a, b) => a.len() + b.len(),
+            Kept::Attention(qkv) => qkv.iter().map(|v| v.len()).sum(),
         } as u64
     }
 }
@@ -353,6 +357,13 @@ fn run_kernel(step: &Step, xs: &[&Arc<Vec<f32>>], ds: &[Dims]) -> candle_core::R
                 Kept::Inputs(Arc::clone(x), Arc::clone(xs[1])),
             )
         }
+        Kernel::Attention { scale } => {
+            let s = attention::Sizes::of(d, ds[1], ds[2])?;
+            let y = attention::forward(x, xs[1], xs[2], s, *scale);
+            let o = Dims { c: s.c, ..d };
+            let kept = Kept::Attention([Arc::clone(x), Arc::clone(xs[1]), Arc::clone(xs[2])]);
+            (Arc::new(y), o, kept)
+        }
         Kernel::LayerNorm { c, eps, affine } => {
             if d.c != *c {
                 candle_core::bail!("layer_norm: {} channels, expected {c}", d.c);
@@ -429,6 +440,10 @@ fn kernel_backward(
             let per_channel = (r.inputs[1] != d).then_some(d.c);
             let (ga, gb) = ew::mul_backward(&g, a, b, per_channel);
             vec![ga, gb]
+        }
+        (Kernel::Attention { scale }, Kept::Attention([q, k, v])) => {
+            let s = attention::Sizes::of(d, r.inputs[1], r.inputs[2])?;
+            attention::backward(&g, q, k, v, s, *scale).into()
         }
         (Kernel::LayerNorm { c, affine, .. }, Kept::Norm(xhat, rstd)) => {
             let w = affine.as_ref().map(|(w, _)| &w[..]);

@@ -378,6 +378,9 @@ enum Kept {
     Channels(Vec<usize>),
     /// Both inputs (a product).
     Inputs(Tensor, Tensor),
+    /// The queries, keys and values (attention: the backward works the
+    /// map out again).
+    Attention([Tensor; 3]),
 }
 
 /// What one forward kept for its backward.
@@ -437,6 +440,13 @@ pub(crate) fn forward(
                     }
                     Op::Act(Activation::Relu) if own && prepared.relu_fused[j] => {
                         Ok(args[0].clone())
+                    }
+                    // The engine's attention op (its forward in chunks of
+                    // samples), not candle's graph of it.
+                    Op::Attention { scale } => {
+                        let ([t, p, g], shape) =
+                            reference::attention_operands(args[0], args[1], args[2], *scale)?;
+                        super::attention(&t, &p, &g)?.reshape(shape.as_slice())
                     }
                     Op::Conv {
                         weight,
@@ -514,6 +524,9 @@ pub(crate) fn forward(
                     | Op::AvgPool { .. }
                     | Op::Upsample { .. } => Kept::Dims(args[0].dims().to_vec()),
                     Op::Mul => Kept::Inputs(args[0].clone(), args[1].clone()),
+                    Op::Attention { .. } => {
+                        Kept::Attention([args[0].clone(), args[1].clone(), args[2].clone()])
+                    }
                     Op::Concat => Kept::Channels(
                         args.iter()
                             .map(|a| a.dim(1))
@@ -770,6 +783,23 @@ impl Tape {
                     gb
                 };
                 vec![g.broadcast_mul(b)?, gb]
+            }
+            Op::Attention { scale } => {
+                let Kept::Attention([q, k, v]) = kept else {
+                    candle_core::bail!("node {j}: its queries, keys and values were not kept")
+                };
+                let ([t, p, vg], _) = reference::attention_operands(q, k, v, *scale)?;
+                let (b, c, n) = (g.dim(0)?, g.dim(1)?, t.dim(2)?);
+                let dout = g.reshape((b, c, n))?.contiguous()?;
+                let grads = super::attention::grads(&t, &p, &vg, &dout)?;
+                let [dt, dp, dg] = <[Tensor; 3]>::try_from(grads)
+                    .map_err(|_| candle_core::Error::Msg("attention: three gradients".into()))?;
+                // θ is the queries times the scale.
+                vec![
+                    dt.affine(f64::from(*scale), 0.0)?.reshape(q.dims())?,
+                    dp.reshape(k.dims())?,
+                    dg.reshape(v.dims())?,
+                ]
             }
         })
     }
@@ -1473,6 +1503,7 @@ mod tests {
                 super::Kept::Dims(_) => "dims",
                 super::Kept::Channels(_) => "channels",
                 super::Kept::Inputs(..) => "inputs",
+                super::Kept::Attention(..) => "attention",
             })
             .collect();
         assert_eq!(kinds, ["-", "dims", "output", "dims", "-"]);

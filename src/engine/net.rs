@@ -130,6 +130,10 @@ pub(crate) enum Op {
     /// The product of the two inputs: the same shape, or the second
     /// `[B, C, 1, 1]`, a gate per channel of the first `[B, C, H, W]`.
     Mul,
+    /// Attention over pixels, inputs queries `[B, K, H, W]`, keys `[B, K,
+    /// H', W']` and values `[B, C, H', W']`: each query pixel's output
+    /// `Σ_m softmax_m(scale · q·k_m) · v_m`, `[B, C, H, W]`.
+    Attention { scale: f32 },
     /// LayerNorm over the channels of each pixel (or the features of a flat
     /// value), with weight and bias.
     LayerNorm {
@@ -180,6 +184,7 @@ impl Op {
             Op::AvgPool { .. } => "avg_pool2d",
             Op::AdaptiveAvgPool { .. } => "adaptive_avg_pool2d",
             Op::Upsample { .. } => "upsample_nearest2d",
+            Op::Attention { .. } => "attention",
             _ => return None,
         })
     }
@@ -228,6 +233,9 @@ impl Op {
                 ..
             } => Some("conv_transpose2d: dilation 0, expected 1 or more".into()),
             Op::Act(a) => a.refused(),
+            Op::Attention { scale } if !scale.is_finite() => {
+                Some(format!("attention: scale {scale}, expected a finite scale"))
+            }
             _ => None,
         }
     }
@@ -417,6 +425,19 @@ impl NetBuilder {
     /// `[B, C, H, W]`, a gate per channel (squeeze-and-excitation).
     pub fn mul(&mut self, a: NodeId, b: NodeId) -> NodeId {
         self.push(Op::Mul, vec![a, b])
+    }
+
+    /// Attention over pixels: for queries `q` `[B, K, H, W]`, keys `k`
+    /// `[B, K, H', W']` and values `v` `[B, C, H', W']`, each query
+    /// pixel's output is `Σ_m softmax_m(scale · q·k_m) · v_m` over the key
+    /// pixels m: `[B, C, H, W]`. SAGAN's and BigGAN's self-attention is
+    /// `q`, `k`, `v` from 1×1 convs of one value (`k` and `v` max-pooled),
+    /// `scale` 1, then a 1×1 conv, a gain and a residual `add`; a
+    /// transformer's single head over the pixels takes `scale` 1/√K.
+    /// Values of other shapes are an error when the network runs, naming
+    /// them; so is a scale that is not finite.
+    pub fn attention(&mut self, q: NodeId, k: NodeId, v: NodeId, scale: f32) -> NodeId {
+        self.push(Op::Attention { scale }, vec![q, k, v])
     }
 
     /// LayerNorm over the channels of each pixel (torchvision's

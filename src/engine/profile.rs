@@ -76,6 +76,7 @@ pub(crate) fn kind(op: &Op) -> String {
         Op::Add => "add".into(),
         Op::Mul => "mul".into(),
         Op::LayerNorm { .. } => "layernorm".into(),
+        Op::Attention { .. } => "attention".into(),
     }
 }
 

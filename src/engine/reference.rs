@@ -211,6 +211,47 @@ pub(crate) fn check_mul(a: &[usize], b: &[usize]) -> candle_core::Result<bool> {
     }
 }
 
+/// Refuses queries, keys and values of [`Op::Attention`] that do not fit
+/// (shapes in PyTorch's order): three `[B, ·, ·, ·]` of one batch, queries
+/// and keys of as many channels, keys and values of one size.
+pub(crate) fn check_attention(q: &[usize], k: &[usize], v: &[usize]) -> candle_core::Result<()> {
+    if let Some(flat) = [q, k, v].into_iter().find(|d| d.len() != 4) {
+        candle_core::bail!("attention: expected [B, C, H, W], got a value of shape {flat:?}");
+    }
+    let fits = match (q, k, v) {
+        ([b, kq, _, _], [bk, kk, hk, wk], [bv, _, hv, wv]) => {
+            b == bk && b == bv && kq == kk && (hk, wk) == (hv, wv)
+        }
+        _ => false,
+    };
+    if !fits {
+        candle_core::bail!(
+            "attention: queries {q:?}, keys {k:?} and values {v:?}, expected [B, K, H, W], \
+             [B, K, H', W'] and [B, C, H', W']"
+        );
+    }
+    Ok(())
+}
+
+/// [`Op::Attention`] on candle's tensors: `(θ, φ, g)`, the queries (times
+/// the scale), keys and values as `[B, K, N]`, `[B, K, M]` and `[B, C,
+/// M]` ([`super::attention`]'s), and the output's shape.
+pub(crate) fn attention_operands(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    scale: f32,
+) -> candle_core::Result<([Tensor; 3], [usize; 4])> {
+    check_attention(q.dims(), k.dims(), v.dims())?;
+    let (b, kd, h, w) = q.dims4()?;
+    let (_, _, hk, wk) = k.dims4()?;
+    let c = v.dim(1)?;
+    let theta = q.reshape((b, kd, h * w))?.affine(f64::from(scale), 0.0)?;
+    let phi = k.reshape((b, kd, hk * wk))?;
+    let g = v.reshape((b, c, hk * wk))?;
+    Ok(([theta, phi, g], [b, c, h, w]))
+}
+
 /// Runs `nodes` on `x`.
 pub(crate) fn forward(nodes: &[Node], x: &Tensor) -> candle_core::Result<Tensor> {
     let mut values: Vec<Tensor> = Vec::with_capacity(nodes.len());
@@ -289,6 +330,10 @@ pub(crate) fn eval(op: &Op, args: &[&Tensor]) -> candle_core::Result<Tensor> {
         Op::Mul => {
             check_mul(arg(0).dims(), arg(1).dims())?;
             arg(0).broadcast_mul(arg(1))?
+        }
+        Op::Attention { scale } => {
+            let ([theta, phi, g], shape) = attention_operands(arg(0), arg(1), arg(2), *scale)?;
+            super::attention::reference(&theta, &phi, &g)?.reshape(shape.as_slice())?
         }
         Op::LayerNorm { weight, bias, eps } => {
             let x = arg(0);

@@ -1602,6 +1602,130 @@ fn hard_activations_match_their_definitions_on_every_path() {
     }
 }
 
+/// Attention over pixels on every path: self-attention of a value with
+/// itself (queries, keys and values one value, whose gradient is the sum
+/// of the three) against f64 loops of its definition, at two scales, one
+/// sample's map sharp; a SAGAN block (queries, keys and values from 1×1
+/// convs, the keys and values max-pooled to fewer pixels, a 1×1 conv out,
+/// a residual add) against candle's ops; shapes that do not fit, a flat
+/// value and a scale that is not finite are errors on every path.
+#[test]
+fn attention_matches_its_definition_on_every_path() {
+    for scale in [0.3f32, 1.0] {
+        let mut b = NetBuilder::new();
+        let x = b.input();
+        let y = b.attention(x, x, x, scale);
+        let net = b.build(y);
+        let (nb, c, h, w) = (2, 3, 2, 3);
+        let n = h * w;
+        let x = randn(&[nb, c, h, w], 41);
+        check_naive(&format!("scale {scale}"), &net, &x, |x, r| {
+            let at = |bi: usize, ci: usize, p: usize| x[(bi * c + ci) * n + p];
+            let s = f64::from(scale);
+            let (mut y, mut gx) = (vec![0f64; x.len()], vec![0f64; x.len()]);
+            for bi in 0..nb {
+                // p[i][j] = softmax_j(s · x_i · x_j).
+                let p: Vec<Vec<f64>> = (0..n)
+                    .map(|i| {
+                        let l: Vec<f64> = (0..n)
+                            .map(|j| {
+                                s * (0..c).map(|ci| at(bi, ci, i) * at(bi, ci, j)).sum::<f64>()
+                            })
+                            .collect();
+                        let top = l.iter().cloned().fold(f64::MIN, f64::max);
+                        let e: Vec<f64> = l.iter().map(|v| (v - top).exp()).collect();
+                        let z: f64 = e.iter().sum();
+                        e.iter().map(|v| v / z).collect()
+                    })
+                    .collect();
+                let g = |ci: usize, i: usize| r[(bi * c + ci) * n + i];
+                for i in 0..n {
+                    for ci in 0..c {
+                        y[(bi * c + ci) * n + i] = (0..n).map(|j| p[i][j] * at(bi, ci, j)).sum();
+                    }
+                }
+                // dP[i][j] = g_i · x_j; dL = P ⊙ (dP − rowsum(dP ⊙ P)).
+                for i in 0..n {
+                    let dp: Vec<f64> = (0..n)
+                        .map(|j| (0..c).map(|ci| g(ci, i) * at(bi, ci, j)).sum())
+                        .collect();
+                    let dot: f64 = (0..n).map(|j| dp[j] * p[i][j]).sum();
+                    for j in 0..n {
+                        let dl = p[i][j] * (dp[j] - dot);
+                        for ci in 0..c {
+                            // As a query (i), as a key (j); as a value below.
+                            gx[(bi * c + ci) * n + i] += s * dl * at(bi, ci, j);
+                            gx[(bi * c + ci) * n + j] += s * dl * at(bi, ci, i);
+                        }
+                    }
+                    for j in 0..n {
+                        for ci in 0..c {
+                            gx[(bi * c + ci) * n + j] += p[i][j] * g(ci, i);
+                        }
+                    }
+                }
+            }
+            (y, gx)
+        });
+    }
+    // SAGAN's block, keys and values pooled to a quarter of the pixels.
+    let mut b = NetBuilder::new();
+    let x = b.input();
+    let q = conv(&mut b, x, [4, 2, 1], [1, 0, 1, 1], 42);
+    let k = conv(&mut b, x, [4, 2, 1], [1, 0, 1, 1], 43);
+    let k = b.max_pool2d(k, 2, 2, 0, false);
+    let v = conv(&mut b, x, [4, 3, 1], [1, 0, 1, 1], 44);
+    let v = b.max_pool2d(v, 2, 2, 0, false);
+    let o = b.attention(q, k, v, 0.5);
+    let o = conv(&mut b, o, [3, 4, 1], [1, 0, 1, 1], 45);
+    let y = b.add(o, x);
+    let net = b.build(y);
+    check(&net, &[2, 4, 6, 4], 46);
+    let kernels: Vec<&str> = net.compiled_kernels().collect();
+    assert!(kernels.contains(&"Attention"), "{kernels:?}");
+
+    let x = randn(&[2, 4, 4, 4], 47);
+    let net = |f: &dyn Fn(&mut NetBuilder, NodeId) -> NodeId| {
+        let mut b = NetBuilder::new();
+        let i = b.input();
+        let y = f(&mut b, i);
+        b.build(y)
+    };
+    let cases = vec![
+        (
+            "keys of other channels",
+            net(&|b: &mut NetBuilder, i: NodeId| {
+                let k = b.concat(&[i, i]);
+                b.attention(i, k, k, 1.0)
+            }),
+            "attention: queries [2, 4, 4, 4], keys [2, 8, 4, 4] and values [2, 8, 4, 4], \
+             expected [B, K, H, W], [B, K, H', W'] and [B, C, H', W']",
+        ),
+        (
+            "values of another size",
+            net(&|b: &mut NetBuilder, i: NodeId| {
+                let v = b.max_pool2d(i, 2, 2, 0, false);
+                b.attention(i, i, v, 1.0)
+            }),
+            "attention: queries [2, 4, 4, 4], keys [2, 4, 4, 4] and values [2, 4, 2, 2]",
+        ),
+        (
+            "a flat value",
+            net(&|b: &mut NetBuilder, i: NodeId| {
+                let f = b.flatten(i);
+                b.attention(f, f, f, 1.0)
+            }),
+            "attention: expected [B, C, H, W], got a value of shape [2, 64]",
+        ),
+        (
+            "a scale that is not finite",
+            net(&|b: &mut NetBuilder, i: NodeId| b.attention(i, i, i, f32::NAN)),
+            "attention: scale NaN, expected a finite scale",
+        ),
+    ];
+    errors_on_every_path(&x, cases);
+}
+
 /// Products on every path: a value with itself against its definition
 /// (x², gradient 2x), two branches of the same shape, a flat product,
 /// and a squeeze-and-excitation gate per channel (`[B, C, 1, 1]` from a

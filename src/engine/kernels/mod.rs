@@ -1,6 +1,7 @@
 //! gevaldi's CPU kernels, on channels-last (NHWC) f32 activations: each
 //! kernel's forward pass and the gradient of its input.
 
+pub(crate) mod attention;
 pub(crate) mod conv;
 pub(crate) mod elementwise;
 mod gemm;
