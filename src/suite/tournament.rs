@@ -180,6 +180,9 @@ impl Suite {
         named: &[(&str, &dyn Classifier)],
     ) -> Result<Vec<f64>> {
         let test = Mnist::load(dir, Split::Test)?;
+        for (name, m) in named {
+            test.check_classes(dir, Split::Test, name, m.num_classes())?;
+        }
         let x = test.images_tensor(None, self.device()?)?;
         named
             .iter()
