@@ -252,7 +252,7 @@ impl GradientAudit {
         input: &'static str,
         x: &Tensor,
         f: impl Fn(&Tensor) -> candle_core::Result<Tensor>,
-        first: Option<&dyn Fn(&Tensor) -> candle_core::Result<Tensor>>,
+        first: Option<&FirstSample<'_>>,
     ) -> Result<AuditReport> {
         if self.directions == 0 {
             return Err(Error::setting("audit.directions", 0, "at least 1"));
@@ -437,6 +437,9 @@ impl GradientAudit {
 }
 
 /// A backward pass that failed outright, with what to do about it.
+/// A model of a batch evaluated at the batch's first sample alone.
+type FirstSample<'a> = dyn Fn(&Tensor) -> candle_core::Result<Tensor> + 'a;
+
 /// The first row of a batch's condition, for its first sample alone.
 fn first_row(condition: Option<&Tensor>) -> Result<Option<Tensor>> {
     condition
@@ -459,7 +462,7 @@ fn check_per_sample(
     input: &'static str,
     x: &Tensor,
     y: &Tensor,
-    first: &dyn Fn(&Tensor) -> candle_core::Result<Tensor>,
+    first: &FirstSample<'_>,
 ) -> Result<()> {
     let batch = x.dims().first().copied().unwrap_or(0);
     if batch < 2 || y.dims().first() != Some(&batch) {
