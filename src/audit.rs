@@ -45,7 +45,9 @@
 //! The audit passes when every ratio is within 1 ± `tolerance` (a ratio of
 //! exactly 1 is recorded when both are 0). No gradient at all is an error of
 //! its own, [`Error::MissingGradient`], and so is an output that is not
-//! finite at the audited input, [`Error::NonFiniteOutput`].
+//! finite at the audited input, [`Error::NonFiniteOutput`]; a model's
+//! output for a sample that depends on the other samples of its batch
+//! (batch statistics) is [`Error::BatchDependent`].
 
 use candle_core::{DType, Tensor, Var};
 use rand::SeedableRng;
@@ -141,7 +143,8 @@ impl GradientAudit {
         model: &dyn Classifier,
         x: &Tensor,
     ) -> Result<AuditReport> {
-        self.run(name, "input", x, |x| model.logits(x))
+        let logits = |x: &Tensor| model.logits(x);
+        self.run(name, "input", x, logits, Some(&logits))
     }
 
     /// Audits the gradient of a generator's output with respect to the
@@ -153,7 +156,14 @@ impl GradientAudit {
         z: &Tensor,
         condition: Option<&Tensor>,
     ) -> Result<AuditReport> {
-        self.run(name, "latent z", z, |z| model.decode(z, condition))
+        let first = first_row(condition)?;
+        self.run(
+            name,
+            "latent z",
+            z,
+            |z| model.decode(z, condition),
+            Some(&|z: &Tensor| model.decode(z, first.as_ref())),
+        )
     }
 
     /// Audits the gradient the search ascends through a classifier: that of
@@ -175,9 +185,14 @@ impl GradientAudit {
         z: &Tensor,
         condition: Option<&Tensor>,
     ) -> Result<AuditReport> {
-        self.run(name, "latent z", z, |z| {
-            classifier.logits(&generator.decode(z, condition)?)
-        })
+        let first = first_row(condition)?;
+        self.run(
+            name,
+            "latent z",
+            z,
+            |z| classifier.logits(&generator.decode(z, condition)?),
+            Some(&|z: &Tensor| classifier.logits(&generator.decode(z, first.as_ref())?)),
+        )
     }
 
     /// Audits the gradient of a generator's log p(z) with respect to the
@@ -200,7 +215,7 @@ impl GradientAudit {
             .map_err(|e| Error::model(name, "backpropagate log p(z)")(with_backward_hint(e)))?;
         if grads.get(var.as_tensor()).is_some() {
             return self
-                .run(&what, "latent z", z, |z| model.log_prior(z))
+                .run(&what, "latent z", z, |z| model.log_prior(z), None)
                 .map(|_| ());
         }
         let eval = |z: &Tensor| {
@@ -224,15 +239,20 @@ impl GradientAudit {
         x: &Tensor,
         f: impl Fn(&Tensor) -> candle_core::Result<Tensor>,
     ) -> Result<AuditReport> {
-        self.run(name, "input", x, f)
+        self.run(name, "input", x, f, None)
     }
 
+    /// The audit of `f` at `x`; `first`, where `f` is a model of a batch,
+    /// maps the batch's first sample alone (its condition too), whose
+    /// output must be the first row of the batch's
+    /// ([`Error::BatchDependent`]).
     fn run(
         &self,
         name: &str,
         input: &'static str,
         x: &Tensor,
         f: impl Fn(&Tensor) -> candle_core::Result<Tensor>,
+        first: Option<&FirstSample<'_>>,
     ) -> Result<AuditReport> {
         if self.directions == 0 {
             return Err(Error::setting("audit.directions", 0, "at least 1"));
@@ -258,6 +278,9 @@ impl GradientAudit {
         let var = Var::from_tensor(&x).map_err(Error::tensor("make the input a variable"))?;
         let y = eval(var.as_tensor())?;
         self.check_deterministic(name, input, &y, &eval(&x)?)?;
+        if let Some(first) = first {
+            check_per_sample(name, input, &x, &y, first)?;
+        }
         let weights = sample_standard_normal(y.shape(), &mut rng, dev)
             .and_then(|r| r.to_dtype(DType::F64))
             .map_err(Error::tensor("draw the output weighting"))?;
@@ -414,6 +437,69 @@ impl GradientAudit {
 }
 
 /// A backward pass that failed outright, with what to do about it.
+/// A model of a batch evaluated at the batch's first sample alone.
+type FirstSample<'a> = dyn Fn(&Tensor) -> candle_core::Result<Tensor> + 'a;
+
+/// The first row of a batch's condition, for its first sample alone.
+fn first_row(condition: Option<&Tensor>) -> Result<Option<Tensor>> {
+    condition
+        .map(|c| c.narrow(0, 0, 1))
+        .transpose()
+        .map_err(Error::tensor("take the first sample's condition"))
+}
+
+/// Refuses a model whose output `y` for the batch `x` (of 2 or more
+/// samples) has a first row that differs from its output for the first
+/// sample alone, `first`, by more than 10⁻³ of the largest magnitude of
+/// both: batch statistics (a batch norm in training mode) couple the
+/// samples, and the search, which climbs each sample's divergence, would
+/// climb through the others. It passed the audit, and one with only two
+/// samples to normalise over failed it with the advice for a wrong
+/// backward. A forward pass that fails on one sample, or gives another
+/// shape, is left to the checks that see it.
+fn check_per_sample(
+    name: &str,
+    input: &'static str,
+    x: &Tensor,
+    y: &Tensor,
+    first: &FirstSample<'_>,
+) -> Result<()> {
+    let batch = x.dims().first().copied().unwrap_or(0);
+    if batch < 2 || y.dims().first() != Some(&batch) {
+        return Ok(());
+    }
+    let Ok(alone) = x.narrow(0, 0, 1).and_then(|x0| first(&x0)) else {
+        return Ok(());
+    };
+    if alone.dims()[1..] != y.dims()[1..] {
+        return Ok(());
+    }
+    let row = y
+        .narrow(0, 0, 1)
+        .map_err(Error::tensor("take the first row"))?;
+    let (a, b) = (values(&row)?, values(&alone)?);
+    let scale = a
+        .iter()
+        .chain(&b)
+        .filter(|v| v.is_finite())
+        .fold(0f64, |m, v| m.max(v.abs()));
+    let difference = a
+        .iter()
+        .zip(&b)
+        .filter(|(p, q)| p.is_finite() && q.is_finite())
+        .fold(0f64, |m, (p, q)| m.max((p - q).abs()));
+    if difference > 1e-3 * scale {
+        return Err(Error::BatchDependent {
+            model: name.to_string(),
+            input,
+            batch,
+            difference,
+            scale,
+        });
+    }
+    Ok(())
+}
+
 fn with_backward_hint(e: candle_core::Error) -> candle_core::Error {
     let hint = if e.to_string().contains("maxpool2d") {
         "candle 0.11's max_pool2d_with_stride has no backward when the kernel and the stride \

@@ -234,6 +234,45 @@ impl Mnist {
         })
     }
 
+    /// Checks that every label of the split in `dir` (as read by
+    /// [`Mnist::load`]) is one of the `classes` classes of classifier
+    /// `model`, in logit order: test data labelled 0-9 beside classifiers
+    /// of 3 classes would count every image of labels 3 to 9 as wrong,
+    /// and its accuracies (a tournament's SRCC, an ensemble's drop) would
+    /// mean nothing. The error names the labels file, the first label out
+    /// of range and how many there are.
+    pub fn check_classes(
+        &self,
+        dir: impl AsRef<Path>,
+        split: Split,
+        model: &str,
+        classes: usize,
+    ) -> Result<()> {
+        let beyond = self
+            .labels
+            .iter()
+            .filter(|&&l| usize::from(l) >= classes)
+            .count();
+        let Some(at) = self.labels.iter().position(|&l| usize::from(l) >= classes) else {
+            return Ok(());
+        };
+        let path = find(
+            dir.as_ref(),
+            &format!("{}-labels-idx1-ubyte", split.prefix()),
+        )?;
+        Err(Error::Data {
+            path,
+            problem: format!(
+                "label {} at index {at} ({beyond} of its {} labels are {classes} or more), \
+                 but classifier `{model}` has {classes} classes: the labels must be its \
+                 class indices, 0 to {} in logit order",
+                self.labels[at],
+                self.labels.len(),
+                classes.saturating_sub(1),
+            ),
+        })
+    }
+
     /// The number of digits.
     pub fn len(&self) -> usize {
         self.labels.len()
@@ -382,6 +421,30 @@ mod tests {
         assert!(e.contains("holds 3 images: the counts must match"), "{e}");
         let e = Mnist::load(&dir, Split::Train).unwrap_err().to_string();
         assert!(e.contains("train-images-idx3-ubyte.gz"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn labels_beyond_the_classifiers_classes_are_named() {
+        let dir = std::env::temp_dir().join(format!("gevaldi-idx-classes-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let images = IdxArray {
+            dims: vec![4, 28, 28],
+            data: vec![0; 4 * 784],
+        };
+        let labels = IdxArray {
+            dims: vec![4],
+            data: vec![0, 2, 4, 9],
+        };
+        write_idx(dir.join("test-images-idx3-ubyte"), &images).unwrap();
+        write_idx(dir.join("test-labels-idx1-ubyte"), &labels).unwrap();
+        let test = Mnist::load(&dir, Split::Test).unwrap();
+        test.check_classes(&dir, Split::Test, "mine", 10).unwrap();
+        let e = test
+            .check_classes(&dir, Split::Test, "mine", 3)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("test-labels-idx1-ubyte`: label 4 at index 2 (2 of its 4 labels are 3 or more), but classifier `mine` has 3 classes: the labels must be its class indices, 0 to 2 in logit order"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -384,6 +384,29 @@ pub enum Error {
         /// The largest output magnitude.
         scale: f64,
     },
+    /// A model's output for a sample depends on the other samples of its
+    /// batch.
+    #[error(
+        "gradient audit of `{model}` failed: its output for one {input} depends on the other \
+         samples of its batch: the first of a batch of {batch}, alone, gives an output that \
+         differs by up to {difference:.3e} against outputs up to {scale:.3e}: a model with \
+         batch statistics (a batch norm in training mode, e.g. candle-nn's `forward_t(x, \
+         true)`) or an op across the batch; the search climbs each sample's divergence on its \
+         own, so run it in inference mode (running statistics)"
+    )]
+    BatchDependent {
+        /// The model's name.
+        model: String,
+        /// "input" or "latent z".
+        input: &'static str,
+        /// The batch's size.
+        batch: usize,
+        /// The largest difference between the first row and the first
+        /// sample's output alone.
+        difference: f64,
+        /// The largest output magnitude.
+        scale: f64,
+    },
     /// A backpropagated directional derivative disagrees with finite differences.
     #[error(
         "gradient audit of `{model}` failed: along direction {direction}, backprop gives \

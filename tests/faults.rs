@@ -1445,6 +1445,75 @@ fn empty_test_data_is_named() {
     );
 }
 
+/// A generator of 28×28 images conditional on `.0` classes.
+struct ConditionalOn(usize);
+
+impl Generator for ConditionalOn {
+    fn latent_dim(&self) -> usize {
+        8
+    }
+    fn num_conditions(&self) -> Option<usize> {
+        Some(self.0)
+    }
+    fn decode(&self, z: &Tensor, c: Option<&Tensor>) -> gevaldi::candle_core::Result<Tensor> {
+        let zc = Tensor::cat(&[z, c.expect("a condition")], 1)?;
+        let w = Tensor::ones((8 + self.0, 784), DType::F32, z.device())?;
+        gevaldi::candle_nn::ops::sigmoid(&(zc.matmul(&w)? / (8 + self.0) as f64)?)?.reshape((
+            z.dim(0)?,
+            1,
+            28,
+            28,
+        ))
+    }
+}
+
+/// Regression: test data labelled 0-9 (the fixtures' digits) beside
+/// classifiers of 3 classes: a tournament counted every image of labels 3
+/// to 9 as wrong, and its test accuracies (0.08 to 0.10) and SRCC meant
+/// nothing, with nothing said; an ensemble failed only when it computed
+/// its metrics, as "the label 4 of sample 1 is not one of the 3 classes",
+/// naming no file.
+#[test]
+fn test_data_labelled_beyond_the_classifiers_classes_is_refused() {
+    let d = case_dir("test-data-classes");
+    let data = gevaldi::zoo::mnist_fixtures_dir().join("data");
+    let labels = data.join("test-labels-idx1-ubyte.gz");
+    let registry = || {
+        let mut r = Registry::new();
+        for name in ["a", "b", "c"] {
+            r.classifier(name, |_| Ok(Pixels::new(3, 3)));
+        }
+        r.generator("three", |_| Ok(ConditionalOn(3)));
+        r
+    };
+    let text = format!(
+        "[search]\nbatch = 4\nsteps = 2\n\n[generator.three]\n\n\
+         [classifier.a]\n\n[classifier.b]\n\n[classifier.c]\n\n\
+         [[tournament]]\nname = \"t\"\nmodels = [\"a\", \"b\", \"c\"]\n\
+         generator = \"three\"\nsamples = 3\ntest_data = \"{0}\"\n\n\
+         [[ensemble]]\nname = \"e\"\nmembers = [\"a\", \"b\", \"c\"]\n\
+         generator = \"three\"\nsamples = 6\nmin_samples = 2\ntest_data = \"{0}\"\n",
+        data.display()
+    );
+    let path = d.join("gevaldi.toml");
+    let message = run(&d, &text, registry(), TrialId::tournament("t")).unwrap_err();
+    assert_eq!(
+        message,
+        format!(
+            "tournament `t` ({}:13): failed to read `{}`: label 4 at index 1 (1399 of its \
+             2000 labels are 3 or more), but classifier `a` has 3 classes: the labels must \
+             be its class indices, 0 to 2 in logit order",
+            path.display(),
+            labels.display()
+        )
+    );
+    let message = run(&d, &text, registry(), TrialId::ensemble("e")).unwrap_err();
+    assert!(
+        message.contains("label 4 at index 1 (1399 of its 2000 labels are 3 or more), but classifier `a` has 3 classes"),
+        "{message}"
+    );
+}
+
 /// Regression: a registered classifier on candle's max-pool was searched
 /// on its wrong gradients, and the pair passed. A registered model is now
 /// audited before its search; a right one (`Pixels`) still passes.

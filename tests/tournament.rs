@@ -604,6 +604,90 @@ fn the_verdict_reads_current_pair_records_and_reruns_stale_ones() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A classifier of one's own: ten pixels at the digits' centre, scaled.
+#[derive(Clone)]
+struct CentrePixels(f64, Vec<String>);
+
+impl Classifier for CentrePixels {
+    fn logits(&self, x: &candle_core::Tensor) -> candle_core::Result<candle_core::Tensor> {
+        x.flatten_from(1)?.narrow(1, 400, 10)? * self.0
+    }
+    fn class_names(&self) -> &[String] {
+        &self.1
+    }
+}
+
+/// Regression: a registered model's code is in no table, so a pair record
+/// searched before the code changed (its logits scaled by −3, the TOML and
+/// the weights as they were) kept its fingerprint, and the verdict ranked
+/// the models as they had been: `cargo test` after a nextest run passed
+/// against the old snapshot. The fingerprint now holds a digest of what a
+/// registered model computes at a fixed probe.
+#[test]
+fn the_verdict_reruns_a_pair_whose_registered_model_computes_otherwise() {
+    use gevaldi::artifact::{self, Record};
+    use gevaldi::config::TrialId;
+    use gevaldi::suite::{Registry, Suite};
+
+    let dir = std::env::temp_dir().join(format!("gevaldi-tour-registered-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let weights = |m: &str| zoo::mnist_fixtures_dir().join(format!("{m}.safetensors"));
+    let text = format!(
+        "[search]\nbatch = 4\nsteps = 3\n\n\
+         [generator.cvae]\narch = \"mnist-cvae\"\nweights = {:?}\n\n\
+         [classifier.cnn_a]\narch = \"mnist-cnn-a\"\nweights = {:?}\n\n\
+         [classifier.bag_0]\narch = \"mnist-mlp\"\nweights = {:?}\n\n\
+         [classifier.mine]\n\n\
+         [[tournament]]\nname = \"t\"\nmodels = [\"cnn_a\", \"bag_0\", \"mine\"]\n\
+         generator = \"cvae\"\nsamples = 4\n",
+        weights("cvae"),
+        weights("cnn_a"),
+        weights("bag_0"),
+    );
+    let path = dir.join("gevaldi.toml");
+    std::fs::write(&path, text).unwrap();
+    let suite = |scale: f64| {
+        let mut r = Registry::new();
+        r.classifier("mine", move |_| {
+            Ok(CentrePixels(scale, zoo::mnist_class_names()))
+        });
+        Suite::load(&path, r).unwrap()
+    };
+    let first = suite(1.0);
+    first
+        .run_tournament_pair("t", "cnn_a-vs-mine", &|_, _| {})
+        .unwrap();
+    let pair_path = artifact::tournament_dir(&first.artifact_dir(), "t")
+        .join("pairs")
+        .join("cnn_a-vs-mine.json");
+    // Mark the record: a warning no run gives.
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&pair_path).unwrap()).unwrap();
+    json["result"]["warnings"] = serde_json::json!(["marked"]);
+    std::fs::write(&pair_path, serde_json::to_vec(&json).unwrap()).unwrap();
+    let verdict_read_the_record = |suite: &Suite| {
+        suite
+            .run_trial(&TrialId::tournament("t"), &|_, _| {})
+            .unwrap();
+        let record = artifact::tournament_record(&suite.artifact_dir(), "t");
+        match Record::read(&record).unwrap() {
+            Record::Tournament(t) => {
+                t.outcome.pair("cnn_a", "mine").unwrap().warnings == ["marked"]
+            }
+            other => panic!("not a tournament record: {other:?}"),
+        }
+    };
+    assert!(
+        verdict_read_the_record(&suite(1.0)),
+        "the same code: the verdict read the current record"
+    );
+    assert!(
+        !verdict_read_the_record(&suite(-3.0)),
+        "other code: the pair is run again"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// Under a symmetric divergence the suite lists (and nextest runs) one
 /// trial per pair of models, not per order: `b-vs-a` is `a-vs-b`'s search.
 /// Asked for by name, the other order runs and records the pair that is

@@ -177,13 +177,61 @@ fn the_set_distance_ceiling_bounds_every_pair_of_top_n_sets() {
     let h = parse(classes, edges).unwrap();
     for n in 1..=6 {
         let (ceiling, largest) = (h.set_distance_ceiling(n), largest_set_distance(&h, n));
-        assert!(ceiling >= largest, "n {n}: {ceiling} < {largest}");
+        assert_eq!(ceiling, largest, "n {n}");
     }
     // n = 1 is the largest distance: cat-mammal-animal-entity-plant-fir-pine.
     assert_eq!(h.set_distance_ceiling(1), 3.0);
     assert_eq!(largest_set_distance(&h, 1), 3.0);
-    // The 3-class one: by overlap 2 · (4 - 1) / 4 beats by rows (4 + 3) / 4.
+    // The 3-class one: the bounds gave 1.5 (by overlap 2 · (4 - 1) / 4,
+    // below by rows (4 + 3) / 4), where no two top-2 sets are more than
+    // 1.25 apart, and a max_set_distance of 1.4 could never fail.
     let h = parse(CLASSES, EDGES).unwrap();
-    assert_eq!(h.set_distance_ceiling(2), 1.5);
+    assert_eq!(h.set_distance_ceiling(2), 1.25);
     assert_eq!(largest_set_distance(&h, 2), 1.25);
+    // A class under two parents: d -> p <- c -> a <- b, with p and a
+    // three edges below the root each. H(d, b) = 4 through the root (the
+    // path d-p-c-a-b, half as long, goes down through c); top-2 sets are
+    // at most 2.0 apart ({d, b} and {d, b}), where the bounds said 2.5.
+    let classes = "index\twnid\tname\n0\tc\tcat\n1\td\tdog\n2\tb\tbird\n";
+    let edges = "child\tparent\nx1\tr\nx2\tx1\na\tx2\ny1\tr\ny2\ty1\np\ty2\n\
+                 c\ta\nc\tp\nd\tp\nb\ta\n";
+    let h = parse(classes, edges).unwrap();
+    assert_eq!(h.distance(1, 2), 4.0);
+    assert_eq!(h.set_distance_ceiling(2), 2.0);
+    assert_eq!(largest_set_distance(&h, 2), 2.0);
+}
+
+/// Beyond [`EXACT_CEILING_SETS`] n-sets the ceiling is the bounds, which
+/// never fall below the largest set distance.
+#[test]
+fn the_set_distance_ceiling_of_many_sets_is_a_bound() {
+    // A chain-like hierarchy of 30 classes: class i under node i / 3.
+    let mut classes = String::from("index\twnid\tname\n");
+    let mut edges = String::from("child\tparent\n");
+    for i in 0..30 {
+        classes.push_str(&format!("{i}\tc{i}\tc{i}\n"));
+        edges.push_str(&format!("c{i}\tg{}\n", i / 3));
+    }
+    for g in 0..10 {
+        edges.push_str(&format!(
+            "g{g}\t{}\n",
+            if g == 0 {
+                "root".into()
+            } else {
+                format!("g{}", g - 1)
+            }
+        ));
+    }
+    let h = parse(&classes, &edges).unwrap();
+    // C(30, 2) = 435 sets: exact; C(30, 5) = 142506: the bounds.
+    assert_eq!(h.set_distance_ceiling(2), largest_set_distance(&h, 2));
+    let sets = subsets(30, 5);
+    assert!(sets.len() > EXACT_CEILING_SETS);
+    let ceiling = h.set_distance_ceiling(5);
+    let probe = sets.iter().step_by(97).fold(0f64, |m, a| {
+        sets.iter()
+            .step_by(89)
+            .fold(m, |m, b| m.max(h.set_distance(a, b)))
+    });
+    assert!(ceiling >= probe, "{ceiling} < {probe}");
 }

@@ -38,6 +38,9 @@ impl Suite {
         )?;
         let named = super::named(&e.members, &members);
         let test = Mnist::load(&e.test_data, Split::Test)?;
+        for (name, m) in e.members.iter().zip(&members) {
+            test.check_classes(&e.test_data, Split::Test, name, m.num_classes())?;
+        }
         let x = test.images_tensor(None, self.device()?)?;
         let member_probs = members
             .iter()

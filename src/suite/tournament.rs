@@ -64,7 +64,9 @@ impl Suite {
         let mut results: Vec<PairResult> = Vec::with_capacity(searched.len());
         for (k, &(i, j)) in searched.iter().enumerate() {
             let (a, b) = (named[i].0, named[j].0);
-            let fingerprint = self.pair_fingerprint(t, a, b, &settings);
+            let outputs =
+                self.registered_outputs((&t.generator, generator.as_ref()), [named[i], named[j]])?;
+            let fingerprint = self.pair_fingerprint(t, a, b, &settings) + &outputs;
             if let Some(result) = self.fresh_pair(t, a, b, &fingerprint, settings.config.seed) {
                 results.push(result);
                 continue;
@@ -180,6 +182,9 @@ impl Suite {
         named: &[(&str, &dyn Classifier)],
     ) -> Result<Vec<f64>> {
         let test = Mnist::load(dir, Split::Test)?;
+        for (name, m) in named {
+            test.check_classes(dir, Split::Test, name, m.num_classes())?;
+        }
         let x = test.images_tensor(None, self.device()?)?;
         named
             .iter()

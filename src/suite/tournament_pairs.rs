@@ -8,11 +8,12 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use candle_core::Tensor;
+use rand::SeedableRng;
 
 use crate::artifact::{self, Record, TournamentPairArtifact};
 use crate::config::{self, ModelDecl, TournamentDecl};
 use crate::error::{Error, Result};
-use crate::model::{one_hot, Generator};
+use crate::model::{one_hot, Classifier, Generator};
 use crate::tournament::{pair_name, run_pair, searched_pairs, PairResult, PairSettings};
 
 use super::Suite;
@@ -76,6 +77,13 @@ impl Suite {
             (t.models[i].as_str(), a.as_ref()),
             (t.models[j].as_str(), b.as_ref()),
         ])?;
+        let outputs = self.registered_outputs(
+            (&t.generator, generator.as_ref()),
+            [
+                (t.models[i].as_str(), a.as_ref()),
+                (t.models[j].as_str(), b.as_ref()),
+            ],
+        )?;
         let outcome = run_pair(
             (&t.models[i], a.as_ref()),
             (&t.models[j], b.as_ref()),
@@ -84,10 +92,11 @@ impl Suite {
             self.device()?,
             progress,
         )?;
+        let fingerprint = self.pair_fingerprint(t, &t.models[i], &t.models[j], &settings);
         let record = Record::TournamentPair(Box::new(TournamentPairArtifact {
             config: self.config.path.clone(),
             tournament: t.name.clone(),
-            fingerprint: self.pair_fingerprint(t, &t.models[i], &t.models[j], &settings),
+            fingerprint: fingerprint + &outputs,
             result: outcome.result.clone(),
             seconds: started.elapsed().as_secs_f64(),
             written_at: artifact::now(),
@@ -137,6 +146,55 @@ impl Suite {
         )
     }
 
+    /// What the models of a pair registered from Rust compute, as text to
+    /// append to the pair's fingerprint ([`Self::pair_fingerprint`]): a
+    /// digest of the generator's samples at a fixed probe (2 latents of
+    /// seed 0, conditions 0 and 1) where it is registered, and of each
+    /// registered classifier's logits of them; empty where every model is
+    /// built in. Their code is in no table, so a record searched before it
+    /// changed (a layer or a scale edited in the registered function, the
+    /// TOML and the weights as they were) matched the fingerprint, and the
+    /// verdict ranked the models as they had been.
+    pub(super) fn registered_outputs(
+        &self,
+        generator: (&str, &dyn Generator),
+        classifiers: [(&str, &dyn Classifier); 2],
+    ) -> Result<String> {
+        let registered = |decl: Option<&ModelDecl>| decl.is_some_and(|d| d.builtin.is_none());
+        let own_generator = registered(self.config.generator(generator.0));
+        let own: Vec<_> = classifiers
+            .iter()
+            .filter(|(name, _)| registered(self.config.classifier(name)))
+            .collect();
+        if !own_generator && own.is_empty() {
+            return Ok(String::new());
+        }
+        let (name, g) = generator;
+        let device = self.device()?;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+        let z = crate::model::sample_standard_normal((2, g.latent_dim()), &mut rng, device)
+            .map_err(Error::tensor("draw the probe's latents"))?;
+        let condition = g
+            .num_conditions()
+            .map(|c| one_hot(&[0, 1 % c.max(1)], c, device))
+            .transpose()
+            .map_err(Error::tensor("make the probe's conditions"))?;
+        let x = g
+            .decode(&z, condition.as_ref())
+            .map_err(Error::model(name, "decode the probe's latents"))?;
+        let mut digests = Vec::new();
+        if own_generator {
+            digests.push(format!("{name} {}", digest(&x)?));
+        }
+        for &(name, c) in own {
+            let logits = c
+                .logits(&x)
+                .map_err(Error::model(name, "classify the probe's samples"))?;
+            digests.push(format!("{name} {}", digest(&logits)?));
+        }
+        Ok(format!("; registered outputs {}", digests.join(", ")))
+    }
+
     /// The record of the pair (a, b) of `t`, when one exists with the
     /// current fingerprint, was searched from the current seed (a record
     /// of a gevaldi that derived each pair's seed from the names has the
@@ -163,6 +221,24 @@ impl Suite {
             _ => None,
         }
     }
+}
+
+/// FNV-1a (64 bits) of a tensor's values written to 4 significant digits,
+/// as 16 hex digits: a change of the code shows, rounding between machines
+/// mostly not.
+fn digest(t: &Tensor) -> Result<String> {
+    let values = t
+        .flatten_all()
+        .and_then(|v| v.to_dtype(candle_core::DType::F32))
+        .and_then(|v| v.to_vec1::<f32>())
+        .map_err(Error::tensor("read the probe's outputs"))?;
+    let hash = values
+        .iter()
+        .flat_map(|v| format!("{v:.3e};").into_bytes())
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+    Ok(format!("{hash:016x}"))
 }
 
 /// A model's table as text, every key but its line: the architecture, the
