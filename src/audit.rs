@@ -436,7 +436,6 @@ impl GradientAudit {
     }
 }
 
-/// A backward pass that failed outright, with what to do about it.
 /// A model of a batch evaluated at the batch's first sample alone.
 type FirstSample<'a> = dyn Fn(&Tensor) -> candle_core::Result<Tensor> + 'a;
 
@@ -500,6 +499,7 @@ fn check_per_sample(
     Ok(())
 }
 
+/// A backward pass that failed outright, with what to do about it.
 fn with_backward_hint(e: candle_core::Error) -> candle_core::Error {
     let hint = if e.to_string().contains("maxpool2d") {
         "candle 0.11's max_pool2d_with_stride has no backward when the kernel and the stride \
