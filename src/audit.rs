@@ -385,11 +385,7 @@ impl GradientAudit {
             });
         }
         let scale = a.iter().fold(0f64, |m, v| m.max(v.abs()));
-        let difference = a
-            .iter()
-            .zip(&b)
-            .filter(|(p, q)| p.is_finite() && q.is_finite())
-            .fold(0f64, |m, (p, q)| m.max((p - q).abs()));
+        let difference = largest_difference(&a, &b);
         if difference > 1e-3 * scale {
             return Err(Error::Nondeterministic {
                 model: name.to_string(),
@@ -482,11 +478,7 @@ fn check_per_sample(
         .chain(&b)
         .filter(|v| v.is_finite())
         .fold(0f64, |m, v| m.max(v.abs()));
-    let difference = a
-        .iter()
-        .zip(&b)
-        .filter(|(p, q)| p.is_finite() && q.is_finite())
-        .fold(0f64, |m, (p, q)| m.max((p - q).abs()));
+    let difference = largest_difference(&a, &b);
     if difference > 1e-3 * scale {
         return Err(Error::BatchDependent {
             model: name.to_string(),
@@ -497,6 +489,14 @@ fn check_per_sample(
         });
     }
     Ok(())
+}
+
+/// The largest |a − b| over the places where both are finite.
+fn largest_difference(a: &[f64], b: &[f64]) -> f64 {
+    a.iter()
+        .zip(b)
+        .filter(|(p, q)| p.is_finite() && q.is_finite())
+        .fold(0f64, |m, (p, q)| m.max((p - q).abs()))
 }
 
 /// A backward pass that failed outright, with what to do about it.

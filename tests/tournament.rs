@@ -551,10 +551,34 @@ fn three_model_suite(name: &str, search: &str) -> (std::path::PathBuf, gevaldi::
 /// Issue 18: a pair trial (under nextest) writes its pair's record with a
 /// fingerprint; the verdict reads a current record instead of running the
 /// pair again, and runs the pair again when the fingerprint is stale.
-#[test]
-fn the_verdict_reads_current_pair_records_and_reruns_stale_ones() {
+/// Marks a tournament's pair record with a warning no run gives (its JSON
+/// read back, to be changed further and written again).
+fn mark_pair_record(path: &std::path::Path) -> serde_json::Value {
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    json["result"]["warnings"] = serde_json::json!(["marked"]);
+    std::fs::write(path, serde_json::to_vec(&json).unwrap()).unwrap();
+    json
+}
+
+/// Whether tournament `t`'s verdict took its pair (a, b) from the marked
+/// record ([`mark_pair_record`]) rather than searching it again.
+fn verdict_read_the_marked_record(suite: &gevaldi::suite::Suite, a: &str, b: &str) -> bool {
     use gevaldi::artifact::{self, Record};
     use gevaldi::config::TrialId;
+    suite
+        .run_trial(&TrialId::tournament("t"), &|_, _| {})
+        .unwrap();
+    let record = artifact::tournament_record(&suite.artifact_dir(), "t");
+    match Record::read(&record).unwrap() {
+        Record::Tournament(t) => t.outcome.pair(a, b).unwrap().warnings == ["marked"],
+        other => panic!("not a tournament record: {other:?}"),
+    }
+}
+
+#[test]
+fn the_verdict_reads_current_pair_records_and_reruns_stale_ones() {
+    use gevaldi::artifact;
 
     let (dir, suite) = three_model_suite("gevaldi-tour-pairs", "");
     let pairs = suite.tournament_pairs("t");
@@ -566,24 +590,9 @@ fn the_verdict_reads_current_pair_records_and_reruns_stale_ones() {
     let pair_path = artifact::tournament_dir(&suite.artifact_dir(), "t")
         .join("pairs")
         .join("cnn_a-vs-bag_0.json");
-    // Mark the record: a warning no run gives.
-    let mut json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&pair_path).unwrap()).unwrap();
+    let mut json = mark_pair_record(&pair_path);
     assert_eq!(json["result"]["seed"].as_u64(), Some(alone.seed));
-    json["result"]["warnings"] = serde_json::json!(["marked"]);
-    std::fs::write(&pair_path, serde_json::to_vec(&json).unwrap()).unwrap();
-    let verdict_read_the_record = || {
-        suite
-            .run_trial(&TrialId::tournament("t"), &|_, _| {})
-            .unwrap();
-        let record = artifact::tournament_record(&suite.artifact_dir(), "t");
-        match Record::read(&record).unwrap() {
-            Record::Tournament(t) => {
-                t.outcome.pair("cnn_a", "bag_0").unwrap().warnings == ["marked"]
-            }
-            other => panic!("not a tournament record: {other:?}"),
-        }
-    };
+    let verdict_read_the_record = || verdict_read_the_marked_record(&suite, "cnn_a", "bag_0");
     assert!(
         verdict_read_the_record(),
         "the verdict read the current record"
@@ -625,8 +634,7 @@ impl Classifier for CentrePixels {
 /// registered model computes at a fixed probe.
 #[test]
 fn the_verdict_reruns_a_pair_whose_registered_model_computes_otherwise() {
-    use gevaldi::artifact::{self, Record};
-    use gevaldi::config::TrialId;
+    use gevaldi::artifact;
     use gevaldi::suite::{Registry, Suite};
 
     let dir = std::env::temp_dir().join(format!("gevaldi-tour-registered-{}", std::process::id()));
@@ -660,23 +668,9 @@ fn the_verdict_reruns_a_pair_whose_registered_model_computes_otherwise() {
     let pair_path = artifact::tournament_dir(&first.artifact_dir(), "t")
         .join("pairs")
         .join("cnn_a-vs-mine.json");
-    // Mark the record: a warning no run gives.
-    let mut json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&pair_path).unwrap()).unwrap();
-    json["result"]["warnings"] = serde_json::json!(["marked"]);
-    std::fs::write(&pair_path, serde_json::to_vec(&json).unwrap()).unwrap();
-    let verdict_read_the_record = |suite: &Suite| {
-        suite
-            .run_trial(&TrialId::tournament("t"), &|_, _| {})
-            .unwrap();
-        let record = artifact::tournament_record(&suite.artifact_dir(), "t");
-        match Record::read(&record).unwrap() {
-            Record::Tournament(t) => {
-                t.outcome.pair("cnn_a", "mine").unwrap().warnings == ["marked"]
-            }
-            other => panic!("not a tournament record: {other:?}"),
-        }
-    };
+    mark_pair_record(&pair_path);
+    let verdict_read_the_record =
+        |suite: &Suite| verdict_read_the_marked_record(suite, "cnn_a", "mine");
     assert!(
         verdict_read_the_record(&suite(1.0)),
         "the same code: the verdict read the current record"
