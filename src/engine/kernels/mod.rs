@@ -3,6 +3,7 @@
 
 pub(crate) mod conv;
 pub(crate) mod elementwise;
+mod few_rows;
 mod gemm;
 pub(crate) mod pool;
 mod simd;
