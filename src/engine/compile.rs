@@ -343,11 +343,10 @@ impl Program {
             slot[id] = steps.len();
         }
         for step in &mut steps {
+            // A transposed conv's backward is the conv's forward: every
+            // conv keeps its forward's operand row-major.
             if let Kernel::Conv(c) | Kernel::ConvTranspose { conv: c, .. } = &mut step.kernel {
                 c.prepare();
-            }
-            // Its backward is the conv's forward.
-            if let Kernel::ConvTranspose { conv: c, .. } = &mut step.kernel {
                 c.prepare_forward_rhs();
             }
         }

@@ -252,7 +252,9 @@ impl ConvK {
     /// a quarter of a DCGAN generator's step at batch 64, `perf`); as a
     /// row-major `[K, cout]` matrix it reads it as it is.
     /// A transposed conv's backward is this forward: 40 → 15..18 ms per
-    /// layer of that generator (2 cores). After this, no
+    /// layer of that generator (2 cores). Every conv keeps it (the backward,
+    /// `G · W`, reads `w` as it is): the packing was 14% of a ResNet-18
+    /// step (its strided and 1×1 convs, the stem). After this, no
     /// [`Self::fold_affine`].
     pub(crate) fn prepare_forward_rhs(&mut self) {
         if self.groups != 1 || self.wino.is_some() || self.w.is_empty() {

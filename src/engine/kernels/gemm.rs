@@ -1,7 +1,8 @@
 //! The engine's matrix product: split into pieces on rayon's threads, each
 //! piece multiplied by the `gemm` crate's kernels (the crate candle's own
-//! CPU matmul uses), or by matrixmultiply's for a few rows, where the
-//! `gemm` crate was slower (a dense layer at batch 8).
+//! CPU matmul uses), or for a few rows, where the `gemm` crate was slower
+//! (a dense layer at batch 8), by [`few_rows`]' (matrixmultiply's for
+//! layouts those do not take).
 //!
 //! The `unsafe` blocks call `gemm::gemm`, which takes raw pointers and
 //! strides (its arguments come from ndarray views, whose shapes and
@@ -15,9 +16,9 @@ use ndarray::linalg::general_mat_mul;
 use ndarray::{ArrayView2, ArrayViewMut2, Axis};
 
 use super::elementwise::{act_backward_chunk, bias_act_rows, bias_gelu_slope_fresh_rows};
-use super::Activation;
+use super::{few_rows, Activation};
 
-/// Pieces with fewer rows than this go to matrixmultiply.
+/// Pieces with fewer rows than this go to [`few_rows`] (or matrixmultiply).
 const FEW_ROWS: usize = 32;
 
 /// `c = a · b` (`beta` 0: `c` is not read, a NaN in it does not spread) or
@@ -240,7 +241,9 @@ fn piece(a: ArrayView2<f32>, b: ArrayView2<f32>, mut c: ArrayViewMut2<f32>, beta
     let (m, k) = a.dim();
     let n = b.dim().1;
     if m < FEW_ROWS || m == 0 || n == 0 {
-        general_mat_mul(1.0, &a, &b, beta, &mut c);
+        if m == 0 || n == 0 || !few_rows::product(a, b, &mut c, beta != 0.0) {
+            general_mat_mul(1.0, &a, &b, beta, &mut c);
+        }
         return;
     }
     if k == 0 {

@@ -4,6 +4,7 @@
 pub(crate) mod attention;
 pub(crate) mod conv;
 pub(crate) mod elementwise;
+mod few_rows;
 mod gemm;
 pub(crate) mod pool;
 mod simd;
