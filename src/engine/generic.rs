@@ -378,9 +378,10 @@ enum Kept {
     Channels(Vec<usize>),
     /// Both inputs (a product).
     Inputs(Tensor, Tensor),
-    /// The queries, keys and values (attention: the backward works the
-    /// map out again).
-    Attention([Tensor; 3]),
+    /// Attention's operands (the queries times the scale, the keys and
+    /// the values, `[B, K, N]`, `[B, K, M]`, `[B, C, M]`: the backward works
+    /// the map out again from them) and its inputs' shapes.
+    Attention([Tensor; 3], [Vec<usize>; 3]),
 }
 
 /// What one forward kept for its backward.
@@ -414,6 +415,7 @@ pub(crate) fn forward(
     let mut kept = Vec::with_capacity(if keep { n } else { 0 });
     for (j, node) in nodes.iter().enumerate() {
         let mut pooled = None;
+        let mut attended = None;
         let y = {
             let args: Vec<&Tensor> = node
                 .inputs
@@ -446,7 +448,9 @@ pub(crate) fn forward(
                     Op::Attention { scale } => {
                         let ([t, p, g], shape) =
                             reference::attention_operands(args[0], args[1], args[2], *scale)?;
-                        super::attention(&t, &p, &g)?.reshape(shape.as_slice())
+                        let y = super::attention(&t, &p, &g)?.reshape(shape.as_slice());
+                        attended = keep.then_some([t, p, g]);
+                        y
                     }
                     Op::Conv {
                         weight,
@@ -524,9 +528,12 @@ pub(crate) fn forward(
                     | Op::AvgPool { .. }
                     | Op::Upsample { .. } => Kept::Dims(args[0].dims().to_vec()),
                     Op::Mul => Kept::Inputs(args[0].clone(), args[1].clone()),
-                    Op::Attention { .. } => {
-                        Kept::Attention([args[0].clone(), args[1].clone(), args[2].clone()])
-                    }
+                    Op::Attention { .. } => Kept::Attention(
+                        attended
+                            .take()
+                            .expect("a kept attention keeps its operands"),
+                        [0, 1, 2].map(|i| args[i].dims().to_vec()),
+                    ),
                     Op::Concat => Kept::Channels(
                         args.iter()
                             .map(|a| a.dim(1))
@@ -785,20 +792,19 @@ impl Tape {
                 vec![g.broadcast_mul(b)?, gb]
             }
             Op::Attention { scale } => {
-                let Kept::Attention([q, k, v]) = kept else {
+                let Kept::Attention([t, p, vg], [q, k, v]) = kept else {
                     candle_core::bail!("node {j}: its queries, keys and values were not kept")
                 };
-                let ([t, p, vg], _) = reference::attention_operands(q, k, v, *scale)?;
                 let (b, c, n) = (g.dim(0)?, g.dim(1)?, t.dim(2)?);
                 let dout = g.reshape((b, c, n))?.contiguous()?;
-                let grads = super::attention::grads(&t, &p, &vg, &dout)?;
+                let grads = super::attention::grads(t, p, vg, &dout)?;
                 let [dt, dp, dg] = <[Tensor; 3]>::try_from(grads)
                     .map_err(|_| candle_core::Error::Msg("attention: three gradients".into()))?;
                 // θ is the queries times the scale.
                 vec![
-                    dt.affine(f64::from(*scale), 0.0)?.reshape(q.dims())?,
-                    dp.reshape(k.dims())?,
-                    dg.reshape(v.dims())?,
+                    dt.affine(f64::from(*scale), 0.0)?.reshape(q.as_slice())?,
+                    dp.reshape(k.as_slice())?,
+                    dg.reshape(v.as_slice())?,
                 ]
             }
         })
