@@ -62,11 +62,10 @@ impl Suite {
         let searched = searched_pairs(named.len(), divergence);
         let count = searched.len() as u64;
         let mut results: Vec<PairResult> = Vec::with_capacity(searched.len());
+        let outputs = self.registered_outputs((&t.generator, generator.as_ref()), &named)?;
         for (k, &(i, j)) in searched.iter().enumerate() {
             let (a, b) = (named[i].0, named[j].0);
-            let outputs =
-                self.registered_outputs((&t.generator, generator.as_ref()), [named[i], named[j]])?;
-            let fingerprint = self.pair_fingerprint(t, a, b, &settings) + &outputs;
+            let fingerprint = self.pair_fingerprint(t, a, b, &settings) + &outputs.of_pair(a, b);
             if let Some(result) = self.fresh_pair(t, a, b, &fingerprint, settings.config.seed) {
                 results.push(result);
                 continue;

@@ -77,13 +77,15 @@ impl Suite {
             (t.models[i].as_str(), a.as_ref()),
             (t.models[j].as_str(), b.as_ref()),
         ])?;
-        let outputs = self.registered_outputs(
-            (&t.generator, generator.as_ref()),
-            [
-                (t.models[i].as_str(), a.as_ref()),
-                (t.models[j].as_str(), b.as_ref()),
-            ],
-        )?;
+        let outputs = self
+            .registered_outputs(
+                (&t.generator, generator.as_ref()),
+                &[
+                    (t.models[i].as_str(), a.as_ref()),
+                    (t.models[j].as_str(), b.as_ref()),
+                ],
+            )?
+            .of_pair(&t.models[i], &t.models[j]);
         let outcome = run_pair(
             (&t.models[i], a.as_ref()),
             (&t.models[j], b.as_ref()),
@@ -146,28 +148,29 @@ impl Suite {
         )
     }
 
-    /// What the models of a pair registered from Rust compute, as text to
-    /// append to the pair's fingerprint ([`Self::pair_fingerprint`]): a
-    /// digest of the generator's samples at a fixed probe (2 latents of
+    /// What the models registered from Rust compute ([`RegisteredOutputs`]):
+    /// a digest of the generator's samples at a fixed probe (2 latents of
     /// seed 0, conditions 0 and 1) where it is registered, and of each
-    /// registered classifier's logits of them; empty where every model is
-    /// built in. Their code is in no table, so a record searched before it
-    /// changed (a layer or a scale edited in the registered function, the
-    /// TOML and the weights as they were) matched the fingerprint, and the
-    /// verdict ranked the models as they had been.
+    /// registered classifier's logits of them; nothing where every model
+    /// is built in. Their code is in no table, so a record searched before
+    /// it changed (a layer or a scale edited in the registered function,
+    /// the TOML and the weights as they were) matched the fingerprint, and
+    /// the verdict ranked the models as they had been. Computed once for
+    /// the models given (a pair's, or a whole tournament's for its verdict).
     pub(super) fn registered_outputs(
         &self,
         generator: (&str, &dyn Generator),
-        classifiers: [(&str, &dyn Classifier); 2],
-    ) -> Result<String> {
+        classifiers: &[(&str, &dyn Classifier)],
+    ) -> Result<RegisteredOutputs> {
         let registered = |decl: Option<&ModelDecl>| decl.is_some_and(|d| d.builtin.is_none());
         let own_generator = registered(self.config.generator(generator.0));
         let own: Vec<_> = classifiers
             .iter()
             .filter(|(name, _)| registered(self.config.classifier(name)))
             .collect();
+        let mut digests = RegisteredOutputs::default();
         if !own_generator && own.is_empty() {
-            return Ok(String::new());
+            return Ok(digests);
         }
         let (name, g) = generator;
         let device = self.device()?;
@@ -182,17 +185,18 @@ impl Suite {
         let x = g
             .decode(&z, condition.as_ref())
             .map_err(Error::model(name, "decode the probe's latents"))?;
-        let mut digests = Vec::new();
         if own_generator {
-            digests.push(format!("{name} {}", digest(&x)?));
+            digests.generator = Some(format!("{name} {}", digest(&x)?));
         }
-        for &(name, c) in own {
+        for &&(name, c) in &own {
             let logits = c
                 .logits(&x)
                 .map_err(Error::model(name, "classify the probe's samples"))?;
-            digests.push(format!("{name} {}", digest(&logits)?));
+            digests
+                .classifiers
+                .insert(name.to_string(), format!("{name} {}", digest(&logits)?));
         }
-        Ok(format!("; registered outputs {}", digests.join(", ")))
+        Ok(digests)
     }
 
     /// The record of the pair (a, b) of `t`, when one exists with the
@@ -220,6 +224,32 @@ impl Suite {
             }
             _ => None,
         }
+    }
+}
+
+/// [`Suite::registered_outputs`]: each registered model's digest, as
+/// `name digest`.
+#[derive(Default)]
+pub(super) struct RegisteredOutputs {
+    generator: Option<String>,
+    classifiers: std::collections::HashMap<String, String>,
+}
+
+impl RegisteredOutputs {
+    /// The text appended to the fingerprint of the pair (a, b)
+    /// ([`Suite::pair_fingerprint`]): the registered generator's digest and
+    /// the registered ones of a and b; empty where all three are built in.
+    pub(super) fn of_pair(&self, a: &str, b: &str) -> String {
+        let digests: Vec<&str> = self
+            .generator
+            .iter()
+            .chain([a, b].iter().filter_map(|m| self.classifiers.get(*m)))
+            .map(String::as_str)
+            .collect();
+        if digests.is_empty() {
+            return String::new();
+        }
+        format!("; registered outputs {}", digests.join(", "))
     }
 }
 
