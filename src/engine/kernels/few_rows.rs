@@ -208,10 +208,8 @@ simd_fn! {
                             for (x, acc) in acc.iter().enumerate() {
                                 for (y, acc) in acc.iter().enumerate() {
                                     let o = &mut out[i + x][j + y * L..][..L];
-                                    if from_out {
-                                        o.iter_mut().zip(acc).for_each(|(o, v)| *o += v);
-                                    } else {
-                                        o.copy_from_slice(acc);
+                                    for (o, &v) in o.iter_mut().zip(acc) {
+                                        store(o, v, from_out);
                                     }
                                 }
                             }
