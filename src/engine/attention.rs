@@ -1,6 +1,8 @@
 //! The core of a self-attention layer (SAGAN's, BigGAN's at 64×64):
 //! `out = g · softmax(θᵀ · φ)ᵀ`, as one op with a backward written in
-//! candle's ops, on any device.
+//! candle's ops, on any device, and on the CPU engine's kernel
+//! (`kernels::attention`, the one `NetBuilder::attention` runs, reading θ,
+//! φ and g channels first as they lie) for f32 on the CPU under `auto`.
 //!
 //! On candle's ops and autograd the same map keeps every intermediate
 //! until the backward ends: the logits, `softmax`'s four `[N, M]` steps
@@ -18,11 +20,49 @@
 //! dθ = (dl · φᵀ)ᵀ      dφ = θ · dl
 //! ```
 
-use candle_core::{CustomOp3, Tensor, D};
+use candle_core::{CustomOp3, DType, Storage, Tensor, D};
 
+use super::cpu_op::f32s;
 use super::generic::{handed_forwards, Handed};
+use super::kernels::{self, attention::Order, attention::Sizes};
 use super::profile;
 use super::Engine;
+
+/// Whether the CPU engine's kernel (`kernels::attention`, on θ, φ and g
+/// as they lie, channels first) runs the attention of `theta`: f32 on the
+/// CPU under `auto`. candle's ops made the map's transposed copies, and a
+/// softmax and its backward of several passes each over `[N, M]` values
+/// (BigGAN-deep-128's attention was a fifth of the paper's step on the CPU,
+/// `GEVALDI_PROFILE`).
+fn on_cpu_kernel(theta: &Tensor) -> bool {
+    theta.device().is_cpu() && theta.dtype() == DType::F32 && Engine::current() == Engine::Auto
+}
+
+/// The kernel's sizes of θ `[B, K, N]`, φ `[B, K, M]` and g `[B, C, M]`.
+fn sizes(theta: &Tensor, phi: &Tensor, g: &Tensor) -> candle_core::Result<Sizes> {
+    let (b, k, n) = theta.dims3()?;
+    Ok(Sizes {
+        b,
+        n,
+        m: phi.dim(2)?,
+        k,
+        c: g.dim(1)?,
+        order: Order::ChannelsFirst,
+    })
+}
+
+/// `f` on the values of contiguous f32 tensors on the CPU.
+fn on_f32s<R>(xs: &[&Tensor], f: impl FnOnce(&[&[f32]]) -> R) -> candle_core::Result<R> {
+    let held: Vec<_> = xs.iter().map(|x| x.storage_and_layout()).collect();
+    let slices = held
+        .iter()
+        .map(|(storage, layout)| match &**storage {
+            Storage::Cpu(s) => f32s(s, layout, "attention"),
+            _ => candle_core::bail!("attention: expected values on the CPU"),
+        })
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    Ok(f(&slices))
+}
 
 /// `g · softmax(θᵀ · φ)ᵀ` for `θ` `[B, K, N]`, `φ` `[B, K, M]` and `g`
 /// `[B, C, M]`: `[B, C, N]`, each of the N positions a mix of g's M
@@ -60,11 +100,11 @@ fn attention_on(
         return reference(theta, phi, g);
     }
     let (theta, phi, g) = (theta.contiguous()?, phi.contiguous()?, g.contiguous()?);
-    let out = chunked(&[&theta.detach(), &phi.detach(), &g.detach()], |x| {
-        let p = map(x[0], x[1])?;
-        Ok(vec![x[2].matmul(&p.transpose(1, 2)?.contiguous()?)?])
-    })?
-    .remove(0);
+    let out = if on_cpu_kernel(&theta) {
+        kernel_forward(&theta, &phi, &g)?
+    } else {
+        chunked_forward(&theta.detach(), &phi.detach(), &g.detach())?
+    };
     if ![&theta, &phi, &g].iter().any(|t| super::tracked(t)) {
         return Ok(out);
     }
@@ -197,6 +237,59 @@ pub(crate) fn grads(
     g: &Tensor,
     dout: &Tensor,
 ) -> candle_core::Result<Vec<Tensor>> {
+    if on_cpu_kernel(theta) {
+        kernel_grads(theta, phi, g, dout)
+    } else {
+        chunked_grads(theta, phi, g, dout)
+    }
+}
+
+/// The forward on the CPU kernel (f32 values on the CPU, contiguous).
+fn kernel_forward(theta: &Tensor, phi: &Tensor, g: &Tensor) -> candle_core::Result<Tensor> {
+    let s = sizes(theta, phi, g)?;
+    let out = on_f32s(&[theta, phi, g], |x| {
+        kernels::attention::forward(x[0], x[1], x[2], s, 1.0)
+    })?;
+    Tensor::from_vec(out, (s.b, s.c, s.n), theta.device())
+}
+
+/// The forward on candle's ops, a few samples at a time.
+fn chunked_forward(theta: &Tensor, phi: &Tensor, g: &Tensor) -> candle_core::Result<Tensor> {
+    Ok(chunked(&[theta, phi, g], |x| {
+        let p = map(x[0], x[1])?;
+        Ok(vec![x[2].matmul(&p.transpose(1, 2)?.contiguous()?)?])
+    })?
+    .remove(0))
+}
+
+/// [`grads`] on the CPU kernel (f32 values on the CPU).
+fn kernel_grads(
+    theta: &Tensor,
+    phi: &Tensor,
+    g: &Tensor,
+    dout: &Tensor,
+) -> candle_core::Result<Vec<Tensor>> {
+    let (theta, phi) = (theta.contiguous()?, phi.contiguous()?);
+    let (g, dout) = (g.contiguous()?, dout.contiguous()?);
+    let s = sizes(&theta, &phi, &g)?;
+    let [dq, dk, dv] = on_f32s(&[&dout, &theta, &phi, &g], |x| {
+        kernels::attention::backward(x[0], x[1], x[2], x[3], s, 1.0)
+    })?;
+    let dev = theta.device();
+    Ok(vec![
+        Tensor::from_vec(dq, theta.dims(), dev)?,
+        Tensor::from_vec(dk, phi.dims(), dev)?,
+        Tensor::from_vec(dv, g.dims(), dev)?,
+    ])
+}
+
+/// [`grads`] on candle's ops, a few samples at a time.
+fn chunked_grads(
+    theta: &Tensor,
+    phi: &Tensor,
+    g: &Tensor,
+    dout: &Tensor,
+) -> candle_core::Result<Vec<Tensor>> {
     chunked(&[theta, phi, g, dout], |x| {
         let (theta, phi, g, dout) = (x[0], x[1], x[2], x[3]);
         let p = map(theta, phi)?;
@@ -218,7 +311,9 @@ mod tests {
     use candle_core::{Device, Tensor, Var};
 
     use super::super::tests::{randn, rel_err};
-    use super::{attention, reference};
+    use super::{
+        attention, chunked_forward, chunked_grads, kernel_forward, kernel_grads, reference,
+    };
 
     /// Output and the gradients of θ, φ and g agree with candle's ops and
     /// autograd, with M ≠ N ≠ K ≠ C (a transposition in the wrong place
@@ -256,6 +351,30 @@ mod tests {
         .unwrap();
         assert!(rel_err(&y, &slow[0]) < 1e-5);
         assert!(!y.track_op());
+    }
+
+    /// The CPU kernel (θ, φ and g read channels first, in place) and the
+    /// chunked ops on candle agree, forward and all three gradients, over
+    /// several chunks, with logits large enough that most of each row's
+    /// softmax is below f32's resolution.
+    #[test]
+    fn the_cpu_kernel_agrees_with_the_chunked_ops() {
+        let theta = (randn(&[3, 4, 20], 5) * 3.0).unwrap();
+        let phi = (randn(&[3, 4, 9], 6) * 3.0).unwrap();
+        let g = randn(&[3, 6, 9], 7);
+        let dout = randn(&[3, 6, 20], 8);
+        let fast = kernel_forward(&theta, &phi, &g).unwrap();
+        let slow = chunked_forward(&theta, &phi, &g).unwrap();
+        assert_eq!(fast.dims(), slow.dims());
+        let e = rel_err(&fast, &slow);
+        assert!(e < 1e-5, "out: relative error {e}");
+        let fast = kernel_grads(&theta, &phi, &g, &dout).unwrap();
+        let slow = chunked_grads(&theta, &phi, &g, &dout).unwrap();
+        for (name, (f, s)) in ["dθ", "dφ", "dg"].iter().zip(fast.iter().zip(&slow)) {
+            assert_eq!(f.dims(), s.dims(), "{name}");
+            let e = rel_err(f, s);
+            assert!(e < 1e-5, "{name}: relative error {e}");
+        }
     }
 
     #[test]

@@ -15,10 +15,25 @@
 //! dQ = s · dL K    dK = s · dLᵀ Q
 //! ```
 
-use super::{gemm, view, view_mut, Dims};
+use ndarray::{ArrayView2, ArrayViewMut2};
+use rayon::prelude::*;
+
+use super::simd::simd_fn;
+use super::{exp, gemm, view, view_mut, Dims};
+
+/// How a sample's queries, keys, values, output and their gradients lie
+/// in memory: each an `[pixels, channels]` matrix (NHWC, a `NetBuilder`
+/// net's), or `[channels, pixels]` (NCHW flattened: BigGAN's
+/// self-attention, whose θ, φ and g are `[B, C, H·W]`). The products
+/// read the second as transposed views, so neither copies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Order {
+    PixelsFirst,
+    ChannelsFirst,
+}
 
 /// The sizes of one attention: `b` samples of `n` queries and `m` keys of
-/// `k` channels, values of `c` channels.
+/// `k` channels, values of `c` channels, laid out in `order`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Sizes {
     pub(crate) b: usize,
@@ -26,12 +41,13 @@ pub(crate) struct Sizes {
     pub(crate) m: usize,
     pub(crate) k: usize,
     pub(crate) c: usize,
+    pub(crate) order: Order,
 }
 
 impl Sizes {
-    /// The sizes of queries, keys and values of dims `q`, `k`, `v`, or the
-    /// error naming what does not fit: the three `[B, ·, ·, ·]` of one
-    /// batch, queries and keys of as many channels, keys and values of
+    /// The sizes of NHWC queries, keys and values of dims `q`, `k`, `v`,
+    /// or the error naming what does not fit: the three `[B, ·, ·, ·]` of
+    /// one batch, queries and keys of as many channels, keys and values of
     /// one size.
     pub(crate) fn of(q: Dims, k: Dims, v: Dims) -> candle_core::Result<Sizes> {
         super::super::reference::check_attention(&q.shape(), &k.shape(), &v.shape())?;
@@ -41,21 +57,52 @@ impl Sizes {
             m: k.h * k.w,
             k: q.c,
             c: v.c,
+            order: Order::PixelsFirst,
         })
+    }
+
+    /// Sample `i`'s `[pixels, channels]` matrix of `buf`.
+    fn mat<'a>(
+        &self,
+        buf: &'a [f32],
+        i: usize,
+        pixels: usize,
+        channels: usize,
+    ) -> ArrayView2<'a, f32> {
+        let at = i * pixels * channels;
+        match self.order {
+            Order::PixelsFirst => view(buf, at, pixels, channels, channels),
+            Order::ChannelsFirst => view(buf, at, channels, pixels, pixels).reversed_axes(),
+        }
+    }
+
+    /// [`Self::mat`], to write.
+    fn mat_mut<'a>(
+        &self,
+        buf: &'a mut [f32],
+        i: usize,
+        pixels: usize,
+        channels: usize,
+    ) -> ArrayViewMut2<'a, f32> {
+        let at = i * pixels * channels;
+        match self.order {
+            Order::PixelsFirst => view_mut(buf, at, pixels, channels, channels),
+            Order::ChannelsFirst => view_mut(buf, at, channels, pixels, pixels).reversed_axes(),
+        }
     }
 }
 
-/// The output `[B, N, C]` (NHWC `[B, H, W, C]` of the queries' size).
+/// The output, `[B, N, C]` (NHWC `[B, H, W, C]` of the queries' size) or
+/// `[B, C, N]` (see [`Order`]).
 pub(crate) fn forward(q: &[f32], k: &[f32], v: &[f32], s: Sizes, scale: f32) -> Vec<f32> {
     let mut out = vec![0f32; s.b * s.n * s.c];
     let mut p = vec![0f32; s.n * s.m];
     for i in 0..s.b {
         map(q, k, s, scale, i, &mut p);
-        let (vi, oi) = (i * s.m * s.c, i * s.n * s.c);
         gemm(
             view(&p, 0, s.n, s.m, s.m),
-            view(v, vi, s.m, s.c, s.c),
-            view_mut(&mut out, oi, s.n, s.c, s.c),
+            s.mat(v, i, s.m, s.c),
+            s.mat_mut(&mut out, i, s.n, s.c),
             0.0,
         );
     }
@@ -79,61 +126,97 @@ pub(crate) fn backward(
     let mut dl = vec![0f32; s.n * s.m];
     for i in 0..s.b {
         map(q, k, s, scale, i, &mut p);
-        let (qi, ki) = (i * s.n * s.k, i * s.m * s.k);
-        let (vi, gi) = (i * s.m * s.c, i * s.n * s.c);
-        let gv = view(g, gi, s.n, s.c, s.c);
+        let gv = s.mat(g, i, s.n, s.c);
         let pv = view(&p, 0, s.n, s.m, s.m);
-        gemm(pv.t(), gv, view_mut(&mut dv, vi, s.m, s.c, s.c), 0.0);
-        let vv = view(v, vi, s.m, s.c, s.c);
-        gemm(gv, vv.t(), view_mut(&mut dl, 0, s.n, s.m, s.m), 0.0);
-        for (dl, p) in dl.chunks_mut(s.m).zip(p.chunks(s.m)) {
-            let dot: f64 = dl.iter().zip(p).map(|(a, b)| f64::from(a * b)).sum();
-            let dot = dot as f32;
-            for (dl, p) in dl.iter_mut().zip(p) {
-                *dl = scale * p * (*dl - dot);
-            }
-        }
+        gemm(pv.t(), gv, s.mat_mut(&mut dv, i, s.m, s.c), 0.0);
+        gemm(
+            gv,
+            s.mat(v, i, s.m, s.c).t(),
+            view_mut(&mut dl, 0, s.n, s.m, s.m),
+            0.0,
+        );
+        dl.par_chunks_mut(s.m.max(1) * ROWS)
+            .zip(p.par_chunks(s.m.max(1) * ROWS))
+            .for_each(|(dl, p)| softmax_backward_rows(dl, p, s.m.max(1), scale));
         let dlv = view(&dl, 0, s.n, s.m, s.m);
-        let kv = view(k, ki, s.m, s.k, s.k);
-        gemm(dlv, kv, view_mut(&mut dq, qi, s.n, s.k, s.k), 0.0);
-        let qv = view(q, qi, s.n, s.k, s.k);
-        gemm(dlv.t(), qv, view_mut(&mut dk, ki, s.m, s.k, s.k), 0.0);
+        gemm(
+            dlv,
+            s.mat(k, i, s.m, s.k),
+            s.mat_mut(&mut dq, i, s.n, s.k),
+            0.0,
+        );
+        gemm(
+            dlv.t(),
+            s.mat(q, i, s.n, s.k),
+            s.mat_mut(&mut dk, i, s.m, s.k),
+            0.0,
+        );
     }
     [dq, dk, dv]
 }
 
+/// Rows of the map per task of its softmax and the softmax's backward.
+const ROWS: usize = 16;
+
 /// Sample `i`'s attention map `softmax_rows(s · Q Kᵀ)` into `p` (`[N,
 /// M]`).
 fn map(q: &[f32], k: &[f32], s: Sizes, scale: f32, i: usize, p: &mut [f32]) {
-    let (qi, ki) = (i * s.n * s.k, i * s.m * s.k);
     gemm(
-        view(q, qi, s.n, s.k, s.k),
-        view(k, ki, s.m, s.k, s.k).t(),
+        s.mat(q, i, s.n, s.k),
+        s.mat(k, i, s.m, s.k).t(),
         view_mut(p, 0, s.n, s.m, s.m),
         0.0,
     );
-    for row in p.chunks_mut(s.m.max(1)) {
-        softmax(row, scale);
+    let m = s.m.max(1);
+    p.par_chunks_mut(m * ROWS)
+        .for_each(|rows| softmax_rows(rows, m, scale));
+}
+
+/// Lanes of the row sums' partial sums (summed in this order by every
+/// instruction set, so that the bits do not depend on the CPU).
+const LANES: usize = 16;
+
+simd_fn! {
+    /// `softmax(scale · row)` in place for each row of `m` values. A NaN
+    /// in a row makes it all NaN, as an infinite logit does (∞ − ∞), as
+    /// in PyTorch. `exp` is [`exp`]'s (within 2 ulp; e^x below e^-87.3
+    /// reads e^-87.3, 1e-38, not 0).
+    fn softmax_rows(rows: &mut [f32], m: usize, scale: f32) {
+        for row in rows.chunks_mut(m) {
+            let mut top = [f32::NEG_INFINITY; LANES];
+            for (j, v) in row.iter_mut().enumerate() {
+                *v *= scale;
+                // `max` skips a NaN; the NaN then makes its exp, the sum
+                // and so the whole row NaN.
+                top[j % LANES] = top[j % LANES].max(*v);
+            }
+            let top = top.iter().fold(f32::NEG_INFINITY, |a, b| a.max(*b));
+            let mut sum = [0f64; LANES];
+            for (j, v) in row.iter_mut().enumerate() {
+                *v = exp::<S>(*v - top);
+                sum[j % LANES] += f64::from(*v);
+            }
+            let inv = (1.0 / sum.iter().sum::<f64>()) as f32;
+            row.iter_mut().for_each(|v| *v *= inv);
+        }
     }
 }
 
-/// `softmax(scale · row)` in place. A NaN in the row makes it all NaN, as
-/// an infinite logit does (∞ − ∞), as in PyTorch.
-fn softmax(row: &mut [f32], scale: f32) {
-    let mut top = f32::NEG_INFINITY;
-    for v in row.iter_mut() {
-        *v *= scale;
-        if *v > top || v.is_nan() {
-            top = *v;
+simd_fn! {
+    /// The softmax's backward for each row of `m` values: `dl` holds
+    /// `dP`, becomes `dL = scale · P ⊙ (dP − rowsum(dP ⊙ P))`.
+    fn softmax_backward_rows(dl: &mut [f32], p: &[f32], m: usize, scale: f32) {
+        for (dl, p) in dl.chunks_mut(m).zip(p.chunks(m)) {
+            let mut dot = [0f64; LANES];
+            for (j, (a, b)) in dl.iter().zip(p).enumerate() {
+                dot[j % LANES] += f64::from(a * b);
+            }
+            let dot = dot.iter().sum::<f64>() as f32;
+            for (dl, p) in dl.iter_mut().zip(p) {
+                *dl = scale * p * (*dl - dot);
+            }
         }
     }
-    let mut sum = 0f64;
-    for v in row.iter_mut() {
-        *v = (*v - top).exp();
-        sum += f64::from(*v);
-    }
-    let inv = (1.0 / sum) as f32;
-    row.iter_mut().for_each(|v| *v *= inv);
 }
 
 #[cfg(test)]
@@ -150,6 +233,7 @@ mod tests {
             m: 3,
             k: 1,
             c: 2,
+            order: Order::PixelsFirst,
         };
         let (q, k) = (vec![0.5f32, -1.0], vec![1.0f32, 0.0, 2.0]);
         let v = vec![1.0f32, 2.0, 3.0, 4.0, -1.0, 0.5];
