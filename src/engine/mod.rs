@@ -97,6 +97,7 @@ mod cpu_op;
 mod cuda;
 mod generic;
 mod kernels;
+mod matmul;
 mod net;
 mod profile;
 mod reference;
