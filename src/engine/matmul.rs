@@ -37,17 +37,26 @@ pub(crate) fn cuda_takes(l: &Layout) -> bool {
     (row_major || column_major) && batch
 }
 
+/// `x` as it is where candle's CUDA matmul takes its layout
+/// ([`cuda_takes`]), else a contiguous copy.
+fn fit(x: &Tensor) -> candle_core::Result<Tensor> {
+    if cuda_takes(x.layout()) {
+        Ok(x.clone())
+    } else {
+        x.contiguous()
+    }
+}
+
 /// `a · b` (candle's `matmul`), each operand copied first where candle's
 /// CUDA matmul would refuse its layout ([`cuda_takes`]).
 pub(crate) fn matmul(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
-    let fit = |x: &Tensor| {
-        if cuda_takes(x.layout()) {
-            Ok(x.clone())
-        } else {
-            x.contiguous()
-        }
-    };
     fit(a)?.matmul(&fit(b)?)
+}
+
+/// candle's `broadcast_matmul`, each operand fitted first as [`matmul`]
+/// fits it (an operand it broadcasts, candle copies whole anyway).
+pub(crate) fn broadcast_matmul(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+    fit(a)?.broadcast_matmul(&fit(b)?)
 }
 
 #[cfg(test)]
@@ -86,6 +95,12 @@ mod tests {
         assert!(cuda_takes(y.layout()));
         assert!(!cuda_takes(y.transpose(0, 1).unwrap().layout()));
         assert!(!cuda_takes(y.unsqueeze(0).unwrap().layout()));
+        // Channels narrowed out of a wider batch of images (a gradient a
+        // concat hands back), at batch 1 and 2.
+        assert!(cuda_takes(
+            y.narrow(0, 0, 1).unwrap().narrow(1, 0, 2).unwrap().layout()
+        ));
+        assert!(!cuda_takes(y.narrow(1, 0, 2).unwrap().layout()));
         assert!(!cuda_takes(t(&[4]).layout()));
     }
 
@@ -101,6 +116,12 @@ mod tests {
             got.to_vec2::<f32>().unwrap(),
             want.to_vec2::<f32>().unwrap()
         );
+        let images = t(&[2, 5, 4, 3]).narrow(1, 1, 3).unwrap();
+        let r = t(&[2, 3]).t().unwrap();
+        let want = images.contiguous().unwrap().broadcast_matmul(&r);
+        let got = super::broadcast_matmul(&images, &r).unwrap();
+        let flat = |x: &Tensor| x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(flat(&got), flat(&want.unwrap()));
         // The weight's transpose as it lies.
         let got = matmul(&x.narrow(1, 0, 2).unwrap(), &w.t().unwrap()).unwrap();
         let want = x.narrow(1, 0, 2).unwrap().contiguous().unwrap();
@@ -112,24 +133,28 @@ mod tests {
     }
 
     /// The generic path's products (its interpreter and gevaldi's CUDA
-    /// ops) all go through [`matmul`]: a product of candle's called on a
-    /// gradient or a value of a user's net directly fails on a GPU where
-    /// that operand is a view the CPU multiplies (the concat's case in the
-    /// module's docs; `tests/generic_path.rs` runs it on every device).
+    /// ops) and the preprocessing's (its resize, forward and backward) all
+    /// go through [`matmul`] and [`broadcast_matmul`]: a product of
+    /// candle's called on a gradient or a value of a user's net directly
+    /// fails on a GPU where that operand is a view the CPU multiplies (the
+    /// concat's case in the module's docs; `tests/generic_path.rs` runs it
+    /// on every device).
     #[test]
     fn the_generic_path_multiplies_through_matmul() {
         for (file, source) in [
-            ("generic.rs", include_str!("generic.rs")),
-            ("cuda.rs", include_str!("cuda.rs")),
+            ("engine/generic.rs", include_str!("generic.rs")),
+            ("engine/cuda.rs", include_str!("cuda.rs")),
+            ("preprocess.rs", include_str!("../preprocess.rs")),
         ] {
             let code = source.split("mod tests {").next().unwrap_or(source);
             let direct: Vec<&str> = code
                 .lines()
-                .filter(|l| l.contains(".matmul(") && !l.trim_start().starts_with("//"))
+                .filter(|l| l.contains("matmul(") && !l.trim_start().starts_with("//"))
+                .filter(|l| l.contains(".matmul(") || l.contains(".broadcast_matmul("))
                 .collect();
             assert!(
                 direct.is_empty(),
-                "src/engine/{file} calls candle's matmul directly: {direct:?}"
+                "src/{file} calls candle's matmul directly: {direct:?}"
             );
         }
     }

@@ -123,6 +123,7 @@ pub(crate) use cuda::{
     adam_step, head_backward, head_forward, keep_pool_memory, search_kernels_apply, HeadKind,
 };
 pub(crate) use generic::attach;
+pub(crate) use matmul::broadcast_matmul;
 pub(crate) use scale_shift::scale_shift_relu_taped;
 pub(crate) use skip_add::skip_add_taped;
 pub(crate) use tape::{join_constant, paused, record_op, recording, reshape, tracked};
