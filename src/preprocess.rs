@@ -5,6 +5,7 @@
 
 use candle_core::{DType, Device, Tensor};
 
+use crate::engine::broadcast_matmul;
 use crate::model::Classifier;
 
 /// Channel handling: the config's vocabulary, `preprocess.channels`.
@@ -86,7 +87,10 @@ impl Preprocess {
                 }
             };
             if let Some((rh, rw)) = &resize {
-                g = rh.t()?.broadcast_matmul(&g.broadcast_matmul(&rw.t()?)?)?;
+                // g may be a view (a net whose input only a global average
+                // pool reads hands back a broadcast): fitted for CUDA's
+                // matmul.
+                g = broadcast_matmul(&rh.t()?, &broadcast_matmul(&g, &rw.t()?)?)?;
             }
             g.affine(1.0 / (hi - lo), 0.0)?.reshape(dims.as_slice())
         };
@@ -107,7 +111,7 @@ impl Preprocess {
                 refuse_beyond_memory(&x, h, w)?;
                 let rh = resize_matrix(h0, h, x.device())?;
                 let rw = resize_matrix(w0, w, x.device())?.t()?;
-                x = rh.broadcast_matmul(&x.broadcast_matmul(&rw)?)?;
+                x = broadcast_matmul(&rh, &broadcast_matmul(&x, &rw)?)?;
                 kept.resize = Some((rh, rw));
             }
         }

@@ -904,3 +904,59 @@ fn a_users_vocabulary_classifier_agrees_on_every_path() {
     }
     std::env::set_var("GEVALDI_ENGINE", "auto");
 }
+
+/// A net that joins two linear layers' outputs along their features
+/// (`concat` of `[B, F]` values) and reads them on: each layer's input
+/// gradient is a product with a gradient narrowed out of the join's, a
+/// view candle's CUDA matmul refused ("matmul is only supported for
+/// contiguous tensors") where its CPU matmul took it, so the backward
+/// failed on CUDA only (src/engine/matmul.rs). Logits and input gradient
+/// agree on every engine; on a GPU, with its CUDA ops.
+#[test]
+fn linear_layers_joined_along_their_features_agree_on_every_path() {
+    use gevaldi::{Activation, Classifier, ModuleClassifier, NetBuilder};
+    let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
+    let lin = |out: usize, inn: usize, seed: u64| {
+        let w = normal(&[out, inn], seed)
+            .affine(1.0 / (inn as f64).sqrt(), 0.0)
+            .unwrap();
+        (w, normal(&[out], seed + 1))
+    };
+    let mut b = NetBuilder::new();
+    let x = b.input();
+    let (wa, ba) = lin(5, 6, 60);
+    let (wb, bb) = lin(3, 6, 62);
+    let (wc, bc) = lin(4, 8, 64);
+    let (wd, bd) = lin(2, 8, 66);
+    let a = b.linear(x, &wa, Some(&ba));
+    let c = b.linear(x, &wb, Some(&bb));
+    let h = b.concat(&[a, c]);
+    let h = b.act(h, Activation::Tanh);
+    let d = b.linear(h, &wc, Some(&bc));
+    let e = b.act(d, Activation::Relu);
+    let h = b.concat(&[d, e]);
+    let logits = b.linear(h, &wd, Some(&bd));
+    let classifier = ModuleClassifier::from_net(b.build(logits), ["0", "1"].map(String::from));
+    let x = normal(&[4, 6], 68);
+    let run = |engine: &str| {
+        std::env::set_var("GEVALDI_ENGINE", engine);
+        let v = Var::from_tensor(&x).unwrap();
+        let y = classifier
+            .logits(v.as_tensor())
+            .unwrap_or_else(|e| panic!("{engine}: {e}"));
+        let w = normal(y.dims(), 69);
+        let grads = (&y * &w).unwrap().sum_all().unwrap().backward();
+        let grads = grads.unwrap_or_else(|e| panic!("{engine}: backward: {e}"));
+        (y, grads.get(v.as_tensor()).unwrap().clone())
+    };
+    let (y_ref, g_ref) = run("candle");
+    assert_eq!(y_ref.dims(), [4, 2]);
+    for engine in ["auto", "generic"] {
+        let (y, g) = run(engine);
+        let (ey, eg) = (rel_err(&y, &y_ref), rel_err(&g, &g_ref));
+        println!("{engine} vs candle: logits {ey:.1e}, input gradient {eg:.1e}");
+        assert!(ey < 1e-5, "{engine}: logits relative error {ey}");
+        assert!(eg < 1e-5, "{engine}: input gradient relative error {eg}");
+    }
+    std::env::set_var("GEVALDI_ENGINE", "auto");
+}

@@ -41,6 +41,7 @@
 
 use candle_core::{DType, Tensor};
 
+use super::matmul::matmul;
 use super::pool_len;
 use super::Engine;
 use crate::zoo::{padded_len, MaxPoolPositions};
@@ -261,12 +262,12 @@ pub(crate) fn conv2d(
     let (ho, wo) = (eh / stride + 1, ew / stride + 1);
     let w2 = weight.reshape((cout, cin * kh * kw))?;
     let y = if pointwise(weight, stride, padding) {
-        w2.broadcast_left(b)?.matmul(&x.reshape((b, cin, h * w))?)?
+        matmul(&w2.broadcast_left(b)?, &x.reshape((b, cin, h * w))?)?
     } else {
         let shape = ConvShape::of(weight, (ho, wo), stride, padding, dilation)?;
         in_chunks(b, shape.columns(cin), |start, m| {
             let cols = x.narrow(0, start, m)?.apply_op1_no_bwd(&Im2Col(shape))?;
-            w2.broadcast_left(m)?.matmul(&cols)
+            matmul(&w2.broadcast_left(m)?, &cols)
         })?
     };
     let y = match bias {
@@ -293,14 +294,14 @@ pub(crate) fn linear(
         None => Ok(y),
     };
     match x.rank() {
-        2 => act(x.matmul(&weight.t()?)?),
+        2 => act(matmul(x, &weight.t()?)?),
         4 => {
             let (b, c, h, w) = x.dims4()?;
             let rows = x
                 .permute((0, 2, 3, 1))?
                 .contiguous()?
                 .reshape((b * h * w, c))?;
-            act(rows.matmul(&weight.t()?)?)?
+            act(matmul(&rows, &weight.t()?)?)?
                 .reshape((b, h, w, out))?
                 .permute((0, 3, 1, 2))
         }
@@ -332,14 +333,11 @@ pub(crate) fn conv_input_grad(
     let (b, _, ho, wo) = g.dims4()?;
     let g = g.contiguous()?.reshape((b, cout, ho * wo))?;
     if pointwise(weight, stride, padding) {
-        return wt
-            .broadcast_left(b)?
-            .matmul(&g)?
-            .reshape((b, cin, dims[2], dims[3]));
+        return matmul(&wt.broadcast_left(b)?, &g)?.reshape((b, cin, dims[2], dims[3]));
     }
     let conv = ConvShape::of(weight, (ho, wo), stride, padding, dilation)?;
     in_chunks(b, conv.columns(cin), |start, m| {
-        let cols = wt.broadcast_left(m)?.matmul(&g.narrow(0, start, m)?)?;
+        let cols = matmul(&wt.broadcast_left(m)?, &g.narrow(0, start, m)?)?;
         cols.apply_op1_no_bwd(&Col2Im {
             dims: [m, dims[1], dims[2], dims[3]],
             conv,

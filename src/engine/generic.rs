@@ -45,6 +45,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Shape, Storage, Tensor, Var};
 
+use super::matmul::matmul;
 use super::net::{Activation, Node, Op};
 use super::{cuda, profile, reference};
 use crate::zoo::{
@@ -299,10 +300,8 @@ fn conv_s1(
         // one batched matmul, where candle's conv2d copies the input into
         // columns and its product back out of them.
         let (b, c, h, wd) = x.dims4()?;
-        let y = w
-            .reshape((cout, cin_g))?
-            .broadcast_left(b)?
-            .matmul(&x.contiguous()?.reshape((b, c, h * wd))?)?;
+        let w = w.reshape((cout, cin_g))?.broadcast_left(b)?;
+        let y = matmul(&w, &x.contiguous()?.reshape((b, c, h * wd))?)?;
         return y.reshape((b, cout, h, wd));
     }
     let (ph, pw) = (pad.0.max(0) as usize, pad.1.max(0) as usize);
@@ -693,16 +692,15 @@ impl Tape {
                 }]
             }
             Op::Linear { weight, .. } => {
+                // (g may be a view: a concat's backward narrows it.)
                 let gx = if g.rank() == 4 {
                     let (b, o, h, w) = g.dims4()?;
-                    let gx = g
-                        .permute((0, 2, 3, 1))?
-                        .reshape((b * h * w, o))?
-                        .matmul(weight)?;
-                    gx.reshape((b, h, w, weight.dim(1)?))?
+                    let rows = g.permute((0, 2, 3, 1))?.reshape((b * h * w, o))?;
+                    matmul(&rows, weight)?
+                        .reshape((b, h, w, weight.dim(1)?))?
                         .permute((0, 3, 1, 2))?
                 } else {
-                    g.matmul(weight)?
+                    matmul(g, weight)?
                 };
                 vec![gx]
             }

@@ -97,6 +97,7 @@ mod cpu_op;
 mod cuda;
 mod generic;
 mod kernels;
+mod matmul;
 mod net;
 mod profile;
 mod reference;
@@ -122,6 +123,7 @@ pub(crate) use cuda::{
     adam_step, head_backward, head_forward, keep_pool_memory, search_kernels_apply, HeadKind,
 };
 pub(crate) use generic::attach;
+pub(crate) use matmul::broadcast_matmul;
 pub(crate) use scale_shift::scale_shift_relu_taped;
 pub(crate) use skip_add::skip_add_taped;
 pub(crate) use tape::{join_constant, paused, record_op, recording, reshape, tracked};
