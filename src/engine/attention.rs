@@ -20,23 +20,13 @@
 //! dθ = (dl · φᵀ)ᵀ      dφ = θ · dl
 //! ```
 
-use candle_core::{CustomOp3, DType, Storage, Tensor, D};
+use candle_core::{CustomOp3, Tensor, D};
 
-use super::cpu_op::f32s;
+use super::cpu_op::{cpu_kernels_apply, on_f32s};
 use super::generic::{handed_forwards, Handed};
 use super::kernels::{self, attention::Order, attention::Sizes};
 use super::profile;
 use super::Engine;
-
-/// Whether the CPU engine's kernel (`kernels::attention`, on θ, φ and g
-/// as they lie, channels first) runs the attention of `theta`: f32 on the
-/// CPU under `auto`. candle's ops made the map's transposed copies, and a
-/// softmax and its backward of several passes each over `[N, M]` values
-/// (BigGAN-deep-128's attention was a fifth of the paper's step on the CPU,
-/// `GEVALDI_PROFILE`).
-fn on_cpu_kernel(theta: &Tensor) -> bool {
-    theta.device().is_cpu() && theta.dtype() == DType::F32 && Engine::current() == Engine::Auto
-}
 
 /// The kernel's sizes of θ `[B, K, N]`, φ `[B, K, M]` and g `[B, C, M]`.
 fn sizes(theta: &Tensor, phi: &Tensor, g: &Tensor) -> candle_core::Result<Sizes> {
@@ -49,19 +39,6 @@ fn sizes(theta: &Tensor, phi: &Tensor, g: &Tensor) -> candle_core::Result<Sizes>
         c: g.dim(1)?,
         order: Order::ChannelsFirst,
     })
-}
-
-/// `f` on the values of contiguous f32 tensors on the CPU.
-fn on_f32s<R>(xs: &[&Tensor], f: impl FnOnce(&[&[f32]]) -> R) -> candle_core::Result<R> {
-    let held: Vec<_> = xs.iter().map(|x| x.storage_and_layout()).collect();
-    let slices = held
-        .iter()
-        .map(|(storage, layout)| match &**storage {
-            Storage::Cpu(s) => f32s(s, layout, "attention"),
-            _ => candle_core::bail!("attention: expected values on the CPU"),
-        })
-        .collect::<candle_core::Result<Vec<_>>>()?;
-    Ok(f(&slices))
 }
 
 /// `g · softmax(θᵀ · φ)ᵀ` for `θ` `[B, K, N]`, `φ` `[B, K, M]` and `g`
@@ -100,7 +77,7 @@ fn attention_on(
         return reference(theta, phi, g);
     }
     let (theta, phi, g) = (theta.contiguous()?, phi.contiguous()?, g.contiguous()?);
-    let out = if on_cpu_kernel(&theta) {
+    let out = if cpu_kernels_apply(&[&theta, &phi, &g]) {
         kernel_forward(&theta, &phi, &g)?
     } else {
         chunked_forward(&theta.detach(), &phi.detach(), &g.detach())?
@@ -237,7 +214,7 @@ pub(crate) fn grads(
     g: &Tensor,
     dout: &Tensor,
 ) -> candle_core::Result<Vec<Tensor>> {
-    if on_cpu_kernel(theta) {
+    if cpu_kernels_apply(&[theta, phi, g, dout]) {
         kernel_grads(theta, phi, g, dout)
     } else {
         chunked_grads(theta, phi, g, dout)
@@ -247,7 +224,7 @@ pub(crate) fn grads(
 /// The forward on the CPU kernel (f32 values on the CPU, contiguous).
 fn kernel_forward(theta: &Tensor, phi: &Tensor, g: &Tensor) -> candle_core::Result<Tensor> {
     let s = sizes(theta, phi, g)?;
-    let out = on_f32s(&[theta, phi, g], |x| {
+    let out = on_f32s(&[theta, phi, g], "attention", |x| {
         kernels::attention::forward(x[0], x[1], x[2], s, 1.0)
     })?;
     Tensor::from_vec(out, (s.b, s.c, s.n), theta.device())
@@ -272,7 +249,7 @@ fn kernel_grads(
     let (theta, phi) = (theta.contiguous()?, phi.contiguous()?);
     let (g, dout) = (g.contiguous()?, dout.contiguous()?);
     let s = sizes(&theta, &phi, &g)?;
-    let [dq, dk, dv] = on_f32s(&[&dout, &theta, &phi, &g], |x| {
+    let [dq, dk, dv] = on_f32s(&[&dout, &theta, &phi, &g], "attention", |x| {
         kernels::attention::backward(x[0], x[1], x[2], x[3], s, 1.0)
     })?;
     let dev = theta.device();

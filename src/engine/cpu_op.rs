@@ -5,7 +5,7 @@
 use std::cell::Cell;
 use std::sync::{Arc, Mutex};
 
-use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Storage, Tensor};
 
 use super::compile::{Kernel, Program, Step};
 use super::kernels::attention;
@@ -15,6 +15,7 @@ use super::kernels::{
     Dims,
 };
 use super::net::Activation;
+use super::Engine;
 
 thread_local! {
     /// Bytes kept for the backward by the forward passes on this thread
@@ -121,6 +122,34 @@ pub(super) fn f32s<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> candle_core::
         Some((a, b)) => Ok(&v[a..b]),
         None => candle_core::bail!("{op}: expected a contiguous tensor"),
     }
+}
+
+/// Whether the CPU engine's kernels run an op on `xs` (BigGAN's
+/// attention, residual joins, upsampling): f32 values on the CPU under
+/// `auto`.
+pub(super) fn cpu_kernels_apply(xs: &[&Tensor]) -> bool {
+    Engine::current() == Engine::Auto
+        && xs
+            .iter()
+            .all(|x| x.device().is_cpu() && x.dtype() == DType::F32)
+}
+
+/// `f` on the values of contiguous f32 tensors on the CPU (`op` names
+/// the op in the error for others).
+pub(super) fn on_f32s<R>(
+    xs: &[&Tensor],
+    op: &str,
+    f: impl FnOnce(&[&[f32]]) -> R,
+) -> candle_core::Result<R> {
+    let held: Vec<_> = xs.iter().map(|x| x.storage_and_layout()).collect();
+    let slices = held
+        .iter()
+        .map(|(storage, layout)| match &**storage {
+            Storage::Cpu(s) => f32s(s, layout, op),
+            _ => candle_core::bail!("{op}: expected values on the CPU"),
+        })
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    Ok(f(&slices))
 }
 
 /// NHWC values in PyTorch's per-sample order (C, H, W).

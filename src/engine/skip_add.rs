@@ -1,7 +1,8 @@
 //! A residual addition whose skip path keeps the first channels of its
 //! input and upsamples them ×2 (nearest), as BigGAN-deep's blocks join:
 //! `h + up(x[:, :c])`, as one op with a backward in candle's ops, on any
-//! device.
+//! device (under `auto`, gevaldi's kernels on a CUDA device and on the
+//! CPU: `kernels::skip`).
 //!
 //! On candle's ops the graph holds the cropped copy of `x` and its
 //! upsampled copy (the size of `h`) until the backward ends, though the
@@ -12,7 +13,9 @@
 
 use candle_core::Tensor;
 
+use super::cpu_op::{cpu_kernels_apply, on_f32s};
 use super::generic::attach;
+use super::kernels::skip::{self, Join};
 use super::{cuda, profile, Engine, Pullback};
 
 /// `h + up(x[:, :c])` for `h` `[B, c, H, W]` and `x` `[B, C ≥ c, H / s,
@@ -45,6 +48,11 @@ pub(crate) fn skip_add_taped(
     let out = profile::time(h.device(), "forward", kind, || {
         if own {
             cuda::skip_add(&h, &x, up)
+        } else if cpu_kernels_apply(&[&h, &x]) {
+            let (h, x) = (h.contiguous()?, x.contiguous()?);
+            let j = join(&h, x.dim(1)?, up)?;
+            let out = on_f32s(&[&h, &x], "skip_add", |v| skip::skip_add(v[0], v[1], j))?;
+            Tensor::from_vec(out, h.dims(), h.device())
         } else {
             reference(&h, &x, up)
         }
@@ -71,6 +79,9 @@ fn dx(
     if own {
         return cuda::skip_add_dx(g, xc, up);
     }
+    if cpu_kernels_apply(&[g]) {
+        return join_dx(g, xc, up);
+    }
     let (b, c, hh, hw) = g.dims4()?;
     let mut dx = if up {
         g.reshape((b, c, hh / 2, 2, hw / 2, 2))?.sum((3, 5))?
@@ -82,6 +93,30 @@ fn dx(
         dx = Tensor::cat(&[&dx, &zeros], 1)?;
     }
     Ok(dx)
+}
+
+/// The CPU kernels' sizes of a join whose output (or its gradient) is
+/// `h`, of an `x` of `xc` channels.
+fn join(h: &Tensor, xc: usize, up: bool) -> candle_core::Result<Join> {
+    let (b, c, hh, hw) = h.dims4()?;
+    Ok(Join {
+        b,
+        c,
+        hh,
+        hw,
+        xc,
+        s: if up { 2 } else { 1 },
+    })
+}
+
+/// The gradient of a join's `x` (`xc` channels) from its output's, `g`,
+/// on the CPU kernel (f32 values on the CPU): also the ×2 upsampling's
+/// backward (`xc` = g's channels, `up`).
+pub(crate) fn join_dx(g: &Tensor, xc: usize, up: bool) -> candle_core::Result<Tensor> {
+    let g = g.contiguous()?;
+    let j = join(&g, xc, up)?;
+    let dx = on_f32s(&[&g], "skip_add_dx", |v| skip::skip_add_dx(v[0], j))?;
+    Tensor::from_vec(dx, (j.b, xc, j.hh / j.s, j.hw / j.s), g.device())
 }
 
 /// Refuses an `x` that does not fit `h` (see [`skip_add`]).

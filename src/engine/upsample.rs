@@ -5,7 +5,8 @@
 //! gradient with a kernel of ones, one group per channel, and candle runs
 //! a grouped conv one group at a time: a conv (and its copies) per
 //! channel, hundreds per BigGAN step. Here the backward is a reshape and
-//! one sum (on a CUDA device under `auto`, one gevaldi kernel); the graph
+//! one sum (under `auto`, one gevaldi kernel on a CUDA device, and on the
+//! CPU the residual join's kernel, `kernels::skip`); the graph
 //! holds nothing but the input. Under `GEVALDI_ENGINE=candle` (or on
 //! Metal) the same values as a broadcast under candle's autograd (candle's
 //! own op's backward replaces its input's gradient rather than adding to
@@ -13,6 +14,7 @@
 
 use candle_core::Tensor;
 
+use super::cpu_op::cpu_kernels_apply;
 use super::generic::attach;
 use super::{cuda, profile, Engine, Pullback};
 
@@ -52,6 +54,9 @@ fn backward(
         if own {
             // The residual join's x-gradient with every channel kept.
             return cuda::skip_add_dx(g, c, true);
+        }
+        if cpu_kernels_apply(&[g]) {
+            return super::skip_add::join_dx(g, c, true);
         }
         g.reshape((b, c, h, 2, w, 2))?.sum((3, 5))
     })

@@ -8,6 +8,7 @@ mod few_rows;
 mod gemm;
 pub(crate) mod pool;
 mod simd;
+pub(crate) mod skip;
 mod winograd;
 
 pub(crate) use gemm::{gemm, gemm_new, gemm_new_act_backward, gemm_new_bias_act};
