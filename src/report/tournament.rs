@@ -22,7 +22,7 @@ pub(super) fn tournament_section(dir: &Path, t: &TournamentArtifact, now: u64) -
          {} lr {} λ {}, {}, seed {}; {:.1} s, written {}.</p>",
         esc(&s.generator),
         esc(&support_text(t.latent_support)),
-        super::count(n * n.saturating_sub(1), "ordered pair"),
+        pairs_searched(o),
         super::count(s.samples, "MDS sample"),
         s.settings.divergence,
         s.settings.optimizer,
@@ -162,4 +162,19 @@ pub(super) fn tournament_section(dir: &Path, t: &TournamentArtifact, now: u64) -
         ));
     }
     html
+}
+
+/// The pairs searched, as the section's first line counts them: every
+/// ordered pair, or under a divergence symmetric in its two models one
+/// search for both orders of each (whose samples count once).
+fn pairs_searched(o: &crate::tournament::TournamentOutcome) -> String {
+    let searches = o.searches();
+    match o.pairs.first() {
+        Some(p) if searches < o.pairs.len() => format!(
+            "{} (one for both orders of each: {} is symmetric in the two models)",
+            super::count(searches, "pair"),
+            p.divergence.kind()
+        ),
+        _ => super::count(searches, "ordered pair"),
+    }
 }

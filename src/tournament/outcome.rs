@@ -220,6 +220,17 @@ impl TournamentOutcome {
         })
     }
 
+    /// The pairs searched, whose samples count: every ordered pair, or
+    /// under a divergence symmetric in its two models one order of each
+    /// (the other is its mirror), as [`searched_pairs`] runs them and the
+    /// harness's summary counts them.
+    pub fn searches(&self) -> usize {
+        self.pairs
+            .iter()
+            .filter(|p| !p.divergence.symmetric() || self.index(&p.a) < self.index(&p.b))
+            .count()
+    }
+
     /// The index of a model.
     pub fn index(&self, model: &str) -> Option<usize> {
         self.models.iter().position(|m| m == model)
