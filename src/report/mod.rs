@@ -233,7 +233,7 @@ fn headline(r: &Record) -> String {
                 "{} by {}; {} × {}",
                 o.ranking_line(t.thresholds.ranking),
                 t.thresholds.ranking.name(),
-                count(o.pairs.len(), "pair"),
+                count(o.searches(), "pair"),
                 count(t.summary.samples, "sample")
             )
         }

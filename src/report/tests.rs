@@ -80,3 +80,173 @@ fn the_truncation_and_the_latents_outside_its_box_are_shown() {
          0.4); the images there are beyond what the generator was sampled on.</p>"
     );
 }
+
+/// A consistent record of the ordered pair (a, b) under kl in which a won
+/// `wins_a` samples and b none, plus one tie (condition 0 throughout).
+fn pair_won(a: &str, b: &str, wins_a: usize) -> crate::tournament::PairResult {
+    pair_won_under(crate::Divergence::Kl, a, b, wins_a)
+}
+
+/// [`pair_won`] under `divergence`.
+fn pair_won_under(
+    divergence: crate::Divergence,
+    a: &str,
+    b: &str,
+    wins_a: usize,
+) -> crate::tournament::PairResult {
+    use crate::tournament::{PairResult, Winner};
+    let k = wins_a + 1;
+    let prediction_b: Vec<usize> = [vec![1; wins_a], vec![0]].concat();
+    let accuracy_b = 1.0 / k as f64;
+    PairResult {
+        a: a.into(),
+        b: b.into(),
+        seed: 0,
+        divergence,
+        steps_run: 1,
+        conditions: vec![0; k],
+        z: vec![vec![0.0]; k],
+        outside_support: None,
+        divergence_after: vec![0.0; k],
+        prediction_a: vec![0; k],
+        start_prediction_a: vec![0; k],
+        start_prediction_b: prediction_b.clone(),
+        prediction_b,
+        confidence_a: vec![0.9; k],
+        confidence_b: vec![0.9; k],
+        p_condition_a: vec![0.9; k],
+        p_condition_b: vec![0.9; k],
+        winners: [vec![Winner::A; wins_a], vec![Winner::Tie]].concat(),
+        accuracy_a: 1.0,
+        accuracy_b,
+        wins_a: wins_a as u64,
+        wins_b: 0,
+        ties: 1,
+        warnings: Vec::new(),
+    }
+}
+
+/// Regression: the report's ranking table numbered tied models by the
+/// config's order (`#2 b`, `#3 c`, MAD rank `#2` and `#3`) while the
+/// verdict on the same page read both as 3rd ("`b` ranks #3 …, not above
+/// `c` (#3)") and the headline as `a > b = c`: a tie reads as the places
+/// the tied models share, `2–3`, in both rank columns.
+#[test]
+fn the_ranking_table_shows_tied_models_sharing_their_places() {
+    use crate::tournament::{RankingMethod, TournamentOutcome};
+    let models: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+    // a beats b and c; b and c decide nothing between them.
+    let pairs = vec![
+        pair_won("a", "b", 3),
+        pair_won("a", "c", 3),
+        pair_won("b", "a", 0),
+        pair_won("b", "c", 0),
+        pair_won("c", "a", 0),
+        pair_won("c", "b", 0),
+    ];
+    let outcome = TournamentOutcome::from_pairs(&models, pairs, None).unwrap();
+    assert_eq!(outcome.ranking_line(RankingMethod::Mad), "a > b = c");
+    assert_eq!(
+        outcome.ranking_line(RankingMethod::BradleyTerry),
+        "a > b = c"
+    );
+    let t = artifact(outcome);
+    let dir = tempfile::tempdir().unwrap();
+    let html = super::tournament::tournament_section(dir.path(), &t, 0);
+    let rows: Vec<(String, String, String)> = html
+        .split("<tr><td class=\"num\">")
+        .skip(1)
+        .map(|row| {
+            let cells: Vec<&str> = row.split("<td").collect();
+            let place = row.split('<').next().unwrap().to_string();
+            let model = cells[1].split("<code>").nth(1).unwrap();
+            let model = model.split('<').next().unwrap().to_string();
+            let mad = cells[4].split('>').nth(1).unwrap();
+            let mad = mad.split('<').next().unwrap().to_string();
+            (place, model, mad)
+        })
+        .collect();
+    let expected = [("1", "a", "#1"), ("2–3", "b", "#2–3"), ("2–3", "c", "#2–3")]
+        .map(|(p, m, r)| (p.to_string(), m.to_string(), r.to_string()));
+    assert_eq!(rows, expected, "{html}");
+}
+
+/// The record of a tournament `t` over `cvae` with `outcome`, no
+/// thresholds, 4 samples a pair.
+fn artifact(outcome: crate::tournament::TournamentOutcome) -> crate::artifact::TournamentArtifact {
+    use crate::snapshot::{Settings, TournamentSummary};
+    let mut config = crate::search::SearchConfig::default();
+    if let Some(p) = outcome.pairs.first() {
+        config.divergence = p.divergence.clone();
+    }
+    let summary = TournamentSummary::new("t", "cvae", Settings::of(&config), 4, &outcome);
+    crate::artifact::TournamentArtifact {
+        config: "gevaldi.toml".into(),
+        summary,
+        outcome,
+        thresholds: Default::default(),
+        latent_support: None,
+        outside_support: None,
+        class_names: vec!["0".into(), "1".into()],
+        passed: true,
+        failures: Vec::new(),
+        grids: Vec::new(),
+        seconds: 0.0,
+        written_at: 0,
+    }
+}
+
+/// Regression: under a divergence symmetric in the two models (js,
+/// jeffreys, tv) a tournament searches one order of each pair and counts
+/// its samples once, and the harness said "3 pairs x 4 samples"; the
+/// report's index said "6 pairs × 4 samples" and its section "6 ordered
+/// pairs × 4 MDS samples, searched with js", twice the searches and the
+/// samples there were. Both count the searches; an asymmetric divergence
+/// keeps every ordered pair.
+#[test]
+fn the_report_counts_the_pairs_searched_under_a_symmetric_divergence() {
+    use crate::tournament::{PairResult, TournamentOutcome};
+    let models: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+    let outcome = |divergence: crate::Divergence| {
+        let searched = [("a", "b", 2), ("a", "c", 3), ("b", "c", 1)];
+        let mut pairs: Vec<PairResult> = searched
+            .iter()
+            .map(|&(a, b, w)| pair_won_under(divergence.clone(), a, b, w))
+            .collect();
+        if divergence.symmetric() {
+            let mirrors: Vec<PairResult> = pairs.iter().map(PairResult::mirrored).collect();
+            pairs.extend(mirrors);
+        } else {
+            pairs.extend(
+                searched
+                    .iter()
+                    .map(|&(a, b, _)| pair_won_under(divergence.clone(), b, a, 0)),
+            );
+        }
+        TournamentOutcome::from_pairs(&models, pairs, None).unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let js = artifact(outcome(crate::Divergence::js()));
+    assert_eq!(js.outcome.searches(), 3);
+    let html = super::tournament::tournament_section(dir.path(), &js, 0);
+    assert!(
+        html.contains(
+            "3 models over <code>cvae</code>: 3 pairs (one for both orders of each: js is \
+             symmetric in the two models) × 4 MDS samples, searched with js"
+        ),
+        "{html}"
+    );
+    let line = headline(&crate::artifact::Record::Tournament(Box::new(js)));
+    assert!(line.ends_with("by mad; 3 pairs × 4 samples"), "{line}");
+    let kl = artifact(outcome(crate::Divergence::Kl));
+    assert_eq!(kl.outcome.searches(), 6);
+    let html = super::tournament::tournament_section(dir.path(), &kl, 0);
+    assert!(
+        html.contains(
+            "3 models over <code>cvae</code>: 6 ordered pairs × 4 MDS samples, searched with kl"
+        ),
+        "{html}"
+    );
+    let line = headline(&crate::artifact::Record::Tournament(Box::new(kl)));
+    assert!(line.ends_with("by mad; 6 pairs × 4 samples"), "{line}");
+}

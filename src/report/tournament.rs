@@ -8,6 +8,7 @@ use std::path::Path;
 use super::*;
 use crate::artifact::TournamentArtifact;
 use crate::search::OutsideSupport;
+use crate::tournament::RankingMethod;
 
 pub(super) fn tournament_section(dir: &Path, t: &TournamentArtifact, now: u64) -> String {
     let s = &t.summary;
@@ -21,7 +22,7 @@ pub(super) fn tournament_section(dir: &Path, t: &TournamentArtifact, now: u64) -
          {} lr {} λ {}, {}, seed {}; {:.1} s, written {}.</p>",
         esc(&s.generator),
         esc(&support_text(t.latent_support)),
-        super::count(n * n.saturating_sub(1), "ordered pair"),
+        pairs_searched(o),
         super::count(s.samples, "MDS sample"),
         s.settings.divergence,
         s.settings.optimizer,
@@ -46,7 +47,11 @@ pub(super) fn tournament_section(dir: &Path, t: &TournamentArtifact, now: u64) -
     let span = (hi - lo).max(1e-9);
     let x = |v: f64| 10.0 + 280.0 * (v - lo) / span;
     let mut rows = String::new();
-    for (rank, &i) in bt.order.iter().enumerate() {
+    // Places, not positions in the order: models whose scores are equal
+    // within rounding share theirs (`2–3`), as the verdict and the
+    // headline read them.
+    let places = |i: usize, method| o.places(i, method).to_string();
+    for &i in &bt.order {
         let (th, se) = (bt.theta[i], bt.se[i]);
         let bar = format!(
             "<svg width=\"300\" height=\"14\" role=\"img\" aria-label=\"θ {th:.2} ± {:.2}\">\
@@ -64,14 +69,13 @@ pub(super) fn tournament_section(dir: &Path, t: &TournamentArtifact, now: u64) -
         let _ = write!(
             rows,
             "<tr><td class=\"num\">{}</td><td><code>{}</code></td><td class=\"num\">{:+.2} ± {:.2}</td>\
-             <td>{bar}</td><td class=\"num\">{}</td><td class=\"num\">{:.3}</td><td class=\"num\">{}</td>\
+             <td>{bar}</td><td class=\"num\">#{}</td><td class=\"num\">{:.3}</td><td class=\"num\">{}</td>\
              <td class=\"num\">{:.1}%</td><td class=\"num\">{}</td></tr>",
-            rank + 1,
+            places(i, RankingMethod::BradleyTerry),
             esc(&o.models[i]),
             th,
             1.96 * se,
-            o.rank(&o.models[i], crate::tournament::RankingMethod::Mad)
-                .map_or("–".into(), |r| format!("#{r}")),
+            places(i, RankingMethod::Mad),
             o.power.scores[i],
             test,
             100.0 * o.mds_accuracy[i],
@@ -158,4 +162,19 @@ pub(super) fn tournament_section(dir: &Path, t: &TournamentArtifact, now: u64) -
         ));
     }
     html
+}
+
+/// The pairs searched, as the section's first line counts them: every
+/// ordered pair, or under a divergence symmetric in its two models one
+/// search for both orders of each (whose samples count once).
+fn pairs_searched(o: &crate::tournament::TournamentOutcome) -> String {
+    let searches = o.searches();
+    match o.pairs.first() {
+        Some(p) if searches < o.pairs.len() => format!(
+            "{} (one for both orders of each: {} is symmetric in the two models)",
+            super::count(searches, "pair"),
+            p.divergence.kind()
+        ),
+        _ => super::count(searches, "ordered pair"),
+    }
 }

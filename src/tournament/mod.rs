@@ -29,7 +29,9 @@ mod runner;
 mod thresholds;
 
 pub(crate) use outcome::every_order;
-pub use outcome::{ordered_pairs, ranking_line, searched_pairs, RankingMethod, TournamentOutcome};
+pub use outcome::{
+    ordered_pairs, ranking_line, searched_pairs, Places, RankingMethod, TournamentOutcome,
+};
 pub use pair::{pair_name, run_pair, PairOutcome, PairResult, PairSettings, Winner};
 pub use runner::{default_threads, Tournament};
 pub use thresholds::{MinWinRate, TournamentThresholds};

@@ -220,6 +220,17 @@ impl TournamentOutcome {
         })
     }
 
+    /// The pairs searched, whose samples count: every ordered pair, or
+    /// under a divergence symmetric in its two models one order of each
+    /// (the other is its mirror), as [`searched_pairs`] runs them and the
+    /// harness's summary counts them.
+    pub fn searches(&self) -> usize {
+        self.pairs
+            .iter()
+            .filter(|p| !p.divergence.symmetric() || self.index(&p.a) < self.index(&p.b))
+            .count()
+    }
+
     /// The index of a model.
     pub fn index(&self, model: &str) -> Option<usize> {
         self.models.iter().position(|m| m == model)
@@ -244,6 +255,18 @@ impl TournamentOutcome {
         let i = self.index(model)?;
         let levels = self.levels(method);
         Some(levels.iter().filter(|&&l| l <= levels[i]).count())
+    }
+
+    /// The places model `i` holds in the `method` ranking: from 1 + the
+    /// number of models scoring above it to its
+    /// [`pessimistic_rank`](Self::pessimistic_rank), which also counts the
+    /// models it ties with; one place where it ties with none.
+    pub fn places(&self, i: usize, method: RankingMethod) -> Places {
+        let levels = self.levels(method);
+        Places {
+            first: 1 + levels.iter().filter(|&&l| l < levels[i]).count(),
+            last: levels.iter().filter(|&&l| l <= levels[i]).count(),
+        }
     }
 
     /// Each model's score by `method`: MAD's power scores or the
@@ -345,6 +368,27 @@ fn share(right: &[u64], seen: &[u64]) -> Vec<f64> {
         .zip(seen)
         .map(|(&r, &s)| r as f64 / s.max(1) as f64)
         .collect()
+}
+
+/// The places a model holds in a ranking, 1 for the best: one place, or
+/// the places of the models it ties with (`2–3`), none of which the
+/// config's order decides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Places {
+    /// 1 + the number of models scoring above it.
+    pub first: usize,
+    /// `first` + the number of models it ties with.
+    pub last: usize,
+}
+
+impl std::fmt::Display for Places {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.first == self.last {
+            write!(f, "{}", self.first)
+        } else {
+            write!(f, "{}–{}", self.first, self.last)
+        }
+    }
 }
 
 /// Which global ranking a threshold reads.
