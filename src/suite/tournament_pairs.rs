@@ -332,7 +332,7 @@ fn file_fingerprint(path: &std::path::Path) -> String {
     let key = (path.to_path_buf(), size, mtime);
     let cached = digests.lock().ok().and_then(|d| d.get(&key).cloned());
     let digest = cached.unwrap_or_else(|| {
-        let digest = file_digest(path).map_or("unreadable".into(), |h| format!("{h:016x}"));
+        let digest = file_digest(path).unwrap_or_else(|| "unreadable".into());
         if let Ok(mut d) = digests.lock() {
             d.insert(key, digest.clone());
         }
@@ -345,30 +345,23 @@ fn file_fingerprint(path: &std::path::Path) -> String {
 /// modification time.
 type Digests = std::sync::Mutex<std::collections::HashMap<(PathBuf, u64, u128), String>>;
 
-/// A digest of a file's bytes (FNV-1a's constants over 8-byte words, each
-/// step rotated: a bijection of the running value, so a change of any one
-/// word always shows), read a MiB at a time; `None` when it cannot be read.
-fn file_digest(path: &std::path::Path) -> Option<u64> {
+/// SHA-256 of a file's bytes, read a MiB at a time; `None` when it
+/// cannot be read.
+fn file_digest(path: &std::path::Path) -> Option<String> {
+    use sha2::{Digest, Sha256};
     use std::io::Read;
     let mut file = std::fs::File::open(path).ok()?;
-    let mut buf = Vec::with_capacity(1 << 20);
-    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
     loop {
-        buf.clear();
-        // A whole MiB but at the end, so the words do not depend on how
-        // the reads split the file.
-        let n = (&mut file).take(1 << 20).read_to_end(&mut buf).ok()?;
-        if n == 0 {
-            return Some(h);
-        }
-        for word in buf.chunks(8) {
-            let mut w = [0u8; 8];
-            w[..word.len()].copy_from_slice(word);
-            h = (h ^ u64::from_le_bytes(w))
-                .wrapping_mul(0x0000_0100_0000_01b3)
-                .rotate_left(29);
+        match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => hasher.update(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
         }
     }
+    Some(format!("{:x}", hasher.finalize()))
 }
 
 /// The fingerprints of the files that the strings in `v` name (resolved
