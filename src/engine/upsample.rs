@@ -6,16 +6,17 @@
 //! a grouped conv one group at a time: a conv (and its copies) per
 //! channel, hundreds per BigGAN step. Here the backward is a reshape and
 //! one sum (under `auto`, one gevaldi kernel on a CUDA device, and on the
-//! CPU the residual join's kernel, `kernels::skip`); the graph
-//! holds nothing but the input. Under `GEVALDI_ENGINE=candle` (or on
+//! CPU the residual join's kernel, `kernels::skip`, which upsamples too);
+//! the graph holds nothing but the input. Under `GEVALDI_ENGINE=candle` (or on
 //! Metal) the same values as a broadcast under candle's autograd (candle's
 //! own op's backward replaces its input's gradient rather than adding to
 //! it: [`upsample_nearest`](crate::zoo::upsample_nearest)).
 
 use candle_core::Tensor;
 
-use super::cpu_op::cpu_kernels_apply;
+use super::cpu_op::{cpu_kernels_apply, on_f32s};
 use super::generic::attach;
+use super::kernels::skip::{self, Join};
 use super::{cuda, profile, Engine, Pullback};
 
 /// `x` `[B, C, H, W]` upsampled to `[B, C, 2H, 2W]` (each value repeated
@@ -36,7 +37,24 @@ pub(crate) fn upsample2(x: &Tensor) -> candle_core::Result<Tensor> {
 /// path (not `candle`'s), on the CPU or a CUDA device.
 pub(crate) fn upsample2_taped(x: &Tensor) -> candle_core::Result<(Tensor, Pullback)> {
     let x = x.detach();
-    let out = profile::time(x.device(), "forward", kind, || reference(&x))?;
+    let out = profile::time(x.device(), "forward", kind, || {
+        if cpu_kernels_apply(&[&x]) {
+            let x = x.contiguous()?;
+            let (b, c, h, w) = x.dims4()?;
+            let j = Join {
+                b,
+                c,
+                hh: 2 * h,
+                hw: 2 * w,
+                xc: c,
+                s: 2,
+            };
+            let out = on_f32s(&[&x], "upsample2", |v| skip::upsample2(v[0], j))?;
+            Tensor::from_vec(out, (b, c, 2 * h, 2 * w), x.device())
+        } else {
+            reference(&x)
+        }
+    })?;
     let own = cuda::applies(&x, Engine::current());
     // The backward reads x's shape only: nothing else is kept.
     let dims = x.dims4()?;

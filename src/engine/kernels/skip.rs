@@ -56,6 +56,25 @@ pub(crate) fn skip_add(h: &[f32], x: &[f32], j: Join) -> Vec<f32> {
     out
 }
 
+/// `x` `[b, c, hh / 2, hw / 2]` upsampled ×2 (nearest) to `[b, c, hh,
+/// hw]` (`j.s` 2, `j.xc` = `j.c`): [`skip_add`] with no `h`.
+pub(crate) fn upsample2(x: &[f32], j: Join) -> Vec<f32> {
+    let (plane, xw) = (j.hh * j.hw, j.hw / 2);
+    let mut out = vec![0f32; j.b * j.c * plane];
+    out.par_chunks_mut(plane.max(1))
+        .zip(x.par_chunks(j.x_plane().max(1)))
+        .for_each(|(out, xp)| {
+            for (r, out) in out.chunks_mut(j.hw).enumerate() {
+                let xr = &xp[(r / 2) * xw..][..xw];
+                for (o, x) in out.chunks_mut(2).zip(xr) {
+                    o[0] = *x;
+                    o[1] = *x;
+                }
+            }
+        });
+    out
+}
+
 /// The gradient of [`skip_add`]'s `x` from its output's, `g`: each s × s
 /// window summed (row by row, from 0, as the CUDA kernel does), zero in
 /// the channels from `c` on.
@@ -104,6 +123,7 @@ mod tests {
             (1, 4, 3, 1, 4, 2),
             (2, 2, 3, 5, 3, 1),
             (3, 1, 1, 1, 1, 2),
+            (2, 3, 2, 3, 3, 2),
         ]
         .iter()
         .enumerate()
@@ -129,6 +149,11 @@ mod tests {
                 );
                 let want = h[n] + x[((bb * xc + ch) * xh + row / s) * xw + col / s];
                 assert_eq!(*o, want, "case {i}: out[{n}]");
+            }
+            if s == 2 && xc == c {
+                let zeros = vec![0f32; h.len()];
+                let want = skip_add(&zeros, &x, j);
+                assert_eq!(upsample2(&x, j), want, "case {i}: upsample2");
             }
             let g = filled(b * c * hh * hw, 20 + i as u32);
             let dx = skip_add_dx(&g, j);
