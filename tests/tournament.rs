@@ -613,6 +613,55 @@ fn the_verdict_reads_current_pair_records_and_reruns_stale_ones() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A plain `cargo nextest run` starts the verdict beside the pairs' tests,
+/// each its own process: a pair is searched under its lock, a current
+/// record read first, so no pair is searched twice (the verdict searched
+/// every pair that no test had recorded yet, alongside the tests). The
+/// verdict records the pairs it searches; a pair's test waits while
+/// another holds the pair's lock, then reads the record it wrote.
+#[test]
+fn the_verdict_and_the_pairs_tests_search_each_pair_once() {
+    use gevaldi::artifact;
+    use gevaldi::config::TrialId;
+
+    let (dir, suite) = three_model_suite("gevaldi-tour-lock", "");
+    suite
+        .run_trial(&TrialId::tournament("t"), &|_, _| {})
+        .unwrap();
+    let pairs_dir = artifact::tournament_dir(&suite.artifact_dir(), "t").join("pairs");
+    for pair in suite.tournament_pairs("t") {
+        assert!(
+            pairs_dir.join(format!("{pair}.json")).is_file(),
+            "the verdict recorded {pair}"
+        );
+    }
+    // Another process holds the pair's lock while it searches, then
+    // writes its record (marked) and lets go: the pair's test here waits
+    // and reads it rather than searching the pair itself.
+    let record = pairs_dir.join("cnn_a-vs-bag_0.json");
+    let json = mark_pair_record(&record);
+    std::fs::remove_file(&record).unwrap();
+    let lock = std::fs::File::options()
+        .write(true)
+        .open(pairs_dir.join("cnn_a-vs-bag_0.lock"))
+        .unwrap();
+    lock.lock().unwrap();
+    let (held, wait) = std::sync::mpsc::channel();
+    let other = std::thread::spawn(move || {
+        held.send(()).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        std::fs::write(&record, serde_json::to_vec(&json).unwrap()).unwrap();
+        lock.unlock().unwrap();
+    });
+    wait.recv().unwrap();
+    let result = suite
+        .run_tournament_pair("t", "cnn_a-vs-bag_0", &|_, _| {})
+        .unwrap();
+    other.join().unwrap();
+    assert_eq!(result.warnings, ["marked"], "the pair was searched again");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// A classifier of one's own: ten pixels at the digits' centre, scaled.
 #[derive(Clone)]
 struct CentrePixels(f64, Vec<String>);
@@ -705,6 +754,7 @@ fn under_a_symmetric_divergence_the_suite_searches_each_pair_once() {
     let written: Vec<_> = std::fs::read_dir(&pairs_dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name.ends_with(".json"))
         .collect();
     assert_eq!(written, ["cnn_a-vs-bag_1.json"], "the pair searched");
     // Mark the record: the verdict must take both orders from it.

@@ -66,11 +66,15 @@ impl Suite {
         for (k, &(i, j)) in searched.iter().enumerate() {
             let (a, b) = (named[i].0, named[j].0);
             let fingerprint = self.pair_fingerprint(t, a, b, &settings) + &outputs.of_pair(a, b);
+            // Under the pair's lock: a pair's test searching it in another
+            // process (a plain `cargo nextest run`) is waited for and its
+            // record read.
+            let _lock = self.lock_pair(t, &pair_name(a, b))?;
             if let Some(result) = self.fresh_pair(t, a, b, &fingerprint, settings.config.seed) {
                 results.push(result);
                 continue;
             }
-            let k = k as u64;
+            let (k, started) = (k as u64, Instant::now());
             let outcome = run_pair(
                 named[i],
                 named[j],
@@ -79,8 +83,11 @@ impl Suite {
                 self.device()?,
                 &|done, total| progress(k * total + done, count * total),
             )?;
-            // Only the closest pairs' samples are drawn; they are decoded
-            // again from their latents below rather than all kept.
+            // Recorded as a pair's test records it, for the pairs' tests
+            // of this run and later runs. Only the closest pairs' samples
+            // are drawn; they are decoded again from their latents below
+            // rather than all kept.
+            self.write_pair(t, fingerprint, &outcome.result, started)?;
             results.push(outcome.result);
         }
         // Counted over the searches, before their mirrors join them.

@@ -68,6 +68,10 @@ impl Suite {
             let other = pair_name(&t.models[j], &t.models[i]);
             return Ok(self.run_tournament_pair(name, &other, progress)?.mirrored());
         }
+        // While this process searches the pair, another (the verdict, or
+        // the same pair's test in another run) waits, then reads the
+        // record rather than searching it too.
+        let _lock = self.lock_pair(t, pair)?;
         let generator = self.generator(&t.generator)?;
         let (a, b) = (
             self.classifier(&t.models[i])?,
@@ -86,25 +90,73 @@ impl Suite {
                 ],
             )?
             .of_pair(&t.models[i], &t.models[j]);
+        let (a, b) = (
+            (t.models[i].as_str(), a.as_ref()),
+            (t.models[j].as_str(), b.as_ref()),
+        );
+        let fingerprint = self.pair_fingerprint(t, a.0, b.0, &settings) + &outputs;
+        if let Some(result) = self.fresh_pair(t, a.0, b.0, &fingerprint, settings.config.seed) {
+            return Ok(result);
+        }
+        let device = self.device()?;
         let outcome = run_pair(
-            (&t.models[i], a.as_ref()),
-            (&t.models[j], b.as_ref()),
+            a,
+            b,
             (&t.generator, generator.as_ref()),
             &settings,
-            self.device()?,
+            device,
             progress,
         )?;
-        let fingerprint = self.pair_fingerprint(t, &t.models[i], &t.models[j], &settings);
+        self.write_pair(t, fingerprint, &outcome.result, started)?;
+        Ok(outcome.result)
+    }
+
+    /// Writes the record of a pair searched (`result`) with its
+    /// fingerprint, which the verdict and the pair's test read while it is
+    /// current ([`Self::fresh_pair`]).
+    pub(super) fn write_pair(
+        &self,
+        t: &TournamentDecl,
+        fingerprint: String,
+        result: &PairResult,
+        started: Instant,
+    ) -> Result<()> {
         let record = Record::TournamentPair(Box::new(TournamentPairArtifact {
             config: self.config.path.clone(),
             tournament: t.name.clone(),
-            fingerprint: fingerprint + &outputs,
-            result: outcome.result.clone(),
+            fingerprint,
+            result: result.clone(),
             seconds: started.elapsed().as_secs_f64(),
             written_at: artifact::now(),
         }));
-        record.write(&self.pair_record(t, pair))?;
-        Ok(outcome.result)
+        record.write(&self.pair_record(t, &pair_name(&result.a, &result.b)))
+    }
+
+    /// Holds the lock of the pair `pair`'s record (`<pair>.lock` beside
+    /// it) until the file returned is dropped, waiting while another
+    /// process holds it. A pair's test and the verdict each search a pair
+    /// under its lock and look for a current record first, so that under
+    /// a plain `cargo nextest run`, which starts the verdict beside the
+    /// pairs' tests, no pair is searched twice (the verdict searched every
+    /// pair a test had not yet recorded, alongside it).
+    pub(super) fn lock_pair(&self, t: &TournamentDecl, pair: &str) -> Result<std::fs::File> {
+        let path = self.pair_record(t, pair).with_extension("lock");
+        let io = |action, cause| Error::Io {
+            action,
+            path: path.clone(),
+            cause,
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| io("create the directory of", e))?;
+        }
+        let file = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| io("open the lock file", e))?;
+        file.lock().map_err(|e| io("lock", e))?;
+        Ok(file)
     }
 
     /// The search settings of every pair of `t`.
