@@ -173,7 +173,8 @@ impl Suite {
             .join(format!("{pair}.json"))
     }
 
-    /// What a pair's result depends on, as text: gevaldi's version, the
+    /// What a pair's result depends on, as text: gevaldi's version and a
+    /// digest of its source (`GEVALDI_SOURCE_DIGEST`, see build.rs), the
     /// engine (`GEVALDI_ENGINE`), the settings, the device kind, and the
     /// two classifiers' and the generator's whole tables
     /// ([`model_fingerprint`]).
@@ -186,8 +187,9 @@ impl Suite {
     ) -> String {
         let model = |decl: Option<&ModelDecl>| decl.map_or("?".to_string(), model_fingerprint);
         format!(
-            "gevaldi {}; engine {}; {:?}; samples {}; device {}; {}; {}; {}",
+            "gevaldi {} (source {}); engine {}; {:?}; samples {}; device {}; {}; {}; {}",
             env!("CARGO_PKG_VERSION"),
+            env!("GEVALDI_SOURCE_DIGEST"),
             crate::engine::Engine::current().name(),
             settings.config,
             settings.samples,
@@ -517,7 +519,12 @@ mod tests {
         let base = fingerprint("0.5", "a.bin", "");
         assert_eq!(base, fingerprint("0.5", "a.bin", "# a comment\n\n"));
         // Records of another gevaldi or another engine are run again.
-        let version = format!("gevaldi {}; ", env!("CARGO_PKG_VERSION"));
+        let version = format!(
+            "gevaldi {} (source {}); ",
+            env!("CARGO_PKG_VERSION"),
+            env!("GEVALDI_SOURCE_DIGEST")
+        );
+        assert_eq!(env!("GEVALDI_SOURCE_DIGEST").len(), 16);
         assert!(base.starts_with(&version), "{base}");
         let engine = format!("engine {}; ", crate::engine::Engine::current().name());
         assert!(base.contains(&engine), "{base}");
