@@ -220,12 +220,23 @@ impl Suite {
 
 /// The `count` neighbours in the Bradley–Terry order whose strengths are
 /// closest in standard errors of their difference, closest first, as
-/// (higher-ranked model, lower-ranked model) indices.
+/// (higher-ranked model, lower-ranked model) indices; only neighbours
+/// whose top classes differ on some sample of their searches, so that
+/// each has a grid of disagreements to show (a model and its copy, which
+/// tie and never disagree, took a slot and left it empty).
 pub fn closest_pairs(outcome: &TournamentOutcome, count: usize) -> Vec<(usize, usize)> {
     let bt = &outcome.bradley_terry;
+    let disagree = |a: usize, b: usize| {
+        let (a, b) = (&outcome.models[a], &outcome.models[b]);
+        [outcome.pair(a, b), outcome.pair(b, a)]
+            .into_iter()
+            .flatten()
+            .any(|p| p.prediction_a != p.prediction_b)
+    };
     let mut gaps: Vec<(f64, usize, usize)> = bt
         .order
         .windows(2)
+        .filter(|w| disagree(w[0], w[1]))
         .map(|w| {
             let se = bt.se_of_difference(w[0], w[1]);
             let gap = (bt.theta[w[0]] - bt.theta[w[1]]) / se.max(1e-12);
@@ -281,6 +292,74 @@ fn disagreement_grid(
 mod tests {
     use super::*;
     use crate::suite::Registry;
+    use crate::tournament::{PairResult, Winner};
+
+    /// The ordered pair (a, b) under kl, condition 0 throughout: a won
+    /// `wins_a` samples (a predicting 0, b 1), then one tie where both
+    /// predict 0.
+    fn pair_won(a: &str, b: &str, wins_a: usize) -> PairResult {
+        let k = wins_a + 1;
+        let prediction_b: Vec<usize> = [vec![1; wins_a], vec![0]].concat();
+        PairResult {
+            a: a.into(),
+            b: b.into(),
+            seed: 0,
+            divergence: crate::Divergence::Kl,
+            steps_run: 1,
+            conditions: vec![0; k],
+            z: vec![vec![0.0]; k],
+            outside_support: None,
+            divergence_after: vec![0.0; k],
+            prediction_a: vec![0; k],
+            start_prediction_a: vec![0; k],
+            start_prediction_b: prediction_b.clone(),
+            prediction_b,
+            confidence_a: vec![0.9; k],
+            confidence_b: vec![0.9; k],
+            p_condition_a: vec![0.9; k],
+            p_condition_b: vec![0.9; k],
+            winners: [vec![Winner::A; wins_a], vec![Winner::Tie]].concat(),
+            accuracy_a: 1.0,
+            accuracy_b: 1.0 / k as f64,
+            wins_a: wins_a as u64,
+            wins_b: 0,
+            ties: 1,
+            warnings: Vec::new(),
+        }
+    }
+
+    /// Regression (found by the audit): a model and its copy tie and are
+    /// the closest neighbours, but never disagree, so the report's grid
+    /// of their disagreements was empty and one of its two slots went
+    /// unused; the slots go to neighbours that disagree somewhere.
+    #[test]
+    fn the_closest_pairs_are_neighbours_that_disagree() {
+        let models: Vec<String> = ["a", "copy", "c", "d"].map(String::from).to_vec();
+        let pairs = vec![
+            pair_won("a", "copy", 0),
+            pair_won("copy", "a", 0),
+            pair_won("a", "c", 5),
+            pair_won("c", "a", 1),
+            pair_won("copy", "c", 5),
+            pair_won("c", "copy", 1),
+            pair_won("a", "d", 6),
+            pair_won("d", "a", 0),
+            pair_won("copy", "d", 6),
+            pair_won("d", "copy", 0),
+            pair_won("c", "d", 4),
+            pair_won("d", "c", 2),
+        ];
+        let outcome = TournamentOutcome::from_pairs(&models, pairs, None).unwrap();
+        let closest = closest_pairs(&outcome, 2);
+        assert_eq!(closest.len(), 2, "{closest:?}");
+        for (a, b) in closest {
+            let names = [&outcome.models[a], &outcome.models[b]];
+            assert!(
+                !(names.contains(&&models[0]) && names.contains(&&models[1])),
+                "a model and its copy: {names:?}"
+            );
+        }
+    }
 
     /// Regression: the test digits (in [0, 1]) went to each classifier
     /// through its `preprocess`, whose `input_range` is the generator's
