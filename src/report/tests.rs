@@ -84,46 +84,7 @@ fn the_truncation_and_the_latents_outside_its_box_are_shown() {
 /// A consistent record of the ordered pair (a, b) under kl in which a won
 /// `wins_a` samples and b none, plus one tie (condition 0 throughout).
 fn pair_won(a: &str, b: &str, wins_a: usize) -> crate::tournament::PairResult {
-    pair_won_under(crate::Divergence::Kl, a, b, wins_a)
-}
-
-/// [`pair_won`] under `divergence`.
-fn pair_won_under(
-    divergence: crate::Divergence,
-    a: &str,
-    b: &str,
-    wins_a: usize,
-) -> crate::tournament::PairResult {
-    use crate::tournament::{PairResult, Winner};
-    let k = wins_a + 1;
-    let prediction_b: Vec<usize> = [vec![1; wins_a], vec![0]].concat();
-    let accuracy_b = 1.0 / k as f64;
-    PairResult {
-        a: a.into(),
-        b: b.into(),
-        seed: 0,
-        divergence,
-        steps_run: 1,
-        conditions: vec![0; k],
-        z: vec![vec![0.0]; k],
-        outside_support: None,
-        divergence_after: vec![0.0; k],
-        prediction_a: vec![0; k],
-        start_prediction_a: vec![0; k],
-        start_prediction_b: prediction_b.clone(),
-        prediction_b,
-        confidence_a: vec![0.9; k],
-        confidence_b: vec![0.9; k],
-        p_condition_a: vec![0.9; k],
-        p_condition_b: vec![0.9; k],
-        winners: [vec![Winner::A; wins_a], vec![Winner::Tie]].concat(),
-        accuracy_a: 1.0,
-        accuracy_b,
-        wins_a: wins_a as u64,
-        wins_b: 0,
-        ties: 1,
-        warnings: Vec::new(),
-    }
+    crate::tournament::pair_won_under(crate::Divergence::Kl, a, b, wins_a)
 }
 
 /// Regression: the report's ranking table numbered tied models by the
@@ -207,24 +168,23 @@ fn artifact(outcome: crate::tournament::TournamentOutcome) -> crate::artifact::T
 fn the_report_counts_the_pairs_searched_under_a_symmetric_divergence() {
     use crate::tournament::{PairResult, TournamentOutcome};
     let models: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
-    let outcome = |divergence: crate::Divergence| {
-        let searched = [("a", "b", 2), ("a", "c", 3), ("b", "c", 1)];
-        let mut pairs: Vec<PairResult> = searched
-            .iter()
-            .map(|&(a, b, w)| pair_won_under(divergence.clone(), a, b, w))
-            .collect();
-        if divergence.symmetric() {
-            let mirrors: Vec<PairResult> = pairs.iter().map(PairResult::mirrored).collect();
-            pairs.extend(mirrors);
-        } else {
-            pairs.extend(
-                searched
-                    .iter()
-                    .map(|&(a, b, _)| pair_won_under(divergence.clone(), b, a, 0)),
-            );
-        }
-        TournamentOutcome::from_pairs(&models, pairs, None).unwrap()
-    };
+    let outcome =
+        |divergence: crate::Divergence| {
+            let searched = [("a", "b", 2), ("a", "c", 3), ("b", "c", 1)];
+            let mut pairs: Vec<PairResult> = searched
+                .iter()
+                .map(|&(a, b, w)| crate::tournament::pair_won_under(divergence.clone(), a, b, w))
+                .collect();
+            if divergence.symmetric() {
+                let mirrors: Vec<PairResult> = pairs.iter().map(PairResult::mirrored).collect();
+                pairs.extend(mirrors);
+            } else {
+                pairs.extend(searched.iter().map(|&(a, b, _)| {
+                    crate::tournament::pair_won_under(divergence.clone(), b, a, 0)
+                }));
+            }
+            TournamentOutcome::from_pairs(&models, pairs, None).unwrap()
+        };
     let dir = tempfile::tempdir().unwrap();
     let js = artifact(outcome(crate::Divergence::js()));
     assert_eq!(js.outcome.searches(), 3);

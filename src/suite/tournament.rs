@@ -292,40 +292,10 @@ fn disagreement_grid(
 mod tests {
     use super::*;
     use crate::suite::Registry;
-    use crate::tournament::{PairResult, Winner};
+    use crate::tournament::PairResult;
 
-    /// The ordered pair (a, b) under kl, condition 0 throughout: a won
-    /// `wins_a` samples (a predicting 0, b 1), then one tie where both
-    /// predict 0.
     fn pair_won(a: &str, b: &str, wins_a: usize) -> PairResult {
-        let k = wins_a + 1;
-        let prediction_b: Vec<usize> = [vec![1; wins_a], vec![0]].concat();
-        PairResult {
-            a: a.into(),
-            b: b.into(),
-            seed: 0,
-            divergence: crate::Divergence::Kl,
-            steps_run: 1,
-            conditions: vec![0; k],
-            z: vec![vec![0.0]; k],
-            outside_support: None,
-            divergence_after: vec![0.0; k],
-            prediction_a: vec![0; k],
-            start_prediction_a: vec![0; k],
-            start_prediction_b: prediction_b.clone(),
-            prediction_b,
-            confidence_a: vec![0.9; k],
-            confidence_b: vec![0.9; k],
-            p_condition_a: vec![0.9; k],
-            p_condition_b: vec![0.9; k],
-            winners: [vec![Winner::A; wins_a], vec![Winner::Tie]].concat(),
-            accuracy_a: 1.0,
-            accuracy_b: 1.0 / k as f64,
-            wins_a: wins_a as u64,
-            wins_b: 0,
-            ties: 1,
-            warnings: Vec::new(),
-        }
+        crate::tournament::pair_won_under(crate::Divergence::Kl, a, b, wins_a)
     }
 
     /// Regression (found by the audit): a model and its copy tie and are

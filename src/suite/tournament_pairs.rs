@@ -487,6 +487,24 @@ mod tests {
     /// registered model's own key (`file = …`) or the generator's
     /// `truncation` changed. Every key counts now, and the files that
     /// string keys name; the table's place in the file does not.
+    /// The fingerprint of the pair (x, y) of tournament `t` of the config
+    /// `text`, written as `dir/gevaldi.toml`, whose classifiers x, y and z
+    /// are registered (and never built).
+    fn fingerprint_of_xy(dir: &std::path::Path, text: &str) -> String {
+        let path = dir.join("gevaldi.toml");
+        std::fs::write(&path, text).unwrap();
+        let mut r = Registry::new();
+        for name in ["x", "y", "z"] {
+            r.classifier(name, |_| -> Result<Unbuilt> {
+                unreachable!("the fingerprint loads no model")
+            });
+        }
+        let suite = Suite::load(&path, r).unwrap();
+        let t = suite.config.tournament("t").unwrap();
+        let settings = suite.pair_settings(t).unwrap();
+        suite.pair_fingerprint(t, "x", "y", &settings)
+    }
+
     #[test]
     fn the_pair_fingerprint_holds_every_key_of_the_models_tables() {
         let dir = std::env::temp_dir().join(format!("gevaldi-fingerprint-{}", std::process::id()));
@@ -503,18 +521,7 @@ mod tests {
                  [classifier.y]\n\n[classifier.z]\n\n\
                  [[tournament]]\nname = \"t\"\nmodels = [\"x\", \"y\", \"z\"]\ngenerator = \"g\"\n"
             );
-            let path = dir.join("gevaldi.toml");
-            std::fs::write(&path, text).unwrap();
-            let mut r = Registry::new();
-            for name in ["x", "y", "z"] {
-                r.classifier(name, |_| -> Result<Unbuilt> {
-                    unreachable!("the fingerprint loads no model")
-                });
-            }
-            let suite = Suite::load(&path, r).unwrap();
-            let t = suite.config.tournament("t").unwrap();
-            let settings = suite.pair_settings(t).unwrap();
-            suite.pair_fingerprint(t, "x", "y", &settings)
+            fingerprint_of_xy(&dir, &text)
         };
         let base = fingerprint("0.5", "a.bin", "");
         assert_eq!(base, fingerprint("0.5", "a.bin", "# a comment\n\n"));
@@ -561,18 +568,7 @@ mod tests {
                  [classifier.x]\n\n[classifier.y]\n\n[classifier.z]\n\n\
                  [[tournament]]\nname = \"t\"\nmodels = [\"x\", \"y\", \"z\"]\ngenerator = \"g\"\n"
             );
-            let path = dir.join("gevaldi.toml");
-            std::fs::write(&path, text).unwrap();
-            let mut r = Registry::new();
-            for name in ["x", "y", "z"] {
-                r.classifier(name, |_| -> Result<Unbuilt> {
-                    unreachable!("the fingerprint loads no model")
-                });
-            }
-            let suite = Suite::load(&path, r).unwrap();
-            let t = suite.config.tournament("t").unwrap();
-            let settings = suite.pair_settings(t).unwrap();
-            suite.pair_fingerprint(t, "x", "y", &settings)
+            fingerprint_of_xy(&dir, &text)
         };
         // 3 MiB and a tail: the digest reads it in several parts.
         let mut bytes: Vec<u8> = (0..3 * (1 << 20) + 5)

@@ -32,6 +32,8 @@ pub(crate) use outcome::every_order;
 pub use outcome::{
     ordered_pairs, ranking_line, searched_pairs, Places, RankingMethod, TournamentOutcome,
 };
+#[cfg(test)]
+pub(crate) use pair::pair_won_under;
 pub use pair::{pair_name, run_pair, PairOutcome, PairResult, PairSettings, Winner};
 pub use runner::{default_threads, Tournament};
 pub use thresholds::{MinWinRate, TournamentThresholds};

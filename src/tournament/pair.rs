@@ -364,6 +364,47 @@ pub fn run_pair(
     Ok(PairOutcome { result: out, x })
 }
 
+/// For tests: a consistent record of the ordered pair (a, b) under
+/// `divergence` in which a won `wins_a` samples (a predicting 0, b 1) and
+/// b none, then one tie where both predict 0 (condition 0 throughout).
+#[cfg(test)]
+pub(crate) fn pair_won_under(
+    divergence: crate::Divergence,
+    a: &str,
+    b: &str,
+    wins_a: usize,
+) -> PairResult {
+    let k = wins_a + 1;
+    let prediction_b: Vec<usize> = [vec![1; wins_a], vec![0]].concat();
+    let accuracy_b = 1.0 / k as f64;
+    PairResult {
+        a: a.into(),
+        b: b.into(),
+        seed: 0,
+        divergence,
+        steps_run: 1,
+        conditions: vec![0; k],
+        z: vec![vec![0.0]; k],
+        outside_support: None,
+        divergence_after: vec![0.0; k],
+        prediction_a: vec![0; k],
+        start_prediction_a: vec![0; k],
+        start_prediction_b: prediction_b.clone(),
+        prediction_b,
+        confidence_a: vec![0.9; k],
+        confidence_b: vec![0.9; k],
+        p_condition_a: vec![0.9; k],
+        p_condition_b: vec![0.9; k],
+        winners: [vec![Winner::A; wins_a], vec![Winner::Tie]].concat(),
+        accuracy_a: 1.0,
+        accuracy_b,
+        wins_a: wins_a as u64,
+        wins_b: 0,
+        ties: 1,
+        warnings: Vec::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
