@@ -805,6 +805,95 @@ fn check_naive(
     }
 }
 
+/// Convs against the definition, on every path: output (oy, ox) of
+/// channel o sums x·W[o, i, ky, kx] over its group's inputs i at
+/// (oy·s − p + d·ky, ox·s − p + d·kx), inside the image. Strided, with
+/// inputs and kernels whose height and width leave different numbers of
+/// rows and columns unread below the last window (candle's backward of
+/// conv2d gave the gradient of such a conv one output padding for both
+/// dims and candle's autograd failed, "shape mismatch in add", on the
+/// candle path: a 5 × 2 kernel at stride 2 on 10 × 4, a 3 × 3 one at
+/// stride 2 on 10 × 9), with padding, dilation and groups.
+#[test]
+fn convs_match_their_definition_on_every_path() {
+    // (cin, cout, kh, kw), (stride, padding, dilation, groups), (b, h, w)
+    let cases = [
+        ([6, 5, 5, 2], [2, 1, 1, 1], (2, 10, 4)),
+        ([4, 6, 3, 3], [2, 1, 1, 1], (2, 10, 9)),
+        ([4, 6, 3, 3], [2, 1, 1, 2], (1, 9, 10)),
+        ([6, 6, 3, 3], [3, 2, 2, 6], (2, 11, 13)),
+        ([3, 4, 1, 7], [2, 0, 1, 1], (1, 6, 9)),
+        ([4, 4, 3, 3], [1, 1, 1, 1], (2, 5, 6)),
+    ];
+    for (i, ([cin, cout, kh, kw], [s, p, d, g], (bn, h, w))) in cases.into_iter().enumerate() {
+        let seed = 70 + i as u64;
+        let weight = randn(&[cout, cin / g, kh, kw], seed);
+        let bias = randn(&[cout], seed + 1);
+        let cfg = candle_nn::Conv2dConfig {
+            padding: p,
+            stride: s,
+            dilation: d,
+            groups: g,
+            ..Default::default()
+        };
+        let mut b = NetBuilder::new();
+        let x = b.input();
+        let y = b.conv2d(
+            x,
+            &candle_nn::Conv2d::new(weight.clone(), Some(bias.clone()), cfg),
+        );
+        let net = b.build(y);
+        let (ho, wo) = (
+            (h + 2 * p - d * (kh - 1) - 1) / s + 1,
+            (w + 2 * p - d * (kw - 1) - 1) / s + 1,
+        );
+        let wv: Vec<f64> = values(&weight).iter().map(|&v| f64::from(v)).collect();
+        let bv: Vec<f64> = values(&bias).iter().map(|&v| f64::from(v)).collect();
+        let (cig, cog) = (cin / g, cout / g);
+        // Every (input, output) pair that a tap links, with its weight.
+        let links = |f: &mut dyn FnMut(usize, usize, f64)| {
+            for n in 0..bn {
+                for co in 0..cout {
+                    for oy in 0..ho {
+                        for ox in 0..wo {
+                            for cl in 0..cig {
+                                let ci = co / cog * cig + cl;
+                                for ky in 0..kh {
+                                    for kx in 0..kw {
+                                        let iy = (oy * s + d * ky) as isize - p as isize;
+                                        let ix = (ox * s + d * kx) as isize - p as isize;
+                                        if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize
+                                        {
+                                            continue;
+                                        }
+                                        let xi =
+                                            ((n * cin + ci) * h + iy as usize) * w + ix as usize;
+                                        let yi = ((n * cout + co) * ho + oy) * wo + ox;
+                                        f(xi, yi, wv[((co * cig + cl) * kh + ky) * kw + kx]);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        let xin = randn(&[bn, cin, h, w], seed + 2);
+        check_naive(&format!("case {i}"), &net, &xin, |x, r| {
+            let mut y = vec![0f64; bn * cout * ho * wo];
+            for (k, v) in y.iter_mut().enumerate() {
+                *v = bv[(k / (ho * wo)) % cout];
+            }
+            let mut gx = vec![0f64; x.len()];
+            links(&mut |xi, yi, wt| {
+                y[yi] += x[xi] * wt;
+                gx[xi] += r[yi] * wt;
+            });
+            (y, gx)
+        });
+    }
+}
+
 /// Transposed convs (one group) against the definition, on every path:
 /// input (iy, ix) adds x·W[i, o, ky, kx] at output (iy·s − p + d·ky,
 /// ix·s − p + d·kx), whatever lands inside; strides 1 to 3, padding,
