@@ -297,9 +297,7 @@ pub(crate) fn forward(nodes: &[Node], x: &Tensor) -> candle_core::Result<Tensor>
 /// One node's op on its inputs' values (not [`Op::Input`]).
 pub(crate) fn eval(op: &Op, args: &[&Tensor]) -> candle_core::Result<Tensor> {
     let arg = |i: usize| args[i];
-    if let Some(x) = args.first() {
-        op.check_rank(x)?;
-    }
+    op.check_inputs(args)?;
     Ok(match op {
         Op::Input => candle_core::bail!("the input is not evaluated"),
         Op::Conv {

@@ -684,6 +684,80 @@ fn errors_on_every_path(x: &Tensor, cases: Vec<(&str, Net, &str)>) {
     }
 }
 
+/// Inputs that do not fit an op's weights or each other are the same
+/// error on every path, naming the op: on the generic path and candle's
+/// they were candle's ("shape mismatch in matmul, lhs: [2, 192], rhs:
+/// [99, 10]", "shape mismatch in broadcast_mul", "shape mismatch in cat
+/// for dim 2", "Shape mismatch, got buffer of size 384 …"), naming none,
+/// and a GPU runs the generic path (found by the audit).
+#[test]
+fn inputs_that_do_not_fit_an_op_are_the_same_error_on_every_path() {
+    let x = randn(&[2, 3, 8, 8], 1);
+    let v3 = randn(&[3], 2);
+    let v4 = randn(&[4], 3);
+    let conv = |b: &mut NetBuilder, x| conv(b, x, [3, 3, 3], [1, 0, 1, 1], 4);
+    let mut cases = Vec::new();
+    let mut b = NetBuilder::new();
+    let f = b.flatten(b.input());
+    let y = b.linear(f, &randn(&[10, 99], 5), None);
+    cases.push((
+        "linear",
+        b.build(y),
+        "linear: 192 input features, expected 99",
+    ));
+    let mut b = NetBuilder::new();
+    let y = b.linear(b.input(), &randn(&[5, 4], 6), None);
+    cases.push((
+        "linear per pixel",
+        b.build(y),
+        "linear: 3 input features, expected 4",
+    ));
+    let mut b = NetBuilder::new();
+    let y = b.affine(b.input(), &v4, &v4);
+    cases.push(("affine", b.build(y), "affine: 3 channels, expected 4"));
+    let mut b = NetBuilder::new();
+    let y = b.layer_norm(b.input(), &v4, &v4, 1e-5);
+    cases.push((
+        "layer_norm",
+        b.build(y),
+        "layer_norm: 3 channels, expected 4",
+    ));
+    let mut b = NetBuilder::new();
+    let f = b.flatten(b.input());
+    let y = b.layer_norm(f, &v3, &v3, 1e-5);
+    cases.push((
+        "flat layer_norm",
+        b.build(y),
+        "layer_norm: 192 channels, expected 3",
+    ));
+    let mut b = NetBuilder::new();
+    let y = b.reshape(b.input(), &[4, 7, 5]);
+    cases.push((
+        "reshape",
+        b.build(y),
+        "reshape: 192 values per sample are not [4, 7, 5]",
+    ));
+    let mut b = NetBuilder::new();
+    let x0 = b.input();
+    let c = conv(&mut b, x0);
+    let y = b.add(x0, c);
+    cases.push((
+        "add",
+        b.build(y),
+        "add: shapes [2, 3, 8, 8] and [2, 3, 6, 6], expected the same",
+    ));
+    let mut b = NetBuilder::new();
+    let x0 = b.input();
+    let c = conv(&mut b, x0);
+    let y = b.concat(&[x0, c]);
+    cases.push((
+        "concat",
+        b.build(y),
+        "concat: shapes [[2, 3, 8, 8], [2, 3, 6, 6]], expected one batch and one height and width",
+    ));
+    errors_on_every_path(&x, cases);
+}
+
 /// A net whose settings do not fit its input is an error on every path,
 /// never a panic: a max-pool padded by more than half its window (the CPU
 /// kernels panicked, "range end index 3 out of range for slice of length
