@@ -355,7 +355,10 @@ fn run_kernel(step: &Step, xs: &[&Arc<Vec<f32>>], ds: &[Dims]) -> candle_core::R
                 .iter()
                 .any(|e| (e.b, e.h, e.w, e.spatial) != (d.b, d.h, d.w, d.spatial))
             {
-                candle_core::bail!("concat: the values differ in batch or size: {ds:?}");
+                let shapes: Vec<Vec<usize>> = ds.iter().map(|e| e.shape()).collect();
+                candle_core::bail!(
+                    "concat: shapes {shapes:?}, expected one batch and one height and width"
+                );
             }
             let parts: Vec<(&[f32], usize)> = xs
                 .iter()
@@ -371,7 +374,11 @@ fn run_kernel(step: &Step, xs: &[&Arc<Vec<f32>>], ds: &[Dims]) -> candle_core::R
         }
         Kernel::Add => {
             if ds[1] != d {
-                candle_core::bail!("add: {d:?} and {:?} differ", ds[1]);
+                candle_core::bail!(
+                    "add: shapes {:?} and {:?}, expected the same",
+                    d.shape(),
+                    ds[1].shape()
+                );
             }
             let mut y = x.to_vec();
             ew::add_into(&mut y, xs[1]);

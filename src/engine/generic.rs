@@ -425,9 +425,7 @@ pub(crate) fn forward(
                         .expect("a value is dropped after its last use")
                 })
                 .collect();
-            if let Some(a) = args.first() {
-                node.op.check_rank(a)?;
-            }
+            node.op.check_inputs(&args)?;
             let y = profile::time(
                 x.device(),
                 "forward",

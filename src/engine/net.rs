@@ -174,6 +174,62 @@ impl Op {
         Ok(())
     }
 
+    /// Refuses inputs that do not fit the op, on the generic path and
+    /// candle's, with the CPU kernels' messages: an image op's input not
+    /// `[B, C, H, W]` ([`Op::check_rank`]), a linear layer's features, an
+    /// affine's or layer norm's channels, a reshape's count, an add's or
+    /// concat's shapes. (Those paths said candle's "shape mismatch in
+    /// matmul, lhs: [2, 144], rhs: [99, 10]", naming no op: on a GPU,
+    /// whose path is the generic one, every such mistake.)
+    pub(crate) fn check_inputs(&self, args: &[&Tensor]) -> candle_core::Result<()> {
+        let Some(x) = args.first() else {
+            return Ok(());
+        };
+        self.check_rank(x)?;
+        let dims = x.dims();
+        // The features of a flat value, or the channels of an image.
+        let c = dims.get(1).copied().unwrap_or(0);
+        match self {
+            Op::Linear { weight, .. } => {
+                let nin = weight.dim(1)?;
+                if c != nin {
+                    candle_core::bail!("linear: {c} input features, expected {nin}");
+                }
+            }
+            Op::Affine { scale, .. } if c != scale.elem_count() => {
+                candle_core::bail!("affine: {c} channels, expected {}", scale.elem_count());
+            }
+            Op::LayerNorm { weight, .. } if c != weight.elem_count() => {
+                candle_core::bail!("layer_norm: {c} channels, expected {}", weight.elem_count());
+            }
+            Op::Reshape(to) => {
+                let n: usize = dims.iter().skip(1).product();
+                if n != to.iter().product::<usize>() {
+                    candle_core::bail!("reshape: {n} values per sample are not {to:?}");
+                }
+            }
+            Op::Add if args[1].dims() != dims => {
+                candle_core::bail!(
+                    "add: shapes {dims:?} and {:?}, expected the same",
+                    args[1].dims()
+                );
+            }
+            Op::Concat => {
+                let fits = |d: &[usize]| {
+                    d.len() == dims.len() && d[0] == dims[0] && d.get(2..) == dims.get(2..)
+                };
+                if !args.iter().all(|a| fits(a.dims())) {
+                    let shapes: Vec<&[usize]> = args.iter().map(|a| a.dims()).collect();
+                    candle_core::bail!(
+                        "concat: shapes {shapes:?}, expected one batch and one height and width"
+                    );
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
     /// The name of an op on images (`[B, C, H, W]` only), as errors say
     /// it; `None` for the others.
     fn image_op(&self) -> Option<&'static str> {

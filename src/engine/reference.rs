@@ -130,6 +130,19 @@ pub(crate) fn add_bias(y: Tensor, bias: Option<&Tensor>) -> candle_core::Result<
 }
 
 /// candle's conv2d of `x` with `weight`, plus `bias` per channel.
+///
+/// candle 0.11's backward of conv2d gives the input's gradient as a
+/// transposed conv with one output padding for both dims, the rows of the
+/// input the strides leave unread below the last window, taken from the
+/// height: where the width leaves another number of columns unread (a
+/// strided conv on an image of another parity across than down, or with a
+/// kernel of another size across, as 5 × 2 at stride 2 on 10 × 4), that
+/// gradient has the wrong width and candle's autograd failed with "shape
+/// mismatch in add, lhs: [2, 6, 10, 4], rhs: [2, 6, 10, 5]". There the
+/// padding is made explicit and the unread rows and columns cut off
+/// before the conv (a pad and a narrow, whose backwards are candle's,
+/// exact), so the conv reads all of its input and candle's backward pads
+/// nothing.
 pub(crate) fn conv(
     x: &Tensor,
     weight: &Tensor,
@@ -140,7 +153,22 @@ pub(crate) fn conv(
     groups: usize,
 ) -> candle_core::Result<Tensor> {
     check_conv(x, weight, stride, padding, dilation)?;
-    add_bias(x.conv2d(weight, padding, stride, dilation, groups)?, bias)
+    // The rows (columns) of the padded input that no window reads
+    // (check_conv has refused a kernel that spans more than the input).
+    let unread = |n: usize, k: usize| (n + 2 * padding - dilation * (k.max(1) - 1) - 1) % stride;
+    let (h, w, unread_h, unread_w) = match (x.dims4(), weight.dims4()) {
+        (Ok((_, _, h, w)), Ok((_, _, kh, kw))) if unread(h, kh) != unread(w, kw) => {
+            (h, w, unread(h, kh), unread(w, kw))
+        }
+        _ => return add_bias(x.conv2d(weight, padding, stride, dilation, groups)?, bias),
+    };
+    let x = x
+        .pad_with_zeros(2, padding, padding)?
+        .pad_with_zeros(3, padding, padding)?;
+    let x = x
+        .narrow(2, 0, h + 2 * padding - unread_h)?
+        .narrow(3, 0, w + 2 * padding - unread_w)?;
+    add_bias(x.conv2d(weight, 0, stride, dilation, groups)?, bias)
 }
 
 /// Refuses a conv whose kernel spans more than the padded `x` (or of
@@ -269,9 +297,7 @@ pub(crate) fn forward(nodes: &[Node], x: &Tensor) -> candle_core::Result<Tensor>
 /// One node's op on its inputs' values (not [`Op::Input`]).
 pub(crate) fn eval(op: &Op, args: &[&Tensor]) -> candle_core::Result<Tensor> {
     let arg = |i: usize| args[i];
-    if let Some(x) = args.first() {
-        op.check_rank(x)?;
-    }
+    op.check_inputs(args)?;
     Ok(match op {
         Op::Input => candle_core::bail!("the input is not evaluated"),
         Op::Conv {

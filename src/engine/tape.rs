@@ -182,12 +182,27 @@ impl Recording {
     /// gradient), the ops' backwards run in reverse order, each op's
     /// gradient the sum of what its consumers gave; `None` where no seed
     /// depends on `z`. Each op's backward, and what it kept, is dropped
-    /// once it has run: the backward holds less and less.
+    /// once it has run: the backward holds less and less. A seed must have
+    /// its output's shape and type (else an error naming both: one of
+    /// another shape made the CPU kernels' backward panic, "index out of
+    /// bounds").
     pub fn gradient(
         mut self,
         seeds: Vec<(&Tensor, Tensor)>,
         z: &Tensor,
     ) -> candle_core::Result<Option<Tensor>> {
+        for (t, g) in &seeds {
+            if t.dims() != g.dims() || t.dtype() != g.dtype() {
+                candle_core::bail!(
+                    "gevaldi-tape: the gradient seeding an output of shape {:?} ({:?}) has shape \
+                     {:?} ({:?}): a seed must have its output's shape and type",
+                    t.dims(),
+                    t.dtype(),
+                    g.dims(),
+                    g.dtype()
+                );
+            }
+        }
         let mut grads: HashMap<TensorId, Tensor> = HashMap::new();
         let add = |grads: &mut HashMap<TensorId, Tensor>, id: TensorId, g: Tensor| {
             let sum = match grads.remove(&id) {
@@ -241,6 +256,48 @@ mod tests {
         let out = x.detach().affine(k, 0.0).unwrap();
         let back: Pullback = Box::new(move |g| Ok(vec![g.affine(k, 0.0)?]));
         super::super::attach(&[x], out, back).unwrap()
+    }
+
+    /// A seed of another shape or type than its output is an error naming
+    /// both (one of another shape made the CPU kernels' backward panic,
+    /// "index out of bounds", through a network's recording).
+    #[test]
+    fn a_seed_that_does_not_fit_its_output_is_an_error() {
+        use crate::engine::NetBuilder;
+        let dev = Device::Cpu;
+        let w = Tensor::ones((6, 4, 3, 3), candle_core::DType::F32, &dev).unwrap();
+        let conv = candle_nn::Conv2d::new(w, None, Default::default());
+        let mut b = NetBuilder::new();
+        let x = b.input();
+        let y = b.conv2d(x, &conv);
+        let y = b.relu(y);
+        let net = b.build(y);
+        let z =
+            Var::from_tensor(&Tensor::ones((2, 4, 6, 6), candle_core::DType::F32, &dev).unwrap())
+                .unwrap();
+        for seed in [
+            Tensor::ones((2, 10), candle_core::DType::F32, &dev).unwrap(),
+            Tensor::ones((2, 6, 4, 4), candle_core::DType::F64, &dev).unwrap(),
+        ] {
+            let (y, rec) = record_while(|| candle_core::Module::forward(&net, z.as_tensor()));
+            let y = y.unwrap();
+            assert!(rec.closed(z.as_tensor(), &[&y]));
+            let err = rec
+                .gradient(vec![(&y, seed.clone())], z.as_tensor())
+                .unwrap_err();
+            let want = format!(
+                "the gradient seeding an output of shape [2, 6, 4, 4] (F32) has shape {:?} ({:?})",
+                seed.dims(),
+                seed.dtype()
+            );
+            assert!(err.to_string().contains(&want), "{err}");
+        }
+        let (y, rec) = record_while(|| candle_core::Module::forward(&net, z.as_tensor()));
+        let y = y.unwrap();
+        let g = rec
+            .gradient(vec![(&y, y.ones_like().unwrap())], z.as_tensor())
+            .unwrap();
+        assert_eq!(g.unwrap().dims(), [2, 4, 6, 6]);
     }
 
     /// y = 2z feeds a = 3y and b = 5y, ops recorded in turn: the gradient

@@ -684,6 +684,80 @@ fn errors_on_every_path(x: &Tensor, cases: Vec<(&str, Net, &str)>) {
     }
 }
 
+/// Inputs that do not fit an op's weights or each other are the same
+/// error on every path, naming the op: on the generic path and candle's
+/// they were candle's ("shape mismatch in matmul, lhs: [2, 192], rhs:
+/// [99, 10]", "shape mismatch in broadcast_mul", "shape mismatch in cat
+/// for dim 2", "Shape mismatch, got buffer of size 384 …"), naming none,
+/// and a GPU runs the generic path (found by the audit).
+#[test]
+fn inputs_that_do_not_fit_an_op_are_the_same_error_on_every_path() {
+    let x = randn(&[2, 3, 8, 8], 1);
+    let v3 = randn(&[3], 2);
+    let v4 = randn(&[4], 3);
+    let conv = |b: &mut NetBuilder, x| conv(b, x, [3, 3, 3], [1, 0, 1, 1], 4);
+    let mut cases = Vec::new();
+    let mut b = NetBuilder::new();
+    let f = b.flatten(b.input());
+    let y = b.linear(f, &randn(&[10, 99], 5), None);
+    cases.push((
+        "linear",
+        b.build(y),
+        "linear: 192 input features, expected 99",
+    ));
+    let mut b = NetBuilder::new();
+    let y = b.linear(b.input(), &randn(&[5, 4], 6), None);
+    cases.push((
+        "linear per pixel",
+        b.build(y),
+        "linear: 3 input features, expected 4",
+    ));
+    let mut b = NetBuilder::new();
+    let y = b.affine(b.input(), &v4, &v4);
+    cases.push(("affine", b.build(y), "affine: 3 channels, expected 4"));
+    let mut b = NetBuilder::new();
+    let y = b.layer_norm(b.input(), &v4, &v4, 1e-5);
+    cases.push((
+        "layer_norm",
+        b.build(y),
+        "layer_norm: 3 channels, expected 4",
+    ));
+    let mut b = NetBuilder::new();
+    let f = b.flatten(b.input());
+    let y = b.layer_norm(f, &v3, &v3, 1e-5);
+    cases.push((
+        "flat layer_norm",
+        b.build(y),
+        "layer_norm: 192 channels, expected 3",
+    ));
+    let mut b = NetBuilder::new();
+    let y = b.reshape(b.input(), &[4, 7, 5]);
+    cases.push((
+        "reshape",
+        b.build(y),
+        "reshape: 192 values per sample are not [4, 7, 5]",
+    ));
+    let mut b = NetBuilder::new();
+    let x0 = b.input();
+    let c = conv(&mut b, x0);
+    let y = b.add(x0, c);
+    cases.push((
+        "add",
+        b.build(y),
+        "add: shapes [2, 3, 8, 8] and [2, 3, 6, 6], expected the same",
+    ));
+    let mut b = NetBuilder::new();
+    let x0 = b.input();
+    let c = conv(&mut b, x0);
+    let y = b.concat(&[x0, c]);
+    cases.push((
+        "concat",
+        b.build(y),
+        "concat: shapes [[2, 3, 8, 8], [2, 3, 6, 6]], expected one batch and one height and width",
+    ));
+    errors_on_every_path(&x, cases);
+}
+
 /// A net whose settings do not fit its input is an error on every path,
 /// never a panic: a max-pool padded by more than half its window (the CPU
 /// kernels panicked, "range end index 3 out of range for slice of length
@@ -802,6 +876,95 @@ fn check_naive(
                 err / scale
             );
         }
+    }
+}
+
+/// Convs against the definition, on every path: output (oy, ox) of
+/// channel o sums x·W[o, i, ky, kx] over its group's inputs i at
+/// (oy·s − p + d·ky, ox·s − p + d·kx), inside the image. Strided, with
+/// inputs and kernels whose height and width leave different numbers of
+/// rows and columns unread below the last window (candle's backward of
+/// conv2d gave the gradient of such a conv one output padding for both
+/// dims and candle's autograd failed, "shape mismatch in add", on the
+/// candle path: a 5 × 2 kernel at stride 2 on 10 × 4, a 3 × 3 one at
+/// stride 2 on 10 × 9), with padding, dilation and groups.
+#[test]
+fn convs_match_their_definition_on_every_path() {
+    // (cin, cout, kh, kw), (stride, padding, dilation, groups), (b, h, w)
+    let cases = [
+        ([6, 5, 5, 2], [2, 1, 1, 1], (2, 10, 4)),
+        ([4, 6, 3, 3], [2, 1, 1, 1], (2, 10, 9)),
+        ([4, 6, 3, 3], [2, 1, 1, 2], (1, 9, 10)),
+        ([6, 6, 3, 3], [3, 2, 2, 6], (2, 11, 13)),
+        ([3, 4, 1, 7], [2, 0, 1, 1], (1, 6, 9)),
+        ([4, 4, 3, 3], [1, 1, 1, 1], (2, 5, 6)),
+    ];
+    for (i, ([cin, cout, kh, kw], [s, p, d, g], (bn, h, w))) in cases.into_iter().enumerate() {
+        let seed = 70 + i as u64;
+        let weight = randn(&[cout, cin / g, kh, kw], seed);
+        let bias = randn(&[cout], seed + 1);
+        let cfg = candle_nn::Conv2dConfig {
+            padding: p,
+            stride: s,
+            dilation: d,
+            groups: g,
+            ..Default::default()
+        };
+        let mut b = NetBuilder::new();
+        let x = b.input();
+        let y = b.conv2d(
+            x,
+            &candle_nn::Conv2d::new(weight.clone(), Some(bias.clone()), cfg),
+        );
+        let net = b.build(y);
+        let (ho, wo) = (
+            (h + 2 * p - d * (kh - 1) - 1) / s + 1,
+            (w + 2 * p - d * (kw - 1) - 1) / s + 1,
+        );
+        let wv: Vec<f64> = values(&weight).iter().map(|&v| f64::from(v)).collect();
+        let bv: Vec<f64> = values(&bias).iter().map(|&v| f64::from(v)).collect();
+        let (cig, cog) = (cin / g, cout / g);
+        // Every (input, output) pair that a tap links, with its weight.
+        let links = |f: &mut dyn FnMut(usize, usize, f64)| {
+            for n in 0..bn {
+                for co in 0..cout {
+                    for oy in 0..ho {
+                        for ox in 0..wo {
+                            for cl in 0..cig {
+                                let ci = co / cog * cig + cl;
+                                for ky in 0..kh {
+                                    for kx in 0..kw {
+                                        let iy = (oy * s + d * ky) as isize - p as isize;
+                                        let ix = (ox * s + d * kx) as isize - p as isize;
+                                        if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize
+                                        {
+                                            continue;
+                                        }
+                                        let xi =
+                                            ((n * cin + ci) * h + iy as usize) * w + ix as usize;
+                                        let yi = ((n * cout + co) * ho + oy) * wo + ox;
+                                        f(xi, yi, wv[((co * cig + cl) * kh + ky) * kw + kx]);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        let xin = randn(&[bn, cin, h, w], seed + 2);
+        check_naive(&format!("case {i}"), &net, &xin, |x, r| {
+            let mut y = vec![0f64; bn * cout * ho * wo];
+            for (k, v) in y.iter_mut().enumerate() {
+                *v = bv[(k / (ho * wo)) % cout];
+            }
+            let mut gx = vec![0f64; x.len()];
+            links(&mut |xi, yi, wt| {
+                y[yi] += x[xi] * wt;
+                gx[xi] += r[yi] * wt;
+            });
+            (y, gx)
+        });
     }
 }
 
