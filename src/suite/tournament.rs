@@ -14,7 +14,7 @@ use crate::model::Classifier;
 use crate::search::OutsideSupport;
 use crate::snapshot::{Settings, TournamentSummary};
 use crate::tournament::{
-    every_order, ordered_pairs, pair_name, run_pair, searched_pairs, PairResult, TournamentOutcome,
+    every_order, ordered_pairs, pair_name, searched_pairs, PairResult, TournamentOutcome,
     TournamentThresholds,
 };
 use candle_core::Tensor;
@@ -66,29 +66,20 @@ impl Suite {
         for (k, &(i, j)) in searched.iter().enumerate() {
             let (a, b) = (named[i].0, named[j].0);
             let fingerprint = self.pair_fingerprint(t, a, b, &settings) + &outputs.of_pair(a, b);
-            // Under the pair's lock: a pair's test searching it in another
-            // process (a plain `cargo nextest run`) is waited for and its
-            // record read.
-            let _lock = self.lock_pair(t, &pair_name(a, b))?;
-            if let Some(result) = self.fresh_pair(t, a, b, &fingerprint, settings.config.seed) {
-                results.push(result);
-                continue;
-            }
-            let (k, started) = (k as u64, Instant::now());
-            let outcome = run_pair(
-                named[i],
-                named[j],
+            // Read from its record where a pair's test (in another
+            // process, under nextest) searched it; else searched and
+            // recorded for the pairs' tests. Only the closest pairs'
+            // samples are drawn; they are decoded again from their
+            // latents below rather than all kept.
+            let k = k as u64;
+            results.push(self.pair_result(
+                t,
+                [named[i], named[j]],
                 (&t.generator, generator.as_ref()),
                 &settings,
-                self.device()?,
+                fingerprint,
                 &|done, total| progress(k * total + done, count * total),
-            )?;
-            // Recorded as a pair's test records it, for the pairs' tests
-            // of this run and later runs. Only the closest pairs' samples
-            // are drawn; they are decoded again from their latents below
-            // rather than all kept.
-            self.write_pair(t, fingerprint, &outcome.result, started)?;
-            results.push(outcome.result);
+            )?);
         }
         // Counted over the searches, before their mirrors join them.
         let latent_support = generator.latent_support();

@@ -39,7 +39,8 @@ impl Suite {
 
     /// Runs the ordered pair `pair` (`<a>-vs-<b>`) of the tournament
     /// `name` alone and writes its record, which the verdict trial reads
-    /// while its fingerprint is current. A pair that is not searched
+    /// while its fingerprint is current (a current record is read, not
+    /// searched again: [`Self::pair_result`]). A pair that is not searched
     /// (under a symmetric divergence, the second order of a pair) runs
     /// and records its other order and returns it mirrored.
     pub fn run_tournament_pair(
@@ -48,7 +49,6 @@ impl Suite {
         pair: &str,
         progress: &dyn Fn(u64, u64),
     ) -> Result<PairResult> {
-        let started = Instant::now();
         let t = self
             .config
             .tournament(name)
@@ -68,78 +68,61 @@ impl Suite {
             let other = pair_name(&t.models[j], &t.models[i]);
             return Ok(self.run_tournament_pair(name, &other, progress)?.mirrored());
         }
-        // While this process searches the pair, another (the verdict, or
-        // the same pair's test in another run) waits, then reads the
-        // record rather than searching it too.
-        let _lock = self.lock_pair(t, pair)?;
         let generator = self.generator(&t.generator)?;
         let (a, b) = (
             self.classifier(&t.models[i])?,
             self.classifier(&t.models[j])?,
         );
-        super::check_classes(&[
+        let named = [
             (t.models[i].as_str(), a.as_ref()),
             (t.models[j].as_str(), b.as_ref()),
-        ])?;
-        let outputs = self
-            .registered_outputs(
-                (&t.generator, generator.as_ref()),
-                &[
-                    (t.models[i].as_str(), a.as_ref()),
-                    (t.models[j].as_str(), b.as_ref()),
-                ],
-            )?
-            .of_pair(&t.models[i], &t.models[j]);
-        let (a, b) = (
-            (t.models[i].as_str(), a.as_ref()),
-            (t.models[j].as_str(), b.as_ref()),
-        );
-        let fingerprint = self.pair_fingerprint(t, a.0, b.0, &settings) + &outputs;
+        ];
+        super::check_classes(&named)?;
+        let generator = (t.generator.as_str(), generator.as_ref());
+        let outputs = self.registered_outputs(generator, &named)?;
+        let fingerprint = self.pair_fingerprint(t, named[0].0, named[1].0, &settings)
+            + &outputs.of_pair(named[0].0, named[1].0);
+        self.pair_result(t, named, generator, &settings, fingerprint, progress)
+    }
+
+    /// The pair (a, b) of `t`: its current record's result ([`Self::fresh_pair`],
+    /// `fingerprint` the pair's), else searched and recorded, under the
+    /// pair's lock ([`Self::lock_pair`]). A pair's test and the verdict
+    /// both take their pairs from here, so that a process waits while
+    /// another searches a pair, then reads the record it wrote (a plain
+    /// `cargo nextest run` starts the verdict beside the pairs' tests).
+    pub(super) fn pair_result(
+        &self,
+        t: &TournamentDecl,
+        [a, b]: [(&str, &dyn Classifier); 2],
+        generator: (&str, &dyn Generator),
+        settings: &PairSettings,
+        fingerprint: String,
+        progress: &dyn Fn(u64, u64),
+    ) -> Result<PairResult> {
+        let _lock = self.lock_pair(t, &pair_name(a.0, b.0))?;
         if let Some(result) = self.fresh_pair(t, a.0, b.0, &fingerprint, settings.config.seed) {
             return Ok(result);
         }
-        let device = self.device()?;
-        let outcome = run_pair(
-            a,
-            b,
-            (&t.generator, generator.as_ref()),
-            &settings,
-            device,
-            progress,
-        )?;
-        self.write_pair(t, fingerprint, &outcome.result, started)?;
-        Ok(outcome.result)
-    }
-
-    /// Writes the record of a pair searched (`result`) with its
-    /// fingerprint, which the verdict and the pair's test read while it is
-    /// current ([`Self::fresh_pair`]).
-    pub(super) fn write_pair(
-        &self,
-        t: &TournamentDecl,
-        fingerprint: String,
-        result: &PairResult,
-        started: Instant,
-    ) -> Result<()> {
+        let started = Instant::now();
+        let outcome = run_pair(a, b, generator, settings, self.device()?, progress)?;
         let record = Record::TournamentPair(Box::new(TournamentPairArtifact {
             config: self.config.path.clone(),
             tournament: t.name.clone(),
             fingerprint,
-            result: result.clone(),
+            result: outcome.result.clone(),
             seconds: started.elapsed().as_secs_f64(),
             written_at: artifact::now(),
         }));
-        record.write(&self.pair_record(t, &pair_name(&result.a, &result.b)))
+        record.write(&self.pair_record(t, &pair_name(a.0, b.0)))?;
+        Ok(outcome.result)
     }
 
     /// Holds the lock of the pair `pair`'s record (`<pair>.lock` beside
     /// it) until the file returned is dropped, waiting while another
-    /// process holds it. A pair's test and the verdict each search a pair
-    /// under its lock and look for a current record first, so that under
-    /// a plain `cargo nextest run`, which starts the verdict beside the
-    /// pairs' tests, no pair is searched twice (the verdict searched every
-    /// pair a test had not yet recorded, alongside it).
-    pub(super) fn lock_pair(&self, t: &TournamentDecl, pair: &str) -> Result<std::fs::File> {
+    /// process holds it (see [`Self::pair_result`]: without it, the verdict
+    /// searched every pair a test had not yet recorded, alongside it).
+    fn lock_pair(&self, t: &TournamentDecl, pair: &str) -> Result<std::fs::File> {
         let path = self.pair_record(t, pair).with_extension("lock");
         let io = |action, cause| Error::Io {
             action,
