@@ -124,8 +124,8 @@ pub(super) fn f32s<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> candle_core::
     }
 }
 
-/// Whether the CPU engine's kernels run an op on `xs` (BigGAN's
-/// attention, residual joins, upsampling): f32 values on the CPU under
+/// Whether the CPU engine's kernels run an op on `xs` (BigGAN's norms,
+/// attention, residual joins and upsampling): f32 values on the CPU under
 /// `auto`.
 pub(super) fn cpu_kernels_apply(xs: &[&Tensor]) -> bool {
     Engine::current() == Engine::Auto

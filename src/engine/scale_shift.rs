@@ -15,10 +15,10 @@
 //! backward works the output out again); under `GEVALDI_ENGINE=candle`
 //! (or on Metal) candle's ops.
 
-use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::cpu_op::f32s;
+use super::cpu_op::{cpu_kernels_apply, f32s};
 use super::generic::attach;
 use super::kernels::{act, act_grad};
 use super::{cuda, profile, Pullback};
@@ -32,7 +32,7 @@ pub fn scale_shift_relu(x: &Tensor, ab: &Tensor) -> candle_core::Result<Tensor> 
     check(x, ab)?;
     let dev = x.device();
     let engine = Engine::current();
-    if on_cpu_engine(x, ab, engine) {
+    if cpu_kernels_apply(&[x, ab]) {
         profile::time(dev, "forward", kind, || {
             x.contiguous()?.apply_op2(&ab.contiguous()?, ScaleShiftRelu)
         })
@@ -41,11 +41,6 @@ pub fn scale_shift_relu(x: &Tensor, ab: &Tensor) -> candle_core::Result<Tensor> 
     } else {
         profile::time(dev, "forward", kind, || reference(x, ab))
     }
-}
-
-/// Whether the CPU engine's op runs it.
-fn on_cpu_engine(x: &Tensor, ab: &Tensor, engine: Engine) -> bool {
-    x.device().is_cpu() && [x.dtype(), ab.dtype()] == [DType::F32; 2] && engine == Engine::Auto
 }
 
 /// Refuses gains that do not fit `x`.
@@ -73,7 +68,7 @@ pub(crate) fn scale_shift_relu_taped(
     let dev = x.device();
     let engine = Engine::current();
     let (x, ab) = (x.detach(), ab.detach());
-    if on_cpu_engine(&x, &ab, engine) {
+    if cpu_kernels_apply(&[&x, &ab]) {
         let (x, ab) = (x.contiguous()?, ab.contiguous()?);
         let y = profile::time(dev, "forward", kind, || {
             x.apply_op2_no_bwd(&ab, &ScaleShiftRelu)
