@@ -879,6 +879,34 @@ fn check_naive(
     }
 }
 
+/// Every (input, output) pair a linear map links, with its weight, each
+/// handed to the closure it is given.
+type Links<'a> = dyn Fn(&mut dyn FnMut(usize, usize, f64)) + 'a;
+
+/// [`check_naive`] for a conv given by its `links` and its bias `bv` per
+/// output channel: `[n, bv.len(), plane]` outputs.
+fn check_links(
+    what: &str,
+    net: &Net,
+    x: &Tensor,
+    bv: &[f64],
+    [n, plane]: [usize; 2],
+    links: &Links,
+) {
+    check_naive(what, net, x, |x, r| {
+        let mut y = vec![0f64; n * bv.len() * plane];
+        for (k, v) in y.iter_mut().enumerate() {
+            *v = bv[(k / plane) % bv.len()];
+        }
+        let mut gx = vec![0f64; x.len()];
+        links(&mut |xi, yi, wt| {
+            y[yi] += x[xi] * wt;
+            gx[xi] += r[yi] * wt;
+        });
+        (y, gx)
+    });
+}
+
 /// Convs against the definition, on every path: output (oy, ox) of
 /// channel o sums x·W[o, i, ky, kx] over its group's inputs i at
 /// (oy·s − p + d·ky, ox·s − p + d·kx), inside the image. Strided, with
@@ -953,18 +981,7 @@ fn convs_match_their_definition_on_every_path() {
             }
         };
         let xin = randn(&[bn, cin, h, w], seed + 2);
-        check_naive(&format!("case {i}"), &net, &xin, |x, r| {
-            let mut y = vec![0f64; bn * cout * ho * wo];
-            for (k, v) in y.iter_mut().enumerate() {
-                *v = bv[(k / (ho * wo)) % cout];
-            }
-            let mut gx = vec![0f64; x.len()];
-            links(&mut |xi, yi, wt| {
-                y[yi] += x[xi] * wt;
-                gx[xi] += r[yi] * wt;
-            });
-            (y, gx)
-        });
+        check_links(&format!("case {i}"), &net, &xin, &bv, [bn, ho * wo], &links);
     }
 }
 
@@ -1042,18 +1059,7 @@ fn transposed_convs_match_their_definition_on_every_path() {
             }
         };
         let xin = randn(&[bn, cin, h, w], seed + 2);
-        check_naive(&format!("case {i}"), &net, &xin, |x, r| {
-            let mut y = vec![0f64; bn * cout * ho * wo];
-            for (k, v) in y.iter_mut().enumerate() {
-                *v = bv[(k / (ho * wo)) % cout];
-            }
-            let mut gx = vec![0f64; x.len()];
-            links(&mut |xi, yi, wt| {
-                y[yi] += x[xi] * wt;
-                gx[xi] += r[yi] * wt;
-            });
-            (y, gx)
-        });
+        check_links(&format!("case {i}"), &net, &xin, &bv, [bn, ho * wo], &links);
     }
 }
 
