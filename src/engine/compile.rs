@@ -55,6 +55,14 @@ pub(crate) enum Kernel {
     Flatten,
     Reshape(Vec<usize>),
     Concat,
+    /// Per pixel, channels `[start, start + len)`.
+    Narrow {
+        start: usize,
+        len: usize,
+    },
+    ChannelShuffle {
+        groups: usize,
+    },
     Add,
     Mul,
     /// Attention over pixels (queries, keys, values), logits times
@@ -89,6 +97,8 @@ impl Kernel {
             Kernel::Flatten => "Flatten",
             Kernel::Reshape(_) => "Reshape",
             Kernel::Concat => "Concat",
+            Kernel::Narrow { .. } => "Narrow",
+            Kernel::ChannelShuffle { .. } => "ChannelShuffle",
             Kernel::Add => "Add",
             Kernel::Mul => "Mul",
             Kernel::Attention { .. } => "Attention",
@@ -320,6 +330,11 @@ impl Program {
                 Op::Flatten => Kernel::Flatten,
                 Op::Reshape(d) => Kernel::Reshape(d.clone()),
                 Op::Concat => Kernel::Concat,
+                Op::Narrow { start, len } => Kernel::Narrow {
+                    start: *start,
+                    len: *len,
+                },
+                Op::ChannelShuffle { groups } => Kernel::ChannelShuffle { groups: *groups },
                 Op::Add => Kernel::Add,
                 Op::Mul => Kernel::Mul,
                 Op::Attention { scale } => Kernel::Attention { scale: *scale },

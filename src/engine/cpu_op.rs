@@ -372,6 +372,31 @@ fn run_kernel(step: &Step, xs: &[&Arc<Vec<f32>>], ds: &[Dims]) -> candle_core::R
                 Kept::Nothing,
             )
         }
+        Kernel::Narrow { start, len } => {
+            if start + len > d.c {
+                candle_core::bail!(
+                    "narrow: entries [{start}, {}) of dim 1, which has {}",
+                    start + len,
+                    d.c
+                );
+            }
+            let pixels = d.b * d.h * d.w;
+            (
+                Arc::new(ew::split(x, pixels, d.c, *start, *len)),
+                Dims { c: *len, ..d },
+                Kept::Nothing,
+            )
+        }
+        Kernel::ChannelShuffle { groups } => {
+            if !d.c.is_multiple_of(*groups) {
+                candle_core::bail!(
+                    "channel_shuffle: {} channels do not split into {groups} groups",
+                    d.c
+                );
+            }
+            let y = ew::channel_shuffle(x, d.c, *groups);
+            (Arc::new(y), d, Kept::Nothing)
+        }
         Kernel::Add => {
             if ds[1] != d {
                 candle_core::bail!(
@@ -470,6 +495,12 @@ fn kernel_backward(
                     part
                 })
                 .collect()
+        }
+        (Kernel::Narrow { start, .. }, _) => {
+            vec![ew::widen(&g, d.b * d.h * d.w, d.c, *start)]
+        }
+        (Kernel::ChannelShuffle { groups }, _) => {
+            vec![ew::channel_shuffle(&g, d.c, d.c / groups)]
         }
         (Kernel::Add, _) => vec![g.clone(), g],
         (Kernel::Mul, Kept::Inputs(a, b)) => {

@@ -522,6 +522,7 @@ pub(crate) fn forward(
                     Op::Conv { .. }
                     | Op::Flatten
                     | Op::Reshape(_)
+                    | Op::Narrow { .. }
                     | Op::AvgPool { .. }
                     | Op::Upsample { .. } => Kept::Dims(args[0].dims().to_vec()),
                     Op::Mul => Kept::Inputs(args[0].clone(), args[1].clone()),
@@ -773,6 +774,15 @@ impl Tape {
                         gi
                     })
                     .collect::<candle_core::Result<_>>()?
+            }
+            Op::Narrow { start, len } => {
+                let c = dims()?[1];
+                vec![g.pad_with_zeros(1, *start, c - start - len)?]
+            }
+            // The inverse of a shuffle of C entries in `groups` is the
+            // shuffle in C / groups.
+            Op::ChannelShuffle { groups } => {
+                vec![reference::channel_shuffle(g, g.dim(1)? / groups)?]
             }
             Op::Add => vec![g.clone(), g.clone()],
             Op::Mul => {

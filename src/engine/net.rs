@@ -125,6 +125,13 @@ pub(crate) enum Op {
     Reshape(Vec<usize>),
     /// The inputs side by side along dim 1.
     Concat,
+    /// Dim 1's entries `[start, start + len)`: PyTorch's `x.narrow(1,
+    /// start, len)`, `x[:, start:start + len]` (a `chunk` or `split`).
+    Narrow { start: usize, len: usize },
+    /// PyTorch's `ChannelShuffle(groups)` (ShuffleNet): dim 1's C entries
+    /// read as `[groups, C / groups]` and written transposed, so output
+    /// entry `j · groups + i` is input entry `i · C / groups + j`.
+    ChannelShuffle { groups: usize },
     /// The sum of the two inputs (same shape).
     Add,
     /// The product of the two inputs: the same shape, or the second
@@ -225,6 +232,17 @@ impl Op {
                     );
                 }
             }
+            Op::Narrow { start, len } if start + len > c => {
+                candle_core::bail!(
+                    "narrow: entries [{start}, {}) of dim 1, which has {c}",
+                    start + len
+                );
+            }
+            Op::ChannelShuffle { groups } if !c.is_multiple_of(*groups) => {
+                candle_core::bail!(
+                    "channel_shuffle: {c} channels do not split into {groups} groups"
+                );
+            }
             _ => {}
         }
         Ok(())
@@ -289,6 +307,10 @@ impl Op {
                 ..
             } => Some("conv_transpose2d: dilation 0, expected 1 or more".into()),
             Op::Act(a) => a.refused(),
+            Op::Narrow { len: 0, .. } => Some("narrow: length 0, expected 1 or more".into()),
+            Op::ChannelShuffle { groups: 0 } => {
+                Some("channel_shuffle: groups 0, expected 1 or more".into())
+            }
             Op::Attention { scale } if !scale.is_finite() => {
                 Some(format!("attention: scale {scale}, expected a finite scale"))
             }
@@ -470,6 +492,42 @@ impl NetBuilder {
     /// The values side by side along dim 1 (channels).
     pub fn concat(&mut self, xs: &[NodeId]) -> NodeId {
         self.push(Op::Concat, xs.to_vec())
+    }
+
+    /// Entries `[start, start + len)` of dim 1 (channels, or a flat
+    /// value's features): PyTorch's `x.narrow(1, start, len)`, one part of
+    /// a `chunk` or `split` along dim 1. ShuffleNetV2's split is two of
+    /// them:
+    ///
+    /// ```
+    /// # fn main() -> candle_core::Result<()> {
+    /// use candle_core::{Device, Module, Tensor};
+    /// use gevaldi::NetBuilder;
+    ///
+    /// let mut b = NetBuilder::new();
+    /// let x = b.input();
+    /// let (left, right) = (b.narrow(x, 0, 2), b.narrow(x, 2, 2));
+    /// let y = b.concat(&[right, left]);
+    /// let net = b.build(y);
+    /// let x = Tensor::new(&[[1f32, 2., 3., 4.]], &Device::Cpu)?;
+    /// assert_eq!(net.forward(&x)?.to_vec2::<f32>()?, [[3., 4., 1., 2.]]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// A length of 0 is refused; a range past dim 1's size is an error
+    /// when the network runs, naming both.
+    pub fn narrow(&mut self, x: NodeId, start: usize, len: usize) -> NodeId {
+        self.push(Op::Narrow { start, len }, vec![x])
+    }
+
+    /// PyTorch's `ChannelShuffle(groups)` (torchvision's ShuffleNetV2):
+    /// the C channels (or features) read as `[groups, C / groups]` and
+    /// written transposed, output channel `j · groups + i` being input
+    /// channel `i · C / groups + j`. Groups 0 are refused; groups that do
+    /// not divide C are an error when the network runs.
+    pub fn channel_shuffle(&mut self, x: NodeId, groups: usize) -> NodeId {
+        self.push(Op::ChannelShuffle { groups }, vec![x])
     }
 
     /// `a + b`.

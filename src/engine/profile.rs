@@ -73,6 +73,8 @@ pub(crate) fn kind(op: &Op) -> String {
         Op::AdaptiveAvgPool { .. } => "adaptive avgpool".into(),
         Op::Flatten | Op::Reshape(_) => "reshape".into(),
         Op::Concat => "concat".into(),
+        Op::Narrow { .. } => "narrow".into(),
+        Op::ChannelShuffle { .. } => "channel shuffle".into(),
         Op::Add => "add".into(),
         Op::Mul => "mul".into(),
         Op::LayerNorm { .. } => "layernorm".into(),

@@ -294,6 +294,18 @@ pub(crate) fn forward(nodes: &[Node], x: &Tensor) -> candle_core::Result<Tensor>
     Ok(values.pop().expect("a net has its input"))
 }
 
+/// PyTorch's `ChannelShuffle(groups)` of `[B, C, …]`: dim 1 read as
+/// `[groups, C / groups]` and written transposed.
+pub(crate) fn channel_shuffle(x: &Tensor, groups: usize) -> candle_core::Result<Tensor> {
+    let dims = x.dims();
+    let mut split = vec![dims[0], groups, dims[1] / groups];
+    split.extend_from_slice(&dims[2..]);
+    x.reshape(split)?
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape(dims)
+}
+
 /// One node's op on its inputs' values (not [`Op::Input`]).
 pub(crate) fn eval(op: &Op, args: &[&Tensor]) -> candle_core::Result<Tensor> {
     let arg = |i: usize| args[i];
@@ -352,6 +364,8 @@ pub(crate) fn eval(op: &Op, args: &[&Tensor]) -> candle_core::Result<Tensor> {
             arg(0).reshape(shape)?
         }
         Op::Concat => Tensor::cat(args, 1)?,
+        Op::Narrow { start, len } => arg(0).narrow(1, *start, *len)?,
+        Op::ChannelShuffle { groups } => channel_shuffle(arg(0), *groups)?,
         Op::Add => (arg(0) + arg(1))?,
         Op::Mul => {
             check_mul(arg(0).dims(), arg(1).dims())?;

@@ -1971,3 +1971,109 @@ fn silu_after_a_transposed_conv_runs_as_a_pass_of_its_own() {
     let kernels: Vec<&str> = net.compiled_kernels().collect();
     assert_eq!(kernels, ["ConvTranspose", "Act"]);
 }
+
+/// Narrowing dim 1 and shuffling channels against their definitions on
+/// every path, forward and input gradient: a ShuffleNetV2 unit (split in
+/// two halves, one half through a 1×1 conv, concat, shuffle in 2 groups)
+/// on images, and a narrow then a shuffle in 3 groups on a flat value.
+/// Output channel j·g + i of a shuffle is input channel i·C/g + j; a
+/// narrow's gradient is zero outside its range.
+#[test]
+fn narrow_and_channel_shuffle_match_their_definitions_on_every_path() {
+    let (n, c, plane) = (2, 8, 5 * 3);
+    let x = randn(&[n, c, 5, 3], 21);
+    let w = randn(&[4, 4, 1, 1], 22);
+    let wv = values(&w);
+    let mut b = NetBuilder::new();
+    let i = b.input();
+    let (left, right) = (b.narrow(i, 0, 4), b.narrow(i, 4, 4));
+    let conv = b.conv2d(right, &candle_nn::Conv2d::new(w, None, Default::default()));
+    let joined = b.concat(&[left, conv]);
+    let y = b.channel_shuffle(joined, 2);
+    let net = b.build(y);
+    // Shuffled channel k of the concat [x0..x3, W·x4..7] is concat
+    // channel (k % 2)·4 + k / 2.
+    check_naive("shuffle unit", &net, &x, |x, r| {
+        let at = |s: usize, ch: usize, p: usize| (s * c + ch) * plane + p;
+        let mut y = vec![0f64; x.len()];
+        let mut gx = vec![0f64; x.len()];
+        for s in 0..n {
+            for k in 0..c {
+                let from = (k % 2) * 4 + k / 2;
+                for p in 0..plane {
+                    if from < 4 {
+                        y[at(s, k, p)] = x[at(s, from, p)];
+                        gx[at(s, from, p)] += r[at(s, k, p)];
+                    } else {
+                        let o = from - 4;
+                        for ci in 0..4 {
+                            let wt = f64::from(wv[o * 4 + ci]);
+                            y[at(s, k, p)] += wt * x[at(s, 4 + ci, p)];
+                            gx[at(s, 4 + ci, p)] += wt * r[at(s, k, p)];
+                        }
+                    }
+                }
+            }
+        }
+        (y, gx)
+    });
+
+    let (f, start, len, groups) = (11, 2, 9, 3);
+    let x = randn(&[3, f], 23);
+    let mut b = NetBuilder::new();
+    let i = b.input();
+    let narrowed = b.narrow(i, start, len);
+    let y = b.channel_shuffle(narrowed, groups);
+    let net = b.build(y);
+    check_naive("flat narrow and shuffle", &net, &x, |x, r| {
+        let mut y = vec![0f64; 3 * len];
+        let mut gx = vec![0f64; x.len()];
+        for s in 0..3 {
+            for k in 0..len {
+                let from = start + (k % groups) * (len / groups) + k / groups;
+                y[s * len + k] = x[s * f + from];
+                gx[s * f + from] += r[s * len + k];
+            }
+        }
+        (y, gx)
+    });
+}
+
+/// A narrow past dim 1's end and a shuffle whose groups do not divide the
+/// channels are the same error on every path, naming the op; a narrow of
+/// length 0 and a shuffle in 0 groups are refused when the network runs
+/// (candle's narrow of length 0 gave an empty value, and a shuffle in 0
+/// groups divided by 0).
+#[test]
+fn narrow_and_shuffle_settings_that_do_not_fit_are_errors_on_every_path() {
+    let x = randn(&[2, 6, 4, 4], 24);
+    let net = |f: &dyn Fn(&mut NetBuilder, NodeId) -> NodeId| {
+        let mut b = NetBuilder::new();
+        let i = b.input();
+        let y = f(&mut b, i);
+        b.build(y)
+    };
+    let cases = vec![
+        (
+            "narrow past the end",
+            net(&|b, i| b.narrow(i, 4, 3)),
+            "narrow: entries [4, 7) of dim 1, which has 6",
+        ),
+        (
+            "narrow of nothing",
+            net(&|b, i| b.narrow(i, 1, 0)),
+            "narrow: length 0, expected 1 or more",
+        ),
+        (
+            "shuffle groups",
+            net(&|b, i| b.channel_shuffle(i, 4)),
+            "channel_shuffle: 6 channels do not split into 4 groups",
+        ),
+        (
+            "shuffle in no groups",
+            net(&|b, i| b.channel_shuffle(i, 0)),
+            "channel_shuffle: groups 0, expected 1 or more",
+        ),
+    ];
+    errors_on_every_path(&x, cases);
+}

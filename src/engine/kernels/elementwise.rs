@@ -251,6 +251,40 @@ pub(crate) fn split(g: &[f32], pixels: usize, total: usize, at: usize, c: usize)
     out
 }
 
+/// Per-pixel rows `[pixels, c]` placed at columns `[at, at + c)` of
+/// rows `[pixels, total]`, zeros elsewhere ([`split`]'s backward).
+pub(crate) fn widen(g: &[f32], pixels: usize, total: usize, at: usize) -> Vec<f32> {
+    let c = g.len() / pixels.max(1);
+    let mut out = vec![0f32; pixels * total];
+    out.par_chunks_mut(total * 64)
+        .enumerate()
+        .for_each(|(t, rows)| {
+            for (r, px) in rows.chunks_mut(total).enumerate() {
+                let p = t * 64 + r;
+                px[at..at + c].copy_from_slice(&g[p * c..][..c]);
+            }
+        });
+    out
+}
+
+/// PyTorch's `ChannelShuffle(groups)` on per-pixel rows of `c` channels:
+/// output channel `j · groups + i` is input channel `i · c / groups + j`.
+/// Its inverse is the shuffle in `c / groups`.
+pub(crate) fn channel_shuffle(x: &[f32], c: usize, groups: usize) -> Vec<f32> {
+    let per = c / groups;
+    let mut out = vec![0f32; x.len()];
+    out.par_chunks_mut(c * 64)
+        .zip(x.par_chunks(c * 64))
+        .for_each(|(ys, xs)| {
+            for (y, x) in ys.chunks_mut(c).zip(xs.chunks(c)) {
+                for (k, v) in y.iter_mut().enumerate() {
+                    *v = x[(k % groups) * per + k / groups];
+                }
+            }
+        });
+    out
+}
+
 /// `a += b`.
 pub(crate) fn add_into(a: &mut [f32], b: &[f32]) {
     a.par_chunks_mut(TASK)
