@@ -301,6 +301,24 @@ c = Case("sagan_block", (2, 8, 6, 4)); q = conv_node(c, 0, "q", 8, 2, 1, 1, bias
 v = conv_node(c, 0, "v", 8, 4, 1, 1, bias=False); v = c.add("maxpool", v, k=2, s=2, p=0); o = c.add("attention", [q, k, v], scale=1.0); o = conv_node(c, o, "o", 4, 8, 1, 1, bias=False); c.add("add", [o, 0]); c.done()
 c = Case("attention_queries_pooled", (2, 3, 4, 6)); qq = c.add("avgpool", 0, k=2, s=2, p=0); c.add("attention", [qq, 0, 0], scale=0.7); c.done()
 c = Case("ln_then_convT", (2, 6, 3, 3)); n = c.add("ln", 0, w=T("lct.w", 6), b=T("lct.b", 6), eps=1e-6); convt_node(c, n, "t", 6, 4, 3, 3, 2, 0); c.done()
+# --- narrow (chunks) and channel shuffles: torchvision's ShuffleNetV2 units,
+# heads of a multi-head attention, flat values
+c = Case("shufflenet_unit", (2, 8, 6, 5)); x1 = c.add("narrow", 0, start=0, len=4); x2 = c.add("narrow", 0, start=4, len=4)
+n = conv_node(c, x2, "a", 4, 4, 1, 1, bias=False); n = c.add("affine", n, scale=T("su.s0", 4), shift=T("su.t0", 4)); n = c.add("relu", n)
+n = conv_node(c, n, "dw", 4, 4, 3, 3, 1, 1, 1, 4, bias=False); n = c.add("affine", n, scale=T("su.s1", 4), shift=T("su.t1", 4))
+n = conv_node(c, n, "b", 4, 4, 1, 1, bias=False); n = c.add("affine", n, scale=T("su.s2", 4), shift=T("su.t2", 4)); n = c.add("relu", n)
+n = c.add("concat", [x1, n]); c.add("shuffle", n, groups=2); c.done()
+c = Case("shufflenet_down", (2, 6, 7, 8)); a = conv_node(c, 0, "dw1", 6, 6, 3, 3, 2, 1, 1, 6, bias=False); a = c.add("affine", a, scale=T("sd.s0", 6), shift=T("sd.t0", 6))
+a = conv_node(c, a, "p1", 6, 6, 1, 1, bias=False); a = c.add("relu", a)
+bb = conv_node(c, 0, "p2", 6, 6, 1, 1); bb = c.add("relu", bb); bb = conv_node(c, bb, "dw2", 6, 6, 3, 3, 2, 1, 1, 6); bb = conv_node(c, bb, "p3", 6, 6, 1, 1); bb = c.add("relu", bb)
+n = c.add("concat", [a, bb]); n = c.add("shuffle", n, groups=2); n = c.add("narrow", n, start=3, len=6); c.add("shuffle", n, groups=3); c.done()
+c = Case("narrow_flat_shuffle3", (3, 12)); n = c.add("narrow", 0, start=2, len=9); n = c.add("shuffle", n, groups=3); c.add("linear", n, w=T("nfs.w", 4, 9), b=None); c.done()
+c = Case("narrow_relu_narrow", (2, 7, 3, 4)); n = conv_node(c, 0, "c", 7, 9, 3, 3, 1, 1); n = c.add("narrow", n, start=1, len=7); n = c.add("relu", n); n = c.add("narrow", n, start=6, len=1); c.add("add", [n, n]); c.done()
+c = Case("narrow_whole_shuffle_1_and_c", (2, 6, 2, 3)); n = c.add("narrow", 0, start=0, len=6); n = c.add("shuffle", n, groups=1); n = c.add("shuffle", n, groups=6); c.add("sigmoid", n); c.done()
+c = Case("shuffle_read_twice", (2, 6, 3, 3)); n = c.add("shuffle", 0, groups=3); a = c.add("narrow", n, start=0, len=2); bb = c.add("narrow", n, start=2, len=2); c.add("concat", [bb, a, n]); c.done()
+c = Case("two_head_attention", (2, 8, 4, 3)); q = conv_node(c, 0, "q", 8, 8, 1, 1); k = conv_node(c, 0, "k", 8, 8, 1, 1); v = conv_node(c, 0, "v", 8, 8, 1, 1)
+heads = [c.add("attention", [c.add("narrow", t0, start=h, len=4) for t0 in (q, k, v)], scale=0.5) for h in (0, 4)]
+n = c.add("concat", heads); n = conv_node(c, n, "o", 8, 8, 1, 1); c.add("add", [n, 0]); c.done()
 
 
 def tw(k):
@@ -342,6 +360,10 @@ def ref(case, x):
         elif op == "flatten": y = a[0].flatten(1)
         elif op == "reshape": y = a[0].reshape([a[0].shape[0]] + n["dims"])
         elif op == "concat": y = torch.cat(a, 1)
+        elif op == "narrow": y = a[0].narrow(1, n["start"], n["len"])
+        elif op == "shuffle":  # PyTorch's own ChannelShuffle on images; torchvision's view/transpose on flat values
+            if a[0].dim() == 4: y = torch.nn.ChannelShuffle(n["groups"])(a[0])
+            else: y = a[0].view(a[0].shape[0], n["groups"], -1).transpose(1, 2).reshape(a[0].shape)
         elif op == "add": y = a[0] + a[1]
         elif op == "mul": y = a[0] * a[1]
         elif op == "attention":  # PyTorch's own attention over the pixels: queries [B, N, K], keys [B, M, K], values [B, M, C]

@@ -219,6 +219,96 @@ fn users_generator(vb: VarBuilder) -> candle_core::Result<gevaldi::Net> {
     Ok(b.build(x))
 }
 
+/// A ShuffleNetV2-style classifier of one's own on MNIST: a strided stem,
+/// then a unit that splits its channels in halves (`narrow`), runs one
+/// half through 1×1, depthwise 3×3 and 1×1 convs with batch norms, joins
+/// the halves and shuffles the channels (`channel_shuffle`), as
+/// torchvision's `InvertedResidual` at stride 1.
+fn users_shufflenet(vb: VarBuilder) -> candle_core::Result<gevaldi::Net> {
+    let stem_cfg = Conv2dConfig {
+        stride: 2,
+        padding: 1,
+        ..Default::default()
+    };
+    let stem = candle_nn::conv2d_no_bias(1, 8, 3, stem_cfg, vb.pp("stem"))?;
+    let pw1 = candle_nn::conv2d_no_bias(4, 4, 1, Default::default(), vb.pp("pw1"))?;
+    let dw_cfg = Conv2dConfig {
+        padding: 1,
+        groups: 4,
+        ..Default::default()
+    };
+    let dw = candle_nn::conv2d_no_bias(4, 4, 3, dw_cfg, vb.pp("dw"))?;
+    let pw2 = candle_nn::conv2d_no_bias(4, 4, 1, Default::default(), vb.pp("pw2"))?;
+    let fc = candle_nn::linear(8, 10, vb.pp("fc"))?;
+    // Batch norms' scales in [0.5, 1.5], shifts in [-0.1, 0.1]. (The
+    // stem's shifts also keep its ReLU's inputs off 0 over the decoded
+    // images' blank background, where a conv without bias gives ~1e-6: a
+    // kink there fails the finite differences of a right gradient.)
+    let norm = |name: &str, c: usize| -> candle_core::Result<(Tensor, Tensor)> {
+        let v = vb.pp(name);
+        let scale = v.get((c, 1), "gamma")?.flatten_all()?.affine(0.5, 1.0)?;
+        Ok((
+            scale,
+            v.get((c, 1), "beta")?.flatten_all()?.affine(0.1, 0.0)?,
+        ))
+    };
+    let mut b = NetBuilder::new();
+    let x = b.input();
+    let x = b.conv2d(x, &stem);
+    let (scale, shift) = norm("bn_stem", 8)?;
+    let x = b.affine(x, &scale, &shift);
+    let x = b.relu(x);
+    let (left, right) = (b.narrow(x, 0, 4), b.narrow(x, 4, 4));
+    let mut h = right;
+    for (i, conv) in [&pw1, &dw, &pw2].into_iter().enumerate() {
+        h = b.conv2d(h, conv);
+        let (scale, shift) = norm(&format!("bn{i}"), 4)?;
+        h = b.affine(h, &scale, &shift);
+        if i != 1 {
+            h = b.relu(h);
+        }
+    }
+    let x = b.concat(&[left, h]);
+    let x = b.channel_shuffle(x, 2);
+    let x = b.adaptive_avg_pool2d(x, 1, 1);
+    let x = b.flatten(x);
+    let x = b.linear_layer(x, &fc);
+    Ok(b.build(x))
+}
+
+/// A classifier of one's own with channel splits and shuffles
+/// (`NetBuilder::narrow`, `channel_shuffle`) runs on the CPU engine,
+/// agrees with candle's ops, passes the gradient audit alone and from z
+/// through the VAE, and has the search walk its backward itself (the
+/// recording of a step is closed from z to the logits).
+#[test]
+fn a_users_shufflenet_from_the_layer_vocabulary_passes_the_audit() {
+    let dev = Device::Cpu;
+    let (_, _, vae) = common::fixture_models(&dev);
+    let (_, varmap) = zoo::seeded_varmap(4, &dev, users_shufflenet).unwrap();
+    let net = users_shufflenet(zoo::frozen(&varmap, &dev)).unwrap();
+    let z = sample_standard_normal((4, 8), &mut rand_chacha::ChaCha8Rng::seed_from_u64(9), &dev)
+        .unwrap();
+    let x = vae.decode(&z, None).unwrap();
+    assert!(net.uses_cpu_engine(&x));
+    let diff = common::max_abs_diff(&net.forward(&x).unwrap(), &net.forward_candle(&x).unwrap());
+    assert!(diff < 1e-5, "engine against candle's ops: {diff}");
+    let mine = ModuleClassifier::from_net(net, zoo::mnist_class_names());
+    assert!(mine.taped());
+    GradientAudit::default()
+        .classifier("mine", &mine, &x)
+        .unwrap_or_else(|e| panic!("{e}"));
+    GradientAudit::default()
+        .chain("vae -> mine", &vae, &mine, &z, None)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let z_var = candle_core::Var::from_tensor(&z).unwrap();
+    let (logits, recording) = gevaldi::engine::record_while(|| {
+        mine.logits(&vae.decode(z_var.as_tensor(), None).unwrap())
+            .unwrap()
+    });
+    assert!(recording.closed(z_var.as_tensor(), &[&logits]));
+}
+
 /// A generator built from the layer vocabulary (`ModuleGenerator::from_net`)
 /// runs on the CPU engine, agrees with candle's ops, passes the audits
 /// (its decoder, and from z through a classifier), has the search walk its

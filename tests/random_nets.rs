@@ -5,7 +5,8 @@
 //! and ceil mode; average pooling with padding; adaptive average pooling
 //! to smaller and larger sizes; nearest upsampling; transposed convs with
 //! stride, padding, output padding and dilation; flatten, reshape, concat,
-//! add and product of earlier values, gates per channel; LayerNorm), each run three ways: on
+//! add and product of earlier values, gates per channel; LayerNorm; narrows
+//! of dim 1 and channel shuffles), each run three ways: on
 //! the CPU engine, on the device-generic path (what a GPU runs) and on
 //! candle's ops. Output and input gradient of a random linear functional
 //! must agree to f32 noise (max-abs error 1e-4 relative to the largest
@@ -125,7 +126,7 @@ fn step_image(
 ) -> (NodeId, Dims, String) {
     let (c, h) = (d[0], d[1]);
     loop {
-        match rng.random_range(0..18) {
+        match rng.random_range(0..20) {
             0..=2 => {
                 if let Some(r) = conv(b, rng, x, d) {
                     return r;
@@ -259,6 +260,16 @@ fn step_image(
                 let s = b.act(s, Activation::Sigmoid);
                 return (b.mul(x, s), d.clone(), "mul by a channel gate".into());
             }
+            18 => {
+                let (start, len) = channel_range(rng, c);
+                let y = b.narrow(x, start, len);
+                return (y, vec![len, h, h], format!("narrow {start}+{len} of {c}"));
+            }
+            19 => {
+                let groups = divisor(rng, c);
+                let y = b.channel_shuffle(x, groups);
+                return (y, d.clone(), format!("channel shuffle {groups} of {c}"));
+            }
             10 => {
                 let out = rng.random_range(1..=6);
                 let w = randn(rng, &[out, c], 1.0 / (c as f32).sqrt());
@@ -284,7 +295,17 @@ fn step_flat(
     d: &Dims,
 ) -> (NodeId, Dims, String) {
     let f = d[0];
-    match rng.random_range(0..5) {
+    match rng.random_range(0..7) {
+        5 => {
+            let (start, len) = channel_range(rng, f);
+            let y = b.narrow(x, start, len);
+            (y, vec![len], format!("narrow {start}+{len} of {f}"))
+        }
+        6 => {
+            let groups = divisor(rng, f);
+            let y = b.channel_shuffle(x, groups);
+            (y, d.clone(), format!("channel shuffle {groups} of {f}"))
+        }
         0 | 1 => {
             let out = rng.random_range(1..=24);
             let w = randn(rng, &[out, f], 1.0 / (f as f32).sqrt());
@@ -324,6 +345,18 @@ fn step_flat(
             (b.act(x, a), d.clone(), format!("{a:?}"))
         }
     }
+}
+
+/// A random range `[start, start + len)` of `c` entries, `len` ≥ 1.
+fn channel_range(rng: &mut ChaCha8Rng, c: usize) -> (usize, usize) {
+    let start = rng.random_range(0..c);
+    (start, rng.random_range(1..=c - start))
+}
+
+/// A random divisor of `c` (1 and `c` included).
+fn divisor(rng: &mut ChaCha8Rng, c: usize) -> usize {
+    let ds: Vec<usize> = (1..=c).filter(|g| c.is_multiple_of(*g)).collect();
+    ds[rng.random_range(0..ds.len())]
 }
 
 fn activation(rng: &mut ChaCha8Rng) -> Activation {
