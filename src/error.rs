@@ -416,8 +416,8 @@ pub enum Error {
          so pool with gevaldi::zoo::max_pool2d (or zoo::max_pool2x2) instead; or a part of \
          the gradient is dropped (a `detach` on one branch, an op without backward such as \
          candle's softmax_last_dim inside a residual block); or the input sits on a kink \
-         (e.g. max-pool ties over a blank background): audit at decoded samples or random \
-         images instead"
+         (max-pool ties, or ReLUs after a conv without bias, over a blank background): audit \
+         at random images, or at decoded samples each moved by about 1e-3 of their range"
     )]
     GradientMismatch {
         /// The model's name.

@@ -1533,6 +1533,64 @@ fn a_registered_classifier_with_a_wrong_gradient_fails_its_audit() {
     }
 }
 
+/// A conv without bias (8 seeded 3×3 filters), ReLU, gevaldi's 2×2
+/// max-pool and a seeded linear map to ten logits: a right gradient whose
+/// ReLUs sit on their kink wherever a decoded digit's background is blank
+/// (the conv of values ~1e-6 is ~1e-6, either side of 0).
+#[derive(Clone)]
+struct BiasFreeStem {
+    conv: Tensor,
+    fc: Tensor,
+    names: Vec<String>,
+}
+
+impl BiasFreeStem {
+    fn new() -> Self {
+        use rand::SeedableRng;
+        let dev = Device::Cpu;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        let mut normal = |shape: &[usize], scale: f64| {
+            (gevaldi::model::sample_standard_normal(shape, &mut rng, &dev).unwrap() * scale)
+                .unwrap()
+        };
+        BiasFreeStem {
+            conv: normal(&[8, 1, 3, 3], 1.0 / 3.0),
+            fc: normal(&[8 * 14 * 14, 10], 0.05),
+            names: (0..10).map(|c| c.to_string()).collect(),
+        }
+    }
+}
+
+impl Classifier for BiasFreeStem {
+    fn logits(&self, x: &Tensor) -> gevaldi::candle_core::Result<Tensor> {
+        let h = x.conv2d(&self.conv, 1, 1, 1, 1)?.relu()?;
+        gevaldi::zoo::max_pool2d(&h, 2, 2, 0, false)?
+            .flatten_from(1)?
+            .matmul(&self.fc)
+    }
+    fn class_names(&self) -> &[String] {
+        &self.names
+    }
+}
+
+/// Regression: the harness audited a registered classifier at the
+/// generator's decoded samples as they are, where a blank background puts
+/// every ReLU after a conv without bias on its kink: finite differences
+/// there disagree with any gradient (ratio 1.1 to 1.5 at every step size),
+/// so a right model failed its audit, "along direction 0, backprop gives
+/// … but central finite differences give …", and its trial could not run.
+/// It is now audited at those samples jittered by 1e-3 of their largest
+/// value, off the kinks; a wrong gradient still fails there
+/// (`a_registered_classifier_with_a_wrong_gradient_fails_its_audit`).
+#[test]
+fn a_registered_classifier_with_relus_on_a_blank_background_passes_its_audit() {
+    let d = case_dir("registered-kinks");
+    let (text, r) = with_registered("", BiasFreeStem::new());
+    // It runs to the end: a fresh folder's first snapshot is new.
+    let message = trial(&d, &text, r, "p").unwrap_err();
+    assert!(message.starts_with("new snapshot for pair::p"), "{message}");
+}
+
 /// cnn_b's logits plus a linear map of the pixels (weights `scale` times
 /// seeded normals) whose gradient is dropped by a `detach`, as a branch
 /// through an op without backward would be.
