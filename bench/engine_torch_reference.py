@@ -23,15 +23,19 @@ flat), affine, activations, SiLU, ReLU6/hardtanh, hardswish and
 hardsigmoid (at their kinks exactly: PyTorch's subgradients there),
 products and channel gates (a squeeze-and-excitation block), attention
 over pixels (against F.scaled_dot_product_attention: self-attention at
-three scales, one pixel, queries pooled, SAGAN's block); and nets a user
-builds: DCGAN generators
+three scales, one pixel, queries pooled, SAGAN's block); narrows and
+concats along channels, rows and columns, channel shuffles (against
+nn.ChannelShuffle) and constants repeated over the batch; and nets a user
+builds: ShuffleNetV2's units, a two-block vision transformer (class
+token, position embedding, two heads from narrowed channels), DCGAN generators
 (linear -> reshape -> transposed convs, folded batch norms, tanh, to 32x32
 and 64x64; the paper's from a 1x1 latent image), upsample -> conv blocks,
 LeNet-5 with average pools, U-Net-like skips (a value read by an upsample
 path and a concat or add), MobileNetV2's inverted residual and
 MobileNetV3's block, affines, LayerNorms and activations before and after
 them. f32 must agree within 2e-5 of the largest value, f64 within 1e-10;
-177 nets, worst 1.3e-5 in f32 (the sigmoid's input gradient at |x| up to
+187 nets, worst 1.6e-6 in f32 and 2.2e-15 in f64 (2026-12-06, with the
+narrows, shuffles and constants); 177 nets, worst 1.3e-5 in f32 (the sigmoid's input gradient at |x| up to
 100, under the functionals the new cases redrew; attention's worst is
 below it), 2.2e-15 in f64 (2026-12-06; with 171 nets, before attention,
 1.9e-6 and 2.4e-15; with 161 nets, before the hard activations, 3.3e-6
@@ -303,7 +307,7 @@ c = Case("attention_queries_pooled", (2, 3, 4, 6)); qq = c.add("avgpool", 0, k=2
 c = Case("ln_then_convT", (2, 6, 3, 3)); n = c.add("ln", 0, w=T("lct.w", 6), b=T("lct.b", 6), eps=1e-6); convt_node(c, n, "t", 6, 4, 3, 3, 2, 0); c.done()
 # --- narrow (chunks) and channel shuffles: torchvision's ShuffleNetV2 units,
 # heads of a multi-head attention, flat values
-c = Case("shufflenet_unit", (2, 8, 6, 5)); x1 = c.add("narrow", 0, start=0, len=4); x2 = c.add("narrow", 0, start=4, len=4)
+c = Case("shufflenet_unit", (2, 8, 6, 5)); x1 = c.add("narrow", 0, dim=1, start=0, len=4); x2 = c.add("narrow", 0, dim=1, start=4, len=4)
 n = conv_node(c, x2, "a", 4, 4, 1, 1, bias=False); n = c.add("affine", n, scale=T("su.s0", 4), shift=T("su.t0", 4)); n = c.add("relu", n)
 n = conv_node(c, n, "dw", 4, 4, 3, 3, 1, 1, 1, 4, bias=False); n = c.add("affine", n, scale=T("su.s1", 4), shift=T("su.t1", 4))
 n = conv_node(c, n, "b", 4, 4, 1, 1, bias=False); n = c.add("affine", n, scale=T("su.s2", 4), shift=T("su.t2", 4)); n = c.add("relu", n)
@@ -311,14 +315,36 @@ n = c.add("concat", [x1, n]); c.add("shuffle", n, groups=2); c.done()
 c = Case("shufflenet_down", (2, 6, 7, 8)); a = conv_node(c, 0, "dw1", 6, 6, 3, 3, 2, 1, 1, 6, bias=False); a = c.add("affine", a, scale=T("sd.s0", 6), shift=T("sd.t0", 6))
 a = conv_node(c, a, "p1", 6, 6, 1, 1, bias=False); a = c.add("relu", a)
 bb = conv_node(c, 0, "p2", 6, 6, 1, 1); bb = c.add("relu", bb); bb = conv_node(c, bb, "dw2", 6, 6, 3, 3, 2, 1, 1, 6); bb = conv_node(c, bb, "p3", 6, 6, 1, 1); bb = c.add("relu", bb)
-n = c.add("concat", [a, bb]); n = c.add("shuffle", n, groups=2); n = c.add("narrow", n, start=3, len=6); c.add("shuffle", n, groups=3); c.done()
-c = Case("narrow_flat_shuffle3", (3, 12)); n = c.add("narrow", 0, start=2, len=9); n = c.add("shuffle", n, groups=3); c.add("linear", n, w=T("nfs.w", 4, 9), b=None); c.done()
-c = Case("narrow_relu_narrow", (2, 7, 3, 4)); n = conv_node(c, 0, "c", 7, 9, 3, 3, 1, 1); n = c.add("narrow", n, start=1, len=7); n = c.add("relu", n); n = c.add("narrow", n, start=6, len=1); c.add("add", [n, n]); c.done()
-c = Case("narrow_whole_shuffle_1_and_c", (2, 6, 2, 3)); n = c.add("narrow", 0, start=0, len=6); n = c.add("shuffle", n, groups=1); n = c.add("shuffle", n, groups=6); c.add("sigmoid", n); c.done()
-c = Case("shuffle_read_twice", (2, 6, 3, 3)); n = c.add("shuffle", 0, groups=3); a = c.add("narrow", n, start=0, len=2); bb = c.add("narrow", n, start=2, len=2); c.add("concat", [bb, a, n]); c.done()
+n = c.add("concat", [a, bb]); n = c.add("shuffle", n, groups=2); n = c.add("narrow", n, dim=1, start=3, len=6); c.add("shuffle", n, groups=3); c.done()
+c = Case("narrow_flat_shuffle3", (3, 12)); n = c.add("narrow", 0, dim=1, start=2, len=9); n = c.add("shuffle", n, groups=3); c.add("linear", n, w=T("nfs.w", 4, 9), b=None); c.done()
+c = Case("narrow_relu_narrow", (2, 7, 3, 4)); n = conv_node(c, 0, "c", 7, 9, 3, 3, 1, 1); n = c.add("narrow", n, dim=1, start=1, len=7); n = c.add("relu", n); n = c.add("narrow", n, dim=1, start=6, len=1); c.add("add", [n, n]); c.done()
+c = Case("narrow_whole_shuffle_1_and_c", (2, 6, 2, 3)); n = c.add("narrow", 0, dim=1, start=0, len=6); n = c.add("shuffle", n, groups=1); n = c.add("shuffle", n, groups=6); c.add("sigmoid", n); c.done()
+c = Case("shuffle_read_twice", (2, 6, 3, 3)); n = c.add("shuffle", 0, groups=3); a = c.add("narrow", n, dim=1, start=0, len=2); bb = c.add("narrow", n, dim=1, start=2, len=2); c.add("concat", [bb, a, n]); c.done()
 c = Case("two_head_attention", (2, 8, 4, 3)); q = conv_node(c, 0, "q", 8, 8, 1, 1); k = conv_node(c, 0, "k", 8, 8, 1, 1); v = conv_node(c, 0, "v", 8, 8, 1, 1)
-heads = [c.add("attention", [c.add("narrow", t0, start=h, len=4) for t0 in (q, k, v)], scale=0.5) for h in (0, 4)]
+heads = [c.add("attention", [c.add("narrow", t0, dim=1, start=h, len=4) for t0 in (q, k, v)], scale=0.5) for h in (0, 4)]
 n = c.add("concat", heads); n = conv_node(c, n, "o", 8, 8, 1, 1); c.add("add", [n, 0]); c.done()
+# --- joins and narrows along rows and columns, constants repeated over the
+# batch: a small vision transformer (patches as the rows of [B, D, N, 1], a
+# class token in front, a position embedding, two pre-norm blocks of two
+# heads, the class token's row to the head), and rows/columns cut and joined
+c = Case("vit_two_blocks", (2, 3, 8, 8)); D = 16
+n = conv_node(c, 0, "patch", 3, D, 4, 4, 4, 0); n = c.add("reshape", n, dims=[D, 4, 1])
+cls = c.add("constant", 0, value=T("vit.cls", 1, D, 1, 1)); n = c.add("concat_dim", [cls, n], dim=2)
+pos = c.add("constant", 0, value=T("vit.pos", 1, D, 5, 1, scale=0.1)); n = c.add("add", [n, pos])
+for blk in range(2):
+    p = f"vit.b{blk}."
+    h = c.add("ln", n, w=T(p + "ln1.w", D), b=T(p + "ln1.b", D), eps=1e-6)
+    qkv = [c.add("linear", h, w=T(p + t + ".w", D, D, scale=D ** -0.5), b=T(p + t + ".b", D, scale=0.1)) for t in "qkv"]
+    heads = [c.add("attention", [c.add("narrow", t0, dim=1, start=hd * 8, len=8) for t0 in qkv], scale=8 ** -0.5) for hd in (0, 1)]
+    h = c.add("concat", heads); h = c.add("linear", h, w=T(p + "o.w", D, D, scale=D ** -0.5), b=T(p + "o.b", D, scale=0.1)); n = c.add("add", [n, h])
+    h = c.add("ln", n, w=T(p + "ln2.w", D), b=T(p + "ln2.b", D), eps=1e-6); h = c.add("linear", h, w=T(p + "m1.w", 2 * D, D, scale=D ** -0.5), b=T(p + "m1.b", 2 * D, scale=0.1))
+    h = c.add("gelu", h); h = c.add("linear", h, w=T(p + "m2.w", D, 2 * D, scale=(2 * D) ** -0.5), b=T(p + "m2.b", D, scale=0.1)); n = c.add("add", [n, h])
+n = c.add("ln", n, w=T("vit.ln.w", D), b=T("vit.ln.b", D), eps=1e-6); n = c.add("narrow", n, dim=2, start=0, len=1); n = c.add("flatten", n)
+c.add("linear", n, w=T("vit.head.w", 10, D, scale=D ** -0.5), b=T("vit.head.b", 10)); c.done()
+c = Case("rows_cols_cut_and_joined", (2, 3, 5, 6)); a = c.add("narrow", 0, dim=2, start=1, len=3); bb = c.add("narrow", 0, dim=2, start=0, len=2)
+n = c.add("concat_dim", [a, bb, 0], dim=2); l = c.add("narrow", n, dim=3, start=4, len=2); r = c.add("narrow", n, dim=3, start=0, len=3)
+n = c.add("concat_dim", [l, r, l], dim=3); n = conv_node(c, n, "c", 3, 4, 3, 3, 1, 1); c.add("relu", n); c.done()
+c = Case("constant_flat", (3, 5)); k = c.add("constant", 0, value=T("cflat.k", 1, 2)); n = c.add("concat", [k, 0, k]); c.add("linear", n, w=T("cflat.w", 4, 9), b=None); c.done()
 
 
 def tw(k):
@@ -360,7 +386,9 @@ def ref(case, x):
         elif op == "flatten": y = a[0].flatten(1)
         elif op == "reshape": y = a[0].reshape([a[0].shape[0]] + n["dims"])
         elif op == "concat": y = torch.cat(a, 1)
-        elif op == "narrow": y = a[0].narrow(1, n["start"], n["len"])
+        elif op == "narrow": y = a[0].narrow(n["dim"], n["start"], n["len"])
+        elif op == "concat_dim": y = torch.cat(a, n["dim"])
+        elif op == "constant": v = tw(n["value"]); y = v.expand(x.shape[0], *v.shape[1:])
         elif op == "shuffle":  # PyTorch's own ChannelShuffle on images; torchvision's view/transpose on flat values
             if a[0].dim() == 4: y = torch.nn.ChannelShuffle(n["groups"])(a[0])
             else: y = a[0].view(a[0].shape[0], n["groups"], -1).transpose(1, 2).reshape(a[0].shape)

@@ -154,7 +154,14 @@ fn run(case: &Value, ws: &HashMap<String, Tensor>, dt: DType) -> Result<(Tensor,
                 b.reshape(ins[0], &dims)
             }
             "concat" => b.concat(&ins),
-            "narrow" => b.narrow(ins[0], size(n, "start", 0), size(n, "len", 0)),
+            "narrow" => b.narrow(
+                ins[0],
+                size(n, "dim", 1),
+                size(n, "start", 0),
+                size(n, "len", 0),
+            ),
+            "concat_dim" => b.concat_dim(&ins, size(n, "dim", 1)),
+            "constant" => b.constant(&weight("value")?),
             "shuffle" => b.channel_shuffle(ins[0], size(n, "groups", 0)),
             "add" => b.add(ins[0], ins[1]),
             "mul" => b.mul(ins[0], ins[1]),

@@ -258,7 +258,7 @@ fn users_shufflenet(vb: VarBuilder) -> candle_core::Result<gevaldi::Net> {
     let (scale, shift) = norm("bn_stem", 8)?;
     let x = b.affine(x, &scale, &shift);
     let x = b.relu(x);
-    let (left, right) = (b.narrow(x, 0, 4), b.narrow(x, 4, 4));
+    let (left, right) = (b.narrow(x, 1, 0, 4), b.narrow(x, 1, 4, 4));
     let mut h = right;
     for (i, conv) in [&pw1, &dw, &pw2].into_iter().enumerate() {
         h = b.conv2d(h, conv);
@@ -289,6 +289,103 @@ fn a_users_shufflenet_from_the_layer_vocabulary_passes_the_audit() {
     let net = users_shufflenet(zoo::frozen(&varmap, &dev)).unwrap();
     let z = sample_standard_normal((4, 8), &mut rand_chacha::ChaCha8Rng::seed_from_u64(9), &dev)
         .unwrap();
+    let x = vae.decode(&z, None).unwrap();
+    assert!(net.uses_cpu_engine(&x));
+    let diff = common::max_abs_diff(&net.forward(&x).unwrap(), &net.forward_candle(&x).unwrap());
+    assert!(diff < 1e-5, "engine against candle's ops: {diff}");
+    let mine = ModuleClassifier::from_net(net, zoo::mnist_class_names());
+    assert!(mine.taped());
+    GradientAudit::default()
+        .classifier("mine", &mine, &x)
+        .unwrap_or_else(|e| panic!("{e}"));
+    GradientAudit::default()
+        .chain("vae -> mine", &vae, &mine, &z, None)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let z_var = candle_core::Var::from_tensor(&z).unwrap();
+    let (logits, recording) = gevaldi::engine::record_while(|| {
+        mine.logits(&vae.decode(z_var.as_tensor(), None).unwrap())
+            .unwrap()
+    });
+    assert!(recording.closed(z_var.as_tensor(), &[&logits]));
+}
+
+/// A small vision transformer of one's own on MNIST, as torchvision's
+/// `VisionTransformer` (pre-norm blocks): 7×7 patches as the rows of a
+/// `[B, D, 16, 1]` value, a class token in front (`constant`,
+/// `concat_dim` along dim 2), a position embedding, two heads per block
+/// from narrowed channels, and the class token's row to the head
+/// (`narrow` along dim 2).
+fn users_vit(vb: VarBuilder) -> candle_core::Result<gevaldi::Net> {
+    const D: usize = 16;
+    let patch_cfg = Conv2dConfig {
+        stride: 7,
+        ..Default::default()
+    };
+    let patch = candle_nn::conv2d(1, D, 7, patch_cfg, vb.pp("patch"))?;
+    let class_token = (vb.get((1, D, 1, 1), "class_token")? * 0.1)?;
+    let position = (vb.get((1, D, 17, 1), "position")? * 0.1)?;
+    let norm = |v: VarBuilder| -> candle_core::Result<(Tensor, Tensor)> {
+        let w = (v.get(D, "weight")?.affine(0.2, 1.0))?;
+        Ok((w, v.get(D, "bias")?.affine(0.1, 0.0)?))
+    };
+    let mut b = NetBuilder::new();
+    let x = b.input();
+    let x = b.conv2d(x, &patch);
+    let x = b.reshape(x, &[D, 16, 1]);
+    let token = b.constant(&class_token);
+    let x = b.concat_dim(&[token, x], 2);
+    let pos = b.constant(&position);
+    let mut x = b.add(x, pos);
+    for i in 0..2 {
+        let v = vb.pp(format!("block{i}"));
+        let (w, bias) = norm(v.pp("ln1"))?;
+        let h = b.layer_norm(x, &w, &bias, 1e-6);
+        let mut qkv = Vec::new();
+        for name in ["q", "k", "v"] {
+            qkv.push(b.linear_layer(h, &candle_nn::linear(D, D, v.pp(name))?));
+        }
+        let (q, k, vv) = (qkv[0], qkv[1], qkv[2]);
+        let heads: Vec<_> = [0, 8]
+            .into_iter()
+            .map(|at| {
+                let [q, k, vv] = [q, k, vv].map(|t| b.narrow(t, 1, at, 8));
+                b.attention(q, k, vv, 1.0 / 8f32.sqrt())
+            })
+            .collect();
+        let h = b.concat(&heads);
+        let h = b.linear_layer(h, &candle_nn::linear(D, D, v.pp("out"))?);
+        x = b.add(x, h);
+        let (w, bias) = norm(v.pp("ln2"))?;
+        let h = b.layer_norm(x, &w, &bias, 1e-6);
+        let h = b.linear_layer(h, &candle_nn::linear(D, 2 * D, v.pp("mlp1"))?);
+        let h = b.act(h, Activation::GeluErf);
+        let h = b.linear_layer(h, &candle_nn::linear(2 * D, D, v.pp("mlp2"))?);
+        x = b.add(x, h);
+    }
+    let (w, bias) = norm(vb.pp("ln"))?;
+    let x = b.layer_norm(x, &w, &bias, 1e-6);
+    let x = b.narrow(x, 2, 0, 1);
+    let x = b.flatten(x);
+    let x = b.linear_layer(x, &candle_nn::linear(D, 10, vb.pp("head"))?);
+    Ok(b.build(x))
+}
+
+/// A vision transformer of one's own (class token, position embedding,
+/// heads from narrowed channels) runs on the CPU engine, agrees with
+/// candle's ops, passes the gradient audit alone and from z through the
+/// VAE, and has the search walk its backward itself.
+#[test]
+fn a_users_vision_transformer_from_the_layer_vocabulary_passes_the_audit() {
+    let dev = Device::Cpu;
+    let (_, _, vae) = common::fixture_models(&dev);
+    let (_, varmap) = zoo::seeded_varmap(5, &dev, users_vit).unwrap();
+    let net = users_vit(zoo::frozen(&varmap, &dev)).unwrap();
+    let z = sample_standard_normal(
+        (4, 8),
+        &mut rand_chacha::ChaCha8Rng::seed_from_u64(10),
+        &dev,
+    )
+    .unwrap();
     let x = vae.decode(&z, None).unwrap();
     assert!(net.uses_cpu_engine(&x));
     let diff = common::max_abs_diff(&net.forward(&x).unwrap(), &net.forward_candle(&x).unwrap());

@@ -6,7 +6,7 @@
 //! to smaller and larger sizes; nearest upsampling; transposed convs with
 //! stride, padding, output padding and dilation; flatten, reshape, concat,
 //! add and product of earlier values, gates per channel; LayerNorm; narrows
-//! of dim 1 and channel shuffles), each run three ways: on
+//! of dim 1, channel shuffles and constants), each run three ways: on
 //! the CPU engine, on the device-generic path (what a GPU runs) and on
 //! candle's ops. Output and input gradient of a random linear functional
 //! must agree to f32 noise (max-abs error 1e-4 relative to the largest
@@ -126,7 +126,7 @@ fn step_image(
 ) -> (NodeId, Dims, String) {
     let (c, h) = (d[0], d[1]);
     loop {
-        match rng.random_range(0..20) {
+        match rng.random_range(0..21) {
             0..=2 => {
                 if let Some(r) = conv(b, rng, x, d) {
                     return r;
@@ -262,8 +262,19 @@ fn step_image(
             }
             18 => {
                 let (start, len) = channel_range(rng, c);
-                let y = b.narrow(x, start, len);
+                let y = b.narrow(x, 1, start, len);
                 return (y, vec![len, h, h], format!("narrow {start}+{len} of {c}"));
+            }
+            20 => {
+                // A constant's channels after x's (a class token's kind).
+                let k = rng.random_range(1..=3);
+                let token = b.constant(&randn(rng, &[1, k, h, h], 1.0));
+                let y = b.concat(&[x, token]);
+                return (
+                    y,
+                    vec![c + k, h, h],
+                    format!("constant of {k} channels joined"),
+                );
             }
             19 => {
                 let groups = divisor(rng, c);
@@ -298,7 +309,7 @@ fn step_flat(
     match rng.random_range(0..7) {
         5 => {
             let (start, len) = channel_range(rng, f);
-            let y = b.narrow(x, start, len);
+            let y = b.narrow(x, 1, start, len);
             (y, vec![len], format!("narrow {start}+{len} of {f}"))
         }
         6 => {

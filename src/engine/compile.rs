@@ -8,7 +8,7 @@
 use candle_core::{DType, Tensor};
 
 use super::kernels::conv::{ConvK, TransposeSettings};
-use super::kernels::{fold_affine_cols, fold_affine_rows, fuses_into_bias_pass};
+use super::kernels::{fold_affine_cols, fold_affine_rows, fuses_into_bias_pass, transpose, Dims};
 use super::net::{Activation, Node, Op};
 
 /// A compiled op.
@@ -54,11 +54,20 @@ pub(crate) enum Kernel {
     },
     Flatten,
     Reshape(Vec<usize>),
-    Concat,
-    /// Per pixel, channels `[start, start + len)`.
+    /// Along PyTorch's `dim` (1: channels, 2: rows, 3: columns).
+    Concat {
+        dim: usize,
+    },
+    /// Entries `[start, start + len)` of PyTorch's `dim`.
     Narrow {
+        dim: usize,
         start: usize,
         len: usize,
+    },
+    /// One sample's value (NHWC), repeated over the input's batch.
+    Constant {
+        value: Vec<f32>,
+        per: Dims,
     },
     ChannelShuffle {
         groups: usize,
@@ -96,7 +105,8 @@ impl Kernel {
             Kernel::ConvTranspose { .. } => "ConvTranspose",
             Kernel::Flatten => "Flatten",
             Kernel::Reshape(_) => "Reshape",
-            Kernel::Concat => "Concat",
+            Kernel::Concat { .. } => "Concat",
+            Kernel::Constant { .. } => "Constant",
             Kernel::Narrow { .. } => "Narrow",
             Kernel::ChannelShuffle { .. } => "ChannelShuffle",
             Kernel::Add => "Add",
@@ -329,11 +339,33 @@ impl Program {
                 }
                 Op::Flatten => Kernel::Flatten,
                 Op::Reshape(d) => Kernel::Reshape(d.clone()),
-                Op::Concat => Kernel::Concat,
-                Op::Narrow { start, len } => Kernel::Narrow {
+                Op::Concat { dim } => Kernel::Concat { dim: *dim },
+                Op::Narrow { dim, start, len } => Kernel::Narrow {
+                    dim: *dim,
                     start: *start,
                     len: *len,
                 },
+                Op::Constant(t) => {
+                    let v = frozen_f32(t)?;
+                    let per = match *t.dims() {
+                        [1, f] => Dims::flat(1, f),
+                        [1, c, h, w] => Dims {
+                            b: 1,
+                            h,
+                            w,
+                            c,
+                            spatial: true,
+                        },
+                        _ => return None,
+                    };
+                    // [C, H·W] to NHWC's [H·W, C].
+                    let value = if per.spatial {
+                        transpose(&v, 1, per.c, per.h * per.w)
+                    } else {
+                        v
+                    };
+                    Kernel::Constant { value, per }
+                }
                 Op::ChannelShuffle { groups } => Kernel::ChannelShuffle { groups: *groups },
                 Op::Add => Kernel::Add,
                 Op::Mul => Kernel::Mul,

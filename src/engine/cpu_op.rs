@@ -14,7 +14,7 @@ use super::kernels::{
     elementwise as ew, gemm_new, gemm_new_act_backward, gemm_new_bias_act, pool, transpose, view,
     Dims,
 };
-use super::net::Activation;
+use super::net::{concat_expects, Activation};
 use super::Engine;
 
 thread_local! {
@@ -212,6 +212,28 @@ fn conv_transpose_dims(
     })
 }
 
+/// `d` as `[outer, size, inner]` around PyTorch's `dim` of it (1:
+/// channels, 2: rows, 3: columns) in NHWC memory: `outer` runs of `size`
+/// blocks of `inner` values, the blocks a narrow or a concat along `dim`
+/// takes or joins. An error naming `op` for a dim the value lacks.
+fn around(d: Dims, dim: usize, op: &str) -> candle_core::Result<(usize, usize, usize)> {
+    match (dim, d.spatial) {
+        (1, _) => Ok((d.b * d.h * d.w, d.c, 1)),
+        (2, true) => Ok((d.b, d.h, d.w * d.c)),
+        (3, true) => Ok((d.b * d.h, d.w, d.c)),
+        _ => candle_core::bail!("{op}: dim {dim} of a value of shape {:?}", d.shape()),
+    }
+}
+
+/// `d` with `n` entries along PyTorch's `dim` (see [`around`]).
+fn resized(d: Dims, dim: usize, n: usize) -> Dims {
+    match dim {
+        1 => Dims { c: n, ..d },
+        2 => Dims { h: n, ..d },
+        _ => Dims { w: n, ..d },
+    }
+}
+
 /// Whether a product's second value `e` is a gate per channel of the
 /// first, `d` (`[B, C, 1, 1]` for `[B, C, H, W]`), rather than of its
 /// shape; an error where it is neither.
@@ -349,43 +371,60 @@ fn run_kernel(step: &Step, xs: &[&Arc<Vec<f32>>], ds: &[Dims]) -> candle_core::R
                 Kept::Nothing,
             )
         }
-        Kernel::Concat => {
-            let pixels = d.b * d.h * d.w;
-            if ds
+        Kernel::Concat { dim } => {
+            let (outer, _, inner) = around(d, *dim, "concat")?;
+            let size = |e: &Dims| around(*e, *dim, "concat").map(|(_, n, _)| n);
+            let fits = |e: &Dims| -> candle_core::Result<bool> {
+                Ok(e.spatial == d.spatial && resized(*e, *dim, size(&d)?) == d)
+            };
+            if !ds
                 .iter()
-                .any(|e| (e.b, e.h, e.w, e.spatial) != (d.b, d.h, d.w, d.spatial))
+                .map(fits)
+                .collect::<candle_core::Result<Vec<_>>>()?
+                .iter()
+                .all(|f| *f)
             {
                 let shapes: Vec<Vec<usize>> = ds.iter().map(|e| e.shape()).collect();
-                candle_core::bail!(
-                    "concat: shapes {shapes:?}, expected one batch and one height and width"
-                );
+                candle_core::bail!("concat: shapes {shapes:?}, {}", concat_expects(*dim));
             }
-            let parts: Vec<(&[f32], usize)> = xs
+            let parts = xs
                 .iter()
                 .zip(ds)
-                .map(|(x, e)| (x.as_slice(), e.c))
-                .collect();
-            let c = ds.iter().map(|e| e.c).sum();
+                .map(|(x, e)| Ok((x.as_slice(), size(e)? * inner)))
+                .collect::<candle_core::Result<Vec<(&[f32], usize)>>>()?;
+            let total = ds.iter().map(size).sum::<candle_core::Result<usize>>()?;
             (
-                Arc::new(ew::concat(&parts, pixels)),
-                Dims { c, ..d },
+                Arc::new(ew::concat(&parts, outer)),
+                resized(d, *dim, total),
                 Kept::Nothing,
             )
         }
-        Kernel::Narrow { start, len } => {
-            if start + len > d.c {
+        Kernel::Narrow { dim, start, len } => {
+            let (outer, size, inner) = around(d, *dim, "narrow")?;
+            if start + len > size {
                 candle_core::bail!(
-                    "narrow: entries [{start}, {}) of dim 1, which has {}",
+                    "narrow: entries [{start}, {}) of dim {dim}, which has {size}",
                     start + len,
-                    d.c
                 );
             }
-            let pixels = d.b * d.h * d.w;
             (
-                Arc::new(ew::split(x, pixels, d.c, *start, *len)),
-                Dims { c: *len, ..d },
+                Arc::new(ew::split(
+                    x,
+                    outer,
+                    size * inner,
+                    start * inner,
+                    len * inner,
+                )),
+                resized(d, *dim, *len),
                 Kept::Nothing,
             )
+        }
+        Kernel::Constant { value, per } => {
+            let mut y = Vec::with_capacity(d.b * value.len());
+            for _ in 0..d.b {
+                y.extend_from_slice(value);
+            }
+            (Arc::new(y), Dims { b: d.b, ..*per }, Kept::Nothing)
         }
         Kernel::ChannelShuffle { groups } => {
             if !d.c.is_multiple_of(*groups) {
@@ -484,21 +523,25 @@ fn kernel_backward(
             let g = from_logical(to_logical(Arc::new(g), r.out), d);
             vec![Arc::try_unwrap(g).unwrap_or_else(|g| g.as_ref().clone())]
         }
-        (Kernel::Concat, _) => {
-            let pixels = d.b * d.h * d.w;
+        (Kernel::Concat { dim }, _) => {
+            let (outer, total, inner) = around(r.out, *dim, "concat")?;
             let mut at = 0;
             r.inputs
                 .iter()
                 .map(|e| {
-                    let part = ew::split(&g, pixels, r.out.c, at, e.c);
-                    at += e.c;
-                    part
+                    let n = around(*e, *dim, "concat")?.1 * inner;
+                    let part = ew::split(&g, outer, total * inner, at, n);
+                    at += n;
+                    Ok(part)
                 })
-                .collect()
+                .collect::<candle_core::Result<_>>()?
         }
-        (Kernel::Narrow { start, .. }, _) => {
-            vec![ew::widen(&g, d.b * d.h * d.w, d.c, *start)]
+        (Kernel::Narrow { dim, start, .. }, _) => {
+            let (outer, size, inner) = around(d, *dim, "narrow")?;
+            vec![ew::widen(&g, outer, size * inner, start * inner)]
         }
+        // Its input gives the batch size only.
+        (Kernel::Constant { .. }, _) => vec![],
         (Kernel::ChannelShuffle { groups }, _) => {
             vec![ew::channel_shuffle(&g, d.c, d.c / groups)]
         }

@@ -373,8 +373,8 @@ enum Kept {
     MaxPool(MaxPoolPositions),
     /// The input's dims (a conv's, a reshape's).
     Dims(Vec<usize>),
-    /// The inputs' channel counts (concat).
-    Channels(Vec<usize>),
+    /// The inputs' sizes along a concat's dim.
+    Sizes(Vec<usize>),
     /// Both inputs (a product).
     Inputs(Tensor, Tensor),
     /// Attention's operands (the queries times the scale, the keys and
@@ -532,9 +532,9 @@ pub(crate) fn forward(
                             .expect("a kept attention keeps its operands"),
                         [0, 1, 2].map(|i| args[i].dims().to_vec()),
                     ),
-                    Op::Concat => Kept::Channels(
+                    Op::Concat { dim } => Kept::Sizes(
                         args.iter()
-                            .map(|a| a.dim(1))
+                            .map(|a| a.dim(*dim))
                             .collect::<candle_core::Result<_>>()?,
                     ),
                     _ => Kept::Nothing,
@@ -762,23 +762,25 @@ impl Tape {
                 }
             })?],
             Op::Flatten | Op::Reshape(_) => vec![g.reshape(dims()?)?],
-            Op::Concat => {
-                let Kept::Channels(cs) = kept else {
-                    candle_core::bail!("node {j}: its inputs' channels were not kept")
+            Op::Concat { dim } => {
+                let Kept::Sizes(cs) = kept else {
+                    candle_core::bail!("node {j}: its inputs' sizes along its dim were not kept")
                 };
                 let mut at = 0;
                 cs.iter()
                     .map(|&c| {
-                        let gi = g.narrow(1, at, c);
+                        let gi = g.narrow(*dim, at, c);
                         at += c;
                         gi
                     })
                     .collect::<candle_core::Result<_>>()?
             }
-            Op::Narrow { start, len } => {
-                let c = dims()?[1];
-                vec![g.pad_with_zeros(1, *start, c - start - len)?]
+            Op::Narrow { dim, start, len } => {
+                let size = dims()?[*dim];
+                vec![g.pad_with_zeros(*dim, *start, size - start - len)?]
             }
+            // Its input gives the batch size only.
+            Op::Constant(_) => vec![],
             // The inverse of a shuffle of C entries in `groups` is the
             // shuffle in C / groups.
             Op::ChannelShuffle { groups } => {
@@ -1513,7 +1515,7 @@ mod tests {
                 super::Kept::Input(_) => "input",
                 super::Kept::MaxPool(_) => "maxpool",
                 super::Kept::Dims(_) => "dims",
-                super::Kept::Channels(_) => "channels",
+                super::Kept::Sizes(_) => "sizes",
                 super::Kept::Inputs(..) => "inputs",
                 super::Kept::Attention(..) => "attention",
             })

@@ -6,8 +6,9 @@
 //! SSA order over one input, from one vocabulary (convolutions with
 //! stride, padding, dilation and groups, batch norm, linear layers,
 //! activations, max- and adaptive average pooling, flatten and reshape,
-//! channel concatenation, residual addition, per-channel affine maps,
-//! LayerNorm over channels). [`Net`]'s `forward` ([`Module`](candle_core::Module))
+//! concatenation and narrowing along channels, rows or columns, channel
+//! shuffles, constants repeated over the batch, residual addition,
+//! per-channel affine maps, LayerNorm over channels). [`Net`]'s `forward` ([`Module`](candle_core::Module))
 //! then runs it through one of:
 //!
 //! - **candle's ops** (the reference path), with candle's autograd: used

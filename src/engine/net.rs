@@ -123,11 +123,20 @@ pub(crate) enum Op {
     Flatten,
     /// To `[B, dims…]` (one dim: flat; three: C, H, W), in PyTorch's order.
     Reshape(Vec<usize>),
-    /// The inputs side by side along dim 1.
-    Concat,
-    /// Dim 1's entries `[start, start + len)`: PyTorch's `x.narrow(1,
-    /// start, len)`, `x[:, start:start + len]` (a `chunk` or `split`).
-    Narrow { start: usize, len: usize },
+    /// The inputs side by side along `dim` (1: channels or features, 2:
+    /// rows, 3: columns).
+    Concat { dim: usize },
+    /// Entries `[start, start + len)` of `dim`: PyTorch's `x.narrow(dim,
+    /// start, len)` (a `chunk` or `split`).
+    Narrow {
+        dim: usize,
+        start: usize,
+        len: usize,
+    },
+    /// One sample's value, `[1, C, H, W]` or `[1, F]`, repeated over the
+    /// batch of the op's input (read for its batch size only: no gradient
+    /// flows to it).
+    Constant(Tensor),
     /// PyTorch's `ChannelShuffle(groups)` (ShuffleNet): dim 1's C entries
     /// read as `[groups, C / groups]` and written transposed, so output
     /// entry `j · groups + i` is input entry `i · C / groups + j`.
@@ -161,6 +170,7 @@ impl Op {
             }
             Op::Affine { scale, shift } => !scale.is_variable() && !shift.is_variable(),
             Op::LayerNorm { weight, bias, .. } => !weight.is_variable() && !bias.is_variable(),
+            Op::Constant(t) => !t.is_variable(),
             _ => true,
         }
     }
@@ -221,21 +231,28 @@ impl Op {
                     args[1].dims()
                 );
             }
-            Op::Concat => {
+            Op::Concat { dim } | Op::Narrow { dim, .. } if *dim >= dims.len() => {
+                let name = if matches!(self, Op::Concat { .. }) {
+                    "concat"
+                } else {
+                    "narrow"
+                };
+                candle_core::bail!("{name}: dim {dim} of a value of shape {dims:?}");
+            }
+            Op::Concat { dim } => {
                 let fits = |d: &[usize]| {
-                    d.len() == dims.len() && d[0] == dims[0] && d.get(2..) == dims.get(2..)
+                    d.len() == dims.len() && (0..d.len()).all(|i| i == *dim || d[i] == dims[i])
                 };
                 if !args.iter().all(|a| fits(a.dims())) {
                     let shapes: Vec<&[usize]> = args.iter().map(|a| a.dims()).collect();
-                    candle_core::bail!(
-                        "concat: shapes {shapes:?}, expected one batch and one height and width"
-                    );
+                    candle_core::bail!("concat: shapes {shapes:?}, {}", concat_expects(*dim));
                 }
             }
-            Op::Narrow { start, len } if start + len > c => {
+            Op::Narrow { dim, start, len } if start + len > dims[*dim] => {
                 candle_core::bail!(
-                    "narrow: entries [{start}, {}) of dim 1, which has {c}",
-                    start + len
+                    "narrow: entries [{start}, {}) of dim {dim}, which has {}",
+                    start + len,
+                    dims[*dim]
                 );
             }
             Op::ChannelShuffle { groups } if !c.is_multiple_of(*groups) => {
@@ -308,6 +325,20 @@ impl Op {
             } => Some("conv_transpose2d: dilation 0, expected 1 or more".into()),
             Op::Act(a) => a.refused(),
             Op::Narrow { len: 0, .. } => Some("narrow: length 0, expected 1 or more".into()),
+            Op::Narrow { dim, .. } | Op::Concat { dim } if !(1..=3).contains(dim) => {
+                let name = if matches!(self, Op::Concat { .. }) {
+                    "concat"
+                } else {
+                    "narrow"
+                };
+                Some(format!(
+                    "{name}: dim {dim}, expected 1 (channels or features), 2 (rows) or 3 (columns)"
+                ))
+            }
+            Op::Constant(t) if !matches!(t.dims(), [1, _] | [1, _, _, _]) => Some(format!(
+                "constant: a value of shape {:?}, expected one sample, [1, C, H, W] or [1, F]",
+                t.dims()
+            )),
             Op::ChannelShuffle { groups: 0 } => {
                 Some("channel_shuffle: groups 0, expected 1 or more".into())
             }
@@ -316,6 +347,16 @@ impl Op {
             }
             _ => None,
         }
+    }
+}
+
+/// What a concat along `dim` expects of its inputs' shapes, as its
+/// errors say on every path.
+pub(crate) fn concat_expects(dim: usize) -> &'static str {
+    match dim {
+        1 => "expected one batch and one height and width",
+        2 => "expected one batch, one channel count and one width",
+        _ => "expected one batch, one channel count and one height",
     }
 }
 
@@ -489,15 +530,59 @@ impl NetBuilder {
         self.push(Op::Reshape(dims.to_vec()), vec![x])
     }
 
-    /// The values side by side along dim 1 (channels).
+    /// The values side by side along dim 1 (channels, or a flat value's
+    /// features): PyTorch's `torch.cat(xs, 1)`.
     pub fn concat(&mut self, xs: &[NodeId]) -> NodeId {
-        self.push(Op::Concat, xs.to_vec())
+        self.concat_dim(xs, 1)
     }
 
-    /// Entries `[start, start + len)` of dim 1 (channels, or a flat
-    /// value's features): PyTorch's `x.narrow(1, start, len)`, one part of
-    /// a `chunk` or `split` along dim 1. ShuffleNetV2's split is two of
-    /// them:
+    /// The values side by side along `dim`: 1 (channels or features), 2
+    /// (rows) or 3 (columns), PyTorch's `torch.cat(xs, dim)`; their other
+    /// sizes must be the same. A transformer's tokens as the rows of a
+    /// `[B, D, N, 1]` value take a class token in front of them along dim
+    /// 2 (see [`NetBuilder::constant`]). Another dim is refused when the
+    /// network runs.
+    pub fn concat_dim(&mut self, xs: &[NodeId], dim: usize) -> NodeId {
+        self.push(Op::Concat { dim }, xs.to_vec())
+    }
+
+    /// `value`, one sample's `[1, C, H, W]` or `[1, F]`, repeated over the
+    /// batch: a learned constant such as a vision transformer's class
+    /// token (`[1, D, 1, 1]`, joined to the tokens with
+    /// [`NetBuilder::concat_dim`] along dim 2) or its position embedding
+    /// (`[1, D, N, 1]`, added). It takes the network's input for its batch
+    /// size only; nothing flows back to the input through it.
+    ///
+    /// ```
+    /// # fn main() -> candle_core::Result<()> {
+    /// use candle_core::{Device, Module, Tensor};
+    /// use gevaldi::NetBuilder;
+    ///
+    /// let dev = Device::Cpu;
+    /// let mut b = NetBuilder::new();
+    /// let tokens = b.input(); // [B, D, N, 1]
+    /// let class = b.constant(&Tensor::new(&[9f32, 8.], &dev)?.reshape((1, 2, 1, 1))?);
+    /// let joined = b.concat_dim(&[class, tokens], 2); // [B, D, N + 1, 1]
+    /// let first = b.narrow(joined, 2, 0, 1); // the class token's row
+    /// let net = b.build(joined);
+    /// let x = Tensor::zeros((3, 2, 4, 1), candle_core::DType::F32, &dev)?;
+    /// assert_eq!(net.forward(&x)?.dims(), [3, 2, 5, 1]);
+    /// # let _ = first;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// A value of more than one sample, or of another rank, is refused
+    /// when the network runs.
+    pub fn constant(&mut self, value: &Tensor) -> NodeId {
+        let x = self.input();
+        self.push(Op::Constant(value.clone()), vec![x])
+    }
+
+    /// Entries `[start, start + len)` of `dim`: 1 (channels, or a flat
+    /// value's features), 2 (rows) or 3 (columns), PyTorch's
+    /// `x.narrow(dim, start, len)`, one part of a `chunk` or `split`.
+    /// ShuffleNetV2's split of the channels is two of them:
     ///
     /// ```
     /// # fn main() -> candle_core::Result<()> {
@@ -506,7 +591,7 @@ impl NetBuilder {
     ///
     /// let mut b = NetBuilder::new();
     /// let x = b.input();
-    /// let (left, right) = (b.narrow(x, 0, 2), b.narrow(x, 2, 2));
+    /// let (left, right) = (b.narrow(x, 1, 0, 2), b.narrow(x, 1, 2, 2));
     /// let y = b.concat(&[right, left]);
     /// let net = b.build(y);
     /// let x = Tensor::new(&[[1f32, 2., 3., 4.]], &Device::Cpu)?;
@@ -515,10 +600,10 @@ impl NetBuilder {
     /// # }
     /// ```
     ///
-    /// A length of 0 is refused; a range past dim 1's size is an error
-    /// when the network runs, naming both.
-    pub fn narrow(&mut self, x: NodeId, start: usize, len: usize) -> NodeId {
-        self.push(Op::Narrow { start, len }, vec![x])
+    /// A length of 0 or a dim other than 1, 2 and 3 is refused; a range
+    /// past the dim's size is an error when the network runs, naming both.
+    pub fn narrow(&mut self, x: NodeId, dim: usize, start: usize, len: usize) -> NodeId {
+        self.push(Op::Narrow { dim, start, len }, vec![x])
     }
 
     /// PyTorch's `ChannelShuffle(groups)` (torchvision's ShuffleNetV2):

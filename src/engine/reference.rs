@@ -363,8 +363,13 @@ pub(crate) fn eval(op: &Op, args: &[&Tensor]) -> candle_core::Result<Tensor> {
             shape.extend_from_slice(dims);
             arg(0).reshape(shape)?
         }
-        Op::Concat => Tensor::cat(args, 1)?,
-        Op::Narrow { start, len } => arg(0).narrow(1, *start, *len)?,
+        Op::Concat { dim } => Tensor::cat(args, *dim)?,
+        Op::Narrow { dim, start, len } => arg(0).narrow(*dim, *start, *len)?,
+        Op::Constant(t) => {
+            let mut dims = t.dims().to_vec();
+            dims[0] = arg(0).dim(0)?;
+            t.broadcast_as(dims)?.contiguous()?
+        }
         Op::ChannelShuffle { groups } => channel_shuffle(arg(0), *groups)?,
         Op::Add => (arg(0) + arg(1))?,
         Op::Mul => {

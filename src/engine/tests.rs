@@ -1986,7 +1986,7 @@ fn narrow_and_channel_shuffle_match_their_definitions_on_every_path() {
     let wv = values(&w);
     let mut b = NetBuilder::new();
     let i = b.input();
-    let (left, right) = (b.narrow(i, 0, 4), b.narrow(i, 4, 4));
+    let (left, right) = (b.narrow(i, 1, 0, 4), b.narrow(i, 1, 4, 4));
     let conv = b.conv2d(right, &candle_nn::Conv2d::new(w, None, Default::default()));
     let joined = b.concat(&[left, conv]);
     let y = b.channel_shuffle(joined, 2);
@@ -2022,7 +2022,7 @@ fn narrow_and_channel_shuffle_match_their_definitions_on_every_path() {
     let x = randn(&[3, f], 23);
     let mut b = NetBuilder::new();
     let i = b.input();
-    let narrowed = b.narrow(i, start, len);
+    let narrowed = b.narrow(i, 1, start, len);
     let y = b.channel_shuffle(narrowed, groups);
     let net = b.build(y);
     check_naive("flat narrow and shuffle", &net, &x, |x, r| {
@@ -2056,12 +2056,12 @@ fn narrow_and_shuffle_settings_that_do_not_fit_are_errors_on_every_path() {
     let cases = vec![
         (
             "narrow past the end",
-            net(&|b, i| b.narrow(i, 4, 3)),
+            net(&|b, i| b.narrow(i, 1, 4, 3)),
             "narrow: entries [4, 7) of dim 1, which has 6",
         ),
         (
             "narrow of nothing",
-            net(&|b, i| b.narrow(i, 1, 0)),
+            net(&|b, i| b.narrow(i, 1, 1, 0)),
             "narrow: length 0, expected 1 or more",
         ),
         (
@@ -2076,4 +2076,149 @@ fn narrow_and_shuffle_settings_that_do_not_fit_are_errors_on_every_path() {
         ),
     ];
     errors_on_every_path(&x, cases);
+}
+
+/// Joins and narrows along rows and columns, and a constant repeated over
+/// the batch, against their definitions on every path, forward and input
+/// gradient: a class token `k` `[1, 3, 1, 5]` in front of the rows of x
+/// `[2, 3, 4, 5]` (a transformer's tokens as rows), the columns of that
+/// rotated by one (two narrows along dim 3 joined the other way round),
+/// plus the joined value itself; and on a flat value, a constant after
+/// its features. Nothing flows back through the constant.
+#[test]
+fn joins_narrows_and_constants_along_any_dim_match_their_definitions() {
+    let (n, c, h, w) = (2, 3, 4, 5);
+    let x = randn(&[n, c, h, w], 31);
+    let k = randn(&[1, c, 1, w], 32);
+    let kv = values(&k);
+    let mut b = NetBuilder::new();
+    let i = b.input();
+    let token = b.constant(&k);
+    let joined = b.concat_dim(&[token, i], 2);
+    let right = b.narrow(joined, 3, 1, 4);
+    let left = b.narrow(joined, 3, 0, 1);
+    let rotated = b.concat_dim(&[right, left], 3);
+    let y = b.add(rotated, joined);
+    let net = b.build(y);
+    check_naive("rows and columns", &net, &x, |x, r| {
+        // joined[s, ch, row, col]: the token's row 0, then x's rows.
+        let joined = |s: usize, ch: usize, row: usize, col: usize| -> (f64, Option<usize>) {
+            if row == 0 {
+                (f64::from(kv[ch * w + col]), None)
+            } else {
+                let at = ((s * c + ch) * h + row - 1) * w + col;
+                (x[at], Some(at))
+            }
+        };
+        let mut y = vec![0f64; n * c * (h + 1) * w];
+        let mut gx = vec![0f64; x.len()];
+        for s in 0..n {
+            for ch in 0..c {
+                for row in 0..=h {
+                    for col in 0..w {
+                        let o = ((s * c + ch) * (h + 1) + row) * w + col;
+                        for (v, at) in [joined(s, ch, row, (col + 1) % w), joined(s, ch, row, col)]
+                        {
+                            y[o] += v;
+                            if let Some(at) = at {
+                                gx[at] += r[o];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        (y, gx)
+    });
+
+    let x = randn(&[3, 4], 33);
+    let k = randn(&[1, 2], 34);
+    let kv = values(&k);
+    let mut b = NetBuilder::new();
+    let i = b.input();
+    let token = b.constant(&k);
+    let y = b.concat(&[i, token]);
+    let net = b.build(y);
+    check_naive("flat constant", &net, &x, |x, r| {
+        let mut y = vec![0f64; 3 * 6];
+        let mut gx = vec![0f64; x.len()];
+        for s in 0..3 {
+            for f in 0..6 {
+                y[s * 6 + f] = if f < 4 {
+                    gx[s * 4 + f] += r[s * 6 + f];
+                    x[s * 4 + f]
+                } else {
+                    f64::from(kv[f - 4])
+                };
+            }
+        }
+        (y, gx)
+    });
+}
+
+/// A narrow or a concat along a dim the value lacks, a concat whose other
+/// sizes differ, a dim other than 1, 2 and 3, and a constant of more than
+/// one sample are the same error on every path, naming the op.
+#[test]
+fn dims_and_constants_that_do_not_fit_are_errors_on_every_path() {
+    let net = |f: &dyn Fn(&mut NetBuilder, NodeId) -> NodeId| {
+        let mut b = NetBuilder::new();
+        let i = b.input();
+        let y = f(&mut b, i);
+        b.build(y)
+    };
+    let flat = randn(&[2, 5], 35);
+    errors_on_every_path(
+        &flat,
+        vec![
+            (
+                "narrow of a flat value's rows",
+                net(&|b, i| b.narrow(i, 2, 0, 1)),
+                "narrow: dim 2 of a value of shape [2, 5]",
+            ),
+            (
+                "concat of a flat value's rows",
+                net(&|b, i| b.concat_dim(&[i, i], 2)),
+                "concat: dim 2 of a value of shape [2, 5]",
+            ),
+        ],
+    );
+    let x = randn(&[2, 3, 4, 5], 36);
+    let two = randn(&[2, 3, 1, 5], 37);
+    let wide = randn(&[1, 3, 1, 6], 38);
+    errors_on_every_path(
+        &x,
+        vec![
+            (
+                "concat of rows of other widths",
+                net(&|b, i| {
+                    let k = b.constant(&wide);
+                    b.concat_dim(&[k, i], 2)
+                }),
+                "concat: shapes [[2, 3, 1, 6], [2, 3, 4, 5]], expected one batch, one channel \
+                 count and one width",
+            ),
+            (
+                "narrow of the batch",
+                net(&|b, i| b.narrow(i, 0, 0, 1)),
+                "narrow: dim 0, expected 1 (channels or features), 2 (rows) or 3 (columns)",
+            ),
+            (
+                "concat along dim 4",
+                net(&|b, i| b.concat_dim(&[i, i], 4)),
+                "concat: dim 4, expected 1 (channels or features), 2 (rows) or 3 (columns)",
+            ),
+            (
+                "narrow past the last column",
+                net(&|b, i| b.narrow(i, 3, 2, 4)),
+                "narrow: entries [2, 6) of dim 3, which has 5",
+            ),
+            (
+                "constant of two samples",
+                net(&|b, _| b.constant(&two)),
+                "constant: a value of shape [2, 3, 1, 5], expected one sample, [1, C, H, W] or \
+                 [1, F]",
+            ),
+        ],
+    );
 }
