@@ -4,9 +4,10 @@
 //! Every built-in architecture of [`zoo`](crate::zoo) describes its layers
 //! once, as a [`Net`] built with a [`NetBuilder`] from its weights: nodes in
 //! SSA order over one input, from one vocabulary (convolutions with
-//! stride, padding, dilation and groups, batch norm, linear layers,
-//! activations, max- and adaptive average pooling, flatten and reshape,
-//! channel concatenation, residual addition, per-channel affine maps,
+//! stride, padding and dilation per axis ([`Conv2dSettings`]) and groups,
+//! batch norm, linear layers, activations, max- and adaptive average
+//! pooling, flatten and reshape, channel concatenation, residual
+//! addition, per-channel affine maps,
 //! LayerNorm over channels). [`Net`]'s `forward` ([`Module`](candle_core::Module))
 //! then runs it through one of:
 //!
@@ -93,6 +94,7 @@
 
 mod attention;
 mod compile;
+mod conv_settings;
 mod cpu_op;
 mod cuda;
 mod generic;
@@ -108,6 +110,7 @@ mod tape;
 mod tests;
 mod upsample;
 
+pub use conv_settings::Conv2dSettings;
 pub use net::{Activation, Net, NetBuilder, NodeId};
 #[doc(hidden)]
 pub use profile::report as profile_report;
