@@ -115,8 +115,8 @@ enum ConvBack {
         phases: Vec<Option<Tensor>>,
     },
     /// Stride > 1 with dilation > 1, each the same on both axes (no
-    /// built-in model has one): candle's `conv_transpose2d`, one group at
-    /// a time.
+    /// built-in model has one; the padding may differ): candle's
+    /// `conv_transpose2d`, one group at a time.
     Transposed,
 }
 
@@ -856,19 +856,22 @@ fn conv_input_grad(
             // The full transposed conv (padded coordinates, no output
             // padding: candle's takes one for rows and columns alike), then
             // the input's window; rows past its end get no tap (zeros).
-            // Its settings are the same on both axes ([`ConvBack::new`]).
-            let (stride, padding, dilation) = (stride[0], padding[0], dilation[0]);
+            // Its stride and dilation are the same on both axes
+            // ([`ConvBack::new`]); its padding, cut off here, may differ.
+            let (s, d, [ph, pw]) = (stride[0], dilation[0], padding);
             let parts = g
                 .chunk(groups, 1)?
                 .iter()
                 .zip(weight.chunk(groups, 0)?)
-                .map(|(g, w)| g.conv_transpose2d(&w, 0, 0, stride, dilation))
+                .map(|(g, w)| g.conv_transpose2d(&w, 0, 0, s, d))
                 .collect::<candle_core::Result<Vec<_>>>()?;
             let gx = Tensor::cat(&parts, 1)?;
             let (_, _, lh, lw) = gx.dims4()?;
-            let gx = gx
-                .narrow(2, padding, h.min(lh.saturating_sub(padding)))?
-                .narrow(3, padding, w.min(lw.saturating_sub(padding)))?;
+            let gx = gx.narrow(2, ph, h.min(lh.saturating_sub(ph)))?.narrow(
+                3,
+                pw,
+                w.min(lw.saturating_sub(pw)),
+            )?;
             fit(&gx, h, w)
         }
     }
