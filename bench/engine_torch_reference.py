@@ -11,7 +11,12 @@ F.layer_norm, the exact F.gelu, F.leaky_relu, ...), on the same f32
 weights and inputs read as float64 (LeakyReLU's slope, an f32 in
 `Activation::LeakyRelu`, too). Convs with stride, padding, dilation,
 groups and depthwise, non-square kernels and inputs, 1-pixel images,
-batch 1; transposed convs with strides 1-4, output padding up to s - 1,
+batch 1, and with each setting differing across from down
+(`Conv2dSettings`: Inception-v3's 1x7 and 7x1 with padding (0, 3) and
+(3, 0), strides (2, 1), (1, 3), (3, 2), (2, 4), dilation (2, 1) and
+(1, 2), grouped and depthwise, a 64-channel 3x3 with padding (1, 0), 1x1
+strided or padded on one axis, and InceptionC's factorised 7x7 branch
+with batch norms and ReLUs beside a 1x1 branch, concatenated); transposed convs with strides 1-4, output padding up to s - 1,
 dilation 2-3, padding past the kernel's reach, kernels smaller than the
 stride, 1-pixel inputs, Winograd-sized channels (16 -> 64, 3x3, s1 p1);
 linear layers flat and per pixel; max-pools with padding, ceil mode and
@@ -34,10 +39,13 @@ LeNet-5 with average pools, U-Net-like skips (a value read by an upsample
 path and a concat or add), MobileNetV2's inverted residual and
 MobileNetV3's block, affines, LayerNorms and activations before and after
 them. f32 must agree within 2e-5 of the largest value, f64 within 1e-10;
-187 nets, worst 1.6e-6 in f32 and 2.2e-15 in f64 (2026-12-06, with the
-narrows, shuffles and constants); 177 nets, worst 1.3e-5 in f32 (the sigmoid's input gradient at |x| up to
-100, under the functionals the new cases redrew; attention's worst is
-below it), 2.2e-15 in f64 (2026-12-06; with 171 nets, before attention,
+202 nets, worst 1.5e-6 in f32 and 2.2e-15 in f64 (2026-12-06, with
+per-axis convs, narrows, shuffles and constants: theirs 6.7e-7 and
+4.4e-7; with 192 nets, before the narrows, 3.6e-6, the sigmoid's input
+gradient at |x| up to 100; with 177 nets, before per-axis convs,
+1.3e-5 in f32, the sigmoid's input gradient at |x| up to 100, under the
+functionals the new cases redrew, attention's worst below it, and
+2.2e-15 in f64; with 171 nets, before attention,
 1.9e-6 and 2.4e-15; with 161 nets, before the hard activations, 3.3e-6
 and 2.2e-15; with 154 nets, before
 SiLU and products, 6.6e-6, the sigmoid's input gradient at |x| up to 100,
@@ -345,6 +353,31 @@ c = Case("rows_cols_cut_and_joined", (2, 3, 5, 6)); a = c.add("narrow", 0, dim=2
 n = c.add("concat_dim", [a, bb, 0], dim=2); l = c.add("narrow", n, dim=3, start=4, len=2); r = c.add("narrow", n, dim=3, start=0, len=3)
 n = c.add("concat_dim", [l, r, l], dim=3); n = conv_node(c, n, "c", 3, 4, 3, 3, 1, 1); c.add("relu", n); c.done()
 c = Case("constant_flat", (3, 5)); k = c.add("constant", 0, value=T("cflat.k", 1, 2)); n = c.add("concat", [k, 0, k]); c.add("linear", n, w=T("cflat.w", 4, 9), b=None); c.done()
+# --- convs whose settings differ across from down (PyTorch's Conv2d(stride=(sh, sw), padding=(ph, pw), dilation=(dh, dw))),
+# drawn after every other case so that theirs stay as they were: Inception-v3's 1x7 and 7x1 with padding (0, 3) and (3, 0),
+# strides (2, 1) and (1, 3), dilation (2, 1), grouped and depthwise ones, a 3x3 with 64 channels in (Winograd's shape but
+# for its padding (1, 0)), 1x1 strided or padded along one axis, odd sizes, batch 1
+c = Case("conv_axes_1x7_p03", (2, 3, 7, 9)); conv_node(c, 0, "c", 3, 4, 1, 7, 1, [0, 3]); c.done()
+c = Case("conv_axes_7x1_p30", (2, 3, 9, 7)); conv_node(c, 0, "c", 3, 4, 7, 1, 1, [3, 0]); c.done()
+c = Case("conv_axes_s21", (2, 4, 9, 8)); conv_node(c, 0, "c", 4, 5, 3, 3, [2, 1], 1); c.done()
+c = Case("conv_axes_s13_d21", (1, 4, 11, 13)); conv_node(c, 0, "c", 4, 5, 3, 3, [1, 3], [2, 0], [2, 1]); c.done()
+c = Case("conv_axes_s32_d12", (1, 2, 10, 15)); conv_node(c, 0, "c", 2, 3, 2, 3, [3, 2], [2, 0], [1, 2]); c.done()
+c = Case("conv_axes_s24_d2", (2, 3, 11, 17)); conv_node(c, 0, "c", 3, 4, 3, 3, [2, 4], [1, 2], 2); c.done()
+c = Case("conv_axes_g2_3x1_s12", (2, 4, 7, 8)); conv_node(c, 0, "c", 4, 6, 3, 1, [1, 2], [1, 0], 1, 2); c.done()
+c = Case("conv_axes_1x1_s12", (1, 4, 5, 7)); conv_node(c, 0, "c", 4, 6, 1, 1, [1, 2]); c.done()
+c = Case("conv_axes_1x1_p01", (2, 4, 4, 5)); conv_node(c, 0, "c", 4, 6, 1, 1, 1, [0, 1]); c.done()
+c = Case("conv_axes_winograd64_p10", (1, 64, 6, 7)); conv_node(c, 0, "c", 64, 16, 3, 3, 1, [1, 0]); c.done()
+c = Case("conv_axes_dw_3x5_s21_d12", (2, 6, 9, 11)); conv_node(c, 0, "c", 6, 6, 3, 5, [2, 1], [1, 2], [1, 2], 6); c.done()
+c = Case("conv_axes_dw32_1x7_d12", (1, 32, 6, 17)); conv_node(c, 0, "c", 32, 32, 1, 7, 1, [0, 3], [1, 2], 32); c.done()
+c = Case("conv_axes_dw16_7x1", (2, 16, 9, 6)); conv_node(c, 0, "c", 16, 16, 7, 1, 1, [3, 0], 1, 16); c.done()
+c = Case("conv_axes_dw6_1x3_p11", (1, 6, 5, 6)); conv_node(c, 0, "c", 6, 6, 1, 3, 1, [1, 1], 1, 6); c.done()
+# Inception-v3's factorised 7x7 (InceptionC's branch: 1x1, 1x7, 7x1, each with a batch norm and ReLU) beside a 1x1 branch, concatenated
+c = Case("inception_c_branches", (2, 8, 9, 9))
+a = conv_node(c, 0, "a1", 8, 6, 1, 1, bias=False); a = c.add("affine", a, scale=T("icb.s1", 6), shift=T("icb.t1", 6)); a = c.add("relu", a)
+a = conv_node(c, a, "a2", 6, 6, 1, 7, 1, [0, 3], bias=False); a = c.add("affine", a, scale=T("icb.s2", 6), shift=T("icb.t2", 6)); a = c.add("relu", a)
+a = conv_node(c, a, "a3", 6, 5, 7, 1, 1, [3, 0], bias=False); a = c.add("affine", a, scale=T("icb.s3", 5), shift=T("icb.t3", 5)); a = c.add("relu", a)
+bb = conv_node(c, 0, "b1", 8, 4, 1, 1, bias=False); bb = c.add("affine", bb, scale=T("icb.s4", 4), shift=T("icb.t4", 4)); bb = c.add("relu", bb)
+c.add("concat", [a, bb]); c.done()
 
 
 def tw(k):

@@ -9,7 +9,8 @@
 //! ```
 //!
 //! The spec: `{"cases": [{"name", "input", "r", "nodes": [{"op", "in": [ids], …}]}]}`,
-//! node ids counting the input as 0; `input`, `r` and the weights name
+//! node ids counting the input as 0 (a conv's stride, padding and
+//! dilation one number or `[rows, columns]`); `input`, `r` and the weights name
 //! tensors of the weights file. A case that fails (or panics) on a path is
 //! written to ERRORS.json with its message, keyed `<name>.<path>.<dtype>`.
 
@@ -17,7 +18,7 @@ use std::collections::HashMap;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Module, Tensor, Var};
-use gevaldi::engine::{Activation, NetBuilder, NodeId};
+use gevaldi::engine::{Activation, Conv2dSettings, NetBuilder, NodeId};
 use serde_json::Value;
 
 fn main() -> Result<()> {
@@ -89,15 +90,22 @@ fn run(case: &Value, ws: &HashMap<String, Tensor>, dt: DType) -> Result<(Tensor,
         let weight = |k: &str| tensor(n[k].as_str().unwrap_or_default());
         let id = match n["op"].as_str().unwrap_or_default() {
             "conv" => {
-                let cfg = candle_nn::Conv2dConfig {
-                    padding: size(n, "padding", 0),
-                    stride: size(n, "stride", 1),
-                    dilation: size(n, "dilation", 1),
-                    groups: size(n, "groups", 1),
-                    cudnn_fwd_algo: None,
+                // A setting is one number for both axes, or [rows, columns].
+                let axes = |k: &str, default: usize| match n[k].as_array() {
+                    Some(v) => {
+                        let at = |i: usize| v.get(i).and_then(Value::as_u64).map(|v| v as usize);
+                        [at(0).unwrap_or(default), at(1).unwrap_or(default)]
+                    }
+                    None => [size(n, k, default); 2],
                 };
-                let conv = candle_nn::Conv2d::new(weight("w")?, optional(&n["b"])?, cfg);
-                b.conv2d(ins[0], &conv)
+                let settings = Conv2dSettings {
+                    stride: axes("stride", 1),
+                    padding: axes("padding", 0),
+                    dilation: axes("dilation", 1),
+                    groups: size(n, "groups", 1),
+                };
+                let bias = optional(&n["b"])?;
+                b.conv2d_with(ins[0], &weight("w")?, bias.as_ref(), settings)
             }
             "convT" => {
                 let cfg = candle_nn::ConvTranspose2dConfig {

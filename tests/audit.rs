@@ -410,3 +410,74 @@ fn names_a_model_whose_output_depends_on_the_rest_of_its_batch() {
         .unwrap_err();
     assert!(matches!(&e, Error::BatchDependent { .. }), "{e}");
 }
+
+/// An Inception-style net of a user's, with convs whose settings differ
+/// across from down (`Conv2dSettings`): InceptionC's factorised 7×7
+/// branch (a 1×1 conv, then 1×7 with padding (0, 3) and 7×1 with padding
+/// (3, 0), each with a batch norm and ReLU) beside a 1×1 branch,
+/// concatenated, and a 3×3 branch of stride (2, 1), padding (1, 0) and
+/// dilation (1, 2), each pooled and classified: its input gradient passes
+/// the audit on every engine path.
+#[test]
+fn passes_an_inception_style_net_with_per_axis_convs() {
+    use gevaldi::{Conv2dSettings, NetBuilder};
+    let dev = common::device();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+    let mut randn = |shape: &[usize], scale: f64| {
+        (sample_standard_normal(shape, &mut rng, &dev).unwrap() * scale).unwrap()
+    };
+    let mut b = NetBuilder::new();
+    let x = b.input();
+    let mut conv_bn_relu = |b: &mut NetBuilder, x, [cout, cin, kh, kw]: [usize; 4], settings| {
+        let w = randn(&[cout, cin, kh, kw], (1.0 / (cin * kh * kw) as f64).sqrt());
+        let h = b.conv2d_with(x, &w, None, settings);
+        let (scale, shift) = (
+            randn(&[cout], 0.2).affine(1.0, 1.0).unwrap(),
+            randn(&[cout], 0.1),
+        );
+        let h = b.affine(h, &scale, &shift);
+        b.relu(h)
+    };
+    let one = Conv2dSettings::default();
+    let a = conv_bn_relu(&mut b, x, [4, 1, 1, 1], one);
+    let wide = Conv2dSettings {
+        padding: [0, 3],
+        ..one
+    };
+    let a = conv_bn_relu(&mut b, a, [4, 4, 1, 7], wide);
+    let tall = Conv2dSettings {
+        padding: [3, 0],
+        ..one
+    };
+    let a = conv_bn_relu(&mut b, a, [3, 4, 7, 1], tall);
+    let c = conv_bn_relu(&mut b, x, [2, 1, 1, 1], one);
+    let strided = Conv2dSettings {
+        stride: [2, 1],
+        padding: [1, 0],
+        dilation: [1, 2],
+        ..one
+    };
+    // 28 × 28 → 14 × 24 (rows strided, columns dilated), pooled below.
+    let d = conv_bn_relu(&mut b, x, [2, 1, 3, 3], strided);
+    let ac = b.concat(&[a, c]);
+    let ac = b.adaptive_avg_pool2d(ac, 4, 4);
+    let d = b.adaptive_avg_pool2d(d, 4, 4);
+    let h = b.concat(&[ac, d]);
+    let h = b.flatten(h);
+    let fc = randn(&[10, 7 * 16], 0.3);
+    let y = b.linear(h, &fc, None);
+    let net = b.build(y);
+    let x = images(2, 4);
+    type Path<'a> = &'a dyn Fn(&Tensor) -> candle_core::Result<Tensor>;
+    let paths: [(&str, Path); 3] = [
+        ("auto", &|x| net.forward(x)),
+        ("generic", &|x| net.forward_generic(x)),
+        ("candle", &|x| net.forward_candle(x)),
+    ];
+    for (path, f) in paths {
+        let report = GradientAudit::default()
+            .function(&format!("inception-{path}"), &x, f)
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert!(report.worst_deviation() < 0.05, "{path}: {report:?}");
+    }
+}

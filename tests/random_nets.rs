@@ -1,6 +1,6 @@
 //! Networks no built-in model has: random graphs from [`NetBuilder`]'s whole
-//! vocabulary (convs with any stride, padding, dilation and groups,
-//! depthwise included; linear layers on flat values and per pixel; affine
+//! vocabulary (convs with any stride, padding, dilation and groups, each
+//! of the first three per axis too, depthwise included; linear layers on flat values and per pixel; affine
 //! maps; the activations, LeakyReLU and SiLU included; max-pooling with padding
 //! and ceil mode; average pooling with padding; adaptive average pooling
 //! to smaller and larger sizes; nearest upsampling; transposed convs with
@@ -22,7 +22,7 @@
 
 use candle_core::{DType, Device, Module, Tensor, Var};
 use candle_nn::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig};
-use gevaldi::engine::{Activation, Net, NetBuilder, NodeId};
+use gevaldi::engine::{Activation, Conv2dSettings, Net, NetBuilder, NodeId};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
@@ -77,6 +77,11 @@ fn random_net(rng: &mut ChaCha8Rng) -> (Net, Dims, Vec<String>) {
     (b.build(out), input, log)
 }
 
+/// A conv of random settings; in three of ten, each axis's kernel,
+/// stride, padding and dilation drawn on its own (PyTorch's
+/// `Conv2d(kernel_size=(kh, kw), stride=(sh, sw), …)`, through
+/// `NetBuilder::conv2d_with`), kept where both axes give the same output
+/// size (the images here are square).
 fn conv(
     b: &mut NetBuilder,
     rng: &mut ChaCha8Rng,
@@ -84,36 +89,67 @@ fn conv(
     d: &Dims,
 ) -> Option<(NodeId, Dims, String)> {
     let (c, h) = (d[0], d[1]);
-    let k = rng.random_range(1..=5usize);
-    let dilation = if k > 1 && rng.random_bool(0.2) { 2 } else { 1 };
-    let span = dilation * (k - 1) + 1;
-    let padding = rng.random_range(0..=(span / 2).min(2));
-    let stride = rng.random_range(1..=3usize);
-    if h + 2 * padding < span {
-        return None;
-    }
-    let ho = (h + 2 * padding - span) / stride + 1;
+    // (kernel, stride, padding, dilation) of one axis, and its output size.
+    let axis = |rng: &mut ChaCha8Rng| {
+        let k = rng.random_range(1..=5usize);
+        let dilation = if k > 1 && rng.random_bool(0.2) { 2 } else { 1 };
+        let span = dilation * (k - 1) + 1;
+        let padding = rng.random_range(0..=(span / 2).min(2));
+        let stride = rng.random_range(1..=3usize);
+        (h + 2 * padding >= span).then(|| {
+            (
+                [k, stride, padding, dilation],
+                (h + 2 * padding - span) / stride + 1,
+            )
+        })
+    };
+    let (rows, cols, ho) = if rng.random_bool(0.3) {
+        (0..20).find_map(|_| {
+            let (r, hr) = axis(rng)?;
+            let (c, hc) = axis(rng)?;
+            (hr == hc && r != c).then_some((r, c, hr))
+        })?
+    } else {
+        let (a, ho) = axis(rng)?;
+        (a, a, ho)
+    };
     let (groups, cout) = match rng.random_range(0..4) {
         0 if c > 1 => (c, c),     // depthwise
         1 if c > 1 => (c, 2 * c), // depthwise, multiplier 2
         2 if c % 2 == 0 => (2, 2 * rng.random_range(1..=3)),
         _ => (1, rng.random_range(1..=6)),
     };
+    let [kh, stride, padding, dilation] = rows;
+    let kw = cols[0];
     let w = randn(
         rng,
-        &[cout, c / groups, k, k],
-        1.0 / ((c / groups * k * k) as f32).sqrt(),
+        &[cout, c / groups, kh, kw],
+        1.0 / ((c / groups * kh * kw) as f32).sqrt(),
     );
     let bias = rng.random_bool(0.7).then(|| randn(rng, &[cout], 0.1));
-    let cfg = Conv2dConfig {
-        padding,
-        stride,
-        dilation,
+    if rows == cols {
+        let cfg = Conv2dConfig {
+            padding,
+            stride,
+            dilation,
+            groups,
+            cudnn_fwd_algo: None,
+        };
+        let y = b.conv2d(x, &Conv2d::new(w, bias, cfg));
+        let what = format!("conv k{kh} s{stride} p{padding} d{dilation} g{groups} {c}->{cout}");
+        return Some((y, vec![cout, ho, ho], what));
+    }
+    let settings = Conv2dSettings {
+        stride: [stride, cols[1]],
+        padding: [padding, cols[2]],
+        dilation: [dilation, cols[3]],
         groups,
-        cudnn_fwd_algo: None,
     };
-    let y = b.conv2d(x, &Conv2d::new(w, bias, cfg));
-    let what = format!("conv k{k} s{stride} p{padding} d{dilation} g{groups} {c}->{cout}");
+    let y = b.conv2d_with(x, &w, bias.as_ref(), settings);
+    let what = format!(
+        "conv k{kh}x{kw} s{:?} p{:?} d{:?} g{groups} {c}->{cout}",
+        settings.stride, settings.padding, settings.dilation
+    );
     Some((y, vec![cout, ho, ho], what))
 }
 

@@ -198,10 +198,7 @@ impl Program {
                 Op::Conv {
                     weight,
                     bias,
-                    stride,
-                    padding,
-                    dilation,
-                    groups,
+                    settings,
                 } => {
                     let (cout, cin_g, kh, kw) = weight.dims4().ok()?;
                     let mut b = match bias {
@@ -209,20 +206,12 @@ impl Program {
                         None => vec![0.0; cout],
                     };
                     let mut w = frozen_f32(weight)?;
-                    if *padding == 0 {
+                    if settings.padding == [0; 2] {
                         fold_norm(fusable.map(|s| &mut steps[s]), |g, t| {
-                            fold_affine_cols(&mut w, &mut b, g, t, *groups)
+                            fold_affine_cols(&mut w, &mut b, g, t, settings.groups)
                         });
                     }
-                    Kernel::Conv(ConvK::new(
-                        &w,
-                        b,
-                        [cout, cin_g, kh, kw],
-                        *stride,
-                        *padding,
-                        *dilation,
-                        *groups,
-                    )?)
+                    Kernel::Conv(ConvK::new(&w, b, [cout, cin_g, kh, kw], *settings)?)
                 }
                 Op::Linear { weight, bias } => {
                     let (nout, nin) = weight.dims2().ok()?;
@@ -325,10 +314,7 @@ impl Program {
                         &frozen_f32(weight)?,
                         vec![0.0; cin],
                         [cin, cout, kh, kw],
-                        settings.stride,
-                        settings.padding,
-                        settings.dilation,
-                        1,
+                        settings.conv(),
                     )?;
                     Kernel::ConvTranspose {
                         conv,

@@ -43,7 +43,7 @@ use candle_core::{DType, Tensor};
 
 use super::matmul::matmul;
 use super::pool_len;
-use super::Engine;
+use super::{Conv2dSettings, Engine};
 use crate::zoo::{padded_len, MaxPoolPositions};
 pub(crate) use ops::HeadKind;
 use ops::{
@@ -221,10 +221,13 @@ pub(crate) fn adam_step(g: &Tensor, state: &Tensor, hyper: &Tensor) -> candle_co
     g.contiguous()?.apply_op3_no_bwd(state, hyper, &AdamStep)
 }
 
-/// Whether a conv's weight `[Cout, Cin, kh, kw]` with stride `s` and
-/// padding `p` maps a sample by one product, `[Cout, Cin] · [Cin, H·W]`.
-fn pointwise(weight: &Tensor, s: usize, p: usize) -> bool {
-    weight.dim(2).is_ok_and(|k| k == 1) && weight.dim(3).is_ok_and(|k| k == 1) && s == 1 && p == 0
+/// Whether a conv's weight `[Cout, Cin, kh, kw]` with `settings` maps a
+/// sample by one product, `[Cout, Cin] · [Cin, H·W]`.
+fn pointwise(weight: &Tensor, settings: Conv2dSettings) -> bool {
+    weight.dim(2).is_ok_and(|k| k == 1)
+        && weight.dim(3).is_ok_and(|k| k == 1)
+        && settings.stride == [1; 2]
+        && settings.padding == [0; 2]
 }
 
 /// A conv with one group, `weight` `[Cout, Cin, kh, kw]`, its bias and
@@ -237,10 +240,14 @@ pub(crate) fn conv2d(
     weight: &Tensor,
     bias: Option<&Tensor>,
     relu: bool,
-    stride: usize,
-    padding: usize,
-    dilation: usize,
+    settings: Conv2dSettings,
 ) -> candle_core::Result<Tensor> {
+    let Conv2dSettings {
+        stride,
+        padding,
+        dilation,
+        ..
+    } = settings;
     let (cout, cin, kh, kw) = weight.dims4()?;
     let x = x.contiguous()?;
     let (b, c, h, w) = x.dims4()?;
@@ -251,20 +258,21 @@ pub(crate) fn conv2d(
             weight.dims()
         );
     }
-    let span = |n: usize, k: usize| (n + 2 * padding).checked_sub(dilation * (k - 1) + 1);
-    let (Some(eh), Some(ew)) = (span(h, kh), span(w, kw)) else {
+    let span =
+        |n: usize, k: usize, a: usize| (n + 2 * padding[a]).checked_sub(dilation[a] * (k - 1) + 1);
+    let (Some(eh), Some(ew)) = (span(h, kh, 0), span(w, kw, 1)) else {
         candle_core::bail!(
             "conv2d: input {:?} is smaller than the kernel {:?}",
             x.dims(),
             weight.dims()
         );
     };
-    let (ho, wo) = (eh / stride + 1, ew / stride + 1);
+    let (ho, wo) = (eh / stride[0] + 1, ew / stride[1] + 1);
     let w2 = weight.reshape((cout, cin * kh * kw))?;
-    let y = if pointwise(weight, stride, padding) {
+    let y = if pointwise(weight, settings) {
         matmul(&w2.broadcast_left(b)?, &x.reshape((b, cin, h * w))?)?
     } else {
-        let shape = ConvShape::of(weight, (ho, wo), stride, padding, dilation)?;
+        let shape = ConvShape::of(weight, (ho, wo), settings)?;
         in_chunks(b, shape.columns(cin), |start, m| {
             let cols = x.narrow(0, start, m)?.apply_op1_no_bwd(&Im2Col(shape))?;
             matmul(&w2.broadcast_left(m)?, &cols)
@@ -325,17 +333,15 @@ pub(crate) fn conv_input_grad(
     weight: &Tensor,
     wt: &Tensor,
     dims: &[usize],
-    stride: usize,
-    padding: usize,
-    dilation: usize,
+    settings: Conv2dSettings,
 ) -> candle_core::Result<Tensor> {
     let (cout, cin, _, _) = weight.dims4()?;
     let (b, _, ho, wo) = g.dims4()?;
     let g = g.contiguous()?.reshape((b, cout, ho * wo))?;
-    if pointwise(weight, stride, padding) {
+    if pointwise(weight, settings) {
         return matmul(&wt.broadcast_left(b)?, &g)?.reshape((b, cin, dims[2], dims[3]));
     }
-    let conv = ConvShape::of(weight, (ho, wo), stride, padding, dilation)?;
+    let conv = ConvShape::of(weight, (ho, wo), settings)?;
     in_chunks(b, conv.columns(cin), |start, m| {
         let cols = matmul(&wt.broadcast_left(m)?, &g.narrow(0, start, m)?)?;
         cols.apply_op1_no_bwd(&Col2Im {
@@ -392,6 +398,7 @@ pub(super) mod tests {
 
     use candle_core::{Device, Module, Tensor, Var};
 
+    use super::super::reference;
     use super::super::tests::{randn, rel_err};
     use super::*;
     use crate::zoo::max_pool2d_backward as backward_on_candle_ops;
@@ -417,27 +424,84 @@ pub(super) mod tests {
     }
 
     /// The conv, its bias and ReLU, and its input gradient, against
-    /// candle's conv and autograd: strided, padded, dilated, 1×1.
+    /// candle's conv and autograd (the reference path's conv, which
+    /// rewrites a conv whose axes differ): strided, padded, dilated, 1×1,
+    /// and each setting differing across from down (Inception's 1×7 and
+    /// 7×1 with padding (0, 3) and (3, 0), stride (2, 1), dilation (2, 1),
+    /// odd sizes).
     #[test]
     fn conv2d_and_its_input_gradient_match_candles_ops() {
-        // (cin, cout, k, stride, padding, dilation, bias, relu, size)
-        for (i, &(cin, cout, k, s, p, d, bias, relu, size)) in [
-            (3, 8, 3, 1, 1, 1, true, true, 9),
-            (3, 8, 7, 2, 3, 1, true, false, 17),
-            (3, 6, 11, 4, 2, 1, false, true, 31),
-            (8, 8, 1, 1, 0, 1, true, true, 7),
-            (8, 4, 1, 2, 0, 1, false, false, 9),
-            (4, 4, 3, 1, 2, 2, true, false, 10),
-            (4, 6, 3, 2, 1, 2, true, true, 13),
+        let square = |s, p, d| Conv2dSettings::square(s, p, d, 1);
+        let axes = |stride, padding, dilation| Conv2dSettings {
+            stride,
+            padding,
+            dilation,
+            groups: 1,
+        };
+        // (cin, cout, [kh, kw], settings, bias, relu, [h, w])
+        for (i, &(cin, cout, [kh, kw], c, bias, relu, [h, w])) in [
+            (3, 8, [3, 3], square(1, 1, 1), true, true, [9, 9]),
+            (3, 8, [7, 7], square(2, 3, 1), true, false, [17, 17]),
+            (3, 6, [11, 11], square(4, 2, 1), false, true, [31, 31]),
+            (8, 8, [1, 1], square(1, 0, 1), true, true, [7, 7]),
+            (8, 4, [1, 1], square(2, 0, 1), false, false, [9, 9]),
+            (4, 4, [3, 3], square(1, 2, 2), true, false, [10, 10]),
+            (4, 6, [3, 3], square(2, 1, 2), true, true, [13, 13]),
+            (
+                3,
+                5,
+                [1, 7],
+                axes([1, 1], [0, 3], [1, 1]),
+                true,
+                true,
+                [9, 11],
+            ),
+            (
+                3,
+                5,
+                [7, 1],
+                axes([1, 1], [3, 0], [1, 1]),
+                false,
+                false,
+                [11, 9],
+            ),
+            (
+                4,
+                3,
+                [3, 5],
+                axes([2, 1], [1, 2], [1, 1]),
+                true,
+                false,
+                [13, 10],
+            ),
+            (
+                4,
+                3,
+                [3, 3],
+                axes([1, 3], [0, 1], [2, 1]),
+                false,
+                true,
+                [11, 14],
+            ),
+            (
+                2,
+                4,
+                [2, 3],
+                axes([3, 2], [2, 0], [1, 2]),
+                true,
+                false,
+                [10, 15],
+            ),
         ]
         .iter()
         .enumerate()
         {
             let seed = 10 * i as u64;
-            let w = randn(&[cout, cin, k, k], seed);
+            let wt = randn(&[cout, cin, kh, kw], seed);
             let b = bias.then(|| randn(&[cout], seed + 1));
-            let x = Var::from_tensor(&randn(&[3, cin, size, size], seed + 2)).unwrap();
-            let mut want = x.as_tensor().conv2d(&w, p, s, d, 1).unwrap();
+            let x = Var::from_tensor(&randn(&[3, cin, h, w], seed + 2)).unwrap();
+            let conv = reference::conv(x.as_tensor(), &wt, None, c).unwrap();
+            let mut want = conv.clone();
             if let Some(b) = &b {
                 want = want
                     .broadcast_add(&b.reshape((1, cout, 1, 1)).unwrap())
@@ -446,25 +510,24 @@ pub(super) mod tests {
             if relu {
                 want = want.relu().unwrap();
             }
-            let y = conv2d(x.as_tensor(), &w, b.as_ref(), relu, s, p, d).unwrap();
+            let y = conv2d(x.as_tensor(), &wt, b.as_ref(), relu, c).unwrap();
             assert_eq!(y.dims(), want.dims(), "conv {i}");
             let e = rel_err(&y, &want);
             assert!(e < 1e-5, "conv {i}: output relative error {e}");
             // The input gradient of Σ g · conv(x), against autograd.
             let g = randn(want.dims(), seed + 3);
-            let conv = x.as_tensor().conv2d(&w, p, s, d, 1).unwrap();
             let grads = (conv * &g).unwrap().sum_all().unwrap().backward().unwrap();
             let want = grads.get(x.as_tensor()).unwrap();
-            let gx = conv_input_grad(&g, &w, &transposed(&w).unwrap(), x.dims(), s, p, d).unwrap();
+            let gx = conv_input_grad(&g, &wt, &transposed(&wt).unwrap(), x.dims(), c).unwrap();
             let e = rel_err(&gx, want);
             assert!(e < 1e-5, "conv {i}: input gradient relative error {e}");
             // In chunks of 2 and 1 samples (the columns' cap at 2 samples'
             // and at 1 byte), the same bits as in one.
-            let per_sample = cin * k * k * y.dim(2).unwrap() * y.dim(3).unwrap() * 4;
+            let per_sample = cin * kh * kw * y.dim(2).unwrap() * y.dim(3).unwrap() * 4;
             for cap in [2 * per_sample, 1] {
                 let (yc, gxc) = with_columns_cap(cap, || {
-                    let yc = conv2d(x.as_tensor(), &w, b.as_ref(), relu, s, p, d).unwrap();
-                    let gxc = conv_input_grad(&g, &w, &transposed(&w).unwrap(), x.dims(), s, p, d);
+                    let yc = conv2d(x.as_tensor(), &wt, b.as_ref(), relu, c).unwrap();
+                    let gxc = conv_input_grad(&g, &wt, &transposed(&wt).unwrap(), x.dims(), c);
                     (yc, gxc.unwrap())
                 });
                 assert_eq!(bits(&yc), bits(&y), "conv {i}, cap {cap}: output");

@@ -47,7 +47,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Shape, Storage, T
 
 use super::matmul::matmul;
 use super::net::{Activation, Node, Op};
-use super::{cuda, profile, reference};
+use super::{cuda, profile, reference, Conv2dSettings};
 use crate::zoo::{
     adaptive_avg_pool2d, avg_pool2d, max_pool2d_backward, max_pool2d_indexed, LayerNorm,
     MaxPoolPositions,
@@ -100,42 +100,48 @@ fn fold_affine(
 /// A conv's input gradient, by the conv's shape.
 #[derive(Debug)]
 enum ConvBack {
-    /// Stride 1 (or a dilated strided conv, see [`ConvBack::Transposed`]):
-    /// a stride-1 conv of the output gradient with the flipped, transposed
-    /// kernel `[Cin, Cout / groups, k, k]`.
+    /// Stride 1 on both axes: a stride-1 conv of the output gradient with
+    /// the flipped, transposed kernel `[Cin, Cout / groups, kh, kw]`.
     Stride1 { kernel: Tensor },
-    /// Stride s > 1, dilation 1: input row `q` (padded coordinates) gets
-    /// taps `ky ≡ q (mod s)` only, so each of the s² phases `(a, b)` is a
-    /// stride-1 full conv with the taps `a, a + s, …` × `b, b + s, …`
-    /// (`None` where a phase has no tap: a 1×1 stride-2 conv).
+    /// Stride `s = [sh, sw]` other than 1, dilation 1: input row `q`
+    /// (padded coordinates) gets taps `ky ≡ q (mod sh)` only (columns
+    /// alike), so each of the sh·sw phases `(a, b)` is a stride-1 full conv
+    /// with the taps `a, a + sh, …` × `b, b + sw, …` (`None` where a phase
+    /// has no tap: a 1×1 stride-2 conv). A strided conv whose dilation
+    /// differs across from down has its phases taken from its weight
+    /// spread out with zeros between the taps (then dilation 1).
     Phases {
-        s: usize,
+        s: [usize; 2],
         phases: Vec<Option<Tensor>>,
     },
-    /// Stride > 1 with dilation > 1 (no built-in model has one): candle's
+    /// Stride > 1 with dilation > 1, each the same on both axes (no
+    /// built-in model has one; the padding may differ): candle's
     /// `conv_transpose2d`, one group at a time.
     Transposed,
 }
 
 impl ConvBack {
-    /// The input gradient's kernels of a conv with weight `weight`.
+    /// The input gradient's kernels of a conv with weight `weight`, its
+    /// stride and dilation per axis.
     fn new(
         weight: &Tensor,
-        stride: usize,
-        dilation: usize,
+        stride: [usize; 2],
+        dilation: [usize; 2],
         groups: usize,
     ) -> candle_core::Result<Self> {
-        Ok(if stride == 1 {
+        Ok(if stride == [1; 2] {
             ConvBack::Stride1 {
                 kernel: transposed_flipped(weight, groups)?,
             }
-        } else if dilation == 1 {
+        } else if dilation == [1; 2] || stride[0] != stride[1] || dilation[0] != dilation[1] {
+            let weight =
+                &reference::spread(&reference::spread(weight, 2, dilation[0])?, 3, dilation[1])?;
             let s = stride;
-            let mut phases = Vec::with_capacity(s * s);
-            for a in 0..s {
-                for b in 0..s {
-                    let w = match taps(weight, 2, a, s)? {
-                        Some(rows) => taps(&rows, 3, b, s)?,
+            let mut phases = Vec::with_capacity(s[0] * s[1]);
+            for a in 0..s[0] {
+                for b in 0..s[1] {
+                    let w = match taps(weight, 2, a, s[0])? {
+                        Some(rows) => taps(&rows, 3, b, s[1])?,
                         None => None,
                     };
                     phases.push(match w {
@@ -215,9 +221,11 @@ impl Prepared {
             if through[v] && readers[v] == 1 {
                 v = nodes[v].inputs[0].0;
             }
-            if matches!(nodes[v].op, Op::Conv { groups: 1, .. } | Op::Linear { .. })
-                && readers[v] == 1
-            {
+            let one_group = match &nodes[v].op {
+                Op::Conv { settings, .. } => settings.groups == 1,
+                op => matches!(op, Op::Linear { .. }),
+            };
+            if one_group && readers[v] == 1 {
                 relu_after[v] = true;
                 relu_fused[r] = true;
             }
@@ -227,20 +235,20 @@ impl Prepared {
             .zip(&folded)
             .map(|(node, folded)| match &node.op {
                 Op::Conv {
-                    weight,
-                    stride,
-                    dilation,
-                    groups,
-                    ..
+                    weight, settings, ..
                 } => {
                     let weight = folded.as_ref().map_or(weight, |(w, _)| w);
-                    ConvBack::new(weight, *stride, *dilation, *groups).map(Some)
+                    ConvBack::new(weight, settings.stride, settings.dilation, settings.groups)
+                        .map(Some)
                 }
                 // A transposed conv's forward is the input gradient of the
                 // conv with its weight read as `[Cout', Cin', kh, kw]`.
                 Op::ConvTranspose {
                     weight, settings, ..
-                } => ConvBack::new(weight, settings.stride, settings.dilation, 1).map(Some),
+                } => {
+                    let c = settings.conv();
+                    ConvBack::new(weight, c.stride, c.dilation, 1).map(Some)
+                }
                 _ => Ok(None),
             })
             .collect::<candle_core::Result<_>>()?;
@@ -286,12 +294,13 @@ fn depthwise(w: &Tensor, groups: usize) -> bool {
 
 /// A stride-1 conv of `x` with `w` (`[Cout, Cin / g, kh, kw]`), padded by
 /// `pad.0` rows and `pad.1` columns on each side (negative: that many
-/// cropped from the output instead).
+/// cropped from the output instead), dilated by `dilation` `[rows,
+/// columns]`.
 fn conv_s1(
     x: &Tensor,
     w: &Tensor,
     pad: (isize, isize),
-    dilation: usize,
+    dilation: [usize; 2],
     groups: usize,
 ) -> candle_core::Result<Tensor> {
     let (cout, cin_g, kh, kw) = w.dims4()?;
@@ -317,18 +326,18 @@ fn conv_s1(
         let (_, _, h, wd) = x.dims4()?;
         let x = x.pad_with_zeros(2, p, p)?.pad_with_zeros(3, p, p)?;
         let (ho, wo) = (
-            h + 2 * p - dilation * (kh - 1),
-            wd + 2 * p - dilation * (kw - 1),
+            h + 2 * p - dilation[0] * (kh - 1),
+            wd + 2 * p - dilation[1] * (kw - 1),
         );
         let mut acc: Option<Tensor> = None;
         for ky in 0..kh {
-            let rows = x.narrow(2, ky * dilation, ho)?;
+            let rows = x.narrow(2, ky * dilation[0], ho)?;
             for kx in 0..kw {
                 let tap = w
                     .narrow(2, ky, 1)?
                     .narrow(3, kx, 1)?
                     .reshape((1, c, 1, 1))?;
-                let term = rows.narrow(3, kx * dilation, wo)?.broadcast_mul(&tap)?;
+                let term = rows.narrow(3, kx * dilation[1], wo)?.broadcast_mul(&tap)?;
                 acc = Some(match acc {
                     Some(a) => (a + term)?,
                     None => term,
@@ -336,8 +345,13 @@ fn conv_s1(
             }
         }
         acc.expect("a kernel has a tap")
+    } else if dilation[0] == dilation[1] {
+        x.conv2d(w, p, 1, dilation[0], groups)?
     } else {
-        x.conv2d(w, p, 1, dilation, groups)?
+        // candle's conv2d dilates rows and columns alike: the taps spread
+        // out with zeros between them instead.
+        let w = reference::spread(&reference::spread(w, 2, dilation[0])?, 3, dilation[1])?;
+        x.conv2d(&w, p, 1, 1, groups)?
     };
     let (ch, cw) = ((-pad.0).max(0) as usize, (-pad.1).max(0) as usize);
     if ch == 0 && cw == 0 {
@@ -452,23 +466,20 @@ pub(crate) fn forward(
                     Op::Conv {
                         weight,
                         bias,
-                        stride,
-                        padding,
-                        dilation,
-                        groups,
+                        settings,
                     } => {
                         let (weight, bias) = prepared.conv_weights(j, weight, bias.as_ref());
-                        let (s, p, d, g) = (*stride, *padding, *dilation, *groups);
-                        reference::check_conv(args[0], weight, s, p, d)?;
-                        if own && g == 1 {
+                        let c = *settings;
+                        reference::check_conv(args[0], weight, c)?;
+                        if own && c.groups == 1 {
                             let relu = prepared.relu_after[j];
-                            cuda::conv2d(args[0], weight, bias, relu, s, p, d)
-                        } else if s == 1 {
-                            let p = p as isize;
-                            let y = conv_s1(args[0], weight, (p, p), d, g)?;
+                            cuda::conv2d(args[0], weight, bias, relu, c)
+                        } else if c.stride == [1; 2] {
+                            let p = c.padding.map(|p| p as isize);
+                            let y = conv_s1(args[0], weight, (p[0], p[1]), c.dilation, c.groups)?;
                             reference::add_bias(y, bias)
                         } else {
-                            reference::conv(args[0], weight, bias, s, p, d, g)
+                            reference::conv(args[0], weight, bias, c)
                         }
                     }
                     Op::ConvTranspose {
@@ -476,16 +487,16 @@ pub(crate) fn forward(
                         bias,
                         settings,
                     } => {
-                        let (s, p, d) = (settings.stride, settings.padding, settings.dilation);
+                        let c = settings.conv();
                         let dims = reference::check_conv_transpose(args[0], weight, *settings)?;
                         let y = if own {
                             let wt = prepared.wt(j, weight)?;
-                            cuda::conv_input_grad(args[0], weight, &wt, &dims, s, p, d)?
+                            cuda::conv_input_grad(args[0], weight, &wt, &dims, c)?
                         } else {
                             let back = prepared.convs[j]
                                 .as_ref()
                                 .expect("every transposed conv has its kernels prepared");
-                            conv_input_grad(args[0], weight, back, &dims, s, p, d, 1)?
+                            conv_input_grad(args[0], weight, back, &dims, c)?
                         };
                         reference::add_bias(y, bias.as_ref())
                     }
@@ -627,51 +638,29 @@ impl Tape {
             Op::Input => vec![],
             _ if self.prepared.through[j] => vec![g.clone()],
             Op::Conv {
-                weight,
-                padding,
-                dilation,
-                groups,
-                stride,
-                ..
+                weight, settings, ..
             } => {
                 let back = self.prepared.convs[j]
                     .as_ref()
                     .expect("every conv node has its backward prepared");
                 let (weight, _) = self.prepared.conv_weights(j, weight, None);
-                if self.own && *groups == 1 {
+                if self.own && settings.groups == 1 {
                     let wt = self.prepared.wt(j, weight)?;
-                    let gx = cuda::conv_input_grad(
-                        g,
-                        weight,
-                        &wt,
-                        dims()?,
-                        *stride,
-                        *padding,
-                        *dilation,
-                    )?;
+                    let gx = cuda::conv_input_grad(g, weight, &wt, dims()?, *settings)?;
                     return Ok(vec![gx]);
                 }
-                vec![conv_input_grad(
-                    g,
-                    weight,
-                    back,
-                    dims()?,
-                    *stride,
-                    *padding,
-                    *dilation,
-                    *groups,
-                )?]
+                vec![conv_input_grad(g, weight, back, dims()?, *settings)?]
             }
             Op::ConvTranspose {
                 weight, settings, ..
             } => {
                 let (s, p, d) = (settings.stride, settings.padding, settings.dilation);
                 vec![if self.own {
-                    cuda::conv2d(g, weight, None, false, s, p, d)?
+                    cuda::conv2d(g, weight, None, false, settings.conv())?
                 } else if s == 1 {
-                    conv_s1(g, weight, (p as isize, p as isize), d, 1)?
+                    conv_s1(g, weight, (p as isize, p as isize), [d; 2], 1)?
                 } else {
-                    reference::conv(g, weight, None, s, p, d, 1)?
+                    reference::conv(g, weight, None, settings.conv())?
                 }]
             }
             Op::AvgPool { k, s, p } => {
@@ -820,38 +809,40 @@ impl Tape {
 }
 
 /// A conv's input gradient (`dims`: its input's), `g` its output's.
-#[allow(clippy::too_many_arguments)]
 fn conv_input_grad(
     g: &Tensor,
     weight: &Tensor,
     back: &ConvBack,
     dims: &[usize],
-    stride: usize,
-    padding: usize,
-    dilation: usize,
-    groups: usize,
+    settings: Conv2dSettings,
 ) -> candle_core::Result<Tensor> {
+    let Conv2dSettings {
+        stride,
+        padding,
+        dilation,
+        groups,
+    } = settings;
     let (_, _, kh, kw) = weight.dims4()?;
     let (h, w) = (dims[2], dims[3]);
     match back {
         ConvBack::Stride1 { kernel } => {
             // The conv maps padded rows q to q − d·ky; its transpose pads
             // the gradient by d(k − 1) and crops p: net padding d(k−1) − p,
-            // which gives back exactly the input's H × W.
-            let pad = |k: usize| (dilation * (k - 1)) as isize - padding as isize;
-            conv_s1(g, kernel, (pad(kh), pad(kw)), dilation, groups)
+            // which gives back exactly the input's H × W (columns alike).
+            let pad = |k: usize, a: usize| (dilation[a] * (k - 1)) as isize - padding[a] as isize;
+            conv_s1(g, kernel, (pad(kh, 0), pad(kw, 1)), dilation, groups)
         }
         ConvBack::Phases { s, phases } => {
-            let s = *s;
+            let [sh, sw] = *s;
             let (b, _, _, _) = g.dims4()?;
             let cin = dims[1];
-            let (hp, wp) = (h + 2 * padding, w + 2 * padding);
-            let (u, v) = (hp.div_ceil(s), wp.div_ceil(s));
-            let mut rows = Vec::with_capacity(s);
-            for a in 0..s {
-                let mut cols = Vec::with_capacity(s);
-                for bb in 0..s {
-                    cols.push(match &phases[a * s + bb] {
+            let (hp, wp) = (h + 2 * padding[0], w + 2 * padding[1]);
+            let (u, v) = (hp.div_ceil(sh), wp.div_ceil(sw));
+            let mut rows = Vec::with_capacity(sh);
+            for a in 0..sh {
+                let mut cols = Vec::with_capacity(sw);
+                for bb in 0..sw {
+                    cols.push(match &phases[a * sw + bb] {
                         Some(k) => {
                             let (_, _, ka, kb) = k.dims4()?;
                             let gp = g.pad_with_zeros(2, ka - 1, ka - 1)?.pad_with_zeros(
@@ -864,30 +855,35 @@ fn conv_input_grad(
                         None => Tensor::zeros((b, cin, u, v), g.dtype(), g.device())?,
                     });
                 }
-                // [B, Cin, U, V, s] → [B, Cin, U, V·s]: column v·s + b.
-                rows.push(Tensor::stack(&cols, 4)?.reshape((b, cin, u, v * s))?);
+                // [B, Cin, U, V, sw] → [B, Cin, U, V·sw]: column v·sw + b.
+                rows.push(Tensor::stack(&cols, 4)?.reshape((b, cin, u, v * sw))?);
             }
-            // [B, Cin, U, s, V·s] → [B, Cin, U·s, V·s]: row u·s + a.
+            // [B, Cin, U, sh, V·sw] → [B, Cin, U·sh, V·sw]: row u·sh + a.
             Tensor::stack(&rows, 3)?
-                .reshape((b, cin, u * s, v * s))?
-                .narrow(2, padding, h)?
-                .narrow(3, padding, w)
+                .reshape((b, cin, u * sh, v * sw))?
+                .narrow(2, padding[0], h)?
+                .narrow(3, padding[1], w)
         }
         ConvBack::Transposed => {
             // The full transposed conv (padded coordinates, no output
             // padding: candle's takes one for rows and columns alike), then
             // the input's window; rows past its end get no tap (zeros).
+            // Its stride and dilation are the same on both axes
+            // ([`ConvBack::new`]); its padding, cut off here, may differ.
+            let (s, d, [ph, pw]) = (stride[0], dilation[0], padding);
             let parts = g
                 .chunk(groups, 1)?
                 .iter()
                 .zip(weight.chunk(groups, 0)?)
-                .map(|(g, w)| g.conv_transpose2d(&w, 0, 0, stride, dilation))
+                .map(|(g, w)| g.conv_transpose2d(&w, 0, 0, s, d))
                 .collect::<candle_core::Result<Vec<_>>>()?;
             let gx = Tensor::cat(&parts, 1)?;
             let (_, _, lh, lw) = gx.dims4()?;
-            let gx = gx
-                .narrow(2, padding, h.min(lh.saturating_sub(padding)))?
-                .narrow(3, padding, w.min(lw.saturating_sub(padding)))?;
+            let gx = gx.narrow(2, ph, h.min(lh.saturating_sub(ph)))?.narrow(
+                3,
+                pw,
+                w.min(lw.saturating_sub(pw)),
+            )?;
             fit(&gx, h, w)
         }
     }

@@ -4,11 +4,12 @@
 //! Every built-in architecture of [`zoo`](crate::zoo) describes its layers
 //! once, as a [`Net`] built with a [`NetBuilder`] from its weights: nodes in
 //! SSA order over one input, from one vocabulary (convolutions with
-//! stride, padding, dilation and groups, batch norm, linear layers,
-//! activations, max- and adaptive average pooling, flatten and reshape,
-//! concatenation and narrowing along channels, rows or columns, channel
-//! shuffles, constants repeated over the batch, residual addition,
-//! per-channel affine maps, LayerNorm over channels). [`Net`]'s `forward` ([`Module`](candle_core::Module))
+//! stride, padding and dilation per axis ([`Conv2dSettings`]) and groups,
+//! batch norm, linear layers, activations, max- and adaptive average
+//! pooling, flatten and reshape, concatenation and narrowing along
+//! channels, rows or columns, channel shuffles, constants repeated over
+//! the batch, residual addition, per-channel affine maps, LayerNorm over
+//! channels). [`Net`]'s `forward` ([`Module`](candle_core::Module))
 //! then runs it through one of:
 //!
 //! - **candle's ops** (the reference path), with candle's autograd: used
@@ -94,6 +95,7 @@
 
 mod attention;
 mod compile;
+mod conv_settings;
 mod cpu_op;
 mod cuda;
 mod generic;
@@ -109,6 +111,7 @@ mod tape;
 mod tests;
 mod upsample;
 
+pub use conv_settings::Conv2dSettings;
 pub use net::{Activation, Net, NetBuilder, NodeId};
 #[doc(hidden)]
 pub use profile::report as profile_report;

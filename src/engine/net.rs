@@ -6,7 +6,7 @@ use candle_core::{DType, Module, Tensor};
 
 use super::compile::Program;
 use super::generic::{self, Prepared};
-use super::{Engine, TransposeSettings};
+use super::{Conv2dSettings, Engine, TransposeSettings};
 
 /// A value of a [`Net`]: its input or a node's output.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -77,14 +77,12 @@ impl Activation {
 pub(crate) enum Op {
     /// The network's input.
     Input,
-    /// A 2-D convolution, weight `[Cout, Cin / groups, kh, kw]`.
+    /// A 2-D convolution, weight `[Cout, Cin / groups, kh, kw]`, its
+    /// stride, padding and dilation per axis.
     Conv {
         weight: Tensor,
         bias: Option<Tensor>,
-        stride: usize,
-        padding: usize,
-        dilation: usize,
-        groups: usize,
+        settings: Conv2dSettings,
     },
     /// `x Wᵀ + b` over the features of `[B, F]`, or over the channels of
     /// every pixel of `[B, C, H, W]`; weight `[out, in]`.
@@ -282,7 +280,8 @@ impl Op {
 
     /// The message refusing a setting PyTorch refuses that no path's own
     /// checks catch before it runs: a conv's or a transposed conv's
-    /// dilation 0 or weight with a dimension of 0, a conv's groups 0 or
+    /// dilation 0 (a conv's on either axis) or weight with a dimension of
+    /// 0, a conv's stride 0 on either axis, a conv's groups 0 or
     /// groups that do not divide its output channels. (Unchecked, the CPU
     /// kernels took dilation 0 as 1, the generic path as 0, candle's
     /// backward divided by it and panicked; groups 0, and a transposed
@@ -301,24 +300,8 @@ impl Op {
         }
         match self {
             Op::Conv {
-                weight,
-                dilation,
-                groups,
-                ..
-            } => {
-                let cout = weight.dim(0).unwrap_or(0);
-                if *dilation == 0 {
-                    Some("conv: dilation 0, expected 1 or more".into())
-                } else if *groups == 0 {
-                    Some("conv: groups 0, expected 1 or more".into())
-                } else if !cout.is_multiple_of(*groups) {
-                    Some(format!(
-                        "conv: {cout} output channels do not split into {groups} groups"
-                    ))
-                } else {
-                    None
-                }
-            }
+                weight, settings, ..
+            } => settings.refused(weight.dim(0).unwrap_or(0)),
             Op::ConvTranspose {
                 settings: TransposeSettings { dilation: 0, .. },
                 ..
@@ -418,20 +401,55 @@ impl NetBuilder {
         NodeId(self.nodes.len() - 1)
     }
 
-    /// A convolution with candle_nn's layer's weights and settings.
+    /// A convolution with candle_nn's layer's weights and settings (one
+    /// stride, padding and dilation for both axes; [`Self::conv2d_with`]
+    /// takes them per axis).
     pub fn conv2d(&mut self, x: NodeId, conv: &candle_nn::Conv2d) -> NodeId {
-        let c = conv.config();
-        self.push(
-            Op::Conv {
-                weight: conv.weight().clone(),
-                bias: conv.bias().cloned(),
-                stride: c.stride,
-                padding: c.padding,
-                dilation: c.dilation,
-                groups: c.groups,
-            },
-            vec![x],
-        )
+        let settings = Conv2dSettings::from(*conv.config());
+        self.conv2d_with(x, conv.weight(), conv.bias(), settings)
+    }
+
+    /// A convolution with weight `[Cout, Cin / groups, kh, kw]`, an
+    /// optional bias `[Cout]`, and its stride, padding and dilation per
+    /// axis, `[height, width]`: PyTorch's `Conv2d(stride=(sh, sw),
+    /// padding=(ph, pw), dilation=(dh, dw), groups)`, as in Inception-v3's
+    /// 1×7 and 7×1 convs:
+    ///
+    /// ```
+    /// # fn main() -> candle_core::Result<()> {
+    /// use candle_core::{DType, Device, Module, Tensor};
+    /// use gevaldi::{Conv2dSettings, NetBuilder};
+    ///
+    /// let dev = Device::Cpu;
+    /// let mut b = NetBuilder::new();
+    /// let x = b.input();
+    /// // Conv2d(3, 8, kernel_size=(1, 7), padding=(0, 3)), then
+    /// // Conv2d(8, 4, kernel_size=(7, 1), padding=(3, 0), stride=(2, 1)).
+    /// let w1 = Tensor::ones((8, 3, 1, 7), DType::F32, &dev)?;
+    /// let w2 = Tensor::ones((4, 8, 7, 1), DType::F32, &dev)?;
+    /// let wide = Conv2dSettings { padding: [0, 3], ..Default::default() };
+    /// let tall = Conv2dSettings { padding: [3, 0], stride: [2, 1], ..Default::default() };
+    /// let h = b.conv2d_with(x, &w1, None, wide);
+    /// let y = b.conv2d_with(h, &w2, None, tall);
+    /// let net = b.build(y);
+    /// let out = net.forward(&Tensor::ones((2, 3, 17, 17), DType::F32, &dev)?)?;
+    /// assert_eq!(out.dims(), [2, 4, 9, 17]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn conv2d_with(
+        &mut self,
+        x: NodeId,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        settings: Conv2dSettings,
+    ) -> NodeId {
+        let op = Op::Conv {
+            weight: weight.clone(),
+            bias: bias.cloned(),
+            settings,
+        };
+        self.push(op, vec![x])
     }
 
     /// A linear layer with candle_nn's layer's weights.

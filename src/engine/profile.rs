@@ -34,16 +34,17 @@ pub(crate) fn kind(op: &Op) -> String {
     match op {
         Op::Input => "input".into(),
         Op::Conv {
-            weight,
-            stride,
-            groups,
-            ..
+            weight, settings, ..
         } => {
             let (k, kk) = (weight.dim(2).unwrap_or(0), weight.dim(3).unwrap_or(0));
-            let dw = if *groups > 1 && weight.dim(1).is_ok_and(|d| d == 1) {
+            let dw = if settings.groups > 1 && weight.dim(1).is_ok_and(|d| d == 1) {
                 " depthwise"
             } else {
                 ""
+            };
+            let stride = match settings.stride {
+                [s, t] if s == t => s.to_string(),
+                [s, t] => format!("{s}x{t}"),
             };
             format!("conv {k}x{kk} stride {stride}{dw}")
         }
@@ -174,6 +175,7 @@ mod tests {
     use candle_core::{DType, Device, Tensor};
 
     use super::super::net::Op;
+    use super::super::Conv2dSettings;
     use super::{kind, report, time};
 
     /// Off (this test process has no GEVALDI_PROFILE): `time` runs its
@@ -187,16 +189,19 @@ mod tests {
         let out = time(&Device::Cpu, "forward", || unreachable!(), || Ok(7)).unwrap();
         assert_eq!(out, 7);
         assert!(report(1).is_none());
-        let conv = |groups: usize, cin_g: usize| Op::Conv {
+        let conv = |groups: usize, cin_g: usize, stride| Op::Conv {
             weight: Tensor::zeros((8, cin_g, 3, 5), DType::F32, &Device::Cpu).unwrap(),
             bias: None,
-            stride: 2,
-            padding: 1,
-            dilation: 1,
-            groups,
+            settings: Conv2dSettings {
+                stride,
+                padding: [1; 2],
+                dilation: [1; 2],
+                groups,
+            },
         };
-        assert_eq!(kind(&conv(1, 4)), "conv 3x5 stride 2");
-        assert_eq!(kind(&conv(8, 1)), "conv 3x5 stride 2 depthwise");
+        assert_eq!(kind(&conv(1, 4, [2, 2])), "conv 3x5 stride 2");
+        assert_eq!(kind(&conv(8, 1, [2, 2])), "conv 3x5 stride 2 depthwise");
+        assert_eq!(kind(&conv(1, 4, [2, 1])), "conv 3x5 stride 2x1");
     }
 }
 

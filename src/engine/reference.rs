@@ -5,6 +5,7 @@ use candle_core::Tensor;
 
 use super::kernels::conv::{conv_len, TransposeSettings};
 use super::net::{Activation, Node, Op};
+use super::Conv2dSettings;
 use crate::zoo::{
     adaptive_avg_pool2d, avg_pool2d, max_pool2d, max_pool2x2, upsample_nearest, BatchNorm,
     LayerNorm,
@@ -143,16 +144,21 @@ pub(crate) fn add_bias(y: Tensor, bias: Option<&Tensor>) -> candle_core::Result<
 /// before the conv (a pad and a narrow, whose backwards are candle's,
 /// exact), so the conv reads all of its input and candle's backward pads
 /// nothing.
+///
+/// candle's conv2d takes one stride, padding and dilation for both axes;
+/// where an axis differs ([`conv_per_axis`]) the conv is rewritten into
+/// ops that each have an exact backward.
 pub(crate) fn conv(
     x: &Tensor,
     weight: &Tensor,
     bias: Option<&Tensor>,
-    stride: usize,
-    padding: usize,
-    dilation: usize,
-    groups: usize,
+    settings: Conv2dSettings,
 ) -> candle_core::Result<Tensor> {
-    check_conv(x, weight, stride, padding, dilation)?;
+    check_conv(x, weight, settings)?;
+    let groups = settings.groups;
+    let Some((stride, padding, dilation)) = settings.uniform() else {
+        return add_bias(conv_per_axis(x, weight, settings)?, bias);
+    };
     // The rows (columns) of the padded input that no window reads
     // (check_conv has refused a kernel that spans more than the input).
     let unread = |n: usize, k: usize| (n + 2 * padding - dilation * (k.max(1) - 1) - 1) % stride;
@@ -171,18 +177,108 @@ pub(crate) fn conv(
     add_bias(x.conv2d(weight, 0, stride, dilation, groups)?, bias)
 }
 
-/// Refuses a conv whose kernel spans more than the padded `x` (or of
-/// stride 0) with the CPU kernels' message: candle's conv2d panics there.
+/// [`conv`] with a stride, padding or dilation that differs across from
+/// down, in ops candle's autograd differentiates exactly (to the input
+/// and to the weight): the padding made explicit per axis (a pad); a
+/// dilation that differs spread into the weight, zeros between its taps
+/// (a stack with zeros and a narrow), the conv then undilated; one
+/// stride for both axes, their greatest common divisor `g`, the rows and
+/// columns no window of that stride reads cut off first (a narrow: see
+/// [`conv`]), and then every `s / g`-th output row (column) kept
+/// ([`every`]).
+fn conv_per_axis(
+    x: &Tensor,
+    weight: &Tensor,
+    settings: Conv2dSettings,
+) -> candle_core::Result<Tensor> {
+    let Conv2dSettings {
+        stride,
+        padding,
+        dilation,
+        groups,
+    } = settings;
+    let (_, _, h, w) = x.dims4()?;
+    let (_, _, kh, kw) = weight.dims4()?;
+    let (weight, dil) = if dilation[0] == dilation[1] {
+        (weight.clone(), dilation[0])
+    } else {
+        (spread(&spread(weight, 2, dilation[0])?, 3, dilation[1])?, 1)
+    };
+    let g = gcd(stride[0], stride[1]);
+    // The padded input's rows (columns) read by the stride-g windows.
+    let read = |n: usize, k: usize, a: usize| {
+        let (n, span) = (n + 2 * padding[a], dilation[a] * (k - 1) + 1);
+        n - (n - span) % g
+    };
+    let x = x
+        .pad_with_zeros(2, padding[0], padding[0])?
+        .pad_with_zeros(3, padding[1], padding[1])?
+        .narrow(2, 0, read(h, kh, 0))?
+        .narrow(3, 0, read(w, kw, 1))?;
+    let y = x.conv2d(&weight, 0, g, dil, groups)?;
+    every(&every(&y, 2, stride[0] / g)?, 3, stride[1] / g)
+}
+
+/// `w` with `d − 1` zeros between consecutive taps along `dim`: the
+/// kernel that an undilated conv runs as `w` dilated by `d`.
+pub(crate) fn spread(w: &Tensor, dim: usize, d: usize) -> candle_core::Result<Tensor> {
+    if d == 1 {
+        return Ok(w.clone());
+    }
+    let k = w.dim(dim)?;
+    let zeros = w.zeros_like()?;
+    let mut parts = vec![w.clone()];
+    parts.extend(std::iter::repeat_n(zeros, d - 1));
+    let mut dims = w.dims().to_vec();
+    dims[dim] = k * d;
+    Tensor::stack(&parts, dim + 1)?
+        .reshape(dims)?
+        .narrow(dim, 0, (k - 1) * d + 1)
+}
+
+/// Every `r`-th entry of `y` along `dim` from the first (a narrow, a pad
+/// to a multiple of `r`, a reshape and a narrow: each backward exact).
+fn every(y: &Tensor, dim: usize, r: usize) -> candle_core::Result<Tensor> {
+    if r == 1 {
+        return Ok(y.clone());
+    }
+    let n = (y.dim(dim)? - 1) / r + 1;
+    let mut dims = y.dims().to_vec();
+    dims[dim] = n;
+    dims.insert(dim + 1, r);
+    y.narrow(dim, 0, (n - 1) * r + 1)?
+        .pad_with_zeros(dim, 0, r - 1)?
+        .reshape(dims)?
+        .narrow(dim + 1, 0, 1)?
+        .squeeze(dim + 1)
+}
+
+/// The greatest common divisor of `a` and `b`.
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// Refuses a conv whose kernel spans more than the padded `x` along an
+/// axis (or of stride 0) with the CPU kernels' message: candle's conv2d
+/// panics there.
 pub(crate) fn check_conv(
     x: &Tensor,
     weight: &Tensor,
-    stride: usize,
-    padding: usize,
-    dilation: usize,
+    settings: Conv2dSettings,
 ) -> candle_core::Result<()> {
+    let Conv2dSettings {
+        stride: s,
+        padding: p,
+        dilation: d,
+        ..
+    } = settings;
     if let (Ok((_, _, h, w)), Ok((_, _, kh, kw))) = (x.dims4(), weight.dims4()) {
-        conv_len(h, kh, stride, padding, dilation)?;
-        conv_len(w, kw, stride, padding, dilation)?;
+        conv_len(h, kh, s[0], p[0], d[0])?;
+        conv_len(w, kw, s[1], p[1], d[1])?;
     }
     Ok(())
 }
@@ -315,19 +411,8 @@ pub(crate) fn eval(op: &Op, args: &[&Tensor]) -> candle_core::Result<Tensor> {
         Op::Conv {
             weight,
             bias,
-            stride,
-            padding,
-            dilation,
-            groups,
-        } => conv(
-            arg(0),
-            weight,
-            bias.as_ref(),
-            *stride,
-            *padding,
-            *dilation,
-            *groups,
-        )?,
+            settings,
+        } => conv(arg(0), weight, bias.as_ref(), *settings)?,
         Op::Linear { weight, bias } => {
             let x = arg(0);
             let lin = candle_nn::Linear::new(weight.clone(), bias.clone());

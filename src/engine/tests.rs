@@ -3,7 +3,7 @@
 
 use candle_core::{DType, Device, Module, Tensor, Var};
 
-use super::{Activation, Net, NetBuilder, NodeId};
+use super::{Activation, Conv2dSettings, Net, NetBuilder, NodeId};
 
 const DEV: Device = Device::Cpu;
 
@@ -915,39 +915,80 @@ fn check_links(
 /// conv2d gave the gradient of such a conv one output padding for both
 /// dims and candle's autograd failed, "shape mismatch in add", on the
 /// candle path: a 5 × 2 kernel at stride 2 on 10 × 4, a 3 × 3 one at
-/// stride 2 on 10 × 9), with padding, dilation and groups.
+/// stride 2 on 10 × 9), with padding, dilation and groups; and with each
+/// setting differing across from down (PyTorch's `Conv2d(stride=(sh, sw),
+/// padding=(ph, pw), dilation=(dh, dw))`): Inception-v3's 1×7 and 7×1
+/// convs with padding (0, 3) and (3, 0), strides (2, 1) and (3, 2),
+/// dilation (2, 1), grouped and depthwise ones (on the CPU kernels' paths
+/// for depthwise convs: padded, per tap, strided, register blocks), a
+/// 3×3 conv with 64 channels in that Winograd would take were its padding
+/// one for both axes, 1×1 convs strided or padded along one axis.
 #[test]
 fn convs_match_their_definition_on_every_path() {
-    // (cin, cout, kh, kw), (stride, padding, dilation, groups), (b, h, w)
+    let square = |s, p, d, g| Conv2dSettings::square(s, p, d, g);
+    let axes = |stride, padding, dilation, groups| Conv2dSettings {
+        stride,
+        padding,
+        dilation,
+        groups,
+    };
+    // (cin, cout, kh, kw), settings, (b, h, w)
     let cases = [
-        ([6, 5, 5, 2], [2, 1, 1, 1], (2, 10, 4)),
-        ([4, 6, 3, 3], [2, 1, 1, 1], (2, 10, 9)),
-        ([4, 6, 3, 3], [2, 1, 1, 2], (1, 9, 10)),
-        ([6, 6, 3, 3], [3, 2, 2, 6], (2, 11, 13)),
-        ([3, 4, 1, 7], [2, 0, 1, 1], (1, 6, 9)),
-        ([4, 4, 3, 3], [1, 1, 1, 1], (2, 5, 6)),
+        ([6, 5, 5, 2], square(2, 1, 1, 1), (2, 10, 4)),
+        ([4, 6, 3, 3], square(2, 1, 1, 1), (2, 10, 9)),
+        ([4, 6, 3, 3], square(2, 1, 1, 2), (1, 9, 10)),
+        ([6, 6, 3, 3], square(3, 2, 2, 6), (2, 11, 13)),
+        ([3, 4, 1, 7], square(2, 0, 1, 1), (1, 6, 9)),
+        ([4, 4, 3, 3], square(1, 1, 1, 1), (2, 5, 6)),
+        // Per axis.
+        ([3, 4, 1, 7], axes([1, 1], [0, 3], [1, 1], 1), (2, 7, 9)),
+        ([3, 4, 7, 1], axes([1, 1], [3, 0], [1, 1], 1), (2, 9, 7)),
+        ([4, 5, 3, 3], axes([2, 1], [1, 1], [1, 1], 1), (2, 9, 8)),
+        ([4, 5, 3, 3], axes([1, 2], [1, 0], [2, 1], 1), (1, 9, 10)),
+        ([4, 4, 3, 3], axes([1, 1], [2, 1], [2, 1], 1), (2, 8, 7)),
+        ([2, 3, 2, 3], axes([3, 2], [2, 0], [1, 2], 1), (1, 10, 15)),
+        ([3, 4, 3, 3], axes([2, 4], [1, 2], [2, 2], 1), (1, 11, 17)),
+        ([3, 6, 4, 2], axes([3, 3], [2, 1], [2, 2], 3), (2, 12, 12)),
+        ([4, 6, 3, 1], axes([1, 2], [1, 0], [1, 1], 2), (2, 7, 8)),
+        ([4, 6, 1, 1], axes([1, 2], [0, 0], [1, 1], 1), (1, 5, 7)),
+        ([4, 6, 1, 1], axes([1, 1], [0, 1], [1, 1], 1), (1, 4, 5)),
+        ([64, 16, 3, 3], axes([1, 1], [1, 0], [1, 1], 1), (1, 6, 7)),
+        ([6, 6, 3, 5], axes([2, 1], [1, 2], [1, 2], 6), (2, 9, 11)),
+        ([6, 6, 1, 7], axes([1, 1], [0, 3], [1, 1], 6), (1, 5, 9)),
+        ([6, 6, 1, 3], axes([1, 1], [1, 1], [1, 1], 6), (1, 5, 6)),
+        ([16, 16, 7, 1], axes([1, 1], [3, 0], [1, 1], 16), (1, 9, 6)),
+        ([32, 32, 1, 7], axes([1, 1], [0, 3], [1, 2], 32), (1, 6, 17)),
+        ([32, 32, 3, 3], axes([1, 2], [1, 1], [1, 1], 32), (1, 6, 9)),
     ];
-    for (i, ([cin, cout, kh, kw], [s, p, d, g], (bn, h, w))) in cases.into_iter().enumerate() {
+    for (i, ([cin, cout, kh, kw], settings, (bn, h, w))) in cases.into_iter().enumerate() {
         let seed = 70 + i as u64;
+        let Conv2dSettings {
+            stride: [sh, sw],
+            padding: [ph, pw],
+            dilation: [dh, dw],
+            groups: g,
+        } = settings;
         let weight = randn(&[cout, cin / g, kh, kw], seed);
         let bias = randn(&[cout], seed + 1);
-        let cfg = candle_nn::Conv2dConfig {
-            padding: p,
-            stride: s,
-            dilation: d,
-            groups: g,
-            ..Default::default()
-        };
         let mut b = NetBuilder::new();
         let x = b.input();
-        let y = b.conv2d(
-            x,
-            &candle_nn::Conv2d::new(weight.clone(), Some(bias.clone()), cfg),
-        );
+        let y = if settings.uniform().is_some() {
+            let cfg = candle_nn::Conv2dConfig {
+                padding: ph,
+                stride: sh,
+                dilation: dh,
+                groups: g,
+                ..Default::default()
+            };
+            let conv = candle_nn::Conv2d::new(weight.clone(), Some(bias.clone()), cfg);
+            b.conv2d(x, &conv)
+        } else {
+            b.conv2d_with(x, &weight, Some(&bias), settings)
+        };
         let net = b.build(y);
         let (ho, wo) = (
-            (h + 2 * p - d * (kh - 1) - 1) / s + 1,
-            (w + 2 * p - d * (kw - 1) - 1) / s + 1,
+            (h + 2 * ph - dh * (kh - 1) - 1) / sh + 1,
+            (w + 2 * pw - dw * (kw - 1) - 1) / sw + 1,
         );
         let wv: Vec<f64> = values(&weight).iter().map(|&v| f64::from(v)).collect();
         let bv: Vec<f64> = values(&bias).iter().map(|&v| f64::from(v)).collect();
@@ -962,8 +1003,8 @@ fn convs_match_their_definition_on_every_path() {
                                 let ci = co / cog * cig + cl;
                                 for ky in 0..kh {
                                     for kx in 0..kw {
-                                        let iy = (oy * s + d * ky) as isize - p as isize;
-                                        let ix = (ox * s + d * kx) as isize - p as isize;
+                                        let iy = (oy * sh + dh * ky) as isize - ph as isize;
+                                        let ix = (ox * sw + dw * kx) as isize - pw as isize;
                                         if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize
                                         {
                                             continue;
@@ -1416,6 +1457,17 @@ fn conv_settings_the_paths_would_read_differently_are_errors_on_every_path() {
         let y = b.conv_transpose2d(i, &t);
         b.build(y)
     };
+    let per_axis = |stride, dilation| {
+        let settings = Conv2dSettings {
+            stride,
+            dilation,
+            ..Default::default()
+        };
+        let mut b = NetBuilder::new();
+        let i = b.input();
+        let y = b.conv2d_with(i, &randn(&[4, 3, 3, 3], 2), None, settings);
+        b.build(y)
+    };
     let kernel_height_0 = {
         let c = candle_nn::Conv2d::new(randn(&[4, 3, 0, 3], 2), None, Default::default());
         let mut b = NetBuilder::new();
@@ -1453,6 +1505,16 @@ fn conv_settings_the_paths_would_read_differently_are_errors_on_every_path() {
             "conv kernel of height 0",
             kernel_height_0,
             "conv: a weight of shape [4, 3, 0, 3], expected no dimension of 0",
+        ),
+        (
+            "conv stride 0 across",
+            per_axis([2, 0], [1, 1]),
+            "conv: stride [2, 0] ([rows, columns]), expected 1 or more",
+        ),
+        (
+            "conv dilation 0 down",
+            per_axis([1, 1], [0, 2]),
+            "conv: dilation [0, 2] ([rows, columns]), expected 1 or more",
         ),
     ] {
         let run = |f: &dyn Fn(&Tensor) -> candle_core::Result<Tensor>| {

@@ -233,28 +233,32 @@ static void skip_adds() {
 
 // im2col and col2im on the same random conv shapes: each tap of each
 // output position reads one input position (or padding), im2col copies it
-// into its column and col2im adds the column back there.
+// into its column and col2im adds the column back there. Stride, padding
+// and dilation per axis (rows, columns): the same on both in even trials,
+// drawn for each in odd ones.
 static void conv_columns() {
   int before = failures;
-  for (int trial = 0; trial < 300; ++trial) {
+  for (int trial = 0; trial < 400; ++trial) {
     int b = 1 + below(2), cin = 1 + below(3), h = 1 + below(10), w = 1 + below(10), kh = 1 + below(4),
-        kw = 1 + below(4), s = 1 + below(4), p = below(3), d = 1 + below(2);
-    int eh = h + 2 * p - d * (kh - 1) - 1, ew = w + 2 * p - d * (kw - 1) - 1;
+        kw = 1 + below(4), sh = 1 + below(4), ph = below(3), dh = 1 + below(2);
+    int sw = sh, pw = ph, dw = dh;
+    if (trial % 2) sw = 1 + below(4), pw = below(4), dw = 1 + below(3);
+    int eh = h + 2 * ph - dh * (kh - 1) - 1, ew = w + 2 * pw - dw * (kw - 1) - 1;
     if (eh < 0 || ew < 0) continue;
-    int ho = eh / s + 1, wo = ew / s + 1, m = ho * wo, K = cin * kh * kw;
+    int ho = eh / sh + 1, wo = ew / sw + 1, m = ho * wo, K = cin * kh * kw;
     std::vector<float> x(b * cin * h * w), cols(b * K * m), got_cols(b * K * m), dx(b * cin * h * w),
         ref(b * cin * h * w, 0.f);
     for (auto &v : x) v = uniform();
     for (auto &v : cols) v = uniform();
-    RUN(im2col(x.data(), got_cols.data(), b * K * m, cin, h, w, kh, kw, ho, wo, s, p, d));
-    RUN(col2im(cols.data(), dx.data(), b * cin * h * w, cin, h, w, kh, kw, ho, wo, s, p, d));
+    RUN(im2col(x.data(), got_cols.data(), b * K * m, cin, h, w, kh, kw, ho, wo, sh, sw, ph, pw, dh, dw));
+    RUN(col2im(cols.data(), dx.data(), b * cin * h * w, cin, h, w, kh, kw, ho, wo, sh, sw, ph, pw, dh, dw));
     for (int bb = 0; bb < b; ++bb)
       for (int c = 0; c < cin; ++c)
         for (int ky = 0; ky < kh; ++ky)
           for (int kx = 0; kx < kw; ++kx)
             for (int oy = 0; oy < ho; ++oy)
               for (int ox = 0; ox < wo; ++ox) {
-                int y = oy * s - p + ky * d, xx = ox * s - p + kx * d;
+                int y = oy * sh - ph + ky * dh, xx = ox * sw - pw + kx * dw;
                 bool inside = y >= 0 && y < h && xx >= 0 && xx < w;
                 int i = ((bb * cin + c) * kh * kw + ky * kw + kx) * m + oy * wo + ox;
                 float want = inside ? x[((bb * cin + c) * h + y) * w + xx] : 0.f;
@@ -262,8 +266,9 @@ static void conv_columns() {
                 if (inside) ref[((bb * cin + c) * h + y) * w + xx] += cols[i];
               }
     for (size_t i = 0; i < dx.size(); ++i)
-      CHECK(std::fabs(dx[i] - ref[i]) <= 1e-5f, "col2im: trial %d (k %dx%d s %d p %d d %d) at %zu: %g, naive %g",
-            trial, kh, kw, s, p, d, i, dx[i], ref[i]);
+      CHECK(std::fabs(dx[i] - ref[i]) <= 1e-5f,
+            "col2im: trial %d (k %dx%d s %dx%d p %dx%d d %dx%d) at %zu: %g, naive %g", trial, kh, kw, sh, sw, ph,
+            pw, dh, dw, i, dx[i], ref[i]);
   }
   std::printf("im2col, col2im: %s\n", failures == before ? "ok" : "FAILED");
 }

@@ -192,9 +192,11 @@ extern "C" __global__ void skip_add_dx(const float *g, float *dx, int n, int c, 
 // A conv's input gradient from its columns: cols b x (cin * kh * kw) x
 // (ho * wo), the transposed weight times the output's gradient; dx at
 // (b, c, y, x) sums, in the order of the taps, the columns of every
-// output position whose window (stride s, padding p, dilation d) took it.
+// output position whose window (stride sh x sw, padding ph x pw, dilation
+// dh x dw: rows x columns) took it.
 extern "C" __global__ void col2im(const float *cols, float *dx, int n, int cin, int h, int w,
-                                  int kh, int kw, int ho, int wo, int s, int p, int d) {
+                                  int kh, int kw, int ho, int wo, int sh, int sw, int ph,
+                                  int pw, int dh, int dw) {
   GRID_LOOP(i, n) {
     int x = i % w;
     int y = (i / w) % h;
@@ -204,12 +206,12 @@ extern "C" __global__ void col2im(const float *cols, float *dx, int n, int cin, 
     const float *cp = cols + (bb * cin + ch) * kh * kw * m;
     float acc = 0.0f;
     for (int ky = 0; ky < kh; ++ky) {
-      int ry = y + p - ky * d;
-      if (ry < 0 || ry % s != 0 || ry / s >= ho) continue;
+      int ry = y + ph - ky * dh;
+      if (ry < 0 || ry % sh != 0 || ry / sh >= ho) continue;
       for (int kx = 0; kx < kw; ++kx) {
-        int rx = x + p - kx * d;
-        if (rx < 0 || rx % s != 0 || rx / s >= wo) continue;
-        acc += cp[(ky * kw + kx) * m + (ry / s) * wo + rx / s];
+        int rx = x + pw - kx * dw;
+        if (rx < 0 || rx % sw != 0 || rx / sw >= wo) continue;
+        acc += cp[(ky * kw + kx) * m + (ry / sh) * wo + rx / sw];
       }
     }
     dx[i] = acc;
@@ -218,9 +220,10 @@ extern "C" __global__ void col2im(const float *cols, float *dx, int n, int cin, 
 
 // A conv's columns, laid out for one product per sample with the weight
 // `[Cout, Cin * kh * kw]`: cols b x (cin * kh * kw) x (ho * wo), the input
-// at (oy * s - p + ky * d, ox * s - p + kx * d), 0 outside it.
+// at (oy * sh - ph + ky * dh, ox * sw - pw + kx * dw), 0 outside it.
 extern "C" __global__ void im2col(const float *x, float *cols, int n, int cin, int h, int w,
-                                  int kh, int kw, int ho, int wo, int s, int p, int d) {
+                                  int kh, int kw, int ho, int wo, int sh, int sw, int ph,
+                                  int pw, int dh, int dw) {
   GRID_LOOP(i, n) {
     int m = ho * wo;
     int ox = i % wo;
@@ -228,7 +231,7 @@ extern "C" __global__ void im2col(const float *x, float *cols, int n, int cin, i
     int kx = (i / m) % kw;
     int ky = (i / (m * kw)) % kh;
     long long bc = i / (m * kw * kh);  // sample * cin + channel
-    int y = oy * s - p + ky * d, x_ = ox * s - p + kx * d;
+    int y = oy * sh - ph + ky * dh, x_ = ox * sw - pw + kx * dw;
     cols[i] = (y >= 0 && y < h && x_ >= 0 && x_ < w) ? x[(bc * h + y) * w + x_] : 0.0f;
   }
 }

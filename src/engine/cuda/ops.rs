@@ -9,6 +9,8 @@
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape};
 
+use super::super::Conv2dSettings;
+
 /// What a launch needs, worked out from the inputs' layouts.
 pub(super) struct Plan {
     /// The output's element count.
@@ -654,34 +656,32 @@ impl Kernel for SkipAddDx {
     }
 }
 
-/// A conv's shape, for its columns: kernel, output, stride, padding,
-/// dilation.
+/// A conv's shape, for its columns: kernel, output, and stride, padding
+/// and dilation per axis (`[rows, columns]`).
 #[derive(Clone, Copy)]
 pub(super) struct ConvShape {
     pub k: (usize, usize),
     pub out: (usize, usize),
-    pub stride: usize,
-    pub padding: usize,
-    pub dilation: usize,
+    pub stride: [usize; 2],
+    pub padding: [usize; 2],
+    pub dilation: [usize; 2],
 }
 
 impl ConvShape {
-    /// The shape of a conv with `weight` `[Cout, Cin, kh, kw]` whose
-    /// output is `out` (rows, columns).
+    /// The shape of a conv with `weight` `[Cout, Cin, kh, kw]` and
+    /// `settings` whose output is `out` (rows, columns).
     pub(super) fn of(
         weight: &candle_core::Tensor,
         out: (usize, usize),
-        stride: usize,
-        padding: usize,
-        dilation: usize,
+        settings: Conv2dSettings,
     ) -> candle_core::Result<Self> {
         let (_, _, kh, kw) = weight.dims4()?;
         Ok(ConvShape {
             k: (kh, kw),
             out,
-            stride,
-            padding,
-            dilation,
+            stride: settings.stride,
+            padding: settings.padding,
+            dilation: settings.dilation,
         })
     }
 
@@ -693,8 +693,8 @@ impl ConvShape {
     /// The sizes of `im2col` and `col2im`, in their order.
     fn sizes(&self, n: usize, cin: usize, h: usize, w: usize) -> Vec<(&'static str, usize)> {
         let ((kh, kw), (ho, wo)) = (self.k, self.out);
-        let (s, p, d) = (self.stride, self.padding, self.dilation);
-        sizes![n, cin, h, w, kh, kw, ho, wo, s, p, d]
+        let ([sh, sw], [ph, pw], [dh, dw]) = (self.stride, self.padding, self.dilation);
+        sizes![n, cin, h, w, kh, kw, ho, wo, sh, sw, ph, pw, dh, dw]
     }
 }
 
@@ -719,7 +719,8 @@ impl Kernel for Im2Col {
         ))
     }
     fn cpu(&self, plan: &Plan, inputs: &[Values]) -> candle_core::Result<CpuStorage> {
-        let &[n, _cin, h, w, kh, kw, ho, wo, s, p, d] = plan.values().as_slice() else {
+        let &[n, _cin, h, w, kh, kw, ho, wo, sh, sw, ph, pw, dh, dw] = plan.values().as_slice()
+        else {
             unreachable!("the plan's sizes")
         };
         let x = f32s(inputs, 0);
@@ -727,8 +728,8 @@ impl Kernel for Im2Col {
         let cols = (0..n).map(|i| {
             let (ox, oy) = (i % wo, (i / wo) % ho);
             let (kx, ky, bc) = ((i / m) % kw, (i / (m * kw)) % kh, i / (m * kw * kh));
-            let y = signed(oy * s + ky * d) - signed(p);
-            let xx = signed(ox * s + kx * d) - signed(p);
+            let y = signed(oy * sh + ky * dh) - signed(ph);
+            let xx = signed(ox * sw + kx * dw) - signed(pw);
             if y >= 0 && y < signed(h) && xx >= 0 && xx < signed(w) {
                 x[(bc * h + y as usize) * w + xx as usize]
             } else {
@@ -814,13 +815,15 @@ impl Kernel for Col2Im {
         Ok(Plan::new(n, self.conv.sizes(n, cin, h, w), (b, cin, h, w)))
     }
     fn cpu(&self, plan: &Plan, inputs: &[Values]) -> candle_core::Result<CpuStorage> {
-        let &[n, _cin, h, w, kh, kw, ho, wo, s, p, d] = plan.values().as_slice() else {
+        let &[n, _cin, h, w, kh, kw, ho, wo, sh, sw, ph, pw, dh, dw] = plan.values().as_slice()
+        else {
             unreachable!("the plan's sizes")
         };
         let cols = f32s(inputs, 0);
         let m = ho * wo;
-        // The output position whose tap t reads input row (or column) v.
-        let at = |v: usize, t: usize, o: usize| {
+        // The output row (column) whose tap t reads input row (column) v,
+        // by the settings (s, p, d) of that axis.
+        let at = |v: usize, t: usize, o: usize, (s, p, d): (usize, usize, usize)| {
             let r = (v + p).checked_sub(t * d)?;
             (r % s == 0 && r / s < o).then_some(r / s)
         };
@@ -829,9 +832,13 @@ impl Kernel for Col2Im {
             let cp = &cols[bc * kh * kw * m..][..kh * kw * m];
             let mut acc = 0f32;
             for ky in 0..kh {
-                let Some(oy) = at(y, ky, ho) else { continue };
+                let Some(oy) = at(y, ky, ho, (sh, ph, dh)) else {
+                    continue;
+                };
                 for kx in 0..kw {
-                    let Some(ox) = at(x, kx, wo) else { continue };
+                    let Some(ox) = at(x, kx, wo, (sw, pw, dw)) else {
+                        continue;
+                    };
                     acc += cp[(ky * kw + kx) * m + oy * wo + ox];
                 }
             }
@@ -1357,9 +1364,9 @@ mod tests {
         let conv = ConvShape {
             k: (3, 3),
             out: (3, 3),
-            stride: 2,
-            padding: 1,
-            dilation: 1,
+            stride: [2, 2],
+            padding: [1, 1],
+            dilation: [1, 1],
         };
         check(&Im2Col(conv), vec![x4.clone()]);
         check(&BiasAct { relu: true }, vec![x4.clone(), l(&[3])]);

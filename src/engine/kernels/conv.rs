@@ -8,6 +8,7 @@ use std::cell::RefCell;
 use ndarray::ArrayView2;
 use rayon::prelude::*;
 
+use super::super::Conv2dSettings;
 use super::elementwise::bias_act;
 use super::winograd::Winograd;
 use super::{buffer, gemm, view, view_mut, Activation, Dims};
@@ -19,9 +20,10 @@ pub(crate) struct ConvK {
     cin_g: usize,
     kh: usize,
     kw: usize,
-    stride: usize,
-    pad: usize,
-    dil: usize,
+    /// Per axis, `[rows, columns]`.
+    stride: [usize; 2],
+    pad: [usize; 2],
+    dil: [usize; 2],
     groups: usize,
     /// `[cout, kh, kw, cin_g]`: group g's matrix `[cout_g, K]` at row
     /// g·cout_g, K = kh·kw·cin_g in (ky, kx, ci) order (empty for a
@@ -90,6 +92,12 @@ pub(crate) struct TransposeSettings {
 }
 
 impl TransposeSettings {
+    /// The settings of the conv whose input gradient this transposed conv
+    /// is: the same stride, padding and dilation on both axes, one group.
+    pub(crate) fn conv(&self) -> Conv2dSettings {
+        Conv2dSettings::square(self.stride, self.padding, self.dilation, 1)
+    }
+
     /// The output length along an axis of input length `n`, kernel
     /// length `k`: (n − 1)·s − 2p + d·(k − 1) + output padding + 1,
     /// PyTorch's; an error where the stride is 0, the output padding is
@@ -139,15 +147,18 @@ impl ConvK {
         w_oihw: &[f32],
         bias: Vec<f32>,
         [cout, cin_g, kh, kw]: [usize; 4],
-        stride: usize,
-        pad: usize,
-        dil: usize,
-        groups: usize,
+        settings: Conv2dSettings,
     ) -> Option<Self> {
+        let Conv2dSettings {
+            stride,
+            padding: pad,
+            dilation: dil,
+            groups,
+        } = settings;
         if groups == 0
             || !cout.is_multiple_of(groups)
             || bias.len() != cout
-            || stride == 0
+            || stride.contains(&0)
             || kh == 0
             || kw == 0
         {
@@ -171,7 +182,7 @@ impl ConvK {
             kw,
             stride,
             pad,
-            dil: dil.max(1),
+            dil: dil.map(|d| d.max(1)),
             groups,
             w,
             dw: Vec::new(),
@@ -188,7 +199,7 @@ impl ConvK {
     }
 
     fn pointwise(&self) -> bool {
-        (self.kh, self.kw, self.stride, self.pad) == (1, 1, 1, 0)
+        (self.kh, self.kw, self.stride, self.pad) == (1, 1, [1; 2], [0; 2])
     }
 
     /// A 1×1 stride-1 conv with one group: on NCHW values it is one
@@ -239,7 +250,8 @@ impl ConvK {
         if self.wino.is_none()
             && Winograd::applies(shape, self.stride, self.pad, self.dil, self.groups)
         {
-            self.wino = Some(Winograd::new(&self.w, self.cin_g, self.cout, self.pad));
+            // `applies` holds for one padding on both axes only.
+            self.wino = Some(Winograd::new(&self.w, self.cin_g, self.cout, self.pad[0]));
             self.w = Vec::new();
         }
     }
@@ -303,10 +315,10 @@ impl ConvK {
                 if d.spatial { "" } else { " (flat)" }
             );
         }
-        let out = |n, k| conv_len(n, k, self.stride, self.pad, self.dil);
+        let out = |n, k, a: usize| conv_len(n, k, self.stride[a], self.pad[a], self.dil[a]);
         Ok(Dims {
-            h: out(d.h, self.kh)?,
-            w: out(d.w, self.kw)?,
+            h: out(d.h, self.kh, 0)?,
+            w: out(d.w, self.kw, 1)?,
             c: self.cout,
             ..d
         })
@@ -469,10 +481,11 @@ impl ConvK {
         true
     }
 
-    /// Input row `iy` and column `ix` read by output (oy, ox) at kernel
-    /// offset (ky, kx), or `None` in the padding.
-    fn at(&self, o: usize, k: usize, n: usize) -> Option<usize> {
-        let i = (o * self.stride + k * self.dil) as isize - self.pad as isize;
+    /// The input row (`axis` 0) or column (1) of `n` read by output row
+    /// or column `o` at kernel offset `k`, or `None` in the padding.
+    fn at(&self, axis: usize, o: usize, k: usize, n: usize) -> Option<usize> {
+        let (s, d, p) = (self.stride[axis], self.dil[axis], self.pad[axis]);
+        let i = (o * s + k * d) as isize - p as isize;
         (i >= 0 && (i as usize) < n).then_some(i as usize)
     }
 
@@ -480,21 +493,21 @@ impl ConvK {
     /// input (`w` columns) and the first one's column, as `(kx0, ix0, n)`:
     /// with one group and no dilation they read one contiguous run.
     fn tap_run(&self, ox: usize, w: usize) -> Option<(usize, usize, usize)> {
-        let kx0 = (0..self.kw).find(|&kx| self.at(ox, kx, w).is_some())?;
+        let kx0 = (0..self.kw).find(|&kx| self.at(1, ox, kx, w).is_some())?;
         let kx1 = (0..self.kw)
             .rev()
-            .find(|&kx| self.at(ox, kx, w).is_some())
+            .find(|&kx| self.at(1, ox, kx, w).is_some())
             .unwrap_or(kx0);
-        Some((kx0, self.at(ox, kx0, w)?, kx1 + 1 - kx0))
+        Some((kx0, self.at(1, ox, kx0, w)?, kx1 + 1 - kx0))
     }
 
     /// [`Self::tap_run`] of every output column (`o_w` of them) on an
     /// input `w` columns wide, once per pass rather than per output pixel
     /// and kernel row (the two searches were most of a LeNet-5's one-channel
     /// im2col and col2im, `perf`); empty where the taps are not one run
-    /// (groups, dilation).
+    /// (groups, dilation across).
     fn tap_runs(&self, o_w: usize, w: usize) -> Vec<Option<(usize, usize, usize)>> {
-        if self.groups != 1 || self.dil != 1 {
+        if self.groups != 1 || self.dil[1] != 1 {
             return Vec::new();
         }
         (0..o_w).map(|ox| self.tap_run(ox, w)).collect()
@@ -508,8 +521,8 @@ impl ConvK {
         // Every value is written below (zeros where a pixel reads the
         // padding), so the buffer is not cleared first.
         let cols = buffer(cols, d.b * o.h * o.w * row);
-        let inside = |o: usize, k: usize, n: usize| {
-            self.at(o, 0, n).is_some() && self.at(o, k - 1, n).is_some()
+        let inside = |a: usize, o: usize, k: usize, n: usize| {
+            self.at(a, o, 0, n).is_some() && self.at(a, o, k - 1, n).is_some()
         };
         let runs = self.tap_runs(o.w, d.w);
         // One output line per task.
@@ -518,14 +531,14 @@ impl ConvK {
             .for_each(|(line, out)| {
                 let (s, oy) = (line / o.h, line % o.h);
                 let img = &x[s * d.per_sample()..][..d.per_sample()];
-                let rows_inside = inside(oy, self.kh, d.h);
+                let rows_inside = inside(0, oy, self.kh, d.h);
                 for ox in 0..o.w {
                     let r = &mut out[ox * row..][..row];
-                    if !(rows_inside && inside(ox, self.kw, d.w)) {
+                    if !(rows_inside && inside(1, ox, self.kw, d.w)) {
                         r.fill(0.0);
                     }
                     for ky in 0..self.kh {
-                        let Some(iy) = self.at(oy, ky, d.h) else {
+                        let Some(iy) = self.at(0, oy, ky, d.h) else {
                             continue;
                         };
                         let line = &img[iy * d.w * c..][..d.w * c];
@@ -539,7 +552,7 @@ impl ConvK {
                             continue;
                         }
                         for kx in 0..self.kw {
-                            let Some(ix) = self.at(ox, kx, d.w) else {
+                            let Some(ix) = self.at(1, ox, kx, d.w) else {
                                 continue;
                             };
                             for g in 0..self.groups {
@@ -564,12 +577,12 @@ impl ConvK {
     }
 
     fn depthwise_forward(&self, x: &[f32], d: Dims, o: Dims, out: &mut [f32]) {
-        if self.stride == 1 {
-            let (k, off) = ([self.kh, self.kw], [self.pad; 2]);
-            return depthwise_padded(x, d, o, &self.dw, k, (self.dil, off), out);
+        if self.stride == [1; 2] {
+            let k = [self.kh, self.kw];
+            return depthwise_padded(x, d, o, &self.dw, k, (self.dil, self.pad), out);
         }
         // out[oy, ox] = Σ x[oy·s + ky·dil − pad, ox·s + kx·dil − pad] · w[ky, kx]
-        let at = |o: usize, k: usize, n: usize| self.at(o, k, n);
+        let at = |a: usize, o: usize, k: usize, n: usize| self.at(a, o, k, n);
         depthwise_gather(x, d, o, &self.dw, [self.kh, self.kw], at, out);
     }
 
@@ -577,21 +590,21 @@ impl ConvK {
         // g's row iy + pad − ky·dil is row iy + (kh − 1 − ky)·dil of g
         // padded by (kh − 1)·dil − pad rows (columns alike): a stride-1
         // gather with the kernel flipped.
-        let reach = [(self.kh - 1) * self.dil, (self.kw - 1) * self.dil];
-        if self.stride == 1 && self.pad <= reach[0].min(reach[1]) {
+        let reach = [(self.kh - 1) * self.dil[0], (self.kw - 1) * self.dil[1]];
+        if self.stride == [1; 2] && self.pad[0] <= reach[0] && self.pad[1] <= reach[1] {
             let taps = self.kh * self.kw;
             let flipped: Vec<f32> = (0..taps)
                 .flat_map(|t| &self.dw[(taps - 1 - t) * d.c..][..d.c])
                 .copied()
                 .collect();
-            let (k, off) = ([self.kh, self.kw], reach.map(|r| r - self.pad));
+            let (k, off) = ([self.kh, self.kw], [0, 1].map(|a| reach[a] - self.pad[a]));
             return depthwise_padded(g, o, d, &flipped, k, (self.dil, off), dx);
         }
-        if self.stride == 1 {
+        if self.stride == [1; 2] {
             // dx[iy, ix] = Σ g[iy + pad − ky·dil, ix + pad − kx·dil] · w[ky, kx]:
             // the same gather over the output's gradient.
-            let at = |i: usize, k: usize, n: usize| {
-                let v = (i + self.pad) as isize - (k * self.dil) as isize;
+            let at = |a: usize, i: usize, k: usize, n: usize| {
+                let v = (i + self.pad[a]) as isize - (k * self.dil[a]) as isize;
                 (v >= 0 && (v as usize) < n).then_some(v as usize)
             };
             return depthwise_gather(g, o, d, &self.dw, [self.kh, self.kw], at, dx);
@@ -602,13 +615,13 @@ impl ConvK {
             .for_each(|(img, gs)| {
                 for oy in 0..o.h {
                     for ky in 0..self.kh {
-                        let Some(iy) = self.at(oy, ky, d.h) else {
+                        let Some(iy) = self.at(0, oy, ky, d.h) else {
                             continue;
                         };
                         for ox in 0..o.w {
                             let gp = &gs[(oy * o.w + ox) * c..][..c];
                             for kx in 0..self.kw {
-                                let Some(ix) = self.at(ox, kx, d.w) else {
+                                let Some(ix) = self.at(1, ox, kx, d.w) else {
                                     continue;
                                 };
                                 let px = &mut img[(iy * d.w + ix) * c..][..c];
@@ -657,7 +670,7 @@ simd_fn! {
         let row = kk * k.groups;
         for oy in 0..o.h {
             for ky in 0..k.kh {
-                let Some(iy) = k.at(oy, ky, d.h) else {
+                let Some(iy) = k.at(0, oy, ky, d.h) else {
                     continue;
                 };
                 let line = &mut img[iy * d.w * c..][..d.w * c];
@@ -676,7 +689,7 @@ simd_fn! {
                         continue;
                     }
                     for kx in 0..k.kw {
-                        let Some(ix) = k.at(ox, kx, d.w) else {
+                        let Some(ix) = k.at(1, ox, kx, d.w) else {
                             continue;
                         };
                         let px = &mut line[ix * c..][..c];
@@ -697,7 +710,7 @@ simd_fn! {
 /// [`depthwise_gather`] at stride 1 with the source's padding written out:
 /// `src` (dims `sd`) is first copied into a zero-filled image of the size
 /// that `od`'s pixels reach, at rows and columns `off` (output (y, x) then
-/// reads its (y + ky·dil, x + kx·dil)), so that every output pixel is an
+/// reads its (y + ky·dil[0], x + kx·dil[1])), so that every output pixel is an
 /// interior one, summed in registers four pixels at a time (the border
 /// pixels, most of ConvNeXt's 14 × 14 and 7 × 7 stages' pixels, took the
 /// per-tap path). A tap in the padding adds 0 · w. The padded image lives
@@ -708,13 +721,13 @@ fn depthwise_padded(
     od: Dims,
     w: &[f32],
     [kh, kw]: [usize; 2],
-    (dil, off): (usize, [usize; 2]),
+    (dil, off): ([usize; 2], [usize; 2]),
     out: &mut [f32],
 ) {
     let c = sd.c;
     let pd = Dims {
-        h: od.h + (kh - 1) * dil,
-        w: od.w + (kw - 1) * dil,
+        h: od.h + (kh - 1) * dil[0],
+        w: od.w + (kw - 1) * dil[1],
         ..sd
     };
     // This thread's im2col scratch holds the padded image where it is no
@@ -753,13 +766,13 @@ fn depthwise_on_padded(
     od: Dims,
     w: &[f32],
     [kh, kw]: [usize; 2],
-    dil: usize,
+    dil: [usize; 2],
     out: &mut [f32],
 ) {
     let c = pd.c;
     if !c.is_multiple_of(DW_LANES) {
-        // Output (y, x) reads the padded image's (y + ky·dil, x + kx·dil).
-        let at = |o: usize, k: usize, n: usize| Some(o + k * dil).filter(|&i| i < n);
+        // Output (y, x) reads the padded image's (y + ky·dil[0], x + kx·dil[1]).
+        let at = |a: usize, o: usize, k: usize, n: usize| Some(o + k * dil[a]).filter(|&i| i < n);
         return depthwise_gather(padded, pd, od, w, [kh, kw], at, out);
     }
     // Whole register blocks of channels: each tap of each pixel is one
@@ -784,12 +797,13 @@ fn depthwise_on_padded(
 }
 
 /// Which rows [`padded_line`] reads: output line `oy` reads padded rows
-/// `oy + ky·dil` (`pw` blocks a row) for `ky < k[0]`, `k[1]` taps a row.
+/// `oy + ky·dil[0]` (`pw` blocks a row) for `ky < k[0]`, `k[1]` taps a
+/// row, `dil[1]` apart.
 #[derive(Clone, Copy)]
 struct Rows {
     pw: usize,
     oy: usize,
-    dil: usize,
+    dil: [usize; 2],
     k: [usize; 2],
 }
 
@@ -807,10 +821,10 @@ simd_fn! {
             for b in 0..cb {
                 let mut acc = [[0f32; DW_LANES]; DW_PIXELS];
                 for ky in 0..kh {
-                    let row = &img[(r.oy + ky * r.dil) * r.pw..][..r.pw];
+                    let row = &img[(r.oy + ky * r.dil[0]) * r.pw..][..r.pw];
                     for kx in 0..kw {
                         let wv = &w[(ky * kw + kx) * cb + b];
-                        let p0 = (ox + kx * r.dil) * cb + b;
+                        let p0 = (ox + kx * r.dil[1]) * cb + b;
                         for (j, acc) in acc.iter_mut().enumerate() {
                             let xv = &row[p0 + j * cb];
                             for l in 0..DW_LANES {
@@ -831,10 +845,10 @@ simd_fn! {
                 let n = (cb - b).min(4);
                 let mut acc = [[0f32; DW_LANES]; 4];
                 for ky in 0..kh {
-                    let row = &img[(r.oy + ky * r.dil) * r.pw..][..r.pw];
+                    let row = &img[(r.oy + ky * r.dil[0]) * r.pw..][..r.pw];
                     for kx in 0..kw {
                         let ws = &w[(ky * kw + kx) * cb + b..][..n];
-                        let xs = &row[(ox + kx * r.dil) * cb + b..][..n];
+                        let xs = &row[(ox + kx * r.dil[1]) * cb + b..][..n];
                         for ((acc, xv), wv) in acc.iter_mut().zip(xs).zip(ws) {
                             for l in 0..DW_LANES {
                                 acc[l] = madd::<S>(xv[l], wv[l], acc[l]);
@@ -856,8 +870,9 @@ const DW_LANES: usize = 16;
 /// Output pixels per register block of [`gather_line`]'s interior.
 const DW_PIXELS: usize = 4;
 
-/// `out[y, x, c] = Σ_{ky, kx} src[at(y, ky), at(x, kx), c] · w[ky, kx, c]`
-/// (`at` gives the source row or column a tap reads, `None` outside):
+/// `out[y, x, c] = Σ_{ky, kx} src[at(0, y, ky), at(1, x, kx), c] · w[ky, kx, c]`
+/// (`at` gives the source row (axis 0) or column (1) a tap reads, `None`
+/// outside):
 /// a depthwise conv's forward pass, and its input's gradient at stride 1.
 /// Each output pixel sums its taps in registers, [`DW_LANES`] channels at
 /// a time.
@@ -867,18 +882,18 @@ fn depthwise_gather(
     od: Dims,
     w: &[f32],
     [kh, kw]: [usize; 2],
-    at: impl Fn(usize, usize, usize) -> Option<usize>,
+    at: impl Fn(usize, usize, usize, usize) -> Option<usize>,
     out: &mut [f32],
 ) {
     let c = sd.c;
     // The source row (column) of each output row (column) at each tap.
     let ys: Vec<Option<usize>> = (0..od.h)
         .flat_map(|y| (0..kh).map(move |k| (y, k)))
-        .map(|(y, k)| at(y, k, sd.h))
+        .map(|(y, k)| at(0, y, k, sd.h))
         .collect();
     let xs: Vec<Option<usize>> = (0..od.w)
         .flat_map(|x| (0..kw).map(move |k| (x, k)))
-        .map(|(x, k)| at(x, k, sd.w))
+        .map(|(x, k)| at(1, x, k, sd.w))
         .collect();
     out.par_chunks_mut(od.w * c)
         .enumerate()
