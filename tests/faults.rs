@@ -5,8 +5,11 @@
 //! nothing panics; and that no trial passes. The README's "Mistakes and
 //! what they get" lists the same cases.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
+use common::CaseDir;
 use gevaldi::candle_core::{DType, Device, Tensor};
 use gevaldi::config::TrialId;
 use gevaldi::harness::Registry;
@@ -849,14 +852,11 @@ fn every_mistake_gets_a_clear_error_and_nothing_passes() {
 
 // === Issue 17: each message checked in full ===
 
-/// A fresh directory for one case of issue 17.
-fn case_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("gevaldi-faults17-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A fresh directory for one case of issue 17, removed when the case
+/// ends.
+fn case_dir(name: &str) -> CaseDir {
+    CaseDir::fresh(&format!("gevaldi-faults17-{}-{name}", std::process::id()))
 }
-
 /// The one error of a config that has exactly one, as printed.
 fn one_config_error(dir: &Path, text: &str) -> (String, String) {
     let message = load(dir, text).expect_err("the config must be refused");

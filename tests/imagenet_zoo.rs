@@ -46,12 +46,11 @@ fn round_trip_and_audit<M: Classifier + Module>(
     size: usize,
 ) {
     let model = load(zoo::frozen(varmap, &common::device())).unwrap();
-    let dir = std::env::temp_dir().join(format!("gevaldi-zoo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::CaseDir::fresh(&format!("gevaldi-zoo-{}-{name}", std::process::id()));
     let path = dir.join(format!("{name}.safetensors"));
     varmap.save(&path).unwrap();
     let loaded = zoo::load_file(&path, name, &common::device(), load).unwrap();
-    std::fs::remove_file(&path).unwrap();
+    drop(dir);
     let x = images(2, size);
     let (a, b) = (model.forward(&x).unwrap(), loaded.forward(&x).unwrap());
     assert_eq!(a.dims(), [2, 1000]);
@@ -137,8 +136,7 @@ fn a_wrong_tensor_is_named() {
         SqueezeNet::load(vb, SqueezeNetVersion::V1_1, 10)
     })
     .unwrap();
-    let dir = std::env::temp_dir().join(format!("gevaldi-zoo-bad-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::CaseDir::fresh(&format!("gevaldi-zoo-bad-{}", std::process::id()));
     let path = dir.join("sq.safetensors");
     vm.save(&path).unwrap();
     let err = zoo::load_file(&path, "squeezenet1_1", &dev, |vb| {

@@ -8,11 +8,14 @@
 //! The tests change process-wide environment variables (`GEVALDI_ENGINE`,
 //! `INSTA_UPDATE`, `CI`), so each holds one lock for its whole run.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
 use candle_core::{safetensors, Device, Tensor};
+use common::CaseDir;
 use gevaldi::config::TrialId;
 use gevaldi::suite::{Registry, Suite, TrialError, TrialReport};
 
@@ -75,9 +78,8 @@ fn all_trials(config: &Path) -> Vec<TrialOutcome> {
 /// A copy of tests/snapshot/quick.toml in a fresh directory, with its
 /// committed snapshot, `edit` applied to the TOML text, and absolute paths
 /// to the fixtures' weights (or to `cnn_b`, when given).
-fn quick_copy(tag: &str, edit: impl Fn(String) -> String, cnn_b: Option<&Path>) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("gevaldi-policy-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+fn quick_copy(tag: &str, edit: impl Fn(String) -> String, cnn_b: Option<&Path>) -> CaseDir {
+    let dir = CaseDir::fresh(&format!("gevaldi-policy-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(dir.join("snapshots/quick")).unwrap();
     let toml = std::fs::read_to_string(root().join("tests/snapshot/quick.toml")).unwrap();
     let fixtures = root().join("fixtures/mnist");
@@ -139,8 +141,7 @@ fn the_committed_suite_passes_on_candles_ops_and_on_the_generic_path() {
 fn a_one_percent_change_to_one_layer_is_caught() {
     let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
     ci_env("auto");
-    let dir = std::env::temp_dir().join(format!("gevaldi-policy-scaled-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = CaseDir::fresh(&format!("gevaldi-policy-scaled-{}", std::process::id()));
     let mut tensors = safetensors::load(fixture("cnn_b.safetensors"), &Device::Cpu).unwrap();
     let w: &Tensor = &tensors["conv1.weight"];
     let scaled = (w * 1.01).unwrap();
@@ -227,7 +228,7 @@ fn a_first_run_reports_a_new_snapshot_and_cargo_insta_accepts_it() {
     std::fs::write(dir.join("src/lib.rs"), "").unwrap();
     let status = Command::new("cargo")
         .args(["insta", "accept", "--workspace-root"])
-        .arg(&dir)
+        .arg(&*dir)
         .current_dir(&dir)
         .status()
         .expect("cargo runs");

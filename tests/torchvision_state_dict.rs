@@ -21,10 +21,15 @@ fn images(n: usize, size: usize) -> Tensor {
     sample_standard_normal((n, 3, size, size), &mut rng, &Device::Cpu).unwrap()
 }
 
-fn temp_path(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("gevaldi-torchvision-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(format!("{name}.safetensors"))
+/// A file `name.safetensors` in a fresh folder, removed with the folder
+/// when the first value is dropped.
+fn temp_path(name: &str) -> (common::CaseDir, PathBuf) {
+    let dir = common::CaseDir::fresh(&format!(
+        "gevaldi-torchvision-{}-{name}",
+        std::process::id()
+    ));
+    let path = dir.join(format!("{name}.safetensors"));
+    (dir, path)
 }
 
 /// The state dict torchvision would give for a seeded random `arch`: the
@@ -57,13 +62,11 @@ fn load(
     tag: &str,
     tensors: &HashMap<String, Tensor>,
 ) -> gevaldi::Result<Box<dyn Classifier>> {
-    let path = temp_path(&format!("{arch}-{tag}"));
+    let (_dir, path) = temp_path(&format!("{arch}-{tag}"));
     candle_core::safetensors::save(tensors, &path).unwrap();
-    let loaded = zoo::load_file(&path, arch.name(), &Device::Cpu, |vb| {
+    zoo::load_file(&path, arch.name(), &Device::Cpu, |vb| {
         zoo::classifier(arch, vb)
-    });
-    std::fs::remove_file(&path).unwrap();
-    loaded
+    })
 }
 
 fn assert_same_logits(arch: Arch, loaded: &dyn Classifier, reference: &dyn Classifier) {

@@ -524,10 +524,10 @@ fn an_unconditional_generator_or_too_few_models_are_refused() {
 
 /// A suite in a fresh temporary folder named after `name`: the tournament
 /// `t` of cnn_a, bag_0 and bag_1 over the cVAE, 4 samples of 3 steps, with
-/// `search` (lines) added to its `[search]` table.
-fn three_model_suite(name: &str, search: &str) -> (std::path::PathBuf, gevaldi::suite::Suite) {
-    let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+/// `search` (lines) added to its `[search]` table; the folder is removed
+/// when the first value is dropped.
+fn three_model_suite(name: &str, search: &str) -> (common::CaseDir, gevaldi::suite::Suite) {
+    let dir = common::CaseDir::fresh(&format!("{name}-{}", std::process::id()));
     let weights = |m: &str| zoo::mnist_fixtures_dir().join(format!("{m}.safetensors"));
     let text = format!(
         "[search]\nbatch = 4\nsteps = 3\n{search}\n\

@@ -542,8 +542,8 @@ mod tests {
     /// count, and the size: not where the file is or when it was written.
     #[test]
     fn the_pair_fingerprint_holds_the_weights_bytes_not_their_time_or_place() {
-        let dir = std::env::temp_dir().join(format!("gevaldi-weights-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         std::fs::create_dir_all(dir.join("elsewhere")).unwrap();
         let fingerprint = |weights: &str| {
             let text = format!(
@@ -551,7 +551,7 @@ mod tests {
                  [classifier.x]\n\n[classifier.y]\n\n[classifier.z]\n\n\
                  [[tournament]]\nname = \"t\"\nmodels = [\"x\", \"y\", \"z\"]\ngenerator = \"g\"\n"
             );
-            fingerprint_of_xy(&dir, &text)
+            fingerprint_of_xy(dir, &text)
         };
         // 3 MiB and a tail: the digest reads it in several parts.
         let mut bytes: Vec<u8> = (0..3 * (1 << 20) + 5)
@@ -585,6 +585,5 @@ mod tests {
         }
         write(&bytes, 4_000_000);
         assert_eq!(base, fingerprint("g.safetensors"), "the bytes restored");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -2,6 +2,7 @@
 // Each test binary uses some of these helpers, not all.
 #![allow(dead_code)]
 
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use gevaldi::candle_core::{Device, Tensor};
@@ -44,4 +45,38 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
         .and_then(|d| d.max_all())
         .and_then(|d| d.to_scalar::<f32>())
         .unwrap()
+}
+
+/// A fresh directory `name` under the system's temporary directory (an
+/// earlier one of that name removed first), removed when dropped: a
+/// test's files do not outlive it. Derefs to its path.
+pub struct CaseDir(PathBuf);
+
+impl CaseDir {
+    pub fn fresh(name: &str) -> CaseDir {
+        let dir = std::env::temp_dir().join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        CaseDir(dir)
+    }
+}
+
+impl std::ops::Deref for CaseDir {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for CaseDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for CaseDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
