@@ -276,19 +276,18 @@ fn users_shufflenet(vb: VarBuilder) -> candle_core::Result<gevaldi::Net> {
     Ok(b.build(x))
 }
 
-/// A classifier of one's own with channel splits and shuffles
-/// (`NetBuilder::narrow`, `channel_shuffle`) runs on the CPU engine,
-/// agrees with candle's ops, passes the gradient audit alone and from z
-/// through the VAE, and has the search walk its backward itself (the
-/// recording of a step is closed from z to the logits).
-#[test]
-fn a_users_shufflenet_from_the_layer_vocabulary_passes_the_audit() {
+/// A classifier of one's own from the layer vocabulary (`load`, seeded
+/// weights) runs on the CPU engine, agrees with candle's ops, passes the
+/// gradient audit alone and from z through the VAE (at its decoded
+/// samples for `seed`'s latents), and has the search walk its backward
+/// itself (the recording of a step is closed from z to the logits).
+fn check_users_classifier(load: fn(VarBuilder) -> candle_core::Result<gevaldi::Net>, seed: u64) {
     let dev = Device::Cpu;
     let (_, _, vae) = common::fixture_models(&dev);
-    let (_, varmap) = zoo::seeded_varmap(4, &dev, users_shufflenet).unwrap();
-    let net = users_shufflenet(zoo::frozen(&varmap, &dev)).unwrap();
-    let z = sample_standard_normal((4, 8), &mut rand_chacha::ChaCha8Rng::seed_from_u64(9), &dev)
-        .unwrap();
+    let (_, varmap) = zoo::seeded_varmap(seed, &dev, load).unwrap();
+    let net = load(zoo::frozen(&varmap, &dev)).unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let z = sample_standard_normal((4, 8), &mut rng, &dev).unwrap();
     let x = vae.decode(&z, None).unwrap();
     assert!(net.uses_cpu_engine(&x));
     let diff = common::max_abs_diff(&net.forward(&x).unwrap(), &net.forward_candle(&x).unwrap());
@@ -307,6 +306,14 @@ fn a_users_shufflenet_from_the_layer_vocabulary_passes_the_audit() {
             .unwrap()
     });
     assert!(recording.closed(z_var.as_tensor(), &[&logits]));
+}
+
+/// A classifier of one's own with channel splits and shuffles
+/// (`NetBuilder::narrow`, `channel_shuffle`) runs as the built-in models
+/// do ([`check_users_classifier`]).
+#[test]
+fn a_users_shufflenet_from_the_layer_vocabulary_passes_the_audit() {
+    check_users_classifier(users_shufflenet, 4);
 }
 
 /// A small vision transformer of one's own on MNIST, as torchvision's
@@ -371,39 +378,11 @@ fn users_vit(vb: VarBuilder) -> candle_core::Result<gevaldi::Net> {
 }
 
 /// A vision transformer of one's own (class token, position embedding,
-/// heads from narrowed channels) runs on the CPU engine, agrees with
-/// candle's ops, passes the gradient audit alone and from z through the
-/// VAE, and has the search walk its backward itself.
+/// heads from narrowed channels) runs as the built-in models do
+/// ([`check_users_classifier`]).
 #[test]
 fn a_users_vision_transformer_from_the_layer_vocabulary_passes_the_audit() {
-    let dev = Device::Cpu;
-    let (_, _, vae) = common::fixture_models(&dev);
-    let (_, varmap) = zoo::seeded_varmap(5, &dev, users_vit).unwrap();
-    let net = users_vit(zoo::frozen(&varmap, &dev)).unwrap();
-    let z = sample_standard_normal(
-        (4, 8),
-        &mut rand_chacha::ChaCha8Rng::seed_from_u64(10),
-        &dev,
-    )
-    .unwrap();
-    let x = vae.decode(&z, None).unwrap();
-    assert!(net.uses_cpu_engine(&x));
-    let diff = common::max_abs_diff(&net.forward(&x).unwrap(), &net.forward_candle(&x).unwrap());
-    assert!(diff < 1e-5, "engine against candle's ops: {diff}");
-    let mine = ModuleClassifier::from_net(net, zoo::mnist_class_names());
-    assert!(mine.taped());
-    GradientAudit::default()
-        .classifier("mine", &mine, &x)
-        .unwrap_or_else(|e| panic!("{e}"));
-    GradientAudit::default()
-        .chain("vae -> mine", &vae, &mine, &z, None)
-        .unwrap_or_else(|e| panic!("{e}"));
-    let z_var = candle_core::Var::from_tensor(&z).unwrap();
-    let (logits, recording) = gevaldi::engine::record_while(|| {
-        mine.logits(&vae.decode(z_var.as_tensor(), None).unwrap())
-            .unwrap()
-    });
-    assert!(recording.closed(z_var.as_tensor(), &[&logits]));
+    check_users_classifier(users_vit, 5);
 }
 
 /// A generator built from the layer vocabulary (`ModuleGenerator::from_net`)

@@ -662,6 +662,14 @@ fn an_empty_batch_gives_empty_outputs() {
     }
 }
 
+/// The network `f` builds on the input, its output the value `f` returns.
+fn net_of(f: &dyn Fn(&mut NetBuilder, NodeId) -> NodeId) -> Net {
+    let mut b = NetBuilder::new();
+    let i = b.input();
+    let y = f(&mut b, i);
+    b.build(y)
+}
+
 /// Each `(what, net, expected)`: running `net` on `x` is an error whose
 /// message holds `expected` on every path, never a panic or a result.
 fn errors_on_every_path(x: &Tensor, cases: Vec<(&str, Net, &str)>) {
@@ -1347,14 +1355,8 @@ fn leaky_relu_matches_its_definition_on_every_path() {
 #[test]
 fn generator_op_settings_pytorch_refuses_are_errors_on_every_path() {
     let x = randn(&[2, 3, 6, 6], 1);
-    let net = |f: &dyn Fn(&mut NetBuilder, NodeId) -> NodeId| {
-        let mut b = NetBuilder::new();
-        let i = b.input();
-        let y = f(&mut b, i);
-        b.build(y)
-    };
     let transposed = |cin: usize, stride: usize, output_padding: usize| {
-        net(&move |b: &mut NetBuilder, i: NodeId| {
+        net_of(&move |b: &mut NetBuilder, i: NodeId| {
             let cfg = candle_nn::ConvTranspose2dConfig {
                 stride,
                 output_padding,
@@ -1385,37 +1387,37 @@ fn generator_op_settings_pytorch_refuses_are_errors_on_every_path() {
         ),
         (
             "avg pool padding",
-            net(&|b: &mut NetBuilder, i: NodeId| b.avg_pool2d(i, 2, 2, 2)),
+            net_of(&|b: &mut NetBuilder, i: NodeId| b.avg_pool2d(i, 2, 2, 2)),
             "avg_pool2d: padding 2 is more than half the window 2",
         ),
         (
             "upsample 0",
-            net(&|b: &mut NetBuilder, i: NodeId| b.upsample_nearest2d(i, 0)),
+            net_of(&|b: &mut NetBuilder, i: NodeId| b.upsample_nearest2d(i, 0)),
             "upsample_nearest2d: scale 0, expected 1 or more",
         ),
         (
             "negative slope",
-            net(&|b: &mut NetBuilder, i: NodeId| b.act(i, Activation::LeakyRelu(-0.1))),
+            net_of(&|b: &mut NetBuilder, i: NodeId| b.act(i, Activation::LeakyRelu(-0.1))),
             "leaky_relu: negative slope -0.1, expected a finite slope of 0 or more",
         ),
         (
             "NaN slope",
-            net(&|b: &mut NetBuilder, i: NodeId| b.act(i, Activation::LeakyRelu(f32::NAN))),
+            net_of(&|b: &mut NetBuilder, i: NodeId| b.act(i, Activation::LeakyRelu(f32::NAN))),
             "leaky_relu: negative slope NaN",
         ),
         (
             "hardtanh bounds reversed",
-            net(&|b: &mut NetBuilder, i: NodeId| b.act(i, Activation::Hardtanh(6.0, 0.0))),
+            net_of(&|b: &mut NetBuilder, i: NodeId| b.act(i, Activation::Hardtanh(6.0, 0.0))),
             "hardtanh: bounds [6, 0], expected finite bounds, the first below the second",
         ),
         (
             "hardtanh bounds equal",
-            net(&|b: &mut NetBuilder, i: NodeId| b.act(i, Activation::Hardtanh(1.0, 1.0))),
+            net_of(&|b: &mut NetBuilder, i: NodeId| b.act(i, Activation::Hardtanh(1.0, 1.0))),
             "hardtanh: bounds [1, 1]",
         ),
         (
             "hardtanh bound infinite",
-            net(&|b: &mut NetBuilder, i: NodeId| {
+            net_of(&|b: &mut NetBuilder, i: NodeId| {
                 b.act(i, Activation::Hardtanh(f32::NEG_INFINITY, 1.0))
             }),
             "hardtanh: bounds [-inf, 1]",
@@ -1916,16 +1918,10 @@ fn attention_matches_its_definition_on_every_path() {
     assert!(kernels.contains(&"Attention"), "{kernels:?}");
 
     let x = randn(&[2, 4, 4, 4], 47);
-    let net = |f: &dyn Fn(&mut NetBuilder, NodeId) -> NodeId| {
-        let mut b = NetBuilder::new();
-        let i = b.input();
-        let y = f(&mut b, i);
-        b.build(y)
-    };
     let cases = vec![
         (
             "keys of other channels",
-            net(&|b: &mut NetBuilder, i: NodeId| {
+            net_of(&|b: &mut NetBuilder, i: NodeId| {
                 let k = b.concat(&[i, i]);
                 b.attention(i, k, k, 1.0)
             }),
@@ -1934,7 +1930,7 @@ fn attention_matches_its_definition_on_every_path() {
         ),
         (
             "values of another size",
-            net(&|b: &mut NetBuilder, i: NodeId| {
+            net_of(&|b: &mut NetBuilder, i: NodeId| {
                 let v = b.max_pool2d(i, 2, 2, 0, false);
                 b.attention(i, i, v, 1.0)
             }),
@@ -1942,7 +1938,7 @@ fn attention_matches_its_definition_on_every_path() {
         ),
         (
             "a flat value",
-            net(&|b: &mut NetBuilder, i: NodeId| {
+            net_of(&|b: &mut NetBuilder, i: NodeId| {
                 let f = b.flatten(i);
                 b.attention(f, f, f, 1.0)
             }),
@@ -1950,7 +1946,7 @@ fn attention_matches_its_definition_on_every_path() {
         ),
         (
             "a scale that is not finite",
-            net(&|b: &mut NetBuilder, i: NodeId| b.attention(i, i, i, f32::NAN)),
+            net_of(&|b: &mut NetBuilder, i: NodeId| b.attention(i, i, i, f32::NAN)),
             "attention: scale NaN, expected a finite scale",
         ),
     ];
@@ -2109,31 +2105,25 @@ fn narrow_and_channel_shuffle_match_their_definitions_on_every_path() {
 #[test]
 fn narrow_and_shuffle_settings_that_do_not_fit_are_errors_on_every_path() {
     let x = randn(&[2, 6, 4, 4], 24);
-    let net = |f: &dyn Fn(&mut NetBuilder, NodeId) -> NodeId| {
-        let mut b = NetBuilder::new();
-        let i = b.input();
-        let y = f(&mut b, i);
-        b.build(y)
-    };
     let cases = vec![
         (
             "narrow past the end",
-            net(&|b, i| b.narrow(i, 1, 4, 3)),
+            net_of(&|b, i| b.narrow(i, 1, 4, 3)),
             "narrow: entries [4, 7) of dim 1, which has 6",
         ),
         (
             "narrow of nothing",
-            net(&|b, i| b.narrow(i, 1, 1, 0)),
+            net_of(&|b, i| b.narrow(i, 1, 1, 0)),
             "narrow: length 0, expected 1 or more",
         ),
         (
             "shuffle groups",
-            net(&|b, i| b.channel_shuffle(i, 4)),
+            net_of(&|b, i| b.channel_shuffle(i, 4)),
             "channel_shuffle: 6 channels do not split into 4 groups",
         ),
         (
             "shuffle in no groups",
-            net(&|b, i| b.channel_shuffle(i, 0)),
+            net_of(&|b, i| b.channel_shuffle(i, 0)),
             "channel_shuffle: groups 0, expected 1 or more",
         ),
     ];
@@ -2223,24 +2213,18 @@ fn joins_narrows_and_constants_along_any_dim_match_their_definitions() {
 /// one sample are the same error on every path, naming the op.
 #[test]
 fn dims_and_constants_that_do_not_fit_are_errors_on_every_path() {
-    let net = |f: &dyn Fn(&mut NetBuilder, NodeId) -> NodeId| {
-        let mut b = NetBuilder::new();
-        let i = b.input();
-        let y = f(&mut b, i);
-        b.build(y)
-    };
     let flat = randn(&[2, 5], 35);
     errors_on_every_path(
         &flat,
         vec![
             (
                 "narrow of a flat value's rows",
-                net(&|b, i| b.narrow(i, 2, 0, 1)),
+                net_of(&|b, i| b.narrow(i, 2, 0, 1)),
                 "narrow: dim 2 of a value of shape [2, 5]",
             ),
             (
                 "concat of a flat value's rows",
-                net(&|b, i| b.concat_dim(&[i, i], 2)),
+                net_of(&|b, i| b.concat_dim(&[i, i], 2)),
                 "concat: dim 2 of a value of shape [2, 5]",
             ),
         ],
@@ -2253,7 +2237,7 @@ fn dims_and_constants_that_do_not_fit_are_errors_on_every_path() {
         vec![
             (
                 "concat of rows of other widths",
-                net(&|b, i| {
+                net_of(&|b, i| {
                     let k = b.constant(&wide);
                     b.concat_dim(&[k, i], 2)
                 }),
@@ -2262,22 +2246,22 @@ fn dims_and_constants_that_do_not_fit_are_errors_on_every_path() {
             ),
             (
                 "narrow of the batch",
-                net(&|b, i| b.narrow(i, 0, 0, 1)),
+                net_of(&|b, i| b.narrow(i, 0, 0, 1)),
                 "narrow: dim 0, expected 1 (channels or features), 2 (rows) or 3 (columns)",
             ),
             (
                 "concat along dim 4",
-                net(&|b, i| b.concat_dim(&[i, i], 4)),
+                net_of(&|b, i| b.concat_dim(&[i, i], 4)),
                 "concat: dim 4, expected 1 (channels or features), 2 (rows) or 3 (columns)",
             ),
             (
                 "narrow past the last column",
-                net(&|b, i| b.narrow(i, 3, 2, 4)),
+                net_of(&|b, i| b.narrow(i, 3, 2, 4)),
                 "narrow: entries [2, 6) of dim 3, which has 5",
             ),
             (
                 "constant of two samples",
-                net(&|b, _| b.constant(&two)),
+                net_of(&|b, _| b.constant(&two)),
                 "constant: a value of shape [2, 3, 1, 5], expected one sample, [1, C, H, W] or \
                  [1, F]",
             ),

@@ -218,36 +218,43 @@ simd_fn! {
     }
 }
 
+/// `f(p, row)` on each row `p` of `out`, rows of `width` values, in
+/// parallel: up to 64 rows a task, fewer where rows are long (a narrow
+/// or join along the rows of a value cuts whole planes).
+fn per_row(out: &mut [f32], width: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+    if width == 0 {
+        return;
+    }
+    let rows = (16_384 / width).clamp(1, 64);
+    out.par_chunks_mut(width * rows)
+        .enumerate()
+        .for_each(|(t, chunk)| {
+            for (r, row) in chunk.chunks_mut(width).enumerate() {
+                f(t * rows + r, row);
+            }
+        });
+}
+
 /// Per-pixel rows `[pixels, c_i]` side by side: `[pixels, Σ c_i]`.
 pub(crate) fn concat(xs: &[(&[f32], usize)], pixels: usize) -> Vec<f32> {
     let total: usize = xs.iter().map(|(_, c)| c).sum();
     let mut out = vec![0f32; pixels * total];
-    out.par_chunks_mut(total * 64)
-        .enumerate()
-        .for_each(|(t, rows)| {
-            for (r, px) in rows.chunks_mut(total).enumerate() {
-                let p = t * 64 + r;
-                let mut at = 0;
-                for (x, c) in xs {
-                    px[at..at + c].copy_from_slice(&x[p * c..][..*c]);
-                    at += c;
-                }
-            }
-        });
+    per_row(&mut out, total, |p, row| {
+        let mut at = 0;
+        for (x, c) in xs {
+            row[at..at + c].copy_from_slice(&x[p * c..][..*c]);
+            at += c;
+        }
+    });
     out
 }
 
 /// The columns `[at, at + c)` of per-pixel rows `[pixels, total]`.
 pub(crate) fn split(g: &[f32], pixels: usize, total: usize, at: usize, c: usize) -> Vec<f32> {
     let mut out = vec![0f32; pixels * c];
-    out.par_chunks_mut(c * 64)
-        .enumerate()
-        .for_each(|(t, rows)| {
-            for (r, px) in rows.chunks_mut(c).enumerate() {
-                let p = t * 64 + r;
-                px.copy_from_slice(&g[p * total + at..][..c]);
-            }
-        });
+    per_row(&mut out, c, |p, row| {
+        row.copy_from_slice(&g[p * total + at..][..c]);
+    });
     out
 }
 
@@ -256,14 +263,9 @@ pub(crate) fn split(g: &[f32], pixels: usize, total: usize, at: usize, c: usize)
 pub(crate) fn widen(g: &[f32], pixels: usize, total: usize, at: usize) -> Vec<f32> {
     let c = g.len() / pixels.max(1);
     let mut out = vec![0f32; pixels * total];
-    out.par_chunks_mut(total * 64)
-        .enumerate()
-        .for_each(|(t, rows)| {
-            for (r, px) in rows.chunks_mut(total).enumerate() {
-                let p = t * 64 + r;
-                px[at..at + c].copy_from_slice(&g[p * c..][..c]);
-            }
-        });
+    per_row(&mut out, total, |p, row| {
+        row[at..at + c].copy_from_slice(&g[p * c..][..c]);
+    });
     out
 }
 
@@ -273,15 +275,12 @@ pub(crate) fn widen(g: &[f32], pixels: usize, total: usize, at: usize) -> Vec<f3
 pub(crate) fn channel_shuffle(x: &[f32], c: usize, groups: usize) -> Vec<f32> {
     let per = c / groups;
     let mut out = vec![0f32; x.len()];
-    out.par_chunks_mut(c * 64)
-        .zip(x.par_chunks(c * 64))
-        .for_each(|(ys, xs)| {
-            for (y, x) in ys.chunks_mut(c).zip(xs.chunks(c)) {
-                for (k, v) in y.iter_mut().enumerate() {
-                    *v = x[(k % groups) * per + k / groups];
-                }
-            }
-        });
+    per_row(&mut out, c, |p, row| {
+        let x = &x[p * c..][..c];
+        for (k, v) in row.iter_mut().enumerate() {
+            *v = x[(k % groups) * per + k / groups];
+        }
+    });
     out
 }
 
