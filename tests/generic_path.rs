@@ -960,3 +960,73 @@ fn linear_layers_joined_along_their_features_agree_on_every_path() {
     }
     std::env::set_var("GEVALDI_ENGINE", "auto");
 }
+
+/// A net of the ops the vocabulary gained on 2026-12-06: convs with
+/// per-axis settings (Inception's 1×7 and a strided 7×1), ShuffleNet's
+/// channel halves (`narrow` along dim 1) and `channel_shuffle`, and a
+/// transformer's class token (`constant` joined along the rows with
+/// `concat_dim`) and a cut of the columns (`narrow` along dim 3). Logits
+/// and input gradient agree on every engine, and it passes the gradient
+/// audit on each; on a GPU, with its CUDA ops.
+#[test]
+fn the_split_shuffle_token_and_per_axis_ops_agree_on_every_path() {
+    use gevaldi::{Activation, Classifier, Conv2dSettings, ModuleClassifier, NetBuilder};
+    let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
+    let weight = |shape: [usize; 4], seed: u64| {
+        let fan_in = shape[1] * shape[2] * shape[3];
+        normal(&shape, seed)
+            .affine(1.0 / (fan_in as f64).sqrt(), 0.0)
+            .unwrap()
+    };
+    let bias = |n: usize, seed: u64| normal(&[n], seed).affine(0.1, 0.0).unwrap();
+    let mut b = NetBuilder::new();
+    let x = b.input();
+    let wide = Conv2dSettings {
+        padding: [0, 3],
+        ..Default::default()
+    };
+    let h = b.conv2d_with(x, &weight([8, 1, 1, 7], 70), Some(&bias(8, 71)), wide);
+    let h = b.relu(h);
+    let tall = Conv2dSettings {
+        stride: [2, 1],
+        padding: [3, 0],
+        ..Default::default()
+    };
+    let h = b.conv2d_with(h, &weight([8, 8, 7, 1], 72), Some(&bias(8, 73)), tall);
+    let h = b.act(h, Activation::Tanh);
+    let (left, right) = (b.narrow(h, 1, 0, 4), b.narrow(h, 1, 4, 4));
+    let one = Conv2dSettings::default();
+    let right = b.conv2d_with(right, &weight([4, 4, 1, 1], 74), None, one);
+    let right = b.relu(right);
+    let h = b.concat(&[left, right]);
+    let h = b.channel_shuffle(h, 2);
+    let token = b.constant(&normal(&[1, 8, 1, 28], 75));
+    let h = b.concat_dim(&[token, h], 2);
+    let h = b.narrow(h, 3, 2, 20);
+    let h = b.adaptive_avg_pool2d(h, 1, 1);
+    let h = b.flatten(h);
+    let logits = b.linear(h, &normal(&[10, 8], 76), Some(&normal(&[10], 77)));
+    let classifier = ModuleClassifier::from_net(b.build(logits), (0..10).map(|i| i.to_string()));
+    let x = normal(&[3, 1, 28, 28], 78).affine(0.5, 0.5).unwrap();
+    let run = |engine: &str| {
+        std::env::set_var("GEVALDI_ENGINE", engine);
+        GradientAudit::default()
+            .classifier(engine, &classifier, &x)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let v = Var::from_tensor(&x).unwrap();
+        let y = classifier.logits(v.as_tensor()).unwrap();
+        let w = normal(y.dims(), 79);
+        let grads = (&y * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        (y, grads.get(v.as_tensor()).unwrap().clone())
+    };
+    let (y_ref, g_ref) = run("candle");
+    assert_eq!(y_ref.dims(), [3, 10]);
+    for engine in ["auto", "generic"] {
+        let (y, g) = run(engine);
+        let (ey, eg) = (rel_err(&y, &y_ref), rel_err(&g, &g_ref));
+        println!("{engine} vs candle: logits {ey:.1e}, input gradient {eg:.1e}");
+        assert!(ey < 1e-4, "{engine}: logits relative error {ey}");
+        assert!(eg < 1e-4, "{engine}: input gradient relative error {eg}");
+    }
+    std::env::set_var("GEVALDI_ENGINE", "auto");
+}
