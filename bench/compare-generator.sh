@@ -19,6 +19,8 @@
 # also names: at batch 64 one step took 17 s in gevaldi and 46 s in
 # PyTorch on this repository's 2-core machine, which would add some 15
 # minutes to the default run (VIT_BATCHES="8 64" runs it there too).
+# The default run (ROUNDS=3, every workload) took 11.6 minutes there
+# (2026-12-06, with other sessions' builds running).
 #
 # Settings (environment): ROUNDS (3), BATCHES ("8 64"), VIT_BATCHES ("8"), WARMUP (2),
 # MIN_STEPS (3), MAX_STEPS (50), BUDGET_S (4: seconds of timed steps per
