@@ -25,10 +25,31 @@ their running statistics those of a calibration batch):
             [B,3,224,224]: depthwise 3x3 convs, batch norms, ReLU6,
             inverted residuals; forward + gradient w.r.t. x of
             sum(logits * r)
+  shufflenet_v2
+            torchvision's ShuffleNetV2 x1.0 on [B,3,224,224]: units that
+            split the channels in halves (chunk), stride-2 units with two
+            branches, depthwise 3x3 convs, channel shuffles; the same step
+  inception_v3
+            torchvision's Inception-v3 (aux_logits=False, init_weights=True,
+            transform_input False) on [B,3,299,299]: BasicConv2d (conv
+            without bias, batch norm eps 0.001, ReLU), InceptionA..E with
+            their 1x7/7x1 and 1x3/3x1 convs and avg_pool2d(3, 1, 1)
+            branches (count_include_pad, PyTorch's default), max pools;
+            the same step
+  vit_b_16  torchvision's ViT-B/16 on [B,3,224,224]: 16x16 patches, a class
+            token, a position embedding, 12 pre-norm blocks of 12 heads
+            (nn.MultiheadAttention) and an exact-GELU MLP; the same step.
+            torchvision initialises the class token, the head and the
+            attention's biases with zeros, which would leave the head's
+            output 0 and its gradient 0, and the class token and the
+            biases' split unchecked: they are drawn from N(0, 0.02) here
+            (the head as nn.Linear's default), and the layer norms' weights
+            and biases as 1 + N(0, 0.02) and N(0, 0.02)
 
 `make` writes, under DIR: weights/<workload>.safetensors (PyTorch's state
 dict), inputs.safetensors (z [8,100], x [8,1,32,32], r_img [8,3,64,64],
-r_logits [8,10], image [8,3,224,224], r_1000 [8,1000]) and reference/<workload>.safetensors (PyTorch's output and
+r_logits [8,10], image [8,3,224,224], r_1000 [8,1000], image299
+[8,3,299,299]) and reference/<workload>.safetensors (PyTorch's output and
 gradient at batch 8, which the Rust bench compares with). `time` prints one
 line per workload, as bench/imagenet_reference.py does:
 
@@ -46,8 +67,8 @@ from torch_bench import arguments, time_workload
 
 BATCH = 8
 NZ, NGF, NC = 100, 64, 3
-WORKLOADS = ["dcgan", "upsample", "lenet5", "mobilenet_v2"]
-CLASSIFIERS = ["lenet5", "mobilenet_v2"]
+WORKLOADS = ["dcgan", "upsample", "lenet5", "mobilenet_v2", "shufflenet_v2", "inception_v3", "vit_b_16"]
+CLASSIFIERS = ["lenet5", "mobilenet_v2", "shufflenet_v2", "inception_v3", "vit_b_16"]
 
 
 def seeded(name):
@@ -108,7 +129,45 @@ def mobilenet_v2():
     return torchvision.models.mobilenet_v2(weights=None)
 
 
-MAKERS = {"dcgan": dcgan, "upsample": upsample, "lenet5": lenet5, "mobilenet_v2": mobilenet_v2}
+def shufflenet_v2():
+    import torchvision
+
+    return torchvision.models.shufflenet_v2_x1_0(weights=None)
+
+
+def inception_v3():
+    import torchvision
+
+    return torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=True, transform_input=False)
+
+
+def vit_b_16():
+    import torchvision
+
+    m = torchvision.models.vit_b_16(weights=None)
+    # What torchvision sets to zeros (or ones), drawn (see the docstring).
+    with torch.no_grad():
+        m.class_token.normal_(0.0, 0.02)
+        m.heads.head.reset_parameters()
+        for mod in m.modules():
+            if isinstance(mod, nn.MultiheadAttention):
+                mod.in_proj_bias.normal_(0.0, 0.02)
+                mod.out_proj.bias.normal_(0.0, 0.02)
+            elif isinstance(mod, nn.LayerNorm):
+                mod.weight.normal_(1.0, 0.02)
+                mod.bias.normal_(0.0, 0.02)
+    return m
+
+
+MAKERS = {
+    "dcgan": dcgan,
+    "upsample": upsample,
+    "lenet5": lenet5,
+    "mobilenet_v2": mobilenet_v2,
+    "shufflenet_v2": shufflenet_v2,
+    "inception_v3": inception_v3,
+    "vit_b_16": vit_b_16,
+}
 
 
 def model(name):
@@ -149,7 +208,9 @@ def inputs_for(name, inputs):
     """(input, output weights r) of a workload."""
     if name == "lenet5":
         return inputs["x"], inputs["r_logits"]
-    if name == "mobilenet_v2":
+    if name == "inception_v3":
+        return inputs["image299"], inputs["r_1000"]
+    if name in CLASSIFIERS:
         return inputs["image"], inputs["r_1000"]
     return inputs["z"].reshape(-1, NZ, 1, 1), inputs["r_img"]
 
@@ -183,12 +244,16 @@ def make(d):
     inputs["image"] = torch.randn(BATCH, 3, 224, 224, generator=g)
     inputs["r_1000"] = torch.randn(BATCH, 1000, generator=g)
     images = torch.randn(16, 3, 224, 224, generator=g)
+    inputs["image299"] = torch.randn(BATCH, 3, 299, 299, generator=g)
+    images299 = torch.randn(16, 3, 299, 299, generator=g)
     save_file(inputs, os.path.join(d, "inputs.safetensors"))
     for name in WORKLOADS:
         m = model(name)
-        if name == "mobilenet_v2":
+        if name in ("mobilenet_v2", "shufflenet_v2"):
             calibrate(m, images)
-        elif name != "lenet5":
+        elif name == "inception_v3":
+            calibrate(m, images299)
+        elif name not in CLASSIFIERS:
             calibrate(m, zc)
         save_file({k: v.contiguous() for k, v in m.state_dict().items()}, os.path.join(d, "weights", f"{name}.safetensors"))
         x, r = inputs_for(name, inputs)
