@@ -134,7 +134,12 @@ pub fn report(per: usize) -> Option<String> {
         return None;
     }
     let mut table = TABLE.lock().unwrap_or_else(|e| e.into_inner());
-    let mut rows: Vec<_> = std::mem::take(&mut *table).into_iter().collect();
+    Some(render(std::mem::take(&mut *table), per))
+}
+
+/// The table of [`report`] from its rows, `per` dividing the times.
+fn render(table: BTreeMap<Row, (Duration, u64, usize)>, per: usize) -> String {
+    let mut rows: Vec<_> = table.into_iter().collect();
     rows.sort_by_key(|r| std::cmp::Reverse(r.1 .0));
     let per = per.max(1) as f64;
     let (sections, rows): (Vec<_>, Vec<_>) = rows.into_iter().partition(|r| r.0 .0 == SECTION);
@@ -159,6 +164,16 @@ pub fn report(per: usize) -> Option<String> {
             out.push_str(&line(figures, name));
         }
     }
+    if rows.is_empty() {
+        // A net on the CPU engine: its kernels run inside one candle op
+        // per net, which this table does not time op by op.
+        out.push_str(
+            "engine profile: no op ran on the generic path (the CPU engine's kernels are not \
+             timed op by op: GEVALDI_ENGINE=generic times the same net's ops on the generic \
+             path; a sampling profiler such as perf sees the CPU engine's)\n",
+        );
+        return out;
+    }
     out.push_str(&format!(
         "engine profile (generic path, synchronised per op), per step: {:.2} ms in all; \
          time, calls, candle tensors made\n",
@@ -167,7 +182,7 @@ pub fn report(per: usize) -> Option<String> {
     for ((phase, kind), figures) in rows {
         out.push_str(&line(figures, format!("{phase:8} {kind}")));
     }
-    Some(out)
+    out
 }
 
 #[cfg(test)]
@@ -176,7 +191,7 @@ mod tests {
 
     use super::super::net::Op;
     use super::super::Conv2dSettings;
-    use super::{kind, report, time};
+    use super::{kind, render, report, time};
 
     /// Off (this test process has no GEVALDI_PROFILE): `time` runs its
     /// closure and records nothing, and there is no report. The kinds
@@ -202,6 +217,25 @@ mod tests {
         assert_eq!(kind(&conv(1, 4, [2, 2])), "conv 3x5 stride 2");
         assert_eq!(kind(&conv(8, 1, [2, 2])), "conv 3x5 stride 2 depthwise");
         assert_eq!(kind(&conv(1, 4, [2, 1])), "conv 3x5 stride 2x1");
+    }
+
+    /// Regression: a step whose net ran whole on the CPU engine (no op
+    /// on the generic path) printed an empty table, "0.00 ms in all",
+    /// as if nothing had run; it now says why there are no rows. Rows
+    /// print slowest first, per step.
+    #[test]
+    fn a_table_without_generic_ops_says_why() {
+        let empty = render(Default::default(), 3);
+        assert!(empty.contains("no op ran on the generic path"), "{empty}");
+        assert!(!empty.contains("0.00 ms in all"), "{empty}");
+        let mut rows = std::collections::BTreeMap::new();
+        let ms = std::time::Duration::from_millis;
+        rows.insert(("forward", "relu".to_string()), (ms(30), 3, 6));
+        rows.insert(("forward", "conv 3x3 stride 1".to_string()), (ms(90), 3, 9));
+        let table = render(rows, 3);
+        assert!(table.contains("40.00 ms in all"), "{table}");
+        let (conv, relu) = (table.find("conv 3x3").unwrap(), table.find("relu").unwrap());
+        assert!(conv < relu, "{table}");
     }
 }
 
