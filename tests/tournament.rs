@@ -580,7 +580,7 @@ fn verdict_read_the_marked_record(suite: &gevaldi::suite::Suite, a: &str, b: &st
 fn the_verdict_reads_current_pair_records_and_reruns_stale_ones() {
     use gevaldi::artifact;
 
-    let (dir, suite) = three_model_suite("gevaldi-tour-pairs", "");
+    let (_dir, suite) = three_model_suite("gevaldi-tour-pairs", "");
     let pairs = suite.tournament_pairs("t");
     assert_eq!(pairs.len(), 6, "{pairs:?}");
     assert_eq!(pairs[0], "cnn_a-vs-bag_0");
@@ -610,7 +610,6 @@ fn the_verdict_reads_current_pair_records_and_reruns_stale_ones() {
     json["fingerprint"] = "stale".into();
     std::fs::write(&pair_path, serde_json::to_vec(&json).unwrap()).unwrap();
     assert!(!verdict_read_the_record(), "a stale record is run again");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// A plain `cargo nextest run` starts the verdict beside the pairs' tests,
@@ -624,7 +623,7 @@ fn the_verdict_and_the_pairs_tests_search_each_pair_once() {
     use gevaldi::artifact;
     use gevaldi::config::TrialId;
 
-    let (dir, suite) = three_model_suite("gevaldi-tour-lock", "");
+    let (_dir, suite) = three_model_suite("gevaldi-tour-lock", "");
     suite
         .run_trial(&TrialId::tournament("t"), &|_, _| {})
         .unwrap();
@@ -659,7 +658,6 @@ fn the_verdict_and_the_pairs_tests_search_each_pair_once() {
         .unwrap();
     other.join().unwrap();
     assert_eq!(result.warnings, ["marked"], "the pair was searched again");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// A classifier of one's own: ten pixels at the digits' centre, scaled.
@@ -686,8 +684,7 @@ fn the_verdict_reruns_a_pair_whose_registered_model_computes_otherwise() {
     use gevaldi::artifact;
     use gevaldi::suite::{Registry, Suite};
 
-    let dir = std::env::temp_dir().join(format!("gevaldi-tour-registered-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::CaseDir::fresh(&format!("gevaldi-tour-registered-{}", std::process::id()));
     let weights = |m: &str| zoo::mnist_fixtures_dir().join(format!("{m}.safetensors"));
     let text = format!(
         "[search]\nbatch = 4\nsteps = 3\n\n\
@@ -728,7 +725,6 @@ fn the_verdict_reruns_a_pair_whose_registered_model_computes_otherwise() {
         !verdict_read_the_record(&suite(-3.0)),
         "other code: the pair is run again"
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// Under a symmetric divergence the suite lists (and nextest runs) one
@@ -741,7 +737,7 @@ fn under_a_symmetric_divergence_the_suite_searches_each_pair_once() {
     use gevaldi::artifact::{self, Record};
     use gevaldi::config::TrialId;
 
-    let (dir, suite) = three_model_suite("gevaldi-tour-js", "divergence = \"js\"\n");
+    let (_dir, suite) = three_model_suite("gevaldi-tour-js", "divergence = \"js\"\n");
     assert_eq!(
         suite.tournament_pairs("t"),
         ["cnn_a-vs-bag_0", "cnn_a-vs-bag_1", "bag_0-vs-bag_1"]
@@ -778,7 +774,6 @@ fn under_a_symmetric_divergence_the_suite_searches_each_pair_once() {
     assert_eq!(ab.warnings, ["marked"]);
     assert_eq!(ba, &ab.mirrored());
     assert_eq!(ba.prediction_a, mirrored.prediction_a);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// Issue 18: the snapshot's ranking puts neighbours in the Bradley–Terry
@@ -1092,8 +1087,7 @@ fn tournaments_and_ensembles_count_the_latents_that_left_the_support() {
     use gevaldi::artifact::{self, Record};
     use gevaldi::config::TrialId;
 
-    let dir = std::env::temp_dir().join(format!("gevaldi-tour-box-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::CaseDir::fresh(&format!("gevaldi-tour-box-{}", std::process::id()));
     let weights = |m: &str| zoo::mnist_fixtures_dir().join(format!("{m}.safetensors"));
     let text = format!(
         "[search]\nbatch = 4\nsteps = 3\ndivergence = \"js\"\n\n\
@@ -1174,5 +1168,4 @@ fn tournaments_and_ensembles_count_the_latents_that_left_the_support() {
             2
         );
     }
-    std::fs::remove_dir_all(&dir).unwrap();
 }

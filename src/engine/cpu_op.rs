@@ -374,15 +374,10 @@ fn run_kernel(step: &Step, xs: &[&Arc<Vec<f32>>], ds: &[Dims]) -> candle_core::R
         Kernel::Concat { dim } => {
             let (outer, _, inner) = around(d, *dim, "concat")?;
             let size = |e: &Dims| around(*e, *dim, "concat").map(|(_, n, _)| n);
-            let fits = |e: &Dims| -> candle_core::Result<bool> {
-                Ok(e.spatial == d.spatial && resized(*e, *dim, size(&d)?) == d)
-            };
-            if !ds
+            let n = size(&d)?;
+            if ds
                 .iter()
-                .map(fits)
-                .collect::<candle_core::Result<Vec<_>>>()?
-                .iter()
-                .all(|f| *f)
+                .any(|e| e.spatial != d.spatial || resized(*e, *dim, n) != d)
             {
                 let shapes: Vec<Vec<usize>> = ds.iter().map(|e| e.shape()).collect();
                 candle_core::bail!("concat: shapes {shapes:?}, {}", concat_expects(*dim));

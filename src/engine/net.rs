@@ -230,11 +230,7 @@ impl Op {
                 );
             }
             Op::Concat { dim } | Op::Narrow { dim, .. } if *dim >= dims.len() => {
-                let name = if matches!(self, Op::Concat { .. }) {
-                    "concat"
-                } else {
-                    "narrow"
-                };
+                let name = self.dim_op_name();
                 candle_core::bail!("{name}: dim {dim} of a value of shape {dims:?}");
             }
             Op::Concat { dim } => {
@@ -261,6 +257,16 @@ impl Op {
             _ => {}
         }
         Ok(())
+    }
+
+    /// The name of an op along a dim, a concat's or else a narrow's, as
+    /// errors say it.
+    fn dim_op_name(&self) -> &'static str {
+        if matches!(self, Op::Concat { .. }) {
+            "concat"
+        } else {
+            "narrow"
+        }
     }
 
     /// The name of an op on images (`[B, C, H, W]` only), as errors say
@@ -309,11 +315,7 @@ impl Op {
             Op::Act(a) => a.refused(),
             Op::Narrow { len: 0, .. } => Some("narrow: length 0, expected 1 or more".into()),
             Op::Narrow { dim, .. } | Op::Concat { dim } if !(1..=3).contains(dim) => {
-                let name = if matches!(self, Op::Concat { .. }) {
-                    "concat"
-                } else {
-                    "narrow"
-                };
+                let name = self.dim_op_name();
                 Some(format!(
                     "{name}: dim {dim}, expected 1 (channels or features), 2 (rows) or 3 (columns)"
                 ))

@@ -399,33 +399,10 @@ impl Suite {
             audit.generator(generator, g, &z, condition.as_ref())?;
             audit.log_prior(generator, g, &z)?;
         }
-        // The samples each moved by 1e-3 of the generator's output range
-        // times a seeded |normal|, toward the middle of the range (so they
-        // stay in it): a decoded digit's blank background is ~1e-6
-        // everywhere, where a conv without bias gives ~1e-6 and every
-        // ReLU after it sits on its kink; finite differences there
-        // disagree with any gradient (a right model failed its audit by
-        // 1.1 to 1.5 at every step size). Jittered, the pixels are
-        // generic; a wrong gradient is wrong there too, and the audit from
-        // z below sees the samples themselves.
-        let jittered = || -> Result<candle_core::Tensor> {
-            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0x6a69_7474);
-            let (lo, hi) = g.output_range();
-            let (mid, step) = if lo.is_finite() && hi.is_finite() && lo < hi {
-                ((lo + hi) / 2.0, 1e-3 * (hi - lo))
-            } else {
-                (0.0, 1e-3)
-            };
-            crate::model::sample_standard_normal(x.dims(), &mut rng, x.device())
-                .and_then(|n| {
-                    let toward_mid = x
-                        .lt(f64::from(mid))?
-                        .to_dtype(x.dtype())?
-                        .affine(2.0, -1.0)?;
-                    let n = n.to_dtype(x.dtype())?.abs()?.affine(f64::from(step), 0.0)?;
-                    &x + n.mul(&toward_mid)?
-                })
-                .map_err(Error::tensor("jitter the samples for the gradient audit"))
+        // Made once for every classifier of one's own ([`jittered`]).
+        let audited = match own.is_empty() {
+            true => None,
+            false => Some(jittered(&x, g.output_range())?),
         };
         for (name, c) in own {
             let logits = c.logits(&x).map_err(Error::model(
@@ -438,7 +415,7 @@ impl Suite {
             crate::search::check_logits_dtype(name, &logits, z.dtype())?;
             if finite(&logits)? {
                 crate::search::refuse_probabilities(name, &logits)?;
-                audit.classifier(name, *c, &jittered()?)?;
+                audit.classifier(name, *c, audited.as_ref().unwrap_or(&x))?;
                 // At images a dropped branch hides among the pixels; in z,
                 // where the search climbs, it shows.
                 let chain = format!("{generator} -> {name}");
@@ -468,6 +445,35 @@ impl Suite {
             None => Ok(()),
         }
     }
+}
+
+/// The generator's samples `x`, each value moved by 1e-3 of its output
+/// range `(lo, hi)` times a seeded |normal|, toward the middle of the
+/// range (so they stay in it), for a classifier's gradient audit: a
+/// decoded digit's blank background is ~1e-6 everywhere, where a conv
+/// without bias gives ~1e-6 and every ReLU after it sits on its kink;
+/// finite differences there disagree with any gradient (a right model
+/// failed its audit by 1.1 to 1.5 at every step size). Jittered, the
+/// pixels are generic; a wrong gradient is wrong there too, and the audit
+/// from z sees the samples themselves.
+fn jittered(x: &candle_core::Tensor, (lo, hi): (f32, f32)) -> Result<candle_core::Tensor> {
+    use rand::SeedableRng;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0x6a69_7474);
+    let (mid, step) = if lo.is_finite() && hi.is_finite() && lo < hi {
+        ((lo + hi) / 2.0, 1e-3 * (hi - lo))
+    } else {
+        (0.0, 1e-3)
+    };
+    crate::model::sample_standard_normal(x.dims(), &mut rng, x.device())
+        .and_then(|n| {
+            let toward_mid = x
+                .lt(f64::from(mid))?
+                .to_dtype(x.dtype())?
+                .affine(2.0, -1.0)?;
+            let n = n.to_dtype(x.dtype())?.abs()?.affine(f64::from(step), 0.0)?;
+            x + n.mul(&toward_mid)?
+        })
+        .map_err(Error::tensor("jitter the samples for the gradient audit"))
 }
 
 /// Refuses a generator whose decoded samples `x` reach beyond its declared
