@@ -265,6 +265,8 @@ pub mod report;
 pub mod snapshot;
 #[doc(hidden)]
 pub mod suite;
+#[cfg(test)]
+mod test_support;
 pub mod tournament;
 #[doc(hidden)]
 pub mod verdict;

@@ -306,17 +306,9 @@ mod tests {
                     .gradient(vec![(&y2, w)], x.as_tensor())
                     .unwrap()
                     .unwrap();
-                let diff = (&own - graph)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .max_all()
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
+                let diff = crate::test_support::max_abs_diff(&own, graph);
                 assert!(diff < 1e-5, "{channels:?} {size:?} {norm}: {diff}");
-                let dy = (&y2 - &y).unwrap().abs().unwrap().max_all().unwrap();
-                assert_eq!(dy.to_scalar::<f32>().unwrap(), 0.0);
+                assert_eq!(crate::test_support::max_abs_diff(&y2, &y), 0.0);
             }
         }
     }

@@ -15,6 +15,8 @@
 //! agree to the same tolerance at one of three inputs nearby
 //! (x · (1 + k·10⁻³)): a wrong gradient differs at every input.
 
+mod common;
+
 use candle_core::{Device, Tensor, Var};
 use gevaldi::engine::Net;
 use gevaldi::zoo::{
@@ -43,7 +45,8 @@ fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
     let diff = a
         .iter()
         .zip(&b)
-        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, common::nan_max);
     assert!(!diff.is_nan() && scale > 0.0, "NaN or an all-zero output");
     diff / scale
 }

@@ -26,6 +26,8 @@
 //! `GEVALDI_NET_CASES` (default 4000) and `GEVALDI_NET_SEED` (default 0)
 //! choose the cases; a failure prints its seed and the net.
 
+mod common;
+
 use candle_core::{DType, Device, Module, Tensor, Var};
 use candle_nn::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig};
 use gevaldi::engine::{Activation, Conv2dSettings, Net, NetBuilder, NodeId};
@@ -457,10 +459,14 @@ fn gevaldi_pool_len(h: usize, k: usize, s: usize, p: usize, ceil: bool) -> Resul
 /// LayerNorm over equal channels) comes out as f32 noise of about 1e-6.
 const FLOOR: f64 = 0.1;
 
-/// max |a − b| / max(max |b|, FLOOR), of finite values ([`run_case`]
-/// checks them: `f64::max` passes NaN over).
+/// max |a − b| / max(max |b|, FLOOR); NaN where a difference is (not
+/// `m.max(d)`, which passes a NaN over).
 fn rel_err(a: &[f64], b: &[f64]) -> f64 {
-    let diff = a.iter().zip(b).fold(0f64, |m, (x, y)| m.max((x - y).abs()));
+    let diff = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f64, common::nan_max);
     diff / scale(b)
 }
 

@@ -299,6 +299,7 @@ mod tests {
     use candle_core::{DType, Device, Tensor, Var};
 
     use super::{generic, reference, scale_shift_relu, ScaleShiftRelu};
+    use crate::test_support::max_rel_diff as max_rel;
 
     /// The op itself, whatever `GEVALDI_ENGINE` says.
     fn op(x: &Tensor, ab: &Tensor) -> Tensor {
@@ -312,12 +313,6 @@ mod tests {
         let n = shape.iter().product();
         let v: Vec<f32> = (0..n).map(|_| StandardNormal.sample(&mut rng)).collect();
         Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-    }
-
-    fn max_rel(a: &Tensor, b: &Tensor) -> f32 {
-        let d = (a - b).unwrap().abs().unwrap().max_all().unwrap();
-        let s = b.abs().unwrap().max_all().unwrap();
-        d.to_scalar::<f32>().unwrap() / s.to_scalar::<f32>().unwrap().max(1e-30)
     }
 
     /// Forward and the gradients of x and the gains agree with candle's

@@ -1148,8 +1148,7 @@ mod tests {
             "the graph's path was taken"
         );
         let plain = g.decode(&z.as_tensor().detach(), Some(&c)).unwrap();
-        let d = (&image - &plain).unwrap().abs().unwrap().max_all().unwrap();
-        assert_eq!(d.to_scalar::<f32>().unwrap(), 0.0);
+        assert_eq!(crate::test_support::max_abs_diff(&image, &plain), 0.0);
         // The graph's path, by hand: every layer tracked.
         let cond = g.condition_vector(z.as_tensor(), &c).unwrap();
         let mut h = g.start(&cond).unwrap();
@@ -1167,14 +1166,7 @@ mod tests {
             grads.get(z.as_tensor()).unwrap().clone()
         };
         let (own, reference) = (dz(&image), dz(&graph));
-        let e = (&own - &reference)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap();
-        let m = reference.abs().unwrap().max_all().unwrap();
-        let e = e.to_scalar::<f32>().unwrap() / m.to_scalar::<f32>().unwrap();
+        let e = crate::test_support::max_rel_diff(&own, &reference);
         assert!(e < 1e-5, "z-gradient relative error {e}");
     }
 
@@ -1288,11 +1280,7 @@ mod tests {
                     .unwrap();
                 ys.push((name, y));
             }
-            let err = |a: &Tensor, b: &Tensor| {
-                let d = (a - b).unwrap().abs().unwrap().max_all().unwrap();
-                let m = b.abs().unwrap().max_all().unwrap();
-                d.to_scalar::<f32>().unwrap() / m.to_scalar::<f32>().unwrap()
-            };
+            let err = crate::test_support::max_rel_diff;
             for (name, y) in ys {
                 let g = y.sum_all().unwrap().backward().unwrap();
                 let g = g.get(cond.as_tensor()).unwrap();

@@ -38,13 +38,29 @@ pub fn fixture_models(dev: &Device) -> (MnistCnn, MnistCnn, MnistVae) {
     )
 }
 
-/// max |a − b| over all elements.
+/// The larger of `m` and `v`, NaN where either is: `f32::max`, and so a
+/// fold of it, passes a NaN over, and so does candle 0.11's `max_all`
+/// unless the NaN comes first, either of which lets a comparison of a
+/// NaN result pass. `.fold(0f32, nan_max)` is the largest value.
+pub fn nan_max<T: Copy + PartialOrd + Into<f64>>(m: T, v: T) -> T {
+    let nan = |x: T| Into::<f64>::into(x).is_nan();
+    if nan(m) || !(nan(v) || v > m) {
+        m
+    } else {
+        v
+    }
+}
+
+/// max |a − b| over all elements; NaN where any difference is.
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     (a - b)
         .and_then(|d| d.abs())
-        .and_then(|d| d.max_all())
-        .and_then(|d| d.to_scalar::<f32>())
+        .and_then(|d| d.flatten_all())
+        .and_then(|d| d.to_dtype(gevaldi::candle_core::DType::F32))
+        .and_then(|d| d.to_vec1::<f32>())
         .unwrap()
+        .into_iter()
+        .fold(0f32, nan_max)
 }
 
 /// A fresh directory `name` under the system's temporary directory (an

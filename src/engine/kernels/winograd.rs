@@ -528,7 +528,11 @@ mod tests {
 
     fn max_rel(a: &[f32], b: &[f32]) -> f32 {
         let scale = b.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
-        a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, crate::test_support::nan_max)
+            / scale
     }
 
     /// Forward against the direct convolution, and the backward against
