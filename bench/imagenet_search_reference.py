@@ -391,7 +391,7 @@ def check_pair(cfg, pair, rec, snap, zgen, wn, checks):
         checks.close(f"{name}: sample {i}'s divergence at z0", sm["divergence_before"], first[0][i].item())
         for m, lp in enumerate(sm["log_probs_before"]):
             err = (torch.tensor(lp) - first[1][m][i]).abs().max().item()
-            if err > 5e-3:
+            if not err <= 5e-3:  # a NaN fails
                 checks.failed.append(f"{name}: sample {i}, model {m}: log-probabilities at z0 off by {err:.2g}")
         checks.close(f"{name}: sample {i}'s baseline divergence", rec["baseline"]["divergences"][i], db[i].item())
     if len(traj) > 1:
