@@ -7,6 +7,7 @@
 #
 #   bash bench/compare.sh            # 100 steps per run, 2 rounds
 #   STEPS=200 ROUNDS=3 bash bench/compare.sh
+#   BATCHES="8 1024" bash bench/compare.sh   # other batch sizes (default "64 256")
 #
 # Installs JAX into bench/.venv on first use (bench/setup_jax.sh); the
 # PyTorch column runs where bench/.venv has PyTorch (bench/setup_torch.sh,
@@ -19,6 +20,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 STEPS="${STEPS:-100}"
 ROUNDS="${ROUNDS:-2}"
+BATCHES="${BATCHES:-64 256}"
 Z0=target/bench-z0
 
 bash bench/setup_jax.sh >/dev/null
@@ -46,7 +48,7 @@ best() { # best LINE...: the line with the most steps/s
 }
 
 rows=()
-for batch in 64 256; do
+for batch in $BATCHES; do
   gs=()
   js=()
   ts=()
