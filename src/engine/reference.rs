@@ -6,9 +6,10 @@ use candle_core::Tensor;
 use super::kernels::conv::{conv_len, TransposeSettings};
 use super::net::{Activation, Node, Op};
 use super::Conv2dSettings;
+use super::Pool2dSettings;
 use crate::zoo::{
-    adaptive_avg_pool2d, avg_pool2d, max_pool2d, max_pool2x2, upsample_nearest, BatchNorm,
-    LayerNorm,
+    adaptive_avg_pool2d, avg_pool2d_with, max_pool2d_with, max_pool2x2, upsample_nearest,
+    BatchNorm, LayerNorm,
 };
 
 /// `[C]` as `[1, C]` or `[1, C, 1, 1]`, to broadcast over `x`'s channels.
@@ -425,17 +426,22 @@ pub(crate) fn eval(op: &Op, args: &[&Tensor]) -> candle_core::Result<Tensor> {
         }
         Op::Affine { scale, shift } => BatchNorm::affine(arg(0), scale, shift)?,
         Op::Act(a) => activation(arg(0), *a)?,
-        Op::MaxPool { k, s, p, ceil } => {
+        Op::MaxPool(settings) => {
             let x = arg(0);
             let (_, _, h, w) = x.dims4()?;
-            if (*k, *s, *p) == (2, 2, 0) && h % 2 == 0 && w % 2 == 0 {
+            let two = Pool2dSettings::new([2, 2]);
+            let ceil = Pool2dSettings {
+                ceil_mode: true,
+                ..two
+            };
+            if (*settings == two || *settings == ceil) && h % 2 == 0 && w % 2 == 0 {
                 max_pool2x2(x)?
             } else {
-                max_pool2d(x, *k, *s, *p, *ceil)?
+                max_pool2d_with(x, settings)?
             }
         }
         Op::AdaptiveAvgPool { oh, ow } => adaptive_avg_pool2d(arg(0), *oh, *ow)?,
-        Op::AvgPool { k, s, p } => avg_pool2d(arg(0), *k, *s, *p)?,
+        Op::AvgPool(settings) => avg_pool2d_with(arg(0), settings)?,
         Op::Upsample { scale } => upsample_nearest(arg(0), *scale)?,
         Op::ConvTranspose {
             weight,
