@@ -18,7 +18,11 @@ batch 1, and with each setting differing across from down
 strided or padded on one axis, and InceptionC's factorised 7x7 branch
 with batch norms and ReLUs beside a 1x1 branch, concatenated); transposed convs with strides 1-4, output padding up to s - 1,
 dilation 2-3, padding past the kernel's reach, kernels smaller than the
-stride, 1-pixel inputs, Winograd-sized channels (16 -> 64, 3x3, s1 p1);
+stride, 1-pixel inputs, Winograd-sized channels (16 -> 64, 3x3, s1 p1),
+and with each setting differing across from down (`ConvTranspose2dSettings`:
+strides (2, 1) and (1, 3), padding past the kernel's reach along one axis,
+dilation (2, 1), a 1x4 kernel of stride (1, 2), a Winograd-sized one padded
+(1, 0));
 linear layers flat and per pixel; max-pools with padding, ceil mode and
 ties; average pools with k != s, padding up to k/2, non-dividing sizes and
 1x1 outputs; pools with their settings per axis (`Pool2dSettings`:
@@ -44,12 +48,14 @@ LeNet-5 with average pools, U-Net-like skips (a value read by an upsample
 path and a concat or add), MobileNetV2's inverted residual and
 MobileNetV3's block, affines, LayerNorms and activations before and after
 them. f32 must agree within 2e-5 of the largest value, f64 within 1e-10;
-217 nets, worst 9.6e-6 in f32 (the sigmoid's input gradient at |x| up to
-100, under the functionals the new cases redrew) and 3.8e-15 in f64
-(2026-12-06, with per-axis pools: theirs 1.7e-7 and 1.9e-16, the same
-with GEVALDI_CUDA_OPS_ON_CPU=1; the 202 nets before them, run alone on
-this build, 1.5e-6 and 2.2e-15 as before; with 202 nets, with per-axis
-convs, narrows, shuffles and constants: theirs 6.7e-7 and
+223 nets, worst 3.1e-6 in f32 (the sigmoid's input gradient at |x| up to
+100) and 2.2e-15 in f64 (2026-12-06, with per-axis pools and transposed
+convs: the pools' 1.9e-7 and 2.1e-16, the transposed convs' 7.7e-7 and
+1.7e-15, the same or below with GEVALDI_CUDA_OPS_ON_CPU=1; with 217 nets,
+before the transposed convs, 9.6e-6 (the sigmoid's, under the
+functionals the new cases redrew) and 3.8e-15; the 202 nets before the
+pools, run alone on this build, 1.5e-6 and 2.2e-15 as before; with 202
+nets, with per-axis convs, narrows, shuffles and constants: theirs 6.7e-7 and
 4.4e-7; with 192 nets, before the narrows, 3.6e-6, the sigmoid's input
 gradient at |x| up to 100; with 177 nets, before per-axis convs,
 1.3e-5 in f32, the sigmoid's input gradient at |x| up to 100, under the
@@ -188,7 +194,8 @@ c = Case("ln4d_then_flatten", (2, 4, 1, 1)); n = c.add("ln", 0, w=T("l4f.w", 4),
 
 # --- transposed convs (weight [Cin, Cout, kh, kw])
 def convt_node(c, i, name, cin, cout, kh, kw, stride=1, padding=0, output_padding=0, dilation=1, bias=True):
-    w = T(f"{c.name}.{name}.w", cin, cout, kh, kw, scale=1 / math.sqrt(cin * kh * kw / max(stride, 1) ** 2))
+    sh, sw = stride if isinstance(stride, list) else (stride, stride)
+    w = T(f"{c.name}.{name}.w", cin, cout, kh, kw, scale=1 / math.sqrt(cin * kh * kw / max(sh * sw, 1)))
     b = T(f"{c.name}.{name}.b", cout) if bias else None
     return c.add("convT", i, w=w, b=b, stride=stride, padding=padding, output_padding=output_padding, dilation=dilation)
 
@@ -410,6 +417,15 @@ c = Case("avgpool_ceil_cip_hangs_over", (2, 3, 6, 6)); c.add("avgpool", 0, k=3, 
 c = Case("avgpool_ceil_cip_2x3", (2, 3, 5, 8)); c.add("avgpool", 0, k=[2, 3], s=[2, 2], p=[1, 1], ceil=True); c.done()
 c = Case("avgpool_ceil_nocip_2x3", (2, 3, 5, 8)); c.add("avgpool", 0, k=[2, 3], s=[2, 2], p=[1, 1], ceil=True, cip=False); c.done()
 c = Case("maxpool_axes_ties", (2, 2, 9, 8), xgen=lambda s: torch.randint(0, 3, s).double()); c.add("maxpool", 0, k=[3, 2], s=[2, 1], p=[1, 1], d=[1, 2], ceil=True); c.done()
+# --- transposed convs whose settings differ across from down (PyTorch's ConvTranspose2d(stride=(sh, sw), padding=(ph, pw),
+# output_padding=(oh, ow), dilation=(dh, dw))), after every other case: strides (2, 1) and (1, 3), padding past the
+# kernel's reach along one axis, dilation (2, 1), a 1x4 kernel of stride (1, 2), a Winograd-sized one padded (1, 0)
+c = Case("convT_axes_s21_op10", (2, 3, 4, 5)); convt_node(c, 0, "t", 3, 4, 3, 3, [2, 1], [1, 0], [1, 0]); c.done()
+c = Case("convT_axes_s13_op02", (1, 2, 5, 3)); convt_node(c, 0, "t", 2, 3, 4, 2, [1, 3], [1, 1], [0, 2]); c.done()
+c = Case("convT_axes_p31_past_reach", (2, 3, 5, 4)); convt_node(c, 0, "t", 3, 2, 3, 3, [2, 2], [3, 1], [1, 0]); c.done()
+c = Case("convT_axes_d21", (1, 2, 4, 5)); convt_node(c, 0, "t", 2, 4, 3, 3, [2, 1], [1, 2], 0, [2, 1]); c.done()
+c = Case("convT_axes_1x4_s12", (2, 4, 3, 4)); convt_node(c, 0, "t", 4, 3, 1, 4, [1, 2], [0, 1], [0, 1]); c.done()
+c = Case("convT_axes_winograd_p10", (1, 16, 4, 5)); convt_node(c, 0, "t", 16, 64, 3, 3, 1, [1, 0]); c.done()
 
 
 def pair(v):
@@ -432,7 +448,7 @@ def ref(case, x):
     for n in case.nodes:
         a = [vals[i] for i in n["in"]]; op = n["op"]
         if op == "conv": y = F.conv2d(a[0], tw(n["w"]), tw(n.get("b")), n["stride"], n["padding"], n["dilation"], n["groups"])
-        elif op == "convT": y = F.conv_transpose2d(a[0], tw(n["w"]), tw(n.get("b")), n["stride"], n["padding"], n["output_padding"], 1, n["dilation"])
+        elif op == "convT": y = F.conv_transpose2d(a[0], tw(n["w"]), tw(n.get("b")), pair(n["stride"]), pair(n["padding"]), pair(n["output_padding"]), 1, pair(n["dilation"]))
         elif op == "avgpool": y = F.avg_pool2d(a[0], pair(n["k"]), pair(n.get("s", n["k"])), pair(n.get("p", 0)), ceil_mode=n.get("ceil", False), count_include_pad=n.get("cip", True))
         elif op == "upsample": y = F.interpolate(a[0], scale_factor=n["scale"], mode="nearest")
         elif op == "leaky": y = F.leaky_relu(a[0], float(torch.tensor(n["slope"], dtype=torch.float32)))  # the slope is an f32, as the weights

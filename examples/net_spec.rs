@@ -18,7 +18,9 @@ use std::collections::HashMap;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Module, Tensor, Var};
-use gevaldi::engine::{Activation, Conv2dSettings, NetBuilder, NodeId, Pool2dSettings};
+use gevaldi::engine::{
+    Activation, Conv2dSettings, ConvTranspose2dSettings, NetBuilder, NodeId, Pool2dSettings,
+};
 use serde_json::Value;
 
 fn main() -> Result<()> {
@@ -125,14 +127,14 @@ fn run(case: &Value, ws: &HashMap<String, Tensor>, dt: DType) -> Result<(Tensor,
                 b.conv2d_with(ins[0], &weight("w")?, bias.as_ref(), settings)
             }
             "convT" => {
-                let cfg = candle_nn::ConvTranspose2dConfig {
-                    padding: size(n, "padding", 0),
-                    output_padding: size(n, "output_padding", 0),
-                    stride: size(n, "stride", 1),
-                    dilation: size(n, "dilation", 1),
+                let settings = ConvTranspose2dSettings {
+                    stride: axes("stride", 1),
+                    padding: axes("padding", 0),
+                    output_padding: axes("output_padding", 0),
+                    dilation: axes("dilation", 1),
                 };
-                let conv = candle_nn::ConvTranspose2d::new(weight("w")?, optional(&n["b"])?, cfg);
-                b.conv_transpose2d(ins[0], &conv)
+                let bias = optional(&n["b"])?;
+                b.conv_transpose2d_with(ins[0], &weight("w")?, bias.as_ref(), settings)
             }
             "linear" => b.linear(ins[0], &weight("w")?, optional(&n["b"])?.as_ref()),
             "affine" => b.affine(ins[0], &weight("scale")?, &weight("shift")?),

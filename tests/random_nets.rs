@@ -22,7 +22,9 @@
 
 use candle_core::{DType, Device, Module, Tensor, Var};
 use candle_nn::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig};
-use gevaldi::engine::{Activation, Conv2dSettings, Net, NetBuilder, NodeId, Pool2dSettings};
+use gevaldi::engine::{
+    Activation, Conv2dSettings, ConvTranspose2dSettings, Net, NetBuilder, NodeId, Pool2dSettings,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
@@ -262,6 +264,46 @@ fn step_image(
                     y,
                     vec![c, h * scale, h * scale],
                     format!("upsample x{scale}"),
+                );
+            }
+            13 if rng.random_bool(0.3) => {
+                // Each axis's kernel, stride, padding, output padding and
+                // dilation on its own (kept where both give the same
+                // output size).
+                let k = [0; 2].map(|_| rng.random_range(1..=4usize));
+                let stride = [0; 2].map(|_| rng.random_range(1..=3usize));
+                let dilation = k.map(|k| if k > 1 && rng.random_bool(0.3) { 2 } else { 1 });
+                let padding = [0; 2].map(|_| rng.random_range(0..=2usize));
+                let output_padding = stride.map(|s| rng.random_range(0..s));
+                let full = |a: usize| {
+                    (h - 1) * stride[a] + dilation[a] * (k[a] - 1) + output_padding[a] + 1
+                };
+                let (fh, fw) = (full(0), full(1));
+                if fh <= 2 * padding[0] || fh - 2 * padding[0] > 20 {
+                    continue;
+                }
+                let ho = fh - 2 * padding[0];
+                if fw <= 2 * padding[1] || fw - 2 * padding[1] != ho {
+                    continue;
+                }
+                let cout = rng.random_range(1..=6);
+                let w = randn(
+                    rng,
+                    &[c, cout, k[0], k[1]],
+                    1.0 / ((c * k[0] * k[1]) as f32).sqrt(),
+                );
+                let bias = rng.random_bool(0.7).then(|| randn(rng, &[cout], 0.1));
+                let settings = ConvTranspose2dSettings {
+                    stride,
+                    padding,
+                    output_padding,
+                    dilation,
+                };
+                let y = b.conv_transpose2d_with(x, &w, bias.as_ref(), settings);
+                return (
+                    y,
+                    vec![cout, ho, ho],
+                    format!("conv transpose {k:?} {settings:?} {c}->{cout}"),
                 );
             }
             13 => {

@@ -205,8 +205,8 @@ fn conv_transpose_dims(
         candle_core::bail!("conv_transpose2d: expected [B, C, H, W], got a flat value");
     }
     Ok(Dims {
-        h: settings.len(d.h, kh)?,
-        w: settings.len(d.w, kw)?,
+        h: settings.len(0, d.h, kh)?,
+        w: settings.len(1, d.w, kw)?,
         c: cout,
         ..d
     })

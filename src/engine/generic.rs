@@ -654,11 +654,11 @@ impl Tape {
             Op::ConvTranspose {
                 weight, settings, ..
             } => {
-                let (s, p, d) = (settings.stride, settings.padding, settings.dilation);
+                let (p, d) = (settings.padding, settings.dilation);
                 vec![if self.own {
                     cuda::conv2d(g, weight, None, false, settings.conv())?
-                } else if s == 1 {
-                    conv_s1(g, weight, (p as isize, p as isize), [d; 2], 1)?
+                } else if settings.stride == [1; 2] {
+                    conv_s1(g, weight, (p[0] as isize, p[1] as isize), d, 1)?
                 } else {
                     reference::conv(g, weight, None, settings.conv())?
                 }]

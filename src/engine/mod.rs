@@ -112,7 +112,7 @@ mod tape;
 mod tests;
 mod upsample;
 
-pub use conv_settings::Conv2dSettings;
+pub use conv_settings::{Conv2dSettings, ConvTranspose2dSettings};
 pub use net::{Activation, Net, NetBuilder, NodeId};
 pub use pool_settings::Pool2dSettings;
 #[doc(hidden)]

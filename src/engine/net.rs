@@ -6,7 +6,7 @@ use candle_core::{DType, Module, Tensor};
 
 use super::compile::Program;
 use super::generic::{self, Prepared};
-use super::{Conv2dSettings, Engine, Pool2dSettings, TransposeSettings};
+use super::{Conv2dSettings, ConvTranspose2dSettings, Engine, Pool2dSettings, TransposeSettings};
 
 /// A value of a [`Net`]: its input or a node's output.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -302,10 +302,10 @@ impl Op {
             Op::Conv {
                 weight, settings, ..
             } => settings.refused(weight.dim(0).unwrap_or(0)),
-            Op::ConvTranspose {
-                settings: TransposeSettings { dilation: 0, .. },
-                ..
-            } => Some("conv_transpose2d: dilation 0, expected 1 or more".into()),
+            Op::ConvTranspose { settings, .. } if settings.dilation.contains(&0) => Some(format!(
+                "conv_transpose2d: dilation {}, expected 1 or more",
+                super::conv_settings::axes(settings.dilation)
+            )),
             Op::Act(a) => a.refused(),
             Op::Narrow { len: 0, .. } => Some("narrow: length 0, expected 1 or more".into()),
             Op::Narrow { dim, .. } | Op::Concat { dim } if !(1..=3).contains(dim) => {
@@ -560,20 +560,28 @@ impl NetBuilder {
     /// must be less than its stride (PyTorch also takes one less than the
     /// dilation; here that is an error saying so).
     pub fn conv_transpose2d(&mut self, x: NodeId, conv: &candle_nn::ConvTranspose2d) -> NodeId {
-        let c = conv.config();
-        self.push(
-            Op::ConvTranspose {
-                weight: conv.weight().clone(),
-                bias: conv.bias().cloned(),
-                settings: TransposeSettings {
-                    stride: c.stride,
-                    padding: c.padding,
-                    output_padding: c.output_padding,
-                    dilation: c.dilation,
-                },
-            },
-            vec![x],
-        )
+        let settings = ConvTranspose2dSettings::from(*conv.config());
+        self.conv_transpose2d_with(x, conv.weight(), conv.bias(), settings)
+    }
+
+    /// PyTorch's `ConvTranspose2d(stride=(sh, sw), padding=(ph, pw),
+    /// output_padding=(oh, ow), dilation=(dh, dw))` (one group) with its
+    /// weight `[Cin, Cout, kh, kw]` and bias as loaded, its settings per
+    /// axis ([`ConvTranspose2dSettings`]); each output padding must be less
+    /// than its axis's stride.
+    pub fn conv_transpose2d_with(
+        &mut self,
+        x: NodeId,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        settings: ConvTranspose2dSettings,
+    ) -> NodeId {
+        let op = Op::ConvTranspose {
+            weight: weight.clone(),
+            bias: bias.cloned(),
+            settings,
+        };
+        self.push(op, vec![x])
     }
 
     /// PyTorch's `flatten(1)`.

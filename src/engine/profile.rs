@@ -85,7 +85,7 @@ pub(crate) fn kind(op: &Op) -> String {
             weight, settings, ..
         } => {
             let (k, kk) = (weight.dim(2).unwrap_or(0), weight.dim(3).unwrap_or(0));
-            format!("conv transpose {k}x{kk} stride {}", settings.stride)
+            format!("conv transpose {k}x{kk} stride {}", axes(settings.stride))
         }
         Op::MaxPool(settings) => format!("maxpool {}", pool_label(settings)),
         Op::AdaptiveAvgPool { .. } => "adaptive avgpool".into(),

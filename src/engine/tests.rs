@@ -3,7 +3,9 @@
 
 use candle_core::{DType, Device, Module, Tensor, Var};
 
-use super::{Activation, Conv2dSettings, Net, NetBuilder, NodeId, Pool2dSettings};
+use super::{
+    Activation, Conv2dSettings, ConvTranspose2dSettings, Net, NetBuilder, NodeId, Pool2dSettings,
+};
 
 const DEV: Device = Device::Cpu;
 
@@ -1038,42 +1040,95 @@ fn convs_match_their_definition_on_every_path() {
 /// input (iy, ix) adds x·W[i, o, ky, kx] at output (iy·s − p + d·ky,
 /// ix·s − p + d·kx), whatever lands inside; strides 1 to 3, padding,
 /// output padding, dilation, non-square kernels and inputs, 1-pixel
-/// inputs, and a shape the CPU kernels run as a Winograd conv.
+/// inputs, and a shape the CPU kernels run as a Winograd conv; and with
+/// each setting differing across from down (PyTorch's
+/// `ConvTranspose2d(stride=(sh, sw), padding=(ph, pw), output_padding=(oh,
+/// ow), dilation=(dh, dw))`: strides (2, 1) and (1, 3), padding past the
+/// kernel's reach on one axis, dilation (2, 1), a 1×4 kernel of stride
+/// (1, 2)), which candle's path runs as a conv of the spread input.
 #[test]
 fn transposed_convs_match_their_definition_on_every_path() {
-    // (cin, cout, kh, kw), (stride, padding, output padding, dilation), (b, h, w)
+    let sq = |[s, p, op, d]: [usize; 4]| ConvTranspose2dSettings {
+        stride: [s; 2],
+        padding: [p; 2],
+        output_padding: [op; 2],
+        dilation: [d; 2],
+    };
+    let axes = |stride, padding, output_padding, dilation| ConvTranspose2dSettings {
+        stride,
+        padding,
+        output_padding,
+        dilation,
+    };
+    // (cin, cout, kh, kw), settings, (b, h, w)
     let cases = [
-        ([3, 5, 3, 3], [1, 1, 0, 1], (2, 6, 5)),
-        ([4, 3, 4, 4], [2, 1, 0, 1], (2, 4, 4)),
-        ([2, 3, 3, 3], [2, 1, 1, 1], (1, 5, 3)),
-        ([3, 2, 5, 3], [3, 2, 2, 1], (2, 4, 6)),
-        ([2, 2, 3, 3], [2, 0, 1, 2], (2, 5, 4)),
-        ([3, 4, 3, 2], [1, 2, 0, 2], (1, 5, 5)),
-        ([5, 3, 4, 4], [1, 0, 0, 1], (3, 1, 1)),
-        ([4, 6, 4, 4], [2, 1, 0, 1], (1, 1, 1)),
-        ([16, 64, 3, 3], [1, 1, 0, 1], (2, 5, 7)),
-        ([6, 4, 1, 1], [2, 0, 1, 1], (2, 3, 4)),
+        ([3, 5, 3, 3], sq([1, 1, 0, 1]), (2, 6, 5)),
+        ([4, 3, 4, 4], sq([2, 1, 0, 1]), (2, 4, 4)),
+        ([2, 3, 3, 3], sq([2, 1, 1, 1]), (1, 5, 3)),
+        ([3, 2, 5, 3], sq([3, 2, 2, 1]), (2, 4, 6)),
+        ([2, 2, 3, 3], sq([2, 0, 1, 2]), (2, 5, 4)),
+        ([3, 4, 3, 2], sq([1, 2, 0, 2]), (1, 5, 5)),
+        ([5, 3, 4, 4], sq([1, 0, 0, 1]), (3, 1, 1)),
+        ([4, 6, 4, 4], sq([2, 1, 0, 1]), (1, 1, 1)),
+        ([16, 64, 3, 3], sq([1, 1, 0, 1]), (2, 5, 7)),
+        ([6, 4, 1, 1], sq([2, 0, 1, 1]), (2, 3, 4)),
+        (
+            [3, 4, 3, 3],
+            axes([2, 1], [1, 0], [1, 0], [1, 1]),
+            (2, 4, 5),
+        ),
+        (
+            [2, 3, 4, 2],
+            axes([1, 3], [1, 1], [0, 2], [1, 1]),
+            (1, 5, 3),
+        ),
+        (
+            [3, 2, 3, 3],
+            axes([2, 2], [3, 1], [1, 0], [1, 1]),
+            (2, 5, 4),
+        ),
+        (
+            [2, 4, 3, 3],
+            axes([2, 1], [1, 2], [0, 0], [2, 1]),
+            (1, 4, 5),
+        ),
+        (
+            [4, 3, 1, 4],
+            axes([1, 2], [0, 1], [0, 1], [1, 1]),
+            (2, 3, 4),
+        ),
+        (
+            [16, 64, 3, 3],
+            axes([1, 1], [1, 0], [0, 0], [1, 1]),
+            (1, 4, 5),
+        ),
     ];
-    for (i, ([cin, cout, kh, kw], [s, p, op, d], (bn, h, w))) in cases.into_iter().enumerate() {
+    for (i, ([cin, cout, kh, kw], settings, (bn, h, w))) in cases.into_iter().enumerate() {
         let seed = 40 + i as u64;
         let weight = randn(&[cin, cout, kh, kw], seed);
         let bias = randn(&[cout], seed + 1);
-        let cfg = candle_nn::ConvTranspose2dConfig {
-            padding: p,
-            output_padding: op,
-            stride: s,
-            dilation: d,
-        };
-        let mut b = NetBuilder::new();
-        let x = b.input();
-        let y = b.conv_transpose2d(
-            x,
-            &candle_nn::ConvTranspose2d::new(weight.clone(), Some(bias.clone()), cfg),
-        );
-        let net = b.build(y);
+        let net = net_of(&|b, x| match settings.uniform() {
+            Some((s, p, op, d)) => {
+                let cfg = candle_nn::ConvTranspose2dConfig {
+                    padding: p,
+                    output_padding: op,
+                    stride: s,
+                    dilation: d,
+                };
+                let conv = candle_nn::ConvTranspose2d::new(weight.clone(), Some(bias.clone()), cfg);
+                b.conv_transpose2d(x, &conv)
+            }
+            None => b.conv_transpose2d_with(x, &weight, Some(&bias), settings),
+        });
+        let ConvTranspose2dSettings {
+            stride: [sh, sw],
+            padding: [ph, pw],
+            output_padding: [oph, opw],
+            dilation: [dh, dw],
+        } = settings;
         let (ho, wo) = (
-            (h - 1) * s + d * (kh - 1) + op + 1 - 2 * p,
-            (w - 1) * s + d * (kw - 1) + op + 1 - 2 * p,
+            (h - 1) * sh + dh * (kh - 1) + oph + 1 - 2 * ph,
+            (w - 1) * sw + dw * (kw - 1) + opw + 1 - 2 * pw,
         );
         let wv: Vec<f64> = values(&weight).iter().map(|&v| f64::from(v)).collect();
         let bv: Vec<f64> = values(&bias).iter().map(|&v| f64::from(v)).collect();
@@ -1086,8 +1141,8 @@ fn transposed_convs_match_their_definition_on_every_path() {
                             for co in 0..cout {
                                 for ky in 0..kh {
                                     for kx in 0..kw {
-                                        let oy = (iy * s + d * ky) as isize - p as isize;
-                                        let ox = (ix * s + d * kx) as isize - p as isize;
+                                        let oy = (iy * sh + dh * ky) as isize - ph as isize;
+                                        let ox = (ix * sw + dw * kx) as isize - pw as isize;
                                         if oy < 0
                                             || ox < 0
                                             || oy >= ho as isize
@@ -2503,6 +2558,46 @@ fn per_axis_pool_settings_that_do_not_fit_are_errors_on_every_path() {
                 ..of([3, 1])
             }),
             "max_pool2d: input 8 (+2·0 padding) is smaller than the window's span 9",
+        ),
+    ];
+    errors_on_every_path(&x, cases);
+}
+
+/// Transposed-conv settings PyTorch refuses, on one axis, are the same
+/// error on every path, naming the op: a stride or dilation of 0, an
+/// output padding not below its axis's stride, padding that leaves no
+/// output along one axis.
+#[test]
+fn per_axis_transposed_conv_settings_that_do_not_fit_are_errors_on_every_path() {
+    let x = randn(&[2, 3, 4, 5], 1);
+    let weight = randn(&[3, 2, 3, 3], 2);
+    let net = |settings| net_of(&|b, x| b.conv_transpose2d_with(x, &weight, None, settings));
+    let of = |stride, padding, output_padding, dilation| ConvTranspose2dSettings {
+        stride,
+        padding,
+        output_padding,
+        dilation,
+    };
+    let cases = vec![
+        (
+            "stride",
+            net(of([2, 0], [0, 0], [0, 0], [1, 1])),
+            "conv_transpose2d: stride [2, 0] ([rows, columns]), expected 1 or more",
+        ),
+        (
+            "dilation",
+            net(of([1, 1], [0, 0], [0, 0], [0, 1])),
+            "conv_transpose2d: dilation [0, 1] ([rows, columns]), expected 1 or more",
+        ),
+        (
+            "output padding",
+            net(of([2, 1], [0, 0], [1, 1], [1, 1])),
+            "conv_transpose2d: output padding 1, expected less than the stride 1",
+        ),
+        (
+            "padding",
+            net(of([1, 1], [0, 4], [0, 0], [1, 1])),
+            "conv_transpose2d: input 5, kernel 3, stride 1: padding 4 leaves no output",
         ),
     ];
     errors_on_every_path(&x, cases);
