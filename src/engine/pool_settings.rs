@@ -1,6 +1,8 @@
 //! A pooling's settings, per axis: what PyTorch's `MaxPool2d` and
 //! `AvgPool2d` take, and the windows they give.
 
+use super::conv_settings::axes;
+
 /// A 2-D max or average pooling's settings, each per axis as `[height,
 /// width]`: PyTorch's `MaxPool2d(kernel_size=(kh, kw), stride=(sh, sw),
 /// padding=(ph, pw), dilation=(dh, dw), ceil_mode)` and `AvgPool2d(
@@ -211,15 +213,6 @@ impl PoolAxis {
     }
 }
 
-/// One number where both axes have it, else `[rows, columns]`.
-fn axes([a, b]: [usize; 2]) -> String {
-    if a == b {
-        a.to_string()
-    } else {
-        format!("[{a}, {b}]")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,18 +279,18 @@ mod tests {
             kernel: [0, 2],
             ..Pool2dSettings::new([1, 2])
         };
-        assert!(e(k0, PoolKind::Max).contains("max_pool2d: window [0, 2]"));
+        assert!(e(k0, PoolKind::Max).contains("max_pool2d: window [0, 2] ([rows, columns])"));
         let s0 = Pool2dSettings {
             stride: [2, 0],
             ..Pool2dSettings::new([2, 2])
         };
-        assert!(e(s0, PoolKind::Avg).contains("avg_pool2d: stride [2, 0]"));
+        assert!(e(s0, PoolKind::Avg).contains("avg_pool2d: stride [2, 0] ([rows, columns])"));
         let wide = Pool2dSettings {
             padding: [0, 1],
             ..Pool2dSettings::new([3, 1])
         };
         assert!(
-            e(wide, PoolKind::Avg).contains("padding [0, 1] is more than half the window [3, 1]")
+            e(wide, PoolKind::Avg).contains("padding [0, 1] ([rows, columns]) is more than half the window [3, 1] ([rows, columns])")
         );
         let dilated = Pool2dSettings {
             dilation: [2, 2],

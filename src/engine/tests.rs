@@ -2508,7 +2508,7 @@ fn per_axis_pool_settings_that_do_not_fit_are_errors_on_every_path() {
                 kernel: [2, 0],
                 ..of([2, 1])
             }),
-            "max_pool2d: window [2, 0], expected 1 or more",
+            "max_pool2d: window [2, 0] ([rows, columns]), expected 1 or more",
         ),
         (
             "stride",
@@ -2516,7 +2516,7 @@ fn per_axis_pool_settings_that_do_not_fit_are_errors_on_every_path() {
                 stride: [0, 1],
                 ..of([2, 1])
             }),
-            "avg_pool2d: stride [0, 1], expected 1 or more",
+            "avg_pool2d: stride [0, 1] ([rows, columns]), expected 1 or more",
         ),
         (
             "padding",
@@ -2524,7 +2524,7 @@ fn per_axis_pool_settings_that_do_not_fit_are_errors_on_every_path() {
                 padding: [1, 1],
                 ..of([3, 1])
             }),
-            "avg_pool2d: padding 1 is more than half the window [3, 1]",
+            "avg_pool2d: padding 1 is more than half the window [3, 1] ([rows, columns])",
         ),
         (
             "dilation",
@@ -2532,7 +2532,7 @@ fn per_axis_pool_settings_that_do_not_fit_are_errors_on_every_path() {
                 dilation: [2, 1],
                 ..of([2, 2])
             }),
-            "avg_pool2d: dilation [2, 1], expected 1 (PyTorch's AvgPool2d has none)",
+            "avg_pool2d: dilation [2, 1] ([rows, columns]), expected 1 (PyTorch's AvgPool2d has none)",
         ),
         (
             "count_include_pad",
