@@ -18,10 +18,19 @@ batch 1, and with each setting differing across from down
 strided or padded on one axis, and InceptionC's factorised 7x7 branch
 with batch norms and ReLUs beside a 1x1 branch, concatenated); transposed convs with strides 1-4, output padding up to s - 1,
 dilation 2-3, padding past the kernel's reach, kernels smaller than the
-stride, 1-pixel inputs, Winograd-sized channels (16 -> 64, 3x3, s1 p1);
+stride, 1-pixel inputs, Winograd-sized channels (16 -> 64, 3x3, s1 p1),
+and with each setting differing across from down (`ConvTranspose2dSettings`:
+strides (2, 1) and (1, 3), padding past the kernel's reach along one axis,
+dilation (2, 1), a 1x4 kernel of stride (1, 2), a Winograd-sized one padded
+(1, 0));
 linear layers flat and per pixel; max-pools with padding, ceil mode and
 ties; average pools with k != s, padding up to k/2, non-dividing sizes and
-1x1 outputs; adaptive pools to smaller, larger and non-dividing sizes;
+1x1 outputs; pools with their settings per axis (`Pool2dSettings`:
+(3, 1) and (1, 3) max and average pools with padding along one axis,
+dilated max-pools in ceil mode, ResNet-D's AvgPool2d(2, 2, ceil_mode=True,
+count_include_pad=False) on odd sizes and in its shortcut, averages in
+ceil mode whose last window hangs over the padding, with and without the
+padding counted); adaptive pools to smaller, larger and non-dividing sizes;
 upsampling by 1-4; LeakyReLU at slopes 0, 0.01, 0.2, 1.5 on inputs at 0
 and up to 1e4; concat, add, reshape, flatten, LayerNorm (channels and
 flat), affine, activations, SiLU, ReLU6/hardtanh, hardswish and
@@ -39,8 +48,14 @@ LeNet-5 with average pools, U-Net-like skips (a value read by an upsample
 path and a concat or add), MobileNetV2's inverted residual and
 MobileNetV3's block, affines, LayerNorms and activations before and after
 them. f32 must agree within 2e-5 of the largest value, f64 within 1e-10;
-202 nets, worst 1.5e-6 in f32 and 2.2e-15 in f64 (2026-12-06, with
-per-axis convs, narrows, shuffles and constants: theirs 6.7e-7 and
+223 nets, worst 3.1e-6 in f32 (the sigmoid's input gradient at |x| up to
+100) and 2.2e-15 in f64 (2026-12-06, with per-axis pools and transposed
+convs: the pools' 1.9e-7 and 2.1e-16, the transposed convs' 7.7e-7 and
+1.7e-15, the same or below with GEVALDI_CUDA_OPS_ON_CPU=1; with 217 nets,
+before the transposed convs, 9.6e-6 (the sigmoid's, under the
+functionals the new cases redrew) and 3.8e-15; the 202 nets before the
+pools, run alone on this build, 1.5e-6 and 2.2e-15 as before; with 202
+nets, with per-axis convs, narrows, shuffles and constants: theirs 6.7e-7 and
 4.4e-7; with 192 nets, before the narrows, 3.6e-6, the sigmoid's input
 gradient at |x| up to 100; with 177 nets, before per-axis convs,
 1.3e-5 in f32, the sigmoid's input gradient at |x| up to 100, under the
@@ -63,6 +78,8 @@ then, are held to PyTorch as the others are.
 Run (about a minute):
     cargo build --release --example net_spec
     bench/.venv/bin/python bench/engine_torch_reference.py [-v]
+and with GEVALDI_CUDA_OPS_ON_CPU=1, the generic path running gevaldi's CUDA
+ops' CPU twins (the max-pools' among them).
 Exits 1 on any difference or error.
 """
 import json
@@ -177,7 +194,8 @@ c = Case("ln4d_then_flatten", (2, 4, 1, 1)); n = c.add("ln", 0, w=T("l4f.w", 4),
 
 # --- transposed convs (weight [Cin, Cout, kh, kw])
 def convt_node(c, i, name, cin, cout, kh, kw, stride=1, padding=0, output_padding=0, dilation=1, bias=True):
-    w = T(f"{c.name}.{name}.w", cin, cout, kh, kw, scale=1 / math.sqrt(cin * kh * kw / max(stride, 1) ** 2))
+    sh, sw = stride if isinstance(stride, list) else (stride, stride)
+    w = T(f"{c.name}.{name}.w", cin, cout, kh, kw, scale=1 / math.sqrt(cin * kh * kw / max(sh * sw, 1)))
     b = T(f"{c.name}.{name}.b", cout) if bias else None
     return c.add("convT", i, w=w, b=b, stride=stride, padding=padding, output_padding=output_padding, dilation=dilation)
 
@@ -378,6 +396,40 @@ a = conv_node(c, a, "a2", 6, 6, 1, 7, 1, [0, 3], bias=False); a = c.add("affine"
 a = conv_node(c, a, "a3", 6, 5, 7, 1, 1, [3, 0], bias=False); a = c.add("affine", a, scale=T("icb.s3", 5), shift=T("icb.t3", 5)); a = c.add("relu", a)
 bb = conv_node(c, 0, "b1", 8, 4, 1, 1, bias=False); bb = c.add("affine", bb, scale=T("icb.s4", 4), shift=T("icb.t4", 4)); bb = c.add("relu", bb)
 c.add("concat", [a, bb]); c.done()
+# --- pools whose settings differ across from down, dilated, in ceil mode, or not counting the padding (PyTorch's
+# MaxPool2d(kernel_size=(kh, kw), stride=(sh, sw), padding=(ph, pw), dilation=(dh, dw), ceil_mode) and AvgPool2d(...,
+# ceil_mode, count_include_pad)), drawn after every other case: ResNet-D's shortcut AvgPool2d(2, 2, ceil_mode=True,
+# count_include_pad=False) on odd sizes (the last window one wide) and its block; (3, 1) and (1, 3) pools with padding
+# along one axis; a dilated max-pool in ceil mode; averages in ceil mode counting the padding where the last window
+# hangs over it (divided by the window clipped to input + padding); ties in a per-axis max-pool
+c = Case("avgpool_resnet_d_7x9", (2, 3, 7, 9)); c.add("avgpool", 0, k=2, s=2, p=0, ceil=True, cip=False); c.done()
+c = Case("avgpool_resnet_d_5x5_b1", (1, 4, 5, 5)); c.add("avgpool", 0, k=2, s=2, ceil=True, cip=False); c.done()
+c = Case("resnet_d_shortcut", (2, 4, 9, 7)); a = conv_node(c, 0, "a", 4, 6, 3, 3, 2, 1); s = c.add("avgpool", 0, k=2, s=2, ceil=True, cip=False); s = conv_node(c, s, "s", 4, 6, 1, 1, bias=False); c.add("add", [a, s]); c.done()
+c = Case("maxpool_3x1_s21_p10", (2, 3, 9, 6)); c.add("maxpool", 0, k=[3, 1], s=[2, 1], p=[1, 0]); c.done()
+c = Case("maxpool_1x3_s12_p01_ceil", (2, 3, 5, 8)); c.add("maxpool", 0, k=[1, 3], s=[1, 2], p=[0, 1], ceil=True); c.done()
+c = Case("avgpool_3x1_s21_p10", (2, 3, 9, 6)); c.add("avgpool", 0, k=[3, 1], s=[2, 1], p=[1, 0]); c.done()
+c = Case("avgpool_1x3_p01_nocip_ceil", (2, 3, 5, 8)); c.add("avgpool", 0, k=[1, 3], s=[1, 2], p=[0, 1], ceil=True, cip=False); c.done()
+c = Case("avgpool_1x2", (2, 3, 4, 7)); c.add("avgpool", 0, k=[1, 2]); c.done()
+c = Case("maxpool_dil2_ceil", (2, 3, 10, 9)); c.add("maxpool", 0, k=3, s=2, p=1, d=2, ceil=True); c.done()
+c = Case("maxpool_dil31_2x3", (1, 2, 7, 8)); c.add("maxpool", 0, k=[2, 3], s=[1, 2], p=[1, 1], d=[3, 1]); c.done()
+c = Case("maxpool_dil12_ceil_s32", (2, 2, 8, 7)); c.add("maxpool", 0, k=[3, 2], s=[3, 2], p=[0, 1], d=[1, 2], ceil=True); c.done()
+c = Case("avgpool_ceil_cip_hangs_over", (2, 3, 6, 6)); c.add("avgpool", 0, k=3, s=2, p=1, ceil=True); c.done()
+c = Case("avgpool_ceil_cip_2x3", (2, 3, 5, 8)); c.add("avgpool", 0, k=[2, 3], s=[2, 2], p=[1, 1], ceil=True); c.done()
+c = Case("avgpool_ceil_nocip_2x3", (2, 3, 5, 8)); c.add("avgpool", 0, k=[2, 3], s=[2, 2], p=[1, 1], ceil=True, cip=False); c.done()
+c = Case("maxpool_axes_ties", (2, 2, 9, 8), xgen=lambda s: torch.randint(0, 3, s).double()); c.add("maxpool", 0, k=[3, 2], s=[2, 1], p=[1, 1], d=[1, 2], ceil=True); c.done()
+# --- transposed convs whose settings differ across from down (PyTorch's ConvTranspose2d(stride=(sh, sw), padding=(ph, pw),
+# output_padding=(oh, ow), dilation=(dh, dw))), after every other case: strides (2, 1) and (1, 3), padding past the
+# kernel's reach along one axis, dilation (2, 1), a 1x4 kernel of stride (1, 2), a Winograd-sized one padded (1, 0)
+c = Case("convT_axes_s21_op10", (2, 3, 4, 5)); convt_node(c, 0, "t", 3, 4, 3, 3, [2, 1], [1, 0], [1, 0]); c.done()
+c = Case("convT_axes_s13_op02", (1, 2, 5, 3)); convt_node(c, 0, "t", 2, 3, 4, 2, [1, 3], [1, 1], [0, 2]); c.done()
+c = Case("convT_axes_p31_past_reach", (2, 3, 5, 4)); convt_node(c, 0, "t", 3, 2, 3, 3, [2, 2], [3, 1], [1, 0]); c.done()
+c = Case("convT_axes_d21", (1, 2, 4, 5)); convt_node(c, 0, "t", 2, 4, 3, 3, [2, 1], [1, 2], 0, [2, 1]); c.done()
+c = Case("convT_axes_1x4_s12", (2, 4, 3, 4)); convt_node(c, 0, "t", 4, 3, 1, 4, [1, 2], [0, 1], [0, 1]); c.done()
+c = Case("convT_axes_winograd_p10", (1, 16, 4, 5)); convt_node(c, 0, "t", 16, 64, 3, 3, 1, [1, 0]); c.done()
+
+
+def pair(v):
+    return tuple(v) if isinstance(v, list) else v
 
 
 def tw(k):
@@ -396,8 +448,8 @@ def ref(case, x):
     for n in case.nodes:
         a = [vals[i] for i in n["in"]]; op = n["op"]
         if op == "conv": y = F.conv2d(a[0], tw(n["w"]), tw(n.get("b")), n["stride"], n["padding"], n["dilation"], n["groups"])
-        elif op == "convT": y = F.conv_transpose2d(a[0], tw(n["w"]), tw(n.get("b")), n["stride"], n["padding"], n["output_padding"], 1, n["dilation"])
-        elif op == "avgpool": y = F.avg_pool2d(a[0], n["k"], n["s"], n["p"])
+        elif op == "convT": y = F.conv_transpose2d(a[0], tw(n["w"]), tw(n.get("b")), pair(n["stride"]), pair(n["padding"]), pair(n["output_padding"]), 1, pair(n["dilation"]))
+        elif op == "avgpool": y = F.avg_pool2d(a[0], pair(n["k"]), pair(n.get("s", n["k"])), pair(n.get("p", 0)), ceil_mode=n.get("ceil", False), count_include_pad=n.get("cip", True))
         elif op == "upsample": y = F.interpolate(a[0], scale_factor=n["scale"], mode="nearest")
         elif op == "leaky": y = F.leaky_relu(a[0], float(torch.tensor(n["slope"], dtype=torch.float32)))  # the slope is an f32, as the weights
         elif op == "linear":
@@ -414,7 +466,7 @@ def ref(case, x):
         elif op == "hardswish": y = F.hardswish(a[0])
         elif op == "hardsigmoid": y = hardsigmoid(a[0])
         elif op == "hardtanh": y = F.hardtanh(a[0], float(torch.tensor(n["min"], dtype=torch.float32)), float(torch.tensor(n["max"], dtype=torch.float32)))  # f32 bounds, as the weights
-        elif op == "maxpool": y = F.max_pool2d(a[0], n["k"], n["s"], n["p"], ceil_mode=n.get("ceil", False))
+        elif op == "maxpool": y = F.max_pool2d(a[0], pair(n["k"]), pair(n.get("s", n["k"])), pair(n.get("p", 0)), pair(n.get("d", 1)), ceil_mode=n.get("ceil", False))
         elif op == "aap": y = F.adaptive_avg_pool2d(a[0], (n["oh"], n["ow"]))
         elif op == "flatten": y = a[0].flatten(1)
         elif op == "reshape": y = a[0].reshape([a[0].shape[0]] + n["dims"])

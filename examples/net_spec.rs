@@ -18,7 +18,9 @@ use std::collections::HashMap;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Module, Tensor, Var};
-use gevaldi::engine::{Activation, Conv2dSettings, NetBuilder, NodeId};
+use gevaldi::engine::{
+    Activation, Conv2dSettings, ConvTranspose2dSettings, NetBuilder, NodeId, Pool2dSettings,
+};
 use serde_json::Value;
 
 fn main() -> Result<()> {
@@ -88,16 +90,33 @@ fn run(case: &Value, ws: &HashMap<String, Tensor>, dt: DType) -> Result<(Tensor,
             .map(|i| ids[i.as_u64().unwrap_or(u64::MAX) as usize])
             .collect::<Vec<_>>();
         let weight = |k: &str| tensor(n[k].as_str().unwrap_or_default());
+        // A setting is one number for both axes, or [rows, columns].
+        let axes = |k: &str, default: usize| match n[k].as_array() {
+            Some(v) => {
+                let at = |i: usize| v.get(i).and_then(Value::as_u64).map(|v| v as usize);
+                [at(0).unwrap_or(default), at(1).unwrap_or(default)]
+            }
+            None => [size(n, k, default); 2],
+        };
+        // A pool's settings: kernel k, stride s (the kernel where not
+        // given), padding p, dilation d, ceil, cip (count_include_pad).
+        let pool = || {
+            let kernel = axes("k", 2);
+            Pool2dSettings {
+                kernel,
+                stride: if n["s"].is_null() {
+                    kernel
+                } else {
+                    axes("s", 1)
+                },
+                padding: axes("p", 0),
+                dilation: axes("d", 1),
+                ceil_mode: n["ceil"].as_bool().unwrap_or(false),
+                count_include_pad: n["cip"].as_bool().unwrap_or(true),
+            }
+        };
         let id = match n["op"].as_str().unwrap_or_default() {
             "conv" => {
-                // A setting is one number for both axes, or [rows, columns].
-                let axes = |k: &str, default: usize| match n[k].as_array() {
-                    Some(v) => {
-                        let at = |i: usize| v.get(i).and_then(Value::as_u64).map(|v| v as usize);
-                        [at(0).unwrap_or(default), at(1).unwrap_or(default)]
-                    }
-                    None => [size(n, k, default); 2],
-                };
                 let settings = Conv2dSettings {
                     stride: axes("stride", 1),
                     padding: axes("padding", 0),
@@ -108,14 +127,14 @@ fn run(case: &Value, ws: &HashMap<String, Tensor>, dt: DType) -> Result<(Tensor,
                 b.conv2d_with(ins[0], &weight("w")?, bias.as_ref(), settings)
             }
             "convT" => {
-                let cfg = candle_nn::ConvTranspose2dConfig {
-                    padding: size(n, "padding", 0),
-                    output_padding: size(n, "output_padding", 0),
-                    stride: size(n, "stride", 1),
-                    dilation: size(n, "dilation", 1),
+                let settings = ConvTranspose2dSettings {
+                    stride: axes("stride", 1),
+                    padding: axes("padding", 0),
+                    output_padding: axes("output_padding", 0),
+                    dilation: axes("dilation", 1),
                 };
-                let conv = candle_nn::ConvTranspose2d::new(weight("w")?, optional(&n["b"])?, cfg);
-                b.conv_transpose2d(ins[0], &conv)
+                let bias = optional(&n["b"])?;
+                b.conv_transpose2d_with(ins[0], &weight("w")?, bias.as_ref(), settings)
             }
             "linear" => b.linear(ins[0], &weight("w")?, optional(&n["b"])?.as_ref()),
             "affine" => b.affine(ins[0], &weight("scale")?, &weight("shift")?),
@@ -140,15 +159,8 @@ fn run(case: &Value, ws: &HashMap<String, Tensor>, dt: DType) -> Result<(Tensor,
                 let slope = n["slope"].as_f64().context("leaky without slope")?;
                 b.act(ins[0], Activation::LeakyRelu(slope as f32))
             }
-            "maxpool" => {
-                let ceil = n["ceil"].as_bool().unwrap_or(false);
-                let (k, s, p) = (size(n, "k", 2), size(n, "s", 2), size(n, "p", 0));
-                b.max_pool2d(ins[0], k, s, p, ceil)
-            }
-            "avgpool" => {
-                let (k, s, p) = (size(n, "k", 2), size(n, "s", 2), size(n, "p", 0));
-                b.avg_pool2d(ins[0], k, s, p)
-            }
+            "maxpool" => b.max_pool2d_with(ins[0], pool()),
+            "avgpool" => b.avg_pool2d_with(ins[0], pool()),
             "upsample" => b.upsample_nearest2d(ins[0], size(n, "scale", 2)),
             "aap" => b.adaptive_avg_pool2d(ins[0], size(n, "oh", 1), size(n, "ow", 1)),
             "flatten" => b.flatten(ins[0]),

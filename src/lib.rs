@@ -281,7 +281,9 @@ pub use adapter::{ModuleClassifier, ModuleGenerator};
 pub use audit::{AuditReport, GradientAudit};
 pub use config::ModelTable;
 pub use divergence::Divergence;
-pub use engine::{Activation, Conv2dSettings, Net, NetBuilder, NodeId};
+pub use engine::{
+    Activation, Conv2dSettings, ConvTranspose2dSettings, Net, NetBuilder, NodeId, Pool2dSettings,
+};
 pub use ensemble::MdsDataset;
 pub use error::{Error, Result};
 pub use hierarchy::Hierarchy;

@@ -21,7 +21,7 @@ use gevaldi::zoo::{
     MnistCnnConfig, MnistMlp, MnistMlpConfig, MnistVae, MnistVaeConfig, ResNet, ResNetDepth,
     SqueezeNet, SqueezeNetVersion,
 };
-use gevaldi::GradientAudit;
+use gevaldi::{GradientAudit, Pool2dSettings};
 use rand::SeedableRng;
 
 static ENV: Mutex<()> = Mutex::new(());
@@ -262,8 +262,9 @@ fn auto_and_generic_agree_on_every_builtin_classifier() {
     std::env::set_var("GEVALDI_ENGINE", "auto");
 }
 
-/// Max-pools with ties, padding, overlapping windows and ceil mode give
-/// the same bits on `auto` and `generic`, forward and input gradient: on
+/// Max-pools with ties, padding, overlapping windows and ceil mode, and
+/// with kernels, strides, paddings and dilations per axis, give the same
+/// bits on `auto` and `generic`, forward and input gradient: on
 /// a CUDA device, gevaldi's pooling kernels against candle's ops (the
 /// same first maximum, the same additions in the same order).
 #[test]
@@ -275,16 +276,33 @@ fn max_pools_give_the_same_bits_on_auto_and_generic() {
         .round()
         .unwrap();
     let g = normal(&[2, 3, 13, 11], 22);
-    for (k, s, p, ceil) in [
-        (3, 2, 0, true),
-        (3, 2, 1, false),
-        (3, 1, 1, true),
-        (2, 2, 0, false),
-        (2, 1, 0, false),
-        (3, 3, 1, true),
+    let square = |k, s, p, ceil_mode| Pool2dSettings {
+        stride: [s; 2],
+        padding: [p; 2],
+        ceil_mode,
+        ..Pool2dSettings::new([k; 2])
+    };
+    let axes = |kernel, stride, padding, dilation, ceil_mode| Pool2dSettings {
+        stride,
+        padding,
+        dilation,
+        ceil_mode,
+        ..Pool2dSettings::new(kernel)
+    };
+    for settings in [
+        square(3, 2, 0, true),
+        square(3, 2, 1, false),
+        square(3, 1, 1, true),
+        square(2, 2, 0, false),
+        square(2, 1, 0, false),
+        square(3, 3, 1, true),
+        axes([3, 1], [2, 1], [1, 0], [1, 1], false),
+        axes([1, 3], [1, 2], [0, 1], [1, 1], true),
+        axes([3, 3], [2, 2], [1, 1], [2, 2], true),
+        axes([2, 3], [1, 2], [1, 1], [3, 1], false),
     ] {
         let mut b = gevaldi::engine::NetBuilder::new();
-        let pooled = b.max_pool2d(b.input(), k, s, p, ceil);
+        let pooled = b.max_pool2d_with(b.input(), settings);
         // A second pool reads the first: its gradient goes back through
         // both.
         let out = b.max_pool2d(pooled, 2, 1, 0, false);
@@ -305,12 +323,8 @@ fn max_pools_give_the_same_bits_on_auto_and_generic() {
         let (y_ref, g_ref) = run("generic");
         let (y, gx) = run("auto");
         let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-        assert_eq!(bits(&y), bits(&y_ref), "k{k} s{s} p{p} ceil {ceil}: values");
-        assert_eq!(
-            bits(&gx),
-            bits(&g_ref),
-            "k{k} s{s} p{p} ceil {ceil}: gradients"
-        );
+        assert_eq!(bits(&y), bits(&y_ref), "{settings:?}: values");
+        assert_eq!(bits(&gx), bits(&g_ref), "{settings:?}: gradients");
     }
     std::env::set_var("GEVALDI_ENGINE", "auto");
 }

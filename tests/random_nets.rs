@@ -30,7 +30,9 @@ mod common;
 
 use candle_core::{DType, Device, Module, Tensor, Var};
 use candle_nn::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig};
-use gevaldi::engine::{Activation, Conv2dSettings, Net, NetBuilder, NodeId};
+use gevaldi::engine::{
+    Activation, Conv2dSettings, ConvTranspose2dSettings, Net, NetBuilder, NodeId, Pool2dSettings,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
@@ -196,12 +198,22 @@ fn step_image(
                 let a = activation(rng);
                 return (b.act(x, a), d.clone(), format!("{a:?}"));
             }
+            5 if rng.random_bool(0.4) => {
+                // Each axis's kernel, stride, padding and dilation on its
+                // own (kept where both give the same output size).
+                let settings = pool_settings(rng, [3, 2, 3], true);
+                let Some(ho) = same_pool_len(h, &settings) else {
+                    continue;
+                };
+                let y = b.max_pool2d_with(x, settings);
+                return (y, vec![c, ho, ho], format!("maxpool {settings:?}"));
+            }
             5 => {
                 let k = rng.random_range(1..=3usize);
                 let s = rng.random_range(1..=2usize);
                 let p = rng.random_range(0..=k / 2);
                 let ceil = rng.random_bool(0.5);
-                let Ok(ho) = gevaldi_pool_len(h, k, s, p, ceil) else {
+                let Ok(ho) = gevaldi_pool_len(h, k, s, p, 1, ceil) else {
                     continue;
                 };
                 let y = b.max_pool2d(x, k, s, p, ceil);
@@ -241,6 +253,15 @@ fn step_image(
                     "layernorm".into(),
                 );
             }
+            11 if rng.random_bool(0.4) => {
+                // Per axis, ceil mode, count_include_pad drawn.
+                let settings = pool_settings(rng, [4, 3, 1], false);
+                let Some(ho) = same_pool_len(h, &settings) else {
+                    continue;
+                };
+                let y = b.avg_pool2d_with(x, settings);
+                return (y, vec![c, ho, ho], format!("avgpool {settings:?}"));
+            }
             11 => {
                 let k = rng.random_range(1..=4usize);
                 let s = rng.random_range(1..=3usize);
@@ -262,6 +283,46 @@ fn step_image(
                     y,
                     vec![c, h * scale, h * scale],
                     format!("upsample x{scale}"),
+                );
+            }
+            13 if rng.random_bool(0.3) => {
+                // Each axis's kernel, stride, padding, output padding and
+                // dilation on its own (kept where both give the same
+                // output size).
+                let k = [0; 2].map(|_| rng.random_range(1..=4usize));
+                let stride = [0; 2].map(|_| rng.random_range(1..=3usize));
+                let dilation = k.map(|k| if k > 1 && rng.random_bool(0.3) { 2 } else { 1 });
+                let padding = [0; 2].map(|_| rng.random_range(0..=2usize));
+                let output_padding = stride.map(|s| rng.random_range(0..s));
+                let full = |a: usize| {
+                    (h - 1) * stride[a] + dilation[a] * (k[a] - 1) + output_padding[a] + 1
+                };
+                let (fh, fw) = (full(0), full(1));
+                if fh <= 2 * padding[0] || fh - 2 * padding[0] > 20 {
+                    continue;
+                }
+                let ho = fh - 2 * padding[0];
+                if fw <= 2 * padding[1] || fw - 2 * padding[1] != ho {
+                    continue;
+                }
+                let cout = rng.random_range(1..=6);
+                let w = randn(
+                    rng,
+                    &[c, cout, k[0], k[1]],
+                    1.0 / ((c * k[0] * k[1]) as f32).sqrt(),
+                );
+                let bias = rng.random_bool(0.7).then(|| randn(rng, &[cout], 0.1));
+                let settings = ConvTranspose2dSettings {
+                    stride,
+                    padding,
+                    output_padding,
+                    dilation,
+                };
+                let y = b.conv_transpose2d_with(x, &w, bias.as_ref(), settings);
+                return (
+                    y,
+                    vec![cout, ho, ho],
+                    format!("conv transpose {k:?} {settings:?} {c}->{cout}"),
                 );
             }
             13 => {
@@ -441,17 +502,64 @@ fn activation(rng: &mut ChaCha8Rng) -> Activation {
     ][rng.random_range(0..11)]
 }
 
-/// PyTorch's pooled length (refusing a window that starts in the padding).
-fn gevaldi_pool_len(h: usize, k: usize, s: usize, p: usize, ceil: bool) -> Result<usize, ()> {
-    if h + 2 * p < k {
+/// PyTorch's pooled length (refusing a window that starts in the padding),
+/// the window spanning `(k − 1)·d + 1`.
+fn gevaldi_pool_len(
+    h: usize,
+    k: usize,
+    s: usize,
+    p: usize,
+    d: usize,
+    ceil: bool,
+) -> Result<usize, ()> {
+    let e = (k - 1) * d + 1;
+    if h + 2 * p < e {
         return Err(());
     }
-    let span = h + 2 * p - k;
+    let span = h + 2 * p - e;
     let mut o = if ceil { span.div_ceil(s) } else { span / s } + 1;
     if ceil && (o - 1) * s >= h + p {
         o -= 1;
     }
-    Ok(o)
+    // A dilated window holding padding only (gevaldi refuses it).
+    let taps_inside = |o: usize| {
+        (0..k).any(|t| (0..h as isize).contains(&((o * s + t * d) as isize - p as isize)))
+    };
+    if (0..o).all(taps_inside) {
+        Ok(o)
+    } else {
+        Err(())
+    }
+}
+
+/// A pool's settings drawn per axis: kernels up to `k`, strides up to
+/// `s`, dilations up to `d` (a max pool's), padding up to half the kernel,
+/// ceil mode, and for an average `count_include_pad`.
+fn pool_settings(rng: &mut ChaCha8Rng, [k, s, d]: [usize; 3], max: bool) -> Pool2dSettings {
+    let kernel = [0; 2].map(|_| rng.random_range(1..=k));
+    Pool2dSettings {
+        kernel,
+        stride: [0; 2].map(|_| rng.random_range(1..=s)),
+        padding: kernel.map(|k| rng.random_range(0..=k / 2)),
+        dilation: [0; 2].map(|_| rng.random_range(1..=d)),
+        ceil_mode: rng.random_bool(0.5),
+        count_include_pad: max || rng.random_bool(0.5),
+    }
+}
+
+/// The pooled length over `h` where both axes of `settings` give the
+/// same one.
+fn same_pool_len(h: usize, settings: &Pool2dSettings) -> Option<usize> {
+    let len = |a: usize| {
+        let (k, s, p, d) = (
+            settings.kernel[a],
+            settings.stride[a],
+            settings.padding[a],
+            settings.dilation[a],
+        );
+        gevaldi_pool_len(h, k, s, p, d, settings.ceil_mode).ok()
+    };
+    len(0).filter(|&o| len(1) == Some(o))
 }
 
 /// The smallest scale errors are measured against: values are O(1) here

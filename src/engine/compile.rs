@@ -10,6 +10,7 @@ use candle_core::{DType, Tensor};
 use super::kernels::conv::{ConvK, TransposeSettings};
 use super::kernels::{fold_affine_cols, fold_affine_rows, fuses_into_bias_pass, transpose, Dims};
 use super::net::{Activation, Node, Op};
+use super::Pool2dSettings;
 
 /// A compiled op.
 #[derive(Debug)]
@@ -28,18 +29,12 @@ pub(crate) enum Kernel {
     },
     /// The step's activation alone.
     Act,
-    MaxPool {
-        k: usize,
-        s: usize,
-        p: usize,
-        ceil: bool,
-    },
+    MaxPool(Pool2dSettings),
     AdaptiveAvgPool {
         oh: usize,
         ow: usize,
     },
-    /// `[k, s, p]`.
-    AvgPool([usize; 3]),
+    AvgPool(Pool2dSettings),
     Upsample(usize),
     /// A transposed conv: `conv` is the conv it transposes (weight
     /// `[Cin, Cout, kh, kw]` read as a conv's `[Cout', Cin', kh, kw]`, no
@@ -98,7 +93,7 @@ impl Kernel {
             Kernel::Dense { .. } => "Dense",
             Kernel::Affine { .. } => "Affine",
             Kernel::Act => "Act",
-            Kernel::MaxPool { .. } => "MaxPool",
+            Kernel::MaxPool(_) => "MaxPool",
             Kernel::AdaptiveAvgPool { .. } => "AdaptiveAvgPool",
             Kernel::AvgPool(_) => "AvgPool",
             Kernel::Upsample(_) => "Upsample",
@@ -288,14 +283,9 @@ impl Program {
                     slot[id] = steps.len();
                     continue;
                 }
-                Op::MaxPool { k, s, p, ceil } => Kernel::MaxPool {
-                    k: *k,
-                    s: *s,
-                    p: *p,
-                    ceil: *ceil,
-                },
+                Op::MaxPool(settings) => Kernel::MaxPool(*settings),
                 Op::AdaptiveAvgPool { oh, ow } => Kernel::AdaptiveAvgPool { oh: *oh, ow: *ow },
-                Op::AvgPool { k, s, p } => Kernel::AvgPool([*k, *s, *p]),
+                Op::AvgPool(settings) => Kernel::AvgPool(*settings),
                 Op::Upsample { scale } => Kernel::Upsample(*scale),
                 Op::ConvTranspose {
                     weight,

@@ -205,8 +205,8 @@ fn conv_transpose_dims(
         candle_core::bail!("conv_transpose2d: expected [B, C, H, W], got a flat value");
     }
     Ok(Dims {
-        h: settings.len(d.h, kh)?,
-        w: settings.len(d.w, kw)?,
+        h: settings.len(0, d.h, kh)?,
+        w: settings.len(1, d.w, kw)?,
         c: cout,
         ..d
     })
@@ -302,8 +302,8 @@ fn run_kernel(step: &Step, xs: &[&Arc<Vec<f32>>], ds: &[Dims]) -> candle_core::R
             (Arc::new(y), d, Kept::Nothing)
         }
         Kernel::Act => (Arc::new(x.to_vec()), d, Kept::Nothing),
-        Kernel::MaxPool { k, s, p, ceil } => {
-            let (y, o, arg) = pool::max_pool(x, d, [*k, *s, *p], *ceil)?;
+        Kernel::MaxPool(settings) => {
+            let (y, o, arg) = pool::max_pool(x, d, settings)?;
             (Arc::new(y), o, Kept::Argmax(arg))
         }
         Kernel::AdaptiveAvgPool { oh, ow } => {
@@ -325,8 +325,8 @@ fn run_kernel(step: &Step, xs: &[&Arc<Vec<f32>>], ds: &[Dims]) -> candle_core::R
                 Kept::Nothing,
             )
         }
-        Kernel::AvgPool(ksp) => {
-            let (y, o) = pool::avg_pool(x, d, *ksp)?;
+        Kernel::AvgPool(settings) => {
+            let (y, o) = pool::avg_pool(x, d, settings)?;
             (Arc::new(y), o, Kept::Nothing)
         }
         Kernel::Upsample(scale) => {
@@ -503,7 +503,7 @@ fn kernel_backward(
             vec![g]
         }
         (Kernel::Act, _) => vec![g],
-        (Kernel::MaxPool { .. }, Kept::Argmax(arg)) => vec![pool::max_unpool(&g, arg, d, r.out)],
+        (Kernel::MaxPool(_), Kept::Argmax(arg)) => vec![pool::max_unpool(&g, arg, d, r.out)],
         (Kernel::AdaptiveAvgPool { oh, ow }, _) => {
             if (d.h, d.w) == (*oh, *ow) {
                 vec![g]
@@ -511,7 +511,9 @@ fn kernel_backward(
                 vec![pool::adaptive_avg(&g, d, *oh, *ow, true)]
             }
         }
-        (Kernel::AvgPool(ksp), _) => vec![pool::avg_pool_backward(&g, d, r.out, *ksp)],
+        (Kernel::AvgPool(settings), _) => {
+            vec![pool::avg_pool_backward(&g, d, r.out, settings)]
+        }
         (Kernel::Upsample(scale), _) => vec![pool::upsample_backward(&g, d, *scale)],
         (Kernel::ConvTranspose { conv, .. }, _) => vec![conv.forward(&g, r.out, None)?.0],
         (Kernel::Flatten | Kernel::Reshape(_), _) => {

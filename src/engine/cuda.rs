@@ -42,8 +42,8 @@
 use candle_core::{DType, Tensor};
 
 use super::matmul::matmul;
-use super::pool_len;
 use super::{Conv2dSettings, Engine};
+use super::{Pool2dSettings, PoolKind};
 use crate::zoo::{padded_len, MaxPoolPositions};
 pub(crate) use ops::HeadKind;
 use ops::{
@@ -91,36 +91,27 @@ fn on_cpu() -> bool {
     *ON.get_or_init(|| std::env::var("GEVALDI_CUDA_OPS_ON_CPU").is_ok_and(|v| v == "1"))
 }
 
-/// Max-pooling (`k`, stride `s`, padding `p`, PyTorch's `ceil_mode`) on
-/// `[B, C, H, W]` and where each maximum came from, as
-/// the candle-ops version keeps it: two kernels.
+/// Max-pooling (PyTorch's `MaxPool2d` with `settings`, per axis) on
+/// `[B, C, H, W]` and where each maximum came from, as the candle-ops
+/// version keeps it: two kernels.
 pub(crate) fn max_pool2d(
     x: &Tensor,
-    k: usize,
-    s: usize,
-    p: usize,
-    ceil: bool,
+    settings: &Pool2dSettings,
 ) -> candle_core::Result<(Tensor, MaxPoolPositions)> {
     let x = x.contiguous()?;
     let (b, c, h, w) = x.dims4()?;
-    let (ho, wo) = (pool_len(h, k, s, p, ceil)?, pool_len(w, k, s, p, ceil)?);
+    let [ho, wo] = settings.output(PoolKind::Max, h, w)?;
     // The padded plane of the candle-ops version: every window inside it.
-    let (hp, wp) = (padded_len(h, k, s, p, ho), padded_len(w, k, s, p, wo));
-    let pool = PoolShape {
-        k,
-        s,
-        p,
-        ho,
-        wo,
-        wp,
-    };
+    let (r, col) = (settings.axis(0), settings.axis(1));
+    let (hp, wp) = (padded_len(h, &r, ho), padded_len(w, &col, wo));
+    let pool = PoolShape::new(settings, (ho, wo), wp);
     let index = x.apply_op1_no_bwd(&PoolArgmax(pool))?;
     let y = x.apply_op2_no_bwd(&index, &PoolGather(pool))?;
     let at = MaxPoolPositions {
         index,
         dims: (b, c, h, w),
-        padded: (hp, wp, p),
-        window: (k, s),
+        padded: (hp, wp),
+        settings: *settings,
         out: (ho, wo),
     };
     Ok((y, at))
@@ -132,17 +123,9 @@ pub(crate) fn max_pool2d_backward(
     at: &MaxPoolPositions,
     g: &Tensor,
 ) -> candle_core::Result<Tensor> {
-    let ((k, s), (ho, wo), (_, wp, p)) = (at.window, at.out, at.padded);
     let op = PoolBackward {
         dims: at.dims,
-        pool: PoolShape {
-            k,
-            s,
-            p,
-            ho,
-            wo,
-            wp,
-        },
+        pool: PoolShape::new(&at.settings, at.out, at.padded.1),
     };
     g.contiguous()?.apply_op2_no_bwd(&at.index, &op)
 }
@@ -589,19 +572,32 @@ pub(super) mod tests {
     }
 
     /// Positions, values and input gradient bit for bit as the candle-ops
-    /// max-pool's, with ties, padding, ceil mode and overlapping windows.
+    /// max-pool's, with ties, padding, ceil mode and overlapping windows,
+    /// and per axis: kernels, strides, paddings and dilations.
     #[test]
     fn max_pools_match_the_candle_ops_version_bit_for_bit() {
         let x = (randn(&[2, 3, 11, 9], 1) * 2.0).unwrap().round().unwrap();
-        for (k, s, p, ceil) in [
-            (3, 2, 0, true),
-            (3, 2, 1, false),
-            (3, 1, 1, true),
-            (2, 2, 0, false),
+        let axes = |kernel, stride, padding, dilation, ceil_mode| Pool2dSettings {
+            kernel,
+            stride,
+            padding,
+            dilation,
+            ceil_mode,
+            count_include_pad: true,
+        };
+        for settings in [
+            Pool2dSettings::square(3, 2, 0, true),
+            Pool2dSettings::square(3, 2, 1, false),
+            Pool2dSettings::square(3, 1, 1, true),
+            Pool2dSettings::square(2, 2, 0, false),
+            axes([3, 1], [2, 1], [1, 0], [1, 1], false),
+            axes([1, 3], [1, 2], [0, 1], [1, 1], true),
+            axes([3, 2], [2, 3], [1, 1], [2, 3], true),
+            axes([2, 3], [1, 2], [0, 1], [3, 1], false),
         ] {
-            let (y, at) = max_pool2d(&x, k, s, p, ceil).unwrap();
-            let (want, want_at) = max_pool2d_indexed(&x, k, s, p, ceil).unwrap();
-            let what = format!("k{k} s{s} p{p} ceil {ceil}");
+            let (y, at) = max_pool2d(&x, &settings).unwrap();
+            let (want, want_at) = max_pool2d_indexed(&x, &settings).unwrap();
+            let what = format!("{settings:?}");
             assert_eq!(bits(&y), bits(&want), "{what}: values");
             assert_eq!(
                 at.index.flatten_all().unwrap().to_vec1::<u32>().unwrap(),

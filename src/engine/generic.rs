@@ -49,7 +49,7 @@ use super::matmul::matmul;
 use super::net::{Activation, Node, Op};
 use super::{cuda, profile, reference, Conv2dSettings};
 use crate::zoo::{
-    adaptive_avg_pool2d, avg_pool2d, max_pool2d_backward, max_pool2d_indexed, LayerNorm,
+    adaptive_avg_pool2d, avg_pool2d_with, max_pool2d_backward, max_pool2d_indexed, LayerNorm,
     MaxPoolPositions,
 };
 
@@ -503,13 +503,13 @@ pub(crate) fn forward(
                     // One kernel, NaN kept (ELU with α = 0: x where x > 0, else
                     // 0 · (eˣ − 1), which is −0 for x < 0 and NaN for NaN).
                     Op::Act(Activation::Relu) => args[0].elu(0.0),
-                    Op::MaxPool { k, s, p, ceil } if own => {
-                        let (y, at) = cuda::max_pool2d(args[0], *k, *s, *p, *ceil)?;
+                    Op::MaxPool(settings) if own => {
+                        let (y, at) = cuda::max_pool2d(args[0], settings)?;
                         pooled = keep.then_some(at);
                         Ok(y)
                     }
-                    Op::MaxPool { k, s, p, ceil } if keep => {
-                        let (y, at) = max_pool2d_indexed(args[0], *k, *s, *p, *ceil)?;
+                    Op::MaxPool(settings) if keep => {
+                        let (y, at) = max_pool2d_indexed(args[0], settings)?;
                         pooled = Some(at);
                         Ok(y)
                     }
@@ -518,7 +518,7 @@ pub(crate) fn forward(
             )?;
             if keep {
                 kept.push(match &node.op {
-                    Op::MaxPool { .. } => {
+                    Op::MaxPool(_) => {
                         Kept::MaxPool(pooled.take().expect("a kept max-pool is indexed"))
                     }
                     Op::Act(
@@ -534,7 +534,7 @@ pub(crate) fn forward(
                     | Op::Flatten
                     | Op::Reshape(_)
                     | Op::Narrow { .. }
-                    | Op::AvgPool { .. }
+                    | Op::AvgPool(_)
                     | Op::Upsample { .. } => Kept::Dims(args[0].dims().to_vec()),
                     Op::Mul => Kept::Inputs(args[0].clone(), args[1].clone()),
                     Op::Attention { .. } => Kept::Attention(
@@ -654,20 +654,20 @@ impl Tape {
             Op::ConvTranspose {
                 weight, settings, ..
             } => {
-                let (s, p, d) = (settings.stride, settings.padding, settings.dilation);
+                let (p, d) = (settings.padding, settings.dilation);
                 vec![if self.own {
                     cuda::conv2d(g, weight, None, false, settings.conv())?
-                } else if s == 1 {
-                    conv_s1(g, weight, (p as isize, p as isize), [d; 2], 1)?
+                } else if settings.stride == [1; 2] {
+                    conv_s1(g, weight, (p[0] as isize, p[1] as isize), d, 1)?
                 } else {
                     reference::conv(g, weight, None, settings.conv())?
                 }]
             }
-            Op::AvgPool { k, s, p } => {
+            Op::AvgPool(settings) => {
                 // Linear: its gradient at any input, zeros, is its
                 // gradient at the input.
                 let x = Tensor::zeros(dims()?, g.dtype(), g.device())?;
-                vec![local_grad(&x, g, |x| avg_pool2d(x, *k, *s, *p))?]
+                vec![local_grad(&x, g, |x| avg_pool2d_with(x, settings))?]
             }
             Op::Upsample { scale } => {
                 let &[b, c, h, w] = dims()? else {
@@ -722,7 +722,7 @@ impl Tape {
                     g.mul(&y.gt(0f64)?.to_dtype(y.dtype())?.affine(1.0 - a, a)?)?
                 }
             }],
-            Op::MaxPool { .. } => match kept {
+            Op::MaxPool(_) => match kept {
                 Kept::MaxPool(at) if self.own => vec![cuda::max_pool2d_backward(at, g)?],
                 Kept::MaxPool(at) => vec![max_pool2d_backward(at, g)?],
                 _ => candle_core::bail!("node {j}: its max-pool indices were not kept"),

@@ -102,6 +102,7 @@ mod generic;
 mod kernels;
 mod matmul;
 mod net;
+pub(crate) mod pool_settings;
 mod profile;
 mod reference;
 mod scale_shift;
@@ -111,8 +112,9 @@ mod tape;
 mod tests;
 mod upsample;
 
-pub use conv_settings::Conv2dSettings;
+pub use conv_settings::{Conv2dSettings, ConvTranspose2dSettings};
 pub use net::{Activation, Net, NetBuilder, NodeId};
+pub use pool_settings::Pool2dSettings;
 #[doc(hidden)]
 pub use profile::report as profile_report;
 #[doc(hidden)]
@@ -144,9 +146,8 @@ pub(crate) type Pullback = Box<
 >;
 
 pub(crate) use kernels::conv::TransposeSettings;
-pub(crate) use kernels::pool::{
-    adaptive_range, avg_pool_len, check_adaptive, check_upsample, pool_len,
-};
+pub(crate) use kernels::pool::{adaptive_range, check_adaptive, check_upsample};
+pub(crate) use pool_settings::PoolKind;
 pub(crate) use skip_add::skip_add;
 pub(crate) use upsample::upsample2;
 

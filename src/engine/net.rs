@@ -6,7 +6,7 @@ use candle_core::{DType, Module, Tensor};
 
 use super::compile::Program;
 use super::generic::{self, Prepared};
-use super::{Conv2dSettings, Engine, TransposeSettings};
+use super::{Conv2dSettings, ConvTranspose2dSettings, Engine, Pool2dSettings, TransposeSettings};
 
 /// A value of a [`Net`]: its input or a node's output.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -94,18 +94,12 @@ pub(crate) enum Op {
     Affine { scale: Tensor, shift: Tensor },
     /// An activation.
     Act(Activation),
-    /// PyTorch's `MaxPool2d(k, s, p, ceil_mode)`.
-    MaxPool {
-        k: usize,
-        s: usize,
-        p: usize,
-        ceil: bool,
-    },
+    /// PyTorch's `MaxPool2d` (its settings per axis).
+    MaxPool(Pool2dSettings),
     /// PyTorch's `AdaptiveAvgPool2d((oh, ow))`.
     AdaptiveAvgPool { oh: usize, ow: usize },
-    /// PyTorch's `AvgPool2d(k, s, p)` with its defaults: padding counted
-    /// in each window's k² (`count_include_pad`), no ceil mode.
-    AvgPool { k: usize, s: usize, p: usize },
+    /// PyTorch's `AvgPool2d` (its settings per axis).
+    AvgPool(Pool2dSettings),
     /// Nearest-neighbour upsampling by an integer factor: PyTorch's
     /// `Upsample(scale_factor = scale, mode = "nearest")`.
     Upsample { scale: usize },
@@ -275,8 +269,8 @@ impl Op {
         Some(match self {
             Op::Conv { .. } => "conv",
             Op::ConvTranspose { .. } => "conv_transpose2d",
-            Op::MaxPool { .. } => "max_pool2d",
-            Op::AvgPool { .. } => "avg_pool2d",
+            Op::MaxPool(_) => "max_pool2d",
+            Op::AvgPool(_) => "avg_pool2d",
             Op::AdaptiveAvgPool { .. } => "adaptive_avg_pool2d",
             Op::Upsample { .. } => "upsample_nearest2d",
             Op::Attention { .. } => "attention",
@@ -308,10 +302,10 @@ impl Op {
             Op::Conv {
                 weight, settings, ..
             } => settings.refused(weight.dim(0).unwrap_or(0)),
-            Op::ConvTranspose {
-                settings: TransposeSettings { dilation: 0, .. },
-                ..
-            } => Some("conv_transpose2d: dilation 0, expected 1 or more".into()),
+            Op::ConvTranspose { settings, .. } if settings.dilation.contains(&0) => Some(format!(
+                "conv_transpose2d: dilation {}, expected 1 or more",
+                super::conv_settings::axes(settings.dilation)
+            )),
             Op::Act(a) => a.refused(),
             Op::Narrow { len: 0, .. } => Some("narrow: length 0, expected 1 or more".into()),
             Op::Narrow { dim, .. } | Op::Concat { dim } if !(1..=3).contains(dim) => {
@@ -493,7 +487,15 @@ impl NetBuilder {
     /// PyTorch's `MaxPool2d(k, stride = s, padding = p, ceil_mode)`; each
     /// window's gradient goes to its first maximum.
     pub fn max_pool2d(&mut self, x: NodeId, k: usize, s: usize, p: usize, ceil: bool) -> NodeId {
-        self.push(Op::MaxPool { k, s, p, ceil }, vec![x])
+        self.max_pool2d_with(x, Pool2dSettings::square(k, s, p, ceil))
+    }
+
+    /// PyTorch's `MaxPool2d(kernel_size=(kh, kw), stride=(sh, sw),
+    /// padding=(ph, pw), dilation=(dh, dw), ceil_mode)`, its settings per
+    /// axis ([`Pool2dSettings`]); as [`Self::max_pool2d`], each window's
+    /// gradient goes to its first maximum.
+    pub fn max_pool2d_with(&mut self, x: NodeId, settings: Pool2dSettings) -> NodeId {
+        self.push(Op::MaxPool(settings), vec![x])
     }
 
     /// PyTorch's `AdaptiveAvgPool2d((oh, ow))`.
@@ -506,7 +508,42 @@ impl NetBuilder {
     /// (`count_include_pad = True`), no ceil mode. The padding may be at
     /// most half the window, as PyTorch's.
     pub fn avg_pool2d(&mut self, x: NodeId, k: usize, s: usize, p: usize) -> NodeId {
-        self.push(Op::AvgPool { k, s, p }, vec![x])
+        self.avg_pool2d_with(x, Pool2dSettings::square(k, s, p, false))
+    }
+
+    /// PyTorch's `AvgPool2d(kernel_size=(kh, kw), stride=(sh, sw),
+    /// padding=(ph, pw), ceil_mode, count_include_pad)`, its settings per
+    /// axis ([`Pool2dSettings`], whose dilation must be 1): each window's
+    /// sum over its size, padding included (in ceil mode clipped to input
+    /// and padding), or with `count_include_pad: false` over the input
+    /// values it holds. ResNet-D's shortcut downsampling (timm's
+    /// `AvgPool2d(2, 2, ceil_mode=True, count_include_pad=False)`) and a
+    /// pool along the columns only:
+    ///
+    /// ```
+    /// use gevaldi::candle_core::{Device, Module, Tensor};
+    /// use gevaldi::{NetBuilder, Pool2dSettings};
+    ///
+    /// let mut b = NetBuilder::new();
+    /// let x = b.input();
+    /// let resnet_d = Pool2dSettings {
+    ///     ceil_mode: true,
+    ///     count_include_pad: false,
+    ///     ..Pool2dSettings::new([2, 2])
+    /// };
+    /// let h = b.avg_pool2d_with(x, resnet_d);
+    /// let y = b.avg_pool2d_with(h, Pool2dSettings::new([1, 2]));
+    /// let net = b.build(y);
+    /// // 5 x 5 -> 3 x 3 (the last row and column of windows one wide,
+    /// // divided by what they hold) -> 3 x 1.
+    /// let x = Tensor::arange(0f32, 25.0, &Device::Cpu)?.reshape((1, 1, 5, 5))?;
+    /// let y = net.forward(&x)?;
+    /// assert_eq!(y.dims(), [1, 1, 3, 1]);
+    /// assert_eq!(y.flatten_all()?.to_vec1::<f32>()?, [4.0, 14.0, 21.5]);
+    /// # Ok::<(), gevaldi::candle_core::Error>(())
+    /// ```
+    pub fn avg_pool2d_with(&mut self, x: NodeId, settings: Pool2dSettings) -> NodeId {
+        self.push(Op::AvgPool(settings), vec![x])
     }
 
     /// Nearest-neighbour upsampling by an integer factor (each value
@@ -523,20 +560,28 @@ impl NetBuilder {
     /// must be less than its stride (PyTorch also takes one less than the
     /// dilation; here that is an error saying so).
     pub fn conv_transpose2d(&mut self, x: NodeId, conv: &candle_nn::ConvTranspose2d) -> NodeId {
-        let c = conv.config();
-        self.push(
-            Op::ConvTranspose {
-                weight: conv.weight().clone(),
-                bias: conv.bias().cloned(),
-                settings: TransposeSettings {
-                    stride: c.stride,
-                    padding: c.padding,
-                    output_padding: c.output_padding,
-                    dilation: c.dilation,
-                },
-            },
-            vec![x],
-        )
+        let settings = ConvTranspose2dSettings::from(*conv.config());
+        self.conv_transpose2d_with(x, conv.weight(), conv.bias(), settings)
+    }
+
+    /// PyTorch's `ConvTranspose2d(stride=(sh, sw), padding=(ph, pw),
+    /// output_padding=(oh, ow), dilation=(dh, dw))` (one group) with its
+    /// weight `[Cin, Cout, kh, kw]` and bias as loaded, its settings per
+    /// axis ([`ConvTranspose2dSettings`]); each output padding must be less
+    /// than its axis's stride.
+    pub fn conv_transpose2d_with(
+        &mut self,
+        x: NodeId,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        settings: ConvTranspose2dSettings,
+    ) -> NodeId {
+        let op = Op::ConvTranspose {
+            weight: weight.clone(),
+            bias: bias.cloned(),
+            settings,
+        };
+        self.push(op, vec![x])
     }
 
     /// PyTorch's `flatten(1)`.

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use candle_core::Device;
 
 use super::net::{Activation, Op};
+use super::Pool2dSettings;
 
 /// The environment variable that turns the profile on.
 pub(crate) const PROFILE_VAR: &str = "GEVALDI_PROFILE";
@@ -28,9 +29,29 @@ type Row = (&'static str, String);
 /// Time, count and tensors made ([`tensors_made`]) per row.
 static TABLE: Mutex<BTreeMap<Row, (Duration, u64, usize)>> = Mutex::new(BTreeMap::new());
 
+/// `s` where both axes have it, else `{rows}x{columns}`.
+fn axes([s, t]: [usize; 2]) -> String {
+    if s == t {
+        s.to_string()
+    } else {
+        format!("{s}x{t}")
+    }
+}
+
 /// The kind of `op` in the table: its name and the settings that change
 /// its cost.
 pub(crate) fn kind(op: &Op) -> String {
+    // A pool's window, stride (one number where the axes agree) and
+    // dilation where there is one.
+    let pool_label = |s: &Pool2dSettings| {
+        let [kh, kw] = s.kernel;
+        let dilated = if s.dilation == [1, 1] {
+            String::new()
+        } else {
+            format!(" dilation {}", axes(s.dilation))
+        };
+        format!("{kh}x{kw} stride {}{dilated}", axes(s.stride))
+    };
     match op {
         Op::Input => "input".into(),
         Op::Conv {
@@ -42,11 +63,7 @@ pub(crate) fn kind(op: &Op) -> String {
             } else {
                 ""
             };
-            let stride = match settings.stride {
-                [s, t] if s == t => s.to_string(),
-                [s, t] => format!("{s}x{t}"),
-            };
-            format!("conv {k}x{kk} stride {stride}{dw}")
+            format!("conv {k}x{kk} stride {}{dw}", axes(settings.stride))
         }
         Op::Linear { .. } => "linear".into(),
         Op::Affine { .. } => "affine".into(),
@@ -62,15 +79,15 @@ pub(crate) fn kind(op: &Op) -> String {
             Activation::Hardsigmoid => "hardsigmoid",
         }
         .into(),
-        Op::AvgPool { k, s, .. } => format!("avgpool {k}x{k} stride {s}"),
+        Op::AvgPool(settings) => format!("avgpool {}", pool_label(settings)),
         Op::Upsample { scale } => format!("upsample x{scale}"),
         Op::ConvTranspose {
             weight, settings, ..
         } => {
             let (k, kk) = (weight.dim(2).unwrap_or(0), weight.dim(3).unwrap_or(0));
-            format!("conv transpose {k}x{kk} stride {}", settings.stride)
+            format!("conv transpose {k}x{kk} stride {}", axes(settings.stride))
         }
-        Op::MaxPool { k, s, .. } => format!("maxpool {k}x{k} stride {s}"),
+        Op::MaxPool(settings) => format!("maxpool {}", pool_label(settings)),
         Op::AdaptiveAvgPool { .. } => "adaptive avgpool".into(),
         Op::Flatten | Op::Reshape(_) => "reshape".into(),
         Op::Concat { .. } => "concat".into(),
@@ -190,7 +207,7 @@ mod tests {
     use candle_core::{DType, Device, Tensor};
 
     use super::super::net::Op;
-    use super::super::Conv2dSettings;
+    use super::super::{Conv2dSettings, Pool2dSettings};
     use super::{kind, render, report, time};
 
     /// Off (this test process has no GEVALDI_PROFILE): `time` runs its
@@ -217,6 +234,21 @@ mod tests {
         assert_eq!(kind(&conv(1, 4, [2, 2])), "conv 3x5 stride 2");
         assert_eq!(kind(&conv(8, 1, [2, 2])), "conv 3x5 stride 2 depthwise");
         assert_eq!(kind(&conv(1, 4, [2, 1])), "conv 3x5 stride 2x1");
+        let stem = Op::MaxPool(Pool2dSettings::square(3, 2, 1, false));
+        assert_eq!(kind(&stem), "maxpool 3x3 stride 2");
+        let tall = Pool2dSettings {
+            stride: [2, 1],
+            dilation: [2, 1],
+            ..Pool2dSettings::new([3, 1])
+        };
+        assert_eq!(
+            kind(&Op::AvgPool(Pool2dSettings::new([1, 2]))),
+            "avgpool 1x2 stride 1x2"
+        );
+        assert_eq!(
+            kind(&Op::MaxPool(tall)),
+            "maxpool 3x1 stride 2x1 dilation 2x1"
+        );
     }
 
     /// Regression: a step whose net ran whole on the CPU engine (no op

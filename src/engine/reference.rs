@@ -6,9 +6,10 @@ use candle_core::Tensor;
 use super::kernels::conv::{conv_len, TransposeSettings};
 use super::net::{Activation, Node, Op};
 use super::Conv2dSettings;
+use super::Pool2dSettings;
 use crate::zoo::{
-    adaptive_avg_pool2d, avg_pool2d, max_pool2d, max_pool2x2, upsample_nearest, BatchNorm,
-    LayerNorm,
+    adaptive_avg_pool2d, avg_pool2d_with, max_pool2d_with, max_pool2x2, upsample_nearest,
+    BatchNorm, LayerNorm,
 };
 
 /// `[C]` as `[1, C]` or `[1, C, 1, 1]`, to broadcast over `x`'s channels.
@@ -285,7 +286,12 @@ pub(crate) fn check_conv(
 
 /// candle's `conv_transpose2d` of `x` with `weight` `[Cin, Cout, kh, kw]`,
 /// plus `bias` per channel; a stride, output padding or padding whose
-/// output PyTorch refuses is an error naming it.
+/// output PyTorch refuses is an error naming it. Settings that differ
+/// across from down (candle's takes one value for both axes) run as ops
+/// with exact backwards: the input spread by each axis's stride with
+/// zeros, padded by d·(k − 1) − p on each side (cropped where negative)
+/// and the output padding below and right, then a stride-1 conv, per-axis
+/// dilation, with the weight flipped and read as `[Cout, Cin, kh, kw]`.
 pub(crate) fn conv_transpose(
     x: &Tensor,
     weight: &Tensor,
@@ -293,14 +299,63 @@ pub(crate) fn conv_transpose(
     settings: TransposeSettings,
 ) -> candle_core::Result<Tensor> {
     check_conv_transpose(x, weight, settings)?;
-    let TransposeSettings {
-        stride,
-        padding,
-        output_padding,
-        dilation,
-    } = settings;
-    let y = x.conv_transpose2d(weight, padding, output_padding, stride, dilation)?;
+    let y = match settings.uniform() {
+        Some((stride, padding, output_padding, dilation)) => {
+            x.conv_transpose2d(weight, padding, output_padding, stride, dilation)?
+        }
+        None => conv_transpose_axes(x, weight, settings)?,
+    };
     add_bias(y, bias)
+}
+
+/// [`conv_transpose`] with settings per axis, as a conv (see there).
+fn conv_transpose_axes(
+    x: &Tensor,
+    weight: &Tensor,
+    settings: TransposeSettings,
+) -> candle_core::Result<Tensor> {
+    let (_, _, kh, kw) = weight.dims4()?;
+    let mut z = x.clone();
+    for (a, k) in [(0, kh), (1, kw)] {
+        let (dim, s, d) = (2 + a, settings.stride[a], settings.dilation[a]);
+        let n = z.dim(dim)?;
+        // Each position followed by s − 1 zeros, the last one's dropped.
+        if s > 1 {
+            let mut shape = z.dims().to_vec();
+            shape[dim] = n * s;
+            z = z
+                .unsqueeze(dim + 1)?
+                .pad_with_zeros(dim + 1, 0, s - 1)?
+                .reshape(shape)?
+                .narrow(dim, 0, (n - 1) * s + 1)?;
+        }
+        let reach = d * (k - 1);
+        let (p, out_pad) = (settings.padding[a], settings.output_padding[a]);
+        // Both sides' padding d·(k − 1) − p (the right's plus the output
+        // padding), cropped where negative.
+        let cut = p.saturating_sub(reach);
+        let pad = reach.saturating_sub(p);
+        if cut > 0 {
+            let len = z.dim(dim)?;
+            let right_cut = cut.saturating_sub(out_pad);
+            let right_pad = out_pad.saturating_sub(cut);
+            z = z.narrow(dim, cut, len - cut - right_cut)?;
+            z = z.pad_with_zeros(dim, 0, right_pad)?;
+        } else {
+            z = z.pad_with_zeros(dim, pad, pad + out_pad)?;
+        }
+    }
+    let flip = |w: &Tensor, dim: usize| -> candle_core::Result<Tensor> {
+        let n = w.dim(dim)?;
+        let rev: Vec<u32> = (0..n as u32).rev().collect();
+        w.index_select(&Tensor::new(rev.as_slice(), w.device())?, dim)
+    };
+    let w = flip(&flip(weight, 2)?, 3)?.transpose(0, 1)?.contiguous()?;
+    let c = Conv2dSettings {
+        dilation: settings.dilation,
+        ..Default::default()
+    };
+    conv(&z, &w, None, c)
 }
 
 /// A transposed conv's output dims `[B, Cout, H, W]` for input `x`, or
@@ -317,7 +372,7 @@ pub(crate) fn check_conv_transpose(
             "conv_transpose2d: input of {c} channels, the weight [Cin, Cout, kh, kw] takes {cin}"
         );
     }
-    Ok([b, cout, settings.len(h, kh)?, settings.len(w, kw)?])
+    Ok([b, cout, settings.len(0, h, kh)?, settings.len(1, w, kw)?])
 }
 
 /// Refuses a product of values whose shapes are neither equal nor a
@@ -425,17 +480,22 @@ pub(crate) fn eval(op: &Op, args: &[&Tensor]) -> candle_core::Result<Tensor> {
         }
         Op::Affine { scale, shift } => BatchNorm::affine(arg(0), scale, shift)?,
         Op::Act(a) => activation(arg(0), *a)?,
-        Op::MaxPool { k, s, p, ceil } => {
+        Op::MaxPool(settings) => {
             let x = arg(0);
             let (_, _, h, w) = x.dims4()?;
-            if (*k, *s, *p) == (2, 2, 0) && h % 2 == 0 && w % 2 == 0 {
+            let two = Pool2dSettings::new([2, 2]);
+            let ceil = Pool2dSettings {
+                ceil_mode: true,
+                ..two
+            };
+            if (*settings == two || *settings == ceil) && h % 2 == 0 && w % 2 == 0 {
                 max_pool2x2(x)?
             } else {
-                max_pool2d(x, *k, *s, *p, *ceil)?
+                max_pool2d_with(x, settings)?
             }
         }
         Op::AdaptiveAvgPool { oh, ow } => adaptive_avg_pool2d(arg(0), *oh, *ow)?,
-        Op::AvgPool { k, s, p } => avg_pool2d(arg(0), *k, *s, *p)?,
+        Op::AvgPool(settings) => avg_pool2d_with(arg(0), settings)?,
         Op::Upsample { scale } => upsample_nearest(arg(0), *scale)?,
         Op::ConvTranspose {
             weight,

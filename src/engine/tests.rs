@@ -3,7 +3,9 @@
 
 use candle_core::{DType, Device, Module, Tensor, Var};
 
-use super::{Activation, Conv2dSettings, Net, NetBuilder, NodeId};
+use super::{
+    Activation, Conv2dSettings, ConvTranspose2dSettings, Net, NetBuilder, NodeId, Pool2dSettings,
+};
 
 const DEV: Device = Device::Cpu;
 
@@ -1040,42 +1042,95 @@ fn convs_match_their_definition_on_every_path() {
 /// input (iy, ix) adds x·W[i, o, ky, kx] at output (iy·s − p + d·ky,
 /// ix·s − p + d·kx), whatever lands inside; strides 1 to 3, padding,
 /// output padding, dilation, non-square kernels and inputs, 1-pixel
-/// inputs, and a shape the CPU kernels run as a Winograd conv.
+/// inputs, and a shape the CPU kernels run as a Winograd conv; and with
+/// each setting differing across from down (PyTorch's
+/// `ConvTranspose2d(stride=(sh, sw), padding=(ph, pw), output_padding=(oh,
+/// ow), dilation=(dh, dw))`: strides (2, 1) and (1, 3), padding past the
+/// kernel's reach on one axis, dilation (2, 1), a 1×4 kernel of stride
+/// (1, 2)), which candle's path runs as a conv of the spread input.
 #[test]
 fn transposed_convs_match_their_definition_on_every_path() {
-    // (cin, cout, kh, kw), (stride, padding, output padding, dilation), (b, h, w)
+    let sq = |[s, p, op, d]: [usize; 4]| ConvTranspose2dSettings {
+        stride: [s; 2],
+        padding: [p; 2],
+        output_padding: [op; 2],
+        dilation: [d; 2],
+    };
+    let axes = |stride, padding, output_padding, dilation| ConvTranspose2dSettings {
+        stride,
+        padding,
+        output_padding,
+        dilation,
+    };
+    // (cin, cout, kh, kw), settings, (b, h, w)
     let cases = [
-        ([3, 5, 3, 3], [1, 1, 0, 1], (2, 6, 5)),
-        ([4, 3, 4, 4], [2, 1, 0, 1], (2, 4, 4)),
-        ([2, 3, 3, 3], [2, 1, 1, 1], (1, 5, 3)),
-        ([3, 2, 5, 3], [3, 2, 2, 1], (2, 4, 6)),
-        ([2, 2, 3, 3], [2, 0, 1, 2], (2, 5, 4)),
-        ([3, 4, 3, 2], [1, 2, 0, 2], (1, 5, 5)),
-        ([5, 3, 4, 4], [1, 0, 0, 1], (3, 1, 1)),
-        ([4, 6, 4, 4], [2, 1, 0, 1], (1, 1, 1)),
-        ([16, 64, 3, 3], [1, 1, 0, 1], (2, 5, 7)),
-        ([6, 4, 1, 1], [2, 0, 1, 1], (2, 3, 4)),
+        ([3, 5, 3, 3], sq([1, 1, 0, 1]), (2, 6, 5)),
+        ([4, 3, 4, 4], sq([2, 1, 0, 1]), (2, 4, 4)),
+        ([2, 3, 3, 3], sq([2, 1, 1, 1]), (1, 5, 3)),
+        ([3, 2, 5, 3], sq([3, 2, 2, 1]), (2, 4, 6)),
+        ([2, 2, 3, 3], sq([2, 0, 1, 2]), (2, 5, 4)),
+        ([3, 4, 3, 2], sq([1, 2, 0, 2]), (1, 5, 5)),
+        ([5, 3, 4, 4], sq([1, 0, 0, 1]), (3, 1, 1)),
+        ([4, 6, 4, 4], sq([2, 1, 0, 1]), (1, 1, 1)),
+        ([16, 64, 3, 3], sq([1, 1, 0, 1]), (2, 5, 7)),
+        ([6, 4, 1, 1], sq([2, 0, 1, 1]), (2, 3, 4)),
+        (
+            [3, 4, 3, 3],
+            axes([2, 1], [1, 0], [1, 0], [1, 1]),
+            (2, 4, 5),
+        ),
+        (
+            [2, 3, 4, 2],
+            axes([1, 3], [1, 1], [0, 2], [1, 1]),
+            (1, 5, 3),
+        ),
+        (
+            [3, 2, 3, 3],
+            axes([2, 2], [3, 1], [1, 0], [1, 1]),
+            (2, 5, 4),
+        ),
+        (
+            [2, 4, 3, 3],
+            axes([2, 1], [1, 2], [0, 0], [2, 1]),
+            (1, 4, 5),
+        ),
+        (
+            [4, 3, 1, 4],
+            axes([1, 2], [0, 1], [0, 1], [1, 1]),
+            (2, 3, 4),
+        ),
+        (
+            [16, 64, 3, 3],
+            axes([1, 1], [1, 0], [0, 0], [1, 1]),
+            (1, 4, 5),
+        ),
     ];
-    for (i, ([cin, cout, kh, kw], [s, p, op, d], (bn, h, w))) in cases.into_iter().enumerate() {
+    for (i, ([cin, cout, kh, kw], settings, (bn, h, w))) in cases.into_iter().enumerate() {
         let seed = 40 + i as u64;
         let weight = randn(&[cin, cout, kh, kw], seed);
         let bias = randn(&[cout], seed + 1);
-        let cfg = candle_nn::ConvTranspose2dConfig {
-            padding: p,
-            output_padding: op,
-            stride: s,
-            dilation: d,
-        };
-        let mut b = NetBuilder::new();
-        let x = b.input();
-        let y = b.conv_transpose2d(
-            x,
-            &candle_nn::ConvTranspose2d::new(weight.clone(), Some(bias.clone()), cfg),
-        );
-        let net = b.build(y);
+        let net = net_of(&|b, x| match settings.uniform() {
+            Some((s, p, op, d)) => {
+                let cfg = candle_nn::ConvTranspose2dConfig {
+                    padding: p,
+                    output_padding: op,
+                    stride: s,
+                    dilation: d,
+                };
+                let conv = candle_nn::ConvTranspose2d::new(weight.clone(), Some(bias.clone()), cfg);
+                b.conv_transpose2d(x, &conv)
+            }
+            None => b.conv_transpose2d_with(x, &weight, Some(&bias), settings),
+        });
+        let ConvTranspose2dSettings {
+            stride: [sh, sw],
+            padding: [ph, pw],
+            output_padding: [oph, opw],
+            dilation: [dh, dw],
+        } = settings;
         let (ho, wo) = (
-            (h - 1) * s + d * (kh - 1) + op + 1 - 2 * p,
-            (w - 1) * s + d * (kw - 1) + op + 1 - 2 * p,
+            (h - 1) * sh + dh * (kh - 1) + oph + 1 - 2 * ph,
+            (w - 1) * sw + dw * (kw - 1) + opw + 1 - 2 * pw,
         );
         let wv: Vec<f64> = values(&weight).iter().map(|&v| f64::from(v)).collect();
         let bv: Vec<f64> = values(&bias).iter().map(|&v| f64::from(v)).collect();
@@ -1088,8 +1143,8 @@ fn transposed_convs_match_their_definition_on_every_path() {
                             for co in 0..cout {
                                 for ky in 0..kh {
                                     for kx in 0..kw {
-                                        let oy = (iy * s + d * ky) as isize - p as isize;
-                                        let ox = (ix * s + d * kx) as isize - p as isize;
+                                        let oy = (iy * sh + dh * ky) as isize - ph as isize;
+                                        let ox = (ix * sw + dw * kx) as isize - pw as isize;
                                         if oy < 0
                                             || ox < 0
                                             || oy >= ho as isize
@@ -2269,4 +2324,283 @@ fn dims_and_constants_that_do_not_fit_are_errors_on_every_path() {
             ),
         ],
     );
+}
+
+/// A pool's window along one axis as PyTorch's loops compute it: its start
+/// (padding included), and for an average its divisor with and without
+/// the padding (`(hend − hstart)` before clamping to the input, after
+/// clamping to input and padding; and after clamping to the input).
+fn naive_window(o: usize, k: usize, s: usize, p: usize, n: usize) -> (isize, usize, usize) {
+    let start = (o * s) as isize - p as isize;
+    let end = (start + k as isize).min((n + p) as isize);
+    let counted = (end - start) as usize;
+    let inside = (end.min(n as isize) - start.max(0)) as usize;
+    (start, counted, inside)
+}
+
+/// Max and average pools with their settings per axis (PyTorch's
+/// `MaxPool2d((3, 1), stride=(2, 1))`, dilation, ceil mode, ResNet-D's
+/// `AvgPool2d(2, ceil_mode=True, count_include_pad=False)`, an average
+/// whose last window hangs over the padding in ceil mode, pools along one
+/// axis) against their definitions on every path, output and input
+/// gradient: a max window's taps at `o·s − p + t·d` inside the input,
+/// its first maximum taking the gradient; an average's taps summed over
+/// PyTorch's divisor.
+#[test]
+fn per_axis_pools_match_their_definition_on_every_path() {
+    let axes = |kernel, stride, padding, dilation, ceil_mode, count_include_pad| Pool2dSettings {
+        kernel,
+        stride,
+        padding,
+        dilation,
+        ceil_mode,
+        count_include_pad,
+    };
+    // (max, settings, (h, w))
+    let cases = [
+        (
+            true,
+            axes([3, 1], [2, 1], [1, 0], [1, 1], false, true),
+            (9, 6),
+        ),
+        (
+            true,
+            axes([1, 3], [1, 2], [0, 1], [1, 1], true, true),
+            (5, 8),
+        ),
+        (
+            true,
+            axes([3, 3], [2, 2], [1, 1], [2, 2], true, true),
+            (10, 9),
+        ),
+        (
+            true,
+            axes([2, 3], [1, 2], [1, 1], [3, 1], false, true),
+            (7, 8),
+        ),
+        (
+            true,
+            axes([3, 2], [3, 2], [0, 1], [1, 2], true, true),
+            (8, 7),
+        ),
+        (
+            false,
+            axes([2, 2], [2, 2], [0, 0], [1, 1], true, false),
+            (7, 5),
+        ),
+        (
+            false,
+            axes([3, 1], [2, 1], [1, 0], [1, 1], false, false),
+            (8, 5),
+        ),
+        (
+            false,
+            axes([1, 3], [1, 2], [0, 1], [1, 1], true, true),
+            (4, 8),
+        ),
+        (
+            false,
+            axes([3, 3], [2, 2], [1, 1], [1, 1], true, true),
+            (6, 6),
+        ),
+        (
+            false,
+            axes([2, 3], [2, 2], [1, 1], [1, 1], true, false),
+            (5, 8),
+        ),
+        (false, Pool2dSettings::new([1, 2]), (4, 5)),
+    ];
+    for (i, (max, settings, (h, w))) in cases.into_iter().enumerate() {
+        let net = net_of(&|b, x| {
+            if max {
+                b.max_pool2d_with(x, settings)
+            } else {
+                b.avg_pool2d_with(x, settings)
+            }
+        });
+        let Pool2dSettings {
+            kernel: [kh, kw],
+            stride: [sh, sw],
+            padding: [ph, pw],
+            dilation: [dh, dw],
+            ceil_mode,
+            count_include_pad,
+        } = settings;
+        // PyTorch's output length, the last window dropped where it
+        // starts in the right padding.
+        let len = |n: usize, k: usize, s: usize, p: usize, d: usize| {
+            let rest = n + 2 * p - (k - 1) * d - 1;
+            let o = if ceil_mode {
+                rest.div_ceil(s)
+            } else {
+                rest / s
+            } + 1;
+            o - usize::from(ceil_mode && (o - 1) * s >= n + p)
+        };
+        let (ho, wo) = (len(h, kh, sh, ph, dh), len(w, kw, sw, pw, dw));
+        let (bn, c) = (2, 3);
+        let xin = randn(&[bn, c, h, w], 70 + i as u64);
+        check_naive(&format!("case {i}: {settings:?}"), &net, &xin, |x, r| {
+            let mut y = vec![0f64; bn * c * ho * wo];
+            let mut gx = vec![0f64; x.len()];
+            for plane in 0..bn * c {
+                for oy in 0..ho {
+                    let (y0, rows_counted, rows_inside) = naive_window(oy, kh, sh, ph, h);
+                    for ox in 0..wo {
+                        let (x0, cols_counted, cols_inside) = naive_window(ox, kw, sw, pw, w);
+                        let yi = (plane * ho + oy) * wo + ox;
+                        let taps: Vec<usize> = (0..kh)
+                            .flat_map(|ky| (0..kw).map(move |kx| (ky, kx)))
+                            .filter_map(|(ky, kx)| {
+                                let iy = y0 + (ky * dh) as isize;
+                                let ix = x0 + (kx * dw) as isize;
+                                let inside =
+                                    (0..h as isize).contains(&iy) && (0..w as isize).contains(&ix);
+                                inside.then(|| (plane * h + iy as usize) * w + ix as usize)
+                            })
+                            .collect();
+                        if max {
+                            let best =
+                                taps.iter().copied().fold(
+                                    taps[0],
+                                    |b, t| {
+                                        if x[t] > x[b] {
+                                            t
+                                        } else {
+                                            b
+                                        }
+                                    },
+                                );
+                            y[yi] = x[best];
+                            gx[best] += r[yi];
+                        } else {
+                            let count = if count_include_pad {
+                                rows_counted * cols_counted
+                            } else {
+                                rows_inside * cols_inside
+                            };
+                            for t in taps {
+                                y[yi] += x[t] / count as f64;
+                                gx[t] += r[yi] / count as f64;
+                            }
+                        }
+                    }
+                }
+            }
+            (y, gx)
+        });
+    }
+}
+
+/// Pool settings PyTorch refuses are the same error on every path, naming
+/// the op and the axes: a window or stride of 0 on one axis, padding more
+/// than half the window on one axis, a dilated average (PyTorch's
+/// `AvgPool2d` has no dilation), `count_include_pad` on a max pool, which
+/// never reads it, and a dilated window that steps over the whole input.
+#[test]
+fn per_axis_pool_settings_that_do_not_fit_are_errors_on_every_path() {
+    let x = randn(&[2, 3, 8, 2], 1);
+    let max = |s: Pool2dSettings| net_of(&|b, x| b.max_pool2d_with(x, s));
+    let avg = |s: Pool2dSettings| net_of(&|b, x| b.avg_pool2d_with(x, s));
+    let of = Pool2dSettings::new;
+    let cases = vec![
+        (
+            "window",
+            max(Pool2dSettings {
+                kernel: [2, 0],
+                ..of([2, 1])
+            }),
+            "max_pool2d: window [2, 0] ([rows, columns]), expected 1 or more",
+        ),
+        (
+            "stride",
+            avg(Pool2dSettings {
+                stride: [0, 1],
+                ..of([2, 1])
+            }),
+            "avg_pool2d: stride [0, 1] ([rows, columns]), expected 1 or more",
+        ),
+        (
+            "padding",
+            avg(Pool2dSettings {
+                padding: [1, 1],
+                ..of([3, 1])
+            }),
+            "avg_pool2d: padding 1 is more than half the window [3, 1] ([rows, columns])",
+        ),
+        (
+            "dilation",
+            avg(Pool2dSettings {
+                dilation: [2, 1],
+                ..of([2, 2])
+            }),
+            "avg_pool2d: dilation [2, 1] ([rows, columns]), expected 1 (PyTorch's AvgPool2d has none)",
+        ),
+        (
+            "count_include_pad",
+            max(Pool2dSettings {
+                count_include_pad: false,
+                ..of([2, 2])
+            }),
+            "max_pool2d: count_include_pad false, which only an average pool reads",
+        ),
+        (
+            "padding only",
+            max(Pool2dSettings {
+                padding: [0, 1],
+                dilation: [1, 3],
+                ..of([1, 2])
+            }),
+            "max_pool2d: window 0 of an input 2 long holds padding only",
+        ),
+        (
+            "too small",
+            max(Pool2dSettings {
+                dilation: [4, 1],
+                ..of([3, 1])
+            }),
+            "max_pool2d: input 8 (+2·0 padding) is smaller than the window's span 9",
+        ),
+    ];
+    errors_on_every_path(&x, cases);
+}
+
+/// Transposed-conv settings PyTorch refuses, on one axis, are the same
+/// error on every path, naming the op: a stride or dilation of 0, an
+/// output padding not below its axis's stride, padding that leaves no
+/// output along one axis.
+#[test]
+fn per_axis_transposed_conv_settings_that_do_not_fit_are_errors_on_every_path() {
+    let x = randn(&[2, 3, 4, 5], 1);
+    let weight = randn(&[3, 2, 3, 3], 2);
+    let net = |settings| net_of(&|b, x| b.conv_transpose2d_with(x, &weight, None, settings));
+    let of = |stride, padding, output_padding, dilation| ConvTranspose2dSettings {
+        stride,
+        padding,
+        output_padding,
+        dilation,
+    };
+    let cases = vec![
+        (
+            "stride",
+            net(of([2, 0], [0, 0], [0, 0], [1, 1])),
+            "conv_transpose2d: stride [2, 0] ([rows, columns]), expected 1 or more",
+        ),
+        (
+            "dilation",
+            net(of([1, 1], [0, 0], [0, 0], [0, 1])),
+            "conv_transpose2d: dilation [0, 1] ([rows, columns]), expected 1 or more",
+        ),
+        (
+            "output padding",
+            net(of([2, 1], [0, 0], [1, 1], [1, 1])),
+            "conv_transpose2d: output padding 1, expected less than the stride 1",
+        ),
+        (
+            "padding",
+            net(of([1, 1], [0, 4], [0, 0], [1, 1])),
+            "conv_transpose2d: input 5, kernel 3, stride 1: padding 4 leaves no output",
+        ),
+    ];
+    errors_on_every_path(&x, cases);
 }

@@ -76,7 +76,7 @@ pub use mnist_cnn::{MnistCnn, MnistCnnConfig};
 pub use mnist_mlp::{MnistMlp, MnistMlpConfig};
 pub use mnist_vae::{MnistVae, MnistVaeConfig};
 pub use norm::{BatchNorm, LayerNorm};
-pub use pooling::{adaptive_avg_pool2d, avg_pool2d, max_pool2d};
+pub use pooling::{adaptive_avg_pool2d, avg_pool2d, avg_pool2d_with, max_pool2d, max_pool2d_with};
 pub(crate) use pooling::{
     max_pool2d_backward, max_pool2d_indexed, padded_len, upsample_nearest, MaxPoolPositions,
 };

@@ -12,7 +12,8 @@
 
 use candle_core::{Tensor, D};
 
-use crate::engine::{adaptive_range, avg_pool_len, check_adaptive, pool_len};
+use crate::engine::pool_settings::PoolAxis;
+use crate::engine::{adaptive_range, check_adaptive, Pool2dSettings, PoolKind};
 
 /// Max-pooling over `k`×`k` windows with stride `s` and padding `p` on
 /// `[B, C, H, W]`, as PyTorch's `MaxPool2d(k, s, p, ceil_mode)`.
@@ -23,14 +24,20 @@ pub fn max_pool2d(
     p: usize,
     ceil: bool,
 ) -> candle_core::Result<Tensor> {
-    let w = Windows::new(x, k, s, p, ceil)?;
+    max_pool2d_with(x, &Pool2dSettings::square(k, s, p, ceil))
+}
+
+/// Max-pooling of `[B, C, H, W]` with its settings per axis, as PyTorch's
+/// `MaxPool2d(kernel_size, stride, padding, dilation, ceil_mode)`.
+pub fn max_pool2d_with(x: &Tensor, settings: &Pool2dSettings) -> candle_core::Result<Tensor> {
+    let w = Windows::new(x, settings)?;
     let first_max = w.stacked.argmax_keepdim(4)?;
     w.stacked.gather(&first_max, 4)?.squeeze(4)
 }
 
 /// Every window offset of a max-pooling, stacked along a last dim.
 struct Windows {
-    /// `[B, C, Ho, Wo, k·k]`: offset (di, dj) at `di·k + dj`.
+    /// `[B, C, Ho, Wo, kh·kw]`: offset (di, dj) at `di·kw + dj`.
     stacked: Tensor,
     /// The padded input's rows and columns.
     hp: usize,
@@ -38,19 +45,20 @@ struct Windows {
 }
 
 impl Windows {
-    fn new(x: &Tensor, k: usize, s: usize, p: usize, ceil: bool) -> candle_core::Result<Self> {
+    fn new(x: &Tensor, settings: &Pool2dSettings) -> candle_core::Result<Self> {
         let (_, _, h, w) = x.dims4()?;
-        let (ho, wo) = (pool_len(h, k, s, p, ceil)?, pool_len(w, k, s, p, ceil)?);
+        let [ho, wo] = settings.output(PoolKind::Max, h, w)?;
+        let (r, c) = (settings.axis(0), settings.axis(1));
         // Pad with -inf: p on the left, and on the right enough for every
         // offset to take `o` strided positions (di + s·o ≤ length).
-        let x = pad_neg_inf(x, 2, p, padded_len(h, k, s, p, ho) - h - p)?;
-        let x = pad_neg_inf(&x, 3, p, padded_len(w, k, s, p, wo) - w - p)?;
+        let x = pad_neg_inf(x, 2, r.p, padded_len(h, &r, ho) - h - r.p)?;
+        let x = pad_neg_inf(&x, 3, c.p, padded_len(w, &c, wo) - w - c.p)?;
         let (_, _, hp, wp) = x.dims4()?;
-        let mut windows = Vec::with_capacity(k * k);
-        for di in 0..k {
-            let rows = strided(&x, 2, di, s, ho)?;
-            for dj in 0..k {
-                windows.push(strided(&rows, 3, dj, s, wo)?);
+        let mut windows = Vec::with_capacity(r.k * c.k);
+        for di in 0..r.k {
+            let rows = strided(&x, 2, di * r.d, r.s, ho)?;
+            for dj in 0..c.k {
+                windows.push(strided(&rows, 3, dj * c.d, c.s, wo)?);
             }
         }
         Ok(Windows {
@@ -70,36 +78,34 @@ pub(crate) struct MaxPoolPositions {
     pub(crate) index: Tensor,
     /// The input's dims `[B, C, H, W]`.
     pub(crate) dims: (usize, usize, usize, usize),
-    /// The padded planes' rows and columns, and the padding on the left.
-    pub(crate) padded: (usize, usize, usize),
-    /// The window and the stride.
-    pub(crate) window: (usize, usize),
+    /// The padded planes' rows and columns.
+    pub(crate) padded: (usize, usize),
+    /// The pooling's settings (its padding on the left, per axis).
+    pub(crate) settings: Pool2dSettings,
     /// The output's rows and columns.
     pub(crate) out: (usize, usize),
 }
 
-/// [`max_pool2d`] and where each maximum came from.
+/// [`max_pool2d_with`] and where each maximum came from.
 pub(crate) fn max_pool2d_indexed(
     x: &Tensor,
-    k: usize,
-    s: usize,
-    p: usize,
-    ceil: bool,
+    settings: &Pool2dSettings,
 ) -> candle_core::Result<(Tensor, MaxPoolPositions)> {
     let x = x.detach();
     let dims = x.dims4()?;
-    let w = Windows::new(&x, k, s, p, ceil)?;
+    let w = Windows::new(&x, settings)?;
     let (_, _, ho, wo, _) = w.stacked.dims5()?;
     let first_max = w.stacked.argmax_keepdim(4)?;
     let out = w.stacked.gather(&first_max, 4)?.squeeze(4)?;
     let dev = x.device();
-    // Offset `t` of a window at (oy, ox) is at (s·oy + t / k) · Wp +
-    // s·ox + t % k of the padded plane.
-    let offsets: Vec<u32> = (0..k * k)
-        .map(|t| ((t / k) * w.wp + t % k) as u32)
+    let (r, c) = (settings.axis(0), settings.axis(1));
+    // Offset `t` of a window at (oy, ox) is at (sh·oy + dh·(t / kw)) · Wp
+    // + sw·ox + dw·(t % kw) of the padded plane.
+    let offsets: Vec<u32> = (0..r.k * c.k)
+        .map(|t| ((t / c.k) * r.d * w.wp + (t % c.k) * c.d) as u32)
         .collect();
     let origins: Vec<u32> = (0..ho * wo)
-        .map(|o| ((o / wo) * s * w.wp + (o % wo) * s) as u32)
+        .map(|o| ((o / wo) * r.s * w.wp + (o % wo) * c.s) as u32)
         .collect();
     let index = Tensor::new(offsets.as_slice(), dev)?
         .index_select(&first_max.flatten_all()?, 0)?
@@ -108,8 +114,8 @@ pub(crate) fn max_pool2d_indexed(
     let positions = MaxPoolPositions {
         index,
         dims,
-        padded: (w.hp, w.wp, p),
-        window: (k, s),
+        padded: (w.hp, w.wp),
+        settings: *settings,
         out: (ho, wo),
     };
     Ok((out, positions))
@@ -123,20 +129,21 @@ pub(crate) fn max_pool2d_backward(
     g: &Tensor,
 ) -> candle_core::Result<Tensor> {
     let (b, c, h, w) = at.dims;
-    let (hp, wp, p) = at.padded;
+    let (hp, wp) = at.padded;
+    let [ph, pw] = at.settings.padding;
     let g = g.reshape((b * c, ()))?;
     Tensor::zeros((b * c, hp * wp), g.dtype(), g.device())?
         .scatter_add(&at.index, &g, 1)?
         .reshape((b, c, hp, wp))?
-        .narrow(2, p, h)?
-        .narrow(3, p, w)
+        .narrow(2, ph, h)?
+        .narrow(3, pw, w)
 }
 
-/// The length of a max-pool's padded input along one axis (`n` long,
-/// `o` outputs): `p` on the left, and on the right enough for every
+/// The length of a pool's padded input along one axis (`n` long, `o`
+/// outputs): the padding on the left, and on the right enough for every
 /// window offset to take `o` strided positions.
-pub(crate) fn padded_len(n: usize, k: usize, s: usize, p: usize, o: usize) -> usize {
-    (n + p).max(k - 1 + s * o)
+pub(crate) fn padded_len(n: usize, axis: &PoolAxis, o: usize) -> usize {
+    (n + axis.p).max(axis.extent() - 1 + axis.s * o)
 }
 
 /// Positions `start, start + s, …` (n of them) along `dim`.
@@ -191,29 +198,49 @@ pub(crate) fn upsample_nearest(x: &Tensor, scale: usize) -> candle_core::Result<
 }
 
 /// PyTorch's `AvgPool2d(k, s, p)` on `[B, C, H, W]` with its defaults
-/// (zero padding counted in each window's k², no ceil mode): the mean of
-/// every window offset's strided slice of the zero-padded input. (candle
-/// 0.11's `avg_pool2d_with_stride` has no padding, no backward for k ≠ s,
-/// and for k = s a backward that upsamples the gradient over the whole
-/// input, rows past the last window included, where their gradient is 0.)
+/// (zero padding counted in each window's k², no ceil mode).
 pub fn avg_pool2d(x: &Tensor, k: usize, s: usize, p: usize) -> candle_core::Result<Tensor> {
+    avg_pool2d_with(x, &Pool2dSettings::square(k, s, p, false))
+}
+
+/// PyTorch's `AvgPool2d(kernel_size, stride, padding, ceil_mode,
+/// count_include_pad)` on `[B, C, H, W]`, its settings per axis: the sum
+/// of every window offset's strided slice of the zero-padded input, over
+/// k² or, where a window's count differs (ceil mode, `count_include_pad`
+/// false), over a constant map of the counts. (candle 0.11's
+/// `avg_pool2d_with_stride` has no padding, no backward for k ≠ s, and for
+/// k = s a backward that upsamples the gradient over the whole input, rows
+/// past the last window included, where their gradient is 0.)
+pub fn avg_pool2d_with(x: &Tensor, settings: &Pool2dSettings) -> candle_core::Result<Tensor> {
     let (_, _, h, w) = x.dims4()?;
-    let (ho, wo) = (avg_pool_len(h, k, s, p)?, avg_pool_len(w, k, s, p)?);
-    let x = x.pad_with_zeros(2, p, padded_len(h, k, s, p, ho) - h - p)?;
-    let x = x.pad_with_zeros(3, p, padded_len(w, k, s, p, wo) - w - p)?;
+    let [ho, wo] = settings.output(PoolKind::Avg, h, w)?;
+    let (r, c) = (settings.axis(0), settings.axis(1));
+    let x = x.pad_with_zeros(2, r.p, padded_len(h, &r, ho) - h - r.p)?;
+    let x = x.pad_with_zeros(3, c.p, padded_len(w, &c, wo) - w - c.p)?;
     let mut sum: Option<Tensor> = None;
-    for di in 0..k {
-        let rows = strided(&x, 2, di, s, ho)?;
-        for dj in 0..k {
-            let window = strided(&rows, 3, dj, s, wo)?;
+    for di in 0..r.k {
+        let rows = strided(&x, 2, di, r.s, ho)?;
+        for dj in 0..c.k {
+            let window = strided(&rows, 3, dj, c.s, wo)?;
             sum = Some(match sum {
                 Some(acc) => (acc + window)?,
                 None => window,
             });
         }
     }
-    sum.expect("a window of 1 or more")
-        .affine(1.0 / (k * k) as f64, 0.0)
+    let sum = sum.expect("a window of 1 or more");
+    let pad = settings.count_include_pad;
+    let rows: Vec<usize> = (0..ho).map(|i| r.count(i, h, pad)).collect();
+    let cols: Vec<usize> = (0..wo).map(|j| c.count(j, w, pad)).collect();
+    if rows.iter().all(|&n| n == r.k) && cols.iter().all(|&n| n == c.k) {
+        return sum.affine(1.0 / (r.k * c.k) as f64, 0.0);
+    }
+    let counts: Vec<f64> = rows
+        .iter()
+        .flat_map(|&n| cols.iter().map(move |&m| (n * m) as f64))
+        .collect();
+    let counts = Tensor::from_vec(counts, (1, 1, ho, wo), sum.device())?.to_dtype(sum.dtype())?;
+    sum.broadcast_div(&counts)
 }
 
 /// PyTorch's `AdaptiveAvgPool2d((oh, ow))` on `[B, C, H, W]`: output cell

@@ -69,25 +69,35 @@ static float uniform() { return std::uniform_real_distribution<float>(-1, 1)(rng
 static int below(int n) { return (int)(rng() % (unsigned)n); }
 static bool same(float a, float b) { return a == b || (std::isnan(a) && std::isnan(b)); }
 
-// PyTorch's output length of a max-pool (gevaldi's pool_len).
-static int pool_len(int n, int k, int s, int p, bool ceil_mode) {
-  int span = n + 2 * p;
-  if (span < k) return 0;
-  int o = ceil_mode ? (span - k + s - 1) / s + 1 : (span - k) / s + 1;
+// PyTorch's output length of a max-pool along one axis (gevaldi's
+// PoolAxis::len): the window spans (k - 1) * d + 1 positions.
+static int pool_len(int n, int k, int s, int p, int d, bool ceil_mode) {
+  int span = n + 2 * p, e = (k - 1) * d + 1;
+  if (span < e) return 0;
+  int o = ceil_mode ? (span - e + s - 1) / s + 1 : (span - e) / s + 1;
   if (ceil_mode && (o - 1) * s >= n + p) --o;
   return o;
 }
 
 static void max_pools() {
   int before = failures;
-  for (int trial = 0; trial < 300; ++trial) {
-    int planes = 1 + below(3), h = 1 + below(9), w = 1 + below(9), k = 1 + below(4),
-        s = 1 + below(3), p = below(k / 2 + 1);
+  for (int trial = 0; trial < 400; ++trial) {
+    // Half the trials draw each axis's kernel, stride, padding and
+    // dilation on its own; the others one square window, dilation 1.
+    bool axes = trial % 2 == 1;
+    int planes = 1 + below(3), h = 1 + below(9), w = 1 + below(9);
+    int kh = 1 + below(4), sh = 1 + below(3), ph = below(kh / 2 + 1), dh = 1;
+    int kw = kh, sw = sh, pw = ph, dw = 1;
+    if (axes) {
+      kw = 1 + below(4), sw = 1 + below(3), pw = below(kw / 2 + 1);
+      dh = 1 + below(3), dw = 1 + below(3);
+    }
     bool ceil_mode = below(2);
-    int ho = pool_len(h, k, s, p, ceil_mode), wo = pool_len(w, k, s, p, ceil_mode);
+    int ho = pool_len(h, kh, sh, ph, dh, ceil_mode), wo = pool_len(w, kw, sw, pw, dw, ceil_mode);
     if (ho <= 0 || wo <= 0) continue;
-    // The padded plane as gevaldi lays it out (src/engine/cuda.rs).
-    int wp = std::max(w + p, k - 1 + s * wo);
+    // The padded plane as gevaldi lays it out (src/zoo/pooling.rs's padded_len).
+    int wp = std::max(w + pw, (kw - 1) * dw + sw * wo);
+    int eh = (kh - 1) * dh + 1, ew = (kw - 1) * dw + 1;
     std::vector<float> x(planes * h * w);
     for (auto &v : x) v = (float)below(3);  // small integers: ties
     if (trial % 5 == 0) x[below((int)x.size())] = NAN;
@@ -95,10 +105,10 @@ static void max_pools() {
     std::vector<unsigned> pos(n);
     std::vector<float> y(n), g(n), dx(planes * h * w), ref(planes * h * w, 0.f);
     for (auto &v : g) v = uniform();
-    RUN(maxpool_argmax(x.data(), pos.data(), n, h, w, ho, wo, k, s, p, wp));
-    RUN(maxpool_gather(x.data(), pos.data(), y.data(), n, ho * wo, h, w, p, wp));
-    RUN(maxpool_backward(g.data(), pos.data(), dx.data(), planes * h * w, h, w, ho, wo, k, s, p,
-                         wp));
+    RUN(maxpool_argmax(x.data(), pos.data(), n, h, w, ho, wo, kh, kw, sh, sw, ph, pw, dh, dw, wp));
+    RUN(maxpool_gather(x.data(), pos.data(), y.data(), n, ho * wo, h, w, ph, pw, wp));
+    RUN(maxpool_backward(g.data(), pos.data(), dx.data(), planes * h * w, h, w, ho, wo, eh, ew, sh,
+                         sw, ph, pw, wp));
     // Naive: the first maximum in row-major order (a NaN beats any
     // number), padding -inf; each output's gradient added at its maximum,
     // outputs in order.
@@ -108,9 +118,9 @@ static void max_pools() {
           float m = 0;
           int br = 0, bc = 0;
           bool any = false;
-          for (int di = 0; di < k; ++di)
-            for (int dj = 0; dj < k; ++dj) {
-              int r = oy * s + di - p, c = ox * s + dj - p;
+          for (int di = 0; di < kh; ++di)
+            for (int dj = 0; dj < kw; ++dj) {
+              int r = oy * sh + di * dh - ph, c = ox * sw + dj * dw - pw;
               float v = (r >= 0 && r < h && c >= 0 && c < w) ? x[(pl * h + r) * w + c] : -INFINITY;
               if (!any || (!std::isnan(m) && (v > m || std::isnan(v)))) {
                 m = v;
@@ -121,13 +131,15 @@ static void max_pools() {
             }
           int o = (pl * ho + oy) * wo + ox;
           CHECK(same(y[o], m), "maxpool value: trial %d output %d: %g, naive %g", trial, o, y[o], m);
-          CHECK(pos[o] == (unsigned)((br + p) * wp + bc + p), "maxpool position: trial %d output %d",
-                trial, o);
+          CHECK(pos[o] == (unsigned)((br + ph) * wp + bc + pw),
+                "maxpool position: trial %d output %d", trial, o);
           if (br >= 0 && br < h && bc >= 0 && bc < w) ref[(pl * h + br) * w + bc] += g[o];
         }
     for (size_t i = 0; i < dx.size(); ++i)
-      CHECK(dx[i] == ref[i], "maxpool gradient: trial %d (h %d w %d k %d s %d p %d) at %zu: %g, naive %g",
-            trial, h, w, k, s, p, i, dx[i], ref[i]);
+      CHECK(dx[i] == ref[i],
+            "maxpool gradient: trial %d (h %d w %d k %dx%d s %dx%d p %dx%d d %dx%d) at %zu: %g, "
+            "naive %g",
+            trial, h, w, kh, kw, sh, sw, ph, pw, dh, dw, i, dx[i], ref[i]);
   }
   std::printf("maxpool_argmax, maxpool_gather, maxpool_backward: %s\n", failures == before ? "ok" : "FAILED");
 }

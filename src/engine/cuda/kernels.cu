@@ -18,29 +18,29 @@
 
 __device__ inline int imin(int a, int b) { return a < b ? a : b; }
 
-// The position of the first maximum of each k x k window (stride s,
-// padding p) of planes h x w, as row * wp + column in the padded plane
-// (rows and columns shifted by p); a NaN wins over any number (the first
+// The position of the first maximum of each kh x kw window (strides sh,
+// sw, paddings ph, pw, dilations dh, dw) of planes h x w, as row * wp +
+// column in the padded plane (rows shifted by ph, columns by pw); a NaN wins over any number (the first
 // NaN of the window). out: planes x ho x wo.
 extern "C" __global__ void maxpool_argmax(const float *x, unsigned *pos, int n, int h,
-                                          int w, int ho, int wo, int k, int s, int p,
-                                          int wp) {
+                                          int w, int ho, int wo, int kh, int kw, int sh,
+                                          int sw, int ph, int pw, int dh, int dw, int wp) {
   GRID_LOOP(i, n) {
     int ox = i % wo;
     int oy = (i / wo) % ho;
     long long plane = i / (wo * ho);
     const float *xp = x + plane * h * w;
     float m = NEG_INF;
-    int br = oy * s, bc = ox * s;
-    for (int di = 0; di < k; ++di) {
-      int r = oy * s + di - p;
-      for (int dj = 0; dj < k; ++dj) {
-        int c = ox * s + dj - p;
+    int br = oy * sh, bc = ox * sw;
+    for (int di = 0; di < kh; ++di) {
+      int pr = oy * sh + di * dh, r = pr - ph;
+      for (int dj = 0; dj < kw; ++dj) {
+        int pc = ox * sw + dj * dw, c = pc - pw;
         float v = (r >= 0 && r < h && c >= 0 && c < w) ? xp[r * w + c] : NEG_INF;
         if (v > m || (v != v && m == m)) {
           m = v;
-          br = oy * s + di;
-          bc = ox * s + dj;
+          br = pr;
+          bc = pc;
         }
       }
     }
@@ -50,11 +50,12 @@ extern "C" __global__ void maxpool_argmax(const float *x, unsigned *pos, int n, 
 
 // y = the input at each position maxpool_argmax found (-inf in padding).
 extern "C" __global__ void maxpool_gather(const float *x, const unsigned *pos, float *y,
-                                          int n, int hw_out, int h, int w, int p, int wp) {
+                                          int n, int hw_out, int h, int w, int ph, int pw,
+                                          int wp) {
   GRID_LOOP(i, n) {
     long long plane = i / hw_out;
     int q = (int)pos[i];
-    int r = q / wp - p, c = q % wp - p;
+    int r = q / wp - ph, c = q % wp - pw;
     y[i] = (r >= 0 && r < h && c >= 0 && c < w) ? x[plane * h * w + r * w + c] : NEG_INF;
   }
 }
@@ -63,18 +64,19 @@ extern "C" __global__ void maxpool_gather(const float *x, const unsigned *pos, f
 // gradients of the windows whose maximum it was (the same additions as
 // candle's scatter_add along a plane).
 extern "C" __global__ void maxpool_backward(const float *g, const unsigned *pos, float *dx,
-                                            int n, int h, int w, int ho, int wo, int k,
-                                            int s, int p, int wp) {
+                                            int n, int h, int w, int ho, int wo, int eh,
+                                            int ew, int sh, int sw, int ph, int pw, int wp) {
   GRID_LOOP(i, n) {
     int c = i % w;
     int r = (i / w) % h;
     long long plane = i / (w * h);
-    int pr = r + p, pc = c + p;
+    int pr = r + ph, pc = c + pw;
     unsigned q = (unsigned)(pr * wp + pc);
-    // Windows oy with oy * s <= pr <= oy * s + k - 1.
-    int ar = pr - k + 1, ac = pc - k + 1;
-    int oy0 = ar > 0 ? (ar + s - 1) / s : 0, oy1 = imin(pr / s, ho - 1);
-    int ox0 = ac > 0 ? (ac + s - 1) / s : 0, ox1 = imin(pc / s, wo - 1);
+    // Windows oy with oy * sh <= pr <= oy * sh + eh - 1 (eh, ew: the
+    // positions a window spans, (k - 1) * dilation + 1).
+    int ar = pr - eh + 1, ac = pc - ew + 1;
+    int oy0 = ar > 0 ? (ar + sh - 1) / sh : 0, oy1 = imin(pr / sh, ho - 1);
+    int ox0 = ac > 0 ? (ac + sw - 1) / sw : 0, ox1 = imin(pc / sw, wo - 1);
     const unsigned *pp = pos + plane * ho * wo;
     const float *gp = g + plane * ho * wo;
     float acc = 0.0f;

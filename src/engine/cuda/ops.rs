@@ -9,7 +9,7 @@
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape};
 
-use super::super::Conv2dSettings;
+use super::super::{Conv2dSettings, Pool2dSettings};
 
 /// What a launch needs, worked out from the inputs' layouts.
 pub(super) struct Plan {
@@ -221,17 +221,50 @@ fn signed(v: usize) -> isize {
     v as isize
 }
 
-/// A max-pool's geometry as its kernels take it: window `k`, stride `s`,
-/// padding `p` on the left, output `ho` × `wo`, the padded plane's columns
-/// `wp` (positions are `row · wp + column` there).
+/// A max-pool's geometry as its kernels take it, per axis: window `kh` ×
+/// `kw`, stride, padding on the top and left, dilation, output `ho` ×
+/// `wo`, the padded plane's columns `wp` (positions are `row · wp +
+/// column` there).
 #[derive(Clone, Copy)]
 pub(super) struct PoolShape {
-    pub k: usize,
-    pub s: usize,
-    pub p: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub sh: usize,
+    pub sw: usize,
+    pub ph: usize,
+    pub pw: usize,
+    pub dh: usize,
+    pub dw: usize,
     pub ho: usize,
     pub wo: usize,
     pub wp: usize,
+}
+
+impl PoolShape {
+    /// The geometry of a max-pool with `settings`, output `ho` × `wo`,
+    /// padded plane `wp` columns wide.
+    pub(super) fn new(settings: &Pool2dSettings, (ho, wo): (usize, usize), wp: usize) -> Self {
+        let Pool2dSettings {
+            kernel: [kh, kw],
+            stride: [sh, sw],
+            padding: [ph, pw],
+            dilation: [dh, dw],
+            ..
+        } = *settings;
+        PoolShape {
+            kh,
+            kw,
+            sh,
+            sw,
+            ph,
+            pw,
+            dh,
+            dw,
+            ho,
+            wo,
+            wp,
+        }
+    }
 }
 
 /// The first maximum's position per window, in the padded plane.
@@ -250,19 +283,25 @@ impl Kernel for PoolArgmax {
     fn plan(&self, args: &[Arg]) -> candle_core::Result<Plan> {
         let (b, c, h, w) = args[0].dims4()?;
         let PoolShape {
-            k,
-            s,
-            p,
+            kh,
+            kw,
+            sh,
+            sw,
+            ph,
+            pw,
+            dh,
+            dw,
             ho,
             wo,
             wp,
         } = self.0;
         let n = b * c * ho * wo;
-        let ints = sizes![n, h, w, ho, wo, k, s, p, wp];
+        let ints = sizes![n, h, w, ho, wo, kh, kw, sh, sw, ph, pw, dh, dw, wp];
         Ok(Plan::new(n, ints, (b * c, ho * wo)))
     }
     fn cpu(&self, plan: &Plan, inputs: &[Values]) -> candle_core::Result<CpuStorage> {
-        let &[n, h, w, ho, wo, k, s, p, wp] = plan.values().as_slice() else {
+        let &[n, h, w, ho, wo, kh, kw, sh, sw, ph, pw, dh, dw, wp] = plan.values().as_slice()
+        else {
             unreachable!("the plan's sizes")
         };
         let x = f32s(inputs, 0);
@@ -270,13 +309,11 @@ impl Kernel for PoolArgmax {
             .map(|i| {
                 let (ox, oy, plane) = (i % wo, (i / wo) % ho, i / (wo * ho));
                 let xp = &x[plane * h * w..][..h * w];
-                let (mut m, mut best) = (f32::NEG_INFINITY, (oy * s, ox * s));
-                for di in 0..k {
-                    for dj in 0..k {
-                        let (r, q) = (
-                            signed(oy * s + di) - signed(p),
-                            signed(ox * s + dj) - signed(p),
-                        );
+                let (mut m, mut best) = (f32::NEG_INFINITY, (oy * sh, ox * sw));
+                for di in 0..kh {
+                    for dj in 0..kw {
+                        let (pr, pc) = (oy * sh + di * dh, ox * sw + dj * dw);
+                        let (r, q) = (signed(pr) - signed(ph), signed(pc) - signed(pw));
                         let inside = r >= 0 && r < signed(h) && q >= 0 && q < signed(w);
                         let v = if inside {
                             xp[r as usize * w + q as usize]
@@ -285,7 +322,7 @@ impl Kernel for PoolArgmax {
                         };
                         if v > m || (v.is_nan() && !m.is_nan()) {
                             m = v;
-                            best = (oy * s + di, ox * s + dj);
+                            best = (pr, pc);
                         }
                     }
                 }
@@ -308,7 +345,9 @@ impl Kernel for PoolGather {
     }
     fn plan(&self, args: &[Arg]) -> candle_core::Result<Plan> {
         let (b, c, h, w) = args[0].dims4()?;
-        let PoolShape { p, ho, wo, wp, .. } = self.0;
+        let PoolShape {
+            ph, pw, ho, wo, wp, ..
+        } = self.0;
         let n = b * c * ho * wo;
         if args[1].count() != n {
             candle_core::bail!(
@@ -317,18 +356,18 @@ impl Kernel for PoolGather {
                 args[1].shape()
             );
         }
-        let ints = sizes![n, hw_out = ho * wo, h, w, p, wp];
+        let ints = sizes![n, hw_out = ho * wo, h, w, ph, pw, wp];
         Ok(Plan::new(n, ints, (b, c, ho, wo)))
     }
     fn cpu(&self, plan: &Plan, inputs: &[Values]) -> candle_core::Result<CpuStorage> {
-        let &[n, hw_out, h, w, p, wp] = plan.values().as_slice() else {
+        let &[n, hw_out, h, w, ph, pw, wp] = plan.values().as_slice() else {
             unreachable!("the plan's sizes")
         };
         let (x, pos) = (f32s(inputs, 0), u32s(inputs, 1));
         let y = (0..n)
             .map(|i| {
                 let q = pos[i] as usize;
-                let (r, col) = (signed(q / wp) - signed(p), signed(q % wp) - signed(p));
+                let (r, col) = (signed(q / wp) - signed(ph), signed(q % wp) - signed(pw));
                 if r >= 0 && r < signed(h) && col >= 0 && col < signed(w) {
                     x[(i / hw_out) * h * w + r as usize * w + col as usize]
                 } else {
@@ -358,13 +397,20 @@ impl Kernel for PoolBackward {
     fn plan(&self, args: &[Arg]) -> candle_core::Result<Plan> {
         let (b, c, h, w) = self.dims;
         let PoolShape {
-            k,
-            s,
-            p,
+            kh,
+            kw,
+            sh,
+            sw,
+            ph,
+            pw,
+            dh,
+            dw,
             ho,
             wo,
             wp,
         } = self.pool;
+        // The positions a window spans, per axis.
+        let (eh, ew) = ((kh - 1) * dh + 1, (kw - 1) * dw + 1);
         if args[0].count() != b * c * ho * wo || args[1].count() != b * c * ho * wo {
             candle_core::bail!(
                 "{}: gradient {:?} and positions {:?} for a pool's output [{b}, {c}, {ho}, {wo}]",
@@ -374,24 +420,25 @@ impl Kernel for PoolBackward {
             );
         }
         let n = b * c * h * w;
-        let ints = sizes![n, h, w, ho, wo, k, s, p, wp];
+        let ints = sizes![n, h, w, ho, wo, eh, ew, sh, sw, ph, pw, wp];
         Ok(Plan::new(n, ints, (b, c, h, w)))
     }
     fn cpu(&self, plan: &Plan, inputs: &[Values]) -> candle_core::Result<CpuStorage> {
-        let &[n, h, w, ho, wo, k, s, p, wp] = plan.values().as_slice() else {
+        let &[n, h, w, ho, wo, eh, ew, sh, sw, ph, pw, wp] = plan.values().as_slice() else {
             unreachable!("the plan's sizes")
         };
         let (g, pos) = (f32s(inputs, 0), u32s(inputs, 1));
         let dx = (0..n)
             .map(|i| {
                 let (col, r, plane) = (i % w, (i / w) % h, i / (w * h));
-                let (pr, pc) = (r + p, col + p);
+                let (pr, pc) = (r + ph, col + pw);
                 let q = (pr * wp + pc) as u32;
-                // Windows o with o·s ≤ pr ≤ o·s + k − 1, in output order.
-                let first = |v: usize| (v + 1).saturating_sub(k).div_ceil(s);
+                // Windows o with o·s ≤ pr ≤ o·s + e − 1 (e the positions
+                // a window spans), in output order.
+                let first = |v: usize, e: usize, s: usize| (v + 1).saturating_sub(e).div_ceil(s);
                 let mut acc = 0f32;
-                for oy in first(pr)..=(pr / s).min(ho - 1) {
-                    for ox in first(pc)..=(pc / s).min(wo - 1) {
+                for oy in first(pr, eh, sh)..=(pr / sh).min(ho - 1) {
+                    for ox in first(pc, ew, sw)..=(pc / sw).min(wo - 1) {
                         let o = plane * ho * wo + oy * wo + ox;
                         if pos[o] == q {
                             acc += g[o];
@@ -1299,14 +1346,13 @@ mod tests {
     #[test]
     fn every_plan_matches_its_kernels_parameters() {
         let l = |dims: &[usize]| Layout::contiguous(Shape::from(dims.to_vec()));
-        let pool = PoolShape {
-            k: 3,
-            s: 2,
-            p: 1,
-            ho: 3,
-            wo: 3,
-            wp: 7,
+        let settings = Pool2dSettings {
+            stride: [2, 1],
+            padding: [1, 0],
+            dilation: [1, 2],
+            ..Pool2dSettings::new([3, 2])
         };
+        let pool = PoolShape::new(&settings, (3, 4), 7);
         let x4 = l(&[2, 3, 6, 6]);
         let check = |k: &dyn Kernel, layouts: Vec<Layout>| {
             let args: Vec<Arg> = layouts
@@ -1344,13 +1390,13 @@ mod tests {
             assert_eq!(got, want, "{}: parameters", k.kernel());
         };
         check(&PoolArgmax(pool), vec![x4.clone()]);
-        check(&PoolGather(pool), vec![x4.clone(), l(&[6, 9])]);
+        check(&PoolGather(pool), vec![x4.clone(), l(&[6, 12])]);
         check(
             &PoolBackward {
                 dims: (2, 3, 6, 6),
                 pool,
             },
-            vec![l(&[2, 3, 3, 3]), l(&[6, 9])],
+            vec![l(&[2, 3, 3, 4]), l(&[6, 12])],
         );
         check(&Elementwise::ReluBackward, vec![x4.clone(), x4.clone()]);
         check(&Elementwise::ScaleShiftRelu, vec![x4.clone(), l(&[2, 6])]);

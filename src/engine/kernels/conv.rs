@@ -8,7 +8,7 @@ use std::cell::RefCell;
 use ndarray::ArrayView2;
 use rayon::prelude::*;
 
-use super::super::Conv2dSettings;
+use super::super::{Conv2dSettings, ConvTranspose2dSettings};
 use super::elementwise::bias_act;
 use super::winograd::Winograd;
 use super::{buffer, gemm, view, view_mut, Activation, Dims};
@@ -81,64 +81,8 @@ pub(crate) fn conv_len(
     Ok((n + 2 * pad - span) / stride + 1)
 }
 
-/// A transposed conv's settings: PyTorch's `ConvTranspose2d`'s, one
-/// group.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct TransposeSettings {
-    pub(crate) stride: usize,
-    pub(crate) padding: usize,
-    pub(crate) output_padding: usize,
-    pub(crate) dilation: usize,
-}
-
-impl TransposeSettings {
-    /// The settings of the conv whose input gradient this transposed conv
-    /// is: the same stride, padding and dilation on both axes, one group.
-    pub(crate) fn conv(&self) -> Conv2dSettings {
-        Conv2dSettings::square(self.stride, self.padding, self.dilation, 1)
-    }
-
-    /// The output length along an axis of input length `n`, kernel
-    /// length `k`: (n − 1)·s − 2p + d·(k − 1) + output padding + 1,
-    /// PyTorch's; an error where the stride is 0, the output padding is
-    /// not less than the stride (the conv it transposes would then not map
-    /// the output back to `n`), or the output would be empty.
-    pub(crate) fn len(&self, n: usize, k: usize) -> candle_core::Result<usize> {
-        let TransposeSettings {
-            stride,
-            padding: pad,
-            output_padding: out_pad,
-            dilation: dil,
-        } = *self;
-        if stride == 0 {
-            candle_core::bail!("conv_transpose2d: stride 0, expected 1 or more");
-        }
-        if out_pad >= stride {
-            // PyTorch takes one less than the dilation too; gevaldi does not.
-            let also = if out_pad < dil {
-                format!(
-                    " (PyTorch also takes one less than the dilation {dil}, gevaldi not: \
-                     its transposed conv is the input gradient of a conv of stride {stride})"
-                )
-            } else {
-                String::new()
-            };
-            candle_core::bail!(
-                "conv_transpose2d: output padding {out_pad}, expected less than the stride {stride}{also}"
-            );
-        }
-        if n == 0 || k == 0 {
-            candle_core::bail!("conv_transpose2d: an input or kernel of length 0");
-        }
-        let full = (n - 1) * stride + dil.max(1) * (k - 1) + out_pad + 1;
-        if full <= 2 * pad {
-            candle_core::bail!(
-                "conv_transpose2d: input {n}, kernel {k}, stride {stride}: padding {pad} leaves no output"
-            );
-        }
-        Ok(full - 2 * pad)
-    }
-}
+/// A transposed conv's settings (the public [`ConvTranspose2dSettings`]).
+pub(crate) type TransposeSettings = ConvTranspose2dSettings;
 
 impl ConvK {
     /// From PyTorch's `[cout, cin_g, kh, kw]` weight; `None` for

@@ -6,66 +6,16 @@ use super::simd::simd_fn;
 use rayon::prelude::*;
 
 use super::Dims;
+use crate::engine::pool_settings::{PoolAxis, PoolKind};
+use crate::engine::Pool2dSettings;
 
-/// PyTorch's output length of a `k`, `s`, `p` pooling over `n` (also
-/// [`max_pool2d`](crate::zoo::max_pool2d)'s, on candle's ops).
-pub(crate) fn pool_len(
-    n: usize,
-    k: usize,
-    s: usize,
-    p: usize,
-    ceil: bool,
-) -> candle_core::Result<usize> {
-    pooled_len("max_pool2d", n, k, s, p, ceil)
-}
-
-/// PyTorch's output length of an `AvgPool2d(k, s, p)` over `n` (no ceil
-/// mode).
-pub(crate) fn avg_pool_len(n: usize, k: usize, s: usize, p: usize) -> candle_core::Result<usize> {
-    pooled_len("avg_pool2d", n, k, s, p, false)
-}
-
-/// [`pool_len`] for the pooling `op` (named in its errors).
-fn pooled_len(
-    op: &str,
-    n: usize,
-    k: usize,
-    s: usize,
-    p: usize,
-    ceil: bool,
-) -> candle_core::Result<usize> {
-    if k == 0 {
-        candle_core::bail!("{op}: window 0, expected 1 or more");
+/// The output dims of the pooling `kind` of `d` (every path's checks).
+fn pooled_dims(kind: PoolKind, d: Dims, settings: &Pool2dSettings) -> candle_core::Result<Dims> {
+    if !d.spatial {
+        candle_core::bail!("{}: expected [B, C, H, W], got a flat value", kind.name());
     }
-    if s == 0 {
-        candle_core::bail!("{op}: stride 0, expected 1 or more");
-    }
-    // PyTorch's rule: beyond it a window can cover padding only (whose max
-    // is −∞), and the kernels' windows start past the input.
-    if 2 * p > k {
-        candle_core::bail!("{op}: padding {p} is more than half the window {k}");
-    }
-    let span = n + 2 * p;
-    if span < k {
-        candle_core::bail!("{op}: input {n} (+2·{p} padding) is smaller than the window {k}");
-    }
-    let mut o = if ceil {
-        (span - k).div_ceil(s) + 1
-    } else {
-        (span - k) / s + 1
-    };
-    // PyTorch: the last window must start inside the input or the left padding.
-    if ceil && (o - 1) * s >= n + p {
-        o -= 1;
-    }
-    Ok(o)
-}
-
-/// The input positions `[start, end)` of window `o` (clipped to the input).
-fn window(o: usize, k: usize, s: usize, p: usize, n: usize) -> (usize, usize) {
-    let start = (o * s) as isize - p as isize;
-    let end = (start + k as isize).min(n as isize);
-    (start.max(0) as usize, end.max(0) as usize)
+    let [h, w] = settings.output(kind, d.h, d.w)?;
+    Ok(Dims { h, w, ..d })
 }
 
 /// Max-pooling of NHWC `x`; returns the output, its dims and each output's
@@ -74,17 +24,10 @@ fn window(o: usize, k: usize, s: usize, p: usize, n: usize) -> (usize, usize) {
 pub(crate) fn max_pool(
     x: &[f32],
     d: Dims,
-    [k, s, p]: [usize; 3],
-    ceil: bool,
+    settings: &Pool2dSettings,
 ) -> candle_core::Result<(Vec<f32>, Dims, Vec<u32>)> {
-    if !d.spatial {
-        candle_core::bail!("max_pool2d: expected [B, C, H, W], got a flat value");
-    }
-    let o = Dims {
-        h: pool_len(d.h, k, s, p, ceil)?,
-        w: pool_len(d.w, k, s, p, ceil)?,
-        ..d
-    };
+    let o = pooled_dims(PoolKind::Max, d, settings)?;
+    let (rows, cols) = (settings.axis(0), settings.axis(1));
     let c = d.c;
     let mut out = vec![0f32; o.len()];
     let mut arg = vec![0u32; o.len()];
@@ -94,32 +37,34 @@ pub(crate) fn max_pool(
         .for_each(|(line, (out, arg))| {
             let (smp, oy) = (line / o.h, line % o.h);
             let img = &x[smp * d.per_sample()..][..d.per_sample()];
-            max_pool_line(img, d, window(oy, k, s, p, d.h), [k, s, p], out, arg);
+            let (y0, y1) = rows.taps(oy, d.h);
+            max_pool_line(img, d, (y0, y1, rows.d), cols, out, arg);
         });
     Ok((out, o, arg))
 }
 
 simd_fn! {
-    /// One output line of [`max_pool`]: rows `y0..y1` of sample `img`.
+    /// One output line of [`max_pool`]: rows `y0, y0 + dy, …` below `y1`
+    /// of sample `img`, windows `cols` along each.
     fn max_pool_line(
         img: &[f32],
         d: Dims,
-        rows: (usize, usize),
-        ksp: [usize; 3],
+        rows: (usize, usize, usize),
+        cols: PoolAxis,
         out: &mut [f32],
         arg: &mut [u32],
     ) {
-        let (c, (y0, y1), [k, s, p]) = (d.c, rows, ksp);
+        let (c, (y0, y1, dy), dx) = (d.c, rows, cols.d);
         let o_w = out.len() / c;
         for ox in 0..o_w {
-            let (x0, x1) = window(ox, k, s, p, d.w);
+            let (x0, x1) = cols.taps(ox, d.w);
             let best = &mut out[ox * c..][..c];
             let at = &mut arg[ox * c..][..c];
             let first = y0 * d.w + x0;
             best.copy_from_slice(&img[first * c..][..c]);
             at.iter_mut().for_each(|a| *a = first as u32);
-            for iy in y0..y1 {
-                for ix in x0..x1 {
+            for iy in (y0..y1).step_by(dy) {
+                for ix in (x0..x1).step_by(dx) {
                     let pos = iy * d.w + ix;
                     if pos == first {
                         continue;
@@ -185,7 +130,10 @@ pub(crate) fn adaptive_avg(x: &[f32], d: Dims, oh: usize, ow: usize, backward: b
         rows: &|i| adaptive_range(i, d.h, oh),
         cols: &|j| adaptive_range(j, d.w, ow),
         // The mean of the window's pixels.
-        weight: &|(r0, r1), (c0, c1)| 1.0 / ((r1 - r0) * (c1 - c0)) as f32,
+        weight: &|i, j| {
+            let ((r0, r1), (c0, c1)) = (adaptive_range(i, d.h, oh), adaptive_range(j, d.w, ow));
+            1.0 / ((r1 - r0) * (c1 - c0)) as f32
+        },
     };
     windows.pass(x, d, o, &mut out, backward);
     out
@@ -193,11 +141,11 @@ pub(crate) fn adaptive_avg(x: &[f32], d: Dims, oh: usize, ow: usize, backward: b
 
 /// The windows of a pooling that averages: output cell (i, j) reads rows
 /// `rows(i)` and columns `cols(j)` of the input (clipped to it), each
-/// times `weight` of those ranges.
+/// times `weight(i, j)`.
 struct Windows<'a> {
     rows: &'a (dyn Fn(usize) -> (usize, usize) + Sync),
     cols: &'a (dyn Fn(usize) -> (usize, usize) + Sync),
-    weight: &'a (dyn Fn((usize, usize), (usize, usize)) -> f32 + Sync),
+    weight: &'a (dyn Fn(usize, usize) -> f32 + Sync),
 }
 
 impl Windows<'_> {
@@ -214,7 +162,7 @@ impl Windows<'_> {
                     let (r0, r1) = (self.rows)(i);
                     for j in 0..o.w {
                         let (c0, c1) = (self.cols)(j);
-                        let w = (self.weight)((r0, r1), (c0, c1));
+                        let w = (self.weight)(i, j);
                         let cell = (i * o.w + j) * c;
                         for y in r0..r1 {
                             for xx in c0..c1 {
@@ -237,37 +185,33 @@ impl Windows<'_> {
     }
 }
 
-/// `AvgPool2d(k, s, p)` of NHWC `x` (zero padding counted in each
-/// window's k², PyTorch's default), and its output's dims.
+/// PyTorch's `AvgPool2d` of NHWC `x` with `settings` (each window's sum
+/// over its count: its size, padding included and clipped to input and
+/// padding, or with `count_include_pad` false the input values it holds),
+/// and its output's dims.
 pub(crate) fn avg_pool(
     x: &[f32],
     d: Dims,
-    [k, s, p]: [usize; 3],
+    settings: &Pool2dSettings,
 ) -> candle_core::Result<(Vec<f32>, Dims)> {
-    let o = avg_pool_dims(d, [k, s, p])?;
+    let o = pooled_dims(PoolKind::Avg, d, settings)?;
     let mut out = vec![0f32; o.len()];
-    avg_pool_pass(x, d, o, [k, s, p], &mut out, false);
+    avg_pool_pass(x, d, o, settings, &mut out, false);
     Ok((out, o))
 }
 
 /// The gradient of [`avg_pool`]'s input (dims `d`) from its output's, `g`
-/// (dims `o`): each window's gradient over k², spread over its window.
-pub(crate) fn avg_pool_backward(g: &[f32], d: Dims, o: Dims, ksp: [usize; 3]) -> Vec<f32> {
+/// (dims `o`): each window's gradient over its count, spread over its
+/// window.
+pub(crate) fn avg_pool_backward(
+    g: &[f32],
+    d: Dims,
+    o: Dims,
+    settings: &Pool2dSettings,
+) -> Vec<f32> {
     let mut dx = vec![0f32; d.len()];
-    avg_pool_pass(g, d, o, ksp, &mut dx, true);
+    avg_pool_pass(g, d, o, settings, &mut dx, true);
     dx
-}
-
-/// The output dims of an average pooling of `d`.
-fn avg_pool_dims(d: Dims, [k, s, p]: [usize; 3]) -> candle_core::Result<Dims> {
-    if !d.spatial {
-        candle_core::bail!("avg_pool2d: expected [B, C, H, W], got a flat value");
-    }
-    Ok(Dims {
-        h: avg_pool_len(d.h, k, s, p)?,
-        w: avg_pool_len(d.w, k, s, p)?,
-        ..d
-    })
 }
 
 /// [`avg_pool`] into `out` (dims `o`), or with `backward` its input's
@@ -276,15 +220,19 @@ fn avg_pool_pass(
     x: &[f32],
     d: Dims,
     o: Dims,
-    [k, s, p]: [usize; 3],
+    settings: &Pool2dSettings,
     out: &mut [f32],
     backward: bool,
 ) {
+    let (rows, cols, pad) = (
+        settings.axis(0),
+        settings.axis(1),
+        settings.count_include_pad,
+    );
     let windows = Windows {
-        rows: &|i| window(i, k, s, p, d.h),
-        cols: &|j| window(j, k, s, p, d.w),
-        // Padding counted: k² whatever the window holds of the input.
-        weight: &|_, _| 1.0 / (k * k) as f32,
+        rows: &|i| rows.taps(i, d.h),
+        cols: &|j| cols.taps(j, d.w),
+        weight: &|i, j| 1.0 / (rows.count(i, d.h, pad) * cols.count(j, d.w, pad)) as f32,
     };
     windows.pass(x, d, o, out, backward);
 }
