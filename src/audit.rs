@@ -49,7 +49,8 @@
 //! The audit passes when every ratio is within 1 ± `tolerance` (a ratio of
 //! exactly 1 is recorded when both are 0). No gradient at all is an error of
 //! its own, [`Error::MissingGradient`], and so is an output that is not
-//! finite at the audited input, [`Error::NonFiniteOutput`]; a model's
+//! finite at the audited input, [`Error::NonFiniteOutput`], and a gradient
+//! that is not finite where the output is, [`Error::NonFiniteGradient`]; a model's
 //! output for a sample that depends on the other samples of its batch
 //! (batch statistics) is [`Error::BatchDependent`].
 
@@ -307,6 +308,16 @@ impl GradientAudit {
         let grad = grad
             .to_dtype(DType::F64)
             .map_err(Error::tensor("read the gradient"))?;
+        let gradient = values(&grad)?;
+        let count = gradient.iter().filter(|v| !v.is_finite()).count();
+        if count > 0 {
+            return Err(Error::NonFiniteGradient {
+                model: name.to_string(),
+                input,
+                count,
+                total: gradient.len(),
+            });
+        }
         let x_norm = norm(&x)?;
         let h = self.step * x_norm.max(1.0);
 

@@ -367,6 +367,27 @@ pub enum Error {
         /// How many output values there are.
         total: usize,
     },
+    /// Backpropagation gave NaN or infinite values at an input where the
+    /// model's output is finite: an op whose derivative is infinite or
+    /// undefined there (sqrt or a norm at 0), where the search would step
+    /// to NaN.
+    #[error(
+        "gradient audit of `{model}` failed: backpropagation gave a gradient that is not \
+         finite ({count} of {total} values NaN or infinite) at an {input} where its output is \
+         finite: an op whose derivative is infinite or undefined there (sqrt or a norm at 0, \
+         log or a division at 0, a fractional power of 0, often behind a ReLU that is off); \
+         keep its argument away from 0 (e.g. sqrt(x + 1e-12))"
+    )]
+    NonFiniteGradient {
+        /// The model's name.
+        model: String,
+        /// "input" or "latent z".
+        input: &'static str,
+        /// How many gradient values are NaN or infinite.
+        count: usize,
+        /// How many gradient values there are.
+        total: usize,
+    },
     /// Two forward passes of a model on one input differ.
     #[error(
         "gradient audit of `{model}` failed: two forward passes on the same {input} differ, \

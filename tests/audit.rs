@@ -192,6 +192,34 @@ fn a_model_whose_output_ignores_its_input_is_named_so() {
 /// input holds a NaN or an infinity was refused as a wrong gradient,
 /// "backprop gives NaN but central finite differences give NaN", with
 /// advice about max_pool2d's backward.
+/// A norm-like feature, `sqrt(relu(x - 0.5))`, is finite everywhere but
+/// has an infinite slope at 0, so backpropagation gives NaN wherever the
+/// ReLU is off. The audit said "backprop gives NaN but central finite
+/// differences give NaN", with the advice for a wrong backward
+/// (max_pool2d), though the output and its finite differences are finite.
+#[test]
+fn a_gradient_that_is_not_finite_at_a_finite_output_is_named_so() {
+    let x = images(2, 3);
+    let err = GradientAudit::default()
+        .function("norm", &x, |x| {
+            let kink = ((x - 0.5)?.relu()?.sqrt()? * 1e-6)?;
+            x.narrow(3, 0, 2)? + kink.narrow(3, 0, 2)?
+        })
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::NonFiniteGradient { model, count, total: 1568, .. }
+            if model == "norm" && *count > 0 && *count < 1568),
+        "{err}"
+    );
+    let message = err.to_string();
+    assert!(
+        message.contains("backpropagation gave a gradient that is not finite")
+            && message.contains("sqrt")
+            && !message.contains("max_pool2d"),
+        "{message}"
+    );
+}
+
 #[test]
 fn a_model_whose_output_is_not_finite_is_named_so() {
     let x = images(2, 3);

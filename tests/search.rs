@@ -306,6 +306,57 @@ fn a_nan_is_an_error_naming_the_step() {
     }
 }
 
+/// cnn_b's logits plus 1e-6 · sqrt(relu(mean pixel − 2)): finite at every
+/// image, but the slope of sqrt is infinite at 0, so backpropagation gives
+/// NaN wherever the ReLU is off (every decoded image, in [0, 1]).
+struct NormAtZero<'a> {
+    inner: &'a MnistCnn,
+}
+
+impl Classifier for NormAtZero<'_> {
+    fn logits(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let mean = x.flatten_from(1)?.mean_keepdim(1)?;
+        let kink = ((mean - 2.0)?.relu()?.sqrt()? * 1e-6)?;
+        self.inner.logits(x)?.broadcast_add(&kink)
+    }
+
+    fn class_names(&self) -> &[String] {
+        self.inner.class_names()
+    }
+}
+
+/// Regression: a gradient that is NaN at z0, where everything up to the
+/// objective is finite, was met with "a backward pass overflowed or
+/// emitted NaN: lower `lr`", though no step had been taken.
+#[test]
+fn a_nan_gradient_at_a_finite_objective_is_put_down_to_an_op_s_derivative() {
+    let m = models();
+    let norm = NormAtZero { inner: &m.b };
+    let err = Search::new("vae", &m.vae)
+        .classifier("cnn_a", &m.a)
+        .classifier("norm", &norm)
+        .config(SearchConfig::default().steps(5).batch(4))
+        .run(&common::device())
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            Error::NonFinite {
+                site: NonFiniteSite::Gradient,
+                stage: SearchStage::Step(0),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let message = err.to_string();
+    assert!(
+        message.contains("an op whose derivative is infinite or undefined at this sample")
+            && message.contains("sqrt or a norm at 0"),
+        "{message}"
+    );
+}
+
 #[test]
 fn settings_out_of_range_are_named() {
     let m = models();

@@ -316,6 +316,14 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
                 w.failed,
                 w.missing
             );
+            if w.stale > 0 {
+                println!(
+                    "{} of the trials have a stale record, of other settings, thresholds or \
+                     models than the config declares now: their verdicts are not counted; \
+                     rerun them",
+                    w.stale
+                );
+            }
             println!("report: {}", w.index.display());
             if w.missing > 0 {
                 // A run under another CARGO_TARGET_DIR (or build.target-dir)

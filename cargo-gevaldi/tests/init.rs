@@ -543,3 +543,59 @@ fn a_main_harness_holds_no_checkout_path_and_finds_its_toml_at_run_time() {
     );
     assert!(text(&out).contains(&expected), "{}", text(&out));
 }
+
+/// Regression: `report` after an edit of a pair's threshold (or settings)
+/// showed the verdict of the record, of the run before the edit, as the
+/// trial's: "1 passed" for a pair whose new `max_divergence` its search
+/// exceeds.
+#[test]
+fn report_marks_a_pair_record_of_other_settings_than_the_config_s_stale() {
+    let root = scratch("stale-record");
+    let bin = install(&root);
+    let (home, work) = (root.join("home"), root.join("suite"));
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::create_dir_all(&work).unwrap();
+    let config = rust_config(&work);
+    let out = cli(&bin, &work, &home, &["run"], &[("INSTA_UPDATE", "always")]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = cli(&bin, &work, &home, &["report"], &[]);
+    assert!(
+        text(&out).contains("2 trials: 1 passed, 0 failed, 1 without a record"),
+        "{}",
+        text(&out)
+    );
+
+    let edited = std::fs::read_to_string(&config).unwrap().replace(
+        "name = \"a-vs-b\"\n",
+        "name = \"a-vs-b\"\nmax_divergence = 1e-9\nlr = 0.07\n",
+    );
+    std::fs::write(&config, edited).unwrap();
+    let out = cli(&bin, &work, &home, &["report"], &[]);
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    assert!(
+        all.contains("2 trials: 0 passed, 0 failed, 1 without a record")
+            && all.contains("1 of the trials have a stale record"),
+        "{all}"
+    );
+    let index = all
+        .lines()
+        .find_map(|l| l.strip_prefix("report: "))
+        .expect("the report's path");
+    let html = std::fs::read_to_string(index).unwrap();
+    assert!(
+        html.contains("data-trial=\"pair::a-vs-b\" data-verdict=\"stale\""),
+        "{html}"
+    );
+    assert!(
+        html.contains("max_divergence ~ -&gt; 0.000000001"),
+        "{html}"
+    );
+    assert!(
+        html.contains(
+            "settings kl, adam, lr 0.05, lambda 0, batch 4, steps 2, seed 0 -&gt; kl, adam, \
+             lr 0.07, lambda 0, batch 4, steps 2, seed 0"
+        ),
+        "{html}"
+    );
+}

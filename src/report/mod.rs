@@ -44,6 +44,10 @@ pub struct Written {
     pub failed: usize,
     /// Trials without a record.
     pub missing: usize,
+    /// Trials whose record is of other settings, thresholds or models than
+    /// the config declares now (an edit of the TOML since the run): not
+    /// counted as passed or failed.
+    pub stale: usize,
 }
 
 /// One trial as the report shows it.
@@ -72,6 +76,7 @@ pub fn write(config: &Config) -> Result<Written> {
         passed: 0,
         failed: 0,
         missing: 0,
+        stale: 0,
     };
     let mut overview = String::new();
     let mut sections = String::new();
@@ -93,8 +98,19 @@ pub fn write(config: &Config) -> Result<Written> {
         // earlier run (with other settings, maybe): shown, but not its
         // verdict, and not counted as one.
         let ignored = config.ignored(id);
+        // A record of another trial than the config declares now (its
+        // threshold edited since the run) keeps the verdict of that run.
+        let differences = match &entry {
+            Entry::Record(r) => match (r.as_ref(), config.pair(&id.name)) {
+                (Record::Pair(p), Some(decl)) => stale::pair_differences(config, decl, p),
+                _ => Vec::new(),
+            },
+            Entry::Missing(..) => Vec::new(),
+        };
+        let is_stale = !ignored && !differences.is_empty();
         let (verdict, class) = match &entry {
             Entry::Record(_) if ignored => ("ignored", "missing"),
+            Entry::Record(_) if is_stale => ("stale", "missing"),
             Entry::Record(r) if r.passed() => ("passed", "pass"),
             Entry::Record(r) if matches!(**r, Record::Error(_)) => ("error", "fail"),
             Entry::Record(_) => ("failed", "fail"),
@@ -105,6 +121,7 @@ pub fn write(config: &Config) -> Result<Written> {
         match class {
             "pass" => written.passed += 1,
             "fail" => written.failed += 1,
+            _ if is_stale => written.stale += 1,
             _ => written.missing += 1,
         }
         let anchor = anchor(id);
@@ -135,6 +152,19 @@ pub fn write(config: &Config) -> Result<Written> {
                 esc(why)
             ),
         };
+        let stale_note = format!(
+            "its record is of another trial than the config declares now ({}): its verdict \
+             is that run's; rerun the trial (`cargo test` or `cargo gevaldi run`)",
+            differences.join("; ")
+        );
+        let body = if is_stale {
+            format!(
+                "<p class=\"stale\">Stale: {}.</p>\n{body}",
+                esc(&stale_note)
+            )
+        } else {
+            body
+        };
         let body = if ignored {
             format!(
                 "<p>Ignored (<code>ignore = true</code>): not run by default, and not counted; \
@@ -145,6 +175,7 @@ pub fn write(config: &Config) -> Result<Written> {
         };
         let headline = match &entry {
             Entry::Record(r) if ignored => format!("ignored; its last record: {}", headline(r)),
+            Entry::Record(r) if is_stale => format!("{stale_note}; it read: {}", headline(r)),
             Entry::Record(r) => headline(r),
             Entry::Missing(_, why) => why.clone(),
         };
@@ -167,7 +198,7 @@ pub fn write(config: &Config) -> Result<Written> {
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
          <title>gevaldi report: {config_name}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n\
          <h1>gevaldi report</h1>\n\
-         <p>Config <code>{config_name}</code>: {}, {} passed, {} failed, {} without a record (not run, skipped or ignored).</p>\n\
+         <p>Config <code>{config_name}</code>: {}, {} passed, {} failed, {} without a record (not run, skipped or ignored){}.</p>\n\
          <table class=\"overview\">\n<tr><th>trial</th><th>verdict</th><th>result</th></tr>\n{overview}</table>\n\
          {sections}\
          <footer>Written by gevaldi {} from the records in <code>{}</code>.</footer>\n</body>\n</html>\n",
@@ -175,6 +206,11 @@ pub fn write(config: &Config) -> Result<Written> {
         written.passed,
         written.failed,
         written.missing,
+        if written.stale > 0 {
+            format!(", {} with a stale record (of other settings than the config's)", written.stale)
+        } else {
+            String::new()
+        },
         env!("CARGO_PKG_VERSION"),
         esc(&dir.display().to_string()),
     );
@@ -192,7 +228,7 @@ tabular-nums}.badge{font-size:.6em;padding:.15em .5em;border-radius:.3em;vertica
 color:#9b1c1c}.badge.missing,td.missing{background:#eee;color:#555}figure{margin:1em 0}\
 figure img{max-width:100%;border:1px solid #ddd}figcaption{font-size:.9em;color:#555}\
 .plots{display:flex;flex-wrap:wrap;gap:1em}.plots img{width:560px;max-width:100%}\
-pre{background:#f6f6f6;padding:.6em;overflow-x:auto}ul.failures li{color:#9b1c1c}ul.warnings li{color:#8a5a00}p.outside-support{color:#8a5a00}";
+pre{background:#f6f6f6;padding:.6em;overflow-x:auto}ul.failures li{color:#9b1c1c}ul.warnings li{color:#8a5a00}p.outside-support{color:#8a5a00}p.stale{color:#8a5a00}";
 
 /// `n` and the noun, plural unless n is 1: "1 region", "39 regions".
 pub(crate) fn count(n: usize, noun: &str) -> String {
@@ -247,6 +283,7 @@ fn headline(r: &Record) -> String {
 mod ensemble;
 mod html;
 mod pair;
+mod stale;
 #[cfg(test)]
 mod tests;
 mod tournament;

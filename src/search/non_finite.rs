@@ -46,8 +46,11 @@ impl NonFiniteSite {
                  or raise `lambda`"
             }
             NonFiniteSite::Gradient => {
-                "a backward pass overflowed or emitted NaN: lower `lr`, or audit the models' \
-                 gradients (`GradientAudit`)"
+                "everything up to the objective was finite, so a backward pass gave it: an op \
+                 whose derivative is infinite or undefined at this sample (sqrt or a norm at 0, \
+                 log or a division at 0), or one that overflowed; audit the models' gradients \
+                 (`GradientAudit`) and keep such ops' arguments away from 0, or, where z has \
+                 grown large over the steps, lower `lr`"
             }
         }
     }

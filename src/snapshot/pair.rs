@@ -107,7 +107,7 @@ impl Settings {
         }
     }
 
-    pub(super) fn line(&self) -> String {
+    pub(crate) fn line(&self) -> String {
         let mut line = format!(
             "{}, {}, lr {}, lambda {}, batch {}, steps {}, seed {}",
             self.divergence,
