@@ -146,6 +146,8 @@ fn artifact(outcome: crate::tournament::TournamentOutcome) -> crate::artifact::T
         summary,
         outcome,
         thresholds: Default::default(),
+        test_data: None,
+        weights: Some(Vec::new()),
         latent_support: None,
         outside_support: None,
         class_names: vec!["0".into(), "1".into()],
