@@ -93,6 +93,11 @@ pub struct ModelFiles {
     /// (key, digest), `weights` first, then the free-form keys in name
     /// order.
     pub files: Vec<(String, FileDigest)>,
+    /// The rest of its table, as text ([`table`]): the architecture,
+    /// `preprocess`, `truncation`, `transform_input` and a registered
+    /// model's keys. `None` in records written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
 }
 
 impl ModelFiles {
@@ -115,6 +120,7 @@ impl ModelFiles {
             model: decl.name.clone(),
             registered: decl.builtin.is_none(),
             files,
+            table: Some(self::table(decl)),
         }
     }
 
@@ -129,6 +135,36 @@ impl ModelFiles {
             .map(Self::of)
             .collect()
     }
+}
+
+/// What of a model's table but its files changes what it computes, as
+/// text: the architecture, `preprocess`, `truncation`, `transform_input`
+/// and a registered model's keys (in name order).
+fn table(d: &ModelDecl) -> String {
+    // Every field, so that a new one is not forgotten here.
+    let ModelDecl {
+        name: _,
+        builtin,
+        table,
+        preprocess,
+        truncation,
+        transform_input,
+        optional: _,
+        line: _,
+    } = d;
+    let arch = builtin
+        .as_ref()
+        .map_or("registered".to_string(), |(a, _)| a.name().to_string());
+    let mut keys: Vec<String> = table
+        .keys()
+        .filter_map(|k| Some(format!("{k} = {:?}", table.get(k)?)))
+        .collect();
+    keys.sort();
+    format!(
+        "{arch}; preprocess {preprocess:?}; truncation {truncation:?}; transform_input \
+         {transform_input:?}; keys {{{}}}",
+        keys.join(", ")
+    )
 }
 
 /// The files that the strings in `v` (of `key`) name, resolved against

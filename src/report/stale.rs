@@ -30,6 +30,12 @@ pub enum Difference {
         /// The model's table name.
         model: String,
     },
+    /// The model's table (its `preprocess`, `truncation`, a registered
+    /// model's keys) differs from the run's.
+    Table {
+        /// The model's table name.
+        model: String,
+    },
     /// The record was written by a gevaldi that did not record `what`, so
     /// it cannot tell whether the run was of the trial declared now.
     Unrecorded {
@@ -47,6 +53,11 @@ impl std::fmt::Display for Difference {
             Difference::Weights { model } => {
                 write!(f, "weights of `{model}` changed since the run")
             }
+            Difference::Table { model } => write!(
+                f,
+                "the table of `{model}` (its `preprocess`, `truncation` or other keys) changed \
+                 since the run"
+            ),
             Difference::Unrecorded { what } => write!(f, "recorded before gevaldi recorded {what}"),
         }
     }
@@ -100,6 +111,11 @@ impl Differences {
         for now in ModelFiles::of_trial(config, generator, models) {
             // A model the run did not use shows as a change of `models`.
             if let Some(was) = then.iter().find(|m| m.model == now.model) {
+                if was.table.is_some() && was.table != now.table {
+                    self.0.push(Difference::Table {
+                        model: now.model.clone(),
+                    });
+                }
                 if was.files != now.files {
                     self.0.push(Difference::Weights { model: now.model });
                 }
@@ -338,6 +354,28 @@ mod tests {
         assert_eq!(
             now[0].to_string(),
             "weights of `mine` changed since the run"
+        );
+
+        // A key of its table edited: what it computes may differ.
+        let edited = text.replace("hidden = 3", "hidden = 4");
+        let config = crate::config::parse(&edited, &path).unwrap();
+        let mut out = Differences::default();
+        out.weights(Some(&then), &config, "vae", &models);
+        assert_eq!(
+            out.0,
+            [
+                Difference::Table {
+                    model: "mine".into()
+                },
+                Difference::Weights {
+                    model: "mine".into()
+                }
+            ]
+        );
+        assert_eq!(
+            out.0[0].to_string(),
+            "the table of `mine` (its `preprocess`, `truncation` or other keys) changed since \
+             the run"
         );
     }
 }
