@@ -144,6 +144,11 @@ pub struct PairArtifact {
     /// `None` in records written before they were recorded.
     #[serde(default)]
     pub weights: Option<Vec<ModelFiles>>,
+    /// The label hierarchy's files, with their digests
+    /// ([`weights::hierarchy_files`]; empty for the flat hierarchy). `None`
+    /// in records written before they were recorded.
+    #[serde(default)]
+    pub hierarchy: Option<Vec<(String, FileDigest)>>,
     /// Each sample's class condition, for a class-conditional generator.
     #[serde(default)]
     pub conditions: Option<Vec<usize>>,

@@ -776,3 +776,69 @@ fn report_marks_an_ensemble_or_tournament_record_of_other_thresholds_or_weights_
         "{all}"
     );
 }
+
+/// Regression: a pair's record under a `max_set_distance` kept its verdict
+/// after the label hierarchy that the set distances read had changed.
+#[test]
+fn report_marks_a_pair_record_of_another_hierarchy_stale() {
+    let root = scratch("stale-hierarchy");
+    let bin = install(&root);
+    let (home, work) = (root.join("home"), root.join("suite"));
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::create_dir_all(&work).unwrap();
+    let fixtures = workspace().join("fixtures/mnist");
+    let w = |f: &str| fixtures.join(f).display().to_string();
+    for file in ["digits_classes.tsv", "digits_edges.tsv"] {
+        std::fs::copy(
+            workspace().join("tests/harness").join(file),
+            work.join(file),
+        )
+        .unwrap();
+    }
+    let toml = format!(
+        "[search]\nbatch = 4\nsteps = 2\nlambda = 0.0\n\n\
+         [hierarchy]\nclasses = \"digits_classes.tsv\"\nedges = \"digits_edges.tsv\"\n\n\
+         [generator.vae]\narch = \"mnist-vae\"\nweights = \"{}\"\n\n\
+         [classifier.a]\narch = \"mnist-cnn-a\"\nweights = \"{}\"\n\n\
+         [classifier.b]\narch = \"mnist-cnn-b\"\nweights = \"{}\"\n\n\
+         [[pair]]\nname = \"p\"\nmodels = [\"a\", \"b\"]\ngenerator = \"vae\"\n\
+         max_set_distance = 1.5\n",
+        w("vae.safetensors"),
+        w("cnn_a.safetensors"),
+        w("cnn_b.safetensors"),
+    );
+    std::fs::write(work.join("gevaldi.toml"), toml).unwrap();
+    let out = cli(&bin, &work, &home, &["run"], &[("INSTA_UPDATE", "always")]);
+    // The search may break the threshold (a record of a verdict all the
+    // same), not stop on an error.
+    let record = find(&work.join("target"), "p.json").expect("the pair's record");
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(record).unwrap()).unwrap();
+    assert_eq!(record["kind"], "pair", "{}\n{record}", text(&out));
+    let out = cli(&bin, &work, &home, &["report"], &[]);
+    let all = text(&out);
+    assert!(
+        all.contains("1 trial: ")
+            && all.contains(", 0 without a record")
+            && !all.contains("stale record"),
+        "{all}"
+    );
+
+    // Digits 2 and 3 moved under `loops`.
+    let edges = work.join("digits_edges.tsv");
+    let moved = std::fs::read_to_string(&edges)
+        .unwrap()
+        .replace("digit_2\tcurves", "digit_2\tloops")
+        .replace("digit_3\tcurves", "digit_3\tloops");
+    std::fs::write(&edges, moved).unwrap();
+    let out = cli(&bin, &work, &home, &["report"], &[]);
+    let all = text(&out);
+    assert!(
+        all.contains("1 trial: 0 passed, 0 failed, 0 without a record")
+            && all.contains(
+                "  pair::p: the label hierarchy ([hierarchy]), which `max_set_distance` reads, \
+                 changed since the run\n"
+            ),
+        "{all}"
+    );
+}

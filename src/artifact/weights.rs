@@ -137,6 +137,20 @@ impl ModelFiles {
     }
 }
 
+/// The files of the config's label hierarchy (`classes`, `edges`,
+/// `names`), each with its key and digest; empty for the flat hierarchy. A
+/// pair's set distances, which `max_set_distance` bounds, read them.
+pub fn hierarchy_files(config: &config::Config) -> Vec<(String, FileDigest)> {
+    let Some(h) = &config.hierarchy else {
+        return Vec::new();
+    };
+    let files = [("classes", Some(&h.classes)), ("edges", Some(&h.edges))];
+    (files.into_iter())
+        .chain([("names", h.names.as_ref())])
+        .filter_map(|(key, path)| Some((key.to_string(), FileDigest::of(path?))))
+        .collect()
+}
+
 /// What of a model's table but its files changes what it computes, as
 /// text: the architecture, `preprocess`, `truncation`, `transform_input`
 /// and a registered model's keys (in name order).

@@ -36,6 +36,9 @@ pub enum Difference {
         /// The model's table name.
         model: String,
     },
+    /// The bytes of a file of the label hierarchy (or whether there is
+    /// one) differ from the run's, under a `max_set_distance`.
+    Hierarchy,
     /// The record was written by a gevaldi that did not record `what`, so
     /// it cannot tell whether the run was of the trial declared now.
     Unrecorded {
@@ -56,6 +59,11 @@ impl std::fmt::Display for Difference {
             Difference::Table { model } => write!(
                 f,
                 "the table of `{model}` (its `preprocess`, `truncation` or other keys) changed \
+                 since the run"
+            ),
+            Difference::Hierarchy => write!(
+                f,
+                "the label hierarchy ([hierarchy]), which `max_set_distance` reads, changed \
                  since the run"
             ),
             Difference::Unrecorded { what } => write!(f, "recorded before gevaldi recorded {what}"),
@@ -172,6 +180,13 @@ pub(super) fn pair_differences(
     );
     if let Some(d) = &s.set_distance {
         out.declared("top_n", d.top_n.to_string(), t.top_n.to_string());
+    }
+    // The set distances read the hierarchy; the verdict, only under a
+    // `max_set_distance` (an edit of that shows above).
+    if let (Some(then), Some(_)) = (&pair.hierarchy, t.max_set_distance) {
+        if *then != crate::artifact::weights::hierarchy_files(config) {
+            out.0.push(Difference::Hierarchy);
+        }
     }
     out.weights(
         pair.weights.as_deref(),

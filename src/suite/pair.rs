@@ -146,6 +146,7 @@ impl Suite {
                 &pair.generator,
                 &pair.models,
             )),
+            hierarchy: Some(artifact::weights::hierarchy_files(&self.config)),
             conditions,
             latent_support: outcome.latent_support,
             seconds: started.elapsed().as_secs_f64(),
