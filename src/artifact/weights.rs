@@ -93,7 +93,7 @@ pub struct ModelFiles {
     /// (key, digest), `weights` first, then the free-form keys in name
     /// order.
     pub files: Vec<(String, FileDigest)>,
-    /// The rest of its table, as text ([`table`]): the architecture,
+    /// The rest of its table, as text: the architecture,
     /// `preprocess`, `truncation`, `transform_input` and a registered
     /// model's keys. `None` in records written before it was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]

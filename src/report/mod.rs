@@ -18,7 +18,10 @@
 //!   pairs' disagreements (`tournament-<name>/<a>-vs-<b>.png`).
 //!
 //! A trial without a record ("not run yet") or whose run stopped on an
-//! error is listed as such. The page has no script and loads nothing but
+//! error is listed as such; one whose record is of other settings,
+//! thresholds, models or weights than the config declares now is listed
+//! as stale, with what differs ([`Difference`]), and its verdict is not
+//! counted. The page has no script and loads nothing but
 //! the pictures beside it, so it opens from disk without a server.
 
 use std::fmt::Write as _;
@@ -45,8 +48,9 @@ pub struct Written {
     /// Trials without a record.
     pub missing: usize,
     /// Trials whose record is of other settings, thresholds or models than
-    /// the config declares now (an edit of the TOML since the run): not
-    /// counted as passed or failed.
+    /// the config declares now (an edit of the TOML since the run), or of
+    /// weights whose bytes have changed since: not counted as passed or
+    /// failed.
     pub stale: usize,
     /// Those trials, each with what differs.
     pub stale_records: Vec<(TrialId, Vec<Difference>)>,
@@ -102,7 +106,8 @@ pub fn write(config: &Config) -> Result<Written> {
         // verdict, and not counted as one.
         let ignored = config.ignored(id);
         // A record of another trial than the config declares now (its
-        // threshold edited since the run) keeps the verdict of that run.
+        // threshold edited, a model retrained since the run) keeps the
+        // verdict of that run.
         let differences = match &entry {
             Entry::Record(r) => stale::differences(config, id, r),
             Entry::Missing(..) => Vec::new(),
