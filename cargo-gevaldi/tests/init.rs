@@ -1,8 +1,10 @@
 //! An installed `cargo gevaldi` away from the checkout: `init` writes a
 //! starter suite that `run` passes, the built-in suite is unpacked from the
 //! binary, configs with models registered from Rust are listed and
-//! reported, and no binary (this one, or a harness of `gevaldi::main!`)
-//! holds the checkout's path to the fixtures.
+//! reported, `report` marks a record of other settings, thresholds,
+//! weights or hierarchy than the config's stale, and no binary (this one,
+//! or a harness of `gevaldi::main!`) holds the checkout's path to the
+//! fixtures.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
