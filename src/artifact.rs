@@ -28,6 +28,10 @@ use crate::pca::Pca;
 use crate::search::{Baseline, SampleRecord, StepRecord};
 use crate::snapshot::{EnsembleSummary, Summary, TournamentSummary};
 
+pub mod weights;
+
+pub use weights::{FileDigest, ModelFiles};
+
 /// The record of one trial, as written to its JSON file.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -77,6 +81,15 @@ pub struct TournamentArtifact {
     pub outcome: crate::tournament::TournamentOutcome,
     /// The thresholds.
     pub thresholds: crate::tournament::TournamentThresholds,
+    /// The test data the models' accuracies (and the SRCC) were measured
+    /// on, where the declaration gave some. `None` in records written
+    /// before it was recorded (and without test data).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_data: Option<PathBuf>,
+    /// The files the generator and the models read, with their digests.
+    /// `None` in records written before they were recorded.
+    #[serde(default)]
+    pub weights: Option<Vec<ModelFiles>>,
     /// The generator's support, where it states one (BigGAN's truncation
     /// box). `None` in records written before it was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -127,6 +140,15 @@ pub struct PairArtifact {
     pub grid: Option<String>,
     /// The samples in the grid, most divergent first.
     pub grid_samples: Vec<usize>,
+    /// The files the generator and the models read, with their digests.
+    /// `None` in records written before they were recorded.
+    #[serde(default)]
+    pub weights: Option<Vec<ModelFiles>>,
+    /// The label hierarchy's files, with their digests
+    /// ([`weights::hierarchy_files`]; empty for the flat hierarchy). `None`
+    /// in records written before they were recorded.
+    #[serde(default)]
+    pub hierarchy: Option<Vec<(String, FileDigest)>>,
     /// Each sample's class condition, for a class-conditional generator.
     #[serde(default)]
     pub conditions: Option<Vec<usize>>,
@@ -163,6 +185,14 @@ pub struct EnsembleArtifact {
     pub failures: Vec<String>,
     /// The class names.
     pub class_names: Vec<String>,
+    /// The thresholds and what else of the declaration the verdict read.
+    /// `None` in records written before they were recorded.
+    #[serde(default)]
+    pub thresholds: Option<EnsembleThresholds>,
+    /// The files the generator and the members read, with their digests.
+    /// `None` in records written before they were recorded.
+    #[serde(default)]
+    pub weights: Option<Vec<ModelFiles>>,
     /// Each MDS sample's condition (its true label).
     pub labels: Vec<usize>,
     /// Each MDS sample's latent.
@@ -202,6 +232,38 @@ impl EnsembleArtifact {
         let latents =
             (self.z.iter().enumerate()).map(|(i, z)| (counts.map(|c| c[i]), z.as_slice()));
         crate::search::OutsideSupport::of_latents(&self.summary.generator, support, latents).noted()
+    }
+}
+
+/// What an ensemble's verdict reads of its declaration besides the
+/// settings its summary holds: the thresholds, DBSCAN's `min_samples` and
+/// the test data.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EnsembleThresholds {
+    /// `min_mds_accuracy`.
+    pub min_mds_accuracy: Option<f64>,
+    /// `max_accuracy_drop`.
+    pub max_accuracy_drop: Option<f64>,
+    /// `min_accuracy_drop`.
+    pub min_accuracy_drop: Option<f64>,
+    /// `max_regions`.
+    pub max_regions: Option<usize>,
+    /// `min_samples`: DBSCAN's neighbourhood size.
+    pub min_samples: usize,
+    /// `test_data`, resolved.
+    pub test_data: PathBuf,
+}
+
+impl From<&crate::config::EnsembleDecl> for EnsembleThresholds {
+    fn from(e: &crate::config::EnsembleDecl) -> Self {
+        EnsembleThresholds {
+            min_mds_accuracy: e.min_mds_accuracy,
+            max_accuracy_drop: e.max_accuracy_drop,
+            min_accuracy_drop: e.min_accuracy_drop,
+            max_regions: e.max_regions,
+            min_samples: e.min_samples,
+            test_data: e.test_data.clone(),
+        }
     }
 }
 

@@ -318,11 +318,16 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
             );
             if w.stale > 0 {
                 println!(
-                    "{} of the trials have a stale record, of other settings, thresholds or \
-                     models than the config declares now: their verdicts are not counted; \
-                     rerun them",
+                    "{} of the trials have a stale record, of other settings, thresholds, \
+                     models or weights than the config declares now: their verdicts are not \
+                     counted; rerun them",
                     w.stale
                 );
+                for (id, differences) in &w.stale_records {
+                    let differences: Vec<String> =
+                        differences.iter().map(ToString::to_string).collect();
+                    println!("  {id}: {}", differences.join("; "));
+                }
             }
             println!("report: {}", w.index.display());
             if w.missing > 0 {

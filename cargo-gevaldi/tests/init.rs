@@ -1,8 +1,10 @@
 //! An installed `cargo gevaldi` away from the checkout: `init` writes a
 //! starter suite that `run` passes, the built-in suite is unpacked from the
 //! binary, configs with models registered from Rust are listed and
-//! reported, and no binary (this one, or a harness of `gevaldi::main!`)
-//! holds the checkout's path to the fixtures.
+//! reported, `report` marks a record of other settings, thresholds,
+//! weights or hierarchy than the config's stale, and no binary (this one,
+//! or a harness of `gevaldi::main!`) holds the checkout's path to the
+//! fixtures.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -597,5 +599,248 @@ fn report_marks_a_pair_record_of_other_settings_than_the_config_s_stale() {
              lr 0.07, lambda 0, batch 4, steps 2, seed 0"
         ),
         "{html}"
+    );
+}
+
+/// A config of a pair `p` (bag_0, cnn_a), an ensemble `e` (cnn_a, bag_0)
+/// and a tournament `t` (cnn_a, bag_0, bag_1) over the cVAE, 4 samples of
+/// 2 steps, with bag_0's weights copied beside it (for the test to change
+/// them).
+fn ensemble_and_tournament_config(dir: &Path) -> PathBuf {
+    let fixtures = workspace().join("fixtures/mnist");
+    let w = |f: &str| fixtures.join(f).display().to_string();
+    std::fs::copy(
+        fixtures.join("bag_0.safetensors"),
+        dir.join("bag_0.safetensors"),
+    )
+    .unwrap();
+    let text = format!(
+        "[search]\nbatch = 4\nsteps = 2\nlambda = 0.0\n\n\
+         [generator.cvae]\narch = \"mnist-cvae\"\nweights = \"{}\"\n\n\
+         [classifier.cnn_a]\narch = \"mnist-cnn-a\"\nweights = \"{}\"\n\n\
+         [classifier.bag_0]\narch = \"mnist-mlp\"\nweights = \"bag_0.safetensors\"\n\n\
+         [classifier.bag_1]\narch = \"mnist-mlp\"\nweights = \"{}\"\n\n\
+         [[pair]]\nname = \"p\"\nmodels = [\"bag_0\", \"cnn_a\"]\ngenerator = \"cvae\"\n\n\
+         [[ensemble]]\nname = \"e\"\nmembers = [\"cnn_a\", \"bag_0\"]\ngenerator = \"cvae\"\n\
+         test_data = \"{}\"\nsamples = 4\nmin_samples = 2\n\n\
+         [[tournament]]\nname = \"t\"\nmodels = [\"cnn_a\", \"bag_0\", \"bag_1\"]\n\
+         generator = \"cvae\"\nsamples = 4\n",
+        w("cvae.safetensors"),
+        w("cnn_a.safetensors"),
+        w("bag_1.safetensors"),
+        w("data"),
+    );
+    let path = dir.join("gevaldi.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The file called `name` under `dir`, at any depth.
+fn find(dir: &Path, name: &str) -> Option<PathBuf> {
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            if let Some(found) = find(&path, name) {
+                return Some(found);
+            }
+        } else if path.file_name().is_some_and(|n| n == name) {
+            return Some(path);
+        }
+    }
+    None
+}
+
+/// The report's HTML, from `report`'s output.
+fn report_html(all: &str) -> String {
+    let index = all
+        .lines()
+        .find_map(|l| l.strip_prefix("report: "))
+        .expect("the report's path");
+    std::fs::read_to_string(index).unwrap()
+}
+
+/// Regression: `report` checked only a pair's record against the config,
+/// and only its settings: an ensemble's or a tournament's record of other
+/// thresholds than the config's (the TOML edited since the run), any
+/// trial's record of weights retrained since, or one written before
+/// gevaldi recorded those, showed the old run's verdict, "passed", as the
+/// trial's.
+#[test]
+fn report_marks_an_ensemble_or_tournament_record_of_other_thresholds_or_weights_stale() {
+    let root = scratch("stale-ensemble-tournament");
+    let bin = install(&root);
+    let (home, work) = (root.join("home"), root.join("suite"));
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::create_dir_all(&work).unwrap();
+    let config = ensemble_and_tournament_config(&work);
+    let out = cli(&bin, &work, &home, &["run"], &[("INSTA_UPDATE", "always")]);
+    assert!(out.status.success(), "{}", text(&out));
+    let report = || {
+        let out = cli(&bin, &work, &home, &["report"], &[]);
+        let all = text(&out);
+        assert!(out.status.success(), "{all}");
+        all
+    };
+    let all = report();
+    assert!(
+        all.contains("3 trials: 3 passed, 0 failed, 0 without a record")
+            && !all.contains("stale record"),
+        "{all}"
+    );
+    let stale = |all: &str, trials: &[&str]| {
+        let passed = 3 - trials.len();
+        assert!(
+            all.contains(&format!(
+                "3 trials: {passed} passed, 0 failed, 0 without a record"
+            )) && all.contains(&format!(
+                "{} of the trials have a stale record",
+                trials.len()
+            )),
+            "{all}"
+        );
+        let html = report_html(all);
+        for trial in trials {
+            assert!(
+                html.contains(&format!("data-trial=\"{trial}\" data-verdict=\"stale\"")),
+                "{trial}: {html}"
+            );
+        }
+    };
+
+    // A threshold of each added since the run.
+    let declared = std::fs::read_to_string(&config).unwrap();
+    let edited = declared
+        .replace("min_samples = 2\n", "min_samples = 2\nmax_regions = 1\n")
+        .replace(
+            "generator = \"cvae\"\nsamples = 4\n",
+            "generator = \"cvae\"\nsamples = 4\nchampion = \"bag_1\"\n",
+        );
+    std::fs::write(&config, edited).unwrap();
+    let all = report();
+    stale(&all, &["ensemble::e", "tournament::t"]);
+    assert!(
+        all.contains("  ensemble::e: max_regions ~ -> 1\n")
+            && all.contains("  tournament::t: champion ~ -> bag_1\n"),
+        "{all}"
+    );
+    assert!(report_html(&all).contains("max_regions ~ -&gt; 1"), "{all}");
+    std::fs::write(&config, &declared).unwrap();
+
+    // bag_0 retrained: its weights' bytes changed.
+    let weights = work.join("bag_0.safetensors");
+    let original = std::fs::read(&weights).unwrap();
+    let mut retrained = original.clone();
+    *retrained.last_mut().unwrap() ^= 1;
+    std::fs::write(&weights, &retrained).unwrap();
+    let all = report();
+    stale(&all, &["pair::p", "ensemble::e", "tournament::t"]);
+    assert!(
+        all.contains("  pair::p: weights of `bag_0` changed since the run\n")
+            && all.contains("  ensemble::e: weights of `bag_0` changed since the run\n")
+            && all.contains("  tournament::t: weights of `bag_0` changed since the run\n"),
+        "{all}"
+    );
+    std::fs::write(&weights, &original).unwrap();
+    let all = report();
+    assert!(
+        all.contains("3 trials: 3 passed, 0 failed, 0 without a record"),
+        "{all}"
+    );
+
+    // Records of a gevaldi that did not record the thresholds and digests.
+    for (file, fields) in [
+        ("p.json", &["weights"][..]),
+        ("ensemble.json", &["thresholds", "weights"][..]),
+        ("tournament.json", &["weights"][..]),
+    ] {
+        let path = find(&work.join("target"), file).expect(file);
+        let mut json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        for field in fields {
+            assert!(
+                json.as_object_mut().unwrap().remove(*field).is_some(),
+                "{field}"
+            );
+        }
+        std::fs::write(&path, serde_json::to_vec(&json).unwrap()).unwrap();
+    }
+    let all = report();
+    stale(&all, &["pair::p", "ensemble::e", "tournament::t"]);
+    assert!(
+        all.contains("  pair::p: recorded before gevaldi recorded the digests of the weights\n")
+            && all.contains(
+                "  ensemble::e: recorded before gevaldi recorded the thresholds; recorded before \
+             gevaldi recorded the digests of the weights\n"
+            )
+            && all.contains(
+                "  tournament::t: recorded before gevaldi recorded the digests of the weights\n"
+            ),
+        "{all}"
+    );
+}
+
+/// Regression: a pair's record under a `max_set_distance` kept its verdict
+/// after the label hierarchy that the set distances read had changed.
+#[test]
+fn report_marks_a_pair_record_of_another_hierarchy_stale() {
+    let root = scratch("stale-hierarchy");
+    let bin = install(&root);
+    let (home, work) = (root.join("home"), root.join("suite"));
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::create_dir_all(&work).unwrap();
+    let fixtures = workspace().join("fixtures/mnist");
+    let w = |f: &str| fixtures.join(f).display().to_string();
+    for file in ["digits_classes.tsv", "digits_edges.tsv"] {
+        std::fs::copy(
+            workspace().join("tests/harness").join(file),
+            work.join(file),
+        )
+        .unwrap();
+    }
+    let toml = format!(
+        "[search]\nbatch = 4\nsteps = 2\nlambda = 0.0\n\n\
+         [hierarchy]\nclasses = \"digits_classes.tsv\"\nedges = \"digits_edges.tsv\"\n\n\
+         [generator.vae]\narch = \"mnist-vae\"\nweights = \"{}\"\n\n\
+         [classifier.a]\narch = \"mnist-cnn-a\"\nweights = \"{}\"\n\n\
+         [classifier.b]\narch = \"mnist-cnn-b\"\nweights = \"{}\"\n\n\
+         [[pair]]\nname = \"p\"\nmodels = [\"a\", \"b\"]\ngenerator = \"vae\"\n\
+         max_set_distance = 1.5\n",
+        w("vae.safetensors"),
+        w("cnn_a.safetensors"),
+        w("cnn_b.safetensors"),
+    );
+    std::fs::write(work.join("gevaldi.toml"), toml).unwrap();
+    let out = cli(&bin, &work, &home, &["run"], &[("INSTA_UPDATE", "always")]);
+    // The search may break the threshold (a record of a verdict all the
+    // same), not stop on an error.
+    let record = find(&work.join("target"), "p.json").expect("the pair's record");
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(record).unwrap()).unwrap();
+    assert_eq!(record["kind"], "pair", "{}\n{record}", text(&out));
+    let out = cli(&bin, &work, &home, &["report"], &[]);
+    let all = text(&out);
+    assert!(
+        all.contains("1 trial: ")
+            && all.contains(", 0 without a record")
+            && !all.contains("stale record"),
+        "{all}"
+    );
+
+    // Digits 2 and 3 moved under `loops`.
+    let edges = work.join("digits_edges.tsv");
+    let moved = std::fs::read_to_string(&edges)
+        .unwrap()
+        .replace("digit_2\tcurves", "digit_2\tloops")
+        .replace("digit_3\tcurves", "digit_3\tloops");
+    std::fs::write(&edges, moved).unwrap();
+    let out = cli(&bin, &work, &home, &["report"], &[]);
+    let all = text(&out);
+    assert!(
+        all.contains("1 trial: 0 passed, 0 failed, 0 without a record")
+            && all.contains(
+                "  pair::p: the label hierarchy ([hierarchy]), which `max_set_distance` reads, \
+                 changed since the run\n"
+            ),
+        "{all}"
     );
 }

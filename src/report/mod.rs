@@ -18,7 +18,10 @@
 //!   pairs' disagreements (`tournament-<name>/<a>-vs-<b>.png`).
 //!
 //! A trial without a record ("not run yet") or whose run stopped on an
-//! error is listed as such. The page has no script and loads nothing but
+//! error is listed as such; one whose record is of other settings,
+//! thresholds, models or weights than the config declares now is listed
+//! as stale, with what differs ([`Difference`]), and its verdict is not
+//! counted. The page has no script and loads nothing but
 //! the pictures beside it, so it opens from disk without a server.
 
 use std::fmt::Write as _;
@@ -45,9 +48,12 @@ pub struct Written {
     /// Trials without a record.
     pub missing: usize,
     /// Trials whose record is of other settings, thresholds or models than
-    /// the config declares now (an edit of the TOML since the run): not
-    /// counted as passed or failed.
+    /// the config declares now (an edit of the TOML since the run), or of
+    /// weights whose bytes have changed since: not counted as passed or
+    /// failed.
     pub stale: usize,
+    /// Those trials, each with what differs.
+    pub stale_records: Vec<(TrialId, Vec<Difference>)>,
 }
 
 /// One trial as the report shows it.
@@ -77,6 +83,7 @@ pub fn write(config: &Config) -> Result<Written> {
         failed: 0,
         missing: 0,
         stale: 0,
+        stale_records: Vec::new(),
     };
     let mut overview = String::new();
     let mut sections = String::new();
@@ -99,12 +106,10 @@ pub fn write(config: &Config) -> Result<Written> {
         // verdict, and not counted as one.
         let ignored = config.ignored(id);
         // A record of another trial than the config declares now (its
-        // threshold edited since the run) keeps the verdict of that run.
+        // threshold edited, a model retrained since the run) keeps the
+        // verdict of that run.
         let differences = match &entry {
-            Entry::Record(r) => match (r.as_ref(), config.pair(&id.name)) {
-                (Record::Pair(p), Some(decl)) => stale::pair_differences(config, decl, p),
-                _ => Vec::new(),
-            },
+            Entry::Record(r) => stale::differences(config, id, r),
             Entry::Missing(..) => Vec::new(),
         };
         let is_stale = !ignored && !differences.is_empty();
@@ -121,7 +126,12 @@ pub fn write(config: &Config) -> Result<Written> {
         match class {
             "pass" => written.passed += 1,
             "fail" => written.failed += 1,
-            _ if is_stale => written.stale += 1,
+            _ if is_stale => {
+                written.stale += 1;
+                written
+                    .stale_records
+                    .push((id.clone(), differences.clone()));
+            }
             _ => written.missing += 1,
         }
         let anchor = anchor(id);
@@ -155,7 +165,11 @@ pub fn write(config: &Config) -> Result<Written> {
         let stale_note = format!(
             "its record is of another trial than the config declares now ({}): its verdict \
              is that run's; rerun the trial (`cargo test` or `cargo gevaldi run`)",
-            differences.join("; ")
+            differences
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
         );
         let body = if is_stale {
             format!(
@@ -164,6 +178,23 @@ pub fn write(config: &Config) -> Result<Written> {
             )
         } else {
             body
+        };
+        let registered = match &entry {
+            Entry::Record(r) => stale::unchecked(r),
+            Entry::Missing(..) => Vec::new(),
+        };
+        let body = if registered.is_empty() {
+            body
+        } else {
+            let names: Vec<String> = registered
+                .iter()
+                .map(|m| format!("<code>{}</code>", esc(m)))
+                .collect();
+            format!(
+                "<p>The code of {} (registered from Rust) cannot be checked against the run's: \
+                 only the files its table names are; rerun the trial after a change of it.</p>\n{body}",
+                names.join(", ")
+            )
         };
         let body = if ignored {
             format!(
@@ -284,6 +315,7 @@ mod ensemble;
 mod html;
 mod pair;
 mod stale;
+pub use stale::Difference;
 #[cfg(test)]
 mod tests;
 mod tournament;

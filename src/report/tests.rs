@@ -146,6 +146,8 @@ fn artifact(outcome: crate::tournament::TournamentOutcome) -> crate::artifact::T
         summary,
         outcome,
         thresholds: Default::default(),
+        test_data: None,
+        weights: Some(Vec::new()),
         latent_support: None,
         outside_support: None,
         class_names: vec!["0".into(), "1".into()],
@@ -209,4 +211,68 @@ fn the_report_counts_the_pairs_searched_under_a_symmetric_divergence() {
     );
     let line = headline(&crate::artifact::Record::Tournament(Box::new(kl)));
     assert!(line.ends_with("by mad; 6 pairs × 4 samples"), "{line}");
+}
+
+/// A tournament's record of the trial the config declares is not stale,
+/// and the report says that the code of a model registered from Rust
+/// cannot be checked against the run's (the files its table names are);
+/// once that file changes, the trial is stale, naming the model.
+#[test]
+fn a_registered_model_s_code_is_named_unchecked_and_its_files_checked() {
+    use crate::tournament::TournamentOutcome;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("w.safetensors"), b"{}").unwrap();
+    std::fs::write(dir.path().join("c.bin"), b"c").unwrap();
+    let text = "[generator.cvae]\narch = \"mnist-cvae\"\nweights = \"w.safetensors\"\n\
+                [classifier.a]\narch = \"mnist-cnn-a\"\nweights = \"w.safetensors\"\n\
+                [classifier.b]\narch = \"mnist-cnn-b\"\nweights = \"w.safetensors\"\n\
+                [classifier.c]\nfile = \"c.bin\"\n\
+                [[tournament]]\nname = \"t\"\nmodels = [\"a\", \"b\", \"c\"]\n\
+                generator = \"cvae\"\nsamples = 4\n";
+    let path = dir.path().join("gevaldi.toml");
+    std::fs::write(&path, text).unwrap();
+    let config = crate::config::parse(text, &path).unwrap();
+    let models: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+    let pairs = vec![
+        pair_won("a", "b", 3),
+        pair_won("a", "c", 3),
+        pair_won("b", "a", 0),
+        pair_won("b", "c", 2),
+        pair_won("c", "a", 0),
+        pair_won("c", "b", 0),
+    ];
+    let outcome = TournamentOutcome::from_pairs(&models, pairs, None).unwrap();
+    let mut t = artifact(outcome);
+    t.weights = Some(artifact::ModelFiles::of_trial(&config, "cvae", &models));
+    let record = artifact::tournament_record(&artifact_dir(&path), "t");
+    Record::Tournament(Box::new(t)).write(&record).unwrap();
+    let report = || {
+        let written = write(&config).unwrap();
+        let html = std::fs::read_to_string(&written.index).unwrap();
+        (written, html)
+    };
+    let (written, html) = report();
+    assert_eq!((written.passed, written.stale), (1, 0), "{html}");
+    assert!(
+        html.contains(
+            "<p>The code of <code>c</code> (registered from Rust) cannot be checked against \
+             the run's"
+        ),
+        "{html}"
+    );
+    std::fs::write(dir.path().join("c.bin"), b"retrained").unwrap();
+    let (written, html) = report();
+    let _ = std::fs::remove_dir_all(written.index.parent().unwrap());
+    assert_eq!((written.passed, written.stale), (0, 1), "{html}");
+    assert_eq!(
+        written.stale_records,
+        [(
+            TrialId::tournament("t"),
+            vec![Difference::Weights { model: "c".into() }]
+        )]
+    );
+    assert!(
+        html.contains("weights of `c` changed since the run"),
+        "{html}"
+    );
 }

@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use crate::artifact::{self, EnsembleArtifact, LatentMap, Record};
+use crate::artifact::{self, EnsembleArtifact, LatentMap, ModelFiles, Record};
 use crate::config::{self, EnsembleDecl, TrialId};
 use crate::data::{Mnist, Split};
 use crate::ensemble::{mean_probs, MdsDataset, Metrics};
@@ -113,6 +113,8 @@ impl Suite {
             passed: failures.is_empty(),
             failures,
             class_names,
+            thresholds: Some(e.into()),
+            weights: Some(ModelFiles::of_trial(&self.config, &e.generator, &e.members)),
             labels: mds.labels,
             z: mds.z,
             latent_support,

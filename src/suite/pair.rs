@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::artifact::{self, PairArtifact, Record};
+use crate::artifact::{self, ModelFiles, PairArtifact, Record};
 use crate::config::{self, PairDecl, Statistic, TrialId};
 use crate::error::{Error, Result};
 use crate::grid::{most_divergent, pair_grid, GRID_SAMPLES};
@@ -141,6 +141,12 @@ impl Suite {
             samples: outcome.samples,
             grid,
             grid_samples,
+            weights: Some(ModelFiles::of_trial(
+                &self.config,
+                &pair.generator,
+                &pair.models,
+            )),
+            hierarchy: Some(artifact::weights::hierarchy_files(&self.config)),
             conditions,
             latent_support: outcome.latent_support,
             seconds: started.elapsed().as_secs_f64(),

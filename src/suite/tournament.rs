@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use crate::artifact::{self, Record, TournamentArtifact};
+use crate::artifact::{self, ModelFiles, Record, TournamentArtifact};
 use crate::config::{TournamentDecl, TrialId};
 use crate::data::{Mnist, Split};
 use crate::error::{Error, Result};
@@ -145,6 +145,8 @@ impl Suite {
             summary,
             outcome,
             thresholds,
+            test_data: t.test_data.clone(),
+            weights: Some(ModelFiles::of_trial(&self.config, &t.generator, &t.models)),
             latent_support,
             outside_support: outside_support.clone(),
             class_names,

@@ -10,6 +10,7 @@ use std::time::Instant;
 use candle_core::Tensor;
 use rand::SeedableRng;
 
+use crate::artifact::weights::{files_of, FileDigest};
 use crate::artifact::{self, Record, TournamentPairArtifact};
 use crate::config::{self, ModelDecl, TournamentDecl};
 use crate::error::{Error, Result};
@@ -309,7 +310,7 @@ fn digest(t: &Tensor) -> Result<String> {
 }
 
 /// A model's table as text, every key but its line: the architecture, the
-/// weights file's size and digest ([`file_fingerprint`]), `preprocess`,
+/// weights file's size and digest ([`FileDigest`]), `preprocess`,
 /// `truncation`, `optional`, and a registered model's own keys (sorted by
 /// name; a string naming a file beside the config with that file's size
 /// and digest too: a registration reads `file = …` with
@@ -332,14 +333,15 @@ fn model_fingerprint(d: &ModelDecl) -> String {
     let weights = table
         .weights
         .as_deref()
-        .map_or("none".into(), file_fingerprint);
+        .map_or("none".into(), |w| FileDigest::of(w).to_string());
     let mut keys: Vec<String> = table
         .keys()
         .filter_map(|k| Some((k, table.get(k)?)))
         .map(|(k, v)| {
             let mut files = Vec::new();
-            files_of(v, &table.dir, &mut files);
-            format!("{k} = {v:?}{}", files.concat())
+            files_of(k, v, &table.dir, &mut files);
+            let files: String = files.iter().map(|(_, d)| format!(" [file {d}]")).collect();
+            format!("{k} = {v:?}{files}")
         })
         .collect();
     keys.sort();
@@ -348,74 +350,6 @@ fn model_fingerprint(d: &ModelDecl) -> String {
          transform_input {transform_input:?} optional {optional} keys {{{}}}",
         keys.join(", ")
     )
-}
-
-/// A file's size and a digest of its bytes, as text: what a search reads
-/// of it, whatever its path or modification time. These were in the
-/// fingerprint instead of the bytes, so every CI runner's fresh checkout
-/// (whose files get the checkout's time) made the pair records gathered
-/// from the other runners stale, and the verdict searched every pair
-/// again. A file is read once per process while its size and modification
-/// time stay the same ([`file_digest`]).
-fn file_fingerprint(path: &std::path::Path) -> String {
-    let meta = std::fs::metadata(path).ok();
-    let size = meta.as_ref().map_or(0, |m| m.len());
-    let mtime = meta
-        .and_then(|m| m.modified().ok())
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_nanos());
-    static DIGESTS: std::sync::OnceLock<Digests> = std::sync::OnceLock::new();
-    let digests = DIGESTS.get_or_init(Default::default);
-    let key = (path.to_path_buf(), size, mtime);
-    let cached = digests.lock().ok().and_then(|d| d.get(&key).cloned());
-    let digest = cached.unwrap_or_else(|| {
-        let digest = file_digest(path).unwrap_or_else(|| "unreadable".into());
-        if let Ok(mut d) = digests.lock() {
-            d.insert(key, digest.clone());
-        }
-        digest
-    });
-    format!("{size} bytes, digest {digest}")
-}
-
-/// The digests [`file_fingerprint`] has read, by path, size and
-/// modification time.
-type Digests = std::sync::Mutex<std::collections::HashMap<(PathBuf, u64, u128), String>>;
-
-/// SHA-256 of a file's bytes, read a MiB at a time; `None` when it
-/// cannot be read.
-fn file_digest(path: &std::path::Path) -> Option<String> {
-    use sha2::{Digest, Sha256};
-    use std::io::Read;
-    let mut file = std::fs::File::open(path).ok()?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        match file.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => hasher.update(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => return None,
-        }
-    }
-    Some(format!("{:x}", hasher.finalize()))
-}
-
-/// The fingerprints of the files that the strings in `v` name (resolved
-/// against `dir`), each as ` [file …]`.
-fn files_of(v: &config::TableValue, dir: &std::path::Path, out: &mut Vec<String>) {
-    use config::TableValue;
-    match v {
-        TableValue::String(s) if !s.is_empty() => {
-            let path = dir.join(s);
-            if path.is_file() {
-                out.push(format!(" [file {}]", file_fingerprint(&path)));
-            }
-        }
-        TableValue::Array(items) => items.iter().for_each(|v| files_of(v, dir, out)),
-        TableValue::Table(entries) => entries.iter().for_each(|(_, v)| files_of(v, dir, out)),
-        _ => {}
-    }
 }
 
 /// A pair's samples decoded again from their latents and conditions,
