@@ -198,6 +198,31 @@ pub fn numbers_its_classes(names: &[String]) -> bool {
     names.iter().enumerate().all(|(k, n)| *n == k.to_string())
 }
 
+/// The class names as a trial shows them (its summaries, failure messages,
+/// snapshots, pictures and record): a name that two or more classes share
+/// gets its logit index, `crane [134]` and `crane [517]` (ImageNet-1k
+/// names two classes `crane`, the bird and the machine, and two
+/// `maillot`), so that a prediction that moved from one to the other, or
+/// two models that predict different ones, read as different classes.
+/// Every other name is as given.
+pub fn distinct_class_labels(names: &[String]) -> Vec<String> {
+    let mut count = std::collections::HashMap::<&str, usize>::new();
+    for n in names {
+        *count.entry(n.as_str()).or_default() += 1;
+    }
+    names
+        .iter()
+        .enumerate()
+        .map(|(k, n)| {
+            if count[n.as_str()] > 1 {
+                format!("{n} [{k}]")
+            } else {
+                n.clone()
+            }
+        })
+        .collect()
+}
+
 /// The first logit to which two classifiers' class names (of one count)
 /// give different classes, if any. Where both name their classes, the
 /// names must be equal, logit by logit. Where one only numbers them

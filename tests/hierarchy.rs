@@ -63,6 +63,54 @@ fn two_classes_with_one_name_stay_apart() {
     assert_eq!(h.distance(bird, bird), 0.0);
 }
 
+/// Regression: a search's outcome named both cranes `crane` (and both
+/// maillots `maillot`), so its summaries, failure messages, snapshot and
+/// pictures read "a: crane | b: crane" where one model predicted the bird
+/// and the other the machine, 7 apart in the hierarchy; and a snapshot's
+/// prediction that moved from one to the other read the same. A name two
+/// classes share is shown with its logit index.
+#[test]
+fn a_search_shows_the_two_cranes_apart() {
+    use gevaldi::candle_core::{Device, Tensor};
+    use gevaldi::zoo::{imagenet_class_names, MnistVae, MnistVaeConfig};
+    use gevaldi::{ModuleClassifier, Search, SearchConfig};
+
+    let dev = Device::Cpu;
+    let names = imagenet_class_names(1000);
+    let crane: Vec<usize> = (0..1000).filter(|&k| names[k] == "crane").collect();
+    // Each model puts nearly all its mass on one crane, whatever the image.
+    let favours = |k: usize| {
+        let mut bias = vec![0f32; 1000];
+        bias[k] = 20.0;
+        let bias = Tensor::new(bias, &dev).unwrap();
+        ModuleClassifier::from_fn(
+            move |x: &Tensor| {
+                let s = x.flatten_from(1)?.mean_keepdim(1)?;
+                s.broadcast_add(&bias.unsqueeze(0)?)
+            },
+            names.clone(),
+        )
+    };
+    let (bird, machine) = (favours(crane[0]), favours(crane[1]));
+    let vae = MnistVae::random(&MnistVaeConfig::default(), 4, &dev).unwrap();
+    let outcome = Search::new("vae", &vae)
+        .classifier("bird", &bird)
+        .classifier("machine", &machine)
+        .config(SearchConfig::default().steps(1).batch(2))
+        .run(&dev)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let shown = &outcome.class_names;
+    assert_eq!(shown[crane[0]], format!("crane [{}]", crane[0]));
+    assert_eq!(shown[crane[1]], format!("crane [{}]", crane[1]));
+    assert_eq!(shown[638], "maillot [638]");
+    assert_eq!(shown[0], "tench");
+    let distinct: std::collections::HashSet<&String> = shown.iter().collect();
+    assert_eq!(distinct.len(), 1000);
+    let before = outcome.samples[0].log_probs_before.clone();
+    let top = |lp: &[f32]| shown[gevaldi::model::argmax(lp)].clone();
+    assert_ne!(top(&before[0]), top(&before[1]));
+}
+
 #[test]
 fn distances_are_symmetric_and_positive_off_the_diagonal() {
     let h = imagenet();

@@ -93,6 +93,7 @@ pub fn parse_in(text: &str, display: &Path, dir: &Path) -> Result<Config, Config
         dir: dir.to_path_buf(),
         errors: Vec::new(),
         names: Vec::new(),
+        refused_preprocess: Vec::new(),
     };
     let (root, syntax) = DeTable::parse_recoverable(text);
     // Only the first syntax error: the parser's recovery after it reports
@@ -124,6 +125,10 @@ struct Cx<'t> {
     /// its entry had mistakes: a duplicate of an entry with a mistake is
     /// named in the same run, not only once that one is mended.
     names: Vec<(TrialKind, String, usize)>,
+    /// The classifiers whose `preprocess` was written but refused (its own
+    /// errors name what is wrong): a trial does not also say they have
+    /// none.
+    refused_preprocess: Vec<String>,
 }
 
 type Value<'i> = Spanned<DeValue<'i>>;
@@ -478,7 +483,10 @@ impl Cx<'_> {
                     }
                     "weights" => weights = self.string(v, &key_path).map(|w| (w, v.span())),
                     "preprocess" if model_kind == ModelKind::Classifier => {
-                        preprocess = self.preprocess(v, &key_path)
+                        preprocess = self.preprocess(v, &key_path);
+                        if preprocess.is_none() {
+                            self.refused_preprocess.push(name_str.clone());
+                        }
                     }
                     // Not a key of its own even without `arch`: it reads as
                     // gevaldi's, and would be silently not applied.
@@ -1372,7 +1380,10 @@ impl Cx<'_> {
             let Some((arch, _)) = &decl.builtin else {
                 continue;
             };
-            if arch.dataset() != Dataset::ImageNet || decl.preprocess.is_some() {
+            if arch.dataset() != Dataset::ImageNet
+                || decl.preprocess.is_some()
+                || self.refused_preprocess.iter().any(|r| r == m)
+            {
                 continue;
             }
             let (makes, suggested) = match gen_arch.dataset() {

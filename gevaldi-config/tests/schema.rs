@@ -633,6 +633,54 @@ fn a_refused_mean_or_std_is_its_only_error() {
     }
 }
 
+/// Regression: an ImageNet classifier whose `preprocess` was written but
+/// refused (`input_range = [1, 1]`, a `std` of 0) was also said to have
+/// none ("`alex` (alexnet) has no `preprocess` … give [classifier.alex] a
+/// `preprocess`"), once per trial that used it, beside the real error.
+/// Only the real error now; one without `preprocess` still gets its own.
+#[test]
+fn a_refused_preprocess_is_not_also_called_missing() {
+    let with = |pre: &str| {
+        format!(
+            "{MODELS}\n[generator.big]\narch = \"biggan-deep-128\"\nweights = \"Cargo.toml\"\n\
+             [classifier.alex]\narch = \"alexnet\"\nweights = \"Cargo.toml\"\n{pre}\n\
+             [classifier.res]\narch = \"resnet18\"\nweights = \"Cargo.toml\"\npreprocess = {{}}\n\
+             [[pair]]\nname = \"p\"\nmodels = [\"alex\", \"res\"]\ngenerator = \"big\"\n\
+             [[pair]]\nname = \"q\"\nmodels = [\"res\", \"alex\"]\ngenerator = \"big\"\n"
+        )
+    };
+    for (pre, key, message) in [
+        (
+            "preprocess = { input_range = [1, 1], resize = 224 }",
+            "classifier.alex.preprocess.input_range",
+            "expected [lo, hi] with lo < hi, e.g. [-1, 1]",
+        ),
+        (
+            "preprocess = { input_range = [-1, 1], mean = [0.5], std = [0.0] }",
+            "classifier.alex.preprocess.std[0]",
+            "0 is out of range: expected a finite number > 0",
+        ),
+        (
+            "preprocess = 3",
+            "classifier.alex.preprocess",
+            "expected a table",
+        ),
+    ] {
+        let e = errors(&with(pre));
+        assert_eq!(e.errors.len(), 1, "{pre}: {e}");
+        assert_eq!(e.errors[0].key, key, "{pre}: {e}");
+        assert!(e.errors[0].message.contains(message), "{pre}: {e}");
+    }
+    let e = errors(&with(""));
+    assert_eq!(e.errors.len(), 2, "{e}");
+    assert!(
+        e.errors
+            .iter()
+            .all(|e| e.message.contains("has no `preprocess`")),
+        "{e}"
+    );
+}
+
 /// `preprocess = {}` says an ImageNet classifier takes the generator's
 /// images as they are: no error (one without `preprocess` is refused).
 #[test]

@@ -239,7 +239,9 @@ pub struct SearchOutcome {
     pub config: SearchConfig,
     /// The classifiers' names, in order.
     pub model_names: Vec<String>,
-    /// The class names of the first classifier.
+    /// The class names of the first classifier, as shown: a name that
+    /// two classes share gets its logit index (`crane [134]`, see
+    /// [`crate::model::distinct_class_labels`]).
     pub class_names: Vec<String>,
     /// The names of the [`Measure`]s recorded, in order.
     pub measure_names: Vec<String>,

@@ -400,7 +400,7 @@ impl<'a> Search<'a> {
                 ..cfg.clone()
             },
             model_names: self.classifiers.iter().map(|(n, _)| n.clone()).collect(),
-            class_names: self.classifiers[0].1.class_names().to_vec(),
+            class_names: crate::model::distinct_class_labels(self.classifiers[0].1.class_names()),
             measure_names: self.measures.iter().map(|m| m.name()).collect(),
             samples,
             trajectory,

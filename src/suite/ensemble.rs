@@ -68,7 +68,7 @@ impl Suite {
         let regions = find_regions(&mds, e.min_samples, None);
         let threshold_failures =
             crate::verdict::ensemble_failures(e, &on_test, &on_mds, regions.regions.len());
-        let class_names = members[0].class_names().to_vec();
+        let class_names = crate::model::distinct_class_labels(members[0].class_names());
         let mds_divergence = crate::verdict::statistic(&mds.divergence, config::Statistic::Mean);
         let summary = EnsembleSummary {
             ensemble: e.name.clone(),

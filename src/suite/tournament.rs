@@ -103,7 +103,7 @@ impl Suite {
         );
         let snapshot = summary.check_snapshot(&self.config.path).err();
         let dir = artifact::tournament_dir(&self.artifact_dir(), &t.name);
-        let class_names = models[0].class_names().to_vec();
+        let class_names = crate::model::distinct_class_labels(models[0].class_names());
         let mut grids = Vec::new();
         for (a, b) in closest_pairs(&outcome, CLOSEST_PAIRS) {
             let name = pair_name(&outcome.models[a], &outcome.models[b]);
