@@ -90,17 +90,28 @@ fn a_recorded_chain_of_convs_holds_none_of_its_activations() {
         drop(recording.gradient(vec![(&y, y.ones_like().unwrap())], x.as_tensor()));
     }
 
-    let before = LIVE.load(Ordering::SeqCst);
-    let (y, recording) = run();
-    drop(y);
-    let held = LIVE.load(Ordering::SeqCst) - before;
+    // The least of three recordings: a pool thread that the warm-up
+    // left idle makes its im2col buffer the first time work reaches it,
+    // whichever run that is (seen in CI: 10368 KiB, one thread's buffer
+    // for 4 samples, in about one run in eight), where a recording that
+    // keeps activations keeps them in every run.
+    let held = (0..3)
+        .map(|_| {
+            let before = LIVE.load(Ordering::SeqCst);
+            let (y, recording) = run();
+            drop(y);
+            let held = LIVE.load(Ordering::SeqCst) - before;
+            drop(recording);
+            held
+        })
+        .min()
+        .unwrap();
     assert!(
         held < activation / 2,
         "the recording holds {} KiB once the output is dropped ({} KiB an activation)",
         held >> 10,
         activation >> 10
     );
-    drop(recording);
 
     // The backward still runs on what it kept, and gives candle's graph's
     // gradient.
