@@ -316,12 +316,12 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
                 w.failed,
                 w.missing
             );
-            if w.stale > 0 {
+            if !w.stale_records.is_empty() {
                 println!(
                     "{} of the trials have a stale record, of other settings, thresholds, \
                      models or weights than the config declares now: their verdicts are not \
                      counted; rerun them",
-                    w.stale
+                    w.stale_records.len()
                 );
                 for (id, differences) in &w.stale_records {
                     let differences: Vec<String> =

@@ -49,10 +49,8 @@ pub struct Written {
     pub missing: usize,
     /// Trials whose record is of other settings, thresholds or models than
     /// the config declares now (an edit of the TOML since the run), or of
-    /// weights whose bytes have changed since: not counted as passed or
-    /// failed.
-    pub stale: usize,
-    /// Those trials, each with what differs.
+    /// weights whose bytes have changed since, each with what differs:
+    /// not counted as passed or failed.
     pub stale_records: Vec<(TrialId, Vec<Difference>)>,
 }
 
@@ -82,7 +80,6 @@ pub fn write(config: &Config) -> Result<Written> {
         passed: 0,
         failed: 0,
         missing: 0,
-        stale: 0,
         stale_records: Vec::new(),
     };
     let mut overview = String::new();
@@ -126,12 +123,9 @@ pub fn write(config: &Config) -> Result<Written> {
         match class {
             "pass" => written.passed += 1,
             "fail" => written.failed += 1,
-            _ if is_stale => {
-                written.stale += 1;
-                written
-                    .stale_records
-                    .push((id.clone(), differences.clone()));
-            }
+            _ if is_stale => written
+                .stale_records
+                .push((id.clone(), differences.clone())),
             _ => written.missing += 1,
         }
         let anchor = anchor(id);
@@ -237,8 +231,11 @@ pub fn write(config: &Config) -> Result<Written> {
         written.passed,
         written.failed,
         written.missing,
-        if written.stale > 0 {
-            format!(", {} with a stale record (of other settings than the config's)", written.stale)
+        if !written.stale_records.is_empty() {
+            format!(
+                ", {} with a stale record (of other settings than the config's)",
+                written.stale_records.len()
+            )
         } else {
             String::new()
         },
